@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and are re-runnable.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+DATA_DIR := $(if $(EMBEDSTACK_DATA_DIR),$(EMBEDSTACK_DATA_DIR),$(wildcard ../shared/data))
+EXTRAS_TEST := dev,fast,ml,torch,onnx,index,serve,bench
+EXTRAS_DEMO := fast,ml
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -e ".[$(EXTRAS_DEMO)]"
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -e ".[$(EXTRAS_TEST)]"
+	touch $@ $(VENV)/.demo-installed
+
+demo: $(VENV)/.demo-installed
+	EMBEDSTACK_DATA_DIR=$(DATA_DIR) $(BIN)/embedstack ladder --quick
+
+test: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests benchmarks
+	EMBEDSTACK_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src/embedstack
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,160 @@
+"""Component folders: ``manifest.json`` (type, format_version, library version, config) + safetensors.
+
+Arrays are stored with safetensors and can be memory-mapped on load (our own reader of the
+safetensors layout: 8-byte little-endian header size, JSON header, raw little-endian data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedstack.errors import FormatError
+from embedstack.io.atomic import atomic_write_bytes, atomic_write_text
+
+__all__ = [
+    "FORMAT_VERSION",
+    "write_manifest",
+    "read_manifest",
+    "save_arrays",
+    "load_arrays",
+    "sha256_file",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64,
+    "BOOL": np.bool_,
+}
+_CODES = {np.dtype(v).str.lstrip("<|="): k for k, v in _DTYPES.items()}
+
+
+def write_manifest(folder: str | os.PathLike[str], type_name: str, config: Mapping[str, Any],
+                   **extra: Any) -> dict[str, Any]:
+    """Write ``manifest.json`` into ``folder`` atomically and return its content."""
+    from embedstack import __version__
+
+    manifest = {
+        "type": type_name,
+        "format_version": FORMAT_VERSION,
+        "embedstack_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": dict(config),
+        **extra,
+    }
+    atomic_write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=_jsonable))
+    return manifest
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_manifest(folder: str | os.PathLike[str], expected_type: str | None = None) -> dict[str, Any]:
+    """Read and check ``manifest.json``; raise FormatError naming what is wrong."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FormatError(f"{path} does not exist: {folder} is not a saved embedstack component folder.")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path} is not valid JSON ({exc}); the folder is damaged, save the component again.") from None
+    if not isinstance(manifest, dict) or "type" not in manifest or "format_version" not in manifest:
+        raise FormatError(f"{path} lacks 'type'/'format_version'; it was not written by embedstack.")
+    if int(manifest["format_version"]) > FORMAT_VERSION:
+        raise FormatError(
+            f"{path} has format_version {manifest['format_version']} but this embedstack reads up to "
+            f"{FORMAT_VERSION}; upgrade embedstack."
+        )
+    if expected_type is not None and manifest["type"] != expected_type:
+        raise FormatError(f"{folder} holds a {manifest['type']!r}, not a {expected_type!r}.")
+    return manifest
+
+
+def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray],
+                metadata: Mapping[str, str] | None = None) -> None:
+    """Write numpy arrays to a safetensors file atomically (C-contiguous, little-endian)."""
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    blobs = []
+    for name, arr in arrays.items():
+        a = np.ascontiguousarray(arr)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        code = _CODES.get(a.dtype.str.lstrip("<|="))
+        if code is None:
+            raise FormatError(f"array {name!r} has dtype {a.dtype}, which safetensors cannot store.")
+        nbytes = a.nbytes
+        header[name] = {"dtype": code, "shape": list(a.shape), "data_offsets": [offset, offset + nbytes]}
+        blobs.append(a)
+        offset += nbytes
+    hbytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    hbytes += b" " * ((8 - len(hbytes) % 8) % 8)
+    parts = [struct.pack("<Q", len(hbytes)), hbytes] + [b.tobytes() for b in blobs]
+    atomic_write_bytes(path, b"".join(parts))
+
+
+def load_arrays(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, np.ndarray]:
+    """Read a safetensors file into numpy arrays; with ``mmap=True`` they are read-only memory maps."""
+    p = Path(path)
+    if not p.is_file():
+        raise FormatError(f"{p} does not exist; the saved folder is incomplete (missing weights file).")
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise FormatError(f"{p} is truncated at byte {len(raw)}: no safetensors header.")
+        (hlen,) = struct.unpack("<Q", raw)
+        if hlen > size - 8:
+            raise FormatError(f"{p} is truncated: header says {hlen} bytes but the file has {size - 8} after byte 8.")
+        try:
+            header = json.loads(fh.read(hlen).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise FormatError(f"{p}: the safetensors header (bytes 8..{8 + hlen}) is not valid JSON.") from None
+    base = 8 + hlen
+    out: dict[str, np.ndarray] = {}
+    buf = None if mmap else p.read_bytes()
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = np.dtype(_DTYPES[info["dtype"]])
+        start, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if base + end > size:
+            raise FormatError(f"{p} is truncated: tensor {name!r} ends at byte {base + end} of {size}.")
+        count = (end - start) // dtype.itemsize
+        if mmap:
+            if count == 0:
+                arr = np.zeros(shape, dtype=dtype)
+            else:
+                arr = np.memmap(p, dtype=dtype, mode="r", offset=base + start, shape=shape)
+        else:
+            arr = np.frombuffer(buf, dtype=dtype, count=count, offset=base + start).reshape(shape).copy()  # type: ignore[arg-type]
+        out[name] = arr
+    return out
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,99 @@
+"""One resolver from model SPEC strings to encoders, used by every command.
+
+A SPEC is ``kind`` or ``kind:arg`` (``bow``, ``tfidf``, ``bm25``, ``lsa:256``, ``word2vec:PATH``),
+a saved component folder, or a transformer model name / folder. Counting models come back unfitted:
+callers fit them on the corpus they evaluate (see :func:`needs_fit`).
+
+Example:
+    >>> enc = resolve("lsa:64")
+    >>> type(enc).__name__, enc.n_components
+    ('LSA', 64)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from embedstack.errors import ConfigError
+
+__all__ = ["resolve", "register_spec", "known_specs", "needs_fit", "parse_spec"]
+
+Factory = Callable[[str | None], Any]
+
+# kind -> "module:function" (lazy, so `import embedstack` stays light). Functions take the arg or None.
+_SPECS: dict[str, str] = {
+    "bow": "embedstack.count.specs:bow",
+    "binary-bow": "embedstack.count.specs:binary_bow",
+    "tfidf": "embedstack.count.specs:tfidf",
+    "bm25": "embedstack.count.specs:bm25",
+    "bm25-nostem": "embedstack.count.specs:bm25_nostem",
+    "lsa": "embedstack.count.specs:lsa",
+}
+_HELP: dict[str, str] = {
+    "bow": "bag of words (counts)",
+    "binary-bow": "bag of words (binary)",
+    "tfidf": "TF-IDF (smooth idf, sublinear tf, l2)",
+    "bm25": "BM25 (k1=1.2, b=0.75, Lucene idf, English Snowball stemmer + stopwords)",
+    "bm25-nostem": "BM25 without stemming or stopwords",
+    "lsa": "lsa:DIM — truncated SVD of TF-IDF (dense)",
+}
+# Fallback for folders and model names (transformers); set by the neural package.
+_FALLBACK: str | None = "embedstack.neural.specs:load_named"
+
+
+def register_spec(kind: str, target: str, help: str = "") -> None:
+    """Add ``kind`` → ``"module:function"`` to the spec table."""
+    _SPECS[kind] = target
+    _HELP[kind] = help
+
+
+def known_specs() -> dict[str, str]:
+    """Spec kinds and their one-line descriptions."""
+    return {k: _HELP.get(k, "") for k in _SPECS}
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split ``kind:arg``; raise ConfigError on an empty or malformed spec."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("A model SPEC must be a non-empty string such as 'bm25', 'lsa:256' or a model folder.")
+    spec = spec.strip()
+    kind, sep, arg = spec.partition(":")
+    if sep and not arg:
+        raise ConfigError(f"Model spec {spec!r} has an empty argument after ':'; e.g. 'lsa:256'.")
+    return kind.lower(), (arg if sep else None)
+
+
+def _call(target: str, arg: str | None) -> Any:
+    mod, _, fn = target.partition(":")
+    return getattr(importlib.import_module(mod), fn)(arg)
+
+
+def resolve(spec: str) -> Any:
+    """Turn a SPEC into an encoder (unfitted for counting models)."""
+    kind, arg = parse_spec(spec)
+    if kind in _SPECS and not (os.sep in spec and Path(spec).exists() and arg is None):
+        return _call(_SPECS[kind], arg)
+    path = Path(spec).expanduser()
+    if path.is_dir() and (path / "manifest.json").is_file():
+        from embedstack.registry import load_component
+
+        return load_component(path)
+    if _FALLBACK is not None and (path.exists() or "/" in spec or "-" in spec):
+        try:
+            return _call(_FALLBACK, spec)
+        except ModuleNotFoundError as exc:
+            if not exc.name or not exc.name.startswith("embedstack"):
+                raise
+    raise ConfigError(
+        f"Cannot parse model spec {spec!r}. Use one of {sorted(_SPECS)} (e.g. 'lsa:256'), "
+        "a saved model folder, or a transformer model name."
+    )
+
+
+def needs_fit(encoder: Any) -> bool:
+    """True if ``encoder`` must be fitted on a corpus before encoding."""
+    return bool(getattr(encoder, "requires_fit", False)) and not bool(getattr(encoder, "is_fitted", True))
