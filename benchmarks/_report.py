@@ -1,0 +1,53 @@
+"""Benchmark reporting: machine-readable JSON in benchmarks/results/ and a section in BENCHMARKS.md.
+
+Each benchmark owns one section of BENCHMARKS.md between ``<!-- bench:NAME -->`` markers and
+replaces it on every run; its JSON results are appended (one object per run) to
+``benchmarks/results/NAME.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def write_results(name: str, results: dict[str, Any], markdown: str) -> None:
+    """Append ``results`` to results/NAME.jsonl and replace the NAME section of BENCHMARKS.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": name, "machine": machine(), **results}
+    with open(RESULTS / f"{name}.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, default=float) + "\n")
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    section = f"{start}\n{markdown.strip()}\n\n_Measured {record['machine']['date']}, {record['machine']['cpus']} CPUs._\n{end}"
+    text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = before + section + after
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    tmp = BENCHMARKS_MD.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, BENCHMARKS_MD)
+
+
+def ratio(ours: float, theirs: float) -> float:
+    return float(ours) / float(theirs) if theirs else float("nan")
