@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-_GROUPS: list[str] = []
+_GROUPS: list[str] = ["eval", "ladder", "datasets"]
 
 
 def modules() -> list[ModuleType]:

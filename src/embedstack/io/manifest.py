@@ -134,12 +134,19 @@ def load_arrays(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = np.dtype(_DTYPES[info["dtype"]])
-        start, end = info["data_offsets"]
-        shape = tuple(info["shape"])
+        try:
+            dtype = np.dtype(_DTYPES[info["dtype"]])
+            start, end = (int(x) for x in info["data_offsets"])
+            shape = tuple(int(x) for x in info["shape"])
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"{p}: tensor {name!r} has an unsupported dtype or a malformed header entry "
+                              f"{info!r}; the file is damaged or not a safetensors file.") from None
         if base + end > size:
             raise FormatError(f"{p} is truncated: tensor {name!r} ends at byte {base + end} of {size}.")
         count = (end - start) // dtype.itemsize
+        if end < start or count != int(np.prod(shape)) or (end - start) % dtype.itemsize:
+            raise FormatError(f"{p}: tensor {name!r} has shape {list(shape)} but {end - start} bytes of "
+                              f"{dtype.name}; the file is damaged.")
         if mmap:
             if count == 0:
                 arr = np.zeros(shape, dtype=dtype)

@@ -35,7 +35,7 @@ ENGLISH_STOPWORDS = frozenset(
     myself no nor not now of off on once only or other our ours ourselves out over own same she should so
     some such than that the their theirs them themselves then there these they this those through to too
     under until up very was we were what when where which while who whom why will with would you your
-    yours yourself yourselves""".split()
+    yours yourself yourselves""".split()  # noqa: SIM905
 )
 
 
@@ -56,7 +56,7 @@ def to_text(value: Any, *, where: str = "input") -> str:
 
 def normalize(text: str, form: str = "NFKC") -> str:
     """Unicode-normalise ``text`` (NFKC by default: compatibility forms folded, e.g. 'ﬁ' → 'fi')."""
-    return unicodedata.normalize(form, text)
+    return unicodedata.normalize(form, text)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class Analyzer:
         """Tokens of one text."""
         s = to_text(text)
         if self.normalization:
-            s = unicodedata.normalize(self.normalization, s)
+            s = unicodedata.normalize(self.normalization, s)  # type: ignore[arg-type]
         if self.lowercase:
             s = s.lower()
         toks = self._regex.findall(s)

@@ -1,0 +1,104 @@
+"""``embedstack ladder``: every generation implemented so far, on the same data, in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from embedstack.cli._common import err_console, print_json
+from embedstack.cli.eval import handle_errors
+
+__all__ = ["register"]
+
+_ERA_STYLE = {"counting": "cyan", "static": "green", "transformer": "magenta", "hybrid": "yellow"}
+
+
+def _render(report: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="embedstack ladder", header_style="bold", show_lines=False)
+    for name, justify in (("era", "left"), ("model", "left"), ("nDCG@10", "right"), ("Recall@100", "right"),
+                          ("STS-B ρ×100", "right"), ("build s", "right"), ("ms/query", "right"),
+                          ("bytes/doc", "right"), ("note", "left")):
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for res, cells in zip(report.results, report.table_rows(), strict=True):
+        style = _ERA_STYLE.get(res.era, "")
+        if res.status == "skipped":
+            cells[-1] = f"[dim]{cells[-1]}[/]"
+        elif res.status == "failed":
+            cells[-1] = f"[red]{cells[-1]}[/]"
+        table.add_row(f"[{style}]{cells[0]}[/]" if style else cells[0], *cells[1:])
+    err_console.print(table)
+    err_console.print(f"Retrieval: {report.data.retrieval_name}", highlight=False)
+    err_console.print(f"STS: {report.data.sts_name}", highlight=False)
+    for note in report.data.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    mode = "quick run" if report.quick else "full run"
+    err_console.print(f"[dim]{mode} in {report.seconds:.1f} s. Build = fit + encode corpus + build index; "
+                      "ms/query = query encoding + search per query, batched.[/]", highlight=False)
+
+
+def ladder(
+    quick: bool = typer.Option(False, "--quick", help="Bounded run: fewer queries/pairs, slow rows skipped."),
+    sample: bool = typer.Option(False, "--sample", help="Use the small sample bundled with embedstack."),
+    only: str | None = typer.Option(None, "--only", help="Comma-separated row labels or specs to run."),
+    max_queries: int | None = typer.Option(None, "--max-queries", help="Evaluate only the first N judged queries."),
+    max_pairs: int | None = typer.Option(None, "--max-pairs", help="Evaluate only the first N STS pairs."),
+    download: bool = typer.Option(False, "--download", help="Allow downloading datasets that are not local."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the report as Markdown to this file."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (and nothing else there)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run every generation on SciFact (retrieval) and STS-B, and print one comparison table."""
+    from embedstack.errors import ConfigError
+    from embedstack.evaluation.ladder import load_ladder_data, run_ladder
+    from embedstack.io import atomic_write_text
+
+    for name, value in (("--max-queries", max_queries), ("--max-pairs", max_pairs)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be a positive int, got {value}.")
+    only_list = [s for s in (only or "").split(",") if s.strip()] or None
+    data = load_ladder_data(quick=quick, sample=sample, download=download, max_queries=max_queries,
+                            max_pairs=max_pairs)
+    if not json_out:
+        err_console.print(f"[bold]embedstack ladder[/] — retrieval on {data.retrieval_name}; STS on {data.sts_name}",
+                          highlight=False)
+        for note in data.notes:
+            err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, disable=quiet or json_out, transient=True) as prog:
+        task = prog.add_task("ladder", total=None)
+
+        def cb(label: str, stage: str, done: int, total: int) -> None:
+            prog.update(task, description=f"{label}: {stage}", completed=done, total=max(total, 1))
+
+        def done(res: Any) -> None:
+            if not (quiet or json_out):
+                shown = {"ok": "[green]ok[/]", "skipped": "[dim]skipped[/]", "failed": "[red]failed[/]"}[res.status]
+                extra = f" nDCG@10={res.ndcg10:.3f}" if res.ndcg10 is not None else ""
+                extra += f" STS={res.sts_spearman:.1f}" if res.sts_spearman is not None else ""
+                extra += f" ({res.reason})" if res.reason else ""
+                prog.console.print(f"  {res.label}: {shown}{extra}", highlight=False)
+
+        report = run_ladder(quick=quick, only=only_list, data=data, progress=cb, on_result=done)
+    if out is not None:
+        atomic_write_text(out, "# embedstack ladder\n\n" + report.to_markdown())
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        _render(report)
+        if out is not None:
+            err_console.print(f"report written to {out}", highlight=False)
+    if report.failed:
+        err_console.print(f"[red]{len(report.failed)} row(s) failed:[/] "
+                          + "; ".join(f"{r.label}: {r.reason}" for r in report.failed), highlight=False)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``ladder`` command to ``app``."""
+    app.command("ladder")(handle_errors(ladder))

@@ -1,0 +1,299 @@
+"""The shared machinery of the counting models: vocabulary fitting, count matrices, persistence.
+
+Every counting model is a :class:`_Vectorizer`: it owns an :class:`~embedstack.text.Analyzer`, learns
+a vocabulary (alphabetical order, like scikit-learn, so column ``j`` is the ``j``-th term in sorted
+order) with ``min_df`` / ``max_df`` / ``max_features`` pruning, and turns texts into a
+``scipy.sparse.csr_array`` of term counts built from numpy arrays — no Python loop over documents
+beyond tokenization. Subclasses weight the counts (:mod:`embedstack.count.tfidf`,
+:mod:`embedstack.count.bm25`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from embedstack._validation import check_float, check_int
+from embedstack.base import Component, Role, check_is_fitted
+from embedstack.count._analysis import CorpusAnalyzer, check_texts
+from embedstack.errors import ConfigError, FormatError, InputError
+from embedstack.text import Analyzer
+
+__all__ = ["encode_strings", "decode_strings", "count_matrix", "row_of_nonzeros"]
+
+
+def encode_strings(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Pack strings into a UTF-8 byte blob (uint8) and int64 byte offsets (``len + 1``)."""
+    encoded = [s.encode("utf-8") for s in strings]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    if encoded:
+        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+def decode_strings(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
+    """Inverse of :func:`encode_strings`."""
+    raw = np.asarray(blob, dtype=np.uint8).tobytes()
+    off = np.asarray(offsets, dtype=np.int64).tolist()
+    if len(off) < 1 or off[-1] != len(raw):
+        raise FormatError("the stored vocabulary is damaged (offsets do not match the blob); save the model again.")
+    try:
+        return [raw[a:b].decode("utf-8") for a, b in zip(off[:-1], off[1:], strict=True)]
+    except UnicodeDecodeError:
+        raise FormatError("the stored vocabulary is not valid UTF-8; save the model again.") from None
+
+
+def row_of_nonzeros(indptr: np.ndarray) -> np.ndarray:
+    """Row index of every stored entry of a CSR matrix with row pointer ``indptr``."""
+    n = len(indptr) - 1
+    return np.repeat(np.arange(n, dtype=np.int32), np.diff(indptr))
+
+
+def count_matrix(term_ids: np.ndarray, lengths: np.ndarray, n_terms: int, *, binary: bool = False) -> sp.csr_array:
+    """Documents × terms count matrix (float32, canonical CSR) from flat token ids.
+
+    Args:
+        term_ids: int32 term id of every token, documents concatenated; ``-1`` entries are skipped.
+        lengths: number of tokens (including skipped ones) of each document.
+        n_terms: number of columns.
+        binary: store 1 for every present term instead of its count.
+    """
+    n = len(lengths)
+    rows = np.repeat(np.arange(n, dtype=np.int32), lengths)
+    keep = term_ids >= 0
+    if not keep.all():
+        rows, term_ids = rows[keep], term_ids[keep]
+    data = np.ones(len(rows), dtype=np.float32)
+    X = sp.csr_array((data, (rows, term_ids)), shape=(n, n_terms))
+    X.sum_duplicates()  # coo -> csr already summed; this also guarantees sorted indices
+    if binary:
+        X.data[:] = 1.0
+    return X
+
+
+class _Vectorizer(Component):
+    """Base of the counting models: analyzer, vocabulary, count matrices, save/load."""
+
+    requires_fit: ClassVar[bool] = True
+    _params: ClassVar[tuple[str, ...]] = ("analyzer", "binary", "min_df", "max_df", "max_features")
+
+    analyzer: Analyzer | None
+    binary: bool
+    min_df: float | int
+    max_df: float | int
+    max_features: int | None
+
+    # ------------------------------------------------------------------ configuration
+    def get_config(self) -> dict[str, Any]:
+        cfg = {name: getattr(self, name) for name in self._params}
+        if cfg.get("analyzer") is not None:
+            cfg["analyzer"] = cfg["analyzer"].get_config()
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        cfg = dict(config)
+        unknown = set(cfg) - set(cls._params)
+        if unknown:
+            raise FormatError(f"{cls.__name__} config has unknown keys {sorted(unknown)}; it was saved by another version.")
+        if isinstance(cfg.get("analyzer"), dict):
+            cfg["analyzer"] = Analyzer.from_config(cfg["analyzer"])
+        return cls(**cfg)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._params if k != "analyzer")
+        return f"{type(self).__name__}({args})"
+
+    def _get_analyzer(self) -> Analyzer:
+        return self.analyzer if self.analyzer is not None else Analyzer()
+
+    def _validate_params(self) -> None:
+        owner = type(self).__name__
+        if self.analyzer is not None and not hasattr(self.analyzer, "tokenize"):
+            raise ConfigError(
+                f"The 'analyzer' parameter of {owner} must be an embedstack.text.Analyzer. "
+                f"Got {type(self.analyzer).__name__} instead."
+            )
+        for name in ("min_df", "max_df"):
+            v = getattr(self, name)
+            if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+                check_int(owner, name, v, low=0 if name == "min_df" else 1)
+            else:
+                check_float(owner, name, v, low=0.0, high=1.0)
+        check_int(owner, "max_features", self.max_features, low=1, allow_none=True)
+        if not isinstance(self.binary, bool):
+            raise ConfigError(f"The 'binary' parameter of {owner} must be a bool. Got {self.binary!r} instead.")
+
+    # ------------------------------------------------------------------ fitted state
+    @property
+    def is_fitted(self) -> bool:
+        """True once :meth:`fit` (or :meth:`load`) has set the vocabulary."""
+        return getattr(self, "vocabulary_", None) is not None
+
+    def _check_fitted(self) -> None:
+        check_is_fitted(self, "vocabulary_")
+
+    @property
+    def n_features(self) -> int:
+        """Vocabulary size (number of columns of the sparse output)."""
+        self._check_fitted()
+        return len(self.terms_)
+
+    def get_feature_names_out(self) -> np.ndarray:
+        """Terms in column order (as scikit-learn's vectorizers name it)."""
+        self._check_fitted()
+        return np.asarray(self.terms_, dtype=object)
+
+    # ------------------------------------------------------------------ counting
+    def _analyze(self, texts: Any) -> tuple[CorpusAnalyzer, np.ndarray, np.ndarray]:
+        texts = check_texts(texts)
+        ca = CorpusAnalyzer(self._get_analyzer())
+        ids_parts, len_parts = [], []
+        for ids, lengths in ca.chunks(texts):
+            ids_parts.append(ids)
+            len_parts.append(lengths)
+        raw = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.int32)
+        lengths = np.concatenate(len_parts) if len_parts else np.zeros(0, dtype=np.int64)
+        return ca, raw, lengths
+
+    @staticmethod
+    def _doc_lengths(tok: np.ndarray, lengths: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        """Analysed tokens per document (stopwords excluded, unknown terms included)."""
+        if len(tok) == 0:
+            return np.zeros(len(lengths), dtype=np.float32)
+        rows = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
+        return np.bincount(rows, weights=kept.astype(np.float32), minlength=len(lengths)).astype(np.float32)
+
+    def _fit_counts(self, texts: Any) -> tuple[sp.csr_array, np.ndarray]:
+        """Learn the vocabulary; return the fitted corpus' count matrix and document lengths."""
+        self._validate_params()
+        name = type(self).__name__
+        ca, raw, lengths = self._analyze(texts)
+        n = len(lengths)
+        if n == 0:
+            raise InputError(f"Cannot fit {name} on an empty corpus; pass a list with at least one document.")
+        terms_dd: defaultdict[str, int] = defaultdict()
+        terms_dd.default_factory = terms_dd.__len__
+        prov = np.fromiter((-1 if t is None else terms_dd[t] for t in ca.analyzed), dtype=np.int32,
+                           count=len(ca.analyzed))
+        tok = prov[raw]
+        kept = tok >= 0
+        if not kept.any():
+            raise InputError(
+                f"Cannot fit {name}: all {n} documents are empty after tokenization (no word survives the "
+                "analyzer's stopwords/min_token_length). Pass real text or relax the analyzer."
+            )
+        dl = self._doc_lengths(tok, lengths, kept)
+        X = count_matrix(tok, lengths, len(terms_dd), binary=self.binary)
+        df = np.bincount(X.indices, minlength=len(terms_dd)).astype(np.int64)
+        term_list = list(terms_dd)
+        keep = self._prune(df, X, n)
+        kept_terms = [term_list[i] for i in np.flatnonzero(keep)]
+        order = sorted(range(len(kept_terms)), key=kept_terms.__getitem__)
+        old_ids = np.flatnonzero(keep)[order]
+        remap = np.full(len(term_list), -1, dtype=np.int32)
+        remap[old_ids] = np.arange(len(old_ids), dtype=np.int32)
+        X = self._remap_columns(X, remap, len(old_ids))
+        self.terms_ = [term_list[i] for i in old_ids]
+        self.vocabulary_ = {t: i for i, t in enumerate(self.terms_)}
+        self.df_ = df[old_ids]
+        self.n_docs_ = n
+        return X, dl
+
+    def _prune(self, df: np.ndarray, X: sp.csr_array, n: int) -> np.ndarray:
+        """Boolean mask of terms kept by min_df / max_df / max_features."""
+        lo = self.min_df if isinstance(self.min_df, numbers.Integral) else int(np.ceil(self.min_df * n))
+        hi = self.max_df if isinstance(self.max_df, numbers.Integral) else int(np.floor(self.max_df * n))
+        if hi < lo:
+            raise InputError(
+                f"max_df={self.max_df!r} keeps terms in at most {hi} documents but min_df={self.min_df!r} needs at "
+                f"least {lo} (corpus of {n} documents); lower min_df or raise max_df."
+            )
+        keep = (df >= lo) & (df <= hi)
+        if self.max_features is not None and keep.sum() > self.max_features:
+            tf = np.bincount(X.indices, weights=X.data, minlength=len(df))
+            cand = np.flatnonzero(keep)
+            # most frequent first; ties broken by first appearance (deterministic for a given corpus)
+            best = cand[np.argsort(-tf[cand], kind="stable")[: self.max_features]]
+            keep = np.zeros_like(keep)
+            keep[best] = True
+        if not keep.any():
+            raise InputError(
+                f"After pruning (min_df={self.min_df!r}, max_df={self.max_df!r}) no term is left in the "
+                f"vocabulary of {type(self).__name__}; lower min_df or raise max_df."
+            )
+        return keep
+
+    @staticmethod
+    def _remap_columns(X: sp.csr_array, remap: np.ndarray, n_terms: int) -> sp.csr_array:
+        cols = remap[X.indices]
+        mask = cols >= 0
+        rows = row_of_nonzeros(X.indptr)[mask]
+        indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=X.shape[0]), out=indptr[1:])
+        out = sp.csr_array((X.data[mask], cols[mask], indptr.astype(X.indices.dtype)), shape=(X.shape[0], n_terms))
+        out.has_sorted_indices = False
+        out.sort_indices()
+        return out
+
+    def _counts(self, texts: Any) -> tuple[sp.csr_array, np.ndarray]:
+        """Count matrix of new texts over the fitted vocabulary (unknown terms dropped) + lengths."""
+        self._check_fitted()
+        ca, raw, lengths = self._analyze(texts)
+        table = ca.table(self.vocabulary_)
+        tok = table[raw] if len(raw) else np.zeros(0, dtype=np.int32)
+        dl = self._doc_lengths(tok, lengths, ca.kept_mask()[raw] if len(raw) else np.zeros(0, dtype=bool))
+        return count_matrix(tok, lengths, len(self.terms_), binary=self.binary), dl
+
+    # ------------------------------------------------------------------ weighting hooks
+    def _weight(self, X: sp.csr_array, dl: np.ndarray, role: Role) -> sp.csr_array:
+        """Turn a count matrix into the model's term weights (identity for bag of words)."""
+        return X
+
+    def _fit_weights(self, X: sp.csr_array, dl: np.ndarray) -> None:
+        """Learn weighting statistics (idf, average length) from the fitted corpus' counts."""
+
+    # ------------------------------------------------------------------ scikit-learn API
+    def fit(self, texts: Sequence[str], y: Any = None) -> Any:
+        """Learn the vocabulary (and weighting statistics) from ``texts``; return self."""
+        X, dl = self._fit_counts(texts)
+        self._fit_weights(X, dl)
+        return self
+
+    def fit_transform(self, texts: Sequence[str], y: Any = None) -> sp.csr_array:
+        """Fit on ``texts`` and return their document rows, tokenizing only once."""
+        X, dl = self._fit_counts(texts)
+        self._fit_weights(X, dl)
+        return self._weight(X, dl, "document")
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_array:
+        """Document rows of ``texts`` (``csr_array`` of shape ``(n, n_features)``, float32)."""
+        return self.encode_sparse(texts, role="document")
+
+    def encode_sparse(self, texts: Sequence[str], *, role: Role = "document") -> sp.csr_array:
+        """Sparse rows of ``texts`` for the given ``role`` (SparseEncoder protocol)."""
+        if role not in ("document", "query"):
+            raise ConfigError(f"role must be 'document' or 'query'. Got {role!r} instead.")
+        X, dl = self._counts(texts)
+        return self._weight(X, dl, role)
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self._check_fitted()
+        blob, offsets = encode_strings(self.terms_)
+        arrays = {"vocab_blob": blob, "vocab_offsets": offsets, "df": np.asarray(self.df_, dtype=np.int64)}
+        return arrays, {"n_docs": int(self.n_docs_)}
+
+    def _set_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        try:
+            self.terms_ = decode_strings(arrays["vocab_blob"], arrays["vocab_offsets"])
+            self.df_ = np.asarray(arrays["df"], dtype=np.int64)
+            self.n_docs_ = int(state["n_docs"])
+        except KeyError as exc:
+            raise FormatError(f"saved {type(self).__name__} lacks {exc}; the folder is damaged, save it again.") from None
+        self.vocabulary_ = {t: i for i, t in enumerate(self.terms_)}

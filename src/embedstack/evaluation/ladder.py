@@ -1,0 +1,428 @@
+"""The ladder: every generation implemented so far, run on the same data, in one table.
+
+Each rung is a :class:`LadderRow` in :data:`LADDER_ROWS`. Areas append their rows (word vectors,
+transformers, hybrids) with :func:`add_row`; the ladder resolves each row's model SPEC through
+:func:`embedstack.models.resolve` and runs
+
+* retrieval on BEIR SciFact (the train queries, the only judged split available here), and
+* STS-B test (cosine vs gold, Spearman x100) for rows with ``sts=True``,
+
+reporting quality beside cost: nDCG@10, Recall@100, STS-B Spearman, build time (fit + encode the
+corpus + build the index), query latency and bytes per document. A row whose requirements are
+missing (an extra not installed, vectors not trained) is shown with the reason instead of numbers.
+When the datasets cannot be reached the ladder runs on the small sample bundled with embedstack
+(``embedstack.data.sample_retrieval`` / ``sample_sts``) and says so in the report.
+
+Example:
+    >>> from embedstack.evaluation.ladder import LadderRow, run_ladder
+    >>> rows = [LadderRow("BM25", "bm25", era="counting")]
+    >>> report = run_ladder(rows, quick=True, sample=True)  # doctest: +SKIP
+    >>> report.results[0].status  # doctest: +SKIP
+    'ok'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from embedstack.errors import ConfigError, DatasetError, EmbedstackError
+
+__all__ = [
+    "LadderRow",
+    "LadderResult",
+    "LadderData",
+    "LadderReport",
+    "LADDER_ROWS",
+    "QUICK_QUERIES",
+    "QUICK_PAIRS",
+    "add_row",
+    "requires_modules",
+    "load_ladder_data",
+    "run_ladder",
+]
+
+#: Judged queries / STS pairs used by ``--quick`` (the first ones in file order).
+QUICK_QUERIES = 300
+QUICK_PAIRS = 500
+
+#: ``progress(row_label, stage, done, total)``
+LadderProgress = Callable[[str, str, int, int], None]
+
+
+@dataclass(frozen=True)
+class LadderRow:
+    """One rung of the ladder.
+
+    Args:
+        label: what the table shows ("BM25 (stemmed)").
+        spec: model SPEC for :func:`embedstack.models.resolve` ("bm25", "lsa:256", a model name ...).
+        era: "counting", "static", "transformer", "hybrid" ...
+        retrieval: run the retrieval task.
+        sts: run STS-B (for encoders whose cosine means similarity).
+        available: returns None when the row can run, else the reason it cannot (shown in the table).
+        quick: include the row in ``--quick`` runs (set False for rows that take minutes).
+        index: dense index spec for retrieval (``embedstack.index.from_spec``); None = exact scan.
+        retrieve: custom retrieval runner ``(dataset, progress) -> dict`` returning the keys of
+            :func:`embedstack.evaluation.runners.evaluate_retrieval` (for pipelines such as hybrids
+            that are not a single encoder); ``spec`` is then only displayed.
+        note: a short remark shown in the report.
+
+    Example:
+        >>> LadderRow("TF-IDF", "tfidf", era="counting", sts=True).label
+        'TF-IDF'
+    """
+
+    label: str
+    spec: str
+    era: str
+    retrieval: bool = True
+    sts: bool = False
+    available: Callable[[], str | None] | None = None
+    quick: bool = True
+    index: str | None = None
+    retrieve: Callable[[Any, Any], dict[str, Any]] | None = None
+    note: str = ""
+
+
+@dataclass
+class LadderResult:
+    """What one row produced: ``status`` is "ok", "skipped" or "failed" (with ``reason``)."""
+
+    label: str
+    spec: str
+    era: str
+    status: str = "ok"
+    reason: str = ""
+    ndcg10: float | None = None
+    recall100: float | None = None
+    mrr10: float | None = None
+    sts_spearman: float | None = None
+    build_seconds: float | None = None
+    latency_ms: float | None = None
+    bytes_per_doc: float | None = None
+    retrieval: dict[str, Any] = field(default_factory=dict)
+    sts: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LadderData:
+    """The datasets a ladder run uses, and human-readable names for the report."""
+
+    retrieval: Any
+    retrieval_name: str
+    sts: Any | None
+    sts_name: str
+    sample: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LadderReport:
+    """The outcome of :func:`run_ladder`."""
+
+    results: list[LadderResult]
+    data: LadderData
+    quick: bool
+    seconds: float
+
+    @property
+    def failed(self) -> list[LadderResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "quick": self.quick,
+            "sample_data": self.data.sample,
+            "retrieval_dataset": self.data.retrieval_name,
+            "sts_dataset": self.data.sts_name,
+            "notes": list(self.data.notes),
+            "seconds": self.seconds,
+            "rows": [r.to_dict() for r in self.results],
+        }
+
+    def table_rows(self) -> list[list[str]]:
+        """Formatted cells: era, model, nDCG@10, Recall@100, STS-B, build s, latency ms, bytes/doc, note."""
+        out = []
+        for r in self.results:
+            if r.status != "ok":
+                cells = ["—"] * 6
+                note = f"{r.status}: {r.reason}"
+            else:
+                cells = [_fmt(r.ndcg10, "{:.3f}"), _fmt(r.recall100, "{:.3f}"), _fmt(r.sts_spearman, "{:.1f}"),
+                         _fmt(r.build_seconds, "{:.2f}"), _fmt(r.latency_ms, "{:.2f}"), _fmt_bytes(r.bytes_per_doc)]
+                note = r.note
+            out.append([r.era, r.label, *cells, note])
+        return out
+
+    def to_markdown(self) -> str:
+        """The report as a Markdown section (a table plus the data notes)."""
+        head = ["era", "model", "nDCG@10", "Recall@100", "STS-B ρ×100", "build s", "ms/query", "bytes/doc", "note"]
+        lines = [f"Retrieval: {self.data.retrieval_name}. STS: {self.data.sts_name}.", ""]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for cells in self.table_rows():
+            lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        lines.append("")
+        lines += [f"- {n}" for n in self.data.notes]
+        lines.append(f"- {'Quick run (`embedstack ladder --quick`)' if self.quick else 'Full run (`embedstack ladder`)'}"
+                     f", {self.seconds:.0f} s in total. Build = fit + encode corpus + build index; ms/query "
+                     "= query encoding + search time per query, batched.")
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(v: float | None, pattern: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return pattern.format(v)
+
+
+def _fmt_bytes(v: float | None) -> str:
+    if v is None:
+        return "—"
+    for unit in ("B", "KB", "MB"):
+        if v < 1024 or unit == "MB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v:.1f} MB"  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- availability helpers
+
+
+def requires_modules(*modules: tuple[str, str]) -> Callable[[], str | None]:
+    """An ``available`` check: each ``(module, extra)`` must be importable.
+
+    Example:
+        >>> check = requires_modules(("numpy", "core"))
+        >>> check() is None
+        True
+    """
+
+    def check() -> str | None:
+        for mod, extra in modules:
+            try:
+                found = importlib.util.find_spec(mod) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                return f"needs {mod} (pip install 'embedstack[{extra}]')"
+        return None
+
+    return check
+
+
+LADDER_ROWS: list[LadderRow] = [
+    LadderRow("Bag of words", "bow", era="counting", sts=True,
+              available=requires_modules(("embedstack.count", "core"))),
+    LadderRow("TF-IDF", "tfidf", era="counting", sts=True,
+              available=requires_modules(("embedstack.count", "core"))),
+    LadderRow("BM25 (stemmed)", "bm25", era="counting",
+              available=requires_modules(("embedstack.count", "core"), ("Stemmer", "core"))),
+    LadderRow("BM25 (no stem)", "bm25-nostem", era="counting",
+              available=requires_modules(("embedstack.count", "core"))),
+    LadderRow("LSA-256", "lsa:256", era="counting", sts=True,
+              available=requires_modules(("embedstack.count", "core"))),
+]
+
+
+def add_row(row: LadderRow) -> None:
+    """Append ``row`` to :data:`LADDER_ROWS` (replacing a row with the same label)."""
+    for i, r in enumerate(LADDER_ROWS):
+        if r.label == row.label:
+            LADDER_ROWS[i] = row
+            return
+    LADDER_ROWS.append(row)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@contextlib.contextmanager
+def _offline(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    old = os.environ.get("EMBEDSTACK_OFFLINE")
+    os.environ["EMBEDSTACK_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("EMBEDSTACK_OFFLINE", None)
+        else:
+            os.environ["EMBEDSTACK_OFFLINE"] = old
+
+
+def load_ladder_data(*, quick: bool = False, sample: bool = False, download: bool = False,
+                     max_queries: int | None = None, max_pairs: int | None = None,
+                     retrieval: str = "scifact", retrieval_split: str = "train",
+                     sts: str = "stsb", sts_split: str = "test") -> LadderData:
+    """Find the ladder's datasets, falling back to the bundled sample when they cannot be reached.
+
+    Args:
+        quick: keep only the first :data:`QUICK_QUERIES` queries / :data:`QUICK_PAIRS` pairs.
+        sample: use the bundled sample without looking for the real data.
+        download: allow downloads (otherwise only local copies and the cache are used).
+        max_queries / max_pairs: explicit limits (override ``quick``).
+        retrieval / retrieval_split / sts / sts_split: dataset names (or paths) and splits.
+    """
+    from embedstack import data as D
+
+    notes: list[str] = []
+    is_sample = False
+    if sample:
+        ds, rname = D.sample_retrieval(), "bundled sample corpus (embedstack.data.sample_retrieval)"
+        sts_ds, sname = D.sample_sts(), "bundled sample pairs (embedstack.data.sample_sts)"
+        is_sample = True
+        notes.append("Ran on the small sample bundled with embedstack (--sample); numbers are a smoke test, "
+                     "not comparable with published results.")
+    else:
+        with _offline(not download):
+            try:
+                ds = D.load_beir(retrieval, split=retrieval_split)
+                rname = f"{retrieval} ({retrieval_split} queries)"
+            except DatasetError as exc:
+                ds, rname = D.sample_retrieval(), "bundled sample corpus (embedstack.data.sample_retrieval)"
+                is_sample = True
+                notes.append(f"{retrieval} was not reachable ({_first_line(exc)}); retrieval ran on the small "
+                             "sample bundled with embedstack — set EMBEDSTACK_DATA_DIR for real numbers.")
+            try:
+                sts_ds = D.load_sts(sts, split=sts_split)
+                sname = f"{sts} ({sts_split})"
+            except DatasetError as exc:
+                sts_ds, sname = D.sample_sts(), "bundled sample pairs (embedstack.data.sample_sts)"
+                is_sample = True
+                notes.append(f"{sts} was not reachable ({_first_line(exc)}); STS ran on the bundled sample "
+                             "pairs — set EMBEDSTACK_DATA_DIR for real numbers.")
+    nq_all = len(ds.query_ids())
+    limit_q = max_queries if max_queries is not None else (QUICK_QUERIES if quick else None)
+    if limit_q is not None and limit_q < nq_all:
+        ds = ds.subset_queries(ds.query_ids()[:limit_q])
+        rname += f", first {limit_q} of {nq_all} judged queries"
+    n_pairs = len(sts_ds.s1)
+    limit_p = max_pairs if max_pairs is not None else (QUICK_PAIRS if quick else None)
+    if limit_p is not None and limit_p < n_pairs:
+        from embedstack.data import STSDataset
+
+        sts_ds = STSDataset(list(sts_ds.s1[:limit_p]), list(sts_ds.s2[:limit_p]), sts_ds.scores[:limit_p])
+        sname += f", first {limit_p} of {n_pairs} pairs"
+    return LadderData(ds, rname + f", {len(ds.doc_ids())} documents", sts_ds, sname, is_sample, notes)
+
+
+def _first_line(exc: BaseException) -> str:
+    s = str(exc).strip().splitlines()
+    return s[0][:160] if s else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _select(rows: Sequence[LadderRow], only: Sequence[str] | None) -> list[LadderRow]:
+    if not only:
+        return list(rows)
+    wanted = [o.strip().lower() for o in only if o.strip()]
+    picked = [r for r in rows if r.label.lower() in wanted or r.spec.lower() in wanted]
+    if not picked:
+        names = ", ".join(f"{r.label!r} ({r.spec})" for r in rows)
+        raise ConfigError(f"--only {list(only)} matches no ladder row; rows are: {names}.")
+    return picked
+
+
+def _run_row(row: LadderRow, data: LadderData, *, progress: LadderProgress | None) -> LadderResult:
+    from embedstack.evaluation.runners import evaluate_retrieval, evaluate_sts
+    from embedstack.models import resolve
+
+    res = LadderResult(row.label, row.spec, row.era, note=row.note)
+
+    def cb(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(row.label, stage, done, total)
+
+    encoder = None
+    if row.retrieval:
+        if row.retrieve is not None:
+            r = row.retrieve(data.retrieval, cb)
+        else:
+            encoder = resolve(row.spec)
+            r = evaluate_retrieval(encoder, data.retrieval, index_spec=row.index, progress=cb)
+        res.retrieval = r
+        res.ndcg10, res.recall100, res.mrr10 = r.get("ndcg@10"), r.get("recall@100"), r.get("mrr@10")
+        res.build_seconds, res.latency_ms = r.get("index_seconds"), r.get("latency_ms")
+        res.bytes_per_doc = r.get("bytes_per_doc")
+    if row.sts and data.sts is not None:
+        if encoder is None or getattr(encoder, "requires_fit", False):
+            encoder = resolve(row.spec)  # counting models are fitted afresh on the STS sentences
+        s = evaluate_sts(encoder, data.sts, progress=cb)
+        res.sts = s
+        res.sts_spearman = s.get("spearman")
+    return res
+
+
+def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, sample: bool = False,
+               download: bool = False, only: Sequence[str] | None = None, max_queries: int | None = None,
+               max_pairs: int | None = None, data: LadderData | None = None,
+               progress: LadderProgress | None = None,
+               on_result: Callable[[LadderResult], None] | None = None) -> LadderReport:
+    """Run every ladder row and collect a :class:`LadderReport`.
+
+    Args:
+        rows: rows to run (default: :data:`LADDER_ROWS`).
+        quick: bounded run — first :data:`QUICK_QUERIES` queries and :data:`QUICK_PAIRS` STS pairs,
+            rows with ``quick=False`` skipped.
+        sample: use the bundled sample data.
+        download: allow dataset downloads.
+        only: keep rows whose label or spec is listed.
+        max_queries / max_pairs: explicit data limits.
+        data: pre-loaded :class:`LadderData` (skips :func:`load_ladder_data`).
+        progress: ``progress(row_label, stage, done, total)``.
+        on_result: called with each row's result as soon as it is ready.
+
+    A row whose ``available`` check returns a reason is "skipped"; a row that raises is "failed"
+    with the error in ``reason`` — the ladder itself carries on.
+    """
+    t0 = time.perf_counter()
+    selected = _select(LADDER_ROWS if rows is None else rows, only)
+    if data is None:
+        data = load_ladder_data(quick=quick, sample=sample, download=download, max_queries=max_queries,
+                                max_pairs=max_pairs)
+    results: list[LadderResult] = []
+    for row in selected:
+        reason = None
+        if quick and not row.quick:
+            reason = "slow row, left out of --quick (run `embedstack ladder` for it)"
+        elif row.available is not None:
+            try:
+                reason = row.available()
+            except Exception as exc:  # an availability check must never break the ladder
+                reason = f"availability check failed: {type(exc).__name__}: {exc}"
+        if reason:
+            res = LadderResult(row.label, row.spec, row.era, status="skipped", reason=reason, note=row.note)
+        else:
+            try:
+                res = _run_row(row, data, progress=progress)
+            except EmbedstackError as exc:
+                res = LadderResult(row.label, row.spec, row.era, status="skipped" if _is_missing(exc) else "failed",
+                                   reason=f"{type(exc).__name__}: {_first_line(exc)}", note=row.note)
+            except Exception as exc:  # report and carry on: one broken rung must not hide the others
+                res = LadderResult(row.label, row.spec, row.era, status="failed",
+                                   reason=f"{type(exc).__name__}: {_first_line(exc)}", note=row.note)
+        results.append(res)
+        if on_result is not None:
+            on_result(res)
+    return LadderReport(results, data, quick, time.perf_counter() - t0)
+
+
+def _is_missing(exc: BaseException) -> bool:
+    from embedstack.errors import MissingExtra
+
+    return isinstance(exc, MissingExtra | DatasetError)

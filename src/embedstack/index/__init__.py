@@ -1,0 +1,1 @@
+"""Vector search: exact and quantised flat indexes, HNSW, sparse, multi-vector, fusion, persistence."""

@@ -1,0 +1,309 @@
+"""What every index shares: id mapping, validation, tombstones, hits, and folder save/load.
+
+Subclasses store vectors their own way and implement a handful of hooks:
+``_append`` (new rows, already validated), ``_search_ids`` (internal ids and scores),
+``_compact_rows`` (keep a subset of rows), ``_arrays``/``_restore`` (persistence) and ``get_config``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from embedstack._validation import check_choice, check_int, check_k
+from embedstack.base import Hit
+from embedstack.errors import DimensionMismatch, FormatError, IndexStateError, InputError
+from embedstack.index.store import (
+    ARRAYS_FILE,
+    DOCS_FILE,
+    DocStore,
+    check_identity,
+    read_index_manifest,
+    real_path,
+)
+
+__all__ = ["BaseIndex", "METRICS", "as_matrix"]
+
+METRICS = ("cosine", "ip", "l2")
+
+
+def as_matrix(x: Any, dim: int | None, what: str = "vectors") -> np.ndarray:
+    """Validate ``x`` as a finite float32 matrix of width ``dim`` (a 1-D vector becomes one row)."""
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a numeric array of shape (n, dim); got {type(x).__name__}.") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise InputError(f"{what} must be 2-D (n, dim); got an array of shape {arr.shape}.")
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionMismatch(
+            f"{what} have {arr.shape[1]} dimensions but the index holds {dim}-dimensional vectors; "
+            "encode with the encoder that built the index."
+        )
+    if arr.size and not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+        raise InputError(f"{what} contain NaN or infinite values (rows {bad[:5].tolist()}); clean or drop them first.")
+    return arr
+
+
+class BaseIndex:
+    """Shared machinery of embedstack indexes (see :class:`embedstack.base.VectorIndex`)."""
+
+    type_name: ClassVar[str] = ""
+    quantization: ClassVar[str] = "none"
+
+    def __init__(self, dim: int, *, metric: str = "cosine") -> None:
+        self.dim = dim
+        self.metric = metric
+        self._check_params()
+        self._ids: list[str] = []
+        self._pos: dict[str, int] = {}
+        self._dead = np.zeros(0, dtype=bool)
+        self._n_dead = 0
+        self.docs = DocStore()
+        self._has_content = False
+        self.encoder: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ hooks
+    def _check_params(self) -> None:
+        check_int(self, "dim", self.dim, low=1)
+        check_choice(self, "metric", self.metric, METRICS)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"dim": self.dim, "metric": self.metric}
+
+    def _append(self, vectors: Any) -> None:
+        raise NotImplementedError
+
+    def _search_ids(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Return (scores (nq, k'), internal ids (nq, k'), extra per-stage scores); -1 ids are padding."""
+        raise NotImplementedError
+
+    def _compact_rows(self, keep: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _restore(self, arrays: dict[str, np.ndarray], state: dict[str, Any], folder: Path, mmap: bool) -> None:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _write_extra(self, folder: Path) -> None:
+        """Write files other than arrays/docs (the HNSW graph)."""
+
+    def _validate(self, vectors: Any, what: str) -> Any:
+        return as_matrix(vectors, self.dim, what)
+
+    # ------------------------------------------------------------------ public API
+    def __len__(self) -> int:
+        return len(self._ids) - self._n_dead
+
+    @property
+    def ids(self) -> list[str]:
+        """Live user ids in insertion order."""
+        if not self._n_dead:
+            return list(self._ids)
+        return [u for u, d in zip(self._ids, self._dead, strict=True) if not d]
+
+    @property
+    def n_tombstones(self) -> int:
+        """Removed documents still occupying space until :meth:`compact`."""
+        return self._n_dead
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._pos
+
+    def add(self, vectors: Any, ids: Sequence[str], *, texts: Sequence[str | None] | None = None,
+            metadata: Sequence[Mapping[str, Any] | None] | None = None) -> None:
+        """Add documents: ``vectors`` (n, dim) with user ``ids`` and optional ``texts``/``metadata``.
+
+        Raises:
+            DimensionMismatch: the vectors do not have the index's dimensionality.
+            InputError: NaN/inf values or lengths that disagree.
+            IndexStateError: an id is already in the index or repeated in ``ids``.
+        """
+        data = self._validate(vectors, "vectors")
+        n = data.shape[0]
+        if isinstance(ids, str):
+            raise InputError("ids must be a sequence of strings, not one string; wrap it in a list.")
+        ids = [self._check_id(i) for i in ids]
+        if len(ids) != n:
+            raise InputError(f"got {n} vectors but {len(ids)} ids; give one id per vector.")
+        for name, extra in (("texts", texts), ("metadata", metadata)):
+            if extra is not None and len(extra) != n:
+                raise InputError(f"got {n} vectors but {len(extra)} {name}; give one per vector (None allowed).")
+        if len(set(ids)) != n:
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise IndexStateError(f"id {dup!r} appears more than once in this batch; ids must be unique.")
+        clash = [i for i in ids if i in self._pos]
+        if clash:
+            raise IndexStateError(
+                f"id {clash[0]!r} is already in the index ({len(clash)} duplicates); remove it first to replace it."
+            )
+        if n == 0:
+            return
+        self._append(data)
+        start = len(self._ids)
+        self.docs.add(range(start, start + n), ids, texts, metadata)
+        self._has_content = self._has_content or texts is not None or metadata is not None
+        self._ids.extend(ids)
+        self._pos.update((u, start + j) for j, u in enumerate(ids))
+        self._dead = np.concatenate([self._dead, np.zeros(n, dtype=bool)])
+
+    @staticmethod
+    def _check_id(doc_id: Any) -> str:
+        if not isinstance(doc_id, str):
+            raise InputError(f"ids must be strings; got {doc_id!r} ({type(doc_id).__name__}). Use str(id).")
+        return doc_id
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Delete documents by id (tombstones: space is reclaimed by :meth:`compact`); return how many.
+
+        Raises:
+            IndexStateError: an id is not in the index.
+        """
+        if isinstance(ids, str):
+            ids = [ids]
+        missing = [i for i in ids if i not in self._pos]
+        if missing:
+            raise IndexStateError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown ids); nothing removed.")
+        for doc_id in dict.fromkeys(ids):
+            iid = self._pos.pop(doc_id)
+            self._dead[iid] = True
+            self._n_dead += 1
+            self._on_remove(iid)
+        return len(set(ids))
+
+    def _on_remove(self, iid: int) -> None:
+        """Hook for indexes that delete eagerly as well (HNSW)."""
+
+    def compact(self) -> int:
+        """Drop tombstoned rows and renumber; return how many rows were reclaimed."""
+        if not self._n_dead:
+            return 0
+        keep = np.flatnonzero(~self._dead)
+        self._compact_rows(keep)
+        self.docs.keep(keep)
+        self._ids = [self._ids[i] for i in keep]
+        self._pos = {u: j for j, u in enumerate(self._ids)}
+        reclaimed = self._n_dead
+        self._dead = np.zeros(len(self._ids), dtype=bool)
+        self._n_dead = 0
+        return reclaimed
+
+    def search(self, queries: Any, k: int = 10, *, with_text: bool = True) -> list[list[Hit]]:
+        """Top-``k`` documents for each query, best first: one list of :class:`Hit` per query.
+
+        Args:
+            queries: (nq, dim) query vectors (a single 1-D vector counts as one query).
+            k: number of hits per query (fewer when the index holds fewer live documents).
+            with_text: attach the stored text and metadata to each hit.
+        """
+        k = check_k(k)
+        q = self._validate(queries, "queries")
+        nq = q.shape[0] if hasattr(q, "shape") else len(q)
+        if len(self) == 0 or nq == 0:
+            return [[] for _ in range(nq)]
+        scores, iids, stages = self._search_ids(q, min(k, len(self)))
+        return self._hits(scores, iids, stages, with_text)
+
+    def search_ids(self, queries: Any, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
+        """Arrays-first search: (scores (nq, k), user ids) without building Hit objects."""
+        k = check_k(k)
+        q = self._validate(queries, "queries")
+        if len(self) == 0:
+            return np.zeros((len(q), 0), dtype=np.float32), [[] for _ in range(len(q))]
+        scores, iids, _ = self._search_ids(q, min(k, len(self)))
+        return scores, [[self._ids[i] for i in row if i >= 0] for row in iids]
+
+    def _hits(self, scores: np.ndarray, iids: np.ndarray, stages: dict[str, np.ndarray],
+              with_text: bool) -> list[list[Hit]]:
+        content = self.docs.fetch(iids[iids >= 0].ravel()) if with_text and self._has_content else {}
+        out: list[list[Hit]] = []
+        for r in range(iids.shape[0]):
+            row: list[Hit] = []
+            for c in range(iids.shape[1]):
+                iid = int(iids[r, c])
+                if iid < 0:
+                    continue
+                text, meta = content.get(iid, (None, None))
+                st = {name: float(v[r, c]) for name, v in stages.items()}
+                row.append(Hit(self._ids[iid], float(scores[r, c]), st, text, meta))
+            out.append(row)
+        return out
+
+    def get(self, doc_id: str) -> Hit:
+        """The stored text/metadata of one document (score 0)."""
+        if doc_id not in self._pos:
+            raise IndexStateError(f"id {doc_id!r} is not in the index.")
+        text, meta = self.docs.fetch([self._pos[doc_id]]).get(self._pos[doc_id], (None, None))
+        return Hit(doc_id, 0.0, {}, text, meta)
+
+    def check_encoder(self, identity: Mapping[str, Any] | None) -> None:
+        """Raise ModelMismatch if ``identity`` is not the encoder recorded for this index."""
+        check_identity(self.encoder, identity)
+
+    def memory_bytes(self) -> int:
+        """Bytes of the searchable representation (codes / vectors / graph)."""
+        return int(sum(a.nbytes for a in self._arrays().values()))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save atomically to the folder ``path`` (through an alias: replaces the version it points to)."""
+        from embedstack.io import atomic_dir, save_arrays, write_manifest
+
+        target = real_path(path)
+        arrays = {**self._arrays(), **self._tomb_array()}
+        with atomic_dir(target) as tmp:
+            save_arrays(tmp / ARRAYS_FILE, arrays)
+            self.docs.save(tmp / DOCS_FILE)
+            self._write_extra(tmp)
+            write_manifest(
+                tmp, self.type_name, self.get_config(),
+                metric=self.metric, dims=self.dim, quantization=self.quantization, count=len(self),
+                rows=len(self._ids), tombstones=self._n_dead, encoder=self.encoder,
+                saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                state={**self._state(), "has_content": self._has_content},
+            )
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = True) -> BaseIndex:
+        """Load a folder written by :meth:`save` (vectors memory-mapped unless ``mmap=False``)."""
+        from embedstack.io import load_arrays
+
+        manifest = read_index_manifest(path)
+        if cls.type_name and manifest["type"] != cls.type_name:
+            raise FormatError(f"{path} holds a {manifest['type']!r}, not a {cls.type_name!r}; use load_index().")
+        folder = real_path(path)
+        obj = cls(**manifest["config"])
+        arrays = load_arrays(folder / ARRAYS_FILE, mmap=mmap)
+        dead = np.asarray(arrays.pop("tombstones", np.zeros(0, dtype=np.uint8))).astype(bool)
+        state = manifest.get("state", {})
+        obj.docs = DocStore(folder / DOCS_FILE)
+        obj._ids = obj.docs.ids()
+        if len(dead) != len(obj._ids):
+            raise FormatError(f"{path}: {len(obj._ids)} documents but {len(dead)} tombstone flags; the folder is damaged.")
+        obj._dead = dead
+        obj._n_dead = int(dead.sum())
+        obj._pos = {u: j for j, u in enumerate(obj._ids) if not dead[j]}
+        obj._has_content = bool(state.get("has_content", True))
+        obj.encoder = manifest.get("encoder")
+        obj._restore(arrays, state, folder, mmap)
+        return obj
+
+    def _tomb_array(self) -> dict[str, np.ndarray]:
+        return {"tombstones": self._dead.astype(np.uint8)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dim={self.dim}, metric={self.metric!r}, count={len(self)})"

@@ -1,0 +1,304 @@
+"""Hot loops of the indexes: running top-k, packed-bit Hamming selection, int8 dot products.
+
+Each compiled kernel (numba, ``parallel=True``, GIL released) takes plain arrays and has a numpy
+reference twin (``*_ref``) that the tests compare it with. When numba is not installed the public
+dispatchers (:func:`topk_merge`, :func:`hamming_select`, :func:`int8_dot`) fall back to the twins,
+so every index works without the ``fast`` extra, only slower.
+
+Layouts:
+  * binary codes are sign bits packed big-endian with :func:`numpy.packbits`, padded with zero bits to
+    a multiple of 64 and stored *transposed* as ``uint64 (words, n)`` so that the Hamming loop runs
+    over contiguous memory and vectorises (``vpopcntq`` on AVX-512).
+  * int8 codes are ``int8 (n, d)``; the dequantised vector is ``mid + step * code`` per dimension.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "HAVE_NUMBA",
+    "pack_bits",
+    "words_to_rows",
+    "topk_merge",
+    "topk_merge_ref",
+    "hamming_select",
+    "hamming_select_ref",
+    "int8_dot",
+    "int8_dot_ref",
+    "finalize_topk",
+]
+
+try:  # numba is the optional "fast" extra
+    import numba
+    from numba import njit, prange, types
+    from numba.extending import intrinsic
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only without the extra
+    HAVE_NUMBA = False
+
+
+# --------------------------------------------------------------------------- bit packing (numpy)
+
+def pack_bits(x: np.ndarray) -> np.ndarray:
+    """Sign bits of ``x`` (``x > 0``) packed into ``uint64 (words, n)`` (transposed, zero padded)."""
+    n, d = x.shape
+    words = (d + 63) // 64
+    packed = np.packbits(x > 0, axis=1)  # (n, ceil(d/8)) uint8, big-endian bit order
+    if packed.shape[1] != words * 8:
+        packed = np.pad(packed, ((0, 0), (0, words * 8 - packed.shape[1])))
+    return np.ascontiguousarray(np.ascontiguousarray(packed).view(np.uint64).T)
+
+
+def words_to_rows(codes_t: np.ndarray, dim: int) -> np.ndarray:
+    """Inverse layout of :func:`pack_bits`: ``uint8 (n, ceil(dim/8))`` rows as ``np.packbits`` gives."""
+    rows = np.ascontiguousarray(codes_t.T).view(np.uint8)
+    return np.ascontiguousarray(rows[:, : (dim + 7) // 8])
+
+
+# --------------------------------------------------------------------------- numpy reference twins
+
+def topk_merge_ref(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
+    """Merge a block of scores (columns are ids ``offset + j``) into the running top-k, in place."""
+    k = best_s.shape[1]
+    ids = np.broadcast_to(np.arange(offset, offset + scores.shape[1], dtype=np.int64), scores.shape)
+    all_s = np.concatenate([best_s, scores.astype(np.float32, copy=False)], axis=1)
+    all_i = np.concatenate([best_i, ids], axis=1)
+    part = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+    best_s[:] = np.take_along_axis(all_s, part, axis=1)
+    best_i[:] = np.take_along_axis(all_i, part, axis=1)
+
+
+def hamming_select_ref(q_words: np.ndarray, codes_t: np.ndarray, dead: np.ndarray,
+                       c: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``c`` nearest codes by Hamming distance per query: (distances int32, ids int64), ties by id.
+
+    ``dead`` lists internal ids that must never be returned (tombstones).
+    """
+    nq = q_words.shape[0]
+    out_d = np.empty((nq, c), dtype=np.int32)
+    out_i = np.empty((nq, c), dtype=np.int64)
+    for qi in range(nq):
+        x = np.bitwise_xor(codes_t, q_words[qi][:, None])
+        dist = np.bitwise_count(x).sum(axis=0).astype(np.int32)
+        dist[dead] = np.iinfo(np.int32).max
+        order = np.argsort(dist, kind="stable")[:c]  # callers keep c <= live count
+        out_d[qi] = dist[order]
+        out_i[qi] = order
+    return out_d, out_i
+
+
+def int8_dot_ref(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``qw (nq, d) float32 @ codes (n, d) int8 .T`` in float32."""
+    return qw.astype(np.float32) @ codes.astype(np.float32).T
+
+
+def finalize_topk(best_s: np.ndarray, best_i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each row of a running top-k by descending score (ties by ascending id)."""
+    order = np.lexsort((best_i, -best_s), axis=1) if best_s.size else np.zeros(best_s.shape, dtype=np.int64)
+    return np.take_along_axis(best_s, order, axis=1), np.take_along_axis(best_i, order, axis=1)
+
+
+# --------------------------------------------------------------------------- numba kernels
+
+if HAVE_NUMBA:
+
+    @intrinsic
+    def _popcount64(typingctx: Any, x: Any) -> Any:
+        """LLVM ``ctpop`` on a uint64 (one ``popcnt`` instruction; vectorised where the CPU allows)."""
+        sig = types.uint64(types.uint64)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.ctpop(args[0])
+
+        return sig, codegen
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _sift_down(hs: np.ndarray, hi: np.ndarray, pos: int, k: int) -> None:
+        # min-heap on (score, -id): the root is the weakest of the kept top-k
+        while True:
+            left = 2 * pos + 1
+            if left >= k:
+                return
+            small = left
+            right = left + 1
+            if right < k and (hs[right] < hs[left] or (hs[right] == hs[left] and hi[right] > hi[left])):
+                small = right
+            if hs[small] < hs[pos] or (hs[small] == hs[pos] and hi[small] > hi[pos]):
+                ts = hs[pos]
+                hs[pos] = hs[small]
+                hs[small] = ts
+                ti = hi[pos]
+                hi[pos] = hi[small]
+                hi[small] = ti
+                pos = small
+            else:
+                return
+
+    @njit(cache=True, nogil=True, parallel=True)
+    def _topk_merge_nb(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
+        nq, nb = scores.shape
+        k = best_s.shape[1]
+        for q in prange(nq):
+            hs = best_s[q]
+            hi = best_i[q]
+            # restore the heap property (rows arrive in any order the first time)
+            for p in range(k // 2 - 1, -1, -1):
+                _sift_down(hs, hi, p, k)
+            row = scores[q]
+            for j in range(nb):
+                s = row[j]
+                if s > hs[0]:
+                    hs[0] = s
+                    hi[0] = offset + j
+                    _sift_down(hs, hi, 0, k)
+
+    @njit(cache=True, nogil=True, inline="always")
+    def _block_hamming(qrow: np.ndarray, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray) -> None:
+        # buf[j] = Hamming(query, doc a + j); a contiguous loop per word, so LLVM vectorises the popcount
+        width = e - a
+        for j in range(width):
+            buf[j] = 0
+        for w in range(codes_t.shape[0]):
+            qv = qrow[w]
+            row = codes_t[w, a:e]
+            for j in range(width):
+                buf[j] += np.uint16(_popcount64(qv ^ row[j]))
+
+    @njit(cache=True, nogil=True)
+    def _keep_best(cd: np.ndarray, ci: np.ndarray, fill: int, c: int, nbins: int, out_d: np.ndarray,
+                   out_i: np.ndarray) -> int:
+        # Keep the c best of the first `fill` (distance, id) pairs, which arrive in id order, sorted by
+        # (distance, id) into out_*; returns the distance bound: later (larger) ids must be strictly below it.
+        hist = np.zeros(nbins, dtype=np.int64)
+        for t in range(fill):
+            hist[cd[t]] += 1
+        cum = 0
+        thr = nbins - 1
+        for b in range(nbins):
+            if cum + hist[b] >= c:
+                thr = b
+                break
+            cum += hist[b]
+        rest = c - cum
+        start = np.zeros(nbins, dtype=np.int64)
+        acc = 0
+        for b in range(thr + 1):
+            start[b] = acc
+            acc += hist[b]
+        kept = 0
+        for t in range(fill):
+            dj = cd[t]
+            if dj < thr or (dj == thr and rest > 0):
+                if dj == thr:
+                    rest -= 1
+                p = start[dj]
+                out_d[p] = dj
+                out_i[p] = ci[t]
+                start[dj] = p + 1
+                kept += 1
+        return thr if kept >= c else nbins
+
+    @njit(cache=True, nogil=True, parallel=True)
+    def _hamming_select_nb(q_words: np.ndarray, codes_t: np.ndarray, dead_mask: np.ndarray,
+                           c: int) -> tuple[np.ndarray, np.ndarray]:
+        nq = q_words.shape[0]
+        words, n = codes_t.shape
+        nbins = words * 64 + 1
+        cap = max(4 * c, 1024)
+        block = 2048
+        chunk = 8
+        nchunks = (nq + chunk - 1) // chunk
+        out_d = np.empty((nq, c), dtype=np.int32)
+        out_i = np.empty((nq, c), dtype=np.int64)
+        for ch in prange(nchunks):
+            q0 = ch * chunk
+            q1 = min(nq, q0 + chunk)
+            m = q1 - q0
+            buf = np.empty(block, dtype=np.uint16)
+            cd = np.empty((m, cap), dtype=np.int32)
+            ci = np.empty((m, cap), dtype=np.int64)
+            tmp_d = np.empty(c, dtype=np.int32)
+            tmp_i = np.empty(c, dtype=np.int64)
+            fill = np.zeros(m, dtype=np.int64)
+            bound = np.full(m, nbins, dtype=np.int64)
+            for a in range(0, n, block):
+                e = min(n, a + block)
+                width = e - a
+                for r in range(m):
+                    _block_hamming(q_words[q0 + r], codes_t, a, e, buf)
+                    bnd = bound[r]
+                    for j in range(width):
+                        if buf[j] < bnd and dead_mask[a + j] == 0:
+                            f = fill[r]
+                            cd[r, f] = buf[j]
+                            ci[r, f] = a + j
+                            f += 1
+                            if f == cap:
+                                bnd = _keep_best(cd[r], ci[r], f, c, nbins, tmp_d, tmp_i)
+                                cd[r, :c] = tmp_d
+                                ci[r, :c] = tmp_i
+                                f = c
+                            fill[r] = f
+                    bound[r] = bnd
+            for r in range(m):
+                _keep_best(cd[r], ci[r], fill[r], c, nbins, tmp_d, tmp_i)
+                out_d[q0 + r] = tmp_d
+                out_i[q0 + r] = tmp_i
+        return out_d, out_i
+
+    @njit(cache=True, nogil=True, parallel=True, fastmath=True)
+    def _int8_dot_nb(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        nq, d = qw.shape
+        n = codes.shape[0]
+        out = np.empty((nq, n), dtype=np.float32)
+        for j in prange(n):
+            row = codes[j]
+            for q in range(nq):
+                acc = np.float32(0.0)
+                qr = qw[q]
+                for t in range(d):
+                    acc += qr[t] * np.float32(row[t])
+                out[q, j] = acc
+        return out
+
+
+# --------------------------------------------------------------------------- dispatchers
+
+def topk_merge(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
+    """Merge ``scores (nq, nb)`` into the running ``best_s/best_i (nq, k)`` (initialise with -inf/-1)."""
+    if HAVE_NUMBA:
+        _topk_merge_nb(np.ascontiguousarray(scores, dtype=np.float32), int(offset), best_s, best_i)
+    else:  # pragma: no cover
+        topk_merge_ref(scores, offset, best_s, best_i)
+
+
+def hamming_select(q_words: np.ndarray, codes_t: np.ndarray, dead: np.ndarray,
+                   c: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``c`` nearest packed codes per query (distance, id), sorted by distance then id."""
+    n = codes_t.shape[1]
+    dead = np.ascontiguousarray(dead, dtype=np.int64)
+    c = int(min(c, n - len(dead)))
+    if c <= 0:
+        return np.zeros((len(q_words), 0), dtype=np.int32), np.zeros((len(q_words), 0), dtype=np.int64)
+    if HAVE_NUMBA:
+        mask = np.zeros(n, dtype=np.uint8)
+        mask[dead] = 1
+        return _hamming_select_nb(np.ascontiguousarray(q_words), np.ascontiguousarray(codes_t), mask, c)
+    return hamming_select_ref(q_words, codes_t, dead, c)  # pragma: no cover
+
+
+def int8_dot(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``qw (nq, d) float32`` against ``codes (n, d) int8``: float32 ``(nq, n)`` dot products."""
+    if HAVE_NUMBA:
+        return _int8_dot_nb(np.ascontiguousarray(qw, dtype=np.float32), np.ascontiguousarray(codes))
+    return int8_dot_ref(qw, codes)  # pragma: no cover
+
+
+def set_threads(n: int | None) -> None:
+    """Limit numba's worker threads (``None`` leaves the default)."""
+    if HAVE_NUMBA and n:
+        numba.set_num_threads(int(n))

@@ -1,0 +1,150 @@
+"""ONNX export of our encoder and the onnxruntime backend.
+
+:func:`export_onnx` traces the model with ``torch.onnx.export`` (TorchScript exporter; the graph
+takes ``input_ids`` and ``attention_mask`` and returns token embeddings ``(B, T, C)``). Attention is
+exported through the explicit reference path with an additive mask, the pattern onnxruntime's
+transformer optimizer recognises, so :func:`optimize_onnx` fuses every layer's attention into one
+``Attention`` kernel, bias + GELU into ``BiasGelu`` and residual + LayerNorm into
+``SkipLayerNormalization``. Exports are cached under ``$EMBEDSTACK_CACHE_DIR/onnx/<weights hash>/``.
+
+Example:
+    >>> enc = embedstack.load("all-MiniLM-L6-v2@backend=onnx")  # doctest: +SKIP
+    >>> enc.encode(["hello"]).shape  # doctest: +SKIP
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from embedstack._extras import require
+
+torch = require("torch", "torch", "ONNX export")
+
+from embedstack.errors import ConfigError  # noqa: E402
+from embedstack.io import atomic_write_bytes  # noqa: E402
+from embedstack.neural.transformer import BertModel  # noqa: E402
+
+if TYPE_CHECKING:
+    from embedstack.neural.sentence import SentenceEncoder
+
+__all__ = ["export_onnx", "optimize_onnx", "onnx_path", "onnx_runner", "make_session", "weights_digest"]
+
+log = logging.getLogger(__name__)
+_FORMAT = "v1"
+
+
+class _Exportable(torch.nn.Module):
+    """The encoder with an additive float mask, the form the onnxruntime fusions match."""
+
+    def __init__(self, model: BertModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+        additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * -10000.0  # (B, 1, 1, T)
+        x = self.model.embeddings(input_ids)
+        return self.model.encoder(x, additive)  # (B, T, C)
+
+
+def export_onnx(model: BertModel, path: str | os.PathLike[str], *, opset: int = 17) -> Path:
+    """Export ``model`` (token embeddings) to an ONNX file with dynamic batch and length axes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = [b.attention.self.implementation for b in model.encoder.layer]
+    model.eval().set_attention("eager")
+    ids = torch.tensor([[2, 5, 6, 3], [2, 5, 3, 0]], dtype=torch.int64) % model.config.vocab_size
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.int64)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(
+                _Exportable(model), (ids, mask), str(tmp), dynamo=False, opset_version=opset,
+                input_names=["input_ids", "attention_mask"], output_names=["token_embeddings"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                              "token_embeddings": {0: "batch", 1: "tokens"}},
+            )
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        for block, impl in zip(model.encoder.layer, before, strict=True):
+            block.attention.self.implementation = impl
+    return path
+
+
+def optimize_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """Fuse attention / GELU / LayerNorm with onnxruntime's transformer optimizer; returns fused-op counts."""
+    require("onnxruntime", "onnx", "ONNX graph optimisation")
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=1)
+    stats = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
+    atomic_write_bytes(dst, opt.model.SerializeToString())
+    return stats
+
+
+def weights_digest(model: BertModel) -> str:
+    """A short hash of the weights and config (the ONNX cache key)."""
+    h = hashlib.sha256(repr(sorted(model.config.to_dict().items())).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def onnx_path(model: BertModel, precision: str = "fp32") -> Path:
+    """The cached ONNX file for ``model`` at ``precision``, exported / quantized on first use."""
+    from embedstack.neural.hub import cache_dir
+    from embedstack.neural.quantize import ONNX_RECIPES, quantize_onnx
+
+    if precision not in ("fp32", *ONNX_RECIPES):
+        raise ConfigError(f"Unknown ONNX precision {precision!r}; use 'fp32' or one of {sorted(ONNX_RECIPES)}.")
+    folder = cache_dir() / "onnx" / f"{weights_digest(model)}-{_FORMAT}"
+    fp32 = folder / "model-fp32.onnx"
+    if not fp32.is_file():
+        raw = folder / "model-raw.onnx"
+        export_onnx(model, raw)
+        stats = optimize_onnx(raw, fp32, num_heads=model.config.num_attention_heads, hidden_size=model.config.hidden_size)
+        log.info("exported ONNX to %s; fused operators: %s", fp32, stats)
+        raw.unlink(missing_ok=True)
+    if precision == "fp32":
+        return fp32
+    target = folder / f"model-{precision}.onnx"
+    if not target.is_file():
+        quantize_onnx(fp32, target, recipe=precision)
+    return target
+
+
+def make_session(path: str | os.PathLike[str], *, num_threads: int | None = None) -> Any:
+    """An onnxruntime CPU session with every graph optimisation on."""
+    ort = require("onnxruntime", "onnx", "the onnx backend")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(num_threads or torch.get_num_threads())
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_runner(encoder: SentenceEncoder, *, precision: str = "fp32") -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A ``(input_ids, attention_mask) -> token embeddings`` function backed by onnxruntime."""
+    session = make_session(onnx_path(encoder.model, precision), num_threads=encoder.num_threads)
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+    return run

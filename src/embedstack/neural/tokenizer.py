@@ -1,0 +1,187 @@
+"""WordPiece tokenization through the Rust ``tokenizers`` library, with our own batching and padding.
+
+The tokenizer is read from ``tokenizer.json`` (or built from ``vocab.txt``); its own padding and
+truncation settings are switched off: :class:`WordPiece` truncates each text to ``max_length``
+tokens (``[CLS]`` … ``[SEP]`` kept) and reports whether it had to, and the encoder pads each
+length-sorted batch only to its own longest text.
+
+Example:
+    >>> tok = WordPiece.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"])
+    >>> ids, truncated = tok.encode_batch(["Hello world", "world"], max_length=8)
+    >>> [list(x) for x in ids], truncated
+    ([[2, 5, 6, 3], [2, 6, 3]], 0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedstack._extras import require
+from embedstack.errors import FormatError, InputError
+
+__all__ = ["WordPiece", "pad_batch"]
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class WordPiece:
+    """A BERT WordPiece tokenizer (lower-casing, accent stripping, ``[CLS] … [SEP]`` template).
+
+    Args:
+        tokenizer: A ``tokenizers.Tokenizer`` holding a WordPiece model and BERT post-processor.
+        do_lower_case: Recorded for the ``tokenizer_config.json`` written on save.
+    """
+
+    def __init__(self, tokenizer: Any, *, do_lower_case: bool = True) -> None:
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self.tokenizer = tokenizer
+        self.do_lower_case = do_lower_case
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in vocab]
+        if missing:
+            raise FormatError(f"The tokenizer's vocabulary lacks the special tokens {missing}; it is not a BERT vocabulary.")
+        self.pad_id = vocab["[PAD]"]
+        self.cls_id = vocab["[CLS]"]
+        self.sep_id = vocab["[SEP]"]
+        self.unk_id = vocab["[UNK]"]
+        self.mask_id = vocab.get("[MASK]")
+        self._max_length: int | None = None
+
+    # construction -----------------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> WordPiece:
+        """Read ``tokenizer.json`` (a file, or the folder holding it / a ``vocab.txt``)."""
+        tokenizers = require("tokenizers", "torch", "WordPiece tokenization")
+        path = Path(path)
+        if path.is_dir():
+            if (path / "tokenizer.json").is_file():
+                path = path / "tokenizer.json"
+            elif (path / "vocab.txt").is_file():
+                words = (path / "vocab.txt").read_text(encoding="utf-8").splitlines()
+                return cls.from_vocab(words, do_lower_case=_lower_case(path))
+            else:
+                raise FormatError(f"Missing {path / 'tokenizer.json'} (or vocab.txt): the model folder has no tokenizer.")
+        if not path.is_file():
+            raise FormatError(f"Missing tokenizer file {path}.")
+        try:
+            tok = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise FormatError(f"Cannot read {path} as a tokenizers JSON file ({exc}).") from None
+        return cls(tok, do_lower_case=_lower_case(path.parent))
+
+    @classmethod
+    def from_vocab(cls, words: Sequence[str], *, do_lower_case: bool = True) -> WordPiece:
+        """Build a BERT tokenizer from a WordPiece vocabulary list (index = id)."""
+        tokenizers = require("tokenizers", "torch", "WordPiece tokenization")
+        from tokenizers import models, normalizers, pre_tokenizers, processors
+
+        vocab = {w: i for i, w in enumerate(words)}
+        tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case
+        )
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+        )
+        from tokenizers import decoders
+
+        tok.decoder = decoders.WordPiece(prefix="##")
+        specials = [w for w in SPECIAL_TOKENS if w in vocab]
+        tok.add_special_tokens(specials)
+        return cls(tok, do_lower_case=do_lower_case)
+
+    @classmethod
+    def train(cls, texts: Iterable[str], *, vocab_size: int = 8000, min_frequency: int = 2,
+              do_lower_case: bool = True) -> WordPiece:
+        """Learn a WordPiece vocabulary from a text stream (Rust trainer, streaming)."""
+        tokenizers = require("tokenizers", "torch", "WordPiece training")
+        from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+        tok = tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=do_lower_case)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                            special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
+        vocab = tok.get_vocab()
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+        )
+        tok.decoder = decoders.WordPiece(prefix="##")
+        return cls(tok, do_lower_case=do_lower_case)
+
+    # use ----------------------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size(with_added_tokens=True))
+
+    def special_ids(self) -> list[int]:
+        vocab = self.tokenizer.get_vocab()
+        return sorted(vocab[t] for t in SPECIAL_TOKENS if t in vocab)
+
+    def encode_batch(self, texts: Sequence[str], *, max_length: int) -> tuple[list[np.ndarray], int]:
+        """Token ids of each text (``[CLS] … [SEP]``, at most ``max_length``) and how many were cut.
+
+        The whole batch goes to Rust in one call (parallel over texts).
+        """
+        if max_length < 2:
+            raise InputError(f"max_length must be at least 2 ([CLS] and [SEP]). Got {max_length}.")
+        if self._max_length != max_length:
+            self.tokenizer.enable_truncation(max_length=max_length)
+            self._max_length = max_length
+        for t in texts:
+            if not isinstance(t, str):
+                raise InputError(f"Texts must be strings; got {type(t).__name__} ({t!r:.40}).")
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        truncated = sum(1 for e in encodings if e.overflowing)
+        return ids, truncated
+
+    def tokenize(self, text: str) -> list[str]:
+        """WordPiece strings of one text (without special tokens)."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False).tokens)
+
+    def save(self, folder: str | os.PathLike[str], *, model_max_length: int = 512) -> None:
+        """Write ``tokenizer.json``, ``vocab.txt``, ``tokenizer_config.json``, ``special_tokens_map.json``."""
+        folder = Path(folder)
+        self.tokenizer.save(str(folder / "tokenizer.json"))
+        vocab = self.tokenizer.get_vocab()
+        words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+        (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+        specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                    "mask_token": "[MASK]"}
+        config = {"do_lower_case": self.do_lower_case, **specials, "tokenize_chinese_chars": True,
+                  "strip_accents": None, "tokenizer_class": "BertTokenizer", "model_max_length": model_max_length}
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2), encoding="utf-8")
+
+
+def _lower_case(folder: Path) -> bool:
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            return bool(json.loads(cfg.read_text(encoding="utf-8")).get("do_lower_case", True))
+        except json.JSONDecodeError:
+            return True
+    return True
+
+
+def pad_batch(ids: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id arrays to the longest one: ``(input_ids, attention_mask)``, both int64 (B, T)."""
+    T = max((len(x) for x in ids), default=0)
+    input_ids = np.full((len(ids), T), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), T), dtype=np.int64)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = x
+        mask[i, : len(x)] = 1
+    return input_ids, mask

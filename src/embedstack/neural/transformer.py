@@ -1,0 +1,365 @@
+"""A BERT-family encoder written top to bottom: embeddings → attention → MLP → block → model.
+
+Submodule names follow the Hugging Face checkpoint keys (``embeddings.word_embeddings.weight``,
+``encoder.layer.0.attention.self.query.weight`` ...), so loading pretrained weights is a plain
+mapping loop over ``model.safetensors`` read with the ``safetensors`` library (no pickle, no
+``torch.load``). Attention has two paths that compute the same thing: the fast one calls
+:func:`torch.nn.functional.scaled_dot_product_attention`, the reference one spells out
+``softmax(QKᵀ/√d + mask) V``; a test checks that they agree.
+
+Shapes: B = batch, T = tokens, C = hidden size, H = heads, D = C / H.
+
+Example:
+    >>> import torch
+    >>> from embedstack.neural.config import BertConfig
+    >>> cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+    ...                  intermediate_size=32)
+    >>> model = BertModel(cfg).eval()
+    >>> ids = torch.tensor([[2, 7, 9, 3]])
+    >>> model(ids, torch.ones_like(ids)).shape
+    torch.Size([1, 4, 16])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from embedstack._extras import require
+
+torch = require("torch", "torch", "transformer models")
+from torch import Tensor, nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from embedstack.errors import ConfigError, FormatError  # noqa: E402
+from embedstack.neural.config import BertConfig  # noqa: E402
+
+__all__ = [
+    "BertEmbeddings",
+    "BertSelfAttention",
+    "BertAttention",
+    "BertLayer",
+    "BertEncoder",
+    "BertPooler",
+    "BertModel",
+    "has_pooler",
+    "load_weights",
+    "save_weights",
+    "sinusoidal_table",
+]
+
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
+    """The fixed position table of "Attention is all you need": sin on even, cos on odd features."""
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))  # (C/2,)
+    table = torch.zeros(n_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq)[:, : dim // 2]
+    return table.float()  # (P, C)
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "gelu":
+        return nn.GELU()  # exact, erf-based, as the original BERT
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return nn.GELU(approximate="tanh")
+    return nn.ReLU()
+
+
+class BertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.sinusoidal = config.position_embedding_type == "sinusoidal"
+        if self.sinusoidal:
+            table = sinusoidal_table(config.max_position_embeddings, config.hidden_size)
+            self.register_buffer("position_table", table, persistent=False)  # fixed, never saved
+        else:
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        T = input_ids.shape[1]
+        x = self.word_embeddings(input_ids)  # (B, T, C)
+        if self.sinusoidal:
+            x = x + self.position_table[:T]  # (T, C) broadcast over B
+        else:
+            x = x + self.position_embeddings.weight[:T]
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]  # segment 0 everywhere, without a lookup
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))  # (B, T, C)
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention (query/key/value projections)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        C = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(C, C)
+        self.key = nn.Linear(C, C)
+        self.value = nn.Linear(C, C)
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.implementation = "sdpa"
+
+    def _heads(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """``mask``: bool (B, 1, 1, T), True where a key may be attended to, or an additive float mask."""
+        B, T, C = x.shape
+        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        p = self.dropout_p if self.training else 0.0
+        if self.implementation == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, T, D)
+        else:
+            y = self.reference(q, k, v, mask, p)
+        return y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+
+    @staticmethod
+    def reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0) -> Tensor:
+        """The explicit formula: ``softmax(Q Kᵀ / sqrt(D) + mask) V``."""
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, T)
+        if mask is not None and mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        elif mask is not None:  # additive float mask (0 or a large negative number), as ONNX exports use
+            scores = scores + mask
+        weights = F.dropout(scores.softmax(dim=-1), p=dropout_p)
+        return weights @ v  # (B, H, T, D)
+
+
+class BertSelfOutput(nn.Module):
+    """Attention output projection, dropout, then the post-LN residual ``LayerNorm(x + f(x))``."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, y: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(y)) + residual)  # (B, T, C)
+
+
+class BertAttention(nn.Module):
+    """Self-attention followed by its output projection and residual LayerNorm."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        return self.output(self.self(x, mask), x)
+
+
+class BertIntermediate(nn.Module):
+    """The first half of the MLP: C → intermediate_size, then GELU."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = _activation(config.hidden_act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.dense(x))  # (B, T, 4C)
+
+
+class BertOutput(nn.Module):
+    """The second half of the MLP: intermediate_size → C, dropout, residual LayerNorm."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, h: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(h)) + residual)  # (B, T, C)
+
+
+class BertLayer(nn.Module):
+    """One transformer block: attention sub-layer, then MLP sub-layer (both post-LN)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        a = self.attention(x, mask)
+        return self.output(self.intermediate(a), a)
+
+
+class BertEncoder(nn.Module):
+    """The stack of blocks."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        for block in self.layer:
+            x = block(x, mask)
+        return x
+
+
+class BertPooler(nn.Module):
+    """BERT's next-sentence pooler (dense + tanh on [CLS]); kept only so checkpoints round-trip."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, C)
+
+
+class BertModel(nn.Module):
+    """The encoder: token ids → contextual token embeddings ``(B, T, C)``.
+
+    Args:
+        config: The hyper-parameters.
+        add_pooler: Create the (unused for sentence embeddings) NSP pooler, so that checkpoints which
+            have one are saved back unchanged.
+
+    Example:
+        >>> from embedstack.neural.config import BertConfig
+        >>> m = BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1,
+        ...                          num_attention_heads=2, intermediate_size=16))
+        >>> sorted(m.state_dict())[:2]
+        ['embeddings.LayerNorm.bias', 'embeddings.LayerNorm.weight']
+    """
+
+    def __init__(self, config: BertConfig, *, add_pooler: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooler else None
+
+    def set_attention(self, implementation: str) -> BertModel:
+        """Choose ``"sdpa"`` (fast, fused kernel) or ``"eager"`` (the explicit reference formula)."""
+        if implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ConfigError(f"Unknown attention implementation {implementation!r}; use 'sdpa' or 'eager'.")
+        for block in self.encoder.layer:
+            block.attention.self.implementation = implementation
+        return self
+
+    def init_weights(self, seed: int | None = None) -> BertModel:
+        """BERT's initialisation for training from scratch: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                with torch.no_grad():
+                    module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        return self
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        """``input_ids`` (B, T) int64; ``attention_mask`` (B, T), 1 for real tokens, 0 for padding."""
+        T = input_ids.shape[1]
+        if T > self.config.max_position_embeddings:
+            raise ConfigError(
+                f"Sequence of {T} tokens exceeds max_position_embeddings={self.config.max_position_embeddings}; "
+                "truncate the input (SentenceEncoder does this for you)."
+            )
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
+        return self.encoder(x, mask)  # (B, T, C)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading and saving: a plain key mapping over safetensors files.
+
+_SKIP_PREFIXES = ("cls.", "embeddings.position_ids", "lm_head.")
+
+
+def _map_key(key: str) -> str:
+    """Hugging Face checkpoint key → our parameter name (BertForMaskedLM prefix, TF-era names)."""
+    if key.startswith("bert."):
+        key = key[len("bert."):]
+    return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
+def load_weights(model: BertModel, path: str | os.PathLike[str]) -> BertModel:
+    """Copy the tensors of ``model.safetensors`` at ``path`` into ``model`` (missing keys raise)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(
+            f"Missing weights file {path}. The folder must hold 'model.safetensors' "
+            "(pytorch_model.bin is not read: it needs pickle); convert it with safetensors first."
+        )
+    expected = model.state_dict()
+    seen: set[str] = set()
+    try:
+        with safe_open(str(path), framework="pt") as fh, torch.no_grad():
+            for raw in fh.keys():  # noqa: SIM118 - safe_open is not a dict
+                if raw.startswith(_SKIP_PREFIXES) or "position_ids" in raw:
+                    continue
+                key = _map_key(raw)
+                if key not in expected:
+                    continue
+                tensor = fh.get_tensor(raw)
+                if tuple(tensor.shape) != tuple(expected[key].shape):
+                    raise FormatError(
+                        f"{path}: tensor {raw!r} has shape {tuple(tensor.shape)} but config.json implies "
+                        f"{tuple(expected[key].shape)}; the config and weights do not belong together."
+                    )
+                expected[key].copy_(tensor.to(expected[key].dtype))
+                seen.add(key)
+    except FormatError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for truncated files
+        raise FormatError(f"Cannot read {path} as safetensors ({exc}); re-save or re-download it.") from None
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise FormatError(
+            f"{path} lacks {len(missing)} tensors the model needs, e.g. {missing[:3]}; "
+            "is it a BERT checkpoint matching config.json?"
+        )
+    return model
+
+
+def has_pooler(path: str | os.PathLike[str]) -> bool:
+    """Whether a checkpoint carries BERT's NSP pooler weights."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return any(_map_key(k).startswith("pooler.") for k in fh.keys())  # noqa: SIM118
+    except Exception:  # reported properly by load_weights
+        return False
+
+
+def save_weights(model: BertModel, path: str | os.PathLike[str]) -> None:
+    """Write ``model``'s parameters as ``model.safetensors`` with Hugging Face ``BertModel`` keys."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})

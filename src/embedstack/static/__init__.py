@@ -1,0 +1,1 @@
+"""Static word vectors: KeyedVectors, Word2Vec, FastText, GloVe, NPLM, sentence pooling."""

@@ -1,0 +1,588 @@
+"""Numba hot loops for word2vec, fastText and GloVe.
+
+Every kernel takes plain arrays and a frozen params tuple (never model objects), releases the GIL
+(``nogil=True``) so that several Python threads can run it hogwild on shared weight matrices, and has
+a pure-numpy twin in :mod:`embedstack.static._reference` that makes the same update.
+
+Conventions shared with the reference twin:
+
+* The random generator is word2vec.c's 64-bit LCG: ``r = r * 25214903917 + 11 (mod 2**64)``; a draw
+  uses ``(r >> 16)``. Negatives come from a unigram^0.75 table: ``table[(r >> 16) % len(table)]``.
+* sigmoid(x) comes from a 1000-entry table on [-6, 6] as in word2vec.c; outside that range the
+  gradient saturates (label - 1 or label - 0) for negative sampling and is skipped for hierarchical
+  softmax. Loss terms -log sigma(+-x) come from two matching tables.
+* Skip-gram (word2vec): the context word's input vector predicts the centre word (word2vec.c, gensim).
+  FastText skip-gram: the centre word's subword mean predicts each context word (fastText); the
+  input-side gradient is accumulated over the context window and applied once per centre word.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from embedstack._extras import require
+
+require("numba", "fast", "word-vector training kernels")
+import numba  # noqa: E402
+
+__all__ = [
+    "W2VParams",
+    "GloveParams",
+    "EXP_TABLE_SIZE",
+    "MAX_EXP",
+    "make_tables",
+    "lcg_next",
+    "sg_ns_step",
+    "sg_hs_step",
+    "cbow_step",
+    "w2v_train_job",
+    "ft_train_job",
+    "subword_hashes",
+    "cooccur_job",
+    "glove_train_job",
+    "ft_compose",
+]
+
+EXP_TABLE_SIZE = 1000
+MAX_EXP = 6.0
+_LCG_A = np.uint64(25214903917)
+_LCG_C = np.uint64(11)
+_U16 = np.uint64(16)
+_U32MASK = np.uint64(0xFFFFFFFF)
+
+_JIT = {"nogil": True, "fastmath": True, "cache": True}
+
+
+class W2VParams(NamedTuple):
+    """Frozen training options handed to the kernels (all ints: numba types them once)."""
+
+    sg: int
+    hs: int
+    negative: int
+    window: int
+    cbow_mean: int
+    sample: int  # 1 if frequent-word subsampling is on
+    compute_loss: int
+
+
+class GloveParams(NamedTuple):
+    """Frozen GloVe options: weighting cut-off, exponent and AdaGrad learning rate."""
+
+    x_max: float
+    alpha: float
+    learning_rate: float
+
+
+def make_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sigmoid, log sigmoid(x) and log sigmoid(-x) on the word2vec.c grid (float32, EXP_TABLE_SIZE)."""
+    x = (np.arange(EXP_TABLE_SIZE, dtype=np.float64) / EXP_TABLE_SIZE * 2.0 - 1.0) * MAX_EXP
+    e = np.exp(x)
+    sig = e / (e + 1.0)
+    return (sig.astype(np.float32), np.log(sig).astype(np.float32), np.log1p(-sig).astype(np.float32))
+
+
+@numba.njit(**_JIT)
+def lcg_next(r: np.uint64) -> np.uint64:
+    """One step of word2vec.c's LCG."""
+    return r * _LCG_A + _LCG_C
+
+
+@numba.njit(**_JIT)
+def _table_index(f: float) -> int:
+    return int((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2.0))
+
+
+@numba.njit(**_JIT)
+def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp, lsn, work, compute_loss):
+    """Negative-sampling update of the output rows for one (hidden, target) pair; grad into ``work``."""
+    dim = hidden.shape[0]
+    loss = 0.0
+    a32 = np.float32(alpha)
+    for d in range(n_neg + 1):
+        if d == 0:
+            t = target
+            label = np.float32(1.0)
+        else:
+            t = negatives[d - 1]
+            if t == target:
+                continue
+            label = np.float32(0.0)
+        row = syn1neg[t]
+        f = np.float32(0.0)
+        for k in range(dim):
+            f += hidden[k] * row[k]
+        if f > MAX_EXP:
+            g = (label - np.float32(1.0)) * a32
+            if compute_loss and label == 0.0:
+                loss += f
+        elif f < -MAX_EXP:
+            g = label * a32
+            if compute_loss and label == 1.0:
+                loss -= f
+        else:
+            idx = _table_index(f)
+            g = (label - exp_table[idx]) * a32
+            if compute_loss:
+                loss -= lsp[idx] if label == 1.0 else lsn[idx]
+        for k in range(dim):
+            work[k] += g * row[k]
+        for k in range(dim):
+            row[k] += g * hidden[k]
+    return loss
+
+
+@numba.njit(**_JIT)
+def _hs_update(hidden, syn1, code, point, code_len, alpha, exp_table, lsp, lsn, work, compute_loss):
+    """Hierarchical-softmax update along one Huffman path; grad into ``work``."""
+    dim = hidden.shape[0]
+    loss = 0.0
+    a32 = np.float32(alpha)
+    for d in range(code_len):
+        row = syn1[point[d]]
+        f = np.float32(0.0)
+        for k in range(dim):
+            f += hidden[k] * row[k]
+        if f <= -MAX_EXP or f >= MAX_EXP:
+            continue
+        idx = _table_index(f)
+        g = (np.float32(1.0) - np.float32(code[d]) - exp_table[idx]) * a32
+        if compute_loss:
+            # probability of the branch taken: sigma(f) for code 0, sigma(-f) for code 1
+            loss -= lsp[idx] if code[d] == 0 else lsn[idx]
+        for k in range(dim):
+            work[k] += g * row[k]
+        for k in range(dim):
+            row[k] += g * hidden[k]
+    return loss
+
+
+@numba.njit(**_JIT)
+def sg_ns_step(syn0, syn1neg, inp, target, negatives, alpha, exp_table, lsp, lsn, work):
+    """One skip-gram negative-sampling step: row ``inp`` of syn0 predicts ``target``."""
+    work[:] = 0.0
+    loss = _ns_update(syn0[inp], syn1neg, target, negatives, negatives.shape[0], alpha,
+                      exp_table, lsp, lsn, work, 1)
+    row = syn0[inp]
+    for k in range(row.shape[0]):
+        row[k] += work[k]
+    return loss
+
+
+@numba.njit(**_JIT)
+def sg_hs_step(syn0, syn1, inp, code, point, code_len, alpha, exp_table, lsp, lsn, work):
+    """One skip-gram hierarchical-softmax step along ``target``'s Huffman path."""
+    work[:] = 0.0
+    loss = _hs_update(syn0[inp], syn1, code, point, code_len, alpha, exp_table, lsp, lsn, work, 1)
+    row = syn0[inp]
+    for k in range(row.shape[0]):
+        row[k] += work[k]
+    return loss
+
+
+@numba.njit(**_JIT)
+def cbow_step(syn0, syn1neg, context, n_ctx, target, negatives, alpha, cbow_mean, exp_table, lsp, lsn,
+              neu1, work):
+    """One CBOW negative-sampling step: the mean (or sum) of ``context`` rows predicts ``target``."""
+    dim = syn0.shape[1]
+    neu1[:] = 0.0
+    for c in range(n_ctx):
+        row = syn0[context[c]]
+        for k in range(dim):
+            neu1[k] += row[k]
+    if cbow_mean and n_ctx > 0:
+        inv = 1.0 / n_ctx
+        for k in range(dim):
+            neu1[k] *= inv
+    work[:] = 0.0
+    loss = _ns_update(neu1, syn1neg, target, negatives, negatives.shape[0], alpha, exp_table, lsp, lsn, work, 1)
+    if not cbow_mean and n_ctx > 0:
+        inv = 1.0 / n_ctx
+        for k in range(dim):
+            work[k] *= inv
+    for c in range(n_ctx):
+        row = syn0[context[c]]
+        for k in range(dim):
+            row[k] += work[k]
+    return loss
+
+
+@numba.njit(**_JIT)
+def _draw_negatives(negs, n, ns_table, r):
+    size = np.uint64(ns_table.shape[0])
+    mask = size - np.uint64(1)
+    pow2 = (size & mask) == np.uint64(0)
+    for d in range(n):
+        r = r * _LCG_A + _LCG_C
+        if pow2:  # the default table size is a power of two: a mask instead of a division
+            negs[d] = ns_table[(r >> _U16) & mask]
+        else:
+            negs[d] = ns_table[(r >> _U16) % size]
+    return r
+
+
+@numba.njit(**_JIT)
+def _subsample(ids, start, end, keep, buf, do_sample, r):
+    n = 0
+    for p in range(start, end):
+        w = ids[p]
+        if do_sample:
+            r = r * _LCG_A + _LCG_C
+            if keep[w] < ((r >> _U16) & _U32MASK):
+                continue
+        buf[n] = w
+        n += 1
+    return n, r
+
+
+@numba.njit(**_JIT)
+def w2v_train_job(syn0, syn1, syn1neg, ids, offsets, s_begin, s_end, keep, ns_table, codes, points,
+                  code_lens, exp_table, lsp, lsn, params, alpha, seed, max_len):
+    """Train word2vec on sentences ``s_begin..s_end`` of the id stream; returns (words, loss, terms).
+
+    ``offsets`` are sentence start positions into ``ids`` (length n_sentences + 1); ``keep`` holds
+    uint32 keep thresholds (probability * 2**32); ``seed`` seeds this job's LCG.
+    """
+    dim = syn0.shape[1]
+    buf = np.empty(max_len, dtype=np.int32)
+    negs = np.empty(max(params.negative, 1), dtype=np.int32)
+    ctx = np.empty(2 * params.window, dtype=np.int32)
+    neu1 = np.zeros(dim, dtype=np.float32)
+    work = np.zeros(dim, dtype=np.float32)
+    r = np.uint64(seed)
+    words = 0
+    loss = 0.0
+    terms = 0
+    window = params.window
+    for s in range(s_begin, s_end):
+        n, r = _subsample(ids, offsets[s], offsets[s + 1], keep, buf, params.sample, r)
+        words += n
+        for i in range(n):
+            r = r * _LCG_A + _LCG_C
+            b = int((r >> _U16) % np.uint64(window))
+            lo = max(0, i - window + b)
+            hi = min(n, i + window + 1 - b)
+            word = buf[i]
+            if params.sg:
+                for j in range(lo, hi):
+                    if j == i:
+                        continue
+                    inp = buf[j]
+                    hidden = syn0[inp]
+                    work[:] = 0.0
+                    if params.hs:
+                        loss += _hs_update(hidden, syn1, codes[word], points[word], code_lens[word], alpha,
+                                           exp_table, lsp, lsn, work, params.compute_loss)
+                    if params.negative > 0:
+                        r = _draw_negatives(negs, params.negative, ns_table, r)
+                        loss += _ns_update(hidden, syn1neg, word, negs, params.negative, alpha, exp_table,
+                                           lsp, lsn, work, params.compute_loss)
+                    terms += 1
+                    for k in range(dim):
+                        hidden[k] += work[k]
+            else:
+                n_ctx = 0
+                for j in range(lo, hi):
+                    if j != i:
+                        ctx[n_ctx] = buf[j]
+                        n_ctx += 1
+                if n_ctx == 0:
+                    continue
+                neu1[:] = 0.0
+                for c in range(n_ctx):
+                    row = syn0[ctx[c]]
+                    for k in range(dim):
+                        neu1[k] += row[k]
+                if params.cbow_mean:
+                    inv = np.float32(1.0 / n_ctx)
+                    for k in range(dim):
+                        neu1[k] *= inv
+                work[:] = 0.0
+                if params.hs:
+                    loss += _hs_update(neu1, syn1, codes[word], points[word], code_lens[word], alpha,
+                                       exp_table, lsp, lsn, work, params.compute_loss)
+                if params.negative > 0:
+                    r = _draw_negatives(negs, params.negative, ns_table, r)
+                    loss += _ns_update(neu1, syn1neg, word, negs, params.negative, alpha, exp_table,
+                                       lsp, lsn, work, params.compute_loss)
+                terms += 1
+                if not params.cbow_mean:
+                    inv = np.float32(1.0 / n_ctx)
+                    for k in range(dim):
+                        work[k] *= inv
+                for c in range(n_ctx):
+                    row = syn0[ctx[c]]
+                    for k in range(dim):
+                        row[k] += work[k]
+    return words, loss, terms
+
+
+@numba.njit(**_JIT)
+def _ft_hidden(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, out, scale_add):
+    """Add the sum of ``word``'s rows (word row + its n-gram buckets) to ``out``; return the row count."""
+    dim = out.shape[0]
+    row = syn0_vocab[word]
+    for k in range(dim):
+        out[k] += row[k]
+    for p in range(sub_ptr[word], sub_ptr[word + 1]):
+        row = syn0_ngrams[sub_idx[p]]
+        for k in range(dim):
+            out[k] += row[k]
+    return 1 + sub_ptr[word + 1] - sub_ptr[word]
+
+
+@numba.njit(**_JIT)
+def _ft_apply(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, work):
+    dim = work.shape[0]
+    row = syn0_vocab[word]
+    for k in range(dim):
+        row[k] += work[k]
+    for p in range(sub_ptr[word], sub_ptr[word + 1]):
+        row = syn0_ngrams[sub_idx[p]]
+        for k in range(dim):
+            row[k] += work[k]
+
+
+@numba.njit(**_JIT)
+def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offsets, s_begin, s_end, keep,
+                 ns_table, exp_table, lsp, lsn, params, alpha, seed, max_len):
+    """Train fastText (negative sampling) on sentences ``s_begin..s_end``; returns (words, loss, terms).
+
+    The input representation of a word is the mean of its word row and its n-gram bucket rows; the
+    gradient is added in full to every one of those rows, as fastText does.
+    """
+    dim = syn0_vocab.shape[1]
+    buf = np.empty(max_len, dtype=np.int32)
+    negs = np.empty(max(params.negative, 1), dtype=np.int32)
+    ctx = np.empty(2 * params.window, dtype=np.int32)
+    hidden = np.zeros(dim, dtype=np.float32)
+    work = np.zeros(dim, dtype=np.float32)
+    r = np.uint64(seed)
+    words = 0
+    loss = 0.0
+    terms = 0
+    window = params.window
+    for s in range(s_begin, s_end):
+        n, r = _subsample(ids, offsets[s], offsets[s + 1], keep, buf, params.sample, r)
+        words += n
+        for i in range(n):
+            r = r * _LCG_A + _LCG_C
+            b = int((r >> _U16) % np.uint64(window))
+            lo = max(0, i - window + b)
+            hi = min(n, i + window + 1 - b)
+            word = buf[i]
+            if params.sg:
+                if hi - lo <= 1:
+                    continue
+                hidden[:] = 0.0
+                cnt = _ft_hidden(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, hidden, 1.0)
+                inv = np.float32(1.0 / cnt)
+                for k in range(dim):
+                    hidden[k] *= inv
+                work[:] = 0.0
+                for j in range(lo, hi):
+                    if j == i:
+                        continue
+                    r = _draw_negatives(negs, params.negative, ns_table, r)
+                    loss += _ns_update(hidden, syn1neg, buf[j], negs, params.negative, alpha, exp_table,
+                                       lsp, lsn, work, params.compute_loss)
+                    terms += 1
+                _ft_apply(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, work)
+            else:
+                n_ctx = 0
+                for j in range(lo, hi):
+                    if j != i:
+                        ctx[n_ctx] = buf[j]
+                        n_ctx += 1
+                if n_ctx == 0:
+                    continue
+                hidden[:] = 0.0
+                cnt = 0
+                for c in range(n_ctx):
+                    cnt += _ft_hidden(ctx[c], syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, hidden, 1.0)
+                inv = np.float32(1.0 / cnt)
+                for k in range(dim):
+                    hidden[k] *= inv
+                work[:] = 0.0
+                r = _draw_negatives(negs, params.negative, ns_table, r)
+                loss += _ns_update(hidden, syn1neg, word, negs, params.negative, alpha, exp_table,
+                                   lsp, lsn, work, params.compute_loss)
+                terms += 1
+                for c in range(n_ctx):
+                    _ft_apply(ctx[c], syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, work)
+    return words, loss, terms
+
+
+@numba.njit(**_JIT)
+def subword_hashes(buf, word_ptr, minn, maxn, bucket):
+    """fastText n-gram bucket ids of every word, as CSR (ptr, ids).
+
+    ``buf`` holds the UTF-8 bytes of ``<word>`` for each word back to back, ``word_ptr`` their
+    offsets. N-grams are counted in characters (UTF-8 continuation bytes never start or end one);
+    single-character n-grams at the boundaries are skipped; the hash is fastText's FNV-1a 32-bit
+    over sign-extended bytes.
+    """
+    n_words = word_ptr.shape[0] - 1
+    # first pass: count
+    counts = np.zeros(n_words, dtype=np.int64)
+    for w in range(n_words):
+        a = word_ptr[w]
+        b = word_ptr[w + 1]
+        c = 0
+        for i in range(a, b):
+            if (buf[i] & 0xC0) == 0x80:
+                continue
+            j = i
+            nchar = 1
+            while j < b and nchar <= maxn:
+                j += 1
+                while j < b and (buf[j] & 0xC0) == 0x80:
+                    j += 1
+                if nchar >= minn and not (nchar == 1 and (i == a or j == b)):
+                    c += 1
+                nchar += 1
+        counts[w] = c
+    ptr = np.zeros(n_words + 1, dtype=np.int64)
+    for w in range(n_words):
+        ptr[w + 1] = ptr[w] + counts[w]
+    out = np.empty(ptr[n_words], dtype=np.int32)
+    for w in range(n_words):
+        a = word_ptr[w]
+        b = word_ptr[w + 1]
+        pos = ptr[w]
+        for i in range(a, b):
+            if (buf[i] & 0xC0) == 0x80:
+                continue
+            j = i
+            nchar = 1
+            h = np.uint32(2166136261)
+            while j < b and nchar <= maxn:
+                h = _fnv_byte(h, buf[j])
+                j += 1
+                while j < b and (buf[j] & 0xC0) == 0x80:
+                    h = _fnv_byte(h, buf[j])
+                    j += 1
+                if nchar >= minn and not (nchar == 1 and (i == a or j == b)):
+                    out[pos] = np.int32(h % np.uint32(bucket))
+                    pos += 1
+                nchar += 1
+    return ptr, out
+
+
+@numba.njit(**_JIT)
+def _fnv_byte(h, byte):
+    sb = np.int32(np.int8(byte))  # fastText hashes each byte as a sign-extended int8
+    h = h ^ np.uint32(sb)
+    return np.uint32(h * np.uint32(16777619))
+
+
+@numba.njit(**_JIT)
+def cooccur_job(ids, offsets, s_begin, s_end, window, n_vocab, dense, n_dense, keys, vals, max_fill):
+    """Accumulate 1/distance co-occurrence weights of sentences ``s_begin..`` (upper triangle i <= j).
+
+    Pairs of two frequent words (both ids < ``n_dense``) go to the dense block; the others into an
+    open-addressing hash table (``keys`` int64, -1 = empty; capacity a power of two). Stops after the
+    sentence that brings the table past ``max_fill`` entries. Returns (next sentence, filled entries).
+    """
+    cap = keys.shape[0]
+    mask = np.uint64(cap - 1)
+    fill = 0
+    for p in range(cap):
+        if keys[p] >= 0:
+            fill += 1
+    s = s_begin
+    while s < s_end:
+        a = offsets[s]
+        b = offsets[s + 1]
+        for i in range(a, b):
+            wi = ids[i]
+            jmax = min(b, i + window + 1)
+            for j in range(i + 1, jmax):
+                wj = ids[j]
+                x = 1.0 / (j - i)
+                lo = min(wi, wj)
+                hi = max(wi, wj)
+                if hi < n_dense:
+                    dense[lo, hi] += x
+                    continue
+                key = np.int64(lo) * n_vocab + hi
+                slot = (np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
+                slot = slot & mask
+                while True:
+                    k = keys[slot]
+                    if k == key:
+                        vals[slot] += x
+                        break
+                    if k < 0:
+                        keys[slot] = key
+                        vals[slot] = x
+                        fill += 1
+                        break
+                    slot = (slot + np.uint64(1)) & mask
+        s += 1
+        if fill >= max_fill:
+            break
+    return s, fill
+
+
+@numba.njit(**_JIT)
+def glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, start, end, params):
+    """One pass of AdaGrad over co-occurrence entries ``start..end`` (each trains both directions).
+
+    Minimises f(x) (w_i . w~_j + b_i + b~_j - log x)^2 with f(x) = min(1, (x / x_max)^alpha).
+    Returns the summed weighted squared error (halved, as GloVe reports it).
+    """
+    dim = W.shape[1]
+    lr = params.learning_rate
+    loss = 0.0
+    for e in range(start, end):
+        x = vals[e]
+        logx = math.log(x)
+        fx = 1.0 if x >= params.x_max else (x / params.x_max) ** params.alpha
+        for direction in range(2):
+            if direction == 0:
+                a = rows[e]
+                c = cols[e]
+            else:
+                if rows[e] == cols[e]:
+                    break
+                a = cols[e]
+                c = rows[e]
+            wa = W[a]
+            wc = Wc[c]
+            diff = bw[a] + bc[c] - logx
+            for k in range(dim):
+                diff += wa[k] * wc[k]
+            fdiff = fx * diff
+            if not math.isfinite(fdiff):
+                continue
+            loss += 0.5 * fdiff * diff
+            ga = gW[a]
+            gc = gWc[c]
+            for k in range(dim):
+                g1 = fdiff * wc[k]
+                g2 = fdiff * wa[k]
+                wa[k] -= lr * g1 / math.sqrt(ga[k])
+                wc[k] -= lr * g2 / math.sqrt(gc[k])
+                ga[k] += g1 * g1
+                gc[k] += g2 * g2
+            bw[a] -= lr * fdiff / math.sqrt(gbw[a])
+            bc[c] -= lr * fdiff / math.sqrt(gbc[c])
+            gbw[a] += fdiff * fdiff
+            gbc[c] += fdiff * fdiff
+    return loss
+
+
+@numba.njit(**_JIT)
+def ft_compose(syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, out):
+    """fastText's word vectors: the mean of each word's row and its n-gram bucket rows."""
+    dim = syn0_vocab.shape[1]
+    for w in range(syn0_vocab.shape[0]):
+        o = out[w]
+        o[:] = 0.0
+        cnt = _ft_hidden(w, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, o, 1.0)
+        inv = 1.0 / cnt
+        for k in range(dim):
+            o[k] *= inv

@@ -1,0 +1,256 @@
+"""Word2Vec: skip-gram and CBOW with negative sampling and/or hierarchical softmax.
+
+The corpus is read once into an int32 id stream (:class:`~embedstack.static._corpus.IdCorpus`);
+training runs numba kernels (GIL released) from several Python threads, hogwild, on jobs of ~10k
+words, with frequent-word subsampling and the reduced window drawn inside the kernel from a per-job
+LCG, a unigram^0.75 negative-sampling table, a Huffman tree for hierarchical softmax, and a learning
+rate decaying linearly with global progress (word2vec.c / gensim semantics).
+
+Example:
+    >>> texts = ["the king rules the land", "the queen rules the land"] * 50
+    >>> w2v = Word2Vec(dim=16, min_count=1, epochs=2, workers=1, seed=3).fit(texts)
+    >>> w2v.wv_.vectors.shape
+    (5, 16)
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedstack._validation import check_float, check_int
+from embedstack.errors import ConfigError
+from embedstack.static._corpus import CorpusLike, IdCorpus, is_one_shot
+from embedstack.static._train import ProgressFn, TrainStats, check_workers, run_jobs
+from embedstack.static.keyedvectors import KeyedVectors
+from embedstack.text import Analyzer
+
+__all__ = ["Word2Vec", "huffman_tree", "negative_table", "keep_thresholds"]
+
+
+def negative_table(probabilities: np.ndarray, size: int = 1 << 24) -> np.ndarray:
+    """An int32 table where word ``w`` fills about ``p[w] * size`` slots (word2vec.c's unigram table)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    edges = np.round(np.cumsum(p) / p.sum() * size).astype(np.int64)
+    reps = np.diff(np.concatenate([[0], edges]))
+    table = np.repeat(np.arange(len(p), dtype=np.int32), reps)
+    if len(table) == 0:  # pragma: no cover - degenerate distributions
+        table = np.zeros(1, dtype=np.int32)
+    return table
+
+
+def keep_thresholds(keep_prob: np.ndarray) -> np.ndarray:
+    """Keep probabilities as uint32 thresholds compared with a 32-bit random draw."""
+    t = np.round(np.asarray(keep_prob, dtype=np.float64) * 2.0**32)
+    return np.minimum(t, 2.0**32 - 1).astype(np.uint32)
+
+
+def huffman_tree(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Huffman codes of a vocabulary: ``codes`` (uint8, V x L), ``points`` (int32, V x L), ``lengths``.
+
+    ``points[w, :lengths[w]]`` are the inner nodes (rows of ``syn1``, root first) on the path to
+    ``w`` and ``codes`` the branch taken at each (word2vec.c layout: inner node ids 0..V-2).
+    """
+    v = len(counts)
+    if v < 2:
+        return np.zeros((v, 1), np.uint8), np.zeros((v, 1), np.int32), np.zeros(v, np.int32)
+    heap = [(int(c), i) for i, c in enumerate(counts)]
+    heapq.heapify(heap)
+    parent = np.zeros(2 * v - 1, dtype=np.int64)
+    branch = np.zeros(2 * v - 1, dtype=np.uint8)
+    nxt = v
+    while len(heap) > 1:
+        c1, a = heapq.heappop(heap)
+        c2, b = heapq.heappop(heap)
+        parent[a], parent[b] = nxt, nxt
+        branch[b] = 1
+        heapq.heappush(heap, (c1 + c2, nxt))
+        nxt += 1
+    root = 2 * v - 2
+    paths_codes: list[list[int]] = []
+    paths_points: list[list[int]] = []
+    for w in range(v):
+        cs, ps = [], []
+        node = w
+        while node != root:
+            cs.append(int(branch[node]))
+            node = int(parent[node])
+            ps.append(node - v)
+        paths_codes.append(cs[::-1])
+        paths_points.append(ps[::-1])
+    lengths = np.array([len(c) for c in paths_codes], dtype=np.int32)
+    width = int(lengths.max())
+    codes = np.zeros((v, width), dtype=np.uint8)
+    points = np.zeros((v, width), dtype=np.int32)
+    for w in range(v):
+        codes[w, : lengths[w]] = paths_codes[w]
+        points[w, : lengths[w]] = paths_points[w]
+    return codes, points, lengths
+
+
+class _StaticTrainer:
+    """Shared options, validation and corpus handling of Word2Vec and FastText."""
+
+    def __init__(self, *, dim: int = 100, window: int = 5, sg: bool = True, hs: bool = False,
+                 negative: int = 5, cbow_mean: bool = True, sample: float = 1e-3, min_count: int = 5,
+                 max_vocab: int | None = None, epochs: int = 5, alpha: float = 0.025,
+                 min_alpha: float = 1e-4, ns_exponent: float = 0.75, workers: int | None = None,
+                 seed: int = 1, max_sentence_length: int = 10_000, ns_table_size: int = 1 << 24,
+                 analyzer: Analyzer | None = None, compute_loss: bool = True) -> None:
+        self.dim = dim
+        self.window = window
+        self.sg = sg
+        self.hs = hs
+        self.negative = negative
+        self.cbow_mean = cbow_mean
+        self.sample = sample
+        self.min_count = min_count
+        self.max_vocab = max_vocab
+        self.epochs = epochs
+        self.alpha = alpha
+        self.min_alpha = min_alpha
+        self.ns_exponent = ns_exponent
+        self.workers = workers
+        self.seed = seed
+        self.max_sentence_length = max_sentence_length
+        self.ns_table_size = ns_table_size
+        self.analyzer = analyzer
+        self.compute_loss = compute_loss
+
+    def _check(self) -> int:
+        check_int(self, "dim", self.dim, low=1)
+        check_int(self, "window", self.window, low=1)
+        check_int(self, "negative", self.negative, low=0)
+        check_int(self, "min_count", self.min_count, low=1)
+        check_int(self, "max_vocab", self.max_vocab, low=1, allow_none=True)
+        check_int(self, "epochs", self.epochs, low=1)
+        check_int(self, "seed", self.seed, low=0)
+        check_int(self, "max_sentence_length", self.max_sentence_length, low=1)
+        check_int(self, "ns_table_size", self.ns_table_size, low=1000)
+        check_float(self, "sample", self.sample, low=0.0)
+        check_float(self, "alpha", self.alpha, low=0.0, low_open=True)
+        check_float(self, "min_alpha", self.min_alpha, low=0.0, high=float(self.alpha))
+        check_float(self, "ns_exponent", self.ns_exponent)
+        if not self.hs and self.negative == 0:
+            raise ConfigError(f"{type(self).__name__} needs negative > 0 or hs=True; both are off.")
+        return check_workers(self, self.workers)
+
+    def _corpus(self, corpus: CorpusLike, progress: ProgressFn | None) -> IdCorpus:
+        if is_one_shot(corpus) and self.epochs > 1:
+            raise ConfigError(
+                f"{type(self).__name__}.fit got a one-shot iterator (e.g. a generator) for epochs={self.epochs}; "
+                "pass a list, a file path, or IdCorpus.build(generator) so every epoch sees the corpus."
+            )
+        if isinstance(corpus, IdCorpus):
+            return corpus
+        cb: Callable[[int], None] | None = None
+        if progress is not None:
+            def cb(n: int) -> None:
+                progress({"stage": "corpus", "done": n, "total": None})
+        return IdCorpus.build(corpus, analyzer=self.analyzer, min_count=self.min_count,
+                              max_vocab=self.max_vocab, max_sentence_length=self.max_sentence_length,
+                              progress=cb)
+
+    def _tables(self, corpus: IdCorpus) -> dict[str, np.ndarray]:
+        from embedstack.static import _kernels as K
+
+        vocab = corpus.vocab
+        exp_table, lsp, lsn = K.make_tables()
+        out = {"exp": exp_table, "lsp": lsp, "lsn": lsn}
+        out["keep"] = (keep_thresholds(vocab.keep_probabilities(self.sample)) if self.sample > 0
+                       else np.full(len(vocab), 2**32 - 1, np.uint32))
+        out["ns"] = (negative_table(vocab.noise_distribution(self.ns_exponent), self.ns_table_size)
+                     if self.negative > 0 else np.zeros(1, np.int32))
+        return out
+
+    def _params(self) -> Any:
+        from embedstack.static._kernels import W2VParams
+
+        return W2VParams(sg=int(bool(self.sg)), hs=int(bool(self.hs)), negative=int(self.negative),
+                         window=int(self.window), cbow_mean=int(bool(self.cbow_mean)),
+                         sample=int(self.sample > 0), compute_loss=int(bool(self.compute_loss)))
+
+    def _meta(self, corpus: IdCorpus, stats: TrainStats, workers: int) -> dict[str, Any]:
+        opts = {k: getattr(self, k) for k in ("dim", "window", "sg", "hs", "negative", "cbow_mean", "sample",
+                                              "min_count", "epochs", "alpha", "min_alpha", "seed")}
+        return {"trainer": type(self).__name__, "options": opts, "workers": workers,
+                "vocab_size": len(corpus.vocab), "corpus_raw_words": corpus.raw_words,
+                "analyzer": (self.analyzer or Analyzer()).get_config(), **stats.as_dict()}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save the trained vectors (a KeyedVectors folder, loadable with ``load_vectors``)."""
+        from embedstack.base import check_is_fitted
+
+        check_is_fitted(self, "wv_")
+        return self.wv_.save(path)  # type: ignore[attr-defined,no-any-return]
+
+
+class Word2Vec(_StaticTrainer):
+    """Skip-gram / CBOW word2vec trained with numba kernels on all cores.
+
+    Args:
+        dim: vector size.
+        window: maximum context distance (the effective window is drawn in 1..window per word).
+        sg: skip-gram if True, else CBOW.
+        hs: use hierarchical softmax (can be combined with negative sampling).
+        negative: negative samples per positive (0 disables negative sampling).
+        cbow_mean: CBOW averages context vectors (else sums them).
+        sample: subsampling threshold for frequent words (0 disables).
+        min_count: ignore rarer words.  max_vocab: keep at most this many words.
+        epochs: passes over the corpus.  alpha / min_alpha: linearly decayed learning rate.
+        workers: threads (default: all CPUs).  seed: seeds init and every job's random draws.
+        analyzer: tokenizer for raw texts (default ``Analyzer()``).
+
+    Attributes:
+        wv_: the :class:`KeyedVectors`; syn1neg_ / syn1_: output weights; vocabulary_;
+        corpus_: the id stream; stats_: a :class:`TrainStats` (seconds, words/s, loss per epoch).
+
+    Example:
+        >>> w2v = Word2Vec(dim=8, min_count=1, epochs=1, workers=1).fit(["a b c a b c"] * 20)
+        >>> sorted(w2v.wv_.key_to_index)
+        ['a', 'b', 'c']
+    """
+
+    def fit(self, corpus: CorpusLike, *, progress: ProgressFn | None = None) -> Word2Vec:
+        """Train on ``corpus`` (path, texts, token lists or an :class:`IdCorpus`); returns self."""
+        from embedstack.static import _kernels as K
+
+        workers = self._check()
+        data = self._corpus(corpus, progress)
+        vocab = data.vocab
+        v, d = len(vocab), int(self.dim)
+        rng = np.random.default_rng(self.seed)
+        syn0 = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+        syn1neg = np.zeros((v if self.negative > 0 else 1, d), dtype=np.float32)
+        if self.hs:
+            codes, points, lengths = huffman_tree(vocab.counts_)
+            syn1 = np.zeros((max(v - 1, 1), d), dtype=np.float32)
+        else:
+            codes, points, lengths = np.zeros((1, 1), np.uint8), np.zeros((1, 1), np.int32), np.zeros(1, np.int32)
+            syn1 = np.zeros((1, d), dtype=np.float32)
+        t = self._tables(data)
+        params = self._params()
+        cuts = data.jobs()
+        ids, offsets, max_len = np.asarray(data.ids), data.offsets, data.max_sentence()
+
+        def job(epoch: int, j: int, alpha: float, seed: np.uint64) -> tuple[int, float, int]:
+            return K.w2v_train_job(syn0, syn1, syn1neg, ids, offsets, int(cuts[j]), int(cuts[j + 1]), t["keep"],
+                                   t["ns"], codes, points, lengths, t["exp"], t["lsp"], t["lsn"], params,
+                                   float(alpha), seed, max_len)
+
+        sizes = offsets[cuts[1:]] - offsets[cuts[:-1]]
+        stats = run_jobs(job, job_sizes=sizes, epochs=int(self.epochs), workers=workers, alpha=float(self.alpha),
+                         min_alpha=float(self.min_alpha), seed=int(self.seed),
+                         raw_per_kept=data.raw_words / max(data.n_words, 1), progress=progress)
+        self.vocabulary_ = vocab
+        self.corpus_ = data
+        self.syn1neg_ = syn1neg if self.negative > 0 else None
+        self.syn1_ = syn1 if self.hs else None
+        self.stats_ = stats
+        self.wv_ = KeyedVectors(vocab.words_, syn0, counts=vocab.counts_, meta=self._meta(data, stats, workers))
+        return self
