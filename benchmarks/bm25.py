@@ -34,7 +34,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ratio, write_results  # noqa: E402
-
 from embedstack.count import BM25, LSA, BagOfWords, TfIdf  # noqa: E402
 from embedstack.count.bm25 import topk_sparse_rows  # noqa: E402
 from embedstack.count.specs import ENGLISH_ANALYZER  # noqa: E402
@@ -102,9 +101,9 @@ def compare(label: str, ds: Any, analyzer: Analyzer, stem: bool, repeats: int, q
         tb_o.append(t)
         t, (theirs, stemmer) = timed(lambda: theirs_build(texts, stem))
         tb_t.append(t)
-        t, hits = timed(lambda: ours.search(queries, k=K))
+        t, hits = timed(lambda m=ours: m.search(queries, k=K))
         tq_o.append(t)
-        t, (tdocs, tscores) = timed(lambda: theirs_query(theirs, stemmer, queries, stem))
+        t, (tdocs, tscores) = timed(lambda r=theirs, st=stemmer: theirs_query(r, st, queries, stem))
         tq_t.append(t)
         log(f"  [{label}] rep {rep + 1}/{repeats}: build {tb_o[-1]:.3f}s vs {tb_t[-1]:.3f}s, "
             f"query {tq_o[-1]:.3f}s vs {tq_t[-1]:.3f}s", quiet)

@@ -32,6 +32,9 @@ _SPECS: dict[str, str] = {
     "bm25": "embedstack.count.specs:bm25",
     "bm25-nostem": "embedstack.count.specs:bm25_nostem",
     "lsa": "embedstack.count.specs:lsa",
+    "word2vec": "embedstack.static.specs:word2vec",
+    "fasttext": "embedstack.static.specs:fasttext",
+    "glove": "embedstack.static.specs:glove",
 }
 _HELP: dict[str, str] = {
     "bow": "bag of words (counts)",
@@ -40,6 +43,9 @@ _HELP: dict[str, str] = {
     "bm25": "BM25 (k1=1.2, b=0.75, Lucene idf, English Snowball stemmer + stopwords)",
     "bm25-nostem": "BM25 without stemming or stopwords",
     "lsa": "lsa:DIM — truncated SVD of TF-IDF (dense)",
+    "word2vec": "word2vec[:PATH][,pool=mean|sif] — pooled word2vec vectors (any vectors file/folder)",
+    "fasttext": "fasttext[:PATH][,pool=mean|sif] — pooled fastText vectors (OOV words from n-grams)",
+    "glove": "glove[:PATH][,pool=mean|sif] — pooled GloVe vectors",
 }
 # Fallback for folders and model names (transformers); set by the neural package.
 _FALLBACK: str | None = "embedstack.neural.specs:load_named"

@@ -23,6 +23,8 @@ _LAZY: dict[str, str] = {
     "LSA": "embedstack.count",
     "PPMI": "embedstack.count",
     "Vocabulary": "embedstack.text",
+    "KeyedVectors": "embedstack.static.keyedvectors",
+    "FastTextKeyedVectors": "embedstack.static.keyedvectors",
 }
 
 

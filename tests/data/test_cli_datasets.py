@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from embedstack.cli.app import app
-from embedstack.errors import DatasetError
 
 
 @pytest.fixture
@@ -34,7 +33,7 @@ def test_list_json(runner: CliRunner, tmp_path: Path, monkeypatch: pytest.Monkey
     rows = {r["name"]: r for r in out["datasets"]}
     assert out["data_dir"] == str(data)
     assert {"scifact", "stsb", "analogies", "wordsim353", "enwiki"} <= set(rows)
-    assert rows["analogies"]["found"] == str(data / "word-analogy")
+    assert rows["analogies"]["found"] == str(data / "word-analogy") and rows["analogies"]["where"] == "data dir"
     assert rows["scifact"]["found"] is None and rows["scifact"]["downloadable"] is True
     assert rows["enwiki"]["downloadable"] is False
 
@@ -61,9 +60,24 @@ def test_info_json_and_human(runner: CliRunner, monkeypatch: pytest.MonkeyPatch)
     assert "stsb (sts)" in res.output and "Stsbenchmark.tar.gz" in res.output and "how to provide" in res.output
 
 
+def test_fetch_found_locally_and_offline_error(runner: CliRunner, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    (data / "stsbenchmark").mkdir(parents=True)
+    (data / "stsbenchmark" / "sts-test.csv").write_text("g\tf\ty\t1\t2.0\ta\tb\n")
+    monkeypatch.setenv("EMBEDSTACK_DATA_DIR", str(data))
+    res = runner.invoke(app, ["datasets", "fetch", "stsb", "--json", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"name": "stsb", "path": str(data / "stsbenchmark")}
+    info = json.loads(runner.invoke(app, ["datasets", "info", "stsb", "--json"]).stdout)
+    assert info["found"] == str(data / "stsbenchmark") and info["local_bytes"] == 16
+    res = runner.invoke(app, ["datasets", "fetch", "scifact", "--quiet"])
+    assert res.exit_code == 2 and "DatasetError" in res.output and "EMBEDSTACK_OFFLINE=1" in res.output
+
+
 def test_info_unknown_name(runner: CliRunner) -> None:
     res = runner.invoke(app, ["datasets", "info", "nope"])
-    assert isinstance(res.exception, DatasetError) and "unknown dataset 'nope'" in str(res.exception)
+    assert res.exit_code == 2 and "DatasetError: unknown dataset 'nope'" in res.output
 
 
 def test_console_script_error_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -59,6 +59,12 @@ def test_beir_malformed_qrels_line_names_file_and_line(tmp_path: Path) -> None:
         load_beir(root)
 
 
+def test_beir_malformed_first_line_is_not_taken_for_a_header(tmp_path: Path) -> None:
+    root = _beir(tmp_path / "b", b"q1\td1\nq2\td2\t1\n")
+    with pytest.raises(FormatError, match=r"test\.tsv:1: malformed qrels line"):
+        load_beir(root)
+
+
 def test_beir_missing_split_lists_existing(tmp_path: Path) -> None:
     root = _beir(tmp_path / "b", b"q1\td1\t1\n", split="train")
     with pytest.raises(DatasetError, match="splits present: train"):
@@ -151,6 +157,10 @@ def test_word_similarity_formats(tmp_path: Path) -> None:
     g = tmp_path / "combined.csv"
     g.write_text("Word 1,Word 2,Human (mean)\nlove,sex,6.77\n")
     assert load_word_similarity(g) == [("love", "sex", 6.77)]
+    bad_first = tmp_path / "ws2.txt"
+    bad_first.write_text("old new\nlove sex 6.77\n")
+    with pytest.raises(FormatError, match=r"ws2\.txt:1"):
+        load_word_similarity(bad_first)
     h = tmp_path / "ws.txt"
     h.write_text("old new 1.5\nbad line here\n")
     with pytest.raises(FormatError, match=r"ws\.txt:2"):
@@ -184,8 +194,8 @@ def test_iter_texts_plain_gzip_wiki_folder(tmp_path: Path) -> None:
 
 def test_iter_texts_gzip_wiki_and_jsonl(tmp_path: Path) -> None:
     gz = tmp_path / "wiki.txt.gz"
-    gz.write_bytes(gzip.compress(WIKI.encode()))
-    assert len(list(iter_texts(gz))) == 2
+    gz.write_bytes(gzip.compress((WIKI + '<doc id="30" url="u" title="Stub">\nStub\n\n</doc>\n').encode()))
+    assert list(iter_texts(gz))[1:] == ["Autism is a disorder.", "Stub"]  # a body-less page yields its title
     js = tmp_path / "r.jsonl"
     js.write_text('{"text": "great film", "label": "pos"}\n{"title": "T", "text": "bad"}\n')
     assert list(iter_texts(js)) == ["great film", "T bad"]
@@ -242,3 +252,31 @@ def test_nli_senteval(tmp_path: Path) -> None:
         (tmp_path / f"{k}.dev").write_text(v)
     nli = load_nli(tmp_path, "dev")
     assert len(nli) == 2 and nli.labels == ["contradiction", "entailment"] and nli.premises[1] == "A dog runs ."
+
+
+def test_nli_official_jsonl(tmp_path: Path) -> None:
+    rows = [{"sentence1": "A man.", "sentence2": "A person.", "gold_label": "entailment"},
+            {"sentence1": "A dog.", "sentence2": "A cat.", "gold_label": "-"}]
+    (tmp_path / "snli_1.0_test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    nli = load_nli(tmp_path, "test")
+    assert (nli.premises, nli.hypotheses, nli.labels) == (["A man."], ["A person."], ["entailment"])
+    (tmp_path / "snli_1.0_test.jsonl").write_text(json.dumps({**rows[0], "gold_label": "maybe"}) + "\n")
+    with pytest.raises(FormatError, match="label 'maybe'"):
+        load_nli(tmp_path, "test")
+
+
+def test_imdb_layouts(tmp_path: Path) -> None:
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    rows = [{"split": "test", "label": "pos", "id": 1, "rating": 9, "text": "Great.<br /><br />Loved it"},
+            {"split": "train", "label": "neg", "id": 2, "rating": 1, "text": "train row"},
+            {"split": "test", "label": "unsup", "id": 3, "rating": 0, "text": "unlabelled"}]
+    (packed / "aclImdb_reviews.jsonl.gz").write_bytes(gzip.compress("\n".join(json.dumps(r) for r in rows).encode()))
+    ds = load_classification(packed, "test")
+    assert ds.texts == ["Great.  Loved it"] and ds.labels == ["pos"]
+    folder = tmp_path / "aclImdb"
+    for label, name, text in (("pos", "10_9.txt", "ten"), ("pos", "2_8.txt", "two"), ("neg", "5_1.txt", "bad")):
+        (folder / "train" / label).mkdir(parents=True, exist_ok=True)
+        (folder / "train" / label / name).write_text(text)
+    ds = load_classification(folder, "train")
+    assert ds.texts == ["bad", "two", "ten"] and ds.labels == ["neg", "pos", "pos"]  # numeric id order

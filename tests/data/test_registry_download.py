@@ -144,8 +144,10 @@ def test_offline_and_not_downloadable(env: Path, tmp_path: Path, monkeypatch: py
         resolve_dataset("scifact")
     monkeypatch.delenv("EMBEDSTACK_OFFLINE")
     empty = tmp_path / "empty-data"
-    empty.mkdir()
+    (empty / "beir-scifact").mkdir(parents=True)
     monkeypatch.setenv("EMBEDSTACK_DATA_DIR", str(empty))
+    with pytest.raises(DatasetError, match=r"beir-scifact \(exists but lacks corpus\.jsonl\).*downloading was disabled"):
+        resolve_dataset("scifact", download=False)
     with pytest.raises(DatasetError, match=r"enwiki-extract.*cannot be downloaded automatically.*EMBEDSTACK_DATA_DIR"):
         resolve_dataset("enwiki")
 

@@ -56,7 +56,7 @@ def test_beir_subsets_graded(data_env: Path) -> None:
 def test_stsb(data_env: Path, split: str, n: int) -> None:
     sts = load_sts("stsb", split)
     assert len(sts) == n
-    assert sts.scores.dtype == np.float32 and 0.0 <= sts.scores.min() and sts.scores.max() <= 5.0
+    assert sts.scores.dtype == np.float32 and sts.scores.min() >= 0.0 and sts.scores.max() <= 5.0
     if split == "test":
         assert sts.s1[0] == "A girl is styling her hair." and float(sts.scores[0]) == 2.5
 
@@ -92,6 +92,13 @@ def test_snli_and_classification(data_env: Path) -> None:
     ag = load_classification("agnews", "test")
     assert len(ag) == 7600 and ag.label_names == ["World", "Sports", "Business", "Sci/Tech"]
     assert "\\" not in ag.texts[1] and "#36;" not in ag.texts[1]
+
+
+@pytest.mark.slow
+def test_enwiki_document_counts(data_env: Path) -> None:
+    folder = data_env / "enwiki-extract"
+    assert sum(1 for _ in iter_texts(folder / "enwiki-2015-AA.txt.gz")) == 6514
+    assert sum(1 for _ in iter_texts(folder / "enwiki-2015-AB.txt.gz")) == 6466
 
 
 @pytest.mark.slow

@@ -175,3 +175,29 @@ def test_correlations_agree_with_scipy(pairs):
         return
     assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-9)
     assert pearson(x, y) == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-9)
+
+
+def test_agrees_with_pytrec_eval_including_ties():
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    rng = np.random.default_rng(7)
+    docs = [f"doc{i:02d}" for i in range(30)]
+    qrels, run = {}, {}
+    for q in range(25):
+        judged = rng.choice(docs, size=8, replace=False)
+        qrels[f"q{q}"] = {d: int(rng.integers(0, 4)) for d in judged}
+        qrels[f"q{q}"][str(judged[0])] = max(1, qrels[f"q{q}"][str(judged[0])])
+        if q % 7 == 3:
+            continue  # nothing retrieved for this query
+        retrieved = rng.choice(docs, size=int(rng.integers(5, 30)), replace=False)
+        # few distinct scores -> many ties, broken by doc id descending in both implementations
+        run[f"q{q}"] = {str(d): float(rng.integers(0, 4)) for d in retrieved}
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.3", "ndcg_cut.10", "recall.5", "map_cut.10", "P.5",
+                                                "recip_rank"})
+    ref = ev.evaluate(run)
+    for metric, k, key in [("ndcg", 3, "ndcg_cut_3"), ("ndcg", 10, "ndcg_cut_10"), ("recall", 5, "recall_5"),
+                           ("map", 10, "map_cut_10"), ("precision", 5, "P_5"), ("mrr", 1000, "recip_rank")]:
+        ours = per_query(run, qrels, metric, k)
+        for q, scores in ref.items():
+            assert ours[q] == pytest.approx(scores[key], abs=1e-4), (metric, k, q)
+        # queries without a run score 0 in ours (trec_eval -c)
+        assert all(ours[q] == 0.0 for q in qrels if q not in run)

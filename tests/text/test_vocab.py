@@ -47,7 +47,7 @@ def test_min_count_and_max_size() -> None:
 def test_fit_streams_a_generator_and_rejects_raw_strings() -> None:
     def gen():  # type: ignore[no-untyped-def]
         for i in range(1000):
-            yield ["w%d" % (i % 7), "common"]
+            yield [f"w{i % 7}", "common"]
 
     v = Vocabulary().fit(gen())
     assert v.words_[0] == "common" and v.counts_[0] == 1000 and v.total_words_ == 2000

@@ -7,18 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from embedstack import __version__
 from embedstack.errors import EmbedstackError
 
 
-class _App(typer.Typer):
-    """A Typer whose user-facing errors become one red line and exit status 2, never a traceback."""
+class _ErrorGroup(TyperGroup):
+    """Root command group: user-facing errors become one red line and exit status 2, never a traceback.
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    Catching here (not in ``Typer.__call__``) means ``typer.testing.CliRunner`` sees the same behaviour.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().__call__(*args, **kwargs)
+            return super().invoke(ctx)
         except EmbedstackError as exc:
             from embedstack.cli._common import err_console
 
@@ -26,7 +31,8 @@ class _App(typer.Typer):
             raise SystemExit(2) from None
 
 
-app = _App(
+app = typer.Typer(
+    cls=_ErrorGroup,
     name="embedstack",
     help="The whole history of text embeddings: counting, static vectors, transformers, retrieval.",
     no_args_is_help=True,

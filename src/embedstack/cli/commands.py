@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-_GROUPS: list[str] = ["eval", "ladder", "datasets"]
+_GROUPS: list[str] = ["eval", "ladder", "datasets", "index", "train", "vectors"]
 
 
 def modules() -> list[ModuleType]:

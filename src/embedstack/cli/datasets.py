@@ -13,10 +13,14 @@ datasets_app = typer.Typer(help="Named datasets: list them, show where they are 
 
 
 def _summary(name: str) -> dict[str, Any]:
-    from embedstack.data import dataset_info
+    from embedstack.data import cache_dir, dataset_info
 
     info = dataset_info(name)
+    where = None
+    if info["found"] is not None:
+        where = "cache" if info["found"].startswith(str(cache_dir())) else "data dir"
     return {k: info[k] for k in ("name", "kind", "description", "found")} | {
+        "where": where,
         "downloadable": bool(info["downloads"]),
     }
 
@@ -36,11 +40,14 @@ def list_cmd(
         return
     from rich.table import Table
 
-    table = Table(title="embedstack datasets")
-    for col in ("name", "kind", "found locally", "description"):
-        table.add_column(col, overflow="fold")
+    table = Table(title="embedstack datasets", caption="`embedstack datasets info NAME` shows paths and URLs")
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("local copy", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1)
     for r in rows:
-        where = r["found"] or ("[dim]no (downloadable)[/]" if r["downloadable"] else "[red]no[/]")
+        where = f"[green]yes[/] ({r['where']})" if r["found"] else (
+            "[dim]no (downloadable)[/]" if r["downloadable"] else "[red]no[/]")
         table.add_row(r["name"], r["kind"], where, r["description"])
     out_console.print(table)
     if data_dir() is None:
@@ -61,7 +68,8 @@ def info_cmd(
         print_json(info)
         return
     out_console.print(f"[bold]{info['name']}[/] ({info['kind']}): {info['description']}", highlight=False)
-    out_console.print(f"found locally: {info['found'] or 'no'}", highlight=False)
+    size = f" ({info['local_bytes']:,} bytes)" if info["local_bytes"] is not None else ""
+    out_console.print(f"found locally: {info['found'] or 'no'}{size}", highlight=False)
     out_console.print(f"looked in: {', '.join(info['looked_in'])}", highlight=False)
     for d in info["downloads"]:
         sums = ", ".join(f"{k} {d[k]}" for k in ("sha256", "md5") if d[k]) or "no published checksum"
@@ -75,6 +83,30 @@ def info_cmd(
         out_console.print(f"license: {info['license']}", highlight=False)
     if not info["found"]:
         out_console.print(f"how to provide: {info['how_to_provide']}", highlight=False)
+
+
+@datasets_app.command("fetch")
+def fetch_cmd(
+    name: str = typer.Argument(..., help="A dataset name from `embedstack datasets list`."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Make a dataset available locally: find it, or download and verify it into the cache."""
+    from embedstack.cli._common import err_console, print_json, progress
+    from embedstack.data import get_spec, resolve_dataset
+
+    spec = get_spec(name)
+    with progress(quiet) as bar:
+        task = bar.add_task(f"fetch {spec.name}", total=None, info="")
+
+        def report(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total, info=f"{done / 1e6:.1f} MB")
+
+        path = resolve_dataset(spec.name, progress=report)
+    if json_out:
+        print_json({"name": spec.name, "path": str(path)})
+    elif not quiet:
+        err_console.print(f"{spec.name}: {path}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -57,6 +57,13 @@ def progress_callback(quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield cb
 
 
+def _short(name: str) -> str:
+    """A dataset given as a path is shown by its last component."""
+    from pathlib import Path
+
+    return Path(name).name if ("/" in name or "\\" in name) else name
+
+
 def _metrics_table(title: str, rows: list[tuple[str, str]]) -> None:
     from rich.table import Table
 
@@ -140,7 +147,7 @@ def retrieval(
     if json_out:
         print_json(res)
         return
-    _metrics_table(f"{model} on {dataset} ({split}, {res['n_queries']} queries, {res['n_docs']} docs)", [
+    _metrics_table(f"{model} on {_short(dataset)} ({split}, {res['n_queries']} queries, {res['n_docs']} docs)", [
         ("nDCG@10", f"{res['ndcg@10']:.4f}"),
         ("Recall@100", f"{res['recall@100']:.4f}"),
         ("MRR@10", f"{res['mrr@10']:.4f}"),
@@ -175,7 +182,7 @@ def sts(
     if json_out:
         print_json(res)
         return
-    _metrics_table(f"{model} on {dataset} ({split}, {res['n']} pairs)", [
+    _metrics_table(f"{model} on {_short(dataset)} ({split}, {res['n']} pairs)", [
         ("Spearman x100", f"{res['spearman']:.2f}"),
         ("Pearson x100", f"{res['pearson']:.2f}"),
         ("time", f"{res['seconds']:.2f} s"),
@@ -281,7 +288,7 @@ def classification(
     if json_out:
         print_json(res)
         return
-    _metrics_table(f"{model} on {dataset} ({res['n_train']} train / {res['n_test']} test, "
+    _metrics_table(f"{model} on {_short(dataset)} ({res['n_train']} train / {res['n_test']} test, "
                    f"{res['n_classes']} classes)", [
         ("accuracy", f"{res['accuracy']:.4f}"), ("macro-F1", f"{res['macro_f1']:.4f}"),
         ("time", f"{res['seconds']:.2f} s")])
@@ -311,7 +318,7 @@ def clustering(
     if json_out:
         print_json(res)
         return
-    _metrics_table(f"{model} on {dataset} ({res['n']} texts, {res['n_clusters']} clusters)", [
+    _metrics_table(f"{model} on {_short(dataset)} ({res['n']} texts, {res['n_clusters']} clusters)", [
         ("V-measure", f"{res['v_measure']:.4f}"), ("time", f"{res['seconds']:.2f} s")])
 
 

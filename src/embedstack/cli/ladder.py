@@ -22,7 +22,7 @@ def _render(report: Any) -> None:
     for name, justify in (("era", "left"), ("model", "left"), ("nDCG@10", "right"), ("Recall@100", "right"),
                           ("STS-B ρ×100", "right"), ("build s", "right"), ("ms/query", "right"),
                           ("bytes/doc", "right"), ("note", "left")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name != "note", overflow="fold")  # type: ignore[arg-type]
     for res, cells in zip(report.results, report.table_rows(), strict=True):
         style = _ERA_STYLE.get(res.era, "")
         if res.status == "skipped":
@@ -30,7 +30,14 @@ def _render(report: Any) -> None:
         elif res.status == "failed":
             cells[-1] = f"[red]{cells[-1]}[/]"
         table.add_row(f"[{style}]{cells[0]}[/]" if style else cells[0], *cells[1:])
-    err_console.print(table)
+    # a pipe or a file gets a wide table rather than rich's 80-column default
+    old_width = err_console.width
+    if not err_console.is_terminal:
+        err_console.width = max(old_width, 140)
+    try:
+        err_console.print(table)
+    finally:
+        err_console.width = old_width
     err_console.print(f"Retrieval: {report.data.retrieval_name}", highlight=False)
     err_console.print(f"STS: {report.data.sts_name}", highlight=False)
     for note in report.data.notes:

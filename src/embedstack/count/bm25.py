@@ -27,8 +27,8 @@ import scipy.sparse as sp
 
 from embedstack._validation import check_choice, check_float, check_k
 from embedstack.base import Hit, Role
-from embedstack.count._base import decode_strings, encode_strings, row_of_nonzeros
 from embedstack.count._analysis import check_texts
+from embedstack.count._base import decode_strings, encode_strings, row_of_nonzeros
 from embedstack.count.tfidf import _Weighted
 from embedstack.errors import FormatError, IndexStateError, InputError
 from embedstack.registry import register
@@ -166,6 +166,7 @@ class BM25(_Weighted):
 
     _params: ClassVar[tuple[str, ...]] = ("analyzer", "k1", "b", "idf", "min_df", "max_df", "max_features")
     binary = False
+    _uses_lengths = True
 
     def __init__(
         self,

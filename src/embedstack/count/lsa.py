@@ -186,7 +186,7 @@ class LSA(Component):
         return self._finish(self._fit(texts))
 
     def _fit(self, texts: Sequence[str]) -> np.ndarray:
-        k = check_int(self, "n_components", self.n_components, low=1)
+        k = int(check_int(self, "n_components", self.n_components, low=1) or 0)
         check_choice(self, "algorithm", self.algorithm, ["randomized", "arpack"])
         check_int(self, "n_iter", self.n_iter, low=0)
         check_int(self, "seed", self.seed, low=0)

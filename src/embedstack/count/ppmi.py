@@ -83,7 +83,7 @@ class PPMI(Component):
         >>> texts = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog"] * 5
         >>> ppmi = PPMI(n_components=3, min_count=1).fit(texts)
         >>> ppmi.vectors.shape, ppmi.index_to_key[0]
-        ((10, 3), 'the')
+        ((9, 3), 'the')
     """
 
     requires_fit: ClassVar[bool] = True

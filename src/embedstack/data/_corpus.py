@@ -66,6 +66,8 @@ def _wikiextractor(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[str
             inside = False
             if buf:
                 yield "\n".join(buf)
+            elif title:  # a page with no body (e.g. a stub): its title is its only text
+                yield title
             continue
         if not s:
             continue
@@ -124,7 +126,8 @@ def iter_texts(source: str | os.PathLike[str], *, kind: str = "auto", errors: st
     Args:
         source: file (plain, ``.gz``, ``.jsonl``), folder (files read in sorted order) or dataset name.
         kind: ``auto`` (by extension / first line), ``lines`` (one text per non-blank line),
-            ``wikiextractor`` (one text per ``<doc>``; the repeated title line dropped), ``jsonl``
+            ``wikiextractor`` (one text per ``<doc>``; the title line that repeats the ``title``
+            attribute is dropped unless it is the page's only text), ``jsonl``
             (one text per record: ``title`` + ``text_field``).
         errors: decoding policy for bytes that are not UTF-8 ("strict" raises FormatError naming
             the file, line and byte offset).

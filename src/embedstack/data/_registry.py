@@ -188,7 +188,8 @@ def resolve_dataset(name_or_path: str | os.PathLike[str], *, download: bool = Tr
     found = find_local(spec)
     if found is not None:
         return found
-    looked = [f"{where}: {path}" for where, path in _candidates(spec)]
+    looked = [f"{where}: {path}" + (f" (exists but lacks {spec.marker})" if path.is_dir() else "")
+              for where, path in _candidates(spec)]
     if data_dir() is None:
         looked.insert(0, "EMBEDSTACK_DATA_DIR: not set")
     reason = ""
@@ -213,6 +214,12 @@ def resolve_dataset(name_or_path: str | os.PathLike[str], *, download: bool = Tr
     )
 
 
+def _tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def dataset_info(name: str) -> dict[str, Any]:
     """Everything known about a registered dataset, including where (whether) it is found locally."""
     spec = get_spec(name)
@@ -223,6 +230,7 @@ def dataset_info(name: str) -> dict[str, Any]:
         "description": spec.description,
         "aliases": list(spec.aliases),
         "found": str(found) if found is not None else None,
+        "local_bytes": _tree_bytes(found) if found is not None else None,
         "looked_in": [str(p) for _w, p in _candidates(spec)],
         "downloads": [
             {"url": d.url, "file": d.filename, "sha256": d.sha256, "md5": d.md5, "size": d.size, "extract": d.extract}

@@ -162,8 +162,8 @@ def read_qrels(path: str | os.PathLike[str], *, errors: str = "strict") -> dict[
                 raise ValueError
             grade = _parse_grade(parts[2])
         except ValueError:
-            if lineno == 1:  # header such as "query-id corpus-id score"
-                continue
+            if lineno == 1 and len(parts) == 3 and not any(c.isdigit() for c in parts[2]):
+                continue  # a header such as "query-id corpus-id score"
             raise FormatError(
                 f"{p}:{lineno}: malformed qrels line {line!r}; expected 'query-id<TAB>corpus-id<TAB>score' with an "
                 f"integer score. Fix or delete that line."

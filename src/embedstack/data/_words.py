@@ -86,9 +86,9 @@ def load_word_similarity(source: str | os.PathLike[str] = "wordsim353", *,
             if not math.isfinite(score):
                 raise ValueError
         except ValueError:
-            if first_data:
+            if first_data and len(parts) >= 3 and not any(c.isdigit() for c in parts[2]):
                 first_data = False
-                continue
+                continue  # a header such as "Word 1,Word 2,Human (mean)"
             raise FormatError(f"{path}:{lineno}: expected 'word1<TAB>word2<TAB>score', got {line!r}; "
                               "fix or delete that line.") from None
         first_data = False

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from embedstack.errors import ConfigError, DatasetError, EmbedstackError
+from embedstack.errors import ConfigError, DatasetError, EmbedstackError, InputError
 
 __all__ = [
     "LadderRow",
@@ -44,6 +44,7 @@ __all__ = [
     "QUICK_PAIRS",
     "add_row",
     "requires_modules",
+    "requires_path",
     "load_ladder_data",
     "run_ladder",
 ]
@@ -221,6 +222,25 @@ def requires_modules(*modules: tuple[str, str]) -> Callable[[], str | None]:
     return check
 
 
+def requires_path(path: str | os.PathLike[str], hint: str = "") -> Callable[[], str | None]:
+    """An ``available`` check: ``path`` (``~`` and ``$VARS`` expanded) must exist, e.g. trained vectors.
+
+    Example:
+        >>> requires_path("/no/such/vectors", "train them with `embedstack train word2vec`")()
+        'not found: /no/such/vectors (train them with `embedstack train word2vec`)'
+    """
+
+    def check() -> str | None:
+        p = os.path.expanduser(os.path.expandvars(os.fspath(path)))
+        if os.path.exists(p):
+            return None
+        return f"not found: {p}" + (f" ({hint})" if hint else "")
+
+    return check
+
+
+# The counting era. Other eras append their rows at the end of this list (or call add_row from their
+# own module); the table shows rows in list order.
 LADDER_ROWS: list[LadderRow] = [
     LadderRow("Bag of words", "bow", era="counting", sts=True,
               available=requires_modules(("embedstack.count", "core"))),
@@ -411,7 +431,10 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
             try:
                 res = _run_row(row, data, progress=progress)
             except EmbedstackError as exc:
-                res = LadderResult(row.label, row.spec, row.era, status="skipped" if _is_missing(exc) else "failed",
+                # a missing extra/dataset, or (on the tiny bundled sample) data too small for the model,
+                # means the row cannot run here; anything else is a failure
+                skip = _is_missing(exc) or (data.sample and isinstance(exc, InputError))
+                res = LadderResult(row.label, row.spec, row.era, status="skipped" if skip else "failed",
                                    reason=f"{type(exc).__name__}: {_first_line(exc)}", note=row.note)
             except Exception as exc:  # report and carry on: one broken rung must not hide the others
                 res = LadderResult(row.label, row.spec, row.era, status="failed",

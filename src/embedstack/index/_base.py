@@ -21,6 +21,7 @@ from embedstack.errors import DimensionMismatch, FormatError, IndexStateError, I
 from embedstack.index.store import (
     ARRAYS_FILE,
     DOCS_FILE,
+    ENCODER_DIR,
     DocStore,
     check_identity,
     read_index_manifest,
@@ -70,6 +71,7 @@ class BaseIndex:
         self.docs = DocStore()
         self._has_content = False
         self.encoder: dict[str, Any] | None = None
+        self._folder: Path | None = None  # where it was loaded from
 
     # ------------------------------------------------------------------ hooks
     def _check_params(self) -> None:
@@ -133,7 +135,7 @@ class BaseIndex:
             IndexStateError: an id is already in the index or repeated in ``ids``.
         """
         data = self._validate(vectors, "vectors")
-        n = data.shape[0]
+        n = data.shape[0] if hasattr(data, "shape") else len(data)
         if isinstance(ids, str):
             raise InputError("ids must be a sequence of strings, not one string; wrap it in a list.")
         ids = [self._check_id(i) for i in ids]
@@ -222,7 +224,8 @@ class BaseIndex:
         k = check_k(k)
         q = self._validate(queries, "queries")
         if len(self) == 0:
-            return np.zeros((len(q), 0), dtype=np.float32), [[] for _ in range(len(q))]
+            nq = q.shape[0] if hasattr(q, "shape") else len(q)
+            return np.zeros((nq, 0), dtype=np.float32), [[] for _ in range(nq)]
         scores, iids, _ = self._search_ids(q, min(k, len(self)))
         return scores, [[self._ids[i] for i in row if i >= 0] for row in iids]
 
@@ -254,12 +257,25 @@ class BaseIndex:
         check_identity(self.encoder, identity)
 
     def memory_bytes(self) -> int:
-        """Bytes of the searchable representation (codes / vectors / graph)."""
+        """Bytes of the first-stage searchable representation (codes / vectors / graph)."""
+        return self.nbytes()
+
+    def nbytes(self) -> int:
+        """Bytes of everything the index stores for search (all stages)."""
         return int(sum(a.nbytes for a in self._arrays().values()))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save atomically to the folder ``path`` (through an alias: replaces the version it points to)."""
+    def save(self, path: str | os.PathLike[str], *, encoder: Any = None) -> Path:
+        """Save atomically to the folder ``path`` (through an alias: replaces the version it points to).
+
+        Args:
+            path: destination folder (replaced whole).
+            encoder: a saveable encoder (an embedstack Component, e.g. a fitted BM25) stored in
+                ``path/encoder`` so that the folder can answer text queries on its own. An index loaded
+                from a folder that had one keeps it.
+        """
+        import shutil
+
         from embedstack.io import atomic_dir, save_arrays, write_manifest
 
         target = real_path(path)
@@ -268,6 +284,10 @@ class BaseIndex:
             save_arrays(tmp / ARRAYS_FILE, arrays)
             self.docs.save(tmp / DOCS_FILE)
             self._write_extra(tmp)
+            if encoder is not None:
+                encoder.save(tmp / ENCODER_DIR)
+            elif self._folder is not None and (self._folder / ENCODER_DIR).is_dir():
+                shutil.copytree(self._folder / ENCODER_DIR, tmp / ENCODER_DIR)
             write_manifest(
                 tmp, self.type_name, self.get_config(),
                 metric=self.metric, dims=self.dim, quantization=self.quantization, count=len(self),
@@ -299,6 +319,7 @@ class BaseIndex:
         obj._pos = {u: j for j, u in enumerate(obj._ids) if not dead[j]}
         obj._has_content = bool(state.get("has_content", True))
         obj.encoder = manifest.get("encoder")
+        obj._folder = folder
         obj._restore(arrays, state, folder, mmap)
         return obj
 

@@ -131,7 +131,7 @@ class HNSWIndex(BaseIndex):
     def _arrays(self) -> dict[str, np.ndarray]:
         return {}
 
-    def memory_bytes(self) -> int:
+    def nbytes(self) -> int:
         return 0 if self._index is None else int(self._index.memory_usage)
 
     def _write_extra(self, folder: Path) -> None:

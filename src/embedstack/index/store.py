@@ -7,6 +7,7 @@ An index folder holds::
     arrays.safetensors the vectors / codes (memory-mapped on load)
     docs.sqlite        internal id -> user id, text, metadata (JSON)
     (hnsw.usearch)     the graph of an HNSW index
+    (encoder/)         the fitted encoder when it is an embedstack component (BM25, LSA ...)
 
 Saves go through :func:`embedstack.io.atomic_dir` (temporary sibling, fsync, rename), so a process
 killed mid-save leaves the previous version loadable. Aliases (blue-green deployment) are relative
@@ -16,7 +17,8 @@ the link, and a reader that already resolved it keeps the version it opened.
 Example:
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> (root / "v1").mkdir(); (root / "v2").mkdir()
+    >>> for v in ("v1", "v2"):
+    ...     (root / v).mkdir(); _ = (root / v / "manifest.json").write_text("{}")
     >>> set_alias(root / "live", root / "v1") is None
     True
     >>> set_alias(root / "live", root / "v2").name
@@ -51,10 +53,12 @@ __all__ = [
     "read_index_manifest",
     "DOCS_FILE",
     "ARRAYS_FILE",
+    "ENCODER_DIR",
 ]
 
 DOCS_FILE = "docs.sqlite"
 ARRAYS_FILE = "arrays.safetensors"
+ENCODER_DIR = "encoder"
 
 
 class DocStore:
@@ -188,10 +192,33 @@ def encoder_identity(encoder: Any, spec: str | None = None) -> dict[str, Any]:
                 h.update(key.encode() + str(a.dtype).encode() + str(a.shape).encode())
                 h.update(a.tobytes())
             digest = h.hexdigest()
+    folder = getattr(encoder, "folder", None)
+    if digest is None and folder is not None:  # transformer folders: hash the weights file(s)
+        weights = sorted(Path(folder).rglob("*.safetensors"))
+        if weights:
+            h = hashlib.sha256()
+            for w in weights:
+                h.update(_file_digest(w).encode())
+            digest = h.hexdigest()
+        name = spec or str(getattr(encoder, "name", name))
     out = {"name": name, "sha256": digest, "embedstack_version": __version__}
     if spec:
         out["spec"] = spec
     return out
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime) so repeated searches do not re-hash weights."""
+    from embedstack.io import sha256_file
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
 
 
 def check_identity(expected: Mapping[str, Any] | None, actual: Mapping[str, Any] | None) -> None:
@@ -249,8 +276,10 @@ def real_path(path: str | os.PathLike[str]) -> Path:
 def read_index_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read an index folder's manifest, checking that it describes an index."""
     from embedstack.io import read_manifest
+    from embedstack.io.atomic import recover_dir
 
     folder = resolve_alias(path)
+    recover_dir(folder)  # a crash between atomic_dir's two renames left the old version aside
     manifest = read_manifest(folder)
     if "metric" not in manifest or "dims" not in manifest:
         raise FormatError(f"{path} holds a {manifest['type']!r}, which is not an index.")

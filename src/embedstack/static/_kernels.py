@@ -535,12 +535,12 @@ def glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, start, e
     Returns the summed weighted squared error (halved, as GloVe reports it).
     """
     dim = W.shape[1]
-    lr = params.learning_rate
+    lr = np.float32(params.learning_rate)
     loss = 0.0
     for e in range(start, end):
         x = vals[e]
-        logx = math.log(x)
-        fx = 1.0 if x >= params.x_max else (x / params.x_max) ** params.alpha
+        logx = np.float32(math.log(x))
+        fx = np.float32(1.0) if x >= params.x_max else np.float32((x / params.x_max) ** params.alpha)
         for direction in range(2):
             if direction == 0:
                 a = rows[e]
@@ -564,12 +564,12 @@ def glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, start, e
             for k in range(dim):
                 g1 = fdiff * wc[k]
                 g2 = fdiff * wa[k]
-                wa[k] -= lr * g1 / math.sqrt(ga[k])
-                wc[k] -= lr * g2 / math.sqrt(gc[k])
+                wa[k] -= lr * g1 / np.sqrt(ga[k])
+                wc[k] -= lr * g2 / np.sqrt(gc[k])
                 ga[k] += g1 * g1
                 gc[k] += g2 * g2
-            bw[a] -= lr * fdiff / math.sqrt(gbw[a])
-            bc[c] -= lr * fdiff / math.sqrt(gbc[c])
+            bw[a] -= lr * fdiff / np.sqrt(gbw[a])
+            bc[c] -= lr * fdiff / np.sqrt(gbc[c])
             gbw[a] += fdiff * fdiff
             gbc[c] += fdiff * fdiff
     return loss

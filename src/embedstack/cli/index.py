@@ -1,0 +1,241 @@
+"""``embedstack index build|info|swap|compact|delete`` and ``embedstack search``.
+
+Human output goes to stderr; ``--json`` prints exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from embedstack.cli._common import err_console, print_json, progress
+
+__all__ = ["register"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+index_app = typer.Typer(help="Build, inspect, compact and alias vector indexes.", no_args_is_help=True)
+
+_JSON = typer.Option(False, "--json", help="Print one JSON object on stdout (and nothing else there).")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def _errors(fn: F) -> F:
+    """Embedstack errors → one red line on stderr and exit status 2 (also under CliRunner)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from embedstack.errors import EmbedstackError
+
+        try:
+            return fn(*args, **kwargs)
+        except EmbedstackError as exc:
+            msg = " ".join(str(exc).split())
+            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {msg}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def index_spec_for(quantization: str | None, hnsw: bool, index: str | None) -> str:
+    """The ``embedstack.index.from_spec`` spec for the build options."""
+    from embedstack.errors import ConfigError
+
+    if index is not None:
+        if quantization or hnsw:
+            raise ConfigError("--index gives the full index spec; do not combine it with --quantization/--hnsw.")
+        return index
+    if quantization not in (None, "none", "fp16", "int8", "binary", "binary-raw"):
+        raise ConfigError(f"--quantization must be one of none, fp16, int8, binary, binary-raw; got {quantization!r}.")
+    if hnsw:
+        dtype = {None: "f32", "none": "f32", "fp16": "f16", "int8": "i8"}.get(quantization)
+        if dtype is None:
+            raise ConfigError("--hnsw stores f32, fp16 or int8 vectors; binary codes use the flat index.")
+        return f"hnsw:dtype={dtype}"
+    return {None: "flat", "none": "flat", "fp16": "fp16", "int8": "int8", "binary": "binary+rescore",
+            "binary-raw": "binary"}[quantization]
+
+
+@index_app.command("build")
+@_errors
+def build(
+    corpus: str = typer.Argument(..., help="BEIR folder or dataset name (corpus.jsonl), a .jsonl file, or a text file (one doc per line)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model SPEC: bm25, tfidf, lsa:256, all-MiniLM-L6-v2, a folder ..."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (replaced atomically)."),
+    quantization: str = typer.Option(None, "--quantization", help="none | fp16 | int8 | binary (rescored with int8) | binary-raw."),
+    hnsw: bool = typer.Option(False, "--hnsw", help="Build an HNSW graph (usearch) instead of a flat index."),
+    index: str = typer.Option(None, "--index", help="Full index spec instead, e.g. 'hnsw:M=32,ef=128' or 'binary+rescore:oversample=20'."),
+    alias: Path = typer.Option(None, "--alias", help="Then point this alias (symlink) at the new folder."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    json_out: bool = _JSON,
+    quiet: bool = _QUIET,
+) -> None:
+    """Encode a corpus with a model and save a searchable index folder."""
+    import time
+
+    from embedstack.index import set_alias
+    from embedstack.models import resolve
+    from embedstack.retrieval import build_index, read_corpus
+
+    spec = index_spec_for(quantization, hnsw, index)
+    t0 = time.perf_counter()
+    ids, texts, metas = read_corpus(corpus)
+    encoder = resolve(model)
+    with progress(quiet) as prog:
+        tasks: dict[str, Any] = {}
+
+        def cb(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=max(total, 1), info="")
+            prog.update(tasks[stage], completed=done, total=max(total, 1))
+
+        idx = build_index(texts, ids, encoder, spec=model, index=spec, metadata=metas, out=out,
+                          batch_size=batch_size, progress=cb)
+    previous = set_alias(alias, out) if alias is not None else None
+    info = {"out": str(out), "type": type(idx).__name__, "index": spec, "count": len(idx), "dims": idx.dim,
+            "model": model, "seconds": round(time.perf_counter() - t0, 3),
+            "bytes": idx.nbytes(), "alias": str(alias) if alias else None,
+            "previous": str(previous) if previous else None}
+    if json_out:
+        print_json(info)
+    elif not quiet:
+        err_console.print(f"indexed {info['count']} documents ({info['type']}, {spec}, {info['dims']} dims) "
+                          f"with {model} in {info['seconds']:.1f}s → {out}")
+
+
+def _info(folder: Path) -> dict[str, Any]:
+    from embedstack.index import read_index_manifest, resolve_alias
+
+    m = read_index_manifest(folder)
+    real = resolve_alias(folder)
+    size = sum(p.stat().st_size for p in real.rglob("*") if p.is_file())
+    return {"path": str(folder), "resolved": str(real), "type": m["type"], "metric": m["metric"],
+            "dims": m["dims"], "quantization": m.get("quantization"), "count": m.get("count"),
+            "tombstones": m.get("tombstones", 0), "encoder": m.get("encoder"), "config": m.get("config"),
+            "format_version": m["format_version"], "created_at": m.get("created_at"), "bytes_on_disk": size}
+
+
+@index_app.command("info")
+@_errors
+def info_cmd(folder: Path = typer.Argument(..., help="Index folder or alias."), json_out: bool = _JSON) -> None:
+    """Show an index's manifest: type, metric, dims, quantization, counts, encoder identity."""
+    info = _info(folder)
+    if json_out:
+        print_json(info)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"index {folder}", show_header=False)
+    for key in ("resolved", "type", "metric", "dims", "quantization", "count", "tombstones", "created_at",
+                "bytes_on_disk"):
+        table.add_row(key, str(info[key]))
+    enc = info["encoder"] or {}
+    table.add_row("encoder", f"{enc.get('name')} (sha256 {str(enc.get('sha256'))[:12]}, embedstack {enc.get('embedstack_version')})")
+    err_console.print(table)
+
+
+@index_app.command("swap")
+@_errors
+def swap(
+    alias: Path = typer.Argument(..., help="Alias path (a symlink, created if absent)."),
+    target: Path = typer.Argument(..., help="Index folder the alias should point to."),
+    json_out: bool = _JSON,
+) -> None:
+    """Point an alias at another index version atomically (blue-green)."""
+    from embedstack.index import read_index_manifest, set_alias
+
+    read_index_manifest(target)  # refuse to switch to something that is not a loadable index
+    previous = set_alias(alias, target)
+    if json_out:
+        print_json({"alias": str(alias), "target": str(target), "previous": str(previous) if previous else None})
+    else:
+        err_console.print(f"{alias} → {target}" + (f" (was {previous})" if previous else ""))
+
+
+@index_app.command("compact")
+@_errors
+def compact(folder: Path = typer.Argument(..., help="Index folder (or alias: its current version)."),
+            json_out: bool = _JSON) -> None:
+    """Drop deleted documents for good and rewrite the folder atomically."""
+    from embedstack.index import load_index
+
+    idx = load_index(folder, mmap=False)
+    reclaimed = idx.compact()
+    if reclaimed:
+        idx.save(folder)
+    if json_out:
+        print_json({"path": str(folder), "reclaimed": reclaimed, "count": len(idx)})
+    else:
+        err_console.print(f"{folder}: reclaimed {reclaimed} deleted documents, {len(idx)} remain.")
+
+
+@index_app.command("delete")
+@_errors
+def delete(folder: Path = typer.Argument(..., help="Index folder."),
+           ids: list[str] = typer.Argument(..., help="Document ids to delete."),
+           json_out: bool = _JSON) -> None:
+    """Delete documents (tombstones; `index compact` reclaims the space)."""
+    from embedstack.index import load_index
+
+    idx = load_index(folder, mmap=False)
+    n = idx.remove(ids)
+    idx.save(folder)
+    if json_out:
+        print_json({"path": str(folder), "deleted": n, "count": len(idx), "tombstones": idx.n_tombstones})
+    else:
+        err_console.print(f"{folder}: deleted {n}; {len(idx)} remain ({idx.n_tombstones} tombstones).")
+
+
+def _fusion(text: str) -> Any:
+    from embedstack.errors import ConfigError
+    from embedstack.index import RRF, ConvexFusion
+
+    kind, _, arg = text.partition(":")
+    if kind == "rrf":
+        return RRF(int(arg) if arg else 60)
+    if kind in ("convex", "convex-z"):
+        try:
+            alpha = float(arg) if arg else 0.5
+        except ValueError:
+            raise ConfigError(f"--fusion {text!r}: the alpha after ':' must be a number in [0, 1].") from None
+        return ConvexFusion(alpha, normalization="zscore" if kind == "convex-z" else "minmax")
+    raise ConfigError(f"--fusion must be rrf[:K], convex[:ALPHA] or convex-z[:ALPHA]; got {text!r}.")
+
+
+def search(
+    folder: Path = typer.Argument(..., help="Index folder or alias (built by `embedstack index build`)."),
+    query: str = typer.Argument(..., help="The query text."),
+    k: int = typer.Option(10, "-k", "--k", help="Number of hits."),
+    with_: list[Path] = typer.Option(None, "--with", help="More index folders to fuse with (hybrid search)."),
+    fusion: str = typer.Option("rrf", "--fusion", help="rrf[:K] | convex[:ALPHA] (min-max) | convex-z[:ALPHA] (z-score); ALPHA weighs the first index."),
+    candidates: int = typer.Option(100, "--candidates", help="Hits per index before fusion."),
+    json_out: bool = _JSON,
+) -> None:
+    """Search an index folder with a text query (encoded by the model that built it)."""
+    from embedstack.retrieval import open_pipeline
+
+    pipe = open_pipeline([folder, *(with_ or [])], fusion=_fusion(fusion), candidates=candidates)
+    res = pipe.search(query, k=k)
+    if json_out:
+        print_json(res.to_dict())
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{query!r}", show_header=True, header_style="bold")
+    for col in ("#", "id", "score", "text"):
+        table.add_column(col, overflow="fold")
+    for rank, h in enumerate(res.hits, start=1):
+        text = (h.text or "")[:160]
+        table.add_row(str(rank), h.id, f"{h.score:.4f}", text)
+    err_console.print(table)
+    err_console.print("timings (ms): " + ", ".join(f"{k2} {1000 * v:.2f}" for k2, v in res.timings.items()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``index`` (group) and ``search`` (top-level) to the root app."""
+    app.add_typer(index_app, name="index")
+    app.command("search")(_errors(search))

@@ -1,0 +1,264 @@
+"""Late interaction (ColBERT-style): documents and queries as token matrices, scored by MaxSim.
+
+``MaxSim(Q, D) = Σ_i max_j q_i · d_j``. Scoring every document is exact but touches every stored
+token, so a candidate stage prunes first, in the spirit of PLAID's centroid interaction:
+
+1. token vectors are clustered (spherical k-means) and each document keeps the set of centroids its
+   tokens fall into (an inverted list centroid → documents);
+2. each query token probes its ``nprobe`` nearest centroids; documents in those lists are candidates;
+3. candidates are ranked by the centroid approximation ``Σ_i max_{c ∈ doc} q_i · c`` and the best
+   ``candidates`` of them are scored exactly with MaxSim.
+
+``exact_search`` scores every live document (the reference for the candidate stage's recall).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from embedstack._validation import check_int
+from embedstack.errors import InputError
+from embedstack.index._base import BaseIndex, as_matrix
+from embedstack.registry import register
+
+__all__ = ["MultiVectorIndex", "maxsim"]
+
+
+def maxsim(query: np.ndarray, doc: np.ndarray) -> float:
+    """Exact MaxSim of two token matrices (reference implementation)."""
+    return float((query @ doc.T).max(axis=1).sum())
+
+
+def _segments(offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token positions of ``docs`` (concatenated) and the start of each doc's run in that list."""
+    lens = offsets[docs + 1] - offsets[docs]
+    starts = np.zeros(len(docs), dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    pos = np.repeat(offsets[docs] - starts, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+    return pos, starts
+
+
+@register("MultiVectorIndex", module="embedstack.index")
+class MultiVectorIndex(BaseIndex):
+    """MaxSim index over per-document token matrices with centroid-based candidate pruning.
+
+    Args:
+        dim: token vector dimensionality.
+        metric: ``"cosine"`` (token vectors normalised) or ``"ip"``.
+        n_centroids: k-means centroids over tokens (None: a power of two near ``8·sqrt(tokens)``).
+        nprobe: centroids probed per query token.
+        candidates: documents scored exactly per query (after the centroid approximation).
+        kmeans_iters: Lloyd iterations.
+        seed: random seed of the k-means sample and initialisation.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> docs = [rng.standard_normal((5, 8)).astype(np.float32) for _ in range(20)]
+        >>> idx = MultiVectorIndex(8, candidates=5)
+        >>> idx.add(docs, [f"d{i}" for i in range(20)])
+        >>> idx.search([docs[3]], k=1)[0][0].id
+        'd3'
+    """
+
+    def __init__(self, dim: int, *, metric: str = "cosine", n_centroids: int | None = None, nprobe: int = 4,
+                 candidates: int = 256, kmeans_iters: int = 10, seed: int = 0) -> None:
+        self.n_centroids = n_centroids
+        self.nprobe = nprobe
+        self.candidates = candidates
+        self.kmeans_iters = kmeans_iters
+        self.seed = seed
+        super().__init__(dim, metric=metric)
+        self._tokens: np.ndarray = np.zeros((0, dim), dtype=np.float32)
+        self._offsets: np.ndarray = np.zeros(1, dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self.centroids_: np.ndarray | None = None
+        self._assign: np.ndarray = np.zeros(0, dtype=np.int32)
+        self._lists: sp.csr_array | None = None  # centroid -> docs
+        self._doc_cents: sp.csr_array | None = None  # doc -> centroids
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.metric == "l2":
+            from embedstack.errors import ConfigError
+
+            raise ConfigError("MultiVectorIndex scores MaxSim by dot products: use metric='cosine' or 'ip'.")
+        check_int(self, "n_centroids", self.n_centroids, low=1, allow_none=True)
+        check_int(self, "nprobe", self.nprobe, low=1)
+        check_int(self, "candidates", self.candidates, low=1)
+        check_int(self, "kmeans_iters", self.kmeans_iters, low=0)
+        check_int(self, "seed", self.seed, low=0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_centroids": self.n_centroids, "nprobe": self.nprobe,
+                "candidates": self.candidates, "kmeans_iters": self.kmeans_iters, "seed": self.seed}
+
+    # ------------------------------------------------------------------ adding
+    def _validate(self, vectors: Any, what: str) -> list[np.ndarray]:
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+            raise InputError(f"{what} must be a list of token matrices (one (tokens, dim) array per text).")
+        out = []
+        for j, m in enumerate(vectors):
+            arr = as_matrix(m, self.dim, f"{what}[{j}]")
+            if arr.shape[0] == 0:
+                raise InputError(f"{what}[{j}] has no token vectors; every text needs at least one token.")
+            if self.metric == "cosine":
+                norms = np.linalg.norm(arr, axis=1, keepdims=True)
+                arr = arr / np.where(norms > 0, norms, 1.0)
+            out.append(np.ascontiguousarray(arr, dtype=np.float32))
+        return out
+
+    def _append(self, vectors: list[np.ndarray]) -> None:
+        self._pending.extend(vectors)
+
+    def _materialize(self) -> None:
+        if not self._pending:
+            return
+        lens = np.array([len(m) for m in self._pending], dtype=np.int64)
+        self._tokens = np.concatenate([np.asarray(self._tokens), *self._pending])
+        self._offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lens)])
+        self._pending = []
+        if self.centroids_ is not None:
+            new = self._tokens[len(self._assign):]
+            self._assign = np.concatenate([self._assign, self._nearest(new)])
+            self._lists = None
+
+    # ------------------------------------------------------------------ candidate stage
+    def _nearest(self, tokens: np.ndarray) -> np.ndarray:
+        assert self.centroids_ is not None
+        out = np.empty(len(tokens), dtype=np.int32)
+        for s in range(0, len(tokens), 8192):
+            out[s : s + 8192] = np.argmax(tokens[s : s + 8192] @ self.centroids_.T, axis=1)
+        return out
+
+    def train(self) -> MultiVectorIndex:
+        """Cluster the stored tokens (spherical k-means) and build the centroid inverted lists."""
+        self._materialize()
+        tokens = np.asarray(self._tokens)
+        n_tok = len(tokens)
+        if n_tok == 0:
+            return self
+        c = self.n_centroids or int(2 ** np.floor(np.log2(max(1.0, 8 * np.sqrt(n_tok)))))
+        c = min(c, n_tok)
+        rng = np.random.default_rng(self.seed)
+        sample = tokens[rng.choice(n_tok, size=min(n_tok, max(64 * c, 20000)), replace=False)]
+        cents = sample[rng.choice(len(sample), size=c, replace=False)].copy()
+        for _ in range(self.kmeans_iters):
+            self.centroids_ = cents
+            lab = self._nearest(sample)
+            sums = np.zeros_like(cents)
+            np.add.at(sums, lab, sample)
+            counts = np.bincount(lab, minlength=c)
+            empty = counts == 0
+            sums[empty] = sample[rng.choice(len(sample), size=int(empty.sum()))]
+            norms = np.linalg.norm(sums, axis=1, keepdims=True)
+            cents = (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        self.centroids_ = np.ascontiguousarray(cents, dtype=np.float32)
+        self._assign = self._nearest(tokens)
+        self._lists = None
+        return self
+
+    def _build_lists(self) -> None:
+        assert self.centroids_ is not None
+        n_docs = len(self._offsets) - 1
+        tok_doc = np.repeat(np.arange(n_docs), np.diff(self._offsets))
+        ones = np.ones(len(tok_doc), dtype=np.float32)
+        dc = sp.csr_array((ones, (tok_doc, self._assign)), shape=(n_docs, len(self.centroids_)))
+        dc.sum_duplicates()
+        dc.data[:] = 1.0
+        self._doc_cents = dc
+        self._lists = sp.csr_array(dc.T)
+
+    def _candidates(self, q: np.ndarray, budget: int) -> np.ndarray:
+        """Documents to score exactly for one query: probed lists, ranked by centroid interaction."""
+        assert self.centroids_ is not None and self._lists is not None and self._doc_cents is not None
+        sims = q @ self.centroids_.T  # (q_tokens, n_centroids)
+        probe = min(self.nprobe, sims.shape[1])
+        top = np.argpartition(-sims, probe - 1, axis=1)[:, :probe]
+        cents = np.unique(top)
+        lists = self._lists
+        docs = np.unique(np.concatenate([lists.indices[lists.indptr[c] : lists.indptr[c + 1]] for c in cents]))
+        if self._n_dead:
+            docs = docs[~self._dead[docs]]
+        if len(docs) <= budget:
+            return docs
+        dc = self._doc_cents
+        starts = dc.indptr[docs]
+        lens = dc.indptr[docs + 1] - starts
+        seg = np.zeros(len(docs), dtype=np.int64)
+        np.cumsum(lens[:-1], out=seg[1:])
+        flat = dc.indices[np.repeat(starts - seg, lens) + np.arange(int(lens.sum()))]
+        approx = np.maximum.reduceat(sims[:, flat], seg, axis=1).sum(axis=0)
+        keep = np.argpartition(-approx, budget - 1)[:budget]
+        return np.sort(docs[keep])
+
+    def _maxsim(self, q: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        pos, starts = _segments(self._offsets, docs)
+        sims = q @ np.asarray(self._tokens[pos]).T
+        return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0).astype(np.float32)
+
+    def _rank(self, queries: list[np.ndarray], k: int, exhaustive: bool) -> tuple[np.ndarray, np.ndarray]:
+        self._materialize()
+        live = np.flatnonzero(~self._dead)
+        if not exhaustive and len(live) > self.candidates:
+            if self.centroids_ is None:
+                self.train()
+            if self._lists is None:
+                self._build_lists()
+        nq = len(queries)
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        ids = np.full((nq, k), -1, dtype=np.int64)
+        for r, q in enumerate(queries):
+            use_all = exhaustive or len(live) <= self.candidates
+            docs = live if use_all else self._candidates(q, max(self.candidates, k))
+            if len(docs) == 0:
+                continue
+            s = self._maxsim(q, docs)
+            m = min(k, len(docs))
+            part = np.argpartition(-s, m - 1)[:m] if len(s) > m else np.arange(len(s))
+            order = part[np.lexsort((docs[part], -s[part]))]
+            scores[r, :m] = s[order]
+            ids[r, :m] = docs[order]
+        return scores, ids
+
+    def _search_ids(self, queries: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        scores, ids = self._rank(queries, k, exhaustive=False)
+        return scores, ids, {}
+
+    def exact_search(self, queries: Any, k: int = 10) -> list[list[Any]]:
+        """MaxSim against every live document (no candidate stage): the reference ranking."""
+        q = self._validate(queries, "queries")
+        if len(self) == 0:
+            return [[] for _ in q]
+        scores, ids = self._rank(q, min(k, len(self)), exhaustive=True)
+        return self._hits(scores, ids, {}, with_text=False)
+
+    # ------------------------------------------------------------------ compaction / persistence
+    def _compact_rows(self, keep: np.ndarray) -> None:
+        self._materialize()
+        pos, _ = _segments(self._offsets, keep)
+        lens = self._offsets[keep + 1] - self._offsets[keep]
+        self._tokens = np.ascontiguousarray(self._tokens[pos])
+        self._offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        if self.centroids_ is not None:
+            self._assign = self._assign[pos]
+        self._lists = None
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        self._materialize()
+        out = {"tokens": np.asarray(self._tokens), "offsets": self._offsets}
+        if self.centroids_ is not None:
+            out["centroids"] = self.centroids_
+            out["assign"] = self._assign
+        return out
+
+    def _restore(self, arrays: dict[str, np.ndarray], state: dict[str, Any], folder: Path, mmap: bool) -> None:
+        self._tokens = np.asarray(arrays["tokens"])
+        self._offsets = np.asarray(arrays["offsets"], dtype=np.int64)
+        if "centroids" in arrays:
+            self.centroids_ = np.asarray(arrays["centroids"])
+            self._assign = np.asarray(arrays["assign"])

@@ -1,0 +1,184 @@
+"""GloVe: co-occurrence counting in bounded memory, then weighted least squares with AdaGrad.
+
+Counting streams the id stream once: each pair of words at distance ``d <= window`` adds ``1/d`` to
+their (symmetric) count. Pairs of two frequent words go to a small dense block; the rest go to a
+fixed-size open-addressing hash table in a numba kernel. When the table fills, its entries are
+sorted and merged (sparse coalescing) into the result, and the table is reused — so memory is bounded
+by the table plus the final sparse matrix. Training minimises
+``sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2`` with ``f(x) = min(1, (x / x_max)^alpha)``
+by AdaGrad over shuffled entries on several threads (hogwild). The output vectors are ``W + W~``.
+
+Example:
+    >>> texts = ["ice is cold and solid", "steam is hot and gas"] * 40
+    >>> g = GloVe(dim=8, min_count=1, epochs=5, workers=1).fit(texts)
+    >>> g.wv_.vectors.shape
+    (8, 8)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedstack._validation import check_float, check_int
+from embedstack.errors import ConfigError, InputError
+from embedstack.static._corpus import CorpusLike, IdCorpus, is_one_shot
+from embedstack.static._train import ProgressFn, check_workers, run_jobs
+from embedstack.static.keyedvectors import KeyedVectors
+from embedstack.static.word2vec import _StaticTrainer
+from embedstack.text import Analyzer
+
+__all__ = ["GloVe", "cooccurrence_matrix"]
+
+
+def _coalesce(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    v = vals[order]
+    if len(k) == 0:
+        return k, v
+    starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+    return k[starts], np.add.reduceat(v, starts)
+
+
+def cooccurrence_matrix(corpus: IdCorpus, *, window: int = 10, table_size: int = 1 << 23,
+                        dense_words: int = 4096, progress: ProgressFn | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upper-triangle 1/distance co-occurrence counts ``(rows, cols, vals)`` with ``rows <= cols``.
+
+    A word paired with itself counts twice (both directions of the symmetric matrix). Memory: a
+    ``dense_words``² float32 block + a hash table of ``table_size`` entries + the result.
+    """
+    from embedstack.static import _kernels as K
+
+    if table_size & (table_size - 1):
+        raise ConfigError(f"table_size must be a power of two; got {table_size}.")
+    v = len(corpus.vocab)
+    n_dense = min(v, int(dense_words))
+    dense = np.zeros((n_dense, n_dense), dtype=np.float32)
+    keys = np.full(table_size, -1, dtype=np.int64)
+    vals = np.zeros(table_size, dtype=np.float32)
+    acc_k = np.zeros(0, np.int64)
+    acc_v = np.zeros(0, np.float32)
+    ids, offsets = np.asarray(corpus.ids), corpus.offsets
+    s = 0
+    while s < corpus.n_sentences:
+        s, fill = K.cooccur_job(ids, offsets, s, corpus.n_sentences, int(window), v, dense, n_dense, keys, vals,
+                                int(table_size * 0.7))
+        if fill >= int(table_size * 0.7) or s >= corpus.n_sentences:
+            used = keys >= 0
+            acc_k, acc_v = _coalesce(np.concatenate([acc_k, keys[used]]), np.concatenate([acc_v, vals[used]]))
+            keys.fill(-1)
+            vals.fill(0.0)
+        if progress is not None:
+            progress({"stage": "cooccurrence", "done": int(offsets[s]), "total": corpus.n_words})
+    r, c = np.nonzero(np.triu(dense))
+    dk = r.astype(np.int64) * v + c
+    acc_k, acc_v = _coalesce(np.concatenate([acc_k, dk]), np.concatenate([acc_v, dense[r, c]]))
+    rows = (acc_k // v).astype(np.int32)
+    cols = (acc_k % v).astype(np.int32)
+    diag = rows == cols
+    acc_v = acc_v.astype(np.float32)
+    acc_v[diag] *= 2.0
+    return rows, cols, acc_v
+
+
+class GloVe(_StaticTrainer):
+    """GloVe word vectors (Pennington et al., 2014) with numba kernels.
+
+    Args:
+        dim: vector size.  window: co-occurrence window (1/distance weighting, symmetric).
+        x_max / alpha: the weighting function f(x) = min(1, (x / x_max)^alpha).
+        learning_rate: AdaGrad's initial rate.  epochs: passes over the co-occurrence entries.
+        min_count / max_vocab / workers / seed / analyzer: as :class:`Word2Vec`.
+        table_size / dense_words: memory bound of the counting step.
+
+    Attributes:
+        wv_: :class:`KeyedVectors` holding W + W~; cooccurrence_: (rows, cols, vals); stats_.
+
+    Example:
+        >>> g = GloVe(dim=4, min_count=1, epochs=2, workers=1).fit(["a b c d"] * 5)
+        >>> len(g.wv_)
+        4
+    """
+
+    def __init__(self, *, dim: int = 100, window: int = 10, min_count: int = 5, max_vocab: int | None = None,
+                 x_max: float = 100.0, alpha: float = 0.75, learning_rate: float = 0.05, epochs: int = 25,
+                 workers: int | None = None, seed: int = 1, max_sentence_length: int = 10_000,
+                 table_size: int = 1 << 23, dense_words: int = 4096, analyzer: Analyzer | None = None) -> None:
+        super().__init__(dim=dim, window=window, min_count=min_count, max_vocab=max_vocab, epochs=epochs,
+                         workers=workers, seed=seed, max_sentence_length=max_sentence_length, analyzer=analyzer)
+        self.x_max = x_max
+        self.alpha = alpha  # type: ignore[assignment]
+        self.learning_rate = learning_rate
+        self.table_size = table_size
+        self.dense_words = dense_words
+
+    def fit(self, corpus: CorpusLike, *, progress: ProgressFn | None = None) -> GloVe:
+        """Count co-occurrences of ``corpus`` and fit the vectors; returns self."""
+        import time
+
+        from embedstack.static import _kernels as K
+
+        check_int(self, "dim", self.dim, low=1)
+        check_int(self, "window", self.window, low=1)
+        check_int(self, "min_count", self.min_count, low=1)
+        check_int(self, "epochs", self.epochs, low=1)
+        check_int(self, "table_size", self.table_size, low=1024)
+        check_int(self, "dense_words", self.dense_words, low=0)
+        check_float(self, "x_max", self.x_max, low=0.0, low_open=True)
+        check_float(self, "alpha", self.alpha, low=0.0)
+        check_float(self, "learning_rate", self.learning_rate, low=0.0, low_open=True)
+        workers = check_workers(self, self.workers)
+        if is_one_shot(corpus):
+            corpus = IdCorpus.build(corpus, analyzer=self.analyzer, min_count=self.min_count,
+                                    max_vocab=self.max_vocab, max_sentence_length=self.max_sentence_length)
+        data = self._corpus(corpus, progress)
+        t0 = time.perf_counter()
+        rows, cols, vals = cooccurrence_matrix(data, window=int(self.window), table_size=int(self.table_size),
+                                               dense_words=int(self.dense_words), progress=progress)
+        count_seconds = time.perf_counter() - t0
+        if len(vals) == 0:
+            raise InputError("no two words co-occur in the corpus (every sentence has one kept word); "
+                             "lower min_count or give longer texts.")
+        rng = np.random.default_rng(self.seed)
+        perm = rng.permutation(len(vals))
+        rows, cols, vals = rows[perm], cols[perm], vals[perm]
+        del perm
+        v, d = len(data.vocab), int(self.dim)
+        W = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+        Wc = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+        bw = ((rng.random(v) - 0.5) / d).astype(np.float32)
+        bc = ((rng.random(v) - 0.5) / d).astype(np.float32)
+        gW = np.ones((v, d), np.float32)
+        gWc = np.ones((v, d), np.float32)
+        gbw = np.ones(v, np.float32)
+        gbc = np.ones(v, np.float32)
+        params = K.GloveParams(x_max=float(self.x_max), alpha=float(self.alpha),
+                               learning_rate=float(self.learning_rate))
+        n = len(vals)
+        step = max(10_000, n // (workers * 64))
+        cuts = np.arange(0, n + step, step).clip(max=n)
+        cuts = np.unique(cuts)
+
+        def job(epoch: int, j: int, alpha: float, seed: np.uint64) -> tuple[int, float, int]:
+            a, b = int(cuts[j]), int(cuts[j + 1])
+            loss = K.glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, a, b, params)
+            terms = 2 * (b - a) - int(np.count_nonzero(rows[a:b] == cols[a:b]))
+            return b - a, loss, terms
+
+        stats = run_jobs(job, job_sizes=np.diff(cuts), epochs=int(self.epochs), workers=workers, alpha=1.0,
+                         min_alpha=1.0, seed=int(self.seed), raw_per_kept=data.raw_words / n,
+                         progress=progress, decay=False)
+        self.vocabulary_ = data.vocab
+        self.corpus_ = data
+        self.cooccurrence_ = (rows, cols, vals)
+        self.W_, self.W_context_, self.b_, self.b_context_ = W, Wc, bw, bc
+        self.stats_ = stats
+        meta = {"trainer": "GloVe", "options": {"dim": d, "window": self.window, "min_count": self.min_count,
+                                                "x_max": self.x_max, "alpha": self.alpha, "epochs": self.epochs,
+                                                "learning_rate": self.learning_rate, "seed": self.seed},
+                "workers": workers, "vocab_size": v, "corpus_raw_words": data.raw_words, "nonzeros": n,
+                "count_seconds": round(count_seconds, 3), **stats.as_dict()}
+        meta["raw_words"] = data.raw_words * int(self.epochs)
+        self.wv_ = KeyedVectors(data.vocab.words_, W + Wc, counts=data.vocab.counts_, meta=meta)
+        return self

@@ -1,0 +1,207 @@
+"""BM25: the formula against a plain-Python reference, retrieval against brute force, and bm25s."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from embedstack.base import Hit, SparseEncoder
+from embedstack.count import BM25
+from embedstack.count.bm25 import split_impacts, topk_dense, topk_sparse_rows
+from embedstack.errors import ConfigError, IndexStateError, InputError, NotFittedError
+from embedstack.text import Analyzer
+
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS[: rng.randint(3, len(WORDS))]) for _ in range(rng.randint(1, 12)))
+            for _ in range(n)]
+
+
+def reference_scores(docs: list[list[str]], query: list[str], k1: float, b: float, idf: str) -> list[float]:
+    n = len(docs)
+    avgdl = sum(map(len, docs)) / n
+    out = []
+    for d in docs:
+        s = 0.0
+        for t in query:
+            df = sum(t in x for x in docs)
+            if df == 0:
+                continue
+            if idf == "lucene":
+                w = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            elif idf == "robertson":
+                w = max(math.log((n - df + 0.5) / (df + 0.5)), 0.0)
+            else:
+                w = math.log(n / df)
+            tf = d.count(t)
+            if tf == 0:
+                continue
+            s += w * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(d) / avgdl))
+        out.append(s)
+    return out
+
+
+def test_hand_computed_score() -> None:
+    m = BM25(k1=1.2, b=0.75)
+    m.index(["a b", "a a c", "c"])
+    idf_a = math.log(1 + 1.5 / 2.5)
+    expected = idf_a * 2 * 2.2 / (2 + 1.2 * (0.25 + 0.75 * 3 / 2))
+    hits = m.search(["a"], k=3)[0]
+    assert hits[0].id == "1" and hits[0].score == pytest.approx(expected, rel=1e-6)
+    assert [h.id for h in hits] == ["1", "0"]  # document "2" has no "a": not returned
+
+
+@pytest.mark.parametrize("idf", ["lucene", "robertson", "atire"])
+@pytest.mark.parametrize("k1,b", [(1.2, 0.75), (0.0, 0.5), (2.0, 0.0), (0.9, 1.0)])
+def test_dot_product_equals_reference_bm25(idf: str, k1: float, b: float) -> None:
+    docs = corpus(40, seed=1)
+    queries = ["alpha beta", "kappa kappa mu unknownword", "zeta", "nothing here"]
+    m = BM25(k1=k1, b=b, idf=idf).fit(docs)
+    D = m.encode_sparse(docs, role="document")
+    Q = m.encode_sparse(queries, role="query")
+    got = (Q @ D.T).toarray()
+    toks = [d.split() for d in docs]
+    for i, q in enumerate(queries):
+        np.testing.assert_allclose(got[i], reference_scores(toks, q.split(), k1, b, idf), rtol=2e-5, atol=1e-6)
+    assert isinstance(m, SparseEncoder)
+
+
+def test_search_matches_brute_force_and_batching() -> None:
+    docs = corpus(300, seed=2)
+    ids = [f"doc{i}" for i in range(len(docs))]
+    m = BM25()
+    m.index(docs, ids=ids)
+    queries = corpus(50, seed=3) + ["", "unknownword", "alpha"]
+    S = m.scores(queries).toarray()
+    hits = m.search(queries, k=7)
+    for i, hs in enumerate(hits):
+        order = sorted((j for j in range(len(docs)) if S[i, j] > 0), key=lambda j: (-S[i, j], j))[:7]
+        assert [h.id for h in hs] == [ids[j] for j in order]
+        assert [h.score for h in hs] == pytest.approx([S[i, j] for j in order], rel=1e-6)
+    # one query alone gets exactly the same answer as inside a batch
+    for i in (0, 17, 49):
+        assert m.search([queries[i]], k=7)[0] == hits[i]
+    assert hits[-3] == [] and hits[-2] == []
+    assert all(isinstance(h, Hit) for h in hits[-1])
+
+
+def test_retrieve_pads_and_k_larger_than_corpus() -> None:
+    m = BM25()
+    m.index(["x y", "y z", "w"])
+    idx, sc = m.retrieve(["y", "w", "nothing"], k=5)
+    assert idx.shape == (3, 5) and sc.dtype == np.float32
+    assert idx[0, :2].tolist() == [0, 1] and idx[0, 2:].tolist() == [-1, -1, -1]
+    assert idx[1].tolist() == [2, -1, -1, -1, -1]
+    assert (idx[2] == -1).all() and (sc[2] == 0).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_topk_helpers_agree_with_a_full_sort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    dense = rng.integers(0, 4, size=(20, 60)).astype(np.float32)  # many ties on purpose
+    dense[rng.random(dense.shape) < 0.7] = 0
+    for k in (1, 3, 10, 60, 80):
+        expect_i = np.full((20, k), -1)
+        expect_s = np.zeros((20, k), dtype=np.float32)
+        for r in range(20):
+            order = sorted((j for j in range(60) if dense[r, j] > 0), key=lambda j: (-dense[r, j], j))[:k]
+            expect_i[r, :len(order)] = order
+            expect_s[r, :len(order)] = dense[r, order]
+        for i, s in (topk_dense(dense, k), topk_sparse_rows(sp.csr_array(dense), k)):
+            np.testing.assert_array_equal(i[:, : min(k, 60)], expect_i[:, : min(k, 60)])
+            np.testing.assert_array_equal(s[:, : min(k, 60)], expect_s[:, : min(k, 60)])
+
+
+def test_split_impacts_scores_equal_the_sparse_product() -> None:
+    docs = [d + f" rare{i % 50}" for i, d in enumerate(corpus(200, seed=4))]
+    m = BM25()
+    m.index(docs)
+    imp = split_impacts(m.index_)
+    assert 0 < len(imp.dense) < m.index_.shape[0]  # frequent words dense, rare ones sparse
+    Q = m.encode_sparse([q + " rare3 rare7" for q in corpus(30, seed=5)], role="query")
+    np.testing.assert_allclose(imp.scores(Q), (Q @ m.index_).toarray(), rtol=1e-5, atol=1e-6)
+
+
+def test_agrees_with_bm25s_on_identical_tokens() -> None:
+    bm25s = pytest.importorskip("bm25s")
+    docs = corpus(120, seed=6)
+    toks = [d.split() for d in docs]
+    theirs = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+    theirs.index(toks, show_progress=False)
+    ours = BM25(k1=1.2, b=0.75)
+    ours.index(docs)
+    for q in ("alpha gamma", "mu mu lambda", "theta"):
+        expected = theirs.get_scores(q.split())
+        got = ours.scores([q]).toarray()[0] / (1.2 + 1)  # bm25s leaves out the constant (k1 + 1)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_stemmed_analyzer_matches_inflections() -> None:
+    m = BM25(analyzer=Analyzer(stem="english", stopwords="english"))
+    m.index(["The runner is running fast", "Cats sleep"], ids=["r", "c"])
+    assert [h.id for h in m.search(["run"], k=2)[0]] == ["r"]
+    assert [h.id for h in m.search(["the cat"], k=2)[0]] == ["c"]
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    docs = corpus(60, seed=7)
+    m = BM25(analyzer=Analyzer(stem="english"), k1=1.1, b=0.6, idf="atire")
+    m.index(docs, ids=[f"d{i}" for i in range(60)])
+    m.save(tmp_path / "bm25")
+    back = BM25.load(tmp_path / "bm25")
+    assert back.get_config() == m.get_config() and back.analyzer == m.analyzer
+    queries = corpus(10, seed=8)
+    assert back.search(queries, k=5) == m.search(queries, k=5)
+    np.testing.assert_array_equal(back.encode_sparse(docs).toarray(), m.encode_sparse(docs).toarray())
+    unindexed = BM25().fit(docs)
+    unindexed.save(tmp_path / "plain")
+    assert not BM25.load(tmp_path / "plain").is_indexed
+
+
+def test_bad_input() -> None:
+    m = BM25()
+    with pytest.raises(NotFittedError):
+        m.search(["a"])
+    with pytest.raises(NotFittedError):
+        m.encode_sparse(["a"])
+    m.fit(["a b"])
+    with pytest.raises(IndexStateError, match=r"bm25.index"):
+        m.search(["a"])
+    m.index(["a b", "b c"])
+    for k in (0, -3, 1.5, True):
+        with pytest.raises(ConfigError, match="'k'"):
+            m.search(["a"], k=k)
+    with pytest.raises(InputError, match="one id per document"):
+        m.index(["a", "b"], ids=["x"])
+    with pytest.raises(IndexStateError, match="'x' appears more than once"):
+        m.index(["a", "b"], ids=["x", "x"])
+    with pytest.raises(InputError, match="empty corpus"):
+        BM25().index([])
+    with pytest.raises(InputError, match="UTF-8"):
+        BM25().index([b"\xff"])
+    with pytest.raises(ConfigError, match="'k1'"):
+        BM25(k1=-1).fit(["a"])
+    with pytest.raises(ConfigError, match="'b'"):
+        BM25(b=2).fit(["a"])
+    with pytest.raises(ConfigError, match="'idf'"):
+        BM25(idf="bm42").fit(["a"])
+
+
+def test_real_scifact(shared_data) -> None:
+    from embedstack.count.specs import bm25
+    from embedstack.data import load_beir
+    from embedstack.evaluation.metrics import ndcg_at_k
+
+    ds = load_beir("scifact", split="train")
+    m = bm25()
+    m.index(ds.doc_texts(), ids=ds.doc_ids())
+    run = {q: {h.id: h.score for h in hs} for q, hs in zip(ds.query_ids(), m.search(ds.query_texts(), k=10),
+                                                             strict=True)}
+    assert ndcg_at_k(run, ds.qrels, 10) == pytest.approx(0.696, abs=0.005)

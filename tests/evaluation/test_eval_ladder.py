@@ -1,0 +1,125 @@
+"""The ladder: rows, availability, failures, quick mode and the report, on tiny in-memory data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedstack.data import RetrievalDataset, STSDataset
+from embedstack.errors import ConfigError, InputError, MissingExtra
+from embedstack.evaluation.ladder import (
+    LADDER_ROWS,
+    LadderData,
+    LadderRow,
+    add_row,
+    load_ladder_data,
+    requires_modules,
+    run_ladder,
+)
+
+
+def _data() -> LadderData:
+    corpus = {f"d{i}": {"title": "", "text": t} for i, t in enumerate(
+        ["cats purr softly", "dogs bark loudly", "cats and dogs play", "the stock market fell", "rain falls today"])}
+    queries = {"q1": "purr cats", "q2": "market stock", "q3": "bark"}
+    qrels = {"q1": {"d0": 1}, "q2": {"d3": 2}, "q3": {"d1": 1}}
+    sts = STSDataset(["cats purr", "dogs bark", "market fell"], ["cats purr softly", "rain falls", "stock market"],
+                     np.array([4.5, 0.5, 3.0]))
+    return LadderData(RetrievalDataset("tiny", corpus, queries, qrels), "tiny", sts, "tiny-sts", sample=True)
+
+
+def test_counting_rows_start_the_ladder():
+    specs = [r.spec for r in LADDER_ROWS[:5]]
+    assert specs == ["bow", "tfidf", "bm25", "bm25-nostem", "lsa:256"]
+    assert all(r.era == "counting" for r in LADDER_ROWS[:5])
+
+
+def test_run_ladder_rows_ok_skipped_failed():
+    pytest.importorskip("embedstack.count")
+
+    def boom(ds, progress):
+        raise RuntimeError("kaput")
+
+    def custom(ds, progress):
+        return {"ndcg@10": 0.5, "recall@100": 1.0, "mrr@10": 0.5, "index_seconds": 0.1, "latency_ms": 2.0,
+                "bytes_per_doc": 8.0}
+
+    rows = [
+        LadderRow("BM25", "bm25", era="counting"),
+        LadderRow("TF-IDF", "tfidf", era="counting", sts=True),
+        LadderRow("needs-x", "bm25", era="counting", available=lambda: "needs x (pip install 'embedstack[x]')"),
+        LadderRow("slow", "bm25", era="counting", quick=False),
+        LadderRow("broken", "bm25", era="hybrid", retrieve=boom),
+        LadderRow("custom", "bm25+x", era="hybrid", retrieve=custom),
+    ]
+    seen = []
+    report = run_ladder(rows, quick=True, data=_data(), on_result=seen.append)
+    by = {r.label: r for r in report.results}
+    assert [r.label for r in seen] == [r.label for r in rows]
+    assert by["BM25"].status == "ok" and by["BM25"].ndcg10 == pytest.approx(1.0)  # each query's doc ranks first
+    assert by["BM25"].sts_spearman is None
+    assert by["TF-IDF"].status == "ok" and by["TF-IDF"].sts_spearman is not None
+    assert by["needs-x"].status == "skipped" and "embedstack[x]" in by["needs-x"].reason
+    assert by["slow"].status == "skipped" and "--quick" in by["slow"].reason
+    assert by["broken"].status == "failed" and "RuntimeError: kaput" in by["broken"].reason
+    assert by["custom"].ndcg10 == 0.5 and by["custom"].latency_ms == 2.0
+    assert [r.label for r in report.failed] == ["broken"]
+    md = report.to_markdown()
+    assert "| counting | BM25 | 1.000 |" in md and "failed: RuntimeError: kaput" in md
+    d = report.to_dict()
+    assert d["sample_data"] is True and len(d["rows"]) == 6
+
+
+def test_missing_extra_is_a_skip_and_input_error_on_sample_is_a_skip():
+    def missing(ds, progress):
+        raise MissingExtra("torch", "torch")
+
+    def too_small(ds, progress):
+        raise InputError("needs more documents")
+
+    rows = [LadderRow("m", "x", era="transformer", retrieve=missing),
+            LadderRow("s", "y", era="counting", retrieve=too_small)]
+    report = run_ladder(rows, data=_data())
+    assert [r.status for r in report.results] == ["skipped", "skipped"]
+    real = _data()
+    real.sample = False
+    assert [r.status for r in run_ladder(rows, data=real).results] == ["skipped", "failed"]
+
+
+def test_only_filter_and_add_row():
+    rows = [LadderRow("A", "bow", era="counting"), LadderRow("B", "tfidf", era="counting")]
+    report = run_ladder(rows, only=["tfidf"], data=_data())
+    assert [r.label for r in report.results] == ["B"]
+    with pytest.raises(ConfigError, match="matches no ladder row"):
+        run_ladder(rows, only=["nope"], data=_data())
+    n = len(LADDER_ROWS)
+    row = LadderRow("test-only row", "bow", era="test")
+    try:
+        add_row(row)
+        add_row(row)  # same label replaces
+        assert len(LADDER_ROWS) == n + 1
+    finally:
+        LADDER_ROWS[:] = [r for r in LADDER_ROWS if r.label != "test-only row"]
+
+
+def test_requires_modules():
+    assert requires_modules(("numpy", "core"))() is None
+    assert "embedstack[zzz]" in requires_modules(("no_such_module_xyz", "zzz"))()
+
+
+def test_load_ladder_data_falls_back_to_sample(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBEDSTACK_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    data = load_ladder_data(quick=True)
+    assert data.sample and "sample" in data.retrieval_name and any("not reachable" in n for n in data.notes)
+    assert len(data.retrieval.query_ids()) > 0 and len(data.sts.s1) > 0
+    forced = load_ladder_data(sample=True, max_queries=3, max_pairs=4)
+    assert len(forced.retrieval.query_ids()) == 3 and len(forced.sts.s1) == 4
+
+
+def test_ladder_on_real_scifact_bm25(shared_data):
+    pytest.importorskip("embedstack.count")
+    report = run_ladder([LadderRow("BM25", "bm25", era="counting")], max_queries=100, max_pairs=50)
+    r = report.results[0]
+    assert not report.data.sample and r.status == "ok"
+    assert 0.6 < r.ndcg10 < 0.8 and r.recall100 > 0.85  # BM25 on SciFact is ~0.69 nDCG@10

@@ -1,0 +1,125 @@
+"""HNSW, Matryoshka and multi-vector indexes against their exact references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from embedstack.errors import ConfigError, InputError
+from embedstack.index import FlatIndex, HNSWIndex, MatryoshkaIndex, MultiVectorIndex, maxsim
+
+pytest.importorskip("usearch")
+
+
+def test_hnsw_recall_floor_vs_flat(hp: Any) -> None:
+    x, q = hp.clustered(3000, 32, n_clusters=50, noise=0.8), hp.clustered(100, 32, n_clusters=50, noise=0.8, seed=7)
+    ids = hp.ids_of(3000)
+    hnsw = HNSWIndex(32, M=16, ef_construction=100, ef=64)
+    hnsw.add(x, ids)
+    flat = FlatIndex(32)
+    flat.add(x, ids)
+    truth = np.array([[int(h.id[1:]) for h in row] for row in flat.search(q, k=10)])
+    assert hp.recall(hnsw.search(q, k=10), truth, ids) >= 0.95
+    h = hnsw.search(q[:1], k=1)[0][0]
+    assert h.score == pytest.approx(flat.search(q[:1], k=1)[0][0].score, abs=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_hnsw_scores_follow_metric(hp: Any, metric: str) -> None:
+    x = hp.clustered(300, 8)
+    hnsw, flat = HNSWIndex(8, metric=metric, ef=200), FlatIndex(8, metric=metric)
+    hnsw.add(x, hp.ids_of(300))
+    flat.add(x, hp.ids_of(300))
+    a, b = hnsw.search(x[:3] + 0.01, k=3), flat.search(x[:3] + 0.01, k=3)
+    assert [h.id for h in a[0]] == [h.id for h in b[0]]
+    np.testing.assert_allclose([h.score for h in a[0]], [h.score for h in b[0]], rtol=1e-3, atol=1e-3)
+
+
+def test_hnsw_remove_persist_view_add_compact(hp: Any, tmp_path: Any) -> None:
+    x = hp.clustered(500, 16)
+    idx = HNSWIndex(16, M=8)
+    idx.add(x, hp.ids_of(500))
+    idx.remove(["d0", "d1"])
+    assert all(h.id not in ("d0", "d1") for h in idx.search(x[:2], k=5)[0])
+    idx.save(tmp_path / "h")
+    loaded = HNSWIndex.load(tmp_path / "h")  # memory-mapped view
+    assert len(loaded) == 498 and loaded.search(x[5:6], k=1)[0][0].id == "d5"
+    loaded.add(x[:1] * 3, ["new"])  # copies the read-only view first
+    assert loaded.search(x[:1], k=1)[0][0].id == "new"
+    assert loaded.compact() == 2 and len(loaded) == 499
+    assert loaded.search(x[7:8], k=1)[0][0].id == "d7"
+
+
+def test_matryoshka_full_dims_is_exact_and_prefix_funnel_rescored(hp: Any) -> None:
+    decay = np.exp(-np.arange(32) / 6.0).astype(np.float32)  # information front-loaded, Matryoshka style
+    x, q = hp.clustered(800, 32) * decay, hp.clustered(20, 32, seed=3) * decay
+    flat = FlatIndex(32)
+    flat.add(x, hp.ids_of(800))
+    full = MatryoshkaIndex(32, first_dims=32, candidates=10)
+    full.add(x, hp.ids_of(800))
+    assert [[h.id for h in r] for r in full.search(q, 10)] == [[h.id for h in r] for r in flat.search(q, 10)]
+    funnel = MatryoshkaIndex(32, first_dims=8, candidates=200)
+    funnel.add(x, hp.ids_of(800))
+    hits = funnel.search(q, 10)
+    truth = np.array([[int(h.id[1:]) for h in r] for r in flat.search(q, 10)])
+    assert hp.recall(hits, truth, hp.ids_of(800)) >= 0.9
+    h = hits[0][0]
+    assert set(h.stages) == {"first_pass", "rescore"} and h.score == h.stages["rescore"]
+    with pytest.raises(ConfigError):
+        MatryoshkaIndex(8, first_dims=9)
+
+
+def _docs(n: int, dim: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((30, dim)).astype(np.float32)
+    out = []
+    for _ in range(n):
+        t = topics[rng.integers(0, 30, 3)]
+        toks = t[rng.integers(0, 3, rng.integers(4, 12))] + 0.3 * rng.standard_normal((1, dim))
+        out.append(toks.astype(np.float32))
+    return out
+
+
+def test_multivector_exact_maxsim_by_hand() -> None:
+    d1 = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    d2 = np.array([[1, 0], [1, 0]], dtype=np.float32)
+    q = np.array([[1, 0], [0, 1]], dtype=np.float32)
+    idx = MultiVectorIndex(2, metric="ip")
+    idx.add([d1, d2], ["a", "b"])
+    hits = idx.exact_search([q], k=2)[0]
+    assert [(h.id, h.score) for h in hits] == [("a", 2.0), ("b", 1.0)]
+    assert maxsim(q, d1) == 2.0
+
+
+def test_multivector_candidate_stage_recall_vs_exhaustive() -> None:
+    docs = _docs(600, 24)
+    queries = [d[:4] + 0.05 for d in _docs(30, 24, seed=5)]
+    idx = MultiVectorIndex(24, candidates=60, nprobe=4, n_centroids=64)
+    idx.add(docs, [f"d{i}" for i in range(600)])
+    pruned = idx.search(queries, k=10)
+    exact = idx.exact_search(queries, k=10)
+    rec = np.mean([len({h.id for h in a} & {h.id for h in b}) / 10 for a, b in zip(pruned, exact, strict=True)])
+    assert rec >= 0.9
+    cand = idx._candidates(queries[0] / np.linalg.norm(queries[0], axis=1, keepdims=True), 60)
+    assert len(cand) <= 60 < 600  # not every document is scored
+    for a, b in zip(pruned[0], exact[0], strict=False):  # same scores where the same doc is found
+        if a.id == b.id:
+            assert a.score == pytest.approx(b.score, rel=1e-5)
+
+
+def test_multivector_persist_remove_and_errors(tmp_path: Any) -> None:
+    docs = _docs(100, 8)
+    idx = MultiVectorIndex(8, candidates=10)
+    idx.add(docs, [f"d{i}" for i in range(100)])
+    before = idx.search([docs[3]], k=3)
+    idx.save(tmp_path / "mv")
+    loaded = MultiVectorIndex.load(tmp_path / "mv")
+    assert [h.id for h in loaded.search([docs[3]], k=3)[0]] == [h.id for h in before[0]]
+    loaded.remove(["d3"])
+    assert loaded.search([docs[3]], k=1)[0][0].id != "d3"
+    loaded.compact()
+    assert len(loaded) == 99 and loaded.exact_search([docs[4]], k=1)[0][0].id == "d4"
+    with pytest.raises(InputError):
+        idx.add([np.zeros((0, 8), dtype=np.float32)], ["empty"])

@@ -1,0 +1,62 @@
+"""Every compiled kernel agrees with its numpy twin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedstack.index import _kernels as K
+
+
+def test_pack_bits_matches_numpy_packbits() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 100)).astype(np.float32)
+    codes = K.pack_bits(x)
+    assert codes.shape == (2, 7) and codes.dtype == np.uint64
+    np.testing.assert_array_equal(K.words_to_rows(codes, 100), np.packbits(x > 0, axis=1))
+
+
+@pytest.mark.parametrize("n,dim,c", [(50, 20, 1), (50, 20, 47), (3000, 100, 10), (3000, 384, 100)])
+def test_hamming_select_matches_reference(n: int, dim: int, c: int) -> None:
+    rng = np.random.default_rng(n + c)
+    codes = K.pack_bits(rng.standard_normal((n, dim)).astype(np.float32))
+    q = K.pack_bits(rng.standard_normal((9, dim)).astype(np.float32)).T.copy()
+    dead = np.array([1, 3, 7], dtype=np.int64)
+    d1, i1 = K.hamming_select(q, codes, dead, c)
+    d2, i2 = K.hamming_select_ref(q, codes, dead, c)
+    np.testing.assert_array_equal(d1, d2)
+    np.testing.assert_array_equal(i1, i2)
+    assert not np.isin(i1, dead).any()
+
+
+def test_hamming_distance_by_hand() -> None:
+    x = np.array([[1, 1, 1, 1], [1, -1, 1, -1], [-1, -1, -1, -1]], dtype=np.float32)
+    q = K.pack_bits(np.array([[1, 1, 1, 1]], dtype=np.float32)).T.copy()
+    d, i = K.hamming_select(q, K.pack_bits(x), np.zeros(0, dtype=np.int64), 3)
+    assert d.tolist() == [[0, 2, 4]] and i.tolist() == [[0, 1, 2]]
+
+
+def test_topk_merge_matches_reference_over_blocks() -> None:
+    rng = np.random.default_rng(1)
+    s = rng.standard_normal((6, 1000)).astype(np.float32)
+    s[:, 10:20] = 5.0  # ties: lower id wins
+    bs = np.full((6, 15), -np.inf, dtype=np.float32)
+    bi = np.full((6, 15), -1, dtype=np.int64)
+    for a in range(0, 1000, 128):
+        K.topk_merge(s[:, a : a + 128], a, bs, bi)
+    fs, fi = K.finalize_topk(bs, bi)
+    order = np.lexsort((np.broadcast_to(np.arange(1000), s.shape), -s), axis=1)[:, :15]
+    np.testing.assert_array_equal(fi, order)
+    np.testing.assert_allclose(fs, np.take_along_axis(s, order, axis=1))
+    rs = np.full((6, 15), -np.inf, dtype=np.float32)
+    ri = np.full((6, 15), -1, dtype=np.int64)
+    for a in range(0, 1000, 128):
+        K.topk_merge_ref(s[:, a : a + 128], a, rs, ri)
+    np.testing.assert_allclose(K.finalize_topk(rs, ri)[0], fs)
+
+
+def test_int8_dot_matches_reference() -> None:
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((3, 33)).astype(np.float32)
+    c = rng.integers(-127, 128, (200, 33)).astype(np.int8)
+    np.testing.assert_allclose(K.int8_dot(q, c), K.int8_dot_ref(q, c), rtol=1e-4, atol=1e-3)
