@@ -6,7 +6,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DATA_DIR := $(if $(EMBEDSTACK_DATA_DIR),$(EMBEDSTACK_DATA_DIR),$(wildcard ../shared/data))
 EXTRAS_TEST := dev,fast,ml,torch,onnx,index,serve,bench
-EXTRAS_DEMO := fast,ml
+EXTRAS_DEMO := fast,ml,torch,index
 
 .PHONY: demo test lint bench clean
 

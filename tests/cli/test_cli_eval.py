@@ -32,7 +32,7 @@ def _beir(folder: Path) -> Path:
 def _one_json(stdout: str) -> dict:
     lines = [ln for ln in stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, stdout
-    obj = json.loads(lines[0])
+    obj = json.loads(lines[0], parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert isinstance(obj, dict)
     return obj
 
@@ -134,3 +134,33 @@ def test_ladder_human_table_and_bad_options():
     assert bad.exit_code == 2 and "error: ConfigError" in bad.stderr
     none = runner.invoke(app, ["ladder", "--sample", "--only", "nothing-like-this"])
     assert none.exit_code == 2
+
+
+def _labelled(folder: Path, with_train: bool = True) -> Path:
+    folder.mkdir()
+    rows = [("the card was charged twice", "billing"), ("refund my card payment", "billing"),
+            ("card payment failed twice", "billing"), ("where is my parcel", "delivery"),
+            ("parcel delivery is late", "delivery"), ("track my parcel delivery", "delivery")] * 3
+    body = "text,category\n" + "".join(f"{t},{c}\n" for t, c in rows)
+    (folder / "test.csv").write_text(body, encoding="utf-8")
+    if with_train:
+        (folder / "train.csv").write_text(body, encoding="utf-8")
+    return folder
+
+
+def test_eval_classification_and_clustering_json(tmp_path):
+    pytest.importorskip("sklearn")
+    folder = _labelled(tmp_path / "bank")
+    res = runner.invoke(app, ["eval", "classification", "--model", "tfidf", "--dataset", str(folder), "--json"])
+    assert res.exit_code == 0, res.output
+    out = _one_json(res.stdout)
+    assert out["accuracy"] == 1.0 and out["n_classes"] == 2 and out["note"] == ""
+    only_test = _labelled(tmp_path / "agn", with_train=False)
+    res = runner.invoke(app, ["eval", "classification", "-m", "tfidf", "-d", str(only_test), "--json"])
+    assert res.exit_code == 0, res.output
+    out = _one_json(res.stdout)
+    assert out["n_train"] == 9 and out["n_test"] == 9 and "halved" in out["note"]
+    res = runner.invoke(app, ["eval", "clustering", "-m", "tfidf", "-d", str(folder), "--json"])
+    assert res.exit_code == 0, res.output
+    out = _one_json(res.stdout)
+    assert out["n_clusters"] == 2 and 0.0 <= out["v_measure"] <= 1.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ import typer
 
 from embedstack.cli._common import err_console, print_json, progress
 
-__all__ = ["register", "handle_errors", "progress_callback"]
+__all__ = ["register", "handle_errors", "progress_callback", "emit_json"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +42,22 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf → None, recursively, so the printed JSON is strict (RFC 8259) JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def emit_json(obj: dict[str, Any]) -> None:
+    """Print ``obj`` as exactly one strict JSON object on stdout."""
+    print_json(_finite(obj))
 
 
 @contextlib.contextmanager
@@ -145,7 +162,7 @@ def retrieval(
                                  max_queries=max_queries)
     res = {"task": "retrieval", "model": model, "dataset": dataset, "split": split, **res}
     if json_out:
-        print_json(res)
+        emit_json(res)
         return
     _metrics_table(f"{model} on {_short(dataset)} ({split}, {res['n_queries']} queries, {res['n_docs']} docs)", [
         ("nDCG@10", f"{res['ndcg@10']:.4f}"),
@@ -180,7 +197,7 @@ def sts(
         res = evaluate_sts(encoder, data, batch_size=batch_size, max_pairs=max_pairs, progress=cb)
     res = {"task": "sts", "model": model, "dataset": dataset, "split": split, **res}
     if json_out:
-        print_json(res)
+        emit_json(res)
         return
     _metrics_table(f"{model} on {_short(dataset)} ({split}, {res['n']} pairs)", [
         ("Spearman x100", f"{res['spearman']:.2f}"),
@@ -248,7 +265,7 @@ def words(
                      ("  OOV questions", f"{ana['oov']} / {ana['oov'] + ana['total']}")]
     out["primary_metric"] = "analogies.accuracy" if "analogies" in out else "similarity.spearman"
     if json_out:
-        print_json(out)
+        emit_json(out)
         return
     _metrics_table(f"{vectors} ({out['n_words']} words)", rows)
     if "analogies" in out:
@@ -286,7 +303,7 @@ def classification(
         cb("classification", 1, 1)
     res = {"task": "classification", "model": model, "dataset": dataset, "note": data["note"], **res}
     if json_out:
-        print_json(res)
+        emit_json(res)
         return
     _metrics_table(f"{model} on {_short(dataset)} ({res['n_train']} train / {res['n_test']} test, "
                    f"{res['n_classes']} classes)", [
@@ -316,7 +333,7 @@ def clustering(
         cb("clustering", 1, 1)
     res = {"task": "clustering", "model": model, "dataset": dataset, **res}
     if json_out:
-        print_json(res)
+        emit_json(res)
         return
     _metrics_table(f"{model} on {_short(dataset)} ({res['n']} texts, {res['n_clusters']} clusters)", [
         ("V-measure", f"{res['v_measure']:.4f}"), ("time", f"{res['seconds']:.2f} s")])

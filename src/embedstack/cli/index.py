@@ -191,19 +191,9 @@ def delete(folder: Path = typer.Argument(..., help="Index folder."),
 
 
 def _fusion(text: str) -> Any:
-    from embedstack.errors import ConfigError
-    from embedstack.index import RRF, ConvexFusion
+    from embedstack.retrieval import parse_fusion
 
-    kind, _, arg = text.partition(":")
-    if kind == "rrf":
-        return RRF(int(arg) if arg else 60)
-    if kind in ("convex", "convex-z"):
-        try:
-            alpha = float(arg) if arg else 0.5
-        except ValueError:
-            raise ConfigError(f"--fusion {text!r}: the alpha after ':' must be a number in [0, 1].") from None
-        return ConvexFusion(alpha, normalization="zscore" if kind == "convex-z" else "minmax")
-    raise ConfigError(f"--fusion must be rrf[:K], convex[:ALPHA] or convex-z[:ALPHA]; got {text!r}.")
+    return parse_fusion(text)
 
 
 def search(

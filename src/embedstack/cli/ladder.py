@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from embedstack.cli._common import err_console, print_json
-from embedstack.cli.eval import handle_errors
+from embedstack.cli._common import err_console
+from embedstack.cli.eval import emit_json, handle_errors
 
 __all__ = ["register"]
 
@@ -95,7 +95,7 @@ def ladder(
     if out is not None:
         atomic_write_text(out, "# embedstack ladder\n\n" + report.to_markdown())
     if json_out:
-        print_json(report.to_dict())
+        emit_json(report.to_dict())
     else:
         _render(report)
         if out is not None:

@@ -24,7 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 train_app = typer.Typer(help="Train models (static word vectors: word2vec, fasttext, glove).", no_args_is_help=True)
 
 _CORPUS = typer.Argument(..., help="Text file / .gz / WikiExtractor folder / dataset name (e.g. enwiki).")
-_OUT = typer.Option(..., "--out", "-o", help="Folder to write the vectors to (replaced atomically).")
+_OUT = typer.Option(None, "--out", "-o", help="Folder to write the vectors to (replaced atomically); default: "
+                    "<cache>/vectors/KIND-enwiki, where the word2vec/fasttext/glove model specs look.")
 _DIM = typer.Option(100, "--dim", help="Vector size.")
 _MIN = typer.Option(5, "--min-count", help="Ignore words seen fewer times.")
 _MAXV = typer.Option(None, "--max-vocab", help="Keep at most this many words.")
@@ -53,8 +54,12 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _run(kind: str, trainer: Any, corpus: str, out: Path, *, json_out: bool, quiet: bool, text_copy: bool) -> None:
+def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bool, quiet: bool,
+         text_copy: bool) -> None:
     from embedstack.static._corpus import IdCorpus
+    from embedstack.static.specs import default_vectors_path
+
+    out = Path(out) if out is not None else default_vectors_path(kind)
 
     t0 = time.perf_counter()
     with progress(quiet=quiet or json_out) as prog:
@@ -103,7 +108,7 @@ def _run(kind: str, trainer: Any, corpus: str, out: Path, *, json_out: bool, qui
 @train_app.command("word2vec")
 @handle_errors
 def word2vec_cmd(
-    corpus: str = _CORPUS, out: Path = _OUT, dim: int = _DIM,
+    corpus: str = _CORPUS, out: Path | None = _OUT, dim: int = _DIM,
     window: int = typer.Option(5, "--window", help="Maximum context distance."),
     negative: int = typer.Option(5, "--negative", help="Negative samples (0: none)."),
     epochs: int = typer.Option(5, "--epochs", help=_EPOCHS_HELP), min_count: int = _MIN,
@@ -126,7 +131,7 @@ def word2vec_cmd(
 @train_app.command("fasttext")
 @handle_errors
 def fasttext_cmd(
-    corpus: str = _CORPUS, out: Path = _OUT, dim: int = _DIM,
+    corpus: str = _CORPUS, out: Path | None = _OUT, dim: int = _DIM,
     window: int = typer.Option(5, "--window", help="Maximum context distance."),
     negative: int = typer.Option(5, "--negative", help="Negative samples."),
     epochs: int = typer.Option(5, "--epochs", help=_EPOCHS_HELP), min_count: int = _MIN,
@@ -152,7 +157,7 @@ def fasttext_cmd(
 @train_app.command("glove")
 @handle_errors
 def glove_cmd(
-    corpus: str = _CORPUS, out: Path = _OUT, dim: int = _DIM,
+    corpus: str = _CORPUS, out: Path | None = _OUT, dim: int = _DIM,
     window: int = typer.Option(10, "--window", help="Co-occurrence window (1/distance weighting)."),
     epochs: int = typer.Option(25, "--epochs", help=_EPOCHS_HELP), min_count: int = _MIN,
     max_vocab: int | None = _MAXV, workers: int | None = _WORKERS,
@@ -161,9 +166,9 @@ def glove_cmd(
     seed: int = _SEED, text_copy: bool = _W2V_TEXT, json_out: bool = _JSON, quiet: bool = _QUIET,
 ) -> None:
     """Train GloVe vectors (co-occurrence counts + weighted least squares, AdaGrad)."""
+    from embedstack._validation import check_int
     from embedstack.static._train import check_workers
     from embedstack.static.glove import GloVe
-    from embedstack._validation import check_int
 
     trainer = GloVe(dim=dim, window=window, epochs=epochs, min_count=min_count, max_vocab=max_vocab,
                     workers=workers, x_max=x_max, learning_rate=learning_rate, seed=seed)

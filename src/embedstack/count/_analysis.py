@@ -98,7 +98,8 @@ class CorpusAnalyzer:
         start = len(self.analyzed)
         if start == len(self._raw):
             return
-        new = [t.decode("ascii") if type(t) is bytes else t for t in itertools.islice(self._raw, start, None)]
+        new: list[Any] = [t.decode("ascii") if type(t) is bytes else t
+                          for t in itertools.islice(self._raw, start, None)]
         if not self._exact:
             self.analyzed.extend(new)
             return

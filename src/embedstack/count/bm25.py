@@ -18,6 +18,7 @@ query's results do not depend on the other queries of the batch.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -66,7 +67,9 @@ def topk_dense(dense: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if m <= k:
         r, c = np.nonzero(dense > 0)
         return _topk_from_entries(r, c, dense[r, c], n, k)
-    part = np.argpartition(dense, m - k, axis=1)[:, m - k :]  # (n, k) the k largest, unordered
+    # (n, k) the k largest, unordered. Selecting the k smallest of the negation is several times
+    # faster than the k largest directly when many scores tie at zero (introselect's worst case).
+    part = np.argpartition(-dense, k - 1, axis=1)[:, :k]
     vals = np.take_along_axis(dense, part, axis=1)
     thr = vals.min(axis=1)
     tied = (thr > 0) & ((dense == thr[:, None]).sum(axis=1) > (vals == thr[:, None]).sum(axis=1))
@@ -235,8 +238,7 @@ class BM25(_Weighted):
             if len(doc_ids) != len(texts):
                 raise InputError(f"got {len(texts)} documents but {len(doc_ids)} ids; pass one id per document.")
             if len(set(doc_ids)) != len(doc_ids):
-                seen: set[str] = set()
-                dup = next(i for i in doc_ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+                dup = next(i for i, c in Counter(doc_ids).items() if c > 1)
                 raise IndexStateError(f"document id {dup!r} appears more than once; ids must be unique.")
         W = self.fit_transform(texts)  # documents × terms, BM25 weights
         self.index_ = W.T.tocsr()  # terms × documents: each row is a posting list of impacts
@@ -266,8 +268,9 @@ class BM25(_Weighted):
         """Top-``k`` document positions and scores for a batch of queries.
 
         Returns:
-            ``(indices int64 (n, k), scores float32 (n, k))``, best first; documents sharing no term
-            with the query are never returned (their slots hold ``-1`` and score ``0``).
+            ``(indices int64 (n, min(k, n_docs)), scores float32 (same shape))``, best first;
+            documents sharing no term with the query are never returned (their slots hold ``-1``
+            and score ``0``).
         """
         k = check_k(k)
         self._check_indexed()
@@ -286,12 +289,8 @@ class BM25(_Weighted):
             idx_parts.append(idx)
             score_parts.append(sc)
         if not idx_parts:
-            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
-        idx, sc = np.concatenate(idx_parts), np.concatenate(score_parts)
-        if kk < k:
-            idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)
-            sc = np.pad(sc, ((0, 0), (0, k - kk)))
-        return idx, sc
+            return np.zeros((0, kk), dtype=np.int64), np.zeros((0, kk), dtype=np.float32)
+        return np.concatenate(idx_parts), np.concatenate(score_parts)
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """Top-``k`` :class:`~embedstack.base.Hit` lists, one per query (unknown query terms ignored)."""

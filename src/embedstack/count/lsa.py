@@ -35,16 +35,18 @@ def _flip_signs(U: np.ndarray, Vt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return U * signs, Vt * signs[:, None]
 
 
-def randomized_svd(A: Any, k: int, *, n_oversamples: int = 10, n_iter: int = 5,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def randomized_svd(A: Any, k: int, *, n_oversamples: int = 10, n_iter: int = 5, seed: int = 0,
+                   dtype: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-``k`` singular triplets of a dense or sparse matrix by a randomized range finder.
 
     Args:
         A: matrix of shape (m, n) (numpy or scipy.sparse).
         k: number of singular values, ``1 <= k <= min(m, n)``.
         n_oversamples: extra random directions (improves accuracy).
-        n_iter: power iterations (each re-orthonormalised with QR).
+        n_iter: power iterations (each renormalised with an LU factorisation).
         seed: random seed; the result is deterministic for a given seed.
+        dtype: precision of the power iterations (default: float32 for float32 input, else
+            float64). The small final eigenproblem is always solved in float64.
 
     Returns:
         ``(U (m, k), s (k,) descending, Vt (k, n))`` in float64, sign-fixed.
@@ -59,18 +61,34 @@ def randomized_svd(A: Any, k: int, *, n_oversamples: int = 10, n_iter: int = 5,
         raise InputError(f"randomized_svd: k={k} must be in [1, min(m, n)={min(m, n)}]; ask for fewer components.")
     rng = np.random.default_rng(seed)
     width = min(k + n_oversamples, min(m, n))
-    At = A.T
-    Y = A @ rng.standard_normal((n, width))  # (m, width)
+    work = np.dtype(dtype) if dtype is not None else (
+        np.dtype(np.float32) if A.dtype == np.float32 else np.dtype(np.float64))
+    if sp.issparse(A):  # one cast (not one per product) and a row-major transpose
+        A = sp.csr_array(A, dtype=work)
+        At = A.T.tocsr()
+    else:
+        A = np.asarray(A, dtype=work)
+        At = A.T
+    Y = A @ rng.standard_normal((n, width)).astype(work)  # (m, width)
     for _ in range(n_iter):
-        Q, _ = scipy.linalg.qr(Y, mode="economic", check_finite=False)
-        Z, _ = scipy.linalg.qr(At @ Q, mode="economic", check_finite=False)  # (n, width)
+        # LU keeps the power iterates well-conditioned at a fraction of QR's cost (as in Halko et al.
+        # and scikit-learn); only the final basis needs to be orthonormal.
+        Q = scipy.linalg.lu(Y, permute_l=True, overwrite_a=True, check_finite=False)[0]
+        Z = scipy.linalg.lu(np.asarray(At @ Q), permute_l=True, overwrite_a=True, check_finite=False)[0]  # (n, width)
         Y = A @ Z
     Q, _ = scipy.linalg.qr(Y, mode="economic", check_finite=False)  # (m, width) orthonormal range basis
-    B = np.asarray(At @ Q).T  # (width, n) = Qᵀ A
-    Ub, s, Vt = scipy.linalg.svd(B, full_matrices=False, check_finite=False)
+    B = np.ascontiguousarray(np.asarray(At @ Q, dtype=np.float64).T)  # (width, n) = Qᵀ A
+    Q = Q.astype(np.float64, copy=False)
+    # SVD of the short, wide B through its small Gram matrix: B Bᵀ = Ub Σ² Ubᵀ (one GEMM + a
+    # width × width eigendecomposition, ~10x cheaper than LAPACK's SVD of B for LSA shapes).
+    evals, Ub = scipy.linalg.eigh(B @ B.T, check_finite=False)
+    order = np.argsort(evals)[::-1][:k]
+    s = np.sqrt(np.maximum(evals[order], 0.0))
+    Ub = Ub[:, order]
+    Vt = (Ub.T @ B) / np.where(s > 0, s, 1.0)[:, None]
     U = Q @ Ub
-    U, Vt = _flip_signs(U[:, :k], Vt[:k])
-    return U, s[:k], Vt
+    U, Vt = _flip_signs(U, Vt)
+    return U, s, Vt
 
 
 def truncated_svd(A: Any, k: int, *, algorithm: str = "randomized", n_iter: int = 5,

@@ -237,7 +237,8 @@ class PPMI(Component):
         with np.errstate(divide="ignore"):
             pmi = (np.log(C.data.astype(np.float64)) - np.log(w_tot[rows]) - np.log(p_ctx[C.indices])
                    - np.log(float(self.shift)))
-        M = sp.csr_array((np.maximum(pmi, 0.0), C.indices.copy(), C.indptr.copy()), shape=C.shape)
+        M = sp.csr_array((np.maximum(pmi, 0.0).astype(np.float32), C.indices.copy(), C.indptr.copy()),
+                         shape=C.shape)
         M.eliminate_zeros()
         return M
 

@@ -252,6 +252,20 @@ LADDER_ROWS: list[LadderRow] = [
               available=requires_modules(("embedstack.count", "core"))),
     LadderRow("LSA-256", "lsa:256", era="counting", sts=True,
               available=requires_modules(("embedstack.count", "core"))),
+    # static word vectors (pooled); vectors come from `embedstack train word2vec|fasttext|glove enwiki`
+    LadderRow("word2vec SG, mean", "word2vec", era="static", sts=True,
+              available=lambda: importlib.import_module("embedstack.static.specs").available("word2vec")()),
+    LadderRow("word2vec SG, SIF", "word2vec:,pool=sif", era="static", sts=True,
+              available=lambda: importlib.import_module("embedstack.static.specs").available("word2vec")()),
+    LadderRow("fastText SG, mean", "fasttext", era="static", sts=True,
+              available=lambda: importlib.import_module("embedstack.static.specs").available("fasttext")()),
+    LadderRow("GloVe, SIF", "glove:,pool=sif", era="static", sts=True,
+              available=lambda: importlib.import_module("embedstack.static.specs").available("glove")()),
+    LadderRow("BM25 + MiniLM (RRF)", "bm25 + all-MiniLM-L6-v2", era="hybrid", quick=False,
+              retrieve=lambda ds, cb: importlib.import_module("embedstack.retrieval.evaluate").evaluate_pipeline(
+                  ["bm25", "all-MiniLM-L6-v2"], ds, fusion="rrf", progress=cb),
+              available=requires_modules(("embedstack.neural", "torch"), ("torch", "torch")),
+              note="reciprocal rank fusion (k=60) of BM25 and MiniLM top-100"),
 ]
 
 

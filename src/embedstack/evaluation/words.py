@@ -98,11 +98,14 @@ def evaluate_word_similarity(vectors: Any, pairs: Iterable[tuple[str, str, float
         ``oov`` (pairs skipped), ``total``, ``oov_ratio`` and ``primary_metric``.
     """
     k2i, i2k, mat = _parts(vectors)
-    lower = _lower_map(i2k) if case_insensitive else {}
+    lower: dict[str, int] | None = None  # built on the first miss only
 
     def find(w: str) -> int | None:
+        nonlocal lower
         i = k2i.get(w)
         if i is None and case_insensitive:
+            if lower is None:
+                lower = _lower_map(i2k)
             i = lower.get(w.lower())
         return i
 
@@ -128,8 +131,8 @@ def evaluate_word_similarity(vectors: Any, pairs: Iterable[tuple[str, str, float
             f"only {len(gold)} of {total} word pairs have both words in the vocabulary; a correlation needs "
             "at least 2. Use vectors trained on a larger corpus or a larger vocabulary."
         )
-    unit = _unit(mat)
-    cos = np.einsum("ij,ij->i", unit[left].astype(np.float64), unit[right].astype(np.float64))
+    a, b = _unit(mat[left]), _unit(mat[right])  # only the rows needed, not the whole table
+    cos = np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
     return {
         "spearman": spearman(cos, gold),
         "pearson": pearson(cos, gold),

@@ -20,7 +20,14 @@ from typing import Any
 
 from embedstack.errors import ConfigError
 from embedstack.index.flat import QUANTIZATIONS, FlatIndex
-from embedstack.index.fusion import RRF, ConvexFusion, Fusion, convex_fusion, normalize, reciprocal_rank_fusion
+from embedstack.index.fusion import (
+    RRF,
+    ConvexFusion,
+    Fusion,
+    convex_fusion,
+    normalize,
+    reciprocal_rank_fusion,
+)
 from embedstack.index.hnsw import HNSWIndex
 from embedstack.index.matryoshka import MatryoshkaIndex
 from embedstack.index.multivector import MultiVectorIndex, maxsim
@@ -123,7 +130,7 @@ def from_spec(spec: str, *, dim: int, metric: str = "cosine") -> Any:
         raise ConfigError(f"Option(s) {sorted(clash)} are fixed by the index kind {kind!r}; remove them from {spec!r}.")
     import inspect
 
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "dim", "metric"}
+    allowed = set(inspect.signature(cls).parameters) - {"self", "dim"}
     unknown = set(opts) - allowed
     if unknown:
         raise ConfigError(f"Unknown option(s) {sorted(unknown)} for index kind {kind!r}; known: {sorted(allowed - set(fixed))}.")

@@ -166,7 +166,7 @@ if HAVE_NUMBA:
             qv = qrow[w]
             row = codes_t[w, a:e]
             for j in range(width):
-                buf[j] += np.uint16(_popcount64(qv ^ row[j]))
+                buf[j] += np.uint16(_popcount64(qv ^ row[j]))  # type: ignore[call-arg]
 
     @njit(cache=True, nogil=True)
     def _keep_best(cd: np.ndarray, ci: np.ndarray, fill: int, c: int, nbins: int, out_d: np.ndarray,

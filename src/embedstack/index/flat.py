@@ -163,7 +163,8 @@ class FlatIndex(BaseIndex):
         if self.quantization == "binary":
             self._bits = cat(self._bits, K.pack_bits(new), axis=1)
         if self.metric == "l2":
-            stored = self._dequantize(codes) if codes is not None else new.astype(self._vec.dtype).astype(np.float32)
+            dtype16 = np.float16 if self.quantization == "fp16" else np.float32
+            stored = self._dequantize(codes) if codes is not None else new.astype(dtype16).astype(np.float32)
             self._sqn = cat(self._sqn, np.einsum("ij,ij->i", stored, stored).astype(np.float32))
 
     # ------------------------------------------------------------------ searching
@@ -246,8 +247,8 @@ class FlatIndex(BaseIndex):
             assert self._vec is not None
             rows = np.empty((len(flat), self.dim), dtype=np.float32)
             rows[order] = np.asarray(self._vec[flat[order]], dtype=np.float32)
-        rows = rows.reshape(cand.shape[0], cand.shape[1], self.dim)
-        return np.einsum("qd,qcd->qc", q, rows).astype(np.float32)
+        cube = rows.reshape(cand.shape[0], cand.shape[1], self.dim)
+        return np.einsum("qd,qcd->qc", q, cube).astype(np.float32)
 
     # ------------------------------------------------------------------ compaction / persistence
     def _compact_rows(self, keep: np.ndarray) -> None:

@@ -109,10 +109,7 @@ class HNSWIndex(BaseIndex):
         counts = np.asarray(getattr(res, "counts", [len(np.asarray(res.keys))])).reshape(-1)
         valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
         ids = np.where(valid, keys.astype(np.int64), -1)
-        if self.metric == "l2":
-            scores = -np.sqrt(np.maximum(dist, 0.0))
-        else:
-            scores = 1.0 - dist
+        scores = -np.sqrt(np.maximum(dist, 0.0)) if self.metric == "l2" else 1.0 - dist
         scores = np.where(valid, scores, -np.inf).astype(np.float32)
         return scores, ids, {}
 

@@ -226,10 +226,7 @@ def check_identity(expected: Mapping[str, Any] | None, actual: Mapping[str, Any]
     if not expected or not actual:
         return
     e_sha, a_sha = expected.get("sha256"), actual.get("sha256")
-    if e_sha and a_sha:
-        same = e_sha == a_sha
-    else:
-        same = expected.get("name") == actual.get("name")
+    same = e_sha == a_sha if e_sha and a_sha else expected.get("name") == actual.get("name")
     if not same:
         raise ModelMismatch(
             f"This index was built with encoder {expected.get('name')!r} (sha256 {str(e_sha)[:12]}), but it is "
@@ -292,4 +289,4 @@ def load_index(path: str | os.PathLike[str], *, mmap: bool = True) -> Any:
 
     manifest = read_index_manifest(path)
     cls = lookup(manifest["type"])
-    return cls.load(path, mmap=mmap)
+    return cls.load(path, mmap=mmap)  # type: ignore[attr-defined]

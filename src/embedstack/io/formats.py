@@ -107,6 +107,18 @@ def _decode(raw: bytes, where: str) -> str:
         raise FormatError(f"{where}: bytes are not valid UTF-8 (at byte {exc.start} of the word).") from None
 
 
+def _trailing_numbers(parts: list[str]) -> int:
+    """How many of the last fields are numbers (at most all but one: the word may contain spaces)."""
+    n = 0
+    for tok in reversed(parts[1:]):
+        try:
+            float(tok)
+        except ValueError:
+            break
+        n += 1
+    return n
+
+
 def _parse_text(data: bytes, path: str, dim: int | None, count: int | None, first_line: int
                 ) -> tuple[list[str], np.ndarray]:
     lines = data.split(b"\n")
@@ -120,7 +132,7 @@ def _parse_text(data: bytes, path: str, dim: int | None, count: int | None, firs
             continue
         parts = line.split(" ")
         if dim is None:
-            dim = len(parts) - 1
+            dim = _trailing_numbers(parts)
             if dim < 1:
                 raise FormatError(f"{path}: line {n} has no vector values; expected 'word v1 v2 ...'.")
         if len(parts) < dim + 1:

@@ -89,10 +89,8 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         T = input_ids.shape[1]
         x = self.word_embeddings(input_ids)  # (B, T, C)
-        if self.sinusoidal:
-            x = x + self.position_table[:T]  # (T, C) broadcast over B
-        else:
-            x = x + self.position_embeddings.weight[:T]
+        positions = self.position_table if self.sinusoidal else self.position_embeddings.weight
+        x = x + positions[:T]  # (T, C) broadcast over B
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]  # segment 0 everywhere, without a lookup
         else:
@@ -281,10 +279,10 @@ class BertModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> Tensor:
         """``input_ids`` (B, T) int64; ``attention_mask`` (B, T), 1 for real tokens, 0 for padding."""
-        T = input_ids.shape[1]
-        if T > self.config.max_position_embeddings:
+        n_tokens = input_ids.shape[1]
+        if n_tokens > self.config.max_position_embeddings:
             raise ConfigError(
-                f"Sequence of {T} tokens exceeds max_position_embeddings={self.config.max_position_embeddings}; "
+                f"Sequence of {n_tokens} tokens exceeds max_position_embeddings={self.config.max_position_embeddings}; "
                 "truncate the input (SentenceEncoder does this for you)."
             )
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)

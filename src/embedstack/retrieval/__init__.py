@@ -6,7 +6,8 @@ Example:
 """
 
 from embedstack.retrieval.build import build_index, load_encoder_for, open_pipeline, read_corpus
+from embedstack.retrieval.evaluate import evaluate_pipeline, hybrid_runner, parse_fusion
 from embedstack.retrieval.pipeline import Pipeline, Retriever, SearchResult
 
 __all__ = ["Pipeline", "Retriever", "SearchResult", "build_index", "open_pipeline", "read_corpus",
-           "load_encoder_for"]
+           "load_encoder_for", "evaluate_pipeline", "hybrid_runner", "parse_fusion"]

@@ -156,7 +156,7 @@ def open_pipeline(folders: Sequence[str | os.PathLike[str]], *, fusion: Any = No
 
     if isinstance(folders, str | os.PathLike):
         folders = [folders]
-    retrievers = []
+    retrievers: list[Any] = []
     for f in folders:
         index = load_index(f, mmap=mmap)
         encoder = load_encoder_for(f, index)

@@ -14,11 +14,12 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from embedstack.errors import ConfigError
 
-__all__ = ["word2vec", "fasttext", "glove", "parse_options", "default_vectors_path", "pooled"]
+__all__ = ["word2vec", "fasttext", "glove", "parse_options", "default_vectors_path", "pooled", "available"]
 
 _OPTIONS = {"pool", "a"}
 
@@ -81,3 +82,19 @@ def fasttext(arg: str | None) -> object:
 def glove(arg: str | None) -> object:
     """``glove[:PATH][,pool=mean|sif][,a=...]``."""
     return pooled("glove", arg)
+
+
+def available(kind: str) -> Callable[[], str | None]:
+    """A ladder availability check: None when default ``kind`` vectors exist, else how to make them."""
+
+    def check() -> str | None:
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            return "needs numba (pip install 'embedstack[fast]')"
+        p = default_vectors_path(kind)
+        if p.exists():
+            return None
+        return f"no {kind} vectors at {p}: run `embedstack train {kind} enwiki` (a few minutes on 2 cores)"
+
+    return check

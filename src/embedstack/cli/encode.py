@@ -1,0 +1,113 @@
+"""``embedstack encode --model SPEC INPUT --out FILE.npy``: encode texts (one per line) to a .npy file.
+
+INPUT is a text file with one text per line, or ``-`` for stdin. Transformer models stream: the
+vectors go into a memory-mapped ``.npy`` chunk by chunk, so memory stays flat on huge inputs.
+SPEC is any model spec (``all-MiniLM-L6-v2``, ``all-MiniLM-L6-v2@pooling=cls``, a model folder ...).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from embedstack.cli._common import err_console, print_json, progress
+
+__all__ = ["register"]
+
+
+def _lines(source: str) -> Iterator[str]:
+    if source == "-":
+        for line in sys.stdin:
+            yield line.rstrip("\r\n")
+        return
+    with open(source, encoding="utf-8") as fh:
+        for line in fh:
+            yield line.rstrip("\r\n")
+
+
+def _count_lines(path: str) -> int:
+    n = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            n += block.count(b"\n")
+    with open(path, "rb") as fh:  # a last line without a newline still counts
+        fh.seek(0, 2)
+        if fh.tell():
+            fh.seek(-1, 2)
+            n += fh.read(1) != b"\n"
+    return n
+
+
+def encode_command(
+    input: str = typer.Argument(..., help="Text file, one text per line, or '-' for stdin."),
+    model: str = typer.Option(..., "--model", "-m", help="Model SPEC: name, folder, or NAME@option=value,..."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .npy file (float32, one row per line)."),
+    backend: str | None = typer.Option(None, "--backend", help="torch or onnx (transformers only)."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32 or int8 (transformers only)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
+    role: str = typer.Option("document", "--role", help="document or query (selects the model's prompt)."),
+    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: torch's setting)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Encode texts (one per line) into a float32 .npy matrix."""
+    import numpy as np
+
+    from embedstack.errors import ConfigError, InputError
+    from embedstack.models import needs_fit, resolve
+
+    if input != "-" and not Path(input).is_file():
+        raise InputError(f"Input file {input!r} does not exist; give a text file (one text per line) or '-' for stdin.")
+    if out.suffix != ".npy":
+        raise ConfigError(f"--out must name a .npy file; got {str(out)!r}.")
+    encoder: Any = resolve(model)
+    options = {k: v for k, v in {"backend": backend, "precision": precision, "num_threads": threads}.items() if v is not None}
+    if hasattr(encoder, "with_options"):
+        if options:
+            if "backend" in options and "precision" not in options:
+                options["precision"] = "fp32"
+            encoder = encoder.with_options(**options)
+        if getattr(encoder, "source", None) and not quiet and not json_out:
+            err_console.print(f"model {model!r} loaded from {encoder.source}")
+    elif options:
+        raise ConfigError(f"--backend/--precision/--threads apply to transformer models only; {model!r} is not one.")
+    if needs_fit(encoder):
+        raise ConfigError(f"Model {model!r} must be fitted on a corpus first; train it and pass the saved folder.")
+    total = _count_lines(input) if input != "-" else None
+    t0 = time.perf_counter()
+    with progress(quiet=quiet or json_out) as prog:
+        task = prog.add_task("encoding", total=total, info="")
+        if hasattr(encoder, "with_options"):
+            vectors = encoder.encode(_lines(input), role=role, batch_size=batch_size, out=out,
+                                     progress=lambda n: prog.update(task, completed=n))
+        else:
+            texts = list(_lines(input))
+            vectors = np.asarray(encoder.encode(texts, role=role, batch_size=batch_size), dtype=np.float32)
+            import io
+
+            from embedstack.io import atomic_write_bytes
+
+            buf = io.BytesIO()
+            np.save(buf, vectors)
+            atomic_write_bytes(out, buf.getvalue())
+            prog.update(task, completed=len(texts))
+    seconds = time.perf_counter() - t0
+    n, dim = int(vectors.shape[0]), int(vectors.shape[1])
+    info = {"out": str(out), "n": n, "dim": dim, "seconds": round(seconds, 3),
+            "texts_per_second": round(n / seconds, 1) if seconds > 0 else None}
+    if json_out:
+        print_json(info)
+    elif not quiet:
+        err_console.print(f"wrote {n:,} × {dim} vectors to {out} ({info['texts_per_second']} texts/s)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``encode`` command."""
+    from embedstack.cli.eval import handle_errors
+
+    app.command("encode")(handle_errors(encode_command))

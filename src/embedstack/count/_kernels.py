@@ -1,0 +1,114 @@
+"""Numba kernel for batched BM25 top-k retrieval (the ``fast`` extra).
+
+The kernel takes plain CSR arrays — the queries' term counts and the term-major impact matrix — and
+for each query accumulates scores term-at-a-time into one reusable float32 buffer, touching only
+the documents that appear in the query terms' posting lists, then keeps the best ``k`` in a small
+heap. Its numpy twin is :func:`embedstack.count.bm25.topk_dense` over the sparse product
+``Q @ W`` (same scores, same ordering: higher score first, ties by smaller document position).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedstack._extras import require
+
+require("numba", "fast", "the fast BM25 search kernel")
+import numba  # noqa: E402
+
+__all__ = ["bm25_topk"]
+
+_JIT = {"nogil": True, "cache": True}  # no fastmath: keep the float32 sums in query-term order
+
+
+@numba.njit(**_JIT)
+def _worse(s1: float, d1: int, s2: float, d2: int) -> bool:
+    """Ranking order: a lower score is worse; at equal scores the later document is worse."""
+    return s1 < s2 or (s1 == s2 and d1 > d2)
+
+
+@numba.njit(**_JIT)
+def _sift_down(hs: np.ndarray, hd: np.ndarray, size: int, i: int) -> None:
+    """Restore the min-heap (worst at the root) below position ``i``."""
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            return
+        worst = left
+        right = left + 1
+        if right < size and _worse(hs[right], hd[right], hs[left], hd[left]):
+            worst = right
+        if _worse(hs[worst], hd[worst], hs[i], hd[i]):
+            hs[i], hs[worst] = hs[worst], hs[i]
+            hd[i], hd[worst] = hd[worst], hd[i]
+            i = worst
+        else:
+            return
+
+
+@numba.njit(**_JIT)
+def bm25_topk(q_indptr: np.ndarray, q_indices: np.ndarray, q_data: np.ndarray,
+              w_indptr: np.ndarray, w_indices: np.ndarray, w_data: np.ndarray,
+              n_docs: int, k: int, out_idx: np.ndarray, out_scores: np.ndarray) -> None:
+    """Fill ``out_idx``/``out_scores`` (n_queries, k) with each query's best documents.
+
+    Args:
+        q_indptr, q_indices, q_data: CSR (queries × terms) of query term weights.
+        w_indptr, w_indices, w_data: CSR (terms × documents) of BM25 impacts.
+        n_docs: number of documents.
+        k: results per query (``<= n_docs``).
+        out_idx: int64 output, ``-1`` where fewer than ``k`` documents score above zero.
+        out_scores: float32 output, ``0`` in unused slots.
+    """
+    nq = len(q_indptr) - 1
+    acc = np.zeros(n_docs, dtype=np.float32)
+    stamp = np.full(n_docs, -1, dtype=np.int64)  # query that last touched each document
+    touched = np.empty(n_docs, dtype=np.int64)
+    hs = np.empty(k, dtype=np.float32)
+    hd = np.empty(k, dtype=np.int64)
+    for qi in range(nq):
+        nt = 0
+        for p in range(q_indptr[qi], q_indptr[qi + 1]):
+            t = q_indices[p]
+            w = q_data[p]
+            for j in range(w_indptr[t], w_indptr[t + 1]):
+                d = w_indices[j]
+                if stamp[d] != qi:
+                    stamp[d] = qi
+                    acc[d] = 0.0
+                    touched[nt] = d
+                    nt += 1
+                acc[d] += w * w_data[j]
+        size = 0
+        for i in range(nt):
+            d = touched[i]
+            s = acc[d]
+            if s <= 0.0:
+                continue
+            if size < k:  # push and sift up
+                pos = size
+                hs[pos] = s
+                hd[pos] = d
+                size += 1
+                while pos > 0:
+                    parent = (pos - 1) // 2
+                    if _worse(hs[pos], hd[pos], hs[parent], hd[parent]):
+                        hs[pos], hs[parent] = hs[parent], hs[pos]
+                        hd[pos], hd[parent] = hd[parent], hd[pos]
+                        pos = parent
+                    else:
+                        break
+            elif _worse(hs[0], hd[0], s, d):  # better than the worst kept: replace the root
+                hs[0] = s
+                hd[0] = d
+                _sift_down(hs, hd, size, 0)
+        for pos in range(size, k):
+            out_idx[qi, pos] = -1
+            out_scores[qi, pos] = 0.0
+        while size > 0:  # pop the worst into the last free slot: best ends up first
+            size -= 1
+            out_idx[qi, size] = hd[0]
+            out_scores[qi, size] = hs[0]
+            hs[0] = hs[size]
+            hd[0] = hd[size]
+            _sift_down(hs, hd, size, 0)

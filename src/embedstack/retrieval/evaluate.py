@@ -1,0 +1,97 @@
+"""Scoring whole pipelines (hybrids) on a retrieval dataset, in the shape the ladder expects.
+
+:func:`evaluate_pipeline` builds one index per model SPEC on the dataset's corpus, runs every judged
+query through a :class:`~embedstack.retrieval.Pipeline` and returns the keys of
+:func:`embedstack.evaluation.runners.evaluate_retrieval` (``ndcg@10``, ``recall@100``, ``mrr@10``,
+``map@10``, ``index_seconds``, ``query_seconds``, ``latency_ms``, ``bytes_per_doc`` ...).
+:func:`hybrid_runner` wraps it as a ladder ``retrieve`` callable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from embedstack.errors import ConfigError
+
+__all__ = ["evaluate_pipeline", "hybrid_runner", "parse_fusion"]
+
+
+def parse_fusion(text: str) -> Any:
+    """``rrf[:K]``, ``convex[:ALPHA]`` (min-max) or ``convex-z[:ALPHA]`` (z-score) → a Fusion."""
+    from embedstack.index import RRF, ConvexFusion
+
+    kind, _, arg = text.strip().partition(":")
+    try:
+        if kind == "rrf":
+            return RRF(int(arg) if arg else 60)
+        if kind in ("convex", "convex-z"):
+            return ConvexFusion(float(arg) if arg else 0.5, normalization="zscore" if kind == "convex-z" else "minmax")
+    except ValueError:
+        raise ConfigError(f"fusion {text!r}: the number after ':' is malformed (rrf:60, convex:0.3).") from None
+    raise ConfigError(f"fusion must be rrf[:K], convex[:ALPHA] or convex-z[:ALPHA]; got {text!r}.")
+
+
+def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf", index: str = "flat",
+                      k: int = 100, progress: Callable[[str, int, int], None] | None = None,
+                      block_size: int = 256) -> dict[str, Any]:
+    """Build an index per model SPEC on ``dataset``'s corpus, fuse their results, score the run.
+
+    Args:
+        specs: model SPECs (e.g. ``["bm25", "all-MiniLM-L6-v2"]``); the first is the convex ``α`` list.
+        dataset: an ``embedstack.data.RetrievalDataset``.
+        fusion: ``rrf[:K]``, ``convex[:ALPHA]`` or ``convex-z[:ALPHA]``.
+        index: index spec for the dense models.
+        k: retrieval depth (candidates per model and fused list length).
+    """
+    from embedstack.evaluation.metrics import map_at_k, mrr_at_k, ndcg_at_k, precision_at_k, recall_at_k
+    from embedstack.models import resolve
+    from embedstack.retrieval.build import build_index
+    from embedstack.retrieval.pipeline import Pipeline, Retriever
+
+    progress = progress or (lambda stage, done, total: None)
+    doc_ids, texts = [str(d) for d in dataset.doc_ids()], list(dataset.doc_texts())
+    qids, qtexts = [str(q) for q in dataset.query_ids()], list(dataset.query_texts())
+    if not qids:
+        raise ConfigError("the dataset has no judged queries to evaluate.")
+    t0 = time.perf_counter()
+    retrievers = []
+    nbytes = 0
+    for spec in specs:
+        def cb(stage: str, done: int, total: int, _s: str = spec) -> None:
+            progress(f"{_s}: {stage}", done, total)
+
+        encoder = resolve(spec)
+        idx = build_index(texts, doc_ids, encoder, spec=spec, index=index, progress=cb)  # fits encoder if needed
+        nbytes += idx.nbytes()
+        retrievers.append(Retriever(spec, encoder, idx, check=False))
+    index_seconds = time.perf_counter() - t0
+    pipe = Pipeline(retrievers, fusion=parse_fusion(fusion), candidates=k)
+    run: dict[str, dict[str, float]] = {}
+    t1 = time.perf_counter()
+    for s in range(0, len(qids), block_size):
+        for qid, res in zip(qids[s : s + block_size], pipe.search_batch(qtexts[s : s + block_size], k), strict=True):
+            run[qid] = {h.id: h.score for h in res.hits}
+        progress("search", min(len(qids), s + block_size), len(qids))
+    query_seconds = time.perf_counter() - t1
+    qrels = {q: dict(dataset.qrels.get(q, {})) for q in qids}
+    return {
+        "ndcg@10": ndcg_at_k(run, qrels, 10), "recall@100": recall_at_k(run, qrels, 100),
+        "mrr@10": mrr_at_k(run, qrels, 10), "map@10": map_at_k(run, qrels, 10),
+        "precision@10": precision_at_k(run, qrels, 10), "recall@10": recall_at_k(run, qrels, 10),
+        "index_seconds": index_seconds, "query_seconds": query_seconds,
+        "latency_ms": 1000.0 * query_seconds / len(qids), "bytes_per_doc": nbytes / len(doc_ids),
+        "n_queries": len(qids), "n_docs": len(doc_ids), "k": k,
+        "mode": f"hybrid/{fusion}/{'+'.join(specs)}", "primary_metric": "ndcg@10",
+    }
+
+
+def hybrid_runner(specs: Sequence[str], *, fusion: str = "rrf", index: str = "flat",
+                  k: int = 100) -> Callable[[Any, Any], dict[str, Any]]:
+    """A ladder ``retrieve`` callable: ``(dataset, progress) -> metrics`` of the fused pipeline."""
+
+    def run(dataset: Any, progress: Any = None) -> dict[str, Any]:
+        return evaluate_pipeline(list(specs), dataset, fusion=fusion, index=index, k=k, progress=progress)
+
+    return run

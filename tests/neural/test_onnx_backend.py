@@ -1,0 +1,44 @@
+"""ONNX export + onnxruntime backend agree with torch (tiny model: fast; MiniLM: slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+TEXTS = ["the cat sat on the mat", "a dog", "", "the quick brown fox jumps over the lazy dog"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_onnx_fp32_matches_torch_and_fuses_attention(tiny_encoder, tmp_path):
+    from embedstack.neural.onnx import export_onnx, optimize_onnx
+
+    ref = tiny_encoder.encode(TEXTS)
+    onnx_enc = tiny_encoder.with_options(backend="onnx")
+    out = onnx_enc.encode(TEXTS, batch_size=3)
+    assert np.abs(out - ref).max() < 1e-5
+    export_onnx(tiny_encoder.model, tmp_path / "raw.onnx")
+    stats = optimize_onnx(tmp_path / "raw.onnx", tmp_path / "opt.onnx", num_heads=4, hidden_size=16)
+    assert stats.get("Attention") == 2 and stats.get("SkipLayerNormalization") == 4
+
+
+def test_onnx_int8_recipes_run(tiny_encoder):
+    ref = tiny_encoder.encode(TEXTS)
+    for precision in ("int8", "int8-dynamic"):
+        out = tiny_encoder.with_options(backend="onnx", precision=precision).encode(TEXTS)
+        assert out.shape == ref.shape
+        assert float(np.mean(np.sum(out * ref, axis=1))) > 0.95
+
+
+@pytest.mark.slow
+def test_minilm_onnx_fp32_is_exact(minilm):
+    texts = ["A man is playing a guitar.", "A woman is slicing an onion.", ""]
+    ref = minilm.encode(texts)
+    out = minilm.with_options(backend="onnx").encode(texts)
+    assert np.sum(ref * out, axis=1).min() > 0.99999

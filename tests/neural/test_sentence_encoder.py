@@ -1,0 +1,121 @@
+"""SentenceEncoder on the tiny random model: pooling, batching, bad input, persistence, streaming."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from embedstack.base import DenseEncoder
+from embedstack.errors import ConfigError, FormatError, InputError
+from embedstack.neural.pooling import Pooling
+from embedstack.neural.sentence import SentenceEncoder
+
+TEXTS = ["the cat sat on the mat", "a dog", "", "the quick brown fox jumps over the lazy dog", "red house"]
+
+
+def test_is_a_dense_encoder_and_shapes(tiny_encoder):
+    assert isinstance(tiny_encoder, DenseEncoder)
+    assert tiny_encoder.encode([]).shape == (0, 16)
+    out = tiny_encoder.encode(TEXTS)
+    assert out.shape == (5, 16) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(InputError, match="single string"):
+        tiny_encoder.encode("the cat")
+
+
+def test_length_sorted_batches_give_the_same_vectors(tiny_encoder):
+    one_by_one = np.stack([tiny_encoder.encode([t])[0] for t in TEXTS])
+    batched = tiny_encoder.encode(TEXTS, batch_size=2, chunk_size=3)
+    assert np.allclose(one_by_one, batched, atol=1e-5)
+
+
+def test_pooling_modes_by_hand():
+    tokens = torch.tensor([[[1.0, -2.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert Pooling("cls")(tokens, mask).tolist() == [[1.0, -2.0]]
+    assert Pooling("mean")(tokens, mask).tolist() == [[2.0, 1.0]]
+    assert Pooling("max")(tokens, mask).tolist() == [[3.0, 4.0]]
+    assert Pooling("mean_sqrt_len")(tokens, mask)[0].tolist() == pytest.approx([4 / 2**0.5, 2 / 2**0.5])
+    with pytest.raises(ConfigError, match="pooling"):
+        Pooling("median")
+
+
+def test_cls_pooling_is_the_first_token(tiny_encoder):
+    enc = tiny_encoder.with_options(pooling="cls", normalize=False)
+    tok = enc.token_embeddings(["the cat sat"])[0]
+    assert np.allclose(enc.encode(["the cat sat"])[0], tok[0], atol=1e-6)
+    with pytest.raises(ConfigError, match="pooling"):
+        tiny_encoder.with_options(pooling="median")
+
+
+def test_truncate_dim_and_prompts(tiny_encoder):
+    enc = tiny_encoder.with_options(truncate_dim=8, prompts={"query": "the ", "document": ""})
+    assert enc.dim == 8 and enc.encode(["cat"]).shape == (1, 8)
+    assert np.allclose(enc.encode(["cat"], role="query"), enc.encode(["the cat"]), atol=1e-6)
+    with pytest.raises(ConfigError):
+        enc.encode(["cat"], role="passage")
+    with pytest.raises(ConfigError):
+        tiny_encoder.with_options(truncate_dim=99)
+
+
+def test_over_long_texts_truncated_with_one_warning(tiny_encoder):
+    long = " ".join(["cat"] * 100)
+    enc = tiny_encoder.with_options(max_seq_length=8)
+    with pytest.warns(UserWarning, match="truncated"):
+        a = enc.encode([long, "dog"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = enc.encode([" ".join(["cat"] * 6)])  # exactly 8 tokens with [CLS]/[SEP]: no warning
+        enc.encode([long])  # warned already
+    assert np.allclose(a[0], b[0], atol=1e-6)
+
+
+def test_save_load_roundtrip_with_dense(tmp_path, tiny_encoder):
+    from embedstack.neural.pooling import Dense
+
+    torch.manual_seed(0)
+    enc = tiny_encoder.with_options(dense=Dense(16, 6), pooling="max", prompts={"query": "a "},
+                                    truncate_dim=4)
+    enc.save(tmp_path / "m")
+    back = SentenceEncoder.from_folder(tmp_path / "m")
+    assert (back.pooling, back.dim, back.prompts, back.normalize) == ("max", 4, {"query": "a "}, True)
+    assert np.allclose(enc.encode(TEXTS, role="query"), back.encode(TEXTS, role="query"), atol=1e-6)
+
+
+def test_folder_errors(tmp_path, tiny_encoder):
+    tiny_encoder.save(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(FormatError, match="model.safetensors"):
+        SentenceEncoder.from_folder(tmp_path / "m")
+    with pytest.raises(FormatError, match="does not exist"):
+        SentenceEncoder.from_folder(tmp_path / "nope")
+
+
+def test_out_memmap_and_streamed_iterables(tmp_path, tiny_encoder):
+    ref = tiny_encoder.encode(TEXTS)
+    mm = tiny_encoder.encode(TEXTS, out=tmp_path / "a.npy", chunk_size=2)
+    assert np.allclose(np.load(tmp_path / "a.npy"), ref, atol=1e-6) and np.allclose(mm, ref, atol=1e-6)
+    streamed = tiny_encoder.encode(iter(TEXTS), out=tmp_path / "b.npy", chunk_size=2)
+    assert np.load(tmp_path / "b.npy").shape == (5, 16) and np.allclose(streamed, ref, atol=1e-6)
+    assert np.allclose(tiny_encoder.encode(iter(TEXTS), chunk_size=2), ref, atol=1e-6)
+    assert tiny_encoder.encode(iter([]), out=tmp_path / "c.npy").shape == (0, 16)
+
+
+def test_options_are_validated(tiny_encoder):
+    with pytest.raises(ConfigError, match="backend"):
+        tiny_encoder.with_options(backend="tensorrt")
+    with pytest.raises(ConfigError, match="precision"):
+        tiny_encoder.with_options(precision="fp8")
+    with pytest.raises(ConfigError, match="Unknown SentenceEncoder option"):
+        tiny_encoder.with_options(colour="red")
+    with pytest.raises(ConfigError):
+        tiny_encoder.encode(["a"], batch_size=0)
+
+
+def test_torch_int8_runs(tiny_encoder):
+    ref = tiny_encoder.encode(TEXTS)
+    q = tiny_encoder.with_options(precision="int8").encode(TEXTS)
+    assert q.shape == ref.shape and float(np.mean(np.sum(q * ref, axis=1))) > 0.9

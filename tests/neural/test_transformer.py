@@ -1,0 +1,105 @@
+"""The BERT encoder itself: config, attention paths, positions, weight loading."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from embedstack.errors import ConfigError, FormatError
+from embedstack.neural.config import BertConfig
+from embedstack.neural.transformer import BertModel, load_weights, save_weights, sinusoidal_table
+
+
+def test_config_roundtrip_and_validation(tiny_config):
+    assert BertConfig.from_dict(tiny_config.to_dict()) == tiny_config
+    assert tiny_config.head_dim == 4
+    with pytest.raises(ConfigError, match="divisible"):
+        BertConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(ConfigError, match="position_embedding_type"):
+        BertConfig(position_embedding_type="rotary")
+    with pytest.raises(ConfigError, match="only BERT"):
+        BertConfig.from_dict({"model_type": "gpt2"})
+
+
+def test_sdpa_and_reference_attention_agree(tiny_config):
+    torch.manual_seed(0)
+    model = BertModel(tiny_config).init_weights(seed=1).eval()
+    ids = torch.randint(5, tiny_config.vocab_size, (3, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])
+    with torch.no_grad():
+        fast = model.set_attention("sdpa")(ids, mask)
+        ref = model.set_attention("eager")(ids, mask)
+    assert fast.shape == (3, 7, 16)
+    real = mask.bool()
+    assert torch.allclose(fast[real], ref[real], atol=1e-5)
+    with pytest.raises(ConfigError):
+        model.set_attention("flash")
+
+
+def test_padding_does_not_change_real_tokens(tiny_config):
+    model = BertModel(tiny_config).init_weights(seed=2).eval()
+    ids = torch.tensor([[2, 7, 8, 9, 3]])
+    padded = torch.tensor([[2, 7, 8, 9, 3, 0, 0]])
+    with torch.no_grad():
+        alone = model(ids, torch.ones_like(ids))
+        inside = model(padded, torch.tensor([[1, 1, 1, 1, 1, 0, 0]]))
+    assert torch.allclose(alone[0], inside[0, :5], atol=1e-5)
+
+
+def test_sinusoidal_positions_by_hand():
+    table = sinusoidal_table(4, 6)
+    assert table.shape == (4, 6)
+    assert table[0].tolist() == pytest.approx([0, 1, 0, 1, 0, 1])
+    # position 1, feature pair 1: frequency 10000^(-2/6)
+    f = 10000 ** (-2 / 6)
+    assert float(table[1, 2]) == pytest.approx(math.sin(f), abs=1e-6)
+    assert float(table[1, 3]) == pytest.approx(math.cos(f), abs=1e-6)
+    cfg = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=16, position_embedding_type="sinusoidal")
+    model = BertModel(cfg)
+    assert not any("position" in k for k in model.state_dict())  # nothing learned, nothing saved
+    assert model(torch.tensor([[2, 5, 3]])).shape == (1, 3, 8)
+
+
+def test_save_and_load_weights_roundtrip(tmp_path, tiny_config):
+    model = BertModel(tiny_config).init_weights(seed=3)
+    save_weights(model, tmp_path / "model.safetensors")
+    other = load_weights(BertModel(tiny_config), tmp_path / "model.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, other.state_dict()[k])
+
+
+def test_load_weights_errors_name_the_file(tmp_path, tiny_config):
+    with pytest.raises(FormatError, match="model.safetensors"):
+        load_weights(BertModel(tiny_config), tmp_path / "model.safetensors")
+    from safetensors.numpy import save_file
+
+    save_file({"embeddings.word_embeddings.weight": np.zeros((3, 3), np.float32)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(FormatError, match="shape"):
+        load_weights(BertModel(tiny_config), tmp_path / "bad.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(FormatError, match="junk.safetensors"):
+        load_weights(BertModel(tiny_config), tmp_path / "junk.safetensors")
+
+
+def test_hf_prefixed_and_tf_era_keys_are_mapped(tmp_path, tiny_config):
+    from safetensors.torch import save_file
+
+    model = BertModel(tiny_config).init_weights(seed=4)
+    renamed = {}
+    for k, v in model.state_dict().items():
+        k = "bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        renamed[k] = v.contiguous()
+    renamed["cls.predictions.bias"] = torch.zeros(tiny_config.vocab_size)
+    save_file(renamed, str(tmp_path / "m.safetensors"))
+    other = load_weights(BertModel(tiny_config), tmp_path / "m.safetensors")
+    assert torch.equal(other.embeddings.LayerNorm.weight, model.embeddings.LayerNorm.weight)
+
+
+def test_too_long_input_raises(tiny_config):
+    model = BertModel(tiny_config)
+    with pytest.raises(ConfigError, match="max_position_embeddings"):
+        model(torch.zeros((1, 65), dtype=torch.long))

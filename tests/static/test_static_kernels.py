@@ -1,0 +1,170 @@
+"""Each numba kernel against its pure-numpy twin in _reference.py on tiny cases (same draws)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from embedstack.static import _kernels as K  # noqa: E402
+from embedstack.static import _reference as R  # noqa: E402
+from embedstack.static.word2vec import huffman_tree, keep_thresholds, negative_table  # noqa: E402
+
+TABLES = K.make_tables()
+
+
+def _weights(v: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 0.5, (v, d)).astype(np.float32), rng.normal(0, 0.5, (v, d)).astype(np.float32))
+
+
+def test_sg_ns_step_matches_reference():
+    syn0, syn1 = _weights(6, 8)
+    negs = np.array([2, 3, 1, 5], dtype=np.int32)  # 1 == target: skipped like word2vec.c
+    a0, a1 = syn0.copy(), syn1.copy()
+    work = np.zeros(8, np.float32)
+    loss_k = K.sg_ns_step(syn0, syn1, 4, 1, negs, 0.1, *TABLES, work)
+    loss_r = R.sg_ns_step(a0, a1, 4, 1, negs, 0.1, TABLES)
+    np.testing.assert_allclose(syn0, a0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(syn1, a1, rtol=1e-5, atol=1e-6)
+    assert loss_k == pytest.approx(loss_r, rel=1e-5)
+    assert not np.allclose(syn0[4], _weights(6, 8)[0][4])  # the input row moved
+
+
+def test_ns_step_hand_computed():
+    # one positive, no negatives: g = (1 - sigma(x.y)) * alpha; y += g x ; x += g y_old
+    syn0 = np.array([[0.0, 0.0], [0.5, -0.25]], np.float32)
+    syn1 = np.array([[0.2, 0.4], [0.0, 0.0]], np.float32)
+    x, y = syn0[1].copy(), syn1[0].copy()
+    f = float(x @ y)
+    idx = int((f + 6) * (1000 / 12))
+    g = (1.0 - TABLES[0][idx]) * 0.5
+    K.sg_ns_step(syn0, syn1, 1, 0, np.zeros(0, np.int32), 0.5, *TABLES, np.zeros(2, np.float32))
+    np.testing.assert_allclose(syn1[0], y + g * x, rtol=1e-6)
+    np.testing.assert_allclose(syn0[1], x + g * y, rtol=1e-6)
+
+
+def test_sg_hs_step_matches_reference():
+    syn0, syn1 = _weights(5, 6, 1)
+    codes, points, lens = huffman_tree(np.array([10, 7, 5, 3, 1]))
+    a0, a1 = syn0.copy(), syn1.copy()
+    w = 3
+    loss_k = K.sg_hs_step(syn0, syn1, 0, codes[w], points[w], lens[w], 0.2, *TABLES, np.zeros(6, np.float32))
+    loss_r = R.sg_hs_step(a0, a1, 0, codes[w][: lens[w]], points[w][: lens[w]], 0.2, TABLES)
+    np.testing.assert_allclose(syn0, a0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(syn1, a1, rtol=1e-5, atol=1e-6)
+    assert loss_k == pytest.approx(loss_r, rel=1e-5)
+
+
+@pytest.mark.parametrize("cbow_mean", [1, 0])
+def test_cbow_step_matches_reference(cbow_mean):
+    syn0, syn1 = _weights(7, 5, 2)
+    ctx = np.array([0, 2, 5, 6], dtype=np.int32)
+    negs = np.array([1, 4, 3], dtype=np.int32)
+    a0, a1 = syn0.copy(), syn1.copy()
+    loss_k = K.cbow_step(syn0, syn1, ctx, 4, 3, negs, 0.05, cbow_mean, *TABLES,
+                         np.zeros(5, np.float32), np.zeros(5, np.float32))
+    loss_r = R.cbow_step(a0, a1, ctx, 3, negs, 0.05, cbow_mean, TABLES)
+    np.testing.assert_allclose(syn0, a0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(syn1, a1, rtol=1e-5, atol=1e-6)
+    assert loss_k == pytest.approx(loss_r, rel=1e-5)
+
+
+def _tiny_corpus():
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 9, size=60).astype(np.int32)
+    offsets = np.array([0, 17, 18, 40, 60], dtype=np.int64)
+    counts = np.bincount(ids, minlength=9) + 1
+    keep = keep_thresholds(np.clip(np.sqrt(0.05 / (counts / counts.sum())), 0, 1))
+    ns = negative_table(counts ** 0.75 / (counts ** 0.75).sum(), 1 << 12)
+    return ids, offsets, counts, keep, ns
+
+
+@pytest.mark.parametrize("sg,hs,negative,cbow_mean", [(1, 0, 3, 1), (1, 1, 0, 1), (0, 1, 2, 1), (0, 0, 4, 0)])
+def test_w2v_job_matches_reference(sg, hs, negative, cbow_mean):
+    ids, offsets, counts, keep, ns = _tiny_corpus()
+    codes, points, lens = huffman_tree(counts)
+    params = K.W2VParams(sg=sg, hs=hs, negative=negative, window=3, cbow_mean=cbow_mean, sample=1, compute_loss=1)
+    syn0, syn1neg = _weights(9, 6, 3)
+    syn1 = np.random.default_rng(4).normal(0, 0.3, (8, 6)).astype(np.float32)
+    r0, r1, r1n = syn0.copy(), syn1.copy(), syn1neg.copy()
+    out_k = K.w2v_train_job(syn0, syn1, syn1neg, ids, offsets, 0, 4, keep, ns, codes, points, lens, *TABLES,
+                            params, 0.05, np.uint64(12345), 40)
+    out_r = R.w2v_train_job(r0, r1, r1n, ids, offsets, 0, 4, keep, ns, codes, points, lens, TABLES, params,
+                            0.05, 12345)
+    assert out_k[0] == out_r[0] and out_k[2] == out_r[2]
+    assert out_k[1] == pytest.approx(out_r[1], rel=1e-4)
+    np.testing.assert_allclose(syn0, r0, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(syn1neg, r1n, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(syn1, r1, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("sg", [1, 0])
+def test_ft_job_matches_reference(sg):
+    ids, offsets, _counts, keep, ns = _tiny_corpus()
+    rng = np.random.default_rng(8)
+    sub_ptr = np.array([0, 2, 2, 5, 6, 8, 9, 9, 11, 12], dtype=np.int64)
+    sub_idx = rng.integers(0, 13, size=12).astype(np.int32)
+    params = K.W2VParams(sg=sg, hs=0, negative=3, window=3, cbow_mean=1, sample=1, compute_loss=1)
+    sv, sn = rng.normal(0, 0.3, (9, 5)).astype(np.float32), rng.normal(0, 0.3, (13, 5)).astype(np.float32)
+    s1 = rng.normal(0, 0.3, (9, 5)).astype(np.float32)
+    rv, rn, r1 = sv.copy(), sn.copy(), s1.copy()
+    out_k = K.ft_train_job(sv, sn, s1, sub_ptr, sub_idx, ids, offsets, 0, 4, keep, ns, *TABLES, params, 0.05,
+                           np.uint64(99), 40)
+    out_r = R.ft_train_job(rv, rn, r1, sub_ptr, sub_idx, ids, offsets, 0, 4, keep, ns, TABLES, params, 0.05, 99)
+    assert out_k[0] == out_r[0] and out_k[2] == out_r[2]
+    np.testing.assert_allclose(sv, rv, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sn, rn, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s1, r1, rtol=1e-4, atol=1e-5)
+    composed = np.empty_like(sv)
+    K.ft_compose(sv, sn, sub_ptr, sub_idx, composed)
+    w = 2
+    rows = [sv[w]] + [sn[b] for b in sub_idx[sub_ptr[w]: sub_ptr[w + 1]]]
+    np.testing.assert_allclose(composed[w], np.mean(rows, axis=0), rtol=1e-5)
+
+
+def test_lcg_matches_reference():
+    r = np.uint64(7)
+    rr = 7
+    for _ in range(5):
+        r = K.lcg_next(r)
+        rr = R.lcg_next(rr)
+    assert int(r) == rr
+
+
+def test_glove_job_matches_reference():
+    rng = np.random.default_rng(11)
+    v, d = 6, 4
+    rows = np.array([0, 1, 2, 3, 3], np.int32)
+    cols = np.array([1, 1, 5, 4, 0], np.int32)
+    vals = np.array([3.0, 150.0, 0.5, 1.0, 2.5], np.float32)
+    arrays = [rng.normal(0, 0.3, (v, d)).astype(np.float32) for _ in range(2)]
+    arrays += [rng.normal(0, 0.3, v).astype(np.float32) for _ in range(2)]
+    arrays += [np.ones((v, d), np.float32), np.ones((v, d), np.float32), np.ones(v, np.float32), np.ones(v, np.float32)]
+    ref = [a.copy() for a in arrays]
+    p = K.GloveParams(x_max=100.0, alpha=0.75, learning_rate=0.05)
+    lk = K.glove_train_job(*arrays, rows, cols, vals, 0, 5, p)
+    lr = R.glove_train_job(*ref, rows, cols, vals, 0, 5, p)
+    assert lk == pytest.approx(lr, rel=1e-4)
+    for a, b in zip(arrays, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_cooccurrence_matches_reference_with_flushes():
+    from embedstack.static._corpus import IdCorpus
+    from embedstack.static.glove import cooccurrence_matrix
+    from embedstack.text import Vocabulary
+
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 40, size=500).astype(np.int32)
+    offsets = np.array([0, 100, 101, 250, 500])
+    vocab = Vocabulary(min_count=1).fit([[str(i) for i in range(40)]])
+    corpus = IdCorpus.from_arrays(ids, offsets, vocab)
+    rows, cols, vals = cooccurrence_matrix(corpus, window=4, table_size=1024, dense_words=5)
+    ref = R.cooccur(ids, offsets, 4)
+    got = {(int(a), int(b)): float(x) for a, b, x in zip(rows, cols, vals, strict=True)}
+    assert set(got) == set(ref)
+    for k, x in ref.items():
+        assert got[k] == pytest.approx(x * (2 if k[0] == k[1] else 1), rel=1e-5)
+    assert np.all(rows <= cols)

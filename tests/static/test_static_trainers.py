@@ -1,0 +1,164 @@
+"""Word2Vec / FastText / GloVe behaviour: determinism, bad input, learning on a synthetic corpus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from embedstack.errors import ConfigError, InputError  # noqa: E402
+from embedstack.static import FastText, GloVe, IdCorpus, Word2Vec  # noqa: E402
+from embedstack.static.word2vec import huffman_tree, negative_table  # noqa: E402
+
+
+def _topic_corpus(n: int = 400, seed: int = 0) -> list[str]:
+    """Two topics whose words never co-occur: within-topic similarity must beat cross-topic."""
+    rng = np.random.default_rng(seed)
+    animals = ["cat", "dog", "horse", "cow", "sheep", "goat", "pig", "hen"]
+    tools = ["hammer", "saw", "drill", "wrench", "screw", "nail", "bolt", "chisel"]
+    texts = []
+    for i in range(n):
+        words = animals if i % 2 else tools
+        texts.append(" ".join(rng.choice(words, size=12)))
+    return texts
+
+
+def _separation(kv) -> float:
+    animals = ["cat", "dog", "horse", "cow"]
+    tools = ["hammer", "saw", "drill", "wrench"]
+    within = np.mean([kv.similarity(a, b) for a in animals for b in animals if a != b])
+    across = np.mean([kv.similarity(a, t) for a in animals for t in tools])
+    return float(within - across)
+
+
+@pytest.mark.parametrize("kw", [dict(sg=True), dict(sg=False), dict(sg=True, hs=True, negative=0),
+                                dict(sg=False, hs=True, negative=2)])
+def test_word2vec_learns_topics(kw):
+    w2v = Word2Vec(dim=16, window=3, min_count=1, epochs=5, workers=1, seed=2, sample=0, **kw).fit(_topic_corpus())
+    assert _separation(w2v.wv_) > 0.3
+    assert w2v.stats_.epoch_loss[-1] < w2v.stats_.epoch_loss[0]
+    assert w2v.wv_.vectors.dtype == np.float32
+
+
+def test_seeded_single_worker_runs_are_identical():
+    texts = _topic_corpus(200)
+    a = Word2Vec(dim=8, min_count=1, epochs=2, workers=1, seed=7).fit(texts).wv_.vectors
+    b = Word2Vec(dim=8, min_count=1, epochs=2, workers=1, seed=7).fit(texts).wv_.vectors
+    c = Word2Vec(dim=8, min_count=1, epochs=2, workers=1, seed=8).fit(texts).wv_.vectors
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    f1 = FastText(dim=8, min_count=1, epochs=1, workers=1, seed=3, bucket=500).fit(texts).wv_.vectors
+    f2 = FastText(dim=8, min_count=1, epochs=1, workers=1, seed=3, bucket=500).fit(texts).wv_.vectors
+    np.testing.assert_array_equal(f1, f2)
+
+
+def test_multi_worker_training_runs():
+    w2v = Word2Vec(dim=8, min_count=1, epochs=2, workers=2, seed=1).fit(_topic_corpus(300))
+    assert w2v.stats_.raw_words == 300 * 12 * 2
+    assert np.isfinite(w2v.wv_.vectors).all()
+
+
+def test_one_shot_generator_for_several_epochs_raises():
+    gen = (t for t in _topic_corpus(20))
+    with pytest.raises(ConfigError, match="one-shot"):
+        Word2Vec(min_count=1, epochs=3).fit(gen)
+    # a generator is fine for one epoch, or once wrapped into an IdCorpus
+    Word2Vec(dim=4, min_count=1, epochs=1, workers=1).fit(t for t in _topic_corpus(20))
+    corpus = IdCorpus.build((t for t in _topic_corpus(20)), min_count=1)
+    Word2Vec(dim=4, min_count=1, epochs=3, workers=1).fit(corpus)
+
+
+def test_bad_input():
+    with pytest.raises(InputError, match="empty"):
+        Word2Vec(min_count=1).fit([])
+    with pytest.raises(InputError, match="empty"):
+        Word2Vec(min_count=1).fit(["", "  ", "!!"])
+    with pytest.raises(InputError, match="min_count"):
+        Word2Vec(min_count=5).fit(["a b c", "d e f"])
+    for bad in (0, -3):
+        with pytest.raises(ConfigError, match="dim"):
+            Word2Vec(dim=bad).fit(["a b"])
+        with pytest.raises(ConfigError, match="dim"):
+            FastText(dim=bad).fit(["a b"])
+        with pytest.raises(ConfigError, match="dim"):
+            GloVe(dim=bad).fit(["a b"])
+    with pytest.raises(InputError, match="UTF-8"):
+        Word2Vec(min_count=1).fit([b"ok text", b"caf\xe9 bad"])
+    with pytest.raises(ConfigError, match="negative"):
+        Word2Vec(negative=0, hs=False).fit(["a b"])
+    with pytest.raises(InputError):
+        Word2Vec(min_count=1).fit([1, 2])
+
+
+def test_huffman_tree_is_prefix_free_and_frequency_ordered():
+    counts = np.array([50, 20, 10, 10, 5, 3, 1, 1])
+    codes, points, lens = huffman_tree(counts)
+    words = ["".join(map(str, codes[w, : lens[w]])) for w in range(len(counts))]
+    assert len(set(words)) == len(words)
+    for a in words:
+        for b in words:
+            assert a == b or not b.startswith(a)
+    assert lens[0] <= lens[-1]
+    assert np.all(points[:, 0][lens > 0] == len(counts) - 2)  # every path starts at the root
+    # Kraft equality of a full binary tree
+    assert sum(2.0 ** -lens) == pytest.approx(1.0)
+
+
+def test_negative_table_follows_distribution():
+    p = np.array([0.5, 0.3, 0.2])
+    t = negative_table(p, 1000)
+    assert len(t) == 1000
+    np.testing.assert_allclose(np.bincount(t, minlength=3) / 1000, p, atol=2e-3)
+
+
+def test_fasttext_oov_and_persistence(tmp_path):
+    from embedstack.static import load_vectors
+    from embedstack.text.ngrams import ngram_buckets
+
+    ft = FastText(dim=8, min_count=1, epochs=2, workers=1, bucket=5000, seed=4).fit(_topic_corpus(200))
+    kv = ft.wv_
+    assert "hammers" not in kv and kv.has_vector("hammers")
+    oov = kv.get_vector("hammers")
+    used = set(kv.ngram_ids.tolist())  # buckets some vocabulary word trains; others stay out
+    b = [x for x in ngram_buckets("hammers", 3, 6, 5000) if x in used]
+    rows = ft.vectors_ngrams_[b]
+    np.testing.assert_allclose(oov, rows.mean(axis=0), rtol=1e-5)
+    assert kv.most_similar("hammers", topn=1)
+    assert kv.similarity("hammers", "hammer") > kv.similarity("hammers", "goat")
+    ft.save(tmp_path / "ft")
+    back = load_vectors(tmp_path / "ft")
+    assert type(back).__name__ == "FastTextKeyedVectors" and back.bucket == 5000
+    np.testing.assert_allclose(back.get_vector("hammers"), oov, rtol=1e-6)
+    np.testing.assert_array_equal(back.vectors, kv.vectors)
+
+
+def test_glove_learns_and_outputs_w_plus_context():
+    g = GloVe(dim=10, window=4, min_count=1, epochs=30, workers=1, seed=0).fit(_topic_corpus(300))
+    np.testing.assert_allclose(g.wv_.vectors, g.W_ + g.W_context_, rtol=1e-6)
+    assert _separation(g.wv_) > 0.3
+    assert g.stats_.epoch_loss[-1] < g.stats_.epoch_loss[0]
+    rows, cols, vals = g.cooccurrence_
+    assert np.all(rows <= cols) and np.all(vals > 0)
+
+
+def test_corpus_memmap_and_sentence_cut(tmp_path):
+    texts = ["a b c d e f g"] * 3 + ["a b"]
+    mem = IdCorpus.build(texts, min_count=1, max_sentence_length=3, mmap_threshold=5, tmpdir=tmp_path)
+    ram = IdCorpus.build(texts, min_count=1, max_sentence_length=3)
+    assert isinstance(mem.ids, np.memmap)
+    np.testing.assert_array_equal(np.asarray(mem.ids), ram.ids)
+    np.testing.assert_array_equal(mem.offsets, ram.offsets)
+    assert np.diff(ram.offsets).max() == 3
+    assert list(ram.sentences())[0] == ["a", "b", "c"]
+    folder = mem._folder
+    mem.close()
+    assert not folder.exists()
+
+
+def test_corpus_drops_rare_words_and_counts_raw_tokens():
+    c = IdCorpus.build(["x a b", "a b y", "z"], min_count=2)
+    assert c.vocab.words_ == ["a", "b"]
+    assert c.raw_words == 7
+    assert c.offsets.tolist() == [0, 2, 4]  # the sentence "z" vanished
+    assert [list(s) for s in c.sentences()] == [["a", "b"], ["a", "b"]]
