@@ -164,3 +164,11 @@ def test_eval_classification_and_clustering_json(tmp_path):
     assert res.exit_code == 0, res.output
     out = _one_json(res.stdout)
     assert out["n_clusters"] == 2 and 0.0 <= out["v_measure"] <= 1.0
+
+
+def test_ladder_list_rows_json():
+    res = runner.invoke(app, ["ladder", "--list", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = _one_json(res.stdout)["rows"]
+    assert [r["spec"] for r in rows[:5]] == ["bow", "tfidf", "bm25", "bm25-nostem", "lsa:256"]
+    assert all(set(r) >= {"label", "era", "tasks", "quick", "unavailable"} for r in rows)

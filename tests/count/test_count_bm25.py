@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
 
@@ -73,12 +74,18 @@ def test_dot_product_equals_reference_bm25(idf: str, k1: float, b: float) -> Non
     assert isinstance(m, SparseEncoder)
 
 
-def test_search_matches_brute_force_and_batching() -> None:
-    docs = corpus(300, seed=2)
+BACKENDS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason="numba not installed"))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_search_matches_brute_force_and_batching(backend: str) -> None:
+    docs = [d + (f" rare{i} rare{i // 2}" if i % 3 == 0 else "") for i, d in enumerate(corpus(300, seed=2))]
     ids = [f"doc{i}" for i in range(len(docs))]
-    m = BM25()
+    m = BM25(backend=backend)
     m.index(docs, ids=ids)
-    queries = corpus(50, seed=3) + ["", "unknownword", "alpha"]
+    # common words (scan every document) and rare ones (rank only the touched documents)
+    queries = corpus(50, seed=3) + ["", "unknownword", "alpha", "rare3", "rare12 rare13 rare30", "rare9 rare9"]
     S = m.scores(queries).toarray()
     hits = m.search(queries, k=7)
     for i, hs in enumerate(hits):
@@ -88,8 +95,9 @@ def test_search_matches_brute_force_and_batching() -> None:
     # one query alone gets exactly the same answer as inside a batch
     for i in (0, 17, 49):
         assert m.search([queries[i]], k=7)[0] == hits[i]
-    assert hits[-3] == [] and hits[-2] == []
-    assert all(isinstance(h, Hit) for h in hits[-1])
+    assert hits[50] == [] and hits[51] == []
+    assert all(isinstance(h, Hit) for h in hits[52])
+    assert [h.id for h in hits[53]] == ["doc3", "doc6"]  # "rare3" is in doc 3 and, as rare{6 // 2}, doc 6
 
 
 def test_retrieve_pads_and_k_larger_than_corpus() -> None:
@@ -119,6 +127,36 @@ def test_topk_helpers_agree_with_a_full_sort(seed: int) -> None:
         for i, s in (topk_dense(dense, k), topk_sparse_rows(sp.csr_array(dense), k)):
             np.testing.assert_array_equal(i[:, : min(k, 60)], expect_i[:, : min(k, 60)])
             np.testing.assert_array_equal(s[:, : min(k, 60)], expect_s[:, : min(k, 60)])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed")
+def test_numba_and_numpy_backends_agree_with_many_ties() -> None:
+    docs = [f"w{i % 7} w{i % 5} x" for i in range(400)]  # heavy score ties
+    a, b = BM25(backend="numba"), BM25(backend="numpy")
+    a.index(docs)
+    b.index(docs)
+    queries = ["w1", "w2 w3", "x", "w0 w0 x", "nothing"]
+    for k in (1, 5, 37, 400):
+        ia, sa = a.retrieve(queries, k=k)
+        ib, sb = b.retrieve(queries, k=k)
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_allclose(sa, sb, rtol=1e-6)
+
+
+def test_query_analysis_cache_is_transparent() -> None:
+    docs = corpus(50, seed=9)
+    def fresh() -> BM25:
+        return BM25(analyzer=Analyzer(stem="english", stopwords="english")).fit(docs)
+
+    m = fresh()
+    qs1, qs2 = ["alpha running", "the beta"], ["gamma runs", "alpha running", "new words here"]
+    m.encode_sparse(qs1, role="query")
+    m.encode_sparse(qs2, role="document")
+    for texts, role in ((qs2, "query"), (qs1, "document"), (docs[:5], "document")):
+        got = m.encode_sparse(texts, role=role).toarray()
+        np.testing.assert_array_equal(got, fresh().encode_sparse(texts, role=role).toarray())
+    m.fit(["zeta omega", "omega"])  # refitting starts a fresh cache for the new vocabulary
+    assert m.encode_sparse(["omega alpha"], role="query").toarray().tolist() == [[1.0, 0.0]]
 
 
 def test_split_impacts_scores_equal_the_sparse_product() -> None:
@@ -194,6 +232,8 @@ def test_bad_input() -> None:
         BM25(b=2).fit(["a"])
     with pytest.raises(ConfigError, match="'idf'"):
         BM25(idf="bm42").fit(["a"])
+    with pytest.raises(ConfigError, match="'backend'"):
+        BM25(backend="gpu").fit(["a"])
 
 
 def test_real_scifact(shared_data) -> None:

@@ -53,21 +53,25 @@ def test_run_ladder_rows_ok_skipped_failed():
         LadderRow("custom", "bm25+x", era="hybrid", retrieve=custom),
     ]
     seen = []
-    report = run_ladder(rows, quick=True, data=_data(), on_result=seen.append)
+    data = _data()
+    data.sample = False  # on the sample, slow rows run even with quick=True
+    report = run_ladder(rows, quick=True, data=data, on_result=seen.append)
     by = {r.label: r for r in report.results}
     assert [r.label for r in seen] == [r.label for r in rows]
     assert by["BM25"].status == "ok" and by["BM25"].ndcg10 == pytest.approx(1.0)  # each query's doc ranks first
     assert by["BM25"].sts_spearman is None
     assert by["TF-IDF"].status == "ok" and by["TF-IDF"].sts_spearman is not None
     assert by["needs-x"].status == "skipped" and "embedstack[x]" in by["needs-x"].reason
-    assert by["slow"].status == "skipped" and "--quick" in by["slow"].reason
+    assert by["slow"].status == "skipped" and "full run only" in by["slow"].reason
     assert by["broken"].status == "failed" and "RuntimeError: kaput" in by["broken"].reason
     assert by["custom"].ndcg10 == 0.5 and by["custom"].latency_ms == 2.0
     assert [r.label for r in report.failed] == ["broken"]
     md = report.to_markdown()
     assert "| counting | BM25 | 1.000 |" in md and "failed: RuntimeError: kaput" in md
     d = report.to_dict()
-    assert d["sample_data"] is True and len(d["rows"]) == 6
+    assert d["sample_data"] is False and len(d["rows"]) == 6
+    on_sample = run_ladder([rows[3]], quick=True, data=_data())
+    assert on_sample.results[0].status == "ok"
 
 
 def test_missing_extra_is_a_skip_and_input_error_on_sample_is_a_skip():
@@ -80,10 +84,11 @@ def test_missing_extra_is_a_skip_and_input_error_on_sample_is_a_skip():
     rows = [LadderRow("m", "x", era="transformer", retrieve=missing),
             LadderRow("s", "y", era="counting", retrieve=too_small)]
     report = run_ladder(rows, data=_data())
-    assert [r.status for r in report.results] == ["skipped", "skipped"]
+    # rows come out in era order: counting before transformer
+    assert [(r.label, r.status) for r in report.results] == [("s", "skipped"), ("m", "skipped")]
     real = _data()
     real.sample = False
-    assert [r.status for r in run_ladder(rows, data=real).results] == ["skipped", "failed"]
+    assert [r.status for r in run_ladder(rows, data=real).results] == ["failed", "skipped"]
 
 
 def test_only_filter_and_add_row():

@@ -105,3 +105,23 @@ def test_word_similarity_runner_accepts_keyedvectors():
     words = pytest.importorskip("embedstack.evaluation.words")
     res = words.evaluate_analogies(_kv(), [("s", [("good", "bad", "good", "bad")])], restrict_vocab=4)
     assert "accuracy" in res
+
+
+def test_train_defaults_out_and_rejects_bad_bytes(tmp_path, monkeypatch):
+    pytest.importorskip("numba")
+    from embedstack.cli.app import app
+    from embedstack.static.specs import default_vectors_path
+
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = _corpus(tmp_path)
+    res = runner.invoke(app, ["train", "glove", str(corpus), "--dim", "4", "--epochs", "2", "--min-count", "1",
+                              "--workers", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["out"] == str(default_vectors_path("glove"))
+    from embedstack.models import resolve
+
+    assert resolve("glove").dim == 4  # the spec finds the default vectors
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"good words here\nbad \xff\xfe bytes\n")
+    res = runner.invoke(app, ["train", "word2vec", str(bad), "--out", str(tmp_path / "w"), "--min-count", "1"])
+    assert res.exit_code == 2 and "UTF-8" in res.output

@@ -15,6 +15,17 @@ __all__ = ["register"]
 _ERA_STYLE = {"counting": "cyan", "static": "green", "transformer": "magenta", "hybrid": "yellow"}
 
 
+def _print_wide(table: Any) -> None:
+    """Print on stderr; a pipe or a file gets a wide table rather than rich's 80-column default."""
+    old_width = err_console.width
+    if not err_console.is_terminal:
+        err_console.width = max(old_width, 160)
+    try:
+        err_console.print(table)
+    finally:
+        err_console.width = old_width
+
+
 def _render(report: Any) -> None:
     from rich.table import Table
 
@@ -30,14 +41,7 @@ def _render(report: Any) -> None:
         elif res.status == "failed":
             cells[-1] = f"[red]{cells[-1]}[/]"
         table.add_row(f"[{style}]{cells[0]}[/]" if style else cells[0], *cells[1:])
-    # a pipe or a file gets a wide table rather than rich's 80-column default
-    old_width = err_console.width
-    if not err_console.is_terminal:
-        err_console.width = max(old_width, 140)
-    try:
-        err_console.print(table)
-    finally:
-        err_console.width = old_width
+    _print_wide(table)
     err_console.print(f"Retrieval: {report.data.retrieval_name}", highlight=False)
     err_console.print(f"STS: {report.data.sts_name}", highlight=False)
     for note in report.data.notes:
@@ -45,6 +49,24 @@ def _render(report: Any) -> None:
     mode = "quick run" if report.quick else "full run"
     err_console.print(f"[dim]{mode} in {report.seconds:.1f} s. Build = fit + encode corpus + build index; "
                       "ms/query = query encoding + search per query, batched.[/]", highlight=False)
+
+
+def _list_rows(json_out: bool) -> None:
+    from rich.table import Table
+
+    from embedstack.evaluation.ladder import describe_rows
+
+    rows = describe_rows()
+    if json_out:
+        emit_json({"rows": rows})
+        return
+    table = Table(title="ladder rows", header_style="bold")
+    for name in ("era", "model", "spec", "tasks", "in --quick", "status"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        status = "[green]ready[/]" if r["unavailable"] is None else f"[dim]{r['unavailable']}[/]"
+        table.add_row(r["era"], r["label"], r["spec"], ", ".join(r["tasks"]), "yes" if r["quick"] else "no", status)
+    _print_wide(table)
 
 
 def ladder(
@@ -57,11 +79,16 @@ def ladder(
     out: Path | None = typer.Option(None, "--out", help="Also write the report as Markdown to this file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (and nothing else there)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    list_rows: bool = typer.Option(False, "--list", help="List the rows and whether each can run; run nothing."),
 ) -> None:
     """Run every generation on SciFact (retrieval) and STS-B, and print one comparison table."""
     from embedstack.errors import ConfigError
     from embedstack.evaluation.ladder import load_ladder_data, run_ladder
     from embedstack.io import atomic_write_text
+
+    if list_rows:
+        _list_rows(json_out)
+        return
 
     for name, value in (("--max-queries", max_queries), ("--max-pairs", max_pairs)):
         if value is not None and value <= 0:

@@ -11,6 +11,7 @@ beyond tokenization. Subclasses weight the counts (:mod:`embedstack.count.tfidf`
 from __future__ import annotations
 
 import numbers
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -25,6 +26,9 @@ from embedstack.errors import ConfigError, FormatError, InputError
 from embedstack.text import Analyzer
 
 __all__ = ["encode_strings", "decode_strings", "count_matrix", "row_of_nonzeros"]
+
+# Distinct surface tokens remembered between transform calls before the cache starts afresh.
+_TRANSFORM_CACHE_SIZE = 500_000
 
 
 def encode_strings(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -156,9 +160,9 @@ class _Vectorizer(Component):
         return np.asarray(self.terms_, dtype=object)
 
     # ------------------------------------------------------------------ counting
-    def _analyze(self, texts: Any) -> tuple[CorpusAnalyzer, np.ndarray, np.ndarray]:
+    def _analyze(self, texts: Any, ca: CorpusAnalyzer | None = None) -> tuple[CorpusAnalyzer, np.ndarray, np.ndarray]:
         texts = check_texts(texts)
-        ca = CorpusAnalyzer(self._get_analyzer())
+        ca = ca if ca is not None else CorpusAnalyzer(self._get_analyzer())
         ids_parts, len_parts = [], []
         for ids, lengths in ca.chunks(texts):
             ids_parts.append(ids)
@@ -244,17 +248,39 @@ class _Vectorizer(Component):
         """Count matrix of new texts over the fitted vocabulary (unknown terms dropped).
 
         With ``with_lengths`` also the analysed length of each text (unknown terms included,
-        stopwords excluded), otherwise an empty array.
+        stopwords excluded), otherwise an empty array. Surface tokens seen by earlier calls are
+        remembered (with their term id), so a stream of queries is analysed once per new word.
         """
         self._check_fitted()
-        ca, raw, lengths = self._analyze(texts)
-        tok = ca.table(self.vocabulary_)[raw] if len(raw) else np.zeros(0, dtype=np.int32)
+        with self._transform_lock():
+            cache = getattr(self, "_transform_cache", None)
+            if cache is None or cache[0] is not self.vocabulary_ or len(cache[2]) > _TRANSFORM_CACHE_SIZE:
+                cache = (self.vocabulary_, CorpusAnalyzer(self._get_analyzer()), np.zeros(0, dtype=np.int32))
+            vocab, ca, table = cache
+            ca, raw, lengths = self._analyze(texts, ca)
+            if len(table) < len(ca.analyzed):  # term ids of the raw tokens seen for the first time
+                get = vocab.get
+                new = ca.analyzed[len(table):]
+                table = np.concatenate([table, np.fromiter((-1 if t is None else get(t, -1) for t in new),
+                                                           dtype=np.int32, count=len(new))])
+            self._transform_cache = (vocab, ca, table)
+            kept = ca.kept_mask()[raw] if with_lengths and len(raw) else np.zeros(0, dtype=bool)
+        tok = table[raw] if len(raw) else np.zeros(0, dtype=np.int32)
         dl = np.zeros(0, dtype=np.float32)
         if with_lengths:
             rows = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
-            kept = ca.kept_mask()[raw] if len(raw) else np.zeros(0, dtype=bool)
             dl = np.bincount(rows, weights=kept, minlength=len(lengths)).astype(np.float32)
         return count_matrix(tok, lengths, len(self.terms_), binary=self.binary), dl
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copy.deepcopy support: drop the lock and the derived caches (they are rebuilt on demand)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_transform_cache", "_impacts_cache")}
+
+    def _transform_lock(self) -> threading.Lock:
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            lock = self._lock = threading.Lock()
+        return lock
 
     # ------------------------------------------------------------------ weighting hooks
     def _weight(self, X: sp.csr_array, dl: np.ndarray, role: Role) -> sp.csr_array:

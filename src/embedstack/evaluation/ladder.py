@@ -42,7 +42,9 @@ __all__ = [
     "LADDER_ROWS",
     "QUICK_QUERIES",
     "QUICK_PAIRS",
+    "ERA_ORDER",
     "add_row",
+    "describe_rows",
     "requires_modules",
     "requires_path",
     "load_ladder_data",
@@ -266,6 +268,19 @@ LADDER_ROWS: list[LadderRow] = [
                   ["bm25", "all-MiniLM-L6-v2"], ds, fusion="rrf", progress=cb),
               available=requires_modules(("embedstack.neural", "torch"), ("torch", "torch")),
               note="reciprocal rank fusion (k=60) of BM25 and MiniLM top-100"),
+    # transformers (embedstack.neural): our BERT encoder; specs are NAME[@option=value,...]
+    *[LadderRow(f"MiniLM-L6, {pool} pooling", f"all-MiniLM-L6-v2@pooling={pool}", era="transformer", sts=True,
+                quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
+                note="all-MiniLM-L6-v2 weights in our encoder" + (" (its trained pooling)" if pool == "mean" else ""))
+      for pool in ("cls", "mean", "max")],
+    LadderRow("MiniLM-L6, onnx int8", "all-MiniLM-L6-v2@backend=onnx,precision=int8", era="transformer", sts=True,
+              quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
+              note="onnxruntime, per-channel int8, FFN-out kept fp32"),
+    *[LadderRow(f"small MLM BERT (ours), {pool}", f"embedstack/mlm-bert-enwiki@pooling={pool}", era="transformer",
+                sts=True, quick=False, note="4 layers, pretrained ~10 min on enwiki by `embedstack train mlm`",
+                available=lambda: importlib.import_module("embedstack.neural.specs").available(
+                    "embedstack/mlm-bert-enwiki")())
+      for pool in ("cls", "mean")],
 ]
 
 
@@ -361,7 +376,16 @@ def _first_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- running
 
 
+#: Table order of the eras (the history's order); rows of other eras follow, each group in list order.
+ERA_ORDER = ("counting", "static", "transformer", "hybrid")
+
+
+def _era_key(row: LadderRow) -> int:
+    return ERA_ORDER.index(row.era) if row.era in ERA_ORDER else len(ERA_ORDER)
+
+
 def _select(rows: Sequence[LadderRow], only: Sequence[str] | None) -> list[LadderRow]:
+    rows = sorted(rows, key=_era_key)  # stable: list order within an era
     if not only:
         return list(rows)
     wanted = [o.strip().lower() for o in only if o.strip()]
@@ -402,6 +426,27 @@ def _run_row(row: LadderRow, data: LadderData, *, progress: LadderProgress | Non
     return res
 
 
+def describe_rows(rows: Sequence[LadderRow] | None = None) -> list[dict[str, Any]]:
+    """Each row's label, spec, era, tasks, ``quick`` flag and availability (None or the reason), in table order.
+
+    Example:
+        >>> describe_rows([LadderRow("BM25", "bm25", era="counting")])[0]["tasks"]
+        ['retrieval']
+    """
+    out = []
+    for row in _select(LADDER_ROWS if rows is None else rows, None):
+        reason = None
+        if row.available is not None:
+            try:
+                reason = row.available()
+            except Exception as exc:  # an availability check must never break the listing
+                reason = f"availability check failed: {type(exc).__name__}: {exc}"
+        tasks = [t for t, on in (("retrieval", row.retrieval), ("sts", row.sts)) if on]
+        out.append({"label": row.label, "spec": row.spec, "era": row.era, "tasks": tasks, "quick": row.quick,
+                    "unavailable": reason, "note": row.note})
+    return out
+
+
 def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, sample: bool = False,
                download: bool = False, only: Sequence[str] | None = None, max_queries: int | None = None,
                max_pairs: int | None = None, data: LadderData | None = None,
@@ -412,7 +457,7 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
     Args:
         rows: rows to run (default: :data:`LADDER_ROWS`).
         quick: bounded run — first :data:`QUICK_QUERIES` queries and :data:`QUICK_PAIRS` STS pairs,
-            rows with ``quick=False`` skipped.
+            rows with ``quick=False`` skipped (except on the bundled sample, where every row is cheap).
         sample: use the bundled sample data.
         download: allow dataset downloads.
         only: keep rows whose label or spec is listed.
@@ -432,8 +477,8 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
     results: list[LadderResult] = []
     for row in selected:
         reason = None
-        if quick and not row.quick:
-            reason = "slow row, left out of --quick (run `embedstack ladder` for it)"
+        if quick and not row.quick and not data.sample:  # on the tiny sample every row is quick
+            reason = "slow: full run only (without --quick)"
         elif row.available is not None:
             try:
                 reason = row.available()

@@ -219,29 +219,37 @@ class BaseIndex:
         scores, iids, stages = self._search_ids(q, min(k, len(self)))
         return self._hits(scores, iids, stages, with_text)
 
-    def search_ids(self, queries: Any, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
-        """Arrays-first search: (scores (nq, k), user ids) without building Hit objects."""
+    def search_ids(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Arrays-first search without Hit objects: scores ``(nq, k)`` and user ids ``(nq, k)``.
+
+        Ids come back as a numpy object array of strings (``""`` pads rows with fewer hits, whose
+        scores are ``-inf``).
+        """
         k = check_k(k)
         q = self._validate(queries, "queries")
-        if len(self) == 0:
-            nq = q.shape[0] if hasattr(q, "shape") else len(q)
-            return np.zeros((nq, 0), dtype=np.float32), [[] for _ in range(nq)]
+        nq = q.shape[0] if hasattr(q, "shape") else len(q)
+        if len(self) == 0 or nq == 0:
+            return np.zeros((nq, 0), dtype=np.float32), np.zeros((nq, 0), dtype=object)
         scores, iids, _ = self._search_ids(q, min(k, len(self)))
-        return scores, [[self._ids[i] for i in row if i >= 0] for row in iids]
+        lookup = np.asarray(self._ids + [""], dtype=object)  # index -1 -> ""
+        return np.asarray(scores, dtype=np.float32), lookup[iids]
 
     def _hits(self, scores: np.ndarray, iids: np.ndarray, stages: dict[str, np.ndarray],
               with_text: bool) -> list[list[Hit]]:
         content = self.docs.fetch(iids[iids >= 0].ravel()) if with_text and self._has_content else {}
+        ids = self._ids
+        score_rows = scores.tolist()
+        stage_rows = {name: v.tolist() for name, v in stages.items()}
         out: list[list[Hit]] = []
-        for r in range(iids.shape[0]):
+        for r, row_ids in enumerate(iids.tolist()):
             row: list[Hit] = []
-            for c in range(iids.shape[1]):
-                iid = int(iids[r, c])
+            srow = score_rows[r]
+            for c, iid in enumerate(row_ids):
                 if iid < 0:
                     continue
-                text, meta = content.get(iid, (None, None))
-                st = {name: float(v[r, c]) for name, v in stages.items()}
-                row.append(Hit(self._ids[iid], float(scores[r, c]), st, text, meta))
+                text, meta = content.get(iid, (None, None)) if content else (None, None)
+                st = {name: v[r][c] for name, v in stage_rows.items()} if stage_rows else {}
+                row.append(Hit(ids[iid], srow[c], st, text, meta))
             out.append(row)
         return out
 

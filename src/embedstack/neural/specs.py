@@ -26,7 +26,7 @@ from typing import Any
 
 from embedstack.errors import ConfigError
 
-__all__ = ["load", "load_named", "parse_options", "OPTIONS"]
+__all__ = ["load", "load_named", "parse_options", "available", "OPTIONS", "MLM_BERT"]
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +121,28 @@ def _display_name(name_or_path: str) -> str:
 
     p = Path(name_or_path)
     return p.name if p.exists() else name_or_path.split("/")[-1]
+
+
+MLM_BERT = "embedstack/mlm-bert-enwiki"
+MLM_HINT = ("pretrain it: embedstack train mlm enwiki --out ~/.cache/embedstack/models/embedstack__mlm-bert-enwiki "
+            "--vocab-from all-MiniLM-L6-v2 --minutes 10")
+
+
+def available(name: str = "all-MiniLM-L6-v2") -> Any:
+    """A ladder availability check for a transformer model: None when it can run, else why not."""
+
+    def check() -> str | None:
+        import importlib.util
+
+        for mod, extra in (("torch", "torch"), ("tokenizers", "torch")):
+            if importlib.util.find_spec(mod) is None:
+                return f"needs {mod} (pip install 'embedstack[torch]')"
+        from embedstack.neural.hub import resolve_model
+
+        try:
+            resolve_model(name.partition("@")[0], download=False)
+        except Exception as exc:  # noqa: BLE001 - any failure is the reason shown
+            return MLM_HINT if name.startswith(MLM_BERT) else str(exc)
+        return None
+
+    return check

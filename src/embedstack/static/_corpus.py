@@ -142,7 +142,7 @@ class IdCorpus:
         for i, item in enumerate(texts):
             if isinstance(item, str | bytes | bytearray):
                 try:
-                    toks = analyzer.tokenize(item)
+                    toks = analyzer.tokenize(bytes(item) if isinstance(item, bytearray) else item)
                 except InputError as exc:
                     raise InputError(f"text #{i}: {exc}") from None
             elif isinstance(item, list | tuple):

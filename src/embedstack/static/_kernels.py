@@ -12,14 +12,16 @@ Conventions shared with the reference twin:
   gradient saturates (label - 1 or label - 0) for negative sampling and is skipped for hierarchical
   softmax. Loss terms -log sigma(+-x) come from two matching tables.
 * Skip-gram (word2vec): the context word's input vector predicts the centre word (word2vec.c, gensim).
-  FastText skip-gram: the centre word's subword mean predicts each context word (fastText); the
-  input-side gradient is accumulated over the context window and applied once per centre word.
+  FastText skip-gram: the centre word's subword mean predicts each context word (fastText). The
+  centre word's rows are written once per centre word with the summed gradient, while the hidden
+  vector is moved after every context pair, which is exactly what per-pair writes would give (each
+  row moves by the same vector, so their mean moves by it) at a fraction of the memory traffic.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,7 +55,7 @@ _LCG_C = np.uint64(11)
 _U16 = np.uint64(16)
 _U32MASK = np.uint64(0xFFFFFFFF)
 
-_JIT = {"nogil": True, "fastmath": True, "cache": True}
+_jit: Any = numba.njit(nogil=True, fastmath=True, cache=True)
 
 
 class W2VParams(NamedTuple):
@@ -84,18 +86,18 @@ def make_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (sig.astype(np.float32), np.log(sig).astype(np.float32), np.log1p(-sig).astype(np.float32))
 
 
-@numba.njit(**_JIT)
+@_jit
 def lcg_next(r: np.uint64) -> np.uint64:
     """One step of word2vec.c's LCG."""
     return r * _LCG_A + _LCG_C
 
 
-@numba.njit(**_JIT)
+@_jit
 def _table_index(f: float) -> int:
     return int((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2.0))
 
 
-@numba.njit(**_JIT)
+@_jit
 def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp, lsn, work, compute_loss):
     """Negative-sampling update of the output rows for one (hidden, target) pair; grad into ``work``."""
     dim = hidden.shape[0]
@@ -134,7 +136,7 @@ def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp,
     return loss
 
 
-@numba.njit(**_JIT)
+@_jit
 def _hs_update(hidden, syn1, code, point, code_len, alpha, exp_table, lsp, lsn, work, compute_loss):
     """Hierarchical-softmax update along one Huffman path; grad into ``work``."""
     dim = hidden.shape[0]
@@ -159,7 +161,7 @@ def _hs_update(hidden, syn1, code, point, code_len, alpha, exp_table, lsp, lsn, 
     return loss
 
 
-@numba.njit(**_JIT)
+@_jit
 def sg_ns_step(syn0, syn1neg, inp, target, negatives, alpha, exp_table, lsp, lsn, work):
     """One skip-gram negative-sampling step: row ``inp`` of syn0 predicts ``target``."""
     work[:] = 0.0
@@ -171,7 +173,7 @@ def sg_ns_step(syn0, syn1neg, inp, target, negatives, alpha, exp_table, lsp, lsn
     return loss
 
 
-@numba.njit(**_JIT)
+@_jit
 def sg_hs_step(syn0, syn1, inp, code, point, code_len, alpha, exp_table, lsp, lsn, work):
     """One skip-gram hierarchical-softmax step along ``target``'s Huffman path."""
     work[:] = 0.0
@@ -182,7 +184,7 @@ def sg_hs_step(syn0, syn1, inp, code, point, code_len, alpha, exp_table, lsp, ls
     return loss
 
 
-@numba.njit(**_JIT)
+@_jit
 def cbow_step(syn0, syn1neg, context, n_ctx, target, negatives, alpha, cbow_mean, exp_table, lsp, lsn,
               neu1, work):
     """One CBOW negative-sampling step: the mean (or sum) of ``context`` rows predicts ``target``."""
@@ -209,7 +211,7 @@ def cbow_step(syn0, syn1neg, context, n_ctx, target, negatives, alpha, cbow_mean
     return loss
 
 
-@numba.njit(**_JIT)
+@_jit
 def _draw_negatives(negs, n, ns_table, r):
     size = np.uint64(ns_table.shape[0])
     mask = size - np.uint64(1)
@@ -223,7 +225,7 @@ def _draw_negatives(negs, n, ns_table, r):
     return r
 
 
-@numba.njit(**_JIT)
+@_jit
 def _subsample(ids, start, end, keep, buf, do_sample, r):
     n = 0
     for p in range(start, end):
@@ -237,7 +239,7 @@ def _subsample(ids, start, end, keep, buf, do_sample, r):
     return n, r
 
 
-@numba.njit(**_JIT)
+@_jit
 def w2v_train_job(syn0, syn1, syn1neg, ids, offsets, s_begin, s_end, keep, ns_table, codes, points,
                   code_lens, exp_table, lsp, lsn, params, alpha, seed, max_len):
     """Train word2vec on sentences ``s_begin..s_end`` of the id stream; returns (words, loss, terms).
@@ -319,7 +321,7 @@ def w2v_train_job(syn0, syn1, syn1neg, ids, offsets, s_begin, s_end, keep, ns_ta
     return words, loss, terms
 
 
-@numba.njit(**_JIT)
+@_jit
 def _ft_hidden(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, out, scale_add):
     """Add the sum of ``word``'s rows (word row + its n-gram buckets) to ``out``; return the row count."""
     dim = out.shape[0]
@@ -333,7 +335,7 @@ def _ft_hidden(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, out, scale_add):
     return 1 + sub_ptr[word + 1] - sub_ptr[word]
 
 
-@numba.njit(**_JIT)
+@_jit
 def _ft_apply(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, work):
     dim = work.shape[0]
     row = syn0_vocab[word]
@@ -345,7 +347,7 @@ def _ft_apply(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, work):
             row[k] += work[k]
 
 
-@numba.njit(**_JIT)
+@_jit
 def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offsets, s_begin, s_end, keep,
                  ns_table, exp_table, lsp, lsn, params, alpha, seed, max_len):
     """Train fastText (negative sampling) on sentences ``s_begin..s_end``; returns (words, loss, terms).
@@ -359,6 +361,7 @@ def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offset
     ctx = np.empty(2 * params.window, dtype=np.int32)
     hidden = np.zeros(dim, dtype=np.float32)
     work = np.zeros(dim, dtype=np.float32)
+    pair = np.zeros(dim, dtype=np.float32)
     r = np.uint64(seed)
     words = 0
     loss = 0.0
@@ -386,9 +389,15 @@ def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offset
                     if j == i:
                         continue
                     r = _draw_negatives(negs, params.negative, ns_table, r)
+                    pair[:] = 0.0
                     loss += _ns_update(hidden, syn1neg, buf[j], negs, params.negative, alpha, exp_table,
-                                       lsp, lsn, work, params.compute_loss)
+                                       lsp, lsn, pair, params.compute_loss)
                     terms += 1
+                    # every input row moves by `pair`, so their mean moves by `pair`: keeping `hidden`
+                    # current makes the deferred row writes below equal to per-pair updates.
+                    for k in range(dim):
+                        hidden[k] += pair[k]
+                        work[k] += pair[k]
                 _ft_apply(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, work)
             else:
                 n_ctx = 0
@@ -415,7 +424,7 @@ def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offset
     return words, loss, terms
 
 
-@numba.njit(**_JIT)
+@_jit
 def subword_hashes(buf, word_ptr, minn, maxn, bucket):
     """fastText n-gram bucket ids of every word, as CSR (ptr, ids).
 
@@ -471,14 +480,14 @@ def subword_hashes(buf, word_ptr, minn, maxn, bucket):
     return ptr, out
 
 
-@numba.njit(**_JIT)
+@_jit
 def _fnv_byte(h, byte):
     sb = np.int32(np.int8(byte))  # fastText hashes each byte as a sign-extended int8
     h = h ^ np.uint32(sb)
     return np.uint32(h * np.uint32(16777619))
 
 
-@numba.njit(**_JIT)
+@_jit
 def cooccur_job(ids, offsets, s_begin, s_end, window, n_vocab, dense, n_dense, keys, vals, max_fill):
     """Accumulate 1/distance co-occurrence weights of sentences ``s_begin..`` (upper triangle i <= j).
 
@@ -527,7 +536,7 @@ def cooccur_job(ids, offsets, s_begin, s_end, window, n_vocab, dense, n_dense, k
     return s, fill
 
 
-@numba.njit(**_JIT)
+@_jit
 def glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, start, end, params):
     """One pass of AdaGrad over co-occurrence entries ``start..end`` (each trains both directions).
 
@@ -575,7 +584,7 @@ def glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, start, e
     return loss
 
 
-@numba.njit(**_JIT)
+@_jit
 def ft_compose(syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, out):
     """fastText's word vectors: the mean of each word's row and its n-gram bucket rows."""
     dim = syn0_vocab.shape[1]

@@ -219,15 +219,15 @@ def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offset
             if params.sg:
                 if hi - lo <= 1:
                     continue
-                hidden = hidden_of([word])
-                work = np.zeros(syn0_vocab.shape[1], np.float32)
                 for j in range(lo, hi):
                     if j == i:
                         continue
+                    hidden = hidden_of([word])  # fastText: per-pair forward from the current rows
+                    work = np.zeros(syn0_vocab.shape[1], np.float32)
                     negs, r = _negatives(params.negative, ns_table, r)
                     loss += _ns(hidden, syn1neg, buf[j], negs, alpha, tables, work)
                     terms += 1
-                apply(word, work)
+                    apply(word, work)  # per-pair writes (the kernel defers them, with the same result)
             else:
                 ctx = [buf[j] for j in range(lo, hi) if j != i]
                 if not ctx:

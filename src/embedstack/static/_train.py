@@ -84,7 +84,7 @@ def run_jobs(job: Callable[[int, int, float, np.uint64], tuple[int, float, int]]
     sizes = np.asarray(job_sizes, dtype=np.float64)
     before = np.concatenate([[0.0], np.cumsum(sizes)[:-1]])
     total = float(sizes.sum()) * epochs
-    state = {"next": 0, "done_kept": 0.0, "effective": 0, "loss": np.zeros(epochs), "terms": np.zeros(epochs)}
+    state: dict[str, Any] = {"next": 0, "done_kept": 0.0, "effective": 0, "loss": np.zeros(epochs), "terms": np.zeros(epochs)}
     lock = threading.Lock()
     errors: list[BaseException] = []
 

@@ -95,6 +95,8 @@ class FastText(_StaticTrainer):
                                   int(cuts[j + 1]), t["keep"], t["ns"], t["exp"], t["lsp"], t["lsn"], params,
                                   float(alpha), seed, max_len)
 
+        K.ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offsets, 0, 0, t["keep"], t["ns"],
+                       t["exp"], t["lsp"], t["lsn"], params, 0.0, np.uint64(0), max_len)  # compile before timing
         sizes = offsets[cuts[1:]] - offsets[cuts[:-1]]
         stats = run_jobs(job, job_sizes=sizes, epochs=int(self.epochs), workers=workers, alpha=float(self.alpha),
                          min_alpha=float(self.min_alpha), seed=int(self.seed),

@@ -166,6 +166,7 @@ class GloVe(_StaticTrainer):
             terms = 2 * (b - a) - int(np.count_nonzero(rows[a:b] == cols[a:b]))
             return b - a, loss, terms
 
+        K.glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, 0, 0, params)  # compile first
         stats = run_jobs(job, job_sizes=np.diff(cuts), epochs=int(self.epochs), workers=workers, alpha=1.0,
                          min_alpha=1.0, seed=int(self.seed), raw_per_kept=data.raw_words / n,
                          progress=progress, decay=False)

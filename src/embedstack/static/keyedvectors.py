@@ -171,7 +171,8 @@ class KeyedVectors(Component):
                 ) -> list[tuple[str, float]]:
         n = float(np.linalg.norm(q))
         q = q / n if n > 0 else q
-        limit = len(self) if restrict_vocab is None else int(check_int(self, "restrict_vocab", restrict_vocab, low=1))
+        limit = len(self) if restrict_vocab is None else int(restrict_vocab)
+        check_int(self, "restrict_vocab", limit, low=1)
         scores = self.normed_vectors()[:limit] @ q.astype(np.float32)
         return self._top(scores, topn, {i for i in exclude if i < limit})
 

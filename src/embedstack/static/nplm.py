@@ -37,7 +37,7 @@ def _build_module(torch: Any, v: int, context: int, dim: int, hidden: int, spars
     """The network; embedding tables get sparse gradients where only a few rows are touched."""
     nn = torch.nn
 
-    class _Net(nn.Module):
+    class _Net(nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.emb = nn.Embedding(v, dim, sparse=True)  # (V, d)

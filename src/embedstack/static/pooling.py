@@ -84,7 +84,7 @@ class PooledWordEncoder:
         check_float(self, "a", self.a, low=0.0, low_open=True)
         if self.pool != "sif":
             return self
-        counts = self.vectors.counts
+        counts: np.ndarray | None = self.vectors.counts
         if counts is None or len(counts) != len(self.vectors):
             counts = np.zeros(len(self.vectors), dtype=np.float64)
             an = self._analyzer()

