@@ -22,6 +22,7 @@ import os
 THREADS = 2
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, str(THREADS))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # faiss's OpenMP spin-waits collapse on a shared CPU
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -247,3 +247,18 @@ def test_real_scifact(shared_data) -> None:
     run = {q: {h.id: h.score for h in hs} for q, hs in zip(ds.query_ids(), m.search(ds.query_texts(), k=10),
                                                              strict=True)}
     assert ndcg_at_k(run, ds.qrels, 10) == pytest.approx(0.696, abs=0.005)
+
+
+def test_without_numba_auto_falls_back_and_numba_names_the_extra(monkeypatch) -> None:
+    import sys
+
+    from embedstack.errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # as if numba were not installed
+    monkeypatch.delitem(sys.modules, "embedstack.count._kernels", raising=False)
+    m = BM25(backend="auto")
+    m.index(["a b", "b c"])
+    assert [h.id for h in m.search(["c"], k=2)[0]] == ["1"]
+    m.backend = "numba"
+    with pytest.raises(MissingExtra, match=r"embedstack\[fast\]"):
+        m.search(["c"])

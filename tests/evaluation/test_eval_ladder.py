@@ -68,6 +68,8 @@ def test_run_ladder_rows_ok_skipped_failed():
     assert [r.label for r in report.failed] == ["broken"]
     md = report.to_markdown()
     assert "| counting | BM25 | 1.000 |" in md and "failed: RuntimeError: kaput" in md
+    assert "| 2.00 (batched) |" in md  # the custom runner reported only a batched latency
+    assert by["BM25"].single_query_ms is not None and by["BM25"].single_query_ms > 0
     d = report.to_dict()
     assert d["sample_data"] is False and len(d["rows"]) == 6
     on_sample = run_ladder([rows[3]], quick=True, data=_data())
@@ -95,6 +97,9 @@ def test_only_filter_and_add_row():
     rows = [LadderRow("A", "bow", era="counting"), LadderRow("B", "tfidf", era="counting")]
     report = run_ladder(rows, only=["tfidf"], data=_data())
     assert [r.label for r in report.results] == ["B"]
+    comma = [LadderRow("x, mean", "bow", era="counting"), LadderRow("y", "tfidf", era="counting")]
+    assert [r.label for r in run_ladder(comma, only=["x, mean"], data=_data()).results] == ["x, mean"]
+    assert [r.label for r in run_ladder(comma, only=["tfidf,bow"], data=_data()).results] == ["x, mean", "y"]
     with pytest.raises(ConfigError, match="matches no ladder row"):
         run_ladder(rows, only=["nope"], data=_data())
     n = len(LADDER_ROWS)

@@ -89,7 +89,11 @@ def test_sparse_retrieval_exact_numbers():
     assert res["bytes_per_doc"] == pytest.approx(expected / 4)
     assert res["index_seconds"] >= 0 and res["query_seconds"] >= 0
     assert res["latency_ms"] == pytest.approx(1000 * res["query_seconds"] / 3)
+    assert res["single_query_ms"] > 0
     assert res["primary_metric"] == "ndcg@10"
+    assert evaluate_retrieval(KeywordCounts(), _dataset(), latency_queries=0)["single_query_ms"] is None
+    with pytest.raises(ConfigError):
+        evaluate_retrieval(KeywordCounts(), _dataset(), latency_queries=-1)
 
 
 def test_sparse_retrieval_depth_cuts_the_run():

@@ -47,8 +47,9 @@ def _render(report: Any) -> None:
     for note in report.data.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     mode = "quick run" if report.quick else "full run"
-    err_console.print(f"[dim]{mode} in {report.seconds:.1f} s. Build = fit + encode corpus + build index; "
-                      "ms/query = query encoding + search per query, batched.[/]", highlight=False)
+    from embedstack.evaluation.ladder import LEGEND
+
+    err_console.print(f"[dim]{mode} in {report.seconds:.1f} s. {LEGEND}[/]", highlight=False)
 
 
 def _list_rows(json_out: bool) -> None:
@@ -72,7 +73,8 @@ def _list_rows(json_out: bool) -> None:
 def ladder(
     quick: bool = typer.Option(False, "--quick", help="Bounded run: fewer queries/pairs, slow rows skipped."),
     sample: bool = typer.Option(False, "--sample", help="Use the small sample bundled with embedstack."),
-    only: str | None = typer.Option(None, "--only", help="Comma-separated row labels or specs to run."),
+    only: list[str] | None = typer.Option(None, "--only", help="Row labels or specs to run: comma-separated, "
+                                          "or the option repeated (for labels that hold commas)."),
     max_queries: int | None = typer.Option(None, "--max-queries", help="Evaluate only the first N judged queries."),
     max_pairs: int | None = typer.Option(None, "--max-pairs", help="Evaluate only the first N STS pairs."),
     download: bool = typer.Option(False, "--download", help="Allow downloading datasets that are not local."),
@@ -93,7 +95,7 @@ def ladder(
     for name, value in (("--max-queries", max_queries), ("--max-pairs", max_pairs)):
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be a positive int, got {value}.")
-    only_list = [s for s in (only or "").split(",") if s.strip()] or None
+    only_list = [s for s in (only or []) if s.strip()] or None
     data = load_ladder_data(quick=quick, sample=sample, download=download, max_queries=max_queries,
                             max_pairs=max_pairs)
     if not json_out:
@@ -120,7 +122,18 @@ def ladder(
 
         report = run_ladder(quick=quick, only=only_list, data=data, progress=cb, on_result=done)
     if out is not None:
-        atomic_write_text(out, "# embedstack ladder\n\n" + report.to_markdown())
+        import os
+        import shlex
+        import time
+
+        cmd = ["embedstack", "ladder"] + (["--quick"] if quick else []) + (["--sample"] if sample else [])
+        for o in only_list or []:
+            cmd += ["--only", o]
+        for name, value in (("--max-queries", max_queries), ("--max-pairs", max_pairs)):
+            cmd += [name, str(value)] if value is not None else []
+        footer = (f"- Command: `{shlex.join(cmd)}`; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+                  f"on {os.cpu_count()} CPUs.\n")
+        atomic_write_text(out, "# embedstack ladder\n\n" + report.to_markdown() + footer)
     if json_out:
         emit_json(report.to_dict())
     else:

@@ -18,16 +18,16 @@ import numba  # noqa: E402
 
 __all__ = ["bm25_topk"]
 
-_JIT = {"nogil": True, "cache": True}  # no fastmath: keep the float32 sums in query-term order
+# Compiled with nogil + an on-disk cache; no fastmath, so float32 sums keep the query-term order.
 
 
-@numba.njit(**_JIT)
+@numba.njit(nogil=True, cache=True)
 def _worse(s1: float, d1: int, s2: float, d2: int) -> bool:
     """Ranking order: a lower score is worse; at equal scores the later document is worse."""
     return s1 < s2 or (s1 == s2 and d1 > d2)
 
 
-@numba.njit(**_JIT)
+@numba.njit(nogil=True, cache=True)
 def _sift_down(hs: np.ndarray, hd: np.ndarray, size: int, i: int) -> None:
     """Restore the min-heap (worst at the root) below position ``i``."""
     while True:
@@ -46,7 +46,7 @@ def _sift_down(hs: np.ndarray, hd: np.ndarray, size: int, i: int) -> None:
             return
 
 
-@numba.njit(**_JIT)
+@numba.njit(nogil=True, cache=True)
 def _offer(hs: np.ndarray, hd: np.ndarray, size: int, k: int, s: float, d: int) -> int:
     """Offer (score, doc) to the heap of the best ``k``; return the new heap size."""
     if size < k:  # push and sift up
@@ -69,7 +69,7 @@ def _offer(hs: np.ndarray, hd: np.ndarray, size: int, k: int, s: float, d: int) 
     return size
 
 
-@numba.njit(**_JIT)
+@numba.njit(nogil=True, cache=True)
 def bm25_topk(q_indptr: np.ndarray, q_indices: np.ndarray, q_data: np.ndarray,
               w_indptr: np.ndarray, w_indices: np.ndarray, w_data: np.ndarray,
               n_docs: int, k: int, out_idx: np.ndarray, out_scores: np.ndarray) -> None:

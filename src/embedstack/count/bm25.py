@@ -12,8 +12,11 @@ Retrieval uses a term-major impact matrix (CSR, vocabulary × documents) built o
 (query, document) score, and the top ``k`` of each query is selected with vectorised numpy on blocks
 of queries — no Python loop over documents. For speed, the rows of very common terms (in ≥ 1/32 of
 the documents) are kept as a small dense block scored by a sparse × dense product, the rest by the
-sparse × sparse product; the sum is the same score. Ties are broken by document position, so a
-query's results do not depend on the other queries of the batch.
+sparse × sparse product; the sum is the same score. With the ``fast`` extra (numba) a compiled
+kernel (:mod:`embedstack.count._kernels`) walks the same impact matrix term-at-a-time with a top-k
+heap instead; the numpy path is its reference and both return the same documents in the same order.
+Ties are broken by document position, so a query's results do not depend on the other queries of
+the batch.
 """
 
 from __future__ import annotations

@@ -284,7 +284,7 @@ class PPMI(Component):
 
     def most_similar(self, word: str, topn: int = 10) -> list[tuple[str, float]]:
         """The ``topn`` nearest words by cosine similarity (the word itself excluded)."""
-        topn = check_int(self, "topn", topn, low=1) or 1
+        topn = int(check_int(self, "topn", topn, low=1) or 1)
         v = self[word]
         V = self.vectors
         norms = np.linalg.norm(V, axis=1) * max(float(np.linalg.norm(v)), 1e-12)

@@ -42,6 +42,7 @@ __all__ = [
     "LADDER_ROWS",
     "QUICK_QUERIES",
     "QUICK_PAIRS",
+    "LEGEND",
     "ERA_ORDER",
     "add_row",
     "describe_rows",
@@ -54,6 +55,11 @@ __all__ = [
 #: Judged queries / STS pairs used by ``--quick`` (the first ones in file order).
 QUICK_QUERIES = 300
 QUICK_PAIRS = 500
+
+#: How to read the cost columns (printed under the table and in the Markdown report).
+LEGEND = ("Build s = fit + encode the corpus + build the index. ms/query = median time to answer one query "
+          "alone (encode + search + top-k); rows marked 'batched' report the batched time per query. "
+          "bytes/doc = size of the index structure / number of documents.")
 
 #: ``progress(row_label, stage, done, total)``
 LadderProgress = Callable[[str, str, int, int], None]
@@ -109,6 +115,7 @@ class LadderResult:
     sts_spearman: float | None = None
     build_seconds: float | None = None
     latency_ms: float | None = None
+    single_query_ms: float | None = None
     bytes_per_doc: float | None = None
     retrieval: dict[str, Any] = field(default_factory=dict)
     sts: dict[str, Any] = field(default_factory=dict)
@@ -162,8 +169,11 @@ class LadderReport:
                 cells = ["—"] * 6
                 note = f"{r.status}: {r.reason}"
             else:
+                ms = _fmt(r.single_query_ms, "{:.2f}")
+                if r.single_query_ms is None and r.latency_ms is not None:
+                    ms = _fmt(r.latency_ms, "{:.2f}") + " (batched)"
                 cells = [_fmt(r.ndcg10, "{:.3f}"), _fmt(r.recall100, "{:.3f}"), _fmt(r.sts_spearman, "{:.1f}"),
-                         _fmt(r.build_seconds, "{:.2f}"), _fmt(r.latency_ms, "{:.2f}"), _fmt_bytes(r.bytes_per_doc)]
+                         _fmt(r.build_seconds, "{:.2f}"), ms, _fmt_bytes(r.bytes_per_doc)]
                 note = r.note
             out.append([r.era, r.label, *cells, note])
         return out
@@ -177,9 +187,7 @@ class LadderReport:
             lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
         lines.append("")
         lines += [f"- {n}" for n in self.data.notes]
-        lines.append(f"- {'Quick run (`embedstack ladder --quick`)' if self.quick else 'Full run (`embedstack ladder`)'}"
-                     f", {self.seconds:.0f} s in total. Build = fit + encode corpus + build index; ms/query "
-                     "= query encoding + search time per query, batched.")
+        lines.append(f"- {'Quick' if self.quick else 'Full'} run, {self.seconds:.0f} s in total. {LEGEND}")
         return "\n".join(lines) + "\n"
 
 
@@ -370,7 +378,9 @@ def load_ladder_data(*, quick: bool = False, sample: bool = False, download: boo
 
 def _first_line(exc: BaseException) -> str:
     s = str(exc).strip().splitlines()
-    return s[0][:160] if s else type(exc).__name__
+    if not s:
+        return type(exc).__name__
+    return s[0] if len(s[0]) <= 220 else s[0][:219] + "…"
 
 
 # --------------------------------------------------------------------------- running
@@ -388,7 +398,11 @@ def _select(rows: Sequence[LadderRow], only: Sequence[str] | None) -> list[Ladde
     rows = sorted(rows, key=_era_key)  # stable: list order within an era
     if not only:
         return list(rows)
-    wanted = [o.strip().lower() for o in only if o.strip()]
+    names = {r.label.lower() for r in rows} | {r.spec.lower() for r in rows}
+    wanted: list[str] = []
+    for item in only:  # an item is a whole label/spec (which may hold commas) or a comma-separated list
+        key = item.strip().lower()
+        wanted += [key] if key in names else [p.strip() for p in key.split(",") if p.strip()]
     picked = [r for r in rows if r.label.lower() in wanted or r.spec.lower() in wanted]
     if not picked:
         names = ", ".join(f"{r.label!r} ({r.spec})" for r in rows)
@@ -416,6 +430,7 @@ def _run_row(row: LadderRow, data: LadderData, *, progress: LadderProgress | Non
         res.retrieval = r
         res.ndcg10, res.recall100, res.mrr10 = r.get("ndcg@10"), r.get("recall@100"), r.get("mrr@10")
         res.build_seconds, res.latency_ms = r.get("index_seconds"), r.get("latency_ms")
+        res.single_query_ms = r.get("single_query_ms")
         res.bytes_per_doc = r.get("bytes_per_doc")
     if row.sts and data.sts is not None:
         if encoder is None or getattr(encoder, "requires_fit", False):

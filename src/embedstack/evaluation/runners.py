@@ -16,9 +16,9 @@ Retrieval (:func:`evaluate_retrieval`):
 Example:
     >>> from embedstack.data import sample_retrieval
     >>> from embedstack.models import resolve
-    >>> res = evaluate_retrieval(resolve("bm25"), sample_retrieval())  # doctest: +SKIP
-    >>> res["primary_metric"], 0.0 <= res["ndcg@10"] <= 1.0  # doctest: +SKIP
-    ('ndcg@10', True)
+    >>> res = evaluate_retrieval(resolve("bm25"), sample_retrieval())
+    >>> res["primary_metric"], 0.0 <= res["ndcg@10"] <= 1.0, res["mode"]
+    ('ndcg@10', True, 'sparse')
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ def _dataset_parts(dataset: Any, max_queries: int | None) -> tuple[list[str], li
 
 def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: str | None = None,
                        batch_size: int = 64, progress: Progress | None = None,
-                       max_queries: int | None = None, block_size: int = 256) -> dict[str, Any]:
+                       max_queries: int | None = None, block_size: int = 256,
+                       latency_queries: int = 20) -> dict[str, Any]:
     """Retrieve the top ``k`` documents for every judged query and score the run BEIR style.
 
     Args:
@@ -201,11 +202,14 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
         progress: optional ``progress(stage, done, total)`` callback.
         max_queries: evaluate only the first N judged queries.
         block_size: queries scored per block (bounds memory to ``block_size x n_docs`` floats).
+        latency_queries: how many queries are also answered one at a time to measure
+            ``single_query_ms`` (0 to skip).
 
     Returns:
         ``ndcg@10``, ``recall@100``, ``mrr@10``, ``map@10``, ``precision@10``, ``recall@10``,
         ``index_seconds`` (fit + encode corpus + build index), ``query_seconds`` (encode queries +
-        search), ``latency_ms`` (query_seconds per query, batched), ``bytes_per_doc`` (size of the
+        search), ``latency_ms`` (query_seconds per query, batched), ``single_query_ms`` (median time
+        to answer one query alone: encode + search + top-k), ``bytes_per_doc`` (size of the
         index structure / number of documents), ``n_queries``, ``n_docs``, ``mode``, ``k`` and
         ``primary_metric``.
     """
@@ -213,6 +217,8 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
         raise ConfigError(f"The retrieval depth k must be a positive int (e.g. 100). Got {k!r} instead.")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size <= 0:
         raise ConfigError(f"block_size must be a positive int. Got {block_size!r} instead.")
+    if isinstance(latency_queries, bool) or not isinstance(latency_queries, int) or latency_queries < 0:
+        raise ConfigError(f"latency_queries must be an int >= 0. Got {latency_queries!r} instead.")
     progress = progress or _noop
     doc_ids, doc_texts, qids, qtexts, qrels = _dataset_parts(dataset, max_queries)
     sparse = is_sparse(encoder)
@@ -283,12 +289,28 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
             progress("search", min(s + block_size, nq), nq)
     query_seconds = time.perf_counter() - t1
 
+    # single-query latency: the first few queries answered one at a time (encode + search + top-k)
+    single: list[float] = []
+    for text in qtexts[:latency_queries]:
+        t = time.perf_counter()
+        if sparse:
+            row = np.asarray((encoder.encode_sparse([text], role="query").tocsr() @ docs_t).toarray(), np.float32)
+            top_k(row, k, tiebreak)
+        else:
+            one = l2_normalize(np.asarray(encoder.encode([text], role="query", batch_size=1), dtype=np.float32))
+            if index is not None:
+                index.search(one, k)
+            else:
+                top_k(one @ vecs.T, k, tiebreak)
+        single.append(1000.0 * (time.perf_counter() - t))
+
     metrics = evaluate_run(run, qrels, RETRIEVAL_METRICS)
     return {
         **metrics,
         "index_seconds": index_seconds,
         "query_seconds": query_seconds,
         "latency_ms": 1000.0 * query_seconds / nq,
+        "single_query_ms": float(np.median(single)) if single else None,
         "bytes_per_doc": nbytes / n_docs,
         "n_queries": nq,
         "n_docs": n_docs,

@@ -129,7 +129,8 @@ class HNSWIndex(BaseIndex):
         return {}
 
     def nbytes(self) -> int:
-        return 0 if self._index is None else int(self._index.memory_usage)
+        """Bytes of the graph and its vectors as saved (usearch's memory use also counts reserved capacity)."""
+        return 0 if self._index is None else int(self._index.serialized_length)
 
     def _write_extra(self, folder: Path) -> None:
         index = self._index if self._index is not None else self._new()

@@ -173,3 +173,10 @@ class Analyzer:
         if isinstance(cfg.get("stopwords"), list):
             cfg["stopwords"] = tuple(cfg["stopwords"])
         return cls(**cfg)
+
+    def __copy__(self) -> Analyzer:
+        # Caches (compiled regex, PyStemmer object, stem cache) are rebuilt lazily; the stemmer cannot be copied.
+        return Analyzer.from_config(self.get_config())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Analyzer:
+        return self.__copy__()
