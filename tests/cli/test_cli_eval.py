@@ -172,3 +172,18 @@ def test_ladder_list_rows_json():
     rows = _one_json(res.stdout)["rows"]
     assert [r["spec"] for r in rows[:5]] == ["bow", "tfidf", "bm25", "bm25-nostem", "lsa:256"]
     assert all(set(r) >= {"label", "era", "tasks", "quick", "unavailable"} for r in rows)
+
+
+def test_eval_retrieval_dense_through_an_index(tmp_path):
+    pytest.importorskip("embedstack.index")
+    folder = _beir(tmp_path / "tiny")
+    base = ["eval", "retrieval", "--model", "lsa:3", "--dataset", str(folder), "--split", "test", "--json"]
+    exact = _one_json(runner.invoke(app, base).stdout)
+    flat = runner.invoke(app, [*base, "--index", "flat"])
+    assert flat.exit_code == 0, flat.output
+    flat_out = _one_json(flat.stdout)
+    assert exact["mode"] == "dense/exact" and flat_out["mode"] == "dense/flat"
+    assert flat_out["ndcg@10"] == pytest.approx(exact["ndcg@10"])
+    sparse_index = runner.invoke(app, ["eval", "retrieval", "-m", "bm25", "-d", str(folder), "-s", "test",
+                                       "--index", "flat"])
+    assert sparse_index.exit_code == 2 and "dense encoders" in sparse_index.stderr

@@ -96,7 +96,8 @@ def test_missing_extra_is_a_skip_and_input_error_on_sample_is_a_skip():
 def test_only_filter_and_add_row():
     rows = [LadderRow("A", "bow", era="counting"), LadderRow("B", "tfidf", era="counting")]
     report = run_ladder(rows, only=["tfidf"], data=_data())
-    assert [r.label for r in report.results] == ["B"]
+    assert [r.label for r in report.results] == ["B"] and report.not_selected == ["A"]
+    assert "not selected for this run (--only): A." in report.to_markdown()
     comma = [LadderRow("x, mean", "bow", era="counting"), LadderRow("y", "tfidf", era="counting")]
     assert [r.label for r in run_ladder(comma, only=["x, mean"], data=_data()).results] == ["x, mean"]
     assert [r.label for r in run_ladder(comma, only=["tfidf,bow"], data=_data()).results] == ["x, mean", "y"]

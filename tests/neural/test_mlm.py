@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from embedstack.errors import ConfigError
-from embedstack.neural.mlm import IGNORE, BertForMaskedLM, MLMCollator, pack_sequences, pretrain_mlm, save_pretrained
+from embedstack.neural.mlm import (
+    IGNORE,
+    BertForMaskedLM,
+    MLMCollator,
+    pack_sequences,
+    pretrain_mlm,
+    save_pretrained,
+)
 
 CORPUS = [
     "the cat sat on the mat",

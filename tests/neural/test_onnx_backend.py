@@ -30,7 +30,7 @@ def test_onnx_fp32_matches_torch_and_fuses_attention(tiny_encoder, tmp_path):
 
 def test_onnx_int8_recipes_run(tiny_encoder):
     ref = tiny_encoder.encode(TEXTS)
-    for precision in ("int8", "int8-dynamic"):
+    for precision in ("int8", "int8-fast", "int8-dynamic"):
         out = tiny_encoder.with_options(backend="onnx", precision=precision).encode(TEXTS)
         assert out.shape == ref.shape
         assert float(np.mean(np.sum(out * ref, axis=1))) > 0.95

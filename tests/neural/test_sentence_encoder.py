@@ -119,3 +119,20 @@ def test_torch_int8_runs(tiny_encoder):
     ref = tiny_encoder.encode(TEXTS)
     q = tiny_encoder.with_options(precision="int8").encode(TEXTS)
     assert q.shape == ref.shape and float(np.mean(np.sum(q * ref, axis=1))) > 0.9
+
+
+def test_streaming_pulls_one_chunk_at_a_time(tmp_path, tiny_encoder):
+    pulled = []
+
+    def texts():
+        for i in range(50):
+            pulled.append(i)
+            yield "the cat sat" if i % 2 else "a dog"
+
+    seen_at_progress = []
+    out = tiny_encoder.encode(texts(), out=tmp_path / "s.npy", chunk_size=8,
+                              progress=lambda n: seen_at_progress.append((n, len(pulled))))
+    assert out.shape == (50, 16)
+    # when a chunk is done, at most one more chunk has been read: memory is bounded by chunk_size
+    assert all(read - done <= 8 for done, read in seen_at_progress)
+    assert seen_at_progress[-1][0] == 50

@@ -46,6 +46,8 @@ def _render(report: Any) -> None:
     err_console.print(f"STS: {report.data.sts_name}", highlight=False)
     for note in report.data.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if report.not_selected:
+        err_console.print(f"[dim]not selected (--only): {'; '.join(report.not_selected)}[/]", highlight=False)
     mode = "quick run" if report.quick else "full run"
     from embedstack.evaluation.ladder import LEGEND
 

@@ -145,6 +145,7 @@ class LadderReport:
     data: LadderData
     quick: bool
     seconds: float
+    not_selected: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[LadderResult]:
@@ -158,6 +159,7 @@ class LadderReport:
             "sts_dataset": self.data.sts_name,
             "notes": list(self.data.notes),
             "seconds": self.seconds,
+            "not_selected": list(self.not_selected),
             "rows": [r.to_dict() for r in self.results],
         }
 
@@ -187,6 +189,8 @@ class LadderReport:
             lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
         lines.append("")
         lines += [f"- {n}" for n in self.data.notes]
+        if self.not_selected:
+            lines.append(f"- Rows not selected for this run (--only): {'; '.join(self.not_selected)}.")
         lines.append(f"- {'Quick' if self.quick else 'Full'} run, {self.seconds:.0f} s in total. {LEGEND}")
         return "\n".join(lines) + "\n"
 
@@ -283,7 +287,7 @@ LADDER_ROWS: list[LadderRow] = [
       for pool in ("cls", "mean", "max")],
     LadderRow("MiniLM-L6, onnx int8", "all-MiniLM-L6-v2@backend=onnx,precision=int8", era="transformer", sts=True,
               quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
-              note="onnxruntime, per-channel int8, FFN-out kept fp32"),
+              note="onnxruntime: attention projections int8, feed-forward fp32"),
     *[LadderRow(f"small MLM BERT (ours), {pool}", f"embedstack/mlm-bert-enwiki@pooling={pool}", era="transformer",
                 sts=True, quick=False, note="4 layers, pretrained ~10 min on enwiki by `embedstack train mlm`",
                 available=lambda: importlib.import_module("embedstack.neural.specs").available(
@@ -405,8 +409,8 @@ def _select(rows: Sequence[LadderRow], only: Sequence[str] | None) -> list[Ladde
         wanted += [key] if key in names else [p.strip() for p in key.split(",") if p.strip()]
     picked = [r for r in rows if r.label.lower() in wanted or r.spec.lower() in wanted]
     if not picked:
-        names = ", ".join(f"{r.label!r} ({r.spec})" for r in rows)
-        raise ConfigError(f"--only {list(only)} matches no ladder row; rows are: {names}.")
+        listing = ", ".join(f"{r.label!r} ({r.spec})" for r in rows)
+        raise ConfigError(f"--only {list(only)} matches no ladder row; rows are: {listing}.")
     return picked
 
 
@@ -485,7 +489,9 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
     with the error in ``reason`` — the ladder itself carries on.
     """
     t0 = time.perf_counter()
-    selected = _select(LADDER_ROWS if rows is None else rows, only)
+    all_rows = LADDER_ROWS if rows is None else rows
+    selected = _select(all_rows, only)
+    not_selected = [r.label for r in _select(all_rows, None) if r not in selected]
     if data is None:
         data = load_ladder_data(quick=quick, sample=sample, download=download, max_queries=max_queries,
                                 max_pairs=max_pairs)
@@ -516,7 +522,7 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
         results.append(res)
         if on_result is not None:
             on_result(res)
-    return LadderReport(results, data, quick, time.perf_counter() - t0)
+    return LadderReport(results, data, quick, time.perf_counter() - t0, not_selected)
 
 
 def _is_missing(exc: BaseException) -> bool:

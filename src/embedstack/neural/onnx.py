@@ -29,6 +29,7 @@ import numpy as np
 from embedstack._extras import require
 
 torch = require("torch", "torch", "ONNX export")
+from torch import nn  # noqa: E402
 
 from embedstack.errors import ConfigError  # noqa: E402
 from embedstack.io import atomic_write_bytes  # noqa: E402
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 _FORMAT = "v1"
 
 
-class _Exportable(torch.nn.Module):
+class _Exportable(nn.Module):
     """The encoder with an additive float mask, the form the onnxruntime fusions match."""
 
     def __init__(self, model: BertModel) -> None:
@@ -60,7 +61,7 @@ def export_onnx(model: BertModel, path: str | os.PathLike[str], *, opset: int = 
     """Export ``model`` (token embeddings) to an ONNX file with dynamic batch and length axes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    before = [b.attention.self.implementation for b in model.encoder.layer]
+    before = [m.implementation for m in model.attention_modules()]
     model.eval().set_attention("eager")
     ids = torch.tensor([[2, 5, 6, 3], [2, 5, 3, 0]], dtype=torch.int64) % model.config.vocab_size
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.int64)
@@ -78,8 +79,8 @@ def export_onnx(model: BertModel, path: str | os.PathLike[str], *, opset: int = 
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        for block, impl in zip(model.encoder.layer, before, strict=True):
-            block.attention.self.implementation = impl
+        for module, impl in zip(model.attention_modules(), before, strict=True):
+            module.implementation = impl
     return path
 
 

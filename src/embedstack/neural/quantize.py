@@ -5,16 +5,21 @@ Recipes are named so the choice is visible and measured (``benchmarks/encode.py`
 * ``int8-dynamic`` — onnxruntime's plain dynamic quantization (per-tensor signed int8 weights,
   activations quantized per batch). On x86 CPUs without VNNI the u8×s8 kernels use
   ``VPMADDUBSW``, whose 16-bit intermediate sums saturate: quality suffers.
-* ``int8`` — the recipe chosen by measurement on STS-B sentences (cosine to fp32, 10-NN overlap):
-  per-channel int8 weights, and the feed-forward output projections (whose inputs, GELU outputs,
-  have the widest outliers) kept in fp32. Measured on 1,000 STS-B test sentences against fp32:
-  plain dynamic 0.962 mean cosine / 0.83 10-NN overlap; per-channel 0.992 / 0.91; per-channel
-  with FFN-out kept fp32 0.996 / 0.93. Also measured and not better: reduce_range (7-bit weights),
-  u8×u8 kernels, per-layer exclusions, SmoothQuant-style scale migration (α=0.5: 0.990 / 0.89).
+* ``int8`` — the recipe chosen by measurement for quality: int8 (per-tensor, signed weights) for the
+  attention projections (Q/K/V and output), the feed-forward block kept in fp32.
+* ``int8-fast`` — more int8: per-channel int8 everywhere except the feed-forward output projection
+  (its input, the GELU output, has the widest outliers).
+
+Measured on 1,000 STS-B test sentences against fp32 MiniLM (mean cosine / 10-NN overlap):
+plain dynamic 0.962 / 0.83; per-channel 0.992 / 0.91; per-channel + FFN-out fp32 0.996 / 0.93
+(``int8-fast``); per-tensor + FFN-out fp32 0.994 / 0.93; per-tensor + whole FFN fp32 0.998 / 0.96
+(``int8``); per-channel + whole FFN fp32 0.998 / 0.96. Also measured and not better: reduce_range
+(7-bit weights), u8×u8 kernels, keeping any single layer fp32, SmoothQuant-style scale migration
+(α=0.5: 0.990 / 0.89). Speed: ``benchmarks/encode.py``.
 
 Example:
     >>> sorted(ONNX_RECIPES)
-    ['int8', 'int8-dynamic']
+    ['int8', 'int8-dynamic', 'int8-fast']
 """
 
 from __future__ import annotations

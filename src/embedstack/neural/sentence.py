@@ -45,7 +45,7 @@ __all__ = ["SentenceEncoder", "BACKENDS", "PRECISIONS"]
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
-PRECISIONS = {"torch": ("fp32", "int8"), "onnx": ("fp32", "int8", "int8-dynamic")}
+PRECISIONS = {"torch": ("fp32", "int8"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 _ROLE_PROMPT_KEYS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 _ST_TYPES = {
     "Transformer": "sentence_transformers.models.Transformer",
@@ -309,7 +309,7 @@ class SentenceEncoder:
 
     def with_options(self, **options: Any) -> SentenceEncoder:
         """A new encoder sharing the weights, with other pooling/backend/precision/... options."""
-        current = dict(pooling=self.pooling, dense=self.dense, normalize=self.normalize,
+        current: dict[str, Any] = dict(pooling=self.pooling, dense=self.dense, normalize=self.normalize,
                        max_seq_length=self.max_seq_length, prompts=self.prompts,
                        default_prompt_name=self.default_prompt_name, truncate_dim=self.truncate_dim,
                        backend=self.backend, precision=self.precision, num_threads=self.num_threads,

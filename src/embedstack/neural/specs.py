@@ -11,7 +11,7 @@ models work everywhere a SPEC does (``embedstack eval``, ``encode``, the ladder)
     all-MiniLM-L6-v2@truncate_dim=128,normalize=true,max_seq_length=128
 
 Options: ``pooling`` (cls|mean|max|mean_sqrt_len), ``backend`` (torch|onnx), ``precision``
-(fp32|int8, onnx also int8-dynamic), ``normalize`` (true|false), ``truncate_dim`` (int),
+(fp32|int8; onnx also int8-fast and int8-dynamic, see :mod:`embedstack.neural.quantize`), ``normalize`` (true|false), ``truncate_dim`` (int),
 ``max_seq_length`` (int), ``threads`` (int).
 
 Example:
@@ -134,7 +134,7 @@ def available(name: str = "all-MiniLM-L6-v2") -> Any:
     def check() -> str | None:
         import importlib.util
 
-        for mod, extra in (("torch", "torch"), ("tokenizers", "torch")):
+        for mod in ("torch", "tokenizers"):
             if importlib.util.find_spec(mod) is None:
                 return f"needs {mod} (pip install 'embedstack[torch]')"
         from embedstack.neural.hub import resolve_model

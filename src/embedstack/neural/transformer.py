@@ -89,7 +89,7 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         T = input_ids.shape[1]
         x = self.word_embeddings(input_ids)  # (B, T, C)
-        positions = self.position_table if self.sinusoidal else self.position_embeddings.weight
+        positions: Tensor = self.position_table if self.sinusoidal else self.position_embeddings.weight  # type: ignore[assignment]
         x = x + positions[:T]  # (T, C) broadcast over B
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]  # segment 0 everywhere, without a lookup
@@ -254,9 +254,13 @@ class BertModel(nn.Module):
         """Choose ``"sdpa"`` (fast, fused kernel) or ``"eager"`` (the explicit reference formula)."""
         if implementation not in ATTENTION_IMPLEMENTATIONS:
             raise ConfigError(f"Unknown attention implementation {implementation!r}; use 'sdpa' or 'eager'.")
-        for block in self.encoder.layer:
-            block.attention.self.implementation = implementation
+        for module in self.attention_modules():
+            module.implementation = implementation
         return self
+
+    def attention_modules(self) -> list[BertSelfAttention]:
+        """The self-attention module of every block, in order."""
+        return [m for m in self.modules() if isinstance(m, BertSelfAttention)]
 
     def init_weights(self, seed: int | None = None) -> BertModel:
         """BERT's initialisation for training from scratch: N(0, 0.02) weights, zero biases, unit LayerNorm."""
