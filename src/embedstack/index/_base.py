@@ -72,6 +72,7 @@ class BaseIndex:
         self._has_content = False
         self.encoder: dict[str, Any] | None = None
         self._folder: Path | None = None  # where it was loaded from
+        self._lookup: np.ndarray | None = None  # cached object array of ids for search_ids
 
     # ------------------------------------------------------------------ hooks
     def _check_params(self) -> None:
@@ -197,6 +198,7 @@ class BaseIndex:
         self._compact_rows(keep)
         self.docs.keep(keep)
         self._ids = [self._ids[i] for i in keep]
+        self._lookup = None
         self._pos = {u: j for j, u in enumerate(self._ids)}
         reclaimed = self._n_dead
         self._dead = np.zeros(len(self._ids), dtype=bool)
@@ -231,8 +233,15 @@ class BaseIndex:
         if len(self) == 0 or nq == 0:
             return np.zeros((nq, 0), dtype=np.float32), np.zeros((nq, 0), dtype=object)
         scores, iids, _ = self._search_ids(q, min(k, len(self)))
-        lookup = np.asarray(self._ids + [""], dtype=object)  # index -1 -> ""
-        return np.asarray(scores, dtype=np.float32), lookup[iids]
+        return np.asarray(scores, dtype=np.float32), self._id_lookup()[iids]
+
+    def _id_lookup(self) -> np.ndarray:
+        """User ids as an object array with ``""`` appended (internal id -1), cached between searches."""
+        lookup: np.ndarray | None = getattr(self, "_lookup", None)
+        if lookup is None or len(lookup) != len(self._ids) + 1:  # rows are only appended between compactions
+            lookup = np.asarray(self._ids + [""], dtype=object)
+            self._lookup = lookup
+        return lookup
 
     def _hits(self, scores: np.ndarray, iids: np.ndarray, stages: dict[str, np.ndarray],
               with_text: bool) -> list[list[Hit]]:

@@ -28,6 +28,8 @@ __all__ = [
     "hamming_select_ref",
     "int8_dot",
     "int8_dot_ref",
+    "gather_dot",
+    "gather_dot_ref",
     "finalize_topk",
 ]
 
@@ -41,6 +43,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     HAVE_NUMBA = False
 
 _HAMMING_BLOCK = 2048  # codes per pass of the Hamming kernel (384 bits: 96 KiB, stays in L2)
+_SLICE = 512  # codes scored per kernel call; a slice whose minimum reaches the bound is not scanned
 
 
 # --------------------------------------------------------------------------- bit packing (numpy)
@@ -98,6 +101,12 @@ def int8_dot_ref(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return qw.astype(np.float32) @ codes.astype(np.float32).T
 
 
+def gather_dot_ref(qw: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``out[i, j] = qw[i] · rows[cand[i, j]]`` in float32 (rows float or int8): rescoring candidates."""
+    picked = np.asarray(rows[cand.ravel()], dtype=np.float32).reshape(cand.shape[0], cand.shape[1], -1)
+    return np.einsum("icd,id->ic", picked, qw.astype(np.float32)).astype(np.float32)
+
+
 def finalize_topk(best_s: np.ndarray, best_i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort each row of a running top-k by descending score (ties by ascending id)."""
     order = np.lexsort((best_i, -best_s), axis=1) if best_s.size else np.zeros(best_s.shape, dtype=np.int64)
@@ -117,6 +126,26 @@ if HAVE_NUMBA:
             return builder.ctpop(args[0])
 
         return sig, codegen
+
+    @intrinsic
+    def _prefer_512bit(typingctx: Any) -> Any:
+        """Let LLVM vectorise the calling function with 512-bit registers where the CPU has them.
+
+        LLVM tunes recent Intel cores to 256-bit vectors; the popcount loops run about 10% faster
+        with 512-bit ``vpopcntq``. The hint is LLVM's per-function ``prefer-vector-width``
+        attribute (what clang's ``-mprefer-vector-width=512`` sets); llvmlite's attribute set does not
+        list string attributes, so it is added to the set directly, and skipped if that ever fails.
+        Elsewhere (no AVX-512) the attribute changes nothing.
+        """
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            try:
+                set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+            except Exception:  # pragma: no cover - a different llvmlite: keep the default width
+                pass
+            return context.get_dummy_value()
+
+        return types.none(), codegen
 
     @njit(cache=True, nogil=True, inline="always")
     def _sift_down(hs: np.ndarray, hi: np.ndarray, pos: int, k: int) -> None:
@@ -164,55 +193,78 @@ if HAVE_NUMBA:
     # group of words (once in all for 384 bits) instead of once per word.
 
     @njit(cache=True, nogil=True)
-    def _ham6(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> None:
+    def _ham6(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> int:
+        _prefer_512bit()
         q0, q1, q2, q3, q4, q5 = q[w], q[w + 1], q[w + 2], q[w + 3], q[w + 4], q[w + 5]
         c0, c1, c2 = codes_t[w, a:e], codes_t[w + 1, a:e], codes_t[w + 2, a:e]
         c3, c4, c5 = codes_t[w + 3, a:e], codes_t[w + 4, a:e], codes_t[w + 5, a:e]
+        low = np.int32(1 << 30)
         for j in range(e - a):
             d = np.int32(_popcount64(q0 ^ c0[j]) + _popcount64(q1 ^ c1[j]) + _popcount64(q2 ^ c2[j])  # type: ignore[call-arg]
                          + _popcount64(q3 ^ c3[j]) + _popcount64(q4 ^ c4[j]) + _popcount64(q5 ^ c5[j]))  # type: ignore[call-arg]
-            buf[j] = buf[j] + d if acc else d
+            v = buf[j] + d if acc else d
+            buf[j] = v
+            low = min(low, v)
+        return low
 
     @njit(cache=True, nogil=True)
-    def _ham4(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> None:
+    def _ham4(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> int:
+        _prefer_512bit()
         q0, q1, q2, q3 = q[w], q[w + 1], q[w + 2], q[w + 3]
         c0, c1, c2, c3 = codes_t[w, a:e], codes_t[w + 1, a:e], codes_t[w + 2, a:e], codes_t[w + 3, a:e]
+        low = np.int32(1 << 30)
         for j in range(e - a):
             d = np.int32(_popcount64(q0 ^ c0[j]) + _popcount64(q1 ^ c1[j])  # type: ignore[call-arg]
                          + _popcount64(q2 ^ c2[j]) + _popcount64(q3 ^ c3[j]))  # type: ignore[call-arg]
-            buf[j] = buf[j] + d if acc else d
+            v = buf[j] + d if acc else d
+            buf[j] = v
+            low = min(low, v)
+        return low
 
     @njit(cache=True, nogil=True)
-    def _ham2(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> None:
+    def _ham2(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> int:
+        _prefer_512bit()
         q0, q1 = q[w], q[w + 1]
         c0, c1 = codes_t[w, a:e], codes_t[w + 1, a:e]
+        low = np.int32(1 << 30)
         for j in range(e - a):
             d = np.int32(_popcount64(q0 ^ c0[j]) + _popcount64(q1 ^ c1[j]))  # type: ignore[call-arg]
-            buf[j] = buf[j] + d if acc else d
+            v = buf[j] + d if acc else d
+            buf[j] = v
+            low = min(low, v)
+        return low
 
     @njit(cache=True, nogil=True)
-    def _ham1(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> None:
+    def _ham1(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> int:
+        _prefer_512bit()
         q0 = q[w]
         c0 = codes_t[w, a:e]
+        low = np.int32(1 << 30)
         for j in range(e - a):
             d = np.int32(_popcount64(q0 ^ c0[j]))  # type: ignore[call-arg]
-            buf[j] = buf[j] + d if acc else d
+            v = buf[j] + d if acc else d
+            buf[j] = v
+            low = min(low, v)
+        return low
 
     @njit(cache=True, nogil=True)
-    def _block_distances(qrow: np.ndarray, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray) -> None:
+    def _block_distances(qrow: np.ndarray, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray) -> int:
+        """Write the distances of docs a..e to buf[: e - a]; return their minimum."""
         words = codes_t.shape[0]
         w = 0
+        low = 0
         while w + 6 <= words:
-            _ham6(qrow, w, codes_t, a, e, buf, w > 0)
+            low = _ham6(qrow, w, codes_t, a, e, buf, w > 0)
             w += 6
         if w + 4 <= words:
-            _ham4(qrow, w, codes_t, a, e, buf, w > 0)
+            low = _ham4(qrow, w, codes_t, a, e, buf, w > 0)
             w += 4
         if w + 2 <= words:
-            _ham2(qrow, w, codes_t, a, e, buf, w > 0)
+            low = _ham2(qrow, w, codes_t, a, e, buf, w > 0)
             w += 2
         if w < words:
-            _ham1(qrow, w, codes_t, a, e, buf, w > 0)
+            low = _ham1(qrow, w, codes_t, a, e, buf, w > 0)
+        return low
 
     @njit(cache=True, nogil=True)
     def _keep_best(cd: np.ndarray, ci: np.ndarray, fill: int, c: int, nbins: int, out_d: np.ndarray,
@@ -250,7 +302,7 @@ if HAVE_NUMBA:
 
     @njit(cache=True, nogil=True, parallel=True)
     def _hamming_select_nb(q_words: np.ndarray, codes_t: np.ndarray, dead_mask: np.ndarray, c: int,
-                           group: int, nseg: int) -> tuple[np.ndarray, np.ndarray]:
+                           group: int, nseg: int, slice_: int) -> tuple[np.ndarray, np.ndarray]:
         # Tasks are (group of queries) x (segment of the database). A task streams its segment block by
         # block (each block of codes is reused by every query of the group while it sits in cache) and
         # keeps, per query, the candidates strictly below a distance bound. Docs arrive in id order, so
@@ -259,7 +311,7 @@ if HAVE_NUMBA:
         nq = q_words.shape[0]
         words, n = codes_t.shape
         nbins = words * 64 + 1
-        cap = max(4 * c, 1024)
+        cap = 2 * c + 64
         ngroups = (nq + group - 1) // group
         seg_len = (n + nseg - 1) // nseg
         seg_d = np.empty((nseg, nq, c), dtype=np.int32)
@@ -272,7 +324,7 @@ if HAVE_NUMBA:
             m = min(nq, q0 + group) - q0
             lo = s * seg_len
             hi = min(n, lo + seg_len)
-            buf = np.empty(_HAMMING_BLOCK, dtype=np.int32)
+            buf = np.empty(slice_, dtype=np.int32)
             cd = np.empty((m, cap), dtype=np.int32)
             ci = np.empty((m, cap), dtype=np.int64)
             tmp_d = np.empty(c, dtype=np.int32)
@@ -282,24 +334,20 @@ if HAVE_NUMBA:
             for a in range(lo, hi, _HAMMING_BLOCK):
                 e = min(hi, a + _HAMMING_BLOCK)
                 for r in range(m):
-                    _block_distances(q_words[q0 + r], codes_t, a, e, buf)
-                    bnd = bound[r]
+                    bnd = np.int32(bound[r])
                     f = fill[r]
-                    for s0 in range(0, e - a, 64):  # scan only the slices whose minimum is below the bound
-                        s1 = min(e - a, s0 + 64)
-                        low = nbins
-                        for j in range(s0, s1):
-                            low = min(low, buf[j])
-                        if low >= bnd:
+                    for s0 in range(a, e, slice_):  # a slice whose minimum reaches the bound is skipped
+                        s1 = min(e, s0 + slice_)
+                        if _block_distances(q_words[q0 + r], codes_t, s0, s1, buf) >= bnd:
                             continue
-                        for j in range(s0, s1):
+                        for j in range(s1 - s0):
                             dj = buf[j]
-                            if dj < bnd and dead_mask[a + j] == 0:
+                            if dj < bnd and dead_mask[s0 + j] == 0:
                                 cd[r, f] = dj
-                                ci[r, f] = a + j
+                                ci[r, f] = s0 + j
                                 f += 1
-                                if f == cap:
-                                    bnd = _keep_best(cd[r], ci[r], f, c, nbins, tmp_d, tmp_i)
+                                if f == cap:  # compact to the c best: the bound tightens early and often
+                                    bnd = np.int32(_keep_best(cd[r], ci[r], f, c, nbins, tmp_d, tmp_i))
                                     cd[r, :c] = tmp_d
                                     ci[r, :c] = tmp_i
                                     f = c
@@ -350,6 +398,22 @@ if HAVE_NUMBA:
         return out
 
 
+    @njit(cache=True, nogil=True, parallel=True, fastmath=True)
+    def _gather_dot_nb(qw: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        nq, c = cand.shape
+        d = qw.shape[1]
+        out = np.empty((nq, c), dtype=np.float32)
+        for i in prange(nq):
+            qr = qw[i]
+            for j in range(c):
+                row = rows[cand[i, j]]
+                acc = np.float32(0.0)
+                for t in range(d):
+                    acc += qr[t] * np.float32(row[t])
+                out[i, j] = acc
+        return out
+
+
 # --------------------------------------------------------------------------- dispatchers
 
 def topk_merge(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
@@ -386,7 +450,7 @@ def hamming_select(q_words: np.ndarray, codes_t: np.ndarray, dead: np.ndarray, c
     mask[dead] = 1
     with numba.parallel_chunksize(1):  # dynamic scheduling: the cores are shared with other work
         return _hamming_select_nb(np.ascontiguousarray(q_words), np.ascontiguousarray(codes_t), mask, c,
-                                  int(group), int(max(1, min(segments, n))))
+                                  int(group), int(max(1, min(segments, n))), _SLICE)
 
 
 def int8_dot(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -394,6 +458,16 @@ def int8_dot(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
     if HAVE_NUMBA:
         return _int8_dot_nb(np.ascontiguousarray(qw, dtype=np.float32), np.ascontiguousarray(codes))
     return int8_dot_ref(qw, codes)  # pragma: no cover
+
+
+def gather_dot(qw: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Float queries ``qw (nq, d)`` against the rows ``cand (nq, c)`` of ``rows (n, d)`` (float32 or int8).
+
+    Only the candidate rows are read, so ``rows`` may be a memory map of vectors kept on disk.
+    """
+    if HAVE_NUMBA and rows.dtype in (np.float32, np.int8):
+        return _gather_dot_nb(np.ascontiguousarray(qw, dtype=np.float32), rows, np.ascontiguousarray(cand, dtype=np.int64))
+    return gather_dot_ref(qw, rows, cand)
 
 
 def set_threads(n: int | None) -> None:

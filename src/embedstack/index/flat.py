@@ -237,21 +237,12 @@ class FlatIndex(BaseIndex):
 
     def _rescore(self, q: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """Float query against the candidates' int8 or float vectors: (nq, c) scores."""
-        flat = cand.ravel()
-        order = np.argsort(flat, kind="stable")  # read memory-mapped rows in file order
-        rows = np.empty((len(flat), self.dim), dtype=np.float32)
         if self.rescore == "int8":
             assert self._codes is not None and self.step_ is not None and self.mid_ is not None
-            rows[order] = np.asarray(self._codes[flat[order]])
-            qw = q * self.step_  # q·x ≈ q·mid + (q∘step)·code
-            bias = (q @ self.mid_)[:, None]
-        else:
-            assert self._vec is not None
-            rows[order] = np.asarray(self._vec[flat[order]])
-            qw = q
-            bias = np.zeros((len(q), 1), dtype=np.float32)
-        cube = rows.reshape(cand.shape[0], cand.shape[1], self.dim)
-        return (np.matmul(cube, qw[:, :, None])[:, :, 0] + bias).astype(np.float32)
+            # q·x ≈ q·mid + (q∘step)·code
+            return K.gather_dot(q * self.step_, self._codes, cand) + (q @ self.mid_)[:, None].astype(np.float32)
+        assert self._vec is not None
+        return K.gather_dot(q, self._vec, cand)
 
     # ------------------------------------------------------------------ compaction / persistence
     def _compact_rows(self, keep: np.ndarray) -> None:
