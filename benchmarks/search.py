@@ -95,7 +95,12 @@ def search_ints(index: Any, q: np.ndarray, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------- part 1: synthetic
 
 
-def bench_synthetic(n: int, n_queries: int, dim: int, *, hnsw: bool) -> dict[str, Any]:
+ALL_PARTS = ("exact", "faiss", "fp16", "int8", "binary", "hnsw")
+OVERSAMPLES = (10, 30, 100)
+
+
+def bench_synthetic(n: int, n_queries: int, dim: int, *, hnsw: bool,
+                    parts: tuple[str, ...] = ALL_PARTS, hnsw_same_graph_only: bool = False) -> dict[str, Any]:
     import faiss
 
     from embedstack.index import FlatIndex, from_spec
@@ -107,43 +112,76 @@ def bench_synthetic(n: int, n_queries: int, dim: int, *, hnsw: bool) -> dict[str
     x = random_unit(n, dim, seed=1)
     q = random_unit(n_queries, dim, seed=2)
     ids = [str(i) for i in range(n)]
-    res: dict[str, Any] = {"n": n, "dim": dim, "queries": n_queries, "threads": THREADS}
+    res: dict[str, Any] = {"n": n, "dim": dim, "queries": n_queries, "threads": THREADS,
+                           "load_before": os.getloadavg()[0]}
 
-    # exact: ours vs faiss IndexFlatIP
+    # exact: ours (always: every other row is timed against it) vs faiss IndexFlatIP
     flat = FlatIndex(dim, metric="ip")
     flat.add(x, ids)
     search_ints(flat, q[:8], 10)  # warm-up (numba JIT / page faults)
     truth, t_ours = timed(search_ints, flat, q, 10, repeat=2)
-    fidx = faiss.IndexFlatIP(dim)
-    fidx.add(x)
-    fidx.search(q[:8], 10)
-    (_, fi), t_faiss = timed(fidx.search, q, 10, repeat=2)
-    res["exact"] = {"ours_qps": n_queries / t_ours, "faiss_qps": n_queries / t_faiss,
-                    "ratio": ratio(t_faiss, t_ours), "agreement_with_faiss": recall_at(fi, truth),
-                    "bytes_per_vector": 4 * dim}
-    log(f"  exact: ours {n_queries / t_ours:.0f} q/s, faiss {n_queries / t_faiss:.0f} q/s")
-    del fidx
+    res["exact"] = {"ours_qps": n_queries / t_ours, "bytes_per_vector": 4 * dim}
+    log(f"  exact: ours {n_queries / t_ours:.0f} q/s")
+    if "faiss" in parts:
+        fidx = faiss.IndexFlatIP(dim)
+        fidx.add(x)
+        fidx.search(q[:8], 10)
+        (_, fi), t_faiss = timed(fidx.search, q, 10, repeat=2)
+        res["exact"].update({"faiss_qps": n_queries / t_faiss, "ratio": ratio(t_faiss, t_ours),
+                             "agreement_with_faiss": recall_at(fi, truth)})
+        log(f"  exact: faiss {n_queries / t_faiss:.0f} q/s")
+        del fidx
 
-    for spec in ("fp16", "int8", "binary", "binary+rescore"):
+    specs = [s for s in ("fp16", "int8") if s in parts]
+    specs += ["binary", "binary+rescore"] if "binary" in parts else []
+    for spec in specs:
         idx = from_spec(spec, dim=dim, metric="ip")
         t0 = time.perf_counter()
         idx.add(x, ids)
         search_ints(idx, q[:8], 10)
         build = time.perf_counter() - t0
+        # exact is re-timed right before each quantised index so that each ratio is measured back to
+        # back on the shared CPU (load drifts over a run)
+        _, t_ex = timed(search_ints, flat, q, 10, repeat=2)
         found, t = timed(search_ints, idx, q, 10, repeat=2)
-        res[spec] = {"qps": n_queries / t, "speedup_vs_exact": t_ours / t, "recall@10": recall_at(found, truth),
-                     "bytes_per_vector": idx.bytes_per_vector(), "all_stages_bytes_per_vector": idx.nbytes() / n,
-                     "build_s": build}
-        log(f"  {spec}: {n_queries / t:.0f} q/s ({t_ours / t:.1f}x exact), recall@10 {res[spec]['recall@10']:.3f}, "
-            f"{idx.bytes_per_vector():.1f} B/vec")
+        res[spec] = {"qps": n_queries / t, "speedup_vs_exact": t_ex / t, "exact_qps_back_to_back": n_queries / t_ex,
+                     "recall@10": recall_at(found, truth), "bytes_per_vector": idx.bytes_per_vector(),
+                     "all_stages_bytes_per_vector": idx.nbytes() / n, "build_s": build}
+        log(f"  {spec}: {n_queries / t:.0f} q/s ({t_ex / t:.1f}x exact at {n_queries / t_ex:.0f} q/s), "
+            f"recall@10 {res[spec]['recall@10']:.3f}, {idx.bytes_per_vector():.1f} B/vec")
+        if spec == "binary+rescore":
+            res["oversample_sweep"] = oversample_sweep(idx, x, ids, q, truth, flat)
         del idx
     del flat
 
-    if hnsw:
+    if hnsw and "hnsw" in parts:
         m = min(n, HNSW_MAX)
         sub_truth = truth if m == n else search_ints(_flat_of(x[:m]), q, 10)
-        res["hnsw"] = bench_hnsw(x[:m], q, sub_truth, ids[:m])
+        res["hnsw"] = bench_hnsw(x[:m], q, sub_truth, ids[:m], same_graph_only=hnsw_same_graph_only)
+    res["load_after"] = os.getloadavg()[0]
     return res
+
+
+def oversample_sweep(idx: Any, x: np.ndarray, ids: list[str], q: np.ndarray, truth: np.ndarray,
+                     flat: Any) -> list[dict[str, Any]]:
+    """binary+rescore speed and recall@10 for several oversampling factors, int8 and float rescoring."""
+    from embedstack.index import FlatIndex
+
+    fl = FlatIndex(x.shape[1], metric="ip", quantization="binary", rescore="float")
+    fl.add(x, ids)
+    out = []
+    for rescore, index in (("int8", idx), ("float", fl)):
+        for m in OVERSAMPLES:
+            index.oversample = m
+            search_ints(index, q[:8], 10)
+            _, t_ex = timed(search_ints, flat, q, 10)
+            found, t = timed(search_ints, index, q, 10, repeat=2)
+            out.append({"rescore": rescore, "oversample": m, "qps": len(q) / t, "speedup_vs_exact": t_ex / t,
+                        "recall@10": recall_at(found, truth)})
+            log(f"    rescore={rescore} oversample={m}: {len(q) / t:.0f} q/s ({t_ex / t:.1f}x), "
+                f"recall@10 {out[-1]['recall@10']:.3f}")
+    idx.oversample = OVERSAMPLES[0]
+    return out
 
 
 HNSW_MAX = 100_000
@@ -158,7 +196,7 @@ def _flat_of(x: np.ndarray) -> Any:
 
 
 def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], *, M: int = 16,
-               efc: int = 128) -> dict[str, Any]:
+               efc: int = 128, same_graph_only: bool = False) -> dict[str, Any]:
     import faiss
     from usearch.index import Index
 
@@ -168,16 +206,26 @@ def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], 
     out: dict[str, Any] = {"M": M, "ef_construction": efc, "n": len(x)}
     efs = [16, 32, 64, 128, 256, 512]
 
-    def sweep(name: str, search: Any) -> None:
-        curve = []
+    def sweep(searches: dict[str, Any]) -> None:
+        # the libraries are timed in turn at each ef (best of 3 rounds), so they see the same CPU load
+        for name in searches:
+            out[name]["curve"] = []
         for ef in efs:
-            found, t = timed(search, ef, repeat=2)
-            curve.append({"ef": ef, "qps": len(q) / t, "recall@10": recall_at(found, truth)})
-        ok = [c for c in curve if c["recall@10"] >= 0.95]
-        out[name]["curve"] = curve
-        out[name]["at_0.95"] = ok[0] if ok else None
-        best = ok[0] if ok else curve[-1]
-        log(f"  hnsw {name}: build {out[name]['build_s']:.1f}s, {best['qps']:.0f} q/s at recall {best['recall@10']:.3f} (ef={best['ef']})")
+            best = dict.fromkeys(searches, float("inf"))
+            found: dict[str, np.ndarray] = {}
+            for _ in range(3):
+                for name, search in searches.items():
+                    found[name], t = timed(search, ef)
+                    best[name] = min(best[name], t)
+            for name in searches:
+                out[name]["curve"].append({"ef": ef, "qps": len(q) / best[name],
+                                           "recall@10": recall_at(found[name], truth)})
+        for name in searches:
+            ok = [c for c in out[name]["curve"] if c["recall@10"] >= 0.95]
+            out[name]["at_0.95"] = ok[0] if ok else None
+            b = ok[0] if ok else out[name]["curve"][-1]
+            log(f"  hnsw {name}: build {out[name].get('build_s', float('nan')):.1f}s, {b['qps']:.0f} q/s "
+                f"at recall {b['recall@10']:.3f} (ef={b['ef']})")
 
     ours = HNSWIndex(dim, metric="ip", M=M, ef_construction=efc, threads=THREADS)
     _, t = timed(ours.add, x, ids)
@@ -187,28 +235,32 @@ def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], 
         ours.set_ef(ef)
         return search_ints(ours, q, 10)
 
-    sweep("embedstack", ours_search)
+    def same_graph(ef: int) -> np.ndarray:  # the very graph inside HNSWIndex, searched by usearch directly
+        ours._index.expansion_search = ef
+        return np.asarray(ours._index.search(q, 10, threads=THREADS).keys).astype(np.int64)
 
-    raw = Index(ndim=dim, metric="ip", dtype="f32", connectivity=M, expansion_add=efc)
-    _, t = timed(raw.add, np.arange(len(x), dtype=np.uint64), x, threads=THREADS)
-    out["usearch"] = {"build_s": t}
+    out["usearch_same_graph"] = {}
+    searches: dict[str, Any] = {"embedstack": ours_search, "usearch_same_graph": same_graph}
+    if not same_graph_only:
+        raw = Index(ndim=dim, metric="ip", dtype="f32", connectivity=M, expansion_add=efc)
+        _, t = timed(raw.add, np.arange(len(x), dtype=np.uint64), x, threads=THREADS)
+        out["usearch"] = {"build_s": t}
 
-    def raw_search(ef: int) -> np.ndarray:
-        raw.expansion_search = ef
-        return np.asarray(raw.search(q, 10, threads=THREADS).keys).astype(np.int64)
+        def raw_search(ef: int) -> np.ndarray:
+            raw.expansion_search = ef
+            return np.asarray(raw.search(q, 10, threads=THREADS).keys).astype(np.int64)
 
-    sweep("usearch", raw_search)
+        fh = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
+        fh.hnsw.efConstruction = efc
+        _, t = timed(fh.add, x)
+        out["faiss"] = {"build_s": t}
 
-    fh = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
-    fh.hnsw.efConstruction = efc
-    _, t = timed(fh.add, x)
-    out["faiss"] = {"build_s": t}
+        def faiss_search(ef: int) -> np.ndarray:
+            fh.hnsw.efSearch = ef
+            return fh.search(q, 10)[1]
 
-    def faiss_search(ef: int) -> np.ndarray:
-        fh.hnsw.efSearch = ef
-        return fh.search(q, 10)[1]
-
-    sweep("faiss", faiss_search)
+        searches.update({"usearch": raw_search, "faiss": faiss_search})
+    sweep(searches)
     return out
 
 
@@ -387,6 +439,10 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
              "`OMP_WAIT_POLICY=PASSIVE`, usearch). The machine's 2 cores were shared with other jobs during the "
              f"run ({_load(res)}): "
              "absolute queries/s are depressed and noisy, ratios measured back to back are the signal.", ""]
+    if "partial" in res:
+        lines += [f"Partial re-run (`--only {','.join(res['partial']['only'])}`): rows marked \"(run of "
+                  f"{res['partial']['previous_run']})\" and the SciFact section come from the full run "
+                  "`python benchmarks/search.py` of that date; everything else was measured now.", ""]
     lines += targets(res)
     for syn in res["synthetic"]:
         n = syn["n"]
@@ -395,29 +451,46 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
                   "| index | queries/s | vs exact | recall@10 | first-stage bytes/vector | all stages |",
                   "|---|---:|---:|---:|---:|---:|",
                   f"| exact float32 (embedstack) | {ex['ours_qps']:.0f} | 1.0× | 1.000 | {ex['bytes_per_vector']} | {ex['bytes_per_vector']} |",
-                  f"| faiss IndexFlatIP | {ex['faiss_qps']:.0f} | {ex['faiss_qps'] / ex['ours_qps']:.2f}× | "
+                  f"| faiss IndexFlatIP{_when(ex, 'faiss_qps')} | {ex['faiss_qps']:.0f} | {1 / ex['ratio']:.2f}× | "
                   f"{ex['agreement_with_faiss']:.3f} | {ex['bytes_per_vector']} | {ex['bytes_per_vector']} |"]
         for spec in ("fp16", "int8", "binary", "binary+rescore"):
             r = syn[spec]
-            lines.append(f"| {spec} | {r['qps']:.0f} | {r['speedup_vs_exact']:.1f}× | {r['recall@10']:.3f} | "
+            lines.append(f"| {spec}{_when(r, 'qps')} | {r['qps']:.0f} | {r['speedup_vs_exact']:.1f}× | {r['recall@10']:.3f} | "
                          f"{r['bytes_per_vector']:.1f} | {r['all_stages_bytes_per_vector']:.1f} |")
-        lines += ["", f"Exact search: embedstack / faiss = **{ex['ratio']:.2f}×** queries/s.", ""]
+        lines += ["", "\"vs exact\" is measured back to back with exact search (each index's exact timing is "
+                  "repeated right before it), so both see the same CPU load.", "",
+                  f"Exact search: embedstack / faiss = **{ex['ratio']:.2f}×** queries/s{_when(ex, 'faiss_qps')}.", ""]
+        if "oversample_sweep" in syn:
+            lines += [f"binary+rescore oversampling (candidates = k × oversample rescored; default 10), {n:,} vectors:", "",
+                      "| rescore against | oversample | queries/s | vs exact | recall@10 |", "|---|---:|---:|---:|---:|"]
+            for r in syn["oversample_sweep"]:
+                lines.append(f"| {r['rescore']} | {r['oversample']} | {r['qps']:.0f} | {r['speedup_vs_exact']:.1f}× | "
+                             f"{r['recall@10']:.3f} |")
+            lines.append("")
         if "hnsw" in syn:
             h = syn["hnsw"]
             lines += [f"HNSW on the first {h['n']:,} vectors (M={h['M']}, ef_construction={h['ef_construction']}), "
                       "smallest ef reaching recall@10 ≥ 0.95:", "",
                       "| library | build s | ef | queries/s | recall@10 |", "|---|---:|---:|---:|---:|"]
-            for lib in ("embedstack", "usearch", "faiss"):
+            for lib in ("embedstack", "usearch_same_graph", "usearch", "faiss"):
+                if lib not in h:
+                    continue
                 a = h[lib]["at_0.95"]
                 if a:
-                    lines.append(f"| {lib} | {h[lib]['build_s']:.1f} | {a['ef']} | {a['qps']:.0f} | {a['recall@10']:.3f} |")
+                    lines.append(f"| {_LIBS.get(lib, lib)}{_when(h[lib], 'curve')} | {_build(h[lib])} | "
+                                 f"{a['ef']} | {a['qps']:.0f} | {a['recall@10']:.3f} |")
                 else:
                     last = h[lib]["curve"][-1]
-                    lines.append(f"| {lib} | {h[lib]['build_s']:.1f} | >{last['ef']} | {last['qps']:.0f} | {last['recall@10']:.3f} (not reached) |")
+                    lines.append(f"| {_LIBS.get(lib, lib)}{_when(h[lib], 'curve')} | {_build(h[lib])} | "
+                                 f">{last['ef']} | {last['qps']:.0f} | {last['recall@10']:.3f} (not reached) |")
             lines += ["", "`HNSWIndex` wraps usearch although faiss was faster here: usearch deletes vectors from the "
                       "graph and opens a saved graph as a memory map, which faiss HNSW does not "
                       "(reasons in `src/embedstack/index/hnsw.py`). The embedstack row is usearch plus "
-                      "our id mapping, validation and result arrays.", ""]
+                      "our id mapping, validation and result arrays (string ids converted back to ints for recall); "
+                      "the \"usearch, same graph\" row searches the graph inside our index with usearch directly, "
+                      "timed in turn with it at each ef, so the difference between the two is the wrapper's overhead "
+                      "alone. Separately built graphs (usearch, faiss rows) differ in speed by chance of construction "
+                      "and were timed at a different moment of CPU load.", ""]
     if "scifact" in res:
         s = res["scifact"]
         q = s["quantization"]
@@ -440,6 +513,19 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
     return "\n".join(lines)
 
 
+_LIBS = {"usearch_same_graph": "usearch, same graph as embedstack"}
+
+
+def _build(entry: dict[str, Any]) -> str:
+    return f"{entry['build_s']:.1f}" if "build_s" in entry else "(same)"
+
+
+def _when(entry: dict[str, Any], key: str) -> str:
+    """A note for rows carried over from an earlier run by a partial re-run (``--only``)."""
+    src = entry.get("measured_in_run_of", {}).get(key) if isinstance(entry, dict) else None
+    return f" (run of {src})" if src else ""
+
+
 def render_last() -> None:
     """Rewrite this benchmark's BENCHMARKS.md section from its last JSON record (no measurement)."""
     import json
@@ -448,6 +534,8 @@ def render_last() -> None:
 
     rec = json.loads((RESULTS / "search.jsonl").read_text(encoding="utf-8").strip().splitlines()[-1])
     cmd = "python benchmarks/search.py" + (" --quick" if rec.get("quick") else "")
+    if "partial" in rec:
+        cmd += " --only " + ",".join(rec["partial"]["only"])
     start, end = "<!-- bench:search -->", "<!-- /bench:search -->"
     section = (f"{start}\n{markdown(rec, cmd).strip()}\n\n_Measured {rec['machine']['date']}, "
                f"{rec['machine']['cpus']} CPUs._\n{end}")
@@ -463,6 +551,8 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--no-scifact", action="store_true")
     ap.add_argument("--hnsw-1m", action="store_true", help="also build HNSW graphs at 1M (tens of minutes)")
+    ap.add_argument("--only", metavar="PARTS", default="",
+                    help="re-measure only these parts (binary,hnsw) and merge them into the last record")
     ap.add_argument("--render-last", action="store_true",
                     help="only re-render the BENCHMARKS.md section from the last record in results/search.jsonl")
     args = ap.parse_args()
@@ -472,6 +562,9 @@ def main() -> None:
         return
     cmd = "python benchmarks/search.py" + (" --quick" if args.quick else "")
     sizes = [(10_000, 200, True)] if args.quick else [(100_000, 1000, True), (1_000_000, 500, args.hnsw_1m)]
+    if args.only:
+        partial_run(args, sizes)
+        return
     res: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     res["synthetic"] = [bench_synthetic(n, nq, 384, hnsw=h) for n, nq, h in sizes]
     if not args.no_scifact:
@@ -485,6 +578,56 @@ def main() -> None:
         log("--quick: BENCHMARKS.md and results/ left untouched")
         return
     write_results("search", {"quick": args.quick, **res}, markdown(res, cmd))
+    log("wrote BENCHMARKS.md section 'search' and benchmarks/results/search.jsonl")
+
+
+def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) -> None:
+    """Re-measure only some parts and merge them into the last full record (other rows keep their run date).
+
+    ``binary``: exact float32 (ours) and binary / binary+rescore with the oversampling sweep, at every size;
+    ``hnsw``: embedstack's HNSW against usearch searching the same graph (wrapper overhead), 100k vectors.
+    """
+    import json
+
+    parts = tuple(sorted(set(args.only.split(","))))
+    bad = set(parts) - {"binary", "hnsw"}
+    if bad:
+        raise SystemExit(f"--only takes binary and/or hnsw, not {sorted(bad)}")
+    last = json.loads((RESULTS / "search.jsonl").read_text(encoding="utf-8").strip().splitlines()[-1])
+    if last.get("quick") != args.quick:
+        raise SystemExit("the last record in results/search.jsonl is of the other mode (--quick or not); run it fully first")
+    old_date = last.get("partial", {}).get("previous_run", last["machine"]["date"])
+    res = {k: v for k, v in last.items() if k not in ("benchmark", "machine")}
+    res["load_before"] = os.getloadavg()[0]
+    for entry in res["synthetic"]:
+        n = entry["n"]
+        nq = next(q for m, q, _ in sizes if m == n)
+        todo = ("exact",) + (("binary",) if "binary" in parts else ()) + (("hnsw",) if "hnsw" in parts and n <= HNSW_MAX else ())
+        if todo == ("exact",):
+            continue
+        new = bench_synthetic(n, nq, 384, hnsw="hnsw" in todo, parts=todo, hnsw_same_graph_only=True)
+        for key in ("faiss_qps", "ratio", "agreement_with_faiss"):
+            if key in entry["exact"]:
+                new["exact"][key] = entry["exact"][key]
+        new["exact"]["measured_in_run_of"] = {"faiss_qps": old_date}
+        if "hnsw" in new and "hnsw" in entry:
+            for lib in ("usearch", "faiss"):
+                if lib in entry["hnsw"]:
+                    new["hnsw"][lib] = {**entry["hnsw"][lib], "measured_in_run_of": {"curve": old_date}}
+        for spec in ("fp16", "int8", "binary", "binary+rescore"):
+            if spec not in new and spec in entry:
+                new[spec] = {**entry[spec], "measured_in_run_of": {"qps": old_date}}
+        for key, value in entry.items():
+            new.setdefault(key, value)
+        entry.clear()
+        entry.update(new)
+    res["load_after"] = os.getloadavg()[0]
+    res["partial"] = {"only": list(parts), "previous_run": old_date}
+    cmd = "python benchmarks/search.py" + (" --quick" if args.quick else "") + f" --only {','.join(parts)}"
+    if args.quick:
+        log(markdown(res, cmd))
+        return
+    write_results("search", res, markdown(res, cmd))
     log("wrote BENCHMARKS.md section 'search' and benchmarks/results/search.jsonl")
 
 

@@ -139,3 +139,36 @@ def test_from_spec_options_and_errors(hp: Any) -> None:
     for bad in ("ivf", "hnsw:bogus=1", "int8:quantization=fp16", "hnsw:M"):
         with pytest.raises(ConfigError):
             from_spec(bad, dim=8)
+
+
+def test_search_ids_follow_adds_removals_and_compaction(hp: Any) -> None:
+    # search_ids caches its id lookup table: it must follow every change of the rows
+    x = np.eye(6, dtype=np.float32)
+    idx = FlatIndex(6)
+    idx.add(x[:3], ["a", "b", "c"])
+    assert idx.search_ids(x[2], k=1)[1].tolist() == [["c"]]
+    idx.add(x[3:], ["d", "e", "f"])
+    assert idx.search_ids(x[5], k=1)[1].tolist() == [["f"]]
+    idx.remove(["b", "c"])
+    idx.compact()  # rows renumbered: d is now row 1
+    assert idx.search_ids(x[3], k=1)[1].tolist() == [["d"]]
+    assert idx.search_ids(x[1], k=4)[1][0].tolist() == ["a", "d", "e", "f"]  # ties at 0 by row
+    idx.add(x[1:3], ["b2", "c2"])
+    assert idx.search_ids(x[2], k=1)[1].tolist() == [["c2"]]
+
+
+def test_binary_rescore_float_and_int8_agree_with_exact_on_easy_data(hp: Any) -> None:
+    x, q = hp.clustered(3000, 64), hp.clustered(20, 64, seed=4)
+    exact = FlatIndex(64)
+    exact.add(x, hp.ids_of(3000))
+    want = exact.search_ids(q, k=5)
+    for rescore in ("int8", "float"):
+        idx = FlatIndex(64, quantization="binary", rescore=rescore, oversample=50)
+        idx.add(x, hp.ids_of(3000))
+        scores, ids = idx.search_ids(q, k=5)
+        assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids, want[1], strict=True)]) >= 0.9
+        if rescore == "float":  # same vectors: the rescored scores are the exact cosines
+            got = {(r, i): s for r, row in enumerate(ids) for i, s in zip(row, scores[r], strict=True)}
+            ref = {(r, i): s for r, row in enumerate(want[1]) for i, s in zip(row, want[0][r], strict=True)}
+            common = set(got) & set(ref)
+            assert common and all(abs(got[key] - ref[key]) < 1e-5 for key in common)

@@ -60,3 +60,47 @@ def test_int8_dot_matches_reference() -> None:
     q = rng.standard_normal((3, 33)).astype(np.float32)
     c = rng.integers(-127, 128, (200, 33)).astype(np.int8)
     np.testing.assert_allclose(K.int8_dot(q, c), K.int8_dot_ref(q, c), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dim", [64, 100, 320, 384, 448, 768])
+@pytest.mark.parametrize("c", [1, 7, 150])
+def test_hamming_select_any_split_matches_reference_with_ties(dim: int, c: int) -> None:
+    # 5000 codes cross the kernel's slice and block boundaries; only 40 distinct codes, so most
+    # distances tie and the (distance, id) order decides; every word count path (6/4/2/1 words)
+    rng = np.random.default_rng(dim + c)
+    base = rng.standard_normal((40, dim)).astype(np.float32)
+    x = base[rng.integers(0, 40, 5000)]
+    codes = K.pack_bits(x)
+    q = K.pack_bits(np.vstack([base[:3], rng.standard_normal((4, dim)).astype(np.float32)])).T.copy()
+    dead = np.unique(rng.integers(0, 5000, 300)).astype(np.int64)
+    ref_d, ref_i = K.hamming_select_ref(q, codes, dead, c)
+    for group, segments in [(None, None), (1, 1), (3, 1), (7, 1), (2, 3), (7, 5)]:
+        d, i = K.hamming_select(q, codes, dead, c, group=group, segments=segments)
+        np.testing.assert_array_equal(d, ref_d)
+        np.testing.assert_array_equal(i, ref_i)
+    assert not np.isin(ref_i, dead).any()
+    assert (ref_d[:3, 0] == 0).all()  # a query equal to a stored code is at distance 0
+
+
+def test_hamming_select_segments_smaller_than_c() -> None:
+    # 4 segments of ~25 codes each cannot fill c=60 alone: the merge must still return the true 60
+    rng = np.random.default_rng(5)
+    codes = K.pack_bits(rng.standard_normal((100, 384)).astype(np.float32))
+    q = K.pack_bits(rng.standard_normal((2, 384)).astype(np.float32)).T.copy()
+    dead = np.array([0, 50, 99], dtype=np.int64)
+    d, i = K.hamming_select(q, codes, dead, 60, group=1, segments=4)
+    ref_d, ref_i = K.hamming_select_ref(q, codes, dead, 60)
+    np.testing.assert_array_equal(d, ref_d)
+    np.testing.assert_array_equal(i, ref_i)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+def test_gather_dot_matches_reference(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    rows = (rng.standard_normal((300, 40)) * (40 if dtype is np.int8 else 1)).astype(dtype)
+    q = rng.standard_normal((5, 40)).astype(np.float32)
+    cand = rng.integers(0, 300, (5, 17))
+    got = K.gather_dot(q, rows, cand)
+    want = np.array([[q[i] @ rows[j].astype(np.float32) for j in cand[i]] for i in range(5)], dtype=np.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(K.gather_dot_ref(q, rows, cand), want, rtol=1e-4, atol=1e-3)
