@@ -289,7 +289,7 @@ LADDER_ROWS: list[LadderRow] = [
               quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
               note="onnxruntime: attention projections int8, feed-forward fp32"),
     *[LadderRow(f"small MLM BERT (ours), {pool}", f"embedstack/mlm-bert-enwiki@pooling={pool}", era="transformer",
-                sts=True, quick=False, note="4 layers, pretrained ~10 min on enwiki by `embedstack train mlm`",
+                sts=True, quick=False, note="2 layers x 128, pretrained ~12 min on enwiki by `embedstack train mlm`",
                 available=lambda: importlib.import_module("embedstack.neural.specs").available(
                     "embedstack/mlm-bert-enwiki")())
       for pool in ("cls", "mean")],

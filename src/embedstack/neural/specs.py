@@ -125,7 +125,7 @@ def _display_name(name_or_path: str) -> str:
 
 MLM_BERT = "embedstack/mlm-bert-enwiki"
 MLM_HINT = ("pretrain it: embedstack train mlm enwiki --out ~/.cache/embedstack/models/embedstack__mlm-bert-enwiki "
-            "--vocab-from all-MiniLM-L6-v2 --minutes 10")
+            "--vocab-from all-MiniLM-L6-v2 --layers 2 --hidden 128 --heads 2 --max-len 64 --lr 1e-3 --minutes 12")
 
 
 def available(name: str = "all-MiniLM-L6-v2") -> Any:
