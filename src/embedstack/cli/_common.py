@@ -8,7 +8,6 @@ from typing import Any
 
 from rich.console import Console
 
-
 __all__ = ["err_console", "out_console", "print_json", "progress"]
 
 # Human output goes to stderr so that `--json` leaves stdout holding exactly one JSON object.

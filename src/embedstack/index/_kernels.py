@@ -339,24 +339,17 @@ if HAVE_NUMBA:
                         s1 = min(e, s0 + slice_)
                         if _block_distances(q_words[q0 + r], codes_t, s0, s1, buf) >= bnd:
                             continue
-                        for t0 in range(0, s1 - s0, 32):  # then only the runs of 32 below the bound
-                            t1 = min(s1 - s0, t0 + 32)
-                            low = buf[t0]
-                            for j in range(t0 + 1, t1):
-                                low = min(low, buf[j])
-                            if low >= bnd:
-                                continue
-                            for j in range(t0, t1):
-                                dj = buf[j]
-                                if dj < bnd and dead_mask[s0 + j] == 0:
-                                    cd[r, f] = dj
-                                    ci[r, f] = s0 + j
-                                    f += 1
-                                    if f == cap:  # compact to the c best: the bound tightens early and often
-                                        bnd = np.int32(_keep_best(cd[r], ci[r], f, c, nbins, tmp_d, tmp_i))
-                                        cd[r, :c] = tmp_d
-                                        ci[r, :c] = tmp_i
-                                        f = c
+                        for j in range(s1 - s0):
+                            dj = buf[j]
+                            if dj < bnd and dead_mask[s0 + j] == 0:
+                                cd[r, f] = dj
+                                ci[r, f] = s0 + j
+                                f += 1
+                                if f == cap:  # compact to the c best: the bound tightens early and often
+                                    bnd = np.int32(_keep_best(cd[r], ci[r], f, c, nbins, tmp_d, tmp_i))
+                                    cd[r, :c] = tmp_d
+                                    ci[r, :c] = tmp_i
+                                    f = c
                     fill[r] = f
                     bound[r] = bnd
             for r in range(m):
