@@ -440,9 +440,10 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
              f"run ({_load(res)}): "
              "absolute queries/s are depressed and noisy, ratios measured back to back are the signal.", ""]
     if "partial" in res:
-        lines += [f"Partial re-run (`--only {','.join(res['partial']['only'])}`): rows marked \"(run of "
-                  f"{res['partial']['previous_run']})\" and the SciFact section come from the full run "
-                  "`python benchmarks/search.py` of that date; everything else was measured now.", ""]
+        lines += [f"Partial re-run (`--only {','.join(res['partial']['only'])}`): rows marked \"(run of DATE)\" "
+                  "were measured in that earlier run (the full `python benchmarks/search.py` or a partial "
+                  f"re-run), the SciFact section in the full run of {res['partial']['previous_run']}; "
+                  "everything else was measured now.", ""]
     lines += targets(res)
     for syn in res["synthetic"]:
         n = syn["n"]
@@ -581,6 +582,10 @@ def main() -> None:
     log("wrote BENCHMARKS.md section 'search' and benchmarks/results/search.jsonl")
 
 
+def _dated(entry: dict[str, Any], key: str, default: str) -> str:
+    return str(entry.get("measured_in_run_of", {}).get(key, default))
+
+
 def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) -> None:
     """Re-measure only some parts and merge them into the last full record (other rows keep their run date).
 
@@ -596,7 +601,8 @@ def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) ->
     last = json.loads((RESULTS / "search.jsonl").read_text(encoding="utf-8").strip().splitlines()[-1])
     if last.get("quick") != args.quick:
         raise SystemExit("the last record in results/search.jsonl is of the other mode (--quick or not); run it fully first")
-    old_date = last.get("partial", {}).get("previous_run", last["machine"]["date"])
+    old_date = last.get("partial", {}).get("previous_run", last["machine"]["date"])  # the last full run
+    last_date = last["machine"]["date"]  # rows not re-measured now were measured then (or carry their own date)
     res = {k: v for k, v in last.items() if k not in ("benchmark", "machine")}
     res["load_before"] = os.getloadavg()[0]
     for entry in res["synthetic"]:
@@ -609,14 +615,17 @@ def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) ->
         for key in ("faiss_qps", "ratio", "agreement_with_faiss"):
             if key in entry["exact"]:
                 new["exact"][key] = entry["exact"][key]
-        new["exact"]["measured_in_run_of"] = {"faiss_qps": old_date}
-        if "hnsw" in new and "hnsw" in entry:
-            for lib in ("usearch", "faiss"):
-                if lib in entry["hnsw"]:
-                    new["hnsw"][lib] = {**entry["hnsw"][lib], "measured_in_run_of": {"curve": old_date}}
+        new["exact"]["measured_in_run_of"] = {"faiss_qps": _dated(entry["exact"], "faiss_qps", last_date)}
+        if "hnsw" in entry:
+            carried = entry["hnsw"] if "hnsw" not in new else {k: v for k, v in entry["hnsw"].items() if k in ("usearch", "faiss")}
+            new.setdefault("hnsw", {})
+            for lib, value in carried.items():
+                if isinstance(value, dict) and "curve" in value:
+                    value = {**value, "measured_in_run_of": {"curve": _dated(value, "curve", last_date)}}
+                new["hnsw"].setdefault(lib, value)
         for spec in ("fp16", "int8", "binary", "binary+rescore"):
             if spec not in new and spec in entry:
-                new[spec] = {**entry[spec], "measured_in_run_of": {"qps": old_date}}
+                new[spec] = {**entry[spec], "measured_in_run_of": {"qps": _dated(entry[spec], "qps", last_date)}}
         for key, value in entry.items():
             new.setdefault(key, value)
         entry.clear()

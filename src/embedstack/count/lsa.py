@@ -223,7 +223,8 @@ class LSA(Component):
         self.tfidf_ = tfidf
         self.components_ = Vt.astype(np.float32)  # (k, n_terms)
         self.singular_values_ = s.astype(np.float32)
-        return np.asarray(X @ self.components_.T, dtype=np.float32)
+        self._projection = np.ascontiguousarray(self.components_.T)  # (n_terms, k), reused by every encode
+        return np.asarray(X @ self._projection, dtype=np.float32)
 
     def _finish(self, Z: np.ndarray) -> np.ndarray:
         Z = np.ascontiguousarray(Z, dtype=np.float32)
@@ -251,7 +252,7 @@ class LSA(Component):
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         X: sp.csr_array = self.tfidf_.transform(texts)
-        return self._finish(X @ self.components_.T)
+        return self._finish(X @ self._projection)
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -269,3 +270,4 @@ class LSA(Component):
         self.tfidf_ = tfidf
         self.components_ = np.asarray(arrays["components"], dtype=np.float32)
         self.singular_values_ = np.asarray(arrays["singular_values"], dtype=np.float32)
+        self._projection = np.ascontiguousarray(self.components_.T)

@@ -9,6 +9,12 @@ Layouts:
   * binary codes are sign bits packed big-endian with :func:`numpy.packbits`, padded with zero bits to
     a multiple of 64 and stored *transposed* as ``uint64 (words, n)`` so that the Hamming loop runs
     over contiguous memory and vectorises (``vpopcntq`` on AVX-512).
+  * the Hamming selection streams the codes once per group of up to 32 queries (a block of codes is
+    reused from cache by the whole group), computes distances slice by slice with the words of a code
+    added up in registers, and skips any slice whose minimum distance cannot enter the candidates
+    (the bound is the c-th best distance so far, tightened as candidates are compacted), so the
+    candidate selection costs little beyond the popcounts. Ties go to the lower id; the result does
+    not depend on how the work is split across threads.
   * int8 codes are ``int8 (n, d)``; the dequantised vector is ``mid + step * code`` per dimension.
 """
 
