@@ -27,7 +27,8 @@ class _ErrorGroup(TyperGroup):
         except EmbedstackError as exc:
             from embedstack.cli._common import err_console
 
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+            msg = " ".join(str(exc).split())  # one line, whatever the message's own line breaks
+            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {msg}", highlight=False, soft_wrap=True)
             raise SystemExit(2) from None
 
 

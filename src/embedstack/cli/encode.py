@@ -108,6 +108,5 @@ def encode_command(
 
 def register(app: typer.Typer) -> None:
     """Add the ``encode`` command."""
-    from embedstack.cli.eval import handle_errors
 
-    app.command("encode")(handle_errors(encode_command))
+    app.command("encode")(encode_command)

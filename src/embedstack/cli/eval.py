@@ -6,18 +6,16 @@ Human output (tables, progress) goes to stderr; ``--json`` prints exactly one JS
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
 from embedstack.cli._common import err_console, print_json, progress
 
-__all__ = ["register", "handle_errors", "progress_callback", "emit_json"]
+__all__ = ["register", "progress_callback", "emit_json"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 eval_app = typer.Typer(help="Evaluate a model on a benchmark (retrieval, STS, word vectors, probes).",
                        no_args_is_help=True)
@@ -26,22 +24,6 @@ _JSON = typer.Option(False, "--json", help="Print one JSON object on stdout (and
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
-def handle_errors(fn: F) -> F:
-    """Turn embedstack errors into one red line on stderr and exit status 2 (also under CliRunner)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from embedstack.errors import EmbedstackError
-
-        try:
-            return fn(*args, **kwargs)
-        except EmbedstackError as exc:
-            msg = " ".join(str(exc).split())
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {msg}", highlight=False,
-                              soft_wrap=True, markup=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _finite(obj: Any) -> Any:
@@ -138,7 +120,6 @@ def _probe_data(dataset: str, max_train: int | None, max_test: int | None, seed:
 
 
 @eval_app.command("retrieval")
-@handle_errors
 def retrieval(
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC: bow, tfidf, bm25, lsa:256, a folder or model name."),
     dataset: str = typer.Option("scifact", "--dataset", "-d", help="BEIR dataset name or folder."),
@@ -176,7 +157,6 @@ def retrieval(
 
 
 @eval_app.command("sts")
-@handle_errors
 def sts(
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC."),
     dataset: str = typer.Option("stsb", "--dataset", "-d", help="STS dataset name or file/folder."),
@@ -224,7 +204,6 @@ def _is_none(value: str | None) -> bool:
 
 
 @eval_app.command("words")
-@handle_errors
 def words(
     vectors: str = typer.Option(..., "--vectors", "-v", help="Word vectors: a saved folder, word2vec text/binary, GloVe or .vec."),
     analogies: str = typer.Option("analogies", "--analogies", help="Analogy questions (name or file); 'none' to skip."),
@@ -280,7 +259,6 @@ def words(
 
 
 @eval_app.command("classification")
-@handle_errors
 def classification(
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC."),
     dataset: str = typer.Option("banking77", "--dataset", "-d", help="banking77, agnews, 20newsgroups, or a folder."),
@@ -312,7 +290,6 @@ def classification(
 
 
 @eval_app.command("clustering")
-@handle_errors
 def clustering(
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC."),
     dataset: str = typer.Option("banking77", "--dataset", "-d", help="banking77, agnews, 20newsgroups, or a folder."),

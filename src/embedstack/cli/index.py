@@ -5,10 +5,8 @@ Human output goes to stderr; ``--json`` prints exactly one JSON object on stdout
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
@@ -16,7 +14,6 @@ from embedstack.cli._common import err_console, print_json, progress
 
 __all__ = ["register"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 index_app = typer.Typer(help="Build, inspect, compact and alias vector indexes.", no_args_is_help=True)
 
@@ -24,21 +21,6 @@ _JSON = typer.Option(False, "--json", help="Print one JSON object on stdout (and
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
-def _errors(fn: F) -> F:
-    """Embedstack errors → one red line on stderr and exit status 2 (also under CliRunner)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from embedstack.errors import EmbedstackError
-
-        try:
-            return fn(*args, **kwargs)
-        except EmbedstackError as exc:
-            msg = " ".join(str(exc).split())
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {msg}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def index_spec_for(quantization: str | None, hnsw: bool, index: str | None) -> str:
@@ -61,7 +43,6 @@ def index_spec_for(quantization: str | None, hnsw: bool, index: str | None) -> s
 
 
 @index_app.command("build")
-@_errors
 def build(
     corpus: str = typer.Argument(..., help="BEIR folder or dataset name (corpus.jsonl), a .jsonl file, or a text file (one doc per line)."),
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC: bm25, tfidf, lsa:256, all-MiniLM-L6-v2, a folder ..."),
@@ -120,7 +101,6 @@ def _info(folder: Path) -> dict[str, Any]:
 
 
 @index_app.command("info")
-@_errors
 def info_cmd(folder: Path = typer.Argument(..., help="Index folder or alias."), json_out: bool = _JSON) -> None:
     """Show an index's manifest: type, metric, dims, quantization, counts, encoder identity."""
     info = _info(folder)
@@ -139,7 +119,6 @@ def info_cmd(folder: Path = typer.Argument(..., help="Index folder or alias."), 
 
 
 @index_app.command("swap")
-@_errors
 def swap(
     alias: Path = typer.Argument(..., help="Alias path (a symlink, created if absent)."),
     target: Path = typer.Argument(..., help="Index folder the alias should point to."),
@@ -157,7 +136,6 @@ def swap(
 
 
 @index_app.command("compact")
-@_errors
 def compact(folder: Path = typer.Argument(..., help="Index folder (or alias: its current version)."),
             json_out: bool = _JSON) -> None:
     """Drop deleted documents for good and rewrite the folder atomically."""
@@ -174,7 +152,6 @@ def compact(folder: Path = typer.Argument(..., help="Index folder (or alias: its
 
 
 @index_app.command("delete")
-@_errors
 def delete(folder: Path = typer.Argument(..., help="Index folder."),
            ids: list[str] = typer.Argument(..., help="Document ids to delete."),
            json_out: bool = _JSON) -> None:
@@ -228,4 +205,4 @@ def search(
 def register(app: typer.Typer) -> None:
     """Add ``index`` (group) and ``search`` (top-level) to the root app."""
     app.add_typer(index_app, name="index")
-    app.command("search")(_errors(search))
+    app.command("search")(search)

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from embedstack.cli._common import err_console
-from embedstack.cli.eval import emit_json, handle_errors
+from embedstack.cli.eval import emit_json
 
 __all__ = ["register"]
 
@@ -150,4 +150,4 @@ def ladder(
 
 def register(app: typer.Typer) -> None:
     """Add the ``ladder`` command to ``app``."""
-    app.command("ladder")(handle_errors(ladder))
+    app.command("ladder")(ladder)

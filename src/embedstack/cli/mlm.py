@@ -88,6 +88,6 @@ def mlm_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``train mlm`` to the ``train`` group (created by :mod:`embedstack.cli.train`)."""
-    from embedstack.cli.train import handle_errors, train_app
+    from embedstack.cli.train import train_app
 
-    train_app.command("mlm")(handle_errors(mlm_command))
+    train_app.command("mlm")(mlm_command)

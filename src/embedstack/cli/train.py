@@ -7,19 +7,16 @@ words/s, seconds and the vocabulary size on stdout. Other areas add their traine
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
 from embedstack.cli._common import err_console, print_json, progress
 
-__all__ = ["train_app", "register", "handle_errors"]
+__all__ = ["train_app", "register"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 train_app = typer.Typer(help="Train models (static word vectors: word2vec, fasttext, glove).", no_args_is_help=True)
 
@@ -37,21 +34,6 @@ _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 _W2V_TEXT = typer.Option(False, "--word2vec-format", help="Also write vectors.txt (word2vec text format).")
 
 
-def handle_errors(fn: F) -> F:
-    """Turn embedstack errors into one red line on stderr and exit status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from embedstack.errors import EmbedstackError
-
-        try:
-            return fn(*args, **kwargs)
-        except EmbedstackError as exc:
-            msg = " ".join(str(exc).split())
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {msg}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bool, quiet: bool,
@@ -106,7 +88,6 @@ def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bo
 
 
 @train_app.command("word2vec")
-@handle_errors
 def word2vec_cmd(
     corpus: str = _CORPUS, out: Path | None = _OUT, dim: int = _DIM,
     window: int = typer.Option(5, "--window", help="Maximum context distance."),
@@ -129,7 +110,6 @@ def word2vec_cmd(
 
 
 @train_app.command("fasttext")
-@handle_errors
 def fasttext_cmd(
     corpus: str = _CORPUS, out: Path | None = _OUT, dim: int = _DIM,
     window: int = typer.Option(5, "--window", help="Maximum context distance."),
@@ -155,7 +135,6 @@ def fasttext_cmd(
 
 
 @train_app.command("glove")
-@handle_errors
 def glove_cmd(
     corpus: str = _CORPUS, out: Path | None = _OUT, dim: int = _DIM,
     window: int = typer.Option(10, "--window", help="Co-occurrence window (1/distance weighting)."),

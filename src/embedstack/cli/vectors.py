@@ -11,7 +11,6 @@ from pathlib import Path
 import typer
 
 from embedstack.cli._common import err_console, print_json
-from embedstack.cli.train import handle_errors
 
 __all__ = ["vectors_app", "register"]
 
@@ -36,7 +35,6 @@ def _table(title: str, rows: list[tuple[str, float]]) -> None:
 
 
 @vectors_app.command("neighbors")
-@handle_errors
 def neighbors_cmd(path: Path = _PATH, words: list[str] = typer.Argument(..., help="Query words."),
                   k: int = _K, restrict: int | None = _RESTRICT, json_out: bool = _JSON) -> None:
     """Nearest neighbours (cosine) of each WORD."""
@@ -57,7 +55,6 @@ def neighbors_cmd(path: Path = _PATH, words: list[str] = typer.Argument(..., hel
 
 
 @vectors_app.command("analogy")
-@handle_errors
 def analogy_cmd(path: Path = _PATH, a: str = typer.Argument(..., help="A"), b: str = typer.Argument(..., help="B"),
                 c: str = typer.Argument(..., help="C"), k: int = _K, restrict: int | None = _RESTRICT,
                 method: str = typer.Option("3cosadd", "--method", help="3cosadd or 3cosmul."),
