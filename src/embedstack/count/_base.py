@@ -85,20 +85,11 @@ def count_matrix(term_ids: np.ndarray, lengths: np.ndarray, n_terms: int, *, bin
     return X
 
 
-class _Vectorizer(Component):
-    """Base of the counting models: analyzer, vocabulary, count matrices, save/load."""
+class _AnalyzerConfig(Component):
+    """Config round-trip shared by every counting model: ``_params`` + an Analyzer stored as a dict."""
 
-    requires_fit: ClassVar[bool] = True
-    _uses_lengths: ClassVar[bool] = False  # document lengths needed by `_weight` (BM25)
-    _params: ClassVar[tuple[str, ...]] = ("analyzer", "binary", "min_df", "max_df", "max_features")
+    _params: ClassVar[tuple[str, ...]] = ()
 
-    analyzer: Analyzer | None
-    binary: bool
-    min_df: float | int
-    max_df: float | int
-    max_features: int | None
-
-    # ------------------------------------------------------------------ configuration
     def get_config(self) -> dict[str, Any]:
         cfg = {name: getattr(self, name) for name in self._params}
         if cfg.get("analyzer") is not None:
@@ -114,6 +105,20 @@ class _Vectorizer(Component):
         if isinstance(cfg.get("analyzer"), dict):
             cfg["analyzer"] = Analyzer.from_config(cfg["analyzer"])
         return cls(**cfg)
+
+
+class _Vectorizer(_AnalyzerConfig):
+    """Base of the counting models: analyzer, vocabulary, count matrices, save/load."""
+
+    requires_fit: ClassVar[bool] = True
+    _uses_lengths: ClassVar[bool] = False  # document lengths needed by `_weight` (BM25)
+    _params: ClassVar[tuple[str, ...]] = ("analyzer", "binary", "min_df", "max_df", "max_features")
+
+    analyzer: Analyzer | None
+    binary: bool
+    min_df: float | int
+    max_df: float | int
+    max_features: int | None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._params if k != "analyzer")

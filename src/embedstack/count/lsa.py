@@ -17,8 +17,9 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from embedstack._validation import check_choice, check_int
-from embedstack.base import Component, Role
+from embedstack.base import Role
 from embedstack.count._analysis import check_texts
+from embedstack.count._base import _AnalyzerConfig
 from embedstack.count.tfidf import TfIdf
 from embedstack.errors import ConfigError, FormatError, InputError, NotFittedError
 from embedstack.registry import register
@@ -106,7 +107,7 @@ def truncated_svd(A: Any, k: int, *, algorithm: str = "randomized", n_iter: int 
 
 
 @register("LSA")
-class LSA(Component):
+class LSA(_AnalyzerConfig):
     """Dense document vectors from a truncated SVD of TF-IDF (``DenseEncoder``).
 
     Args:
@@ -161,19 +162,6 @@ class LSA(Component):
     def __repr__(self) -> str:
         return f"LSA(n_components={self.n_components!r}, algorithm={self.algorithm!r})"
 
-    # ------------------------------------------------------------------ config
-    def get_config(self) -> dict[str, Any]:
-        cfg = {name: getattr(self, name) for name in self._params}
-        if self.analyzer is not None:
-            cfg["analyzer"] = self.analyzer.get_config()
-        return cfg
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> LSA:
-        cfg = dict(config)
-        if isinstance(cfg.get("analyzer"), dict):
-            cfg["analyzer"] = Analyzer.from_config(cfg["analyzer"])
-        return cls(**cfg)
 
     def _make_tfidf(self) -> TfIdf:
         return TfIdf(analyzer=self.analyzer, sublinear_tf=self.sublinear_tf, min_df=self.min_df,

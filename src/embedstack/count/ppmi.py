@@ -22,9 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from embedstack._validation import check_choice, check_float, check_int
-from embedstack.base import Component
 from embedstack.count._analysis import CorpusAnalyzer, check_texts
-from embedstack.count._base import decode_strings, encode_strings
+from embedstack.count._base import _AnalyzerConfig, decode_strings, encode_strings
 from embedstack.count.lsa import truncated_svd
 from embedstack.errors import ConfigError, FormatError, InputError, NotFittedError, UnknownKeyError
 from embedstack.registry import register
@@ -63,7 +62,7 @@ def cooccurrence_matrix(ids: np.ndarray, doc: np.ndarray, n_words: int, window: 
 
 
 @register("PPMI")
-class PPMI(Component):
+class PPMI(_AnalyzerConfig):
     """Word vectors from an SVD of the shifted positive PMI matrix.
 
     Args:
@@ -126,18 +125,6 @@ class PPMI(Component):
     def __repr__(self) -> str:
         return f"PPMI(n_components={self.n_components!r}, window={self.window!r}, alpha={self.alpha!r})"
 
-    def get_config(self) -> dict[str, Any]:
-        cfg = {name: getattr(self, name) for name in self._params}
-        if self.analyzer is not None:
-            cfg["analyzer"] = self.analyzer.get_config()
-        return cfg
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> PPMI:
-        cfg = dict(config)
-        if isinstance(cfg.get("analyzer"), dict):
-            cfg["analyzer"] = Analyzer.from_config(cfg["analyzer"])
-        return cls(**cfg)
 
     def _validate_params(self) -> None:
         check_int(self, "n_components", self.n_components, low=1)
