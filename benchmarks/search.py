@@ -414,8 +414,13 @@ def targets(res: dict[str, Any]) -> list[str]:
     out.append(f"- exact float32 ≥ 1.0× faiss IndexFlatIP: {'**met**' if ex >= 1.0 else '**not met**'} "
                f"(lowest ratio {ex:.2f}×)")
     b = big["binary+rescore"]
+    # the default configuration (int8 rescoring, oversample 10) is timed twice: take the lower ratio
+    again = [r["speedup_vs_exact"] for r in big.get("oversample_sweep", []) if r["rescore"] == "int8" and r["oversample"] == 10]
+    low = min([b["speedup_vs_exact"], *again])
+    times = " and ".join(f"{v:.1f}×" for v in [b["speedup_vs_exact"], *again])
     out.append(f"- binary+rescore ≥ 10× faster than exact fp32 at {big['n']:,}: "
-               f"{'**met**' if b['speedup_vs_exact'] >= 10 else '**not met**'} ({b['speedup_vs_exact']:.1f}×); "
+               f"{'**met**' if low >= 10 else '**not met**'} ({times}, timed twice, back to back with exact, "
+               f"recall@10 {b['recall@10']:.3f}); "
                f"first stage {1536 / b['bytes_per_vector']:.0f}× smaller than float32 ({b['bytes_per_vector']:.0f} vs 1536 bytes)")
     if "scifact" in res:
         q = res["scifact"]["quantization"]
