@@ -34,6 +34,10 @@ class FastText(_StaticTrainer):
     Args:
         minn / maxn: n-gram lengths in characters (``maxn=0`` disables n-grams: plain word2vec).
         bucket: number of hashed n-gram rows.
+        ns_table_size: slots of the unigram^0.75 negative-sampling table. FastText defaults to 4M
+            int32 slots (16 MiB, fastText itself uses 10M): the table stays cache-resident next to
+            the 800 MB bucket matrix, which made training measurably faster at the same analogy
+            accuracy; pass ``1 << 24`` for Word2Vec's finer table.
         Other arguments as :class:`~embedstack.static.word2vec.Word2Vec` (``hs`` is not supported).
 
     Attributes:
@@ -49,7 +53,7 @@ class FastText(_StaticTrainer):
                  window: int = 5, sg: bool = True, negative: int = 5, sample: float = 1e-3,
                  min_count: int = 5, max_vocab: int | None = None, epochs: int = 5, alpha: float = 0.025,
                  min_alpha: float = 1e-4, ns_exponent: float = 0.75, workers: int | None = None,
-                 seed: int = 1, max_sentence_length: int = 10_000, ns_table_size: int = 1 << 24,
+                 seed: int = 1, max_sentence_length: int = 10_000, ns_table_size: int = 1 << 22,
                  analyzer: Analyzer | None = None, compute_loss: bool = True, hs: bool = False) -> None:
         super().__init__(dim=dim, window=window, sg=sg, hs=hs, negative=negative, sample=sample,
                          min_count=min_count, max_vocab=max_vocab, epochs=epochs, alpha=alpha,
