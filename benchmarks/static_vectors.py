@@ -235,9 +235,10 @@ def reuse_previous(results: dict[str, Any], rows: list, models: list[str]) -> No
     when = prev.get("machine", {}).get("date", "an earlier run")
     for key in ("skipgram", "cbow", "fasttext", "glove", "nplm"):
         if key not in models and key in prev:
-            results[key] = {**prev[key], "from_run": when}
+            origin = prev[key].get("from_run", when)  # keep the date the figures were really measured
+            results[key] = {**prev[key], "from_run": origin}
             if key in ("skipgram", "cbow", "fasttext"):
-                rows.append((key + f" (run of {when})", prev[key]["ours"], prev[key]["gensim"], prev[key]))
+                rows.append((key + f" (run of {origin})", prev[key]["ours"], prev[key]["gensim"], prev[key]))
     order = {"skipgram": 0, "cbow": 1, "fasttext": 2}
     rows.sort(key=lambda r: order.get(r[0].split(" ")[0], 9))
 
