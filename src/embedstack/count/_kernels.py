@@ -16,34 +16,12 @@ from embedstack._extras import require
 require("numba", "fast", "the fast BM25 search kernel")
 import numba  # noqa: E402
 
+from embedstack._topk import sift_down as _sift_down  # noqa: E402
+from embedstack._topk import worse as _worse  # noqa: E402
+
 __all__ = ["bm25_topk"]
 
 # Compiled with nogil + an on-disk cache; no fastmath, so float32 sums keep the query-term order.
-
-
-@numba.njit(nogil=True, cache=True)
-def _worse(s1: float, d1: int, s2: float, d2: int) -> bool:
-    """Ranking order: a lower score is worse; at equal scores the later document is worse."""
-    return s1 < s2 or (s1 == s2 and d1 > d2)
-
-
-@numba.njit(nogil=True, cache=True)
-def _sift_down(hs: np.ndarray, hd: np.ndarray, size: int, i: int) -> None:
-    """Restore the min-heap (worst at the root) below position ``i``."""
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            return
-        worst = left
-        right = left + 1
-        if right < size and _worse(hs[right], hd[right], hs[left], hd[left]):
-            worst = right
-        if _worse(hs[worst], hd[worst], hs[i], hd[i]):
-            hs[i], hs[worst] = hs[worst], hs[i]
-            hd[i], hd[worst] = hd[worst], hd[i]
-            i = worst
-        else:
-            return
 
 
 @numba.njit(nogil=True, cache=True)

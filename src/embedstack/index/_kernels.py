@@ -152,27 +152,7 @@ if HAVE_NUMBA:
 
         return types.none(), codegen
 
-    @njit(cache=True, nogil=True, inline="always")
-    def _sift_down(hs: np.ndarray, hi: np.ndarray, pos: int, k: int) -> None:
-        # min-heap on (score, -id): the root is the weakest of the kept top-k
-        while True:
-            left = 2 * pos + 1
-            if left >= k:
-                return
-            small = left
-            right = left + 1
-            if right < k and (hs[right] < hs[left] or (hs[right] == hs[left] and hi[right] > hi[left])):
-                small = right
-            if hs[small] < hs[pos] or (hs[small] == hs[pos] and hi[small] > hi[pos]):
-                ts = hs[pos]
-                hs[pos] = hs[small]
-                hs[small] = ts
-                ti = hi[pos]
-                hi[pos] = hi[small]
-                hi[small] = ti
-                pos = small
-            else:
-                return
+    from embedstack._topk import sift_down as _sift_down
 
     @njit(cache=True, nogil=True, parallel=True)
     def _topk_merge_nb(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
@@ -183,14 +163,14 @@ if HAVE_NUMBA:
             hi = best_i[q]
             # restore the heap property (rows arrive in any order the first time)
             for p in range(k // 2 - 1, -1, -1):
-                _sift_down(hs, hi, p, k)
+                _sift_down(hs, hi, k, p)
             row = scores[q]
             for j in range(nb):
                 s = row[j]
                 if s > hs[0]:
                     hs[0] = s
                     hi[0] = offset + j
-                    _sift_down(hs, hi, 0, k)
+                    _sift_down(hs, hi, k, 0)
 
     # Hamming distances of one query to docs a..e, written to buf[: e - a]. The popcount loops read
     # 6, 4, 2 or 1 packed words of each doc from contiguous rows of codes_t and add them up in
