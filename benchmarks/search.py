@@ -100,7 +100,8 @@ OVERSAMPLES = (10, 30, 100)
 
 
 def bench_synthetic(n: int, n_queries: int, dim: int, *, hnsw: bool,
-                    parts: tuple[str, ...] = ALL_PARTS, hnsw_same_graph_only: bool = False) -> dict[str, Any]:
+                    parts: tuple[str, ...] = ALL_PARTS, hnsw_same_graph_only: bool = False,
+                    hnsw_max: int | None = None) -> dict[str, Any]:
     import faiss
 
     from embedstack.index import FlatIndex, from_spec
@@ -155,9 +156,11 @@ def bench_synthetic(n: int, n_queries: int, dim: int, *, hnsw: bool,
     del flat
 
     if hnsw and "hnsw" in parts:
-        m = min(n, HNSW_MAX)
+        m = min(n, hnsw_max or HNSW_MAX)
         sub_truth = truth if m == n else search_ints(_flat_of(x[:m]), q, 10)
-        res["hnsw"] = bench_hnsw(x[:m], q, sub_truth, ids[:m], same_graph_only=hnsw_same_graph_only)
+        big = m > HNSW_MAX  # 1M: no second plain-usearch graph (same library as ours); add our bf16 graph
+        res["hnsw"] = bench_hnsw(x[:m], q, sub_truth, ids[:m], same_graph_only=hnsw_same_graph_only,
+                                 raw_usearch=not big, extra_dtypes=("bf16",) if big else ())
     res["load_after"] = os.getloadavg()[0]
     return res
 
@@ -196,7 +199,12 @@ def _flat_of(x: np.ndarray) -> Any:
 
 
 def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], *, M: int = 16,
-               efc: int = 128, same_graph_only: bool = False) -> dict[str, Any]:
+               efc: int = 128, same_graph_only: bool = False, raw_usearch: bool = True,
+               extra_dtypes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """HNSW recall/speed curves over ef for our index, usearch and faiss, built with the same M / ef_construction.
+
+    ``raw_usearch`` also builds a second, plain usearch graph; ``extra_dtypes`` adds our index with
+    other stored scalar types (``bf16``: half the vector bytes, faster distance kernels with AVX-512 BF16)."""
     import faiss
     from usearch.index import Index
 
@@ -241,25 +249,40 @@ def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], 
 
     out["usearch_same_graph"] = {}
     searches: dict[str, Any] = {"embedstack": ours_search, "usearch_same_graph": same_graph}
+    for dt in extra_dtypes:
+        other = HNSWIndex(dim, metric="ip", M=M, ef_construction=efc, dtype=dt, threads=THREADS)
+        _, t = timed(other.add, x, ids)
+        log(f"  hnsw embedstack-{dt}: built in {t:.0f}s")
+        out[f"embedstack-{dt}"] = {"build_s": t, "bytes_per_vector": other.nbytes() / len(x)}
+
+        def other_search(ef: int, idx: Any = other) -> np.ndarray:
+            idx.set_ef(ef)
+            return search_ints(idx, q, 10)
+
+        searches[f"embedstack-{dt}"] = other_search
+    log(f"  hnsw embedstack: built in {out['embedstack']['build_s']:.0f}s")
     if not same_graph_only:
-        raw = Index(ndim=dim, metric="ip", dtype="f32", connectivity=M, expansion_add=efc)
-        _, t = timed(raw.add, np.arange(len(x), dtype=np.uint64), x, threads=THREADS)
-        out["usearch"] = {"build_s": t}
+        if raw_usearch:
+            raw = Index(ndim=dim, metric="ip", dtype="f32", connectivity=M, expansion_add=efc)
+            _, t = timed(raw.add, np.arange(len(x), dtype=np.uint64), x, threads=THREADS)
+            out["usearch"] = {"build_s": t}
 
-        def raw_search(ef: int) -> np.ndarray:
-            raw.expansion_search = ef
-            return np.asarray(raw.search(q, 10, threads=THREADS).keys).astype(np.int64)
+            def raw_search(ef: int) -> np.ndarray:
+                raw.expansion_search = ef
+                return np.asarray(raw.search(q, 10, threads=THREADS).keys).astype(np.int64)
 
+            searches["usearch"] = raw_search
         fh = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
         fh.hnsw.efConstruction = efc
         _, t = timed(fh.add, x)
         out["faiss"] = {"build_s": t}
+        log(f"  hnsw faiss: built in {t:.0f}s")
 
         def faiss_search(ef: int) -> np.ndarray:
             fh.hnsw.efSearch = ef
             return fh.search(q, 10)[1]
 
-        searches.update({"usearch": raw_search, "faiss": faiss_search})
+        searches["faiss"] = faiss_search
     sweep(searches)
     return out
 
@@ -478,7 +501,7 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
             lines += [f"HNSW on the first {h['n']:,} vectors (M={h['M']}, ef_construction={h['ef_construction']}), "
                       "smallest ef reaching recall@10 ≥ 0.95:", "",
                       "| library | build s | ef | queries/s | recall@10 |", "|---|---:|---:|---:|---:|"]
-            for lib in ("embedstack", "usearch_same_graph", "usearch", "faiss"):
+            for lib in ("embedstack", "usearch_same_graph", "embedstack-bf16", "usearch", "faiss"):
                 if lib not in h:
                     continue
                 a = h[lib]["at_0.95"]
@@ -519,7 +542,8 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
     return "\n".join(lines)
 
 
-_LIBS = {"usearch_same_graph": "usearch, same graph as embedstack"}
+_LIBS = {"usearch_same_graph": "usearch, same graph as embedstack",
+         "embedstack-bf16": "embedstack, bf16 graph (dtype=bf16)"}
 
 
 def _build(entry: dict[str, Any]) -> str:
@@ -542,6 +566,7 @@ def render_last() -> None:
     cmd = "python benchmarks/search.py" + (" --quick" if rec.get("quick") else "")
     if "partial" in rec:
         cmd += " --only " + ",".join(rec["partial"]["only"])
+        cmd += " --hnsw-1m" if rec["partial"].get("hnsw_1m") else ""
     start, end = "<!-- bench:search -->", "<!-- /bench:search -->"
     section = (f"{start}\n{markdown(rec, cmd).strip()}\n\n_Measured {rec['machine']['date']}, "
                f"{rec['machine']['cpus']} CPUs._\n{end}")
@@ -568,11 +593,12 @@ def main() -> None:
         return
     cmd = "python benchmarks/search.py" + (" --quick" if args.quick else "")
     sizes = [(10_000, 200, True)] if args.quick else [(100_000, 1000, True), (1_000_000, 500, args.hnsw_1m)]
+    hnsw_max = 1_000_000 if args.hnsw_1m else HNSW_MAX
     if args.only:
         partial_run(args, sizes)
         return
     res: dict[str, Any] = {"load_before": os.getloadavg()[0]}
-    res["synthetic"] = [bench_synthetic(n, nq, 384, hnsw=h) for n, nq, h in sizes]
+    res["synthetic"] = [bench_synthetic(n, nq, 384, hnsw=h, hnsw_max=hnsw_max) for n, nq, h in sizes]
     if not args.no_scifact:
         if args.quick and not (OUT / "scifact_minilm.npz").is_file():
             log("--quick: no cached MiniLM embeddings in benchmarks/out/, skipping SciFact (encoding takes minutes)")
@@ -595,7 +621,8 @@ def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) ->
     """Re-measure only some parts and merge them into the last full record (other rows keep their run date).
 
     ``binary``: exact float32 (ours) and binary / binary+rescore with the oversampling sweep, at every size;
-    ``hnsw``: embedstack's HNSW against usearch searching the same graph (wrapper overhead), 100k vectors.
+    ``hnsw``: embedstack's HNSW against usearch searching the same graph (wrapper overhead), 100k vectors;
+    with ``--hnsw-1m`` instead the full comparison (embedstack f32 and int8 graphs, faiss) at 1M only.
     """
     import json
 
@@ -613,10 +640,12 @@ def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) ->
     for entry in res["synthetic"]:
         n = entry["n"]
         nq = next(q for m, q, _ in sizes if m == n)
-        todo = ("exact",) + (("binary",) if "binary" in parts else ()) + (("hnsw",) if "hnsw" in parts and n <= HNSW_MAX else ())
+        hnsw_here = "hnsw" in parts and ((n > HNSW_MAX) if args.hnsw_1m else (n <= HNSW_MAX))
+        todo = ("exact",) + (("binary",) if "binary" in parts else ()) + (("hnsw",) if hnsw_here else ())
         if todo == ("exact",):
             continue
-        new = bench_synthetic(n, nq, 384, hnsw="hnsw" in todo, parts=todo, hnsw_same_graph_only=True)
+        new = bench_synthetic(n, nq, 384, hnsw="hnsw" in todo, parts=todo, hnsw_same_graph_only=n <= HNSW_MAX,
+                              hnsw_max=n if args.hnsw_1m else None)
         for key in ("faiss_qps", "ratio", "agreement_with_faiss"):
             if key in entry["exact"]:
                 new["exact"][key] = entry["exact"][key]
@@ -636,8 +665,9 @@ def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) ->
         entry.clear()
         entry.update(new)
     res["load_after"] = os.getloadavg()[0]
-    res["partial"] = {"only": list(parts), "previous_run": old_date}
-    cmd = "python benchmarks/search.py" + (" --quick" if args.quick else "") + f" --only {','.join(parts)}"
+    res["partial"] = {"only": list(parts), "previous_run": old_date, "hnsw_1m": bool(args.hnsw_1m)}
+    cmd = ("python benchmarks/search.py" + (" --quick" if args.quick else "") + f" --only {','.join(parts)}"
+           + (" --hnsw-1m" if args.hnsw_1m else ""))
     if args.quick:
         log(markdown(res, cmd))
         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "EmbedstackError",
+    "ModelNotFoundError",
     "ConfigError",
     "InputError",
     "NotFittedError",
@@ -68,6 +69,14 @@ class MissingExtra(EmbedstackError, ImportError):
 
 class DatasetError(EmbedstackError, FileNotFoundError):
     """A dataset cannot be found locally, downloaded, or parsed."""
+
+
+class ModelNotFoundError(DatasetError):
+    """A model name or folder cannot be resolved: not a folder, not cached, not packaged, not downloadable.
+
+    A :class:`DatasetError` too (models and datasets share the local → cache → download path), so
+    handlers written for either keep working.
+    """
 
 
 class UnknownKeyError(EmbedstackError, KeyError):

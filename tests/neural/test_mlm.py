@@ -98,6 +98,15 @@ def test_pretraining_loss_falls_and_is_deterministic(tmp_path, tiny_tokenizer, t
         pretrain_mlm(CORPUS, tiny_tokenizer, tiny_config, minutes=None, max_steps=None)
 
 
+def test_bf16_mixed_precision_pretraining_loss_falls(tiny_tokenizer, tiny_config):
+    kwargs = dict(minutes=None, max_steps=30, batch_size=16, max_len=16, lr=3e-3, warmup_steps=5, log_every=5)
+    r = pretrain_mlm(CORPUS, tiny_tokenizer, tiny_config, seed=3, precision="bf16", **kwargs)
+    assert r.losses[-1][1] < r.losses[0][1] - 0.5, r.losses
+    assert all(p.dtype == torch.float32 for p in r.model.parameters())  # master weights stay fp32
+    with pytest.raises(ConfigError, match="precision"):
+        pretrain_mlm(CORPUS, tiny_tokenizer, tiny_config, minutes=None, max_steps=1, max_len=16, precision="fp16")
+
+
 def test_cli_train_mlm(tmp_path):
     from typer.testing import CliRunner
 

@@ -115,6 +115,17 @@ def test_options_are_validated(tiny_encoder):
         tiny_encoder.encode(["a"], batch_size=0)
 
 
+def test_torch_bf16_agrees_with_fp32(tiny_encoder):
+    ref = tiny_encoder.encode(TEXTS)
+    enc = tiny_encoder.with_options(precision="bf16")
+    assert enc.precision == "bf16"
+    out = enc.encode(TEXTS)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert float(np.min(np.sum(out * ref, axis=1))) > 0.999
+    tokens = enc.token_embeddings(TEXTS[:2])
+    assert all(t.dtype == np.float32 for t in tokens)
+
+
 def test_torch_int8_runs(tiny_encoder):
     ref = tiny_encoder.encode(TEXTS)
     q = tiny_encoder.with_options(precision="int8").encode(TEXTS)

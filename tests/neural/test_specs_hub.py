@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embedstack.errors import ConfigError, DatasetError
+from embedstack.errors import ConfigError, DatasetError, ModelNotFoundError
 from embedstack.neural.hub import resolve_model
 from embedstack.neural.specs import parse_options
 
@@ -30,8 +30,9 @@ def test_resolution_order(tmp_path, monkeypatch):
     cached.mkdir(parents=True)
     (cached / "config.json").write_text("{}")
     assert resolve_model("someone/model")[1].startswith("local cache")
-    with pytest.raises(DatasetError, match="offline"):
+    with pytest.raises(ModelNotFoundError, match="offline") as info:
         resolve_model("someone/other-model")
+    assert isinstance(info.value, DatasetError)  # handlers written for DatasetError still catch it
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         resolve_model(str(tmp_path / "file.txt"))

@@ -49,6 +49,29 @@ def test_padding_does_not_change_real_tokens(tiny_config):
     assert torch.allclose(alone[0], inside[0, :5], atol=1e-5)
 
 
+def test_unpadded_batch_takes_the_unmasked_kernel_with_the_same_result(tiny_config, monkeypatch):
+    import torch.nn.functional as F
+
+    model = BertModel(tiny_config).init_weights(seed=4).eval()
+    ids = torch.randint(5, tiny_config.vocab_size, (2, 6))
+    seen = []
+    real_sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0):
+        seen.append(attn_mask)
+        return real_sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        full = model(ids, torch.ones_like(ids))
+        assert all(m is None for m in seen)  # no padding: no mask built
+        seen.clear()
+        masked = model(torch.cat([ids, torch.zeros(2, 1, dtype=torch.long)], 1),
+                       torch.cat([torch.ones_like(ids), torch.zeros(2, 1, dtype=torch.long)], 1))
+        assert all(m is not None for m in seen) and seen
+    assert torch.allclose(full, masked[:, :6], atol=1e-5)
+
+
 def test_sinusoidal_positions_by_hand():
     table = sinusoidal_table(4, 6)
     assert table.shape == (4, 6)

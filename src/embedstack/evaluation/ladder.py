@@ -288,11 +288,15 @@ LADDER_ROWS: list[LadderRow] = [
     LadderRow("MiniLM-L6, onnx int8", "all-MiniLM-L6-v2@backend=onnx,precision=int8", era="transformer", sts=True,
               quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
               note="onnxruntime: attention projections int8, feed-forward fp32"),
+    LadderRow("MiniLM-L6, bf16", "all-MiniLM-L6-v2@precision=bf16", era="transformer", sts=True,
+              quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
+              note="torch autocast bfloat16 (AMX / AVX-512 BF16 matmuls)"),
     *[LadderRow(f"small MLM BERT (ours), {pool}", f"embedstack/mlm-bert-enwiki@pooling={pool}", era="transformer",
-                sts=True, quick=False, note="2 layers x 128, pretrained ~12 min on enwiki by `embedstack train mlm`",
+                sts=True, quick=False, note="raw MLM BERT pretrained from scratch on enwiki by `embedstack train mlm` "
+                "(size and steps: its training.json)",
                 available=lambda: importlib.import_module("embedstack.neural.specs").available(
                     "embedstack/mlm-bert-enwiki")())
-      for pool in ("cls", "mean")],
+      for pool in ("cls", "mean", "max")],
 ]
 
 

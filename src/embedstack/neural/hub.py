@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from embedstack.errors import ConfigError, DatasetError
+from embedstack.errors import ConfigError, ModelNotFoundError
 
 __all__ = ["cache_dir", "resolve_model", "download_model", "PACKAGED_MODELS"]
 
@@ -78,7 +78,7 @@ def resolve_model(name_or_path: str, *, download: bool = True) -> tuple[Path, st
         except ImportError:
             log.info("package %s not installed; trying the hub", module)
     if not download:
-        raise DatasetError(f"Model {name_or_path!r} is not a folder, not in the cache ({cached}) and not packaged.")
+        raise ModelNotFoundError(f"Model {name_or_path!r} is not a folder, not in the cache ({cached}) and not packaged.")
     return download_model(repo), f"hub download of {repo} into {cached}"
 
 
@@ -88,7 +88,7 @@ def download_model(repo: str, *, revision: str = "main", timeout: float = 60.0) 
         raise ConfigError(f"{repo!r} is not a model name of the form 'owner/name' nor an existing folder.")
     target = _cache_folder(repo)
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("EMBEDSTACK_OFFLINE") == "1":
-        raise DatasetError(
+        raise ModelNotFoundError(
             f"Model {repo!r} is not available offline (HF_HUB_OFFLINE/EMBEDSTACK_OFFLINE is set). Put its folder at "
             f"{target} or pass a local folder path."
         )
@@ -118,6 +118,6 @@ def _fetch(repo: str, revision: str, file: str, dest: Path, *, optional: bool, t
     except urllib.error.HTTPError as exc:
         if exc.code == 404 and optional:
             return
-        raise DatasetError(f"Downloading {url} failed (HTTP {exc.code}); check the model name or pass a folder.") from None
+        raise ModelNotFoundError(f"Downloading {url} failed (HTTP {exc.code}); check the model name or pass a folder.") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise DatasetError(f"Downloading {url} failed ({exc}); without network, pass a local model folder.") from None
+        raise ModelNotFoundError(f"Downloading {url} failed ({exc}); without network, pass a local model folder.") from None

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -235,6 +236,7 @@ def pretrain_mlm(
     shuffle_buffer: int = 2048,
     seed: int = 0,
     log_every: int = 10,
+    precision: str = "fp32",
     progress: Callable[[int, float], None] | None = None,
 ) -> PretrainResult:
     """Pretrain a BERT from scratch with the masked-LM objective on a CPU within a budget.
@@ -250,6 +252,9 @@ def pretrain_mlm(
         shuffle_buffer: Sequences shuffled together (seeded) before batching.
         seed: Seeds initialisation, shuffling and masking.
         log_every: Steps per entry of the loss curve.
+        precision: ``fp32``, or ``bf16`` for mixed precision (forward and backward matmuls in bfloat16
+            under :func:`torch.autocast`, weights and optimizer state in fp32): several times faster on
+            CPUs with AMX or AVX-512 BF16, slower elsewhere.
         progress: Called with ``(step, last loss)`` after each step.
     """
     if minutes is None and max_steps is None:
@@ -260,6 +265,10 @@ def pretrain_mlm(
         raise ConfigError(f"config.vocab_size={config.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids.")
     if max_len > config.max_position_embeddings:
         raise ConfigError(f"max_len={max_len} exceeds max_position_embeddings={config.max_position_embeddings}.")
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"Unknown training precision {precision!r}; use 'fp32' or 'bf16'.")
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else contextlib.nullcontext())
     torch.manual_seed(seed)
     model = BertForMaskedLM(config, seed=seed).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -307,7 +316,8 @@ def pretrain_mlm(
         batch = collator(batch_seqs)
         for group in opt.param_groups:
             group["lr"] = lr_at(result.steps)
-        loss = model(**batch)["loss"]
+        with autocast:
+            loss = model(**batch)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

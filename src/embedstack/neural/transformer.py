@@ -289,7 +289,9 @@ class BertModel(nn.Module):
                 f"Sequence of {n_tokens} tokens exceeds max_position_embeddings={self.config.max_position_embeddings}; "
                 "truncate the input (SentenceEncoder does this for you)."
             )
-        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):  # no padding: the unmasked kernel
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
         return self.encoder(x, mask)  # (B, T, C)
 
