@@ -126,6 +126,18 @@ def test_torch_bf16_agrees_with_fp32(tiny_encoder):
     assert all(t.dtype == np.float32 for t in tokens)
 
 
+def test_compiled_encoder_gives_the_eager_vectors(tiny_encoder):
+    ref = tiny_encoder.encode(TEXTS)
+    enc = tiny_encoder.with_options(compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would fail the test
+        out = enc.encode(TEXTS, batch_size=2)  # padded and unpadded batches, batch of 1 at the end
+        again = enc.encode(TEXTS[:3])
+    assert np.abs(out - ref).max() < 1e-5 and np.abs(again - ref[:3]).max() < 1e-5
+    with pytest.raises(ConfigError, match="compile"):
+        tiny_encoder.with_options(backend="onnx", compile=True)
+
+
 def test_torch_int8_runs(tiny_encoder):
     ref = tiny_encoder.encode(TEXTS)
     q = tiny_encoder.with_options(precision="int8").encode(TEXTS)

@@ -12,7 +12,7 @@ models work everywhere a SPEC does (``embedstack eval``, ``encode``, the ladder)
 
 Options: ``pooling`` (cls|mean|max|mean_sqrt_len), ``backend`` (torch|onnx), ``precision``
 (fp32|bf16|int8; onnx also int8-fast and int8-dynamic, see :mod:`embedstack.neural.quantize`), ``normalize`` (true|false), ``truncate_dim`` (int),
-``max_seq_length`` (int), ``threads`` (int).
+``max_seq_length`` (int), ``threads`` (int), ``compile`` (true|false: ``torch.compile`` the transformer).
 
 Example:
     >>> parse_options("all-MiniLM-L6-v2@pooling=cls,threads=2")
@@ -41,6 +41,7 @@ OPTIONS: dict[str, tuple[str, type]] = {
     "max_len": ("max_seq_length", int),
     "threads": ("num_threads", int),
     "num_threads": ("num_threads", int),
+    "compile": ("compile", bool),
 }
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 

@@ -290,7 +290,8 @@ class BertModel(nn.Module):
                 "truncate the input (SentenceEncoder does this for you)."
             )
         mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):  # no padding: the unmasked kernel
+        if attention_mask is not None and (torch.compiler.is_compiling() or not bool(attention_mask.all())):
+            # a batch without padding takes the unmasked kernel (traced graphs keep the mask: no data-dependent branch)
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
         return self.encoder(x, mask)  # (B, T, C)
