@@ -133,9 +133,24 @@ def test_compiled_encoder_gives_the_eager_vectors(tiny_encoder):
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would fail the test
         out = enc.encode(TEXTS, batch_size=2)  # padded and unpadded batches, batch of 1 at the end
         again = enc.encode(TEXTS[:3])
+        parallel = enc.with_options(workers=2).encode(TEXTS, batch_size=2)  # compiled graphs called from 2 threads
     assert np.abs(out - ref).max() < 1e-5 and np.abs(again - ref[:3]).max() < 1e-5
+    assert np.abs(parallel - ref).max() < 1e-5
     with pytest.raises(ConfigError, match="compile"):
         tiny_encoder.with_options(backend="onnx", compile=True)
+
+
+def test_workers_give_the_same_vectors_in_order(tiny_encoder):
+    ref = tiny_encoder.encode(TEXTS * 3, batch_size=2)
+    for enc in (tiny_encoder.with_options(workers=2, num_threads=2),
+                tiny_encoder.with_options(workers=3, precision="bf16")):
+        out = enc.encode(TEXTS * 3, batch_size=2)
+        tol = 1e-6 if enc.precision == "fp32" else 1e-2
+        assert out.shape == ref.shape and np.abs(out - ref).max() < tol
+    with pytest.raises(ConfigError, match="workers"):
+        tiny_encoder.with_options(workers=0)
+    with pytest.raises(ConfigError, match="workers"):
+        tiny_encoder.with_options(backend="onnx", workers=2)
 
 
 def test_torch_int8_runs(tiny_encoder):

@@ -23,6 +23,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,10 @@ class SentenceEncoder:
             batches pay a one-off compilation (about 30-60 s, a C++ compiler is needed); afterwards
             1.2-1.3× faster in fp32 (same vectors to 1e-5) and 1.3-1.6× faster in bf16. If compilation
             fails the encoder warns once and runs eagerly.
+        workers: Batches encoded at the same time (torch backend), each with ``num_threads // workers``
+            intra-op threads. Small matmuls (short texts) scale poorly across threads inside one op;
+            two batches on one thread each keep both cores busy: measured 1.1× (fp32) and 1.5× (bf16)
+            on STS-B sentences with 2 cores. Same vectors.
         name: A display name; ``source`` records how the model was found.
 
     Example:
@@ -108,6 +113,7 @@ class SentenceEncoder:
         precision: str = "fp32",
         num_threads: int | None = None,
         compile: bool = False,
+        workers: int = 1,
         name: str | None = None,
         source: str | None = None,
     ) -> None:
@@ -142,6 +148,11 @@ class SentenceEncoder:
         if compile and backend != "torch":
             raise ConfigError("compile=True applies to backend='torch' (onnxruntime optimises its own graph).")
         self.compile = bool(compile)
+        if int(workers) < 1:
+            raise ConfigError(f"workers must be >= 1. Got {workers}.")
+        if workers > 1 and backend != "torch":
+            raise ConfigError("workers > 1 applies to backend='torch' (onnxruntime threads itself).")
+        self.workers = int(workers)
         self.name = name or "bert"
         self.source = source
         self.folder: Path | None = None
@@ -199,22 +210,28 @@ class SentenceEncoder:
                 self._runner = run
         return self._runner
 
+    def _autocast(self) -> Any:
+        """One autocast region (bf16 weight copies are cached inside it); autocast state is per thread."""
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
+                else contextlib.nullcontext())
+
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
-        """Thread count, and for ``bf16`` one autocast region per call (bf16 weight copies cached in it)."""
-        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
-                    else contextlib.nullcontext())
-        if self.num_threads is None or self.backend == "onnx":  # onnxruntime gets it at session creation
-            with autocast:
-                yield
+        """Intra-op threads (split between the workers) and, for ``bf16``, the autocast region."""
+        if self.backend == "onnx":  # onnxruntime gets its threads at session creation
+            yield
             return
+        total = self.num_threads if self.num_threads is not None else torch.get_num_threads()
+        per_worker = max(1, total // self.workers)
         before = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
+        if per_worker != before:
+            torch.set_num_threads(per_worker)
         try:
-            with autocast:
+            with self._autocast():
                 yield
         finally:
-            torch.set_num_threads(before)
+            if per_worker != before:
+                torch.set_num_threads(before)
 
     # -------------------------------------------------------------------------------------- encoding
     def _tokenize(self, texts: Sequence[str], prompt: str) -> list[np.ndarray]:
@@ -235,11 +252,29 @@ class SentenceEncoder:
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: memory peaks early
         run = self._get_runner()
-        for start in range(0, len(order), batch_size):
-            sel = order[start:start + batch_size]
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+        def one(sel: np.ndarray) -> None:
             input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
             tokens = run(input_ids, mask)  # (B, T, C)
             out[sel] = self._head(tokens, torch.from_numpy(mask)).numpy()
+
+        if self.workers == 1 or len(batches) == 1:
+            for sel in batches:
+                one(sel)
+            return out
+
+        per_worker = torch.get_num_threads()  # set by _threads() in the calling thread
+
+        def in_worker(sel: np.ndarray) -> None:  # inference mode, autocast and OpenMP threads are per thread
+            if torch.get_num_threads() != per_worker:
+                torch.set_num_threads(per_worker)
+            with torch.inference_mode(), self._autocast():
+                one(sel)
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="embedstack-encode") as pool:
+            for _ in pool.map(in_worker, batches):  # re-raises the first worker error here
+                pass
         return out
 
     def _head(self, tokens: Any, mask: Any) -> Any:
@@ -336,7 +371,7 @@ class SentenceEncoder:
                        max_seq_length=self.max_seq_length, prompts=self.prompts,
                        default_prompt_name=self.default_prompt_name, truncate_dim=self.truncate_dim,
                        backend=self.backend, precision=self.precision, num_threads=self.num_threads,
-                       compile=self.compile, name=self.name, source=self.source)
+                       compile=self.compile, workers=self.workers, name=self.name, source=self.source)
         unknown = set(options) - set(current)
         if unknown:
             raise ConfigError(f"Unknown SentenceEncoder option(s) {sorted(unknown)}; known: {sorted(current)}.")

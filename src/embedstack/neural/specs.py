@@ -12,7 +12,8 @@ models work everywhere a SPEC does (``embedstack eval``, ``encode``, the ladder)
 
 Options: ``pooling`` (cls|mean|max|mean_sqrt_len), ``backend`` (torch|onnx), ``precision``
 (fp32|bf16|int8; onnx also int8-fast and int8-dynamic, see :mod:`embedstack.neural.quantize`), ``normalize`` (true|false), ``truncate_dim`` (int),
-``max_seq_length`` (int), ``threads`` (int), ``compile`` (true|false: ``torch.compile`` the transformer).
+``max_seq_length`` (int), ``threads`` (int), ``compile`` (true|false: ``torch.compile`` the transformer),
+``workers`` (int: batches encoded at once, the threads split between them).
 
 Example:
     >>> parse_options("all-MiniLM-L6-v2@pooling=cls,threads=2")
@@ -42,6 +43,7 @@ OPTIONS: dict[str, tuple[str, type]] = {
     "threads": ("num_threads", int),
     "num_threads": ("num_threads", int),
     "compile": ("compile", bool),
+    "workers": ("workers", int),
 }
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
