@@ -147,6 +147,15 @@ def test_workers_give_the_same_vectors_in_order(tiny_encoder):
         out = enc.encode(TEXTS * 3, batch_size=2)
         tol = 1e-6 if enc.precision == "fp32" else 1e-2
         assert out.shape == ref.shape and np.abs(out - ref).max() < tol
+    calls: list[int] = []
+    real = torch.set_num_threads
+    enc = tiny_encoder.with_options(workers=2, num_threads=2)
+    try:
+        torch.set_num_threads = lambda n: (calls.append(n), real(n))[1]
+        enc.encode(TEXTS[:2], batch_size=8)  # a single batch keeps both threads
+    finally:
+        torch.set_num_threads = real
+    assert 1 not in calls
     with pytest.raises(ConfigError, match="workers"):
         tiny_encoder.with_options(workers=0)
     with pytest.raises(ConfigError, match="workers"):
