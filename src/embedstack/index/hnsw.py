@@ -14,9 +14,10 @@ updated and served needs and faiss HNSW lacks:
   and float16 / int8 storage is a ``dtype`` switch on the same index class.
 
 The speed gap is the price of those; ``ef`` (and ``M``) trade it back against recall. On CPUs
-with AVX-512 BF16, ``dtype="bf16"`` closes most of it: at 12k vectors it built as fast as faiss and
-answered within 10% of its queries/s at the same recall, with half the vector bytes (the 1M
-comparison is in BENCHMARKS.md). Parameters map
+with AVX-512 BF16, ``dtype="bf16"`` narrows it: at 12k vectors it built as fast as faiss and
+answered within 10% of its queries/s at the same recall, with half the vector bytes. At 1M
+(power-law synthetic vectors, ef 1024, recall 0.964 vs 0.965) faiss still built 1.2× faster and
+answered 1.66× more queries/s (BENCHMARKS.md). Parameters map
 one to one: ``M`` → usearch ``connectivity``, ``ef_construction`` → ``expansion_add``, ``ef`` →
 ``expansion_search``; ``dtype`` picks the stored scalar type.
 """
