@@ -49,8 +49,6 @@ MODES = {
     # two batches at a time, one thread each (workers=2): same vectors, better use of 2 cores on small matmuls
     "torch-fp32-w2": {"backend": "torch", "precision": "fp32", "workers": 2},
     "torch-bf16-w2": {"backend": "torch", "precision": "bf16", "workers": 2},
-    "torch-fp32-compiled-w2": {"backend": "torch", "precision": "fp32", "compile": True, "workers": 2},
-    "torch-bf16-compiled-w2": {"backend": "torch", "precision": "bf16", "compile": True, "workers": 2},
     "onnx-fp32": {"backend": "onnx", "precision": "fp32"},
     "onnx-int8": {"backend": "onnx", "precision": "int8"},
     "onnx-int8-fast": {"backend": "onnx", "precision": "int8-fast"},
@@ -100,8 +98,8 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=256, help="texts per timed block (SciFact: block/8)")
     ap.add_argument("--sts-n", type=int, default=2000)
     ap.add_argument("--scifact-n", type=int, default=2000)
-    ap.add_argument("--modes", default="torch-fp32,torch-fp32-w2,torch-fp32-compiled-w2,torch-bf16,torch-bf16-w2,"
-                                       "torch-bf16-compiled-w2,onnx-fp32,onnx-int8,onnx-int8-fast,onnx-int8-dynamic")
+    ap.add_argument("--modes", default="torch-fp32,torch-fp32-compiled,torch-fp32-w2,torch-bf16,torch-bf16-compiled,"
+                                       "torch-bf16-w2,onnx-fp32,onnx-int8,onnx-int8-fast,onnx-int8-dynamic")
     ap.add_argument("--no-peer-bf16", action="store_true",
                     help="do not also time sentence-transformers itself under torch.autocast(bfloat16)")
     ap.add_argument("--quiet", action="store_true")
@@ -254,7 +252,7 @@ def pooling_table(uniq: list[str], index: dict[str, int], sts: Any, threads: int
     return table
 
 
-EXACT = ("torch-fp32", "torch-fp32-compiled", "torch-fp32-w2", "torch-fp32-compiled-w2", "onnx-fp32")
+EXACT = ("torch-fp32", "torch-fp32-compiled", "torch-fp32-w2", "onnx-fp32")
 
 
 def targets(res: dict[str, Any]) -> list[str]:

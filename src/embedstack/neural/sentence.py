@@ -83,7 +83,7 @@ class SentenceEncoder:
         workers: Batches encoded at the same time (torch backend), each with ``num_threads // workers``
             intra-op threads (a call with a single batch keeps all threads for it). Small matmuls (short texts) scale poorly across threads inside one op;
             two batches on one thread each keep both cores busy: measured 1.1× (fp32) and 1.5× (bf16)
-            on STS-B sentences with 2 cores. Same vectors.
+            on STS-B sentences with 2 cores. Same vectors. Not combinable with ``compile``.
         name: A display name; ``source`` records how the model was found.
 
     Example:
@@ -152,6 +152,9 @@ class SentenceEncoder:
             raise ConfigError(f"workers must be >= 1. Got {workers}.")
         if workers > 1 and backend != "torch":
             raise ConfigError("workers > 1 applies to backend='torch' (onnxruntime threads itself).")
+        if workers > 1 and compile:
+            raise ConfigError("compile=True cannot be combined with workers > 1 (graphs compiled from two threads "
+                              "at once can deadlock); use one or the other.")
         self.workers = int(workers)
         self.name = name or "bert"
         self.source = source
