@@ -111,6 +111,7 @@ def main() -> None:
 
     import embedstack
     from embedstack.data import load_beir, load_sts
+    from embedstack.neural.sentence import cpu_has_bf16
 
     torch.set_num_threads(args.threads)
     q = args.quiet
@@ -203,7 +204,7 @@ def main() -> None:
     results = {"threads": args.threads, "batch_size": bs, "rounds": args.rounds, "quick": args.quick,
                "scifact_rounds": args.scifact_rounds,
                "rows": rows, "peer_bf16": peer_rows, "sts_spearman": spearman, "pooling": pooling,
-               "cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+               "cpu_bf16": cpu_has_bf16(),
                "sentence_transformers_version": __import__("sentence_transformers").__version__}
     write_results("encode", results, markdown(results, args))
 

@@ -202,12 +202,11 @@ def _flat_of(x: np.ndarray) -> Any:
 
 def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], *, M: int = 16,
                efc: int = 128, same_graph_only: bool = False, raw_usearch: bool = True,
-               dtype: str = "f32", extra_dtypes: tuple[str, ...] = ()) -> dict[str, Any]:
+               dtype: str = "f32") -> dict[str, Any]:
     """HNSW recall/speed curves over ef for our index, usearch and faiss, built with the same M / ef_construction.
 
-    ``raw_usearch`` also builds a second, plain usearch graph; ``dtype`` is our graph's stored scalar type;
-    ``extra_dtypes`` adds our index with
-    other stored scalar types (``bf16``: half the vector bytes, faster distance kernels with AVX-512 BF16)."""
+    ``raw_usearch`` also builds a second, plain usearch graph; ``dtype`` is our graph's stored scalar type
+    (``bf16``: half the vector bytes, faster distance kernels with AVX-512 BF16)."""
     import faiss
     from usearch.index import Index
 
@@ -252,17 +251,6 @@ def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], 
 
     out["usearch_same_graph"] = {}
     searches: dict[str, Any] = {"embedstack": ours_search, "usearch_same_graph": same_graph}
-    for dt in extra_dtypes:
-        other = HNSWIndex(dim, metric="ip", M=M, ef_construction=efc, dtype=dt, threads=THREADS)
-        _, t = timed(other.add, x, ids)
-        log(f"  hnsw embedstack-{dt}: built in {t:.0f}s")
-        out[f"embedstack-{dt}"] = {"build_s": t, "bytes_per_vector": other.nbytes() / len(x)}
-
-        def other_search(ef: int, idx: Any = other) -> np.ndarray:
-            idx.set_ef(ef)
-            return search_ints(idx, q, 10)
-
-        searches[f"embedstack-{dt}"] = other_search
     log(f"  hnsw embedstack: built in {out['embedstack']['build_s']:.0f}s")
     if not same_graph_only:
         if raw_usearch:
@@ -505,7 +493,7 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
                       f"embedstack graph stored as {h.get('dtype', 'f32')}), "
                       "smallest ef reaching recall@10 ≥ 0.95:", "",
                       "| library | build s | ef | queries/s | recall@10 |", "|---|---:|---:|---:|---:|"]
-            for lib in ("embedstack", "usearch_same_graph", "embedstack-bf16", "usearch", "faiss"):
+            for lib in ("embedstack", "usearch_same_graph", "usearch", "faiss"):
                 if lib not in h:
                     continue
                 a = h[lib]["at_0.95"]
@@ -551,8 +539,7 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
     return "\n".join(lines)
 
 
-_LIBS = {"usearch_same_graph": "usearch, same graph as embedstack",
-         "embedstack-bf16": "embedstack, bf16 graph (dtype=bf16)"}
+_LIBS = {"usearch_same_graph": "usearch, same graph as embedstack"}
 
 
 def _build(entry: dict[str, Any]) -> str:

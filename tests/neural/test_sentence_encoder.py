@@ -186,3 +186,16 @@ def test_streaming_pulls_one_chunk_at_a_time(tmp_path, tiny_encoder):
     # when a chunk is done, at most one more chunk has been read: memory is bounded by chunk_size
     assert all(read - done <= 8 for done, read in seen_at_progress)
     assert seen_at_progress[-1][0] == 50
+
+
+def test_compiled_forward_passes_our_errors_through_without_falling_back():
+    from embedstack.neural.sentence import _compiled
+
+    def too_long(ids, mask):
+        raise ConfigError("Sequence of 600 tokens exceeds max_position_embeddings=512")
+
+    forward = _compiled(too_long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a "compile failed, encoding eagerly" warning fails
+        with pytest.raises(ConfigError, match="max_position_embeddings"):
+            forward(torch.zeros(1, 2, dtype=torch.long), None)

@@ -33,7 +33,7 @@ from embedstack._extras import require
 
 torch = require("torch", "torch", "sentence encoders")
 
-from embedstack.errors import ConfigError, FormatError, InputError  # noqa: E402
+from embedstack.errors import ConfigError, EmbedstackError, FormatError, InputError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
 from embedstack.neural._npy import NpyStreamWriter  # noqa: E402
 from embedstack.neural.config import BertConfig  # noqa: E402
@@ -140,7 +140,7 @@ class SentenceEncoder:
             raise ConfigError(f"Backend {backend!r} supports precision {list(PRECISIONS[backend])}; got {precision!r}.")
         if num_threads is not None and int(num_threads) < 1:
             raise ConfigError(f"num_threads must be >= 1. Got {num_threads}.")
-        if precision == "bf16" and not _cpu_has_bf16():
+        if precision == "bf16" and not cpu_has_bf16():
             log.warning("precision='bf16' on a CPU without AVX-512 BF16 / AMX: it works, but slower than fp32.")
         self.backend = backend
         self.precision = precision
@@ -527,6 +527,8 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
     def forward(ids: Any, mask: Any) -> Any:
         try:
             return state["fn"](ids, mask)
+        except EmbedstackError:  # our own input errors (e.g. too many tokens) are not compilation failures
+            raise
         except Exception as exc:  # noqa: BLE001 - inductor needs a C++ toolchain; eager gives the same vectors
             if state["fn"] is model:
                 raise
@@ -538,7 +540,8 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
     return forward
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN reports bf16 support on this CPU (AVX-512 BF16 or AMX)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # private helper; absent in some builds
