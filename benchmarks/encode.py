@@ -98,8 +98,7 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=256, help="texts per timed block (SciFact: block/8)")
     ap.add_argument("--sts-n", type=int, default=2000)
     ap.add_argument("--scifact-n", type=int, default=2000)
-    ap.add_argument("--modes", default="torch-fp32,torch-fp32-compiled,torch-fp32-w2,torch-bf16,torch-bf16-compiled,"
-                                       "torch-bf16-w2,onnx-fp32,onnx-int8,onnx-int8-fast,onnx-int8-dynamic")
+    ap.add_argument("--modes", default=DEFAULT_MODES)
     ap.add_argument("--no-peer-bf16", action="store_true",
                     help="do not also time sentence-transformers itself under torch.autocast(bfloat16)")
     ap.add_argument("--quiet", action="store_true")
@@ -253,6 +252,8 @@ def pooling_table(uniq: list[str], index: dict[str, int], sts: Any, threads: int
     return table
 
 
+DEFAULT_MODES = ("torch-fp32,torch-fp32-compiled,torch-fp32-w2,torch-bf16,torch-bf16-compiled,torch-bf16-w2,"
+                 "onnx-fp32,onnx-int8,onnx-int8-fast,onnx-int8-dynamic")
 EXACT = ("torch-fp32", "torch-fp32-compiled", "torch-fp32-w2", "onnx-fp32")
 
 
@@ -278,6 +279,8 @@ def targets(res: dict[str, Any]) -> list[str]:
 
 def markdown(res: dict[str, Any], args: Any) -> str:
     cmd = "python benchmarks/encode.py" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
+    if args.modes != DEFAULT_MODES:
+        cmd += f" --modes {args.modes}"
     sp = res["sts_spearman"]
     lines = [
         "## Transformer encoding on CPU (all-MiniLM-L6-v2): ours vs sentence-transformers",
