@@ -126,6 +126,18 @@ def test_torch_bf16_agrees_with_fp32(tiny_encoder):
     assert all(t.dtype == np.float32 for t in tokens)
 
 
+def test_torch_bf16_pure_agrees_with_fp32_and_leaves_the_shared_weights_fp32(tiny_encoder):
+    ref = tiny_encoder.encode(TEXTS)
+    enc = tiny_encoder.with_options(precision="bf16-pure")
+    out = enc.encode(TEXTS, batch_size=2)  # padded and unpadded batches
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    assert float(np.min(np.sum(out * ref, axis=1))) > 0.999
+    assert all(p.dtype == torch.float32 for p in tiny_encoder.model.parameters())  # the copy is bf16, not ours
+    assert np.abs(tiny_encoder.encode(TEXTS) - ref).max() == 0.0
+    tokens = enc.token_embeddings(TEXTS[:2])
+    assert all(t.dtype == np.float32 for t in tokens)
+
+
 def test_compiled_encoder_gives_the_eager_vectors(tiny_encoder):
     ref = tiny_encoder.encode(TEXTS)
     enc = tiny_encoder.with_options(compile=True)
