@@ -15,13 +15,17 @@ Spearman x100 (cosine vs gold) — computed from the STS-B vectors above.
 
 The peer is also timed under ``torch.autocast(bfloat16)`` (``--no-peer-bf16`` turns it off), so
 our bf16 mode is compared with what a sentence-transformers user gets from the same hardware path.
-A targets table checks the issue's bars per text set.
+A targets table checks the issue's bars per text set, and a roofline table says how much room the
+hardware leaves: the texts/s this CPU would reach if every FLOP of the forward pass ran at the best
+rate measured for the model's own linear layers (fp32 and bf16), so the largest speed-up any exact
+fp32 implementation could have over sentence-transformers is measured, not guessed.
 
 Also the pooling table: STS-B Spearman for CLS / mean / max pooling of MiniLM and of the small BERT
 pretrained by ``embedstack train mlm`` (when its folder exists), beside mean-pooled word vectors
 (when the static engineer's trained vectors exist).
 
 Usage: python benchmarks/encode.py [--quick] [--threads 2] [--rounds 2] [--modes torch-fp32,onnx-fp32,...] [--quiet]
+       python benchmarks/encode.py --pooling-only   (pooling table only, on the last full run's speed rows)
 """
 
 from __future__ import annotations
@@ -147,8 +151,13 @@ def main() -> None:
     ap.add_argument("--modes", default=DEFAULT_MODES)
     ap.add_argument("--no-peer-bf16", action="store_true",
                     help="do not also time sentence-transformers itself under torch.autocast(bfloat16)")
+    ap.add_argument("--pooling-only", action="store_true",
+                    help="recompute only the pooling table (e.g. after training word vectors) and re-render the "
+                         "section from the last full run in results/encode.jsonl")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    if args.pooling_only:
+        return pooling_only(args.threads, args.quiet)
     if args.quick:
         args.sts_n, args.scifact_n, args.rounds = 300, 64, 1
     import torch
@@ -264,7 +273,30 @@ def main() -> None:
                "rows": rows, "peer_bf16": peer_rows, "roofline": roofline, "sts_spearman": spearman, "pooling": pooling,
                "cpu_bf16": cpu_has_bf16(),
                "sentence_transformers_version": __import__("sentence_transformers").__version__}
-    write_results("encode", results, markdown(results, args))
+    write_results("encode", results, markdown(results))
+
+
+def pooling_only(threads: int, q: bool) -> None:
+    """Fresh pooling table on top of the speed rows of the last full (not --quick) run."""
+    import json
+
+    import torch
+
+    from embedstack.data import load_sts
+
+    torch.set_num_threads(threads)
+    path = Path(__file__).resolve().parent / "results" / "encode.jsonl"
+    runs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    full = [r for r in runs if r.get("rows") and not r.get("quick")]
+    if not full:
+        sys.exit(f"no full encode run in {path}: run benchmarks/encode.py first")
+    last = full[-1]
+    sts = load_sts("stsb", "test")
+    uniq = list(dict.fromkeys(sts.s1 + sts.s2))
+    res = {k: v for k, v in last.items() if k not in ("benchmark", "machine")}
+    res["timing_date"] = last.get("timing_date", last["machine"]["date"])
+    res["pooling"] = pooling_table(uniq, {s: i for i, s in enumerate(uniq)}, sts, threads, q)
+    write_results("encode", res, markdown(res))
 
 
 def pooling_table(uniq: list[str], index: dict[str, int], sts: Any, threads: int, q: bool) -> list[dict[str, Any]]:
@@ -336,10 +368,13 @@ def targets(res: dict[str, Any]) -> list[str]:
     return out
 
 
-def markdown(res: dict[str, Any], args: Any) -> str:
-    cmd = "python benchmarks/encode.py" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
-    if args.modes != DEFAULT_MODES:
-        cmd += f" --modes {args.modes}"
+def markdown(res: dict[str, Any]) -> str:
+    cmd = "python benchmarks/encode.py" + (" --quick" if res["quick"] else "") + f" --threads {res['threads']}"
+    if res["scifact_rounds"] != 1:
+        cmd += f" --scifact-rounds {res['scifact_rounds']}"
+    modes = ",".join(dict.fromkeys(r["mode"] for r in res["rows"]))
+    if modes != DEFAULT_MODES:
+        cmd += f" --modes {modes}"
     sp = res["sts_spearman"]
     lines = [
         "## Transformer encoding on CPU (all-MiniLM-L6-v2): ours vs sentence-transformers",
@@ -398,7 +433,9 @@ def markdown(res: dict[str, Any], args: Any) -> str:
                     else "– | – | – |")
             lines.append(f"| {r['set']} ({r['n']:,}) | {r['st_texts_per_s']:.1f} | {r['st_bf16_texts_per_s']:.1f} | "
                          f"{r['cos_min']:.5f} / {r['knn10_overlap']:.3f} | {tail}")
-    lines += ["", "### Pooling on STS-B test (Spearman x100, cosine)", "",
+    when = ([f"The speed rows above were measured {res['timing_date']}; this table was refreshed later with "
+             "`python benchmarks/encode.py --pooling-only`.", ""] if res.get("timing_date") else [])
+    lines += ["", "### Pooling on STS-B test (Spearman x100, cosine)", "", *when,
               "| model | CLS | mean | max | note |", "|---|---:|---:|---:|---|"]
     for r in res["pooling"]:
         if "reason" in r:

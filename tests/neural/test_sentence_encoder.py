@@ -138,6 +138,20 @@ def test_torch_bf16_pure_agrees_with_fp32_and_leaves_the_shared_weights_fp32(tin
     assert all(t.dtype == np.float32 for t in tokens)
 
 
+def test_long_batches_run_in_row_slices_with_the_same_vectors(tiny_encoder, monkeypatch):
+    import embedstack.neural.sentence as sentence
+
+    ref = tiny_encoder.with_options().encode(TEXTS, batch_size=8)
+    calls: list[int] = []
+    monkeypatch.setattr(sentence, "_MAX_ACTIVATION_BYTES", 1)  # one row per forward call
+    enc = tiny_encoder.with_options()
+    real = enc.model.forward
+    monkeypatch.setattr(enc.model, "forward", lambda ids, mask=None: (calls.append(ids.shape[0]), real(ids, mask))[1])
+    out = enc.encode(TEXTS, batch_size=8)
+    assert calls and max(calls) == 1 and len(calls) == len(TEXTS)
+    assert np.abs(out - ref).max() < 1e-6
+
+
 def test_compiled_encoder_gives_the_eager_vectors(tiny_encoder):
     ref = tiny_encoder.encode(TEXTS)
     enc = tiny_encoder.with_options(compile=True)

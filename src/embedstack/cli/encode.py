@@ -48,7 +48,7 @@ def encode_command(
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC: name, folder, or NAME@option=value,..."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .npy file (float32, one row per line)."),
     backend: str | None = typer.Option(None, "--backend", help="torch or onnx (transformers only)."),
-    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 (torch) or int8 (transformers only)."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 or bf16-pure (torch), or int8 (transformers only)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
     role: str = typer.Option("document", "--role", help="document or query (selects the model's prompt)."),
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: torch's setting)."),
