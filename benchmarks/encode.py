@@ -334,13 +334,30 @@ def pooling_table(uniq: list[str], index: dict[str, int], sts: Any, threads: int
             if why is None:
                 enc = resolve(kind)
                 vecs = np.asarray(enc.encode(uniq), dtype=np.float32)
-                table.append({"model": f"{kind} (enwiki), mean of word vectors", "mean": spearman_from(vecs, index, sts)})
+                row = {"model": f"{kind} (enwiki), mean of word vectors", "mean": spearman_from(vecs, index, sts)}
+                row["note"] = vectors_note(kind)
+                table.append(row)
                 log(q, f"pooling {kind}: mean {table[-1]['mean']:.2f}")
             else:
                 table.append({"model": f"{kind} word vectors", "reason": why})
     except Exception as exc:  # noqa: BLE001 - reported, never hidden
         table.append({"model": "word vectors", "reason": f"{type(exc).__name__}: {exc}"})
     return table
+
+
+def vectors_note(kind: str) -> str:
+    """How the word vectors were trained, from their manifest (empty when unknown)."""
+    import json
+
+    from embedstack.static.specs import default_vectors_path
+
+    try:
+        meta = json.loads((default_vectors_path(kind) / "manifest.json").read_text())["state"]["meta"]
+        opts = meta.get("options", {})
+        return (f"dim {opts.get('dim', '?')}, {opts.get('epochs', '?')} epoch(s), "
+                f"{meta.get('corpus_raw_words', 0) / 1e6:.1f}M words, {meta.get('seconds', 0) / 60:.0f} min")
+    except (OSError, KeyError, ValueError):
+        return ""
 
 
 DEFAULT_MODES = ("torch-fp32,torch-fp32-compiled,torch-fp32-w2,torch-bf16,torch-bf16-compiled,torch-bf16-w2,"
@@ -441,7 +458,7 @@ def markdown(res: dict[str, Any]) -> str:
         if "reason" in r:
             lines.append(f"| {r['model']} | – | – | – | not run: {r['reason']} |")
             continue
-        note = ""
+        note = r.get("note", "")
         if "training" in r:
             t = r["training"]
             note = (f"{r['params'] / 1e6:.1f}M params, {t['steps']} steps / {t['tokens'] / 1e6:.1f}M tokens in "

@@ -81,7 +81,7 @@ class SentenceEncoder:
             softmax and pooling in fp32; several times faster on CPUs with AMX / AVX-512 BF16, cosine to
             fp32 ≥ 0.9999 on STS-B and SciFact); ``bf16-pure`` (torch: a bfloat16 copy of the whole
             transformer, activations and residual stream included, pooling in fp32: half the memory
-            traffic of ``bf16`` and no casts, faster again with ``compile``; cosine to fp32 about 0.9998);
+            traffic of ``bf16`` and no casts, faster again with ``compile``; cosine to fp32 ≥ 0.9998, min 0.99988 on STS-B);
             or ``int8`` and the onnx recipes (see :mod:`embedstack.neural.quantize` for what int8 means
             per backend).
         num_threads: Intra-op threads while encoding (default: leave the process setting).
@@ -236,8 +236,8 @@ class SentenceEncoder:
                     pieces = -(-n // max(1, max_tokens // t))
                     if pieces <= 1:
                         return piece(ids, mask)
-                    size = -(-n // pieces)
-                    return torch.cat([piece(ids[i:i + size], mask[i:i + size]) for i in range(0, n, size)])
+                    bounds = [n * k // pieces for k in range(pieces + 1)]  # sizes differ by one at most
+                    return torch.cat([piece(ids[a:b], mask[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
                 self._runner = run
         return self._runner
