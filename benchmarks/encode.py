@@ -85,9 +85,13 @@ def spearman_from(vectors: np.ndarray, index: dict[str, int], sts: Any) -> float
 
     a = vectors[[index[s] for s in sts.s1]]
     b = vectors[[index[s] for s in sts.s2]]
+    return float(spearmanr(row_cosines(a, b), sts.scores).statistic * 100)
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row of ``a`` with the same row of ``b``."""
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    cos = np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-12)
-    return float(spearmanr(cos, sts.scores).statistic * 100)
+    return np.sum(a * b, axis=1) / np.maximum(na * nb, 1e-12)
 
 
 def model_flops(lengths: np.ndarray, config: Any) -> np.ndarray:
@@ -235,7 +239,7 @@ def main() -> None:
         st_rate = len(texts) / sum(best["st"])
         if "st-bf16" in peers:
             v = np.concatenate(vecs["st-bf16"])
-            cos = np.sum(v * ref, axis=1) / np.maximum(np.linalg.norm(v, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+            cos = row_cosines(v, ref)
             peer_rows.append({"set": set_name, "n": len(texts), "st_texts_per_s": st_rate,
                               "st_bf16_texts_per_s": len(texts) / sum(best["st-bf16"]),
                               "cos_min": float(cos.min()), "knn10_overlap": overlap(knn(v), ref_knn)})
@@ -244,7 +248,7 @@ def main() -> None:
         for m in modes:
             v = np.concatenate(vecs[m])
             our_rate = len(texts) / sum(best[m])
-            cos = np.sum(v * ref, axis=1) / np.maximum(np.linalg.norm(v, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+            cos = row_cosines(v, ref)
             row = {"set": set_name, "mode": m, "n": len(texts), "st_texts_per_s": st_rate, "ours_texts_per_s": our_rate,
                    "speedup": ratio(our_rate, st_rate), "cos_min": float(cos.min()), "cos_mean": float(cos.mean()),
                    "knn10_overlap": overlap(knn(v), ref_knn)}
@@ -385,6 +389,11 @@ def targets(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def fmt(row: dict[str, Any], key: str, spec: str) -> str:
+    """``row[key]`` formatted, or a dash when the run did not measure it."""
+    return format(row[key], spec) if key in row else "–"
+
+
 def markdown(res: dict[str, Any]) -> str:
     cmd = "python benchmarks/encode.py" + (" --quick" if res["quick"] else "") + f" --threads {res['threads']}"
     if res["scifact_rounds"] != 1:
@@ -434,8 +443,8 @@ def markdown(res: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['set']} | {r['mean_tokens']:.1f} | {r['gflop_per_text']:.2f} | {r['fp32_gemm_gflops']:.0f} | "
                 f"{ceil:.1f} | {f'{st / ceil:.0%}' if st else '–'} | {f'{b / ceil:.0%}' if b else '–'} | "
-                f"{f'{ceil / st:.2f}×' if st else '–'} | {r.get('bf16_gemm_gflops', float('nan')):.0f} | "
-                f"{r.get('bf16_ceiling_texts_per_s', float('nan')):.1f} |")
+                f"{f'{ceil / st:.2f}×' if st else '–'} | {fmt(r, 'bf16_gemm_gflops', '.0f')} | "
+                f"{fmt(r, 'bf16_ceiling_texts_per_s', '.1f')} |")
     if res.get("peer_bf16"):
         lines += ["", "### The peer on the same bf16 path", "",
                   "Our bf16 mode is `torch.autocast(bfloat16)` around our encoder (AMX / AVX-512 BF16 matmuls); "
@@ -463,8 +472,8 @@ def markdown(res: dict[str, Any]) -> str:
             t = r["training"]
             note = (f"{r['params'] / 1e6:.1f}M params, {t['steps']} steps / {t['tokens'] / 1e6:.1f}M tokens in "
                     f"{t['seconds'] / 60:.0f} min, MLM loss {t['first_loss']:.2f} → {t['last_loss']:.2f}")
-        fmt = lambda k, r=r: f"{r[k]:.2f}" if k in r else "–"  # noqa: E731
-        lines.append(f"| {r['model']} | {fmt('cls')} | {fmt('mean')} | {fmt('max')} | {note} |")
+        cells = " | ".join(fmt(r, k, ".2f") for k in ("cls", "mean", "max"))
+        lines.append(f"| {r['model']} | {cells} | {note} |")
     return "\n".join(lines)
 
 

@@ -187,6 +187,10 @@ def test_workers_give_the_same_vectors_in_order(tiny_encoder):
     assert 1 not in calls
     with pytest.raises(ConfigError, match="workers"):
         tiny_encoder.with_options(workers=0)
+    with pytest.raises(ConfigError, match="workers"):  # a typed error, not a TypeError from a comparison
+        tiny_encoder.with_options(workers="two")
+    with pytest.raises(ConfigError, match="num_threads"):
+        tiny_encoder.with_options(num_threads=0)
     with pytest.raises(ConfigError, match="workers"):
         tiny_encoder.with_options(backend="onnx", workers=2)
 

@@ -34,6 +34,7 @@ from embedstack._extras import require
 
 torch = require("torch", "torch", "sentence encoders")
 
+from embedstack._validation import check_int  # noqa: E402
 from embedstack.errors import ConfigError, EmbedstackError, FormatError, InputError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
 from embedstack.neural._npy import NpyStreamWriter  # noqa: E402
@@ -81,8 +82,8 @@ class SentenceEncoder:
             softmax and pooling in fp32; several times faster on CPUs with AMX / AVX-512 BF16, cosine to
             fp32 ≥ 0.9999 on STS-B and SciFact); ``bf16-pure`` (torch: a bfloat16 copy of the whole
             transformer, activations and residual stream included, pooling in fp32: half the memory
-            traffic of ``bf16`` and no casts, faster again with ``compile``; cosine to fp32 ≥ 0.9998, min 0.99988 on STS-B);
-            or ``int8`` and the onnx recipes (see :mod:`embedstack.neural.quantize` for what int8 means
+            traffic of ``bf16`` and no casts, faster again with ``compile``; cosine to fp32 ≥ 0.9998,
+            min 0.99988 on STS-B); or ``int8`` and the onnx recipes (see :mod:`embedstack.neural.quantize` for what int8 means
             per backend).
         num_threads: Intra-op threads while encoding (default: leave the process setting).
         compile: torch backend: run the transformer through ``torch.compile`` (inductor, dynamic shapes,
@@ -92,8 +93,8 @@ class SentenceEncoder:
             trigger a recompilation mid-run); afterwards up to 1.1-1.3× faster in fp32 (same vectors to
             1e-5) and in bf16. If compilation fails the encoder warns once and runs eagerly.
         workers: Batches encoded at the same time (torch backend), each with ``num_threads // workers``
-            intra-op threads (a call with a single batch keeps all threads for it). Small matmuls (short texts) scale poorly across threads inside one op;
-            two batches on one thread each keep both cores busy: measured 1.1× (fp32) and 1.5× (bf16)
+            intra-op threads (a call with a single batch keeps all threads for it). Small matmuls (short
+            texts) scale poorly across threads inside one op; two batches on one thread each keep both cores busy: measured 1.1× (fp32) and 1.5× (bf16)
             on STS-B sentences with 2 cores. Same vectors. Not combinable with ``compile``.
         name: A display name; ``source`` records how the model was found.
 
@@ -149,24 +150,22 @@ class SentenceEncoder:
             raise ConfigError(f"Unknown backend {backend!r}; use one of {list(BACKENDS)}.")
         if precision not in PRECISIONS[backend]:
             raise ConfigError(f"Backend {backend!r} supports precision {list(PRECISIONS[backend])}; got {precision!r}.")
-        if num_threads is not None and int(num_threads) < 1:
-            raise ConfigError(f"num_threads must be >= 1. Got {num_threads}.")
+        num_threads = check_int(self, "num_threads", num_threads, low=1, allow_none=True)
+        workers = check_int(self, "workers", workers, low=1)
         if precision.startswith("bf16") and not cpu_has_bf16():
             log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but slower than fp32.")
         self.backend = backend
         self.precision = precision
-        self.num_threads = None if num_threads is None else int(num_threads)
+        self.num_threads = num_threads
         if compile and backend != "torch":
             raise ConfigError("compile=True applies to backend='torch' (onnxruntime optimises its own graph).")
         self.compile = bool(compile)
-        if int(workers) < 1:
-            raise ConfigError(f"workers must be >= 1. Got {workers}.")
         if workers > 1 and backend != "torch":
             raise ConfigError("workers > 1 applies to backend='torch' (onnxruntime threads itself).")
         if workers > 1 and compile:
             raise ConfigError("compile=True cannot be combined with workers > 1 (graphs compiled from two threads "
                               "at once can deadlock); use one or the other.")
-        self.workers = int(workers)
+        self.workers = workers
         self.name = name or "bert"
         self.source = source
         self.folder: Path | None = None
