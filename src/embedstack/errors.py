@@ -19,11 +19,53 @@ __all__ = [
     "DatasetError",
     "UnknownKeyError",
     "IndexStateError",
+    "OutputExistsError",
 ]
 
 
 class EmbedstackError(Exception):
-    """Base class of every error raised on purpose by embedstack."""
+    """Base class of every error raised on purpose by embedstack.
+
+    ``fix`` names the options that fix the problem, as ``{python_keyword: value}``. They are shown
+    the way the reader can use them: ``Pass split='train'.`` from Python; the command line shows
+    ``Pass --split train.`` when the running command has that flag and leaves the hint out when it
+    has not (see :meth:`message_for`).
+
+    Example:
+        >>> err = EmbedstackError("no qrels for split 'test'.", fix={"split": "train"})
+        >>> str(err)
+        "no qrels for split 'test'. Pass split='train'."
+        >>> err.message_for({"split": "--split"})
+        "no qrels for split 'test'. Pass --split train."
+        >>> err.message_for({})
+        "no qrels for split 'test'."
+    """
+
+    def __init__(self, *args: object, fix: dict[str, object] | None = None) -> None:
+        super().__init__(*args)
+        self.fix: dict[str, object] = dict(fix or {})
+
+    def _base(self) -> str:
+        return super().__str__()
+
+    def __str__(self) -> str:
+        return self.message_for(None)
+
+    def message_for(self, flags: dict[str, str] | None) -> str:
+        """The message with its fix written as Python keywords (``flags`` None) or as the given CLI flags.
+
+        Args:
+            flags: Python keyword → command-line flag of the running command (``{"split": "--split"}``);
+                fixes whose keyword is not in it are left out.
+        """
+        base = self._base()
+        if not self.fix:
+            return base
+        if flags is None:
+            parts = [f"{k}={v!r}" for k, v in self.fix.items()]
+        else:
+            parts = [f"{flags[k]} {v}" for k, v in self.fix.items() if k in flags]
+        return f"{base} Pass {' and '.join(parts)}." if parts else base
 
 
 class ConfigError(EmbedstackError, ValueError):
@@ -89,9 +131,37 @@ class UnknownKeyError(EmbedstackError, KeyError):
         super().__init__(msg)
         self.key = key
 
-    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+    def _base(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0])
 
 
 class IndexStateError(EmbedstackError, RuntimeError):
     """An index operation is not possible in the index's current state (unknown id, duplicate id ...)."""
+
+
+class OutputExistsError(EmbedstackError, FileExistsError):
+    """An output path holds something a save would destroy (not an embedstack artifact of the same kind).
+
+    The hint depends on the reader: Python gets ``force=True``, the command line its ``--force`` flag
+    (left out, with only "choose another path", where the command has none or forcing cannot help).
+    """
+
+    def __init__(self, message: str, *, can_force: bool = True) -> None:
+        super().__init__(message)
+        self.can_force = can_force
+
+    def _base(self) -> str:
+        return str(self.args[0])
+
+    def message_for(self, flags: dict[str, str] | None) -> str:
+        base = self._base()
+        if not self.can_force:
+            return base
+        if flags is None:
+            return f"{base} Choose another path, or pass force=True to replace it."
+        if "force" in flags:
+            return f"{base} Choose another path, or pass {flags['force']} to replace it."
+        return f"{base} Choose another path."
+
+    def __str__(self) -> str:
+        return self.message_for(None)

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from embedstack.errors import ConfigError
+from embedstack.errors import ConfigError, EmbedstackError, ModelNotFoundError
 
-__all__ = ["resolve", "register_spec", "known_specs", "needs_fit", "parse_spec"]
+__all__ = ["resolve", "register_spec", "known_specs", "needs_fit", "parse_spec", "did_you_mean"]
 
 Factory = Callable[[str | None], Any]
 
@@ -78,8 +78,41 @@ def _call(target: str, arg: str | None) -> Any:
     return getattr(importlib.import_module(mod), fn)(arg)
 
 
+def did_you_mean(word: str, candidates: list[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest candidate (case-insensitive), or ``""`` when none is close."""
+    import difflib
+
+    lower: dict[str, str] = {}
+    for c in candidates:  # the first spelling of a name wins (the display form comes first)
+        lower.setdefault(c.lower(), c)
+    best = difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=0.75)
+    return f" Did you mean {lower[best[0]]!r}?" if best else ""
+
+
+def _known_names() -> list[str]:
+    """Spec kinds, the packaged/aliased transformer names and the models in the local cache."""
+    names = list(_SPECS)
+    try:
+        from embedstack.neural.hub import _ALIASES as aliases
+        from embedstack.neural.hub import PACKAGED_MODELS, cache_dir
+
+        names += ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", *aliases, *PACKAGED_MODELS]
+        models = cache_dir() / "models"
+        if models.is_dir():
+            names += [p.name.replace("__", "/") for p in models.iterdir() if p.is_dir()]
+            names += [p.name.split("__")[-1] for p in models.iterdir() if p.is_dir()]
+    except ImportError:  # pragma: no cover - the neural package is part of the core install
+        pass
+    return list(dict.fromkeys(names))
+
+
 def resolve(spec: str) -> Any:
-    """Turn a SPEC into an encoder (unfitted for counting models)."""
+    """Turn a SPEC into an encoder (unfitted for counting models).
+
+    A SPEC that matches nothing raises :class:`~embedstack.errors.ConfigError` (or
+    :class:`~embedstack.errors.ModelNotFoundError` for a transformer name) with the closest known name
+    ("did you mean 'bm25'?").
+    """
     kind, arg = parse_spec(spec)
     if kind in _SPECS and not (os.sep in spec and Path(spec).exists() and arg is None):
         return _call(_SPECS[kind], arg)
@@ -94,9 +127,17 @@ def resolve(spec: str) -> Any:
         except ModuleNotFoundError as exc:
             if not exc.name or not exc.name.startswith("embedstack"):
                 raise
+        except EmbedstackError as exc:
+            if not isinstance(exc, ModelNotFoundError) or path.exists():
+                raise
+            hint = did_you_mean(spec.partition("@")[0], _known_names())
+            if not hint:
+                raise
+            raise ModelNotFoundError(f"Model {spec.partition('@')[0]!r} was not found.{hint} "
+                                     f"({exc.message_for(None)})") from None
     raise ConfigError(
-        f"Cannot parse model spec {spec!r}. Use one of {sorted(_SPECS)} (e.g. 'lsa:256'), "
-        "a saved model folder, or a transformer model name."
+        f"Cannot parse model spec {spec!r}.{did_you_mean(kind, _known_names())} Use one of {sorted(_SPECS)} "
+        "(e.g. 'lsa:256'), a saved model folder, or a transformer model name."
     )
 
 

@@ -22,14 +22,39 @@ class _ErrorGroup(TyperGroup):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        pending = getattr(ctx, "_protected_args", None)  # click >= 8.2 (the public name is deprecated there)
+        if pending is None:
+            pending = getattr(ctx, "protected_args", [])
+        flags = _flags_of(self, ctx, [*pending, *ctx.args])
         try:
             return super().invoke(ctx)
         except EmbedstackError as exc:
             from embedstack.cli._common import err_console
 
-            msg = " ".join(str(exc).split())  # one line, whatever the message's own line breaks
+            # hints name this command's flags (`--split train`), never Python keywords
+            msg = " ".join(exc.message_for(flags).split())  # one line, whatever the message's own line breaks
             err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {msg}", highlight=False, soft_wrap=True)
             raise SystemExit(2) from None
+
+
+def _flags_of(group: click.Group, ctx: click.Context, args: list[str]) -> dict[str, str]:
+    """Python keyword → long flag of every option of the command ``args`` invokes (``{"split": "--split"}``)."""
+    cmd: Any = group
+    args = list(args)
+    while cmd is not None and callable(getattr(cmd, "get_command", None)):  # a group (typer may vendor click)
+        name = next((a for a in args if not a.startswith("-")), None)
+        if name is None:
+            return {}
+        args = args[args.index(name) + 1:]
+        cmd = cmd.get_command(ctx, name)
+    if cmd is None:
+        return {}
+    flags: dict[str, str] = {}
+    for p in cmd.params:
+        if getattr(p, "param_type_name", "") == "option" and p.name:
+            longs = [o for o in p.opts if o.startswith("--")]
+            flags[p.name] = longs[0] if longs else p.opts[0]
+    return flags
 
 
 app = typer.Typer(

@@ -30,7 +30,7 @@ def list_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """List every registered dataset and whether a local copy is found."""
-    from embedstack.cli._common import err_console, out_console, print_json
+    from embedstack.cli._common import err_console, print_json, print_table
     from embedstack.data import data_dir, list_datasets
 
     rows = [_summary(n) for n in list_datasets()]
@@ -38,18 +38,13 @@ def list_cmd(
         root = data_dir()
         print_json({"data_dir": str(root) if root else None, "datasets": rows})
         return
-    from rich.table import Table
-
-    table = Table(title="embedstack datasets", caption="`embedstack datasets info NAME` shows paths and URLs")
-    table.add_column("name", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("local copy", no_wrap=True)
-    table.add_column("description", overflow="fold", ratio=1)
+    cells = []
     for r in rows:
         where = f"[green]yes[/] ({r['where']})" if r["found"] else (
             "[dim]no (downloadable)[/]" if r["downloadable"] else "[red]no[/]")
-        table.add_row(r["name"], r["kind"], where, r["description"])
-    out_console.print(table)
+        cells.append([r["name"], r["kind"], where, r["description"]])
+    print_table("embedstack datasets", ["name", "kind", "local copy", "description"], cells, fold=("description",))
+    err_console.print("`embedstack datasets info NAME` shows paths and URLs", style="dim")
     if data_dir() is None:
         err_console.print("[yellow]EMBEDSTACK_DATA_DIR is not set[/]: only the cache is searched.")
 

@@ -1,6 +1,6 @@
 """``embedstack eval retrieval|sts|words|classification|clustering``: score a model on a benchmark.
 
-Human output (tables, progress) goes to stderr; ``--json`` prints exactly one JSON object on stdout.
+Result tables go to stdout, progress and notes to stderr; ``--json`` prints exactly one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from embedstack.cli._common import err_console, print_json, progress
+from embedstack.cli._common import err_console, print_json, print_table, progress
 
 __all__ = ["register", "progress_callback", "emit_json"]
 
@@ -64,14 +64,7 @@ def _short(name: str) -> str:
 
 
 def _metrics_table(title: str, rows: list[tuple[str, str]]) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, show_header=True, header_style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in rows:
-        table.add_row(k, v)
-    err_console.print(table)
+    print_table(title, ["metric", "value"], [list(r) for r in rows], right=("value",))
 
 
 def _stratified(texts: list[str], labels: list[Any], n: int | None, seed: int) -> tuple[list[str], list[Any]]:
@@ -123,7 +116,7 @@ def _probe_data(dataset: str, max_train: int | None, max_test: int | None, seed:
 def retrieval(
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC: bow, tfidf, bm25, lsa:256, a folder or model name."),
     dataset: str = typer.Option("scifact", "--dataset", "-d", help="BEIR dataset name or folder."),
-    split: str = typer.Option("test", "--split", "-s", help="qrels split (SciFact here has only 'train')."),
+    split: str | None = typer.Option(None, "--split", "-s", help="qrels split (default: test when the dataset has it, else the split it has)."),
     index: str | None = typer.Option(None, "--index", help="Dense index spec: flat, fp16, int8, binary, hnsw ..."),
     k: int = typer.Option(100, "--k", "-k", help="Retrieval depth."),
     max_queries: int | None = typer.Option(None, "--max-queries", help="Evaluate only the first N judged queries."),
@@ -136,7 +129,14 @@ def retrieval(
     from embedstack.evaluation.runners import evaluate_retrieval
     from embedstack.models import resolve
 
+    from embedstack.data import default_split, qrels_splits
+
     encoder = resolve(model)
+    if split is None:
+        split = default_split(dataset)
+        if not (quiet or json_out):
+            err_console.print(f"split: {split} (qrels splits of {_short(dataset)}: "
+                              f"{', '.join(qrels_splits(dataset)) or 'none'}; choose with --split)", highlight=False)
     ds = load_beir(dataset, split=split)
     with progress_callback(quiet or json_out) as cb:
         res = evaluate_retrieval(encoder, ds, k=k, index_spec=index, batch_size=batch_size, progress=cb,
@@ -248,14 +248,10 @@ def words(
         return
     _metrics_table(f"{vectors} ({out['n_words']} words)", rows)
     if "analogies" in out:
-        from rich.table import Table
-
-        t = Table(title="analogy sections", header_style="bold")
-        for c in ("section", "accuracy", "answered", "OOV"):
-            t.add_column(c, justify="left" if c == "section" else "right")
-        for name, s in out["analogies"]["sections"].items():
-            t.add_row(name, f"{s['accuracy']:.4f}", str(s["total"]), str(s["oov"]))
-        err_console.print(t)
+        print_table("analogy sections", ["section", "accuracy", "answered", "OOV"],
+                    [[name, f"{s['accuracy']:.4f}", str(s["total"]), str(s["oov"])]
+                     for name, s in out["analogies"]["sections"].items()],
+                    right=("accuracy", "answered", "OOV"))
 
 
 @eval_app.command("classification")
