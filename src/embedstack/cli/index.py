@@ -1,6 +1,7 @@
 """``embedstack index build|info|swap|compact|delete`` and ``embedstack search``.
 
-Human output goes to stderr; ``--json`` prints exactly one JSON object on stdout.
+Results (search hits, index info) go to stdout, progress and notes to stderr; ``--json`` prints exactly
+one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ from typing import Any
 
 import typer
 
-from embedstack.cli._common import err_console, print_json, progress
+from embedstack.cli._common import (
+    ENCODING_OPTION,
+    ERRORS_OPTION,
+    TextErrors,
+    err_console,
+    print_json,
+    print_table,
+    progress,
+    text_options,
+)
 
 __all__ = ["register"]
 
@@ -52,6 +62,8 @@ def build(
     index: str = typer.Option(None, "--index", help="Full index spec instead, e.g. 'hnsw:M=32,ef=128' or 'binary+rescore:oversample=20'."),
     alias: Path = typer.Option(None, "--alias", help="Then point this alias (symlink) at the new folder."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
     json_out: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
@@ -64,7 +76,7 @@ def build(
 
     spec = index_spec_for(quantization, hnsw, index)
     t0 = time.perf_counter()
-    ids, texts, metas = read_corpus(corpus)
+    ids, texts, metas = read_corpus(corpus, **text_options(encoding, errors))
     encoder = resolve(model)
     with progress(quiet) as prog:
         tasks: dict[str, Any] = {}
@@ -107,15 +119,12 @@ def info_cmd(folder: Path = typer.Argument(..., help="Index folder or alias."), 
     if json_out:
         print_json(info)
         return
-    from rich.table import Table
-
-    table = Table(title=f"index {folder}", show_header=False)
-    for key in ("resolved", "type", "metric", "dims", "quantization", "count", "tombstones", "created_at",
-                "bytes_on_disk"):
-        table.add_row(key, str(info[key]))
+    rows = [[key, str(info[key])] for key in ("resolved", "type", "metric", "dims", "quantization", "count",
+                                              "tombstones", "created_at", "bytes_on_disk")]
     enc = info["encoder"] or {}
-    table.add_row("encoder", f"{enc.get('name')} (sha256 {str(enc.get('sha256'))[:12]}, embedstack {enc.get('embedstack_version')})")
-    err_console.print(table)
+    rows.append(["encoder", f"{enc.get('name')} (sha256 {str(enc.get('sha256'))[:12]}, "
+                            f"embedstack {enc.get('embedstack_version')})"])
+    print_table(f"index {folder}", ["field", "value"], rows, fold=("value",))
 
 
 @index_app.command("swap")
@@ -190,15 +199,11 @@ def search(
     if json_out:
         print_json(res.to_dict())
         return
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table(title=f"{query!r}", show_header=True, header_style="bold")
-    for col in ("#", "id", "score", "text"):
-        table.add_column(col, overflow="fold")
-    for rank, h in enumerate(res.hits, start=1):
-        text = (h.text or "")[:160]
-        table.add_row(str(rank), h.id, f"{h.score:.4f}", text)
-    err_console.print(table)
+    print_table(f"{query!r}", ["#", "id", "score", "text"],
+                [[str(rank), escape(h.id), f"{h.score:.4f}", escape((h.text or "")[:160])]
+                 for rank, h in enumerate(res.hits, start=1)], right=("#", "score"), fold=("id", "text"))
     err_console.print("timings (ms): " + ", ".join(f"{k2} {1000 * v:.2f}" for k2, v in res.timings.items()))
 
 

@@ -26,7 +26,7 @@ from embedstack.data._registry import (
     register_dataset,
     resolve_dataset,
 )
-from embedstack.data._retrieval import RetrievalDataset, load_beir, read_qrels
+from embedstack.data._retrieval import RetrievalDataset, default_split, load_beir, qrels_splits, read_qrels
 from embedstack.data._sample import sample_retrieval, sample_sts
 from embedstack.data._words import load_analogies, load_word_similarity
 
@@ -45,6 +45,8 @@ __all__ = [
     "list_datasets",
     "load_analogies",
     "load_beir",
+    "qrels_splits",
+    "default_split",
     "load_classification",
     "load_nli",
     "load_sts",

@@ -12,7 +12,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedstack.data._io import check_errors, iter_lines
+from embedstack.data._io import check_encoding, check_errors, iter_lines, read_text
 from embedstack.errors import DatasetError, FormatError
 
 __all__ = ["ClassificationDataset", "load_classification"]
@@ -48,13 +48,13 @@ class ClassificationDataset:
 _AG_ENTITY = re.compile(r"#(\d+);")
 
 
-def _csv_rows(path: Path, errors: str) -> list[list[str]]:
-    text = "\n".join(line for _, line in iter_lines(path, errors=errors))
+def _csv_rows(path: Path, encoding: str, errors: str) -> list[list[str]]:
+    text = "\n".join(line for _, line in iter_lines(path, encoding=encoding, errors=errors))
     return list(csv.reader(io.StringIO(text)))
 
 
-def _from_csv(path: Path, folder: Path, errors: str) -> ClassificationDataset:
-    rows = _csv_rows(path, errors)
+def _from_csv(path: Path, folder: Path, encoding: str, errors: str) -> ClassificationDataset:
+    rows = _csv_rows(path, encoding, errors)
     if not rows:
         raise DatasetError(f"{path} is empty.")
     header = [h.strip().lower() for h in rows[0]]
@@ -63,7 +63,7 @@ def _from_csv(path: Path, folder: Path, errors: str) -> ClassificationDataset:
         li = next(header.index(k) for k in ("category", "label", "intent") if k in header)
         names = None
         if (folder / "categories.json").is_file():
-            names = json.loads((folder / "categories.json").read_text(encoding="utf-8"))
+            names = json.loads(read_text(folder / "categories.json", encoding=encoding, errors=errors))
         texts, labels = [], []
         for i, r in enumerate(rows[1:], start=2):
             if len(r) <= max(ti, li):
@@ -73,7 +73,7 @@ def _from_csv(path: Path, folder: Path, errors: str) -> ClassificationDataset:
         return ClassificationDataset(texts, labels, names)
     # AG News: no header, "class","title","description"; classes.txt names classes 1..n.
     names_file = folder / "classes.txt"
-    names = [n.strip() for n in names_file.read_text(encoding="utf-8").splitlines() if n.strip()] if names_file.is_file() else None
+    names = [n.strip() for n in read_text(names_file, encoding=encoding, errors=errors).splitlines() if n.strip()] if names_file.is_file() else None
     texts, labels = [], []
     for i, r in enumerate(rows, start=1):
         if len(r) < 2 or not r[0].strip().isdigit():
@@ -111,11 +111,11 @@ def _from_20ng(archive: Path, split: str, remove_headers: bool) -> Classificatio
     return ClassificationDataset([t for _, t in items], labels)
 
 
-def _from_imdb(folder: Path, split: str, errors: str) -> ClassificationDataset:
+def _from_imdb(folder: Path, split: str, encoding: str, errors: str) -> ClassificationDataset:
     texts, labels = [], []
     packed = folder / "aclImdb_reviews.jsonl.gz"
     if packed.is_file():
-        for lineno, line in iter_lines(packed, errors=errors):
+        for lineno, line in iter_lines(packed, encoding=encoding, errors=errors):
             try:
                 r = json.loads(line)
             except json.JSONDecodeError:
@@ -129,15 +129,15 @@ def _from_imdb(folder: Path, split: str, errors: str) -> ClassificationDataset:
             if not d.is_dir():
                 raise DatasetError(f"{folder} is neither the packed IMDB jsonl nor the aclImdb layout ({d} missing).")
             for f in sorted(d.glob("*.txt"), key=lambda p: int(p.stem.split("_")[0]) if p.stem.split("_")[0].isdigit() else 0):
-                texts.append(f.read_text(encoding="utf-8", errors=errors).replace("<br />", " "))
+                texts.append(read_text(f, encoding=encoding, errors=errors).replace("<br />", " "))
                 labels.append(label)
     if not texts:
         raise DatasetError(f"{folder} holds no IMDB reviews for split {split!r} (use 'train' or 'test').")
     return ClassificationDataset(texts, labels, ["neg", "pos"])
 
 
-def load_classification(source: str | os.PathLike[str], split: str = "test", *, errors: str = "strict",
-                        remove_headers: bool = True) -> ClassificationDataset:
+def load_classification(source: str | os.PathLike[str], split: str = "test", *, encoding: str = "utf-8",
+                        errors: str = "strict", remove_headers: bool = True) -> ClassificationDataset:
     """Load a labelled text set: ``banking77``, ``agnews``, ``20newsgroups``, ``imdb``, or a folder/CSV.
 
     A CSV with a header holding ``text`` and ``category``/``label`` works for any data; AG News' headerless
@@ -146,25 +146,28 @@ def load_classification(source: str | os.PathLike[str], split: str = "test", *, 
     Args:
         source: registry name, folder (``<split>.csv``, 20news tarball, IMDB) or a CSV file.
         split: ``train`` or ``test``.
-        errors: decoding policy for non-UTF-8 bytes.
+        encoding: the files' text encoding (20 Newsgroups is always read as latin-1).
+        errors: decoding policy for bytes not valid in ``encoding`` (strict or replace).
         remove_headers: 20 Newsgroups only — drop the Usenet headers (From:, Subject: ...).
     """
     from embedstack.data._registry import resolve_dataset
 
     check_errors(errors)
+    check_encoding(encoding)
     path = resolve_dataset(source)
     if path.is_file():
         if path.name.endswith((".tar.gz", ".tgz")):
             return _from_20ng(path, split, remove_headers)
-        return _from_csv(path, path.parent, errors)
+        return _from_csv(path, path.parent, encoding, errors)
     if (path / "20news-bydate.tar.gz").is_file():
         return _from_20ng(path / "20news-bydate.tar.gz", split, remove_headers)
     if (path / "aclImdb_reviews.jsonl.gz").is_file() or (path / split / "pos").is_dir():
-        return _from_imdb(path, split, errors)
+        return _from_imdb(path, split, encoding, errors)
     csv_path = path / f"{split}.csv"
     if csv_path.is_file():
-        return _from_csv(csv_path, path, errors)
+        return _from_csv(csv_path, path, encoding, errors)
     have = sorted(p.stem for p in path.glob("*.csv"))
-    raise DatasetError(f"{path} has no {split}.csv (CSV splits present: {', '.join(have) or 'none'}); pass split=.")
+    raise DatasetError(f"{path} has no {split}.csv (CSV splits present: {', '.join(have) or 'none'}).",
+                       fix={"split": have[0]} if have else None)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from embedstack._validation import check_choice, check_int
-from embedstack.data._io import check_errors, iter_lines
+from embedstack.data._io import check_encoding, check_errors, iter_lines
 from embedstack.errors import DatasetError, FormatError
 
 __all__ = ["iter_texts", "iter_files", "CORPUS_KINDS"]
@@ -60,7 +60,7 @@ def _wikiextractor(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[str
                 title = m.group(1) if m else None
             elif s:
                 raise FormatError(f"{path}:{lineno}: text outside a <doc ...> block; the file is not WikiExtractor "
-                                  "output (use kind='lines' for plain text).")
+                                  "output (plain text, one document per line, is kind 'lines').", fix={"kind": "lines"})
             continue
         if s == "</doc>":
             inside = False
@@ -92,13 +92,14 @@ def _jsonl(path: Path, lines: Iterator[tuple[int, str]], field: str) -> Iterator
             raise FormatError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or delete that line.") from None
         value = obj.get(field) if isinstance(obj, dict) else None
         if not isinstance(value, str):
-            raise FormatError(f"{path}:{lineno}: the record has no string field {field!r}; pass text_field=.")
+            raise FormatError(f"{path}:{lineno}: the record has no string field {field!r}; name the field that holds "
+                              "the text.", fix={"text_field": "FIELD"})
         title = obj.get("title")
         yield f"{title} {value}".strip() if isinstance(title, str) and title else value
 
 
-def _iter_file(path: Path, kind: str, errors: str, text_field: str) -> Iterator[str]:
-    lines = iter_lines(path, errors=errors)
+def _iter_file(path: Path, kind: str, encoding: str, errors: str, text_field: str) -> Iterator[str]:
+    lines = iter_lines(path, encoding=encoding, errors=errors)
     if kind == "auto":
         head: list[tuple[int, str]] = []
         for item in lines:
@@ -119,8 +120,8 @@ def _iter_file(path: Path, kind: str, errors: str, text_field: str) -> Iterator[
                 yield line
 
 
-def iter_texts(source: str | os.PathLike[str], *, kind: str = "auto", errors: str = "strict",
-               limit: int | None = None, text_field: str = "text") -> Iterator[str]:
+def iter_texts(source: str | os.PathLike[str], *, kind: str = "auto", encoding: str = "utf-8",
+               errors: str = "strict", limit: int | None = None, text_field: str = "text") -> Iterator[str]:
     """Stream texts from a corpus file, a folder of corpus files, or a registry name (``enwiki``).
 
     Args:
@@ -129,8 +130,9 @@ def iter_texts(source: str | os.PathLike[str], *, kind: str = "auto", errors: st
             ``wikiextractor`` (one text per ``<doc>``; the title line that repeats the ``title``
             attribute is dropped unless it is the page's only text), ``jsonl``
             (one text per record: ``title`` + ``text_field``).
-        errors: decoding policy for bytes that are not UTF-8 ("strict" raises FormatError naming
-            the file, line and byte offset).
+        encoding: the files' text encoding (``--encoding`` on the command line).
+        errors: decoding policy for bytes that are not valid in ``encoding`` ("strict" raises
+            InputError naming the file, line and byte offset; "replace" reads them as U+FFFD).
         limit: stop after this many texts.
         text_field: the JSON field holding the text for ``jsonl``.
 
@@ -145,12 +147,13 @@ def iter_texts(source: str | os.PathLike[str], *, kind: str = "auto", errors: st
 
     check_choice("iter_texts", "kind", kind, CORPUS_KINDS)
     check_errors(errors)
+    check_encoding(encoding)
     check_int("iter_texts", "limit", limit, low=0, allow_none=True)
     path = resolve_dataset(source)
     files = [path] if path.is_file() else list(iter_files(path))
     if not files:
         raise DatasetError(f"{path} holds no corpus files; point iter_texts at a text file or a folder of them.")
-    stream: Iterator[str] = itertools.chain.from_iterable(_iter_file(f, kind, errors, text_field) for f in files)
+    stream: Iterator[str] = itertools.chain.from_iterable(_iter_file(f, kind, encoding, errors, text_field) for f in files)
     if limit is not None:
         stream = itertools.islice(stream, limit)
     return stream

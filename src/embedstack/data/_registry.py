@@ -105,8 +105,11 @@ def get_spec(name: str) -> DatasetSpec:
     """The spec registered as ``name`` (or one of its aliases, case-insensitive)."""
     key = _ALIASES.get(str(name).lower())
     if key is None:
+        from embedstack.models import did_you_mean
+
         raise DatasetError(
-            f"unknown dataset {name!r}: it is neither an existing path nor a registered name. "
+            f"unknown dataset {name!r}: it is neither an existing path nor a registered name."
+            f"{did_you_mean(str(name), sorted(_ALIASES))} "
             f"Known names: {', '.join(sorted(DATASETS))}. Pass a folder/file path, or see `embedstack datasets list`."
         )
     return DATASETS[key]

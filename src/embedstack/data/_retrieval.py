@@ -14,7 +14,7 @@ import numpy as np
 from embedstack.data._io import iter_lines
 from embedstack.errors import DatasetError, FormatError, InputError
 
-__all__ = ["RetrievalDataset", "load_beir", "read_qrels", "read_jsonl_records"]
+__all__ = ["RetrievalDataset", "load_beir", "read_qrels", "read_jsonl_records", "qrels_splits", "default_split"]
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,10 @@ class RetrievalDataset:
                 f"{n_judg} judgments)")
 
 
-def read_jsonl_records(path: Path, *, errors: str = "strict") -> Iterable[tuple[int, dict]]:
+def read_jsonl_records(path: Path, *, encoding: str = "utf-8",
+                       errors: str = "strict") -> Iterable[tuple[int, dict]]:
     """Yield ``(line, object)`` for every non-blank line of a JSON-lines file."""
-    for lineno, line in iter_lines(path, errors=errors):
+    for lineno, line in iter_lines(path, encoding=encoding, errors=errors):
         if not line.strip():
             continue
         try:
@@ -110,9 +111,9 @@ def _find(folder: Path, stem: str) -> Path:
                        f"qrels/<split>.tsv.")
 
 
-def _read_corpus(path: Path, errors: str) -> dict[str, dict[str, str]]:
+def _read_corpus(path: Path, encoding: str, errors: str) -> dict[str, dict[str, str]]:
     corpus: dict[str, dict[str, str]] = {}
-    for lineno, obj in read_jsonl_records(path, errors=errors):
+    for lineno, obj in read_jsonl_records(path, encoding=encoding, errors=errors):
         did = obj.get("_id", obj.get("id"))
         if did is None:
             raise FormatError(f"{path}:{lineno}: the record has no '_id' field; every BEIR document needs one.")
@@ -123,9 +124,9 @@ def _read_corpus(path: Path, errors: str) -> dict[str, dict[str, str]]:
     return corpus
 
 
-def _read_queries(path: Path, errors: str) -> dict[str, str]:
+def _read_queries(path: Path, encoding: str, errors: str) -> dict[str, str]:
     queries: dict[str, str] = {}
-    for lineno, obj in read_jsonl_records(path, errors=errors):
+    for lineno, obj in read_jsonl_records(path, encoding=encoding, errors=errors):
         qid = obj.get("_id", obj.get("id"))
         if qid is None or not isinstance(obj.get("text"), str):
             raise FormatError(f"{path}:{lineno}: a query needs '_id' and a string 'text'.")
@@ -143,14 +144,15 @@ def _parse_grade(value: str) -> int:
         return int(f)
 
 
-def read_qrels(path: str | os.PathLike[str], *, errors: str = "strict") -> dict[str, dict[str, int]]:
+def read_qrels(path: str | os.PathLike[str], *, encoding: str = "utf-8",
+               errors: str = "strict") -> dict[str, dict[str, int]]:
     """Read BEIR qrels (``query-id<TAB>corpus-id<TAB>score``, header optional) or TREC qrels.
 
     CRLF line endings and blank lines are tolerated; TREC's 4-column ``qid iter docid rel`` also works.
     """
     p = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    for lineno, line in iter_lines(p, errors=errors):
+    for lineno, line in iter_lines(p, encoding=encoding, errors=errors):
         if not line.strip():
             continue
         parts = line.split("\t") if "\t" in line else line.split()
@@ -172,14 +174,32 @@ def read_qrels(path: str | os.PathLike[str], *, errors: str = "strict") -> dict[
     return qrels
 
 
-def load_beir(source: str | os.PathLike[str], split: str = "test", *, errors: str = "strict",
-              name: str | None = None) -> RetrievalDataset:
+def qrels_splits(source: str | os.PathLike[str]) -> list[str]:
+    """The qrels splits a BEIR dataset (name or folder) has, e.g. ``['train']`` for SciFact here."""
+    from embedstack.data._registry import resolve_dataset
+
+    qdir = resolve_dataset(source) / "qrels"
+    if not qdir.is_dir():
+        return []
+    return sorted({p.name.split(".")[0] for p in qdir.iterdir()
+                   if p.is_file() and p.name.endswith((".tsv", ".tsv.gz", ".txt"))})
+
+
+def default_split(source: str | os.PathLike[str]) -> str:
+    """``test`` when the dataset has it, else ``dev``, else the first split it has (``test`` if none)."""
+    have = qrels_splits(source)
+    return next((s for s in ("test", "dev", *have) if s in have), "test")
+
+
+def load_beir(source: str | os.PathLike[str], split: str | None = "test", *, encoding: str = "utf-8",
+              errors: str = "strict", name: str | None = None) -> RetrievalDataset:
     """Load a BEIR-format dataset from a registry name (``scifact``) or a folder.
 
     Args:
         source: registry name or folder holding ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
-        split: qrels split (``train``, ``dev``, ``test``).
-        errors: how to treat bytes that are not UTF-8 ("strict" raises FormatError with file and line).
+        split: qrels split (``train``, ``dev``, ``test``); None picks :func:`default_split`.
+        encoding: the files' text encoding.
+        errors: how to treat bytes not valid in ``encoding`` ("strict" raises InputError with file and line).
         name: dataset name to record (defaults to the registry name or the folder name).
 
     Raises:
@@ -189,6 +209,8 @@ def load_beir(source: str | os.PathLike[str], split: str = "test", *, errors: st
     from embedstack.data._registry import resolve_dataset
 
     folder = resolve_dataset(source)
+    if split is None:
+        split = default_split(folder)
     if folder.is_file():
         raise DatasetError(f"{folder} is a file; load_beir needs a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
     qdir = folder / "qrels"
@@ -196,10 +218,10 @@ def load_beir(source: str | os.PathLike[str], split: str = "test", *, errors: st
     if qpath is None:
         have = sorted({p.name.split(".")[0] for p in qdir.glob("*")}) if qdir.is_dir() else []
         hint = f"splits present: {', '.join(have)}" if have else f"{qdir} does not exist"
-        raise DatasetError(f"{folder} has no qrels for split {split!r} ({hint}); pass split= one of those.")
-    corpus = _read_corpus(_find(folder, "corpus"), errors)
-    queries = _read_queries(_find(folder, "queries"), errors)
-    qrels = read_qrels(qpath, errors=errors)
+        raise DatasetError(f"{folder} has no qrels for split {split!r} ({hint}).", fix={"split": have[0]} if have else None)
+    corpus = _read_corpus(_find(folder, "corpus"), encoding, errors)
+    queries = _read_queries(_find(folder, "queries"), encoding, errors)
+    qrels = read_qrels(qpath, encoding=encoding, errors=errors)
     unknown = [q for q in qrels if q not in queries]
     if unknown:
         log.warning("%s: %d judged query ids have no text in queries.jsonl and are ignored (e.g. %s)",
