@@ -84,10 +84,12 @@ def test_beir_bad_json_and_missing_id(tmp_path: Path) -> None:
 def test_beir_non_utf8_bytes(tmp_path: Path) -> None:
     root = _beir(tmp_path / "b", b"q1\td1\t1\n")
     (root / "queries.jsonl").write_bytes(b'{"_id": "q1", "text": "caf\xe9"}\n')
-    with pytest.raises(FormatError, match=r"queries\.jsonl:1: byte offset 26 .*not valid utf-8"):
+    with pytest.raises(InputError, match=r"queries\.jsonl:1: byte offset 26 \(0xe9\) is not valid utf-8; "
+                                         r"pass --encoding latin-1 \(or the file's encoding\) or --errors replace"):
         load_beir(root)
     ds = load_beir(root, errors="replace")
     assert ds.queries["q1"] == "caf\ufffd"
+    assert load_beir(root, encoding="latin-1").queries["q1"] == "caf\xe9"
 
 
 def test_retrieval_dataset_split_and_subset() -> None:
@@ -213,11 +215,14 @@ def test_iter_texts_errors(tmp_path: Path) -> None:
     f.write_bytes(b"ok\nalso ok\nbad \xff byte\n")
     it = iter_texts(f)
     assert next(it) == "ok"
-    with pytest.raises(FormatError, match=r"bad\.txt:3: byte offset 15 \(byte 0xff\)"):
+    with pytest.raises(InputError, match=r"bad\.txt:3: byte offset 15 \(0xff\) is not valid utf-8"):
         list(it)
     assert list(iter_texts(f, errors="replace"))[2] == "bad \ufffd byte"
-    with pytest.raises(ConfigError, match="'errors' option"):
+    assert list(iter_texts(f, encoding="latin-1"))[2] == "bad \xff byte"
+    with pytest.raises(ConfigError, match="--errors must be"):
         iter_texts(f, errors="nope")
+    with pytest.raises(ConfigError, match="--encoding 'nope' is not a known"):
+        iter_texts(f, encoding="nope")
     with pytest.raises(ConfigError, match="'kind'"):
         iter_texts(f, kind="xml")
     with pytest.raises(DatasetError, match="does not exist"):

@@ -15,32 +15,27 @@ from typing import Any
 
 import typer
 
-from embedstack.cli._common import err_console, print_json, progress
+from embedstack.cli._common import (
+    ENCODING_OPTION,
+    ERRORS_OPTION,
+    TextErrors,
+    err_console,
+    print_json,
+    progress,
+    text_options,
+)
 
 __all__ = ["register"]
 
 
-def _lines(source: str) -> Iterator[str]:
-    if source == "-":
-        for line in sys.stdin:
-            yield line.rstrip("\r\n")
-        return
-    with open(source, encoding="utf-8") as fh:
-        for line in fh:
-            yield line.rstrip("\r\n")
+def _lines(source: str, encoding: str, errors: str) -> Iterator[str]:
+    """The input's lines, decoded by the one text reader (a bad byte is an InputError naming the flags)."""
+    from embedstack.data._io import iter_lines, iter_stream_lines
 
-
-def _count_lines(path: str) -> int:
-    n = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            n += block.count(b"\n")
-    with open(path, "rb") as fh:  # a last line without a newline still counts
-        fh.seek(0, 2)
-        if fh.tell():
-            fh.seek(-1, 2)
-            n += fh.read(1) != b"\n"
-    return n
+    lines = (iter_stream_lines(sys.stdin.buffer, "<stdin>", encoding=encoding, errors=errors) if source == "-"
+             else iter_lines(source, encoding=encoding, errors=errors))
+    for _, line in lines:
+        yield line
 
 
 def encode_command(
@@ -52,17 +47,23 @@ def encode_command(
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
     role: str = typer.Option("document", "--role", help="document or query (selects the model's prompt)."),
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: torch's setting)."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Encode texts (one per line) into a float32 .npy matrix."""
     import numpy as np
 
+    from embedstack.data._io import scan_lines
     from embedstack.errors import ConfigError, InputError
     from embedstack.models import needs_fit, resolve
 
     if input != "-" and not Path(input).is_file():
         raise InputError(f"Input file {input!r} does not exist; give a text file (one text per line) or '-' for stdin.")
+    text = text_options(encoding, errors)
+    # one pass over the file before any model work: counts the lines and stops at a bad byte
+    total = scan_lines(input, **text) if input != "-" else None
     if out.suffix != ".npy":
         raise ConfigError(f"--out must name a .npy file; got {str(out)!r}.")
     encoder: Any = resolve(model)
@@ -78,15 +79,14 @@ def encode_command(
         raise ConfigError(f"--backend/--precision/--threads apply to transformer models only; {model!r} is not one.")
     if needs_fit(encoder):
         raise ConfigError(f"Model {model!r} must be fitted on a corpus first; train it and pass the saved folder.")
-    total = _count_lines(input) if input != "-" else None
     t0 = time.perf_counter()
     with progress(quiet=quiet or json_out) as prog:
         task = prog.add_task("encoding", total=total, info="")
         if hasattr(encoder, "with_options"):
-            vectors = encoder.encode(_lines(input), role=role, batch_size=batch_size, out=out,
+            vectors = encoder.encode(_lines(input, **text), role=role, batch_size=batch_size, out=out,
                                      progress=lambda n: prog.update(task, completed=n))
         else:
-            texts = list(_lines(input))
+            texts = list(_lines(input, **text))
             vectors = np.asarray(encoder.encode(texts, role=role, batch_size=batch_size), dtype=np.float32)
             import io
 

@@ -12,7 +12,16 @@ from typing import Any
 
 import typer
 
-from embedstack.cli._common import err_console, print_json, print_table, progress
+from embedstack.cli._common import (
+    ENCODING_OPTION,
+    ERRORS_OPTION,
+    TextErrors,
+    err_console,
+    print_json,
+    print_table,
+    progress,
+    text_options,
+)
 
 __all__ = ["register", "progress_callback", "emit_json"]
 
@@ -85,19 +94,20 @@ def _stratified(texts: list[str], labels: list[Any], n: int | None, seed: int) -
 
 
 def _probe_data(dataset: str, max_train: int | None, max_test: int | None, seed: int,
-                need_train: bool = True) -> dict[str, Any]:
+                need_train: bool = True, text: dict[str, str] | None = None) -> dict[str, Any]:
     """Train/test texts of a labelled dataset; a set with only a test split is split 50/50 (stratified)."""
     from embedstack._extras import require
     from embedstack.data import load_classification
     from embedstack.errors import DatasetError
 
     require("sklearn", "ml", "classification and clustering probes")
-    test = load_classification(dataset, split="test")
+    text = text or {}
+    test = load_classification(dataset, split="test", **text)
     texts, labels = list(test.texts), list(test.labels)
     note = ""
     if need_train:
         try:
-            train = load_classification(dataset, split="train")
+            train = load_classification(dataset, split="train", **text)
             tr_x, tr_y = list(train.texts), list(train.labels)
         except DatasetError:
             from sklearn.model_selection import train_test_split
@@ -121,6 +131,8 @@ def retrieval(
     k: int = typer.Option(100, "--k", "-k", help="Retrieval depth."),
     max_queries: int | None = typer.Option(None, "--max-queries", help="Evaluate only the first N judged queries."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
     json_out: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
@@ -137,7 +149,7 @@ def retrieval(
         if not (quiet or json_out):
             err_console.print(f"split: {split} (qrels splits of {_short(dataset)}: "
                               f"{', '.join(qrels_splits(dataset)) or 'none'}; choose with --split)", highlight=False)
-    ds = load_beir(dataset, split=split)
+    ds = load_beir(dataset, split=split, **text_options(encoding, errors))
     with progress_callback(quiet or json_out) as cb:
         res = evaluate_retrieval(encoder, ds, k=k, index_spec=index, batch_size=batch_size, progress=cb,
                                  max_queries=max_queries)
@@ -163,6 +175,8 @@ def sts(
     split: str = typer.Option("test", "--split", "-s", help="train, dev or test."),
     max_pairs: int | None = typer.Option(None, "--max-pairs", help="Evaluate only the first N pairs."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
     json_out: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
@@ -172,7 +186,7 @@ def sts(
     from embedstack.models import resolve
 
     encoder = resolve(model)
-    data = load_sts(dataset, split=split)
+    data = load_sts(dataset, split=split, **text_options(encoding, errors))
     with progress_callback(quiet or json_out) as cb:
         res = evaluate_sts(encoder, data, batch_size=batch_size, max_pairs=max_pairs, progress=cb)
     res = {"task": "sts", "model": model, "dataset": dataset, "split": split, **res}
@@ -186,7 +200,7 @@ def sts(
     ])
 
 
-def _load_vectors(path: str) -> Any:
+def _load_vectors(path: str, text: dict[str, str]) -> Any:
     from embedstack.errors import ConfigError
 
     try:
@@ -196,7 +210,7 @@ def _load_vectors(path: str) -> Any:
             f"word-vector loading is not available in this build ({exc}); embedstack.static.load_vectors "
             "is required for `eval words`."
         ) from None
-    return load_vectors(path)
+    return load_vectors(path, **text)
 
 
 def _is_none(value: str | None) -> bool:
@@ -210,6 +224,8 @@ def words(
     similarity: str = typer.Option("wordsim353", "--similarity", help="Word-similarity pairs (name or file); 'none' to skip."),
     restrict_vocab: int = typer.Option(30000, "--restrict-vocab", help="Only the first N words answer analogies."),
     method: str = typer.Option("3cosadd", "--method", help="3cosadd or 3cosmul."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
     json_out: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
@@ -222,20 +238,21 @@ def words(
         raise ConfigError("both --analogies and --similarity are 'none'; nothing to evaluate.")
     if method.lower() not in ("3cosadd", "3cosmul"):
         raise ConfigError(f"--method must be 3cosadd or 3cosmul, got {method!r}.")
-    kv = _load_vectors(vectors)
+    text = text_options(encoding, errors)
+    kv = _load_vectors(vectors, text)
     out: dict[str, Any] = {"task": "words", "vectors": vectors, "n_words": len(kv.index_to_key)}
     rows: list[tuple[str, str]] = []
     with progress_callback(quiet or json_out) as cb:
         if not _is_none(similarity):
             cb("word similarity", 0, 1)
-            sim = evaluate_word_similarity(kv, load_word_similarity(similarity))
+            sim = evaluate_word_similarity(kv, load_word_similarity(similarity, **text))
             cb("word similarity", 1, 1)
             out["similarity"] = {"dataset": similarity, **sim}
             rows += [(f"{similarity} Spearman", f"{sim['spearman']:.4f}"),
                      (f"{similarity} OOV pairs", f"{sim['oov']} / {sim['total']}")]
         if not _is_none(analogies):
             cb("analogies", 0, 1)
-            ana = evaluate_analogies(kv, load_analogies(analogies), restrict_vocab=restrict_vocab, method=method)
+            ana = evaluate_analogies(kv, load_analogies(analogies, **text), restrict_vocab=restrict_vocab, method=method)
             cb("analogies", 1, 1)
             out["analogies"] = {"dataset": analogies, **ana}
             rows += [(f"analogies ({ana['method']}) accuracy", f"{ana['accuracy']:.4f}"),
@@ -261,6 +278,8 @@ def classification(
     max_train: int | None = typer.Option(None, "--max-train", help="Use at most N training texts (stratified)."),
     max_test: int | None = typer.Option(None, "--max-test", help="Use at most N test texts (stratified)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (subsampling, classifier)."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
     json_out: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
@@ -269,7 +288,7 @@ def classification(
     from embedstack.models import resolve
 
     encoder = resolve(model)
-    data = _probe_data(dataset, max_train, max_test, seed)
+    data = _probe_data(dataset, max_train, max_test, seed, text=text_options(encoding, errors))
     with progress_callback(quiet or json_out) as cb:
         cb("classification", 0, 1)
         res = evaluate_classification(encoder, data["train_texts"], data["train_labels"], data["test_texts"],
@@ -291,6 +310,8 @@ def clustering(
     dataset: str = typer.Option("banking77", "--dataset", "-d", help="banking77, agnews, 20newsgroups, or a folder."),
     max_texts: int | None = typer.Option(2000, "--max-texts", help="Cluster at most N test texts (stratified)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
     json_out: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
@@ -299,7 +320,7 @@ def clustering(
     from embedstack.models import resolve
 
     encoder = resolve(model)
-    data = _probe_data(dataset, None, max_texts, seed, need_train=False)
+    data = _probe_data(dataset, None, max_texts, seed, need_train=False, text=text_options(encoding, errors))
     with progress_callback(quiet or json_out) as cb:
         cb("clustering", 0, 1)
         res = evaluate_clustering(encoder, data["test_texts"], data["test_labels"], seed=seed)

@@ -12,7 +12,15 @@ from typing import Any
 
 import typer
 
-from embedstack.cli._common import err_console, print_json, progress
+from embedstack.cli._common import (
+    ENCODING_OPTION,
+    ERRORS_OPTION,
+    TextErrors,
+    err_console,
+    print_json,
+    progress,
+    text_options,
+)
 
 __all__ = ["register"]
 
@@ -36,6 +44,8 @@ def mlm_command(
     threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's setting)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 mixed precision (faster on CPUs "
                                   "with AMX / AVX-512 BF16)."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -52,7 +62,8 @@ def mlm_command(
     if threads is not None:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    next(iter(iter_texts(corpus)), None)  # fail fast (DatasetError) on a missing corpus
+    text = text_options(encoding, errors)
+    next(iter(iter_texts(corpus, **text)), None)  # fail fast (DatasetError) on a missing corpus
     if vocab_from:
         from embedstack.neural.hub import resolve_model
 
@@ -61,7 +72,7 @@ def mlm_command(
         if not quiet and not json_out:
             err_console.print(f"tokenizer from {vocab_from} ({how}), {tokenizer.vocab_size:,} ids")
     else:
-        tokenizer = WordPiece.train(itertools.islice(iter_texts(corpus), 20000), vocab_size=vocab_size)
+        tokenizer = WordPiece.train(itertools.islice(iter_texts(corpus, **text), 20000), vocab_size=vocab_size)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=4 * hidden,
                         max_position_embeddings=max(512, max_len), position_embedding_type=positions)
@@ -73,7 +84,7 @@ def mlm_command(
             left = max(0.0, minutes * 60 - (time.perf_counter() - started))
             prog.update(task, completed=step, info=f"loss {loss:.3f}  {left:,.0f}s left")
 
-        result = pretrain_mlm(lambda: iter_texts(corpus), tokenizer, config, minutes=minutes, max_steps=max_steps,
+        result = pretrain_mlm(lambda: iter_texts(corpus, **text), tokenizer, config, minutes=minutes, max_steps=max_steps,
                               batch_size=batch_size, max_len=max_len, lr=lr, seed=seed, precision=precision,
                               progress=on_step)
     folder = save_pretrained(result, out, max_seq_length=max_len,

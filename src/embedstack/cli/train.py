@@ -13,7 +13,15 @@ from typing import Any
 
 import typer
 
-from embedstack.cli._common import err_console, print_json, progress
+from embedstack.cli._common import (
+    ENCODING_OPTION,
+    ERRORS_OPTION,
+    TextErrors,
+    err_console,
+    print_json,
+    progress,
+    text_options,
+)
 
 __all__ = ["train_app", "register"]
 
@@ -37,7 +45,8 @@ _W2V_TEXT = typer.Option(False, "--word2vec-format", help="Also write vectors.tx
 
 
 def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bool, quiet: bool,
-         text_copy: bool) -> None:
+         text_copy: bool, text: dict[str, str]) -> None:
+    from embedstack.data import iter_texts
     from embedstack.static._corpus import IdCorpus
     from embedstack.static.specs import default_vectors_path
 
@@ -50,7 +59,7 @@ def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bo
         def on_corpus(n: int) -> None:
             prog.update(read, completed=n, info=f"{n / 1e6:.1f}M tokens")
 
-        data = IdCorpus.build(corpus, analyzer=trainer.analyzer, min_count=trainer.min_count,
+        data = IdCorpus.build(iter_texts(corpus, **text), analyzer=trainer.analyzer, min_count=trainer.min_count,
                               max_vocab=trainer.max_vocab, max_sentence_length=trainer.max_sentence_length,
                               progress=on_corpus)
         prog.update(read, completed=data.raw_words, total=data.raw_words,
@@ -98,7 +107,8 @@ def word2vec_cmd(
     hs: bool = typer.Option(False, "--hs", help="Hierarchical softmax."),
     sample: float = typer.Option(1e-3, "--sample", help="Subsampling threshold (0: off)."),
     alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
-    seed: int = _SEED, text_copy: bool = _W2V_TEXT, json_out: bool = _JSON, quiet: bool = _QUIET,
+    seed: int = _SEED, text_copy: bool = _W2V_TEXT, encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET,
 ) -> None:
     """Train word2vec (skip-gram or CBOW; negative sampling and/or hierarchical softmax)."""
     from embedstack.static.word2vec import Word2Vec
@@ -106,7 +116,8 @@ def word2vec_cmd(
     trainer = Word2Vec(dim=dim, window=window, negative=negative, epochs=epochs, min_count=min_count,
                        max_vocab=max_vocab, workers=workers, sg=sg, hs=hs, sample=sample, alpha=alpha, seed=seed)
     trainer._check()
-    _run("word2vec", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy)
+    _run("word2vec", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy,
+         text=text_options(encoding, errors))
 
 
 @train_app.command("fasttext")
@@ -122,7 +133,8 @@ def fasttext_cmd(
     maxn: int = typer.Option(6, "--maxn", help="Longest character n-gram (0: no n-grams)."),
     bucket: int = typer.Option(2_000_000, "--bucket", help="Hashed n-gram rows."),
     alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
-    seed: int = _SEED, text_copy: bool = _W2V_TEXT, json_out: bool = _JSON, quiet: bool = _QUIET,
+    seed: int = _SEED, text_copy: bool = _W2V_TEXT, encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET,
 ) -> None:
     """Train fastText (subword n-gram) vectors; out-of-vocabulary words get vectors from n-grams."""
     from embedstack.static.fasttext import FastText
@@ -131,7 +143,8 @@ def fasttext_cmd(
                        max_vocab=max_vocab, workers=workers, sg=sg, sample=sample, minn=minn, maxn=maxn,
                        bucket=bucket, alpha=alpha, seed=seed)
     trainer._check()
-    _run("fasttext", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy)
+    _run("fasttext", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy,
+         text=text_options(encoding, errors))
 
 
 @train_app.command("glove")
@@ -142,7 +155,8 @@ def glove_cmd(
     max_vocab: int | None = _MAXV, workers: int | None = _WORKERS,
     x_max: float = typer.Option(100.0, "--x-max", help="Weighting cut-off x_max."),
     learning_rate: float = typer.Option(0.05, "--learning-rate", help="AdaGrad learning rate."),
-    seed: int = _SEED, text_copy: bool = _W2V_TEXT, json_out: bool = _JSON, quiet: bool = _QUIET,
+    seed: int = _SEED, text_copy: bool = _W2V_TEXT, encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET,
 ) -> None:
     """Train GloVe vectors (co-occurrence counts + weighted least squares, AdaGrad)."""
     from embedstack._validation import check_int
@@ -153,7 +167,8 @@ def glove_cmd(
                     workers=workers, x_max=x_max, learning_rate=learning_rate, seed=seed)
     check_int(trainer, "dim", dim, low=1)
     check_workers(trainer, workers)
-    _run("glove", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy)
+    _run("glove", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy,
+         text=text_options(encoding, errors))
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import typer
 
-from embedstack.cli._common import err_console, print_json
+from embedstack.cli._common import (
+    ENCODING_OPTION,
+    ERRORS_OPTION,
+    TextErrors,
+    err_console,
+    print_json,
+    text_options,
+)
 
 __all__ = ["vectors_app", "register"]
 
@@ -36,11 +43,12 @@ def _table(title: str, rows: list[tuple[str, float]]) -> None:
 
 @vectors_app.command("neighbors")
 def neighbors_cmd(path: Path = _PATH, words: list[str] = typer.Argument(..., help="Query words."),
-                  k: int = _K, restrict: int | None = _RESTRICT, json_out: bool = _JSON) -> None:
+                  k: int = _K, restrict: int | None = _RESTRICT, encoding: str = ENCODING_OPTION,
+                  errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON) -> None:
     """Nearest neighbours (cosine) of each WORD."""
     from embedstack.static import load_vectors
 
-    kv = load_vectors(path)
+    kv = load_vectors(path, **text_options(encoding, errors))
     result: dict[str, list[dict[str, object]]] = {}
     for w in words:
         if w not in kv and kv.has_vector(w):
@@ -58,11 +66,11 @@ def neighbors_cmd(path: Path = _PATH, words: list[str] = typer.Argument(..., hel
 def analogy_cmd(path: Path = _PATH, a: str = typer.Argument(..., help="A"), b: str = typer.Argument(..., help="B"),
                 c: str = typer.Argument(..., help="C"), k: int = _K, restrict: int | None = _RESTRICT,
                 method: str = typer.Option("3cosadd", "--method", help="3cosadd or 3cosmul."),
-                json_out: bool = _JSON) -> None:
+                encoding: str = ENCODING_OPTION, errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON) -> None:
     """A is to B as C is to ?  (e.g. man king woman -> queen)."""
     from embedstack.static import load_vectors
 
-    kv = load_vectors(path)
+    kv = load_vectors(path, **text_options(encoding, errors))
     hits = kv.analogy(a, b, c, method=method, topn=k, restrict_vocab=restrict)
     if json_out:
         print_json({"query": [a, b, c], "method": method, "answers": [{"word": x, "score": s} for x, s in hits]})

@@ -53,7 +53,8 @@ def _sts_file(folder: Path, split: str) -> Path:
                        f"splits present: {', '.join(have) or 'none'}.")
 
 
-def load_sts(source: str | os.PathLike[str] = "stsb", split: str = "test", *, errors: str = "strict") -> STSDataset:
+def load_sts(source: str | os.PathLike[str] = "stsb", split: str = "test", *, encoding: str = "utf-8",
+             errors: str = "strict") -> STSDataset:
     """Load STS-Benchmark-format pairs (tab-separated, no quoting, no header).
 
     Columns: ``genre, file, year, id, score, sentence1, sentence2[, extra...]``; extra trailing
@@ -70,7 +71,7 @@ def load_sts(source: str | os.PathLike[str] = "stsb", split: str = "test", *, er
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
-    for lineno, line in iter_lines(path, errors=errors):
+    for lineno, line in iter_lines(path, encoding=encoding, errors=errors):
         if not line.strip():
             continue
         parts = line.split("\t")
@@ -108,7 +109,8 @@ class NLIDataset:
         return f"NLIDataset({len(self)} pairs)"
 
 
-def load_nli(source: str | os.PathLike[str] = "snli", split: str = "dev", *, errors: str = "strict") -> NLIDataset:
+def load_nli(source: str | os.PathLike[str] = "snli", split: str = "dev", *, encoding: str = "utf-8",
+             errors: str = "strict") -> NLIDataset:
     """Load SNLI/MultiNLI pairs: SentEval layout (``s1.<split>``, ``s2.<split>``, ``labels.<split>``) or
     the official JSONL (``snli_1.0_<split>.jsonl``). Pairs without a gold label (``-``) are dropped."""
     import json
@@ -117,7 +119,7 @@ def load_nli(source: str | os.PathLike[str] = "snli", split: str = "dev", *, err
 
     folder = resolve_dataset(source)
     if (folder / f"s1.{split}").is_file():
-        cols = [[line for _, line in iter_lines(folder / f"{k}.{split}", errors=errors)] for k in ("s1", "s2", "labels")]
+        cols = [[line for _, line in iter_lines(folder / f"{k}.{split}", encoding=encoding, errors=errors)] for k in ("s1", "s2", "labels")]
         if not len(cols[0]) == len(cols[1]) == len(cols[2]):
             raise FormatError(f"{folder}: s1/s2/labels.{split} have different line counts "
                               f"({len(cols[0])}, {len(cols[1])}, {len(cols[2])}); the files are not aligned.")
@@ -127,7 +129,7 @@ def load_nli(source: str | os.PathLike[str] = "snli", split: str = "dev", *, err
         if jpath is None:
             raise DatasetError(f"{folder} has neither s1.{split} (SentEval) nor *_{split}.jsonl (official SNLI/MNLI).")
         rows = []
-        for lineno, line in iter_lines(jpath, errors=errors):
+        for lineno, line in iter_lines(jpath, encoding=encoding, errors=errors):
             if not line.strip():
                 continue
             try:

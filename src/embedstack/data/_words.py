@@ -23,7 +23,7 @@ def _file_in(path: Path, names: tuple[str, ...], what: str) -> Path:
     raise DatasetError(f"{path} holds no {what} file (looked for {', '.join(names)}); pass the file's path.")
 
 
-def load_analogies(source: str | os.PathLike[str] = "analogies", *,
+def load_analogies(source: str | os.PathLike[str] = "analogies", *, encoding: str = "utf-8",
                    errors: str = "strict") -> list[tuple[str, list[Analogy]]]:
     """Load a word2vec-format analogy file: ``: section`` headers, then ``a b c d`` lines.
 
@@ -36,7 +36,7 @@ def load_analogies(source: str | os.PathLike[str] = "analogies", *,
 
     path = _file_in(resolve_dataset(source), ("questions-words.txt",), "analogy")
     sections: list[tuple[str, list[Analogy]]] = []
-    for lineno, line in iter_lines(path, errors=errors):
+    for lineno, line in iter_lines(path, encoding=encoding, errors=errors):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
@@ -55,7 +55,7 @@ def load_analogies(source: str | os.PathLike[str] = "analogies", *,
     return sections
 
 
-def load_word_similarity(source: str | os.PathLike[str] = "wordsim353", *,
+def load_word_similarity(source: str | os.PathLike[str] = "wordsim353", *, encoding: str = "utf-8",
                          errors: str = "strict") -> list[tuple[str, str, float]]:
     """Load ``word1 word2 score`` pairs (tab, comma or whitespace separated; ``#`` comments; CRLF ok).
 
@@ -69,7 +69,7 @@ def load_word_similarity(source: str | os.PathLike[str] = "wordsim353", *,
     path = _file_in(resolve_dataset(source), ("wordsim353.tsv", "combined.tab", "combined.csv"), "word-similarity")
     pairs: list[tuple[str, str, float]] = []
     first_data = True
-    for lineno, line in iter_lines(path, errors=errors):
+    for lineno, line in iter_lines(path, encoding=encoding, errors=errors):
         s = line.strip()
         if not s or s.startswith("#"):
             continue

@@ -100,11 +100,19 @@ def _read_bytes(path: str | os.PathLike[str]) -> bytes:
     return data
 
 
-def _decode(raw: bytes, where: str) -> str:
+def _decode(raw: bytes, where: str, encoding: str = "utf-8", errors: str = "strict", offset: int = 0) -> str:
     try:
-        return raw.decode("utf-8")
+        return raw.decode(encoding, errors)
     except UnicodeDecodeError as exc:
-        raise FormatError(f"{where}: bytes are not valid UTF-8 (at byte {exc.start} of the word).") from None
+        from embedstack.data._io import decode_error
+
+        raise decode_error(where, exc, encoding, offset=offset) from None
+
+
+def _text_options(encoding: str, errors: str) -> tuple[str, str]:
+    from embedstack.data._io import check_encoding, check_errors
+
+    return check_encoding(encoding), check_errors(errors)
 
 
 def _trailing_numbers(parts: list[str]) -> int:
@@ -119,15 +127,17 @@ def _trailing_numbers(parts: list[str]) -> int:
     return n
 
 
-def _parse_text(data: bytes, path: str, dim: int | None, count: int | None, first_line: int
-                ) -> tuple[list[str], np.ndarray]:
+def _parse_text(data: bytes, path: str, dim: int | None, count: int | None, first_line: int,
+                encoding: str = "utf-8", errors: str = "strict", base: int = 0) -> tuple[list[str], np.ndarray]:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     keys: list[str] = []
     rows: list[np.ndarray] = []
+    offset = base
     for n, raw in enumerate(lines, start=first_line):
-        line = _decode(raw.rstrip(b"\r"), f"{path}: line {n}").rstrip()
+        line = _decode(raw.rstrip(b"\r"), f"{path}:{n}", encoding, errors, offset).rstrip()
+        offset += len(raw) + 1
         if not line:
             continue
         parts = line.split(" ")
@@ -166,7 +176,8 @@ def _header(data: bytes, path: str) -> tuple[int, int, int]:
     return count, dim, (len(data) if end < 0 else end + 1)
 
 
-def _parse_binary(data: bytes, path: str) -> tuple[list[str], np.ndarray]:
+def _parse_binary(data: bytes, path: str, encoding: str = "utf-8", errors: str = "strict"
+                  ) -> tuple[list[str], np.ndarray]:
     count, dim, pos = _header(data, path)
     vecs = np.empty((count, dim), dtype=np.float32)
     keys: list[str] = []
@@ -183,7 +194,7 @@ def _parse_binary(data: bytes, path: str) -> tuple[list[str], np.ndarray]:
                 f"{path}: truncated at byte {size}: record {i + 1} of {count} ({data[pos:sp][:40]!r}) "
                 f"needs {nbytes} vector bytes from byte {sp + 1}."
             )
-        keys.append(_decode(data[pos:sp], f"{path}: byte {pos}"))
+        keys.append(_decode(data[pos:sp], f"{path}: record {i + 1}", encoding, errors, pos))
         vecs[i] = np.frombuffer(data, dtype="<f4", count=dim, offset=sp + 1)
         pos = sp + 1 + nbytes
     return keys, vecs
@@ -209,32 +220,41 @@ def detect_format(path: str | os.PathLike[str], data: bytes | None = None) -> Ve
     return "word2vec-binary" if line or len(data) > pos else "word2vec-text"
 
 
-def read_word2vec(path: str | os.PathLike[str], *, binary: bool | None = None) -> tuple[list[str], np.ndarray]:
-    """Read the word2vec text/binary format (``binary=None`` detects which)."""
+def read_word2vec(path: str | os.PathLike[str], *, binary: bool | None = None, encoding: str = "utf-8",
+                  errors: str = "strict") -> tuple[list[str], np.ndarray]:
+    """Read the word2vec text/binary format (``binary=None`` detects which).
+
+    ``encoding``/``errors`` decode the words (``--encoding``/``--errors``); a word that is not valid
+    in ``encoding`` raises :class:`~embedstack.errors.InputError` naming the line (text) or record (binary).
+    """
+    encoding, errors = _text_options(encoding, errors)
     data = _read_bytes(path)
     if binary is None:
         binary = detect_format(path, data) == "word2vec-binary"
     if binary:
-        return _parse_binary(data, str(path))
+        return _parse_binary(data, str(path), encoding, errors)
     count, dim, pos = _header(data, str(path))
-    return _parse_text(data[pos:], str(path), dim, count, first_line=2)
+    return _parse_text(data[pos:], str(path), dim, count, 2, encoding, errors, pos)
 
 
-def read_glove(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
+def read_glove(path: str | os.PathLike[str], *, encoding: str = "utf-8", errors: str = "strict"
+               ) -> tuple[list[str], np.ndarray]:
     """Read the GloVe text format (no header; the dimension is taken from the first line)."""
-    return _parse_text(_read_bytes(path), str(path), None, None, first_line=1)
+    encoding, errors = _text_options(encoding, errors)
+    return _parse_text(_read_bytes(path), str(path), None, None, 1, encoding, errors)
 
 
-def read_vectors(path: str | os.PathLike[str], format: VectorFormat | None = None  # noqa: A002
-                 ) -> tuple[list[str], np.ndarray]:
+def read_vectors(path: str | os.PathLike[str], format: VectorFormat | None = None, *,  # noqa: A002
+                 encoding: str = "utf-8", errors: str = "strict") -> tuple[list[str], np.ndarray]:
     """Read any supported vectors file; ``format=None`` detects it."""
+    encoding, errors = _text_options(encoding, errors)
     data = _read_bytes(path)
     fmt = format or detect_format(path, data)
     if fmt == "glove":
-        return _parse_text(data, str(path), None, None, first_line=1)
+        return _parse_text(data, str(path), None, None, 1, encoding, errors)
     if fmt == "word2vec-binary":
-        return _parse_binary(data, str(path))
+        return _parse_binary(data, str(path), encoding, errors)
     if fmt == "word2vec-text":
         count, dim, pos = _header(data, str(path))
-        return _parse_text(data[pos:], str(path), dim, count, first_line=2)
+        return _parse_text(data[pos:], str(path), dim, count, 2, encoding, errors, pos)
     raise FormatError(f"unknown vectors format {fmt!r}; use 'word2vec-text', 'word2vec-binary' or 'glove'.")

@@ -8,7 +8,6 @@ embedstack components (BM25, TF-IDF, LSA ...) — saves the fitted encoder insid
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from embedstack.errors import ConfigError, DatasetError, FormatError
+from embedstack.errors import ConfigError, DatasetError
 from embedstack.index.store import ENCODER_DIR, encoder_identity, load_index, resolve_alias
 
 __all__ = ["read_corpus", "build_index", "open_pipeline", "load_encoder_for"]
@@ -28,34 +27,30 @@ def _noop(stage: str, done: int, total: int) -> None:
     return None
 
 
-def _jsonl_docs(path: Path) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
-    opener: Any = open
-    if path.suffix == ".gz":
-        import gzip
+def _jsonl_docs(path: Path, encoding: str, errors: str) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
+    from embedstack.data._retrieval import read_jsonl_records
 
-        opener = gzip.open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"{path}:{line_no} is not valid JSON ({exc.msg}).") from None
-            doc_id = rec.pop("_id", rec.pop("id", None))
-            if doc_id is None:
-                doc_id = str(line_no - 1)
-            text = (str(rec.pop("title", "") or "") + " " + str(rec.pop("text", "") or "")).strip()
-            yield str(doc_id), text, (rec or None)
+    for line_no, rec in read_jsonl_records(path, encoding=encoding, errors=errors):
+        doc_id = rec.pop("_id", rec.pop("id", None))
+        if doc_id is None:
+            doc_id = str(line_no - 1)
+        text = (str(rec.pop("title", "") or "") + " " + str(rec.pop("text", "") or "")).strip()
+        yield str(doc_id), text, (rec or None)
 
 
-def read_corpus(source: str | os.PathLike[str]) -> tuple[list[str], list[str], list[dict[str, Any] | None]]:
+def read_corpus(source: str | os.PathLike[str], *, encoding: str = "utf-8", errors: str = "strict",
+                ) -> tuple[list[str], list[str], list[dict[str, Any] | None]]:
     """Ids, texts and metadata of a corpus.
 
     ``source`` is a BEIR folder or dataset name (``corpus.jsonl``: ``_id``, ``title``, ``text``, other
     fields become metadata), a ``.jsonl`` file of the same shape, or any text source readable by
     :func:`embedstack.data.iter_texts` (one document per line; ids are line numbers from 0).
+    ``encoding``/``errors`` are those of :func:`embedstack.data.iter_texts` (``--encoding``/``--errors``).
     """
+    from embedstack.data._io import check_encoding, check_errors
+
+    check_errors(errors)
+    check_encoding(encoding)
     path = Path(source).expanduser()
     if not path.exists():
         from embedstack.data import resolve_dataset
@@ -67,14 +62,14 @@ def read_corpus(source: str | os.PathLike[str]) -> tuple[list[str], list[str], l
     texts: list[str] = []
     metas: list[dict[str, Any] | None] = []
     if path.is_file() and (path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz")):
-        for doc_id, text, meta in _jsonl_docs(path):
+        for doc_id, text, meta in _jsonl_docs(path, encoding, errors):
             ids.append(doc_id)
             texts.append(text)
             metas.append(meta)
     else:
         from embedstack.data import iter_texts
 
-        for i, text in enumerate(iter_texts(path)):
+        for i, text in enumerate(iter_texts(path, encoding=encoding, errors=errors)):
             ids.append(str(i))
             texts.append(text)
             metas.append(None)

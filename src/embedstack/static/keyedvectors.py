@@ -324,11 +324,12 @@ class FastTextKeyedVectors(KeyedVectors):
         self.ngram_vectors = np.asarray(arrays.get("ngram_vectors", np.zeros((0, self.dim), np.float32)))
 
 
-def load_vectors(path: str | os.PathLike[str]) -> KeyedVectors:
+def load_vectors(path: str | os.PathLike[str], *, encoding: str = "utf-8", errors: str = "strict") -> KeyedVectors:
     """Load word vectors from a saved folder, word2vec text/binary, GloVe text or fastText ``.vec``.
 
     A folder may be a saved :class:`KeyedVectors` / :class:`FastTextKeyedVectors` (or a trainer's
-    output folder, which holds one). Files are detected from their first lines.
+    output folder, which holds one). Files are detected from their first lines; ``encoding``/``errors``
+    decode their words (see :func:`embedstack.io.formats.read_vectors`).
     """
     p = Path(path).expanduser()
     if p.is_dir():
@@ -350,5 +351,5 @@ def load_vectors(path: str | os.PathLike[str]) -> KeyedVectors:
         )
     from embedstack.io.formats import read_vectors
 
-    keys, vecs = read_vectors(p)
+    keys, vecs = read_vectors(p, encoding=encoding, errors=errors)
     return KeyedVectors(keys, vecs)
