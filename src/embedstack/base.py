@@ -1,6 +1,7 @@
 """Core protocols shared by every generation, and the Component save/load contract.
 
-* ``DenseEncoder.encode(texts, *, role, batch_size) -> float32 (n, dim)``, always 2-D.
+* ``DenseEncoder.encode(texts, *, role, batch_size) -> float32 (n, dim)``; one string gives one
+  ``(dim,)`` vector, as in sentence-transformers (:func:`one_text_one_vector`).
 * ``SparseEncoder.encode_sparse(texts, *, role) -> scipy.sparse.csr_array (n, vocab)``.
 * ``MultiVectorEncoder.encode_tokens(texts, *, role) -> list[float32 (t_i, dim)]``.
 * ``Reranker.score(pairs) -> float32 (n,)``.
@@ -9,8 +10,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -29,6 +31,7 @@ __all__ = [
     "VectorIndex",
     "Component",
     "check_is_fitted",
+    "one_text_one_vector",
 ]
 
 Role = Literal["document", "query"]
@@ -91,6 +94,30 @@ class VectorIndex(Protocol):
     def save(self, path: str | os.PathLike[str]) -> None: ...
 
 
+def one_text_one_vector(encode: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for a DenseEncoder's ``encode``: a list gives ``(n, dim)``, one string a ``(dim,)`` vector.
+
+    The one place where ``enc.encode("one text")`` is handled, for every dense encoder (transformers,
+    LSA, pooled word vectors ...), the way sentence-transformers users expect.
+
+    Example:
+        >>> class Ones:
+        ...     @one_text_one_vector
+        ...     def encode(self, texts, *, role="document", batch_size=64):
+        ...         return np.ones((len(texts), 3), dtype=np.float32)
+        >>> Ones().encode("one text").shape, Ones().encode(["a", "b"]).shape
+        ((3,), (2, 3))
+    """
+
+    @functools.wraps(encode)
+    def wrapper(self: Any, texts: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(texts, str):
+            return encode(self, [texts], *args, **kwargs)[0]
+        return encode(self, texts, *args, **kwargs)
+
+    return wrapper
+
+
 def check_is_fitted(obj: object, attribute: str) -> None:
     """Raise NotFittedError unless ``obj`` has the learned ``attribute`` (trailing underscore)."""
     if getattr(obj, attribute, None) is None:
@@ -121,22 +148,38 @@ class Component:
     def _set_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save atomically to the folder ``path`` (replaced whole if it exists)."""
+    def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
+        """Save atomically to the folder ``path``, with a checksum of every file in its manifest.
+
+        An existing ``path`` is replaced whole only if it is an earlier save of the same type (or an
+        empty folder); anything else raises :class:`~embedstack.errors.OutputExistsError` unless
+        ``force=True``.
+        """
         from embedstack.io import atomic_dir, save_arrays, write_manifest
 
         arrays, state = self._state()
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, kind=self.type_name or None, force=force) as tmp:
             save_arrays(tmp / "arrays.safetensors", arrays)
             write_manifest(tmp, self.type_name, self.get_config(), state=state)
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> Component:
-        """Load a folder written by :meth:`save`."""
-        from embedstack.io import load_arrays, read_manifest
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = False, verify: bool | None = None) -> Component:
+        """Load a folder written by :meth:`save`, checking the files against the manifest's checksums.
+
+        Args:
+            path: the saved folder.
+            mmap: memory-map the arrays instead of reading them.
+            verify: hash every file against its recorded sha256 (default: yes, unless the environment
+                sets ``EMBEDSTACK_VERIFY=0``); sizes are checked either way.
+
+        Raises:
+            FormatError: the folder is not a saved component of this type, or a file is damaged.
+        """
+        from embedstack.io import load_arrays, read_manifest, verify_files
 
         manifest = read_manifest(path, expected_type=cls.type_name or None)
+        verify_files(path, manifest, verify=verify)
         obj = cls.from_config(manifest["config"])
         obj._set_state(load_arrays(Path(path) / "arrays.safetensors", mmap=mmap), manifest.get("state", {}))
         return obj

@@ -55,7 +55,7 @@ def test_atomic_dir_replaces_whole_tree(tmp_path: Path) -> None:
         (tmp / "a.txt").write_text("v1")
         (tmp / "old-only.txt").write_text("x")
         assert not target.exists()  # invisible until complete
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, force=True) as tmp:  # not an embedstack artifact: replacing it takes force
         (tmp / "a.txt").write_text("v2")
         assert (target / "a.txt").read_text() == "v1"  # old version intact while building
     assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
@@ -67,7 +67,7 @@ def test_atomic_dir_failure_keeps_old(tmp_path: Path) -> None:
     target = tmp_path / "model"
     with atomic_dir(target) as tmp:
         (tmp / "a.txt").write_text("v1")
-    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+    with pytest.raises(RuntimeError), atomic_dir(target, force=True) as tmp:
         (tmp / "a.txt").write_text("half")
         raise RuntimeError("crash while saving")
     assert (target / "a.txt").read_text() == "v1"

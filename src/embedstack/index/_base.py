@@ -22,10 +22,12 @@ from embedstack.index.store import (
     ARRAYS_FILE,
     DOCS_FILE,
     ENCODER_DIR,
+    INDEX_KIND,
     DocStore,
     check_identity,
     read_index_manifest,
     real_path,
+    resolve_alias,
 )
 
 __all__ = ["BaseIndex", "METRICS", "as_matrix"]
@@ -282,14 +284,21 @@ class BaseIndex:
         return int(sum(a.nbytes for a in self._arrays().values()))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike[str], *, encoder: Any = None) -> Path:
+    def save(self, path: str | os.PathLike[str], *, encoder: Any = None, force: bool = False) -> Path:
         """Save atomically to the folder ``path`` (through an alias: replaces the version it points to).
 
+        The manifest records the sha256 and size of every file, checked by :meth:`load` and
+        ``embedstack index verify``.
+
         Args:
-            path: destination folder (replaced whole).
+            path: destination folder (replaced whole if it is an earlier saved index or empty).
             encoder: a saveable encoder (an embedstack Component, e.g. a fitted BM25) stored in
                 ``path/encoder`` so that the folder can answer text queries on its own. An index loaded
                 from a folder that had one keeps it.
+            force: replace ``path`` even if it is not a saved index (a foreign folder is deleted).
+
+        Raises:
+            OutputExistsError: ``path`` exists and is neither a saved index nor empty (without ``force``).
         """
         import shutil
 
@@ -297,7 +306,7 @@ class BaseIndex:
 
         target = real_path(path)
         arrays = {**self._arrays(), **self._tomb_array()}
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, kind=INDEX_KIND, force=force) as tmp:
             save_arrays(tmp / ARRAYS_FILE, arrays)
             self.docs.save(tmp / DOCS_FILE)
             self._write_extra(tmp)
@@ -315,14 +324,27 @@ class BaseIndex:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, mmap: bool = True) -> BaseIndex:
-        """Load a folder written by :meth:`save` (vectors memory-mapped unless ``mmap=False``)."""
-        from embedstack.io import load_arrays
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = True, verify: bool | None = None) -> BaseIndex:
+        """Load a folder written by :meth:`save` (vectors memory-mapped unless ``mmap=False``).
+
+        Args:
+            path: the index folder or an alias.
+            mmap: memory-map the vectors (default) instead of reading them into memory.
+            verify: hash every file against the sha256 in the manifest (default: yes, unless the
+                environment sets ``EMBEDSTACK_VERIFY=0``). Pass ``verify=False`` for huge indexes
+                whose pages should only be read when searched; sizes are checked either way, and
+                ``embedstack index verify PATH`` checks them offline.
+
+        Raises:
+            FormatError: not an index of this type, or a file is missing, truncated or corrupted.
+        """
+        from embedstack.io import load_arrays, verify_files
 
         manifest = read_index_manifest(path)
         if cls.type_name and manifest["type"] != cls.type_name:
             raise FormatError(f"{path} holds a {manifest['type']!r}, not a {cls.type_name!r}; use load_index().")
         folder = real_path(path)
+        verify_files(resolve_alias(path), manifest, verify=verify)
         obj = cls(**manifest["config"])
         arrays = load_arrays(folder / ARRAYS_FILE, mmap=mmap)
         dead = np.asarray(arrays.pop("tombstones", np.zeros(0, dtype=np.uint8))).astype(bool)

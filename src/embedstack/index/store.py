@@ -9,8 +9,10 @@ An index folder holds::
     (hnsw.usearch)     the graph of an HNSW index
     (encoder/)         the fitted encoder when it is an embedstack component (BM25, LSA ...)
 
-Saves go through :func:`embedstack.io.atomic_dir` (temporary sibling, fsync, rename), so a process
-killed mid-save leaves the previous version loadable. Aliases (blue-green deployment) are relative
+Saves go through :func:`embedstack.io.atomic_dir` (temporary sibling, fsync, atomic swap), so a process
+killed mid-save leaves the previous version loadable; a folder that is not a saved index is never
+replaced without ``force``. The manifest lists every file with its sha256 and size, checked on load
+(``verify=False`` or ``EMBEDSTACK_VERIFY=0`` skips the hashing) and by :func:`verify_index`. Aliases (blue-green deployment) are relative
 symbolic links replaced atomically with ``rename(2)``; every reader that opens the alias path follows
 the link, and a reader that already resolved it keeps the version it opened.
 
@@ -51,6 +53,8 @@ __all__ = [
     "real_path",
     "load_index",
     "read_index_manifest",
+    "verify_index",
+    "INDEX_KIND",
     "DOCS_FILE",
     "ARRAYS_FILE",
     "ENCODER_DIR",
@@ -59,6 +63,15 @@ __all__ = [
 DOCS_FILE = "docs.sqlite"
 ARRAYS_FILE = "arrays.safetensors"
 ENCODER_DIR = "encoder"
+
+
+def _is_index(manifest: Mapping[str, Any]) -> bool:
+    """Output-guard kind of index folders: any saved index (a flat index may replace an HNSW one)."""
+    return "metric" in manifest and "dims" in manifest
+
+
+_is_index.label = "index"  # type: ignore[attr-defined]
+INDEX_KIND = _is_index
 
 
 class DocStore:
@@ -283,10 +296,34 @@ def read_index_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def load_index(path: str | os.PathLike[str], *, mmap: bool = True) -> Any:
-    """Load any saved index folder (or alias) by the type in its manifest."""
+def load_index(path: str | os.PathLike[str], *, mmap: bool = True, verify: bool | None = None) -> Any:
+    """Load any saved index folder (or alias) by the type in its manifest.
+
+    ``verify`` as in :meth:`embedstack.index.FlatIndex.load`: checksums are checked unless
+    ``verify=False`` or ``EMBEDSTACK_VERIFY=0``.
+    """
     from embedstack.registry import lookup
 
     manifest = read_index_manifest(path)
     cls = lookup(manifest["type"])
-    return cls.load(path, mmap=mmap)  # type: ignore[attr-defined]
+    return cls.load(path, mmap=mmap, verify=verify)  # type: ignore[attr-defined]
+
+
+def verify_index(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Hash every file of an index folder (or alias) against its manifest; return what was checked.
+
+    Returns ``{"path", "resolved", "type", "files", "bytes", "checked"}``; ``checked`` is False for
+    folders saved before checksums were recorded (save them again to add them).
+
+    Raises:
+        FormatError: a file is missing, truncated or does not match its sha256 (named in the message).
+    """
+    from embedstack.io import verify_files
+
+    manifest = read_index_manifest(path)
+    folder = resolve_alias(path)
+    files = manifest.get("files") or {}
+    hashed = verify_files(folder, manifest, verify=True)
+    return {"path": str(path), "resolved": str(folder), "type": manifest["type"], "files": hashed,
+            "bytes": int(sum(int(f.get("bytes", 0)) for f in files.values())) if isinstance(files, Mapping) else 0,
+            "checked": bool(files)}

@@ -1,18 +1,57 @@
-"""Atomic persistence: write to a temporary sibling, fsync, then rename over the target.
+"""Atomic persistence and the output guard: the one way embedstack writes files and folders.
 
-A process killed at any point leaves either the previous version or the new one, never a mix.
+Every writer builds its output in a temporary sibling (``.NAME.XXXX.tmp``), fsyncs it and renames it
+over the target, so a process killed at any point leaves either the previous version or the new one,
+never a mix, and a failed write (bad input, Ctrl-C) leaves the previous version byte-identical:
+
+* :func:`atomic_dir` — a folder (component, index, model), swapped in with one ``renameat2``
+  exchange where the kernel has it;
+* :class:`AtomicFile` / :func:`atomic_write_bytes` / :func:`atomic_write_text` — a file, also when it
+  is streamed block by block (``.npy`` output, downloads).
+
+Before anything is replaced :func:`check_output` decides whether it may be: an existing folder only if
+it is an embedstack artifact of the same kind (``manifest.json`` with a matching ``type``, or the
+``embedstack.json`` marker of a sentence-transformers model folder) or empty; an existing file only if
+a file is being written. Anything else raises :class:`~embedstack.errors.OutputExistsError` unless
+``force=True`` (``--force``). The current folder, its ancestors, ``/`` and the home folder are never
+replaced, forced or not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Any, Union
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_dir", "fsync_dir"]
+from embedstack.errors import OutputExistsError
+
+__all__ = [
+    "AtomicFile",
+    "Kind",
+    "SENTENCE_MODEL",
+    "artifact_manifest",
+    "atomic_dir",
+    "atomic_file",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_output",
+    "fsync_dir",
+    "recover_dir",
+]
+
+#: kind of a sentence-transformers model folder written by embedstack (marked by ``embedstack.json``)
+SENTENCE_MODEL = "sentence-transformers model"
+_MARKER = "embedstack.json"
+
+#: what may be replaced: a manifest ``type``, several, a predicate over the manifest, or None (any artifact)
+Kind = Union[str, Collection[str], Callable[[dict[str, Any]], bool], None]
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -40,36 +79,263 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(dirpath)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-    except BaseException:
+# --------------------------------------------------------------------------- the output guard
+
+def artifact_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest of the embedstack artifact folder ``path``, or None when it is not one.
+
+    Sentence-transformers folders written by embedstack (``embedstack.json`` marker, no
+    ``manifest.json``) get ``{"type": SENTENCE_MODEL}``.
+    """
+    p = Path(path)
+    manifest = p / "manifest.json"
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if isinstance(data, dict) and isinstance(data.get("type"), str) and "format_version" in data:
+            return data
+        return None
+    if (p / _MARKER).is_file():
+        return {"type": SENTENCE_MODEL}
+    return None
+
+
+def _matches(manifest: dict[str, Any], kind: Kind) -> bool:
+    if kind is None:
+        return True
+    if isinstance(kind, str):
+        return bool(manifest.get("type") == kind)
+    if callable(kind):
+        return bool(kind(manifest))
+    return manifest.get("type") in kind
+
+
+def _kind_label(kind: Kind) -> str:
+    if isinstance(kind, str):
+        return repr(kind)
+    if kind is None or callable(kind):
+        return str(getattr(kind, "label", "artifact"))
+    return " or ".join(repr(k) for k in sorted(kind))
+
+
+def _protected(resolved: Path) -> str | None:
+    """Why ``resolved`` must never be replaced (None when it may be)."""
+    cwd = Path.cwd().resolve()
+    home = Path.home().resolve()
+    if resolved == Path(resolved.anchor):
+        return "the root folder"
+    if resolved == cwd:
+        return "the current folder"
+    if resolved in cwd.parents:
+        return "a folder that holds the current folder"
+    if resolved == home or resolved in home.parents:
+        return "the home folder" if resolved == home else "a folder that holds the home folder"
+    return None
+
+
+def _describe(folder: Path) -> str:
+    names = sorted(p.name for p in folder.iterdir())
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"it holds {shown}"
+
+
+def check_output(path: str | os.PathLike[str], *, kind: Kind = None, force: bool = False,
+                 file: bool = False) -> Path:
+    """Check that writing ``path`` destroys nothing but an earlier artifact of the same kind; return it.
+
+    Args:
+        path: the file or folder about to be (re)written.
+        kind: for folders, what an existing folder must be to be replaced: a manifest ``type``, a set
+            of them, a predicate over the manifest, or None (any embedstack artifact). Empty folders
+            may always be replaced.
+        force: replace whatever is at ``path`` (a foreign folder, a file where a folder goes ...).
+        file: a file is being written: an existing regular file may be replaced, a folder may not.
+
+    Raises:
+        OutputExistsError: ``path`` holds something else (or is the current folder, one of its
+            ancestors, the root or the home folder, which are refused even with ``force``).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "notes.txt").write_text("mine")
+        >>> check_output(d, kind="BM25")
+        Traceback (most recent call last):
+        ...
+        embedstack.errors.OutputExistsError: ... is a folder that is not an embedstack 'BM25' (it holds notes.txt). Choose another path, or pass force=True to replace it.
+    """
+    target = Path(path).expanduser()
+    resolved = target.resolve()
+    why = _protected(resolved)
+    if why is not None:
+        raise OutputExistsError(
+            f"{os.fspath(path)!r} is {why} ({resolved}); embedstack never replaces it, even when forced. "
+            "Name a new file or folder inside it instead.", can_force=False)
+    if not os.path.lexists(target) or force:
+        return target
+    if file:
+        if target.is_file():
+            return target
+        what = "a folder" if target.is_dir() else "not a regular file"
+        raise OutputExistsError(f"{target} is {what}, so writing a file there would destroy it.")
+    if target.is_dir():
+        manifest = artifact_manifest(target)
+        if manifest is not None and _matches(manifest, kind):
+            return target
+        if not any(target.iterdir()):
+            return target
+        if manifest is not None:
+            raise OutputExistsError(f"{target} holds an embedstack {manifest['type']!r}, not a {_kind_label(kind)}; "
+                                    "saving here would destroy it.")
+        raise OutputExistsError(f"{target} is a folder that is not an embedstack {_kind_label(kind)} "
+                                f"({_describe(target)}).")
+    raise OutputExistsError(f"{target} is a file, not an embedstack {_kind_label(kind)} folder; saving there would destroy it.")
+
+
+# --------------------------------------------------------------------------- files
+
+class AtomicFile:
+    """A file written in a temporary sibling and renamed over ``path`` by :meth:`commit`.
+
+    Use it as a context manager (commit on success, :meth:`abort` on any exception, Ctrl-C included),
+    or call :meth:`commit` / :meth:`abort` yourself for writers that outlive one ``with`` block (the
+    streamed ``.npy`` writer). :attr:`tmp` is the path to write; it exists (empty) from the start.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
+        >>> with AtomicFile(p) as f:
+        ...     _ = f.tmp.write_bytes(b"new")
+        >>> p.read_bytes()
+        b'new'
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, force: bool = False) -> None:
+        self.path = check_output(path, force=force, file=True)
+        self.force = force
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.done = False
+
+    def commit(self) -> Path:
+        """fsync the temporary file and rename it over the target (checked again first)."""
+        if self.done:
+            return self.path
+        try:
+            check_output(self.path, force=self.force, file=True)
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if self.force and self.path.is_dir() and not self.path.is_symlink():
+                _replace_dir_with(self.tmp, self.path)
+            else:
+                os.replace(self.tmp, self.path)
+            fsync_dir(self.path.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self.done = True
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the temporary file; the target is left as it was."""
+        self.done = True
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+            os.unlink(self.tmp)
 
+    def __enter__(self) -> AtomicFile:
+        return self
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_file(path: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed."""
+    with AtomicFile(path, force=force) as f:
+        yield f.tmp
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, force: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (an existing regular file is replaced; a folder only with ``force``)."""
+    with AtomicFile(path, force=force) as f, open(f.tmp, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, force: bool = False) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"), force=force)
+
+
+# --------------------------------------------------------------------------- folders
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _libc_renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc >= 2.28
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_RENAMEAT2 = _libc_renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    if _RENAMEAT2 is None:
+        return False
+    rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _replace_dir_with(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target`` (which exists) and delete the old ``target``, with no moment without one."""
+    if _exchange(new, target):  # new is now at target, the old version at new's name
+        fsync_dir(target.parent)
+        _remove(new)
+        return
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    os.replace(target, old)
+    fsync_dir(target.parent)
+    os.replace(new, target)  # a crash between the two renames leaves `old`, which recover_dir puts back
+    fsync_dir(target.parent)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str], *, kind: Kind = None, force: bool = False) -> Iterator[Path]:
     """Build a directory in a temporary sibling and move it into place on success.
 
-    If ``path`` already exists it is replaced only after the new tree is complete and fsynced:
-    the old tree is renamed aside, the new one renamed in, then the old one removed. A crash
-    between the two renames leaves ``<path>.old-*`` which :func:`recover_dir` puts back.
+    An existing ``path`` is replaced only if :func:`check_output` allows it (an artifact of ``kind``,
+    an empty folder, or anything with ``force=True``), checked before the body runs and again before
+    the swap. The swap is one atomic exchange of the two folders where the kernel supports it;
+    elsewhere the old tree is renamed aside first, and a crash between the two renames leaves
+    ``.NAME.old-PID``, which :func:`recover_dir` puts back.
 
     Example:
         >>> import tempfile, pathlib
@@ -79,20 +345,20 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         >>> (d / "a.txt").read_text()
         'hi'
     """
-    target = Path(path)
+    target = Path(path).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(target)
+    check_output(target, kind=kind, force=force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         _fsync_tree(tmp)
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-            fsync_dir(target.parent)
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
-            shutil.rmtree(old, ignore_errors=True)
+        check_output(target, kind=kind, force=force)
+        if os.path.lexists(target):
+            if target.is_dir() and not target.is_symlink():
+                _replace_dir_with(tmp, target)
+            else:  # a file (or link) where the folder goes, allowed by force
+                _replace_file_with_dir(tmp, target)
         else:
             os.replace(tmp, target)
             fsync_dir(target.parent)
@@ -101,9 +367,18 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def _replace_file_with_dir(new: Path, target: Path) -> None:
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    os.replace(target, old)
+    os.replace(new, target)
+    fsync_dir(target.parent)
+    _remove(old)
+
+
 def recover_dir(target: Path) -> None:
     """Restore ``target`` from a ``.name.old-*`` sibling left by a crash between two renames."""
-    if target.exists():
+    target = Path(target)
+    if os.path.lexists(target):
         return
     for old in sorted(target.parent.glob(f".{target.name}.old-*")):
         os.replace(old, target)

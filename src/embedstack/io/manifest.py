@@ -1,5 +1,11 @@
 """Component folders: ``manifest.json`` (type, format_version, library version, config) + safetensors.
 
+The manifest also lists every other file of the folder (recursively) with its sha256 and byte size
+(``files``), written last; loaders check them with :func:`verify_files`, so a corrupted or
+half-replaced file is a :class:`~embedstack.errors.FormatError` naming it, not silent garbage.
+Hashing reads every byte; for huge memory-mapped indexes skip it with ``verify=False`` on the load
+call or ``EMBEDSTACK_VERIFY=0`` in the environment (byte sizes are still checked, which is free).
+
 Arrays are stored with safetensors and can be memory-mapped on load (our own reader of the
 safetensors layout: 8-byte little-endian header size, JSON header, raw little-endian data).
 """
@@ -24,6 +30,9 @@ __all__ = [
     "FORMAT_VERSION",
     "write_manifest",
     "read_manifest",
+    "file_checksums",
+    "verify_files",
+    "verify_enabled",
     "save_arrays",
     "load_arrays",
     "sha256_file",
@@ -42,7 +51,10 @@ _CODES = {np.dtype(v).str.lstrip("<|="): k for k, v in _DTYPES.items()}
 
 def write_manifest(folder: str | os.PathLike[str], type_name: str, config: Mapping[str, Any],
                    **extra: Any) -> dict[str, Any]:
-    """Write ``manifest.json`` into ``folder`` atomically and return its content."""
+    """Write ``manifest.json`` into ``folder`` atomically and return its content.
+
+    Call it last: it records the sha256 and size of every other file already in ``folder``.
+    """
     from embedstack import __version__
 
     manifest = {
@@ -52,6 +64,7 @@ def write_manifest(folder: str | os.PathLike[str], type_name: str, config: Mappi
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": dict(config),
         **extra,
+        "files": file_checksums(folder),
     }
     atomic_write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True, default=_jsonable))
     return manifest
@@ -65,8 +78,79 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def file_checksums(folder: str | os.PathLike[str], *, exclude: tuple[str, ...] = (MANIFEST,)) -> dict[str, dict[str, Any]]:
+    """``{relative/path: {"sha256", "bytes"}}`` for every file under ``folder`` except ``exclude`` (top level)."""
+    root = Path(folder)
+    out: dict[str, dict[str, Any]] = {}
+    for dirpath, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if rel in exclude:
+                continue
+            out[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return out
+
+
+def verify_enabled(verify: bool | None) -> bool:
+    """``verify`` itself, or when None the environment: ``EMBEDSTACK_VERIFY=0`` turns hashing off."""
+    if verify is not None:
+        return bool(verify)
+    return os.environ.get("EMBEDSTACK_VERIFY", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
+                 verify: bool | None = None) -> int:
+    """Check the files listed in ``manifest["files"]``: sizes always, sha256 unless disabled.
+
+    Folders saved before checksums existed (no ``files``) pass unchecked. Returns how many files were
+    hashed.
+
+    Args:
+        folder: the component or index folder.
+        manifest: its manifest (from :func:`read_manifest`).
+        verify: hash the files (True), only compare sizes (False), or follow ``EMBEDSTACK_VERIFY``
+            (None: on unless it is ``0``).
+
+    Raises:
+        FormatError: a listed file is missing, has another size, or another sha256.
+    """
+    files = manifest.get("files")
+    if not files:
+        return 0
+    if not isinstance(files, Mapping):
+        raise FormatError(f"{Path(folder) / MANIFEST}: 'files' must map file names to checksums; the manifest is damaged.")
+    root = Path(folder)
+    full = verify_enabled(verify)
+    hashed = 0
+    for rel, info in files.items():
+        p = root / rel
+        try:
+            size = p.stat().st_size
+            want_size, want_sha = int(info["bytes"]), str(info["sha256"])
+        except FileNotFoundError:
+            raise FormatError(f"{p} is missing but the manifest lists it; the folder is incomplete. "
+                              "Rebuild it or restore it from a backup.") from None
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"{root / MANIFEST}: the checksum entry of {rel!r} is malformed; the manifest is damaged.") from None
+        if size != want_size:
+            raise FormatError(f"{p} has {size} bytes but was saved with {want_size}; the file is damaged. "
+                              "Rebuild it or restore it from a backup.")
+        if full:
+            got = sha256_file(p)
+            hashed += 1
+            if got != want_sha:
+                raise FormatError(f"{p} does not match its checksum (sha256 {got[:12]}..., saved {want_sha[:12]}...); "
+                                  "the file is corrupted. Rebuild it or restore it from a backup.")
+    return hashed
+
+
 def read_manifest(folder: str | os.PathLike[str], expected_type: str | None = None) -> dict[str, Any]:
     """Read and check ``manifest.json``; raise FormatError naming what is wrong."""
+    from embedstack.io.atomic import recover_dir
+
+    recover_dir(Path(folder))  # a crash between two renames of a non-Linux swap left the old version aside
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise FormatError(f"{path} does not exist: {folder} is not a saved embedstack component folder.")

@@ -195,12 +195,15 @@ class _StaticTrainer:
                 "vocab_size": len(corpus.vocab), "corpus_raw_words": corpus.raw_words,
                 "analyzer": (self.analyzer or Analyzer()).get_config(), **stats.as_dict()}
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save the trained vectors (a KeyedVectors folder, loadable with ``load_vectors``)."""
+    def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
+        """Save the trained vectors (a KeyedVectors folder, loadable with ``load_vectors``).
+
+        An existing ``path`` must be earlier saved word vectors unless ``force=True``.
+        """
         from embedstack.base import check_is_fitted
 
         check_is_fitted(self, "wv_")
-        return self.wv_.save(path)  # type: ignore[attr-defined,no-any-return]
+        return self.wv_.save(path, force=force)  # type: ignore[attr-defined,no-any-return]
 
 
 class Word2Vec(_StaticTrainer):
