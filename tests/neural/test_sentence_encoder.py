@@ -22,8 +22,25 @@ def test_is_a_dense_encoder_and_shapes(tiny_encoder):
     out = tiny_encoder.encode(TEXTS)
     assert out.shape == (5, 16) and out.dtype == np.float32
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
-    with pytest.raises(InputError, match="single string"):
-        tiny_encoder.encode("the cat")
+    with pytest.raises(InputError, match="bytes"):
+        tiny_encoder.encode(b"the cat")
+
+
+def test_one_string_gives_one_vector(tiny_encoder):
+    # as in sentence-transformers: encode("text") is 1-D, encode(["text"]) is (1, dim)
+    one = tiny_encoder.encode("the cat")
+    assert one.shape == (16,) and one.dtype == np.float32
+    assert np.allclose(one, tiny_encoder.encode(["the cat"])[0], atol=1e-6)
+
+
+def test_progress_moves_per_batch_from_the_first_batch(tiny_encoder):
+    texts = [f"the cat sat {i}" for i in range(10)]
+    seen: list[int] = []
+    tiny_encoder.encode(texts, batch_size=3, progress=seen.append)  # one chunk (chunk_size 8192)
+    assert seen == [3, 6, 9, 10]
+    seen.clear()
+    tiny_encoder.with_options(workers=2).encode(texts, batch_size=4, chunk_size=5, progress=seen.append)
+    assert seen == [4, 5, 9, 10]
 
 
 def test_length_sorted_batches_give_the_same_vectors(tiny_encoder):

@@ -17,7 +17,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from embedstack._validation import check_choice, check_int
-from embedstack.base import Role
+from embedstack.base import Role, one_text_one_vector
 from embedstack.count._analysis import check_texts
 from embedstack.count._base import _AnalyzerConfig
 from embedstack.count.tfidf import TfIdf
@@ -227,6 +227,7 @@ class LSA(_AnalyzerConfig):
         """Vectors of ``texts`` (float32, (n, dim))."""
         return self.encode(texts)
 
+    @one_text_one_vector
     def encode(self, texts: Sequence[str], *, role: Role = "document", batch_size: int = 64) -> np.ndarray:
         """Project the TF-IDF rows of ``texts`` on the learned components (DenseEncoder protocol).
 

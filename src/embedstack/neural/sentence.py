@@ -35,6 +35,7 @@ from embedstack._extras import require
 torch = require("torch", "torch", "sentence encoders")
 
 from embedstack._validation import check_int  # noqa: E402
+from embedstack.base import one_text_one_vector  # noqa: E402
 from embedstack.errors import ConfigError, EmbedstackError, FormatError, InputError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
 from embedstack.neural._npy import NpyStreamWriter  # noqa: E402
@@ -277,8 +278,13 @@ class SentenceEncoder:
             )
         return ids
 
-    def _embed_ids(self, ids: list[np.ndarray], batch_size: int) -> np.ndarray:
-        """Vectors for one chunk of token-id arrays, in the same order (length-sorted inside)."""
+    def _embed_ids(self, ids: list[np.ndarray], batch_size: int,
+                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Vectors for one chunk of token-id arrays, in the same order (length-sorted inside).
+
+        ``on_batch(n)`` is called after every batch with the number of texts it held (progress bars move
+        per batch, not per chunk).
+        """
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: memory peaks early
         run = self._get_runner()
@@ -293,6 +299,8 @@ class SentenceEncoder:
         if workers <= 1:  # one batch (or one worker): all the threads inside each op
             for sel in batches:
                 one(sel)
+                if on_batch is not None:
+                    on_batch(len(sel))
             return out
 
         total = torch.get_num_threads()  # set by _threads() in the calling thread
@@ -306,8 +314,10 @@ class SentenceEncoder:
 
         try:
             with ThreadPoolExecutor(workers, thread_name_prefix="embedstack-encode") as pool:
-                for _ in pool.map(in_worker, batches):  # re-raises the first worker error here
-                    pass
+                # in order; re-raises the first worker error here
+                for sel, _ in zip(batches, pool.map(in_worker, batches), strict=True):
+                    if on_batch is not None:
+                        on_batch(len(sel))
         finally:
             if torch.get_num_threads() != total:  # in case the thread setting is process-wide in this build
                 torch.set_num_threads(total)
@@ -325,6 +335,7 @@ class SentenceEncoder:
             x = torch.nn.functional.normalize(x, dim=-1)
         return x.float()
 
+    @one_text_one_vector
     def encode(
         self,
         texts: Sequence[str] | Iterable[str],
@@ -335,18 +346,19 @@ class SentenceEncoder:
         chunk_size: int = 8192,
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Encode texts into float32 vectors ``(n, dim)`` (``(0, dim)`` for no texts).
+        """Encode texts into float32 vectors ``(n, dim)`` (``(0, dim)`` for no texts; ``(dim,)`` for one string).
 
         Args:
-            texts: A sequence of strings, or any iterable (streamed ``chunk_size`` texts at a time).
+            texts: A sequence of strings, or any iterable (streamed ``chunk_size`` texts at a time), or one
+                string (then one 1-D vector comes back, as in sentence-transformers).
             role: ``document`` or ``query`` (selects the prompt).
             batch_size: Texts per forward pass.
             out: Write the vectors to this ``.npy`` file (memory-mapped) and return the memmap.
             chunk_size: Texts tokenized and length-sorted together.
-            progress: Called with the number of texts finished after every chunk.
+            progress: Called with the number of texts finished after every batch.
         """
-        if isinstance(texts, (str, bytes)):
-            raise InputError("encode() takes a list of texts, not a single string; wrap it: encode([text]).")
+        if isinstance(texts, bytes):
+            raise InputError("encode() takes str texts, not bytes; decode them first (bytes.decode('utf-8')).")
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1. Got {batch_size}.")
         if int(chunk_size) < 1:
@@ -356,19 +368,24 @@ class SentenceEncoder:
         n = len(texts) if sized else None  # type: ignore[arg-type]
         writer: NpyStreamWriter | None = None
         result: np.ndarray | None = None
-        if out is not None:
-            if n is not None:
-                Path(out).parent.mkdir(parents=True, exist_ok=True)
-                result = np.lib.format.open_memmap(os.fspath(out), mode="w+", dtype=np.float32, shape=(n, self.dim))
-            else:
-                writer = NpyStreamWriter(out, self.dim)
+        if out is not None:  # a temporary sibling, renamed over `out` only when every row is written
+            writer = NpyStreamWriter(out, self.dim)
         elif n is not None:
             result = np.empty((n, self.dim), dtype=np.float32)
         pieces: list[np.ndarray] = []
         done = 0
-        with torch.inference_mode(), self._threads():
+        finished = 0  # texts whose batch is done (progress moves per batch)
+
+        def on_batch(k: int) -> None:
+            nonlocal finished
+            finished += k
+            if progress is not None:
+                progress(finished)
+
+        # on any error or Ctrl-C the writer removes its temporary file: an existing `out` stays as it was
+        with torch.inference_mode(), self._threads(), writer if writer is not None else contextlib.nullcontext():
             for chunk in _chunks(texts, int(chunk_size)):
-                vecs = self._embed_ids(self._tokenize(chunk, prompt), int(batch_size))
+                vecs = self._embed_ids(self._tokenize(chunk, prompt), int(batch_size), on_batch)
                 if result is not None:
                     result[done:done + len(vecs)] = vecs
                 elif writer is not None:
@@ -376,8 +393,6 @@ class SentenceEncoder:
                 else:
                     pieces.append(vecs)
                 done += len(vecs)
-                if progress is not None:
-                    progress(done)
         if writer is not None:
             return writer.close()
         if result is not None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from embedstack._validation import check_choice, check_float
-from embedstack.base import Role
+from embedstack.base import Role, one_text_one_vector
 from embedstack.errors import NotFittedError
 from embedstack.static.keyedvectors import FastTextKeyedVectors, KeyedVectors
 from embedstack.text import Analyzer
@@ -131,6 +131,7 @@ class PooledWordEncoder:
                 out[r] = (w[:, None] * m).sum(axis=0) / len(w)
         return out
 
+    @one_text_one_vector
     def encode(self, texts: Sequence[str], *, role: Role = "document", batch_size: int = 64) -> np.ndarray:
         """float32 ``(len(texts), dim)`` sentence vectors."""
         check_choice(self, "pool", self.pool, ["mean", "sif"])
