@@ -1,4 +1,4 @@
-"""``embedstack index build|info|swap|compact|delete`` and ``embedstack search``.
+"""``embedstack index build|info|verify|swap|compact|delete`` and ``embedstack search``.
 
 Results (search hits, index info) go to stdout, progress and notes to stderr; ``--json`` prints exactly
 one JSON object on stdout.
@@ -61,6 +61,7 @@ def build(
     hnsw: bool = typer.Option(False, "--hnsw", help="Build an HNSW graph (usearch) instead of a flat index."),
     index: str = typer.Option(None, "--index", help="Full index spec instead, e.g. 'hnsw:M=32,ef=128' or 'binary+rescore:oversample=20'."),
     alias: Path = typer.Option(None, "--alias", help="Then point this alias (symlink) at the new folder."),
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a saved index (its files are deleted)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
     encoding: str = ENCODING_OPTION,
     errors: TextErrors = ERRORS_OPTION,
@@ -74,7 +75,11 @@ def build(
     from embedstack.models import resolve
     from embedstack.retrieval import build_index, read_corpus
 
+    from embedstack.index.store import INDEX_KIND, real_path
+    from embedstack.io import check_output
+
     spec = index_spec_for(quantization, hnsw, index)
+    check_output(real_path(out), kind=INDEX_KIND, force=force)  # before reading or encoding anything
     t0 = time.perf_counter()
     ids, texts, metas = read_corpus(corpus, **text_options(encoding, errors))
     encoder = resolve(model)
@@ -87,7 +92,7 @@ def build(
             prog.update(tasks[stage], completed=done, total=max(total, 1))
 
         idx = build_index(texts, ids, encoder, spec=model, index=spec, metadata=metas, out=out,
-                          batch_size=batch_size, progress=cb)
+                          batch_size=batch_size, progress=cb, force=force)
     previous = set_alias(alias, out) if alias is not None else None
     info = {"out": str(out), "type": type(idx).__name__, "index": spec, "count": len(idx), "dims": idx.dim,
             "model": model, "seconds": round(time.perf_counter() - t0, 3),
@@ -125,6 +130,26 @@ def info_cmd(folder: Path = typer.Argument(..., help="Index folder or alias."), 
     rows.append(["encoder", f"{enc.get('name')} (sha256 {str(enc.get('sha256'))[:12]}, "
                             f"embedstack {enc.get('embedstack_version')})"])
     print_table(f"index {folder}", ["field", "value"], rows, fold=("value",))
+
+
+@index_app.command("verify")
+def verify_cmd(folder: Path = typer.Argument(..., help="Index folder or alias."), json_out: bool = _JSON) -> None:
+    """Check every file of an index against the sha256 and size recorded in its manifest.
+
+    Exit status 2 with one line naming the damaged file when one does not match. Loading verifies too
+    (unless EMBEDSTACK_VERIFY=0); this command does it without loading.
+    """
+    from embedstack.index.store import verify_index
+
+    report = verify_index(folder)
+    if json_out:
+        print_json({**report, "ok": True})
+    elif report["checked"]:
+        err_console.print(f"[green]ok[/] {folder}: {report['files']} files, {report['bytes']:,} bytes match their "
+                          "checksums", highlight=False)
+    else:
+        err_console.print(f"[yellow]unchecked[/] {folder}: saved by an older embedstack without checksums; "
+                          "save it again (e.g. `embedstack index compact`) to record them", highlight=False)
 
 
 @index_app.command("swap")

@@ -122,9 +122,8 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
     if not isinstance(files, Mapping):
         raise FormatError(f"{Path(folder) / MANIFEST}: 'files' must map file names to checksums; the manifest is damaged.")
     root = Path(folder)
-    full = verify_enabled(verify)
-    hashed = 0
-    for rel, info in files.items():
+    expected: list[tuple[Path, str]] = []
+    for rel, info in files.items():  # missing files and sizes first: free, and they name the worst damage
         p = root / rel
         try:
             size = p.stat().st_size
@@ -137,13 +136,15 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
         if size != want_size:
             raise FormatError(f"{p} has {size} bytes but was saved with {want_size}; the file is damaged. "
                               "Rebuild it or restore it from a backup.")
-        if full:
-            got = sha256_file(p)
-            hashed += 1
-            if got != want_sha:
-                raise FormatError(f"{p} does not match its checksum (sha256 {got[:12]}..., saved {want_sha[:12]}...); "
-                                  "the file is corrupted. Rebuild it or restore it from a backup.")
-    return hashed
+        expected.append((p, want_sha))
+    if not verify_enabled(verify):
+        return 0
+    for p, want_sha in expected:
+        got = sha256_file(p)
+        if got != want_sha:
+            raise FormatError(f"{p} does not match its checksum (sha256 {got[:12]}..., saved {want_sha[:12]}...); "
+                              "the file is corrupted. Rebuild it or restore it from a backup.")
+    return len(expected)
 
 
 def read_manifest(folder: str | os.PathLike[str], expected_type: str | None = None) -> dict[str, Any]:
