@@ -49,6 +49,8 @@ def encode_command(
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: torch's setting)."),
     encoding: str = ENCODING_OPTION,
     errors: TextErrors = ERRORS_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is a folder (an existing file is "
+                               "always replaced, atomically, only when encoding succeeds)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -66,6 +68,9 @@ def encode_command(
     total = scan_lines(input, **text) if input != "-" else None
     if out.suffix != ".npy":
         raise ConfigError(f"--out must name a .npy file; got {str(out)!r}.")
+    from embedstack.io import check_output
+
+    check_output(out, force=force, file=True)  # before any model work
     encoder: Any = resolve(model)
     options = {k: v for k, v in {"backend": backend, "precision": precision, "num_threads": threads}.items() if v is not None}
     if hasattr(encoder, "with_options"):
@@ -94,7 +99,7 @@ def encode_command(
 
             buf = io.BytesIO()
             np.save(buf, vectors)
-            atomic_write_bytes(out, buf.getvalue())
+            atomic_write_bytes(out, buf.getvalue(), force=force)
             prog.update(task, completed=len(texts))
     seconds = time.perf_counter() - t0
     n, dim = int(vectors.shape[0]), int(vectors.shape[1])

@@ -81,6 +81,7 @@ def ladder(
     max_pairs: int | None = typer.Option(None, "--max-pairs", help="Evaluate only the first N STS pairs."),
     download: bool = typer.Option(False, "--download", help="Allow downloading datasets that are not local."),
     out: Path | None = typer.Option(None, "--out", help="Also write the report as Markdown to this file."),
+    force: bool = typer.Option(False, "--force", help="Write --out even where a folder of that name exists (it is deleted)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (and nothing else there)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     list_rows: bool = typer.Option(False, "--list", help="List the rows and whether each can run; run nothing."),
@@ -97,6 +98,10 @@ def ladder(
     for name, value in (("--max-queries", max_queries), ("--max-pairs", max_pairs)):
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be a positive int, got {value}.")
+    if out is not None:
+        from embedstack.io import check_output
+
+        check_output(out, force=force, file=True)  # before the runs, not after them
     only_list = [s for s in (only or []) if s.strip()] or None
     data = load_ladder_data(quick=quick, sample=sample, download=download, max_queries=max_queries,
                             max_pairs=max_pairs)
@@ -135,7 +140,7 @@ def ladder(
             cmd += [name, str(value)] if value is not None else []
         footer = (f"- Command: `{shlex.join(cmd)}`; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
                   f"on {os.cpu_count()} CPUs.\n")
-        atomic_write_text(out, "# embedstack ladder\n\n" + report.to_markdown() + footer)
+        atomic_write_text(out, "# embedstack ladder\n\n" + report.to_markdown() + footer, force=force)
     if json_out:
         emit_json(report.to_dict())
     else:

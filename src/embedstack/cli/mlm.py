@@ -46,6 +46,8 @@ def mlm_command(
                                   "with AMX / AVX-512 BF16)."),
     encoding: str = ENCODING_OPTION,
     errors: TextErrors = ERRORS_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a model folder saved by "
+                               "embedstack (its files are deleted)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -61,6 +63,9 @@ def mlm_command(
 
     if threads is not None:
         torch.set_num_threads(threads)
+    from embedstack.io import SENTENCE_MODEL, check_output
+
+    check_output(out, kind=SENTENCE_MODEL, force=force)  # before minutes of training, not after
     t0 = time.perf_counter()
     text = text_options(encoding, errors)
     next(iter(iter_texts(corpus, **text)), None)  # fail fast (DatasetError) on a missing corpus
@@ -87,7 +92,7 @@ def mlm_command(
         result = pretrain_mlm(lambda: iter_texts(corpus, **text), tokenizer, config, minutes=minutes, max_steps=max_steps,
                               batch_size=batch_size, max_len=max_len, lr=lr, seed=seed, precision=precision,
                               progress=on_step)
-    folder = save_pretrained(result, out, max_seq_length=max_len,
+    folder = save_pretrained(result, out, force=force, max_seq_length=max_len,
                              extra={"corpus": corpus, "vocab_from": vocab_from, "lr": lr, "seed": seed,
                                     "precision": precision})
     first = result.losses[0][1] if result.losses else float("nan")

@@ -38,19 +38,26 @@ _EPOCHS_HELP = "Passes over the corpus."
 _WORKERS = typer.Option(None, "--workers", help="Threads (default: all CPUs).")
 _SEED = typer.Option(1, "--seed", help="Random seed (runs with --workers 1 are reproducible).")
 _JSON = typer.Option(False, "--json", help="Print one JSON object on stdout (and nothing else there).")
+_FORCE = typer.Option(False, "--force", help="Replace --out even if it is not saved word vectors (its files are deleted).")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 _W2V_TEXT = typer.Option(False, "--word2vec-format", help="Also write vectors.txt (word2vec text format).")
 
 
 
 
+_VECTORS_TYPE = {"word2vec": "KeyedVectors", "fasttext": "FastTextKeyedVectors", "glove": "KeyedVectors"}
+
+
 def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bool, quiet: bool,
-         text_copy: bool, text: dict[str, str]) -> None:
+         text_copy: bool, text: dict[str, str], force: bool = False) -> None:
     from embedstack.data import iter_texts
     from embedstack.static._corpus import IdCorpus
     from embedstack.static.specs import default_vectors_path
 
     out = Path(out) if out is not None else default_vectors_path(kind)
+    from embedstack.io import check_output
+
+    check_output(out, kind=_VECTORS_TYPE[kind], force=force)  # before reading the corpus
 
     t0 = time.perf_counter()
     with progress(quiet=quiet or json_out) as prog:
@@ -74,7 +81,7 @@ def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bo
                                  f"loss {p.get('loss', 0):.4f}")
 
         trainer.fit(data, progress=on_train)
-    trainer.save(out)
+    trainer.save(out, force=force)
     if text_copy:
         trainer.wv_.save_word2vec_format(Path(out) / "vectors.txt")
     stats = trainer.stats_
@@ -108,7 +115,7 @@ def word2vec_cmd(
     sample: float = typer.Option(1e-3, "--sample", help="Subsampling threshold (0: off)."),
     alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
     seed: int = _SEED, text_copy: bool = _W2V_TEXT, encoding: str = ENCODING_OPTION,
-    errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET,
+    errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET, force: bool = _FORCE,
 ) -> None:
     """Train word2vec (skip-gram or CBOW; negative sampling and/or hierarchical softmax)."""
     from embedstack.static.word2vec import Word2Vec
@@ -116,7 +123,7 @@ def word2vec_cmd(
     trainer = Word2Vec(dim=dim, window=window, negative=negative, epochs=epochs, min_count=min_count,
                        max_vocab=max_vocab, workers=workers, sg=sg, hs=hs, sample=sample, alpha=alpha, seed=seed)
     trainer._check()
-    _run("word2vec", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy,
+    _run("word2vec", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy, force=force,
          text=text_options(encoding, errors))
 
 
@@ -134,7 +141,7 @@ def fasttext_cmd(
     bucket: int = typer.Option(2_000_000, "--bucket", help="Hashed n-gram rows."),
     alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
     seed: int = _SEED, text_copy: bool = _W2V_TEXT, encoding: str = ENCODING_OPTION,
-    errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET,
+    errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET, force: bool = _FORCE,
 ) -> None:
     """Train fastText (subword n-gram) vectors; out-of-vocabulary words get vectors from n-grams."""
     from embedstack.static.fasttext import FastText
@@ -143,7 +150,7 @@ def fasttext_cmd(
                        max_vocab=max_vocab, workers=workers, sg=sg, sample=sample, minn=minn, maxn=maxn,
                        bucket=bucket, alpha=alpha, seed=seed)
     trainer._check()
-    _run("fasttext", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy,
+    _run("fasttext", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy, force=force,
          text=text_options(encoding, errors))
 
 
@@ -156,7 +163,7 @@ def glove_cmd(
     x_max: float = typer.Option(100.0, "--x-max", help="Weighting cut-off x_max."),
     learning_rate: float = typer.Option(0.05, "--learning-rate", help="AdaGrad learning rate."),
     seed: int = _SEED, text_copy: bool = _W2V_TEXT, encoding: str = ENCODING_OPTION,
-    errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET,
+    errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET, force: bool = _FORCE,
 ) -> None:
     """Train GloVe vectors (co-occurrence counts + weighted least squares, AdaGrad)."""
     from embedstack._validation import check_int
@@ -167,7 +174,7 @@ def glove_cmd(
                     workers=workers, x_max=x_max, learning_rate=learning_rate, seed=seed)
     check_int(trainer, "dim", dim, low=1)
     check_workers(trainer, workers)
-    _run("glove", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy,
+    _run("glove", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy, force=force,
          text=text_options(encoding, errors))
 
 

@@ -348,21 +348,25 @@ def _shuffled_batches(buf: list[np.ndarray], batch_size: int, rng: np.random.Gen
 
 
 def save_pretrained(result: PretrainResult, out: str | os.PathLike[str], *, max_seq_length: int = 128,
-                    pooling: str = "mean", extra: dict[str, Any] | None = None) -> Path:
-    """Save the encoder as a sentence-transformers folder (+ ``mlm_head.safetensors``, ``training.json``)."""
+                    pooling: str = "mean", extra: dict[str, Any] | None = None, force: bool = False) -> Path:
+    """Save the encoder as a sentence-transformers folder (+ ``mlm_head.safetensors``, ``training.json``).
+
+    All files are written in one atomic folder swap; ``force`` as in :meth:`SentenceEncoder.save`.
+    """
     from safetensors.torch import save_file
 
-    from embedstack.io import atomic_write_text
     from embedstack.neural.sentence import SentenceEncoder
 
     enc = SentenceEncoder(result.model.bert, result.tokenizer, pooling=pooling, normalize=False,
                           max_seq_length=min(max_seq_length, result.model.config.max_position_embeddings),
                           name=Path(out).name)
-    folder = enc.save(out)
     head = {f"cls.predictions.{k}": v.detach().contiguous() for k, v in result.model.cls.predictions.state_dict().items()
             if not k.startswith("decoder.")}
-    save_file(head, str(folder / "mlm_head.safetensors"), metadata={"format": "pt"})
     info = {"steps": result.steps, "sequences": result.sequences, "tokens": result.tokens,
             "seconds": round(result.seconds, 1), "epochs": result.epochs, "losses": result.losses, **(extra or {})}
-    atomic_write_text(folder / "training.json", json.dumps(info, indent=2))
-    return folder
+
+    def add_files(tmp: Path) -> None:  # inside the temporary folder: part of the same atomic swap
+        save_file(head, str(tmp / "mlm_head.safetensors"), metadata={"format": "pt"})
+        (tmp / "training.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    return enc.save(out, force=force, extra=add_files)

@@ -437,10 +437,16 @@ class SentenceEncoder:
         """Load a sentence-transformers folder (or a plain BERT folder: mean pooling, normalised).
 
         ``options`` override what the folder says (``pooling``, ``normalize``, ``backend`` ...).
+        Folders saved by embedstack list their files' sha256 in ``embedstack.json``; they are checked
+        unless ``verify=False`` is given or ``EMBEDSTACK_VERIFY=0`` is set.
         """
+        from embedstack.io import verify_files
+
         folder = Path(path)
+        verify = options.pop("verify", None)
         if not folder.is_dir():
             raise FormatError(f"Model folder {folder} does not exist.")
+        verify_files(folder, _read_json_opt(folder / "embedstack.json"), verify=verify)
         modules = _read_modules(folder)
         transformer_dir = folder
         pooling, dense, normalize = "mean", None, False
@@ -486,9 +492,19 @@ class SentenceEncoder:
         enc.folder = folder
         return enc
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a sentence-transformers folder atomically (also read back by :meth:`from_folder`)."""
-        with atomic_dir(path) as tmp:
+    def save(self, path: str | os.PathLike[str], *, force: bool = False,
+             extra: Callable[[Path], None] | None = None) -> Path:
+        """Write a sentence-transformers folder atomically (also read back by :meth:`from_folder`).
+
+        Args:
+            path: destination folder; an existing one is replaced only if embedstack saved a model there
+                (``embedstack.json``) or it is empty, unless ``force=True``.
+            force: replace whatever is at ``path``.
+            extra: called with the temporary folder to add files of its own before the swap.
+        """
+        from embedstack.io import SENTENCE_MODEL, file_checksums
+
+        with atomic_dir(path, kind=SENTENCE_MODEL, force=force) as tmp:
             cfg = self.model.config.to_dict()
             (tmp / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
             save_weights(self.model, tmp / "model.safetensors")
@@ -512,7 +528,10 @@ class SentenceEncoder:
                         "similarity_fn_name": "cosine", "model_type": "SentenceTransformer",
                         "__version__": {"embedstack": _version()}}
             (tmp / "config_sentence_transformers.json").write_text(json.dumps(st_model, indent=2), encoding="utf-8")
-            ours = {"name": self.name, "truncate_dim": self.truncate_dim, "format_version": 1}
+            if extra is not None:
+                extra(tmp)
+            ours = {"name": self.name, "truncate_dim": self.truncate_dim, "format_version": 1,
+                    "files": file_checksums(tmp, exclude=("embedstack.json",))}
             (tmp / "embedstack.json").write_text(json.dumps(ours, indent=2), encoding="utf-8")
         self.folder = Path(path)
         return Path(path)

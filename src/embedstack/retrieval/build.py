@@ -81,7 +81,7 @@ def read_corpus(source: str | os.PathLike[str], *, encoding: str = "utf-8", erro
 def build_index(texts: Sequence[str], ids: Sequence[str], encoder: Any, *, spec: str,
                 index: str = "flat", metadata: Sequence[dict[str, Any] | None] | None = None,
                 out: str | os.PathLike[str] | None = None, batch_size: int = 64,
-                progress: Progress | None = None, chunk: int = 4096) -> Any:
+                progress: Progress | None = None, chunk: int = 4096, force: bool = False) -> Any:
     """Encode ``texts`` with ``encoder`` into a new index (saved to ``out`` when given).
 
     Args:
@@ -90,12 +90,18 @@ def build_index(texts: Sequence[str], ids: Sequence[str], encoder: Any, *, spec:
         spec: the model SPEC, recorded in the manifest so the encoder can be resolved again.
         index: an :func:`embedstack.index.from_spec` spec for dense encoders (sparse encoders always
             get a :class:`~embedstack.index.SparseIndex`).
-        out: folder to save to (atomically).
+        out: folder to save to (atomically); checked before encoding: it must be absent, empty or a
+            saved index unless ``force=True``.
     """
     from embedstack.index import SparseIndex, from_spec
     from embedstack.models import needs_fit
 
     progress = progress or _noop
+    if out is not None:  # refuse a foreign folder before the encoding work, not after it
+        from embedstack.index.store import INDEX_KIND, real_path
+        from embedstack.io import check_output
+
+        check_output(real_path(out), kind=INDEX_KIND, force=force)
     n = len(texts)
     if needs_fit(encoder):
         progress("fit", 0, 1)
@@ -125,7 +131,7 @@ def build_index(texts: Sequence[str], ids: Sequence[str], encoder: Any, *, spec:
     idx.encoder = encoder_identity(encoder, spec)
     if out is not None:
         saveable = callable(getattr(encoder, "save", None)) and bool(getattr(encoder, "type_name", ""))
-        idx.save(out, encoder=encoder if saveable else None)
+        idx.save(out, encoder=encoder if saveable else None, force=force)
     return idx
 
 
