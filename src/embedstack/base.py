@@ -83,7 +83,7 @@ class Reranker(Protocol):
 class VectorIndex(Protocol):
     """A searchable collection of vectors keyed by user string ids."""
 
-    def add(self, vectors: np.ndarray, ids: Sequence[str]) -> None: ...
+    def add(self, vectors: np.ndarray, ids: Sequence[str]) -> Any: ...  # returns the index (fluent)
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]: ...
 

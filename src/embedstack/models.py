@@ -20,7 +20,7 @@ from typing import Any
 
 from embedstack.errors import ConfigError, EmbedstackError, ModelNotFoundError
 
-__all__ = ["resolve", "register_spec", "known_specs", "needs_fit", "parse_spec", "did_you_mean"]
+__all__ = ["load", "resolve", "register_spec", "known_specs", "needs_fit", "parse_spec", "did_you_mean"]
 
 Factory = Callable[[str | None], Any]
 
@@ -139,6 +139,26 @@ def resolve(spec: str) -> Any:
         f"Cannot parse model spec {spec!r}.{did_you_mean(kind, _known_names())} Use one of {sorted(_SPECS)} "
         "(e.g. 'lsa:256'), a saved model folder, or a transformer model name."
     )
+
+
+def load(spec: str, **options: Any) -> Any:
+    """``embedstack.load``: any model SPEC → an encoder (``bm25``, ``lsa:256``, ``word2vec:PATH``, a saved
+    folder, ``all-MiniLM-L6-v2@pooling=cls`` ...).
+
+    Counting models and SIF pooling come back unfitted (see :func:`needs_fit`): ``.fit(texts)`` them
+    (it returns the encoder). ``options`` are transformer options (``pooling="cls"``, ``precision="bf16"``
+    ...), as in the ``@option=value`` suffix; other models take none.
+
+    Example:
+        >>> load("lsa:2").fit(["cats purr", "dogs bark", "cats and dogs", "birds sing"]).encode("cats").shape
+        (2,)
+    """
+    encoder = resolve(spec)
+    if options:
+        if not callable(getattr(encoder, "with_options", None)):
+            raise ConfigError(f"{type(encoder).__name__} from {spec!r} takes no options; got {sorted(options)}.")
+        encoder = encoder.with_options(**options)
+    return encoder
 
 
 def needs_fit(encoder: Any) -> bool:

@@ -247,8 +247,10 @@ class BM25(_Weighted):
         """True once :meth:`index` has built the search structure."""
         return getattr(self, "index_", None) is not None
 
-    def index(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> None:
-        """Fit on ``texts`` (the collection defines N, df, avgdl) and build the inverted index.
+    def index(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> BM25:
+        """Fit on ``texts`` (the collection defines N, df, avgdl) and build the inverted index; return self.
+
+        So ``BM25().index(docs).search(["query"])`` reads as one line.
 
         Args:
             texts: the documents.
@@ -270,6 +272,7 @@ class BM25(_Weighted):
         self.doc_ids_ = doc_ids
         if self._kernel() is None:
             self._impacts()  # precompute the numpy scoring layout with the index
+        return self
 
     def _impacts(self) -> _Impacts:
         """The scoring layout of the index, derived once from ``index_`` (not stored on disk)."""

@@ -129,8 +129,8 @@ class BaseIndex:
         return doc_id in self._pos
 
     def add(self, vectors: Any, ids: Sequence[str], *, texts: Sequence[str | None] | None = None,
-            metadata: Sequence[Mapping[str, Any] | None] | None = None) -> None:
-        """Add documents: ``vectors`` (n, dim) with user ``ids`` and optional ``texts``/``metadata``.
+            metadata: Sequence[Mapping[str, Any] | None] | None = None) -> Any:
+        """Add documents: ``vectors`` (n, dim) with user ``ids`` and optional ``texts``/``metadata``; return self.
 
         Raises:
             DimensionMismatch: the vectors do not have the index's dimensionality.
@@ -156,7 +156,7 @@ class BaseIndex:
                 f"id {clash[0]!r} is already in the index ({len(clash)} duplicates); remove it first to replace it."
             )
         if n == 0:
-            return
+            return self
         self._append(data)
         start = len(self._ids)
         self.docs.add(range(start, start + n), ids, texts, metadata)
@@ -164,6 +164,7 @@ class BaseIndex:
         self._ids.extend(ids)
         self._pos.update((u, start + j) for j, u in enumerate(ids))
         self._dead = np.concatenate([self._dead, np.zeros(n, dtype=bool)])
+        return self
 
     @staticmethod
     def _check_id(doc_id: Any) -> str:

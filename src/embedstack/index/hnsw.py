@@ -125,9 +125,10 @@ class HNSWIndex(BaseIndex):
         scores = np.where(valid, scores, -np.inf).astype(np.float32)
         return scores, ids, {}
 
-    def set_ef(self, ef: int) -> None:
-        """Change the search-time candidate list size."""
+    def set_ef(self, ef: int) -> HNSWIndex:
+        """Change the search-time candidate list size; return self."""
         self.ef = int(check_int(self, "ef", ef, low=1))  # type: ignore[arg-type]
+        return self
 
     def _compact_rows(self, keep: np.ndarray) -> None:
         old = self._index
