@@ -44,43 +44,44 @@ def download_file(url: str, dest: Path, *, sha256: str | None = None, md5: str |
                   timeout: float = 60.0, progress: ProgressFn | None = None) -> Path:
     """Stream ``url`` (http, https or file) to ``dest`` and verify its checksum(s).
 
-    The data goes to ``dest.part`` first and is renamed to ``dest`` only after the checksum matched.
+    The data goes to a temporary sibling (:class:`embedstack.io.AtomicFile`) and is renamed to
+    ``dest`` only after the checksum matched; a failed or interrupted download leaves nothing behind.
 
     Raises:
         DatasetError: the URL cannot be fetched or the checksum does not match.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    from embedstack.io import AtomicFile
+
+    pending = AtomicFile(dest)
     h256, hmd5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as out:  # noqa: S310
-            total = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
-            total_n = int(total) if total and str(total).isdigit() else None
-            done = 0
-            while block := resp.read(_CHUNK):
-                out.write(block)
-                h256.update(block)
-                hmd5.update(block)
-                done += len(block)
-                if progress is not None:
-                    progress(done, total_n)
-            out.flush()
-            os.fsync(out.fileno())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        raise DatasetError(f"could not download {url}: {exc}. Check the network connection, or download the "
-                           f"file yourself and place it as described by `embedstack datasets info`.") from None
-    for algo, expected, got in (("sha256", sha256, h256.hexdigest()), ("md5", md5, hmd5.hexdigest())):
-        if expected and expected.lower() != got:
-            part.unlink(missing_ok=True)
-            raise DatasetError(
-                f"checksum mismatch for {url}: expected {algo} {expected}, got {got}. The download is corrupt "
-                f"or the file changed upstream; retry, or place a verified copy yourself."
-            )
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(pending.tmp, "wb") as out:  # noqa: S310
+                total = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
+                total_n = int(total) if total and str(total).isdigit() else None
+                done = 0
+                while block := resp.read(_CHUNK):
+                    out.write(block)
+                    h256.update(block)
+                    hmd5.update(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total_n)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DatasetError(f"could not download {url}: {exc}. Check the network connection, or download the "
+                               f"file yourself and place it as described by `embedstack datasets info`.") from None
+        for algo, expected, got in (("sha256", sha256, h256.hexdigest()), ("md5", md5, hmd5.hexdigest())):
+            if expected and expected.lower() != got:
+                raise DatasetError(
+                    f"checksum mismatch for {url}: expected {algo} {expected}, got {got}. The download is corrupt "
+                    f"or the file changed upstream; retry, or place a verified copy yourself."
+                )
+    except BaseException:
+        pending.abort()
+        raise
     if not sha256 and not md5:
         log.warning("no published checksum for %s; the download was not verified (sha256 %s)", url, h256.hexdigest())
-    os.replace(part, dest)
-    return dest
+    return pending.commit()
 
 
 def _check_member(name: str, root: Path) -> Path:
@@ -172,7 +173,7 @@ def fetch(spec: DatasetSpec, target: Path, *, progress: ProgressFn | None = None
 
     if not spec.downloads:
         raise DatasetError(f"dataset {spec.name!r} has no download source. {spec.how_to_provide()}")
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, force=True) as tmp:  # our own cache folder: a partial copy there is replaced
         for dl in spec.downloads:
             _fetch_one(dl, tmp, progress=progress)
         for rel, expected in spec.files:

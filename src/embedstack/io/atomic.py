@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from embedstack.errors import OutputExistsError
 
@@ -51,7 +51,7 @@ SENTENCE_MODEL = "sentence-transformers model"
 _MARKER = "embedstack.json"
 
 #: what may be replaced: a manifest ``type``, several, a predicate over the manifest, or None (any artifact)
-Kind = Union[str, Collection[str], Callable[[dict[str, Any]], bool], None]
+Kind = str | Collection[str] | Callable[[dict[str, Any]], bool] | None
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -194,6 +194,31 @@ def check_output(path: str | os.PathLike[str], *, kind: Kind = None, force: bool
     raise OutputExistsError(f"{target} is a file, not an embedstack {_kind_label(kind)} folder; saving there would destroy it.")
 
 
+# --------------------------------------------------------------------------- permissions
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (mkstemp/mkdtemp ignore it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _set_mode(tmp: Path, target: Path, default: int) -> None:
+    """Give ``tmp`` the mode of the ``target`` it replaces, or what a plain open/mkdir would give."""
+    try:
+        mode = target.stat().st_mode & 0o7777 if target.exists() else default & ~_umask()
+        os.chmod(tmp, mode)
+    except OSError:  # pragma: no cover - filesystems without modes
+        pass
+
+
 # --------------------------------------------------------------------------- files
 
 class AtomicFile:
@@ -220,6 +245,7 @@ class AtomicFile:
         os.close(fd)
         self.tmp = Path(tmp)
         self.done = False
+        _set_mode(self.tmp, self.path if self.path.is_file() else Path(tmp) / "-", 0o666)
 
     def commit(self) -> Path:
         """fsync the temporary file and rename it over the target (checked again first)."""
@@ -350,6 +376,7 @@ def atomic_dir(path: str | os.PathLike[str], *, kind: Kind = None, force: bool =
     recover_dir(target)
     check_output(target, kind=kind, force=force)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _set_mode(tmp, target if target.is_dir() else tmp / "-", 0o777)
     try:
         yield tmp
         _fsync_tree(tmp)

@@ -94,7 +94,7 @@ def download_model(repo: str, *, revision: str = "main", timeout: float = 60.0) 
         )
     from embedstack.io import atomic_dir
 
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, force=True) as tmp:  # our own cache folder: an incomplete copy there is replaced
         for name in _ROOT_FILES:
             _fetch(repo, revision, name, tmp / name, optional=name in _OPTIONAL, timeout=timeout)
         modules_file = tmp / "modules.json"

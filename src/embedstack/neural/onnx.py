@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -33,7 +32,7 @@ torch = require("torch", "torch", "ONNX export")
 from torch import nn  # noqa: E402
 
 from embedstack.errors import ConfigError  # noqa: E402
-from embedstack.io import atomic_write_bytes  # noqa: E402
+from embedstack.io import AtomicFile, atomic_write_bytes  # noqa: E402
 from embedstack.neural.transformer import BertModel  # noqa: E402
 
 if TYPE_CHECKING:
@@ -66,20 +65,16 @@ def export_onnx(model: BertModel, path: str | os.PathLike[str], *, opset: int = 
     model.eval().set_attention("eager")
     ids = torch.tensor([[2, 5, 6, 3], [2, 5, 3, 0]], dtype=torch.int64) % model.config.vocab_size
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.int64)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), AtomicFile(path) as f:  # renamed over `path` only if the export succeeds
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(
-                _Exportable(model), (ids, mask), str(tmp), dynamo=False, opset_version=opset,
+                _Exportable(model), (ids, mask), str(f.tmp), dynamo=False, opset_version=opset,
                 input_names=["input_ids", "attention_mask"], output_names=["token_embeddings"],
                 dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                               "token_embeddings": {0: "batch", 1: "tokens"}},
             )
-        os.replace(tmp, path)
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         for module, impl in zip(model.attention_modules(), before, strict=True):
             module.implementation = impl
     return path

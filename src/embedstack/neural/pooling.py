@@ -134,15 +134,17 @@ class Dense(nn.Module):
         return dense
 
     def save_st(self, folder: str | os.PathLike[str]) -> None:
-        from safetensors.torch import save_file
+        """Write the sentence-transformers ``Dense`` module files (each atomically) into ``folder``."""
+        from safetensors.torch import save
+
+        from embedstack.io import atomic_write_bytes, atomic_write_text
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         cfg = {"in_features": self.linear.in_features, "out_features": self.linear.out_features,
                "bias": self.linear.bias is not None, "activation_function": self.activation_name}
-        (folder / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / "model.safetensors"),
-                  metadata={"format": "pt"})
+        atomic_write_text(folder / "config.json", json.dumps(cfg, indent=2))
+        atomic_write_bytes(folder / "model.safetensors",
+                           save({k: v.contiguous() for k, v in self.state_dict().items()}, metadata={"format": "pt"}))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

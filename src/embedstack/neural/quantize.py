@@ -34,6 +34,7 @@ from embedstack._extras import require
 torch = require("torch", "torch", "int8 quantization")
 
 from embedstack.errors import ConfigError  # noqa: E402
+from embedstack.io import AtomicFile  # noqa: E402
 
 __all__ = ["ONNX_RECIPES", "quantize_onnx", "quantize_torch_dynamic"]
 
@@ -64,11 +65,9 @@ def quantize_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, r
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, **kwargs.pop("extra_options", {})}
     kwargs["extra_options"] = extra
     dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), AtomicFile(dst) as f:  # renamed over `dst` only if quantization succeeds
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(src), str(tmp), **kwargs)
-    os.replace(tmp, dst)
+        quantize_dynamic(str(src), str(f.tmp), **kwargs)
     return dst
 
 

@@ -152,18 +152,23 @@ class WordPiece:
         return list(self.tokenizer.encode(text, add_special_tokens=False).tokens)
 
     def save(self, folder: str | os.PathLike[str], *, model_max_length: int = 512) -> None:
-        """Write ``tokenizer.json``, ``vocab.txt``, ``tokenizer_config.json``, ``special_tokens_map.json``."""
+        """Write ``tokenizer.json``, ``vocab.txt``, ``tokenizer_config.json``, ``special_tokens_map.json``.
+
+        Each file is written atomically (:func:`embedstack.io.atomic_write_text`).
+        """
+        from embedstack.io import atomic_write_text
+
         folder = Path(folder)
-        self.tokenizer.save(str(folder / "tokenizer.json"))
+        atomic_write_text(folder / "tokenizer.json", self.tokenizer.to_str(pretty=True))
         vocab = self.tokenizer.get_vocab()
         words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-        (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+        atomic_write_text(folder / "vocab.txt", "\n".join(words) + "\n")
         specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                     "mask_token": "[MASK]"}
         config = {"do_lower_case": self.do_lower_case, **specials, "tokenize_chinese_chars": True,
                   "strip_accents": None, "tokenizer_class": "BertTokenizer", "model_max_length": model_max_length}
-        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2), encoding="utf-8")
+        atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2))
+        atomic_write_text(folder / "special_tokens_map.json", json.dumps(specials, indent=2))
 
 
 def _lower_case(folder: Path) -> bool:

@@ -231,13 +231,18 @@ class IdCorpus:
             yield [words[i] for i in self.ids[a:b].tolist()]
 
     def write_lines(self, path: str | os.PathLike[str]) -> Path:
-        """Write one sentence per line, tokens separated by spaces (gensim's ``LineSentence`` input)."""
-        p = Path(path)
-        with open(p, "w", encoding="utf-8") as fh:
+        """Write one sentence per line, tokens separated by spaces (gensim's ``LineSentence`` input).
+
+        The file is written atomically (:class:`embedstack.io.AtomicFile`): an existing ``path`` is
+        replaced only once every line is written.
+        """
+        from embedstack.io import AtomicFile
+
+        with AtomicFile(path) as f, open(f.tmp, "w", encoding="utf-8") as fh:
             for sent in self.sentences():
                 fh.write(" ".join(sent))
                 fh.write("\n")
-        return p
+        return f.path
 
     def close(self) -> None:
         """Delete the temporary id file, if any (also done when the corpus is garbage-collected)."""
