@@ -72,11 +72,10 @@ def build(
     import time
 
     from embedstack.index import set_alias
-    from embedstack.models import resolve
-    from embedstack.retrieval import build_index, read_corpus
-
     from embedstack.index.store import INDEX_KIND, real_path
     from embedstack.io import check_output
+    from embedstack.models import resolve
+    from embedstack.retrieval import build_index, read_corpus
 
     spec = index_spec_for(quantization, hnsw, index)
     check_output(real_path(out), kind=INDEX_KIND, force=force)  # before reading or encoding anything
