@@ -10,13 +10,37 @@ from typing import Any
 import typer
 from rich.console import Console
 
-__all__ = ["err_console", "out_console", "print_json", "print_table", "progress", "ENCODING_OPTION", "ERRORS_OPTION",
-           "TextErrors", "text_options"]
+__all__ = ["err_console", "out_console", "print_json", "print_table", "progress", "route_warnings", "ENCODING_OPTION",
+           "ERRORS_OPTION", "TextErrors", "text_options"]
 
 # Results (hit lists, metric tables, listings) go to stdout, so `cmd > file` keeps them; progress bars,
 # logs and notes go to stderr. With `--json` stdout holds exactly one JSON object and nothing else.
 err_console = Console(stderr=True)
 out_console = Console(soft_wrap=True)  # a line written to a file or pipe is never broken at 80 columns
+
+
+def route_warnings() -> None:
+    """On the command line, Python warnings become one ``warning: ...`` line on stderr when embedstack
+    raised them, and DEBUG log records (logger ``embedstack.warnings``) when a third-party library did
+    (torch, onnxruntime ...): no source lines, no stray library notes on the user's terminal."""
+    import logging
+    import os
+    import warnings
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    seen: set[str] = set()
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        if not os.path.abspath(filename).startswith(package):
+            logging.getLogger("embedstack.warnings").debug("%s: %s (%s:%d)", category.__name__, text, filename, lineno)
+            return
+        if text not in seen:
+            seen.add(text)
+            err_console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+    warnings.showwarning = show
 
 
 def print_json(obj: Any) -> None:

@@ -78,6 +78,9 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """embedstack command line."""
+    from embedstack.cli._common import route_warnings
+
+    route_warnings()
 
 
 def _register() -> None:

@@ -1,5 +1,10 @@
 """``embedstack encode --model SPEC INPUT --out FILE.npy``: encode texts (one per line) to a .npy file.
 
+Every encoder kind works: dense models (transformers, ``lsa:256``, ``word2vec:PATH`` ...) write a float32
+``.npy``; sparse models (``bow``, ``tfidf``, ``bm25``) write a ``scipy.sparse`` ``.npz`` (load it with
+``scipy.sparse.load_npz``). A model that must be fitted first (``tfidf``, ``lsa:256`` ...) is fitted on
+the input texts themselves, unless SPEC is a fitted model folder.
+
 INPUT is a text file with one text per line, or ``-`` for stdin. Transformer models stream: the
 vectors go into a memory-mapped ``.npy`` chunk by chunk, so memory stays flat on huge inputs.
 SPEC is any model spec (``all-MiniLM-L6-v2``, ``all-MiniLM-L6-v2@pooling=cls``, a model folder ...).
@@ -38,10 +43,53 @@ def _lines(source: str, encoding: str, errors: str) -> Iterator[str]:
         yield line
 
 
+def _encode_in_memory(encoder: Any, texts: list[str], *, sparse: bool, role: str, batch_size: int,
+                      progress: Any) -> Any:
+    """Rows of every text (dense float32 array or scipy.sparse CSR), encoded in slices so progress moves."""
+    import numpy as np
+
+    step = max(1, int(batch_size)) * 16
+    parts: list[Any] = []
+    for s in range(0, len(texts), step):
+        part = texts[s:s + step]
+        if sparse:
+            parts.append(encoder.encode_sparse(part, role=role))
+        else:
+            parts.append(np.asarray(encoder.encode(part, role=role, batch_size=batch_size), dtype=np.float32))
+        progress(s + len(part))
+    if sparse:
+        import scipy.sparse as sp
+
+        if not parts:
+            return sp.csr_array((0, int(getattr(encoder, "n_features", 0))), dtype=np.float32)
+        return sp.csr_array(sp.vstack(parts, format="csr"))
+    if not parts:
+        return np.zeros((0, int(getattr(encoder, "dim", 0))), dtype=np.float32)
+    return np.concatenate(parts)
+
+
+def _save_matrix(out: Path, matrix: Any, *, force: bool) -> None:
+    """``.npy`` (dense) or ``.npz`` (``scipy.sparse.save_npz``) through the one atomic writer."""
+    import io
+
+    import numpy as np
+
+    from embedstack.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    if hasattr(matrix, "tocsr"):
+        import scipy.sparse as sp
+
+        sp.save_npz(buf, matrix.tocsr(), compressed=True)
+    else:
+        np.save(buf, matrix)
+    atomic_write_bytes(out, buf.getvalue(), force=force)
+
+
 def encode_command(
     input: str = typer.Argument(..., help="Text file, one text per line, or '-' for stdin."),
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC: name, folder, or NAME@option=value,..."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .npy file (float32, one row per line)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file, one row per line: .npy (float32) for dense models, .npz (scipy.sparse) for bow/tfidf/bm25."),
     backend: str | None = typer.Option(None, "--backend", help="torch or onnx (transformers only)."),
     precision: str | None = typer.Option(None, "--precision", help="fp32, bf16 or bf16-pure (torch), or int8 (transformers only)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
@@ -54,9 +102,7 @@ def encode_command(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Encode texts (one per line) into a float32 .npy matrix."""
-    import numpy as np
-
+    """Encode texts (one per line) into a float32 .npy matrix (.npz sparse matrix for bow/tfidf/bm25)."""
     from embedstack.data._io import scan_lines
     from embedstack.errors import ConfigError, InputError
     from embedstack.models import needs_fit, resolve
@@ -66,12 +112,17 @@ def encode_command(
     text = text_options(encoding, errors)
     # one pass over the file before any model work: counts the lines and stops at a bad byte
     total = scan_lines(input, **text) if input != "-" else None
-    if out.suffix != ".npy":
-        raise ConfigError(f"--out must name a .npy file; got {str(out)!r}.")
+    if out.suffix not in (".npy", ".npz"):
+        raise ConfigError(f"--out must name a .npy file (dense models) or a .npz file (bow/tfidf/bm25); got {str(out)!r}.")
     from embedstack.io import check_output
 
     check_output(out, force=force, file=True)  # before any model work
     encoder: Any = resolve(model)
+    sparse = not callable(getattr(encoder, "encode", None)) and callable(getattr(encoder, "encode_sparse", None))
+    want = ".npz" if sparse else ".npy"
+    if out.suffix != want:
+        kind = "a sparse model: its rows go to a .npz file" if sparse else "a dense model: its vectors go to a .npy file"
+        raise ConfigError(f"{model!r} is {kind}; use --out {out.with_suffix(want)}.")
     options = {k: v for k, v in {"backend": backend, "precision": precision, "num_threads": threads}.items() if v is not None}
     if hasattr(encoder, "with_options"):
         if options:
@@ -82,25 +133,24 @@ def encode_command(
             err_console.print(f"model {model!r} loaded from {encoder.source}")
     elif options:
         raise ConfigError(f"--backend/--precision/--threads apply to transformer models only; {model!r} is not one.")
-    if needs_fit(encoder):
-        raise ConfigError(f"Model {model!r} must be fitted on a corpus first; train it and pass the saved folder.")
+    texts: list[str] | None = None
     t0 = time.perf_counter()
+    if needs_fit(encoder):
+        texts = list(_lines(input, **text))
+        if not quiet and not json_out:
+            err_console.print(f"fitting {model} on the {len(texts):,} input texts (to encode with a model fitted "
+                              "on another corpus, give its saved folder as --model)", highlight=False)
+        encoder.fit(texts)
     with progress(quiet=quiet or json_out) as prog:
         task = prog.add_task("encoding", total=total, info="")
         if hasattr(encoder, "with_options"):
             vectors = encoder.encode(_lines(input, **text), role=role, batch_size=batch_size, out=out,
                                      progress=lambda n: prog.update(task, completed=n))
         else:
-            texts = list(_lines(input, **text))
-            vectors = np.asarray(encoder.encode(texts, role=role, batch_size=batch_size), dtype=np.float32)
-            import io
-
-            from embedstack.io import atomic_write_bytes
-
-            buf = io.BytesIO()
-            np.save(buf, vectors)
-            atomic_write_bytes(out, buf.getvalue(), force=force)
-            prog.update(task, completed=len(texts))
+            texts = texts if texts is not None else list(_lines(input, **text))
+            vectors = _encode_in_memory(encoder, texts, sparse=sparse, role=role, batch_size=batch_size,
+                                        progress=lambda n: prog.update(task, completed=n))
+            _save_matrix(out, vectors, force=force)
     seconds = time.perf_counter() - t0
     n, dim = int(vectors.shape[0]), int(vectors.shape[1])
     info = {"out": str(out), "n": n, "dim": dim, "seconds": round(seconds, 3),
@@ -108,7 +158,8 @@ def encode_command(
     if json_out:
         print_json(info)
     elif not quiet:
-        err_console.print(f"wrote {n:,} × {dim} vectors to {out} ({info['texts_per_second']} texts/s)")
+        what = "sparse rows" if sparse else "vectors"
+        err_console.print(f"wrote {n:,} × {dim} {what} to {out} ({info['texts_per_second']} texts/s)")
 
 
 def register(app: typer.Typer) -> None:

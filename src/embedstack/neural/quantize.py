@@ -24,8 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,8 @@ from embedstack.errors import ConfigError  # noqa: E402
 from embedstack.io import AtomicFile  # noqa: E402
 
 __all__ = ["ONNX_RECIPES", "quantize_onnx", "quantize_torch_dynamic"]
+
+log = logging.getLogger(__name__)
 
 # name -> keyword arguments of onnxruntime.quantization.quantize_dynamic
 ONNX_RECIPES: dict[str, dict[str, Any]] = {
@@ -65,10 +70,36 @@ def quantize_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, r
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT, **kwargs.pop("extra_options", {})}
     kwargs["extra_options"] = extra
     dst = Path(dst)
-    with warnings.catch_warnings(), AtomicFile(dst) as f:  # renamed over `dst` only if quantization succeeds
+    with warnings.catch_warnings(), _root_logging_to(log), AtomicFile(dst) as f:  # renamed over `dst` only on success
         warnings.simplefilter("ignore")
         quantize_dynamic(str(src), str(f.tmp), **kwargs)
     return dst
+
+
+class _Forward(logging.Handler):
+    """Re-log records of the root logger on ``target`` at DEBUG level."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "root":
+            self.target.debug("onnxruntime: %s", record.getMessage())
+
+
+@contextlib.contextmanager
+def _root_logging_to(target: logging.Logger) -> Iterator[None]:
+    """onnxruntime's quantizer calls ``logging.warning`` (the root logger), which installs a stderr
+    handler and prints ``WARNING:root:...`` on the user's terminal; while this is active, those notes go
+    to ``target`` at DEBUG level instead (a handler on root also keeps ``basicConfig`` from running)."""
+    root = logging.getLogger()
+    handler = _Forward(target)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 def quantize_torch_dynamic(model: Any) -> Any:

@@ -273,7 +273,7 @@ class SentenceEncoder:
             self._warned_truncation = True
             warnings.warn(
                 f"{truncated} text(s) longer than max_seq_length={self.max_seq_length} tokens were truncated "
-                "(warned once per encoder; raise max_seq_length to keep more).",
+                "(warned once per encoder; to keep more, raise the model option, e.g. MODEL@max_seq_length=512).",
                 UserWarning, stacklevel=4,
             )
         return ids
