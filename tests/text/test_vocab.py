@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -127,6 +128,11 @@ def test_load_rejects_damaged(tmp_path: Path) -> None:
     arrays = load_arrays(tmp_path / "v" / "arrays.safetensors")
     arrays["counts"] = arrays["counts"][:-1]
     save_arrays(tmp_path / "v" / "arrays.safetensors", arrays)
+    with pytest.raises(FormatError, match=r"arrays\.safetensors has \d+ bytes"):  # the manifest's checksums
+        Vocabulary.load(tmp_path / "v")
+    manifest = json.loads((tmp_path / "v" / "manifest.json").read_text())
+    del manifest["files"]  # as saved before checksums existed: the consistency check still catches it
+    (tmp_path / "v" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FormatError, match="inconsistent"):
         Vocabulary.load(tmp_path / "v")
 
