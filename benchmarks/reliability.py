@@ -36,6 +36,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")  # forked children must not inherit half-started thread pools
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
@@ -306,10 +307,8 @@ def crash_trials(writer: Writer, trials: int, work: Path, rng: random.Random, qu
         pid, rfd = _fork_write(writer, target, "new")
         _wait_ready(rfd)
         time.sleep(rng.uniform(0.0, 1.25 * full))
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already exited: the write completed
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:  # pragma: no cover
-            pass
         _, status = os.waitpid(pid, 0)
         killed = os.WIFSIGNALED(status)
         counts["killed_mid_write"] += int(killed)

@@ -239,3 +239,18 @@ def test_index_verify_command(tmp_path: Path) -> None:
     os.remove(out / "docs.sqlite")
     line = _one_line_error(runner.invoke(app, ["index", "verify", str(out), "--json"]))
     assert "docs.sqlite" in line
+
+
+def test_atomic_writes_keep_ordinary_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.bin"
+        atomic_write_bytes(new, b"x")  # a temp file from mkstemp is 0600; the result must not be
+        assert new.stat().st_mode & 0o777 == 0o644
+        os.chmod(new, 0o640)
+        atomic_write_bytes(new, b"y")  # replacing keeps the file's own mode
+        assert new.stat().st_mode & 0o777 == 0o640
+        _flat().save(tmp_path / "idx")
+        assert (tmp_path / "idx").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(umask)
