@@ -32,6 +32,7 @@ __all__ = [
     "Component",
     "check_is_fitted",
     "one_text_one_vector",
+    "progress_kwargs",
 ]
 
 Role = Literal["document", "query"]
@@ -116,6 +117,21 @@ def one_text_one_vector(encode: Callable[..., Any]) -> Callable[..., Any]:
         return encode(self, texts, *args, **kwargs)
 
     return wrapper
+
+
+def progress_kwargs(encode: Callable[..., Any], report: Callable[[int], None]) -> dict[str, Any]:
+    """``{"progress": report}`` when ``encode`` reports per batch (takes a ``progress`` keyword), else ``{}``.
+
+    Callers that encode in slices pass it along, so a bar moves per batch (a transformer's 1,024-text
+    slice is 16 batches) and not only per slice.
+    """
+    import inspect
+
+    try:
+        takes = "progress" in inspect.signature(encode).parameters
+    except (TypeError, ValueError):  # builtins, C extensions
+        takes = False
+    return {"progress": report} if takes else {}
 
 
 def check_is_fitted(obj: object, attribute: str) -> None:

@@ -181,3 +181,30 @@ def test_progress_shows_remaining_time() -> None:
     from embedstack.cli._common import progress
 
     assert any(isinstance(c, TimeRemainingColumn) for c in progress().columns)
+
+
+class _Batched:
+    """A dense encoder that reports progress per batch, as SentenceEncoder does."""
+
+    dim = 2
+
+    def encode(self, texts, *, role="document", batch_size=64, progress=None):
+        out = np.ones((len(texts), 2), dtype=np.float32)
+        for s in range(0, len(texts), batch_size):
+            if progress is not None:
+                progress(min(s + batch_size, len(texts)))
+        return out
+
+
+def test_eval_and_index_build_progress_moves_per_batch() -> None:
+    from embedstack.evaluation.runners import encode_dense
+    from embedstack.retrieval import build_index
+
+    seen: list[tuple[str, int, int]] = []
+    encode_dense(_Batched(), [f"t{i}" for i in range(10)], batch_size=4,
+                 progress=lambda st, d, t: seen.append((st, d, t)))
+    assert [d for _, d, _ in seen] == [0, 4, 8, 10, 10]
+    seen.clear()
+    build_index([f"t{i}" for i in range(10)], [str(i) for i in range(10)], _Batched(), spec="x", batch_size=3,
+                progress=lambda st, d, t: seen.append((st, d, t)))
+    assert [d for st, d, _ in seen if st == "encode"] == [0, 3, 6, 9, 10, 10]

@@ -103,9 +103,12 @@ def encode_dense(encoder: Any, texts: Sequence[str], *, role: str = "document", 
     texts = list(texts)
     parts = []
     progress(stage, 0, len(texts))
+    from embedstack.base import progress_kwargs
+
     for i in range(0, len(texts), _ENCODE_CHUNK):
         chunk = texts[i:i + _ENCODE_CHUNK]
-        out = np.asarray(encoder.encode(chunk, role=role, batch_size=batch_size), dtype=np.float32)
+        per_batch = progress_kwargs(encoder.encode, lambda d, i=i: progress(stage, i + d, len(texts)))
+        out = np.asarray(encoder.encode(chunk, role=role, batch_size=batch_size, **per_batch), dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != len(chunk):
             raise InputError(
                 f"{type(encoder).__name__}.encode returned shape {out.shape} for {len(chunk)} texts; "

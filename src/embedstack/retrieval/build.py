@@ -111,6 +111,7 @@ def build_index(texts: Sequence[str], ids: Sequence[str], encoder: Any, *, spec:
     if not sparse and not callable(getattr(encoder, "encode", None)):
         raise ConfigError(f"{type(encoder).__name__} from {spec!r} is neither a dense nor a sparse encoder.")
     idx: Any = None
+    progress("encode", 0, n)
     for s in range(0, n, chunk):
         part = list(texts[s : s + chunk])
         if sparse:
@@ -120,7 +121,11 @@ def build_index(texts: Sequence[str], ids: Sequence[str], encoder: Any, *, spec:
                     raise ConfigError(f"{spec!r} is a sparse model: it gets an inverted index; drop the index option {index!r}.")
                 idx = SparseIndex(int(vecs.shape[1]))
         else:
-            vecs = np.asarray(encoder.encode(part, role="document", batch_size=batch_size), dtype=np.float32)
+            from embedstack.base import progress_kwargs
+
+            per_batch = progress_kwargs(encoder.encode, lambda d, s=s: progress("encode", s + d, n))
+            vecs = np.asarray(encoder.encode(part, role="document", batch_size=batch_size, **per_batch),
+                              dtype=np.float32)
             if idx is None:
                 idx = from_spec(index, dim=int(vecs.shape[1]))
         idx.add(vecs, list(ids[s : s + chunk]), texts=part,
