@@ -74,6 +74,9 @@ def test_encode_refuses_a_folder_as_out(tmp_path: Path, model_dir: Path) -> None
     assert res.exit_code == 2, res.output
     assert "--force" in res.output and "Traceback" not in res.output
     assert (folder / "notes.txt").read_text() == "mine"
+    res = runner.invoke(app, ["encode", "-m", str(model_dir), str(src), "-o", str(folder), "-q", "--force"])
+    assert res.exit_code == 0, res.output
+    assert folder.is_file() and np.load(folder).shape[0] == len(GOOD)  # exactly the named path was replaced
 
 
 def test_model_folder_guard_and_checksums(tmp_path: Path, tiny_encoder, model_dir: Path) -> None:  # type: ignore[no-untyped-def]

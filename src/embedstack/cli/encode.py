@@ -145,7 +145,7 @@ def encode_command(
         task = prog.add_task("encoding", total=total, info="")
         if hasattr(encoder, "with_options"):
             vectors = encoder.encode(_lines(input, **text), role=role, batch_size=batch_size, out=out,
-                                     progress=lambda n: prog.update(task, completed=n))
+                                     progress=lambda n: prog.update(task, completed=n), force=force)
         else:
             texts = texts if texts is not None else list(_lines(input, **text))
             vectors = _encode_in_memory(encoder, texts, sparse=sparse, role=role, batch_size=batch_size,

@@ -36,6 +36,7 @@ torch = require("torch", "torch", "sentence encoders")
 
 from embedstack._validation import check_int  # noqa: E402
 from embedstack.base import one_text_one_vector  # noqa: E402
+from embedstack.data._io import read_json  # noqa: E402
 from embedstack.errors import ConfigError, EmbedstackError, FormatError, InputError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
 from embedstack.neural._npy import NpyStreamWriter  # noqa: E402
@@ -136,16 +137,18 @@ class SentenceEncoder:
         self.dense = dense.eval() if dense is not None else None
         self.normalize = bool(normalize)
         limit = model.config.max_position_embeddings
-        if not 2 <= int(max_seq_length) <= limit:
-            raise ConfigError(f"max_seq_length must be in [2, {limit}]. Got {max_seq_length}.")
+        if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int | np.integer) \
+                or not 2 <= int(max_seq_length) <= limit:
+            raise ConfigError(f"max_seq_length must be an int in [2, {limit}]. Got {max_seq_length!r}.")
         self.max_seq_length = int(max_seq_length)
         self.prompts = dict(prompts or {})
         if default_prompt_name is not None and default_prompt_name not in self.prompts:
             raise ConfigError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts {list(self.prompts)}.")
         self.default_prompt_name = default_prompt_name
         full = dense.linear.out_features if dense is not None else model.config.hidden_size
-        if truncate_dim is not None and not 1 <= int(truncate_dim) <= full:
-            raise ConfigError(f"truncate_dim must be in [1, {full}]. Got {truncate_dim}.")
+        if truncate_dim is not None and (isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int | np.integer)
+                                         or not 1 <= int(truncate_dim) <= full):
+            raise ConfigError(f"truncate_dim must be an int in [1, {full}]. Got {truncate_dim!r}.")
         self.truncate_dim = None if truncate_dim is None else int(truncate_dim)
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend {backend!r}; use one of {list(BACKENDS)}.")
@@ -279,13 +282,15 @@ class SentenceEncoder:
         return ids
 
     def _embed_ids(self, ids: list[np.ndarray], batch_size: int,
-                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+                   on_batch: Callable[[int], None] | None = None, poolers: Sequence[Pooling] | None = None) -> Any:
         """Vectors for one chunk of token-id arrays, in the same order (length-sorted inside).
 
         ``on_batch(n)`` is called after every batch with the number of texts it held (progress bars move
-        per batch, not per chunk).
+        per batch, not per chunk). With ``poolers``: a list, one array per pooler, from the same forward passes.
         """
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        heads = list(poolers) if poolers is not None else [self.pooler]
+        outs = [np.empty((len(ids), self.dim), dtype=np.float32) for _ in heads]
+        out = outs[0]
         order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: memory peaks early
         run = self._get_runner()
         batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
@@ -293,7 +298,9 @@ class SentenceEncoder:
         def one(sel: np.ndarray) -> None:
             input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
             tokens = run(input_ids, mask)  # (B, T, C)
-            out[sel] = self._head(tokens, torch.from_numpy(mask)).numpy()
+            m = torch.from_numpy(mask)
+            for o, pooler in zip(outs, heads, strict=True):
+                o[sel] = self._head(tokens, m, pooler).numpy()
 
         workers = min(self.workers, len(batches))
         if workers <= 1:  # one batch (or one worker): all the threads inside each op
@@ -301,7 +308,7 @@ class SentenceEncoder:
                 one(sel)
                 if on_batch is not None:
                     on_batch(len(sel))
-            return out
+            return out if poolers is None else outs
 
         total = torch.get_num_threads()  # set by _threads() in the calling thread
         per_worker = max(1, total // workers)
@@ -321,12 +328,12 @@ class SentenceEncoder:
         finally:
             if torch.get_num_threads() != total:  # in case the thread setting is process-wide in this build
                 torch.set_num_threads(total)
-        return out
+        return out if poolers is None else outs
 
-    def _head(self, tokens: Any, mask: Any) -> Any:
+    def _head(self, tokens: Any, mask: Any, pooler: Pooling | None = None) -> Any:
         if isinstance(tokens, np.ndarray):
             tokens = torch.from_numpy(tokens)
-        x = self.pooler(tokens, mask)  # (B, C)
+        x = (pooler or self.pooler)(tokens, mask)  # (B, C)
         if self.dense is not None:
             x = self.dense(x)
         if self.truncate_dim is not None:
@@ -345,6 +352,7 @@ class SentenceEncoder:
         out: str | os.PathLike[str] | None = None,
         chunk_size: int = 8192,
         progress: Callable[[int], None] | None = None,
+        force: bool = False,
     ) -> np.ndarray:
         """Encode texts into float32 vectors ``(n, dim)`` (``(0, dim)`` for no texts; ``(dim,)`` for one string).
 
@@ -353,7 +361,9 @@ class SentenceEncoder:
                 string (then one 1-D vector comes back, as in sentence-transformers).
             role: ``document`` or ``query`` (selects the prompt).
             batch_size: Texts per forward pass.
-            out: Write the vectors to this ``.npy`` file (memory-mapped) and return the memmap.
+            out: Write the vectors to this ``.npy`` file (memory-mapped) and return the memmap. The file is
+                written beside ``out`` and renamed over it only when every row is done (an error or Ctrl-C
+                leaves an existing ``out`` as it was); an existing folder there is refused unless ``force``.
             chunk_size: Texts tokenized and length-sorted together.
             progress: Called with the number of texts finished after every batch.
         """
@@ -369,7 +379,7 @@ class SentenceEncoder:
         writer: NpyStreamWriter | None = None
         result: np.ndarray | None = None
         if out is not None:  # a temporary sibling, renamed over `out` only when every row is written
-            writer = NpyStreamWriter(out, self.dim)
+            writer = NpyStreamWriter(out, self.dim, force=force)
         elif n is not None:
             result = np.empty((n, self.dim), dtype=np.float32)
         pieces: list[np.ndarray] = []
@@ -400,6 +410,43 @@ class SentenceEncoder:
                 result.flush()
             return result
         return np.concatenate(pieces) if pieces else np.zeros((0, self.dim), dtype=np.float32)
+
+    def encode_poolings(self, texts: Sequence[str], poolings: Sequence[str] = ("cls", "mean", "max"), *,
+                        role: str = "document", batch_size: int = 64, chunk_size: int = 8192,
+                        progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+        """Several poolings from ONE forward pass: ``{mode: (n, dim)}`` (``progress`` as in :meth:`encode`).
+
+        Each array equals ``self.with_options(pooling=mode).encode(texts)`` (same dense head, truncation
+        and normalisation), at the cost of a single encode: the ladder's CLS / mean / max rows share it.
+
+        Example:
+            >>> vecs = enc.encode_poolings(["a text", "another"], ("cls", "max"))  # doctest: +SKIP
+            >>> sorted(vecs), vecs["cls"].shape  # doctest: +SKIP
+            (['cls', 'max'], (2, 384))
+        """
+        if isinstance(texts, (str, bytes)):
+            raise InputError("encode_poolings() takes a list of texts, not a single string; wrap it: [text].")
+        modes = list(dict.fromkeys(poolings))
+        if not modes:
+            raise ConfigError("encode_poolings needs at least one pooling mode, e.g. ('cls', 'mean', 'max').")
+        poolers = [Pooling(m) for m in modes]
+        texts = list(texts)
+        parts: list[list[np.ndarray]] = [[] for _ in modes]
+        prompt = self.prompt_for(role)
+        finished = [0]
+
+        def on_batch(k: int) -> None:
+            finished[0] += k
+            if progress is not None:
+                progress(finished[0])
+
+        with torch.inference_mode(), self._threads():
+            for chunk in _chunks(texts, int(chunk_size)):
+                vecs = self._embed_ids(self._tokenize(chunk, prompt), int(batch_size), on_batch, poolers)
+                for acc, v in zip(parts, vecs, strict=True):
+                    acc.append(v)
+        empty = np.zeros((0, self.dim), dtype=np.float32)
+        return {m: (np.concatenate(acc) if acc else empty) for m, acc in zip(modes, parts, strict=True)}
 
     def encode_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
         """``encode(texts, role="query")``."""
@@ -557,22 +604,18 @@ def _read_modules(folder: Path) -> list[dict[str, Any]]:
     path = folder / "modules.json"
     if not path.is_file():
         return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path} is not valid JSON ({exc}).") from None
-    if not isinstance(data, list):
-        raise FormatError(f"{path} must hold a JSON list of modules.")
+    data = read_json(path, hint="re-save or re-download the model")
+    if not isinstance(data, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("idx", 0), int) and isinstance(e.get("path", ""), str)
+            for e in data):
+        raise FormatError(f"{path} must hold a JSON list of modules ({{'idx': int, 'path': str, 'type': str}}).")
     return sorted(data, key=lambda e: int(e.get("idx", 0)))
 
 
 def _read_json_opt(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path} is not valid JSON ({exc}).") from None
+    data = read_json(path, hint="re-save or re-download the model")
     return data if isinstance(data, dict) else {}
 
 
