@@ -254,3 +254,22 @@ def test_atomic_writes_keep_ordinary_permissions(tmp_path: Path) -> None:
         assert (tmp_path / "idx").stat().st_mode & 0o777 == 0o755
     finally:
         os.umask(umask)
+
+
+def test_stale_temporaries_of_killed_writers_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    target = tmp_path / "idx"
+    stale_dir = tmp_path / f".idx.{pid}.abcd1234.tmp"
+    stale_dir.mkdir()
+    (stale_dir / "arrays.safetensors").write_bytes(b"half")
+    other = tmp_path / f".idx.5.{pid}.abcd1234.tmp"  # a temporary of the target "idx.5": not ours to sweep
+    other.mkdir()
+    live = tmp_path / f".idx.{os.getpid()}.zzzz9999.tmp"  # this (live) process: never swept
+    live.mkdir()
+    _flat().save(target)
+    assert not stale_dir.exists() and other.exists() and live.exists()
+    assert len(load_index(target)) == 50

@@ -261,11 +261,16 @@ def set_alias(alias: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
     previous = resolve_alias(link) if link.is_symlink() else None
     link.parent.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(dest.resolve(), link.parent.resolve())
-    tmp = Path(tempfile.mktemp(prefix=f".{link.name}.", suffix=".lnk", dir=link.parent))
-    os.symlink(rel, tmp)
-    os.replace(tmp, link)  # rename(2) over the old link: readers see the old or the new, never nothing
-    from embedstack.io import fsync_dir
+    from embedstack.io.atomic import fsync_dir, sweep_stale, temp_prefix
 
+    sweep_stale(link, ".lnk")  # links left by a swap that was killed
+    tmp = Path(tempfile.mktemp(prefix=temp_prefix(link), suffix=".lnk", dir=link.parent))
+    os.symlink(rel, tmp)
+    try:
+        os.replace(tmp, link)  # rename(2) over the old link: readers see the old or the new, never nothing
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(link.parent)
     return previous
 

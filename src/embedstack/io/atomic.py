@@ -9,6 +9,9 @@ never a mix, and a failed write (bad input, Ctrl-C) leaves the previous version 
 * :class:`AtomicFile` / :func:`atomic_write_bytes` / :func:`atomic_write_text` — a file, also when it
   is streamed block by block (``.npy`` output, downloads).
 
+Temporary siblings are named ``.NAME.PID.XXXX.tmp``; those of killed writers (their process is gone)
+are removed by the next write of the same target (:func:`sweep_stale`).
+
 Before anything is replaced :func:`check_output` decides whether it may be: an existing folder only if
 it is an embedstack artifact of the same kind (``manifest.json`` with a matching ``type``, or the
 ``embedstack.json`` marker of a sentence-transformers model folder) or empty; an existing file only if
@@ -24,6 +27,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
@@ -44,6 +48,8 @@ __all__ = [
     "check_output",
     "fsync_dir",
     "recover_dir",
+    "sweep_stale",
+    "temp_prefix",
 ]
 
 #: kind of a sentence-transformers model folder written by embedstack (marked by ``embedstack.json``)
@@ -194,6 +200,46 @@ def check_output(path: str | os.PathLike[str], *, kind: Kind = None, force: bool
     raise OutputExistsError(f"{target} is a file, not an embedstack {_kind_label(kind)} folder; saving there would destroy it.")
 
 
+# --------------------------------------------------------------------------- temporary siblings
+
+def temp_prefix(target: Path) -> str:
+    """Prefix of this process's temporary siblings of ``target``: ``.NAME.PID.``."""
+    return f".{target.name}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - another user's process
+        return True
+    return True
+
+
+def sweep_stale(target: Path, suffix: str = ".tmp") -> int:
+    """Delete temporary siblings of ``target`` left by writers that were killed; return how many.
+
+    Only names ``.NAME.PID.*SUFFIX`` whose process no longer runs are removed, so a concurrent writer's
+    temporary file is never touched.
+    """
+    removed = 0
+    head = f".{target.name}."
+    try:
+        candidates = [p for p in target.parent.iterdir() if p.name.startswith(head) and p.name.endswith(suffix)]
+    except OSError:
+        return 0
+    for p in candidates:
+        m = _TEMP_TAIL.fullmatch(p.name[len(head):len(p.name) - len(suffix)])  # PID.random: not another target's temp
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            _remove(p)
+            removed += 1
+    return removed
+
+
+_TEMP_TAIL = re.compile(r"(\d+)\.[a-z0-9_]{8}")  # tempfile's 8 random characters
+
+
 # --------------------------------------------------------------------------- permissions
 
 def _umask() -> int:
@@ -241,7 +287,8 @@ class AtomicFile:
         self.path = check_output(path, force=force, file=True)
         self.force = force
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        sweep_stale(self.path)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
         self.done = False
@@ -375,7 +422,8 @@ def atomic_dir(path: str | os.PathLike[str], *, kind: Kind = None, force: bool =
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(target)
     check_output(target, kind=kind, force=force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    sweep_stale(target)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent))
     _set_mode(tmp, target if target.is_dir() else tmp / "-", 0o777)
     try:
         yield tmp
