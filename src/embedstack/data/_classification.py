@@ -12,7 +12,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedstack.data._io import check_encoding, check_errors, iter_lines, read_text
+from embedstack.data._io import check_encoding, check_errors, iter_lines, read_json, read_text
 from embedstack.errors import DatasetError, FormatError
 
 __all__ = ["ClassificationDataset", "load_classification"]
@@ -63,7 +63,9 @@ def _from_csv(path: Path, folder: Path, encoding: str, errors: str) -> Classific
         li = next(header.index(k) for k in ("category", "label", "intent") if k in header)
         names = None
         if (folder / "categories.json").is_file():
-            names = json.loads(read_text(folder / "categories.json", encoding=encoding, errors=errors))
+            names = read_json(folder / "categories.json", hint="it must hold a JSON list of category names")
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise FormatError(f"{folder / 'categories.json'} must hold a JSON list of category names (strings).")
         texts, labels = [], []
         for i, r in enumerate(rows[1:], start=2):
             if len(r) <= max(ti, li):

@@ -12,13 +12,14 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import json
 import os
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from embedstack.errors import ConfigError, DatasetError, InputError
+from embedstack.errors import ConfigError, DatasetError, FormatError, InputError
 
 __all__ = [
     "ERRORS",
@@ -28,6 +29,7 @@ __all__ = [
     "read_text",
     "scan_lines",
     "decode_error",
+    "read_json",
     "check_errors",
     "check_encoding",
     "is_gzip",
@@ -129,15 +131,20 @@ def iter_stream_lines(raw: Iterable[bytes], name: str, *, encoding: str = "utf-8
 
 
 def _wide_lines(raw: Iterable[bytes], name: str, encoding: str, errors: str) -> Iterator[tuple[int, str]]:
-    data = b"".join(raw)
+    try:
+        data = b"".join(raw)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(f"{name}: the gzip data is damaged or truncated ({exc}); recompress or fetch the file "
+                         "again.") from None
     lineno = 0
     try:
         text = io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors=errors, newline=None)
         for lineno, line in enumerate(text, start=1):  # noqa: B007
             yield lineno, _strip_newline(line)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name}:{lineno + 1}: bytes are not valid {encoding} ({exc.reason}); pass --encoding "
-                         "with the file's encoding or --errors replace.") from None
+    except UnicodeError as exc:  # UnicodeDecodeError, or UTF-16/32 data without a byte-order mark
+        reason = getattr(exc, "reason", None) or str(exc)
+        raise InputError(f"{name}:{lineno + 1}: bytes are not valid {encoding} ({reason}); pass --encoding "
+                         "with the file's encoding (e.g. utf-16-le) or --errors replace.") from None
 
 
 def iter_lines(path: str | os.PathLike[str], *, encoding: str = "utf-8",
@@ -179,10 +186,11 @@ def read_text(path: str | os.PathLike[str], *, encoding: str = "utf-8", errors: 
                              "again.") from None
     try:
         return data.decode(encoding, errors)
-    except UnicodeDecodeError as exc:
-        if codecs.lookup(encoding).name.startswith(_WIDE):
-            raise InputError(f"{p}: bytes are not valid {encoding} ({exc.reason}); pass --encoding with the file's "
-                             "encoding or --errors replace.") from None
+    except UnicodeError as exc:  # UnicodeDecodeError, or UTF-16/32 data without a byte-order mark
+        if not isinstance(exc, UnicodeDecodeError) or codecs.lookup(encoding).name.startswith(_WIDE):
+            reason = getattr(exc, "reason", None) or str(exc)
+            raise InputError(f"{p}: bytes are not valid {encoding} ({reason}); pass --encoding with the file's "
+                             "encoding (e.g. utf-16-le) or --errors replace.") from None
         line = data.count(b"\n", 0, exc.start) + 1
         start = data.rfind(b"\n", 0, exc.start) + 1
         sub = UnicodeDecodeError(exc.encoding, data[start:exc.end], exc.start - start, exc.end - start, exc.reason)
@@ -199,3 +207,25 @@ def scan_lines(path: str | os.PathLike[str], *, encoding: str = "utf-8", errors:
     for n, _ in iter_lines(path, encoding=encoding, errors=errors):  # noqa: B007
         pass
     return n
+
+
+def read_json(path: str | os.PathLike[str], *, hint: str = "") -> Any:
+    """Parse a JSON file written by a tool (UTF-8); a damaged one raises :class:`FormatError` naming it.
+
+    Used for every configuration file embedstack reads (``config.json``, ``modules.json``,
+    ``categories.json`` ...). ``hint`` ends the message (e.g. "re-save or re-download the model").
+    """
+    p = Path(path)
+    tail = f"; {hint}" if hint else ""
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"{p} cannot be read ({exc.strerror or exc}){tail}.") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{p}: byte offset {exc.start} is not valid UTF-8, so it is not a JSON file{tail}.") from None
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{p} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}){tail}.") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits, nesting too deep
+        raise FormatError(f"{p} is not usable JSON ({type(exc).__name__}: {str(exc)[:80]}){tail}.") from None

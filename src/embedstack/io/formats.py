@@ -148,9 +148,12 @@ def _parse_text(data: bytes, path: str, dim: int | None, count: int | None, firs
         if len(parts) < dim + 1:
             raise FormatError(f"{path}: line {n} has {len(parts) - 1} values, expected {dim} (malformed or truncated).")
         try:
-            vec = np.array(parts[-dim:], dtype=np.float32)
+            with np.errstate(over="ignore"):
+                vec = np.array(parts[-dim:], dtype=np.float32)
         except ValueError:
             raise FormatError(f"{path}: line {n} holds a value that is not a number.") from None
+        if not np.isfinite(vec).all():
+            raise FormatError(f"{path}: line {n} holds a value that is NaN, infinite or outside the float32 range.")
         keys.append(" ".join(parts[:-dim]))
         rows.append(vec)
     if dim is None:
@@ -179,10 +182,15 @@ def _header(data: bytes, path: str) -> tuple[int, int, int]:
 def _parse_binary(data: bytes, path: str, encoding: str = "utf-8", errors: str = "strict"
                   ) -> tuple[list[str], np.ndarray]:
     count, dim, pos = _header(data, path)
-    vecs = np.empty((count, dim), dtype=np.float32)
     keys: list[str] = []
     nbytes = 4 * dim
     size = len(data)
+    if count * (nbytes + 1) > size - pos:  # every record is at least a space and dim floats
+        raise FormatError(
+            f"{path}: the header announces {count} vectors of dimension {dim} (at least {count * (nbytes + 1):,} "
+            f"bytes) but only {size - pos:,} bytes follow it; the file is truncated or not word2vec binary."
+        )
+    vecs = np.empty((count, dim), dtype=np.float32)
     for i in range(count):
         while pos < size and data[pos] in b"\n\r":
             pos += 1
@@ -197,7 +205,16 @@ def _parse_binary(data: bytes, path: str, encoding: str = "utf-8", errors: str =
         keys.append(_decode(data[pos:sp], f"{path}: record {i + 1}", encoding, errors, pos))
         vecs[i] = np.frombuffer(data, dtype="<f4", count=dim, offset=sp + 1)
         pos = sp + 1 + nbytes
+    _check_finite(vecs, path, "record")
     return keys, vecs
+
+
+def _check_finite(vecs: np.ndarray, path: str, unit: str, first: int = 1) -> None:
+    bad = ~np.isfinite(vecs).all(axis=1) if vecs.size else np.zeros(0, dtype=bool)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FormatError(f"{path}: {unit} {first + i} holds a value that is NaN, infinite or outside the float32 "
+                          "range; the file is damaged.")
 
 
 def detect_format(path: str | os.PathLike[str], data: bytes | None = None) -> VectorFormat:
@@ -213,7 +230,8 @@ def detect_format(path: str | os.PathLike[str], data: bytes | None = None) -> Ve
     try:
         parts = line.decode("utf-8").rstrip().split(" ")
         if len(parts) >= dim + 1:
-            np.array(parts[-dim:], dtype=np.float32)
+            with np.errstate(over="ignore"):
+                np.array(parts[-dim:], dtype=np.float32)
             return "word2vec-text"
     except (UnicodeDecodeError, ValueError):
         pass

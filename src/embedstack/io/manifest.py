@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from collections.abc import Mapping
@@ -161,7 +162,10 @@ def read_manifest(folder: str | os.PathLike[str], expected_type: str | None = No
         raise FormatError(f"{path} is not valid JSON ({exc}); the folder is damaged, save the component again.") from None
     if not isinstance(manifest, dict) or "type" not in manifest or "format_version" not in manifest:
         raise FormatError(f"{path} lacks 'type'/'format_version'; it was not written by embedstack.")
-    if int(manifest["format_version"]) > FORMAT_VERSION:
+    version = manifest["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise FormatError(f"{path}: format_version must be a positive integer, got {version!r}; the file is damaged.")
+    if version > FORMAT_VERSION:
         raise FormatError(
             f"{path} has format_version {manifest['format_version']} but this embedstack reads up to "
             f"{FORMAT_VERSION}; upgrade embedstack."
@@ -213,6 +217,9 @@ def load_arrays(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str
             header = json.loads(fh.read(hlen).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise FormatError(f"{p}: the safetensors header (bytes 8..{8 + hlen}) is not valid JSON.") from None
+    if not isinstance(header, dict):
+        raise FormatError(f"{p}: the safetensors header is a JSON {type(header).__name__}, not an object; "
+                          "the file is damaged or not a safetensors file.")
     base = 8 + hlen
     out: dict[str, np.ndarray] = {}
     buf = None if mmap else p.read_bytes()
@@ -223,13 +230,15 @@ def load_arrays(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str
             dtype = np.dtype(_DTYPES[info["dtype"]])
             start, end = (int(x) for x in info["data_offsets"])
             shape = tuple(int(x) for x in info["shape"])
-        except (KeyError, TypeError, ValueError):
+            if start < 0 or any(d < 0 for d in shape):
+                raise ValueError("negative offset or dimension")
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise FormatError(f"{p}: tensor {name!r} has an unsupported dtype or a malformed header entry "
                               f"{info!r}; the file is damaged or not a safetensors file.") from None
         if base + end > size:
             raise FormatError(f"{p} is truncated: tensor {name!r} ends at byte {base + end} of {size}.")
         count = (end - start) // dtype.itemsize
-        if end < start or count != int(np.prod(shape)) or (end - start) % dtype.itemsize:
+        if end < start or count != math.prod(shape) or (end - start) % dtype.itemsize:
             raise FormatError(f"{p}: tensor {name!r} has shape {list(shape)} but {end - start} bytes of "
                               f"{dtype.name}; the file is damaged.")
         if mmap:

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -73,6 +72,14 @@ class BertConfig:
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads}); pick e.g. heads={_divisor(self.hidden_size)}."
             )
+        for name in ("hidden_act", "position_embedding_type"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"BertConfig.{name} must be a string. Got {getattr(self, name)!r} instead.")
+        for name in ("layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int | float):
+                raise ConfigError(f"BertConfig.{name} must be a number. Got {getattr(self, name)!r} instead.")
+        if not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool):
+            raise ConfigError(f"BertConfig.pad_token_id must be an integer. Got {self.pad_token_id!r} instead.")
         if self.hidden_act not in _ACTIVATIONS:
             raise ConfigError(f"Unsupported hidden_act {self.hidden_act!r}; use one of {list(_ACTIVATIONS)}.")
         if self.position_embedding_type not in _POSITIONS:
@@ -109,10 +116,11 @@ class BertConfig:
         path = Path(path)
         if not path.is_file():
             raise FormatError(f"Missing {path}: a BERT model folder needs its config.json.")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{path} is not valid JSON ({exc}); re-save or re-download the model.") from None
+        from embedstack.data._io import read_json
+
+        data = read_json(path, hint="re-save or re-download the model")
+        if not isinstance(data, dict):
+            raise FormatError(f"{path} must hold a JSON object (the model's sizes); re-save or re-download the model.")
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -150,10 +150,9 @@ class Dense(nn.Module):
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FormatError(f"Missing {path}; the sentence-transformers folder is incomplete.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path} is not valid JSON ({exc}).") from None
+    from embedstack.data._io import read_json
+
+    data = read_json(path, hint="re-save or re-download the model")
     if not isinstance(data, dict):
         raise FormatError(f"{path} must hold a JSON object.")
     return data

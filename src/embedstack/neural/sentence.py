@@ -43,7 +43,13 @@ from embedstack.neural._npy import NpyStreamWriter  # noqa: E402
 from embedstack.neural.config import BertConfig  # noqa: E402
 from embedstack.neural.pooling import Dense, Pooling  # noqa: E402
 from embedstack.neural.tokenizer import WordPiece, pad_batch  # noqa: E402
-from embedstack.neural.transformer import BertModel, has_pooler, load_weights, save_weights  # noqa: E402
+from embedstack.neural.transformer import (  # noqa: E402
+    BertModel,
+    check_config_fits,
+    has_pooler,
+    load_weights,
+    save_weights,
+)
 
 __all__ = ["SentenceEncoder", "BACKENDS", "PRECISIONS"]
 
@@ -517,20 +523,32 @@ class SentenceEncoder:
         weights = transformer_dir / "model.safetensors"
         if not weights.is_file():
             raise FormatError(f"Missing weights file {weights}: the folder has config.json but no model.safetensors.")
+        check_config_fits(config, weights)
         model = load_weights(BertModel(config, add_pooler=has_pooler(weights)), weights)
         tokenizer = WordPiece.from_file(transformer_dir)
         st_cfg = _read_json_opt(transformer_dir / "sentence_bert_config.json")
         st_model_cfg = _read_json_opt(folder / "config_sentence_transformers.json")
         ours = _read_json_opt(folder / "embedstack.json")
+        max_len = st_cfg.get("max_seq_length", min(512, config.max_position_embeddings))
+        prompts = st_model_cfg.get("prompts") or {}
+        default_prompt = st_model_cfg.get("default_prompt_name") or None
+        if isinstance(max_len, bool) or not isinstance(max_len, int):
+            raise FormatError(f"{transformer_dir / 'sentence_bert_config.json'}: max_seq_length must be an integer, "
+                              f"got {max_len!r}.")
+        if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()) \
+                or not isinstance(default_prompt, str | None):
+            raise FormatError(f"{folder / 'config_sentence_transformers.json'}: 'prompts' must map names to strings "
+                              "and 'default_prompt_name' must be a name.")
+        name = ours.get("name")
         kwargs: dict[str, Any] = {
             "pooling": pooling,
             "dense": dense,
             "normalize": normalize,
-            "max_seq_length": int(st_cfg.get("max_seq_length", min(512, config.max_position_embeddings))),
-            "prompts": {k: v for k, v in (st_model_cfg.get("prompts") or {}).items() if v},
-            "default_prompt_name": st_model_cfg.get("default_prompt_name") or None,
+            "max_seq_length": max_len,
+            "prompts": {k: v for k, v in prompts.items() if v},
+            "default_prompt_name": default_prompt,
             "truncate_dim": ours.get("truncate_dim"),
-            "name": ours.get("name") or folder.name,
+            "name": name if isinstance(name, str) and name else folder.name,
         }
         if kwargs["default_prompt_name"] not in kwargs["prompts"]:
             kwargs["default_prompt_name"] = None

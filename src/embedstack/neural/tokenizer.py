@@ -174,10 +174,10 @@ class WordPiece:
 def _lower_case(folder: Path) -> bool:
     cfg = folder / "tokenizer_config.json"
     if cfg.is_file():
-        try:
-            return bool(json.loads(cfg.read_text(encoding="utf-8")).get("do_lower_case", True))
-        except json.JSONDecodeError:
-            return True
+        from embedstack.data._io import read_json
+
+        data = read_json(cfg, hint="re-save or re-download the model")
+        return bool(data.get("do_lower_case", True)) if isinstance(data, dict) else True
     return True
 
 

@@ -351,6 +351,38 @@ def load_weights(model: BertModel, path: str | os.PathLike[str]) -> BertModel:
     return model
 
 
+def check_config_fits(config: BertConfig, path: str | os.PathLike[str]) -> None:
+    """Compare ``config.json``'s sizes with the checkpoint's tensor shapes, before any memory is allocated.
+
+    A damaged or mismatched config (``hidden_size`` of 10**9 ...) is a :class:`FormatError` here, not a
+    huge allocation in :class:`BertModel`.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            shapes = {_map_key(k): tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise FormatError(f"Cannot read {path} as safetensors ({exc}); re-save or re-download it.") from None
+    c = config
+    want = {"embeddings.word_embeddings.weight": (c.vocab_size, c.hidden_size),
+            "embeddings.token_type_embeddings.weight": (c.type_vocab_size, c.hidden_size),
+            "encoder.layer.0.intermediate.dense.weight": (c.intermediate_size, c.hidden_size)}
+    if c.position_embedding_type == "absolute":
+        want["embeddings.position_embeddings.weight"] = (c.max_position_embeddings, c.hidden_size)
+    for key, shape in want.items():
+        got = shapes.get(key)
+        if got is None:
+            raise FormatError(f"{path} lacks the tensor {key!r}; is it a BERT checkpoint matching config.json?")
+        if got != shape:
+            raise FormatError(f"{path}: tensor {key!r} has shape {got} but config.json implies {shape}; the config "
+                              "and weights do not belong together.")
+    layers = {k.split(".")[2] for k in shapes if k.startswith("encoder.layer.") and k.count(".") > 2}
+    if c.num_hidden_layers > len(layers):
+        raise FormatError(f"config.json asks for {c.num_hidden_layers} layers but {path} holds {len(layers)}; the "
+                          "config and weights do not belong together.")
+
+
 def has_pooler(path: str | os.PathLike[str]) -> bool:
     """Whether a checkpoint carries BERT's NSP pooler weights."""
     from safetensors import safe_open
