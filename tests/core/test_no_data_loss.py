@@ -137,7 +137,7 @@ def test_check_output_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(OutputExistsError, match="folder"):
         check_output(folder, file=True)
     check_output(folder, file=True, force=True)
-    for bad in (tmp_path, tmp_path.parent, Path("/"), Path.home()):
+    for bad in (tmp_path, tmp_path.parent, Path("/"), Path.home(), Path("/tmp"), Path("/usr")):
         with pytest.raises(OutputExistsError, match="never replaces") as info:
             check_output(bad, force=True)
         assert "force=True" not in str(info.value)

@@ -16,8 +16,8 @@ Before anything is replaced :func:`check_output` decides whether it may be: an e
 it is an embedstack artifact of the same kind (``manifest.json`` with a matching ``type``, or the
 ``embedstack.json`` marker of a sentence-transformers model folder) or empty; an existing file only if
 a file is being written. Anything else raises :class:`~embedstack.errors.OutputExistsError` unless
-``force=True`` (``--force``). The current folder, its ancestors, ``/`` and the home folder are never
-replaced, forced or not.
+``force=True`` (``--force``). The current folder, its ancestors, ``/``, the folders directly under it
+(``/tmp``, ``/usr`` ...) and the home folder are never replaced, forced or not.
 """
 
 from __future__ import annotations
@@ -175,6 +175,8 @@ def check_output(path: str | os.PathLike[str], *, kind: Kind = None, force: bool
     target = Path(path).expanduser()
     resolved = target.resolve()
     why = _protected(resolved)
+    if why is None and force and len(resolved.parts) <= 2 and resolved.is_dir():
+        why = "a top-level folder"  # /tmp, /usr, a mounted /data: --force never deletes one whole
     if why is not None:
         raise OutputExistsError(
             f"{os.fspath(path)!r} is {why} ({resolved}); embedstack never replaces it, even when forced. "
