@@ -97,3 +97,29 @@ def test_model_folder_guard_and_checksums(tmp_path: Path, tiny_encoder, model_di
     with pytest.raises(FormatError, match=r"model\.safetensors"):
         SentenceEncoder.from_folder(model_dir)
     assert SentenceEncoder.from_folder(model_dir, verify=False).dim == tiny_encoder.dim
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_encode_process_leaves_the_old_file(tmp_path: Path, model_dir: Path, good_npy: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = good_npy.read_bytes()
+    src = tmp_path / "many.txt"
+    src.write_text("\n".join(GOOD * 20000) + "\n", encoding="utf-8")
+    args = ["encode", "-m", str(model_dir), str(src), "-o", str(good_npy), "-q", "--batch-size", "8"]
+    proc = subprocess.Popen([sys.executable, "-c", "from embedstack.cli.app import main; main()", *args],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.name.endswith(".tmp") for p in good_npy.parent.iterdir()):  # the streamed write has begun
+            break
+        time.sleep(0.01)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err
+    assert good_npy.read_bytes() == before
+    assert _siblings(good_npy) == ["good.npy"]
