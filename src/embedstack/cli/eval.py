@@ -137,11 +137,9 @@ def retrieval(
     quiet: bool = _QUIET,
 ) -> None:
     """nDCG@10, Recall@100, MRR@10, index and query time of MODEL on a BEIR dataset."""
-    from embedstack.data import load_beir
+    from embedstack.data import default_split, load_beir, qrels_splits
     from embedstack.evaluation.runners import evaluate_retrieval
     from embedstack.models import resolve
-
-    from embedstack.data import default_split, qrels_splits
 
     encoder = resolve(model)
     if split is None:

@@ -325,20 +325,23 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
     query_seconds = time.perf_counter() - t1
 
     # single-query latency: the first few queries answered one at a time (encode + search + top-k)
+    from embedstack import _threads
+
     single: list[float] = []
     for text in qtexts[:latency_queries]:
         t = time.perf_counter()
-        if native:
-            encoder.retrieve([text], k)
-        elif sparse:
-            row = np.asarray((encoder.encode_sparse([text], role="query").tocsr() @ docs_t).toarray(), np.float32)
-            top_k(row, k, tiebreak)
-        else:
-            one = l2_normalize(np.asarray(encoder.encode([text], role="query", batch_size=1), dtype=np.float32))
-            if index is not None:
-                index.search(one, k)
+        with _threads.serial():  # as Pipeline.search does for one query: no thread pools left fighting
+            if native:
+                encoder.retrieve([text], k)
+            elif sparse:
+                row = np.asarray((encoder.encode_sparse([text], role="query").tocsr() @ docs_t).toarray(), np.float32)
+                top_k(row, k, tiebreak)
             else:
-                top_k(one @ vecs.T, k, tiebreak)
+                one = l2_normalize(np.asarray(encoder.encode([text], role="query", batch_size=1), dtype=np.float32))
+                if index is not None:
+                    index.search(one, k)
+                else:
+                    top_k(one @ vecs.T, k, tiebreak)
         single.append(1000.0 * (time.perf_counter() - t))
 
     metrics = evaluate_run(run, qrels, RETRIEVAL_METRICS)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from embedstack import _threads
 from embedstack._validation import check_choice, check_int, check_k
 from embedstack.base import Hit
 from embedstack.errors import DimensionMismatch, FormatError, IndexStateError, InputError
@@ -221,7 +222,8 @@ class BaseIndex:
         nq = q.shape[0] if hasattr(q, "shape") else len(q)
         if len(self) == 0 or nq == 0:
             return [[] for _ in range(nq)]
-        scores, iids, stages = self._search_ids(q, min(k, len(self)))
+        with _threads.for_batch(nq):  # one query: BLAS and numba on this thread (no pools left spinning)
+            scores, iids, stages = self._search_ids(q, min(k, len(self)))
         return self._hits(scores, iids, stages, with_text)
 
     def search_ids(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +237,8 @@ class BaseIndex:
         nq = q.shape[0] if hasattr(q, "shape") else len(q)
         if len(self) == 0 or nq == 0:
             return np.zeros((nq, 0), dtype=np.float32), np.zeros((nq, 0), dtype=object)
-        scores, iids, _ = self._search_ids(q, min(k, len(self)))
+        with _threads.for_batch(nq):
+            scores, iids, _ = self._search_ids(q, min(k, len(self)))
         return np.asarray(scores, dtype=np.float32), self._id_lookup()[iids]
 
     def _id_lookup(self) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from embedstack import _threads
 from embedstack._validation import check_int, check_k
 from embedstack.base import Hit
 from embedstack.errors import ConfigError, InputError
@@ -148,6 +149,11 @@ class Pipeline:
         n = len(queries)
         if n == 0:
             return []
+        with _threads.for_batch(n):  # one query: no BLAS/numba pools left spinning between the stages
+            return self._search_batch(queries, k)
+
+    def _search_batch(self, queries: list[str], k: int) -> list[SearchResult]:
+        n = len(queries)
         depth = max(k, self.candidates) if (len(self.retrievers) > 1 or self.reranker) else k
         timings: dict[str, float] = {}
         runs: list[dict[str, list[Hit]]] = [{} for _ in range(n)]
