@@ -41,6 +41,10 @@ def test_train_and_query_commands(tmp_path):
     res = runner.invoke(app, ["vectors", "analogy", str(out / "vectors.txt"), "man", "king", "woman", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["answers"]
+    res = runner.invoke(app, ["vectors", "neighbors", str(out), "king", "-k", "2"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[1].split("\t") == ["#", "word", "cosine"]  # results on stdout
+    assert len(res.stdout.splitlines()) == 4 and "cosine" not in res.stderr
     res = runner.invoke(app, ["vectors", "neighbors", str(out), "kingdom"])
     assert res.exit_code == 2 and "kingdom" in res.output
     res = runner.invoke(app, ["train", "fasttext", str(corpus), "--out", str(tmp_path / "ft"), "--dim", "0"])

@@ -14,8 +14,8 @@ from embedstack.cli._common import (
     ENCODING_OPTION,
     ERRORS_OPTION,
     TextErrors,
-    err_console,
     print_json,
+    print_table,
     text_options,
 )
 
@@ -30,15 +30,10 @@ _JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 
 
 def _table(title: str, rows: list[tuple[str, float]]) -> None:
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table(title=title, header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("word")
-    table.add_column("cosine", justify="right")
-    for i, (w, s) in enumerate(rows, 1):
-        table.add_row(str(i), w, f"{s:.4f}")
-    err_console.print(table)
+    print_table(title, ["#", "word", "cosine"], [[str(i), escape(w), f"{s:.4f}"] for i, (w, s) in enumerate(rows, 1)],
+                right=("#", "cosine"))
 
 
 @vectors_app.command("neighbors")
