@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from embedstack.cli._common import err_console
+from embedstack.cli._common import err_console, out_console
 from embedstack.cli.eval import emit_json
 
 __all__ = ["register"]
@@ -16,42 +16,74 @@ _ERA_STYLE = {"counting": "cyan", "static": "green", "transformer": "magenta", "
 
 
 def _print_wide(table: Any) -> None:
-    """Print on stderr; a pipe or a file gets a wide table rather than rich's 80-column default."""
-    old_width = err_console.width
-    if not err_console.is_terminal:
-        err_console.width = max(old_width, 160)
+    """Print on stdout (a listing is a result); a pipe or a file gets a wide table, not 80 columns."""
+    old_width = out_console.width
+    if not out_console.is_terminal:
+        out_console.width = max(old_width, 160)
     try:
-        err_console.print(table)
+        out_console.print(table)
     finally:
-        err_console.width = old_width
+        out_console.width = old_width
 
 
-def _render(report: Any) -> None:
+#: The results table fits this many columns (a wider terminal still gets this width).
+TABLE_WIDTH = 100
+
+
+def render_table(report: Any, console: Any, *, width: int | None = None) -> None:
+    """The results table (stdout) in at most ``width`` columns, the notes and the legend below it.
+
+    Eras are sections; long notes and skip reasons become ``[n]`` pointing at the numbered lines below.
+    """
+    from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="embedstack ladder", header_style="bold", show_lines=False)
-    for name, justify in (("era", "left"), ("model", "left"), ("nDCG@10", "right"), ("Recall@100", "right"),
-                          ("STS-B ρ×100", "right"), ("build s", "right"), ("ms/query", "right"),
-                          ("bytes/doc", "right"), ("note", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "note", overflow="fold")  # type: ignore[arg-type]
-    for res, cells in zip(report.results, report.table_rows(), strict=True):
-        style = _ERA_STYLE.get(res.era, "")
-        if res.status == "skipped":
-            cells[-1] = f"[dim]{cells[-1]}[/]"
-        elif res.status == "failed":
-            cells[-1] = f"[red]{cells[-1]}[/]"
-        table.add_row(f"[{style}]{cells[0]}[/]" if style else cells[0], *cells[1:])
-    _print_wide(table)
-    err_console.print(f"Retrieval: {report.data.retrieval_name}", highlight=False)
-    err_console.print(f"STS: {report.data.sts_name}", highlight=False)
-    for note in report.data.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
-    if report.not_selected:
-        err_console.print(f"[dim]not selected (--only): {'; '.join(report.not_selected)}[/]", highlight=False)
-    mode = "quick run" if report.quick else "full run"
-    from embedstack.evaluation.ladder import LEGEND
+    from embedstack.evaluation.ladder import CACHED_NOTE, LEGEND
 
-    err_console.print(f"[dim]{mode} in {report.seconds:.1f} s. {LEGEND}[/]", highlight=False)
+    width = width or TABLE_WIDTH
+    if console.is_terminal:
+        width = min(width, console.width)
+    rows, notes = report.compact()
+    table = Table(title="embedstack ladder", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                  padding=(0, 1), title_justify="left")
+    for name, justify in (("model", "left"), ("nDCG@10", "right"), ("R@100", "right"), ("STS ρ", "right"),
+                          ("build s", "right"), ("ms/q", "right"), ("B/doc", "right"), ("note", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "note", overflow="fold")  # type: ignore[arg-type]
+    era = None
+    for res, cells in zip(report.results, rows, strict=True):
+        if res.era != era:
+            if era is not None:
+                table.add_section()
+            era = res.era
+            style = _ERA_STYLE.get(era, "bold")
+            table.add_row(f"[{style}]{era}[/]", *[""] * 7)
+        cells = [escape(c) for c in cells]
+        note = cells[-1]
+        if res.status == "skipped":
+            note = f"[dim]{note}[/]"
+        elif res.status == "failed":
+            note = f"[red]{note}[/]"
+        table.add_row(cells[1], *cells[2:-1], note)
+    old = console.width
+    console.width = width
+    try:
+        console.print(table)
+        lines = [f"Retrieval: {report.data.retrieval_name}.", f"STS: {report.data.sts_name}."]
+        lines += [f"note: {n}" for n in report.data.notes]
+        lines += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+        if report.full_only:
+            lines.append(f"Full run only (`embedstack ladder` without --quick): {'; '.join(report.full_only)}.")
+        if report.not_selected:
+            lines.append(f"Not selected (--only): {'; '.join(report.not_selected)}.")
+        if any(r.cached for r in report.results):
+            lines.append(CACHED_NOTE)
+        mode = "Quick run" if report.quick else "Full run"
+        lines.append(f"{mode} in {report.seconds:.1f} s. {LEGEND} ms/q 'b' = batched time per query.")
+        for line in lines:
+            console.print(line, highlight=False, markup=False, soft_wrap=False)
+    finally:
+        console.width = old
 
 
 def _list_rows(json_out: bool) -> None:
@@ -85,6 +117,11 @@ def ladder(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (and nothing else there)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     list_rows: bool = typer.Option(False, "--list", help="List the rows and whether each can run; run nothing."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Encode every text again instead of reading transformer "
+                                  "vectors from the embedding cache (for build timings)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the quality-vs-cost plot (PNG) here; default: "
+                                     "<cache>/ladder/ladder-quick.png or ladder-full.png."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Do not write the plot."),
 ) -> None:
     """Run every generation on SciFact (retrieval) and STS-B, and print one comparison table."""
     from embedstack.errors import ConfigError
@@ -102,6 +139,11 @@ def ladder(
         from embedstack.io import check_output
 
         check_output(out, force=force, file=True)  # before the runs, not after them
+    plot_path = None if no_plot else (plot or _default_plot_path(quick))
+    if plot_path is not None:
+        from embedstack.io import check_output
+
+        check_output(plot_path, force=force, file=True)
     only_list = [s for s in (only or []) if s.strip()] or None
     data = load_ladder_data(quick=quick, sample=sample, download=download, max_queries=max_queries,
                             max_pairs=max_pairs)
@@ -110,14 +152,19 @@ def ladder(
                           highlight=False)
         for note in data.notes:
             err_console.print(f"[yellow]note:[/] {note}", highlight=False)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from embedstack.cli._common import progress as progress_bar
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, disable=quiet or json_out, transient=True) as prog:
-        task = prog.add_task("ladder", total=None)
+    with progress_bar(quiet=quiet or json_out) as prog:
+        task = prog.add_task("ladder", total=None, info="")
+        current = [""]
 
         def cb(label: str, stage: str, done: int, total: int) -> None:
-            prog.update(task, description=f"{label}: {stage}", completed=done, total=max(total, 1))
+            desc = f"{label}: {stage}"
+            if desc != current[0]:  # a new stage: its own elapsed time and ETA
+                current[0] = desc
+                prog.reset(task, description=desc, total=max(total, 1), completed=done)
+            else:
+                prog.update(task, completed=done, total=max(total, 1))
 
         def done(res: Any) -> None:
             if not (quiet or json_out):
@@ -127,7 +174,8 @@ def ladder(
                 extra += f" ({res.reason})" if res.reason else ""
                 prog.console.print(f"  {res.label}: {shown}{extra}", highlight=False)
 
-        report = run_ladder(quick=quick, only=only_list, data=data, progress=cb, on_result=done)
+        report = run_ladder(quick=quick, only=only_list, data=data, progress=cb, on_result=done,
+                            cache=not no_cache)
     if out is not None:
         import os
         import shlex
@@ -141,16 +189,40 @@ def ladder(
         footer = (f"- Command: `{shlex.join(cmd)}`; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
                   f"on {os.cpu_count()} CPUs.\n")
         atomic_write_text(out, "# embedstack ladder\n\n" + report.to_markdown() + footer, force=force)
+    written = None
+    if plot_path is not None:
+        from embedstack.evaluation.ladder import write_plot
+
+        written = write_plot(report, plot_path)
     if json_out:
-        emit_json(report.to_dict())
+        d = report.to_dict()
+        d["plot"] = str(written) if written is not None else None
+        emit_json(d)
     else:
-        _render(report)
+        render_table(report, out_console)
         if out is not None:
             err_console.print(f"report written to {out}", highlight=False)
+        if written is not None:
+            out_console.print(f"plot (nDCG@10 against cost per row): {written}", highlight=False, soft_wrap=True)
+        elif plot_path is not None:
+            err_console.print("no plot: matplotlib is not installed (pip install matplotlib, or the 'demo' extra)"
+                              if not _has_matplotlib() else "no plot: no row produced numbers", highlight=False)
     if report.failed:
         err_console.print(f"[red]{len(report.failed)} row(s) failed:[/] "
                           + "; ".join(f"{r.label}: {r.reason}" for r in report.failed), highlight=False)
         raise typer.Exit(1)
+
+
+def _default_plot_path(quick: bool) -> Path:
+    from embedstack.data._registry import cache_dir
+
+    return cache_dir() / "ladder" / f"ladder-{'quick' if quick else 'full'}.png"
+
+
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def register(app: typer.Typer) -> None:

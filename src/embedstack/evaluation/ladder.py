@@ -13,6 +13,14 @@ missing (an extra not installed, vectors not trained) is shown with the reason i
 When the datasets cannot be reached the ladder runs on the small sample bundled with embedstack
 (``embedstack.data.sample_retrieval`` / ``sample_sts``) and says so in the report.
 
+``quick=True`` (``embedstack ladder --quick``, ``make demo``) still shows every era, on bounded work that
+the report states: the first :data:`QUICK_QUERIES` queries and :data:`QUICK_PAIRS` STS pairs (all the
+documents); static rows on vectors trained here on the first :data:`QUICK_STATIC_WORDS` words of enwiki
+(once: they are kept in the cache); transformer rows with texts cut at :data:`QUICK_MAX_TOKENS` tokens,
+in ``bf16-pure`` where the CPU has bf16 matmuls. Transformer vectors go through the embedding cache
+(:mod:`embedstack.evaluation.cache`, keyed by model, settings and text), and a miss computes CLS, mean and
+max pooling from one forward pass, so the three pooling rows cost one encode and a second run none.
+
 Example:
     >>> from embedstack.evaluation.ladder import LadderRow, run_ladder
     >>> rows = [LadderRow("BM25", "bm25", era="counting")]
@@ -24,7 +32,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
+import inspect
 import math
 import os
 import time
@@ -42,6 +52,11 @@ __all__ = [
     "LADDER_ROWS",
     "QUICK_QUERIES",
     "QUICK_PAIRS",
+    "QUICK_STATIC_WORDS",
+    "QUICK_MAX_TOKENS",
+    "POOLINGS",
+    "slice_vectors",
+    "write_plot",
     "LEGEND",
     "ERA_ORDER",
     "add_row",
@@ -55,6 +70,12 @@ __all__ = [
 #: Judged queries / STS pairs used by ``--quick`` (the first ones in file order).
 QUICK_QUERIES = 300
 QUICK_PAIRS = 500
+#: ``--quick``: static vectors are trained on the first this many enwiki words (about 20-40 s each on 2 cores).
+QUICK_STATIC_WORDS = 1_000_000
+#: ``--quick``: transformer inputs are cut at this many tokens (SciFact abstracts average ~300).
+QUICK_MAX_TOKENS = 128
+#: The poolings computed together (one forward pass) when a transformer's vectors are not cached.
+POOLINGS = ("cls", "mean", "max")
 
 #: How to read the cost columns (printed under the table and in the Markdown report).
 LEGEND = ("Build s = fit + encode the corpus + build the index. ms/query = median time to answer one query "
@@ -81,7 +102,9 @@ class LadderRow:
         retrieve: custom retrieval runner ``(dataset, progress) -> dict`` returning the keys of
             :func:`embedstack.evaluation.runners.evaluate_retrieval` (for pipelines such as hybrids
             that are not a single encoder); ``spec`` is then only displayed.
-        note: a short remark shown in the report.
+        note: a remark shown in the report (below the table in the terminal).
+        quick_spec: ``(data, progress) -> (spec, note)`` used instead of ``spec`` in ``--quick`` runs
+            (e.g. train word vectors on a slice of enwiki once and point at them); ``note`` says what it did.
 
     Example:
         >>> LadderRow("TF-IDF", "tfidf", era="counting", sts=True).label
@@ -96,8 +119,9 @@ class LadderRow:
     available: Callable[[], str | None] | None = None
     quick: bool = True
     index: str | None = None
-    retrieve: Callable[[Any, Any], dict[str, Any]] | None = None
+    retrieve: Callable[..., dict[str, Any]] | None = None
     note: str = ""
+    quick_spec: Callable[[Any, Callable[[str, int, int], None]], tuple[str, str]] | None = None
 
 
 @dataclass
@@ -120,6 +144,7 @@ class LadderResult:
     retrieval: dict[str, Any] = field(default_factory=dict)
     sts: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    cached: bool = False  # some vectors came from the embedding cache (or the shared pooling pass)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,6 +171,7 @@ class LadderReport:
     quick: bool
     seconds: float
     not_selected: list[str] = field(default_factory=list)
+    full_only: list[str] = field(default_factory=list)  # quick=False rows left out of a --quick run
 
     @property
     def failed(self) -> list[LadderResult]:
@@ -160,6 +186,7 @@ class LadderReport:
             "notes": list(self.data.notes),
             "seconds": self.seconds,
             "not_selected": list(self.not_selected),
+            "full_run_only": list(self.full_only),
             "rows": [r.to_dict() for r in self.results],
         }
 
@@ -175,7 +202,7 @@ class LadderReport:
                 if r.single_query_ms is None and r.latency_ms is not None:
                     ms = _fmt(r.latency_ms, "{:.2f}") + " (batched)"
                 cells = [_fmt(r.ndcg10, "{:.3f}"), _fmt(r.recall100, "{:.3f}"), _fmt(r.sts_spearman, "{:.1f}"),
-                         _fmt(r.build_seconds, "{:.2f}"), ms, _fmt_bytes(r.bytes_per_doc)]
+                         _fmt(r.build_seconds, "{:.2f}") + ("*" if r.cached else ""), ms, _fmt_bytes(r.bytes_per_doc)]
                 note = r.note
             out.append([r.era, r.label, *cells, note])
         return out
@@ -191,8 +218,57 @@ class LadderReport:
         lines += [f"- {n}" for n in self.data.notes]
         if self.not_selected:
             lines.append(f"- Rows not selected for this run (--only): {'; '.join(self.not_selected)}.")
+        if self.full_only:
+            lines.append(f"- Full run only (not in --quick): {'; '.join(self.full_only)}.")
+        if any(r.cached for r in self.results):
+            lines.append(f"- {CACHED_NOTE}")
         lines.append(f"- {'Quick' if self.quick else 'Full'} run, {self.seconds:.0f} s in total. {LEGEND}")
         return "\n".join(lines) + "\n"
+
+    def compact(self) -> tuple[list[list[str]], list[str]]:
+        """The table for a 100-column terminal and the notes printed below it.
+
+        Cells: era, model, nDCG@10, R@100, STS, build s, ms/query, bytes/doc, and a short note (a
+        skip reason cut to its gist, or ``[n]`` pointing at note n below the table).
+        """
+        rows: list[list[str]] = []
+        notes: list[str] = []
+        for r, cells in zip(self.results, self.table_rows(), strict=True):
+            cells = list(cells)
+            if r.status == "failed":
+                short, full = "", f"failed: {r.reason}"
+            elif r.status != "ok":
+                short, full = _short_reason(r.reason), f"{r.status}: {r.reason}"
+            else:
+                short, full = "", r.note
+            if full:
+                if full not in notes:  # rows with the same reason share one note
+                    notes.append(full)
+                short = (short + " " if short else "") + f"[{notes.index(full) + 1}]"
+            cells[-1] = f"failed {short}" if r.status == "failed" else short
+            cells[6] = cells[6].replace(" (batched)", " b")
+            rows.append(cells)
+        return rows, notes
+
+
+#: Printed under a table where a build time carries ``*``.
+CACHED_NOTE = ("build s marked * = the corpus vectors came from the embedding cache (an earlier run, or the "
+               "CLS/mean/max pass shared by the pooling rows), so it is the time to read them, not to encode.")
+
+_SHORT = (("full run only", "full run only"), ("pretrain it", "not pretrained"), ("vectors at", "no vectors"),
+          ("pip install", "extra missing"), ("not reachable", "no data"), ("DatasetError", "no data"),
+          ("MissingExtra", "extra missing"))
+
+
+def _short_reason(reason: str) -> str:
+    """A skip/failure reason cut to a few words for the table (the full text goes below it)."""
+    for needle, short in _SHORT:
+        if needle in reason:
+            if short == "extra missing" and "embedstack[" in reason:
+                return "needs [" + reason.split("embedstack[", 1)[1].split("]", 1)[0] + "]"
+            return short
+    head = reason.split(":", 1)[0].strip()
+    return head if len(head) <= 18 else head[:17] + "…"
 
 
 def _fmt(v: float | None, pattern: str) -> str:
@@ -266,25 +342,25 @@ LADDER_ROWS: list[LadderRow] = [
               available=requires_modules(("embedstack.count", "core"))),
     LadderRow("LSA-256", "lsa:256", era="counting", sts=True,
               available=requires_modules(("embedstack.count", "core"))),
-    # static word vectors (pooled); vectors come from `embedstack train word2vec|fasttext|glove enwiki`
-    LadderRow("word2vec SG, mean", "word2vec", era="static", sts=True,
-              available=lambda: importlib.import_module("embedstack.static.specs").available("word2vec")()),
-    LadderRow("word2vec SG, SIF", "word2vec:,pool=sif", era="static", sts=True,
-              available=lambda: importlib.import_module("embedstack.static.specs").available("word2vec")()),
-    LadderRow("fastText SG, mean", "fasttext", era="static", sts=True,
-              available=lambda: importlib.import_module("embedstack.static.specs").available("fasttext")()),
-    LadderRow("GloVe, SIF", "glove:,pool=sif", era="static", sts=True,
-              available=lambda: importlib.import_module("embedstack.static.specs").available("glove")()),
-    LadderRow("BM25 + MiniLM (RRF)", "bm25 + all-MiniLM-L6-v2", era="hybrid", quick=False,
-              retrieve=lambda ds, cb: importlib.import_module("embedstack.retrieval.evaluate").evaluate_pipeline(
-                  ["bm25", "all-MiniLM-L6-v2"], ds, fusion="rrf", progress=cb),
+    # static word vectors (pooled); vectors come from `embedstack train word2vec|fasttext|glove enwiki`; --quick
+    # trains them on the first QUICK_STATIC_WORDS words of enwiki instead (once, kept in the cache)
+    *[LadderRow(label, spec, era="static", sts=True, quick_spec=lambda data, cb, _k=kind, _s=spec: slice_vectors(
+        _k, _s, data, cb), available=lambda _k=kind: importlib.import_module("embedstack.static.specs").available(_k)())
+      for label, spec, kind in (("word2vec SG, mean", "word2vec", "word2vec"),
+                                ("word2vec SG, SIF", "word2vec:,pool=sif", "word2vec"),
+                                ("fastText SG, mean", "fasttext", "fasttext"),
+                                ("GloVe, SIF", "glove:,pool=sif", "glove"))],
+    LadderRow("BM25 + MiniLM (RRF)", "bm25 + all-MiniLM-L6-v2", era="hybrid",
+              retrieve=lambda ds, cb, resolve=None: importlib.import_module(
+                  "embedstack.retrieval.evaluate").evaluate_pipeline(["bm25", "all-MiniLM-L6-v2"], ds, fusion="rrf",
+                                                                     progress=cb, resolve=resolve),
               available=requires_modules(("embedstack.neural", "torch"), ("torch", "torch")),
-              note="reciprocal rank fusion (k=60) of BM25 and MiniLM top-100"),
+              note="reciprocal rank fusion (k=60) of BM25 and MiniLM (mean pooling) top-100"),
     # transformers (embedstack.neural): our BERT encoder; specs are NAME[@option=value,...]
     *[LadderRow(f"MiniLM-L6, {pool} pooling", f"all-MiniLM-L6-v2@pooling={pool}", era="transformer", sts=True,
-                quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
+                available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
                 note="all-MiniLM-L6-v2 weights in our encoder" + (" (its trained pooling)" if pool == "mean" else ""))
-      for pool in ("cls", "mean", "max")],
+      for pool in POOLINGS],
     LadderRow("MiniLM-L6, onnx int8", "all-MiniLM-L6-v2@backend=onnx,precision=int8", era="transformer", sts=True,
               quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
               note="onnxruntime: attention projections int8, feed-forward fp32"),
@@ -292,12 +368,90 @@ LADDER_ROWS: list[LadderRow] = [
               quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
               note="torch autocast bfloat16 (AMX / AVX-512 BF16 matmuls)"),
     *[LadderRow(f"small MLM BERT (ours), {pool}", f"embedstack/mlm-bert-enwiki@pooling={pool}", era="transformer",
-                sts=True, quick=False, note="raw MLM BERT pretrained from scratch on enwiki by `embedstack train mlm` "
+                sts=True, note="raw MLM BERT pretrained from scratch on enwiki by `embedstack train mlm` "
                 "(size and steps: its training.json)",
                 available=lambda: importlib.import_module("embedstack.neural.specs").available(
                     "embedstack/mlm-bert-enwiki")())
-      for pool in ("cls", "mean", "max")],
+      for pool in POOLINGS],
 ]
+
+
+# --------------------------------------------------------------------------- --quick: static vectors on a slice
+
+# fastText: 200k n-gram buckets (not 2M: 80 MB of n-gram vectors instead of 800 MB to write and read back)
+_SLICE_OPTIONS: dict[str, dict[str, Any]] = {"word2vec": {}, "fasttext": {"bucket": 200_000}, "glove": {"epochs": 10}}
+
+
+def _slice_texts(source: Any, words: int) -> Iterator[str]:
+    """Texts from ``source`` until about ``words`` whitespace-separated words have been given."""
+    from embedstack.data import iter_texts
+
+    seen = 0
+    for text in (iter_texts(source) if isinstance(source, str) else source):
+        yield text
+        seen += len(text.split())
+        if seen >= words:
+            return
+
+
+def slice_vectors(kind: str, spec: str, data: Any, progress: Callable[[str, int, int], None] | None = None,
+                  *, words: int | None = None) -> tuple[str, str]:
+    """``--quick`` static rows: vectors trained on a slice, once; returns ``(spec, note)``.
+
+    The first ``words`` (default :data:`QUICK_STATIC_WORDS`) words of enwiki (on the bundled sample: its
+    documents) train ``kind`` vectors (defaults of ``embedstack train``; GloVe 10 epochs) into
+    ``<cache>/vectors/KIND-enwiki-slice-<words>`` and later runs reuse them (a folder that does not load is
+    trained again). ``spec``'s options (``,pool=sif``) are kept; the note says what was trained and how long
+    it took.
+    """
+    from embedstack.data._registry import cache_dir
+    from embedstack.static import specs as static_specs
+
+    words = QUICK_STATIC_WORDS if words is None else int(words)
+    sample = bool(getattr(data, "sample", False))
+    source = "sample" if sample else "enwiki"
+    folder = cache_dir() / "vectors" / f"{kind}-{source}-slice-{words}"
+    _, opts = static_specs.parse_options(spec.partition(":")[2])
+    row_spec = f"{kind}:{folder}" + "".join(f",{k}={v}" for k, v in opts.items())
+    what = "the bundled sample's documents" if sample else f"the first {words / 1e6:.1f}M words of enwiki"
+    if folder.exists():
+        try:
+            from embedstack.io import read_manifest, verify_files
+
+            manifest = read_manifest(folder)
+            verify_files(folder, manifest)  # a damaged folder is trained again, never trusted
+            meta = (manifest.get("state") or manifest.get("config") or {}).get("meta") or {}
+            secs = meta.get("ladder_seconds", meta.get("seconds"))
+            took = f" in {secs:.0f} s" if isinstance(secs, int | float) else ""
+            return row_spec, f"{kind} vectors trained{took} on {what} by an earlier --quick run ({folder})"
+        except EmbedstackError as exc:
+            import warnings
+
+            warnings.warn(f"retraining {kind} slice vectors: {folder} does not load ({_first_line(exc)}).",
+                          RuntimeWarning, stacklevel=2)
+    from embedstack.static._corpus import IdCorpus
+
+    trainer_cls = {"word2vec": "Word2Vec", "fasttext": "FastText", "glove": "GloVe"}[kind]
+    trainer = getattr(importlib.import_module(f"embedstack.static.{kind}"), trainer_cls)(**_SLICE_OPTIONS[kind])
+    t0 = time.perf_counter()
+    stage = f"train {kind} on {'sample' if sample else f'{words / 1e6:.1f}M enwiki words'}"
+    if progress is not None:
+        progress(stage, 0, 1)
+    texts = data.retrieval.doc_texts() if sample else "enwiki"
+    corpus = IdCorpus.build(_slice_texts(texts, words), analyzer=trainer.analyzer, min_count=trainer.min_count,
+                            max_vocab=trainer.max_vocab, max_sentence_length=trainer.max_sentence_length)
+
+    def on_train(p: dict[str, Any]) -> None:
+        if progress is not None and p.get("total"):
+            progress(stage, int(p["done"]), int(p["total"]))
+
+    trainer.fit(corpus, progress=on_train)
+    secs = time.perf_counter() - t0
+    trainer.wv_.meta["ladder_seconds"] = round(secs, 2)
+    trainer.wv_.meta["ladder_slice"] = {"source": source, "words": words, "raw_words": corpus.raw_words}
+    trainer.save(folder, force=folder.exists())
+    return row_spec, (f"{kind} vectors trained here in {secs:.0f} s on {what} ({corpus.raw_words:,} tokens, "
+                      f"{len(corpus.vocab):,} words, {trainer.epochs} epochs); kept in {folder}")
 
 
 def add_row(row: LadderRow) -> None:
@@ -418,22 +572,65 @@ def _select(rows: Sequence[LadderRow], only: Sequence[str] | None) -> list[Ladde
     return picked
 
 
-def _run_row(row: LadderRow, data: LadderData, *, progress: LadderProgress | None) -> LadderResult:
-    from embedstack.evaluation.runners import evaluate_retrieval, evaluate_sts
-    from embedstack.models import resolve
+@dataclass
+class _RunContext:
+    """How one ladder run resolves SPECs: quick transformer options and the embedding cache."""
 
+    quick: bool = False
+    cache: Any | None = None  # an EmbeddingCache, or None for no caching
+    transformer_options: dict[str, Any] = field(default_factory=dict)
+    wrapped: list[Any] = field(default_factory=list)
+
+    def resolve(self, spec: str, *, transformer: bool = False) -> Any:
+        from embedstack.models import resolve
+
+        enc = resolve(spec)
+        if callable(getattr(enc, "encode_poolings", None)):  # a transformer sentence encoder
+            if self.transformer_options:
+                from embedstack.neural.specs import parse_options
+
+                explicit = set(parse_options(spec)[1]) if "@" in spec else set()
+                opts = {k: v for k, v in self.transformer_options.items() if k not in explicit}
+                if "max_seq_length" in opts:
+                    opts["max_seq_length"] = min(int(opts["max_seq_length"]), int(enc.max_seq_length))
+                if getattr(enc, "backend", "torch") != "torch":
+                    opts.pop("precision", None)
+                if opts:
+                    enc = enc.with_options(**opts)
+            if self.cache is not None:
+                from embedstack.evaluation.cache import CachedEncoder
+
+                enc = CachedEncoder(enc, self.cache, poolings=POOLINGS)
+                self.wrapped.append(enc)
+        return enc
+
+
+def _run_row(row: LadderRow, data: LadderData, *, progress: LadderProgress | None,
+             ctx: _RunContext | None = None) -> LadderResult:
+    from embedstack.evaluation.runners import evaluate_retrieval, evaluate_sts
+
+    ctx = ctx or _RunContext()
     res = LadderResult(row.label, row.spec, row.era, note=row.note)
+    start = len(ctx.wrapped)
 
     def cb(stage: str, done: int, total: int) -> None:
         if progress is not None:
             progress(row.label, stage, done, total)
 
+    spec = row.spec
+    if ctx.quick and row.quick_spec is not None:
+        spec, how = row.quick_spec(data, cb)
+        res.note = f"{res.note}; {how}" if res.note else how
+    transformer = row.era == "transformer"
     encoder = None
     if row.retrieval:
         if row.retrieve is not None:
-            r = row.retrieve(data.retrieval, cb)
+            if "resolve" in inspect.signature(row.retrieve).parameters:
+                r = row.retrieve(data.retrieval, cb, resolve=ctx.resolve)
+            else:
+                r = row.retrieve(data.retrieval, cb)
         else:
-            encoder = resolve(row.spec)
+            encoder = ctx.resolve(spec, transformer=transformer)
             r = evaluate_retrieval(encoder, data.retrieval, index_spec=row.index, progress=cb)
         res.retrieval = r
         res.ndcg10, res.recall100, res.mrr10 = r.get("ndcg@10"), r.get("recall@100"), r.get("mrr@10")
@@ -442,10 +639,11 @@ def _run_row(row: LadderRow, data: LadderData, *, progress: LadderProgress | Non
         res.bytes_per_doc = r.get("bytes_per_doc")
     if row.sts and data.sts is not None:
         if encoder is None or getattr(encoder, "requires_fit", False):
-            encoder = resolve(row.spec)  # counting models are fitted afresh on the STS sentences
+            encoder = ctx.resolve(spec, transformer=transformer)  # counting models: fitted afresh on the sentences
         s = evaluate_sts(encoder, data.sts, progress=cb)
         res.sts = s
         res.sts_spearman = s.get("spearman")
+    res.cached = any(getattr(w, "from_cache", 0) > 0 for w in ctx.wrapped[start:])
     return res
 
 
@@ -474,13 +672,15 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
                download: bool = False, only: Sequence[str] | None = None, max_queries: int | None = None,
                max_pairs: int | None = None, data: LadderData | None = None,
                progress: LadderProgress | None = None,
-               on_result: Callable[[LadderResult], None] | None = None) -> LadderReport:
+               on_result: Callable[[LadderResult], None] | None = None, cache: Any = True) -> LadderReport:
     """Run every ladder row and collect a :class:`LadderReport`.
 
     Args:
         rows: rows to run (default: :data:`LADDER_ROWS`).
-        quick: bounded run — first :data:`QUICK_QUERIES` queries and :data:`QUICK_PAIRS` STS pairs,
-            rows with ``quick=False`` skipped (except on the bundled sample, where every row is cheap).
+        quick: bounded run — first :data:`QUICK_QUERIES` queries and :data:`QUICK_PAIRS` STS pairs, rows'
+            ``quick_spec`` used (static vectors trained on a slice), transformer texts cut at
+            :data:`QUICK_MAX_TOKENS` tokens in ``bf16-pure`` where the CPU has bf16; rows with ``quick=False``
+            are left out and listed in ``full_only`` (on the bundled sample every row runs: all are cheap).
         sample: use the bundled sample data.
         download: allow dataset downloads.
         only: keep rows whose label or spec is listed.
@@ -488,6 +688,9 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
         data: pre-loaded :class:`LadderData` (skips :func:`load_ladder_data`).
         progress: ``progress(row_label, stage, done, total)``.
         on_result: called with each row's result as soon as it is ready.
+        cache: the embedding cache for transformer vectors: True (``<cache>/embeddings``), False (none:
+            every vector is computed, e.g. for build timings) or an
+            :class:`~embedstack.evaluation.cache.EmbeddingCache`.
 
     A row whose ``available`` check returns a reason is "skipped"; a row that raises is "failed"
     with the error in ``reason`` — the ladder itself carries on.
@@ -499,11 +702,21 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
     if data is None:
         data = load_ladder_data(quick=quick, sample=sample, download=download, max_queries=max_queries,
                                 max_pairs=max_pairs)
+    full_only = [r.label for r in selected if quick and not r.quick and not data.sample]
+    selected = [r for r in selected if r.label not in full_only]
+    ctx = _RunContext(quick=quick, cache=_make_cache(cache))
+    if quick and any(r.era == "transformer" or r.era == "hybrid" for r in selected):
+        ctx.transformer_options = _quick_transformer_options()
+        if ctx.transformer_options:
+            desc = f"texts cut at {ctx.transformer_options['max_seq_length']} tokens"
+            if "precision" in ctx.transformer_options:
+                desc += f", {ctx.transformer_options['precision']} (this CPU has bf16 matmuls)"
+            data.notes.append(f"Quick run: transformer rows (and the hybrid's MiniLM) with {desc}.")
     results: list[LadderResult] = []
     for row in selected:
         reason = None
-        if quick and not row.quick and not data.sample:  # on the tiny sample every row is quick
-            reason = "slow: full run only (without --quick)"
+        if quick and row.quick_spec is not None:
+            reason = None  # the quick hook makes what the row needs (e.g. trains vectors on a slice)
         elif row.available is not None:
             try:
                 reason = row.available()
@@ -513,7 +726,7 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
             res = LadderResult(row.label, row.spec, row.era, status="skipped", reason=reason, note=row.note)
         else:
             try:
-                res = _run_row(row, data, progress=progress)
+                res = _run_row(row, data, progress=progress, ctx=ctx)
             except EmbedstackError as exc:
                 # a missing extra/dataset, or (on the tiny bundled sample) data too small for the model,
                 # means the row cannot run here; anything else is a failure
@@ -523,10 +736,84 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
             except Exception as exc:  # report and carry on: one broken rung must not hide the others
                 res = LadderResult(row.label, row.spec, row.era, status="failed",
                                    reason=f"{type(exc).__name__}: {_first_line(exc)}", note=row.note)
+        if ctx.cache is not None:
+            ctx.cache.flush()
         results.append(res)
         if on_result is not None:
             on_result(res)
-    return LadderReport(results, data, quick, time.perf_counter() - t0, not_selected)
+    return LadderReport(results, data, quick, time.perf_counter() - t0, not_selected, full_only)
+
+
+def _make_cache(cache: Any) -> Any:
+    if cache is True:
+        from embedstack.evaluation.cache import EmbeddingCache
+
+        return EmbeddingCache()
+    return cache or None
+
+
+def _quick_transformer_options() -> dict[str, Any]:
+    """``--quick`` options for transformer rows: a token cap, and bf16-pure where the CPU has bf16 matmuls."""
+    opts: dict[str, Any] = {"max_seq_length": QUICK_MAX_TOKENS}
+    try:
+        from embedstack.neural.sentence import cpu_has_bf16
+    except (ImportError, EmbedstackError):  # no torch: the transformer rows are skipped anyway
+        return opts
+    if cpu_has_bf16():
+        opts["precision"] = "bf16-pure"
+    return opts
+
+
+_ERA_COLORS = {"counting": "#1f77b4", "static": "#2ca02c", "transformer": "#9467bd", "hybrid": "#d62728"}
+
+
+def write_plot(report: LadderReport, path: str | os.PathLike[str]) -> Any:
+    """A PNG of quality against cost, one point per row that ran: nDCG@10 against ms/query and build s.
+
+    Written atomically through :func:`embedstack.io.atomic_write_bytes`. Returns the path, or None when
+    matplotlib is not installed (``pip install 'embedstack[demo]'``) or no row has numbers.
+    """
+    import io
+    from pathlib import Path
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from embedstack.io import atomic_write_bytes
+
+    ok = [r for r in report.results if r.status == "ok" and r.ndcg10 is not None]
+    if not ok:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharey=True)
+    panels = (("ms per query (one query alone; log scale)", lambda r: r.single_query_ms or r.latency_ms),
+              ("build seconds (fit + encode corpus + index; log scale)", lambda r: r.build_seconds))
+    for ax, (xlabel, get) in zip(axes, panels, strict=True):
+        for era in dict.fromkeys(r.era for r in ok):
+            pts = [(get(r), r.ndcg10, r) for r in ok if r.era == era and get(r)]
+            if not pts:
+                continue
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=era, s=36,
+                       color=_ERA_COLORS.get(era, "#7f7f7f"), edgecolors="black", linewidths=0.4, zorder=3)
+            for x, y, r in pts:
+                ax.annotate(r.label + ("*" if r.cached and get is panels[1][1] else ""), (x, y), fontsize=7,
+                            xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("nDCG@10")
+    axes[0].legend(loc="lower right", fontsize=8)
+    mode = "quick run" if report.quick else "full run"
+    fig.suptitle(f"embedstack ladder ({mode}): {report.data.retrieval_name}", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 def _is_missing(exc: BaseException) -> bool:

@@ -35,7 +35,7 @@ def parse_fusion(text: str) -> Any:
 
 def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf", index: str = "flat",
                       k: int = 100, progress: Callable[[str, int, int], None] | None = None,
-                      block_size: int = 256) -> dict[str, Any]:
+                      block_size: int = 256, resolve: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Build an index per model SPEC on ``dataset``'s corpus, fuse their results, score the run.
 
     Args:
@@ -44,9 +44,11 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
         fusion: ``rrf[:K]``, ``convex[:ALPHA]`` or ``convex-z[:ALPHA]``.
         index: index spec for the dense models.
         k: retrieval depth (candidates per model and fused list length).
+        resolve: SPEC -> encoder (default :func:`embedstack.models.resolve`; the ladder passes one that
+            applies its quick options and the embedding cache).
     """
     from embedstack.evaluation.metrics import map_at_k, mrr_at_k, ndcg_at_k, precision_at_k, recall_at_k
-    from embedstack.models import resolve
+    from embedstack.models import resolve as resolve_spec
     from embedstack.retrieval.build import build_index
     from embedstack.retrieval.pipeline import Pipeline, Retriever
 
@@ -62,7 +64,7 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
         def cb(stage: str, done: int, total: int, _s: str = spec) -> None:
             progress(f"{_s}: {stage}", done, total)
 
-        encoder = resolve(spec)
+        encoder = (resolve or resolve_spec)(spec)
         idx = build_index(texts, doc_ids, encoder, spec=spec, index=index, progress=cb)  # fits encoder if needed
         nbytes += idx.nbytes()
         retrievers.append(Retriever(spec, encoder, idx, check=False))
