@@ -273,3 +273,16 @@ def test_stale_temporaries_of_killed_writers_are_swept(tmp_path: Path) -> None:
     _flat().save(target)
     assert not stale_dir.exists() and other.exists() and live.exists()
     assert len(load_index(target)) == 50
+
+
+@pytest.mark.parametrize("files", [["x"], {"../../etc/passwd": {"sha256": "0", "bytes": 1}},
+                                   {"/etc/passwd": {"sha256": "0", "bytes": 1}}, {"arrays.safetensors": "abc"},
+                                   {"arrays.safetensors": {"sha256": "0", "bytes": float("inf")}}])
+def test_malformed_checksum_lists_are_format_errors(tmp_path: Path, files: object) -> None:
+    out = tmp_path / "idx"
+    _flat().save(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"] = files
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FormatError, match="manifest"):
+        load_index(out)

@@ -125,6 +125,10 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
     root = Path(folder)
     expected: list[tuple[Path, str]] = []
     for rel, info in files.items():  # missing files and sizes first: free, and they name the worst damage
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or ".." in parts:
+            raise FormatError(f"{root / MANIFEST}: 'files' lists {rel!r}, which is not a path inside the folder; "
+                              "the manifest is damaged.")
         p = root / rel
         try:
             size = p.stat().st_size
@@ -132,7 +136,7 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
         except FileNotFoundError:
             raise FormatError(f"{p} is missing but the manifest lists it; the folder is incomplete. "
                               "Rebuild it or restore it from a backup.") from None
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise FormatError(f"{root / MANIFEST}: the checksum entry of {rel!r} is malformed; the manifest is damaged.") from None
         if size != want_size:
             raise FormatError(f"{p} has {size} bytes but was saved with {want_size}; the file is damaged. "
