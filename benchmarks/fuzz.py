@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests" / "fuzz"))
 
-from _report import RESULTS, machine  # noqa: E402
 from fuzz_targets import TARGETS, Workspace, case_strategy, run_case  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+
+from _report import RESULTS, machine  # noqa: E402
 
 
 def fuzz_target(name: str, cases: int, *, limit_s: float, rng_seed: int) -> dict[str, Any]:

@@ -413,7 +413,7 @@ def _read_text(folder: Path) -> Any:
 
     return _all(lambda: list(iter_lines(folder / "corpus.txt")),
                 lambda: list(iter_lines(folder / "corpus.txt", encoding="latin-1")),
-                lambda: list(iter_lines(folder / "corpus.txt", encoding="utf-16", errors="replace")),
+                lambda: list(iter_lines(folder / "corpus.txt", encoding="utf-16-le", errors="replace")),
                 lambda: read_text(folder / "corpus.txt"),
                 lambda: scan_lines(folder / "corpus.txt", errors="replace"),
                 lambda: list(iter_texts(folder / "docs.jsonl")),
@@ -432,7 +432,12 @@ _MODEL_SEED: dict[str, bytes] | None = None
 
 
 def _seed_model() -> dict[str, bytes]:
-    """A tiny sentence-transformers folder (2 layers, 16 dims) saved by embedstack."""
+    """A tiny sentence-transformers folder (2 layers, 16 dims) saved by embedstack.
+
+    Its ``embedstack.json`` lists no checksums (as in a folder from the Hugging Face hub), so that the
+    damaged bytes reach the readers of config.json, modules.json, the tokenizer files and the weights
+    instead of stopping at the size check.
+    """
     global _MODEL_SEED
     if _MODEL_SEED is None:
         from embedstack.neural.config import BertConfig
@@ -448,6 +453,9 @@ def _seed_model() -> dict[str, bytes]:
         with tempfile.TemporaryDirectory() as d:
             enc.save(Path(d) / "m")
             root = Path(d) / "m"
+            ours = json.loads((root / "embedstack.json").read_text())
+            ours.pop("files", None)
+            (root / "embedstack.json").write_text(json.dumps(ours, indent=2))
             _MODEL_SEED = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     return dict(_MODEL_SEED)
 
@@ -468,10 +476,7 @@ def _model_gen(seed: dict[str, bytes]) -> dict[str, st.SearchStrategy[bytes]]:
 def _load_model(folder: Path) -> Any:
     from embedstack.neural.sentence import SentenceEncoder
 
-    # with the checksums of embedstack.json (the default) and without, so that the readers behind them
-    # (config.json, modules.json, tokenizer files, weights) see the damaged bytes too
-    return _all(lambda: SentenceEncoder.from_folder(folder).dim,
-                lambda: SentenceEncoder.from_folder(folder, verify=False).dim)
+    return SentenceEncoder.from_folder(folder).dim
 
 
 def _model_files() -> list[str]:

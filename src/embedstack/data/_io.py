@@ -136,15 +136,14 @@ def _wide_lines(raw: Iterable[bytes], name: str, encoding: str, errors: str) -> 
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(f"{name}: the gzip data is damaged or truncated ({exc}); recompress or fetch the file "
                          "again.") from None
-    lineno = 0
     try:
-        text = io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors=errors, newline=None)
-        for lineno, line in enumerate(text, start=1):  # noqa: B007
-            yield lineno, _strip_newline(line)
-    except UnicodeError as exc:  # UnicodeDecodeError, or UTF-16/32 data without a byte-order mark
-        reason = getattr(exc, "reason", None) or str(exc)
-        raise InputError(f"{name}:{lineno + 1}: bytes are not valid {encoding} ({reason}); pass --encoding "
-                         "with the file's encoding (e.g. utf-16-le) or --errors replace.") from None
+        text = data.decode(encoding, errors)  # like bytes.decode: no byte-order mark means little-endian
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].decode(encoding, "replace").count("\n") + 1
+        raise InputError(f"{name}:{line}: byte offset {exc.start} is not valid {encoding} ({exc.reason}); pass "
+                         "--encoding with the file's encoding (e.g. utf-16-le) or --errors replace.") from None
+    for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
+        yield lineno, _strip_newline(line)
 
 
 def iter_lines(path: str | os.PathLike[str], *, encoding: str = "utf-8",
@@ -186,11 +185,11 @@ def read_text(path: str | os.PathLike[str], *, encoding: str = "utf-8", errors: 
                              "again.") from None
     try:
         return data.decode(encoding, errors)
-    except UnicodeError as exc:  # UnicodeDecodeError, or UTF-16/32 data without a byte-order mark
-        if not isinstance(exc, UnicodeDecodeError) or codecs.lookup(encoding).name.startswith(_WIDE):
-            reason = getattr(exc, "reason", None) or str(exc)
-            raise InputError(f"{p}: bytes are not valid {encoding} ({reason}); pass --encoding with the file's "
-                             "encoding (e.g. utf-16-le) or --errors replace.") from None
+    except UnicodeDecodeError as exc:
+        if codecs.lookup(encoding).name.startswith(_WIDE):
+            line = data[:exc.start].decode(encoding, "replace").count("\n") + 1
+            raise InputError(f"{p}:{line}: byte offset {exc.start} is not valid {encoding} ({exc.reason}); pass "
+                             "--encoding with the file's encoding (e.g. utf-16-le) or --errors replace.") from None
         line = data.count(b"\n", 0, exc.start) + 1
         start = data.rfind(b"\n", 0, exc.start) + 1
         sub = UnicodeDecodeError(exc.encoding, data[start:exc.end], exc.start - start, exc.end - start, exc.reason)

@@ -228,7 +228,7 @@ def detect_format(path: str | os.PathLike[str], data: bytes | None = None) -> Ve
     nxt = data.find(b"\n", pos)
     line = data[pos:] if nxt < 0 else data[pos:nxt]
     try:
-        parts = line.decode("utf-8").rstrip().split(" ")
+        parts = line.decode("utf-8", "replace").rstrip().split(" ")  # the words may be in another encoding
         if len(parts) >= dim + 1:
             with np.errstate(over="ignore"):
                 np.array(parts[-dim:], dtype=np.float32)
