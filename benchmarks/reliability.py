@@ -4,8 +4,9 @@
 ``embedstack encode --out``, model save for a BM25 component and a sentence-transformers folder, alias
 swap) an old version is saved first. Each trial forks a child process (the parent imported
 everything, so a child starts in milliseconds) that writes a new version over the old one; the
-parent waits until the child is about to write, sleeps a random time in ``[0, 1.25 × W]`` (``W``: the
-median duration of a complete write, measured first) and SIGKILLs it. Then it classifies the target:
+parent waits until the child is about to write, sleeps a random time in ``[0, 1.5 × W]`` (``W``: the
+median duration of a complete write, measured first) and SIGKILLs it (``killed before exit``: the kill
+landed while the child still ran, somewhere between its first byte and its last cleanup). Then it classifies the target:
 
 * ``old intact``: every file is byte-identical to the old version (nothing of the new one is visible);
 * ``new complete``: it loads (checksums verified) and reads/searches exactly like the new version;
@@ -316,7 +317,7 @@ def crash_trials(writer: Writer, trials: int, work: Path, rng: random.Random, qu
             seen = set()
         pid, rfd = _fork_write(writer, target, "new")
         _wait_ready(rfd)
-        time.sleep(rng.uniform(0.0, 1.25 * full))
+        time.sleep(rng.uniform(0.0, 1.5 * full))
         with contextlib.suppress(ProcessLookupError):  # already exited: the write completed
             os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
@@ -440,7 +441,7 @@ def markdown(crash: list[dict[str, Any]] | None, cost: dict[str, Any] | None, tr
     out = []
     if crash:
         out.append(f"Crash safety: SIGKILL at a random moment of a write, {trials} trials per writer.\n")
-        out.append("| writer | trials | killed mid-write | old intact (new absent) | new complete | torn "
+        out.append("| writer | trials | killed before exit | old intact (new absent) | new complete | torn "
                    "| temp files left by kills | left after the next write |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in crash:
