@@ -128,15 +128,21 @@ def _kind_label(kind: Kind) -> str:
 
 def _protected(resolved: Path) -> str | None:
     """Why ``resolved`` must never be replaced (None when it may be)."""
-    cwd = Path.cwd().resolve()
-    home = Path.home().resolve()
     if resolved == Path(resolved.anchor):
         return "the root folder"
-    if resolved == cwd:
+    try:
+        cwd: Path | None = Path.cwd().resolve()
+    except OSError:  # the current folder was deleted
+        cwd = None
+    if cwd is not None and resolved == cwd:
         return "the current folder"
-    if resolved in cwd.parents:
+    if cwd is not None and resolved in cwd.parents:
         return "a folder that holds the current folder"
-    if resolved == home or resolved in home.parents:
+    try:
+        home: Path | None = Path.home().resolve()
+    except (OSError, RuntimeError):  # no HOME and no password entry
+        home = None
+    if home is not None and (resolved == home or resolved in home.parents):
         return "the home folder" if resolved == home else "a folder that holds the home folder"
     return None
 
