@@ -479,8 +479,11 @@ def _load_model(folder: Path) -> Any:
     return SentenceEncoder.from_folder(folder).dim
 
 
-def _model_files() -> list[str]:
-    return sorted(_seed_model())
+def _seed_model_vocab() -> dict[str, bytes]:
+    """The same folder with only ``vocab.txt`` as its tokenizer (no ``tokenizer.json``), as older BERT folders."""
+    seed = _seed_model()
+    seed.pop("tokenizer.json", None)
+    return seed
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in [
@@ -502,6 +505,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("manifest.json", _seed_manifest, _read_manifest, ["manifest.json"], _json_gen("manifest.json")),
     Target("safetensors", _seed_safetensors, _load_arrays, ["arrays.safetensors"], _safetensors_gen),
     Target("model-folder", _seed_model, _load_model, [], _model_gen, needs="torch"),
+    Target("model-folder-vocab.txt", _seed_model_vocab, _load_model, ["vocab.txt", "tokenizer_config.json"],
+           lambda s: {"vocab.txt": st.one_of(lines_of(FIELD, "", max_lines=20), st.binary(max_size=100))},
+           needs="torch"),
     Target("text-reader", _seed_text, _read_text, ["corpus.txt", "docs.jsonl", "wiki.txt"], _text_gen),
 ]}
 

@@ -258,3 +258,19 @@ def test_model_folder_truncate_dim_of_the_wrong_type(tiny_model_folder: Path, tm
     with pytest.raises(ConfigError, match=r"truncate_dim must be an int in \[1, 16\]. Got \[16\]"):
         SentenceEncoder.from_folder(f, verify=False)
     assert SentenceEncoder.from_folder(tiny_model_folder).dim == 16
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (b"[PAD]\n[UNK]\n[CLS]\n[SEP]\ncaf\xe9\n", r"vocab\.txt: byte offset 27 is not valid UTF-8"),
+    (b"[PAD]\n[UNK]\n[CLS]\n[S]\nthe\n", r"lacks the special tokens \['\[SEP\]'\]"),
+    (b"", r"lacks the special tokens \['\[CLS\]', '\[SEP\]', '\[UNK\]'\]"),
+])
+def test_model_folder_vocab_txt(tiny_model_folder: Path, tmp_path: Path, content: bytes, match: str) -> None:
+    # was: UnicodeDecodeError (read_text) and KeyError: '[CLS]' (WordPiece.from_vocab)
+    from embedstack.neural.sentence import SentenceEncoder
+
+    f = _copy(tiny_model_folder, tmp_path / "m")
+    (f / "tokenizer.json").unlink()
+    (f / "vocab.txt").write_bytes(content)
+    with pytest.raises(FormatError, match=match):
+        SentenceEncoder.from_folder(f)

@@ -64,7 +64,12 @@ class WordPiece:
             if (path / "tokenizer.json").is_file():
                 path = path / "tokenizer.json"
             elif (path / "vocab.txt").is_file():
-                words = (path / "vocab.txt").read_text(encoding="utf-8").splitlines()
+                raw = (path / "vocab.txt").read_bytes()
+                try:
+                    words = raw.decode("utf-8").splitlines()
+                except UnicodeDecodeError as exc:
+                    raise FormatError(f"{path / 'vocab.txt'}: byte offset {exc.start} is not valid UTF-8; re-save or "
+                                      "re-download the model.") from None
                 return cls.from_vocab(words, do_lower_case=_lower_case(path))
             else:
                 raise FormatError(f"Missing {path / 'tokenizer.json'} (or vocab.txt): the model folder has no tokenizer.")
@@ -83,6 +88,10 @@ class WordPiece:
         from tokenizers import models, normalizers, pre_tokenizers, processors
 
         vocab = {w: i for i, w in enumerate(words)}
+        missing = [w for w in ("[CLS]", "[SEP]", "[UNK]") if w not in vocab]
+        if missing:
+            raise FormatError(f"The WordPiece vocabulary lacks the special tokens {missing}; a BERT vocab.txt holds "
+                              "[PAD], [UNK], [CLS], [SEP] and [MASK].")
         tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=do_lower_case
