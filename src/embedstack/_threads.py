@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["serial", "for_batch", "SMALL_BATCH"]
@@ -32,7 +31,8 @@ SMALL_BATCH = 4
 
 _lock = threading.Lock()
 _blas: list[Any] | None = None  # threadpoolctl controllers of the BLAS libraries, found once
-_depth = 0  # serial() blocks open in any thread
+_local = threading.local()  # .depth: serial() blocks open on this thread
+_depth = 0  # threads inside a serial() block
 _restore: list[tuple[Any, int]] = []  # (BLAS library, its thread count before the first open block)
 
 
@@ -50,44 +50,62 @@ def _blas_controllers() -> list[Any]:
     return _blas
 
 
-@contextlib.contextmanager
-def serial() -> Iterator[None]:
-    """Run BLAS calls and numba parallel kernels on the calling thread inside the block."""
-    global _depth, _restore
-    libs = _blas_controllers()
-    if libs:
-        with _lock:  # the BLAS setting is process-wide: the first block in sets it, the last one out restores
-            if _depth == 0:
-                _restore = []
-                for lib in libs:
-                    n = lib.get_num_threads()
-                    if n and n > 1:
-                        lib.set_num_threads(1)
-                        _restore.append((lib, n))
-            _depth += 1
-    numba = sys.modules.get("numba")  # only when it is in use already: never import it here
-    nb_before = None
-    if numba is not None:
-        try:
-            nb_before = numba.get_num_threads()
-            if nb_before > 1:
-                numba.set_num_threads(1)  # per calling thread in numba
-            else:
-                nb_before = None
-        except Exception:  # noqa: BLE001 - a numba without a threading layer: nothing to limit
-            nb_before = None
-    try:
-        yield
-    finally:
-        if nb_before is not None:
-            numba.set_num_threads(nb_before)
+class _Serial:
+    """The context manager behind :func:`serial` (a class: cheaper than a generator per query)."""
+
+    __slots__ = ("numba_before",)
+
+    def __enter__(self) -> None:
+        global _depth, _restore
+        depth = getattr(_local, "depth", 0)
+        _local.depth = depth + 1
+        self.numba_before = None
+        if depth:  # already inside a block on this thread: nothing to switch
+            return
+        libs = _blas_controllers()
         if libs:
+            with _lock:  # the BLAS setting is process-wide: the first thread in sets it, the last one out restores
+                if _depth == 0:
+                    _restore = []
+                    for lib in libs:
+                        n = lib.get_num_threads()
+                        if n and n > 1:
+                            lib.set_num_threads(1)
+                            _restore.append((lib, n))
+                _depth += 1
+        numba = sys.modules.get("numba")  # only when it is in use already: never import it here
+        if numba is not None:
+            try:
+                n = numba.get_num_threads()
+                if n > 1:
+                    numba.set_num_threads(1)  # per calling thread in numba
+                    self.numba_before = n
+            except Exception:  # noqa: BLE001 - a numba without a threading layer: nothing to limit
+                pass
+
+    def __exit__(self, *exc: object) -> None:
+        global _depth, _restore
+        _local.depth -= 1
+        if _local.depth:
+            return
+        if self.numba_before is not None:
+            sys.modules["numba"].set_num_threads(self.numba_before)
+        if _blas:
             with _lock:
                 _depth -= 1
                 if _depth == 0:
                     for lib, n in _restore:
                         lib.set_num_threads(n)
                     _restore = []
+
+
+def serial() -> contextlib.AbstractContextManager[None]:
+    """Run BLAS calls and numba parallel kernels on the calling thread inside the block.
+
+    Nested blocks (a pipeline's search calling an index's search) switch nothing more; blocks in
+    several threads at once share one BLAS setting, restored when the last one ends.
+    """
+    return _Serial()
 
 
 def for_batch(n: int) -> contextlib.AbstractContextManager[None]:
