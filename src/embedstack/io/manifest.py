@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from embedstack.errors import FormatError
-from embedstack.io.atomic import atomic_write_bytes, atomic_write_text
+from embedstack.io.atomic import AtomicFile, atomic_write_text
 
 __all__ = [
     "FORMAT_VERSION",
@@ -200,8 +200,12 @@ def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray],
         offset += nbytes
     hbytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     hbytes += b" " * ((8 - len(hbytes) % 8) % 8)
-    parts = [struct.pack("<Q", len(hbytes)), hbytes] + [b.tobytes() for b in blobs]
-    atomic_write_bytes(path, b"".join(parts))
+    with AtomicFile(path) as f, open(f.tmp, "wb") as fh:  # streamed: no copy of the arrays in memory
+        fh.write(struct.pack("<Q", len(hbytes)))
+        fh.write(hbytes)
+        for b in blobs:
+            if b.size:
+                fh.write(memoryview(b.reshape(-1)).cast("B"))
 
 
 def load_arrays(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, np.ndarray]:
