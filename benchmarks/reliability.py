@@ -376,6 +376,7 @@ def run_crash(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- checksum cost
 
 def _timed(fn: Callable[[], Any]) -> float:
+    os.sync()  # the previous step's dirty pages are written back outside the timing
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
