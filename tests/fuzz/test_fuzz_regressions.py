@@ -274,3 +274,12 @@ def test_model_folder_vocab_txt(tiny_model_folder: Path, tmp_path: Path, content
     (f / "vocab.txt").write_bytes(content)
     with pytest.raises(FormatError, match=match):
         SentenceEncoder.from_folder(f)
+
+
+def test_classification_csv_carriage_return_in_a_field(tmp_path: Path) -> None:
+    # was: _csv.Error "new-line character seen in unquoted field"
+    from embedstack.data import load_classification
+
+    (tmp_path / "test.csv").write_bytes(b"text,label\nok,a\nbro\rken,b\n")
+    with pytest.raises(FormatError, match=r"test\.csv:3: not valid CSV \(new-line character seen in unquoted field\)"):
+        load_classification(tmp_path)

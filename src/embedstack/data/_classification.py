@@ -50,7 +50,12 @@ _AG_ENTITY = re.compile(r"#(\d+);")
 
 def _csv_rows(path: Path, encoding: str, errors: str) -> list[list[str]]:
     text = "\n".join(line for _, line in iter_lines(path, encoding=encoding, errors=errors))
-    return list(csv.reader(io.StringIO(text)))
+    reader = csv.reader(io.StringIO(text))
+    try:
+        return list(reader)
+    except csv.Error as exc:  # e.g. a lone carriage return inside an unquoted field, a field over 128 KiB
+        raise FormatError(f"{path}:{reader.line_num}: not valid CSV ({str(exc).split(' - ')[0]}); fix or delete "
+                          "that line.") from None
 
 
 def _from_csv(path: Path, folder: Path, encoding: str, errors: str) -> ClassificationDataset:
