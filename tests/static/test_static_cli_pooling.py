@@ -128,4 +128,5 @@ def test_train_defaults_out_and_rejects_bad_bytes(tmp_path, monkeypatch):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"good words here\nbad \xff\xfe bytes\n")
     res = runner.invoke(app, ["train", "word2vec", str(bad), "--out", str(tmp_path / "w"), "--min-count", "1"])
-    assert res.exit_code == 2 and "UTF-8" in res.output
+    assert res.exit_code == 2 and "not valid utf-8; pass --encoding latin-1" in res.output
+    assert "--errors replace" in res.output
