@@ -97,8 +97,9 @@ def print_table(title: str, columns: list[str], rows: list[list[str]], *, right:
     sys.stdout.flush()
 
 
-class TextErrors(str, Enum):
-    """``--errors``: what to do with bytes that are not valid in ``--encoding``."""
+class TextErrors(Enum):
+    """``--errors``: what to do with bytes that are not valid in ``--encoding`` (a plain Enum: a ``str``
+    subclass would have its ``replace`` member shadow ``str.replace``)."""
 
     strict = "strict"
     replace = "replace"

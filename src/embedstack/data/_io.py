@@ -139,8 +139,8 @@ def _wide_lines(raw: Iterable[bytes], name: str, encoding: str, errors: str) -> 
     try:
         text = data.decode(encoding, errors)  # like bytes.decode: no byte-order mark means little-endian
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].decode(encoding, "replace").count("\n") + 1
-        raise InputError(f"{name}:{line}: byte offset {exc.start} is not valid {encoding} ({exc.reason}); pass "
+        bad = data[:exc.start].decode(encoding, "replace").count("\n") + 1
+        raise InputError(f"{name}:{bad}: byte offset {exc.start} is not valid {encoding} ({exc.reason}); pass "
                          "--encoding with the file's encoding (e.g. utf-16-le) or --errors replace.") from None
     for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
         yield lineno, _strip_newline(line)
