@@ -5,8 +5,8 @@ BIN := $(VENV)/bin
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DATA_DIR := $(if $(EMBEDSTACK_DATA_DIR),$(EMBEDSTACK_DATA_DIR),$(wildcard ../shared/data))
-EXTRAS_TEST := dev,fast,ml,torch,onnx,index,serve,bench
-EXTRAS_DEMO := fast,ml,torch,index
+EXTRAS_TEST := dev,fast,ml,torch,onnx,index,serve,bench,demo
+EXTRAS_DEMO := fast,ml,torch,index,demo
 
 .PHONY: demo test lint bench clean
 
@@ -22,6 +22,8 @@ $(VENV)/.test-installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q -e ".[$(EXTRAS_TEST)]"
 	touch $@ $(VENV)/.demo-installed
 
+# Every era on SciFact + STS-B (quick: bounded work, labelled under the table); the table goes to stdout,
+# progress to stderr, and the quality-vs-cost plot's path is printed. A second run reads the cached vectors.
 demo: $(VENV)/.demo-installed
 	EMBEDSTACK_DATA_DIR=$(DATA_DIR) $(BIN)/embedstack ladder --quick
 

@@ -167,7 +167,7 @@ def test_quick_ladder_runs_every_era_on_the_sample(tmp_path, monkeypatch):
     assert [r.era for r in first.results] == ["counting", "static", "transformer", "transformer", "hybrid"]
     assert all(r.status == "ok" for r in first.results), [(r.label, r.reason) for r in first.results]
     assert "trained here" in by["word2vec SG, mean"].note
-    assert (tmp_path / "vectors" / "word2vec-sample-slice-1000000").is_dir()
+    assert (tmp_path / "vectors" / "word2vec-docs80-slice-1000000").is_dir()
     # CLS computed the three poolings in one pass: max and the hybrid's mean read them
     assert not by["MiniLM-L6, cls pooling"].cached and by["MiniLM-L6, max pooling"].cached
     assert by["BM25 + MiniLM (RRF)"].cached

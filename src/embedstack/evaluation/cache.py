@@ -296,6 +296,7 @@ class CachedEncoder:
         self.poolings = tuple(dict.fromkeys([own, *(poolings or ())])) if own and poolings else None
         self.encoded = 0  # texts this wrapper sent to the model
         self.from_cache = 0  # texts answered by the cache
+        self.from_cache_by_role: dict[str, int] = {}
 
     def __getattr__(self, name: str) -> Any:  # dim, name, pooling ... come from the wrapped encoder
         return getattr(self.__dict__["encoder"], name)
@@ -318,6 +319,7 @@ class CachedEncoder:
         ns = self.cache.namespace(settings)
         got, missing = self.cache.get(ns, keys)
         self.from_cache += len(texts) - len(missing)
+        self.from_cache_by_role[role] = self.from_cache_by_role.get(role, 0) + len(texts) - len(missing)
         if missing:
             todo = [texts[i] for i in missing]
             self.encoded += len(todo)

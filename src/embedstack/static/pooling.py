@@ -111,6 +111,7 @@ class PooledWordEncoder:
         k2i = kv.key_to_index
         weights = getattr(self, "weights_", None) if self.pool == "sif" else None
         is_ft = isinstance(kv, FastTextKeyedVectors)
+        oov: dict[str, np.ndarray | None] = {}
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for r, text in enumerate(texts):
             toks = an.tokenize(text)
@@ -122,8 +123,12 @@ class PooledWordEncoder:
                 wts.extend(weights[idx].tolist() if weights is not None else [1.0] * len(idx))
             if is_ft:
                 for t in toks:
-                    if t not in k2i and kv.has_vector(t):
-                        rows.append(kv.get_vector(t)[None, :])
+                    if t in k2i:
+                        continue
+                    if t not in oov:  # n-gram hashing is Python work: once per distinct unseen word per call
+                        oov[t] = kv.get_vector(t)[None, :] if kv.has_vector(t) else None
+                    if oov[t] is not None:
+                        rows.append(oov[t])
                         wts.append(float(self.a / (self.a + 0.0)) if weights is not None else 1.0)
             if rows:
                 m = np.vstack(rows)
