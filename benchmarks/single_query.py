@@ -135,14 +135,16 @@ def main() -> None:
         threads = {d.get("internal_api", "?"): d.get("num_threads") for d in threadpool_info()}
     except ImportError:
         pass
-    print(f"single-query latency on {label} ({len(texts)} docs), medians over {len(queries)} queries")
+    print(f"single-query latency on {label} ({len(texts)} docs), medians over {len(queries)} queries "
+          f"(1-min load average at the end: {os.getloadavg()[0]:.1f})")
     print("| setup | encode alone ms | search alone ms | encode + search ms | ratio |")
     print("|---|---:|---:|---:|---:|")
     for setup, m in rows.items():
         print(f"| {setup} | {m['encode_ms']:.2f} | {m['search_ms']:.2f} | {m['together_ms']:.2f} | {m['ratio']:.2f} |")
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        record = {"benchmark": "single_query", "machine": machine(), "dataset": label, "threads": threads,
+        record = {"benchmark": "single_query", "machine": machine(), "loadavg_1min_at_end": os.getloadavg()[0],
+                  "dataset": label, "threads": threads,
                   "results": rows, "command": "python benchmarks/single_query.py " + " ".join(sys.argv[1:])}
         with open(RESULTS / "single_query.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")

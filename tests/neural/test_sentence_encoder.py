@@ -246,3 +246,24 @@ def test_compiled_forward_passes_our_errors_through_without_falling_back():
         warnings.simplefilter("error", RuntimeWarning)  # a "compile failed, encoding eagerly" warning fails
         with pytest.raises(ConfigError, match="max_position_embeddings"):
             forward(torch.zeros(1, 2, dtype=torch.long), None)
+
+
+def test_a_query_runs_on_the_calling_thread(tiny_encoder, monkeypatch):
+    if torch.get_num_threads() < 2:
+        torch.set_num_threads(2)
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch runs one thread here")
+    default = torch.get_num_threads()
+    seen: list[int] = []
+    inner = SentenceEncoder._embed_ids
+
+    def spy(self, ids, batch_size, on_batch=None):
+        seen.append(torch.get_num_threads())
+        return inner(self, ids, batch_size, on_batch)
+
+    monkeypatch.setattr(SentenceEncoder, "_embed_ids", spy)
+    tiny_encoder.encode("the cat", role="query")
+    tiny_encoder.encode([f"the cat {i}" for i in range(20)])
+    tiny_encoder.with_options(num_threads=2).encode(["the cat"])
+    assert seen == [1, default, 2]  # one query: 1 thread; a batch: the default; an explicit setting wins
+    assert torch.get_num_threads() == default

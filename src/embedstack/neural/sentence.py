@@ -34,6 +34,7 @@ from embedstack._extras import require
 
 torch = require("torch", "torch", "sentence encoders")
 
+from embedstack._threads import SMALL_BATCH  # noqa: E402
 from embedstack._validation import check_int  # noqa: E402
 from embedstack.base import one_text_one_vector  # noqa: E402
 from embedstack.data._io import read_json  # noqa: E402
@@ -257,13 +258,18 @@ class SentenceEncoder:
                 else contextlib.nullcontext())
 
     @contextlib.contextmanager
-    def _threads(self) -> Iterator[None]:
-        """Intra-op threads and, for ``bf16``, the autocast region (workers split the threads themselves)."""
+    def _threads(self, small: bool = False) -> Iterator[None]:
+        """Intra-op threads and, for ``bf16``, the autocast region (workers split the threads themselves).
+
+        ``small`` work (a query or a few) runs on the calling thread unless ``num_threads`` is set: its
+        matrices are too small to gain from more threads, and on a busy machine (or next to BLAS and
+        numba pools) torch's OpenMP barriers made one MiniLM query 3-4x slower with 2 threads than with 1.
+        """
         if self.backend == "onnx":  # onnxruntime gets its threads at session creation
             yield
             return
         before = torch.get_num_threads()
-        total = self.num_threads if self.num_threads is not None else before
+        total = self.num_threads if self.num_threads is not None else (1 if small else before)
         if total != before:
             torch.set_num_threads(total)
         try:
@@ -399,7 +405,8 @@ class SentenceEncoder:
                 progress(finished)
 
         # on any error or Ctrl-C the writer removes its temporary file: an existing `out` stays as it was
-        with torch.inference_mode(), self._threads(), writer if writer is not None else contextlib.nullcontext():
+        small = n is not None and n <= SMALL_BATCH
+        with torch.inference_mode(), self._threads(small), writer if writer is not None else contextlib.nullcontext():
             for chunk in _chunks(texts, int(chunk_size)):
                 vecs = self._embed_ids(self._tokenize(chunk, prompt), int(batch_size), on_batch)
                 if result is not None:
