@@ -812,8 +812,10 @@ def write_plot(report: LadderReport, path: str | os.PathLike[str]) -> Any:
     if not ok:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharey=True)
+    # a build time read from the embedding cache is not a cost: those rows stay off the build panel
     panels = (("ms per query (one query alone; log scale)", lambda r: r.single_query_ms or r.latency_ms),
-              ("build seconds (fit + encode corpus + index; log scale)", lambda r: r.build_seconds))
+              ("build seconds (fit + encode corpus + index; log scale)",
+               lambda r: None if r.cached else r.build_seconds))
     for ax, (xlabel, get) in zip(axes, panels, strict=True):
         for era in dict.fromkeys(r.era for r in ok):
             pts = [(get(r), r.ndcg10, r) for r in ok if r.era == era and get(r)]
@@ -822,11 +824,14 @@ def write_plot(report: LadderReport, path: str | os.PathLike[str]) -> Any:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=era, s=36,
                        color=_ERA_COLORS.get(era, "#7f7f7f"), edgecolors="black", linewidths=0.4, zorder=3)
             for x, y, r in pts:
-                ax.annotate(r.label + ("*" if r.cached and get is panels[1][1] else ""), (x, y), fontsize=7,
-                            xytext=(4, 3), textcoords="offset points")
+                ax.annotate(r.label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.grid(True, which="both", alpha=0.3)
+    left_out = [r.label for r in ok if r.cached]
+    if left_out:
+        axes[1].text(0.01, 0.01, "not shown (corpus vectors read from the cache): " + "; ".join(left_out),
+                     transform=axes[1].transAxes, fontsize=6, wrap=True, va="bottom")
     axes[0].set_ylabel("nDCG@10")
     axes[0].legend(loc="lower right", fontsize=8)
     mode = "quick run" if report.quick else "full run"
