@@ -25,7 +25,7 @@ def similarity(a: Any, b: Any) -> Any:
 
     Example:
         >>> import embedstack
-        >>> embedstack.similarity([[1, 0], [0, 2]], [[3, 0], [1, 1], [0, 0]]).round(3).tolist()
+        >>> embedstack.similarity([[1, 0], [0, 2]], [[3, 0], [1, 1], [0, 0]]).astype(float).round(3).tolist()
         [[1.0, 0.707, 0.0], [0.0, 0.707, 0.0]]
         >>> round(embedstack.similarity([1, 0], [1, 1]), 3)
         0.707

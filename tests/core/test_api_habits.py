@@ -87,3 +87,13 @@ def test_import_stays_light():
     code = "import sys, embedstack; print(sorted(m for m in ('numpy', 'torch', 'scipy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["embedstack", "embedstack._similarity", "embedstack._threads", "embedstack.base",
+                                    "embedstack.models", "embedstack.errors"])
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0

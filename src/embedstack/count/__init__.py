@@ -6,7 +6,7 @@ Every model takes an :class:`embedstack.text.Analyzer`, follows scikit-learn's c
 Example:
     >>> from embedstack.count import BM25
     >>> bm25 = BM25()
-    >>> bm25.index(["a cat sat", "a dog ran"])
+    >>> _ = bm25.index(["a cat sat", "a dog ran"])
     >>> bm25.search(["cat"], k=1)[0][0].id
     '0'
 """

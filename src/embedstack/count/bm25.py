@@ -169,7 +169,7 @@ class BM25(_Weighted):
 
     Example:
         >>> bm25 = BM25()
-        >>> bm25.index(["the cat sat on the mat", "dogs chase cats", "a cat and a dog"], ids=["a", "b", "c"])
+        >>> _ = bm25.index(["the cat sat on the mat", "dogs chase cats", "a cat and a dog"], ids=["a", "b", "c"])
         >>> [h.id for h in bm25.search(["cat mat"], k=2)[0]]
         ['a', 'c']
     """

@@ -9,7 +9,7 @@ Example:
     >>> idx = from_spec("binary+rescore:oversample=4", dim=8)
     >>> rng = np.random.default_rng(0)
     >>> x = rng.standard_normal((50, 8)).astype(np.float32)
-    >>> idx.add(x, [f"d{i}" for i in range(50)])
+    >>> _ = idx.add(x, [f"d{i}" for i in range(50)])
     >>> idx.search(x[:1], k=1)[0][0].id
     'd0'
 """

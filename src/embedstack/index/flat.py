@@ -54,7 +54,7 @@ class FlatIndex(BaseIndex):
     Example:
         >>> import numpy as np
         >>> idx = FlatIndex(4)
-        >>> idx.add(np.eye(4, dtype=np.float32), ["a", "b", "c", "d"])
+        >>> _ = idx.add(np.eye(4, dtype=np.float32), ["a", "b", "c", "d"])
         >>> [h.id for h in idx.search(np.array([[0.9, 0.1, 0, 0]], dtype=np.float32), k=2)[0]]
         ['a', 'b']
     """

@@ -58,7 +58,7 @@ class HNSWIndex(BaseIndex):
     Example:
         >>> import numpy as np
         >>> idx = HNSWIndex(8, M=8)
-        >>> idx.add(np.eye(8, dtype=np.float32), [str(i) for i in range(8)])
+        >>> _ = idx.add(np.eye(8, dtype=np.float32), [str(i) for i in range(8)])
         >>> idx.search(np.eye(8, dtype=np.float32)[:1], k=1)[0][0].id
         '0'
     """

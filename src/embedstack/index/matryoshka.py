@@ -36,7 +36,7 @@ class MatryoshkaIndex(FlatIndex):
         >>> rng = np.random.default_rng(0)
         >>> x = rng.standard_normal((100, 16)).astype(np.float32)
         >>> idx = MatryoshkaIndex(16, first_dims=8, candidates=20)
-        >>> idx.add(x, [str(i) for i in range(100)])
+        >>> _ = idx.add(x, [str(i) for i in range(100)])
         >>> idx.search(x[:1], k=1)[0][0].id
         '0'
     """

@@ -60,7 +60,7 @@ class MultiVectorIndex(BaseIndex):
         >>> rng = np.random.default_rng(0)
         >>> docs = [rng.standard_normal((5, 8)).astype(np.float32) for _ in range(20)]
         >>> idx = MultiVectorIndex(8, candidates=5)
-        >>> idx.add(docs, [f"d{i}" for i in range(20)])
+        >>> _ = idx.add(docs, [f"d{i}" for i in range(20)])
         >>> idx.search([docs[3]], k=1)[0][0].id
         'd3'
     """

@@ -59,7 +59,7 @@ class SparseIndex(BaseIndex):
     Example:
         >>> import scipy.sparse as sp, numpy as np
         >>> idx = SparseIndex(4)
-        >>> idx.add(sp.csr_array(np.array([[1, 0, 2, 0], [0, 1, 0, 0]], dtype=np.float32)), ["a", "b"])
+        >>> _ = idx.add(sp.csr_array(np.array([[1, 0, 2, 0], [0, 1, 0, 0]], dtype=np.float32)), ["a", "b"])
         >>> [(h.id, h.score) for h in idx.search(sp.csr_array(np.array([[0, 0, 1, 0]], dtype=np.float32)))[0]]
         [('a', 2.0)]
     """

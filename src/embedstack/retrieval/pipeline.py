@@ -112,7 +112,7 @@ class Pipeline:
         ...     def encode(self, texts, *, role="document", batch_size=64):
         ...         return np.stack([np.eye(3, dtype=np.float32)["abc".index(t[0])] for t in texts])
         >>> idx = FlatIndex(3)
-        >>> idx.add(Toy().encode(["apple", "banana", "cherry"]), ["a", "b", "c"], texts=["apple", "banana", "cherry"])
+        >>> _ = idx.add(Toy().encode(["apple", "banana", "cherry"]), ["a", "b", "c"], texts=["apple", "banana", "cherry"])
         >>> res = Pipeline([Retriever("dense", Toy(), idx)]).search("bagel", k=1)
         >>> res.hits[0].id, res.hits[0].text, sorted(res.timings)
         ('b', 'banana', ['encode:dense', 'search:dense', 'total'])
