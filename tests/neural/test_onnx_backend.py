@@ -42,3 +42,17 @@ def test_minilm_onnx_fp32_is_exact(minilm):
     ref = minilm.encode(texts)
     out = minilm.with_options(backend="onnx").encode(texts)
     assert np.sum(ref * out, axis=1).min() > 0.99999
+
+
+def test_quantizer_root_logger_notes_do_not_reach_the_terminal(capsys, caplog):
+    import logging
+
+    from embedstack.neural.quantize import _root_logging_to, log
+
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with caplog.at_level(logging.DEBUG, logger=log.name), _root_logging_to(log):
+        logging.warning("Please consider to run pre-processing before quantization.")  # what onnxruntime does
+    assert "WARNING:root" not in capsys.readouterr().err
+    assert root.handlers == handlers  # no stderr handler left behind by logging.basicConfig
+    assert any("pre-processing" in r.getMessage() and r.name == log.name for r in caplog.records)
