@@ -69,6 +69,8 @@ def test_fetch_found_locally_and_offline_error(runner: CliRunner, tmp_path: Path
     res = runner.invoke(app, ["datasets", "fetch", "stsb", "--json", "--quiet"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == {"name": "stsb", "path": str(data / "stsbenchmark")}
+    res = runner.invoke(app, ["datasets", "fetch", "stsb", "--quiet"])
+    assert res.stdout.strip() == str(data / "stsbenchmark")  # the path is the result: `$(embedstack datasets fetch stsb)`
     info = json.loads(runner.invoke(app, ["datasets", "info", "stsb", "--json"]).stdout)
     assert info["found"] == str(data / "stsbenchmark") and info["local_bytes"] == 16
     res = runner.invoke(app, ["datasets", "fetch", "scifact", "--quiet"])

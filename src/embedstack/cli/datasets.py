@@ -87,7 +87,7 @@ def fetch_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Make a dataset available locally: find it, or download and verify it into the cache."""
-    from embedstack.cli._common import err_console, print_json, progress
+    from embedstack.cli._common import out_console, print_json, progress
     from embedstack.data import get_spec, resolve_dataset
 
     spec = get_spec(name)
@@ -100,8 +100,8 @@ def fetch_cmd(
         path = resolve_dataset(spec.name, progress=report)
     if json_out:
         print_json({"name": spec.name, "path": str(path)})
-    elif not quiet:
-        err_console.print(f"{spec.name}: {path}", highlight=False)
+    else:  # the result: the local path, on stdout (`--quiet` silences progress only)
+        out_console.print(str(path), highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
