@@ -12,7 +12,10 @@ Installation is not timed. Each run is the real command, ``embedstack ladder --q
 subprocess; its wall time, the rows and their status go to ``benchmarks/results/demo.jsonl`` (one JSON
 object per invocation) and a Markdown summary is printed on stdout.
 
-Options: ``--keep`` keeps the temporary folders (their paths are printed); ``--runs N`` (default 2).
+Options: ``--keep`` keeps the temporary folders (their paths are printed); ``--runs N`` (default 2);
+``--precision-check`` instead runs the quick MiniLM rows (CLS/mean/max, 128 tokens) in bf16-pure and in
+fp32 on the quick data and reports both rows' numbers and the cosine between the two precisions' document
+vectors (``{"benchmark": "demo-precision", ...}`` in the same file): is the demo's bf16 within noise of fp32?
 """
 
 from __future__ import annotations
@@ -68,11 +71,60 @@ def run_once(env: dict[str, str]) -> dict[str, Any]:
             "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""}
 
 
+def precision_check() -> dict[str, Any]:
+    """Quick MiniLM rows in bf16-pure and in fp32 (same cut and workers), and their document-vector cosines."""
+    import numpy as np
+
+    from embedstack.evaluation import ladder as L
+    from embedstack.evaluation.cache import EmbeddingCache, encoder_settings, text_keys
+    from embedstack.neural.specs import load
+
+    rows = [f"MiniLM-L6, {p} pooling" for p in L.POOLINGS]
+    data = L.load_ladder_data(quick=True)
+    out: dict[str, Any] = {"retrieval_dataset": data.retrieval_name, "sts_dataset": data.sts_name}
+    with tempfile.TemporaryDirectory(prefix="embedstack-precision-") as tmp:
+        cache = EmbeddingCache(tmp)
+        base = {k: v for k, v in L._quick_transformer_options().items() if k != "precision"}
+        for prec in ("bf16-pure", "fp32"):
+            opts = dict(base, precision=prec)
+            L._quick_transformer_options = lambda o=opts: dict(o)  # type: ignore[assignment]
+            t0 = time.perf_counter()
+            rep = L.run_ladder(quick=True, only=rows, data=data, cache=cache)
+            out[prec] = {"seconds": round(time.perf_counter() - t0, 1), "options": opts,
+                         "rows": {r.label: {"ndcg10": r.ndcg10, "recall100": r.recall100, "sts": r.sts_spearman}
+                                  for r in rep.results}}
+            print(f"  {prec}: {out[prec]['seconds']} s", file=sys.stderr, flush=True)
+        keys = text_keys(list(data.retrieval.doc_texts()))
+        for pool in L.POOLINGS:
+            vecs = []
+            for prec in ("bf16-pure", "fp32"):
+                enc = load("all-MiniLM-L6-v2", pooling=pool, max_seq_length=base["max_seq_length"], precision=prec)
+                got, missing = cache.get(cache.namespace(encoder_settings(enc) or {}), keys)
+                assert not missing
+                vecs.append(np.stack(got))  # type: ignore[arg-type]
+            a, b = vecs
+            cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            out[f"doc_cosine_{pool}"] = {"min": float(cos.min()), "mean": float(cos.mean())}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=2, help="runs in a row (the first is fresh)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary cache folders")
+    ap.add_argument("--precision-check", action="store_true", help="bf16-pure against fp32 on the quick rows")
     args = ap.parse_args(argv)
+    if args.precision_check:
+        res = {"benchmark": "demo-precision", "machine": machine(), "git": _git(), **precision_check()}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with open(RESULTS / "demo.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(res, default=float) + "\n")
+        print("| row | nDCG@10 bf16-pure | nDCG@10 fp32 | STS bf16-pure | STS fp32 |\n|---|---|---|---|---|")
+        for label, b in res["bf16-pure"]["rows"].items():
+            f = res["fp32"]["rows"][label]
+            print(f"| {label} | {b['ndcg10']:.4f} | {f['ndcg10']:.4f} | {b['sts']:.2f} | {f['sts']:.2f} |")
+        print(json.dumps({k: v for k, v in res.items() if k.startswith("doc_cosine")}))
+        return 0
     if not os.environ.get("EMBEDSTACK_DATA_DIR"):
         print("note: EMBEDSTACK_DATA_DIR is not set; the ladder will fall back to the bundled sample.", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix="embedstack-demo-timing-"))
