@@ -63,6 +63,7 @@ def test_encode_poolings_equals_three_separate_encodes():
     assert enc.encode_poolings([], ("cls",))["cls"].shape == (0, enc.dim)
 
 
+@pytest.mark.filterwarnings("ignore:.*longer than max_seq_length")
 def test_hits_misses_and_keys(tmp_path):
     cache = EmbeddingCache(tmp_path)
     base = Counting(_encoder())

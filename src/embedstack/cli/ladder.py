@@ -87,6 +87,7 @@ def render_table(report: Any, console: Any, *, width: int | None = None) -> None
 
 
 def _list_rows(json_out: bool) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from embedstack.evaluation.ladder import describe_rows
@@ -99,7 +100,9 @@ def _list_rows(json_out: bool) -> None:
     for name in ("era", "model", "spec", "tasks", "in --quick", "status"):
         table.add_column(name, overflow="fold")
     for r in rows:
-        status = "[green]ready[/]" if r["unavailable"] is None else f"[dim]{r['unavailable']}[/]"
+        status = "[green]ready[/]" if r["unavailable"] is None else f"[dim]{escape(r['unavailable'])}[/]"
+        if r["unavailable"] is not None and r.get("quick_prepares"):
+            status += " [green](--quick trains its own on a slice)[/]"
         table.add_row(r["era"], r["label"], r["spec"], ", ".join(r["tasks"]), "yes" if r["quick"] else "no", status)
     _print_wide(table)
 

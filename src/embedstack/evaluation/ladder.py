@@ -458,8 +458,9 @@ def slice_vectors(kind: str, spec: str, data: Any, progress: Callable[[str, int,
     trainer.wv_.meta["ladder_seconds"] = round(secs, 2)
     trainer.wv_.meta["ladder_slice"] = {"source": source, "words": words, "raw_words": corpus.raw_words}
     trainer.save(folder, force=folder.exists())
+    extra = "".join(f", {k} {v:,}" for k, v in _SLICE_OPTIONS[kind].items() if k != "epochs")
     return row_spec, (f"{kind} vectors trained here in {secs:.0f} s on {what} ({corpus.raw_words:,} tokens, "
-                      f"{len(corpus.vocab):,} words, {trainer.epochs} epochs); kept in {folder}")
+                      f"{len(corpus.vocab):,} words, dim {trainer.dim}, {trainer.epochs} epochs{extra}); kept in {folder}")
 
 
 def add_row(row: LadderRow) -> None:
@@ -675,7 +676,8 @@ def describe_rows(rows: Sequence[LadderRow] | None = None) -> list[dict[str, Any
                 reason = f"availability check failed: {type(exc).__name__}: {exc}"
         tasks = [t for t, on in (("retrieval", row.retrieval), ("sts", row.sts)) if on]
         out.append({"label": row.label, "spec": row.spec, "era": row.era, "tasks": tasks, "quick": row.quick,
-                    "unavailable": reason, "note": row.note})
+                    "unavailable": reason, "note": row.note,
+                    "quick_prepares": row.quick_spec is not None})  # --quick makes what it needs (vectors)
     return out
 
 
