@@ -283,3 +283,14 @@ def test_classification_csv_carriage_return_in_a_field(tmp_path: Path) -> None:
     (tmp_path / "test.csv").write_bytes(b"text,label\nok,a\nbro\rken,b\n")
     with pytest.raises(FormatError, match=r"test\.csv:3: not valid CSV \(new-line character seen in unquoted field\)"):
         load_classification(tmp_path)
+
+
+@pytest.mark.parametrize("pad", [11, -1, 10**6])
+def test_model_folder_pad_token_id_outside_the_vocabulary(tiny_model_folder: Path, tmp_path: Path, pad: int) -> None:
+    # was: AssertionError "Padding_idx must be within num_embeddings" from torch's nn.Embedding
+    from embedstack.neural.sentence import SentenceEncoder
+
+    f = _copy(tiny_model_folder, tmp_path / "m")
+    _edit_json(f, "config.json", pad_token_id=pad)
+    with pytest.raises(ConfigError, match=r"pad_token_id must be an integer in \[0, vocab_size=11\)"):
+        SentenceEncoder.from_folder(f)

@@ -78,8 +78,10 @@ class BertConfig:
         for name in ("layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int | float):
                 raise ConfigError(f"BertConfig.{name} must be a number. Got {getattr(self, name)!r} instead.")
-        if not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool):
-            raise ConfigError(f"BertConfig.pad_token_id must be an integer. Got {self.pad_token_id!r} instead.")
+        if not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool) \
+                or not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"BertConfig.pad_token_id must be an integer in [0, vocab_size={self.vocab_size}). "
+                              f"Got {self.pad_token_id!r} instead.")
         if self.hidden_act not in _ACTIVATIONS:
             raise ConfigError(f"Unsupported hidden_act {self.hidden_act!r}; use one of {list(_ACTIVATIONS)}.")
         if self.position_embedding_type not in _POSITIONS:
