@@ -233,3 +233,18 @@ def test_cli_quick_sample_table_on_stdout_and_plot(tmp_path, monkeypatch):
     assert "BM25 (stemmed)" in res.stdout and "nDCG@10" in res.stdout
     if importlib.util.find_spec("matplotlib") is not None:
         assert plot.is_file() and str(plot) in res.stdout
+
+
+def test_quick_subsets_are_spread_over_the_files_not_the_first_rows() -> None:
+    from embedstack.data import sample_retrieval, sample_sts
+    from embedstack.evaluation.ladder import load_ladder_data, spread_indices
+
+    assert spread_indices(10, 4) == [0, 3, 6, 9]
+    assert spread_indices(5, 9) == [0, 1, 2, 3, 4]
+    idx = spread_indices(1379, 500)
+    assert len(set(idx)) == 500 and idx[0] == 0 and idx[-1] == 1378 and idx == sorted(idx)
+    full_q, full_p = sample_retrieval().query_ids(), sample_sts()
+    data = load_ladder_data(sample=True, max_queries=2, max_pairs=2)
+    assert data.retrieval.query_ids() == [full_q[0], full_q[-1]]
+    assert data.sts.s1 == [full_p.s1[0], full_p.s1[-1]]
+    assert "evenly spaced" in data.sts_name and "evenly spaced" in data.retrieval_name

@@ -14,7 +14,7 @@ When the datasets cannot be reached the ladder runs on the small sample bundled 
 (``embedstack.data.sample_retrieval`` / ``sample_sts``) and says so in the report.
 
 ``quick=True`` (``embedstack ladder --quick``, ``make demo``) still shows every era, on bounded work that
-the report states: the first :data:`QUICK_QUERIES` queries and :data:`QUICK_PAIRS` STS pairs (all the
+the report states: :data:`QUICK_QUERIES` queries and :data:`QUICK_PAIRS` STS pairs spread evenly over the files (all the
 documents); static rows on vectors trained here on the first :data:`QUICK_STATIC_WORDS` words of enwiki
 (once: they are kept in the cache); transformer rows with texts cut at :data:`QUICK_MAX_TOKENS` tokens,
 in ``bf16-pure`` where the CPU has bf16 matmuls. Transformer vectors go through the embedding cache
@@ -68,7 +68,7 @@ __all__ = [
     "run_ladder",
 ]
 
-#: Judged queries / STS pairs used by ``--quick`` (the first ones in file order).
+#: Judged queries / STS pairs used by ``--quick`` (spread evenly over the file, see :func:`spread_indices`).
 QUICK_QUERIES = 300
 QUICK_PAIRS = 500
 #: ``--quick``: static vectors are trained on the first this many enwiki words (about 20-40 s each on 2 cores).
@@ -498,7 +498,7 @@ def load_ladder_data(*, quick: bool = False, sample: bool = False, download: boo
     """Find the ladder's datasets, falling back to the bundled sample when they cannot be reached.
 
     Args:
-        quick: keep only the first :data:`QUICK_QUERIES` queries / :data:`QUICK_PAIRS` pairs.
+        quick: keep :data:`QUICK_QUERIES` queries / :data:`QUICK_PAIRS` pairs spread evenly over the files.
         sample: use the bundled sample without looking for the real data.
         download: allow downloads (otherwise only local copies and the cache are used).
         max_queries / max_pairs: explicit limits (override ``quick``).
@@ -535,16 +535,36 @@ def load_ladder_data(*, quick: bool = False, sample: bool = False, download: boo
     nq_all = len(ds.query_ids())
     limit_q = max_queries if max_queries is not None else (QUICK_QUERIES if quick else None)
     if limit_q is not None and limit_q < nq_all:
-        ds = ds.subset_queries(ds.query_ids()[:limit_q])
-        rname += f", first {limit_q} of {nq_all} judged queries"
+        qids = ds.query_ids()
+        ds = ds.subset_queries([qids[i] for i in spread_indices(nq_all, limit_q)])
+        rname += f", {limit_q} of {nq_all} judged queries (evenly spaced)"
     n_pairs = len(sts_ds.s1)
     limit_p = max_pairs if max_pairs is not None else (QUICK_PAIRS if quick else None)
     if limit_p is not None and limit_p < n_pairs:
         from embedstack.data import STSDataset
 
-        sts_ds = STSDataset(list(sts_ds.s1[:limit_p]), list(sts_ds.s2[:limit_p]), sts_ds.scores[:limit_p])
-        sname += f", first {limit_p} of {n_pairs} pairs"
+        keep = spread_indices(n_pairs, limit_p)
+        sts_ds = STSDataset([sts_ds.s1[i] for i in keep], [sts_ds.s2[i] for i in keep],
+                            [sts_ds.scores[i] for i in keep])
+        sname += f", {limit_p} of {n_pairs} pairs (evenly spaced)"
     return LadderData(ds, rname + f", {len(ds.doc_ids())} documents", sts_ds, sname, is_sample, notes)
+
+
+def spread_indices(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (first and last included), in order.
+
+    Quick runs take these rather than the first ``k``: files such as STS-B test are ordered by genre,
+    and their first 500 pairs (captions) are much easier than the whole set.
+
+    Example:
+        >>> spread_indices(10, 4)
+        [0, 3, 6, 9]
+    """
+    if k >= n:
+        return list(range(n))
+    if k <= 1:
+        return [0][:k]
+    return [(i * (n - 1)) // (k - 1) for i in range(k)]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -690,7 +710,7 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
 
     Args:
         rows: rows to run (default: :data:`LADDER_ROWS`).
-        quick: bounded run — first :data:`QUICK_QUERIES` queries and :data:`QUICK_PAIRS` STS pairs, rows'
+        quick: bounded run — :data:`QUICK_QUERIES` queries and :data:`QUICK_PAIRS` STS pairs (evenly spaced), rows'
             ``quick_spec`` used (static vectors trained on a slice), transformer texts cut at
             :data:`QUICK_MAX_TOKENS` tokens in ``bf16-pure`` where the CPU has bf16; rows with ``quick=False``
             are left out and listed in ``full_only`` (on the bundled sample every row runs: all are cheap).
