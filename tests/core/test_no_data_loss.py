@@ -286,3 +286,22 @@ def test_malformed_checksum_lists_are_format_errors(tmp_path: Path, files: objec
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FormatError, match="manifest"):
         load_index(out)
+
+
+def test_search_checks_checksums_and_no_verify_skips_hashing(tmp_path: Path, texts_file: Path) -> None:
+    out = tmp_path / "idx"
+    res = runner.invoke(app, ["index", "build", str(texts_file), "-m", "lsa:2", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    arrays = out / "arrays.safetensors"
+    raw = arrays.read_bytes()
+    hlen = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + hlen])
+    start = 8 + hlen + min(v["data_offsets"][0] for k, v in header.items() if k not in ("__metadata__", "tombstones"))
+    with open(arrays, "r+b") as fh:  # same size, one vector value changed
+        fh.seek(start)
+        fh.write(np.float32(0.5).tobytes())
+    res = runner.invoke(app, ["search", str(out), "cats", "--json"])
+    assert res.exit_code == 2 and "arrays.safetensors" in _one_line_error(res)
+    res = runner.invoke(app, ["search", str(out), "cats", "--json", "--no-verify"])
+    assert res.exit_code == 0, res.output  # the documented opt-out: sizes checked, bytes not hashed
+    assert json.loads(res.stdout)["hits"]

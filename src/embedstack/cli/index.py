@@ -213,12 +213,15 @@ def search(
     with_: list[Path] = typer.Option(None, "--with", help="More index folders to fuse with (hybrid search)."),
     fusion: str = typer.Option("rrf", "--fusion", help="rrf[:K] | convex[:ALPHA] (min-max) | convex-z[:ALPHA] (z-score); ALPHA weighs the first index."),
     candidates: int = typer.Option(100, "--candidates", help="Hits per index before fusion."),
+    verify: bool = typer.Option(True, "--verify/--no-verify",
+                                help="Check the index files' checksums on load (--no-verify skips hashing a huge index)."),
     json_out: bool = _JSON,
 ) -> None:
     """Search an index folder with a text query (encoded by the model that built it)."""
     from embedstack.retrieval import open_pipeline
 
-    pipe = open_pipeline([folder, *(with_ or [])], fusion=_fusion(fusion), candidates=candidates)
+    pipe = open_pipeline([folder, *(with_ or [])], fusion=_fusion(fusion), candidates=candidates,
+                         verify=None if verify else False)
     res = pipe.search(query, k=k)
     if json_out:
         print_json(res.to_dict())

@@ -156,15 +156,18 @@ def load_encoder_for(folder: str | os.PathLike[str], index: Any) -> Any:
 
 
 def open_pipeline(folders: Sequence[str | os.PathLike[str]], *, fusion: Any = None, reranker: Any = None,
-                  candidates: int = 100, mmap: bool = True) -> Any:
-    """A :class:`~embedstack.retrieval.Pipeline` over saved index folders (hybrid when several)."""
+                  candidates: int = 100, mmap: bool = True, verify: bool | None = None) -> Any:
+    """A :class:`~embedstack.retrieval.Pipeline` over saved index folders (hybrid when several).
+
+    ``verify`` as in :func:`embedstack.index.load_index` (``False`` skips hashing a huge index).
+    """
     from embedstack.retrieval.pipeline import Pipeline, Retriever
 
     if isinstance(folders, str | os.PathLike):
         folders = [folders]
     retrievers: list[Any] = []
     for f in folders:
-        index = load_index(f, mmap=mmap)
+        index = load_index(f, mmap=mmap, verify=verify)
         encoder = load_encoder_for(f, index)
         base = (index.encoder or {}).get("name") or Path(f).name
         name = base
