@@ -120,7 +120,14 @@ def resolve(spec: str) -> Any:
     if path.is_dir() and (path / "manifest.json").is_file():
         from embedstack.registry import load_component
 
-        return load_component(path)
+        component = load_component(path)
+        from embedstack.static.keyedvectors import KeyedVectors
+
+        if isinstance(component, KeyedVectors):  # a trained vectors folder encodes as `word2vec:FOLDER` does
+            from embedstack.static.pooling import PooledWordEncoder
+
+            return PooledWordEncoder(component, name=path.name)
+        return component
     if _FALLBACK is not None and (path.exists() or "/" in spec or "-" in spec):
         try:
             return _call(_FALLBACK, spec)

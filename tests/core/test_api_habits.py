@@ -52,6 +52,25 @@ def test_load_takes_every_spec_kind(tmp_path):
         embedstack.load("bm52")
 
 
+def test_saved_vectors_folder_is_a_model_spec(tmp_path):
+    """A folder written by `embedstack train word2vec --out FOLDER` works as -m FOLDER, as word2vec:FOLDER does
+    (it used to come back as bare KeyedVectors: `encode -m FOLDER` ended in an AttributeError traceback)."""
+    from typer.testing import CliRunner
+
+    from embedstack.cli.app import app
+    from embedstack.static.keyedvectors import KeyedVectors
+
+    folder = tmp_path / "w2v"
+    KeyedVectors(["cats", "dogs", "purr"], np.eye(3, dtype=np.float32)).save(folder)
+    enc = embedstack.load(str(folder))
+    assert np.allclose(enc.encode("cats purr"), [0.5, 0.0, 0.5])
+    (tmp_path / "t.txt").write_text("cats purr\ndogs\n")
+    out = tmp_path / "v.npy"
+    res = CliRunner().invoke(app, ["encode", "-m", str(folder), str(tmp_path / "t.txt"), "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert np.load(out).shape == (2, 3)
+
+
 def test_similarity_shapes_and_values():
     a = np.array([[1.0, 0.0], [0.0, 2.0]])
     b = np.array([[3.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
