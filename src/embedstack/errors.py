@@ -20,6 +20,7 @@ __all__ = [
     "UnknownKeyError",
     "IndexStateError",
     "OutputExistsError",
+    "OutputError",
 ]
 
 
@@ -165,3 +166,7 @@ class OutputExistsError(EmbedstackError, FileExistsError):
 
     def __str__(self) -> str:
         return self.message_for(None)
+
+
+class OutputError(EmbedstackError, OSError):
+    """An output path cannot be written: its folder cannot be created, no permission, a read-only file system."""

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from embedstack.cli.app import app
-from embedstack.errors import FormatError, OutputExistsError
+from embedstack.errors import FormatError, OutputError, OutputExistsError
 from embedstack.index import FlatIndex, load_index
 from embedstack.io import AtomicFile, atomic_write_bytes, check_output
 from embedstack.neural._npy import NpyStreamWriter
@@ -85,6 +85,18 @@ def test_index_build_out_dot_is_one_line(tmp_path: Path, texts_file: Path, monke
             line = _one_line_error(res)
             assert "current folder" in line or "holds the current folder" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_unwritable_out_is_one_typed_line(tmp_path: Path, texts_file: Path) -> None:
+    """--out below a file (or in a folder that cannot be made) was an OSError traceback naming a temp file."""
+    for args in (["index", "build", str(texts_file), "-m", "bm25", "--out", str(texts_file / "idx")],
+                 ["encode", "-m", "bm25", str(texts_file), "-o", str(texts_file / "sub" / "v.npz")]):
+        line = _one_line_error(runner.invoke(app, [*args, "-q"]))
+        assert line.startswith("error: OutputError: cannot write") and "is a file, not a folder" in line, line
+    assert texts_file.read_text(encoding="utf-8").splitlines() == TEXTS
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        AtomicFile(texts_file / "a.bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"]
 
 
 def test_rebuilding_an_index_over_an_index_needs_no_force(tmp_path: Path, texts_file: Path) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from embedstack.errors import OutputExistsError
+from embedstack.errors import EmbedstackError, OutputError, OutputExistsError
 
 __all__ = [
     "AtomicFile",
@@ -275,6 +275,21 @@ def _set_mode(tmp: Path, target: Path, default: int) -> None:
 
 # --------------------------------------------------------------------------- files
 
+@contextlib.contextmanager
+def _writable(target: Path) -> Iterator[None]:
+    """An OSError while preparing or committing ``target`` (a missing or read-only folder, no permission)
+    becomes one :class:`~embedstack.errors.OutputError` naming ``target``, not a temp file's traceback."""
+    try:
+        yield
+    except EmbedstackError:
+        raise
+    except OSError as exc:
+        above = next((p for p in target.parents if os.path.lexists(p)), None)
+        why = (f"{above} is a file, not a folder" if above is not None and not above.is_dir()
+               else exc.strerror or str(exc))
+        raise OutputError(f"cannot write {target}: {why}. Choose a path in a writable folder.") from None
+
+
 class AtomicFile:
     """A file written in a temporary sibling and renamed over ``path`` by :meth:`commit`.
 
@@ -294,9 +309,10 @@ class AtomicFile:
     def __init__(self, path: str | os.PathLike[str], *, force: bool = False) -> None:
         self.path = check_output(path, force=force, file=True)
         self.force = force
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale(self.path)
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=".tmp", dir=self.path.parent)
+        with _writable(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale(self.path)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
         self.done = False
@@ -427,11 +443,12 @@ def atomic_dir(path: str | os.PathLike[str], *, kind: Kind = None, force: bool =
         'hi'
     """
     target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    recover_dir(target)
-    check_output(target, kind=kind, force=force)
-    sweep_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent))
+    with _writable(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        recover_dir(target)
+        check_output(target, kind=kind, force=force)
+        sweep_stale(target)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent))
     _set_mode(tmp, target if target.is_dir() else tmp / "-", 0o777)
     try:
         yield tmp
