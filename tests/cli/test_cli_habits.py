@@ -98,6 +98,22 @@ def test_command_without_the_option_never_suggests_it(tmp_path: Path) -> None:
     assert "test.csv" in r.stderr and "--split" not in r.stderr and "split=" not in r.stderr
 
 
+def test_library_hints_reachable_from_the_cli_name_flags(tmp_path: Path) -> None:
+    """`train word2vec` on a tiny corpus said "lower min_count"; an empty input "pass a list"; a folder without
+    text files "point iter_texts at"."""
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("one two\n", encoding="utf-8")
+    r = _run("train", "word2vec", str(tiny), "--out", str(tmp_path / "w"), "-q")
+    assert r.exit_code == 2 and "Pass --min-count 1." in r.stderr and "min_count" not in r.stderr, r.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    r = _run("encode", "-m", "bm25", str(empty), "-o", str(tmp_path / "e.npz"), "-q")
+    assert r.exit_code == 2 and "InputError" in r.stderr and "pass a list" not in r.stderr, r.stderr
+    (tmp_path / "nothing").mkdir()
+    r = _run("index", "build", str(tmp_path / "nothing"), "-m", "bm25", "--out", str(tmp_path / "i"), "-q")
+    assert r.exit_code == 2 and "iter_texts" not in r.stderr, r.stderr
+
+
 def test_library_message_names_the_keyword(tmp_path: Path) -> None:
     from embedstack.data import load_beir
     from embedstack.errors import DatasetError

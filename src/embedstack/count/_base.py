@@ -183,7 +183,7 @@ class _Vectorizer(_AnalyzerConfig):
         ca, raw, lengths = self._analyze(texts)
         n = len(lengths)
         if n == 0:
-            raise InputError(f"Cannot fit {name} on an empty corpus; pass a list with at least one document.")
+            raise InputError(f"Cannot fit {name} on an empty corpus; it needs at least one document.")
         terms_dd: defaultdict[str, int] = defaultdict()
         terms_dd.default_factory = terms_dd.__len__
         prov = np.fromiter((-1 if t is None else terms_dd[t] for t in ca.analyzed), dtype=np.int32,

@@ -152,7 +152,7 @@ def iter_texts(source: str | os.PathLike[str], *, kind: str = "auto", encoding: 
     path = resolve_dataset(source)
     files = [path] if path.is_file() else list(iter_files(path))
     if not files:
-        raise DatasetError(f"{path} holds no corpus files; point iter_texts at a text file or a folder of them.")
+        raise DatasetError(f"{path} holds no corpus files; give a text file (one text per line) or a folder of them.")
     stream: Iterator[str] = itertools.chain.from_iterable(_iter_file(f, kind, encoding, errors, text_field) for f in files)
     if limit is not None:
         stream = itertools.islice(stream, limit)

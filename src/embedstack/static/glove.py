@@ -139,7 +139,7 @@ class GloVe(_StaticTrainer):
         count_seconds = time.perf_counter() - t0
         if len(vals) == 0:
             raise InputError("no two words co-occur in the corpus (every sentence has one kept word); "
-                             "lower min_count or give longer texts.")
+                             "give longer texts or a lower minimum count.", fix={"min_count": 1})
         rng = np.random.default_rng(self.seed)
         perm = rng.permutation(len(vals))
         rows, cols, vals = rows[perm], cols[perm], vals[perm]

@@ -107,8 +107,9 @@ class Vocabulary(Component):
                     "of token lists."
                 )
             raise InputError(
-                f"No word occurs at least min_count={min_count} times in the corpus ({total} tokens, "
-                f"{len(counts)} distinct words); lower min_count or use a larger corpus."
+                f"No word occurs at least {min_count} times (the minimum count) in the corpus ({total} tokens, "
+                f"{len(counts)} distinct words); use a larger corpus or a lower minimum count.",
+                fix={"min_count": 1},
             )
         kept.sort(key=lambda wc: (-wc[1], wc[0]))
         if self.max_size is not None:
