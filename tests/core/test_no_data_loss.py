@@ -99,6 +99,21 @@ def test_unwritable_out_is_one_typed_line(tmp_path: Path, texts_file: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"]
 
 
+def test_encode_refuses_a_foreign_file_with_the_output_suffix(tmp_path: Path, texts_file: Path) -> None:
+    """`encode -o thesis.npy` over a text file named .npy replaced it without --force."""
+    for name, model in (("thesis.npy", "lsa:2"), ("notes.npz", "bm25")):
+        foreign = tmp_path / name
+        foreign.write_text("my own words, not numpy\n", encoding="utf-8")
+        line = _one_line_error(runner.invoke(app, ["encode", "-m", model, str(texts_file), "-o", str(foreign), "-q"]))
+        assert "OutputExistsError" in line and "--force" in line, line
+        assert foreign.read_text(encoding="utf-8") == "my own words, not numpy\n"
+        res = runner.invoke(app, ["encode", "-m", model, str(texts_file), "-o", str(foreign), "-q", "--force"])
+        assert res.exit_code == 0, res.output
+        res = runner.invoke(app, ["encode", "-m", model, str(texts_file), "-o", str(foreign), "-q"])  # ours now
+        assert res.exit_code == 0, res.output
+    assert np.load(tmp_path / "thesis.npy").shape == (len(TEXTS), 2)
+
+
 def test_rebuilding_an_index_over_an_index_needs_no_force(tmp_path: Path, texts_file: Path) -> None:
     out = tmp_path / "idx"
     for model in ("bm25", "tfidf", "bm25"):

@@ -68,6 +68,24 @@ def _encode_in_memory(encoder: Any, texts: list[str], *, sparse: bool, role: str
     return np.concatenate(parts)
 
 
+#: first bytes of the files encode writes: numpy's .npy header, a zip archive (.npz, empty or not)
+_MAGIC = {".npy": (b"\x93NUMPY",), ".npz": (b"PK\x03\x04", b"PK\x05\x06")}
+
+
+def _check_existing_matrix(out: Path, *, force: bool) -> None:
+    """An existing file at ``out`` is replaced only if it is what encode writes there (or ``--force``):
+    ``-o notes.npy`` over a text file that happens to end in .npy must not destroy it."""
+    from embedstack.errors import OutputExistsError
+
+    if force or not out.is_file() or out.stat().st_size == 0:
+        return
+    with open(out, "rb") as fh:
+        head = fh.read(8)
+    if not head.startswith(_MAGIC[out.suffix]):
+        raise OutputExistsError(f"{out} exists and is not a {out.suffix} file (its first bytes are not a "
+                                f"{out.suffix} header); writing there would destroy it.")
+
+
 def _save_matrix(out: Path, matrix: Any, *, force: bool) -> None:
     """``.npy`` (dense) or ``.npz`` (``scipy.sparse.save_npz``) through the one atomic writer."""
     import io
@@ -97,8 +115,8 @@ def encode_command(
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: torch's setting)."),
     encoding: str = ENCODING_OPTION,
     errors: TextErrors = ERRORS_OPTION,
-    force: bool = typer.Option(False, "--force", help="Replace --out even if it is a folder (an existing file is "
-                               "always replaced, atomically, only when encoding succeeds)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is a folder or a file that is not "
+                               "a .npy/.npz (an existing .npy/.npz is replaced, atomically, only when encoding succeeds)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -117,6 +135,7 @@ def encode_command(
     from embedstack.io import check_output
 
     check_output(out, force=force, file=True)  # before any model work
+    _check_existing_matrix(out, force=force)
     encoder: Any = resolve(model)
     sparse = not callable(getattr(encoder, "encode", None)) and callable(getattr(encoder, "encode_sparse", None))
     want = ".npz" if sparse else ".npy"
