@@ -114,6 +114,25 @@ def test_library_hints_reachable_from_the_cli_name_flags(tmp_path: Path) -> None
     assert r.exit_code == 2 and "iter_texts" not in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("args, expect", [
+    (["eval", "retrieval", "-m", "bm25", "--splt", "test"], "No such option: --splt"),
+    (["encod", "-m", "bm25", "x.txt"], "Did you mean 'encode'?"),
+    (["search", "idx"], "Missing argument 'query'"),
+    (["search", "idx", "q", "-k", "many"], "Invalid value for '-k'"),
+])
+def test_usage_errors_are_one_line(args: list[str], expect: str) -> None:
+    """A typo'd option or a missing argument was a five-line boxed panel; now one `error:` line, exit 2."""
+    r = _run(*args)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: UsageError: ") and expect in lines[0] and "--help`." in lines[0], lines[0]
+
+
+def test_a_group_alone_still_shows_its_help() -> None:
+    r = _run("index")
+    assert "build" in r.output and "UsageError" not in r.output
+
+
 def test_library_message_names_the_keyword(tmp_path: Path) -> None:
     from embedstack.data import load_beir
     from embedstack.errors import DatasetError

@@ -35,6 +35,31 @@ class _ErrorGroup(TyperGroup):
             msg = " ".join(exc.message_for(flags).split())  # one line, whatever the message's own line breaks
             err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {msg}", highlight=False, soft_wrap=True)
             raise SystemExit(2) from None
+        except _usage_errors() as exc:  # a typo'd option, a missing argument: one line too, not a boxed panel
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `embedstack index` alone shows the group's help
+                raise
+            from embedstack.cli._common import err_console
+
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "embedstack"
+            from rich.markup import escape
+
+            msg = " ".join(exc.format_message().split())
+            msg = msg if msg.endswith((".", "?", "!")) else msg + "."
+            err_console.print(f"[bold red]error:[/] UsageError: {escape(msg)} See `{where} --help`.", highlight=False,
+                              soft_wrap=True)
+            raise SystemExit(2) from None
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """click's UsageError, and typer's vendored copy where typer ships one (the one its parser raises)."""
+    kinds: list[type[Exception]] = [click.UsageError]
+    try:
+        from typer._click.exceptions import UsageError as TyperUsageError
+    except ImportError:  # pragma: no cover - typer versions that use click itself
+        pass
+    else:
+        kinds.append(TyperUsageError)
+    return tuple(kinds)
 
 
 def _flags_of(group: click.Group, ctx: click.Context, args: list[str]) -> dict[str, str]:
