@@ -114,6 +114,13 @@ def test_encode_refuses_a_foreign_file_with_the_output_suffix(tmp_path: Path, te
     assert np.load(tmp_path / "thesis.npy").shape == (len(TEXTS), 2)
 
 
+def test_encode_a_folder_as_input_says_so(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    line = _one_line_error(runner.invoke(app, ["encode", "-m", "bm25", str(tmp_path / "notes"), "-o",
+                                               str(tmp_path / "v.npz"), "-q"]))
+    assert "is a folder, not a file" in line and "does not exist" not in line, line
+
+
 def test_rebuilding_an_index_over_an_index_needs_no_force(tmp_path: Path, texts_file: Path) -> None:
     out = tmp_path / "idx"
     for model in ("bm25", "tfidf", "bm25"):

@@ -126,7 +126,8 @@ def encode_command(
     from embedstack.models import needs_fit, resolve
 
     if input != "-" and not Path(input).is_file():
-        raise InputError(f"Input file {input!r} does not exist; give a text file (one text per line) or '-' for stdin.")
+        what = "is a folder, not a file" if Path(input).is_dir() else "does not exist"
+        raise InputError(f"Input file {input!r} {what}; give a text file (one text per line) or '-' for stdin.")
     text = text_options(encoding, errors)
     # one pass over the file before any model work: counts the lines and stops at a bad byte
     total = scan_lines(input, **text) if input != "-" else None
