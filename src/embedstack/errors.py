@@ -21,6 +21,7 @@ __all__ = [
     "IndexStateError",
     "OutputExistsError",
     "OutputError",
+    "NotDenseError",
 ]
 
 
@@ -170,3 +171,7 @@ class OutputExistsError(EmbedstackError, FileExistsError):
 
 class OutputError(EmbedstackError, OSError):
     """An output path cannot be written: its folder cannot be created, no permission, a read-only file system."""
+
+
+class NotDenseError(EmbedstackError, AttributeError):
+    """A dense-only call (``encode``) on a sparse model; an AttributeError, so ``hasattr`` stays False."""

@@ -125,6 +125,13 @@ def test_ladder_quick_json_on_sample(tmp_path):
     assert rows["TF-IDF"]["sts_spearman"] is not None
     text = out_md.read_text(encoding="utf-8")
     assert "| counting | BM25 (stemmed) |" in text and "sample" in text
+    again = runner.invoke(app, ["ladder", "--sample", "--quick", "--json", "--only", "bm25", "--out", str(out_md)])
+    assert again.exit_code == 0, again.output  # an earlier report is replaced
+    notes = tmp_path / "README.md"
+    notes.write_text("# my notes\n", encoding="utf-8")
+    bad = runner.invoke(app, ["ladder", "--sample", "--quick", "--only", "bm25", "--out", str(notes)])
+    assert bad.exit_code == 2 and "OutputExistsError" in bad.stderr and "--force" in bad.stderr
+    assert notes.read_text(encoding="utf-8") == "# my notes\n"
 
 
 def test_ladder_human_table_and_bad_options():

@@ -116,3 +116,18 @@ def test_docstring_examples(module: str) -> None:
 
     res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert res.failed == 0 and res.attempted > 0
+
+
+def test_sparse_models_say_what_to_call_instead_of_encode() -> None:
+    import pytest
+
+    from embedstack.count import BM25, TfIdf
+    from embedstack.errors import NotDenseError
+
+    model = TfIdf().fit(["a cat", "a dog"])
+    assert not hasattr(model, "encode")  # never mistaken for a dense encoder
+    with pytest.raises(NotDenseError, match="encode_sparse"):
+        model.encode("a cat")
+    with pytest.raises(AttributeError):
+        model.no_such_thing  # noqa: B018 - other names keep the ordinary message
+    assert BM25().fit(["a cat", "a dog"]).encode_sparse(["cat"]).shape[0] == 1

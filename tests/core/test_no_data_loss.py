@@ -339,3 +339,21 @@ def test_search_checks_checksums_and_no_verify_skips_hashing(tmp_path: Path, tex
     res = runner.invoke(app, ["search", str(out), "cats", "--json", "--no-verify"])
     assert res.exit_code == 0, res.output  # the documented opt-out: sizes checked, bytes not hashed
     assert json.loads(res.stdout)["hits"]
+
+
+def test_verify_command_checks_any_saved_folder(tmp_path: Path, texts_file: Path) -> None:
+    from embedstack.count import BM25
+
+    BM25().fit(TEXTS).save(tmp_path / "bm25")
+    res = runner.invoke(app, ["verify", str(tmp_path / "bm25"), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["type"] == "BM25" and report["checked"] and report["files"] >= 1
+    res = runner.invoke(app, ["verify", str(tmp_path / "bm25")])
+    assert res.exit_code == 0 and res.stdout.startswith("ok ")
+    _overwrite_middle(tmp_path / "bm25" / "arrays.safetensors", n=4)
+    assert "arrays.safetensors" in _one_line_error(runner.invoke(app, ["verify", str(tmp_path / "bm25")]))
+    line = _one_line_error(runner.invoke(app, ["verify", str(texts_file.parent)]))
+    assert "FormatError" in line and "not a folder saved by embedstack" in line
+    line = _one_line_error(runner.invoke(app, ["index", "verify", str(tmp_path / "bm25")]))
+    assert "not an index" in line

@@ -35,6 +35,12 @@ class _ErrorGroup(TyperGroup):
             msg = " ".join(exc.message_for(flags).split())  # one line, whatever the message's own line breaks
             err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {msg}", highlight=False, soft_wrap=True)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:  # Ctrl-C: one line (outputs are atomic, so nothing half-written is left)
+            from embedstack.cli._common import err_console
+
+            err_console.print("[bold red]interrupted[/] (Ctrl-C): outputs not yet complete were not written; "
+                              "files that existed are unchanged.", highlight=False, soft_wrap=True)
+            raise SystemExit(130) from None
         except _usage_errors() as exc:  # a typo'd option, a missing argument: one line too, not a boxed panel
             if type(exc).__name__ == "NoArgsIsHelpError":  # `embedstack index` alone shows the group's help
                 raise

@@ -68,22 +68,9 @@ def _encode_in_memory(encoder: Any, texts: list[str], *, sparse: bool, role: str
     return np.concatenate(parts)
 
 
-#: first bytes of the files encode writes: numpy's .npy header, a zip archive (.npz, empty or not)
+#: first bytes of the files encode writes: numpy's .npy header, a zip archive (.npz, empty or not);
+#: an existing --out that starts otherwise (a text file named notes.npy) is not replaced
 _MAGIC = {".npy": (b"\x93NUMPY",), ".npz": (b"PK\x03\x04", b"PK\x05\x06")}
-
-
-def _check_existing_matrix(out: Path, *, force: bool) -> None:
-    """An existing file at ``out`` is replaced only if it is what encode writes there (or ``--force``):
-    ``-o notes.npy`` over a text file that happens to end in .npy must not destroy it."""
-    from embedstack.errors import OutputExistsError
-
-    if force or not out.is_file() or out.stat().st_size == 0:
-        return
-    with open(out, "rb") as fh:
-        head = fh.read(8)
-    if not head.startswith(_MAGIC[out.suffix]):
-        raise OutputExistsError(f"{out} exists and is not a {out.suffix} file (its first bytes are not a "
-                                f"{out.suffix} header); writing there would destroy it.")
 
 
 def _save_matrix(out: Path, matrix: Any, *, force: bool) -> None:
@@ -135,8 +122,7 @@ def encode_command(
         raise ConfigError(f"--out must name a .npy file (dense models) or a .npz file (bow/tfidf/bm25); got {str(out)!r}.")
     from embedstack.io import check_output
 
-    check_output(out, force=force, file=True)  # before any model work
-    _check_existing_matrix(out, force=force)
+    check_output(out, force=force, file=True, header=_MAGIC.get(out.suffix))  # before any model work
     encoder: Any = resolve(model)
     sparse = not callable(getattr(encoder, "encode", None)) and callable(getattr(encoder, "encode_sparse", None))
     want = ".npz" if sparse else ".npy"

@@ -16,6 +16,7 @@ from embedstack.cli._common import (
     ERRORS_OPTION,
     TextErrors,
     err_console,
+    out_console,
     print_json,
     print_table,
     progress,
@@ -140,15 +141,29 @@ def verify_cmd(folder: Path = typer.Argument(..., help="Index folder or alias.")
     """
     from embedstack.index.store import verify_index
 
-    report = verify_index(folder)
+    _print_verified(folder, verify_index(folder), json_out)
+
+
+def verify_any(path: Path = typer.Argument(..., help="Any folder saved by embedstack: index, alias, model, vectors ..."),
+               json_out: bool = _JSON) -> None:
+    """Check every file of a saved folder (index, model, vectors, component) against its checksums.
+
+    Exit status 2 with one line naming the damaged file when one does not match.
+    """
+    from embedstack.io import verify_artifact
+
+    _print_verified(path, verify_artifact(path), json_out)
+
+
+def _print_verified(folder: Path, report: dict[str, Any], json_out: bool) -> None:
     if json_out:
         print_json({**report, "ok": True})
     elif report["checked"]:
-        err_console.print(f"[green]ok[/] {folder}: {report['files']} files, {report['bytes']:,} bytes match their "
-                          "checksums", highlight=False)
+        out_console.print(f"ok {folder}: {report['type']}, {report['files']} files, {report['bytes']:,} bytes "
+                          "match their checksums", highlight=False)
     else:
-        err_console.print(f"[yellow]unchecked[/] {folder}: saved by an older embedstack without checksums; "
-                          "save it again (e.g. `embedstack index compact`) to record them", highlight=False)
+        out_console.print(f"unchecked {folder}: saved by an older embedstack without checksums; save it again "
+                          "to record them", highlight=False)
 
 
 @index_app.command("swap")
@@ -238,3 +253,4 @@ def register(app: typer.Typer) -> None:
     """Add ``index`` (group) and ``search`` (top-level) to the root app."""
     app.add_typer(index_app, name="index")
     app.command("search")(search)
+    app.command("verify")(verify_any)

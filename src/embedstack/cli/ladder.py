@@ -12,6 +12,9 @@ from embedstack.cli.eval import emit_json
 
 __all__ = ["register"]
 
+#: first line of a Markdown report written by --out (an existing --out file must start with it)
+REPORT_HEADER = "# embedstack ladder"
+
 _ERA_STYLE = {"counting": "cyan", "static": "green", "transformer": "magenta", "hybrid": "yellow"}
 
 
@@ -141,7 +144,7 @@ def ladder(
     if out is not None:
         from embedstack.io import check_output
 
-        check_output(out, force=force, file=True)  # before the runs, not after them
+        check_output(out, force=force, file=True, header=REPORT_HEADER.encode())  # before the runs, not after them
     plot_path = None if no_plot else (plot or _default_plot_path(quick))
     if plot_path is not None:
         from embedstack.io import check_output
@@ -191,7 +194,7 @@ def ladder(
             cmd += [name, str(value)] if value is not None else []
         footer = (f"- Command: `{shlex.join(cmd)}`; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
                   f"on {os.cpu_count()} CPUs.\n")
-        atomic_write_text(out, "# embedstack ladder\n\n" + report.to_markdown() + footer, force=force)
+        atomic_write_text(out, REPORT_HEADER + "\n\n" + report.to_markdown() + footer, force=force)
     written = None
     if plot_path is not None:
         from embedstack.evaluation.ladder import write_plot

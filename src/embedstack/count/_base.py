@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from embedstack._validation import check_float, check_int
 from embedstack.base import Component, Role, check_is_fitted
 from embedstack.count._analysis import CorpusAnalyzer, check_texts
-from embedstack.errors import ConfigError, FormatError, InputError
+from embedstack.errors import ConfigError, FormatError, InputError, NotDenseError
 from embedstack.text import Analyzer
 
 __all__ = ["encode_strings", "decode_strings", "count_matrix", "row_of_nonzeros"]
@@ -311,6 +311,13 @@ class _Vectorizer(_AnalyzerConfig):
     def transform(self, texts: Sequence[str]) -> sp.csr_array:
         """Document rows of ``texts`` (``csr_array`` of shape ``(n, n_features)``, float32)."""
         return self.encode_sparse(texts, role="document")
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "encode":  # a dense-encoder habit (sentence-transformers): say what to call instead
+            raise NotDenseError(
+                f"{type(self).__name__} is a sparse model: it has no dense .encode(). Call "
+                f".encode_sparse(texts) for its scipy.sparse rows, or use a dense spec such as 'lsa:256'.")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def encode_sparse(self, texts: Sequence[str], *, role: Role = "document") -> sp.csr_array:
         """Sparse rows of ``texts`` for the given ``role`` (SparseEncoder protocol)."""

@@ -154,7 +154,7 @@ def _describe(folder: Path) -> str:
 
 
 def check_output(path: str | os.PathLike[str], *, kind: Kind = None, force: bool = False,
-                 file: bool = False) -> Path:
+                 file: bool = False, header: bytes | tuple[bytes, ...] | None = None) -> Path:
     """Check that writing ``path`` destroys nothing but an earlier artifact of the same kind; return it.
 
     Args:
@@ -164,6 +164,9 @@ def check_output(path: str | os.PathLike[str], *, kind: Kind = None, force: bool
             may always be replaced.
         force: replace whatever is at ``path`` (a foreign folder, a file where a folder goes ...).
         file: a file is being written: an existing regular file may be replaced, a folder may not.
+        header: with ``file``, the first bytes of what is written (one or several): an existing
+            non-empty file that starts otherwise is not an earlier output and is refused
+            (``-o notes.npy`` over a text file, ``--out README.md`` for a report).
 
     Raises:
         OutputExistsError: ``path`` holds something else (or is the current folder, one of its
@@ -191,6 +194,13 @@ def check_output(path: str | os.PathLike[str], *, kind: Kind = None, force: bool
         return target
     if file:
         if target.is_file():
+            if header is not None and target.stat().st_size:
+                heads = (header,) if isinstance(header, bytes) else header
+                with open(target, "rb") as fh:
+                    first = fh.read(max(len(h) for h in heads))
+                if not any(first.startswith(h) for h in heads):
+                    raise OutputExistsError(f"{target} exists and was not written by this command (it does not "
+                                            f"start with {heads[0][:24]!r}); writing there would destroy it.")
             return target
         what = "a folder" if target.is_dir() else "not a regular file"
         raise OutputExistsError(f"{target} is {what}, so writing a file there would destroy it.")

@@ -34,6 +34,7 @@ __all__ = [
     "file_checksums",
     "verify_files",
     "verify_enabled",
+    "verify_artifact",
     "save_arrays",
     "load_arrays",
     "sha256_file",
@@ -150,6 +151,39 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
             raise FormatError(f"{p} does not match its checksum (sha256 {got[:12]}..., saved {want_sha[:12]}...); "
                               "the file is corrupted. Rebuild it or restore it from a backup.")
     return len(expected)
+
+
+def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Hash every file of any saved embedstack folder against the checksums it was saved with.
+
+    Works on component and index folders (``manifest.json``), aliases (followed), and
+    sentence-transformers model folders written by embedstack (``embedstack.json``). Returns
+    ``{"path", "resolved", "type", "files" (hashed), "bytes", "checked"}``; ``checked`` is False for
+    folders saved before checksums were recorded.
+
+    Raises:
+        FormatError: not an embedstack folder, or a file is missing, truncated or corrupted (named).
+    """
+    folder = Path(os.path.realpath(path))
+    if (folder / MANIFEST).is_file():
+        manifest: dict[str, Any] = read_manifest(folder)
+        kind = str(manifest["type"])
+    elif (folder / "embedstack.json").is_file():
+        try:
+            manifest = json.loads((folder / "embedstack.json").read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise FormatError(f"{folder / 'embedstack.json'} is not valid JSON; the model folder is damaged.") from None
+        if not isinstance(manifest, dict):
+            raise FormatError(f"{folder / 'embedstack.json'} is not a JSON object; the model folder is damaged.")
+        kind = "sentence-transformers model"
+    else:
+        raise FormatError(f"{path} is not a folder saved by embedstack (no manifest.json or embedstack.json), "
+                          "so it has no checksums to verify.")
+    hashed = verify_files(folder, manifest, verify=True)
+    files = manifest.get("files") or {}
+    size = sum(int(f.get("bytes", 0)) for f in files.values() if isinstance(f, Mapping)) if isinstance(files, Mapping) else 0
+    return {"path": os.fspath(path), "resolved": str(folder), "type": kind, "files": hashed, "bytes": size,
+            "checked": bool(files)}
 
 
 def read_manifest(folder: str | os.PathLike[str], expected_type: str | None = None) -> dict[str, Any]:
