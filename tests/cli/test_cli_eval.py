@@ -114,7 +114,7 @@ def test_eval_words_json(tmp_path):
 
 def test_ladder_quick_json_on_sample(tmp_path):
     out_md = tmp_path / "ladder.md"
-    res = runner.invoke(app, ["ladder", "--sample", "--quick", "--json", "--only", "bm25,tfidf,lsa:256",
+    res = runner.invoke(app, ["ladder", "--no-plot", "--sample", "--quick", "--json", "--only", "bm25,tfidf,lsa:256",
                               "--out", str(out_md)])
     assert res.exit_code == 0, res.output
     obj = _one_json(res.stdout)
@@ -125,22 +125,22 @@ def test_ladder_quick_json_on_sample(tmp_path):
     assert rows["TF-IDF"]["sts_spearman"] is not None
     text = out_md.read_text(encoding="utf-8")
     assert "| counting | BM25 (stemmed) |" in text and "sample" in text
-    again = runner.invoke(app, ["ladder", "--sample", "--quick", "--json", "--only", "bm25", "--out", str(out_md)])
+    again = runner.invoke(app, ["ladder", "--no-plot", "--sample", "--quick", "--json", "--only", "bm25", "--out", str(out_md)])
     assert again.exit_code == 0, again.output  # an earlier report is replaced
     notes = tmp_path / "README.md"
     notes.write_text("# my notes\n", encoding="utf-8")
-    bad = runner.invoke(app, ["ladder", "--sample", "--quick", "--only", "bm25", "--out", str(notes)])
+    bad = runner.invoke(app, ["ladder", "--no-plot", "--sample", "--quick", "--only", "bm25", "--out", str(notes)])
     assert bad.exit_code == 2 and "OutputExistsError" in bad.stderr and "--force" in bad.stderr
     assert notes.read_text(encoding="utf-8") == "# my notes\n"
 
 
 def test_ladder_human_table_and_bad_options():
-    res = runner.invoke(app, ["ladder", "--sample", "--quick", "--quiet", "--only", "bow"])
+    res = runner.invoke(app, ["ladder", "--no-plot", "--sample", "--quick", "--quiet", "--only", "bow"])
     assert res.exit_code == 0, res.output
     assert "Bag of words" in res.stdout and "nDCG@10" in res.stdout  # the table is the result: stdout
-    bad = runner.invoke(app, ["ladder", "--sample", "--max-queries", "0"])
+    bad = runner.invoke(app, ["ladder", "--no-plot", "--sample", "--max-queries", "0"])
     assert bad.exit_code == 2 and "error: ConfigError" in bad.stderr
-    none = runner.invoke(app, ["ladder", "--sample", "--only", "nothing-like-this"])
+    none = runner.invoke(app, ["ladder", "--no-plot", "--sample", "--only", "nothing-like-this"])
     assert none.exit_code == 2
 
 

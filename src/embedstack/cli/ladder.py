@@ -149,7 +149,7 @@ def ladder(
     if plot_path is not None:
         from embedstack.io import check_output
 
-        check_output(plot_path, force=force, file=True)
+        check_output(plot_path, force=force, file=True, header=b"\x89PNG")
     only_list = [s for s in (only or []) if s.strip()] or None
     data = load_ladder_data(quick=quick, sample=sample, download=download, max_queries=max_queries,
                             max_pairs=max_pairs)
