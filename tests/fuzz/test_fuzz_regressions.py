@@ -294,3 +294,19 @@ def test_model_folder_pad_token_id_outside_the_vocabulary(tiny_model_folder: Pat
     _edit_json(f, "config.json", pad_token_id=pad)
     with pytest.raises(ConfigError, match=r"pad_token_id must be an integer in \[0, vocab_size=11\)"):
         SentenceEncoder.from_folder(f)
+
+
+def test_sts_score_beyond_float32_is_an_error(tmp_path) -> None:
+    import warnings
+
+    import pytest
+
+    from embedstack.data import load_sts
+    from embedstack.errors import FormatError
+
+    p = tmp_path / "sts-test.csv"
+    p.write_text("main-captions\tMSRvid\t2012\t1\t1e300\ta cat\ta dog\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning, no silent inf
+        with pytest.raises(FormatError, match=r"sts-test\.csv:1"):
+            load_sts(p)
