@@ -310,3 +310,19 @@ def test_sts_score_beyond_float32_is_an_error(tmp_path) -> None:
         warnings.simplefilter("error")  # no numpy overflow warning, no silent inf
         with pytest.raises(FormatError, match=r"sts-test\.csv:1"):
             load_sts(p)
+
+
+def test_ag_news_class_in_non_ascii_digits_and_huge_entities(tmp_path) -> None:
+    import pytest
+
+    from embedstack.data import load_classification
+    from embedstack.errors import FormatError
+
+    folder = tmp_path / "ag"
+    folder.mkdir()
+    (folder / "test.csv").write_text('"\u00b9","title","body"\n', encoding="utf-8")
+    with pytest.raises(FormatError, match=r"test\.csv:1"):
+        load_classification(folder, split="test")
+    (folder / "test.csv").write_text('"1","title","big #99999999; and #233; ok"\n', encoding="utf-8")
+    ds = load_classification(folder, split="test")
+    assert ds.texts == ["title big #99999999; and \u00e9 ok"]

@@ -45,7 +45,7 @@ class ClassificationDataset:
         return f"ClassificationDataset({len(self)} texts, {len(self.label_names or [])} labels)"
 
 
-_AG_ENTITY = re.compile(r"#(\d+);")
+_AG_ENTITY = re.compile(r"#([0-9]{1,7});")  # ASCII digits only (str.isdigit accepts "¹")
 
 
 def _csv_rows(path: Path, encoding: str, errors: str) -> list[list[str]]:
@@ -83,14 +83,19 @@ def _from_csv(path: Path, folder: Path, encoding: str, errors: str) -> Classific
     names = [n.strip() for n in read_text(names_file, encoding=encoding, errors=errors).splitlines() if n.strip()] if names_file.is_file() else None
     texts, labels = [], []
     for i, r in enumerate(rows, start=1):
-        if len(r) < 2 or not r[0].strip().isdigit():
+        if len(r) < 2 or not re.fullmatch(r"[0-9]{1,9}", r[0].strip()):
             raise FormatError(f"{path}:{i}: expected '\"class\",\"title\",\"description\"' with a numeric class.")
         k = int(r[0])
         body = " ".join(x for x in r[1:] if x).replace("\\", " ")
-        body = html.unescape(_AG_ENTITY.sub(lambda m: chr(int(m.group(1))), body))
+        body = html.unescape(_AG_ENTITY.sub(lambda m: _entity(int(m.group(1))), body))
         texts.append(" ".join(body.split()))
         labels.append(names[k - 1] if names and 0 < k <= len(names) else str(k))
     return ClassificationDataset(texts, labels, names)
+
+
+def _entity(code: int) -> str:
+    """AG News writes some characters as ``#NNN;``; a code outside Unicode stays as it was written."""
+    return chr(code) if code <= 0x10FFFF else f"#{code};"
 
 
 def _strip_headers(post: str) -> str:
