@@ -21,10 +21,10 @@ def check_int(owner: object | str, name: str, value: Any, *, low: int | None = N
     if value is None and allow_none:
         return None
     rng = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-    if isinstance(value, bool) or not isinstance(value, int | _np_int()):
-        raise ConfigError(f"The {name!r} parameter of {_owner(owner)} must be an int in {rng}. Got {value!r} instead.")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigError(f"The {name!r} parameter of {_owner(owner)} must be an int in {rng}. Got {value!r} instead.")
+    what = f"The {name!r} parameter of {_owner(owner)}"
+    if isinstance(value, bool) or not isinstance(value, int | _np_int()) or \
+            (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{what} must be an int in {rng}. Got {value!r} instead.", param=(name, what))
     return int(value)
 
 
@@ -33,15 +33,16 @@ def check_float(owner: object | str, name: str, value: Any, *, low: float | None
     """Check that ``value`` is a finite real in the given range; return it as float."""
     lo = "(" if low_open else "["
     rng = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-    msg = f"The {name!r} parameter of {_owner(owner)} must be a float in {rng}. Got {value!r} instead."
+    what = f"The {name!r} parameter of {_owner(owner)}"
+    msg = f"{what} must be a float in {rng}. Got {value!r} instead."
     if isinstance(value, bool):
-        raise ConfigError(msg)
+        raise ConfigError(msg, param=(name, what))
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(msg) from None
+        raise ConfigError(msg, param=(name, what)) from None
     if math.isnan(v) or (low is not None and (v < low or (low_open and v == low))) or (high is not None and v > high):
-        raise ConfigError(msg)
+        raise ConfigError(msg, param=(name, what))
     return v
 
 
@@ -49,9 +50,8 @@ def check_choice(owner: object | str, name: str, value: Any, choices: Iterable[s
     """Check that ``value`` is one of ``choices``."""
     opts = list(choices)
     if value not in opts:
-        raise ConfigError(
-            f"The {name!r} parameter of {_owner(owner)} must be one of {opts}. Got {value!r} instead."
-        )
+        what = f"The {name!r} parameter of {_owner(owner)}"
+        raise ConfigError(f"{what} must be one of {opts}. Got {value!r} instead.", param=(name, what))
     return str(value)
 
 

@@ -41,11 +41,20 @@ class EmbedstackError(Exception):
         "no qrels for split 'test'. Pass --split train."
         >>> err.message_for({})
         "no qrels for split 'test'."
+
+    ``param`` names the keyword a validation message is about ("The 'k' parameter of search ..."); the
+    command line shows the flag instead of that phrase:
+
+        >>> ConfigError("The 'k' parameter of search must be an int in [1, inf]. Got 0 instead.",
+        ...             param=("k", "The 'k' parameter of search")).message_for({"k": "--k"})
+        '--k must be an int in [1, inf]. Got 0 instead.'
     """
 
-    def __init__(self, *args: object, fix: dict[str, object] | None = None) -> None:
+    def __init__(self, *args: object, fix: dict[str, object] | None = None,
+                 param: tuple[str, str] | None = None) -> None:
         super().__init__(*args)
         self.fix: dict[str, object] = dict(fix or {})
+        self.param = param  # (python keyword, the phrase naming it in the message)
 
     def _base(self) -> str:
         return super().__str__()
@@ -61,6 +70,8 @@ class EmbedstackError(Exception):
                 fixes whose keyword is not in it are left out.
         """
         base = self._base()
+        if flags is not None and self.param is not None and self.param[0] in flags:
+            base = base.replace(self.param[1], flags[self.param[0]], 1)
         if not self.fix:
             return base
         if flags is None:

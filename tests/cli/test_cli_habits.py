@@ -243,3 +243,16 @@ def test_eval_and_index_build_progress_moves_per_batch() -> None:
     build_index([f"t{i}" for i in range(10)], [str(i) for i in range(10)], _Batched(), spec="x", batch_size=3,
                 progress=lambda st, d, t: seen.append((st, d, t)))
     assert [d for st, d, _ in seen if st == "encode"] == [0, 3, 6, 9, 10, 10]
+
+
+def test_validation_messages_name_the_flag_on_the_command_line(tmp_path: Path, corpus: Path) -> None:
+    from embedstack.errors import ConfigError
+    from embedstack.index import FlatIndex
+
+    r = _run("index", "build", str(corpus), "--model", "bm25", "--out", str(tmp_path / "idx"), "--quiet")
+    assert r.exit_code == 0, r.output
+    r = _run("search", str(tmp_path / "idx"), "stock market", "-k", "0")
+    assert r.exit_code == 2 and "--k must be an int in [1, inf]. Got 0 instead." in r.stderr
+    assert "'k' parameter" not in r.stderr
+    with pytest.raises(ConfigError, match=r"The 'k' parameter of .* must be an int"):  # Python keeps the keyword
+        FlatIndex(4).search(np.ones((1, 4), np.float32), k=0)
