@@ -22,8 +22,9 @@ def check_int(owner: object | str, name: str, value: Any, *, low: int | None = N
         return None
     rng = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
     what = f"The {name!r} parameter of {_owner(owner)}"
-    if isinstance(value, bool) or not isinstance(value, int | _np_int()) or \
-            (low is not None and value < low) or (high is not None and value > high):
+    if isinstance(value, bool) or not isinstance(value, int | _np_int()):
+        raise ConfigError(f"{what} must be an int in {rng}. Got {value!r} instead.", param=(name, what))
+    if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"{what} must be an int in {rng}. Got {value!r} instead.", param=(name, what))
     return int(value)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
-from typing import Any
+from typing import Any, TypedDict
 
 import typer
 from rich.console import Console
@@ -113,7 +113,14 @@ ERRORS_OPTION: Any = typer.Option(TextErrors.strict, "--errors", help="strict: s
                                   "byte that is not valid in --encoding; replace: read such bytes as U+FFFD.")
 
 
-def text_options(encoding: str, errors: TextErrors | str) -> dict[str, str]:
+class TextOptions(TypedDict):
+    """The ``encoding=``/``errors=`` keywords every text reader takes."""
+
+    encoding: str
+    errors: str
+
+
+def text_options(encoding: str, errors: TextErrors | str) -> TextOptions:
     """The ``encoding=``/``errors=`` keywords of the loaders, checked, from the two options above."""
     from embedstack.data._io import check_encoding, check_errors
 

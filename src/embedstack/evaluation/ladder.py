@@ -545,7 +545,7 @@ def load_ladder_data(*, quick: bool = False, sample: bool = False, download: boo
 
         keep = spread_indices(n_pairs, limit_p)
         sts_ds = STSDataset([sts_ds.s1[i] for i in keep], [sts_ds.s2[i] for i in keep],
-                            [sts_ds.scores[i] for i in keep])
+                            sts_ds.scores[keep])
         sname += f", {limit_p} of {n_pairs} pairs (evenly spaced)"
     return LadderData(ds, rname + f", {len(ds.doc_ids())} documents", sts_ds, sname, is_sample, notes)
 
