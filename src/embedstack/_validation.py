@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from embedstack.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["check_int", "check_float", "check_choice", "check_k"]
 
 
 def _owner(owner: object | str) -> str:
     return owner if isinstance(owner, str) else type(owner).__name__
+
+
+@overload
+def check_int(owner: object | str, name: str, value: Any, *, low: int | None = None,
+              high: int | None = None, allow_none: Literal[False] = False) -> int: ...
+
+
+@overload
+def check_int(owner: object | str, name: str, value: Any, *, low: int | None = None,
+              high: int | None = None, allow_none: bool) -> int | None: ...
 
 
 def check_int(owner: object | str, name: str, value: Any, *, low: int | None = None,
@@ -61,7 +74,7 @@ def check_k(k: Any) -> int:
     return int(check_int("search", "k", k, low=1))  # type: ignore[arg-type]
 
 
-def _np_int() -> type:
+def _np_int() -> type[np.integer[Any]]:
     import numpy as np
 
     return np.integer

@@ -21,7 +21,7 @@ class _ErrorGroup(TyperGroup):
     Catching here (not in ``Typer.__call__``) means ``typer.testing.CliRunner`` sees the same behaviour.
     """
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context, or click's (typer versions differ)
         pending = getattr(ctx, "_protected_args", None)  # click >= 8.2 (the public name is deprecated there)
         if pending is None:
             pending = getattr(ctx, "protected_args", [])
@@ -46,10 +46,11 @@ class _ErrorGroup(TyperGroup):
                 raise
             from embedstack.cli._common import err_console
 
-            where = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "embedstack"
+            usage: Any = exc  # click's UsageError or typer's vendored copy: both have .ctx and .format_message()
+            where = usage.ctx.command_path if getattr(usage, "ctx", None) is not None else "embedstack"
             from rich.markup import escape
 
-            msg = " ".join(exc.format_message().split())
+            msg = " ".join(usage.format_message().split())
             msg = msg if msg.endswith((".", "?", "!")) else msg + "."
             err_console.print(f"[bold red]error:[/] UsageError: {escape(msg)} See `{where} --help`.", highlight=False,
                               soft_wrap=True)
@@ -68,7 +69,7 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return tuple(kinds)
 
 
-def _flags_of(group: click.Group, ctx: click.Context, args: list[str]) -> dict[str, str]:
+def _flags_of(group: Any, ctx: Any, args: list[str]) -> dict[str, str]:
     """Python keyword → long flag of every option of the command ``args`` invokes (``{"split": "--split"}``)."""
     cmd: Any = group
     args = list(args)

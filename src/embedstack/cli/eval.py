@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import typer
@@ -16,6 +16,7 @@ from embedstack.cli._common import (
     ENCODING_OPTION,
     ERRORS_OPTION,
     TextErrors,
+    TextOptions,
     err_console,
     print_json,
     print_table,
@@ -94,20 +95,20 @@ def _stratified(texts: list[str], labels: list[Any], n: int | None, seed: int) -
 
 
 def _probe_data(dataset: str, max_train: int | None, max_test: int | None, seed: int,
-                need_train: bool = True, text: dict[str, str] | None = None) -> dict[str, Any]:
+                need_train: bool = True, text: TextOptions | None = None) -> dict[str, Any]:
     """Train/test texts of a labelled dataset; a set with only a test split is split 50/50 (stratified)."""
     from embedstack._extras import require
     from embedstack.data import load_classification
     from embedstack.errors import DatasetError
 
     require("sklearn", "ml", "classification and clustering probes")
-    text = text or {}
-    test = load_classification(dataset, split="test", **text)
+    kw: Mapping[str, Any] = text or {}
+    test = load_classification(dataset, split="test", **kw)
     texts, labels = list(test.texts), list(test.labels)
     note = ""
     if need_train:
         try:
-            train = load_classification(dataset, split="train", **text)
+            train = load_classification(dataset, split="train", **kw)
             tr_x, tr_y = list(train.texts), list(train.labels)
         except DatasetError:
             from sklearn.model_selection import train_test_split
@@ -198,7 +199,7 @@ def sts(
     ])
 
 
-def _load_vectors(path: str, text: dict[str, str]) -> Any:
+def _load_vectors(path: str, text: TextOptions) -> Any:
     from embedstack.errors import ConfigError
 
     try:

@@ -17,6 +17,7 @@ from embedstack.cli._common import (
     ENCODING_OPTION,
     ERRORS_OPTION,
     TextErrors,
+    TextOptions,
     err_console,
     print_json,
     progress,
@@ -49,7 +50,7 @@ _VECTORS_TYPE = {"word2vec": "KeyedVectors", "fasttext": "FastTextKeyedVectors",
 
 
 def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bool, quiet: bool,
-         text_copy: bool, text: dict[str, str], force: bool = False) -> None:
+         text_copy: bool, text: TextOptions, force: bool = False) -> None:
     from embedstack.data import iter_texts
     from embedstack.static._corpus import IdCorpus
     from embedstack.static.specs import default_vectors_path

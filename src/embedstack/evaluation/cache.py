@@ -174,7 +174,7 @@ class EmbeddingCache:
                 self.rejected.append(str(p))
                 warnings.warn(f"ignoring the damaged embedding cache file {p} ({exc}); its vectors are recomputed.",
                               RuntimeWarning, stacklevel=3)
-        entry = (index, rows, {})
+        entry: tuple[dict[bytes, int], list[np.ndarray], dict[str, Any]] = (index, rows, {})
         self._mem[ns] = entry
         return entry
 

@@ -330,6 +330,16 @@ def requires_path(path: str | os.PathLike[str], hint: str = "") -> Callable[[], 
     return check
 
 
+def _static_quick_spec(kind: str, spec: str) -> Callable[[Any, Callable[[str, int, int], None]], tuple[str, str]]:
+    """The ``quick_spec`` of a static row: :func:`slice_vectors` for ``kind``/``spec``."""
+    return lambda data, cb: slice_vectors(kind, spec, data, cb)
+
+
+def _static_available(kind: str) -> Callable[[], str | None]:
+    """The ``available`` check of a static row: ``embedstack.static.specs.available(kind)``, imported when called."""
+    return lambda: importlib.import_module("embedstack.static.specs").available(kind)()
+
+
 # The counting era. Other eras append their rows at the end of this list (or call add_row from their
 # own module); the table shows rows in list order.
 LADDER_ROWS: list[LadderRow] = [
@@ -345,8 +355,8 @@ LADDER_ROWS: list[LadderRow] = [
               available=requires_modules(("embedstack.count", "core"))),
     # static word vectors (pooled); vectors come from `embedstack train word2vec|fasttext|glove enwiki`; --quick
     # trains them on the first QUICK_STATIC_WORDS words of enwiki instead (once, kept in the cache)
-    *[LadderRow(label, spec, era="static", sts=True, quick_spec=lambda data, cb, _k=kind, _s=spec: slice_vectors(
-        _k, _s, data, cb), available=lambda _k=kind: importlib.import_module("embedstack.static.specs").available(_k)())
+    *[LadderRow(label, spec, era="static", sts=True, quick_spec=_static_quick_spec(kind, spec),
+                available=_static_available(kind))
       for label, spec, kind in (("word2vec SG, mean", "word2vec", "word2vec"),
                                 ("word2vec SG, SIF", "word2vec:,pool=sif", "word2vec"),
                                 ("fastText SG, mean", "fasttext", "fasttext"),

@@ -107,7 +107,11 @@ def encode_dense(encoder: Any, texts: Sequence[str], *, role: str = "document", 
 
     for i in range(0, len(texts), _ENCODE_CHUNK):
         chunk = texts[i:i + _ENCODE_CHUNK]
-        per_batch = progress_kwargs(encoder.encode, lambda d, i=i: progress(stage, i + d, len(texts)))
+
+        def per_slice(d: int, i: int = i) -> None:
+            progress(stage, i + d, len(texts))
+
+        per_batch = progress_kwargs(encoder.encode, per_slice)
         out = np.asarray(encoder.encode(chunk, role=role, batch_size=batch_size, **per_batch), dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != len(chunk):
             raise InputError(

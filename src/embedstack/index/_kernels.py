@@ -179,7 +179,7 @@ if HAVE_NUMBA:
 
     @njit(cache=True, nogil=True)
     def _ham6(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> int:
-        _prefer_512bit()
+        _prefer_512bit()  # type: ignore[call-arg]  # numba's @intrinsic supplies typingctx
         q0, q1, q2, q3, q4, q5 = q[w], q[w + 1], q[w + 2], q[w + 3], q[w + 4], q[w + 5]
         c0, c1, c2 = codes_t[w, a:e], codes_t[w + 1, a:e], codes_t[w + 2, a:e]
         c3, c4, c5 = codes_t[w + 3, a:e], codes_t[w + 4, a:e], codes_t[w + 5, a:e]
@@ -194,7 +194,7 @@ if HAVE_NUMBA:
 
     @njit(cache=True, nogil=True)
     def _ham4(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> int:
-        _prefer_512bit()
+        _prefer_512bit()  # type: ignore[call-arg]  # numba's @intrinsic supplies typingctx
         q0, q1, q2, q3 = q[w], q[w + 1], q[w + 2], q[w + 3]
         c0, c1, c2, c3 = codes_t[w, a:e], codes_t[w + 1, a:e], codes_t[w + 2, a:e], codes_t[w + 3, a:e]
         low = np.int32(1 << 30)
@@ -208,7 +208,7 @@ if HAVE_NUMBA:
 
     @njit(cache=True, nogil=True)
     def _ham2(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> int:
-        _prefer_512bit()
+        _prefer_512bit()  # type: ignore[call-arg]  # numba's @intrinsic supplies typingctx
         q0, q1 = q[w], q[w + 1]
         c0, c1 = codes_t[w, a:e], codes_t[w + 1, a:e]
         low = np.int32(1 << 30)
@@ -221,7 +221,7 @@ if HAVE_NUMBA:
 
     @njit(cache=True, nogil=True)
     def _ham1(q: np.ndarray, w: int, codes_t: np.ndarray, a: int, e: int, buf: np.ndarray, acc: bool) -> int:
-        _prefer_512bit()
+        _prefer_512bit()  # type: ignore[call-arg]  # numba's @intrinsic supplies typingctx
         q0 = q[w]
         c0 = codes_t[w, a:e]
         low = np.int32(1 << 30)

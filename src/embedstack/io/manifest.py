@@ -239,7 +239,7 @@ def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray],
         fh.write(hbytes)
         for b in blobs:
             if b.size:
-                fh.write(memoryview(b.reshape(-1)).cast("B"))
+                fh.write(b.reshape(-1).data.cast("B"))
 
 
 def load_arrays(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, np.ndarray]:

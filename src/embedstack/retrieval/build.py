@@ -123,7 +123,11 @@ def build_index(texts: Sequence[str], ids: Sequence[str], encoder: Any, *, spec:
         else:
             from embedstack.base import progress_kwargs
 
-            per_batch = progress_kwargs(encoder.encode, lambda d, s=s: progress("encode", s + d, n))
+
+            def per_slice(d: int, s: int = s) -> None:
+                progress("encode", s + d, n)
+
+            per_batch = progress_kwargs(encoder.encode, per_slice)
             vecs = np.asarray(encoder.encode(part, role="document", batch_size=batch_size, **per_batch),
                               dtype=np.float32)
             if idx is None:

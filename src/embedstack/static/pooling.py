@@ -127,8 +127,9 @@ class PooledWordEncoder:
                         continue
                     if t not in oov:  # n-gram hashing is Python work: once per distinct unseen word per call
                         oov[t] = kv.get_vector(t)[None, :] if kv.has_vector(t) else None
-                    if oov[t] is not None:
-                        rows.append(oov[t])
+                    vec = oov[t]
+                    if vec is not None:
+                        rows.append(vec)
                         wts.append(float(self.a / (self.a + 0.0)) if weights is not None else 1.0)
             if rows:
                 m = np.vstack(rows)
