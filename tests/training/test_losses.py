@@ -193,7 +193,7 @@ def test_cosine_similarity_hand_value():
 
 
 def test_softmax_nli_hand_value():
-    loss = SoftmaxLoss(2, 3)
+    loss = SoftmaxLoss(2, n_labels=3)
     assert loss.classifier.in_features == 6 and loss.classifier.out_features == 3
     w = np.arange(18, dtype=np.float64).reshape(3, 6) / 10 - 0.8
     b = np.array([0.1, -0.2, 0.3])
@@ -255,7 +255,7 @@ def _grad_cases():
         (MultipleNegativesRankingLoss(symmetric=True), [r(4, 5), r(4, 5)], []),
         (CoSENTLoss(), [r(4, 5), r(4, 5)], [scores]),
         (CosineSimilarityLoss(), [r(4, 5), r(4, 5)], [scores]),
-        (SoftmaxLoss(5, 3), [r(4, 5), r(4, 5)], [T([0, 1, 2, 1])]),
+        (SoftmaxLoss(5, n_labels=3), [r(4, 5), r(4, 5)], [T([0, 1, 2, 1])]),
         (MatryoshkaLoss(MultipleNegativesRankingLoss(), dims=(5, 2)), [r(4, 5), r(4, 5)], []),
     ]
 
@@ -330,6 +330,29 @@ def test_cached_mnrl_replays_dropout_and_fits_a_big_batch():
         assert torch.allclose(g, r, atol=1e-5)
 
 
+def test_cached_mnrl_matryoshka_equals_wrapped_plain():
+    torch.manual_seed(8)
+    enc = torch.nn.Linear(10, 8)
+    xa, xp, xn = torch.randn(12, 10), torch.randn(12, 10), torch.randn(12, 10)
+    plain = MatryoshkaLoss(MultipleNegativesRankingLoss(symmetric=True), dims=(8, 4, 2), weights=(1.0, 0.5, 0.25))
+    enc.zero_grad()
+    ref = plain(enc(xa), enc(xp), enc(xn).reshape(12, 1, 8))
+    ref.backward()
+    ref_grads = _params_grads(enc)
+    cached = CachedMultipleNegativesRankingLoss(enc, symmetric=True, matryoshka_dims=(8, 4, 2),
+                                                matryoshka_weights=(1.0, 0.5, 0.25))
+    enc.zero_grad()
+    got = cached(list(xa.split(5)), list(xp.split(5)), list(xn.split(5)))
+    got.backward()
+    assert float(got.detach()) == pytest.approx(float(ref.detach()), abs=1e-5)
+    for g, r in zip(_params_grads(enc), ref_grads, strict=True):
+        assert torch.allclose(g, r, atol=1e-5)
+    with pytest.raises(DimensionMismatch, match="exceed the embedding size 8"):
+        CachedMultipleNegativesRankingLoss(enc, matryoshka_dims=(16,))([xa], [xp])
+    with pytest.raises(ConfigError, match="one weight per dim"):
+        CachedMultipleNegativesRankingLoss(enc, matryoshka_dims=(8, 4), matryoshka_weights=(1.0,))
+
+
 def test_cached_mnrl_without_grad_returns_value():
     enc = torch.nn.Linear(4, 3)
     x = torch.randn(6, 4)
@@ -380,9 +403,9 @@ def test_shape_mismatch_names_both_shapes():
     with pytest.raises(InputError, match="empty batch"):
         CoSENTLoss()(torch.randn(0, 4), torch.randn(0, 4), T([]))
     with pytest.raises(DimensionMismatch, match="dim=4"):
-        SoftmaxLoss(4, 3)(b, b, T([0, 1, 2]))
+        SoftmaxLoss(4, n_labels=3)(b, b, T([0, 1, 2]))
     with pytest.raises(InputError, match=r"labels must be in \[0, 3\)"):
-        SoftmaxLoss(4, 3)(a, a, T([0, 1, 3]))
+        SoftmaxLoss(4, n_labels=3)(a, a, T([0, 1, 3]))
     with pytest.raises(DimensionMismatch, match="exceed the embedding size 4"):
         MatryoshkaLoss(CoSENTLoss(), dims=(8, 4))(a, a, T([1.0, 2.0, 3.0]))
     with pytest.raises(InputError, match="score_range"):
@@ -399,7 +422,7 @@ def test_bad_options_and_columns():
     with pytest.raises(ConfigError, match="score_range"):
         CosineSimilarityLoss(score_range=(5, 0))
     with pytest.raises(ConfigError, match="cannot wrap SoftmaxLoss"):
-        MatryoshkaLoss(SoftmaxLoss(4, 3))
+        MatryoshkaLoss(SoftmaxLoss(4, n_labels=3))
     with pytest.raises(ConfigError, match="one weight per dim"):
         MatryoshkaLoss(CoSENTLoss(), dims=(4, 2), weights=(1.0,))
     with pytest.raises(ConfigError, match=r"TripletLoss needs the columns \('anchor', 'positive', 'negative'\).*"

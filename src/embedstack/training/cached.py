@@ -32,9 +32,14 @@ from embedstack._extras import require
 
 torch = require("torch", "torch", "cached (GradCache) losses")
 from torch import Tensor, nn  # noqa: E402
+from torch.autograd import Function  # noqa: E402
 
 from embedstack.errors import ConfigError, DimensionMismatch, InputError  # noqa: E402
-from embedstack.training.losses import mnrl_from_embeddings  # noqa: E402
+from embedstack.training.losses import (  # noqa: E402
+    MatryoshkaLoss,
+    MultipleNegativesRankingLoss,
+    mnrl_from_embeddings,
+)
 
 __all__ = ["CachedMultipleNegativesRankingLoss"]
 
@@ -50,7 +55,7 @@ class _Chunk:
         self.features, self.rng, self.rows = features, rng, rows
 
 
-class _ReplayEmbeddings(torch.autograd.Function):
+class _ReplayEmbeddings(Function):
     """Identity on the cached embeddings; its backward re-embeds each chunk and pushes its gradient."""
 
     @staticmethod
@@ -83,13 +88,20 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
         embed: ``features_chunk -> (n, D)`` embeddings.
         scale: ``s = 1/temperature`` (default 20).
         symmetric: Add the positive → anchor direction.
+        matryoshka_dims: If given, the loss is ``Σ_k w_k · L(embeddings[:, :d_k])`` over these truncation
+            sizes, as :class:`~embedstack.training.losses.MatryoshkaLoss` computes it (the wrapper itself
+            cannot take features, so the cached loss does the truncation).
+        matryoshka_weights: ``w_k``, one per dim; default 1 each.
     """
 
     columns: tuple[str, ...] = ("anchor", "positive")
     optional_columns: tuple[str, ...] = ("negative",)
     truncatable = False  # takes features, not embeddings
+    embed: Embed
 
-    def __init__(self, embed: Embed, *, scale: float = 20.0, symmetric: bool = False) -> None:
+    def __init__(self, embed: Embed, *, scale: float = 20.0, symmetric: bool = False,
+                 matryoshka_dims: Sequence[int] | None = None,
+                 matryoshka_weights: Sequence[float] | None = None) -> None:
         super().__init__()
         if not callable(embed):
             raise ConfigError(f"CachedMultipleNegativesRankingLoss needs a callable embed(features) -> (n, D), "
@@ -103,6 +115,13 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
         object.__setattr__(self, "embed", embed)
         self.scale = float(scale)
         self.symmetric = bool(symmetric)
+        self.matryoshka: tuple[tuple[int, float], ...] | None = None
+        if matryoshka_dims is not None:
+            # validated by the wrapper's own rules; only its dims and weights are kept
+            m = MatryoshkaLoss(MultipleNegativesRankingLoss(), dims=matryoshka_dims, weights=matryoshka_weights)
+            self.matryoshka = tuple(zip(m.dims, m.weights, strict=True))
+        elif matryoshka_weights is not None:
+            raise ConfigError("CachedMultipleNegativesRankingLoss got matryoshka_weights without matryoshka_dims.")
 
     def _embed_column(self, name: str, chunks: Sequence[Any]) -> tuple[Tensor, list[_Chunk]]:
         if isinstance(chunks, Tensor) or not isinstance(chunks, Sequence) or len(chunks) == 0:
@@ -153,4 +172,14 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
             leaves = [e.detach().requires_grad_() for e in cached]
             cached = list(_ReplayEmbeddings.apply(lambda g: self._replay(chunks, g), *leaves))
         neg = cached[2] if len(cached) > 2 else None  # (N, D)
-        return mnrl_from_embeddings(cached[0], cached[1], neg, scale=self.scale, symmetric=self.symmetric)
+        if self.matryoshka is None:
+            return mnrl_from_embeddings(cached[0], cached[1], neg, scale=self.scale, symmetric=self.symmetric)
+        if max(d for d, _ in self.matryoshka) > a.shape[1]:
+            raise DimensionMismatch(f"CachedMultipleNegativesRankingLoss: matryoshka_dims "
+                                    f"{tuple(d for d, _ in self.matryoshka)} exceed the embedding size {a.shape[1]}.")
+        total = cached[0].new_zeros(())
+        for d, w in self.matryoshka:
+            cut = [e[:, :d] for e in cached]  # (rows, d)
+            total = total + w * mnrl_from_embeddings(cut[0], cut[1], cut[2] if neg is not None else None,
+                                                     scale=self.scale, symmetric=self.symmetric)
+        return total

@@ -402,7 +402,7 @@ class SoftmaxLoss(nn.Module):
 
     Example:
         >>> import torch
-        >>> loss = SoftmaxLoss(4, 3)
+        >>> loss = SoftmaxLoss(4, n_labels=3)
         >>> loss(torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0, 2])).ndim
         0
     """
@@ -411,7 +411,7 @@ class SoftmaxLoss(nn.Module):
     optional_columns: tuple[str, ...] = ()
     truncatable = False  # the classifier's input size is fixed at 3·dim
 
-    def __init__(self, dim: int, n_labels: int = 3) -> None:
+    def __init__(self, dim: int, *, n_labels: int = 3) -> None:
         super().__init__()
         if int(dim) < 1 or int(n_labels) < 2:
             raise ConfigError(f"SoftmaxLoss needs dim >= 1 and n_labels >= 2. Got dim={dim!r}, n_labels={n_labels!r}.")
