@@ -398,6 +398,8 @@ def test_shape_mismatch_names_both_shapes():
         MultipleNegativesRankingLoss()(a, a, torch.randn(3, 2, 5))
     with pytest.raises(DimensionMismatch, match=r"labels must have shape \(3,\)"):
         ContrastiveLoss()(a, a, T([1, 0]))
+    with pytest.raises(InputError, match=r"1 \(similar\) or 0 \(dissimilar\), got \[0.0, 1.0, 2.0\]"):
+        OnlineContrastiveLoss()(a, a, T([1, 0, 2]))
     with pytest.raises(DimensionMismatch, match="2-D"):
         CoSENTLoss()(torch.randn(4), torch.randn(4), T([1.0]))
     with pytest.raises(InputError, match="empty batch"):

@@ -161,6 +161,8 @@ class ContrastiveLoss(nn.Module):
         _check_embeddings(name, "v", v)  # (B, D)
         _check_same(name, ("u", "v"), (u, v))
         y = _check_targets(name, "labels", labels, u.shape[0]).to(u.dtype)  # (B,)
+        if bool(((y != 0) & (y != 1)).any()):
+            raise InputError(f"{name}: labels must be 1 (similar) or 0 (dissimilar), got {sorted(set(y.tolist()))}.")
         return _distance(u, v, self.distance), y
 
     def forward(self, u: Tensor, v: Tensor, labels: Tensor) -> Tensor:
