@@ -286,6 +286,13 @@ def _params_grads(model):
     return [p.grad.clone() for p in model.parameters()]
 
 
+def _assert_same_loss_and_grads(model, got, ref, ref_grads):
+    """The cached loss's value and the model's gradients equal the plain loss's (atol 1e-5)."""
+    assert float(got.detach()) == pytest.approx(float(ref.detach()), abs=1e-5)
+    for g, r in zip(_params_grads(model), ref_grads, strict=True):
+        assert torch.allclose(g, r, atol=1e-5)
+
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_cached_mnrl_equals_plain(symmetric):
     torch.manual_seed(5)
@@ -301,9 +308,7 @@ def test_cached_mnrl_equals_plain(symmetric):
     enc.zero_grad()
     got = cached(list(xa.split(5)), list(xp.split(7)), list(xn.split(9)))
     got.backward()
-    assert float(got.detach()) == pytest.approx(float(ref.detach()), abs=1e-5)
-    for g, r in zip(_params_grads(enc), ref_grads, strict=True):
-        assert torch.allclose(g, r, atol=1e-5)
+    _assert_same_loss_and_grads(enc, got, ref, ref_grads)
     assert list(cached.parameters()) == []  # the encoder stays the model's, not the loss's
 
 
@@ -325,9 +330,7 @@ def test_cached_mnrl_replays_dropout_and_fits_a_big_batch():
     enc.zero_grad()
     got = CachedMultipleNegativesRankingLoss(enc)(chunks_a, chunks_p)
     got.backward()
-    assert float(got.detach()) == pytest.approx(float(ref.detach()), abs=1e-5)
-    for g, r in zip(_params_grads(enc), ref_grads, strict=True):
-        assert torch.allclose(g, r, atol=1e-5)
+    _assert_same_loss_and_grads(enc, got, ref, ref_grads)
 
 
 def test_cached_mnrl_matryoshka_equals_wrapped_plain():
@@ -344,9 +347,7 @@ def test_cached_mnrl_matryoshka_equals_wrapped_plain():
     enc.zero_grad()
     got = cached(list(xa.split(5)), list(xp.split(5)), list(xn.split(5)))
     got.backward()
-    assert float(got.detach()) == pytest.approx(float(ref.detach()), abs=1e-5)
-    for g, r in zip(_params_grads(enc), ref_grads, strict=True):
-        assert torch.allclose(g, r, atol=1e-5)
+    _assert_same_loss_and_grads(enc, got, ref, ref_grads)
     with pytest.raises(DimensionMismatch, match="exceed the embedding size 8"):
         CachedMultipleNegativesRankingLoss(enc, matryoshka_dims=(16,))([xa], [xp])
     with pytest.raises(ConfigError, match="one weight per dim"):
