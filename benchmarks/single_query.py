@@ -78,8 +78,12 @@ def _median_ms(xs: list[float]) -> float:
 def measure(folder: Path, queries: list[str], *, warmup: int = 10, gap_ms: float = 20.0) -> dict[str, Any]:
     """Median ms of encode alone, search alone and encode + search (pipeline.search) over ``queries``.
 
-    The three measurements of a query run in rotating order with ``gap_ms`` of idle time before each,
-    so that none of them inherits the threads another one left spinning.
+    The measurements of a query run in rotating order with ``gap_ms`` of idle time before each, so that
+    none of them inherits the threads another one left spinning. Measured alone, encode and search each
+    pay their own wake-up from idle while "together" pays one, which favours "together"; so the script
+    also times the two parts back to back with one gap before the pair (``pair``: the retriever's encode
+    then the index search, no pipeline) and reports ``together / pair`` and the median of the per-query
+    ratios ``together_i / (encode_i + search_i)`` beside the ratio of medians.
     """
     from embedstack.retrieval import open_pipeline
 
@@ -89,23 +93,29 @@ def measure(folder: Path, queries: list[str], *, warmup: int = 10, gap_ms: float
     for q, v in zip(queries[:warmup], vecs, strict=False):  # compile kernels, warm caches
         r.index.search(v, 10)
         pipe.search(q, k=10)
-    times: dict[str, list[float]] = {"encode": [], "search": [], "together": []}
+    times: dict[str, list[float]] = {"encode": [], "search": [], "together": [], "pair": []}
     clock = time.perf_counter
-    orders = [("encode", "search", "together"), ("search", "together", "encode"), ("together", "encode", "search")]
+    steps = ("encode", "search", "together", "pair")
+    orders = [steps[i:] + steps[:i] for i in range(len(steps))]
     for i, (q, v) in enumerate(zip(queries, vecs, strict=True)):
-        for step in orders[i % 3]:
+        for step in orders[i % len(orders)]:
             time.sleep(gap_ms / 1000.0)
             t0 = clock()
             if step == "encode":
                 r.encode([q])
             elif step == "search":
                 r.index.search(v, 10)
+            elif step == "pair":
+                r.index.search(r.encode([q]), 10)
             else:
                 pipe.search(q, k=10)
             times[step].append(clock() - t0)
-    e, s, t = (_median_ms(times[x]) for x in ("encode", "search", "together"))
-    return {"encode_ms": round(e, 3), "search_ms": round(s, 3), "together_ms": round(t, 3),
-            "ratio": round(t / (e + s), 3), "queries": len(queries), "docs": len(r.index), "gap_ms": gap_ms}
+    e, s, t, p = (_median_ms(times[x]) for x in ("encode", "search", "together", "pair"))
+    per_query = statistics.median(ti / (ei + si) for ti, ei, si in zip(times["together"], times["encode"],
+                                                                       times["search"], strict=True))
+    return {"encode_ms": round(e, 3), "search_ms": round(s, 3), "together_ms": round(t, 3), "pair_ms": round(p, 3),
+            "ratio": round(t / (e + s), 3), "ratio_per_query": round(per_query, 3), "ratio_vs_pair": round(t / p, 3),
+            "queries": len(queries), "docs": len(r.index), "gap_ms": gap_ms}
 
 
 def main() -> None:
@@ -137,10 +147,12 @@ def main() -> None:
         pass
     print(f"single-query latency on {label} ({len(texts)} docs), medians over {len(queries)} queries "
           f"(1-min load average at the end: {os.getloadavg()[0]:.1f})")
-    print("| setup | encode alone ms | search alone ms | encode + search ms | ratio |")
-    print("|---|---:|---:|---:|---:|")
+    print("| setup | encode alone ms | search alone ms | encode + search ms | ratio | per-query ratio "
+          "| parts back to back ms | together / back to back |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for setup, m in rows.items():
-        print(f"| {setup} | {m['encode_ms']:.2f} | {m['search_ms']:.2f} | {m['together_ms']:.2f} | {m['ratio']:.2f} |")
+        print(f"| {setup} | {m['encode_ms']:.2f} | {m['search_ms']:.2f} | {m['together_ms']:.2f} | {m['ratio']:.2f} "
+              f"| {m['ratio_per_query']:.2f} | {m['pair_ms']:.2f} | {m['ratio_vs_pair']:.2f} |")
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
         record = {"benchmark": "single_query", "machine": machine(), "loadavg_1min_at_end": os.getloadavg()[0],

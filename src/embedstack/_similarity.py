@@ -13,7 +13,7 @@ def similarity(a: Any, b: Any) -> Any:
     Shapes follow the ``@`` operator: ``(n, d)`` and ``(m, d)`` give an ``(n, m)`` matrix; a 1-D vector
     counts as one row whose axis is dropped from the result, so ``(d,)`` with ``(m, d)`` gives ``(m,)``
     and two ``(d,)`` vectors give a float. Zero vectors have similarity 0 with everything. Sparse rows
-    (``scipy.sparse``) are accepted too. The result is float32 (a Python float for two vectors).
+    (``scipy.sparse``) are accepted too (densified). The result is float32 (a Python float for two vectors).
 
     Args:
         a: embeddings, ``(d,)`` or ``(n, d)`` (numpy, lists, torch CPU tensors, scipy.sparse).
@@ -39,7 +39,11 @@ def similarity(a: Any, b: Any) -> Any:
             x = x.toarray()
         elif hasattr(x, "detach"):  # torch
             x = x.detach().cpu().numpy()
-        arr = np.asarray(x, dtype=np.float32)
+        try:
+            arr = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"similarity: {name} must be embeddings (numbers of one shape), not texts or ragged "
+                             "lists; encode the texts first, e.g. embedstack.load(SPEC).encode(texts).") from None
         if arr.ndim not in (1, 2):
             raise InputError(f"similarity: {name} must be a vector (d,) or a matrix (n, d); got shape {arr.shape}.")
         if not np.isfinite(arr).all():
@@ -48,7 +52,7 @@ def similarity(a: Any, b: Any) -> Any:
         arr = arr[None, :] if one else arr
         norms = np.linalg.norm(arr, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
-        return arr / norms, one
+        return (arr / norms).astype(np.float32), one  # normalised in float64: no overflow at 1e20
 
     x, a1 = rows(a, "a")
     y, b1 = rows(b, "b")

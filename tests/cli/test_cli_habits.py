@@ -256,3 +256,11 @@ def test_validation_messages_name_the_flag_on_the_command_line(tmp_path: Path, c
     assert "'k' parameter" not in r.stderr
     with pytest.raises(ConfigError, match=r"The 'k' parameter of .* must be an int"):  # Python keeps the keyword
         FlatIndex(4).search(np.ones((1, 4), np.float32), k=0)
+
+
+def test_brackets_in_a_query_are_text_not_markup(tmp_path: Path, corpus: Path) -> None:
+    r = _run("index", "build", str(corpus), "--model", "bm25", "--out", str(tmp_path / "idx"), "--quiet")
+    assert r.exit_code == 0, r.output
+    r = _run("search", str(tmp_path / "idx"), "stock [/] market [bold]x")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == "# 'stock [/] market [bold]x'"

@@ -131,3 +131,16 @@ def test_sparse_models_say_what_to_call_instead_of_encode() -> None:
     with pytest.raises(AttributeError):
         model.no_such_thing  # noqa: B018 - other names keep the ordinary message
     assert BM25().fit(["a cat", "a dog"]).encode_sparse(["cat"]).shape[0] == 1
+
+
+def test_similarity_rejects_texts_and_survives_large_values() -> None:
+    import pytest
+
+    import embedstack
+    from embedstack.errors import InputError
+
+    with pytest.raises(InputError, match="encode the texts first"):
+        embedstack.similarity("a cat", "a dog")
+    with pytest.raises(InputError, match="ragged"):
+        embedstack.similarity([[1.0, 2.0], [1.0]], [1.0, 2.0])
+    assert embedstack.similarity([1e20, 0.0], [3e20, 0.0]) == pytest.approx(1.0)

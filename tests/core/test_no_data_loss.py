@@ -357,3 +357,15 @@ def test_verify_command_checks_any_saved_folder(tmp_path: Path, texts_file: Path
     assert "FormatError" in line and "not a folder saved by embedstack" in line
     line = _one_line_error(runner.invoke(app, ["index", "verify", str(tmp_path / "bm25")]))
     assert "not an index" in line
+
+
+@pytest.mark.parametrize("entry", ["docs.sqlite/x", "sub"])
+def test_checksum_entries_that_are_not_files_are_format_errors(tmp_path: Path, entry: str) -> None:
+    out = tmp_path / "idx"
+    _flat().save(out)
+    (out / "sub").mkdir()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"][entry] = {"sha256": "0" * 64, "bytes": 4096}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FormatError, match="not a readable file"):
+        load_index(out)

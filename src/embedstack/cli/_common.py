@@ -70,16 +70,17 @@ def print_table(title: str, columns: list[str], rows: list[list[str]], *, right:
     tabs (rich markup stripped, whitespace inside a cell collapsed), so ``cut``/``grep``/``sort`` work.
 
     Args:
-        title: table title.
+        title: table title, plain text (it often holds user input: a query, a word, a path).
         columns: column names.
         rows: cells (rich markup allowed).
         right: columns aligned right in the terminal.
         fold: columns folded (wrapped) in the terminal instead of kept on one line.
     """
     if out_console.is_terminal:
+        from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=title, header_style="bold")
+        table = Table(title=escape(title), header_style="bold")
         for c in columns:
             table.add_column(c, justify="right" if c in right else "left",
                              overflow="fold" if c in fold else "ellipsis", no_wrap=c not in fold)
@@ -92,7 +93,7 @@ def print_table(title: str, columns: list[str], rows: list[list[str]], *, right:
     def plain(cell: str) -> str:
         return " ".join(Text.from_markup(str(cell)).plain.split())
 
-    lines = [f"# {plain(title)}", "\t".join(columns), *("\t".join(plain(c) for c in r) for r in rows)]
+    lines = [f"# {' '.join(title.split())}", "\t".join(columns), *("\t".join(plain(c) for c in r) for r in rows)]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
 

@@ -264,8 +264,10 @@ def words(
         return
     _metrics_table(f"{vectors} ({out['n_words']} words)", rows)
     if "analogies" in out:
+        from rich.markup import escape
+
         print_table("analogy sections", ["section", "accuracy", "answered", "OOV"],
-                    [[name, f"{s['accuracy']:.4f}", str(s["total"]), str(s["oov"])]
+                    [[escape(name), f"{s['accuracy']:.4f}", str(s["total"]), str(s["oov"])]
                      for name, s in out["analogies"]["sections"].items()],
                     right=("accuracy", "answered", "OOV"))
 

@@ -132,11 +132,13 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
                               "the manifest is damaged.")
         p = root / rel
         try:
+            if not p.is_file():
+                raise FileNotFoundError(p)
             size = p.stat().st_size
             want_size, want_sha = int(info["bytes"]), str(info["sha256"])
-        except FileNotFoundError:
-            raise FormatError(f"{p} is missing but the manifest lists it; the folder is incomplete. "
-                              "Rebuild it or restore it from a backup.") from None
+        except OSError:  # missing, a folder where a file was saved, a path through a file, no permission
+            raise FormatError(f"{p} is missing (or not a readable file) but the manifest lists it; the folder "
+                              "is incomplete. Rebuild it or restore it from a backup.") from None
         except (KeyError, TypeError, ValueError, OverflowError):
             raise FormatError(f"{root / MANIFEST}: the checksum entry of {rel!r} is malformed; the manifest is damaged.") from None
         if size != want_size:
@@ -146,7 +148,10 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
     if not verify_enabled(verify):
         return 0
     for p, want_sha in expected:
-        got = sha256_file(p)
+        try:
+            got = sha256_file(p)
+        except OSError as exc:
+            raise FormatError(f"{p} cannot be read ({exc.strerror or exc}); the folder is damaged or not readable.") from None
         if got != want_sha:
             raise FormatError(f"{p} does not match its checksum (sha256 {got[:12]}..., saved {want_sha[:12]}...); "
                               "the file is corrupted. Rebuild it or restore it from a backup.")
