@@ -344,11 +344,11 @@ class BaseIndex:
         """
         from embedstack.io import load_arrays, verify_files
 
-        manifest = read_index_manifest(path)
+        folder = resolve_alias(path)  # once: an alias swapped meanwhile cannot mix two versions
+        manifest = read_index_manifest(folder)
         if cls.type_name and manifest["type"] != cls.type_name:
             raise FormatError(f"{path} holds a {manifest['type']!r}, not a {cls.type_name!r}; use load_index().")
-        folder = real_path(path)
-        verify_files(resolve_alias(path), manifest, verify=verify)
+        verify_files(folder, manifest, verify=verify)
         obj = cls(**manifest["config"])
         arrays = load_arrays(folder / ARRAYS_FILE, mmap=mmap)
         dead = np.asarray(arrays.pop("tombstones", np.zeros(0, dtype=np.uint8))).astype(bool)

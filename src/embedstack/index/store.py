@@ -291,12 +291,9 @@ def real_path(path: str | os.PathLike[str]) -> Path:
 def read_index_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read an index folder's manifest, checking that it describes an index."""
     from embedstack.io import read_manifest
-    from embedstack.io.atomic import recover_dir
 
-    folder = resolve_alias(path)
-    recover_dir(folder)  # a crash between atomic_dir's two renames left the old version aside
-    manifest = read_manifest(folder)
-    if "metric" not in manifest or "dims" not in manifest:
+    manifest = read_manifest(resolve_alias(path))  # (read_manifest puts back a version a crashed swap left aside)
+    if not _is_index(manifest):
         raise FormatError(f"{path} holds a {manifest['type']!r}, which is not an index.")
     return manifest
 

@@ -23,8 +23,7 @@ a file is being written. Anything else raises :class:`~embedstack.errors.OutputE
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import functools
 import json
 import os
 import re
@@ -390,7 +389,12 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+@functools.cache
 def _libc_renameat2() -> Any:
+    """libc's renameat2, looked up on the first folder swap (not when embedstack.io is imported)."""
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         fn = libc.renameat2
@@ -401,14 +405,12 @@ def _libc_renameat2() -> Any:
     return fn
 
 
-_RENAMEAT2 = _libc_renameat2()
-
-
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
-    if _RENAMEAT2 is None:
+    renameat2 = _libc_renameat2()
+    if renameat2 is None:
         return False
-    rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return rc == 0
 
 
@@ -491,6 +493,12 @@ def recover_dir(target: Path) -> None:
     if os.path.lexists(target):
         return
     for old in sorted(target.parent.glob(f".{target.name}.old-*")):
-        os.replace(old, target)
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # a live writer is between its two renames: the next one puts its new version in place
+        try:
+            os.replace(old, target)
+        except OSError:  # a read-only mount, a race with another reader: load what is there, or fail typed later
+            return
         fsync_dir(target.parent)
         return

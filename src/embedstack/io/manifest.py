@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from embedstack.errors import FormatError
-from embedstack.io.atomic import AtomicFile, atomic_write_text
+from embedstack.io.atomic import _MARKER as SENTENCE_MARKER
+from embedstack.io.atomic import SENTENCE_MODEL, AtomicFile, atomic_write_text
 
 __all__ = [
     "FORMAT_VERSION",
@@ -173,14 +174,15 @@ def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     if (folder / MANIFEST).is_file():
         manifest: dict[str, Any] = read_manifest(folder)
         kind = str(manifest["type"])
-    elif (folder / "embedstack.json").is_file():
+    elif (folder / SENTENCE_MARKER).is_file():
+        marker = folder / SENTENCE_MARKER
         try:
-            manifest = json.loads((folder / "embedstack.json").read_text(encoding="utf-8"))
+            manifest = json.loads(marker.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise FormatError(f"{folder / 'embedstack.json'} is not valid JSON; the model folder is damaged.") from None
+            raise FormatError(f"{marker} is not valid JSON; the model folder is damaged.") from None
         if not isinstance(manifest, dict):
-            raise FormatError(f"{folder / 'embedstack.json'} is not a JSON object; the model folder is damaged.")
-        kind = "sentence-transformers model"
+            raise FormatError(f"{marker} is not a JSON object; the model folder is damaged.")
+        kind = SENTENCE_MODEL
     else:
         raise FormatError(f"{path} is not a folder saved by embedstack (no manifest.json or embedstack.json), "
                           "so it has no checksums to verify.")
