@@ -116,13 +116,13 @@ def encode_command(
         what = "is a folder, not a file" if Path(input).is_dir() else "does not exist"
         raise InputError(f"Input file {input!r} {what}; give a text file (one text per line) or '-' for stdin.")
     text = text_options(encoding, errors)
-    # one pass over the file before any model work: counts the lines and stops at a bad byte
-    total = scan_lines(input, **text) if input != "-" else None
     if out.suffix not in (".npy", ".npz"):
         raise ConfigError(f"--out must name a .npy file (dense models) or a .npz file (bow/tfidf/bm25); got {str(out)!r}.")
     from embedstack.io import check_output
 
-    check_output(out, force=force, file=True, header=_MAGIC.get(out.suffix))  # before any model work
+    check_output(out, force=force, file=True, header=_MAGIC.get(out.suffix))  # the cheap checks first
+    # one pass over the file before any model work: counts the lines and stops at a bad byte
+    total = scan_lines(input, **text) if input != "-" else None
     encoder: Any = resolve(model)
     sparse = not callable(getattr(encoder, "encode", None)) and callable(getattr(encoder, "encode_sparse", None))
     want = ".npz" if sparse else ".npy"

@@ -216,7 +216,7 @@ def load_beir(source: str | os.PathLike[str], split: str | None = "test", *, enc
     qdir = folder / "qrels"
     qpath = next((qdir / f"{split}{ext}" for ext in (".tsv", ".tsv.gz", ".txt") if (qdir / f"{split}{ext}").is_file()), None)
     if qpath is None:
-        have = sorted({p.name.split(".")[0] for p in qdir.glob("*")}) if qdir.is_dir() else []
+        have = qrels_splits(folder)
         hint = f"splits present: {', '.join(have)}" if have else f"{qdir} does not exist"
         raise DatasetError(f"{folder} has no qrels for split {split!r} ({hint}).", fix={"split": have[0]} if have else None)
     corpus = _read_corpus(_find(folder, "corpus"), encoding, errors)
