@@ -140,3 +140,23 @@ def test_shared_pooling_pass_fills_the_siblings(tmp_path):
     for m, out in outs.items():
         np.testing.assert_allclose(out, base.with_options(pooling=m).encode(TEXTS), atol=1e-6)
     assert len(cache.flush()) == 3
+
+
+@pytest.mark.filterwarnings("ignore:.*longer than max_seq_length")
+def test_weights_changed_in_memory_miss_the_cache(tmp_path):
+    import torch
+
+    from embedstack.neural.sentence import SentenceEncoder
+
+    _encoder().save(tmp_path / "model")
+    enc = SentenceEncoder.from_folder(tmp_path / "model")
+    cache = EmbeddingCache(tmp_path / "cache")
+    before = CachedEncoder(enc, cache).encode(TEXTS)
+    with torch.no_grad():  # fine-tuned in this process: the weights file on disk is unchanged
+        for p in enc.model.parameters():
+            p.add_(0.05)
+    counted = Counting(enc)
+    after = CachedEncoder(counted, cache).encode(TEXTS)
+    assert counted.n == len(TEXTS)  # all misses: the key follows the tensors, not the file
+    assert not np.allclose(after, before)
+    np.testing.assert_allclose(after, enc.encode(TEXTS), atol=1e-6)

@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -51,8 +50,6 @@ log = logging.getLogger(__name__)
 #: Bumped when the way vectors are computed changes, so old cache files stop matching.
 CACHE_VERSION = 1
 _KEY_BYTES = 16
-_weights_hashes: dict[tuple[str, int, int], str] = {}
-_lock = threading.Lock()
 
 
 def default_cache_root() -> Path:
@@ -71,50 +68,36 @@ def text_keys(texts: Sequence[str]) -> np.ndarray:
     return out
 
 
-def _weights_hash(path: Path) -> str:
-    """SHA-256 of a weights file, computed once per (path, size, mtime) in this process."""
-    from embedstack.io import sha256_file
+def state_digest(module: Any) -> str:
+    """SHA-256 of a torch module's tensors as they are in memory (names, float32 values).
 
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _lock:
-        if key not in _weights_hashes:
-            _weights_hashes[key] = sha256_file(path)
-        return _weights_hashes[key]
+    The weights the vectors come from, whatever file they were loaded from and whatever happened to them
+    since (fine-tuning in this process changes the digest; the weights file on disk would not).
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
-def encoder_settings(encoder: Any, *, role: str = "document", pooling: str | None = None) -> dict[str, Any] | None:
+def encoder_settings(encoder: Any, *, role: str = "document", pooling: str | None = None,
+                     digests: tuple[str, str | None] | None = None) -> dict[str, Any] | None:
     """What identifies ``encoder``'s vectors for ``role`` (None when the encoder cannot be cached).
 
-    For a :class:`~embedstack.neural.sentence.SentenceEncoder`: its name, the SHA-256 of its weights file
-    (or, for weights not loaded from a folder, a hash of the tensors), pooling (``pooling`` overrides it),
-    precision, backend, max length, normalisation, truncation, the dense head and the role's prompt.
+    For a :class:`~embedstack.neural.sentence.SentenceEncoder`: its name, the SHA-256 of its weights as
+    they are in memory (:func:`state_digest`) and of its dense head, pooling (``pooling`` overrides it),
+    precision, backend, max length, normalisation, truncation and the role's prompt. ``digests`` passes
+    (weights, dense head) digests already computed (hashing MiniLM's tensors takes ~0.1 s).
     """
     model = getattr(encoder, "model", None)
     tokenizer = getattr(encoder, "tokenizer", None)
     if model is None or tokenizer is None or not callable(getattr(encoder, "prompt_for", None)):
         return None
-    folder = getattr(encoder, "folder", None)
-    weights = None
-    if folder is not None:
-        for cand in (Path(folder) / "model.safetensors", *Path(folder).glob("*/model.safetensors")):
-            if cand.is_file():
-                weights = _weights_hash(cand)
-                break
-    if weights is None:  # weights only in memory: hash the tensors themselves
-        h = hashlib.sha256()
-        for name, t in sorted(model.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().float().contiguous().numpy().tobytes())
-        weights = h.hexdigest()
-    dense = getattr(encoder, "dense", None)
-    dense_hash = None
-    if dense is not None:
-        h = hashlib.sha256()
-        for name, t in sorted(dense.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().float().contiguous().numpy().tobytes())
-        dense_hash = h.hexdigest()
+    if digests is None:
+        dense = getattr(encoder, "dense", None)
+        digests = (state_digest(model), state_digest(dense) if dense is not None else None)
+    weights, dense_hash = digests
     return {
         "version": CACHE_VERSION,
         "model": str(getattr(encoder, "name", "")),
@@ -297,6 +280,18 @@ class CachedEncoder:
         self.encoded = 0  # texts this wrapper sent to the model
         self.from_cache = 0  # texts answered by the cache
         self.from_cache_by_role: dict[str, int] = {}
+        self._digests: tuple[str, str | None] | None = None
+        self._settings: dict[tuple[str, str | None], dict[str, Any] | None] = {}
+
+    def settings(self, role: str, pooling: str | None = None) -> dict[str, Any] | None:
+        """:func:`encoder_settings`, with the weights hashed once per wrapper (wrap again after changing them)."""
+        if (role, pooling) not in self._settings:
+            if self._digests is None and getattr(self.encoder, "model", None) is not None:
+                dense = getattr(self.encoder, "dense", None)
+                self._digests = (state_digest(self.encoder.model), state_digest(dense) if dense is not None else None)
+            self._settings[role, pooling] = encoder_settings(self.encoder, role=role, pooling=pooling,
+                                                             digests=self._digests)
+        return self._settings[role, pooling]
 
     def __getattr__(self, name: str) -> Any:  # dim, name, pooling ... come from the wrapped encoder
         return getattr(self.__dict__["encoder"], name)
@@ -310,8 +305,8 @@ class CachedEncoder:
         from embedstack.base import progress_kwargs
 
         texts = list(texts)
-        settings = encoder_settings(self.encoder, role=role)
-        if len(texts) < 2 or kwargs or settings is None:
+        settings = None if len(texts) < 2 or kwargs else self.settings(role)  # one text: the model, timed
+        if settings is None:
             if progress is not None:
                 kwargs.update(progress_kwargs(self.encoder.encode, progress))
             return self.encoder.encode(texts, role=role, batch_size=batch_size, **kwargs)
@@ -327,7 +322,7 @@ class CachedEncoder:
                 by_mode = self.encoder.encode_poolings(todo, self.poolings, role=role, batch_size=batch_size,
                                                        progress=progress)
                 for mode, vecs in by_mode.items():
-                    s = encoder_settings(self.encoder, role=role, pooling=mode)
+                    s = self.settings(role, mode)
                     assert s is not None
                     self.cache.put(self.cache.namespace(s), keys[missing], vecs, settings=s)
                 fresh = by_mode[self.encoder.pooling]
