@@ -171,6 +171,8 @@ def test_quick_ladder_runs_every_era_on_the_sample(tmp_path, monkeypatch):
     # CLS computed the three poolings in one pass: max and the hybrid's mean read them
     assert not by["MiniLM-L6, cls pooling"].cached and by["MiniLM-L6, max pooling"].cached
     assert by["BM25 + MiniLM (RRF)"].cached
+    assert by["BM25 + MiniLM (RRF)"].latency_ms is None  # its query vectors came from the cache: not a cost
+    assert by["MiniLM-L6, max pooling"].single_query_ms > 0  # one query alone always reaches the model
     assert len(list((tmp_path / "embeddings").glob("*.safetensors"))) >= 3
     second = run_ladder(quick=True, sample=True, only=only)
     by2 = {r.label: r for r in second.results}

@@ -115,8 +115,8 @@ def ladder(
     sample: bool = typer.Option(False, "--sample", help="Use the small sample bundled with embedstack."),
     only: list[str] | None = typer.Option(None, "--only", help="Row labels or specs to run: comma-separated, "
                                           "or the option repeated (for labels that hold commas)."),
-    max_queries: int | None = typer.Option(None, "--max-queries", help="Evaluate only the first N judged queries."),
-    max_pairs: int | None = typer.Option(None, "--max-pairs", help="Evaluate only the first N STS pairs."),
+    max_queries: int | None = typer.Option(None, "--max-queries", help="Evaluate N judged queries, spread evenly over the file."),
+    max_pairs: int | None = typer.Option(None, "--max-pairs", help="Evaluate N STS pairs, spread evenly over the file."),
     download: bool = typer.Option(False, "--download", help="Allow downloading datasets that are not local."),
     out: Path | None = typer.Option(None, "--out", help="Also write the report as Markdown to this file."),
     force: bool = typer.Option(False, "--force", help="Write --out even where a folder of that name exists (it is deleted)."),

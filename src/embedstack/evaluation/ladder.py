@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -680,6 +681,9 @@ def _run_row(row: LadderRow, data: LadderData, *, progress: LadderProgress | Non
         res.bytes_per_doc = r.get("bytes_per_doc")
         # build s is honest only when the corpus was encoded here: flag corpus vectors read from the cache
         res.cached = any(w.from_cache_by_role.get("document", 0) > 0 for w in ctx.wrapped[start:])
+        # a batched ms/query whose query vectors were read from the cache measures the cache, not the model
+        if res.single_query_ms is None and any(w.from_cache_by_role.get("query", 0) > 0 for w in ctx.wrapped[start:]):
+            res.latency_ms = None
     if row.sts and data.sts is not None:
         if encoder is None or getattr(encoder, "requires_fit", False):
             encoder = ctx.resolve(spec, transformer=transformer)  # counting models: fitted afresh on the sentences
@@ -756,7 +760,8 @@ def run_ladder(rows: Sequence[LadderRow] | None = None, *, quick: bool = False, 
                 desc += f", {ctx.transformer_options['precision']} (this CPU has bf16 matmuls)"
             if "workers" in ctx.transformer_options:
                 desc += f", {ctx.transformer_options['workers']} batches at a time"
-            data.notes.append(f"Quick run: transformer rows (and the hybrid's MiniLM) with {desc}.")
+            note = f"Quick run: transformer rows (and the hybrid's MiniLM) with {desc}."
+            data = dataclasses.replace(data, notes=[*data.notes, note])  # the caller's data stays as it was
     results: list[LadderResult] = []
     for row in selected:
         reason = None
