@@ -464,3 +464,30 @@ def test_missing_torch_names_the_extra():
             "try:\n    import embedstack.training.losses\nexcept MissingExtra as e:\n"
             "    assert \"embedstack[torch]\" in str(e), str(e)\nelse:\n    raise SystemExit('no MissingExtra')")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ContrastiveLoss(margin=None),
+    lambda: MultipleNegativesRankingLoss(scale=None),
+    lambda: CoSENTLoss(scale="x"),
+    lambda: CoSENTLoss(scale=-1.0),
+    lambda: CosineSimilarityLoss(score_range=(0,)),
+    lambda: SoftmaxLoss("a"),
+    lambda: MatryoshkaLoss(MultipleNegativesRankingLoss(), dims=("a",)),
+    lambda: TripletLoss(distance="manhattan"),
+])
+def test_bad_arguments_are_config_errors(make):
+    with pytest.raises(ConfigError):
+        make()
+
+
+def test_bad_targets_and_mixed_sizes_are_typed_errors():
+    u, v = torch.randn(2, 4), torch.randn(2, 4)
+    with pytest.raises(InputError, match="NaN"):
+        CosineSimilarityLoss()(u, v, torch.tensor([0.5, float("nan")]))
+    with pytest.raises(InputError, match="NaN"):
+        CoSENTLoss()(u, v, torch.tensor([0.5, float("nan")]))
+    with pytest.raises(InputError, match="numbers"):
+        ContrastiveLoss()(u, v, ["a", "b"])
+    with pytest.raises(DimensionMismatch, match="different sizes"):
+        MatryoshkaLoss(MultipleNegativesRankingLoss(), dims=(2,))(torch.randn(2, 3), torch.randn(2, 4))

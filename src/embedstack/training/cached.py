@@ -34,6 +34,7 @@ torch = require("torch", "torch", "cached (GradCache) losses")
 from torch import Tensor, nn  # noqa: E402
 from torch.autograd import Function  # noqa: E402
 
+from embedstack._validation import check_float  # noqa: E402
 from embedstack.errors import ConfigError, DimensionMismatch, InputError  # noqa: E402
 from embedstack.training.losses import (  # noqa: E402
     MatryoshkaLoss,
@@ -106,14 +107,10 @@ class CachedMultipleNegativesRankingLoss(nn.Module):
         if not callable(embed):
             raise ConfigError(f"CachedMultipleNegativesRankingLoss needs a callable embed(features) -> (n, D), "
                               f"got {type(embed).__name__}.")
-        if not scale > 0:
-            raise ConfigError(f"The 'scale' parameter of CachedMultipleNegativesRankingLoss must be a float in "
-                              f"(0, inf). Got {scale!r} instead.",
-                              param=("scale", "The 'scale' parameter of CachedMultipleNegativesRankingLoss"))
         # Kept outside the module tree: the encoder's parameters belong to the model, not to the loss,
         # so an optimizer built from model + loss parameters holds each parameter once.
         object.__setattr__(self, "embed", embed)
-        self.scale = float(scale)
+        self.scale = check_float(self, "scale", scale, low=0.0, low_open=True)
         self.symmetric = bool(symmetric)
         self.matryoshka: tuple[tuple[int, float], ...] | None = None
         if matryoshka_dims is not None:

@@ -26,6 +26,7 @@ torch = require("torch", "torch", "training losses")
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from embedstack._validation import check_choice, check_float, check_int  # noqa: E402
 from embedstack.errors import ConfigError, DimensionMismatch, InputError  # noqa: E402
 
 __all__ = [
@@ -93,7 +94,12 @@ def _check_same(loss: str, names: Sequence[str], tensors: Sequence[Tensor]) -> N
 
 def _check_targets(loss: str, name: str, y: Any, batch: int, *, integer: bool = False) -> Tensor:
     if not isinstance(y, Tensor):
-        y = torch.as_tensor(y)
+        try:
+            y = torch.as_tensor(y)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(f"{loss}: {name} must be numbers (a tensor or a list), got {type(y).__name__}.") from None
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise InputError(f"{loss}: {name} holds NaN or infinite values; fix or drop those rows.")
     if y.ndim != 1 or y.shape[0] != batch:
         raise DimensionMismatch(
             f"{loss}: {name} must have shape ({batch},) to match the embeddings, got {tuple(y.shape)}."
@@ -101,20 +107,6 @@ def _check_targets(loss: str, name: str, y: Any, batch: int, *, integer: bool = 
     if integer and y.is_floating_point():
         raise InputError(f"{loss}: {name} must be integer class ids, got dtype {y.dtype}.")
     return y
-
-
-def _check_margin(loss: str, margin: float) -> float:
-    if not margin >= 0:
-        raise ConfigError(f"The 'margin' parameter of {loss} must be a float in [0, inf). Got {margin!r} instead.",
-                          param=("margin", f"The 'margin' parameter of {loss}"))
-    return float(margin)
-
-
-def _check_distance(loss: str, distance: str) -> str:
-    if distance not in DISTANCES:
-        raise ConfigError(f"The 'distance' parameter of {loss} must be one of {DISTANCES}. Got {distance!r} instead.",
-                          param=("distance", f"The 'distance' parameter of {loss}"))
-    return distance
 
 
 def _distance(a: Tensor, b: Tensor, kind: str) -> Tensor:
@@ -152,8 +144,8 @@ class ContrastiveLoss(nn.Module):
 
     def __init__(self, *, margin: float = 0.5, distance: str = "cosine") -> None:
         super().__init__()
-        self.margin = _check_margin(type(self).__name__, margin)
-        self.distance = _check_distance(type(self).__name__, distance)
+        self.margin = check_float(self, "margin", margin, low=0.0)
+        self.distance = check_choice(self, "distance", distance, DISTANCES)
 
     def _distances(self, u: Tensor, v: Tensor, labels: Any) -> tuple[Tensor, Tensor]:
         name = type(self).__name__
@@ -224,8 +216,8 @@ class TripletLoss(nn.Module):
 
     def __init__(self, *, margin: float = 1.0, distance: str = "euclidean") -> None:
         super().__init__()
-        self.margin = _check_margin(type(self).__name__, margin)
-        self.distance = _check_distance(type(self).__name__, distance)
+        self.margin = check_float(self, "margin", margin, low=0.0)
+        self.distance = check_choice(self, "distance", distance, DISTANCES)
 
     def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
         name = type(self).__name__
@@ -290,10 +282,7 @@ class MultipleNegativesRankingLoss(nn.Module):
 
     def __init__(self, *, scale: float = 20.0, symmetric: bool = False) -> None:
         super().__init__()
-        if not scale > 0:
-            raise ConfigError(f"The 'scale' parameter of {type(self).__name__} must be a float in (0, inf). "
-                              f"Got {scale!r} instead.", param=("scale", f"The 'scale' parameter of {type(self).__name__}"))
-        self.scale = float(scale)
+        self.scale = check_float(self, "scale", scale, low=0.0, low_open=True)
         self.symmetric = bool(symmetric)
 
     def forward(self, anchor: Tensor, positive: Tensor, negatives: Tensor | None = None) -> Tensor:
@@ -342,7 +331,7 @@ class CoSENTLoss(nn.Module):
 
     def __init__(self, *, scale: float = 20.0) -> None:
         super().__init__()
-        self.scale = float(scale)
+        self.scale = check_float(self, "scale", scale, low=0.0, low_open=True)  # λ < 0 would invert the ranking
 
     def forward(self, u: Tensor, v: Tensor, scores: Tensor) -> Tensor:
         cos, s = _scored_pair(type(self).__name__, u, v, scores)  # (B,), (B,)
@@ -372,7 +361,8 @@ class CosineSimilarityLoss(nn.Module):
 
     def __init__(self, *, score_range: tuple[float, float] = (0.0, 1.0)) -> None:
         super().__init__()
-        lo, hi = (float(x) for x in score_range)
+        pair = list(score_range) if isinstance(score_range, (tuple, list)) else []
+        lo, hi = (check_float(self, "score_range", x) for x in pair) if len(pair) == 2 else (0.0, 0.0)
         if not hi > lo:
             raise ConfigError(f"The 'score_range' parameter of {type(self).__name__} must be (lo, hi) with hi > lo. "
                               f"Got {score_range!r} instead.",
@@ -415,9 +405,8 @@ class SoftmaxLoss(nn.Module):
 
     def __init__(self, dim: int, *, n_labels: int = 3) -> None:
         super().__init__()
-        if int(dim) < 1 or int(n_labels) < 2:
-            raise ConfigError(f"SoftmaxLoss needs dim >= 1 and n_labels >= 2. Got dim={dim!r}, n_labels={n_labels!r}.")
-        self.dim, self.n_labels = int(dim), int(n_labels)
+        self.dim = check_int(self, "dim", dim, low=1)
+        self.n_labels = check_int(self, "n_labels", n_labels, low=2)
         self.classifier = nn.Linear(3 * self.dim, self.n_labels)
 
     def forward(self, u: Tensor, v: Tensor, labels: Tensor) -> Tensor:
@@ -469,11 +458,11 @@ class MatryoshkaLoss(nn.Module):
         if not isinstance(loss, nn.Module) or not getattr(loss, "truncatable", True) or not hasattr(loss, "columns"):
             raise ConfigError(f"MatryoshkaLoss cannot wrap {type(loss).__name__}: it needs a loss that takes "
                               "embeddings of any size (contrastive, triplet, MNRL, CoSENT, cosine regression).")
-        dims = [int(d) for d in dims]
-        if not dims or any(d < 1 for d in dims):
-            raise ConfigError(f"The 'dims' parameter of MatryoshkaLoss must be positive ints. Got {dims!r} instead.",
+        dims = [check_int(self, "dims", d, low=1) for d in dims]
+        if not dims:
+            raise ConfigError("The 'dims' parameter of MatryoshkaLoss must hold at least one size. Got () instead.",
                               param=("dims", "The 'dims' parameter of MatryoshkaLoss"))
-        w = [1.0] * len(dims) if weights is None else [float(x) for x in weights]
+        w = [1.0] * len(dims) if weights is None else [check_float(self, "weights", x, low=0.0) for x in weights]
         if len(w) != len(dims):
             raise ConfigError(f"MatryoshkaLoss got {len(dims)} dims {dims} but {len(w)} weights {w}; "
                               "give one weight per dim.")
@@ -487,6 +476,9 @@ class MatryoshkaLoss(nn.Module):
         if not emb:
             raise InputError("MatryoshkaLoss got no embedding tensors (floating, 2-D or more).")
         full = emb[0].shape[-1]
+        if any(e.shape[-1] != full for e in emb):  # truncation would hide the mismatch
+            raise DimensionMismatch(f"MatryoshkaLoss: embeddings of different sizes {[tuple(e.shape) for e in emb]}; "
+                                    "they must share the embedding size.")
         if max(self.dims) > full:
             raise DimensionMismatch(f"MatryoshkaLoss: dims {self.dims} exceed the embedding size {full} "
                                     f"(embeddings of shape {tuple(emb[0].shape)}).",
