@@ -240,3 +240,23 @@ def test_tar_download_kept_packed(served: tuple[str, Path], env: Path) -> None:
     ds = load_classification("20ng-tiny", "test")
     assert ds.labels == ["rec.autos", "sci.space"] and ds.texts == ["cars", "rockets"]
     assert json.dumps(dataset_info("20ng-tiny"))  # JSON-able
+
+
+def test_download_never_deletes_what_is_in_the_target(served: tuple[str, Path], env: Path) -> None:
+    from embedstack.errors import OutputExistsError
+
+    base, root = served
+    data = _zip_bytes()
+    (root / "tiny2.zip").write_bytes(data)
+    reg.register_dataset(DatasetSpec(
+        name="tiny2", kind="retrieval", description="test", local_dirs=("tiny2",), marker="corpus.jsonl",
+        downloads=(Download(f"{base}/tiny2.zip", "tiny2.zip", sha256=_sha(data), extract=True),),
+        files=(("corpus.jsonl", _sha(CORPUS)),)))
+    partial_copy = env / "datasets" / "tiny2"
+    partial_copy.mkdir(parents=True)
+    (partial_copy / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="Move or delete it yourself"):
+        resolve_dataset("tiny2")
+    assert (partial_copy / "notes.txt").read_text() == "mine"
+    (partial_copy / "notes.txt").unlink()  # an empty folder is filled
+    assert (resolve_dataset("tiny2") / "corpus.jsonl").read_bytes() == CORPUS

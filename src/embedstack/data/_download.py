@@ -170,10 +170,12 @@ def _fetch_one(dl: Download, folder: Path, *, progress: ProgressFn | None) -> No
 def fetch(spec: DatasetSpec, target: Path, *, progress: ProgressFn | None = None) -> Path:
     """Download every file of ``spec`` into ``target`` (atomically) and verify member checksums."""
     from embedstack.io import atomic_dir
+    from embedstack.io.atomic import check_download_target
 
     if not spec.downloads:
         raise DatasetError(f"dataset {spec.name!r} has no download source. {spec.how_to_provide()}")
-    with atomic_dir(target, force=True) as tmp:  # our own cache folder: a partial copy there is replaced
+    check_download_target(target, "dataset")  # never deletes what is already there
+    with atomic_dir(target) as tmp:
         for dl in spec.downloads:
             _fetch_one(dl, tmp, progress=progress)
         for rel, expected in spec.files:

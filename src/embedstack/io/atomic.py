@@ -44,6 +44,7 @@ __all__ = [
     "atomic_file",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_download_target",
     "check_output",
     "fsync_dir",
     "recover_dir",
@@ -215,6 +216,23 @@ def check_output(path: str | os.PathLike[str], *, kind: Kind = None, force: bool
         raise OutputExistsError(f"{target} is a folder that is not an embedstack {_kind_label(kind)} "
                                 f"({_describe(target)}).")
     raise OutputExistsError(f"{target} is a file, not an embedstack {_kind_label(kind)} folder; saving there would destroy it.")
+
+
+def check_download_target(target: str | os.PathLike[str], what: str) -> Path:
+    """A download folder in embedstack's cache may be filled only when it is absent or empty.
+
+    Anything already there (a partial copy made by hand, files that are not ours) is left alone: the
+    user is asked to move it, instead of the download deleting it.
+    """
+    p = Path(target)
+    if p.is_dir() and any(p.iterdir()):
+        raise OutputExistsError(f"{p} exists but is not a complete {what} ({_describe(p)}); embedstack will not "
+                                "delete it to download a fresh copy. Move or delete it yourself, then try again.",
+                                can_force=False)
+    if os.path.lexists(p) and not p.is_dir():
+        raise OutputExistsError(f"{p} is a file where the {what} folder goes; move or delete it, then try again.",
+                                can_force=False)
+    return p
 
 
 # --------------------------------------------------------------------------- temporary siblings

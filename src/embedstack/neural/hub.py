@@ -93,8 +93,10 @@ def download_model(repo: str, *, revision: str = "main", timeout: float = 60.0) 
             f"{target} or pass a local folder path."
         )
     from embedstack.io import atomic_dir
+    from embedstack.io.atomic import check_download_target
 
-    with atomic_dir(target, force=True) as tmp:  # our own cache folder: an incomplete copy there is replaced
+    check_download_target(target, "model")  # never deletes what is already there
+    with atomic_dir(target) as tmp:
         for name in _ROOT_FILES:
             _fetch(repo, revision, name, tmp / name, optional=name in _OPTIONAL, timeout=timeout)
         modules_file = tmp / "modules.json"
