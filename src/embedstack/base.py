@@ -192,10 +192,15 @@ class Component:
         Raises:
             FormatError: the folder is not a saved component of this type, or a file is damaged.
         """
-        from embedstack.io import load_arrays, read_manifest, verify_files
+        from embedstack.io import load_arrays, read_manifest, verify_enabled, verify_files
+        from embedstack.io.manifest import listed_sha256
 
         manifest = read_manifest(path, expected_type=cls.type_name or None)
-        verify_files(path, manifest, verify=verify)
+        # read into memory: arrays.safetensors is hashed on the bytes load_arrays reads, not read twice
+        defer = "arrays.safetensors" if not mmap and verify_enabled(verify) else None
+        verify_files(path, manifest, verify=verify, defer=defer)
         obj = cls.from_config(manifest["config"])
-        obj._set_state(load_arrays(Path(path) / "arrays.safetensors", mmap=mmap), manifest.get("state", {}))
+        arrays = load_arrays(Path(path) / "arrays.safetensors", mmap=mmap,
+                             sha256=listed_sha256(manifest, defer) if defer else None)
+        obj._set_state(arrays, manifest.get("state", {}))
         return obj

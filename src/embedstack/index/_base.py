@@ -342,15 +342,18 @@ class BaseIndex:
         Raises:
             FormatError: not an index of this type, or a file is missing, truncated or corrupted.
         """
-        from embedstack.io import load_arrays, verify_files
+        from embedstack.io import load_arrays, verify_enabled, verify_files
+        from embedstack.io.manifest import listed_sha256
 
         folder = resolve_alias(path)  # once: an alias swapped meanwhile cannot mix two versions
         manifest = read_index_manifest(folder)
         if cls.type_name and manifest["type"] != cls.type_name:
             raise FormatError(f"{path} holds a {manifest['type']!r}, not a {cls.type_name!r}; use load_index().")
-        verify_files(folder, manifest, verify=verify)
+        # read into memory: the arrays file is hashed on the bytes load_arrays reads, not read twice
+        defer = ARRAYS_FILE if not mmap and verify_enabled(verify) else None
+        verify_files(folder, manifest, verify=verify, defer=defer)
         obj = cls(**manifest["config"])
-        arrays = load_arrays(folder / ARRAYS_FILE, mmap=mmap)
+        arrays = load_arrays(folder / ARRAYS_FILE, mmap=mmap, sha256=listed_sha256(manifest, defer) if defer else None)
         dead = np.asarray(arrays.pop("tombstones", np.zeros(0, dtype=np.uint8))).astype(bool)
         state = manifest.get("state", {})
         obj.docs = DocStore(folder / DOCS_FILE)

@@ -35,6 +35,7 @@ __all__ = [
     "file_checksums",
     "verify_files",
     "verify_enabled",
+    "listed_sha256",
     "verify_artifact",
     "save_arrays",
     "load_arrays",
@@ -104,7 +105,7 @@ def verify_enabled(verify: bool | None) -> bool:
 
 
 def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
-                 verify: bool | None = None) -> int:
+                 verify: bool | None = None, defer: str | None = None) -> int:
     """Check the files listed in ``manifest["files"]``: sizes always, sha256 unless disabled.
 
     Folders saved before checksums existed (no ``files``) pass unchecked. Returns how many files were
@@ -115,6 +116,9 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
         manifest: its manifest (from :func:`read_manifest`).
         verify: hash the files (True), only compare sizes (False), or follow ``EMBEDSTACK_VERIFY``
             (None: on unless it is ``0``).
+        defer: one file (relative path) whose size is checked here but whose hash the caller checks
+            while reading it anyway (``load_arrays(..., sha256=listed_sha256(manifest, defer))``), so it
+            is not read twice.
 
     Raises:
         FormatError: a listed file is missing, has another size, or another sha256.
@@ -145,7 +149,8 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
         if size != want_size:
             raise FormatError(f"{p} has {size} bytes but was saved with {want_size}; the file is damaged. "
                               "Rebuild it or restore it from a backup.")
-        expected.append((p, want_sha))
+        if rel != defer:
+            expected.append((p, want_sha))
     if not verify_enabled(verify):
         return 0
     for p, want_sha in expected:
@@ -154,9 +159,20 @@ def verify_files(folder: str | os.PathLike[str], manifest: Mapping[str, Any], *,
         except OSError as exc:
             raise FormatError(f"{p} cannot be read ({exc.strerror or exc}); the folder is damaged or not readable.") from None
         if got != want_sha:
-            raise FormatError(f"{p} does not match its checksum (sha256 {got[:12]}..., saved {want_sha[:12]}...); "
-                              "the file is corrupted. Rebuild it or restore it from a backup.")
+            raise _mismatch(p, got, want_sha)
     return len(expected)
+
+
+def _mismatch(p: Path, got: str, want: str) -> FormatError:
+    return FormatError(f"{p} does not match its checksum (sha256 {got[:12]}..., saved {want[:12]}...); "
+                       "the file is corrupted. Rebuild it or restore it from a backup.")
+
+
+def listed_sha256(manifest: Mapping[str, Any], rel: str) -> str | None:
+    """The sha256 that ``manifest["files"]`` records for ``rel`` (None for folders saved without checksums)."""
+    files = manifest.get("files")
+    info = files.get(rel) if isinstance(files, Mapping) else None
+    return str(info["sha256"]) if isinstance(info, Mapping) and "sha256" in info else None
 
 
 def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -249,8 +265,13 @@ def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray],
                 fh.write(b.reshape(-1).data.cast("B"))
 
 
-def load_arrays(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, np.ndarray]:
-    """Read a safetensors file into numpy arrays; with ``mmap=True`` they are read-only memory maps."""
+def load_arrays(path: str | os.PathLike[str], *, mmap: bool = False,
+                sha256: str | None = None) -> dict[str, np.ndarray]:
+    """Read a safetensors file into numpy arrays; with ``mmap=True`` they are read-only memory maps.
+
+    ``sha256``: the file's expected hash, checked on the bytes read (``mmap=False``: no second read of the
+    file) or by hashing the file first (``mmap=True``); a mismatch is a :class:`FormatError`.
+    """
     p = Path(path)
     if not p.is_file():
         raise FormatError(f"{p} does not exist; the saved folder is incomplete (missing weights file).")
@@ -272,6 +293,10 @@ def load_arrays(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str
     base = 8 + hlen
     out: dict[str, np.ndarray] = {}
     buf = None if mmap else p.read_bytes()
+    if sha256 is not None:
+        got = hashlib.sha256(buf).hexdigest() if buf is not None else sha256_file(p)
+        if got != sha256:
+            raise _mismatch(p, got, sha256)
     for name, info in header.items():
         if name == "__metadata__":
             continue
