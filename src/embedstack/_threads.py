@@ -8,7 +8,9 @@ next stage of the same query finds its cores busy: encode + search of one query 
 than the two measured apart. Work on one query is too small to gain from several threads anyway, so
 :func:`serial` runs BLAS and numba single-threaded for its duration (torch keeps its own setting: a
 transformer forward pass does gain from its threads) and restores the previous settings afterwards.
-The switch costs a few tens of microseconds.
+The switch costs a few tens of microseconds. BLAS and numba thread counts are process-wide: while a
+``serial()`` block runs, large matrix products started by other threads of the same process (a server
+indexing while it answers a query) run single-threaded too, until the block ends.
 
 Example:
     >>> import numpy as np
