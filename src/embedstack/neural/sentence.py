@@ -52,7 +52,7 @@ from embedstack.neural.transformer import (  # noqa: E402
     save_weights,
 )
 
-__all__ = ["SentenceEncoder", "BACKENDS", "PRECISIONS"]
+__all__ = ["SentenceEncoder", "BACKENDS", "PRECISIONS", "length_pieces"]
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +354,34 @@ class SentenceEncoder:
             x = torch.nn.functional.normalize(x, dim=-1)
         return x.float()
 
+    def forward_ids(self, ids: Sequence[np.ndarray], *, model: Any = None, min_rows: int = 16) -> Any:
+        """Embeddings ``(n, dim)`` of token-id arrays **with autograd** (training): the same head as
+        :meth:`encode`, without ``inference_mode``; dropout follows the module's train/eval mode.
+
+        The texts run as a few length-sorted pieces, each padded only to its own longest text: cut
+        points are chosen (over multiples of ``min_rows`` rows, by dynamic programming) to minimise
+        padded tokens plus a per-piece overhead worth ``min_rows`` x 16 tokens, so mixed lengths (a
+        short query and a 256-token abstract) stop paying for each other's padding. Rows come back in
+        input order. ``model`` runs instead of ``self.model`` (a bf16 working copy of it, say).
+        """
+        net = self.model if model is None else model
+        n = len(ids)
+        if n == 0:
+            return torch.zeros((0, self.dim))
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        order = np.argsort(lengths, kind="stable")
+        outs = []
+        for a, b in length_pieces(lengths[order], min_rows=min_rows):
+            sel = order[a:b]
+            input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
+            m = torch.from_numpy(mask)
+            tokens = net(torch.from_numpy(input_ids), m)  # (b - a, T, C)
+            outs.append(self._head(tokens.float(), m))
+        emb = torch.cat(outs) if len(outs) > 1 else outs[0]  # in length order
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.arange(n)
+        return emb[torch.from_numpy(inverse)]
+
     @one_text_one_vector
     def encode(
         self,
@@ -623,6 +651,44 @@ def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
             buf = []
     if buf:
         yield buf
+
+
+def length_pieces(sorted_lengths: np.ndarray, *, min_rows: int = 16, overhead_tokens: int | None = None
+                  ) -> list[tuple[int, int]]:
+    """Cut ascending lengths into contiguous pieces ``[(start, stop), ...]`` minimising padded tokens.
+
+    A piece costs ``rows x its longest length`` plus ``overhead_tokens`` (default ``16 x min_rows``: a
+    forward call on a small piece uses the cores less well); cuts fall on multiples of ``min_rows``
+    (and the end), so the dynamic programme over ``m = ceil(n / min_rows)`` points is O(m²).
+
+    Example:
+        >>> length_pieces(np.array([4] * 16 + [200] * 16), min_rows=16)
+        [(0, 16), (16, 32)]
+        >>> length_pieces(np.array([10] * 20 + [11] * 12), min_rows=16)
+        [(0, 32)]
+    """
+    n = len(sorted_lengths)
+    if n == 0:
+        return []
+    step = max(1, int(min_rows))
+    over = 16 * step if overhead_tokens is None else int(overhead_tokens)
+    cuts = list(range(0, n, step)) + [n]  # candidate boundaries
+    m = len(cuts)
+    best = [0.0] + [np.inf] * (m - 1)
+    back = [0] * m
+    for j in range(1, m):
+        stop = cuts[j]
+        longest = int(sorted_lengths[stop - 1])
+        for i in range(j):
+            cost = best[i] + (stop - cuts[i]) * longest + over
+            if cost < best[j]:
+                best[j], back[j] = cost, i
+    pieces = []
+    j = m - 1
+    while j > 0:
+        pieces.append((cuts[back[j]], cuts[j]))
+        j = back[j]
+    return pieces[::-1]
 
 
 def _read_modules(folder: Path) -> list[dict[str, Any]]:

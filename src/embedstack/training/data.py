@@ -807,6 +807,9 @@ class NoDuplicatesBatchSampler:
     union-find over open batches), in which only rows holding a text that another row also holds are
     visited one by one in Python: about a second per million such rows.
 
+    ``no_duplicates=False`` makes it a plain seeded shuffling sampler with the same state, grouping and
+    resuming (for losses without in-batch negatives, where a repeated text is harmless).
+
     ``group_by_length=True`` (with ``lengths``, one int per row such as its token count) shuffles,
     cuts the order into mega-batches of ``50 * batch_size`` rows, sorts each by length descending,
     packs, then shuffles the order of the batches: batches of similar lengths pad less.
@@ -827,7 +830,8 @@ class NoDuplicatesBatchSampler:
     """
 
     def __init__(self, data: TrainingData, batch_size: int, *, seed: int = 0, drop_last: bool = False,
-                 group_by_length: bool = False, lengths: Sequence[int] | np.ndarray | None = None) -> None:
+                 group_by_length: bool = False, lengths: Sequence[int] | np.ndarray | None = None,
+                 no_duplicates: bool = True) -> None:
         if not isinstance(data, TrainingData):
             raise ConfigError(f"NoDuplicatesBatchSampler takes a TrainingData, got {_show(data)}.")
         self.data = data
@@ -852,7 +856,9 @@ class NoDuplicatesBatchSampler:
             raise ConfigError("lengths= is used only with group_by_length=True; pass both or neither.")
         self.epoch = 0
         self.position = 0
-        self._is_dup, self._ptr, self._ids, self._n_shared = _shared_texts(data)
+        self.no_duplicates = bool(no_duplicates)
+        if self.no_duplicates:
+            self._is_dup, self._ptr, self._ids, self._n_shared = _shared_texts(data)
         self._cache: tuple[int, list[list[int]]] | None = None
         self._exhausted_here = False
 
@@ -868,7 +874,10 @@ class NoDuplicatesBatchSampler:
         if self._lengths is not None:
             mega = np.arange(n) // (_MEGA * size)
             order = order[np.lexsort((-self._lengths[order], mega))]  # by mega-batch, then longest first
-        batches = _pack(order, self._is_dup, self._ptr, self._ids, self._n_shared, size)
+        if self.no_duplicates:
+            batches = _pack(order, self._is_dup, self._ptr, self._ids, self._n_shared, size)
+        else:
+            batches = [order[i:i + size].tolist() for i in range(0, n, size)]
         if self.drop_last:
             batches = [b for b in batches if len(b) == size]
         if self._lengths is not None:

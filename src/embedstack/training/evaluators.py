@@ -1,0 +1,105 @@
+"""Evaluation during training: the project's own runners (STS, retrieval) behind one small interface.
+
+An evaluator is a callable ``evaluator(encoder) -> {metric: value, ...}`` with a ``primary`` attribute
+naming the metric that selects the best checkpoint (higher is better) and a ``name``. The trainer
+calls it every ``eval_steps`` with the model being trained (in eval mode, no dropout).
+
+Example:
+    >>> from embedstack.data import STSDataset
+    >>> import numpy as np
+    >>> ev = STSEvaluator(STSDataset(["a", "b", "c"], ["a", "c", "b"], np.array([5.0, 1.0, 2.0])))
+    >>> ev.primary, ev.name
+    ('spearman', 'sts')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from embedstack.errors import ConfigError, InputError
+
+__all__ = ["STSEvaluator", "RetrievalEvaluator", "evaluator_from_spec", "query_half"]
+
+
+class STSEvaluator:
+    """Spearman (x100) of cosine vs gold scores, by :func:`embedstack.evaluation.runners.evaluate_sts`."""
+
+    primary = "spearman"
+
+    def __init__(self, sts: Any, *, name: str = "sts", batch_size: int = 128, max_pairs: int | None = None) -> None:
+        self.sts, self.name, self.batch_size, self.max_pairs = sts, name, batch_size, max_pairs
+
+    def __call__(self, encoder: Any) -> dict[str, float]:
+        from embedstack.evaluation.runners import evaluate_sts
+
+        r = evaluate_sts(encoder, self.sts, batch_size=self.batch_size, max_pairs=self.max_pairs)
+        return {"spearman": float(r["spearman"]), "pearson": float(r["pearson"])}
+
+
+class RetrievalEvaluator:
+    """nDCG@10 (and recall@100, MRR@10) of exact dense retrieval, by
+    :func:`embedstack.evaluation.runners.evaluate_retrieval` (the ladder's runner)."""
+
+    primary = "ndcg@10"
+
+    def __init__(self, dataset: Any, *, name: str = "retrieval", batch_size: int = 64) -> None:
+        self.dataset, self.name, self.batch_size = dataset, name, batch_size
+
+    def __call__(self, encoder: Any) -> dict[str, float]:
+        from embedstack.evaluation.runners import evaluate_retrieval
+
+        r = evaluate_retrieval(encoder, self.dataset, batch_size=self.batch_size, latency_queries=0)
+        return {k: float(r[k]) for k in ("ndcg@10", "recall@100", "mrr@10")}
+
+
+#: the one tune/report split of a dataset's judged queries used by every experiment and recipe:
+#: ``split_queries(QUERY_SPLIT_FRACTION, seed=QUERY_SPLIT_SEED)`` → (tune, report)
+QUERY_SPLIT_FRACTION = 0.5
+QUERY_SPLIT_SEED = 0
+
+
+def query_half(dataset: Any, half: str) -> Any:
+    """The ``tune`` or ``report`` half of ``dataset``'s judged queries (the project's fixed split)."""
+    if half not in ("tune", "report"):
+        raise ConfigError(f"query half must be 'tune' or 'report', got {half!r}.")
+    tune, report = dataset.split_queries(QUERY_SPLIT_FRACTION, seed=QUERY_SPLIT_SEED)
+    return tune if half == "tune" else report
+
+
+def _split_spec(spec: str) -> tuple[str, str, str | None, str | None]:
+    kind, _, rest = spec.partition(":")
+    rest, _, half = rest.partition("#")
+    name, _, split = rest.partition("/")
+    return kind, name, split or None, half or None
+
+
+def evaluator_from_spec(spec: str, *, query_ids: Sequence[str] | None = None, encoding: str = "utf-8",
+                        errors: str = "strict") -> STSEvaluator | RetrievalEvaluator:
+    """An evaluator from a string: ``sts:stsb/dev`` (a registry name or folder, and split) or
+    ``retrieval:scifact/train`` (BEIR dataset and qrels split), optionally ``#tune`` or ``#report``
+    for one half of the judged queries (:func:`query_half`: tune on one half, report the other);
+    ``query_ids`` restricts the queries further.
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ConfigError(f"evaluation spec {spec!r} must look like 'sts:stsb/dev' or 'retrieval:scifact/test'.",
+                          param=("eval", f"evaluation spec {spec!r}"))
+    kind, name, split, half = _split_spec(spec)
+    if kind == "sts":
+        from embedstack.data import load_sts
+
+        if half is not None:
+            raise ConfigError(f"evaluation spec {spec!r}: '#{half}' applies to retrieval specs only.")
+        return STSEvaluator(load_sts(name or "stsb", split or "dev", encoding=encoding, errors=errors), name=spec)
+    if kind == "retrieval":
+        from embedstack.data import load_beir
+
+        data = load_beir(name or "scifact", split=split or "test", encoding=encoding, errors=errors)
+        if half is not None:
+            data = query_half(data, half)
+        if query_ids is not None:
+            data = data.subset_queries(query_ids)
+        if not data.query_ids():
+            raise InputError(f"evaluation spec {spec!r}: no judged queries left to evaluate.")
+        return RetrievalEvaluator(data, name=spec)
+    raise ConfigError(f"unknown evaluation kind {kind!r} in {spec!r}; use 'sts:...' or 'retrieval:...'.")
