@@ -225,7 +225,7 @@ def make_loss(name: str, encoder: Any, *, matryoshka_dims: Sequence[int] | None 
     if name not in LOSSES:
         from embedstack.models import did_you_mean
 
-        raise ConfigError(f"Unknown loss {name!r}{did_you_mean(name, LOSSES)}; use one of {list(LOSSES)}.",
+        raise ConfigError(f"Unknown loss {name!r}{did_you_mean(name, list(LOSSES))}; use one of {list(LOSSES)}.",
                           param=("loss", f"loss {name!r}"))
     try:
         if name == "cached-mnrl":
@@ -414,14 +414,15 @@ class SentenceTrainer:
         }
 
     def _named_weights(self) -> dict[str, Tensor]:
-        out = {f"model.{k}": p for k, p in self.model.model.named_parameters()}
+        out: dict[str, Tensor] = {f"model.{k}": p for k, p in self.model.model.named_parameters()}
         if self.model.dense is not None:
             out.update({f"dense.{k}": p for k, p in self.model.dense.named_parameters()})
         out.update({f"loss.{k}": p for k, p in self.loss.named_parameters()})
         return out
 
     def _build_optimizer(self) -> Any:
-        decay, no_decay = [], []
+        decay: list[Tensor] = []
+        no_decay: list[Tensor] = []
         for name, p in self._named_weights().items():
             if not p.requires_grad:
                 continue
@@ -451,8 +452,8 @@ class SentenceTrainer:
             size = self.args.mini_batch_size
             args: list[Any] = []
             for col in plain:
-                ids = [self._ids[col][r] for r in rows]
-                args.append([ids[i:i + size] for i in range(0, len(ids), size)])
+                col_ids = [self._ids[col][r] for r in rows]
+                args.append([col_ids[i:i + size] for i in range(0, len(col_ids), size)])
             if cols:
                 neg = [self._ids[c][r] for r in rows for c in cols]
                 args.append([neg[i:i + size] for i in range(0, len(neg), size)])
