@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-_GROUPS: list[str] = ["eval", "ladder", "datasets", "index", "train", "mlm", "encode", "vectors"]
+_GROUPS: list[str] = ["eval", "ladder", "datasets", "index", "train", "mlm", "sentence", "encode", "vectors"]
 
 
 def modules() -> list[ModuleType]:

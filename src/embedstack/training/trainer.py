@@ -206,6 +206,7 @@ class TrainResult:
     resumed_from: int | None = None
     precision: str = "fp32"
     out: str | None = None
+    mining: dict[str, Any] | None = None
 
     @property
     def pairs_per_second(self) -> float:
@@ -306,6 +307,7 @@ class SentenceTrainer:
         self.data = data
         self.evaluator = evaluator
         self.progress = progress
+        self.notes: dict[str, Any] = {}  # written into training/result.json beside the run's own figures
         if len(data) == 0:
             raise InputError(f"the training data ({getattr(data, 'source', 'records')}) has no rows.")
         self.text_columns, self.label_column, self.n_negatives = self._resolve_columns()
@@ -737,6 +739,7 @@ class SentenceTrainer:
             summary["loss"] = type(_base_loss(self.loss)).__name__
             summary["data"] = getattr(self.data, "source", "records")
             summary["rows_in_data"] = len(self.data)
+            summary.update(self.notes)
             (folder / "result.json").write_text(json.dumps(_jsonable(summary), indent=2), encoding="utf-8")
             plot_loss_curve(result.log, folder / "loss.png")
 

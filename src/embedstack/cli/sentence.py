@@ -1,0 +1,207 @@
+"""``embedstack train sentence`` (fine-tune a sentence model) and ``embedstack recipe`` (rebuild a named model).
+
+Progress (step, loss, ETA) goes to stderr; the result (steps, rows/s, metrics, where it was saved) to
+stdout, or one JSON object with ``--json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from embedstack.cli._common import (
+    ENCODING_OPTION,
+    ERRORS_OPTION,
+    TextErrors,
+    err_console,
+    print_json,
+    print_table,
+    progress,
+    text_options,
+)
+
+__all__ = ["register"]
+
+
+def _ints(value: str | None, flag: str) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        from embedstack.errors import ConfigError
+
+        raise ConfigError(f"{flag} takes comma-separated integers (e.g. 384,256,128,64); got {value!r}.") from None
+
+
+def _columns(value: str | None) -> dict[str, str] | None:
+    if not value:
+        return None
+    from embedstack.errors import ConfigError
+
+    out = {}
+    for part in value.split(","):
+        src, sep, dst = part.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise ConfigError(f"--columns takes FILE_COLUMN=CANONICAL pairs (e.g. question=anchor,answer=positive); "
+                              f"got {part!r}.")
+        out[src.strip()] = dst.strip()
+    return out
+
+
+def _report(result: Any, out: Path | None, seconds: float, json_out: bool, quiet: bool, title: str) -> None:
+    info: dict[str, Any] = {
+        "out": None if out is None else str(out), "steps": result.steps, "rows": result.rows,
+        "epochs": result.epochs, "train_seconds": round(result.seconds, 1), "eval_seconds": round(result.eval_seconds, 1),
+        "rows_per_second": round(result.pairs_per_second, 2), "final_loss": result.final_loss,
+        "best_metric": result.best_metric, "best_step": result.best_step, "metrics": result.metrics,
+        "precision": result.precision, "resumed_from": result.resumed_from, "seconds": round(seconds, 1),
+    }
+    if result.mining:
+        info["mining"] = {k: v for k, v in result.mining.items() if isinstance(v, int | float | str)}
+    if json_out:
+        print_json(info)
+        return
+    rows = [[k, f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in info.items()
+            if k not in ("metrics", "mining") and v is not None]
+    rows += [[f"eval {k}", f"{v:.2f}"] for k, v in (result.metrics or {}).items()]
+    print_table(title, ["", "value"], rows)
+
+
+def _bar(prog: Any, total_hint: int | None = None) -> Any:
+    task = prog.add_task("training", total=total_hint, info="")
+
+    def on_step(info: dict[str, Any]) -> None:
+        prog.update(task, completed=info["step"], total=info["total"],
+                    info=f"loss {info['loss']:.4f}  lr {info['lr']:.2e}  epoch {info['epoch']}")
+
+    return on_step
+
+
+def train_sentence_command(
+    data: str = typer.Option(..., "--data", "-d", help="Training data: a JSONL/CSV/TSV file with named columns "
+                             "(anchor, positive, negative..., score, label) or a named set (stsb/train, snli/dev+test, "
+                             "snli-triplets/dev+test, scifact/train#tune, scifact-titles; NAME:N keeps N rows)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained model (a sentence-transformers folder; "
+                             "checkpoints go to OUT.ckpt while training)."),
+    model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="Model to start from (SPEC or folder)."),
+    loss: str = typer.Option("mnrl", "--loss", help="mnrl, mnrl-symmetric, cached-mnrl, cosent, cosine, contrastive, "
+                             "online-contrastive, triplet, softmax."),
+    matryoshka: str | None = typer.Option(None, "--matryoshka", help="Matryoshka dims, e.g. 384,256,128,64."),
+    hard_negatives: str | None = typer.Option(None, "--hard-negatives", help="Mine negatives first: bm25, dense, both."),
+    num_negatives: int = typer.Option(1, "--num-negatives", help="Mined negatives per row."),
+    range_min: int = typer.Option(0, "--range-min", help="Skip the first N ranked candidates when mining."),
+    range_max: int = typer.Option(50, "--range-max", help="Mine among the first N ranked candidates."),
+    mining_margin: float | None = typer.Option(None, "--mining-margin", help="Drop candidates scoring within this "
+                                               "margin of the positive (false-negative guard)."),
+    sampling: str = typer.Option("top", "--sampling", help="top or random among the kept candidates."),
+    eval_spec: str | None = typer.Option(None, "--eval", help="Evaluate during training: sts:stsb/dev, "
+                                         "retrieval:scifact/train#tune ..."),
+    epochs: int = typer.Option(1, "--epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Batches per optimizer step."),
+    lr: float = typer.Option(2e-5, "--lr", help="Peak AdamW learning rate."),
+    warmup_ratio: float = typer.Option(0.1, "--warmup-ratio"),
+    schedule: str = typer.Option("linear", "--schedule", help="linear, cosine or constant after warmup."),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping (0: off)."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 (autocast), bf16-pure."),
+    max_seq_length: int | None = typer.Option(None, "--max-seq-length", help="Truncate texts to N tokens."),
+    group_by_length: bool = typer.Option(False, "--group-by-length", help="Batches of similar lengths."),
+    eval_steps: int | None = typer.Option(None, "--eval-steps", help="Evaluate every N steps (and at the end)."),
+    save_steps: int | None = typer.Option(200, "--save-steps", help="Checkpoint every N steps (and at the end)."),
+    scale: float | None = typer.Option(None, "--scale", help="Loss scale (1/temperature) of mnrl/cosent."),
+    margin: float | None = typer.Option(None, "--margin", help="Margin of contrastive/triplet losses."),
+    mini_batch_size: int = typer.Option(32, "--mini-batch-size", help="Chunk rows of cached-mnrl."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's setting)."),
+    columns: str | None = typer.Option(None, "--columns", help="Map file columns: question=anchor,answer=positive."),
+    data_format: str | None = typer.Option(None, "--format", help="jsonl, csv or tsv (default: from the suffix)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT.ckpt."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a model saved by embedstack."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fine-tune a sentence model (bi-encoder) on your pairs, triplets or scored pairs."""
+    from embedstack.training.run import train_sentence, training_data
+    from embedstack.training.trainer import TrainingArgs
+
+    t0 = time.perf_counter()
+    args = TrainingArgs(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                        warmup_ratio=warmup_ratio, schedule=schedule, weight_decay=weight_decay,
+                        max_grad_norm=max_grad_norm, precision=precision, seed=seed, max_seq_length=max_seq_length,
+                        group_by_length=group_by_length, eval_steps=eval_steps, save_steps=save_steps,
+                        mini_batch_size=mini_batch_size, threads=threads)
+    text = text_options(encoding, errors)
+    file_options: dict[str, Any] = {}
+    if columns:
+        file_options["columns"] = _columns(columns)
+    if data_format:
+        file_options["format"] = data_format
+    rows = training_data(data, seed=seed, **text, **file_options)
+    loss_options: dict[str, Any] = {}
+    if scale is not None:
+        loss_options["scale"] = scale
+    if margin is not None:
+        loss_options["margin"] = margin
+    mining = {"num_negatives": num_negatives, "range_min": range_min, "range_max": range_max,
+              "margin": mining_margin, "sampling": sampling}
+    say = (lambda line: None) if quiet or json_out else (lambda line: err_console.print(line))
+    with progress(quiet=quiet or json_out) as prog:
+        result = train_sentence(model, rows, loss=loss, out=out, args=args, matryoshka_dims=_ints(matryoshka, "--matryoshka"),
+                                hard_negatives=hard_negatives, mining=mining, eval=eval_spec, loss_options=loss_options,
+                                resume=resume, force=force, progress=_bar(prog), stage=say)
+    _report(result, out, time.perf_counter() - t0, json_out, quiet, f"trained {out}")
+
+
+def recipe_command(
+    name: str | None = typer.Argument(None, help="Recipe to build (see --list)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the model (default: the recipe "
+                                    "cache, where specs like recipe:NAME look)."),
+    list_: bool = typer.Option(False, "--list", help="List the recipes: data, loss, time on 2 cores, expected metric."),
+    seed: int | None = typer.Option(None, "--seed", help="Override the recipe's seed."),
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a model saved by embedstack."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Rebuild a model the benchmarks, the ladder or the docs use, deterministically, with one command."""
+    from embedstack.training.recipes import RECIPES, build_recipe, get_recipe
+
+    if list_ or name is None:
+        if json_out:
+            print_json({"recipes": [r.describe() for r in RECIPES.values()]})
+            return
+        print_table("recipes (embedstack recipe NAME --out DIR)",
+                    ["name", "kind", "data", "train", "time (2 cores)", "expected"],
+                    [[r.name, r.kind, r.data_label, r.training_label, r.time_label, r.expected_label]
+                     for r in RECIPES.values()])
+        return
+    recipe = get_recipe(name)
+    t0 = time.perf_counter()
+    say = (lambda line: None) if quiet or json_out else (lambda line: err_console.print(line))
+    with progress(quiet=quiet or json_out) as prog:
+        result, folder = build_recipe(recipe, out=out, seed=seed, force=force, progress=_bar(prog), stage=say)
+    seconds = round(time.perf_counter() - t0, 1)
+    if json_out:
+        print_json({"recipe": recipe.name, "out": str(folder), "seconds": seconds, **result})
+        return
+    rows = [["out", str(folder)], ["seconds", f"{seconds:,.0f}"]]
+    rows += [[f"train {k}", f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in result.get("train", {}).items()]
+    rows += [[f"{recipe.report} {k}", f"{v:.2f}"] for k, v in result.get("report", {}).items()]
+    if recipe.expected is not None:
+        rows.append(["expected", recipe.expected_label])
+    print_table(f"recipe {recipe.name}", ["", "value"], rows)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train sentence`` to the ``train`` group and the top-level ``recipe`` command."""
+    from embedstack.cli.train import train_app
+
+    train_app.command("sentence")(train_sentence_command)
+    app.command("recipe")(recipe_command)

@@ -1,0 +1,229 @@
+"""Recipes: every model the benchmarks, the ladder or the docs use, rebuilt by one command.
+
+``embedstack recipe NAME --out DIR`` trains the model exactly as the experiments did (same data, loss,
+arguments and seed: the result is deterministic given the seed on the same machine and thread count),
+then scores it on the recipe's report set, which was never used for tuning or model selection.
+``embedstack recipe --list`` shows each recipe's data, time on these 2 cores and the metric measured
+when the recipe was last run (BENCHMARKS.md has the commands and the figures). A recipe may start
+from another one (``model="recipe:NAME"``): that one is built first, into the recipe cache, unless
+it is there already.
+
+Example:
+    >>> get_recipe("minilm-stsb-cosent").loss
+    'cosent'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedstack.errors import ConfigError, UnknownKeyError
+
+__all__ = ["Recipe", "RECIPES", "get_recipe", "build_recipe", "recipe_dir"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A reproducible training run.
+
+    Attributes:
+        name: The recipe name.
+        summary: One line: what it is and what it shows.
+        kind: ``sentence`` (fine-tune a bi-encoder) or ``mlm`` (pretrain a BERT with masked LM).
+        model: Starting model SPEC (``all-MiniLM-L6-v2``, ``recipe:NAME``).
+        data: Named training sets (:func:`embedstack.training.run.training_data`) concatenated, or the
+            corpus of an ``mlm`` recipe.
+        loss: Loss name.
+        args: :class:`~embedstack.training.trainer.TrainingArgs` fields.
+        eval: Evaluation spec for model selection during training (tune data only), or None.
+        report: Evaluation spec scored once at the end (held-out: a split never tuned on).
+        expected: ``(metric, value)`` measured when the recipe was last run (BENCHMARKS.md).
+        minutes: Wall-clock minutes of the last build on these 2 cores.
+        options: Extra options (``matryoshka_dims``, ``hard_negatives``, ``mining``, ``loss_options``,
+            ``mlm`` settings).
+    """
+
+    name: str
+    summary: str
+    kind: str
+    model: str
+    data: tuple[str, ...]
+    loss: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    eval: str | None = None
+    report: str | None = None
+    expected: tuple[str, float] | None = None
+    minutes: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_label(self) -> str:
+        return " + ".join(self.data)
+
+    @property
+    def training_label(self) -> str:
+        if self.kind == "mlm":
+            return f"MLM {self.options.get('max_steps')} steps"
+        extra = []
+        if self.options.get("hard_negatives"):
+            extra.append(f"{self.options['hard_negatives']} negatives")
+        if self.options.get("matryoshka_dims"):
+            extra.append("matryoshka")
+        epochs = self.args.get("epochs", 1)
+        return f"{self.loss}, {epochs} ep" + (f" ({', '.join(extra)})" if extra else "")
+
+    @property
+    def time_label(self) -> str:
+        return "not yet timed" if self.minutes is None else f"{self.minutes:.0f} min"
+
+    @property
+    def expected_label(self) -> str:
+        return "not yet measured" if self.expected is None else f"{self.expected[0]} {self.expected[1]:.2f}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "summary": self.summary, "kind": self.kind, "model": self.model,
+                "data": list(self.data), "loss": self.loss, "args": self.args, "eval": self.eval,
+                "report": self.report, "options": self.options, "minutes": self.minutes,
+                "expected": None if self.expected is None else {"metric": self.expected[0], "value": self.expected[1]}}
+
+
+_STS_ARGS = {"epochs": 4, "batch_size": 16, "lr": 2e-5, "warmup_ratio": 0.1, "max_seq_length": 128,
+             "precision": "bf16", "eval_steps": 360, "seed": 0}
+_SCIFACT_ARGS = {"epochs": 1, "batch_size": 32, "lr": 2e-5, "warmup_ratio": 0.1, "max_seq_length": 256,
+                 "precision": "bf16", "seed": 0}
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("minilm-stsb-cosent", "all-MiniLM-L6-v2 fine-tuned on STS-B train with CoSENT (model selection on STS-B dev)",
+           "sentence", "all-MiniLM-L6-v2", ("stsb/train",), "cosent", dict(_STS_ARGS), eval="sts:stsb/dev",
+           report="sts:stsb/test"),
+    Recipe("minilm-stsb-cosine", "all-MiniLM-L6-v2 fine-tuned on STS-B train with cosine-similarity regression",
+           "sentence", "all-MiniLM-L6-v2", ("stsb/train",), "cosine", dict(_STS_ARGS), eval="sts:stsb/dev",
+           report="sts:stsb/test"),
+    Recipe("minilm-scifact", "all-MiniLM-L6-v2 + MNRL on SciFact (tune-half query→abstract pairs and title→abstract "
+           "pseudo-pairs) with BM25 hard negatives", "sentence", "all-MiniLM-L6-v2",
+           ("scifact/train#tune", "scifact-titles"), "mnrl", dict(_SCIFACT_ARGS),
+           report="retrieval:scifact/train#report",
+           options={"hard_negatives": "bm25", "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50}}),
+]}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name`` (UnknownKeyError with the closest names otherwise)."""
+    if name not in RECIPES:
+        from embedstack.models import did_you_mean
+
+        raise UnknownKeyError(f"no recipe {name!r}{did_you_mean(name, list(RECIPES))}; `embedstack recipe --list` "
+                              f"shows them: {', '.join(RECIPES)}.")
+    return RECIPES[name]
+
+
+def recipe_dir(name: str) -> Path:
+    """Where ``recipe:NAME`` model specs look: ``<cache>/recipes/NAME``."""
+    from embedstack.neural.hub import cache_dir
+
+    return cache_dir().parent / "recipes" / name
+
+
+def _concat(parts: list[Any]) -> Any:
+    from embedstack.training.data import TrainingData
+
+    if len(parts) == 1:
+        return parts[0]
+    columns = parts[0].columns
+    for p in parts[1:]:
+        if p.columns != columns:
+            raise ConfigError(f"recipe data sets have different columns: {columns} and {p.columns}.")
+    return TrainingData.from_columns({c: [v for p in parts for v in p.column(c)] for c in columns},
+                                     source=" + ".join(p.source for p in parts))
+
+
+def resolve_start(model: str, *, stage: Callable[[str], None] | None = None) -> str:
+    """A model SPEC; ``recipe:NAME`` is built into the recipe cache first when it is not there."""
+    if not model.startswith("recipe:"):
+        return model
+    name = model.split(":", 1)[1]
+    folder = recipe_dir(name)
+    if not (folder / "embedstack.json").is_file():
+        if stage:
+            stage(f"building the starting model recipe:{name} first")
+        build_recipe(get_recipe(name), out=folder, stage=stage)
+    return str(folder)
+
+
+def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, seed: int | None = None,
+                 force: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
+                 stage: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Path]:
+    """Train ``recipe`` into ``out`` (default :func:`recipe_dir`) and score it on its report set.
+
+    Returns:
+        ``({"train": {...}, "report": {...}}, folder)``.
+    """
+    folder = Path(out) if out is not None else recipe_dir(recipe.name)
+    args_dict = dict(recipe.args)
+    if seed is not None:
+        args_dict["seed"] = seed
+    say = stage or (lambda _line: None)
+    if recipe.kind == "mlm":
+        return _build_mlm(recipe, folder, args_dict, force, progress, say)
+    from embedstack.training.run import train_sentence, training_data
+    from embedstack.training.trainer import TrainingArgs
+
+    args = TrainingArgs(**args_dict)
+    start = resolve_start(recipe.model, stage=stage)
+    data = _concat([training_data(d, seed=args.seed) for d in recipe.data])
+    opts = dict(recipe.options)
+    result = train_sentence(start, data, loss=recipe.loss, out=folder, args=args, eval=recipe.eval,
+                            matryoshka_dims=opts.get("matryoshka_dims"), hard_negatives=opts.get("hard_negatives"),
+                            mining=opts.get("mining"), loss_options=opts.get("loss_options"), force=force,
+                            progress=progress, stage=stage)
+    summary: dict[str, Any] = {"train": {"steps": result.steps, "seconds": round(result.seconds, 1),
+                                         "rows_per_second": round(result.pairs_per_second, 2),
+                                         "best_metric": result.best_metric}}
+    if recipe.report:
+        summary["report"] = report(folder, recipe.report, stage=say)
+    return summary, folder
+
+
+def report(folder: str | os.PathLike[str], spec: str, *, stage: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Score a saved model on an evaluation spec (fp32 inference: the figure the benchmarks report)."""
+    from embedstack.neural.sentence import SentenceEncoder
+    from embedstack.training.evaluators import evaluator_from_spec
+
+    if stage:
+        stage(f"scoring on {spec}")
+    evaluator = evaluator_from_spec(spec)
+    return {k: float(v) for k, v in evaluator(SentenceEncoder.from_folder(folder)).items()}
+
+
+def _build_mlm(recipe: Recipe, folder: Path, args: dict[str, Any], force: bool,
+               progress: Callable[[dict[str, Any]], None] | None,
+               say: Callable[[str], None]) -> tuple[dict[str, Any], Path]:
+    from embedstack.data import iter_texts
+    from embedstack.neural.config import BertConfig
+    from embedstack.neural.hub import resolve_model
+    from embedstack.neural.mlm import pretrain_mlm, save_pretrained
+    from embedstack.neural.tokenizer import WordPiece
+
+    o = recipe.options
+    tokenizer = WordPiece.from_file(resolve_model(o.get("vocab_from", "all-MiniLM-L6-v2"))[0])
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=o["hidden"], num_hidden_layers=o["layers"],
+                        num_attention_heads=o["heads"], intermediate_size=4 * o["hidden"],
+                        max_position_embeddings=max(512, o["max_len"]))
+    corpus = recipe.data[0]
+    say(f"pretraining a {o['layers']}-layer BERT on {corpus} for {o['max_steps']} steps")
+
+    def on_step(step: int, loss: float) -> None:
+        if progress is not None:
+            progress({"step": step, "total": o["max_steps"], "loss": loss, "lr": o["lr"], "epoch": 0})
+
+    result = pretrain_mlm(lambda: iter_texts(corpus), tokenizer, config, minutes=None, max_steps=o["max_steps"],
+                          batch_size=o["batch_size"], max_len=o["max_len"], lr=o["lr"], seed=args.get("seed", 0),
+                          precision=o.get("precision", "bf16"), progress=on_step)
+    save_pretrained(result, folder, force=force, max_seq_length=o["max_len"],
+                    extra={"recipe": recipe.name, "corpus": corpus, "seed": args.get("seed", 0)})
+    return {"train": {"steps": result.steps, "seconds": round(result.seconds, 1),
+                      "last_loss": result.losses[-1][1] if result.losses else None}}, folder

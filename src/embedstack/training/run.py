@@ -1,0 +1,216 @@
+"""One call from data to a saved model: :func:`train_sentence` (what ``embedstack train sentence`` and
+``embedstack recipe`` run), and the named training sets built from the project's datasets.
+
+Named training sets (``--data NAME``; a file path is read by
+:func:`~embedstack.training.data.load_training_data` instead):
+
+* ``stsb/train`` (or ``/dev``): STS-B pairs with ``score`` = gold / 5 in [0, 1] (as sentence-transformers'
+  ``stsb`` dataset), for CoSENT and cosine regression;
+* ``snli/dev``, ``snli/test``, ``snli/dev+test``: premise/hypothesis with ``label`` 0/1/2 (entailment,
+  neutral, contradiction), for the NLI softmax;
+* ``snli-triplets/...``: (premise, entailed hypothesis, contradicted hypothesis) triplets of the same
+  premise, for MNRL with a hard negative (the SimCSE / sentence-transformers NLI recipe);
+* ``scifact/train#tune`` (or ``#report``, or no half): (query, title + abstract) for each relevant
+  document of the judged train queries of that half (:func:`~embedstack.training.evaluators.query_half`);
+* ``scifact-titles``: pseudo-pairs (title → abstract) of every SciFact document: in-domain text with no
+  query or judgment in it;
+* ``NAME:N`` keeps a seeded random ``N`` rows (``scifact-titles:1000``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedstack.errors import ConfigError, InputError
+
+__all__ = ["train_sentence", "training_data", "NAMED_DATA"]
+
+NAMED_DATA = ("stsb", "snli", "snli-triplets", "scifact", "scifact-titles")
+
+
+def _subsample(data: Any, n: int, seed: int) -> Any:
+    if n >= len(data):
+        return data
+    keep = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
+    return data.select(keep.tolist())
+
+
+def training_data(spec: str | os.PathLike[str], *, seed: int = 0, encoding: str = "utf-8", errors: str = "strict",
+                  **file_options: Any) -> Any:
+    """A :class:`~embedstack.training.data.TrainingData` from a file path or a named set (module docstring)."""
+    from embedstack.training.data import TrainingData, load_training_data
+
+    text = os.fspath(spec)
+    name, _, count = text.partition(":")
+    base = name.split("/", 1)[0].split("#", 1)[0]
+    if base not in NAMED_DATA or Path(text).exists():
+        return load_training_data(text, encoding=encoding, errors=errors, **file_options)
+    if file_options:
+        raise ConfigError(f"{sorted(file_options)} apply to data files, not to the named set {text!r}.")
+    rest = name[len(base):]
+    half = rest.partition("#")[2] or None
+    split = rest.partition("#")[0].lstrip("/") or None
+    data: Any
+    if base == "stsb":
+        from embedstack.data import load_sts
+
+        sts = load_sts("stsb", split or "train", encoding=encoding, errors=errors)
+        data = TrainingData.from_columns({"anchor": list(sts.s1), "positive": list(sts.s2),
+                                          "score": [float(s) / 5.0 for s in sts.scores]}, source=text)
+    elif base in ("snli", "snli-triplets"):
+        from embedstack.data import load_nli
+        from embedstack.data._pairs import NLI_LABELS
+
+        prem: list[str] = []
+        hyp: list[str] = []
+        lab: list[str] = []
+        for part in (split or "dev").split("+"):
+            nli = load_nli("snli", part, encoding=encoding, errors=errors)
+            prem += nli.premises
+            hyp += nli.hypotheses
+            lab += nli.labels
+        if base == "snli":
+            data = TrainingData.from_columns({"anchor": prem, "positive": hyp,
+                                              "label": [NLI_LABELS.index(x) for x in lab]}, source=text)
+        else:
+            by_premise: dict[str, dict[str, list[str]]] = {}
+            for p, h, y in zip(prem, hyp, lab, strict=True):
+                by_premise.setdefault(p, {}).setdefault(y, []).append(h)
+            a, pos, neg = [], [], []
+            for p, groups in by_premise.items():
+                for e, c in zip(groups.get("entailment", []), groups.get("contradiction", []), strict=False):
+                    a.append(p)
+                    pos.append(e)
+                    neg.append(c)
+            data = TrainingData.from_columns({"anchor": a, "positive": pos, "negative_1": neg}, source=text)
+    elif base == "scifact":
+        from embedstack.data import load_beir
+        from embedstack.training.evaluators import query_half
+
+        beir = load_beir("scifact", split=split or "train", encoding=encoding, errors=errors)
+        if half is not None:
+            beir = query_half(beir, half)
+        anchors, docs = [], []
+        for qid in beir.query_ids():
+            for did, grade in beir.qrels[qid].items():
+                if grade > 0 and did in beir.corpus:
+                    d = beir.corpus[did]
+                    anchors.append(beir.queries[qid])
+                    docs.append((d.get("title", "") + " " + d.get("text", "")).strip())
+        data = TrainingData.from_columns({"anchor": anchors, "positive": docs}, source=text)
+    else:  # scifact-titles
+        from embedstack.data import load_beir
+
+        beir = load_beir("scifact", split=None, encoding=encoding, errors=errors)
+        rows = [(d.get("title", "").strip(), d.get("text", "").strip()) for d in beir.corpus.values()]
+        rows = [(t, b) for t, b in rows if t and b]
+        data = TrainingData.from_columns({"anchor": [t for t, _ in rows], "positive": [b for _, b in rows]},
+                                         source=text)
+    if count:
+        try:
+            n = int(count)
+        except ValueError:
+            raise ConfigError(f"data spec {text!r}: the part after ':' must be a row count.") from None
+        data = _subsample(data, n, seed)
+    return data
+
+
+def train_sentence(
+    model: str | Any,
+    data: str | os.PathLike[str] | Any,
+    *,
+    loss: str | Any = "mnrl",
+    out: str | os.PathLike[str] | None = None,
+    args: Any = None,
+    matryoshka_dims: Sequence[int] | None = None,
+    hard_negatives: str | None = None,
+    mining: Mapping[str, Any] | None = None,
+    eval: str | Callable[[Any], Mapping[str, float]] | None = None,
+    loss_options: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Train a sentence model end to end; the Python twin of ``embedstack train sentence``.
+
+    Args:
+        model: A model SPEC (``all-MiniLM-L6-v2``, a folder) or a SentenceEncoder.
+        data: A file (JSONL/CSV/TSV), a named set (:func:`training_data`) or a TrainingData.
+        loss: A name of :data:`~embedstack.training.trainer.LOSSES` or a loss module.
+        out: Folder for the trained model (sentence-transformers format).
+        args: :class:`~embedstack.training.trainer.TrainingArgs`.
+        matryoshka_dims: Wrap the loss in MatryoshkaLoss over these dimensions.
+        hard_negatives: ``bm25``, ``dense`` or ``both``: mine negatives for (anchor, positive) data first
+            (with the model being trained, before training, for ``dense``).
+        mining: Options of :func:`~embedstack.training.mining.mine_hard_negatives` (num_negatives,
+            range_min, range_max, margin, sampling ...); the corpus is the data's positives unless
+            ``corpus`` is given.
+        eval: An evaluation spec (``sts:stsb/dev``, ``retrieval:scifact/train#tune``) or an evaluator.
+        loss_options: Keyword options of the loss (scale, margin, score_range ...).
+        resume, force: As :meth:`SentenceTrainer.train`.
+        progress: Per-step callback of the trainer.
+        stage: Called with a line for each stage (loading, mining, training, saving).
+        cache_dir: Embedding cache for mining (default: the project cache).
+
+    Returns:
+        The :class:`~embedstack.training.trainer.TrainResult` (with ``.mining`` stats when mined).
+    """
+    from embedstack.neural.sentence import SentenceEncoder
+    from embedstack.training.evaluators import evaluator_from_spec
+    from embedstack.training.trainer import SentenceTrainer, TrainingArgs, make_loss
+
+    say = stage or (lambda _line: None)
+    args = args or TrainingArgs()
+    if isinstance(model, SentenceEncoder):
+        encoder = model
+    else:
+        from embedstack.models import load
+
+        say(f"loading {model}")
+        encoder = load(str(model))
+        if not isinstance(encoder, SentenceEncoder):
+            raise ConfigError(f"model {model!r} is a {type(encoder).__name__}; training needs a transformer sentence "
+                              "model (all-MiniLM-L6-v2, a sentence-transformers folder, a model from "
+                              "`embedstack train mlm`).", param=("model", f"model {model!r}"))
+    if out is not None:
+        from embedstack.io import SENTENCE_MODEL, check_output
+
+        check_output(out, kind=SENTENCE_MODEL, force=force)
+    rows: Any = data
+    if not hasattr(rows, "columns"):
+        say(f"reading {os.fspath(data)}")
+        rows = training_data(data, seed=args.seed)
+    data = rows
+    mined = None
+    if hard_negatives is not None:
+        from embedstack.training.mining import mine_hard_negatives
+
+        if "anchor" not in data.columns or "positive" not in data.columns:
+            raise InputError(f"hard-negative mining needs (anchor, positive) rows; the data has {list(data.columns)}.")
+        options = dict(mining or {})
+        corpus = options.pop("corpus", None)
+        say(f"mining hard negatives ({hard_negatives}) for {len(data):,} rows")
+        pairs = (data.column("anchor"), data.column("positive"))
+        mined = mine_hard_negatives(pairs, corpus, method=hard_negatives,
+                                    model=encoder if hard_negatives in ("dense", "both") or options.get("margin")
+                                    is not None or options.get("relative_margin") is not None else None,
+                                    seed=args.seed, cache_dir=cache_dir, **options)
+        data = mined.data
+    evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
+    loss_module = loss if not isinstance(loss, str) else make_loss(loss, encoder, matryoshka_dims=matryoshka_dims,
+                                                                     **dict(loss_options or {}))
+    trainer = SentenceTrainer(encoder, loss_module, data, args=args, evaluator=evaluator, progress=progress)
+    trainer.notes = {"model_in": getattr(encoder, "source", None) or getattr(encoder, "name", None),
+                     "evaluation": getattr(evaluator, "name", None), "hard_negatives": hard_negatives,
+                     "mining": None if mined is None else mined.stats, "matryoshka_dims": list(matryoshka_dims or [])}
+    say(f"training {len(data):,} rows with {type(loss_module).__name__}")
+    result = trainer.train(out=out, resume=resume, force=force)
+    result.mining = None if mined is None else mined.stats
+    return result
