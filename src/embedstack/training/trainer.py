@@ -548,6 +548,12 @@ class SentenceTrainer:
                               fix={"resume": True})
         if self._work is not master:
             self._sync_work(master)
+        self._live = None
+        if ckpt_root is not None:  # a log to follow while training (`tail -f OUT.ckpt/log.jsonl`)
+            ckpt_root.mkdir(parents=True, exist_ok=True)
+            self._live = ckpt_root / "log.jsonl"
+            with open(self._live, "w", encoding="utf-8") as fh:  # restarted from the checkpoint's log on resume
+                fh.writelines(json.dumps(e) + "\n" for e in state["log"])
         step = int(state["step"])
         window: list[float] = []
         last_loss = math.nan
@@ -596,7 +602,7 @@ class SentenceTrainer:
                 now = time.perf_counter()
                 state["seconds"] += now - t_step
                 if len(window) >= args.log_steps or step == total:
-                    state["log"].append({"step": step, "epoch": round(epoch + sampler.position / max(1, len(sampler)), 4),
+                    self._log(state, {"step": step, "epoch": round(epoch + sampler.position / max(1, len(sampler)), 4),
                                          "loss": float(np.mean(window)), "lr": args.lr * factor,
                                          "grad_norm": gnorm if math.isfinite(gnorm) else None,
                                          "rows_per_s": state["rows"] / max(state["seconds"], 1e-9)})
@@ -645,6 +651,12 @@ class SentenceTrainer:
                 _remove_tree(ckpt_root)
         return result
 
+    def _log(self, state: dict[str, Any], entry: dict[str, Any]) -> None:
+        state["log"].append(entry)
+        if self._live is not None:
+            with open(self._live, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(_jsonable(entry)) + "\n")
+
     # ------------------------------------------------------------------------------------- bf16-pure
     def _master_names(self) -> list[str]:
         return [n for n, _ in self.model.model.named_parameters()]
@@ -673,7 +685,7 @@ class SentenceTrainer:
         primary = getattr(self.evaluator, "primary", None) or next(iter(metrics))
         if primary not in metrics:
             raise ConfigError(f"the evaluator's primary metric {primary!r} is not among its results {list(metrics)}.")
-        state["log"].append({"step": step, "eval": metrics})
+        self._log(state, {"step": step, "eval": metrics})
         state["last_metrics"] = metrics
         value = metrics[primary]
         if math.isfinite(value) and (state["best_metric"] is None or value > state["best_metric"]):
@@ -806,6 +818,6 @@ def _jsonable(obj: Any) -> Any:
 def _remove_tree(path: Path) -> None:
     import shutil
 
-    if (path / "last" / "manifest.json").is_file() or (path / "best").is_dir() or not any(path.iterdir()):
-        shutil.rmtree(path, ignore_errors=True)
+    if path.is_dir() and all(p.name in ("last", "best", "log.jsonl") for p in path.iterdir()):
+        shutil.rmtree(path, ignore_errors=True)  # only what the trainer wrote; anything else stays
 
