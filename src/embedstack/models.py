@@ -35,6 +35,7 @@ _SPECS: dict[str, str] = {
     "word2vec": "embedstack.static.specs:word2vec",
     "fasttext": "embedstack.static.specs:fasttext",
     "glove": "embedstack.static.specs:glove",
+    "recipe": "embedstack.training.recipes:load_recipe_model",
 }
 _HELP: dict[str, str] = {
     "bow": "bag of words (counts)",
@@ -46,6 +47,7 @@ _HELP: dict[str, str] = {
     "word2vec": "word2vec[:PATH][,pool=mean|sif] — pooled word2vec vectors (any vectors file/folder)",
     "fasttext": "fasttext[:PATH][,pool=mean|sif] — pooled fastText vectors (OOV words from n-grams)",
     "glove": "glove[:PATH][,pool=mean|sif] — pooled GloVe vectors",
+    "recipe": "recipe:NAME[@options] — a model built by `embedstack recipe NAME` (see `embedstack recipe --list`)",
 }
 # Fallback for folders and model names (transformers); set by the neural package.
 _FALLBACK: str | None = "embedstack.neural.specs:load_named"

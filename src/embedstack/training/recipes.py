@@ -23,7 +23,7 @@ from typing import Any
 
 from embedstack.errors import ConfigError, UnknownKeyError
 
-__all__ = ["Recipe", "RECIPES", "get_recipe", "build_recipe", "recipe_dir"]
+__all__ = ["Recipe", "RECIPES", "get_recipe", "build_recipe", "recipe_dir", "load_recipe_model"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Recipe:
 
 _STS_ARGS = {"epochs": 4, "batch_size": 16, "lr": 2e-5, "warmup_ratio": 0.1, "max_seq_length": 128,
              "precision": "bf16", "eval_steps": 360, "seed": 0}
-_SCIFACT_ARGS = {"epochs": 1, "batch_size": 32, "lr": 2e-5, "warmup_ratio": 0.1, "max_seq_length": 256,
+_SCIFACT_ARGS = {"epochs": 1, "batch_size": 32, "lr": 2e-5, "warmup_ratio": 0.1, "max_seq_length": 128,
                  "precision": "bf16", "seed": 0}
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
@@ -108,6 +108,25 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            ("scifact/train#tune", "scifact-titles"), "mnrl", dict(_SCIFACT_ARGS),
            report="retrieval:scifact/train#report",
            options={"hard_negatives": "bm25", "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50}}),
+    Recipe("bert-mlm-small", "a 4-layer, 256-wide BERT pretrained here with masked LM on the enwiki extract "
+           "(MiniLM's WordPiece vocabulary): the raw encoder of the two-stage experiment", "mlm", "",
+           ("enwiki",), args={"seed": 0},
+           options={"layers": 4, "hidden": 256, "heads": 4, "max_len": 128, "batch_size": 32, "lr": 5e-4,
+                    "max_steps": 4000, "precision": "bf16"}),
+    Recipe("bert-mlm-small-nli", "bert-mlm-small + SBERT's NLI softmax over [u; v; |u-v|] on SNLI dev+test",
+           "sentence", "recipe:bert-mlm-small", ("snli/dev+test",), "softmax",
+           {"epochs": 1, "batch_size": 16, "lr": 2e-5, "max_seq_length": 128, "precision": "bf16", "seed": 0},
+           report="sts:stsb/test"),
+    Recipe("bert-mlm-small-sts", "bert-mlm-small + CoSENT on STS-B train (STS only)", "sentence",
+           "recipe:bert-mlm-small", ("stsb/train",), "cosent", dict(_STS_ARGS), eval="sts:stsb/dev",
+           report="sts:stsb/test"),
+    Recipe("bert-mlm-small-nli-sts", "bert-mlm-small-nli + CoSENT on STS-B train (NLI then STS, the seed's two-stage "
+           "claim)", "sentence", "recipe:bert-mlm-small-nli", ("stsb/train",), "cosent", dict(_STS_ARGS),
+           eval="sts:stsb/dev", report="sts:stsb/test"),
+    Recipe("bert-mlm-small-mnrl-nli", "bert-mlm-small + MNRL on SNLI (premise, entailment, contradiction) triplets",
+           "sentence", "recipe:bert-mlm-small", ("snli-triplets/dev+test",), "mnrl",
+           {"epochs": 1, "batch_size": 32, "lr": 2e-5, "max_seq_length": 128, "precision": "bf16", "seed": 0},
+           report="sts:stsb/test"),
 ]}
 
 
@@ -126,6 +145,27 @@ def recipe_dir(name: str) -> Path:
     from embedstack.neural.hub import cache_dir
 
     return cache_dir().parent / "recipes" / name
+
+
+def load_recipe_model(arg: str | None) -> Any:
+    """The ``recipe:NAME[@options]`` model SPEC: the recipe's model from the recipe cache.
+
+    Raises:
+        ModelNotFoundError: it has not been built yet (the message gives the command that builds it).
+    """
+    from embedstack.errors import ModelNotFoundError
+
+    if not arg:
+        raise ConfigError("recipe:NAME needs a recipe name; `embedstack recipe --list` shows them.")
+    name, _, options = arg.partition("@")
+    get_recipe(name)
+    folder = recipe_dir(name)
+    if not (folder / "embedstack.json").is_file():
+        raise ModelNotFoundError(f"recipe {name!r} has not been built here yet; build it with "
+                                 f"`embedstack recipe {name}` (it writes {folder}).")
+    from embedstack.neural.specs import load
+
+    return load(str(folder) + (f"@{options}" if options else ""))
 
 
 def _concat(parts: list[Any]) -> Any:

@@ -100,7 +100,8 @@ class TrainingArgs:
         precision: ``fp32``, ``bf16`` (autocast), ``bf16-pure`` (bf16 working copy + fp32 master weights)
             or ``auto`` (``bf16`` where the CPU has AVX-512 BF16 / AMX, else ``fp32``).
         seed: Seeds dropout, shuffling and any loss parameters.
-        max_seq_length: Truncate texts to this many tokens (default: the model's).
+        max_seq_length: Truncate training texts to this many tokens (default: the model's); the trained
+            model keeps its own limit for encoding.
         group_by_length: Batches of rows of similar length (less padding; shuffled order of batches).
         no_duplicates: Never put the same text twice in a batch (default: when the loss uses in-batch
             negatives, where a duplicate would be a false negative).
@@ -322,7 +323,6 @@ class SentenceTrainer:
             if self.args.max_seq_length > limit:
                 raise ConfigError(f"max_seq_length={self.args.max_seq_length} exceeds the model's "
                                   f"max_position_embeddings={limit}.", param=("max_seq_length", "max_seq_length"))
-            model.max_seq_length = self.args.max_seq_length
         self._prepared = False
 
     # ---------------------------------------------------------------------------------------- columns
@@ -371,6 +371,15 @@ class SentenceTrainer:
     def _tokenize(self) -> None:
         """Every text once: ids per (column, row); anchors get the query prompt, the rest the document one."""
         enc = self.model
+        saved_length = enc.max_seq_length  # training may truncate shorter; the saved model keeps its own limit
+        if self.args.max_seq_length is not None:
+            enc.max_seq_length = self.args.max_seq_length
+        try:
+            self._tokenize_columns(enc)
+        finally:
+            enc.max_seq_length = saved_length
+
+    def _tokenize_columns(self, enc: Any) -> None:
         self._ids: dict[str, list[np.ndarray]] = {}
         cache: dict[tuple[str, str], np.ndarray] = {}
         for col in self.text_columns:
