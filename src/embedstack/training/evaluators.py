@@ -60,11 +60,21 @@ QUERY_SPLIT_SEED = 0
 
 
 def query_half(dataset: Any, half: str) -> Any:
-    """The ``tune`` or ``report`` half of ``dataset``'s judged queries (the project's fixed split)."""
+    """The ``tune`` or ``report`` half of ``dataset``'s judged queries (the project's fixed split).
+
+    Distinct query texts are shuffled with seed ``QUERY_SPLIT_SEED`` and cut 50/50, so a query text
+    that appears under two ids never lands in both halves.
+    """
     if half not in ("tune", "report"):
         raise ConfigError(f"query half must be 'tune' or 'report', got {half!r}.")
-    tune, report = dataset.split_queries(QUERY_SPLIT_FRACTION, seed=QUERY_SPLIT_SEED)
-    return tune if half == "tune" else report
+    import numpy as np
+
+    ids = dataset.query_ids()
+    texts = sorted({dataset.queries[q] for q in ids})  # by text: a query asked twice falls in one half
+    order = np.random.default_rng(QUERY_SPLIT_SEED).permutation(len(texts))
+    n_tune = min(max(1, round(QUERY_SPLIT_FRACTION * len(texts))), len(texts) - 1)
+    chosen = {texts[i] for i in (order[:n_tune] if half == "tune" else order[n_tune:])}
+    return dataset.subset_queries([q for q in ids if dataset.queries[q] in chosen])
 
 
 def _split_spec(spec: str) -> tuple[str, str, str | None, str | None]:

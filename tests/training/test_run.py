@@ -1,0 +1,59 @@
+"""Named training sets, the tune/report split, recipes and the recipe:NAME model spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from embedstack.errors import ModelNotFoundError, UnknownKeyError
+
+
+def test_scifact_halves_are_disjoint_and_cover_the_judged_queries(shared_data: Path) -> None:
+    from embedstack.data import load_beir
+    from embedstack.training.evaluators import query_half
+    from embedstack.training.run import training_data
+
+    beir = load_beir("scifact", split="train")
+    tune, report = query_half(beir, "tune"), query_half(beir, "report")
+    assert not set(tune.query_ids()) & set(report.query_ids())
+    assert len(tune.query_ids()) + len(report.query_ids()) == len(beir.query_ids())
+    pairs = training_data("scifact/train#tune")
+    assert set(pairs.column("anchor")) <= {beir.queries[q] for q in tune.query_ids()}
+    assert not set(pairs.column("anchor")) & {beir.queries[q] for q in report.query_ids()}
+
+
+def test_named_sets_have_the_columns_their_losses_need(shared_data: Path) -> None:
+    from embedstack.training.run import training_data
+
+    sts = training_data("stsb/train")
+    assert sts.columns == ("anchor", "positive", "score") and len(sts) == 5749
+    assert 0.0 <= min(sts.column("score")) and max(sts.column("score")) <= 1.0
+    nli = training_data("snli/dev")
+    assert nli.columns == ("anchor", "positive", "label") and set(nli.column("label")) == {0, 1, 2}
+    trip = training_data("snli-triplets/dev")
+    assert trip.columns == ("anchor", "positive", "negative_1")
+    assert len(training_data("scifact-titles:100")) == 100
+
+
+def test_recipe_spec_names_the_command_that_builds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import embedstack
+
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(ModelNotFoundError, match="embedstack recipe minilm-stsb-cosent"):
+        embedstack.load("recipe:minilm-stsb-cosent")
+    with pytest.raises(UnknownKeyError, match="minilm-scifact"):
+        embedstack.load("recipe:minilm-scifakt")
+
+
+def test_every_recipe_is_complete() -> None:
+    from embedstack.training.recipes import RECIPES, get_recipe
+    from embedstack.training.trainer import LOSSES, TrainingArgs
+
+    for r in RECIPES.values():
+        assert r.kind in ("sentence", "mlm")
+        if r.kind == "sentence":
+            assert r.loss in LOSSES and r.report
+            TrainingArgs(**r.args)  # valid arguments
+            if r.model.startswith("recipe:"):
+                get_recipe(r.model.split(":", 1)[1])
