@@ -282,3 +282,17 @@ def test_sentence_transformers_loads_the_result_and_its_folders_train_here(tmp_p
     again = SentenceEncoder.from_folder(tmp_path / "st-saved")
     r = SentenceTrainer(again, "cosent", _data(16), args=TrainingArgs(max_steps=1, precision="fp32")).train()
     assert r.steps == 1
+
+
+def test_cached_mnrl_in_the_trainer_matches_plain_mnrl() -> None:
+    """GradCache through the trainer: chunks of 4 rows give the weights of one full-batch MNRL step."""
+    from embedstack.training import SentenceTrainer, TrainingArgs
+
+    runs = []
+    for loss in ("mnrl", "cached-mnrl"):
+        enc = _encoder(dropout=0.0)
+        args = TrainingArgs(batch_size=16, max_steps=2, lr=1e-3, precision="fp32", warmup_ratio=0.0, mini_batch_size=4,
+                            min_piece_rows=64)
+        SentenceTrainer(enc, loss, _data(32, columns=("anchor", "positive")), args=args).train()
+        runs.append(_flat(enc))
+    assert torch.allclose(runs[0], runs[1], atol=1e-5)
