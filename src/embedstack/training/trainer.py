@@ -132,7 +132,7 @@ class TrainingArgs:
     eval_steps: int | None = None
     save_steps: int | None = None
     log_steps: int = 10
-    min_piece_rows: int = 16
+    min_piece_rows: int = 8
     threads: int | None = None
 
     def __post_init__(self) -> None:
