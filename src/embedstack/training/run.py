@@ -205,7 +205,7 @@ def train_sentence(
         data = mined.data
     evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
     loss_module = loss if not isinstance(loss, str) else make_loss(loss, encoder, matryoshka_dims=matryoshka_dims,
-                                                                     **dict(loss_options or {}))
+                                                                     seed=args.seed, **dict(loss_options or {}))
     trainer = SentenceTrainer(encoder, loss_module, data, args=args, evaluator=evaluator, progress=progress)
     trainer.notes = {"model_in": getattr(encoder, "source", None) or getattr(encoder, "name", None),
                      "evaluation": getattr(evaluator, "name", None), "hard_negatives": hard_negatives,

@@ -216,12 +216,21 @@ class TrainResult:
 
 # ------------------------------------------------------------------------------------------------ losses
 def make_loss(name: str, encoder: Any, *, matryoshka_dims: Sequence[int] | None = None,
-              matryoshka_weights: Sequence[float] | None = None, n_labels: int = 3, **options: Any) -> nn.Module:
+              matryoshka_weights: Sequence[float] | None = None, n_labels: int = 3, seed: int = 0,
+              **options: Any) -> nn.Module:
     """A loss by name (see :data:`LOSSES`), optionally wrapped in :class:`MatryoshkaLoss`.
 
     ``options`` go to the loss (``scale``, ``margin``, ``distance`` ...). ``cached-mnrl`` embeds through the
-    trainer (it is given the embedding function when training starts).
+    trainer (it is given the embedding function when training starts). Loss parameters (the NLI
+    classifier) are initialised from ``seed`` without touching the global RNG.
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _make_loss(name, encoder, matryoshka_dims, matryoshka_weights, n_labels, options)
+
+
+def _make_loss(name: str, encoder: Any, matryoshka_dims: Sequence[int] | None,
+               matryoshka_weights: Sequence[float] | None, n_labels: int, options: dict[str, Any]) -> nn.Module:
     from embedstack.training import losses as L
 
     if name not in LOSSES:
@@ -302,7 +311,7 @@ class SentenceTrainer:
             raise ConfigError(f"training needs the torch backend; this encoder runs on {model.backend!r}.")
         self.args = args or TrainingArgs()
         self.model = model
-        self.loss = make_loss(loss, model) if isinstance(loss, str) else loss
+        self.loss = make_loss(loss, model, seed=self.args.seed) if isinstance(loss, str) else loss
         if not isinstance(self.loss, nn.Module):
             raise ConfigError(f"loss must be a torch loss module or one of {list(LOSSES)}; got {type(loss).__name__}.")
         self.data = data
@@ -568,7 +577,8 @@ class SentenceTrainer:
         last_loss = math.nan
         started = time.perf_counter()
         epoch = int(state["epoch"])
-        sampler.set_epoch(epoch) if result.resumed_from is None else None
+        if result.resumed_from is None:
+            sampler.set_epoch(epoch)
         micro = 0
         params = [p for p in optimizer.param_groups[0]["params"]] + list(optimizer.param_groups[1]["params"])
         work_params = dict(zip(self._master_names(), self._work.parameters(), strict=True)) \
@@ -646,8 +656,8 @@ class SentenceTrainer:
         result.epochs = round(step * args.grad_accum * args.batch_size / len(self.data), 4)
         result.best_metric = state["best_metric"]
         result.best_step = state["best_step"]
-        if state.get("last_metrics"):
-            result.metrics = dict(state["last_metrics"])
+        if state.get("best_metrics") or state.get("last_metrics"):  # the metrics of the model that is returned
+            result.metrics = dict(state.get("best_metrics") or state["last_metrics"])
         log.debug(f"trained {step} steps in {time.perf_counter() - started:.1f}s")
         master.eval()
         if self.evaluator is not None and best_dir is not None and state["best_step"] is not None \
@@ -698,7 +708,7 @@ class SentenceTrainer:
         state["last_metrics"] = metrics
         value = metrics[primary]
         if math.isfinite(value) and (state["best_metric"] is None or value > state["best_metric"]):
-            state["best_metric"], state["best_step"] = value, step
+            state["best_metric"], state["best_step"], state["best_metrics"] = value, step, metrics
             if best_dir is not None:
                 self.model.model.eval()
                 try:
