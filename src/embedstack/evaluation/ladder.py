@@ -379,6 +379,16 @@ LADDER_ROWS: list[LadderRow] = [
     LadderRow("MiniLM-L6, bf16", "all-MiniLM-L6-v2@precision=bf16", era="transformer", sts=True,
               quick=False, available=lambda: importlib.import_module("embedstack.neural.specs").available()(),
               note="torch autocast bfloat16 (AMX / AVX-512 BF16 matmuls)"),
+    # fine-tuned here (`embedstack recipe NAME`; skipped until built)
+    LadderRow("MiniLM-L6 + STS-B CoSENT (ours)", "recipe:minilm-stsb-cosent", era="transformer", sts=True, quick=False,
+              available=lambda: _recipe_available("minilm-stsb-cosent"),
+              note="all-MiniLM-L6-v2 fine-tuned on STS-B train by `embedstack recipe minilm-stsb-cosent`"),
+    LadderRow("MiniLM-L6 + SciFact MNRL (ours)", "recipe:minilm-scifact", era="transformer", sts=True, quick=False,
+              available=lambda: _recipe_available("minilm-scifact"),
+              retrieve=lambda ds, cb, resolve=None: _report_half_retrieval("recipe:minilm-scifact", ds, cb, resolve),
+              note="`embedstack recipe minilm-scifact`: trained on the tune half of SciFact's train queries, so its "
+                   "nDCG/recall are on the report half only (all-MiniLM-L6-v2 on that half: BENCHMARKS.md, "
+                   "train_retrieval)"),
     *[LadderRow(f"small MLM BERT (ours), {pool}", f"embedstack/mlm-bert-enwiki@pooling={pool}", era="transformer",
                 sts=True, note="raw MLM BERT pretrained from scratch on enwiki by `embedstack train mlm` "
                 "(size and steps: its training.json)",
@@ -386,6 +396,26 @@ LADDER_ROWS: list[LadderRow] = [
                     "embedstack/mlm-bert-enwiki")())
       for pool in POOLINGS],
 ]
+
+
+def _recipe_available(name: str) -> str | None:
+    reason: str | None = importlib.import_module("embedstack.neural.specs").available()()
+    if reason:
+        return reason
+    from embedstack.training.recipes import recipe_dir
+
+    return None if (recipe_dir(name) / "embedstack.json").is_file() else f"build it: embedstack recipe {name}"
+
+
+def _report_half_retrieval(spec: str, ds: Any, cb: Any, resolve: Any = None) -> dict[str, Any]:
+    """Retrieval of a model trained on the tune half of SciFact's queries, scored on the report half only."""
+    from embedstack.evaluation.runners import evaluate_retrieval
+    from embedstack.models import resolve as resolve_spec
+    from embedstack.training.evaluators import query_half
+
+    encoder = resolve(spec, transformer=True) if resolve is not None else resolve_spec(spec)
+    held_out = query_half(ds, "report") if str(getattr(ds, "name", "")).lower().startswith("scifact") else ds
+    return evaluate_retrieval(encoder, held_out, progress=cb)
 
 
 # --------------------------------------------------------------------------- --quick: static vectors on a slice
