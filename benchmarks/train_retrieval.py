@@ -68,14 +68,28 @@ def save_arm(name: str, result: dict[str, Any]) -> None:
     tmp.replace(ARMS_FILE)
 
 
+class _Sliced:
+    """Vectors encoded once at full size, served truncated to ``dim`` and re-normalised (Matryoshka)."""
+
+    def __init__(self, table: dict[str, np.ndarray], dim: int) -> None:
+        self.table, self.dim = table, dim
+
+    def encode(self, texts: Any, *, role: str = "document", batch_size: int = 64, **_: Any) -> np.ndarray:
+        x = np.stack([self.table[t][: self.dim] for t in texts]).astype(np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def evaluate(encoder: Any, report: Any, dims: tuple[int, ...] = (384,)) -> dict[str, float]:
+    """nDCG@10 (x100) on the report half; every truncation from ONE encoding of corpus and queries."""
     from embedstack.evaluation.runners import evaluate_retrieval
 
+    enc = encoder.with_options(precision="bf16", max_seq_length=256, normalize=False, truncate_dim=None)
+    docs, queries = report.doc_texts(), report.query_texts()
+    table = dict(zip(docs, enc.encode(docs, batch_size=64), strict=True))
+    table.update(zip(queries, enc.encode(queries, role="query", batch_size=64), strict=True))
     out = {}
-    enc = encoder.with_options(precision="bf16", max_seq_length=256)
     for d in dims:
-        e = enc if d == 384 else enc.with_options(truncate_dim=d)
-        r = evaluate_retrieval(e, report, latency_queries=0)
+        r = evaluate_retrieval(_Sliced(table, d), report, latency_queries=0)
         out[f"ndcg@10@{d}" if d != 384 else "ndcg@10"] = 100 * float(r["ndcg@10"])
         if d == 384:
             out["recall@100"] = 100 * float(r["recall@100"])
