@@ -51,3 +51,27 @@ def write_results(name: str, results: dict[str, Any], markdown: str) -> None:
 
 def ratio(ours: float, theirs: float) -> float:
     return float(ours) / float(theirs) if theirs else float("nan")
+
+
+# ------------------------------------------------------------------------------ experiment arms
+# Long experiments (training runs) keep each arm's result in results/NAME_arms.json as it finishes, so a
+# script can be stopped and re-run (arms already there are kept unless the script is told otherwise).
+
+def log(msg: str) -> None:
+    """A timestamped progress line on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def load_arms(name: str) -> dict[str, Any]:
+    path = RESULTS / f"{name}_arms.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def save_arm(name: str, arm: str, result: dict[str, Any]) -> None:
+    arms = load_arms(name)
+    arms[arm] = result
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}_arms.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(arms, indent=1), encoding="utf-8")
+    os.replace(tmp, path)

@@ -31,7 +31,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -40,32 +39,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, write_results  # noqa: E402
+from _report import RESULTS, log, write_results  # noqa: E402
+from _report import load_arms as _load_arms  # noqa: E402
+from _report import save_arm as _save_arm  # noqa: E402
 
-ARMS_FILE = RESULTS / "train_retrieval_arms.json"
 DIMS = (384, 256, 128, 64, 32)
 ALL = ("base", "inbatch", "random", "bm25", "dense", "size100", "size1000", "matryoshka",
        "loss-mnrl", "loss-triplet", "loss-contrastive", "loss-online-contrastive", "loss-cosent")
 TITLES = 1500  # title→abstract pseudo-pairs (of 5,183), a seeded sample: the budget of 2 CPU cores
 SETTINGS = {"lr": 2e-5, "batch_size": 32, "epochs": 1, "warmup_ratio": 0.1, "precision": "bf16",
             "max_seq_length": 128, "seed": 0}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def load_arms() -> dict[str, Any]:
-    return json.loads(ARMS_FILE.read_text()) if ARMS_FILE.is_file() else {}
-
-
-def save_arm(name: str, result: dict[str, Any]) -> None:
-    arms = load_arms()
-    arms[name] = result
-    ARMS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ARMS_FILE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(arms, indent=1))
-    tmp.replace(ARMS_FILE)
 
 
 class _Sliced:
@@ -297,7 +280,7 @@ def main() -> None:
     beir = load_beir("scifact", split="train")
     report = query_half(beir, "report")
     corpus = beir.doc_texts()
-    done = load_arms()
+    done = _load_arms("train_retrieval")
     for name in opts.arms.split(","):
         if name in done and not opts.fresh:
             log(f"{name}: kept ({done[name]['ndcg@10']:.2f})")
@@ -306,7 +289,7 @@ def main() -> None:
         result = run_arm(name, report, corpus)
         log(f"{name}: nDCG@10 {result['ndcg@10']:.2f}")
         if not opts.no_save:
-            save_arm(name, result)
+            _save_arm("train_retrieval", name, result)
         done[name] = result
     if not opts.no_save:
         plot(done, RESULTS / "train_retrieval_matryoshka.png")

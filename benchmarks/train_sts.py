@@ -22,7 +22,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,27 +29,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, write_results  # noqa: E402
+from _report import load_arms as _load_arms  # noqa: E402
+from _report import log, write_results  # noqa: E402
+from _report import save_arm as _save_arm  # noqa: E402
 
-ARMS_FILE = RESULTS / "train_sts_arms.json"
 BASELINE = "all-MiniLM-L6-v2"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def load_arms() -> dict[str, Any]:
-    return json.loads(ARMS_FILE.read_text()) if ARMS_FILE.is_file() else {}
-
-
-def save_arm(name: str, result: dict[str, Any]) -> None:
-    arms = load_arms()
-    arms[name] = result
-    ARMS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ARMS_FILE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(arms, indent=1))
-    tmp.replace(ARMS_FILE)
 
 
 def sts_test(encoder: Any) -> dict[str, float]:
@@ -140,7 +123,7 @@ def main() -> None:
     if "2" in exps:
         for arm in ("raw", "sts", "nli", "nli-sts", "mnrl-nli"):
             todo.append((f"two-stage-{arm}", lambda a=arm: two_stage(a, work)))
-    done = load_arms()
+    done = _load_arms("train_sts")
     only = set(opts.arms.split(",")) if opts.arms else None
     for name, fn in todo:
         if only is not None and name not in only:
@@ -153,7 +136,7 @@ def main() -> None:
         log(f"{name}: {result}")
         done[name] = result
         if not opts.no_save:
-            save_arm(name, result)
+            _save_arm("train_sts", name, result)
     if not opts.no_save:
         write_results("train_sts", {"arms": done}, markdown(done))
     print(markdown(done))
