@@ -198,10 +198,15 @@ def train_sentence(
         corpus = options.pop("corpus", None)
         say(f"mining hard negatives ({hard_negatives}) for {len(data):,} rows")
         pairs = (data.column("anchor"), data.column("positive"))
-        mined = mine_hard_negatives(pairs, corpus, method=hard_negatives,
-                                    model=encoder if hard_negatives in ("dense", "both") or options.get("margin")
-                                    is not None or options.get("relative_margin") is not None else None,
-                                    seed=args.seed, cache_dir=cache_dir, **options)
+        scorer = None
+        if hard_negatives in ("dense", "both") or options.get("margin") is not None \
+                or options.get("relative_margin") is not None:
+            from embedstack.neural.sentence import cpu_has_bf16
+
+            # the model as it is before training; bf16 inference where the CPU has it (cosine >= 0.9999 to fp32)
+            scorer = encoder.with_options(precision="bf16") if cpu_has_bf16() else encoder
+        mined = mine_hard_negatives(pairs, corpus, method=hard_negatives, model=scorer, seed=args.seed,
+                                    cache_dir=cache_dir, **options)
         data = mined.data
     evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
     loss_module = loss if not isinstance(loss, str) else make_loss(loss, encoder, matryoshka_dims=matryoshka_dims,
