@@ -138,8 +138,8 @@ def train_ours(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -
 
     model = SentenceEncoder.from_folder(spec["model"])
     loss = CoSENTLoss(scale=20.0) if spec["loss"] == "cosent" else MultipleNegativesRankingLoss(scale=20.0)
-    # weight decay 0 as the peer's TrainingArguments default, so both optimise the same objective
-    options = {"batch_size": spec["batch_size"], "max_steps": spec["steps"], "lr": spec["lr"], "weight_decay": 0.0,
+    # each trainer with its own default weight decay (ours 0.01, the peer's 0.0)
+    options = {"batch_size": spec["batch_size"], "max_steps": spec["steps"], "lr": spec["lr"],
                "warmup_ratio": spec["warmup_ratio"], "schedule": "linear", "precision": spec["precision"],
                "seed": spec["seed"], "max_seq_length": spec["max_len"], "threads": spec["threads"],
                **spec["ours_options"]}
