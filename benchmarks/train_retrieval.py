@@ -44,8 +44,11 @@ from _report import load_arms as _load_arms  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
 DIMS = (384, 256, 128, 64, 32)
-ALL = ("base", "inbatch", "random", "bm25", "dense", "size100", "size1000", "matryoshka",
+ALL = ("dev-base", "dev-recipe", "dev-titles-all", "base", "inbatch", "random", "bm25", "dense", "size100", "size1000", "matryoshka",
        "loss-mnrl", "loss-triplet", "loss-contrastive", "loss-online-contrastive", "loss-cosent")
+# configurations compared on tune-dev to choose the recipe: (title pseudo-pairs, BM25 negatives)
+DEV_CONFIGS = {"dev-base": (0, False), "dev-recipe": (1500, True), "dev-titles-all": (5183, False),
+               "dev-titles-all-bm25": (5183, True)}
 TITLES = 1500  # title→abstract pseudo-pairs (of 5,183), a seeded sample: the budget of 2 CPU cores
 SETTINGS = {"lr": 2e-5, "batch_size": 32, "epochs": 1, "warmup_ratio": 0.1, "precision": "bf16",
             "max_seq_length": 128, "seed": 0}
@@ -144,6 +147,22 @@ def run_arm(name: str, report: Any, corpus: list[str]) -> dict[str, Any]:
     all_pairs = pairs("all")
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
+    if name.startswith("dev-"):  # choosing the recipe: train on tune-train, score tune-dev (never the report half)
+        from embedstack.data import load_beir
+        from embedstack.training.evaluators import query_half
+        from embedstack.training.recipes import _concat
+        from embedstack.training.run import training_data
+
+        dev = query_half(load_beir("scifact", split="train"), "tune-dev")
+        titles, negatives = DEV_CONFIGS[name]
+        data = _concat([training_data("scifact/train#tune-train"), training_data(f"scifact-titles:{titles}")])
+        if name == "dev-base":
+            return {**evaluate(embedstack.load("all-MiniLM-L6-v2"), dev), "rows": 0}
+        if negatives:
+            data, _ = mined(data, corpus, "bm25")
+        enc, res = train(data, "mnrl")
+        return {**evaluate(enc, dev), "rows": res.rows, "steps": res.steps, "train_seconds": res.seconds,
+                "scored_on": "tune-dev"}
     if name == "base":
         return {**evaluate(embedstack.load("all-MiniLM-L6-v2"), report, DIMS), "rows": 0}
     if name in ("inbatch", "matryoshka"):

@@ -63,17 +63,24 @@ def query_half(dataset: Any, half: str) -> Any:
     """The ``tune`` or ``report`` half of ``dataset``'s judged queries (the project's fixed split).
 
     Distinct query texts are shuffled with seed ``QUERY_SPLIT_SEED`` and cut 50/50, so a query text
-    that appears under two ids never lands in both halves.
+    that appears under two ids never lands in both halves. ``tune-train`` / ``tune-dev`` cut the tune
+    half again, 70/30 (seed 1), for choosing between configurations without touching the report half.
     """
-    if half not in ("tune", "report"):
-        raise ConfigError(f"query half must be 'tune' or 'report', got {half!r}.")
+    if half not in ("tune", "report", "tune-train", "tune-dev"):
+        raise ConfigError(f"query half must be 'tune', 'report', 'tune-train' or 'tune-dev', got {half!r}.")
+    if half.startswith("tune-"):  # model selection inside the tune half: 70% train, 30% dev (seed 1)
+        return _cut(query_half(dataset, "tune"), 0.7, 1, half == "tune-train")
+    return _cut(dataset, QUERY_SPLIT_FRACTION, QUERY_SPLIT_SEED, half == "tune")
+
+
+def _cut(dataset: Any, fraction: float, seed: int, first: bool) -> Any:
     import numpy as np
 
     ids = dataset.query_ids()
-    texts = sorted({dataset.queries[q] for q in ids})  # by text: a query asked twice falls in one half
-    order = np.random.default_rng(QUERY_SPLIT_SEED).permutation(len(texts))
-    n_tune = min(max(1, round(QUERY_SPLIT_FRACTION * len(texts))), len(texts) - 1)
-    chosen = {texts[i] for i in (order[:n_tune] if half == "tune" else order[n_tune:])}
+    texts = sorted({dataset.queries[q] for q in ids})  # by text: a query asked twice falls in one part
+    order = np.random.default_rng(seed).permutation(len(texts))
+    n_first = min(max(1, round(fraction * len(texts))), len(texts) - 1)
+    chosen = {texts[i] for i in (order[:n_first] if first else order[n_first:])}
     return dataset.subset_queries([q for q in ids if dataset.queries[q] in chosen])
 
 
