@@ -240,6 +240,15 @@ def markdown(arms: dict[str, Any]) -> str:
         a = arms.get(name)
         if a:
             lines.append(f"| {n:,} | {a['ndcg@10']:.2f} | {a['ndcg@10'] - (base or 0):+.2f} |")
+    dev = [(n, arms[n]) for n in DEV_CONFIGS if n in arms]
+    if dev:
+        lines += ["", "Choosing the recipe (train on tune-train = 70% of the tune half's queries, score tune-dev = the "
+                  "other 30%; the report half is not looked at):", "", "| configuration | nDCG@10 on tune-dev |",
+                  "|---|---:|"]
+        labels = {"dev-base": "all-MiniLM-L6-v2", "dev-recipe": "pairs + 1,500 titles, BM25 negatives",
+                  "dev-titles-all": "pairs + all 5,183 titles, in-batch", "dev-titles-all-bm25":
+                  "pairs + all titles, BM25 negatives"}
+        lines += [f"| {labels[n]} | {a['ndcg@10']:.2f} |" for n, a in dev]
     lines += ["", "Matryoshka (retention = nDCG@10 at d / nDCG@10 at 384 of the same model):", "",
               "| model | " + " | ".join(str(d) for d in DIMS) + " |", "|---|" + "---:|" * len(DIMS)]
     for name, label in (("base", "all-MiniLM-L6-v2"), ("inbatch", "MNRL"), ("matryoshka", "Matryoshka-MNRL")):
