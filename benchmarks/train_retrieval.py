@@ -48,7 +48,8 @@ ALL = ("dev-base", "dev-recipe", "dev-titles-all", "base", "inbatch", "random", 
        "loss-mnrl", "loss-triplet", "loss-contrastive", "loss-online-contrastive", "loss-cosent")
 # configurations compared on tune-dev to choose the recipe: (title pseudo-pairs, BM25 negatives)
 DEV_CONFIGS = {"dev-base": (0, False), "dev-recipe": (1500, True), "dev-titles-all": (5183, False),
-               "dev-titles-all-bm25": (5183, True)}
+               "dev-titles-all-bm25": (5183, True), "dev-recipe-lr1e-4": (1500, True), "dev-pairs-x3-lr5e-5": (1500, True)}
+DEV_OVERRIDES: dict[str, dict[str, Any]] = {"dev-recipe-lr1e-4": {"lr": 1e-4}, "dev-pairs-x3-lr5e-5": {"lr": 5e-5}}
 TITLES = 1500  # title→abstract pseudo-pairs (of 5,183), a seeded sample: the budget of 2 CPU cores
 SETTINGS = {"lr": 2e-5, "batch_size": 32, "epochs": 1, "warmup_ratio": 0.1, "precision": "bf16",
             "max_seq_length": 128, "seed": 0}
@@ -117,12 +118,12 @@ def mined(data: Any, corpus: list[str], method: str, model: Any = None) -> Any:
 
 
 def train(data: Any, loss: str, *, batch_size: int | None = None, matryoshka: tuple[int, ...] | None = None,
-          loss_options: dict[str, Any] | None = None) -> tuple[Any, Any]:
+          loss_options: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> tuple[Any, Any]:
     import embedstack
     from embedstack.training import SentenceTrainer, TrainingArgs, make_loss
 
     enc = embedstack.load("all-MiniLM-L6-v2")
-    args = TrainingArgs(**{**SETTINGS, **({"batch_size": batch_size} if batch_size else {})})
+    args = TrainingArgs(**{**SETTINGS, **({"batch_size": batch_size} if batch_size else {}), **(overrides or {})})
     loss_mod = make_loss(loss, enc, matryoshka_dims=matryoshka, **(loss_options or {}))
     t0 = time.perf_counter()
     result = SentenceTrainer(enc, loss_mod, data, args=args,
@@ -157,10 +158,12 @@ def run_arm(name: str, report: Any, corpus: list[str]) -> dict[str, Any]:
         titles, negatives = DEV_CONFIGS[name]
         if name == "dev-base":
             return {**evaluate(embedstack.load("all-MiniLM-L6-v2"), dev), "rows": 0, "scored_on": "tune-dev"}
-        data = _concat([training_data("scifact/train#tune-train"), training_data(f"scifact-titles:{titles}")])
+        real = training_data("scifact/train#tune-train")
+        copies = 3 if "pairs-x3" in name else 1  # the real pairs seen three times per epoch
+        data = _concat([real] * copies + [training_data(f"scifact-titles:{titles}")])
         if negatives:
             data, _ = mined(data, corpus, "bm25")
-        enc, res = train(data, "mnrl")
+        enc, res = train(data, "mnrl", overrides=DEV_OVERRIDES.get(name))
         return {**evaluate(enc, dev), "rows": res.rows, "steps": res.steps, "train_seconds": res.seconds,
                 "scored_on": "tune-dev"}
     if name == "base":
@@ -247,7 +250,8 @@ def markdown(arms: dict[str, Any]) -> str:
                   "|---|---:|"]
         labels = {"dev-base": "all-MiniLM-L6-v2", "dev-recipe": "pairs + 1,500 titles, BM25 negatives",
                   "dev-titles-all": "pairs + all 5,183 titles, in-batch", "dev-titles-all-bm25":
-                  "pairs + all titles, BM25 negatives"}
+                  "pairs + all titles, BM25 negatives", "dev-recipe-lr1e-4": "as dev-recipe, lr 1e-4",
+                  "dev-pairs-x3-lr5e-5": "pairs x3 + 1,500 titles, BM25 negatives, lr 5e-5"}
         lines += [f"| {labels[n]} | {a['ndcg@10']:.2f} |" for n, a in dev]
     lines += ["", "Matryoshka (retention = nDCG@10 at d / nDCG@10 at 384 of the same model):", "",
               "| model | " + " | ".join(str(d) for d in DIMS) + " |", "|---|" + "---:|" * len(DIMS)]
