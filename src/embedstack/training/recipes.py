@@ -78,7 +78,9 @@ class Recipe:
 
     @property
     def time_label(self) -> str:
-        return "not yet timed" if self.minutes is None else f"{self.minutes:.0f} min"
+        if self.minutes is None:
+            return "not yet timed"
+        return f"{self.minutes:.1f} min" if self.minutes < 10 else f"{self.minutes:.0f} min"
 
     @property
     def expected_label(self) -> str:
@@ -99,7 +101,7 @@ _SCIFACT_ARGS = {"epochs": 1, "batch_size": 32, "lr": 2e-5, "warmup_ratio": 0.1,
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("minilm-stsb-cosent", "all-MiniLM-L6-v2 fine-tuned on STS-B train with CoSENT (model selection on STS-B dev)",
            "sentence", "all-MiniLM-L6-v2", ("stsb/train",), "cosent", dict(_STS_ARGS), eval="sts:stsb/dev",
-           report="sts:stsb/test"),
+           report="sts:stsb/test", expected=("STS-B test Spearman", 85.75), minutes=5.2),
     Recipe("minilm-stsb-cosine", "all-MiniLM-L6-v2 fine-tuned on STS-B train with cosine-similarity regression",
            "sentence", "all-MiniLM-L6-v2", ("stsb/train",), "cosine", dict(_STS_ARGS), eval="sts:stsb/dev",
            report="sts:stsb/test"),
@@ -114,21 +116,22 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "(MiniLM's WordPiece vocabulary): the raw encoder of the two-stage experiment", "mlm", "",
            ("enwiki",), args={"seed": 0},
            options={"layers": 2, "hidden": 128, "heads": 2, "max_len": 64, "batch_size": 32, "lr": 1e-3,
-                    "max_steps": 1500, "precision": "bf16"}),
+                    "max_steps": 1500, "precision": "bf16"}, expected=("STS-B test Spearman (mean pooling)", 39.19),
+           minutes=7.0),
     Recipe("bert-mlm-small-nli", "bert-mlm-small + SBERT's NLI softmax over [u; v; |u-v|] on SNLI dev+test",
            "sentence", "recipe:bert-mlm-small", ("snli/dev+test",), "softmax",
            {"epochs": 1, "batch_size": 16, "lr": 2e-5, "max_seq_length": 128, "precision": "bf16", "seed": 0},
-           report="sts:stsb/test"),
+           report="sts:stsb/test", expected=("STS-B test Spearman", 38.87), minutes=1.5),
     Recipe("bert-mlm-small-sts", "bert-mlm-small + CoSENT on STS-B train (STS only)", "sentence",
            "recipe:bert-mlm-small", ("stsb/train",), "cosent", dict(_STS_ARGS), eval="sts:stsb/dev",
-           report="sts:stsb/test"),
+           report="sts:stsb/test", expected=("STS-B test Spearman", 45.63), minutes=1.0),
     Recipe("bert-mlm-small-nli-sts", "bert-mlm-small-nli + CoSENT on STS-B train (NLI then STS, the seed's two-stage "
            "claim)", "sentence", "recipe:bert-mlm-small-nli", ("stsb/train",), "cosent", dict(_STS_ARGS),
-           eval="sts:stsb/dev", report="sts:stsb/test"),
+           eval="sts:stsb/dev", report="sts:stsb/test", expected=("STS-B test Spearman", 45.28), minutes=2.5),
     Recipe("bert-mlm-small-mnrl-nli", "bert-mlm-small + MNRL on SNLI (premise, entailment, contradiction) triplets",
            "sentence", "recipe:bert-mlm-small", ("snli-triplets/dev+test",), "mnrl",
            {"epochs": 1, "batch_size": 32, "lr": 2e-5, "max_seq_length": 128, "precision": "bf16", "seed": 0},
-           report="sts:stsb/test"),
+           report="sts:stsb/test", expected=("STS-B test Spearman", 40.97), minutes=0.5),
 ]}
 
 
