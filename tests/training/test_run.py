@@ -28,7 +28,7 @@ def test_named_sets_have_the_columns_their_losses_need(shared_data: Path) -> Non
 
     sts = training_data("stsb/train")
     assert sts.columns == ("anchor", "positive", "score") and len(sts) == 5749
-    assert 0.0 <= min(sts.column("score")) and max(sts.column("score")) <= 1.0
+    assert min(sts.column("score")) >= 0.0 and max(sts.column("score")) <= 1.0
     nli = training_data("snli/dev")
     assert nli.columns == ("anchor", "positive", "label") and set(nli.column("label")) == {0, 1, 2}
     trip = training_data("snli-triplets/dev")
