@@ -31,6 +31,7 @@ from embedstack._extras import require
 
 torch = require("torch", "torch", "transformer models")
 from torch import Tensor, nn  # noqa: E402
+from torch.autograd import Function  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from embedstack.errors import ConfigError, FormatError  # noqa: E402
@@ -99,7 +100,7 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))  # (B, T, C)
 
 
-class _MaskedScale(torch.autograd.Function):
+class _MaskedScale(Function):
     """``x * mask * scale`` that keeps only the bool mask for backward (1 byte per element)."""
 
     @staticmethod
