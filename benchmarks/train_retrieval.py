@@ -13,7 +13,10 @@ them), the natural unsupervised in-domain pairs; a seeded sample of 1,500 of the
 Arms (``--arms``, default all; each arm's result is kept in results/train_retrieval_arms.json and
 reused unless ``--fresh``):
 
-* ``base``: all-MiniLM-L6-v2 as downloaded;
+* ``dev-*``: choosing the recipe without the report half: train on ``tune-train`` (70% of the tune
+  half's queries), score ``tune-dev`` (the other 30%): untrained, the first recipe (1,500 titles + BM25
+  negatives, lr 2e-5), all 5,183 titles (in-batch), the first recipe at lr 1e-4 (the winner);
+* ``base``: all-MiniLM-L6-v2 as downloaded; ``recipe``: the recipe ``minilm-scifact`` as built;
 * negatives: ``inbatch`` (MNRL, in-batch negatives only), ``random`` (+1 random corpus abstract per
   row), ``bm25`` (+1 BM25-mined negative, ranks 10-50), ``dense`` (+1 negative mined with MiniLM itself,
   ranks 10-50, relative margin 5% as false-negative guard);
@@ -318,7 +321,7 @@ def main() -> None:
     report = query_half(beir, "report")
     corpus = beir.doc_texts()
     done = _load_arms("train_retrieval")
-    for name in opts.arms.split(","):
+    for name in filter(None, opts.arms.split(",")):  # --arms "" only re-writes the report
         if name in done and not opts.fresh:
             log(f"{name}: kept ({done[name]['ndcg@10']:.2f})")
             continue
