@@ -296,3 +296,32 @@ def test_cached_mnrl_in_the_trainer_matches_plain_mnrl() -> None:
         SentenceTrainer(enc, loss, _data(32, columns=("anchor", "positive")), args=args).train()
         runs.append(_flat(enc))
     assert torch.allclose(runs[0], runs[1], atol=1e-5)
+
+
+def test_without_a_folder_the_best_evaluation_is_still_what_comes_back() -> None:
+    from embedstack.training import SentenceTrainer, TrainingArgs
+
+    class Evaluator:
+        primary = "score"
+        calls = 0
+
+        def __call__(self, encoder) -> dict[str, float]:  # type: ignore[no-untyped-def]
+            Evaluator.calls += 1
+            return {"score": [1.0, 5.0, 2.0][Evaluator.calls - 1]}
+
+    enc = _encoder(dropout=0.0)
+    snapshot: dict[int, torch.Tensor] = {}
+    args = TrainingArgs(batch_size=8, max_steps=3, eval_steps=1, lr=1e-3, precision="fp32", warmup_ratio=0.0)
+    result = SentenceTrainer(enc, "cosent", _data(24), args=args, evaluator=Evaluator(),
+                             progress=lambda i: snapshot.__setitem__(i["step"], _flat(enc).clone())).train()
+    assert result.best_step == 2 and torch.allclose(_flat(enc), snapshot[2])
+
+
+def test_a_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
+    from embedstack.training import SentenceTrainer, TrainingArgs
+
+    args = TrainingArgs(batch_size=8, max_steps=2, precision="fp32", save_steps=1)
+    SentenceTrainer(_encoder(), "cosent", _data(16), args=args).train(out=tmp_path / "m", keep_checkpoints=True)
+    other = TrainingArgs(batch_size=8, max_steps=2, precision="fp32", save_steps=1, lr=1e-3)
+    with pytest.raises(ModelMismatch, match="settings"):
+        SentenceTrainer(_encoder(), "cosent", _data(16), args=other).train(out=tmp_path / "m", resume=True, force=True)

@@ -165,7 +165,8 @@ def recipe_command(
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the model (default: the recipe "
                                     "cache, where specs like recipe:NAME look)."),
     list_: bool = typer.Option(False, "--list", help="List the recipes: data, loss, time on 2 cores, expected metric."),
-    seed: int | None = typer.Option(None, "--seed", help="Override the recipe's seed."),
+    seed: int | None = typer.Option(None, "--seed", help="Override the recipe's seed (not its starting recipe's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from OUT.ckpt."),
     force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a model saved by embedstack."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -186,7 +187,8 @@ def recipe_command(
     t0 = time.perf_counter()
     say = (lambda line: None) if quiet or json_out else (lambda line: err_console.print(line))
     with progress(quiet=quiet or json_out) as prog:
-        result, folder = build_recipe(recipe, out=out, seed=seed, force=force, progress=_bar(prog), stage=say)
+        result, folder = build_recipe(recipe, out=out, seed=seed, force=force, progress=_bar(prog), stage=say,
+                                      resume=resume)
     seconds = round(time.perf_counter() - t0, 1)
     if json_out:
         print_json({"recipe": recipe.name, "out": str(folder), "seconds": seconds, **result})

@@ -54,7 +54,7 @@ class RetrievalEvaluator:
 
 
 #: the one tune/report split of a dataset's judged queries used by every experiment and recipe:
-#: ``split_queries(QUERY_SPLIT_FRACTION, seed=QUERY_SPLIT_SEED)`` → (tune, report)
+#: :func:`query_half` (by distinct query text; not ``RetrievalDataset.split_queries``, which splits ids)
 QUERY_SPLIT_FRACTION = 0.5
 QUERY_SPLIT_SEED = 0
 

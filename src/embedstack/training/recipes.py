@@ -202,8 +202,12 @@ def resolve_start(model: str, *, stage: Callable[[str], None] | None = None) -> 
 
 def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, seed: int | None = None,
                  force: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
-                 stage: Callable[[str], None] | None = None, score: bool = True) -> tuple[dict[str, Any], Path]:
+                 stage: Callable[[str], None] | None = None, score: bool = True,
+                 resume: bool = False) -> tuple[dict[str, Any], Path]:
     """Train ``recipe`` into ``out`` (default :func:`recipe_dir`) and (``score``) score it on its report set.
+
+    ``seed`` overrides the seed of this recipe only (a ``recipe:NAME`` starting model is built with its
+    own); ``resume`` continues a build that was interrupted (from ``OUT.ckpt``).
 
     Returns:
         ``({"train": {...}, "report": {...}}, folder)``.
@@ -231,7 +235,7 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
     result = train_sentence(start, data, loss=recipe.loss, out=folder, args=args, eval=recipe.eval,
                             matryoshka_dims=opts.get("matryoshka_dims"), hard_negatives=opts.get("hard_negatives"),
                             mining=opts.get("mining"), loss_options=opts.get("loss_options"), force=force,
-                            progress=progress, stage=stage)
+                            progress=progress, stage=stage, resume=resume)
     summary: dict[str, Any] = {"train": {"steps": result.steps, "seconds": round(result.seconds, 1),
                                          "rows_per_second": round(result.pairs_per_second, 2),
                                          "best_metric": result.best_metric}}

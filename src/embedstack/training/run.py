@@ -115,7 +115,9 @@ def training_data(spec: str | os.PathLike[str], *, seed: int = 0, encoding: str 
         try:
             n = int(count)
         except ValueError:
-            raise ConfigError(f"data spec {text!r}: the part after ':' must be a row count.") from None
+            n = 0
+        if n < 1:
+            raise ConfigError(f"data spec {text!r}: the part after ':' must be a row count >= 1.")
         data = _subsample(data, n, seed)
     return data
 

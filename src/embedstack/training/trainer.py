@@ -84,7 +84,7 @@ class TrainingError(EmbedstackError, RuntimeError):
 
 @dataclass
 class TrainingArgs:
-    """How to train. Every field has a CLI flag of the same name on ``embedstack train sentence``.
+    """How to train. Most fields have a CLI flag of the same name on ``embedstack train sentence``.
 
     Args:
         epochs: Passes over the data (ignored when ``max_steps`` is set).
@@ -333,6 +333,7 @@ class SentenceTrainer:
                 raise ConfigError(f"max_seq_length={self.args.max_seq_length} exceeds the model's "
                                   f"max_position_embeddings={limit}.", param=("max_seq_length", "max_seq_length"))
         self._prepared = False
+        self._best_weights: dict[str, Tensor] | None = None
 
     # ---------------------------------------------------------------------------------------- columns
     def _resolve_columns(self) -> tuple[list[str], str | None, int]:
@@ -423,15 +424,27 @@ class SentenceTrainer:
         cfg = json.dumps(self.model.model.config.to_dict(), sort_keys=True)
         h = hashlib.sha256()
         for name in sorted(self._ids):
-            for x in self._ids[name][:: max(1, len(self._ids[name]) // 1000)]:
+            for x in self._ids[name]:
                 h.update(x.tobytes())
+                h.update(b"|")
+        if self.label_column is not None:
+            h.update(self._labels.numpy().tobytes())
+        a = self.args
         return {
             "model": f"{self.model.name} ({hashlib.sha256(cfg.encode()).hexdigest()[:12]})",
             "loss": type(_base_loss(self.loss)).__name__ + ("+matryoshka" if _base_loss(self.loss) is not self.loss else ""),
             "data": f"{len(self.data)} rows {h.hexdigest()[:12]}",
-            "batch_size": self.args.batch_size,
-            "seed": self.args.seed,
+            "batch_size": a.batch_size,
+            "seed": a.seed,
+            # a resume with other settings would mix two runs: these must match too
+            "settings": {"lr": a.lr, "grad_accum": a.grad_accum, "epochs": a.epochs, "max_steps": a.max_steps,
+                         "schedule": a.schedule, "warmup": [a.warmup_ratio, a.warmup_steps], "precision": self.precision,
+                         "max_seq_length": a.max_seq_length, "weight_decay": a.weight_decay,
+                         "group_by_length": a.group_by_length},
         }
+
+    def _encoder_weights(self) -> dict[str, Tensor]:
+        return {k: p for k, p in self._named_weights().items() if not k.startswith("loss.")}
 
     def _named_weights(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {f"model.{k}": p for k, p in self.model.model.named_parameters()}
@@ -533,8 +546,14 @@ class SentenceTrainer:
         torch.manual_seed(args.seed)
         self._tokenize()
         sampler = self._sampler()
-        per_epoch = max(1, math.ceil(len(sampler) / args.grad_accum))
-        total = args.max_steps if args.max_steps is not None else per_epoch * args.epochs
+        if args.max_steps is not None:
+            total = args.max_steps
+        else:  # packing without duplicates gives each epoch its own number of batches
+            total = 0
+            for e in range(args.epochs):
+                sampler.set_epoch(e)
+                total += max(1, math.ceil(len(sampler) / args.grad_accum))
+            sampler.set_epoch(0)
         warmup = args.warmup_steps if args.warmup_steps is not None else int(round(args.warmup_ratio * total))
         master = self.model.model.train()
         if self.model.dense is not None:
@@ -573,6 +592,7 @@ class SentenceTrainer:
             with open(self._live, "w", encoding="utf-8") as fh:  # restarted from the checkpoint's log on resume
                 fh.writelines(json.dumps(e) + "\n" for e in state["log"])
         step = int(state["step"])
+        resumed_seconds = float(state["seconds"])
         window: list[float] = []
         last_loss = math.nan
         started = time.perf_counter()
@@ -603,6 +623,14 @@ class SentenceTrainer:
                 end_of_epoch = sampler.position >= len(sampler)
                 if micro < args.grad_accum and not end_of_epoch:
                     continue
+                if micro < args.grad_accum:  # the epoch ended mid-accumulation: mean over the batches it had
+                    for p in params:
+                        if p.grad is not None:
+                            p.grad.mul_(args.grad_accum / micro)
+                    if work_params is not None:
+                        for p in self._work.parameters():
+                            if p.grad is not None:
+                                p.grad.mul_(args.grad_accum / micro)
                 micro = 0
                 if work_params is not None:
                     self._grads_to_master(master, work_params)
@@ -627,7 +655,7 @@ class SentenceTrainer:
                                          "rows_per_s": state["rows"] / max(state["seconds"], 1e-9)})
                     window = []
                 if self.progress is not None:
-                    rate = state["seconds"] / max(1, step - (result.resumed_from or 0))
+                    rate = (state["seconds"] - resumed_seconds) / max(1, step - (result.resumed_from or 0))
                     self.progress({"step": step, "total": total, "loss": value, "lr": args.lr * factor,
                                    "epoch": epoch, "eta_s": rate * (total - step)})
                 if self.evaluator is not None and args.eval_steps and step % args.eval_steps == 0 and step < total:
@@ -643,7 +671,7 @@ class SentenceTrainer:
                 raise InputError("the sampler produced no batch; the training data has no usable rows.")
             epoch += 1
             sampler.set_epoch(epoch)
-        if self.evaluator is not None:
+        if self.evaluator is not None and not any(e.get("step") == step and "eval" in e for e in state["log"]):
             self._evaluate(state, step, best_dir)
         if last_dir is not None:
             self._checkpoint(last_dir, optimizer, sampler, state, step, epoch, identity)
@@ -660,9 +688,14 @@ class SentenceTrainer:
             result.metrics = dict(state.get("best_metrics") or state["last_metrics"])
         log.debug(f"trained {step} steps in {time.perf_counter() - started:.1f}s")
         master.eval()
-        if self.evaluator is not None and best_dir is not None and state["best_step"] is not None \
-                and state["best_step"] != step and (best_dir / "model").is_dir():
-            self._load_best(best_dir / "model")
+        if self.evaluator is not None and state["best_step"] is not None and state["best_step"] != step:
+            if best_dir is not None and (best_dir / "model").is_dir():
+                self._load_best(best_dir / "model")
+            elif self._best_weights is not None:  # no checkpoint folder: the copy kept in memory
+                with torch.no_grad():
+                    for name, p in self._encoder_weights().items():
+                        p.copy_(self._best_weights[name])
+        self.model._runner = None  # an inference runner built before training may hold copies of old weights
         if out is not None:
             result.out = os.fspath(out)
             self._save(out, result, force)
@@ -709,7 +742,9 @@ class SentenceTrainer:
         value = metrics[primary]
         if math.isfinite(value) and (state["best_metric"] is None or value > state["best_metric"]):
             state["best_metric"], state["best_step"], state["best_metrics"] = value, step, metrics
-            if best_dir is not None:
+            if best_dir is None:
+                self._best_weights = {k: p.detach().clone() for k, p in self._encoder_weights().items()}
+            else:
                 self.model.model.eval()
                 try:
                     self.model.save(best_dir / "model", force=True)
