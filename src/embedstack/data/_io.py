@@ -228,3 +228,25 @@ def read_json(path: str | os.PathLike[str], *, hint: str = "") -> Any:
         raise FormatError(f"{p} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}){tail}.") from None
     except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4300 digits, nesting too deep
         raise FormatError(f"{p} is not usable JSON ({type(exc).__name__}: {str(exc)[:80]}){tail}.") from None
+
+
+def iter_json_lines(path: str | os.PathLike[str], *, encoding: str = "utf-8", errors: str = "strict",
+                    error: type[Exception] = FormatError, hint: str = "fix or delete that line") -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for every non-blank line of a JSON-lines file (a leading BOM is dropped).
+
+    A line that is not JSON raises ``error`` (FormatError for dataset files, InputError for the user's
+    own data) naming ``FILE:LINE`` and ``hint``.
+    """
+    for lineno, line in iter_lines(path, encoding=encoding, errors=errors):
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); {hint}.") from None
+        except (ValueError, RecursionError) as exc:
+            raise error(f"{path}:{lineno}: not usable JSON ({type(exc).__name__}); {hint}.") from None
+        yield lineno, obj
+

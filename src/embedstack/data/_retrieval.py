@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedstack.data._io import iter_lines
+from embedstack.data._io import iter_json_lines, iter_lines
 from embedstack.errors import DatasetError, FormatError, InputError
 
 __all__ = ["RetrievalDataset", "load_beir", "read_qrels", "read_jsonl_records", "qrels_splits", "default_split"]
@@ -90,14 +89,7 @@ class RetrievalDataset:
 def read_jsonl_records(path: Path, *, encoding: str = "utf-8",
                        errors: str = "strict") -> Iterable[tuple[int, dict]]:
     """Yield ``(line, object)`` for every non-blank line of a JSON-lines file."""
-    for lineno, line in iter_lines(path, encoding=encoding, errors=errors):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                              "fix or delete that line.") from None
+    for lineno, obj in iter_json_lines(path, encoding=encoding, errors=errors):
         if not isinstance(obj, dict):
             raise FormatError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}.")
         yield lineno, obj

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from embedstack._validation import check_choice, check_float, check_int
-from embedstack.data._io import check_encoding, check_errors, iter_lines, open_binary
+from embedstack.data._io import check_encoding, check_errors, iter_json_lines, iter_lines, open_binary
 from embedstack.errors import ConfigError, EmbedstackError, InputError
 from embedstack.io.atomic import AtomicFile, check_output
 
@@ -310,19 +310,8 @@ def _mapping_rows(items: Iterable[tuple[int, str, Any]], columns: list[tuple[str
 
 
 def _jsonl_objects(path: Path, encoding: str, errors: str) -> Iterator[tuple[int, str, Any]]:
-    for lineno, line in iter_lines(path, encoding=encoding, errors=errors):
-        if lineno == 1:
-            line = line.removeprefix("\ufeff")
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); each line must "
-                             "be one JSON object (JSON Lines, not one JSON array).") from None
-        except (ValueError, RecursionError) as exc:
-            raise InputError(f"{path}:{lineno}: not usable JSON ({type(exc).__name__}); fix or delete the "
-                             "line.") from None
+    hint = "each line must be one JSON object (JSON Lines, not one JSON array)"
+    for lineno, obj in iter_json_lines(path, encoding=encoding, errors=errors, error=InputError, hint=hint):
         yield lineno, f"{path}:{lineno}", obj
 
 

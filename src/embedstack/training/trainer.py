@@ -332,7 +332,6 @@ class SentenceTrainer:
             if self.args.max_seq_length > limit:
                 raise ConfigError(f"max_seq_length={self.args.max_seq_length} exceeds the model's "
                                   f"max_position_embeddings={limit}.", param=("max_seq_length", "max_seq_length"))
-        self._prepared = False
         self._best_weights: dict[str, Tensor] | None = None
 
     # ---------------------------------------------------------------------------------------- columns
