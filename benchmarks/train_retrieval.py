@@ -15,12 +15,14 @@ reused unless ``--fresh``):
 
 * ``dev-*``: choosing the recipe without the report half: train on ``tune-train`` (70% of the tune
   half's queries), score ``tune-dev`` (the other 30%): untrained, the first recipe (1,500 titles + BM25
-  negatives, lr 2e-5), all 5,183 titles (in-batch), the first recipe at lr 1e-4 (the winner);
+  negatives, lr 2e-5), all 5,183 titles (in-batch), the first recipe at lr 1e-4, and with inverse-cloze
+  pseudo-pairs added (``scifact-ict``: one abstract sentence → title + the rest of the abstract);
 * ``base``: all-MiniLM-L6-v2 as downloaded; ``recipe``: the recipe ``minilm-scifact`` as built;
 * negatives: ``inbatch`` (MNRL, in-batch negatives only), ``random`` (+1 random corpus abstract per
   row), ``bm25`` (+1 BM25-mined negative, ranks 10-50), ``dense`` (+1 negative mined with MiniLM itself,
   ranks 10-50, relative margin 5% as false-negative guard);
-* data size: ``size100``, ``size1000`` (random subsets of the pairs; ``inbatch`` is the full 5.6k);
+* data size: ``size100``, ``size1000`` (random subsets of the pairs; ``inbatch`` is all 1,976),
+  ``size-all`` (the tune pairs + all 5,183 title pairs, 5.6k rows);
 * Matryoshka: ``matryoshka`` (MNRL in-batch wrapped over 384/256/128/64/32, equal weights) vs
   ``inbatch``, both scored at every truncation;
 * losses on 1,000 BM25 triplets, same triplets, 1 epoch: ``loss-mnrl``, ``loss-triplet`` (cosine
@@ -47,12 +49,28 @@ from _report import load_arms as _load_arms  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
 DIMS = (384, 256, 128, 64, 32)
-ALL = ("dev-base", "dev-recipe", "dev-titles-all", "base", "recipe", "inbatch", "random", "bm25", "dense", "size100", "size1000", "matryoshka",
+ALL = ("dev-base", "dev-recipe", "dev-titles-all", "base", "recipe", "inbatch", "random", "bm25", "dense", "size100", "size1000", "size-all", "matryoshka",
        "loss-mnrl", "loss-triplet", "loss-contrastive", "loss-online-contrastive", "loss-cosent")
-# configurations compared on tune-dev to choose the recipe: (title pseudo-pairs, BM25 negatives)
-DEV_CONFIGS = {"dev-base": (0, False), "dev-recipe": (1500, True), "dev-titles-all": (5183, False),
-               "dev-titles-all-bm25": (5183, True), "dev-recipe-lr1e-4": (1500, True), "dev-pairs-x3-lr5e-5": (1500, True)}
-DEV_OVERRIDES: dict[str, dict[str, Any]] = {"dev-recipe-lr1e-4": {"lr": 1e-4}, "dev-pairs-x3-lr5e-5": {"lr": 5e-5}}
+# configurations compared on tune-dev to choose the recipe: title pseudo-pairs, BM25 negatives, ICT
+# pseudo-pairs, loss, TrainingArgs overrides, label
+DEV_CONFIGS: dict[str, dict[str, Any]] = {
+    "dev-base": {"label": "all-MiniLM-L6-v2"},
+    "dev-recipe": {"titles": 1500, "bm25": True, "label": "pairs + 1,500 titles, BM25 negatives"},
+    "dev-titles-all": {"titles": 5183, "label": "pairs + all 5,183 titles, in-batch"},
+    "dev-titles-all-bm25": {"titles": 5183, "bm25": True, "label": "pairs + all titles, BM25 negatives"},
+    "dev-recipe-lr1e-4": {"titles": 1500, "bm25": True, "args": {"lr": 1e-4}, "label": "as dev-recipe, lr 1e-4"},
+    "dev-pairs-x3-lr5e-5": {"titles": 1500, "bm25": True, "copies": 3, "args": {"lr": 5e-5},
+                            "label": "pairs x3 + 1,500 titles, BM25 negatives, lr 5e-5"},
+    "dev-ict-lr1e-4": {"titles": 1500, "bm25": True, "ict": 1500, "args": {"lr": 1e-4},
+                       "label": "pairs + 1,500 titles + 1,500 ICT pairs, BM25 negatives, lr 1e-4"},
+    "dev-ict-all-inbatch-lr1e-4": {"titles": 1500, "ict": 5182, "args": {"lr": 1e-4},
+                                   "label": "pairs + 1,500 titles + all 5,182 ICT pairs, in-batch, lr 1e-4"},
+    "dev-recipe-2ep-lr1e-4": {"titles": 1500, "bm25": True, "args": {"lr": 1e-4, "epochs": 2},
+                              "label": "as dev-recipe, lr 1e-4, 2 epochs"},
+    "dev-ict-cached128-lr1e-4": {"titles": 1500, "bm25": True, "ict": 1500, "loss": "cached-mnrl",
+                                 "args": {"lr": 1e-4, "batch_size": 128},
+                                 "label": "as dev-ict-lr1e-4, cached MNRL, batch 128"},
+}
 TITLES = 1500  # title→abstract pseudo-pairs (of 5,183), a seeded sample: the budget of 2 CPU cores
 SETTINGS = {"lr": 2e-5, "batch_size": 32, "epochs": 1, "warmup_ratio": 0.1, "precision": "bf16",
             "max_seq_length": 128, "seed": 0}
@@ -158,15 +176,15 @@ def run_arm(name: str, report: Any, corpus: list[str]) -> dict[str, Any]:
         from embedstack.training.run import training_data
 
         dev = query_half(load_beir("scifact", split="train"), "tune-dev")
-        titles, negatives = DEV_CONFIGS[name]
+        cfg = DEV_CONFIGS[name]
         if name == "dev-base":
             return {**evaluate(embedstack.load("all-MiniLM-L6-v2"), dev), "rows": 0, "scored_on": "tune-dev"}
         real = training_data("scifact/train#tune-train")
-        copies = 3 if "pairs-x3" in name else 1  # the real pairs seen three times per epoch
-        data = _concat([real] * copies + [training_data(f"scifact-titles:{titles}")])
-        if negatives:
+        data = _concat([real] * cfg.get("copies", 1) + [training_data(f"scifact-titles:{cfg['titles']}")]
+                       + ([training_data(f"scifact-ict:{cfg['ict']}")] if cfg.get("ict") else []))
+        if cfg.get("bm25"):
             data, _ = mined(data, corpus, "bm25")
-        enc, res = train(data, "mnrl", overrides=DEV_OVERRIDES.get(name))
+        enc, res = train(data, cfg.get("loss", "mnrl"), overrides=cfg.get("args"))
         return {**evaluate(enc, dev), "rows": res.rows, "steps": res.steps, "train_seconds": res.seconds,
                 "scored_on": "tune-dev"}
     if name == "base":
@@ -175,7 +193,12 @@ def run_arm(name: str, report: Any, corpus: list[str]) -> dict[str, Any]:
         enc, res = train(all_pairs, "mnrl", matryoshka=DIMS if name == "matryoshka" else None)
         return {**evaluate(enc, report, DIMS), "rows": len(all_pairs), "steps": res.steps,
                 "train_seconds": res.seconds, "rows_per_second": res.pairs_per_second}
-    if name.startswith("size"):
+    if name == "size-all":  # 5k+ pairs: the tune pairs + every title→abstract pair
+        from embedstack.training.recipes import _concat
+        from embedstack.training.run import training_data
+
+        enc, res = train(_concat([training_data("scifact/train#tune"), training_data("scifact-titles")]), "mnrl")
+    elif name.startswith("size"):
         n = int(name[4:])
         sub = all_pairs.select(np.sort(np.random.default_rng(0).permutation(len(all_pairs))[:n]).tolist())
         enc, res = train(sub, "mnrl")
@@ -250,7 +273,8 @@ def markdown(arms: dict[str, Any]) -> str:
              row("bm25", "MNRL + 1 BM25 hard negative (ranks 10-50)"),
              row("dense", "MNRL + 1 dense hard negative (ranks 10-50, 5% margin)"), "",
              "Data size (MNRL, in-batch):", "", "| pairs | nDCG@10 | gain |", "|---:|---:|---:|"]
-    for name, n in (("size100", 100), ("size1000", 1000), ("inbatch", len_all(arms))):
+    for name, n in (("size100", 100), ("size1000", 1000), ("inbatch", len_all(arms)),
+                    ("size-all", int(arms.get("size-all", {}).get("rows", 0)))):
         a = arms.get(name)
         if a:
             lines.append(f"| {n:,} | {a['ndcg@10']:.2f} | {a['ndcg@10'] - (base or 0):+.2f} |")
@@ -259,11 +283,7 @@ def markdown(arms: dict[str, Any]) -> str:
         lines += ["", "Choosing the recipe (train on tune-train = 70% of the tune half's queries, score tune-dev = the "
                   "other 30%; the report half is not looked at):", "", "| configuration | nDCG@10 on tune-dev |",
                   "|---|---:|"]
-        labels = {"dev-base": "all-MiniLM-L6-v2", "dev-recipe": "pairs + 1,500 titles, BM25 negatives",
-                  "dev-titles-all": "pairs + all 5,183 titles, in-batch", "dev-titles-all-bm25":
-                  "pairs + all titles, BM25 negatives", "dev-recipe-lr1e-4": "as dev-recipe, lr 1e-4",
-                  "dev-pairs-x3-lr5e-5": "pairs x3 + 1,500 titles, BM25 negatives, lr 5e-5"}
-        lines += [f"| {labels[n]} | {a['ndcg@10']:.2f} |" for n, a in dev]
+        lines += [f"| {DEV_CONFIGS[n]['label']} | {a['ndcg@10']:.2f} |" for n, a in dev]
     lines += ["", "Matryoshka (retention = nDCG@10 at d / nDCG@10 at 384 of the same model):", "",
               "| model | " + " | ".join(str(d) for d in DIMS) + " |", "|---|" + "---:|" * len(DIMS)]
     for name, label in (("base", "all-MiniLM-L6-v2"), ("inbatch", "MNRL"), ("matryoshka", "Matryoshka-MNRL")):

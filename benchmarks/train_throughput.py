@@ -15,7 +15,7 @@ same folder. Workloads (``--task``):
   ``embedstack.training.evaluators.query_half``), batch 32, max length 256; metric: nDCG@10 x100 on
   the *report* half over the full 5,183-abstract corpus (as ``benchmarks/train_retrieval.py``).
 
-Both: AdamW, lr 2e-5 (``--lr``), linear decay after 10% warm-up, ``--steps`` optimizer steps,
+Both: AdamW, lr 2e-5 (``--lr``), weight decay 0 (``--weight-decay``; the peer's default), linear decay after 10% warm-up, ``--steps`` optimizer steps,
 ``--threads`` intra-op threads. pairs/s = rows trained / seconds (the peer drops partial batches, so its
 rows = steps × batch; ours reports the rows it trained).
 
@@ -138,8 +138,9 @@ def train_ours(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -
 
     model = SentenceEncoder.from_folder(spec["model"])
     loss = CoSENTLoss(scale=20.0) if spec["loss"] == "cosent" else MultipleNegativesRankingLoss(scale=20.0)
-    # each trainer with its own default weight decay (ours 0.01, the peer's 0.0)
+    # the same weight decay on both sides (--weight-decay; default the peer's 0.0, ours would be 0.01)
     options = {"batch_size": spec["batch_size"], "max_steps": spec["steps"], "lr": spec["lr"],
+               "weight_decay": spec["weight_decay"],
                "warmup_ratio": spec["warmup_ratio"], "schedule": "linear", "precision": spec["precision"],
                "seed": spec["seed"], "max_seq_length": spec["max_len"], "threads": spec["threads"],
                **spec["ours_options"]}
@@ -206,7 +207,8 @@ def train_st(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -> 
     with tempfile.TemporaryDirectory(prefix="st-trainer-") as scratch:
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch, per_device_train_batch_size=spec["batch_size"], max_steps=spec["steps"],
-            learning_rate=spec["lr"], lr_scheduler_type="linear", **warmup, bf16=bf16, use_cpu=True,
+            learning_rate=spec["lr"], weight_decay=spec["weight_decay"], lr_scheduler_type="linear", **warmup,
+            bf16=bf16, use_cpu=True,
             seed=spec["seed"], data_seed=spec["seed"], batch_sampler=sampler, dataloader_drop_last=True,
             dataloader_num_workers=spec["st_workers"], torch_compile=spec["st_compile"],
             logging_strategy="no", save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True)
@@ -319,6 +321,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--warmup-ratio", type=float, default=0.1)
+    ap.add_argument("--weight-decay", type=float, default=0.0,
+                    help="AdamW weight decay of both sides (default 0.0, the peer's default; ours defaults to 0.01)")
     ap.add_argument("--max-len", type=int, default=None, help="max tokens per text (default: sts 64, scifact 256)")
     ap.add_argument("--sides", default="ours,st", help="comma list of ours, st")
     ap.add_argument("--ours-precision", choices=["auto", "bf16", "bf16-pure", "fp32"], default="auto",
@@ -389,7 +393,8 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
                     out = base / f"{task}-{side}-seed{seed}-r{rep}"
                     spec = {"task": task, "side": side, "seed": seed, "steps": steps, "threads": args.threads,
                             "batch_size": t["batch_size"], "max_len": max_len, "loss": t["loss"], "lr": args.lr,
-                            "warmup_ratio": args.warmup_ratio, "precision": precision[side],
+                            "warmup_ratio": args.warmup_ratio, "weight_decay": args.weight_decay,
+                            "precision": precision[side],
                             "ours_options": args.ours_options, "st_compile": args.st_compile,
                             "st_workers": args.st_workers, "st_attn": args.st_attn,
                             "model": str(folder), "out": str(out),
@@ -425,7 +430,8 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
                           "metric_mean": statistics.fmean(metrics.values()) if metrics else None}
     res: dict[str, Any] = {
         "task": task, "steps": steps, "batch_size": t["batch_size"], "max_len": max_len, "loss": t["loss"],
-        "lr": args.lr, "warmup_ratio": args.warmup_ratio, "threads": args.threads, "seeds": args.seeds,
+        "lr": args.lr, "warmup_ratio": args.warmup_ratio, "weight_decay": args.weight_decay,
+        "threads": args.threads, "seeds": args.seeds,
         "repeats": args.repeats, "data": t["data"], "metric": t["metric"], "eval_max_len": t["max_len"],
         "n_pairs": runs[0]["n_pairs"], "cpu_bf16": bf16_ok, "eval_precision": args.eval_precision,
         "quick": args.quick, "sides": per_side, "command": command(task),
@@ -501,7 +507,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["", f"### {task}: {r['loss']} on {r['data']}", "",
                   f"Reproduce: `EMBEDSTACK_DATA_DIR=../shared/data {cmd}` — {r['n_pairs']:,} training pairs, batch "
                   f"{r['batch_size']}, max length {r['max_len']}, {r['steps']} steps, lr {r['lr']:g}, warm-up "
-                  f"{r['warmup_ratio']:.0%}, {r['threads']} thread(s); CPU bf16 support: "
+                  f"{r['warmup_ratio']:.0%}, weight decay {r.get('weight_decay', 'own default')} on both sides, "
+                  f"{r['threads']} thread(s); CPU bf16 support: "
                   f"{'yes' if r['cpu_bf16'] else 'no'}. Metric: {r['metric']}"
                   + (f" (untrained: {r['base_metric']:.2f})" if r.get("base_metric") is not None else "")
                   + f", encoder in {r['eval_precision']}.", "",

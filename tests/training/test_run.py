@@ -57,3 +57,31 @@ def test_every_recipe_is_complete() -> None:
             TrainingArgs(**r.args)  # valid arguments
             if r.model.startswith("recipe:"):
                 get_recipe(r.model.split(":", 1)[1])
+
+
+def test_ict_pairs_take_one_sentence_out_of_its_context() -> None:
+    from embedstack.training.run import ict_pairs, split_sentences
+
+    assert split_sentences("Dose was 3.5 mg in mice. (B) It rose! Then? no split e.g. here.") == [
+        "Dose was 3.5 mg in mice.", "(B) It rose!", "Then? no split e.g. here."]
+    docs = [{"title": "T", "text": "First sentence has six words here. Second sentence also has six words. Third one."},
+            {"title": "Short", "text": "Only one sentence with enough words here."}]
+    removed = ict_pairs(docs, seed=0, keep=0.0)
+    assert len(removed["anchor"]) == 1  # the one-sentence document gives no pair
+    anchor, positive = removed["anchor"][0], removed["positive"][0]
+    assert anchor in ("First sentence has six words here.", "Second sentence also has six words.")
+    assert positive.startswith("T ") and anchor not in positive and "Third one." in positive
+    kept = ict_pairs(docs, seed=0, keep=1.0)
+    assert kept["anchor"][0] in kept["positive"][0]
+    assert ict_pairs(docs, seed=3) == ict_pairs(docs, seed=3)  # deterministic given the seed
+
+
+def test_scifact_ict_pairs_come_from_the_corpus_only(shared_data: Path) -> None:
+    from embedstack.data import load_beir
+    from embedstack.training.run import training_data
+
+    ict = training_data("scifact-ict")
+    beir = load_beir("scifact", split="train")
+    assert len(ict) > 5000 and ict.columns == ("anchor", "positive")
+    assert not set(ict.column("anchor")) & set(beir.queries.values())
+    assert len(training_data("scifact-ict:50")) == 50

@@ -84,7 +84,7 @@ def _bar(prog: Any, total_hint: int | None = None) -> Any:
 def train_sentence_command(
     data: str = typer.Option(..., "--data", "-d", help="Training data: a JSONL/CSV/TSV file with named columns "
                              "(anchor, positive, negative..., score, label) or a named set (stsb/train, snli/dev+test, "
-                             "snli-triplets/dev+test, scifact/train#tune, scifact-titles; NAME:N keeps N rows)."),
+                             "snli-triplets/dev+test, scifact/train#tune, scifact-titles, scifact-ict; NAME:N keeps N rows)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the trained model (a sentence-transformers folder; "
                              "checkpoints go to OUT.ckpt while training)."),
     model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="Model to start from (SPEC or folder)."),

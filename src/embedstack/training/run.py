@@ -14,12 +14,18 @@ Named training sets (``--data NAME``; a file path is read by
   document of the judged train queries of that half (:func:`~embedstack.training.evaluators.query_half`);
 * ``scifact-titles``: pseudo-pairs (title → abstract) of every SciFact document: in-domain text with no
   query or judgment in it;
+* ``scifact-ict``: inverse-cloze pseudo-pairs (Lee et al. 2019, ICT) of every SciFact document with at
+  least :data:`ICT_MIN_SENTENCES` sentences: one sentence of the abstract (a seeded choice among those of
+  at least :data:`ICT_MIN_WORDS` words) → title + the rest of the abstract; the sentence is removed from
+  the positive in 90% of the rows and kept in 10% (ICT's rate), so the model learns to match a claim-like
+  sentence to its context rather than to copy words. No query or judgment is in them;
 * ``NAME:N`` keeps a seeded random ``N`` rows (``scifact-titles:1000``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +36,11 @@ from embedstack.errors import ConfigError, InputError
 
 __all__ = ["train_sentence", "training_data", "NAMED_DATA"]
 
-NAMED_DATA = ("stsb", "snli", "snli-triplets", "scifact", "scifact-titles")
+NAMED_DATA = ("stsb", "snli", "snli-triplets", "scifact", "scifact-titles", "scifact-ict")
+ICT_MIN_SENTENCES = 3  # a document needs this many sentences to give an ICT pair
+ICT_MIN_WORDS = 6  # the pseudo-query sentence has at least this many words
+ICT_KEEP = 0.1  # share of rows whose positive keeps the pseudo-query sentence (Lee et al. 2019)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 
 def _subsample(data: Any, n: int, seed: int) -> Any:
@@ -38,6 +48,39 @@ def _subsample(data: Any, n: int, seed: int) -> Any:
         return data
     keep = np.sort(np.random.default_rng(seed).permutation(len(data))[:n])
     return data.select(keep.tolist())
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text``: split after ``.``, ``!`` or ``?`` followed by space and a capital, digit or bracket.
+
+    >>> split_sentences("We found X. Y was 3.5 mg. (Z) held.")
+    ['We found X.', 'Y was 3.5 mg.', '(Z) held.']
+    """
+    return [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
+
+
+def ict_pairs(docs: Any, *, seed: int = 0, keep: float = ICT_KEEP) -> dict[str, list[str]]:
+    """Inverse-cloze pseudo-pairs from documents (``{"title", "text"}`` dicts): ``{"anchor", "positive"}``.
+
+    For each document with at least :data:`ICT_MIN_SENTENCES` sentences, one sentence of at least
+    :data:`ICT_MIN_WORDS` words (a seeded choice) becomes the anchor and the title plus the other
+    sentences the positive; with probability ``keep`` the positive keeps the sentence.
+    """
+    rng = np.random.default_rng(seed)
+    anchors: list[str] = []
+    positives: list[str] = []
+    for d in docs:
+        sentences = split_sentences(d.get("text", ""))
+        if len(sentences) < ICT_MIN_SENTENCES:
+            continue
+        usable = [i for i, s in enumerate(sentences) if len(s.split()) >= ICT_MIN_WORDS]
+        if not usable:
+            continue
+        i = usable[int(rng.integers(len(usable)))]
+        kept = sentences if rng.random() < keep else sentences[:i] + sentences[i + 1:]
+        anchors.append(sentences[i])
+        positives.append((d.get("title", "").strip() + " " + " ".join(kept)).strip())
+    return {"anchor": anchors, "positive": positives}
 
 
 def training_data(spec: str | os.PathLike[str], *, seed: int = 0, encoding: str = "utf-8", errors: str = "strict",
@@ -103,6 +146,11 @@ def training_data(spec: str | os.PathLike[str], *, seed: int = 0, encoding: str 
                     anchors.append(beir.queries[qid])
                     docs.append((d.get("title", "") + " " + d.get("text", "")).strip())
         data = TrainingData.from_columns({"anchor": anchors, "positive": docs}, source=text)
+    elif base == "scifact-ict":
+        from embedstack.data import load_beir
+
+        beir = load_beir("scifact", split=None, encoding=encoding, errors=errors)
+        data = TrainingData.from_columns(ict_pairs(beir.corpus.values(), seed=seed), source=text)
     else:  # scifact-titles
         from embedstack.data import load_beir
 
