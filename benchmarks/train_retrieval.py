@@ -67,6 +67,8 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
                                    "label": "pairs + 1,500 titles + all 5,182 ICT pairs, in-batch, lr 1e-4"},
     "dev-recipe-2ep-lr1e-4": {"titles": 1500, "bm25": True, "args": {"lr": 1e-4, "epochs": 2},
                               "label": "as dev-recipe, lr 1e-4, 2 epochs"},
+    "dev-recipe-len256-lr1e-4": {"titles": 1500, "bm25": True, "args": {"lr": 1e-4, "max_seq_length": 256},
+                                 "label": "as dev-recipe, lr 1e-4, documents cut at 256 tokens in training (not 128)"},
     "dev-ict-cached128-lr1e-4": {"titles": 1500, "bm25": True, "ict": 1500, "loss": "cached-mnrl",
                                  "args": {"lr": 1e-4, "batch_size": 128},
                                  "label": "as dev-ict-lr1e-4, cached MNRL, batch 128"},

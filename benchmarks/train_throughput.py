@@ -473,7 +473,9 @@ def targets(per_side: dict[str, Any], speedup: float) -> dict[str, Any]:
     if ours and st:
         noise = max(max(m.values()) - min(m.values()) for m in (ours, st))
         gap = per_side["ours"]["metric_mean"] - per_side["st"]["metric_mean"]
-        out.update({"metric_gap": gap, "seed_noise": noise, "metric_met": gap >= 0 or abs(gap) <= noise})
+        shared = sorted(set(ours) & set(st))
+        out.update({"metric_gap": gap, "seed_noise": noise, "metric_met": gap >= 0 or abs(gap) <= noise,
+                    "seeds_ours_lower": sum(ours[s] < st[s] for s in shared), "seeds_compared": len(shared)})
     return out
 
 
@@ -531,7 +533,10 @@ def markdown(res: dict[str, Any]) -> str:
                           f"{r['memory_ratio']:.2f}."]
             if "metric_gap" in tg:
                 lines[-1] += (f" Metric ours − theirs: {tg['metric_gap']:+.2f} (seed noise {tg['seed_noise']:.2f}): "
-                              f"{'within noise or better' if tg['metric_met'] else 'worse than noise'}.")
+                              f"{'within noise or better' if tg['metric_met'] else 'worse than noise'}")
+                if "seeds_compared" in tg:  # the rule above is coarse: say which way every seed went
+                    lines[-1] += f"; ours lower on {tg['seeds_ours_lower']} of {tg['seeds_compared']} seeds"
+                lines[-1] += "."
     return "\n".join(lines)
 
 
