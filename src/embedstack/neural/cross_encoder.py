@@ -149,12 +149,13 @@ class CrossEncoder(TransformerRuntime):
             self._warn_truncated(cut, what)
         return ids, types
 
-    def _head(self, tokens: Any, *, pooler: nn.Module | None = None, classifier: nn.Module | None = None) -> Any:
+    def _head(self, tokens: Any) -> Any:
         if isinstance(tokens, np.ndarray):
             tokens = torch.from_numpy(tokens)
+        pooler = self.model.pooler
+        assert pooler is not None  # set in __init__
         with torch.autocast("cpu", enabled=False):  # the head in fp32 whatever the transformer's precision
-            pooled = (pooler or self.model.pooler)(tokens.float())  # (B, C): dense + tanh on [CLS]
-            return (classifier or self.classifier)(pooled)  # (B, num_labels)
+            return self.classifier(pooler(tokens.float()))  # (B, num_labels): dense + tanh on [CLS], linear
 
     def _activate(self, logits: np.ndarray) -> np.ndarray:
         if self.activation == "sigmoid":
@@ -369,7 +370,7 @@ class CrossEncoder(TransformerRuntime):
                               "cross-encoder. Start one from it with CrossEncoder.from_pretrained_encoder(...) or "
                               "`embedstack train cross-encoder --model ...`.")
         num_labels = int(head["classifier.weight"].shape[0])
-        id2label = raw.get("id2label") if isinstance(raw.get("id2label"), dict) else {}
+        id2label = raw["id2label"] if isinstance(raw.get("id2label"), dict) else {}
         labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(num_labels)]
         model = load_weights(BertModel(config, add_pooler=has_pooler(weights)), weights)
         classifier = nn.Linear(config.hidden_size, num_labels)
