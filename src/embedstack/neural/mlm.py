@@ -196,7 +196,7 @@ def pack_sequences(texts: Iterable[str], tokenizer: WordPiece, *, max_len: int, 
                     yield np.asarray([tokenizer.cls_id, *piece, tokenizer.sep_id], dtype=np.int64)
 
     tokenizer.tokenizer.no_truncation()
-    tokenizer._max_length = None
+    tokenizer._truncation = None
     for text in texts:
         if text and text.strip():
             buf.append(text)

@@ -36,7 +36,7 @@ from embedstack.io import AtomicFile, atomic_write_bytes  # noqa: E402
 from embedstack.neural.transformer import BertModel  # noqa: E402
 
 if TYPE_CHECKING:
-    from embedstack.neural.sentence import SentenceEncoder
+    from embedstack.neural.runtime import TransformerRuntime
 
 __all__ = ["export_onnx", "optimize_onnx", "onnx_path", "onnx_runner", "make_session", "weights_digest"]
 
@@ -51,28 +51,35 @@ class _Exportable(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+    def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
         additive = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * -10000.0  # (B, 1, 1, T)
-        x = self.model.embeddings(input_ids)
+        x = self.model.embeddings(input_ids, token_type_ids)
         return self.model.encoder(x, additive)  # (B, T, C)
 
 
-def export_onnx(model: BertModel, path: str | os.PathLike[str], *, opset: int = 17) -> Path:
-    """Export ``model`` (token embeddings) to an ONNX file with dynamic batch and length axes."""
+def export_onnx(model: BertModel, path: str | os.PathLike[str], *, opset: int = 17, token_types: bool = False) -> Path:
+    """Export ``model`` (token embeddings) to an ONNX file with dynamic batch and length axes.
+
+    ``token_types``: the graph takes a third input, ``token_type_ids`` (sentence pairs: cross-encoders).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     before = [m.implementation for m in model.attention_modules()]
     model.eval().set_attention("eager")
     ids = torch.tensor([[2, 5, 6, 3], [2, 5, 3, 0]], dtype=torch.int64) % model.config.vocab_size
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.int64)
+    names = ["input_ids", "attention_mask"]
+    inputs: tuple[Any, ...] = (ids, mask)
+    if token_types:
+        names.append("token_type_ids")
+        inputs = (ids, mask, torch.tensor([[0, 0, 1, 1], [0, 0, 1, 0]], dtype=torch.int64))
+    axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "token_embeddings"]}
     try:
         with warnings.catch_warnings(), AtomicFile(path) as f:  # renamed over `path` only if the export succeeds
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(
-                _Exportable(model), (ids, mask), str(f.tmp), dynamo=False, opset_version=opset,
-                input_names=["input_ids", "attention_mask"], output_names=["token_embeddings"],
-                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                              "token_embeddings": {0: "batch", 1: "tokens"}},
+                _Exportable(model), inputs, str(f.tmp), dynamo=False, opset_version=opset,
+                input_names=names, output_names=["token_embeddings"], dynamic_axes=axes,
             )
     finally:
         for module, impl in zip(model.attention_modules(), before, strict=True):
@@ -102,25 +109,29 @@ def weights_digest(model: BertModel) -> str:
     return h.hexdigest()[:20]
 
 
-def onnx_path(model: BertModel, precision: str = "fp32") -> Path:
-    """The cached ONNX file for ``model`` at ``precision``, exported / quantized on first use."""
+def onnx_path(model: BertModel, precision: str = "fp32", *, token_types: bool = False) -> Path:
+    """The cached ONNX file for ``model`` at ``precision``, exported / quantized on first use.
+
+    ``token_types``: the graph with a ``token_type_ids`` input (a separate file in the same folder).
+    """
     from embedstack.neural.hub import cache_dir
     from embedstack.neural.quantize import ONNX_RECIPES, quantize_onnx
 
     if precision not in ("fp32", *ONNX_RECIPES):
         raise ConfigError(f"Unknown ONNX precision {precision!r}; use 'fp32' or one of {sorted(ONNX_RECIPES)}.")
     folder = cache_dir() / "onnx" / f"{weights_digest(model)}-{_FORMAT}"
-    fp32 = folder / "model-fp32.onnx"
+    tag = "-pairs" if token_types else ""
+    fp32 = folder / f"model{tag}-fp32.onnx"
     if not fp32.is_file():
-        raw = folder / "model-raw.onnx"
-        export_onnx(model, raw)
+        raw = folder / f"model{tag}-raw.onnx"
+        export_onnx(model, raw, token_types=token_types)
         stats = optimize_onnx(raw, fp32, num_heads=model.config.num_attention_heads, hidden_size=model.config.hidden_size)
         log.info("exported ONNX to %s; fused operators: %s", fp32, stats)
         raw.unlink(missing_ok=True)
     if precision == "fp32":
         return fp32
     recipe = hashlib.sha256(json.dumps(ONNX_RECIPES[precision], sort_keys=True).encode()).hexdigest()[:8]
-    target = folder / f"model-{precision}-{recipe}.onnx"  # a changed recipe never reuses an old file
+    target = folder / f"model{tag}-{precision}-{recipe}.onnx"  # a changed recipe never reuses an old file
     if not target.is_file():
         quantize_onnx(fp32, target, recipe=precision)
     return target
@@ -138,11 +149,18 @@ def make_session(path: str | os.PathLike[str], *, num_threads: int | None = None
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def onnx_runner(encoder: SentenceEncoder, *, precision: str = "fp32") -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """A ``(input_ids, attention_mask) -> token embeddings`` function backed by onnxruntime."""
-    session = make_session(onnx_path(encoder.model, precision), num_threads=encoder.num_threads)
+def onnx_runner(runtime: TransformerRuntime, *, precision: str = "fp32") -> Callable[..., Any]:
+    """A ``(input_ids, attention_mask[, token_type_ids]) -> token embeddings`` function backed by onnxruntime.
 
-    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+    The graph takes token types when the model does (``runtime.token_types``: a cross-encoder).
+    """
+    pairs = bool(getattr(runtime, "token_types", False))
+    session = make_session(onnx_path(runtime.model, precision, token_types=pairs), num_threads=runtime.num_threads)
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> Any:
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if pairs:
+            feed["token_type_ids"] = token_type_ids if token_type_ids is not None else np.zeros_like(input_ids)
+        return session.run(None, feed)[0]
 
     return run

@@ -18,13 +18,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +32,14 @@ from embedstack._extras import require
 torch = require("torch", "torch", "sentence encoders")
 
 from embedstack._threads import SMALL_BATCH  # noqa: E402
-from embedstack._validation import check_int  # noqa: E402
 from embedstack.base import one_text_one_vector  # noqa: E402
 from embedstack.data._io import read_json  # noqa: E402
-from embedstack.errors import ConfigError, EmbedstackError, FormatError, InputError  # noqa: E402
+from embedstack.errors import ConfigError, FormatError, InputError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
 from embedstack.neural._npy import NpyStreamWriter  # noqa: E402
 from embedstack.neural.config import BertConfig  # noqa: E402
 from embedstack.neural.pooling import Dense, Pooling  # noqa: E402
+from embedstack.neural.runtime import BACKENDS, PRECISIONS, TransformerRuntime, cpu_has_bf16  # noqa: E402
 from embedstack.neural.tokenizer import WordPiece, pad_batch  # noqa: E402
 from embedstack.neural.transformer import (  # noqa: E402
     BertModel,
@@ -52,18 +49,10 @@ from embedstack.neural.transformer import (  # noqa: E402
     save_weights,
 )
 
-__all__ = ["SentenceEncoder", "BACKENDS", "PRECISIONS", "length_pieces"]
+__all__ = ["SentenceEncoder", "BACKENDS", "PRECISIONS", "length_pieces", "cpu_has_bf16"]
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
-# The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
-# serves large blocks with fresh mmap'd pages, so a 32 x 256-token batch of MiniLM page-faulted 0.4-1.3M
-# times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
-# the same vectors, 13% less time in fp32 and about 30% less in bf16 on SciFact abstracts.
-_MAX_ACTIVATION_BYTES = 8 * 2**20
-
-PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 _ROLE_PROMPT_KEYS = {"query": ("query",), "document": ("document", "passage", "corpus")}
 _ST_TYPES = {
     "Transformer": "sentence_transformers.models.Transformer",
@@ -73,8 +62,12 @@ _ST_TYPES = {
 }
 
 
-class SentenceEncoder:
+class SentenceEncoder(TransformerRuntime):
     """A transformer sentence encoder (bi-encoder) with pooling, prompts and CPU fast paths.
+
+    The fast paths (backend, precision, compile, threads, workers, length-sorted batches) are the
+    shared :class:`~embedstack.neural.runtime.TransformerRuntime`; this class adds pooling, the
+    optional Dense projection, Matryoshka truncation, normalisation and prompts.
 
     Args:
         model: The transformer (:class:`~embedstack.neural.transformer.BertModel`).
@@ -138,16 +131,11 @@ class SentenceEncoder:
         name: str | None = None,
         source: str | None = None,
     ) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+        self._init_runtime(model, tokenizer, max_seq_length=max_seq_length, backend=backend, precision=precision,
+                           num_threads=num_threads, compile=compile, workers=workers)
         self.pooler = Pooling(pooling)
         self.dense = dense.eval() if dense is not None else None
         self.normalize = bool(normalize)
-        limit = model.config.max_position_embeddings
-        if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int | np.integer) \
-                or not 2 <= int(max_seq_length) <= limit:
-            raise ConfigError(f"max_seq_length must be an int in [2, {limit}]. Got {max_seq_length!r}.")
-        self.max_seq_length = int(max_seq_length)
         self.prompts = dict(prompts or {})
         if default_prompt_name is not None and default_prompt_name not in self.prompts:
             raise ConfigError(f"default_prompt_name {default_prompt_name!r} is not one of the prompts {list(self.prompts)}.")
@@ -157,31 +145,9 @@ class SentenceEncoder:
                                          or not 1 <= int(truncate_dim) <= full):
             raise ConfigError(f"truncate_dim must be an int in [1, {full}]. Got {truncate_dim!r}.")
         self.truncate_dim = None if truncate_dim is None else int(truncate_dim)
-        if backend not in BACKENDS:
-            raise ConfigError(f"Unknown backend {backend!r}; use one of {list(BACKENDS)}.")
-        if precision not in PRECISIONS[backend]:
-            raise ConfigError(f"Backend {backend!r} supports precision {list(PRECISIONS[backend])}; got {precision!r}.")
-        num_threads = check_int(self, "num_threads", num_threads, low=1, allow_none=True)
-        workers = check_int(self, "workers", workers, low=1)
-        if precision.startswith("bf16") and not cpu_has_bf16():
-            log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but slower than fp32.")
-        self.backend = backend
-        self.precision = precision
-        self.num_threads = num_threads
-        if compile and backend != "torch":
-            raise ConfigError("compile=True applies to backend='torch' (onnxruntime optimises its own graph).")
-        self.compile = bool(compile)
-        if workers > 1 and backend != "torch":
-            raise ConfigError("workers > 1 applies to backend='torch' (onnxruntime threads itself).")
-        if workers > 1 and compile:
-            raise ConfigError("compile=True cannot be combined with workers > 1 (graphs compiled from two threads "
-                              "at once can deadlock); use one or the other.")
-        self.workers = workers
         self.name = name or "bert"
         self.source = source
         self.folder: Path | None = None
-        self._runner: Callable[[np.ndarray, np.ndarray], Any] | None = None
-        self._warned_truncation = False
 
     # ---------------------------------------------------------------------------------------- basics
     @property
@@ -210,87 +176,12 @@ class SentenceEncoder:
             return self.prompts[self.default_prompt_name]
         return ""
 
-    # -------------------------------------------------------------------------------------- backends
-    def _get_runner(self) -> Callable[[np.ndarray, np.ndarray], Any]:
-        if self._runner is None:
-            if self.backend == "onnx":
-                from embedstack.neural.onnx import onnx_runner
-
-                self._runner = onnx_runner(self, precision=self.precision)
-            else:
-                model = self.model
-                if self.precision == "int8":
-                    from embedstack.neural.quantize import quantize_torch_dynamic
-
-                    model = quantize_torch_dynamic(model)
-                elif self.precision == "bf16-pure":  # a copy: encoders made by with_options share self.model
-                    model = copy.deepcopy(model).to(torch.bfloat16)
-
-                forward = _compiled(model) if self.compile and self.precision != "int8" else model
-
-                compiled = forward is not model
-
-                act_bytes = 2 if self.precision.startswith("bf16") else 4
-                max_tokens = max(1, _MAX_ACTIVATION_BYTES // (model.config.intermediate_size * act_bytes))
-
-                def piece(ids: np.ndarray, mask: np.ndarray) -> Any:
-                    # eager: a batch without padding takes the unmasked attention kernel; compiled: always the
-                    # mask, so one graph serves every batch of 2+ texts (no recompilation in the middle of a run)
-                    m = None if mask.all() and not compiled else torch.from_numpy(mask)
-                    return forward(torch.from_numpy(ids), m).float()  # pooling in fp32 (a no-op for fp32)
-
-                def run(ids: np.ndarray, mask: np.ndarray) -> Any:
-                    # Long batches run as equal row slices whose feed-forward activations stay under
-                    # _MAX_ACTIVATION_BYTES: same vectors, and no fresh mmap'd pages on every layer.
-                    n, t = ids.shape
-                    pieces = -(-n // max(1, max_tokens // t))
-                    if pieces <= 1:
-                        return piece(ids, mask)
-                    bounds = [n * k // pieces for k in range(pieces + 1)]  # sizes differ by one at most
-                    return torch.cat([piece(ids[a:b], mask[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
-
-                self._runner = run
-        return self._runner
-
-    def _autocast(self) -> Any:
-        """One autocast region (bf16 weight copies are cached inside it); autocast state is per thread."""
-        return (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
-                else contextlib.nullcontext())
-
-    @contextlib.contextmanager
-    def _threads(self, small: bool = False) -> Iterator[None]:
-        """Intra-op threads and, for ``bf16``, the autocast region (workers split the threads themselves).
-
-        ``small`` work (a query or a few) runs on the calling thread unless ``num_threads`` is set: its
-        matrices are too small to gain from more threads, and on a busy machine (or next to BLAS and
-        numba pools) torch's OpenMP barriers made one MiniLM query 3-4x slower with 2 threads than with 1.
-        """
-        if self.backend == "onnx":  # onnxruntime gets its threads at session creation
-            yield
-            return
-        before = torch.get_num_threads()
-        total = self.num_threads if self.num_threads is not None else (1 if small else before)
-        if total != before:
-            torch.set_num_threads(total)
-        try:
-            with self._autocast():
-                yield
-        finally:
-            if total != before:
-                torch.set_num_threads(before)
-
     # -------------------------------------------------------------------------------------- encoding
     def _tokenize(self, texts: Sequence[str], prompt: str) -> list[np.ndarray]:
         if prompt:
             texts = [prompt + t for t in texts]
         ids, truncated = self.tokenizer.encode_batch(texts, max_length=self.max_seq_length)
-        if truncated and not self._warned_truncation:
-            self._warned_truncation = True
-            warnings.warn(
-                f"{truncated} text(s) longer than max_seq_length={self.max_seq_length} tokens were truncated "
-                "(warned once per encoder; to keep more, raise the model option, e.g. MODEL@max_seq_length=512).",
-                UserWarning, stacklevel=4,
-            )
+        self._warn_truncated(truncated)
         return ids
 
     def _embed_ids(self, ids: list[np.ndarray], batch_size: int,
@@ -302,10 +193,7 @@ class SentenceEncoder:
         """
         heads = list(poolers) if poolers is not None else [self.pooler]
         outs = [np.empty((len(ids), self.dim), dtype=np.float32) for _ in heads]
-        out = outs[0]
-        order = np.argsort([-len(x) for x in ids], kind="stable")  # longest first: memory peaks early
         run = self._get_runner()
-        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
         def one(sel: np.ndarray) -> None:
             input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
@@ -314,33 +202,8 @@ class SentenceEncoder:
             for o, pooler in zip(outs, heads, strict=True):
                 o[sel] = self._head(tokens, m, pooler).numpy()
 
-        workers = min(self.workers, len(batches))
-        if workers <= 1:  # one batch (or one worker): all the threads inside each op
-            for sel in batches:
-                one(sel)
-                if on_batch is not None:
-                    on_batch(len(sel))
-            return out if poolers is None else outs
-
-        total = torch.get_num_threads()  # set by _threads() in the calling thread
-        per_worker = max(1, total // workers)
-
-        def in_worker(sel: np.ndarray) -> None:  # inference mode, autocast and OpenMP threads are per thread
-            if torch.get_num_threads() != per_worker:
-                torch.set_num_threads(per_worker)
-            with torch.inference_mode(), self._autocast():
-                one(sel)
-
-        try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="embedstack-encode") as pool:
-                # in order; re-raises the first worker error here
-                for sel, _ in zip(batches, pool.map(in_worker, batches), strict=True):
-                    if on_batch is not None:
-                        on_batch(len(sel))
-        finally:
-            if torch.get_num_threads() != total:  # in case the thread setting is process-wide in this build
-                torch.set_num_threads(total)
-        return out if poolers is None else outs
+        self._run_batches(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), batch_size, one, on_batch)
+        return outs[0] if poolers is None else outs
 
     def _head(self, tokens: Any, mask: Any, pooler: Pooling | None = None) -> Any:
         if isinstance(tokens, np.ndarray):
@@ -507,10 +370,9 @@ class SentenceEncoder:
     def with_options(self, **options: Any) -> SentenceEncoder:
         """A new encoder sharing the weights, with other pooling/backend/precision/... options."""
         current: dict[str, Any] = dict(pooling=self.pooling, dense=self.dense, normalize=self.normalize,
-                       max_seq_length=self.max_seq_length, prompts=self.prompts,
-                       default_prompt_name=self.default_prompt_name, truncate_dim=self.truncate_dim,
-                       backend=self.backend, precision=self.precision, num_threads=self.num_threads,
-                       compile=self.compile, workers=self.workers, name=self.name, source=self.source)
+                                       prompts=self.prompts, default_prompt_name=self.default_prompt_name,
+                                       truncate_dim=self.truncate_dim, name=self.name, source=self.source,
+                                       **self.runtime_options())
         unknown = set(options) - set(current)
         if unknown:
             raise ConfigError(f"Unknown SentenceEncoder option(s) {sorted(unknown)}; known: {sorted(current)}.")
@@ -535,6 +397,11 @@ class SentenceEncoder:
         if not folder.is_dir():
             raise FormatError(f"Model folder {folder} does not exist.")
         verify_files(folder, _read_json_opt(folder / "embedstack.json"), verify=verify)
+        from embedstack.neural.specs import is_cross_encoder
+
+        if is_cross_encoder(folder):
+            raise FormatError(f"{folder} holds a cross-encoder (it scores pairs, it makes no vectors); load it with "
+                              "embedstack.load(...) or CrossEncoder.from_folder(...).")
         modules = _read_modules(folder)
         transformer_dir = folder
         pooling, dense, normalize = "mean", None, False
@@ -708,40 +575,6 @@ def _read_json_opt(path: Path) -> dict[str, Any]:
         return {}
     data = read_json(path, hint="re-save or re-download the model")
     return data if isinstance(data, dict) else {}
-
-
-def _compiled(model: BertModel) -> Callable[..., Any]:
-    """``torch.compile`` of ``model`` with frozen weights; falls back to eager (one warning) on failure."""
-    import torch._dynamo.config as dynamo_config
-
-    # one graph per (batch of 1 or more) x (fp32 or bf16 autocast) (the runner always passes the mask); the default
-    # limit of 8 per function is reached when several compiled encoders share a process
-    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 32)
-    compiled = torch.compile(model, dynamic=True, options={"freezing": True})
-    state = {"fn": compiled}
-
-    def forward(ids: Any, mask: Any) -> Any:
-        try:
-            return state["fn"](ids, mask)
-        except EmbedstackError:  # our own input errors (e.g. too many tokens) are not compilation failures
-            raise
-        except Exception as exc:  # noqa: BLE001 - inductor needs a C++ toolchain; eager gives the same vectors
-            if state["fn"] is model:
-                raise
-            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); encoding eagerly.",
-                          RuntimeWarning, stacklevel=2)
-            state["fn"] = model
-            return model(ids, mask)
-
-    return forward
-
-
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN reports bf16 support on this CPU (AVX-512 BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # private helper; absent in some builds
-        return False
 
 
 def _version() -> str:

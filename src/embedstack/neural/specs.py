@@ -27,7 +27,7 @@ from typing import Any
 
 from embedstack.errors import ConfigError
 
-__all__ = ["load", "load_named", "parse_options", "available", "OPTIONS", "MLM_BERT"]
+__all__ = ["load", "load_named", "parse_options", "available", "is_cross_encoder", "OPTIONS", "MLM_BERT"]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def _convert(value: str, kind: type, key: str) -> Any:
 
 
 def load(name_or_path: str, **options: Any) -> Any:
-    """Resolve a model name or folder and load it as a :class:`~embedstack.neural.sentence.SentenceEncoder`.
+    """Resolve a model name or folder and load it as a :class:`~embedstack.neural.sentence.SentenceEncoder`
+    (or a :class:`~embedstack.neural.cross_encoder.CrossEncoder` when the folder holds one).
 
     ``name_or_path`` may carry ``@option=value`` suffixes (see the module doc); keyword ``options`` win.
     The resolution step used (local path, local cache, package, hub download) is logged and kept in
@@ -106,9 +107,34 @@ def load(name_or_path: str, **options: Any) -> Any:
     folder, how = resolve_model(name_or_path)
     log.info("model %s resolved via %s", name_or_path, how)
     options.setdefault("name", _display_name(name_or_path))
-    enc = SentenceEncoder.from_folder(folder, **options)
-    enc.source = how
-    return enc
+    if is_cross_encoder(folder):
+        from embedstack.neural.cross_encoder import CrossEncoder
+
+        wrong = sorted(set(options) & {"pooling", "normalize", "truncate_dim"})
+        if wrong:
+            raise ConfigError(f"{name_or_path} is a cross-encoder (it scores pairs; it has no vectors): the "
+                              f"option(s) {wrong} apply to bi-encoders only.")
+        model: Any = CrossEncoder.from_folder(folder, **options)
+    else:
+        model = SentenceEncoder.from_folder(folder, **options)
+    model.source = how
+    return model
+
+
+def is_cross_encoder(folder: Any) -> bool:
+    """Whether a model folder holds a cross-encoder (a sequence-classification head), not a bi-encoder."""
+    from pathlib import Path
+
+    from embedstack.neural.sentence import _read_json_opt
+
+    root = Path(folder)
+    if _read_json_opt(root / "embedstack.json").get("kind") == "cross-encoder":
+        return True
+    if _read_json_opt(root / "config_sentence_transformers.json").get("model_type") == "CrossEncoder":
+        return True
+    archs = _read_json_opt(root / "config.json").get("architectures") or []
+    return isinstance(archs, list) and any(isinstance(a, str) and a.endswith("ForSequenceClassification")
+                                           for a in archs) and not (root / "modules.json").is_file()
 
 
 def load_named(spec: str | None) -> Any:

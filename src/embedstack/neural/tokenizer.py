@@ -52,7 +52,7 @@ class WordPiece:
         self.sep_id = vocab["[SEP]"]
         self.unk_id = vocab["[UNK]"]
         self.mask_id = vocab.get("[MASK]")
-        self._max_length: int | None = None
+        self._truncation: tuple[int, str] | None = None
 
     # construction -----------------------------------------------------------------------------------
     @classmethod
@@ -145,9 +145,7 @@ class WordPiece:
         """
         if max_length < 2:
             raise InputError(f"max_length must be at least 2 ([CLS] and [SEP]). Got {max_length}.")
-        if self._max_length != max_length:
-            self.tokenizer.enable_truncation(max_length=max_length)
-            self._max_length = max_length
+        self._truncate(max_length, "longest_first")
         for t in texts:
             if not isinstance(t, str):
                 raise InputError(f"Texts must be strings; got {type(t).__name__} ({t!r:.40}).")
@@ -158,6 +156,45 @@ class WordPiece:
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         truncated = sum(1 for e in encodings if e.overflowing)
         return ids, truncated
+
+    def _truncate(self, max_length: int, strategy: str) -> None:
+        if self._truncation != (max_length, strategy):
+            self.tokenizer.enable_truncation(max_length=max_length, strategy=strategy)
+            self._truncation = (max_length, strategy)
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, max_length: int
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], int, int]:
+        """``[CLS] a [SEP] b [SEP]`` ids and token types (0 for ``a``, 1 for ``b``) of each pair.
+
+        Truncation keeps the first text (the query) whole and cuts the second (the document); only
+        a first text that leaves no room for the second is cut too (longest first). Returns
+        ``(ids, token_types, pairs_cut, first_texts_cut)``.
+        """
+        if max_length < 4:
+            raise InputError(f"max_length must be at least 4 for a pair ([CLS] a [SEP] b [SEP]). Got {max_length}.")
+        items: list[tuple[str, str]] = []
+        for p in pairs:
+            if not isinstance(p, tuple | list) or len(p) != 2 or not all(isinstance(t, str) for t in p):
+                raise InputError(f"Pairs must be (str, str) tuples; got {p!r:.60}.")
+            items.append((p[0], p[1]))
+        self._truncate(max_length, "only_second")
+        try:
+            encodings = (self.tokenizer.encode_batch(items, add_special_tokens=True) if len(items) != 1
+                         else [self.tokenizer.encode(*items[0], add_special_tokens=True)])
+            long_first = 0
+        except Exception:  # noqa: BLE001 - a first text too long for only_second: those pairs one by one
+            encodings, long_first = [], 0
+            for a, b in items:
+                self._truncate(max_length, "only_second")
+                try:
+                    encodings.append(self.tokenizer.encode(a, b, add_special_tokens=True))
+                except Exception:  # noqa: BLE001 - tokenizers raises a bare Exception for this case
+                    self._truncate(max_length, "longest_first")
+                    encodings.append(self.tokenizer.encode(a, b, add_special_tokens=True))
+                    long_first += 1
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        types = [np.asarray(e.type_ids, dtype=np.int64) for e in encodings]
+        return ids, types, sum(1 for e in encodings if e.overflowing), long_first
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece strings of one text (without special tokens)."""

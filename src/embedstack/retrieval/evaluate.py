@@ -15,7 +15,26 @@ from typing import Any
 
 from embedstack.errors import ConfigError
 
-__all__ = ["evaluate_pipeline", "hybrid_runner", "parse_fusion"]
+__all__ = ["evaluate_pipeline", "hybrid_runner", "parse_fusion", "load_reranker"]
+
+
+def load_reranker(spec: str | Any, *, flag: str = "--rerank") -> Any:
+    """A reranker from a SPEC (a cross-encoder folder, ``recipe:NAME``) or the object itself.
+
+    Raises:
+        ConfigError: the SPEC names a model that does not score pairs (a bi-encoder, BM25 ...).
+    """
+    if not isinstance(spec, str):
+        reranker = spec
+    else:
+        from embedstack.models import resolve
+
+        reranker = resolve(spec)
+    if not callable(getattr(reranker, "score", None)) or not callable(getattr(reranker, "rank", None)):
+        raise ConfigError(f"{flag} {spec!r} is a {type(reranker).__name__}, not a reranker: it needs a cross-encoder "
+                          "(a folder saved by `embedstack train cross-encoder`, a sentence-transformers CrossEncoder "
+                          "folder, or recipe:NAME of a cross-encoder recipe).", param=(flag, f"{flag} {spec!r}"))
+    return reranker
 
 
 def parse_fusion(text: str) -> Any:
@@ -35,8 +54,11 @@ def parse_fusion(text: str) -> Any:
 
 def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf", index: str = "flat",
                       k: int = 100, progress: Callable[[str, int, int], None] | None = None,
-                      block_size: int = 256, resolve: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """Build an index per model SPEC on ``dataset``'s corpus, fuse their results, score the run.
+                      block_size: int = 256, resolve: Callable[[str], Any] | None = None,
+                      reranker: str | Any = None, rerank_k: int | None = None,
+                      max_queries: int | None = None) -> dict[str, Any]:
+    """Build an index per model SPEC on ``dataset``'s corpus, fuse their results (when several), rerank
+    the top ``rerank_k`` with ``reranker`` (when given), score the run.
 
     Args:
         specs: model SPECs (e.g. ``["bm25", "all-MiniLM-L6-v2"]``); the first is the convex ``α`` list.
@@ -46,6 +68,9 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
         k: retrieval depth (candidates per model and fused list length).
         resolve: SPEC -> encoder (default :func:`embedstack.models.resolve`; the ladder passes one that
             applies its quick options and the embedding cache).
+        reranker: a cross-encoder SPEC or object (:func:`load_reranker`); ``rerank_k``: how many fused
+            hits it rescores (default ``k``); ``max_queries``: the first N judged queries only. The result gains ``stage_ms``, mean milliseconds per
+            query in each stage (encode, search, fusion, rerank).
     """
     from embedstack.evaluation.metrics import map_at_k, mrr_at_k, ndcg_at_k, precision_at_k, recall_at_k
     from embedstack.models import resolve as resolve_spec
@@ -55,6 +80,10 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
     progress = progress or (lambda stage, done, total: None)
     doc_ids, texts = [str(d) for d in dataset.doc_ids()], list(dataset.doc_texts())
     qids, qtexts = [str(q) for q in dataset.query_ids()], list(dataset.query_texts())
+    if max_queries is not None:
+        if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries <= 0:
+            raise ConfigError(f"max_queries must be a positive int. Got {max_queries!r} instead.")
+        qids, qtexts = qids[:max_queries], qtexts[:max_queries]
     if not qids:
         raise ConfigError("the dataset has no judged queries to evaluate.")
     t0 = time.perf_counter()
@@ -69,12 +98,17 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
         nbytes += idx.nbytes()
         retrievers.append(Retriever(spec, encoder, idx, check=False))
     index_seconds = time.perf_counter() - t0
-    pipe = Pipeline(retrievers, fusion=parse_fusion(fusion), candidates=k)
+    rr = None if reranker is None else load_reranker(reranker)
+    pipe = Pipeline(retrievers, fusion=parse_fusion(fusion), candidates=k, reranker=rr, rerank_top=rerank_k)
     run: dict[str, dict[str, float]] = {}
+    stage_s: dict[str, float] = {}
     t1 = time.perf_counter()
     for s in range(0, len(qids), block_size):
-        for qid, res in zip(qids[s : s + block_size], pipe.search_batch(qtexts[s : s + block_size], k), strict=True):
+        block = qids[s : s + block_size]
+        for qid, res in zip(block, pipe.search_batch(qtexts[s : s + block_size], k), strict=True):
             run[qid] = {h.id: h.score for h in res.hits}
+            for stage, sec in res.timings.items():
+                stage_s[stage] = stage_s.get(stage, 0.0) + sec
         progress("search", min(len(qids), s + block_size), len(qids))
     query_seconds = time.perf_counter() - t1
     qrels = {q: dict(dataset.qrels.get(q, {})) for q in qids}
@@ -85,7 +119,10 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
         "index_seconds": index_seconds, "query_seconds": query_seconds,
         "latency_ms": 1000.0 * query_seconds / len(qids), "bytes_per_doc": nbytes / len(doc_ids),
         "n_queries": len(qids), "n_docs": len(doc_ids), "k": k,
-        "mode": f"hybrid/{fusion}/{'+'.join(specs)}", "primary_metric": "ndcg@10",
+        "stage_ms": {stage: 1000.0 * sec / len(qids) for stage, sec in stage_s.items()},
+        "mode": (f"hybrid/{fusion}/{'+'.join(specs)}" if len(specs) > 1 else str(specs[0]))
+                + ("" if rr is None else f" → rerank@{rerank_k or k}/{getattr(rr, 'name', type(rr).__name__)}"),
+        "primary_metric": "ndcg@10",
     }
 
 

@@ -694,7 +694,7 @@ class SentenceTrainer:
                 with torch.no_grad():
                     for name, p in self._encoder_weights().items():
                         p.copy_(self._best_weights[name])
-        self.model._runner = None  # an inference runner built before training may hold copies of old weights
+        self.model.reset_runner()  # an inference runner built before training may hold copies of old weights
         if out is not None:
             result.out = os.fspath(out)
             self._save(out, result, force)

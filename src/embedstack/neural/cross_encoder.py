@@ -1,0 +1,460 @@
+"""Cross-encoders: one transformer reads the query and the document together and scores the pair.
+
+:class:`CrossEncoder` is a :class:`~embedstack.base.Reranker`. It is BERT over
+``[CLS] query [SEP] document [SEP]`` (token types 0 then 1), BERT's pooler (dense + tanh on ``[CLS]``)
+and a linear classifier: one logit for relevance (sigmoid → a score in [0, 1]) or several for
+classification (three for NLI). It reads a sentence-transformers ``CrossEncoder`` folder or a Hugging
+Face ``BertForSequenceClassification`` folder, and writes one that both load. It runs on the same
+CPU fast path as the bi-encoder (:class:`~embedstack.neural.runtime.TransformerRuntime`: length-sorted
+batches, bf16, bf16-pure, int8, ``compile``, workers, ONNX).
+
+A cross-encoder re-tokenizes the texts it scores with its own tokenizer, so it can rerank the hits of
+any first stage (BM25, another bi-encoder, a hybrid) whatever that stage's tokenizer was.
+
+Truncation: a pair longer than ``max_seq_length`` keeps the query whole and cuts the document; only a
+query that leaves no room for the document is cut too. Either is said once per model (a warning).
+
+Example:
+    >>> ce = CrossEncoder.from_folder("models/my-reranker")  # doctest: +SKIP
+    >>> ce.rank("do statins reduce mortality", ["Statins lower ...", "Aspirin ..."], top_k=1)  # doctest: +SKIP
+    [{'corpus_id': 0, 'score': 0.93}]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedstack._extras import require
+
+torch = require("torch", "torch", "cross-encoders")
+
+from torch import nn  # noqa: E402
+
+from embedstack._threads import SMALL_BATCH  # noqa: E402
+from embedstack.errors import ConfigError, EmbedstackError, FormatError, InputError  # noqa: E402
+from embedstack.io import atomic_dir  # noqa: E402
+from embedstack.neural.config import BertConfig  # noqa: E402
+from embedstack.neural.runtime import TransformerRuntime, pad_types  # noqa: E402
+from embedstack.neural.tokenizer import WordPiece, pad_batch  # noqa: E402
+from embedstack.neural.transformer import BertModel, BertPooler, check_config_fits, has_pooler, load_weights  # noqa: E402
+
+__all__ = ["CrossEncoder", "ACTIVATIONS", "ScoreError"]
+
+# activation applied by predict(); the names sentence-transformers writes into its config
+ACTIVATIONS = {"sigmoid": "torch.nn.modules.activation.Sigmoid", "identity": "torch.nn.modules.linear.Identity",
+               "softmax": "torch.nn.modules.activation.Softmax", "tanh": "torch.nn.modules.activation.Tanh"}
+_ST_ACTIVATION_NAMES = {v.rsplit(".", 1)[-1].lower(): k for k, v in ACTIVATIONS.items()}
+
+
+class ScoreError(EmbedstackError, ValueError):
+    """A cross-encoder produced a non-finite score (the weights or the input are broken): not a ranking."""
+
+
+class CrossEncoder(TransformerRuntime):
+    """A BERT cross-encoder: ``score(query, document)`` from one forward pass over the pair.
+
+    Args:
+        model: The transformer; its pooler (dense + tanh on ``[CLS]``) feeds the classifier (created,
+            initialised as the identity, when the model has none).
+        tokenizer: Its WordPiece tokenizer.
+        num_labels: 1 (a relevance logit) or the number of classes.
+        classifier: The ``Linear(hidden, num_labels)`` head (new, N(0, 0.02) weights, when None).
+        activation: Applied by :meth:`predict`: ``sigmoid`` (default for one label), ``identity``
+            (default otherwise), ``softmax`` or ``tanh``.
+        labels: Class names (``id2label``), for ``num_labels > 1``.
+        max_seq_length: Longest pair in tokens (default: 512 or the model's limit).
+        backend, precision, num_threads, compile, workers: As
+            :class:`~embedstack.neural.sentence.SentenceEncoder` (the shared runtime).
+        name, source: A display name and where the model came from.
+
+    Example:
+        >>> from embedstack.neural.config import BertConfig
+        >>> from embedstack.neural.tokenizer import WordPiece
+        >>> tok = WordPiece.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"])
+        >>> cfg = BertConfig(vocab_size=7, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                  intermediate_size=16)
+        >>> ce = CrossEncoder(BertModel(cfg).init_weights(seed=0), tok)
+        >>> ce.predict([("a", "b"), ("b", "a b")]).shape
+        (2,)
+    """
+
+    token_types = True
+
+    def __init__(
+        self,
+        model: BertModel,
+        tokenizer: WordPiece,
+        *,
+        num_labels: int = 1,
+        classifier: nn.Linear | None = None,
+        activation: str | None = None,
+        labels: Sequence[str] | None = None,
+        max_seq_length: int | None = None,
+        backend: str = "torch",
+        precision: str = "fp32",
+        num_threads: int | None = None,
+        compile: bool = False,
+        workers: int = 1,
+        name: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int | np.integer) or int(num_labels) < 1:
+            raise ConfigError(f"num_labels must be an int >= 1 (1: a relevance score, 3: NLI). Got {num_labels!r}.")
+        hidden = model.config.hidden_size
+        if model.pooler is None:  # a bi-encoder or MLM checkpoint without BERT's pooler: start it as tanh(h_cls)
+            model.pooler = BertPooler(model.config)
+            identity_pooler(model.pooler)
+        if max_seq_length is None:
+            max_seq_length = min(512, model.config.max_position_embeddings)
+        self._init_runtime(model, tokenizer, max_seq_length=max_seq_length, backend=backend, precision=precision,
+                           num_threads=num_threads, compile=compile, workers=workers)
+        self.num_labels = int(num_labels)
+        if classifier is None:
+            classifier = nn.Linear(hidden, self.num_labels)
+            gen = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                classifier.weight.normal_(0.0, model.config.initializer_range, generator=gen)
+                classifier.bias.zero_()
+        if tuple(classifier.weight.shape) != (self.num_labels, hidden):
+            raise ConfigError(f"classifier has shape {tuple(classifier.weight.shape)}; expected ({self.num_labels}, "
+                              f"{hidden}) for num_labels={self.num_labels} and hidden size {hidden}.")
+        self.classifier = classifier.eval()
+        activation = activation or ("sigmoid" if self.num_labels == 1 else "identity")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"Unknown activation {activation!r}; use one of {list(ACTIVATIONS)}.")
+        self.activation = activation
+        self.labels = list(labels) if labels else [f"LABEL_{i}" for i in range(self.num_labels)]
+        if len(self.labels) != self.num_labels:
+            raise ConfigError(f"{len(self.labels)} label names for num_labels={self.num_labels}.")
+        self.name = name or "cross-encoder"
+        self.source = source
+        self.folder: Path | None = None
+
+    def __repr__(self) -> str:
+        return (f"CrossEncoder(name={self.name!r}, num_labels={self.num_labels}, activation={self.activation!r}, "
+                f"backend={self.backend!r}, precision={self.precision!r})")
+
+    # ---------------------------------------------------------------------------------------- inputs
+    def _tokenize_pairs(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        ids, types, cut, query_cut = self.tokenizer.encode_pairs(pairs, max_length=self.max_seq_length)
+        if cut:
+            what = "pair(s)" + (f" ({query_cut} with the query cut too)" if query_cut else
+                                " (the documents were cut; the queries kept whole)")
+            self._warn_truncated(cut, what)
+        return ids, types
+
+    def _head(self, tokens: Any) -> Any:
+        if isinstance(tokens, np.ndarray):
+            tokens = torch.from_numpy(tokens)
+        pooler = self.model.pooler
+        assert pooler is not None  # set in __init__
+        with torch.autocast("cpu", enabled=False):  # the head in fp32 whatever the transformer's precision
+            return self.classifier(pooler(tokens.float()))  # (B, num_labels): dense + tanh on [CLS], linear
+
+    def _activate(self, logits: np.ndarray) -> np.ndarray:
+        if self.activation == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-logits))
+        if self.activation == "tanh":
+            return np.tanh(logits)
+        if self.activation == "softmax":
+            z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            return z / z.sum(axis=-1, keepdims=True)
+        return logits
+
+    # ---------------------------------------------------------------------------------------- scoring
+    def predict(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32, activation: bool = True,
+                progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Scores of ``(query, document)`` pairs: ``(n,)`` for one label, ``(n, num_labels)`` otherwise.
+
+        Args:
+            pairs: ``(text_a, text_b)`` tuples (one tuple gives one score, as sentence-transformers).
+            batch_size: Pairs per forward pass (length-sorted: each batch pads to its own longest pair).
+            activation: Apply the model's activation (sigmoid for relevance); ``False`` gives raw logits.
+            progress: Called with the number of pairs finished after every batch.
+
+        Raises:
+            ScoreError: a score is NaN or infinite (never returned as a ranking).
+        """
+        single = isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(t, str) for t in pairs)
+        items: list[tuple[str, str]] = [pairs] if single else list(pairs)  # type: ignore[list-item]
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1. Got {batch_size}.")
+        out = np.empty((len(items), self.num_labels), dtype=np.float32)
+        if items:
+            ids, types = self._tokenize_pairs(items)
+            run = self._get_runner()
+            done = [0]
+
+            def one(sel: np.ndarray) -> None:
+                input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
+                tt = pad_types([types[i] for i in sel], input_ids.shape[1])
+                out[sel] = self._head(run(input_ids, mask, tt)).numpy()
+
+            def on_batch(k: int) -> None:
+                done[0] += k
+                if progress is not None:
+                    progress(done[0])
+
+            lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+            with torch.inference_mode(), self._threads(len(items) <= SMALL_BATCH):
+                self._run_batches(lengths, int(batch_size), one, on_batch)
+            bad = ~np.isfinite(out).all(axis=1)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ScoreError(f"the cross-encoder gave a non-finite score for {int(bad.sum())} of {len(items)} "
+                                 f"pair(s), e.g. pair {i} ({items[i][0]!r:.40}, {items[i][1]!r:.40}); the model "
+                                 "weights are broken (NaN) or the precision overflowed: try precision='fp32'.")
+        scores = self._activate(out) if activation else out
+        if self.num_labels == 1:
+            scores = scores[:, 0]
+        return scores[0] if single else scores
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The :class:`~embedstack.base.Reranker` protocol: ``predict(pairs)`` (one relevance score per pair)."""
+        if self.num_labels != 1:
+            raise ConfigError(f"{self.name} has {self.num_labels} labels ({', '.join(self.labels)}): it classifies "
+                              "pairs; reranking needs a one-label relevance model.")
+        return np.asarray(self.predict(list(pairs)), dtype=np.float32)
+
+    def rank(self, query: str, documents: Sequence[str], *, top_k: int | None = None,
+             return_documents: bool = False, batch_size: int = 32) -> list[dict[str, Any]]:
+        """``documents`` sorted by score for ``query``: ``[{"corpus_id", "score"[, "text"]}]``, best first.
+
+        An empty ``documents`` gives ``[]``; ``top_k`` keeps the best ``top_k``.
+        """
+        if not isinstance(query, str):
+            raise InputError(f"rank() takes one query string; got {type(query).__name__}.")
+        if isinstance(documents, str):
+            raise InputError("rank() takes a list of documents, not a single string; wrap it: [document].")
+        if top_k is not None and (isinstance(top_k, bool) or int(top_k) < 1):
+            raise ConfigError(f"top_k must be >= 1 (or None for all). Got {top_k!r}.")
+        docs = list(documents)
+        if not docs:
+            return []
+        self.score([])  # a classifier (num_labels > 1) does not rank: say so before any work
+        scores = np.asarray(self.predict([(query, d) for d in docs], batch_size=batch_size), dtype=np.float32)
+        order = np.argsort(-scores, kind="stable")[: top_k or len(docs)]
+        return [{"corpus_id": int(i), "score": float(scores[i]), **({"text": docs[i]} if return_documents else {})}
+                for i in order]
+
+    # ---------------------------------------------------------------------------------------- training
+    def forward_pairs(self, ids: Sequence[np.ndarray], types: Sequence[np.ndarray], *, model: Any = None,
+                      min_rows: int = 8) -> Any:
+        """Logits ``(n, num_labels)`` of tokenized pairs **with autograd** (training), rows in input order.
+
+        Pairs run as length pieces (:func:`~embedstack.neural.sentence.length_pieces`), each padded to its
+        own longest pair; ``model`` runs instead of ``self.model`` (a bf16 working copy, say).
+        """
+        from embedstack.neural.sentence import length_pieces
+
+        net = self.model if model is None else model
+        n = len(ids)
+        if n == 0:
+            return torch.zeros((0, self.num_labels))
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        order = np.argsort(lengths, kind="stable")
+        outs = []
+        for a, b in length_pieces(lengths[order], min_rows=min_rows):
+            sel = order[a:b]
+            input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
+            tt = pad_types([types[i] for i in sel], input_ids.shape[1])
+            tokens = net(torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(tt))
+            outs.append(self._head(tokens))
+        logits = torch.cat(outs) if len(outs) > 1 else outs[0]
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.arange(n)
+        return logits[torch.from_numpy(inverse)]
+
+    def parameters(self) -> list[Any]:
+        """Every trainable tensor: the transformer (pooler included) and the classifier."""
+        return [*self.model.parameters(), *self.classifier.parameters()]
+
+    def train(self, mode: bool = True) -> CrossEncoder:
+        self.model.train(mode)
+        self.classifier.train(mode)
+        return self
+
+    def eval(self) -> CrossEncoder:
+        return self.train(False)
+
+    def with_options(self, **options: Any) -> CrossEncoder:
+        """A new cross-encoder sharing the weights, with other backend/precision/... options."""
+        current: dict[str, Any] = dict(num_labels=self.num_labels, classifier=self.classifier,
+                                       activation=self.activation, labels=self.labels, name=self.name,
+                                       source=self.source, **self.runtime_options())
+        unknown = set(options) - set(current)
+        if unknown:
+            raise ConfigError(f"Unknown CrossEncoder option(s) {sorted(unknown)}; known: {sorted(current)}.")
+        current.update(options)
+        ce = CrossEncoder(self.model, self.tokenizer, **current)
+        ce.folder = self.folder
+        return ce
+
+    # ----------------------------------------------------------------------------------- persistence
+    @classmethod
+    def from_pretrained_encoder(cls, path: str | os.PathLike[str], *, num_labels: int = 1, pooler: str = "identity",
+                                seed: int = 0, **options: Any) -> CrossEncoder:
+        """A new cross-encoder from a BERT or bi-encoder folder (all-MiniLM-L6-v2 ...): the transformer's
+        weights, a fresh classifier, and BERT's pooler set by ``pooler``:
+
+        * ``identity`` (default): dense = identity, bias 0, so the head first sees ``tanh(h_cls)``.
+          all-MiniLM-L6-v2's pooler was never trained (bias all zero, weight std 0.009): kept, it
+          shrinks ``[CLS]`` about 100-fold and the new head learns from tiny inputs;
+        * ``keep``: the checkpoint's pooler as it is; ``random``: N(0, 0.02).
+        """
+        if pooler not in ("identity", "keep", "random"):
+            raise ConfigError(f"pooler must be 'identity', 'keep' or 'random'. Got {pooler!r}.")
+        folder = _transformer_dir(Path(path))
+        config = BertConfig.from_json_file(folder / "config.json")
+        weights = folder / "model.safetensors"
+        check_config_fits(config, weights)
+        keep = pooler == "keep" and has_pooler(weights)
+        model = load_weights(BertModel(config, add_pooler=keep), weights)
+        if model.pooler is None:
+            model.pooler = BertPooler(config)
+        if pooler == "identity":
+            identity_pooler(model.pooler)
+        elif pooler == "random":
+            gen = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                model.pooler.dense.weight.normal_(0.0, config.initializer_range, generator=gen)
+                model.pooler.dense.bias.zero_()
+        classifier = nn.Linear(config.hidden_size, int(num_labels))
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            classifier.weight.normal_(0.0, config.initializer_range, generator=gen)
+            classifier.bias.zero_()
+        options.setdefault("name", Path(path).name)
+        return cls(model, WordPiece.from_file(folder), num_labels=int(num_labels), classifier=classifier,
+                   source=str(path), **options)
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike[str], **options: Any) -> CrossEncoder:
+        """Load a sentence-transformers CrossEncoder / Hugging Face ``BertForSequenceClassification`` folder.
+
+        ``options`` override what the folder says (``activation``, ``max_seq_length``, ``backend`` ...).
+        Folders saved by embedstack are checked against their ``embedstack.json`` checksums unless
+        ``verify=False`` or ``EMBEDSTACK_VERIFY=0``.
+        """
+        from safetensors import safe_open
+
+        from embedstack.io import verify_files
+        from embedstack.neural.sentence import _read_json_opt
+
+        root = Path(path)
+        verify = options.pop("verify", None)
+        if not root.is_dir():
+            raise FormatError(f"Model folder {root} does not exist.")
+        verify_files(root, _read_json_opt(root / "embedstack.json"), verify=verify)
+        folder = _transformer_dir(root)
+        raw = _read_json_opt(folder / "config.json")
+        config = BertConfig.from_json_file(folder / "config.json")
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise FormatError(f"Missing weights file {weights}: the folder has config.json but no model.safetensors.")
+        check_config_fits(config, weights)
+        try:
+            with safe_open(str(weights), framework="pt") as fh:
+                keys = set(fh.keys())
+                head = {k: fh.get_tensor(k) for k in ("classifier.weight", "classifier.bias") if k in keys}
+        except Exception as exc:  # safetensors raises its own error types for damaged files
+            raise FormatError(f"Cannot read {weights} as safetensors ({exc}); re-save or re-download it.") from None
+        if len(head) != 2:
+            raise FormatError(f"{weights} has no classifier head (classifier.weight / classifier.bias): it is not a "
+                              "cross-encoder. Start one from it with CrossEncoder.from_pretrained_encoder(...) or "
+                              "`embedstack train cross-encoder --model ...`.")
+        num_labels = int(head["classifier.weight"].shape[0])
+        id2label = raw["id2label"] if isinstance(raw.get("id2label"), dict) else {}
+        labels = [str(id2label.get(str(i), f"LABEL_{i}")) for i in range(num_labels)]
+        model = load_weights(BertModel(config, add_pooler=has_pooler(weights)), weights)
+        classifier = nn.Linear(config.hidden_size, num_labels)
+        if tuple(head["classifier.weight"].shape) != (num_labels, config.hidden_size):
+            raise FormatError(f"{weights}: classifier.weight has shape {tuple(head['classifier.weight'].shape)}; "
+                              f"config.json implies hidden size {config.hidden_size}.")
+        with torch.no_grad():
+            classifier.weight.copy_(head["classifier.weight"].float())
+            classifier.bias.copy_(head["classifier.bias"].float())
+        st = _read_json_opt(root / "config_sentence_transformers.json")
+        act_name = st.get("activation_fn") or raw.get("sbert_ce_default_activation_function")
+        activation = None
+        if isinstance(act_name, str) and act_name:
+            activation = _ST_ACTIVATION_NAMES.get(act_name.rsplit(".", 1)[-1].lower())
+            if activation is None and "activation" not in options:
+                raise FormatError(f"{root}: activation {act_name!r} is not supported (supported: "
+                                  f"{', '.join(ACTIVATIONS)}); pass activation=... to override.")
+        st_cfg = _read_json_opt(folder / "sentence_bert_config.json")
+        tok_cfg = _read_json_opt(folder / "tokenizer_config.json")
+        max_len = st_cfg.get("max_seq_length") or tok_cfg.get("model_max_length") or 512
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 4:
+            max_len = 512
+        ours = _read_json_opt(root / "embedstack.json")
+        kwargs: dict[str, Any] = {"num_labels": num_labels, "classifier": classifier, "activation": activation,
+                                  "labels": labels, "max_seq_length": min(max_len, config.max_position_embeddings),
+                                  "name": ours.get("name") if isinstance(ours.get("name"), str) else root.name,
+                                  "source": str(root)}
+        kwargs.update(options)
+        ce = cls(model, WordPiece.from_file(folder), **kwargs)
+        ce.folder = root
+        return ce
+
+    def save(self, path: str | os.PathLike[str], *, force: bool = False,
+             extra: Callable[[Path], None] | None = None) -> Path:
+        """Write a folder that sentence-transformers' ``CrossEncoder`` and Hugging Face
+        ``AutoModelForSequenceClassification`` load (and :meth:`from_folder`), atomically.
+
+        ``extra`` is called with the temporary folder to add files of its own before the swap.
+        """
+        from safetensors.torch import save_file
+
+        from embedstack.io import SENTENCE_MODEL, file_checksums
+        from embedstack.neural.sentence import _version
+
+        # the same kind as a bi-encoder folder: both are sentence-transformers models (embedstack.json marker)
+        with atomic_dir(path, kind=SENTENCE_MODEL, force=force) as tmp:
+            cfg = self.model.config.to_dict()
+            cfg["architectures"] = ["BertForSequenceClassification"]
+            cfg["id2label"] = {str(i): name for i, name in enumerate(self.labels)}
+            cfg["label2id"] = {name: i for i, name in enumerate(self.labels)}
+            cfg["sbert_ce_default_activation_function"] = ACTIVATIONS[self.activation]  # sentence-transformers < 4
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+            tensors = {f"bert.{k}": v.detach().float().contiguous().cpu() for k, v in self.model.state_dict().items()}
+            tensors.update({f"classifier.{k}": v.detach().float().contiguous().cpu()
+                            for k, v in self.classifier.state_dict().items()})
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            self.tokenizer.save(tmp, model_max_length=self.max_seq_length)
+            st = {"activation_fn": ACTIVATIONS[self.activation], "model_type": "CrossEncoder",
+                  "__version__": {"embedstack": _version()}}
+            (tmp / "config_sentence_transformers.json").write_text(json.dumps(st, indent=2), encoding="utf-8")
+            if extra is not None:
+                extra(tmp)
+            ours = {"name": self.name, "kind": "cross-encoder", "max_seq_length": self.max_seq_length,
+                    "format_version": 1, "files": file_checksums(tmp, exclude=("embedstack.json",))}
+            (tmp / "embedstack.json").write_text(json.dumps(ours, indent=2), encoding="utf-8")
+        self.folder = Path(path)
+        return Path(path)
+
+
+def identity_pooler(pooler: BertPooler) -> BertPooler:
+    """Set BERT's pooler to dense = identity, bias 0 (it then gives ``tanh(h_cls)``)."""
+    with torch.no_grad():
+        pooler.dense.weight.copy_(torch.eye(pooler.dense.weight.shape[0]))
+        pooler.dense.bias.zero_()
+    return pooler
+
+
+def _transformer_dir(folder: Path) -> Path:
+    """Where config.json and the weights are: the folder itself, or its Transformer module's sub-folder."""
+    from embedstack.neural.sentence import _read_modules
+
+    if (folder / "config.json").is_file():
+        return folder
+    for entry in _read_modules(folder):
+        if str(entry.get("type", "")).endswith("Transformer"):
+            return folder / entry.get("path", "")
+    raise FormatError(f"{folder} holds no config.json: not a BERT / cross-encoder model folder.")

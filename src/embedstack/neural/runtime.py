@@ -1,0 +1,278 @@
+"""The one CPU fast path of every transformer model here: bi-encoders, cross-encoders and what builds on them.
+
+:class:`TransformerRuntime` owns how a BERT runs on a CPU: the backend (torch or onnxruntime), the
+precision (fp32, bf16 autocast, a bf16-pure copy, int8), ``torch.compile``, intra-op threads, worker
+threads over batches, length-sorted batches padded only to their own longest row, feed-forward slices
+that stay under an activation budget, and the one-warning truncation notice. A model class
+(:class:`~embedstack.neural.sentence.SentenceEncoder`,
+:class:`~embedstack.neural.cross_encoder.CrossEncoder`) subclasses it and adds only its head (pooling
+and normalisation, or a classifier) and its inputs (one text, or a pair with token types).
+
+Example:
+    >>> import numpy as np
+    >>> TransformerRuntime.batches(np.array([3, 9, 5, 1]), 2)  # longest first
+    [array([1, 2]), array([0, 3])]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from embedstack._extras import require
+
+torch = require("torch", "torch", "transformer models")
+
+from embedstack._validation import check_int  # noqa: E402
+from embedstack.errors import ConfigError, EmbedstackError  # noqa: E402
+from embedstack.neural.tokenizer import WordPiece  # noqa: E402
+from embedstack.neural.transformer import BertModel  # noqa: E402
+
+__all__ = ["TransformerRuntime", "BACKENDS", "PRECISIONS", "cpu_has_bf16"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
+# The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
+# serves large blocks with fresh mmap'd pages, so a 32 x 256-token batch of MiniLM page-faulted 0.4-1.3M
+# times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
+# the same vectors, 13% less time in fp32 and about 30% less in bf16 on SciFact abstracts.
+_MAX_ACTIVATION_BYTES = 8 * 2**20
+
+Runner = Callable[..., Any]  # (input_ids, attention_mask[, token_type_ids]) -> token states (B, T, C) float32
+
+
+class TransformerRuntime:
+    """Backend, precision, threads, workers and batching of one BERT (see the module docstring).
+
+    Subclasses call :meth:`_init_runtime` from their ``__init__`` and run batches with
+    :meth:`_run_batches`, each batch through :meth:`_get_runner`.
+    """
+
+    token_types: bool = False  # the model reads token_type_ids (sentence pairs); the ONNX graph takes them too
+    model: BertModel
+    tokenizer: WordPiece
+    max_seq_length: int
+    backend: str
+    precision: str
+    num_threads: int | None
+    compile: bool
+    workers: int
+    name: str
+    source: str | None
+
+    def _init_runtime(self, model: BertModel, tokenizer: WordPiece, *, max_seq_length: int, backend: str,
+                      precision: str, num_threads: int | None, compile: bool, workers: int) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        limit = model.config.max_position_embeddings
+        if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int | np.integer) \
+                or not 2 <= int(max_seq_length) <= limit:
+            raise ConfigError(f"max_seq_length must be an int in [2, {limit}]. Got {max_seq_length!r}.")
+        self.max_seq_length = int(max_seq_length)
+        if backend not in BACKENDS:
+            raise ConfigError(f"Unknown backend {backend!r}; use one of {list(BACKENDS)}.")
+        if precision not in PRECISIONS[backend]:
+            raise ConfigError(f"Backend {backend!r} supports precision {list(PRECISIONS[backend])}; got {precision!r}.")
+        num_threads = check_int(self, "num_threads", num_threads, low=1, allow_none=True)
+        workers = check_int(self, "workers", workers, low=1)
+        if precision.startswith("bf16") and not cpu_has_bf16():
+            log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but slower than fp32.")
+        self.backend = backend
+        self.precision = precision
+        self.num_threads = num_threads
+        if compile and backend != "torch":
+            raise ConfigError("compile=True applies to backend='torch' (onnxruntime optimises its own graph).")
+        self.compile = bool(compile)
+        if workers > 1 and backend != "torch":
+            raise ConfigError("workers > 1 applies to backend='torch' (onnxruntime threads itself).")
+        if workers > 1 and compile:
+            raise ConfigError("compile=True cannot be combined with workers > 1 (graphs compiled from two threads "
+                              "at once can deadlock); use one or the other.")
+        self.workers = workers
+        self._runner: Runner | None = None
+        self._warned_truncation = False
+
+    def reset_runner(self) -> None:
+        """Forget the built runner (after the weights changed: a bf16 or int8 copy holds the old ones)."""
+        self._runner = None
+
+    # -------------------------------------------------------------------------------------- backends
+    def _get_runner(self) -> Runner:
+        """``run(input_ids, attention_mask, token_type_ids=None)`` → token states, a float32 tensor (B, T, C)."""
+        if self._runner is None:
+            if self.backend == "onnx":
+                from embedstack.neural.onnx import onnx_runner
+
+                self._runner = onnx_runner(self, precision=self.precision)
+            else:
+                self._runner = self._torch_runner()
+        return self._runner
+
+    def _torch_runner(self) -> Runner:
+        model = self.model
+        if self.precision == "int8":
+            from embedstack.neural.quantize import quantize_torch_dynamic
+
+            model = quantize_torch_dynamic(model)
+        elif self.precision == "bf16-pure":  # a copy: models made by with_options share self.model
+            model = copy.deepcopy(model).to(torch.bfloat16)
+        forward = _compiled(model) if self.compile and self.precision != "int8" else model
+        compiled = forward is not model
+        act_bytes = 2 if self.precision.startswith("bf16") else 4
+        max_tokens = max(1, _MAX_ACTIVATION_BYTES // (model.config.intermediate_size * act_bytes))
+
+        def piece(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> Any:
+            # eager: a batch without padding takes the unmasked attention kernel; compiled: always the
+            # mask, so one graph serves every batch of 2+ texts (no recompilation in the middle of a run)
+            m = None if mask.all() and not compiled else torch.from_numpy(mask)
+            t = None if types is None else torch.from_numpy(types)
+            return forward(torch.from_numpy(ids), m, t).float()  # heads in fp32 (a no-op for fp32)
+
+        def run(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None) -> Any:
+            # Long batches run as equal row slices whose feed-forward activations stay under
+            # _MAX_ACTIVATION_BYTES: same outputs, and no fresh mmap'd pages on every layer.
+            n, t = ids.shape
+            pieces = -(-n // max(1, max_tokens // t))
+            if pieces <= 1:
+                return piece(ids, mask, types)
+            bounds = [n * k // pieces for k in range(pieces + 1)]  # sizes differ by one at most
+            return torch.cat([piece(ids[a:b], mask[a:b], None if types is None else types[a:b])
+                              for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+        return run
+
+    def _autocast(self) -> Any:
+        """One autocast region (bf16 weight copies are cached inside it); autocast state is per thread."""
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
+                else contextlib.nullcontext())
+
+    @contextlib.contextmanager
+    def _threads(self, small: bool = False) -> Iterator[None]:
+        """Intra-op threads and, for ``bf16``, the autocast region (workers split the threads themselves).
+
+        ``small`` work (a query or a few) runs on the calling thread unless ``num_threads`` is set: its
+        matrices are too small to gain from more threads, and on a busy machine (or next to BLAS and
+        numba pools) torch's OpenMP barriers made one MiniLM query 3-4x slower with 2 threads than with 1.
+        """
+        if self.backend == "onnx":  # onnxruntime gets its threads at session creation
+            yield
+            return
+        before = torch.get_num_threads()
+        total = self.num_threads if self.num_threads is not None else (1 if small else before)
+        if total != before:
+            torch.set_num_threads(total)
+        try:
+            with self._autocast():
+                yield
+        finally:
+            if total != before:
+                torch.set_num_threads(before)
+
+    def _warn_truncated(self, count: int, what: str = "text(s)", option: str = "max_seq_length=512",
+                        stacklevel: int = 5) -> None:
+        """One warning per model when inputs were cut to ``max_seq_length``."""
+        if count and not self._warned_truncation:
+            self._warned_truncation = True
+            warnings.warn(
+                f"{count} {what} longer than max_seq_length={self.max_seq_length} tokens were truncated "
+                f"(warned once per model; to keep more, raise the model option, e.g. MODEL@{option}).",
+                UserWarning, stacklevel=stacklevel,
+            )
+
+    # -------------------------------------------------------------------------------------- batching
+    @staticmethod
+    def batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+        """Row indices in batches of ``batch_size``, longest rows first (memory peaks early, padding is small)."""
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def _run_batches(self, lengths: np.ndarray, batch_size: int, one: Callable[[np.ndarray], None],
+                     on_batch: Callable[[int], None] | None = None) -> None:
+        """Call ``one(rows)`` for each length-sorted batch, on ``workers`` threads when asked.
+
+        Called inside :meth:`_threads` and ``torch.inference_mode``: each worker gets
+        ``num_threads // workers`` intra-op threads and its own inference mode and autocast region.
+        ``on_batch(n)`` follows every batch, in order, with its number of rows.
+        """
+        batches = self.batches(lengths, batch_size)
+        workers = min(self.workers, len(batches))
+        if workers <= 1:  # one batch (or one worker): all the threads inside each op
+            for sel in batches:
+                one(sel)
+                if on_batch is not None:
+                    on_batch(len(sel))
+            return
+        total = torch.get_num_threads()  # set by _threads() in the calling thread
+        per_worker = max(1, total // workers)
+
+        def in_worker(sel: np.ndarray) -> None:  # inference mode, autocast and OpenMP threads are per thread
+            if torch.get_num_threads() != per_worker:
+                torch.set_num_threads(per_worker)
+            with torch.inference_mode(), self._autocast():
+                one(sel)
+
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="embedstack-encode") as pool:
+                # in order; re-raises the first worker error here
+                for sel, _ in zip(batches, pool.map(in_worker, batches), strict=True):
+                    if on_batch is not None:
+                        on_batch(len(sel))
+        finally:
+            if torch.get_num_threads() != total:  # in case the thread setting is process-wide in this build
+                torch.set_num_threads(total)
+
+    def runtime_options(self) -> dict[str, Any]:
+        """The runtime options as keyword arguments (for ``with_options``)."""
+        return {"max_seq_length": self.max_seq_length, "backend": self.backend, "precision": self.precision,
+                "num_threads": self.num_threads, "compile": self.compile, "workers": self.workers}
+
+
+def _compiled(model: BertModel) -> Callable[..., Any]:
+    """``torch.compile`` of ``model`` with frozen weights; falls back to eager (one warning) on failure."""
+    import torch._dynamo.config as dynamo_config
+
+    # one graph per (batch of 1 or more) x (fp32 or bf16 autocast) (the runner always passes the mask); the default
+    # limit of 8 per function is reached when several compiled encoders share a process
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 32)
+    compiled = torch.compile(model, dynamic=True, options={"freezing": True})
+    state = {"fn": compiled}
+
+    def forward(ids: Any, mask: Any, types: Any = None) -> Any:
+        try:
+            return state["fn"](ids, mask, types)
+        except EmbedstackError:  # our own input errors (e.g. too many tokens) are not compilation failures
+            raise
+        except Exception as exc:  # noqa: BLE001 - inductor needs a C++ toolchain; eager gives the same outputs
+            if state["fn"] is model:
+                raise
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); running eagerly.",
+                          RuntimeWarning, stacklevel=2)
+            state["fn"] = model
+            return model(ids, mask, types)
+
+    return forward
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN reports bf16 support on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # private helper; absent in some builds
+        return False
+
+
+def pad_types(types: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """Right-pad token-type arrays with 0 to ``width`` columns: int64 (B, width)."""
+    out = np.zeros((len(types), width), dtype=np.int64)
+    for i, t in enumerate(types):
+        out[i, : len(t)] = t
+    return out

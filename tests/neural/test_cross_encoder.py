@@ -1,0 +1,167 @@
+"""CrossEncoder: pair scoring, ranking, truncation, the shared fast paths, and folders both ways."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedstack.errors import ConfigError, FormatError, InputError
+
+PAIRS = [("the cat sat", "a cat sat on the mat"), ("a dog ran", "the quick brown fox jumps over the lazy dog"),
+         ("red house", "a big red house"), ("man", "a man is playing a guitar ."), ("tree", "tree")]
+
+
+@pytest.fixture
+def tiny_ce(tiny_tokenizer, tiny_config):
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.transformer import BertModel
+
+    return CrossEncoder(BertModel(tiny_config, add_pooler=True).init_weights(seed=0), tiny_tokenizer, max_seq_length=32)
+
+
+def test_predict_rank_and_score_shapes(tiny_ce) -> None:
+    scores = tiny_ce.predict(PAIRS)
+    assert scores.shape == (5,) and scores.dtype == np.float32
+    assert ((scores > 0) & (scores < 1)).all()  # sigmoid
+    logits = tiny_ce.predict(PAIRS, activation=False)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), scores, rtol=1e-5)
+    assert np.isscalar(tiny_ce.predict(PAIRS[0])) or tiny_ce.predict(PAIRS[0]).shape == ()
+    assert tiny_ce.predict([]).shape == (0,)
+    np.testing.assert_allclose(tiny_ce.score(PAIRS), scores)
+    # batch size and order do not change a pair's score (length-sorted batches, padding masked)
+    np.testing.assert_allclose(tiny_ce.predict(PAIRS[::-1], batch_size=2)[::-1], scores, atol=1e-6)
+    docs = [d for _, d in PAIRS]
+    ranked = tiny_ce.rank("the cat", docs, top_k=3, return_documents=True)
+    want = tiny_ce.predict([("the cat", d) for d in docs])
+    assert [r["corpus_id"] for r in ranked] == list(np.argsort(-want, kind="stable")[:3])
+    assert ranked[0]["text"] == docs[ranked[0]["corpus_id"]] and ranked[0]["score"] >= ranked[1]["score"]
+    assert tiny_ce.rank("the cat", []) == []
+
+
+def test_bad_input_is_a_clear_error(tiny_ce, tiny_tokenizer, tiny_config) -> None:
+    from embedstack.neural.cross_encoder import CrossEncoder, ScoreError
+    from embedstack.neural.transformer import BertModel
+
+    with pytest.raises(InputError, match="Pairs must be"):
+        tiny_ce.predict([("only one",)])
+    with pytest.raises(InputError, match="list of documents"):
+        tiny_ce.rank("q", "one document")
+    with pytest.raises(ConfigError, match="top_k"):
+        tiny_ce.rank("q", ["d"], top_k=0)
+    nli = CrossEncoder(BertModel(tiny_config).init_weights(seed=0), tiny_tokenizer, num_labels=3,
+                       labels=["entailment", "neutral", "contradiction"])
+    assert nli.predict(PAIRS).shape == (5, 3) and nli.activation == "identity"
+    with pytest.raises(ConfigError, match="classifies"):
+        nli.rank("q", ["d"])
+    broken = tiny_ce.with_options()
+    with __import__("torch").no_grad():
+        broken.classifier.weight.fill_(float("nan"))
+    with pytest.raises(ScoreError, match="non-finite"):
+        broken.predict(PAIRS)
+
+
+def test_truncation_keeps_the_query_and_warns_once(tiny_tokenizer, tiny_config) -> None:
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.transformer import BertModel
+
+    ce = CrossEncoder(BertModel(tiny_config).init_weights(seed=0), tiny_tokenizer, max_seq_length=10)
+    ids, types, cut, query_cut = tiny_tokenizer.encode_pairs([("the big red", "a " * 30 + "tree")], max_length=10)
+    assert len(ids[0]) == 10 and cut == 1 and query_cut == 0
+    assert ids[0][:5].tolist() == [tiny_tokenizer.cls_id, *tiny_tokenizer.tokenizer.encode(
+        "the big red", add_special_tokens=False).ids, tiny_tokenizer.sep_id]  # the query whole
+    assert types[0].tolist() == [0] * 5 + [1] * 5
+    _, _, cut, query_cut = tiny_tokenizer.encode_pairs([("the " * 20, "tree")], max_length=10)
+    assert cut == 1 and query_cut == 1  # a query with no room left is cut too
+    with pytest.warns(UserWarning, match="queries kept whole") as record:
+        ce.predict([("the big red", "a " * 30 + "tree")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ce.predict([("the big red", "a " * 30 + "tree")])  # once per model
+    assert len(record) == 1
+
+
+def test_fast_paths_give_the_same_scores(tiny_ce) -> None:
+    ref = tiny_ce.predict(PAIRS, activation=False)
+    np.testing.assert_allclose(tiny_ce.with_options(workers=2, num_threads=2).predict(PAIRS, activation=False, batch_size=2),
+                               ref, atol=1e-5)
+    np.testing.assert_allclose(tiny_ce.with_options(precision="bf16").predict(PAIRS, activation=False), ref, atol=0.05)
+    np.testing.assert_allclose(tiny_ce.with_options(precision="bf16-pure").predict(PAIRS, activation=False), ref, atol=0.05)
+    assert tiny_ce.with_options(precision="int8").predict(PAIRS).shape == (5,)
+
+
+def test_onnx_backend_reads_token_types(tiny_ce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    ref = tiny_ce.predict(PAIRS, activation=False)
+    np.testing.assert_allclose(tiny_ce.with_options(backend="onnx").predict(PAIRS, activation=False), ref, atol=1e-4)
+
+
+def test_forward_pairs_matches_predict_and_has_gradients(tiny_ce) -> None:
+    ids, types = tiny_ce._tokenize_pairs(PAIRS)
+    tiny_ce.eval()
+    logits = tiny_ce.forward_pairs(ids, types, min_rows=2)
+    np.testing.assert_allclose(logits.detach().numpy()[:, 0], tiny_ce.predict(PAIRS, activation=False), atol=1e-5)
+    logits.sum().backward()
+    assert tiny_ce.classifier.weight.grad is not None and tiny_ce.model.pooler.dense.weight.grad is not None
+
+
+def test_save_load_round_trip_and_dispatch(tiny_ce, tmp_path: Path) -> None:
+    import embedstack
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.sentence import SentenceEncoder
+    from embedstack.neural.specs import is_cross_encoder
+
+    folder = tiny_ce.save(tmp_path / "ce")
+    assert is_cross_encoder(folder)
+    back = CrossEncoder.from_folder(folder)
+    np.testing.assert_allclose(back.predict(PAIRS), tiny_ce.predict(PAIRS), atol=1e-6)
+    assert back.max_seq_length == 32 and back.activation == "sigmoid"
+    loaded = embedstack.load(str(folder))
+    assert isinstance(loaded, CrossEncoder)
+    with pytest.raises(ConfigError, match="bi-encoders only"):
+        embedstack.load(f"{folder}@pooling=cls")
+    with pytest.raises(FormatError, match="cross-encoder"):
+        SentenceEncoder.from_folder(folder)
+
+
+def test_a_bi_encoder_folder_is_not_a_cross_encoder(tiny_encoder, tmp_path: Path) -> None:
+    from embedstack.neural.cross_encoder import CrossEncoder
+
+    folder = tiny_encoder.save(tmp_path / "bi")
+    with pytest.raises(FormatError, match="from_pretrained_encoder"):
+        CrossEncoder.from_folder(folder)
+    ce = CrossEncoder.from_pretrained_encoder(folder, seed=0)
+    np.testing.assert_allclose(ce.model.pooler.dense.weight.detach().numpy(), np.eye(16), atol=0)
+    assert ce.predict(PAIRS).shape == (5,)
+
+
+def test_hugging_face_and_sentence_transformers_load_our_folder_and_we_load_theirs(tiny_ce, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    st = pytest.importorskip("sentence_transformers")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from embedstack.neural.cross_encoder import CrossEncoder
+
+    with torch.no_grad():  # a head that is not all near zero, so the comparison means something
+        tiny_ce.classifier.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+    ours = tiny_ce.predict(PAIRS)
+    folder = tiny_ce.save(tmp_path / "ours")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    batch = tok([q for q, _ in PAIRS], [d for _, d in PAIRS], padding=True, truncation="only_second",
+                max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        hf_logits = hf(**batch).logits[:, 0].numpy()
+    np.testing.assert_allclose(tiny_ce.predict(PAIRS, activation=False), hf_logits, atol=1e-5)
+    theirs = st.CrossEncoder(str(folder), device="cpu")
+    np.testing.assert_allclose(theirs.predict(PAIRS), ours, atol=1e-5)
+    # and back: their save, our load
+    theirs.save(str(tmp_path / "theirs"))
+    again = CrossEncoder.from_folder(tmp_path / "theirs")
+    np.testing.assert_allclose(again.predict(PAIRS), ours, atol=1e-5)
+    assert again.activation == "sigmoid"
