@@ -68,3 +68,24 @@ def test_recipe_list_json() -> None:
     assert "minilm-stsb-cosent" in names and "minilm-scifact" in names
     bad = CliRunner().invoke(app, ["recipe", "minilm-stbs-cosent"])
     assert bad.exit_code == 2 and "minilm-stsb-cosent" in bad.output
+
+
+def test_train_cross_encoder_from_a_bi_encoder_with_bm25_negatives(model_dir: Path, data_file: Path,
+                                                                   tmp_path: Path) -> None:
+    from embedstack.neural.cross_encoder import CrossEncoder
+
+    for loss in ("listwise", "bce"):
+        res = CliRunner().invoke(app, ["train", "cross-encoder", "--model", str(model_dir), "--data", str(data_file),
+                                       "--columns", "question=anchor,answer=positive", "--out", str(tmp_path / loss),
+                                       "--loss", loss, "--hard-negatives", "bm25", "--num-negatives", "2",
+                                       "--range-max", "10", "--max-steps", "2", "--batch-size", "4",
+                                       "--head-lr-scale", "10", "--precision", "fp32", "--json"])
+        assert res.exit_code == 0, res.output
+        info = json.loads(res.stdout)
+        assert info["steps"] == 2 and info["mining"]["rows_out"] > 0
+        ce = CrossEncoder.from_folder(tmp_path / loss)
+        assert ce.predict([("the cat", "the cat sat")]).shape == (1,)
+    res = CliRunner().invoke(app, ["train", "cross-encoder", "--model", str(model_dir), "--data", str(data_file),
+                                   "--columns", "question=anchor,answer=positive", "--out", str(tmp_path / "x"),
+                                   "--loss", "mnrl"])
+    assert res.exit_code == 2 and "cross-encoder --loss 'mnrl'" in res.output

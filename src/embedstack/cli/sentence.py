@@ -160,6 +160,75 @@ def train_sentence_command(
     _report(result, out, time.perf_counter() - t0, json_out, quiet, f"trained {out}")
 
 
+def train_cross_encoder_command(
+    data: str = typer.Option(..., "--data", "-d", help="Training data: a JSONL/CSV/TSV file or a named set: "
+                             "(anchor, positive, label) pairs for bce, (anchor, positive, score) for regression, "
+                             "(anchor, positive) pairs with --hard-negatives for listwise or bce."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the cross-encoder (loads in sentence-transformers' "
+                             "CrossEncoder and Hugging Face AutoModelForSequenceClassification)."),
+    model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="A cross-encoder to continue, or a "
+                              "bi-encoder / BERT to start one from (fresh classifier)."),
+    loss: str = typer.Option("listwise", "--loss", help="bce, listwise (one positive against its negatives) or "
+                             "regression."),
+    hard_negatives: str | None = typer.Option(None, "--hard-negatives", help="Mine negatives first: bm25, dense, both."),
+    num_negatives: int = typer.Option(4, "--num-negatives", help="Mined negatives per positive."),
+    range_min: int = typer.Option(0, "--range-min", help="Skip the first N ranked candidates when mining."),
+    range_max: int = typer.Option(50, "--range-max", help="Mine among the first N ranked candidates."),
+    sampling: str = typer.Option("random", "--sampling", help="top or random among the kept candidates."),
+    eval_spec: str | None = typer.Option(None, "--eval", help="Evaluate during training, e.g. "
+                                         "rerank:scifact/train#tune-dev (BM25 top 50 reranked; @N another depth)."),
+    pooler: str = typer.Option("identity", "--pooler", help="A new cross-encoder's pooler: identity, keep, random."),
+    epochs: int = typer.Option(1, "--epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Rows (groups or pairs) per step."),
+    grad_accum: int = typer.Option(1, "--grad-accum"),
+    lr: float = typer.Option(2e-5, "--lr", help="Peak AdamW learning rate of the transformer."),
+    head_lr_scale: float = typer.Option(1.0, "--head-lr-scale", help="Learning-rate multiplier of the pooler and "
+                                        "classifier (new weights)."),
+    warmup_ratio: float = typer.Option(0.1, "--warmup-ratio"),
+    schedule: str = typer.Option("linear", "--schedule"),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 (autocast), bf16-pure."),
+    max_seq_length: int | None = typer.Option(None, "--max-seq-length", help="Longest pair in tokens (the query "
+                                              "is kept whole, the document cut)."),
+    group_by_length: bool = typer.Option(False, "--group-by-length"),
+    eval_steps: int | None = typer.Option(None, "--eval-steps"),
+    save_steps: int | None = typer.Option(200, "--save-steps"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads"),
+    columns: str | None = typer.Option(None, "--columns", help="Map file columns: question=anchor,answer=positive."),
+    data_format: str | None = typer.Option(None, "--format", help="jsonl, csv or tsv (default: from the suffix)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT.ckpt."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a model saved by embedstack."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a cross-encoder (reranker) on labelled pairs, scored pairs, or pairs with mined hard negatives."""
+    from embedstack.training.run import train_cross_encoder, training_data
+    from embedstack.training.trainer import TrainingArgs
+
+    t0 = time.perf_counter()
+    args = TrainingArgs(epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                        warmup_ratio=warmup_ratio, schedule=schedule, weight_decay=weight_decay, precision=precision,
+                        seed=seed, max_seq_length=max_seq_length, group_by_length=group_by_length,
+                        eval_steps=eval_steps, save_steps=save_steps, threads=threads, head_lr_scale=head_lr_scale)
+    file_options: dict[str, Any] = {}
+    if columns:
+        file_options["columns"] = _columns(columns)
+    if data_format:
+        file_options["format"] = data_format
+    rows = training_data(data, seed=seed, **text_options(encoding, errors), **file_options)
+    mining = {"num_negatives": num_negatives, "range_min": range_min, "range_max": range_max, "sampling": sampling}
+    say = (lambda line: None) if quiet or json_out else (lambda line: err_console.print(line))
+    with progress(quiet=quiet or json_out) as prog:
+        result = train_cross_encoder(model, rows, loss=loss, out=out, args=args, hard_negatives=hard_negatives,
+                                     mining=mining, eval=eval_spec, pooler=pooler, resume=resume, force=force,
+                                     progress=_bar(prog), stage=say)
+    _report(result, out, time.perf_counter() - t0, json_out, quiet, f"trained {out}")
+
+
 def recipe_command(
     name: str | None = typer.Argument(None, help="Recipe to build (see --list)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the model (default: the recipe "
@@ -202,8 +271,9 @@ def recipe_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train sentence`` to the ``train`` group and the top-level ``recipe`` command."""
+    """Add ``train sentence`` and ``train cross-encoder`` to the ``train`` group and the top-level ``recipe`` command."""
     from embedstack.cli.train import train_app
 
     train_app.command("sentence")(train_sentence_command)
+    train_app.command("cross-encoder")(train_cross_encoder_command)
     app.command("recipe")(recipe_command)

@@ -149,13 +149,24 @@ class CrossEncoder(TransformerRuntime):
             self._warn_truncated(cut, what)
         return ids, types
 
-    def _head(self, tokens: Any) -> Any:
+    def _head(self, tokens: Any, pooler: nn.Module | None = None) -> Any:
+        """Logits (B, num_labels): BERT's pooler (dense + tanh on [CLS]), dropout when training, the classifier.
+
+        ``pooler``: another copy's (a bf16 working copy in training); it runs in its own dtype and the
+        classifier in fp32, outside any autocast region.
+        """
         if isinstance(tokens, np.ndarray):
             tokens = torch.from_numpy(tokens)
-        pooler = self.model.pooler
-        assert pooler is not None  # set in __init__
-        with torch.autocast("cpu", enabled=False):  # the head in fp32 whatever the transformer's precision
-            return self.classifier(pooler(tokens.float()))  # (B, num_labels): dense + tanh on [CLS], linear
+        pool = pooler if pooler is not None else self.model.pooler
+        assert pool is not None  # set in __init__
+        with torch.autocast("cpu", enabled=False):
+            dtype = next(pool.parameters()).dtype  # fp32, or bf16 in a bf16-pure working copy
+            pooled = pool(tokens.to(dtype)).float()  # (B, C)
+            if self.classifier.training:
+                from embedstack.neural.transformer import dropout
+
+                pooled = dropout(pooled, float(self.model.config.hidden_dropout_prob), True)
+            return self.classifier(pooled)  # (B, num_labels)
 
     def _activate(self, logits: np.ndarray) -> np.ndarray:
         if self.activation == "sigmoid":
@@ -265,7 +276,7 @@ class CrossEncoder(TransformerRuntime):
             input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
             tt = pad_types([types[i] for i in sel], input_ids.shape[1])
             tokens = net(torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(tt))
-            outs.append(self._head(tokens))
+            outs.append(self._head(tokens, getattr(net, "pooler", None)))
         logits = torch.cat(outs) if len(outs) > 1 else outs[0]
         inverse = np.empty(n, dtype=np.int64)
         inverse[order] = np.arange(n)

@@ -19,7 +19,7 @@ from typing import Any
 
 from embedstack.errors import ConfigError, InputError
 
-__all__ = ["STSEvaluator", "RetrievalEvaluator", "evaluator_from_spec", "query_half"]
+__all__ = ["STSEvaluator", "RetrievalEvaluator", "RerankEvaluator", "evaluator_from_spec", "query_half"]
 
 
 class STSEvaluator:
@@ -51,6 +51,50 @@ class RetrievalEvaluator:
 
         r = evaluate_retrieval(encoder, self.dataset, batch_size=self.batch_size, latency_queries=0)
         return {k: float(r[k]) for k in ("ndcg@10", "recall@100", "mrr@10")}
+
+
+class RerankEvaluator:
+    """nDCG@10 (and MRR@10) after a cross-encoder reranks a first stage's top ``depth`` for every judged query.
+
+    The first stage (BM25 by default) runs once, when the evaluator is made; each call only scores the
+    ``queries x depth`` pairs. ``first_stage`` records the first stage's own nDCG@10 on the same
+    queries, the figure a reranker has to beat.
+    """
+
+    primary = "ndcg@10"
+
+    def __init__(self, dataset: Any, *, name: str = "rerank", first_stage: str = "bm25", depth: int = 50,
+                 batch_size: int = 32) -> None:
+        from embedstack.evaluation.metrics import ndcg_at_k
+        from embedstack.models import resolve
+        from embedstack.retrieval.build import build_index
+
+        self.name, self.depth, self.batch_size = name, int(depth), batch_size
+        encoder = resolve(first_stage)
+        doc_ids = [str(d) for d in dataset.doc_ids()]
+        index = build_index(list(dataset.doc_texts()), doc_ids, encoder, spec=first_stage)
+        self.qids = [str(q) for q in dataset.query_ids()]
+        self.queries = list(dataset.query_texts())
+        vectors = encoder.encode_sparse(self.queries, role="query") if callable(getattr(encoder, "encode_sparse", None)) \
+            else encoder.encode(self.queries, role="query")
+        self.hits = [[(h.id, h.text or "") for h in hits] for hits in index.search(vectors, self.depth)]
+        self.qrels = {q: dict(dataset.qrels.get(q, {})) for q in self.qids}
+        first = {q: {h[0]: float(self.depth - r) for r, h in enumerate(hits)} for q, hits in zip(self.qids, self.hits, strict=True)}
+        self.first_stage = {"name": first_stage, "ndcg@10": 100 * float(ndcg_at_k(first, self.qrels, 10))}
+
+    def __call__(self, reranker: Any) -> dict[str, float]:
+        import numpy as np
+
+        from embedstack.evaluation.metrics import mrr_at_k, ndcg_at_k
+
+        pairs = [(q, text) for q, hits in zip(self.queries, self.hits, strict=True) for _, text in hits]
+        scores = np.asarray(reranker.predict(pairs, batch_size=self.batch_size), dtype=np.float64).reshape(-1)
+        run: dict[str, dict[str, float]] = {}
+        at = 0
+        for q, hits in zip(self.qids, self.hits, strict=True):
+            run[q] = {h[0]: float(scores[at + i]) for i, h in enumerate(hits)}
+            at += len(hits)
+        return {"ndcg@10": 100 * float(ndcg_at_k(run, self.qrels, 10)), "mrr@10": 100 * float(mrr_at_k(run, self.qrels, 10))}
 
 
 #: the one tune/report split of a dataset's judged queries used by every experiment and recipe:
@@ -92,11 +136,12 @@ def _split_spec(spec: str) -> tuple[str, str, str | None, str | None]:
 
 
 def evaluator_from_spec(spec: str, *, query_ids: Sequence[str] | None = None, encoding: str = "utf-8",
-                        errors: str = "strict") -> STSEvaluator | RetrievalEvaluator:
-    """An evaluator from a string: ``sts:stsb/dev`` (a registry name or folder, and split) or
-    ``retrieval:scifact/train`` (BEIR dataset and qrels split), optionally ``#tune`` or ``#report``
-    for one half of the judged queries (:func:`query_half`: tune on one half, report the other);
-    ``query_ids`` restricts the queries further.
+                        errors: str = "strict") -> STSEvaluator | RetrievalEvaluator | RerankEvaluator:
+    """An evaluator from a string: ``sts:stsb/dev`` (a registry name or folder, and split),
+    ``retrieval:scifact/train`` (BEIR dataset and qrels split) or ``rerank:scifact/train`` (a
+    cross-encoder reranking BM25's top 50; ``rerank:scifact/train@20`` for another depth), optionally
+    ``#tune`` or ``#report`` for one half of the judged queries (:func:`query_half`: tune on one half,
+    report the other); ``query_ids`` restricts the queries further.
     """
     if not isinstance(spec, str) or ":" not in spec:
         raise ConfigError(f"evaluation spec {spec!r} must look like 'sts:stsb/dev' or 'retrieval:scifact/test'.",
@@ -108,9 +153,16 @@ def evaluator_from_spec(spec: str, *, query_ids: Sequence[str] | None = None, en
         if half is not None:
             raise ConfigError(f"evaluation spec {spec!r}: '#{half}' applies to retrieval specs only.")
         return STSEvaluator(load_sts(name or "stsb", split or "dev", encoding=encoding, errors=errors), name=spec)
-    if kind == "retrieval":
+    if kind in ("retrieval", "rerank"):
         from embedstack.data import load_beir
 
+        depth = 50
+        if kind == "rerank" and "@" in spec:  # rerank:scifact/train#tune@20: BM25's top 20
+            core, _, d = spec.rpartition("@")
+            if not d.isdigit() or int(d) < 1:
+                raise ConfigError(f"evaluation spec {spec!r}: the depth after '@' must be a positive integer.")
+            depth = int(d)
+            kind, name, split, half = _split_spec(core)
         data = load_beir(name or "scifact", split=split or "test", encoding=encoding, errors=errors)
         if half is not None:
             data = query_half(data, half)
@@ -118,5 +170,7 @@ def evaluator_from_spec(spec: str, *, query_ids: Sequence[str] | None = None, en
             data = data.subset_queries(query_ids)
         if not data.query_ids():
             raise InputError(f"evaluation spec {spec!r}: no judged queries left to evaluate.")
+        if kind == "rerank":
+            return RerankEvaluator(data, name=spec, depth=depth)
         return RetrievalEvaluator(data, name=spec)
-    raise ConfigError(f"unknown evaluation kind {kind!r} in {spec!r}; use 'sts:...' or 'retrieval:...'.")
+    raise ConfigError(f"unknown evaluation kind {kind!r} in {spec!r}; use 'sts:...', 'retrieval:...' or 'rerank:...'.")

@@ -34,7 +34,7 @@ import numpy as np
 
 from embedstack.errors import ConfigError, InputError
 
-__all__ = ["train_sentence", "training_data", "NAMED_DATA"]
+__all__ = ["train_sentence", "train_cross_encoder", "load_cross_encoder_start", "training_data", "NAMED_DATA"]
 
 NAMED_DATA = ("stsb", "snli", "snli-triplets", "scifact", "scifact-titles", "scifact-ict")
 ICT_MIN_SENTENCES = 3  # a document needs this many sentences to give an ICT pair
@@ -266,6 +266,110 @@ def train_sentence(
                      "evaluation": getattr(evaluator, "name", None), "hard_negatives": hard_negatives,
                      "mining": None if mined is None else mined.stats, "matryoshka_dims": list(matryoshka_dims or [])}
     say(f"training {len(data):,} rows with {type(loss_module).__name__}")
+    result = trainer.train(out=out, resume=resume, force=force)
+    result.mining = None if mined is None else mined.stats
+    return result
+
+
+def load_cross_encoder_start(model: str | Any, *, num_labels: int = 1, pooler: str = "identity", seed: int = 0) -> Any:
+    """A cross-encoder to train: a cross-encoder SPEC/folder as it is, or a new one on a bi-encoder's or
+    BERT's weights (``CrossEncoder.from_pretrained_encoder``: fresh classifier, ``pooler`` init)."""
+    from embedstack.neural.cross_encoder import CrossEncoder
+
+    if isinstance(model, CrossEncoder):
+        return model
+    from embedstack.neural.hub import resolve_model
+    from embedstack.neural.specs import is_cross_encoder, parse_options
+    from embedstack.training.recipes import resolve_start
+
+    name, options = parse_options(resolve_start(str(model)))
+    folder, _how = resolve_model(name)
+    if is_cross_encoder(folder):
+        return CrossEncoder.from_folder(folder, **options)
+    wrong = sorted(set(options) & {"pooling", "normalize", "truncate_dim"})
+    if wrong:
+        raise ConfigError(f"the options {wrong} of {model!r} apply to bi-encoders; a cross-encoder has none.")
+    return CrossEncoder.from_pretrained_encoder(folder, num_labels=num_labels, pooler=pooler, seed=seed, **options)
+
+
+def train_cross_encoder(
+    model: str | Any,
+    data: str | os.PathLike[str] | Any,
+    *,
+    loss: str = "bce",
+    out: str | os.PathLike[str] | None = None,
+    args: Any = None,
+    hard_negatives: str | None = None,
+    mining: Mapping[str, Any] | None = None,
+    eval: str | Callable[[Any], Mapping[str, float]] | None = None,
+    pooler: str = "identity",
+    resume: bool = False,
+    force: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Train a cross-encoder (reranker) end to end; the Python twin of ``embedstack train cross-encoder``.
+
+    Args:
+        model: A cross-encoder SPEC/folder to continue, or a bi-encoder / BERT SPEC (``all-MiniLM-L6-v2``)
+            to start one from (a fresh classifier; BERT's pooler set by ``pooler``).
+        data: A file, a named set (:func:`training_data`) or a TrainingData: ``(anchor, positive, label)``
+            pairs for ``bce``, ``(anchor, positive, score)`` for ``regression``, ``(anchor, positive)`` pairs
+            with ``hard_negatives`` mined into ``(anchor, positive, negative_1..k)`` groups for ``listwise``
+            and ``bce`` (groups become labelled pairs, the positive weighted ``k`` to balance the classes).
+        loss: ``bce``, ``listwise`` or ``regression``.
+        hard_negatives, mining: As :func:`train_sentence` (``bm25`` needs no model; ``dense`` mines with
+            all-MiniLM-L6-v2 unless ``mining["model"]`` names another bi-encoder).
+        eval: An evaluation spec (``rerank:scifact/train#tune-dev``) or an evaluator.
+        pooler: ``identity``, ``keep`` or ``random`` (a new cross-encoder only).
+
+    Returns:
+        The :class:`~embedstack.training.trainer.TrainResult` (with ``.mining`` stats when mined).
+    """
+    from embedstack.training.ce_losses import BinaryCrossEntropyLoss
+    from embedstack.training.cross import CrossEncoderTrainer, groups_to_labelled_pairs
+    from embedstack.training.evaluators import evaluator_from_spec
+    from embedstack.training.trainer import TrainingArgs
+
+    say = stage or (lambda _line: None)
+    args = args or TrainingArgs()
+    say(f"loading {model if isinstance(model, str) else type(model).__name__}")
+    ce = load_cross_encoder_start(model, pooler=pooler, seed=args.seed)
+    if out is not None:
+        from embedstack.io import SENTENCE_MODEL, check_output
+
+        check_output(out, kind=SENTENCE_MODEL, force=force)
+    rows: Any = data if hasattr(data, "columns") else training_data(data, seed=args.seed)
+    mined = None
+    if hard_negatives is not None:
+        from embedstack.training.mining import mine_hard_negatives
+
+        if "anchor" not in rows.columns or "positive" not in rows.columns:
+            raise InputError(f"hard-negative mining needs (anchor, positive) rows; the data has {list(rows.columns)}.")
+        options = dict(mining or {})
+        corpus = options.pop("corpus", None)
+        scorer = options.pop("model", None)
+        if hard_negatives in ("dense", "both") or options.get("margin") is not None \
+                or options.get("relative_margin") is not None:
+            from embedstack.models import resolve
+
+            scorer = resolve(str(scorer or "all-MiniLM-L6-v2@precision=bf16"))
+        say(f"mining hard negatives ({hard_negatives}) for {len(rows):,} rows")
+        mined = mine_hard_negatives((rows.column("anchor"), rows.column("positive")), corpus, method=hard_negatives,
+                                    model=scorer, seed=args.seed, cache_dir=cache_dir, **options)
+        rows = mined.data
+    loss_module: Any = loss
+    if loss == "bce" and "label" not in rows.columns and any(c.startswith("negative_") for c in rows.columns):
+        k = sum(1 for c in rows.columns if c.startswith("negative_"))
+        rows = groups_to_labelled_pairs(rows)
+        loss_module = BinaryCrossEntropyLoss(pos_weight=float(k))
+    evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
+    trainer = CrossEncoderTrainer(ce, loss_module, rows, args=args, evaluator=evaluator, progress=progress)
+    trainer.notes = {"model_in": getattr(ce, "source", None), "evaluation": getattr(evaluator, "name", None),
+                     "hard_negatives": hard_negatives, "mining": None if mined is None else mined.stats,
+                     "pooler_init": pooler, "first_stage": getattr(evaluator, "first_stage", None)}
+    say(f"training a cross-encoder on {len(rows):,} rows with {type(trainer.loss).__name__}")
     result = trainer.train(out=out, resume=resume, force=force)
     result.mining = None if mined is None else mined.stats
     return result

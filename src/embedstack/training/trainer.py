@@ -111,6 +111,8 @@ class TrainingArgs:
         log_steps: One JSONL log entry per N steps (mean loss over them).
         min_piece_rows: Rows per length piece of a forward call (see ``SentenceEncoder.forward_ids``).
         threads: torch intra-op threads (default: leave the process setting).
+        head_lr_scale: Learning-rate multiplier of a new head (a cross-encoder's pooler and classifier,
+            a loss's own classifier), which starts from scratch while the transformer is pretrained.
     """
 
     epochs: int = 1
@@ -134,6 +136,7 @@ class TrainingArgs:
     log_steps: int = 10
     min_piece_rows: int = 8
     threads: int | None = None
+    head_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_none: bool = False, low: int = 1) -> None:
@@ -151,7 +154,7 @@ class TrainingArgs:
         positive_int("warmup_steps", allow_none=True, low=0)
         positive_int("seed", low=0)
         for name, low, high in (("lr", 0.0, 1.0), ("weight_decay", 0.0, 10.0), ("warmup_ratio", 0.0, 1.0),
-                                ("max_grad_norm", 0.0, 1e9)):
+                                ("max_grad_norm", 0.0, 1e9), ("head_lr_scale", 0.0, 1e4)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not low <= v <= high:
                 raise ConfigError(f"TrainingArgs.{name} must be a number in [{low}, {high}]. Got {v!r}.",
@@ -302,16 +305,12 @@ class SentenceTrainer:
     def __init__(self, model: Any, loss: nn.Module | str, data: Any, *, args: TrainingArgs | None = None,
                  evaluator: Callable[[Any], Mapping[str, float]] | None = None,
                  progress: Callable[[dict[str, Any]], None] | None = None) -> None:
-        from embedstack.neural.sentence import SentenceEncoder
-
-        if not isinstance(model, SentenceEncoder):
-            raise ConfigError(f"SentenceTrainer trains a SentenceEncoder (embedstack.load('all-MiniLM-L6-v2'), a "
-                              f"sentence-transformers folder ...); got {type(model).__name__}.")
+        self._check_model(model)
         if model.backend != "torch":
-            raise ConfigError(f"training needs the torch backend; this encoder runs on {model.backend!r}.")
+            raise ConfigError(f"training needs the torch backend; this model runs on {model.backend!r}.")
         self.args = args or TrainingArgs()
         self.model = model
-        self.loss = make_loss(loss, model, seed=self.args.seed) if isinstance(loss, str) else loss
+        self.loss = self._make_loss(loss) if isinstance(loss, str) else loss
         if not isinstance(self.loss, nn.Module):
             raise ConfigError(f"loss must be a torch loss module or one of {list(LOSSES)}; got {type(loss).__name__}.")
         self.data = data
@@ -333,6 +332,16 @@ class SentenceTrainer:
                 raise ConfigError(f"max_seq_length={self.args.max_seq_length} exceeds the model's "
                                   f"max_position_embeddings={limit}.", param=("max_seq_length", "max_seq_length"))
         self._best_weights: dict[str, Tensor] | None = None
+
+    def _check_model(self, model: Any) -> None:
+        from embedstack.neural.sentence import SentenceEncoder
+
+        if not isinstance(model, SentenceEncoder):
+            raise ConfigError(f"SentenceTrainer trains a SentenceEncoder (embedstack.load('all-MiniLM-L6-v2'), a "
+                              f"sentence-transformers folder ...); got {type(model).__name__}.")
+
+    def _make_loss(self, name: str) -> nn.Module:
+        return make_loss(name, self.model, seed=self.args.seed)
 
     # ---------------------------------------------------------------------------------------- columns
     def _resolve_columns(self) -> tuple[list[str], str | None, int]:
@@ -439,7 +448,7 @@ class SentenceTrainer:
             "settings": {"lr": a.lr, "grad_accum": a.grad_accum, "epochs": a.epochs, "max_steps": a.max_steps,
                          "schedule": a.schedule, "warmup": [a.warmup_ratio, a.warmup_steps], "precision": self.precision,
                          "max_seq_length": a.max_seq_length, "weight_decay": a.weight_decay,
-                         "group_by_length": a.group_by_length},
+                         "group_by_length": a.group_by_length, "head_lr_scale": a.head_lr_scale},
         }
 
     def _encoder_weights(self) -> dict[str, Tensor]:
@@ -452,19 +461,25 @@ class SentenceTrainer:
         out.update({f"loss.{k}": p for k, p in self.loss.named_parameters()})
         return out
 
+    def _is_head(self, name: str) -> bool:
+        """Whether a weight belongs to a new head (``head_lr_scale``): a loss's own parameters."""
+        return name.startswith("loss.")
+
     def _build_optimizer(self) -> Any:
-        decay: list[Tensor] = []
-        no_decay: list[Tensor] = []
+        groups: dict[tuple[bool, bool], list[Tensor]] = {}
         for name, p in self._named_weights().items():
             if not p.requires_grad:
                 continue
-            (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.args.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+            decay = not (p.ndim < 2 or "LayerNorm" in name)
+            groups.setdefault((decay, self._is_head(name)), []).append(p)
+        scale = self.args.head_lr_scale
+        param_groups = [{"params": params, "weight_decay": self.args.weight_decay if decay else 0.0,
+                         "lr_scale": scale if head else 1.0, "lr": self.args.lr * (scale if head else 1.0)}
+                        for (decay, head), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
         try:
-            return torch.optim.AdamW(groups, lr=self.args.lr, fused=True)
+            return torch.optim.AdamW(param_groups, lr=self.args.lr, fused=True)
         except (RuntimeError, TypeError):  # builds without the fused CPU kernel
-            return torch.optim.AdamW(groups, lr=self.args.lr)
+            return torch.optim.AdamW(param_groups, lr=self.args.lr)
 
     # ----------------------------------------------------------------------------------------- forward
     def _autocast(self) -> Any:
@@ -537,6 +552,9 @@ class SentenceTrainer:
             if args.threads is not None:
                 torch.set_num_threads(prev_threads)
             self.model.model.eval()
+            for head in (getattr(self.model, "dense", None), getattr(self.model, "classifier", None)):
+                if head is not None:
+                    head.eval()
 
     def _train(self, out: Any, ckpt_root: Path | None, resume: bool, force: bool, keep: bool) -> TrainResult:
         from embedstack.training.cached import CachedMultipleNegativesRankingLoss
@@ -555,8 +573,9 @@ class SentenceTrainer:
             sampler.set_epoch(0)
         warmup = args.warmup_steps if args.warmup_steps is not None else int(round(args.warmup_ratio * total))
         master = self.model.model.train()
-        if self.model.dense is not None:
-            self.model.dense.train()
+        for head in (getattr(self.model, "dense", None), getattr(self.model, "classifier", None)):
+            if head is not None:  # a bi-encoder's Dense projection, a cross-encoder's classifier
+                head.train()
         self.loss.train()
         self._work = copy.deepcopy(master).to(torch.bfloat16).train() if self.precision == "bf16-pure" else master
         if isinstance(self.loss, CachedMultipleNegativesRankingLoss):
@@ -599,7 +618,7 @@ class SentenceTrainer:
         if result.resumed_from is None:
             sampler.set_epoch(epoch)
         micro = 0
-        params = [p for p in optimizer.param_groups[0]["params"]] + list(optimizer.param_groups[1]["params"])
+        params = [p for g in optimizer.param_groups for p in g["params"]]
         work_params = dict(zip(self._master_names(), self._work.parameters(), strict=True)) \
             if self._work is not master else None
         t_step = time.perf_counter()
@@ -611,7 +630,7 @@ class SentenceTrainer:
                 rows = np.asarray(batch, dtype=np.int64)
                 factor = lr_factor(step, total, warmup, args.schedule)
                 for g in optimizer.param_groups:
-                    g["lr"] = args.lr * factor
+                    g["lr"] = args.lr * factor * g.get("lr_scale", 1.0)
                 loss = self._batch_loss(rows) / args.grad_accum
                 value = float(loss.detach()) * args.grad_accum
                 if not math.isfinite(value):
@@ -727,12 +746,16 @@ class SentenceTrainer:
     def _evaluate(self, state: dict[str, Any], step: int, best_dir: Path | None) -> None:
         assert self.evaluator is not None
         t0 = time.perf_counter()
-        train_modes = self.model.model.training
-        enc = self.model.with_options(precision="bf16" if self.precision != "fp32" else "fp32")
+        modules = [m for m in (self.model.model, getattr(self.model, "dense", None),
+                               getattr(self.model, "classifier", None)) if m is not None]
+        modes = [m.training for m in modules]
+        train_modes = modes[0]
+        enc = self.model.with_options(precision="bf16" if self.precision != "fp32" else "fp32")  # eval mode, shared weights
         try:
             metrics = {k: float(v) for k, v in self.evaluator(enc).items()}
         finally:
-            self.model.model.train(train_modes)
+            for m, mode in zip(modules, modes, strict=True):
+                m.train(mode)
         primary = getattr(self.evaluator, "primary", None) or next(iter(metrics))
         if primary not in metrics:
             raise ConfigError(f"the evaluator's primary metric {primary!r} is not among its results {list(metrics)}.")

@@ -1,0 +1,178 @@
+"""Cross-encoder losses and training: hand-computed losses, learning, bf16-pure, resume, the reranking evaluator."""
+
+from __future__ import annotations
+
+import doctest
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("tokenizers")
+
+from embedstack.errors import ConfigError, InputError  # noqa: E402
+
+WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "big", "small", "red", "house", "tree", "ran", "over",
+         "quick", "brown", "fox", "jumps", "lazy", "man", "guitar", "playing", "is", "."]
+
+
+def _ce(seed: int = 0):  # type: ignore[no-untyped-def]
+    from embedstack.neural.config import BertConfig
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.tokenizer import WordPiece
+    from embedstack.neural.transformer import BertModel
+
+    tok = WordPiece.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=32, max_position_embeddings=64)
+    return CrossEncoder(BertModel(cfg).init_weights(seed=seed), tok, max_seq_length=32, name="tiny-ce")
+
+
+def _groups(n: int = 32, k: int = 2, seed: int = 0) -> dict[str, list[str]]:
+    """Queries whose positive repeats the query's words; negatives are other words."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, list[str]] = {"anchor": [], "positive": [], **{f"negative_{j + 1}": [] for j in range(k)}}
+    for _ in range(n):
+        q = rng.choice(WORDS[:12], size=2, replace=False).tolist()
+        others = [w for w in WORDS[12:]]
+        cols["anchor"].append(" ".join(q))
+        cols["positive"].append(" ".join(q + rng.choice(others, size=2).tolist()))
+        for j in range(k):
+            cols[f"negative_{j + 1}"].append(" ".join(rng.choice(others, size=4).tolist()))
+    return cols
+
+
+def test_losses_match_hand_computed_values() -> None:
+    from embedstack.training import ce_losses
+    from embedstack.training.ce_losses import BinaryCrossEntropyLoss, ListwiseSoftmaxLoss, ScoreRegressionLoss
+
+    assert doctest.testmod(ce_losses).failed == 0
+    z = torch.tensor([2.0, -1.0, 0.5])
+    y = torch.tensor([1, 0, 1])
+    sig = [1 / (1 + math.exp(-v)) for v in (2.0, -1.0, 0.5)]
+    want = -(math.log(sig[0]) + math.log(1 - sig[1]) + math.log(sig[2])) / 3
+    assert float(BinaryCrossEntropyLoss()(z, y)) == pytest.approx(want, abs=1e-6)
+    want_w = -(3 * math.log(sig[0]) + math.log(1 - sig[1]) + 3 * math.log(sig[2])) / 3
+    assert float(BinaryCrossEntropyLoss(pos_weight=3.0)(z, y)) == pytest.approx(want_w, abs=1e-6)
+    g = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    want_l = (-math.log(math.e / (math.e + 1 + math.exp(-1))) - math.log(1 / (2 + math.exp(2)))) / 2
+    assert float(ListwiseSoftmaxLoss()(g)) == pytest.approx(want_l, abs=1e-6)
+    assert float(ListwiseSoftmaxLoss(temperature=2.0)(g * 2)) == pytest.approx(want_l, abs=1e-6)
+    s = torch.tensor([1.0, 0.0, 0.5])
+    assert float(ScoreRegressionLoss()(z, s)) == pytest.approx(
+        ((sig[0] - 1) ** 2 + sig[1] ** 2 + (sig[2] - 0.5) ** 2) / 3, abs=1e-6)
+    with pytest.raises(InputError, match="labels must lie"):
+        BinaryCrossEntropyLoss()(z, torch.tensor([2, 0, 1]))
+    with pytest.raises(InputError, match="divide STS-B"):
+        ScoreRegressionLoss()(z, torch.tensor([5.0, 0.0, 1.0]))
+    with pytest.raises(InputError, match="at least one negative"):
+        ListwiseSoftmaxLoss()(torch.zeros(2, 1))
+
+
+@pytest.mark.parametrize("loss", ["listwise", "bce"])
+def test_training_learns_to_rank_and_saves_a_cross_encoder_folder(tmp_path: Path, loss: str) -> None:
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.training import TrainingArgs, TrainingData
+    from embedstack.training.cross import CrossEncoderTrainer, groups_to_labelled_pairs
+
+    torch.manual_seed(0)
+    train, test = _groups(48, seed=0), _groups(24, seed=1)
+    data = TrainingData.from_columns(train)
+    if loss == "bce":
+        data = groups_to_labelled_pairs(data)
+        assert len(data) == 3 * 48 and data.column("label")[:3] == [1, 0, 0]
+
+    def accuracy(model: CrossEncoder) -> float:
+        pos = model.predict(list(zip(test["anchor"], test["positive"], strict=True)))
+        neg = model.predict(list(zip(test["anchor"], test["negative_1"], strict=True)))
+        return float(np.mean(pos > neg))
+
+    model = _ce()
+    before = accuracy(model)
+    args = TrainingArgs(epochs=6, batch_size=16, lr=1e-3, warmup_ratio=0.1, precision="fp32", seed=0)
+    result = CrossEncoderTrainer(model, loss, data, args=args).train(out=tmp_path / "ce")
+    assert result.final_loss < result.log[0]["loss"]
+    assert accuracy(model) > max(before, 0.8)
+    back = CrossEncoder.from_folder(tmp_path / "ce")
+    np.testing.assert_allclose(back.predict([("the cat", "the cat sat")]), model.predict([("the cat", "the cat sat")]),
+                               atol=1e-6)
+    assert (tmp_path / "ce" / "training" / "log.jsonl").is_file()
+
+
+def test_bf16_pure_trains_the_pooler_and_keeps_fp32_masters() -> None:
+    from embedstack.training import TrainingArgs, TrainingData
+    from embedstack.training.cross import CrossEncoderTrainer
+
+    model = _ce()
+    pooler_before = model.model.pooler.dense.weight.detach().clone()
+    head_before = model.classifier.weight.detach().clone()
+    args = TrainingArgs(max_steps=3, batch_size=8, lr=1e-3, precision="bf16-pure", seed=0)
+    CrossEncoderTrainer(model, "listwise", TrainingData.from_columns(_groups(24)), args=args).train()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert not torch.equal(model.model.pooler.dense.weight, pooler_before)  # its gradient reached the master copy
+    assert not torch.equal(model.classifier.weight, head_before)
+    assert not model.classifier.training and not model.model.training  # back in eval mode: no dropout in predict
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    from embedstack.training import TrainingArgs, TrainingData
+    from embedstack.training.cross import CrossEncoderTrainer
+
+    data = TrainingData.from_columns(_groups(32))
+    args = TrainingArgs(max_steps=6, batch_size=8, lr=1e-3, precision="fp32", seed=0, save_steps=3)
+    whole = _ce()
+    CrossEncoderTrainer(whole, "listwise", data, args=args).train(out=tmp_path / "whole")
+    cut = _ce()
+    short = TrainingArgs(**{**args.__dict__, "max_steps": 6})
+    trainer = CrossEncoderTrainer(cut, "listwise", data, args=short)
+    calls = {"n": 0}
+
+    def stop(info: dict) -> None:  # "killed" after step 4: the checkpoint holds step 3
+        calls["n"] += 1
+        if info["step"] == 4:
+            raise KeyboardInterrupt
+
+    trainer.progress = stop
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(out=tmp_path / "cut")
+    again = _ce()
+    CrossEncoderTrainer(again, "listwise", data, args=short).train(out=tmp_path / "cut", resume=True)
+    for p, q in zip(whole.parameters(), again.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_bad_runs_are_refused_clearly() -> None:
+    from embedstack.training import TrainingArgs, TrainingData
+    from embedstack.training.cross import CrossEncoderTrainer
+
+    pairs = TrainingData.from_columns({"anchor": ["a"], "positive": ["b"]})
+    with pytest.raises(ConfigError, match="Unknown cross-encoder loss"):
+        CrossEncoderTrainer(_ce(), "mnrl", pairs)
+    with pytest.raises(ConfigError, match="label"):
+        CrossEncoderTrainer(_ce(), "bce", pairs, args=TrainingArgs(max_steps=1))
+    with pytest.raises(ConfigError, match="CrossEncoder"):
+        from embedstack.neural.sentence import SentenceEncoder
+
+        CrossEncoderTrainer(SentenceEncoder(_ce().model, _ce().tokenizer, max_seq_length=32), "bce", pairs)
+
+
+def test_rerank_evaluator_scores_the_first_stage_and_the_reranker() -> None:
+    from embedstack.data import sample_retrieval
+    from embedstack.training.evaluators import RerankEvaluator, evaluator_from_spec
+
+    ds = sample_retrieval()
+    ev = RerankEvaluator(ds, depth=5)
+    assert 0 <= ev.first_stage["ndcg@10"] <= 100 and all(len(h) <= 5 for h in ev.hits)
+
+    texts = dict(zip(ds.doc_ids(), ds.doc_texts(), strict=True))
+    grade = {(ds.queries[q], texts[d]): g for q in ds.query_ids() for d, g in ds.qrels[q].items() if d in texts}
+
+    class Oracle:  # scores each candidate by its judged grade: the best order of these candidates
+        def predict(self, pairs, batch_size=32):  # type: ignore[no-untyped-def]
+            return np.asarray([float(grade.get(p, 0)) for p in pairs])
+
+    assert ev(Oracle())["ndcg@10"] >= ev.first_stage["ndcg@10"]
+    with pytest.raises(ConfigError, match="depth"):
+        evaluator_from_spec("rerank:scifact/train@x")
