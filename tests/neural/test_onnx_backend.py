@@ -26,6 +26,9 @@ def test_onnx_fp32_matches_torch_and_fuses_attention(tiny_encoder, tmp_path):
     export_onnx(tiny_encoder.model, tmp_path / "raw.onnx")
     stats = optimize_onnx(tmp_path / "raw.onnx", tmp_path / "opt.onnx", num_heads=4, hidden_size=16)
     assert stats.get("Attention") == 2 and stats.get("SkipLayerNormalization") == 4
+    # the export leaves the shared model in eval mode: the torch encoder still gives the same vectors (no dropout)
+    assert not tiny_encoder.model.training
+    assert np.abs(tiny_encoder.encode(TEXTS) - ref).max() == 0.0
 
 
 def test_onnx_int8_recipes_run(tiny_encoder):

@@ -65,6 +65,7 @@ def export_onnx(model: BertModel, path: str | os.PathLike[str], *, opset: int = 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     before = [m.implementation for m in model.attention_modules()]
+    was_training = model.training
     model.eval().set_attention("eager")
     ids = torch.tensor([[2, 5, 6, 3], [2, 5, 3, 0]], dtype=torch.int64) % model.config.vocab_size
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.int64)
@@ -78,10 +79,11 @@ def export_onnx(model: BertModel, path: str | os.PathLike[str], *, opset: int = 
         with warnings.catch_warnings(), AtomicFile(path) as f:  # renamed over `path` only if the export succeeds
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(
-                _Exportable(model), inputs, str(f.tmp), dynamo=False, opset_version=opset,
+                _Exportable(model).eval(), inputs, str(f.tmp), dynamo=False, opset_version=opset,
                 input_names=names, output_names=["token_embeddings"], dynamic_axes=axes,
             )
-    finally:
+    finally:  # the exporter restores the wrapper's mode; the model keeps its own (eval: no dropout)
+        model.train(was_training)
         for module, impl in zip(model.attention_modules(), before, strict=True):
             module.implementation = impl
     return path
