@@ -85,6 +85,10 @@ class CrossEncoder(TransformerRuntime):
     """
 
     token_types = True
+    # Pairs run up to 512 tokens: the bi-encoder's 8 MiB slices would be 2 rows thin there. On 32 SciFact
+    # (query, abstract) pairs of up to 512 tokens, 2 threads, under load: 8 MiB 10.7-11.4 s, 32 MiB 7.5-7.9 s,
+    # 64 MiB 6.9-7.7 s, 256 MiB 7.2-7.5 s (benchmarks/rerank_speed.py measures the modes properly).
+    activation_budget = 64 * 2**20
 
     def __init__(
         self,
@@ -213,7 +217,8 @@ class CrossEncoder(TransformerRuntime):
                     progress(done[0])
 
             lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-            with torch.inference_mode(), self._threads(len(items) <= SMALL_BATCH):
+            small = len(items) <= SMALL_BATCH and int(lengths.sum()) <= 128 * SMALL_BATCH  # a few short pairs
+            with torch.inference_mode(), self._threads(small):
                 self._run_batches(lengths, int(batch_size), one, on_batch)
             bad = ~np.isfinite(out).all(axis=1)
             if bad.any():

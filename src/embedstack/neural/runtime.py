@@ -58,6 +58,7 @@ class TransformerRuntime:
     """
 
     token_types: bool = False  # the model reads token_type_ids (sentence pairs); the ONNX graph takes them too
+    activation_budget: int | None = None  # bytes per forward slice (None: _MAX_ACTIVATION_BYTES)
     model: BertModel
     tokenizer: WordPiece
     max_seq_length: int
@@ -128,7 +129,8 @@ class TransformerRuntime:
         forward = _compiled(model) if self.compile and self.precision != "int8" else model
         compiled = forward is not model
         act_bytes = 2 if self.precision.startswith("bf16") else 4
-        max_tokens = max(1, _MAX_ACTIVATION_BYTES // (model.config.intermediate_size * act_bytes))
+        budget = _MAX_ACTIVATION_BYTES if self.activation_budget is None else self.activation_budget
+        max_tokens = max(1, budget // (model.config.intermediate_size * act_bytes))
 
         def piece(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> Any:
             # eager: a batch without padding takes the unmasked attention kernel; compiled: always the
