@@ -267,25 +267,17 @@ class CrossEncoder(TransformerRuntime):
         Pairs run as length pieces (:func:`~embedstack.neural.sentence.length_pieces`), each padded to its
         own longest pair; ``model`` runs instead of ``self.model`` (a bf16 working copy, say).
         """
-        from embedstack.neural.sentence import length_pieces
-
         net = self.model if model is None else model
-        n = len(ids)
-        if n == 0:
+        if len(ids) == 0:
             return torch.zeros((0, self.num_labels))
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
-        order = np.argsort(lengths, kind="stable")
-        outs = []
-        for a, b in length_pieces(lengths[order], min_rows=min_rows):
-            sel = order[a:b]
+
+        def run(sel: np.ndarray) -> Any:
             input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
             tt = pad_types([types[i] for i in sel], input_ids.shape[1])
             tokens = net(torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(tt))
-            outs.append(self._head(tokens, getattr(net, "pooler", None)))
-        logits = torch.cat(outs) if len(outs) > 1 else outs[0]
-        inverse = np.empty(n, dtype=np.int64)
-        inverse[order] = np.arange(n)
-        return logits[torch.from_numpy(inverse)]
+            return self._head(tokens, getattr(net, "pooler", None))  # (rows, num_labels)
+
+        return self._pieced(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), min_rows, run)
 
     def parameters(self) -> list[Any]:
         """Every trainable tensor: the transformer (pooler included) and the classifier."""

@@ -232,6 +232,23 @@ class TransformerRuntime:
             if torch.get_num_threads() != total:  # in case the thread setting is process-wide in this build
                 torch.set_num_threads(total)
 
+    @staticmethod
+    def _pieced(lengths: np.ndarray, min_rows: int, run: Callable[[np.ndarray], Any]) -> Any:
+        """Rows **with autograd** (training): ``run(rows)`` on length pieces, results back in input order.
+
+        The rows are sorted by length and cut (:func:`~embedstack.neural.sentence.length_pieces`: over
+        multiples of ``min_rows`` rows, minimising padded tokens plus a per-piece overhead), so a short
+        query and a 512-token abstract do not pay for each other's padding.
+        """
+        from embedstack.neural.sentence import length_pieces
+
+        order = np.argsort(lengths, kind="stable")
+        outs = [run(order[a:b]) for a, b in length_pieces(lengths[order], min_rows=min_rows)]
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]  # in length order
+        inverse = np.empty(len(lengths), dtype=np.int64)
+        inverse[order] = np.arange(len(lengths))
+        return out[torch.from_numpy(inverse)]
+
     def runtime_options(self) -> dict[str, Any]:
         """The runtime options as keyword arguments (for ``with_options``)."""
         return {"max_seq_length": self.max_seq_length, "backend": self.backend, "precision": self.precision,

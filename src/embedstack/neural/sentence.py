@@ -228,22 +228,15 @@ class SentenceEncoder(TransformerRuntime):
         input order. ``model`` runs instead of ``self.model`` (a bf16 working copy of it, say).
         """
         net = self.model if model is None else model
-        n = len(ids)
-        if n == 0:
+        if len(ids) == 0:
             return torch.zeros((0, self.dim))
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
-        order = np.argsort(lengths, kind="stable")
-        outs = []
-        for a, b in length_pieces(lengths[order], min_rows=min_rows):
-            sel = order[a:b]
+
+        def run(sel: np.ndarray) -> Any:
             input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
             m = torch.from_numpy(mask)
-            tokens = net(torch.from_numpy(input_ids), m)  # (b - a, T, C)
-            outs.append(self._head(tokens.float(), m))
-        emb = torch.cat(outs) if len(outs) > 1 else outs[0]  # in length order
-        inverse = np.empty(n, dtype=np.int64)
-        inverse[order] = np.arange(n)
-        return emb[torch.from_numpy(inverse)]
+            return self._head(net(torch.from_numpy(input_ids), m).float(), m)  # (rows, dim)
+
+        return self._pieced(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), min_rows, run)
 
     @one_text_one_vector
     def encode(
