@@ -108,7 +108,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            report="sts:stsb/test", expected=("STS-B test Spearman", 85.42), minutes=11.0),
     Recipe("minilm-scifact", "all-MiniLM-L6-v2 + MNRL on SciFact (tune-half query→abstract pairs and 1,500 "
            "title→abstract pseudo-pairs) with one BM25 hard negative per row mined from the whole corpus, lr 1e-4, "
-           "documents cut at 256 tokens in training (chosen on tune-dev among 10 configurations)", "sentence",
+           "documents cut at 256 tokens in training (chosen on tune-dev among 7 trained configurations)", "sentence",
            "all-MiniLM-L6-v2", ("scifact/train#tune", "scifact-titles:1500"), "mnrl",
            {**_SCIFACT_ARGS, "lr": 1e-4, "max_seq_length": 256},
            report="retrieval:scifact/train#report", expected=("nDCG@10 SciFact report half (x100)", 70.36),
