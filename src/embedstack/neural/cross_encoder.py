@@ -293,16 +293,8 @@ class CrossEncoder(TransformerRuntime):
 
     def with_options(self, **options: Any) -> CrossEncoder:
         """A new cross-encoder sharing the weights, with other backend/precision/... options."""
-        current: dict[str, Any] = dict(num_labels=self.num_labels, classifier=self.classifier,
-                                       activation=self.activation, labels=self.labels, name=self.name,
-                                       source=self.source, **self.runtime_options())
-        unknown = set(options) - set(current)
-        if unknown:
-            raise ConfigError(f"Unknown CrossEncoder option(s) {sorted(unknown)}; known: {sorted(current)}.")
-        current.update(options)
-        ce = CrossEncoder(self.model, self.tokenizer, **current)
-        ce.folder = self.folder
-        return ce
+        return self._copy_with(dict(num_labels=self.num_labels, classifier=self.classifier, activation=self.activation,
+                                    labels=self.labels, name=self.name, source=self.source), options)
 
     # ----------------------------------------------------------------------------------- persistence
     @classmethod

@@ -249,6 +249,19 @@ class TransformerRuntime:
         inverse[order] = np.arange(len(lengths))
         return out[torch.from_numpy(inverse)]
 
+    def _copy_with(self, own: dict[str, Any], options: dict[str, Any]) -> Any:
+        """A new model of this class sharing the weights: ``own`` options (the subclass's) and the runtime
+        options, overridden by ``options`` (an unknown name is a ConfigError listing the known ones)."""
+        current = {**own, **self.runtime_options()}
+        unknown = set(options) - set(current)
+        if unknown:
+            raise ConfigError(f"Unknown {type(self).__name__} option(s) {sorted(unknown)}; known: {sorted(current)}.")
+        current.update(options)
+        cls: Any = type(self)
+        new = cls(self.model, self.tokenizer, **current)
+        new.folder = getattr(self, "folder", None)
+        return new
+
     def runtime_options(self) -> dict[str, Any]:
         """The runtime options as keyword arguments (for ``with_options``)."""
         return {"max_seq_length": self.max_seq_length, "backend": self.backend, "precision": self.precision,

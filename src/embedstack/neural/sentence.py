@@ -362,17 +362,9 @@ class SentenceEncoder(TransformerRuntime):
 
     def with_options(self, **options: Any) -> SentenceEncoder:
         """A new encoder sharing the weights, with other pooling/backend/precision/... options."""
-        current: dict[str, Any] = dict(pooling=self.pooling, dense=self.dense, normalize=self.normalize,
-                                       prompts=self.prompts, default_prompt_name=self.default_prompt_name,
-                                       truncate_dim=self.truncate_dim, name=self.name, source=self.source,
-                                       **self.runtime_options())
-        unknown = set(options) - set(current)
-        if unknown:
-            raise ConfigError(f"Unknown SentenceEncoder option(s) {sorted(unknown)}; known: {sorted(current)}.")
-        current.update(options)
-        enc = SentenceEncoder(self.model, self.tokenizer, **current)
-        enc.folder = self.folder
-        return enc
+        return self._copy_with(dict(pooling=self.pooling, dense=self.dense, normalize=self.normalize,
+                                    prompts=self.prompts, default_prompt_name=self.default_prompt_name,
+                                    truncate_dim=self.truncate_dim, name=self.name, source=self.source), options)
 
     # ----------------------------------------------------------------------------------- persistence
     @classmethod
