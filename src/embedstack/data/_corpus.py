@@ -6,7 +6,6 @@ Texts are produced one at a time; no function here ever holds the whole corpus i
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import re
@@ -14,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from embedstack._validation import check_choice, check_int
-from embedstack.data._io import check_encoding, check_errors, iter_lines
+from embedstack.data._io import check_encoding, check_errors, iter_lines, parse_json_lines
 from embedstack.errors import DatasetError, FormatError
 
 __all__ = ["iter_texts", "iter_files", "CORPUS_KINDS"]
@@ -83,13 +82,7 @@ def _wikiextractor(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[str
 
 
 def _jsonl(path: Path, lines: Iterator[tuple[int, str]], field: str) -> Iterator[str]:
-    for lineno, line in lines:
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or delete that line.") from None
+    for lineno, obj in parse_json_lines(path, lines):
         value = obj.get(field) if isinstance(obj, dict) else None
         if not isinstance(value, str):
             raise FormatError(f"{path}:{lineno}: the record has no string field {field!r}; name the field that holds "

@@ -237,7 +237,13 @@ def iter_json_lines(path: str | os.PathLike[str], *, encoding: str = "utf-8", er
     A line that is not JSON raises ``error`` (FormatError for dataset files, InputError for the user's
     own data) naming ``FILE:LINE`` and ``hint``.
     """
-    for lineno, line in iter_lines(path, encoding=encoding, errors=errors):
+    yield from parse_json_lines(path, iter_lines(path, encoding=encoding, errors=errors), error=error, hint=hint)
+
+
+def parse_json_lines(path: Any, lines: Iterator[tuple[int, str]], *, error: type[Exception] = FormatError,
+                     hint: str = "fix or delete that line") -> Iterator[tuple[int, Any]]:
+    """:func:`iter_json_lines` over ``(line number, text)`` pairs already read (``path`` names them in errors)."""
+    for lineno, line in lines:
         if lineno == 1:
             line = line.removeprefix("\ufeff")
         if not line.strip():

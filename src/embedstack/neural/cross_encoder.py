@@ -231,11 +231,14 @@ class CrossEncoder(TransformerRuntime):
             scores = scores[:, 0]
         return scores[0] if single else scores
 
-    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """The :class:`~embedstack.base.Reranker` protocol: ``predict(pairs)`` (one relevance score per pair)."""
+    def _check_relevance(self) -> None:
         if self.num_labels != 1:
             raise ConfigError(f"{self.name} has {self.num_labels} labels ({', '.join(self.labels)}): it classifies "
                               "pairs; reranking needs a one-label relevance model.")
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The :class:`~embedstack.base.Reranker` protocol: ``predict(pairs)`` (one relevance score per pair)."""
+        self._check_relevance()
         return np.asarray(self.predict(list(pairs)), dtype=np.float32)
 
     def rank(self, query: str, documents: Sequence[str], *, top_k: int | None = None,
@@ -253,7 +256,7 @@ class CrossEncoder(TransformerRuntime):
         docs = list(documents)
         if not docs:
             return []
-        self.score([])  # a classifier (num_labels > 1) does not rank: say so before any work
+        self._check_relevance()  # a classifier (num_labels > 1) does not rank: say so before any work
         scores = np.asarray(self.predict([(query, d) for d in docs], batch_size=batch_size), dtype=np.float32)
         order = np.argsort(-scores, kind="stable")[: top_k or len(docs)]
         return [{"corpus_id": int(i), "score": float(scores[i]), **({"text": docs[i]} if return_documents else {})}
