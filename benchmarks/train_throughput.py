@@ -9,6 +9,12 @@ same folder. Workloads (``--task``):
 
 * ``sts``: STS-B train (5,749 pairs, the named set ``stsb/train``: scores / 5), CoSENT (scale 20),
   batch 32, max length 64; metric: STS-B test Spearman x100.
+* ``ce``: cross-encoders (embedstack's ``CrossEncoderTrainer`` against sentence-transformers'
+  ``CrossEncoderTrainer``): binary cross-entropy (positive weight 4) on the tune half's (query, abstract)
+  pairs, each with 4 BM25 negatives mined from the whole corpus (ranks 0-50, seeded), as labelled pairs;
+  batch 16 pairs, max length 128 (the recipe ``minilm-scifact-ce``'s training length); both start from
+  all-MiniLM-L6-v2 with a fresh head (ours on an identity-started pooler, theirs on the checkpoint's
+  pooler, each side's default); metric: nDCG@10 x100 after reranking BM25's top 10 on the report half.
 * ``scifact``: MultipleNegativesRanking (scale 20, in-batch negatives, no duplicate texts in a batch)
   on the (query, relevant abstract "title text") pairs of the *tune* half of SciFact's judged train
   queries (the named set ``scifact/train#tune``: the project's one 50/50 split,
@@ -81,9 +87,16 @@ TASKS: dict[str, dict[str, Any]] = {
                 "data": "(query, relevant abstract) pairs of the tune half of SciFact train queries "
                         "(`scifact/train#tune`)",
                 "metric": "nDCG@10 x100 on the report half of SciFact train queries (full corpus)"},
+    "ce": {"loss": "bce", "batch_size": 16, "max_len": 128, "steps": 40, "spec": "scifact/train#tune",
+           "columns": ("anchor", "positive", "label"),
+           "data": "cross-encoder: the (query, relevant abstract) pairs of the tune half of SciFact train queries, "
+                   "each with 4 BM25 negatives (ranks 0-50 of the whole corpus, seeded) as labelled pairs",
+           "metric": "nDCG@10 x100 after reranking BM25's top 10 on the report half of SciFact train queries "
+                     "(the cross-encoders read 256 tokens of a pair; BM25 alone: the untrained figure)"},
 }
 SIDES = ("ours", "st")
 LABEL = {"ours": "embedstack SentenceTrainer", "st": "sentence-transformers SentenceTransformerTrainer"}
+CE_LABEL = {"ours": "embedstack CrossEncoderTrainer", "st": "sentence-transformers CrossEncoderTrainer"}
 
 
 def log(quiet: bool, *msg: Any) -> None:
@@ -103,6 +116,15 @@ def train_columns(task: str) -> dict[str, list[Any]]:
     from embedstack.training.run import training_data
 
     data = training_data(TASKS[task]["spec"])
+    if task == "ce":  # BM25 negatives over the whole corpus (seeded: both sides get the same pairs)
+        from embedstack.data import load_beir
+        from embedstack.training.cross import groups_to_labelled_pairs
+        from embedstack.training.mining import mine_hard_negatives
+
+        corpus = load_beir("scifact", split="train").doc_texts()
+        mined = mine_hard_negatives((data.column("anchor"), data.column("positive")), corpus, method="bm25",
+                                    num_negatives=4, range_min=0, range_max=50, sampling="random", seed=0)
+        data = groups_to_labelled_pairs(mined.data)
     return {name: list(data.column(name)) for name in TASKS[task]["columns"]}
 
 
@@ -136,6 +158,8 @@ def train_ours(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -
         TrainingData,
     )
 
+    if spec["task"] == "ce":
+        return train_ours_ce(spec, columns, out)
     model = SentenceEncoder.from_folder(spec["model"])
     loss = CoSENTLoss(scale=20.0) if spec["loss"] == "cosent" else MultipleNegativesRankingLoss(scale=20.0)
     # the same weight decay on both sides (--weight-decay; default the peer's 0.0, ours would be 0.01)
@@ -154,6 +178,71 @@ def train_ours(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -
     reported = {k: v for k, v in vars(result).items() if isinstance(v, int | float | str | bool)}
     return {"steps": steps, "pairs": int(result.rows), "wall_s": wall, "inner_s": float(result.seconds),
             "reported": reported, "config": {"precision": trainer.precision, **spec["ours_options"]}}
+
+
+def train_ours_ce(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -> dict[str, Any]:
+    """embedstack's CrossEncoderTrainer: a cross-encoder started on the bi-encoder's weights, BCE (pos_weight 4)."""
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.training import TrainingArgs, TrainingData
+    from embedstack.training.ce_losses import BinaryCrossEntropyLoss
+    from embedstack.training.cross import CrossEncoderTrainer
+
+    model = CrossEncoder.from_pretrained_encoder(spec["model"], seed=spec["seed"])
+    options = {"batch_size": spec["batch_size"], "max_steps": spec["steps"], "lr": spec["lr"],
+               "weight_decay": spec["weight_decay"], "warmup_ratio": spec["warmup_ratio"], "schedule": "linear",
+               "precision": spec["precision"], "seed": spec["seed"], "max_seq_length": spec["max_len"],
+               "threads": spec["threads"], **spec["ours_options"]}
+    trainer = CrossEncoderTrainer(model, BinaryCrossEntropyLoss(pos_weight=4.0), TrainingData.from_columns(columns),
+                                  args=TrainingArgs(**options))
+    t0 = time.perf_counter()
+    result = trainer.train()
+    wall = time.perf_counter() - t0
+    model.save(out)
+    reported = {k: v for k, v in vars(result).items() if isinstance(v, int | float | str | bool)}
+    return {"steps": int(result.steps), "pairs": int(result.rows), "wall_s": wall, "inner_s": float(result.seconds),
+            "reported": reported, "config": {"precision": trainer.precision, **spec["ours_options"]}}
+
+
+def train_st_ce(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -> dict[str, Any]:
+    """sentence-transformers' CrossEncoderTrainer as its docs train a reranker on CPU: ``CrossEncoder(bi-encoder
+    folder, num_labels=1)`` (a fresh head on the checkpoint's pooler), BinaryCrossEntropyLoss(pos_weight=4),
+    ``bf16=True, use_cpu=True``, no logging, saving or evaluation during training, drop_last."""
+    import torch
+    import transformers
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    torch.manual_seed(spec["seed"])
+    model = CrossEncoder(str(spec["model"]), num_labels=1, max_length=spec["max_len"], device="cpu")
+    bf16 = spec["precision"] == "bf16"
+    with tempfile.TemporaryDirectory(prefix="st-ce-trainer-") as scratch:
+        args = CrossEncoderTrainingArguments(
+            output_dir=scratch, per_device_train_batch_size=spec["batch_size"], max_steps=spec["steps"],
+            learning_rate=spec["lr"], weight_decay=spec["weight_decay"], lr_scheduler_type="linear",
+            warmup_steps=spec["warmup_ratio"], bf16=bf16, use_cpu=True, seed=spec["seed"], data_seed=spec["seed"],
+            dataloader_drop_last=True, dataloader_num_workers=spec["st_workers"], torch_compile=spec["st_compile"],
+            logging_strategy="no", save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True)
+        loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(4.0))
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss)
+        t0 = time.perf_counter()
+        result = trainer.train()
+        wall = time.perf_counter() - t0
+        steps = int(trainer.state.global_step)
+    model.save_pretrained(str(out))
+    config = {"precision": "bf16" if bf16 else "fp32", "mixed_precision": args.mixed_precision,
+              "optim": str(getattr(args.optim, "value", args.optim)),
+              "dataloader_num_workers": spec["st_workers"], "torch_compile": spec["st_compile"],
+              "versions": {"sentence_transformers": __import__("sentence_transformers").__version__,
+                           "transformers": transformers.__version__, "torch": torch.__version__}}
+    return {"steps": steps, "pairs": steps * spec["batch_size"], "wall_s": wall,
+            "inner_s": float(result.metrics.get("train_runtime", wall)),
+            "reported": {"training_loss": float(result.training_loss), "epoch": float(trainer.state.epoch or 0)},
+            "config": config}
 
 
 def train_st(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -> dict[str, Any]:
@@ -191,6 +280,8 @@ def train_st(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -> 
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer import losses
 
+    if spec["task"] == "ce":
+        return train_st_ce(spec, columns, out)
     model = SentenceTransformer(str(spec["model"]), device="cpu",
                                 model_kwargs={"attn_implementation": spec["st_attn"]})
     model.max_seq_length = spec["max_len"]
@@ -262,6 +353,8 @@ def child_eval(spec: dict[str, Any]) -> None:
     from embedstack.neural.sentence import SentenceEncoder
 
     torch.set_num_threads(spec["threads"])
+    if spec["task"] == "ce":
+        return child_eval_ce(spec)
     if spec["task"] == "sts":
         from embedstack.data import load_sts
 
@@ -284,6 +377,30 @@ def child_eval(spec: dict[str, Any]) -> None:
         out[key] = {"metric": value, "seconds": time.perf_counter() - t0,
                     "detail": {k: v for k, v in r.items() if isinstance(v, int | float)}}
         print(f"eval {key}: {value:.2f}", file=sys.stderr, flush=True)
+    Path(spec["result"]).write_text(json.dumps(out), encoding="utf-8")
+
+
+def child_eval_ce(spec: dict[str, Any]) -> None:
+    """Rerank BM25's top 10 on the report half with each trained cross-encoder (embedstack's CrossEncoder
+    loads both sides' folders); the first stage's own score is the reference (an untrained head ranks at random)."""
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.training.evaluators import RerankEvaluator
+
+    data = scifact_report()
+    if spec.get("max_items"):
+        data = small_retrieval(data, spec["max_items"], 500)
+    evaluator = RerankEvaluator(data, depth=10)
+    out: dict[str, Any] = {"base": {"metric": evaluator.first_stage["ndcg@10"], "seconds": 0.0,
+                                    "detail": {"first_stage": "bm25"}}}
+    for key, folder in spec["folders"].items():
+        if key == "base":
+            continue
+        ce = CrossEncoder.from_folder(folder, max_seq_length=256, num_threads=spec["threads"],
+                                      precision=spec["precision"], verify=False)
+        t0 = time.perf_counter()
+        r = evaluator(ce)
+        out[key] = {"metric": r["ndcg@10"], "seconds": time.perf_counter() - t0, "detail": r}
+        print(f"eval {key}: {r['ndcg@10']:.2f}", file=sys.stderr, flush=True)
     Path(spec["result"]).write_text(json.dumps(out), encoding="utf-8")
 
 
@@ -423,7 +540,7 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
         mine = [r for r in runs if r["side"] == side]
         metrics = {r["seed"]: quality[f"{side}-seed{r['seed']}"]["metric"]
                    for r in mine if f"{side}-seed{r['seed']}" in quality}
-        per_side[side] = {"label": LABEL[side], "precision": precision[side], "config": mine[0]["config"],
+        per_side[side] = {"label": (CE_LABEL if task == "ce" else LABEL)[side], "precision": precision[side], "config": mine[0]["config"],
                           "pairs_per_s": summarize([r["pairs_per_s"] for r in mine]),
                           "peak_rss_mib": summarize([r["peak_rss_mib"] for r in mine]),
                           "metric_by_seed": metrics,
@@ -498,7 +615,7 @@ def markdown(res: dict[str, Any]) -> str:
     """The section shows the latest full run of every task (this one included)."""
     by_task = latest_by_task()
     by_task[res["task"]] = res
-    lines = ["## Training throughput: our trainer vs sentence-transformers' (all-MiniLM-L6-v2)", "",
+    lines = ["## Training throughput: our trainers vs sentence-transformers' (all-MiniLM-L6-v2)", "",
              "Each run is one child process (one side, one seed): the wall time of `trainer.train()` (model load and "
              "save excluded), pairs/s = rows trained / that time, peak RSS of that process (model included). Runs interleaved, first "
              "side alternating; median over seeds × repeats, spread min–max. Both trained models are scored by the "
@@ -512,7 +629,8 @@ def markdown(res: dict[str, Any]) -> str:
                   f"{r['warmup_ratio']:.0%}, weight decay {r.get('weight_decay', 'own default')} on both sides, "
                   f"{r['threads']} thread(s); CPU bf16 support: "
                   f"{'yes' if r['cpu_bf16'] else 'no'}. Metric: {r['metric']}"
-                  + (f" (untrained: {r['base_metric']:.2f})" if r.get("base_metric") is not None else "")
+                  + (f" ({'BM25 alone' if task == 'ce' else 'untrained'}: {r['base_metric']:.2f})"
+                     if r.get("base_metric") is not None else "")
                   + f", encoder in {r['eval_precision']}.", "",
                   "| trainer | configuration | train() s (median) | pairs/s (median) | spread | runs | peak RSS MiB | "
                   + " | ".join(f"metric seed {s}" for s in r["seeds"]) + " | mean |",

@@ -11,6 +11,7 @@ __all__ = [
     "ModelNotFoundError",
     "ConfigError",
     "InputError",
+    "ScoreError",
     "NotFittedError",
     "FormatError",
     "DimensionMismatch",
@@ -87,6 +88,10 @@ class ConfigError(EmbedstackError, ValueError):
 
 class InputError(EmbedstackError, ValueError):
     """The data handed to a function cannot be used (empty corpus, NaN vectors, k <= 0 ...)."""
+
+
+class ScoreError(EmbedstackError, ValueError):
+    """A model produced a non-finite score (the weights or the input are broken): not a ranking."""
 
 
 class NotFittedError(EmbedstackError, AttributeError):

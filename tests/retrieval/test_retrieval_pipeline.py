@@ -73,6 +73,40 @@ def test_hybrid_rrf_and_convex_fuse_both_lists() -> None:
     assert [r.query for r in batch] == ["cat", "market"] and batch[1].hits[0].id in {"t2", "t4"}
 
 
+def test_hits_below_the_rerank_depth_follow_in_first_stage_order() -> None:
+    pipe = Pipeline([Retriever("dense", Keywords(), _dense())], reranker=LengthReranker(), candidates=6, rerank_top=2)
+    first = Pipeline([Retriever("dense", Keywords(), _dense())], candidates=6).search("cat", k=6)
+    res = pipe.search("cat", k=6)
+    assert len(res.hits) == 6
+    assert {h.id for h in res.hits[:2]} == {h.id for h in first.hits[:2]}  # only the top 2 were reranked
+    assert [h.id for h in res.hits[2:]] == [h.id for h in first.hits[2:]]
+    assert all("rerank" not in h.stages for h in res.hits[2:])
+
+
+def test_rerank_fusion_weighs_the_reranker_against_the_first_stage() -> None:
+    from embedstack.errors import ScoreError
+
+    def search(alpha: float) -> list[str]:
+        fusion = ConvexFusion(alpha, normalization="zscore")
+        pipe = Pipeline([Retriever("dense", Keywords(), _dense())], reranker=LengthReranker(), candidates=6,
+                        rerank_fusion=fusion)
+        return [h.id for h in pipe.search("cat", k=6).hits]
+
+    first = [h.id for h in Pipeline([Retriever("dense", Keywords(), _dense())], candidates=6).search("cat", k=6).hits]
+    by_length = [h.id for h in Pipeline([Retriever("dense", Keywords(), _dense())], reranker=LengthReranker(),
+                                        candidates=6).search("cat", k=6).hits]
+    assert search(1.0) == by_length and search(0.0)[:2] == first[:2]  # alpha = the reranker's weight
+    with pytest.raises(ConfigError, match="reranker"):
+        Pipeline([Retriever("dense", Keywords(), _dense())], rerank_fusion=ConvexFusion(0.5))
+
+    class NaNReranker:
+        def score(self, pairs):  # type: ignore[no-untyped-def]
+            return np.full(len(pairs), np.nan, dtype=np.float32)
+
+    with pytest.raises(ScoreError, match="NaN"):
+        Pipeline([Retriever("dense", Keywords(), _dense())], reranker=NaNReranker()).search("cat", k=3)
+
+
 def test_reranker_reorders_with_its_own_stage() -> None:
     res = Pipeline([Retriever("dense", Keywords(), _dense())], reranker=LengthReranker(), candidates=6).search("cat", k=2)
     texts = [h.text for h in res.hits]

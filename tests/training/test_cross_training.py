@@ -176,3 +176,46 @@ def test_rerank_evaluator_scores_the_first_stage_and_the_reranker() -> None:
     assert ev(Oracle())["ndcg@10"] >= ev.first_stage["ndcg@10"]
     with pytest.raises(ConfigError, match="depth"):
         evaluator_from_spec("rerank:scifact/train@x")
+
+
+def test_sts_evaluator_scores_a_cross_encoder_by_its_pair_scores() -> None:
+    from embedstack.data import STSDataset
+    from embedstack.training.evaluators import STSEvaluator
+
+    sts = STSDataset(["a b", "c d", "e f", "g h"], ["a b", "c x", "y z", "g h"], np.array([5.0, 3.0, 0.0, 4.0]))
+
+    class ByGold:  # a pair scorer with no vectors: Spearman 100 when it orders pairs as the gold scores do
+        def predict(self, pairs, batch_size=32):  # type: ignore[no-untyped-def]
+            return np.asarray([{"a b": 5.0, "c d": 3.0, "e f": 0.0, "g h": 4.0}[a] for a, _ in pairs])
+
+    r = STSEvaluator(sts)(ByGold())
+    assert r["spearman"] == pytest.approx(100.0) and r["pearson"] > 90
+    assert STSEvaluator(sts, max_pairs=3)(ByGold())["spearman"] == pytest.approx(100.0)
+
+
+def test_a_cross_recipe_trains_a_cross_encoder_and_scores_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_recipe runs a ``cross`` recipe through train_cross_encoder and scores the saved folder."""
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.training import recipes
+    from embedstack.training.data import TrainingData
+
+    ce = _ce()
+    start = tmp_path / "start"
+    ce.save(start)
+    cols = _groups(24, k=1)
+    rows = TrainingData.from_columns({"anchor": cols["anchor"] + cols["anchor"],
+                                      "positive": cols["positive"] + cols["negative_1"],
+                                      "score": [1.0] * 24 + [0.0] * 24})
+    monkeypatch.setattr("embedstack.training.run.training_data", lambda spec, seed=0: rows)
+    seen: dict[str, object] = {}
+
+    def fake_report(folder, spec, stage=None):  # type: ignore[no-untyped-def]
+        seen["model"] = CrossEncoder.from_folder(folder)
+        return {"spearman": 1.0}
+
+    monkeypatch.setattr(recipes, "report", fake_report)
+    recipe = recipes.Recipe("tiny-ce", "test", "cross", str(start), ("rows",), "regression",
+                            {"epochs": 1, "batch_size": 8, "lr": 1e-3, "seed": 0}, report="sts:stsb/test")
+    summary, folder = recipes.build_recipe(recipe, out=tmp_path / "out")
+    assert summary["train"]["steps"] == 6 and summary["report"] == {"spearman": 1.0}
+    assert isinstance(seen["model"], CrossEncoder) and (folder / "config.json").is_file()

@@ -47,16 +47,20 @@ def test_recipe_spec_names_the_command_that_builds_it(tmp_path: Path, monkeypatc
 
 
 def test_every_recipe_is_complete() -> None:
+    from embedstack.training.ce_losses import CE_LOSSES
+    from embedstack.training.evaluators import _split_spec
     from embedstack.training.recipes import RECIPES, get_recipe
     from embedstack.training.trainer import LOSSES, TrainingArgs
 
     for r in RECIPES.values():
-        assert r.kind in ("sentence", "mlm")
-        if r.kind == "sentence":
-            assert r.loss in LOSSES and r.report
+        assert r.kind in ("sentence", "cross", "mlm")
+        if r.kind in ("sentence", "cross"):
+            assert r.loss in (LOSSES if r.kind == "sentence" else CE_LOSSES) and r.report
+            assert _split_spec(r.report)[0] in ("sts", "retrieval", "rerank")
             TrainingArgs(**r.args)  # valid arguments
             if r.model.startswith("recipe:"):
                 get_recipe(r.model.split(":", 1)[1])
+    assert {r.name for r in RECIPES.values() if r.kind == "cross"} >= {"minilm-scifact-ce", "minilm-stsb-ce"}
 
 
 def test_ict_pairs_take_one_sentence_out_of_its_context() -> None:

@@ -137,6 +137,8 @@ def retrieval(
     fusion: str = typer.Option("rrf", "--fusion", help="rrf[:K] | convex[:ALPHA] | convex-z[:ALPHA] (with --with)."),
     rerank: str | None = typer.Option(None, "--rerank", help="Cross-encoder SPEC that rescores the top --rerank-k hits."),
     rerank_k: int | None = typer.Option(None, "--rerank-k", help="Hits passed to --rerank (default: --k)."),
+    rerank_fusion: str | None = typer.Option(None, "--rerank-fusion", help="convex-z:ALPHA combines the reranker's "
+                                             "score (weight ALPHA) with the first stage's instead of replacing it."),
     encoding: str = ENCODING_OPTION,
     errors: TextErrors = ERRORS_OPTION,
     json_out: bool = _JSON,
@@ -149,9 +151,14 @@ def retrieval(
     from embedstack.models import resolve
 
     pipeline = bool(with_) or rerank is not None
-    if rerank_k is not None and rerank is None:
-        raise ConfigError("--rerank-k needs --rerank SPEC (the cross-encoder that rescores the hits).",
-                          param=("--rerank-k", "--rerank-k"))
+    for flag, value in (("--rerank-k", rerank_k), ("--rerank-fusion", rerank_fusion)):
+        if value is not None and rerank is None:
+            raise ConfigError(f"{flag} needs --rerank SPEC (the cross-encoder that rescores the hits).",
+                              param=(flag, flag))
+    if rerank_fusion is not None:
+        from embedstack.retrieval.evaluate import parse_rerank_fusion
+
+        parse_rerank_fusion(rerank_fusion)  # a malformed value fails before any work
     reranker = None
     if rerank is not None:  # fail on a bad reranker before any indexing work
         from embedstack.retrieval.evaluate import load_reranker
@@ -170,6 +177,7 @@ def retrieval(
 
             res = evaluate_pipeline([model, *(with_ or [])], ds, fusion=fusion, index=index or "flat", k=k,
                                     reranker=reranker, rerank_k=rerank_k, max_queries=max_queries,
+                                    rerank_fusion=rerank_fusion,
                                     progress=lambda stage, done, total: cb(stage, done, total))
         else:
             res = evaluate_retrieval(encoder, ds, k=k, index_spec=index, batch_size=batch_size, progress=cb,

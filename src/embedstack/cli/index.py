@@ -231,18 +231,25 @@ def search(
     rerank: str | None = typer.Option(None, "--rerank", help="Cross-encoder SPEC (folder, recipe:NAME) that rescores the "
                                       "top hits; it reads the texts, whatever model built the index."),
     rerank_k: int = typer.Option(100, "--rerank-k", help="Hits passed to --rerank."),
+    rerank_fusion: str | None = typer.Option(None, "--rerank-fusion", help="convex-z:ALPHA combines the reranker's score "
+                                             "(weight ALPHA) with the first stage's instead of replacing it."),
     verify: bool = typer.Option(True, "--verify/--no-verify",
                                 help="Check the index files' checksums on load (--no-verify skips hashing a huge index)."),
     json_out: bool = _JSON,
 ) -> None:
     """Search an index folder with a text query (encoded by the model that built it), then optionally rerank."""
+    from embedstack.errors import ConfigError
     from embedstack.retrieval import open_pipeline
-    from embedstack.retrieval.evaluate import load_reranker
+    from embedstack.retrieval.evaluate import load_reranker, parse_rerank_fusion
 
+    if rerank_fusion is not None and rerank is None:
+        raise ConfigError("--rerank-fusion needs --rerank SPEC (the cross-encoder whose scores it combines).",
+                          param=("--rerank-fusion", "--rerank-fusion"))
+    combine = parse_rerank_fusion(rerank_fusion)
     reranker = None if rerank is None else load_reranker(rerank)
     pipe = open_pipeline([folder, *(with_ or [])], fusion=_fusion(fusion), candidates=max(candidates, rerank_k),
                          verify=None if verify else False, reranker=reranker,
-                         rerank_top=None if reranker is None else rerank_k)
+                         rerank_top=None if reranker is None else rerank_k, rerank_fusion=combine)
     res = pipe.search(query, k=k)
     if json_out:
         print_json(res.to_dict())

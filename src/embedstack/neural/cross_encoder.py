@@ -37,7 +37,7 @@ torch = require("torch", "torch", "cross-encoders")
 from torch import nn  # noqa: E402
 
 from embedstack._threads import SMALL_BATCH  # noqa: E402
-from embedstack.errors import ConfigError, EmbedstackError, FormatError, InputError  # noqa: E402
+from embedstack.errors import ConfigError, FormatError, InputError, ScoreError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
 from embedstack.neural.config import BertConfig  # noqa: E402
 from embedstack.neural.runtime import TransformerRuntime, pad_types  # noqa: E402
@@ -50,10 +50,6 @@ __all__ = ["CrossEncoder", "ACTIVATIONS", "ScoreError"]
 ACTIVATIONS = {"sigmoid": "torch.nn.modules.activation.Sigmoid", "identity": "torch.nn.modules.linear.Identity",
                "softmax": "torch.nn.modules.activation.Softmax", "tanh": "torch.nn.modules.activation.Tanh"}
 _ST_ACTIVATION_NAMES = {v.rsplit(".", 1)[-1].lower(): k for k, v in ACTIVATIONS.items()}
-
-
-class ScoreError(EmbedstackError, ValueError):
-    """A cross-encoder produced a non-finite score (the weights or the input are broken): not a ranking."""
 
 
 class CrossEncoder(TransformerRuntime):

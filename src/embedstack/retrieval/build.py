@@ -161,7 +161,7 @@ def load_encoder_for(folder: str | os.PathLike[str], index: Any) -> Any:
 
 def open_pipeline(folders: Sequence[str | os.PathLike[str]], *, fusion: Any = None, reranker: Any = None,
                   candidates: int = 100, mmap: bool = True, verify: bool | None = None,
-                  rerank_top: int | None = None) -> Any:
+                  rerank_top: int | None = None, rerank_fusion: Any = None) -> Any:
     """A :class:`~embedstack.retrieval.Pipeline` over saved index folders (hybrid when several).
 
     ``verify`` as in :func:`embedstack.index.load_index` (``False`` skips hashing a huge index).
@@ -181,4 +181,5 @@ def open_pipeline(folders: Sequence[str | os.PathLike[str]], *, fusion: Any = No
             name = f"{base}#{j}"
             j += 1
         retrievers.append(Retriever(name, encoder, index))
-    return Pipeline(retrievers, fusion=fusion, reranker=reranker, candidates=candidates, rerank_top=rerank_top)
+    return Pipeline(retrievers, fusion=fusion, reranker=reranker, candidates=candidates, rerank_top=rerank_top,
+                    rerank_fusion=rerank_fusion)

@@ -15,7 +15,7 @@ from typing import Any
 
 from embedstack.errors import ConfigError
 
-__all__ = ["evaluate_pipeline", "hybrid_runner", "parse_fusion", "load_reranker"]
+__all__ = ["evaluate_pipeline", "hybrid_runner", "parse_fusion", "parse_rerank_fusion", "load_reranker"]
 
 
 def load_reranker(spec: str | Any, *, flag: str = "--rerank") -> Any:
@@ -52,11 +52,22 @@ def parse_fusion(text: str) -> Any:
     raise ConfigError(f"fusion must be rrf[:K], convex[:ALPHA] or convex-z[:ALPHA]; got {text!r}.")
 
 
+def parse_rerank_fusion(text: str | None, *, flag: str = "--rerank-fusion") -> Any:
+    """``convex-z:ALPHA`` / ``convex:ALPHA`` → the ConvexFusion that weighs a reranker (ALPHA) against the first
+    stage; None stays None (the reranker's order alone)."""
+    if text is None:
+        return None
+    if not str(text).strip().startswith("convex"):
+        raise ConfigError(f"{flag} takes convex-z:ALPHA or convex:ALPHA (ALPHA = the reranker's weight in [0, 1]); "
+                          f"got {text!r}.", param=(flag, f"{flag} {text!r}"))
+    return parse_fusion(str(text))
+
+
 def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf", index: str = "flat",
                       k: int = 100, progress: Callable[[str, int, int], None] | None = None,
                       block_size: int = 256, resolve: Callable[[str], Any] | None = None,
                       reranker: str | Any = None, rerank_k: int | None = None,
-                      max_queries: int | None = None) -> dict[str, Any]:
+                      max_queries: int | None = None, rerank_fusion: str | None = None) -> dict[str, Any]:
     """Build an index per model SPEC on ``dataset``'s corpus, fuse their results (when several), rerank
     the top ``rerank_k`` with ``reranker`` (when given), score the run.
 
@@ -69,8 +80,10 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
         resolve: SPEC -> encoder (default :func:`embedstack.models.resolve`; the ladder passes one that
             applies its quick options and the embedding cache).
         reranker: a cross-encoder SPEC or object (:func:`load_reranker`); ``rerank_k``: how many fused
-            hits it rescores (default ``k``); ``max_queries``: the first N judged queries only. The result gains ``stage_ms``, mean milliseconds per
-            query in each stage (encode, search, fusion, rerank).
+            hits it rescores (default ``k``); ``rerank_fusion``: ``convex-z:ALPHA`` (or ``convex:ALPHA``)
+            combines the reranker's score (weight ALPHA) with the first stage's instead of replacing it;
+            ``max_queries``: the first N judged queries only. The result gains ``stage_ms``, mean
+            milliseconds per query in each stage (encode, search, fusion, rerank).
     """
     from embedstack.evaluation.metrics import map_at_k, mrr_at_k, ndcg_at_k, precision_at_k, recall_at_k
     from embedstack.models import resolve as resolve_spec
@@ -99,7 +112,8 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
         retrievers.append(Retriever(spec, encoder, idx, check=False))
     index_seconds = time.perf_counter() - t0
     rr = None if reranker is None else load_reranker(reranker)
-    pipe = Pipeline(retrievers, fusion=parse_fusion(fusion), candidates=k, reranker=rr, rerank_top=rerank_k)
+    pipe = Pipeline(retrievers, fusion=parse_fusion(fusion), candidates=k, reranker=rr, rerank_top=rerank_k,
+                    rerank_fusion=parse_rerank_fusion(rerank_fusion))
     run: dict[str, dict[str, float]] = {}
     stage_s: dict[str, float] = {}
     t1 = time.perf_counter()
@@ -121,7 +135,8 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
         "n_queries": len(qids), "n_docs": len(doc_ids), "k": k,
         "stage_ms": {stage: 1000.0 * sec / len(qids) for stage, sec in stage_s.items()},
         "mode": (f"hybrid/{fusion}/{'+'.join(specs)}" if len(specs) > 1 else str(specs[0]))
-                + ("" if rr is None else f" → rerank@{rerank_k or k}/{getattr(rr, 'name', type(rr).__name__)}"),
+                + ("" if rr is None else f" → rerank@{rerank_k or k}/{getattr(rr, 'name', type(rr).__name__)}")
+                + ("" if rerank_fusion is None else f" ({rerank_fusion} with the first stage)"),
         "primary_metric": "ndcg@10",
     }
 

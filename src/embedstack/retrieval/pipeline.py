@@ -19,7 +19,7 @@ import numpy as np
 from embedstack import _threads
 from embedstack._validation import check_int, check_k
 from embedstack.base import Hit
-from embedstack.errors import ConfigError, InputError
+from embedstack.errors import ConfigError, InputError, ScoreError
 from embedstack.index.fusion import RRF, Fusion
 from embedstack.index.store import encoder_identity
 
@@ -102,7 +102,13 @@ class Pipeline:
         fusion: how several result lists combine (default :class:`RRF` with k=60).
         reranker: optional cross-encoder style ``Reranker`` (scores (query, text) pairs).
         candidates: hits fetched from each retriever before fusion (>= k).
-        rerank_top: fused hits passed to the reranker (default ``candidates``).
+        rerank_top: fused hits passed to the reranker (default ``candidates``); the hits below it follow
+            the reranked ones in first-stage order.
+        rerank_fusion: combine the reranker's score with the first stage's instead of replacing it: a
+            :class:`~embedstack.index.ConvexFusion` whose ``alpha`` weighs the reranker (``convex-z:0.7``
+            from :func:`~embedstack.retrieval.evaluate.parse_fusion`: 0.7 · z(reranker) + 0.3 · z(first
+            stage) over the reranked hits of each query). A reranker trained on little data often
+            ranks worse alone than the retriever it reranks but still adds to it.
 
     Example:
         >>> import numpy as np
@@ -120,7 +126,7 @@ class Pipeline:
 
     def __init__(self, retrievers: Sequence[Retriever] | Mapping[str, tuple[Any, Any]], *,
                  fusion: Fusion | None = None, reranker: Any = None, candidates: int = 100,
-                 rerank_top: int | None = None) -> None:
+                 rerank_top: int | None = None, rerank_fusion: Fusion | None = None) -> None:
         if isinstance(retrievers, Mapping):
             retrievers = [Retriever(name, enc, idx) for name, (enc, idx) in retrievers.items()]
         self.retrievers = list(retrievers)
@@ -135,6 +141,9 @@ class Pipeline:
         self.reranker = reranker
         self.candidates = int(check_int(self, "candidates", candidates, low=1))  # type: ignore[arg-type]
         self.rerank_top = check_int(self, "rerank_top", rerank_top, low=1, allow_none=True)
+        if rerank_fusion is not None and reranker is None:
+            raise ConfigError("rerank_fusion combines a reranker's scores with the first stage's; give a reranker too.")
+        self.rerank_fusion = rerank_fusion
 
     def search(self, query: str, k: int = 10) -> SearchResult:
         """Top-``k`` hits for one query string, with per-stage scores and timings."""
@@ -198,9 +207,18 @@ class Pipeline:
         scores = np.asarray(self.reranker.score([(query, h.text) for h in top]), dtype=np.float32).reshape(-1)
         if len(scores) != len(top):
             raise InputError(f"the reranker returned {len(scores)} scores for {len(top)} pairs.")
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [Hit(top[i].id, float(scores[i]), {**top[i].stages, "rerank": float(scores[i])},
-                    top[i].text, top[i].metadata) for i in order]
+        if not np.isfinite(scores).all():
+            raise ScoreError(f"the reranker returned {int((~np.isfinite(scores)).sum())} NaN or infinite score(s) for "
+                             f"query {query[:60]!r}; a ranking from them would be arbitrary.")
+        order = np.argsort(-scores, kind="stable")
+        reranked = [Hit(top[i].id, float(scores[i]), {**top[i].stages, "rerank": float(scores[i])},
+                        top[i].text, top[i].metadata) for i in order]
+        if self.rerank_fusion is not None:  # reranker and first stage combined, over the reranked hits
+            by_id = {h.id: h for h in reranked}
+            fused = self.rerank_fusion.fuse({"rerank": reranked, "first": list(top)}, len(top))
+            reranked = [Hit(f.id, f.score, {**by_id[f.id].stages, "rerank+first": f.score}, by_id[f.id].text,
+                            by_id[f.id].metadata) for f in fused]
+        return (reranked + hits[len(top):])[:k]
 
     def __repr__(self) -> str:
         names = ", ".join(f"{r.name}:{type(r.index).__name__}" for r in self.retrievers)

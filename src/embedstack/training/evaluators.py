@@ -23,7 +23,8 @@ __all__ = ["STSEvaluator", "RetrievalEvaluator", "RerankEvaluator", "evaluator_f
 
 
 class STSEvaluator:
-    """Spearman (x100) of cosine vs gold scores, by :func:`embedstack.evaluation.runners.evaluate_sts`."""
+    """Spearman (x100) of cosine vs gold scores, by :func:`embedstack.evaluation.runners.evaluate_sts`; a
+    cross-encoder (anything with ``predict(pairs)``) is scored by its own pair scores instead of a cosine."""
 
     primary = "spearman"
 
@@ -33,6 +34,16 @@ class STSEvaluator:
     def __call__(self, encoder: Any) -> dict[str, float]:
         from embedstack.evaluation.runners import evaluate_sts
 
+        if callable(getattr(encoder, "predict", None)) and not callable(getattr(encoder, "encode", None)):
+            import numpy as np
+
+            from embedstack.evaluation.metrics import pearson, spearman
+
+            n = len(self.sts.s1) if self.max_pairs is None else min(self.max_pairs, len(self.sts.s1))
+            pairs = list(zip(self.sts.s1[:n], self.sts.s2[:n], strict=True))
+            pred = np.asarray(encoder.predict(pairs, batch_size=self.batch_size), dtype=np.float64).reshape(-1)
+            gold = np.asarray(self.sts.scores[:n], dtype=np.float64)
+            return {"spearman": 100.0 * spearman(pred, gold), "pearson": 100.0 * pearson(pred, gold)}
         r = evaluate_sts(encoder, self.sts, batch_size=self.batch_size, max_pairs=self.max_pairs)
         return {"spearman": float(r["spearman"]), "pearson": float(r["pearson"])}
 

@@ -34,7 +34,8 @@ class Recipe:
     Attributes:
         name: The recipe name.
         summary: One line: what it is and what it shows.
-        kind: ``sentence`` (fine-tune a bi-encoder) or ``mlm`` (pretrain a BERT with masked LM).
+        kind: ``sentence`` (fine-tune a bi-encoder), ``cross`` (train a cross-encoder, a reranker) or ``mlm``
+            (pretrain a BERT with masked LM).
         model: Starting model SPEC (``all-MiniLM-L6-v2``, ``recipe:NAME``).
         data: Named training sets (:func:`embedstack.training.run.training_data`) concatenated, or the
             corpus of an ``mlm`` recipe.
@@ -45,7 +46,7 @@ class Recipe:
         expected: ``(metric, value)`` measured when the recipe was last run (BENCHMARKS.md).
         minutes: Wall-clock minutes of the last build on these 2 cores.
         options: Extra options (``matryoshka_dims``, ``hard_negatives``, ``mining``, ``loss_options``,
-            ``mlm`` settings).
+            ``pooler`` of a new cross-encoder, ``mlm`` settings).
     """
 
     name: str
@@ -114,6 +115,22 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            report="retrieval:scifact/train#report", expected=("nDCG@10 SciFact report half (x100)", 70.36),
            minutes=17.0, options={"hard_negatives": "bm25",
                     "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50, "corpus": "scifact"}}),
+    Recipe("minilm-stsb-ce", "a cross-encoder on all-MiniLM-L6-v2's weights trained on STS-B train by regression of "
+           "sigmoid(logit) on score / 5 (model selection on STS-B dev): the cross-encoder side of the seed's "
+           "bi- vs cross-encoder accuracy claim", "cross", "all-MiniLM-L6-v2", ("stsb/train",), "regression",
+           {**_STS_ARGS, "head_lr_scale": 10.0}, eval="sts:stsb/dev", report="sts:stsb/test"),
+    Recipe("minilm-scifact-ce", "a reranker on all-MiniLM-L6-v2's weights: the tune-train queries' (query, abstract) "
+           "pairs x3, all 5,182 inverse-cloze pseudo-pairs and 1,500 title pairs of the corpus, each against 4 BM25 "
+           "negatives (ranks 0-50 of the whole corpus, seeded), listwise softmax, documents cut at 128 tokens in "
+           "training (256 at inference); tune-dev was held out to choose it (benchmarks/train_reranker.py)", "cross",
+           "all-MiniLM-L6-v2@max_seq_length=256", ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182",
+                                                                                   "scifact-titles:1500"),
+           "listwise", {"epochs": 1, "batch_size": 16, "lr": 5e-5, "head_lr_scale": 10.0, "warmup_ratio": 0.1,
+                        "max_seq_length": 128, "precision": "bf16", "seed": 0},
+           report="rerank:scifact/train#report@50",
+           options={"hard_negatives": "bm25", "pooler": "identity",
+                    "mining": {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random",
+                               "corpus": "scifact"}}),
     Recipe("bert-mlm-small", "a 2-layer, 128-wide BERT pretrained here with masked LM on the enwiki extract "
            "(MiniLM's WordPiece vocabulary): the raw encoder of the two-stage experiment", "mlm", "",
            ("enwiki",), args={"seed": 0},
@@ -220,7 +237,7 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
     say = stage or (lambda _line: None)
     if recipe.kind == "mlm":
         return _build_mlm(recipe, folder, args_dict, force, progress, say)
-    from embedstack.training.run import train_sentence, training_data
+    from embedstack.training.run import train_cross_encoder, train_sentence, training_data
     from embedstack.training.trainer import TrainingArgs
 
     args = TrainingArgs(**args_dict)
@@ -233,10 +250,16 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
 
         mining["corpus"] = load_beir("scifact", split=None).doc_texts()
     opts["mining"] = mining or None
-    result = train_sentence(start, data, loss=recipe.loss, out=folder, args=args, eval=recipe.eval,
-                            matryoshka_dims=opts.get("matryoshka_dims"), hard_negatives=opts.get("hard_negatives"),
-                            mining=opts.get("mining"), loss_options=opts.get("loss_options"), force=force,
-                            progress=progress, stage=stage, resume=resume)
+    if recipe.kind == "cross":
+        result = train_cross_encoder(start, data, loss=recipe.loss, out=folder, args=args, eval=recipe.eval,
+                                     hard_negatives=opts.get("hard_negatives"), mining=opts.get("mining"),
+                                     pooler=opts.get("pooler", "identity"), force=force, progress=progress,
+                                     stage=stage, resume=resume)
+    else:
+        result = train_sentence(start, data, loss=recipe.loss, out=folder, args=args, eval=recipe.eval,
+                                matryoshka_dims=opts.get("matryoshka_dims"), hard_negatives=opts.get("hard_negatives"),
+                                mining=opts.get("mining"), loss_options=opts.get("loss_options"), force=force,
+                                progress=progress, stage=stage, resume=resume)
     summary: dict[str, Any] = {"train": {"steps": result.steps, "seconds": round(result.seconds, 1),
                                          "rows_per_second": round(result.pairs_per_second, 2),
                                          "best_metric": result.best_metric}}
@@ -247,13 +270,13 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
 
 def report(folder: str | os.PathLike[str], spec: str, *, stage: Callable[[str], None] | None = None) -> dict[str, float]:
     """Score a saved model on an evaluation spec (fp32 inference: the figure the benchmarks report)."""
-    from embedstack.neural.sentence import SentenceEncoder
+    from embedstack.neural.specs import load
     from embedstack.training.evaluators import evaluator_from_spec
 
     if stage:
         stage(f"scoring on {spec}")
     evaluator = evaluator_from_spec(spec)
-    return {k: float(v) for k, v in evaluator(SentenceEncoder.from_folder(folder)).items()}
+    return {k: float(v) for k, v in evaluator(load(str(folder))).items()}
 
 
 def _build_mlm(recipe: Recipe, folder: Path, args: dict[str, Any], force: bool,

@@ -1,0 +1,331 @@
+"""Cross-encoder (reranker) training on SciFact and retrieve-then-rerank quality (issue 17), scored on a
+split never tuned on.
+
+SciFact's judged train queries are split once (``query_half``, 50/50, seed 0) into a *tune* half and a
+*report* half. Configurations are compared on ``tune-dev`` (30% of the tune half's queries) after
+training on ``tune-train`` (the other 70%): nDCG@10 after reranking BM25's top 50. The chosen
+configuration is the recipe ``minilm-scifact-ce``, trained on the whole tune half and scored once on the
+report half, with BM25, dense (all-MiniLM-L6-v2) and hybrid (RRF of the two) first stages at rerank
+depths 10, 50 and 100, against the same first stages without reranking.
+
+Every cross-encoder starts from all-MiniLM-L6-v2's weights (``CrossEncoder.from_pretrained_encoder``:
+BERT pooler started as the identity, a fresh one-logit classifier). Negatives are mined with BM25 over
+the whole 5,183-abstract corpus (the query's judged positives are never negatives).
+
+Arms (``--arms``; each result is kept in results/train_reranker_arms.json and reused unless ``--fresh``):
+``dev-*`` (DEV_CONFIGS), ``report`` (the recipe on the report half, every pipeline and depth).
+
+Usage:
+    EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_reranker.py [--arms dev-listwise] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import load_arms as _load_arms  # noqa: E402
+from _report import log, write_results  # noqa: E402
+from _report import save_arm as _save_arm  # noqa: E402
+
+# settings shared by every dev arm unless the arm overrides them (fixed before the first run)
+SETTINGS: dict[str, Any] = {"epochs": 1, "batch_size": 16, "lr": 5e-5, "head_lr_scale": 10.0, "warmup_ratio": 0.1,
+                            "precision": "bf16", "max_seq_length": 256, "seed": 0, "save_steps": None}
+MINING: dict[str, Any] = {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random"}
+DEV_CONFIGS: dict[str, dict[str, Any]] = {
+    "dev-listwise": {"loss": "listwise", "args": {"epochs": 3},
+                     "label": "tune-train pairs, 4 BM25 negatives (ranks 0-50), listwise, 3 epochs (scored at 512 tokens)"},
+    "dev-listwise-long": {"loss": "listwise", "args": {"epochs": 10, "lr": 1e-4, "max_seq_length": 128, "eval_steps": 44},
+                          "label": "as dev-listwise, documents cut at 128 tokens in training, lr 1e-4, 10 epochs"},
+    "dev-ict-128": {"loss": "listwise", "args": {"epochs": 1, "lr": 5e-5, "max_seq_length": 128}, "ict": 5182,
+                    "titles": 1500, "copies": 3,
+                    "label": "tune-train pairs x3 + all 5,182 ICT pseudo-pairs + 1,500 title pairs, 4 BM25 negatives, "
+                             "listwise, documents cut at 128 tokens in training, lr 5e-5, 1 epoch"},
+    "dev-bce": {"loss": "bce", "args": {"epochs": 3},
+                "label": "as dev-listwise, binary cross-entropy (positive weighted 4)"},
+    "dev-listwise-keep-pooler": {"loss": "listwise", "args": {"epochs": 3}, "pooler": "keep",
+                                 "label": "as dev-listwise, all-MiniLM-L6-v2's untrained pooler kept"},
+    "dev-listwise-head1": {"loss": "listwise", "args": {"epochs": 3, "head_lr_scale": 1.0},
+                           "label": "as dev-listwise, head at the transformer's learning rate"},
+    "dev-listwise-ict": {"loss": "listwise", "args": {"epochs": 1}, "ict": 3000,
+                         "label": "tune-train pairs x3 + 3,000 ICT pseudo-pairs, 4 BM25 negatives, listwise, 1 epoch"},
+}
+DEPTHS = (10, 50, 100)
+EVAL_MAX_LEN = 256  # tokens of a (query, abstract) pair at inference (the query kept whole)
+FIRST_STAGES = {"bm25": ["bm25"], "dense": ["all-MiniLM-L6-v2"], "hybrid": ["bm25", "all-MiniLM-L6-v2"]}
+
+
+def mined(data: Any, corpus: list[str], options: dict[str, Any] | None = None) -> Any:
+    from embedstack.training.mining import mine_hard_negatives
+
+    res = mine_hard_negatives((data.column("anchor"), data.column("positive")), corpus, method="bm25",
+                              **{**MINING, **(options or {})})
+    log(f"mined bm25: {res.stats['rows_out']}/{res.stats['rows_in']} rows, {res.stats['seconds']:.0f}s")
+    return res.data
+
+
+def train_data(cfg: dict[str, Any], corpus: list[str], half: str) -> Any:
+    from embedstack.training.recipes import _concat
+    from embedstack.training.run import training_data
+
+    real = training_data(f"scifact/train#{half}")
+    parts = [real] * cfg.get("copies", 1)
+    if cfg.get("ict"):
+        parts.append(training_data(f"scifact-ict:{cfg['ict']}"))
+    if cfg.get("titles"):
+        parts.append(training_data(f"scifact-titles:{cfg['titles']}"))
+    return mined(_concat(parts), corpus, cfg.get("mining"))
+
+
+def train(cfg: dict[str, Any], data: Any, evaluator: Any = None) -> tuple[Any, Any]:
+    from embedstack.training.ce_losses import BinaryCrossEntropyLoss
+    from embedstack.training.cross import CrossEncoderTrainer, groups_to_labelled_pairs
+    from embedstack.training.run import load_cross_encoder_start
+    from embedstack.training.trainer import TrainingArgs
+
+    args = TrainingArgs(**{**SETTINGS, **cfg.get("args", {})})
+    ce = load_cross_encoder_start(f"all-MiniLM-L6-v2@max_seq_length={EVAL_MAX_LEN}", pooler=cfg.get("pooler", "identity"),
+                                  seed=args.seed)
+    loss: Any = cfg.get("loss", "listwise")
+    if loss == "bce":
+        k = sum(1 for c in data.columns if c.startswith("negative_"))
+        data = groups_to_labelled_pairs(data)
+        loss = BinaryCrossEntropyLoss(pos_weight=float(k))
+    t0 = time.perf_counter()
+    result = CrossEncoderTrainer(ce, loss, data, args=args, evaluator=evaluator,
+                                 progress=lambda i: log(f"  step {i['step']}/{i['total']} loss {i['loss']:.3f}")
+                                 if i["step"] % 20 == 0 else None).train()
+    log(f"trained on {len(data)} rows: {result.steps} steps, {time.perf_counter() - t0:.0f}s, "
+        f"{result.pairs_per_second:.1f} rows/s")
+    return ce, result
+
+
+MODELS = Path(tempfile.gettempdir()) / "embedstack-train-reranker"  # the dev arms' trained cross-encoders
+ALPHAS = (0.3, 0.5, 0.7, 0.9)  # reranker weight of convex-z fusion with the first stage, compared on tune-dev
+
+
+class CachedReranker:
+    """A cross-encoder whose scores are computed once per (query, document) pair and looked up afterwards, so
+    every first stage, depth and fusion weight is reranked by exactly the same scores through the real
+    Pipeline code."""
+
+    def __init__(self, ce: Any) -> None:
+        self.ce, self.cache, self.name = ce, {}, getattr(ce, "name", "cross-encoder")
+
+    def fill(self, pairs: list[tuple[str, str]], batch_size: int = 32) -> float:
+        todo = sorted({p for p in pairs if p not in self.cache})
+        t0 = time.perf_counter()
+        for s in range(0, len(todo), 4096):
+            chunk = todo[s:s + 4096]
+            self.cache.update(zip(chunk, map(float, self.ce.predict(chunk, batch_size=batch_size)), strict=True))
+            log(f"  scored {min(s + 4096, len(todo)):,}/{len(todo):,} pairs")
+        return time.perf_counter() - t0
+
+    def score(self, pairs: Any) -> np.ndarray:
+        return np.asarray([self.cache[(q, d)] for q, d in pairs], dtype=np.float32)
+
+    def rank(self, query: str, documents: Any, **_: Any) -> list[dict[str, Any]]:
+        s = self.score([(query, d) for d in documents])
+        return [{"corpus_id": int(i), "score": float(s[i])} for i in np.argsort(-s, kind="stable")]
+
+
+class Bench:
+    """First stages built once on a query set (BM25, all-MiniLM-L6-v2 and their RRF hybrid, 100 candidates), and
+    the metrics of any reranked pipeline on it."""
+
+    def __init__(self, dataset: Any, stages: tuple[str, ...] = tuple(FIRST_STAGES)) -> None:
+        from embedstack.models import resolve
+        from embedstack.retrieval.build import build_index
+        from embedstack.retrieval.pipeline import Retriever
+
+        self.queries = dict(zip(dataset.query_ids(), dataset.query_texts(), strict=True))
+        texts = dict(zip(dataset.doc_ids(), dataset.doc_texts(), strict=True))
+        self.qrels = {q: dict(dataset.qrels[q]) for q in self.queries}
+        self.stages = stages
+        self.retrievers = {}
+        for spec in sorted({s for st in stages for s in FIRST_STAGES[st]}):  # each index built once
+            enc = resolve(spec)
+            self.retrievers[spec] = Retriever(spec, enc, build_index(list(texts.values()), list(texts), enc, spec=spec),
+                                              check=False)
+
+    def results(self, stage: str, reranker: Any = None, depth: int | None = None, alpha: float | None = None) -> Any:
+        """The same Pipeline evaluate_pipeline runs (RRF for two stages, 100 candidates, rerank the top depth)."""
+        from embedstack.index import RRF, ConvexFusion
+        from embedstack.retrieval.pipeline import Pipeline
+
+        pipe = Pipeline([self.retrievers[s] for s in FIRST_STAGES[stage]], fusion=RRF(60), candidates=100,
+                        reranker=reranker, rerank_top=depth,
+                        rerank_fusion=None if alpha is None else ConvexFusion(alpha, normalization="zscore"))
+        return pipe.search_batch(list(self.queries.values()), 100)
+
+    def pairs(self, depth: int = 100) -> list[tuple[str, str]]:
+        out = []
+        for stage in self.stages:
+            for q, r in zip(self.queries.values(), self.results(stage), strict=True):
+                out += [(q, h.text) for h in r.hits[:depth]]
+        return out
+
+    def metrics(self, stage: str, reranker: Any = None, depth: int | None = None,
+                alpha: float | None = None) -> dict[str, float]:
+        from embedstack.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+
+        res = self.results(stage, reranker, depth, alpha)
+        run = {qid: {h.id: float(len(r.hits) - i) for i, h in enumerate(r.hits)}  # final rank order
+               for qid, r in zip(self.queries, res, strict=True)}
+        return {"ndcg@10": 100 * ndcg_at_k(run, self.qrels, 10), "mrr@10": 100 * mrr_at_k(run, self.qrels, 10),
+                "recall@100": 100 * recall_at_k(run, self.qrels, 100)}
+
+
+def run_dev(name: str, corpus: list[str]) -> dict[str, Any]:
+    """Train on tune-train, rerank BM25's top 50 on tune-dev, alone and fused with BM25 (ALPHAS)."""
+    from embedstack.data import load_beir
+    from embedstack.training.evaluators import RerankEvaluator, query_half
+
+    cfg = DEV_CONFIGS[name]
+    dev = query_half(load_beir("scifact", split="train"), "tune-dev")
+    bench = Bench(dev, ("bm25",))
+    during = RerankEvaluator(dev, depth=20) if cfg.get("args", {}).get("eval_steps") else None
+    data = train_data(cfg, corpus, "tune-train")
+    t0 = time.perf_counter()
+    ce, res = train(cfg, data, during)
+    ce.save(MODELS / name, force=True)  # kept, so other fusion weights or depths can be scored later
+    cached = CachedReranker(ce.with_options(precision="bf16", max_seq_length=EVAL_MAX_LEN))
+    cached.fill(bench.pairs(50))
+    scores = bench.metrics("bm25", cached, 50)
+    fused = {f"{a:g}": bench.metrics("bm25", cached, 50, a)["ndcg@10"] for a in ALPHAS}
+    return {**scores, "fused": fused, "first_stage": {"name": "bm25", **bench.metrics("bm25")}, "rows": len(data),
+            "steps": res.steps, "train_seconds": res.seconds, "rows_per_second": res.pairs_per_second,
+            "scored_on": "tune-dev", "seconds": time.perf_counter() - t0, "final_loss": res.final_loss,
+            "during": [{"step": e["step"], **e["eval"]} for e in res.log if "eval" in e]}
+
+
+def run_report(recipe: str = "minilm-scifact-ce", alpha: float | None = None) -> dict[str, Any]:
+    """The recipe (built into the recipe cache if needed) reranking every first stage at every depth on the
+    report half, alone and fused with the first stage at ``alpha`` (chosen on tune-dev); one scoring pass over
+    the union of all candidate pairs, then the real Pipeline for each cell."""
+    from embedstack.data import load_beir
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.retrieval.evaluate import evaluate_pipeline
+    from embedstack.training.evaluators import query_half
+    from embedstack.training.recipes import build_recipe, get_recipe, recipe_dir
+
+    folder = recipe_dir(recipe)
+    built: dict[str, Any] = {}
+    if not (folder / "embedstack.json").is_file():
+        built, folder = build_recipe(get_recipe(recipe), score=False, stage=log,
+                                     progress=lambda i: log(f"  step {i['step']}/{i['total']} loss {i['loss']:.3f}")
+                                     if i["step"] % 50 == 0 else None)
+    ce = CrossEncoder.from_folder(folder, precision="bf16", max_seq_length=EVAL_MAX_LEN)
+    report = query_half(load_beir("scifact", split="train"), "report")
+    bench = Bench(report)
+    cached = CachedReranker(ce)
+    pairs = bench.pairs(100)
+    log(f"scoring {len(set(pairs)):,} distinct (query, abstract) pairs of {len(pairs):,}")
+    out: dict[str, Any] = {"recipe": recipe, "train": built.get("train"), "n_queries": len(bench.queries),
+                           "alpha": alpha, "cells": {}, "score_seconds": cached.fill(pairs)}
+    out["pairs_scored"] = len(cached.cache)
+    for stage in FIRST_STAGES:
+        out["cells"][stage] = bench.metrics(stage)
+        log(f"{stage}: nDCG@10 {out['cells'][stage]['ndcg@10']:.2f}")
+        for depth in DEPTHS:
+            for a in (None, alpha) if alpha is not None else (None,):
+                key = f"{stage}+ce@{depth}" + ("" if a is None else f"+fused{a:g}")
+                out["cells"][key] = bench.metrics(stage, cached, depth, a)
+                log(f"{key}: nDCG@10 {out['cells'][key]['ndcg@10']:.2f}")
+    # the user's path gives the same figure: evaluate_pipeline (the `eval retrieval --rerank` code) on one cell
+    check = evaluate_pipeline(["bm25"], report, k=100, reranker=cached, rerank_k=10)
+    out["check_evaluate_pipeline_bm25_ce10"] = 100 * check["ndcg@10"]
+    return out
+
+
+def markdown(arms: dict[str, Any]) -> str:
+    lines = ["### Cross-encoder training on SciFact, and retrieve-then-rerank", "",
+             "`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_reranker.py` — every cross-encoder starts from "
+             "all-MiniLM-L6-v2's weights (BERT pooler started as the identity, a fresh one-logit head); negatives are "
+             f"mined with BM25 over the whole corpus; inference in bf16 autocast, pairs cut at {EVAL_MAX_LEN} tokens "
+             "(the query kept whole).", ""]
+    dev = [(n, arms[n]) for n in DEV_CONFIGS if n in arms]
+    if dev:
+        first = dev[0][1]["first_stage"]["ndcg@10"]
+        lines += ["Choosing the recipe on tune-dev (train on tune-train = 70% of the tune half's queries, rerank BM25's "
+                  f"top 50 for tune-dev = the other 30%, where BM25 alone scores {first:.2f}; the report half is not "
+                  "looked at). Shared settings: " + ", ".join(f"{k} {v}" for k, v in SETTINGS.items() if v is not None)
+                  + "; mining " + ", ".join(f"{k} {v}" for k, v in MINING.items()) + ". *Fused α*: "
+                  "α · z(cross-encoder) + (1 − α) · z(BM25) over the reranked hits (`--rerank-fusion convex-z:α`).", "",
+                  "| configuration | CE alone nDCG@10 | MRR@10 | " + " | ".join(f"fused α={a:g}" for a in ALPHAS)
+                  + " | rows | train s |", "|---|---:|---:|" + "---:|" * len(ALPHAS) + "---:|---:|"]
+        for n, a in dev:
+            fused = a.get("fused") or {}
+            cells = " | ".join(f"{fused[f'{x:g}']:.2f}" if f"{x:g}" in fused else "–" for x in ALPHAS)
+            lines.append(f"| {DEV_CONFIGS[n]['label']} | {a['ndcg@10']:.2f} | {a['mrr@10']:.2f} | {cells} | "
+                         f"{a['rows']:,} | {a['train_seconds']:.0f} |")
+        during = [(n, a["during"]) for n, a in dev if a.get("during")]
+        for n, d in during:
+            lines += ["", f"{DEV_CONFIGS[n]['label']}: nDCG@10 on tune-dev (BM25 top 20 reranked) during training: "
+                      + ", ".join(f"step {e['step']} {e['ndcg@10']:.2f}" for e in d) + "."]
+    rep = arms.get("report")
+    if rep:
+        c = rep["cells"]
+        alpha = rep.get("alpha")
+        lines += ["", f"Report half ({rep['n_queries']} queries never tuned on, full 5,183-abstract corpus), recipe "
+                  f"`{rep['recipe']}` (`embedstack recipe {rep['recipe']}`); first stages retrieve 100 candidates "
+                  "(hybrid: RRF k=60 of BM25 and all-MiniLM-L6-v2); nDCG@10 x100"
+                  + (f"; fused: α = {alpha:g}, chosen on tune-dev" if alpha is not None else "") + ":", "",
+                  "| first stage | alone | " + " | ".join(f"→ CE @{d}" for d in DEPTHS)
+                  + ("" if alpha is None else " | " + " | ".join(f"→ CE @{d} fused" for d in DEPTHS)) + " |",
+                  "|---|---:|" + "---:|" * len(DEPTHS) * (1 if alpha is None else 2)]
+        for stage in FIRST_STAGES:
+            row = [f"{c[stage]['ndcg@10']:.2f}"] + [f"{c[f'{stage}+ce@{d}']['ndcg@10']:.2f}" for d in DEPTHS]
+            if alpha is not None:
+                row += [f"{c[f'{stage}+ce@{d}+fused{alpha:g}']['ndcg@10']:.2f}" for d in DEPTHS]
+            lines.append(f"| {stage} | " + " | ".join(row) + " |")
+        best = max((k for k in c if k.startswith("hybrid+")), key=lambda k: c[k]["ndcg@10"])
+        gain = c[best]["ndcg@10"] - c["hybrid"]["ndcg@10"]
+        lines += ["", f"Target hybrid → CE ≥ hybrid + 2: best reranked hybrid `{best}` {c[best]['ndcg@10']:.2f} vs "
+                  f"hybrid {c['hybrid']['ndcg@10']:.2f} ({gain:+.2f}): {'met' if gain >= 2 else 'not met'}. "
+                  f"{rep['pairs_scored']:,} distinct pairs scored once in {rep['score_seconds']:.0f} s; "
+                  f"`evaluate_pipeline` (the `eval retrieval --rerank` path) on BM25 → CE@10 gives "
+                  f"{rep['check_evaluate_pipeline_bm25_ce10']:.2f} (table: {c['bm25+ce@10']['ndcg@10']:.2f})."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arms", default=",".join(DEV_CONFIGS))
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--alpha", type=float, default=None, help="report arm: also the reranker fused with the first "
+                    "stage at this weight (chosen on tune-dev)")
+    opts = ap.parse_args()
+    from embedstack.data import load_beir
+
+    corpus = load_beir("scifact", split="train").doc_texts()
+    done = _load_arms("train_reranker")
+    for name in filter(None, opts.arms.split(",")):
+        if name in done and not opts.fresh:
+            log(f"{name}: kept ({done[name]['ndcg@10']:.2f})")
+            continue
+        log(f"arm {name}")
+        if name == "report":
+            result = run_report(alpha=opts.alpha)
+            result["ndcg@10"] = result["cells"]["hybrid+ce@100"]["ndcg@10"]
+        else:
+            result = run_dev(name, corpus)
+            log(f"{name}: nDCG@10 {result['ndcg@10']:.2f} (first stage {result['first_stage']['ndcg@10']:.2f})")
+        if not opts.no_save:
+            _save_arm("train_reranker", name, result)
+        done[name] = result
+    if not opts.no_save:
+        write_results("train_reranker", {"arms": done, "settings": SETTINGS, "mining": MINING}, markdown(done))
+    print(markdown(done))
+
+
+if __name__ == "__main__":
+    main()
