@@ -4,8 +4,9 @@ split never tuned on.
 SciFact's judged train queries are split once (``query_half``, 50/50, seed 0) into a *tune* half and a
 *report* half. Configurations are compared on ``tune-dev`` (30% of the tune half's queries) after
 training on ``tune-train`` (the other 70%): nDCG@10 after reranking BM25's top 50. The chosen
-configuration is the recipe ``minilm-scifact-ce``, trained on the whole tune half and scored once on the
-report half, with BM25, dense (all-MiniLM-L6-v2) and hybrid (RRF of the two) first stages at rerank
+configuration is the recipe ``minilm-scifact-ce``: the dev arm's model itself (trained on tune-train only, so
+tune-dev stays unseen for choosing the fusion weight; ``embedstack recipe minilm-scifact-ce`` retrains it
+with the same data, settings and seed), scored once on the report half, with BM25, dense (all-MiniLM-L6-v2) and hybrid (RRF of the two) first stages at rerank
 depths 10, 50 and 100, against the same first stages without reranking.
 
 Every cross-encoder starts from all-MiniLM-L6-v2's weights (``CrossEncoder.from_pretrained_encoder``:

@@ -210,6 +210,7 @@ def train_st_ce(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) 
     import torch
     import transformers
     from datasets import Dataset
+    from packaging.version import parse as parse_version
     from sentence_transformers.cross_encoder import (
         CrossEncoder,
         CrossEncoderTrainer,
@@ -219,12 +220,15 @@ def train_st_ce(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) 
 
     torch.manual_seed(spec["seed"])
     model = CrossEncoder(str(spec["model"]), num_labels=1, max_length=spec["max_len"], device="cpu")
+    warmup: dict[str, Any] = ({"warmup_steps": spec["warmup_ratio"]}  # transformers 5: a float is a ratio
+                              if parse_version(transformers.__version__) >= parse_version("5.0.0")
+                              else {"warmup_ratio": spec["warmup_ratio"]})
     bf16 = spec["precision"] == "bf16"
     with tempfile.TemporaryDirectory(prefix="st-ce-trainer-") as scratch:
         args = CrossEncoderTrainingArguments(
             output_dir=scratch, per_device_train_batch_size=spec["batch_size"], max_steps=spec["steps"],
             learning_rate=spec["lr"], weight_decay=spec["weight_decay"], lr_scheduler_type="linear",
-            warmup_steps=spec["warmup_ratio"], bf16=bf16, use_cpu=True, seed=spec["seed"], data_seed=spec["seed"],
+            **warmup, bf16=bf16, use_cpu=True, seed=spec["seed"], data_seed=spec["seed"],
             dataloader_drop_last=True, dataloader_num_workers=spec["st_workers"], torch_compile=spec["st_compile"],
             logging_strategy="no", save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True)
         loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(4.0))
@@ -549,7 +553,8 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
         "task": task, "steps": steps, "batch_size": t["batch_size"], "max_len": max_len, "loss": t["loss"],
         "lr": args.lr, "warmup_ratio": args.warmup_ratio, "weight_decay": args.weight_decay,
         "threads": args.threads, "seeds": args.seeds,
-        "repeats": args.repeats, "data": t["data"], "metric": t["metric"], "eval_max_len": t["max_len"],
+        "repeats": args.repeats, "data": t["data"], "metric": t["metric"],
+        "eval_max_len": 256 if task == "ce" else t["max_len"],
         "n_pairs": runs[0]["n_pairs"], "cpu_bf16": bf16_ok, "eval_precision": args.eval_precision,
         "quick": args.quick, "sides": per_side, "command": command(task),
         "base_metric": quality.get("base", {}).get("metric"),

@@ -103,3 +103,27 @@ def test_search_and_eval_rerank_with_a_cross_encoder(tmp_path: Path, corpus: Pat
     assert "rerank" in res["stage_ms"] and "rerank@5" in res["mode"] and 0 <= res["ndcg@10"] <= 1
     r = _run("eval", "retrieval", "-m", "bm25", "-d", str(SAMPLE_DIR / "retrieval"), "--split", "test", "--rerank-k", "5")
     assert r.exit_code == 2 and "--rerank" in r.output
+
+
+def test_rerank_fusion_blends_the_reranker_with_the_first_stage(tmp_path: Path, corpus: Path,
+                                                                tiny_reranker: Path) -> None:
+    from embedstack.data._sample import SAMPLE_DIR
+
+    assert _run("index", "build", str(corpus), "--model", "bm25", "--out", str(tmp_path / "v1"), "--quiet").exit_code == 0
+    r = _run("search", str(tmp_path / "v1"), "cats and dogs", "-k", "3", "--rerank", str(tiny_reranker),
+             "--rerank-fusion", "convex-z:0.5", "--json")
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)["hits"]
+    assert all("rerank" in h["stages"] and "rerank+first" in h["stages"] for h in hits)
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    r = _run("search", str(tmp_path / "v1"), "cats", "--rerank-fusion", "convex-z:0.5")
+    assert r.exit_code == 2 and "--rerank-fusion needs --rerank" in r.output
+    r = _run("search", str(tmp_path / "v1"), "cats", "--rerank", str(tiny_reranker), "--rerank-fusion", "rrf")
+    assert r.exit_code == 2 and "convex-z:ALPHA" in r.output
+    r = _run("eval", "retrieval", "-m", "bm25", "-d", str(SAMPLE_DIR / "retrieval"), "--split", "test", "--rerank",
+             str(tiny_reranker), "--rerank-fusion", "convex-z:0.7", "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "convex-z:0.7 with the first stage" in json.loads(r.stdout)["mode"]
+    r = _run("eval", "retrieval", "-m", "bm25", "-d", str(SAMPLE_DIR / "retrieval"), "--split", "test",
+             "--rerank-fusion", "convex-z:0.7")
+    assert r.exit_code == 2 and "--rerank-fusion needs --rerank" in r.output

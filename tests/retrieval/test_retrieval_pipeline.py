@@ -81,6 +81,9 @@ def test_hits_below_the_rerank_depth_follow_in_first_stage_order() -> None:
     assert {h.id for h in res.hits[:2]} == {h.id for h in first.hits[:2]}  # only the top 2 were reranked
     assert [h.id for h in res.hits[2:]] == [h.id for h in first.hits[2:]]
     assert all("rerank" not in h.stages for h in res.hits[2:])
+    scores = [h.score for h in res.hits]
+    assert scores == sorted(scores, reverse=True)  # one descending scale: the tail scores below the reranked hits
+    assert [h.stages["dense"] for h in res.hits[2:]] == [h.score for h in first.hits[2:]]
 
 
 def test_rerank_fusion_weighs_the_reranker_against_the_first_stage() -> None:

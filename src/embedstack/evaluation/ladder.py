@@ -391,12 +391,14 @@ LADDER_ROWS: list[LadderRow] = [
               note="`embedstack recipe minilm-scifact`: trained on the tune half of SciFact's train queries, so its "
                    "nDCG/recall are on the report half only (all-MiniLM-L6-v2 on that half: BENCHMARKS.md, "
                    "train_retrieval)"),
-    # retrieve-then-rerank with the cross-encoder trained here (on the tune half: scored on the report half only)
+    # retrieve-then-rerank with the cross-encoder trained here (on tune-train, inside the tune half: scored on the
+    # report half only)
     LadderRow("BM25 → cross-encoder (ours)", "bm25 → recipe:minilm-scifact-ce", era="hybrid", quick=False,
               available=lambda: _recipe_available("minilm-scifact-ce"),
               retrieve=lambda ds, cb, resolve=None: _report_half_reranked(["bm25"], ds, cb, resolve),
-              note=f"BM25's top {LADDER_RERANK_K} reranked by `embedstack recipe minilm-scifact-ce` (trained on the tune "
-                   "half of SciFact's train queries: report half only; without reranking: BENCHMARKS.md, train_reranker)"),
+              note=f"BM25's top {LADDER_RERANK_K} reranked by `embedstack recipe minilm-scifact-ce` (trained on 70% of the "
+                   "tune half of SciFact's train queries: report half only; without reranking: BENCHMARKS.md, "
+                   "train_reranker)"),
     LadderRow("BM25 + MiniLM (RRF) → cross-encoder (ours)", "bm25 + all-MiniLM-L6-v2 → recipe:minilm-scifact-ce",
               era="hybrid", quick=False, available=lambda: _recipe_available("minilm-scifact-ce"),
               retrieve=lambda ds, cb, resolve=None: _report_half_reranked(["bm25", "all-MiniLM-L6-v2"], ds, cb, resolve),

@@ -184,9 +184,13 @@ class TransformerRuntime:
         """One warning per model when inputs were cut to ``max_seq_length``."""
         if count and not self._warned_truncation:
             self._warned_truncation = True
+            limit = int(getattr(getattr(getattr(self, "model", None), "config", None), "max_position_embeddings", 0) or 0)
+            hint = (f"the model reads at most {limit} tokens, so split long documents into passages"
+                    if limit and self.max_seq_length >= limit else
+                    f"to keep more, raise the model option, e.g. MODEL@{option}")
             warnings.warn(
                 f"{count} {what} longer than max_seq_length={self.max_seq_length} tokens were truncated "
-                f"(warned once per model; to keep more, raise the model option, e.g. MODEL@{option}).",
+                f"(warned once per model; {hint}).",
                 UserWarning, stacklevel=stacklevel,
             )
 

@@ -57,10 +57,15 @@ def parse_rerank_fusion(text: str | None, *, flag: str = "--rerank-fusion") -> A
     stage; None stays None (the reranker's order alone)."""
     if text is None:
         return None
-    if not str(text).strip().startswith("convex"):
-        raise ConfigError(f"{flag} takes convex-z:ALPHA or convex:ALPHA (ALPHA = the reranker's weight in [0, 1]); "
-                          f"got {text!r}.", param=(flag, f"{flag} {text!r}"))
-    return parse_fusion(str(text))
+    kind, _, arg = str(text).strip().partition(":")
+    try:
+        alpha = float(arg) if arg else 0.5
+    except ValueError:
+        alpha = float("nan")
+    if kind not in ("convex", "convex-z") or not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"{flag} takes convex-z:ALPHA or convex:ALPHA, ALPHA = the reranker's weight in [0, 1] "
+                          f"(e.g. convex-z:0.5); got {text!r}.", param=(flag, f"{flag} {text!r}"))
+    return parse_fusion(f"{kind}:{alpha}")
 
 
 def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf", index: str = "flat",
@@ -120,7 +125,7 @@ def evaluate_pipeline(specs: Sequence[str], dataset: Any, *, fusion: str = "rrf"
     for s in range(0, len(qids), block_size):
         block = qids[s : s + block_size]
         for qid, res in zip(block, pipe.search_batch(qtexts[s : s + block_size], k), strict=True):
-            run[qid] = {h.id: h.score for h in res.hits}
+            run[qid] = {h.id: float(len(res.hits) - i) for i, h in enumerate(res.hits)}  # the pipeline's order
             for stage, sec in res.timings.items():
                 stage_s[stage] = stage_s.get(stage, 0.0) + sec
         progress("search", min(len(qids), s + block_size), len(qids))

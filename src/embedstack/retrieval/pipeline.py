@@ -103,7 +103,8 @@ class Pipeline:
         reranker: optional cross-encoder style ``Reranker`` (scores (query, text) pairs).
         candidates: hits fetched from each retriever before fusion (>= k).
         rerank_top: fused hits passed to the reranker (default ``candidates``); the hits below it follow
-            the reranked ones in first-stage order.
+            the reranked ones in first-stage order, with scores below the lowest reranked score (their
+            first-stage scores stay in ``Hit.stages``).
         rerank_fusion: combine the reranker's score with the first stage's instead of replacing it: a
             :class:`~embedstack.index.ConvexFusion` whose ``alpha`` weighs the reranker (``convex-z:0.7``
             from :func:`~embedstack.retrieval.evaluate.parse_fusion`: 0.7 · z(reranker) + 0.3 · z(first
@@ -215,10 +216,17 @@ class Pipeline:
                         top[i].text, top[i].metadata) for i in order]
         if self.rerank_fusion is not None:  # reranker and first stage combined, over the reranked hits
             by_id = {h.id: h for h in reranked}
-            fused = self.rerank_fusion.fuse({"rerank": reranked, "first": list(top)}, len(top))
+            at = {h.id: i for i, h in enumerate(reranked)}
+            fused = sorted(self.rerank_fusion.fuse({"rerank": reranked, "first": list(top)}, len(top)),
+                           key=lambda f: (-f.score, at[f.id]))  # ties keep the reranker's order
             reranked = [Hit(f.id, f.score, {**by_id[f.id].stages, "rerank+first": f.score}, by_id[f.id].text,
                             by_id[f.id].metadata) for f in fused]
-        return (reranked + hits[len(top):])[:k]
+        # hits below the rerank depth follow in first-stage order, scored below every reranked hit (their own
+        # first-stage score stays in .stages): one descending score scale for the whole list
+        floor = min((h.score for h in reranked), default=0.0)
+        tail = [Hit(h.id, floor - (i + 1), dict(h.stages), h.text, h.metadata)
+                for i, h in enumerate(hits[len(top):k])]
+        return (reranked + tail)[:k]
 
     def __repr__(self) -> str:
         names = ", ".join(f"{r.name}:{type(r.index).__name__}" for r in self.retrievers)
