@@ -64,7 +64,14 @@ class Recipe:
 
     @property
     def data_label(self) -> str:
-        return " + ".join(self.data)
+        """The data sets joined by ``+``; a set repeated in a row shows once with ``x N``."""
+        parts: list[list[Any]] = []
+        for d in self.data:
+            if parts and parts[-1][0] == d:
+                parts[-1][1] += 1
+            else:
+                parts.append([d, 1])
+        return " + ".join(d if n == 1 else f"{d} x{n}" for d, n in parts)
 
     @property
     def training_label(self) -> str:
