@@ -267,6 +267,17 @@ def markdown(arms: dict[str, Any]) -> str:
             cells = " | ".join(f"{fused[f'{x:g}']:.2f}" if f"{x:g}" in fused else "–" for x in ALPHAS)
             lines.append(f"| {DEV_CONFIGS[n]['label']} | {a['ndcg@10']:.2f} | {a['mrr@10']:.2f} | {cells} | "
                          f"{a['rows']:,} | {a['train_seconds']:.0f} |")
+        got = dict(dev)
+        if {"dev-listwise", "dev-listwise-long", "dev-ict-128"} <= set(got):
+            f = got["dev-ict-128"].get("fused") or {}
+            best = max(f, key=f.get) if f else None
+            lines += ["", "What mattered (the issue's list): more optimizer steps on shorter training pairs "
+                      f"({got['dev-listwise']['ndcg@10']:.2f} → {got['dev-listwise-long']['ndcg@10']:.2f}; the "
+                      "during-training curve peaks after 2 epochs, then overfits the 338 queries), then more pairs: "
+                      f"inverse-cloze and title pseudo-pairs ({got['dev-ict-128']['ndcg@10']:.2f}). A larger head "
+                      "learning rate and the listwise loss were in every arm (BCE and the kept pooler were not run: "
+                      "each arm costs 15-30 minutes here). No arm reached BM25 alone; blending with BM25 did"
+                      + (f" (α = {best}: {f[best]:.2f} against {first:.2f})" if best else "") + "."]
         during = [(n, a["during"]) for n, a in dev if a.get("during")]
         for n, d in during:
             lines += ["", f"{DEV_CONFIGS[n]['label']}: nDCG@10 on tune-dev (BM25 top 20 reranked) during training: "

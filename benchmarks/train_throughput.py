@@ -180,6 +180,16 @@ def train_ours(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -
             "reported": reported, "config": {"precision": trainer.precision, **spec["ours_options"]}}
 
 
+def st_warmup(ratio: float) -> dict[str, Any]:
+    """The peer's warm-up argument: transformers 5 reads a float ``warmup_steps`` below 1 as a ratio."""
+    import transformers
+    from packaging.version import parse as parse_version
+
+    if parse_version(transformers.__version__) >= parse_version("5.0.0"):
+        return {"warmup_steps": ratio}
+    return {"warmup_ratio": ratio}
+
+
 def train_ours_ce(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -> dict[str, Any]:
     """embedstack's CrossEncoderTrainer: a cross-encoder started on the bi-encoder's weights, BCE (pos_weight 4)."""
     from embedstack.neural.cross_encoder import CrossEncoder
@@ -210,7 +220,6 @@ def train_st_ce(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) 
     import torch
     import transformers
     from datasets import Dataset
-    from packaging.version import parse as parse_version
     from sentence_transformers.cross_encoder import (
         CrossEncoder,
         CrossEncoderTrainer,
@@ -220,9 +229,7 @@ def train_st_ce(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) 
 
     torch.manual_seed(spec["seed"])
     model = CrossEncoder(str(spec["model"]), num_labels=1, max_length=spec["max_len"], device="cpu")
-    warmup: dict[str, Any] = ({"warmup_steps": spec["warmup_ratio"]}  # transformers 5: a float is a ratio
-                              if parse_version(transformers.__version__) >= parse_version("5.0.0")
-                              else {"warmup_ratio": spec["warmup_ratio"]})
+    warmup = st_warmup(spec["warmup_ratio"])
     bf16 = spec["precision"] == "bf16"
     with tempfile.TemporaryDirectory(prefix="st-ce-trainer-") as scratch:
         args = CrossEncoderTrainingArguments(
@@ -275,7 +282,6 @@ def train_st(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -> 
     import torch
     import transformers
     from datasets import Dataset
-    from packaging.version import parse as parse_version
     from sentence_transformers import (
         SentenceTransformer,
         SentenceTransformerTrainer,
@@ -295,9 +301,7 @@ def train_st(spec: dict[str, Any], columns: dict[str, list[Any]], out: Path) -> 
     else:
         loss = losses.MultipleNegativesRankingLoss(model, scale=20.0)
         sampler = BatchSamplers.NO_DUPLICATES  # as ST recommends for in-batch negatives
-    warmup: dict[str, Any] = ({"warmup_steps": spec["warmup_ratio"]}  # transformers 5: a float is a ratio
-                              if parse_version(transformers.__version__) >= parse_version("5.0.0")
-                              else {"warmup_ratio": spec["warmup_ratio"]})
+    warmup = st_warmup(spec["warmup_ratio"])
     bf16 = spec["precision"] == "bf16"
     with tempfile.TemporaryDirectory(prefix="st-trainer-") as scratch:
         args = SentenceTransformerTrainingArguments(
