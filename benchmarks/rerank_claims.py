@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, log, write_results  # noqa: E402
+from _report import log, write_results  # noqa: E402
 from _report import load_arms as _load_arms  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
@@ -240,7 +240,6 @@ def main() -> None:
     if not opts.no_save:
         write_results("rerank_claims", {"parts": done}, markdown(done))
     print(markdown(done))
-    _ = RESULTS
 
 
 if __name__ == "__main__":
