@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import log, write_results  # noqa: E402
 from _report import load_arms as _load_arms  # noqa: E402
+from _report import log, write_results  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
 PARTS = ("sts", "scifact", "allpairs", "latency")
