@@ -115,10 +115,25 @@ def load(name_or_path: str, **options: Any) -> Any:
             raise ConfigError(f"{name_or_path} is a cross-encoder (it scores pairs; it has no vectors): the "
                               f"option(s) {wrong} apply to bi-encoders only.")
         model: Any = CrossEncoder.from_folder(folder, **options)
+    elif is_colbert(folder):
+        from embedstack.neural.colbert import ColBERT
+
+        wrong = sorted(set(options) & {"pooling", "normalize", "truncate_dim", "max_seq_length"})
+        if wrong:
+            raise ConfigError(f"{name_or_path} is a ColBERT model (one vector per token): the option(s) {wrong} do "
+                              "not apply; use query_length / document_length.")
+        model = ColBERT.from_folder(folder, **options)
     else:
         model = SentenceEncoder.from_folder(folder, **options)
     model.source = how
     return model
+
+
+def is_colbert(folder: Any) -> bool:
+    """Whether a model folder holds a ColBERT (late-interaction) model."""
+    from embedstack.neural.colbert import is_colbert as check
+
+    return check(folder)
 
 
 def is_cross_encoder(folder: Any) -> bool:
