@@ -124,3 +124,52 @@ def test_multivector_persist_remove_and_errors(tmp_path: Any) -> None:
     assert len(loaded) == 99 and loaded.exact_search([docs[4]], k=1)[0][0].id == "d4"
     with pytest.raises(InputError):
         idx.add([np.zeros((0, 8), dtype=np.float32)], ["empty"])
+
+
+@pytest.mark.parametrize("spec,min_recall,max_bytes", [("multivector:storage=fp16", 0.97, 2 * 32),
+                                                       ("plaid:nbits=4", 0.8, 4 * 32 // 8 + 2),
+                                                       ("plaid:nbits=2", 0.65, 2 * 32 // 8 + 2),
+                                                       ("plaid:nbits=1", 0.55, 32 // 8 + 2)])
+def test_multivector_compressed_storage_keeps_the_ranking(tmp_path: Any, spec: str, min_recall: float,
+                                                          max_bytes: int) -> None:
+    from embedstack.index import from_spec, load_index
+
+    # noisy synthetic tokens (residuals as large as the clusters): measured 1.0 / 0.88 / 0.77 / 0.68 recall@10
+    docs = _docs(400, 32)
+    ids = [f"d{i}" for i in range(400)]
+    queries = [d[:4] + 0.05 for d in _docs(20, 32, seed=5)]
+    ref = MultiVectorIndex(32)
+    ref.add(docs, ids)
+    exact = ref.exact_search(queries, k=10)
+    idx = from_spec(spec, dim=32)
+    idx.add(docs[:300], ids[:300])
+    idx.train()
+    idx.add(docs[300:], ids[300:])  # added after training: compressed against the same centroids and buckets
+    got = idx.exact_search(queries, k=10)
+    rec = np.mean([len({h.id for h in a} & {h.id for h in b}) / 10 for a, b in zip(got, exact, strict=True)])
+    assert rec >= min_recall
+    n_tok = sum(len(d) for d in docs)
+    per_token = (idx._arrays()["packed"].nbytes + idx._assign.nbytes) / n_tok if idx.compressed \
+        else idx._tokens.nbytes / n_tok
+    assert per_token <= max_bytes
+    idx.save(tmp_path / "i")
+    loaded = load_index(tmp_path / "i")  # memory-mapped
+    assert [[h.id for h in r] for r in loaded.search(queries, k=5)] == [[h.id for h in r] for r in idx.search(queries, k=5)]
+    loaded.remove(["d0", "d350"])
+    loaded.compact()
+    assert len(loaded) == 398 and loaded.exact_search([docs[5]], k=1)[0][0].id == "d5"
+
+
+def test_multivector_storage_errors() -> None:
+    from embedstack.errors import ConfigError
+    from embedstack.index import from_spec, multivector_from_spec
+
+    with pytest.raises(ConfigError, match="nbits"):
+        from_spec("plaid:nbits=3", dim=32)
+    with pytest.raises(ConfigError, match="storage"):
+        from_spec("multivector:storage=int8", dim=32)
+    with pytest.raises(ConfigError, match="multiple of 8"):
+        from_spec("plaid:nbits=1", dim=12)
+    with pytest.raises(ConfigError, match="one vector per token"):
+        multivector_from_spec("hnsw", dim=32)
+    assert multivector_from_spec("flat", dim=32).storage == "fp32"

@@ -73,6 +73,31 @@ def is_sparse(encoder: Any) -> bool:
     return callable(getattr(encoder, "encode_sparse", None))
 
 
+def is_multivector(encoder: Any) -> bool:
+    """True when ``encoder`` gives a matrix of token vectors per text (``encode_tokens``: ColBERT)."""
+    return callable(getattr(encoder, "encode_tokens", None)) and not callable(getattr(encoder, "encode", None)) \
+        and not is_sparse(encoder)
+
+
+def _multivector_index(encoder: Any, doc_texts: Sequence[str], doc_ids: Sequence[str], index_spec: str | None,
+                       batch_size: int, progress: Progress) -> Any:
+    """Encode the corpus into token matrices and add them to a multi-vector index (``multivector`` or
+    ``plaid`` specs; exact MaxSim over every document when ``index_spec`` is None)."""
+    from embedstack._extras import require
+
+    index_mod = require("embedstack.index", "index", "vector indexes")
+    index = index_mod.multivector_from_spec(index_spec, dim=int(encoder.dim), model=type(encoder).__name__)
+    n = len(doc_texts)
+    progress("encode corpus", 0, n)
+    for s in range(0, n, _ENCODE_CHUNK):
+        mats = encoder.encode_tokens(list(doc_texts[s:s + _ENCODE_CHUNK]), role="document", batch_size=batch_size)
+        index.add(mats, list(doc_ids[s:s + _ENCODE_CHUNK]))
+        progress("encode corpus", min(s + _ENCODE_CHUNK, n), n)
+    if index_spec is not None and hasattr(index, "train"):
+        index.train()
+    return index
+
+
 def has_inverted_index(encoder: Any) -> bool:
     """True when ``encoder`` can index a corpus and search it itself (``index`` + ``retrieve``, e.g. BM25)."""
     return callable(getattr(encoder, "index", None)) and callable(getattr(encoder, "retrieve", None))
@@ -245,8 +270,9 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
             f"--index {index_spec!r} applies to dense encoders; {type(encoder).__name__} is sparse and is "
             "scored with its inverted (sparse) matrix. Drop the index option or use a dense model."
         )
-    if not sparse and not callable(getattr(encoder, "encode", None)):
-        raise ConfigError(f"{type(encoder).__name__} is neither a DenseEncoder nor a SparseEncoder.")
+    multi = is_multivector(encoder)
+    if not sparse and not multi and not callable(getattr(encoder, "encode", None)):
+        raise ConfigError(f"{type(encoder).__name__} is neither a DenseEncoder, a SparseEncoder nor a MultiVectorEncoder.")
     tiebreak = _id_tiebreak(doc_ids)
     n_docs = len(doc_ids)
     from embedstack.models import needs_fit
@@ -270,6 +296,10 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
         parts = [np.asarray(getattr(inv, a)) for a in ("data", "indices", "indptr") if hasattr(inv, a)]
         nbytes = int(sum(p.nbytes for p in parts))
         mode = "sparse/inverted-index"
+    elif multi:
+        index = _multivector_index(encoder, doc_texts, doc_ids, index_spec, batch_size, progress)
+        mode = f"multivector/{index_spec or 'exact'}"
+        nbytes = 0
     elif sparse:
         progress("encode corpus", 0, n_docs)
         docs = encoder.encode_sparse(doc_texts, role="document").tocsr()
@@ -299,7 +329,15 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
     t1 = time.perf_counter()
     nq = len(qids)
     progress("search", 0, nq)
-    if native:
+    if multi:
+        assert index is not None
+        search = index.search if index_spec is not None else index.exact_search
+        for s in range(0, nq, block_size):
+            qtok = encoder.encode_tokens(qtexts[s:s + block_size], role="query", batch_size=batch_size)
+            for r, hits in enumerate(search(qtok, k)):
+                run[qids[s + r]] = {h.id: float(h.score) for h in hits}
+            progress("search", min(s + block_size, nq), nq)
+    elif native:
         for s in range(0, nq, block_size):
             idx_b, sc_b = encoder.retrieve(qtexts[s:s + block_size], k)
             for r, (irow, srow) in enumerate(zip(idx_b.tolist(), sc_b.tolist(), strict=True)):
@@ -335,7 +373,11 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
     for text in qtexts[:latency_queries]:
         t = time.perf_counter()
         with _threads.serial():  # as Pipeline.search does for one query: no thread pools left fighting
-            if native:
+            if multi:
+                assert index is not None
+                qtok = encoder.encode_tokens([text], role="query")
+                (index.search if index_spec is not None else index.exact_search)(qtok, k)
+            elif native:
                 encoder.retrieve([text], k)
             elif sparse:
                 row = np.asarray((encoder.encode_sparse([text], role="query").tocsr() @ docs_t).toarray(), np.float32)

@@ -64,6 +64,7 @@ __all__ = [
     "set_alias",
     "resolve_alias",
     "from_spec",
+    "multivector_from_spec",
     "parse_index_spec",
     "SPECS",
 ]
@@ -78,6 +79,8 @@ SPECS: dict[str, tuple[type, dict[str, Any]]] = {
     "binary+rescore": (FlatIndex, {"quantization": "binary"}),
     "hnsw": (HNSWIndex, {}),
     "matryoshka": (MatryoshkaIndex, {}),
+    "multivector": (MultiVectorIndex, {}),
+    "plaid": (MultiVectorIndex, {"storage": "residual"}),
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {"binary+rescore": {"rescore": "int8"}}
 _ALIASES = {"m": "M", "efc": "ef_construction", "ef_search": "ef", "dims": "first_dims", "d": "first_dims"}
@@ -115,13 +118,26 @@ def parse_index_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return kind, opts
 
 
+def multivector_from_spec(spec: str | None, *, dim: int, model: str = "this model") -> Any:
+    """An empty index for token matrices (ColBERT): ``multivector`` (also for None or ``flat``) or ``plaid``;
+    a single-vector kind is a ConfigError naming the ones that fit."""
+    spec = "multivector" if spec in (None, "flat") else spec
+    if parse_index_spec(str(spec))[0] not in ("multivector", "plaid"):
+        raise ConfigError(f"--index {spec!r} holds one vector per text; {model} gives one vector per token: use "
+                          "'multivector' (exact MaxSim, fp32 or storage=fp16) or 'plaid' (compressed residuals, "
+                          "e.g. plaid:nbits=2).")
+    return from_spec(str(spec), dim=dim)
+
+
 def from_spec(spec: str, *, dim: int, metric: str = "cosine") -> Any:
     """Build an empty index from a spec string.
 
     Specs: ``flat`` (float32 exact), ``fp16``, ``int8``, ``binary``, ``binary+rescore``
     (``oversample=10``, ``rescore=int8|float``), ``hnsw`` (``M``, ``ef_construction``, ``ef``,
     ``dtype``), ``matryoshka`` (``first_dims``, ``candidates``). Options follow a colon:
-    ``hnsw:M=32,ef=128``, ``int8:calibration=percentile,percentile=99.5``.
+    ``hnsw:M=32,ef=128``, ``int8:calibration=percentile,percentile=99.5``. Token matrices (ColBERT):
+    ``multivector`` (``storage=fp32|fp16``, ``n_centroids``, ``nprobe``, ``candidates``) and ``plaid``
+    (residual compression, ``nbits=1|2|4``).
     """
     kind, opts = parse_index_spec(spec)
     cls, fixed = SPECS[kind]

@@ -10,6 +10,14 @@ token, so a candidate stage prunes first, in the spirit of PLAID's centroid inte
    ``candidates`` of them are scored exactly with MaxSim.
 
 ``exact_search`` scores every live document (the reference for the candidate stage's recall).
+
+Storage (``storage``): ``fp32``; ``fp16`` (half the bytes); or ``residual``, ColBERTv2 / PLAID's
+compression: each token keeps the id of its centroid and its residual ``x - c`` quantized to ``nbits``
+(1, 2 or 4) per dimension against bucket cut-offs taken from the quantiles of all residual values
+(the bucket's value is its middle quantile), packed into bytes. A 128-d token then costs
+``16 · nbits + 2`` bytes (2-bit: 34) instead of 512. Scoring decompresses the candidates
+(``c + r̂``, renormalised) and runs exact MaxSim on them. Documents added before :meth:`train` are
+held in fp32 until it runs (searching or saving trains first).
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ from embedstack.errors import InputError
 from embedstack.index._base import BaseIndex, as_matrix
 from embedstack.registry import register
 
-__all__ = ["MultiVectorIndex", "maxsim"]
+__all__ = ["MultiVectorIndex", "maxsim", "STORAGES"]
+
+STORAGES = ("fp32", "fp16", "residual")
 
 
 def maxsim(query: np.ndarray, doc: np.ndarray) -> float:
@@ -52,6 +62,8 @@ class MultiVectorIndex(BaseIndex):
         n_centroids: k-means centroids over tokens (None: a power of two near ``8·sqrt(tokens)``).
         nprobe: centroids probed per query token.
         candidates: documents scored exactly per query (after the centroid approximation).
+        storage: ``fp32``, ``fp16`` or ``residual`` (centroid id + ``nbits`` per dimension; see the module doc).
+        nbits: bits per dimension of a residual (1, 2 or 4).
         kmeans_iters: Lloyd iterations.
         seed: random seed of the k-means sample and initialisation.
 
@@ -66,8 +78,11 @@ class MultiVectorIndex(BaseIndex):
     """
 
     def __init__(self, dim: int, *, metric: str = "cosine", n_centroids: int | None = None, nprobe: int = 4,
-                 candidates: int = 256, kmeans_iters: int = 10, seed: int = 0) -> None:
+                 candidates: int = 256, storage: str = "fp32", nbits: int = 2, kmeans_iters: int = 10,
+                 seed: int = 0) -> None:
         self.n_centroids = n_centroids
+        self.storage = storage
+        self.nbits = nbits
         self.nprobe = nprobe
         self.candidates = candidates
         self.kmeans_iters = kmeans_iters
@@ -80,6 +95,11 @@ class MultiVectorIndex(BaseIndex):
         self._assign: np.ndarray = np.zeros(0, dtype=np.int32)
         self._lists: sp.csr_array | None = None  # centroid -> docs
         self._doc_cents: sp.csr_array | None = None  # doc -> centroids
+        # residual storage: packed bucket indices per token, the cut-offs and the value of each bucket
+        self._packed: np.ndarray = np.zeros((0, self._packed_width()), dtype=np.uint8)
+        self.cutoffs_: np.ndarray | None = None
+        self.bucket_weights_: np.ndarray | None = None
+        self._lut: np.ndarray | None = None
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -91,11 +111,33 @@ class MultiVectorIndex(BaseIndex):
         check_int(self, "nprobe", self.nprobe, low=1)
         check_int(self, "candidates", self.candidates, low=1)
         check_int(self, "kmeans_iters", self.kmeans_iters, low=0)
+        if self.storage not in STORAGES:
+            from embedstack.errors import ConfigError
+
+            raise ConfigError(f"storage must be one of {list(STORAGES)}; got {self.storage!r}.")
+        if isinstance(self.nbits, bool) or self.nbits not in (1, 2, 4):
+            from embedstack.errors import ConfigError
+
+            raise ConfigError(f"nbits must be 1, 2 or 4 bits per dimension; got {self.nbits!r}.")
+        if self.storage == "residual" and (self.dim * self.nbits) % 8:
+            from embedstack.errors import ConfigError
+
+            raise ConfigError(f"residual storage packs dim x nbits bits into bytes: {self.dim} x {self.nbits} is not a "
+                              "multiple of 8.")
         check_int(self, "seed", self.seed, low=0)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_centroids": self.n_centroids, "nprobe": self.nprobe,
-                "candidates": self.candidates, "kmeans_iters": self.kmeans_iters, "seed": self.seed}
+                "candidates": self.candidates, "storage": self.storage, "nbits": self.nbits,
+                "kmeans_iters": self.kmeans_iters, "seed": self.seed}
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the tokens are held as centroid ids + packed residuals (residual storage, trained)."""
+        return self.storage == "residual" and self.cutoffs_ is not None
+
+    def _packed_width(self) -> int:
+        return self.dim * self.nbits // 8 if self.storage == "residual" else 0
 
     # ------------------------------------------------------------------ adding
     def _validate(self, vectors: Any, what: str) -> list[np.ndarray]:
@@ -119,13 +161,67 @@ class MultiVectorIndex(BaseIndex):
         if not self._pending:
             return
         lens = np.array([len(m) for m in self._pending], dtype=np.int64)
-        self._tokens = np.concatenate([np.asarray(self._tokens), *self._pending])
-        self._offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lens)])
+        new = np.concatenate(self._pending)
         self._pending = []
+        self._offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lens)])
+        if self.compressed:  # already trained: compress the new tokens against the same centroids and buckets
+            codes = self._nearest(new)
+            self._assign = np.concatenate([self._assign, codes.astype(self._assign.dtype)])
+            self._packed = np.concatenate([np.asarray(self._packed), self._quantize(new, codes)])
+            self._lists = None
+            return
+        dtype = np.float16 if self.storage == "fp16" else np.float32
+        self._tokens = np.concatenate([np.asarray(self._tokens, dtype=dtype), new.astype(dtype)])
         if self.centroids_ is not None:
-            new = self._tokens[len(self._assign):]
             self._assign = np.concatenate([self._assign, self._nearest(new)])
             self._lists = None
+
+    # ------------------------------------------------------------------ residual compression
+    def _shifts(self) -> np.ndarray:
+        per = 8 // self.nbits
+        return (np.arange(per - 1, -1, -1) * self.nbits).astype(np.uint8)  # the first value in the high bits
+
+    def _quantize(self, tokens: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Packed bucket indices (m, dim·nbits/8) of the residuals ``tokens - centroids[codes]``."""
+        assert self.centroids_ is not None and self.cutoffs_ is not None
+        out = np.empty((len(tokens), self._packed_width()), dtype=np.uint8)
+        per = 8 // self.nbits
+        shifts = self._shifts()
+        for s in range(0, len(tokens), 65536):
+            res = tokens[s:s + 65536] - self.centroids_[codes[s:s + 65536]]
+            buckets = np.searchsorted(self.cutoffs_, res).astype(np.uint8)  # (m, dim) in [0, 2^nbits)
+            grouped = buckets.reshape(len(res), -1, per) << shifts
+            out[s:s + 65536] = np.bitwise_or.reduce(grouped, axis=2)
+        return out
+
+    def _fit_buckets(self, tokens: np.ndarray, codes: np.ndarray) -> None:
+        """Cut-offs at the ``k / 2^nbits`` quantiles of the residual values, each bucket's value at its middle one."""
+        assert self.centroids_ is not None
+        res = (tokens - self.centroids_[codes]).ravel()
+        levels = 2 ** self.nbits
+        self.cutoffs_ = np.quantile(res, np.arange(1, levels) / levels).astype(np.float32)
+        self.bucket_weights_ = np.quantile(res, (np.arange(levels) + 0.5) / levels).astype(np.float32)
+        self._lut = None
+
+    def _byte_table(self) -> np.ndarray:
+        """byte value → the ``8 / nbits`` residual values it packs: float32 (256, 8 / nbits)."""
+        if self._lut is None:
+            assert self.bucket_weights_ is not None
+            values = np.arange(256, dtype=np.uint8)[:, None] >> self._shifts()[None, :]
+            self._lut = self.bucket_weights_[values & (2 ** self.nbits - 1)].astype(np.float32)
+        return self._lut
+
+    def _decode(self, pos: np.ndarray) -> np.ndarray:
+        """float32 token vectors at positions ``pos`` (decompressed and renormalised under residual storage)."""
+        if not self.compressed:
+            return np.asarray(self._tokens[pos], dtype=np.float32)
+        assert self.centroids_ is not None
+        packed = np.asarray(self._packed[pos])
+        x = self._byte_table()[packed].reshape(len(pos), self.dim)
+        x += self.centroids_[np.asarray(self._assign[pos])]
+        if self.metric == "cosine":
+            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x
 
     # ------------------------------------------------------------------ candidate stage
     def _nearest(self, tokens: np.ndarray) -> np.ndarray:
@@ -136,9 +232,12 @@ class MultiVectorIndex(BaseIndex):
         return out
 
     def train(self) -> MultiVectorIndex:
-        """Cluster the stored tokens (spherical k-means) and build the centroid inverted lists."""
+        """Cluster the stored tokens (spherical k-means) and build the centroid inverted lists; under
+        residual storage, fit the buckets and compress every token (the fp32 copy is dropped)."""
         self._materialize()
-        tokens = np.asarray(self._tokens)
+        if self.compressed:  # a second train() would need the fp32 tokens the compression dropped
+            return self
+        tokens = np.asarray(self._tokens, dtype=np.float32)
         n_tok = len(tokens)
         if n_tok == 0:
             return self
@@ -160,6 +259,11 @@ class MultiVectorIndex(BaseIndex):
         self.centroids_ = np.ascontiguousarray(cents, dtype=np.float32)
         self._assign = self._nearest(tokens)
         self._lists = None
+        if self.storage == "residual":
+            self._assign = self._assign.astype(np.uint16 if c <= 65536 else np.int32)
+            self._fit_buckets(sample, self._nearest(sample))
+            self._packed = self._quantize(tokens, self._assign)
+            self._tokens = np.zeros((0, self.dim), dtype=np.float32)
         return self
 
     def _build_lists(self) -> None:
@@ -198,12 +302,14 @@ class MultiVectorIndex(BaseIndex):
 
     def _maxsim(self, q: np.ndarray, docs: np.ndarray) -> np.ndarray:
         pos, starts = _segments(self._offsets, docs)
-        sims = q @ np.asarray(self._tokens[pos]).T
+        sims = q @ self._decode(pos).T
         return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0).astype(np.float32)
 
     def _rank(self, queries: list[np.ndarray], k: int, exhaustive: bool) -> tuple[np.ndarray, np.ndarray]:
         self._materialize()
         live = np.flatnonzero(~self._dead)
+        if self.storage == "residual" and not self.compressed and len(live):
+            self.train()
         if not exhaustive and len(live) > self.candidates:
             if self.centroids_ is None:
                 self.train()
@@ -242,7 +348,10 @@ class MultiVectorIndex(BaseIndex):
         self._materialize()
         pos, _ = _segments(self._offsets, keep)
         lens = self._offsets[keep + 1] - self._offsets[keep]
-        self._tokens = np.ascontiguousarray(self._tokens[pos])
+        if self.compressed:
+            self._packed = np.ascontiguousarray(self._packed[pos])
+        else:
+            self._tokens = np.ascontiguousarray(self._tokens[pos])
         self._offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         if self.centroids_ is not None:
             self._assign = self._assign[pos]
@@ -250,15 +359,27 @@ class MultiVectorIndex(BaseIndex):
 
     def _arrays(self) -> dict[str, np.ndarray]:
         self._materialize()
-        out = {"tokens": np.asarray(self._tokens), "offsets": self._offsets}
+        if self.storage == "residual" and not self.compressed and len(self._tokens):
+            self.train()  # a residual index is saved compressed
+        out = {"offsets": self._offsets}
+        if self.compressed:
+            assert self.cutoffs_ is not None and self.bucket_weights_ is not None
+            out.update(packed=np.asarray(self._packed), cutoffs=self.cutoffs_, bucket_weights=self.bucket_weights_)
+        else:
+            out["tokens"] = np.asarray(self._tokens)
         if self.centroids_ is not None:
             out["centroids"] = self.centroids_
             out["assign"] = self._assign
         return out
 
     def _restore(self, arrays: dict[str, np.ndarray], state: dict[str, Any], folder: Path, mmap: bool) -> None:
-        self._tokens = np.asarray(arrays["tokens"])
         self._offsets = np.asarray(arrays["offsets"], dtype=np.int64)
+        if "packed" in arrays:
+            self._packed = arrays["packed"]
+            self.cutoffs_ = np.asarray(arrays["cutoffs"], dtype=np.float32)
+            self.bucket_weights_ = np.asarray(arrays["bucket_weights"], dtype=np.float32)
+        else:
+            self._tokens = np.asarray(arrays["tokens"])
         if "centroids" in arrays:
             self.centroids_ = np.asarray(arrays["centroids"])
             self._assign = np.asarray(arrays["assign"])

@@ -108,7 +108,7 @@ class ColBERT(TransformerRuntime):
         dim: Output dimensionality of a new projection (128 as in ColBERT).
         query_prefix, document_prefix: Marker tokens inserted after ``[CLS]`` ("" for none).
         query_length: Query tokens (queries are padded with ``[MASK]`` to it, or cut to it).
-        document_length: Document tokens at most.
+        document_length: Document tokens at most (default 180 as PyLate, or the model's limit if lower).
         do_query_expansion: Pad queries with ``[MASK]`` (query augmentation).
         attend_to_expansion_tokens: Let the other tokens attend to the ``[MASK]`` padding.
         skiplist_words: Tokens dropped from documents (default: every punctuation character).
@@ -126,7 +126,7 @@ class ColBERT(TransformerRuntime):
         query_prefix: str = "[unused0]",
         document_prefix: str = "[unused1]",
         query_length: int = 32,
-        document_length: int = 180,
+        document_length: int | None = None,
         do_query_expansion: bool = True,
         attend_to_expansion_tokens: bool = False,
         skiplist_words: Sequence[str] | None = None,
@@ -140,6 +140,8 @@ class ColBERT(TransformerRuntime):
         seed: int = 0,
     ) -> None:
         limit = model.config.max_position_embeddings
+        if document_length is None:
+            document_length = min(180, limit)
         for label, value in (("query_length", query_length), ("document_length", document_length)):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 4 <= int(value) <= limit:
                 raise ConfigError(f"{label} must be an int in [4, {limit}]. Got {value!r}.")

@@ -108,13 +108,24 @@ def build_index(texts: Sequence[str], ids: Sequence[str], encoder: Any, *, spec:
         encoder.fit(list(texts))
         progress("fit", 1, 1)
     sparse = callable(getattr(encoder, "encode_sparse", None))
-    if not sparse and not callable(getattr(encoder, "encode", None)):
-        raise ConfigError(f"{type(encoder).__name__} from {spec!r} is neither a dense nor a sparse encoder.")
+    multi = not sparse and callable(getattr(encoder, "encode_tokens", None)) and not callable(getattr(encoder, "encode", None))
+    if not sparse and not multi and not callable(getattr(encoder, "encode", None)):
+        raise ConfigError(f"{type(encoder).__name__} from {spec!r} is neither a dense, a sparse nor a multi-vector "
+                          "encoder.")
     idx: Any = None
     progress("encode", 0, n)
     for s in range(0, n, chunk):
         part = list(texts[s : s + chunk])
-        if sparse:
+        if multi:
+            from embedstack.index import multivector_from_spec
+
+            def per_text(d: int, s: int = s) -> None:
+                progress("encode", s + d, n)
+
+            vecs = encoder.encode_tokens(part, role="document", batch_size=batch_size, progress=per_text)
+            if idx is None:
+                idx = multivector_from_spec(index, dim=int(encoder.dim), model=spec)
+        elif sparse:
             vecs = encoder.encode_sparse(part, role="document")
             if idx is None:
                 if index not in ("flat", "sparse"):
@@ -137,6 +148,8 @@ def build_index(texts: Sequence[str], ids: Sequence[str], encoder: Any, *, spec:
         progress("encode", min(n, s + chunk), n)
     if idx is None:
         raise DatasetError("no documents to index.")
+    if multi and hasattr(idx, "train"):
+        idx.train()  # centroids for the candidate stage (and, for plaid, the compression) before saving
     idx.encoder = encoder_identity(encoder, spec)
     if out is not None:
         saveable = callable(getattr(encoder, "save", None)) and bool(getattr(encoder, "type_name", ""))

@@ -34,7 +34,7 @@ import numpy as np
 
 from embedstack.errors import ConfigError, InputError
 
-__all__ = ["train_sentence", "train_cross_encoder", "load_cross_encoder_start", "training_data", "NAMED_DATA"]
+__all__ = ["train_sentence", "train_cross_encoder", "train_colbert", "load_colbert_start", "load_cross_encoder_start", "training_data", "NAMED_DATA"]
 
 NAMED_DATA = ("stsb", "snli", "snli-triplets", "scifact", "scifact-titles", "scifact-ict")
 ICT_MIN_SENTENCES = 3  # a document needs this many sentences to give an ICT pair
@@ -341,24 +341,7 @@ def train_cross_encoder(
 
         check_output(out, kind=SENTENCE_MODEL, force=force)
     rows: Any = data if hasattr(data, "columns") else training_data(data, seed=args.seed)
-    mined = None
-    if hard_negatives is not None:
-        from embedstack.training.mining import mine_hard_negatives
-
-        if "anchor" not in rows.columns or "positive" not in rows.columns:
-            raise InputError(f"hard-negative mining needs (anchor, positive) rows; the data has {list(rows.columns)}.")
-        options = dict(mining or {})
-        corpus = options.pop("corpus", None)
-        scorer = options.pop("model", None)
-        if hard_negatives in ("dense", "both") or options.get("margin") is not None \
-                or options.get("relative_margin") is not None:
-            from embedstack.models import resolve
-
-            scorer = resolve(str(scorer or "all-MiniLM-L6-v2@precision=bf16"))
-        say(f"mining hard negatives ({hard_negatives}) for {len(rows):,} rows")
-        mined = mine_hard_negatives((rows.column("anchor"), rows.column("positive")), corpus, method=hard_negatives,
-                                    model=scorer, seed=args.seed, cache_dir=cache_dir, **options)
-        rows = mined.data
+    rows, mined = _mine_rows(rows, hard_negatives, mining, seed=args.seed, cache_dir=cache_dir, say=say)
     loss_module: Any = loss
     if loss == "bce" and "label" not in rows.columns and any(c.startswith("negative_") for c in rows.columns):
         k = sum(1 for c in rows.columns if c.startswith("negative_"))
@@ -370,6 +353,129 @@ def train_cross_encoder(
                      "hard_negatives": hard_negatives, "mining": None if mined is None else mined.stats,
                      "pooler_init": pooler, "first_stage": getattr(evaluator, "first_stage", None)}
     say(f"training a cross-encoder on {len(rows):,} rows with {type(trainer.loss).__name__}")
+    result = trainer.train(out=out, resume=resume, force=force)
+    result.mining = None if mined is None else mined.stats
+    return result
+
+
+def _mine_rows(rows: Any, hard_negatives: str | None, mining: Mapping[str, Any] | None, *, seed: int,
+               cache_dir: Any, say: Callable[[str], None]) -> tuple[Any, Any]:
+    """``(rows, mined)``: rows with mined ``negative_1..k`` columns (unchanged when ``hard_negatives`` is None).
+    ``dense`` / ``both`` (or a margin) score with ``mining["model"]`` (default all-MiniLM-L6-v2 in bf16)."""
+    if hard_negatives is None:
+        return rows, None
+    from embedstack.training.mining import mine_hard_negatives
+
+    if "anchor" not in rows.columns or "positive" not in rows.columns:
+        raise InputError(f"hard-negative mining needs (anchor, positive) rows; the data has {list(rows.columns)}.")
+    options = dict(mining or {})
+    corpus = options.pop("corpus", None)
+    scorer = options.pop("model", None)
+    if hard_negatives in ("dense", "both") or options.get("margin") is not None \
+            or options.get("relative_margin") is not None:
+        from embedstack.models import resolve
+
+        scorer = resolve(str(scorer or "all-MiniLM-L6-v2@precision=bf16"))
+    say(f"mining hard negatives ({hard_negatives}) for {len(rows):,} rows")
+    mined = mine_hard_negatives((rows.column("anchor"), rows.column("positive")), corpus, method=hard_negatives,
+                                model=scorer, seed=seed, cache_dir=cache_dir, **options)
+    return mined.data, mined
+
+
+def load_colbert_start(model: str | Any, *, dim: int = 128, seed: int = 0, **options: Any) -> Any:
+    """A ColBERT to train: a ColBERT SPEC/folder as it is, or a new one on a bi-encoder's or BERT's weights
+    (:meth:`~embedstack.neural.colbert.ColBERT.from_pretrained_encoder`: a fresh ``dim``-wide projection)."""
+    from embedstack.neural.colbert import ColBERT, is_colbert
+
+    if isinstance(model, ColBERT):
+        return model
+    from embedstack.neural.hub import resolve_model
+    from embedstack.neural.specs import parse_options
+    from embedstack.training.recipes import resolve_start
+
+    name, parsed = parse_options(resolve_start(str(model)))
+    folder, how = resolve_model(name)
+    merged = {**parsed, **options}
+    wrong = sorted(set(merged) & {"pooling", "normalize", "truncate_dim", "max_seq_length"})
+    if wrong:
+        raise ConfigError(f"the options {wrong} of {model!r} apply to bi-encoders; a ColBERT takes query_length and "
+                          "document_length.")
+    if is_colbert(folder):
+        out = ColBERT.from_folder(folder, **merged)
+    else:
+        out = ColBERT.from_pretrained_encoder(folder, dim=dim, seed=seed, **merged)
+    out.source = how
+    return out
+
+
+def train_colbert(
+    model: str | Any,
+    data: str | os.PathLike[str] | Any,
+    *,
+    loss: str = "contrastive",
+    out: str | os.PathLike[str] | None = None,
+    args: Any = None,
+    hard_negatives: str | None = None,
+    mining: Mapping[str, Any] | None = None,
+    eval: str | Callable[[Any], Mapping[str, float]] | None = None,
+    teacher: str | Any = None,
+    dim: int = 128,
+    model_options: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Train a ColBERT model end to end; the Python twin of ``embedstack train colbert``.
+
+    Args:
+        model: A ColBERT SPEC/folder to continue, or a bi-encoder / BERT SPEC (``all-MiniLM-L6-v2``) to start
+            one from (a fresh ``dim``-wide projection).
+        data: A file, a named set (:func:`training_data`) or a TrainingData of ``(anchor, positive)`` rows
+            (with ``hard_negatives``: mined into ``negative_1..k``).
+        loss: ``contrastive`` (in-batch + hard negatives) or ``distillation`` (KL to ``teacher`` only).
+        hard_negatives, mining: As :func:`train_sentence`.
+        eval: An evaluation spec (``retrieval:scifact/train#tune-dev``) or an evaluator.
+        teacher: A cross-encoder SPEC/folder (or model) whose scores the KL term follows; with the
+            ``contrastive`` loss both terms are summed.
+        dim: Width of a new projection.
+        model_options: ``query_length``, ``document_length`` ... of the ColBERT.
+    Returns:
+        The :class:`~embedstack.training.trainer.TrainResult` (with ``.mining`` stats when mined).
+    """
+    from embedstack.training.colbert import ColBERTTrainer
+    from embedstack.training.evaluators import evaluator_from_spec
+    from embedstack.training.trainer import TrainingArgs
+
+    say = stage or (lambda _line: None)
+    args = args or TrainingArgs()
+    say(f"loading {model if isinstance(model, str) else type(model).__name__}")
+    colbert = load_colbert_start(model, dim=dim, seed=args.seed, **dict(model_options or {}))
+    if out is not None:
+        from embedstack.io import SENTENCE_MODEL, check_output
+
+        check_output(out, kind=SENTENCE_MODEL, force=force)
+    rows: Any = data if hasattr(data, "columns") else training_data(data, seed=args.seed)
+    rows, mined = _mine_rows(rows, hard_negatives, mining, seed=args.seed, cache_dir=cache_dir, say=say)
+    teacher_model = teacher
+    if isinstance(teacher, str | os.PathLike):
+        from embedstack.models import resolve
+
+        say(f"loading the teacher {teacher}")
+        teacher_model = resolve(str(teacher))
+    if teacher_model is not None and not callable(getattr(teacher_model, "predict", None)):
+        raise ConfigError(f"the teacher must be a cross-encoder (it scores pairs); {teacher!r} is a "
+                          f"{type(teacher_model).__name__}.", param=("teacher", "teacher"))
+    evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
+    trainer = ColBERTTrainer(colbert, loss, rows, args=args, evaluator=evaluator, progress=progress,
+                             teacher=teacher_model)
+    trainer.notes = {"model_in": getattr(colbert, "source", None), "evaluation": getattr(evaluator, "name", None),
+                     "hard_negatives": hard_negatives, "mining": None if mined is None else mined.stats,
+                     "teacher": None if teacher is None else str(getattr(teacher_model, "name", teacher))}
+    if teacher_model is not None:
+        say(f"scoring {len(rows):,} rows with the teacher")
+    say(f"training a ColBERT on {len(rows):,} rows with {type(trainer.loss).__name__}")
     result = trainer.train(out=out, resume=resume, force=force)
     result.mining = None if mined is None else mined.stats
     return result

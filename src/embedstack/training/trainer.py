@@ -284,7 +284,9 @@ def _uses_in_batch_negatives(loss: nn.Module) -> bool:
     from embedstack.training.cached import CachedMultipleNegativesRankingLoss
     from embedstack.training.losses import MultipleNegativesRankingLoss
 
-    return isinstance(_base_loss(loss), MultipleNegativesRankingLoss | CachedMultipleNegativesRankingLoss)
+    base = _base_loss(loss)
+    return isinstance(base, MultipleNegativesRankingLoss | CachedMultipleNegativesRankingLoss) \
+        or bool(getattr(base, "in_batch_negatives", False))
 
 
 # ------------------------------------------------------------------------------------------------ trainer
