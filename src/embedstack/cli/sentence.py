@@ -229,6 +229,72 @@ def train_cross_encoder_command(
     _report(result, out, time.perf_counter() - t0, json_out, quiet, f"trained {out}")
 
 
+def train_colbert_command(
+    data: str = typer.Option(..., "--data", "-d", help="Training data: a JSONL/CSV/TSV file or a named set of "
+                             "(anchor, positive[, negative_1..k]) rows; --hard-negatives mines the negatives."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the ColBERT model (a PyLate folder)."),
+    model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="A ColBERT to continue, or a bi-encoder / "
+                              "BERT to start one from (fresh projection)."),
+    loss: str = typer.Option("contrastive", "--loss", help="contrastive (in-batch + hard negatives) or distillation "
+                             "(KL to --teacher only)."),
+    teacher: str | None = typer.Option(None, "--teacher", help="A cross-encoder whose scores of each row's "
+                                       "candidates the KL term follows (with contrastive: both terms)."),
+    dim: int = typer.Option(128, "--dim", help="Token vector width of a new ColBERT."),
+    query_length: int | None = typer.Option(None, "--query-length", help="Query tokens ([MASK]-padded to it; "
+                                            "a new model: 32, a saved one: its own)."),
+    document_length: int | None = typer.Option(None, "--document-length", help="Document tokens at most (a new "
+                                               "model: 180, a saved one: its own)."),
+    hard_negatives: str | None = typer.Option(None, "--hard-negatives", help="Mine negatives first: bm25, dense, both."),
+    num_negatives: int = typer.Option(1, "--num-negatives", help="Mined negatives per positive."),
+    range_min: int = typer.Option(10, "--range-min", help="Skip the first N ranked candidates when mining."),
+    range_max: int = typer.Option(50, "--range-max", help="Mine among the first N ranked candidates."),
+    eval_spec: str | None = typer.Option(None, "--eval", help="Evaluate during training, e.g. "
+                                         "retrieval:scifact/train#tune-dev (exact MaxSim)."),
+    epochs: int = typer.Option(1, "--epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Rows per step (in-batch negatives)."),
+    lr: float = typer.Option(1e-4, "--lr", help="Peak AdamW learning rate of the transformer."),
+    head_lr_scale: float = typer.Option(10.0, "--head-lr-scale", help="Learning-rate multiplier of the projection."),
+    warmup_ratio: float = typer.Option(0.1, "--warmup-ratio"),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 (autocast), bf16-pure."),
+    eval_steps: int | None = typer.Option(None, "--eval-steps"),
+    save_steps: int | None = typer.Option(200, "--save-steps"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads"),
+    columns: str | None = typer.Option(None, "--columns", help="Map file columns: question=anchor,answer=positive."),
+    data_format: str | None = typer.Option(None, "--format", help="jsonl, csv or tsv (default: from the suffix)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT.ckpt."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a model saved by embedstack."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a ColBERT (late-interaction) model: MaxSim over in-batch and mined negatives, or distillation."""
+    from embedstack.training.run import train_colbert, training_data
+    from embedstack.training.trainer import TrainingArgs
+
+    t0 = time.perf_counter()
+    args = TrainingArgs(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
+                        precision=precision, seed=seed, eval_steps=eval_steps, save_steps=save_steps, threads=threads,
+                        head_lr_scale=head_lr_scale)
+    file_options: dict[str, Any] = {}
+    if columns:
+        file_options["columns"] = _columns(columns)
+    if data_format:
+        file_options["format"] = data_format
+    rows = training_data(data, seed=seed, **text_options(encoding, errors), **file_options)
+    mining = {"num_negatives": num_negatives, "range_min": range_min, "range_max": range_max}
+    say = (lambda line: None) if quiet or json_out else (lambda line: err_console.print(line))
+    with progress(quiet=quiet or json_out) as prog:
+        result = train_colbert(model, rows, loss=loss, out=out, args=args, hard_negatives=hard_negatives,
+                               mining=mining, eval=eval_spec, teacher=teacher, dim=dim,
+                               model_options={k: v for k, v in (("query_length", query_length),
+                                                                ("document_length", document_length)) if v is not None},
+                               resume=resume, force=force, progress=_bar(prog), stage=say)
+    _report(result, out, time.perf_counter() - t0, json_out, quiet, f"trained {out}")
+
+
 def recipe_command(
     name: str | None = typer.Argument(None, help="Recipe to build (see --list)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the model (default: the recipe "
@@ -271,9 +337,10 @@ def recipe_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train sentence`` and ``train cross-encoder`` to the ``train`` group and the top-level ``recipe`` command."""
+    """Add ``train sentence``, ``train cross-encoder`` and ``train colbert`` to the ``train`` group and the top-level ``recipe`` command."""
     from embedstack.cli.train import train_app
 
     train_app.command("sentence")(train_sentence_command)
     train_app.command("cross-encoder")(train_cross_encoder_command)
+    train_app.command("colbert")(train_colbert_command)
     app.command("recipe")(recipe_command)

@@ -42,7 +42,8 @@ from embedstack.neural.config import BertConfig  # noqa: E402
 from embedstack.neural.tokenizer import WordPiece, pad_batch  # noqa: E402
 from embedstack.neural.transformer import BertModel, _activation  # noqa: E402
 
-__all__ = ["MLMCollator", "BertForMaskedLM", "PretrainResult", "pack_sequences", "pretrain_mlm", "save_pretrained"]
+__all__ = ["MLMCollator", "BertForMaskedLM", "PretrainResult", "pack_sequences", "pretrain_mlm", "save_pretrained",
+           "train_mlm_head"]
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -238,6 +239,9 @@ def pretrain_mlm(
     log_every: int = 10,
     precision: str = "fp32",
     progress: Callable[[int, float], None] | None = None,
+    model: BertForMaskedLM | None = None,
+    frozen_steps: int = 0,
+    encoder_lr_scale: float = 1.0,
 ) -> PretrainResult:
     """Pretrain a BERT from scratch with the masked-LM objective on a CPU within a budget.
 
@@ -256,6 +260,11 @@ def pretrain_mlm(
             under :func:`torch.autocast`, weights and optimizer state in fp32): several times faster on
             CPUs with AMX or AVX-512 BF16, slower elsewhere.
         progress: Called with ``(step, last loss)`` after each step.
+        model: Continue this model instead of a new one (:func:`train_mlm_head` passes a pretrained encoder
+            with a fresh head).
+        frozen_steps: The first steps train only the head (``cls.*``); the encoder, and the word embeddings
+            the decoder is tied to, stay frozen.
+        encoder_lr_scale: Learning-rate multiplier of the encoder's weights (after ``frozen_steps``).
     """
     if minutes is None and max_steps is None:
         raise ConfigError("Give a time budget (minutes) or a step budget (max_steps); both are None.")
@@ -270,11 +279,19 @@ def pretrain_mlm(
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     torch.manual_seed(seed)
-    model = BertForMaskedLM(config, seed=seed).train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    model = (model if model is not None else BertForMaskedLM(config, seed=seed)).train()
+    groups = []
+    for head in (False, True):
+        for decay in (True, False):
+            params = [p for n, p in model.named_parameters()
+                      if n.startswith("cls.") == head and (p.ndim >= 2) == decay]
+            if params:
+                groups.append({"params": params, "weight_decay": weight_decay if decay else 0.0,
+                               "scale": 1.0 if head else float(encoder_lr_scale)})
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    encoder_params = [p for n, p in model.named_parameters() if not n.startswith("cls.")]
+    for p in encoder_params:
+        p.requires_grad_(frozen_steps <= 0)
     collator = MLMCollator(vocab_size=config.vocab_size, mask_id=tokenizer.mask_id, special_ids=tokenizer.special_ids(),
                            pad_id=tokenizer.pad_id, seed=seed)
     rng = np.random.default_rng(seed)
@@ -314,8 +331,11 @@ def pretrain_mlm(
         if budget_s is not None and time.monotonic() - start >= budget_s:
             break
         batch = collator(batch_seqs)
+        if frozen_steps > 0 and result.steps == frozen_steps:
+            for p in encoder_params:
+                p.requires_grad_(True)
         for group in opt.param_groups:
-            group["lr"] = lr_at(result.steps)
+            group["lr"] = lr_at(result.steps) * group["scale"]
         with autocast:
             loss = model(**batch)["loss"]
         opt.zero_grad(set_to_none=True)
@@ -370,3 +390,30 @@ def save_pretrained(result: PretrainResult, out: str | os.PathLike[str], *, max_
         (tmp / "training.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
 
     return enc.save(out, force=force, extra=add_files)
+
+
+def train_mlm_head(encoder: str | os.PathLike[str], texts: Callable[[], Iterable[str]] | Sequence[str], *,
+                   frozen_steps: int = 300, unfrozen_steps: int = 200, batch_size: int = 32, max_len: int = 128,
+                   lr: float = 1e-3, encoder_lr_scale: float = 0.05, seed: int = 0, precision: str = "bf16",
+                   progress: Callable[[int, float], None] | None = None) -> PretrainResult:
+    """Give a pretrained encoder that ships without one (all-MiniLM-L6-v2) a masked-LM head.
+
+    A fresh head (transform + LayerNorm + decoder tied to the word embeddings + bias) is trained with the
+    encoder frozen for ``frozen_steps``, then everything for ``unfrozen_steps`` with the encoder at
+    ``lr · encoder_lr_scale`` (so the head adapts first and the encoder moves little). SPLADE reads
+    this head. ``encoder`` is a model folder or name (:func:`embedstack.neural.hub.resolve_model`).
+    """
+    from embedstack.neural.cross_encoder import _transformer_dir
+    from embedstack.neural.hub import resolve_model
+    from embedstack.neural.transformer import load_weights
+
+    folder = _transformer_dir(Path(resolve_model(str(encoder))[0]))
+    config = BertConfig.from_json_file(folder / "config.json")
+    tokenizer = WordPiece.from_file(folder)
+    model = BertForMaskedLM(config, seed=seed)
+    model.bert.pooler = None
+    load_weights(model.bert, folder / "model.safetensors")  # in place: the decoder stays tied to the embeddings
+    return pretrain_mlm(texts, tokenizer, config, minutes=None, max_steps=frozen_steps + unfrozen_steps,
+                        batch_size=batch_size, max_len=max_len, lr=lr, warmup_steps=min(50, frozen_steps or 50),
+                        seed=seed, precision=precision, progress=progress, model=model, frozen_steps=frozen_steps,
+                        encoder_lr_scale=encoder_lr_scale)

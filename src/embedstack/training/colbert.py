@@ -36,7 +36,7 @@ from torch import Tensor, nn  # noqa: E402
 from embedstack.errors import ConfigError  # noqa: E402
 from embedstack.training.trainer import SentenceTrainer  # noqa: E402
 
-__all__ = ["ColBERTTrainer", "ColBERTLoss", "COLBERT_LOSSES"]
+__all__ = ["ColBERTTrainer", "ColBERTLoss", "COLBERT_LOSSES", "distill_kl", "teacher_scores"]
 
 
 class ColBERTLoss(nn.Module):
@@ -78,10 +78,23 @@ class ColBERTLoss(nn.Module):
             loss = loss + (self.contrastive_weight if teacher is not None else 1.0) \
                 * nn.functional.cross_entropy(logits, target)
         if teacher is not None and self.distill_weight > 0:
-            student = torch.log_softmax(torch.gather(scores, 1, own), dim=-1)
-            target_p = torch.softmax(teacher / self.teacher_temperature, dim=-1)
-            loss = loss + self.distill_weight * nn.functional.kl_div(student, target_p, reduction="batchmean")
+            loss = loss + self.distill_weight * distill_kl(torch.gather(scores, 1, own), teacher, self.teacher_temperature)
         return loss
+
+
+def distill_kl(student: Tensor, teacher: Tensor, teacher_temperature: float = 1.0) -> Tensor:
+    """``KL(softmax(teacher / T) ‖ softmax(student))`` over each row's own candidates ``(B, 1 + k)``, batch mean."""
+    target = torch.softmax(teacher / teacher_temperature, dim=-1)
+    return nn.functional.kl_div(torch.log_softmax(student, dim=-1), target, reduction="batchmean")
+
+
+def teacher_scores(teacher: Any, data: Any, doc_columns: list[str]) -> Tensor:
+    """A reranker's raw scores (``predict(pairs, activation=False)``) of each row's candidates: ``(rows, len(doc_columns))``."""
+    anchors = data.column("anchor")
+    columns = [data.column(c) for c in doc_columns]
+    pairs = [(a, col[r]) for r, a in enumerate(anchors) for col in columns]
+    scores = np.asarray(teacher.predict(pairs, activation=False), dtype=np.float32)
+    return torch.from_numpy(scores.reshape(len(anchors), len(doc_columns)))
 
 
 COLBERT_LOSSES = {"contrastive": ColBERTLoss, "distillation": lambda: ColBERTLoss(contrastive_weight=0.0)}
@@ -156,10 +169,7 @@ class ColBERTTrainer(SentenceTrainer):
             self._teacher_scores = self._score_teacher()
 
     def _score_teacher(self) -> Tensor:
-        anchors = self.data.column("anchor")
-        pairs = [(a, self.data.column(c)[r]) for r, a in enumerate(anchors) for c in self._doc_columns]
-        scores = np.asarray(self.teacher.predict(pairs, activation=False), dtype=np.float32)
-        return torch.from_numpy(scores.reshape(len(anchors), len(self._doc_columns)))
+        return teacher_scores(self.teacher, self.data, self._doc_columns)
 
     def _named_weights(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {f"model.{k}": p for k, p in self.model.model.named_parameters()}

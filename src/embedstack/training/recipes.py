@@ -34,8 +34,8 @@ class Recipe:
     Attributes:
         name: The recipe name.
         summary: One line: what it is and what it shows.
-        kind: ``sentence`` (fine-tune a bi-encoder), ``cross`` (train a cross-encoder, a reranker) or ``mlm``
-            (pretrain a BERT with masked LM).
+        kind: ``sentence`` (fine-tune a bi-encoder), ``cross`` (train a cross-encoder, a reranker),
+            ``colbert`` (train a late-interaction model) or ``mlm`` (pretrain a BERT with masked LM).
         model: Starting model SPEC (``all-MiniLM-L6-v2``, ``recipe:NAME``).
         data: Named training sets (:func:`embedstack.training.run.training_data`) concatenated, or the
             corpus of an ``mlm`` recipe.
@@ -46,7 +46,7 @@ class Recipe:
         expected: ``(metric, value)`` measured when the recipe was last run (BENCHMARKS.md).
         minutes: Wall-clock minutes of the last build on these 2 cores.
         options: Extra options (``matryoshka_dims``, ``hard_negatives``, ``mining``, ``loss_options``,
-            ``pooler`` of a new cross-encoder, ``mlm`` settings).
+            ``pooler`` of a new cross-encoder, ``model_options`` and ``teacher`` of a ColBERT, ``mlm`` settings).
     """
 
     name: str
@@ -259,7 +259,16 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
 
         mining["corpus"] = load_beir("scifact", split=None).doc_texts()
     opts["mining"] = mining or None
-    if recipe.kind == "cross":
+    if recipe.kind == "colbert":
+        from embedstack.training.run import train_colbert
+
+        teacher = opts.get("teacher")
+        result = train_colbert(start, data, loss=recipe.loss, out=folder, args=args, eval=recipe.eval,
+                               hard_negatives=opts.get("hard_negatives"), mining=opts.get("mining"),
+                               teacher=None if teacher is None else resolve_start(teacher, stage=stage),
+                               model_options=opts.get("model_options"), force=force, progress=progress,
+                               stage=stage, resume=resume)
+    elif recipe.kind == "cross":
         result = train_cross_encoder(start, data, loss=recipe.loss, out=folder, args=args, eval=recipe.eval,
                                      hard_negatives=opts.get("hard_negatives"), mining=opts.get("mining"),
                                      pooler=opts.get("pooler", "identity"), force=force, progress=progress,

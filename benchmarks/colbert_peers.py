@@ -1,0 +1,331 @@
+"""ColBERT against PyLate and Stanford's PLAID (issue 12): training and encoding throughput, index size, search
+queries/s and nDCG@10, in one process.
+
+Run it with the PyLate virtualenv (``make peers`` builds ``.venv-pylate``: PyLate 1.6 on our torch, without
+fast-plaid, whose wheels pin torch <= 2.11; embedstack is installed there too)::
+
+    EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/python benchmarks/colbert_peers.py [--parts train,encode,search]
+
+Both libraries load the same model folder (our recipe ``minilm-scifact-colbert`` is a PyLate folder; their
+vectors agree to 1e-6, tests/neural/test_colbert.py), so:
+
+* **train**: rows/s of the optimizer steps after two warm-up steps, on the same SciFact rows (query, positive,
+  one BM25 negative; batch 16; documents cut at 256 tokens), in-batch + hard-negative contrastive loss:
+  ours (``ColBERTTrainer``, bf16 autocast) against PyLate (``SentenceTransformerTrainer`` + ``losses.Contrastive``
+  + ``ColBERTCollator``) in fp32 and with ``bf16=True`` (the Trainer's CPU autocast). Rounds interleaved,
+  order rotated; medians and spread.
+* **encode**: SciFact abstracts per second (document_length 256) and queries per second: ours (fp32, bf16)
+  against PyLate ``encode`` (fp32, and the model cast to bf16), batch 32, rounds interleaved.
+* **search**: the same document token vectors go into each index engine (the model is the same, so this
+  isolates the index): ours exact MaxSim, ours ``multivector`` (centroid candidates, fp32) and ``plaid``
+  (2-bit and 1-bit residuals) against Stanford's PLAID (PyLate ``indexes.PLAID(use_fast=False)``, nbits 2 and 1,
+  its defaults otherwise) and PyLate's Voyager (HNSW over tokens + exact rerank): build seconds, bytes per
+  document on disk, queries/s for the report-half queries searched one at a time (k = 10), nDCG@10 on the
+  report half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import load_arms as _load_arms  # noqa: E402
+from _report import log, ratio, write_results  # noqa: E402
+from _report import save_arm as _save_arm  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+WORK = Path(tempfile.gettempdir()) / "embedstack-colbert-peers"
+RECIPE = "minilm-scifact-colbert"
+TRAIN_BATCH = 16
+TRAIN_STEPS = 8  # the first 2 are warm-up
+DOC_LENGTH = 256
+
+
+def _model_folder() -> Path:
+    from embedstack.training.recipes import recipe_dir
+
+    folder = recipe_dir(RECIPE)
+    if not (folder / "embedstack.json").is_file():
+        raise SystemExit(f"build the recipe first: embedstack recipe {RECIPE}")
+    return folder
+
+
+def _report_half() -> Any:
+    from embedstack.data import load_beir
+    from embedstack.training.evaluators import query_half
+
+    return query_half(load_beir("scifact", split="train"), "report")
+
+
+# ----------------------------------------------------------------------------------------------- train
+def _train_rows(n: int) -> Any:
+    from embedstack.data import load_beir
+    from embedstack.training.mining import mine_hard_negatives
+    from embedstack.training.run import training_data
+
+    data = training_data("scifact/train#tune-train")
+    corpus = load_beir("scifact", split="train").doc_texts()
+    res = mine_hard_negatives((data.column("anchor"), data.column("positive")), corpus, method="bm25",
+                              num_negatives=1, range_min=10, range_max=50)
+    rows = res.data
+    return rows.select(list(range(min(n, len(rows)))))
+
+
+def _ours_train(rows: Any) -> list[float]:
+    from embedstack.training.colbert import ColBERTTrainer
+    from embedstack.training.run import load_colbert_start
+    from embedstack.training.trainer import TrainingArgs
+
+    model = load_colbert_start("all-MiniLM-L6-v2", query_length=32, document_length=DOC_LENGTH)
+    stamps: list[float] = []
+    args = TrainingArgs(batch_size=TRAIN_BATCH, max_steps=TRAIN_STEPS, lr=1e-4, precision="bf16", save_steps=None,
+                        max_seq_length=DOC_LENGTH, seed=0)
+    ColBERTTrainer(model, "contrastive", rows, args=args, progress=lambda _i: stamps.append(time.perf_counter())).train()
+    return list(np.diff(stamps[1:]))  # step times after the 2 warm-up steps
+
+
+def _pylate_train(rows: Any, bf16: bool) -> list[float]:
+    import datasets
+    from pylate import losses, models, utils
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import TrainerCallback
+
+    from embedstack.neural.hub import resolve_model
+
+    model = models.ColBERT(model_name_or_path=str(resolve_model("all-MiniLM-L6-v2")[0]), device="cpu",
+                           document_length=DOC_LENGTH, query_length=32)
+    ds = datasets.Dataset.from_dict({"query": rows.column("anchor"), "positive": rows.column("positive"),
+                                     "negative": rows.column("negative_1")})
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            stamps.append(time.perf_counter())
+
+    args = SentenceTransformerTrainingArguments(output_dir=str(WORK / "pylate-train"), per_device_train_batch_size=TRAIN_BATCH,
+                                                max_steps=TRAIN_STEPS, learning_rate=1e-4, bf16=bf16, use_cpu=True,
+                                                save_strategy="no", logging_steps=1000, report_to="none", seed=0,
+                                                dataloader_drop_last=True)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=losses.Contrastive(model=model),
+                                         data_collator=utils.ColBERTCollator(model.tokenize), callbacks=[Stamp()])
+    trainer.train()
+    return list(np.diff(stamps[1:]))
+
+
+def run_train(rounds: int) -> dict[str, Any]:
+    rows = _train_rows(TRAIN_BATCH * TRAIN_STEPS)
+    systems = {"ours bf16": lambda: _ours_train(rows), "PyLate fp32": lambda: _pylate_train(rows, False),
+               "PyLate bf16": lambda: _pylate_train(rows, True)}
+    times: dict[str, list[float]] = {k: [] for k in systems}
+    names = list(systems)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            steps = systems[name]()
+            times[name].append(float(np.median(steps)))
+            log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
+    out: dict[str, Any] = {"batch_size": TRAIN_BATCH, "steps": TRAIN_STEPS, "rounds": rounds, "systems": {}}
+    for name, ts in times.items():
+        rates = [TRAIN_BATCH / t for t in ts]
+        out["systems"][name] = {"rows_per_second": statistics.median(rates), "min": min(rates), "max": max(rates)}
+    best_peer = max(v["rows_per_second"] for k, v in out["systems"].items() if k.startswith("PyLate"))
+    out["ratio"] = ratio(out["systems"]["ours bf16"]["rows_per_second"], best_peer)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- encode
+def run_encode(rounds: int, n_docs: int = 1000) -> dict[str, Any]:
+    import torch
+    from pylate import models
+
+    from embedstack.data import load_beir
+    from embedstack.neural.colbert import ColBERT
+
+    folder = _model_folder()
+    beir = load_beir("scifact", split="train")
+    docs = beir.doc_texts()[:n_docs]
+    queries = list(beir.query_texts())
+    ours = {p: ColBERT.from_folder(folder, precision=p, document_length=DOC_LENGTH) for p in ("fp32", "bf16")}
+    pl32 = models.ColBERT(model_name_or_path=str(folder), device="cpu", document_length=DOC_LENGTH)
+    pl16 = models.ColBERT(model_name_or_path=str(folder), device="cpu", document_length=DOC_LENGTH,
+                          model_kwargs={"torch_dtype": torch.bfloat16})
+    systems = {
+        "ours fp32": lambda texts, q: ours["fp32"].encode_tokens(texts, role="query" if q else "document", batch_size=32),
+        "ours bf16": lambda texts, q: ours["bf16"].encode_tokens(texts, role="query" if q else "document", batch_size=32),
+        "PyLate fp32": lambda texts, q: pl32.encode(texts, is_query=q, batch_size=32, show_progress_bar=False),
+        "PyLate bf16": lambda texts, q: pl16.encode(texts, is_query=q, batch_size=32, show_progress_bar=False),
+    }
+    for fn in systems.values():  # warm-up
+        fn(docs[:32], False)
+    rates: dict[str, dict[str, list[float]]] = {k: {"docs": [], "queries": []} for k in systems}
+    names = list(systems)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            systems[name](docs, False)
+            rates[name]["docs"].append(len(docs) / (time.perf_counter() - t))
+            t = time.perf_counter()
+            systems[name](queries, True)
+            rates[name]["queries"].append(len(queries) / (time.perf_counter() - t))
+            log(f"encode round {r}: {name} {rates[name]['docs'][-1]:.1f} docs/s, {rates[name]['queries'][-1]:.0f} q/s")
+    out: dict[str, Any] = {"n_docs": len(docs), "n_queries": len(queries), "rounds": rounds, "systems": {}}
+    for name, v in rates.items():
+        out["systems"][name] = {k: {"median": statistics.median(x), "min": min(x), "max": max(x)} for k, x in v.items()}
+    for what in ("docs", "queries"):
+        best = max(v[what]["median"] for k, v in out["systems"].items() if k.startswith("PyLate"))
+        mine = max(v[what]["median"] for k, v in out["systems"].items() if k.startswith("ours"))
+        out[f"ratio_{what}"] = ratio(mine, best)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- search
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _ndcg(run: dict[str, dict[str, float]], qrels: Any) -> float:
+    from embedstack.evaluation.metrics import evaluate_run
+
+    return 100 * evaluate_run(run, qrels, ["ndcg@10"])["ndcg@10"]
+
+
+def run_search(rounds: int) -> dict[str, Any]:
+    from pylate import indexes, retrieve
+
+    from embedstack.data import load_beir
+    from embedstack.index import MultiVectorIndex, from_spec
+    from embedstack.neural.colbert import ColBERT
+
+    folder = _model_folder()
+    beir = load_beir("scifact", split="train")
+    report = _report_half()
+    doc_ids = [str(d) for d in beir.doc_ids()]
+    model = ColBERT.from_folder(folder, precision="bf16", document_length=DOC_LENGTH)
+    log("encoding the corpus and the report queries once (ours, bf16)")
+    doc_vecs = model.encode_tokens(beir.doc_texts(), batch_size=32)
+    qids = [str(q) for q in report.query_ids()]
+    q_vecs = model.encode_tokens(list(report.query_texts()), role="query")
+    qrels = {q: report.qrels[q] for q in qids}
+    n_tok = sum(len(d) for d in doc_vecs)
+    out: dict[str, Any] = {"n_docs": len(doc_ids), "n_tokens": int(n_tok), "n_queries": len(qids), "systems": {}}
+    WORK.mkdir(parents=True, exist_ok=True)
+
+    def ours(spec: str | None) -> tuple[Any, float, int]:
+        t = time.perf_counter()
+        idx = MultiVectorIndex(model.dim) if spec is None else from_spec(spec, dim=model.dim)
+        idx.add(doc_vecs, doc_ids)
+        if spec is not None:
+            idx.train()
+        build = time.perf_counter() - t
+        path = WORK / f"ours-{spec or 'exact'}"
+        idx.save(path, force=True)
+        return idx, build, _folder_bytes(path)
+
+    def stanford(nbits: int) -> tuple[Any, float, int]:
+        path = WORK / "stanford"
+        shutil.rmtree(path, ignore_errors=True)
+        t = time.perf_counter()
+        idx = indexes.PLAID(index_folder=str(path), index_name=f"plaid{nbits}", override=True, use_fast=False,
+                            nbits=nbits)
+        idx.add_documents(documents_ids=doc_ids, documents_embeddings=doc_vecs)
+        return retrieve.ColBERT(index=idx), time.perf_counter() - t, _folder_bytes(path)
+
+    def voyager() -> tuple[Any, float, int]:
+        path = WORK / "voyager"
+        shutil.rmtree(path, ignore_errors=True)
+        t = time.perf_counter()
+        idx = indexes.Voyager(index_folder=str(path), index_name="v", override=True, embedding_size=model.dim)
+        idx.add_documents(documents_ids=doc_ids, documents_embeddings=doc_vecs)
+        return retrieve.ColBERT(index=idx), time.perf_counter() - t, _folder_bytes(path)
+
+    builders = {"ours exact MaxSim": lambda: ours(None), "ours multivector fp32": lambda: ours("multivector"),
+                "ours plaid 2-bit": lambda: ours("plaid:nbits=2"), "ours plaid 1-bit": lambda: ours("plaid:nbits=1"),
+                "Stanford PLAID 2-bit": lambda: stanford(2), "Stanford PLAID 1-bit": lambda: stanford(1),
+                "PyLate Voyager": voyager}
+    for name, build in builders.items():
+        log(f"building {name}")
+        engine, build_s, nbytes = build()
+        if name.startswith("ours"):
+            search = (engine.exact_search if "exact" in name else engine.search)
+
+            def one(i: int, search: Any = search) -> list[tuple[str, float]]:
+                return [(h.id, h.score) for h in search([q_vecs[i]], k=10)[0]]
+        else:
+            def one(i: int, engine: Any = engine) -> list[tuple[str, float]]:
+                res = engine.retrieve(queries_embeddings=[q_vecs[i]], k=10)[0]
+                return [(r["id"], r["score"]) for r in res]
+        one(0)  # warm-up (PLAID's C++ extensions load here)
+        per_round = []
+        run: dict[str, dict[str, float]] = {}
+        for _ in range(rounds):
+            t = time.perf_counter()
+            for i, q in enumerate(qids):
+                run[q] = {d: float(s) for d, s in one(i)}
+            per_round.append(len(qids) / (time.perf_counter() - t))
+        out["systems"][name] = {"build_seconds": build_s, "bytes_per_doc": nbytes / len(doc_ids),
+                                "qps": statistics.median(per_round), "qps_min": min(per_round),
+                                "qps_max": max(per_round), "ndcg@10": _ndcg(run, qrels)}
+        log(f"{name}: {out['systems'][name]}")
+    return out
+
+
+# -------------------------------------------------------------------------------------------- markdown
+def markdown(arms: dict[str, Any]) -> str:
+    lines = []
+    if "train" in arms:
+        t = arms["train"]
+        lines += [f"Training throughput (rows/s; batch {t['batch_size']}, 1 BM25 negative, documents at {DOC_LENGTH} "
+                  f"tokens; median of the step times after 2 warm-up steps, {t['rounds']} interleaved rounds, min-max):",
+                  "", "| system | rows/s | spread |", "|---|---:|---|"]
+        for name, v in t["systems"].items():
+            lines.append(f"| {name} | {v['rows_per_second']:.2f} | {v['min']:.2f}-{v['max']:.2f} |")
+        lines += ["", f"Ours / best PyLate: **{t['ratio']:.2f}x**.", ""]
+    if "encode" in arms:
+        e = arms["encode"]
+        lines += [f"Encoding throughput ({e['n_docs']} SciFact abstracts at {DOC_LENGTH} tokens, {e['n_queries']} "
+                  f"queries; batch 32; {e['rounds']} interleaved rounds, median (min-max)):", "",
+                  "| system | abstracts/s | queries/s |", "|---|---:|---:|"]
+        for name, v in e["systems"].items():
+            d, q = v["docs"], v["queries"]
+            lines.append(f"| {name} | {d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) | "
+                         f"{q['median']:.0f} ({q['min']:.0f}-{q['max']:.0f}) |")
+        lines += ["", f"Ours / best PyLate: abstracts **{e['ratio_docs']:.2f}x**, queries **{e['ratio_queries']:.2f}x**.", ""]
+    if "search" in arms:
+        s = arms["search"]
+        lines += [f"Search ({s['n_docs']} abstracts, {s['n_tokens']:,} token vectors; {s['n_queries']} report-half "
+                  "queries one at a time, k = 10; the same token vectors in every engine):", "",
+                  "| engine | build s | bytes/doc on disk | queries/s (min-max) | nDCG@10 |", "|---|---:|---:|---:|---:|"]
+        for name, v in s["systems"].items():
+            lines.append(f"| {name} | {v['build_seconds']:.1f} | {v['bytes_per_doc']:,.0f} | {v['qps']:.1f} "
+                         f"({v['qps_min']:.1f}-{v['qps_max']:.1f}) | {v['ndcg@10']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parts", default="train,encode,search")
+    ap.add_argument("--rounds", type=int, default=2)
+    opts = ap.parse_args()
+    done = _load_arms("colbert_peers")
+    for part in filter(None, opts.parts.split(",")):
+        log(f"part {part}")
+        result = {"train": run_train, "encode": run_encode, "search": run_search}[part](opts.rounds)
+        _save_arm("colbert_peers", part, result)
+        done[part] = result
+    write_results("colbert_peers", {"parts": done}, markdown(done))
+    print(markdown(done))
+
+
+if __name__ == "__main__":
+    main()

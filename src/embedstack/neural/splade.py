@@ -1,0 +1,442 @@
+"""SPLADE: learned sparse retrieval. BERT's masked-LM head scores every vocabulary term for every token;
+``w_j = max_i log(1 + ReLU(logit_ij))`` makes one |V|-dimensional, mostly-zero vector per text.
+
+:class:`SpladeEncoder` is a :class:`~embedstack.base.SparseEncoder` (Formal et al. 2021, SPLADE v2 max pooling):
+its vectors go into the same inverted index as BM25's (:class:`~embedstack.index.SparseIndex`), and a
+text's non-zero terms, the words in it and the *expansion* terms the model adds, can be read back
+(:meth:`explain`).
+
+* **Head.** The MLM head is BERT's own (transform: dense → GELU → LayerNorm, then a decoder tied to the
+  word embeddings, plus a bias; :class:`~embedstack.neural.mlm.BertLMPredictionHead`). all-MiniLM-L6-v2
+  ships without one: :func:`embedstack.neural.mlm.train_mlm_head` trains it first.
+* **Pruning.** ``doc_top_k`` / ``query_top_k`` keep a text's largest weights (the index stays small).
+* **Inference-free queries** (``query_mode="idf"``): no transformer at query time; a query is its own
+  WordPiece tokens, each weighted by its idf in the indexed corpus (:meth:`fit_idf`). Documents are
+  still expanded by the model. Latency drops to tokenizing; quality is measured beside the full mode.
+
+It runs on the shared CPU fast path (:class:`~embedstack.neural.runtime.TransformerRuntime`), and reads and
+writes a sentence-transformers ``SparseEncoder`` folder (``MLMTransformer`` + ``SpladePooling``).
+
+Example:
+    >>> from embedstack.neural.config import BertConfig
+    >>> from embedstack.neural.tokenizer import WordPiece
+    >>> tok = WordPiece.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"])
+    >>> cfg = BertConfig(vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+    ...                  intermediate_size=16)
+    >>> sp = SpladeEncoder(BertModel(cfg).init_weights(seed=0), tok)
+    >>> sp.encode_sparse(["a b", "c"]).shape
+    (2, 8)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from embedstack._extras import require
+
+torch = require("torch", "torch", "SPLADE")
+
+from torch import Tensor, nn  # noqa: E402
+
+from embedstack._threads import SMALL_BATCH  # noqa: E402
+from embedstack.errors import ConfigError, FormatError, InputError, NotFittedError  # noqa: E402
+from embedstack.io import atomic_dir  # noqa: E402
+from embedstack.neural.config import BertConfig  # noqa: E402
+from embedstack.neural.mlm import BertLMPredictionHead  # noqa: E402
+from embedstack.neural.runtime import TransformerRuntime  # noqa: E402
+from embedstack.neural.tokenizer import WordPiece  # noqa: E402
+from embedstack.neural.transformer import BertModel, check_config_fits, load_weights  # noqa: E402
+
+__all__ = ["SpladeEncoder", "is_splade", "splade_pool", "QUERY_MODES"]
+
+QUERY_MODES = ("full", "idf")
+_MLM = "sentence_transformers.sparse_encoder.modules.MLMTransformer"
+_POOL = "sentence_transformers.sparse_encoder.modules.SpladePooling"
+_LOGIT_BYTES = 64 * 2**20  # vocabulary logits computed per slice of tokens (B x T x |V| would be GBs)
+
+
+def is_splade(folder: Any) -> bool:
+    """Whether a model folder holds a SPLADE model (sentence-transformers ``SparseEncoder`` with SPLADE pooling)."""
+    root = Path(folder)
+    modules = root / "modules.json"
+    return modules.is_file() and "SpladePooling" in modules.read_text(encoding="utf-8", errors="replace")
+
+
+def splade_pool(head: nn.Module, states: Tensor, mask: Tensor, *, checkpoint: bool = False) -> Tensor:
+    """``max_i log(1 + ReLU(head(states)_i))`` over the attended tokens: ``(B, |V|)``.
+
+    The vocabulary logits are made a few rows at a time (at most :data:`_LOGIT_BYTES` each), so a batch of
+    256-token texts never holds ``B x T x |V|`` floats; with ``checkpoint`` (training) each slice is
+    recomputed in the backward pass instead of kept.
+    """
+    b, t, _ = states.shape
+    vocab = head.decoder.out_features
+    rows = max(1, _LOGIT_BYTES // max(1, t * vocab * 4))
+
+    def one(x: Tensor, m: Tensor) -> Tensor:
+        logits = head(x)  # (r, T, V)
+        w = torch.log1p(torch.relu(logits.float()))
+        return (w * m[:, :, None].to(w.dtype)).amax(dim=1)
+
+    out = []
+    for s in range(0, b, rows):
+        x, m = states[s:s + rows], mask[s:s + rows]
+        if checkpoint and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint as ckpt
+
+            out.append(ckpt(one, x, m, use_reentrant=False))
+        else:
+            out.append(one(x, m))
+    return torch.cat(out) if len(out) > 1 else out[0]
+
+
+def _topk_rows(dense: np.ndarray, k: int | None) -> sp.csr_array:
+    """csr rows of ``dense`` keeping the ``k`` largest positive weights of each row (all positives for None)."""
+    if k is not None and dense.shape[1] > k:
+        part = np.argpartition(-dense, k - 1, axis=1)[:, :k]
+        kept = np.zeros_like(dense)
+        np.put_along_axis(kept, part, np.take_along_axis(dense, part, axis=1), axis=1)
+        dense = kept
+    return sp.csr_array(np.where(dense > 0, dense, 0).astype(np.float32))
+
+
+class SpladeEncoder(TransformerRuntime):
+    """A SPLADE sparse encoder (see the module docstring).
+
+    Args:
+        model: The transformer.
+        tokenizer: Its WordPiece tokenizer.
+        head: The MLM head (tied to ``model``'s word embeddings); a new, untrained one when None.
+        max_seq_length: Longest text in tokens (longer ones are cut, with one warning).
+        query_mode: ``full`` (queries through the model) or ``idf`` (inference-free: token idf weights).
+        idf: ``(|V|,)`` idf weights of the vocabulary (:meth:`fit_idf`), needed by ``query_mode="idf"``.
+        doc_top_k, query_top_k: Keep at most this many terms per document / query (None: all non-zero).
+        backend, precision, num_threads, compile, workers: The shared runtime options.
+        name, source: A display name and where the model came from.
+    """
+
+    def __init__(
+        self,
+        model: BertModel,
+        tokenizer: WordPiece,
+        *,
+        head: BertLMPredictionHead | None = None,
+        max_seq_length: int = 256,
+        query_mode: str = "full",
+        idf: np.ndarray | None = None,
+        doc_top_k: int | None = None,
+        query_top_k: int | None = None,
+        backend: str = "torch",
+        precision: str = "fp32",
+        num_threads: int | None = None,
+        compile: bool = False,
+        workers: int = 1,
+        name: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        if backend != "torch":
+            raise ConfigError("SpladeEncoder runs on the torch backend (its MLM head is not in the ONNX graph).")
+        self._init_runtime(model, tokenizer, max_seq_length=min(int(max_seq_length), model.config.max_position_embeddings),
+                           backend=backend, precision=precision, num_threads=num_threads, compile=compile,
+                           workers=workers)
+        if head is None:
+            head = BertLMPredictionHead(model.config, model.embeddings.word_embeddings)
+        self.head = head.eval()
+        if query_mode not in QUERY_MODES:
+            raise ConfigError(f"query_mode must be one of {list(QUERY_MODES)}; got {query_mode!r}.")
+        for label, value in (("doc_top_k", doc_top_k), ("query_top_k", query_top_k)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1):
+                raise ConfigError(f"{label} must be an int >= 1 or None. Got {value!r}.")
+        self.query_mode = query_mode
+        self.idf = None if idf is None else np.asarray(idf, dtype=np.float32)
+        if self.idf is not None and self.idf.shape != (self.vocab_size,):
+            raise FormatError(f"the idf table has shape {self.idf.shape}; the vocabulary has {self.vocab_size} terms.")
+        self.doc_top_k = doc_top_k
+        self.query_top_k = query_top_k
+        self.name = name or "splade"
+        self.source = source
+        self.folder: Path | None = None
+        self._vocab_words: list[str] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    @property
+    def dim(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return (f"SpladeEncoder(name={self.name!r}, vocab={self.vocab_size}, query_mode={self.query_mode!r}, "
+                f"doc_top_k={self.doc_top_k}, precision={self.precision!r})")
+
+    # -------------------------------------------------------------------------------------- encoding
+    def _tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
+        ids, cut = self.tokenizer.encode_batch(list(texts), max_length=self.max_seq_length)
+        self._warn_truncated(cut)
+        return ids
+
+    def encode_sparse(self, texts: Sequence[str], *, role: str = "document", batch_size: int = 32,
+                      progress: Callable[[int], None] | None = None) -> sp.csr_array:
+        """Term weights of each text: a ``scipy.sparse.csr_array`` ``(n, |V|)`` of non-negative float32.
+
+        Queries in ``query_mode="idf"`` skip the transformer (their tokens weighted by idf).
+        """
+        if isinstance(texts, str | bytes):
+            raise InputError("encode_sparse() takes a list of texts; wrap one text in a list: [text].")
+        if role not in ("query", "document"):
+            raise ConfigError(f"Unknown role {role!r}; use 'query' or 'document'.")
+        texts = list(texts)
+        if role == "query" and self.query_mode == "idf":
+            return self._idf_queries(texts)
+        top_k = self.query_top_k if role == "query" else self.doc_top_k
+        ids = self._tokenize(texts)
+        rows: list[Any] = [None] * len(ids)
+        run = self._get_runner()
+        done = [0]
+
+        def one(sel: np.ndarray) -> None:
+            from embedstack.neural.tokenizer import pad_batch
+
+            x, m = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
+            states = run(x, m)
+            with self._autocast():
+                pooled = splade_pool(self.head, states, torch.from_numpy(m)).float().numpy()
+            block = _topk_rows(pooled, top_k)
+            for r, i in enumerate(sel):
+                rows[i] = block[[r]]
+
+        def on_batch(k: int) -> None:
+            done[0] += k
+            if progress is not None:
+                progress(done[0])
+
+        if not ids:
+            return sp.csr_array((0, self.vocab_size), dtype=np.float32)
+        with torch.inference_mode(), self._threads(len(ids) <= SMALL_BATCH):
+            self._run_batches(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), int(batch_size),
+                              one, on_batch)
+        return sp.csr_array(sp.vstack(rows, format="csr"))
+
+    def _idf_queries(self, texts: list[str]) -> sp.csr_array:
+        if self.idf is None:
+            raise NotFittedError("query_mode='idf' needs the corpus idf table: call fit_idf(corpus) (or "
+                                 "`index build`, which fits it) before encoding queries.")
+        ids = self._tokenize(texts)
+        special = set(self.tokenizer.special_ids())
+        indptr, indices, data = [0], [], []
+        for x in ids:
+            terms = np.unique([t for t in x.tolist() if t not in special]).astype(np.int64)
+            w = self.idf[terms]
+            keep = w > 0
+            indices.extend(terms[keep].tolist())
+            data.extend(w[keep].tolist())
+            indptr.append(len(indices))
+        return sp.csr_array((np.asarray(data, np.float32), np.asarray(indices, np.int64), np.asarray(indptr)),
+                            shape=(len(ids), self.vocab_size))
+
+    def fit_idf(self, corpus: Sequence[str]) -> SpladeEncoder:
+        """Learn the idf of every vocabulary token on ``corpus`` (BM25's ``log(1 + (N - df + .5) / (df + .5))``)."""
+        ids = self._tokenize(list(corpus))
+        df = np.zeros(self.vocab_size, dtype=np.float64)
+        for x in ids:
+            df[np.unique(x)] += 1
+        n = len(ids)
+        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        idf[self.tokenizer.special_ids()] = 0.0
+        self.idf = idf.astype(np.float32)
+        return self
+
+    # -------------------------------------------------------------------------------------- reading
+    def vocabulary(self) -> list[str]:
+        """The term of each dimension (WordPiece strings; ``##`` marks a word piece)."""
+        if self._vocab_words is None:
+            vocab = self.tokenizer.tokenizer.get_vocab()
+            words = [""] * self.vocab_size
+            for w, i in vocab.items():
+                if i < self.vocab_size:
+                    words[i] = w
+            self._vocab_words = words
+        return self._vocab_words
+
+    def explain(self, text: str, *, role: str = "document", top: int = 20) -> list[dict[str, Any]]:
+        """The ``top`` heaviest terms of ``text``'s vector: ``{"term", "weight", "in_text"}``, heaviest first
+        (``in_text`` False: an expansion term the model added)."""
+        row = self.encode_sparse([text], role=role).tocsr()
+        if row.nnz == 0:
+            return []
+        own = set(self._tokenize([text])[0].tolist())
+        words = self.vocabulary()
+        order = np.argsort(-row.data, kind="stable")[:top]
+        return [{"term": words[int(row.indices[j])], "weight": float(row.data[j]),
+                 "in_text": int(row.indices[j]) in own} for j in order]
+
+    # -------------------------------------------------------------------------------------- training
+    def forward_sparse(self, ids: Sequence[np.ndarray], *, model: Any = None, min_rows: int = 8) -> Tensor:
+        """Pooled term weights ``(n, |V|)`` **with autograd** (training), rows in input order (length pieces,
+        the vocabulary logits checkpointed slice by slice)."""
+        from embedstack.neural.tokenizer import pad_batch
+
+        net = self.model if model is None else model
+
+        def run(sel: np.ndarray) -> Tensor:
+            x, m = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
+            mask = torch.from_numpy(m)
+            states = net(torch.from_numpy(x), mask)
+            return splade_pool(self.head, states, mask, checkpoint=True)
+
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        return self._pieced(lengths, min_rows, run)
+
+    def parameters(self) -> list[Any]:
+        params = {id(p): p for p in [*self.model.parameters(), *self.head.parameters()]}
+        return list(params.values())
+
+    def train(self, mode: bool = True) -> SpladeEncoder:
+        self.model.train(mode)
+        self.head.train(mode)
+        return self
+
+    def eval(self) -> SpladeEncoder:
+        return self.train(False)
+
+    def with_options(self, **options: Any) -> SpladeEncoder:
+        """A new encoder sharing the weights, with other options (query mode, pruning, precision ...)."""
+        return self._copy_with(dict(head=self.head, query_mode=self.query_mode, idf=self.idf, doc_top_k=self.doc_top_k,
+                                    query_top_k=self.query_top_k, name=self.name, source=self.source), options)
+
+    # ----------------------------------------------------------------------------------- persistence
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike[str], *, head: str | os.PathLike[str] | None = None,
+                        **options: Any) -> SpladeEncoder:
+        """A SPLADE encoder on a BERT / bi-encoder folder's weights, with the MLM head of ``head`` (a
+        ``mlm_head.safetensors`` file or a folder holding one) or of the checkpoint itself (``cls.predictions.*``)."""
+        from embedstack.neural.cross_encoder import _transformer_dir
+
+        folder = _transformer_dir(Path(path))
+        model, tokenizer = _load_bert(folder)
+        source = Path(head) if head is not None else folder / "model.safetensors"
+        if source.is_dir():
+            source = source / "mlm_head.safetensors"
+        mlm = BertLMPredictionHead(model.config, model.embeddings.word_embeddings)
+        _load_head(mlm, source)
+        return cls(model, tokenizer, head=mlm, **options)
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike[str], **options: Any) -> SpladeEncoder:
+        """Load a SPLADE folder (sentence-transformers ``SparseEncoder`` layout, or one saved here)."""
+        from embedstack.io import verify_files
+        from embedstack.neural.sentence import _read_json_opt
+
+        folder = Path(path)
+        verify = options.pop("verify", None)
+        if not folder.is_dir():
+            raise FormatError(f"Model folder {folder} does not exist.")
+        ours = _read_json_opt(folder / "embedstack.json")
+        verify_files(folder, ours, verify=verify)
+        pool = _read_json_opt(folder / "1_SpladePooling" / "config.json")
+        if pool.get("pooling_strategy", "max") != "max" or pool.get("activation_function", "relu") != "relu":
+            raise FormatError(f"{folder}: SPLADE pooling {pool} is not supported (max pooling of log(1 + ReLU)).")
+        model, tokenizer = _load_bert(folder)
+        mlm = BertLMPredictionHead(model.config, model.embeddings.word_embeddings)
+        _load_head(mlm, folder / "model.safetensors")
+        idf = None
+        if (folder / "idf.safetensors").is_file():
+            from safetensors.numpy import load_file
+
+            idf = load_file(str(folder / "idf.safetensors"))["idf"]
+        st_cfg = _read_json_opt(folder / "sentence_bert_config.json")
+        kwargs: dict[str, Any] = {"head": mlm, "idf": idf, "name": ours.get("name") or folder.name,
+                                  "max_seq_length": int(st_cfg.get("max_seq_length", 256))}
+        for key in ("query_mode", "doc_top_k", "query_top_k"):
+            if ours.get(key) is not None:
+                kwargs[key] = ours[key]
+        kwargs.update(options)
+        out = cls(model, tokenizer, **kwargs)
+        out.folder = folder
+        return out
+
+    def save(self, path: str | os.PathLike[str], *, force: bool = False,
+             extra: Callable[[Path], None] | None = None) -> Path:
+        """Write a sentence-transformers ``SparseEncoder`` folder atomically (+ ``idf.safetensors`` when fitted)."""
+        from safetensors.torch import save_file
+
+        from embedstack.io import SENTENCE_MODEL, file_checksums
+        from embedstack.neural.sentence import _version
+
+        with atomic_dir(path, kind=SENTENCE_MODEL, force=force) as tmp:
+            cfg = {**self.model.config.to_dict(), "architectures": ["BertForMaskedLM"], "tie_word_embeddings": True}
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+            tensors = {f"bert.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
+            for k, v in self.head.state_dict().items():
+                if not k.startswith("decoder."):  # the decoder is the word-embedding matrix (tied)
+                    tensors[f"cls.predictions.{k}"] = v.detach().contiguous()
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            self.tokenizer.save(tmp, model_max_length=self.model.config.max_position_embeddings)
+            (tmp / "sentence_bert_config.json").write_text(
+                json.dumps({"max_seq_length": self.max_seq_length, "do_lower_case": False}, indent=2), encoding="utf-8")
+            (tmp / "1_SpladePooling").mkdir()
+            (tmp / "1_SpladePooling" / "config.json").write_text(json.dumps(
+                {"pooling_strategy": "max", "activation_function": "relu", "word_embedding_dimension": self.vocab_size,
+                 "embedding_dimension": self.vocab_size}, indent=2), encoding="utf-8")
+            modules = [{"idx": 0, "name": "0", "path": "", "type": _MLM},
+                       {"idx": 1, "name": "1", "path": "1_SpladePooling", "type": _POOL}]
+            (tmp / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
+            st = {"model_type": "SparseEncoder", "prompts": {"query": "", "document": ""}, "default_prompt_name": None,
+                  "similarity_fn_name": "dot", "__version__": {"embedstack": _version()}}
+            (tmp / "config_sentence_transformers.json").write_text(json.dumps(st, indent=2), encoding="utf-8")
+            if self.idf is not None:
+                from safetensors.numpy import save_file as save_np
+
+                save_np({"idf": self.idf}, str(tmp / "idf.safetensors"))
+            if extra is not None:
+                extra(tmp)
+            ours = {"name": self.name, "kind": "splade", "format_version": 1, "query_mode": self.query_mode,
+                    "doc_top_k": self.doc_top_k, "query_top_k": self.query_top_k,
+                    "files": file_checksums(tmp, exclude=("embedstack.json",))}
+            (tmp / "embedstack.json").write_text(json.dumps(ours, indent=2), encoding="utf-8")
+        self.folder = Path(path)
+        return Path(path)
+
+
+def _load_bert(folder: Path) -> tuple[BertModel, WordPiece]:
+    config = BertConfig.from_json_file(folder / "config.json")
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FormatError(f"Missing weights file {weights}.")
+    check_config_fits(config, weights)
+    model = load_weights(BertModel(config, add_pooler=False), weights)
+    return model, WordPiece.from_file(folder)
+
+
+def _load_head(head: BertLMPredictionHead, path: Path) -> None:
+    """Copy ``cls.predictions.*`` tensors (transform and bias; the decoder stays tied) from ``path``."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise FormatError(f"Missing {path}: SPLADE needs an MLM head. all-MiniLM-L6-v2 ships none; train one with "
+                          "`embedstack recipe minilm-mlm-head` (embedstack.neural.mlm.train_mlm_head).")
+    want = {k: v for k, v in head.state_dict().items() if not k.startswith("decoder.")}
+    seen = set()
+    with safe_open(str(path), framework="pt") as fh, torch.no_grad():
+        for raw in fh.keys():  # noqa: SIM118 - safe_open is not a dict
+            key = raw[len("cls.predictions."):] if raw.startswith("cls.predictions.") else None
+            if key is None or key not in want:
+                continue
+            tensor = fh.get_tensor(raw)
+            if tuple(tensor.shape) != tuple(want[key].shape):
+                raise FormatError(f"{path}: {raw!r} has shape {tuple(tensor.shape)}, the model needs "
+                                  f"{tuple(want[key].shape)}.")
+            want[key].copy_(tensor)
+            seen.add(key)
+    missing = sorted(set(want) - seen)
+    if missing:
+        raise FormatError(f"{path} lacks the MLM head tensors {missing[:3]}; SPLADE needs BERT's MLM head "
+                          "(cls.predictions.*). Train one with embedstack.neural.mlm.train_mlm_head.")
