@@ -97,9 +97,10 @@ class ScoreError(EmbedstackError, ValueError):
 class NotFittedError(EmbedstackError, AttributeError):
     """A model was used before ``fit`` was called."""
 
-    def __init__(self, obj: object) -> None:
+    def __init__(self, obj: object, how: str | None = None) -> None:
         name = type(obj).__name__
-        super().__init__(f"This {name} instance is not fitted yet. Call 'fit' with a corpus before using it.")
+        super().__init__(f"This {name} instance is not fitted yet. "
+                         + (how or "Call 'fit' with a corpus before using it."))
 
 
 class FormatError(EmbedstackError, ValueError):

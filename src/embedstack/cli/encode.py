@@ -168,7 +168,39 @@ def encode_command(
         err_console.print(f"wrote {n:,} × {dim} {what} to {out} ({info['texts_per_second']} texts/s)")
 
 
+def explain_command(
+    text: str = typer.Argument(..., help="The text to explain (a query or a document)."),
+    model: str = typer.Option(..., "--model", "-m", help="A SPLADE model (folder or recipe:minilm-scifact-splade) or "
+                              "any sparse model SPEC fitted on --corpus (bm25, tfidf)."),
+    role: str = typer.Option("document", "--role", help="document or query (a SPLADE model may treat them apart)."),
+    top: int = typer.Option(20, "--top", help="Terms to show, heaviest first."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Show the terms of a text's sparse vector with their weights: the words it has and the expansion terms a
+    SPLADE model adds (marked +)."""
+    from embedstack.errors import ConfigError
+    from embedstack.models import resolve
+
+    if top < 1:
+        raise ConfigError(f"--top must be >= 1. Got {top}.", param=("top", "--top"))
+    enc = resolve(model)
+    if not callable(getattr(enc, "explain", None)):
+        raise ConfigError(f"{model!r} is a {type(enc).__name__}; `explain` reads SPLADE models (term weights with "
+                          "expansion), e.g. --model recipe:minilm-scifact-splade.", param=("model", "--model"))
+    terms = enc.explain(text, role=role, top=top)
+    if json_out:
+        print_json({"text": text, "model": model, "role": role, "terms": terms,
+                    "expansion_terms": sum(1 for t in terms if not t["in_text"])})
+        return
+    from embedstack.cli._common import print_table
+
+    print_table(f"{model}: the {len(terms)} heaviest terms of the {role} (+ = expansion, not in the text)",
+                ["term", "weight", ""], [[t["term"], f"{t['weight']:.3f}", "" if t["in_text"] else "+"] for t in terms],
+                right=("weight",))
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``encode`` command."""
+    """Add the ``encode`` and ``explain`` commands."""
 
     app.command("encode")(encode_command)
+    app.command("explain")(explain_command)

@@ -295,6 +295,67 @@ def train_colbert_command(
     _report(result, out, time.perf_counter() - t0, json_out, quiet, f"trained {out}")
 
 
+def train_splade_command(
+    data: str = typer.Option(..., "--data", "-d", help="Training data: a JSONL/CSV/TSV file or a named set of "
+                             "(anchor, positive[, negative_1..k]) rows; --hard-negatives mines the negatives."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the SPLADE model (a sentence-transformers "
+                             "SparseEncoder folder)."),
+    model: str = typer.Option("recipe:minilm-mlm-head", "--model", "-m", help="A SPLADE model to continue (an encoder "
+                              "with its MLM head; all-MiniLM-L6-v2 ships none: recipe:minilm-mlm-head adds one)."),
+    teacher: str | None = typer.Option(None, "--teacher", help="A cross-encoder whose scores add a KL term."),
+    lambda_query: float = typer.Option(5e-4, "--lambda-query", help="FLOPS weight of the queries."),
+    lambda_document: float = typer.Option(1e-4, "--lambda-document", help="FLOPS weight of the documents."),
+    lambda_warmup_steps: int = typer.Option(20, "--lambda-warmup-steps", help="Steps of the quadratic λ warm-up."),
+    max_seq_length: int = typer.Option(256, "--max-seq-length", help="Document tokens at most."),
+    hard_negatives: str | None = typer.Option(None, "--hard-negatives", help="Mine negatives first: bm25, dense, both."),
+    num_negatives: int = typer.Option(1, "--num-negatives", help="Mined negatives per positive."),
+    range_min: int = typer.Option(10, "--range-min", help="Skip the first N ranked candidates when mining."),
+    range_max: int = typer.Option(50, "--range-max", help="Mine among the first N ranked candidates."),
+    eval_spec: str | None = typer.Option(None, "--eval", help="Evaluate during training, e.g. "
+                                         "retrieval:scifact/train#tune-dev."),
+    epochs: int = typer.Option(1, "--epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (overrides --epochs)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Rows per step (in-batch negatives)."),
+    lr: float = typer.Option(5e-5, "--lr", help="Peak AdamW learning rate."),
+    warmup_ratio: float = typer.Option(0.1, "--warmup-ratio"),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 (autocast), bf16-pure."),
+    eval_steps: int | None = typer.Option(None, "--eval-steps"),
+    save_steps: int | None = typer.Option(200, "--save-steps"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads"),
+    columns: str | None = typer.Option(None, "--columns", help="Map file columns: question=anchor,answer=positive."),
+    data_format: str | None = typer.Option(None, "--format", help="jsonl, csv or tsv (default: from the suffix)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT.ckpt."),
+    encoding: str = ENCODING_OPTION,
+    errors: TextErrors = ERRORS_OPTION,
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a model saved by embedstack."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a SPLADE (learned sparse) model: in-batch + hard-negative ranking loss with FLOPS regularisation."""
+    from embedstack.training.run import train_splade, training_data
+    from embedstack.training.trainer import TrainingArgs
+
+    t0 = time.perf_counter()
+    args = TrainingArgs(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio,
+                        precision=precision, seed=seed, eval_steps=eval_steps, save_steps=save_steps, threads=threads,
+                        max_seq_length=max_seq_length)
+    file_options: dict[str, Any] = {}
+    if columns:
+        file_options["columns"] = _columns(columns)
+    if data_format:
+        file_options["format"] = data_format
+    rows = training_data(data, seed=seed, **text_options(encoding, errors), **file_options)
+    mining = {"num_negatives": num_negatives, "range_min": range_min, "range_max": range_max}
+    say = (lambda line: None) if quiet or json_out else (lambda line: err_console.print(line))
+    with progress(quiet=quiet or json_out) as prog:
+        result = train_splade(model, rows, loss_options={"lambda_query": lambda_query, "lambda_document": lambda_document,
+                                                         "lambda_warmup_steps": lambda_warmup_steps},
+                              out=out, args=args, hard_negatives=hard_negatives, mining=mining, eval=eval_spec,
+                              teacher=teacher, resume=resume, force=force, progress=_bar(prog), stage=say)
+    _report(result, out, time.perf_counter() - t0, json_out, quiet, f"trained {out}")
+
+
 def recipe_command(
     name: str | None = typer.Argument(None, help="Recipe to build (see --list)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the model (default: the recipe "
@@ -337,10 +398,11 @@ def recipe_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train sentence``, ``train cross-encoder`` and ``train colbert`` to the ``train`` group and the top-level ``recipe`` command."""
+    """Add ``train sentence``, ``train cross-encoder``, ``train colbert`` and ``train splade`` to the ``train`` group and the top-level ``recipe`` command."""
     from embedstack.cli.train import train_app
 
     train_app.command("sentence")(train_sentence_command)
     train_app.command("cross-encoder")(train_cross_encoder_command)
     train_app.command("colbert")(train_colbert_command)
+    train_app.command("splade")(train_splade_command)
     app.command("recipe")(recipe_command)

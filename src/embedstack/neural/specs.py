@@ -123,6 +123,14 @@ def load(name_or_path: str, **options: Any) -> Any:
             raise ConfigError(f"{name_or_path} is a ColBERT model (one vector per token): the option(s) {wrong} do "
                               "not apply; use query_length / document_length.")
         model = ColBERT.from_folder(folder, **options)
+    elif is_splade(folder):
+        from embedstack.neural.splade import SpladeEncoder
+
+        wrong = sorted(set(options) & {"pooling", "normalize", "truncate_dim"})
+        if wrong:
+            raise ConfigError(f"{name_or_path} is a SPLADE model (sparse term weights): the option(s) {wrong} do not "
+                              "apply; use query_mode, doc_top_k, query_top_k, max_seq_length.")
+        model = SpladeEncoder.from_folder(folder, **options)
     else:
         model = SentenceEncoder.from_folder(folder, **options)
     model.source = how
@@ -132,6 +140,13 @@ def load(name_or_path: str, **options: Any) -> Any:
 def is_colbert(folder: Any) -> bool:
     """Whether a model folder holds a ColBERT (late-interaction) model."""
     from embedstack.neural.colbert import is_colbert as check
+
+    return check(folder)
+
+
+def is_splade(folder: Any) -> bool:
+    """Whether a model folder holds a SPLADE (learned sparse) model."""
+    from embedstack.neural.splade import is_splade as check
 
     return check(folder)
 

@@ -227,8 +227,8 @@ class SpladeEncoder(TransformerRuntime):
 
     def _idf_queries(self, texts: list[str]) -> sp.csr_array:
         if self.idf is None:
-            raise NotFittedError("query_mode='idf' needs the corpus idf table: call fit_idf(corpus) (or "
-                                 "`index build`, which fits it) before encoding queries.")
+            raise NotFittedError(self, "query_mode='idf' needs the corpus idf table: call fit_idf(corpus) and save "
+                                       "the model (the table is saved with it) before encoding queries.")
         ids = self._tokenize(texts)
         special = set(self.tokenizer.special_ids())
         indptr, indices, data = [0], [], []

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class Recipe:
     def training_label(self) -> str:
         if self.kind == "mlm":
             return f"MLM {self.options.get('max_steps')} steps"
+        if self.kind == "mlm-head":
+            return f"MLM head {self.options.get('frozen_steps')} + {self.options.get('unfrozen_steps')} steps"
         extra = []
         if self.options.get("hard_negatives"):
             extra.append(f"{self.options['hard_negatives']} negatives")
@@ -140,6 +143,31 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            options={"hard_negatives": "bm25", "pooler": "identity",
                     "mining": {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random",
                                "corpus": "scifact"}}),
+    Recipe("minilm-scifact-colbert", "ColBERT on all-MiniLM-L6-v2's weights (fresh 128-d projection, queries "
+           "[MASK]-padded to 32 tokens, documents cut at 256): SciFact tune-train query→abstract pairs and 1,500 "
+           "title→abstract pseudo-pairs, one BM25 negative each (ranks 10-50 of the whole corpus), in-batch + "
+           "hard-negative softmax over MaxSim, lr 1e-4, projection 10x (the dev arm chosen on tune-dev, "
+           "benchmarks/train_colbert.py)", "colbert", "all-MiniLM-L6-v2",
+           ("scifact/train#tune-train", "scifact-titles:1500"), "contrastive",
+           {**_SCIFACT_ARGS, "lr": 1e-4, "head_lr_scale": 10.0, "max_seq_length": 256, "save_steps": None},
+           report="retrieval:scifact/train#report", expected=None, minutes=None,
+           options={"hard_negatives": "bm25", "model_options": {"query_length": 32, "document_length": 256},
+                    "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50, "corpus": "scifact"}}),
+    Recipe("minilm-mlm-head", "all-MiniLM-L6-v2 + a masked-LM head trained on the enwiki extract (encoder frozen, "
+           "then unfrozen at 1/20 of the head's learning rate): the starting point of SPLADE (saved as a SPLADE "
+           "folder)", "mlm-head", "all-MiniLM-L6-v2", ("enwiki",), args={"seed": 0},
+           options={"frozen_steps": 300, "unfrozen_steps": 200, "batch_size": 32, "max_len": 128, "lr": 1e-3,
+                    "encoder_lr_scale": 0.05, "precision": "bf16"}),
+    Recipe("minilm-scifact-splade", "SPLADE on recipe:minilm-mlm-head: SciFact tune-train query→abstract pairs and "
+           "1,500 title→abstract pseudo-pairs, one BM25 negative each (ranks 10-50), in-batch + hard-negative softmax "
+           "over dot products, FLOPS λ_q 5e-4 / λ_d 1e-4 raised quadratically over 20 steps, lr 5e-5 (settings fixed "
+           "a priori, not tuned)", "splade", "recipe:minilm-mlm-head",
+           ("scifact/train#tune-train", "scifact-titles:1500"), "splade",
+           {**_SCIFACT_ARGS, "lr": 5e-5, "batch_size": 16, "max_seq_length": 256, "save_steps": None},
+           report="retrieval:scifact/train#report", expected=None, minutes=None,
+           options={"hard_negatives": "bm25", "loss_options": {"lambda_query": 5e-4, "lambda_document": 1e-4,
+                                                                "lambda_warmup_steps": 20},
+                    "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50, "corpus": "scifact"}}),
     Recipe("bert-mlm-small", "a 2-layer, 128-wide BERT pretrained here with masked LM on the enwiki extract "
            "(MiniLM's WordPiece vocabulary): the raw encoder of the two-stage experiment", "mlm", "",
            ("enwiki",), args={"seed": 0},
@@ -246,6 +274,8 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
     say = stage or (lambda _line: None)
     if recipe.kind == "mlm":
         return _build_mlm(recipe, folder, args_dict, force, progress, say)
+    if recipe.kind == "mlm-head":
+        return _build_mlm_head(recipe, folder, args_dict, force, progress, say)
     from embedstack.training.run import train_cross_encoder, train_sentence, training_data
     from embedstack.training.trainer import TrainingArgs
 
@@ -259,7 +289,16 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
 
         mining["corpus"] = load_beir("scifact", split=None).doc_texts()
     opts["mining"] = mining or None
-    if recipe.kind == "colbert":
+    if recipe.kind == "splade":
+        from embedstack.training.run import train_splade
+
+        teacher = opts.get("teacher")
+        result = train_splade(start, data, loss_options=opts.get("loss_options"), out=folder, args=args,
+                              eval=recipe.eval, hard_negatives=opts.get("hard_negatives"), mining=opts.get("mining"),
+                              teacher=None if teacher is None else resolve_start(teacher, stage=stage),
+                              model_options=opts.get("model_options"), force=force, progress=progress, stage=stage,
+                              resume=resume)
+    elif recipe.kind == "colbert":
         from embedstack.training.run import train_colbert
 
         teacher = opts.get("teacher")
@@ -325,3 +364,41 @@ def _build_mlm(recipe: Recipe, folder: Path, args: dict[str, Any], force: bool,
                     extra={"recipe": recipe.name, "corpus": corpus, "seed": args.get("seed", 0)})
     return {"train": {"steps": result.steps, "seconds": round(result.seconds, 1),
                       "last_loss": result.losses[-1][1] if result.losses else None}}, folder
+
+
+def _build_mlm_head(recipe: Recipe, folder: Path, args: dict[str, Any], force: bool,
+                    progress: Callable[[dict[str, Any]], None] | None,
+                    say: Callable[[str], None]) -> tuple[dict[str, Any], Path]:
+    """An encoder without an MLM head (all-MiniLM-L6-v2) + a trained head, saved as a SPLADE folder."""
+    from embedstack.data import iter_texts
+    from embedstack.neural.mlm import train_mlm_head
+    from embedstack.neural.splade import SpladeEncoder
+
+    o = recipe.options
+    total = o["frozen_steps"] + o["unfrozen_steps"]
+    say(f"training an MLM head for {recipe.model} on {recipe.data[0]}: {o['frozen_steps']} steps encoder frozen, "
+        f"{o['unfrozen_steps']} unfrozen")
+
+    def on_step(step: int, loss: float) -> None:
+        if progress is not None:
+            progress({"step": step, "total": total, "loss": loss, "lr": o["lr"], "epoch": 0})
+
+    corpus = recipe.data[0]
+    result = train_mlm_head(recipe.model, lambda: iter_texts(corpus), frozen_steps=o["frozen_steps"],
+                            unfrozen_steps=o["unfrozen_steps"], batch_size=o["batch_size"], max_len=o["max_len"],
+                            lr=o["lr"], encoder_lr_scale=o["encoder_lr_scale"], seed=args.get("seed", 0),
+                            precision=o.get("precision", "bf16"), progress=on_step)
+    m = result.model
+    enc = SpladeEncoder(m.bert, result.tokenizer, head=m.cls.predictions, max_seq_length=o.get("max_seq_length", 256),
+                        name=recipe.name)
+    info = {"steps": result.steps, "seconds": round(result.seconds, 1), "losses": result.losses, "recipe": recipe.name,
+            "corpus": corpus, "frozen_steps": o["frozen_steps"]}
+
+    def add(tmp: Path) -> None:
+        (tmp / "training.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    enc.save(folder, force=force, extra=add)
+    last = [loss for _, loss in result.losses[-3:]]
+    return {"train": {"steps": result.steps, "seconds": round(result.seconds, 1),
+                      "mlm_loss_first": result.losses[0][1] if result.losses else None,
+                      "mlm_loss_last": sum(last) / len(last) if last else None}}, folder

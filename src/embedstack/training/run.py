@@ -34,7 +34,8 @@ import numpy as np
 
 from embedstack.errors import ConfigError, InputError
 
-__all__ = ["train_sentence", "train_cross_encoder", "train_colbert", "load_colbert_start", "load_cross_encoder_start", "training_data", "NAMED_DATA"]
+__all__ = ["train_sentence", "train_cross_encoder", "train_colbert", "load_colbert_start", "train_splade",
+           "load_splade_start", "load_cross_encoder_start", "training_data", "NAMED_DATA"]
 
 NAMED_DATA = ("stsb", "snli", "snli-triplets", "scifact", "scifact-titles", "scifact-ict")
 ICT_MIN_SENTENCES = 3  # a document needs this many sentences to give an ICT pair
@@ -476,6 +477,93 @@ def train_colbert(
     if teacher_model is not None:
         say(f"scoring {len(rows):,} rows with the teacher")
     say(f"training a ColBERT on {len(rows):,} rows with {type(trainer.loss).__name__}")
+    result = trainer.train(out=out, resume=resume, force=force)
+    result.mining = None if mined is None else mined.stats
+    return result
+
+
+def load_splade_start(model: str | Any, *, head: str | None = None, **options: Any) -> Any:
+    """A SPLADE encoder to train: a SPLADE SPEC/folder as it is, or a BERT / bi-encoder with the MLM head of
+    ``head`` (a folder or ``mlm_head.safetensors``; :func:`~embedstack.neural.mlm.train_mlm_head` makes one)."""
+    from embedstack.neural.splade import SpladeEncoder, is_splade
+
+    if isinstance(model, SpladeEncoder):
+        return model
+    from embedstack.neural.hub import resolve_model
+    from embedstack.neural.specs import parse_options
+    from embedstack.training.recipes import resolve_start
+
+    name, parsed = parse_options(resolve_start(str(model)))
+    folder, how = resolve_model(name)
+    merged = {**parsed, **options}
+    out = SpladeEncoder.from_folder(folder, **merged) if is_splade(folder) and head is None \
+        else SpladeEncoder.from_pretrained(folder, head=head, **merged)
+    out.source = how
+    return out
+
+
+def train_splade(
+    model: str | Any,
+    data: str | os.PathLike[str] | Any,
+    *,
+    loss_options: Mapping[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    args: Any = None,
+    hard_negatives: str | None = None,
+    mining: Mapping[str, Any] | None = None,
+    eval: str | Callable[[Any], Mapping[str, float]] | None = None,
+    teacher: str | Any = None,
+    head: str | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Train a SPLADE model end to end; the Python twin of ``embedstack train splade``.
+
+    Args:
+        model: A SPLADE SPEC/folder (``recipe:minilm-mlm-head``: all-MiniLM-L6-v2 with a trained MLM head), or a
+            BERT with ``head``.
+        data: ``(anchor, positive)`` rows (a file, a named set or a TrainingData); ``hard_negatives`` mines more.
+        loss_options: :class:`~embedstack.training.splade.SpladeLoss` options (``lambda_query``,
+            ``lambda_document``, ``lambda_warmup_steps``, ``distill_weight``).
+        teacher: A cross-encoder SPEC/folder (or model): its scores of each row's candidates add a KL term.
+        model_options: ``max_seq_length``, ``doc_top_k`` ... of the encoder.
+        Others: as :func:`train_colbert`.
+    """
+    from embedstack.training.evaluators import evaluator_from_spec
+    from embedstack.training.splade import SpladeLoss, SpladeTrainer
+    from embedstack.training.trainer import TrainingArgs
+
+    say = stage or (lambda _line: None)
+    args = args or TrainingArgs()
+    say(f"loading {model if isinstance(model, str) else type(model).__name__}")
+    encoder = load_splade_start(model, head=head, **dict(model_options or {}))
+    if out is not None:
+        from embedstack.io import SENTENCE_MODEL, check_output
+
+        check_output(out, kind=SENTENCE_MODEL, force=force)
+    rows: Any = data if hasattr(data, "columns") else training_data(data, seed=args.seed)
+    rows, mined = _mine_rows(rows, hard_negatives, mining, seed=args.seed, cache_dir=cache_dir, say=say)
+    teacher_model = teacher
+    if isinstance(teacher, str | os.PathLike):
+        from embedstack.models import resolve
+
+        teacher_model = resolve(str(teacher))
+    if teacher_model is not None and not callable(getattr(teacher_model, "predict", None)):
+        raise ConfigError(f"the teacher must be a cross-encoder (it scores pairs); {teacher!r} is a "
+                          f"{type(teacher_model).__name__}.", param=("teacher", "teacher"))
+    evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
+    loss = SpladeLoss(**dict(loss_options or {}))
+    trainer = SpladeTrainer(encoder, loss, rows, args=args, evaluator=evaluator, progress=progress,
+                            teacher=teacher_model)
+    trainer.notes = {"model_in": getattr(encoder, "source", None), "evaluation": getattr(evaluator, "name", None),
+                     "hard_negatives": hard_negatives, "mining": None if mined is None else mined.stats,
+                     "loss_options": dict(loss_options or {}),
+                     "teacher": None if teacher is None else str(getattr(teacher_model, "name", teacher))}
+    say(f"training SPLADE on {len(rows):,} rows")
     result = trainer.train(out=out, resume=resume, force=force)
     result.mining = None if mined is None else mined.stats
     return result

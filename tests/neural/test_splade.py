@@ -1,0 +1,175 @@
+"""SPLADE: sparse term weights from BERT's MLM head, pruning, inference-free queries, explain, folders both
+ways with sentence-transformers' SparseEncoder, training (ranking + FLOPS), and the MLM head for headless encoders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedstack.errors import ConfigError, InputError, NotFittedError
+
+torch = pytest.importorskip("torch")
+
+WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "big", "red", "house", "tree", "ran", "fox", "quick",
+         "brown", "lazy", "man", "over"]
+
+
+@pytest.fixture(scope="module")
+def sp_tokenizer():
+    from embedstack.neural.tokenizer import WordPiece
+
+    return WordPiece.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])
+
+
+@pytest.fixture
+def tiny_splade(sp_tokenizer):
+    from embedstack.neural.config import BertConfig
+    from embedstack.neural.splade import SpladeEncoder
+    from embedstack.neural.transformer import BertModel
+
+    cfg = BertConfig(vocab_size=sp_tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=32, max_position_embeddings=64)
+    return SpladeEncoder(BertModel(cfg).init_weights(seed=0), sp_tokenizer, max_seq_length=32)
+
+
+def test_vectors_are_max_pooled_log1p_relu_of_the_mlm_logits(tiny_splade, sp_tokenizer) -> None:
+    texts = ["the cat sat on the mat", "a dog", ""]
+    x = tiny_splade.encode_sparse(texts)
+    assert x.shape == (3, sp_tokenizer.vocab_size) and x.dtype == np.float32 and (x.data > 0).all()
+    ids, _ = sp_tokenizer.encode_batch(texts, max_length=32)
+    with torch.no_grad():
+        for i, row in enumerate(ids):
+            states = tiny_splade.model(torch.from_numpy(row[None]), None)
+            ref = torch.log1p(torch.relu(tiny_splade.head(states)))[0].amax(dim=0).numpy()
+            assert np.allclose(x[[i]].toarray()[0], ref, atol=1e-5)
+    pruned = tiny_splade.with_options(doc_top_k=3).encode_sparse(texts)
+    assert (np.diff(pruned.indptr) <= 3).all()
+    assert tiny_splade.encode_sparse([]).shape == (0, sp_tokenizer.vocab_size)
+    with pytest.raises(InputError, match="list"):
+        tiny_splade.encode_sparse("the cat")
+    with pytest.raises(ConfigError, match="role"):
+        tiny_splade.encode_sparse(["a"], role="passage")
+    with pytest.raises(ConfigError, match="query_mode"):
+        tiny_splade.with_options(query_mode="bm25")
+
+
+def test_inference_free_queries_are_idf_weighted_tokens(tiny_splade, monkeypatch: pytest.MonkeyPatch) -> None:
+    idf_mode = tiny_splade.with_options(query_mode="idf")
+    with pytest.raises(NotFittedError, match="fit_idf"):
+        idf_mode.encode_sparse(["the cat"], role="query")
+    idf_mode.fit_idf(["the cat sat", "the dog ran", "a red house"])
+    monkeypatch.setattr(idf_mode, "_get_runner", lambda: pytest.fail("the transformer ran for an idf query"))
+    q = idf_mode.encode_sparse(["the cat cat"], role="query")
+    vocab = idf_mode.tokenizer.tokenizer.get_vocab()
+    assert sorted(q.indices.tolist()) == sorted([vocab["the"], vocab["cat"]])
+    assert q[[0]].toarray()[0, vocab["cat"]] > q[[0]].toarray()[0, vocab["the"]] > 0  # rarer is heavier
+
+
+def test_explain_lists_terms_heaviest_first_with_expansion_flags(tiny_splade) -> None:
+    terms = tiny_splade.explain("the cat sat", top=6)
+    weights = [t["weight"] for t in terms]
+    assert weights == sorted(weights, reverse=True) and len(terms) == 6
+    assert {t["term"] for t in terms if t["in_text"]} <= {"the", "cat", "sat", "[CLS]", "[SEP]"}
+
+
+def test_save_load_round_trip_and_sentence_transformers_both_ways(tiny_splade, tmp_path: Path) -> None:
+    from embedstack.models import resolve
+    from embedstack.neural.splade import SpladeEncoder, is_splade
+
+    tiny_splade.fit_idf(["the cat sat", "a dog"])
+    folder = tiny_splade.save(tmp_path / "sp")
+    assert is_splade(folder)
+    again = resolve(str(folder))
+    assert isinstance(again, SpladeEncoder) and again.idf is not None
+    texts = ["the cat sat on the mat", "quick brown fox"]
+    ref = tiny_splade.encode_sparse(texts).toarray()
+    assert np.allclose(again.encode_sparse(texts).toarray(), ref, atol=1e-6)
+    st = pytest.importorskip("sentence_transformers")
+    if not hasattr(st, "SparseEncoder"):
+        pytest.skip("sentence-transformers < 5 has no SparseEncoder")
+    theirs = st.SparseEncoder(str(folder), device="cpu")
+    got = theirs.encode(texts, convert_to_tensor=True).to_dense().numpy()
+    assert np.allclose(got, ref, atol=1e-4)
+    theirs.save(str(tmp_path / "st"))
+    back = SpladeEncoder.from_folder(tmp_path / "st")
+    assert np.allclose(back.encode_sparse(texts).toarray(), ref, atol=1e-4)
+    cfg = json.loads((folder / "1_SpladePooling" / "config.json").read_text())
+    assert cfg["pooling_strategy"] == "max"
+
+
+def _rows():
+    from embedstack.training.data import TrainingData
+
+    return TrainingData.from_columns({
+        "anchor": ["the cat", "a dog", "red house", "quick fox", "big tree", "lazy man"],
+        "positive": ["the cat sat on the mat", "a dog ran", "the red house", "the quick brown fox", "a big tree",
+                     "the lazy man"],
+        "negative_1": ["a dog ran", "the cat sat on the mat", "a big tree", "the lazy man", "the red house",
+                       "the quick brown fox"]})
+
+
+def test_training_ranks_and_flops_sparsifies(tiny_splade, sp_tokenizer, tmp_path: Path) -> None:
+    from embedstack.neural.config import BertConfig
+    from embedstack.neural.splade import SpladeEncoder
+    from embedstack.neural.transformer import BertModel
+    from embedstack.training.splade import SpladeLoss, SpladeTrainer
+    from embedstack.training.trainer import TrainingArgs
+
+    args = TrainingArgs(batch_size=3, epochs=8, lr=5e-3, warmup_ratio=0.0, precision="fp32", seed=0, log_steps=1)
+    res = SpladeTrainer(tiny_splade, SpladeLoss(lambda_query=0.0, lambda_document=0.0), _rows(), args=args).train(
+        out=tmp_path / "m")
+    losses = [e["loss"] for e in res.log if "loss" in e]
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])
+    assert SpladeEncoder.from_folder(tmp_path / "m").encode_sparse(["the cat"]).nnz > 0
+    cfg = BertConfig(vocab_size=sp_tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=32, max_position_embeddings=64)
+    dense_before = SpladeEncoder(BertModel(cfg).init_weights(seed=0), sp_tokenizer).encode_sparse(_rows().column("positive")).nnz
+    strict = SpladeEncoder(BertModel(cfg).init_weights(seed=0), sp_tokenizer)
+    SpladeTrainer(strict, SpladeLoss(lambda_query=1.0, lambda_document=1.0, lambda_warmup_steps=0), _rows(),
+                  args=args).train()
+    assert strict.encode_sparse(_rows().column("positive")).nnz < dense_before  # FLOPS prunes terms
+    with pytest.raises(ConfigError, match="SpladeEncoder"):
+        SpladeTrainer(object(), "splade", _rows())
+
+
+def test_mlm_head_training_keeps_the_encoder_frozen_first(tmp_path: Path, sp_tokenizer) -> None:
+    from embedstack.neural.config import BertConfig
+    from embedstack.neural.mlm import train_mlm_head
+    from embedstack.neural.sentence import SentenceEncoder
+    from embedstack.neural.splade import SpladeEncoder
+    from embedstack.neural.transformer import BertModel
+
+    cfg = BertConfig(vocab_size=sp_tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64)
+    enc = SentenceEncoder(BertModel(cfg).init_weights(seed=0), sp_tokenizer, max_seq_length=32)
+    enc.save(tmp_path / "enc")
+    before = {k: v.clone() for k, v in enc.model.state_dict().items()}
+    texts = [" ".join(np.random.default_rng(i).choice(WORDS, 20)) for i in range(64)]
+    frozen = train_mlm_head(tmp_path / "enc", texts, frozen_steps=6, unfrozen_steps=0, batch_size=8, max_len=24,
+                            lr=1e-2, precision="fp32")
+    after = frozen.model.bert.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # only the head moved
+    assert frozen.losses[-1][1] < frozen.losses[0][1] + 1.0
+    both = train_mlm_head(tmp_path / "enc", texts, frozen_steps=2, unfrozen_steps=4, batch_size=8, max_len=24,
+                          lr=1e-2, precision="fp32")
+    assert not torch.equal(both.model.bert.embeddings.word_embeddings.weight, before["embeddings.word_embeddings.weight"])
+    sp = SpladeEncoder(both.model.bert, sp_tokenizer, head=both.model.cls.predictions)
+    sp.save(tmp_path / "sp")
+    assert SpladeEncoder.from_folder(tmp_path / "sp").encode_sparse(["the cat"]).nnz > 0
+
+
+def test_explain_cli(tiny_splade, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedstack.cli.app import app
+
+    folder = tiny_splade.save(tmp_path / "sp")
+    res = CliRunner().invoke(app, ["explain", "the cat sat", "--model", str(folder), "--json", "--top", "5"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert len(out["terms"]) == 5 and out["expansion_terms"] == sum(not t["in_text"] for t in out["terms"])
+    res = CliRunner().invoke(app, ["explain", "the cat", "--model", "bm25"])
+    assert res.exit_code == 2 and "SPLADE" in res.output
