@@ -405,6 +405,19 @@ LADDER_ROWS: list[LadderRow] = [
               retrieve=lambda ds, cb, resolve=None: _report_half_reranked(["bm25", "all-MiniLM-L6-v2"], ds, cb, resolve),
               note=f"the RRF hybrid's top {LADDER_RERANK_K} reranked by the same cross-encoder, blended "
                    f"({LADDER_RERANK_FUSION}) with the hybrid's score (report half only)"),
+    # late interaction and learned sparse retrieval trained here (on tune-train: report half only)
+    LadderRow("ColBERT, MiniLM (ours)", "recipe:minilm-scifact-colbert", era="late interaction", quick=False,
+              available=lambda: _recipe_available("minilm-scifact-colbert"),
+              retrieve=lambda ds, cb, resolve=None: _report_half_retrieval("recipe:minilm-scifact-colbert", ds, cb,
+                                                                           resolve),
+              note="`embedstack recipe minilm-scifact-colbert`: 128-d token vectors, exact MaxSim over every abstract; "
+                   "report half only (BENCHMARKS.md, train_colbert: the compressed index)"),
+    LadderRow("SPLADE, MiniLM (ours)", "recipe:minilm-scifact-splade", era="learned sparse", quick=False,
+              available=lambda: _recipe_available("minilm-scifact-splade"),
+              retrieve=lambda ds, cb, resolve=None: _report_half_retrieval("recipe:minilm-scifact-splade", ds, cb,
+                                                                           resolve),
+              note="`embedstack recipe minilm-scifact-splade` (on recipe:minilm-mlm-head): MLM-head term weights, "
+                   "sparse dot product; report half only (BENCHMARKS.md, train_splade)"),
     *[LadderRow(f"small MLM BERT (ours), {pool}", f"embedstack/mlm-bert-enwiki@pooling={pool}", era="transformer",
                 sts=True, note="raw MLM BERT pretrained from scratch on enwiki by `embedstack train mlm` "
                 "(size and steps: its training.json)",

@@ -1,0 +1,326 @@
+"""SPLADE trained here (issue 12): quality on SciFact's report half, inference-free queries, pruning, hybrids, an
+``explain`` example, and sentence-transformers' ``SparseEncoder`` side by side in one process.
+
+Parts (``--parts``; each kept in results/train_splade_arms.json):
+
+* ``mlm-head``: the MLM head recipe (``minilm-mlm-head``: all-MiniLM-L6-v2 + a head trained on enwiki, encoder
+  frozen then unfrozen): MLM loss before/after, and the zero-shot SPLADE it gives on the report half.
+* ``report``: the recipe ``minilm-scifact-splade`` (trained on tune-train + 1,500 title pairs; nothing was tuned)
+  on the report half: full queries vs inference-free (idf-weighted tokens, no transformer at query time) with
+  their latency, documents pruned to 64 / 128 terms / all, hybrids with BM25 and with dense all-MiniLM-L6-v2
+  (RRF), beside BM25, dense and ColBERT.
+* ``peers``: training rows/s (batch 16, 1 BM25 negative, documents at 256 tokens; median step time after 2
+  warm-up steps) ours vs ``SparseEncoderTrainer`` + ``SpladeLoss(SparseMultipleNegativesRankingLoss)``, and
+  encoding throughput (abstracts/s, queries/s) ours vs ``SparseEncoder.encode``, each in fp32 and bf16, on the same
+  weights (the recipe folder is a SparseEncoder folder); search queries/s of the report-half queries one at a time:
+  ours (``SparseIndex``) vs ``sentence_transformers.util.semantic_search`` over the sparse corpus tensor.
+
+Usage:
+    EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_splade.py [--parts mlm-head,report,peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import load_arms as _load_arms  # noqa: E402
+from _report import log, ratio, write_results  # noqa: E402
+from _report import save_arm as _save_arm  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+RECIPE = "minilm-scifact-splade"
+TRAIN_BATCH = 16
+TRAIN_STEPS = 8
+DOC_LENGTH = 256
+EXPLAIN = "ML deployment"  # the seed's example, then a SciFact claim
+EXPLAIN_CLAIM = "0-dimensional biomaterials show inductive properties."
+
+
+def _recipe(name: str) -> Path:
+    from embedstack.training.recipes import build_recipe, get_recipe, recipe_dir
+
+    folder = recipe_dir(name)
+    if not (folder / "embedstack.json").is_file():
+        log(f"building recipe {name}")
+        build_recipe(get_recipe(name), score=False, stage=log,
+                     progress=lambda i: log(f"  step {i['step']}/{i['total']} loss {i['loss']:.3f}")
+                     if i["step"] % 25 == 0 else None)
+    return folder
+
+
+def _report_half() -> Any:
+    from embedstack.data import load_beir
+    from embedstack.training.evaluators import query_half
+
+    return query_half(load_beir("scifact", split="train"), "report")
+
+
+def _scores(res: dict[str, Any]) -> dict[str, Any]:
+    keep = ("ndcg@10", "recall@100", "single_query_ms", "latency_ms", "bytes_per_doc", "index_seconds")
+    return {k: (100 * res[k] if k in ("ndcg@10", "recall@100") else res[k]) for k in keep if k in res}
+
+
+def run_mlm_head() -> dict[str, Any]:
+    import json
+
+    from embedstack.evaluation.runners import evaluate_retrieval
+    from embedstack.neural.splade import SpladeEncoder
+
+    folder = _recipe("minilm-mlm-head")
+    info = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    zero_shot = evaluate_retrieval(SpladeEncoder.from_folder(folder, precision="bf16"), _report_half(), latency_queries=0)
+    return {"steps": info["steps"], "seconds": info["seconds"], "frozen_steps": info["frozen_steps"],
+            "loss_first": info["losses"][0][1], "loss_last": info["losses"][-1][1], "losses": info["losses"],
+            "zero_shot": _scores(zero_shot)}
+
+
+def run_report() -> dict[str, Any]:
+    from embedstack.data import load_beir
+    from embedstack.evaluation.runners import evaluate_retrieval
+    from embedstack.neural.splade import SpladeEncoder
+    from embedstack.retrieval.evaluate import evaluate_pipeline
+
+    folder = _recipe(RECIPE)
+    report = _report_half()
+    model = SpladeEncoder.from_folder(folder, precision="bf16")
+    out: dict[str, Any] = {"n_queries": len(list(report.query_ids())), "cells": {}}
+    out["cells"]["splade"] = _scores(evaluate_retrieval(model, report))
+    log(f"splade full: {out['cells']['splade']}")
+    idf_model = model.with_options(query_mode="idf").fit_idf(load_beir("scifact", split="train").doc_texts())
+    out["cells"]["splade, inference-free queries"] = _scores(evaluate_retrieval(idf_model, report))
+    log(f"splade idf: {out['cells']['splade, inference-free queries']}")
+    for k in (64, 128):
+        cell = f"splade, documents pruned to {k} terms"
+        out["cells"][cell] = _scores(evaluate_retrieval(model.with_options(doc_top_k=k), report))
+        log(f"{cell}: {out['cells'][cell]}")
+    spec = f"{folder}@precision=bf16"
+    for label, specs in (("BM25", ["bm25"]), ("dense MiniLM", ["all-MiniLM-L6-v2"]),
+                         ("SPLADE + BM25 (RRF)", [spec, "bm25"]), ("SPLADE + dense (RRF)", [spec, "all-MiniLM-L6-v2"]),
+                         ("BM25 + dense (RRF)", ["bm25", "all-MiniLM-L6-v2"])):
+        res = evaluate_pipeline(specs, report, fusion="rrf", k=100)
+        out["cells"][label] = {"ndcg@10": 100 * res["ndcg@10"], "recall@100": 100 * res["recall@100"]}
+        log(f"{label}: {out['cells'][label]}")
+    out["explain"] = {text: model.explain(text, role="query", top=15) for text in (EXPLAIN, EXPLAIN_CLAIM)}
+    docs = load_beir("scifact", split="train").doc_texts()
+    doc = docs[0]
+    out["explain_document"] = {"text": doc[:300], "terms": model.explain(doc, top=20)}
+    vecs = model.encode_sparse(docs[:500])
+    out["terms_per_document"] = float(np.mean(np.diff(vecs.indptr)))
+    out["expansion_share"] = float(np.mean([not t["in_text"] for t in model.explain(doc, top=50)]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- peers
+def _train_rows() -> Any:
+    from embedstack.data import load_beir
+    from embedstack.training.mining import mine_hard_negatives
+    from embedstack.training.run import training_data
+
+    data = training_data("scifact/train#tune-train")
+    corpus = load_beir("scifact", split="train").doc_texts()
+    res = mine_hard_negatives((data.column("anchor"), data.column("positive")), corpus, method="bm25",
+                              num_negatives=1, range_min=10, range_max=50)
+    return res.data.select(list(range(TRAIN_BATCH * TRAIN_STEPS)))
+
+
+def _ours_train(rows: Any, start: Path) -> list[float]:
+    from embedstack.neural.splade import SpladeEncoder
+    from embedstack.training.splade import SpladeLoss, SpladeTrainer
+    from embedstack.training.trainer import TrainingArgs
+
+    model = SpladeEncoder.from_folder(start)
+    stamps: list[float] = []
+    args = TrainingArgs(batch_size=TRAIN_BATCH, max_steps=TRAIN_STEPS, lr=5e-5, precision="bf16", save_steps=None,
+                        max_seq_length=DOC_LENGTH, seed=0)
+    SpladeTrainer(model, SpladeLoss(5e-4, 1e-4), rows, args=args,
+                  progress=lambda _i: stamps.append(time.perf_counter())).train()
+    return list(np.diff(stamps[1:]))
+
+
+def _st_train(rows: Any, start: Path, bf16: bool) -> list[float]:
+    import datasets
+    from sentence_transformers.sparse_encoder import (
+        SparseEncoder,
+        SparseEncoderTrainer,
+        SparseEncoderTrainingArguments,
+    )
+    from sentence_transformers.sparse_encoder.losses import SparseMultipleNegativesRankingLoss, SpladeLoss
+    from transformers import TrainerCallback
+
+    model = SparseEncoder(str(start), device="cpu")
+    model.max_seq_length = DOC_LENGTH
+    ds = datasets.Dataset.from_dict({"anchor": rows.column("anchor"), "positive": rows.column("positive"),
+                                     "negative": rows.column("negative_1")})
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            stamps.append(time.perf_counter())
+
+    args = SparseEncoderTrainingArguments(output_dir=str(Path("/tmp") / "st-splade-train"),
+                                          per_device_train_batch_size=TRAIN_BATCH, max_steps=TRAIN_STEPS,
+                                          learning_rate=5e-5, bf16=bf16, use_cpu=True, save_strategy="no",
+                                          logging_steps=1000, report_to="none", seed=0, dataloader_drop_last=True)
+    loss = SpladeLoss(model, SparseMultipleNegativesRankingLoss(model), document_regularizer_weight=1e-4,
+                      query_regularizer_weight=5e-4)
+    SparseEncoderTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=[Stamp()]).train()
+    return list(np.diff(stamps[1:]))
+
+
+def run_peers(rounds: int) -> dict[str, Any]:
+    import torch
+    from sentence_transformers import util
+    from sentence_transformers.sparse_encoder import SparseEncoder
+
+    from embedstack.data import load_beir
+    from embedstack.index import SparseIndex
+    from embedstack.neural.splade import SpladeEncoder
+
+    start = _recipe("minilm-mlm-head")
+    folder = _recipe(RECIPE)
+    out: dict[str, Any] = {"rounds": rounds}
+    rows = _train_rows()
+    train = {"ours bf16": lambda: _ours_train(rows, start), "ST fp32": lambda: _st_train(rows, start, False),
+             "ST bf16": lambda: _st_train(rows, start, True)}
+    times: dict[str, list[float]] = {k: [] for k in train}
+    names = list(train)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(float(np.median(train[name]())))
+            log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
+    out["train"] = {name: {"rows_per_second": statistics.median([TRAIN_BATCH / t for t in ts]),
+                           "min": min(TRAIN_BATCH / t for t in ts), "max": max(TRAIN_BATCH / t for t in ts)}
+                    for name, ts in times.items()}
+    out["train_ratio"] = ratio(out["train"]["ours bf16"]["rows_per_second"],
+                               max(v["rows_per_second"] for k, v in out["train"].items() if k.startswith("ST")))
+    beir = load_beir("scifact", split="train")
+    docs = beir.doc_texts()[:500]
+    report = _report_half()
+    queries = list(report.query_texts())
+    ours = {p: SpladeEncoder.from_folder(folder, precision=p, max_seq_length=DOC_LENGTH) for p in ("fp32", "bf16")}
+    st32 = SparseEncoder(str(folder), device="cpu")
+    st16 = SparseEncoder(str(folder), device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
+    for m in (st32, st16):
+        m.max_seq_length = DOC_LENGTH
+    enc = {"ours fp32": lambda t, q: ours["fp32"].encode_sparse(t, role="query" if q else "document", batch_size=32),
+           "ours bf16": lambda t, q: ours["bf16"].encode_sparse(t, role="query" if q else "document", batch_size=32),
+           "ST fp32": lambda t, q: (st32.encode_query if q else st32.encode_document)(t, batch_size=32,
+                                                                                     convert_to_tensor=True),
+           "ST bf16": lambda t, q: (st16.encode_query if q else st16.encode_document)(t, batch_size=32,
+                                                                                     convert_to_tensor=True)}
+    for fn in enc.values():
+        fn(docs[:32], False)
+    rates: dict[str, dict[str, list[float]]] = {k: {"docs": [], "queries": []} for k in enc}
+    names = list(enc)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            enc[name](docs, False)
+            rates[name]["docs"].append(len(docs) / (time.perf_counter() - t))
+            t = time.perf_counter()
+            enc[name](queries, True)
+            rates[name]["queries"].append(len(queries) / (time.perf_counter() - t))
+            log(f"encode round {r}: {name} {rates[name]['docs'][-1]:.1f} docs/s {rates[name]['queries'][-1]:.0f} q/s")
+    out["encode"] = {name: {k: {"median": statistics.median(x), "min": min(x), "max": max(x)} for k, x in v.items()}
+                     for name, v in rates.items()}
+    for what in ("docs", "queries"):
+        out[f"encode_ratio_{what}"] = ratio(max(v[what]["median"] for k, v in out["encode"].items() if k.startswith("ours")),
+                                            max(v[what]["median"] for k, v in out["encode"].items() if k.startswith("ST")))
+    # search: the same corpus vectors in both engines, queries one at a time (encode excluded)
+    all_docs = beir.doc_texts()
+    doc_ids = [str(d) for d in beir.doc_ids()]
+    mat = ours["bf16"].encode_sparse(all_docs, batch_size=32)
+    qmat = ours["bf16"].encode_sparse(queries, role="query")
+    index = SparseIndex(mat.shape[1])
+    index.add(mat, doc_ids)
+    corpus_t = torch.sparse_csr_tensor(torch.from_numpy(mat.indptr.astype(np.int64)), torch.from_numpy(mat.indices.astype(np.int64)),
+                                       torch.from_numpy(mat.data), size=mat.shape)
+    q_rows = [qmat[[i]] for i in range(qmat.shape[0])]
+
+    def st_search(i: int) -> Any:
+        row = q_rows[i]
+        q = torch.sparse_csr_tensor(torch.from_numpy(row.indptr.astype(np.int64)), torch.from_numpy(row.indices.astype(np.int64)),
+                                    torch.from_numpy(row.data), size=row.shape)
+        return util.semantic_search(q, corpus_t, top_k=10, score_function=util.dot_score)
+
+    search = {"ours SparseIndex": lambda i: index.search(q_rows[i], k=10), "ST semantic_search": st_search}
+    qps: dict[str, list[float]] = {k: [] for k in search}
+    for r in range(rounds):
+        for name in list(search)[r % 2:] + list(search)[:r % 2]:
+            t = time.perf_counter()
+            for i in range(len(q_rows)):
+                search[name](i)
+            qps[name].append(len(q_rows) / (time.perf_counter() - t))
+            log(f"search round {r}: {name} {qps[name][-1]:.0f} q/s")
+    out["search"] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in qps.items()}
+    out["search_ratio"] = ratio(out["search"]["ours SparseIndex"]["median"], out["search"]["ST semantic_search"]["median"])
+    out["terms_per_doc"] = float(np.mean(np.diff(mat.indptr)))
+    return out
+
+
+def markdown(arms: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if "mlm-head" in arms:
+        m = arms["mlm-head"]
+        z = m["zero_shot"]
+        lines += [f"MLM head (`embedstack recipe minilm-mlm-head`): {m['steps']} steps ({m['frozen_steps']} with the "
+                  f"encoder frozen), {m['seconds']:.0f} s; MLM loss {m['loss_first']:.2f} → {m['loss_last']:.2f}. "
+                  f"As SPLADE with no retrieval training: nDCG@10 {z['ndcg@10']:.2f} on the report half.", ""]
+    if "report" in arms:
+        r = arms["report"]
+        lines += [f"`minilm-scifact-splade` on the report half ({r['n_queries']} queries never tuned on; bf16):", "",
+                  "| system | nDCG@10 | Recall@100 | ms/query alone | bytes/doc |", "|---|---:|---:|---:|---:|"]
+        for name, c in r["cells"].items():
+            ms = f"{c['single_query_ms']:.1f}" if c.get("single_query_ms") is not None else "—"
+            size = f"{c['bytes_per_doc']:,.0f}" if c.get("bytes_per_doc") is not None else "—"
+            lines.append(f"| {name} | {c['ndcg@10']:.2f} | {c['recall@100']:.2f} | {ms} | {size} |")
+        lines += ["", f"Terms per document: {r['terms_per_document']:.0f}; expansion terms among a document's top 50: "
+                  f"{100 * r['expansion_share']:.0f}%.", "", "`embedstack explain` (query side; + = expansion term):", ""]
+        for text, terms in r["explain"].items():
+            shown = ", ".join(f"{t['term']}{'' if t['in_text'] else '+'} {t['weight']:.2f}" for t in terms)
+            lines.append(f"- *{text}*: {shown}")
+        lines.append("")
+    if "peers" in arms:
+        p = arms["peers"]
+        lines += [f"Against sentence-transformers' SparseEncoder ({p['rounds']} interleaved rounds, median (min-max)):", "",
+                  "| system | train rows/s | abstracts/s | queries/s |", "|---|---:|---:|---:|"]
+        for name in ("ours fp32", "ours bf16", "ST fp32", "ST bf16"):
+            t = p["train"].get(name)
+            e = p["encode"][name]
+            tr = f"{t['rows_per_second']:.2f} ({t['min']:.2f}-{t['max']:.2f})" if t else "—"
+            lines.append(f"| {name} | {tr} | {e['docs']['median']:.1f} ({e['docs']['min']:.1f}-{e['docs']['max']:.1f}) | "
+                         f"{e['queries']['median']:.0f} ({e['queries']['min']:.0f}-{e['queries']['max']:.0f}) |")
+        s = p["search"]
+        lines += ["", f"Ours / best ST: training **{p['train_ratio']:.2f}x**, abstracts **{p['encode_ratio_docs']:.2f}x**, "
+                  f"queries **{p['encode_ratio_queries']:.2f}x**. Search (report-half queries one at a time, "
+                  f"{p['terms_per_doc']:.0f} terms per document): ours {s['ours SparseIndex']['median']:.0f} q/s vs "
+                  f"ST semantic_search {s['ST semantic_search']['median']:.0f} q/s (**{p['search_ratio']:.2f}x**).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parts", default="mlm-head,report,peers")
+    ap.add_argument("--rounds", type=int, default=2)
+    opts = ap.parse_args()
+    done = _load_arms("train_splade")
+    for part in filter(None, opts.parts.split(",")):
+        log(f"part {part}")
+        result = {"mlm-head": run_mlm_head, "report": run_report, "peers": lambda: run_peers(opts.rounds)}[part]()
+        _save_arm("train_splade", part, result)
+        done[part] = result
+    write_results("train_splade", {"parts": done}, markdown(done))
+    print(markdown(done))
+
+
+if __name__ == "__main__":
+    main()
