@@ -249,6 +249,7 @@ def run_search(rounds: int) -> dict[str, Any]:
         return retrieve.ColBERT(index=idx), time.perf_counter() - t, _folder_bytes(path)
 
     builders = {"ours exact MaxSim": lambda: ours(None), "ours multivector fp32": lambda: ours("multivector"),
+                "ours multivector fp16": lambda: ours("multivector:storage=fp16"),
                 "ours plaid 2-bit": lambda: ours("plaid:nbits=2"), "ours plaid 1-bit": lambda: ours("plaid:nbits=1"),
                 "Stanford PLAID 2-bit": lambda: stanford(2), "Stanford PLAID 1-bit": lambda: stanford(1),
                 "PyLate Voyager": voyager}
@@ -276,7 +277,47 @@ def run_search(rounds: int) -> dict[str, Any]:
                                 "qps": statistics.median(per_round), "qps_min": min(per_round),
                                 "qps_max": max(per_round), "ndcg@10": _ndcg(run, qrels)}
         log(f"{name}: {out['systems'][name]}")
+    # a query end to end (encode + compressed search), for the seed's "100x faster than a cross-encoder" claim
+    idx, _, _ = ours("plaid:nbits=2")
+    texts = list(report.query_texts())[:60]
+    lat = []
+    for text in texts:
+        t = time.perf_counter()
+        idx.search(model.encode_tokens([text], role="query"), k=10)
+        lat.append(1000 * (time.perf_counter() - t))
+    out["query_ms_end_to_end"] = {"p50": float(np.median(lat)), "p95": float(np.percentile(lat, 95)), "n": len(lat)}
     return out
+
+
+def claims(search: dict[str, Any]) -> list[str]:
+    """The seed's ColBERT claims against the cross-encoder figures measured by train_reranker / rerank_claims."""
+    reranker = _load_arms("train_reranker").get("report", {}).get("cells", {})
+    latency = _load_arms("rerank_claims").get("latency", {})
+    cb = search["systems"]["ours exact MaxSim"]["ndcg@10"]
+    lines = ["Seed claims (report half):", ""]
+    ce_alone = reranker.get("bm25+ce@50", {}).get("ndcg@10")
+    ce_best = max((v["ndcg@10"] for k, v in reranker.items() if "+ce@" in k), default=None)
+    if ce_alone is not None and ce_best is not None:
+        lines.append(f"- *ColBERT reaches ~95% of cross-encoder quality*: ColBERT {cb:.2f} = {100 * cb / ce_alone:.0f}% of "
+                     f"BM25 → our cross-encoder alone at depth 50 ({ce_alone:.2f}) and {100 * cb / ce_best:.0f}% of the "
+                     f"best reranked pipeline ({ce_best:.2f}). Our cross-encoder, trained on a few hundred queries, is "
+                     "weaker than the ones the claim had in mind, so ColBERT passes the 95% bar here: **holds at our "
+                     "scale**, with a weak reference.")
+    rr = latency.get("rerank_top50", {}).get("p50_ms")
+    e2e = search.get("query_ms_end_to_end", {}).get("p50")
+    if rr and e2e:
+        lines.append(f"- *ColBERT is ~100x faster than a cross-encoder at retrieval*: a query end to end (encode + "
+                     f"2-bit PLAID search over {search['n_docs']:,} abstracts) {e2e:.1f} ms vs reranking BM25's top 50 "
+                     f"with the cross-encoder {rr:.0f} ms (rerank_claims): **{rr / e2e:.0f}x**; the cross-encoder "
+                     "cannot search the corpus at all (41 h for all pairs of 10k texts, rerank_claims).")
+    for name, v in search["systems"].items():
+        if name.startswith("ours") and "exact" not in name:
+            lines.append(f"- 100M documents with `{name.removeprefix('ours ')}`: {v['bytes_per_doc']:,.0f} bytes/doc "
+                         f"x 1e8 = **{v['bytes_per_doc'] * 1e8 / 1e9:,.0f} GB**")
+    lines.append("- The seed's *100M documents → 100-200 GB* matches 2-bit residuals at SciFact's ~"
+                 f"{search['n_tokens'] / search['n_docs']:.0f} kept tokens per abstract only to within the ratio shown "
+                 "above (MS MARCO passages are shorter, ~70 tokens).")
+    return lines
 
 
 # -------------------------------------------------------------------------------------------- markdown
@@ -308,6 +349,8 @@ def markdown(arms: dict[str, Any]) -> str:
         for name, v in s["systems"].items():
             lines.append(f"| {name} | {v['build_seconds']:.1f} | {v['bytes_per_doc']:,.0f} | {v['qps']:.1f} "
                          f"({v['qps_min']:.1f}-{v['qps_max']:.1f}) | {v['ndcg@10']:.2f} |")
+        lines.append("")
+        lines += claims(s)
         lines.append("")
     return "\n".join(lines)
 

@@ -276,3 +276,24 @@ def test_pylate_loads_our_folder_and_we_load_theirs(minilm, tmp_path: Path) -> N
         assert np.allclose(q, np.load(tmp_path / f"{stem}.q.npy"), atol=1e-5)
         assert np.allclose(d, np.load(tmp_path / f"{stem}.d.npy"), atol=1e-5)
 
+
+
+def test_train_colbert_cli(tiny_colbert, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedstack.cli.app import app
+
+    start = tiny_colbert.save(tmp_path / "start")
+    rows = [{"anchor": a, "positive": p} for a, p in zip(_tiny_rows().column("anchor"), _tiny_rows().column("positive"),
+                                                         strict=True)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["train", "colbert", "--data", str(data), "--model", str(start), "--out",
+                                   str(tmp_path / "out"), "--max-steps", "2", "--batch-size", "3", "--precision", "fp32",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["steps"] == 2 and (tmp_path / "out" / "1_Dense" / "model.safetensors").is_file()
+    res = CliRunner().invoke(app, ["train", "colbert", "--data", str(data), "--model", str(start), "--out",
+                                   str(tmp_path / "bad"), "--loss", "mnrl", "--json"])
+    assert res.exit_code == 2 and "Unknown ColBERT --loss" in res.output

@@ -173,3 +173,17 @@ def test_explain_cli(tiny_splade, tmp_path: Path) -> None:
     assert len(out["terms"]) == 5 and out["expansion_terms"] == sum(not t["in_text"] for t in out["terms"])
     res = CliRunner().invoke(app, ["explain", "the cat", "--model", "bm25"])
     assert res.exit_code == 2 and "SPLADE" in res.output
+
+
+def test_an_empty_sparse_query_gives_an_empty_hit_list(tiny_splade, tmp_path: Path) -> None:
+    from embedstack.retrieval.build import build_index, open_pipeline
+
+    docs = ["the cat sat on the mat", "a dog ran over the tree", "the red house"]
+    model = tiny_splade.with_options(query_mode="idf").fit_idf(docs)
+    folder = model.save(tmp_path / "sp")
+    build_index(docs, ["a", "b", "c"], model, spec=str(folder), out=tmp_path / "idx")
+    q = model.encode_sparse([""], role="query")
+    assert q.nnz == 0  # no token at all: an empty vector
+    pipe = open_pipeline([tmp_path / "idx"])
+    assert pipe.search("", k=3).hits == []
+    assert len(pipe.search("cat", k=3).hits) >= 1  # an untrained model: some hits, in no particular order
