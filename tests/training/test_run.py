@@ -52,10 +52,15 @@ def test_every_recipe_is_complete() -> None:
     from embedstack.training.recipes import RECIPES, get_recipe
     from embedstack.training.trainer import LOSSES, TrainingArgs
 
+    from embedstack.training.colbert import COLBERT_LOSSES
+
     for r in RECIPES.values():
-        assert r.kind in ("sentence", "cross", "mlm")
-        if r.kind in ("sentence", "cross"):
-            assert r.loss in (LOSSES if r.kind == "sentence" else CE_LOSSES) and r.report
+        assert r.kind in ("sentence", "cross", "mlm", "colbert", "mlm-head", "splade")
+        if r.kind == "mlm-head":
+            assert {"frozen_steps", "unfrozen_steps", "lr"} <= set(r.options)
+        if r.kind in ("sentence", "cross", "colbert", "splade"):
+            losses = {"sentence": LOSSES, "cross": CE_LOSSES, "colbert": COLBERT_LOSSES, "splade": ("splade",)}[r.kind]
+            assert r.loss in losses and r.report
             assert _split_spec(r.report)[0] in ("sts", "retrieval", "rerank")
             TrainingArgs(**r.args)  # valid arguments
             if r.model.startswith("recipe:"):

@@ -220,7 +220,8 @@ class ColBERT(TransformerRuntime):
                                   "truncated (warned once per model; raise it with MODEL@query_length=64).",
                                   UserWarning, stacklevel=3)
             else:
-                self._warn_truncated(cut, "document(s)", "document_length=300", stacklevel=4)
+                self._warn_truncated(cut, "document(s)", "document_length=512", stacklevel=4,
+                                     limit_label=f"document_length={self.document_length}")
         masks = []
         out = []
         for x in ids:

@@ -180,7 +180,7 @@ class TransformerRuntime:
                 torch.set_num_threads(before)
 
     def _warn_truncated(self, count: int, what: str = "text(s)", option: str = "max_seq_length=512",
-                        stacklevel: int = 5) -> None:
+                        stacklevel: int = 5, limit_label: str | None = None) -> None:
         """One warning per model when inputs were cut to ``max_seq_length``."""
         if count and not self._warned_truncation:
             self._warned_truncation = True
@@ -189,7 +189,7 @@ class TransformerRuntime:
                     if limit and self.max_seq_length >= limit else
                     f"to keep more, raise the model option, e.g. MODEL@{option}")
             warnings.warn(
-                f"{count} {what} longer than max_seq_length={self.max_seq_length} tokens were truncated "
+                f"{count} {what} longer than {limit_label or f'max_seq_length={self.max_seq_length}'} tokens were truncated "
                 f"(warned once per model; {hint}).",
                 UserWarning, stacklevel=stacklevel,
             )
