@@ -36,11 +36,13 @@ lint: $(VENV)/.test-installed
 	$(BIN)/mypy src/embedstack
 
 # Peers whose pins clash with ours live in their own virtualenvs: PyLate 1.6 (its fast-plaid pins torch <= 2.11,
-# so it is installed without fast-plaid, on our torch). The PyLate interop test and benchmarks use .venv-pylate.
+# so it is installed without fast-plaid, on our torch; Stanford PLAID (use_fast=False) builds its C++ kernels
+# with ninja on first use). The PyLate interop test and benchmarks use .venv-pylate.
 peers: $(VENV)/.test-installed
 	test -x .venv-pylate/bin/python || $(PYTHON) -m venv .venv-pylate
 	.venv-pylate/bin/pip install -q torch==2.13.0 "sentence-transformers==5.3.0" "transformers<=5.3.0,>=4.41.0" \
-		"datasets>=2.20.0" "accelerate>=0.31.0" "pandas>=2.2.1" "ujson==5.12.0" "fastkmeans==0.5.0" voyager
+		"datasets>=2.20.0" "accelerate>=0.31.0" "pandas>=2.2.1" "ujson==5.12.0" "fastkmeans==0.5.0" voyager \
+		"ninja==1.11.1.4"
 	.venv-pylate/bin/pip install -q --no-deps pylate==1.6.0
 	.venv-pylate/bin/pip install -q -e ".[fast,torch,index]"
 
