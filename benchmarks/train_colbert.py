@@ -4,10 +4,11 @@ SciFact's judged train queries are split once (``query_half``, 50/50, seed 0) in
 *report* half. Configurations are compared on ``tune-dev`` (30% of the tune half's queries) after training
 on ``tune-train`` (the other 70%) plus 1,500 title → abstract pseudo-pairs of the corpus, each row with one
 BM25 hard negative (ranks 10-50 of the whole 5,183-abstract corpus; the data of the bi-encoder recipe
-``minilm-scifact``): nDCG@10 of exact MaxSim over the whole corpus. The chosen configuration is the recipe
-``minilm-scifact-colbert`` (trained on the whole tune half, as ``minilm-scifact`` was), scored once on the
-report half: exact MaxSim, the compressed index at fp16 / 4 / 2 / 1 bits (bytes per document beside
-nDCG@10), and hybrids with BM25 and the dense bi-encoder.
+``minilm-scifact``): nDCG@10 of exact MaxSim over the whole corpus. The recipe ``minilm-scifact-colbert`` is
+the dev arm's model itself (trained on tune-train; ``embedstack recipe minilm-scifact-colbert`` retrains it with
+the same data, settings and seed), scored once on the report half (``report``): exact MaxSim, the index's
+candidate search, and hybrids (RRF) with BM25 and the dense bi-encoder. The compressed index (fp16, 2-bit and
+1-bit residuals: bytes per document beside nDCG@10) is measured by benchmarks/colbert_peers.py.
 
 Every ColBERT starts from all-MiniLM-L6-v2's weights (``ColBERT.from_pretrained_encoder``: a fresh 128-d
 projection), queries padded to 32 tokens, documents cut at 256 tokens in training and at inference.
@@ -40,6 +41,7 @@ MINING: dict[str, Any] = {"num_negatives": 1, "range_min": 10, "range_max": 50}
 MODEL_OPTIONS: dict[str, Any] = {"query_length": 32, "document_length": 256}
 DEV_CONFIGS: dict[str, dict[str, Any]] = {
     "dev-lr1e-4": {"label": "lr 1e-4, projection 10x (the bi-encoder recipe's learning rate)"},
+    # defined but not run in the session that trained dev-lr1e-4 (2 cores: about 25 minutes each)
     "dev-lr3e-5": {"args": {"lr": 3e-5}, "label": "lr 3e-5, projection 10x"},
     "dev-distill": {"teacher": "recipe:minilm-scifact-ce",
                     "label": "lr 1e-4, in-batch softmax + KL to the cross-encoder minilm-scifact-ce's scores"},
