@@ -247,6 +247,17 @@ class ColBERT(TransformerRuntime):
         return keep
 
     # -------------------------------------------------------------------------------------- encoding
+    def _pad(self, ids: Sequence[np.ndarray], masks: Sequence[np.ndarray], sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``sel`` right-padded to their longest: ``(input_ids, attention_mask)`` int64, the masks as tokenized
+        (0 on a query's [MASK] padding unless it is attended)."""
+        width = max(len(ids[i]) for i in sel)
+        x = np.full((len(sel), width), self.tokenizer.pad_id, dtype=np.int64)
+        m = np.zeros((len(sel), width), dtype=np.int64)
+        for r, i in enumerate(sel):
+            x[r, : len(ids[i])] = ids[i]
+            m[r, : len(ids[i])] = masks[i]
+        return x, m
+
     def _head(self, states: Any) -> Any:
         """Token states (B, T, hidden) → projected, L2-normalised token vectors (B, T, dim), fp32."""
         x = self.projection(states.to(self.projection.linear.weight.dtype))
@@ -272,12 +283,7 @@ class ColBERT(TransformerRuntime):
         done = [0]
 
         def one(sel: np.ndarray) -> None:
-            width = max(len(ids[i]) for i in sel)
-            x = np.full((len(sel), width), self.tokenizer.pad_id, dtype=np.int64)
-            m = np.zeros((len(sel), width), dtype=np.int64)
-            for r, i in enumerate(sel):
-                x[r, : len(ids[i])] = ids[i]
-                m[r, : len(ids[i])] = masks[i]
+            x, m = self._pad(ids, masks, sel)
             vecs = self._head(run(x, m)).numpy()
             for r, i in enumerate(sel):
                 n = len(ids[i])
@@ -313,14 +319,9 @@ class ColBERT(TransformerRuntime):
         width = max((len(x) for x in ids), default=1)
 
         def run(sel: np.ndarray) -> Any:
-            t = max(len(ids[i]) for i in sel)
-            x = np.full((len(sel), t), self.tokenizer.pad_id, dtype=np.int64)
-            m = np.zeros((len(sel), t), dtype=np.int64)
-            for r, i in enumerate(sel):
-                x[r, : len(ids[i])] = ids[i]
-                m[r, : len(ids[i])] = masks[i]
+            x, m = self._pad(ids, masks, sel)
             vecs = self._head(net(torch.from_numpy(x), torch.from_numpy(m)).float())
-            return torch.nn.functional.pad(vecs, (0, 0, 0, width - t))
+            return torch.nn.functional.pad(vecs, (0, 0, 0, width - x.shape[1]))
 
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         vecs = self._pieced(lengths, min_rows, run)
@@ -329,16 +330,8 @@ class ColBERT(TransformerRuntime):
             keep[i, : len(x)] = self.keep_mask(x, m, role)
         return vecs, torch.from_numpy(keep)
 
-    def parameters(self) -> list[Any]:
-        return [*self.model.parameters(), *self.projection.parameters()]
-
-    def train(self, mode: bool = True) -> ColBERT:
-        self.model.train(mode)
-        self.projection.train(mode)
-        return self
-
-    def eval(self) -> ColBERT:
-        return self.train(False)
+    def _head_modules(self) -> list[Any]:
+        return [self.projection]
 
     def with_options(self, **options: Any) -> ColBERT:
         """A new model sharing the weights, with other lengths / runtime options."""

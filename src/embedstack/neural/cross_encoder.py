@@ -278,17 +278,8 @@ class CrossEncoder(TransformerRuntime):
 
         return self._pieced(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), min_rows, run)
 
-    def parameters(self) -> list[Any]:
-        """Every trainable tensor: the transformer (pooler included) and the classifier."""
-        return [*self.model.parameters(), *self.classifier.parameters()]
-
-    def train(self, mode: bool = True) -> CrossEncoder:
-        self.model.train(mode)
-        self.classifier.train(mode)
-        return self
-
-    def eval(self) -> CrossEncoder:
-        return self.train(False)
+    def _head_modules(self) -> list[Any]:
+        return [self.classifier]  # BERT's pooler is part of the transformer
 
     def with_options(self, **options: Any) -> CrossEncoder:
         """A new cross-encoder sharing the weights, with other backend/precision/... options."""

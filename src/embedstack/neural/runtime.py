@@ -266,6 +266,27 @@ class TransformerRuntime:
         new.folder = getattr(self, "folder", None)
         return new
 
+    def _head_modules(self) -> list[Any]:
+        """The modules on top of the transformer (a classifier, a projection, an MLM head); none by default."""
+        return []
+
+    def parameters(self) -> list[Any]:
+        """Every trainable tensor, once: the transformer's and its head's (a tied weight is listed once)."""
+        params: dict[int, Any] = {}
+        for module in (self.model, *self._head_modules()):
+            for p in module.parameters():
+                params.setdefault(id(p), p)
+        return list(params.values())
+
+    def train(self, mode: bool = True) -> Any:
+        """Training (dropout on) or inference mode for the transformer and its head; returns self."""
+        for module in (self.model, *self._head_modules()):
+            module.train(mode)
+        return self
+
+    def eval(self) -> Any:
+        return self.train(False)
+
     def runtime_options(self) -> dict[str, Any]:
         """The runtime options as keyword arguments (for ``with_options``)."""
         return {"max_seq_length": self.max_seq_length, "backend": self.backend, "precision": self.precision,

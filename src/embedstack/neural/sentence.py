@@ -161,6 +161,9 @@ class SentenceEncoder(TransformerRuntime):
     def pooling(self) -> str:
         return self.pooler.mode
 
+    def _head_modules(self) -> list[Any]:
+        return [self.dense] if self.dense is not None else []
+
     def __repr__(self) -> str:
         return (f"SentenceEncoder(name={self.name!r}, dim={self.dim}, pooling={self.pooling!r}, "
                 f"backend={self.backend!r}, precision={self.precision!r})")

@@ -295,17 +295,8 @@ class SpladeEncoder(TransformerRuntime):
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         return self._pieced(lengths, min_rows, run)
 
-    def parameters(self) -> list[Any]:
-        params = {id(p): p for p in [*self.model.parameters(), *self.head.parameters()]}
-        return list(params.values())
-
-    def train(self, mode: bool = True) -> SpladeEncoder:
-        self.model.train(mode)
-        self.head.train(mode)
-        return self
-
-    def eval(self) -> SpladeEncoder:
-        return self.train(False)
+    def _head_modules(self) -> list[Any]:
+        return [self.head]  # its decoder is the word-embedding matrix: parameters() lists it once
 
     def with_options(self, **options: Any) -> SpladeEncoder:
         """A new encoder sharing the weights, with other options (query mode, pruning, precision ...)."""

@@ -34,9 +34,9 @@ torch = require("torch", "torch", "ColBERT training")
 from torch import Tensor, nn  # noqa: E402
 
 from embedstack.errors import ConfigError  # noqa: E402
-from embedstack.training.trainer import SentenceTrainer  # noqa: E402
+from embedstack.training.ranking import RankingTrainer, distill_kl  # noqa: E402
 
-__all__ = ["ColBERTTrainer", "ColBERTLoss", "COLBERT_LOSSES", "distill_kl", "teacher_scores"]
+__all__ = ["ColBERTTrainer", "ColBERTLoss", "COLBERT_LOSSES"]
 
 
 class ColBERTLoss(nn.Module):
@@ -82,25 +82,10 @@ class ColBERTLoss(nn.Module):
         return loss
 
 
-def distill_kl(student: Tensor, teacher: Tensor, teacher_temperature: float = 1.0) -> Tensor:
-    """``KL(softmax(teacher / T) ‖ softmax(student))`` over each row's own candidates ``(B, 1 + k)``, batch mean."""
-    target = torch.softmax(teacher / teacher_temperature, dim=-1)
-    return nn.functional.kl_div(torch.log_softmax(student, dim=-1), target, reduction="batchmean")
-
-
-def teacher_scores(teacher: Any, data: Any, doc_columns: list[str]) -> Tensor:
-    """A reranker's raw scores (``predict(pairs, activation=False)``) of each row's candidates: ``(rows, len(doc_columns))``."""
-    anchors = data.column("anchor")
-    columns = [data.column(c) for c in doc_columns]
-    pairs = [(a, col[r]) for r, a in enumerate(anchors) for col in columns]
-    scores = np.asarray(teacher.predict(pairs, activation=False), dtype=np.float32)
-    return torch.from_numpy(scores.reshape(len(anchors), len(doc_columns)))
-
-
 COLBERT_LOSSES = {"contrastive": ColBERTLoss, "distillation": lambda: ColBERTLoss(contrastive_weight=0.0)}
 
 
-class ColBERTTrainer(SentenceTrainer):
+class ColBERTTrainer(RankingTrainer):
     """Fine-tune a :class:`~embedstack.neural.colbert.ColBERT` (trained in place).
 
     Args:
@@ -113,15 +98,6 @@ class ColBERTTrainer(SentenceTrainer):
         args, evaluator, progress: As :class:`~embedstack.training.trainer.SentenceTrainer`;
             ``args.max_seq_length`` caps the document length in training (the saved model keeps its own).
     """
-
-    def __init__(self, model: Any, loss: nn.Module | str, data: Any, *, teacher: Any = None,
-                 **kwargs: Any) -> None:
-        super().__init__(model, loss, data, **kwargs)
-        if teacher is not None and not self.n_negatives:
-            raise ConfigError("distillation from a teacher needs (anchor, positive, negative_1..k) rows: mine hard "
-                              "negatives first (hard_negatives='bm25').")
-        self.teacher = teacher
-        self._teacher_scores: Tensor | None = None
 
     def _check_model(self, model: Any) -> None:
         from embedstack.neural.colbert import ColBERT
@@ -139,37 +115,15 @@ class ColBERTTrainer(SentenceTrainer):
         module: nn.Module = COLBERT_LOSSES[name]()
         return module
 
-    # ------------------------------------------------------------------------------------------- setup
-    def _tokenize_columns(self, enc: Any) -> None:
-        doc_length = self.args.max_seq_length or enc.document_length
-        saved = enc.document_length
-        enc.document_length = min(int(doc_length), enc.model.config.max_position_embeddings)
+    def _tokenize_texts(self, enc: Any, texts: list[str], role: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        if role == "query" or self.args.max_seq_length is None:
+            return enc.tokenize(texts, role)
+        saved = enc.document_length  # training may cut documents shorter; the saved model keeps its own length
+        enc.document_length = min(int(self.args.max_seq_length), enc.model.config.max_position_embeddings)
         try:
-            self._ids: dict[str, list[np.ndarray]] = {}
-            self._masks: dict[str, list[np.ndarray]] = {}
-            names = ["anchor", "positive", *[f"negative_{i + 1}" for i in range(self.n_negatives)]]
-            cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-            for name in names:
-                role = "query" if name == "anchor" else "document"
-                values = self.data.column(name)
-                todo = list(dict.fromkeys(t for t in values if (role, t) not in cache))
-                for i in range(0, len(todo), 8192):
-                    part = todo[i:i + 8192]
-                    ids, masks = enc.tokenize(part, role)
-                    cache.update({(role, t): (x, m) for t, x, m in zip(part, ids, masks, strict=True)})
-                self._ids[name] = [cache[(role, t)][0] for t in values]
-                self._masks[name] = [cache[(role, t)][1] for t in values]
+            return enc.tokenize(texts, role)
         finally:
             enc.document_length = saved
-        self._doc_columns = names[1:]
-        self._lengths = np.zeros(len(self.data), dtype=np.int64)
-        for ids in self._ids.values():
-            self._lengths += np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        if self.teacher is not None and self._teacher_scores is None:
-            self._teacher_scores = self._score_teacher()
-
-    def _score_teacher(self) -> Tensor:
-        return teacher_scores(self.teacher, self.data, self._doc_columns)
 
     def _named_weights(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {f"model.{k}": p for k, p in self.model.model.named_parameters()}
@@ -183,29 +137,20 @@ class ColBERTTrainer(SentenceTrainer):
 
     # ----------------------------------------------------------------------------------------- forward
     def _batch_loss(self, rows: np.ndarray) -> Tensor:
-        b = len(rows)
-        cols = self._doc_columns
-        q_ids = [self._ids["anchor"][r] for r in rows]
-        q_masks = [self._masks["anchor"][r] for r in rows]
-        # positives first (column i = row i's positive), then each row's negatives together
-        d_ids = [self._ids["positive"][r] for r in rows] + [self._ids[c][r] for r in rows for c in cols[1:]]
-        d_masks = [self._masks["positive"][r] for r in rows] + [self._masks[c][r] for r in rows for c in cols[1:]]
+        from embedstack.neural.colbert import maxsim_scores
+
+        q_ids, q_masks, d_ids, d_masks = self._batch_texts(rows)
         with self._autocast():
             q, _ = self.model.forward_tokens(q_ids, q_masks, "query", model=self._work,
                                              min_rows=self.args.min_piece_rows)
             d, keep = self.model.forward_tokens(d_ids, d_masks, "document", model=self._work,
                                                 min_rows=self.args.min_piece_rows)
-        from embedstack.neural.colbert import maxsim_scores
-
         q_keep = None
         if not self.model.do_query_expansion:
             width = q.shape[1]
             q_keep = torch.from_numpy(np.stack([np.pad(m.astype(bool), (0, width - len(m))) for m in q_masks]))
         scores = maxsim_scores(q.float(), d.float(), keep, q_keep)  # (B, B(1 + k))
-        k = len(cols) - 1
-        own = torch.cat([torch.arange(b)[:, None], b + torch.arange(b)[:, None] * k + torch.arange(k)[None, :]], dim=1)
-        teacher = None if self._teacher_scores is None else self._teacher_scores[torch.from_numpy(np.asarray(rows))]
-        return self.loss(scores, own, teacher)
+        return self.loss(scores, self._own(len(rows), len(self._doc_columns) - 1), self._teacher_for(rows))
 
     def _load_best(self, folder: Any) -> None:
         from embedstack.neural.colbert import ColBERT

@@ -33,8 +33,7 @@ torch = require("torch", "torch", "SPLADE training")
 from torch import Tensor, nn  # noqa: E402
 
 from embedstack.errors import ConfigError  # noqa: E402
-from embedstack.training.colbert import distill_kl, teacher_scores  # noqa: E402
-from embedstack.training.trainer import SentenceTrainer  # noqa: E402
+from embedstack.training.ranking import RankingTrainer, distill_kl  # noqa: E402
 
 __all__ = ["SpladeTrainer", "SpladeLoss", "flops"]
 
@@ -97,7 +96,7 @@ class SpladeLoss(nn.Module):
         return loss
 
 
-class SpladeTrainer(SentenceTrainer):
+class SpladeTrainer(RankingTrainer):
     """Fine-tune a :class:`~embedstack.neural.splade.SpladeEncoder` (trained in place).
 
     Args:
@@ -109,14 +108,6 @@ class SpladeTrainer(SentenceTrainer):
         args, evaluator, progress: As :class:`~embedstack.training.trainer.SentenceTrainer`;
             ``args.max_seq_length`` caps the document length in training.
     """
-
-    def __init__(self, model: Any, loss: nn.Module | str, data: Any, *, teacher: Any = None, **kwargs: Any) -> None:
-        super().__init__(model, loss, data, **kwargs)
-        if teacher is not None and not self.n_negatives:
-            raise ConfigError("distillation from a teacher needs (anchor, positive, negative_1..k) rows: mine hard "
-                              "negatives first (hard_negatives='bm25').")
-        self.teacher = teacher
-        self._teacher_scores: Tensor | None = None
 
     def _check_model(self, model: Any) -> None:
         from embedstack.neural.splade import SpladeEncoder
@@ -131,23 +122,9 @@ class SpladeTrainer(SentenceTrainer):
                               param=("loss", "loss"))
         return SpladeLoss()
 
-    def _tokenize_columns(self, enc: Any) -> None:
-        self._ids: dict[str, list[np.ndarray]] = {}
-        names = ["anchor", "positive", *[f"negative_{i + 1}" for i in range(self.n_negatives)]]
-        cache: dict[str, np.ndarray] = {}
-        for name in names:
-            values = self.data.column(name)
-            todo = list(dict.fromkeys(t for t in values if t not in cache))
-            for i in range(0, len(todo), 8192):
-                part = todo[i:i + 8192]
-                cache.update(zip(part, enc._tokenize(part), strict=True))
-            self._ids[name] = [cache[t] for t in values]
-        self._doc_columns = names[1:]
-        self._lengths = np.zeros(len(self.data), dtype=np.int64)
-        for ids in self._ids.values():
-            self._lengths += np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        if self.teacher is not None and self._teacher_scores is None:
-            self._teacher_scores = teacher_scores(self.teacher, self.data, self._doc_columns)
+    def _tokenize_texts(self, enc: Any, texts: list[str], role: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        ids = enc._tokenize(texts)  # SentenceTrainer._tokenize set the training max_seq_length
+        return ids, [np.ones(len(x), dtype=np.int64) for x in ids]
 
     def _named_weights(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {f"model.{k}": p for k, p in self.model.model.named_parameters()}
@@ -160,17 +137,11 @@ class SpladeTrainer(SentenceTrainer):
         return name.startswith(("head.", "loss."))
 
     def _batch_loss(self, rows: np.ndarray) -> Tensor:
-        b = len(rows)
-        cols = self._doc_columns
-        q_ids = [self._ids["anchor"][r] for r in rows]
-        d_ids = [self._ids["positive"][r] for r in rows] + [self._ids[c][r] for r in rows for c in cols[1:]]
+        q_ids, _, d_ids, _ = self._batch_texts(rows)
         with self._autocast():
             q = self.model.forward_sparse(q_ids, model=self._work, min_rows=self.args.min_piece_rows)
             d = self.model.forward_sparse(d_ids, model=self._work, min_rows=self.args.min_piece_rows)
-        k = len(cols) - 1
-        own = torch.cat([torch.arange(b)[:, None], b + torch.arange(b)[:, None] * k + torch.arange(k)[None, :]], dim=1)
-        teacher = None if self._teacher_scores is None else self._teacher_scores[torch.from_numpy(np.asarray(rows))]
-        return self.loss(q.float(), d.float(), own, teacher)
+        return self.loss(q.float(), d.float(), self._own(len(rows), len(self._doc_columns) - 1), self._teacher_for(rows))
 
     def _load_best(self, folder: Any) -> None:
         from embedstack.neural.splade import SpladeEncoder

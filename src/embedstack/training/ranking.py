@@ -1,0 +1,106 @@
+"""What ColBERT and SPLADE training share: (query, positive, negatives) rows scored query × document over the
+whole batch, and distillation from a teacher's scores of each row's own candidates.
+
+:class:`RankingTrainer` is :class:`~embedstack.training.trainer.SentenceTrainer` with
+
+* tokenization per role (queries and documents tokenized the way the model reads them, each text once);
+* the batch's documents laid out as every row's positive first (column ``i`` is row ``i``'s), then each row's
+  negatives together, with :meth:`RankingTrainer._own` giving each row's candidate columns;
+* an optional teacher (a reranker: ``predict(pairs, activation=False)``) scored once before training
+  (:func:`teacher_scores`), followed by :func:`distill_kl`.
+
+Example:
+    >>> RankingTrainer._own(2, 1).tolist()  # row 0: its positive (col 0) and negative (col 2); row 1: cols 1, 3
+    [[0, 2], [1, 3]]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from embedstack._extras import require
+
+torch = require("torch", "torch", "ranking model training")
+
+from torch import Tensor, nn  # noqa: E402
+
+from embedstack.errors import ConfigError  # noqa: E402
+from embedstack.training.trainer import SentenceTrainer  # noqa: E402
+
+__all__ = ["RankingTrainer", "distill_kl", "teacher_scores"]
+
+
+def distill_kl(student: Tensor, teacher: Tensor, teacher_temperature: float = 1.0) -> Tensor:
+    """``KL(softmax(teacher / T) ‖ softmax(student))`` over each row's own candidates ``(B, 1 + k)``, batch mean."""
+    target = torch.softmax(teacher / teacher_temperature, dim=-1)
+    return nn.functional.kl_div(torch.log_softmax(student, dim=-1), target, reduction="batchmean")
+
+
+def teacher_scores(teacher: Any, data: Any, doc_columns: list[str]) -> Tensor:
+    """A reranker's raw scores (``predict(pairs, activation=False)``) of each row's candidates: ``(rows, len(doc_columns))``."""
+    anchors = data.column("anchor")
+    columns = [data.column(c) for c in doc_columns]
+    pairs = [(a, col[r]) for r, a in enumerate(anchors) for col in columns]
+    scores = np.asarray(teacher.predict(pairs, activation=False), dtype=np.float32)
+    return torch.from_numpy(scores.reshape(len(anchors), len(doc_columns)))
+
+
+class RankingTrainer(SentenceTrainer):
+    """The shared part of :class:`~embedstack.training.colbert.ColBERTTrainer` and
+    :class:`~embedstack.training.splade.SpladeTrainer` (see the module docstring).
+
+    Subclasses give :meth:`_tokenize_texts` (``(ids, masks)`` of texts of one role) and the forward.
+    """
+
+    def __init__(self, model: Any, loss: nn.Module | str, data: Any, *, teacher: Any = None, **kwargs: Any) -> None:
+        super().__init__(model, loss, data, **kwargs)
+        if teacher is not None and not self.n_negatives:
+            raise ConfigError("distillation from a teacher needs (anchor, positive, negative_1..k) rows: mine hard "
+                              "negatives first (hard_negatives='bm25').")
+        self.teacher = teacher
+        self._teacher_scores: Tensor | None = None
+
+    def _tokenize_texts(self, enc: Any, texts: list[str], role: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        raise NotImplementedError
+
+    def _tokenize_columns(self, enc: Any) -> None:
+        self._ids: dict[str, list[np.ndarray]] = {}
+        self._masks: dict[str, list[np.ndarray]] = {}
+        names = ["anchor", "positive", *[f"negative_{i + 1}" for i in range(self.n_negatives)]]
+        cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        for name in names:
+            role = "query" if name == "anchor" else "document"
+            values = self.data.column(name)
+            todo = list(dict.fromkeys(t for t in values if (role, t) not in cache))
+            for i in range(0, len(todo), 8192):
+                part = todo[i:i + 8192]
+                ids, masks = self._tokenize_texts(enc, part, role)
+                cache.update({(role, t): (x, m) for t, x, m in zip(part, ids, masks, strict=True)})
+            self._ids[name] = [cache[(role, t)][0] for t in values]
+            self._masks[name] = [cache[(role, t)][1] for t in values]
+        self._doc_columns = names[1:]
+        self._lengths = np.zeros(len(self.data), dtype=np.int64)
+        for ids in self._ids.values():
+            self._lengths += np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        if self.teacher is not None and self._teacher_scores is None:
+            self._teacher_scores = teacher_scores(self.teacher, self.data, self._doc_columns)
+
+    def _batch_texts(self, rows: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray],
+                                                      list[np.ndarray]]:
+        """Query ids and masks, then document ids and masks: the positives first, then each row's negatives."""
+        q_ids = [self._ids["anchor"][r] for r in rows]
+        q_masks = [self._masks["anchor"][r] for r in rows]
+        cols = self._doc_columns[1:]
+        d_ids = [self._ids["positive"][r] for r in rows] + [self._ids[c][r] for r in rows for c in cols]
+        d_masks = [self._masks["positive"][r] for r in rows] + [self._masks[c][r] for r in rows for c in cols]
+        return q_ids, q_masks, d_ids, d_masks
+
+    @staticmethod
+    def _own(b: int, k: int) -> Tensor:
+        """``(b, 1 + k)``: the document columns of each row's positive and its ``k`` negatives."""
+        return torch.cat([torch.arange(b)[:, None], b + torch.arange(b)[:, None] * k + torch.arange(k)[None, :]], dim=1)
+
+    def _teacher_for(self, rows: np.ndarray) -> Tensor | None:
+        return None if self._teacher_scores is None else self._teacher_scores[torch.from_numpy(np.asarray(rows))]
