@@ -48,11 +48,10 @@ def test_recipe_spec_names_the_command_that_builds_it(tmp_path: Path, monkeypatc
 
 def test_every_recipe_is_complete() -> None:
     from embedstack.training.ce_losses import CE_LOSSES
+    from embedstack.training.colbert import COLBERT_LOSSES
     from embedstack.training.evaluators import _split_spec
     from embedstack.training.recipes import RECIPES, get_recipe
     from embedstack.training.trainer import LOSSES, TrainingArgs
-
-    from embedstack.training.colbert import COLBERT_LOSSES
 
     for r in RECIPES.values():
         assert r.kind in ("sentence", "cross", "mlm", "colbert", "mlm-head", "splade")

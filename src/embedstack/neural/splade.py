@@ -43,7 +43,7 @@ from embedstack._extras import require
 
 torch = require("torch", "torch", "SPLADE")
 
-from torch import Tensor, nn  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 from embedstack._threads import SMALL_BATCH  # noqa: E402
 from embedstack.errors import ConfigError, FormatError, InputError, NotFittedError  # noqa: E402
@@ -69,7 +69,7 @@ def is_splade(folder: Any) -> bool:
     return modules.is_file() and "SpladePooling" in modules.read_text(encoding="utf-8", errors="replace")
 
 
-def splade_pool(head: nn.Module, states: Tensor, mask: Tensor, *, checkpoint: bool = False) -> Tensor:
+def splade_pool(head: BertLMPredictionHead, states: Tensor, mask: Tensor, *, checkpoint: bool = False) -> Tensor:
     """``max_i log(1 + ReLU(head(states)_i))`` over the attended tokens: ``(B, |V|)``.
 
     The vocabulary logits are made a few rows at a time (at most :data:`_LOGIT_BYTES` each), so a batch of
@@ -77,7 +77,7 @@ def splade_pool(head: nn.Module, states: Tensor, mask: Tensor, *, checkpoint: bo
     recomputed in the backward pass instead of kept.
     """
     b, t, _ = states.shape
-    vocab = head.decoder.out_features
+    vocab = int(head.decoder.weight.shape[0])
     rows = max(1, _LOGIT_BYTES // max(1, t * vocab * 4))
 
     def one(x: Tensor, m: Tensor) -> Tensor:

@@ -383,6 +383,20 @@ def _mine_rows(rows: Any, hard_negatives: str | None, mining: Mapping[str, Any] 
     return mined.data, mined
 
 
+def _load_teacher(teacher: str | os.PathLike[str] | Any, say: Callable[[str], None]) -> Any:
+    """A teacher for distillation: a reranker object as it is, or a cross-encoder SPEC / folder loaded."""
+    model = teacher
+    if isinstance(teacher, str | os.PathLike):
+        from embedstack.models import resolve
+
+        say(f"loading the teacher {teacher}")
+        model = resolve(str(teacher))
+    if model is not None and not callable(getattr(model, "predict", None)):
+        raise ConfigError(f"the teacher must be a cross-encoder (it scores pairs); {teacher!r} is a "
+                          f"{type(model).__name__}.", param=("teacher", "teacher"))
+    return model
+
+
 def load_colbert_start(model: str | Any, *, dim: int = 128, seed: int = 0, **options: Any) -> Any:
     """A ColBERT to train: a ColBERT SPEC/folder as it is, or a new one on a bi-encoder's or BERT's weights
     (:meth:`~embedstack.neural.colbert.ColBERT.from_pretrained_encoder`: a fresh ``dim``-wide projection)."""
@@ -459,15 +473,7 @@ def train_colbert(
         check_output(out, kind=SENTENCE_MODEL, force=force)
     rows: Any = data if hasattr(data, "columns") else training_data(data, seed=args.seed)
     rows, mined = _mine_rows(rows, hard_negatives, mining, seed=args.seed, cache_dir=cache_dir, say=say)
-    teacher_model = teacher
-    if isinstance(teacher, str | os.PathLike):
-        from embedstack.models import resolve
-
-        say(f"loading the teacher {teacher}")
-        teacher_model = resolve(str(teacher))
-    if teacher_model is not None and not callable(getattr(teacher_model, "predict", None)):
-        raise ConfigError(f"the teacher must be a cross-encoder (it scores pairs); {teacher!r} is a "
-                          f"{type(teacher_model).__name__}.", param=("teacher", "teacher"))
+    teacher_model = _load_teacher(teacher, say)
     evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
     trainer = ColBERTTrainer(colbert, loss, rows, args=args, evaluator=evaluator, progress=progress,
                              teacher=teacher_model)
@@ -547,14 +553,7 @@ def train_splade(
         check_output(out, kind=SENTENCE_MODEL, force=force)
     rows: Any = data if hasattr(data, "columns") else training_data(data, seed=args.seed)
     rows, mined = _mine_rows(rows, hard_negatives, mining, seed=args.seed, cache_dir=cache_dir, say=say)
-    teacher_model = teacher
-    if isinstance(teacher, str | os.PathLike):
-        from embedstack.models import resolve
-
-        teacher_model = resolve(str(teacher))
-    if teacher_model is not None and not callable(getattr(teacher_model, "predict", None)):
-        raise ConfigError(f"the teacher must be a cross-encoder (it scores pairs); {teacher!r} is a "
-                          f"{type(teacher_model).__name__}.", param=("teacher", "teacher"))
+    teacher_model = _load_teacher(teacher, say)
     evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
     loss = SpladeLoss(**dict(loss_options or {}))
     trainer = SpladeTrainer(encoder, loss, rows, args=args, evaluator=evaluator, progress=progress,

@@ -68,6 +68,7 @@ class SpladeLoss(nn.Module):
         self.lambda_document = float(lambda_document)
         self.lambda_warmup_steps = int(lambda_warmup_steps)
         self.distill_weight = float(distill_weight)
+        self.step: Tensor
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self.last: dict[str, float] = {}
 
@@ -88,7 +89,7 @@ class SpladeLoss(nn.Module):
         if teacher is not None and self.distill_weight > 0:
             loss = loss + self.distill_weight * distill_kl(torch.gather(scores, 1, own), teacher)
         if self.training:
-            self.step += 1
+            self.step.add_(1)
         with torch.no_grad():
             self.last = {"rank": float(rank), "flops_reg": float(reg),
                          "query_terms": float((queries > 0).sum(dim=1).float().mean()),
