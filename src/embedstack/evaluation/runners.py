@@ -227,7 +227,7 @@ def _dataset_parts(dataset: Any, max_queries: int | None) -> tuple[list[str], li
 def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: str | None = None,
                        batch_size: int = 64, progress: Progress | None = None,
                        max_queries: int | None = None, block_size: int = 256,
-                       latency_queries: int = 20, use_native: bool = True) -> dict[str, Any]:
+                       latency_queries: int = 20, use_native: bool = True, return_run: bool = False) -> dict[str, Any]:
     """Retrieve the top ``k`` documents for every judged query and score the run BEIR style.
 
     Args:
@@ -247,6 +247,7 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
             + ``retrieve(queries, k) -> (positions, scores)``, e.g. BM25) index and search the corpus
             itself; otherwise (or with False) the generic sparse product is used. Both give the same
             ranking up to ties at the cut-off.
+        return_run: also return the run itself (``run``: ``{query_id: {doc_id: score}}``, for fusing runs).
 
     Returns:
         ``ndcg@10``, ``recall@100``, ``mrr@10``, ``map@10``, ``precision@10``, ``recall@10``,
@@ -403,6 +404,7 @@ def evaluate_retrieval(encoder: Any, dataset: Any, *, k: int = 100, index_spec: 
         "k": int(k),
         "mode": mode,
         "primary_metric": "ndcg@10",
+        **({"run": run} if return_run else {}),
     }
 
 
