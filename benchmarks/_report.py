@@ -75,3 +75,16 @@ def save_arm(name: str, arm: str, result: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(arms, indent=1), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def rrf_runs(*runs: dict[str, dict[str, float]], k: int = 100, rrf_k: int = 60) -> dict[str, dict[str, float]]:
+    """Reciprocal rank fusion (embedstack.index.fusion.RRF) of runs ``{query_id: {doc_id: score}}``, per query."""
+    from embedstack.base import Hit
+    from embedstack.index.fusion import RRF
+
+    out = {}
+    for qid in runs[0]:
+        lists = {str(n): [Hit(d, s) for d, s in sorted(r.get(qid, {}).items(), key=lambda x: -x[1])]
+                 for n, r in enumerate(runs)}
+        out[qid] = {h.id: h.score for h in RRF(rrf_k).fuse(lists, k=k)}
+    return out

@@ -48,7 +48,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 WORK = Path(tempfile.gettempdir()) / "embedstack-colbert-peers"
 RECIPE = "minilm-scifact-colbert"
 TRAIN_BATCH = 16
-TRAIN_STEPS = 8  # the first 2 are warm-up
+TRAIN_STEPS = 7  # the first 2 are warm-up
 DOC_LENGTH = 256
 
 
@@ -144,7 +144,7 @@ def run_train(rounds: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- encode
-def run_encode(rounds: int, n_docs: int = 1000) -> dict[str, Any]:
+def run_encode(rounds: int, n_docs: int = 500) -> dict[str, Any]:
     import torch
     from pylate import models
 

@@ -34,13 +34,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import load_arms as _load_arms  # noqa: E402
-from _report import log, ratio, write_results  # noqa: E402
+from _report import log, ratio, rrf_runs, write_results  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RECIPE = "minilm-scifact-splade"
 TRAIN_BATCH = 16
-TRAIN_STEPS = 8
+TRAIN_STEPS = 7
 DOC_LENGTH = 256
 EXPLAIN = "ML deployment"  # the seed's example, then a SciFact claim
 EXPLAIN_CLAIM = "0-dimensional biomaterials show inductive properties."
@@ -92,18 +92,6 @@ def _run(q: Any, docs: Any, qids: list[str], doc_ids: list[str], k: int = 100) -
         top = np.argsort(-scores[i], kind="stable")[:k]
         run[qid] = {doc_ids[j]: float(scores[i, j]) for j in top if scores[i, j] > 0}
     return run
-
-
-def _rrf(*runs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    from embedstack.base import Hit
-    from embedstack.index.fusion import RRF
-
-    out = {}
-    for qid in runs[0]:
-        lists = {str(n): [Hit(d, s) for d, s in sorted(r.get(qid, {}).items(), key=lambda x: -x[1])]
-                 for n, r in enumerate(runs)}
-        out[qid] = {h.id: h.score for h in RRF(60).fuse(lists, k=100)}
-    return out
 
 
 def run_report() -> dict[str, Any]:
@@ -164,7 +152,7 @@ def run_report() -> dict[str, Any]:
         runs[label] = res["run"]
     for label, a, b in (("SPLADE + BM25 (RRF)", "splade", "BM25"), ("SPLADE + dense (RRF)", "splade", "dense MiniLM"),
                         ("BM25 + dense (RRF)", "BM25", "dense MiniLM")):
-        out["cells"][label] = cell(_rrf(runs[a], runs[b]))
+        out["cells"][label] = cell(rrf_runs(runs[a], runs[b]))
     log(f"cells: {out['cells']}")
     out["explain"] = {text: model.explain(text, role="query", top=15) for text in (EXPLAIN, EXPLAIN_CLAIM)}
     doc = beir.doc_texts()[0]
