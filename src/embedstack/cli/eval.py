@@ -128,7 +128,7 @@ def retrieval(
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC: bow, tfidf, bm25, lsa:256, a folder or model name."),
     dataset: str = typer.Option("scifact", "--dataset", "-d", help="BEIR dataset name or folder."),
     split: str | None = typer.Option(None, "--split", "-s", help="qrels split (default: test when the dataset has it, else the split it has)."),
-    index: str | None = typer.Option(None, "--index", help="Dense index spec: flat, fp16, int8, binary, hnsw ..."),
+    index: str | None = typer.Option(None, "--index", help="Index spec: flat, fp16, int8, binary, hnsw ... (dense models); multivector, plaid:nbits=2 (ColBERT)"),
     k: int = typer.Option(100, "--k", "-k", help="Retrieval depth."),
     max_queries: int | None = typer.Option(None, "--max-queries", help="Evaluate only the first N judged queries."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
