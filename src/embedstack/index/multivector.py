@@ -301,6 +301,10 @@ class MultiVectorIndex(BaseIndex):
         return np.sort(docs[keep])
 
     def _maxsim(self, q: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        if len(docs) == len(self._offsets) - 1 and not self.compressed and self._tokens.dtype == np.float32:
+            # every document (exhaustive search, nothing removed): score the stored matrix as it is, no gathered copy
+            sims = q @ np.asarray(self._tokens).T
+            return np.maximum.reduceat(sims, self._offsets[:-1], axis=1).sum(axis=0).astype(np.float32)
         pos, starts = _segments(self._offsets, docs)
         sims = q @ self._decode(pos).T
         return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0).astype(np.float32)
