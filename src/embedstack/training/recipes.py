@@ -393,8 +393,11 @@ def _build_mlm_head(recipe: Recipe, folder: Path, args: dict[str, Any], force: b
     m = result.model
     enc = SpladeEncoder(m.bert, result.tokenizer, head=m.cls.predictions, max_seq_length=o.get("max_seq_length", 256),
                         name=recipe.name)
+    sample = [t for _, t in zip(range(64), iter_texts(corpus), strict=False)]
+    shift = enc.calibrate(sample, terms_per_token=o.get("terms_per_token", 32))
+    say(f"MLM head bias shifted by {-shift:.2f} (about {o.get('terms_per_token', 32)} positive logits per token)")
     info = {"steps": result.steps, "seconds": round(result.seconds, 1), "losses": result.losses, "recipe": recipe.name,
-            "corpus": corpus, "frozen_steps": o["frozen_steps"]}
+            "corpus": corpus, "frozen_steps": o["frozen_steps"], "bias_shift": -shift}
 
     def add(tmp: Path) -> None:
         (tmp / "training.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
