@@ -187,3 +187,19 @@ def test_an_empty_sparse_query_gives_an_empty_hit_list(tiny_splade, tmp_path: Pa
     pipe = open_pipeline([tmp_path / "idx"])
     assert pipe.search("", k=3).hits == []
     assert len(pipe.search("cat", k=3).hits) >= 1  # an untrained model: some hits, in no particular order
+
+
+def test_calibration_shifts_the_bias_without_changing_predictions(tiny_splade) -> None:
+    texts = ["the cat sat on the mat", "a quick brown fox ran over the lazy dog", "the red house"]
+    ids, _ = tiny_splade.tokenizer.encode_batch(texts, max_length=32)
+    with torch.no_grad():
+        tiny_splade.head.bias += 5.0  # a head whose logits are all positive: dense vectors
+        states = tiny_splade.model(torch.from_numpy(ids[1][None]), None)[0]
+        before = tiny_splade.head(states).argmax(dim=1)
+    dense = np.diff(tiny_splade.encode_sparse(texts).indptr)
+    tiny_splade.calibrate(texts, terms_per_token=3)
+    with torch.no_grad():
+        logits = tiny_splade.head(tiny_splade.model(torch.from_numpy(ids[1][None]), None)[0])
+    assert torch.equal(logits.argmax(dim=1), before)  # the same masked-LM predictions
+    assert 1 <= float((logits > 0).sum(dim=1).float().median()) <= 5
+    assert (np.diff(tiny_splade.encode_sparse(texts).indptr) < dense).all()
