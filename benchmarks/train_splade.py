@@ -40,7 +40,7 @@ from _report import save_arm as _save_arm  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RECIPE = "minilm-scifact-splade"
 TRAIN_BATCH = 16
-TRAIN_STEPS = 7
+TRAIN_STEPS = 6
 DOC_LENGTH = 256
 EXPLAIN = "ML deployment"  # the seed's example, then a SciFact claim
 EXPLAIN_CLAIM = "0-dimensional biomaterials show inductive properties."
@@ -246,7 +246,7 @@ def run_peers(rounds: int) -> dict[str, Any]:
     out["train_ratio"] = ratio(out["train"]["ours bf16"]["rows_per_second"],
                                max(v["rows_per_second"] for k, v in out["train"].items() if k.startswith("ST")))
     beir = load_beir("scifact", split="train")
-    docs = beir.doc_texts()[:500]
+    docs = beir.doc_texts()[:300]
     report = _report_half()
     queries = list(report.query_texts())
     ours = {p: SpladeEncoder.from_folder(folder, precision=p, max_seq_length=DOC_LENGTH) for p in ("fp32", "bf16")}
