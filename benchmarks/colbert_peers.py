@@ -314,7 +314,9 @@ def claims(search: dict[str, Any]) -> list[str]:
 
 # -------------------------------------------------------------------------------------------- markdown
 def markdown(arms: dict[str, Any]) -> str:
-    lines = []
+    lines = ["`EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/python benchmarks/colbert_peers.py` (`make peers` "
+             "builds .venv-pylate) — our ColBERT against PyLate 1.6 and Stanford's PLAID (vendored in PyLate) in one "
+             "process, on the same model folder (recipe `minilm-scifact-colbert`).", ""]
     if "train" in arms:
         t = arms["train"]
         lines += [f"Training throughput (rows/s; batch {t['batch_size']}, 1 BM25 negative, documents at {DOC_LENGTH} "

@@ -311,7 +311,9 @@ def run_peers(rounds: int) -> dict[str, Any]:
 
 
 def markdown(arms: dict[str, Any]) -> str:
-    lines: list[str] = []
+    lines: list[str] = ["`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_splade.py` — SPLADE trained here: "
+                        "an MLM head for all-MiniLM-L6-v2 (recipe `minilm-mlm-head`), then SPLADE on SciFact (recipe "
+                        "`minilm-scifact-splade`), against sentence-transformers' SparseEncoder in the same process.", ""]
     if "mlm-head" in arms:
         m = arms["mlm-head"]
         z = m["zero_shot"]
