@@ -224,7 +224,7 @@ def _st_train(rows: Any, start: Path, bf16: bool) -> list[float]:
     return list(np.diff(stamps[1:]))
 
 
-def run_peers(rounds: int) -> dict[str, Any]:
+def run_peers(rounds: int, train: bool = True) -> dict[str, Any]:
     import torch
     from sentence_transformers import util
     from sentence_transformers.sparse_encoder import SparseEncoder
@@ -235,21 +235,22 @@ def run_peers(rounds: int) -> dict[str, Any]:
 
     start = _recipe("minilm-mlm-head")
     folder = _recipe(RECIPE)
-    out: dict[str, Any] = {"rounds": rounds}
-    rows = _train_rows()
-    train = {"ours bf16": lambda: _ours_train(rows, start), "ST fp32": lambda: _st_train(rows, start, False),
-             "ST bf16": lambda: _st_train(rows, start, True)}
-    times: dict[str, list[float]] = {k: [] for k in train}
-    names = list(train)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            times[name].append(float(np.median(train[name]())))
-            log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
-    out["train"] = {name: {"rows_per_second": statistics.median([TRAIN_BATCH / t for t in ts]),
-                           "min": min(TRAIN_BATCH / t for t in ts), "max": max(TRAIN_BATCH / t for t in ts)}
-                    for name, ts in times.items()}
-    out["train_ratio"] = ratio(out["train"]["ours bf16"]["rows_per_second"],
-                               max(v["rows_per_second"] for k, v in out["train"].items() if k.startswith("ST")))
+    out: dict[str, Any] = {"rounds": rounds, "train": {}, "train_ratio": None}
+    if train:
+        rows = _train_rows()
+        trainers = {"ours bf16": lambda: _ours_train(rows, start), "ST fp32": lambda: _st_train(rows, start, False),
+                    "ST bf16": lambda: _st_train(rows, start, True)}
+        times: dict[str, list[float]] = {k: [] for k in trainers}
+        names = list(trainers)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                times[name].append(float(np.median(trainers[name]())))
+                log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
+        out["train"] = {name: {"rows_per_second": statistics.median([TRAIN_BATCH / t for t in ts]),
+                               "min": min(TRAIN_BATCH / t for t in ts), "max": max(TRAIN_BATCH / t for t in ts)}
+                        for name, ts in times.items()}
+        out["train_ratio"] = ratio(out["train"]["ours bf16"]["rows_per_second"],
+                                   max(v["rows_per_second"] for k, v in out["train"].items() if k.startswith("ST")))
     beir = load_beir("scifact", split="train")
     docs = beir.doc_texts()[:300]
     report = _report_half()
@@ -371,7 +372,8 @@ def markdown(arms: dict[str, Any]) -> str:
             lines.append(f"| {name} | {tr} | {e['docs']['median']:.1f} ({e['docs']['min']:.1f}-{e['docs']['max']:.1f}) | "
                          f"{e['queries']['median']:.0f} ({e['queries']['min']:.0f}-{e['queries']['max']:.0f}) |")
         s = p["search"]
-        lines += ["", f"Ours / best ST: training **{p['train_ratio']:.2f}x**, abstracts **{p['encode_ratio_docs']:.2f}x**, "
+        trained = f"training **{p['train_ratio']:.2f}x**, " if p.get("train_ratio") else "training not measured, "
+        lines += ["", f"Ours / best ST: {trained}abstracts **{p['encode_ratio_docs']:.2f}x**, "
                   f"queries **{p['encode_ratio_queries']:.2f}x**. Search (report-half queries one at a time, "
                   f"{p['terms_per_doc']:.0f} terms per document): ours {s['ours SparseIndex']['median']:.0f} q/s vs "
                   f"ST semantic_search {s['ST semantic_search']['median']:.0f} q/s (**{p['search_ratio']:.2f}x**).", ""]
@@ -382,11 +384,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default="mlm-head,report,peers")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-train", action="store_true", help="peers: skip the training-throughput comparison")
     opts = ap.parse_args()
     done = _load_arms("train_splade")
     for part in filter(None, opts.parts.split(",")):
         log(f"part {part}")
-        result = {"mlm-head": run_mlm_head, "report": run_report, "peers": lambda: run_peers(opts.rounds)}[part]()
+        result = {"mlm-head": run_mlm_head, "report": run_report, "peers": lambda: run_peers(opts.rounds, not opts.no_train)}[part]()
         _save_arm("train_splade", part, result)
         done[part] = result
     write_results("train_splade", {"parts": done}, markdown(done))
