@@ -277,7 +277,7 @@ class SpladeEncoder(TransformerRuntime):
                 logits = self.head(states[s:s + 256]).float()
                 cuts.append(torch.topk(logits, terms_per_token, dim=1).values[:, -1])
             shift = float(torch.cat(cuts).median())
-            self.head.bias -= shift
+            self.head.bias.sub_(shift)
         self.reset_runner()
         return shift
 
