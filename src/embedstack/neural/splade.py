@@ -70,7 +70,8 @@ def is_splade(folder: Any) -> bool:
 
 
 def splade_pool(head: BertLMPredictionHead, states: Tensor, mask: Tensor, *, checkpoint: bool = False) -> Tensor:
-    """``max_i log(1 + ReLU(head(states)_i))`` over the attended tokens: ``(B, |V|)``.
+    """``max_i log(1 + ReLU(head(states)_i))`` over the attended tokens, computed as ``log(1 + ReLU(max_i ·))``:
+    ``(B, |V|)``.
 
     The vocabulary logits are made a few rows at a time (at most :data:`_LOGIT_BYTES` each), so a batch of
     256-token texts never holds ``B x T x |V|`` floats; with ``checkpoint`` (training) each slice is
@@ -81,9 +82,10 @@ def splade_pool(head: BertLMPredictionHead, states: Tensor, mask: Tensor, *, che
     rows = max(1, _LOGIT_BYTES // max(1, t * vocab * 4))
 
     def one(x: Tensor, m: Tensor) -> Tensor:
-        logits = head(x)  # (r, T, V)
-        w = torch.log1p(torch.relu(logits.float()))
-        return (w * m[:, :, None].to(w.dtype)).amax(dim=1)
+        # log(1 + ReLU(·)) is monotonic, so the max over tokens can come first: two passes over (r, T, |V|)
+        # (mask, max) instead of five, the same values and the same gradient (through each term's argmax token)
+        logits = head(x).masked_fill(~m.bool()[:, :, None], float("-inf"))  # (r, T, V)
+        return torch.log1p(torch.relu(logits.amax(dim=1).float()))
 
     out = []
     for s in range(0, b, rows):
