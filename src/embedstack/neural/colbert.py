@@ -55,11 +55,10 @@ torch = require("torch", "torch", "ColBERT")
 from embedstack._threads import SMALL_BATCH  # noqa: E402
 from embedstack.errors import ConfigError, FormatError, InputError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
-from embedstack.neural.config import BertConfig  # noqa: E402
 from embedstack.neural.pooling import Dense  # noqa: E402
 from embedstack.neural.runtime import TransformerRuntime  # noqa: E402
 from embedstack.neural.tokenizer import WordPiece  # noqa: E402
-from embedstack.neural.transformer import BertModel, check_config_fits, has_pooler, load_weights, save_weights  # noqa: E402
+from embedstack.neural.transformer import BertModel, load_encoder, save_weights  # noqa: E402
 
 __all__ = ["ColBERT", "maxsim_scores", "is_colbert"]
 
@@ -354,13 +353,7 @@ class ColBERT(TransformerRuntime):
         from embedstack.neural.cross_encoder import _transformer_dir
 
         folder = _transformer_dir(Path(path))
-        config = BertConfig.from_json_file(folder / "config.json")
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise FormatError(f"Missing weights file {weights}.")
-        check_config_fits(config, weights)
-        model = load_weights(BertModel(config, add_pooler=has_pooler(weights)), weights)
-        model.pooler = None
+        model = load_encoder(folder)
         return cls(model, WordPiece.from_file(folder), dim=dim, seed=seed, **options)
 
     @classmethod
@@ -394,13 +387,7 @@ class ColBERT(TransformerRuntime):
         if projection is None:
             raise FormatError(f"{folder} has no Dense projection module; it is not a ColBERT model. Start a new one "
                               "with ColBERT.from_pretrained_encoder(...).")
-        config = BertConfig.from_json_file(transformer_dir / "config.json")
-        weights = transformer_dir / "model.safetensors"
-        if not weights.is_file():
-            raise FormatError(f"Missing weights file {weights}.")
-        check_config_fits(config, weights)
-        model = load_weights(BertModel(config, add_pooler=has_pooler(weights)), weights)
-        model.pooler = None
+        model = load_encoder(transformer_dir)
         st = _read_json_opt(folder / "config_sentence_transformers.json")
         ours = _read_json_opt(folder / "embedstack.json")
         kwargs: dict[str, Any] = {"projection": projection, "name": ours.get("name") or folder.name}

@@ -48,11 +48,10 @@ from torch import Tensor  # noqa: E402
 from embedstack._threads import SMALL_BATCH  # noqa: E402
 from embedstack.errors import ConfigError, FormatError, InputError, NotFittedError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
-from embedstack.neural.config import BertConfig  # noqa: E402
 from embedstack.neural.mlm import BertLMPredictionHead  # noqa: E402
 from embedstack.neural.runtime import TransformerRuntime  # noqa: E402
 from embedstack.neural.tokenizer import WordPiece  # noqa: E402
-from embedstack.neural.transformer import BertModel, check_config_fits, load_weights  # noqa: E402
+from embedstack.neural.transformer import BertModel, load_encoder  # noqa: E402
 
 __all__ = ["SpladeEncoder", "is_splade", "splade_pool", "QUERY_MODES"]
 
@@ -427,13 +426,7 @@ class SpladeEncoder(TransformerRuntime):
 
 
 def _load_bert(folder: Path) -> tuple[BertModel, WordPiece]:
-    config = BertConfig.from_json_file(folder / "config.json")
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise FormatError(f"Missing weights file {weights}.")
-    check_config_fits(config, weights)
-    model = load_weights(BertModel(config, add_pooler=False), weights)
-    return model, WordPiece.from_file(folder)
+    return load_encoder(folder), WordPiece.from_file(folder)
 
 
 def _load_head(head: BertLMPredictionHead, path: Path) -> None:

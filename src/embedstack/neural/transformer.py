@@ -427,6 +427,20 @@ def check_config_fits(config: BertConfig, path: str | os.PathLike[str]) -> None:
                           "config and weights do not belong together.")
 
 
+def load_encoder(folder: str | os.PathLike[str]) -> BertModel:
+    """The BERT of a model folder (``config.json`` + ``model.safetensors``), without the NSP pooler: sizes checked
+    before allocation, missing or mismatched tensors a :class:`FormatError`."""
+    from embedstack.neural.config import BertConfig
+
+    folder = Path(folder)
+    config = BertConfig.from_json_file(folder / "config.json")
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FormatError(f"Missing weights file {weights}.")
+    check_config_fits(config, weights)
+    return load_weights(BertModel(config, add_pooler=False), weights)
+
+
 def has_pooler(path: str | os.PathLike[str]) -> bool:
     """Whether a checkpoint carries BERT's NSP pooler weights."""
     from safetensors import safe_open
