@@ -20,6 +20,7 @@ __all__ = [
     "DatasetError",
     "UnknownKeyError",
     "IndexStateError",
+    "NotFoundError",
     "OutputExistsError",
     "OutputError",
     "NotDenseError",
@@ -152,6 +153,10 @@ class UnknownKeyError(EmbedstackError, KeyError):
 
     def _base(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0])
+
+
+class NotFoundError(EmbedstackError, LookupError):
+    """A named thing does not exist: a served model, an index or alias, a document id (HTTP 404)."""
 
 
 class IndexStateError(EmbedstackError, RuntimeError):

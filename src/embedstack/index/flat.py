@@ -17,13 +17,14 @@ matrix product per (query block × document block) feeding a running top-k (numb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from embedstack._validation import check_choice, check_float, check_int
-from embedstack.errors import ConfigError
+from embedstack.errors import ConfigError, IndexStateError
 from embedstack.index import _kernels as K
 from embedstack.index._base import BaseIndex
 from embedstack.registry import register
@@ -166,6 +167,24 @@ class FlatIndex(BaseIndex):
             dtype16 = np.float16 if self.quantization == "fp16" else np.float32
             stored = self._dequantize(codes) if codes is not None else new.astype(dtype16).astype(np.float32)
             self._sqn = cat(self._sqn, np.einsum("ij,ij->i", stored, stored).astype(np.float32))
+
+    def reconstruct(self, ids: Sequence[str]) -> np.ndarray:
+        """Stored vectors of ``ids`` as float32 ``(n, dim)`` (normalised for cosine; int8 codes decoded).
+
+        Raises:
+            IndexStateError: an id is not in the index.
+            ConfigError: binary-only storage keeps no float or int8 vectors to give back.
+        """
+        self._materialize()
+        missing = [i for i in ids if i not in self._pos]
+        if missing:
+            raise IndexStateError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown ids).")
+        rows = np.asarray([self._pos[i] for i in ids], dtype=np.int64)
+        if self._vec is not None:
+            return np.asarray(self._vec[rows], dtype=np.float32)
+        if self._codes is not None:
+            return self._dequantize(np.asarray(self._codes[rows]))
+        raise ConfigError("this index keeps binary codes only; it cannot reconstruct vectors.")
 
     # ------------------------------------------------------------------ searching
     def _rows(self) -> int:

@@ -1,0 +1,242 @@
+"""Dynamic micro-batching and the query-embedding cache.
+
+Every model call of the service goes through one :class:`Batcher` per model: request handlers (and the
+search pipeline's threads) submit their inputs and wait; one worker task merges what is queued into a
+batch bounded by a token budget, waits at most ``max_wait`` for more while the server is under load, and
+runs the model in the model's own thread, so the event loop keeps accepting requests meanwhile. A queue
+holding more than ``max_queue`` inputs refuses new work with :class:`QueueFull` (503 + ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from embedstack.errors import EmbedstackError
+
+__all__ = ["Batcher", "QueueFull", "QueryCache"]
+
+
+class QueueFull(EmbedstackError, RuntimeError):
+    """The model's queue is full: retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Pending:
+    inputs: list[Any]
+    tokens: int
+    group: Hashable
+    future: asyncio.Future[Any]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Merge concurrent requests for one model into batches.
+
+    Args:
+        name: the model's served name (metrics label).
+        run: ``run(inputs, group) -> result`` for one merged batch, called in the model's thread; the
+            result must slice by rows (``result[a:b]``: arrays, sparse rows, lists).
+        max_batch_tokens: a batch stops growing past this many tokens (one request may exceed it alone).
+        max_wait_s: how long the first request of a batch waits for company, only while the previous batch
+            merged several requests (a lone client never waits).
+        max_queue: inputs waiting at most; more are refused with :class:`QueueFull`.
+        observe: optional ``observe(n_inputs, n_tokens, n_requests, seconds)`` after each batch (metrics).
+    """
+
+    def __init__(self, name: str, run: Callable[[list[Any], Hashable], Any], *, max_batch_tokens: int = 16384,
+                 max_wait_s: float = 0.002, max_queue: int = 4096,
+                 observe: Callable[[int, int, int, float], None] | None = None) -> None:
+        self.name = name
+        self._run = run
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.max_wait_s = float(max_wait_s)
+        self.max_queue = int(max_queue)
+        self._observe = observe
+        self._queue: deque[_Pending] = deque()
+        self._queued_inputs = 0
+        self._busy = False
+        self._last_merged = 1
+        self._avg_batch_s = 0.05
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._task = self._loop.create_task(self._worker(), name=f"batcher-{self.name}")
+
+    async def stop(self, drain_s: float = 30.0) -> None:
+        """Finish what is queued (up to ``drain_s`` seconds), then stop the worker and the model thread."""
+        deadline = time.monotonic() + drain_s
+        while (self._queue or self._busy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_exception(QueueFull(f"model {self.name!r} is shutting down.", retry_after=1.0))
+        self._queue.clear()
+        self._executor.shutdown(wait=True)
+
+    @property
+    def depth(self) -> int:
+        """Inputs waiting (not counting the batch being computed)."""
+        return self._queued_inputs
+
+    # ------------------------------------------------------------------ submitting
+    async def submit(self, inputs: Sequence[Any], *, tokens: int, group: Hashable = None) -> Any:
+        """Queue ``inputs`` (one request's) and wait for their rows of the merged batch's result."""
+        if self._loop is None or self._wake is None:
+            raise RuntimeError(f"batcher {self.name!r} is not started.")
+        n = len(inputs)
+        if n == 0:
+            return self._run([], group)
+        if self._queued_inputs + n > self.max_queue and self._queued_inputs > 0:
+            retry = max(1.0, round(self._avg_batch_s * (1 + self._queued_inputs / max(1, n)), 1))
+            raise QueueFull(f"model {self.name!r} has {self._queued_inputs} inputs queued (limit {self.max_queue}); "
+                            f"retry in {retry:g} s.", retry_after=retry)
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.append(_Pending(list(inputs), int(tokens), group, fut))
+        self._queued_inputs += n
+        self._wake.set()
+        return await fut
+
+    def submit_threadsafe(self, inputs: Sequence[Any], *, tokens: int, group: Hashable = None,
+                          timeout: float | None = None) -> Any:
+        """:meth:`submit` from another thread (a search pipeline running in the thread pool)."""
+        if self._loop is None:
+            raise RuntimeError(f"batcher {self.name!r} is not started.")
+        return asyncio.run_coroutine_threadsafe(self.submit(inputs, tokens=tokens, group=group),
+                                                self._loop).result(timeout)
+
+    # ------------------------------------------------------------------ the worker
+    def _take(self) -> list[_Pending]:
+        first = self._queue.popleft()
+        batch, tokens = [first], first.tokens
+        rest: deque[_Pending] = deque()
+        while self._queue:
+            p = self._queue.popleft()
+            if p.group == first.group and tokens + p.tokens <= self.max_batch_tokens:
+                batch.append(p)
+                tokens += p.tokens
+            else:
+                rest.append(p)
+        self._queue.extendleft(reversed(rest))
+        return batch
+
+    async def _worker(self) -> None:
+        assert self._wake is not None and self._loop is not None
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            queued_tokens = sum(p.tokens for p in self._queue)
+            if self._last_merged > 1 and self.max_wait_s > 0 and queued_tokens < self.max_batch_tokens:
+                await asyncio.sleep(self.max_wait_s)  # under load: let concurrent requests join this batch
+            batch = [p for p in self._take() if not p.future.done()]  # a client that went away is skipped
+            n_in = sum(len(p.inputs) for p in batch)
+            self._queued_inputs = sum(len(p.inputs) for p in self._queue)
+            if not batch:
+                continue
+            inputs = [x for p in batch for x in p.inputs]
+            self._busy = True
+            t0 = time.perf_counter()
+            try:
+                result = await self._loop.run_in_executor(self._executor, self._run, inputs, batch[0].group)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request, which reports it
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            finally:
+                self._busy = False
+            dt = time.perf_counter() - t0
+            self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * dt
+            self._last_merged = len(batch)
+            at = 0
+            for p in batch:
+                k = len(p.inputs)
+                if not p.future.done():
+                    p.future.set_result(result[at:at + k])
+                at += k
+            if self._observe is not None:
+                self._observe(n_in, sum(p.tokens for p in batch), len(batch), dt)
+
+
+class QueryCache:
+    """An LRU cache with a time-to-live, keyed by (model version, role, text); thread-safe.
+
+    Args:
+        size: entries kept (0 disables the cache).
+        ttl_s: seconds an entry stays valid.
+    """
+
+    def __init__(self, size: int = 10000, ttl_s: float = 3600.0,
+                 on_lookup: Callable[[str, int, int], None] | None = None) -> None:
+        self.size = int(size)
+        self.ttl_s = float(ttl_s)
+        self._data: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self._on_lookup = on_lookup
+
+    def get_many(self, model: str, keys: Sequence[Hashable]) -> list[Any]:
+        """Cached values (``None`` where missing or expired) for ``keys`` of one model."""
+        if self.size == 0:
+            return [None] * len(keys)
+        now = time.monotonic()
+        out: list[Any] = []
+        with self._lock:
+            for key in keys:
+                item = self._data.get(key)
+                if item is not None and item[0] > now:
+                    self._data.move_to_end(key)
+                    out.append(item[1])
+                else:
+                    if item is not None:
+                        del self._data[key]
+                    out.append(None)
+            hits = sum(v is not None for v in out)
+            self.hits += hits
+            self.misses += len(keys) - hits
+        if self._on_lookup is not None:
+            self._on_lookup(model, hits, len(keys) - hits)
+        return out
+
+    def put_many(self, items: Sequence[tuple[Hashable, Any]]) -> None:
+        if self.size == 0:
+            return
+        expires = time.monotonic() + self.ttl_s
+        with self._lock:
+            for key, value in items:
+                self._data[key] = (expires, value)
+                self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
