@@ -418,3 +418,17 @@ def test_similarity_words_and_map(minilm: Any, folders: dict[str, Path], tmp_pat
         assert kinds == {"minilm": "dense", "words": "words"}
         pts = c.get("/v1/indexes/dense/map?n=5").json()["points"]
         assert len(pts) == 5 and all({"id", "x", "y", "text"} <= set(p) for p in pts)
+
+
+def test_cli_serve_refuses_nothing_to_serve_and_bad_names(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from embedstack.cli.app import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve"])
+    assert r.exit_code == 2 and "nothing to serve" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["serve", "--model", "bad name=bm25"])
+    assert r.exit_code == 2 and "bad name" in r.output
+    r = runner.invoke(app, ["serve", "--config", str(tmp_path / "missing.toml")])
+    assert r.exit_code == 2 and "does not exist" in r.output

@@ -9,6 +9,8 @@ file (flags add to it and win). API keys: ``--api-key-file FILE`` (one per line;
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 __all__ = ["register"]
@@ -45,7 +47,7 @@ def serve_cmd(
     rerankers = {**cfg.rerankers, **parse_named(rerank, "--rerank")}
     indexes = {**cfg.indexes, **parse_named(index, "--index")}
     limits = cfg.limits
-    changes = {k: v for k, v in {"max_inputs": max_inputs, "max_batch_tokens": max_batch_tokens,
+    changes: dict[str, Any] = {k: v for k, v in {"max_inputs": max_inputs, "max_batch_tokens": max_batch_tokens,
                                   "max_wait_ms": max_wait_ms, "max_queue": max_queue, "truncate": truncate,
                                   "cache_size": cache_size}.items() if v is not None}
     if changes:
@@ -61,7 +63,7 @@ def serve_cmd(
         err_console.print(f"[yellow]warning:[/] listening on {cfg.host} without API keys (--api-key-file).")
     if not quiet:
         err_console.print(f"embedstack serve: http://{cfg.host}:{cfg.port}  models {sorted(cfg.models)} rerankers "
-                          f"{sorted(cfg.rerankers)} indexes {sorted(cfg.indexes)} (loading; GET /ready says when)")
+                          f"{sorted(cfg.rerankers)} indexes {sorted(cfg.indexes)} (loading models ...)")
     run(cfg, log_level="warning" if quiet else "info")
 
 

@@ -25,6 +25,10 @@ def run(config: ServeConfig, *, log_level: str = "info", graceful_s: float = 30.
     from embedstack._extras import require
 
     uvicorn = require("uvicorn", "serve", "embedstack serve")
-    app = create_app(config, background_load=True)
+    from embedstack.serve.app import Server
+
+    server = Server(config)
+    server.load()  # a model or index that cannot load is reported here, before the port is bound
+    app = create_app(config, server=server)
     uvicorn.run(app, host=config.host, port=int(config.port), log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=int(graceful_s), lifespan="on")

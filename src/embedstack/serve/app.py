@@ -201,6 +201,7 @@ class Server:
         self.hidden: dict[str, ServedModel] = {}  # query encoders of read-only index folders not served by name
         self.indexes = IndexManager(config.data_dir, checkpoint_every=config.checkpoint_every)
         self.ready = False
+        self.loaded = False
         self.load_error: str | None = None
         self._preloaded = dict(preloaded or {})
 
@@ -221,6 +222,7 @@ class Server:
         for name, path in cfg.indexes.items():
             self.indexes.add_readonly(name, path, self._model_for_index)
         self.indexes.load_managed(self.models)
+        self.loaded = True
 
     def _model_for_index(self, index: Any, folder: str) -> ServedModel:
         """The served model whose identity matches the index's encoder, else its own encoder, served hidden."""
@@ -381,7 +383,8 @@ def _too_large(n: int, limit: int) -> Response:
 
 
 # ------------------------------------------------------------------------------------------ the factory
-def create_app(config: ServeConfig, *, preloaded: dict[str, Any] | None = None, background_load: bool = False) -> Any:
+def create_app(config: ServeConfig, *, preloaded: dict[str, Any] | None = None, background_load: bool = False,
+               server: Server | None = None) -> Any:
     """A FastAPI app serving ``config`` (wrapped in the guard layer; ``app.state.server`` is its :class:`Server`).
 
     Args:
@@ -389,14 +392,17 @@ def create_app(config: ServeConfig, *, preloaded: dict[str, Any] | None = None, 
         preloaded: served name → an already loaded model object, used instead of resolving its SPEC (tests).
         background_load: answer ``/health`` at once and load models after start-up (``/ready`` says when);
             otherwise the app loads everything before it accepts requests.
+        server: a :class:`Server` already loaded (``Server(config).load()``), so that loading errors surface
+            before any socket is opened (``embedstack serve`` does this).
     """
-    server = Server(config, preloaded)
+    server = server if server is not None else Server(config, preloaded)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         async def load() -> None:
             try:
-                await run_in_threadpool(server.load)
+                if not server.loaded:
+                    await run_in_threadpool(server.load)
                 server.start()
             except Exception as exc:
                 server.load_error = f"{type(exc).__name__}: {exc}"

@@ -335,7 +335,7 @@ class IndexManager:
         """Open every administered index under ``data_dir`` (snapshot + log replay)."""
         from embedstack.index.store import load_index
 
-        out = []
+        out: list[ServedIndex] = []
         if self.data_dir is None:
             return out
         for folder in sorted((self.data_dir / "indexes").iterdir()):
