@@ -374,6 +374,7 @@ def test_queue_full_is_503_with_retry_after(minilm: Any) -> None:
         r = c.post("/v1/embeddings", json={"input": ["a", "b"], "model": "minilm", "role": "query"})
         assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
         assert _err(r)["code"] == "overloaded"
+        assert 'embedstack_rejected_total{model="minilm"} 1.0' in c.get("/metrics").text
         batcher._queued_inputs = 0
         assert c.post("/v1/embeddings", json={"input": ["a", "b"], "model": "minilm"}).status_code == 200
 

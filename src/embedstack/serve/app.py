@@ -430,10 +430,8 @@ def create_app(config: ServeConfig, *, preloaded: dict[str, Any] | None = None, 
     async def _on_embedstack(request: Request, exc: EmbedstackError) -> Response:
         status, code = _status_of(exc)
         headers = {"Retry-After": str(int(np.ceil(exc.retry_after)))} if isinstance(exc, QueueFull) else None
-        if isinstance(exc, QueueFull):
-            for m in server.models.values():
-                if m.name in str(exc):
-                    server.metrics.rejected.labels(m.name).inc()
+        if isinstance(exc, QueueFull) and exc.model:
+            server.metrics.rejected.labels(exc.model).inc()
         kind = "invalid_request_error" if status < 500 else "server_error"
         return _error(status, str(exc), kind, code, param=exc.param[0] if exc.param else None, headers=headers)
 
@@ -623,7 +621,9 @@ def create_app(config: ServeConfig, *, preloaded: dict[str, Any] | None = None, 
         ids = [d.id for d in docs]
         if len(set(ids)) != len(ids):
             raise InputError("documents repeats an id; ids must be unique.")
-        texts, counts = si.model.check_lengths([d.text for d in docs], truncate=True, limit=None)
+        # documents longer than the model's limit are cut by the encoder, as when an index is built; the index
+        # keeps the whole text
+        _, counts = si.model.check_lengths([d.text for d in docs], truncate=True, limit=None)
         vecs = await si.model.embed([d.text for d in docs], role="document", tokens=sum(counts), cache=False)
         seq = await run_in_threadpool(si.add, ids, [d.text for d in docs], [d.metadata for d in docs], vecs)
         return {"added": len(ids), "count": len(si.index), "seq": seq, "version": si.version}

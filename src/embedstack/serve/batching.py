@@ -27,9 +27,10 @@ __all__ = ["Batcher", "QueueFull", "QueryCache"]
 class QueueFull(EmbedstackError, RuntimeError):
     """The model's queue is full: retry after ``retry_after`` seconds."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float, model: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.model = model
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Batcher:
         if self._queued_inputs + n > self.max_queue and self._queued_inputs > 0:
             retry = max(1.0, round(self._avg_batch_s * (1 + self._queued_inputs / max(1, n)), 1))
             raise QueueFull(f"model {self.name!r} has {self._queued_inputs} inputs queued (limit {self.max_queue}); "
-                            f"retry in {retry:g} s.", retry_after=retry)
+                            f"retry in {retry:g} s.", retry_after=retry, model=self.name)
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._queue.append(_Pending(list(inputs), int(tokens), group, fut))
         self._queued_inputs += n
