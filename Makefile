@@ -8,7 +8,7 @@ DATA_DIR := $(if $(EMBEDSTACK_DATA_DIR),$(EMBEDSTACK_DATA_DIR),$(wildcard ../sha
 EXTRAS_TEST := dev,fast,ml,torch,onnx,index,serve,bench,demo
 EXTRAS_DEMO := fast,ml,torch,index,demo
 
-.PHONY: demo test lint bench clean peers
+.PHONY: demo test lint bench clean peers peers-infinity
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ peers: $(VENV)/.test-installed
 		"ninja==1.11.1.4"
 	.venv-pylate/bin/pip install -q --no-deps pylate==1.6.0
 	.venv-pylate/bin/pip install -q -e ".[fast,torch,index]"
+
+# infinity-emb, the serving peer of benchmarks/serve_load.py, pins numpy<2, sentence-transformers<4, transformers<=5.0,
+# typer 0.12 and uvicorn 0.32: its own virtualenv, on our CPU torch (PIP_CONSTRAINT). The versions that ran here
+# (all-MiniLM-L6-v2 from a local folder, HF_HUB_OFFLINE=1, `infinity_emb v2 --engine torch --device cpu`). Without
+# optimum (not in these extras) it runs the model through sentence-transformers, no BetterTransformer.
+peers-infinity:
+	test -x .venv-infinity/bin/python || $(PYTHON) -m venv .venv-infinity
+	.venv-infinity/bin/pip install -q "infinity-emb[server,torch]==0.0.78" torch==2.13.0 "sentence-transformers==3.4.1" \
+		"transformers==4.57.6" "tokenizers==0.22.2" "huggingface_hub==0.36.2" "numpy==1.26.4" "fastapi==0.165.0" \
+		"starlette==1.10.0" "pydantic==2.14.4" "uvicorn[standard]==0.32.1" "orjson==3.13.0"
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -8,6 +8,7 @@ Subclasses store vectors their own way and implement a handful of hooks:
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,6 +77,9 @@ class BaseIndex:
         self.encoder: dict[str, Any] | None = None
         self._folder: Path | None = None  # where it was loaded from
         self._lookup: np.ndarray | None = None  # cached object array of ids for search_ids
+        # adds are buffered and folded in (and lazy structures built) by the first reader: concurrent
+        # readers (a server's search threads under one read lock) must do that once, under this lock
+        self._fold_lock = threading.RLock()
 
     # ------------------------------------------------------------------ hooks
     def _check_params(self) -> None:

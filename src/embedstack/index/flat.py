@@ -143,8 +143,13 @@ class FlatIndex(BaseIndex):
     def _materialize(self) -> None:
         if not self._pending:
             return
+        with self._fold_lock:
+            if self._pending:
+                self._fold()
+                self._pending = []  # last: a reader that sees no pending work sees the folded arrays
+
+    def _fold(self) -> None:
         new = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending = []
         if self._uses_int8 and self.mid_ is None:
             rng = np.random.default_rng(0)
             take = min(len(new), self.calibration_size)

@@ -160,9 +160,14 @@ class MultiVectorIndex(BaseIndex):
     def _materialize(self) -> None:
         if not self._pending:
             return
+        with self._fold_lock:
+            if self._pending:
+                self._fold()
+                self._pending = []  # last: a reader that sees no pending work sees the folded arrays
+
+    def _fold(self) -> None:
         lens = np.array([len(m) for m in self._pending], dtype=np.int64)
         new = np.concatenate(self._pending)
-        self._pending = []
         self._offsets = np.concatenate([self._offsets, self._offsets[-1] + np.cumsum(lens)])
         if self.compressed:  # already trained: compress the new tokens against the same centroids and buckets
             codes = self._nearest(new)
@@ -310,15 +315,16 @@ class MultiVectorIndex(BaseIndex):
         return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0).astype(np.float32)
 
     def _rank(self, queries: list[np.ndarray], k: int, exhaustive: bool) -> tuple[np.ndarray, np.ndarray]:
-        self._materialize()
-        live = np.flatnonzero(~self._dead)
-        if self.storage == "residual" and not self.compressed and len(live):
-            self.train()
-        if not exhaustive and len(live) > self.candidates:
-            if self.centroids_ is None:
+        with self._fold_lock:  # lazy training and list building happen once, whoever reads first
+            self._materialize()
+            live = np.flatnonzero(~self._dead)
+            if self.storage == "residual" and not self.compressed and len(live):
                 self.train()
-            if self._lists is None:
-                self._build_lists()
+            if not exhaustive and len(live) > self.candidates:
+                if self.centroids_ is None:
+                    self.train()
+                if self._lists is None:
+                    self._build_lists()
         nq = len(queries)
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
         ids = np.full((nq, k), -1, dtype=np.int64)

@@ -88,13 +88,18 @@ class SparseIndex(BaseIndex):
 
     def _materialize(self) -> sp.csr_array:
         if self._pending:
-            parts = ([self._postings.T] if self._postings is not None else []) + self._pending
-            docs = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
-            self._postings = sp.csr_array(docs.T)  # CSC of docs == CSR of postings
-            self._pending = []
+            with self._fold_lock:
+                self._fold()
         if self._postings is None:
             self._postings = sp.csr_array((self.dim, 0), dtype=np.float32)
         return self._postings
+
+    def _fold(self) -> None:
+        if self._pending:
+            parts = ([self._postings.T] if self._postings is not None else []) + self._pending
+            docs = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0]
+            self._postings = sp.csr_array(docs.T)  # CSC of docs == CSR of postings
+            self._pending = []  # last: a reader that sees no pending work sees the folded arrays
 
     def _search_ids(self, queries: sp.csr_array, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         post = self._materialize()

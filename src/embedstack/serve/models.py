@@ -131,7 +131,8 @@ class ServedModel:
 
     # ------------------------------------------------------------------ embeddings with the cache
     def _keys(self, texts: Sequence[str], role: str) -> list[Hashable]:
-        return [(self.version, role, t) for t in texts]
+        # the served name too: two names may serve the same weights at different precisions or poolings
+        return [(self.name, self.version, role, t) for t in texts]
 
     def _assemble(self, parts: list[Any]) -> Any:
         if self.kind == "sparse":
