@@ -24,7 +24,7 @@ def _race(idx: Any, add: Callable[[int], None], query: Any, rounds: int = 15, th
         barrier = threading.Barrier(threads)
         seen: list[Any] = []
 
-        def reader() -> None:
+        def reader(barrier: threading.Barrier = barrier, n: int = n, seen: list[Any] = seen) -> None:
             barrier.wait()
             try:
                 hits = idx.search(query, k=n)[0]

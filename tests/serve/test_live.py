@@ -166,3 +166,70 @@ def test_sigterm_drains_requests_in_flight(live: Live, tmp_path: Path) -> None:
     out = live.proc.stdout.read().decode() if live.proc.stdout else ""
     assert "Traceback" not in out, out
     assert wal.stat().st_size == 0  # the shutdown saved the index whole and emptied its log
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_work_of_a_client_that_left_is_dropped(live: Live) -> None:
+    """A client that disconnects while its request waits behind another is not computed for."""
+    import json
+
+    busy = [f"sentence number {i} about the weather, the markets, the harvest and the stars we saw tonight "
+            "from the hill above the old town" for i in range(2000)]
+    first: dict[str, Any] = {}
+
+    def long_request() -> None:
+        first["r"] = httpx.post(f"{live.url}/v1/embeddings", json={"model": "minilm", "input": busy}, timeout=300)
+
+    t = threading.Thread(target=long_request)
+    t.start()
+    time.sleep(0.5)  # the first request is being computed
+    body = json.dumps({"model": "minilm", "input": [f"abandoned {i}" for i in range(1000)]}).encode()
+    with socket.create_connection(("127.0.0.1", live.port)) as s:
+        s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(0.3)  # queued behind the first; then the client gives up
+    t.join()
+    assert first["r"].status_code == 200
+    deadline = time.monotonic() + 10
+    while _metric(live.url, "embedstack_abandoned_total") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _metric(live.url, "embedstack_abandoned_total") == 1
+    time.sleep(0.5)
+    assert _metric(live.url, 'embedstack_inputs_total{model="minilm"}') == len(busy)  # none of the 1000
+
+
+def test_body_deadline_is_for_the_whole_body(tmp_path: Path) -> None:
+    """A client trickling a byte at a time (each within any per-chunk timeout) still gets 408 at the deadline."""
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text("[limits]\nbody_timeout_s = 1.0\n")
+    server = Live("--config", str(cfg))
+    try:
+        body = b'{"model": "minilm", "input": "' + b"x" * 200 + b'"}'
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            t0 = time.monotonic()
+            s.settimeout(0.2)
+            answer = b""
+            for byte in body:
+                try:
+                    s.sendall(bytes([byte]))
+                except OSError:
+                    break
+                try:
+                    answer += s.recv(4096)
+                    if answer:
+                        break
+                except TimeoutError:
+                    pass
+            waited = time.monotonic() - t0
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"body_timeout" in answer and waited < 3.0
+    finally:
+        server.kill()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import logging
 import time
@@ -293,14 +294,56 @@ class Server:
 class _Guard:
     """Outermost ASGI layer: API keys, body size and read timeout, in-flight gauge, per-route metrics."""
 
-    def __init__(self, app: Any, server: Server, body_timeout_s: float = 30.0) -> None:
+    def __init__(self, app: Any, server: Server) -> None:
         self.app = app
         self.server = server
-        self.body_timeout_s = body_timeout_s
 
     async def _reply(self, send: Callable[[dict[str, Any]], Awaitable[None]], resp: Response) -> None:
         await send({"type": "http.response.start", "status": resp.status_code, "headers": resp.raw_headers})
         await send({"type": "http.response.body", "body": resp.body})
+
+    async def _run_watched(self, scope: dict[str, Any], body: bytes, receive: Any, send: Any,
+                           started: list[bool]) -> bool:
+        """Run the app on a buffered ``body`` while watching the connection; False if the client left first.
+
+        A client that disconnects before its answer starts (a timeout on its side, a cancelled request) has
+        its handler cancelled: its queued batch rows are dropped, not computed for nobody.
+        """
+        gone = asyncio.Event()
+        sent = [False]
+
+        async def replay() -> dict[str, Any]:
+            if not sent[0]:
+                sent[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()  # the app asks for the disconnect only through us: one reader of receive()
+            return {"type": "http.disconnect"}
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        app_task = asyncio.ensure_future(self.app(scope, replay, send))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({app_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if app_task.done():
+                app_task.result()  # re-raise what the app raised
+                return True
+            if not started[0]:  # the client left before any answer: stop working for it
+                app_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await app_task
+                return False
+            await app_task  # an answer is under way: let it finish (the server drops what it cannot send)
+            return True
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -337,12 +380,14 @@ class _Guard:
             if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
                 body = bytearray()
                 more = True
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + float(srv.limits.body_timeout_s)  # one deadline for the whole body, not per chunk
                 while more:
                     try:
-                        msg = await asyncio.wait_for(receive(), timeout=self.body_timeout_s)
+                        msg = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - loop.time()))
                     except asyncio.TimeoutError:
                         await self._reply(send_wrapper, _error(408, f"the request body did not arrive within "
-                                                               f"{self.body_timeout_s:g} s.", "invalid_request_error",
+                                                               f"{float(srv.limits.body_timeout_s):g} s.", "invalid_request_error",
                                                                "body_timeout"))
                         return
                     if msg["type"] == "http.disconnect":
@@ -353,16 +398,9 @@ class _Guard:
                     if len(body) > limit:
                         await self._reply(send_wrapper, _too_large(len(body), limit))
                         return
-                sent = [False]
-                data = bytes(body)
-
-                async def replay() -> dict[str, Any]:
-                    if not sent[0]:
-                        sent[0] = True
-                        return {"type": "http.request", "body": data, "more_body": False}
-                    return await receive()  # then wait for the disconnect, as the server would tell it
-
-                await self.app(scope, replay, send_wrapper)
+                if not await self._run_watched(scope, bytes(body), receive, send_wrapper, started):
+                    status[0] = 499
+                    srv.metrics.abandoned.inc()
             else:
                 await self.app(scope, receive, send_wrapper)
         except Exception:  # noqa: BLE001 - already answered 500 by the app's handler; logged here once

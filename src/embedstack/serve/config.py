@@ -46,6 +46,8 @@ class Limits:
         max_queue: texts waiting per model; beyond it requests get 503 with ``Retry-After``.
         cache_size: query embeddings kept (LRU); 0 disables the cache.
         cache_ttl_s: seconds a cached embedding stays valid.
+        body_timeout_s: the whole request body must arrive within this many seconds (408 otherwise), so a
+            client that trickles bytes cannot hold a connection open.
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -57,6 +59,7 @@ class Limits:
     max_queue: int = 4096
     cache_size: int = 10000
     cache_ttl_s: float = 3600.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_inputs", "max_batch_tokens", "max_queue"):
@@ -66,6 +69,8 @@ class Limits:
             raise ConfigError(f"limits.max_tokens must be >= 2 or unset; got {self.max_tokens}.")
         if float(self.max_wait_ms) < 0 or int(self.cache_size) < 0 or float(self.cache_ttl_s) <= 0:
             raise ConfigError("limits.max_wait_ms and cache_size must be >= 0 and cache_ttl_s > 0.")
+        if float(self.body_timeout_s) <= 0:
+            raise ConfigError(f"limits.body_timeout_s must be > 0; got {self.body_timeout_s}.")
 
 
 @dataclass

@@ -39,6 +39,8 @@ class Metrics:
                                     registry=r)
         self.rejected = Counter("embedstack_rejected", "requests refused because a model queue was full", ["model"],
                                 registry=r)
+        self.abandoned = Counter("embedstack_abandoned", "requests whose client left before the answer; their "
+                                 "work was cancelled", registry=r)
 
     def observe_batch(self, model: str, n_inputs: int, n_tokens: int, n_requests: int, seconds: float) -> None:
         self.batch_inputs.labels(model).observe(n_inputs)
