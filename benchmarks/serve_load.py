@@ -3,15 +3,16 @@
 Part ``load`` (default). Both servers run as subprocesses on loopback, on the same model folder
 (all-MiniLM-L6-v2, the one ``embedstack.neural.hub.resolve_model`` finds), each with its defaults:
 
-* ours: ``embedstack serve --model all-MiniLM-L6-v2=FOLDER --host 127.0.0.1 --port P --truncate`` (from
-  .venv); OpenAI-compatible ``POST /v1/embeddings``, ready when ``GET /ready`` answers 200. ``--truncate``
+* ours: ``embedstack serve --model all-MiniLM-L6-v2=FOLDER@OPTIONS --host 127.0.0.1 --port P --truncate``
+  (from .venv; OPTIONS by ``--precision``, see ``OURS_OPTIONS``: ``small_backend=onnx`` sends a query or a
+  few through onnxruntime fp32, and for bf16 ``precision=bf16-pure,workers=2``); OpenAI-compatible ``POST /v1/embeddings``, ready when ``GET /ready`` answers 200. ``--truncate``
   (cut inputs at the model's 256 tokens) is the one setting named for a like-for-like run: the peer always
   truncates, our default refuses an over-long input with 400;
 * the peer: ``infinity_emb v2 --model-id FOLDER --served-model-name all-MiniLM-L6-v2 --engine torch
   --device cpu --host 127.0.0.1 --port P`` (from .venv-infinity, ``HF_HUB_OFFLINE=1``, usage stats off);
   its OpenAI-compatible route is ``POST /embeddings`` (no ``/v1`` prefix unless ``--url-prefix``), ready
   when ``GET /health`` answers 200 (uvicorn binds after the model is loaded and warmed up). Its other
-  settings are its defaults: batch size 32, fp32, dynamic batching, no BetterTransformer (optimum is not in
+  settings are its defaults (``--precision bf16`` adds ``--dtype bfloat16``): batch size 32, fp32, dynamic batching, no BetterTransformer (optimum is not in
   its ``[server,torch]`` extras, so it runs the model through sentence-transformers), no disk cache. It
   needed no extra flag here (``INFINITY_EXTRA`` is empty). Build it with ``make peers-infinity``.
 
@@ -215,25 +216,33 @@ def model_folder() -> Path:
     return Path(resolve_model(MODEL, download=False)[0]).resolve()
 
 
-def ours_server(folder: Path, port: int, data_dir: Path | None = None) -> Server:
+# --precision: what each server is given. fp32 (exact): ours sends a query or a few through onnxruntime
+# (`small_backend=onnx`, fp32 like the rest), infinity keeps its fp32 default. bf16: the setting that
+# helps both, given to both: ours `precision=bf16-pure` (a bf16 copy of the weights, two batches at a time on
+# one thread each) and infinity `--dtype bfloat16` (it loads the weights in bf16).
+OURS_OPTIONS = {"fp32": "@small_backend=onnx", "bf16": "@precision=bf16-pure,workers=2,small_backend=onnx"}
+PEER_OPTIONS = {"fp32": [], "bf16": ["--dtype", "bfloat16"]}
+
+
+def ours_server(folder: Path, port: int, data_dir: Path | None = None, options: str = "") -> Server:
     exe = OURS_BIN / "embedstack"
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "embedstack.cli"]
     # --truncate: cut inputs at the model's 256 tokens as infinity (sentence-transformers) always does; our
     # default refuses over-long inputs with 400 (SciFact abstracts are longer)
-    cmd += ["serve", "--model", f"{MODEL}={folder}", "--host", "127.0.0.1", "--port", str(port), "--truncate"]
+    cmd += ["serve", "--model", f"{MODEL}={folder}{options}", "--host", "127.0.0.1", "--port", str(port), "--truncate"]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
     return Server("ours", cmd, port, "/v1/embeddings", "/ready", env={"HF_HUB_OFFLINE": "1"})
 
 
-def peer_server(kind: str, folder: Path, port: int) -> Server:
+def peer_server(kind: str, folder: Path, port: int, extra: list[str] | None = None) -> Server:
     if kind == "infinity":
         exe = INFINITY_BIN / "infinity_emb"
         if not exe.is_file():
             raise SystemExit(f"{exe} not found: build it with `make peers-infinity`.")
         cmd = [str(exe), "v2", "--model-id", str(folder), "--served-model-name", MODEL, "--engine", "torch",
                "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-               *INFINITY_EXTRA]
+               *INFINITY_EXTRA, *(extra or [])]
         env = {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
         return Server("infinity", cmd, port, "/embeddings", "/health", env=env)
     raise SystemExit(f"unknown peer {kind!r}")
@@ -423,10 +432,10 @@ def part_load(opts: argparse.Namespace, workloads: dict[str, list[str]], folder:
     q = opts.quiet
     counts = QUICK_COUNTS if opts.quick else COUNTS
     levels = [int(x) for x in opts.levels.split(",")] if opts.levels else sorted(counts["short"])
-    ours = ours_server(folder, free_port())
-    peer = peer_server(opts.peer, folder, free_port())
+    ours = ours_server(folder, free_port(), options=OURS_OPTIONS[opts.precision])
+    peer = peer_server(opts.peer, folder, free_port(), PEER_OPTIONS[opts.precision])
     runs: list[dict[str, Any]] = []
-    res: dict[str, Any] = {"part": "load", "quick": opts.quick, "peer": opts.peer, "peer_versions": peer_version(opts.peer),
+    res: dict[str, Any] = {"part": "load", "quick": opts.quick, "precision": opts.precision, "peer": opts.peer, "peer_versions": peer_version(opts.peer),
                            "model_folder": str(folder), "reps": opts.reps, "levels": levels,
                            "counts": {wl: {c: counts[wl].get(c, counts[wl][max(counts[wl])]) for c in levels}
                                       for wl in counts},
@@ -503,8 +512,10 @@ def md_load(res: dict[str, Any]) -> str:
     cache = res.get("ours_cache", {})
     wrapped = [wl for wl, w in res.get("texts_repeated", {}).items() if w]
     repeats = f"texts of {', '.join(wrapped)} repeat across runs" if wrapped else "no text is sent twice"
-    lines = [f"## HTTP serving under load: `embedstack serve` vs {p}", "",
-             f"`EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/serve_load.py` — all-MiniLM-L6-v2 "
+    prec = res.get("precision", "fp32")
+    flag = "" if prec == "fp32" else f" --precision {prec}"
+    lines = [f"## HTTP serving under load: `embedstack serve` vs {p} ({prec})", "",
+             f"`EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/serve_load.py{flag}` — all-MiniLM-L6-v2 "
              f"(FOLDER: the same local folder for both), one input per request (`short`: STS-B sentences; "
              f"`scifact`: SciFact abstracts, title + text, cut at 256 tokens by both), closed-loop clients "
              f"(asyncio, one httpx client and keep-alive connection each) in a third process, loopback, 2 cores shared by all three. "
@@ -855,6 +866,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 3; quick 2)")
     ap.add_argument("--peer", choices=["infinity"], default="infinity")
     ap.add_argument("--max-run-s", type=float, default=60.0, help="a run stops issuing requests after this")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="fp32: both exact (infinity's default); bf16: both in bf16 (results: serve_load_bf16)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--quiet", action="store_true")
@@ -873,7 +886,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         md = md_load(res)
         print(md)
         if report:
-            write_results("serve_load", res, md)
+            write_results("serve_load" if opts.precision == "fp32" else "serve_load_bf16", res, md)
     if opts.part in ("faults", "all"):
         res = part_faults(opts, workloads, folder, logdir)
         md = md_faults(res)

@@ -59,3 +59,45 @@ def test_quantizer_root_logger_notes_do_not_reach_the_terminal(capsys, caplog):
     assert "WARNING:root" not in capsys.readouterr().err
     assert root.handlers == handlers  # no stderr handler left behind by logging.basicConfig
     assert any("pre-processing" in r.getMessage() and r.name == log.name for r in caplog.records)
+
+
+def test_small_backend_sends_a_few_short_texts_through_onnx_and_the_rest_through_torch(tiny_encoder, monkeypatch):
+    import embedstack.neural.onnx as onnx_mod
+    from embedstack.errors import ConfigError
+
+    shapes: list[tuple[int, int]] = []
+    real = onnx_mod.onnx_runner
+
+    def spy(*args, **kwargs):
+        run = real(*args, **kwargs)
+
+        def counted(ids, mask, types=None):
+            shapes.append(ids.shape)
+            return run(ids, mask, types)
+
+        return counted
+
+    monkeypatch.setattr(onnx_mod, "onnx_runner", spy)
+    hybrid = tiny_encoder.with_options(small_backend="onnx")
+    assert hybrid.runtime_options()["small_backend"] == "onnx"
+    ref = tiny_encoder.encode(TEXTS)
+    np.testing.assert_allclose(hybrid.encode(TEXTS), ref, atol=1e-5)  # 4 short texts: one onnx batch
+    assert len(shapes) == 1 and shapes[0][0] == 4
+    many = [f"text number {i} about the cat and the mat" for i in range(40)]
+    np.testing.assert_allclose(hybrid.encode(many, batch_size=16), tiny_encoder.encode(many, batch_size=16), atol=1e-5)
+    assert len(shapes) == 1  # batches of 16 rows went to torch
+    bf16 = tiny_encoder.with_options(precision="bf16-pure", small_backend="onnx")
+    assert float(np.sum(bf16.encode(TEXTS[:1]) * ref[:1])) > 0.99999  # the small path is fp32 either way
+    with pytest.raises(ConfigError, match="small_backend"):
+        tiny_encoder.with_options(backend="onnx", small_backend="onnx")
+    with pytest.raises(ConfigError, match="small_backend"):
+        tiny_encoder.with_options(small_backend="tensorrt")
+
+
+def test_small_backend_for_a_cross_encoder_reads_token_types(tiny_tokenizer, tiny_config):
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.transformer import BertModel
+
+    ce = CrossEncoder(BertModel(tiny_config).init_weights(seed=0), tiny_tokenizer, max_seq_length=32)
+    pairs = [("the cat", "sat on the mat"), ("a dog", "barked")]
+    np.testing.assert_allclose(ce.with_options(small_backend="onnx").predict(pairs), ce.predict(pairs), atol=1e-5)

@@ -163,7 +163,7 @@ def test_long_batches_run_in_row_slices_with_the_same_vectors(tiny_encoder, monk
     monkeypatch.setattr(runtime, "_MAX_ACTIVATION_BYTES", 1)  # one row per forward call
     enc = tiny_encoder.with_options()
     real = enc.model.forward
-    monkeypatch.setattr(enc.model, "forward", lambda ids, mask=None, types=None: (calls.append(ids.shape[0]), real(ids, mask, types))[1])
+    monkeypatch.setattr(enc.model, "forward", lambda ids, mask=None, types=None, pack=True: (calls.append(ids.shape[0]), real(ids, mask, types, pack=pack))[1])
     out = enc.encode(TEXTS, batch_size=8)
     assert calls and max(calls) == 1 and len(calls) == len(TEXTS)
     assert np.abs(out - ref).max() < 1e-6

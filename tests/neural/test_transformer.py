@@ -126,3 +126,35 @@ def test_too_long_input_raises(tiny_config):
     model = BertModel(tiny_config)
     with pytest.raises(ConfigError, match="max_position_embeddings"):
         model(torch.zeros((1, 65), dtype=torch.long))
+
+
+def test_packed_inference_computes_real_tokens_only_with_the_same_outputs(tiny_config, monkeypatch):
+    """A mostly padded batch runs its projections and MLP on real tokens only: same outputs at real
+    positions, zeros at padding; pack=False (ColBERT queries read masked positions) and training do not pack."""
+    import embedstack.neural.transformer as tr
+
+    model = BertModel(tiny_config).init_weights(seed=0).eval()
+    lengths = [3, 12, 5, 2]
+    ids = torch.randint(5, tiny_config.vocab_size, (4, 12))
+    mask = torch.zeros(4, 12, dtype=torch.int64)
+    for r, n in enumerate(lengths):
+        mask[r, :n] = 1
+    rows: list[int] = []
+    real_linear = torch.nn.functional.linear
+    monkeypatch.setattr(tr.F, "linear", lambda x, *a, **k: (rows.append(x.shape[0] if x.dim() == 2 else -1),
+                                                         real_linear(x, *a, **k))[1], raising=False)
+    with torch.inference_mode():
+        full = model(ids, mask, pack=False)
+        rows.clear()
+        packed = model(ids, mask)
+    assert rows and set(rows) == {sum(lengths)}  # every projection saw the 22 real tokens, not 4 x 12
+    real = mask.bool()
+    torch.testing.assert_close(packed[real], full[real], atol=1e-5, rtol=1e-5)
+    assert float(packed[~real].abs().max()) == 0.0
+    assert float(full[~real].abs().max()) > 0.0  # unpacked: masked positions have outputs (ColBERT reads them)
+    monkeypatch.setattr(tr, "PACK_BELOW", 0.0)  # never worth it: the padded path
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids, mask), full)
+    model.train()
+    with torch.no_grad():
+        assert float(model(ids, mask)[~real].abs().max()) > 0.0  # training mode never packs

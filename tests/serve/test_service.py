@@ -326,7 +326,7 @@ def test_batcher_merges_concurrent_requests_and_refuses_when_full() -> None:
 
     calls: list[int] = []
 
-    def run(inputs: list[Any], group: Any) -> np.ndarray:
+    def run(inputs: list[Any], group: Any, threads: int) -> np.ndarray:
         calls.append(len(inputs))
         import time
 
@@ -342,10 +342,11 @@ def test_batcher_merges_concurrent_requests_and_refuses_when_full() -> None:
         assert sum(calls) == 80 and len(calls) < 40  # merged into far fewer model calls
         # a full queue answers at once with a retry hint: the model is busy, 80 inputs wait, 40 more are refused
         gate = threading.Event()
-        slow = Batcher("slow", lambda inputs, group: (gate.wait(5), np.zeros((len(inputs), 1)))[1], max_queue=100)
+        slow = Batcher("slow", lambda inputs, group, threads: (gate.wait(5), np.zeros((len(inputs), 1)))[1],
+                       max_queue=100)
         slow.start()
         busy = asyncio.ensure_future(slow.submit([0], tokens=1))
-        while not slow._busy:
+        while not slow._running:
             await asyncio.sleep(0.001)
         waiting = [asyncio.ensure_future(slow.submit(list(range(40)), tokens=40)) for _ in range(2)]
         await asyncio.sleep(0.01)
@@ -360,6 +361,40 @@ def test_batcher_merges_concurrent_requests_and_refuses_when_full() -> None:
         fut = asyncio.ensure_future(b.submit([1], tokens=1))
         await asyncio.sleep(0)
         fut.cancel()
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_batcher_shares_its_threads_between_batches_under_load() -> None:
+    """Alone, a batch gets every thread; under load, batches run side by side on one thread each."""
+    from embedstack.serve.batching import Batcher
+
+    seen: list[tuple[int, int]] = []  # (threads, batches running at once)
+    lock = threading.Lock()
+    running = [0]
+
+    def run(inputs: list[Any], group: Any, threads: int) -> np.ndarray:
+        import time
+
+        with lock:
+            running[0] += 1
+            seen.append((threads, running[0]))
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return np.zeros((len(inputs), 1))
+
+    async def main() -> None:
+        b = Batcher("m", run, max_batch_tokens=4, max_wait_s=0.0, threads=2)
+        b.start()
+        await b.submit([0], tokens=1)
+        assert seen == [(2, 1)]  # alone: both threads
+        seen.clear()
+        await asyncio.gather(*[b.submit([i] * 4, tokens=4) for i in range(6)])  # 6 batches (4 tokens each)
+        assert max(r for _, r in seen) == 2  # two at a time
+        assert all(t == 1 for t, r in seen if r == 2)  # never more threads than the budget
+        assert sum(t for t, _ in seen[:2]) <= 2
         await b.stop()
 
     asyncio.run(main())

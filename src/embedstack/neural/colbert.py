@@ -111,7 +111,7 @@ class ColBERT(TransformerRuntime):
         do_query_expansion: Pad queries with ``[MASK]`` (query augmentation).
         attend_to_expansion_tokens: Let the other tokens attend to the ``[MASK]`` padding.
         skiplist_words: Tokens dropped from documents (default: every punctuation character).
-        backend, precision, num_threads, compile, workers: The shared runtime options.
+        backend, precision, num_threads, compile, workers, small_backend: The shared runtime options.
         name, source: A display name and where the model came from.
     """
 
@@ -134,6 +134,7 @@ class ColBERT(TransformerRuntime):
         num_threads: int | None = None,
         compile: bool = False,
         workers: int = 1,
+        small_backend: str | None = None,
         name: str | None = None,
         source: str | None = None,
         seed: int = 0,
@@ -146,7 +147,7 @@ class ColBERT(TransformerRuntime):
                 raise ConfigError(f"{label} must be an int in [4, {limit}]. Got {value!r}.")
         self._init_runtime(model, tokenizer, max_seq_length=max(int(query_length), int(document_length)),
                            backend=backend, precision=precision, num_threads=num_threads, compile=compile,
-                           workers=workers)
+                           workers=workers, small_backend=small_backend)
         hidden = model.config.hidden_size
         if projection is None:
             if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or int(dim) < 1:
@@ -283,7 +284,7 @@ class ColBERT(TransformerRuntime):
 
         def one(sel: np.ndarray) -> None:
             x, m = self._pad(ids, masks, sel)
-            vecs = self._head(run(x, m)).numpy()
+            vecs = self._head(run(x, m, None, role != "query")).numpy()  # query [MASK] outputs are read: no packing
             for r, i in enumerate(sel):
                 n = len(ids[i])
                 out[i] = np.ascontiguousarray(vecs[r, :n][self.keep_mask(ids[i], masks[i], role)])

@@ -65,7 +65,7 @@ class CrossEncoder(TransformerRuntime):
             (default otherwise), ``softmax`` or ``tanh``.
         labels: Class names (``id2label``), for ``num_labels > 1``.
         max_seq_length: Longest pair in tokens (default: 512 or the model's limit).
-        backend, precision, num_threads, compile, workers: As
+        backend, precision, num_threads, compile, workers, small_backend: As
             :class:`~embedstack.neural.sentence.SentenceEncoder` (the shared runtime).
         name, source: A display name and where the model came from.
 
@@ -101,6 +101,7 @@ class CrossEncoder(TransformerRuntime):
         num_threads: int | None = None,
         compile: bool = False,
         workers: int = 1,
+        small_backend: str | None = None,
         name: str | None = None,
         source: str | None = None,
     ) -> None:
@@ -113,7 +114,7 @@ class CrossEncoder(TransformerRuntime):
         if max_seq_length is None:
             max_seq_length = min(512, model.config.max_position_embeddings)
         self._init_runtime(model, tokenizer, max_seq_length=max_seq_length, backend=backend, precision=precision,
-                           num_threads=num_threads, compile=compile, workers=workers)
+                           num_threads=num_threads, compile=compile, workers=workers, small_backend=small_backend)
         self.num_labels = int(num_labels)
         if classifier is None:
             classifier = nn.Linear(hidden, self.num_labels)

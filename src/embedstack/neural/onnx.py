@@ -139,10 +139,16 @@ def onnx_path(model: BertModel, precision: str = "fp32", *, token_types: bool = 
     return target
 
 
-def make_session(path: str | os.PathLike[str], *, num_threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with every graph optimisation on."""
+def make_session(path: str | os.PathLike[str], *, num_threads: int | None = None, spin: bool = True) -> Any:
+    """An onnxruntime CPU session with every graph optimisation on.
+
+    ``spin=False``: its threads sleep between runs instead of spinning (onnxruntime's default spins for a
+    while after each run, which takes a core from whatever else runs in the process: a server's torch batches).
+    """
     ort = require("onnxruntime", "onnx", "the onnx backend")
     opts = ort.SessionOptions()
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = int(num_threads or torch.get_num_threads())
     opts.inter_op_num_threads = 1
@@ -151,15 +157,19 @@ def make_session(path: str | os.PathLike[str], *, num_threads: int | None = None
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def onnx_runner(runtime: TransformerRuntime, *, precision: str = "fp32") -> Callable[..., Any]:
+def onnx_runner(runtime: TransformerRuntime, *, precision: str = "fp32",
+                num_threads: int | None = None, spin: bool = True) -> Callable[..., Any]:
     """A ``(input_ids, attention_mask[, token_type_ids]) -> token embeddings`` function backed by onnxruntime.
 
     The graph takes token types when the model does (``runtime.token_types``: a cross-encoder).
+    ``num_threads``: the session's threads (default: the runtime's ``num_threads``, else torch's count now).
     """
     pairs = bool(getattr(runtime, "token_types", False))
-    session = make_session(onnx_path(runtime.model, precision, token_types=pairs), num_threads=runtime.num_threads)
+    session = make_session(onnx_path(runtime.model, precision, token_types=pairs),
+                           num_threads=num_threads or runtime.num_threads, spin=spin)
 
-    def run(input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> Any:
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None,
+            pack: bool = True) -> Any:  # the graph computes every position: nothing to pack
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if pairs:
             feed["token_type_ids"] = token_type_ids if token_type_ids is not None else np.zeros_like(input_ids)

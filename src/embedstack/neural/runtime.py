@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,8 +47,13 @@ PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8"), "onnx": ("fp32", "
 # times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
 # the same vectors, 13% less time in fp32 and about 30% less in bf16 on SciFact abstracts.
 _MAX_ACTIVATION_BYTES = 8 * 2**20
+# small_backend="onnx" takes batches up to this many padded tokens (and SMALL_BATCH rows): a few queries
+SMALL_TOKENS = 128
 
-Runner = Callable[..., Any]  # (input_ids, attention_mask[, token_type_ids]) -> token states (B, T, C) float32
+# (input_ids, attention_mask[, token_type_ids[, pack]]) -> token states (B, T, C) float32; pack=False when the
+# caller reads the outputs at masked positions (ColBERT's [MASK] query expansion)
+Runner = Callable[..., Any]
+_CALLER = threading.local()  # .threads: the torch threads of the calling thread before a small call cut them to one
 
 
 class TransformerRuntime:
@@ -67,11 +73,13 @@ class TransformerRuntime:
     num_threads: int | None
     compile: bool
     workers: int
+    small_backend: str | None
     name: str
     source: str | None
 
     def _init_runtime(self, model: BertModel, tokenizer: WordPiece, *, max_seq_length: int, backend: str,
-                      precision: str, num_threads: int | None, compile: bool, workers: int) -> None:
+                      precision: str, num_threads: int | None, compile: bool, workers: int,
+                      small_backend: str | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         limit = model.config.max_position_embeddings
@@ -99,6 +107,12 @@ class TransformerRuntime:
             raise ConfigError("compile=True cannot be combined with workers > 1 (graphs compiled from two threads "
                               "at once can deadlock); use one or the other.")
         self.workers = workers
+        if small_backend not in (None, "onnx"):
+            raise ConfigError(f"small_backend must be 'onnx' or unset; got {small_backend!r}.")
+        if small_backend is not None and backend != "torch":
+            raise ConfigError(f"small_backend={small_backend!r} routes small batches away from backend='torch'; "
+                              f"backend={backend!r} runs every batch itself, drop small_backend.")
+        self.small_backend = small_backend
         self._runner: Runner | None = None
         self._warned_truncation = False
 
@@ -116,7 +130,43 @@ class TransformerRuntime:
                 self._runner = onnx_runner(self, precision=self.precision)
             else:
                 self._runner = self._torch_runner()
+                if self.small_backend == "onnx":
+                    self._runner = self._small_via_onnx(self._runner)
         return self._runner
+
+    def _small_via_onnx(self, big: Runner) -> Runner:
+        """Batches of at most ``SMALL_BATCH`` rows and ``SMALL_TOKENS`` padded tokens through onnxruntime (fp32),
+        the rest through ``big``.
+
+        A query or a few: torch spends most of such a forward pass in GEMMs with a dozen rows, where
+        onnxruntime's kernels are about twice as fast (one MiniLM sentence: 3.4 ms against 6.7-8.2 ms for torch
+        bf16 on this 2-core CPU); from 8 rows on torch bf16 is faster. The fp32 graph gives the fp32 vectors
+        (a bf16 ``big`` path differs from it by ~1e-4 in cosine, as bf16 differs from fp32 anyway).
+        """
+        from embedstack._threads import SMALL_BATCH
+        from embedstack.neural.onnx import onnx_runner
+
+        # one session per thread count, made on first use: the small path takes the threads the caller gives
+        # torch (a query on an idle server: all cores; a server batch under load: one, so no pool threads that
+        # spin after each run and take a core from the batch beside it)
+        sessions: dict[int, Runner] = {}
+        lock = threading.Lock()
+
+        def small(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> Any:
+            n = self.num_threads or getattr(_CALLER, "threads", None) or torch.get_num_threads()
+            runner = sessions.get(n)
+            if runner is None:
+                with lock:
+                    runner = sessions.get(n) or onnx_runner(self, precision="fp32", num_threads=n)
+                    sessions[n] = runner
+            return runner(ids, mask, types)
+
+        def run(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None, pack: bool = True) -> Any:
+            if ids.shape[0] <= SMALL_BATCH and ids.size <= SMALL_TOKENS:
+                return torch.from_numpy(small(ids, mask, types))
+            return big(ids, mask, types, pack)
+
+        return run
 
     def _torch_runner(self) -> Runner:
         model = self.model
@@ -132,22 +182,22 @@ class TransformerRuntime:
         budget = _MAX_ACTIVATION_BYTES if self.activation_budget is None else self.activation_budget
         max_tokens = max(1, budget // (model.config.intermediate_size * act_bytes))
 
-        def piece(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None) -> Any:
+        def piece(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None, pack: bool) -> Any:
             # eager: a batch without padding takes the unmasked attention kernel; compiled: always the
             # mask, so one graph serves every batch of 2+ texts (no recompilation in the middle of a run)
             m = None if mask.all() and not compiled else torch.from_numpy(mask)
             t = None if types is None else torch.from_numpy(types)
-            return forward(torch.from_numpy(ids), m, t).float()  # heads in fp32 (a no-op for fp32)
+            return forward(torch.from_numpy(ids), m, t, pack=pack).float()  # heads in fp32 (a no-op for fp32)
 
-        def run(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None) -> Any:
+        def run(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None, pack: bool = True) -> Any:
             # Long batches run as equal row slices whose feed-forward activations stay under
             # _MAX_ACTIVATION_BYTES: same outputs, and no fresh mmap'd pages on every layer.
             n, t = ids.shape
             pieces = -(-n // max(1, max_tokens // t))
             if pieces <= 1:
-                return piece(ids, mask, types)
+                return piece(ids, mask, types, pack)
             bounds = [n * k // pieces for k in range(pieces + 1)]  # sizes differ by one at most
-            return torch.cat([piece(ids[a:b], mask[a:b], None if types is None else types[a:b])
+            return torch.cat([piece(ids[a:b], mask[a:b], None if types is None else types[a:b], pack)
                               for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
         return run
@@ -172,10 +222,13 @@ class TransformerRuntime:
         total = self.num_threads if self.num_threads is not None else (1 if small else before)
         if total != before:
             torch.set_num_threads(total)
+        outer = getattr(_CALLER, "threads", None)
+        _CALLER.threads = before  # what the caller allowed (the onnxruntime small path uses as many)
         try:
             with self._autocast():
                 yield
         finally:
+            _CALLER.threads = outer
             if total != before:
                 torch.set_num_threads(before)
 
@@ -290,7 +343,8 @@ class TransformerRuntime:
     def runtime_options(self) -> dict[str, Any]:
         """The runtime options as keyword arguments (for ``with_options``)."""
         return {"max_seq_length": self.max_seq_length, "backend": self.backend, "precision": self.precision,
-                "num_threads": self.num_threads, "compile": self.compile, "workers": self.workers}
+                "num_threads": self.num_threads, "compile": self.compile, "workers": self.workers,
+                "small_backend": self.small_backend}
 
 
 def _compiled(model: BertModel) -> Callable[..., Any]:
@@ -303,8 +357,8 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
     compiled = torch.compile(model, dynamic=True, options={"freezing": True})
     state = {"fn": compiled}
 
-    def forward(ids: Any, mask: Any, types: Any = None) -> Any:
-        try:
+    def forward(ids: Any, mask: Any, types: Any = None, pack: bool = True) -> Any:
+        try:  # a traced graph never packs (see BertModel._pack): one graph for every batch
             return state["fn"](ids, mask, types)
         except EmbedstackError:  # our own input errors (e.g. too many tokens) are not compilation failures
             raise
@@ -314,7 +368,7 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
             warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); running eagerly.",
                           RuntimeWarning, stacklevel=2)
             state["fn"] = model
-            return model(ids, mask, types)
+            return model(ids, mask, types, pack=pack)
 
     return forward
 

@@ -98,6 +98,10 @@ class SentenceEncoder(TransformerRuntime):
             intra-op threads (a call with a single batch keeps all threads for it). Small matmuls (short
             texts) scale poorly across threads inside one op; two batches on one thread each keep both cores busy: measured 1.1× (fp32) and 1.5× (bf16)
             on STS-B sentences with 2 cores. Same vectors. Not combinable with ``compile``.
+        small_backend: ``"onnx"``: batches of a few short texts (up to 4 rows, 128 padded tokens: a query)
+            run through onnxruntime in fp32, the rest through torch as configured. For a server that
+            answers single queries and bulk requests: one MiniLM sentence in 3.4 ms instead of 6.7-8.2 ms,
+            while large batches keep torch bf16's throughput.
         name: A display name; ``source`` records how the model was found.
 
     Example:
@@ -128,11 +132,12 @@ class SentenceEncoder(TransformerRuntime):
         num_threads: int | None = None,
         compile: bool = False,
         workers: int = 1,
+        small_backend: str | None = None,
         name: str | None = None,
         source: str | None = None,
     ) -> None:
         self._init_runtime(model, tokenizer, max_seq_length=max_seq_length, backend=backend, precision=precision,
-                           num_threads=num_threads, compile=compile, workers=workers)
+                           num_threads=num_threads, compile=compile, workers=workers, small_backend=small_backend)
         self.pooler = Pooling(pooling)
         self.dense = dense.eval() if dense is not None else None
         self.normalize = bool(normalize)

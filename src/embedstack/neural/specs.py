@@ -44,6 +44,7 @@ OPTIONS: dict[str, tuple[str, type]] = {
     "num_threads": ("num_threads", int),
     "compile": ("compile", bool),
     "workers": ("workers", int),
+    "small_backend": ("small_backend", str),
 }
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 

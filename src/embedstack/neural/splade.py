@@ -119,7 +119,7 @@ class SpladeEncoder(TransformerRuntime):
         query_mode: ``full`` (queries through the model) or ``idf`` (inference-free: token idf weights).
         idf: ``(|V|,)`` idf weights of the vocabulary (:meth:`fit_idf`), needed by ``query_mode="idf"``.
         doc_top_k, query_top_k: Keep at most this many terms per document / query (None: all non-zero).
-        backend, precision, num_threads, compile, workers: The shared runtime options.
+        backend, precision, num_threads, compile, workers, small_backend: The shared runtime options.
         name, source: A display name and where the model came from.
     """
 
@@ -139,6 +139,7 @@ class SpladeEncoder(TransformerRuntime):
         num_threads: int | None = None,
         compile: bool = False,
         workers: int = 1,
+        small_backend: str | None = None,
         name: str | None = None,
         source: str | None = None,
     ) -> None:
@@ -146,7 +147,7 @@ class SpladeEncoder(TransformerRuntime):
             raise ConfigError("SpladeEncoder runs on the torch backend (its MLM head is not in the ONNX graph).")
         self._init_runtime(model, tokenizer, max_seq_length=min(int(max_seq_length), model.config.max_position_embeddings),
                            backend=backend, precision=precision, num_threads=num_threads, compile=compile,
-                           workers=workers)
+                           workers=workers, small_backend=small_backend)
         if head is None:
             head = BertLMPredictionHead(model.config, model.embeddings.word_embeddings)
         self.head = head.eval()

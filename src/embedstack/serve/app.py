@@ -211,7 +211,7 @@ class Server:
         lim = self.limits
         return load_model(name, spec, spec_name=spec_name, reranker=reranker, max_batch_tokens=lim.max_batch_tokens,
                           max_wait_s=lim.max_wait_ms / 1000.0, max_queue=lim.max_queue, cache=self.cache,
-                          observe=self.metrics.observe_batch)
+                          observe=self.metrics.observe_batch, threads=lim.threads())
 
     def load(self) -> None:
         """Load every model, reranker and index (in a worker thread: it can take a while)."""
@@ -258,8 +258,6 @@ class Server:
 
     # ------------------------------------------------------------------ lookups
     def model(self, name: str | None, kinds: tuple[str, ...], param: str = "model") -> ServedModel:
-        from embedstack.models import did_you_mean
-
         if not self.ready:
             raise QueueFull("the server is still loading its models.", retry_after=2.0)
         candidates = {n: m for n, m in self.models.items() if m.kind in kinds}
@@ -269,6 +267,8 @@ class Server:
             raise InputError(f"give {param!r}: one of {sorted(candidates)}.")
         m = self.models.get(name)
         if m is None:
+            from embedstack.models import did_you_mean
+
             raise NotFoundError(f"model {name!r} is not served.{did_you_mean(name, list(self.models))} "
                                   f"Served: {sorted(self.models)}.")
         if m.kind not in kinds:

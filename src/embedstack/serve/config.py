@@ -46,6 +46,9 @@ class Limits:
         max_queue: texts waiting per model; beyond it requests get 503 with ``Retry-After``.
         cache_size: query embeddings kept (LRU); 0 disables the cache.
         cache_ttl_s: seconds a cached embedding stays valid.
+        model_threads: CPU threads each model's batches share (default: the cores this process may use); a
+            batch with nothing queued behind it takes all of them, under load batches run side by side on one
+            thread each.
         body_timeout_s: the whole request body must arrive within this many seconds (408 otherwise), so a
             client that trickles bytes cannot hold a connection open.
     """
@@ -60,6 +63,13 @@ class Limits:
     cache_size: int = 10000
     cache_ttl_s: float = 3600.0
     body_timeout_s: float = 30.0
+    model_threads: int | None = None
+
+    def threads(self) -> int:
+        """``model_threads`` or the cores this process may run on."""
+        if self.model_threads is not None:
+            return int(self.model_threads)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_inputs", "max_batch_tokens", "max_queue"):
@@ -69,6 +79,8 @@ class Limits:
             raise ConfigError(f"limits.max_tokens must be >= 2 or unset; got {self.max_tokens}.")
         if float(self.max_wait_ms) < 0 or int(self.cache_size) < 0 or float(self.cache_ttl_s) <= 0:
             raise ConfigError("limits.max_wait_ms and cache_size must be >= 0 and cache_ttl_s > 0.")
+        if self.model_threads is not None and int(self.model_threads) < 1:
+            raise ConfigError(f"limits.model_threads must be >= 1 or unset; got {self.model_threads}.")
         if float(self.body_timeout_s) <= 0:
             raise ConfigError(f"limits.body_timeout_s must be > 0; got {self.body_timeout_s}.")
 

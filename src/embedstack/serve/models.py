@@ -9,6 +9,7 @@ and query embeddings through the shared :class:`~embedstack.serve.batching.Query
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +98,11 @@ class ServedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ model calls (in the model thread)
-    def run(self, inputs: list[Any], group: Hashable) -> Any:
+    def run(self, inputs: list[Any], group: Hashable, threads: int = 1) -> Any:
+        """One merged batch on ``threads`` CPU threads (torch's intra-op threads are per calling thread)."""
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         obj = self.obj
         if self.kind == "reranker":
             return np.asarray(obj.score(inputs), dtype=np.float32).reshape(-1)
@@ -229,7 +234,7 @@ def _identity(obj: Any, spec: str) -> dict[str, Any]:
 
 def load_model(name: str, spec: str | Any, *, spec_name: str | None = None, reranker: bool = False, max_batch_tokens: int = 16384,
                max_wait_s: float = 0.002, max_queue: int = 4096, cache: QueryCache | None = None,
-               observe: Any = None) -> ServedModel:
+               observe: Any = None, threads: int = 1) -> ServedModel:
     """Load ``spec`` (or take a loaded model) and wrap it for serving.
 
     Raises:
@@ -259,7 +264,7 @@ def load_model(name: str, spec: str | Any, *, spec_name: str | None = None, rera
                         batcher=None,  # type: ignore[arg-type]  # set below: the batcher calls model.run
                         cache=None if reranker else cache, identity=ident)
     model.batcher = Batcher(name, model.run, max_batch_tokens=max_batch_tokens, max_wait_s=max_wait_s,
-                            max_queue=max_queue,
+                            max_queue=max_queue, threads=threads,
                             observe=(lambda *a: observe(name, *a)) if observe is not None else None)
     if kind == "dense" or kind == "words":
         model.info["matryoshka"] = True
