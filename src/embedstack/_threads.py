@@ -26,10 +26,12 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["serial", "for_batch", "SMALL_BATCH"]
+__all__ = ["serial", "for_batch", "SMALL_BATCH", "SMALL_TOKENS"]
 
 #: at most this many queries count as small work (run on the calling thread)
 SMALL_BATCH = 4
+#: ... and at most this many tokens together (four abstracts are not small: they use every thread)
+SMALL_TOKENS = 128
 
 _lock = threading.Lock()
 _blas: list[Any] | None = None  # threadpoolctl controllers of the BLAS libraries, found once

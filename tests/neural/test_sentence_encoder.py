@@ -265,5 +265,7 @@ def test_a_query_runs_on_the_calling_thread(tiny_encoder, monkeypatch):
     tiny_encoder.encode("the cat", role="query")
     tiny_encoder.encode([f"the cat {i}" for i in range(20)])
     tiny_encoder.with_options(num_threads=2).encode(["the cat"])
-    assert seen == [1, default, 2]  # one query: 1 thread; a batch: the default; an explicit setting wins
+    tiny_encoder.encode(["a long abstract about the cat " * 40])
+    # one query: 1 thread; a batch: the default; an explicit setting wins; one long text is not small work
+    assert seen == [1, default, 2, default]
     assert torch.get_num_threads() == default

@@ -52,7 +52,7 @@ from embedstack._extras import require
 
 torch = require("torch", "torch", "ColBERT")
 
-from embedstack._threads import SMALL_BATCH  # noqa: E402
+from embedstack._threads import SMALL_BATCH, SMALL_TOKENS  # noqa: E402
 from embedstack.errors import ConfigError, FormatError, InputError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
 from embedstack.neural.pooling import Dense  # noqa: E402
@@ -294,7 +294,7 @@ class ColBERT(TransformerRuntime):
             if progress is not None:
                 progress(done[0])
 
-        small = len(ids) <= SMALL_BATCH
+        small = len(ids) <= SMALL_BATCH and sum(len(x) for x in ids) <= SMALL_TOKENS
         with torch.inference_mode(), self._threads(small):
             self._run_batches(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), int(batch_size),
                               one, on_batch)

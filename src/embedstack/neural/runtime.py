@@ -47,8 +47,6 @@ PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8"), "onnx": ("fp32", "
 # times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
 # the same vectors, 13% less time in fp32 and about 30% less in bf16 on SciFact abstracts.
 _MAX_ACTIVATION_BYTES = 8 * 2**20
-# small_backend="onnx" takes batches up to this many padded tokens (and SMALL_BATCH rows): a few queries
-SMALL_TOKENS = 128
 
 # (input_ids, attention_mask[, token_type_ids[, pack]]) -> token states (B, T, C) float32; pack=False when the
 # caller reads the outputs at masked positions (ColBERT's [MASK] query expansion)
@@ -143,7 +141,7 @@ class TransformerRuntime:
         bf16 on this 2-core CPU); from 8 rows on torch bf16 is faster. The fp32 graph gives the fp32 vectors
         (a bf16 ``big`` path differs from it by ~1e-4 in cosine, as bf16 differs from fp32 anyway).
         """
-        from embedstack._threads import SMALL_BATCH
+        from embedstack._threads import SMALL_BATCH, SMALL_TOKENS
         from embedstack.neural.onnx import onnx_runner
 
         # one session per thread count, made on first use: the small path takes the threads the caller gives

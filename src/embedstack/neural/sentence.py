@@ -31,7 +31,7 @@ from embedstack._extras import require
 
 torch = require("torch", "torch", "sentence encoders")
 
-from embedstack._threads import SMALL_BATCH  # noqa: E402
+from embedstack._threads import SMALL_BATCH, SMALL_TOKENS  # noqa: E402
 from embedstack.base import one_text_one_vector  # noqa: E402
 from embedstack.data._io import read_json  # noqa: E402
 from embedstack.errors import ConfigError, FormatError, InputError  # noqa: E402
@@ -297,7 +297,8 @@ class SentenceEncoder(TransformerRuntime):
                 progress(finished)
 
         # on any error or Ctrl-C the writer removes its temporary file: an existing `out` stays as it was
-        small = n is not None and n <= SMALL_BATCH
+        # a few short texts (a query): one thread; long ones are not small (chars: ~4 per token, before tokenizing)
+        small = n is not None and n <= SMALL_BATCH and sum(len(t) for t in texts) <= 4 * SMALL_TOKENS  # type: ignore[union-attr]
         with torch.inference_mode(), self._threads(small), writer if writer is not None else contextlib.nullcontext():
             for chunk in _chunks(texts, int(chunk_size)):
                 vecs = self._embed_ids(self._tokenize(chunk, prompt), int(batch_size), on_batch)

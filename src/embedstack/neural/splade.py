@@ -45,7 +45,7 @@ torch = require("torch", "torch", "SPLADE")
 
 from torch import Tensor  # noqa: E402
 
-from embedstack._threads import SMALL_BATCH  # noqa: E402
+from embedstack._threads import SMALL_BATCH, SMALL_TOKENS  # noqa: E402
 from embedstack.errors import ConfigError, FormatError, InputError, NotFittedError  # noqa: E402
 from embedstack.io import atomic_dir  # noqa: E402
 from embedstack.neural.mlm import BertLMPredictionHead  # noqa: E402
@@ -222,7 +222,7 @@ class SpladeEncoder(TransformerRuntime):
 
         if not ids:
             return sp.csr_array((0, self.vocab_size), dtype=np.float32)
-        with torch.inference_mode(), self._threads(len(ids) <= SMALL_BATCH):
+        with torch.inference_mode(), self._threads(len(ids) <= SMALL_BATCH and sum(len(x) for x in ids) <= SMALL_TOKENS):
             self._run_batches(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), int(batch_size),
                               one, on_batch)
         return sp.csr_array(sp.vstack(rows, format="csr"))

@@ -58,7 +58,8 @@ class Batcher:
             sparse rows, lists).
         max_batch_tokens: a batch stops growing past this many tokens (one request may exceed it alone).
         max_wait_s: how long the first request of a batch waits for company, only while the previous batch
-            merged several requests (a lone client never waits).
+            merged several requests (a lone client never waits); up to 5% of the mean batch time (50 ms at
+            most) when batches are long.
         max_queue: inputs waiting at most; more are refused with :class:`QueueFull`.
         observe: optional ``observe(n_inputs, n_tokens, n_requests, seconds)`` after each batch (metrics).
         threads: the CPU threads this model's batches share (see the module docstring); 1 runs one batch at a time.
@@ -162,7 +163,10 @@ class Batcher:
                 continue
             queued_tokens = sum(p.tokens for p in self._queue)
             if self._last_merged > 1 and self.max_wait_s > 0 and queued_tokens < self.max_batch_tokens:
-                await asyncio.sleep(self.max_wait_s)  # under load: let concurrent requests join this batch
+                # under load: let concurrent requests join this batch. When batches are long (abstracts), a
+                # batch started with the first few arrivals holds its thread while the rest wait a whole batch,
+                # so wait up to 5% of a batch's time (at most 50 ms) for them
+                await asyncio.sleep(max(self.max_wait_s, min(0.05 * self._avg_batch_s, 0.05)))
             # with several threads free and several requests waiting, each batch takes its share, so that
             # the batches run side by side (one batch of everything would leave the other threads idle)
             waiting = len(self._queue)
