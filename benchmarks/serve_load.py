@@ -318,7 +318,7 @@ async def run_load(server: Server, texts: Sequence[str], concurrency: int, n_req
 
     lat: list[float] = []
     errors: list[str] = []
-    state = {"ok": 0, "next": 0, "stop_at": float("inf")}
+    state: dict[str, Any] = {"ok": 0, "next": 0, "stop_at": float("inf")}
     go = asyncio.Event()
     connected: list[int] = []
 
@@ -561,6 +561,19 @@ def md_load(res: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------ faults part
 
+def _post_timed(url: str, payload: bytes, *, timeout: float) -> tuple[str, int | None, str, float]:
+    """POST raw JSON bytes: (brief answer, status or None on a transport error, body, seconds)."""
+    import httpx
+
+    t0 = time.perf_counter()
+    try:
+        r = httpx.post(url, content=payload, headers={"Content-Type": "application/json"}, timeout=timeout)
+        got, status, text = _brief(r.status_code, r.text), r.status_code, r.text
+    except httpx.HTTPError as exc:
+        got, status, text = f"transport error {type(exc).__name__}: {exc}"[:200], None, ""
+    return got, status, text, time.perf_counter() - t0
+
+
 async def raw_request(port: int, method: str, path: str, payload: bytes, *, headers: dict[str, str] | None = None,
                       byte_delay: float = 0.0, close_after: float | None = None,
                       read_timeout: float = 120.0) -> tuple[int | None, bytes, float]:
@@ -698,26 +711,14 @@ def part_faults(opts: argparse.Namespace, workloads: dict[str, list[str]], folde
 
         # 3. a 10 MB body
         big = b'{"model": "' + MODEL.encode() + b'", "input": "' + b"a " * (5 * 1024 * 1024) + b'"}'
-        t0 = time.perf_counter()
-        try:
-            r = httpx.post(srv.url + path, content=big, headers={"Content-Type": "application/json"}, timeout=120)
-            got, status, text = _brief(r.status_code, r.text), r.status_code, r.text
-        except httpx.HTTPError as exc:
-            got, status, text = f"transport error {type(exc).__name__}: {exc}"[:200], None, ""
-        dt = time.perf_counter() - t0
+        got, status, text, dt = _post_timed(srv.url + path, big, timeout=120)
         add("10 MB body", "413 + JSON error body", f"{got} ({dt * 1000:.0f} ms)", status == 413 and _err_shape(text),
             status=status, seconds=dt)
 
         # 4. 100,000 inputs in one request
         rss0 = rss_mb(srv.pid)
         payload = json.dumps(body(["the cat sat on the mat"] * 100_000)).encode()
-        t0 = time.perf_counter()
-        try:
-            r = httpx.post(srv.url + path, content=payload, headers={"Content-Type": "application/json"}, timeout=300)
-            got, status, text = _brief(r.status_code, r.text), r.status_code, r.text
-        except httpx.HTTPError as exc:
-            got, status, text = f"transport error {type(exc).__name__}: {exc}"[:200], None, ""
-        dt = time.perf_counter() - t0
+        got, status, text, dt = _post_timed(srv.url + path, payload, timeout=300)
         drss = rss_mb(srv.pid) - rss0
         add(f"100,000 inputs in one request ({len(payload) / 1e6:.1f} MB)", "400/413 within 1 s, no memory growth",
             f"{got} ({dt * 1000:.0f} ms, RSS {drss:+.0f} MB)", status in (400, 413) and dt < 1.0 and _err_shape(text),
@@ -772,7 +773,7 @@ async def _add_until_killed(srv: Server, name: str, sentences: list[str], next_i
     ids of the batch in flight at the kill). Acknowledged (200) batches go into ``acked``."""
     import httpx
 
-    state = {"stop": False, "next": next_id, "in_flight": []}
+    state: dict[str, Any] = {"stop": False, "next": next_id, "in_flight": []}
 
     async def adder() -> None:
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as client:
