@@ -26,7 +26,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from embedstack.errors import ConfigError, FormatError  # noqa: E402
 
-__all__ = ["POOLING_MODES", "Pooling", "Dense", "check_pooling"]
+__all__ = ["POOLING_MODES", "Pooling", "Dense", "ScalarMix", "check_pooling"]
 
 POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len")
 _ST_KEYS = {
@@ -98,6 +98,34 @@ class Pooling(nn.Module):
         cfg["pooling_mode_lasttoken"] = False
         cfg["include_prompt"] = True
         return cfg
+
+
+class ScalarMix(nn.Module):
+    """ELMo's task-specific layer mix: ``gamma * sum_j softmax(w)_j * h_j`` over ``n_layers`` stacked layers.
+
+    Weights start equal (the plain average) and ``gamma`` at 1; both are learned with the task that uses
+    the mix (Peters et al. 2018, eq. 1).
+
+    Example:
+        >>> mix = ScalarMix(3)
+        >>> mix(torch.stack([torch.zeros(2), torch.ones(2), 2 * torch.ones(2)])).tolist()
+        [1.0, 1.0]
+    """
+
+    def __init__(self, n_layers: int) -> None:
+        super().__init__()
+        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+            raise ConfigError(f"ScalarMix needs n_layers >= 1. Got {n_layers!r} instead.")
+        self.n_layers = n_layers
+        self.weights = nn.Parameter(torch.zeros(n_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, layers: Tensor) -> Tensor:
+        """``layers``: ``(n_layers, ...)`` → the mix with the trailing shape ``(...)``."""
+        if layers.shape[0] != self.n_layers:
+            raise ConfigError(f"ScalarMix was built for {self.n_layers} layers but got {layers.shape[0]}.")
+        s = torch.softmax(self.weights, dim=0).to(layers.dtype)  # (L,)
+        return self.gamma.to(layers.dtype) * torch.tensordot(s, layers, dims=1)  # (...)
 
 
 class Dense(nn.Module):
