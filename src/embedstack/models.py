@@ -36,6 +36,7 @@ _SPECS: dict[str, str] = {
     "fasttext": "embedstack.static.specs:fasttext",
     "glove": "embedstack.static.specs:glove",
     "recipe": "embedstack.training.recipes:load_recipe_model",
+    "whiten": "embedstack.geometry.whitening:whiten_spec",
 }
 _HELP: dict[str, str] = {
     "bow": "bag of words (counts)",
@@ -48,6 +49,7 @@ _HELP: dict[str, str] = {
     "fasttext": "fasttext[:PATH][,pool=mean|sif] — pooled fastText vectors (OOV words from n-grams)",
     "glove": "glove[:PATH][,pool=mean|sif] — pooled GloVe vectors",
     "recipe": "recipe:NAME[@options] — a model built by `embedstack recipe NAME` (see `embedstack recipe --list`)",
+    "whiten": "whiten:[K:]BASE — BASE's vectors whitened (Su et al. 2021) to K dims, fitted on the corpus like LSA",
 }
 # Fallback for folders and model names (transformers); set by the neural package.
 _FALLBACK: str | None = "embedstack.neural.specs:load_named"

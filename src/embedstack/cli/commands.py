@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-_GROUPS: list[str] = ["eval", "ladder", "datasets", "index", "train", "mlm", "sentence", "encode", "vectors", "serve"]
+_GROUPS: list[str] = ["eval", "ladder", "datasets", "index", "train", "mlm", "sentence", "encode", "vectors", "serve", "monitor"]
 
 
 def modules() -> list[ModuleType]:
