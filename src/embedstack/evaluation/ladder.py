@@ -424,6 +424,13 @@ LADDER_ROWS: list[LadderRow] = [
                 available=lambda: importlib.import_module("embedstack.neural.specs").available(
                     "embedstack/mlm-bert-enwiki")())
       for pool in POOLINGS],
+    # whitening (embedstack.geometry, Su et al. 2021), fitted without labels on what is evaluated (the corpus, the
+    # STS sentences), like LSA; k chosen on STS-B dev and SciFact's tune half (BENCHMARKS.md, geometry_whitening)
+    *[LadderRow(f"small MLM BERT (ours), {pool}, whitened k=128", f"whiten:128:recipe:bert-mlm-small@pooling={pool}",
+                era="transformer", sts=True, quick=False, available=lambda: _recipe_available("bert-mlm-small"),
+                note="`embedstack recipe bert-mlm-small` + whitening to 128 dims (the k chosen on dev/tune); the "
+                "seed's anisotropy fix")
+      for pool in ("cls", "mean")],
 ]
 
 
