@@ -35,6 +35,7 @@ _SPECS: dict[str, str] = {
     "word2vec": "embedstack.static.specs:word2vec",
     "fasttext": "embedstack.static.specs:fasttext",
     "glove": "embedstack.static.specs:glove",
+    "elmo": "embedstack.neural.elmo:elmo_spec",
     "recipe": "embedstack.training.recipes:load_recipe_model",
     "whiten": "embedstack.geometry.whitening:whiten_spec",
 }
@@ -48,6 +49,7 @@ _HELP: dict[str, str] = {
     "word2vec": "word2vec[:PATH][,pool=mean|sif] — pooled word2vec vectors (any vectors file/folder)",
     "fasttext": "fasttext[:PATH][,pool=mean|sif] — pooled fastText vectors (OOV words from n-grams)",
     "glove": "glove[:PATH][,pool=mean|sif] — pooled GloVe vectors",
+    "elmo": "elmo[:PATH][,layer=0|1|2|mix] — ELMo word vectors (one layer or the scalar mix), mean-pooled",
     "recipe": "recipe:NAME[@options] — a model built by `embedstack recipe NAME` (see `embedstack recipe --list`)",
     "whiten": "whiten:[K:]BASE — BASE's vectors whitened (Su et al. 2021) to K dims, fitted on the corpus like LSA",
 }

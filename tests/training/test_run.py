@@ -54,7 +54,15 @@ def test_every_recipe_is_complete() -> None:
     from embedstack.training.trainer import LOSSES, TrainingArgs
 
     for r in RECIPES.values():
-        assert r.kind in ("sentence", "cross", "mlm", "colbert", "mlm-head", "splade")
+        assert r.kind in ("sentence", "cross", "mlm", "colbert", "mlm-head", "splade", "elmo")
+        if r.kind == "elmo":
+            import inspect
+
+            from embedstack.neural.elmo import ElmoConfig
+            from embedstack.training.elmo import train_elmo
+
+            assert set(r.options) <= set(inspect.signature(train_elmo).parameters) and "minutes" in r.options
+            ElmoConfig(vocab_size=r.options["vocab_size"], **r.options["config"])  # valid sizes
         if r.kind == "mlm-head":
             assert {"frozen_steps", "unfrozen_steps", "lr"} <= set(r.options)
         if r.kind in ("sentence", "cross", "colbert", "splade"):

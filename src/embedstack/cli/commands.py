@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-_GROUPS: list[str] = ["eval", "ladder", "datasets", "index", "train", "mlm", "sentence", "encode", "vectors", "serve", "monitor"]
+_GROUPS: list[str] = ["eval", "ladder", "datasets", "index", "train", "mlm", "elmo", "sentence", "encode", "vectors", "serve", "monitor"]
 
 
 def modules() -> list[ModuleType]:

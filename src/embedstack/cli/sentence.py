@@ -397,7 +397,7 @@ def recipe_command(
         return
     rows = [["out", str(folder)], ["seconds", f"{seconds:,.0f}"]]
     rows += [[f"train {k}", f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in result.get("train", {}).items()]
-    rows += [[f"{recipe.report} {k}", f"{v:.2f}"] for k, v in result.get("report", {}).items()]
+    rows += [[f"{recipe.report or 'held-out'} {k}", f"{v:.2f}"] for k, v in result.get("report", {}).items()]
     if recipe.expected is not None:
         rows.append(["expected", recipe.expected_label])
     print_table(f"recipe {recipe.name}", ["", "value"], rows)

@@ -11,6 +11,7 @@ Modules import torch, so nothing here is imported by ``import embedstack``; use
 * :mod:`~embedstack.neural.hub` — model resolution (path → cache → package → hub).
 * :mod:`~embedstack.neural.onnx`, :mod:`~embedstack.neural.quantize` — fast CPU inference.
 * :mod:`~embedstack.neural.mlm` — the masked-LM objective and pretraining loop.
+* :mod:`~embedstack.neural.elmo` — ELMo: char CNN + biLSTM language model, per-layer word vectors (``elmo:PATH``).
 * :mod:`~embedstack.neural.specs` — ``NAME@option=value`` model SPECs.
 """
 

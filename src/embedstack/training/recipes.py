@@ -36,7 +36,8 @@ class Recipe:
         name: The recipe name.
         summary: One line: what it is and what it shows.
         kind: ``sentence`` (fine-tune a bi-encoder), ``cross`` (train a cross-encoder, a reranker),
-            ``colbert`` (train a late-interaction model) or ``mlm`` (pretrain a BERT with masked LM).
+            ``colbert`` (train a late-interaction model), ``mlm`` (pretrain a BERT with masked LM) or
+            ``elmo`` (train an ELMo biLM from scratch within a time budget).
         model: Starting model SPEC (``all-MiniLM-L6-v2``, ``recipe:NAME``).
         data: Named training sets (:func:`embedstack.training.run.training_data`) concatenated, or the
             corpus of an ``mlm`` recipe.
@@ -80,6 +81,8 @@ class Recipe:
             return f"MLM {self.options.get('max_steps')} steps"
         if self.kind == "mlm-head":
             return f"MLM head {self.options.get('frozen_steps')} + {self.options.get('unfrozen_steps')} steps"
+        if self.kind == "elmo":
+            return f"biLM {self.options.get('minutes')} min"
         extra = []
         if self.options.get("hard_negatives"):
             extra.append(f"{self.options['hard_negatives']} negatives")
@@ -193,6 +196,18 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "sentence", "recipe:bert-mlm-small", ("snli-triplets/dev+test",), "mnrl",
            {"epochs": 1, "batch_size": 32, "lr": 2e-5, "max_seq_length": 128, "precision": "bf16", "seed": 0},
            report="sts:stsb/test", expected=("STS-B test Spearman", 40.97), minutes=0.5),
+    Recipe("elmo-enwiki", "ELMo trained from scratch on the enwiki extract for 25 minutes: char CNN (5 widths, 512 "
+           "filters, 2 highway layers, projected to 256) + 2-layer biLSTM LM (512 cells projected to 256, residual "
+           "between layers) + an adaptive softmax over the 50k most frequent words, 20-word windows, bf16, one torch thread; every "
+           "100th document held out for perplexity (a time budget: steps, and so the figure, vary with the machine "
+           "and its load)", "elmo", "", ("enwiki",), args={"seed": 0},
+           options={"minutes": 25.0, "batch_size": 64, "window": 20, "lr": 2e-3, "warmup_steps": 200,
+                    "precision": "bf16", "vocab_size": 50_000, "vocab_words": 5_000_000, "held_out_every": 100,
+                    "held_out_sentences": 2000, "threads": 1,
+                    "config": {"char_dim": 16, "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]],
+                               "highway_layers": 2, "proj_dim": 256, "hidden_dim": 512, "n_layers": 2,
+                               "cutoffs": [2000, 10000], "div_value": 4.0, "dropout": 0.0}},
+           expected=("held-out perplexity (average of directions)", 340.98), minutes=25.5),
 ]}
 
 
@@ -224,8 +239,15 @@ def load_recipe_model(arg: str | None) -> Any:
     if not arg:
         raise ConfigError("recipe:NAME needs a recipe name; `embedstack recipe --list` shows them.")
     name, _, options = arg.partition("@")
-    get_recipe(name)
+    recipe = get_recipe(name)
     folder = recipe_dir(name)
+    if recipe.kind == "elmo":  # a component folder (manifest.json), not a sentence-transformers one
+        if not (folder / "manifest.json").is_file():
+            raise ModelNotFoundError(f"recipe {name!r} has not been built here yet; build it with "
+                                     f"`embedstack recipe {name}` (it writes {folder}).")
+        from embedstack.neural.elmo import elmo_spec
+
+        return elmo_spec(str(folder) + (f",{options}" if options else ""))
     if not (folder / "embedstack.json").is_file():
         raise ModelNotFoundError(f"recipe {name!r} has not been built here yet; build it with "
                                  f"`embedstack recipe {name}` (it writes {folder}).")
@@ -281,6 +303,8 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
         return _build_mlm(recipe, folder, args_dict, force, progress, say)
     if recipe.kind == "mlm-head":
         return _build_mlm_head(recipe, folder, args_dict, force, progress, say)
+    if recipe.kind == "elmo":
+        return _build_elmo(recipe, folder, args_dict, force, progress, say)
     from embedstack.training.run import train_cross_encoder, train_sentence, training_data
     from embedstack.training.trainer import TrainingArgs
 
@@ -410,3 +434,25 @@ def _build_mlm_head(recipe: Recipe, folder: Path, args: dict[str, Any], force: b
     return {"train": {"steps": result.steps, "seconds": round(result.seconds, 1),
                       "mlm_loss_first": result.losses[0][1] if result.losses else None,
                       "mlm_loss_last": sum(last) / len(last) if last else None}}, folder
+
+
+def _build_elmo(recipe: Recipe, folder: Path, args: dict[str, Any], force: bool,
+                progress: Callable[[dict[str, Any]], None] | None,
+                say: Callable[[str], None]) -> tuple[dict[str, Any], Path]:
+    """Train an ELMo biLM within the recipe's time budget; its report is the held-out perplexity."""
+    from embedstack.data import iter_texts
+    from embedstack.io import check_output
+    from embedstack.training.elmo import train_elmo
+
+    check_output(folder, kind="Elmo", force=force)  # before the training minutes, not after
+    o = dict(recipe.options)
+    corpus = recipe.data[0]
+    say(f"training ELMo on {corpus} for {o['minutes']} minutes (held out: every {o['held_out_every']}th document)")
+    result = train_elmo(lambda: iter_texts(corpus), seed=args.get("seed", 0), progress=progress, **o)
+    result.elmo.name = recipe.name
+    result.elmo.meta = {"training": result.summary(), "recipe": recipe.name, "corpus": corpus}
+    result.elmo.save(folder, force=force)
+    summary = result.summary()
+    report = {"perplexity_forward": summary["perplexity_forward"], "perplexity_backward": summary["perplexity_backward"],
+              "perplexity_average": summary["perplexity_average"]}
+    return {"train": {k: v for k, v in summary.items() if not k.startswith("perplexity")}, "report": report}, folder
