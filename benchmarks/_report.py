@@ -35,8 +35,19 @@ def write_results(name: str, results: dict[str, Any], markdown: str) -> None:
     record = {"benchmark": name, "machine": machine(), **results}
     with open(RESULTS / f"{name}.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, default=float) + "\n")
+    write_section(name, markdown, record["machine"])
+
+
+def last_results(name: str) -> dict[str, Any]:
+    """The latest record of results/NAME.jsonl (to re-render a section without measuring again)."""
+    lines = (RESULTS / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+    return json.loads(lines[-1])
+
+
+def write_section(name: str, markdown: str, measured: dict[str, Any]) -> None:
+    """Replace the NAME section of BENCHMARKS.md (``measured``: the record's ``machine``: date, cpus)."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    section = f"{start}\n{markdown.strip()}\n\n_Measured {record['machine']['date']}, {record['machine']['cpus']} CPUs._\n{end}"
+    section = f"{start}\n{markdown.strip()}\n\n_Measured {measured['date']}, {measured['cpus']} CPUs._\n{end}"
     text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     if start in text and end in text:
         before, rest = text.split(start, 1)
