@@ -424,6 +424,10 @@ LADDER_ROWS: list[LadderRow] = [
                 available=lambda: importlib.import_module("embedstack.neural.specs").available(
                     "embedstack/mlm-bert-enwiki")())
       for pool in POOLINGS],
+    LadderRow("ELMo (ours), scalar mix, mean", "recipe:elmo-enwiki", era="contextual", sts=True, quick=False,
+              available=lambda: _recipe_available("elmo-enwiki"),
+              note="`embedstack recipe elmo-enwiki`: char CNN + 2-layer biLSTM LM trained here on enwiki within a time "
+                   "budget; equal-weight mix of its 3 layers, mean over words (BENCHMARKS.md, train_elmo)"),
     # whitening (embedstack.geometry, Su et al. 2021), fitted without labels on what is evaluated (the corpus, the
     # STS sentences), like LSA; k chosen on STS-B dev and SciFact's tune half (BENCHMARKS.md, geometry_whitening)
     *[LadderRow(f"small MLM BERT (ours), {pool}, whitened k=128", f"whiten:128:recipe:bert-mlm-small@pooling={pool}",
@@ -667,7 +671,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 #: Table order of the eras (the history's order); rows of other eras follow, each group in list order.
-ERA_ORDER = ("counting", "static", "transformer", "hybrid")
+ERA_ORDER = ("counting", "static", "contextual", "transformer", "hybrid")
 
 
 def _era_key(row: LadderRow) -> int:
