@@ -20,7 +20,8 @@ from typing import Any
 
 from embedstack.errors import ConfigError, EmbedstackError, ModelNotFoundError
 
-__all__ = ["load", "resolve", "register_spec", "known_specs", "needs_fit", "parse_spec", "did_you_mean"]
+__all__ = ["load", "resolve", "register_spec", "known_specs", "needs_fit", "parse_spec", "did_you_mean",
+           "split_options"]
 
 Factory = Callable[[str | None], Any]
 
@@ -77,6 +78,29 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if sep and not arg:
         raise ConfigError(f"Model spec {spec!r} has an empty argument after ':'; e.g. 'lsa:256'.")
     return kind.lower(), (arg if sep else None)
+
+
+def split_options(arg: str, known: set[str] | frozenset[str], what: str, example: str = "") -> tuple[str, dict[str, str]]:
+    """Split a SPEC argument ``PATH,key=value,...`` into the path and its options (keys lower-cased).
+
+    Raises:
+        ConfigError: a key not in ``known`` (the message lists them; ``example`` shows a valid SPEC).
+
+    Example:
+        >>> split_options("vecs.txt,pool=sif", {"pool"}, "word-vector")
+        ('vecs.txt', {'pool': 'sif'})
+    """
+    parts = arg.split(",")
+    opts: dict[str, str] = {}
+    for p in parts:
+        if "=" in p:
+            k, _, v = p.partition("=")
+            k = k.strip().lower()
+            if k not in known:
+                raise ConfigError(f"unknown {what} spec option {k!r}; known options: {sorted(known)}"
+                                  + (f" (e.g. {example})." if example else "."))
+            opts[k] = v.strip()
+    return ",".join(p for p in parts if "=" not in p).strip(), opts
 
 
 def _call(target: str, arg: str | None) -> Any:

@@ -578,17 +578,10 @@ class _SpecArgs:
 
 
 def _parse_spec_arg(arg: str) -> _SpecArgs:
-    parts = arg.split(",")
-    opts: dict[str, str] = {}
-    for p in parts:
-        if "=" in p:
-            k, _, v = p.partition("=")
-            k = k.strip().lower()
-            if k not in _SPEC_OPTIONS:
-                raise ConfigError(f"unknown elmo spec option {k!r}; known options: {sorted(_SPEC_OPTIONS)} "
-                                  f"(e.g. 'elmo:PATH,layer=2' or 'elmo:PATH,layer=mix').")
-            opts[k] = v.strip()
-    return _SpecArgs(",".join(p for p in parts if "=" not in p).strip(), opts)
+    from embedstack.models import split_options
+
+    path, opts = split_options(arg, _SPEC_OPTIONS, "elmo", "'elmo:PATH,layer=2' or 'elmo:PATH,layer=mix'")
+    return _SpecArgs(path, opts)
 
 
 def elmo_spec(arg: str | None) -> Elmo:

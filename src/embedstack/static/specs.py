@@ -33,17 +33,9 @@ def default_vectors_path(kind: str) -> Path:
 
 def parse_options(arg: str) -> tuple[str, dict[str, str]]:
     """Split ``PATH,key=value,...`` into the path and the options (unknown keys raise ConfigError)."""
-    parts = arg.split(",")
-    path_parts = [p for p in parts if "=" not in p]
-    opts: dict[str, str] = {}
-    for p in parts:
-        if "=" in p:
-            k, _, v = p.partition("=")
-            k = k.strip().lower()
-            if k not in _OPTIONS:
-                raise ConfigError(f"unknown word-vector spec option {k!r}; known options: {sorted(_OPTIONS)}.")
-            opts[k] = v.strip()
-    return ",".join(path_parts).strip(), opts
+    from embedstack.models import split_options
+
+    return split_options(arg, _OPTIONS, "word-vector")
 
 
 def pooled(kind: str, arg: str | None) -> object:
