@@ -9,7 +9,7 @@ import pytest
 
 MODULES = [
     "embedstack.data", "embedstack.data._retrieval", "embedstack.data._pairs", "embedstack.data._corpus",
-    "embedstack.data._classification", "embedstack.data._sample", "embedstack.data._registry",
+    "embedstack.data._classification", "embedstack.data._sample", "embedstack.data._registry", "embedstack.data._tokens",
     "embedstack.text.vocab", "embedstack.text.tokenize", "embedstack.io.atomic",
 ]
 

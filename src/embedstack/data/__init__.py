@@ -1,7 +1,8 @@
 """Datasets: BEIR retrieval sets, STS, NLI, analogies, word similarity, streaming corpora, a registry.
 
 Every loader accepts a registry name (``scifact``, ``stsb``, ``analogies``, ``wordsim353``, ``enwiki``,
-``snli``, ``banking77``, ``20newsgroups``, ``agnews``, ``imdb``, ``msmarco-subset``, ``dbpedia-subset``)
+``snli``, ``banking77``, ``20newsgroups``, ``agnews``, ``imdb``, ``msmarco-subset``, ``dbpedia-subset``,
+``ud-english-ewt``, ``wic``)
 or a path. Names resolve through ``$EMBEDSTACK_DATA_DIR``, then the cache, then a verified download
 (see :func:`resolve_dataset`).
 
@@ -28,6 +29,7 @@ from embedstack.data._registry import (
 )
 from embedstack.data._retrieval import RetrievalDataset, default_split, load_beir, qrels_splits, read_qrels
 from embedstack.data._sample import sample_retrieval, sample_sts
+from embedstack.data._tokens import TaggedDataset, WiCDataset, load_conllu, load_wic
 from embedstack.data._words import load_analogies, load_word_similarity
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "NLIDataset",
     "RetrievalDataset",
     "STSDataset",
+    "TaggedDataset",
+    "WiCDataset",
     "cache_dir",
     "data_dir",
     "dataset_info",
@@ -48,8 +52,10 @@ __all__ = [
     "qrels_splits",
     "default_split",
     "load_classification",
+    "load_conllu",
     "load_nli",
     "load_sts",
+    "load_wic",
     "load_word_similarity",
     "read_qrels",
     "register_dataset",

@@ -15,6 +15,7 @@ __all__ = ["CATALOG"]
 _GENSIM = "https://raw.githubusercontent.com/piskvorky/gensim/37f90ec121eb7cd401448a947e80953e0c53ccdc/gensim/test/test_data"
 _BANKING = "https://raw.githubusercontent.com/PolyAI-LDN/task-specific-datasets/57ec275d8078af65b7731c2a98be812d844a6d6b/banking_data"
 _AGENTSET = "https://raw.githubusercontent.com/agentset-ai/embedding-leaderboard/7f86b0fd942ba327ef228df7e774ba50cfe9b91a/datasets"
+_UD_EWT = "https://raw.githubusercontent.com/UniversalDependencies/UD_English-EWT/15d613d8447b3478787d4c278730a1e48a945efb"
 
 
 def _agentset(sub: str, sums: dict[str, str], desc: str) -> DatasetSpec:
@@ -165,6 +166,37 @@ CATALOG: tuple[DatasetSpec, ...] = (
                             sha256="c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
                             extract=True, size=84_125_825),),
         homepage="https://ai.stanford.edu/~amaas/data/sentiment/",
+    ),
+    DatasetSpec(
+        name="ud-english-ewt",
+        kind="tagging",
+        description="UD English Web Treebank v2.16 (Silveira et al. 2014): 12,544 / 2,001 / 2,077 sentences, UPOS tags.",
+        local_dirs=("ud-english-ewt",),
+        marker="en_ewt-ud-test.conllu",
+        aliases=("ud-ewt", "en_ewt", "ewt"),
+        # The official repository at the commit of release v2.16; sha256 from the local copy (byte-identical to
+        # that commit's blobs, see ud-english-ewt/SOURCE.md).
+        downloads=tuple(Download(f"{_UD_EWT}/en_ewt-ud-{split}.conllu", f"en_ewt-ud-{split}.conllu", sha256=sha, size=size)
+                        for split, sha, size in (
+                            ("train", "3fb78e2b55482c8ee00caa653af436c88c9e5bc9a73ce26e4ae3ddc79d2b7e7b", 14_203_025),
+                            ("dev", "531a54ff90d6ab12201c5a50c3e78e6ddac4de69abc4bce5d275d3cd29efe2b6", 1_805_545),
+                            ("test", "e266e515a0a7547657ed3d90d9ba46487d6bd251f27ad4269d4e8a427c8555cd", 1_804_515))),
+        homepage="https://universaldependencies.org/treebanks/en_ewt/",
+        license="CC BY-SA 4.0",
+    ),
+    DatasetSpec(
+        name="wic",
+        kind="word-in-context",
+        description="WiC (Pilehvar & Camacho-Collados 2019): 5,428 / 638 / 1,400 sentence pairs, same sense of a word or not.",
+        local_dirs=("wic",),
+        marker="README.txt",  # flat ({split}.data.txt) in the local copy, {split}/{split}.data.txt in the zip
+        aliases=("word-in-context",),
+        # sha256 of the official package as recorded in wic/SOURCE.md (the local files equal its members).
+        downloads=(Download("https://pilehvar.github.io/wic/package/WiC_dataset.zip", "WiC_dataset.zip",
+                            sha256="f1a2fb67d903c5b9b1180f1035d4228f7c0254e8f5f868d556235457046bd4b2",
+                            extract=True, size=275_984),),
+        homepage="https://pilehvar.github.io/wic/",
+        license="CC BY-NC 4.0",
     ),
     _agentset("msmarco", {
         "corpus.jsonl": "5444f4de73880fc48c5abe67bc9a2d9acc44c60c9b8173076f831dd527a21663",

@@ -56,7 +56,8 @@ class DatasetSpec:
 
     Attributes:
         name: registry name (``scifact``).
-        kind: retrieval | sts | analogies | word-similarity | corpus | nli | classification.
+        kind: retrieval | sts | analogies | word-similarity | corpus | nli | classification | tagging |
+            word-in-context.
         description: one line.
         local_dirs: candidate folders relative to ``$EMBEDSTACK_DATA_DIR``.
         marker: a file (relative to the folder) whose presence proves the folder holds the data.

@@ -444,7 +444,9 @@ def _recipe_available(name: str) -> str | None:
         return reason
     from embedstack.training.recipes import recipe_dir
 
-    return None if (recipe_dir(name) / "embedstack.json").is_file() else f"build it: embedstack recipe {name}"
+    folder = recipe_dir(name)
+    built = (folder / "embedstack.json").is_file() or (folder / "manifest.json").is_file()  # model folder / component
+    return None if built else f"build it: embedstack recipe {name}"
 
 
 def _report_half_reranked(specs: list[str], ds: Any, cb: Any, resolve: Any = None) -> dict[str, Any]:
