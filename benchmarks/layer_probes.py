@@ -388,7 +388,7 @@ def main() -> None:
             save_arm(NAME, arm, models[name])
     if not models:
         raise SystemExit("no model could be probed: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    cmd = "EMBEDSTACK_DATA_DIR=/work/shared/data python benchmarks/layer_probes.py" + "".join(
+    cmd = "EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/layer_probes.py" + "".join(
         " " + a.replace(str(Path.home()), "~") for a in sys.argv[1:])
     results = {"models": models, "skipped": skipped, "baselines": baselines, "settings": settings, "command": cmd,
                "data": {"ud_train_sentences": len(ud["train"]), "ud_train_words": ud["train"].n_words,
