@@ -50,10 +50,7 @@ def _cached(spec: str) -> Any:
     enc = resolve(spec)
     if callable(getattr(enc, "encode_sparse", None)) or getattr(enc, "requires_fit", False):
         return enc
-    try:
-        return CachedEncoder(enc, EmbeddingCache(default_cache_root()))
-    except Exception:  # noqa: BLE001 - a model the cache cannot key (no weights file): encode directly
-        return enc
+    return CachedEncoder(enc, EmbeddingCache(default_cache_root()))
 
 
 def _encode(spec: str, texts: list[str]) -> Any:

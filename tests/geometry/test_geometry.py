@@ -166,6 +166,7 @@ def test_every_test_detects_its_kind_of_shift() -> None:
     stretched = rng.standard_normal((300, 24)) * np.r_[np.full(4, 2.5), np.ones(20)]
     r1 = detect_drift(ref, moved, permutations=99)
     assert r1.drift and all(r1.tests[t].drift for t in ("mean_shift", "mmd", "classifier"))
+    assert set(r1.alarms) >= {"mean_shift", "mmd", "classifier"}
     r2 = detect_drift(ref, stretched, permutations=99, tests=("covariance", "mean_shift"))
     assert r2.tests["covariance"].drift and r2.tests["covariance"].p_value == pytest.approx(0.01)
     assert r2.drift
@@ -211,3 +212,5 @@ def test_drift_bad_input() -> None:
         detect_drift(ok, ok, permutations=5)
     with pytest.raises(ConfigError, match="--alpha"):
         detect_drift(ok, ok, alpha=1.5)
+    with pytest.raises(ConfigError, match=f">= {MIN_BATCH}.*--max-samples"):
+        detect_drift(ok, ok, max_samples=5)

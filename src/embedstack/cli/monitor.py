@@ -78,9 +78,10 @@ def _vectors(path: Path, model: Any, what: str, encoding: str) -> Any:
     if model is None:
         raise ConfigError(f"{what} {path} is not a .npy file; to compare texts give --model SPEC to encode them "
                           "(or encode them first with `embedstack encode`).", param=("--model", "--model"))
+    from embedstack.data._io import iter_lines
     from embedstack.evaluation.runners import encode_dense
 
-    texts = [line.rstrip("\n") for line in path.read_text(encoding=encoding).splitlines() if line.strip()]
+    texts = [line for _, line in iter_lines(path, encoding=encoding) if line.strip()]
     return encode_dense(model, texts)
 
 

@@ -39,18 +39,14 @@ GOLDEN_METRICS = ("recall", "mrr", "ndcg")
 
 def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of a JSONL history file (an absent file is an empty history)."""
+    from embedstack.data._io import iter_json_lines
+
     p = Path(path)
     if not p.exists():
         return []
     records = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise FormatError(f"{p}:{lineno}: not a JSON object; the history file is damaged (fix or remove that "
-                              "line, or point --history at a new file).") from None
+    for lineno, obj in iter_json_lines(p, hint="the history file is damaged (fix or remove that line, or point "
+                                             "--history at a new file)"):
         if not isinstance(obj, dict):
             raise FormatError(f"{p}:{lineno}: a history line must be a JSON object.")
         records.append(obj)
@@ -163,11 +159,12 @@ def check_drift(reference: Any, new: Any, *, history: str | os.PathLike[str] | N
     """
     from embedstack.geometry import detect_drift
 
-    report = detect_drift(reference, new, **options).to_dict()
-    fired = [name for name, t in report["tests"].items() if t["p_value"] <= report["alpha"] / len(report["tests"])]
+    result = detect_drift(reference, new, **options)
+    report = result.to_dict()
+    fired = result.alarms
     message = ("drift: " + ", ".join(f"{n} p={report['tests'][n]['p_value']:.3g}" for n in fired)
                if fired else f"no drift (smallest p-value {min(t['p_value'] for t in report['tests'].values()):.3g}, "
-                             f"alarm below {report['alpha'] / len(report['tests']):.3g})")
+                             f"alarm below {result.alpha / len(result.tests):.3g})")
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "kind": "drift", "label": label,
               **report, "alarm": report["drift"]}
     if history is not None:

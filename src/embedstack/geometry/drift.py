@@ -76,8 +76,13 @@ class DriftReport:
     drift: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        self.drift = bool(self.alarms)
+
+    @property
+    def alarms(self) -> list[str]:
+        """The tests whose p-value is at most ``alpha / n_tests`` (Bonferroni): the ones that raise the alarm."""
         m = max(1, len(self.tests))
-        self.drift = any(t.p_value <= self.alpha / m for t in self.tests.values())
+        return [name for name, t in self.tests.items() if t.p_value <= self.alpha / m]
 
     def to_dict(self) -> dict[str, Any]:
         return {"drift": self.drift, "alpha": self.alpha, "n_reference": self.n_reference, "n_new": self.n_new,
@@ -248,6 +253,10 @@ def detect_drift(reference: Any, new: Any, *, tests: Sequence[str] = DRIFT_TESTS
                           "instead (--permutations).")
     if isinstance(pca_dim, bool) or not isinstance(pca_dim, int) or pca_dim < 1:
         raise ConfigError(f"pca_dim must be a positive int. Got {pca_dim!r} instead.")
+    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
+                                    or max_samples < MIN_BATCH):
+        raise ConfigError(f"max_samples must be None or an int >= {MIN_BATCH} (the fewest vectors per batch the tests "
+                          f"accept). Got {max_samples!r} instead (--max-samples).")
     ref = as_matrix(reference, "the reference batch", min_rows=MIN_BATCH)
     cur = as_matrix(new, "the new batch", min_rows=MIN_BATCH)
     check_same_dim(ref, cur, "the reference batch", "the new batch")

@@ -30,7 +30,7 @@ import numpy as np
 
 from embedstack._validation import check_int
 from embedstack.base import Component, Role, one_text_one_vector
-from embedstack.errors import ConfigError, FormatError, NotFittedError
+from embedstack.errors import ConfigError, DimensionMismatch, FormatError, NotFittedError
 from embedstack.geometry._checks import as_matrix
 from embedstack.registry import register
 
@@ -82,8 +82,6 @@ class Whitening:
             raise NotFittedError(self)
         m = np.asarray(x, dtype=np.float32)
         if m.ndim != 2 or m.shape[1] != self.mean_.shape[0]:
-            from embedstack.errors import DimensionMismatch
-
             raise DimensionMismatch(f"whitening was fitted on {self.mean_.shape[0]}-d vectors; got shape {m.shape}.")
         return (m - self.mean_) @ self.matrix_
 
