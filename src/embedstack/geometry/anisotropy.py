@@ -146,8 +146,9 @@ def anisotropy(x: Any, *, sample: int | None = 2000, seed: int = 0, top: Sequenc
         >>> abs(a["mean_cosine"]) < 0.01, 0.0 < a["top1_share"] < 0.1
         (True, True)
     """
-    mc = mean_cosine(x, sample=sample, seed=seed)
-    shares = variance_shares(x, top, sample=sample, seed=seed)
+    m = sample_rows(as_matrix(x, "the vectors", min_rows=3, allow_sparse=True), sample, np.random.default_rng(seed))
+    mc = mean_cosine(m, sample=None)  # one sample, checked once, shared by both statistics
+    shares = variance_shares(m, top, sample=None)
     out: dict[str, Any] = {"mean_cosine": mc.mean, "ci_low": mc.low, "ci_high": mc.high, "n": mc.n,
                            "zero_rows": mc.zero_rows, "dim": int(x.shape[1])}
     out.update({f"top{k}_share": v for k, v in shares.items()})
