@@ -183,3 +183,28 @@ def test_docstring_examples(module):
 
     res = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert res.failed == 0 and res.attempted > 0
+
+
+def test_short_words_fit_the_widest_filter():
+    # "I am" has words of 1-2 characters: fewer character positions than a width-5 filter needs
+    cfg = ElmoConfig(vocab_size=len(SPECIALS) + len(WORDS), **{**TINY, "filters": [[1, 4], [5, 4]]})
+    wide = Elmo(ElmoModel(cfg, seed=0), [*SPECIALS, *WORDS])
+    assert wide.encode(["I am", "a b", "OK"]).shape == (3, 16)
+    # a short word gets the same vectors alone as beside a long one (padding is what a long word would add)
+    alone = wide.word_layers([["a"]])[0]
+    beside = wide.word_layers([["a"], ["extraordinarily"]])[0]
+    np.testing.assert_allclose(alone, beside, atol=1e-5)
+
+
+def test_bad_training_budgets_and_configs_are_config_errors(elmo):
+    for kwargs, flag in (({"minutes": -5}, "minutes"), ({"minutes": None, "max_steps": 0}, "max_steps"),
+                         ({"minutes": None, "max_steps": 2, "threads": 0}, "threads"),
+                         ({"minutes": None, "max_steps": 2, "config": {"hiden_dim": 8}}, "hiden_dim")):
+        with pytest.raises(ConfigError, match=flag):
+            train_elmo(DOCS, **kwargs)
+    for bad in ({"filters": [[1]]}, {"cutoffs": (20, 10)}, {"div_value": 0.0}, {"highway_layers": -1}):
+        with pytest.raises(ConfigError):
+            ElmoConfig(vocab_size=20, **bad)
+    with pytest.raises(ConfigError, match="batch_size"):
+        perplexity(elmo, [["the", "cat"]], batch_size=0)
+    assert not elmo.model.training

@@ -54,14 +54,10 @@ def elmo_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train ELMo (char CNN + biLSTM language model) within a budget and report held-out perplexity."""
-    import torch
-
     from embedstack.data import iter_texts
     from embedstack.io import check_output
     from embedstack.training.elmo import train_elmo
 
-    if threads is not None:
-        torch.set_num_threads(threads)
     check_output(out, kind="Elmo", force=force)  # before minutes of training, not after
     text = text_options(encoding, errors)
     next(iter(iter_texts(corpus, **text)), None)  # fail fast (DatasetError) on a missing corpus
@@ -77,7 +73,8 @@ def elmo_command(
         result = train_elmo(lambda: iter_texts(corpus, **text), minutes=budget, max_steps=max_steps,
                             max_words=max_words, batch_size=batch_size, window=window, lr=lr, vocab_size=vocab_size,
                             config={"hidden_dim": hidden, "proj_dim": proj}, held_out_every=held_out_every,
-                            held_out_sentences=held_out_sentences, precision=precision, seed=seed, progress=on_step)
+                            held_out_sentences=held_out_sentences, precision=precision, seed=seed, threads=threads,
+                            progress=on_step)
     result.elmo.name = out.name
     result.elmo.meta = {"training": result.summary(), "corpus": corpus, "lr": lr, "seed": seed,
                         "precision": precision}

@@ -52,7 +52,7 @@ torch = require("torch", "torch", "ELMo")
 from torch import Tensor, nn  # noqa: E402
 
 from embedstack.base import Role, one_text_one_vector  # noqa: E402
-from embedstack.errors import ConfigError, FormatError, InputError  # noqa: E402
+from embedstack.errors import ConfigError, FormatError, InputError, ModelNotFoundError  # noqa: E402
 from embedstack.neural.pooling import ScalarMix  # noqa: E402
 from embedstack.registry import register  # noqa: E402
 from embedstack.text.tokenize import Analyzer  # noqa: E402
@@ -133,8 +133,18 @@ class ElmoConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        self.filters = tuple((int(w), int(c)) for w, c in self.filters)
-        self.cutoffs = tuple(int(c) for c in self.cutoffs)
+        try:
+            self.filters = tuple((int(w), int(c)) for w, c in self.filters)
+            self.cutoffs = tuple(int(c) for c in self.cutoffs)
+        except (TypeError, ValueError):
+            raise ConfigError(f"ElmoConfig.filters must be (width, channels) pairs and cutoffs ints. Got filters="
+                              f"{self.filters!r}, cutoffs={self.cutoffs!r}.") from None
+        if any(c < 1 for c in self.cutoffs) or list(self.cutoffs) != sorted(set(self.cutoffs)):
+            raise ConfigError(f"ElmoConfig.cutoffs must be positive and strictly increasing. Got {self.cutoffs!r}.")
+        if not self.div_value > 0:
+            raise ConfigError(f"ElmoConfig.div_value must be > 0. Got {self.div_value!r}.")
+        if isinstance(self.highway_layers, bool) or not isinstance(self.highway_layers, int) or self.highway_layers < 0:
+            raise ConfigError(f"ElmoConfig.highway_layers must be an int >= 0. Got {self.highway_layers!r}.")
         for name in ("vocab_size", "max_chars", "char_dim", "proj_dim", "hidden_dim", "n_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -206,6 +216,9 @@ class CharCNN(nn.Module):
             return self._forward(chars)
 
     def _forward(self, chars: Tensor) -> Tensor:
+        short = max(self.widths) - chars.shape[1]
+        if short > 0:  # a batch of short words ("I am"): pad to the widest filter, as a longer word in the batch would
+            chars = nn.functional.pad(chars, (0, short), value=PAD_CHAR)
         lengths = (chars != PAD_CHAR).sum(dim=1)  # (N,) characters incl. begin/end-of-word
         x = self.embed(chars).transpose(1, 2)  # (N, E, C)
         pooled = []
@@ -467,17 +480,20 @@ class Elmo:
     def load(cls, path: str | os.PathLike[str], *, layer: int | str | None = None, mmap: bool = False,
              verify: bool | None = None) -> Elmo:
         """Load a folder written by :meth:`save` (checksums checked; FormatError names a damaged file)."""
-        from embedstack.io import load_arrays, read_manifest, verify_files
+        from embedstack.io import load_arrays, read_manifest, verify_enabled, verify_files
+        from embedstack.io.manifest import listed_sha256
 
         folder = Path(path)
         manifest = read_manifest(folder, expected_type=cls.type_name)
-        verify_files(folder, manifest, verify=verify)
+        # the weights are hashed on the bytes load_arrays reads, not read twice (as Component.load does)
+        defer = "model.safetensors" if not mmap and verify_enabled(verify) else None
+        verify_files(folder, manifest, verify=verify, defer=defer)
         cfg = manifest.get("config")
         if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
             raise FormatError(f"{folder / 'manifest.json'} has no ELMo model config; save the model again.")
         try:
             config = ElmoConfig.from_dict(cfg["model"])
-        except (ConfigError, TypeError) as exc:
+        except (ConfigError, TypeError, ValueError) as exc:
             raise FormatError(f"{folder / 'manifest.json'}: invalid ELMo model config ({exc}).") from None
         vocab_file = folder / "vocab.txt"
         if not vocab_file.is_file():
@@ -486,16 +502,16 @@ class Elmo:
         if len(vocab) != config.vocab_size or tuple(vocab[: len(SPECIALS)]) != SPECIALS:
             raise FormatError(f"{vocab_file} holds {len(vocab)} words (first {vocab[:3]}) but the model's softmax has "
                               f"{config.vocab_size} starting with {list(SPECIALS)}; the folder is damaged.")
-        arrays = load_arrays(folder / "model.safetensors", mmap=mmap)
-        model = ElmoModel(config)
+        arrays = load_arrays(folder / "model.safetensors", mmap=mmap,
+                             sha256=listed_sha256(manifest, defer) if defer else None)
         state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items() if not k.startswith("scalar_mix.")}
-        mix_state = {k.split(".", 1)[1]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                     if k.startswith("scalar_mix.")}
+        mix_state = {k.split(".", 1)[1]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("scalar_mix.")}
         try:
+            model = ElmoModel(config)
             model.load_state_dict(state)
             mix = ScalarMix(config.n_layers + 1)
             mix.load_state_dict({"weights": mix_state["weights"], "gamma": mix_state["gamma"].reshape(())})
-        except (RuntimeError, KeyError) as exc:
+        except (RuntimeError, KeyError, ValueError) as exc:
             raise FormatError(f"{folder / 'model.safetensors'} does not match the manifest's config ({exc}).") from None
         an = cfg.get("analyzer")
         obj = cls(model, vocab, layer=cfg.get("layer", "mix") if layer is None else layer,
@@ -547,6 +563,8 @@ def perplexity(model: Elmo, sentences: Sequence[Sequence[str]], *, batch_size: i
         ``{"forward", "backward", "average", "tokens"}`` (``average`` = mean of the two perplexities,
         ``tokens`` = predictions per direction).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive int. Got {batch_size!r} instead.")
     sents = [s for s in _check_sentences(sentences) if s]
     if not sents:
         raise InputError("perplexity needs at least one non-empty sentence.")
@@ -555,14 +573,16 @@ def perplexity(model: Elmo, sentences: Sequence[Sequence[str]], *, batch_size: i
     order = sorted(range(len(sents)), key=lambda i: len(sents[i]))
     was_training = model.model.training
     model.model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chars, lengths, targets = batch_targets(model, [sents[i] for i in order[start:start + batch_size]])
-            f, b, n = model.model.lm_losses(chars, lengths, targets)
-            nll_f += float(f) * n
-            nll_b += float(b) * n
-            count += n
-    model.model.train(was_training)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chars, lengths, targets = batch_targets(model, [sents[i] for i in order[start:start + batch_size]])
+                f, b, n = model.model.lm_losses(chars, lengths, targets)
+                nll_f += float(f) * n
+                nll_b += float(b) * n
+                count += n
+    finally:
+        model.model.train(was_training)
     fwd, bwd = math.exp(nll_f / count), math.exp(nll_b / count)
     return {"forward": fwd, "backward": bwd, "average": (fwd + bwd) / 2, "tokens": float(count)}
 
@@ -594,7 +614,7 @@ def elmo_spec(arg: str | None) -> Elmo:
 
         folder = recipe_dir("elmo-enwiki")
         if not (folder / "manifest.json").is_file():
-            raise ConfigError(f"no ELMo model at {folder}; build it with `embedstack recipe elmo-enwiki` or give a "
+            raise ModelNotFoundError(f"no ELMo model at {folder}; build it with `embedstack recipe elmo-enwiki` or give a "
                               "folder: 'elmo:PATH'.")
     layer = parsed.options.get("layer")
     return Elmo.load(folder, layer=layer)

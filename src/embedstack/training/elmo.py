@@ -197,6 +197,16 @@ def train_elmo(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"The {name!r} parameter of train_elmo must be an int >= {low}. Got {value!r} instead.",
                               param=(name, f"The {name!r} parameter of train_elmo"))
+    for name, given, low in (("max_steps", max_steps, 1), ("max_words", max_words, 1), ("threads", threads, 1)):
+        if given is not None and (isinstance(given, bool) or not isinstance(given, int) or given < low):
+            raise ConfigError(f"The {name!r} parameter of train_elmo must be None or an int >= {low}. Got {given!r} "
+                              "instead.", param=(name, f"The {name!r} parameter of train_elmo"))
+    if minutes is not None and not (isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0):
+        raise ConfigError(f"The 'minutes' parameter of train_elmo must be None or > 0. Got {minutes!r} instead.",
+                          param=("minutes", "The 'minutes' parameter of train_elmo"))
+    unknown = sorted(set(config or {}) - set(ElmoConfig.__dataclass_fields__) - {"vocab_size"})
+    if unknown:
+        raise ConfigError(f"unknown ELMo config key(s) {unknown}; known: {sorted(ElmoConfig.__dataclass_fields__)}.")
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     before = torch.get_num_threads()
     if threads is not None:
@@ -229,8 +239,8 @@ def _train(texts: Texts, config: dict[str, Any] | None, minutes: float | None, m
     except InputError:
         raise InputError("the corpus yielded no training words; nothing to train ELMo on.") from None
     cfg = ElmoConfig(**{**(config or {}), "vocab_size": len(vocab)})
-    model = ElmoModel(cfg, seed=seed).train()
-    elmo = Elmo(model, vocab)
+    model = ElmoModel(cfg, seed=seed)
+    elmo = Elmo(model, vocab)  # (puts the model in eval mode)
     model.train()
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
