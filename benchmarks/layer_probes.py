@@ -296,8 +296,9 @@ def markdown(results: dict[str, Any], skipped: dict[str, str], command: str) -> 
                    f"({_pct(bp['test'])} test; last layer {_pct(m['pos']['layers'][-1]['test'])}, embeddings "
                    f"{_pct(m['pos']['layers'][0]['test'])}); WiC peaks at layer {bw['layer']} "
                    f"({_pct(bw['test'])} test; last layer {_pct(m['wic']['layers'][-1]['test'])}, embeddings "
-                   f"{_pct(m['wic']['layers'][0]['test'])}). Differences on WiC under "
-                   f"{200 * _se_diff(0.6, 0.6, wic_n):.0f} points are within noise (2 SE at 60%, {wic_n} pairs).")
+                   f"{_pct(m['wic']['layers'][0]['test'])}). The WiC peak's gap to the last "
+                   f"layer is {100 * (bw['test'] - m['wic']['layers'][-1]['test']):+.1f} points against 2 SE = "
+                   f"{200 * _se_diff(bw['test'], m['wic']['layers'][-1]['test'], wic_n):.1f} ({wic_n} pairs).")
     notes = [f"{k}: {n}" for k, r in models.items() for n in r.get("notes", [])]
     if skipped:
         notes += [f"{k} skipped: {why}" for k, why in skipped.items()]

@@ -310,3 +310,34 @@ def test_real_wic_counts(data_env: Path) -> None:
         assert len(ds) == n and int(ds.labels.sum()) == n // 2
     train = load_wic("wic", "train")
     assert train.targets(0) == ("carry", "carries") and not train.labels[0]
+
+
+def test_probe_minibatches_are_full_on_a_small_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from embedstack.evaluation import layers
+
+    sizes: list[int] = []
+    real = torch.nn.functional.cross_entropy
+
+    def spy(logits, target, *a, **k):  # type: ignore[no-untyped-def]
+        sizes.append(int(target.shape[0]))
+        return real(logits, target, *a, **k)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", spy)
+    x = np.random.default_rng(0).normal(size=(1, 150, 3)).astype(np.float32)
+    y = (x[0, :, 0] > 0).astype(int)
+    layers.LinearProbe(batch_size=256, max_epochs=1).fit(x[:, :100], y[:100], x[:, 100:], y[100:])
+    assert len(sizes) == layers.MIN_STEPS and set(sizes) == {256}  # no empty or short step (was 30 of 50 empty)
+
+
+def test_wic_targets_and_files_name_their_bad_input(tmp_path: Path) -> None:
+    from embedstack.evaluation.layers import wic_targets
+
+    a = np.zeros((2, 3, 4), dtype=np.float32)
+    with pytest.raises(InputError, match="index 5 is outside sentence 2"):
+        wic_targets([a], [0], [a], [5])
+    folder = _wic(tmp_path / "w", WIC, "F\nT\n")
+    with pytest.raises(InputError, match="'dev' split but split='test'"):
+        load_wic(folder / "dev.data.txt", "test")
+    assert len(load_wic(folder / "dev.data.txt", "dev").labels) == 2

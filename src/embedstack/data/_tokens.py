@@ -209,7 +209,11 @@ def load_wic(source: str | os.PathLike[str] = "wic", split: str = "test", *, enc
     from embedstack.data._registry import resolve_dataset
 
     folder = resolve_dataset(source)
-    if folder.is_file():
+    if folder.is_file():  # a data or gold file names its split: it must agree with ``split``
+        named = folder.name.split(".")[0]
+        if named != split:
+            raise InputError(f"{folder} is WiC's {named!r} split but split={split!r}; pass split={named!r} or the "
+                             "folder.", fix={"split": named})
         folder = folder.parent
     data_path, gold_path = _wic_files(folder, split)
     gold: list[bool] = []

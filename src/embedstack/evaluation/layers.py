@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import numbers
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -144,6 +145,8 @@ def transformer_word_layers(source: Any, sentences: Sequence[Sequence[str]], *, 
         raise ConfigError(f"subword must be one of {SUBWORD_POOLING}. Got {subword!r} instead.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive int. Got {batch_size!r} instead.")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)):
+        raise ConfigError(f"max_length must be an int or None. Got {max_length!r} instead.")
     sents = _check_sentences(sentences)
     enc = _load_transformer(source)
     model = enc.model.eval()
@@ -244,6 +247,11 @@ def wic_targets(layers1: Sequence[np.ndarray], index1: Sequence[int], layers2: S
                          f"{len(index2)}.")
     if len(layers1) == 0:
         raise InputError("no pairs given.")
+    for side, (layers, index) in enumerate(((layers1, index1), (layers2, index2)), start=1):
+        for p, (a, i) in enumerate(zip(layers, index, strict=True)):
+            if not 0 <= int(i) < a.shape[1]:
+                raise InputError(f"pair #{p}: the target word index {i} is outside sentence {side} "
+                                 f"({a.shape[1]} words).")
     u = np.stack([a[:, i] for a, i in zip(layers1, index1, strict=True)], axis=1)  # (L, N, D)
     v = np.stack([a[:, i] for a, i in zip(layers2, index2, strict=True)], axis=1)
     if u.shape != v.shape:
@@ -325,7 +333,8 @@ class LinearProbe:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ConfigError(f"The {k!r} parameter of LinearProbe must be an int >= {lo}. Got {v!r} instead.")
-        if not (self.l2 >= 0) or not (self.lr > 0):
+        if not isinstance(self.l2, numbers.Real) or not isinstance(self.lr, numbers.Real) \
+                or not (self.l2 >= 0) or not (self.lr > 0):
             raise ConfigError(f"LinearProbe needs l2 >= 0 and lr > 0. Got l2={self.l2!r}, lr={self.lr!r}.")
 
     def _batch(self, X: Any, rows: np.ndarray | slice) -> Any:
@@ -393,12 +402,14 @@ class LinearProbe:
         best, best_state, since = -1.0, copy.deepcopy(self.net_.state_dict()), 0
         self.history_: list[float] = []
         N = X.shape[1]
-        per_pass = -(-N // self.batch_size)
+        bs = self.batch_size
+        n_steps = max(-(-N // bs), MIN_STEPS)  # one pass, but at least MIN_STEPS minibatches
+        reps = -(-(n_steps * bs) // N)  # enough permutations that every minibatch is full (or the whole set)
         for _epoch in range(self.max_epochs):
             self.net_.train()
-            order = np.concatenate([gen.permutation(N) for _ in range(-(-MIN_STEPS // per_pass))])
-            for a in range(0, max(N, MIN_STEPS * self.batch_size), self.batch_size):
-                rows = np.sort(order[a:a + self.batch_size])  # sorted: reads from a memmap go forward
+            order = np.concatenate([gen.permutation(N) for _ in range(reps)])
+            for step in range(n_steps):
+                rows = np.sort(order[step * bs:(step + 1) * bs])  # sorted: reads from a memmap go forward
                 loss = torch.nn.functional.cross_entropy(self.net_(self._batch(X, rows)), target[rows])
                 if self.l2:
                     loss = loss + self.l2 * self.net_.linear.weight.pow(2).sum()
@@ -458,7 +469,10 @@ class LinearProbe:
 
 # ------------------------------------------------------------------------------------------------ runners
 def _grid(l2: float | Sequence[float]) -> list[float]:
-    grid = [float(l2)] if isinstance(l2, int | float) else [float(v) for v in l2]
+    try:
+        grid = [float(l2)] if isinstance(l2, numbers.Real) else [float(v) for v in l2]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ConfigError(f"l2 must be a float >= 0 or a non-empty list of them. Got {l2!r} instead.") from None
     if not grid or any(not v >= 0 for v in grid):
         raise ConfigError(f"l2 must be a float >= 0 or a non-empty list of them. Got {l2!r} instead.")
     return grid
