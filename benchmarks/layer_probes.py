@@ -88,12 +88,20 @@ class _Notes(logging.Handler):
         return out
 
 
+#: bump when layers.py changes how word vectors are computed (pooling of sub-words, windows): old features are stale
+FEATURES_VERSION = 1
+
+
 def _identity(path: Path) -> str:
-    """Model identity for the cache key: folder and its weights' size + mtime."""
-    parts = [str(path.resolve())]
-    for f in sorted(path.rglob("*.safetensors")):
-        st = f.stat()
-        parts.append(f"{f.relative_to(path)}:{st.st_size}:{int(st.st_mtime)}")
+    """Cache key of a model's features: every file of its folder (weights, tokenizer, config: size + mtime), the
+    data files probed (UD EWT, WiC) and :data:`FEATURES_VERSION`."""
+    from embedstack.data._registry import resolve_dataset
+
+    parts = [f"v{FEATURES_VERSION}", str(path.resolve())]
+    for root in (path, resolve_dataset("ud-english-ewt"), resolve_dataset("wic")):
+        for f in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+            st = f.stat()
+            parts.append(f"{f}:{st.st_size}:{int(st.st_mtime)}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

@@ -341,3 +341,16 @@ def test_wic_targets_and_files_name_their_bad_input(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="'dev' split but split='test'"):
         load_wic(folder / "dev.data.txt", "test")
     assert len(load_wic(folder / "dev.data.txt", "dev").labels) == 2
+
+
+def test_word_layers_loads_a_saved_elmo_folder(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from embedstack.evaluation.layers import word_layers
+    from embedstack.neural.elmo import SPECIALS, Elmo, ElmoConfig, ElmoModel
+
+    cfg = ElmoConfig(vocab_size=len(SPECIALS) + 2, char_dim=4, filters=((1, 4), (2, 4)), highway_layers=1,
+                     proj_dim=4, hidden_dim=8)
+    elmo = Elmo(ElmoModel(cfg, seed=0), [*SPECIALS, "a", "cat"])
+    elmo.save(tmp_path / "elmo")
+    got = word_layers(str(tmp_path / "elmo"), [["a", "cat"]])
+    np.testing.assert_allclose(got[0], elmo.word_layers([["a", "cat"]])[0], atol=1e-6)

@@ -40,6 +40,7 @@ import numbers
 import os
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,6 +214,10 @@ def word_layers(source: Any, sentences: Sequence[Sequence[str]], *, batch_size: 
     ``source`` either has ``word_layers(sentences)`` (our ELMo: character layer + two biLSTM layers) or is a
     transformer accepted by :func:`transformer_word_layers`.
     """
+    if isinstance(source, str | os.PathLike) and (Path(source).expanduser() / "manifest.json").is_file():
+        from embedstack.registry import load_component  # a saved component folder (our ELMo)
+
+        source = load_component(Path(source).expanduser())
     if callable(getattr(source, "word_layers", None)):
         sents = _check_sentences(sentences)
         got = source.word_layers(sents)
