@@ -130,9 +130,9 @@ def _shuffled(stream: Iterable[list[str]], buffer: int, batch_size: int,
                 yield [buf[j] for j in order[i:i + batch_size]]
             rest = len(order) - len(order) % batch_size
             buf = [buf[j] for j in order[rest:]]
-    order = rng.permutation(len(buf))
-    for i in range(0, len(order), batch_size):
-        yield [buf[j] for j in order[i:i + batch_size]]
+    from embedstack.neural.mlm import _shuffled_batches
+
+    yield from _shuffled_batches(buf, batch_size, rng)  # the last, partial buffer: as the MLM trainer does
 
 
 def train_elmo(
