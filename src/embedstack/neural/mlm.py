@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -361,7 +361,10 @@ def pretrain_mlm(
     return result
 
 
-def _shuffled_batches(buf: list[np.ndarray], batch_size: int, rng: np.random.Generator) -> Iterator[list[np.ndarray]]:
+_T = TypeVar("_T")
+
+
+def _shuffled_batches(buf: list[_T], batch_size: int, rng: np.random.Generator) -> Iterator[list[_T]]:
     order = rng.permutation(len(buf))
     for i in range(0, len(order), batch_size):
         yield [buf[j] for j in order[i:i + batch_size]]
