@@ -408,8 +408,10 @@ class LinearProbe:
         self.history_: list[float] = []
         N = X.shape[1]
         bs = self.batch_size
-        n_steps = max(-(-N // bs), MIN_STEPS)  # one pass, but at least MIN_STEPS minibatches
-        reps = -(-(n_steps * bs) // N)  # enough permutations that every minibatch is full (or the whole set)
+        if -(-N // bs) >= MIN_STEPS:  # a pass is long enough: one permutation, the last minibatch may be short
+            reps, n_steps = 1, -(-N // bs)
+        else:  # a small set: MIN_STEPS full minibatches drawn from as many permutations as they need
+            reps, n_steps = -(-(MIN_STEPS * bs) // N), MIN_STEPS
         for _epoch in range(self.max_epochs):
             self.net_.train()
             order = np.concatenate([gen.permutation(N) for _ in range(reps)])
