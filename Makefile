@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 DATA_DIR := $(if $(EMBEDSTACK_DATA_DIR),$(EMBEDSTACK_DATA_DIR),$(wildcard ../shared/data))
-EXTRAS_TEST := dev,fast,ml,torch,onnx,index,serve,bench,demo
+EXTRAS_TEST := dev,fast,ml,torch,onnx,index,serve,bench,demo,scale
 EXTRAS_DEMO := fast,ml,torch,index,demo
 
 .PHONY: demo test lint bench clean peers peers-infinity

@@ -24,6 +24,7 @@ __all__ = [
     "OutputExistsError",
     "OutputError",
     "NotDenseError",
+    "ClusterError",
 ]
 
 
@@ -197,3 +198,7 @@ class OutputError(EmbedstackError, OSError):
 
 class NotDenseError(EmbedstackError, AttributeError):
     """A dense-only call (``encode``) on a sparse model; an AttributeError, so ``hasattr`` stays False."""
+
+
+class ClusterError(EmbedstackError, ConnectionError):
+    """A Ray cluster or an external vector database does not answer, or lost the job."""

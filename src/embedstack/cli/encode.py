@@ -8,6 +8,10 @@ the input texts themselves, unless SPEC is a fitted model folder.
 INPUT is a text file with one text per line, or ``-`` for stdin. Transformer models stream: the
 vectors go into a memory-mapped ``.npy`` chunk by chunk, so memory stays flat on huge inputs.
 SPEC is any model spec (``all-MiniLM-L6-v2``, ``all-MiniLM-L6-v2@pooling=cls``, a model folder ...).
+
+With ``--ray`` the texts are encoded by a pool of encoder actors on a Ray cluster (``--ray-address``, else
+a Ray started on this machine) and ``--out`` is a folder of shards with ids (:mod:`embedstack.scale`);
+INPUT may then also be a JSON-lines or Parquet file, a folder or a BEIR dataset.
 """
 
 from __future__ import annotations
@@ -104,6 +108,15 @@ def encode_command(
     errors: TextErrors = ERRORS_OPTION,
     force: bool = typer.Option(False, "--force", help="Replace --out even if it is a folder or a file that is not "
                                "a .npy/.npz (an existing .npy/.npz is replaced, atomically, only when encoding succeeds)."),
+    ray: bool = typer.Option(False, "--ray", help="Encode on a Ray cluster (a pool of encoder actors); --out is then a "
+                             "folder of shards with ids."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="The cluster (host:port of `ray start --head`, "
+                                           "ray://host:port or auto); implies --ray. Default: a Ray started here."),
+    actors: int | None = typer.Option(None, "--actors", help="--ray: encoder actors (default: one per cluster CPU)."),
+    shard_format: str = typer.Option("npy", "--shard-format", help="--ray: npy (vectors + ids .jsonl) or parquet."),
+    on_error: str = typer.Option("fail", "--on-error", help="--ray: a row that cannot be read or encoded: fail "
+                                 "(stop, naming it) or skip (listed in OUT/errors.jsonl)."),
+    timeout: float = typer.Option(10.0, "--timeout", help="--ray: seconds to wait for --ray-address to answer."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -112,6 +125,19 @@ def encode_command(
     from embedstack.errors import ConfigError, InputError
     from embedstack.models import needs_fit, resolve
 
+    if ray or ray_address:
+        ray_options = {k: v for k, v in {"backend": backend, "precision": precision}.items() if v is not None}
+        info = encode_on_ray(input, model, out, address=ray_address, actors=actors, fmt=shard_format,
+                             on_error=on_error, timeout=timeout, batch_size=batch_size, role=role, options=ray_options,
+                             encoding=encoding, errors=errors.value if hasattr(errors, "value") else str(errors),
+                             force=force, quiet=quiet or json_out)
+        if json_out:
+            print_json(info)
+        elif not quiet:
+            err_console.print(f"wrote {info['n']:,} × {info['dim']} vectors in {info['shards']} shards to {out} "
+                              f"({info['rows_per_second']} texts/s on {info['nodes']} Ray nodes, {info['actors']} "
+                              f"actors; {info['skipped']} rows skipped)")
+        return
     if input != "-" and not Path(input).is_file():
         what = "is a folder, not a file" if Path(input).is_dir() else "does not exist"
         raise InputError(f"Input file {input!r} {what}; give a text file (one text per line) or '-' for stdin.")
@@ -166,6 +192,24 @@ def encode_command(
     elif not quiet:
         what = "sparse rows" if sparse else "vectors"
         err_console.print(f"wrote {n:,} × {dim} {what} to {out} ({info['texts_per_second']} texts/s)")
+
+
+def encode_on_ray(source: str, model: str, out: Path, *, quiet: bool, keep_text: bool = False,
+                  **kwargs: Any) -> dict[str, Any]:
+    """Run :func:`embedstack.scale.encode_ray` with a progress bar (rows, ETA); return a summary for printing."""
+    from embedstack.errors import InputError
+    from embedstack.scale import encode_ray
+
+    if source == "-":
+        raise InputError("--ray reads files that every node can read; stdin cannot be shared: write it to a file.")
+    with progress(quiet=quiet) as prog:
+        task = prog.add_task("encoding on Ray", total=None, info="")
+        shards = encode_ray(source, model, out, keep_text=keep_text,
+                            progress=lambda done, total: prog.update(task, completed=done, total=total), **kwargs)
+    st = shards.stats
+    return {"out": str(out), "n": shards.count, "dim": shards.dim, "shards": len(shards.manifest["shards"]),
+            "skipped": shards.skipped, "seconds": st.get("seconds"), "rows_per_second": st.get("rows_per_second"),
+            "nodes": st.get("nodes"), "actors": st.get("actors"), "duplicates_dropped": st.get("duplicates_dropped")}
 
 
 def explain_command(

@@ -64,6 +64,16 @@ def build(
     alias: Path = typer.Option(None, "--alias", help="Then point this alias (symlink) at the new folder."),
     force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a saved index (its files are deleted)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    ray: bool = typer.Option(False, "--ray", help="Encode on a Ray cluster (a pool of encoder actors), then build "
+                             "one index from the shards."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="The cluster (host:port, ray://host:port or "
+                                           "auto); implies --ray. Default: a Ray started here."),
+    actors: int | None = typer.Option(None, "--actors", help="--ray: encoder actors (default: one per cluster CPU)."),
+    shards: Path | None = typer.Option(None, "--shards", help="--ray: keep the encoded shards in this folder "
+                                       "(default: a temporary folder, removed after)."),
+    on_error: str = typer.Option("fail", "--on-error", help="--ray: a document that cannot be read or encoded: "
+                                 "fail (stop, naming it) or skip (listed in the shards' errors.jsonl)."),
+    timeout: float = typer.Option(10.0, "--timeout", help="--ray: seconds to wait for --ray-address to answer."),
     encoding: str = ENCODING_OPTION,
     errors: TextErrors = ERRORS_OPTION,
     json_out: bool = _JSON,
@@ -81,6 +91,12 @@ def build(
     spec = index_spec_for(quantization, hnsw, index)
     check_output(real_path(out), kind=INDEX_KIND, force=force)  # before reading or encoding anything
     t0 = time.perf_counter()
+    if ray or ray_address:
+        _build_on_ray(corpus, model, out, spec, address=ray_address, actors=actors, shards=shards,
+                      on_error=on_error, timeout=timeout, batch_size=batch_size, encoding=encoding,
+                      errors=errors.value if hasattr(errors, "value") else str(errors), force=force,
+                      alias=alias, json_out=json_out, quiet=quiet, t0=t0)
+        return
     ids, texts, metas = read_corpus(corpus, **text_options(encoding, errors))
     encoder = resolve(model)
     with progress(quiet) as prog:
@@ -103,6 +119,44 @@ def build(
     elif not quiet:
         err_console.print(f"indexed {info['count']} documents ({info['type']}, {spec}, {info['dims']} dims) "
                           f"with {model} in {info['seconds']:.1f}s → {out}")
+
+
+def _build_on_ray(corpus: str, model: str, out: Path, spec: str, *, shards: Path | None, alias: Path | None,
+                  json_out: bool, quiet: bool, t0: float, force: bool, **kwargs: Any) -> None:
+    """``index build --ray``: shards encoded on the cluster, then one merged index (why merged: embedstack.scale.shards)."""
+    import shutil
+    import tempfile
+    import time
+
+    from embedstack.cli.encode import encode_on_ray
+    from embedstack.index import set_alias
+    from embedstack.models import resolve
+    from embedstack.scale import index_from_shards, read_shards
+
+    tmp = None
+    if shards is None:
+        tmp = Path(tempfile.mkdtemp(prefix=".shards-", dir=Path(out).expanduser().resolve().parent))
+        shards = tmp / "shards"
+    try:
+        enc_info = encode_on_ray(corpus, model, shards, quiet=quiet or json_out, keep_text=True, **kwargs)
+        with progress(quiet or json_out) as prog:
+            task = prog.add_task("index", total=enc_info["n"], info="")
+            idx = index_from_shards(read_shards(shards, verify=False), index=spec, out=out, encoder=resolve(model),
+                                    force=force, progress=lambda _s, d, n: prog.update(task, completed=d, total=n))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    previous = set_alias(alias, out) if alias is not None else None
+    info = {"out": str(out), "type": type(idx).__name__, "index": spec, "count": len(idx), "dims": idx.dim,
+            "model": model, "seconds": round(time.perf_counter() - t0, 3), "bytes": idx.nbytes(),
+            "alias": str(alias) if alias else None, "previous": str(previous) if previous else None,
+            "ray": {k: enc_info[k] for k in ("nodes", "actors", "rows_per_second", "skipped", "duplicates_dropped")},
+            "shards": None if tmp is not None else str(shards)}
+    if json_out:
+        print_json(info)
+    elif not quiet:
+        err_console.print(f"indexed {info['count']} documents ({info['type']}, {spec}, {info['dims']} dims) with {model} "
+                          f"on {enc_info['nodes']} Ray nodes ({enc_info['actors']} actors) in {info['seconds']:.1f}s → {out}")
 
 
 def _info(folder: Path) -> dict[str, Any]:
