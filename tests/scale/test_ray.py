@@ -147,3 +147,18 @@ def test_cli_encode_and_index_build_on_the_cluster(cluster, data, tmp_path: Path
     bad.write_text(path.read_text() + "{not json\n")
     res = runner.invoke(app, ["encode", str(bad), "-m", str(model), "--out", str(tmp_path / "b"), "--ray"])
     assert res.exit_code != 0 and "Pass --on-error skip" in res.output and "Traceback" not in res.output
+
+
+def test_sparse_model_on_the_cluster(cluster, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path, ids, texts, _ = data
+    bm25 = resolve("bm25").fit(texts)
+    bm25.save(tmp_path / "bm25")
+    ref = resolve(str(tmp_path / "bm25")).encode_sparse(texts).toarray()
+    for fmt in ("npy", "parquet"):
+        shards = encode_ray(path, str(tmp_path / "bm25"), tmp_path / fmt, actors=2, fmt=fmt, shard_rows=700,
+                            keep_text=True)
+        got_ids, mat = shards.arrays()
+        assert got_ids == ids and shards.sparse
+        np.testing.assert_allclose(mat.toarray(), ref, rtol=1e-6)
+        idx = index_from_shards(shards)
+        assert type(idx).__name__ == "SparseIndex" and len(idx) == len(ids)

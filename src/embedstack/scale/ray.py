@@ -106,7 +106,8 @@ class EncodeActor:
         if options and hasattr(enc, "with_options"):
             enc = enc.with_options(**options)
         self.encoder = enc
-        self.dim = int(enc.dim)
+        self.sparse = _is_sparse(enc)
+        self.dim = _width(enc)
         self.role, self.batch_size, self.encoding, self.errors = role, batch_size, encoding, errors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -126,35 +127,61 @@ class EncodeActor:
 
     def encode_rows(self, cols: dict[str, list[Any]]) -> dict[str, np.ndarray]:
         n = len(cols["id"])
-        vectors = np.zeros((n, self.dim), dtype=np.float32)
+        rows: list[Any] = [None] * n  # dense: float32 vectors; sparse: (indices, values)
         errors = list(cols["error"])
-        good = [j for j in range(n) if not errors[j]]
-        for j in good:
-            if not isinstance(cols["text"][j], str):
+        for j in range(n):
+            if not errors[j] and not isinstance(cols["text"][j], str):
                 errors[j] = f"the text is a {type(cols['text'][j]).__name__}, not a string"
-        good = [j for j in good if not errors[j]]
+        good = [j for j in range(n) if not errors[j]]
         if good:
             try:
-                vectors[good] = self._encode([cols["text"][j] for j in good])
+                for j, r in zip(good, self._encode([cols["text"][j] for j in good]), strict=True):
+                    rows[j] = r
             except Exception:  # one bad row must not sink its block: find it row by row
                 for j in good:
                     try:
-                        vectors[j] = self._encode([cols["text"][j]])[0]
+                        rows[j] = self._encode([cols["text"][j]])[0]
                     except Exception as exc:  # noqa: BLE001 - reported with the row, the job decides
                         errors[j] = f"{type(exc).__name__}: {str(exc)[:200]}"
-        bad = [j for j in range(n) if errors[j]]
-        vectors[bad] = 0.0
-        return {"row": np.asarray(cols["row"], dtype=np.int64), "id": np.asarray(cols["id"], dtype=object),
-                "vector": vectors, "text": np.asarray(cols["text"], dtype=object),
-                "meta": np.asarray(cols["meta"], dtype=object), "where": np.asarray(cols["where"], dtype=object),
-                "error": np.asarray(errors, dtype=object)}
+        out = {"row": np.asarray(cols["row"], dtype=np.int64), "id": np.asarray(cols["id"], dtype=object),
+               "text": np.asarray(cols["text"], dtype=object), "meta": np.asarray(cols["meta"], dtype=object),
+               "where": np.asarray(cols["where"], dtype=object), "error": np.asarray(errors, dtype=object)}
+        if self.sparse:
+            empty_i, empty_v = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+            out["indices"] = _objects([r[0] if r is not None else empty_i for r in rows])
+            out["values"] = _objects([r[1] if r is not None else empty_v for r in rows])
+        else:
+            zero = np.zeros(self.dim, dtype=np.float32)
+            out["vector"] = np.stack([r if r is not None else zero for r in rows]) if n else np.zeros((0, self.dim), np.float32)
+        return out
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str]) -> list[Any]:
+        if self.sparse:
+            m = self.encoder.encode_sparse(texts, role=self.role).tocsr()
+            if m.shape != (len(texts), self.dim) or not np.isfinite(m.data).all():
+                raise ValueError(f"the encoder returned a {m.shape} matrix (finite: {bool(np.isfinite(m.data).all())}) "
+                                 f"for {len(texts)} texts")
+            return [(m.indices[m.indptr[i]:m.indptr[i + 1]].astype(np.int32),
+                     m.data[m.indptr[i]:m.indptr[i + 1]].astype(np.float32)) for i in range(len(texts))]
         out = np.asarray(self.encoder.encode(texts, role=self.role, batch_size=self.batch_size), dtype=np.float32)
         if out.shape != (len(texts), self.dim) or not np.isfinite(out).all():
             raise ValueError(f"the encoder returned {out.shape} values (finite: {bool(np.isfinite(out).all())}) for "
                              f"{len(texts)} texts")
-        return out
+        return list(out)
+
+
+def _objects(items: list[Any]) -> np.ndarray:
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr
+
+
+def _is_sparse(encoder: Any) -> bool:
+    return callable(getattr(encoder, "encode_sparse", None)) and not callable(getattr(encoder, "encode", None))
+
+
+def _width(encoder: Any) -> int:
+    return int(encoder.n_features if _is_sparse(encoder) and hasattr(encoder, "n_features") else encoder.dim)
 
 
 def _as_dict(desc: Any) -> dict[str, Any]:
@@ -175,10 +202,9 @@ def _resolve_spec(model: str) -> tuple[str, Any]:
                           f"it once (in Python: `embedstack.models.resolve({model!r}).fit(texts).save('MODEL')`) and pass "
                           "the saved folder.",
                           param=("model", "model"))
-    if not callable(getattr(encoder, "encode", None)):
-        kind = "a sparse" if callable(getattr(encoder, "encode_sparse", None)) else "a multi-vector"
-        raise ConfigError(f"{model!r} is {kind} model; the cluster path encodes dense models (a transformer, "
-                          "lsa:K, word vectors ...).", param=("model", "model"))
+    if not callable(getattr(encoder, "encode", None)) and not _is_sparse(encoder):
+        raise ConfigError(f"{model!r} is a multi-vector model; the cluster path encodes dense models (a transformer, "
+                          "lsa:K, word vectors ...) and sparse ones (SPLADE, a fitted BM25).", param=("model", "model"))
     return spec, encoder
 
 
@@ -194,7 +220,8 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     Args:
         source: a JSON-lines / Parquet / text file, a folder of them, a BEIR folder or dataset name, a list of
             those, or a ``ray.data.Dataset`` with ``id`` and ``text`` columns.
-        model: a dense model SPEC (``all-MiniLM-L6-v2``, a saved fitted folder ...); every actor resolves it.
+        model: a dense or sparse model SPEC (``all-MiniLM-L6-v2``, a SPLADE folder, a saved fitted LSA or BM25
+            ...); every actor resolves it. Sparse rows are written as ``.npz`` shards (scipy CSR).
         out: the shard folder (built aside and renamed into place when every row is written).
         address: the Ray cluster (``host:port``, ``ray://host:port``, ``auto``); None starts a local Ray.
         actors: size of the encoder pool (default: one per CPU of the cluster / ``actor_cpus``).
@@ -214,7 +241,7 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
     Raises:
         ClusterError: ``address`` does not answer. InputError: a row cannot be read or encoded (``fail``).
-        ConfigError: a model that must be fitted first, or a sparse/multi-vector model.
+        ConfigError: a model that must be fitted first, or a multi-vector model.
     """
     from embedstack._validation import check_choice, check_int
     from embedstack.index.store import encoder_identity
@@ -232,7 +259,8 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     check_output(target, kind=SHARDS_TYPE, force=force)  # before any cluster or model work
     spec, encoder = _resolve_spec(model)
     identity = encoder_identity(encoder, model)
-    dim = int(encoder.dim)
+    dim = _width(encoder)
+    sparse = _is_sparse(encoder)
     t0 = time.perf_counter()
     user_ds = hasattr(source, "map_batches") and hasattr(source, "iter_batches")
     if not user_ds:
@@ -260,7 +288,7 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                                    "batch_size": batch_size, "encoding": encoding, "errors": errors},
             compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=actor_cpus)
         seen = np.zeros(total, dtype=bool)
-        writer = ShardWriter(tmp, dim=dim, fmt=fmt, shard_rows=shard_rows, keep_text=keep_text)
+        writer = ShardWriter(tmp, dim=dim, fmt=fmt, shard_rows=shard_rows, keep_text=keep_text, sparse=sparse)
         bad: list[dict[str, Any]] = []
         n_batches = 0
         for batch in encoded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
@@ -288,7 +316,9 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                             "error": str(errs[i])} for i in np.flatnonzero(failed))
             keep = fresh & (errs == "")
             idx = np.flatnonzero(keep)
-            writer.add(rows[idx], [str(x) for x in batch["id"][idx]], np.asarray(batch["vector"])[idx],
+            vecs = ((list(batch["indices"][idx]), list(batch["values"][idx])) if sparse
+                    else np.asarray(batch["vector"])[idx])
+            writer.add(rows[idx], [str(x) for x in batch["id"][idx]], vecs,
                        [str(x) for x in batch["text"][idx]] if keep_text else None,
                        [str(x) for x in batch["meta"][idx]] if keep_text else None)
             n_batches += 1
@@ -313,7 +343,7 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
         stats.update({"seconds": round(seconds, 3), "rows_per_second": round(writer.count / seconds, 1),
                       "actors": pool, "batches": n_batches, "nodes": sum(1 for n in ray.nodes() if n.get("Alive"))})
         write_manifest(tmp, SHARDS_TYPE, {"dim": dim, "format": fmt, "model": model, "role": role,
-                                          "keep_text": keep_text},
+                                          "keep_text": keep_text, "sparse": sparse},
                        count=writer.count, skipped=len(bad), shards=entries, encoder=identity, stats=stats)
     return read_shards(target, verify=False)
 

@@ -1,8 +1,8 @@
 """Encoded shards: the folder a cluster job writes (vectors with ids), and one index built from it.
 
 A shard folder holds ``shard-00000.npy`` + ``shard-00000.jsonl`` (vectors; one ``{"row", "id"[, "text",
-"meta"]}`` object per line) or ``shard-00000.parquet`` (columns ``row``, ``id``, ``vector`` [, ``text``,
-``meta``]), and a ``manifest.json`` written last with the sha256 of every file, the encoder's identity
+"meta"]}`` object per line; sparse rows: ``shard-00000.npz``, scipy CSR) or ``shard-00000.parquet`` (columns
+``row``, ``id``, ``vector`` or ``indices`` + ``values`` [, ``text``, ``meta``]), and a ``manifest.json`` written last with the sha256 of every file, the encoder's identity
 and the row count. The folder is built in a temporary sibling and renamed into place when the job has
 finished, so a killed job never leaves a folder that looks complete. ``row`` is the corpus ordinal of a
 row: shards hold rows in the order the workers finished them, and :meth:`ShardSet.arrays` puts them back
@@ -39,7 +39,7 @@ class Shard:
 
     rows: np.ndarray  # int64 corpus ordinals
     ids: list[str]
-    vectors: np.ndarray  # float32 (n, dim)
+    vectors: Any  # float32 (n, dim); a scipy.sparse CSR array for sparse models
     texts: list[str] | None
     metas: list[dict[str, Any] | None] | None
 
@@ -48,25 +48,41 @@ class ShardWriter:
     """Buffer encoded rows and write them as shards of ``shard_rows`` rows into ``folder``."""
 
     def __init__(self, folder: Path, *, dim: int, fmt: str = "npy", shard_rows: int = 65536,
-                 keep_text: bool = False) -> None:
+                 keep_text: bool = False, sparse: bool = False) -> None:
         if fmt not in FORMATS:
             raise ConfigError(f"shard format must be one of {', '.join(FORMATS)}; got {fmt!r}.",
                               param=("fmt", "shard format"))
         if shard_rows < 1:
             raise ConfigError(f"shard_rows must be >= 1; got {shard_rows}.")
         self.folder, self.dim, self.fmt, self.shard_rows, self.keep_text = folder, dim, fmt, shard_rows, keep_text
-        self._buf: list[tuple[np.ndarray, list[str], np.ndarray, list[str], list[str]]] = []
+        self.sparse = sparse
+        self._buf: list[tuple[np.ndarray, list[str], Any, list[str], list[str]]] = []
         self._buffered = 0
         self.entries: list[dict[str, Any]] = []
         self.count = 0
 
-    def add(self, rows: np.ndarray, ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str] | None = None,
+    def add(self, rows: np.ndarray, ids: Sequence[str], vectors: Any, texts: Sequence[str] | None = None,
             metas: Sequence[str] | None = None) -> None:
-        """Queue rows (``metas`` as JSON strings, "" for none); full shards are written at once."""
+        """Queue rows (``metas`` as JSON strings, "" for none); full shards are written at once.
+
+        ``vectors``: a float32 ``(n, dim)`` array, or for sparse shards ``(indices, values)``: one int and
+        one float array per row.
+        """
         n = len(ids)
         if not n:
             return
-        self._buf.append((np.asarray(rows, dtype=np.int64), list(ids), np.asarray(vectors, dtype=np.float32),
+        if self.sparse:
+            import scipy.sparse as sp
+
+            indices, values = vectors
+            indptr = np.zeros(n + 1, dtype=np.int64)
+            indptr[1:] = np.cumsum([len(i) for i in indices])
+            mat: Any = sp.csr_array((np.concatenate(values).astype(np.float32) if n else np.zeros(0, np.float32),
+                                     np.concatenate(indices).astype(np.int32) if n else np.zeros(0, np.int32), indptr),
+                                    shape=(n, self.dim))
+        else:
+            mat = np.asarray(vectors, dtype=np.float32)
+        self._buf.append((np.asarray(rows, dtype=np.int64), list(ids), mat,
                           list(texts) if texts is not None else [""] * n,
                           list(metas) if metas is not None else [""] * n))
         self._buffered += n
@@ -79,8 +95,8 @@ class ShardWriter:
             self._write(self._buffered)
         return self.entries
 
-    def _take(self, n: int) -> tuple[np.ndarray, list[str], np.ndarray, list[str], list[str]]:
-        parts: list[tuple[np.ndarray, list[str], np.ndarray, list[str], list[str]]] = []
+    def _take(self, n: int) -> tuple[np.ndarray, list[str], Any, list[str], list[str]]:
+        parts: list[tuple[np.ndarray, list[str], Any, list[str], list[str]]] = []
         need = n
         while need:
             rows, ids, vecs, texts, metas = self._buf[0]
@@ -92,9 +108,14 @@ class ShardWriter:
                 self._buf[0] = (rows[need:], ids[need:], vecs[need:], texts[need:], metas[need:])
                 need = 0
         self._buffered -= n
-        return (np.concatenate([p[0] for p in parts]), [i for p in parts for i in p[1]],
-                np.concatenate([p[2] for p in parts]), [t for p in parts for t in p[3]],
-                [m for p in parts for m in p[4]])
+        if self.sparse:
+            import scipy.sparse as sp
+
+            vecs: Any = sp.csr_array(sp.vstack([p[2] for p in parts], format="csr"))
+        else:
+            vecs = np.concatenate([p[2] for p in parts])
+        return (np.concatenate([p[0] for p in parts]), [i for p in parts for i in p[1]], vecs,
+                [t for p in parts for t in p[3]], [m for p in parts for m in p[4]])
 
     def _write(self, n: int) -> None:
         rows, ids, vecs, texts, metas = self._take(n)
@@ -103,18 +124,25 @@ class ShardWriter:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            cols: dict[str, Any] = {
-                "row": pa.array(rows, type=pa.int64()),
-                "id": pa.array(ids, type=pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), type=pa.float32()), self.dim),
-            }
+            cols: dict[str, Any] = {"row": pa.array(rows, type=pa.int64()), "id": pa.array(ids, type=pa.string())}
+            if self.sparse:
+                offsets = pa.array(vecs.indptr.astype(np.int32))
+                cols["indices"] = pa.ListArray.from_arrays(offsets, pa.array(vecs.indices.astype(np.int32)))
+                cols["values"] = pa.ListArray.from_arrays(offsets, pa.array(vecs.data.astype(np.float32)))
+            else:
+                cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), type=pa.float32()), self.dim)
             if self.keep_text:
                 cols["text"] = pa.array(texts, type=pa.string())
                 cols["meta"] = pa.array(metas, type=pa.string())
             pq.write_table(pa.table(cols), str(self.folder / f"{name}.parquet"))
             files = [f"{name}.parquet"]
         else:
-            np.save(self.folder / f"{name}.npy", vecs)
+            if self.sparse:
+                import scipy.sparse as sp
+
+                sp.save_npz(self.folder / f"{name}.npz", vecs, compressed=False)
+            else:
+                np.save(self.folder / f"{name}.npy", vecs)
             with open(self.folder / f"{name}.jsonl", "w", encoding="utf-8") as fh:
                 for j in range(len(ids)):
                     rec: dict[str, Any] = {"row": int(rows[j]), "id": ids[j]}
@@ -123,7 +151,7 @@ class ShardWriter:
                         if metas[j]:
                             rec["meta"] = json.loads(metas[j])
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            files = [f"{name}.npy", f"{name}.jsonl"]
+            files = [f"{name}.{'npz' if self.sparse else 'npy'}", f"{name}.jsonl"]
         self.entries.append({"name": name, "files": files, "rows": len(ids)})
         self.count += len(ids)
 
@@ -141,6 +169,7 @@ class ShardSet:
         self.encoder: dict[str, Any] | None = manifest.get("encoder")
         self.count = int(manifest.get("count", 0))
         self.has_text = bool(cfg.get("keep_text"))
+        self.sparse = bool(cfg.get("sparse"))
         self.skipped: int = int(manifest.get("skipped", 0))
         self.stats: dict[str, Any] = dict(manifest.get("stats", {}))
 
@@ -160,32 +189,51 @@ class ShardSet:
             import pyarrow.parquet as pq
 
             t = pq.read_table(str(self.folder / f"{name}.parquet"))
-            vec = t.column("vector").combine_chunks()
-            vectors = vec.values.to_numpy(zero_copy_only=False).reshape(len(t), self.dim).astype(np.float32, copy=False)
+            vectors: Any
+            if self.sparse:
+                import scipy.sparse as sp
+
+                ind, val = t.column("indices").combine_chunks(), t.column("values").combine_chunks()
+                vectors = sp.csr_array((val.values.to_numpy(zero_copy_only=False).astype(np.float32),
+                                        ind.values.to_numpy(zero_copy_only=False).astype(np.int32),
+                                        ind.offsets.to_numpy().astype(np.int64)), shape=(len(t), self.dim))
+            else:
+                vec = t.column("vector").combine_chunks()
+                vectors = vec.values.to_numpy(zero_copy_only=False).reshape(len(t), self.dim).astype(np.float32,
+                                                                                                 copy=False)
             texts = t.column("text").to_pylist() if "text" in t.column_names else None
             metas = ([json.loads(m) if m else None for m in t.column("meta").to_pylist()]
                      if "meta" in t.column_names else None)
             shard = Shard(t.column("row").to_numpy(), t.column("id").to_pylist(), vectors, texts, metas)
         else:
-            vectors = np.load(self.folder / f"{name}.npy", allow_pickle=False)
+            if self.sparse:
+                import scipy.sparse as sp
+
+                vectors = sp.csr_array(sp.load_npz(self.folder / f"{name}.npz"))
+            else:
+                vectors = np.load(self.folder / f"{name}.npy", allow_pickle=False)
             recs = [json.loads(line) for line in (self.folder / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
             shard = Shard(np.asarray([r["row"] for r in recs], dtype=np.int64), [r["id"] for r in recs], vectors,
                           [r.get("text", "") for r in recs] if self.has_text else None,
                           [r.get("meta") for r in recs] if self.has_text else None)
-        if len(shard.ids) != entry["rows"] or shard.vectors.shape != (entry["rows"], self.dim):
+        if len(shard.ids) != entry["rows"] or tuple(shard.vectors.shape) != (entry["rows"], self.dim):
             raise FormatError(f"{self.folder}/{name}: {len(shard.ids)} ids and vectors of shape {shard.vectors.shape}, "
                               f"but the manifest lists {entry['rows']} × {self.dim}; the folder is damaged.")
         return shard
 
-    def arrays(self) -> tuple[list[str], np.ndarray]:
-        """Every id and vector, in corpus order (the order of the input rows)."""
+    def arrays(self) -> tuple[list[str], Any]:
+        """Every id and vector (CSR rows for sparse shards), in corpus order (the order of the input rows)."""
+        import scipy.sparse as sp
+
         shards = list(self)
         if not shards:
-            return [], np.zeros((0, self.dim), dtype=np.float32)
+            empty = np.zeros((0, self.dim), dtype=np.float32)
+            return [], sp.csr_array(empty) if self.sparse else empty
         rows = np.concatenate([s.rows for s in shards])
         order = np.argsort(rows, kind="stable")
         ids = [i for s in shards for i in s.ids]
-        vectors = np.concatenate([s.vectors for s in shards])[order]
+        vectors = (sp.csr_array(sp.vstack([s.vectors for s in shards], format="csr"))[order] if self.sparse
+                   else np.concatenate([s.vectors for s in shards])[order])
         return [ids[j] for j in order], vectors
 
 
@@ -219,7 +267,7 @@ def index_from_shards(shards: ShardSet | str | os.PathLike[str], *, index: str =
         encoder: the encoder, saved inside the index folder when it is saveable (a fitted LSA ...), so the
             folder answers text queries on its own; else the manifest's SPEC resolves it again.
     """
-    from embedstack.index import from_spec
+    from embedstack.index import SparseIndex, from_spec
 
     shard_set = shards if isinstance(shards, ShardSet) else read_shards(shards)
     if out is not None:
@@ -227,7 +275,12 @@ def index_from_shards(shards: ShardSet | str | os.PathLike[str], *, index: str =
         from embedstack.io import check_output
 
         check_output(real_path(out), kind=INDEX_KIND, force=force)
-    idx = from_spec(index, dim=shard_set.dim)
+    if shard_set.sparse:
+        if index not in ("flat", "sparse"):
+            raise ConfigError(f"the shards hold sparse rows: they get an inverted index; drop the index option {index!r}.")
+        idx: Any = SparseIndex(shard_set.dim)
+    else:
+        idx = from_spec(index, dim=shard_set.dim)
     done = 0
     for shard in shard_set:
         idx.add(shard.vectors, shard.ids, texts=shard.texts, metadata=shard.metas)
