@@ -111,10 +111,10 @@ class ShardWriter:
         if self.sparse:
             import scipy.sparse as sp
 
-            vecs: Any = sp.csr_array(sp.vstack([p[2] for p in parts], format="csr"))
+            merged: Any = sp.csr_array(sp.vstack([p[2] for p in parts], format="csr"))
         else:
-            vecs = np.concatenate([p[2] for p in parts])
-        return (np.concatenate([p[0] for p in parts]), [i for p in parts for i in p[1]], vecs,
+            merged = np.concatenate([p[2] for p in parts])
+        return (np.concatenate([p[0] for p in parts]), [i for p in parts for i in p[1]], merged,
                 [t for p in parts for t in p[3]], [m for p in parts for m in p[4]])
 
     def _write(self, n: int) -> None:
