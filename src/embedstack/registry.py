@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     "SparseIndex": "embedstack.index",
     "MultiVectorIndex": "embedstack.index",
     "MatryoshkaIndex": "embedstack.index",
+    "QdrantIndex": "embedstack.scale.qdrant",
     "Elmo": "embedstack.neural.elmo",
     "WhitenedEncoder": "embedstack.geometry.whitening",
 }

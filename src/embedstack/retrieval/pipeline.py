@@ -46,10 +46,11 @@ class Retriever:
     def __post_init__(self) -> None:
         from embedstack.index import MultiVectorIndex, SparseIndex
 
-        if isinstance(self.index, SparseIndex):
+        backend_kind = getattr(self.index, "kind", None)  # an external backend (QdrantIndex) says what it holds
+        if isinstance(self.index, SparseIndex) or backend_kind == "sparse":
             self.kind = "sparse"
             method = "encode_sparse"
-        elif isinstance(self.index, MultiVectorIndex):
+        elif isinstance(self.index, MultiVectorIndex) or backend_kind == "multivector":
             self.kind = "multivector"
             method = "encode_tokens"
         else:
