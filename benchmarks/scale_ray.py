@@ -98,12 +98,50 @@ def _index_bytes(vectors: np.ndarray, texts: list[str]) -> dict[str, float]:
     return out
 
 
+def writer_speed(rows: int = 200_000, dim: int = 384, repeats: int = 5) -> None:
+    """How many rows a second the driver's shard writer takes (the ceiling of a job whose driver writes)."""
+    from embedstack.scale.shards import ShardWriter
+
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((rows, dim)).astype(np.float32)
+    ids = [f"doc-{i}" for i in range(rows)]
+    res: dict[str, Any] = {"rows": rows, "dim": dim}
+    for fmt in ("npy", "parquet"):
+        times = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as d:
+                w = ShardWriter(Path(d), dim=dim, fmt=fmt, shard_rows=65536)
+                t0 = time.perf_counter()
+                for s in range(0, rows, 4096):  # batches as they come back from the actors
+                    w.add(np.arange(s, min(rows, s + 4096)), ids[s:s + 4096], vecs[s:s + 4096])
+                w.close()
+                times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        res[fmt] = {"rows_per_s": rows / med, "min": rows / max(times), "max": rows / min(times),
+                    "mb_per_s": rows * dim * 4 / med / 2**20}
+        log(f"writer {fmt}: {rows / med:,.0f} rows/s ({res[fmt]['mb_per_s']:.0f} MB/s of vectors)")
+    md = ["## Ray batch encoding: the driver's shard writer", "",
+          f"`python benchmarks/scale_ray.py --writer`: {rows:,} rows × {dim} float32 with ids, added in batches of "
+          f"4,096 and written as 65,536-row shards; median of {repeats} (min–max). This is the ceiling of a job "
+          "whose driver writes every row (docs/scale.md).", "",
+          "| format | rows/s | MB/s of vectors |", "|---|---|---|"]
+    for fmt in ("npy", "parquet"):
+        r = res[fmt]
+        md.append(f"| {fmt} | {r['rows_per_s']:,.0f} ({r['min']:,.0f}–{r['max']:,.0f}) | {r['mb_per_s']:.0f} |")
+    write_results("scale_ray_writer", res, "\n".join(md))
+    print("\n".join(md))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--writer", action="store_true", help="only measure the driver's shard writer")
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--nodes", default="1,2,3")
     args = ap.parse_args()
+    if args.writer:
+        writer_speed()
+        return
     from embedstack.retrieval import read_corpus
 
     ids, texts, _ = read_corpus("scifact")

@@ -73,7 +73,7 @@ def _folder_bytes(path: Path) -> int:
     return total
 
 
-def run_one(system: str, data: Path, efs: list[int], single: int, segments: int) -> dict[str, Any]:
+def run_one(system: str, data: Path, efs: list[int], single: int, segments: int, timing_repeats: int = 1) -> dict[str, Any]:
     """Build ``system`` over data/x.npy, sweep ``efs``; return build/memory/curve numbers."""
     import gc
 
@@ -93,7 +93,8 @@ def run_one(system: str, data: Path, efs: list[int], single: int, segments: int)
                           ef_construct=EF_CONSTRUCTION, exact=exact, threads=THREADS, segments=segments,
                           full_scan_threshold=10, indexing_threshold=10)
     elif system == "hnsw":
-        idx = HNSWIndex(x.shape[1], metric="ip", M=M, ef_construction=EF_CONSTRUCTION, threads=THREADS)
+        idx = HNSWIndex(x.shape[1], metric="ip", M=M, ef_construction=EF_CONSTRUCTION, threads=THREADS,
+                        dtype=os.environ.get("BENCH_HNSW_DTYPE", "f32"))
     else:
         idx = FlatIndex(x.shape[1], metric="ip")
     gc.collect()
@@ -120,22 +121,29 @@ def run_one(system: str, data: Path, efs: list[int], single: int, segments: int)
         return float(np.mean([len(set(f) & t) / 10 for f, t in zip(found, truth_sets, strict=True)]))
 
     sweep: list[int | None] = [None] if system in ("flat", "qdrant-exact") else list(efs)
+    points: dict[Any, dict[str, Any]] = {}
+    for _ in range(timing_repeats):  # the sweep again: each ef timed once per pass, passes interleaved
+        for ef in sweep:
+            kw = {} if ef is None else {"ef": ef}
+            if system == "hnsw" and ef is not None:
+                idx.set_ef(ef)
+                kw = {}
+            idx.search_ids(q[:8], 10, **kw)  # warm-up
+            t0 = time.perf_counter()
+            _, found = idx.search_ids(q, 10, **kw)
+            batch = time.perf_counter() - t0
+            n1 = min(single, len(q))
+            t0 = time.perf_counter()
+            for i in range(n1):
+                idx.search_ids(q[i:i + 1], 10, **kw)
+            one = time.perf_counter() - t0
+            p = points.setdefault(ef, {"ef": ef, "recall@10": recall(found), "qps_batch_all": [], "qps_single_all": []})
+            p["qps_batch_all"].append(len(q) / batch)
+            p["qps_single_all"].append(n1 / one)
     curve = []
-    for ef in sweep:
-        kw = {} if ef is None else {"ef": ef}
-        if system == "hnsw" and ef is not None:
-            idx.set_ef(ef)
-            kw = {}
-        idx.search_ids(q[:8], 10, **kw)  # warm-up
-        t0 = time.perf_counter()
-        _, found = idx.search_ids(q, 10, **kw)
-        batch = time.perf_counter() - t0
-        n1 = min(single, len(q))
-        t0 = time.perf_counter()
-        for i in range(n1):
-            idx.search_ids(q[i:i + 1], 10, **kw)
-        one = time.perf_counter() - t0
-        curve.append({"ef": ef, "recall@10": recall(found), "qps_batch": len(q) / batch, "qps_single": n1 / one})
+    for p in points.values():
+        curve.append({**p, "qps_batch": statistics.median(p["qps_batch_all"]),
+                      "qps_single": statistics.median(p["qps_single_all"])})
     out["curve"] = curve
     if system.startswith("qdrant"):
         idx.close()
@@ -157,8 +165,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for j, point in enumerate(runs[0]["curve"]):
         rows = [r["curve"][j] for r in runs]
         curve.append({"ef": point["ef"], "recall@10": statistics.median(p["recall@10"] for p in rows),
-                      "qps_batch": spread([p["qps_batch"] for p in rows]),
-                      "qps_single": spread([p["qps_single"] for p in rows])})
+                      "qps_batch": spread([v for p in rows for v in p.get("qps_batch_all", [p["qps_batch"]])]),
+                      "qps_single": spread([v for p in rows for v in p.get("qps_single_all", [p["qps_single"]])])})
     out["curve"] = curve
     ok = [c for c in curve if c["recall@10"] >= TARGET]
     out["at_target"] = ok[0] if ok else None
@@ -181,7 +189,8 @@ def run_dataset(name: str, x: np.ndarray, q: np.ndarray, args: argparse.Namespac
         order = systems[rep % len(systems):] + systems[:rep % len(systems)]  # rotate: no system always first
         for system in order:
             cmd = [sys.executable, __file__, "--child", system, "--data", str(data), "--single", str(args.single),
-                   "--segments", str(args.segments), "--efs", ",".join(map(str, args.efs))]
+                   "--segments", str(args.segments), "--efs", ",".join(map(str, args.efs)),
+                   "--timing-repeats", str(args.timing_repeats)]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode:
                 raise SystemExit(f"{system} failed on {name}:\n{proc.stderr[-3000:]}")
@@ -225,9 +234,12 @@ def _cell(s: dict[str, float], scale: float = 1.0, fmt: str = "{:.0f}") -> str:
 
 
 def markdown(res: dict[str, Any], cmd: str) -> str:
-    lines = ["## Vector database: Qdrant Edge beside FlatIndex / HNSWIndex", "",
+    sizes = ", ".join(f"{d['n']:,}" for d in res["datasets"])
+    lines = [f"## Vector database: Qdrant Edge beside FlatIndex / HNSWIndex ({sizes} vectors)", "",
              f"`{cmd}` — {res['threads']} threads, HNSW M={M}, ef_construction={EF_CONSTRUCTION}, inner product on "
-             f"unit vectors, {res['repeats']} repeats (median, min–max), each run in a fresh process. "
+             f"unit vectors, HNSWIndex storing {res.get('hnsw_dtype', 'f32')}, Qdrant float32; "
+             f"{res['repeats']} build(s) per system, each in a fresh process, query timings "
+             f"repeated {res.get('timing_repeats', 1)}× per build (median, min–max over all timings). "
              f"Queries/s at the first ef with recall@10 ≥ {TARGET} against exact; Qdrant Edge with "
              f"{res['segments']} segments (one graph each), graphs built by `optimize()` inside the build time.",
              ""]
@@ -260,12 +272,19 @@ def main() -> None:
     ap.add_argument("--no-scifact", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="print the table; leave BENCHMARKS.md and results/ alone")
     ap.add_argument("--tmp", default=None, help="work folder (default: a temporary folder, removed at the end)")
+    ap.add_argument("--timing-repeats", type=int, default=1, help="query timings repeated inside each build "
+                    "(for sizes whose builds take too long to repeat: spread over queries, not builds)")
+    ap.add_argument("--hnsw-dtype", default="f32", help="HNSWIndex storage (bf16 at 1M: an f32 usearch graph "
+                    "takes ~40 min to build on 2 cores)")
+    ap.add_argument("--name", default="vector_db", help="BENCHMARKS.md section / results file name")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.efs = [int(e) for e in str(args.efs).split(",") if e]
+    os.environ["BENCH_HNSW_DTYPE"] = args.hnsw_dtype  # children inherit it
     if args.child:
-        print(json.dumps(run_one(args.child, Path(args.data), args.efs, args.single, args.segments)))
+        print(json.dumps(run_one(args.child, Path(args.data), args.efs, args.single, args.segments,
+                                 args.timing_repeats)))
         return
     args.systems = [s for s in str(args.systems).split(",") if s]
     bad = set(args.systems) - set(SYSTEMS)
@@ -275,7 +294,8 @@ def main() -> None:
 
     tmp = Path(args.tmp or tempfile.mkdtemp(prefix="vector-db-"))
     res: dict[str, Any] = {"threads": THREADS, "repeats": args.repeats, "segments": args.segments,
-                           "efs": args.efs, "load_before": os.getloadavg()[0], "datasets": []}
+                           "timing_repeats": args.timing_repeats, "efs": args.efs, "hnsw_dtype": args.hnsw_dtype,
+                           "load_before": os.getloadavg()[0], "datasets": []}
     try:
         for n in args.n:
             x = random_unit(n, args.dim, seed=1)
@@ -290,12 +310,12 @@ def main() -> None:
     res["load_after"] = os.getloadavg()[0]
     cmd = "python benchmarks/vector_db.py " + " ".join(sys.argv[1:])
     md = markdown(res, cmd.strip())
-    if args.no_write or args.repeats < 3:  # a smoke run must not replace the measured section
+    if args.no_write or args.repeats * args.timing_repeats < 3:  # a smoke run must not replace the measured section
         print(md)
         log("smoke run (--no-write or fewer than 3 repeats): BENCHMARKS.md and results/ left untouched")
         return
-    write_results("vector_db", res, md)
-    log("wrote BENCHMARKS.md section 'vector_db' and benchmarks/results/vector_db.jsonl")
+    write_results(args.name, res, md)
+    log(f"wrote BENCHMARKS.md section {args.name!r} and benchmarks/results/{args.name}.jsonl")
 
 
 if __name__ == "__main__":
