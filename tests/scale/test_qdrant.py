@@ -81,6 +81,24 @@ def test_dense_exact_equals_flat(engine: str, metric: str, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_metadata_filter_inside_the_search(engine: str, tmp_path: Path) -> None:
+    x, q = rand(600, 16), rand(10, 16, seed=3)
+    lang = ["en", "de", "fr"]
+    meta = [{"lang": lang[i % 3], "year": 2000 + i % 5} for i in range(600)]
+    idx = make(16, engine, tmp_path, exact=True)
+    idx.add(x, docs_of(600), metadata=meta)
+    for where, keep in (({"lang": "de"}, lambda m: m["lang"] == "de"),
+                        ({"lang": ["en", "fr"], "year": 2003}, lambda m: m["lang"] != "de" and m["year"] == 2003)):
+        rows = [i for i in range(600) if keep(meta[i])]
+        flat = FlatIndex(16).add(x[rows], [f"d{i}" for i in rows])
+        same_ranking(*idx.search_ids(q, 10, where=where), *flat.search_ids(q, 10))  # k hits, all matching
+        assert all(keep(h.metadata) for row in idx.search(q, 10, where=where) for h in row)
+    with pytest.raises(ConfigError, match="where"):
+        idx.search(q, 5, where={"lang": 1.5})
+    idx.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_sparse_equals_sparse_index(engine: str, tmp_path: Path) -> None:
     docs = sp.random(300, 2000, density=0.01, format="csr", dtype=np.float32, random_state=0)
     queries = sp.random(15, 2000, density=0.02, format="csr", dtype=np.float32, random_state=1)

@@ -102,13 +102,19 @@ class Edge:
             if offset is None:
                 return
 
-    def query(self, vectors: list[Any], k: int, name: str, opts: dict[str, Any], payload: Any) -> list[list[Any]]:
+    def query(self, vectors: list[Any], k: int, name: str, opts: dict[str, Any], payload: Any,
+              where: Mapping[str, Any] | None = None) -> list[list[Any]]:
         q = self.q
+        flt = None
+        if where:
+            flt = q.Filter(must=[q.FieldCondition(key=f"metadata.{key}", match=q.MatchAny(list(v)) if isinstance(v, list)
+                                                  else q.MatchValue(v)) for key, v in where.items()])
         quant = None
         if opts["quantization"] != "none":
             quant = q.QuantizationSearchParams(rescore=opts["rescore"], oversampling=opts["oversampling"])
         params = q.SearchParams(hnsw_ef=opts["ef"], exact=opts["exact"], quantization=quant)
-        reqs = [q.QueryRequest(limit=k, query=q.Query.Nearest(v, using=name), with_payload=payload, params=params)
+        reqs = [q.QueryRequest(limit=k, query=q.Query.Nearest(v, using=name), with_payload=payload, params=params,
+                               filter=flt)
                 for v in vectors]
         if len(reqs) == 1:
             return [[(p.score, p.payload or {}) for p in self.shard.query(reqs[0])]]
@@ -233,14 +239,20 @@ class Client:
             if offset is None:
                 return
 
-    def query(self, vectors: list[Any], k: int, name: str, opts: dict[str, Any], payload: Any) -> list[list[Any]]:
+    def query(self, vectors: list[Any], k: int, name: str, opts: dict[str, Any], payload: Any,
+              where: Mapping[str, Any] | None = None) -> list[list[Any]]:
         m = self.m
+        flt = None
+        if where:
+            flt = m.Filter(must=[m.FieldCondition(key=f"metadata.{key}", match=m.MatchAny(any=list(v)) if isinstance(v, list)
+                                                  else m.MatchValue(value=v)) for key, v in where.items()])
         params = None
         if not self.local:  # local mode is exact and warns about every search parameter
             quant = (m.QuantizationSearchParams(rescore=opts["rescore"], oversampling=opts["oversampling"])
                      if opts["quantization"] != "none" else None)
             params = m.SearchParams(hnsw_ef=opts["ef"], exact=opts["exact"], quantization=quant)
-        reqs = [m.QueryRequest(query=v, using=name, limit=k, with_payload=payload, params=params) for v in vectors]
+        reqs = [m.QueryRequest(query=v, using=name, limit=k, with_payload=payload, params=params, filter=flt)
+                for v in vectors]
         res = self.client.query_batch_points(self.collection, reqs)
         return [[(p.score, p.payload or {}) for p in r.points] for r in res]
 

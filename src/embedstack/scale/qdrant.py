@@ -485,9 +485,10 @@ class QdrantIndex:
         return self
 
     def _query(self, queries: Any, k: int, payload: Any, ef: int | None,
-               exact: bool | None) -> tuple[int, int, list[list[Any]]]:
+               exact: bool | None, where: Mapping[str, Any] | None = None) -> tuple[int, int, list[list[Any]]]:
         eng = self._live()
         k = check_k(k)
+        where = _check_where(where)
         nq, rows = self._validate(queries, "queries")
         n = len(self)
         if n == 0 or nq == 0:
@@ -500,13 +501,13 @@ class QdrantIndex:
                 "exact": self.exact if exact is None else bool(exact), "quantization": self.quantization,
                 "rescore": self.rescore, "oversampling": self.oversampling}
         width = min(k, n)
-        res = eng.query([eng.vector(self.kind, v) for v in rows], width, self._vector_name, opts, payload)
+        res = eng.query([eng.vector(self.kind, v) for v in rows], width, self._vector_name, opts, payload, where)
         if self.metric == "l2":  # Qdrant returns Euclidean distances; embedstack scores are larger-is-better
             res = [[(-s, pl) for s, pl in row] for row in res]
         return nq, width, res
 
     def search(self, queries: Any, k: int = 10, *, with_text: bool = True, ef: int | None = None,
-               exact: bool | None = None) -> list[list[Hit]]:
+               exact: bool | None = None, where: Mapping[str, Any] | None = None) -> list[list[Hit]]:
         """Top-``k`` documents for each query, best first: one list of :class:`Hit` per query.
 
         Args:
@@ -516,18 +517,21 @@ class QdrantIndex:
             with_text: attach the stored text and metadata to each hit.
             ef: HNSW ``hnsw_ef`` for this call (default :attr:`ef`).
             exact: full-scan exact search for this call (default :attr:`exact`).
+            where: only documents whose metadata matches: ``{"field": value}`` (equal) or ``{"field": [a, b]}``
+                (any of); several fields must all match. Qdrant applies it inside the search (filtered HNSW),
+                so ``k`` hits come back whenever ``k`` documents match.
         """
-        _, _, res = self._query(queries, k, True if with_text else ["id"], ef, exact)
+        _, _, res = self._query(queries, k, True if with_text else ["id"], ef, exact, where)
         if with_text:
             return [[Hit(pl.get("id", ""), float(s), {}, pl.get("text"), pl.get("metadata")) for s, pl in row]
                     for row in res]
         return [[Hit(pl.get("id", ""), float(s)) for s, pl in row] for row in res]
 
     def search_ids(self, queries: Any, k: int = 10, *, ef: int | None = None,
-                   exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   exact: bool | None = None, where: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``(nq, k')`` float32 and user ids ``(nq, k')`` (object array; ``""``/``-inf`` pad short rows),
-        with ``k' = min(k, len(self))`` as in embedstack indexes."""
-        nq, width, res = self._query(queries, k, ["id"], ef, exact)
+        with ``k' = min(k, len(self))`` as in embedstack indexes; ``where`` as in :meth:`search`."""
+        nq, width, res = self._query(queries, k, ["id"], ef, exact, where)
         scores = np.full((nq, width), -np.inf, dtype=np.float32)
         ids = np.full((nq, width), "", dtype=object)
         for r, row in enumerate(res):
@@ -659,3 +663,24 @@ class QdrantIndex:
         where = "closed" if eng is None else (str(eng.path) if eng.name == "edge" else eng.collection)
         return (f"QdrantIndex(dim={self.dim}, kind={self.kind!r}, metric={self.metric!r}, "
                 f"engine={eng.name if eng else None!r}, at={where!r})")
+
+
+def _check_where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A metadata filter: field names → a str/int/bool value or a non-empty list of them."""
+    if not where:
+        return None
+    if not isinstance(where, Mapping):
+        raise ConfigError(f"where must be a mapping of metadata fields to values, e.g. {{'lang': 'en'}}; got "
+                          f"{type(where).__name__}.", param=("where", "where"))
+    out: dict[str, Any] = {}
+    for key, value in where.items():
+        values = value if isinstance(value, list) else [value]
+        if not isinstance(key, str) or not key or not values or not all(
+                isinstance(v, str | int | bool) for v in values):
+            raise ConfigError(f"where[{key!r}] must be a str, int or bool, or a non-empty list of them; got {value!r}.",
+                              param=("where", "where"))
+        if isinstance(value, list) and len({type(v) for v in values}) > 1:
+            raise ConfigError(f"where[{key!r}]: a list must hold values of one type (all str or all int); got {value!r}.",
+                              param=("where", "where"))
+        out[key] = value
+    return out
