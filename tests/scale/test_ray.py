@@ -162,3 +162,38 @@ def test_sparse_model_on_the_cluster(cluster, data, tmp_path: Path) -> None:  # 
         np.testing.assert_allclose(mat.toarray(), ref, rtol=1e-6)
         idx = index_from_shards(shards)
         assert type(idx).__name__ == "SparseIndex" and len(idx) == len(ids)
+
+
+def test_multi_vector_model_on_the_cluster(cluster, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("torch")
+    from embedstack.neural.colbert import ColBERT
+    from embedstack.neural.config import BertConfig
+    from embedstack.neural.tokenizer import WordPiece
+    from embedstack.neural.transformer import BertModel
+
+    path, ids, texts, _ = data
+    words = sorted({w for t in texts for w in t.split()})
+    tok = WordPiece.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "[unused1]", *words])
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=32, max_position_embeddings=64)
+    folder = ColBERT(BertModel(cfg).init_weights(seed=0), tok, dim=8, query_length=8, document_length=24).save(
+        tmp_path / "colbert")
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(path.read_text().splitlines(keepends=True)[:200]))
+    shards = encode_ray(small, str(folder), tmp_path / "out", actors=2, shard_rows=64, keep_text=True,
+                        block_tokens=300)
+    got_ids, mats = shards.arrays()
+    ref = resolve(str(folder)).encode_tokens(texts[:200])
+    assert got_ids == ids[:200] and shards.multi and len(shards.manifest["shards"]) == 4
+    for a, b in zip(mats, ref, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    idx = index_from_shards(shards)
+    assert type(idx).__name__ == "MultiVectorIndex" and len(idx) == 200
+    from embedstack.index import multivector_from_spec
+
+    direct = multivector_from_spec("multivector", dim=8).add(ref, ids[:200])
+    q = resolve(str(folder)).encode_tokens(texts[:5], role="query")
+    assert [[h.id for h in r] for r in idx.search(q, k=5)] == [[h.id for h in r] for r in direct.search(q, k=5)]
+    assert idx.get(ids[7]).text == texts[7]
+    with pytest.raises(Exception, match="npy"):
+        encode_ray(small, str(folder), tmp_path / "pq", fmt="parquet")

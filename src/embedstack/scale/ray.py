@@ -107,6 +107,7 @@ class EncodeActor:
             enc = enc.with_options(**options)
         self.encoder = enc
         self.sparse = _is_sparse(enc)
+        self.multi = _is_multi(enc)
         self.dim = _width(enc)
         self.role, self.batch_size, self.encoding, self.errors = role, batch_size, encoding, errors
 
@@ -146,7 +147,10 @@ class EncodeActor:
         out = {"row": np.asarray(cols["row"], dtype=np.int64), "id": np.asarray(cols["id"], dtype=object),
                "text": np.asarray(cols["text"], dtype=object), "meta": np.asarray(cols["meta"], dtype=object),
                "where": np.asarray(cols["where"], dtype=object), "error": np.asarray(errors, dtype=object)}
-        if self.sparse:
+        if self.multi:
+            empty = np.zeros((0, self.dim), dtype=np.float32)
+            out["tokens"] = _objects([r if r is not None else empty for r in rows])
+        elif self.sparse:
             empty_i, empty_v = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
             out["indices"] = _objects([r[0] if r is not None else empty_i for r in rows])
             out["values"] = _objects([r[1] if r is not None else empty_v for r in rows])
@@ -156,6 +160,14 @@ class EncodeActor:
         return out
 
     def _encode(self, texts: list[str]) -> list[Any]:
+        if self.multi:
+            mats = [np.asarray(m, dtype=np.float32) for m in
+                    self.encoder.encode_tokens(texts, role=self.role, batch_size=self.batch_size)]
+            if len(mats) != len(texts) or any(m.ndim != 2 or m.shape[1] != self.dim or not np.isfinite(m).all()
+                                              for m in mats):
+                raise ValueError(f"the encoder returned {len(mats)} token matrices, not {len(texts)} finite "
+                                 f"(tokens, {self.dim}) ones")
+            return mats
         if self.sparse:
             m = self.encoder.encode_sparse(texts, role=self.role).tocsr()
             if m.shape != (len(texts), self.dim) or not np.isfinite(m.data).all():
@@ -180,6 +192,11 @@ def _is_sparse(encoder: Any) -> bool:
     return callable(getattr(encoder, "encode_sparse", None)) and not callable(getattr(encoder, "encode", None))
 
 
+def _is_multi(encoder: Any) -> bool:
+    return (callable(getattr(encoder, "encode_tokens", None)) and not callable(getattr(encoder, "encode", None))
+            and not _is_sparse(encoder))
+
+
 def _width(encoder: Any) -> int:
     return int(encoder.n_features if _is_sparse(encoder) and hasattr(encoder, "n_features") else encoder.dim)
 
@@ -202,9 +219,9 @@ def _resolve_spec(model: str) -> tuple[str, Any]:
                           f"it once (in Python: `embedstack.models.resolve({model!r}).fit(texts).save('MODEL')`) and pass "
                           "the saved folder.",
                           param=("model", "model"))
-    if not callable(getattr(encoder, "encode", None)) and not _is_sparse(encoder):
-        raise ConfigError(f"{model!r} is a multi-vector model; the cluster path encodes dense models (a transformer, "
-                          "lsa:K, word vectors ...) and sparse ones (SPLADE, a fitted BM25).", param=("model", "model"))
+    if not callable(getattr(encoder, "encode", None)) and not _is_sparse(encoder) and not _is_multi(encoder):
+        raise ConfigError(f"{model!r} gives neither vectors, sparse rows nor token matrices; the cluster path encodes "
+                          "dense, sparse and multi-vector (ColBERT) models.", param=("model", "model"))
     return spec, encoder
 
 
@@ -220,8 +237,9 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     Args:
         source: a JSON-lines / Parquet / text file, a folder of them, a BEIR folder or dataset name, a list of
             those, or a ``ray.data.Dataset`` with ``id`` and ``text`` columns.
-        model: a dense or sparse model SPEC (``all-MiniLM-L6-v2``, a SPLADE folder, a saved fitted LSA or BM25
-            ...); every actor resolves it. Sparse rows are written as ``.npz`` shards (scipy CSR).
+        model: a dense, sparse or multi-vector model SPEC (``all-MiniLM-L6-v2``, a SPLADE or ColBERT folder, a
+            saved fitted LSA or BM25 ...); every actor resolves it. Sparse rows are written as ``.npz`` shards
+            (scipy CSR), token matrices as one ``.npy`` of tokens plus ``.offsets.npy`` per shard.
         out: the shard folder (built aside and renamed into place when every row is written).
         address: the Ray cluster (``host:port``, ``ray://host:port``, ``auto``); None starts a local Ray.
         actors: size of the encoder pool (default: one per CPU of the cluster / ``actor_cpus``).
@@ -241,7 +259,7 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
     Raises:
         ClusterError: ``address`` does not answer. InputError: a row cannot be read or encoded (``fail``).
-        ConfigError: a model that must be fitted first, or a multi-vector model.
+        ConfigError: a model that must be fitted first; Parquet shards for a multi-vector model.
     """
     from embedstack._validation import check_choice, check_int
     from embedstack.index.store import encoder_identity
@@ -261,6 +279,10 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     identity = encoder_identity(encoder, model)
     dim = _width(encoder)
     sparse = _is_sparse(encoder)
+    multi = _is_multi(encoder)
+    if multi and fmt != "npy":
+        raise ConfigError("token matrices (a multi-vector model) are written as .npy shards; use the npy format.",
+                          param=("fmt", "shard format"))
     t0 = time.perf_counter()
     user_ds = hasattr(source, "map_batches") and hasattr(source, "iter_batches")
     if not user_ds:
@@ -288,7 +310,8 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                                    "batch_size": batch_size, "encoding": encoding, "errors": errors},
             compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=actor_cpus)
         seen = np.zeros(total, dtype=bool)
-        writer = ShardWriter(tmp, dim=dim, fmt=fmt, shard_rows=shard_rows, keep_text=keep_text, sparse=sparse)
+        writer = ShardWriter(tmp, dim=dim, fmt=fmt, shard_rows=shard_rows, keep_text=keep_text, sparse=sparse,
+                             multi=multi)
         bad: list[dict[str, Any]] = []
         n_batches = 0
         for batch in encoded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
@@ -316,8 +339,12 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                             "error": str(errs[i])} for i in np.flatnonzero(failed))
             keep = fresh & (errs == "")
             idx = np.flatnonzero(keep)
-            vecs = ((list(batch["indices"][idx]), list(batch["values"][idx])) if sparse
-                    else np.asarray(batch["vector"])[idx])
+            if multi:
+                vecs: Any = [np.asarray(m, dtype=np.float32).reshape(-1, dim) for m in batch["tokens"][idx]]
+            elif sparse:
+                vecs = (list(batch["indices"][idx]), list(batch["values"][idx]))
+            else:
+                vecs = np.asarray(batch["vector"])[idx]
             writer.add(rows[idx], [str(x) for x in batch["id"][idx]], vecs,
                        [str(x) for x in batch["text"][idx]] if keep_text else None,
                        [str(x) for x in batch["meta"][idx]] if keep_text else None)
@@ -343,7 +370,7 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
         stats.update({"seconds": round(seconds, 3), "rows_per_second": round(writer.count / seconds, 1),
                       "actors": pool, "batches": n_batches, "nodes": sum(1 for n in ray.nodes() if n.get("Alive"))})
         write_manifest(tmp, SHARDS_TYPE, {"dim": dim, "format": fmt, "model": model, "role": role,
-                                          "keep_text": keep_text, "sparse": sparse},
+                                          "keep_text": keep_text, "sparse": sparse, "multi": multi},
                        count=writer.count, skipped=len(bad), shards=entries, encoder=identity, stats=stats)
     return read_shards(target, verify=False)
 

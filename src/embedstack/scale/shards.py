@@ -2,7 +2,8 @@
 
 A shard folder holds ``shard-00000.npy`` + ``shard-00000.jsonl`` (vectors; one ``{"row", "id"[, "text",
 "meta"]}`` object per line; sparse rows: ``shard-00000.npz``, scipy CSR) or ``shard-00000.parquet`` (columns
-``row``, ``id``, ``vector`` or ``indices`` + ``values`` [, ``text``, ``meta``]), and a ``manifest.json`` written last with the sha256 of every file, the encoder's identity
+``row``, ``id``, ``vector`` or ``indices`` + ``values`` [, ``text``, ``meta``]); token matrices (ColBERT)
+go to ``shard-00000.npy`` (all tokens) + ``shard-00000.offsets.npy``; and a ``manifest.json`` written last with the sha256 of every file, the encoder's identity
 and the row count. The folder is built in a temporary sibling and renamed into place when the job has
 finished, so a killed job never leaves a folder that looks complete. ``row`` is the corpus ordinal of a
 row: shards hold rows in the order the workers finished them, and :meth:`ShardSet.arrays` puts them back
@@ -48,14 +49,14 @@ class ShardWriter:
     """Buffer encoded rows and write them as shards of ``shard_rows`` rows into ``folder``."""
 
     def __init__(self, folder: Path, *, dim: int, fmt: str = "npy", shard_rows: int = 65536,
-                 keep_text: bool = False, sparse: bool = False) -> None:
+                 keep_text: bool = False, sparse: bool = False, multi: bool = False) -> None:
         if fmt not in FORMATS:
             raise ConfigError(f"shard format must be one of {', '.join(FORMATS)}; got {fmt!r}.",
                               param=("fmt", "shard format"))
         if shard_rows < 1:
             raise ConfigError(f"shard_rows must be >= 1; got {shard_rows}.")
         self.folder, self.dim, self.fmt, self.shard_rows, self.keep_text = folder, dim, fmt, shard_rows, keep_text
-        self.sparse = sparse
+        self.sparse, self.multi = sparse, multi
         self._buf: list[tuple[np.ndarray, list[str], Any, list[str], list[str]]] = []
         self._buffered = 0
         self.entries: list[dict[str, Any]] = []
@@ -71,13 +72,15 @@ class ShardWriter:
         n = len(ids)
         if not n:
             return
-        if self.sparse:
+        if self.multi:
+            mat: Any = [np.asarray(m, dtype=np.float32) for m in vectors]
+        elif self.sparse:
             import scipy.sparse as sp
 
             indices, values = vectors
             indptr = np.zeros(n + 1, dtype=np.int64)
             indptr[1:] = np.cumsum([len(i) for i in indices])
-            mat: Any = sp.csr_array((np.concatenate(values).astype(np.float32) if n else np.zeros(0, np.float32),
+            mat = sp.csr_array((np.concatenate(values).astype(np.float32) if n else np.zeros(0, np.float32),
                                      np.concatenate(indices).astype(np.int32) if n else np.zeros(0, np.int32), indptr),
                                     shape=(n, self.dim))
         else:
@@ -108,10 +111,12 @@ class ShardWriter:
                 self._buf[0] = (rows[need:], ids[need:], vecs[need:], texts[need:], metas[need:])
                 need = 0
         self._buffered -= n
-        if self.sparse:
+        if self.multi:
+            merged: Any = [m for p in parts for m in p[2]]
+        elif self.sparse:
             import scipy.sparse as sp
 
-            merged: Any = sp.csr_array(sp.vstack([p[2] for p in parts], format="csr"))
+            merged = sp.csr_array(sp.vstack([p[2] for p in parts], format="csr"))
         else:
             merged = np.concatenate([p[2] for p in parts])
         return (np.concatenate([p[0] for p in parts]), [i for p in parts for i in p[1]], merged,
@@ -137,7 +142,14 @@ class ShardWriter:
             pq.write_table(pa.table(cols), str(self.folder / f"{name}.parquet"))
             files = [f"{name}.parquet"]
         else:
-            if self.sparse:
+            extra: list[str] = []
+            if self.multi:
+                offsets = np.zeros(len(vecs) + 1, dtype=np.int64)
+                offsets[1:] = np.cumsum([len(m) for m in vecs])
+                np.save(self.folder / f"{name}.npy", np.concatenate(vecs) if vecs else np.zeros((0, self.dim), np.float32))
+                np.save(self.folder / f"{name}.offsets.npy", offsets)
+                extra = [f"{name}.offsets.npy"]
+            elif self.sparse:
                 import scipy.sparse as sp
 
                 sp.save_npz(self.folder / f"{name}.npz", vecs, compressed=False)
@@ -151,7 +163,7 @@ class ShardWriter:
                         if metas[j]:
                             rec["meta"] = json.loads(metas[j])
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            files = [f"{name}.{'npz' if self.sparse else 'npy'}", f"{name}.jsonl"]
+            files = [f"{name}.{'npz' if self.sparse else 'npy'}", f"{name}.jsonl", *extra]
         self.entries.append({"name": name, "files": files, "rows": len(ids)})
         self.count += len(ids)
 
@@ -170,6 +182,7 @@ class ShardSet:
         self.count = int(manifest.get("count", 0))
         self.has_text = bool(cfg.get("keep_text"))
         self.sparse = bool(cfg.get("sparse"))
+        self.multi = bool(cfg.get("multi"))
         self.skipped: int = int(manifest.get("skipped", 0))
         self.stats: dict[str, Any] = dict(manifest.get("stats", {}))
 
@@ -206,7 +219,13 @@ class ShardSet:
                      if "meta" in t.column_names else None)
             shard = Shard(t.column("row").to_numpy(), t.column("id").to_pylist(), vectors, texts, metas)
         else:
-            if self.sparse:
+            if self.multi:
+                tokens = np.load(self.folder / f"{name}.npy", allow_pickle=False)
+                offs = np.load(self.folder / f"{name}.offsets.npy", allow_pickle=False)
+                if tokens.ndim != 2 or tokens.shape[1] != self.dim or len(offs) != entry["rows"] + 1 or offs[-1] != len(tokens):
+                    raise FormatError(f"{self.folder}/{name}: token matrices and offsets disagree; the folder is damaged.")
+                vectors = [tokens[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
+            elif self.sparse:
                 import scipy.sparse as sp
 
                 vectors = sp.csr_array(sp.load_npz(self.folder / f"{name}.npz"))
@@ -216,22 +235,27 @@ class ShardSet:
             shard = Shard(np.asarray([r["row"] for r in recs], dtype=np.int64), [r["id"] for r in recs], vectors,
                           [r.get("text", "") for r in recs] if self.has_text else None,
                           [r.get("meta") for r in recs] if self.has_text else None)
-        if len(shard.ids) != entry["rows"] or tuple(shard.vectors.shape) != (entry["rows"], self.dim):
+        shape = (len(shard.vectors), self.dim) if self.multi else tuple(shard.vectors.shape)
+        if len(shard.ids) != entry["rows"] or shape != (entry["rows"], self.dim):
             raise FormatError(f"{self.folder}/{name}: {len(shard.ids)} ids and vectors of shape {shard.vectors.shape}, "
                               f"but the manifest lists {entry['rows']} × {self.dim}; the folder is damaged.")
         return shard
 
     def arrays(self) -> tuple[list[str], Any]:
-        """Every id and vector (CSR rows for sparse shards), in corpus order (the order of the input rows)."""
+        """Every id and vector (CSR rows for sparse shards, a list of token matrices for multi-vector ones), in
+        corpus order (the order of the input rows)."""
         import scipy.sparse as sp
 
         shards = list(self)
         if not shards:
             empty = np.zeros((0, self.dim), dtype=np.float32)
-            return [], sp.csr_array(empty) if self.sparse else empty
+            return [], [] if self.multi else sp.csr_array(empty) if self.sparse else empty
         rows = np.concatenate([s.rows for s in shards])
         order = np.argsort(rows, kind="stable")
         ids = [i for s in shards for i in s.ids]
+        if self.multi:
+            mats = [m for s in shards for m in s.vectors]
+            return [ids[j] for j in order], [mats[j] for j in order]
         vectors = (sp.csr_array(sp.vstack([s.vectors for s in shards], format="csr"))[order] if self.sparse
                    else np.concatenate([s.vectors for s in shards])[order])
         return [ids[j] for j in order], vectors
@@ -267,7 +291,7 @@ def index_from_shards(shards: ShardSet | str | os.PathLike[str], *, index: str =
         encoder: the encoder, saved inside the index folder when it is saveable (a fitted LSA ...), so the
             folder answers text queries on its own; else the manifest's SPEC resolves it again.
     """
-    from embedstack.index import SparseIndex, from_spec
+    from embedstack.index import SparseIndex, from_spec, multivector_from_spec
 
     shard_set = shards if isinstance(shards, ShardSet) else read_shards(shards)
     if out is not None:
@@ -275,10 +299,12 @@ def index_from_shards(shards: ShardSet | str | os.PathLike[str], *, index: str =
         from embedstack.io import check_output
 
         check_output(real_path(out), kind=INDEX_KIND, force=force)
-    if shard_set.sparse:
+    if shard_set.multi:
+        idx: Any = multivector_from_spec(index, dim=shard_set.dim, model=str(shard_set.model))
+    elif shard_set.sparse:
         if index not in ("flat", "sparse"):
             raise ConfigError(f"the shards hold sparse rows: they get an inverted index; drop the index option {index!r}.")
-        idx: Any = SparseIndex(shard_set.dim)
+        idx = SparseIndex(shard_set.dim)
     else:
         idx = from_spec(index, dim=shard_set.dim)
     done = 0
@@ -287,6 +313,8 @@ def index_from_shards(shards: ShardSet | str | os.PathLike[str], *, index: str =
         done += len(shard.ids)
         if progress is not None:
             progress("index", done, shard_set.count)
+    if shard_set.multi and hasattr(idx, "train"):
+        idx.train()  # centroids for the candidate stage (and, for plaid, the compression), as build_index does
     idx.encoder = shard_set.encoder
     if out is not None:
         saveable = encoder is not None and callable(getattr(encoder, "save", None)) and bool(getattr(encoder, "type_name", ""))
