@@ -32,7 +32,7 @@ from embedstack.index.store import (
     resolve_alias,
 )
 
-__all__ = ["BaseIndex", "METRICS", "as_matrix"]
+__all__ = ["BaseIndex", "METRICS", "as_matrix", "check_new_ids", "check_id_strings"]
 
 METRICS = ("cosine", "ip", "l2")
 
@@ -56,6 +56,37 @@ def as_matrix(x: Any, dim: int | None, what: str = "vectors") -> np.ndarray:
         bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
         raise InputError(f"{what} contain NaN or infinite values (rows {bad[:5].tolist()}); clean or drop them first.")
     return arr
+
+
+def check_id_strings(ids: Any) -> list[str]:
+    """``ids`` as a list, every one a string (one string alone is refused: wrap it in a list)."""
+    if isinstance(ids, str):
+        raise InputError("ids must be a sequence of strings, not one string; wrap it in a list.")
+    out = list(ids)
+    for doc_id in out:
+        if not isinstance(doc_id, str):
+            raise InputError(f"ids must be strings; got {doc_id!r} ({type(doc_id).__name__}). Use str(id).")
+    return out
+
+
+def check_new_ids(n: int, ids: Any, texts: Sequence[Any] | None = None,
+                  metadata: Sequence[Any] | None = None) -> list[str]:
+    """The ids of ``n`` new documents as a list of strings, checked: one per vector (and per text/metadata
+    given), all strings, none repeated in the batch. Every index's ``add`` (ours, QdrantIndex) uses it.
+
+    Raises:
+        InputError: not strings, or lengths that disagree. IndexStateError: an id repeated in ``ids``.
+    """
+    out = check_id_strings(ids)
+    if len(out) != n:
+        raise InputError(f"got {n} vectors but {len(out)} ids; give one id per vector.")
+    for name, extra in (("texts", texts), ("metadata", metadata)):
+        if extra is not None and len(extra) != n:
+            raise InputError(f"got {n} vectors but {len(extra)} {name}; give one per vector (None allowed).")
+    if len(set(out)) != n:
+        dup = next(i for i in out if out.count(i) > 1)
+        raise IndexStateError(f"id {dup!r} appears more than once in this batch; ids must be unique.")
+    return out
 
 
 class BaseIndex:
@@ -144,17 +175,7 @@ class BaseIndex:
         """
         data = self._validate(vectors, "vectors")
         n = data.shape[0] if hasattr(data, "shape") else len(data)
-        if isinstance(ids, str):
-            raise InputError("ids must be a sequence of strings, not one string; wrap it in a list.")
-        ids = [self._check_id(i) for i in ids]
-        if len(ids) != n:
-            raise InputError(f"got {n} vectors but {len(ids)} ids; give one id per vector.")
-        for name, extra in (("texts", texts), ("metadata", metadata)):
-            if extra is not None and len(extra) != n:
-                raise InputError(f"got {n} vectors but {len(extra)} {name}; give one per vector (None allowed).")
-        if len(set(ids)) != n:
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise IndexStateError(f"id {dup!r} appears more than once in this batch; ids must be unique.")
+        ids = check_new_ids(n, ids, texts, metadata)
         clash = [i for i in ids if i in self._pos]
         if clash:
             raise IndexStateError(
@@ -170,12 +191,6 @@ class BaseIndex:
         self._pos.update((u, start + j) for j, u in enumerate(ids))
         self._dead = np.concatenate([self._dead, np.zeros(n, dtype=bool)])
         return self
-
-    @staticmethod
-    def _check_id(doc_id: Any) -> str:
-        if not isinstance(doc_id, str):
-            raise InputError(f"ids must be strings; got {doc_id!r} ({type(doc_id).__name__}). Use str(id).")
-        return doc_id
 
     def remove(self, ids: Sequence[str]) -> int:
         """Delete documents by id (tombstones: space is reclaimed by :meth:`compact`); return how many.

@@ -52,6 +52,19 @@ def _segments(offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.nda
     return pos, starts
 
 
+def as_token_matrices(vectors: Any, dim: int, what: str = "vectors") -> list[np.ndarray]:
+    """Validate a list of token matrices (one finite ``(tokens, dim)`` float32 array per text, none empty)."""
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+        raise InputError(f"{what} must be a list of token matrices (one (tokens, dim) array per text).")
+    out = []
+    for j, m in enumerate(vectors):
+        arr = as_matrix(m, dim, f"{what}[{j}]")
+        if arr.shape[0] == 0:
+            raise InputError(f"{what}[{j}] has no token vectors; every text needs at least one token.")
+        out.append(arr)
+    return out
+
+
 @register("MultiVectorIndex", module="embedstack.index")
 class MultiVectorIndex(BaseIndex):
     """MaxSim index over per-document token matrices with centroid-based candidate pruning.
@@ -141,13 +154,8 @@ class MultiVectorIndex(BaseIndex):
 
     # ------------------------------------------------------------------ adding
     def _validate(self, vectors: Any, what: str) -> list[np.ndarray]:
-        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
-            raise InputError(f"{what} must be a list of token matrices (one (tokens, dim) array per text).")
         out = []
-        for j, m in enumerate(vectors):
-            arr = as_matrix(m, self.dim, f"{what}[{j}]")
-            if arr.shape[0] == 0:
-                raise InputError(f"{what}[{j}] has no token vectors; every text needs at least one token.")
+        for arr in as_token_matrices(vectors, self.dim, what):
             if self.metric == "cosine":
                 norms = np.linalg.norm(arr, axis=1, keepdims=True)
                 arr = arr / np.where(norms > 0, norms, 1.0)

@@ -42,7 +42,7 @@ import numpy as np
 from embedstack._validation import check_choice, check_float, check_int, check_k
 from embedstack.base import Hit
 from embedstack.errors import ConfigError, IndexStateError, InputError
-from embedstack.index._base import METRICS, as_matrix
+from embedstack.index._base import METRICS, as_matrix, check_id_strings, check_new_ids
 from embedstack.index.store import check_identity, encoder_identity
 from embedstack.registry import register
 from embedstack.scale._qdrant_engines import MANIFEST, Client, Edge
@@ -352,25 +352,11 @@ class QdrantIndex:
             ptr = csr.indptr
             return csr.shape[0], [(csr.indices[ptr[i]:ptr[i + 1]].astype(np.uint32),
                                    csr.data[ptr[i]:ptr[i + 1]].astype(np.float32)) for i in range(csr.shape[0])]
-        if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
-            raise InputError(f"{what} must be a list of token matrices (one (tokens, dim) array per text).")
-        out = []
-        for j, mat in enumerate(vectors):
-            arr = as_matrix(mat, self.dim, f"{what}[{j}]")
-            if arr.shape[0] == 0:
-                raise InputError(f"{what}[{j}] has no token vectors; every text needs at least one token.")
-            out.append(np.ascontiguousarray(arr))
+        from embedstack.index.multivector import as_token_matrices
+
+        out = [np.ascontiguousarray(a) for a in as_token_matrices(vectors, self.dim, what)]
         return len(out), out
 
-    @staticmethod
-    def _check_ids(ids: Any) -> list[str]:
-        if isinstance(ids, str):
-            raise InputError("ids must be a sequence of strings, not one string; wrap it in a list.")
-        out = list(ids)
-        for i in out:
-            if not isinstance(i, str):
-                raise InputError(f"ids must be strings; got {i!r} ({type(i).__name__}). Use str(id).")
-        return out
 
     # ------------------------------------------------------------------ public API
     def add(self, vectors: Any, ids: Sequence[str], *, texts: Sequence[str | None] | None = None,
@@ -384,15 +370,7 @@ class QdrantIndex:
         """
         eng = self._live()
         n, rows = self._validate(vectors, "vectors")
-        ids = self._check_ids(ids)
-        if len(ids) != n:
-            raise InputError(f"got {n} vectors but {len(ids)} ids; give one id per vector.")
-        for name, extra in (("texts", texts), ("metadata", metadata)):
-            if extra is not None and len(extra) != n:
-                raise InputError(f"got {n} vectors but {len(extra)} {name}; give one per vector (None allowed).")
-        if len(set(ids)) != n:
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise IndexStateError(f"id {dup!r} appears more than once in this batch; ids must be unique.")
+        ids = check_new_ids(n, ids, texts, metadata)
         pids = [point_id(i) for i in ids]
         clash: list[str] = []
         for s in range(0, n, 4096):
@@ -436,7 +414,7 @@ class QdrantIndex:
             IndexStateError: an id is not in the index (nothing is removed).
         """
         eng = self._live()
-        ids = [ids] if isinstance(ids, str) else self._check_ids(ids)
+        ids = [ids] if isinstance(ids, str) else check_id_strings(ids)
         unique = list(dict.fromkeys(ids))
         pids = [point_id(i) for i in unique]
         found = eng.retrieve(pids, False) if pids else {}
