@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from embedstack.errors import ConfigError, DatasetError
+from embedstack.errors import ConfigError, DatasetError, InputError
 from embedstack.retrieval import read_corpus
 from embedstack.scale.inputs import plan_blocks, read_block
 
@@ -81,3 +81,52 @@ def test_refusals(tmp_path: Path) -> None:
         plan_blocks(empty)
     with pytest.raises(ConfigError, match="block_tokens"):
         plan_blocks(empty, block_tokens=0)
+
+
+def test_lines_split_like_the_single_process_reader(tmp_path: Path) -> None:
+    p = tmp_path / "c.txt"
+    p.write_bytes("one\rstill one\n\xa0\n\u3000 \ntwo\nthree".encode())  # lone CR, NBSP / ideographic-space lines
+    ids, texts, _ = read_corpus(p)
+    assert _rows(p, max_rows=1)[:2] == (ids, texts) and texts[0] == "one\rstill one" and len(texts) == 3
+
+
+def test_gzip_found_by_content_and_ids_like_read_corpus(tmp_path: Path) -> None:
+    p = tmp_path / "corpus.txt"  # gzip data without a .gz name
+    p.write_bytes(gzip.compress(b"alpha\nbeta\n"))
+    assert _rows(p)[1] == read_corpus(p)[1] == ["alpha", "beta"]
+    bad = tmp_path / "bad.txt.gz"
+    bad.write_bytes(gzip.compress(b"alpha\nbeta\n" * 100)[:40])
+    with pytest.raises(InputError, match="damaged or truncated"):
+        plan_blocks(bad)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("a.jsonl", "b.jsonl"):  # no _id: the single-process reader numbers a folder's documents
+        (folder / name).write_text('{"text": "x"}\n{"text": "y"}\n')
+    assert _rows(folder)[0] == read_corpus(folder)[0] == ["0", "1", "2", "3"]
+
+
+def test_parquet_row_groups_are_cut_into_blocks(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"_id": [f"p{i}" for i in range(25)], "text": [f"t{i}" for i in range(25)]}),
+                   tmp_path / "c.parquet", row_group_size=20)
+    blocks, total = plan_blocks(tmp_path / "c.parquet", max_rows=8)
+    assert total == 25 and [b.rows for b in blocks] == [8, 8, 4, 5]
+    assert _rows(tmp_path / "c.parquet", max_rows=8)[0] == [f"p{i}" for i in range(25)]
+
+
+def test_a_worker_failure_comes_out_as_one_line() -> None:
+    from embedstack.errors import ClusterError
+    from embedstack.scale.ray import _worker_error
+
+    inner = InputError("corpus.jsonl changed while it was being encoded")
+    try:
+        try:
+            raise inner
+        except InputError as exc:
+            raise RuntimeError("Traceback (most recent call last):\n  File ...\nUserCodeException") from exc
+    except RuntimeError as outer:
+        assert _worker_error(outer) is inner
+    err = _worker_error(RuntimeError("Traceback (most recent call last):\n  File x\nFileNotFoundError: /data/c.jsonl"))
+    assert isinstance(err, ClusterError) and "\n" not in str(err) and "FileNotFoundError: /data/c.jsonl" in str(err)

@@ -139,7 +139,7 @@ def test_cli_encode_and_index_build_on_the_cluster(cluster, data, tmp_path: Path
                               "--actors", "2", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["count"] == len(ids)
-    assert not list(tmp_path.glob(".shards-*"))  # the temporary shards are gone
+    assert not list(tmp_path.glob(".idx.*.tmp"))  # the temporary shards are gone
     res = runner.invoke(app, ["search", str(tmp_path / "idx"), texts[5], "--k", "1", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["hits"][0]["id"] == ids[5]

@@ -126,7 +126,14 @@ def encode_command(
     from embedstack.models import needs_fit, resolve
 
     if ray or ray_address:
+        if threads is not None:
+            raise ConfigError("--threads does not apply with --ray: each encoder actor uses the CPUs Ray gives it "
+                              "(one by default); choose the pool size with --actors.")
+        if shard_format not in ("npy", "parquet"):
+            raise ConfigError(f"--shard-format must be npy or parquet; got {shard_format!r}.")
         ray_options = {k: v for k, v in {"backend": backend, "precision": precision}.items() if v is not None}
+        if "backend" in ray_options and "precision" not in ray_options:
+            ray_options["precision"] = "fp32"  # as the single-process path
         info = encode_on_ray(input, model, out, address=ray_address, actors=actors, fmt=shard_format,
                              on_error=on_error, timeout=timeout, batch_size=batch_size, role=role, options=ray_options,
                              encoding=encoding, errors=errors.value if hasattr(errors, "value") else str(errors),

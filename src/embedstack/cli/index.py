@@ -130,12 +130,15 @@ def _build_on_ray(corpus: str, model: str, out: Path, spec: str, *, shards: Path
 
     from embedstack.cli.encode import encode_on_ray
     from embedstack.index import set_alias
+    from embedstack.io.atomic import temp_prefix
     from embedstack.models import resolve
     from embedstack.scale import index_from_shards, read_shards
 
     tmp = None
-    if shards is None:
-        tmp = Path(tempfile.mkdtemp(prefix=".shards-", dir=Path(out).expanduser().resolve().parent))
+    if shards is None:  # beside the index (same disk), named like the atomic writer's temporaries: swept if killed
+        target = Path(out).expanduser().resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent))
         shards = tmp / "shards"
     try:
         enc_info = encode_on_ray(corpus, model, shards, quiet=quiet or json_out, keep_text=True, **kwargs)

@@ -14,6 +14,7 @@ so the caller can skip it or name it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,7 @@ class Block:
     first_row: int  # corpus-wide ordinal of the block's first row
     first_line: int  # 1-based line number of its first line (parquet: 0)
     rows: int
+    ordinal_ids: bool = False  # ids are corpus ordinals (a folder, a .ndjson file), as the single-process reader gives
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +79,7 @@ def input_files(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
 
 
 def plan_blocks(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, block_tokens: int = 32768,
-                max_rows: int = 4096) -> tuple[list[Block], int]:
+                max_rows: int = 4096, encoding: str = "utf-8") -> tuple[list[Block], int]:
     """Blocks covering every row of ``source`` once, and the number of rows.
 
     A block ends after about ``block_tokens`` tokens of text or ``max_rows`` rows, whichever comes first,
@@ -86,16 +88,25 @@ def plan_blocks(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     """
     if block_tokens < 1 or max_rows < 1:
         raise ConfigError(f"block_tokens and max_rows must be >= 1; got {block_tokens} and {max_rows}.")
+    from dataclasses import replace
+
+    from embedstack.data._io import is_gzip
+
     blocks: list[Block] = []
     total = 0
-    for f in input_files(source):
+    files = input_files(source)
+    # the single-process reader takes `_id` only from one .jsonl file (or a BEIR folder); elsewhere ids are ordinals
+    ordinal = len(files) > 1 or not files[0].name.lower().endswith((".jsonl", ".jsonl.gz", ".parquet"))
+    for f in files:
         kind = _kind(f)
         if kind == "parquet":
-            new = _plan_parquet(f, total)
-        elif f.name.endswith(".gz"):
-            new = _plan_gzip(f, kind, total)
+            new = _plan_parquet(f, total, max_rows)
+        elif is_gzip(f):
+            new = _plan_gzip(f, kind, total, encoding)
         else:
-            new = _plan_lines(f, kind, total, block_tokens * BYTES_PER_TOKEN, max_rows)
+            new = _plan_lines(f, kind, total, block_tokens * BYTES_PER_TOKEN, max_rows, encoding)
+        if ordinal:
+            new = [replace(b, ordinal_ids=True) for b in new]
         blocks.extend(new)
         total += sum(b.rows for b in new)
     if total == 0:
@@ -103,17 +114,27 @@ def plan_blocks(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return blocks, total
 
 
-def _plan_lines(path: Path, kind: str, base: int, max_bytes: int, max_rows: int) -> list[Block]:
+def _blank(raw: bytes, line_no: int, encoding: str) -> bool:
+    """Whether a raw line is blank the way the single-process reader sees it (``str.strip()`` on the decoded
+    line; a byte-order mark on line 1 dropped)."""
+    if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if raw.isascii():
+        return not raw.strip()
+    return not raw.decode(encoding, "replace").removeprefix("\ufeff").strip()
+
+
+def _plan_lines(path: Path, kind: str, base: int, max_bytes: int, max_rows: int, encoding: str) -> list[Block]:
     blocks: list[Block] = []
     start = offset = 0
     rows = line = 0
     first_line = 1
     first_row = base
     with open(path, "rb") as fh:
-        for raw in fh:  # C-speed line splitting; only the byte counts are used
+        for raw in fh:  # C-speed line splitting (on b"\n" only, as the single-process reader)
             line += 1
             offset += len(raw)
-            if raw.strip():
+            if not _blank(raw, line, encoding):
                 if not rows and not blocks and kind == "lines":
                     _refuse_wikiextractor(path, raw)
                 rows += 1
@@ -134,18 +155,27 @@ def _refuse_wikiextractor(path: Path, first: bytes) -> None:
                           "path reads JSON-lines, Parquet or plain text: convert it first (one JSON record per <doc>).")
 
 
-def _plan_gzip(path: Path, kind: str, base: int) -> list[Block]:
+def _plan_gzip(path: Path, kind: str, base: int, encoding: str) -> list[Block]:
+    """A gzip file is one block: it cannot be entered in the middle (decompress it first for parallel reading)."""
+    import gzip
+    import zlib
+
     from embedstack.data._io import open_binary
 
     rows = 0
-    with open_binary(path) as raw:
-        for line in raw:
-            if line.strip():
-                rows += 1
+    try:
+        with open_binary(path) as raw:
+            for line_no, line in enumerate(raw, start=1):
+                if not _blank(line, line_no, encoding):
+                    rows += 1
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(f"{path}: the gzip data is damaged or truncated ({exc}); recompress or fetch the file "
+                         "again.") from None
     return [Block(str(path), kind, 0, -1, base, 1, rows)] if rows else []
 
 
-def _plan_parquet(path: Path, base: int) -> list[Block]:
+def _plan_parquet(path: Path, base: int, max_rows: int) -> list[Block]:
+    """Slices of at most ``max_rows`` rows of each row group (``start``: the group, ``end``: the first row in it)."""
     from embedstack._extras import require
 
     pq = require("pyarrow.parquet", "scale", "reading Parquet corpora")
@@ -157,9 +187,10 @@ def _plan_parquet(path: Path, base: int) -> list[Block]:
     first = base
     for g in range(meta.num_row_groups):
         n = meta.row_group(g).num_rows
-        if n:
-            blocks.append(Block(str(path), "parquet", g, -1, first, 0, n))
-            first += n
+        for off in range(0, n, max_rows):
+            rows = min(max_rows, n - off)
+            blocks.append(Block(str(path), "parquet", g, off, first, 0, rows))
+            first += rows
     return blocks
 
 
@@ -182,7 +213,7 @@ def read_block(block: Block | dict[str, Any], *, encoding: str = "utf-8", errors
         _read_parquet(b, cols)
         return cols
     for line_no, raw in _raw_lines(b):
-        if not raw.strip():
+        if _blank(raw, line_no, encoding):
             continue
         where = f"{b.path}:{line_no}"
         row = b.first_row + len(cols["row"])
@@ -204,6 +235,8 @@ def read_block(block: Block | dict[str, Any], *, encoding: str = "utf-8", errors
                 else:
                     if isinstance(rec, dict):
                         doc_id, text, meta = _doc_from_record(rec, line_no)
+                        if b.ordinal_ids:
+                            doc_id = str(row)
                     else:
                         err = f"expected a JSON object per line, got {type(rec).__name__}"
         for key, value in (("row", row), ("id", doc_id), ("text", text), ("meta", meta), ("where", where),
@@ -225,13 +258,13 @@ def _raw_lines(b: Block) -> Iterator[tuple[int, bytes]]:
     with open(b.path, "rb") as fh:
         fh.seek(b.start)
         data = fh.read(b.end - b.start)
-    yield from enumerate(data.splitlines(keepends=True), start=b.first_line)
+    yield from enumerate(io.BytesIO(data), start=b.first_line)  # split on b"\n" only, as the planner
 
 
 def _read_parquet(b: Block, cols: dict[str, list[Any]]) -> None:
     import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(b.path).read_row_group(b.start)
+    table = pq.ParquetFile(b.path).read_row_group(b.start).slice(b.end, b.rows)
     names = table.column_names
     id_col = next((c for c in ("_id", "id") if c in names), None)
     if "text" not in names:
@@ -247,8 +280,8 @@ def _read_parquet(b: Block, cols: dict[str, list[Any]]) -> None:
         full = (str(title or "") + " " + str(text or "")).strip() if not err else ""
         meta = {c: data[c][j] for c in extra}
         cols["row"].append(row)
-        cols["id"].append(str(data[id_col][j]) if id_col else str(row))
+        cols["id"].append(str(data[id_col][j]) if id_col and not b.ordinal_ids else str(row))
         cols["text"].append(full)
         cols["meta"].append(json.dumps(meta, ensure_ascii=False, default=str) if meta else "")
-        cols["where"].append(f"{b.path}:row group {b.start}, row {j}")
+        cols["where"].append(f"{b.path}:row group {b.start}, row {b.end + j}")
         cols["error"].append(err)

@@ -657,6 +657,9 @@ def _check_where(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
                 isinstance(v, str | int | bool) for v in values):
             raise ConfigError(f"where[{key!r}] must be a str, int or bool, or a non-empty list of them; got {value!r}.",
                               param=("where", "where"))
+        if isinstance(value, list) and any(isinstance(v, bool) for v in values):
+            raise ConfigError(f"where[{key!r}]: a list matches str or int values, not booleans; give one bool.",
+                              param=("where", "where"))
         if isinstance(value, list) and len({type(v) for v in values}) > 1:
             raise ConfigError(f"where[{key!r}]: a list must hold values of one type (all str or all int); got {value!r}.",
                               param=("where", "where"))

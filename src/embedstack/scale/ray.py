@@ -16,6 +16,7 @@ dozens of encoder nodes produce (measured numbers in docs/scale.md).
 
 from __future__ import annotations
 
+import codecs
 import os
 import socket
 import time
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from embedstack.errors import ConfigError, InputError
+from embedstack.errors import ConfigError, EmbedstackError, InputError
 
 __all__ = ["encode_ray", "connect", "ON_ERROR"]
 
@@ -68,7 +69,7 @@ def connect(address: str | None = None, *, timeout: float = 10.0, num_cpus: int 
         hp = _host_port(address)
         if hp is None:
             raise ConfigError(f"Ray address {address!r} is not host:port or ray://host:port; give the address "
-                              "`ray start --head` printed.", param=("address", "address"))
+                              "`ray start --head` printed.")
         try:
             with socket.create_connection(hp, timeout=timeout):
                 pass
@@ -99,7 +100,7 @@ class EncodeActor:
     """One encoder of the pool: loads the model once, then reads and encodes one block per call."""
 
     def __init__(self, spec: str, options: dict[str, Any], role: str, batch_size: int, encoding: str,
-                 errors: str) -> None:
+                 errors: str, keep_text: bool = False) -> None:
         from embedstack.models import resolve
 
         enc = resolve(spec)
@@ -110,6 +111,7 @@ class EncodeActor:
         self.multi = _is_multi(enc)
         self.dim = _width(enc)
         self.role, self.batch_size, self.encoding, self.errors = role, batch_size, encoding, errors
+        self.keep_text = keep_text
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from embedstack.scale.inputs import read_block
@@ -145,8 +147,10 @@ class EncodeActor:
                     except Exception as exc:  # noqa: BLE001 - reported with the row, the job decides
                         errors[j] = f"{type(exc).__name__}: {str(exc)[:200]}"
         out = {"row": np.asarray(cols["row"], dtype=np.int64), "id": np.asarray(cols["id"], dtype=object),
-               "text": np.asarray(cols["text"], dtype=object), "meta": np.asarray(cols["meta"], dtype=object),
                "where": np.asarray(cols["where"], dtype=object), "error": np.asarray(errors, dtype=object)}
+        if self.keep_text:  # texts travel back to the driver only when the shards keep them
+            out["text"] = np.asarray([t if isinstance(t, str) else "" for t in cols["text"]], dtype=object)
+            out["meta"] = np.asarray(cols["meta"], dtype=object)
         if self.multi:
             empty = np.zeros((0, self.dim), dtype=np.float32)
             out["tokens"] = _objects([r if r is not None else empty for r in rows])
@@ -205,7 +209,7 @@ def _as_dict(desc: Any) -> dict[str, Any]:
     return dict(desc) if not isinstance(desc, dict) else desc
 
 
-def _resolve_spec(model: str) -> tuple[str, Any]:
+def _resolve_spec(model: str, options: dict[str, Any] | None = None) -> tuple[str, Any]:
     """The SPEC as workers must see it (a folder made absolute) and the encoder, resolved here once."""
     from embedstack.models import needs_fit, resolve
 
@@ -214,14 +218,17 @@ def _resolve_spec(model: str) -> tuple[str, Any]:
     if Path(head).expanduser().exists():
         spec = str(Path(head).expanduser().resolve()) + sep + tail
     encoder = resolve(spec)
+    if options:  # applied here first: a bad value fails before any cluster work, as one line
+        if not hasattr(encoder, "with_options"):
+            raise ConfigError(f"backend/precision options apply to transformer models only; {model!r} is not one.")
+        encoder = encoder.with_options(**options)
     if needs_fit(encoder):
         raise ConfigError(f"{model!r} must be fitted on a corpus first, and a cluster job cannot fit it: fit and save "
                           f"it once (in Python: `embedstack.models.resolve({model!r}).fit(texts).save('MODEL')`) and pass "
-                          "the saved folder.",
-                          param=("model", "model"))
+                          "the saved folder.")
     if not callable(getattr(encoder, "encode", None)) and not _is_sparse(encoder) and not _is_multi(encoder):
         raise ConfigError(f"{model!r} gives neither vectors, sparse rows nor token matrices; the cluster path encodes "
-                          "dense, sparse and multi-vector (ColBERT) models.", param=("model", "model"))
+                          "dense, sparse and multi-vector (ColBERT) models.")
     return spec, encoder
 
 
@@ -273,9 +280,15 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     check_int("encode_ray", "actors", actors, low=1, allow_none=True)
     if actor_cpus <= 0:
         raise ConfigError(f"actor_cpus must be > 0; got {actor_cpus}.", param=("actor_cpus", "actor_cpus"))
-    target = Path(out)
+    from embedstack.data._io import check_encoding, check_errors
+
+    check_errors(errors)
+    if codecs.lookup(check_encoding(encoding)).name.startswith(("utf-16", "utf-32")):
+        raise ConfigError(f"the cluster path reads byte ranges split at newline bytes, which {encoding} does not allow; "
+                          "convert the file to UTF-8 first (iconv -f UTF-16 -t UTF-8).")
+    target = Path(out).expanduser()
     check_output(target, kind=SHARDS_TYPE, force=force)  # before any cluster or model work
-    spec, encoder = _resolve_spec(model)
+    spec, encoder = _resolve_spec(model, options)
     identity = encoder_identity(encoder, model)
     dim = _width(encoder)
     sparse = _is_sparse(encoder)
@@ -286,7 +299,7 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     t0 = time.perf_counter()
     user_ds = hasattr(source, "map_batches") and hasattr(source, "iter_batches")
     if not user_ds:
-        blocks, total = plan_blocks(source, block_tokens=block_tokens, max_rows=max_rows)
+        blocks, total = plan_blocks(source, block_tokens=block_tokens, max_rows=max_rows, encoding=encoding)
     stats: dict[str, Any] = {"duplicates_dropped": 0}
     with connect(address, timeout=timeout) as ray, atomic_dir(target, kind=SHARDS_TYPE, force=force) as tmp:
         import logging
@@ -307,14 +320,16 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
         encoded = ds.map_batches(
             EncodeActor, batch_size=1 if not user_ds else max_rows, batch_format="numpy",
             fn_constructor_kwargs={"spec": spec, "options": dict(options or {}), "role": role,
-                                   "batch_size": batch_size, "encoding": encoding, "errors": errors},
+                                   "batch_size": batch_size, "encoding": encoding, "errors": errors,
+                                   "keep_text": keep_text},
             compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=actor_cpus)
         seen = np.zeros(total, dtype=bool)
         writer = ShardWriter(tmp, dim=dim, fmt=fmt, shard_rows=shard_rows, keep_text=keep_text, sparse=sparse,
                              multi=multi)
         bad: list[dict[str, Any]] = []
         n_batches = 0
-        for batch in encoded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        done = 0
+        for batch in _stream(encoded):
             if user_ds:
                 batch["row"] = np.asarray([id_pos.setdefault(str(i), len(id_pos)) for i in batch["id"]], dtype=np.int64)
                 if len(id_pos) > total:
@@ -327,6 +342,7 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                 fresh &= first
             stats["duplicates_dropped"] += int((~fresh).sum())
             seen[rows[fresh]] = True
+            done += int(fresh.sum())
             errs = batch["error"]
             failed = fresh & (errs != "")
             if failed.any():
@@ -350,11 +366,11 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                        [str(x) for x in batch["meta"][idx]] if keep_text else None)
             n_batches += 1
             if progress is not None:
-                progress(int(seen.sum()), total)
+                progress(done, total)
             if on_batch is not None:
                 on_batch(n_batches)
         missing = np.flatnonzero(~seen)
-        if user_ds and len(missing):
+        if user_ds and len(missing) and stats["duplicates_dropped"]:
             raise InputError(f"the Ray dataset's 'id' column repeats ids ({total} rows, {len(id_pos)} distinct ids); "
                              "every row needs its own id.")
         if len(missing):
@@ -373,6 +389,43 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                                           "keep_text": keep_text, "sparse": sparse, "multi": multi},
                        count=writer.count, skipped=len(bad), shards=entries, encoder=identity, stats=stats)
     return read_shards(target, verify=False)
+
+
+def _stream(encoded: Any) -> Iterator[dict[str, Any]]:
+    """The encoded batches; a failure on a worker (Ray wraps it) comes out as the embedstack error it was, or one
+    ClusterError line, never a remote traceback."""
+    it = iter(encoded.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except EmbedstackError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - RayTaskError, UserCodeException, ActorDiedError ...
+            raise _worker_error(exc) from None
+        yield batch
+
+
+def _worker_error(exc: BaseException) -> Exception:
+    """The embedstack error inside a Ray exception chain, else a one-line ClusterError naming the cause."""
+    from embedstack.errors import ClusterError
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    last = exc
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, EmbedstackError):
+            return e
+        last = e
+        todo.extend(x for x in (e.__cause__, e.__context__, getattr(e, "cause", None)) if isinstance(x, BaseException))
+    lines = [ln for ln in str(last).strip().splitlines() if ln.strip()]
+    msg = lines[-1] if lines else ""
+    return ClusterError(f"the cluster job failed on a worker: {type(last).__name__}: {msg[:300]}; nothing was written.")
 
 
 def _check_dataset(ds: Any) -> tuple[Any, int]:

@@ -162,7 +162,7 @@ class ShardWriter:
                         rec["text"] = texts[j]
                         if metas[j]:
                             rec["meta"] = json.loads(metas[j])
-                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    fh.write(json.dumps(rec) + "\n")  # ASCII: no U+2028 or NEL inside a line
             files = [f"{name}.{'npz' if self.sparse else 'npy'}", f"{name}.jsonl", *extra]
         self.entries.append({"name": name, "files": files, "rows": len(ids)})
         self.count += len(ids)
@@ -231,7 +231,8 @@ class ShardSet:
                 vectors = sp.csr_array(sp.load_npz(self.folder / f"{name}.npz"))
             else:
                 vectors = np.load(self.folder / f"{name}.npy", allow_pickle=False)
-            recs = [json.loads(line) for line in (self.folder / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+            text = (self.folder / f"{name}.jsonl").read_text(encoding="utf-8")
+            recs = [json.loads(line) for line in text.split("\n") if line]
             shard = Shard(np.asarray([r["row"] for r in recs], dtype=np.int64), [r["id"] for r in recs], vectors,
                           [r.get("text", "") for r in recs] if self.has_text else None,
                           [r.get("meta") for r in recs] if self.has_text else None)
@@ -307,12 +308,31 @@ def index_from_shards(shards: ShardSet | str | os.PathLike[str], *, index: str =
         idx = SparseIndex(shard_set.dim)
     else:
         idx = from_spec(index, dim=shard_set.dim)
-    done = 0
-    for shard in shard_set:
-        idx.add(shard.vectors, shard.ids, texts=shard.texts, metadata=shard.metas)
-        done += len(shard.ids)
+    # rows go in in corpus order (shards hold them in arrival order): the same graph, ids and ties as one process
+    shards_in = list(shard_set)
+    order = (np.argsort(np.concatenate([s.rows for s in shards_in]), kind="stable") if shards_in
+             else np.zeros(0, dtype=np.int64))
+    ids = [i for s in shards_in for i in s.ids]
+    texts = [t for s in shards_in for t in (s.texts or [])] if shard_set.has_text else None
+    metas = [m for s in shards_in for m in (s.metas or [])] if shard_set.has_text else None
+    every: Any
+    if shard_set.multi:
+        every = [m for s in shards_in for m in s.vectors]
+    elif shard_set.sparse:
+        import scipy.sparse as sp
+
+        every = sp.csr_array(sp.vstack([s.vectors for s in shards_in], format="csr")) if shards_in else None
+    else:
+        every = np.concatenate([s.vectors for s in shards_in]) if shards_in else None
+    del shards_in
+    step = 65536
+    for start in range(0, len(order), step):
+        part = order[start:start + step]
+        vecs = [every[j] for j in part] if shard_set.multi else every[part]
+        idx.add(vecs, [ids[j] for j in part], texts=[texts[j] for j in part] if texts is not None else None,
+                metadata=[metas[j] for j in part] if metas is not None else None)
         if progress is not None:
-            progress("index", done, shard_set.count)
+            progress("index", start + len(part), shard_set.count)
     if shard_set.multi and hasattr(idx, "train"):
         idx.train()  # centroids for the candidate stage (and, for plaid, the compression), as build_index does
     idx.encoder = shard_set.encoder
