@@ -169,8 +169,8 @@ def main() -> None:
                 times[arm].append(sec)
                 starts[arm].append(start)
                 stats[arm] = st
-                if ref is None:
-                    ref, _ = _single(texts)[1], None
+                if ref is None:  # a Ray arm ran first: the single-process vectors it is checked against
+                    ref = _single(texts)[1]
                 diffs[arm] = max(diffs.get(arm, 0.0), float(np.abs(vecs - ref).max()))
             log(f"repeat {r + 1} {arm}: {times[arm][-1]:.1f}s ({len(texts) / times[arm][-1]:.1f} docs/s)")
     load = os.getloadavg()

@@ -22,3 +22,11 @@ def shared_data() -> Path:
     if d is None:
         pytest.skip("real datasets not reachable: set EMBEDSTACK_DATA_DIR (e.g. ../shared/data)")
     return d
+
+
+@pytest.fixture
+def data_env(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real datasets folder as EMBEDSTACK_DATA_DIR, offline (no download is attempted)."""
+    monkeypatch.setenv("EMBEDSTACK_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("EMBEDSTACK_OFFLINE", "1")
+    return shared_data

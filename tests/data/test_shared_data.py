@@ -21,13 +21,6 @@ from embedstack.data import (
 from embedstack.errors import DatasetError
 
 
-@pytest.fixture
-def data_env(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EMBEDSTACK_DATA_DIR", str(shared_data))
-    monkeypatch.setenv("EMBEDSTACK_OFFLINE", "1")
-    return shared_data
-
-
 def test_scifact(data_env: Path) -> None:
     ds = load_beir("scifact", split="train")
     assert len(ds.corpus) == 5183

@@ -291,13 +291,6 @@ def test_baselines() -> None:
 
 
 # ------------------------------------------------------------------------------------------ the real data
-@pytest.fixture
-def data_env(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("EMBEDSTACK_DATA_DIR", str(shared_data))
-    monkeypatch.setenv("EMBEDSTACK_OFFLINE", "1")
-    return shared_data
-
-
 def test_real_ud_ewt_counts(data_env: Path) -> None:
     dev = load_conllu("ud-english-ewt", "dev")  # counts from ud-english-ewt/SOURCE.md
     assert len(dev) == 2001 and dev.n_words == 25147

@@ -136,8 +136,7 @@ def encode_command(
             ray_options["precision"] = "fp32"  # as the single-process path
         info = encode_on_ray(input, model, out, address=ray_address, actors=actors, fmt=shard_format,
                              on_error=on_error, timeout=timeout, batch_size=batch_size, role=role, options=ray_options,
-                             encoding=encoding, errors=errors.value if hasattr(errors, "value") else str(errors),
-                             force=force, quiet=quiet or json_out)
+                             force=force, quiet=quiet or json_out, **text_options(encoding, errors))
         if json_out:
             print_json(info)
         elif not quiet:

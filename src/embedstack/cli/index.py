@@ -93,9 +93,8 @@ def build(
     t0 = time.perf_counter()
     if ray or ray_address:
         _build_on_ray(corpus, model, out, spec, address=ray_address, actors=actors, shards=shards,
-                      on_error=on_error, timeout=timeout, batch_size=batch_size, encoding=encoding,
-                      errors=errors.value if hasattr(errors, "value") else str(errors), force=force,
-                      alias=alias, json_out=json_out, quiet=quiet, t0=t0)
+                      on_error=on_error, timeout=timeout, batch_size=batch_size, force=force,
+                      alias=alias, json_out=json_out, quiet=quiet, t0=t0, **text_options(encoding, errors))
         return
     ids, texts, metas = read_corpus(corpus, **text_options(encoding, errors))
     encoder = resolve(model)

@@ -336,9 +336,10 @@ def encode_ray(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
                     raise InputError(f"the Ray dataset gave more ids than its {total} rows; it changed during the job.")
             rows = np.asarray(batch["row"], dtype=np.int64)
             fresh = ~seen[rows]
-            if len(np.unique(rows)) != len(rows):  # a row repeated inside one batch: keep its first copy
+            firsts = np.unique(rows, return_index=True)[1]
+            if len(firsts) != len(rows):  # a row repeated inside one batch: keep its first copy
                 first = np.zeros(len(rows), dtype=bool)
-                first[np.unique(rows, return_index=True)[1]] = True
+                first[firsts] = True
                 fresh &= first
             stats["duplicates_dropped"] += int((~fresh).sum())
             seen[rows[fresh]] = True

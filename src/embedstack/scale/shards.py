@@ -242,24 +242,38 @@ class ShardSet:
                               f"but the manifest lists {entry['rows']} × {self.dim}; the folder is damaged.")
         return shard
 
-    def arrays(self) -> tuple[list[str], Any]:
-        """Every id and vector (CSR rows for sparse shards, a list of token matrices for multi-vector ones), in
-        corpus order (the order of the input rows)."""
+    def merged(self) -> tuple[np.ndarray, list[str], Any, list[str] | None, list[Any] | None]:
+        """Every row of every shard in arrival order — ``ids``, vectors (one array, CSR rows, or a list of token
+        matrices), texts and metadata (None unless kept) — and ``order``, the permutation to corpus order."""
         import scipy.sparse as sp
 
         shards = list(self)
-        if not shards:
-            empty = np.zeros((0, self.dim), dtype=np.float32)
-            return [], [] if self.multi else sp.csr_array(empty) if self.sparse else empty
-        rows = np.concatenate([s.rows for s in shards])
-        order = np.argsort(rows, kind="stable")
+        order = (np.argsort(np.concatenate([s.rows for s in shards]), kind="stable") if shards
+                 else np.zeros(0, dtype=np.int64))
         ids = [i for s in shards for i in s.ids]
+        texts = [t for s in shards for t in (s.texts or [])] if self.has_text else None
+        metas = [m for s in shards for m in (s.metas or [])] if self.has_text else None
+        every: Any
         if self.multi:
-            mats = [m for s in shards for m in s.vectors]
-            return [ids[j] for j in order], [mats[j] for j in order]
-        vectors = (sp.csr_array(sp.vstack([s.vectors for s in shards], format="csr"))[order] if self.sparse
-                   else np.concatenate([s.vectors for s in shards])[order])
-        return [ids[j] for j in order], vectors
+            every = [m for s in shards for m in s.vectors]
+        elif not shards:
+            every = np.zeros((0, self.dim), dtype=np.float32)
+            every = sp.csr_array(every) if self.sparse else every
+        elif self.sparse:
+            every = sp.csr_array(sp.vstack([s.vectors for s in shards], format="csr"))
+        else:
+            every = np.concatenate([s.vectors for s in shards])
+        return order, ids, every, texts, metas
+
+    def arrays(self) -> tuple[list[str], Any]:
+        """Every id and vector (CSR rows for sparse shards, a list of token matrices for multi-vector ones), in
+        corpus order (the order of the input rows)."""
+        order, ids, every, _, _ = self.merged()
+        return [ids[j] for j in order], _take_rows(every, order, self.multi)
+
+
+def _take_rows(every: Any, rows: np.ndarray, multi: bool) -> Any:
+    return [every[j] for j in rows] if multi else every[rows]
 
 
 def read_shards(path: str | os.PathLike[str], *, verify: bool | None = None) -> ShardSet:
@@ -309,27 +323,12 @@ def index_from_shards(shards: ShardSet | str | os.PathLike[str], *, index: str =
     else:
         idx = from_spec(index, dim=shard_set.dim)
     # rows go in in corpus order (shards hold them in arrival order): the same graph, ids and ties as one process
-    shards_in = list(shard_set)
-    order = (np.argsort(np.concatenate([s.rows for s in shards_in]), kind="stable") if shards_in
-             else np.zeros(0, dtype=np.int64))
-    ids = [i for s in shards_in for i in s.ids]
-    texts = [t for s in shards_in for t in (s.texts or [])] if shard_set.has_text else None
-    metas = [m for s in shards_in for m in (s.metas or [])] if shard_set.has_text else None
-    every: Any
-    if shard_set.multi:
-        every = [m for s in shards_in for m in s.vectors]
-    elif shard_set.sparse:
-        import scipy.sparse as sp
-
-        every = sp.csr_array(sp.vstack([s.vectors for s in shards_in], format="csr")) if shards_in else None
-    else:
-        every = np.concatenate([s.vectors for s in shards_in]) if shards_in else None
-    del shards_in
+    order, ids, every, texts, metas = shard_set.merged()
     step = 65536
     for start in range(0, len(order), step):
         part = order[start:start + step]
-        vecs = [every[j] for j in part] if shard_set.multi else every[part]
-        idx.add(vecs, [ids[j] for j in part], texts=[texts[j] for j in part] if texts is not None else None,
+        idx.add(_take_rows(every, part, shard_set.multi), [ids[j] for j in part],
+                texts=[texts[j] for j in part] if texts is not None else None,
                 metadata=[metas[j] for j in part] if metas is not None else None)
         if progress is not None:
             progress("index", start + len(part), shard_set.count)
