@@ -135,7 +135,8 @@ def from_spec(spec: str, *, dim: int, metric: str = "cosine") -> Any:
     Specs: ``flat`` (float32 exact), ``fp16``, ``int8``, ``binary``, ``binary+rescore``
     (``oversample=10``, ``rescore=int8|float``), ``hnsw`` (``M``, ``ef_construction``, ``ef``,
     ``dtype``), ``matryoshka`` (``first_dims``, ``candidates``). Options follow a colon:
-    ``hnsw:M=32,ef=128``, ``int8:calibration=percentile,percentile=99.5``. Token matrices (ColBERT):
+    ``hnsw:M=32,ef=128``, ``int8:calibration=percentile,percentile=99.5``, ``int8:rescore=float``
+    (int8 first stage, float32 rescoring). Token matrices (ColBERT):
     ``multivector`` (``storage=fp32|fp16``, ``n_centroids``, ``nprobe``, ``candidates``) and ``plaid``
     (residual compression, ``nbits=1|2|4``).
     """

@@ -31,6 +31,7 @@ __all__ = [
     "words_to_rows",
     "topk_merge",
     "topk_merge_ref",
+    "topk_block",
     "hamming_select",
     "hamming_select_ref",
     "int8_dot",
@@ -170,6 +171,44 @@ if HAVE_NUMBA:
                 if s > hs[0]:
                     hs[0] = s
                     hi[0] = offset + j
+                    _sift_down(hs, hi, k, 0)
+
+    @njit(cache=True, nogil=True)
+    def _topk_block_nb(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray, row0: int) -> None:
+        """Serial twin of ``_topk_merge_nb`` for one thread's cache-sized block of scores.
+
+        Rows of ``scores`` are the heaps ``row0 ..`` of ``best_s``/``best_i``; the heaps must already be
+        heaps (the scan initialises them with -inf, which is one). Scores are float32 or int32 (int8
+        products, exact in the float32 heap). Each run of 16 scores is first reduced to its maximum,
+        a loop LLVM vectorises, and only a run whose maximum beats the heap's worst is looked at one by
+        one: once the heaps are full of good scores nearly every run is skipped.
+        """
+        nq, nb = scores.shape
+        k = best_s.shape[1]
+        full = nb - nb % 16
+        for r in range(nq):
+            hs = best_s[row0 + r]
+            hi = best_i[row0 + r]
+            row = scores[r]
+            worst = hs[0]
+            for j in range(0, full, 16):
+                m = row[j]
+                for t in range(1, 16):  # a constant trip count: unrolled into vector max operations
+                    v = row[j + t]
+                    m = v if v > m else m
+                if m > worst:
+                    for t in range(j, j + 16):
+                        s = np.float32(row[t])
+                        if s > hs[0]:
+                            hs[0] = s
+                            hi[0] = offset + t
+                            _sift_down(hs, hi, k, 0)
+                    worst = hs[0]
+            for t in range(full, nb):
+                s = np.float32(row[t])
+                if s > hs[0]:
+                    hs[0] = s
+                    hi[0] = offset + t
                     _sift_down(hs, hi, k, 0)
 
     # Hamming distances of one query to docs a..e, written to buf[: e - a]. The popcount loops read
@@ -382,6 +421,22 @@ if HAVE_NUMBA:
                 out[q, j] = acc
         return out
 
+    @njit(cache=True, nogil=True, fastmath=True)
+    def _int8_dot_serial_nb(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """``_int8_dot_nb`` on the calling thread (inside a scan, whose workers are the parallelism)."""
+        nq, d = qw.shape
+        n = codes.shape[0]
+        out = np.empty((nq, n), dtype=np.float32)
+        for j in range(n):
+            row = codes[j]
+            for q in range(nq):
+                acc = np.float32(0.0)
+                qr = qw[q]
+                for t in range(d):
+                    acc += qr[t] * np.float32(row[t])
+                out[q, j] = acc
+        return out
+
 
     @njit(cache=True, nogil=True, parallel=True, fastmath=True)
     def _gather_dot_nb(qw: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
@@ -407,6 +462,22 @@ def topk_merge(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.n
         _topk_merge_nb(np.ascontiguousarray(scores, dtype=np.float32), int(offset), best_s, best_i)
     else:  # pragma: no cover
         topk_merge_ref(scores, offset, best_s, best_i)
+
+
+def topk_block(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray, row0: int = 0) -> None:
+    """Merge ``scores (r, nb)`` (float32 or int32; columns are ids ``offset + j``) into the heaps
+    ``row0 .. row0 + r`` of ``best_s/best_i``, on the calling thread (GIL released).
+
+    The heaps start as ``-inf`` / ``-1`` rows; :func:`finalize_topk` sorts them at the end. Without
+    numba the block is merged by :func:`topk_merge_ref` (same result, as a heap needs no order).
+    """
+    r = scores.shape[0]
+    if HAVE_NUMBA:
+        _topk_block_nb(scores, int(offset), best_s, best_i, int(row0))
+    else:  # pragma: no cover
+        bs, bi = best_s[row0 : row0 + r], best_i[row0 : row0 + r]
+        topk_merge_ref(scores, offset, bs, bi)
+        best_s[row0 : row0 + r], best_i[row0 : row0 + r] = bs, bi
 
 
 def hamming_select(q_words: np.ndarray, codes_t: np.ndarray, dead: np.ndarray, c: int, *,
@@ -438,10 +509,12 @@ def hamming_select(q_words: np.ndarray, codes_t: np.ndarray, dead: np.ndarray, c
                                   int(group), int(max(1, min(segments, n))), _SLICE)
 
 
-def int8_dot(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """``qw (nq, d) float32`` against ``codes (n, d) int8``: float32 ``(nq, n)`` dot products."""
+def int8_dot(qw: np.ndarray, codes: np.ndarray, *, parallel: bool = True) -> np.ndarray:
+    """``qw (nq, d) float32`` against ``codes (n, d) int8``: float32 ``(nq, n)`` dot products
+    (``parallel=False``: on the calling thread)."""
     if HAVE_NUMBA:
-        return _int8_dot_nb(np.ascontiguousarray(qw, dtype=np.float32), np.ascontiguousarray(codes))
+        kernel = _int8_dot_nb if parallel else _int8_dot_serial_nb
+        return kernel(np.ascontiguousarray(qw, dtype=np.float32), np.ascontiguousarray(codes))
     return int8_dot_ref(qw, codes)  # pragma: no cover
 
 

@@ -1,0 +1,227 @@
+"""The exact scan behind :class:`~embedstack.index.FlatIndex`: cache-sized blocks, one thread per core.
+
+A search over ``n`` stored vectors for ``nq`` queries is ``nq × n`` dot products and a top-k per
+query. Done as one large matrix product, the ``nq × n`` float32 scores (400 MB for 1,000 queries ×
+100,000 documents) go out to memory and come back for the top-k, and the BLAS thread pool and the
+top-k thread pool take turns on the cores, each waiting for the other's workers to wake up. Here
+instead:
+
+* the documents are cut into units (ranges of rows) that worker threads take one at a time from a
+  shared counter (dynamic: a core busy with other work simply takes fewer units);
+* within a unit, a block of ``block_rows`` documents is scored against a block of queries by a
+  *single-threaded* matrix product into a buffer that stays in the core's L2 cache
+  (``query_block × block_rows`` scores, ~2 MiB), and merged at once into that worker's running
+  top-k (:func:`~embedstack.index._kernels.topk_block`, which skips runs of scores that cannot
+  enter);
+* the workers' top-k lists are merged at the end (ties: the lower id wins, as everywhere).
+
+Every stage releases the GIL (BLAS, numba ``nogil`` kernels, torch), so plain Python threads keep
+the cores busy. BLAS (and torch, for int8 products) run one thread per caller for the duration of a
+scan; like :func:`embedstack._threads.serial`, that setting is process-wide while a scan runs.
+
+The int8 path scores with integer matrix products (``torch._int_mm``: VNNI ``vpdpbusd`` where the
+CPU has it, AMX where it has that); :func:`int8_backend` says which path a machine gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from embedstack import _threads
+from embedstack.index import _kernels as K
+
+__all__ = ["scan_topk", "available_cores", "cpu_features", "int8_backend", "merge_topk"]
+
+#: scores per (query block × document block) buffer: 2 MiB of float32 / int32, about a core's L2
+_BLOCK_SCORES = 1 << 19
+#: documents per block at most (few queries: a block is a matrix-vector product, streamed from memory)
+_MAX_BLOCK_ROWS = 16384
+#: below this many multiply-adds a scan runs on the calling thread (thread hand-off costs ~50 µs)
+_MIN_SPLIT = 1 << 23
+#: below this many queries in a block the int8 product is not worth an integer GEMM (memory-bound)
+_INT_MM_MIN_ROWS = 32
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+ScoreFn = Callable[[int, int, int, int], np.ndarray]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (CPU affinity, as a container or ``taskset`` sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1)
+def cpu_features() -> frozenset[str]:
+    """The CPU's instruction-set flags that matter to the kernels (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    wanted = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+              "amx_bf16", "amx_int8", "avx512_vpopcntdq", "avx512_fp16"}
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(set(line.split(":", 1)[1].split()) & wanted)
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def _torch_int_mm() -> Any:
+    """``torch._int_mm`` if torch is installed and it runs on this CPU, else None (never imports torch
+    unless it is installed)."""
+    import importlib.util
+
+    if os.environ.get("EMBEDSTACK_INT8_GEMM", "").lower() in ("0", "numpy", "off"):
+        return None
+    if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        import torch
+
+        a = torch.ones((_INT_MM_MIN_ROWS, 64), dtype=torch.int8)
+        if int(torch._int_mm(a, a.T)[0, 0]) != 64:  # pragma: no cover - a broken build
+            return None
+        return torch._int_mm
+    except Exception:  # noqa: BLE001 - an old torch without _int_mm, or one that refuses the CPU
+        return None
+
+
+def int8_backend() -> str:
+    """How int8 codes are scored here: ``"vnni"`` / ``"amx"`` (integer GEMM on those units),
+    ``"int-gemm"`` (integer GEMM on a CPU without them) or ``"float"`` (codes widened to float32)."""
+    if _torch_int_mm() is None:
+        return "float"
+    feats = cpu_features()
+    if "amx_int8" in feats:
+        return "amx"
+    if feats & {"avx512_vnni", "avx_vnni"}:
+        return "vnni"
+    return "int-gemm"
+
+
+def _get_pool(size: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            old = _pool
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="embedstack-scan")
+            _pool_size = size
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+_torch_lock = threading.Lock()
+_torch_depth = 0
+_torch_before = 0
+
+
+@contextlib.contextmanager
+def _torch_serial(active: bool) -> Iterator[None]:
+    """torch's intra-op threads at 1 while a scan runs (each worker thread is one core already)."""
+    global _torch_depth, _torch_before
+    torch = sys.modules.get("torch") if active else None
+    if torch is None:
+        yield
+        return
+    with _torch_lock:
+        if _torch_depth == 0:
+            _torch_before = torch.get_num_threads()
+            if _torch_before > 1:
+                torch.set_num_threads(1)
+        _torch_depth += 1
+    try:
+        yield
+    finally:
+        with _torch_lock:
+            _torch_depth -= 1
+            if _torch_depth == 0 and _torch_before > 1:
+                torch.set_num_threads(_torch_before)
+
+
+def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` of several running top-k lists per row, sorted (score descending, then id ascending)."""
+    if len(parts) == 1:
+        return K.finalize_topk(*parts[0])
+    s = np.concatenate([p[0] for p in parts], axis=1)
+    i = np.concatenate([p[1] for p in parts], axis=1)
+    s, i = K.finalize_topk(s, i)
+    return np.ascontiguousarray(s[:, :k]), np.ascontiguousarray(i[:, :k])
+
+
+def scan_topk(score: ScoreFn, nq: int, n: int, k: int, *, dim: int, query_block: int,
+              dead: np.ndarray | None = None, threads: int | None = None, uses_torch: bool = False,
+              fill: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of ``score(qa, qe, s, e)`` (queries ``qa:qe`` × rows ``s:e``) over all ``n`` rows.
+
+    Args:
+        score: returns the ``(qe - qa, e - s)`` block of scores (float32, or int32 from integer
+            products: the ranking is all that matters here), on the calling thread.
+        dim: vector width, to size the blocks and decide whether splitting is worth it.
+        query_block: at most this many queries per product.
+        dead: sorted internal ids never to return (set to ``fill`` in each block).
+        threads: worker threads (None: one per available core; fewer for small scans).
+        uses_torch: ``score`` calls torch (its intra-op threads are held at 1 during the scan).
+
+    Returns:
+        ``(scores float32 (nq, k), ids int64 (nq, k))`` sorted best first; ``-1`` ids pad rows when
+        fewer than ``k`` live rows exist.
+    """
+    qb = max(1, min(nq, query_block))
+    block_rows = max(256, min(_MAX_BLOCK_ROWS, _BLOCK_SCORES // qb))
+    cores = available_cores() if threads is None else max(1, int(threads))
+    work = float(nq) * n * dim
+    t = 1 if work < _MIN_SPLIT else min(cores, max(1, -(-n // block_rows)))
+    # units: enough for dynamic balance (≥ 4 per thread), whole blocks each
+    unit = max(block_rows, -(-n // (4 * t)) // block_rows * block_rows) if t > 1 else n
+    units = [(s, min(n, s + unit)) for s in range(0, n, unit)]
+    counter = iter(range(len(units)))
+    take = threading.Lock()
+
+    def worker() -> tuple[np.ndarray, np.ndarray]:
+        bs = np.full((nq, k), -np.inf, dtype=np.float32)
+        bi = np.full((nq, k), -1, dtype=np.int64)
+        while True:
+            with take:
+                u = next(counter, None)
+            if u is None:
+                return bs, bi
+            lo, hi = units[u]
+            for s in range(lo, hi, block_rows):
+                e = min(hi, s + block_rows)
+                cut = None
+                if dead is not None and len(dead):
+                    a, b = np.searchsorted(dead, [s, e])
+                    cut = dead[a:b] - s if b > a else None
+                for qa in range(0, nq, qb):
+                    qe = min(nq, qa + qb)
+                    block = score(qa, qe, s, e)
+                    if cut is not None:
+                        block[:, cut] = fill
+                    K.topk_block(block, s, bs, bi, qa)
+
+    with _threads.serial(), _torch_serial(uses_torch), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch.from_numpy on a read-only memory map
+        if t == 1:
+            parts = [worker()]
+        else:
+            pool = _get_pool(t)
+            futures = [pool.submit(worker) for _ in range(t)]
+            parts = [f.result() for f in futures]
+    return merge_topk(parts, k)

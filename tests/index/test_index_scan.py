@@ -1,0 +1,203 @@
+"""The blocked exact scan (index/_scan.py) and its top-k kernel: same answers on every path.
+
+Paths: threads 1..3 (work split into units across threads, or all on the calling thread), float32
+and int32 score blocks, the int8 integer-GEMM first stage (torch ``_int_mm``, VNNI where the CPU has
+it) against the float fallback a machine without torch gets.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from embedstack.errors import ConfigError
+from embedstack.index import FlatIndex
+from embedstack.index import _kernels as K
+from embedstack.index import _scan
+
+
+def _brute(q: np.ndarray, x: np.ndarray, k: int, dead: list[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    s = q @ x.T
+    s[:, list(dead)] = -np.inf
+    ids = np.broadcast_to(np.arange(x.shape[0]), s.shape)
+    order = np.lexsort((ids, -s), axis=1)[:, :k]
+    return np.take_along_axis(s, order, axis=1), order
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("nb", [1, 15, 16, 17, 100, 1000])
+def test_topk_block_matches_reference(dtype: type, nb: int) -> None:
+    rng = np.random.default_rng(nb)
+    k = 7
+    blocks = [(rng.integers(-50, 50, size=(5, nb)) if dtype is np.int32 else rng.standard_normal((5, nb))).astype(dtype)
+              for _ in range(3)]
+    bs = np.full((8, k), -np.inf, dtype=np.float32)
+    bi = np.full((8, k), -1, dtype=np.int64)
+    for j, b in enumerate(blocks):
+        K.topk_block(b, j * nb, bs, bi, 2)  # rows 2..6 of the heaps
+    got_s, got_i = K.finalize_topk(bs, bi)
+    allscores = np.concatenate(blocks, axis=1).astype(np.float32)
+    ids = np.broadcast_to(np.arange(allscores.shape[1]), allscores.shape)
+    order = np.lexsort((ids, -allscores), axis=1)[:, :k]
+    want_s = np.take_along_axis(allscores, order, axis=1)
+    m = min(k, allscores.shape[1])
+    np.testing.assert_array_equal(got_s[2:7, :m], want_s[:, :m])
+    np.testing.assert_array_equal(got_i[2:7, :m], order[:, :m])  # ties: the lower id, as everywhere
+    assert np.all(got_i[[0, 1, 7]] == -1)  # rows outside the block untouched
+
+
+def test_topk_block_skips_minus_inf_and_keeps_ties_by_id() -> None:
+    bs = np.full((1, 3), -np.inf, dtype=np.float32)
+    bi = np.full((1, 3), -1, dtype=np.int64)
+    row = np.full((1, 40), -np.inf, dtype=np.float32)
+    row[0, [3, 20, 33, 39]] = 1.0  # four equal scores: ids 3, 20, 33 win
+    K.topk_block(row, 100, bs, bi)
+    s, i = K.finalize_topk(bs, bi)
+    assert i.tolist() == [[103, 120, 133]] and s.tolist() == [[1.0, 1.0, 1.0]]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_scan_topk_equals_brute_force(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_scan, "_MIN_SPLIT", 0)  # split even this small scan into units
+    monkeypatch.setattr(_scan, "_MAX_BLOCK_ROWS", 256)
+    rng = np.random.default_rng(threads)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    x[100] = x[200]  # an exact tie across units
+    q = rng.standard_normal((37, 16)).astype(np.float32)
+    dead = np.array([5, 200, 2999])
+
+    def score(qa: int, qe: int, s: int, e: int) -> np.ndarray:
+        return q[qa:qe] @ x[s:e].T
+
+    s, i = _scan.scan_topk(score, len(q), len(x), 10, dim=16, query_block=8, dead=dead, threads=threads)
+    ws, wi = _brute(q, x, 10, dead.tolist())
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_allclose(s, ws, rtol=1e-6)
+
+
+def test_scan_topk_pads_when_fewer_live_rows() -> None:
+    x = np.eye(4, dtype=np.float32)
+    s, i = _scan.scan_topk(lambda qa, qe, a, e: x[qa:qe] @ x[a:e].T, 2, 4, 6, dim=4, query_block=2,
+                           dead=np.array([1]), threads=2)
+    assert (i[:, 3:] == -1).all() and np.isneginf(s[:, 3:]).all()
+    assert set(i[0, :3].tolist()) == {0, 2, 3}
+
+
+@pytest.mark.parametrize("quant", ["none", "fp16", "int8"])
+def test_flat_threads_do_not_change_results(quant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_scan, "_MIN_SPLIT", 0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5000, 32)).astype(np.float32)
+    q = rng.standard_normal((70, 32)).astype(np.float32)
+    ids = [str(j) for j in range(len(x))]
+    res = []
+    for t in (1, 2, 4):
+        idx = FlatIndex(32, quantization=quant, threads=t)
+        idx.add(x, ids)
+        idx.remove(["7", "4000"])
+        res.append(idx.search_ids(q, 10))
+        res.append(idx.search_ids(q[:1], 10))  # one query: a matrix-vector scan split across threads
+    for s, i in res[2:]:
+        assert i.shape in (res[0][1].shape, res[1][1].shape)
+    np.testing.assert_array_equal(res[0][1], res[2][1])
+    np.testing.assert_array_equal(res[0][1], res[4][1])
+    np.testing.assert_array_equal(res[1][1], res[3][1])
+    np.testing.assert_array_equal(res[1][1], res[0][1][:1])
+    assert "7" not in set(res[0][1].ravel())
+
+
+def test_int8_integer_gemm_is_exact() -> None:
+    mm = _scan._torch_int_mm()
+    if mm is None:
+        pytest.skip("torch is not installed: the int8 first stage uses the float path (tested below)")
+    import torch
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(-127, 128, size=(40, 96)).astype(np.int8)
+    b = rng.integers(-127, 128, size=(300, 96)).astype(np.int8)
+    got = mm(torch.from_numpy(a), torch.from_numpy(b).T).numpy()
+    np.testing.assert_array_equal(got, a.astype(np.int32) @ b.astype(np.int32).T)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_int8_paths_agree(metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Integer-GEMM first stage + rescoring ranks as the float path over int8 codes does, and
+    ``rescore="float"`` gives the float32 answer."""
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((4000, 48)) * np.linspace(2.0, 0.2, 48)).astype(np.float32)
+    q = (rng.standard_normal((64, 48)) * np.linspace(2.0, 0.2, 48)).astype(np.float32)
+    ids = [str(j) for j in range(len(x))]
+
+    def run(rescore: str | None, gemm: bool) -> tuple[np.ndarray, np.ndarray]:
+        if not gemm:
+            monkeypatch.setattr(_scan, "_torch_int_mm", lambda: None)
+        idx = FlatIndex(48, metric=metric, quantization="int8", rescore=rescore)
+        idx.add(x, ids)
+        out = idx.search_ids(q, 10)
+        monkeypatch.undo()
+        return out
+
+    s_gemm, i_gemm = run(None, True)
+    s_float, i_float = run(None, False)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i_gemm, i_float, strict=True)])
+    assert overlap >= 0.99
+    np.testing.assert_allclose(s_gemm[:, 0], s_float[:, 0], rtol=1e-4, atol=1e-4)
+
+    exact = FlatIndex(48, metric=metric)
+    exact.add(x, ids)
+    s_ref, i_ref = exact.search_ids(q, 10)
+    for gemm in (True, False):
+        s_r, i_r = run("float", gemm)
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i_r, i_ref, strict=True)])
+        assert recall >= 0.99
+        hit = i_r == i_ref
+        np.testing.assert_allclose(s_r[hit], s_ref[hit], rtol=1e-5, atol=1e-5)
+
+
+def test_int8_rescore_float_keeps_codes_as_first_stage(tmp_path: object) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 32)).astype(np.float32)
+    idx = FlatIndex(32, quantization="int8", rescore="float")
+    idx.add(x, [str(j) for j in range(300)])
+    assert idx.memory_bytes() == 300 * 32  # the codes; the float rows only rescore
+    assert idx.nbytes() > 300 * 32 * 4
+
+
+def test_bad_settings_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="threads"):
+        FlatIndex(8, threads=0)
+    with pytest.raises(ConfigError, match="rescore='float'"):
+        FlatIndex(8, quantization="int8", rescore="int8")
+    with pytest.raises(ConfigError, match="applies to"):
+        FlatIndex(8, rescore="float")
+
+
+def test_backend_is_reported() -> None:
+    assert _scan.int8_backend() in ("vnni", "amx", "int-gemm", "float")
+    assert isinstance(_scan.cpu_features(), frozenset)
+    assert _scan.available_cores() >= 1
+
+
+def test_concurrent_searches_share_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_scan, "_MIN_SPLIT", 0)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6000, 24)).astype(np.float32)
+    q = rng.standard_normal((40, 24)).astype(np.float32)
+    idx = FlatIndex(24, threads=2)
+    idx.add(x, [str(j) for j in range(len(x))])
+    want = idx.search_ids(q, 5)[1]
+    got: list[np.ndarray] = []
+
+    def reader() -> None:
+        got.append(idx.search_ids(q, 5)[1])
+
+    ts = [threading.Thread(target=reader) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(got) == 6
+    for g in got:
+        np.testing.assert_array_equal(g, want)
