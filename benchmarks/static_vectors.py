@@ -16,6 +16,7 @@ rank of "queen" for king - man + woman. GloVe (ours only) and the NPLM per-examp
 (full softmax vs negative sampling as the vocabulary grows) complete the table.
 
 Usage: python benchmarks/static_vectors.py [--quick] [--epochs 1] [--workers 2] [--quiet]
+       [--glove-epochs N] [--glove-workers N]
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--glove-epochs", type=int, default=5)
+    ap.add_argument("--glove-epochs", type=int, default=None, help="GloVe epochs (default: GloVe's own default)")
+    ap.add_argument("--glove-workers", type=int, default=None,
+                    help="GloVe threads (default: --workers; 1 gives a seeded, reproducible run)")
     ap.add_argument("--models", default="skipgram,cbow,fasttext,glove,nplm")
     ap.add_argument("--max-words", type=int, default=None)
     ap.add_argument("--reuse-previous", action="store_true",
@@ -172,12 +175,21 @@ def main() -> None:
     if "glove" in models:
         from embedstack.static import GloVe
 
-        log(q, "[glove] ours ...")
-        g = GloVe(dim=100, window=10, min_count=5, epochs=args.glove_epochs, workers=args.workers, seed=1).fit(corpus)
+        # GloVe's own defaults (those of the reference glove.c, see GloVe's docstring) at dim 100, min_count 5
+        gkw: dict[str, Any] = {"dim": 100, "min_count": 5, "seed": 1,
+                               "workers": args.glove_workers or args.workers}
+        if args.glove_epochs is not None:
+            gkw["epochs"] = args.glove_epochs
+        g = GloVe(**gkw)
+        settings = {k: getattr(g, k) for k in ("window", "x_max", "alpha", "learning_rate", "epochs", "workers")}
+        log(q, f"[glove] ours {settings} ...")
+        g.fit(corpus)
         meta = g.wv_.meta
         gq = quality(list(g.wv_.index_to_key), g.wv_.vectors, analogies, wordsim)
         results["glove"] = {"count_seconds": meta["count_seconds"], "train_seconds": g.stats_.seconds,
-                            "nonzeros": meta["nonzeros"], "epochs": args.glove_epochs, **gq}
+                            "seconds_per_epoch": g.stats_.seconds / settings["epochs"],
+                            "nonzeros": meta["nonzeros"], **settings, **gq}
+        log(q, f"[glove] {g.stats_.seconds:.1f}s training, analogy {gq['analogy']:.3f}, WS-353 {gq['wordsim353']:.3f}")
         del g
         gc.collect()
     if "nplm" in models:
@@ -283,9 +295,13 @@ def markdown(res: dict[str, Any], args: argparse.Namespace, rows) -> str:
     if "glove" in res:
         g = res["glove"]
         when = f" (run of {g['from_run']})" if "from_run" in g else ""
-        lines += ["", f"GloVe{when} (ours, window 10, x_max 100, {g['epochs']} epochs, 2 workers): counting "
-                      f"{g['count_seconds']:.1f} s ({g['nonzeros']:,} nonzeros), training {g['train_seconds']:.1f} s; "
-                      f"analogy {_pct(g['analogy'])}, WS-353 {g['wordsim353']:.3f}, queen rank {g['queen_rank']}."]
+        opts = (f"window {g.get('window', 10)}, x_max {g.get('x_max', 100.0):g}, alpha {g.get('alpha', 0.75):g}, "
+                f"AdaGrad lr {g.get('learning_rate', 0.05):g}, {g['epochs']} epochs, {g.get('workers', 2)} worker(s)")
+        per_epoch = g.get("seconds_per_epoch", g["train_seconds"] / g["epochs"])
+        lines += ["", f"GloVe{when} (ours, dim 100, {opts}): counting "
+                      f"{g['count_seconds']:.1f} s ({g['nonzeros']:,} nonzeros), training {g['train_seconds']:.1f} s "
+                      f"({per_epoch:.1f} s/epoch); analogy {_pct(g['analogy'])}, WS-353 {g['wordsim353']:.3f}, "
+                      f"queen rank {g['queen_rank']}. Settings sweep: benchmarks/glove_quality.py."]
     if isinstance(res.get("nplm"), dict) and "vocab" in res["nplm"]:
         n = res["nplm"]
         cells = ", ".join(f"V={v:,}: {s * 1e6:.0f} vs {k * 1e6:.0f} µs" for v, s, k in

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from embedstack.errors import ConfigError
-from embedstack.index import FlatIndex
+from embedstack.index import FlatIndex, _scan
 from embedstack.index import _kernels as K
-from embedstack.index import _scan
 
 
 def _brute(q: np.ndarray, x: np.ndarray, k: int, dead: list[int] = ()) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +98,7 @@ def test_flat_threads_do_not_change_results(quant: str, monkeypatch: pytest.Monk
         idx.remove(["7", "4000"])
         res.append(idx.search_ids(q, 10))
         res.append(idx.search_ids(q[:1], 10))  # one query: a matrix-vector scan split across threads
-    for s, i in res[2:]:
+    for _s, i in res[2:]:
         assert i.shape in (res[0][1].shape, res[1][1].shape)
     np.testing.assert_array_equal(res[0][1], res[2][1])
     np.testing.assert_array_equal(res[0][1], res[4][1])

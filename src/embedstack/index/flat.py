@@ -33,8 +33,8 @@ from embedstack._validation import check_choice, check_float, check_int
 from embedstack.errors import ConfigError, IndexStateError
 from embedstack.index import _kernels as K
 from embedstack.index import _scan
-from embedstack.index._scan import scan_topk
 from embedstack.index._base import BaseIndex
+from embedstack.index._scan import scan_topk
 from embedstack.registry import register
 
 __all__ = ["FlatIndex", "QUANTIZATIONS"]

@@ -29,6 +29,10 @@ from embedstack._extras import require
 
 require("numba", "fast", "word-vector training kernels")
 import numba  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 __all__ = [
     "W2VParams",
@@ -56,6 +60,11 @@ _U16 = np.uint64(16)
 _U32MASK = np.uint64(0xFFFFFFFF)
 
 _jit: Any = numba.njit(nogil=True, fastmath=True, cache=True)
+# GloVe: fast-math without the no-NaN / no-inf assumptions (its finiteness check must survive), and
+# numpy's error model: Python's raises on x / 0, and that branch keeps LLVM from vectorizing the
+# AdaGrad update loop (sqrt and divide per element), which is most of the kernel's time.
+_jit_glove: Any = numba.njit(nogil=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"},
+                             error_model="numpy", cache=True)
 
 
 class W2VParams(NamedTuple):
@@ -71,11 +80,12 @@ class W2VParams(NamedTuple):
 
 
 class GloveParams(NamedTuple):
-    """Frozen GloVe options: weighting cut-off, exponent and AdaGrad learning rate."""
+    """Frozen GloVe options: weighting cut-off, exponent, AdaGrad learning rate, gradient clip."""
 
     x_max: float
     alpha: float
     learning_rate: float
+    grad_clip: float = 100.0
 
 
 def make_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -536,51 +546,108 @@ def cooccur_job(ids, offsets, s_begin, s_end, window, n_vocab, dense, n_dense, k
     return s, fill
 
 
-@_jit
-def glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, start, end, params):
-    """One pass of AdaGrad over co-occurrence entries ``start..end`` (each trains both directions).
+@intrinsic
+def _prefetch_row(typingctx, arr, row):
+    """Hint the CPU to fetch the cache lines of ``arr[row]`` (2-D C-contiguous float32), up to 1 KiB.
 
-    Minimises f(x) (w_i . w~_j + b_i + b~_j - log x)^2 with f(x) = min(1, (x / x_max)^alpha).
-    Returns the summed weighted squared error (halved, as GloVe reports it).
+    GloVe's updates touch eight random rows per entry (W, W~ and their AdaGrad sums, both
+    directions); out of cache, waiting for them is most of the time. ``llvm.prefetch`` a few entries
+    ahead lets those loads overlap the arithmetic. A hint only: it never faults and changes no value.
+    """
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        r = context.cast(builder, args[1], signature.args[1], types.intp)
+        shape = cgutils.unpack_tuple(builder, ary.shape)
+        ptr = cgutils.get_item_pointer2(context, builder, ary.data, shape, cgutils.unpack_tuple(builder, ary.strides),
+                                        aty.layout, [r, context.get_constant(types.intp, 0)])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        base = builder.bitcast(ptr, i8p)
+        nbytes = builder.mul(shape[1], context.get_constant(types.intp, 4))
+        for line in range(0, 1024, 64):
+            off = context.get_constant(types.intp, line)
+            with builder.if_then(builder.icmp_signed("<", off, nbytes)):
+                builder.call(fn, [builder.gep(base, [off]), i32(0), i32(3), i32(1)])  # read, keep, data
+        return context.get_dummy_value()
+
+    return types.void(arr, row), codegen
+
+
+@_jit_glove
+def _glove_pair(W, Wc, bw, bc, gW, gWc, gbw, gbc, a, c, logx, fx, eta, clip):
+    """One AdaGrad step on the term f(x) (w_a . w~_c + b_a + b~_c - log x)^2; returns its halved loss.
+
+    As the reference glove.c: the step of a parameter is ``u / sqrt(G)`` with ``u = eta * grad`` and
+    ``G`` (started at 1) accumulating ``u^2`` — so the first step is ``eta * grad`` and later steps tend
+    to ``grad / sqrt(sum grad^2)``. Word-vector gradients are clipped to ``[-clip, clip]`` first.
     """
     dim = W.shape[1]
-    lr = np.float32(params.learning_rate)
+    diff = bw[a] + bc[c] - logx
+    for k in range(dim):
+        diff += W[a, k] * Wc[c, k]
+    fdiff = fx * diff
+    if not math.isfinite(fdiff):
+        return 0.0
+    for k in range(dim):  # (clip by compare-and-select: min/max here stop LLVM vectorizing the loop)
+        g1 = fdiff * Wc[c, k]
+        g2 = fdiff * W[a, k]
+        g1 = clip if g1 > clip else g1
+        g1 = -clip if g1 < -clip else g1
+        g2 = clip if g2 > clip else g2
+        g2 = -clip if g2 < -clip else g2
+        u1 = eta * g1
+        u2 = eta * g2
+        W[a, k] -= u1 / np.sqrt(gW[a, k])
+        Wc[c, k] -= u2 / np.sqrt(gWc[c, k])
+        gW[a, k] += u1 * u1
+        gWc[c, k] += u2 * u2
+    ub = eta * fdiff
+    bw[a] -= ub / np.sqrt(gbw[a])
+    bc[c] -= ub / np.sqrt(gbc[c])
+    gbw[a] += ub * ub
+    gbc[c] += ub * ub
+    return 0.5 * np.float64(fdiff) * np.float64(diff)
+
+
+@_jit_glove
+def glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, start, end, params):
+    """One pass of AdaGrad over co-occurrence entries ``start..end`` (upper triangle, both directions).
+
+    Entry (i, j, x) with i < j stands for both X_ij and X_ji: it trains (w_i, w~_j) then (w_j, w~_i);
+    a diagonal entry trains once. Minimises f(x) (w_i . w~_j + b_i + b~_j - log x)^2 with
+    f(x) = min(1, (x / x_max)^alpha). All arrays float32 and C-contiguous (weights, AdaGrad sums).
+    Returns the summed weighted squared error (halved, as GloVe reports it).
+    """
+    eta = np.float32(params.learning_rate)
+    clip = np.float32(params.grad_clip)
+    x_max = params.x_max
+    alpha = params.alpha
     loss = 0.0
+    ahead = 4  # entries to prefetch ahead (measured: 2-8 are alike, 2x faster than none out of cache)
     for e in range(start, end):
-        x = vals[e]
+        if e + ahead < end:
+            p = rows[e + ahead]
+            q = cols[e + ahead]
+            _prefetch_row(W, p)
+            _prefetch_row(gW, p)
+            _prefetch_row(Wc, q)
+            _prefetch_row(gWc, q)
+            _prefetch_row(W, q)
+            _prefetch_row(gW, q)
+            _prefetch_row(Wc, p)
+            _prefetch_row(gWc, p)
+        x = np.float64(vals[e])
         logx = np.float32(math.log(x))
-        fx = np.float32(1.0) if x >= params.x_max else np.float32((x / params.x_max) ** params.alpha)
-        for direction in range(2):
-            if direction == 0:
-                a = rows[e]
-                c = cols[e]
-            else:
-                if rows[e] == cols[e]:
-                    break
-                a = cols[e]
-                c = rows[e]
-            wa = W[a]
-            wc = Wc[c]
-            diff = bw[a] + bc[c] - logx
-            for k in range(dim):
-                diff += wa[k] * wc[k]
-            fdiff = fx * diff
-            if not math.isfinite(fdiff):
-                continue
-            loss += 0.5 * fdiff * diff
-            ga = gW[a]
-            gc = gWc[c]
-            for k in range(dim):
-                g1 = fdiff * wc[k]
-                g2 = fdiff * wa[k]
-                wa[k] -= lr * g1 / np.sqrt(ga[k])
-                wc[k] -= lr * g2 / np.sqrt(gc[k])
-                ga[k] += g1 * g1
-                gc[k] += g2 * g2
-            bw[a] -= lr * fdiff / np.sqrt(gbw[a])
-            bc[c] -= lr * fdiff / np.sqrt(gbc[c])
-            gbw[a] += fdiff * fdiff
-            gbc[c] += fdiff * fdiff
+        fx = np.float32(1.0) if x >= x_max else np.float32(math.exp(alpha * math.log(x / x_max)))
+        i = rows[e]
+        j = cols[e]
+        loss += _glove_pair(W, Wc, bw, bc, gW, gWc, gbw, gbc, i, j, logx, fx, eta, clip)
+        if i != j:
+            loss += _glove_pair(W, Wc, bw, bc, gW, gWc, gbw, gbc, j, i, logx, fx, eta, clip)
     return loss
 
 

@@ -256,8 +256,8 @@ def cooccur(ids, offsets, window) -> dict[tuple[int, int], float]:
 
 
 def glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, start, end, params) -> float:
-    """Twin of :func:`embedstack.static._kernels.glove_train_job` (AdaGrad, both directions)."""
-    lr = params.learning_rate
+    """Twin of :func:`embedstack.static._kernels.glove_train_job` (glove.c's AdaGrad, both directions)."""
+    eta, clip = params.learning_rate, params.grad_clip
     loss = 0.0
     for e in range(start, end):
         x = float(vals[e])
@@ -270,13 +270,15 @@ def glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, start, e
             diff = float(wa @ wc) + float(bw[a]) + float(bc[c]) - math.log(x)
             fdiff = fx * diff
             loss += 0.5 * fdiff * diff
-            g1, g2 = fdiff * wc, fdiff * wa
-            W[a] = (wa - lr * g1 / np.sqrt(gW[a])).astype(np.float32)
-            Wc[c] = (wc - lr * g2 / np.sqrt(gWc[c])).astype(np.float32)
-            gW[a] += (g1 * g1).astype(np.float32)
-            gWc[c] += (g2 * g2).astype(np.float32)
-            bw[a] -= lr * fdiff / math.sqrt(gbw[a])
-            bc[c] -= lr * fdiff / math.sqrt(gbc[c])
-            gbw[a] += fdiff * fdiff
-            gbc[c] += fdiff * fdiff
+            u1 = eta * np.clip(fdiff * wc, -clip, clip)  # learning rate x gradient, as glove.c
+            u2 = eta * np.clip(fdiff * wa, -clip, clip)
+            W[a] = (wa - u1 / np.sqrt(gW[a])).astype(np.float32)
+            Wc[c] = (wc - u2 / np.sqrt(gWc[c])).astype(np.float32)
+            gW[a] += (u1 * u1).astype(np.float32)
+            gWc[c] += (u2 * u2).astype(np.float32)
+            ub = eta * fdiff
+            bw[a] -= ub / math.sqrt(gbw[a])
+            bc[c] -= ub / math.sqrt(gbc[c])
+            gbw[a] += ub * ub
+            gbc[c] += ub * ub
     return loss

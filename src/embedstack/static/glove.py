@@ -17,15 +17,17 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from embedstack._validation import check_float, check_int
 from embedstack.errors import ConfigError, InputError
 from embedstack.static._corpus import CorpusLike, IdCorpus, is_one_shot
-from embedstack.static._train import ProgressFn, check_workers, run_jobs
+from embedstack.static._train import ProgressFn, TrainStats, check_workers, run_jobs
 from embedstack.static.keyedvectors import KeyedVectors
 from embedstack.static.word2vec import _StaticTrainer
-from embedstack.text import Analyzer
+from embedstack.text import Analyzer, Vocabulary
 
 __all__ = ["GloVe", "cooccurrence_matrix"]
 
@@ -45,8 +47,9 @@ def cooccurrence_matrix(corpus: IdCorpus, *, window: int = 10, table_size: int =
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Upper-triangle 1/distance co-occurrence counts ``(rows, cols, vals)`` with ``rows <= cols``.
 
-    A word paired with itself counts twice (both directions of the symmetric matrix). Memory: a
-    ``dense_words``² float32 block + a hash table of ``table_size`` entries + the result.
+    A word paired with itself counts twice (both directions of the symmetric matrix). Sums are
+    accumulated in float64 and returned as float32. Memory: a ``dense_words``² float64 block + a hash
+    table of ``table_size`` entries (16 bytes each) + the result.
     """
     from embedstack.static import _kernels as K
 
@@ -54,11 +57,13 @@ def cooccurrence_matrix(corpus: IdCorpus, *, window: int = 10, table_size: int =
         raise ConfigError(f"table_size must be a power of two; got {table_size}.")
     v = len(corpus.vocab)
     n_dense = min(v, int(dense_words))
-    dense = np.zeros((n_dense, n_dense), dtype=np.float32)
+    # float64 sums: a float32 count of a frequent pair (the, of: ~1e6) rounds each 1/d increment to
+    # its ulp (0.0625 at 1e6, 0.25 at 4e6), biasing the largest counts (glove.c counts in double too)
+    dense = np.zeros((n_dense, n_dense), dtype=np.float64)
     keys = np.full(table_size, -1, dtype=np.int64)
-    vals = np.zeros(table_size, dtype=np.float32)
+    vals = np.zeros(table_size, dtype=np.float64)
     acc_k = np.zeros(0, np.int64)
-    acc_v = np.zeros(0, np.float32)
+    acc_v = np.zeros(0, np.float64)
     ids, offsets = np.asarray(corpus.ids), corpus.offsets
     s = 0
     while s < corpus.n_sentences:
@@ -113,12 +118,7 @@ class GloVe(_StaticTrainer):
         self.table_size = table_size
         self.dense_words = dense_words
 
-    def fit(self, corpus: CorpusLike, *, progress: ProgressFn | None = None) -> GloVe:
-        """Count co-occurrences of ``corpus`` and fit the vectors; returns self."""
-        import time
-
-        from embedstack.static import _kernels as K
-
+    def _check(self) -> int:
         check_int(self, "dim", self.dim, low=1)
         check_int(self, "window", self.window, low=1)
         check_int(self, "min_count", self.min_count, low=1)
@@ -128,23 +128,53 @@ class GloVe(_StaticTrainer):
         check_float(self, "x_max", self.x_max, low=0.0, low_open=True)
         check_float(self, "alpha", self.alpha, low=0.0)
         check_float(self, "learning_rate", self.learning_rate, low=0.0, low_open=True)
-        workers = check_workers(self, self.workers)
+        return check_workers(self, self.workers)
+
+    def fit(self, corpus: CorpusLike, *, progress: ProgressFn | None = None) -> GloVe:
+        """Count co-occurrences of ``corpus`` and fit the vectors; returns self."""
+        import time
+
+        self._check()
         if is_one_shot(corpus):
             corpus = IdCorpus.build(corpus, analyzer=self.analyzer, min_count=self.min_count,
                                     max_vocab=self.max_vocab, max_sentence_length=self.max_sentence_length)
         data = self._corpus(corpus, progress)
         t0 = time.perf_counter()
-        rows, cols, vals = cooccurrence_matrix(data, window=int(self.window), table_size=int(self.table_size),
-                                               dense_words=int(self.dense_words), progress=progress)
+        cooc = cooccurrence_matrix(data, window=int(self.window), table_size=int(self.table_size),
+                                   dense_words=int(self.dense_words), progress=progress)
         count_seconds = time.perf_counter() - t0
+        self.corpus_ = data
+        return self.fit_cooccurrence(cooc, data.vocab, raw_words=data.raw_words, progress=progress,
+                                     count_seconds=count_seconds)
+
+    def fit_cooccurrence(self, cooccurrence: tuple[np.ndarray, np.ndarray, np.ndarray], vocab: Vocabulary, *,
+                         raw_words: int | None = None, progress: ProgressFn | None = None,
+                         count_seconds: float | None = None,
+                         on_epoch: Callable[[int, np.ndarray], None] | None = None) -> GloVe:
+        """Fit the vectors on a counted matrix: ``(rows, cols, vals)`` from :func:`cooccurrence_matrix`
+        (upper triangle, ids of ``vocab``); returns self. Lets several settings share one count;
+        ``window`` and ``min_count`` are then those the matrix was counted with. ``on_epoch(e, W + W~)``,
+        if given, is called after each epoch e (1-based) — e.g. to evaluate every few epochs."""
+        from embedstack.static import _kernels as K
+
+        workers = self._check()
+        rows, cols, vals = (np.asarray(a) for a in cooccurrence)
         if len(vals) == 0:
             raise InputError("no two words co-occur in the corpus (every sentence has one kept word); "
                              "give longer texts or a lower minimum count.", fix={"min_count": 1})
+        v, d = len(vocab), int(self.dim)
+        if not (len(rows) == len(cols) == len(vals)) or int(max(rows.max(), cols.max())) >= v \
+                or int(min(rows.min(), cols.min())) < 0:
+            raise InputError("the co-occurrence arrays must have one length and ids in [0, len(vocab)).")
+        if raw_words is None:
+            raw_words = int(np.asarray(vocab.counts_).sum())
         rng = np.random.default_rng(self.seed)
-        perm = rng.permutation(len(vals))
-        rows, cols, vals = rows[perm], cols[perm], vals[perm]
+        perm = rng.permutation(len(vals))  # shuffled once, as glove.c's shuffle step
+        rows = np.ascontiguousarray(rows[perm], dtype=np.int32)
+        cols = np.ascontiguousarray(cols[perm], dtype=np.int32)
+        vals = np.ascontiguousarray(vals[perm], dtype=np.float32)
         del perm
-        v, d = len(data.vocab), int(self.dim)
+        # glove.c's initialisation: uniform in [-0.5, 0.5] / dim for vectors and biases, AdaGrad sums at 1
         W = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
         Wc = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
         bw = ((rng.random(v) - 0.5) / d).astype(np.float32)
@@ -157,8 +187,7 @@ class GloVe(_StaticTrainer):
                                learning_rate=float(self.learning_rate))
         n = len(vals)
         step = max(10_000, n // (workers * 64))
-        cuts = np.arange(0, n + step, step).clip(max=n)
-        cuts = np.unique(cuts)
+        cuts = np.unique(np.arange(0, n + step, step).clip(max=n))
 
         def job(epoch: int, j: int, alpha: float, seed: np.uint64) -> tuple[int, float, int]:
             a, b = int(cuts[j]), int(cuts[j + 1])
@@ -167,19 +196,30 @@ class GloVe(_StaticTrainer):
             return b - a, loss, terms
 
         K.glove_train_job(W, Wc, bw, bc, gW, gWc, gbw, gbc, rows, cols, vals, 0, 0, params)  # compile first
-        stats = run_jobs(job, job_sizes=np.diff(cuts), epochs=int(self.epochs), workers=workers, alpha=1.0,
-                         min_alpha=1.0, seed=int(self.seed), raw_per_kept=data.raw_words / n,
-                         progress=progress, decay=False)
-        self.vocabulary_ = data.vocab
-        self.corpus_ = data
+        def train(epochs: int) -> TrainStats:
+            return run_jobs(job, job_sizes=np.diff(cuts), epochs=epochs, workers=workers, alpha=1.0, min_alpha=1.0,
+                            seed=int(self.seed), raw_per_kept=raw_words / n, progress=progress, decay=False)
+
+        if on_epoch is None:
+            stats = train(int(self.epochs))
+        else:  # one epoch at a time (the same updates: the rate does not decay, jobs run in order)
+            stats = TrainStats()
+            for e in range(int(self.epochs)):
+                st = train(1)
+                stats.raw_words += st.raw_words
+                stats.effective_words += st.effective_words
+                stats.seconds += st.seconds
+                stats.epoch_loss += st.epoch_loss
+                on_epoch(e + 1, W + Wc)
+        self.vocabulary_ = vocab
         self.cooccurrence_ = (rows, cols, vals)
         self.W_, self.W_context_, self.b_, self.b_context_ = W, Wc, bw, bc
         self.stats_ = stats
         meta = {"trainer": "GloVe", "options": {"dim": d, "window": self.window, "min_count": self.min_count,
                                                 "x_max": self.x_max, "alpha": self.alpha, "epochs": self.epochs,
                                                 "learning_rate": self.learning_rate, "seed": self.seed},
-                "workers": workers, "vocab_size": v, "corpus_raw_words": data.raw_words, "nonzeros": n,
-                "count_seconds": round(count_seconds, 3), **stats.as_dict()}
-        meta["raw_words"] = data.raw_words * int(self.epochs)
-        self.wv_ = KeyedVectors(data.vocab.words_, W + Wc, counts=data.vocab.counts_, meta=meta)
+                "workers": workers, "vocab_size": v, "corpus_raw_words": raw_words, "nonzeros": n,
+                **({} if count_seconds is None else {"count_seconds": round(count_seconds, 3)}), **stats.as_dict()}
+        meta["raw_words"] = raw_words * int(self.epochs)
+        self.wv_ = KeyedVectors(vocab.words_, W + Wc, counts=vocab.counts_, meta=meta)
         return self
