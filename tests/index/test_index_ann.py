@@ -38,6 +38,30 @@ def test_hnsw_scores_follow_metric(hp: Any, metric: str) -> None:
     np.testing.assert_allclose([h.score for h in a[0]], [h.score for h in b[0]], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_hnsw_int8_graph_scores_are_in_vector_units_and_rescoring_is_exact(hp: Any, metric: str) -> None:
+    x = hp.clustered(2000, 32, n_clusters=30, noise=0.6)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:20] + 0.05
+    ids = hp.ids_of(2000)
+    flat = FlatIndex(32, metric=metric)
+    flat.add(x, ids)
+    ref_s, ref_i = flat.search_ids(q, 10)
+    graph = HNSWIndex(32, metric=metric, dtype="i8", ef=200)
+    graph.add(x, ids)
+    g_s, _ = graph.search_ids(q, 10)
+    np.testing.assert_allclose(g_s[:, 0], ref_s[:, 0], atol=0.15)  # int8 codes: close, not equal
+    resc = HNSWIndex(32, metric=metric, dtype="i8", ef=200, rescore="float", oversample=5)
+    resc.add(x, ids)
+    r_s, r_i = resc.search_ids(q, 10)
+    same = r_i == ref_i
+    assert same.mean() >= 0.95
+    np.testing.assert_allclose(r_s[same], ref_s[same], rtol=1e-5, atol=1e-5)  # float32 scores
+    assert resc.memory_bytes() < resc.nbytes()  # the float rows are not part of the first stage
+    with pytest.raises(ConfigError, match="rescore"):
+        HNSWIndex(8, rescore="int8")
+
+
 def test_hnsw_remove_persist_view_add_compact(hp: Any, tmp_path: Any) -> None:
     x = hp.clustered(500, 16)
     idx = HNSWIndex(16, M=8)

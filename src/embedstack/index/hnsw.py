@@ -17,7 +17,14 @@ The speed gap is the price of those; ``ef`` (and ``M``) trade it back against re
 with AVX-512 BF16, ``dtype="bf16"`` narrows it: at 12k vectors it built as fast as faiss and
 answered within 10% of its queries/s at the same recall, with half the vector bytes. At 1M
 (power-law synthetic vectors, ef 1024, recall 0.964 vs 0.965) faiss still built 1.2× faster and
-answered 1.66× more queries/s (BENCHMARKS.md). Parameters map
+answered 1.66× more queries/s (BENCHMARKS.md).
+
+``dtype="i8", rescore="float"`` walks a graph of int8 vectors (usearch's VNNI kernels where the CPU
+has them: a quarter of the bytes per distance) for ``k × oversample`` candidates, then rescores those
+with the float32 vectors, which stay on disk (memory-mapped on load; only candidate rows are read).
+The int8 graph alone tops out at a lower recall on anisotropic vectors; the rescoring gives it back.
+On this machine's Xeon (AVX-512 VNNI, no BF16) that built faster and answered more queries/s than
+faiss ``IndexHNSWFlat`` at the same recall (``benchmarks/hnsw_1m.py``, BENCHMARKS.md). Parameters map
 one to one: ``M`` → usearch ``connectivity``, ``ef_construction`` → ``expansion_add``, ``ef`` →
 ``expansion_search``; ``dtype`` picks the stored scalar type.
 """
@@ -54,6 +61,9 @@ class HNSWIndex(BaseIndex):
         dtype: stored scalar type: ``"f32"``, ``"f16"``, ``"bf16"`` (fastest build on CPUs with
             AVX-512 BF16) or ``"i8"`` (smallest; lower recall ceiling on anisotropic vectors).
         threads: worker threads for add/search (0 = all cores).
+        rescore: ``"float"``: keep the float32 vectors beside the graph and rescore the graph's
+            ``k × oversample`` candidates with them (for ``dtype`` i8 / f16 / bf16); None: graph scores.
+        oversample: graph candidates per result rescored (with ``rescore``).
 
     Example:
         >>> import numpy as np
@@ -64,15 +74,20 @@ class HNSWIndex(BaseIndex):
     """
 
     def __init__(self, dim: int, *, metric: str = "cosine", M: int = 16, ef_construction: int = 128,
-                 ef: int = 64, dtype: str = "f32", threads: int = 0) -> None:
+                 ef: int = 64, dtype: str = "f32", threads: int = 0, rescore: str | None = None,
+                 oversample: int = 4) -> None:
         self.M = M
         self.ef_construction = ef_construction
         self.ef = ef
         self.dtype = dtype
         self.threads = threads
+        self.rescore = rescore
+        self.oversample = oversample
         super().__init__(dim, metric=metric)
         self._index: Any = None
         self._view = False
+        self._vec: np.ndarray | None = None  # float32 rows for rescoring (normalised for cosine)
+        self._pending: list[np.ndarray] = []
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -81,10 +96,13 @@ class HNSWIndex(BaseIndex):
         check_int(self, "ef", self.ef, low=1)
         check_choice(self, "dtype", self.dtype, ("f32", "f16", "bf16", "i8"))
         check_int(self, "threads", self.threads, low=0)
+        if self.rescore is not None:
+            check_choice(self, "rescore", self.rescore, ("float",))
+        check_int(self, "oversample", self.oversample, low=1)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef,
-                "dtype": self.dtype, "threads": self.threads}
+                "dtype": self.dtype, "threads": self.threads, "rescore": self.rescore, "oversample": self.oversample}
 
     @property
     def quantization(self) -> str:  # type: ignore[override]
@@ -108,6 +126,26 @@ class HNSWIndex(BaseIndex):
         start = len(self._ids)
         keys = np.arange(start, start + len(vectors), dtype=np.uint64)
         index.add(keys, vectors, threads=self.threads)
+        if self.rescore is not None:
+            self._pending.append(self._rows_for_rescoring(vectors))
+
+    def _rows_for_rescoring(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if self.metric == "cosine":
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            x = x / np.where(norms > 0, norms, 1.0)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _float_rows(self) -> np.ndarray:
+        if self._pending:
+            with self._fold_lock:
+                if self._pending:
+                    parts = ([] if self._vec is None or len(self._vec) == 0 else [np.asarray(self._vec)]) + self._pending
+                    self._vec = np.concatenate(parts) if len(parts) > 1 else parts[0]
+                    self._pending = []
+        if self._vec is None:
+            self._vec = np.zeros((0, self.dim), dtype=np.float32)
+        return self._vec
 
     def _on_remove(self, iid: int) -> None:
         self._writable().remove(iid)
@@ -115,15 +153,45 @@ class HNSWIndex(BaseIndex):
     def _search_ids(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         index = self._index
         index.expansion_search = max(self.ef, k)
-        res = index.search(queries, k, threads=self.threads)
+        kk = k if self.rescore is None else min(len(self._ids), k * self.oversample)
+        index.expansion_search = max(self.ef, kk)
+        res = index.search(queries, kk, threads=self.threads)
         keys = np.asarray(res.keys).reshape(len(queries), -1)
         dist = np.asarray(res.distances, dtype=np.float32).reshape(len(queries), -1)
         counts = np.asarray(getattr(res, "counts", [len(np.asarray(res.keys))])).reshape(-1)
         valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
         ids = np.where(valid, keys.astype(np.int64), -1)
+        if self.dtype == "i8" and self.metric != "cosine":
+            # usearch's int8 "ip" and "l2sq" are in code units (x rounded to x·127): -q·x and |q-x|², ×127²
+            dist = dist / np.float32(127.0 * 127.0)
+            if self.metric == "ip":
+                dist = dist + 1.0  # as 1 - q·x for the line below
         scores = -np.sqrt(np.maximum(dist, 0.0)) if self.metric == "l2" else 1.0 - dist
         scores = np.where(valid, scores, -np.inf).astype(np.float32)
-        return scores, ids, {}
+        if self.rescore is None:
+            return scores, ids, {}
+        return self._rescore_candidates(queries, ids, k)
+
+    def _rescore_candidates(self, queries: np.ndarray, cand: np.ndarray, k: int
+                            ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Float32 scores of the graph's candidates (``-1`` pads), best ``k`` per query."""
+        from embedstack.index import _kernels as K
+        from embedstack.index._scan import merge_topk
+
+        rows = self._float_rows()
+        q = self._rows_for_rescoring(queries)
+        pad = cand < 0
+        safe = np.where(pad, 0, cand)
+        if self.metric == "l2":
+            exact = np.empty(cand.shape, dtype=np.float32)
+            for a in range(0, len(q), 64):
+                sub = np.asarray(rows[safe[a : a + 64].ravel()], dtype=np.float32).reshape(*safe[a : a + 64].shape, -1)
+                exact[a : a + 64] = -np.linalg.norm(sub - q[a : a + 64, None, :], axis=2)
+        else:
+            exact = K.gather_dot(q, rows, safe)
+        exact = np.where(pad, -np.inf, exact).astype(np.float32)
+        s, i = merge_topk([(exact, cand)], k)
+        return s[:, :k], i[:, :k], {}
 
     def set_ef(self, ef: int) -> HNSWIndex:
         """Change the search-time candidate list size; return self."""
@@ -134,15 +202,26 @@ class HNSWIndex(BaseIndex):
         old = self._index
         self._index = self._new()
         self._view = False
+        if self.rescore is not None:  # rebuild from the float rows, not from the graph's lossy copies
+            self._vec = np.ascontiguousarray(self._float_rows()[keep])
         if len(keep):
-            vectors = np.asarray(old.get(keep.astype(np.uint64)), dtype=np.float32).reshape(len(keep), self.dim)
+            if self.rescore is not None:
+                vectors = self._vec
+            else:
+                vectors = np.asarray(old.get(keep.astype(np.uint64)), dtype=np.float32).reshape(len(keep), self.dim)
             self._index.add(np.arange(len(keep), dtype=np.uint64), vectors, threads=self.threads)
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        return {}
+        return {"vectors": self._float_rows()} if self.rescore is not None else {}
 
     def nbytes(self) -> int:
-        """Bytes of the graph and its vectors as saved (usearch's memory use also counts reserved capacity)."""
+        """Bytes of the graph and its vectors as saved (usearch's memory use also counts reserved capacity),
+        plus the float32 rows kept for rescoring."""
+        graph = 0 if self._index is None else int(self._index.serialized_length)
+        return graph + (int(self._float_rows().nbytes) if self.rescore is not None else 0)
+
+    def memory_bytes(self) -> int:
+        """Bytes of the graph (the first stage; rescoring rows are read only for candidates)."""
         return 0 if self._index is None else int(self._index.serialized_length)
 
     def _write_extra(self, folder: Path) -> None:
@@ -157,3 +236,5 @@ class HNSWIndex(BaseIndex):
         else:
             self._index.load(path)
         self._view = mmap
+        self._vec = np.asarray(arrays["vectors"]) if "vectors" in arrays else None
+        self._pending = []

@@ -1,0 +1,319 @@
+"""Exact search at this CPU's limit: FlatIndex (float32, int8 on VNNI, binary) against faiss, with a roofline.
+
+Every arm answers the same queries over the same random unit vectors (384 dims, power-law spectrum,
+as in ``benchmarks/search.py``), in the same process:
+
+* batches of 1,000 queries, k=10: faiss ``IndexFlatIP`` against our float32 ``FlatIndex``, our int8
+  (integer first stage + int8 rescoring), our int8 with float32 rescoring (``int8:rescore=float``),
+  our binary+rescore against faiss ``IndexBinaryFlat`` asked for the same number of candidates;
+* one query at a time (latency): faiss ``IndexFlatIP`` against our float32 and int8;
+* on SciFact (all-MiniLM-L6-v2 embeddings, cached by ``benchmarks/search.py``): nDCG@10 of int8 and
+  int8+float against float32.
+
+Peers run as their users run them: faiss with its defaults (OpenMP, no wait policy set); both sides
+get the same 2 threads (``OMP_NUM_THREADS`` / BLAS / numba = 2, the machine's cores). Each timing is
+the median of ``--repeats`` runs, the arms interleaved and their order rotated between runs; the
+spread (min–max) and the load average before and after are reported.
+
+Roofline, measured in the same run: fp32 GEMM (torch ``mm``, 2 threads), int8 GEMM (torch
+``_int_mm``), bf16 GEMM (torch ``mm`` in bfloat16), and memory read bandwidth (2 threads summing
+halves of a 2 GiB array). Work per query: ``2·n·d`` flops (float) or int ops (int8); bytes per query
+for one query at a time: ``n·d·4`` (float) or ``n·d`` (int8), all streamed from memory.
+
+Usage::
+
+    python benchmarks/exact_search.py                      # 100k and 1M, 5 repeats (~15 min)
+    python benchmarks/exact_search.py --sizes 100000 --repeats 3 --no-report   # a quick look
+"""
+
+from __future__ import annotations
+
+import os
+
+THREADS = 2
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, str(THREADS))
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import log, ratio, write_results  # noqa: E402
+from search import random_unit, recall_at  # noqa: E402
+
+K = 10
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def med(xs: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": len(xs)}
+
+
+# --------------------------------------------------------------------------- roofline
+
+def roofline(repeats: int) -> dict[str, float]:
+    """Peaks measured here: GEMM rates (2 threads) and memory read bandwidth (2 threads)."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    out: dict[str, float] = {}
+
+    def best(fn: Any) -> float:
+        fn()
+        return min(_timeit(fn) for _ in range(repeats))
+
+    n = 2048
+    a = torch.randn(n, n)
+    out["fp32_gflops"] = 2 * n**3 / best(lambda: torch.mm(a, a)) / 1e9
+    ab = a.bfloat16()
+    out["bf16_gflops"] = 2 * n**3 / best(lambda: torch.mm(ab, ab)) / 1e9
+    ai = torch.randint(-127, 128, (n, n), dtype=torch.int8)
+    out["int8_gops"] = 2 * n**3 / best(lambda: torch._int_mm(ai, ai)) / 1e9
+    na = np.ones((n, n), dtype=np.float32)
+    out["fp32_gflops_numpy"] = 2 * n**3 / best(lambda: na @ na) / 1e9
+    # memory read bandwidth as a one-query scan sees it: matrix-vector products over 2 GiB of rows
+    # (far beyond any cache), one single-threaded BLAS call per thread on its half
+    from threadpoolctl import threadpool_limits
+
+    big = np.ones(((1 << 29) // 384, 384), dtype=np.float32)
+    vec = np.ones(384, dtype=np.float32)
+    halves = np.array_split(big, THREADS)
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(THREADS) as pool:
+        out["read_gbs"] = big.nbytes / best(lambda: list(pool.map(lambda h: h @ vec, halves))) / 1e9
+        out["read_gbs_1thread"] = big.nbytes / best(lambda: big @ vec) / 1e9
+    del big, halves
+    return out
+
+
+def _timeit(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- one size
+
+def bench_size(n: int, nq: int, repeats: int, single: int) -> dict[str, Any]:
+    import faiss
+
+    from embedstack.index import FlatIndex
+    from embedstack.index import _kernels as KK
+
+    d = 384
+    log(f"[{n:,}] generating vectors")
+    x = random_unit(n, d, seed=1)
+    q = random_unit(nq, d, seed=2)
+    ids = [str(i) for i in range(n)]
+
+    log(f"[{n:,}] building indexes")
+    fi = faiss.IndexFlatIP(d)
+    fi.add(x)
+    ours = {"float32": FlatIndex(d, metric="ip"),
+            "int8": FlatIndex(d, metric="ip", quantization="int8"),
+            "int8+float": FlatIndex(d, metric="ip", quantization="int8", rescore="float"),
+            "binary+rescore": FlatIndex(d, metric="ip", quantization="binary", rescore="float")}
+    for idx in ours.values():
+        idx.add(x, ids)
+        idx.search_ids(q[:2], K)  # fold + compile
+    c = K * 10  # binary candidates (default oversample 10)
+    fb = faiss.IndexBinaryFlat(d)
+    fb.add(KK.words_to_rows(KK.pack_bits(x), d))
+    qbits = KK.words_to_rows(KK.pack_bits(q), d)
+
+    truth = fi.search(q, K)[1]
+    arms: dict[str, Any] = {
+        "faiss IndexFlatIP": lambda: fi.search(q, K)[1],
+        "faiss IndexBinaryFlat (k=100)": lambda: fb.search(qbits, c)[1],
+        **{f"embedstack {name}": (lambda idx=idx: idx.search_ids(q, K)[1].astype(np.int64)) for name, idx in ours.items()},
+    }
+    quality = {}
+    for name, fn in arms.items():
+        found = fn()
+        quality[name] = recall_at(found[:, :K], truth) if "Binary" not in name else None
+    # binary candidates against faiss's: the same Hamming top-c (ties aside)
+    fb_ids = fb.search(qbits, c)[1]
+    ours_cand = KK.hamming_select(np.ascontiguousarray(KK.pack_bits(q).T), ours["binary+rescore"]._bits,
+                                  np.zeros(0, dtype=np.int64), c)[1]
+    cand_overlap = float(np.mean([len(set(a) & set(b)) / c for a, b in zip(fb_ids, ours_cand, strict=True)]))
+
+    names = list(arms)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            times[name].append(_timeit(arms[name]))
+        log(f"[{n:,}] run {r + 1}/{repeats}: " + ", ".join(f"{nm} {nq / times[nm][-1]:.0f}" for nm in names))
+    batch = {name: {"qps": med([nq / t for t in ts]), "recall@10": quality[name]} for name, ts in times.items()}
+
+    # one query at a time
+    lat_arms = {"faiss IndexFlatIP": lambda i: fi.search(q[i : i + 1], K),
+                "embedstack float32": lambda i: ours["float32"].search_ids(q[i : i + 1], K),
+                "embedstack int8": lambda i: ours["int8"].search_ids(q[i : i + 1], K)}
+    lat: dict[str, list[float]] = {name: [] for name in lat_arms}
+    lnames = list(lat_arms)
+    for r in range(repeats):
+        order = lnames[r % len(lnames):] + lnames[: r % len(lnames)]
+        for name in order:
+            fn = lat_arms[name]
+            t0 = time.perf_counter()
+            for i in range(single):
+                fn(i)
+            lat[name].append((time.perf_counter() - t0) / single * 1e3)
+    latency = {name: med(v) for name, v in lat.items()}
+    log(f"[{n:,}] latency ms: " + ", ".join(f"{nm} {v['median']:.2f}" for nm, v in latency.items()))
+    return {"n": n, "dim": d, "queries": nq, "k": K, "batch": batch, "latency_ms": latency,
+            "binary_candidates": c, "binary_candidate_overlap_with_faiss": cand_overlap,
+            "bytes_per_vector": {name: idx.memory_bytes() / n for name, idx in ours.items()}}
+
+
+# --------------------------------------------------------------------------- SciFact quality
+
+def bench_scifact() -> dict[str, Any] | None:
+    from search import OUT
+
+    cache = OUT / "scifact_minilm.npz"
+    if not cache.is_file():
+        log("no cached SciFact embeddings (run benchmarks/search.py once): SciFact quality skipped")
+        return None
+    from embedstack.data import load_beir
+    from embedstack.evaluation.metrics import ndcg_at_k
+    from embedstack.index import FlatIndex
+
+    z = np.load(cache, allow_pickle=False)
+    ds = load_beir("scifact", split="train")
+    qids = [str(v) for v in z["qids"]]
+    doc_ids = [str(v) for v in z["doc_ids"]]
+    qrels = {qq: ds.qrels[qq] for qq in qids}
+    out = {}
+    for name, kw in (("float32", {}), ("int8", {"quantization": "int8"}),
+                     ("int8+float", {"quantization": "int8", "rescore": "float"})):
+        idx = FlatIndex(z["docs"].shape[1], **kw)
+        idx.add(z["docs"], doc_ids)
+        s, i = idx.search_ids(z["queries"], 10)
+        run = {qq: {str(dd): float(sc) for dd, sc in zip(row_i, row_s, strict=True)}
+               for qq, row_i, row_s in zip(qids, i, s, strict=True)}
+        out[name] = ndcg_at_k(run, qrels, 10)
+    return {"queries": len(qids), "docs": len(doc_ids), "ndcg@10": out,
+            "retained": {name: v / out["float32"] for name, v in out.items()}}
+
+
+# --------------------------------------------------------------------------- report
+
+def markdown(res: dict[str, Any]) -> str:
+    roof = res["roofline"]
+    lines = [
+        "## Exact search at the CPU's limit: FlatIndex vs faiss (`benchmarks/exact_search.py`)",
+        "",
+        f"Reproduce: `{res['command']}` — faiss {res['faiss']} at its defaults (OpenMP, no wait policy set), "
+        f"both sides {THREADS} threads (`OMP_NUM_THREADS`/BLAS/numba = {THREADS}, the machine's cores); "
+        f"median of {res['repeats']} interleaved runs (order rotated), spread min–max; load average "
+        f"{res['load_before']} before, {res['load_after']} after. CPU: {res['cpu']}; int8 path here: "
+        f"`{res['int8_backend']}` (flags: {', '.join(sorted(res['cpu_flags']))}).",
+        "",
+        "Roofline measured in the same run (2 threads): "
+        f"fp32 GEMM {roof['fp32_gflops']:.0f} GFLOP/s (torch; numpy/OpenBLAS {roof['fp32_gflops_numpy']:.0f}), "
+        f"int8 GEMM {roof['int8_gops']:.0f} GOP/s (torch `_int_mm`), bf16 GEMM {roof['bf16_gflops']:.0f} GFLOP/s, "
+        f"memory read {roof['read_gbs']:.1f} GB/s ({roof['read_gbs_1thread']:.1f} on one thread).",
+        "",
+    ]
+    for size in res["sizes"]:
+        n, d, nq = size["n"], size["dim"], size["queries"]
+        work = 2 * n * d
+        lines += [f"### {n:,} × {d} random unit vectors (power-law spectrum), batches of {nq:,} queries, k={K}", "",
+                  "| arm | queries/s (median) | spread | × faiss IndexFlatIP | recall@10 vs float32 | work/query | achieved | share of peak |",
+                  "|---|---:|---|---:|---:|---|---:|---:|"]
+        base = size["batch"]["faiss IndexFlatIP"]["qps"]["median"]
+        for name, v in size["batch"].items():
+            qps = v["qps"]
+            rec = "–" if v["recall@10"] is None else f"{v['recall@10']:.4f}"
+            if "int8" in name:
+                ach = work * qps["median"] / 1e9
+                peak, unit = roof["int8_gops"], "GOP/s"
+            elif "Binary" in name or "binary" in name:
+                ach, peak, unit = None, None, ""
+            else:
+                ach = work * qps["median"] / 1e9
+                peak, unit = roof["fp32_gflops"], "GFLOP/s"
+            achs = "–" if ach is None else f"{ach:.0f} {unit}"
+            share = "–" if ach is None else f"{100 * ach / peak:.0f}%"
+            wq = "popcount" if ach is None else f"{work / 1e6:.0f} M ops"
+            lines.append(f"| {name} | {qps['median']:,.0f} | {qps['min']:,.0f}–{qps['max']:,.0f} | "
+                         f"{ratio(qps['median'], base):.2f}× | {rec} | {wq} | {achs} | {share} |")
+        bin_ours = size["batch"]["embedstack binary+rescore"]["qps"]["median"]
+        bin_faiss = size["batch"]["faiss IndexBinaryFlat (k=100)"]["qps"]["median"]
+        lines += ["", f"Binary: ours (Hamming top-{size['binary_candidates']} + float32 rescoring) / faiss "
+                  f"IndexBinaryFlat (Hamming top-{size['binary_candidates']} only) = **{ratio(bin_ours, bin_faiss):.2f}×**; "
+                  f"candidate sets agree {100 * size['binary_candidate_overlap_with_faiss']:.1f}% (ties broken differently). "
+                  f"Bytes/vector (first stage): " + ", ".join(f"{k} {v:.0f}" for k, v in size["bytes_per_vector"].items()) + ".",
+                  "", "One query at a time (ms/query, median of runs of "
+                  f"{res['single']} queries; memory-bound: bytes/query float32 {n * d * 4 / 1e6:.0f} MB, int8 {n * d / 1e6:.0f} MB):", "",
+                  "| arm | ms/query | spread | × faiss (latency ratio, <1 is faster) | streamed GB/s | share of read bandwidth |",
+                  "|---|---:|---|---:|---:|---:|"]
+        fl = size["latency_ms"]["faiss IndexFlatIP"]["median"]
+        for name, v in size["latency_ms"].items():
+            nbytes = n * d * (1 if "int8" in name else 4)
+            gbs = nbytes / (v["median"] / 1e3) / 1e9
+            lines.append(f"| {name} | {v['median']:.2f} | {v['min']:.2f}–{v['max']:.2f} | {v['median'] / fl:.2f} | "
+                         f"{gbs:.1f} | {100 * gbs / roof['read_gbs']:.0f}% |")
+        lines.append("")
+    sf = res.get("scifact")
+    if sf:
+        lines += [f"SciFact (train, {sf['queries']} judged queries, {sf['docs']:,} docs, all-MiniLM-L6-v2): nDCG@10 "
+                  + ", ".join(f"{k} {v:.4f} ({100 * sf['retained'][k]:.1f}%)" for k, v in sf["ndcg@10"].items()) + ".", ""]
+    lines += res.get("notes", [])
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--single", type=int, default=100, help="queries per single-query latency run")
+    ap.add_argument("--no-report", action="store_true", help="print only; leave BENCHMARKS.md and results/ alone")
+    args = ap.parse_args()
+
+    import faiss
+
+    from embedstack.index import _scan
+
+    res: dict[str, Any] = {"command": "python benchmarks/exact_search.py" + (
+        "" if args.sizes == "100000,1000000" and args.repeats == 5 else f" --sizes {args.sizes} --repeats {args.repeats}"),
+        "repeats": args.repeats, "single": args.single, "faiss": faiss.__version__,
+        "int8_backend": _scan.int8_backend(), "cpu_flags": sorted(_scan.cpu_features()),
+        "cpu": _cpu_name(), "load_before": load()}
+    log("roofline")
+    res["roofline"] = roofline(3)
+    log(str({k: round(v, 1) for k, v in res["roofline"].items()}))
+    res["sizes"] = [bench_size(int(n), args.queries, args.repeats, args.single) for n in args.sizes.split(",")]
+    res["scifact"] = bench_scifact()
+    res["load_after"] = load()
+    md = markdown(res)
+    print(md)
+    if not args.no_report:
+        write_results("exact_search", res, md)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()
