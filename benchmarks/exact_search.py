@@ -91,7 +91,6 @@ def roofline(repeats: int) -> dict[str, float]:
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(THREADS) as pool:
         out["read_gbs"] = big.nbytes / best(lambda: list(pool.map(lambda h: h @ vec, halves))) / 1e9
         out["read_gbs_1thread"] = big.nbytes / best(lambda: big @ vec) / 1e9
-    del big, halves
     return out
 
 
