@@ -1,0 +1,161 @@
+"""HNSW at 1M vectors: embedstack HNSWIndex (usearch int8 graph + float32 rescoring, and bf16) against faiss
+``IndexHNSWFlat``, at the smallest ef reaching recall@10 ≥ 0.95.
+
+Same vectors as ``benchmarks/search.py`` (384-dim random unit vectors with a power-law spectrum), same
+graph parameters (M=16, ef_construction=128), both sides 2 threads (faiss: ``OMP_NUM_THREADS=2``, its
+defaults otherwise; usearch ``threads=2``). Builds are timed once each (each takes minutes); the
+build order is rotated by ``--build-order``. For each index the ef sweep finds the smallest ef with
+recall@10 ≥ ``--target``; at that ef every index is timed on batches of ``--queries`` queries in
+``--repeats`` interleaved runs (order rotated), reported as median with min–max.
+
+Usage::
+
+    python benchmarks/hnsw_1m.py                       # 1,000,000 vectors (~40 min on 2 cores)
+    python benchmarks/hnsw_1m.py --n 100000 --no-report
+"""
+
+from __future__ import annotations
+
+import os
+
+THREADS = 2
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, str(THREADS))
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import log, ratio, write_results  # noqa: E402
+from search import random_unit, recall_at  # noqa: E402
+
+EFS = (32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--arms", default="faiss,i8+float,bf16")
+    ap.add_argument("--no-report", action="store_true")
+    args = ap.parse_args()
+
+    import faiss
+    import usearch
+
+    from embedstack.index import FlatIndex, HNSWIndex
+
+    faiss.omp_set_num_threads(THREADS)
+    d, n = 384, args.n
+    res: dict[str, Any] = {"n": n, "dim": d, "queries": args.queries, "repeats": args.repeats, "target": args.target,
+                           "faiss": faiss.__version__, "usearch": usearch.__version__,
+                           "load_before": [round(v, 2) for v in os.getloadavg()]}
+    log(f"generating {n:,} vectors")
+    x = random_unit(n, d, seed=1)
+    q = random_unit(args.queries, d, seed=2)
+    ids = [str(i) for i in range(n)]
+    flat = FlatIndex(d, metric="ip")
+    flat.add(x, ids)
+    truth = flat.search_ids(q, 10)[1].astype(np.int64)
+    del flat
+
+    arms = args.arms.split(",")
+    built: dict[str, Any] = {}
+    build_s: dict[str, float] = {}
+    for arm in arms:
+        log(f"building {arm}")
+        t0 = time.perf_counter()
+        if arm == "faiss":
+            idx = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_INNER_PRODUCT)
+            idx.hnsw.efConstruction = 128
+            idx.add(x)
+        else:
+            kw = {"dtype": "i8", "rescore": "float"} if arm == "i8+float" else {"dtype": arm}
+            idx = HNSWIndex(d, metric="ip", M=16, ef_construction=128, threads=THREADS, **kw)
+            idx.add(x, ids)
+        build_s[arm] = time.perf_counter() - t0
+        built[arm] = idx
+        log(f"  {arm}: {build_s[arm]:.1f} s")
+
+    def searcher(arm: str, ef: int) -> Any:
+        idx = built[arm]
+        if arm == "faiss":
+            def run() -> np.ndarray:
+                idx.hnsw.efSearch = ef
+                return idx.search(q, 10)[1]
+            return run
+        idx.set_ef(ef)
+        return lambda: idx.search_ids(q, 10)[1].astype(np.int64)
+
+    sweep: dict[str, list[dict[str, float]]] = {}
+    chosen: dict[str, int] = {}
+    for arm in arms:
+        sweep[arm] = []
+        for ef in EFS:
+            fn = searcher(arm, ef)
+            t0 = time.perf_counter()
+            found = fn()
+            dt = time.perf_counter() - t0
+            rec = recall_at(found, truth)
+            sweep[arm].append({"ef": ef, "recall@10": rec, "qps_once": len(q) / dt})
+            log(f"  {arm} ef={ef}: recall {rec:.3f}, {len(q) / dt:.0f} q/s (one run)")
+            if rec >= args.target:
+                chosen[arm] = ef
+                break
+    times: dict[str, list[float]] = {arm: [] for arm in chosen}
+    names = list(chosen)
+    for r in range(args.repeats):
+        for arm in names[r % len(names):] + names[: r % len(names)]:
+            fn = searcher(arm, chosen[arm])
+            t0 = time.perf_counter()
+            fn()
+            times[arm].append(len(q) / (time.perf_counter() - t0))
+        log(f"run {r + 1}: " + ", ".join(f"{a} {times[a][-1]:.0f}" for a in names))
+    res.update({"build_s": build_s, "sweep": sweep, "ef": chosen,
+                "qps": {a: {"median": statistics.median(v), "min": min(v), "max": max(v)} for a, v in times.items()},
+                "recall": {a: next(s["recall@10"] for s in sweep[a] if s["ef"] == chosen[a]) for a in chosen},
+                "bytes": {a: (built[a].memory_bytes() if a != "faiss" else None) for a in arms},
+                "load_after": [round(v, 2) for v in os.getloadavg()]})
+    md = markdown(res)
+    print(md)
+    if not args.no_report:
+        write_results("hnsw_1m", res, md)
+
+
+def markdown(res: dict[str, Any]) -> str:
+    n = res["n"]
+    lines = [f"## HNSW at {n:,} vectors: HNSWIndex (usearch) vs faiss IndexHNSWFlat (`benchmarks/hnsw_1m.py`)", "",
+             "Reproduce: `python benchmarks/hnsw_1m.py" + ("" if n == 1_000_000 else f" --n {n}") + "` — "
+             f"{n:,} × {res['dim']} random unit vectors (power-law spectrum), {res['queries']:,} queries, M=16, "
+             f"ef_construction=128, 2 threads both sides (faiss {res['faiss']} at its defaults, usearch {res['usearch']}); "
+             f"smallest ef reaching recall@10 ≥ {res['target']}; queries/s median of {res['repeats']} interleaved "
+             f"runs (min–max); builds timed once each. Load average {res['load_before']} before, {res['load_after']} after.",
+             "", "| index | build s | build × faiss (<1 is faster) | ef | recall@10 | queries/s | spread | × faiss |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    label = {"faiss": "faiss IndexHNSWFlat (f32)", "i8+float": "embedstack HNSWIndex dtype=i8, rescore=float (oversample 4)",
+             "bf16": "embedstack HNSWIndex dtype=bf16"}
+    fq = res["qps"].get("faiss", {}).get("median")
+    fb = res["build_s"].get("faiss")
+    for arm, b in res["build_s"].items():
+        if arm not in res["ef"]:
+            lines.append(f"| {label.get(arm, arm)} | {b:.0f} | {b / fb:.2f} | – | below target at ef {EFS[-1]} | – | – | – |")
+            continue
+        v = res["qps"][arm]
+        lines.append(f"| {label.get(arm, arm)} | {b:.0f} | {b / fb:.2f} | {res['ef'][arm]} | {res['recall'][arm]:.3f} | "
+                     f"{v['median']:,.0f} | {v['min']:,.0f}–{v['max']:,.0f} | {ratio(v['median'], fq):.2f}× |")
+    lines += ["", "ef sweep (one run each): " + "; ".join(
+        f"{label.get(a, a).split(' (')[0]}: " + ", ".join(f"ef {s['ef']} → {s['recall@10']:.3f}" for s in sw)
+        for a, sw in res["sweep"].items())]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
