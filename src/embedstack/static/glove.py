@@ -101,7 +101,9 @@ class GloVe(_StaticTrainer):
 
     Args:
         dim: vector size.  window: co-occurrence window (1/distance weighting, symmetric).
-        x_max / alpha: the weighting function f(x) = min(1, (x / x_max)^alpha).
+        x_max / alpha: the weighting function f(x) = min(1, (x / x_max)^alpha). The default, 100, is
+            glove.c's (and the paper's, for billions of words); on a ~30M-word corpus x_max=10 (glove.c's
+            text8 demo) is better: 42.1% analogies / WS-353 0.493 at 25 epochs against 37.0% / 0.470.
         learning_rate: AdaGrad's initial rate (glove.c's ``eta``; see the module notes).
         epochs: passes over the co-occurrence entries (glove.c's default 25; the paper 50 at dim < 300).
         min_count / max_vocab / workers / seed / analyzer: as :class:`Word2Vec`.
