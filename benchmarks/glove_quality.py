@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, machine  # noqa: E402
+from _report import RESULTS, machine, write_section  # noqa: E402
 from static_vectors import limited_texts, quality  # noqa: E402
 
 BASE = {"dim": 100, "window": 10, "x_max": 100.0, "alpha": 0.75, "learning_rate": 0.05, "epochs": 25, "seed": 1}
@@ -54,17 +53,12 @@ def parse_settings(text: str) -> list[dict[str, Any]]:
 
 
 def load_corpus(cache: Path, source: Path, max_words: int | None):
+    """The id corpus (rebuilt each time, ~30 s: deterministic, so the cached counts below still match it)."""
     from embedstack.static import IdCorpus
 
     tag = f"w{max_words or 'all'}"
-    f = cache / f"corpus_{tag}.pkl"
-    if f.exists():
-        ids, offsets, vocab, raw = pickle.loads(f.read_bytes())
-        return IdCorpus(ids, offsets, vocab, raw), tag
-    corpus = IdCorpus.build(limited_texts(source, max_words), min_count=5)
     cache.mkdir(parents=True, exist_ok=True)
-    f.write_bytes(pickle.dumps((np.asarray(corpus.ids), corpus.offsets, corpus.vocab, corpus.raw_words)))
-    return corpus, tag
+    return IdCorpus.build(limited_texts(source, max_words), min_count=5), tag
 
 
 def load_cooc(cache: Path, corpus, tag: str, window: int) -> tuple[tuple[np.ndarray, ...], float | None]:
@@ -89,7 +83,12 @@ def main() -> None:
     ap.add_argument("--max-words", type=int, default=None)
     ap.add_argument("--cache", default=os.environ.get("GLOVE_CACHE", "/tmp/embedstack_glove_cache"))
     ap.add_argument("--no-save", action="store_true", help="do not append to benchmarks/results/")
+    ap.add_argument("--report", action="store_true",
+                    help="only render the BENCHMARKS.md section from every full-corpus record in results/")
     args = ap.parse_args()
+    if args.report:
+        report()
+        return
 
     from embedstack.data import load_analogies, load_word_similarity
     from embedstack.static import GloVe
@@ -126,6 +125,12 @@ def main() -> None:
                   learning_rate=s["learning_rate"], epochs=s["epochs"], min_count=5, seed=s["seed"],
                   workers=args.workers)
         g.fit_cooccurrence(cooc, corpus.vocab, raw_words=corpus.raw_words, on_epoch=on_epoch)
+        # the word vectors alone (the paper sums W + W~; a common alternative keeps W)
+        qw = quality(list(corpus.vocab.words_), np.asarray(g.W_), analogies, wordsim)
+        rows.append({**s, **qw, "vectors": "W", "seconds_per_epoch": rows[-1]["seconds_per_epoch"] if rows else None})
+        print(f"| {s['window']} | {s['x_max']:g} | {s['alpha']:g} | {s['learning_rate']:g} | {s['epochs']} (W only) | "
+              f"{100 * qw['analogy']:.1f} | {100 * qw['analogy_semantic']:.1f} | {100 * qw['analogy_syntactic']:.1f} | "
+              f"{qw['wordsim353']:.3f} | {qw['queen_rank']} | – |", flush=True)
         if not args.no_save:
             RESULTS.mkdir(parents=True, exist_ok=True)
             record = {"benchmark": "glove_quality", "machine": machine(), "corpus": tag,
@@ -135,6 +140,41 @@ def main() -> None:
             with open(RESULTS / "glove_quality.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, default=float) + "\n")
         del g, cooc
+
+
+def report() -> None:
+    """BENCHMARKS.md section ``glove_quality``: every full-corpus setting measured, beside our skip-gram."""
+    recs = [json.loads(line) for line in (RESULTS / "glove_quality.jsonl").read_text(encoding="utf-8").splitlines()]
+    recs = [r for r in recs if r["corpus"] == "wall"]
+    rows: dict[tuple, dict[str, Any]] = {}
+    for r in recs:  # a later measurement of the same setting and epoch replaces an earlier one
+        for row in r["rows"]:
+            key = (row["window"], row["x_max"], row["alpha"], row["learning_rate"], row["epochs"], row.get("vectors", "W+W~"))
+            rows[key] = {**row, "date": r["machine"]["date"], "workers": r["workers"]}
+    sg = None
+    sv = RESULTS / "static_vectors.jsonl"
+    if sv.is_file():
+        for line in sv.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if "skipgram" in rec:
+                sg = rec["skipgram"]["ours"]
+    last = recs[-1]
+    lines = ["## GloVe quality: settings against our skip-gram (`benchmarks/glove_quality.py`)", "",
+             f"Reproduce: `python benchmarks/glove_quality.py --eval-at 5,10,15,25` (then `--report`) — enwiki extract, "
+             f"{last['raw_words']:,} tokens, vocabulary {last['vocab']:,} (min_count 5), dim 100, "
+             f"{last['workers']} worker(s); analogies: 3CosAdd over the 30k most frequent words, as for word2vec.", ""]
+    if sg:
+        lines += [f"Our skip-gram on the same corpus (dim 100, window 5, 1 epoch; `benchmarks/static_vectors.py`): "
+                  f"analogy {100 * sg['analogy']:.1f}%, WS-353 {sg['wordsim353']:.3f}.", ""]
+    lines += ["| window | x_max | alpha | lr | epochs | vectors | analogy % | semantic % | syntactic % | WS-353 | queen rank | s/epoch |",
+              "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for key in sorted(rows):
+        r = rows[key]
+        lines.append(f"| {r['window']} | {r['x_max']:g} | {r['alpha']:g} | {r['learning_rate']:g} | {r['epochs']} | "
+                     f"{key[-1]} | {100 * r['analogy']:.1f} | {100 * r['analogy_semantic']:.1f} | "
+                     f"{100 * r['analogy_syntactic']:.1f} | {r['wordsim353']:.3f} | {r['queen_rank']} | "
+                     + ("–" if r.get("seconds_per_epoch") is None else f"{r['seconds_per_epoch']:.1f}") + " |")
+    write_section("glove_quality", "\n".join(lines), last["machine"])
 
 
 if __name__ == "__main__":
