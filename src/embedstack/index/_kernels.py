@@ -406,12 +406,11 @@ if HAVE_NUMBA:
             out_i[qi] = tmp_i
         return out_d, out_i
 
-    @njit(cache=True, nogil=True, parallel=True, fastmath=True)
-    def _int8_dot_nb(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    def _int8_dot_body(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
         nq, d = qw.shape
         n = codes.shape[0]
         out = np.empty((nq, n), dtype=np.float32)
-        for j in prange(n):
+        for j in prange(n):  # a plain range where compiled without parallel=True
             row = codes[j]
             for q in range(nq):
                 acc = np.float32(0.0)
@@ -420,23 +419,15 @@ if HAVE_NUMBA:
                     acc += qr[t] * np.float32(row[t])
                 out[q, j] = acc
         return out
+
+    _int8_dot_nb = njit(cache=True, nogil=True, parallel=True, fastmath=True)(_int8_dot_body)
+    _int8_dot_inline = njit(nogil=True, fastmath=True, inline="always")(_int8_dot_body)
 
     @njit(cache=True, nogil=True, fastmath=True)
     def _int8_dot_serial_nb(qw: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """``_int8_dot_nb`` on the calling thread (inside a scan, whose workers are the parallelism)."""
-        nq, d = qw.shape
-        n = codes.shape[0]
-        out = np.empty((nq, n), dtype=np.float32)
-        for j in range(n):
-            row = codes[j]
-            for q in range(nq):
-                acc = np.float32(0.0)
-                qr = qw[q]
-                for t in range(d):
-                    acc += qr[t] * np.float32(row[t])
-                out[q, j] = acc
-        return out
-
+        """The same loop on the calling thread (inside a scan, whose worker threads are the parallelism);
+        a function of its own, so that numba's on-disk cache keeps the two compilations apart."""
+        return _int8_dot_inline(qw, codes)
 
     @njit(cache=True, nogil=True, parallel=True, fastmath=True)
     def _gather_dot_nb(qw: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
