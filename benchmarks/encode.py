@@ -159,6 +159,9 @@ def main() -> None:
                     help="recompute only the pooling table (e.g. after training word vectors) and re-render the "
                          "section from the last full run in results/encode.jsonl")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--section", default="encode",
+                    help="BENCHMARKS.md section / results file name (e.g. encode_vnni for a machine of another kind, "
+                         "so that each CPU's figures stay side by side)")
     args = ap.parse_args()
     if args.pooling_only:
         return pooling_only(args.threads, args.quiet)
@@ -275,9 +278,22 @@ def main() -> None:
     results = {"threads": args.threads, "batch_size": bs, "rounds": args.rounds, "quick": args.quick,
                "scifact_rounds": args.scifact_rounds,
                "rows": rows, "peer_bf16": peer_rows, "roofline": roofline, "sts_spearman": spearman, "pooling": pooling,
-               "cpu_bf16": cpu_has_bf16(),
+               "cpu_bf16": cpu_has_bf16(), "section": args.section, "cpu": _cpu_line(),
+               "sts_n": args.sts_n, "scifact_n": args.scifact_n,
                "sentence_transformers_version": __import__("sentence_transformers").__version__}
-    write_results("encode", results, markdown(results))
+    write_results(args.section, results, markdown(results))
+
+
+def _cpu_line() -> str:
+    from embedstack.index._scan import cpu_features
+
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({', '.join(sorted(cpu_features())) or 'flags unknown'})"
 
 
 def pooling_only(threads: int, q: bool) -> None:
@@ -401,9 +417,16 @@ def markdown(res: dict[str, Any]) -> str:
     modes = ",".join(dict.fromkeys(r["mode"] for r in res["rows"]))
     if modes != DEFAULT_MODES:
         cmd += f" --modes {modes}"
+    if res.get("sts_n", 2000) != 2000:
+        cmd += f" --sts-n {res['sts_n']}"
+    if res.get("scifact_n", 2000) != 2000:
+        cmd += f" --scifact-n {res['scifact_n']}"
+    if res.get("section", "encode") != "encode":
+        cmd += f" --section {res['section']}"
     sp = res["sts_spearman"]
     lines = [
-        "## Transformer encoding on CPU (all-MiniLM-L6-v2): ours vs sentence-transformers",
+        "## Transformer encoding on CPU (all-MiniLM-L6-v2): ours vs sentence-transformers"
+        + (f" — {res['cpu']}" if res.get("section", "encode") != "encode" else ""),
         "",
         f"Reproduce: `{cmd}` — same process, {res['threads']} threads, batch {res['batch_size']}, "
         f"sentence-transformers {res['sentence_transformers_version']}; on each block of texts every system "
