@@ -212,10 +212,30 @@ def test_workers_give_the_same_vectors_in_order(tiny_encoder):
         tiny_encoder.with_options(backend="onnx", workers=2)
 
 
-def test_torch_int8_runs(tiny_encoder):
+@pytest.mark.parametrize("recipe", ["int8", "int8-fast", "int8-dynamic"])
+def test_torch_int8_runs(tiny_encoder, recipe):
     ref = tiny_encoder.encode(TEXTS)
-    q = tiny_encoder.with_options(precision="int8").encode(TEXTS)
+    q = tiny_encoder.with_options(precision=recipe).encode(TEXTS)
     assert q.shape == ref.shape and float(np.mean(np.sum(q * ref, axis=1))) > 0.9
+
+
+def test_torch_int8_recipes_pick_their_layers(tiny_encoder):
+    import torch
+
+    from embedstack.neural.quantize import quantize_torch_dynamic
+
+    def int8_layers(recipe):
+        model = quantize_torch_dynamic(tiny_encoder.model, recipe)
+        return {n for n, m in model.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)}
+
+    linear = {n for n, m in tiny_encoder.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    attention = int8_layers("int8")
+    assert attention and all("attention" in n for n in attention)
+    assert int8_layers("int8-dynamic") == linear
+    fast = int8_layers("int8-fast")
+    assert attention < fast < linear and all(n.endswith("output.dense") and "attention" not in n for n in linear - fast)
+    with pytest.raises(ConfigError, match="recipe"):
+        quantize_torch_dynamic(tiny_encoder.model, "int4")
 
 
 def test_streaming_pulls_one_chunk_at_a_time(tmp_path, tiny_encoder):
