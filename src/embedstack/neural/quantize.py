@@ -121,10 +121,10 @@ def quantize_torch_dynamic(model: Any, recipe: str = "int8") -> Any:
     Recipes (``benchmarks/int8_torch_recipes.py``; MiniLM, 1,500 STS-B sentences, 2 threads, a Xeon with
     AVX-512 VNNI; 10-NN overlap with fp32 and speed against sentence-transformers fp32):
 
-    * ``int8`` — the attention projections (Q/K/V, output), per-channel weights: 0.955, 1.90×;
+    * ``int8`` — the attention projections (Q/K/V, output), per-channel weights: 0.955, 1.69×;
     * ``int8-fast`` — every Linear but the feed-forward output (whose GELU input has the widest
-      outliers), per-channel: 0.900, 2.01×;
-    * ``int8-dynamic`` — every Linear, per-tensor (torch's plain recipe): 0.817, 3.23×.
+      outliers), per-channel: 0.900, 2.07×;
+    * ``int8-dynamic`` — every Linear, per-tensor (torch's plain recipe): 0.817, 2.82×.
     """
     import copy
 
