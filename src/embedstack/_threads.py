@@ -8,7 +8,9 @@ next stage of the same query finds its cores busy: encode + search of one query 
 than the two measured apart. Work on one query is too small to gain from several threads anyway, so
 :func:`serial` runs BLAS and numba single-threaded for its duration (torch keeps its own setting: a
 transformer forward pass does gain from its threads) and restores the previous settings afterwards.
-The switch costs a few tens of microseconds. BLAS and numba thread counts are process-wide: while a
+The switch costs a few tens of microseconds. :func:`torch_serial` does the same for torch's intra-op
+threads where the caller's own threads are the parallelism (the exact scan's int8 products), and
+:func:`available_cores` is the one answer to "how many cores may this process use". BLAS and numba thread counts are process-wide: while a
 ``serial()`` block runs, large matrix products started by other threads of the same process (a server
 indexing while it answers a query) run single-threaded too, until the block ends.
 
@@ -22,11 +24,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["serial", "for_batch", "SMALL_BATCH", "SMALL_TOKENS"]
+__all__ = ["serial", "for_batch", "torch_serial", "available_cores", "SMALL_BATCH", "SMALL_TOKENS"]
 
 #: at most this many queries count as small work (run on the calling thread)
 SMALL_BATCH = 4
@@ -115,3 +119,40 @@ def serial() -> contextlib.AbstractContextManager[None]:
 def for_batch(n: int) -> contextlib.AbstractContextManager[None]:
     """:func:`serial` for a batch of at most :data:`SMALL_BATCH` queries; a no-op for larger batches."""
     return serial() if n <= SMALL_BATCH else contextlib.nullcontext()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (CPU affinity, as a container or ``taskset`` sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+_torch_lock = threading.Lock()
+_torch_depth = 0  # threads inside a torch_serial() block
+_torch_before = 0  # torch's intra-op threads before the first open block
+
+
+@contextlib.contextmanager
+def torch_serial(active: bool = True) -> Iterator[None]:
+    """torch's intra-op threads at 1 inside the block (process-wide, restored when the last block ends);
+    a no-op when ``active`` is false or torch is not imported."""
+    global _torch_depth, _torch_before
+    torch = sys.modules.get("torch") if active else None
+    if torch is None:
+        yield
+        return
+    with _torch_lock:
+        if _torch_depth == 0:
+            _torch_before = torch.get_num_threads()
+            if _torch_before > 1:
+                torch.set_num_threads(1)
+        _torch_depth += 1
+    try:
+        yield
+    finally:
+        with _torch_lock:
+            _torch_depth -= 1
+            if _torch_depth == 0 and _torch_before > 1:
+                torch.set_num_threads(_torch_before)

@@ -36,14 +36,14 @@ def test_hamming_distance_by_hand() -> None:
     assert d.tolist() == [[0, 2, 4]] and i.tolist() == [[0, 1, 2]]
 
 
-def test_topk_merge_matches_reference_over_blocks() -> None:
+def test_topk_block_matches_reference_over_blocks() -> None:
     rng = np.random.default_rng(1)
     s = rng.standard_normal((6, 1000)).astype(np.float32)
     s[:, 10:20] = 5.0  # ties: lower id wins
     bs = np.full((6, 15), -np.inf, dtype=np.float32)
     bi = np.full((6, 15), -1, dtype=np.int64)
     for a in range(0, 1000, 128):
-        K.topk_merge(s[:, a : a + 128], a, bs, bi)
+        K.topk_block(s[:, a : a + 128], a, bs, bi)
     fs, fi = K.finalize_topk(bs, bi)
     order = np.lexsort((np.broadcast_to(np.arange(1000), s.shape), -s), axis=1)[:, :15]
     np.testing.assert_array_equal(fi, order)

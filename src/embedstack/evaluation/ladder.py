@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from embedstack._threads import available_cores
 from embedstack.errors import ConfigError, DatasetError, EmbedstackError, InputError
 
 __all__ = [
@@ -893,10 +894,7 @@ def _quick_transformer_options() -> dict[str, Any]:
     """``--quick`` options for transformer rows: a token cap, two batches at a time on 2+ CPUs (same vectors;
     measured 1.9x on SciFact abstracts with the 2 shared cores here), bf16-pure where the CPU has bf16 matmuls."""
     opts: dict[str, Any] = {"max_seq_length": QUICK_MAX_TOKENS}
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
+    cpus = available_cores()
     if cpus >= 2:
         opts["workers"] = 2
     try:

@@ -37,6 +37,15 @@ __all__ = ["BaseIndex", "METRICS", "as_matrix", "check_new_ids", "check_id_strin
 METRICS = ("cosine", "ip", "l2")
 
 
+def prepare_rows(x: np.ndarray, metric: str) -> np.ndarray:
+    """Rows as stored and searched: C-contiguous float32, L2-normalised for ``metric="cosine"``
+    (zero rows stay zero)."""
+    if metric == "cosine":
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = x / np.where(norms > 0, norms, 1.0).astype(np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def as_matrix(x: Any, dim: int | None, what: str = "vectors") -> np.ndarray:
     """Validate ``x`` as a finite float32 matrix of width ``dim`` (a 1-D vector becomes one row)."""
     try:

@@ -2,7 +2,7 @@
 
 Each compiled kernel (numba, ``parallel=True``, GIL released) takes plain arrays and has a numpy
 reference twin (``*_ref``) that the tests compare it with. When numba is not installed the public
-dispatchers (:func:`topk_merge`, :func:`hamming_select`, :func:`int8_dot`) fall back to the twins,
+dispatchers (:func:`topk_block`, :func:`hamming_select`, :func:`int8_dot`) fall back to the twins,
 so every index works without the ``fast`` extra, only slower.
 
 Layouts:
@@ -29,7 +29,6 @@ __all__ = [
     "HAVE_NUMBA",
     "pack_bits",
     "words_to_rows",
-    "topk_merge",
     "topk_merge_ref",
     "topk_block",
     "hamming_select",
@@ -155,27 +154,9 @@ if HAVE_NUMBA:
 
     from embedstack._topk import sift_down as _sift_down
 
-    @njit(cache=True, nogil=True, parallel=True)
-    def _topk_merge_nb(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
-        nq, nb = scores.shape
-        k = best_s.shape[1]
-        for q in prange(nq):
-            hs = best_s[q]
-            hi = best_i[q]
-            # restore the heap property (rows arrive in any order the first time)
-            for p in range(k // 2 - 1, -1, -1):
-                _sift_down(hs, hi, k, p)
-            row = scores[q]
-            for j in range(nb):
-                s = row[j]
-                if s > hs[0]:
-                    hs[0] = s
-                    hi[0] = offset + j
-                    _sift_down(hs, hi, k, 0)
-
     @njit(cache=True, nogil=True)
     def _topk_block_nb(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray, row0: int) -> None:
-        """Serial twin of ``_topk_merge_nb`` for one thread's cache-sized block of scores.
+        """Merge one thread's cache-sized block of scores into its running top-k heaps.
 
         Rows of ``scores`` are the heaps ``row0 ..`` of ``best_s``/``best_i``; the heaps must already be
         heaps (the scan initialises them with -inf, which is one). Scores are float32 or int32 (int8
@@ -446,14 +427,6 @@ if HAVE_NUMBA:
 
 
 # --------------------------------------------------------------------------- dispatchers
-
-def topk_merge(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
-    """Merge ``scores (nq, nb)`` into the running ``best_s/best_i (nq, k)`` (initialise with -inf/-1)."""
-    if HAVE_NUMBA:
-        _topk_merge_nb(np.ascontiguousarray(scores, dtype=np.float32), int(offset), best_s, best_i)
-    else:  # pragma: no cover
-        topk_merge_ref(scores, offset, best_s, best_i)
-
 
 def topk_block(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray, row0: int = 0) -> None:
     """Merge ``scores (r, nb)`` (float32 or int32; columns are ids ``offset + j``) into the heaps

@@ -25,12 +25,10 @@ CPU has it, AMX where it has that); :func:`int8_backend` says which path a machi
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
@@ -40,7 +38,7 @@ import numpy as np
 from embedstack import _threads
 from embedstack.index import _kernels as K
 
-__all__ = ["scan_topk", "available_cores", "cpu_features", "int8_backend", "merge_topk"]
+__all__ = ["scan_topk", "cpu_features", "int8_backend", "merge_topk", "rescore_topk"]
 
 #: scores per (query block × document block) buffer: 2 MiB of float32 / int32, about a core's L2
 _BLOCK_SCORES = 1 << 19
@@ -56,14 +54,6 @@ _pool_size = 0
 _pool_lock = threading.Lock()
 
 ScoreFn = Callable[[int, int, int, int], np.ndarray]
-
-
-def available_cores() -> int:
-    """Cores this process may run on (CPU affinity, as a container or ``taskset`` sets it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return max(1, os.cpu_count() or 1)
 
 
 @lru_cache(maxsize=1)
@@ -127,34 +117,6 @@ def _get_pool(size: int) -> ThreadPoolExecutor:
         return _pool
 
 
-_torch_lock = threading.Lock()
-_torch_depth = 0
-_torch_before = 0
-
-
-@contextlib.contextmanager
-def _torch_serial(active: bool) -> Iterator[None]:
-    """torch's intra-op threads at 1 while a scan runs (each worker thread is one core already)."""
-    global _torch_depth, _torch_before
-    torch = sys.modules.get("torch") if active else None
-    if torch is None:
-        yield
-        return
-    with _torch_lock:
-        if _torch_depth == 0:
-            _torch_before = torch.get_num_threads()
-            if _torch_before > 1:
-                torch.set_num_threads(1)
-        _torch_depth += 1
-    try:
-        yield
-    finally:
-        with _torch_lock:
-            _torch_depth -= 1
-            if _torch_depth == 0 and _torch_before > 1:
-                torch.set_num_threads(_torch_before)
-
-
 def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` of several running top-k lists per row, sorted (score descending, then id ascending)."""
     if len(parts) == 1:
@@ -163,6 +125,30 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.n
     i = np.concatenate([p[1] for p in parts], axis=1)
     s, i = K.finalize_topk(s, i)
     return np.ascontiguousarray(s[:, :k]), np.ascontiguousarray(i[:, :k])
+
+
+def rescore_topk(q: np.ndarray, rows: np.ndarray, cand: np.ndarray, k: int, *, l2: bool = False,
+                 offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rescore first-stage candidates ``cand (nq, c)`` (``-1`` pads) against ``rows`` and keep the best ``k``.
+
+    Scores are ``q · rows[c]`` (+ ``offset`` per query), or with ``l2`` ``-|q - rows[c]|``. Only the
+    candidate rows are read, so ``rows`` may be a memory map (float32, float16 or int8).
+    """
+    pad = cand < 0
+    safe = np.where(pad, 0, cand)
+    if l2:
+        exact = np.empty(cand.shape, dtype=np.float32)
+        for a in range(0, len(q), 64):  # 64 queries' candidate rows at a time
+            part = safe[a : a + 64]
+            picked = np.asarray(rows[part.ravel()], dtype=np.float32).reshape(*part.shape, -1)
+            exact[a : a + 64] = -np.linalg.norm(picked - q[a : a + 64, None, :], axis=2)
+    else:
+        exact = K.gather_dot(q, rows, safe)
+        if offset is not None:
+            exact = exact + offset[:, None]
+    exact = np.where(pad, -np.inf, exact).astype(np.float32)
+    s, i = merge_topk([(exact, cand)], k)
+    return s[:, :k], i[:, :k]
 
 
 def scan_topk(score: ScoreFn, nq: int, n: int, k: int, *, dim: int, query_block: int,
@@ -185,7 +171,7 @@ def scan_topk(score: ScoreFn, nq: int, n: int, k: int, *, dim: int, query_block:
     """
     qb = max(1, min(nq, query_block))
     block_rows = max(256, min(_MAX_BLOCK_ROWS, _BLOCK_SCORES // qb))
-    cores = available_cores() if threads is None else max(1, int(threads))
+    cores = _threads.available_cores() if threads is None else max(1, int(threads))
     work = float(nq) * n * dim
     t = 1 if work < _MIN_SPLIT else min(cores, max(1, -(-n // block_rows)))
     # units: enough for dynamic balance (≥ 4 per thread), whole blocks each
@@ -216,8 +202,7 @@ def scan_topk(score: ScoreFn, nq: int, n: int, k: int, *, dim: int, query_block:
                         block[:, cut] = fill
                     K.topk_block(block, s, bs, bi, qa)
 
-    with _threads.serial(), _torch_serial(uses_torch), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch.from_numpy on a read-only memory map
+    with _threads.serial(), _threads.torch_serial(uses_torch):
         if t == 1:
             parts = [worker()]
         else:

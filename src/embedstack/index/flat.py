@@ -33,7 +33,7 @@ from embedstack._validation import check_choice, check_float, check_int
 from embedstack.errors import ConfigError, IndexStateError
 from embedstack.index import _kernels as K
 from embedstack.index import _scan
-from embedstack.index._base import BaseIndex
+from embedstack.index._base import BaseIndex, prepare_rows
 from embedstack.index._scan import scan_topk
 from embedstack.registry import register
 
@@ -145,10 +145,7 @@ class FlatIndex(BaseIndex):
 
     # ------------------------------------------------------------------ adding
     def _prepare(self, x: np.ndarray) -> np.ndarray:
-        if self.metric == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            x = x / np.where(norms > 0, norms, 1.0).astype(np.float32)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return prepare_rows(x, self.metric)
 
     def _append(self, vectors: np.ndarray) -> None:
         self._pending.append(self._prepare(vectors))
@@ -324,23 +321,13 @@ class FlatIndex(BaseIndex):
     def _rescore_candidates(self, q: np.ndarray, qw: np.ndarray, offset: np.ndarray, cand: np.ndarray, k: int
                             ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Rescore int8 first-stage candidates (``-1`` pads) and keep the best ``k`` of each row."""
-        pad = cand < 0
-        safe = np.where(pad, 0, cand)
-        if self.rescore == "float" and self.metric == "l2":
+        if self.rescore == "float":
             assert self._vec is not None
-            exact = np.empty(cand.shape, dtype=np.float32)
-            for a in range(0, len(q), 64):  # -|q - x| over the candidates' float rows, 64 queries at a time
-                rows = np.asarray(self._vec[safe[a : a + 64].ravel()], dtype=np.float32).reshape(*safe[a : a + 64].shape, -1)
-                exact[a : a + 64] = -np.linalg.norm(rows - q[a : a + 64, None, :], axis=2)
-        elif self.rescore == "float":
-            assert self._vec is not None
-            exact = K.gather_dot(q, self._vec, safe)
+            s, i = _scan.rescore_topk(q, self._vec, cand, k, l2=self.metric == "l2")
         else:
             assert self._codes is not None
-            exact = K.gather_dot(qw, self._codes, safe) + offset[:, None]
-        exact = np.where(pad, -np.inf, exact).astype(np.float32)
-        bs, bi = _scan.merge_topk([(exact, cand)], k)
-        return bs[:, :k], bi[:, :k], {}
+            s, i = _scan.rescore_topk(qw, self._codes, cand, k, offset=offset)
+        return s, i, {}
 
     def _search_binary(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         assert self._bits is not None

@@ -40,7 +40,7 @@ import numpy as np
 
 from embedstack._extras import require
 from embedstack._validation import check_choice, check_int
-from embedstack.index._base import BaseIndex
+from embedstack.index._base import BaseIndex, prepare_rows
 from embedstack.registry import register
 
 __all__ = ["HNSWIndex"]
@@ -129,14 +129,7 @@ class HNSWIndex(BaseIndex):
         keys = np.arange(start, start + len(vectors), dtype=np.uint64)
         index.add(keys, vectors, threads=self.threads)
         if self.rescore is not None:
-            self._pending.append(self._rows_for_rescoring(vectors))
-
-    def _rows_for_rescoring(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if self.metric == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            x = x / np.where(norms > 0, norms, 1.0)
-        return np.ascontiguousarray(x, dtype=np.float32)
+            self._pending.append(prepare_rows(vectors, self.metric))
 
     def _float_rows(self) -> np.ndarray:
         if self._pending:
@@ -177,23 +170,10 @@ class HNSWIndex(BaseIndex):
     def _rescore_candidates(self, queries: np.ndarray, cand: np.ndarray, k: int
                             ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Float32 scores of the graph's candidates (``-1`` pads), best ``k`` per query."""
-        from embedstack.index import _kernels as K
-        from embedstack.index._scan import merge_topk
+        from embedstack.index._scan import rescore_topk
 
-        rows = self._float_rows()
-        q = self._rows_for_rescoring(queries)
-        pad = cand < 0
-        safe = np.where(pad, 0, cand)
-        if self.metric == "l2":
-            exact = np.empty(cand.shape, dtype=np.float32)
-            for a in range(0, len(q), 64):
-                sub = np.asarray(rows[safe[a : a + 64].ravel()], dtype=np.float32).reshape(*safe[a : a + 64].shape, -1)
-                exact[a : a + 64] = -np.linalg.norm(sub - q[a : a + 64, None, :], axis=2)
-        else:
-            exact = K.gather_dot(q, rows, safe)
-        exact = np.where(pad, -np.inf, exact).astype(np.float32)
-        s, i = merge_topk([(exact, cand)], k)
-        return s[:, :k], i[:, :k], {}
+        s, i = rescore_topk(prepare_rows(queries, self.metric), self._float_rows(), cand, k, l2=self.metric == "l2")
+        return s, i, {}
 
     def set_ef(self, ef: int) -> HNSWIndex:
         """Change the search-time candidate list size; return self."""

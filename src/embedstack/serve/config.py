@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from embedstack._threads import available_cores
 from embedstack.errors import ConfigError
 
 __all__ = ["ServeConfig", "Limits", "load_config", "hash_key", "parse_named"]
@@ -69,7 +70,7 @@ class Limits:
         """``model_threads`` or the cores this process may run on."""
         if self.model_threads is not None:
             return int(self.model_threads)
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return available_cores()
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_inputs", "max_batch_tokens", "max_queue"):

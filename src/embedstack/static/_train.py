@@ -8,7 +8,6 @@ exactly reproducible; with several, the threads update the shared matrices hogwi
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from embedstack._threads import available_cores
 from embedstack._validation import check_int
 from embedstack.errors import ConfigError
 
@@ -28,10 +28,7 @@ _MASK64 = (1 << 64) - 1
 
 def default_workers() -> int:
     """Worker threads by default: the CPUs this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 def check_workers(owner: object, workers: int | None) -> int:
