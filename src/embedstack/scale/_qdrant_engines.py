@@ -24,6 +24,19 @@ MANIFEST = "manifest.json"
 META_KEY = "embedstack"
 
 
+_SCROLL_PAGE = 4096
+
+
+def _scroll_ids(page: Any) -> Iterator[str]:
+    """Every point's user id, a page at a time: ``page(offset) -> (records, next offset or None)``."""
+    offset = None
+    while True:
+        recs, offset = page(offset)
+        yield from ((r.payload or {}).get("id", "") for r in recs)
+        if offset is None:
+            return
+
+
 class Edge:
     """One Qdrant Edge shard in a folder (the real engine, in-process)."""
 
@@ -95,12 +108,8 @@ class Edge:
         return int(self.shard.count(self.q.CountRequest(exact=True)))
 
     def scroll_ids(self) -> Iterator[str]:
-        offset = None
-        while True:
-            recs, offset = self.shard.scroll(self.q.ScrollRequest(offset=offset, limit=4096, with_payload=["id"]))
-            yield from ((r.payload or {}).get("id", "") for r in recs)
-            if offset is None:
-                return
+        return _scroll_ids(lambda offset: self.shard.scroll(
+            self.q.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=["id"])))
 
     def query(self, vectors: list[Any], k: int, name: str, opts: dict[str, Any], payload: Any,
               where: Mapping[str, Any] | None = None) -> list[list[Any]]:
@@ -232,12 +241,8 @@ class Client:
         return int(self.client.count(self.collection, exact=True).count)
 
     def scroll_ids(self) -> Iterator[str]:
-        offset = None
-        while True:
-            recs, offset = self.client.scroll(self.collection, limit=4096, offset=offset, with_payload=["id"])
-            yield from ((r.payload or {}).get("id", "") for r in recs)
-            if offset is None:
-                return
+        return _scroll_ids(lambda offset: self.client.scroll(
+            self.collection, limit=_SCROLL_PAGE, offset=offset, with_payload=["id"]))
 
     def query(self, vectors: list[Any], k: int, name: str, opts: dict[str, Any], payload: Any,
               where: Mapping[str, Any] | None = None) -> list[list[Any]]:
