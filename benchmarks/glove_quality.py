@@ -71,7 +71,10 @@ def load_cooc(cache: Path, corpus, tag: str, window: int) -> tuple[tuple[np.ndar
     t0 = time.perf_counter()
     r, c, v = cooccurrence_matrix(corpus, window=window)
     secs = time.perf_counter() - t0
-    np.savez(f, rows=r, cols=c, vals=v)
+    from embedstack.io import AtomicFile
+
+    with AtomicFile(f, force=True) as out, open(out.tmp, "wb") as fh:  # a stopped run leaves no half file
+        np.savez(fh, rows=r, cols=c, vals=v)
     return (r, c, v), secs
 
 
@@ -175,14 +178,20 @@ def report() -> None:
                      f"{100 * r['analogy_syntactic']:.1f} | {r['wordsim353']:.3f} | {r['queen_rank']} | {r['workers']} | "
                      + ("–" if r.get("seconds_per_epoch") is None else f"{r['seconds_per_epoch']:.1f}") + " |")
     if sg and rows:
+        default = rows.get((BASE["window"], BASE["x_max"], BASE["alpha"], BASE["learning_rate"], BASE["epochs"], "W+W~"))
         best_a = max(r["analogy"] for r in rows.values())
         best_w = max(r["wordsim353"] for r in rows.values())
-        da, dw = 100 * (best_a - sg["analogy"]), 100 * (best_w - sg["wordsim353"])
-        lines += ["", f"Target (issue 16): GloVe within 3 points of skip-gram on analogies and WS-353. Analogies: "
-                  f"{'**met**' if da >= -3 else '**not met**'} (best GloVe {100 * best_a:.1f}% against {100 * sg['analogy']:.1f}%, "
-                  f"{da:+.1f} points; every setting from 10 epochs on is ahead). WS-353: "
-                  f"{'**met**' if dw >= -3 else '**not met**'} (best {best_w:.3f} against {sg['wordsim353']:.3f}, "
-                  f"{dw:+.1f} points; no setting tried closes it, and more epochs lower it while analogies rise)."]
+        lines += ["", "Target (issue 16): GloVe within 3 points of skip-gram on analogies and WS-353. The verdicts use "
+                  "the reference defaults (window 10, x_max 100, alpha 0.75, 25 epochs, W + W~), chosen before any "
+                  "measurement; the best row of the sweep is picked on the very test sets it is scored on, so it is "
+                  "an upper bound, not a result.", ""]
+        if default:
+            da, dw = 100 * (default["analogy"] - sg["analogy"]), 100 * (default["wordsim353"] - sg["wordsim353"])
+            lines.append(f"Analogies: {'**met**' if da >= -3 else '**not met**'} ({100 * default['analogy']:.1f}% against "
+                         f"{100 * sg['analogy']:.1f}%, {da:+.1f} points; best of the sweep {100 * best_a:.1f}%). WS-353: "
+                         f"{'**met**' if dw >= -3 else '**not met**'} ({default['wordsim353']:.3f} against "
+                         f"{sg['wordsim353']:.3f}, {dw:+.1f} points; even the best of the sweep, {best_w:.3f}, stays "
+                         f"{100 * (sg['wordsim353'] - best_w):.1f} points behind, and more epochs lower it while analogies rise).")
     write_section("glove_quality", "\n".join(lines), last["machine"])
 
 
