@@ -72,7 +72,8 @@ def test_hnsw_int8_graph_scores_are_in_vector_units_and_rescoring_is_exact(hp: A
 
 def test_hnsw_remove_persist_view_add_compact(hp: Any, tmp_path: Any) -> None:
     x = hp.clustered(500, 16)
-    idx = HNSWIndex(16, M=8)
+    # one build thread: the same graph every run (built by several threads, ~1 run in 15 missed d5 at ef 64)
+    idx = HNSWIndex(16, M=8, threads=1)
     idx.add(x, hp.ids_of(500))
     idx.remove(["d0", "d1"])
     assert all(h.id not in ("d0", "d1") for h in idx.search(x[:2], k=5)[0])
