@@ -9,7 +9,7 @@ pytest.importorskip("numba")
 
 from embedstack.static import _kernels as K  # noqa: E402
 from embedstack.static import _reference as R  # noqa: E402
-from embedstack.static.word2vec import huffman_tree, keep_thresholds, negative_table  # noqa: E402
+from embedstack.static.word2vec import alias_table, huffman_tree, keep_thresholds  # noqa: E402
 
 TABLES = K.make_tables()
 
@@ -77,15 +77,17 @@ def _tiny_corpus():
     offsets = np.array([0, 17, 18, 40, 60], dtype=np.int64)
     counts = np.bincount(ids, minlength=9) + 1
     keep = keep_thresholds(np.clip(np.sqrt(0.05 / (counts / counts.sum())), 0, 1))
-    ns = negative_table(counts ** 0.75 / (counts ** 0.75).sum(), 1 << 12)
+    ns = alias_table(counts ** 0.75 / (counts ** 0.75).sum())
     return ids, offsets, counts, keep, ns
 
 
-@pytest.mark.parametrize("sg,hs,negative,cbow_mean", [(1, 0, 3, 1), (1, 1, 0, 1), (0, 1, 2, 1), (0, 0, 4, 0)])
-def test_w2v_job_matches_reference(sg, hs, negative, cbow_mean):
+@pytest.mark.parametrize("sg,hs,negative,cbow_mean,shared", [(1, 0, 3, 1, 0), (1, 1, 0, 1, 0), (0, 1, 2, 1, 0),
+                                                             (0, 0, 4, 0, 0), (1, 0, 3, 1, 1), (1, 0, 8, 1, 1)])
+def test_w2v_job_matches_reference(sg, hs, negative, cbow_mean, shared):
     ids, offsets, counts, keep, ns = _tiny_corpus()
     codes, points, lens = huffman_tree(counts)
-    params = K.W2VParams(sg=sg, hs=hs, negative=negative, window=3, cbow_mean=cbow_mean, sample=1, compute_loss=1)
+    params = K.W2VParams(sg=sg, hs=hs, negative=negative, window=3, cbow_mean=cbow_mean, sample=1, compute_loss=1,
+                         shared=shared)
     syn0, syn1neg = _weights(9, 6, 3)
     syn1 = np.random.default_rng(4).normal(0, 0.3, (8, 6)).astype(np.float32)
     r0, r1, r1n = syn0.copy(), syn1.copy(), syn1neg.copy()
@@ -100,13 +102,13 @@ def test_w2v_job_matches_reference(sg, hs, negative, cbow_mean):
     np.testing.assert_allclose(syn1, r1, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("sg", [1, 0])
-def test_ft_job_matches_reference(sg):
+@pytest.mark.parametrize("sg,shared", [(1, 0), (0, 0), (1, 1)])
+def test_ft_job_matches_reference(sg, shared):
     ids, offsets, _counts, keep, ns = _tiny_corpus()
     rng = np.random.default_rng(8)
     sub_ptr = np.array([0, 2, 2, 5, 6, 8, 9, 9, 11, 12], dtype=np.int64)
     sub_idx = rng.integers(0, 13, size=12).astype(np.int32)
-    params = K.W2VParams(sg=sg, hs=0, negative=3, window=3, cbow_mean=1, sample=1, compute_loss=1)
+    params = K.W2VParams(sg=sg, hs=0, negative=3, window=3, cbow_mean=1, sample=1, compute_loss=1, shared=shared)
     sv, sn = rng.normal(0, 0.3, (9, 5)).astype(np.float32), rng.normal(0, 0.3, (13, 5)).astype(np.float32)
     s1 = rng.normal(0, 0.3, (9, 5)).astype(np.float32)
     rv, rn, r1 = sv.copy(), sn.copy(), s1.copy()

@@ -9,7 +9,7 @@ pytest.importorskip("numba")
 
 from embedstack.errors import ConfigError, InputError  # noqa: E402
 from embedstack.static import FastText, GloVe, IdCorpus, Word2Vec  # noqa: E402
-from embedstack.static.word2vec import huffman_tree, negative_table  # noqa: E402
+from embedstack.static.word2vec import alias_table, huffman_tree  # noqa: E402
 
 
 def _topic_corpus(n: int = 400, seed: int = 0) -> list[str]:
@@ -32,13 +32,26 @@ def _separation(kv) -> float:
     return float(within - across)
 
 
-@pytest.mark.parametrize("kw", [dict(sg=True), dict(sg=False), dict(sg=True, hs=True, negative=0),
-                                dict(sg=False, hs=True, negative=2)])
+@pytest.mark.parametrize("kw", [dict(sg=True), dict(sg=True, shared_negatives=False), dict(sg=False),
+                                dict(sg=True, hs=True, negative=0), dict(sg=False, hs=True, negative=2)])
 def test_word2vec_learns_topics(kw):
     w2v = Word2Vec(dim=16, window=3, min_count=1, epochs=5, workers=1, seed=2, sample=0, **kw).fit(_topic_corpus())
     assert _separation(w2v.wv_) > 0.3
     assert w2v.stats_.epoch_loss[-1] < w2v.stats_.epoch_loss[0]
     assert w2v.wv_.vectors.dtype == np.float32
+
+
+def test_shared_negatives_option_changes_the_updates_and_is_recorded():
+    texts = _topic_corpus(100)
+    shared = Word2Vec(dim=8, min_count=1, epochs=1, workers=1, seed=3).fit(texts)
+    pairs = Word2Vec(dim=8, min_count=1, epochs=1, workers=1, seed=3, shared_negatives=False).fit(texts)
+    assert shared.wv_.meta["options"]["shared_negatives"] is True
+    assert pairs.wv_.meta["options"]["shared_negatives"] is False
+    assert not np.allclose(shared.wv_.vectors, pairs.wv_.vectors)
+    # CBOW and hierarchical softmax have no per-pair draws to share: the option changes nothing
+    a = Word2Vec(dim=8, min_count=1, epochs=1, workers=1, seed=3, sg=False).fit(texts).wv_.vectors
+    b = Word2Vec(dim=8, min_count=1, epochs=1, workers=1, seed=3, sg=False, shared_negatives=False).fit(texts).wv_.vectors
+    np.testing.assert_array_equal(a, b)
 
 
 def test_seeded_single_worker_runs_are_identical():
@@ -105,11 +118,22 @@ def test_huffman_tree_is_prefix_free_and_frequency_ordered():
     assert sum(2.0 ** -lens) == pytest.approx(1.0)
 
 
-def test_negative_table_follows_distribution():
-    p = np.array([0.5, 0.3, 0.2])
-    t = negative_table(p, 1000)
-    assert len(t) == 1000
-    np.testing.assert_allclose(np.bincount(t, minlength=3) / 1000, p, atol=2e-3)
+@pytest.mark.parametrize("p", [[0.5, 0.3, 0.2], [1.0], [0.0, 1.0, 0.0, 3.0], list(np.arange(1, 200) ** 0.75)])
+def test_alias_table_is_exact_and_draws_follow_it(p):
+    from embedstack.static import _kernels as K
+
+    p = np.asarray(p, dtype=np.float64) / np.sum(p)
+    t = alias_table(p)
+    assert t.dtype == np.uint64 and len(t) == len(p)
+    keep = (t & np.uint64(0xFFFFFFFF)).astype(np.float64) / 2**32
+    alias = (t >> np.uint64(32)).astype(np.int64)
+    implied = keep.copy()
+    np.add.at(implied, alias, 1.0 - keep)
+    np.testing.assert_allclose(implied / len(p), p, atol=1e-9)
+    draws = np.empty(200_000, dtype=np.int32)
+    K._draw_negatives(draws, len(draws), t, np.uint64(12345))
+    np.testing.assert_allclose(np.bincount(draws, minlength=len(p)) / len(draws), p, atol=4e-3)
+    assert draws.max() < len(p) and (p[np.unique(draws)] > 0).all()
 
 
 def test_fasttext_oov_and_persistence(tmp_path):

@@ -36,7 +36,7 @@ _DIM = typer.Option(100, "--dim", help="Vector size.")
 _MIN = typer.Option(5, "--min-count", help="Ignore words seen fewer times.")
 _MAXV = typer.Option(None, "--max-vocab", help="Keep at most this many words.")
 _EPOCHS_HELP = "Passes over the corpus."
-_WORKERS = typer.Option(None, "--workers", help="Threads (default: all CPUs).")
+_WORKERS = typer.Option(None, "--workers", help="Training threads, and processes reading a large corpus (default: all CPUs).")
 _SEED = typer.Option(1, "--seed", help="Random seed (runs with --workers 1 are reproducible).")
 _JSON = typer.Option(False, "--json", help="Print one JSON object on stdout (and nothing else there).")
 _FORCE = typer.Option(False, "--force", help="Replace --out even if it is not saved word vectors (its files are deleted).")
@@ -51,8 +51,8 @@ _VECTORS_TYPE = {"word2vec": "KeyedVectors", "fasttext": "FastTextKeyedVectors",
 
 def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bool, quiet: bool,
          text_copy: bool, text: TextOptions, force: bool = False) -> None:
-    from embedstack.data import iter_texts
     from embedstack.static._corpus import IdCorpus
+    from embedstack.static._train import check_workers
     from embedstack.static.specs import default_vectors_path
 
     out = Path(out) if out is not None else default_vectors_path(kind)
@@ -67,9 +67,12 @@ def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bo
         def on_corpus(n: int) -> None:
             prog.update(read, completed=n, info=f"{n / 1e6:.1f}M tokens")
 
-        data = IdCorpus.build(iter_texts(corpus, **text), analyzer=trainer.analyzer, min_count=trainer.min_count,
+        # the path itself (not a stream of its texts): worker processes can then read parts of it
+        data = IdCorpus.build(corpus, analyzer=trainer.analyzer, min_count=trainer.min_count,
                               max_vocab=trainer.max_vocab, max_sentence_length=trainer.max_sentence_length,
-                              progress=on_corpus)
+                              progress=on_corpus, workers=check_workers(trainer, trainer.workers),
+                              encoding=text["encoding"],
+                              errors=text["errors"])
         prog.update(read, completed=data.raw_words, total=data.raw_words,
                     info=f"{data.raw_words:,} tokens, {len(data.vocab):,} words")
         corpus_seconds = time.perf_counter() - t0
@@ -89,6 +92,7 @@ def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bo
     result = {"model": kind, "out": str(out), "vocab_size": len(data.vocab), "raw_words": data.raw_words,
               "corpus_seconds": round(corpus_seconds, 3), "seconds": round(stats.seconds, 3),
               "words_per_second": round(stats.words_per_second, 1), "epochs": trainer.epochs,
+              "effective_words": stats.effective_words,
               "loss": stats.epoch_loss[-1] if stats.epoch_loss else None,
               "total_seconds": round(time.perf_counter() - t0, 3)}
     if kind == "glove":
@@ -115,6 +119,10 @@ def word2vec_cmd(
     hs: bool = typer.Option(False, "--hs", help="Hierarchical softmax."),
     sample: float = typer.Option(1e-3, "--sample", help="Subsampling threshold (0: off)."),
     alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
+    shared_negatives: bool = typer.Option(
+        True, "--shared-negatives/--no-shared-negatives",
+        help="Skip-gram: draw negatives once per centre word, shared by its context words (one small matrix "
+             "product per word, faster); --no-shared-negatives draws them per pair as word2vec.c and gensim do."),
     seed: int = _SEED, text_copy: bool = _W2V_TEXT, encoding: str = ENCODING_OPTION,
     errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET, force: bool = _FORCE,
 ) -> None:
@@ -122,7 +130,8 @@ def word2vec_cmd(
     from embedstack.static.word2vec import Word2Vec
 
     trainer = Word2Vec(dim=dim, window=window, negative=negative, epochs=epochs, min_count=min_count,
-                       max_vocab=max_vocab, workers=workers, sg=sg, hs=hs, sample=sample, alpha=alpha, seed=seed)
+                       max_vocab=max_vocab, workers=workers, sg=sg, hs=hs, sample=sample, alpha=alpha, seed=seed,
+                       shared_negatives=shared_negatives)
     trainer._check()
     _run("word2vec", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy, force=force,
          text=text_options(encoding, errors))
@@ -141,6 +150,10 @@ def fasttext_cmd(
     maxn: int = typer.Option(6, "--maxn", help="Longest character n-gram (0: no n-grams)."),
     bucket: int = typer.Option(2_000_000, "--bucket", help="Hashed n-gram rows."),
     alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
+    shared_negatives: bool = typer.Option(
+        False, "--shared-negatives/--no-shared-negatives",
+        help="Skip-gram: one draw of negatives per two context words, scored once (faster, but lower "
+             "analogy accuracy; see BENCHMARKS.md); the default draws them per pair as fastText and gensim do."),
     seed: int = _SEED, text_copy: bool = _W2V_TEXT, encoding: str = ENCODING_OPTION,
     errors: TextErrors = ERRORS_OPTION, json_out: bool = _JSON, quiet: bool = _QUIET, force: bool = _FORCE,
 ) -> None:
@@ -149,7 +162,7 @@ def fasttext_cmd(
 
     trainer = FastText(dim=dim, window=window, negative=negative, epochs=epochs, min_count=min_count,
                        max_vocab=max_vocab, workers=workers, sg=sg, sample=sample, minn=minn, maxn=maxn,
-                       bucket=bucket, alpha=alpha, seed=seed)
+                       bucket=bucket, alpha=alpha, seed=seed, shared_negatives=shared_negatives)
     trainer._check()
     _run("fasttext", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy, force=force,
          text=text_options(encoding, errors))

@@ -7,6 +7,10 @@ remapped in chunks to final ids with words under ``min_count`` dropped. Nothing 
 of strings for the whole corpus. Long texts are cut into sentences of at most ``max_sentence_length``
 tokens (gensim and word2vec.c cap sentences the same way); windows never cross a sentence boundary.
 
+A corpus given as a path is tokenized by several worker processes when it is large enough
+(:mod:`embedstack.static._corpus_parallel`): each reads a part (runs of files, or ranges of lines of
+one plain file) and the parent merges the parts in order, so the result is the one-process result.
+
 Example:
     >>> c = IdCorpus.build(["the cat sat", "the dog sat"], min_count=2)
     >>> c.vocab.words_, c.ids.tolist(), c.offsets.tolist(), c.raw_words
@@ -17,16 +21,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from embedstack._validation import check_int
 from embedstack.errors import ConfigError, InputError
 from embedstack.text import Analyzer, Vocabulary
+from embedstack.text.tokenize import to_text
 
 __all__ = ["IdCorpus", "is_one_shot", "CorpusLike"]
 
@@ -58,23 +67,50 @@ class _IdSink:
 
     def add(self, block: np.ndarray) -> None:
         if self.fh is None and self.n + len(block) > self.threshold:
-            self.fh = open(self._ensure_dir() / "raw.i32", "wb")  # noqa: SIM115 - closed in finish()
+            self.fh = open(self._ensure_dir() / "raw.i32", "wb")  # noqa: SIM115 - closed in pieces()
             for b in self.blocks:
-                self.fh.write(b.tobytes())
+                self.fh.write(b.data)
             self.blocks = []
         if self.fh is not None:
-            self.fh.write(block.tobytes())
+            self.fh.write(block.data)
         else:
             self.blocks.append(block)
         self.n += len(block)
 
-    def finish(self) -> np.ndarray:
+    @property
+    def file(self) -> Path | None:
+        """The temporary file holding the stream (None: it is in memory)."""
+        return self.folder / "raw.i32" if self.fh is not None and self.folder is not None else None
+
+    def pieces(self) -> list[np.ndarray]:
+        """The stream as stored (no copy): its blocks in memory, or a memory map of its file."""
         if self.fh is not None:
             self.fh.close()
             assert self.folder is not None
-            return np.memmap(self.folder / "raw.i32", dtype=np.int32, mode="r", shape=(self.n,)) if self.n \
-                else np.zeros(0, np.int32)
-        return np.concatenate(self.blocks) if self.blocks else np.zeros(0, dtype=np.int32)
+            return [np.memmap(self.folder / "raw.i32", dtype=np.int32, mode="r", shape=(self.n,))] if self.n else []
+        return list(self.blocks)
+
+    def finish(self) -> np.ndarray:
+        """The stream as one array (a memory map of its file when it spilled)."""
+        pieces = self.pieces()
+        if self.fh is not None:
+            return pieces[0] if pieces else np.zeros(0, np.int32)
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+
+
+class Scanned(NamedTuple):
+    """A corpus pass before the vocabulary: provisional words and counts, sentence lengths, id pieces.
+
+    ``pieces`` are ``(raw ids, map)`` in corpus order: ``map[raw]`` are the piece's provisional ids
+    (``map`` None: they are already). ``folder`` holds temporary id files (or is None).
+    """
+
+    words: list[Any]
+    counts: np.ndarray  # int64, one per word
+    lengths: np.ndarray  # int64 sentence lengths, in corpus order
+    total: int
+    pieces: list[tuple[np.ndarray, np.ndarray | None]]
+    folder: Path | None
 
 
 class IdCorpus:
@@ -101,7 +137,8 @@ class IdCorpus:
     def build(cls, corpus: CorpusLike, *, analyzer: Analyzer | None = None, min_count: int = 5,
               max_vocab: int | None = None, max_sentence_length: int = 10_000,
               mmap_threshold: int = 64_000_000, tmpdir: str | os.PathLike[str] | None = None,
-              progress: Callable[[int], None] | None = None) -> IdCorpus:
+              progress: Callable[[int], None] | None = None, workers: int | None = None,
+              encoding: str = "utf-8", errors: str = "strict") -> IdCorpus:
         """Stream ``corpus`` once into an id stream.
 
         Args:
@@ -114,80 +151,75 @@ class IdCorpus:
             mmap_threshold: above this many tokens the stream lives in a temporary file (memmap).
             tmpdir: where that file goes (default: the system temporary folder).
             progress: called with the number of tokens read so far, every ~1M tokens.
+            workers: processes that tokenize a corpus given as a path (default 1: this process
+                only). A folder is cut into runs of files, a plain text file into ranges of lines;
+                the result is the same as with one process. Small inputs (under 32 MB), a single gzip
+                file, iterables and custom analyzer classes are read in this process. Worker
+                processes start as in ``spawn``, re-importing the calling script, so ask for them
+                only from a script with an ``if __name__ == "__main__":`` guard; that is why the
+                library's default is one process and ``embedstack train`` (a safe entry point) asks
+                for one per core.
+            encoding, errors: how files are decoded (``iter_texts``'s options; for a path only).
         """
         if isinstance(corpus, IdCorpus):
             return corpus
         if max_sentence_length < 1:
             raise ConfigError(f"max_sentence_length must be >= 1; got {max_sentence_length}.")
+        n_workers = int(check_int("IdCorpus.build", "workers", workers, low=1, allow_none=True) or 1)
         analyzer = analyzer or Analyzer()
-        texts = _texts(corpus)
-        pid: dict[str, int] = {}
-        setdefault = pid.setdefault
-        sink = _IdSink(mmap_threshold, Path(tmpdir) if tmpdir else None)
-        lengths: list[int] = []
-        buf: list[int] = []
-        counts = np.zeros(0, dtype=np.int64)
-        reported = 0
+        texts = _texts(corpus, encoding, errors)
+        scanned = None
+        if isinstance(corpus, str | os.PathLike) and n_workers > 1 and type(analyzer) is Analyzer:
+            from embedstack.static import _corpus_parallel as par
 
-        def flush() -> None:
-            nonlocal counts, buf
-            block = np.array(buf, dtype=np.int32)
-            buf = []
-            bc = np.bincount(block, minlength=len(pid))
-            if len(counts) < len(bc):
-                counts = np.concatenate([counts, np.zeros(len(bc) - len(counts), np.int64)])
-            counts[: len(bc)] += bc
-            sink.add(block)
+            units = par.plan(corpus, encoding=encoding, errors=errors, workers=n_workers)
+            if units is not None:
+                scanned = par.scan_parallel(units, analyzer=analyzer, encoding=encoding, errors=errors,
+                                            workers=n_workers, max_sentence_length=max_sentence_length,
+                                            mmap_threshold=mmap_threshold, tmpdir=Path(tmpdir) if tmpdir else None,
+                                            progress=progress)
+        # The numba remap saves ~0.15 s on 30M tokens, but loading numba costs ~1 s in a process that has
+        # not used it yet (here: the parent of the worker processes, unless it trains next anyway).
+        kernel = scanned is None or "embedstack.static._corpus_kernels" in sys.modules
+        if scanned is None:
+            scanned = _scan_serial(texts, analyzer, max_sentence_length, mmap_threshold,
+                                   Path(tmpdir) if tmpdir else None, progress)
+        return cls._finish(scanned, min_count=min_count, max_vocab=max_vocab, mmap_threshold=mmap_threshold,
+                           kernel=kernel)
 
-        for i, item in enumerate(texts):
-            if isinstance(item, str | bytes | bytearray):
-                try:
-                    toks = analyzer.tokenize(bytes(item) if isinstance(item, bytearray) else item)
-                except InputError as exc:
-                    raise InputError(f"text #{i}: {exc}") from None
-            elif isinstance(item, list | tuple):
-                toks = list(item)
-            else:
-                raise InputError(
-                    f"corpus item #{i} is a {type(item).__name__}; give texts (str) or token lists (list[str])."
-                )
-            if not toks:
-                continue
-            buf.extend([setdefault(t, len(pid)) for t in toks])
-            n = len(toks)
-            while n > max_sentence_length:
-                lengths.append(max_sentence_length)
-                n -= max_sentence_length
-            lengths.append(n)
-            if len(buf) >= _BLOCK:
-                flush()
-                if progress is not None and sink.n - reported >= _BLOCK:
-                    reported = sink.n
-                    progress(sink.n)
-        if buf:
-            flush()
-        raw = sink.finish()
-        total = int(sink.n)
+    @classmethod
+    def _finish(cls, scanned: Scanned, *, min_count: int, max_vocab: int | None, mmap_threshold: int,
+                kernel: bool = True) -> IdCorpus:
+        """Vocabulary from the provisional counts, then the id stream remapped to final ids."""
+        folder, total, words = scanned.folder, scanned.total, scanned.words
         if total == 0:
-            _cleanup(sink.folder)
+            _cleanup(folder)
             raise InputError("the corpus is empty (no tokens at all); give a non-empty corpus of texts.")
-        words = list(pid)
         try:
             vocab = Vocabulary(min_count=min_count, max_size=max_vocab).fit_counts(
-                dict(zip(words, counts.tolist(), strict=True)), total_words=total)
+                dict(zip(words, scanned.counts.tolist(), strict=True)), total_words=total)
         except InputError:
-            _cleanup(sink.folder)
+            _cleanup(folder)
             raise
-        remap = np.full(len(words), -1, dtype=np.int32)
-        index = vocab.index_
-        for p, w in enumerate(words):
-            j = index.get(w)
-            if j is not None:
-                remap[p] = j
-        raw_off = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(np.asarray(lengths, dtype=np.int64), out=raw_off[1:])
-        ids, offsets = _remap(raw, raw_off, remap, sink, total)
-        return cls(ids, offsets, vocab, total, folder=sink.folder)
+        remap = np.fromiter(map(vocab.index_.get, words, repeat(-1)), dtype=np.int32, count=len(words))
+        raw_off = np.zeros(len(scanned.lengths) + 1, dtype=np.int64)
+        np.cumsum(scanned.lengths, out=raw_off[1:])
+        to_file = folder / "ids.i32" if total > mmap_threshold and folder is not None else None
+        try:
+            ids, offsets = _remap(scanned.pieces, raw_off, remap, to_file, kernel=kernel)
+        except BaseException:
+            _cleanup(folder)
+            raise
+        if to_file is None:
+            _cleanup(folder)
+            folder = None
+        else:
+            for p in to_file.parent.iterdir():  # the provisional id files
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                elif p != to_file:
+                    p.unlink(missing_ok=True)
+        return cls(ids, offsets, vocab, total, folder=folder)
 
     @classmethod
     def from_arrays(cls, ids: np.ndarray, offsets: np.ndarray, vocab: Vocabulary,
@@ -251,58 +283,203 @@ class IdCorpus:
             self._finalizer()
 
 
+class _PyIds:
+    """Provisional ids (first-seen order) with ``Analyzer.tokenize`` and a dict."""
+
+    def __init__(self, analyzer: Analyzer) -> None:
+        self.analyzer = analyzer
+        self.pid: defaultdict[Any, int] = defaultdict()
+        self.pid.default_factory = self.pid.__len__  # an unseen token gets the next id inside the C-level lookup
+        self._id = self.pid.__getitem__
+
+    def tokens(self, toks: list[str]) -> np.ndarray:
+        return np.fromiter(map(self._id, toks), dtype=np.int32, count=len(toks))
+
+    def text(self, text: str) -> np.ndarray:
+        return self.tokens(self.analyzer.tokenize(text))
+
+    def words(self) -> list[str]:
+        return list(self.pid)
+
+
+def _id_mapper(analyzer: Analyzer) -> Any:
+    """The numba tokenizer/interner when it reproduces ``analyzer`` and numba is installed, else Python's."""
+    if os.environ.get("EMBEDSTACK_CORPUS_TOKENIZER", "").lower() != "python":
+        try:
+            from embedstack.static import _corpus_kernels as _tokenize
+        except ImportError:  # numba missing: the Python path gives the same ids
+            return _PyIds(analyzer)
+        if _tokenize.supports(analyzer):
+            return _tokenize.Interner(analyzer)
+    return _PyIds(analyzer)
+
+
 def _cleanup(folder: Path | None) -> None:
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _remap(raw: np.ndarray, raw_off: np.ndarray, remap: np.ndarray, sink: _IdSink,
-           total: int) -> tuple[np.ndarray, np.ndarray]:
-    new_off = np.empty(len(raw_off), dtype=np.int64)
-    out_blocks: list[np.ndarray] = []
-    out_fh = None
-    if sink.fh is not None:
-        assert sink.folder is not None
-        out_fh = open(sink.folder / "ids.i32", "wb")  # noqa: SIM115
-    base = 0
-    kept_total = 0
-    for a in range(0, total, _CHUNK):
-        b = min(total, a + _CHUNK)
-        mapped = remap[np.asarray(raw[a:b])]
-        keep = mapped >= 0
-        ck = np.empty(b - a + 1, dtype=np.int64)
-        ck[0] = base
-        np.cumsum(keep, out=ck[1:])
-        ck[1:] += base
-        lo, hi = np.searchsorted(raw_off, [a, b], side="left")
-        hi = np.searchsorted(raw_off, b, side="right")
-        new_off[lo:hi] = ck[raw_off[lo:hi] - a]
-        kept = mapped[keep]
-        if out_fh is not None:
-            out_fh.write(kept.tobytes())
+class _Scan(NamedTuple):
+    words: list[Any]
+    counts: np.ndarray  # int64, one per word
+    lengths: list[int]
+    n_texts: int
+
+
+def _scan(texts: Iterable[Any], analyzer: Analyzer, max_sentence_length: int, sink: _IdSink,
+          on_block: Callable[[int], None] | None = None) -> _Scan:
+    """Tokenize ``texts`` into ``sink`` as provisional ids (first-seen order): words, counts, sentence lengths.
+
+    ``on_block(tokens so far)`` is called after each block of ~1M tokens reaches the sink. A text the
+    analyzer rejects raises InputError "text #N: ..." (with ``text_index`` and ``text_detail`` set).
+    """
+    ids_of = _id_mapper(analyzer)
+    lengths: list[int] = []
+    buf: list[np.ndarray] = []
+    buffered = 0
+    counts = np.zeros(0, dtype=np.int64)
+
+    def flush() -> None:
+        nonlocal counts, buf, buffered
+        block = np.concatenate(buf)
+        buf, buffered = [], 0
+        bc = np.bincount(block)
+        if len(counts) < len(bc):
+            counts = np.concatenate([counts, np.zeros(len(bc) - len(counts), np.int64)])
+        counts[: len(bc)] += bc
+        sink.add(block)
+
+    i = -1
+    for i, item in enumerate(texts):
+        if isinstance(item, str | bytes | bytearray):
+            try:
+                ids = ids_of.text(item if isinstance(item, str) else to_text(bytes(item)))
+            except InputError as exc:
+                err = InputError(f"text #{i}: {exc}")
+                err.text_index, err.text_detail = i, str(exc)  # type: ignore[attr-defined]
+                raise err from None
+        elif isinstance(item, list | tuple):
+            ids = ids_of.tokens(list(item))
         else:
-            out_blocks.append(kept)
-        base = int(ck[-1])
-        kept_total += len(kept)
+            raise InputError(
+                f"corpus item #{i} is a {type(item).__name__}; give texts (str) or token lists (list[str])."
+            )
+        n = len(ids)
+        if not n:
+            continue
+        buf.append(np.array(ids, dtype=np.int32))
+        buffered += n
+        while n > max_sentence_length:
+            lengths.append(max_sentence_length)
+            n -= max_sentence_length
+        lengths.append(n)
+        if buffered >= _BLOCK:
+            flush()
+            if on_block is not None:
+                on_block(sink.n)
+    if buf:
+        flush()
+    words = ids_of.words()
+    if len(counts) < len(words):
+        counts = np.concatenate([counts, np.zeros(len(words) - len(counts), np.int64)])
+    return _Scan(words, counts, lengths, i + 1)
+
+
+def _scan_serial(texts: Iterable[Any], analyzer: Analyzer, max_sentence_length: int, mmap_threshold: int,
+                 tmpdir: Path | None, progress: Callable[[int], None] | None) -> Scanned:
+    sink = _IdSink(mmap_threshold, tmpdir)
+    reported = 0
+
+    def on_block(n: int) -> None:
+        nonlocal reported
+        if progress is not None and n - reported >= _BLOCK:
+            reported = n
+            progress(n)
+
+    try:
+        scan = _scan(texts, analyzer, max_sentence_length, sink, on_block)
+    except BaseException:
+        if sink.fh is not None:
+            sink.fh.close()
+        _cleanup(sink.folder)
+        raise
+    return Scanned(scan.words, scan.counts, np.asarray(scan.lengths, dtype=np.int64), int(sink.n),
+                   [(block, None) for block in sink.pieces()], sink.folder)
+
+
+def _remap_kernel() -> Any:
+    try:
+        from embedstack.static._corpus_kernels import remap_chunk
+    except ImportError:  # numba missing: the numpy path of _remap gives the same arrays
+        return None
+    return remap_chunk
+
+
+def _remap(pieces: list[tuple[np.ndarray, np.ndarray | None]], raw_off: np.ndarray, remap: np.ndarray,
+           to_file: Path | None, *, kernel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Final ids and sentence offsets of the provisional stream ``pieces`` (in order; ``remap[map[raw]]``
+    is a token's final id, -1 drops it), written to ``to_file`` (memory-mapped) or kept in memory.
+
+    Sentences left empty by dropped words vanish from the offsets. The ids are written straight into
+    one array (no per-chunk arrays, no final concatenation), and ``pieces`` is emptied as it is read so
+    that the memory of the provisional stream is handed back while the final one grows. ``kernel``
+    False: numpy only (same arrays).
+    """
+    remap_chunk = _remap_kernel() if kernel else None
+    total = sum(len(raw) for raw, _ in pieces)
+    new_off = np.empty(len(raw_off), dtype=np.int64)
+    out = np.empty(total if to_file is None else min(total, _CHUNK), dtype=np.int32)
+    out_fh = open(to_file, "wb") if to_file is not None else None  # noqa: SIM115 - closed below
+    base = 0  # kept tokens so far
+    pos = 0  # provisional tokens so far
+    pieces.reverse()
+    try:
+        while pieces:
+            raw, lmap = pieces.pop()
+            table = remap if lmap is None else remap[lmap]
+            n = len(raw)
+            for a in range(0, n, _CHUNK):
+                b = min(n, a + _CHUNK)
+                lo, hi = np.searchsorted(raw_off, [pos + a, pos + b], side="left")  # sentences starting here
+                starts = raw_off[lo:hi] - (pos + a)
+                chunk = np.asarray(raw[a:b])
+                dst = out[base: base + b - a] if out_fh is None else out[: b - a]
+                if remap_chunk is not None:
+                    k = int(remap_chunk(chunk, table, starts, new_off[lo:hi], base, dst))
+                else:
+                    mapped = table[chunk]
+                    drop = mapped < 0
+                    dropped = np.flatnonzero(drop)
+                    k = len(mapped) - len(dropped)
+                    if len(dropped):
+                        new_off[lo:hi] = base + starts - np.searchsorted(dropped, starts, side="left")
+                        np.compress(~drop, mapped, out=dst[:k])
+                    else:
+                        new_off[lo:hi] = base + starts
+                        dst[:k] = mapped
+                if out_fh is not None:
+                    out_fh.write(dst[:k].data)
+                base += k
+            pos += n
+            del raw, chunk
+    finally:
+        if out_fh is not None:
+            out_fh.close()
+    new_off[-1] = base
     nonempty = np.diff(new_off) > 0
     offsets = np.concatenate([new_off[:-1][nonempty], new_off[-1:]])
-    if out_fh is not None:
-        out_fh.close()
-        del raw
-        assert sink.folder is not None
-        os.unlink(sink.folder / "raw.i32")
-        ids = (np.memmap(sink.folder / "ids.i32", dtype=np.int32, mode="r", shape=(kept_total,))
-               if kept_total else np.zeros(0, np.int32))
+    if to_file is not None:
+        ids = np.memmap(to_file, dtype=np.int32, mode="r", shape=(base,)) if base else np.zeros(0, np.int32)
     else:
-        ids = np.concatenate(out_blocks) if out_blocks else np.zeros(0, dtype=np.int32)
+        ids = out[:base] if 4 * base >= 3 * total else out[:base].copy()  # a copy when many words were dropped
     return ids, offsets
 
 
-def _texts(corpus: CorpusLike) -> Iterable[Any]:
+def _texts(corpus: CorpusLike, encoding: str = "utf-8", errors: str = "strict") -> Iterable[Any]:
     if isinstance(corpus, str | os.PathLike):
         from embedstack.data import iter_texts
 
-        return iter_texts(corpus)
+        return iter_texts(corpus, encoding=encoding, errors=errors)
     if isinstance(corpus, bytes | bytearray):
         raise InputError("give the corpus as a path or an iterable of texts, not one bytes object.")
     try:

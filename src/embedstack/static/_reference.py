@@ -108,6 +108,41 @@ def cbow_step(syn0, syn1neg, context, target, negatives, alpha, cbow_mean, table
     return loss
 
 
+def _sg_shared(syn0, syn1neg, ctx, word, negs, alpha, tables) -> float:
+    """Skip-gram with negatives shared by a centre word's contexts: all scores from the rows on entry."""
+    exp_table, lsp, lsn = tables
+    outs = [word, *negs]
+    x = syn0[ctx].astype(np.float64)            # m x d inputs
+    y = syn1neg[outs].astype(np.float64)        # (1 + K) x d outputs
+    f = x @ y.T
+    labels = np.array([1.0] + [0.0] * len(negs))
+    live = np.array([True] + [t != word for t in negs])
+    g = np.zeros_like(f)
+    loss = 0.0
+    for a in range(f.shape[0]):
+        for b in range(f.shape[1]):
+            if not live[b]:
+                continue
+            v = f[a, b]
+            if v > MAX_EXP:
+                g[a, b] = (labels[b] - 1.0) * alpha
+                loss += v if b > 0 else 0.0
+            elif v < -MAX_EXP:
+                g[a, b] = labels[b] * alpha
+                loss += -v if b == 0 else 0.0
+            else:
+                i = _idx(float(np.float32(v)))
+                g[a, b] = (labels[b] - float(exp_table[i])) * alpha
+                loss -= float(lsp[i] if b == 0 else lsn[i])
+    gin, gout = g @ y, g.T @ x
+    for a, c in enumerate(ctx):
+        syn0[c] += gin[a].astype(np.float32)
+    for b, t in enumerate(outs):
+        if live[b]:
+            syn1neg[t] += gout[b].astype(np.float32)
+    return loss
+
+
 def _subsample(ids, start, end, keep, do_sample, r):
     out = []
     for p in range(start, end):
@@ -124,7 +159,10 @@ def _negatives(n, ns_table, r):
     negs = []
     for _ in range(n):
         r = lcg_next(r)
-        negs.append(int(ns_table[(r >> 16) % len(ns_table)]))
+        x = r >> 16
+        i = ((x >> 16) * len(ns_table)) >> 32
+        e = int(ns_table[i])
+        negs.append(i if ((x & 0xFFFF) << 16) < (e & 0xFFFFFFFF) else e >> 32)
     return negs, r
 
 
@@ -134,17 +172,31 @@ def w2v_train_job(syn0, syn1, syn1neg, ids, offsets, s_begin, s_end, keep, ns_ta
     r = seed
     words, loss, terms = 0, 0.0, 0
     window = params.window
+    shared = params.sg and getattr(params, "shared", 0) and params.negative and not params.hs
+    ahead = (shared or not params.sg) and params.negative and not params.hs  # negatives drawn a word ahead
     for s in range(s_begin, s_end):
         buf, r = _subsample(ids, offsets[s], offsets[s + 1], keep, params.sample, r)
         n = len(buf)
         words += n
+        if ahead and n:
+            nxt, r = _negatives(params.negative, ns_table, r)
         for i in range(n):
             r = lcg_next(r)
             b = (r >> 16) % window
             lo, hi = max(0, i - window + b), min(n, i + window + 1 - b)
             word = buf[i]
             path = (codes[word][: code_lens[word]], points[word][: code_lens[word]]) if params.hs else None
-            if params.sg:
+            if ahead:
+                cur = nxt
+                if i + 1 < n:
+                    nxt, r = _negatives(params.negative, ns_table, r)
+            if shared:
+                ctx = [buf[j] for j in range(lo, hi) if j != i]
+                if not ctx:
+                    continue
+                loss += _sg_shared(syn0, syn1neg, ctx, word, cur, alpha, tables)
+                terms += len(ctx)
+            elif params.sg:
                 for j in range(lo, hi):
                     if j == i:
                         continue
@@ -169,7 +221,10 @@ def w2v_train_job(syn0, syn1, syn1neg, ids, offsets, s_begin, s_end, keep, ns_ta
                 if path is not None:
                     loss += _hs(neu1, syn1, path[0], path[1], alpha, tables, work)
                 if params.negative:
-                    negs, r = _negatives(params.negative, ns_table, r)
+                    if ahead:
+                        negs = cur
+                    else:
+                        negs, r = _negatives(params.negative, ns_table, r)
                     loss += _ns(neu1, syn1neg, word, negs, alpha, tables, work)
                 terms += 1
                 if not params.cbow_mean:
@@ -207,6 +262,7 @@ def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offset
         for g in ngr:
             syn0_ngrams[g] += work
 
+    shared = params.sg and getattr(params, "shared", 0) and params.negative
     for s in range(s_begin, s_end):
         buf, r = _subsample(ids, offsets[s], offsets[s + 1], keep, params.sample, r)
         n = len(buf)
@@ -216,7 +272,18 @@ def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offset
             b = (r >> 16) % window
             lo, hi = max(0, i - window + b), min(n, i + window + 1 - b)
             word = buf[i]
-            if params.sg:
+            if shared:  # one draw per two context words, all scored from the centre's mean on entry
+                ctx = [buf[j] for j in range(lo, hi) if j != i]
+                groups = [ctx[g: g + 2] for g in range(0, len(ctx), 2)]
+                draws = []
+                for _ in groups:
+                    negs, r = _negatives(params.negative, ns_table, r)
+                    draws.append(negs)
+                h = hidden_of([word]).astype(np.float64)
+                for group, negs in zip(groups, draws, strict=True):
+                    loss += _ft_shared(h, syn1neg, group, negs, alpha, tables, lambda work, w=word: apply(w, work))
+                terms += len(ctx)
+            elif params.sg:
                 if hi - lo <= 1:
                     continue
                 for j in range(lo, hi):
@@ -240,6 +307,36 @@ def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offset
                 for c in ctx:
                     apply(c, work)
     return words, loss, terms
+
+
+def _ft_shared(h, syn1neg, ctx, negs, alpha, tables, apply) -> float:
+    """fastText skip-gram, negatives shared by the centre's contexts, each weighted by the pairs it stands for."""
+    exp_table, lsp, lsn = tables
+    outs = [*ctx, *negs]
+    weights = [1.0] * len(ctx) + [float(sum(c != t for c in ctx)) for t in negs]
+    y = syn1neg[outs].astype(np.float64)
+    g = np.zeros(len(outs))
+    loss = 0.0
+    for a, w in enumerate(weights):
+        if w == 0.0:
+            continue
+        pos = a < len(ctx)
+        f = float(np.float32(h @ y[a]))
+        if f > MAX_EXP:
+            g[a] = ((1.0 if pos else 0.0) - 1.0) * alpha * w
+            loss += 0.0 if pos else w * f
+        elif f < -MAX_EXP:
+            g[a] = (1.0 if pos else 0.0) * alpha * w
+            loss += -f if pos else 0.0
+        else:
+            i = _idx(f)
+            g[a] = ((1.0 if pos else 0.0) - float(exp_table[i])) * alpha * w
+            loss -= float(lsp[i]) if pos else w * float(lsn[i])
+    apply((g @ y).astype(np.float32))
+    for a, t in enumerate(outs):
+        if g[a] != 0.0:
+            syn1neg[t] += (g[a] * h).astype(np.float32)
+    return loss
 
 
 def cooccur(ids, offsets, window) -> dict[tuple[int, int], float]:

@@ -34,10 +34,11 @@ class FastText(_StaticTrainer):
     Args:
         minn / maxn: n-gram lengths in characters (``maxn=0`` disables n-grams: plain word2vec).
         bucket: number of hashed n-gram rows.
-        ns_table_size: slots of the unigram^0.75 negative-sampling table. FastText defaults to 4M
-            int32 slots (16 MiB, fastText itself uses 10M): the table stays cache-resident next to
-            the 800 MB bucket matrix, which made training measurably faster at the same analogy
-            accuracy; pass ``1 << 24`` for Word2Vec's finer table.
+        shared_negatives: skip-gram draws one set of negatives per two context words and scores them
+            once against the centre's subword mean, each weighted by the pairs it stands for (fewer
+            dot products and row updates per centre word). Faster, but it cost analogy accuracy on
+            the enwiki extract (``benchmarks/word2vec_cli.py``), so the default (False) draws them per
+            pair as fastText and gensim do.
         Other arguments as :class:`~embedstack.static.word2vec.Word2Vec` (``hs`` is not supported).
 
     Attributes:
@@ -53,13 +54,14 @@ class FastText(_StaticTrainer):
                  window: int = 5, sg: bool = True, negative: int = 5, sample: float = 1e-3,
                  min_count: int = 5, max_vocab: int | None = None, epochs: int = 5, alpha: float = 0.025,
                  min_alpha: float = 1e-4, ns_exponent: float = 0.75, workers: int | None = None,
-                 seed: int = 1, max_sentence_length: int = 10_000, ns_table_size: int = 1 << 22,
-                 analyzer: Analyzer | None = None, compute_loss: bool = True, hs: bool = False) -> None:
+                 seed: int = 1, max_sentence_length: int = 10_000,
+                 analyzer: Analyzer | None = None, compute_loss: bool = True, hs: bool = False,
+                 shared_negatives: bool = False) -> None:
         super().__init__(dim=dim, window=window, sg=sg, hs=hs, negative=negative, sample=sample,
                          min_count=min_count, max_vocab=max_vocab, epochs=epochs, alpha=alpha,
                          min_alpha=min_alpha, ns_exponent=ns_exponent, workers=workers, seed=seed,
-                         max_sentence_length=max_sentence_length, ns_table_size=ns_table_size,
-                         analyzer=analyzer, compute_loss=compute_loss)
+                         max_sentence_length=max_sentence_length,
+                         analyzer=analyzer, compute_loss=compute_loss, shared_negatives=shared_negatives)
         self.minn = minn
         self.maxn = maxn
         self.bucket = bucket

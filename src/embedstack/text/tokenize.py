@@ -98,7 +98,14 @@ class Analyzer:
 
     @cached_property
     def _regex(self) -> re.Pattern[str]:
-        return re.compile(self.pattern)
+        # For the default pattern, ``\w+`` finds the same tokens (a maximal run of word characters has a
+        # word boundary at both ends) about 20% faster.
+        return re.compile(r"\w+" if self._word_runs else self.pattern)
+
+    @cached_property
+    def _word_runs(self) -> bool:
+        """Whether the tokens are the runs of word characters (the default pattern)."""
+        return self.pattern == WORD_PATTERN
 
     @cached_property
     def _stop(self) -> frozenset[str]:
@@ -132,7 +139,10 @@ class Analyzer:
             s = unicodedata.normalize(self.normalization, s)  # type: ignore[arg-type]
         if self.lowercase:
             s = s.lower()
-        toks = self._regex.findall(s)
+        # Only spaces between runs of letters/digits (pre-tokenized text): str.split gives the default
+        # pattern's tokens (``\w`` is exactly isalnum() or "_", and no alphanumeric character is
+        # whitespace), about 2x faster than the regex.
+        toks = s.split() if self._word_runs and s.replace(" ", "").isalnum() else self._regex.findall(s)
         if self.min_token_length > 1:
             toks = [t for t in toks if len(t) >= self.min_token_length]
         if self._stop:
