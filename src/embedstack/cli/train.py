@@ -119,6 +119,7 @@ def word2vec_cmd(
     hs: bool = typer.Option(False, "--hs", help="Hierarchical softmax."),
     sample: float = typer.Option(1e-3, "--sample", help="Subsampling threshold (0: off)."),
     alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
+    min_alpha: float = typer.Option(1e-4, "--min-alpha", help="Final learning rate (linear decay from --alpha)."),
     shared_negatives: bool = typer.Option(
         True, "--shared-negatives/--no-shared-negatives",
         help="Skip-gram: draw negatives once per centre word, shared by its context words (one small matrix "
@@ -130,7 +131,7 @@ def word2vec_cmd(
     from embedstack.static.word2vec import Word2Vec
 
     trainer = Word2Vec(dim=dim, window=window, negative=negative, epochs=epochs, min_count=min_count,
-                       max_vocab=max_vocab, workers=workers, sg=sg, hs=hs, sample=sample, alpha=alpha, seed=seed,
+                       max_vocab=max_vocab, workers=workers, sg=sg, hs=hs, sample=sample, alpha=alpha, min_alpha=min_alpha, seed=seed,
                        shared_negatives=shared_negatives)
     trainer._check()
     _run("word2vec", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy, force=force,
@@ -150,6 +151,7 @@ def fasttext_cmd(
     maxn: int = typer.Option(6, "--maxn", help="Longest character n-gram (0: no n-grams)."),
     bucket: int = typer.Option(2_000_000, "--bucket", help="Hashed n-gram rows."),
     alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
+    min_alpha: float = typer.Option(1e-4, "--min-alpha", help="Final learning rate (linear decay from --alpha)."),
     shared_negatives: bool = typer.Option(
         False, "--shared-negatives/--no-shared-negatives",
         help="Skip-gram: one draw of negatives per two context words, scored once (faster, but lower "
@@ -162,7 +164,7 @@ def fasttext_cmd(
 
     trainer = FastText(dim=dim, window=window, negative=negative, epochs=epochs, min_count=min_count,
                        max_vocab=max_vocab, workers=workers, sg=sg, sample=sample, minn=minn, maxn=maxn,
-                       bucket=bucket, alpha=alpha, seed=seed, shared_negatives=shared_negatives)
+                       bucket=bucket, alpha=alpha, min_alpha=min_alpha, seed=seed, shared_negatives=shared_negatives)
     trainer._check()
     _run("fasttext", trainer, corpus, out, json_out=json_out, quiet=quiet, text_copy=text_copy, force=force,
          text=text_options(encoding, errors))
