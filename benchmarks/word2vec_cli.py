@@ -130,7 +130,7 @@ def timed(cmd: list[str]) -> tuple[float, float, str]:
 def quality_of(system: str, out: Path, analogies: Any, wordsim: Any) -> dict[str, Any]:
     from static_vectors import quality
 
-    if system == "ours":
+    if system.startswith("ours"):
         from embedstack.static import load_vectors
 
         kv = load_vectors(out)
