@@ -134,6 +134,7 @@ def main() -> None:
     models = args.models.split(",")
 
     log(q, f"reading {source} (max words: {max_words or 'all'}) ...")
+    load_before = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
     corpus = IdCorpus.build(limited_texts(source, max_words), min_count=5)
     corpus_s = time.perf_counter() - t0
@@ -227,6 +228,7 @@ def main() -> None:
             results["nplm"] = {"skipped": str(exc)}
     if args.reuse_previous:
         reuse_previous(results, rows, models)
+    results["load"] = {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]}
     write_results("static_vectors", results, markdown(results, args, rows))
     log(q, "done: BENCHMARKS.md updated")
 
@@ -270,8 +272,10 @@ def markdown(res: dict[str, Any], args: argparse.Namespace, rows) -> str:
         f"`{cmd}` — enwiki-extract, {c['raw_words']:,} tokens ({c['kept_words']:,} kept), "
         f"vocabulary {c['vocab']:,} (min_count 5); dim 100, window 5, negative 5, sample 1e-3, "
         f"{args.workers} workers, {args.epochs} epoch(s) both sides. gensim gets our tokens as in-memory lists "
-        "(same sentences). words/s = corpus tokens x epochs / training seconds. The 2 CPU cores were shared "
-        "with other jobs during the run, so timings carry noise; ours and gensim ran back to back per model.",
+        "(same sentences; gensim's iterable mode, training only — for its faster `corpus_file` mode, end to end, "
+        "see the `word2vec_cli` section). words/s = corpus tokens x epochs / training seconds; ours and gensim "
+        "ran back to back per model. Load average (1 min) before / after the run: "
+        f"{res.get('load', {}).get('before', ['?'])[0]} / {res.get('load', {}).get('after', ['?'])[0]}.",
         "",
         f"Corpus pass (ours: tokenize + count + id stream, done once for all models): {c['seconds']:.1f} s.",
         "",

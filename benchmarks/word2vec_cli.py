@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import log, write_results  # noqa: E402
+from _report import log, save_arm, write_results  # noqa: E402
 
 WORKERS = 2
 OPTS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3, "alpha": 0.025}
@@ -140,6 +141,10 @@ def quality_of(system: str, out: Path, analogies: Any, wordsim: Any) -> dict[str
 
         gkv = KeyedVectors.load(str(out / "vectors.kv"))
         keys, vectors = gkv.index_to_key, gkv.vectors
+    import numpy as np
+
+    if not np.isfinite(vectors).all():  # a diverged run is a result too: recorded, not a crash
+        return {"analogy": float("nan"), "wordsim353": float("nan"), "queen_rank": None, "diverged": True}
     q = quality(list(keys), vectors, analogies, wordsim)
     return {"analogy": 100.0 * q["analogy"], "wordsim353": q["wordsim353"], "queen_rank": q["queen_rank"]}
 
@@ -149,7 +154,7 @@ def run_cell(kind: str, path: Path, epochs: int, repeats: int, work: Path, analo
     systems = ["ours", "gensim", *(["ours_matched"] if matched else [])]
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     load_before = os.getloadavg()
-    for r in range(repeats):
+    for r in range(repeats):  # noqa: B007 - r rotates the order
         order = systems[r % len(systems):] + systems[: r % len(systems)]
         if (r + epochs) % 2:
             order.reverse()
@@ -170,9 +175,14 @@ def run_cell(kind: str, path: Path, epochs: int, repeats: int, work: Path, analo
             runs[system].append({"wall_s": wall, "cpu_s": cpu, **extra, **q})
             log(f"{kind} x{epochs} run {r + 1}/{repeats} {system}: {wall:.1f} s wall, {cpu:.1f} s CPU, "
                 f"analogy {q['analogy']:.2f}, WS-353 {q['wordsim353']:.3f}")
+    return summarize(kind, epochs, repeats, runs, [round(x, 2) for x in load_before],
+                     [round(x, 2) for x in os.getloadavg()], matched)
+
+
+def summarize(kind: str, epochs: int, repeats: int, runs: dict[str, list[dict[str, Any]]], load_before: list[float],
+              load_after: list[float], matched: bool) -> dict[str, Any]:
     cell: dict[str, Any] = {"model": kind, "epochs": epochs, "repeats": repeats, "runs": runs,
-                            "load_before": [round(x, 2) for x in load_before],
-                            "load_after": [round(x, 2) for x in os.getloadavg()]}
+                            "load_before": load_before, "load_after": load_after}
     for system, rs in runs.items():
         walls = [x["wall_s"] for x in rs]
         cell[system] = {"wall_median": statistics.median(walls), "wall_min": min(walls), "wall_max": max(walls),
@@ -188,9 +198,43 @@ def run_cell(kind: str, path: Path, epochs: int, repeats: int, work: Path, analo
     return cell
 
 
+_LOG_RUN = re.compile(r"\[(\d\d:\d\d:\d\d)\] (\w+) x(\d+) run (\d+)/(\d+) (\w+): ([\d.]+) s wall, ([\d.]+) s CPU, "
+                      r"analogy ([\d.naN]+), WS-353 ([\d.naN]+)")
+
+
+def cells_from_log(path: Path) -> list[dict[str, Any]]:
+    """Rebuild the cells of a run from its log (stderr), e.g. a run that stopped before writing its results.
+
+    Wall and CPU seconds and quality are in the log; training seconds and effective words are not,
+    so those cells have no roofline rates. Cells missing a side are left out.
+    """
+    groups: dict[tuple[str, int], dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = _LOG_RUN.search(line)
+        if not m:
+            continue
+        kind, epochs, repeats, system = m.group(2), int(m.group(3)), int(m.group(5)), m.group(6)
+        g = groups.setdefault((kind, epochs), {"repeats": repeats, "runs": {}})
+        g["runs"].setdefault(system, []).append(
+            {"wall_s": float(m.group(7)), "cpu_s": float(m.group(8)), "analogy": float(m.group(9)),
+             "wordsim353": float(m.group(10))})
+    cells = []
+    for (kind, epochs), g in groups.items():
+        runs = g["runs"]
+        if "ours" not in runs or "gensim" not in runs:
+            continue
+        cell = summarize(kind, epochs, min(len(r) for r in runs.values()), runs, [float("nan")], [float("nan")],
+                         "ours_matched" in runs)
+        cell["from_log"] = str(path)
+        cells.append(cell)
+    return cells
+
+
 def roofline_rates(cell: dict[str, Any], raw_words: int, peaks: dict[str, float]) -> dict[str, Any]:
     """Training work per second of ours against the machine's peaks (both sides run the same updates)."""
     ours = cell["runs"]["ours"]
+    if not all(x.get("effective_words") and x.get("train_s") for x in ours):
+        return {}
     eff = statistics.median(x["effective_words"] for x in ours if x.get("effective_words"))
     train = statistics.median(x["train_s"] for x in ours)
     dim, neg, window = OPTS["dim"], OPTS["negative"], OPTS["window"]
@@ -204,6 +248,11 @@ def roofline_rates(cell: dict[str, Any], raw_words: int, peaks: dict[str, float]
             "gbs_ours": gbytes / train, "raw_words": raw_words}
 
 
+def _load(cell: dict[str, Any]) -> str:
+    a, b = cell["load_before"][0], cell["load_after"][0]
+    return "not in the log" if a != a else f"{a:.2f} / {b:.2f}"  # NaN: a cell rebuilt from a log
+
+
 def markdown(res: dict[str, Any]) -> str:
     rows = []
     for c in res["cells"]:
@@ -215,7 +264,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {g['cpu_median'] / o['cpu_median']:.2f}x | {o['analogy']:.1f} | {g['analogy']:.1f} | {c['analogy_gap']:+.1f} "
             f"| {o['wordsim353']:.3f} | {g['wordsim353']:.3f} "
             f"| {rl.get('gflops_ours', float('nan')):.1f} / {rl.get('gflops_gensim', float('nan')):.1f} "
-            f"| {c['load_before'][0]:.2f} / {c['load_after'][0]:.2f} |")
+            f"| {_load(c)} |")
         if "ours_matched" in c:
             m = c["ours_matched"]
             rows.append(
@@ -226,9 +275,10 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {g['wordsim353']:.3f} | | |")
     peaks = res.get("peaks", {})
     return "\n".join([
-        "## Word vectors end to end: `embedstack train` vs gensim `corpus_file` (`benchmarks/word2vec_cli.py`)",
+        "## Word vectors end to end: `embedstack train` vs gensim `corpus_file` (`benchmarks/word2vec_cli.py`)"
+        + ("" if res.get("name", "word2vec_cli") == "word2vec_cli" else f", part run `{res['name']}`"),
         "",
-        f"`python benchmarks/word2vec_cli.py` — {res['corpus']}. Each run is a fresh process timed from start to "
+        f"`{res.get('command', 'python benchmarks/word2vec_cli.py')}` — {res['corpus']}. Each run is a fresh process timed from start to "
         "saved vectors: ours is the CLI (`embedstack train word2vec|fasttext FILE --workers 2`: corpus pass, "
         "training, atomic save), gensim 4.4 is `Word2Vec/FastText(corpus_file=FILE, workers=2)` then "
         "`wv.save` (its fastest mode). Same options: dim 100, window 5, negative 5, min_count 5, sample 1e-3, "
@@ -245,9 +295,12 @@ def markdown(res: dict[str, Any]) -> str:
         f"read bandwidth {peaks.get('read_gbs', float('nan')):.1f} GB/s (2 threads, measured in the same run). "
         "Work counted as 6·dim flops per (input row, output row) update — a dot product and two row updates — "
         "over the effective (subsampled) words; both sides do the same updates, so the GFLOP/s columns "
-        "compare rates on one scale. Training is far below the GEMM peak: each update is a 100-float "
-        "dot product on rows picked at random from 42 MB matrices, so it is bound by cache misses (latency), "
-        "not by arithmetic or streaming bandwidth.",
+        "compare rates on one scale"
+        + (" (n/a for cells rebuilt from a run's log, which holds no training seconds or effective words)"
+           if any(not c.get("roofline") for c in res["cells"]) else "")
+        + ". Training is far below the GEMM peak: each update is a 100-float dot product on rows picked at "
+        "random from 42 MB matrices, so it is bound by cache misses (latency), not by arithmetic or streaming "
+        "bandwidth.",
         "",
         "gensim's `corpus_file` mode has its own learning-rate schedule: each of the 2 workers reads half the "
         "file but measures progress against the whole corpus (`word2vec_corpusfile.pyx`), so an epoch ends at "
@@ -272,6 +325,10 @@ def main() -> None:
     ap.add_argument("--repeats-long", type=int, default=1, help="runs per side for more than 1 epoch")
     ap.add_argument("--matched-epochs", default="1",
                     help="epoch counts that also run ours at gensim corpus_file's learning-rate schedule")
+    ap.add_argument("--name", default="word2vec_cli",
+                    help="results file and BENCHMARKS.md section (another name keeps a partial run apart)")
+    ap.add_argument("--from-log", type=Path, default=None,
+                    help="rebuild the section from a run's log instead of measuring (see cells_from_log)")
     ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args()
 
@@ -281,6 +338,16 @@ def main() -> None:
     path = corpus_file(data_dir / "enwiki-extract")
     with open(path, encoding="utf-8") as fh:
         raw_words = sum(line.count(" ") + 1 for line in fh)
+    if args.from_log is not None:
+        import ast
+
+        text = args.from_log.read_text(encoding="utf-8")
+        peaks = ast.literal_eval(text.split("peaks: ", 1)[1].splitlines()[0]) if "peaks: " in text else {}
+        cells = cells_from_log(args.from_log)
+        for cell in cells:
+            cell["roofline"] = {}
+        write_report(args, path, raw_words, peaks, cells)
+        return
     analogies, wordsim = load_analogies(), load_word_similarity()
     from exact_search import roofline
 
@@ -295,15 +362,22 @@ def main() -> None:
                 cell = run_cell(kind, path, epochs, reps, Path(tmp), analogies, wordsim, matched)
                 cell["roofline"] = roofline_rates(cell, raw_words, peaks)
                 cells.append(cell)
+                save_arm(args.name, f"{kind}-x{epochs}", cell)  # kept if a later cell fails
                 log(f"{kind} x{epochs}: ours {cell['ours']['wall_median']:.1f} s, gensim "
                     f"{cell['gensim']['wall_median']:.1f} s -> {cell['speedup']:.2f}x; analogy gap "
                     f"{cell['analogy_gap']:+.2f}")
-    res = {"corpus": f"enwiki extract, {raw_words:,} tokens in {path.stat().st_size / 1e6:.0f} MB, one document per line",
+    write_report(args, path, raw_words, peaks, cells)
+
+
+def write_report(args: argparse.Namespace, path: Path, raw_words: int, peaks: dict[str, Any],
+                 cells: list[dict[str, Any]]) -> None:
+    res = {"name": args.name, "command": " ".join(["python benchmarks/word2vec_cli.py", *sys.argv[1:]]),
+           "corpus": f"enwiki extract, {raw_words:,} tokens in {path.stat().st_size / 1e6:.0f} MB, one document per line",
            "workers": WORKERS, "options": OPTS, "peaks": peaks, "cells": cells}
     md = markdown(res)
     print(md)
     if not args.no_report:
-        write_results("word2vec_cli", res, md)
+        write_results(args.name, res, md)
 
 
 if __name__ == "__main__":

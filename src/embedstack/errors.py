@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "EmbedstackError",
     "ModelNotFoundError",
+    "TrainingDiverged",
     "ConfigError",
     "InputError",
     "ScoreError",
@@ -158,6 +159,10 @@ class UnknownKeyError(EmbedstackError, KeyError):
 
 class NotFoundError(EmbedstackError, LookupError):
     """A named thing does not exist: a served model, an index or alias, a document id (HTTP 404)."""
+
+
+class TrainingDiverged(EmbedstackError, FloatingPointError):
+    """Training produced non-finite weights (NaN or inf); nothing was kept or saved."""
 
 
 class IndexStateError(EmbedstackError, RuntimeError):

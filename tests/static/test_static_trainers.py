@@ -54,6 +54,19 @@ def test_shared_negatives_option_changes_the_updates_and_is_recorded():
     np.testing.assert_array_equal(a, b)
 
 
+def test_diverged_training_is_refused_not_saved(monkeypatch):
+    from embedstack.errors import TrainingDiverged
+    from embedstack.static import _kernels as K
+
+    def poisoned(syn0, *args):
+        syn0[0, 0] = np.nan
+        return 0, 0.0, 0
+
+    monkeypatch.setattr(K, "w2v_train_job", poisoned)
+    with pytest.raises(TrainingDiverged, match="--alpha"):
+        Word2Vec(dim=4, min_count=1, epochs=1, workers=1).fit(_topic_corpus(20))
+
+
 def test_seeded_single_worker_runs_are_identical():
     texts = _topic_corpus(200)
     a = Word2Vec(dim=8, min_count=1, epochs=2, workers=1, seed=7).fit(texts).wv_.vectors

@@ -110,6 +110,7 @@ class FastText(_StaticTrainer):
         composed = np.empty((v, d), dtype=np.float32)
         K.ft_compose(syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, composed)
         used = np.unique(sub_idx).astype(np.int64)
+        self._check_finite(composed, syn0_ngrams[used])
         self.vocabulary_ = vocab
         self.corpus_ = data
         self.syn1neg_ = syn1neg

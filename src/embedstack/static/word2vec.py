@@ -209,6 +209,18 @@ class _StaticTrainer:
                          window=int(self.window), cbow_mean=int(bool(self.cbow_mean)),
                          sample=int(self.sample > 0), compute_loss=int(bool(self.compute_loss)), shared=int(shared))
 
+    def _check_finite(self, *weights: np.ndarray) -> None:
+        """Refuse weights with NaN or inf: a diverged run must not become saved vectors."""
+        from embedstack.errors import TrainingDiverged
+
+        for w in weights:
+            for a in range(0, len(w), 1 << 16):
+                if not np.isfinite(w[a: a + (1 << 16)]).all():
+                    raise TrainingDiverged(
+                        f"{type(self).__name__} training diverged: the weights hold NaN or inf values (alpha "
+                        f"{self.alpha}, {self.workers or 'all'} worker threads). Train again with a smaller "
+                        "learning rate (alpha=, --alpha) or one worker (workers=1, --workers 1).")
+
     def _meta(self, corpus: IdCorpus, stats: TrainStats, workers: int) -> dict[str, Any]:
         opts = {k: getattr(self, k) for k in ("dim", "window", "sg", "hs", "negative", "cbow_mean", "sample",
                                               "min_count", "epochs", "alpha", "min_alpha", "seed",
@@ -295,6 +307,7 @@ class Word2Vec(_StaticTrainer):
         stats = run_jobs(job, job_sizes=sizes, epochs=int(self.epochs), workers=workers, alpha=float(self.alpha),
                          min_alpha=float(self.min_alpha), seed=int(self.seed),
                          raw_per_kept=data.raw_words / max(data.n_words, 1), progress=progress)
+        self._check_finite(syn0)
         self.vocabulary_ = vocab
         self.corpus_ = data
         self.syn1neg_ = syn1neg if self.negative > 0 else None
