@@ -110,6 +110,23 @@ def _table_index(f: float) -> int:
     return int((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2.0))
 
 
+@numba.njit(nogil=True, fastmath=True, cache=True, inline="always")
+def _ns_grad(f, positive, a32, exp_table, lsp, lsn):
+    """Gradient scale (times the learning rate) and loss term of one negative-sampling score ``f``.
+
+    Outside [-MAX_EXP, MAX_EXP] the gradient saturates (word2vec.c) and the loss is -log sigma(+-f)
+    taken as |f| on the wrong side, 0 on the right side.
+    """
+    if f > MAX_EXP:
+        return (np.float32(0.0), 0.0) if positive else (-a32, float(f))
+    if f < -MAX_EXP:
+        return (a32, -float(f)) if positive else (np.float32(0.0), 0.0)
+    idx = _table_index(f)
+    if positive:
+        return (np.float32(1.0) - exp_table[idx]) * a32, -float(lsp[idx])
+    return -exp_table[idx] * a32, -float(lsn[idx])
+
+
 @_jit
 def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp, lsn, work, compute_loss):
     """Negative-sampling update of the output rows for one (hidden, target) pair; grad into ``work``."""
@@ -119,28 +136,16 @@ def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp,
     for d in range(n_neg + 1):
         if d == 0:
             t = target
-            label = np.float32(1.0)
         else:
             t = negatives[d - 1]
             if t == target:
                 continue
-            label = np.float32(0.0)
         f = np.float32(0.0)
         for k in range(dim):
             f += hidden[k] * syn1neg[t, k]
-        if f > MAX_EXP:
-            g = (label - np.float32(1.0)) * a32
-            if compute_loss and label == 0.0:
-                loss += f
-        elif f < -MAX_EXP:
-            g = label * a32
-            if compute_loss and label == 1.0:
-                loss -= f
-        else:
-            idx = _table_index(f)
-            g = (label - exp_table[idx]) * a32
-            if compute_loss:
-                loss -= lsp[idx] if label == 1.0 else lsn[idx]
+        g, term = _ns_grad(f, d == 0, a32, exp_table, lsp, lsn)
+        if compute_loss:
+            loss += term
         for k in range(dim):
             work[k] += g * syn1neg[t, k]
         for k in range(dim):
@@ -248,25 +253,14 @@ def _sg_shared_update(syn0, syn1neg, ctx, m, outs, n_out, alpha, exp_table, lsp,
             for a in range(m):
                 coef[a, b] = 0.0
             continue
-        label = np.float32(1.0) if b == 0 else np.float32(0.0)
         for a in range(m):
             c = ctx[a]
             f = np.float32(0.0)
             for k in range(dim):
                 f += syn0[c, k] * syn1neg[t, k]
-            if f > MAX_EXP:
-                g = (label - np.float32(1.0)) * a32
-                if compute_loss and b > 0:
-                    loss += f
-            elif f < -MAX_EXP:
-                g = label * a32
-                if compute_loss and b == 0:
-                    loss -= f
-            else:
-                idx = _table_index(f)
-                g = (label - exp_table[idx]) * a32
-                if compute_loss:
-                    loss -= lsp[idx] if b == 0 else lsn[idx]
+            g, term = _ns_grad(f, b == 0, a32, exp_table, lsp, lsn)
+            if compute_loss:
+                loss += term
             coef[a, b] = g
     for a in range(m):
         for k in range(dim):
@@ -512,11 +506,9 @@ def _ft_shared_update(hidden, syn1neg, ctx, m, negs, n_neg, alpha, exp_table, ls
     for a in range(m + n_neg):
         if a < m:
             t = ctx[a]
-            label = np.float32(1.0)
             w = np.float32(1.0)
         else:
             t = negs[a - m]
-            label = np.float32(0.0)
             same = 0
             for q in range(m):
                 if ctx[q] == t:
@@ -528,19 +520,9 @@ def _ft_shared_update(hidden, syn1neg, ctx, m, negs, n_neg, alpha, exp_table, ls
         f = np.float32(0.0)
         for k in range(dim):
             f += hidden[k] * syn1neg[t, k]
-        if f > MAX_EXP:
-            g = (label - np.float32(1.0)) * a32
-            if compute_loss and a >= m:
-                loss += w * f
-        elif f < -MAX_EXP:
-            g = label * a32
-            if compute_loss and a < m:
-                loss -= f
-        else:
-            idx = _table_index(f)
-            g = (label - exp_table[idx]) * a32
-            if compute_loss:
-                loss -= lsp[idx] if a < m else w * lsn[idx]
+        g, term = _ns_grad(f, a < m, a32, exp_table, lsp, lsn)
+        if compute_loss:
+            loss += w * term
         coef[a] = g * w
     for a in range(m + n_neg):
         g = coef[a]
