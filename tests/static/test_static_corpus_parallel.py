@@ -170,8 +170,17 @@ def test_small_inputs_stay_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_a_tokenizer_error_gets_its_corpus_wide_text_number() -> None:
     err = InputError("text #4: bad text")
     err.text_index, err.text_detail = 4, "bad text"  # type: ignore[attr-defined]
-    out = par._failure_error(par._Failure(err, 4, None), 100, "utf-8", "strict")
+    out = par._failure_error(par._Failure(par._portable(err), 4, None), 100, "utf-8", "strict")
     assert isinstance(out, InputError) and str(out) == "text #104: bad text"
+
+
+def test_a_worker_error_crosses_as_plain_data_and_keeps_its_class_and_fix() -> None:
+    from embedstack.errors import ConfigError
+
+    data = par._portable(ConfigError("bad option.", fix={"workers": 1}))
+    assert all(isinstance(x, str | dict | type(None)) for x in data)
+    out = par._failure_error(par._Failure(data, None, None), 0, "utf-8", "strict")
+    assert type(out) is ConfigError and out.fix == {"workers": 1} and out._base() == "bad option."
 
 
 _CHARS = st.sampled_from(list("aZ09_ -.,'\t\n") + ["é", "ﬁ", "東", "Σ", "ς", "\u0301", "²", "\u00a0", "\u2028", "Ⅻ"])

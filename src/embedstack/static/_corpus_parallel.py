@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import shutil
 import tempfile
 from collections import defaultdict
@@ -158,7 +157,7 @@ class _Task(NamedTuple):
 
 
 class _Failure(NamedTuple):
-    error: BaseException
+    error: tuple[str, str, dict[str, Any], str | None]  # plain data (see _portable), rebuilt by _rebuild
     text: int | None  # the unit's text number of a tokenizer error ("text #N: ...")
     reread: str | None  # the file whose byte range failed to read: re-read it for the file-wide message
 
@@ -242,13 +241,26 @@ def _unit_texts(task: _Task, where: list[str | None]) -> Iterator[str]:
             yield from _range_texts(name, start, end, task.encoding, task.errors)
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling (type, message, ``fix``), else an InputError with its message."""
+def _portable(exc: EmbedstackError) -> tuple[str, str, dict[str, Any], str | None]:
+    """A worker's error as plain data (class name, message, ``fix``, text detail) for the parent."""
+    return (type(exc).__name__, exc._base(), dict(exc.fix), getattr(exc, "text_detail", None))
+
+
+def _rebuild(data: tuple[str, str, dict[str, Any], str | None]) -> EmbedstackError:
+    """The typed error a worker reported: its class from ``embedstack.errors`` (else InputError)."""
+    from embedstack import errors
+
+    name, message, fix, detail = data
+    cls = getattr(errors, name, None)
     try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:  # noqa: BLE001 - an exception class whose constructor pickling cannot call
-        return InputError(str(exc))
-    return exc
+        err = cls(message, fix=fix) if isinstance(cls, type) and issubclass(cls, EmbedstackError) else None
+    except TypeError:  # a class whose constructor takes other arguments
+        err = None
+    if err is None:
+        err = InputError(message, fix=fix)
+    if detail is not None:
+        err.text_detail = detail  # type: ignore[attr-defined]
+    return err
 
 
 def _run_unit(task: _Task) -> _Result:
@@ -297,8 +309,9 @@ def _run_unit(task: _Task) -> _Result:
 # ---------------------------------------------------------------------------------------------- parent
 def _failure_error(f: _Failure, text_base: int, encoding: str, errors: str) -> BaseException:
     """The error the serial pass raises for a unit's failure."""
+    error = _rebuild(f.error)
     if f.text is not None:
-        detail = getattr(f.error, "text_detail", str(f.error))
+        detail = getattr(error, "text_detail", str(error))
         return InputError(f"text #{text_base + f.text}: {detail}")
     if f.reread is not None:
         from embedstack.data._io import scan_lines
@@ -307,7 +320,7 @@ def _failure_error(f: _Failure, text_base: int, encoding: str, errors: str) -> B
             scan_lines(f.reread, encoding=encoding, errors=errors)  # the same error, with the file's line numbers
         except EmbedstackError as exc:
             return exc
-    return f.error
+    return error
 
 
 def _context() -> Any:
