@@ -77,15 +77,15 @@ def corpus_file(source: Path) -> Path:
     if path.is_file():
         return path
     log(f"tokenizing {source} into {path} ...")
+    from embedstack.io import AtomicFile
+
     analyzer = Analyzer()
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with AtomicFile(path) as out, open(out.tmp, "w", encoding="utf-8") as fh:  # no half-written corpus
         for text in iter_texts(source):
             toks = analyzer.tokenize(text)
             if toks:
                 fh.write(" ".join(toks))
                 fh.write("\n")
-    os.replace(tmp, path)
     return path
 
 
