@@ -45,6 +45,33 @@ def test_ns_step_hand_computed():
     np.testing.assert_allclose(syn0[1], x + g * y, rtol=1e-6)
 
 
+@pytest.mark.parametrize("f", [6.0, -6.0, np.nextafter(np.float32(6.0), np.float32(0.0)), 7.5, -7.5])
+@pytest.mark.parametrize("positive", [True, False])
+def test_ns_grad_never_reads_past_the_tables(f, positive):
+    # A score of exactly +-MAX_EXP once indexed slot EXP_TABLE_SIZE, one past the end: whatever lay
+    # there (here NaN) became the gradient, and a long fastText run diverged. Tables are views of
+    # longer arrays whose extra slots are NaN, so a read past the end shows as a non-finite result.
+    views = []
+    for t in TABLES:
+        big = np.full(len(t) + 8, np.nan, np.float32)
+        big[: len(t)] = t
+        views.append(big[: len(t)])
+    g, term = K._ns_grad(np.float32(f), positive, np.float32(0.025), *views)
+    assert np.isfinite(g) and np.isfinite(term)
+    sat = abs(f) >= K.MAX_EXP
+    right_side = (f > 0) == positive
+    if sat:  # saturated: no gradient on the right side, the full rate on the wrong side
+        assert g == pytest.approx(0.0 if right_side else (0.025 if positive else -0.025))
+    else:  # the last slot, sigma(6 - 12/1000)
+        assert abs(g) == pytest.approx(0.025 * (1 - TABLES[0][-1]) if positive else 0.025 * TABLES[0][-1], rel=1e-5)
+
+
+def test_table_index_is_clamped():
+    assert K._table_index(float("nan")) in range(K.EXP_TABLE_SIZE)
+    assert K._table_index(6.0) == K.EXP_TABLE_SIZE - 1
+    assert K._table_index(-6.0) == 0
+
+
 def test_sg_hs_step_matches_reference():
     syn0, syn1 = _weights(5, 6, 1)
     codes, points, lens = huffman_tree(np.array([10, 7, 5, 3, 1]))

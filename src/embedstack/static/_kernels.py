@@ -107,19 +107,27 @@ def lcg_next(r: np.uint64) -> np.uint64:
 
 @_jit
 def _table_index(f: float) -> int:
-    return int((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2.0))
+    """Slot of ``f`` in the sigmoid tables, for -MAX_EXP < f < MAX_EXP; clamped to the table.
+
+    The clamp is a guard: callers send |f| >= MAX_EXP to the saturated branch, and a NaN score (a
+    diverged model) must not read past the table.
+    """
+    i = int((f + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2.0))
+    return min(max(i, 0), EXP_TABLE_SIZE - 1)
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True, inline="always")
 def _ns_grad(f, positive, a32, exp_table, lsp, lsn):
     """Gradient scale (times the learning rate) and loss term of one negative-sampling score ``f``.
 
-    Outside [-MAX_EXP, MAX_EXP] the gradient saturates (word2vec.c) and the loss is -log sigma(+-f)
-    taken as |f| on the wrong side, 0 on the right side.
+    At and beyond +-MAX_EXP the gradient saturates (word2vec.c) and the loss is -log sigma(+-f) taken
+    as |f| on the wrong side, 0 on the right side. (f == MAX_EXP exactly is saturated too: its table
+    slot would be EXP_TABLE_SIZE, one past the end; word2vec.c allocates that slot, uninitialised. A
+    float32 score lands exactly on 6.0 often enough in a long run to read past the table.)
     """
-    if f > MAX_EXP:
+    if f >= MAX_EXP:
         return (np.float32(0.0), 0.0) if positive else (-a32, float(f))
-    if f < -MAX_EXP:
+    if f <= -MAX_EXP:
         return (a32, -float(f)) if positive else (np.float32(0.0), 0.0)
     idx = _table_index(f)
     if positive:

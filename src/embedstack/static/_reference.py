@@ -45,10 +45,10 @@ def _ns(hidden, syn1neg, target, negatives, alpha, tables, work) -> float:
             continue
         row = syn1neg[t]
         f = float(h @ row.astype(np.float64))
-        if f > MAX_EXP:
+        if f >= MAX_EXP:
             g = (label - 1.0) * alpha
             loss += f if label == 0.0 else 0.0
-        elif f < -MAX_EXP:
+        elif f <= -MAX_EXP:
             g = label * alpha
             loss += -f if label == 1.0 else 0.0
         else:
@@ -124,10 +124,10 @@ def _sg_shared(syn0, syn1neg, ctx, word, negs, alpha, tables) -> float:
             if not live[b]:
                 continue
             v = f[a, b]
-            if v > MAX_EXP:
+            if v >= MAX_EXP:
                 g[a, b] = (labels[b] - 1.0) * alpha
                 loss += v if b > 0 else 0.0
-            elif v < -MAX_EXP:
+            elif v <= -MAX_EXP:
                 g[a, b] = labels[b] * alpha
                 loss += -v if b == 0 else 0.0
             else:
@@ -322,10 +322,10 @@ def _ft_shared(h, syn1neg, ctx, negs, alpha, tables, apply) -> float:
             continue
         pos = a < len(ctx)
         f = float(np.float32(h @ y[a]))
-        if f > MAX_EXP:
+        if f >= MAX_EXP:
             g[a] = ((1.0 if pos else 0.0) - 1.0) * alpha * w
             loss += 0.0 if pos else w * f
-        elif f < -MAX_EXP:
+        elif f <= -MAX_EXP:
             g[a] = (1.0 if pos else 0.0) * alpha * w
             loss += -f if pos else 0.0
         else:
