@@ -212,7 +212,7 @@ def test_workers_give_the_same_vectors_in_order(tiny_encoder):
         tiny_encoder.with_options(backend="onnx", workers=2)
 
 
-@pytest.mark.parametrize("recipe", ["int8", "int8-fast", "int8-dynamic"])
+@pytest.mark.parametrize("recipe", ["int8", "int8-fast", "int8-smooth", "int8-dynamic"])
 def test_torch_int8_runs(tiny_encoder, recipe):
     ref = tiny_encoder.encode(TEXTS)
     q = tiny_encoder.with_options(precision=recipe).encode(TEXTS)
@@ -236,6 +236,52 @@ def test_torch_int8_recipes_pick_their_layers(tiny_encoder):
     assert attention < fast < linear and all(n.endswith("output.dense") and "attention" not in n for n in linear - fast)
     with pytest.raises(ConfigError, match="recipe"):
         quantize_torch_dynamic(tiny_encoder.model, "int4")
+
+
+def test_smoothed_linear_is_the_same_function():
+    import torch
+
+    from embedstack.neural.quantize import SmoothedLinear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 8)
+    scale = torch.rand(16) * 10 + 0.1
+    x = torch.randn(5, 16)
+    torch.testing.assert_close(SmoothedLinear(lin, scale)(x), lin(x), rtol=1e-5, atol=1e-5)
+
+
+def test_int8_smooth_calibrates_on_the_vocabulary_and_quantizes_int8_fast_layers(tiny_encoder):
+    import torch
+
+    from embedstack.neural.quantize import SmoothedLinear, calibration_batches, quantize_torch_dynamic
+
+    tok = tiny_encoder.tokenizer
+    cap = tiny_encoder.model.config.max_position_embeddings
+    a, b = calibration_batches(tok, max_length=cap), calibration_batches(tok, max_length=cap)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))  # deterministic
+    words = {i for w, i in tok.tokenizer.get_vocab().items() if w.isalpha() and not w.startswith("##") and len(w) > 1}
+    for ids in a:
+        assert (ids[:, 0] == tok.cls_id).all() and (ids[:, -1] == tok.sep_id).all()
+        assert set(ids[:, 1:-1].flatten().tolist()) <= words
+    q = quantize_torch_dynamic(tiny_encoder.model, "int8-smooth", calibration=a)
+    smoothed = {n for n, m in q.named_modules() if isinstance(m, SmoothedLinear)}
+    fast = {n for n, m in quantize_torch_dynamic(tiny_encoder.model, "int8-fast").named_modules()
+            if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)}
+    int8 = {n for n, m in q.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)}
+    assert smoothed and int8 == {f"{n}.linear" for n in smoothed} | (fast - smoothed)
+    assert fast - smoothed <= {"pooler.dense"}  # never run by the forward pass: nothing to calibrate
+    assert isinstance(tiny_encoder.model.encoder.layer[0].attention.self.query, torch.nn.Linear)  # not modified
+    with pytest.raises(ConfigError, match="calibration"):
+        quantize_torch_dynamic(tiny_encoder.model, "int8-smooth")
+
+
+def test_int8_smooth_keeps_minilm_closer_to_fp32_than_int8_fast(minilm):
+    texts = [f"{a} {b} the {c}" for a in ("A man", "The woman", "Two dogs", "A child") for b in
+             ("is playing", "rides", "cooks", "reads") for c in ("guitar", "bicycle", "dinner", "newspaper")]
+    ref = minilm.with_options(precision="fp32").encode(texts)
+    cos = {r: float(np.mean(np.sum(minilm.with_options(precision=r).encode(texts) * ref, axis=1)))
+           for r in ("int8-fast", "int8-smooth")}
+    assert cos["int8-smooth"] > cos["int8-fast"] and cos["int8-smooth"] > 0.995, cos
 
 
 def test_streaming_pulls_one_chunk_at_a_time(tmp_path, tiny_encoder):

@@ -41,7 +41,7 @@ __all__ = ["TransformerRuntime", "BACKENDS", "PRECISIONS", "cpu_has_bf16"]
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
-PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8", "int8-fast", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
+PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8", "int8-fast", "int8-smooth", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 # The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
 # serves large blocks with fresh mmap'd pages, so a 32 x 256-token batch of MiniLM page-faulted 0.4-1.3M
 # times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
@@ -169,9 +169,11 @@ class TransformerRuntime:
     def _torch_runner(self) -> Runner:
         model = self.model
         if self.precision.startswith("int8"):
-            from embedstack.neural.quantize import quantize_torch_dynamic
+            from embedstack.neural.quantize import SMOOTHED, calibration_batches, quantize_torch_dynamic
 
-            model = quantize_torch_dynamic(model, recipe=self.precision)
+            calibration = (calibration_batches(self.tokenizer, max_length=model.config.max_position_embeddings)
+                           if self.precision in SMOOTHED else None)
+            model = quantize_torch_dynamic(model, recipe=self.precision, calibration=calibration)
         elif self.precision == "bf16-pure":  # a copy: models made by with_options share self.model
             model = copy.deepcopy(model).to(torch.bfloat16)
         forward = _compiled(model) if self.compile and not self.precision.startswith("int8") else model
