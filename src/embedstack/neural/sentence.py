@@ -85,8 +85,9 @@ class SentenceEncoder(TransformerRuntime):
             fp32 ≥ 0.9999 on STS-B and SciFact); ``bf16-pure`` (torch: a bfloat16 copy of the whole
             transformer, activations and residual stream included, pooling in fp32: half the memory
             traffic of ``bf16`` and no casts, faster again with ``compile``; cosine to fp32 ≥ 0.9998,
-            min 0.99988 on STS-B); or ``int8`` / ``int8-fast`` / ``int8-dynamic`` (see :mod:`embedstack.neural.quantize` for what each means
-            per backend).
+            min 0.99988 on STS-B); or ``int8`` / ``int8-fast`` / ``int8-dynamic`` / ``int8-smooth`` (torch:
+            int8-fast on SmoothQuant-smoothed inputs) (see :mod:`embedstack.neural.quantize` for what each
+            means per backend).
         num_threads: Intra-op threads while encoding (default: leave the process setting).
         compile: torch backend: run the transformer through ``torch.compile`` (inductor, dynamic shapes,
             frozen weights: prepacked oneDNN matmuls with fused bias/GELU/residual epilogues). The first
