@@ -47,6 +47,8 @@ from embedstack._extras import require
 
 torch = require("torch", "torch", "int8 quantization")
 
+from torch import nn  # noqa: E402
+
 from embedstack.errors import ConfigError  # noqa: E402
 from embedstack.io import AtomicFile  # noqa: E402
 
@@ -131,7 +133,7 @@ SMOOTHED = ("int8-smooth",)
 SMOOTH_ALPHA = 0.7
 
 
-class SmoothedLinear(torch.nn.Module):
+class SmoothedLinear(nn.Module):
     """``linear(x / s)`` computed as ``linear'(x * (1 / s))`` with ``linear'``'s weight columns times ``s``.
 
     The same function in exact arithmetic; the input a dynamic int8 kernel quantizes per tensor has its
