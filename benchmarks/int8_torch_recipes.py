@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import log, write_results  # noqa: E402
+from encode import knn, overlap, row_cosines, spearman_from  # noqa: E402
 
 
 def main() -> None:
@@ -97,10 +98,10 @@ def main() -> None:
         "all Linear, per-channel": (lambda n: True, per_channel_dynamic_qconfig),
         "`int8-dynamic` (all Linear, per-tensor)": named["`int8-dynamic`"],
     }
-    systems: dict[str, Any] = {
-        "sentence-transformers fp32": lambda: st.encode(texts, batch_size=32, convert_to_numpy=True),
-        "ours fp32 (workers=2)": (lambda enc=ours.with_options(backend="torch", precision="fp32", workers=2):
-                                  enc.encode(texts, batch_size=32)),
+    # name -> encode(texts): sentence-transformers, and each of our encoders (built and warmed up here)
+    encoders: dict[str, Any] = {
+        "sentence-transformers fp32": lambda t, batch_size=32: st.encode(t, batch_size=batch_size, convert_to_numpy=True),
+        "ours fp32 (workers=2)": ours.with_options(backend="torch", precision="fp32", workers=2).encode,
     }
     original = Q.quantize_torch_dynamic
     try:
@@ -108,39 +109,29 @@ def main() -> None:
             Q.quantize_torch_dynamic = recipe(sel, qc)
             enc = ours.with_options(backend="torch", precision="int8", workers=2)
             enc.encode(texts[:64], batch_size=32)  # quantize now, while the recipe is in place
-            systems[f"int8: {name}"] = lambda enc=enc: enc.encode(texts, batch_size=32)
+            encoders[f"int8: {name}"] = enc.encode
     finally:
         Q.quantize_torch_dynamic = original
     for precision in ("int8", "int8-fast", "int8-smooth") if args.texts == "scifact" else ("int8-smooth",):
         enc = ours.with_options(backend="torch", precision=precision, workers=2)
         enc.encode(texts[:64], batch_size=32)
-        systems[f"ours `{precision}` (workers=2)"] = lambda enc=enc: enc.encode(texts, batch_size=32)
-    # the encoder behind each of our systems (for the Spearman pass below); None: sentence-transformers
-    objs = {name: (fn.__defaults__ or (None,))[0] for name, fn in systems.items()}
+        encoders[f"ours `{precision}` (workers=2)"] = enc.encode
+    systems = {name: (lambda f=f: f(texts, batch_size=32)) for name, f in encoders.items()}
 
     vectors = {name: np.asarray(fn(), dtype=np.float32) for name, fn in systems.items()}  # warm-up + quality
     ref = vectors["ours fp32 (workers=2)"]
-    ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
     m = min(500, len(texts))
-    ref_nn = np.argsort(-(ref[:m] @ ref[:m].T), axis=1)[:, 1:11]
+    ref_nn = knn(_unit(ref[:m]))
     quality = {}
     for name, v in vectors.items():
-        v = v / np.linalg.norm(v, axis=1, keepdims=True)
-        cos = (v * ref).sum(1)
-        nn = np.argsort(-(v[:m] @ v[:m].T), axis=1)[:, 1:11]
-        overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(nn, ref_nn, strict=True)]))
-        quality[name] = {"cos_min": float(cos.min()), "cos_mean": float(cos.mean()), "nn10": overlap}
+        cos = row_cosines(v, ref)
+        quality[name] = {"cos_min": float(cos.min()), "cos_mean": float(cos.mean()),
+                         "nn10": overlap(knn(_unit(v[:m])), ref_nn)}
     spearman = {}
     if args.texts == "sts":  # STS-B test Spearman of each system (not timed)
-        from scipy.stats import spearmanr
-
         index = {s: i for i, s in enumerate(sts_all)}
-        for name, enc in objs.items():  # the recipes' encoders were quantized at warm-up and keep their weights
-            v = np.asarray(enc.encode(sts_all, batch_size=64) if enc is not None
-                           else st.encode(sts_all, batch_size=64), dtype=np.float32)
-            v /= np.linalg.norm(v, axis=1, keepdims=True)
-            a, b = v[[index[s] for s in sts.s1]], v[[index[s] for s in sts.s2]]
-            spearman[name] = 100 * float(spearmanr((a * b).sum(1), sts.scores).statistic)
+        for name, f in encoders.items():  # the recipes' encoders were quantized at warm-up and keep their weights
+            spearman[name] = spearman_from(np.asarray(f(sts_all, batch_size=64), dtype=np.float32), index, sts)
     names = list(systems)
     load_before = [round(x, 2) for x in os.getloadavg()]
     times: dict[str, list[float]] = {n: [] for n in names}
@@ -207,32 +198,45 @@ def render_last(texts: str) -> None:
     write_section(section_of(texts), markdown(res), res["machine"])
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
 def choose_alpha(ours: Any, alphas: list[float]) -> None:
-    """10-NN overlap of int8-smooth with fp32 on 1,500 STS-B *train* sentences for each strength (no timing)."""
+    """int8-smooth against fp32 on 1,500 STS-B *train* sentences (10-NN on the first 500) for each strength,
+    then at the shipped strength calibrated on 512 other STS-B train sentences instead of the pseudo-sentences
+    of the vocabulary (no timing)."""
+    import torch
+
     from embedstack.data import load_sts
     from embedstack.neural import quantize as Q
 
     train = load_sts("stsb", split="train")
-    texts = list(dict.fromkeys(train.s1 + train.s2))[-1500:]
+    uniq = list(dict.fromkeys(train.s1 + train.s2))
+    texts, calib_texts = uniq[-1500:], uniq[:512]
     ref = np.asarray(ours.with_options(backend="torch", precision="fp32").encode(texts, batch_size=32))
-    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
-    ref_nn = np.argsort(-(ref[:500] @ ref[:500].T), axis=1)[:, 1:11]
-    original = Q.SMOOTH_ALPHA
+    ref_nn = knn(_unit(ref[:500]))
+
+    def report(label: str) -> None:
+        v = np.asarray(ours.with_options(backend="torch", precision="int8-smooth").encode(texts, batch_size=32))
+        print(f"{label}: cos min {float(row_cosines(v, ref).min()):.4f}, "
+              f"10-NN {overlap(knn(_unit(v[:500])), ref_nn):.4f}", flush=True)
+
+    shipped, pseudo = Q.SMOOTH_ALPHA, Q.calibration_batches
     try:
         for a in alphas:
             Q.SMOOTH_ALPHA = a
-            smooth = Q.smooth_linears
-            Q.smooth_linears = lambda model, batches, select, a=a, f=smooth: f(model, batches, select, a)
-            try:
-                v = np.asarray(ours.with_options(backend="torch", precision="int8-smooth").encode(texts, batch_size=32))
-            finally:
-                Q.smooth_linears = smooth
-            v /= np.linalg.norm(v, axis=1, keepdims=True)
-            nn = np.argsort(-(v[:500] @ v[:500].T), axis=1)[:, 1:11]
-            ov = float(np.mean([len(set(x) & set(y)) / 10 for x, y in zip(nn, ref_nn, strict=True)]))
-            print(f"alpha {a}: cos min {float((v * ref).sum(1).min()):.4f}, 10-NN {ov:.4f}", flush=True)
+            report(f"alpha {a}, pseudo-sentences")
+        Q.SMOOTH_ALPHA = shipped
+        ids, _ = ours.tokenizer.encode_batch(calib_texts, max_length=ours.max_seq_length)
+        by_len: dict[int, list[np.ndarray]] = {}
+        for row in ids:  # batches of equal length: calibration sees no padding
+            by_len.setdefault(len(row), []).append(np.asarray(row, dtype=np.int64))
+        real = [torch.from_numpy(np.stack(rows)) for rows in by_len.values()]
+        Q.calibration_batches = lambda *a, **k: real
+        report(f"alpha {shipped}, 512 STS-B train sentences")
     finally:
-        Q.SMOOTH_ALPHA = original
+        Q.SMOOTH_ALPHA, Q.calibration_batches = shipped, pseudo
 
 
 if __name__ == "__main__":

@@ -63,8 +63,10 @@ def test_diverged_training_is_refused_not_saved(monkeypatch):
         return 0, 0.0, 0
 
     monkeypatch.setattr(K, "w2v_train_job", poisoned)
-    with pytest.raises(TrainingDiverged, match="--alpha"):
-        Word2Vec(dim=4, min_count=1, epochs=1, workers=1).fit(_topic_corpus(20))
+    with pytest.raises(TrainingDiverged, match=r"Pass alpha=0\.0125 and workers=1\.") as info:
+        Word2Vec(dim=4, min_count=1, epochs=1, workers=1, alpha=0.025).fit(_topic_corpus(20))
+    assert info.value.message_for({"alpha": "--alpha", "workers": "--workers"}).endswith(
+        "Pass --alpha 0.0125 and --workers 1.")
 
 
 def test_seeded_single_worker_runs_are_identical():

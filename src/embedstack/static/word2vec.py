@@ -219,7 +219,7 @@ class _StaticTrainer:
                     raise TrainingDiverged(
                         f"{type(self).__name__} training diverged: the weights hold NaN or inf values (alpha "
                         f"{self.alpha}, {self.workers or 'all'} worker threads). Train again with a smaller "
-                        "learning rate (alpha=, --alpha) or one worker (workers=1, --workers 1).")
+                        "learning rate, on one worker thread.", fix={"alpha": float(self.alpha) / 2, "workers": 1})
 
     def _meta(self, corpus: IdCorpus, stats: TrainStats, workers: int) -> dict[str, Any]:
         opts = {k: getattr(self, k) for k in ("dim", "window", "sg", "hs", "negative", "cbow_mean", "sample",
