@@ -38,7 +38,7 @@ runners (``evaluate_sts`` / ``evaluate_retrieval``, ``--eval-precision``, the ta
 both sides are scored by the same code. "Within noise": |mean ours − mean theirs| ≤ the larger
 seed-to-seed spread of either side (or ours better).
 
-The peer's configuration (``--st-precision auto`` = bf16 where oneDNN reports bf16 support): the
+The peer's configuration (``--st-precision auto`` = bf16 where the CPU multiplies bf16 natively: AVX-512 BF16 or AMX): the
 documented CPU recipe ``SentenceTransformerTrainingArguments(use_cpu=True, bf16=True)`` (accelerate
 runs the forward and loss under ``torch.autocast("cpu", torch.bfloat16)``; the script checks that a
 Linear layer really outputs bfloat16 during training), the default fused AdamW, SDPA attention, no
@@ -451,11 +451,11 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=None, help="max tokens per text (default: sts 64, scifact 256)")
     ap.add_argument("--sides", default="ours,st", help="comma list of ours, st")
     ap.add_argument("--ours-precision", choices=["auto", "bf16", "bf16-pure", "fp32"], default="auto",
-                    help="auto: bf16 where oneDNN reports bf16 support, else fp32")
+                    help="auto: bf16 where the CPU multiplies bf16 natively (AVX-512 BF16, AMX), else fp32")
     ap.add_argument("--ours-option", action="append", default=[], metavar="KEY=VALUE",
                     help="extra TrainingArgs field for our side (JSON value), e.g. group_by_length=true; repeatable")
     ap.add_argument("--st-precision", choices=["auto", "bf16", "fp32"], default="auto",
-                    help="auto: bf16 (autocast) where oneDNN reports bf16 support, else fp32")
+                    help="auto: bf16 (autocast) where the CPU multiplies bf16 natively, else fp32")
     ap.add_argument("--st-compile", action="store_true", help="torch_compile=True for the peer (minutes of compile)")
     ap.add_argument("--st-workers", type=int, default=0, help="the peer's dataloader_num_workers")
     ap.add_argument("--st-attn", choices=["sdpa", "eager"], default="sdpa", help="the peer's attention (ST default sdpa)")

@@ -10,7 +10,8 @@ than the two measured apart. Work on one query is too small to gain from several
 transformer forward pass does gain from its threads) and restores the previous settings afterwards.
 The switch costs a few tens of microseconds. :func:`torch_serial` does the same for torch's intra-op
 threads where the caller's own threads are the parallelism (the exact scan's int8 products), and
-:func:`available_cores` is the one answer to "how many cores may this process use". BLAS and numba thread counts are process-wide: while a
+:func:`available_cores` is the one answer to "how many cores may this process use" and
+:func:`cpu_features` to "which instructions does this CPU have". BLAS and numba thread counts are process-wide: while a
 ``serial()`` block runs, large matrix products started by other threads of the same process (a server
 indexing while it answers a query) run single-threaded too, until the block ends.
 
@@ -28,6 +29,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["serial", "for_batch", "torch_serial", "available_cores", "SMALL_BATCH", "SMALL_TOKENS"]
@@ -127,6 +129,21 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS / Windows
         return max(1, os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1)
+def cpu_features() -> frozenset[str]:
+    """The CPU's instruction-set flags that matter to the kernels (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    wanted = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+              "amx_bf16", "amx_int8", "avx512_vpopcntdq", "avx512_fp16"}
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(set(line.split(":", 1)[1].split()) & wanted)
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return frozenset()
 
 
 _torch_lock = threading.Lock()

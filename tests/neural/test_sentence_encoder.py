@@ -132,6 +132,23 @@ def test_options_are_validated(tiny_encoder):
         tiny_encoder.encode(["a"], batch_size=0)
 
 
+def test_bf16_counts_only_where_the_cpu_multiplies_it_natively(monkeypatch):
+    """oneDNN says "bf16 supported" on any AVX-512 CPU and emulates it at a fifth of fp32's rate there:
+    precision="auto" must look at the CPU's own flags."""
+    from embedstack import _threads
+    from embedstack.neural import runtime
+
+    avx512 = frozenset({"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"})
+    monkeypatch.setattr(_threads, "cpu_features", lambda: avx512)
+    assert runtime.cpu_has_bf16() is False
+    monkeypatch.setattr(_threads, "cpu_features", lambda: avx512 | {"avx512_bf16"})
+    assert runtime.cpu_has_bf16() is True
+    monkeypatch.setattr(_threads, "cpu_features", lambda: avx512 | {"amx_bf16"})
+    assert runtime.cpu_has_bf16() is True
+    monkeypatch.setattr(_threads, "cpu_features", lambda: frozenset())  # flags unreadable: oneDNN decides
+    assert runtime.cpu_has_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def test_torch_bf16_agrees_with_fp32(tiny_encoder):
     ref = tiny_encoder.encode(TEXTS)
     enc = tiny_encoder.with_options(precision="bf16")

@@ -158,3 +158,43 @@ def test_packed_inference_computes_real_tokens_only_with_the_same_outputs(tiny_c
     model.train()
     with torch.no_grad():
         assert float(model(ids, mask)[~real].abs().max()) > 0.0  # training mode never packs
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_first_only_gives_row_0_and_runs_the_last_block_on_it_alone(tiny_config, monkeypatch, pack):
+    """A [CLS] head (cross-encoders) needs row 0 of the last block: its queries, output projection and
+    MLP then run on B rows instead of every token; the values and the gradients are the full model's."""
+    import embedstack.neural.transformer as tr
+
+    model = BertModel(tiny_config).init_weights(seed=0).eval()
+    lengths = [3, 12, 5, 2]
+    ids = torch.randint(5, tiny_config.vocab_size, (4, 12))
+    mask = torch.zeros(4, 12, dtype=torch.int64)
+    for r, n in enumerate(lengths):
+        mask[r, :n] = 1
+    rows: list[int] = []
+    real_linear = torch.nn.functional.linear
+    monkeypatch.setattr(tr.F, "linear", lambda x, *a, **k: (rows.append(x.numel() // x.shape[-1]),
+                                                         real_linear(x, *a, **k))[1], raising=False)
+    with torch.inference_mode():
+        full = model(ids, mask, pack=pack)
+        rows.clear()
+        first = model(ids, mask, pack=pack, first_only=True)
+        unmasked = model(ids, None, first_only=True)
+        unmasked_full = model(ids, None)
+    assert first.shape == (4, 1, tiny_config.hidden_size)
+    torch.testing.assert_close(first[:, 0], full[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(unmasked[:, 0], unmasked_full[:, 0], atol=1e-5, rtol=1e-5)
+    per_block = 6  # query, key, value, attention output, MLP in, MLP out
+    tokens = sum(lengths) if pack else 4 * 12
+    last = rows[(tiny_config.num_hidden_layers - 1) * per_block: tiny_config.num_hidden_layers * per_block]
+    assert sorted(last) == sorted([4, tokens, tokens, 4, 4, 4])  # keys and values still see every token
+    monkeypatch.setattr(tr.F, "linear", real_linear)
+    grads = []
+    for first_only in (False, True):
+        model.zero_grad()
+        model(ids, mask, first_only=first_only)[:, 0].pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from embedstack import _threads
+from embedstack._threads import cpu_features
 from embedstack.index import _kernels as K
 
 __all__ = ["scan_topk", "cpu_features", "int8_backend", "merge_topk", "rescore_topk"]
@@ -54,21 +55,6 @@ _pool_size = 0
 _pool_lock = threading.Lock()
 
 ScoreFn = Callable[[int, int, int, int], np.ndarray]
-
-
-@lru_cache(maxsize=1)
-def cpu_features() -> frozenset[str]:
-    """The CPU's instruction-set flags that matter to the kernels (Linux ``/proc/cpuinfo``; empty elsewhere)."""
-    wanted = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-              "amx_bf16", "amx_int8", "avx512_vpopcntdq", "avx512_fp16"}
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(set(line.split(":", 1)[1].split()) & wanted)
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    return frozenset()
 
 
 @lru_cache(maxsize=1)

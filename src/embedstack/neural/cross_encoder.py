@@ -81,6 +81,7 @@ class CrossEncoder(TransformerRuntime):
     """
 
     token_types = True
+    first_token_only = True  # the pooler reads [CLS]: the last block computes that row alone (inference and training)
     # Pairs run up to 512 tokens: the bi-encoder's 8 MiB slices would be 2 rows thin there. On 32 SciFact
     # (query, abstract) pairs of up to 512 tokens, 2 threads, under load: 8 MiB 10.7-11.4 s, 32 MiB 7.5-7.9 s,
     # 64 MiB 6.9-7.7 s, 256 MiB 7.2-7.5 s (benchmarks/rerank_speed.py measures the modes properly).
@@ -274,7 +275,7 @@ class CrossEncoder(TransformerRuntime):
         def run(sel: np.ndarray) -> Any:
             input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
             tt = pad_types([types[i] for i in sel], input_ids.shape[1])
-            tokens = net(torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(tt))
+            tokens = net(torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(tt), first_only=True)
             return self._head(tokens, getattr(net, "pooler", None))  # (rows, num_labels)
 
         return self._pieced(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), min_rows, run)
