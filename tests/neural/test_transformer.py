@@ -198,3 +198,39 @@ def test_first_only_gives_row_0_and_runs_the_last_block_on_it_alone(tiny_config,
     assert len(grads[0]) == len(grads[1])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_dropout_keeps_1_minus_p_scales_and_is_reproducible(monkeypatch, parallel):
+    """Both mask sources (the parallel hash kernel, torch's generator): the drop rate is p, the kept
+    elements are scaled by 1/(1-p), the gradient goes through the same mask, torch.manual_seed repeats it."""
+    import embedstack.neural.transformer as tr
+
+    if not parallel:
+        monkeypatch.setattr(tr, "_parallel_mask", lambda: None)
+    elif tr._parallel_mask() is None:
+        pytest.skip("numba (the fast extra) is not installed")
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(7)
+    y = tr.dropout(x, 0.1, True)
+    dropped = float((y == 0).float().mean())
+    assert abs(dropped - 0.1) < 0.002  # 1e6 draws: binomial sd 3e-4
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(sum)/dx = mask / (1 - p), the forward's own mask
+    torch.manual_seed(7)
+    assert torch.equal(tr.dropout(x, 0.1, True), y)
+    assert not torch.equal(tr.dropout(x, 0.1, True), y)  # the next call draws a new mask
+    assert tr.dropout(x, 0.1, False) is x and tr.dropout(x, 0.0, True) is x
+
+
+def test_parallel_dropout_mask_is_uniform_and_uncorrelated():
+    kernel = pytest.importorskip("embedstack.neural._dropout_kernel")
+    m = kernel.keep_mask(2_000_000, 0.25, 123)
+    drop = ~m
+    assert abs(drop.mean() - 0.25) < 0.002
+    assert abs((drop[:-1] & drop[1:]).mean() - 0.25**2) < 0.002  # neighbours independent
+    assert abs((drop[:-64] & drop[64:]).mean() - 0.25**2) < 0.002
+    assert np.array_equal(kernel.keep_mask(1000, 0.25, 123), m[:1000])  # element i depends on (seed, i) only
+    assert not np.array_equal(kernel.keep_mask(1000, 0.25, 124), m[:1000])
+    assert kernel.keep_mask(10_000, 0.5, 1).mean() == pytest.approx(0.5, abs=0.03)

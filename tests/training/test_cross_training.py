@@ -91,10 +91,15 @@ def test_training_learns_to_rank_and_saves_a_cross_encoder_folder(tmp_path: Path
 
     model = _ce()
     before = accuracy(model)
-    args = TrainingArgs(epochs=6, batch_size=16, lr=1e-3, warmup_ratio=0.1, precision="fp32", seed=0)
+    # enough steps to learn the task, not just the class prior (6 epochs at 1e-3 left BCE at the prior, every
+    # score within 1e-5 of the others, and accuracy a coin toss on float noise)
+    args = TrainingArgs(epochs=15, batch_size=16, lr=3e-3, warmup_ratio=0.1, precision="fp32", seed=0)
     result = CrossEncoderTrainer(model, loss, data, args=args).train(out=tmp_path / "ce")
-    assert result.final_loss < result.log[0]["loss"]
+    assert result.final_loss < 0.8 * result.log[0]["loss"]
     assert accuracy(model) > max(before, 0.8)
+    pos = model.predict(list(zip(test["anchor"], test["positive"], strict=True)))
+    neg = model.predict(list(zip(test["anchor"], test["negative_1"], strict=True)))
+    assert float(np.mean(pos) - np.mean(neg)) > 0.2  # a real margin, not float noise
     back = CrossEncoder.from_folder(tmp_path / "ce")
     np.testing.assert_allclose(back.predict([("the cat", "the cat sat")]), model.predict([("the cat", "the cat sat")]),
                                atol=1e-6)

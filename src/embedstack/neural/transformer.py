@@ -22,8 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from torch import Tensor, nn  # noqa: E402
 from torch.autograd import Function  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from embedstack.errors import ConfigError, FormatError  # noqa: E402
+from embedstack.errors import ConfigError, EmbedstackError, FormatError  # noqa: E402
 from embedstack.neural.config import BertConfig  # noqa: E402
 
 __all__ = [
@@ -115,15 +117,34 @@ class _MaskedScale(Function):
         return grad * keep * ctx.scale, None, None
 
 
+@functools.lru_cache(maxsize=1)
+def _parallel_mask() -> Callable[[int, float, int], Any] | None:
+    """:func:`embedstack.neural._dropout_kernel.keep_mask` where numba (the ``fast`` extra) is installed."""
+    try:
+        from embedstack.neural._dropout_kernel import keep_mask
+    except (ImportError, EmbedstackError):  # pragma: no cover - exercised only without the extra
+        return None
+    return keep_mask
+
+
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Inverted dropout, the same distribution as :func:`torch.nn.functional.dropout` (each element kept with
-    probability ``1 - p`` exactly when ``p`` is a multiple of 1e-4, scaled by ``1 / (1 - p)``), about 3x
-    faster on CPU: the keep mask comes from 16-bit random integers (``random_(0, 10000) >= 10000 p``)
-    instead of ``bernoulli_`` over floats. Training spends much of its time here: MiniLM drops 10% of
-    every attention probability, B x H x T x T elements per layer.
+    """Inverted dropout: each element kept with probability ``1 - p`` and scaled by ``1 / (1 - p)``, as
+    :func:`torch.nn.functional.dropout`, with a cheaper keep-mask. Training spends much of its time on
+    masks: MiniLM drops 10% of every attention probability, B x H x T x T elements per layer.
+
+    On CPU with numba, the mask comes from a counter-based hash computed on every core
+    (:mod:`embedstack.neural._dropout_kernel`; p to within 3e-8; seeded from torch's generator, so
+    ``torch.manual_seed`` keeps training reproducible): about 20x faster than torch's one-thread
+    Mersenne Twister. Otherwise from 16-bit random integers (``random_(0, 10000) >= 10000 p``; p exact
+    when a multiple of 1e-4), about 3x faster than ``bernoulli_`` over floats.
     """
     if not training or p == 0.0:
         return x
+    kernel = _parallel_mask() if x.device.type == "cpu" and 0.0 < p < 1.0 else None
+    if kernel is not None:
+        seed = int(torch.randint(0, 1 << 62, (1,)).item())  # from torch's generator: reproducible
+        keep = torch.from_numpy(kernel(x.numel(), p, seed)).view(x.shape)
+        return _MaskedScale.apply(x, keep, 1.0 / (1.0 - p))
     threshold = round(p * 10000)
     if abs(threshold - p * 10000) > 1e-6 or not 0 < threshold < 10000:
         return F.dropout(x, p, True)  # probabilities that 1e-4 steps cannot express exactly
@@ -144,6 +165,7 @@ class Dropout(nn.Module):
 
 # padded inference runs on real tokens only when fewer than this share of the batch's positions are real
 PACK_BELOW = 0.85
+VARLEN_MIN_TOKENS = 256  # a packed batch this long (padded) runs attention row by row
 
 
 class BertSelfAttention(nn.Module):
@@ -258,10 +280,11 @@ class BertLayer(nn.Module):
         return self.output(self.intermediate(a), a)
 
     def forward_packed(self, h: Tensor, rows: Tensor, shape: tuple[int, int], mask: Tensor,
-                       first: Tensor | None = None) -> Tensor:
+                       first: Tensor | None = None, spans: list[tuple[int, int]] | None = None) -> Tensor:
         """The block on packed tokens ``h`` (N, C): the real tokens of a padded (B, T) batch, at flat
-        positions ``rows``. Projections, LayerNorms and the MLP see real tokens only; attention alone runs
-        padded (B, H, T, D), with ``mask``. Inference only (no dropout).
+        positions ``rows``. Projections, LayerNorms and the MLP see real tokens only; attention runs
+        padded (B, H, T, D), with ``mask``, or, given ``spans`` (each row's (offset, length) in ``h``), one
+        row at a time on its own tokens (long rows: no padding in attention either). Inference only.
 
         ``first`` (B,): the positions in ``h`` of each row's first token; then only those rows' outputs
         are computed and returned, (B, C).
@@ -269,13 +292,17 @@ class BertLayer(nn.Module):
         att = self.attention.self
         B, T = shape
         C = h.shape[-1]
+        hq = h if first is None else h.index_select(0, first)
+        if spans is not None:
+            y = _attend_rows(att, att.query(hq), att.key(h), att.value(h), spans, first is not None)
+            a = self.attention.output(y, hq)
+            return self.output(self.intermediate(a), a)
 
         def padded(t: Tensor) -> Tensor:
             buf = t.new_zeros(B * T, C)
             buf.index_copy_(0, rows, t)
             return att._heads(buf.view(B, T, C))
 
-        hq = h if first is None else h.index_select(0, first)
         q = padded(att.query(h)) if first is None else att._heads(att.query(hq).view(B, 1, C))
         y = F.scaled_dot_product_attention(q, padded(att.key(h)), padded(att.value(h)), attn_mask=mask)  # (B, H, Tq, D)
         y = y.transpose(1, 2).reshape(-1, C)
@@ -283,6 +310,22 @@ class BertLayer(nn.Module):
             y = y.index_select(0, rows)  # (N, C)
         a = self.attention.output(y, hq)
         return self.output(self.intermediate(a), a)
+
+
+def _attend_rows(att: BertSelfAttention, q: Tensor, k: Tensor, v: Tensor, spans: list[tuple[int, int]],
+                 first_only: bool) -> Tensor:
+    """Attention of packed rows one at a time (each sees its own keys and values, no mask, no padding):
+    ``k``, ``v`` (N, C); ``q`` (N, C), or (B, C) with ``first_only`` (row b's first token only)."""
+    out = q.new_empty(q.shape)
+
+    def heads(t: Tensor) -> Tensor:
+        return t.view(1, -1, att.num_heads, att.head_dim).transpose(1, 2)  # (1, H, n, D)
+
+    for b, (o, n) in enumerate(spans):
+        qs = slice(b, b + 1) if first_only else slice(o, o + n)
+        y = F.scaled_dot_product_attention(heads(q[qs]), heads(k[o:o + n]), heads(v[o:o + n]))  # (1, H, nq, D)
+        heads(out[qs]).copy_(y)  # straight into the packed rows (one copy)
+    return out
 
 
 class BertEncoder(nn.Module):
@@ -402,14 +445,16 @@ class BertModel(nn.Module):
         B, T, C = x.shape
         rows = attention_mask.reshape(-1).nonzero().squeeze(1)
         h = x.reshape(B * T, C).index_select(0, rows)  # (N, C)
-        first = None
-        if first_only:  # each row's first token is real: its packed position is the tokens of the rows before
-            counts = attention_mask.sum(dim=1)
-            first = torch.cumsum(counts, 0) - counts
+        counts = attention_mask.sum(dim=1)
+        starts = torch.cumsum(counts, 0) - counts  # each row's first token is real: its packed position
+        first = starts if first_only else None
+        # long rows attend one at a time (no padding in attention; a few hundred tokens a row make the
+        # per-call overhead small); short ones together, padded
+        spans = list(zip(starts.tolist(), counts.tolist(), strict=True)) if T >= VARLEN_MIN_TOKENS else None
         last = len(self.encoder.layer) - 1
         for i, block in enumerate(self.encoder.layer):
             assert isinstance(block, BertLayer)
-            h = block.forward_packed(h, rows, (B, T), mask, first if i == last else None)
+            h = block.forward_packed(h, rows, (B, T), mask, first if i == last else None, spans)
         if first_only:
             return h.view(B, 1, C)
         out = h.new_zeros(B * T, C)
