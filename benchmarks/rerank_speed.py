@@ -249,7 +249,8 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{r['pairs_per_s'] / ceil32:.0%} | {r['spearman_vs_st_fp32']:.6f} | {r['max_abs_diff']:.2e} | "
                      f"{100 * r['top10_identical']:.0f}% | {100 * r['top10_same_set']:.0f}% |")
     lines += ["", f"Roofline (measured in the same run): {gpp:.2f} GFLOP per pair (linear layers and attention "
-              f"matmuls over the real tokens). fp32 GEMM at the model's layer shapes {hw['fp32_layer_gflops']:.0f} "
+              f"matmuls over the real tokens; the GFLOP/s column counts this full work for every system, though our torch "
+              "modes skip about a sixth of it: the last block computes [CLS] alone). fp32 GEMM at the model's layer shapes {hw['fp32_layer_gflops']:.0f} "
               f"GFLOP/s → ceiling **{ceil32:.1f} pairs/s**, {ceil32 / peer:.2f}× the peer's fp32: no exact fp32 mode "
               f"can go further. int8 GEMM (`_int_mm`, 2048²) {hw['int8_gops']:.0f} GOP/s → {ceil8:.1f} pairs/s if "
               f"every product ran in int8; memory read bandwidth {hw['read_gbs']:.1f} GB/s (the weights, 90 MB in "
