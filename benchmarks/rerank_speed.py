@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ratio, write_results  # noqa: E402
+from _report import last_results, ratio, write_results, write_section  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -128,8 +128,14 @@ def main() -> None:
                     help="time the bf16 systems (the peer's and ours): auto = only where the CPU multiplies bf16 "
                          "natively")
     ap.add_argument("--quick", action="store_true", help="100 pairs, 1 round, no report")
+    ap.add_argument("--render-last", action="store_true",
+                    help="re-render the BENCHMARKS.md section from the last run in results/rerank_speed.jsonl")
     ap.add_argument("--quiet", action="store_true")
     opts = ap.parse_args()
+    if opts.render_last:
+        last = last_results("rerank_speed")
+        write_section("rerank_speed", markdown(last), last["machine"])
+        return
     if opts.quick:
         opts.pairs, opts.rounds = 100, 1
     import torch
@@ -250,8 +256,8 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{100 * r['top10_identical']:.0f}% | {100 * r['top10_same_set']:.0f}% |")
     lines += ["", f"Roofline (measured in the same run): {gpp:.2f} GFLOP per pair (linear layers and attention "
               f"matmuls over the real tokens; the GFLOP/s column counts this full work for every system, though our torch "
-              "modes skip about a sixth of it: the last block computes [CLS] alone). fp32 GEMM at the model's layer shapes {hw['fp32_layer_gflops']:.0f} "
-              f"GFLOP/s → ceiling **{ceil32:.1f} pairs/s**, {ceil32 / peer:.2f}× the peer's fp32: no exact fp32 mode "
+              f"modes skip about a sixth of it: the last block computes [CLS] alone). fp32 GEMM at the model's layer shapes {hw['fp32_layer_gflops']:.0f} "
+              f"GFLOP/s → ceiling **{ceil32:.1f} pairs/s**, {ceil32 / peer:.2f}× the peer's fp32: no fp32 implementation that computes every token "
               f"can go further. int8 GEMM (`_int_mm`, 2048²) {hw['int8_gops']:.0f} GOP/s → {ceil8:.1f} pairs/s if "
               f"every product ran in int8; memory read bandwidth {hw['read_gbs']:.1f} GB/s (the weights, 90 MB in "
               "fp32, stay in cache per batch: compute-bound).", "",

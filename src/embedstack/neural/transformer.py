@@ -109,12 +109,12 @@ class _MaskedScale(Function):
     def forward(ctx: Any, x: Tensor, keep: Tensor, scale: float) -> Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x * keep * scale
+        return torch.mul(x, keep).mul_(scale)  # one new tensor, not two
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         (keep,) = ctx.saved_tensors
-        return grad * keep * ctx.scale, None, None
+        return torch.mul(grad, keep).mul_(ctx.scale), None, None
 
 
 @functools.lru_cache(maxsize=1)
@@ -206,7 +206,7 @@ class BertSelfAttention(nn.Module):
     @staticmethod
     def reference(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0) -> Tensor:
         """The explicit formula: ``softmax(Q Kᵀ / sqrt(D) + mask) V``."""
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, T)
+        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (B, H, T, T); scaled on the smaller side
         if mask is not None and mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         elif mask is not None:  # additive float mask (0 or a large negative number), as ONNX exports use
