@@ -128,21 +128,40 @@ def test_too_long_input_raises(tiny_config):
         model(torch.zeros((1, 65), dtype=torch.long))
 
 
-def test_packed_inference_computes_real_tokens_only_with_the_same_outputs(tiny_config, monkeypatch):
-    """A mostly padded batch runs its projections and MLP on real tokens only: same outputs at real
-    positions, zeros at padding; pack=False (ColBERT queries read masked positions) and training do not pack."""
-    import embedstack.neural.transformer as tr
-
+def _ragged_batch(tiny_config):  # type: ignore[no-untyped-def]
+    """A tiny model in eval mode and a batch of 4 rows of 3, 12, 5 and 2 real tokens (padded to 12)."""
     model = BertModel(tiny_config).init_weights(seed=0).eval()
     lengths = [3, 12, 5, 2]
     ids = torch.randint(5, tiny_config.vocab_size, (4, 12))
     mask = torch.zeros(4, 12, dtype=torch.int64)
     for r, n in enumerate(lengths):
         mask[r, :n] = 1
+    return model, lengths, ids, mask
+
+
+def _count_linear_rows(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """The number of rows (tokens) of every F.linear input from now on."""
+    import embedstack.neural.transformer as tr
+
     rows: list[int] = []
     real_linear = torch.nn.functional.linear
-    monkeypatch.setattr(tr.F, "linear", lambda x, *a, **k: (rows.append(x.shape[0] if x.dim() == 2 else -1),
+    monkeypatch.setattr(tr.F, "linear", lambda x, *a, **k: (rows.append(x.numel() // x.shape[-1]),
                                                          real_linear(x, *a, **k))[1], raising=False)
+    return rows
+
+
+@pytest.mark.parametrize("row_by_row", [False, True])
+def test_packed_inference_computes_real_tokens_only_with_the_same_outputs(tiny_config, monkeypatch, row_by_row):
+    """A mostly padded batch runs its projections and MLP on real tokens only: same outputs at real
+    positions, zeros at padding; pack=False (ColBERT queries read masked positions) and training do not pack.
+    Long rows (here: any row) attend one at a time, unpadded, with the same outputs."""
+    import embedstack.neural.transformer as tr
+
+    if row_by_row:
+        monkeypatch.setattr(tr, "VARLEN_MIN_TOKENS", 1)
+
+    model, lengths, ids, mask = _ragged_batch(tiny_config)
+    rows = _count_linear_rows(monkeypatch)
     with torch.inference_mode():
         full = model(ids, mask, pack=False)
         rows.clear()
@@ -166,16 +185,9 @@ def test_first_only_gives_row_0_and_runs_the_last_block_on_it_alone(tiny_config,
     MLP then run on B rows instead of every token; the values and the gradients are the full model's."""
     import embedstack.neural.transformer as tr
 
-    model = BertModel(tiny_config).init_weights(seed=0).eval()
-    lengths = [3, 12, 5, 2]
-    ids = torch.randint(5, tiny_config.vocab_size, (4, 12))
-    mask = torch.zeros(4, 12, dtype=torch.int64)
-    for r, n in enumerate(lengths):
-        mask[r, :n] = 1
-    rows: list[int] = []
+    model, lengths, ids, mask = _ragged_batch(tiny_config)
     real_linear = torch.nn.functional.linear
-    monkeypatch.setattr(tr.F, "linear", lambda x, *a, **k: (rows.append(x.numel() // x.shape[-1]),
-                                                         real_linear(x, *a, **k))[1], raising=False)
+    rows = _count_linear_rows(monkeypatch)
     with torch.inference_mode():
         full = model(ids, mask, pack=pack)
         rows.clear()
