@@ -246,3 +246,25 @@ def test_parallel_dropout_mask_is_uniform_and_uncorrelated():
     assert np.array_equal(kernel.keep_mask(1000, 0.25, 123), m[:1000])  # element i depends on (seed, i) only
     assert not np.array_equal(kernel.keep_mask(1000, 0.25, 124), m[:1000])
     assert kernel.keep_mask(10_000, 0.5, 1).mean() == pytest.approx(0.5, abs=0.03)
+
+
+def test_mask_free_dropout_applies_the_same_mask_forward_and_backward():
+    """float32 dropout stores no mask: the kernel scales kept elements from the seed, and the gradient is
+    scaled from the same seed, so it equals keep_mask's mask / (1 - p) both ways; other dtypes keep a mask."""
+    kernel = pytest.importorskip("embedstack.neural._dropout_kernel")
+    import embedstack.neural.transformer as tr
+
+    x = np.random.default_rng(0).standard_normal((3, 5, 7001)).astype(np.float32)  # not a multiple of the block
+    keep = kernel.keep_mask(x.size, 0.3, 99).reshape(x.shape)
+    np.testing.assert_allclose(kernel.scale_kept(x, 0.3, 99), x * keep / np.float32(0.7), rtol=1e-6)
+    t = torch.from_numpy(x).requires_grad_()
+    torch.manual_seed(3)
+    y = tr.dropout(t, 0.3, True)
+    assert y.grad_fn is not None and "HashDropout" in type(y.grad_fn).__name__
+    g = torch.randn_like(y)
+    y.backward(g)
+    assert torch.equal(y == 0, t.grad == 0)  # x and g are nonzero: zeros are exactly the dropped elements
+    assert torch.allclose(t.grad * torch.from_numpy(x), g * y)  # same kept elements, same 1 / (1 - p)
+    torch.manual_seed(3)
+    half = tr.dropout(t.detach().to(torch.bfloat16), 0.3, True)  # bf16: the stored-mask path, the same draw
+    assert torch.equal(half == 0, y == 0)
