@@ -25,8 +25,22 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "cpu": cpu_line(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+
+
+def cpu_line() -> str:
+    """The CPU's model name and the SIMD features our kernels use, e.g. ``AMD EPYC 9R14 (avx512_bf16, ...)``."""
+    from embedstack._threads import cpu_features
+
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({', '.join(sorted(cpu_features())) or 'flags unknown'})"
 
 
 def write_results(name: str, results: dict[str, Any], markdown: str) -> None:

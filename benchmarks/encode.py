@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ratio, write_results  # noqa: E402
+from _report import cpu_line, ratio, write_results  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -278,22 +278,10 @@ def main() -> None:
     results = {"threads": args.threads, "batch_size": bs, "rounds": args.rounds, "quick": args.quick,
                "scifact_rounds": args.scifact_rounds,
                "rows": rows, "peer_bf16": peer_rows, "roofline": roofline, "sts_spearman": spearman, "pooling": pooling,
-               "cpu_bf16": cpu_has_bf16(), "section": args.section, "cpu": _cpu_line(),
+               "cpu_bf16": cpu_has_bf16(), "section": args.section, "cpu": cpu_line(),
                "sts_n": args.sts_n, "scifact_n": args.scifact_n,
                "sentence_transformers_version": __import__("sentence_transformers").__version__}
     write_results(args.section, results, markdown(results))
-
-
-def _cpu_line() -> str:
-    from embedstack.index._scan import cpu_features
-
-    name = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name} ({', '.join(sorted(cpu_features())) or 'flags unknown'})"
 
 
 def pooling_only(threads: int, q: bool) -> None:

@@ -75,7 +75,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, write_results  # noqa: E402
+from _report import ROOT, cpu_line, write_results  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 OURS_BIN = ROOT / ".venv" / "bin"
@@ -428,6 +428,31 @@ def summarize(runs: list[dict[str, Any]], names: tuple[str, str]) -> list[dict[s
     return rows
 
 
+def roofline(folder: Path, workloads: dict[str, list[str]], threads: int) -> dict[str, Any]:
+    """What the CPU allows (measured before the servers start): the forward FLOPs of each workload's texts as both
+    servers cut them (256 tokens), fp32 GEMM at the model's layer shapes and the read bandwidth, and from them the
+    embeddings/s a server would reach if every FLOP ran at that rate (tokenization, HTTP and the rest only add time)."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from embedstack.neural.config import BertConfig
+    from encode import model_flops
+    from rerank_speed import hardware_roofline
+
+    config = BertConfig.from_json_file(folder / "config.json")
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.enable_truncation(max_length=256)
+    tok.no_padding()  # the folder's tokenizer.json pads to 128; FLOPs count real tokens
+    torch.set_num_threads(threads)
+    out: dict[str, Any] = {"hw": hardware_roofline(config, threads), "workloads": {}}
+    for wl, texts in workloads.items():
+        lengths = np.array([len(e.ids) for e in tok.encode_batch(texts[:2000])])
+        gflop = float(model_flops(lengths, config).mean()) / 1e9
+        out["workloads"][wl] = {"mean_tokens": float(lengths.mean()), "gflop_per_text": gflop,
+                                "ceiling_emb_per_s": out["hw"]["fp32_layer_gflops"] / gflop}
+    return out
+
+
 def part_load(opts: argparse.Namespace, workloads: dict[str, list[str]], folder: Path, logdir: Path) -> dict[str, Any]:
     q = opts.quiet
     counts = QUICK_COUNTS if opts.quick else COUNTS
@@ -440,7 +465,10 @@ def part_load(opts: argparse.Namespace, workloads: dict[str, list[str]], folder:
                            "counts": {wl: {c: counts[wl].get(c, counts[wl][max(counts[wl])]) for c in levels}
                                       for wl in counts},
                            "texts": {k: len(v) for k, v in workloads.items()}, "loadavg_start": os.getloadavg(),
-                           "servers": {}}
+                           "servers": {}, "cpu": cpu_line()}
+    if not opts.quick:
+        res["roofline"] = roofline(folder, workloads, threads=os.cpu_count() or 1)
+        log(q, f"roofline: {res['roofline']}")
     try:
         for s in (ours, peer):  # one at a time: startup is timed alone
             s.start(logdir, quiet=q)
@@ -494,6 +522,29 @@ def part_load(opts: argparse.Namespace, workloads: dict[str, list[str]], folder:
     return res
 
 
+def md_roofline(res: dict[str, Any]) -> list[str]:
+    """Each workload's ceiling, and the share of it each server reached at its best concurrency."""
+    p, roof = res["peer_name"], res["roofline"]
+    hw = roof["hw"]
+    lines = [f"How much room the hardware leaves: the fp32 ceiling is the embeddings/s at which every FLOP of the "
+             f"forward pass (real tokens, cut at 256) runs at the rate measured for the model's own linear layers "
+             f"on 8,192 tokens, {hw['fp32_layer_gflops']:.0f} GFLOP/s ({hw['threads']} threads; read bandwidth "
+             f"{hw.get('read_gbs', float('nan')):.0f} GB/s). Tokenization, HTTP, attention's element-wise work, GELU "
+             f"and LayerNorm only add time, so ceiling / {p} bounds any exact fp32 speed-up.", "",
+             f"| workload | mean tokens | GFLOP / text | fp32 ceiling emb/s | ours best emb/s (of ceiling) | "
+             f"{p} best emb/s (of ceiling) | largest possible exact ours / {p} |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for wl, w in roof["workloads"].items():
+        rows = [r for r in res["rows"] if r["workload"] == wl]
+        if not rows:
+            continue
+        best = {s: max(r[f"{s}_emb_per_s"] for r in rows) for s in ("ours", p)}
+        ceil = w["ceiling_emb_per_s"]
+        lines.append(f"| {wl} | {w['mean_tokens']:.1f} | {w['gflop_per_text']:.3f} | {ceil:.0f} | "
+                     f"{best['ours']:.1f} ({100 * best['ours'] / ceil:.0f}%) | {best[p]:.1f} ({100 * best[p] / ceil:.0f}%) "
+                     f"| {ceil / best[p]:.2f}× |")
+    return lines
+
+
 def md_load(res: dict[str, Any]) -> str:
     p = res["peer_name"]
     pv = res["peer_versions"]
@@ -518,7 +569,8 @@ def md_load(res: dict[str, Any]) -> str:
              f"`EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/serve_load.py{flag}` — all-MiniLM-L6-v2 "
              f"(FOLDER: the same local folder for both), one input per request (`short`: STS-B sentences; "
              f"`scifact`: SciFact abstracts, title + text, cut at 256 tokens by both), closed-loop clients "
-             f"(asyncio, one httpx client and keep-alive connection each) in a third process, loopback, 2 cores shared by all three. "
+             f"(asyncio, one httpx client and keep-alive connection each) in a third process, loopback, "
+             f"{os.cpu_count()} cores shared by all three ({res.get('cpu', 'CPU not recorded')}). "
              f"Ours: `{shown(res['servers']['ours']['cmd'])}`; {p}: `{shown(res['servers'][p]['cmd'])}` "
              f"({ver}). Everything else at each server's defaults (threads included); `--truncate` makes ours cut "
              f"over-long inputs as {p} always does (our default refuses them). Medians of {res['reps']} interleaved "
@@ -553,6 +605,8 @@ def md_load(res: dict[str, Any]) -> str:
                       f"{s['ours_p50_ms']:.1f} ms ({s['ours_p50_ms_min']:.1f}–{s['ours_p50_ms_max']:.1f}), {p} "
                       f"{s[f'{p}_p50_ms']:.1f} ms ({s[f'{p}_p50_ms_min']:.1f}–{s[f'{p}_p50_ms_max']:.1f}); p99 ours "
                       f"{s['ours_p99_ms']:.1f} ms, {p} {s[f'{p}_p99_ms']:.1f} ms."]
+    if "roofline" in res:
+        lines += ["", *md_roofline(res)]
     st = res["servers"]
     lines += ["", f"Startup to ready: ours {st['ours']['startup_s']:.1f} s, {p} {st[p]['startup_s']:.1f} s; resident "
                   f"memory at the end: ours {res['rss_mb_end']['ours']:.0f} MB, {p} {res['rss_mb_end'][p]:.0f} MB."]
@@ -874,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--quiet", action="store_true")
     opts = ap.parse_args(argv)
     if opts.reps is None:
-        opts.reps = 2 if opts.quick else 3
+        opts.reps = 2 if opts.quick else 5
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = model_folder()
     workloads = load_workloads()
