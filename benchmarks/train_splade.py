@@ -15,6 +15,9 @@ Parts (``--parts``; each kept in results/train_splade_arms.json):
   encoding throughput (abstracts/s, queries/s) ours vs ``SparseEncoder.encode``, each in fp32 and bf16, on the same
   weights (the recipe folder is a SparseEncoder folder); search queries/s of the report-half queries one at a time:
   ours (``SparseIndex``) vs ``SparseEncoder.similarity`` (sparse COO tensors) + ``torch.topk``, as its users search.
+* ``train-peers``: training rows/s alone, at this CPU's precision (ours ``auto``; the peer in fp32, and in bf16 where
+  the CPU multiplies bf16 natively), ``--rounds`` interleaved runs per side; ``--start calibrated`` starts both
+  from all-MiniLM-L6-v2 with a new, calibrated MLM head instead of the ``minilm-mlm-head`` recipe.
 
 Usage:
     EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_splade.py [--parts mlm-head,report,peers]
@@ -181,14 +184,14 @@ def _train_rows() -> Any:
     return res.data.select(list(range(TRAIN_BATCH * TRAIN_STEPS)))
 
 
-def _ours_train(rows: Any, start: Path) -> list[float]:
+def _ours_train(rows: Any, start: Path, precision: str = "bf16") -> list[float]:
     from embedstack.neural.splade import SpladeEncoder
     from embedstack.training.splade import SpladeLoss, SpladeTrainer
     from embedstack.training.trainer import TrainingArgs
 
     model = SpladeEncoder.from_folder(start)
     stamps: list[float] = []
-    args = TrainingArgs(batch_size=TRAIN_BATCH, max_steps=TRAIN_STEPS, lr=5e-5, precision="bf16", save_steps=None,
+    args = TrainingArgs(batch_size=TRAIN_BATCH, max_steps=TRAIN_STEPS, lr=5e-5, precision=precision, save_steps=None,
                         max_seq_length=DOC_LENGTH, seed=0)
     SpladeTrainer(model, SpladeLoss(5e-4, 1e-4), rows, args=args,
                   progress=lambda _i: stamps.append(time.perf_counter())).train()
@@ -223,6 +226,62 @@ def _st_train(rows: Any, start: Path, bf16: bool) -> list[float]:
                       query_regularizer_weight=5e-4)
     SparseEncoderTrainer(model=model, args=args, train_dataset=ds, loss=loss, callbacks=[Stamp()]).train()
     return list(np.diff(stamps[1:]))
+
+
+def _calibrated_start() -> Path:
+    """all-MiniLM-L6-v2 with a new MLM head (seed 0) whose bias is calibrated as the ``minilm-mlm-head`` recipe's is
+    (about 32 positive logits per token), saved as a SparseEncoder folder: SPLADE training's starting state without
+    the recipe's 40 minutes of head training. Speed does not depend on what the head has learned, except that our
+    backward pass follows the positive terms, and a calibrated but untrained head has more of them than a trained
+    SPLADE model (counted in the report)."""
+    import torch
+
+    from embedstack.data import load_beir
+    from embedstack.neural.cross_encoder import _transformer_dir
+    from embedstack.neural.hub import resolve_model
+    from embedstack.neural.splade import SpladeEncoder, _load_bert
+
+    folder = Path("/tmp/embedstack-splade-start")
+    if (folder / "embedstack.json").is_file():
+        return folder
+    torch.manual_seed(0)
+    model, tokenizer = _load_bert(_transformer_dir(resolve_model("all-MiniLM-L6-v2", download=False)[0]))
+    enc = SpladeEncoder(model, tokenizer, max_seq_length=DOC_LENGTH, name="minilm-calibrated-head")
+    enc.calibrate(load_beir("scifact", split="train").doc_texts()[:200])
+    enc.save(folder, force=True)
+    return folder
+
+
+def run_train_peers(rounds: int, start_kind: str) -> dict[str, Any]:
+    """Training rows/s only, at this CPU's precision: ours at ``precision="auto"`` (bf16 where the CPU multiplies
+    it natively, fp32 otherwise) against SparseEncoderTrainer in fp32, and in bf16 where the CPU has it."""
+    from embedstack.neural.runtime import cpu_has_bf16
+    from embedstack.neural.splade import SpladeEncoder
+
+    start = _recipe("minilm-mlm-head") if start_kind == "recipe" else _calibrated_start()
+    rows = _train_rows()
+    bf16 = cpu_has_bf16()
+    ours_name = f"ours {'bf16' if bf16 else 'fp32'}"
+    trainers = {ours_name: lambda: _ours_train(rows, start, "auto"), "ST fp32": lambda: _st_train(rows, start, False)}
+    if bf16:
+        trainers["ST bf16"] = lambda: _st_train(rows, start, True)
+    times: dict[str, list[float]] = {k: [] for k in trainers}
+    names = list(trainers)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(float(np.median(trainers[name]())))
+            log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
+    enc = SpladeEncoder.from_folder(start, max_seq_length=DOC_LENGTH)
+    docs = rows.column("positive")[:64]
+    terms = float(np.mean(np.diff(enc.encode_sparse(docs, batch_size=32).indptr)))
+    out = {"rounds": rounds, "start": start_kind, "terms_per_doc_at_start": terms, "cpu_bf16": bf16,
+           "loadavg": os.getloadavg(),
+           "train": {name: {"rows_per_second": statistics.median([TRAIN_BATCH / t for t in ts]),
+                            "min": min(TRAIN_BATCH / t for t in ts), "max": max(TRAIN_BATCH / t for t in ts)}
+                     for name, ts in times.items()}}
+    out["train_ratio"] = ratio(out["train"][ours_name]["rows_per_second"],
+                               max(v["rows_per_second"] for k, v in out["train"].items() if k.startswith("ST")))
+    return out
 
 
 def run_peers(rounds: int, train: bool = True) -> dict[str, Any]:
@@ -385,6 +444,21 @@ def markdown(arms: dict[str, Any]) -> str:
                       f"{s['ours SparseIndex']['median']:.0f} q/s vs ST similarity+topk "
                       f"{s['ST similarity+topk']['median']:.0f} q/s (**{p['search_ratio']:.2f}x**)." if s else
                       " Search not measured."), ""]
+    if "train-peers" in arms:
+        p = arms["train-peers"]
+        start = ("the `minilm-mlm-head` recipe" if p["start"] == "recipe" else
+                 "all-MiniLM-L6-v2 with a new MLM head, bias calibrated as the `minilm-mlm-head` recipe does (`--start "
+                 "calibrated`: the recipe's 40 minutes of head training skipped; speed does not depend on what the head "
+                 "learned)")
+        lines += [f"Training throughput on this CPU (`--parts train-peers --rounds {p['rounds']}`; CPU bf16: "
+                  f"{'yes' if p['cpu_bf16'] else 'no'}): batch {TRAIN_BATCH}, 1 BM25 negative, documents at {DOC_LENGTH} "
+                  f"tokens, SpladeLoss (MNRL + FLOPS) on both sides, median step time of steps 3-{TRAIN_STEPS} per run, "
+                  f"{p['rounds']} interleaved runs per side in rotating order; start: {start}; "
+                  f"{p['terms_per_doc_at_start']:.0f} positive terms per document at the start. Load average "
+                  f"{p['loadavg'][0]:.2f} at the end.", "", "| trainer | rows/s (median) | min-max |", "|---|---:|---:|"]
+        for name, t in p["train"].items():
+            lines.append(f"| {name} | {t['rows_per_second']:.2f} | {t['min']:.2f}-{t['max']:.2f} |")
+        lines += ["", f"Ours / best ST: training **{p['train_ratio']:.2f}x**.", ""]
     return "\n".join(lines)
 
 
@@ -393,11 +467,14 @@ def main() -> None:
     ap.add_argument("--parts", default="mlm-head,report,peers")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-train", action="store_true", help="peers: skip the training-throughput comparison")
+    ap.add_argument("--start", choices=["recipe", "calibrated"], default="recipe",
+                    help="train-peers: start from the minilm-mlm-head recipe, or from a calibrated new head")
     opts = ap.parse_args()
     done = _load_arms("train_splade")
     for part in filter(None, opts.parts.split(",")):
         log(f"part {part}")
-        result = {"mlm-head": run_mlm_head, "report": run_report, "peers": lambda: run_peers(opts.rounds, not opts.no_train)}[part]()
+        result = {"mlm-head": run_mlm_head, "report": run_report, "peers": lambda: run_peers(opts.rounds, not opts.no_train),
+                  "train-peers": lambda: run_train_peers(opts.rounds, opts.start)}[part]()
         _save_arm("train_splade", part, result)
         done[part] = result
     write_results("train_splade", {"parts": done}, markdown(done))

@@ -56,6 +56,43 @@ def test_vectors_are_max_pooled_log1p_relu_of_the_mlm_logits(tiny_splade, sp_tok
         tiny_splade.with_options(query_mode="bm25")
 
 
+def test_sparse_backward_equals_autograd_through_the_dense_logits(tiny_splade, sp_tokenizer) -> None:
+    """The pooled weights and the gradients of the token states, the tied word embeddings and the bias equal
+    autograd's through the full (B, T, |V|) logits; padded tokens get none."""
+    from embedstack.neural.splade import splade_pool
+    from embedstack.neural.tokenizer import pad_batch
+
+    head = tiny_splade.head
+    head.bias.data.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))  # some terms negative: ReLU acts
+    ids, _ = sp_tokenizer.encode_batch(["the cat sat on the mat", "a dog", "quick brown fox over the lazy man"],
+                                       max_length=32)
+    x, m = pad_batch(ids, sp_tokenizer.pad_id)
+    mask = torch.from_numpy(m)
+    states = tiny_splade.model(torch.from_numpy(x), mask).detach()
+    weights = torch.randn(3, sp_tokenizer.vocab_size, generator=torch.Generator().manual_seed(2))
+    params = [head.decoder.weight, head.bias, *head.transform.parameters()]
+
+    def grads(pool):
+        s = states.clone().requires_grad_()
+        for p in params:
+            p.grad = None
+        out = pool(s)
+        (out * weights).sum().backward()
+        return out.detach(), s.grad, [p.grad.clone() for p in params]
+
+    def dense(s):
+        logits = head(s).masked_fill(~mask.bool()[:, :, None], float("-inf"))
+        return torch.log1p(torch.relu(logits)).amax(dim=1)
+
+    ours, ref = grads(lambda s: splade_pool(head, s, mask)), grads(dense)
+    assert (ours[0] > 0).any() and (ours[0] == 0).any()
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours[1], ref[1], rtol=1e-4, atol=1e-6)
+    assert not ours[1][~mask.bool()].any()
+    for a, b in zip(ours[2], ref[2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_inference_free_queries_are_idf_weighted_tokens(tiny_splade, monkeypatch: pytest.MonkeyPatch) -> None:
     idf_mode = tiny_splade.with_options(query_mode="idf")
     with pytest.raises(NotFittedError, match="fit_idf"):

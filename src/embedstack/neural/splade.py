@@ -68,34 +68,70 @@ def is_splade(folder: Any) -> bool:
     return modules.is_file() and "SpladePooling" in modules.read_text(encoding="utf-8", errors="replace")
 
 
-def splade_pool(head: BertLMPredictionHead, states: Tensor, mask: Tensor, *, checkpoint: bool = False) -> Tensor:
-    """``max_i log(1 + ReLU(head(states)_i))`` over the attended tokens, computed as ``log(1 + ReLU(max_i ·))``:
-    ``(B, |V|)``.
+def splade_pool(head: BertLMPredictionHead, states: Tensor, mask: Tensor) -> Tensor:
+    """``max_i log(1 + ReLU(head(states)_i))`` over the attended tokens, computed as ``log(1 + ReLU(max_i ·))``
+    (the function is monotonic, so the max can come first): ``(B, |V|)``, float32.
 
     The vocabulary logits are made a few rows at a time (at most :data:`_LOGIT_BYTES` each), so a batch of
-    256-token texts never holds ``B x T x |V|`` floats; with ``checkpoint`` (training) each slice is
-    recomputed in the backward pass instead of kept.
+    256-token texts never holds ``B x T x |V|`` floats, and only their max over tokens and its position are
+    kept. With autograd, the backward pass follows only the terms whose weight is positive (see
+    :class:`_MaxLogits`).
     """
-    b, t, _ = states.shape
-    vocab = int(head.decoder.weight.shape[0])
+    x = head.transform(states)  # (B, T, C)
+    return torch.log1p(torch.relu(_MaxLogits.apply(x, mask.bool(), head.decoder.weight, head.bias)))
+
+
+def _max_logits(x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """``max_t (x_t · W_v + b_v)`` over each row's unmasked tokens, and the token it comes from: two ``(B, |V|)``."""
+    b, t, _ = x.shape
+    vocab = int(weight.shape[0])
     rows = max(1, _LOGIT_BYTES // max(1, t * vocab * 4))
-
-    def one(x: Tensor, m: Tensor) -> Tensor:
-        # log(1 + ReLU(·)) is monotonic, so the max over tokens can come first: two passes over (r, T, |V|)
-        # (mask, max) instead of five, the same values and the same gradient (through each term's argmax token)
-        logits = head(x).masked_fill(~m.bool()[:, :, None], float("-inf"))  # (r, T, V)
-        return torch.log1p(torch.relu(logits.amax(dim=1).float()))
-
-    out = []
+    values = torch.empty(b, vocab, dtype=torch.float32)
+    where = torch.empty(b, vocab, dtype=torch.int64)
     for s in range(0, b, rows):
-        x, m = states[s:s + rows], mask[s:s + rows]
-        if checkpoint and torch.is_grad_enabled():
-            from torch.utils.checkpoint import checkpoint as ckpt
+        logits = torch.nn.functional.linear(x[s:s + rows], weight)  # (r, T, V)
+        logits.masked_fill_(~mask[s:s + rows, :, None], float("-inf"))
+        top = logits.max(dim=1)
+        values[s:s + rows] = top.values
+        where[s:s + rows] = top.indices
+    return values.add_(bias.float()), where
 
-            out.append(ckpt(one, x, m, use_reentrant=False))
-        else:
-            out.append(one(x, m))
-    return torch.cat(out) if len(out) > 1 else out[0]
+
+class _MaxLogits(torch.autograd.Function):
+    """:func:`_max_logits` with a sparse backward pass.
+
+    The gradient of a max over tokens reaches only the token that holds it, and after ``log(1 + ReLU(·))`` only
+    the terms whose max is positive: a few hundred of the 30,522 per text. So the backward pass gathers those
+    (row, term, token) triples and updates the matching rows of the token states, the decoder (the word
+    embeddings) and the bias, instead of two dense ``(B·T) x |V| x C`` products and a recomputation of the
+    logits (sentence-transformers' SpladePooling, and our checkpointed version before it, did both): the same
+    gradient as autograd's through ``amax``, except that a tie gives all of it to one token instead of splitting it.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx: Any, x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        values, where = _max_logits(x, mask, weight, bias)
+        ctx.save_for_backward(x, weight, where)
+        return values
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None, Tensor | None]:
+        x, weight, where = ctx.saved_tensors
+        b, t, c = x.shape
+        row, term = grad.nonzero(as_tuple=True)
+        g = grad[row, term].unsqueeze(1)  # (n, 1)
+        token = row * t + where[row, term]  # flat (row, token) positions
+        flat = x.reshape(b * t, c)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.zeros_like(flat).index_add_(0, token, (weight[term].float() * g).to(x.dtype)).view(b, t, c)
+        if ctx.needs_input_grad[2]:
+            grad_w = torch.zeros_like(weight).index_add_(0, term, (flat[token].float() * g).to(weight.dtype))
+        if ctx.needs_input_grad[3]:
+            grad_b = grad.sum(0)
+        return grad_x, None, grad_w, grad_b
 
 
 def _topk_rows(dense: np.ndarray, k: int | None) -> sp.csr_array:
@@ -309,8 +345,8 @@ class SpladeEncoder(TransformerRuntime):
 
     # -------------------------------------------------------------------------------------- training
     def forward_sparse(self, ids: Sequence[np.ndarray], *, model: Any = None, min_rows: int = 8) -> Tensor:
-        """Pooled term weights ``(n, |V|)`` **with autograd** (training), rows in input order (length pieces,
-        the vocabulary logits checkpointed slice by slice)."""
+        """Pooled term weights ``(n, |V|)`` **with autograd** (training), rows in input order (length pieces;
+        the vocabulary logits are made slice by slice and not kept)."""
         from embedstack.neural.tokenizer import pad_batch
 
         net = self.model if model is None else model
@@ -319,7 +355,7 @@ class SpladeEncoder(TransformerRuntime):
             x, m = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
             mask = torch.from_numpy(m)
             states = net(torch.from_numpy(x), mask)
-            return splade_pool(self.head, states, mask, checkpoint=True)
+            return splade_pool(self.head, states, mask)
 
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         return self._pieced(lengths, min_rows, run)
