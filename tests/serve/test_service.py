@@ -400,6 +400,36 @@ def test_batcher_shares_its_threads_between_batches_under_load() -> None:
     asyncio.run(main())
 
 
+def test_batcher_under_load_waits_for_the_clients_of_its_last_batch() -> None:
+    """Closed-loop clients: after a merged batch, its clients come back a little apart; the freed thread waits for
+    them (up to a quarter of a batch's time) instead of starting on the first one back."""
+    from embedstack.serve.batching import Batcher
+
+    sizes: list[int] = []
+
+    def run(inputs: list[Any], group: Any, threads: int) -> np.ndarray:
+        import time
+
+        sizes.append(len(inputs))
+        time.sleep(0.08)
+        return np.zeros((len(inputs), 1))
+
+    async def client(b: Batcher, delay: float) -> None:
+        await b.submit([0], tokens=1)  # first round: all four together
+        await asyncio.sleep(delay)  # then each comes back a few ms apart
+        await b.submit([0], tokens=1)
+
+    async def main() -> None:
+        b = Batcher("m", run, max_batch_tokens=100, max_wait_s=0.001, threads=1)
+        b.start()
+        b._avg_batch_s = 0.08
+        await asyncio.gather(*[client(b, 0.003 * i) for i in range(4)])
+        await b.stop()
+
+    asyncio.run(main())
+    assert sizes == [4, 4]  # without the wait: [4, 1, 3] or [4, 1, 1, 2]
+
+
 def test_queue_full_is_503_with_retry_after(minilm: Any) -> None:
     limits = Limits(max_queue=4)
     with TestClient(_app(minilm, limits=limits)) as c:

@@ -65,7 +65,7 @@ class Batcher:
         threads: the CPU threads this model's batches share (see the module docstring); 1 runs one batch at a time.
     """
 
-    def __init__(self, name: str, run: Callable[[list[Any], Hashable, int], Any], *, max_batch_tokens: int = 16384,
+    def __init__(self, name: str, run: Callable[[list[Any], Hashable, int], Any], *, max_batch_tokens: int = 4096,
                  max_wait_s: float = 0.002, max_queue: int = 4096,
                  observe: Callable[[int, int, int, float], None] | None = None, threads: int = 1) -> None:
         self.name = name

@@ -42,7 +42,9 @@ class Limits:
         max_inputs: texts per embeddings request, documents per rerank or index-add request.
         max_tokens: tokens per input; ``None`` uses each model's own limit (its ``max_seq_length``).
         truncate: cut over-long inputs instead of refusing them (a request's ``truncate`` overrides it).
-        max_batch_tokens: token budget of one merged batch (the micro-batcher).
+        max_batch_tokens: token budget of one merged batch (the micro-batcher). Under load a batch runs on one
+            thread and all its requests wait for its end, so long batches spread latency: 128 clients sending
+            256-token abstracts had p99 4.2-4.5 s at 16,384 tokens, 3.4-3.5 s at 4,096, the same throughput.
         max_wait_ms: longest a request waits for others to join its batch (only while under load).
         max_queue: texts waiting per model; beyond it requests get 503 with ``Retry-After``.
         cache_size: query embeddings kept (LRU); 0 disables the cache.
@@ -58,7 +60,7 @@ class Limits:
     max_inputs: int = 2048
     max_tokens: int | None = None
     truncate: bool = False
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int = 4096
     max_wait_ms: float = 2.0
     max_queue: int = 4096
     cache_size: int = 10000

@@ -232,7 +232,7 @@ def _identity(obj: Any, spec: str) -> dict[str, Any]:
     return encoder_identity(obj, spec)
 
 
-def load_model(name: str, spec: str | Any, *, spec_name: str | None = None, reranker: bool = False, max_batch_tokens: int = 16384,
+def load_model(name: str, spec: str | Any, *, spec_name: str | None = None, reranker: bool = False, max_batch_tokens: int = 4096,
                max_wait_s: float = 0.002, max_queue: int = 4096, cache: QueryCache | None = None,
                observe: Any = None, threads: int = 1) -> ServedModel:
     """Load ``spec`` (or take a loaded model) and wrap it for serving.
