@@ -39,6 +39,24 @@ def test_sdpa_and_reference_attention_agree(tiny_config):
         model.set_attention("flash")
 
 
+def test_training_attention_equals_the_formula_and_ignores_padding():
+    """With dropout (training), scores are computed from a scaled Q and the padding mask is added in place: the
+    same values as softmax(Q Kᵀ / sqrt(D), padding filled) with the same dropout mask, no gradient to padded keys."""
+    from embedstack.neural.transformer import BertSelfAttention, dropout
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g, requires_grad=True) for _ in range(3))
+    keep = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
+    torch.manual_seed(4)
+    y = BertSelfAttention.reference(q, k, v, keep, 0.2)
+    torch.manual_seed(4)
+    scores = (q @ k.transpose(-2, -1) / 8**0.5).masked_fill(~keep, torch.finfo(torch.float32).min)
+    ref = dropout(scores.softmax(-1), 0.2, True) @ v
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    y.sum().backward()
+    assert not v.grad[1, :, 3:].any() and not k.grad[1, :, 3:].any() and v.grad[1, :, :3].abs().sum() > 0
+
+
 def test_padding_does_not_change_real_tokens(tiny_config):
     model = BertModel(tiny_config).init_weights(seed=2).eval()
     ids = torch.tensor([[2, 7, 8, 9, 3]])

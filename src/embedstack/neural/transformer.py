@@ -235,15 +235,20 @@ class BertSelfAttention(nn.Module):
         """The explicit formula: ``softmax(Q Kᵀ / sqrt(D) + mask) V``."""
         if dropout_p > 0.0:  # training: scale Q, a quarter the size of the scores (and one pass less backward)
             scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)  # (B, H, T, T)
-        else:  # scaled after the product: onnxruntime's attention fusion matches this MatMul -> Div graph (the ONNX
-            # export runs this formula without dropout)
-            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+            if mask is not None:  # added in place: masked_fill copies the scores forward and its gradient backward
+                if mask.dtype == torch.bool:
+                    mask = torch.zeros(mask.shape, dtype=scores.dtype).masked_fill_(~mask, torch.finfo(scores.dtype).min)
+                scores = scores.add_(mask)
+            weights = dropout(scores.softmax(dim=-1).to(v.dtype), dropout_p, True)
+            return weights @ v  # (B, H, T, D)
+        # scaled after the product: onnxruntime's attention fusion matches this MatMul -> Div graph (the ONNX export
+        # runs this formula, without dropout)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
         if mask is not None and mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         elif mask is not None:  # additive float mask (0 or a large negative number), as ONNX exports use
             scores = scores + mask
-        weights = dropout(scores.softmax(dim=-1).to(v.dtype), dropout_p, dropout_p > 0)
-        return weights @ v  # (B, H, T, D)
+        return scores.softmax(dim=-1).to(v.dtype) @ v  # (B, H, T, D)
 
 
 class BertSelfOutput(nn.Module):
