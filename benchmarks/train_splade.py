@@ -228,6 +228,20 @@ def _st_train(rows: Any, start: Path, bf16: bool) -> list[float]:
     return list(np.diff(stamps[1:]))
 
 
+def _time_trainers(trainers: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
+    """``rounds`` runs of each trainer, in an order rotated each round: median rows/s (of each run's median step
+    time) with the min-max."""
+    times: dict[str, list[float]] = {k: [] for k in trainers}
+    names = list(trainers)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(float(np.median(trainers[name]())))
+            log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
+    return {name: {"rows_per_second": statistics.median([TRAIN_BATCH / t for t in ts]),
+                   "min": min(TRAIN_BATCH / t for t in ts), "max": max(TRAIN_BATCH / t for t in ts)}
+            for name, ts in times.items()}
+
+
 def _calibrated_start() -> Path:
     """all-MiniLM-L6-v2 with a new MLM head (seed 0) whose bias is calibrated as the ``minilm-mlm-head`` recipe's is
     (about 32 positive logits per token), saved as a SparseEncoder folder: SPLADE training's starting state without
@@ -265,20 +279,12 @@ def run_train_peers(rounds: int, start_kind: str) -> dict[str, Any]:
     trainers = {ours_name: lambda: _ours_train(rows, start, "auto"), "ST fp32": lambda: _st_train(rows, start, False)}
     if bf16:
         trainers["ST bf16"] = lambda: _st_train(rows, start, True)
-    times: dict[str, list[float]] = {k: [] for k in trainers}
-    names = list(trainers)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            times[name].append(float(np.median(trainers[name]())))
-            log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
+    timed = _time_trainers(trainers, rounds)
     enc = SpladeEncoder.from_folder(start, max_seq_length=DOC_LENGTH)
     docs = rows.column("positive")[:64]
     terms = float(np.mean(np.diff(enc.encode_sparse(docs, batch_size=32).indptr)))
     out = {"rounds": rounds, "start": start_kind, "terms_per_doc_at_start": terms, "cpu_bf16": bf16,
-           "loadavg": os.getloadavg(),
-           "train": {name: {"rows_per_second": statistics.median([TRAIN_BATCH / t for t in ts]),
-                            "min": min(TRAIN_BATCH / t for t in ts), "max": max(TRAIN_BATCH / t for t in ts)}
-                     for name, ts in times.items()}}
+           "loadavg": os.getloadavg(), "train": timed}
     out["train_ratio"] = ratio(out["train"][ours_name]["rows_per_second"],
                                max(v["rows_per_second"] for k, v in out["train"].items() if k.startswith("ST")))
     return out
@@ -299,15 +305,7 @@ def run_peers(rounds: int, train: bool = True) -> dict[str, Any]:
         rows = _train_rows()
         trainers = {"ours bf16": lambda: _ours_train(rows, start), "ST fp32": lambda: _st_train(rows, start, False),
                     "ST bf16": lambda: _st_train(rows, start, True)}
-        times: dict[str, list[float]] = {k: [] for k in trainers}
-        names = list(trainers)
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                times[name].append(float(np.median(trainers[name]())))
-                log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
-        out["train"] = {name: {"rows_per_second": statistics.median([TRAIN_BATCH / t for t in ts]),
-                               "min": min(TRAIN_BATCH / t for t in ts), "max": max(TRAIN_BATCH / t for t in ts)}
-                        for name, ts in times.items()}
+        out["train"] = _time_trainers(trainers, rounds)
         out["train_ratio"] = ratio(out["train"]["ours bf16"]["rows_per_second"],
                                    max(v["rows_per_second"] for k, v in out["train"].items() if k.startswith("ST")))
     beir = load_beir("scifact", split="train")
@@ -448,8 +446,8 @@ def markdown(arms: dict[str, Any]) -> str:
         p = arms["train-peers"]
         start = ("the `minilm-mlm-head` recipe" if p["start"] == "recipe" else
                  "all-MiniLM-L6-v2 with a new MLM head, bias calibrated as the `minilm-mlm-head` recipe does (`--start "
-                 "calibrated`: the recipe's 40 minutes of head training skipped; speed does not depend on what the head "
-                 "learned)")
+                 "calibrated`: the recipe's 40 minutes of head training skipped; what the head learned matters to speed "
+                 "only through how many terms come out positive, counted here)")
         lines += [f"Training throughput on this CPU (`--parts train-peers --rounds {p['rounds']}`; CPU bf16: "
                   f"{'yes' if p['cpu_bf16'] else 'no'}): batch {TRAIN_BATCH}, 1 BM25 negative, documents at {DOC_LENGTH} "
                   f"tokens, SpladeLoss (MNRL + FLOPS) on both sides, median step time of steps 3-{TRAIN_STEPS} per run, "

@@ -36,7 +36,7 @@ _BLOCK = 4096  # elements per parallel task: contiguous runs the compiler vector
 
 
 @numba.njit(inline="always")
-def _kept(i: int, seed: np.uint64, threshold: np.uint64) -> bool:
+def _kept(i: int, seed: np.uint64, threshold: np.uint64) -> np.bool_:
     z = seed + np.uint64(i) * _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2

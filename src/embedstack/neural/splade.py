@@ -44,6 +44,7 @@ from embedstack._extras import require
 torch = require("torch", "torch", "SPLADE")
 
 from torch import Tensor  # noqa: E402
+from torch.autograd import Function  # noqa: E402
 
 from embedstack._threads import SMALL_BATCH, SMALL_TOKENS  # noqa: E402
 from embedstack.errors import ConfigError, FormatError, InputError, NotFittedError  # noqa: E402
@@ -97,7 +98,7 @@ def _max_logits(x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor) -> tuple[
     return values.add_(bias.float()), where
 
 
-class _MaxLogits(torch.autograd.Function):
+class _MaxLogits(Function):
     """:func:`_max_logits` with a sparse backward pass.
 
     The gradient of a max over tokens reaches only the token that holds it, and after ``log(1 + ReLU(·))`` only
