@@ -30,17 +30,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (``unknown CPU`` where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            return next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "unknown CPU")
+    except OSError:
+        return "unknown CPU"
+
+
 def cpu_line() -> str:
     """The CPU's model name and the SIMD features our kernels use, e.g. ``AMD EPYC 9R14 (avx512_bf16, ...)``."""
     from embedstack._threads import cpu_features
 
-    name = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name} ({', '.join(sorted(cpu_features())) or 'flags unknown'})"
+    return f"{cpu_name()} ({', '.join(sorted(cpu_features())) or 'flags unknown'})"
 
 
 def write_results(name: str, results: dict[str, Any], markdown: str) -> None:

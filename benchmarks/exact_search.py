@@ -45,7 +45,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import log, ratio, write_results  # noqa: E402
+from _report import cpu_name, log, ratio, write_results  # noqa: E402
 from search import random_unit, recall_at  # noqa: E402
 
 K = 10
@@ -346,7 +346,7 @@ def main() -> None:
         "" if args.sizes == "100000,1000000" and args.repeats == 5 else f" --sizes {args.sizes} --repeats {args.repeats}"),
         "repeats": args.repeats, "single": args.single, "faiss": faiss.__version__,
         "int8_backend": _scan.int8_backend(), "cpu_flags": sorted(_scan.cpu_features()),
-        "cpu": _cpu_name(), "load_before": load()}
+        "cpu": cpu_name(), "load_before": load()}
     log("roofline")
     res["roofline"] = roofline(3)
     log(str({k: round(v, 1) for k, v in res["roofline"].items()}))
@@ -357,17 +357,6 @@ def main() -> None:
     print(md)
     if not args.no_report:
         write_results("exact_search", res, md)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

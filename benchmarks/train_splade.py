@@ -262,7 +262,7 @@ def _calibrated_start() -> Path:
     model, tokenizer = _load_bert(_transformer_dir(resolve_model("all-MiniLM-L6-v2", download=False)[0]))
     enc = SpladeEncoder(model, tokenizer, max_seq_length=DOC_LENGTH, name="minilm-calibrated-head")
     enc.calibrate(load_beir("scifact", split="train").doc_texts()[:200])
-    enc.save(folder, force=True)
+    enc.save(folder)  # atomic; refuses a folder that is there without being this start
     return folder
 
 

@@ -114,6 +114,7 @@ class _MaxLogits(Function):
     def forward(ctx: Any, x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         values, where = _max_logits(x, mask, weight, bias)
         ctx.save_for_backward(x, weight, where)
+        ctx.bias_dtype = bias.dtype
         return values
 
     @staticmethod
@@ -131,7 +132,7 @@ class _MaxLogits(Function):
         if ctx.needs_input_grad[2]:
             grad_w = torch.zeros_like(weight).index_add_(0, term, (flat[token].float() * g).to(weight.dtype))
         if ctx.needs_input_grad[3]:
-            grad_b = grad.sum(0)
+            grad_b = grad.sum(0).to(ctx.bias_dtype)
         return grad_x, None, grad_w, grad_b
 
 

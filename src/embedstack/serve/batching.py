@@ -27,7 +27,10 @@ from typing import Any
 
 from embedstack.errors import EmbedstackError
 
-__all__ = ["Batcher", "QueueFull", "QueryCache"]
+__all__ = ["Batcher", "QueueFull", "QueryCache", "DEFAULT_MAX_BATCH_TOKENS"]
+
+# a merged batch's token budget (``Limits.max_batch_tokens``); see its docstring for the measurement behind it
+DEFAULT_MAX_BATCH_TOKENS = 4096
 
 
 class QueueFull(EmbedstackError, RuntimeError):
@@ -65,7 +68,7 @@ class Batcher:
         threads: the CPU threads this model's batches share (see the module docstring); 1 runs one batch at a time.
     """
 
-    def __init__(self, name: str, run: Callable[[list[Any], Hashable, int], Any], *, max_batch_tokens: int = 4096,
+    def __init__(self, name: str, run: Callable[[list[Any], Hashable, int], Any], *, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
                  max_wait_s: float = 0.002, max_queue: int = 4096,
                  observe: Callable[[int, int, int, float], None] | None = None, threads: int = 1) -> None:
         self.name = name

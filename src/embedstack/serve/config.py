@@ -29,6 +29,7 @@ from typing import Any
 
 from embedstack._threads import available_cores
 from embedstack.errors import ConfigError
+from embedstack.serve.batching import DEFAULT_MAX_BATCH_TOKENS
 
 __all__ = ["ServeConfig", "Limits", "load_config", "hash_key", "parse_named"]
 
@@ -60,7 +61,7 @@ class Limits:
     max_inputs: int = 2048
     max_tokens: int | None = None
     truncate: bool = False
-    max_batch_tokens: int = 4096
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     max_wait_ms: float = 2.0
     max_queue: int = 4096
     cache_size: int = 10000

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from embedstack.errors import ConfigError, InputError
-from embedstack.serve.batching import Batcher, QueryCache
+from embedstack.serve.batching import DEFAULT_MAX_BATCH_TOKENS, Batcher, QueryCache
 
 __all__ = ["ServedModel", "load_model", "KINDS"]
 
@@ -232,7 +232,7 @@ def _identity(obj: Any, spec: str) -> dict[str, Any]:
     return encoder_identity(obj, spec)
 
 
-def load_model(name: str, spec: str | Any, *, spec_name: str | None = None, reranker: bool = False, max_batch_tokens: int = 4096,
+def load_model(name: str, spec: str | Any, *, spec_name: str | None = None, reranker: bool = False, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
                max_wait_s: float = 0.002, max_queue: int = 4096, cache: QueryCache | None = None,
                observe: Any = None, threads: int = 1) -> ServedModel:
     """Load ``spec`` (or take a loaded model) and wrap it for serving.
