@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import cpu_name, log, ratio, write_results  # noqa: E402
 from _report import load_arms as _load_arms  # noqa: E402
-from _report import log, ratio, write_results  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -158,21 +158,24 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
 
     from embedstack.data import load_beir
     from embedstack.neural.colbert import ColBERT
+    from embedstack.neural.runtime import cpu_has_bf16
 
     folder = _model_folder()
     beir = load_beir("scifact", split="train")
     docs = beir.doc_texts()[:n_docs]
     queries = list(beir.query_texts())
-    ours = {p: ColBERT.from_folder(folder, precision=p, document_length=DOC_LENGTH) for p in ("fp32", "bf16")}
-    pl32 = models.ColBERT(model_name_or_path=str(folder), device="cpu", document_length=DOC_LENGTH)
-    pl16 = models.ColBERT(model_name_or_path=str(folder), device="cpu", document_length=DOC_LENGTH,
-                          model_kwargs={"torch_dtype": torch.bfloat16})
-    systems = {
-        "ours fp32": lambda texts, q: ours["fp32"].encode_tokens(texts, role="query" if q else "document", batch_size=32),
-        "ours bf16": lambda texts, q: ours["bf16"].encode_tokens(texts, role="query" if q else "document", batch_size=32),
-        "PyLate fp32": lambda texts, q: pl32.encode(texts, is_query=q, batch_size=32, show_progress_bar=False),
-        "PyLate bf16": lambda texts, q: pl16.encode(texts, is_query=q, batch_size=32, show_progress_bar=False),
-    }
+    # bf16 arms only where the CPU multiplies bf16 natively: emulated, it is several times slower than fp32 on both sides
+    precisions = ("fp32", "bf16") if cpu_has_bf16() else ("fp32",)
+    ours = {p: ColBERT.from_folder(folder, precision=p, document_length=DOC_LENGTH) for p in precisions}
+    pylate = {p: models.ColBERT(model_name_or_path=str(folder), device="cpu", document_length=DOC_LENGTH,
+                                model_kwargs={"torch_dtype": torch.bfloat16} if p == "bf16" else {})
+              for p in precisions}
+    systems: dict[str, Any] = {}
+    for p in precisions:
+        systems[f"ours {p}"] = (lambda m: lambda texts, q: m.encode_tokens(texts, role="query" if q else "document",
+                                                                         batch_size=32))(ours[p])
+        systems[f"PyLate {p}"] = (lambda m: lambda texts, q: m.encode(texts, is_query=q, batch_size=32,
+                                                                    show_progress_bar=False))(pylate[p])
     for fn in systems.values():  # warm-up
         fn(docs[:32], False)
     rates: dict[str, dict[str, list[float]]] = {k: {"docs": [], "queries": []} for k in systems}
@@ -186,7 +189,8 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
             systems[name](queries, True)
             rates[name]["queries"].append(len(queries) / (time.perf_counter() - t))
             log(f"encode round {r}: {name} {rates[name]['docs'][-1]:.1f} docs/s, {rates[name]['queries'][-1]:.0f} q/s")
-    out: dict[str, Any] = {"n_docs": len(docs), "n_queries": len(queries), "rounds": rounds, "systems": {}}
+    out: dict[str, Any] = {"n_docs": len(docs), "n_queries": len(queries), "rounds": rounds, "systems": {},
+                           "cpu_bf16": cpu_has_bf16(), "loadavg": os.getloadavg()}
     for name, v in rates.items():
         out["systems"][name] = {k: {"median": statistics.median(x), "min": min(x), "max": max(x)} for k, x in v.items()}
     for what in ("docs", "queries"):
@@ -201,6 +205,28 @@ def _folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _overlap(run: dict[str, dict[str, float]], ref: dict[str, dict[str, float]]) -> float:
+    """Mean share of the reference's top 10 that ``run`` also returns in its top 10 (fidelity to exact MaxSim)."""
+    from embedstack.evaluation.metrics import rank_documents
+
+    return float(np.mean([len(set(rank_documents(run[q], 10)) & set(rank_documents(ref[q], 10))) / 10 for q in ref]))
+
+
+def _paired(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]], qrels: Any) -> dict[str, float]:
+    """nDCG@10 of ``a`` minus ``b`` per query: mean, a bootstrap 95% interval and a two-sided sign-flip
+    randomisation p-value (10,000 draws each, seeded)."""
+    from embedstack.evaluation.metrics import per_query
+
+    pa, pb = per_query(a, qrels, "ndcg", 10), per_query(b, qrels, "ndcg", 10)
+    d = 100 * np.array([pa[q] - pb[q] for q in pa])
+    rng = np.random.default_rng(0)
+    boot = d[rng.integers(0, len(d), size=(10_000, len(d)))].mean(axis=1)
+    flips = (rng.integers(0, 2, size=(10_000, len(d))) * 2 - 1) * d
+    p = float((np.abs(flips.mean(axis=1)) >= abs(d.mean()) - 1e-12).mean())
+    return {"mean": float(d.mean()), "ci_low": float(np.percentile(boot, 2.5)), "ci_high": float(np.percentile(boot, 97.5)),
+            "p": p, "queries_differ": int((d != 0).sum()), "queries": len(d)}
+
+
 def _ndcg(run: dict[str, dict[str, float]], qrels: Any) -> float:
     from embedstack.evaluation.metrics import evaluate_run
 
@@ -213,19 +239,22 @@ def run_search(rounds: int) -> dict[str, Any]:
     from embedstack.data import load_beir
     from embedstack.index import MultiVectorIndex, from_spec
     from embedstack.neural.colbert import ColBERT
+    from embedstack.neural.runtime import cpu_has_bf16
 
     folder = _model_folder()
     beir = load_beir("scifact", split="train")
     report = _report_half()
     doc_ids = [str(d) for d in beir.doc_ids()]
-    model = ColBERT.from_folder(folder, precision="bf16", document_length=DOC_LENGTH)
-    log("encoding the corpus and the report queries once (ours, bf16)")
+    precision = "bf16" if cpu_has_bf16() else "fp32"
+    model = ColBERT.from_folder(folder, precision=precision, document_length=DOC_LENGTH)
+    log(f"encoding the corpus and the report queries once (ours, {precision})")
     doc_vecs = model.encode_tokens(beir.doc_texts(), batch_size=32)
     qids = [str(q) for q in report.query_ids()]
     q_vecs = model.encode_tokens(list(report.query_texts()), role="query")
     qrels = {q: report.qrels[q] for q in qids}
     n_tok = sum(len(d) for d in doc_vecs)
-    out: dict[str, Any] = {"n_docs": len(doc_ids), "n_tokens": int(n_tok), "n_queries": len(qids), "systems": {}}
+    out: dict[str, Any] = {"n_docs": len(doc_ids), "n_tokens": int(n_tok), "n_queries": len(qids), "systems": {},
+                           "precision": precision, "cpu": cpu_name()}
     WORK.mkdir(parents=True, exist_ok=True)
 
     def ours(spec: str | None) -> tuple[Any, float, int]:
@@ -252,6 +281,7 @@ def run_search(rounds: int) -> dict[str, Any]:
                 "ours multivector fp16": lambda: ours("multivector:storage=fp16"),
                 "ours plaid 2-bit": lambda: ours("plaid:nbits=2"), "ours plaid 1-bit": lambda: ours("plaid:nbits=1"),
                 "Stanford PLAID 2-bit": lambda: stanford(2)}
+    searchers: dict[str, Any] = {}
     for name, build in builders.items():
         log(f"building {name}")
         engine, build_s, nbytes = build()
@@ -264,18 +294,29 @@ def run_search(rounds: int) -> dict[str, Any]:
             def one(i: int, engine: Any = engine) -> list[tuple[str, float]]:
                 res = engine.retrieve(queries_embeddings=[q_vecs[i]], k=10)[0]
                 return [(r["id"], r["score"]) for r in res]
-        one(0)  # warm-up (PLAID's C++ extensions load here)
-        per_round = []
-        run: dict[str, dict[str, float]] = {}
-        for _ in range(rounds):
+        one(0)  # warm-up (PLAID's C++ extensions load here, numba's kernels compile or load from its cache)
+        searchers[name] = one
+        out["systems"][name] = {"build_seconds": build_s, "bytes_per_doc": nbytes / len(doc_ids)}
+        log(f"{name}: {out['systems'][name]}")
+    # every engine answers all queries once per round; rounds interleaved, the order rotated
+    rates: dict[str, list[float]] = {k: [] for k in searchers}
+    runs: dict[str, dict[str, dict[str, float]]] = {k: {} for k in searchers}
+    names = list(searchers)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t = time.perf_counter()
             for i, q in enumerate(qids):
-                run[q] = {d: float(s) for d, s in one(i)}
-            per_round.append(len(qids) / (time.perf_counter() - t))
-        out["systems"][name] = {"build_seconds": build_s, "bytes_per_doc": nbytes / len(doc_ids),
-                                "qps": statistics.median(per_round), "qps_min": min(per_round),
-                                "qps_max": max(per_round), "ndcg@10": _ndcg(run, qrels)}
-        log(f"{name}: {out['systems'][name]}")
+                runs[name][q] = {d: float(s) for d, s in searchers[name](i)}
+            rates[name].append(len(qids) / (time.perf_counter() - t))
+            log(f"search round {r}: {name} {rates[name][-1]:.1f} q/s")
+    exact = runs["ours exact MaxSim"]
+    for name, per_round in rates.items():
+        out["systems"][name].update(qps=statistics.median(per_round), qps_min=min(per_round), qps_max=max(per_round),
+                                    ndcg=_ndcg(runs[name], qrels), top10_exact=_overlap(runs[name], exact))
+        out["systems"][name]["ndcg@10"] = out["systems"][name].pop("ndcg")
+    if "Stanford PLAID 2-bit" in runs:
+        out["paired_2bit"] = _paired(runs["ours plaid 2-bit"], runs["Stanford PLAID 2-bit"], qrels)
+    out["loadavg"] = os.getloadavg()
     # a query end to end (encode + compressed search), for the seed's "100x faster than a cross-encoder" claim
     idx, _, _ = ours("plaid:nbits=2")
     texts = list(report.query_texts())[:60]
@@ -344,7 +385,10 @@ def markdown(arms: dict[str, Any]) -> str:
     if "encode" in arms:
         e = arms["encode"]
         lines += [f"Encoding throughput ({e['n_docs']} SciFact abstracts at {DOC_LENGTH} tokens, {e['n_queries']} "
-                  f"queries; batch 32; {e['rounds']} interleaved rounds, median (min-max)):", "",
+                  f"queries; batch 32; {e['rounds']} interleaved rounds, median (min-max)"
+                  + ("" if e.get("cpu_bf16", True) else "; CPU bf16: no, so both encode in fp32 (emulated bf16 is "
+                     "several times slower on both sides)")
+                  + (f"; load average at the end {e['loadavg'][0]:.2f}" if "loadavg" in e else "") + "):", "",
                   "| system | abstracts/s | queries/s |", "|---|---:|---:|"]
         for name, v in e["systems"].items():
             d, q = v["docs"], v["queries"]
@@ -353,20 +397,30 @@ def markdown(arms: dict[str, Any]) -> str:
         lines += ["", f"Ours / best PyLate: abstracts **{e['ratio_docs']:.2f}x**, queries **{e['ratio_queries']:.2f}x**.", ""]
     if "search" in arms:
         s = arms["search"]
-        lines += [f"Search ({s['n_docs']} abstracts, {s['n_tokens']:,} token vectors; {s['n_queries']} report-half "
-                  "queries one at a time, k = 10; the same token vectors in every engine):", "",
-                  "| engine | build s | bytes/doc on disk | queries/s (min-max) | nDCG@10 |", "|---|---:|---:|---:|---:|"]
+        lines += [f"Search ({s['n_docs']} abstracts, {s['n_tokens']:,} token vectors (ours, "
+                  f"{s.get('precision', 'bf16')}); {s['n_queries']} report-half queries one at a time, k = 10; the same "
+                  "token vectors in every engine, each at its defaults; every engine answers all queries once per "
+                  "round, rounds interleaved with the order rotated, median queries/s (min-max)"
+                  + (f"; {s['cpu']}, load average at the end {s['loadavg'][0]:.2f}" if "cpu" in s else "") + "):", "",
+                  "| engine | build s | bytes/doc on disk | queries/s (min-max) | nDCG@10 | top 10 shared with exact |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for name, v in s["systems"].items():
+            share = f"{100 * v['top10_exact']:.1f}%" if "top10_exact" in v else "—"
             lines.append(f"| {name} | {v['build_seconds']:.1f} | {v['bytes_per_doc']:,.0f} | {v['qps']:.1f} "
-                         f"({v['qps_min']:.1f}-{v['qps_max']:.1f}) | {v['ndcg@10']:.2f} |")
+                         f"({v['qps_min']:.1f}-{v['qps_max']:.1f}) | {v['ndcg@10']:.2f} | {share} |")
         ours2, theirs2 = s["systems"].get("ours plaid 2-bit"), s["systems"].get("Stanford PLAID 2-bit")
         if ours2 and theirs2:
-            lines += [f"Ours / Stanford PLAID at 2 bits: queries/s **{ratio(ours2['qps'], theirs2['qps']):.2f}x**, build "
+            lines += ["", f"Ours / Stanford PLAID at 2 bits: queries/s **{ratio(ours2['qps'], theirs2['qps']):.2f}x**, build "
                       f"{theirs2['build_seconds'] / ours2['build_seconds']:.1f}x faster, "
                       f"{ours2['bytes_per_doc'] / theirs2['bytes_per_doc']:.2f}x the bytes, nDCG@10 "
                       f"{ours2['ndcg@10'] - theirs2['ndcg@10']:+.2f}."
                       + ("" if "train" in arms and "encode" in arms else " The training and encoding comparisons with "
                          "PyLate (`--parts train,encode`) were not run."), ""]
+        pr = s.get("paired_2bit")
+        if pr:
+            lines += [f"nDCG@10 per query, ours 2-bit minus Stanford's: mean {pr['mean']:+.2f} (bootstrap 95% "
+                      f"{pr['ci_low']:+.2f} to {pr['ci_high']:+.2f}), sign-flip randomisation p = {pr['p']:.2f}; "
+                      f"{pr['queries_differ']} of {pr['queries']} queries score differently.", ""]
         lines.append("")
         lines += claims(s)
         lines.append("")

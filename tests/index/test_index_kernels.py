@@ -104,3 +104,52 @@ def test_gather_dot_matches_reference(dtype: type) -> None:
     want = np.array([[q[i] @ rows[j].astype(np.float32) for j in cand[i]] for i in range(5)], dtype=np.float32)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(K.gather_dot_ref(q, rows, cand), want, rtol=1e-4, atol=1e-3)
+
+
+def _csr(rng: np.random.Generator, rows: int, cols: int, per: int) -> tuple[np.ndarray, np.ndarray]:
+    lens = rng.integers(1, per + 1, size=rows)
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    indices = np.concatenate([np.sort(rng.choice(cols, size=n, replace=False)) for n in lens]).astype(np.int32)
+    return indptr, indices
+
+
+@pytest.mark.skipif(not K.HAVE_NUMBA, reason="the compiled kernels need numba (the fast extra)")
+def test_late_interaction_kernels_match_their_references() -> None:
+    rng = np.random.default_rng(3)
+    n_cents, n_docs, nq, dim = 50, 300, 7, 16
+    # probe: documents of the probed lists, dead ones dropped, sorted
+    indptr, indices = _csr(rng, n_cents, n_docs, 40)
+    dead = (rng.random(n_docs) < 0.1).astype(np.uint8)
+    cents = np.array([3, 7, 7, 49, 0])
+    got = K.probe_docs(cents, indptr, indices, dead)
+    np.testing.assert_array_equal(got, K.probe_docs_ref(cents, indptr, indices, dead))
+    assert got.dtype == np.int64 and not dead[got].any() and np.all(np.diff(got) > 0)
+    # centroid interaction: per document, the best centroid per query token, summed
+    d_indptr, d_indices = _csr(rng, n_docs, n_cents, 9)
+    sims_t = rng.standard_normal((n_cents, nq)).astype(np.float32)
+    docs = np.array([5, 0, 299, 17, 17], dtype=np.int64)
+    got = K.centroid_interaction(sims_t, d_indptr, d_indices, docs)
+    np.testing.assert_allclose(got, K.centroid_interaction_ref(sims_t, d_indptr, d_indices, docs), rtol=1e-5)
+    by_hand = sims_t[d_indices[d_indptr[17]:d_indptr[18]]].max(axis=0).sum()
+    assert got[3] == pytest.approx(by_hand, rel=1e-5)
+    # residual decoding: centroid + the bucket values a byte packs, renormalised or not
+    lut = rng.standard_normal((256, 4)).astype(np.float32) * 0.1
+    packed = rng.integers(0, 256, size=(80, dim // 4), dtype=np.uint8)
+    assign = rng.integers(0, n_cents, size=80).astype(np.uint16)
+    cents_v = rng.standard_normal((n_cents, dim)).astype(np.float32)
+    pos = np.array([79, 0, 3, 3, 41])
+    for normalize in (False, True):
+        got = K.decode_residuals(packed, assign, cents_v, lut, pos, normalize)
+        np.testing.assert_allclose(got, K.decode_residuals_ref(packed, assign, cents_v, lut, pos, normalize),
+                                   rtol=1e-5, atol=1e-6)
+    raw = K.decode_residuals(packed, assign, cents_v, lut, pos, False)
+    np.testing.assert_allclose(raw[0, :4], lut[packed[79, 0]] + cents_v[assign[79], :4], rtol=1e-6)
+    # MaxSim per run of rows, in parallel and on the calling thread
+    sims = rng.standard_normal((40, nq)).astype(np.float32)
+    starts = np.array([0, 1, 9, 30])
+    for parallel in (True, False):
+        got = K.segment_maxsum(sims, starts, parallel=parallel)
+        np.testing.assert_allclose(got, K.segment_maxsum_ref(sims, starts), rtol=1e-5)
+        assert got[2] == pytest.approx(sims[9:30].max(axis=0).sum(), rel=1e-5)
+    np.testing.assert_allclose(K.decode_residuals(packed, assign, cents_v, lut, pos, True, parallel=False),
+                               K.decode_residuals_ref(packed, assign, cents_v, lut, pos, True), rtol=1e-5, atol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -224,3 +225,38 @@ def test_a_cross_recipe_trains_a_cross_encoder_and_scores_it(tmp_path: Path, mon
     summary, folder = recipes.build_recipe(recipe, out=tmp_path / "out")
     assert summary["train"]["steps"] == 6 and summary["report"] == {"spearman": 1.0}
     assert isinstance(seen["model"], CrossEncoder) and (folder / "config.json").is_file()
+
+
+def test_recipe_precision_override_reaches_the_trainer_and_its_start(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``build_recipe(precision=)`` (``embedstack recipe --precision``) replaces the recipe's training precision,
+    also for a ``recipe:NAME`` start built on the way; bad values and recipes without one are refused."""
+    from types import SimpleNamespace
+
+    from embedstack.errors import ConfigError
+    from embedstack.training import recipes
+    from embedstack.training.data import TrainingData
+
+    seen: list[tuple[str, str]] = []
+
+    def fake_train(start: str, data: Any, *, args: Any, out: Any, **_: Any) -> Any:
+        seen.append((str(start), args.precision))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "embedstack.json").write_text("{}")
+        return SimpleNamespace(steps=1, seconds=0.1, pairs_per_second=1.0, best_metric=None)
+
+    monkeypatch.setattr("embedstack.training.run.training_data", lambda spec, seed=0: TrainingData.from_columns(_groups(4, k=1)))
+    monkeypatch.setattr("embedstack.training.run.train_sentence", fake_train)
+    monkeypatch.setattr(recipes, "recipe_dir", lambda name: tmp_path / name)
+    base = recipes.Recipe("base-bf16", "test", "sentence", "all-MiniLM-L6-v2", ("rows",), "mnrl",
+                          {"epochs": 1, "batch_size": 4, "lr": 1e-3, "precision": "bf16", "seed": 0})
+    top = recipes.Recipe("top-bf16", "test", "sentence", "recipe:base-bf16", ("rows",), "mnrl", dict(base.args))
+    monkeypatch.setitem(recipes.RECIPES, "base-bf16", base)
+    recipes.build_recipe(top, out=tmp_path / "top", precision="fp32", score=False)
+    assert seen == [("all-MiniLM-L6-v2", "fp32"), (str(tmp_path / "base-bf16"), "fp32")]
+    with pytest.raises(ConfigError, match="--precision"):
+        recipes.build_recipe(top, out=tmp_path / "x", precision="fp16", score=False)
+    bare = recipes.Recipe("no-precision", "test", "sentence", "all-MiniLM-L6-v2", ("rows",), "mnrl",
+                          {"epochs": 1, "batch_size": 4, "lr": 1e-3, "seed": 0})
+    with pytest.raises(ConfigError, match="no training precision"):
+        recipes.build_recipe(bare, out=tmp_path / "y", precision="fp32", score=False)

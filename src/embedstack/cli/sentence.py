@@ -369,6 +369,9 @@ def recipe_command(
     list_: bool = typer.Option(False, "--list", help="List the recipes: data, loss, time on 2 cores, expected metric."),
     seed: int | None = typer.Option(None, "--seed", help="Override the recipe's seed (not its starting recipe's)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from OUT.ckpt."),
+    precision: str | None = typer.Option(None, "--precision", help="Override the recipe's training precision: fp32 "
+                                         "on a CPU without native bf16 (the recipes train in bf16; results then "
+                                         "differ slightly from the expected figure)."),
     force: bool = _FORCE_OPTION,
     json_out: bool = _JSON_OPTION,
     quiet: bool = _QUIET_OPTION,
@@ -390,14 +393,16 @@ def recipe_command(
     say = (lambda line: None) if quiet or json_out else (lambda line: err_console.print(line))
     with progress(quiet=quiet or json_out) as prog:
         result, folder = build_recipe(recipe, out=out, seed=seed, force=force, progress=_bar(prog), stage=say,
-                                      resume=resume)
+                                      resume=resume, precision=precision)
     seconds = round(time.perf_counter() - t0, 1)
     if json_out:
         print_json({"recipe": recipe.name, "out": str(folder), "seconds": seconds, **result})
         return
     rows = [["out", str(folder)], ["seconds", f"{seconds:,.0f}"]]
     rows += [[f"train {k}", f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in result.get("train", {}).items()]
-    rows += [[f"{recipe.report or 'held-out'} {k}", f"{v:.2f}"] for k, v in result.get("report", {}).items()]
+    # the retrieval evaluator gives fractions (the others x100); the expected figures are all x100
+    scale = 100.0 if (recipe.report or "").startswith("retrieval:") else 1.0
+    rows += [[f"{recipe.report or 'held-out'} {k} (x100)", f"{scale * v:.2f}"] for k, v in result.get("report", {}).items()]
     if recipe.expected is not None:
         rows.append(["expected", recipe.expected_label])
     print_table(f"recipe {recipe.name}", ["", "value"], rows)

@@ -38,6 +38,14 @@ __all__ = [
     "gather_dot",
     "gather_dot_ref",
     "finalize_topk",
+    "probe_docs",
+    "probe_docs_ref",
+    "centroid_interaction",
+    "centroid_interaction_ref",
+    "decode_residuals",
+    "decode_residuals_ref",
+    "segment_maxsum",
+    "segment_maxsum_ref",
 ]
 
 try:  # numba is the optional "fast" extra
@@ -112,6 +120,45 @@ def gather_dot_ref(qw: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> np.nda
     """``out[i, j] = qw[i] · rows[cand[i, j]]`` in float32 (rows float or int8): rescoring candidates."""
     picked = np.asarray(rows[cand.ravel()], dtype=np.float32).reshape(cand.shape[0], cand.shape[1], -1)
     return np.einsum("icd,id->ic", picked, qw.astype(np.float32)).astype(np.float32)
+
+
+def probe_docs_ref(cents: np.ndarray, indptr: np.ndarray, indices: np.ndarray, dead: np.ndarray) -> np.ndarray:
+    """Sorted live documents in the inverted lists of ``cents`` (lists as CSR ``indptr/indices``; ``dead``
+    uint8 per document)."""
+    hit = np.zeros(len(dead), dtype=bool)
+    for c in cents:
+        hit[indices[indptr[c] : indptr[c + 1]]] = True
+    return np.flatnonzero(hit & (dead == 0))
+
+
+def centroid_interaction_ref(sims_t: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
+                             docs: np.ndarray) -> np.ndarray:
+    """PLAID's approximate score: ``Σ_i max_{c ∈ cents(doc)} sims_t[c, i]`` for each of ``docs``, where
+    ``sims_t (n_centroids, q_tokens)`` are the query tokens' centroid similarities and a document's
+    centroids are row ``doc`` of the CSR ``indptr/indices``."""
+    starts = indptr[docs]
+    lens = indptr[docs + 1] - starts
+    seg = np.zeros(len(docs), dtype=np.int64)
+    np.cumsum(lens[:-1], out=seg[1:])
+    flat = indices[np.repeat(starts - seg, lens) + np.arange(int(lens.sum()))]
+    return np.maximum.reduceat(sims_t[flat], seg, axis=0).sum(axis=1).astype(np.float32)
+
+
+def decode_residuals_ref(packed: np.ndarray, assign: np.ndarray, centroids: np.ndarray, lut: np.ndarray,
+                         pos: np.ndarray, normalize: bool) -> np.ndarray:
+    """float32 ``(len(pos), dim)`` token vectors ``centroids[assign[p]] + residual(packed[p])``, where ``lut
+    (256, 8 / nbits)`` maps a packed byte to the residual values it holds (renormalised if ``normalize``)."""
+    x = lut[np.asarray(packed[pos])].reshape(len(pos), centroids.shape[1])
+    x += centroids[np.asarray(assign[pos])]
+    if normalize:
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x
+
+
+def segment_maxsum_ref(sims: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """MaxSim of each run of rows of ``sims (tokens, q_tokens)``: ``Σ_i max_{t ∈ run} sims[t, i]``, runs starting
+    at ``starts`` (non-empty)."""
+    return np.maximum.reduceat(sims, starts, axis=0).sum(axis=1).astype(np.float32)
 
 
 def finalize_topk(best_s: np.ndarray, best_i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -426,6 +473,108 @@ if HAVE_NUMBA:
         return out
 
 
+    _DOC_BLOCK = 64  # documents per task of the late-interaction kernels (one scratch row per task)
+
+    @njit(cache=True, nogil=True)
+    def _probe_docs_nb(cents: np.ndarray, indptr: np.ndarray, indices: np.ndarray, dead: np.ndarray) -> np.ndarray:
+        hit = np.zeros(len(dead), dtype=np.uint8)
+        n = 0
+        for c in cents:
+            for p in range(indptr[c], indptr[c + 1]):
+                d = indices[p]
+                if hit[d] == 0 and dead[d] == 0:
+                    hit[d] = 1
+                    n += 1
+        out = np.empty(n, dtype=np.int64)
+        k = 0
+        for d in range(len(hit)):
+            if hit[d]:
+                out[k] = d
+                k += 1
+        return out
+
+    @njit(nogil=True, fastmath=True, inline="always")
+    def _max_into(best: np.ndarray, row: np.ndarray) -> None:
+        for i in range(len(best)):
+            best[i] = max(best[i], row[i])
+
+    @njit(nogil=True, fastmath=True, inline="always")
+    def _total(best: np.ndarray) -> np.float32:
+        s = np.float32(0.0)
+        for i in range(len(best)):
+            s += best[i]
+        return s
+
+    @njit(cache=True, nogil=True, parallel=True, fastmath=True)
+    def _centroid_interaction_nb(sims_t: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
+                                 docs: np.ndarray) -> np.ndarray:
+        nq = sims_t.shape[1]
+        n = len(docs)
+        out = np.empty(n, dtype=np.float32)
+        for b in prange((n + _DOC_BLOCK - 1) // _DOC_BLOCK):
+            best = np.empty(nq, dtype=np.float32)
+            for j in range(b * _DOC_BLOCK, min(n, (b + 1) * _DOC_BLOCK)):
+                d = docs[j]
+                best[:] = -np.inf
+                for p in range(indptr[d], indptr[d + 1]):
+                    _max_into(best, sims_t[indices[p]])
+                out[j] = _total(best)
+        return out
+
+    def _decode_residuals_body(packed: np.ndarray, assign: np.ndarray, centroids: np.ndarray, lut: np.ndarray,
+                               pos: np.ndarray, normalize: bool) -> np.ndarray:
+        dim = centroids.shape[1]
+        width = packed.shape[1]
+        per = lut.shape[1]
+        out = np.empty((len(pos), dim), dtype=np.float32)
+        for r in prange(len(pos)):
+            p = pos[r]
+            c = centroids[assign[p]]
+            x = out[r]
+            for b in range(width):
+                v = lut[packed[p, b]]
+                for e in range(per):
+                    x[b * per + e] = v[e] + c[b * per + e]
+            if normalize:
+                ss = np.float32(0.0)
+                for k in range(dim):
+                    ss += x[k] * x[k]
+                inv = np.float32(1.0) / max(np.float32(np.sqrt(ss)), np.float32(1e-12))
+                for k in range(dim):
+                    x[k] *= inv
+        return out
+
+    def _segment_maxsum_body(sims: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        m, nq = sims.shape
+        n = len(starts)
+        out = np.empty(n, dtype=np.float32)
+        for b in prange((n + _DOC_BLOCK - 1) // _DOC_BLOCK):
+            best = np.empty(nq, dtype=np.float32)
+            for j in range(b * _DOC_BLOCK, min(n, (b + 1) * _DOC_BLOCK)):
+                end = starts[j + 1] if j + 1 < n else m
+                best[:] = sims[starts[j]]
+                for t in range(starts[j] + 1, end):
+                    _max_into(best, sims[t])
+                out[j] = _total(best)
+        return out
+
+    # each twice: parallel, and on the calling thread (for worker threads that are the parallelism themselves;
+    # separate functions, so that numba's on-disk cache keeps the two compilations apart)
+    _decode_residuals_nb = njit(cache=True, nogil=True, parallel=True, fastmath=True)(_decode_residuals_body)
+    _segment_maxsum_nb = njit(cache=True, nogil=True, parallel=True, fastmath=True)(_segment_maxsum_body)
+    _decode_residuals_inline = njit(nogil=True, fastmath=True, inline="always")(_decode_residuals_body)
+    _segment_maxsum_inline = njit(nogil=True, fastmath=True, inline="always")(_segment_maxsum_body)
+
+    @njit(cache=True, nogil=True, fastmath=True)
+    def _decode_residuals_serial_nb(packed: np.ndarray, assign: np.ndarray, centroids: np.ndarray, lut: np.ndarray,
+                                    pos: np.ndarray, normalize: bool) -> np.ndarray:
+        return _decode_residuals_inline(packed, assign, centroids, lut, pos, normalize)
+
+    @njit(cache=True, nogil=True, fastmath=True)
+    def _segment_maxsum_serial_nb(sims: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        return _segment_maxsum_inline(sims, starts)
+
+
 # --------------------------------------------------------------------------- dispatchers
 
 def topk_block(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray, row0: int = 0) -> None:
@@ -490,6 +639,46 @@ def gather_dot(qw: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> np.ndarray
     if HAVE_NUMBA and rows.dtype in (np.float32, np.int8):
         return _gather_dot_nb(np.ascontiguousarray(qw, dtype=np.float32), rows, np.ascontiguousarray(cand, dtype=np.int64))
     return gather_dot_ref(qw, rows, cand)
+
+
+def probe_docs(cents: np.ndarray, indptr: np.ndarray, indices: np.ndarray, dead: np.ndarray) -> np.ndarray:
+    """Sorted int64 ids of the live documents in the inverted lists of ``cents`` (see :func:`probe_docs_ref`)."""
+    if HAVE_NUMBA:
+        return _probe_docs_nb(np.asarray(cents, dtype=np.int64), indptr, indices, np.asarray(dead, dtype=np.uint8))
+    return probe_docs_ref(cents, indptr, indices, dead)  # pragma: no cover
+
+
+def centroid_interaction(sims_t: np.ndarray, indptr: np.ndarray, indices: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    """PLAID's centroid interaction for ``docs`` (see :func:`centroid_interaction_ref`), float32."""
+    if len(docs) == 0:
+        return np.zeros(0, dtype=np.float32)
+    if HAVE_NUMBA:
+        return _centroid_interaction_nb(np.ascontiguousarray(sims_t, dtype=np.float32), indptr, indices,
+                                        np.asarray(docs, dtype=np.int64))
+    return centroid_interaction_ref(sims_t, indptr, indices, docs)  # pragma: no cover
+
+
+def decode_residuals(packed: np.ndarray, assign: np.ndarray, centroids: np.ndarray, lut: np.ndarray,
+                     pos: np.ndarray, normalize: bool, *, parallel: bool = True) -> np.ndarray:
+    """Decompressed token vectors at ``pos`` (see :func:`decode_residuals_ref`); ``packed`` and ``assign``
+    may be memory maps: only the rows at ``pos`` are read (``parallel=False``: on the calling thread)."""
+    if HAVE_NUMBA:
+        kernel = _decode_residuals_nb if parallel else _decode_residuals_serial_nb
+        return kernel(packed, assign, np.ascontiguousarray(centroids, dtype=np.float32),
+                                    np.ascontiguousarray(lut, dtype=np.float32), np.asarray(pos, dtype=np.int64),
+                                    bool(normalize))
+    return decode_residuals_ref(packed, assign, centroids, lut, pos, normalize)  # pragma: no cover
+
+
+def segment_maxsum(sims: np.ndarray, starts: np.ndarray, *, parallel: bool = True) -> np.ndarray:
+    """MaxSim per run of rows of ``sims (tokens, q_tokens)`` (see :func:`segment_maxsum_ref`), float32
+    (``parallel=False``: on the calling thread)."""
+    if len(starts) and (starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= len(sims)):
+        raise ValueError(f"runs must start at row 0 and rise within the {len(sims)} rows of sims")
+    if HAVE_NUMBA:
+        kernel = _segment_maxsum_nb if parallel else _segment_maxsum_serial_nb
+        return kernel(np.ascontiguousarray(sims, dtype=np.float32), np.asarray(starts, dtype=np.int64))
+    return segment_maxsum_ref(sims, starts)  # pragma: no cover
 
 
 def set_threads(n: int | None) -> None:

@@ -18,24 +18,37 @@ compression: each token keeps the id of its centroid and its residual ``x - c`` 
 ``16 · nbits + 2`` bytes (2-bit: 34) instead of 512. Scoring decompresses the candidates
 (``c + r̂``, renormalised) and runs exact MaxSim on them. Documents added before :meth:`train` are
 held in fp32 until it runs (searching or saving trains first).
+
+Execution: the probe and the centroid interaction are numba kernels over the inverted lists and each
+document's centroid set (no per-query gather of a documents × centroids matrix). Exact MaxSim runs in
+blocks of about 8k token vectors taken by worker threads, as the flat scan does: a block is decoded
+(or read in place for consecutive fp32 documents), scored by one single-threaded ``tokens × query``
+GEMM that stays in cache, and reduced per document. Each kernel has a numpy twin in ``_kernels.py``.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from embedstack import _threads
 from embedstack._validation import check_int
 from embedstack.errors import InputError
 from embedstack.index._base import BaseIndex, as_matrix
+from embedstack.index._kernels import centroid_interaction, decode_residuals, probe_docs, segment_maxsum
 from embedstack.registry import register
 
 __all__ = ["MultiVectorIndex", "maxsim", "STORAGES"]
 
 STORAGES = ("fp32", "fp16", "residual")
+#: token vectors per block of exact scoring: 8,192 decoded 128-d vectors (4 MiB) and their scores stay in cache
+_BLOCK_TOKENS = 8192
+#: below this many token vectors to score, one thread does it all (a thread hand-off costs ~50 µs)
+_MIN_SPLIT_TOKENS = 32768
 
 
 def maxsim(query: np.ndarray, doc: np.ndarray) -> float:
@@ -224,17 +237,13 @@ class MultiVectorIndex(BaseIndex):
             self._lut = self.bucket_weights_[values & (2 ** self.nbits - 1)].astype(np.float32)
         return self._lut
 
-    def _decode(self, pos: np.ndarray) -> np.ndarray:
+    def _decode(self, pos: np.ndarray, parallel: bool = True) -> np.ndarray:
         """float32 token vectors at positions ``pos`` (decompressed and renormalised under residual storage)."""
         if not self.compressed:
             return np.asarray(self._tokens[pos], dtype=np.float32)
         assert self.centroids_ is not None
-        packed = np.asarray(self._packed[pos])
-        x = self._byte_table()[packed].reshape(len(pos), self.dim)
-        x += self.centroids_[np.asarray(self._assign[pos])]
-        if self.metric == "cosine":
-            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return x
+        return decode_residuals(self._packed, self._assign, self.centroids_, self._byte_table(), pos,
+                                self.metric == "cosine", parallel=parallel)
 
     # ------------------------------------------------------------------ candidate stage
     def _nearest(self, tokens: np.ndarray) -> np.ndarray:
@@ -257,7 +266,8 @@ class MultiVectorIndex(BaseIndex):
         c = self.n_centroids or int(2 ** np.floor(np.log2(max(1.0, 8 * np.sqrt(n_tok)))))
         c = min(c, n_tok)
         rng = np.random.default_rng(self.seed)
-        sample = tokens[rng.choice(n_tok, size=min(n_tok, max(64 * c, 20000)), replace=False)]
+        picked = rng.choice(n_tok, size=min(n_tok, max(64 * c, 20000)), replace=False)
+        sample = tokens[picked]
         cents = sample[rng.choice(len(sample), size=c, replace=False)].copy()
         for _ in range(self.kmeans_iters):
             self.centroids_ = cents
@@ -274,7 +284,7 @@ class MultiVectorIndex(BaseIndex):
         self._lists = None
         if self.storage == "residual":
             self._assign = self._assign.astype(np.uint16 if c <= 65536 else np.int32)
-            self._fit_buckets(sample, self._nearest(sample))
+            self._fit_buckets(sample, self._assign[picked])  # the sample's codes: already computed for every token
             self._packed = self._quantize(tokens, self._assign)
             self._tokens = np.zeros((0, self.dim), dtype=np.float32)
         return self
@@ -296,31 +306,65 @@ class MultiVectorIndex(BaseIndex):
         sims = q @ self.centroids_.T  # (q_tokens, n_centroids)
         probe = min(self.nprobe, sims.shape[1])
         top = np.argpartition(-sims, probe - 1, axis=1)[:, :probe]
-        cents = np.unique(top)
         lists = self._lists
-        docs = np.unique(np.concatenate([lists.indices[lists.indptr[c] : lists.indptr[c + 1]] for c in cents]))
-        if self._n_dead:
-            docs = docs[~self._dead[docs]]
+        docs = probe_docs(np.unique(top), lists.indptr, lists.indices, self._dead.view(np.uint8))
         if len(docs) <= budget:
             return docs
         dc = self._doc_cents
-        starts = dc.indptr[docs]
-        lens = dc.indptr[docs + 1] - starts
-        seg = np.zeros(len(docs), dtype=np.int64)
-        np.cumsum(lens[:-1], out=seg[1:])
-        flat = dc.indices[np.repeat(starts - seg, lens) + np.arange(int(lens.sum()))]
-        approx = np.maximum.reduceat(sims[:, flat], seg, axis=1).sum(axis=0)
+        approx = centroid_interaction(np.ascontiguousarray(sims.T), dc.indptr, dc.indices, docs)  # a row per centroid
         keep = np.argpartition(-approx, budget - 1)[:budget]
         return np.sort(docs[keep])
 
     def _maxsim(self, q: np.ndarray, docs: np.ndarray) -> np.ndarray:
-        if len(docs) == len(self._offsets) - 1 and not self.compressed and self._tokens.dtype == np.float32:
-            # every document (exhaustive search, nothing removed): score the stored matrix as it is, no gathered copy
-            sims = q @ np.asarray(self._tokens).T
-            return np.maximum.reduceat(sims, self._offsets[:-1], axis=1).sum(axis=0).astype(np.float32)
-        pos, starts = _segments(self._offsets, docs)
-        sims = q @ self._decode(pos).T
-        return np.maximum.reduceat(sims, starts, axis=1).sum(axis=0).astype(np.float32)
+        """MaxSim of ``q`` against ``docs`` (sorted ids), in blocks of about ``_BLOCK_TOKENS`` token vectors,
+        the way :mod:`~embedstack.index._scan` scans a flat index: worker threads take blocks one at a time;
+        each block is decoded (or, for consecutive documents stored as float, read in place), multiplied with
+        the query by a single-threaded GEMM whose result stays in cache, and reduced per document."""
+        offsets = self._offsets
+        out = np.empty(len(docs), dtype=np.float32)
+        if len(docs) == 0:
+            return out
+        ends = np.cumsum(offsets[docs + 1] - offsets[docs])
+        bounds = [0]
+        while bounds[-1] < len(docs):
+            a = bounds[-1]
+            bounds.append(max(a + 1, int(np.searchsorted(ends, (ends[a - 1] if a else 0) + _BLOCK_TOKENS,
+                                                         side="right"))))
+        blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
+
+        def score(a: int, b: int) -> None:
+            sub = docs[a:b]
+            lo, hi = int(offsets[sub[0]]), int(offsets[sub[-1] + 1])
+            if not self.compressed and sub[-1] - sub[0] == len(sub) - 1:  # consecutive documents: one slice
+                x = np.asarray(self._tokens[lo:hi], dtype=np.float32)
+                starts = offsets[sub] - lo
+            else:
+                pos, starts = _segments(offsets, sub)
+                x = self._decode(pos, parallel=False)
+            out[a:b] = segment_maxsum(x @ q.T, starts, parallel=False)  # (tokens, q_tokens): the faster GEMM shape
+
+        threads = 1 if ends[-1] < _MIN_SPLIT_TOKENS else min(_threads.available_cores(), len(blocks))
+        with _threads.serial():
+            if threads == 1:
+                for a, b in blocks:
+                    score(a, b)
+            else:
+                from embedstack.index._scan import _get_pool
+
+                work = iter(blocks)
+                take = threading.Lock()
+
+                def worker() -> None:
+                    while True:
+                        with take:
+                            blk = next(work, None)
+                        if blk is None:
+                            return
+                        score(*blk)
+
+                for f in [_get_pool(threads).submit(worker) for _ in range(threads)]:
+                    f.result()
+        return out
 
     def _rank(self, queries: list[np.ndarray], k: int, exhaustive: bool) -> tuple[np.ndarray, np.ndarray]:
         with self._fold_lock:  # lazy training and list building happen once, whoever reads first

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -269,8 +270,9 @@ def _concat(parts: list[Any]) -> Any:
                                      source=" + ".join(p.source for p in parts))
 
 
-def resolve_start(model: str, *, stage: Callable[[str], None] | None = None) -> str:
-    """A model SPEC; ``recipe:NAME`` is built into the recipe cache first when it is not there."""
+def resolve_start(model: str, *, stage: Callable[[str], None] | None = None, precision: str | None = None) -> str:
+    """A model SPEC; ``recipe:NAME`` is built into the recipe cache first when it is not there (with
+    ``precision`` overriding its training precision, as :func:`build_recipe` does)."""
     if not model.startswith("recipe:"):
         return model
     name = model.split(":", 1)[1]
@@ -278,18 +280,21 @@ def resolve_start(model: str, *, stage: Callable[[str], None] | None = None) -> 
     if not (folder / "embedstack.json").is_file():
         if stage:
             stage(f"building the starting model recipe:{name} first")
-        build_recipe(get_recipe(name), out=folder, stage=stage)
+        build_recipe(get_recipe(name), out=folder, stage=stage, precision=precision)
     return str(folder)
 
 
 def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, seed: int | None = None,
                  force: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
                  stage: Callable[[str], None] | None = None, score: bool = True,
-                 resume: bool = False) -> tuple[dict[str, Any], Path]:
+                 resume: bool = False, precision: str | None = None) -> tuple[dict[str, Any], Path]:
     """Train ``recipe`` into ``out`` (default :func:`recipe_dir`) and (``score``) score it on its report set.
 
     ``seed`` overrides the seed of this recipe only (a ``recipe:NAME`` starting model is built with its
-    own); ``resume`` continues a build that was interrupted (from ``OUT.ckpt``).
+    own); ``resume`` continues a build that was interrupted (from ``OUT.ckpt``). ``precision`` (``fp32``, ``bf16``)
+    overrides the training precision of a transformer recipe: the recipes train in bf16, which a CPU without
+    native bf16 (no AVX-512 BF16 or AMX) emulates at a fraction of fp32's speed; the model then differs slightly
+    from the recipe's expected figure, which was measured in bf16.
 
     Returns:
         ``({"train": {...}, "report": {...}}, folder)``.
@@ -299,6 +304,22 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
     if seed is not None:
         args_dict["seed"] = seed
     say = stage or (lambda _line: None)
+    if precision is not None:
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16'; got {precision!r} (--precision).")
+        if "precision" in args_dict:
+            args_dict["precision"] = precision
+        elif "precision" in recipe.options:  # the pretraining recipes keep it with their options
+            recipe = dataclasses.replace(recipe, options={**recipe.options, "precision": precision})
+        else:
+            raise ConfigError(f"recipe {recipe.name} has no training precision to override; drop --precision.")
+    elif "bf16" in (args_dict.get("precision"), recipe.options.get("precision")):
+        from embedstack.neural.runtime import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            say(f"recipe {recipe.name} trains in bf16, which this CPU emulates (no AVX-512 BF16 or AMX): expect it to "
+                "take several times its listed time; --precision fp32 trains at full speed, with results that differ "
+                "slightly from the expected figure")
     if recipe.kind == "mlm":
         return _build_mlm(recipe, folder, args_dict, force, progress, say)
     if recipe.kind == "mlm-head":
@@ -309,7 +330,7 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
     from embedstack.training.trainer import TrainingArgs
 
     args = TrainingArgs(**args_dict)
-    start = resolve_start(recipe.model, stage=stage)
+    start = resolve_start(recipe.model, stage=stage, precision=precision)
     data = _concat([training_data(d, seed=args.seed) for d in recipe.data])
     opts = dict(recipe.options)
     mining = dict(opts.get("mining") or {})
@@ -324,7 +345,7 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
         teacher = opts.get("teacher")
         result = train_splade(start, data, loss_options=opts.get("loss_options"), out=folder, args=args,
                               eval=recipe.eval, hard_negatives=opts.get("hard_negatives"), mining=opts.get("mining"),
-                              teacher=None if teacher is None else resolve_start(teacher, stage=stage),
+                              teacher=None if teacher is None else resolve_start(teacher, stage=stage, precision=precision),
                               model_options=opts.get("model_options"), force=force, progress=progress, stage=stage,
                               resume=resume)
     elif recipe.kind == "colbert":
@@ -333,7 +354,7 @@ def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, s
         teacher = opts.get("teacher")
         result = train_colbert(start, data, loss=recipe.loss, out=folder, args=args, eval=recipe.eval,
                                hard_negatives=opts.get("hard_negatives"), mining=opts.get("mining"),
-                               teacher=None if teacher is None else resolve_start(teacher, stage=stage),
+                               teacher=None if teacher is None else resolve_start(teacher, stage=stage, precision=precision),
                                model_options=opts.get("model_options"), force=force, progress=progress,
                                stage=stage, resume=resume)
     elif recipe.kind == "cross":
