@@ -227,3 +227,15 @@ def test_real_bm25_native_and_generic_agree():
     assert native["mode"] == "sparse/inverted-index" and generic["mode"] == "sparse"
     for key in ("ndcg@10", "recall@100", "mrr@10"):
         assert native[key] == pytest.approx(generic[key], abs=1e-9)
+
+
+def test_retrieval_evaluator_scores_x100_like_the_other_evaluators():
+    """The training evaluator reports the runner's fractions x100, the scale of STS and rerank evaluators
+    and of every recipe's expected figure."""
+    from embedstack.training.evaluators import RetrievalEvaluator
+
+    enc = KeywordCounts()
+    got = RetrievalEvaluator(_dataset())(enc)
+    assert got["ndcg@10"] == pytest.approx(100 * (1 / L2(3) + 1 / L2(3) + 0) / 3)
+    assert got["mrr@10"] == pytest.approx(100 * (0.5 + 0.5 + 0) / 3)
+    assert got["recall@100"] == pytest.approx(100 * 2 / 3)

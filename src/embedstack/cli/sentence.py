@@ -400,9 +400,7 @@ def recipe_command(
         return
     rows = [["out", str(folder)], ["seconds", f"{seconds:,.0f}"]]
     rows += [[f"train {k}", f"{v:.4g}" if isinstance(v, float) else str(v)] for k, v in result.get("train", {}).items()]
-    # the retrieval evaluator gives fractions (the others x100); the expected figures are all x100
-    scale = 100.0 if (recipe.report or "").startswith("retrieval:") else 1.0
-    rows += [[f"{recipe.report or 'held-out'} {k} (x100)", f"{scale * v:.2f}"] for k, v in result.get("report", {}).items()]
+    rows += [[f"{recipe.report or 'held-out'} {k} (x100)", f"{v:.2f}"] for k, v in result.get("report", {}).items()]
     if recipe.expected is not None:
         rows.append(["expected", recipe.expected_label])
     print_table(f"recipe {recipe.name}", ["", "value"], rows)

@@ -473,7 +473,7 @@ if HAVE_NUMBA:
         return out
 
 
-    _DOC_BLOCK = 64  # documents per task of the late-interaction kernels (one scratch row per task)
+    _DOC_BLOCK = 64  # documents per task of the centroid interaction (one scratch row per task)
 
     @njit(cache=True, nogil=True)
     def _probe_docs_nb(cents: np.ndarray, indptr: np.ndarray, indices: np.ndarray, dead: np.ndarray) -> np.ndarray:
@@ -521,13 +521,16 @@ if HAVE_NUMBA:
                 out[j] = _total(best)
         return out
 
-    def _decode_residuals_body(packed: np.ndarray, assign: np.ndarray, centroids: np.ndarray, lut: np.ndarray,
-                               pos: np.ndarray, normalize: bool) -> np.ndarray:
+    # the two kernels below run on the calling thread: the worker threads of MultiVectorIndex._maxsim, one block
+    # of token vectors each, are the parallelism
+    @njit(cache=True, nogil=True, fastmath=True)
+    def _decode_residuals_nb(packed: np.ndarray, assign: np.ndarray, centroids: np.ndarray, lut: np.ndarray,
+                             pos: np.ndarray, normalize: bool) -> np.ndarray:
         dim = centroids.shape[1]
         width = packed.shape[1]
         per = lut.shape[1]
         out = np.empty((len(pos), dim), dtype=np.float32)
-        for r in prange(len(pos)):
+        for r in range(len(pos)):
             p = pos[r]
             c = centroids[assign[p]]
             x = out[r]
@@ -544,35 +547,19 @@ if HAVE_NUMBA:
                     x[k] *= inv
         return out
 
-    def _segment_maxsum_body(sims: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    @njit(cache=True, nogil=True, fastmath=True)
+    def _segment_maxsum_nb(sims: np.ndarray, starts: np.ndarray) -> np.ndarray:
         m, nq = sims.shape
         n = len(starts)
         out = np.empty(n, dtype=np.float32)
-        for b in prange((n + _DOC_BLOCK - 1) // _DOC_BLOCK):
-            best = np.empty(nq, dtype=np.float32)
-            for j in range(b * _DOC_BLOCK, min(n, (b + 1) * _DOC_BLOCK)):
-                end = starts[j + 1] if j + 1 < n else m
-                best[:] = sims[starts[j]]
-                for t in range(starts[j] + 1, end):
-                    _max_into(best, sims[t])
-                out[j] = _total(best)
+        best = np.empty(nq, dtype=np.float32)
+        for j in range(n):
+            end = starts[j + 1] if j + 1 < n else m
+            best[:] = sims[starts[j]]
+            for t in range(starts[j] + 1, end):
+                _max_into(best, sims[t])
+            out[j] = _total(best)
         return out
-
-    # each twice: parallel, and on the calling thread (for worker threads that are the parallelism themselves;
-    # separate functions, so that numba's on-disk cache keeps the two compilations apart)
-    _decode_residuals_nb = njit(cache=True, nogil=True, parallel=True, fastmath=True)(_decode_residuals_body)
-    _segment_maxsum_nb = njit(cache=True, nogil=True, parallel=True, fastmath=True)(_segment_maxsum_body)
-    _decode_residuals_inline = njit(nogil=True, fastmath=True, inline="always")(_decode_residuals_body)
-    _segment_maxsum_inline = njit(nogil=True, fastmath=True, inline="always")(_segment_maxsum_body)
-
-    @njit(cache=True, nogil=True, fastmath=True)
-    def _decode_residuals_serial_nb(packed: np.ndarray, assign: np.ndarray, centroids: np.ndarray, lut: np.ndarray,
-                                    pos: np.ndarray, normalize: bool) -> np.ndarray:
-        return _decode_residuals_inline(packed, assign, centroids, lut, pos, normalize)
-
-    @njit(cache=True, nogil=True, fastmath=True)
-    def _segment_maxsum_serial_nb(sims: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        return _segment_maxsum_inline(sims, starts)
 
 
 # --------------------------------------------------------------------------- dispatchers
@@ -659,25 +646,23 @@ def centroid_interaction(sims_t: np.ndarray, indptr: np.ndarray, indices: np.nda
 
 
 def decode_residuals(packed: np.ndarray, assign: np.ndarray, centroids: np.ndarray, lut: np.ndarray,
-                     pos: np.ndarray, normalize: bool, *, parallel: bool = True) -> np.ndarray:
-    """Decompressed token vectors at ``pos`` (see :func:`decode_residuals_ref`); ``packed`` and ``assign``
-    may be memory maps: only the rows at ``pos`` are read (``parallel=False``: on the calling thread)."""
+                     pos: np.ndarray, normalize: bool) -> np.ndarray:
+    """Decompressed token vectors at ``pos`` (see :func:`decode_residuals_ref`), on the calling thread;
+    ``packed`` and ``assign`` may be memory maps: only the rows at ``pos`` are read."""
     if HAVE_NUMBA:
-        kernel = _decode_residuals_nb if parallel else _decode_residuals_serial_nb
-        return kernel(packed, assign, np.ascontiguousarray(centroids, dtype=np.float32),
+        return _decode_residuals_nb(packed, assign, np.ascontiguousarray(centroids, dtype=np.float32),
                                     np.ascontiguousarray(lut, dtype=np.float32), np.asarray(pos, dtype=np.int64),
                                     bool(normalize))
     return decode_residuals_ref(packed, assign, centroids, lut, pos, normalize)  # pragma: no cover
 
 
-def segment_maxsum(sims: np.ndarray, starts: np.ndarray, *, parallel: bool = True) -> np.ndarray:
-    """MaxSim per run of rows of ``sims (tokens, q_tokens)`` (see :func:`segment_maxsum_ref`), float32
-    (``parallel=False``: on the calling thread)."""
+def segment_maxsum(sims: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """MaxSim per run of rows of ``sims (tokens, q_tokens)`` (see :func:`segment_maxsum_ref`), float32, on the
+    calling thread."""
     if len(starts) and (starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= len(sims)):
         raise ValueError(f"runs must start at row 0 and rise within the {len(sims)} rows of sims")
     if HAVE_NUMBA:
-        kernel = _segment_maxsum_nb if parallel else _segment_maxsum_serial_nb
-        return kernel(np.ascontiguousarray(sims, dtype=np.float32), np.asarray(starts, dtype=np.int64))
+        return _segment_maxsum_nb(np.ascontiguousarray(sims, dtype=np.float32), np.asarray(starts, dtype=np.int64))
     return segment_maxsum_ref(sims, starts)  # pragma: no cover
 
 

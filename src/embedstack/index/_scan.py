@@ -39,7 +39,7 @@ from embedstack import _threads
 from embedstack._threads import cpu_features
 from embedstack.index import _kernels as K
 
-__all__ = ["scan_topk", "cpu_features", "int8_backend", "merge_topk", "rescore_topk"]
+__all__ = ["scan_topk", "cpu_features", "int8_backend", "merge_topk", "rescore_topk", "run_workers"]
 
 #: scores per (query block × document block) buffer: 2 MiB of float32 / int32, about a core's L2
 _BLOCK_SCORES = 1 << 19
@@ -103,6 +103,29 @@ def _get_pool(size: int) -> ThreadPoolExecutor:
         return _pool
 
 
+def run_workers(units: list[Any], work: Callable[[Any], None], threads: int) -> None:
+    """``work(unit)`` for every unit, on ``threads`` workers that take units one at a time from a shared
+    queue (dynamic: a core busy with other work simply takes fewer); ``threads == 1`` runs them on the
+    calling thread. The scan's workers and :class:`~embedstack.index.MultiVectorIndex`'s blocks both run here."""
+    if threads <= 1 or len(units) <= 1:
+        for u in units:
+            work(u)
+        return
+    queue = iter(units)
+    take = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with take:
+                u = next(queue, None)
+            if u is None:
+                return
+            work(u)
+
+    for f in [_get_pool(threads).submit(worker) for _ in range(threads)]:
+        f.result()
+
+
 def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` of several running top-k lists per row, sorted (score descending, then id ascending)."""
     if len(parts) == 1:
@@ -163,36 +186,34 @@ def scan_topk(score: ScoreFn, nq: int, n: int, k: int, *, dim: int, query_block:
     # units: enough for dynamic balance (≥ 4 per thread), whole blocks each
     unit = max(block_rows, -(-n // (4 * t)) // block_rows * block_rows) if t > 1 else n
     units = [(s, min(n, s + unit)) for s in range(0, n, unit)]
-    counter = iter(range(len(units)))
-    take = threading.Lock()
+    mine = threading.local()  # each worker's running top-k, merged at the end
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    add = threading.Lock()
 
-    def worker() -> tuple[np.ndarray, np.ndarray]:
-        bs = np.full((nq, k), -np.inf, dtype=np.float32)
-        bi = np.full((nq, k), -1, dtype=np.int64)
-        while True:
-            with take:
-                u = next(counter, None)
-            if u is None:
-                return bs, bi
-            lo, hi = units[u]
-            for s in range(lo, hi, block_rows):
-                e = min(hi, s + block_rows)
-                cut = None
-                if dead is not None and len(dead):
-                    a, b = np.searchsorted(dead, [s, e])
-                    cut = dead[a:b] - s if b > a else None
-                for qa in range(0, nq, qb):
-                    qe = min(nq, qa + qb)
-                    block = score(qa, qe, s, e)
-                    if cut is not None:
-                        block[:, cut] = fill
-                    K.topk_block(block, s, bs, bi, qa)
+    def heaps() -> tuple[np.ndarray, np.ndarray]:
+        h = getattr(mine, "heaps", None)
+        if h is None:
+            h = mine.heaps = (np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64))
+            with add:
+                parts.append(h)
+        return h
+
+    def scan_unit(lo_hi: tuple[int, int]) -> None:
+        bs, bi = heaps()
+        lo, hi = lo_hi
+        for s in range(lo, hi, block_rows):
+            e = min(hi, s + block_rows)
+            cut = None
+            if dead is not None and len(dead):
+                a, b = np.searchsorted(dead, [s, e])
+                cut = dead[a:b] - s if b > a else None
+            for qa in range(0, nq, qb):
+                qe = min(nq, qa + qb)
+                block = score(qa, qe, s, e)
+                if cut is not None:
+                    block[:, cut] = fill
+                K.topk_block(block, s, bs, bi, qa)
 
     with _threads.serial(), _threads.torch_serial(uses_torch):
-        if t == 1:
-            parts = [worker()]
-        else:
-            pool = _get_pool(t)
-            futures = [pool.submit(worker) for _ in range(t)]
-            parts = [f.result() for f in futures]
-    return merge_topk(parts, k)
+        run_workers(units, scan_unit, t)
+    return merge_topk(parts or [heaps()], k)

@@ -28,7 +28,6 @@ GEMM that stays in cache, and reduced per document. Each kernel has a numpy twin
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from embedstack._validation import check_int
 from embedstack.errors import InputError
 from embedstack.index._base import BaseIndex, as_matrix
 from embedstack.index._kernels import centroid_interaction, decode_residuals, probe_docs, segment_maxsum
+from embedstack.index._scan import run_workers
 from embedstack.registry import register
 
 __all__ = ["MultiVectorIndex", "maxsim", "STORAGES"]
@@ -237,13 +237,13 @@ class MultiVectorIndex(BaseIndex):
             self._lut = self.bucket_weights_[values & (2 ** self.nbits - 1)].astype(np.float32)
         return self._lut
 
-    def _decode(self, pos: np.ndarray, parallel: bool = True) -> np.ndarray:
+    def _decode(self, pos: np.ndarray) -> np.ndarray:
         """float32 token vectors at positions ``pos`` (decompressed and renormalised under residual storage)."""
         if not self.compressed:
             return np.asarray(self._tokens[pos], dtype=np.float32)
         assert self.centroids_ is not None
         return decode_residuals(self._packed, self._assign, self.centroids_, self._byte_table(), pos,
-                                self.metric == "cosine", parallel=parallel)
+                                self.metric == "cosine")
 
     # ------------------------------------------------------------------ candidate stage
     def _nearest(self, tokens: np.ndarray) -> np.ndarray:
@@ -332,7 +332,8 @@ class MultiVectorIndex(BaseIndex):
                                                          side="right"))))
         blocks = list(zip(bounds[:-1], bounds[1:], strict=True))
 
-        def score(a: int, b: int) -> None:
+        def score(block: tuple[int, int]) -> None:
+            a, b = block
             sub = docs[a:b]
             lo, hi = int(offsets[sub[0]]), int(offsets[sub[-1] + 1])
             if not self.compressed and sub[-1] - sub[0] == len(sub) - 1:  # consecutive documents: one slice
@@ -340,30 +341,12 @@ class MultiVectorIndex(BaseIndex):
                 starts = offsets[sub] - lo
             else:
                 pos, starts = _segments(offsets, sub)
-                x = self._decode(pos, parallel=False)
-            out[a:b] = segment_maxsum(x @ q.T, starts, parallel=False)  # (tokens, q_tokens): the faster GEMM shape
+                x = self._decode(pos)
+            out[a:b] = segment_maxsum(x @ q.T, starts)  # (tokens, q_tokens): the faster GEMM shape
 
         threads = 1 if ends[-1] < _MIN_SPLIT_TOKENS else min(_threads.available_cores(), len(blocks))
         with _threads.serial():
-            if threads == 1:
-                for a, b in blocks:
-                    score(a, b)
-            else:
-                from embedstack.index._scan import _get_pool
-
-                work = iter(blocks)
-                take = threading.Lock()
-
-                def worker() -> None:
-                    while True:
-                        with take:
-                            blk = next(work, None)
-                        if blk is None:
-                            return
-                        score(*blk)
-
-                for f in [_get_pool(threads).submit(worker) for _ in range(threads)]:
-                    f.result()
+            run_workers(blocks, score, threads)
         return out
 
     def _rank(self, queries: list[np.ndarray], k: int, exhaustive: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Evaluation during training: the project's own runners (STS, retrieval) behind one small interface.
 
-An evaluator is a callable ``evaluator(encoder) -> {metric: value, ...}`` with a ``primary`` attribute
+An evaluator is a callable ``evaluator(encoder) -> {metric: value x100, ...}`` with a ``primary`` attribute
 naming the metric that selects the best checkpoint (higher is better) and a ``name``. The trainer
 calls it every ``eval_steps`` with the model being trained (in eval mode, no dropout).
 
@@ -49,8 +49,8 @@ class STSEvaluator:
 
 
 class RetrievalEvaluator:
-    """nDCG@10 (and recall@100, MRR@10) of exact dense retrieval, by
-    :func:`embedstack.evaluation.runners.evaluate_retrieval` (the ladder's runner)."""
+    """nDCG@10 (and recall@100, MRR@10), x100 like the other evaluators, of exact dense retrieval, by
+    :func:`embedstack.evaluation.runners.evaluate_retrieval` (the ladder's runner, which gives fractions)."""
 
     primary = "ndcg@10"
 
@@ -61,7 +61,7 @@ class RetrievalEvaluator:
         from embedstack.evaluation.runners import evaluate_retrieval
 
         r = evaluate_retrieval(encoder, self.dataset, batch_size=self.batch_size, latency_queries=0)
-        return {k: float(r[k]) for k in ("ndcg@10", "recall@100", "mrr@10")}
+        return {k: 100 * float(r[k]) for k in ("ndcg@10", "recall@100", "mrr@10")}
 
 
 class RerankEvaluator:
