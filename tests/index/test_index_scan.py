@@ -26,12 +26,20 @@ def _brute(q: np.ndarray, x: np.ndarray, k: int, dead: list[int] = ()) -> tuple[
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int32])
-@pytest.mark.parametrize("nb", [1, 15, 16, 17, 100, 1000])
-def test_topk_block_matches_reference(dtype: type, nb: int) -> None:
+@pytest.mark.parametrize("nb", [1, 15, 16, 17, 63, 64, 65, 100, 1000])
+@pytest.mark.parametrize("spread", ["narrow", "wide"])
+def test_topk_block_matches_reference(dtype: type, nb: int, spread: str) -> None:
+    """Every run size around the 64- and 16-score runs, many ties (narrow) and int32 extremes (wide)."""
     rng = np.random.default_rng(nb)
     k = 7
-    blocks = [(rng.integers(-50, 50, size=(5, nb)) if dtype is np.int32 else rng.standard_normal((5, nb))).astype(dtype)
+    hi = 50 if spread == "narrow" else 2**31 - 1
+    blocks = [(rng.integers(-hi, hi, size=(5, nb)) if dtype is np.int32
+               else rng.standard_normal((5, nb)) * (1.0 if spread == "narrow" else 1e30)).astype(dtype)
               for _ in range(3)]
+    if spread == "wide" and dtype is np.int32:
+        blocks[0][:, ::5] = 2**31 - 1  # ties at the top of the range
+    elif spread == "wide":
+        blocks[1][:, ::3] = -np.inf
     bs = np.full((8, k), -np.inf, dtype=np.float32)
     bi = np.full((8, k), -1, dtype=np.int64)
     for j, b in enumerate(blocks):
@@ -43,8 +51,21 @@ def test_topk_block_matches_reference(dtype: type, nb: int) -> None:
     want_s = np.take_along_axis(allscores, order, axis=1)
     m = min(k, allscores.shape[1])
     np.testing.assert_array_equal(got_s[2:7, :m], want_s[:, :m])
-    np.testing.assert_array_equal(got_i[2:7, :m], order[:, :m])  # ties: the lower id, as everywhere
+    want_i = np.where(want_s[:, :m] > -np.inf, order[:, :m], -1)  # -inf never enters a heap
+    np.testing.assert_array_equal(got_i[2:7, :m], want_i)  # ties: the lower id, as everywhere
     assert np.all(got_i[[0, 1, 7]] == -1)  # rows outside the block untouched
+
+
+def test_topk_block_never_takes_the_int32_fill_of_removed_rows() -> None:
+    """The scan fills removed rows with the int32 minimum: they stay out even of a heap not yet full."""
+    bs = np.full((1, 4), -np.inf, dtype=np.float32)
+    bi = np.full((1, 4), -1, dtype=np.int64)
+    row = np.full((1, 130), np.iinfo(np.int32).min, dtype=np.int32)
+    row[0, [7, 70, 129]] = [-5, 3, -(2**31) + 1]
+    K.topk_block(row, 0, bs, bi)
+    s, i = K.finalize_topk(bs, bi)
+    assert i.tolist() == [[70, 7, 129, -1]]
+    assert s[0, :3].tolist() == [3.0, -5.0, float(np.float32(-(2**31) + 1))]
 
 
 def test_topk_block_skips_minus_inf_and_keeps_ties_by_id() -> None:
