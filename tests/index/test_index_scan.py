@@ -66,6 +66,10 @@ def test_topk_block_never_takes_the_int32_fill_of_removed_rows() -> None:
     s, i = K.finalize_topk(bs, bi)
     assert i.tolist() == [[70, 7, 129, -1]]
     assert s[0, :3].tolist() == [3.0, -5.0, float(np.float32(-(2**31) + 1))]
+    rs = np.full((1, 4), -np.inf, dtype=np.float32)  # the numpy twin agrees
+    ri = np.full((1, 4), -1, dtype=np.int64)
+    K.topk_merge_ref(row, 0, rs, ri)
+    assert K.finalize_topk(rs, ri)[1].tolist() == [[70, 7, 129, -1]]
 
 
 def test_topk_block_skips_minus_inf_and_keeps_ties_by_id() -> None:

@@ -83,10 +83,16 @@ def words_to_rows(codes_t: np.ndarray, dim: int) -> np.ndarray:
 # --------------------------------------------------------------------------- numpy reference twins
 
 def topk_merge_ref(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray) -> None:
-    """Merge a block of scores (columns are ids ``offset + j``) into the running top-k, in place."""
+    """Merge a block of scores (columns are ids ``offset + j``) into the running top-k, in place.
+
+    As the numba kernel: -inf (and, for int32 scores, the int32 minimum, the scan's fill for removed rows)
+    never enters; such slots keep id -1."""
     k = best_s.shape[1]
     ids = np.broadcast_to(np.arange(offset, offset + scores.shape[1], dtype=np.int64), scores.shape)
-    all_s = np.concatenate([best_s, scores.astype(np.float32, copy=False)], axis=1)
+    sc = scores.astype(np.float32, copy=False)
+    keep = scores > np.iinfo(np.int32).min if scores.dtype.kind == "i" else sc > -np.inf
+    ids = np.where(keep, ids, -1)
+    all_s = np.concatenate([best_s, np.where(keep, sc, np.float32(-np.inf))], axis=1)
     all_i = np.concatenate([best_i, ids], axis=1)
     part = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
     best_s[:] = np.take_along_axis(all_s, part, axis=1)
