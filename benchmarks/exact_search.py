@@ -16,8 +16,9 @@ the median of ``--repeats`` runs, the arms interleaved and their order rotated b
 spread (min–max) and the load average before and after are reported.
 
 Roofline, measured in the same run: fp32 GEMM (torch ``mm``, 2 threads), int8 GEMM (torch
-``_int_mm``), bf16 GEMM (torch ``mm`` in bfloat16), and memory read bandwidth (2 threads summing
-halves of a 2 GiB array). Work per query: ``2·n·d`` flops (float) or int ops (int8); bytes per query
+``_int_mm``), bf16 GEMM (torch ``mm`` in bfloat16), and memory read bandwidth over a 2 GiB array
+(the higher of two probes: single-threaded BLAS matrix-vector products on each half, and a 2-thread torch
+reduction). Work per query: ``2·n·d`` flops (float) or int ops (int8); bytes per query
 for one query at a time: ``n·d·4`` (float) or ``n·d`` (int8), all streamed from memory.
 
 Usage::
@@ -321,10 +322,12 @@ def targets(res: dict[str, Any]) -> list[str]:
            (f"- bf16: this CPU does not expose AVX-512 BF16 or AMX (flags above), so bf16 products are emulated: "
             f"bf16 GEMM {roof['bf16_gflops']:.0f} GFLOP/s against {fp32_peak:.0f} for fp32 "
             f"({roof['bf16_gflops'] / fp32_peak:.2f}×). A bf16 scan cannot beat float32 here, so none is offered; "
-            if roof["bf16_gflops"] < fp32_peak else
+            if not ({"avx512_bf16", "amx_bf16"} & set(res.get("cpu_flags", []))) else
             f"- bf16: native here, bf16 GEMM {roof['bf16_gflops']:.0f} GFLOP/s, {roof['bf16_gflops'] / fp32_peak:.2f}× "
-            f"the fp32 peak ({fp32_peak:.0f}); the int8 GEMM is faster still, so a bf16 scan's ceiling is below what "
-            f"int8 reaches here and none is offered; ")
+            f"the fp32 peak ({fp32_peak:.0f}); "
+            + ("the int8 GEMM is faster still, so a bf16 scan's ceiling is below what int8 reaches here and none is "
+               "offered; " if roof["int8_gops"] > roof["bf16_gflops"] else
+               "faster than the int8 GEMM here: a bf16 scan would be worth adding on this CPU; "))
            + f"int8 (VNNI, {roof['int8_gops'] / fp32_peak:.1f}× the fp32 rate, exact after float rescoring) is the "
            "low-precision path.",
            f"- binary (+ float rescoring) ≥ faiss IndexBinaryFlat with the same candidate count: {yes(min(binr) >= 1)} "
@@ -334,7 +337,7 @@ def targets(res: dict[str, Any]) -> list[str]:
            + " of the measured fp32 peak, faiss at "
            + " / ".join(f"{100 * q(s, 'faiss IndexFlatIP') * 2 * s['n'] * s['dim'] / 1e9 / fp32_peak:.0f}%" for s in sizes)
            + "; the rest is the top-k merge and the query blocks' edges), one query by memory bandwidth (float32 at "
-           "the streamed GB/s above against the 2-thread read rate). So no float32 scan can be more than "
+           "the streamed GB/s above against the 2-thread read rate). At the measured fp32 peak a float32 scan would be at most "
            + " / ".join(f"{fp32_peak / (q(s, 'faiss IndexFlatIP') * 2 * s['n'] * s['dim'] / 1e9):.2f}×" for s in sizes)
            + " faiss's queries/s in this run (the fp32 peak over faiss's achieved rate).", ""]
     return out

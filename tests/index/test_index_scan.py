@@ -53,6 +53,13 @@ def test_topk_block_matches_reference(dtype: type, nb: int, spread: str) -> None
     np.testing.assert_array_equal(got_s[2:7, :m], want_s[:, :m])
     want_i = np.where(want_s[:, :m] > -np.inf, order[:, :m], -1)  # -inf never enters a heap
     np.testing.assert_array_equal(got_i[2:7, :m], want_i)  # ties: the lower id, as everywhere
+    rs = np.full((5, k), -np.inf, dtype=np.float32)  # the numpy twin gives the same heaps' contents
+    ri = np.full((5, k), -1, dtype=np.int64)
+    for j, b in enumerate(blocks):
+        K.topk_merge_ref(b, j * nb, rs, ri)
+    ref_s, ref_i = K.finalize_topk(rs, ri)
+    np.testing.assert_array_equal(ref_s[:, :m], want_s[:, :m])
+    np.testing.assert_array_equal(ref_i[:, :m], want_i)
     assert np.all(got_i[[0, 1, 7]] == -1)  # rows outside the block untouched
 
 

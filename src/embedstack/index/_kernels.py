@@ -94,7 +94,7 @@ def topk_merge_ref(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: 
     ids = np.where(keep, ids, -1)
     all_s = np.concatenate([best_s, np.where(keep, sc, np.float32(-np.inf))], axis=1)
     all_i = np.concatenate([best_i, ids], axis=1)
-    part = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+    part = np.lexsort((np.where(all_i < 0, np.iinfo(np.int64).max, all_i), -all_s), axis=1)[:, :k]  # ties: lower id
     best_s[:] = np.take_along_axis(all_s, part, axis=1)
     best_i[:] = np.take_along_axis(all_i, part, axis=1)
 
