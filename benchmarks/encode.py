@@ -408,10 +408,9 @@ def targets(res: dict[str, Any]) -> list[str]:
         exact = [r for r in rows if r["cos_min"] >= 0.9999 and r["mode"] in EXACT]
         good = [r for r in rows if r["knn10_overlap"] >= 0.95 and abs(sp[r["mode"]] - ref) <= 0.5]
         e = max(exact, key=lambda r: r["speedup"], default=None)
+        ecell = (f"{e['mode']} | {e['speedup']:.2f}× | {'yes' if e['speedup'] >= 2.0 else 'no'}" if e else "– | – | no")
         pb = peer_bf16.get(set_name) if res.get("cpu_bf16") else None
         if res.get("cpu_bf16") and pb is None:  # the bar is the peer under bf16, which this run did not time
-            ecell = (f"{e['mode']} | {e['speedup']:.2f}× | {'yes' if e['speedup'] >= 2.0 else 'no'}" if e
-                     else "– | – | no")
             out.append(f"| {set_name} | {ecell} | – | peer under bf16 not measured (--no-peer-bf16) | – | ST bf16 "
                        "| – | – |")
             continue
@@ -427,11 +426,12 @@ def targets(res: dict[str, Any]) -> list[str]:
         rf = roof.get(set_name, {})
         st = rows[0]["st_texts_per_s"]
         exact_max = f"{rf['fp32_ceiling_texts_per_s'] / st:.2f}×" if "fp32_ceiling_texts_per_s" in rf else "–"
-        if pb and "bf16_ceiling_texts_per_s" in rf:
+        if f is not None and "int8" in f["mode"]:  # no int8 ceiling is measured: neither float one bounds it
+            fast_max = "–"
+        elif pb and "bf16_ceiling_texts_per_s" in rf:
             fast_max = f"{rf['bf16_ceiling_texts_per_s'] / pb['st_bf16_texts_per_s']:.2f}×"
         else:
             fast_max = exact_max if not pb else "–"
-        ecell = (f"{e['mode']} | {e['speedup']:.2f}× | {'yes' if e['speedup'] >= 2.0 else 'no'}" if e else "– | – | no")
         fcell = (f"{f['mode']} | {fast_ratio(f):.2f}× | {'ST bf16' if pb else 'ST fp32'} | "
                  f"{'yes' if fast_ratio(f) >= 2.0 else 'no'}" if f else "– | – | – | no")
         out.append(f"| {set_name} | {ecell} | {exact_max} | {fcell} | {fast_max} |")
