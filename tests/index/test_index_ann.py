@@ -27,11 +27,19 @@ def test_hnsw_recall_floor_vs_flat(hp: Any, dtype: str) -> None:
     assert h.score == pytest.approx(flat.search(q[:1], k=1)[0][0].score, abs=1e-5 if dtype == "f32" else 2e-2)
 
 
-@pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_hnsw_scores_follow_metric(hp: Any, metric: str) -> None:
+def _backend(name: str) -> str:
+    if name == "faiss":
+        pytest.importorskip("faiss")
+    return name
+
+
+@pytest.mark.parametrize("backend", ["usearch", "faiss"])
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_hnsw_scores_follow_metric(hp: Any, metric: str, backend: str) -> None:
     x = hp.clustered(300, 8)
     # one thread: a graph built concurrently differs run to run, and once (under load) missed a neighbour
-    hnsw, flat = HNSWIndex(8, metric=metric, ef=200, threads=1), FlatIndex(8, metric=metric)
+    hnsw = HNSWIndex(8, metric=metric, ef=200, threads=1, backend=_backend(backend))
+    flat = FlatIndex(8, metric=metric)
     hnsw.add(x, hp.ids_of(300))
     flat.add(x, hp.ids_of(300))
     a, b = hnsw.search(x[:3] + 0.01, k=3), flat.search(x[:3] + 0.01, k=3)
@@ -69,22 +77,35 @@ def test_hnsw_int8_graph_scores_are_in_vector_units_and_rescoring_is_exact(hp: A
     assert resc.memory_bytes() < resc.nbytes()  # the float rows are not part of the first stage
     with pytest.raises(ConfigError, match="rescore"):
         HNSWIndex(8, rescore="int8")
+    with pytest.raises(ConfigError, match="backend"):
+        HNSWIndex(8, backend="hnswlib")
+    with pytest.raises(ConfigError, match="dtype"):
+        HNSWIndex(8, backend="faiss", dtype="i8")
 
 
-def test_hnsw_remove_persist_view_add_compact(hp: Any, tmp_path: Any) -> None:
+@pytest.mark.parametrize("backend,dtype", [("usearch", "f32"), ("faiss", "f32"), ("faiss", "bf16")])
+def test_hnsw_remove_persist_view_add_compact(hp: Any, tmp_path: Any, backend: str, dtype: str) -> None:
     x = hp.clustered(500, 16)
     # one build thread: the same graph every run (built by several threads, ~1 run in 15 missed d5 at ef 64)
-    idx = HNSWIndex(16, M=8, threads=1)
+    idx = HNSWIndex(16, M=8, threads=1, backend=_backend(backend), dtype=dtype)
     idx.add(x, hp.ids_of(500))
     idx.remove(["d0", "d1"])
     assert all(h.id not in ("d0", "d1") for h in idx.search(x[:2], k=5)[0])
+    # a removed row is skipped, not counted: k live hits come back even when the removed ones were the best
+    assert [h.id for h in idx.search(x[:1], k=3)[0]] == [h.id for h in idx.search(x[:1], k=5)[0]][:3]
     idx.save(tmp_path / "h")
+    assert (tmp_path / "h" / ("hnsw.faiss" if backend == "faiss" else "hnsw.usearch")).is_file()
     loaded = HNSWIndex.load(tmp_path / "h")  # memory-mapped view
+    assert loaded.backend == backend and loaded.dtype == dtype
     assert len(loaded) == 498 and loaded.search(x[5:6], k=1)[0][0].id == "d5"
+    assert all(h.id not in ("d0", "d1") for h in loaded.search(x[:2], k=5)[0])  # tombstones survive the reload
     loaded.add(x[:1] * 3, ["new"])  # copies the read-only view first
     assert loaded.search(x[:1], k=1)[0][0].id == "new"
     assert loaded.compact() == 2 and len(loaded) == 499
     assert loaded.search(x[7:8], k=1)[0][0].id == "d7"
+    assert HNSWIndex.load(tmp_path / "h").search(x[5:6], k=1)[0][0].id == "d5"  # the saved version is intact
+    in_memory = HNSWIndex.load(tmp_path / "h", mmap=False)
+    assert in_memory.search(x[9:10], k=1)[0][0].id == "d9"
 
 
 def test_matryoshka_full_dims_is_exact_and_prefix_funnel_rescored(hp: Any) -> None:

@@ -13,13 +13,13 @@ from embedstack.errors import DimensionMismatch, IndexStateError, InputError
 from embedstack.index import FlatIndex, from_spec, load_index
 
 KINDS = {"flat": 1.0, "fp16": 0.99, "int8": 0.95, "int8:rescore=float": 0.99, "binary+rescore:oversample=25": 0.85,
-         "hnsw": 0.95, "hnsw:dtype=i8,rescore=float": 0.95, "matryoshka:first_dims=48,candidates=200": 0.85}
+         "hnsw": 0.95, "hnsw:dtype=i8,rescore=float": 0.95, "hnsw:backend=faiss,dtype=bf16": 0.95, "matryoshka:first_dims=48,candidates=200": 0.85}
 
 
 @pytest.mark.parametrize("spec", sorted(KINDS))
 def test_vector_index_contract(hp: Any, tmp_path: Path, spec: str) -> None:
     if spec.startswith("hnsw"):
-        pytest.importorskip("usearch")
+        pytest.importorskip("faiss" if "faiss" in spec else "usearch")
     x = hp.clustered(1000, 64, n_clusters=40, noise=0.5)
     q = hp.clustered(30, 64, n_clusters=40, noise=0.5, seed=11)
     ids = hp.ids_of(1000)
