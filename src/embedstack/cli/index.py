@@ -59,7 +59,7 @@ def build(
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC: bm25, tfidf, lsa:256, all-MiniLM-L6-v2, a folder ..."),
     out: Path = typer.Option(..., "--out", "-o", help="Index folder to write (replaced atomically)."),
     quantization: str = typer.Option(None, "--quantization", help="none | fp16 | int8 | binary (rescored with int8) | binary-raw."),
-    hnsw: bool = typer.Option(False, "--hnsw", help="Build an HNSW graph (usearch) instead of a flat index."),
+    hnsw: bool = typer.Option(False, "--hnsw", help="Build an HNSW graph (usearch; --index 'hnsw:backend=faiss,dtype=f16' for faiss's) instead of a flat index."),
     index: str = typer.Option(None, "--index", help="Full index spec instead, e.g. 'hnsw:M=32,ef=128' or 'binary+rescore:oversample=20'."),
     alias: Path = typer.Option(None, "--alias", help="Then point this alias (symlink) at the new folder."),
     force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a saved index (its files are deleted)."),

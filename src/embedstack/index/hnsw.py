@@ -1,34 +1,26 @@
-"""Approximate nearest neighbours with an HNSW graph, wrapping usearch.
+"""Approximate nearest neighbours with an HNSW graph: usearch (default) or faiss behind one index class.
 
-usearch or faiss? ``benchmarks/search.py`` measures both (and this wrapper) on the same vectors,
-parameters (M=16, ef_construction=128) and threads (2); see BENCHMARKS.md. On our shared 2-core
-machine faiss ``IndexHNSWFlat`` built a 100k × 384 graph about 3.5× faster and answered about 2×
-more queries/s at recall@10 ≥ 0.95. We still wrap usearch, for what an index that is persisted,
-updated and served needs and faiss HNSW lacks:
+Two backends, one API (user string ids, tombstones, atomic checksummed folders, ``search``/``search_ids``):
 
-* deletion: usearch removes vectors from the graph; faiss HNSW cannot remove ids at all (only
-  tombstone-and-rebuild would work);
-* persistence: a saved usearch graph opens as a read-only memory map (``view``) in milliseconds,
-  where ``faiss.read_index`` by default reads the whole HNSW index into memory;
-* keys: vectors are keyed by our 64-bit internal ids without a wrapper (faiss needs ``IndexIDMap``),
-  and float16 / int8 storage is a ``dtype`` switch on the same index class.
+* ``backend="usearch"`` (default): a removed document leaves the graph at once, a saved graph opens
+  as a read-only memory map (``view``) in milliseconds, and ``dtype`` picks f32 / f16 / bf16 / i8
+  storage with usearch's SIMD kernels (AVX-512 BF16, VNNI where the CPU has them).
+  ``dtype="i8", rescore="float"`` walks an int8 graph (a quarter of the bytes per distance) for
+  ``k × oversample`` candidates and rescores them with the float32 rows, which stay on disk
+  (memory-mapped on load; only candidate rows are read).
+* ``backend="faiss"``: faiss ``IndexHNSWFlat`` (f32) or ``IndexHNSWSQ`` (f16 / bf16 codes). At a
+  million vectors the walk is bound by memory latency, and there faiss's walk over float16 codes is the
+  fastest we measured: on a 2-core AMD EPYC, 1M × 384 power-law vectors, M=16, ef 768,
+  ``dtype="f16"`` answered 656 queries/s at recall@10 0.951 against faiss ``IndexHNSWFlat``'s 490 at
+  0.953 (1.34×; 0.79× its build time), where usearch's int8 graph + rescoring gave 0.77–1.01× across
+  runs (``benchmarks/hnsw_1m.py``, BENCHMARKS.md). The gain is the halved storage, not a faster kernel:
+  faiss's own ``IndexHNSWSQ(QT_fp16)`` is as fast. What it costs against usearch: faiss cannot unlink
+  a node, so removed documents stay in the graph as tombstones every search skips (a bitmap selector
+  on the walk) until :meth:`~HNSWIndex.compact` rebuilds it; a loaded index memory-maps the stored
+  vectors (``IO_FLAG_MMAP_IFC``) but reads the links into memory; no int8 storage.
 
-The speed gap is the price of those; ``ef`` (and ``M``) trade it back against recall. On CPUs
-with AVX-512 BF16, ``dtype="bf16"`` narrows it: at 12k vectors it built as fast as faiss and
-answered within 10% of its queries/s at the same recall, with half the vector bytes. At 1M
-(power-law synthetic vectors, ef 1024, recall 0.964 vs 0.965) faiss still built 1.2× faster and
-answered 1.66× more queries/s (BENCHMARKS.md).
-
-``dtype="i8", rescore="float"`` walks a graph of int8 vectors (usearch's VNNI kernels where the CPU
-has them: a quarter of the bytes per distance) for ``k × oversample`` candidates, then rescores those
-with the float32 vectors, which stay on disk (memory-mapped on load; only candidate rows are read).
-The int8 graph alone tops out at a lower recall on anisotropic vectors; the rescoring gives it back.
-At 1M power-law vectors on a 2-core Xeon (AVX-512 VNNI, no BF16) it built in 309 s against faiss
-``IndexHNSWFlat``'s 351 s and answered 637 queries/s against 596 at ef 768 (recall@10 0.960 vs 0.953;
-``benchmarks/hnsw_1m.py``, BENCHMARKS.md), keeping usearch's deletes and memory-mapped loading (the
-float rows are memory-mapped too). Parameters map
-one to one: ``M`` → usearch ``connectivity``, ``ef_construction`` → ``expansion_add``, ``ef`` →
-``expansion_search``; ``dtype`` picks the stored scalar type.
+Parameters map one to one: ``M`` → usearch ``connectivity`` / faiss ``M``, ``ef_construction`` →
+``expansion_add`` / ``efConstruction``, ``ef`` → ``expansion_search`` / ``efSearch``.
 """
 
 from __future__ import annotations
@@ -214,7 +206,7 @@ class HNSWIndex(BaseIndex):
             if self._allowed is None:
                 faiss = self._faiss()
                 bits = np.packbits(~self._dead, bitorder="little")
-                self._allowed = (faiss.IDSelectorBitmap(len(self._dead), faiss.swig_ptr(bits)), bits)
+                self._allowed = (faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits)  # n: bitmap bytes
             return self._allowed[0]
 
     def _faiss_search(self, queries: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
