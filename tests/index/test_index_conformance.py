@@ -45,8 +45,14 @@ def test_vector_index_contract(hp: Any, tmp_path: Path, spec: str) -> None:
         idx.search(q[:, :10])
     with pytest.raises(InputError):
         idx.add(np.full((1, 64), np.nan, dtype=np.float32), ["nan"])
+    with pytest.raises(InputError, match="metadata"):  # refused before anything is stored
+        idx.add(x[:1], ["bad-meta"], metadata=[["not", "a", "mapping"]])
+    assert len(idx) == 998 and "bad-meta" not in idx
+    idx.add(x[:1] * 2, ["after"])  # rows and ids still in step (the faiss graph numbers rows itself)
+    assert idx.search(x[:1] * 2, k=1)[0][0].id == "after"
+    assert idx.remove(["after"]) == 1
     idx.save(tmp_path / "ix")
     loaded = load_index(tmp_path / "ix")
     assert type(loaded) is type(idx) and len(loaded) == 998
     assert [h.id for h in loaded.search(q[:3], k=5)[1]] == [h.id for h in idx.search(q[:3], k=5)[1]]
-    assert loaded.compact() == 2 and len(loaded) == 998
+    assert loaded.compact() == 3 and len(loaded) == 998  # d0, d1 and "after"

@@ -7,6 +7,7 @@ and retrieval pipelines on top.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -317,6 +318,15 @@ def test_from_index_every_kind(tmp_path: Path) -> None:
     assert (dst.metric, dst.m, dst.ef) == ("l2", 8, 50)
     same_ranking(*dst.search_ids(q, 10), *FlatIndex(16, metric="l2").add(x, ids).search_ids(q, 10))
     dst.close()
+    if importlib.util.find_spec("faiss") is not None:  # faiss's graph: rows read back by row number
+        fh = HNSWIndex(16, metric="l2", M=8, ef=50, backend="faiss").add(x, ids)
+        fh.remove(["d5"])
+        dst = QdrantIndex.from_index(fh, tmp_path / "q-hnsw-faiss", exact=True)
+        assert len(dst) == 199 and "d5" not in dst
+        keep = [i for i in range(200) if i != 5]
+        same_ranking(*dst.search_ids(q, 10),
+                     *FlatIndex(16, metric="l2").add(x[keep], [ids[i] for i in keep]).search_ids(q, 10))
+        dst.close()
 
     docs = sp.random(200, 300, density=0.05, format="csr", dtype=np.float32, random_state=0)
     sparse = SparseIndex(300).add(docs, ids)

@@ -134,7 +134,7 @@ def from_spec(spec: str, *, dim: int, metric: str = "cosine") -> Any:
 
     Specs: ``flat`` (float32 exact), ``fp16``, ``int8``, ``binary``, ``binary+rescore``
     (``oversample=10``, ``rescore=int8|float``), ``hnsw`` (``M``, ``ef_construction``, ``ef``,
-    ``dtype``), ``matryoshka`` (``first_dims``, ``candidates``). Options follow a colon:
+    ``dtype``, ``backend=usearch|faiss``), ``matryoshka`` (``first_dims``, ``candidates``). Options follow a colon:
     ``hnsw:M=32,ef=128``, ``int8:calibration=percentile,percentile=99.5``, ``int8:rescore=float``
     (int8 first stage, float32 rescoring). Token matrices (ColBERT):
     ``multivector`` (``storage=fp32|fp16``, ``n_centroids``, ``nprobe``, ``candidates``) and ``plaid``

@@ -92,6 +92,10 @@ def check_new_ids(n: int, ids: Any, texts: Sequence[Any] | None = None,
     for name, extra in (("texts", texts), ("metadata", metadata)):
         if extra is not None and len(extra) != n:
             raise InputError(f"got {n} vectors but {len(extra)} {name}; give one per vector (None allowed).")
+    if metadata is not None:  # checked before anything is stored: a failed add leaves the index as it was
+        bad = next((j for j, m in enumerate(metadata) if m is not None and not isinstance(m, Mapping)), None)
+        if bad is not None:
+            raise InputError(f"metadata[{bad}] is a {type(metadata[bad]).__name__}, not a mapping (dict) or None.")
     if len(set(out)) != n:
         dup = next(i for i in out if out.count(i) > 1)
         raise IndexStateError(f"id {dup!r} appears more than once in this batch; ids must be unique.")

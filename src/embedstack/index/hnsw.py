@@ -17,7 +17,8 @@ Two backends, one API (user string ids, tombstones, atomic checksummed folders, 
   faiss's own ``IndexHNSWSQ(QT_fp16)`` is as fast. What it costs against usearch: faiss cannot unlink
   a node, so removed documents stay in the graph as tombstones every search skips (a bitmap selector
   on the walk) until :meth:`~HNSWIndex.compact` rebuilds it; a loaded index memory-maps the stored
-  vectors (``IO_FLAG_MMAP_IFC``) but reads the links into memory; no int8 storage.
+  vectors and the level-0 links (``IO_FLAG_MMAP_IFC``) but reads each node's offsets and level into
+  memory (12 bytes per vector); no int8 storage.
 
 Parameters map one to one: ``M`` → usearch ``connectivity`` / faiss ``M``, ``ef_construction`` →
 ``expansion_add`` / ``efConstruction``, ``ef`` → ``expansion_search`` / ``efSearch``.
@@ -32,7 +33,7 @@ import numpy as np
 
 from embedstack._extras import require
 from embedstack._validation import check_choice, check_int
-from embedstack.errors import ConfigError
+from embedstack.errors import ConfigError, FormatError, IndexStateError
 from embedstack.index._base import BaseIndex, prepare_rows
 from embedstack.registry import register
 
@@ -62,7 +63,8 @@ class _faiss_threads:
 
 @register("HNSWIndex", module="embedstack.index")
 class HNSWIndex(BaseIndex):
-    """HNSW graph index (usearch) with user string ids, tombstones and atomic persistence.
+    """HNSW graph index (usearch, or faiss with ``backend="faiss"``) with user string ids, tombstones and
+    atomic persistence.
 
     Args:
         dim: vector dimensionality.
@@ -79,11 +81,10 @@ class HNSWIndex(BaseIndex):
         oversample: graph candidates per result rescored (with ``rescore``).
         backend: ``"usearch"`` (default: deletes remove nodes from the graph, the whole graph opens
             as a memory map) or ``"faiss"`` (``IndexHNSWFlat`` for f32, ``IndexHNSWSQ`` for f16 / bf16;
-            faster at a million vectors on the CPUs measured in BENCHMARKS.md, where usearch's walk is
-            bound by memory latency). With faiss, removed documents stay in the graph as tombstones
-            that searches skip (a filter on the walk) until :meth:`compact` rebuilds it, and a loaded
-            index memory-maps the stored vectors while the graph's links are read into memory. No
-            ``dtype="i8"`` with faiss.
+            faster at a million vectors on the AMD EPYC measured in BENCHMARKS.md). With faiss,
+            removed documents stay in the graph as tombstones that searches skip (a filter on the
+            walk) until :meth:`compact` rebuilds it, and a loaded index memory-maps the stored vectors
+            and links but reads each node's offsets and level into memory. No ``dtype="i8"`` with faiss.
 
     Example:
         >>> import numpy as np
@@ -124,12 +125,15 @@ class HNSWIndex(BaseIndex):
         check_choice(self, "backend", self.backend, ("usearch", "faiss"))
         if self.backend == "faiss" and self.dtype == "i8":
             raise ConfigError("HNSWIndex(backend='faiss') stores dtype 'f32', 'f16' or 'bf16', not 'i8'; "
-                              "pass one of those as dtype, or backend='usearch' for an int8 graph.")
+                              "pass one of those as dtype, or backend='usearch' for an int8 graph.",
+                              param=("dtype", "The 'dtype' parameter of HNSWIndex"))
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef,
-                "dtype": self.dtype, "threads": self.threads, "rescore": self.rescore, "oversample": self.oversample,
-                "backend": self.backend}
+        config = {**super().get_config(), "M": self.M, "ef_construction": self.ef_construction, "ef": self.ef,
+                  "dtype": self.dtype, "threads": self.threads, "rescore": self.rescore, "oversample": self.oversample}
+        if self.backend != "usearch":  # a usearch folder stays loadable by releases that predate backends
+            config["backend"] = self.backend
+        return config
 
     @property
     def quantization(self) -> str:  # type: ignore[override]
@@ -172,6 +176,9 @@ class HNSWIndex(BaseIndex):
         index = self._writable()
         start = len(self._ids)
         if self.backend == "faiss":  # faiss numbers rows 0, 1, ... in insertion order: our internal ids
+            if index.ntotal != start:
+                raise IndexStateError(f"the faiss graph holds {index.ntotal} rows but the index {start} ids; "
+                                      "rebuild it from its vectors (nothing was added).")
             with _faiss_threads(self._faiss(), self.threads):
                 index.add(prepare_rows(vectors, self.metric))
             self._allowed = None
@@ -269,7 +276,7 @@ class HNSWIndex(BaseIndex):
             if self.rescore is not None:
                 vectors = self._vec
             elif self.backend == "faiss":  # f16 / bf16 codes decode exactly and re-encode to the same codes
-                vectors = old.reconstruct_n(0, old.ntotal)[keep]
+                vectors = old.reconstruct_batch(keep.astype(np.int64))
             else:
                 vectors = np.asarray(old.get(keep.astype(np.uint64)), dtype=np.float32).reshape(len(keep), self.dim)
             if self.backend == "faiss":
@@ -309,6 +316,9 @@ class HNSWIndex(BaseIndex):
         if self.backend == "faiss":  # IO_FLAG_MMAP_IFC: the stored vectors stay on disk, paged in when read
             faiss = self._faiss()
             self._index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC if mmap else 0)
+            if self._index.ntotal != len(self._ids):
+                raise FormatError(f"{folder}: the faiss graph holds {self._index.ntotal} rows for {len(self._ids)} "
+                                  "documents; the folder is damaged.")
         else:
             self._index = self._new()
             if mmap:

@@ -6,7 +6,7 @@ An index folder holds::
                        quantization, count (live documents), encoder identity, config
     arrays.safetensors the vectors / codes (memory-mapped on load)
     docs.sqlite        internal id -> user id, text, metadata (JSON)
-    (hnsw.usearch)     the graph of an HNSW index
+    (hnsw.usearch)     the graph of an HNSW index (hnsw.faiss with backend="faiss")
     (encoder/)         the fitted encoder when it is an embedstack component (BM25, LSA ...)
 
 Saves go through :func:`embedstack.io.atomic_dir` (temporary sibling, fsync, atomic swap), so a process

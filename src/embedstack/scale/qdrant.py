@@ -291,6 +291,8 @@ class QdrantIndex:
             options = {"m": index.M, "ef_construct": max(4, index.ef_construction), "ef": index.ef, **options}
 
             def rows(sel: np.ndarray) -> Any:
+                if index.backend == "faiss":  # faiss rows are numbered like our internal ids
+                    return np.asarray(graph.reconstruct_batch(sel.astype(np.int64)), dtype=np.float32)
                 got = graph.get(sel.astype(np.uint64), dtype=np.float32)
                 return np.asarray(got, dtype=np.float32).reshape(len(sel), index.dim)
         elif isinstance(index, SparseIndex):
