@@ -9,7 +9,8 @@ than the two measured apart. Work on one query is too small to gain from several
 :func:`serial` runs BLAS and numba single-threaded for its duration (torch keeps its own setting: a
 transformer forward pass does gain from its threads) and restores the previous settings afterwards.
 The switch costs a few tens of microseconds. :func:`torch_serial` does the same for torch's intra-op
-threads where the caller's own threads are the parallelism (the exact scan's int8 products), and
+threads where the caller's own threads are the parallelism (the exact scan's int8 products), :func:`faiss_threads`
+sets faiss's OpenMP threads for one call (HNSWIndex with ``backend="faiss"``), and
 :func:`available_cores` is the one answer to "how many cores may this process use" and
 :func:`cpu_features` to "which instructions does this CPU have". BLAS and numba thread counts are process-wide: while a
 ``serial()`` block runs, large matrix products started by other threads of the same process (a server
@@ -32,7 +33,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["serial", "for_batch", "torch_serial", "available_cores", "SMALL_BATCH", "SMALL_TOKENS"]
+__all__ = ["serial", "for_batch", "torch_serial", "faiss_threads", "available_cores", "SMALL_BATCH", "SMALL_TOKENS"]
 
 #: at most this many queries count as small work (run on the calling thread)
 SMALL_BATCH = 4
@@ -173,3 +174,20 @@ def torch_serial(active: bool = True) -> Iterator[None]:
             _torch_depth -= 1
             if _torch_depth == 0 and _torch_before > 1:
                 torch.set_num_threads(_torch_before)
+
+
+@contextlib.contextmanager
+def faiss_threads(n: int) -> Iterator[None]:
+    """faiss's OpenMP threads at ``n`` for the faiss calls this thread makes inside the block (0: faiss's
+    own setting), restored after. libgomp keeps the setting per calling thread, so concurrent searches
+    with different budgets do not change each other's."""
+    faiss = sys.modules.get("faiss") if n else None
+    if faiss is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)

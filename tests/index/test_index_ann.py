@@ -282,3 +282,15 @@ def test_multivector_storage_errors() -> None:
     with pytest.raises(ConfigError, match="one vector per token"):
         multivector_from_spec("hnsw", dim=32)
     assert multivector_from_spec("flat", dim=32).storage == "fp32"
+
+
+def test_faiss_threads_sets_and_restores_faiss_openmp_threads() -> None:
+    faiss = pytest.importorskip("faiss")
+    from embedstack._threads import faiss_threads
+
+    before = faiss.omp_get_max_threads()
+    with faiss_threads(1):
+        assert faiss.omp_get_max_threads() == 1
+    assert faiss.omp_get_max_threads() == before
+    with faiss_threads(0):  # 0: faiss's own setting, untouched
+        assert faiss.omp_get_max_threads() == before

@@ -17,7 +17,7 @@ Two backends, one API (user string ids, tombstones, atomic checksummed folders, 
   faiss's own ``IndexHNSWSQ(QT_fp16)`` is as fast. What it costs against usearch: faiss cannot unlink
   a node, so removed documents stay in the graph as tombstones every search skips (a bitmap selector
   on the walk) until :meth:`~HNSWIndex.compact` rebuilds it; a loaded index memory-maps the stored
-  vectors and the level-0 links (``IO_FLAG_MMAP_IFC``) but reads each node's offsets and level into
+  vectors and the links (``IO_FLAG_MMAP_IFC``) but reads each node's offsets and level into
   memory (12 bytes per vector); no int8 storage.
 
 Parameters map one to one: ``M`` → usearch ``connectivity`` / faiss ``M``, ``ef_construction`` →
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from embedstack._extras import require
+from embedstack._threads import faiss_threads
 from embedstack._validation import check_choice, check_int
 from embedstack.errors import ConfigError, FormatError, IndexStateError
 from embedstack.index._base import BaseIndex, prepare_rows
@@ -43,22 +44,6 @@ GRAPH_FILE = "hnsw.usearch"
 FAISS_GRAPH_FILE = "hnsw.faiss"
 _METRICS = {"cosine": "cos", "ip": "ip", "l2": "l2sq"}
 _FAISS_SQ = {"f16": "QT_fp16", "bf16": "QT_bf16"}  # faiss ScalarQuantizer types (no training needed)
-
-
-class _faiss_threads:
-    """Run a faiss call on ``n`` OpenMP threads (0: leave faiss's setting), restoring the setting after."""
-
-    def __init__(self, faiss: Any, n: int) -> None:
-        self.faiss, self.n, self.before = faiss, n, 0
-
-    def __enter__(self) -> None:
-        if self.n:
-            self.before = self.faiss.omp_get_max_threads()
-            self.faiss.omp_set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.n:
-            self.faiss.omp_set_num_threads(self.before)
 
 
 @register("HNSWIndex", module="embedstack.index")
@@ -172,19 +157,20 @@ class HNSWIndex(BaseIndex):
             self._view = False
         return self._index
 
-    def _append(self, vectors: np.ndarray) -> None:
-        index = self._writable()
-        start = len(self._ids)
+    def _graph_add(self, index: Any, start: int, vectors: np.ndarray) -> None:
+        """Add ``vectors`` to the graph as internal ids ``start, start + 1, ...``."""
         if self.backend == "faiss":  # faiss numbers rows 0, 1, ... in insertion order: our internal ids
             if index.ntotal != start:
                 raise IndexStateError(f"the faiss graph holds {index.ntotal} rows but the index {start} ids; "
                                       "rebuild it from its vectors (nothing was added).")
-            with _faiss_threads(self._faiss(), self.threads):
+            with faiss_threads(self.threads):
                 index.add(prepare_rows(vectors, self.metric))
             self._allowed = None
         else:
-            keys = np.arange(start, start + len(vectors), dtype=np.uint64)
-            index.add(keys, vectors, threads=self.threads)
+            index.add(np.arange(start, start + len(vectors), dtype=np.uint64), vectors, threads=self.threads)
+
+    def _append(self, vectors: np.ndarray) -> None:
+        self._graph_add(self._writable(), len(self._ids), vectors)
         if self.rescore is not None:
             self._pending.append(prepare_rows(vectors, self.metric))
 
@@ -223,7 +209,7 @@ class HNSWIndex(BaseIndex):
         sel = self._faiss_selector()
         if sel is not None:
             params.sel = sel
-        with _faiss_threads(faiss, self.threads):
+        with faiss_threads(self.threads):
             dist, ids = self._index.search(prepare_rows(queries, self.metric), kk, params=params)
         scores = -np.sqrt(np.maximum(dist, 0.0)) if self.metric == "l2" else dist
         return np.where(ids >= 0, scores, -np.inf).astype(np.float32), ids.astype(np.int64)
@@ -271,19 +257,15 @@ class HNSWIndex(BaseIndex):
         self._view = False
         if self.rescore is not None:  # rebuild from the float rows, not from the graph's lossy copies
             self._vec = np.ascontiguousarray(self._float_rows()[keep])
-        self._allowed = None
         if len(keep):
-            if self.rescore is not None:
+            if self._vec is not None and self.rescore is not None:
                 vectors = self._vec
-            elif self.backend == "faiss":  # f16 / bf16 codes decode exactly and re-encode to the same codes
+            elif self.backend == "faiss":  # stored rows (f16 / bf16 codes decode exactly), re-added as they were
                 vectors = old.reconstruct_batch(keep.astype(np.int64))
             else:
                 vectors = np.asarray(old.get(keep.astype(np.uint64)), dtype=np.float32).reshape(len(keep), self.dim)
-            if self.backend == "faiss":
-                with _faiss_threads(self._faiss(), self.threads):
-                    self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-            else:
-                self._index.add(np.arange(len(keep), dtype=np.uint64), vectors, threads=self.threads)
+            self._graph_add(self._index, 0, vectors)
+        self._allowed = None
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"vectors": self._float_rows()} if self.rescore is not None else {}
@@ -306,14 +288,14 @@ class HNSWIndex(BaseIndex):
     def _write_extra(self, folder: Path) -> None:
         index = self._index if self._index is not None else self._new()
         if self.backend == "faiss":
-            self._faiss().write_index(index, str(folder / FAISS_GRAPH_FILE))
+            self._faiss().write_index(index, str(folder / self._graph_file))
         else:
-            index.save(str(folder / GRAPH_FILE))
+            index.save(str(folder / self._graph_file))
 
     def _restore(self, arrays: dict[str, np.ndarray], state: dict[str, Any], folder: Path, mmap: bool) -> None:
         path = str(folder / self._graph_file)
         self._allowed = None
-        if self.backend == "faiss":  # IO_FLAG_MMAP_IFC: the stored vectors stay on disk, paged in when read
+        if self.backend == "faiss":  # IO_FLAG_MMAP_IFC: vectors and links stay on disk, paged in when read
             faiss = self._faiss()
             self._index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC if mmap else 0)
             if self._index.ntotal != len(self._ids):
