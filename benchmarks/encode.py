@@ -63,6 +63,9 @@ MODES = {
     "onnx-int8-fast": {"backend": "onnx", "precision": "int8-fast"},
     "onnx-int8-dynamic": {"backend": "onnx", "precision": "int8-dynamic"},
     "torch-int8": {"backend": "torch", "precision": "int8"},
+    "torch-int8-smooth-w2": {"backend": "torch", "precision": "int8-smooth", "workers": 2},
+    # int8-smooth's int8 layers, the feed-forward output in bf16 (CPUs with native bf16)
+    "torch-int8-bf16-w2": {"backend": "torch", "precision": "int8-bf16", "workers": 2},
 }
 
 
@@ -103,7 +106,9 @@ def model_flops(lengths: np.ndarray, config: Any) -> np.ndarray:
 
 
 def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) -> float:
-    """Best FLOP/s of one layer's linear layers at the model's shapes (``tokens`` rows), in ``dtype``.
+    """Best FLOP/s of one layer's linear layers at the model's shapes (``tokens`` rows), in ``dtype``
+    (``torch.int8``: int8 x int8 -> int32 products, ``torch._int_mm``, VNNI where the CPU has it; no
+    quantization of the activations counted, so an upper bound for any int8 path).
 
     A ceiling for the whole forward pass: attention, GELU, LayerNorm and the rest only add time.
     """
@@ -112,14 +117,20 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
 
     C, F4 = config.hidden_size, config.intermediate_size
     g = torch.Generator().manual_seed(0)
-    x, h = torch.randn(tokens, C, generator=g).to(dtype), torch.randn(tokens, F4, generator=g).to(dtype)
-    w_cc, w_ic, w_ci = (torch.randn(*s, generator=g).to(dtype) * 0.05 for s in ((C, C), (F4, C), (C, F4)))
+    if dtype == torch.int8:
+        x, h = (torch.randint(-127, 128, (tokens, k), generator=g, dtype=torch.int8) for k in (C, F4))
+        w_cc, w_ic, w_ci = (torch.randint(-127, 128, s, generator=g, dtype=torch.int8).t() for s in ((C, C), (F4, C), (C, F4)))
+        linear = torch._int_mm
+    else:
+        x, h = torch.randn(tokens, C, generator=g).to(dtype), torch.randn(tokens, F4, generator=g).to(dtype)
+        w_cc, w_ic, w_ci = (torch.randn(*s, generator=g).to(dtype) * 0.05 for s in ((C, C), (F4, C), (C, F4)))
+        linear = F.linear
 
     def layer() -> None:
         for _ in range(4):  # query, key, value, attention output
-            F.linear(x, w_cc)
-        F.linear(x, w_ic)  # C -> 4C
-        F.linear(h, w_ci)  # 4C -> C
+            linear(x, w_cc)
+        linear(x, w_ic)  # C -> 4C
+        linear(h, w_ci)  # 4C -> C
 
     flops = 2 * tokens * (4 * C * C + 2 * C * F4)
     with torch.inference_mode():
@@ -134,7 +145,17 @@ def gemm_rates(config: Any, bf16: bool) -> dict[str, float]:
     rates = {"fp32": gemm_rate(config, torch.float32)}
     if bf16:
         rates["bf16"] = gemm_rate(config, torch.bfloat16)
+        rates["int8"] = gemm_rate(config, torch.int8)  # for int8-bf16's ceiling
     return rates
+
+
+def int8_bf16_seconds(lengths: np.ndarray, config: Any, rates: dict[str, float]) -> np.ndarray:
+    """Seconds per sequence if int8-bf16's int8 layers (Q, K, V, attention output, feed-forward input) ran at
+    the int8 rate and the rest (feed-forward output, attention matmuls) at the bf16 rate."""
+    C, F4, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    n = lengths.astype(np.float64)
+    int8_flops = L * 2 * n * (4 * C * C + C * F4)
+    return int8_flops / rates["int8"] + (model_flops(lengths, config) - int8_flops) / rates["bf16"]
 
 
 def timed(fn: Any) -> tuple[float, Any]:
@@ -280,16 +301,20 @@ def main() -> None:
         per_text = float(model_flops(lens, ours.model.config).mean())
         roofline.append({"set": name, "mean_tokens": float(lens.mean()), "gflop_per_text": per_text / 1e9,
                          **{f"{p}_gemm_gflops": r / 1e9 for p, r in rates.items()},
-                         **{f"{p}_ceiling_texts_per_s": r / per_text for p, r in rates.items()}})
+                         **{f"{p}_ceiling_texts_per_s": r / per_text for p, r in rates.items() if p != "int8"}})
+        if "int8" in rates:  # int8-bf16: its int8 layers at the int8 rate, the rest at the bf16 rate
+            roofline[-1]["int8_bf16_ceiling_texts_per_s"] = 1.0 / float(
+                int8_bf16_seconds(lens, ours.model.config, rates).mean())
         log(q, f"roofline {name}: {lens.mean():.1f} tokens, {per_text / 1e9:.2f} GFLOP/text; " + ", ".join(
-            f"{p} GEMM {r / 1e9:.0f} GFLOP/s -> ceiling {r / per_text:.1f} texts/s" for p, r in rates.items()))
+            f"{p} GEMM {r / 1e9:.0f} GFLOP/s" + (f" -> ceiling {r / per_text:.1f} texts/s" if p != "int8" else "")
+            for p, r in rates.items()))
     spearman = {"sentence-transformers": spearman_from(st_sts_all, index_all, sts)}
     for m in modes:
         spearman[m] = spearman_from(encoders[m].encode(uniq, batch_size=64), index_all, sts)
         log(q, f"STS-B Spearman {m}: {spearman[m]:.2f}")
     log(q, f"STS-B Spearman sentence-transformers: {spearman['sentence-transformers']:.2f}")
 
-    pooling = pooling_table(uniq, index_all, sts, args.threads, q)
+    pooling = carry_pooling(pooling_table(uniq, index_all, sts, args.threads, q))
     results = {"threads": args.threads, "batch_size": bs, "rounds": args.rounds, "quick": args.quick,
                "scifact_rounds": args.scifact_rounds,
                "rows": rows, "peer_bf16": peer_rows, "roofline": roofline, "sts_spearman": spearman, "pooling": pooling,
@@ -319,7 +344,7 @@ def pooling_only(threads: int, q: bool) -> None:
     uniq = list(dict.fromkeys(sts.s1 + sts.s2))
     res = {k: v for k, v in last.items() if k not in ("benchmark", "machine")}
     res["timing_date"] = last.get("timing_date", last["machine"]["date"])
-    res["pooling"] = pooling_table(uniq, {s: i for i, s in enumerate(uniq)}, sts, threads, q)
+    res["pooling"] = carry_pooling(pooling_table(uniq, {s: i for i, s in enumerate(uniq)}, sts, threads, q))
     write_results("encode", res, markdown(res))
 
 
@@ -369,6 +394,24 @@ def pooling_table(uniq: list[str], index: dict[str, int], sts: Any, threads: int
     return table
 
 
+def carry_pooling(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows this run could not measure (their model is not trained on this machine) replaced by the last
+    measured row of the same model in ``results/encode.jsonl``, marked with its date and why it was not re-run."""
+    import json
+
+    path = Path(__file__).resolve().parent / "results" / "encode.jsonl"
+    runs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if path.is_file() else []
+    out = []
+    for row in table:
+        key = row["model"].split()[0]  # "small", "glove", "word2vec", "fasttext", "MiniLM-L6"
+        old = next((dict(r, carried_from=run["machine"]["date"], not_rerun=row["reason"])
+                    for run in reversed(runs) for r in run.get("pooling", [])
+                    if "reason" not in r and r["model"].split()[0] == key), None) if "reason" in row else None
+        out.append(old or row)
+    return out
+
+
 def vectors_note(kind: str) -> str:
     """How the word vectors were trained, from their manifest (empty when unknown)."""
     import json
@@ -399,7 +442,8 @@ def targets(res: dict[str, Any]) -> list[str]:
     out = ["Targets (issue 16, per text set): exact mode ≥ 2× sentence-transformers fp32 at cosine ≥ 0.9999; fastest "
            "mode ≥ 2× sentence-transformers under the same bf16 autocast (fp32 where the CPU has no native bf16), at "
            "10-NN overlap ≥ 0.95 and STS-B Spearman within 0.5 of fp32. Largest possible = the roofline's ceiling "
-           "texts/s (fp32, or bf16 for the fastest mode) over the peer's median.", "",
+           "texts/s (fp32, or bf16 for the fastest mode; for int8-bf16 its int8 layers at the int8 x int8 GEMM rate "
+           "(`torch._int_mm`), the rest at the bf16 one) over the peer's median.", "",
            "| texts | best exact mode | × ST fp32 | met | largest possible | fastest mode meeting the quality bar "
            "| × peer | peer | met | largest possible |",
            "|---|---|---:|---|---:|---|---:|---|---|---:|"]
@@ -426,7 +470,9 @@ def targets(res: dict[str, Any]) -> list[str]:
         rf = roof.get(set_name, {})
         st = rows[0]["st_texts_per_s"]
         exact_max = f"{rf['fp32_ceiling_texts_per_s'] / st:.2f}×" if "fp32_ceiling_texts_per_s" in rf else "–"
-        if f is not None and "int8" in f["mode"]:  # no int8 ceiling is measured: neither float one bounds it
+        if f is not None and f["mode"].endswith("int8-bf16-w2") and pb and "int8_bf16_ceiling_texts_per_s" in rf:
+            fast_max = f"{rf['int8_bf16_ceiling_texts_per_s'] / pb['st_bf16_texts_per_s']:.2f}×"
+        elif f is not None and "int8" in f["mode"]:  # no ceiling measured for this int8 mix: no float one bounds it
             fast_max = "–"
         elif pb and "bf16_ceiling_texts_per_s" in rf:
             fast_max = f"{rf['bf16_ceiling_texts_per_s'] / pb['st_bf16_texts_per_s']:.2f}×"
@@ -539,6 +585,8 @@ def markdown(res: dict[str, Any]) -> str:
             t = r["training"]
             note = (f"{r['params'] / 1e6:.1f}M params, {t['steps']} steps / {t['tokens'] / 1e6:.1f}M tokens in "
                     f"{t['seconds'] / 60:.0f} min, MLM loss {t['first_loss']:.2f} → {t['last_loss']:.2f}")
+        if "carried_from" in r:
+            note = f"measured {r['carried_from']}, not re-run here ({r['not_rerun']})" + (f"; {note}" if note else "")
         cells = " | ".join(fmt(r, k, ".2f") for k in ("cls", "mean", "max"))
         lines.append(f"| {r['model']} | {cells} | {note} |")
     return "\n".join(lines)

