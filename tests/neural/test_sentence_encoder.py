@@ -295,7 +295,12 @@ def test_int8_smooth_calibrates_on_the_vocabulary_and_quantizes_int8_fast_layers
 def test_int8_bf16_is_int8_smooth_with_its_float_layers_in_bf16(tiny_encoder):
     import torch
 
-    from embedstack.neural.quantize import Bf16Linear, SmoothedLinear, calibration_batches, quantize_torch_dynamic
+    from embedstack.neural.quantize import (
+        Bf16Linear,
+        SmoothedLinear,
+        calibration_batches,
+        quantize_torch_dynamic,
+    )
 
     cal = calibration_batches(tiny_encoder.tokenizer, max_length=tiny_encoder.model.config.max_position_embeddings)
 

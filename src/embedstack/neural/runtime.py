@@ -93,7 +93,8 @@ class TransformerRuntime:
         num_threads = check_int(self, "num_threads", num_threads, low=1, allow_none=True)
         workers = check_int(self, "workers", workers, low=1)
         if "bf16" in precision and not cpu_has_bf16():
-            log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but slower than fp32.")
+            slower = "int8-smooth" if precision.startswith("int8") else "fp32"
+            log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but slower than {slower}.")
         self.backend = backend
         self.precision = precision
         self.num_threads = num_threads
