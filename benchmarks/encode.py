@@ -107,8 +107,9 @@ def model_flops(lengths: np.ndarray, config: Any) -> np.ndarray:
 
 def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) -> float:
     """Best FLOP/s of one layer's linear layers at the model's shapes (``tokens`` rows), in ``dtype``
-    (``torch.int8``: int8 x int8 -> int32 products, ``torch._int_mm``, VNNI where the CPU has it; no
-    quantization of the activations counted, so an upper bound for any int8 path).
+    (``torch.int8``: int8 x int8 -> int32 products, ``torch._int_mm`` (oneDNN), VNNI where the CPU has it;
+    no quantization of the activations counted. The dynamic int8 layers run fbgemm's or oneDNN's u8 x s8
+    kernels, not this one: a reference rate, not a proven bound).
 
     A ceiling for the whole forward pass: attention, GELU, LayerNorm and the rest only add time.
     """
@@ -151,11 +152,14 @@ def gemm_rates(config: Any, bf16: bool) -> dict[str, float]:
 
 def int8_bf16_seconds(lengths: np.ndarray, config: Any, rates: dict[str, float]) -> np.ndarray:
     """Seconds per sequence if int8-bf16's int8 layers (Q, K, V, attention output, feed-forward input) ran at
-    the int8 rate and the rest (feed-forward output, attention matmuls) at the bf16 rate."""
+    the int8 rate, its bf16 layer (feed-forward output) at the bf16 rate and the attention matmuls at the fp32
+    rate (int8-bf16 runs without autocast: its activations and attention stay fp32)."""
     C, F4, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     n = lengths.astype(np.float64)
     int8_flops = L * 2 * n * (4 * C * C + C * F4)
-    return int8_flops / rates["int8"] + (model_flops(lengths, config) - int8_flops) / rates["bf16"]
+    bf16_flops = L * 2 * n * C * F4
+    attention = model_flops(lengths, config) - int8_flops - bf16_flops
+    return int8_flops / rates["int8"] + bf16_flops / rates["bf16"] + attention / rates["fp32"]
 
 
 def timed(fn: Any) -> tuple[float, Any]:
@@ -394,18 +398,19 @@ def pooling_table(uniq: list[str], index: dict[str, int], sts: Any, threads: int
     return table
 
 
-def carry_pooling(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def carry_pooling(table: list[dict[str, Any]], path: Path | None = None) -> list[dict[str, Any]]:
     """Rows this run could not measure (their model is not trained on this machine) replaced by the last
-    measured row of the same model in ``results/encode.jsonl``, marked with its date and why it was not re-run."""
+    measured row of the same model in ``path`` (``results/encode.jsonl``), marked with the date it was
+    measured (kept when carried again) and why it was not re-run."""
     import json
 
-    path = Path(__file__).resolve().parent / "results" / "encode.jsonl"
+    path = path or Path(__file__).resolve().parent / "results" / "encode.jsonl"
     runs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
         if path.is_file() else []
     out = []
     for row in table:
         key = row["model"].split()[0]  # "small", "glove", "word2vec", "fasttext", "MiniLM-L6"
-        old = next((dict(r, carried_from=run["machine"]["date"], not_rerun=row["reason"])
+        old = next((dict(r, carried_from=r.get("carried_from", run["machine"]["date"]), not_rerun=row["reason"])
                     for run in reversed(runs) for r in run.get("pooling", [])
                     if "reason" not in r and r["model"].split()[0] == key), None) if "reason" in row else None
         out.append(old or row)
@@ -443,7 +448,8 @@ def targets(res: dict[str, Any]) -> list[str]:
            "mode ≥ 2× sentence-transformers under the same bf16 autocast (fp32 where the CPU has no native bf16), at "
            "10-NN overlap ≥ 0.95 and STS-B Spearman within 0.5 of fp32. Largest possible = the roofline's ceiling "
            "texts/s (fp32, or bf16 for the fastest mode; for int8-bf16 its int8 layers at the int8 x int8 GEMM rate "
-           "(`torch._int_mm`), the rest at the bf16 one) over the peer's median.", "",
+           "(`torch._int_mm`), its feed-forward output at the bf16 one and attention at the fp32 one) over the "
+           "peer's median.", "",
            "| texts | best exact mode | × ST fp32 | met | largest possible | fastest mode meeting the quality bar "
            "| × peer | peer | met | largest possible |",
            "|---|---|---:|---|---:|---|---:|---|---|---:|"]

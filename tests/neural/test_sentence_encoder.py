@@ -313,16 +313,34 @@ def test_int8_bf16_is_int8_smooth_with_its_float_layers_in_bf16(tiny_encoder):
     smooth, mixed = kinds("int8-smooth"), kinds("int8-bf16")
     float_layers = {n for n, k in smooth.items() if k == "float"}
     ffn_out = {n for n in float_layers if n.endswith("output.dense") and "attention" not in n}
-    assert ffn_out and {n for n, k in mixed.items() if k == "Bf16Linear"} == float_layers
+    assert ffn_out and float_layers == ffn_out  # int8-smooth keeps exactly the feed-forward outputs in float
+    assert {n for n, k in mixed.items() if k == "Bf16Linear"} == float_layers
     assert {n: k for n, k in mixed.items() if n not in float_layers} == {n: k for n, k in smooth.items() if n not in float_layers}
     assert isinstance(tiny_encoder.model.encoder.layer[0].output.dense, torch.nn.Linear)  # the original is untouched
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(32, 8)
     x = torch.randn(4, 32)
-    y = Bf16Linear(lin)(x)
+    layer = Bf16Linear(lin)
+    assert layer.weight.dtype == torch.bfloat16 and layer.bias.dtype == torch.bfloat16
+    y = layer(x)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, lin(x), rtol=2e-2, atol=2e-2)  # bf16 rounding of inputs and weights
+
+
+def test_bf16_precisions_warn_on_a_cpu_without_bf16(tiny_encoder, monkeypatch, caplog):
+    from embedstack.neural import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    for precision, slower in (("bf16-pure", "slower than fp32"), ("int8-bf16", "slower than int8-smooth")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
+            tiny_encoder.with_options(precision=precision)
+        assert any(precision in r.getMessage() and slower in r.getMessage() for r in caplog.records), caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
+        tiny_encoder.with_options(precision="int8-smooth")
+    assert not caplog.records
 
 
 def test_int8_smooth_keeps_minilm_closer_to_fp32_than_int8_fast(minilm):

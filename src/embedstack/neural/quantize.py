@@ -15,7 +15,7 @@ Recipes are named so the choice is visible and measured (``benchmarks/encode.py`
   weights, where per-channel weight scales absorb them. ``max|x_j|`` comes from a calibration pass over
   pseudo-sentences of the model's own vocabulary (no data needed, deterministic).
 * ``int8-bf16`` (torch) — ``int8-smooth`` with the feed-forward output, the one Linear it keeps in fp32,
-  in bfloat16 (:class:`Bf16Linear`): for CPUs that multiply bf16 natively (AVX-512 BF16, AMX), where an
+  in bfloat16 (:class:`Bf16Linear`): for CPUs with AVX-512 BF16 and VNNI but no AMX (measured on Zen 4), where an
   fp32 GEMM runs at a fraction of the bf16 and int8 rates (AMD EPYC, MiniLM's shapes, 2 threads: 181 / 429
   / 632 GFLOP/s). The int8 layers are unchanged, so the quality is ``int8-smooth``'s (on the EPYC: 10-NN
   0.956 either way on 500 STS-B sentences, 0.939 on 2,000; STS-B 81.96 / 81.94) at 1.3x its speed.
