@@ -294,3 +294,19 @@ def test_faiss_threads_sets_and_restores_faiss_openmp_threads() -> None:
     assert faiss.omp_get_max_threads() == before
     with faiss_threads(0):  # 0: faiss's own setting, untouched
         assert faiss.omp_get_max_threads() == before
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_hnsw_faiss_compaction_keeps_the_stored_rows(hp: Any, dtype: str) -> None:
+    pytest.importorskip("faiss")
+    x = hp.clustered(300, 16)
+    idx = HNSWIndex(16, metric="cosine", M=8, threads=1, backend="faiss", dtype=dtype)
+    idx.add(x, hp.ids_of(300))
+    before = idx._index.reconstruct_n(0, 300)
+    live = list(range(300))
+    for step in range(3):  # compacting again must not drift: decoded rows are re-added as stored, not re-normalised
+        gone = live[step::3]
+        idx.remove([f"d{i}" for i in gone])
+        live = [i for i in live if i not in set(gone)]
+        assert idx.compact() == len(gone)
+        np.testing.assert_array_equal(idx._index.reconstruct_n(0, idx._index.ntotal), before[live])

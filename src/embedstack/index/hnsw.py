@@ -158,21 +158,24 @@ class HNSWIndex(BaseIndex):
         return self._index
 
     def _graph_add(self, index: Any, start: int, vectors: np.ndarray) -> None:
-        """Add ``vectors`` to the graph as internal ids ``start, start + 1, ...``."""
+        """Add ``vectors`` to the graph as internal ids ``start, start + 1, ...``; for faiss they are rows as
+        stored (:func:`prepare_rows` already applied: a compaction re-adds decoded rows unchanged)."""
         if self.backend == "faiss":  # faiss numbers rows 0, 1, ... in insertion order: our internal ids
             if index.ntotal != start:
                 raise IndexStateError(f"the faiss graph holds {index.ntotal} rows but the index {start} ids; "
                                       "rebuild it from its vectors (nothing was added).")
             with faiss_threads(self.threads):
-                index.add(prepare_rows(vectors, self.metric))
+                index.add(np.ascontiguousarray(vectors, dtype=np.float32))
             self._allowed = None
         else:
             index.add(np.arange(start, start + len(vectors), dtype=np.uint64), vectors, threads=self.threads)
 
     def _append(self, vectors: np.ndarray) -> None:
-        self._graph_add(self._writable(), len(self._ids), vectors)
+        # rows as stored, computed once: faiss's graph and the float rows for rescoring (usearch normalises itself)
+        rows = prepare_rows(vectors, self.metric) if self.backend == "faiss" or self.rescore is not None else vectors
+        self._graph_add(self._writable(), len(self._ids), rows if self.backend == "faiss" else vectors)
         if self.rescore is not None:
-            self._pending.append(prepare_rows(vectors, self.metric))
+            self._pending.append(rows)
 
     def _float_rows(self) -> np.ndarray:
         if self._pending:
