@@ -166,33 +166,45 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
     queries = list(beir.query_texts())
     # bf16 arms only where the CPU multiplies bf16 natively: emulated, it is several times slower than fp32 on both sides
     precisions = ("fp32", "bf16") if cpu_has_bf16() else ("fp32",)
-    ours = {p: ColBERT.from_folder(folder, precision=p, document_length=DOC_LENGTH) for p in precisions}
+    # ours in each precision at its defaults, plus the bi-encoder's fastest paths (2 workers; bf16-pure where
+    # bf16 is native): the same runtime options a user passes as MODEL@workers=2,precision=bf16-pure
+    variants = {p: {"precision": p} for p in precisions} | {"fp32-w2": {"precision": "fp32", "workers": 2}}
+    if cpu_has_bf16():
+        variants["bf16-pure-w2"] = {"precision": "bf16-pure", "workers": 2}
+    ours = {v: ColBERT.from_folder(folder, document_length=DOC_LENGTH, **o) for v, o in variants.items()}
     pylate = {p: models.ColBERT(model_name_or_path=str(folder), device="cpu", document_length=DOC_LENGTH,
                                 model_kwargs={"torch_dtype": torch.bfloat16} if p == "bf16" else {})
               for p in precisions}
     systems: dict[str, Any] = {}
+    for v in variants:
+        systems[f"ours {v}"] = (lambda m: lambda texts, q: m.encode_tokens(texts, role="query" if q else "document",
+                                                                         batch_size=32))(ours[v])
     for p in precisions:
-        systems[f"ours {p}"] = (lambda m: lambda texts, q: m.encode_tokens(texts, role="query" if q else "document",
-                                                                         batch_size=32))(ours[p])
         systems[f"PyLate {p}"] = (lambda m: lambda texts, q: m.encode(texts, is_query=q, batch_size=32,
                                                                     show_progress_bar=False))(pylate[p])
     for fn in systems.values():  # warm-up
         fn(docs[:32], False)
     rates: dict[str, dict[str, list[float]]] = {k: {"docs": [], "queries": []} for k in systems}
+    first: dict[str, list[np.ndarray]] = {}  # each system's document token vectors of round 0 (agreement below)
     names = list(systems)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             t = time.perf_counter()
-            systems[name](docs, False)
+            got = systems[name](docs, False)
             rates[name]["docs"].append(len(docs) / (time.perf_counter() - t))
+            if r == 0:
+                first[name] = [x.float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+                               for x in got]
             t = time.perf_counter()
             systems[name](queries, True)
             rates[name]["queries"].append(len(queries) / (time.perf_counter() - t))
             log(f"encode round {r}: {name} {rates[name]['docs'][-1]:.1f} docs/s, {rates[name]['queries'][-1]:.0f} q/s")
     out: dict[str, Any] = {"n_docs": len(docs), "n_queries": len(queries), "rounds": rounds, "systems": {},
-                           "cpu_bf16": cpu_has_bf16(), "loadavg": os.getloadavg()}
+                           "cpu_bf16": cpu_has_bf16(), "loadavg": os.getloadavg(), "cpu": cpu_name()}
+    ref = first["ours fp32"]
     for name, v in rates.items():
         out["systems"][name] = {k: {"median": statistics.median(x), "min": min(x), "max": max(x)} for k, x in v.items()}
+        out["systems"][name]["cosine_to_fp32"] = _token_agreement(first[name], ref)
     for what in ("docs", "queries"):
         best = max(v[what]["median"] for k, v in out["systems"].items() if k.startswith("PyLate"))
         mine = max(v[what]["median"] for k, v in out["systems"].items() if k.startswith("ours"))
@@ -201,6 +213,15 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- search
+def _token_agreement(got: list[np.ndarray], ref: list[np.ndarray]) -> dict[str, float] | None:
+    """Mean and minimum cosine of each document token vector to ours in fp32 (None when token counts differ)."""
+    if len(got) != len(ref) or any(a.shape != b.shape for a, b in zip(got, ref, strict=True)):
+        return None
+    a, b = np.concatenate(got), np.concatenate(ref)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return {"mean": float(cos.mean()), "min": float(cos.min())}
+
+
 def _folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -388,12 +409,17 @@ def markdown(arms: dict[str, Any]) -> str:
                   f"queries; batch 32; {e['rounds']} interleaved rounds, median (min-max)"
                   + ("" if e.get("cpu_bf16", True) else "; CPU bf16: no, so both encode in fp32 (emulated bf16 is "
                      "several times slower on both sides)")
-                  + (f"; load average at the end {e['loadavg'][0]:.2f}" if "loadavg" in e else "") + "):", "",
-                  "| system | abstracts/s | queries/s |", "|---|---:|---:|"]
+                  + (f"; {e['cpu']}" if "cpu" in e else "")
+                  + (f"; load average at the end {e['loadavg'][0]:.2f}" if "loadavg" in e else "") + "; `w2` = 2 "
+                  "workers of one thread each; agreement = cosine of each document token vector to ours fp32, "
+                  "mean / min):", "",
+                  "| system | abstracts/s | queries/s | agreement |", "|---|---:|---:|---:|"]
         for name, v in e["systems"].items():
             d, q = v["docs"], v["queries"]
+            agree = v.get("cosine_to_fp32")
             lines.append(f"| {name} | {d['median']:.1f} ({d['min']:.1f}-{d['max']:.1f}) | "
-                         f"{q['median']:.0f} ({q['min']:.0f}-{q['max']:.0f}) |")
+                         f"{q['median']:.0f} ({q['min']:.0f}-{q['max']:.0f}) | "
+                         + (f"{agree['mean']:.5f} / {agree['min']:.4f} |" if agree else "— |"))
         lines += ["", f"Ours / best PyLate: abstracts **{e['ratio_docs']:.2f}x**, queries **{e['ratio_queries']:.2f}x**.", ""]
     if "search" in arms:
         s = arms["search"]

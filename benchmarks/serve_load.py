@@ -75,7 +75,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, cpu_line, write_results  # noqa: E402
+from _report import ROOT, cpu_line, last_results, write_results, write_section  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 OURS_BIN = ROOT / ".venv" / "bin"
@@ -428,10 +428,11 @@ def summarize(runs: list[dict[str, Any]], names: tuple[str, str]) -> list[dict[s
     return rows
 
 
-def roofline(folder: Path, workloads: dict[str, list[str]], threads: int) -> dict[str, Any]:
+def roofline(folder: Path, workloads: dict[str, list[str]], threads: int, precision: str = "fp32") -> dict[str, Any]:
     """What the CPU allows (measured before the servers start): the forward FLOPs of each workload's texts as both
-    servers cut them (256 tokens), fp32 GEMM at the model's layer shapes and the read bandwidth, and from them the
-    embeddings/s a server would reach if every FLOP ran at that rate (tokenization, HTTP and the rest only add time)."""
+    servers cut them (256 tokens), GEMM at the model's layer shapes in the run's precision (fp32, or bf16 for a
+    ``--precision bf16`` run) and the read bandwidth, and from them the embeddings/s a server would reach if every
+    FLOP ran at that rate (tokenization, HTTP and the rest only add time)."""
     import torch
     from tokenizers import Tokenizer
 
@@ -444,12 +445,17 @@ def roofline(folder: Path, workloads: dict[str, list[str]], threads: int) -> dic
     tok.enable_truncation(max_length=256)
     tok.no_padding()  # the folder's tokenizer.json pads to 128; FLOPs count real tokens
     torch.set_num_threads(threads)
-    out: dict[str, Any] = {"hw": hardware_roofline(config, threads), "workloads": {}}
+    out: dict[str, Any] = {"hw": hardware_roofline(config, threads), "workloads": {}, "precision": precision}
+    if precision == "bf16":
+        from encode import gemm_rate
+
+        out["hw"]["bf16_layer_gflops"] = gemm_rate(config, torch.bfloat16) / 1e9
+    rate = out["hw"][f"{precision}_layer_gflops"]
     for wl, texts in workloads.items():
         lengths = np.array([len(e.ids) for e in tok.encode_batch(texts[:2000])])
         gflop = float(model_flops(lengths, config).mean()) / 1e9
         out["workloads"][wl] = {"mean_tokens": float(lengths.mean()), "gflop_per_text": gflop,
-                                "ceiling_emb_per_s": out["hw"]["fp32_layer_gflops"] / gflop}
+                                "ceiling_emb_per_s": rate / gflop}
     return out
 
 
@@ -467,7 +473,7 @@ def part_load(opts: argparse.Namespace, workloads: dict[str, list[str]], folder:
                            "texts": {k: len(v) for k, v in workloads.items()}, "loadavg_start": os.getloadavg(),
                            "servers": {}, "cpu": cpu_line()}
     if not opts.quick:
-        res["roofline"] = roofline(folder, workloads, threads=os.cpu_count() or 1)
+        res["roofline"] = roofline(folder, workloads, threads=os.cpu_count() or 1, precision=opts.precision)
         log(q, f"roofline: {res['roofline']}")
     try:
         for s in (ours, peer):  # one at a time: startup is timed alone
@@ -526,13 +532,15 @@ def md_roofline(res: dict[str, Any]) -> list[str]:
     """Each workload's ceiling, and the share of it each server reached at its best concurrency."""
     p, roof = res["peer_name"], res["roofline"]
     hw = roof["hw"]
-    lines = [f"How much room the hardware leaves: the fp32 ceiling is the embeddings/s at which every FLOP of the "
+    prec = roof.get("precision", "fp32")  # records before the bf16 rate was measured priced bf16 runs at fp32
+    when = (" (measured after the load runs, on the same idle machine)" if roof.get("rate_measured_after") else "")
+    lines = [f"How much room the hardware leaves: the {prec} ceiling is the embeddings/s at which every FLOP of the "
              f"forward pass (real tokens, cut at 256) runs at the rate measured for the model's own linear layers "
-             f"on 8,192 tokens, {hw['fp32_layer_gflops']:.0f} GFLOP/s ({hw['threads']} threads; read bandwidth "
-             f"{hw.get('read_gbs', float('nan')):.0f} GB/s). Tokenization, HTTP, attention's element-wise work, GELU "
-             f"and LayerNorm only add time, so ceiling / {p} bounds any exact fp32 speed-up.", "",
-             f"| workload | mean tokens | GFLOP / text | fp32 ceiling emb/s | ours best emb/s (of ceiling) | "
-             f"{p} best emb/s (of ceiling) | largest possible exact ours / {p} |", "|---|---:|---:|---:|---:|---:|---:|"]
+             f"in {prec} on 8,192 tokens, {hw[f'{prec}_layer_gflops']:.0f} GFLOP/s{when} ({hw['threads']} threads; "
+             f"read bandwidth {hw.get('read_gbs', float('nan')):.0f} GB/s). Tokenization, HTTP, attention's "
+             f"element-wise work, GELU and LayerNorm only add time, so ceiling / {p} bounds any {prec} speed-up.", "",
+             f"| workload | mean tokens | GFLOP / text | {prec} ceiling emb/s | ours best emb/s (of ceiling) | "
+             f"{p} best emb/s (of ceiling) | largest possible {prec} ours / {p} |", "|---|---:|---:|---:|---:|---:|---:|"]
     for wl, w in roof["workloads"].items():
         rows = [r for r in res["rows"] if r["workload"] == wl]
         if not rows:
@@ -924,6 +932,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="fp32: both exact (infinity's default); bf16: both in bf16 (results: serve_load_bf16)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--render-last", action="store_true",
+                    help="re-render the BENCHMARKS.md section of --precision from its last record")
+    ap.add_argument("--remeasure-roofline", action="store_true",
+                    help="with --render-last: measure the ceiling again at --precision's GEMM rate and append the "
+                         "corrected record")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--quiet", action="store_true")
     opts = ap.parse_args(argv)
@@ -936,6 +949,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     log(opts.quiet, f"model folder {folder}; {len(workloads['short'])} short sentences, "
                     f"{len(workloads['scifact'])} abstracts; server logs in {logdir}")
     report = not (opts.quick or opts.no_report)
+    if opts.render_last:  # re-render the section of --precision from its last record (no servers started)
+        name = "serve_load" if opts.precision == "fp32" else "serve_load_bf16"
+        last = last_results(name)
+        last["counts"] = {wl: {int(c): n for c, n in v.items()} for wl, v in last["counts"].items()}  # JSON keys
+        if opts.remeasure_roofline:  # a record whose ceiling was priced at another precision's rate
+            last["roofline"] = roofline(folder, workloads, threads=os.cpu_count() or 1, precision=opts.precision)
+            last["roofline"]["rate_measured_after"] = True
+            # appended as a new record that keeps the load runs' machine line (their date)
+            write_results(name, {k: v for k, v in last.items() if k != "benchmark"}, md_load(last))
+        else:
+            write_section(name, md_load(last), last["machine"])
+        return
     if opts.part in ("load", "all"):
         res = part_load(opts, workloads, folder, logdir)
         md = md_load(res)

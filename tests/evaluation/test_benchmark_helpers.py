@@ -45,3 +45,32 @@ def test_pooling_rows_not_rerun_carry_the_date_they_were_measured(tmp_path, enco
     path.write_text("\n".join(json.dumps(r) for r in runs) + "\n", encoding="utf-8")
     again = encode_bench.carry_pooling([{"model": "glove word vectors", "reason": "still none"}], path)
     assert again[0]["carried_from"] == "2026-11-28" and again[0]["not_rerun"] == "still none"
+
+
+@pytest.fixture()
+def serve_bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop("serve_load", None)
+    import serve_load
+
+    yield serve_load
+    sys.modules.pop("serve_load", None)
+
+
+def _serve_result(roofline):
+    rows = [{"workload": "scifact", "ours_emb_per_s": 40.0, "infinity_emb_per_s": 38.0}]
+    return {"peer_name": "infinity", "roofline": roofline, "rows": rows}
+
+
+def test_serving_ceiling_is_priced_at_the_runs_precision(serve_bench):
+    hw = {"fp32_layer_gflops": 167.0, "bf16_layer_gflops": 428.0, "threads": 2, "read_gbs": 34.0}
+    bf16 = {"hw": hw, "precision": "bf16", "rate_measured_after": True,
+            "workloads": {"scifact": {"mean_tokens": 239.3, "gflop_per_text": 5.621, "ceiling_emb_per_s": 428 / 5.621}}}
+    text = "\n".join(serve_bench.md_roofline(_serve_result(bf16)))
+    assert "bf16 ceiling" in text and "428 GFLOP/s" in text and "measured after the load runs" in text
+    assert "| 76 | 40.0 (53%) | 38.0 (50%) | 2.00× |" in text
+    # a record from before the precision was stored is an fp32 run, priced at the fp32 rate
+    old = {"hw": {k: v for k, v in hw.items() if k != "bf16_layer_gflops"},
+           "workloads": {"scifact": {"mean_tokens": 239.3, "gflop_per_text": 5.621, "ceiling_emb_per_s": 167 / 5.621}}}
+    text = "\n".join(serve_bench.md_roofline(_serve_result(old)))
+    assert "fp32 ceiling" in text and "167 GFLOP/s" in text and "measured after" not in text
