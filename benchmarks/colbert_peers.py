@@ -142,7 +142,7 @@ def run_train(rounds: int) -> dict[str, Any]:
             times[name].append(float(np.median(steps)))
             log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
     out: dict[str, Any] = {"batch_size": TRAIN_BATCH, "steps": TRAIN_STEPS, "rounds": rounds, "systems": {},
-                           "cpu_bf16": bf16, "loadavg": os.getloadavg()}
+                           "cpu_bf16": bf16, "loadavg": os.getloadavg(), "cpu": cpu_name()}
     for name, ts in times.items():
         rates = [TRAIN_BATCH / t for t in ts]
         out["systems"][name] = {"rows_per_second": statistics.median(rates), "min": min(rates), "max": max(rates)}
@@ -398,7 +398,8 @@ def markdown(arms: dict[str, Any]) -> str:
         lines += [f"Training throughput (rows/s; batch {t['batch_size']}, 1 BM25 negative, documents at {DOC_LENGTH} "
                   f"tokens; median of the step times after 2 warm-up steps, {t['rounds']} interleaved rounds, min-max; "
                   f"both start from all-MiniLM-L6-v2 with a new projection; CPU bf16: "
-                  f"{'yes' if t.get('cpu_bf16', True) else 'no, so both train in fp32'}):",
+                  f"{'yes' if t.get('cpu_bf16', True) else 'no, so both train in fp32'}"
+                  + (f"; {t['cpu']}" if "cpu" in t else "") + "):",
                   "", "| system | rows/s | spread |", "|---|---:|---|"]
         for name, v in t["systems"].items():
             lines.append(f"| {name} | {v['rows_per_second']:.2f} | {v['min']:.2f}-{v['max']:.2f} |")
