@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -11,14 +12,18 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+def _script(monkeypatch, name):
+    """A benchmark script imported as a module (fresh, and dropped again after the test)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    sys.modules.pop(name, None)
+    module = importlib.import_module(name)
+    yield module
+    sys.modules.pop(name, None)
+
+
 @pytest.fixture()
 def encode_bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("encode", None)
-    import encode
-
-    yield encode
-    sys.modules.pop("encode", None)
+    yield from _script(monkeypatch, "encode")
 
 
 def _run(date, pooling):
@@ -49,12 +54,7 @@ def test_pooling_rows_not_rerun_carry_the_date_they_were_measured(tmp_path, enco
 
 @pytest.fixture()
 def serve_bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("serve_load", None)
-    import serve_load
-
-    yield serve_load
-    sys.modules.pop("serve_load", None)
+    yield from _script(monkeypatch, "serve_load")
 
 
 def _serve_result(roofline):
