@@ -75,7 +75,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, cpu_line, last_results, write_results, write_section  # noqa: E402
+from _report import ROOT, cpu_line, last_results, machine, write_results, write_section  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 OURS_BIN = ROOT / ".venv" / "bin"
@@ -533,7 +533,9 @@ def md_roofline(res: dict[str, Any]) -> list[str]:
     p, roof = res["peer_name"], res["roofline"]
     hw = roof["hw"]
     prec = roof.get("precision", "fp32")  # records before the bf16 rate was measured priced bf16 runs at fp32
-    when = (" (measured after the load runs, on the same idle machine)" if roof.get("rate_measured_after") else "")
+    after = roof.get("rate_measured_after")
+    when = (f" (measured after the load runs, on the same CPU, idle{'' if after is True else f', {after}'})"
+            if after else "")
     lines = [f"How much room the hardware leaves: the {prec} ceiling is the embeddings/s at which every FLOP of the "
              f"forward pass (real tokens, cut at 256) runs at the rate measured for the model's own linear layers "
              f"in {prec} on 8,192 tokens, {hw[f'{prec}_layer_gflops']:.0f} GFLOP/s{when} ({hw['threads']} threads; "
@@ -578,7 +580,7 @@ def md_load(res: dict[str, Any]) -> str:
              f"(FOLDER: the same local folder for both), one input per request (`short`: STS-B sentences; "
              f"`scifact`: SciFact abstracts, title + text, cut at 256 tokens by both), closed-loop clients "
              f"(asyncio, one httpx client and keep-alive connection each) in a third process, loopback, "
-             f"{os.cpu_count()} cores shared by all three ({res.get('cpu', 'CPU not recorded')}). "
+             f"{res.get('machine', {}).get('cpus') or os.cpu_count()} cores shared by all three ({res.get('cpu', 'CPU not recorded')}). "
              f"Ours: `{shown(res['servers']['ours']['cmd'])}`; {p}: `{shown(res['servers'][p]['cmd'])}` "
              f"({ver}). Everything else at each server's defaults (threads included); `--truncate` makes ours cut "
              f"over-long inputs as {p} always does (our default refuses them). Medians of {res['reps']} interleaved "
@@ -943,24 +945,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     if opts.reps is None:
         opts.reps = 2 if opts.quick else 5
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if opts.remeasure_roofline and not opts.render_last:
+        raise SystemExit("--remeasure-roofline goes with --render-last (it corrects the last record's ceiling).")
+    if opts.render_last:  # re-render the section of --precision from its last record (no servers started)
+        name = "serve_load" if opts.precision == "fp32" else "serve_load_bf16"
+        last = last_results(name)
+        last["counts"] = {wl: {int(c): n for c, n in v.items()} for wl, v in last["counts"].items()}  # JSON keys
+        if opts.remeasure_roofline:  # a record whose ceiling was priced at another precision's rate
+            if last.get("cpu") != cpu_line():
+                raise SystemExit(f"--remeasure-roofline: the last {name} record was measured on {last.get('cpu')!r}, "
+                                 f"this is {cpu_line()!r}; a ceiling is only comparable on the same CPU.")
+            superseded = last["machine"]["date"]
+            last["roofline"] = roofline(model_folder(), load_workloads(), threads=os.cpu_count() or 1,
+                                        precision=opts.precision)
+            last["roofline"]["rate_measured_after"] = machine()["date"]
+            last["supersedes"] = f"the {superseded} record's ceiling (priced at another rate); same load runs"
+            # appended as a new record that keeps the load runs' machine line (their date)
+            write_results(name, {k: v for k, v in last.items() if k != "benchmark"}, md_load(last))
+        else:
+            write_section(name, md_load(last), last["machine"])
+        return
     folder = model_folder()
     workloads = load_workloads()
     logdir = Path(tempfile.mkdtemp(prefix="serve-load-logs-"))
     log(opts.quiet, f"model folder {folder}; {len(workloads['short'])} short sentences, "
                     f"{len(workloads['scifact'])} abstracts; server logs in {logdir}")
     report = not (opts.quick or opts.no_report)
-    if opts.render_last:  # re-render the section of --precision from its last record (no servers started)
-        name = "serve_load" if opts.precision == "fp32" else "serve_load_bf16"
-        last = last_results(name)
-        last["counts"] = {wl: {int(c): n for c, n in v.items()} for wl, v in last["counts"].items()}  # JSON keys
-        if opts.remeasure_roofline:  # a record whose ceiling was priced at another precision's rate
-            last["roofline"] = roofline(folder, workloads, threads=os.cpu_count() or 1, precision=opts.precision)
-            last["roofline"]["rate_measured_after"] = True
-            # appended as a new record that keeps the load runs' machine line (their date)
-            write_results(name, {k: v for k, v in last.items() if k != "benchmark"}, md_load(last))
-        else:
-            write_section(name, md_load(last), last["machine"])
-        return
     if opts.part in ("load", "all"):
         res = part_load(opts, workloads, folder, logdir)
         md = md_load(res)

@@ -74,3 +74,23 @@ def test_serving_ceiling_is_priced_at_the_runs_precision(serve_bench):
            "workloads": {"scifact": {"mean_tokens": 239.3, "gflop_per_text": 5.621, "ceiling_emb_per_s": 167 / 5.621}}}
     text = "\n".join(serve_bench.md_roofline(_serve_result(old)))
     assert "fp32 ceiling" in text and "167 GFLOP/s" in text and "measured after" not in text
+
+
+def test_serving_render_last_keeps_the_runs_date_and_needs_no_servers(tmp_path, monkeypatch, serve_bench):
+    import _report
+
+    monkeypatch.setattr(_report, "RESULTS", tmp_path)
+    monkeypatch.setattr(_report, "BENCHMARKS_MD", tmp_path / "BENCHMARKS.md")
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n", encoding="utf-8")
+    stored = (BENCH / "results" / "serve_load.jsonl").read_text(encoding="utf-8").splitlines()[-1]
+    record = json.loads(stored)  # a real record: JSON turned its count keys into strings
+    record["machine"]["date"] = "2026-12-01 10:00 UTC"
+    (tmp_path / "serve_load.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    monkeypatch.setattr(serve_bench, "model_folder", lambda: pytest.fail("render-last started from the model"))
+    serve_bench.main(["--render-last"])
+    text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert "<!-- bench:serve_load -->" in text and "_Measured 2026-12-01 10:00 UTC, 2 CPUs._" in text
+    assert f"{record['machine']['cpus']} cores shared by all three" in text
+    assert "| short | 128 |" in text  # rows rendered from the stored runs
+    with pytest.raises(SystemExit, match="goes with --render-last"):
+        serve_bench.main(["--remeasure-roofline"])
