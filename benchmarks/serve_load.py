@@ -947,9 +947,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if opts.remeasure_roofline and not opts.render_last:
         raise SystemExit("--remeasure-roofline goes with --render-last (it corrects the last record's ceiling).")
+    name = "serve_load" if opts.precision == "fp32" else "serve_load_bf16"  # results file and BENCHMARKS section
     if opts.render_last:  # re-render the section of --precision from its last record (no servers started)
-        name = "serve_load" if opts.precision == "fp32" else "serve_load_bf16"
-        last = last_results(name)
+        try:
+            last = last_results(name)
+        except (FileNotFoundError, IndexError):
+            raise SystemExit(f"--render-last: no {name} record in benchmarks/results/{name}.jsonl yet; run the "
+                             f"benchmark first (without --render-last).") from None
         last["counts"] = {wl: {int(c): n for c, n in v.items()} for wl, v in last["counts"].items()}  # JSON keys
         if opts.remeasure_roofline:  # a record whose ceiling was priced at another precision's rate
             if last.get("cpu") != cpu_line():
@@ -976,7 +980,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         md = md_load(res)
         print(md)
         if report:
-            write_results("serve_load" if opts.precision == "fp32" else "serve_load_bf16", res, md)
+            write_results(name, res, md)
     if opts.part in ("faults", "all"):
         res = part_faults(opts, workloads, folder, logdir)
         md = md_faults(res)

@@ -94,3 +94,5 @@ def test_serving_render_last_keeps_the_runs_date_and_needs_no_servers(tmp_path, 
     assert "| short | 128 |" in text  # rows rendered from the stored runs
     with pytest.raises(SystemExit, match="goes with --render-last"):
         serve_bench.main(["--remeasure-roofline"])
+    with pytest.raises(SystemExit, match="no serve_load_bf16 record"):  # nothing measured yet: a clear message
+        serve_bench.main(["--render-last", "--precision", "bf16"])
