@@ -218,6 +218,39 @@ def test_progress_shows_remaining_time() -> None:
     assert any(isinstance(c, TimeRemainingColumn) for c in progress().columns)
 
 
+def test_progress_writes_plain_lines_when_stderr_is_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from embedstack.cli import _common
+
+    log = io.StringIO()
+    monkeypatch.setattr(_common, "PLAIN_PROGRESS_SECONDS", 3600.0)
+    with _common.progress(console=Console(file=log)) as prog:  # a file: not a terminal
+        task = prog.add_task("training", total=10, info="")
+        for i in range(1, 11):
+            prog.update(task, completed=i, info=f"loss {1 / i:.3f}")
+    lines = [ln for ln in log.getvalue().splitlines() if ln]  # (rich ends its live display with a blank line)
+    # the first batch says it started, the next ones stay quiet inside the period, the last one says it ended
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("training  1/10  elapsed 0:00:00") and "loss 1.000" in lines[0]
+    assert lines[1].startswith("training  10/10") and "loss 0.100" in lines[1] and "eta" not in lines[1]
+    log.truncate(0)
+    log.seek(0)
+    monkeypatch.setattr(_common, "PLAIN_PROGRESS_SECONDS", 0.0)
+    with _common.progress(console=Console(file=log)) as prog:
+        task = prog.add_task("encoding", total=4, info="")
+        for _ in range(4):
+            prog.advance(task)
+    assert [ln.split("  ")[1] for ln in log.getvalue().splitlines() if ln] == ["1/4", "2/4", "3/4", "4/4"]
+    log.truncate(0)
+    log.seek(0)
+    with _common.progress(quiet=True, console=Console(file=log)) as prog:  # --quiet: nothing at all
+        prog.update(prog.add_task("x", total=2, info=""), completed=2)
+    assert log.getvalue() == ""
+
+
 class _Batched:
     """A dense encoder that reports progress per batch, as SentenceEncoder does."""
 

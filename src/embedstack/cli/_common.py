@@ -129,10 +129,16 @@ def text_options(encoding: str, errors: TextErrors | str) -> TextOptions:
     return {"encoding": check_encoding(encoding), "errors": check_errors(value)}
 
 
-def progress(quiet: bool = False, transient: bool = True) -> Any:
+PLAIN_PROGRESS_SECONDS = 30.0  # stderr not a terminal (a log file, CI): one plain progress line this often
+
+
+def progress(quiet: bool = False, transient: bool = True, console: Console | None = None) -> Any:
     """A rich Progress on stderr (disabled when quiet): bar, done/total, elapsed and remaining time.
 
-    Callers update it per batch, so the bar and its ETA move from the first batch on.
+    Callers update it per batch, so the bar and its ETA move from the first batch on. When stderr is not a
+    terminal (``cmd 2> log``, nohup, CI) a live bar draws nothing until it ends, so there the same updates
+    become one plain line (``training  120/480  elapsed 0:04:10  eta 0:12:30  loss 0.812``) every
+    ``PLAIN_PROGRESS_SECONDS`` per task, and once when a task completes.
     """
     from rich.progress import (
         BarColumn,
@@ -143,8 +149,49 @@ def progress(quiet: bool = False, transient: bool = True) -> Any:
         TimeRemainingColumn,
     )
 
-    return Progress(
+    class _Progress(Progress):
+        def __init__(self, *columns: Any, **kwargs: Any) -> None:
+            super().__init__(*columns, **kwargs)
+            self._plain = not self.disable and not self.console.is_terminal
+            self._said: dict[Any, float] = {}
+
+        def update(self, task_id: Any, **kwargs: Any) -> None:
+            super().update(task_id, **kwargs)
+            if self._plain:
+                self._line(task_id)
+
+        def advance(self, task_id: Any, advance: float = 1) -> None:
+            super().advance(task_id, advance)
+            if self._plain:
+                self._line(task_id)
+
+        def _line(self, task_id: Any) -> None:
+            import datetime
+
+            with self._lock:
+                task = self._tasks.get(task_id)
+                if task is None:
+                    return
+                now = self.get_time()
+                finished = task.total is not None and task.completed >= task.total
+                last = self._said.get(task_id)
+                if last == float("inf") or (not finished and last is not None and now - last < PLAIN_PROGRESS_SECONDS):
+                    return
+                if last is None and not finished and not task.completed:
+                    self._said[task_id] = now  # the clock starts with the task; the first line comes a period later
+                    return
+                self._said[task_id] = float("inf") if finished else now
+                done = f"{task.completed:,.0f}" + (f"/{task.total:,.0f}" if task.total is not None else "")
+                left = task.time_remaining
+                parts = [str(task.description), done, f"elapsed {datetime.timedelta(seconds=int(task.elapsed or 0))}"]
+                if left is not None and not finished:
+                    parts.append(f"eta {datetime.timedelta(seconds=int(left))}")
+                if task.fields.get("info"):
+                    parts.append(str(task.fields["info"]))
+            self.console.print("  ".join(parts), markup=False, highlight=False, soft_wrap=True)
+
+    return _Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-        console=err_console, disable=quiet, transient=transient,
+        console=console or err_console, disable=quiet, transient=transient,
     )
