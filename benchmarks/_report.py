@@ -96,8 +96,9 @@ def load_arms(name: str) -> dict[str, Any]:
 
 
 def save_arm(name: str, arm: str, result: dict[str, Any]) -> None:
+    """Keep one arm's result in results/NAME_arms.json, with the machine and date it was measured on."""
     arms = load_arms(name)
-    arms[arm] = result
+    arms[arm] = {**result, "measured": result.get("measured") or machine()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}_arms.json"
     tmp = path.with_suffix(".tmp")

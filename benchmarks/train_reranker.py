@@ -14,7 +14,8 @@ BERT pooler started as the identity, a fresh one-logit classifier). Negatives ar
 the whole 5,183-abstract corpus (the query's judged positives are never negatives).
 
 Arms (``--arms``; each result is kept in results/train_reranker_arms.json and reused unless ``--fresh``):
-``dev-*`` (DEV_CONFIGS), ``report`` (the recipe on the report half, every pipeline and depth).
+``dev-*`` (DEV_CONFIGS), ``dev-blend`` (how to blend the recipe with a hybrid first stage, on tune-dev; opt-in),
+``report`` (the recipe on the report half, every pipeline and depth).
 
 Usage:
     EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_reranker.py [--arms dev-listwise] [--fresh]
@@ -49,6 +50,9 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
                     "titles": 1500, "copies": 3,
                     "label": "tune-train pairs x3 + all 5,182 ICT pseudo-pairs + 1,500 title pairs, 4 BM25 negatives, "
                              "listwise, documents cut at 128 tokens in training, lr 5e-5, 1 epoch"},
+    "dev-ict-128-lr1e-4": {"loss": "listwise", "args": {"epochs": 1, "lr": 1e-4, "max_seq_length": 128, "eval_steps": 160},
+                           "ict": 5182, "titles": 1500, "copies": 3,
+                           "label": "as dev-ict-128, lr 1e-4 (the bi-encoder recipe's learning rate)"},
     "dev-bce": {"loss": "bce", "args": {"epochs": 3},
                 "label": "as dev-listwise, binary cross-entropy (positive weighted 4)"},
     "dev-listwise-keep-pooler": {"loss": "listwise", "args": {"epochs": 3}, "pooler": "keep",
@@ -207,6 +211,79 @@ def run_dev(name: str, corpus: list[str]) -> dict[str, Any]:
             "during": [{"step": e["step"], **e["eval"]} for e in res.log if "eval" in e]}
 
 
+BLEND_ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def _ndcg_of_orders(bench: Any, results: Any, order_of: Any, depth: int) -> float:
+    """nDCG@10 x100 when each query's top ``depth`` hits are reordered by ``order_of(qid, hits) -> indices`` and
+    the rest follow in first-stage order."""
+    from embedstack.evaluation.metrics import ndcg_at_k
+
+    run: dict[str, dict[str, float]] = {}
+    for qid, r in zip(bench.queries, results, strict=True):
+        top = r.hits[:depth]
+        run[qid] = {top[i].id: float(len(top) - j) for j, i in enumerate(order_of(qid, top))}
+        run[qid].update({h.id: -float(j + 1) for j, h in enumerate(r.hits[depth:])})
+    return 100 * ndcg_at_k(run, bench.qrels, 10)
+
+
+def _z_of_stage(hits: Any, name: str) -> np.ndarray:
+    """z-scores of one retriever's own scores over ``hits``; a hit it did not retrieve gets its lowest z."""
+    from embedstack.index.fusion import normalize
+
+    vals = np.array([h.stages.get(name, np.nan) for h in hits], dtype=np.float64)
+    z = np.zeros(len(vals))
+    seen = ~np.isnan(vals)
+    if seen.any():
+        z[seen] = normalize(vals[seen], "zscore")
+        z[~seen] = z[seen].min()
+    return z
+
+
+def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
+    """How to blend the recipe (trained on tune-train) with a hybrid first stage, chosen on tune-dev: the
+    reranker against the first stage's fused (RRF) score (``--rerank-fusion convex-z:α``), against each
+    retriever's own z-scored score, and -- the control -- BM25 and dense z-scored against each other with no
+    reranker at all, over the same candidates."""
+    from embedstack.data import load_beir
+    from embedstack.index.fusion import normalize
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.training.evaluators import query_half
+    from embedstack.training.recipes import recipe_dir
+
+    folder = recipe_dir(recipe)
+    if not (folder / "embedstack.json").is_file():
+        raise SystemExit(f"build the recipe first: embedstack recipe {recipe}")
+    bench = Bench(query_half(load_beir("scifact", split="train"), "tune-dev"), ("bm25", "hybrid"))
+    cached = CachedReranker(CrossEncoder.from_folder(folder, precision="bf16", max_seq_length=EVAL_MAX_LEN))
+    seconds = cached.fill(bench.pairs(100))
+    # the dev arms' own cell (BM25's top 50, alone and fused), for the recipe as built on this machine
+    on_bm25 = {**bench.metrics("bm25", cached, 50),
+               "fused": {f"{a:g}": bench.metrics("bm25", cached, 50, a)["ndcg@10"] for a in ALPHAS}}
+    res = bench.results("hybrid")
+    names = FIRST_STAGES["hybrid"]
+    ce = {q: {h.id: cached.cache[(bench.queries[q], h.text)] for h in r.hits} for q, r in zip(bench.queries, res,
+                                                                                          strict=True)}
+    def with_ce(fn: Any) -> Any:  # order_of(qid, hits) from fn(hits, the reranker's scores of hits)
+        return lambda q, hits: np.argsort(-fn(hits, np.array([ce[q][h.id] for h in hits])), kind="stable")
+
+    cells: dict[str, float] = {"hybrid": _ndcg_of_orders(bench, res, lambda q, h: range(len(h)), 100)}
+    for depth in DEPTHS:
+        variants: dict[str, Any] = {"ce": lambda h, s: s}
+        for a in BLEND_ALPHAS:
+            variants[f"ce+first{a:g}"] = lambda h, s, a=a: (a * normalize(s, "zscore")
+                                                             + (1 - a) * normalize(np.array([x.score for x in h]), "zscore"))
+            variants[f"ce+retrievers{a:g}"] = lambda h, s, a=a: (a * normalize(s, "zscore")
+                                                                  + (1 - a) / 2 * sum(_z_of_stage(h, n) for n in names))
+            variants[f"no-ce, bm25 weight {a:g}"] = lambda h, s, a=a: (a * _z_of_stage(h, names[0])
+                                                                     + (1 - a) * _z_of_stage(h, names[1]))
+        for key, fn in variants.items():
+            cells[f"{key}@{depth}"] = _ndcg_of_orders(bench, res, with_ce(fn), depth)
+    return {"recipe": recipe, "scored_on": "tune-dev", "n_queries": len(bench.queries), "cells": cells,
+            "bm25_top50": on_bm25,
+            "pairs_scored": len(cached.cache), "score_seconds": seconds, "ndcg@10": cells["hybrid"]}
+
+
 def run_report(recipe: str = "minilm-scifact-ce", alpha: float | None = None) -> dict[str, Any]:
     """The recipe (built into the recipe cache if needed) reranking every first stage at every depth on the
     report half, alone and fused with the first stage at ``alpha`` (chosen on tune-dev); one scoring pass over
@@ -278,10 +355,43 @@ def markdown(arms: dict[str, Any]) -> str:
                       "learning rate and the listwise loss were in every arm (BCE and the kept pooler were not run: "
                       "each arm costs 15-30 minutes here). No arm reached BM25 alone; blending with BM25 did"
                       + (f" (α = {best}: {f[best]:.2f} against {first:.2f})" if best else "") + "."]
+        if "dev-ict-128-lr1e-4" in got:
+            g = got["dev-ict-128-lr1e-4"]
+            lines += ["", f"Twice the learning rate did not help: {DEV_CONFIGS['dev-ict-128-lr1e-4']['label']} scored "
+                      f"{g['ndcg@10']:.2f} alone and at best {max(g['fused'].values()):.2f} fused. Its during-training "
+                      "check (BM25's top 20, documents at the training length of 128 tokens) is below."]
         during = [(n, a["during"]) for n, a in dev if a.get("during")]
         for n, d in during:
             lines += ["", f"{DEV_CONFIGS[n]['label']}: nDCG@10 on tune-dev (BM25 top 20 reranked) during training: "
                       + ", ".join(f"step {e['step']} {e['ndcg@10']:.2f}" for e in d) + "."]
+    blend = arms.get("dev-blend")
+    if blend:
+        c = blend["cells"]
+        lines += ["", f"Blending the reranker with a hybrid first stage, chosen on tune-dev ({blend['n_queries']} "
+                  f"queries; the recipe `{blend['recipe']}` is trained on tune-train only; hybrid = RRF of BM25 and "
+                  f"all-MiniLM-L6-v2, 100 candidates, alone {c['hybrid']:.2f}). *first α*: α · z(CE) + (1 − α) · z(RRF "
+                  "score), what `--rerank-fusion convex-z:α` does; *retrievers α*: α · z(CE) + (1 − α)/2 · (z(BM25) + "
+                  "z(dense)), each retriever's own score; *no CE*: the control, z(BM25) and z(dense) blended with no "
+                  "reranker (weight α on BM25) over the same candidates. nDCG@10 x100:", "",
+                  "| blend | " + " | ".join(f"top {d}" for d in DEPTHS) + " |", "|---|" + "---:|" * len(DEPTHS)]
+        keys = ["ce"] + [f"{f}{a:g}" for f in ("ce+first", "ce+retrievers", "no-ce, bm25 weight ")
+                         for a in BLEND_ALPHAS]
+        for key in keys:
+            label = {"ce": "CE alone"}.get(key, key.replace("ce+first", "CE, first α=").replace(
+                "ce+retrievers", "CE, retrievers α=").replace("no-ce, bm25 weight ", "no CE, BM25 weight "))
+            lines.append(f"| {label} | " + " | ".join(f"{c[f'{key}@{d}']:.2f}" for d in DEPTHS) + " |")
+        best = {fam: max((k for k in c if k.startswith(fam)), key=c.get) for fam in ("ce+first", "ce+retrievers",
+                                                                                     "no-ce")}
+        lines += ["", "Best of each: " + "; ".join(f"`{k}` {c[k]:.2f} ({c[k] - c['hybrid']:+.2f})"
+                                                   for k in best.values()) + "."]
+        b = blend.get("bm25_top50")
+        if b:
+            lines += ["", f"The same model on the dev arms' own cell (BM25's top 50 on tune-dev): alone {b['ndcg@10']:.2f}, "
+                      "fused " + ", ".join(f"α={a} {v:.2f}" for a, v in b["fused"].items()) + "."]
+    where = [f"`{n}` {a['measured']['date'][:10]} ({a['measured']['cpu'].split(' (')[0]})"
+             for n, a in arms.items() if isinstance(a, dict) and a.get("measured")]
+    if where:
+        lines += ["", "Where each arm ran: " + "; ".join(where) + "."]
     rep = arms.get("report")
     if rep:
         c = rep["cells"]
@@ -315,7 +425,18 @@ def main() -> None:
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--alpha", type=float, default=None, help="report arm: also the reranker fused with the first "
                     "stage at this weight (chosen on tune-dev)")
+    ap.add_argument("--render-last", action="store_true", help="rewrite the BENCHMARKS.md section from the kept arms "
+                    "(results/train_reranker_arms.json) without training or scoring anything")
     opts = ap.parse_args()
+    if opts.render_last:
+        from _report import last_results, write_section
+
+        arms = _load_arms("train_reranker")
+        if not arms:
+            raise SystemExit("no kept arms in results/train_reranker_arms.json: run the arms first")
+        write_section("train_reranker", markdown(arms), last_results("train_reranker")["machine"])
+        print(markdown(arms))
+        return
     from embedstack.data import load_beir
 
     corpus = load_beir("scifact", split="train").doc_texts()
@@ -328,6 +449,8 @@ def main() -> None:
         if name == "report":
             result = run_report(alpha=opts.alpha)
             result["ndcg@10"] = result["cells"]["hybrid+ce@100"]["ndcg@10"]
+        elif name == "dev-blend":
+            result = run_blend()
         else:
             result = run_dev(name, corpus)
             log(f"{name}: nDCG@10 {result['ndcg@10']:.2f} (first stage {result['first_stage']['ndcg@10']:.2f})")
