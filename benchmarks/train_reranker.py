@@ -418,7 +418,7 @@ def markdown(arms: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arms", default=",".join(DEV_CONFIGS))
     ap.add_argument("--fresh", action="store_true")
@@ -427,7 +427,7 @@ def main() -> None:
                     "stage at this weight (chosen on tune-dev)")
     ap.add_argument("--render-last", action="store_true", help="rewrite the BENCHMARKS.md section from the kept arms "
                     "(results/train_reranker_arms.json) without training or scoring anything")
-    opts = ap.parse_args()
+    opts = ap.parse_args(argv)
     if opts.render_last:
         from _report import last_results, write_section
 

@@ -96,3 +96,38 @@ def test_serving_render_last_keeps_the_runs_date_and_needs_no_servers(tmp_path, 
         serve_bench.main(["--remeasure-roofline"])
     with pytest.raises(SystemExit, match="no serve_load_bf16 record"):  # nothing measured yet: a clear message
         serve_bench.main(["--render-last", "--precision", "bf16"])
+
+
+@pytest.fixture()
+def rerank_bench(monkeypatch):
+    yield from _script(monkeypatch, "train_reranker")
+
+
+def test_reranker_blend_gives_a_missing_retriever_score_its_lowest_z(rerank_bench):
+    from embedstack.base import Hit
+
+    hits = [Hit("a", 0.1, {"bm25": 9.0, "dense": 0.5}), Hit("b", 0.1, {"bm25": 3.0}), Hit("c", 0.1, {"dense": 0.9})]
+    z_bm25 = rerank_bench._z_of_stage(hits, "bm25")
+    assert z_bm25[0] == pytest.approx(1.0) and z_bm25[1] == pytest.approx(-1.0)
+    assert z_bm25[2] == z_bm25[1]  # not retrieved by BM25: ranked with BM25's lowest
+    assert rerank_bench._z_of_stage(hits, "splade").tolist() == [0.0, 0.0, 0.0]  # no scores at all: neutral
+
+
+def test_reranker_render_last_reads_the_kept_arms_and_says_where_each_ran(tmp_path, monkeypatch, rerank_bench):
+    import _report
+
+    monkeypatch.setattr(_report, "RESULTS", tmp_path)
+    monkeypatch.setattr(_report, "BENCHMARKS_MD", tmp_path / "BENCHMARKS.md")
+    (tmp_path / "BENCHMARKS.md").write_text("# Benchmarks\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="no kept arms"):
+        rerank_bench.main(["--render-last"])
+    arms = json.loads((BENCH / "results" / "train_reranker_arms.json").read_text(encoding="utf-8"))
+    (tmp_path / "train_reranker_arms.json").write_text(json.dumps(arms), encoding="utf-8")
+    (tmp_path / "train_reranker.jsonl").write_text(json.dumps({"machine": {"date": "2026-12-04 20:49 UTC", "cpus": 2}})
+                                                   + "\n", encoding="utf-8")
+    rerank_bench.main(["--render-last"])
+    text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert "<!-- bench:train_reranker -->" in text and "_Measured 2026-12-04 20:49 UTC, 2 CPUs._" in text
+    assert "Where each arm ran: `dev-listwise` 2026-12-02 (Intel(R) Xeon(R) Processor)" in text
+    if "dev-blend" in arms:  # the control row is printed beside the reranker's blends
+        assert "| no CE, BM25 weight 0.5 |" in text and "| CE, first α=0.5 |" in text
