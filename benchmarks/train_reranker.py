@@ -15,6 +15,8 @@ the whole 5,183-abstract corpus (the query's judged positives are never negative
 
 Arms (``--arms``; each result is kept in results/train_reranker_arms.json and reused unless ``--fresh``):
 ``dev-*`` (DEV_CONFIGS), ``dev-blend`` (how to blend the recipe with a hybrid first stage, on tune-dev; opt-in),
+``hybrid-fusion`` (RRF against z-score blends of BM25 and dense with no reranker: chosen on tune-dev, scored on
+the report half; opt-in),
 ``report`` (the recipe on the report half, every pipeline and depth).
 
 Usage:
@@ -284,6 +286,39 @@ def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
             "pairs_scored": len(cached.cache), "score_seconds": seconds, "ndcg@10": cells["hybrid"]}
 
 
+HYBRID_FUSIONS = ("rrf",) + tuple(f"convex-z:{a:g}" for a in BLEND_ALPHAS)
+
+
+def run_hybrid_fusion() -> dict[str, Any]:
+    """The blend study's control as a product setting: the Pipeline that ``eval retrieval --model bm25 --with
+    all-MiniLM-L6-v2 --fusion F`` runs (100 candidates per retriever) for RRF and z-score blends (α = BM25's
+    weight), the weight chosen on tune-dev and then scored once on the report half (indexes built once per half)."""
+    from embedstack.data import load_beir
+    from embedstack.evaluation.metrics import ndcg_at_k
+    from embedstack.retrieval.evaluate import parse_fusion
+    from embedstack.retrieval.pipeline import Pipeline
+    from embedstack.training.evaluators import query_half
+
+    beir = load_beir("scifact", split="train")
+
+    def scores(half: str, fusions: Any) -> dict[str, float]:
+        bench = Bench(query_half(beir, half), ("hybrid",))
+        out = {}
+        for f in fusions:
+            pipe = Pipeline([bench.retrievers[s] for s in FIRST_STAGES["hybrid"]], fusion=parse_fusion(f), candidates=100)
+            res = pipe.search_batch(list(bench.queries.values()), 100)
+            run = {q: {h.id: float(len(r.hits) - i) for i, h in enumerate(r.hits)} for q, r in zip(bench.queries, res,
+                                                                                                 strict=True)}
+            out[f] = 100 * ndcg_at_k(run, bench.qrels, 10)
+        return out
+
+    dev = scores("tune-dev", HYBRID_FUSIONS)
+    chosen = max((f for f in dev if f != "rrf"), key=dev.get)
+    rep = scores("report", ("rrf", chosen))
+    log(f"hybrid fusion: tune-dev {dev}; report {rep}")
+    return {"tune_dev": dev, "chosen": chosen, "report": rep, "ndcg@10": rep[chosen]}
+
+
 def run_report(recipe: str = "minilm-scifact-ce", alpha: float | None = None) -> dict[str, Any]:
     """The recipe (built into the recipe cache if needed) reranking every first stage at every depth on the
     report half, alone and fused with the first stage at ``alpha`` (chosen on tune-dev); one scoring pass over
@@ -388,6 +423,14 @@ def markdown(arms: dict[str, Any]) -> str:
         if b:
             lines += ["", f"The same model on the dev arms' own cell (BM25's top 50 on tune-dev): alone {b['ndcg@10']:.2f}, "
                       "fused " + ", ".join(f"α={a} {v:.2f}" for a, v in b["fused"].items()) + "."]
+    hf = arms.get("hybrid-fusion")
+    if hf:
+        ch = hf["chosen"]
+        lines += ["", "The control as a product setting (`embedstack eval retrieval --model bm25 --with all-MiniLM-L6-v2 "
+                  "--fusion F`, 100 candidates per retriever, no reranker), nDCG@10 x100 on tune-dev: "
+                  + ", ".join(f"{f} {v:.2f}" for f, v in hf["tune_dev"].items()) + f". Chosen there: `{ch}` (BM25's "
+                  f"weight). On the report half, scored once: RRF {hf['report']['rrf']:.2f}, `{ch}` "
+                  f"{hf['report'][ch]:.2f} ({hf['report'][ch] - hf['report']['rrf']:+.2f})."]
     where = [f"`{n}` {a['measured']['date'][:10]} ({a['measured']['cpu'].split(' (')[0]})"
              for n, a in arms.items() if isinstance(a, dict) and a.get("measured")]
     if where:
@@ -451,6 +494,8 @@ def main(argv: list[str] | None = None) -> None:
             result["ndcg@10"] = result["cells"]["hybrid+ce@100"]["ndcg@10"]
         elif name == "dev-blend":
             result = run_blend()
+        elif name == "hybrid-fusion":
+            result = run_hybrid_fusion()
         else:
             result = run_dev(name, corpus)
             log(f"{name}: nDCG@10 {result['ndcg@10']:.2f} (first stage {result['first_stage']['ndcg@10']:.2f})")
