@@ -162,12 +162,14 @@ class Bench:
             self.retrievers[spec] = Retriever(spec, enc, build_index(list(texts.values()), list(texts), enc, spec=spec),
                                               check=False)
 
-    def results(self, stage: str, reranker: Any = None, depth: int | None = None, alpha: float | None = None) -> Any:
-        """The same Pipeline evaluate_pipeline runs (RRF for two stages, 100 candidates, rerank the top depth)."""
-        from embedstack.index import RRF, ConvexFusion
+    def results(self, stage: str, reranker: Any = None, depth: int | None = None, alpha: float | None = None,
+                fusion: str = "rrf:60") -> Any:
+        """The same Pipeline evaluate_pipeline runs (``fusion`` for two stages, 100 candidates, rerank the top depth)."""
+        from embedstack.index import ConvexFusion
+        from embedstack.retrieval.evaluate import parse_fusion
         from embedstack.retrieval.pipeline import Pipeline
 
-        pipe = Pipeline([self.retrievers[s] for s in FIRST_STAGES[stage]], fusion=RRF(60), candidates=100,
+        pipe = Pipeline([self.retrievers[s] for s in FIRST_STAGES[stage]], fusion=parse_fusion(fusion), candidates=100,
                         reranker=reranker, rerank_top=depth,
                         rerank_fusion=None if alpha is None else ConvexFusion(alpha, normalization="zscore"))
         return pipe.search_batch(list(self.queries.values()), 100)
@@ -180,10 +182,10 @@ class Bench:
         return out
 
     def metrics(self, stage: str, reranker: Any = None, depth: int | None = None,
-                alpha: float | None = None) -> dict[str, float]:
+                alpha: float | None = None, fusion: str = "rrf:60") -> dict[str, float]:
         from embedstack.evaluation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 
-        res = self.results(stage, reranker, depth, alpha)
+        res = self.results(stage, reranker, depth, alpha, fusion)
         run = {qid: {h.id: float(len(r.hits) - i) for i, h in enumerate(r.hits)}  # final rank order
                for qid, r in zip(self.queries, res, strict=True)}
         return {"ndcg@10": 100 * ndcg_at_k(run, self.qrels, 10), "mrr@10": 100 * mrr_at_k(run, self.qrels, 10),
@@ -229,17 +231,19 @@ def _ndcg_of_orders(bench: Any, results: Any, order_of: Any, depth: int) -> floa
     return 100 * ndcg_at_k(run, bench.qrels, 10)
 
 
-def _z_of_stage(hits: Any, name: str) -> np.ndarray:
-    """z-scores of one retriever's own scores over ``hits``; a hit it did not retrieve gets its lowest z."""
-    from embedstack.index.fusion import normalize
+def _blend(hits: Any, lists: dict[str, Any], weights: dict[str, float]) -> list[int]:
+    """Positions of ``hits`` in the order of the library's z-score ``convex_fusion`` (the code behind
+    ``--fusion convex-z`` and ``--rerank-fusion``) of ``lists``: a name of a retriever takes its own scores from
+    ``Hit.stages`` (a hit it did not retrieve gets that list's lowest z), anything else is an array of scores."""
+    from embedstack.base import Hit
+    from embedstack.index.fusion import convex_fusion
 
-    vals = np.array([h.stages.get(name, np.nan) for h in hits], dtype=np.float64)
-    z = np.zeros(len(vals))
-    seen = ~np.isnan(vals)
-    if seen.any():
-        z[seen] = normalize(vals[seen], "zscore")
-        z[~seen] = z[seen].min()
-    return z
+    runs = {name: [Hit(h.id, float(v)) for h, v in zip(hits, src, strict=True)] if not isinstance(src, str)
+            else [Hit(h.id, h.stages[src]) for h in hits if src in h.stages] for name, src in lists.items()}
+    at = {h.id: i for i, h in enumerate(hits)}
+    order = [at[f.id] for f in convex_fusion(runs, weights, k=len(hits), normalization="zscore")]
+    # a hit in none of the lists has every list's lowest score: last, in first-stage order
+    return order + sorted(set(range(len(hits))) - set(order))
 
 
 def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
@@ -248,7 +252,6 @@ def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
     retriever's own z-scored score, and -- the control -- BM25 and dense z-scored against each other with no
     reranker at all, over the same candidates."""
     from embedstack.data import load_beir
-    from embedstack.index.fusion import normalize
     from embedstack.neural.cross_encoder import CrossEncoder
     from embedstack.training.evaluators import query_half
     from embedstack.training.recipes import recipe_dir
@@ -267,18 +270,18 @@ def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
     ce = {q: {h.id: cached.cache[(bench.queries[q], h.text)] for h in r.hits} for q, r in zip(bench.queries, res,
                                                                                           strict=True)}
     def with_ce(fn: Any) -> Any:  # order_of(qid, hits) from fn(hits, the reranker's scores of hits)
-        return lambda q, hits: np.argsort(-fn(hits, np.array([ce[q][h.id] for h in hits])), kind="stable")
+        return lambda q, hits: fn(hits, np.array([ce[q][h.id] for h in hits]))
 
     cells: dict[str, float] = {"hybrid": _ndcg_of_orders(bench, res, lambda q, h: range(len(h)), 100)}
     for depth in DEPTHS:
-        variants: dict[str, Any] = {"ce": lambda h, s: s}
+        variants: dict[str, Any] = {"ce": lambda h, s: np.argsort(-s, kind="stable")}
         for a in BLEND_ALPHAS:
-            variants[f"ce+first{a:g}"] = lambda h, s, a=a: (a * normalize(s, "zscore")
-                                                             + (1 - a) * normalize(np.array([x.score for x in h]), "zscore"))
-            variants[f"ce+retrievers{a:g}"] = lambda h, s, a=a: (a * normalize(s, "zscore")
-                                                                  + (1 - a) / 2 * sum(_z_of_stage(h, n) for n in names))
-            variants[f"no-ce, bm25 weight {a:g}"] = lambda h, s, a=a: (a * _z_of_stage(h, names[0])
-                                                                     + (1 - a) * _z_of_stage(h, names[1]))
+            variants[f"ce+first{a:g}"] = lambda h, s, a=a: _blend(
+                h, {"ce": s, "first": [x.score for x in h]}, {"ce": a, "first": 1 - a})
+            variants[f"ce+retrievers{a:g}"] = lambda h, s, a=a: _blend(
+                h, {"ce": s, **{n: n for n in names}}, {"ce": a, **{n: (1 - a) / 2 for n in names}})
+            variants[f"no-ce, bm25 weight {a:g}"] = lambda h, s, a=a: _blend(
+                h, {n: n for n in names}, {names[0]: a, names[1]: 1 - a})
         for key, fn in variants.items():
             cells[f"{key}@{depth}"] = _ndcg_of_orders(bench, res, with_ce(fn), depth)
     return {"recipe": recipe, "scored_on": "tune-dev", "n_queries": len(bench.queries), "cells": cells,
@@ -294,23 +297,13 @@ def run_hybrid_fusion() -> dict[str, Any]:
     all-MiniLM-L6-v2 --fusion F`` runs (100 candidates per retriever) for RRF and z-score blends (α = BM25's
     weight), the weight chosen on tune-dev and then scored once on the report half (indexes built once per half)."""
     from embedstack.data import load_beir
-    from embedstack.evaluation.metrics import ndcg_at_k
-    from embedstack.retrieval.evaluate import parse_fusion
-    from embedstack.retrieval.pipeline import Pipeline
     from embedstack.training.evaluators import query_half
 
     beir = load_beir("scifact", split="train")
 
     def scores(half: str, fusions: Any) -> dict[str, float]:
         bench = Bench(query_half(beir, half), ("hybrid",))
-        out = {}
-        for f in fusions:
-            pipe = Pipeline([bench.retrievers[s] for s in FIRST_STAGES["hybrid"]], fusion=parse_fusion(f), candidates=100)
-            res = pipe.search_batch(list(bench.queries.values()), 100)
-            run = {q: {h.id: float(len(r.hits) - i) for i, h in enumerate(r.hits)} for q, r in zip(bench.queries, res,
-                                                                                                 strict=True)}
-            out[f] = 100 * ndcg_at_k(run, bench.qrels, 10)
-        return out
+        return {f: bench.metrics("hybrid", fusion=f)["ndcg@10"] for f in fusions}
 
     dev = scores("tune-dev", HYBRID_FUSIONS)
     chosen = max((f for f in dev if f != "rrf"), key=dev.get)
@@ -472,10 +465,11 @@ def main(argv: list[str] | None = None) -> None:
                     "(results/train_reranker_arms.json) without training or scoring anything")
     opts = ap.parse_args(argv)
     if opts.render_last:
+        import _report
         from _report import last_results, write_section
 
         arms = _load_arms("train_reranker")
-        if not arms:
+        if not arms or not (_report.RESULTS / "train_reranker.jsonl").is_file():
             raise SystemExit("no kept arms in results/train_reranker_arms.json: run the arms first")
         write_section("train_reranker", markdown(arms), last_results("train_reranker")["machine"])
         print(markdown(arms))

@@ -107,10 +107,15 @@ def test_reranker_blend_gives_a_missing_retriever_score_its_lowest_z(rerank_benc
     from embedstack.base import Hit
 
     hits = [Hit("a", 0.1, {"bm25": 9.0, "dense": 0.5}), Hit("b", 0.1, {"bm25": 3.0}), Hit("c", 0.1, {"dense": 0.9})]
-    z_bm25 = rerank_bench._z_of_stage(hits, "bm25")
-    assert z_bm25[0] == pytest.approx(1.0) and z_bm25[1] == pytest.approx(-1.0)
-    assert z_bm25[2] == z_bm25[1]  # not retrieved by BM25: ranked with BM25's lowest
-    assert rerank_bench._z_of_stage(hits, "splade").tolist() == [0.0, 0.0, 0.0]  # no scores at all: neutral
+    # BM25 alone: "c" was not retrieved by it, so it ties BM25's lowest ("b") and sorts after it by id
+    assert rerank_bench._blend(hits, {"bm25": "bm25"}, {"bm25": 1.0}) == [0, 1, 2]
+    # dense z: a -1, c +1; "b" (not retrieved) gets dense's lowest, -1. BM25 z: a +1, b -1, c -1.
+    # Equal weights: a 0, b -1, c 0 -> a and c tie (id order), b last
+    assert rerank_bench._blend(hits, {"bm25": "bm25", "dense": "dense"}, {"bm25": 0.5, "dense": 0.5}) == [0, 2, 1]
+    # a reranker's scores given as an array outweigh both at weight 0.8
+    got = rerank_bench._blend(hits, {"ce": [0.0, 5.0, 1.0], "bm25": "bm25", "dense": "dense"},
+                              {"ce": 0.8, "bm25": 0.1, "dense": 0.1})
+    assert got == [1, 2, 0]
 
 
 def test_reranker_render_last_reads_the_kept_arms_and_says_where_each_ran(tmp_path, monkeypatch, rerank_bench):
