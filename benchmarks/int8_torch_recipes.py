@@ -56,7 +56,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--texts", choices=("sts", "scifact"), default="sts")
     ap.add_argument("--choose-alpha", default=None,
-                    help="comma-separated int8-smooth strengths: report 10-NN overlap on STS-B train sentences, no timing")
+                    help="comma-separated smoothing strengths: report 10-NN overlap on STS-B train sentences, no timing")
+    ap.add_argument("--recipe", choices=("int8-smooth", "int8-token"), default="int8-smooth",
+                    help="the precision whose strength --choose-alpha varies (SMOOTH_ALPHA / TOKEN_ALPHA)")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--render-last", action="store_true", help="re-render the section from results/ (no measuring)")
     ap.add_argument("--section", default=None,
@@ -82,7 +84,7 @@ def main() -> None:
     sts_all = list(dict.fromkeys(sts.s1 + sts.s2))
     ours = embedstack.load("all-MiniLM-L6-v2", num_threads=2)
     if args.choose_alpha:
-        return choose_alpha(ours, [float(a) for a in args.choose_alpha.split(",")])
+        return choose_alpha(ours, [float(a) for a in args.choose_alpha.split(",")], args.recipe)
     if args.texts == "sts":
         texts = sts_all[: args.n or 1500]
     else:
@@ -261,8 +263,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def choose_alpha(ours: Any, alphas: list[float]) -> None:
-    """int8-smooth against fp32 on 1,500 STS-B *train* sentences (10-NN on the first 500) for each strength,
+def choose_alpha(ours: Any, alphas: list[float], recipe: str = "int8-smooth") -> None:
+    """``recipe`` (int8-smooth or int8-token) against fp32 on 1,500 STS-B *train* sentences (10-NN on the first 500) for each strength,
     then at the shipped strength calibrated on 512 other STS-B train sentences instead of the pseudo-sentences
     of the vocabulary (no timing)."""
     import torch
@@ -277,25 +279,27 @@ def choose_alpha(ours: Any, alphas: list[float]) -> None:
     ref_nn = knn(_unit(ref[:500]))
 
     def report(label: str) -> None:
-        v = np.asarray(ours.with_options(backend="torch", precision="int8-smooth").encode(texts, batch_size=32))
+        v = np.asarray(ours.with_options(backend="torch", precision=recipe).encode(texts, batch_size=32))
         print(f"{label}: cos min {float(row_cosines(v, ref).min()):.4f}, "
               f"10-NN {overlap(knn(_unit(v[:500])), ref_nn):.4f}", flush=True)
 
-    shipped, pseudo = Q.SMOOTH_ALPHA, Q.calibration_batches
+    attr = "TOKEN_ALPHA" if recipe == "int8-token" else "SMOOTH_ALPHA"
+    shipped, pseudo = getattr(Q, attr), Q.calibration_batches
     try:
         for a in alphas:
-            Q.SMOOTH_ALPHA = a
-            report(f"alpha {a}, pseudo-sentences")
-        Q.SMOOTH_ALPHA = shipped
+            setattr(Q, attr, a)
+            report(f"{recipe} alpha {a}, pseudo-sentences")
+        setattr(Q, attr, shipped)
         ids, _ = ours.tokenizer.encode_batch(calib_texts, max_length=ours.max_seq_length)
         by_len: dict[int, list[np.ndarray]] = {}
         for row in ids:  # batches of equal length: calibration sees no padding
             by_len.setdefault(len(row), []).append(np.asarray(row, dtype=np.int64))
         real = [torch.from_numpy(np.stack(rows)) for rows in by_len.values()]
         Q.calibration_batches = lambda *a, **k: real
-        report(f"alpha {shipped}, 512 STS-B train sentences")
+        report(f"{recipe} alpha {shipped}, 512 STS-B train sentences")
     finally:
-        Q.SMOOTH_ALPHA, Q.calibration_batches = shipped, pseudo
+        Q.calibration_batches = pseudo
+        setattr(Q, attr, shipped)
 
 
 if __name__ == "__main__":

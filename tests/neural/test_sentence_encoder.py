@@ -229,7 +229,7 @@ def test_workers_give_the_same_vectors_in_order(tiny_encoder):
         tiny_encoder.with_options(backend="onnx", workers=2)
 
 
-@pytest.mark.parametrize("recipe", ["int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-dynamic"])
+@pytest.mark.parametrize("recipe", ["int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"])
 def test_torch_int8_runs(tiny_encoder, recipe):
     ref = tiny_encoder.encode(TEXTS)
     q = tiny_encoder.with_options(precision=recipe).encode(TEXTS)
@@ -328,6 +328,99 @@ def test_int8_bf16_is_int8_smooth_with_its_float_layers_in_bf16(tiny_encoder):
     torch.testing.assert_close(y, lin(x), rtol=2e-2, atol=2e-2)  # bf16 rounding of inputs and weights
 
 
+def test_row_int8_linear_quantizes_each_row_with_its_own_scale():
+    import torch
+
+    from embedstack.neural.quantize import RowInt8Linear, _RowQuantizer
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 24)
+    x = torch.randn(6, 64)
+    x[0] *= 1000.0  # one row of huge activations: a scale per batch would leave the others a level or two
+    smooth = torch.rand(64) * 4 + 0.25
+    layer = RowInt8Linear(lin, _RowQuantizer(1.0 / smooth), smooth)
+    assert layer.qweight.dtype == torch.int8 and layer.qweight.abs().max() == 127
+    with torch.no_grad():
+        y, ref = layer(x), lin(x)
+    assert y.dtype == torch.float32 and y.shape == (6, 24)
+    # every row, the small ones included, within a few % of its own size; one scale for the batch would
+    # round the small rows to next to nothing
+    err = (y - ref).norm(dim=1) / ref.norm(dim=1)
+    assert float(err.max()) < 0.08, err
+    s_batch = (x / smooth).abs().max() / 127
+    w = lin.weight.detach() * smooth
+    ws = w.abs().amax(1) / 127
+    per_batch = ((x / smooth / s_batch).round() @ (w / ws[:, None]).round().T) * s_batch * ws + lin.bias.detach()
+    assert float(((per_batch - ref).norm(dim=1) / ref.norm(dim=1))[1:].min()) > 0.5
+    # the same by hand: per-row scales of the smoothed input, per-channel weight scales, int32 sums
+    xs = x / smooth
+    s = xs.abs().amax(1, keepdim=True) / 127
+    by_hand = ((xs / s).round() @ (w / ws[:, None]).round().T) * s * ws + lin.bias.detach()
+    torch.testing.assert_close(y, by_hand, rtol=1e-5, atol=1e-4)
+    with torch.no_grad():
+        y3 = layer(x.view(2, 3, 64))  # any leading shape
+    torch.testing.assert_close(y3, y.view(2, 3, 24))
+
+
+def test_query_key_value_share_one_quantization_per_input(tiny_encoder):
+    import copy
+    import threading
+
+    import torch
+
+    from embedstack.neural.quantize import RowInt8Linear, calibration_batches, quantize_torch_dynamic
+
+    cal = calibration_batches(tiny_encoder.tokenizer, max_length=tiny_encoder.model.config.max_position_embeddings)
+    model = quantize_torch_dynamic(tiny_encoder.model, "int8-token", calibration=cal)
+    rows = {n: m for n, m in model.named_modules() if isinstance(m, RowInt8Linear)}
+    linear = {n for n, m in tiny_encoder.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(rows) == linear - {"pooler.dense"}  # every Linear the forward pass reaches, the FFN output included
+    att = model.encoder.layer[0].attention.self
+    assert att.query.quantizer is att.key.quantizer is att.value.quantizer
+    assert model.encoder.layer[0].output.dense.quantizer is not att.query.quantizer
+    assert isinstance(tiny_encoder.model.encoder.layer[0].attention.self.query, torch.nn.Linear)  # not modified
+
+    calls = []
+    real = torch.Tensor.abs
+    x = torch.randn(5, tiny_encoder.model.config.hidden_size)
+    with torch.inference_mode():
+        x_inf = x.clone()
+    try:
+        torch.Tensor.abs = lambda self: calls.append(1) or real(self)
+        for inp in (x, x_inf):
+            calls.clear()
+            outs = [att.query(inp), att.key(inp), att.value(inp)]
+            assert len(calls) == 1 and all(o.shape == inp.shape for o in outs)  # quantized once for the three
+        calls.clear()
+        att.query(x.clone())  # a new tensor (the same values) is quantized again
+        assert len(calls) == 1
+        x.add_(1.0)  # changed in place: not served from the cache
+        calls.clear()
+        att.key(x)
+        assert len(calls) == 1
+    finally:
+        torch.Tensor.abs = real
+
+    # two threads on one model (workers=2) keep their own last input
+    out = {}
+
+    def run(i, t):
+        out[i] = [att.query(t), att.key(t)]
+
+    ts = [torch.randn(7, x.shape[1]) for _ in range(2)]
+    threads = [threading.Thread(target=run, args=(i, t)) for i, t in enumerate(ts)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for i, t in enumerate(ts):
+        torch.testing.assert_close(out[i][0], att.query(t.clone()))
+        torch.testing.assert_close(out[i][1], att.key(t.clone()))
+    copied = copy.deepcopy(model)  # the runtime copies models; the shared quantizer stays shared in the copy
+    catt = copied.encoder.layer[0].attention.self
+    assert catt.query.quantizer is catt.key.quantizer and catt.query.quantizer is not att.query.quantizer
+
+
 def test_bf16_precisions_warn_on_a_cpu_without_bf16(tiny_encoder, monkeypatch, caplog):
     from embedstack.neural import runtime
 
@@ -343,14 +436,27 @@ def test_bf16_precisions_warn_on_a_cpu_without_bf16(tiny_encoder, monkeypatch, c
     assert not caplog.records
 
 
+def test_int8_token_warns_on_a_cpu_without_int8_units(tiny_encoder, monkeypatch, caplog):
+    from embedstack.index import _scan
+
+    for backend, warned in (("int-gemm", True), ("float", True), ("vnni", False), ("amx", False)):
+        monkeypatch.setattr(_scan, "int8_backend", lambda b=backend: b)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
+            enc = tiny_encoder.with_options(precision="int8-token")
+        assert any("int8-token" in r.getMessage() and "VNNI" in r.getMessage() for r in caplog.records) == warned
+    assert enc.encode(TEXTS).shape[0] == len(TEXTS)
+
+
 def test_int8_smooth_keeps_minilm_closer_to_fp32_than_int8_fast(minilm):
     texts = [f"{a} {b} the {c}" for a in ("A man", "The woman", "Two dogs", "A child") for b in
              ("is playing", "rides", "cooks", "reads") for c in ("guitar", "bicycle", "dinner", "newspaper")]
     ref = minilm.with_options(precision="fp32").encode(texts)
     cos = {r: float(np.mean(np.sum(minilm.with_options(precision=r).encode(texts) * ref, axis=1)))
-           for r in ("int8-fast", "int8-smooth", "int8-bf16")}
+           for r in ("int8-fast", "int8-smooth", "int8-bf16", "int8-token")}
     assert cos["int8-smooth"] > cos["int8-fast"] and cos["int8-smooth"] > 0.995, cos
     assert cos["int8-bf16"] > 0.995, cos  # the feed-forward output in bf16 costs next to nothing
+    assert cos["int8-token"] > cos["int8-smooth"], cos  # a scale per token, every Linear in int8
 
 
 def test_streaming_pulls_one_chunk_at_a_time(tmp_path, tiny_encoder):

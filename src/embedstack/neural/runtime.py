@@ -41,7 +41,7 @@ __all__ = ["TransformerRuntime", "BACKENDS", "PRECISIONS", "cpu_has_bf16"]
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
-PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
+PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 # The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
 # serves large blocks with fresh mmap'd pages, so a 32 x 256-token batch of MiniLM page-faulted 0.4-1.3M
 # times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
@@ -95,6 +95,12 @@ class TransformerRuntime:
         if "bf16" in precision and not cpu_has_bf16():
             slower = "int8-smooth" if precision.startswith("int8") else "fp32"
             log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but slower than {slower}.")
+        if precision == "int8-token":
+            from embedstack.index._scan import int8_backend
+
+            if int8_backend() not in ("vnni", "amx"):
+                log.warning("precision='int8-token' on a CPU without VNNI / AMX int8 units: it works, but slower "
+                            "than int8-smooth.")
         self.backend = backend
         self.precision = precision
         self.num_threads = num_threads

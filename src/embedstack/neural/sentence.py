@@ -87,7 +87,8 @@ class SentenceEncoder(TransformerRuntime):
             traffic of ``bf16`` and no casts, faster again with ``compile``; cosine to fp32 ≥ 0.9998,
             min 0.99988 on STS-B); or ``int8`` / ``int8-fast`` / ``int8-dynamic`` / ``int8-smooth`` (torch:
             int8-fast on SmoothQuant-smoothed inputs) / ``int8-bf16`` (torch: int8-smooth with its fp32 layer in
-            bf16, for CPUs with native bf16) (see :mod:`embedstack.neural.quantize` for what each
+            bf16, for CPUs with native bf16) / ``int8-token`` (torch: every Linear in int8 with a scale per
+            token, for CPUs with VNNI) (see :mod:`embedstack.neural.quantize` for what each
             means per backend).
         num_threads: Intra-op threads while encoding (default: leave the process setting).
         compile: torch backend: run the transformer through ``torch.compile`` (inductor, dynamic shapes,
