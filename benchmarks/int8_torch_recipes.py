@@ -131,7 +131,7 @@ def main() -> None:
             encoders[f"int8: {name}"] = enc.encode
     finally:
         Q.quantize_torch_dynamic = original
-    for precision in ("int8", "int8-fast", "int8-smooth") if args.texts == "scifact" else ("int8-smooth",):
+    for precision in ("int8", "int8-fast", "int8-smooth", "int8-token") if args.texts == "scifact" else ("int8-smooth", "int8-token"):
         enc = ours.with_options(backend="torch", precision=precision, workers=2)
         enc.encode(texts[:64], batch_size=32)
         encoders[f"ours `{precision}` (workers=2)"] = enc.encode

@@ -62,6 +62,8 @@ MODES: dict[str, dict[str, Any]] = {
     "torch-int8": {"precision": "int8"},
     "torch-int8-smooth": {"precision": "int8-smooth"},
     "torch-int8-smooth-w2": {"precision": "int8-smooth", "workers": 2},
+    "torch-int8-token": {"precision": "int8-token"},
+    "torch-int8-token-w2": {"precision": "int8-token", "workers": 2},
 }
 BF16 = ("st-bf16", "torch-bf16", "torch-bf16-pure", "torch-bf16-pure-w2")
 
