@@ -56,6 +56,41 @@ def test_vectors_are_max_pooled_log1p_relu_of_the_mlm_logits(tiny_splade, sp_tok
         tiny_splade.with_options(query_mode="bm25")
 
 
+def test_int8_max_logits_take_the_max_on_integer_sums_with_one_scale_per_text() -> None:
+    from embedstack.neural.quantize import quantize_weight
+    from embedstack.neural.splade import _max_logits, _max_logits_int8
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 16)
+    x[2, 3:] = 1e4  # padding with huge values: masked, it must not set the text's scale
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[2, 3:] = False
+    weight, bias = torch.randn(40, 16), torch.randn(40)
+    qweight, wscale = quantize_weight(weight)
+    got = _max_logits_int8(x, mask, qweight, wscale, bias)
+    ref, _ = _max_logits(x, mask, weight, bias)
+    assert got.shape == (3, 40) and got.dtype == torch.float32
+    assert float((got - ref).abs().max()) < 0.05 * float(ref.abs().max())
+    # the same by hand: a scale per text over its attended tokens, int32 sums, max, then the scales and bias
+    for b in range(3):
+        xb = x[b, mask[b]]
+        s = xb.abs().max() / 127
+        sums = (xb / s).round() @ qweight.float().T
+        torch.testing.assert_close(got[b], sums.max(0).values * s * wscale + bias, rtol=1e-5, atol=1e-4)
+
+
+def test_int8_token_encodes_close_to_fp32(tiny_splade) -> None:
+    texts = ["the cat sat on the mat", "a dog ran over the big red house", "fox"]
+    ref = tiny_splade.encode_sparse(texts).toarray()
+    q8 = tiny_splade.with_options(precision="int8-token")
+    got = q8.encode_sparse(texts).toarray()
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.95, cos
+    assert q8._int8_decoder is not None
+    q8.reset_runner()  # new weights: the quantized decoder is made again
+    assert q8._int8_decoder is None
+
+
 def test_sparse_backward_equals_autograd_through_the_dense_logits(tiny_splade, sp_tokenizer) -> None:
     """The pooled weights and the gradients of the token states, the tied word embeddings and the bias equal
     autograd's through the full (B, T, |V|) logits; padded tokens get none."""

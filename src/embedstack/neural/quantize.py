@@ -68,7 +68,8 @@ from embedstack.errors import ConfigError  # noqa: E402
 from embedstack.io import AtomicFile  # noqa: E402
 
 __all__ = ["ONNX_RECIPES", "TORCH_RECIPES", "SMOOTH_ALPHA", "TOKEN_ALPHA", "Bf16Linear", "RowInt8Linear",
-           "calibration_batches", "quantize_onnx", "quantize_torch_dynamic", "quantize_torch_rows", "smooth_linears"]
+           "calibration_batches", "quantize_onnx", "quantize_rows", "quantize_torch_dynamic", "quantize_torch_rows",
+           "quantize_weight", "smooth_linears"]
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,22 @@ class Bf16Linear(nn.Module):
         return torch.nn.functional.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
 
 
+def quantize_rows(x: Any, inv_smooth: Any | None = None) -> tuple[Any, Any]:
+    """``x`` (M, K) -> (int8 (M, K), float32 scales (M, 1)): one symmetric scale per row (127 levels a side),
+    after multiplying the columns by ``inv_smooth`` (K,) when given. ``x`` itself is not modified."""
+    x = x * inv_smooth if inv_smooth is not None else x.float()  # a copy we may scale in place
+    # abs().amax(): 13x faster than vector_norm(ord=inf) on (480, 384) fp32 (24 against 320 us, 2 threads)
+    scale = x.abs().amax(1, keepdim=True).clamp_(min=1e-12).div_(127.0)
+    return x.div_(scale).round_().to(torch.int8), scale
+
+
+def quantize_weight(w: Any) -> tuple[Any, Any]:
+    """A weight ``w`` (N, K) -> (int8 (N, K), float32 scales (N,)): one symmetric scale per output row."""
+    w = w.detach().float()
+    scale = w.abs().amax(1).clamp(min=1e-12) / 127.0
+    return (w / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8), scale
+
+
 class _RowQuantizer:
     """Quantizes a layer input to int8 with one scale per row (token), after multiplying its channels by
     ``inv_smooth``. Layers that read the same tensor (query, key and value) share one quantizer, which
@@ -206,11 +223,7 @@ class _RowQuantizer:
         version = None if x.is_inference() else x._version  # inference tensors cannot change in place
         if last is not None and last[0] is x and last[1] == version:
             return last[2], last[3]
-        x2 = x.reshape(-1, x.shape[-1])
-        x2 = x2 * self.inv_smooth if self.inv_smooth is not None else x2.float()  # a copy we may scale in place
-        # abs().amax(): 13x faster than vector_norm(ord=inf) on (480, 384) fp32 (24 against 320 us, 2 threads)
-        scale = x2.abs().amax(1, keepdim=True).clamp_(min=1e-12).div_(127.0)
-        q = x2.div_(scale).round_().to(torch.int8)
+        q, scale = quantize_rows(x.reshape(-1, x.shape[-1]), self.inv_smooth)
         self._last.item = (x, version, q, scale)
         return q, scale
 
@@ -227,12 +240,10 @@ class RowInt8Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach().float()
-        if smooth is not None:
-            w = w * smooth[None, :]
-        ws = w.abs().amax(1).clamp(min=1e-12) / 127.0
+        qweight, wscale = quantize_weight(w * smooth[None, :] if smooth is not None else w)
         # (out, in) row-major, read as its transpose: measured faster than a (in, out) copy for _int_mm
-        self.register_buffer("qweight", (w / ws[:, None]).round_().clamp_(-127, 127).to(torch.int8))
-        self.register_buffer("wscale", ws)
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("wscale", wscale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
         self.quantizer = quantizer
 
