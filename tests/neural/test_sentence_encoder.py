@@ -391,13 +391,20 @@ def test_query_key_value_share_one_quantization_per_input(tiny_encoder):
             calls.clear()
             outs = [att.query(inp), att.key(inp), att.value(inp)]
             assert len(calls) == 1 and all(o.shape == inp.shape for o in outs)  # quantized once for the three
+            assert att.query.quantizer._last.item is None  # let go after the third reader: no input kept alive
         calls.clear()
         att.query(x.clone())  # a new tensor (the same values) is quantized again
         assert len(calls) == 1
+        att.query(x)
         x.add_(1.0)  # changed in place: not served from the cache
         calls.clear()
         att.key(x)
         assert len(calls) == 1
+        calls.clear()
+        layer = model.encoder.layer[0].output.dense  # a quantizer with one reader caches nothing
+        layer(torch.randn(3, layer.in_features))
+        layer(torch.randn(3, layer.in_features))
+        assert len(calls) == 2 and getattr(layer.quantizer._last, "item", None) is None
     finally:
         torch.Tensor.abs = real
 

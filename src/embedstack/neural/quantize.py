@@ -207,24 +207,31 @@ def quantize_weight(w: Any) -> tuple[Any, Any]:
 
 class _RowQuantizer:
     """Quantizes a layer input to int8 with one scale per row (token), after multiplying its channels by
-    ``inv_smooth``. Layers that read the same tensor (query, key and value) share one quantizer, which
-    keeps the last input it saw per thread and quantizes it once."""
+    ``inv_smooth``. ``readers`` layers that read the same tensor (query, key and value: 3) share one
+    quantizer: it keeps its last input per thread, quantizes it once, and lets go of it once every reader
+    has had it (nothing stays cached between forward passes)."""
 
-    def __init__(self, inv_smooth: Any | None) -> None:
+    def __init__(self, inv_smooth: Any | None, readers: int = 1) -> None:
         self.inv_smooth = inv_smooth  # float32 (K,) or None
+        self.readers = int(readers)
         self._last = threading.local()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _RowQuantizer:
-        return _RowQuantizer(None if self.inv_smooth is None else self.inv_smooth.clone())
+        return _RowQuantizer(None if self.inv_smooth is None else self.inv_smooth.clone(), self.readers)
 
     def __call__(self, x: Any) -> tuple[Any, Any]:
         """``x`` (..., K) -> (int8 (M, K), float32 scales (M, 1)) with M the rows of ``x``."""
+        if self.readers == 1:
+            return quantize_rows(x.reshape(-1, x.shape[-1]), self.inv_smooth)
         last = getattr(self._last, "item", None)
         version = None if x.is_inference() else x._version  # inference tensors cannot change in place
         if last is not None and last[0] is x and last[1] == version:
+            last[4] -= 1
+            if last[4] == 0:
+                self._last.item = None
             return last[2], last[3]
         q, scale = quantize_rows(x.reshape(-1, x.shape[-1]), self.inv_smooth)
-        self._last.item = (x, version, q, scale)
+        self._last.item = [x, version, q, scale, self.readers - 1]  # uses left
         return q, scale
 
 
@@ -346,7 +353,7 @@ def quantize_torch_rows(model: Any, calibration: list[Any], alpha: float | None 
             full = f"{parent_name}.{group[0]}" if parent_name else group[0]
             w = torch.stack([children[n].weight.detach().abs().amax(0) for n in group]).amax(0).clamp(min=1e-5)
             s = peak[full].clamp(min=1e-5) ** alpha / w ** (1 - alpha)
-            quantizer = _RowQuantizer((1.0 / s).float())
+            quantizer = _RowQuantizer((1.0 / s).float(), readers=len(group))
             for n in group:
                 setattr(parent, n, RowInt8Linear(children[n], quantizer, s))
     return out
