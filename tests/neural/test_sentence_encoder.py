@@ -361,6 +361,13 @@ def test_row_int8_linear_quantizes_each_row_with_its_own_scale():
         y3 = layer(x.view(2, 3, 64))  # any leading shape
     torch.testing.assert_close(y3, y.view(2, 3, 24))
 
+    from embedstack.neural.quantize import quantize_rows
+
+    before = x.clone()
+    q, s = quantize_rows(x)  # no smoothing: the input is still left as it was
+    assert torch.equal(x, before) and q.dtype == torch.int8 and s.shape == (6, 1)
+    torch.testing.assert_close(q.float() * s, x, rtol=0, atol=float(s.max()) / 2 + 1e-6)
+
 
 def test_query_key_value_share_one_quantization_per_input(tiny_encoder):
     import copy

@@ -143,8 +143,7 @@ TORCH_RECIPES: dict[str, tuple[Any, bool]] = {
     "int8-smooth": (lambda name: not _is_ffn_out(name), True),
     "int8-bf16": (lambda name: not _is_ffn_out(name), True),
     "int8-dynamic": (lambda name: True, False),
-    "int8-token": (lambda name: True, True),  # RowInt8Linear, not torch's dynamic kernels
-}
+}  # int8-token is not one of these: it replaces every Linear with a RowInt8Linear (quantize_torch_rows)
 SMOOTHED = ("int8-smooth", "int8-bf16", "int8-token")  # recipes calibrated on calibration_batches
 BF16_REST = ("int8-bf16",)  # the Linear layers left in float run in bfloat16
 # The migration strength a of int8-smooth, chosen on STS-B *train* sentences (10-NN overlap with fp32,
@@ -192,7 +191,8 @@ class Bf16Linear(nn.Module):
 def quantize_rows(x: Any, inv_smooth: Any | None = None) -> tuple[Any, Any]:
     """``x`` (M, K) -> (int8 (M, K), float32 scales (M, 1)): one symmetric scale per row (127 levels a side),
     after multiplying the columns by ``inv_smooth`` (K,) when given. ``x`` itself is not modified."""
-    x = x * inv_smooth if inv_smooth is not None else x.float()  # a copy we may scale in place
+    # a float32 copy we may scale in place (x.float() would return fp32 ``x`` itself)
+    x = x * inv_smooth if inv_smooth is not None else x.to(torch.float32, copy=True)
     # abs().amax(): 13x faster than vector_norm(ord=inf) on (480, 384) fp32 (24 against 320 us, 2 threads)
     scale = x.abs().amax(1, keepdim=True).clamp_(min=1e-12).div_(127.0)
     return x.div_(scale).round_().to(torch.int8), scale
@@ -377,12 +377,12 @@ def quantize_torch_dynamic(model: Any, recipe: str = "int8", calibration: list[A
     """
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
-    if recipe not in TORCH_RECIPES:
-        raise ConfigError(f"Unknown torch int8 recipe {recipe!r}; choose one of {sorted(TORCH_RECIPES)}.")
     if recipe == "int8-token":
         if not calibration:
             raise ConfigError(f"precision {recipe!r} needs calibration batches (calibration_batches(tokenizer)).")
         return quantize_torch_rows(model, calibration)
+    if recipe not in TORCH_RECIPES:
+        raise ConfigError(f"Unknown torch int8 recipe {recipe!r}; choose one of {sorted([*TORCH_RECIPES, 'int8-token'])}.")
     select, per_channel = TORCH_RECIPES[recipe]
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     spec = {name: qconfig for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and select(name)}

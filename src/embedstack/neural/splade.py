@@ -109,11 +109,13 @@ def _max_logits_int8(x: Tensor, mask: Tensor, qweight: Tensor, wscale: Tensor, b
     (``wscale``, positive), int32 sums from ``torch._int_mm``. Every scale and the bias are then the same
     for all of a text's tokens, so the max over tokens is taken on the int32 sums and they are applied once,
     after it: the (tokens x |V|) sums are read twice (mask, max) and never converted. ``(B, |V|)`` float32."""
+    from embedstack.neural.quantize import quantize_rows
+
     b, t, c = x.shape
     vocab = int(qweight.shape[0])
-    x = x.float() * mask[:, :, None]  # padding does not set a text's scale
-    scale = x.abs().amax(dim=(1, 2)).clamp_(min=1e-12).div_(127.0)  # (B,)
-    q = x.div_(scale[:, None, None]).round_().to(torch.int8)
+    # one row per text: padding (zeroed) does not set a text's scale
+    q, scale = quantize_rows((x.float() * mask[:, :, None]).reshape(b, t * c))
+    q = q.view(b, t, c)
     rows = max(1, _LOGIT_BYTES // max(1, t * vocab * 4))
     top = torch.empty(b, vocab, dtype=torch.int32)
     low = torch.iinfo(torch.int32).min
@@ -122,7 +124,7 @@ def _max_logits_int8(x: Tensor, mask: Tensor, qweight: Tensor, wscale: Tensor, b
         sums = torch._int_mm(qs.reshape(-1, c), qweight.T).view(qs.shape[0], t, vocab)
         sums.masked_fill_(~mask[s:s + rows, :, None], low)
         top[s:s + rows] = sums.amax(dim=1)
-    return top.float().mul_(scale[:, None]).mul_(wscale).add_(bias.float())
+    return top.float().mul_(scale).mul_(wscale).add_(bias.float())
 
 
 class _MaxLogits(Function):
