@@ -69,6 +69,11 @@ MODES = {
     # every Linear in int8 with one activation scale per token (torch._int_mm on VNNI)
     "torch-int8-token": {"backend": "torch", "precision": "int8-token"},
     "torch-int8-token-w2": {"backend": "torch", "precision": "int8-token", "workers": 2},
+    # compiled (inductor fuses each quantization with the LayerNorm / GELU / rescaling before it)
+    "torch-int8-token-compiled": {"backend": "torch", "precision": "int8-token", "compile": True},
+    "torch-int8-token-compiled-w2": {"backend": "torch", "precision": "int8-token", "compile": True, "workers": 2},
+    "torch-bf16-pure-compiled-w2": {"backend": "torch", "precision": "bf16-pure", "compile": True, "workers": 2},
+    "torch-fp32-compiled-w2": {"backend": "torch", "precision": "fp32", "compile": True, "workers": 2},
 }
 
 

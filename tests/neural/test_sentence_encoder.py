@@ -194,10 +194,62 @@ def test_compiled_encoder_gives_the_eager_vectors(tiny_encoder):
         out = enc.encode(TEXTS, batch_size=2)  # padded and unpadded batches, batch of 1 at the end
         again = enc.encode(TEXTS[:3])
     assert np.abs(out - ref).max() < 1e-5 and np.abs(again - ref[:3]).max() < 1e-5
-    with pytest.raises(ConfigError, match="workers"):
-        enc.with_options(workers=2)
     with pytest.raises(ConfigError, match="compile"):
         tiny_encoder.with_options(backend="onnx", compile=True)
+    with pytest.raises(ConfigError, match="int8-token"):  # torch's dynamic int8 modules do not compile
+        tiny_encoder.with_options(precision="int8-smooth", compile=True)
+
+
+def test_compiled_int8_token_with_workers_gives_the_eager_int8_vectors(tiny_encoder):
+    texts = TEXTS * 4
+    eager = tiny_encoder.with_options(precision="int8-token")
+    ref = eager.encode(texts, batch_size=2)
+    enc = tiny_encoder.with_options(precision="int8-token", compile=True, workers=2, num_threads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would fail the test
+        out = enc.encode(texts, batch_size=2)  # two workers with one thread each, a batch of 1 at the end
+        one = enc.encode(TEXTS[:1])  # a single batch: the calling thread with both threads
+    # the compiled graph rounds the same quantization (its fused passes may differ in the last bit before rounding)
+    assert (out * ref).sum(1).min() > 0.999 and (one * ref[:1]).sum(1).min() > 0.999
+    assert eager.encode(texts, batch_size=2).tobytes() == ref.tobytes()  # the eager copy kept its Q/K/V cache
+
+
+def test_compiled_calls_with_a_new_signature_run_one_at_a_time(monkeypatch):
+    import threading
+    import time
+
+    from embedstack.neural import runtime
+
+    active, peak = [0], [0]
+    guard = threading.Lock()
+
+    def fake_compile(model, **kwargs):
+        def run(ids, mask, types, **first):
+            with guard:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with guard:
+                active[0] -= 1
+            return ids
+        return run
+
+    monkeypatch.setattr(runtime.torch, "compile", fake_compile)
+    forward = runtime._compiled(object())
+    ids = torch.zeros(4, 8, dtype=torch.long)
+    threads = [threading.Thread(target=forward, args=(ids, None)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1  # the first calls of a signature (which compile) never overlap
+    active[0] = peak[0] = 0
+    threads = [threading.Thread(target=forward, args=(ids, None)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] > 1  # a known signature runs the compiled graph concurrently
 
 
 def test_workers_give_the_same_vectors_in_order(tiny_encoder):
@@ -433,6 +485,21 @@ def test_query_key_value_share_one_quantization_per_input(tiny_encoder):
     copied = copy.deepcopy(model)  # the runtime copies models; the shared quantizer stays shared in the copy
     catt = copied.encoder.layer[0].attention.self
     assert catt.query.quantizer is catt.key.quantizer and catt.query.quantizer is not att.query.quantizer
+
+    from embedstack.neural.quantize import share_quantization_in_graph
+
+    y = att.value(x)
+    assert share_quantization_in_graph(copied) is copied  # for torch.compile: each layer quantizes its input itself
+    assert all(m.quantizer.readers == 1 for m in copied.modules() if isinstance(m, RowInt8Linear))
+    assert att.query.quantizer.readers == 3  # the model it was copied from keeps its shared cache
+    calls.clear()
+    try:
+        torch.Tensor.abs = lambda self: calls.append(1) or real(self)
+        torch.testing.assert_close(catt.value(x), y)  # same values, no cache
+        catt.value(x)
+        assert len(calls) == 2 and getattr(catt.value.quantizer._last, "item", None) is None
+    finally:
+        torch.Tensor.abs = real
 
 
 def test_bf16_precisions_warn_on_a_cpu_without_bf16(tiny_encoder, monkeypatch, caplog):

@@ -720,8 +720,11 @@ class _RunContext:
                     opts["max_seq_length"] = min(int(opts["max_seq_length"]), int(enc.max_seq_length))
                 if getattr(enc, "backend", "torch") != "torch":
                     opts.pop("precision", None)
-                if getattr(enc, "backend", "torch") != "torch" or getattr(enc, "compile", False):
-                    opts.pop("workers", None)  # onnxruntime threads itself; compile cannot run 2 workers
+                if getattr(enc, "backend", "torch") != "torch":
+                    opts.pop("workers", None)  # onnxruntime threads itself
+                if getattr(enc, "compile", False) and str(opts.get("precision", "int8-token")).startswith("int8") \
+                        and opts.get("precision", "int8-token") != "int8-token":
+                    opts["compile"] = False  # torch's dynamic int8 modules do not compile
                 if opts:
                     enc = enc.with_options(**opts)
             if self.cache is not None:

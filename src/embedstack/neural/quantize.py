@@ -235,6 +235,17 @@ class _RowQuantizer:
         return q, scale
 
 
+def share_quantization_in_graph(model: Any) -> Any:
+    """Prepare an ``int8-token`` ``model`` for ``torch.compile``: every quantizer quantizes its input
+    itself (``readers=1``; no per-thread cache for the tracer to stop at). The compiled graph computes the
+    shared query/key/value quantization once anyway: the three are the same operations on the same tensor,
+    which the compiler merges. Returns ``model``."""
+    for module in model.modules():
+        if isinstance(module, RowInt8Linear):
+            module.quantizer.readers = 1
+    return model
+
+
 class RowInt8Linear(nn.Module):
     """``linear`` as int8 products: weights quantized per output channel (symmetric, 127 levels a side),
     inputs per row by ``quantizer``, ``torch._int_mm`` (int32 sums) then one float rescaling. Inference only.

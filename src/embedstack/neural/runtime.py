@@ -109,9 +109,9 @@ class TransformerRuntime:
         self.compile = bool(compile)
         if workers > 1 and backend != "torch":
             raise ConfigError("workers > 1 applies to backend='torch' (onnxruntime threads itself).")
-        if workers > 1 and compile:
-            raise ConfigError("compile=True cannot be combined with workers > 1 (graphs compiled from two threads "
-                              "at once can deadlock); use one or the other.")
+        if compile and precision.startswith("int8") and precision != "int8-token":
+            raise ConfigError(f"compile=True does not apply to precision={precision!r} (torch's dynamic int8 modules do "
+                              f"not compile); use precision='int8-token', or drop compile.")
         self.workers = workers
         if small_backend not in (None, "onnx"):
             raise ConfigError(f"small_backend must be 'onnx' or unset; got {small_backend!r}.")
@@ -184,7 +184,11 @@ class TransformerRuntime:
             model = quantize_torch_dynamic(model, recipe=self.precision, calibration=calibration)
         elif self.precision == "bf16-pure":  # a copy: models made by with_options share self.model
             model = copy.deepcopy(model).to(torch.bfloat16)
-        forward = _compiled(model) if self.compile and not self.precision.startswith("int8") else model
+        if self.compile and self.precision == "int8-token":
+            from embedstack.neural.quantize import share_quantization_in_graph
+
+            share_quantization_in_graph(model)  # the compiler merges Q/K/V's identical quantizations itself
+        forward = _compiled(model) if self.compile else model
         compiled = forward is not model
         act_bytes = 2 if self.precision.startswith("bf16") else 4
         budget = _MAX_ACTIVATION_BYTES if self.activation_budget is None else self.activation_budget
@@ -365,10 +369,27 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 32)
     compiled = torch.compile(model, dynamic=True, options={"freezing": True})
     state = {"fn": compiled}
+    seen: set[tuple[Any, ...]] = set()
+    lock = threading.Lock()
+
+    def call(ids: Any, mask: Any, types: Any, first: dict[str, Any]) -> Any:
+        # Calls that may compile run one at a time (workers, serving threads): a new call signature (the
+        # guards dynamo adds for our inputs: batch of 1, batch == length (duck sizing), mask, token types,
+        # [CLS] only; and the thread state it checks: intra-op threads, inference mode, autocast) compiles
+        # under the lock; known signatures run the compiled graph concurrently.
+        key = (ids.shape[0] == 1, ids.shape[0] == ids.shape[1], mask is None, types is None, tuple(first.items()),
+               torch.get_num_threads(), torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
+               torch.is_autocast_enabled("cpu"))
+        if key in seen:
+            return state["fn"](ids, mask, types, **first)
+        with lock:
+            out = state["fn"](ids, mask, types, **first)
+            seen.add(key)
+            return out
 
     def forward(ids: Any, mask: Any, types: Any = None, pack: bool = True, **first: Any) -> Any:
         try:  # a traced graph never packs (see BertModel._pack): one graph for every batch
-            return state["fn"](ids, mask, types, **first)
+            return call(ids, mask, types, first)
         except EmbedstackError:  # our own input errors (e.g. too many tokens) are not compilation failures
             raise
         except Exception as exc:  # noqa: BLE001 - inductor needs a C++ toolchain; eager gives the same outputs
