@@ -362,12 +362,17 @@ class TransformerRuntime:
 
 def _compiled(model: BertModel) -> Callable[..., Any]:
     """``torch.compile`` of ``model`` with frozen weights; falls back to eager (one warning) on failure."""
+    import inspect
+
     import torch._dynamo.config as dynamo_config
 
-    # one graph per (batch of 1 or more) x (fp32 or bf16 autocast) (the runner always passes the mask); the default
-    # limit of 8 per function is reached when several compiled encoders share a process
+    # graphs per (batch of 1 or more) x (fp32 or bf16 autocast) x intra-op threads (the runner always passes the
+    # mask); the default limit of 8 per function is reached when several compiled encoders share a process. torch
+    # >= 2.13 takes the limit per compiled model (the global setting is not seen by worker threads there)
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 32)
-    compiled = torch.compile(model, dynamic=True, options={"freezing": True})
+    per_call = {"recompile_limit": 32, "isolate_recompiles": True}
+    per_call = {k: v for k, v in per_call.items() if k in inspect.signature(torch.compile).parameters}
+    compiled = torch.compile(model, dynamic=True, options={"freezing": True}, **per_call)
     state = {"fn": compiled}
     seen: set[tuple[Any, ...]] = set()
     lock = threading.Lock()
