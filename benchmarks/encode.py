@@ -242,6 +242,7 @@ def main() -> None:
     for m, enc in encoders.items():  # build ONNX files / quantized copies / compiled graphs before any timing
         enc.encode(["warm up"])
         enc.encode(sts_texts[:64] + sci_texts[:33], batch_size=bs)  # padded and unpadded batches
+        enc.encode(sci_texts[:bs], batch_size=bs)  # one batch of several texts: the calling thread with every thread
         log(q, f"prepared {m}")
     st_encode(["warm up"])
 

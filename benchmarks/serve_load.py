@@ -220,8 +220,13 @@ def model_folder() -> Path:
 # (`small_backend=onnx`, fp32 like the rest), infinity keeps its fp32 default. bf16: the setting that
 # helps both, given to both: ours `precision=bf16-pure` (a bf16 copy of the weights, two batches at a time on
 # one thread each) and infinity `--dtype bfloat16` (it loads the weights in bf16).
-OURS_OPTIONS = {"fp32": "@small_backend=onnx", "bf16": "@precision=bf16-pure,workers=2,small_backend=onnx"}
-PEER_OPTIONS = {"fp32": [], "bf16": ["--dtype", "bfloat16"]}
+# int8: each server's own int8 mode. Ours `precision=int8-token` (every Linear as int8 products with a scale per
+# token, compiled, two batches at a time); infinity `--dtype int8` (on CPU: torch's quantize_dynamic of every
+# Linear, one activation scale per batch). Their vectors differ from fp32 and from each other: each server's
+# cosine to fp32 is reported beside its speed.
+OURS_OPTIONS = {"fp32": "@small_backend=onnx", "bf16": "@precision=bf16-pure,workers=2,small_backend=onnx",
+                "int8": "@precision=int8-token,compile=true,workers=2,small_backend=onnx"}
+PEER_OPTIONS = {"fp32": [], "bf16": ["--dtype", "bfloat16"], "int8": ["--dtype", "int8"]}
 
 
 def ours_server(folder: Path, port: int, data_dir: Path | None = None, options: str = "") -> Server:
@@ -387,6 +392,29 @@ def agreement(a: Server, b: Server, workloads: dict[str, list[str]]) -> dict[str
     return out
 
 
+def vs_fp32(servers: tuple[Server, ...], workloads: dict[str, list[str]], folder: Path,
+            n: int = 100) -> dict[str, dict[str, dict[str, float]]]:
+    """Each server's cosine to fp32 vectors (embedstack in this process, fp32, cut at 256 tokens like both servers)
+    on ``n`` texts per workload taken from the end (not those of the timed runs): mean and min."""
+    import warnings
+
+    import embedstack
+
+    ref_model = embedstack.load(MODEL, precision="fp32")
+    out: dict[str, dict[str, dict[str, float]]] = {s.name: {} for s in servers}
+    for name, texts in workloads.items():
+        picked = texts[-n:]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the abstracts over 256 tokens are cut, as the servers cut them
+            ref = ref_model.encode(picked).astype(np.float64)
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+        for s in servers:
+            x = embed_sync(s, picked)
+            cos = (x * ref).sum(1) / np.linalg.norm(x, axis=1)
+            out[s.name][name] = {"mean": float(cos.mean()), "min": float(cos.min())}
+    return out
+
+
 def cache_counts(server: Server) -> dict[str, float]:
     """Our query cache's hits and misses, from /metrics (Prometheus text)."""
     import httpx
@@ -446,10 +474,11 @@ def roofline(folder: Path, workloads: dict[str, list[str]], threads: int, precis
     tok.no_padding()  # the folder's tokenizer.json pads to 128; FLOPs count real tokens
     torch.set_num_threads(threads)
     out: dict[str, Any] = {"hw": hardware_roofline(config, threads), "workloads": {}, "precision": precision}
-    if precision == "bf16":
+    if precision in ("bf16", "int8"):
         from encode import gemm_rate
 
-        out["hw"]["bf16_layer_gflops"] = gemm_rate(config, torch.bfloat16) / 1e9
+        dtype = torch.bfloat16 if precision == "bf16" else torch.int8
+        out["hw"][f"{precision}_layer_gflops"] = gemm_rate(config, dtype) / 1e9
     rate = out["hw"][f"{precision}_layer_gflops"]
     for wl, texts in workloads.items():
         lengths = np.array([len(e.ids) for e in tok.encode_batch(texts[:2000])])
@@ -482,6 +511,9 @@ def part_load(opts: argparse.Namespace, workloads: dict[str, list[str]], folder:
                           for s in (ours, peer)}
         res["min_cosine"] = agreement(ours, peer, workloads)
         log(q, f"agreement (min cosine ours vs {peer.name}): {res['min_cosine']}")
+        if opts.precision == "int8":
+            res["vs_fp32"] = vs_fp32((ours, peer), workloads, folder)
+            log(q, f"cosine to fp32: {res['vs_fp32']}")
         servers = (ours, peer)
         pools = {wl: Texts(texts) for wl, texts in workloads.items()}
         timed_hits = 0.0
@@ -560,7 +592,13 @@ def md_load(res: dict[str, Any]) -> str:
     pv = res["peer_versions"]
     ver = ", ".join(f"{k} {v}" for k, v in pv.items())
     cos = ", ".join(f"{k} {v:.6f}" for k, v in res.get("min_cosine", {}).items())
-    if any(v < 0.999 for v in res.get("min_cosine", {}).values()):
+    if res.get("vs_fp32"):  # int8: each server's own quantization; each one's distance to fp32 instead
+        cos += (" (each server's own int8 quantization). Cosine to fp32 vectors (embedstack fp32 in the load "
+                "generator's process, same 256-token cut), mean / min over 100 texts per workload not used in the "
+                "timed runs: " + "; ".join(f"{s}: " + ", ".join(f"{wl} {v['mean']:.5f} / {v['min']:.4f}"
+                                                                  for wl, v in per.items())
+                                              for s, per in res["vs_fp32"].items()))
+    elif any(v < 0.999 for v in res.get("min_cosine", {}).values()):
         cos += " (**below 0.999: the two servers do not compute the same vectors**)"
     def shown(cmd: list[str]) -> str:
         out = " ".join(Path(cmd[0]).name if i == 0 else c for i, c in enumerate(cmd) if c != "--port" and
@@ -931,8 +969,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 3; quick 2)")
     ap.add_argument("--peer", choices=["infinity"], default="infinity")
     ap.add_argument("--max-run-s", type=float, default=60.0, help="a run stops issuing requests after this")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                    help="fp32: both exact (infinity's default); bf16: both in bf16 (results: serve_load_bf16)")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                    help="fp32: both exact (infinity's default); bf16: both in bf16 (results: serve_load_bf16); int8: each "
+                         "server's own int8 mode, with each one's cosine to fp32 (results: serve_load_int8)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--render-last", action="store_true",
                     help="re-render the BENCHMARKS.md section of --precision from its last record")
@@ -947,7 +986,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if opts.remeasure_roofline and not opts.render_last:
         raise SystemExit("--remeasure-roofline goes with --render-last (it corrects the last record's ceiling).")
-    name = "serve_load" if opts.precision == "fp32" else "serve_load_bf16"  # results file and BENCHMARKS section
+    name = "serve_load" if opts.precision == "fp32" else f"serve_load_{opts.precision}"  # results file and section
     if opts.render_last:  # re-render the section of --precision from its last record (no servers started)
         try:
             last = last_results(name)

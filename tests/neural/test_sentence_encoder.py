@@ -214,6 +214,19 @@ def test_compiled_int8_token_with_workers_gives_the_eager_int8_vectors(tiny_enco
     assert eager.encode(texts, batch_size=2).tobytes() == ref.tobytes()  # the eager copy kept its Q/K/V cache
 
 
+def test_compiled_batch_as_wide_as_it_is_long_needs_no_graph_of_its_own(tiny_encoder):
+    from torch._dynamo.utils import counters
+
+    enc = tiny_encoder.with_options(compile=True, num_threads=1)  # one thread count: the same graph for both calls
+    square = ["a b"] * 4  # 4 texts of 4 tokens ([CLS] a b [SEP])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        enc.encode(square, batch_size=4)
+        before = counters["stats"]["unique_graphs"]
+        enc.encode(["a b"] * 3 + ["a b c d e"] * 2, batch_size=8)  # 5 x 7: without "duck" sizing the same graph
+    assert counters["stats"]["unique_graphs"] == before
+
+
 def test_compiled_calls_with_a_new_signature_run_one_at_a_time(monkeypatch):
     import threading
     import time

@@ -370,6 +370,11 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
     # mask); the default limit of 8 per function is reached when several compiled encoders share a process. torch
     # >= 2.13 takes the limit per compiled model (the global setting is not seen by worker threads there)
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 32)
+    # no "duck" sizing: a batch whose row count equals its length (32 texts of 32 tokens) would otherwise get its
+    # own graph, compiled in the middle of a run (10-30 s) when such a batch first comes (a server's p99)
+    import torch.fx.experimental._config as fx_config
+
+    fx_config.use_duck_shape = False
     per_call = {"recompile_limit": 32, "isolate_recompiles": True}
     per_call = {k: v for k, v in per_call.items() if k in inspect.signature(torch.compile).parameters}
     compiled = torch.compile(model, dynamic=True, options={"freezing": True}, **per_call)
@@ -379,10 +384,10 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
 
     def call(ids: Any, mask: Any, types: Any, first: dict[str, Any]) -> Any:
         # Calls that may compile run one at a time (workers, serving threads): a new call signature (the
-        # guards dynamo adds for our inputs: batch of 1, batch == length (duck sizing), mask, token types,
+        # guards dynamo adds for our inputs: batch of 1, mask, token types,
         # [CLS] only; and the thread state it checks: intra-op threads, inference mode, autocast) compiles
         # under the lock; known signatures run the compiled graph concurrently.
-        key = (ids.shape[0] == 1, ids.shape[0] == ids.shape[1], mask is None, types is None, tuple(first.items()),
+        key = (ids.shape[0] == 1, mask is None, types is None, tuple(first.items()),
                torch.get_num_threads(), torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
                torch.is_autocast_enabled("cpu"))
         if key in seen:

@@ -97,7 +97,7 @@ class SentenceEncoder(TransformerRuntime):
             for a single text and one for every batch of 2+ (the mask is always passed, so padding does not
             trigger a recompilation mid-run); afterwards up to 1.1-1.3× faster in fp32 (same vectors to
             1e-5) and in bf16. With ``int8-token`` the compiler fuses each quantization with the LayerNorm,
-            GELU or rescaling before it: 1.13-1.19× faster than eager int8-token on 2 cores. Other int8
+            GELU or rescaling before it: 1.07-1.14× faster than eager int8-token on 2 cores. Other int8
             precisions do not compile (ConfigError). Each intra-op thread count compiles its own graphs; calls
             that may compile run one at a time. If compilation fails the encoder warns once and runs eagerly.
         workers: Batches encoded at the same time (torch backend), each with ``num_threads // workers``
