@@ -227,6 +227,21 @@ def test_compiled_batch_as_wide_as_it_is_long_needs_no_graph_of_its_own(tiny_enc
     assert counters["stats"]["unique_graphs"] == before
 
 
+def test_warm_up_compiles_every_graph_a_run_needs(tiny_encoder):
+    from torch._dynamo.utils import counters
+
+    tiny_encoder.warm_up()  # not compiled: nothing to do
+    enc = tiny_encoder.with_options(compile=True, workers=2, num_threads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        enc.warm_up()
+        before = counters["stats"]["unique_graphs"]
+        enc.encode(TEXTS * 4 + TEXTS[:1], batch_size=2)  # two workers, one thread each; a batch of 1 at the end
+        enc.encode(TEXTS[:3])  # one batch on the calling thread with both threads
+        enc.encode(TEXTS[0])
+    assert counters["stats"]["unique_graphs"] == before
+
+
 def test_compiled_calls_with_a_new_signature_run_one_at_a_time(monkeypatch):
     import threading
     import time

@@ -498,3 +498,22 @@ def test_cli_serve_refuses_nothing_to_serve_and_bad_names(tmp_path: Path) -> Non
     assert r.exit_code == 2 and "bad name" in r.output
     r = runner.invoke(app, ["serve", "--config", str(tmp_path / "missing.toml")])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_loading_a_model_warms_it_up_before_serving(minilm: Any) -> None:
+    """A compiled transformer compiles its graphs when loaded (before /ready), at the batcher's thread count."""
+    from embedstack.serve.models import load_model
+
+    calls: list[Any] = []
+
+    class Compiled:
+        dim = 4
+
+        def encode(self, texts: Any, **kwargs: Any) -> Any:
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+        def warm_up(self, thread_counts: Any = None) -> None:
+            calls.append(tuple(thread_counts))
+
+    load_model("c", Compiled(), threads=3)
+    assert calls == [(3,)]

@@ -64,6 +64,7 @@ class TransformerRuntime:
     token_types: bool = False  # the model reads token_type_ids (sentence pairs); the ONNX graph takes them too
     activation_budget: int | None = None  # bytes per forward slice (None: _MAX_ACTIVATION_BYTES)
     first_token_only: bool = False  # the head reads [CLS] alone: the torch runner returns (B, 1, C)
+    _torch_run: Runner  # the torch runner, also when small_backend routes small batches elsewhere
     model: BertModel
     tokenizer: WordPiece
     max_seq_length: int
@@ -122,6 +123,30 @@ class TransformerRuntime:
         self._runner: Runner | None = None
         self._warned_truncation = False
 
+    def warm_up(self, thread_counts: Sequence[int] | None = None) -> None:
+        """With ``compile=True``: compile now the graphs a run will need (a single text and a batch, at each
+        intra-op thread count: 1 for small work, the caller's, each worker's share, plus ``thread_counts``), so
+        that no compilation (10-30 s each) falls in the middle of a job or of a server's requests. A no-op
+        without ``compile``."""
+        if not self.compile or self.backend != "torch":
+            return
+        self._get_runner()
+        run = self._torch_run  # past small_backend: its small batches never reach the compiled graphs
+        total = self.num_threads if self.num_threads is not None else torch.get_num_threads()
+        counts = {1, total, max(1, total // self.workers), *(thread_counts or ())}
+        before = torch.get_num_threads()
+        cls_id = int(getattr(self.tokenizer, "cls_id", 0))
+        try:
+            for n in sorted(counts):
+                torch.set_num_threads(n)
+                with torch.inference_mode(), self._autocast():
+                    for rows in (1, 2):
+                        ids = np.full((rows, 8), cls_id, dtype=np.int64)
+                        mask = np.ones((rows, 8), dtype=np.int64)  # as pad_batch gives it
+                        run(ids, mask, np.zeros_like(ids) if self.token_types else None)
+        finally:
+            torch.set_num_threads(before)
+
     def reset_runner(self) -> None:
         """Forget the built runner (after the weights changed: a bf16 or int8 copy holds the old ones)."""
         self._runner = None
@@ -135,7 +160,7 @@ class TransformerRuntime:
 
                 self._runner = onnx_runner(self, precision=self.precision)
             else:
-                self._runner = self._torch_runner()
+                self._runner = self._torch_run = self._torch_runner()
                 if self.small_backend == "onnx":
                     self._runner = self._small_via_onnx(self._runner)
         return self._runner

@@ -268,6 +268,9 @@ def load_model(name: str, spec: str | Any, *, spec_name: str | None = None, rera
                             observe=(lambda *a: observe(name, *a)) if observe is not None else None)
     if kind == "dense" or kind == "words":
         model.info["matryoshka"] = True
+    warm_up = getattr(obj, "warm_up", None)
+    if callable(warm_up):  # compiled transformers: their graphs now, before /ready, not on the first requests
+        warm_up(thread_counts=(threads,))
     return model
 
 
