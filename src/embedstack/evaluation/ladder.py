@@ -722,8 +722,8 @@ class _RunContext:
                     opts.pop("precision", None)
                 if getattr(enc, "backend", "torch") != "torch":
                     opts.pop("workers", None)  # onnxruntime threads itself
-                if getattr(enc, "compile", False) and str(opts.get("precision", "int8-token")).startswith("int8") \
-                        and opts.get("precision", "int8-token") != "int8-token":
+                precision = str(opts.get("precision", ""))
+                if getattr(enc, "compile", False) and precision.startswith("int8") and precision != "int8-token":
                     opts["compile"] = False  # torch's dynamic int8 modules do not compile
                 if opts:
                     enc = enc.with_options(**opts)

@@ -93,9 +93,10 @@ class SentenceEncoder(TransformerRuntime):
         num_threads: Intra-op threads while encoding (default: leave the process setting).
         compile: torch backend: run the transformer through ``torch.compile`` (inductor, dynamic shapes,
             frozen weights: prepacked oneDNN matmuls with fused bias/GELU/residual epilogues). The first
-            batches pay a one-off compilation (about 20-60 s, a C++ compiler is needed) of two graphs, one
-            for a single text and one for every batch of 2+ (the mask is always passed, so padding does not
-            trigger a recompilation mid-run); afterwards up to 1.1-1.3× faster in fp32 (same vectors to
+            batches pay a one-off compilation (10-30 s each, a C++ compiler is needed) of a graph for a
+            single text and one for every batch of 2+, per intra-op thread count (the mask is always passed,
+            so padding does not trigger a recompilation mid-run; :meth:`warm_up` compiles them up front, as
+            ``embedstack serve`` does before it reports ready); afterwards up to 1.1-1.3× faster in fp32 (same vectors to
             1e-5) and in bf16. With ``int8-token`` the compiler fuses each quantization with the LayerNorm,
             GELU or rescaling before it: 1.07-1.14× faster than eager int8-token on 2 cores. Other int8
             precisions do not compile (ConfigError). Each intra-op thread count compiles its own graphs; calls
