@@ -11,8 +11,9 @@ text's non-zero terms, the words in it and the *expansion* terms the model adds,
   ships without one: :func:`embedstack.neural.mlm.train_mlm_head` trains it first.
 * **int8** (``precision="int8-token"``): the transformer as in
   :mod:`embedstack.neural.quantize`, and the decoder, half of the work (384 x 30,522 products per token
-  against about 21 MFLOP for MiniLM's six blocks), as int8 products too: each token's transformed state
-  quantized with its own scale, each term's decoder row with its own (:func:`_max_logits_int8`).
+  against about 21 MFLOP for MiniLM's six blocks), as int8 products too: a text's transformed token states
+  quantized with one scale per text (so the max over tokens runs on the integer sums), each term's decoder
+  row with its own (:func:`_max_logits_int8`).
 * **Pruning.** ``doc_top_k`` / ``query_top_k`` keep a text's largest weights (the index stays small).
 * **Inference-free queries** (``query_mode="idf"``): no transformer at query time; a query is its own
   WordPiece tokens, each weighted by its idf in the indexed corpus (:meth:`fit_idf`). Documents are
