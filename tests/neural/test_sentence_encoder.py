@@ -250,8 +250,11 @@ def test_compiled_calls_with_a_new_signature_run_one_at_a_time(monkeypatch):
 
     active, peak = [0], [0]
     guard = threading.Lock()
+    options: list[dict] = []
 
     def fake_compile(model, **kwargs):
+        options.append(kwargs.get("options", {}))
+
         def run(ids, mask, types, **first):
             with guard:
                 active[0] += 1
@@ -278,6 +281,22 @@ def test_compiled_calls_with_a_new_signature_run_one_at_a_time(monkeypatch):
     for t in threads:
         t.join()
     assert peak[0] > 1  # a known signature runs the compiled graph concurrently
+    # the graph runs as one C++ function that releases the GIL (Python's wrapper holds it in every fused kernel)
+    assert options == [{"freezing": True, "cpp_wrapper": True}]
+
+
+def test_workers_never_exceed_the_callers_threads(tiny_encoder, monkeypatch):
+    from embedstack.neural import runtime
+
+    pools: list[int] = []
+    real = runtime.ThreadPoolExecutor
+    monkeypatch.setattr(runtime, "ThreadPoolExecutor", lambda n, **kw: (pools.append(n), real(n, **kw))[1])
+    ref = tiny_encoder.encode(TEXTS * 3, batch_size=2)
+    # a server's batch on one thread: two workers would put two compute threads where the caller allowed one
+    out = tiny_encoder.with_options(workers=2, num_threads=1).encode(TEXTS * 3, batch_size=2)
+    assert pools == [] and np.abs(out - ref).max() < 1e-6
+    tiny_encoder.with_options(workers=2, num_threads=2).encode(TEXTS * 3, batch_size=2)
+    assert pools == [2]
 
 
 def test_workers_give_the_same_vectors_in_order(tiny_encoder):

@@ -146,6 +146,50 @@ def test_limits_body_inputs_tokens_and_truncation(minilm: Any) -> None:
         assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == minilm.max_seq_length
 
 
+def test_embeddings_fast_path_answers_as_the_fastapi_route(minilm: Any) -> None:
+    bodies: list[Any] = [
+        {"input": "a cat on a mat", "model": "minilm"},
+        {"input": ["one", "two three"], "model": "minilm", "dimensions": 64, "encoding_format": "base64"},
+        {"input": "q", "model": "minilm", "role": "query", "user": "u1", "unknown_field": 1},
+        b"{not json", b"", {"model": "minilm"}, {"input": [], "model": "minilm"}, {"input": "x", "model": "nope"},
+        {"input": "x", "model": "minilm", "dimensions": 0}, {"input": "x", "model": "minilm", "role": "both"},
+        {"input": 3, "model": "minilm"}, ["input", "x"],
+    ]
+
+    def ask(c: TestClient) -> list[tuple[int, Any]]:
+        out = []
+        for b in bodies:
+            r = (c.post("/v1/embeddings", content=b, headers={"content-type": "application/json"}) if isinstance(b, bytes)
+                 else c.post("/v1/embeddings", json=b))
+            j = r.json()
+            out.append((r.status_code, j if r.status_code == 200 else (j["error"]["code"], j["error"]["param"])))
+        return out
+
+    app = _app(minilm)
+    with TestClient(app) as c:
+        assert "/v1/embeddings" in app.fast
+        fast = ask(c)
+        app.fast = {}  # the same requests through FastAPI's route
+        routed = ask(c)
+        text = c.get("/metrics").text
+    assert [s for s, _ in fast] == [200, 200, 200, 400, 400, 400, 400, 404, 400, 400, 400, 400]
+    # one difference, on purpose: an empty body is "not valid JSON" here (FastAPI says a field is missing)
+    assert fast.pop(4) == (400, ("invalid_json", None)) and routed.pop(4)[0] == 400
+    for (s1, a), (s2, b) in zip(fast, routed, strict=True):
+        assert s1 == s2
+        if s1 == 200:  # the same vectors, usage and shape
+            assert a["usage"] == b["usage"] and len(a["data"]) == len(b["data"])
+            for x, y in zip(a["data"], b["data"], strict=True):
+                assert x.keys() == y.keys() and x["index"] == y["index"]
+                if isinstance(x["embedding"], str):
+                    assert x["embedding"] == y["embedding"]
+                else:
+                    assert np.allclose(x["embedding"], y["embedding"], atol=1e-6)
+        else:
+            assert a == b, (a, b)
+    assert 'route="/v1/embeddings",status="200"' in text
+
+
 def test_api_keys_hashed_and_required(minilm: Any, tmp_path: Path) -> None:
     key = "k" * 20 + "-secret"
     with TestClient(_app(minilm, api_key_hashes=[hash_key(key)])) as c:

@@ -301,14 +301,16 @@ class TransformerRuntime:
         ``on_batch(n)`` follows every batch, in order, with its number of rows.
         """
         batches = self.batches(lengths, batch_size)
-        workers = min(self.workers, len(batches))
+        total = torch.get_num_threads() if self.backend == "torch" else 1  # set by _threads() in the calling thread
+        # never more workers than the caller's threads: a server running two batches side by side on one thread
+        # each would otherwise put four compute threads on two cores
+        workers = min(self.workers, len(batches), total)
         if workers <= 1:  # one batch (or one worker): all the threads inside each op
             for sel in batches:
                 one(sel)
                 if on_batch is not None:
                     on_batch(len(sel))
             return
-        total = torch.get_num_threads()  # set by _threads() in the calling thread
         per_worker = max(1, total // workers)
 
         def in_worker(sel: np.ndarray) -> None:  # inference mode, autocast and OpenMP threads are per thread
@@ -402,7 +404,10 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
     fx_config.use_duck_shape = False
     per_call = {"recompile_limit": 32, "isolate_recompiles": True}
     per_call = {k: v for k, v in per_call.items() if k in inspect.signature(torch.compile).parameters}
-    compiled = torch.compile(model, dynamic=True, options={"freezing": True}, **per_call)
+    # cpp_wrapper: the graph runs as one C++ function that releases the GIL. With Python's wrapper each fused
+    # kernel holds the GIL while it runs, so two batches on two threads (workers, a server's batcher) and the
+    # server's event loop took turns instead of running side by side
+    compiled = torch.compile(model, dynamic=True, options={"freezing": True, "cpp_wrapper": True}, **per_call)
     state = {"fn": compiled}
     seen: set[tuple[Any, ...]] = set()
     lock = threading.Lock()
