@@ -165,7 +165,7 @@ def test_embeddings_fast_path_answers_as_the_fastapi_route(minilm: Any) -> None:
             out.append((r.status_code, j if r.status_code == 200 else (j["error"]["code"], j["error"]["param"])))
         return out
 
-    app = _app(minilm)
+    app = _app(minilm, limits=Limits(cache_size=0))  # no query cache: both paths compute their vectors
     with TestClient(app) as c:
         assert "/v1/embeddings" in app.fast
         fast = ask(c)

@@ -331,15 +331,19 @@ class _Guard:
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             msg = await receive()
+            resp: Response
             try:
-                resp: Response = FastJSON(await handler(model.model_validate_json(msg.get("body", b""))))
-            except ValidationError as exc:
+                req = model.model_validate_json(msg.get("body", b""))
+            except ValidationError as exc:  # the request only: a ValidationError inside the handler is a 500
                 resp = _validation_response(exc.errors())
-            except EmbedstackError as exc:
-                resp = _embedstack_response(self.server, exc)
-            except Exception as exc:  # noqa: BLE001 - answered like the app's catch-all handler
-                log.exception("internal error")
-                resp = _error(500, f"internal server error ({type(exc).__name__})", "server_error", "internal")
+            else:
+                try:
+                    resp = FastJSON(await handler(req))
+                except EmbedstackError as exc:
+                    resp = _embedstack_response(self.server, exc)
+                except Exception as exc:  # noqa: BLE001 - answered like the app's catch-all handler
+                    log.exception("internal error")
+                    resp = _error(500, f"internal server error ({type(exc).__name__})", "server_error", "internal")
             await self._reply(send, resp)
 
         return app
