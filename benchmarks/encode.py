@@ -26,6 +26,7 @@ pretrained by ``embedstack train mlm`` (when its folder exists), beside mean-poo
 (when the static engineer's trained vectors exist).
 
 Usage: python benchmarks/encode.py [--quick] [--threads 2] [--rounds 2] [--modes torch-fp32,onnx-fp32,...] [--quiet]
+       (a mode name ending in -sdpa runs that mode on torch's attention kernel instead of embedstack's)
        python benchmarks/encode.py --pooling-only   (pooling table only, on the last full run's speed rows)
 """
 
@@ -75,6 +76,21 @@ MODES = {
     "torch-bf16-pure-compiled-w2": {"backend": "torch", "precision": "bf16-pure", "compile": True, "workers": 2},
     "torch-fp32-compiled-w2": {"backend": "torch", "precision": "fp32", "compile": True, "workers": 2},
 }
+
+
+def make_encoder(ours: Any, mode: str) -> Any:
+    """The encoder of ``mode``. A mode name ending in ``-sdpa`` is that mode with torch's attention kernel
+    (``scaled_dot_product_attention``) in place of embedstack's own (``neural/_attention.c``): both in one run,
+    interleaved, show what the kernel is worth on this CPU."""
+    import copy
+
+    base = mode.removesuffix("-sdpa")
+    if base not in MODES:
+        raise SystemExit(f"unknown mode {mode!r}; choose from {sorted(MODES)} (each may end in -sdpa)")
+    enc = ours.with_options(**MODES[base])
+    if base != mode:  # its own copy of the weights: the other modes share ours.model
+        enc.model = copy.deepcopy(enc.model).set_attention("sdpa")
+    return enc
 
 
 def log(quiet: bool, *msg: Any) -> None:
@@ -238,7 +254,7 @@ def main() -> None:
     peers = {"st": st_encode} if args.no_peer_bf16 else {"st": st_encode, "st-bf16": st_bf16_encode}
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    encoders = {m: ours.with_options(**MODES[m]) for m in modes}
+    encoders = {m: make_encoder(ours, m) for m in modes}
     for m, enc in encoders.items():  # build ONNX files / quantized copies / compiled graphs before any timing
         enc.encode(["warm up"])
         enc.encode(sts_texts[:64] + sci_texts[:33], batch_size=bs)  # padded and unpadded batches

@@ -407,6 +407,9 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
     # cpp_wrapper: the graph runs as one C++ function that releases the GIL. With Python's wrapper each fused
     # kernel holds the GIL while it runs, so two batches on two threads (workers, a server's batcher) and the
     # server's event loop took turns instead of running side by side
+    from embedstack.neural import _attention
+
+    _attention.available()  # build / load the attention kernel and register its operators before dynamo traces
     compiled = torch.compile(model, dynamic=True, options={"freezing": True, "cpp_wrapper": True}, **per_call)
     state = {"fn": compiled}
     seen: set[tuple[Any, ...]] = set()

@@ -5,7 +5,9 @@ Submodule names follow the Hugging Face checkpoint keys (``embeddings.word_embed
 mapping loop over ``model.safetensors`` read with the ``safetensors`` library (no pickle, no
 ``torch.load``). Attention has two paths that compute the same thing: the fast one calls
 :func:`torch.nn.functional.scaled_dot_product_attention`, the reference one spells out
-``softmax(QKᵀ/√d + mask) V``; a test checks that they agree.
+``softmax(QKᵀ/√d + mask) V``; a test checks that they agree. In inference the default (``"auto"``)
+runs embedstack's own kernel (:mod:`embedstack.neural._attention`, register-tiled for small head dimensions)
+where it runs and pays, torch's elsewhere.
 
 Shapes: B = batch, T = tokens, C = hidden size, H = heads, D = C / H.
 
@@ -36,6 +38,7 @@ from torch.autograd import Function  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from embedstack.errors import ConfigError, EmbedstackError, FormatError  # noqa: E402
+from embedstack.neural import _attention  # noqa: E402
 from embedstack.neural.config import BertConfig  # noqa: E402
 
 __all__ = [
@@ -52,7 +55,16 @@ __all__ = [
     "sinusoidal_table",
 ]
 
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+#: "auto": embedstack's kernel in inference where it runs (float32 / bfloat16 states, head dim a multiple of 16),
+#: else torch's; "sdpa": always torch's scaled_dot_product_attention; "eager": the explicit formula
+ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+
+
+def _own_kernel(q: Tensor, mask: Tensor | None, head_dim: int) -> bool:
+    """Whether inference attention on ``q``'s states runs embedstack's kernel (no autograd, no tracing for export,
+    a boolean or no mask)."""
+    return (not torch.is_grad_enabled() and (mask is None or mask.dtype == torch.bool)
+            and not torch.jit.is_tracing() and _attention.supports(q, head_dim))
 
 
 def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
@@ -207,7 +219,7 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(C, C)
         self.value = nn.Linear(C, C)
         self.dropout_p = config.attention_probs_dropout_prob
-        self.implementation = "sdpa"
+        self.implementation = "auto"
 
     def _heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
@@ -222,9 +234,12 @@ class BertSelfAttention(nn.Module):
         """
         B, _, C = x.shape
         xq = x if queries is None else queries
-        q, k, v = self._heads(self.query(xq)), self._heads(self.key(x)), self._heads(self.value(x))
         p = self.dropout_p if self.training else 0.0
-        if self.implementation == "sdpa" and p == 0.0:
+        q, k, v = self.query(xq), self.key(x), self.value(x)  # (B, T, C)
+        if self.implementation == "auto" and p == 0.0 and _own_kernel(q, mask, self.head_dim):
+            return _attention.attention(q, k, v, None if mask is None else mask.reshape(B, -1), self.num_heads)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        if self.implementation != "eager" and p == 0.0:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tq, D)
         else:  # training with attention dropout: SDPA's CPU kernels have none (its fallback is slower than this)
             y = self.reference(q, k, v, mask, p)
@@ -316,7 +331,8 @@ class BertLayer(nn.Module):
         return self.output(self.intermediate(a), a)
 
     def forward_packed(self, h: Tensor, rows: Tensor, shape: tuple[int, int], mask: Tensor,
-                       first: Tensor | None = None, spans: list[tuple[int, int]] | None = None) -> Tensor:
+                       first: Tensor | None = None, spans: list[tuple[int, int]] | None = None,
+                       offsets: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Tensor:
         """The block on packed tokens ``h`` (N, C): the real tokens of a padded (B, T) batch, at flat
         positions ``rows``. Projections, LayerNorms and the MLP see real tokens only; attention runs
         padded (B, H, T, D), with ``mask``, or, given ``spans`` (each row's (offset, length) in ``h``), one
@@ -324,13 +340,21 @@ class BertLayer(nn.Module):
 
         ``first`` (B,): the positions in ``h`` of each row's first token; then only those rows' outputs
         are computed and returned, (B, C).
+
+        ``offsets`` (q_off, q_len, k_off, k_len), int64 (B,): where each row's queries and keys are in the
+        packed tensors; given, and where embedstack's kernel runs, attention runs packed (no padding at all).
         """
         att = self.attention.self
         B, T = shape
         C = h.shape[-1]
         hq = h if first is None else h.index_select(0, first)
+        qh = att.query(hq)  # (N, C), or (B, C) with first
+        if offsets is not None and att.implementation == "auto" and _own_kernel(qh, None, att.head_dim):
+            y = _attention.attention_rows(qh, att.key(h), att.value(h), *offsets, att.num_heads)
+            a = self.attention.output(y, hq)
+            return self.output(self.intermediate(a), a)
         if spans is not None:
-            y = _attend_rows(att, att.query(hq), att.key(h), att.value(h), spans, first is not None)
+            y = _attend_rows(att, qh, att.key(h), att.value(h), spans, first is not None)
             a = self.attention.output(y, hq)
             return self.output(self.intermediate(a), a)
 
@@ -339,7 +363,7 @@ class BertLayer(nn.Module):
             buf.index_copy_(0, rows, t)
             return att._heads(buf.view(B, T, C))
 
-        q = padded(att.query(h)) if first is None else att._heads(att.query(hq).view(B, 1, C))
+        q = padded(qh) if first is None else att._heads(qh.view(B, 1, C))
         y = F.scaled_dot_product_attention(q, padded(att.key(h)), padded(att.value(h)), attn_mask=mask)  # (B, H, Tq, D)
         y = y.transpose(1, 2).reshape(-1, C)
         if first is None:
@@ -414,9 +438,10 @@ class BertModel(nn.Module):
         self.pooler = BertPooler(config) if add_pooler else None
 
     def set_attention(self, implementation: str) -> BertModel:
-        """Choose ``"sdpa"`` (fast, fused kernel) or ``"eager"`` (the explicit reference formula)."""
+        """Choose ``"auto"`` (embedstack's kernel in inference where it runs, else torch's), ``"sdpa"`` (torch's
+        fused kernel) or ``"eager"`` (the explicit reference formula)."""
         if implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise ConfigError(f"Unknown attention implementation {implementation!r}; use 'sdpa' or 'eager'.")
+            raise ConfigError(f"Unknown attention implementation {implementation!r}; use 'auto', 'sdpa' or 'eager'.")
         for module in self.attention_modules():
             module.implementation = implementation
         return self
@@ -485,12 +510,17 @@ class BertModel(nn.Module):
         starts = torch.cumsum(counts, 0) - counts  # each row's first token is real: its packed position
         first = starts if first_only else None
         # long rows attend one at a time (no padding in attention; a few hundred tokens a row make the
-        # per-call overhead small); short ones together, padded
+        # per-call overhead small); short ones together, padded. Where embedstack's kernel runs, all rows
+        # attend packed in one call (offsets)
         spans = list(zip(starts.tolist(), counts.tolist(), strict=True)) if T >= VARLEN_MIN_TOKENS else None
+        offsets = (starts, counts, starts, counts)
+        last_offsets = (torch.arange(B), torch.ones(B, dtype=torch.int64), starts, counts)
         last = len(self.encoder.layer) - 1
         for i, block in enumerate(self.encoder.layer):
             assert isinstance(block, BertLayer)
-            h = block.forward_packed(h, rows, (B, T), mask, first if i == last else None, spans)
+            lastq = first_only and i == last
+            h = block.forward_packed(h, rows, (B, T), mask, first if i == last else None, spans,
+                                     last_offsets if lastq else offsets)
         if first_only:
             return h.view(B, 1, C)
         out = h.new_zeros(B * T, C)

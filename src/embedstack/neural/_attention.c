@@ -1,0 +1,574 @@
+/* embedstack's attention kernel for inference on AVX-512 CPUs: softmax(Q Kᵀ · scale) V, one (text, head) at a time.
+ *
+ * Why: at head dimension 32 (MiniLM), torch's scaled_dot_product_attention runs its two products as GEMMs whose
+ * inner dimension is 32 (Q Kᵀ) or whose output is 32 wide (P V): too thin for the GEMM kernels, which reach about
+ * a third of the GEMM rate on them. Here each product is one register-tiled loop written for that shape:
+ *
+ *   Q Kᵀ: 12 query rows × 32 keys of scores in 24 accumulators; per head dimension d, two loads of the packed Kᵀ
+ *         row and 12 broadcasts of Q feed 24 fused multiply-adds.
+ *   P V:  12 query rows × D outputs (D/16 vectors each); per key, D/16 loads of V and 12 broadcasts of P.
+ *
+ * The scores of 12 rows (12 × keys floats) stay in L1/L2 between the two products; softmax runs on them in
+ * place with a vector exp. Everything is float32 (bf16 inputs are widened when packed, outputs rounded to
+ * nearest even), so results equal the formula's up to summation order.
+ *
+ * Layout: q, k, v, out are row-major matrices of token states (rows × ld elements); head h of a row is the
+ * columns [h·D, h·D + D). Item b (a text) owns query rows [q_off[b], q_off[b] + q_len[b]) and key / value rows
+ * [k_off[b], k_off[b] + k_len[b]); mask (optional, one byte per key row, indexed like k) is 0 where a key must
+ * not be attended to. A query row with no key to attend to gets zeros. Work items (text, head) are shared
+ * by `threads` threads (the caller plus threads - 1 pthreads) through an atomic counter.
+ *
+ * Built at first use by embedstack.neural._attention with the system C compiler (-mavx512f ...); the Python
+ * side checks the CPU first and falls back to torch's kernel where this cannot run.
+ */
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROWS 12     /* query rows per tile */
+#define KEYS 32     /* keys per Q Kᵀ tile (two vectors) */
+#define MAX_DIM 128 /* head dimension: a multiple of 16, at most this */
+
+typedef struct {
+    const void *q, *k, *v;
+    void *out;
+    const uint8_t *mask;
+    const int64_t *q_off, *q_len, *k_off, *k_len;
+    int64_t ld_q, ld_k, ld_v, ld_o;
+    int64_t n_texts, max_keys;
+    int heads, dim, bf16;
+    float scale;
+    int64_t next; /* the next work item, taken with __atomic_fetch_add */
+} job_t;
+
+static inline __m512 load16(const void *base, int64_t i, int bf16) {
+    if (bf16) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    return _mm512_loadu_ps((const float *)base + i);
+}
+
+static inline void store16(void *base, int64_t i, __m512 x, int bf16) {
+    if (bf16) { /* round to nearest even, as torch's float -> bfloat16 conversion */
+        __m512i b = _mm512_castps_si512(x);
+        __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+        b = _mm512_add_epi32(b, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+        _mm256_storeu_si256((__m256i *)((uint16_t *)base + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(b, 16)));
+    } else {
+        _mm512_storeu_ps((float *)base + i, x);
+    }
+}
+
+/* e^x for x <= 0: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial (relative error
+ * below 2e-7), times 2^n by vscalefps. Below -87 the result is ~0 (e^-87 ~ 1.6e-38). */
+static inline __m512 exp_neg(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* scores s[r][j0 .. j0 + 32) = qs[r] · kt[:, j0 .. j0 + 32) for r < R (qs pre-scaled, kt packed d-major) */
+static inline __attribute__((always_inline)) void qk_tile(const int R, const float *qs, const float *kt,
+                                                          int64_t kp, int dim, int64_t j0, float *s) {
+    __m512 acc[ROWS][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int d = 0; d < dim; d++) {
+        __m512 b0 = _mm512_loadu_ps(kt + d * kp + j0), b1 = _mm512_loadu_ps(kt + d * kp + j0 + 16);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            __m512 a = _mm512_set1_ps(qs[r * MAX_DIM + d]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+        _mm512_storeu_ps(s + r * kp + j0, acc[r][0]);
+        _mm512_storeu_ps(s + r * kp + j0 + 16, acc[r][1]);
+    }
+}
+
+/* out rows (R of them) = p[r] · vp (nk keys × NC·16 dims), divided by each row's sum inv[r] */
+static inline __attribute__((always_inline)) void pv_tile(const int R, const int NC, const float *p, int64_t kp,
+                                                          const float *vp, int64_t nk, const float *inv,
+                                                          void *out, int64_t o0, int64_t ld_o, int bf16) {
+    __m512 acc[ROWS][MAX_DIM / 16];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nk; j++) {
+        __m512 b[MAX_DIM / 16];
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++) b[c] = _mm512_loadu_ps(vp + j * NC * 16 + c * 16);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            __m512 a = _mm512_set1_ps(p[r * kp + j]);
+#pragma GCC unroll 8
+            for (int c = 0; c < NC; c++) acc[r][c] = _mm512_fmadd_ps(a, b[c], acc[r][c]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+        __m512 w = _mm512_set1_ps(inv[r]);
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; c++) store16(out, (o0 + r) * ld_o + c * 16, _mm512_mul_ps(acc[r][c], w), bf16);
+    }
+}
+
+/* softmax of scale times the first nk scores of row s (in place); masked keys (m[j] == 0) get weight 0. Returns 1 / sum,
+ * or 0 when no key may be attended to (the row's output is then zeros). */
+static inline float softmax_row(float *s, int64_t nk, const uint8_t *m, float scale) {
+    __m512 vmax = _mm512_set1_ps(-__builtin_inff());
+    for (int64_t j = 0; j < nk; j += 16) {
+        __mmask16 valid = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
+        if (m) valid &= _mm_cmpneq_epi8_mask(_mm_maskz_loadu_epi8(valid, m + j), _mm_setzero_si128());
+        vmax = _mm512_mask_max_ps(vmax, valid, vmax, _mm512_loadu_ps(s + j));
+    }
+    float mx = _mm512_reduce_max_ps(vmax); /* of the unscaled scores: scale > 0 keeps the order */
+    if (mx == -__builtin_inff()) { /* nothing to attend to */
+        memset(s, 0, (size_t)nk * sizeof(float));
+        return 0.0f;
+    }
+    __m512 vm = _mm512_set1_ps(mx * scale), vs = _mm512_set1_ps(scale), sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nk; j += 16) {
+        __mmask16 valid = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
+        if (m) valid &= _mm_cmpneq_epi8_mask(_mm_maskz_loadu_epi8(valid, m + j), _mm_setzero_si128());
+        __m512 e = _mm512_maskz_mov_ps(valid, exp_neg(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, vm)));
+        _mm512_storeu_ps(s + j, e); /* s is padded to a multiple of 32 floats: the tail store stays inside */
+        sum = _mm512_add_ps(sum, e);
+    }
+    return 1.0f / _mm512_reduce_add_ps(sum);
+}
+
+typedef struct {
+    float *kt, *vp, *s, *qs;
+} scratch_t;
+
+static void run_item(const job_t *J, int64_t item, scratch_t *w) {
+    const int64_t b = item / J->heads;
+    const int h = (int)(item % J->heads), D = J->dim, NC = D / 16, bf = J->bf16;
+    const int64_t q0 = J->q_off[b], nq = J->q_len[b], k0 = J->k_off[b];
+    int64_t nk = J->k_len[b];
+    const uint8_t *m = J->mask ? J->mask + k0 : NULL;
+    if (m) { /* keys after the last attended one cost nothing (right padding) */
+        while (nk > 0 && !m[nk - 1]) nk--;
+    }
+    if (nk == 0) {
+        for (int64_t i = 0; i < nq; i++)
+            for (int c = 0; c < NC; c++) store16(J->out, (q0 + i) * J->ld_o + h * D + c * 16, _mm512_setzero_ps(), bf);
+        return;
+    }
+    const int64_t kp = (nk + KEYS - 1) / KEYS * KEYS;
+    /* pack Kᵀ (d-major, zero padded to kp keys) and V (key-major, D contiguous floats) */
+    for (int64_t j = 0; j < nk; j++) {
+        for (int c = 0; c < NC; c++) {
+            float tmp[16];
+            _mm512_storeu_ps(tmp, load16(J->k, (k0 + j) * J->ld_k + h * D + c * 16, bf));
+            for (int t = 0; t < 16; t++) w->kt[(c * 16 + t) * kp + j] = tmp[t];
+            _mm512_storeu_ps(w->vp + j * D + c * 16, load16(J->v, (k0 + j) * J->ld_v + h * D + c * 16, bf));
+        }
+    }
+    for (int d = 0; d < D; d++)
+        for (int64_t j = nk; j < kp; j++) w->kt[d * kp + j] = 0.0f;
+    const __m512 scale = _mm512_set1_ps(J->scale);
+    for (int64_t i0 = 0; i0 < nq; i0 += ROWS) {
+        const int R = nq - i0 < ROWS ? (int)(nq - i0) : ROWS;
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < NC; c++)
+                _mm512_storeu_ps(w->qs + r * MAX_DIM + c * 16,
+                                 _mm512_mul_ps(load16(J->q, (q0 + i0 + r) * J->ld_q + h * D + c * 16, bf), scale));
+        for (int64_t j0 = 0; j0 < kp; j0 += KEYS) {
+            if (R == ROWS) qk_tile(ROWS, w->qs, w->kt, kp, D, j0, w->s);
+            else if (R > 8) qk_tile(11, w->qs, w->kt, kp, D, j0, w->s); /* rows R..10 are stale, never read */
+            else if (R > 4) qk_tile(8, w->qs, w->kt, kp, D, j0, w->s);
+            else qk_tile(4, w->qs, w->kt, kp, D, j0, w->s);
+        }
+        float inv[ROWS];
+        for (int r = 0; r < R; r++) inv[r] = softmax_row(w->s + r * kp, nk, m, 1.0f); /* q was scaled (float32) */
+        const int64_t o0 = q0 + i0;
+        void *out = (char *)J->out + (size_t)(h * D) * (bf ? 2 : 4);
+        if (NC == 2) {
+            if (R == ROWS) pv_tile(ROWS, 2, w->s, kp, w->vp, nk, inv, out, o0, J->ld_o, bf);
+            else for (int r0 = 0; r0 < R; r0 += 4) {
+                const int n = R - r0 < 4 ? R - r0 : 4;
+                if (n == 4) pv_tile(4, 2, w->s + r0 * kp, kp, w->vp, nk, inv + r0, out, o0 + r0, J->ld_o, bf);
+                else for (int r = 0; r < n; r++)
+                    pv_tile(1, 2, w->s + (r0 + r) * kp, kp, w->vp, nk, inv + r0 + r, out, o0 + r0 + r, J->ld_o, bf);
+            }
+        } else if (NC == 4) {
+            for (int r0 = 0; r0 < R; r0 += 6) {
+                const int n = R - r0 < 6 ? R - r0 : 6;
+                if (n == 6) pv_tile(6, 4, w->s + r0 * kp, kp, w->vp, nk, inv + r0, out, o0 + r0, J->ld_o, bf);
+                else for (int r = 0; r < n; r++)
+                    pv_tile(1, 4, w->s + (r0 + r) * kp, kp, w->vp, nk, inv + r0 + r, out, o0 + r0 + r, J->ld_o, bf);
+            }
+        } else {
+            for (int r = 0; r < R; r++)
+                switch (NC) {
+                    case 1: pv_tile(1, 1, w->s + r * kp, kp, w->vp, nk, inv + r, out, o0 + r, J->ld_o, bf); break;
+                    case 3: pv_tile(1, 3, w->s + r * kp, kp, w->vp, nk, inv + r, out, o0 + r, J->ld_o, bf); break;
+                    case 5: pv_tile(1, 5, w->s + r * kp, kp, w->vp, nk, inv + r, out, o0 + r, J->ld_o, bf); break;
+                    case 6: pv_tile(1, 6, w->s + r * kp, kp, w->vp, nk, inv + r, out, o0 + r, J->ld_o, bf); break;
+                    case 7: pv_tile(1, 7, w->s + r * kp, kp, w->vp, nk, inv + r, out, o0 + r, J->ld_o, bf); break;
+                    default: pv_tile(1, 8, w->s + r * kp, kp, w->vp, nk, inv + r, out, o0 + r, J->ld_o, bf); break;
+                }
+        }
+    }
+}
+
+static void *worker(void *arg) {
+    job_t *J = (job_t *)arg;
+    const int64_t kp = (J->max_keys + KEYS - 1) / KEYS * KEYS;
+    const size_t floats = (size_t)(J->dim * kp + kp * J->dim + ROWS * kp + ROWS * MAX_DIM);
+    float *buf = (float *)aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+    if (!buf) return NULL; /* the other threads take this one's share; none at all: an error (below) */
+    memset(buf, 0, floats * sizeof(float)); /* tiles read a few rows past the last query row: zeros */
+    scratch_t w = {buf, buf + J->dim * kp, buf + 2 * J->dim * kp, buf + 2 * J->dim * kp + ROWS * kp};
+    const int64_t items = J->n_texts * J->heads;
+    for (;;) {
+        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= items) break;
+        run_item(J, item, &w);
+    }
+    free(buf);
+    return NULL;
+}
+
+/* fn(J) on `threads` threads, which share the work items through J->next; 0, or 2 if items were left undone (no
+ * thread could get its scratch memory).
+ *
+ * Built with OpenMP, the threads are OpenMP's: in a process that has loaded torch, that is torch's own runtime
+ * (libgomp.so.1 is loaded once), so the work goes to the intra-op threads torch just used. They spin a while after
+ * each of torch's parallel regions; a thread of our own would fight them for the cores (measured: 2 threads,
+ * 32 abstracts x 256 tokens through MiniLM in bf16, attention 15 ms a layer with pthreads, 10.8 with
+ * OMP_WAIT_POLICY=PASSIVE). Without OpenMP, pthreads. */
+static int run_parallel(job_t *J, void *(*fn)(void *), int threads) {
+    const int64_t items = J->n_texts * J->heads;
+    if (threads > items) threads = (int)items;
+    if (threads < 1) threads = 1;
+    if (threads == 1) {
+        fn(J);
+        return J->next < items ? 2 : 0;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    fn(J);
+#else
+    pthread_t tid[64];
+    int started = 0;
+    for (int t = 1; t < threads && t < 64; t++) {
+        if (pthread_create(&tid[started], NULL, fn, J) != 0) break; /* fewer threads: the rest still runs */
+        started++;
+    }
+    fn(J);
+    for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+#endif
+    return J->next < items ? 2 : 0;
+}
+
+/* Returns 0 on success, 1 for an unsupported head dimension, 2 when memory or a thread could not be had. */
+int embedstack_attention(const void *q, const void *k, const void *v, void *out, const uint8_t *mask,
+                         const int64_t *q_off, const int64_t *q_len, const int64_t *k_off, const int64_t *k_len,
+                         int64_t n_texts, int heads, int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v,
+                         int64_t ld_o, int bf16, float scale, int threads) {
+    if (dim <= 0 || dim % 16 || dim > MAX_DIM) return 1;
+    int64_t max_keys = 1;
+    for (int64_t b = 0; b < n_texts; b++) max_keys = k_len[b] > max_keys ? k_len[b] : max_keys;
+    job_t J = {q, k, v, out, mask, q_off, q_len, k_off, k_len, ld_q, ld_k, ld_v, ld_o,
+               n_texts, max_keys, heads, dim, bf16, scale, 0};
+    return run_parallel(&J, worker, threads);
+}
+
+#ifdef EMBEDSTACK_AMX
+/* ---------------------------------------------------------------------------------------------------------------
+ * bfloat16 states on CPUs with AMX (Sapphire Rapids and later): both products on the tile unit, softmax in float32.
+ *
+ * Per text and head, 16 query rows at a time: Q Kᵀ as 16 × 16 score tiles (tdpbf16ps over 32 head dims a step,
+ * K packed as pairs of head dims), stored to a float32 row buffer; softmax on it with AVX-512 writes P as bf16;
+ * P V as 16 × 16 output tiles (D / 16 of them, V packed as pairs of keys), accumulated over 32 keys a step. The
+ * exps are summed in float32 before rounding P, and each row is divided by its sum at the end, in float32.
+ * Head dimensions 32 and 64. Each thread saves the tile configuration it finds and restores it when done, so
+ * oneDNN's own tile kernels on the same threads are left as they were.
+ */
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef struct __attribute__((packed)) {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg_t;
+
+/* Linux gives a process the AMX tile state only once asked (ARCH_REQ_XCOMP_PERM for XTILEDATA). 0: granted. */
+int embedstack_amx_init(void) { return (int)syscall(SYS_arch_prctl, 0x1023, 18); }
+
+/* e^x for x <= 0 to about 4e-5 relative (degree-4 Taylor polynomial): enough for weights rounded to bf16 (2^-9) */
+static inline __m512 exp_neg_bf16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945f), x);
+    __m512 p = _mm512_set1_ps(1.0f / 24.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* P (bf16, padded to kp with zeros) = exp(scale * (s - max)) over the first nk scores of a row, keys with m[j] == 0
+ * weighted 0. Returns 1 / sum of the float32 exps, or 0 when there is nothing to attend to. */
+static inline float softmax_row_bf16(const float *s, int64_t nk, int64_t kp, const uint8_t *m, float scale,
+                                     uint16_t *p) {
+    __m512 vmax = _mm512_set1_ps(-__builtin_inff());
+    for (int64_t j = 0; j < nk; j += 16) {
+        __mmask16 valid = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
+        if (m) valid &= _mm_cmpneq_epi8_mask(_mm_maskz_loadu_epi8(valid, m + j), _mm_setzero_si128());
+        vmax = _mm512_mask_max_ps(vmax, valid, vmax, _mm512_loadu_ps(s + j));
+    }
+    const float mx = _mm512_reduce_max_ps(vmax);
+    if (mx == -__builtin_inff()) {
+        memset(p, 0, (size_t)kp * 2);
+        return 0.0f;
+    }
+    const __m512 vm = _mm512_set1_ps(mx * scale), vs = _mm512_set1_ps(scale);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < kp; j += 32) { /* kp is a multiple of 32: whole pairs of vectors */
+        __m512 e[2];
+        for (int h = 0; h < 2; h++) {
+            const int64_t jj = j + 16 * h;
+            __mmask16 valid = nk - jj >= 16 ? (__mmask16)0xffff : nk > jj ? (__mmask16)((1u << (nk - jj)) - 1) : 0;
+            if (m && valid) valid &= _mm_cmpneq_epi8_mask(_mm_maskz_loadu_epi8(valid, m + jj), _mm_setzero_si128());
+            e[h] = _mm512_maskz_mov_ps(valid, exp_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + jj), vs, vm)));
+            sum = _mm512_add_ps(sum, e[h]);
+        }
+        _mm512_storeu_si512(p + j, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
+    }
+    return 1.0f / _mm512_reduce_add_ps(sum);
+}
+
+static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *vp_buf, float *s, uint16_t *p,
+                     uint16_t *qb, float *ob) {
+    const int64_t b = item / J->heads;
+    const int h = (int)(item % J->heads), D = J->dim, NC = D / 16;
+    const int64_t q0 = J->q_off[b], nq = J->q_len[b], k0 = J->k_off[b];
+    int64_t nk = J->k_len[b];
+    const uint8_t *m = J->mask ? J->mask + k0 : NULL;
+    if (m) { /* keys after the last attended one cost nothing; no hole before it: no mask at all */
+        while (nk > 0 && !m[nk - 1]) nk--;
+        int64_t holes = 0;
+        for (int64_t j = 0; j < nk; j++) holes += !m[j];
+        if (!holes) m = NULL;
+    }
+    if (nk == 0) {
+        for (int64_t i = 0; i < nq; i++)
+            for (int c = 0; c < NC; c++) store16(J->out, (q0 + i) * J->ld_o + h * D + c * 16, _mm512_setzero_ps(), 1);
+        return;
+    }
+    const int64_t kp = (nk + KEYS - 1) / KEYS * KEYS;
+    const uint16_t *K = (const uint16_t *)J->k, *V = (const uint16_t *)J->v, *Q = (const uint16_t *)J->q;
+    /* K as [D/2][kp][2]: row e (a pair of head dims) holds (K[j][2e], K[j][2e+1]) for every key j, gathered 16 keys
+     * at a time; padding keys are zeros */
+    {
+        const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                _mm512_set1_epi32((int)(J->ld_k * 2)));
+        for (int64_t j = 0; j < kp; j += 16) {
+            const __mmask16 valid = nk - j >= 16 ? (__mmask16)0xffff : nk > j ? (__mmask16)((1u << (nk - j)) - 1) : 0;
+            const char *base = (const char *)(K + (k0 + j) * J->ld_k + h * D);
+            for (int e = 0; e < D / 2; e++) {
+                __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, rows, base + 4 * e, 1);
+                _mm512_storeu_si512((uint32_t *)kp_buf + e * kp + j, g);
+            }
+        }
+    }
+    /* V as [kp/2][D][2]: row t (a pair of keys) holds (V[2t][d], V[2t+1][d]) for every head dim d */
+    {
+        const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                            39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+        const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+        for (int64_t t = 0; t < kp / 2; t++) {
+            const int64_t j = 2 * t;
+            for (int c = 0; c < D; c += 32) {
+                __m512i a = j < nk ? _mm512_loadu_si512(V + (k0 + j) * J->ld_v + h * D + c) : _mm512_setzero_si512();
+                __m512i d = j + 1 < nk ? _mm512_loadu_si512(V + (k0 + j + 1) * J->ld_v + h * D + c)
+                                       : _mm512_setzero_si512();
+                _mm512_storeu_si512(vp_buf + t * D * 2 + 2 * c, _mm512_permutex2var_epi16(a, lo, d));
+                _mm512_storeu_si512(vp_buf + t * D * 2 + 2 * c + 32, _mm512_permutex2var_epi16(a, hi, d));
+            }
+        }
+    }
+    for (int64_t i0 = 0; i0 < nq; i0 += 16) {
+        const int R = nq - i0 < 16 ? (int)(nq - i0) : 16;
+        /* Q tiles straight from the states (unscaled: the scale is applied to the float32 scores, as rounding
+         * q * scale to bf16 would add error); a last block of fewer than 16 rows is copied, zero padded */
+        const uint16_t *qt = Q + (q0 + i0) * J->ld_q + h * D;
+        int64_t ldq = J->ld_q * 2;
+        if (R < 16) {
+            memset(qb, 0, 16 * (size_t)D * 2);
+            for (int r = 0; r < R; r++) memcpy(qb + r * D, qt + r * J->ld_q, (size_t)D * 2);
+            qt = qb;
+            ldq = D * 2;
+        }
+        /* scores: 16 rows x 16 keys a tile, two tiles in flight (tmm0, tmm3) */
+        if (D == 32) {
+            _tile_loadd(1, qt, ldq);
+            for (int64_t j0 = 0; j0 < kp; j0 += 32) {
+                _tile_zero(0);
+                _tile_zero(3);
+                _tile_loadd(2, kp_buf + j0 * 2, kp * 4);
+                _tile_dpbf16ps(0, 1, 2);
+                _tile_loadd(2, kp_buf + (j0 + 16) * 2, kp * 4);
+                _tile_dpbf16ps(3, 1, 2);
+                _tile_stored(0, s + j0, kp * 4);
+                _tile_stored(3, s + j0 + 16, kp * 4);
+            }
+        } else {
+            for (int64_t j0 = 0; j0 < kp; j0 += 16) {
+                _tile_zero(0);
+                for (int st = 0; st < D / 32; st++) {
+                    _tile_loadd(1, qt + st * 32, ldq);
+                    _tile_loadd(2, kp_buf + (int64_t)st * 16 * kp * 2 + j0 * 2, kp * 4);
+                    _tile_dpbf16ps(0, 1, 2);
+                }
+                _tile_stored(0, s + j0, kp * 4);
+            }
+        }
+        float inv[16];
+        for (int r = 0; r < 16; r++) {
+            if (r < R) inv[r] = softmax_row_bf16(s + r * kp, nk, kp, m, J->scale, p + r * kp);
+            else memset(p + r * kp, 0, (size_t)kp * 2);
+        }
+        /* outputs: 16 rows x 16 head dims a tile; for D = 32 two chains (even and odd steps of 32 keys, tmm0-1 and
+         * tmm2-3) so that consecutive products do not wait on each other, summed at the end */
+        if (NC == 2) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            int64_t t0 = 0;
+            for (; t0 + 64 <= kp; t0 += 64) {
+                const uint16_t *vb = vp_buf + (t0 / 2) * D * 2;
+                _tile_loadd(4, p + t0, kp * 2);
+                _tile_loadd(5, vb, D * 4);
+                _tile_dpbf16ps(0, 4, 5);
+                _tile_loadd(5, vb + 32, D * 4);
+                _tile_dpbf16ps(1, 4, 5);
+                _tile_loadd(4, p + t0 + 32, kp * 2);
+                _tile_loadd(5, vb + 16 * D * 2, D * 4);
+                _tile_dpbf16ps(2, 4, 5);
+                _tile_loadd(5, vb + 16 * D * 2 + 32, D * 4);
+                _tile_dpbf16ps(3, 4, 5);
+            }
+            if (t0 < kp) {
+                const uint16_t *vb = vp_buf + (t0 / 2) * D * 2;
+                _tile_loadd(4, p + t0, kp * 2);
+                _tile_loadd(5, vb, D * 4);
+                _tile_dpbf16ps(0, 4, 5);
+                _tile_loadd(5, vb + 32, D * 4);
+                _tile_dpbf16ps(1, 4, 5);
+            }
+            _tile_stored(0, ob, D * 4);
+            _tile_stored(1, ob + 16, D * 4);
+            _tile_stored(2, ob + 16 * D, D * 4);
+            _tile_stored(3, ob + 16 * D + 16, D * 4);
+            for (int r = 0; r < R; r++) {
+                const __m512 w = _mm512_set1_ps(inv[r]);
+                for (int c = 0; c < 2; c++) {
+                    __m512 o = _mm512_add_ps(_mm512_loadu_ps(ob + r * D + c * 16), _mm512_loadu_ps(ob + 16 * D + r * D + c * 16));
+                    store16(J->out, (q0 + i0 + r) * J->ld_o + h * D + c * 16, _mm512_mul_ps(o, w), 1);
+                }
+            }
+        } else {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t t0 = 0; t0 < kp; t0 += 32) {
+                _tile_loadd(4, p + t0, kp * 2);
+                const uint16_t *vb = vp_buf + (t0 / 2) * D * 2;
+                _tile_loadd(5, vb, D * 4);
+                _tile_dpbf16ps(0, 4, 5);
+                _tile_loadd(5, vb + 32, D * 4);
+                _tile_dpbf16ps(1, 4, 5);
+                _tile_loadd(5, vb + 64, D * 4);
+                _tile_dpbf16ps(2, 4, 5);
+                _tile_loadd(5, vb + 96, D * 4);
+                _tile_dpbf16ps(3, 4, 5);
+            }
+            _tile_stored(0, ob, D * 4);
+            _tile_stored(1, ob + 16, D * 4);
+            _tile_stored(2, ob + 32, D * 4);
+            _tile_stored(3, ob + 48, D * 4);
+            for (int r = 0; r < R; r++) {
+                const __m512 w = _mm512_set1_ps(inv[r]);
+                for (int c = 0; c < 4; c++)
+                    store16(J->out, (q0 + i0 + r) * J->ld_o + h * D + c * 16, _mm512_mul_ps(_mm512_loadu_ps(ob + r * D + c * 16), w), 1);
+            }
+        }
+    }
+}
+
+static void *amx_worker(void *arg) {
+    job_t *J = (job_t *)arg;
+    const int64_t kp = (J->max_keys + KEYS - 1) / KEYS * KEYS;
+    const int D = J->dim;
+    /* bytes: K and V packed (bf16), scores (f32), P (bf16), Q tile (bf16), output tile (f32) */
+    const size_t bytes = (size_t)(2 * D * kp * 2 + 16 * kp * 4 + 16 * kp * 2 + 16 * D * 2 + 2 * 16 * D * 4) + 64 * 6;
+    char *buf = (char *)aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!buf) return NULL;
+    memset(buf, 0, bytes);
+    uint16_t *kb = (uint16_t *)buf;
+    uint16_t *vb = kb + D * kp + 32;
+    float *s = (float *)(vb + D * kp + 32);
+    uint16_t *p = (uint16_t *)(s + 16 * kp + 16);
+    uint16_t *qb = p + 16 * kp + 32;
+    float *ob = (float *)(qb + 16 * D + 32);
+    tilecfg_t before, cfg;
+    memset(&cfg, 0, sizeof cfg);
+    _tile_storeconfig(&before);
+    cfg.palette = 1;
+    for (int t = 0; t < 6; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    const int64_t items = J->n_texts * J->heads;
+    for (;;) {
+        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= items) break;
+        amx_item(J, item, kb, vb, s, p, qb, ob);
+    }
+    if (before.palette) _tile_loadconfig(&before);
+    else _tile_release();
+    free(buf);
+    return NULL;
+}
+
+/* As embedstack_attention, bfloat16 states only, head dim 32 or 64; 1: unsupported dim, 2: no memory. */
+int embedstack_attention_amx(const void *q, const void *k, const void *v, void *out, const uint8_t *mask,
+                             const int64_t *q_off, const int64_t *q_len, const int64_t *k_off, const int64_t *k_len,
+                             int64_t n_texts, int heads, int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v,
+                             int64_t ld_o, float scale, int threads) {
+    if (dim != 32 && dim != 64) return 1;
+    int64_t max_keys = 1;
+    for (int64_t b = 0; b < n_texts; b++) max_keys = k_len[b] > max_keys ? k_len[b] : max_keys;
+    job_t J = {q, k, v, out, mask, q_off, q_len, k_off, k_len, ld_q, ld_k, ld_v, ld_o,
+               n_texts, max_keys, heads, dim, 1, scale, 0};
+    return run_parallel(&J, amx_worker, threads);
+}
+#endif

@@ -1,0 +1,175 @@
+"""embedstack's own attention kernel (``neural/_attention.c``): the same values as torch's, every path that uses it,
+and torch's kernel wherever it cannot run (no AVX-512, no compiler, switched off)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from embedstack.neural import _attention
+from embedstack.neural.config import BertConfig
+from embedstack.neural.transformer import BertModel
+
+needs_kernel = pytest.mark.skipif(not _attention.available(),
+                                  reason=f"the attention kernel does not run here: {_attention.status()}")
+
+
+def _reference(q, k, v, mask, heads):
+    """softmax(Q Kᵀ / sqrt(D)) V in float64, (B, T, C) layout; rows with no key to attend to are zeros."""
+    B, Tq, C = q.shape
+    D = C // heads
+
+    def split(t):
+        return t.double().view(B, t.shape[1], heads, D).transpose(1, 2)
+
+    s = split(q) @ split(k).transpose(-2, -1) / math.sqrt(D)
+    if mask is not None:
+        s = s.masked_fill(~mask[:, None, None, :], -math.inf)
+    w = torch.nan_to_num(s.softmax(-1))  # a fully masked row: nan -> 0
+    return (w @ split(v)).transpose(1, 2).reshape(B, Tq, C)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dim", [16, 32, 48, 64, 128])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_kernel_equals_the_formula(dim, threads):
+    """Shapes around every tile edge (12 query rows, 32 keys), masks with right padding and with holes."""
+    torch.manual_seed(dim)
+    heads, B = 3, 5
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for T in (1, 7, 12, 13, 31, 33, 70):
+            q, k, v = (torch.randn(B, T, heads * dim) * 2 for _ in range(3))
+            lengths = torch.tensor([T, 1, max(1, T // 2), T, max(1, T - 1)])
+            prefix = torch.arange(T)[None, :] < lengths[:, None]
+            holes = prefix.clone()
+            holes[3, 1::3] = False  # keys missing in the middle (first key kept)
+            for mask in (None, prefix, holes):
+                got = _attention.attention(q, k, v, mask, heads)
+                assert got.dtype == torch.float32 and got.shape == q.shape
+                torch.testing.assert_close(got.double(), _reference(q, k, v, mask, heads), atol=2e-5, rtol=1e-5)
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_kernel
+def test_a_row_with_nothing_to_attend_to_gets_zeros():
+    q, k, v = (torch.randn(2, 5, 64) for _ in range(3))
+    mask = torch.tensor([[True] * 5, [False] * 5])
+    got = _attention.attention(q, k, v, mask, 2)
+    assert torch.isfinite(got).all()
+    assert got[1].abs().max() == 0
+    torch.testing.assert_close(got[0].double(), _reference(q, k, v, mask, 2)[0], atol=2e-5, rtol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dim", [32, 64])
+def test_bfloat16_kernel_is_as_close_to_the_formula_as_torchs(dim):
+    """bf16 states (the tile unit where the CPU has AMX): error against the float64 formula on the same bf16
+    inputs no larger than torch's bf16 kernel's, plus a little."""
+    torch.manual_seed(1)
+    heads, B, T = 4, 3, 45
+    q, k, v = ((torch.randn(B, T, heads * dim) * 2).bfloat16() for _ in range(3))
+    mask = torch.arange(T)[None, :] < torch.tensor([T, 20, 33])[:, None]
+    ref = _reference(q, k, v, mask, heads)
+    got = _attention.attention(q, k, v, mask, heads)
+    assert got.dtype == torch.bfloat16
+
+    def split(t):
+        return t.view(B, T, heads, dim).transpose(1, 2)
+
+    torch_bf16 = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask[:, None, None, :])
+    torch_bf16 = torch_bf16.transpose(1, 2).reshape(B, T, heads * dim)
+    real = mask[:, :, None].expand_as(ref)  # padded query rows: both attend the same keys, compare anyway
+    ours_err = (got.double() - ref)[real].abs().max().item()
+    torch_err = (torch_bf16.double() - ref)[real].abs().max().item()
+    assert ours_err <= 1.5 * torch_err + 1e-3, (ours_err, torch_err)
+
+
+@needs_kernel
+def test_packed_rows_attend_to_their_own_keys():
+    """attention_rows: texts of different lengths packed one after another, and the [CLS]-only form (one query
+    row per text), equal to attending each text alone."""
+    torch.manual_seed(2)
+    heads, dim = 2, 32
+    lengths = [5, 1, 40, 17]
+    starts = torch.tensor([0, 5, 6, 46])
+    counts = torch.tensor(lengths)
+    N = sum(lengths)
+    q, k, v = (torch.randn(N, heads * dim) for _ in range(3))
+    got = _attention.attention_rows(q, k, v, starts, counts, starts, counts, heads)
+    cls = _attention.attention_rows(q[starts], k, v, torch.arange(4), torch.ones(4, dtype=torch.int64), starts,
+                                    counts, heads)
+    for b, (o, n) in enumerate(zip(starts.tolist(), lengths, strict=True)):
+        one = _reference(q[None, o:o + n], k[None, o:o + n], v[None, o:o + n], None, heads)[0]
+        torch.testing.assert_close(got[o:o + n].double(), one, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(cls[b].double(), one[0], atol=2e-5, rtol=1e-5)
+
+
+def _model(seed: int = 0) -> BertModel:
+    cfg = BertConfig(vocab_size=60, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
+                     max_position_embeddings=320)
+    return BertModel(cfg).init_weights(seed=seed).eval()
+
+
+@needs_kernel
+@pytest.mark.parametrize("T", [9, 300])  # packed rows: padded attention below VARLEN_MIN_TOKENS, row by row above
+def test_the_model_gives_the_same_states_with_either_kernel(T):
+    """Every inference path of BertModel (padded, packed, [CLS] only) with "auto" (ours) equals "sdpa" (torch's)."""
+    torch.manual_seed(3)
+    model = _model()
+    ids = torch.randint(5, 60, (4, T))
+    lengths = torch.tensor([T, 2, T // 2, T - 1])
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
+    full = torch.ones_like(mask)
+    with torch.inference_mode():
+        for m in (mask, full):
+            for pack in (True, False):
+                for first in (False, True):
+                    ours = model.set_attention("auto")(ids, m, pack=pack, first_only=first)
+                    theirs = model.set_attention("sdpa")(ids, m, pack=pack, first_only=first)
+                    real = m.bool()[:, :1] if first else m.bool()
+                    torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
+
+
+def test_training_and_export_never_take_the_kernel(monkeypatch):
+    """With autograd on (training) or while tracing for ONNX, attention is torch's: the kernel has no gradient."""
+    calls = []
+    monkeypatch.setattr(_attention, "attention", lambda *a: calls.append(1))
+    model = _model()
+    ids = torch.randint(5, 60, (2, 6))
+    mask = torch.ones_like(ids)
+    model(ids, mask).sum().backward()  # grad enabled, eval mode
+    assert calls == []
+    assert model.embeddings.word_embeddings.weight.grad is not None
+
+
+def test_torch_kernel_where_ours_cannot_run(monkeypatch, tmp_path):
+    """No AVX-512, no compiler, or EMBEDSTACK_ATTENTION=torch: available() is False with the reason, the model runs
+    torch's kernel, and the values are the same."""
+    from embedstack.neural import _attention as A
+
+    model = _model()
+    ids = torch.randint(5, 60, (2, 6))
+    mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
+    with torch.inference_mode():
+        expected = model.set_attention("sdpa")(ids, mask)
+    for setup, reason in [
+        (lambda m: m.setenv("EMBEDSTACK_ATTENTION", "torch"), "EMBEDSTACK_ATTENTION=torch"),
+        (lambda m: m.setattr("embedstack._threads.cpu_features", lambda: frozenset({"avx2", "fma"})),
+         "lacks avx512"),
+        (lambda m: m.setattr(A, "_compiler", lambda: None), "no C compiler"),
+    ]:
+        with monkeypatch.context() as m:
+            m.setattr(A, "_state", {"lib": None, "why": None, "checked": False})
+            m.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / reason.replace(" ", "-")))  # empty: a build is needed
+            setup(m)
+            assert not A.available()
+            assert reason in A.status()
+            with torch.inference_mode():
+                got = model.set_attention("auto")(ids, mask)
+        torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=1e-5)
