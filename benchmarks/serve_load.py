@@ -613,7 +613,10 @@ def md_load(res: dict[str, Any]) -> str:
     repeats = f"texts of {', '.join(wrapped)} repeat across runs" if wrapped else "no text is sent twice"
     prec = res.get("precision", "fp32")
     flag = "" if prec == "fp32" else f" --precision {prec}"
-    lines = [f"## HTTP serving under load: `embedstack serve` vs {p} ({prec})", "",
+    suffix = res.get("section_suffix", "")
+    flag += f" --section-suffix {suffix}" if suffix else ""
+    on = f" — {res.get('cpu', '?')}" if suffix else ""
+    lines = [f"## HTTP serving under load: `embedstack serve` vs {p} ({prec}){on}", "",
              f"`EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/serve_load.py{flag}` — all-MiniLM-L6-v2 "
              f"(FOLDER: the same local folder for both), one input per request (`short`: STS-B sentences; "
              f"`scifact`: SciFact abstracts, title + text, cut at 256 tokens by both), closed-loop clients "
@@ -979,6 +982,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="with --render-last: measure the ceiling again at --precision's GEMM rate and append the "
                          "corrected record")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--section-suffix", default="",
+                    help="appended to the results file / BENCHMARKS.md section name (e.g. _amx for a CPU of another "
+                         "kind, so that each CPU's figures stay side by side)")
     ap.add_argument("--quiet", action="store_true")
     opts = ap.parse_args(argv)
     if opts.reps is None:
@@ -987,6 +993,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if opts.remeasure_roofline and not opts.render_last:
         raise SystemExit("--remeasure-roofline goes with --render-last (it corrects the last record's ceiling).")
     name = "serve_load" if opts.precision == "fp32" else f"serve_load_{opts.precision}"  # results file and section
+    name += opts.section_suffix
     if opts.render_last:  # re-render the section of --precision from its last record (no servers started)
         try:
             last = last_results(name)
@@ -1016,6 +1023,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report = not (opts.quick or opts.no_report)
     if opts.part in ("load", "all"):
         res = part_load(opts, workloads, folder, logdir)
+        res["section_suffix"] = opts.section_suffix
         md = md_load(res)
         print(md)
         if report:

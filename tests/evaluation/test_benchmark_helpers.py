@@ -169,3 +169,4 @@ def test_encode_targets_price_each_int8_mode_at_its_own_ceiling(encode_bench):
     # int8-bf16 is faster but under the 10-NN bar; int8-token is the fastest mode, priced at its own ceiling
     assert "torch-int8-token-w2 | 1.80× | ST bf16 | no | 4.00× |" in line, line
     assert "torch-fp32 | 1.30× | no | 2.00× |" in line, line
+

@@ -173,3 +173,24 @@ def test_torch_kernel_where_ours_cannot_run(monkeypatch, tmp_path):
             with torch.inference_mode():
                 got = model.set_attention("auto")(ids, mask)
         torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_encode_sdpa_modes_run_torchs_attention_on_their_own_copy(monkeypatch, tiny_encoder):
+    """A mode ending in -sdpa is the same mode on torch's attention kernel, on a copy of the weights: the other
+    modes, which share the loaded model, keep embedstack's kernel."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    monkeypatch.delitem(sys.modules, "encode", raising=False)
+    encode_bench = importlib.import_module("encode")
+    ours = encode_bench.make_encoder(tiny_encoder, "torch-fp32")
+    theirs = encode_bench.make_encoder(tiny_encoder, "torch-fp32-sdpa")
+    assert theirs.model is not tiny_encoder.model and ours.model is tiny_encoder.model
+    assert {m.implementation for m in theirs.model.attention_modules()} == {"sdpa"}
+    assert {m.implementation for m in tiny_encoder.model.attention_modules()} == {"auto"}
+    a, b = ours.encode(["a short text", "another one here"]), theirs.encode(["a short text", "another one here"])
+    assert abs(a - b).max() < 1e-5
+    with pytest.raises(SystemExit, match="unknown mode"):
+        encode_bench.make_encoder(tiny_encoder, "torch-fp64-sdpa")
