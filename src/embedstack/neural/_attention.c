@@ -460,28 +460,21 @@ static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *v
             _tile_zero(1);
             _tile_zero(2);
             _tile_zero(3);
-            int64_t t0 = 0;
-            for (; t0 + 64 <= kp; t0 += 64) {
+/* P (tmm4) times V's two 16-dim halves into accumulators c0, c1 (tile numbers are instruction immediates) */
+#define PV_STEP(c0, c1)                    \
+    do {                                   \
+        _tile_loadd(5, vb, D * 4);         \
+        _tile_dpbf16ps(c0, 4, 5);          \
+        _tile_loadd(5, vb + 32, D * 4);    \
+        _tile_dpbf16ps(c1, 4, 5);          \
+    } while (0)
+            for (int64_t t0 = 0; t0 < kp; t0 += 32) {
                 const uint16_t *vb = vp_buf + (t0 / 2) * D * 2;
                 _tile_loadd(4, p + t0, kp * 2);
-                _tile_loadd(5, vb, D * 4);
-                _tile_dpbf16ps(0, 4, 5);
-                _tile_loadd(5, vb + 32, D * 4);
-                _tile_dpbf16ps(1, 4, 5);
-                _tile_loadd(4, p + t0 + 32, kp * 2);
-                _tile_loadd(5, vb + 16 * D * 2, D * 4);
-                _tile_dpbf16ps(2, 4, 5);
-                _tile_loadd(5, vb + 16 * D * 2 + 32, D * 4);
-                _tile_dpbf16ps(3, 4, 5);
+                if ((t0 / 32) % 2 == 0) PV_STEP(0, 1);
+                else PV_STEP(2, 3);
             }
-            if (t0 < kp) {
-                const uint16_t *vb = vp_buf + (t0 / 2) * D * 2;
-                _tile_loadd(4, p + t0, kp * 2);
-                _tile_loadd(5, vb, D * 4);
-                _tile_dpbf16ps(0, 4, 5);
-                _tile_loadd(5, vb + 32, D * 4);
-                _tile_dpbf16ps(1, 4, 5);
-            }
+#undef PV_STEP
             _tile_stored(0, ob, D * 4);
             _tile_stored(1, ob + 16, D * 4);
             _tile_stored(2, ob + 16 * D, D * 4);
