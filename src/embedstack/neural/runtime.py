@@ -103,6 +103,12 @@ class TransformerRuntime:
                 log.warning("precision='int8-token' on a CPU without VNNI / AMX int8 units: it works, but slower "
                             "than int8-smooth.")
         self.backend = backend
+        if backend == "torch":
+            from embedstack.neural import _attention
+
+            # build / load the attention kernel and register its operators now: a compiled graph must not trace
+            # the first load (dynamo failed on it and fell back to eager)
+            _attention.available()
         self.precision = precision
         self.num_threads = num_threads
         if compile and backend != "torch":
@@ -407,9 +413,6 @@ def _compiled(model: BertModel) -> Callable[..., Any]:
     # cpp_wrapper: the graph runs as one C++ function that releases the GIL. With Python's wrapper each fused
     # kernel holds the GIL while it runs, so two batches on two threads (workers, a server's batcher) and the
     # server's event loop took turns instead of running side by side
-    from embedstack.neural import _attention
-
-    _attention.available()  # build / load the attention kernel and register its operators before dynamo traces
     compiled = torch.compile(model, dynamic=True, options={"freezing": True, "cpp_wrapper": True}, **per_call)
     state = {"fn": compiled}
     seen: set[tuple[Any, ...]] = set()
