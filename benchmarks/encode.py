@@ -26,7 +26,8 @@ pretrained by ``embedstack train mlm`` (when its folder exists), beside mean-poo
 (when the static engineer's trained vectors exist).
 
 Usage: python benchmarks/encode.py [--quick] [--threads 2] [--rounds 2] [--modes torch-fp32,onnx-fp32,...] [--quiet]
-       (a mode name ending in -sdpa runs that mode on torch's attention kernel instead of embedstack's)
+       (a mode name ending in -sdpa runs that mode on torch's attention kernel instead of embedstack's,
+        one ending in -unpacked on plain nn.Linear products instead of packed oneDNN ones)
        python benchmarks/encode.py --pooling-only   (pooling table only, on the last full run's speed rows)
 """
 
@@ -80,16 +81,27 @@ MODES = {
 
 def make_encoder(ours: Any, mode: str) -> Any:
     """The encoder of ``mode``. A mode name ending in ``-sdpa`` is that mode with torch's attention kernel
-    (``scaled_dot_product_attention``) in place of embedstack's own (``neural/_attention.c``): both in one run,
-    interleaved, show what the kernel is worth on this CPU."""
+    (``scaled_dot_product_attention``) in place of embedstack's own (``neural/_attention.c``); one ending in
+    ``-unpacked`` runs plain ``nn.Linear`` products instead of packed oneDNN ones (``neural/packed.py``). Both in
+    one run, interleaved, show what each is worth on this CPU."""
     import copy
 
-    base = mode.removesuffix("-sdpa")
+    base = mode.removesuffix("-sdpa").removesuffix("-unpacked")
     if base not in MODES:
-        raise SystemExit(f"unknown mode {mode!r}; choose from {sorted(MODES)} (each may end in -sdpa)")
+        raise SystemExit(f"unknown mode {mode!r}; choose from {sorted(MODES)} (each may end in -sdpa or -unpacked)")
     enc = ours.with_options(**MODES[base])
-    if base != mode:  # its own copy of the weights: the other modes share ours.model
+    if mode.endswith("-sdpa"):  # its own copy of the weights: the other modes share ours.model
         enc.model = copy.deepcopy(enc.model).set_attention("sdpa")
+    if mode.endswith("-unpacked"):  # plain nn.Linear products: the runner is built now, with packing off
+        before = os.environ.get("EMBEDSTACK_PACKED")
+        os.environ["EMBEDSTACK_PACKED"] = "0"
+        try:
+            enc._get_runner()
+        finally:
+            if before is None:
+                del os.environ["EMBEDSTACK_PACKED"]
+            else:
+                os.environ["EMBEDSTACK_PACKED"] = before
     return enc
 
 
@@ -135,10 +147,15 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
     no quantization of the activations counted. The dynamic int8 layers run fbgemm's or oneDNN's u8 x s8
     kernels, not this one: a reference rate, not a proven bound).
 
+    Float dtypes: the better of torch's ``F.linear`` and oneDNN's product on packed weights (what embedstack's
+    eager runners call, ``neural/packed.py``), each measured here.
+
     A ceiling for the whole forward pass: attention, GELU, LayerNorm and the rest only add time.
     """
     import torch
     import torch.nn.functional as F
+
+    from embedstack.neural import packed
 
     C, F4 = config.hidden_size, config.intermediate_size
     g = torch.Generator().manual_seed(0)
@@ -151,7 +168,7 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
         w_cc, w_ic, w_ci = (torch.randn(*s, generator=g).to(dtype) * 0.05 for s in ((C, C), (F4, C), (C, F4)))
         linear = F.linear
 
-    def layer() -> None:
+    def layer(linear: Any = linear, w_cc: Any = w_cc, w_ic: Any = w_ic, w_ci: Any = w_ci) -> None:
         for _ in range(4):  # query, key, value, attention output
             linear(x, w_cc)
         linear(x, w_ic)  # C -> 4C
@@ -161,6 +178,10 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
     with torch.inference_mode():
         layer()
         best = min(timed(layer)[0] for _ in range(repeats))
+        if dtype != torch.int8 and packed.available():
+            ws = [packed.PackedLinear(w, None) for w in (w_cc, w_ic, w_ci)]
+            layer(lambda a, m: m(a), *ws)
+            best = min(best, *(timed(lambda: layer(lambda a, m: m(a), *ws))[0] for _ in range(repeats)))
     return flops / best
 
 

@@ -33,6 +33,7 @@ torch = require("torch", "torch", "transformer models")
 
 from embedstack._validation import check_int  # noqa: E402
 from embedstack.errors import ConfigError, EmbedstackError  # noqa: E402
+from embedstack.neural import packed  # noqa: E402
 from embedstack.neural.tokenizer import WordPiece  # noqa: E402
 from embedstack.neural.transformer import BertModel  # noqa: E402
 
@@ -41,6 +42,8 @@ __all__ = ["TransformerRuntime", "BACKENDS", "PRECISIONS", "cpu_has_bf16"]
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
+# precisions whose eager runner uses packed oneDNN products (neural/packed.py; EMBEDSTACK_PACKED=0 turns it off)
+PACKED_PRECISIONS = ("fp32", "bf16-pure")
 PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 # The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
 # serves large blocks with fresh mmap'd pages, so a 32 x 256-token batch of MiniLM page-faulted 0.4-1.3M
@@ -65,6 +68,7 @@ class TransformerRuntime:
     activation_budget: int | None = None  # bytes per forward slice (None: _MAX_ACTIVATION_BYTES)
     first_token_only: bool = False  # the head reads [CLS] alone: the torch runner returns (B, 1, C)
     _torch_run: Runner  # the torch runner, also when small_backend routes small batches elsewhere
+    _torch_model: BertModel  # the model it calls: a packed, bf16 or int8 copy, or self.model
     model: BertModel
     tokenizer: WordPiece
     max_seq_length: int
@@ -215,10 +219,15 @@ class TransformerRuntime:
             model = quantize_torch_dynamic(model, recipe=self.precision, calibration=calibration)
         elif self.precision == "bf16-pure":  # a copy: models made by with_options share self.model
             model = copy.deepcopy(model).to(torch.bfloat16)
+        if not self.compile and self.precision in PACKED_PRECISIONS and packed.available():
+            # eager: oneDNN products with packed weights, bias, GELU and residual add fused (the compiled graph
+            # fuses them itself); a copy of the weights when the model is still self.model
+            model = packed.pack_linears(model if model is not self.model else copy.deepcopy(model))
         if self.compile and self.precision == "int8-token":
             from embedstack.neural.quantize import share_quantization_in_graph
 
             share_quantization_in_graph(model)  # the compiler merges Q/K/V's identical quantizations itself
+        self._torch_model = model  # what the runner calls (a packed, bf16 or int8 copy, or self.model)
         forward = _compiled(model) if self.compile else model
         compiled = forward is not model
         act_bytes = 2 if self.precision.startswith("bf16") else 4

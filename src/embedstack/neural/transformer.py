@@ -40,6 +40,7 @@ from torch.nn import functional as F  # noqa: E402
 from embedstack.errors import ConfigError, EmbedstackError, FormatError  # noqa: E402
 from embedstack.neural import _attention  # noqa: E402
 from embedstack.neural.config import BertConfig  # noqa: E402
+from embedstack.neural.packed import dense_add  # noqa: E402
 
 __all__ = [
     "BertEmbeddings",
@@ -220,6 +221,16 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(C, C)
         self.dropout_p = config.attention_probs_dropout_prob
         self.implementation = "auto"
+        # inference copies only (packed.pack_linears): Q, K and V as one product, (.., C) -> (.., 3C)
+        self.qkv: nn.Module | None = None
+
+    def projections(self, x: Tensor, xq: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``q, k, v`` for queries ``xq`` (default ``x``) over keys and values from ``x``; one product when packed
+        (views of it, rows 3C apart: both attention kernels take such strides)."""
+        if self.qkv is not None and xq is None:
+            q, k, v = self.qkv(x).split(x.shape[-1], dim=-1)
+            return q, k, v
+        return self.query(x if xq is None else xq), self.key(x), self.value(x)
 
     def _heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
@@ -235,7 +246,7 @@ class BertSelfAttention(nn.Module):
         B, _, C = x.shape
         xq = x if queries is None else queries
         p = self.dropout_p if self.training else 0.0
-        q, k, v = self.query(xq), self.key(x), self.value(x)  # (B, T, C)
+        q, k, v = self.projections(x, queries)  # (B, T, C)
         if self.implementation == "auto" and p == 0.0 and _own_kernel(q, mask, self.head_dim):
             return _attention.attention(q, k, v, None if mask is None else mask.reshape(B, -1), self.num_heads)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
@@ -276,7 +287,7 @@ class BertSelfOutput(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, y: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(y)) + residual)  # (B, T, C)
+        return self.LayerNorm(dense_add(self.dense, self.dropout, y, residual))  # (B, T, C)
 
 
 class BertAttention(nn.Module):
@@ -313,7 +324,7 @@ class BertOutput(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, h: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(h)) + residual)  # (B, T, C)
+        return self.LayerNorm(dense_add(self.dense, self.dropout, h, residual))  # (B, T, C)
 
 
 class BertLayer(nn.Module):
@@ -348,13 +359,13 @@ class BertLayer(nn.Module):
         B, T = shape
         C = h.shape[-1]
         hq = h if first is None else h.index_select(0, first)
-        qh = att.query(hq)  # (N, C), or (B, C) with first
+        qh, kh, vh = att.projections(h, None if first is None else hq)  # qh (N, C), or (B, C) with first
         if offsets is not None and att.implementation == "auto" and _own_kernel(qh, None, att.head_dim):
-            y = _attention.attention_rows(qh, att.key(h), att.value(h), *offsets, att.num_heads)
+            y = _attention.attention_rows(qh, kh, vh, *offsets, att.num_heads)
             a = self.attention.output(y, hq)
             return self.output(self.intermediate(a), a)
         if spans is not None:
-            y = _attend_rows(att, qh, att.key(h), att.value(h), spans, first is not None)
+            y = _attend_rows(att, qh, kh, vh, spans, first is not None)
             a = self.attention.output(y, hq)
             return self.output(self.intermediate(a), a)
 
@@ -364,7 +375,7 @@ class BertLayer(nn.Module):
             return att._heads(buf.view(B, T, C))
 
         q = padded(qh) if first is None else att._heads(qh.view(B, 1, C))
-        y = F.scaled_dot_product_attention(q, padded(att.key(h)), padded(att.value(h)), attn_mask=mask)  # (B, H, Tq, D)
+        y = F.scaled_dot_product_attention(q, padded(kh), padded(vh), attn_mask=mask)  # (B, H, Tq, D)
         y = y.transpose(1, 2).reshape(-1, C)
         if first is None:
             y = y.index_select(0, rows)  # (N, C)

@@ -1,0 +1,157 @@
+"""Packed oneDNN linears (``neural/packed.py``): the same values as ``nn.Linear`` (+ GELU, + residual) on every
+inference path of the model, never in training or export, and off where oneDNN's operator is missing."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from embedstack.neural import packed
+from embedstack.neural.config import BertConfig
+from embedstack.neural.packed import PackedLinear, pack_linears
+from embedstack.neural.transformer import BertModel
+
+needs_onednn = pytest.mark.skipif(not packed.available(), reason="this torch has no oneDNN fused linear")
+
+
+def _linear(k: int, n: int, dtype: torch.dtype, seed: int = 0) -> torch.nn.Linear:
+    torch.manual_seed(seed)
+    return torch.nn.Linear(k, n).to(dtype).eval()
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 13, 300])
+def test_a_packed_linear_equals_the_plain_one(dtype, rows):
+    lin = _linear(48, 80, dtype)
+    gelu = PackedLinear.of(lin, activation="gelu")
+    tanh = PackedLinear.of(lin, activation="gelu_tanh")
+    relu = PackedLinear.of(lin, activation="relu")
+    plain = PackedLinear.of(lin)
+    x = torch.randn(rows, 48).to(dtype)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 4e-2, "rtol": 2e-2}
+    with torch.inference_mode():
+        y = lin(x)
+        torch.testing.assert_close(plain(x), y, **tol)
+        torch.testing.assert_close(gelu(x), F.gelu(y), **tol)
+        torch.testing.assert_close(tanh(x), F.gelu(y, approximate="tanh"), **tol)
+        torch.testing.assert_close(relu(x), F.relu(y), **tol)
+        r = torch.randn(rows, 80).to(dtype)
+        torch.testing.assert_close(plain.add(x, r), y + r, **tol)
+        # batched (B, T, K) inputs, a strided view (rows further apart than K), and no rows at all
+        x3 = torch.randn(3, rows, 48).to(dtype)
+        torch.testing.assert_close(plain(x3), lin(x3), **tol)
+        wide = torch.randn(rows, 96).to(dtype)
+        torch.testing.assert_close(plain(wide[:, 16:64]), lin(wide[:, 16:64]), **tol)
+        assert plain(x[:0]).shape == (0, 80)
+        assert plain.add(x[:0], r[:0]).shape == (0, 80)
+
+
+@needs_onednn
+def test_qkv_side_by_side_is_the_three_products():
+    q, k, v = (_linear(32, 32, torch.float32, seed=s) for s in range(3))
+    fused = PackedLinear.of(q, k, v)
+    x = torch.randn(7, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), torch.cat([q(x), k(x), v(x)], dim=-1), atol=1e-5, rtol=1e-5)
+
+
+def test_an_activation_without_a_fused_form_is_refused():
+    with pytest.raises(ValueError, match="silu"):
+        PackedLinear.of(_linear(8, 8, torch.float32), activation="silu")
+    if packed.available():
+        with pytest.raises(ValueError, match="residual"):
+            PackedLinear.of(_linear(8, 8, torch.float32), activation="gelu").add(torch.ones(1, 8), torch.ones(1, 8))
+
+
+def _model(act: str = "gelu") -> BertModel:
+    cfg = BertConfig(vocab_size=60, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
+                     max_position_embeddings=320, hidden_act=act)
+    return BertModel(cfg).init_weights(seed=1).eval()
+
+
+@needs_onednn
+@pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
+@pytest.mark.parametrize("T", [9, 300])  # packed rows attend padded below VARLEN_MIN_TOKENS, row by row above
+@pytest.mark.parametrize("attention", ["auto", "sdpa"])
+def test_a_packed_model_gives_the_same_states_on_every_path(act, T, attention):
+    """Padded, packed and [CLS]-only paths, with either attention kernel: packed equals plain (float32)."""
+    torch.manual_seed(3)
+    model = _model(act).set_attention(attention)
+    fast = pack_linears(copy.deepcopy(model))
+    layer = fast.encoder.layer[0]
+    assert isinstance(layer.attention.self.qkv, PackedLinear)
+    assert isinstance(layer.intermediate.dense, PackedLinear)
+    assert isinstance(layer.intermediate.act, torch.nn.Identity)  # fused into the product
+    assert isinstance(layer.output.dense, PackedLinear)
+    ids = torch.randint(5, 60, (4, T))
+    lengths = torch.tensor([T, 2, T // 2, T - 1])
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
+    with torch.inference_mode():
+        for m in (mask, torch.ones_like(mask)):
+            for pack in (True, False):
+                for first in (False, True):
+                    got = fast(ids, m, pack=pack, first_only=first)
+                    want = model(ids, m, pack=pack, first_only=first)
+                    real = m.bool()[:, :1] if first else m.bool()
+                    torch.testing.assert_close(got[real], want[real], atol=2e-5, rtol=1e-5)
+
+
+@needs_onednn
+def test_a_bf16_packed_model_stays_within_bf16_rounding():
+    model = _model().to(torch.bfloat16)
+    fast = pack_linears(copy.deepcopy(model))
+    ids = torch.randint(5, 60, (3, 40))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        got, want = fast(ids, mask).float(), model(ids, mask).float()
+    cos = F.cosine_similarity(got.reshape(-1, 64), want.reshape(-1, 64), dim=-1)
+    assert cos.min() > 0.999
+
+
+def test_training_models_are_never_packed():
+    model = _model().train()
+    assert pack_linears(model) is model
+    assert all(type(m) is not PackedLinear for m in model.modules())
+
+
+def test_switched_off_or_missing_leaves_the_model_alone(monkeypatch):
+    monkeypatch.setenv("EMBEDSTACK_PACKED", "0")
+    assert not packed.available()
+    model = _model()
+    pack_linears(model)
+    assert all(type(m) is not PackedLinear for m in model.modules())
+    monkeypatch.delenv("EMBEDSTACK_PACKED")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert not packed.available()
+
+
+@needs_onednn
+def test_the_runner_packs_a_copy_and_keeps_the_encoder_weights_plain(tiny_encoder, monkeypatch):
+    """fp32 and bf16-pure runners pack their own copy; the encoder's model (trained, exported, saved) stays plain;
+    vectors agree with the plain runner's; int8 and compiled runners are not packed."""
+    texts = ["a b c", "d e", "f g h i j k"]
+    for precision in ("fp32", "bf16-pure"):
+        enc = tiny_encoder.with_options(precision=precision)
+        vecs = enc.encode(texts)
+        assert all(type(m) is not PackedLinear for m in enc.model.modules())
+        assert any(type(m) is PackedLinear for m in _runner_modules(enc))
+        plain = tiny_encoder.with_options(precision=precision)
+        with monkeypatch.context() as m:
+            m.setenv("EMBEDSTACK_PACKED", "0")
+            want = plain.encode(texts)
+        assert not any(type(m) is PackedLinear for m in _runner_modules(plain))
+        np.testing.assert_allclose(vecs, want, atol=1e-5 if precision == "fp32" else 2e-2)
+    int8 = tiny_encoder.with_options(precision="int8")
+    int8.encode(texts)
+    assert not any(type(m) is PackedLinear for m in _runner_modules(int8))
+
+
+def _runner_modules(enc):
+    """The modules of the model an encoder's torch runner calls."""
+    enc._get_runner()
+    return list(enc._torch_model.modules())
