@@ -317,16 +317,16 @@ typedef struct __attribute__((packed)) {
 /* Linux gives a process the AMX tile state only once asked (ARCH_REQ_XCOMP_PERM for XTILEDATA). 0: granted. */
 int embedstack_amx_init(void) { return (int)syscall(SYS_arch_prctl, 0x1023, 18); }
 
-/* e^x for x <= 0 to about 4e-5 relative (degree-4 Taylor polynomial): enough for weights rounded to bf16 (2^-9) */
-static inline __m512 exp_neg_bf16(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945f), x);
-    __m512 p = _mm512_set1_ps(1.0f / 24.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+/* 2^x for x <= 0 to about 4e-5 relative: x = n + r, |r| <= 1/2, 2^r by the degree-4 Taylor polynomial of e^(r ln 2),
+ * times 2^n by vscalefps (which gives 0 far below the float range). Enough for weights rounded to bf16 (2^-9). The
+ * caller folds log2(e) into the scale, so e^x costs no multiply of its own and no clamp. */
+static inline __m512 exp2_neg_bf16(__m512 x) {
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(0.009618129107628477f); /* ln2^4 / 24 */
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.05550410866482158f)); /* ln2^3 / 6 */
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.2402265069591007f));  /* ln2^2 / 2 */
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.6931471805599453f));  /* ln2 */
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
 }
@@ -346,7 +346,9 @@ static inline float softmax_row_bf16(const float *s, int64_t nk, int64_t kp, con
         memset(p, 0, (size_t)kp * 2);
         return 0.0f;
     }
-    const __m512 vm = _mm512_set1_ps(mx * scale), vs = _mm512_set1_ps(scale);
+    /* e^(scale (s - max)) = 2^(s scale log2(e) - max scale log2(e)) */
+    const float scale2 = scale * 1.44269504088896341f;
+    const __m512 vm = _mm512_set1_ps(mx * scale2), vs = _mm512_set1_ps(scale2);
     __m512 sum = _mm512_setzero_ps();
     for (int64_t j = 0; j < kp; j += 32) { /* kp is a multiple of 32: whole pairs of vectors */
         __m512 e[2];
@@ -354,7 +356,7 @@ static inline float softmax_row_bf16(const float *s, int64_t nk, int64_t kp, con
             const int64_t jj = j + 16 * h;
             __mmask16 valid = nk - jj >= 16 ? (__mmask16)0xffff : nk > jj ? (__mmask16)((1u << (nk - jj)) - 1) : 0;
             if (m && valid) valid &= _mm_cmpneq_epi8_mask(_mm_maskz_loadu_epi8(valid, m + jj), _mm_setzero_si128());
-            e[h] = _mm512_maskz_mov_ps(valid, exp_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + jj), vs, vm)));
+            e[h] = _mm512_maskz_mov_ps(valid, exp2_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + jj), vs, vm)));
             sum = _mm512_add_ps(sum, e[h]);
         }
         _mm512_storeu_si512(p + j, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
