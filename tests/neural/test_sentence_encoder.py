@@ -299,6 +299,40 @@ def test_workers_never_exceed_the_callers_threads(tiny_encoder, monkeypatch):
     assert pools == [2]
 
 
+def test_one_big_batch_runs_as_slices_on_the_workers(tiny_encoder, monkeypatch):
+    """A single batch of at least _SPLIT_TOKENS padded tokens with workers=2 on 2 threads: even slices, one on
+    each worker thread (one thread each), the same vectors in the same order as the whole batch."""
+    from embedstack.neural import runtime
+
+    texts = [" ".join(TEXTS[i % len(TEXTS)] for i in range(k, k + 6)) for k in range(80)]  # 80 rows, ~30 tokens
+    ref = tiny_encoder.with_options(num_threads=2).encode(texts, batch_size=80)
+    monkeypatch.setattr(runtime, "_SPLIT_TOKENS", 256)
+    seen: list[tuple[int, int]] = []
+    inner: list[int] = []
+    real = runtime.TransformerRuntime._on_workers
+
+    def spy(self, fn, items, workers, per_worker):
+        seen.append((len(items), workers))
+
+        def counted(item):
+            inner.append(torch.get_num_threads())
+            return fn(item)
+
+        return real(self, counted, items, workers, per_worker)
+
+    monkeypatch.setattr(runtime.TransformerRuntime, "_on_workers", spy)
+    out = tiny_encoder.with_options(workers=2, num_threads=2).encode(texts, batch_size=80)
+    assert seen and seen[0][1] == 2 and seen[0][0] % 2 == 0  # an even number of slices over 2 workers
+    assert set(inner) == {1}  # each slice on one thread
+    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-6
+    seen.clear()
+    tiny_encoder.with_options(workers=2, num_threads=1).encode(texts, batch_size=80)  # one thread: never split
+    assert seen == []
+    monkeypatch.setattr(runtime, "_SPLIT_TOKENS", 10**9)
+    tiny_encoder.with_options(workers=2, num_threads=2).encode(texts, batch_size=80)  # under the bar: whole
+    assert seen == []
+
+
 def test_workers_give_the_same_vectors_in_order(tiny_encoder):
     ref = tiny_encoder.encode(TEXTS * 3, batch_size=2)
     for enc in (tiny_encoder.with_options(workers=2, num_threads=2),

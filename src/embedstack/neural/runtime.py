@@ -50,6 +50,9 @@ PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8", "int8-fast", "int8-
 # times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
 # the same vectors, 13% less time in fp32 and about 30% less in bf16 on SciFact abstracts.
 _MAX_ACTIVATION_BYTES = 8 * 2**20
+# With workers > 1, a batch of at least this many padded tokens runs as slices on the workers side by side (see
+# _torch_runner); smaller ones run whole on all the caller's threads
+_SPLIT_TOKENS = 2048
 
 # (input_ids, attention_mask[, token_type_ids[, pack]]) -> token states (B, T, C) float32; pack=False when the
 # caller reads the outputs at masked positions (ColBERT's [MASK] query expansion)
@@ -244,14 +247,31 @@ class TransformerRuntime:
 
         def run(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None, pack: bool = True) -> Any:
             # Long batches run as equal row slices whose feed-forward activations stay under
-            # _MAX_ACTIVATION_BYTES: same outputs, and no fresh mmap'd pages on every layer.
+            # _MAX_ACTIVATION_BYTES: same outputs, and no fresh mmap'd pages on every layer. With workers, a
+            # batch of at least _SPLIT_TOKENS padded tokens on several threads runs as slices side by side, one
+            # share of the threads each, as whole batches do (one call of 32 abstracts has one batch only)
             n, t = ids.shape
             pieces = -(-n // max(1, max_tokens // t))
+            total = torch.get_num_threads()
+            workers = min(self.workers, total, n) if n * t >= _SPLIT_TOKENS else 1
+            if workers > 1:
+                pieces = min(n, -(-max(pieces, workers) // workers) * workers)  # a multiple of workers: even shares
             if pieces <= 1:
                 return piece(ids, mask, types, pack)
             bounds = [n * k // pieces for k in range(pieces + 1)]  # sizes differ by one at most
-            return torch.cat([piece(ids[a:b], mask[a:b], None if types is None else types[a:b], pack)
-                              for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+
+            def one(span: tuple[int, int]) -> Any:
+                a, b = span
+                return piece(ids[a:b], mask[a:b], None if types is None else types[a:b], pack)
+
+            spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+            if workers <= 1:
+                return torch.cat([one(s) for s in spans])
+            try:
+                return torch.cat(list(self._on_workers(one, spans, workers, max(1, total // workers))))
+            finally:
+                if torch.get_num_threads() != total:  # in case the thread setting is process-wide in this build
+                    torch.set_num_threads(total)
 
         return run
 
@@ -326,23 +346,27 @@ class TransformerRuntime:
                 if on_batch is not None:
                     on_batch(len(sel))
             return
-        per_worker = max(1, total // workers)
-
-        def in_worker(sel: np.ndarray) -> None:  # inference mode, autocast and OpenMP threads are per thread
-            if torch.get_num_threads() != per_worker:
-                torch.set_num_threads(per_worker)
-            with torch.inference_mode(), self._autocast():
-                one(sel)
-
         try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="embedstack-encode") as pool:
-                # in order; re-raises the first worker error here
-                for sel, _ in zip(batches, pool.map(in_worker, batches), strict=True):
-                    if on_batch is not None:
-                        on_batch(len(sel))
+            # in order; re-raises the first worker error here
+            for sel, _ in zip(batches, self._on_workers(one, batches, workers, max(1, total // workers)), strict=True):
+                if on_batch is not None:
+                    on_batch(len(sel))
         finally:
             if torch.get_num_threads() != total:  # in case the thread setting is process-wide in this build
                 torch.set_num_threads(total)
+
+    def _on_workers(self, fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
+                    per_worker: int) -> Iterator[Any]:
+        """``fn(item)`` for each of ``items`` on ``workers`` threads with ``per_worker`` intra-op threads each,
+        results in order. Inference mode, autocast and OpenMP threads are per thread: each worker sets its own."""
+        def in_worker(item: Any) -> Any:
+            if torch.get_num_threads() != per_worker:
+                torch.set_num_threads(per_worker)
+            with torch.inference_mode(), self._autocast():
+                return fn(item)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="embedstack-encode") as pool:
+            yield from pool.map(in_worker, items)
 
     @staticmethod
     def _pieced(lengths: np.ndarray, min_rows: int, run: Callable[[np.ndarray], Any]) -> Any:
