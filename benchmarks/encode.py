@@ -27,7 +27,8 @@ pretrained by ``embedstack train mlm`` (when its folder exists), beside mean-poo
 
 Usage: python benchmarks/encode.py [--quick] [--threads 2] [--rounds 2] [--modes torch-fp32,onnx-fp32,...] [--quiet]
        (a mode name ending in -sdpa runs that mode on torch's attention kernel instead of embedstack's,
-        one ending in -unpacked on plain nn.Linear products instead of packed oneDNN ones)
+        one ending in -unpacked on plain nn.Linear products instead of packed oneDNN ones, one ending in -whole
+        without workers sharing one batch)
        python benchmarks/encode.py --pooling-only   (pooling table only, on the last full run's speed rows)
 """
 
@@ -82,14 +83,18 @@ MODES = {
 def make_encoder(ours: Any, mode: str) -> Any:
     """The encoder of ``mode``. A mode name ending in ``-sdpa`` is that mode with torch's attention kernel
     (``scaled_dot_product_attention``) in place of embedstack's own (``neural/_attention.c``); one ending in
-    ``-unpacked`` runs plain ``nn.Linear`` products instead of packed oneDNN ones (``neural/packed.py``). Both in
-    one run, interleaved, show what each is worth on this CPU."""
+    ``-unpacked`` runs plain ``nn.Linear`` products instead of packed oneDNN ones (``neural/packed.py``); one ending
+    in ``-whole`` never splits one batch over the workers (``split_tokens``). In one run, interleaved, they show
+    what each is worth on this CPU."""
     import copy
 
-    base = mode.removesuffix("-sdpa").removesuffix("-unpacked")
+    base = mode.removesuffix("-sdpa").removesuffix("-unpacked").removesuffix("-whole")
     if base not in MODES:
-        raise SystemExit(f"unknown mode {mode!r}; choose from {sorted(MODES)} (each may end in -sdpa or -unpacked)")
+        raise SystemExit(f"unknown mode {mode!r}; choose from {sorted(MODES)} (each may end in -sdpa, -unpacked or "
+                         f"-whole)")
     enc = ours.with_options(**MODES[base])
+    if mode.endswith("-whole"):  # workers never share one batch (each batch whole on all the threads)
+        enc.split_tokens = 2**62
     if mode.endswith("-sdpa"):  # its own copy of the weights: the other modes share ours.model
         enc.model = copy.deepcopy(enc.model).set_attention("sdpa")
     if mode.endswith("-unpacked"):  # plain nn.Linear products: the runner is built now, with packing off

@@ -306,7 +306,7 @@ def test_one_big_batch_runs_as_slices_on_the_workers(tiny_encoder, monkeypatch):
 
     texts = [" ".join(TEXTS[i % len(TEXTS)] for i in range(k, k + 6)) for k in range(80)]  # 80 rows, ~30 tokens
     ref = tiny_encoder.with_options(num_threads=2).encode(texts, batch_size=80)
-    monkeypatch.setattr(runtime, "_SPLIT_TOKENS", 256)
+    monkeypatch.setattr(runtime.TransformerRuntime, "split_tokens", 256)
     seen: list[tuple[int, int]] = []
     inner: list[int] = []
     real = runtime.TransformerRuntime._on_workers
@@ -328,8 +328,9 @@ def test_one_big_batch_runs_as_slices_on_the_workers(tiny_encoder, monkeypatch):
     seen.clear()
     tiny_encoder.with_options(workers=2, num_threads=1).encode(texts, batch_size=80)  # one thread: never split
     assert seen == []
-    monkeypatch.setattr(runtime, "_SPLIT_TOKENS", 10**9)
-    tiny_encoder.with_options(workers=2, num_threads=2).encode(texts, batch_size=80)  # under the bar: whole
+    whole = tiny_encoder.with_options(workers=2, num_threads=2)
+    whole.split_tokens = 10**9
+    whole.encode(texts, batch_size=80)  # under the bar: whole
     assert seen == []
 
 

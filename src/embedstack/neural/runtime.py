@@ -69,6 +69,7 @@ class TransformerRuntime:
 
     token_types: bool = False  # the model reads token_type_ids (sentence pairs); the ONNX graph takes them too
     activation_budget: int | None = None  # bytes per forward slice (None: _MAX_ACTIVATION_BYTES)
+    split_tokens: int | None = None  # padded tokens from which workers share one batch (None: _SPLIT_TOKENS)
     first_token_only: bool = False  # the head reads [CLS] alone: the torch runner returns (B, 1, C)
     _torch_run: Runner  # the torch runner, also when small_backend routes small batches elsewhere
     _torch_model: BertModel  # the model it calls: a packed, bf16 or int8 copy, or self.model
@@ -253,7 +254,8 @@ class TransformerRuntime:
             n, t = ids.shape
             pieces = -(-n // max(1, max_tokens // t))
             total = torch.get_num_threads()
-            workers = min(self.workers, total, n) if n * t >= _SPLIT_TOKENS else 1
+            split = _SPLIT_TOKENS if self.split_tokens is None else self.split_tokens
+            workers = min(self.workers, total, n) if n * t >= split else 1
             if workers > 1:
                 pieces = min(n, -(-max(pieces, workers) // workers) * workers)  # a multiple of workers: even shares
             if pieces <= 1:
