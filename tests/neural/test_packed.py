@@ -132,9 +132,14 @@ def test_switched_off_or_missing_leaves_the_model_alone(monkeypatch):
 
 @needs_onednn
 def test_the_runner_packs_a_copy_and_keeps_the_encoder_weights_plain(tiny_encoder, monkeypatch):
-    """fp32 and bf16-pure runners pack their own copy; the encoder's model (trained, exported, saved) stays plain;
-    vectors agree with the plain runner's; int8 and compiled runners are not packed."""
+    """bf16-pure runners (fp32 too with EMBEDSTACK_PACKED=all) pack their own copy; the encoder's model (trained,
+    exported, saved) stays plain; vectors agree with the plain runner's; fp32 by default, int8 and compiled runners
+    are not packed."""
     texts = ["a b c", "d e", "f g h i j k"]
+    fp32 = tiny_encoder.with_options(precision="fp32")
+    fp32.encode(texts)
+    assert not any(type(m) is PackedLinear for m in _runner_modules(fp32))  # MKL: no per-shape oneDNN state
+    monkeypatch.setenv("EMBEDSTACK_PACKED", "all")
     for precision in ("fp32", "bf16-pure"):
         enc = tiny_encoder.with_options(precision=precision)
         vecs = enc.encode(texts)

@@ -42,8 +42,6 @@ __all__ = ["TransformerRuntime", "BACKENDS", "PRECISIONS", "cpu_has_bf16"]
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
-# precisions whose eager runner uses packed oneDNN products (neural/packed.py; EMBEDSTACK_PACKED=0 turns it off)
-PACKED_PRECISIONS = ("fp32", "bf16-pure")
 PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 # The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
 # serves large blocks with fresh mmap'd pages, so a 32 x 256-token batch of MiniLM page-faulted 0.4-1.3M
@@ -223,7 +221,7 @@ class TransformerRuntime:
             model = quantize_torch_dynamic(model, recipe=self.precision, calibration=calibration)
         elif self.precision == "bf16-pure":  # a copy: models made by with_options share self.model
             model = copy.deepcopy(model).to(torch.bfloat16)
-        if not self.compile and self.precision in PACKED_PRECISIONS and packed.available():
+        if not self.compile and self.precision in packed.precisions() and packed.available():
             # eager: oneDNN products with packed weights, bias, GELU and residual add fused (the compiled graph
             # fuses them itself); a copy of the weights when the model is still self.model
             model = packed.pack_linears(model if model is not self.model else copy.deepcopy(model))
