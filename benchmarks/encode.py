@@ -80,6 +80,10 @@ MODES = {
 }
 
 
+# mode name suffixes, each an A/B of one mechanism in the same run (see make_encoder)
+VARIANTS = ("-sdpa", "-unpacked", "-whole")
+
+
 def make_encoder(ours: Any, mode: str) -> Any:
     """The encoder of ``mode``. A mode name ending in ``-sdpa`` is that mode with torch's attention kernel
     (``scaled_dot_product_attention``) in place of embedstack's own (``neural/_attention.c``); one ending in
@@ -88,16 +92,20 @@ def make_encoder(ours: Any, mode: str) -> Any:
     what each is worth on this CPU."""
     import copy
 
-    base = mode.removesuffix("-sdpa").removesuffix("-unpacked").removesuffix("-whole")
+    base, variants = mode, set()
+    while suffix := next((s for s in VARIANTS if base.endswith(s)), None):  # in any order, each at most once
+        if suffix in variants:
+            break
+        base, variants = base.removesuffix(suffix), variants | {suffix}
     if base not in MODES:
-        raise SystemExit(f"unknown mode {mode!r}; choose from {sorted(MODES)} (each may end in -sdpa, -unpacked or "
-                         f"-whole)")
+        raise SystemExit(f"unknown mode {mode!r}; choose from {sorted(MODES)} (each may end in "
+                         f"{', '.join(VARIANTS)})")
     enc = ours.with_options(**MODES[base])
-    if mode.endswith("-whole"):  # workers never share one batch (each batch whole on all the threads)
+    if "-whole" in variants:  # workers never share one batch (each batch whole on all the threads)
         enc.split_tokens = 2**62
-    if mode.endswith("-sdpa"):  # its own copy of the weights: the other modes share ours.model
+    if "-sdpa" in variants:  # its own copy of the weights: the other modes share ours.model
         enc.model = copy.deepcopy(enc.model).set_attention("sdpa")
-    if mode.endswith("-unpacked"):  # plain nn.Linear products: the runner is built now, with packing off
+    if "-unpacked" in variants:  # plain nn.Linear products: the runner is built now, with packing off
         before = os.environ.get("EMBEDSTACK_PACKED")
         os.environ["EMBEDSTACK_PACKED"] = "0"
         try:

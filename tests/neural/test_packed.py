@@ -160,3 +160,23 @@ def _runner_modules(enc):
     """The modules of the model an encoder's torch runner calls."""
     enc._get_runner()
     return list(enc._torch_model.modules())
+
+
+@needs_onednn
+def test_the_encode_benchmark_variants_combine_in_any_order(tiny_encoder, monkeypatch):
+    """benchmarks/encode.py: -unpacked builds a plain runner, -whole never splits a batch; both, in either order."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    monkeypatch.delitem(sys.modules, "encode", raising=False)
+    bench = importlib.import_module("encode")
+    packed_enc = bench.make_encoder(tiny_encoder, "torch-bf16-pure-w2")
+    assert any(type(m) is PackedLinear for m in _runner_modules(packed_enc)) and packed_enc.split_tokens is None
+    for mode in ("torch-bf16-pure-w2-unpacked-whole", "torch-bf16-pure-w2-whole-unpacked"):
+        enc = bench.make_encoder(tiny_encoder, mode)
+        assert not any(type(m) is PackedLinear for m in _runner_modules(enc)), mode
+        assert enc.split_tokens is not None and enc.split_tokens > 10**9, mode
+    with pytest.raises(SystemExit, match="unknown mode"):
+        bench.make_encoder(tiny_encoder, "torch-bf16-pure-w2-whole-whole")
