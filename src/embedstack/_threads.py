@@ -12,7 +12,8 @@ The switch costs a few tens of microseconds. :func:`torch_serial` does the same 
 threads where the caller's own threads are the parallelism (the exact scan's int8 products), :func:`faiss_threads`
 sets faiss's OpenMP threads for one call (HNSWIndex with ``backend="faiss"``), and
 :func:`available_cores` is the one answer to "how many cores may this process use" and
-:func:`cpu_features` to "which instructions does this CPU have". BLAS and numba thread counts are process-wide: while a
+:func:`cpu_features` to "which instructions does this CPU have". :func:`wide_thread` is the one thread of a
+process that runs torch work on several intra-op threads when other threads of it use torch too (a server). BLAS and numba thread counts are process-wide: while a
 ``serial()`` block runs, large matrix products started by other threads of the same process (a server
 indexing while it answers a query) run single-threaded too, until the block ends.
 
@@ -29,11 +30,13 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["serial", "for_batch", "torch_serial", "faiss_threads", "available_cores", "SMALL_BATCH", "SMALL_TOKENS"]
+__all__ = ["serial", "for_batch", "torch_serial", "faiss_threads", "available_cores", "wide_thread", "on_wide_thread",
+           "SMALL_BATCH", "SMALL_TOKENS"]
 
 #: at most this many queries count as small work (run on the calling thread)
 SMALL_BATCH = 4
@@ -130,6 +133,36 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS / Windows
         return max(1, os.cpu_count() or 1)
+
+
+_wide_lock = threading.Lock()
+_wide: ThreadPoolExecutor | None = None
+
+
+def wide_thread() -> ThreadPoolExecutor:
+    """The one thread of this process for torch work on several intra-op threads, made on first use.
+
+    Why: libgomp (torch's OpenMP) keeps a team of worker threads for every thread that has started a parallel
+    region, for as long as that thread lives, and once the threads of all teams outnumber the CPUs it stops
+    spinning between regions: every region then starts with futex wake-ups. A server whose model threads took
+    turns at running a lone request on both cores made two such teams on a 2-core machine, and every product
+    after that ran as slowly on two threads as on one (a 240 x 384 x 1536 bf16 product: 226 us, against 124 us
+    with a single team; ``benchmarks/wide_thread.py``). Work that wants several intra-op threads runs here, so the
+    process has one team; work on one intra-op thread makes none and may run anywhere.
+    """
+    global _wide
+    if _wide is None:
+        with _wide_lock:
+            if _wide is None:
+                _wide = ThreadPoolExecutor(1, thread_name_prefix="embedstack-wide")
+    return _wide
+
+
+def on_wide_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on :func:`wide_thread` (inline when called there), its result or its error."""
+    if threading.current_thread().name.startswith("embedstack-wide"):
+        return fn(*args, **kwargs)
+    return wide_thread().submit(fn, *args, **kwargs).result()
 
 
 @lru_cache(maxsize=1)

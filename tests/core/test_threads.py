@@ -68,3 +68,25 @@ def test_one_query_search_runs_serial_and_batches_keep_their_threads(two_blas_th
     assert max(_blas_threads()) == 2  # restored afterwards
     pipe.search_batch(["apple"] * (_threads.SMALL_BATCH + 1), k=1)
     assert max(enc.seen[-1]) == 2  # a real batch keeps the BLAS threads
+
+
+def test_on_wide_thread_runs_everything_on_one_thread() -> None:
+    """Work on several intra-op threads goes to one thread per process (one OpenMP team: see wide_thread)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    def name() -> str:
+        return threading.current_thread().name
+
+    with ThreadPoolExecutor(3) as pool:  # from several threads at once: still one wide thread
+        names = set(pool.map(lambda _: _threads.on_wide_thread(name), range(12)))
+    assert len(names) == 1 and names.pop().startswith("embedstack-wide")
+    assert _threads.wide_thread() is _threads.wide_thread()
+    # nested: runs inline (a wide-thread job waiting on the wide thread would wait forever)
+    assert _threads.on_wide_thread(lambda: _threads.on_wide_thread(name)).startswith("embedstack-wide")
+
+    def boom(x: int) -> int:
+        raise ValueError(f"bad {x}")
+
+    with pytest.raises(ValueError, match="bad 3"):  # the caller gets the error itself
+        _threads.on_wide_thread(boom, 3)

@@ -415,6 +415,7 @@ def test_batcher_shares_its_threads_between_batches_under_load() -> None:
     from embedstack.serve.batching import Batcher
 
     seen: list[tuple[int, int]] = []  # (threads, batches running at once)
+    names: dict[int, set[str]] = {1: set(), 2: set()}  # threads -> the OS threads that ran such batches
     lock = threading.Lock()
     running = [0]
 
@@ -424,6 +425,7 @@ def test_batcher_shares_its_threads_between_batches_under_load() -> None:
         with lock:
             running[0] += 1
             seen.append((threads, running[0]))
+            names[threads].add(threading.current_thread().name)
         time.sleep(0.05)
         with lock:
             running[0] -= 1
@@ -440,6 +442,10 @@ def test_batcher_shares_its_threads_between_batches_under_load() -> None:
         assert all(t == 1 for t, r in seen if r == 2)  # never more threads than the budget
         assert sum(t for t, _ in seen[:2]) <= 2
         await b.stop()
+        # several intra-op threads only ever on the process's one wide thread (one OpenMP team); one-thread
+        # batches on the model's own threads
+        assert len(names[2]) == 1 and next(iter(names[2])).startswith("embedstack-wide")
+        assert names[1] and not any(n.startswith("embedstack-wide") for n in names[1])
 
     asyncio.run(main())
 

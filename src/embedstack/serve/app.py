@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedstack._extras import require
+from embedstack._threads import on_wide_thread
 from embedstack.errors import (
     ConfigError,
     DatasetError,
@@ -236,7 +237,11 @@ class Server:
                           observe=self.metrics.observe_batch, threads=lim.threads())
 
     def load(self) -> None:
-        """Load every model, reranker and index (in a worker thread: it can take a while)."""
+        """Load every model, reranker and index (in a worker thread: it can take a while), on the process's wide
+        thread: the threads that later run batches on one intra-op thread each make no OpenMP team of their own."""
+        on_wide_thread(self._load)
+
+    def _load(self) -> None:
         cfg = self.config
         for name, spec in cfg.models.items():
             self.models[name] = self._make(name, self._preloaded.get(name, spec), spec_name=spec)

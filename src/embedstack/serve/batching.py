@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from embedstack._threads import wide_thread
 from embedstack.errors import EmbedstackError
 
 __all__ = ["Batcher", "QueueFull", "QueryCache", "DEFAULT_MAX_BATCH_TOKENS"]
@@ -204,7 +205,9 @@ class Batcher:
         inputs = [x for p in batch for x in p.inputs]
         t0 = time.perf_counter()
         try:
-            result = await self._loop.run_in_executor(self._executor, self._run, inputs, batch[0].group, threads)
+            # a batch on several threads runs on the process's one wide thread (one OpenMP team: see _threads)
+            executor = wide_thread() if threads > 1 else self._executor
+            result = await self._loop.run_in_executor(executor, self._run, inputs, batch[0].group, threads)
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request, which reports it
             for p in batch:
                 if not p.future.done():
