@@ -165,3 +165,78 @@ def test_hugging_face_and_sentence_transformers_load_our_folder_and_we_load_thei
     again = CrossEncoder.from_folder(tmp_path / "theirs")
     np.testing.assert_allclose(again.predict(PAIRS), ours, atol=1e-5)
     assert again.activation == "sigmoid"
+
+
+def test_near_ties_keep_every_other_candidate_in_its_true_place() -> None:
+    """Re-scoring exactly the near-ties puts the first k in the true order whenever no score moved by more
+    than the margin (random scores, random moves within the margin, many draws)."""
+    from embedstack.neural.cross_encoder import near_ties
+
+    rng = np.random.default_rng(0)
+    rescored = 0
+    for trial in range(2000):
+        n, k = int(rng.integers(1, 30)), int(rng.integers(1, 12))
+        true = np.round(rng.normal(size=n) * rng.choice([0.05, 0.5, 3.0]), 3)
+        margin = float(rng.choice([0.0, 0.01, 0.05, 0.2]))
+        low = true + rng.uniform(-margin, margin, size=n)  # what a lower precision gave
+        again = near_ties(low, k, margin)
+        mixed = low.copy()
+        mixed[again] = true[again]
+        got = np.argsort(-mixed, kind="stable")[:k]
+        want = np.argsort(-true, kind="stable")[:k]
+        assert np.array_equal(true[got], true[want]), trial  # the same scores in the same places (ties aside)
+        rescored += len(again)
+    assert 0 < rescored < 2000 * 12
+    assert near_ties(np.array([1.0]), 5, 0.1).size == 0 and near_ties(np.array([]), 5, 0.1).size == 0
+    assert near_ties(np.array([3.0, 2.0, 1.0]), 1, 0.0).size == 0  # exact scores: nothing to settle
+    assert near_ties(np.array([3.0, 3.0, 1.0]), 1, 0.0).tolist() == [0, 1]  # a tie at the top is settled
+
+
+def test_exact_top_gives_fp32_order_at_low_precision(tiny_ce) -> None:
+    """``exact_top``: each query's first k come out in fp32's order; only near-ties are scored twice."""
+    docs = [d for _, d in PAIRS] + ["the cat", "a red mat", "the lazy dog ran", "a man sat"]
+    pairs = [(q, d) for q in ("the cat", "a dog ran") for d in docs]
+    exact = tiny_ce.predict(pairs, activation=False)
+    low = tiny_ce.with_options(precision="bf16-pure")
+    bound = float(np.abs(low.predict(pairs, activation=False) - exact).max())
+    ce = tiny_ce.with_options(precision="bf16-pure", exact_top=5, exact_margin=bound + 1e-6)
+    got = ce.predict(pairs, activation=False)
+    n = len(docs)
+    for g in range(2):  # grouped by query text
+        rows = slice(g * n, (g + 1) * n)
+        assert np.array_equal(np.argsort(-got[rows], kind="stable")[:5], np.argsort(-exact[rows], kind="stable")[:5])
+    assert 0 <= ce.last_rescored <= len(pairs)
+    again = np.isclose(got, exact, rtol=0, atol=1e-6)  # the re-scored pairs carry fp32's logits
+    assert again.sum() >= ce.last_rescored
+    # a huge margin re-scores every candidate that can reach the first k: they all carry fp32's scores
+    wide = tiny_ce.with_options(precision="bf16-pure", exact_top=3, exact_margin=100.0)
+    np.testing.assert_allclose(wide.predict(pairs, activation=False), exact, atol=1e-6)
+    assert wide.last_rescored == len(pairs)
+    assert wide.with_options(workers=2).exact_top == 3  # copies keep it
+    ranked = ce.rank("the cat", docs, top_k=5)  # rank() goes through the same path
+    assert [r["corpus_id"] for r in ranked] == list(np.argsort(-exact[:n], kind="stable")[:5])
+    # fp32 itself has nothing to re-score
+    same = tiny_ce.with_options(exact_top=5)
+    np.testing.assert_allclose(same.predict(pairs, activation=False), exact, atol=1e-6)
+
+
+def test_exact_top_options_are_checked(tiny_ce, tiny_encoder, tiny_tokenizer, tiny_config, tmp_path: Path) -> None:
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.specs import load, parse_options
+    from embedstack.neural.transformer import BertModel
+
+    for bad in ({"exact_top": -1}, {"exact_top": 2.5}, {"exact_top": True}, {"exact_margin": -0.1},
+                {"exact_margin": float("nan")}, {"exact_margin": "wide"}):
+        with pytest.raises(ConfigError, match="exact_"):
+            tiny_ce.with_options(**bad)
+    with pytest.raises(ConfigError, match="3 labels"):
+        CrossEncoder(BertModel(tiny_config, add_pooler=True), tiny_tokenizer, num_labels=3, exact_top=10)
+    assert parse_options("reranker@precision=bf16-pure,exact_top=10,exact_margin=0.05")[1] == {
+        "precision": "bf16-pure", "exact_top": 10, "exact_margin": 0.05}
+    with pytest.raises(ConfigError, match="must be a number"):
+        parse_options("reranker@exact_margin=wide")
+    tiny_encoder.save(tmp_path / "bi")
+    with pytest.raises(ConfigError, match="not a cross-encoder"):  # a bi-encoder SPEC: named, not a TypeError
+        load(str(tmp_path / "bi"), exact_top=10)
+    tiny_ce.save(tmp_path / "ce")
+    assert load(str(tmp_path / "ce"), exact_top=10, precision="bf16-pure").exact_top == 10

@@ -11,6 +11,13 @@ batches, bf16, bf16-pure, int8, ``compile``, workers, ONNX).
 A cross-encoder re-tokenizes the texts it scores with its own tokenizer, so it can rerank the hits of
 any first stage (BM25, another bi-encoder, a hybrid) whatever that stage's tokenizer was.
 
+Exact order at low precision (``exact_top=k``): bf16 and int8 move a pair's logit by a few hundredths, enough
+to swap two candidates whose scores are that close. With ``exact_top``, the pairs that could trade places within a
+query's first ``k`` (their low-precision logits within ``2 · exact_margin`` of a neighbour there) are scored again
+in fp32; every other pair is more than that from its neighbours, so its place cannot change. The first ``k`` of
+each query then come out in the order fp32 gives, whenever no logit moved by more than ``exact_margin``, at the
+cost of an fp32 pass over the few pairs in near-ties (see :func:`near_ties`).
+
 Truncation: a pair longer than ``max_seq_length`` keeps the query whole and cuts the document; only a
 query that leaves no room for the document is cut too. Either is said once per model (a warning).
 
@@ -44,12 +51,38 @@ from embedstack.neural.runtime import TransformerRuntime, pad_types  # noqa: E40
 from embedstack.neural.tokenizer import WordPiece, pad_batch  # noqa: E402
 from embedstack.neural.transformer import BertModel, BertPooler, check_config_fits, has_pooler, load_weights  # noqa: E402
 
-__all__ = ["CrossEncoder", "ACTIVATIONS", "ScoreError"]
+__all__ = ["CrossEncoder", "ACTIVATIONS", "ScoreError", "near_ties", "EXACT_MARGIN"]
 
 # activation applied by predict(); the names sentence-transformers writes into its config
 ACTIVATIONS = {"sigmoid": "torch.nn.modules.activation.Sigmoid", "identity": "torch.nn.modules.linear.Identity",
                "softmax": "torch.nn.modules.activation.Softmax", "tanh": "torch.nn.modules.activation.Tanh"}
 _ST_ACTIVATION_NAMES = {v.rsplit(".", 1)[-1].lower(): k for k, v in ACTIVATIONS.items()}
+#: the default ``exact_margin``: a bound on how far a precision moves a logit from fp32's (see benchmarks/rerank_speed.py)
+EXACT_MARGIN = 0.1
+
+
+def near_ties(scores: np.ndarray, k: int, margin: float) -> np.ndarray:
+    """Positions in ``scores`` (one query's candidates, each within ``margin`` of its true score) whose order
+    within the first ``k`` is not certain: the candidates that can reach the first ``k`` (at most ``2 · margin``
+    below the k-th score) lying within ``2 · margin`` of a neighbour among them. Every other candidate keeps its
+    place under the true scores, also against re-scored ones.
+
+    Example:
+        >>> near_ties(np.array([5.0, 1.0, 4.95, 3.0, 0.99]), k=2, margin=0.05).tolist()
+        [0, 2]
+    """
+    n = len(scores)
+    if n < 2 or k < 1:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    reach = s >= s[min(k, n) - 1] - 2 * margin  # a prefix of the sorted order
+    cand = order[reach]
+    close = np.diff(s[reach]) >= -2 * margin  # adjacent candidates within 2 * margin (the diffs are <= 0)
+    tied = np.zeros(len(cand), dtype=bool)
+    tied[:-1] |= close
+    tied[1:] |= close
+    return np.sort(cand[tied])
 
 
 class CrossEncoder(TransformerRuntime):
@@ -103,6 +136,8 @@ class CrossEncoder(TransformerRuntime):
         compile: bool = False,
         workers: int = 1,
         small_backend: str | None = None,
+        exact_top: int = 0,
+        exact_margin: float | None = None,
         name: str | None = None,
         source: str | None = None,
     ) -> None:
@@ -134,6 +169,17 @@ class CrossEncoder(TransformerRuntime):
         self.labels = list(labels) if labels else [f"LABEL_{i}" for i in range(self.num_labels)]
         if len(self.labels) != self.num_labels:
             raise ConfigError(f"{len(self.labels)} label names for num_labels={self.num_labels}.")
+        if isinstance(exact_top, bool) or not isinstance(exact_top, int | np.integer) or int(exact_top) < 0:
+            raise ConfigError(f"exact_top must be an int >= 0 (0: off; 10: each query's first 10 in fp32's order). "
+                              f"Got {exact_top!r}.")
+        if exact_top and self.num_labels != 1:
+            raise ConfigError(f"exact_top orders relevance scores; this model has {self.num_labels} labels.")
+        margin = EXACT_MARGIN if exact_margin is None else exact_margin
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= float(margin) < float("inf"):
+            raise ConfigError(f"exact_margin must be a finite number >= 0 (logits). Got {exact_margin!r}.")
+        self.exact_top = int(exact_top)
+        self.exact_margin = None if exact_margin is None else float(exact_margin)
+        self._fp32: CrossEncoder | None = None  # the exact scorer of near-ties (exact_top), made on first use
         self.name = name or "cross-encoder"
         self.source = source
         self.folder: Path | None = None
@@ -218,6 +264,8 @@ class CrossEncoder(TransformerRuntime):
             small = len(items) <= SMALL_BATCH and int(lengths.sum()) <= 128 * SMALL_BATCH  # a few short pairs
             with torch.inference_mode(), self._threads(small):
                 self._run_batches(lengths, int(batch_size), one, on_batch)
+            if self.exact_top and (self.precision != "fp32" or self.backend != "torch"):
+                self._rescore_near_ties(items, out, int(batch_size))
             bad = ~np.isfinite(out).all(axis=1)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
@@ -228,6 +276,25 @@ class CrossEncoder(TransformerRuntime):
         if self.num_labels == 1:
             scores = scores[:, 0]
         return scores[0] if single else scores
+
+    def _rescore_near_ties(self, items: list[tuple[str, str]], logits: np.ndarray, batch_size: int) -> None:
+        """``exact_top``: score again in fp32 the pairs in near-ties within their query's first ``exact_top``
+        (pairs grouped by query text), in place in ``logits`` (n, 1)."""
+        groups: dict[str, list[int]] = {}
+        for i, (query, _) in enumerate(items):
+            groups.setdefault(query, []).append(i)
+        margin = EXACT_MARGIN if self.exact_margin is None else self.exact_margin
+        again: list[int] = []
+        for rows in groups.values():
+            idx = np.asarray(rows)
+            again.extend(idx[near_ties(logits[idx, 0], self.exact_top, margin)].tolist())
+        self.last_rescored = len(again)  # how many pairs the last call scored twice (benchmarks read it)
+        if again:
+            if self._fp32 is None:
+                self._fp32 = self.with_options(precision="fp32", backend="torch", compile=False, small_backend=None,
+                                               exact_top=0)
+            logits[again, 0] = self._fp32.predict([items[i] for i in again], batch_size=batch_size,
+                                                  activation=False)
 
     def _check_relevance(self) -> None:
         if self.num_labels != 1:
@@ -286,7 +353,8 @@ class CrossEncoder(TransformerRuntime):
     def with_options(self, **options: Any) -> CrossEncoder:
         """A new cross-encoder sharing the weights, with other backend/precision/... options."""
         return self._copy_with(dict(num_labels=self.num_labels, classifier=self.classifier, activation=self.activation,
-                                    labels=self.labels, name=self.name, source=self.source), options)
+                                    labels=self.labels, exact_top=self.exact_top, exact_margin=self.exact_margin,
+                                    name=self.name, source=self.source), options)
 
     # ----------------------------------------------------------------------------------- persistence
     @classmethod

@@ -45,6 +45,8 @@ OPTIONS: dict[str, tuple[str, type]] = {
     "compile": ("compile", bool),
     "workers": ("workers", int),
     "small_backend": ("small_backend", str),
+    "exact_top": ("exact_top", int),  # cross-encoders: each query's first k in fp32's order (near-ties re-scored)
+    "exact_margin": ("exact_margin", float),
 }
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -81,6 +83,11 @@ def _convert(value: str, kind: type, key: str) -> Any:
             return int(value)
         except ValueError:
             raise ConfigError(f"Option {key}={value!r} must be an integer.") from None
+    if kind is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"Option {key}={value!r} must be a number.") from None
     return value.lower()
 
 
@@ -108,6 +115,10 @@ def load(name_or_path: str, **options: Any) -> Any:
     folder, how = resolve_model(name_or_path)
     log.info("model %s resolved via %s", name_or_path, how)
     options.setdefault("name", _display_name(name_or_path))
+    ce_only = sorted(set(options) & {"exact_top", "exact_margin"})
+    if ce_only and not is_cross_encoder(folder):
+        raise ConfigError(f"{name_or_path} is not a cross-encoder: the option(s) {ce_only} order a reranker's "
+                          "scores and apply to cross-encoders only.")
     if is_cross_encoder(folder):
         from embedstack.neural.cross_encoder import CrossEncoder
 
