@@ -75,15 +75,16 @@ def log(quiet: bool, *msg: Any) -> None:
         print(f"[{time.strftime('%H:%M:%S')}]", *msg, file=sys.stderr, flush=True)
 
 
-def pairs_from_scifact(n_pairs: int, depth: int) -> tuple[list[tuple[str, str]], list[int]]:
-    """(query, abstract) pairs, ``depth`` BM25 candidates per query, and the block (query) boundaries."""
+def pairs_from_scifact(n_pairs: int, depth: int, offset: int = 0) -> tuple[list[tuple[str, str]], list[int]]:
+    """(query, abstract) pairs, ``depth`` BM25 candidates per query, and the block (query) boundaries; the
+    queries from the ``offset``-th train query on."""
     from embedstack.count import BM25
     from embedstack.data import load_beir
 
     ds = load_beir("scifact", split="train")
     docs = ds.doc_texts()
     bm25 = BM25().index(docs)
-    queries = ds.query_texts()[: max(1, n_pairs // depth)]
+    queries = ds.query_texts()[offset: offset + max(1, n_pairs // depth)]
     hits = bm25.search(queries, k=depth)
     pairs: list[tuple[str, str]] = []
     bounds = [0]
@@ -182,6 +183,21 @@ def main() -> None:
             systems[name] = lambda p, ce=ce: ce.predict(p, batch_size=32)
     for fn in systems.values():  # warm-up: ONNX export, int8 calibration, first-call allocations
         fn(pairs[: bounds[1]])
+    # how far each low precision moves a logit from our fp32, on other pairs (the next queries): what exact_top's
+    # margin must cover
+    from embedstack.neural.cross_encoder import exact_margin
+
+    other, _ = pairs_from_scifact(opts.pairs, opts.depth, offset=len(bounds) - 1)
+    ref32 = ours_base.with_options(num_threads=opts.threads).predict(other, activation=False)
+    moves: dict[str, dict[str, float]] = {}
+    for name in ("torch-bf16", "torch-bf16-pure", "torch-int8-smooth"):
+        if name in modes:
+            opts_ = {k: v for k, v in MODES[name].items() if k != "exact_top"}
+            d = np.abs(ours_base.with_options(num_threads=opts.threads, **opts_).predict(other, activation=False) - ref32)
+            moves[name] = {"max": float(d.max()), "p99": float(np.quantile(d, 0.99)),
+                           "margin": exact_margin(opts_["precision"])}
+            log(q, f"{name}: logits move by up to {d.max():.4f} from fp32 on {len(other)} other pairs "
+                   f"(exact_top's default margin {moves[name]['margin']})")
     from exact_search import load
 
     load_before = load()
@@ -229,7 +245,8 @@ def main() -> None:
            "bf16": bf16, "cpu_has_bf16": cpu_has_bf16(), "mean_tokens": float(lengths.mean()),
            "gflop_per_pair": flop_per_pair / 1e9,
            "weight_mb": sum(p.numel() * 4 for p in ours_base.model.parameters()) / 1e6,
-           "roofline": hw, "load_before": load_before, "load_after": load_after,
+           "roofline": hw, "load_before": load_before, "load_after": load_after, "logit_moves": moves,
+           "logit_moves_pairs": len(other),
            "peer_fastest": max((r for r in rows if r["system"].startswith("st-")), key=lambda r: r["pairs_per_s"])["system"],
            "exact_best": max(exact, key=lambda r: r["pairs_per_s"])["system"] if exact else None,
            "fast_best": max(fast, key=lambda r: r["pairs_per_s"])["system"] if fast else None,
@@ -271,6 +288,11 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{r['pairs_per_s'] / peer:.2f}× ({lo:.2f}–{hi:.2f}) | {r['gflops']:.0f} | "
                      f"{r['pairs_per_s'] / ceil32:.0%} | {r['spearman_vs_st_fp32']:.6f} | {r['max_abs_diff']:.2e} | "
                      f"{100 * r['top10_identical']:.0f}% | {100 * r['top10_same_set']:.0f}% |")
+    if res.get("logit_moves"):
+        lines += ["", f"How far each precision moves a logit from our fp32, on {res['logit_moves_pairs']} other pairs "
+                  "(the next train queries, the same depth), against the margin `exact_top` assumes by default: "
+                  + "; ".join(f"{n} max {m['max']:.4f}, 99th percentile {m['p99']:.4f} (margin {m['margin']})"
+                              for n, m in res["logit_moves"].items()) + "."]
     for r in res["rows"]:
         if "rescored_pairs" in r:
             lines += ["", f"{r['system']}: {r['rescored_pairs']} of {res['pairs']} pairs "

@@ -51,14 +51,23 @@ from embedstack.neural.runtime import TransformerRuntime, pad_types  # noqa: E40
 from embedstack.neural.tokenizer import WordPiece, pad_batch  # noqa: E402
 from embedstack.neural.transformer import BertModel, BertPooler, check_config_fits, has_pooler, load_weights  # noqa: E402
 
-__all__ = ["CrossEncoder", "ACTIVATIONS", "ScoreError", "near_ties", "EXACT_MARGIN"]
+__all__ = ["CrossEncoder", "ACTIVATIONS", "ScoreError", "near_ties", "exact_margin", "EXACT_MARGINS"]
 
 # activation applied by predict(); the names sentence-transformers writes into its config
 ACTIVATIONS = {"sigmoid": "torch.nn.modules.activation.Sigmoid", "identity": "torch.nn.modules.linear.Identity",
                "softmax": "torch.nn.modules.activation.Softmax", "tanh": "torch.nn.modules.activation.Tanh"}
 _ST_ACTIVATION_NAMES = {v.rsplit(".", 1)[-1].lower(): k for k, v in ACTIVATIONS.items()}
-#: the default ``exact_margin``: a bound on how far a precision moves a logit from fp32's (see benchmarks/rerank_speed.py)
-EXACT_MARGIN = 0.1
+#: the default ``exact_margin`` per precision: a bound on how far it moves a logit from fp32's, with room to spare
+#: (benchmarks/rerank_speed.py measures the moves on other pairs than it times); int8 moves logits further
+EXACT_MARGINS = {"bf16": 0.1, "bf16-pure": 0.1, "int8": 0.5}
+
+
+def exact_margin(precision: str) -> float:
+    """The default ``exact_margin`` (logits) of a precision: its entry in :data:`EXACT_MARGINS`, int8 variants
+    sharing int8's, 0 for fp32."""
+    if precision == "fp32":
+        return 0.0
+    return EXACT_MARGINS.get(precision, EXACT_MARGINS["int8"] if precision.startswith("int8") else max(EXACT_MARGINS.values()))
 
 
 def near_ties(scores: np.ndarray, k: int, margin: float) -> np.ndarray:
@@ -174,7 +183,7 @@ class CrossEncoder(TransformerRuntime):
                               f"Got {exact_top!r}.")
         if exact_top and self.num_labels != 1:
             raise ConfigError(f"exact_top orders relevance scores; this model has {self.num_labels} labels.")
-        margin = EXACT_MARGIN if exact_margin is None else exact_margin
+        margin = 0.0 if exact_margin is None else exact_margin
         if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= float(margin) < float("inf"):
             raise ConfigError(f"exact_margin must be a finite number >= 0 (logits). Got {exact_margin!r}.")
         self.exact_top = int(exact_top)
@@ -283,7 +292,9 @@ class CrossEncoder(TransformerRuntime):
         groups: dict[str, list[int]] = {}
         for i, (query, _) in enumerate(items):
             groups.setdefault(query, []).append(i)
-        margin = EXACT_MARGIN if self.exact_margin is None else self.exact_margin
+        margin = exact_margin(self.precision) if self.exact_margin is None else self.exact_margin
+        if self.backend == "onnx" and self.exact_margin is None:  # onnxruntime's fp32 kernels differ from torch's a little
+            margin = max(margin, 1e-3)
         again: list[int] = []
         for rows in groups.values():
             idx = np.asarray(rows)
