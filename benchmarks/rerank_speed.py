@@ -58,6 +58,7 @@ MODES: dict[str, dict[str, Any]] = {
     "torch-bf16-pure": {"precision": "bf16-pure"},
     "torch-bf16-pure-w2": {"precision": "bf16-pure", "workers": 2},
     # each query's first 10 in fp32's order: near-ties re-scored in fp32 (CrossEncoder(exact_top=10))
+    "torch-bf16-pure-exact10": {"precision": "bf16-pure", "exact_top": 10},
     "torch-bf16-pure-w2-exact10": {"precision": "bf16-pure", "workers": 2, "exact_top": 10},
     "onnx-fp32": {"backend": "onnx", "precision": "fp32"},
     "onnx-int8": {"backend": "onnx", "precision": "int8"},
@@ -67,7 +68,8 @@ MODES: dict[str, dict[str, Any]] = {
     "torch-int8-token": {"precision": "int8-token"},
     "torch-int8-token-w2": {"precision": "int8-token", "workers": 2},
 }
-BF16 = ("st-bf16", "torch-bf16", "torch-bf16-pure", "torch-bf16-pure-w2", "torch-bf16-pure-w2-exact10")
+BF16 = ("st-bf16", "torch-bf16", "torch-bf16-pure", "torch-bf16-pure-w2", "torch-bf16-pure-exact10",
+        "torch-bf16-pure-w2-exact10")
 
 
 def log(quiet: bool, *msg: Any) -> None:
