@@ -304,11 +304,12 @@ def test_one_big_batch_runs_as_slices_on_the_workers(tiny_encoder, monkeypatch):
     each worker thread (one thread each), the same vectors in the same order as the whole batch."""
     from embedstack.neural import runtime
 
-    texts = [" ".join(TEXTS[i % len(TEXTS)] for i in range(k, k + 6)) for k in range(80)]  # 80 rows, ~30 tokens
+    texts = [" ".join(TEXTS[i % len(TEXTS)] for i in range(k, k + 2 + k % 9)) for k in range(80)]  # 80 rows, 8-50 tokens
     ref = tiny_encoder.with_options(num_threads=2).encode(texts, batch_size=80)
     monkeypatch.setattr(runtime.TransformerRuntime, "split_tokens", 256)
     seen: list[tuple[int, int]] = []
     inner: list[int] = []
+    shares: list[np.ndarray] = []
     real = runtime.TransformerRuntime._on_workers
 
     def spy(self, fn, items, workers, per_worker):
@@ -316,6 +317,7 @@ def test_one_big_batch_runs_as_slices_on_the_workers(tiny_encoder, monkeypatch):
 
         def counted(item):
             inner.append(torch.get_num_threads())
+            shares.append(np.asarray(item))
             return fn(item)
 
         return real(self, counted, items, workers, per_worker)
@@ -324,7 +326,9 @@ def test_one_big_batch_runs_as_slices_on_the_workers(tiny_encoder, monkeypatch):
     out = tiny_encoder.with_options(workers=2, num_threads=2).encode(texts, batch_size=80)
     assert seen and seen[0][1] == 2 and seen[0][0] % 2 == 0  # an even number of slices over 2 workers
     assert set(inner) == {1}  # each slice on one thread
-    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-6
+    # interleaved rows of the length-sorted batch (contiguous slices gave the first worker the longest rows)
+    assert all(len(s) > 1 and set(np.diff(s)) == {seen[0][0]} for s in shares)
+    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-6  # back in order
     seen.clear()
     tiny_encoder.with_options(workers=2, num_threads=1).encode(texts, batch_size=80)  # one thread: never split
     assert seen == []

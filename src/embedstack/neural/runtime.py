@@ -266,14 +266,24 @@ class TransformerRuntime:
                 a, b = span
                 return piece(ids[a:b], mask[a:b], None if types is None else types[a:b], pack)
 
-            spans = list(zip(bounds[:-1], bounds[1:], strict=True))
             if workers <= 1:
-                return torch.cat([one(s) for s in spans])
+                return torch.cat([one(s) for s in zip(bounds[:-1], bounds[1:], strict=True)])
+            # side by side, slice j takes rows j, j + pieces, ...: the rows come sorted by length, and contiguous
+            # slices gave the first worker the longest ones (one query's 20 candidates: 92 against 106 pairs/s
+            # with one worker); interleaved, the slices carry about the same tokens
+            shares = [np.arange(j, n, pieces) for j in range(pieces)]
+
+            def share(rows: np.ndarray) -> Any:
+                return piece(ids[rows], mask[rows], None if types is None else types[rows], pack)
+
             try:
-                return torch.cat(list(self._on_workers(one, spans, workers, max(1, total // workers))))
+                out = torch.cat(list(self._on_workers(share, shares, workers, max(1, total // workers))))
             finally:
                 if torch.get_num_threads() != total:  # in case the thread setting is process-wide in this build
                     torch.set_num_threads(total)
+            inverse = np.empty(n, dtype=np.int64)
+            inverse[np.concatenate(shares)] = np.arange(n)
+            return out[torch.from_numpy(inverse)]  # back in the batch's row order
 
         return run
 
