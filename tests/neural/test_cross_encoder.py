@@ -229,6 +229,8 @@ def test_exact_top_options_are_checked(tiny_ce, tiny_encoder, tiny_tokenizer, ti
                 {"exact_margin": float("nan")}, {"exact_margin": "wide"}):
         with pytest.raises(ConfigError, match="exact_"):
             tiny_ce.with_options(**bad)
+    assert tiny_ce.with_options(exact_margin=np.float32(0.05)).exact_margin == pytest.approx(0.05)
+    assert tiny_ce.last_rescored == 0
     with pytest.raises(ConfigError, match="3 labels"):
         CrossEncoder(BertModel(tiny_config, add_pooler=True), tiny_tokenizer, num_labels=3, exact_top=10)
     assert parse_options("reranker@precision=bf16-pure,exact_top=10,exact_margin=0.05")[1] == {

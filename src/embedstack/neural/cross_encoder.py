@@ -20,7 +20,8 @@ cost of an fp32 pass over the pairs in near-ties (see :func:`near_ties`). The de
 bounds: most moves are far smaller than the largest (SciFact reranker, bf16-pure: median 0.010, 99th percentile
 0.057, largest 0.084 logits), and a margin of 0.1, which covers the largest, re-scored half of all pairs there.
 bf16's default, 0.03, kept the first 10 of all 20 tuning queries in fp32's order while re-scoring 30% of the pairs
-(benchmarks/rerank_speed.py); pass a larger ``exact_margin`` for a bound.
+(benchmarks/rerank_speed.py); pass a larger ``exact_margin`` for a bound. A query's candidates are the pairs of one
+call with the same query text (a server that merges two requests with the same query orders them as one list).
 
 Truncation: a pair longer than ``max_seq_length`` keeps the query whole and cuts the document; only a
 query that leaves no room for the document is cut too. Either is said once per model (a warning).
@@ -190,11 +191,13 @@ class CrossEncoder(TransformerRuntime):
         if exact_top and self.num_labels != 1:
             raise ConfigError(f"exact_top orders relevance scores; this model has {self.num_labels} labels.")
         margin = 0.0 if exact_margin is None else exact_margin
-        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= float(margin) < float("inf"):
+        if (isinstance(margin, bool) or not isinstance(margin, int | float | np.integer | np.floating)
+                or not 0 <= float(margin) < float("inf")):
             raise ConfigError(f"exact_margin must be a finite number >= 0 (logits). Got {exact_margin!r}.")
         self.exact_top = int(exact_top)
         self.exact_margin = None if exact_margin is None else float(exact_margin)
         self._fp32: CrossEncoder | None = None  # the exact scorer of near-ties (exact_top), made on first use
+        self.last_rescored = 0  # pairs the last predict() scored again in fp32 (exact_top)
         self.name = name or "cross-encoder"
         self.source = source
         self.folder: Path | None = None
