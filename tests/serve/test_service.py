@@ -567,3 +567,13 @@ def test_loading_a_model_warms_it_up_before_serving(minilm: Any) -> None:
 
     load_model("c", Compiled(), threads=3)
     assert calls == [(3,)]
+
+
+def test_the_server_loads_its_models_on_the_wide_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models load on the process's one wide thread (the main thread makes no OpenMP team of its own)."""
+    from embedstack.serve.app import Server
+
+    seen: list[str] = []
+    monkeypatch.setattr(Server, "_load", lambda self: seen.append(threading.current_thread().name))
+    Server(ServeConfig(models={})).load()
+    assert len(seen) == 1 and seen[0].startswith("embedstack-wide")
