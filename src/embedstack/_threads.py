@@ -146,8 +146,8 @@ def wide_thread() -> ThreadPoolExecutor:
     region, for as long as that thread lives, and once the threads of all teams outnumber the CPUs it stops
     spinning between regions: every region then starts with futex wake-ups. A server whose model threads took
     turns at running a lone request on both cores made two such teams on a 2-core machine, and every product
-    after that ran as slowly on two threads as on one (a 240 x 384 x 1536 bf16 product: 226 us, against 124 us
-    with a single team; ``benchmarks/wide_thread.py``). Work that wants several intra-op threads runs here, so the
+    after that ran slower on two threads than on one (a 240 x 384 x 1536 bf16 product: 260 us, against 125 us
+    with a single team and 231 us on one thread; ``benchmarks/wide_thread.py``). Work that wants several intra-op threads runs here, so the
     process has one team; work on one intra-op thread makes none and may run anywhere.
     """
     global _wide

@@ -309,7 +309,7 @@ def test_one_big_batch_runs_as_slices_on_the_workers(tiny_encoder, monkeypatch):
     monkeypatch.setattr(runtime.TransformerRuntime, "split_tokens", 256)
     seen: list[tuple[int, int]] = []
     inner: list[int] = []
-    shares: list[np.ndarray] = []
+    shares: list[tuple[int, int]] = []
     real = runtime.TransformerRuntime._on_workers
 
     def spy(self, fn, items, workers, per_worker):
@@ -317,7 +317,7 @@ def test_one_big_batch_runs_as_slices_on_the_workers(tiny_encoder, monkeypatch):
 
         def counted(item):
             inner.append(torch.get_num_threads())
-            shares.append(np.asarray(item))
+            shares.append(item)
             return fn(item)
 
         return real(self, counted, items, workers, per_worker)
@@ -326,9 +326,11 @@ def test_one_big_batch_runs_as_slices_on_the_workers(tiny_encoder, monkeypatch):
     out = tiny_encoder.with_options(workers=2, num_threads=2).encode(texts, batch_size=80)
     assert seen and seen[0][1] == 2 and seen[0][0] % 2 == 0  # an even number of slices over 2 workers
     assert set(inner) == {1}  # each slice on one thread
-    # interleaved rows of the length-sorted batch (contiguous slices gave the first worker the longest rows)
-    assert all(len(s) > 1 and set(np.diff(s)) == {seen[0][0]} for s in shares)
-    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-6  # back in order
+    # contiguous runs of rows covering the batch, cut at equal real tokens (the rows come longest first)
+    spans = sorted(shares)
+    assert spans[0][0] == 0 and spans[-1][1] == len(texts) and all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert spans[0][1] - spans[0][0] < spans[-1][1] - spans[-1][0]  # longest rows: fewer
+    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-6
     seen.clear()
     tiny_encoder.with_options(workers=2, num_threads=1).encode(texts, batch_size=80)  # one thread: never split
     assert seen == []
@@ -677,3 +679,20 @@ def test_a_query_runs_on_the_calling_thread(tiny_encoder, monkeypatch):
     # one query: 1 thread; a batch: the default; an explicit setting wins; one long text is not small work
     assert seen == [1, default, 2, default]
     assert torch.get_num_threads() == default
+
+
+def test_balanced_cuts_split_rows_at_equal_tokens():
+    from embedstack.neural.runtime import balanced_cuts
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(1, 40))
+        lengths = np.sort(rng.integers(1, 512, size=n))[::-1]
+        parts = int(rng.integers(1, n + 1))
+        cuts = balanced_cuts(lengths, parts)
+        assert cuts[0] == 0 and cuts[-1] == n and len(cuts) == parts + 1
+        assert all(b > a for a, b in zip(cuts, cuts[1:], strict=False))  # every run has a row
+        sums = [int(lengths[a:b].sum()) for a, b in zip(cuts, cuts[1:], strict=False)]
+        if parts == 2 and n >= 2:  # two runs: no other contiguous cut is closer to even
+            best = min(abs(int(lengths[:c].sum()) - int(lengths[c:].sum())) for c in range(1, n))
+            assert abs(sums[0] - sums[1]) == best
