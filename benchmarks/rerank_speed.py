@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import last_results, ratio, write_results, write_section  # noqa: E402
+from _report import cpu_line, last_results, ratio, write_results, write_section  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -135,7 +135,7 @@ def main() -> None:
     opts = ap.parse_args()
     if opts.render_last:
         last = last_results(opts.section)
-        write_section(opts.section, markdown(last), last["machine"])
+        write_section(opts.section, markdown(last, opts.section), last["machine"])
         return
     if opts.quick:
         opts.pairs, opts.rounds = 100, 1
@@ -256,20 +256,26 @@ def main() -> None:
     res["exact_speedup"] = ratio(max((r["pairs_per_s"] for r in exact), default=0.0), peer_fp32)
     res["fast_speedup"] = ratio(max((r["pairs_per_s"] for r in fast), default=0.0), peer_fast)
     res["fast_vs_st_fp32"] = ratio(max((r["pairs_per_s"] for r in fast), default=0.0), peer_fp32)
-    md = markdown(res)
+    md = markdown(res, opts.section)
     print(md)
     if not opts.quick:
         write_results(opts.section, res, md)
 
 
-def markdown(res: dict[str, Any]) -> str:
+def markdown(res: dict[str, Any], section: str = "rerank_speed") -> str:
     hw = res["roofline"]
     gpp = res["gflop_per_pair"]
     ceil32 = hw["fp32_layer_gflops"] / gpp
     ceil8 = hw["int8_gops"] / gpp
-    lines = ["## Cross-encoder inference: our CrossEncoder vs sentence-transformers' CrossEncoder.predict", "",
-             f"`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/rerank_speed.py"
-             f"{' --model ' + Path(res['model']).name if 'seeded' not in res['model'] else ''}` — {res['pairs']:,} "
+    ours = [r["system"] for r in res["rows"] if not r["system"].startswith("st-")]
+    every = [m for m in MODES if res["bf16"] or m not in BF16]
+    args = ((f" --model {res['model'].replace(str(Path.home()), '~')}" if "seeded" not in res["model"] else "")
+            + (f" --modes {','.join(ours)}" if ours != every else "")
+            + (f" --section {section}" if section != "rerank_speed" else ""))
+    title = "## Cross-encoder inference: our CrossEncoder vs sentence-transformers' CrossEncoder.predict"
+    cpu = res.get("machine", {}).get("cpu") or cpu_line()
+    lines = [title + (f" — {cpu}" if section != "rerank_speed" else ""), "",
+             f"`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/rerank_speed.py{args}` — {res['pairs']:,} "
              f"(query, abstract) pairs = {res['queries']} SciFact train queries × BM25 top {res['depth']} "
              f"({res['mean_tokens']:.0f} tokens per pair on average), max length 512, batch 32, one call per query, "
              f"{res['threads']} threads, model: {res['model']}, sentence-transformers "
