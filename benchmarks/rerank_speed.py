@@ -18,7 +18,10 @@ model's own layer shapes, the int8 GEMM rate (torch ``_int_mm``) and memory read
 
 Quality beside speed: Spearman of each mode's scores against the peer's fp32 scores over all pairs, the
 share of queries whose top 10 after reranking is identical in order (the target's test), and the
-share whose top-10 set is identical.
+share whose top-10 set is identical. The ``-exact10`` modes re-score each query's near-ties in fp32
+(``CrossEncoder(exact_top=10)``; the share of pairs re-scored is reported); before timing, the logit
+moves of bf16 / bf16-pure / int8-smooth against our fp32 are measured on the next queries' pairs (not
+the timed ones), beside the margin ``exact_top`` assumes.
 
 The peer is timed as its users run it: fp32 (the default), and, on a CPU that multiplies bf16 natively
 (AVX-512 BF16 / AMX), with ``model_kwargs={"torch_dtype": torch.bfloat16}`` (its documented way to lower
@@ -30,7 +33,8 @@ Targets (issue 17): exact mode (Spearman ≥ 0.9999 against the peer) ≥ 1.5× 
 fastest mode (top-10 identical for ≥ 95% of queries) ≥ 3× the peer's fastest.
 
 Usage: EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/rerank_speed.py [--model DIR] [--pairs 400]
-       [--rounds 5] [--modes torch-fp32,torch-int8-smooth,...] [--bf16 auto|yes|no] [--quick] [--quiet]
+       [--rounds 5] [--modes torch-fp32,torch-int8-smooth,...] [--bf16 auto|yes|no] [--section NAME]
+       [--quick] [--quiet]
 """
 
 from __future__ import annotations
