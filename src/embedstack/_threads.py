@@ -137,6 +137,7 @@ def available_cores() -> int:
 
 _wide_lock = threading.Lock()
 _wide: ThreadPoolExecutor | None = None
+_WIDE_NAME = "embedstack-wide"
 
 
 def wide_thread() -> ThreadPoolExecutor:
@@ -154,13 +155,13 @@ def wide_thread() -> ThreadPoolExecutor:
     if _wide is None:
         with _wide_lock:
             if _wide is None:
-                _wide = ThreadPoolExecutor(1, thread_name_prefix="embedstack-wide")
+                _wide = ThreadPoolExecutor(1, thread_name_prefix=_WIDE_NAME)
     return _wide
 
 
 def on_wide_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` on :func:`wide_thread` (inline when called there), its result or its error."""
-    if threading.current_thread().name.startswith("embedstack-wide"):
+    if threading.current_thread().name.startswith(_WIDE_NAME):
         return fn(*args, **kwargs)
     return wide_thread().submit(fn, *args, **kwargs).result()
 

@@ -19,8 +19,9 @@ each query then come out in the order fp32 gives whenever no logit moved by more
 cost of an fp32 pass over the pairs in near-ties (see :func:`near_ties`). The default margins are not worst-case
 bounds: most moves are far smaller than the largest (SciFact reranker, bf16-pure: median 0.010, 99th percentile
 0.057, largest 0.084 logits), and a margin of 0.1, which covers the largest, re-scored half of all pairs there.
-bf16's default, 0.03, kept the first 10 of all 20 tuning queries in fp32's order while re-scoring 30% of the pairs
-(benchmarks/rerank_speed.py); pass a larger ``exact_margin`` for a bound. A query's candidates are the pairs of one
+bf16-pure's default, 0.03, kept the first 10 of all 20 tuning queries in fp32's order while re-scoring 30% of the
+pairs (benchmarks/exact_margin.py); pass a larger ``exact_margin`` for a bound. fp32 is the reference on any backend:
+it re-scores nothing. A query's candidates are the pairs of one
 call with the same query text (a server that merges two requests with the same query orders them as one list).
 
 Truncation: a pair longer than ``max_seq_length`` keeps the query whole and cuts the document; only a
@@ -62,11 +63,10 @@ __all__ = ["CrossEncoder", "ACTIVATIONS", "ScoreError", "near_ties", "exact_marg
 ACTIVATIONS = {"sigmoid": "torch.nn.modules.activation.Sigmoid", "identity": "torch.nn.modules.linear.Identity",
                "softmax": "torch.nn.modules.activation.Softmax", "tanh": "torch.nn.modules.activation.Tanh"}
 _ST_ACTIVATION_NAMES = {v.rsplit(".", 1)[-1].lower(): k for k, v in ACTIVATIONS.items()}
-#: the default ``exact_margin`` per precision (logits): bf16's chosen on 400 SciFact (query, BM25 candidate) pairs of 20
-#: queries other than the ones benchmarks/rerank_speed.py times (the smallest margin tried, of 0.01 / 0.02 / 0.03 /
-#: 0.05 / 0.1, that kept the first 10 of every tuning query in order, one step up: 0.02 -> 0.03); int8's a guess
-#: from its largest move (0.09 in probability, bf16's 0.013), not tuned
-EXACT_MARGINS = {"bf16": 0.03, "bf16-pure": 0.03, "int8": 0.3}
+#: the default ``exact_margin`` per precision (logits), chosen by benchmarks/exact_margin.py on 400 SciFact (query,
+#: BM25 candidate) pairs of 20 queries other than the ones benchmarks/rerank_speed.py times: one step above the
+#: smallest margin tried that kept the first 10 of every tuning query in fp32's order (int8's measured on int8-smooth)
+EXACT_MARGINS = {"bf16": 0.02, "bf16-pure": 0.03, "int8": 0.2}
 
 
 def exact_margin(precision: str) -> float:
@@ -282,7 +282,7 @@ class CrossEncoder(TransformerRuntime):
             small = len(items) <= SMALL_BATCH and int(lengths.sum()) <= 128 * SMALL_BATCH  # a few short pairs
             with torch.inference_mode(), self._threads(small):
                 self._run_batches(lengths, int(batch_size), one, on_batch)
-            if self.exact_top and (self.precision != "fp32" or self.backend != "torch"):
+            if self.exact_top and self.precision != "fp32":
                 self._rescore_near_ties(items, out, int(batch_size))
             bad = ~np.isfinite(out).all(axis=1)
             if bad.any():
@@ -302,8 +302,6 @@ class CrossEncoder(TransformerRuntime):
         for i, (query, _) in enumerate(items):
             groups.setdefault(query, []).append(i)
         margin = exact_margin(self.precision) if self.exact_margin is None else self.exact_margin
-        if self.backend == "onnx" and self.exact_margin is None:  # onnxruntime's fp32 kernels differ from torch's a little
-            margin = max(margin, 1e-3)
         again: list[int] = []
         for rows in groups.values():
             idx = np.asarray(rows)

@@ -50,8 +50,9 @@ PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8", "int8-fast", "int8-
 _MAX_ACTIVATION_BYTES = 8 * 2**20
 # With workers > 1, a batch of at least this many padded tokens runs as slices on the workers side by side (see
 # _torch_runner); smaller ones run whole on all the caller's threads. One call of 32 SciFact abstracts (~7,700
-# tokens), bf16-pure, 2 threads: 180.2 against 170.4 abstracts/s (benchmarks/encode.py, encode_slices_amx); batches
-# of 32 sentences stay under the bar (their workers already take whole batches side by side)
+# tokens), bf16-pure, 2 threads: 168.4 against 163.6 abstracts/s whole (benchmarks/encode.py, encode_slices_amx; fp32
+# 41.5 against 42.2); one reranker call of 20 candidates, fp32: 24.7 against 24.0 pairs/s (rerank_workers_amx);
+# batches of 32 sentences stay under the bar (their workers already take whole batches side by side)
 _SPLIT_TOKENS = 2048
 
 # (input_ids, attention_mask[, token_type_ids[, pack]]) -> token states (B, T, C) float32; pack=False when the
