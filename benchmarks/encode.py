@@ -61,6 +61,9 @@ MODES = {
     "torch-bf16-pure": {"backend": "torch", "precision": "bf16-pure"},
     "torch-bf16-pure-compiled": {"backend": "torch", "precision": "bf16-pure", "compile": True},
     "torch-bf16-pure-w2": {"backend": "torch", "precision": "bf16-pure", "workers": 2},
+    # bf16-pure with the feed-forward products in int8 on oneDNN (AMX int8 tiles), one scale per token
+    "torch-bf16-int8-ffn": {"backend": "torch", "precision": "bf16-int8-ffn"},
+    "torch-bf16-int8-ffn-w2": {"backend": "torch", "precision": "bf16-int8-ffn", "workers": 2},
     "onnx-fp32": {"backend": "onnx", "precision": "fp32"},
     "onnx-int8": {"backend": "onnx", "precision": "int8"},
     "onnx-int8-fast": {"backend": "onnx", "precision": "int8-fast"},

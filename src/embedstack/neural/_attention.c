@@ -364,6 +364,44 @@ static inline float softmax_row_bf16(const float *s, int64_t nk, int64_t kp, con
     return 1.0f / _mm512_reduce_add_ps(sum);
 }
 
+/* softmax_row_bf16 where no key is masked (m == NULL, the common case): whole vectors without masks, two sums in
+ * flight; the same values (summation order aside). */
+static inline float softmax_row_bf16_all(const float *s, int64_t nk, int64_t kp, float scale, uint16_t *p) {
+    __m512 m0 = _mm512_set1_ps(-__builtin_inff()), m1 = m0;
+    int64_t j = 0;
+    for (; j + 32 <= nk; j += 32) {
+        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + j));
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + j + 16));
+    }
+    for (; j < nk; j += 16) {
+        const __mmask16 valid = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
+        m0 = _mm512_mask_max_ps(m0, valid, m0, _mm512_maskz_loadu_ps(valid, s + j));
+    }
+    const float scale2 = scale * 1.44269504088896341f;
+    const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)) * scale2);
+    const __m512 vs = _mm512_set1_ps(scale2);
+    __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+    for (j = 0; j + 32 <= nk; j += 32) {
+        const __m512 e0 = exp2_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, vm));
+        const __m512 e1 = exp2_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j + 16), vs, vm));
+        sum0 = _mm512_add_ps(sum0, e0);
+        sum1 = _mm512_add_ps(sum1, e1);
+        _mm512_storeu_si512(p + j, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+    }
+    for (; j < kp; j += 32) { /* the last keys and the zero padding up to kp */
+        __m512 e[2];
+        for (int h = 0; h < 2; h++) {
+            const int64_t jj = j + 16 * h;
+            const __mmask16 valid = nk - jj >= 16 ? (__mmask16)0xffff : nk > jj ? (__mmask16)((1u << (nk - jj)) - 1) : 0;
+            e[h] = _mm512_maskz_mov_ps(valid, exp2_neg_bf16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(valid, s + jj), vs, vm)));
+        }
+        sum0 = _mm512_add_ps(sum0, e[0]);
+        sum1 = _mm512_add_ps(sum1, e[1]);
+        _mm512_storeu_si512(p + j, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
+    }
+    return 1.0f / _mm512_reduce_add_ps(_mm512_add_ps(sum0, sum1));
+}
+
 static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *vp_buf, float *s, uint16_t *p,
                      uint16_t *qb, float *ob) {
     const int64_t b = item / J->heads;
@@ -452,7 +490,8 @@ static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *v
         }
         float inv[16];
         for (int r = 0; r < 16; r++) {
-            if (r < R) inv[r] = softmax_row_bf16(s + r * kp, nk, kp, m, J->scale, p + r * kp);
+            if (r < R) inv[r] = m ? softmax_row_bf16(s + r * kp, nk, kp, m, J->scale, p + r * kp)
+                                  : softmax_row_bf16_all(s + r * kp, nk, kp, J->scale, p + r * kp);
             else memset(p + r * kp, 0, (size_t)kp * 2);
         }
         /* outputs: 16 rows x 16 head dims a tile; for D = 32 two chains (even and odd steps of 32 keys, tmm0-1 and
@@ -567,3 +606,169 @@ int embedstack_attention_amx(const void *q, const void *k, const void *v, void *
     return run_parallel(&J, amx_worker, threads);
 }
 #endif
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * Row kernels of the int8 feed-forward (precision bf16-int8-ffn, embedstack.neural.quantize.Int8FeedForward).
+ *
+ * oneDNN's int8 product takes one activation scale per tensor; one scale per token (row) keeps far more of a
+ * transformer's activations (its largest values sit in a few tokens). So the product runs with scale 1 and
+ * these kernels do the rest, one row at a time, in float32: quantize a row (after the smoothing factors of
+ * its channels) to int8 with its own scale; and after the product, multiply each row by its input's scale,
+ * add the bias, then either GELU and quantize again for the next product (ffn_mid) or add the residual and
+ * round to bfloat16 (rows_out). Rows are shared by `threads` OpenMP threads (torch's, as for attention).
+ *
+ * GELU(x) = x Φ(x), Φ by a cubic on each of 32 segments of [-5.5, 5.5] (coefficients from the caller, 4 × 32
+ * floats: c0[32], c1[32], c2[32], c3[32], in the segment's own coordinate u in [0, 1)); outside, Φ of the nearest
+ * end (Φ(-5.5) = 2e-8). Its largest error against the exact GELU is 2.5e-6 for |x| <= 20, far below the int8 step
+ * that follows.
+ * --------------------------------------------------------------------------------------------------------------- */
+#include <math.h>
+#define ROW_MAX 8192 /* widest row (floats of per-thread scratch) */
+
+static inline __m512 gelu16(__m512 x, const __m512 *c) {
+    /* s = (x + 5.5) 32 / 11 in [0, 32): segment i = trunc(s), u = s - i (beyond +-5.5: the end segment's end) */
+    const __m512 s = _mm512_min_ps(_mm512_max_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(32.0f / 11.0f), _mm512_set1_ps(16.0f)),
+                                                 _mm512_setzero_ps()), _mm512_set1_ps(31.999998f));
+    const __m512i i = _mm512_cvttps_epi32(s);
+    const __m512 u = _mm512_sub_ps(s, _mm512_cvtepi32_ps(i));
+    __m512 p = _mm512_permutex2var_ps(c[6], i, c[7]);
+    p = _mm512_fmadd_ps(p, u, _mm512_permutex2var_ps(c[4], i, c[5]));
+    p = _mm512_fmadd_ps(p, u, _mm512_permutex2var_ps(c[2], i, c[3]));
+    p = _mm512_fmadd_ps(p, u, _mm512_permutex2var_ps(c[0], i, c[1]));
+    return _mm512_mul_ps(x, p);
+}
+
+/* buf[0 .. cols) to int8 with one symmetric scale (127 levels a side); returns the scale (1 for an all-zero row) */
+static inline float quantize_buf(const float *buf, int64_t cols, __m512 amax, int8_t *q) {
+    const float mx = _mm512_reduce_max_ps(amax);
+    const float scale = mx > 0.0f ? mx / 127.0f : 1.0f;
+    const __m512 inv = _mm512_set1_ps(mx > 0.0f ? 127.0f / mx : 0.0f);
+    for (int64_t j = 0; j < cols; j += 16) {
+        const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(buf + j), inv)); /* nearest even */
+        _mm_storeu_si128((__m128i *)(q + j), _mm512_cvtsepi32_epi8(v));
+    }
+    return scale;
+}
+
+/* x (rows × cols bfloat16, row stride ld) times inv_smooth (cols, or NULL) -> q (rows × cols int8), scale (rows).
+ * cols: a multiple of 16, at most ROW_MAX. Returns 0, or 1 for an unsupported width. */
+int embedstack_quant_rows(const uint16_t *x, int64_t rows, int64_t cols, int64_t ld, const float *inv_smooth,
+                          int8_t *q, float *scale, int threads) {
+    if (cols % 16 || cols > ROW_MAX) return 1;
+    if (threads < 1 || rows * cols < 65536) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int64_t r = 0; r < rows; r++) {
+        float buf[ROW_MAX];
+        __m512 amax = _mm512_setzero_ps();
+        for (int64_t j = 0; j < cols; j += 16) {
+            __m512 v = load16(x + r * ld, j, 1);
+            if (inv_smooth) v = _mm512_mul_ps(v, _mm512_loadu_ps(inv_smooth + j));
+            _mm512_storeu_ps(buf + j, v);
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+        }
+        scale[r] = quantize_buf(buf, cols, amax, q + r * cols);
+    }
+    return 0;
+}
+
+/* The middle of the feed-forward: y (rows × cols bfloat16, the int8 product times the weight scales) ->
+ * GELU(y × row_scale[r] + bias) × inv_smooth -> q (int8), scale (rows). */
+int embedstack_ffn_mid(const uint16_t *y, int64_t rows, int64_t cols, const float *row_scale, const float *bias,
+                       const float *coef, const float *inv_smooth, int8_t *q, float *scale, int threads) {
+    if (cols % 16 || cols > ROW_MAX) return 1;
+    if (threads < 1 || rows * cols < 65536) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int64_t r = 0; r < rows; r++) {
+        float buf[ROW_MAX];
+        __m512 c[8];
+        for (int k = 0; k < 8; k++) c[k] = _mm512_loadu_ps(coef + 16 * k);
+        const __m512 rs = _mm512_set1_ps(row_scale[r]);
+        __m512 amax = _mm512_setzero_ps();
+        for (int64_t j = 0; j < cols; j += 16) {
+            __m512 v = _mm512_fmadd_ps(load16(y + r * cols, j, 1), rs, bias ? _mm512_loadu_ps(bias + j) : _mm512_setzero_ps());
+            v = gelu16(v, c);
+            if (inv_smooth) v = _mm512_mul_ps(v, _mm512_loadu_ps(inv_smooth + j));
+            _mm512_storeu_ps(buf + j, v);
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+        }
+        scale[r] = quantize_buf(buf, cols, amax, q + r * cols);
+    }
+    return 0;
+}
+
+/* out (bfloat16, cols) = LayerNorm of buf (float32, cols; sum: its 16-lane sums) with weight gamma, bias beta (or
+ * NULL): torch's, biased variance, both moments in float32, the variance from a second pass over the row */
+static inline void norm_row(const float *buf, int64_t cols, __m512 sum, const float *gamma, const float *beta,
+                            float eps, uint16_t *out) {
+    const float mean = _mm512_reduce_add_ps(sum) / (float)cols;
+    const __m512 vm = _mm512_set1_ps(mean);
+    __m512 sq = _mm512_setzero_ps();
+    for (int64_t j = 0; j < cols; j += 16) {
+        const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(buf + j), vm);
+        sq = _mm512_fmadd_ps(d, d, sq);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / sqrtf(_mm512_reduce_add_ps(sq) / (float)cols + eps));
+    for (int64_t j = 0; j < cols; j += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(buf + j), vm), inv),
+                                 _mm512_loadu_ps(gamma + j));
+        if (beta) v = _mm512_add_ps(v, _mm512_loadu_ps(beta + j));
+        store16(out, j, v, 1);
+    }
+}
+
+/* LayerNorm of bfloat16 rows x (rows × cols, row stride ld) -> out (rows × cols bfloat16); as norm_row. */
+int embedstack_layer_norm_rows(const uint16_t *x, int64_t rows, int64_t cols, int64_t ld, const float *gamma,
+                               const float *beta, float eps, uint16_t *out, int threads) {
+    if (cols % 16 || cols > ROW_MAX) return 1;
+    if (threads < 1 || rows * cols < 65536) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int64_t r = 0; r < rows; r++) {
+        float buf[ROW_MAX];
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < cols; j += 16) {
+            const __m512 v = load16(x + r * ld, j, 1);
+            _mm512_storeu_ps(buf + j, v);
+            sum = _mm512_add_ps(sum, v);
+        }
+        norm_row(buf, cols, sum, gamma, beta, eps, out + r * cols);
+    }
+    return 0;
+}
+
+/* The end of an int8 product: out = y × row_scale[r] + bias (+ residual), then LayerNorm (weight gamma, bias
+ * beta, epsilon eps) when gamma is given, rounded to bfloat16. y: float32 (the int8 product times the weight
+ * scales), rows × cols; residual: bfloat16 with row stride ld_res, or NULL; beta may be NULL. The LayerNorm is
+ * norm_row's. */
+int embedstack_rows_out(const float *y, int64_t rows, int64_t cols, const float *row_scale, const float *bias,
+                        const uint16_t *residual, int64_t ld_res, const float *gamma, const float *beta, float eps,
+                        uint16_t *out, int threads) {
+    if (cols % 16 || cols > ROW_MAX) return 1;
+    if (threads < 1 || rows * cols < 65536) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (int64_t r = 0; r < rows; r++) {
+        float buf[ROW_MAX];
+        const __m512 rs = _mm512_set1_ps(row_scale[r]);
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < cols; j += 16) {
+            __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(y + r * cols + j), rs,
+                                       bias ? _mm512_loadu_ps(bias + j) : _mm512_setzero_ps());
+            if (residual) v = _mm512_add_ps(v, load16(residual + r * ld_res, j, 1));
+            if (!gamma) {
+                store16(out + r * cols, j, v, 1);
+                continue;
+            }
+            _mm512_storeu_ps(buf + j, v);
+            sum = _mm512_add_ps(sum, v);
+        }
+        if (gamma) norm_row(buf, cols, sum, gamma, beta, eps, out + r * cols);
+    }
+    return 0;
+}

@@ -126,6 +126,13 @@ def _open() -> tuple[Any, str | None]:
     if hasattr(lib, "embedstack_attention_amx"):
         lib.embedstack_attention_amx.restype = ctypes.c_int
         lib.embedstack_attention_amx.argtypes = [*common, ctypes.c_float, ctypes.c_int]
+    p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for name, args in (("embedstack_quant_rows", [p, i64, i64, i64, p, p, p, i]),
+                       ("embedstack_ffn_mid", [p, i64, i64, p, p, p, p, p, p, i]),
+                       ("embedstack_rows_out", [p, i64, i64, p, p, p, i64, p, p, ctypes.c_float, p, i]),
+                       ("embedstack_layer_norm_rows", [p, i64, i64, i64, p, p, ctypes.c_float, p, i])):
+        getattr(lib, name).restype = ctypes.c_int
+        getattr(lib, name).argtypes = args
     return lib, None
 
 
@@ -229,6 +236,100 @@ def _register() -> None:
     def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_off: torch.Tensor, q_len: torch.Tensor,
           k_off: torch.Tensor, k_len: torch.Tensor, heads: int) -> torch.Tensor:
         return q.new_empty(q.shape)
+
+
+# --- row kernels of the int8 feed-forward (quantize.Int8FeedForward; see the end of _attention.c) ---------------
+
+_ROW_MAX = 8192  # ROW_MAX in the source
+_gelu_table: list[Any] = []
+
+
+def gelu_table() -> Any:
+    """Φ (the standard normal CDF) as a cubic on each of 32 segments of [-5.5, 5.5]: (4 × 32,) float32, c0 .. c3
+    of every segment in its own coordinate u in [0, 1), fitted by least squares at 64 Chebyshev points (largest
+    error of x Φ(x) against the exact GELU 2.5e-6 for |x| <= 20)."""
+    if not _gelu_table:
+        import math
+
+        import numpy as np
+
+        u = (np.cos(np.pi * (np.arange(64) + 0.5) / 64) + 1) / 2
+        coef = np.zeros((4, 32))
+        for seg in range(32):
+            x = -5.5 + (11.0 / 32.0) * (seg + u)
+            phi = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x])
+            coef[:, seg] = np.polynomial.polynomial.polyfit(u, phi, 3)
+        _gelu_table.append(torch.from_numpy(coef.astype(np.float32).reshape(-1).copy()))
+    return _gelu_table[0]
+
+
+def rows_supported(width: int) -> bool:
+    """Whether the row kernels run here for rows of ``width`` channels."""
+    lib = _load()
+    return lib is not None and hasattr(lib, "embedstack_quant_rows") and width % 16 == 0 and width <= _ROW_MAX
+
+
+def _ptr(t: Any | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _rows_of(x: Any) -> Any:
+    """``x`` as (rows, width) with unit column stride (a copy only if it is not)."""
+    x = x.reshape(-1, x.shape[-1])
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise ValueError(f"embedstack row kernel {what}: unsupported row width")
+
+
+def quant_rows(x: Any, inv_smooth: Any | None = None) -> tuple[Any, Any]:
+    """bfloat16 ``x`` (..., K) times ``inv_smooth`` (K,) float32 -> (int8 (M, K), float32 scales (M,)): one
+    symmetric scale per row, 127 levels a side (:func:`embedstack.neural.quantize.quantize_rows`, fused)."""
+    x = _rows_of(x)
+    rows, cols = x.shape
+    q = torch.empty((rows, cols), dtype=torch.int8)
+    scale = torch.empty(rows, dtype=torch.float32)
+    _check(_load().embedstack_quant_rows(x.data_ptr(), rows, cols, x.stride(0), _ptr(inv_smooth), q.data_ptr(),
+                                         scale.data_ptr(), torch.get_num_threads()), "quant_rows")
+    return q, scale
+
+
+def ffn_mid(y: Any, row_scale: Any, bias: Any | None, inv_smooth: Any | None) -> tuple[Any, Any]:
+    """bfloat16 ``y`` (M, N) contiguous -> quant_rows(GELU(y * row_scale[:, None] + bias) * inv_smooth)."""
+    rows, cols = y.shape
+    q = torch.empty((rows, cols), dtype=torch.int8)
+    scale = torch.empty(rows, dtype=torch.float32)
+    _check(_load().embedstack_ffn_mid(y.data_ptr(), rows, cols, row_scale.data_ptr(), _ptr(bias),
+                                      gelu_table().data_ptr(), _ptr(inv_smooth), q.data_ptr(), scale.data_ptr(),
+                                      torch.get_num_threads()), "ffn_mid")
+    return q, scale
+
+
+def rows_out(y: Any, row_scale: Any, bias: Any | None, residual: Any | None = None,
+             norm: tuple[Any, Any | None, float] | None = None) -> Any:
+    """float32 ``y`` (M, N) contiguous -> bfloat16 ``y * row_scale[:, None] + bias (+ residual)``, then a
+    LayerNorm when ``norm`` = (weight, bias or None, eps) is given (float32 parameters); ``residual`` bfloat16."""
+    rows, cols = y.shape
+    out = torch.empty((rows, cols), dtype=torch.bfloat16)
+    res = None if residual is None else _rows_of(residual)
+    gamma, beta, eps = norm if norm is not None else (None, None, 0.0)
+    _check(_load().embedstack_rows_out(y.data_ptr(), rows, cols, row_scale.data_ptr(), _ptr(bias), _ptr(res),
+                                       0 if res is None else res.stride(0), _ptr(gamma), _ptr(beta), float(eps),
+                                       out.data_ptr(), torch.get_num_threads()), "rows_out")
+    return out
+
+
+def layer_norm_rows(x: Any, weight: Any, bias: Any | None, eps: float) -> Any:
+    """torch's ``layer_norm`` over the last dimension of bfloat16 ``x`` (float32 ``weight`` and ``bias``), in one
+    pass a row: (..., C) bfloat16."""
+    rows = _rows_of(x)
+    out = torch.empty(rows.shape, dtype=torch.bfloat16)
+    _check(_load().embedstack_layer_norm_rows(rows.data_ptr(), rows.shape[0], rows.shape[1], rows.stride(0),
+                                              weight.data_ptr(), _ptr(bias), float(eps), out.data_ptr(),
+                                              torch.get_num_threads()), "layer_norm_rows")
+    return out.view(x.shape)
 
 
 def _require() -> None:

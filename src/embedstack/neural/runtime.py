@@ -42,7 +42,7 @@ __all__ = ["TransformerRuntime", "BACKENDS", "PRECISIONS", "cpu_has_bf16"]
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
-PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
+PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "bf16-int8-ffn", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 # The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
 # serves large blocks with fresh mmap'd pages, so a 32 x 256-token batch of MiniLM page-faulted 0.4-1.3M
 # times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
@@ -144,6 +144,9 @@ class TransformerRuntime:
         self.compile = bool(compile)
         if workers > 1 and backend != "torch":
             raise ConfigError("workers > 1 applies to backend='torch' (onnxruntime threads itself).")
+        if compile and precision == "bf16-int8-ffn":
+            raise ConfigError("compile=True does not apply to precision='bf16-int8-ffn' (its int8 feed-forward runs "
+                              "oneDNN products and embedstack's row kernels eagerly); drop compile.")
         if compile and precision.startswith("int8") and precision != "int8-token":
             raise ConfigError(f"compile=True does not apply to precision={precision!r} (torch's dynamic int8 modules do "
                               f"not compile); use precision='int8-token', or drop compile.")
@@ -241,12 +244,18 @@ class TransformerRuntime:
             calibration = (calibration_batches(self.tokenizer, max_length=model.config.max_position_embeddings)
                            if self.precision in SMOOTHED else None)
             model = quantize_torch_dynamic(model, recipe=self.precision, calibration=calibration)
-        elif self.precision == "bf16-pure":  # a copy: models made by with_options share self.model
+        elif self.precision in ("bf16-pure", "bf16-int8-ffn"):  # a copy: models made by with_options share self.model
             model = copy.deepcopy(model).to(torch.bfloat16)
         if not self.compile and self.precision in packed.precisions() and packed.available():
             # eager: oneDNN products with packed weights, bias, GELU and residual add fused (the compiled graph
             # fuses them itself); a copy of the weights when the model is still self.model
             model = packed.pack_linears(model if model is not self.model else copy.deepcopy(model))
+            model.row_buckets = True  # few product shapes for oneDNN to build (transformer.bucket_rows)
+        if self.precision == "bf16-int8-ffn":  # then the feed-forward products as int8 (weights from fp32)
+            from embedstack.neural.quantize import calibration_batches, quantize_ffn_onednn
+
+            quantize_ffn_onednn(model, self.model, calibration_batches(
+                self.tokenizer, max_length=self.model.config.max_position_embeddings))
         if self.compile and self.precision == "int8-token":
             from embedstack.neural.quantize import share_quantization_in_graph
 
@@ -254,6 +263,7 @@ class TransformerRuntime:
         self._torch_model = model  # what the runner calls (a packed, bf16 or int8 copy, or self.model)
         forward = _compiled(model) if self.compile else model
         compiled = forward is not model
+        row_buckets = bool(getattr(model, "row_buckets", False))
         act_bytes = 2 if self.precision.startswith("bf16") else 4
         budget = _MAX_ACTIVATION_BYTES if self.activation_budget is None else self.activation_budget
         max_tokens = max(1, budget // (model.config.intermediate_size * act_bytes))
@@ -261,7 +271,7 @@ class TransformerRuntime:
         def piece(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None, pack: bool) -> Any:
             # eager: a batch without padding takes the unmasked attention kernel; compiled: always the
             # mask, so one graph serves every batch of 2+ texts (no recompilation in the middle of a run)
-            m = None if mask.all() and not compiled else torch.from_numpy(mask)
+            m = None if mask.all() and not compiled and not row_buckets else torch.from_numpy(mask)
             t = None if types is None else torch.from_numpy(types)
             first = {"first_only": True} if self.first_token_only else {}
             return forward(torch.from_numpy(ids), m, t, pack=pack, **first).float()  # heads in fp32 (a no-op for fp32)

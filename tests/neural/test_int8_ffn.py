@@ -1,0 +1,181 @@
+"""precision ``bf16-int8-ffn``: the feed-forward block as oneDNN int8 products with one scale per token, and the row
+kernels around them (``_attention.c``: quantize rows, bias + GELU + quantize, scale + bias + residual + LayerNorm)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from embedstack.errors import ConfigError
+from embedstack.neural import _attention
+from embedstack.neural.quantize import ffn_onednn_available, quantize_rows
+
+needs_rows = pytest.mark.skipif(not _attention.rows_supported(16),
+                                reason=f"embedstack's row kernels do not run here: {_attention.status()}")
+TEXTS = ["the cat sat on the mat", "a dog ran over the house", "the quick brown fox jumps over the lazy dog",
+         "a man is playing a guitar", "small red tree", "the big house"]
+
+
+def _bf16(*shape, scale=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).to(torch.bfloat16)
+
+
+@needs_rows
+@pytest.mark.parametrize("threads", [1, 2])
+def test_quant_rows_matches_the_torch_reference(threads):
+    torch.set_num_threads(threads)
+    x = _bf16(300, 384, scale=3.0)  # 115,200 values: the kernel splits the rows over the threads
+    x[7] = 0  # an all-zero row: scale 1, zeros
+    smooth = torch.rand(384) + 0.5
+    q, scale = _attention.quant_rows(x, 1.0 / smooth)
+    ref_q, ref_scale = quantize_rows(x.float(), (1.0 / smooth).float())
+    assert q.dtype == torch.int8 and q.shape == (300, 384) and scale.shape == (300,)
+    nz = torch.arange(300) != 7
+    torch.testing.assert_close(scale[nz], ref_scale[nz, 0], rtol=1e-6, atol=0)
+    assert (q.int() - ref_q.int()).abs().max() <= 1  # x/scale rounded on either side of a .5
+    assert (q.int() - ref_q.int()).ne(0).float().mean() < 1e-3
+    assert scale[7] == 1.0 and q[7].eq(0).all()
+    # strided rows (a column slice of a wider matrix) read in place
+    wide = _bf16(40, 400, seed=1)
+    q2, s2 = _attention.quant_rows(wide[:, :384], None)
+    r2, rs2 = quantize_rows(wide[:, :384].float())
+    torch.testing.assert_close(s2, rs2[:, 0], rtol=1e-6, atol=0)
+    assert (q2.int() - r2.int()).abs().max() <= 1
+
+
+@needs_rows
+def test_gelu_table_is_exact_gelu_to_a_few_1e_6():
+    coef = _attention.gelu_table().view(4, 32).double()
+    x = torch.linspace(-20, 20, 40001, dtype=torch.float64)
+    s = (x * 32 / 11 + 16).clamp(0, 31.999998)
+    i = s.floor().long()
+    u = s - i
+    phi = coef[0, i] + u * (coef[1, i] + u * (coef[2, i] + u * coef[3, i]))
+    exact = x * 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+    assert (x * phi - exact).abs().max() < 5e-6
+
+
+@needs_rows
+def test_ffn_mid_is_bias_gelu_smoothing_then_row_quantization():
+    y = _bf16(64, 1536, scale=2.0, seed=2)
+    row_scale = torch.rand(64) * 2 + 0.1
+    bias = torch.randn(1536) * 0.5
+    inv = 1.0 / (torch.rand(1536) + 0.5)
+    q, scale = _attention.ffn_mid(y, row_scale, bias, inv)
+    h = F.gelu(y.float() * row_scale[:, None] + bias) * inv
+    ref_q, ref_scale = quantize_rows(h)
+    torch.testing.assert_close(scale, ref_scale[:, 0], rtol=1e-4, atol=1e-7)
+    assert (q.int() - ref_q.int()).abs().max() <= 1
+    # and without bias or smoothing
+    q0, s0 = _attention.ffn_mid(y, row_scale, None, None)
+    r0, rs0 = quantize_rows(F.gelu(y.float() * row_scale[:, None]))
+    torch.testing.assert_close(s0, rs0[:, 0], rtol=1e-4, atol=1e-7)
+    assert (q0.int() - r0.int()).abs().max() <= 1
+
+
+@needs_rows
+@pytest.mark.parametrize("norm", [False, True])
+def test_rows_out_scales_adds_and_normalizes(norm):
+    y = torch.randn(200, 384) * 3
+    row_scale = torch.rand(200) + 0.1
+    bias, residual = torch.randn(384), _bf16(200, 384, seed=3)
+    gamma, beta = torch.rand(384) + 0.5, torch.randn(384) * 0.1
+    out = _attention.rows_out(y, row_scale, bias, residual, (gamma, beta, 1e-12) if norm else None)
+    ref = y * row_scale[:, None] + bias + residual.float()
+    if norm:
+        ref = F.layer_norm(ref, (384,), gamma, beta, eps=1e-12)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref.to(torch.bfloat16).float(), rtol=2 ** -7, atol=1e-5)
+    plain = _attention.rows_out(y, row_scale, None)  # no bias, no residual
+    torch.testing.assert_close(plain.float(), (y * row_scale[:, None]).to(torch.bfloat16).float(), rtol=2 ** -8, atol=0)
+
+
+@needs_rows
+def test_unsupported_widths_are_refused():
+    assert not _attention.rows_supported(24) and not _attention.rows_supported(16 * 1024)
+    with pytest.raises(ValueError, match="row width"):
+        _attention.quant_rows(_bf16(4, 24), None)
+
+
+def _ffn_runs(encoder) -> bool:
+    return ffn_onednn_available(encoder.model) is None
+
+
+def test_bf16_int8_ffn_encodes_close_to_fp32(tiny_encoder):
+    if not _ffn_runs(tiny_encoder):
+        pytest.skip(f"the int8 feed-forward does not run here: {ffn_onednn_available(tiny_encoder.model)}")
+    from embedstack.neural.quantize import Int8FeedForwardIn, Int8FeedForwardOut
+
+    ref = tiny_encoder.encode(TEXTS)
+    enc = tiny_encoder.with_options(precision="bf16-int8-ffn")
+    out = enc.encode(TEXTS)
+    assert out.shape == ref.shape and np.isfinite(out).all()
+    cos = np.sum(out * ref, axis=1)
+    assert cos.min() > 0.99, cos
+    kinds = {type(m) for m in enc._torch_model.modules()}
+    assert {Int8FeedForwardIn, Int8FeedForwardOut} <= kinds
+    assert not any(isinstance(m, torch.nn.LayerNorm) for n, m in enc._torch_model.named_modules()
+                   if n.endswith("output.LayerNorm") and "attention" not in n)  # fused into the product's kernel
+    # the encoder's own model stays fp32 and untouched; workers and one text at a time give the same vectors
+    assert all(p.dtype == torch.float32 for p in tiny_encoder.model.parameters())
+    np.testing.assert_allclose(tiny_encoder.with_options(precision="bf16-int8-ffn", workers=2).encode(TEXTS), out,
+                               atol=2e-2)
+    one = np.stack([enc.encode([t])[0] for t in TEXTS])
+    np.testing.assert_allclose(one, out, atol=2e-2)
+
+
+def test_bf16_int8_ffn_matches_a_torch_reference_of_the_same_arithmetic(tiny_encoder):
+    """The int8 modules against the same steps in float torch ops (quantize_rows, int products, GELU, LayerNorm)."""
+    if not _ffn_runs(tiny_encoder):
+        pytest.skip(f"the int8 feed-forward does not run here: {ffn_onednn_available(tiny_encoder.model)}")
+    from embedstack.neural.quantize import Int8FeedForwardIn, Int8FeedForwardOut, quantize_weight
+
+    block = tiny_encoder.model.encoder.layer[0]
+    up, down, norm = block.intermediate.dense, block.output.dense, block.output.LayerNorm
+    s_up, s_down = torch.rand(16) + 0.5, torch.rand(32) + 0.5
+    fin, fout = Int8FeedForwardIn(up, s_up, s_down), Int8FeedForwardOut(down, s_down, norm)
+    x, res = _bf16(3, 5, 16, seed=4), _bf16(3, 5, 16, seed=5)
+    got = fout.add(fin(x), res)
+    assert got.shape == (3, 5, 16) and got.dtype == torch.bfloat16
+
+    def int8_linear(q, scale, linear, smooth):
+        qw, ws = quantize_weight(linear.weight.detach() * smooth[None, :])
+        return (q.float() @ qw.float().T) * ws * scale + linear.bias.detach()
+
+    q, sc = quantize_rows(x.reshape(-1, 16).float(), 1.0 / s_up)
+    h = F.gelu(int8_linear(q, sc, up, s_up).to(torch.bfloat16).float())  # the product leaves bf16
+    q2, sc2 = quantize_rows(h, 1.0 / s_down)
+    ref = F.layer_norm(int8_linear(q2, sc2, down, s_down) + res.reshape(-1, 16).float(), (16,),
+                       norm.weight.detach(), norm.bias.detach(), norm.eps)
+    # one int8 step of either quantization moves an output by a few hundredths at most on these sizes
+    assert (got.reshape(-1, 16).float() - ref).abs().max() < 0.1
+
+
+def test_bf16_int8_ffn_refuses_compile(tiny_encoder):
+    with pytest.raises(ConfigError, match="bf16-int8-ffn"):
+        tiny_encoder.with_options(precision="bf16-int8-ffn", compile=True)
+
+
+def test_bf16_int8_ffn_says_why_it_cannot_run(tiny_encoder, monkeypatch):
+    from embedstack.neural import quantize
+
+    monkeypatch.setattr(_attention, "rows_supported", lambda width: False)
+    assert "row widths" in quantize.ffn_onednn_available(tiny_encoder.model)
+    enc = tiny_encoder.with_options(precision="bf16-int8-ffn")
+    with pytest.raises(ConfigError, match="bf16-pure"):
+        enc.encode(TEXTS)
+
+
+def test_bf16_int8_ffn_keeps_minilm_close_to_fp32(minilm):
+    if not _ffn_runs(minilm):
+        pytest.skip(f"the int8 feed-forward does not run here: {ffn_onednn_available(minilm.model)}")
+    texts = [f"{a} {b} the {c}" for a in ("A man", "The woman", "Two dogs", "A child") for b in
+             ("is playing", "rides", "cooks", "reads") for c in ("guitar", "bicycle", "dinner", "newspaper")]
+    ref = minilm.with_options(precision="fp32").encode(texts)
+    cos = np.sum(minilm.with_options(precision="bf16-int8-ffn").encode(texts) * ref, axis=1)
+    assert cos.mean() > 0.997 and cos.min() > 0.99, cos
