@@ -180,3 +180,72 @@ def test_the_encode_benchmark_variants_combine_in_any_order(tiny_encoder, monkey
         assert enc.split_tokens is not None and enc.split_tokens > 10**9, mode
     with pytest.raises(SystemExit, match="unknown mode"):
         bench.make_encoder(tiny_encoder, "torch-bf16-pure-w2-whole-whole")
+
+
+@needs_onednn
+@pytest.mark.skipif(not packed._row_norms(torch.nn.LayerNorm(64).to(torch.bfloat16)),
+                    reason="embedstack's row kernels do not run here")
+def test_bf16_layer_norms_run_on_the_row_kernel_with_torchs_values():
+    norm = torch.nn.LayerNorm(64).to(torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+    fast = packed.RowLayerNorm(norm)
+    x = (torch.randn(3, 70, 64) * 4 + 1).to(torch.bfloat16)
+    want = F.layer_norm(x.float(), (64,), norm.weight.float(), norm.bias.float(), norm.eps).to(torch.bfloat16)
+    got = fast(x)
+    assert got.dtype == torch.bfloat16 and got.shape == x.shape
+    torch.testing.assert_close(got.float(), want.float(), rtol=2 ** -7, atol=1e-6)  # one bf16 rounding apart
+    assert fast(x[:, :0]).shape == (3, 0, 64)
+    model = pack_linears(_model().to(torch.bfloat16))
+    kinds = [type(m) for n, m in model.named_modules() if n.endswith("LayerNorm")]
+    assert kinds.count(packed.RowLayerNorm) == 2 * len(model.encoder.layer)  # both residual norms of every block
+    assert type(model.embeddings.LayerNorm) is torch.nn.LayerNorm  # before packing: left to torch
+
+
+def test_bucket_rows_pads_at_most_a_sixteenth():
+    from embedstack.neural.transformer import bucket_rows
+
+    sizes = {bucket_rows(n) for n in range(1, 8193)}
+    assert len(sizes) < 140  # about 16 per doubling from 16 to 8,192, where every row count gave its own shape
+    for n in range(1, 8193):
+        b = bucket_rows(n)
+        assert b >= n and b % 16 == 0 and (b - n <= 15 or b - n < n / 16), n
+    assert bucket_rows(1) == 16 and bucket_rows(2000) == 2048 and bucket_rows(2049) == 2176
+
+
+@needs_onednn
+def test_row_buckets_give_the_same_states_and_few_product_shapes(monkeypatch):
+    """Packed rows padded to bucket_rows (zero rows, attending among themselves) change no real token's states."""
+    from embedstack.neural import _attention
+    from embedstack.neural.transformer import bucket_rows
+
+    if not _attention.available():
+        pytest.skip(f"embedstack's attention kernel does not run here: {_attention.status()}")
+    torch.manual_seed(5)
+    model = _model()
+    plain = pack_linears(copy.deepcopy(model))
+    bucketed = pack_linears(copy.deepcopy(model))
+    bucketed.row_buckets = True
+    seen = []
+    real_forward = PackedLinear.forward
+
+    def forward(self, x):
+        seen.append(x.reshape(-1, x.shape[-1]).shape[0])
+        return real_forward(self, x)
+
+    monkeypatch.setattr(PackedLinear, "forward", forward)
+    T = 50
+    ids = torch.randint(5, 60, (4, T))
+    lengths = torch.tensor([T, 3, 17, 40])
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
+    with torch.inference_mode():
+        for m in (mask, torch.ones_like(mask)):
+            for first in (False, True):
+                seen.clear()
+                got = bucketed(ids, m, first_only=first)
+                assert seen and all(n == bucket_rows(n) or n == 4 for n in seen), seen  # 4: the [CLS] rows alone
+                want = plain(ids, m, first_only=first)
+                real = m.bool()[:, :1] if first else m.bool()
+                torch.testing.assert_close(got[real], want[real], atol=2e-5, rtol=1e-5)
+                assert got[~real].eq(0).all() if not first else True

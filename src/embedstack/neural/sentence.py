@@ -211,12 +211,17 @@ class SentenceEncoder(TransformerRuntime):
         outs = [np.empty((len(ids), self.dim), dtype=np.float32) for _ in heads]
         run = self._get_runner()
 
+        def pooled(tokens: Any, mask: np.ndarray) -> Any:  # every head's vectors side by side, (B, len(heads) * dim)
+            m = torch.from_numpy(mask)
+            return torch.cat([self._head(tokens, m, pooler) for pooler in heads], dim=1)
+
         def one(sel: np.ndarray) -> None:
             input_ids, mask = pad_batch([ids[i] for i in sel], self.tokenizer.pad_id)
-            tokens = run(input_ids, mask)  # (B, T, C)
-            m = torch.from_numpy(mask)
-            for o, pooler in zip(outs, heads, strict=True):
-                o[sel] = self._head(tokens, m, pooler).numpy()
+            # the runner pools each slice where it ran (torch); others return token states (B, T, C)
+            vectors = (run(input_ids, mask, head=pooled) if getattr(run, "takes_head", False)
+                       else pooled(run(input_ids, mask), mask)).numpy()
+            for k, o in enumerate(outs):
+                o[sel] = vectors[:, k * self.dim:(k + 1) * self.dim]
 
         self._run_batches(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)), batch_size, one, on_batch)
         return outs[0] if poolers is None else outs
