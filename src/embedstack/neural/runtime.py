@@ -126,12 +126,13 @@ class TransformerRuntime:
         if "bf16" in precision and not cpu_has_bf16():
             slower = "int8-smooth" if precision.startswith("int8") else "fp32"
             log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but slower than {slower}.")
-        if precision == "int8-token":
+        if precision in ("int8-token", "bf16-int8-ffn"):
             from embedstack.index._scan import int8_backend
 
             if int8_backend() not in ("vnni", "amx"):
-                log.warning("precision='int8-token' on a CPU without VNNI / AMX int8 units: it works, but slower "
-                            "than int8-smooth.")
+                slower = "int8-smooth" if precision == "int8-token" else "bf16-pure"
+                log.warning(f"precision={precision!r} on a CPU without VNNI / AMX int8 units: it works, but slower "
+                            f"than {slower}.")
         self.backend = backend
         if backend == "torch":
             from embedstack.neural import _attention
