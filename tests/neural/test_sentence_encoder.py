@@ -605,16 +605,18 @@ def test_bf16_precisions_warn_on_a_cpu_without_bf16(tiny_encoder, monkeypatch, c
     assert not caplog.records
 
 
-def test_int8_token_warns_on_a_cpu_without_int8_units(tiny_encoder, monkeypatch, caplog):
+@pytest.mark.parametrize("precision", ["int8-token", "bf16-int8-ffn"])
+def test_int8_precisions_warn_on_a_cpu_without_int8_units(tiny_encoder, monkeypatch, caplog, precision):
     from embedstack.index import _scan
 
     for backend, warned in (("int-gemm", True), ("float", True), ("vnni", False), ("amx", False)):
         monkeypatch.setattr(_scan, "int8_backend", lambda b=backend: b)
         caplog.clear()
         with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
-            enc = tiny_encoder.with_options(precision="int8-token")
-        assert any("int8-token" in r.getMessage() and "VNNI" in r.getMessage() for r in caplog.records) == warned
-    assert enc.encode(TEXTS).shape[0] == len(TEXTS)
+            enc = tiny_encoder.with_options(precision=precision)
+        assert any(precision in r.getMessage() and "VNNI" in r.getMessage() for r in caplog.records) == warned
+    if precision == "int8-token":  # bf16-int8-ffn's runs are in test_int8_ffn.py (they need the row kernels)
+        assert enc.encode(TEXTS).shape[0] == len(TEXTS)
 
 
 def test_int8_smooth_keeps_minilm_closer_to_fp32_than_int8_fast(minilm):
