@@ -21,7 +21,7 @@ without oneDNN), :func:`pack_linears` leaves the model as it is.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 from embedstack._extras import require
 
@@ -197,5 +197,5 @@ def pack_linears(model: Any) -> Any:
 def dense_add(dense: nn.Module, dropout: nn.Module, x: Tensor, residual: Tensor) -> Tensor:
     """``dropout(dense(x)) + residual``, as one fused product when ``dense`` is packed (inference: no dropout)."""
     if isinstance(dense, PackedLinear) or getattr(dense, "fuses_residual", False):  # packed or int8 (quantize.py)
-        return dense.add(x, residual)
+        return cast(Any, dense).add(x, residual)
     return dropout(dense(x)) + residual

@@ -28,7 +28,7 @@ import functools
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from embedstack._extras import require
 
@@ -539,7 +539,7 @@ class BertModel(nn.Module):
         on embedstack's kernel, which attends packed rows through offsets)."""
         if not self.row_buckets:
             return False
-        heads = [block.attention.self for block in self.encoder.layer]  # type: ignore[union-attr]
+        heads = [cast(BertLayer, block).attention.self for block in self.encoder.layer]
         return all(a.implementation == "auto" for a in heads) and _own_kernel(x, None, heads[0].head_dim)
 
     def _forward_packed(self, x: Tensor, attention_mask: Tensor, mask: Tensor, first_only: bool = False) -> Tensor:
