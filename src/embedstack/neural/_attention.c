@@ -650,10 +650,10 @@ static inline float quantize_buf(const float *buf, int64_t cols, __m512 amax, in
     return scale;
 }
 
-/* x (rows × cols bfloat16, row stride ld) times inv_smooth (cols, or NULL) -> q (rows × cols int8), scale (rows).
- * cols: a multiple of 16, at most ROW_MAX. Returns 0, or 1 for an unsupported width. */
-int embedstack_quant_rows(const uint16_t *x, int64_t rows, int64_t cols, int64_t ld, const float *inv_smooth,
-                          int8_t *q, float *scale, int threads) {
+/* fn(ctx, r, buf) for every row r < rows, with buf a float32 scratch row of ROW_MAX, on `threads` OpenMP threads
+ * (one when there is little work). Returns 0, or 1 when cols is not a multiple of 16 up to ROW_MAX. */
+typedef void (*row_fn)(const void *ctx, int64_t r, float *buf);
+static int for_rows(int64_t rows, int64_t cols, int threads, row_fn fn, const void *ctx) {
     if (cols % 16 || cols > ROW_MAX) return 1;
     if (threads < 1 || rows * cols < 65536) threads = 1;
 #ifdef _OPENMP
@@ -661,43 +661,68 @@ int embedstack_quant_rows(const uint16_t *x, int64_t rows, int64_t cols, int64_t
 #endif
     for (int64_t r = 0; r < rows; r++) {
         float buf[ROW_MAX];
-        __m512 amax = _mm512_setzero_ps();
-        for (int64_t j = 0; j < cols; j += 16) {
-            __m512 v = load16(x + r * ld, j, 1);
-            if (inv_smooth) v = _mm512_mul_ps(v, _mm512_loadu_ps(inv_smooth + j));
-            _mm512_storeu_ps(buf + j, v);
-            amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
-        }
-        scale[r] = quantize_buf(buf, cols, amax, q + r * cols);
+        fn(ctx, r, buf);
     }
     return 0;
+}
+
+typedef struct {
+    const uint16_t *x; /* bfloat16 rows of `cols` (stride ld) */
+    const float *y;    /* or float32 rows of `cols` (contiguous) */
+    int64_t cols, ld;
+    const float *row_scale, *bias, *coef, *inv_smooth, *gamma, *beta;
+    const uint16_t *residual;
+    int64_t ld_res;
+    float eps;
+    int8_t *q;
+    float *scale;
+    uint16_t *out;
+} rows_t;
+
+static void quant_row(const void *ctx, int64_t r, float *buf) {
+    const rows_t *A = (const rows_t *)ctx;
+    __m512 amax = _mm512_setzero_ps();
+    for (int64_t j = 0; j < A->cols; j += 16) {
+        __m512 v = load16(A->x + r * A->ld, j, 1);
+        if (A->inv_smooth) v = _mm512_mul_ps(v, _mm512_loadu_ps(A->inv_smooth + j));
+        _mm512_storeu_ps(buf + j, v);
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+    }
+    A->scale[r] = quantize_buf(buf, A->cols, amax, A->q + r * A->cols);
+}
+
+/* x (rows × cols bfloat16, row stride ld) times inv_smooth (cols, or NULL) -> q (rows × cols int8), scale (rows).
+ * cols: a multiple of 16, at most ROW_MAX. Returns 0, or 1 for an unsupported width. */
+int embedstack_quant_rows(const uint16_t *x, int64_t rows, int64_t cols, int64_t ld, const float *inv_smooth,
+                          int8_t *q, float *scale, int threads) {
+    const rows_t A = {.x = x, .cols = cols, .ld = ld, .inv_smooth = inv_smooth, .q = q, .scale = scale};
+    return for_rows(rows, cols, threads, quant_row, &A);
+}
+
+static void ffn_mid_row(const void *ctx, int64_t r, float *buf) {
+    const rows_t *A = (const rows_t *)ctx;
+    __m512 c[8];
+    for (int k = 0; k < 8; k++) c[k] = _mm512_loadu_ps(A->coef + 16 * k);
+    const __m512 rs = _mm512_set1_ps(A->row_scale[r]);
+    __m512 amax = _mm512_setzero_ps();
+    for (int64_t j = 0; j < A->cols; j += 16) {
+        __m512 v = _mm512_fmadd_ps(load16(A->x + r * A->cols, j, 1), rs,
+                                   A->bias ? _mm512_loadu_ps(A->bias + j) : _mm512_setzero_ps());
+        v = gelu16(v, c);
+        if (A->inv_smooth) v = _mm512_mul_ps(v, _mm512_loadu_ps(A->inv_smooth + j));
+        _mm512_storeu_ps(buf + j, v);
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+    }
+    A->scale[r] = quantize_buf(buf, A->cols, amax, A->q + r * A->cols);
 }
 
 /* The middle of the feed-forward: y (rows × cols bfloat16, the int8 product times the weight scales) ->
  * GELU(y × row_scale[r] + bias) × inv_smooth -> q (int8), scale (rows). */
 int embedstack_ffn_mid(const uint16_t *y, int64_t rows, int64_t cols, const float *row_scale, const float *bias,
                        const float *coef, const float *inv_smooth, int8_t *q, float *scale, int threads) {
-    if (cols % 16 || cols > ROW_MAX) return 1;
-    if (threads < 1 || rows * cols < 65536) threads = 1;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static)
-#endif
-    for (int64_t r = 0; r < rows; r++) {
-        float buf[ROW_MAX];
-        __m512 c[8];
-        for (int k = 0; k < 8; k++) c[k] = _mm512_loadu_ps(coef + 16 * k);
-        const __m512 rs = _mm512_set1_ps(row_scale[r]);
-        __m512 amax = _mm512_setzero_ps();
-        for (int64_t j = 0; j < cols; j += 16) {
-            __m512 v = _mm512_fmadd_ps(load16(y + r * cols, j, 1), rs, bias ? _mm512_loadu_ps(bias + j) : _mm512_setzero_ps());
-            v = gelu16(v, c);
-            if (inv_smooth) v = _mm512_mul_ps(v, _mm512_loadu_ps(inv_smooth + j));
-            _mm512_storeu_ps(buf + j, v);
-            amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
-        }
-        scale[r] = quantize_buf(buf, cols, amax, q + r * cols);
-    }
-    return 0;
+    const rows_t A = {.x = y, .cols = cols, .row_scale = row_scale, .bias = bias, .coef = coef,
+                      .inv_smooth = inv_smooth, .q = q, .scale = scale};
+    return for_rows(rows, cols, threads, ffn_mid_row, &A);
 }
 
 /* out (bfloat16, cols) = LayerNorm of buf (float32, cols; sum: its 16-lane sums) with weight gamma, bias beta (or
@@ -720,25 +745,40 @@ static inline void norm_row(const float *buf, int64_t cols, __m512 sum, const fl
     }
 }
 
+static void layer_norm_row(const void *ctx, int64_t r, float *buf) {
+    const rows_t *A = (const rows_t *)ctx;
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < A->cols; j += 16) {
+        const __m512 v = load16(A->x + r * A->ld, j, 1);
+        _mm512_storeu_ps(buf + j, v);
+        sum = _mm512_add_ps(sum, v);
+    }
+    norm_row(buf, A->cols, sum, A->gamma, A->beta, A->eps, A->out + r * A->cols);
+}
+
 /* LayerNorm of bfloat16 rows x (rows × cols, row stride ld) -> out (rows × cols bfloat16); as norm_row. */
 int embedstack_layer_norm_rows(const uint16_t *x, int64_t rows, int64_t cols, int64_t ld, const float *gamma,
                                const float *beta, float eps, uint16_t *out, int threads) {
-    if (cols % 16 || cols > ROW_MAX) return 1;
-    if (threads < 1 || rows * cols < 65536) threads = 1;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static)
-#endif
-    for (int64_t r = 0; r < rows; r++) {
-        float buf[ROW_MAX];
-        __m512 sum = _mm512_setzero_ps();
-        for (int64_t j = 0; j < cols; j += 16) {
-            const __m512 v = load16(x + r * ld, j, 1);
-            _mm512_storeu_ps(buf + j, v);
-            sum = _mm512_add_ps(sum, v);
+    const rows_t A = {.x = x, .cols = cols, .ld = ld, .gamma = gamma, .beta = beta, .eps = eps, .out = out};
+    return for_rows(rows, cols, threads, layer_norm_row, &A);
+}
+
+static void rows_out_row(const void *ctx, int64_t r, float *buf) {
+    const rows_t *A = (const rows_t *)ctx;
+    const __m512 rs = _mm512_set1_ps(A->row_scale[r]);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < A->cols; j += 16) {
+        __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(A->y + r * A->cols + j), rs,
+                                   A->bias ? _mm512_loadu_ps(A->bias + j) : _mm512_setzero_ps());
+        if (A->residual) v = _mm512_add_ps(v, load16(A->residual + r * A->ld_res, j, 1));
+        if (!A->gamma) {
+            store16(A->out + r * A->cols, j, v, 1);
+            continue;
         }
-        norm_row(buf, cols, sum, gamma, beta, eps, out + r * cols);
+        _mm512_storeu_ps(buf + j, v);
+        sum = _mm512_add_ps(sum, v);
     }
-    return 0;
+    if (A->gamma) norm_row(buf, A->cols, sum, A->gamma, A->beta, A->eps, A->out + r * A->cols);
 }
 
 /* The end of an int8 product: out = y × row_scale[r] + bias (+ residual), then LayerNorm (weight gamma, bias
@@ -748,27 +788,7 @@ int embedstack_layer_norm_rows(const uint16_t *x, int64_t rows, int64_t cols, in
 int embedstack_rows_out(const float *y, int64_t rows, int64_t cols, const float *row_scale, const float *bias,
                         const uint16_t *residual, int64_t ld_res, const float *gamma, const float *beta, float eps,
                         uint16_t *out, int threads) {
-    if (cols % 16 || cols > ROW_MAX) return 1;
-    if (threads < 1 || rows * cols < 65536) threads = 1;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static)
-#endif
-    for (int64_t r = 0; r < rows; r++) {
-        float buf[ROW_MAX];
-        const __m512 rs = _mm512_set1_ps(row_scale[r]);
-        __m512 sum = _mm512_setzero_ps();
-        for (int64_t j = 0; j < cols; j += 16) {
-            __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(y + r * cols + j), rs,
-                                       bias ? _mm512_loadu_ps(bias + j) : _mm512_setzero_ps());
-            if (residual) v = _mm512_add_ps(v, load16(residual + r * ld_res, j, 1));
-            if (!gamma) {
-                store16(out + r * cols, j, v, 1);
-                continue;
-            }
-            _mm512_storeu_ps(buf + j, v);
-            sum = _mm512_add_ps(sum, v);
-        }
-        if (gamma) norm_row(buf, cols, sum, gamma, beta, eps, out + r * cols);
-    }
-    return 0;
+    const rows_t A = {.y = y, .cols = cols, .row_scale = row_scale, .bias = bias, .residual = residual,
+                      .ld_res = ld_res, .gamma = gamma, .beta = beta, .eps = eps, .out = out};
+    return for_rows(rows, cols, threads, rows_out_row, &A);
 }
