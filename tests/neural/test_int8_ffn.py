@@ -3,6 +3,7 @@ kernels around them (``_attention.c``: quantize rows, bias + GELU + quantize, sc
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -25,9 +26,16 @@ def _bf16(*shape, scale=1.0, seed=0):
     return (torch.randn(*shape, generator=g) * scale).to(torch.bfloat16)
 
 
+@pytest.fixture
+def threads_restored():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @needs_rows
 @pytest.mark.parametrize("threads", [1, 2])
-def test_quant_rows_matches_the_torch_reference(threads):
+def test_quant_rows_matches_the_torch_reference(threads, threads_restored):
     torch.set_num_threads(threads)
     x = _bf16(300, 384, scale=3.0)  # 115,200 values: the kernel splits the rows over the threads
     x[7] = 0  # an all-zero row: scale 1, zeros
@@ -96,10 +104,34 @@ def test_rows_out_scales_adds_and_normalizes(norm):
 
 
 @needs_rows
-def test_unsupported_widths_are_refused():
+def test_unsupported_widths_and_wrong_tensors_are_refused():
     assert not _attention.rows_supported(24) and not _attention.rows_supported(16 * 1024)
     with pytest.raises(ValueError, match="row width"):
         _attention.quant_rows(_bf16(4, 24), None)
+    y = torch.randn(8, 32)
+    with pytest.raises(ValueError, match="float32"):  # the kernel reads raw memory: a bf16 y would be read as fp32
+        _attention.rows_out(y.to(torch.bfloat16), torch.ones(8), None)
+    with pytest.raises(ValueError, match="residual"):
+        _attention.rows_out(y, torch.ones(8), None, _bf16(7, 32))
+    with pytest.raises(ValueError, match="bias"):
+        _attention.ffn_mid(_bf16(8, 32), torch.ones(8), torch.zeros(16), None)
+
+
+@needs_rows
+def test_a_non_finite_row_stays_non_finite():
+    """NaN or inf must not turn into a finite int8 row (the cross-encoder's NaN check depends on it)."""
+    x = _bf16(3, 384)
+    x[1, 200] = float("nan")
+    x[2, 5] = float("inf")
+    q, scale = _attention.quant_rows(x, None)
+    assert torch.isfinite(scale[0]) and torch.isnan(scale[1:]).all() and q[1:].eq(0).all()
+    y = _bf16(3, 1536)
+    y[0, 1000] = float("nan")
+    q2, s2 = _attention.ffn_mid(y, torch.ones(3), None, None)
+    assert torch.isnan(s2[0]) and torch.isfinite(s2[1:]).all()
+    tiny = torch.full((1, 384), 1e-30).to(torch.bfloat16)  # 127 / max must stay finite: no -128 from an inf scale
+    q3, s3 = _attention.quant_rows(tiny, None)
+    assert torch.isfinite(s3).all() and q3.abs().max() <= 1
 
 
 def _ffn_runs(encoder) -> bool:
@@ -121,12 +153,15 @@ def test_bf16_int8_ffn_encodes_close_to_fp32(tiny_encoder):
     assert {Int8FeedForwardIn, Int8FeedForwardOut} <= kinds
     assert not any(isinstance(m, torch.nn.LayerNorm) for n, m in enc._torch_model.named_modules()
                    if n.endswith("output.LayerNorm") and "attention" not in n)  # fused into the product's kernel
-    # the encoder's own model stays fp32 and untouched; workers and one text at a time give the same vectors
+    # the encoder's own model stays fp32 and untouched; one text at a time, and a batch long enough to run as
+    # slices on two workers side by side, give the same vectors
     assert all(p.dtype == torch.float32 for p in tiny_encoder.model.parameters())
-    np.testing.assert_allclose(tiny_encoder.with_options(precision="bf16-int8-ffn", workers=2).encode(TEXTS), out,
-                               atol=2e-2)
     one = np.stack([enc.encode([t])[0] for t in TEXTS])
     np.testing.assert_allclose(one, out, atol=2e-2)
+    many = [f"{t} {u}" for t in TEXTS for u in TEXTS] * 3  # 108 texts of about 12-20 tokens: > _SPLIT_TOKENS padded
+    w2 = tiny_encoder.with_options(precision="bf16-int8-ffn", workers=2, num_threads=2)
+    np.testing.assert_allclose(w2.encode(many, batch_size=128), enc.encode(many, batch_size=128), atol=2e-2)
+    assert enc.encode([]).shape == (0, out.shape[1])
 
 
 def test_bf16_int8_ffn_matches_a_torch_reference_of_the_same_arithmetic(tiny_encoder):
@@ -154,6 +189,43 @@ def test_bf16_int8_ffn_matches_a_torch_reference_of_the_same_arithmetic(tiny_enc
                        norm.weight.detach(), norm.bias.detach(), norm.eps)
     # one int8 step of either quantization moves an output by a few hundredths at most on these sizes
     assert (got.reshape(-1, 16).float() - ref).abs().max() < 0.1
+
+
+def test_int8_feed_forward_with_row_buckets_on_the_bf16_attention_kernel():
+    """A model whose heads the bf16 attention kernel takes (head dim 32): packed, bucketed, int8 feed-forward."""
+    from embedstack.neural.config import BertConfig
+    from embedstack.neural.packed import pack_linears
+    from embedstack.neural.quantize import calibration_batches, quantize_ffn_onednn
+    from embedstack.neural.transformer import BertModel
+
+    cfg = BertConfig(vocab_size=60, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
+                     max_position_embeddings=320)
+    ref = BertModel(cfg).init_weights(seed=2).eval()
+    if ffn_onednn_available(ref) is not None:
+        pytest.skip(f"the int8 feed-forward does not run here: {ffn_onednn_available(ref)}")
+
+    class Tok:  # what calibration_batches reads
+        cls_id, sep_id = 2, 3
+
+        class tokenizer:  # noqa: N801
+            @staticmethod
+            def get_vocab():
+                return {f"{chr(97 + i // 26)}{chr(97 + i % 26)}w": i for i in range(5, 60)}  # whole words
+
+    fast = pack_linears(copy.deepcopy(ref).to(torch.bfloat16))
+    fast.row_buckets = True
+    quantize_ffn_onednn(fast, ref, calibration_batches(Tok, max_length=64))
+    T = 70
+    ids = torch.randint(5, 60, (5, T))
+    lengths = torch.tensor([T, 3, 40, 69, 12])
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
+    with torch.inference_mode():
+        for first in (False, True):
+            got = fast(ids, mask, first_only=first).float()
+            want = ref(ids, mask, first_only=first)
+            real = mask.bool()[:, :1] if first else mask.bool()
+            cos = F.cosine_similarity(got[real], want[real], dim=-1)
+            assert cos.min() > 0.99, cos.min()
 
 
 def test_bf16_int8_ffn_refuses_compile(tiny_encoder):

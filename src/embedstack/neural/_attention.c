@@ -608,7 +608,8 @@ int embedstack_attention_amx(const void *q, const void *k, const void *v, void *
 #endif
 
 /* ---------------------------------------------------------------------------------------------------------------
- * Row kernels of the int8 feed-forward (precision bf16-int8-ffn, embedstack.neural.quantize.Int8FeedForward).
+ * Row kernels of the int8 feed-forward (precision bf16-int8-ffn, quantize.Int8FeedForwardIn / Out) and of the
+ * bf16 LayerNorm (packed.RowLayerNorm).
  *
  * oneDNN's int8 product takes one activation scale per tensor; one scale per token (row) keeps far more of a
  * transformer's activations (its largest values sit in a few tokens). So the product runs with scale 1 and
@@ -623,7 +624,8 @@ int embedstack_attention_amx(const void *q, const void *k, const void *v, void *
  * that follows.
  * --------------------------------------------------------------------------------------------------------------- */
 #include <math.h>
-#define ROW_MAX 8192 /* widest row (floats of per-thread scratch) */
+#define ROW_MAX 8192   /* widest row (floats of per-thread scratch) */
+#define NONFINITE 0x99 /* vfpclassps: quiet NaN, +inf, -inf, signalling NaN */
 
 static inline __m512 gelu16(__m512 x, const __m512 *c) {
     /* s = (x + 5.5) 32 / 11 in [0, 32): segment i = trunc(s), u = s - i (beyond +-5.5: the end segment's end) */
@@ -638,11 +640,23 @@ static inline __m512 gelu16(__m512 x, const __m512 *c) {
     return _mm512_mul_ps(x, p);
 }
 
-/* buf[0 .. cols) to int8 with one symmetric scale (127 levels a side); returns the scale (1 for an all-zero row) */
-static inline float quantize_buf(const float *buf, int64_t cols, __m512 amax, int8_t *q) {
-    const float mx = _mm512_reduce_max_ps(amax);
-    const float scale = mx > 0.0f ? mx / 127.0f : 1.0f;
-    const __m512 inv = _mm512_set1_ps(mx > 0.0f ? 127.0f / mx : 0.0f);
+/* buf[0 .. cols) to int8 with one symmetric scale (127 levels a side); returns the scale: 1 for an all-zero row
+ * (zeros), NaN for a row with a NaN or an infinity in it (bad: its lanes' fpclass mask), so that the product after
+ * carries it and the caller's non-finite checks see it, as in float. The largest magnitude is taken as at least
+ * 1e-12, as quantize_rows does, so that 127 / max stays finite. */
+static inline float quantize_buf(const float *buf, int64_t cols, __m512 amax, __mmask16 bad, int8_t *q) {
+    if (bad) {
+        memset(q, 0, (size_t)cols);
+        return __builtin_nanf("");
+    }
+    float mx = _mm512_reduce_max_ps(amax);
+    if (mx == 0.0f) {
+        memset(q, 0, (size_t)cols);
+        return 1.0f;
+    }
+    mx = mx > 1e-12f ? mx : 1e-12f;
+    const float scale = mx / 127.0f;
+    const __m512 inv = _mm512_set1_ps(127.0f / mx);
     for (int64_t j = 0; j < cols; j += 16) {
         const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(buf + j), inv)); /* nearest even */
         _mm_storeu_si128((__m128i *)(q + j), _mm512_cvtsepi32_epi8(v));
@@ -682,13 +696,15 @@ typedef struct {
 static void quant_row(const void *ctx, int64_t r, float *buf) {
     const rows_t *A = (const rows_t *)ctx;
     __m512 amax = _mm512_setzero_ps();
+    __mmask16 bad = 0;
     for (int64_t j = 0; j < A->cols; j += 16) {
         __m512 v = load16(A->x + r * A->ld, j, 1);
         if (A->inv_smooth) v = _mm512_mul_ps(v, _mm512_loadu_ps(A->inv_smooth + j));
         _mm512_storeu_ps(buf + j, v);
         amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+        bad |= _mm512_fpclass_ps_mask(v, NONFINITE);
     }
-    A->scale[r] = quantize_buf(buf, A->cols, amax, A->q + r * A->cols);
+    A->scale[r] = quantize_buf(buf, A->cols, amax, bad, A->q + r * A->cols);
 }
 
 /* x (rows × cols bfloat16, row stride ld) times inv_smooth (cols, or NULL) -> q (rows × cols int8), scale (rows).
@@ -705,15 +721,18 @@ static void ffn_mid_row(const void *ctx, int64_t r, float *buf) {
     for (int k = 0; k < 8; k++) c[k] = _mm512_loadu_ps(A->coef + 16 * k);
     const __m512 rs = _mm512_set1_ps(A->row_scale[r]);
     __m512 amax = _mm512_setzero_ps();
+    __mmask16 bad = 0;
     for (int64_t j = 0; j < A->cols; j += 16) {
         __m512 v = _mm512_fmadd_ps(load16(A->x + r * A->cols, j, 1), rs,
                                    A->bias ? _mm512_loadu_ps(A->bias + j) : _mm512_setzero_ps());
+        bad |= _mm512_fpclass_ps_mask(v, NONFINITE); /* GELU's clamp would hide them */
         v = gelu16(v, c);
         if (A->inv_smooth) v = _mm512_mul_ps(v, _mm512_loadu_ps(A->inv_smooth + j));
         _mm512_storeu_ps(buf + j, v);
         amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+        bad |= _mm512_fpclass_ps_mask(v, NONFINITE);
     }
-    A->scale[r] = quantize_buf(buf, A->cols, amax, A->q + r * A->cols);
+    A->scale[r] = quantize_buf(buf, A->cols, amax, bad, A->q + r * A->cols);
 }
 
 /* The middle of the feed-forward: y (rows × cols bfloat16, the int8 product times the weight scales) ->

@@ -248,18 +248,19 @@ def gelu_table() -> Any:
     """Φ (the standard normal CDF) as a cubic on each of 32 segments of [-5.5, 5.5]: (4 × 32,) float32, c0 .. c3
     of every segment in its own coordinate u in [0, 1), fitted by least squares at 64 Chebyshev points (largest
     error of x Φ(x) against the exact GELU 2.5e-6 for |x| <= 20)."""
-    if not _gelu_table:
-        import math
+    with _lock:
+        if not _gelu_table:
+            import math
 
-        import numpy as np
+            import numpy as np
 
-        u = (np.cos(np.pi * (np.arange(64) + 0.5) / 64) + 1) / 2
-        coef = np.zeros((4, 32))
-        for seg in range(32):
-            x = -5.5 + (11.0 / 32.0) * (seg + u)
-            phi = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x])
-            coef[:, seg] = np.polynomial.polynomial.polyfit(u, phi, 3)
-        _gelu_table.append(torch.from_numpy(coef.astype(np.float32).reshape(-1).copy()))
+            u = (np.cos(np.pi * (np.arange(64) + 0.5) / 64) + 1) / 2
+            coef = np.zeros((4, 32))
+            for seg in range(32):
+                x = -5.5 + (11.0 / 32.0) * (seg + u)
+                phi = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x])
+                coef[:, seg] = np.polynomial.polynomial.polyfit(u, phi, 3)
+            _gelu_table.append(torch.from_numpy(coef.astype(np.float32).reshape(-1).copy()))
     return _gelu_table[0]
 
 
@@ -284,11 +285,24 @@ def _check(rc: int, what: str) -> None:
         raise ValueError(f"embedstack row kernel {what}: unsupported row width")
 
 
+def _need(what: str, t: Any | None, dtype: Any, shape: tuple[int, ...], rows_of: bool = False) -> None:
+    """The kernels read raw memory: ``t`` must have ``dtype`` and ``shape`` (and, unless it is read through a row
+    stride, be contiguous), or ValueError (a caller's bug, never a user's input)."""
+    if t is None:
+        return
+    ok = t.dtype == dtype and tuple(t.shape) == shape and (rows_of or t.is_contiguous())
+    if not ok:
+        raise ValueError(f"embedstack row kernel: {what} must be a contiguous {dtype} tensor of shape {shape}; got "
+                         f"{t.dtype} {tuple(t.shape)}{'' if t.is_contiguous() else ' (strided)'}")
+
+
 def quant_rows(x: Any, inv_smooth: Any | None = None) -> tuple[Any, Any]:
     """bfloat16 ``x`` (..., K) times ``inv_smooth`` (K,) float32 -> (int8 (M, K), float32 scales (M,)): one
     symmetric scale per row, 127 levels a side (:func:`embedstack.neural.quantize.quantize_rows`, fused)."""
     x = _rows_of(x)
     rows, cols = x.shape
+    _need("x", x, torch.bfloat16, (rows, cols), rows_of=True)
+    _need("inv_smooth", inv_smooth, torch.float32, (cols,))
     q = torch.empty((rows, cols), dtype=torch.int8)
     scale = torch.empty(rows, dtype=torch.float32)
     _check(_load().embedstack_quant_rows(x.data_ptr(), rows, cols, x.stride(0), _ptr(inv_smooth), q.data_ptr(),
@@ -299,6 +313,10 @@ def quant_rows(x: Any, inv_smooth: Any | None = None) -> tuple[Any, Any]:
 def ffn_mid(y: Any, row_scale: Any, bias: Any | None, inv_smooth: Any | None) -> tuple[Any, Any]:
     """bfloat16 ``y`` (M, N) contiguous -> quant_rows(GELU(y * row_scale[:, None] + bias) * inv_smooth)."""
     rows, cols = y.shape
+    _need("y", y, torch.bfloat16, (rows, cols))
+    _need("row_scale", row_scale, torch.float32, (rows,))
+    for name, t in (("bias", bias), ("inv_smooth", inv_smooth)):
+        _need(name, t, torch.float32, (cols,))
     q = torch.empty((rows, cols), dtype=torch.int8)
     scale = torch.empty(rows, dtype=torch.float32)
     _check(_load().embedstack_ffn_mid(y.data_ptr(), rows, cols, row_scale.data_ptr(), _ptr(bias),
@@ -315,6 +333,11 @@ def rows_out(y: Any, row_scale: Any, bias: Any | None, residual: Any | None = No
     out = torch.empty((rows, cols), dtype=torch.bfloat16)
     res = None if residual is None else _rows_of(residual)
     gamma, beta, eps = norm if norm is not None else (None, None, 0.0)
+    _need("y", y, torch.float32, (rows, cols))
+    _need("row_scale", row_scale, torch.float32, (rows,))
+    _need("residual", res, torch.bfloat16, (rows, cols), rows_of=True)
+    for name, t in (("bias", bias), ("norm weight", gamma), ("norm bias", beta)):
+        _need(name, t, torch.float32, (cols,))
     _check(_load().embedstack_rows_out(y.data_ptr(), rows, cols, row_scale.data_ptr(), _ptr(bias), _ptr(res),
                                        0 if res is None else res.stride(0), _ptr(gamma), _ptr(beta), float(eps),
                                        out.data_ptr(), torch.get_num_threads()), "rows_out")
@@ -325,6 +348,9 @@ def layer_norm_rows(x: Any, weight: Any, bias: Any | None, eps: float) -> Any:
     """torch's ``layer_norm`` over the last dimension of bfloat16 ``x`` (float32 ``weight`` and ``bias``), in one
     pass a row: (..., C) bfloat16."""
     rows = _rows_of(x)
+    _need("x", rows, torch.bfloat16, tuple(rows.shape), rows_of=True)
+    for name, t in (("weight", weight), ("bias", bias)):
+        _need(name, t, torch.float32, (rows.shape[1],))
     out = torch.empty(rows.shape, dtype=torch.bfloat16)
     _check(_load().embedstack_layer_norm_rows(rows.data_ptr(), rows.shape[0], rows.shape[1], rows.stride(0),
                                               weight.data_ptr(), _ptr(bias), float(eps), out.data_ptr(),

@@ -35,7 +35,9 @@ ROWS_HINT = 256
 
 
 def precisions() -> tuple[str, ...]:
-    """The runner precisions that pack: bf16-pure; fp32 too with ``EMBEDSTACK_PACKED=all``.
+    """The runner precisions that pack: bf16-pure and bf16-int8-ffn (its attention products); fp32 too with
+    ``EMBEDSTACK_PACKED=all``. Packed runners also run their rows in :func:`~embedstack.neural.transformer.bucket_rows`
+    sizes, where embedstack's attention kernel runs.
 
     fp32 is not packed by default. Its plain products run on MKL, which keeps no per-shape state. oneDNN compiles and
     caches a kernel per (rows, product) shape, and a new shape costs far more than the product: at 256 rows, fp32

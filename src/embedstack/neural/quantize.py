@@ -385,7 +385,8 @@ def _smoothing(peak: Any, weights: list[Any], alpha: float) -> Any:
 
 class QuantizedRows:
     """Token states as int8 rows with one float32 scale each: what :class:`Int8FeedForwardIn` hands to
-    :class:`Int8FeedForwardOut` (the feed-forward's inner activations never exist in bfloat16)."""
+    :class:`Int8FeedForwardOut` (the GELU activations between the two products never exist in bfloat16; the input
+    product's output before GELU does)."""
 
     __slots__ = ("q", "scale", "lead")
 
@@ -432,6 +433,8 @@ class Int8FeedForwardIn(_OneDnnInt8):
         from embedstack.neural import _attention
 
         lead = tuple(x.shape[:-1])
+        if x.numel() == 0:
+            return QuantizedRows(torch.empty((0, self.out_features), dtype=torch.int8), torch.empty(0), lead)
         q, scale = _attention.quant_rows(x, self.inv_smooth)
         y = self._product(q, torch.bfloat16)
         q, scale = _attention.ffn_mid(y, scale, self.bias, self.inv_next)
@@ -441,8 +444,8 @@ class Int8FeedForwardIn(_OneDnnInt8):
 class Int8FeedForwardOut(_OneDnnInt8):
     """The feed-forward output product, int8 on oneDNN, on :class:`QuantizedRows`: ``forward(h)`` is
     ``h Wᵀ + b`` and ``add(h, residual)`` adds the block's residual, both bfloat16 (..., C). Given the block's
-    ``norm`` (its post-residual LayerNorm), ``add`` applies it too, in the same pass over each row: the block
-    then holds ``nn.Identity`` in its place (:func:`quantize_ffn_onednn`). Inference only."""
+    ``norm`` (its post-residual LayerNorm, with a weight), both apply it too, in the same pass over each row: the
+    block then holds ``nn.Identity`` in its place (:func:`quantize_ffn_onednn`). Inference only."""
 
     fuses_residual = True  # transformer.dense_add calls add()
 
@@ -459,6 +462,8 @@ class Int8FeedForwardOut(_OneDnnInt8):
     def add(self, h: QuantizedRows, residual: Any | None) -> Any:
         from embedstack.neural import _attention
 
+        if h.q.shape[0] == 0:
+            return torch.empty((*h.lead, self.out_features), dtype=torch.bfloat16)
         if residual is not None and residual.dtype != torch.bfloat16:
             residual = residual.to(torch.bfloat16)
         y = self._product(h.q, torch.float32)
@@ -507,7 +512,8 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
             target = targets[name]
             setattr(target.intermediate, "dense", Int8FeedForwardIn(up, s_up, s_down))  # noqa: B010
             setattr(target.intermediate, "act", nn.Identity())  # noqa: B010 - GELU runs in the row kernel
-            norm = block.output.LayerNorm if isinstance(block.output.LayerNorm, nn.LayerNorm) else None
+            ln = block.output.LayerNorm  # fused when it is a LayerNorm with a weight; else left to the block
+            norm = ln if isinstance(ln, nn.LayerNorm) and ln.weight is not None else None
             setattr(target.output, "dense", Int8FeedForwardOut(down, s_down, norm))  # noqa: B010
             if norm is not None:  # applied by the product's row kernel (add): the block's own becomes a no-op
                 setattr(target.output, "LayerNorm", nn.Identity())  # noqa: B010

@@ -216,7 +216,8 @@ def bucket_rows(n: int) -> int:
     more than the product (a Xeon with AMX, one thread, 2,000 rows of MiniLM in bf16: 384 -> 1,536 with GELU
     2.8 ms cached, 18.7 ms new; 384 -> 1,152 1.0 against 7.5 ms; int8 1.0 against 2.0 ms), and every batch of
     new texts has a new one: 640 new SciFact abstracts encoded at 151/s, the same again at 184/s. Padding the
-    rows to these sizes leaves few shapes (about 16 per doubling) at most 6.25% more rows.
+    rows to these sizes leaves few shapes (about 16 per doubling): from 256 rows on at most 6.25% more rows,
+    below that at most 15 more (a 5-token query runs as 16 rows).
     """
     if n <= 16:
         return 16
@@ -463,8 +464,9 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooler else None
-        # inference copies whose products run on oneDNN (bf16-pure, bf16-int8-ffn) set this: every batch then runs
-        # packed (real tokens only), its rows padded to :func:`bucket_rows`, where embedstack's attention kernel runs
+        # the runtime's packed inference copies (bf16-pure, bf16-int8-ffn; fp32 with EMBEDSTACK_PACKED=all) set
+        # this: where embedstack's attention kernel runs (not with EMBEDSTACK_ATTENTION=torch), every batch then runs
+        # packed (real tokens only), its rows padded to :func:`bucket_rows`
         self.row_buckets = False
 
     def set_attention(self, implementation: str) -> BertModel:
@@ -502,8 +504,9 @@ class BertModel(nn.Module):
                 token_type_ids: Tensor | None = None, *, pack: bool = True, first_only: bool = False) -> Tensor:
         """``input_ids`` (B, T) int64; ``attention_mask`` (B, T), 1 for real tokens, 0 for padding.
 
-        ``pack``: in inference, compute real tokens only when the batch is mostly padding (outputs at masked
-        positions are then zeros); False when the caller reads outputs at masked positions.
+        ``pack``: in inference, compute real tokens only when the batch is mostly padding, or always with
+        ``row_buckets`` (outputs at masked positions are then zeros); False when the caller reads outputs at masked
+        positions.
         ``first_only``: return only the first token's states, (B, 1, C) (a [CLS] head: cross-encoders); the
         last block then runs its queries, output projection and MLP on that row alone: about a sixth less
         work for a 6-layer model, the same values.
