@@ -239,6 +239,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved repeats per STS block (median reported)")
     ap.add_argument("--scifact-rounds", type=int, default=5, help="interleaved repeats per SciFact block")
     ap.add_argument("--block", type=int, default=256, help="texts per timed block (SciFact: block/8)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="every round on other texts (round r times the r-th of --rounds disjoint sets of the same "
+                         "size; quality from the first): no system meets a text, or its batch shapes, twice, as in "
+                         "encoding a corpus once")
     ap.add_argument("--sts-n", type=int, default=2000)
     ap.add_argument("--scifact-n", type=int, default=2000)
     ap.add_argument("--modes", default=DEFAULT_MODES)
@@ -273,6 +277,18 @@ def main() -> None:
     sci = load_beir("scifact", split="train")  # only the train qrels exist here; we need the corpus only
     sci_texts = sci.doc_texts()[: args.scifact_n]
     sets = {"STS-B sentences": sts_texts, "SciFact abstracts": sci_texts}
+    # the texts each round times: the same set every round, or (--fresh) disjoint sets of the same size
+    timed_sets: dict[str, list[list[str]]] = {}
+    dev = load_sts("stsb", "dev") if args.fresh else None  # more sentences for --fresh (test's come first)
+    more = [s for s in dict.fromkeys(dev.s1 + dev.s2) if s not in index_all] if dev is not None else []
+    for set_name, pool, n, rounds in (("STS-B sentences", uniq + more, len(sts_texts), args.rounds),
+                                      ("SciFact abstracts", sci.doc_texts(), len(sci_texts), args.scifact_rounds)):
+        if not args.fresh:
+            timed_sets[set_name] = [sets[set_name]] * rounds
+        elif len(pool) < n * rounds:
+            raise SystemExit(f"--fresh: {set_name} has {len(pool):,} texts, fewer than {rounds} rounds x {n:,}")
+        else:
+            timed_sets[set_name] = [pool[r * n:(r + 1) * n] for r in range(rounds)]
 
     ours = embedstack.load("all-MiniLM-L6-v2", num_threads=args.threads)
     log(q, f"model from {ours.source}; {len(sts_texts)} STS-B sentences, {len(sci_texts)} SciFact abstracts; "
@@ -315,9 +331,9 @@ def main() -> None:
         per_round: dict[str, np.ndarray] = {name: np.zeros(rounds) for name in systems}  # seconds of round r
         vecs: dict[str, list[np.ndarray]] = {m: [] for m in systems if m != "st"}
         for b0 in range(0, len(texts), block):
-            chunk = texts[b0:b0 + block]
             times: dict[str, list[float]] = {name: [] for name in systems}
             for r in range(rounds):  # every system on the same block, back to back, rotating who goes first
+                chunk = timed_sets[set_name][r][b0:b0 + block]  # round 0: the quality set's block
                 k = (b0 // block + r) % len(systems)
                 for name in systems[k:] + systems[:k]:
                     if name in peers:
@@ -390,7 +406,7 @@ def main() -> None:
                "rows": rows, "peer_bf16": peer_rows, "roofline": roofline, "sts_spearman": spearman, "pooling": pooling,
                "cpu_bf16": cpu_has_bf16(), "section": args.section, "cpu": cpu_line(),
                "load_before": list(load_before), "load_after": list(os.getloadavg()),
-               "sts_n": args.sts_n, "scifact_n": args.scifact_n,
+               "sts_n": args.sts_n, "scifact_n": args.scifact_n, "fresh": args.fresh,
                "sentence_transformers_version": __import__("sentence_transformers").__version__}
     write_results(args.section, results, markdown(results))
 
@@ -575,6 +591,8 @@ def markdown(res: dict[str, Any]) -> str:
         cmd += f" --sts-n {res['sts_n']}"
     if res.get("scifact_n", 2000) != 2000:
         cmd += f" --scifact-n {res['scifact_n']}"
+    if res.get("fresh"):
+        cmd += " --fresh"
     if res.get("section", "encode") != "encode":
         cmd += f" --section {res['section']}"
     sp = res["sts_spearman"]
@@ -585,7 +603,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"Reproduce: `{cmd}` — same process, {res['threads']} threads, batch {res['batch_size']}, "
         f"sentence-transformers {res['sentence_transformers_version']}; on each block of texts every system "
         f"runs back to back in rotating order, {res['rounds']} round(s) on STS-B blocks and "
-        f"{res['scifact_rounds']} on SciFact blocks; "
+        f"{res['scifact_rounds']} on SciFact blocks"
+        + (" (--fresh: each round on other texts, disjoint sets of the same size, so no system meets a text or its "
+           "batch shapes twice; quality from the first set)" if res.get("fresh") else "") + "; "
         + ("texts/s are medians over rounds (min–max), speed-ups medians of the per-round ratios"
            if "load_before" in res else "fastest run per block kept")
         + ". Quality is against sentence-transformers' own vectors; 10-NN = overlap of each text's 10 nearest "
