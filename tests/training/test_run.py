@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from embedstack.errors import ModelNotFoundError, UnknownKeyError
+from embedstack.errors import ConfigError, ModelNotFoundError, UnknownKeyError
 
 
 def test_scifact_halves_are_disjoint_and_cover_the_judged_queries(shared_data: Path) -> None:
@@ -90,6 +90,13 @@ def test_ict_pairs_take_one_sentence_out_of_its_context() -> None:
     kept = ict_pairs(docs, seed=0, keep=1.0)
     assert kept["anchor"][0] in kept["positive"][0]
     assert ict_pairs(docs, seed=3) == ict_pairs(docs, seed=3)  # deterministic given the seed
+    # pick="last": the last sentence long enough (an abstract's conclusion), whatever the seed
+    for seed in range(5):
+        last = ict_pairs(docs, seed=seed, keep=0.0, pick="last")
+        assert last["anchor"] == ["Second sentence also has six words."]
+        assert "First sentence" in last["positive"][0] and "Second sentence" not in last["positive"][0]
+    with pytest.raises(ConfigError, match="pick"):
+        ict_pairs(docs, pick="first")
 
 
 def test_scifact_ict_pairs_come_from_the_corpus_only(shared_data: Path) -> None:

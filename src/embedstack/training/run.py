@@ -60,13 +60,16 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
 
 
-def ict_pairs(docs: Any, *, seed: int = 0, keep: float = ICT_KEEP) -> dict[str, list[str]]:
+def ict_pairs(docs: Any, *, seed: int = 0, keep: float = ICT_KEEP, pick: str = "random") -> dict[str, list[str]]:
     """Inverse-cloze pseudo-pairs from documents (``{"title", "text"}`` dicts): ``{"anchor", "positive"}``.
 
     For each document with at least :data:`ICT_MIN_SENTENCES` sentences, one sentence of at least
-    :data:`ICT_MIN_WORDS` words (a seeded choice) becomes the anchor and the title plus the other
-    sentences the positive; with probability ``keep`` the positive keeps the sentence.
+    :data:`ICT_MIN_WORDS` words (``pick="random"``: a seeded choice; ``"last"``: the last such sentence, an
+    abstract's conclusion as a claim-like query) becomes the anchor and the title plus the other sentences the
+    positive; with probability ``keep`` the positive keeps the sentence.
     """
+    if pick not in ("random", "last"):
+        raise ConfigError(f"ict_pairs: pick must be 'random' or 'last'; got {pick!r}.")
     rng = np.random.default_rng(seed)
     anchors: list[str] = []
     positives: list[str] = []
@@ -77,7 +80,7 @@ def ict_pairs(docs: Any, *, seed: int = 0, keep: float = ICT_KEEP) -> dict[str, 
         usable = [i for i, s in enumerate(sentences) if len(s.split()) >= ICT_MIN_WORDS]
         if not usable:
             continue
-        i = usable[int(rng.integers(len(usable)))]
+        i = usable[int(rng.integers(len(usable)))] if pick == "random" else usable[-1]
         kept = sentences if rng.random() < keep else sentences[:i] + sentences[i + 1:]
         anchors.append(sentences[i])
         positives.append((d.get("title", "").strip() + " " + " ".join(kept)).strip())
