@@ -506,6 +506,7 @@ def main(argv: list[str] | None = None) -> None:
             log(f"{name}: nDCG@10 {result['ndcg@10']:.2f} (first stage {result['first_stage']['ndcg@10']:.2f})")
         if not opts.no_save:
             _save_arm("train_reranker", name, result)
+            result = _load_arms("train_reranker")[name]  # with the machine and date it was measured on
         done[name] = result
     if not opts.no_save:
         write_results("train_reranker", {"arms": done, "settings": SETTINGS, "mining": MINING}, markdown(done))
