@@ -240,6 +240,8 @@ def test_warm_up_compiles_every_graph_a_run_needs(tiny_encoder):
         enc.encode(TEXTS[:3])  # one batch on the calling thread with both threads
         enc.encode(TEXTS[0])
     assert counters["stats"]["unique_graphs"] == before
+    # compiled runners pool after the join: pooling in the workers made dynamo recompile now and then
+    assert not enc._get_runner().takes_head and tiny_encoder._get_runner().takes_head
 
 
 def test_compiled_calls_with_a_new_signature_run_one_at_a_time(monkeypatch):

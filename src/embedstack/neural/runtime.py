@@ -237,6 +237,8 @@ class TransformerRuntime:
             if ids.shape[0] <= SMALL_BATCH and ids.size <= SMALL_TOKENS:
                 tokens = torch.from_numpy(small(ids, mask, types))
                 return tokens if head is None else head(tokens, mask)
+            if head is not None and not getattr(big, "takes_head", False):  # a compiled big: pooled here
+                return head(big(ids, mask, types, pack), mask)
             return big(ids, mask, types, pack, head=head)
 
         run.takes_head = True  # type: ignore[attr-defined]
@@ -320,7 +322,9 @@ class TransformerRuntime:
                 if torch.get_num_threads() != total:  # in case the thread setting is process-wide in this build
                     torch.set_num_threads(total)
 
-        run.takes_head = True  # type: ignore[attr-defined]
+        # compiled graphs: pooled after the join, as before (dynamo's guards raced with the workers' pooling:
+        # a graph recompiled now and then for a thread count it already had, "runtime guards failed")
+        run.takes_head = not compiled  # type: ignore[attr-defined]
         return run
 
     def _autocast(self) -> Any:
