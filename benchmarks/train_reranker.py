@@ -56,7 +56,7 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
                            "ict": 5182, "titles": 1500, "copies": 3,
                            "label": "as dev-ict-128, lr 1e-4 (the bi-encoder recipe's learning rate)"},
     "dev-ict-last-128": {"loss": "listwise", "args": {"epochs": 1, "lr": 5e-5, "max_seq_length": 128}, "ict": 5182,
-                         "ict_pick": "last", "titles": 1500, "copies": 3,
+                         "ict_set": "scifact-ict-last", "titles": 1500, "copies": 3,
                          "label": "as dev-ict-128, each ICT pseudo-query the abstract's last sentence (its conclusion, "
                                   "closest in form to a SciFact claim) instead of a random one"},
     "dev-bce": {"loss": "bce", "args": {"epochs": 3},
@@ -88,15 +88,8 @@ def train_data(cfg: dict[str, Any], corpus: list[str], half: str) -> Any:
 
     real = training_data(f"scifact/train#{half}")
     parts = [real] * cfg.get("copies", 1)
-    if cfg.get("ict") and cfg.get("ict_pick", "random") != "random":
-        from embedstack.data import load_beir
-        from embedstack.training.data import TrainingData
-        from embedstack.training.run import _subsample, ict_pairs
-
-        pairs = ict_pairs(load_beir("scifact", split=None).corpus.values(), pick=cfg["ict_pick"])
-        parts.append(_subsample(TrainingData.from_columns(pairs, source="scifact-ict-last"), cfg["ict"], 0))
-    elif cfg.get("ict"):
-        parts.append(training_data(f"scifact-ict:{cfg['ict']}"))
+    if cfg.get("ict"):
+        parts.append(training_data(f"{cfg.get('ict_set', 'scifact-ict')}:{cfg['ict']}"))
     if cfg.get("titles"):
         parts.append(training_data(f"scifact-titles:{cfg['titles']}"))
     return mined(_concat(parts), corpus, cfg.get("mining"))

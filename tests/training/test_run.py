@@ -108,3 +108,6 @@ def test_scifact_ict_pairs_come_from_the_corpus_only(shared_data: Path) -> None:
     assert len(ict) > 5000 and ict.columns == ("anchor", "positive")
     assert not set(ict.column("anchor")) & set(beir.queries.values())
     assert len(training_data("scifact-ict:50")) == 50
+    last = training_data("scifact-ict-last")  # the same documents, each abstract's last long sentence as the query
+    assert len(last) == len(ict) and last.column("anchor") != ict.column("anchor")
+    assert not set(last.column("anchor")) & set(beir.queries.values())

@@ -84,7 +84,7 @@ def _bar(prog: Any, total_hint: int | None = None) -> Any:
 # options every `train ...` command shares (one definition each)
 _DATA_OPTION = typer.Option(..., "--data", "-d", help="Training data: a JSONL/CSV/TSV file with named columns "
                             "(anchor, positive, negative..., score, label) or a named set (stsb/train, snli/dev+test, "
-                            "snli-triplets/dev+test, scifact/train#tune, scifact-titles, scifact-ict; NAME:N keeps N rows).")
+                            "snli-triplets/dev+test, scifact/train#tune, scifact-titles, scifact-ict, scifact-ict-last; NAME:N keeps N rows).")
 _HARD_NEGATIVES_OPTION = typer.Option(None, "--hard-negatives", help="Mine negatives first: bm25, dense, both.")
 _RANGE_MAX_OPTION = typer.Option(50, "--range-max", help="Mine among the first N ranked candidates.")
 _EPOCHS_OPTION = typer.Option(1, "--epochs")

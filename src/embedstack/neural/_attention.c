@@ -332,16 +332,24 @@ static inline __m512 exp2_neg_bf16(__m512 x) {
 }
 
 /* P (bf16, padded to kp with zeros) = exp(scale * (s - max)) over the first nk scores of a row, keys with m[j] == 0
- * weighted 0. Returns 1 / sum of the float32 exps, or 0 when there is nothing to attend to. */
+ * weighted 0. Returns 1 / sum of the float32 exps, or 0 when there is nothing to attend to. Without a key mask (m ==
+ * NULL, the usual case: packed rows need none) the whole vectors go first, unmasked, with two sums in flight (the
+ * kernel alone 14.6 -> 13.7 ms on 32 x 240 tokens x 12 heads, one thread); the rest takes the masked loops. */
 static inline float softmax_row_bf16(const float *s, int64_t nk, int64_t kp, const uint8_t *m, float scale,
                                      uint16_t *p) {
-    __m512 vmax = _mm512_set1_ps(-__builtin_inff());
-    for (int64_t j = 0; j < nk; j += 16) {
+    __m512 m0 = _mm512_set1_ps(-__builtin_inff()), m1 = m0;
+    int64_t j = 0;
+    if (!m)
+        for (; j + 32 <= nk; j += 32) {
+            m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + j));
+            m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + j + 16));
+        }
+    for (; j < nk; j += 16) {
         __mmask16 valid = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
         if (m) valid &= _mm_cmpneq_epi8_mask(_mm_maskz_loadu_epi8(valid, m + j), _mm_setzero_si128());
-        vmax = _mm512_mask_max_ps(vmax, valid, vmax, _mm512_loadu_ps(s + j));
+        m0 = _mm512_mask_max_ps(m0, valid, m0, _mm512_maskz_loadu_ps(valid, s + j));
     }
-    const float mx = _mm512_reduce_max_ps(vmax);
+    const float mx = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
     if (mx == -__builtin_inff()) {
         memset(p, 0, (size_t)kp * 2);
         return 0.0f;
@@ -349,50 +357,22 @@ static inline float softmax_row_bf16(const float *s, int64_t nk, int64_t kp, con
     /* e^(scale (s - max)) = 2^(s scale log2(e) - max scale log2(e)) */
     const float scale2 = scale * 1.44269504088896341f;
     const __m512 vm = _mm512_set1_ps(mx * scale2), vs = _mm512_set1_ps(scale2);
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < kp; j += 32) { /* kp is a multiple of 32: whole pairs of vectors */
+    __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+    j = 0;
+    if (!m)
+        for (; j + 32 <= nk; j += 32) {
+            const __m512 e0 = exp2_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, vm));
+            const __m512 e1 = exp2_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j + 16), vs, vm));
+            sum0 = _mm512_add_ps(sum0, e0);
+            sum1 = _mm512_add_ps(sum1, e1);
+            _mm512_storeu_si512(p + j, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+        }
+    for (; j < kp; j += 32) { /* kp is a multiple of 32: whole pairs of vectors; zeros past nk */
         __m512 e[2];
         for (int h = 0; h < 2; h++) {
             const int64_t jj = j + 16 * h;
             __mmask16 valid = nk - jj >= 16 ? (__mmask16)0xffff : nk > jj ? (__mmask16)((1u << (nk - jj)) - 1) : 0;
             if (m && valid) valid &= _mm_cmpneq_epi8_mask(_mm_maskz_loadu_epi8(valid, m + jj), _mm_setzero_si128());
-            e[h] = _mm512_maskz_mov_ps(valid, exp2_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + jj), vs, vm)));
-            sum = _mm512_add_ps(sum, e[h]);
-        }
-        _mm512_storeu_si512(p + j, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
-    }
-    return 1.0f / _mm512_reduce_add_ps(sum);
-}
-
-/* softmax_row_bf16 where no key is masked (m == NULL, the common case): whole vectors without masks, two sums in
- * flight; the same values (summation order aside). */
-static inline float softmax_row_bf16_all(const float *s, int64_t nk, int64_t kp, float scale, uint16_t *p) {
-    __m512 m0 = _mm512_set1_ps(-__builtin_inff()), m1 = m0;
-    int64_t j = 0;
-    for (; j + 32 <= nk; j += 32) {
-        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + j));
-        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + j + 16));
-    }
-    for (; j < nk; j += 16) {
-        const __mmask16 valid = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
-        m0 = _mm512_mask_max_ps(m0, valid, m0, _mm512_maskz_loadu_ps(valid, s + j));
-    }
-    const float scale2 = scale * 1.44269504088896341f;
-    const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(m0, m1)) * scale2);
-    const __m512 vs = _mm512_set1_ps(scale2);
-    __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
-    for (j = 0; j + 32 <= nk; j += 32) {
-        const __m512 e0 = exp2_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), vs, vm));
-        const __m512 e1 = exp2_neg_bf16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j + 16), vs, vm));
-        sum0 = _mm512_add_ps(sum0, e0);
-        sum1 = _mm512_add_ps(sum1, e1);
-        _mm512_storeu_si512(p + j, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
-    }
-    for (; j < kp; j += 32) { /* the last keys and the zero padding up to kp */
-        __m512 e[2];
-        for (int h = 0; h < 2; h++) {
-            const int64_t jj = j + 16 * h;
-            const __mmask16 valid = nk - jj >= 16 ? (__mmask16)0xffff : nk > jj ? (__mmask16)((1u << (nk - jj)) - 1) : 0;
             e[h] = _mm512_maskz_mov_ps(valid, exp2_neg_bf16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(valid, s + jj), vs, vm)));
         }
         sum0 = _mm512_add_ps(sum0, e[0]);
@@ -490,8 +470,7 @@ static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *v
         }
         float inv[16];
         for (int r = 0; r < 16; r++) {
-            if (r < R) inv[r] = m ? softmax_row_bf16(s + r * kp, nk, kp, m, J->scale, p + r * kp)
-                                  : softmax_row_bf16_all(s + r * kp, nk, kp, J->scale, p + r * kp);
+            if (r < R) inv[r] = softmax_row_bf16(s + r * kp, nk, kp, m, J->scale, p + r * kp);
             else memset(p + r * kp, 0, (size_t)kp * 2);
         }
         /* outputs: 16 rows x 16 head dims a tile; for D = 32 two chains (even and odd steps of 32 keys, tmm0-1 and

@@ -522,20 +522,20 @@ class BertModel(nn.Module):
             # a batch without padding takes the unmasked kernel (traced graphs keep the mask: no data-dependent branch)
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, C)
-        if pack and attention_mask is not None and self._pack(attention_mask, x):
+        bucketed = pack and attention_mask is not None and self._bucketed(x)
+        if pack and attention_mask is not None and (mask is not None or bucketed) and self._pack(attention_mask,
+                                                                                                  bucketed):
             if mask is None:
                 mask = attention_mask.bool()[:, None, None, :]
-            return self._forward_packed(x, attention_mask, mask, first_only)
+            return self._forward_packed(x, attention_mask, mask, first_only, bucketed)
         return self.encoder(x, mask, first_only)  # (B, T, C), or (B, 1, C)
 
-    def _pack(self, attention_mask: Tensor, x: Tensor) -> bool:
+    def _pack(self, attention_mask: Tensor, bucketed: bool = False) -> bool:
         """Run on real tokens only: inference, eager, and at least 15% of the batch is padding; or always, in row
-        buckets, where embedstack's attention kernel takes the packed rows."""
+        buckets (``bucketed``: :meth:`_bucketed`), where embedstack's attention kernel takes the packed rows."""
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
             return False
-        if self._bucketed(x):
-            return True
-        return bool(attention_mask.sum() < PACK_BELOW * attention_mask.numel())
+        return bucketed or bool(attention_mask.sum() < PACK_BELOW * attention_mask.numel())
 
     def _bucketed(self, x: Tensor) -> bool:
         """Whether packed rows of ``x``'s dtype run padded to :func:`bucket_rows` (``row_buckets`` and every block
@@ -545,14 +545,15 @@ class BertModel(nn.Module):
         heads = [cast(BertLayer, block).attention.self for block in self.encoder.layer]
         return all(a.implementation == "auto" for a in heads) and _own_kernel(x, None, heads[0].head_dim)
 
-    def _forward_packed(self, x: Tensor, attention_mask: Tensor, mask: Tensor, first_only: bool = False) -> Tensor:
+    def _forward_packed(self, x: Tensor, attention_mask: Tensor, mask: Tensor, first_only: bool = False,
+                        bucketed: bool = False) -> Tensor:
         """:meth:`forward` without computing padding: a batch of short texts padded to its longest row
         spends most of its matrix products on padding (a merged server batch of 16 STS-B sentences:
         13 real tokens a row, 33 padded). Padding positions of the output are zeros."""
         B, T, C = x.shape
         rows = attention_mask.reshape(-1).nonzero().squeeze(1)
         n = int(rows.shape[0])
-        pad = bucket_rows(n) - n if self._bucketed(x) else 0
+        pad = bucket_rows(n) - n if bucketed else 0
         if pad:  # zero rows after the real ones, attending among themselves (one more item), dropped at the end
             h = x.new_zeros(n + pad, C)
             torch.index_select(x.reshape(B * T, C), 0, rows, out=h[:n])

@@ -19,6 +19,8 @@ Named training sets (``--data NAME``; a file path is read by
   at least :data:`ICT_MIN_WORDS` words) → title + the rest of the abstract; the sentence is removed from
   the positive in 90% of the rows and kept in 10% (ICT's rate), so the model learns to match a claim-like
   sentence to its context rather than to copy words. No query or judgment is in them;
+* ``scifact-ict-last``: the same with each abstract's last such sentence (its conclusion, the closest in form
+  to a claim) as the pseudo-query;
 * ``NAME:N`` keeps a seeded random ``N`` rows (``scifact-titles:1000``).
 """
 
@@ -37,7 +39,7 @@ from embedstack.errors import ConfigError, InputError
 __all__ = ["train_sentence", "train_cross_encoder", "train_colbert", "load_colbert_start", "train_splade",
            "load_splade_start", "load_cross_encoder_start", "training_data", "NAMED_DATA"]
 
-NAMED_DATA = ("stsb", "snli", "snli-triplets", "scifact", "scifact-titles", "scifact-ict")
+NAMED_DATA = ("stsb", "snli", "snli-triplets", "scifact", "scifact-titles", "scifact-ict", "scifact-ict-last")
 ICT_MIN_SENTENCES = 3  # a document needs this many sentences to give an ICT pair
 ICT_MIN_WORDS = 6  # the pseudo-query sentence has at least this many words
 ICT_KEEP = 0.1  # share of rows whose positive keeps the pseudo-query sentence (Lee et al. 2019)
@@ -150,11 +152,12 @@ def training_data(spec: str | os.PathLike[str], *, seed: int = 0, encoding: str 
                     anchors.append(beir.queries[qid])
                     docs.append((d.get("title", "") + " " + d.get("text", "")).strip())
         data = TrainingData.from_columns({"anchor": anchors, "positive": docs}, source=text)
-    elif base == "scifact-ict":
+    elif base in ("scifact-ict", "scifact-ict-last"):
         from embedstack.data import load_beir
 
         beir = load_beir("scifact", split=None, encoding=encoding, errors=errors)
-        data = TrainingData.from_columns(ict_pairs(beir.corpus.values(), seed=seed), source=text)
+        pick = "last" if base == "scifact-ict-last" else "random"
+        data = TrainingData.from_columns(ict_pairs(beir.corpus.values(), seed=seed, pick=pick), source=text)
     else:  # scifact-titles
         from embedstack.data import load_beir
 
