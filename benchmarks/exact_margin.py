@@ -29,14 +29,13 @@ PRECISIONS = ("bf16", "bf16-pure", "int8-smooth")
 
 def sweep(low: np.ndarray, ref: np.ndarray, bounds: list[int]) -> list[dict[str, float]]:
     """For each margin: the share of pairs ``exact_top=10`` re-scores and of queries whose top 10 is then in order."""
-    from embedstack.neural.cross_encoder import near_ties
+    from embedstack.neural.cross_encoder import settle
 
     out = []
     for m in MARGINS:
         mixed, n = low.copy(), 0
-        for s, e in zip(bounds[:-1], bounds[1:], strict=True):
-            idx = np.arange(s, e)[near_ties(low[s:e], 10, m)]
-            mixed[idx] = ref[idx]
+        for s, e in zip(bounds[:-1], bounds[1:], strict=True):  # both rounds, as CrossEncoder(exact_top=10) does
+            idx, mixed[s:e] = settle(low[s:e], 10, m, lambda i, s=s: ref[s + i])
             n += len(idx)
         out.append({"margin": m, "rescored": n / len(low), "top10_in_order": top10_same(mixed, ref, bounds)})
     return out
