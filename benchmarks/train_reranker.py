@@ -59,6 +59,10 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
                          "ict_set": "scifact-ict-last", "titles": 1500, "copies": 3,
                          "label": "as dev-ict-128, each ICT pseudo-query the abstract's last sentence (its conclusion, "
                                   "closest in form to a SciFact claim) instead of a random one"},
+    "dev-ict-128-distill": {"loss": "listwise", "args": {"epochs": 1, "lr": 5e-5, "max_seq_length": 128}, "ict": 5182,
+                            "titles": 1500, "copies": 3, "teacher": "recipe:minilm-scifact-tune-train",
+                            "label": "as dev-ict-128, plus KL to a bi-encoder teacher's 20 · cosine over each group "
+                                     "(recipe minilm-scifact-tune-train: minilm-scifact trained on tune-train only)"},
     "dev-bce": {"loss": "bce", "args": {"epochs": 3},
                 "label": "as dev-listwise, binary cross-entropy (positive weighted 4)"},
     "dev-listwise-keep-pooler": {"loss": "listwise", "args": {"epochs": 3}, "pooler": "keep",
@@ -98,7 +102,8 @@ def train_data(cfg: dict[str, Any], corpus: list[str], half: str) -> Any:
 def train(cfg: dict[str, Any], data: Any, evaluator: Any = None) -> tuple[Any, Any]:
     from embedstack.training.ce_losses import BinaryCrossEntropyLoss
     from embedstack.training.cross import CrossEncoderTrainer, groups_to_labelled_pairs
-    from embedstack.training.run import load_cross_encoder_start
+    from embedstack.training.recipes import resolve_start
+    from embedstack.training.run import _load_teacher, load_cross_encoder_start
     from embedstack.training.trainer import TrainingArgs
 
     args = TrainingArgs(**{**SETTINGS, **cfg.get("args", {})})
@@ -109,8 +114,9 @@ def train(cfg: dict[str, Any], data: Any, evaluator: Any = None) -> tuple[Any, A
         k = sum(1 for c in data.columns if c.startswith("negative_"))
         data = groups_to_labelled_pairs(data)
         loss = BinaryCrossEntropyLoss(pos_weight=float(k))
+    teacher = cfg.get("teacher") and _load_teacher(resolve_start(cfg["teacher"], stage=log) + "@precision=bf16", log)
     t0 = time.perf_counter()
-    result = CrossEncoderTrainer(ce, loss, data, args=args, evaluator=evaluator,
+    result = CrossEncoderTrainer(ce, loss, data, args=args, evaluator=evaluator, teacher=teacher,
                                  progress=lambda i: log(f"  step {i['step']}/{i['total']} loss {i['loss']:.3f}")
                                  if i["step"] % 20 == 0 else None).train()
     log(f"trained on {len(data)} rows: {result.steps} steps, {time.perf_counter() - t0:.0f}s, "

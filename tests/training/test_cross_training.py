@@ -107,6 +107,80 @@ def test_training_learns_to_rank_and_saves_a_cross_encoder_folder(tmp_path: Path
     assert (tmp_path / "ce" / "training" / "log.jsonl").is_file()
 
 
+class _OverlapTeacher:
+    """Scores a pair by the words its query and document share (3 per word): a teacher that agrees with the task."""
+
+    name = "overlap"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, pairs: Any, activation: bool = False) -> np.ndarray:
+        self.calls += 1
+        return np.array([3.0 * len(set(q.split()) & set(d.split())) for q, d in pairs])
+
+
+def test_distillation_adds_a_kl_term_to_the_teacher_scores_and_learns() -> None:
+    """With a teacher, the listwise loss gains distill_weight · KL(softmax(teacher / T) ‖ softmax(logits)) over each
+    group, the teacher scored once before training; training with it still learns the task."""
+    from embedstack.training import TrainingArgs, TrainingData
+    from embedstack.training.ce_losses import ListwiseSoftmaxLoss
+    from embedstack.training.cross import CrossEncoderTrainer
+
+    cols = _groups(24, seed=0)
+    data = TrainingData.from_columns(cols)
+    teacher = _OverlapTeacher()
+    args = TrainingArgs(epochs=1, batch_size=8, lr=1e-3, precision="fp32", seed=0)
+    trainer = CrossEncoderTrainer(_ce(), "listwise", data, args=args, teacher=teacher, distill_weight=0.5,
+                                  teacher_temperature=2.0)
+    trainer._tokenize()
+    trainer._work = trainer.model.model.eval()  # what train() runs (fp32: the model itself), without dropout
+    assert teacher.calls == 1 and tuple(trainer._teacher_scores.shape) == (24, 3)
+    rows = np.array([0, 5, 7])
+    with torch.no_grad():
+        got = float(trainer._batch_loss(rows))
+        pairs = [(cols["anchor"][r], cols[c][r]) for r in rows for c in ("positive", "negative_1", "negative_2")]
+        z = torch.as_tensor(trainer.model.predict(pairs, activation=False), dtype=torch.float32).reshape(3, 3)
+        t = torch.as_tensor(teacher.predict(pairs), dtype=torch.float32).reshape(3, 3)
+        p = torch.softmax(t / 2.0, dim=-1)
+        kl = float((p * (torch.log(p) - torch.log_softmax(z, dim=-1))).sum(dim=-1).mean())
+    assert got == pytest.approx(float(ListwiseSoftmaxLoss()(z)) + 0.5 * kl, abs=1e-4)
+    torch.manual_seed(0)
+    model = _ce()
+    CrossEncoderTrainer(model, "listwise", data, args=TrainingArgs(epochs=15, batch_size=8, lr=3e-3, precision="fp32",
+                                                                   seed=0), teacher=_OverlapTeacher()).train()
+    test = _groups(24, seed=1)
+    pos = model.predict(list(zip(test["anchor"], test["positive"], strict=True)))
+    neg = model.predict(list(zip(test["anchor"], test["negative_1"], strict=True)))
+    assert float(np.mean(pos > neg)) > 0.8
+    pairs_only = TrainingData.from_columns({"anchor": ["a"], "positive": ["b"], "label": [1]})
+    with pytest.raises(ConfigError, match="listwise"):
+        CrossEncoderTrainer(_ce(), "bce", pairs_only, teacher=teacher)
+    with pytest.raises(ConfigError, match="distill_weight"):
+        CrossEncoderTrainer(_ce(), "listwise", data, teacher=teacher, distill_weight=-1.0)
+
+
+def test_a_bi_encoder_teaches_through_its_scaled_cosines() -> None:
+    from embedstack.neural.sentence import SentenceEncoder
+    from embedstack.training.ranking import BiEncoderTeacher
+    from embedstack.training.run import _load_teacher
+
+    ce = _ce()
+    enc = SentenceEncoder(ce.model, ce.tokenizer, max_seq_length=32)
+    pairs = [("the cat", "the cat sat"), ("the cat", "a dog ran"), ("a dog", "a dog ran")]
+    got = _load_teacher(enc, lambda _: None)
+    assert isinstance(got, BiEncoderTeacher) and got.scale == 20.0
+    q = enc.encode(["the cat", "the cat", "a dog"], role="query")
+    d = enc.encode([b for _, b in pairs], role="document")
+    cos = (q * d).sum(axis=1) / np.linalg.norm(q, axis=1) / np.linalg.norm(d, axis=1)
+    np.testing.assert_allclose(got.predict(pairs), 20.0 * cos, atol=1e-5)
+    assert _load_teacher(ce, lambda _: None) is ce  # a cross-encoder as it is
+    with pytest.raises(ConfigError, match="score"):
+        _load_teacher(object(), lambda _: None)
+    with pytest.raises(ConfigError, match="encodes texts"):
+        BiEncoderTeacher(object())
+
+
 def test_bf16_pure_trains_the_pooler_and_keeps_fp32_masters() -> None:
     from embedstack.training import TrainingArgs, TrainingData
     from embedstack.training.cross import CrossEncoderTrainer

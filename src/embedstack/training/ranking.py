@@ -29,13 +29,53 @@ from torch import Tensor, nn  # noqa: E402
 from embedstack.errors import ConfigError  # noqa: E402
 from embedstack.training.trainer import SentenceTrainer  # noqa: E402
 
-__all__ = ["RankingTrainer", "distill_kl", "teacher_scores"]
+__all__ = ["BiEncoderTeacher", "RankingTrainer", "distill_kl", "teacher_scores"]
 
 
 def distill_kl(student: Tensor, teacher: Tensor, teacher_temperature: float = 1.0) -> Tensor:
     """``KL(softmax(teacher / T) ‖ softmax(student))`` over each row's own candidates ``(B, 1 + k)``, batch mean."""
     target = torch.softmax(teacher / teacher_temperature, dim=-1)
     return nn.functional.kl_div(torch.log_softmax(student, dim=-1), target, reduction="batchmean")
+
+
+class BiEncoderTeacher:
+    """A bi-encoder as a distillation teacher: ``predict(pairs)`` gives ``scale · cos(query, document)``, each
+    distinct text encoded once (queries in the query role, documents in the document role).
+
+    ``scale`` is the temperature a contrastive (MNRL) bi-encoder was trained at (20 by default, as
+    sentence-transformers' MultipleNegativesRankingLoss): its softmax over a row's candidates is then the
+    distribution the bi-encoder learned, which :func:`distill_kl` follows.
+
+    Example:
+        >>> class Unit:  # a stand-in encoder: texts to fixed unit vectors
+        ...     def encode(self, texts, role="document"):
+        ...         return np.array([[2.0, 0.0] if t == "a" else [0.0, 1.0] for t in texts])
+        >>> BiEncoderTeacher(Unit(), scale=10.0).predict([("a", "a"), ("a", "b")]).tolist()
+        [10.0, 0.0]
+    """
+
+    def __init__(self, encoder: Any, scale: float = 20.0) -> None:
+        if not callable(getattr(encoder, "encode", None)):
+            raise ConfigError(f"a bi-encoder teacher encodes texts; got a {type(encoder).__name__}.")
+        self.encoder, self.scale = encoder, float(scale)
+        self.name = f"{getattr(encoder, 'name', type(encoder).__name__)} (bi-encoder, scale {self.scale:g})"
+
+    def predict(self, pairs: Any, *, activation: bool = False, **_: Any) -> np.ndarray:
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        docs = list(dict.fromkeys(d for _, d in pairs))
+        qv, dv = (_unit(np.asarray(self.encoder.encode(texts, role=role), dtype=np.float32))
+                  for texts, role in ((queries, "query"), (docs, "document")))
+        qi = {t: i for i, t in enumerate(queries)}
+        di = {t: i for i, t in enumerate(docs)}
+        rows = np.fromiter((qi[q] for q, _ in pairs), dtype=np.int64, count=len(pairs))
+        cols = np.fromiter((di[d] for _, d in pairs), dtype=np.int64, count=len(pairs))
+        return self.scale * np.einsum("ij,ij->i", qv[rows], dv[cols])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero)."""
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
 
 
 def teacher_scores(teacher: Any, data: Any, doc_columns: list[str]) -> Tensor:

@@ -310,6 +310,7 @@ def train_cross_encoder(
     mining: Mapping[str, Any] | None = None,
     eval: str | Callable[[Any], Mapping[str, float]] | None = None,
     pooler: str = "identity",
+    teacher: str | Any = None,
     resume: bool = False,
     force: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
@@ -330,6 +331,8 @@ def train_cross_encoder(
             all-MiniLM-L6-v2 unless ``mining["model"]`` names another bi-encoder).
         eval: An evaluation spec (``rerank:scifact/train#tune-dev``) or an evaluator.
         pooler: ``identity``, ``keep`` or ``random`` (a new cross-encoder only).
+        teacher: ``listwise`` only: a cross-encoder or bi-encoder SPEC/folder (or model) whose scores of each
+            row's candidates add a KL term (:class:`~embedstack.training.cross.CrossEncoderTrainer`).
 
     Returns:
         The :class:`~embedstack.training.trainer.TrainResult` (with ``.mining`` stats when mined).
@@ -355,10 +358,15 @@ def train_cross_encoder(
         rows = groups_to_labelled_pairs(rows)
         loss_module = BinaryCrossEntropyLoss(pos_weight=float(k))
     evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
-    trainer = CrossEncoderTrainer(ce, loss_module, rows, args=args, evaluator=evaluator, progress=progress)
+    teacher_model = _load_teacher(teacher, say)
+    if teacher_model is not None:
+        say(f"scoring {len(rows):,} rows with the teacher")
+    trainer = CrossEncoderTrainer(ce, loss_module, rows, args=args, evaluator=evaluator, progress=progress,
+                                  teacher=teacher_model)
     trainer.notes = {"model_in": getattr(ce, "source", None), "evaluation": getattr(evaluator, "name", None),
                      "hard_negatives": hard_negatives, "mining": None if mined is None else mined.stats,
-                     "pooler_init": pooler, "first_stage": getattr(evaluator, "first_stage", None)}
+                     "pooler_init": pooler, "first_stage": getattr(evaluator, "first_stage", None),
+                     "teacher": None if teacher is None else str(getattr(teacher_model, "name", teacher))}
     say(f"training a cross-encoder on {len(rows):,} rows with {type(trainer.loss).__name__}")
     result = trainer.train(out=out, resume=resume, force=force)
     result.mining = None if mined is None else mined.stats
@@ -390,7 +398,8 @@ def _mine_rows(rows: Any, hard_negatives: str | None, mining: Mapping[str, Any] 
 
 
 def _load_teacher(teacher: str | os.PathLike[str] | Any, say: Callable[[str], None]) -> Any:
-    """A teacher for distillation: a reranker object as it is, or a cross-encoder SPEC / folder loaded."""
+    """A teacher for distillation: a reranker object as it is, or a SPEC / folder loaded: a cross-encoder, or a
+    bi-encoder (scores ``20 · cos``, :class:`~embedstack.training.ranking.BiEncoderTeacher`)."""
     model = teacher
     if isinstance(teacher, str | os.PathLike):
         from embedstack.models import resolve
@@ -398,8 +407,14 @@ def _load_teacher(teacher: str | os.PathLike[str] | Any, say: Callable[[str], No
         say(f"loading the teacher {teacher}")
         model = resolve(str(teacher))
     if model is not None and not callable(getattr(model, "predict", None)):
-        raise ConfigError(f"the teacher must be a cross-encoder (it scores pairs); {teacher!r} is a "
-                          f"{type(model).__name__}.", param=("teacher", "teacher"))
+        from embedstack.neural.sentence import SentenceEncoder
+
+        if not isinstance(model, SentenceEncoder):
+            raise ConfigError(f"the teacher must score (query, document) pairs: a cross-encoder or a bi-encoder; "
+                              f"{teacher!r} is a {type(model).__name__}.", param=("teacher", "teacher"))
+        from embedstack.training.ranking import BiEncoderTeacher
+
+        model = BiEncoderTeacher(model)
     return model
 
 
