@@ -226,6 +226,17 @@ def run_dev(name: str, corpus: list[str]) -> dict[str, Any]:
 
 
 BLEND_ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7)
+# the recipes scored by the blend study on tune-dev, and on the report half (with the blend arm that chooses for it)
+BLEND_ARMS = {"dev-blend": "minilm-scifact-ce", "dev-blend-distill": "minilm-scifact-ce-distill"}
+REPORT_ARMS = {"report": ("minilm-scifact-ce", "dev-blend"), "report-distill": ("minilm-scifact-ce-distill",
+                                                                               "dev-blend-distill")}
+
+
+def chosen_blend(blend: dict[str, Any]) -> tuple[float, int]:
+    """(α, depth) of the best ``--rerank-fusion convex-z:α`` cell (CE against the hybrid's RRF score) on tune-dev."""
+    key = max((k for k in blend["cells"] if k.startswith("ce+first")), key=blend["cells"].get)
+    a, d = key.removeprefix("ce+first").split("@")
+    return float(a), int(d)
 
 
 def _ndcg_of_orders(bench: Any, results: Any, order_of: Any, depth: int) -> float:
@@ -402,8 +413,7 @@ def markdown(arms: dict[str, Any]) -> str:
         for n, d in during:
             lines += ["", f"{DEV_CONFIGS[n]['label']}: nDCG@10 on tune-dev (BM25 top 20 reranked) during training: "
                       + ", ".join(f"step {e['step']} {e['ndcg@10']:.2f}" for e in d) + "."]
-    blend = arms.get("dev-blend")
-    if blend:
+    for blend in (arms[n] for n in BLEND_ARMS if n in arms):
         c = blend["cells"]
         lines += ["", f"Blending the reranker with a hybrid first stage, chosen on tune-dev ({blend['n_queries']} "
                   f"queries; the recipe `{blend['recipe']}` is trained on tune-train only; hybrid = RRF of BM25 and "
@@ -438,8 +448,7 @@ def markdown(arms: dict[str, Any]) -> str:
              for n, a in arms.items() if isinstance(a, dict) and a.get("measured")]
     if where:
         lines += ["", "Where each arm ran: " + "; ".join(where) + "."]
-    rep = arms.get("report")
-    if rep:
+    for rname, rep in ((n, arms[n]) for n in REPORT_ARMS if n in arms):
         c = rep["cells"]
         alpha = rep.get("alpha")
         lines += ["", f"Report half ({rep['n_queries']} queries never tuned on, full 5,183-abstract corpus), recipe "
@@ -461,6 +470,14 @@ def markdown(arms: dict[str, Any]) -> str:
                   f"{rep['pairs_scored']:,} distinct pairs scored once (then looked up for every cell); "
                   f"`evaluate_pipeline` (the `eval retrieval --rerank` path) on BM25 → CE@10 gives "
                   f"{rep['check_evaluate_pipeline_bm25_ce10']:.2f} (table: {c['bm25+ce@10']['ndcg@10']:.2f})."]
+        blend = arms.get(REPORT_ARMS[rname][1])
+        if blend and alpha is not None and chosen_blend(blend)[0] == alpha:
+            a, d = chosen_blend(blend)
+            cell = c[f"hybrid+ce@{d}+fused{a:g}"]["ndcg@10"]
+            lines += ["", f"Chosen on tune-dev by `{REPORT_ARMS[rname][1]}` (weight and depth): α = {a:g}, the top {d} "
+                      f"reranked: **{cell:.2f} against hybrid {c['hybrid']['ndcg@10']:.2f} "
+                      f"({cell - c['hybrid']['ndcg@10']:+.2f})** on the report half: target "
+                      f"{'met' if cell - c['hybrid']['ndcg@10'] >= 2 else 'not met'}."]
     return "\n".join(lines)
 
 
@@ -469,8 +486,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--arms", default=",".join(DEV_CONFIGS))
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--no-save", action="store_true")
-    ap.add_argument("--alpha", type=float, default=None, help="report arm: also the reranker fused with the first "
-                    "stage at this weight (chosen on tune-dev)")
+    ap.add_argument("--alpha", type=float, default=None, help="report arms: also the reranker fused with the first "
+                    "stage at this weight (default: the weight the recipe's blend arm chose on tune-dev, when kept)")
     ap.add_argument("--render-last", action="store_true", help="rewrite the BENCHMARKS.md section from the kept arms "
                     "(results/train_reranker_arms.json) without training or scoring anything")
     opts = ap.parse_args(argv)
@@ -493,11 +510,15 @@ def main(argv: list[str] | None = None) -> None:
             log(f"{name}: kept ({done[name]['ndcg@10']:.2f})")
             continue
         log(f"arm {name}")
-        if name == "report":
-            result = run_report(alpha=opts.alpha)
+        if name in REPORT_ARMS:
+            recipe, blend = REPORT_ARMS[name]
+            alpha = opts.alpha
+            if alpha is None and blend in done:  # chosen on tune-dev by the recipe's own blend arm
+                alpha = chosen_blend(done[blend])[0]
+            result = run_report(recipe, alpha=alpha)
             result["ndcg@10"] = result["cells"]["hybrid+ce@100"]["ndcg@10"]
-        elif name == "dev-blend":
-            result = run_blend()
+        elif name in BLEND_ARMS:
+            result = run_blend(BLEND_ARMS[name])
         elif name == "hybrid-fusion":
             result = run_hybrid_fusion()
         else:
