@@ -60,7 +60,7 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
                          "label": "as dev-ict-128, each ICT pseudo-query the abstract's last sentence (its conclusion, "
                                   "closest in form to a SciFact claim) instead of a random one"},
     "dev-ict-128-distill": {"loss": "listwise", "args": {"epochs": 1, "lr": 5e-5, "max_seq_length": 128}, "ict": 5182,
-                            "titles": 1500, "copies": 3, "teacher": "recipe:minilm-scifact-tune-train",
+                            "titles": 1500, "copies": 3, "teacher": "recipe:minilm-scifact-tune-train@precision=bf16",
                             "label": "as dev-ict-128, plus KL to a bi-encoder teacher's 20 · cosine over each group "
                                      "(recipe minilm-scifact-tune-train: minilm-scifact trained on tune-train only)"},
     "dev-bce": {"loss": "bce", "args": {"epochs": 3},
@@ -114,7 +114,7 @@ def train(cfg: dict[str, Any], data: Any, evaluator: Any = None) -> tuple[Any, A
         k = sum(1 for c in data.columns if c.startswith("negative_"))
         data = groups_to_labelled_pairs(data)
         loss = BinaryCrossEntropyLoss(pos_weight=float(k))
-    teacher = cfg.get("teacher") and _load_teacher(resolve_start(cfg["teacher"], stage=log) + "@precision=bf16", log)
+    teacher = cfg.get("teacher") and _load_teacher(resolve_start(cfg["teacher"], stage=log), log)
     t0 = time.perf_counter()
     result = CrossEncoderTrainer(ce, loss, data, args=args, evaluator=evaluator, teacher=teacher,
                                  progress=lambda i: log(f"  step {i['step']}/{i['total']} loss {i['loss']:.3f}")

@@ -154,6 +154,18 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            options={"hard_negatives": "bm25", "pooler": "identity",
                     "mining": {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random",
                                "corpus": "scifact"}}),
+    Recipe("minilm-scifact-ce-distill", "minilm-scifact-ce plus distillation: KL to a bi-encoder teacher's 20 · cosine "
+           "over each (query, positive, 4 BM25 negatives) group (recipe minilm-scifact-tune-train, trained on the same "
+           "tune-train queries, scoring in bf16); tune-dev held out (benchmarks/train_reranker.py: its arm "
+           "dev-ict-128-distill is this model)", "cross",
+           "all-MiniLM-L6-v2@max_seq_length=256", ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182",
+                                                                                   "scifact-titles:1500"),
+           "listwise", {"epochs": 1, "batch_size": 16, "lr": 5e-5, "head_lr_scale": 10.0, "warmup_ratio": 0.1,
+                        "max_seq_length": 128, "precision": "bf16", "seed": 0},
+           report="rerank:scifact/train#report@50", minutes=30.0,
+           options={"hard_negatives": "bm25", "pooler": "identity", "teacher": "recipe:minilm-scifact-tune-train@precision=bf16",
+                    "mining": {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random",
+                               "corpus": "scifact"}}),
     Recipe("minilm-scifact-colbert", "ColBERT on all-MiniLM-L6-v2's weights (fresh 128-d projection, queries "
            "[MASK]-padded to 32 tokens, documents cut at 256): SciFact tune-train query→abstract pairs and 1,500 "
            "title→abstract pseudo-pairs, one BM25 negative each (ranks 10-50 of the whole corpus), in-batch + "
@@ -278,17 +290,18 @@ def _concat(parts: list[Any]) -> Any:
 
 
 def resolve_start(model: str, *, stage: Callable[[str], None] | None = None, precision: str | None = None) -> str:
-    """A model SPEC; ``recipe:NAME`` is built into the recipe cache first when it is not there (with
-    ``precision`` overriding its training precision, as :func:`build_recipe` does)."""
+    """A model SPEC; ``recipe:NAME`` (or ``recipe:NAME@OPTIONS``, e.g. ``@precision=bf16`` for inference) is
+    built into the recipe cache first when it is not there (with ``precision`` overriding its training precision,
+    as :func:`build_recipe` does), and becomes that folder (with the same options)."""
     if not model.startswith("recipe:"):
         return model
-    name = model.split(":", 1)[1]
+    name, at, options = model.split(":", 1)[1].partition("@")
     folder = recipe_dir(name)
     if not (folder / "embedstack.json").is_file():
         if stage:
             stage(f"building the starting model recipe:{name} first")
         build_recipe(get_recipe(name), out=folder, stage=stage, precision=precision)
-    return str(folder)
+    return str(folder) + at + options
 
 
 def build_recipe(recipe: Recipe, *, out: str | os.PathLike[str] | None = None, seed: int | None = None,
