@@ -515,6 +515,9 @@ def main(argv: list[str] | None = None) -> None:
             alpha = opts.alpha
             if alpha is None and blend in done:  # chosen on tune-dev by the recipe's own blend arm
                 alpha = chosen_blend(done[blend])[0]
+            elif alpha is None:
+                log(f"{name}: no --alpha and no kept {blend} arm to choose one: the reranker alone, not fused "
+                    f"(run {blend} first)")
             result = run_report(recipe, alpha=alpha)
             result["ndcg@10"] = result["cells"]["hybrid+ce@100"]["ndcg@10"]
         elif name in BLEND_ARMS:

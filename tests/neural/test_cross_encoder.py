@@ -211,7 +211,7 @@ def test_settle_in_two_rounds_gives_the_true_order_scoring_fewer() -> None:
         low = true + rng.uniform(-margin, margin, size=n)
         asked: list[int] = []
 
-        def exact(i: np.ndarray) -> np.ndarray:
+        def exact(i: np.ndarray, asked: list[int] = asked, true: np.ndarray = true) -> np.ndarray:
             asked.extend(i.tolist())
             return true[i]
 

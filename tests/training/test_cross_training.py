@@ -131,8 +131,8 @@ def test_distillation_adds_a_kl_term_to_the_teacher_scores_and_learns() -> None:
     data = TrainingData.from_columns(cols)
     teacher = _OverlapTeacher()
     args = TrainingArgs(epochs=1, batch_size=8, lr=1e-3, precision="fp32", seed=0)
-    trainer = CrossEncoderTrainer(_ce(), "listwise", data, args=args, teacher=teacher, distill_weight=0.5,
-                                  teacher_temperature=2.0)
+    trainer = CrossEncoderTrainer(_ce(), ListwiseSoftmaxLoss(distill_weight=0.5, teacher_temperature=2.0), data,
+                                  args=args, teacher=teacher)
     trainer._tokenize()
     trainer._work = trainer.model.model.eval()  # what train() runs (fp32: the model itself), without dropout
     assert teacher.calls == 1 and tuple(trainer._teacher_scores.shape) == (24, 3)
@@ -154,10 +154,22 @@ def test_distillation_adds_a_kl_term_to_the_teacher_scores_and_learns() -> None:
     neg = model.predict(list(zip(test["anchor"], test["negative_1"], strict=True)))
     assert float(np.mean(pos > neg)) > 0.8
     pairs_only = TrainingData.from_columns({"anchor": ["a"], "positive": ["b"], "label": [1]})
-    with pytest.raises(ConfigError, match="listwise"):
+    with pytest.raises(ConfigError, match="negative_1"):
         CrossEncoderTrainer(_ce(), "bce", pairs_only, teacher=teacher)
+    from embedstack.training.run import train_cross_encoder
+
+    with pytest.raises(ConfigError, match="listwise"):  # refused before the start model or the teacher is loaded
+        train_cross_encoder("no-such-model", pairs_only, loss="bce", teacher="no-such-teacher")
+    with pytest.raises(ConfigError, match="negative_1"):  # no groups to distil over
+        CrossEncoderTrainer(_ce(), "listwise", TrainingData.from_columns({"anchor": ["a"], "positive": ["b"]}),
+                            teacher=teacher)
+    with pytest.raises(ConfigError, match="no distillation"):  # a bi-encoder's own trainer takes none
+        from embedstack.neural.sentence import SentenceEncoder
+        from embedstack.training import SentenceTrainer
+
+        SentenceTrainer(SentenceEncoder(_ce().model, _ce().tokenizer, max_seq_length=32), "mnrl", data, teacher=teacher)
     with pytest.raises(ConfigError, match="distill_weight"):
-        CrossEncoderTrainer(_ce(), "listwise", data, teacher=teacher, distill_weight=-1.0)
+        ListwiseSoftmaxLoss(distill_weight=-1.0)
 
 
 def test_a_bi_encoder_teaches_through_its_scaled_cosines() -> None:
@@ -179,6 +191,8 @@ def test_a_bi_encoder_teaches_through_its_scaled_cosines() -> None:
         _load_teacher(object(), lambda _: None)
     with pytest.raises(ConfigError, match="encodes texts"):
         BiEncoderTeacher(object())
+    with pytest.raises(ConfigError, match="scale"):
+        BiEncoderTeacher(enc, scale=0.0)
 
 
 def test_bf16_pure_trains_the_pooler_and_keeps_fp32_masters() -> None:

@@ -70,8 +70,9 @@ def test_every_recipe_is_complete() -> None:
             assert r.loss in losses and r.report
             assert _split_spec(r.report)[0] in ("sts", "retrieval", "rerank")
             TrainingArgs(**r.args)  # valid arguments
-            if r.model.startswith("recipe:"):
-                get_recipe(r.model.split(":", 1)[1])
+            for spec in (r.model, r.options.get("teacher") or ""):  # a starting model or teacher built first
+                if spec.startswith("recipe:"):
+                    get_recipe(spec.split(":", 1)[1].partition("@")[0])
     assert {r.name for r in RECIPES.values() if r.kind == "cross"} >= {"minilm-scifact-ce", "minilm-stsb-ce"}
 
 

@@ -210,6 +210,8 @@ def train_cross_encoder_command(
     eval_spec: str | None = typer.Option(None, "--eval", help="Evaluate during training, e.g. "
                                          "rerank:scifact/train#tune-dev (BM25 top 50 reranked; @N another depth)."),
     pooler: str = typer.Option("identity", "--pooler", help="A new cross-encoder's pooler: identity, keep, random."),
+    teacher: str | None = typer.Option(None, "--teacher", help="listwise: a cross-encoder or bi-encoder (20 · cosine) "
+                                       "whose scores of each group add a KL term (distillation)."),
     epochs: int = _EPOCHS_OPTION,
     max_steps: int | None = _MAX_STEPS_OPTION,
     batch_size: int = typer.Option(16, "--batch-size", help="Rows (groups or pairs) per step."),
@@ -249,7 +251,8 @@ def train_cross_encoder_command(
     rows = _read_rows(data, seed, columns, data_format, encoding, errors)
     mining = {"num_negatives": num_negatives, "range_min": range_min, "range_max": range_max, "sampling": sampling}
     _run_training(train_cross_encoder, out, t0, json_out, quiet, model=model, data=rows, loss=loss, args=args,
-                  hard_negatives=hard_negatives, mining=mining, eval=eval_spec, pooler=pooler, resume=resume, force=force)
+                  hard_negatives=hard_negatives, mining=mining, eval=eval_spec, pooler=pooler, teacher=teacher,
+                  resume=resume, force=force)
 
 
 def train_colbert_command(
@@ -260,8 +263,9 @@ def train_colbert_command(
                               "BERT to start one from (fresh projection)."),
     loss: str = typer.Option("contrastive", "--loss", help="contrastive (in-batch + hard negatives) or distillation "
                              "(KL to --teacher only)."),
-    teacher: str | None = typer.Option(None, "--teacher", help="A cross-encoder whose scores of each row's "
-                                       "candidates the KL term follows (with contrastive: both terms)."),
+    teacher: str | None = typer.Option(None, "--teacher", help="A cross-encoder (or a bi-encoder: 20 · cosine) whose "
+                                       "scores of each row's candidates the KL term follows (with contrastive: both "
+                                       "terms)."),
     dim: int = typer.Option(128, "--dim", help="Token vector width of a new ColBERT."),
     query_length: int | None = typer.Option(None, "--query-length", help="Query tokens ([MASK]-padded to it; "
                                             "a new model: 32, a saved one: its own)."),
@@ -316,7 +320,8 @@ def train_splade_command(
                              "SparseEncoder folder)."),
     model: str = typer.Option("recipe:minilm-mlm-head", "--model", "-m", help="A SPLADE model to continue (an encoder "
                               "with its MLM head; all-MiniLM-L6-v2 ships none: recipe:minilm-mlm-head adds one)."),
-    teacher: str | None = typer.Option(None, "--teacher", help="A cross-encoder whose scores add a KL term."),
+    teacher: str | None = typer.Option(None, "--teacher", help="A cross-encoder (or a bi-encoder: 20 · cosine) whose "
+                                       "scores add a KL term."),
     lambda_query: float = typer.Option(5e-4, "--lambda-query", help="FLOPS weight of the queries."),
     lambda_document: float = typer.Option(1e-4, "--lambda-document", help="FLOPS weight of the documents."),
     lambda_warmup_steps: int = typer.Option(20, "--lambda-warmup-steps", help="Steps of the quadratic λ warm-up."),

@@ -317,11 +317,12 @@ typedef struct __attribute__((packed)) {
 /* Linux gives a process the AMX tile state only once asked (ARCH_REQ_XCOMP_PERM for XTILEDATA). 0: granted. */
 int embedstack_amx_init(void) { return (int)syscall(SYS_arch_prctl, 0x1023, 18); }
 
-/* 2^x for x <= 0 to 7.5e-5 relative: 2^x = 2^floor(x) 2^r with r = x - floor(x) in [0, 1) (vreduceps), 2^r by a
- * cubic fitted for the least largest relative error on [0, 1), times 2^floor(x) by vscalefps (which floors its
+/* 2^x for x <= 0 to 7.5e-5 relative: 2^x = 2^floor(x) 2^r with r = x - floor(x) in [0, 1] (vreduceps; 1 only by
+ * rounding, where the cubic is continuous with r = 0 of the next 2^floor(x)), 2^r by a cubic fitted for the least
+ * largest relative error on [0, 1], times 2^floor(x) by vscalefps (which floors its
  * exponent itself, and gives 0 far below the float range). Enough for weights rounded to bf16 (2^-9): 10 vector
  * operations a softmax vector where a degree-4 polynomial after round-to-nearest took 12 (the kernel 14.6 -> 12.7
- * ms on 32 x 240 tokens x 12 heads, one thread; 6.7 -> 5.9 on two). The caller folds log2(e) into the scale, so e^x costs no multiply of
+ * ms on 32 x 240 tokens x 12 heads, one thread, measured back to back; 6.7 -> 5.9 on two). The caller folds log2(e) into the scale, so e^x costs no multiply of
  * its own and no clamp. */
 static inline __m512 exp2_neg_bf16(__m512 x) {
     const __m512 r = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);

@@ -17,7 +17,7 @@ query's first ``k`` (their low-precision logits within ``2 · exact_margin`` of 
 fp32; every other pair is more than that from its neighbours, so its place cannot change. The first ``k`` of
 each query then come out in the order fp32 gives whenever no logit moved by more than ``exact_margin``, at the
 cost of fp32 passes over pairs in near-ties (see :func:`near_ties`). Two passes, not one: the first scores all but
-a set of near-ties at least ``2 · exact_margin`` apart, the second only those of that set that an fp32 score landed
+a set of near-ties more than ``2 · exact_margin`` apart, the second only those of that set that an fp32 score landed
 next to (:func:`settle_ties`); on SciFact this scores a quarter fewer pairs again. The default margins are not
 worst-case bounds: most moves are far smaller than the largest (SciFact reranker, bf16-pure: median 0.009, 99th
 percentile 0.057, largest 0.078 logits), and a margin of 0.1, which covers the largest, re-scored 46% of all pairs
@@ -313,6 +313,7 @@ class CrossEncoder(TransformerRuntime):
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1. Got {batch_size}.")
         out = np.empty((len(items), self.num_labels), dtype=np.float32)
+        self.last_rescored = 0
         if items:
             ids, types = self._tokenize_pairs(items)
             run = self._get_runner()

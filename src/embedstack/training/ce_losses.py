@@ -83,6 +83,10 @@ class ListwiseSoftmaxLoss(nn.Module):
     (the "localized contrastive estimation" of Gao et al. 2021 for rerankers), temperature ``τ``
     (default 1). Only the order within a group matters, so the logit scale is free.
 
+    With a teacher's scores of each group (``forward(logits, teacher)``), ``distill_weight · KL(softmax(teacher /
+    teacher_temperature) ‖ softmax(z))`` is added (:func:`~embedstack.training.ranking.distill_kl`, as ColBERT's
+    and SPLADE's losses do).
+
     Example:
         >>> import torch
         >>> round(float(ListwiseSoftmaxLoss()(torch.tensor([[1.0, 0.0]]))), 4)  # −log(e / (e + 1))
@@ -92,16 +96,23 @@ class ListwiseSoftmaxLoss(nn.Module):
     columns: tuple[str, ...] = ("anchor", "positive", "negative")
     optional_columns: tuple[str, ...] = ()
 
-    def __init__(self, *, temperature: float = 1.0) -> None:
+    def __init__(self, *, temperature: float = 1.0, distill_weight: float = 1.0, teacher_temperature: float = 1.0) -> None:
         super().__init__()
         self.temperature = check_float(self, "temperature", temperature, low=0.0, low_open=True)
+        self.distill_weight = check_float(self, "distill_weight", distill_weight, low=0.0)
+        self.teacher_temperature = check_float(self, "teacher_temperature", teacher_temperature, low=0.0, low_open=True)
 
-    def forward(self, logits: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, teacher: Tensor | None = None) -> Tensor:
         z = _logits(type(self).__name__, logits, 2)  # (B, 1 + k)
         if z.shape[1] < 2:
             raise InputError(f"{type(self).__name__} needs at least one negative per row (got {z.shape[1] - 1}).")
         target = torch.zeros(z.shape[0], dtype=torch.long)
-        return F.cross_entropy(z.float() / self.temperature, target)
+        loss = F.cross_entropy(z.float() / self.temperature, target)
+        if teacher is not None and self.distill_weight > 0:
+            from embedstack.training.ranking import distill_kl
+
+            loss = loss + self.distill_weight * distill_kl(z.float(), teacher, self.teacher_temperature)
+        return loss
 
 
 class ScoreRegressionLoss(nn.Module):

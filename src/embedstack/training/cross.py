@@ -14,8 +14,8 @@ Data (:class:`~embedstack.training.data.TrainingData`):
   groups, which :func:`groups_to_labelled_pairs` turns into labelled pairs;
 * ``listwise``: ``(anchor, positive, negative_1..k)`` groups (mined hard negatives), optionally with a
   teacher (a cross-encoder, or a bi-encoder through :class:`~embedstack.training.ranking.BiEncoderTeacher`)
-  whose scores of each group, computed once before training, add ``distill_weight · KL`` to the loss
-  (:func:`~embedstack.training.ranking.distill_kl`, as ColBERT and SPLADE training do);
+  whose scores of each group, computed once before training, add a KL term to the loss
+  (:class:`~embedstack.training.ce_losses.ListwiseSoftmaxLoss`, as ColBERT and SPLADE training do);
 * ``regression``: ``(anchor, positive, score)`` with scores in [0, 1].
 
 Example:
@@ -73,23 +73,19 @@ class CrossEncoderTrainer(SentenceTrainer):
         data, args, evaluator, progress: As :class:`~embedstack.training.trainer.SentenceTrainer`;
             ``args.max_seq_length`` caps the pair length (query kept whole, document cut).
         teacher: ``listwise`` only: a scorer of pairs (``predict(pairs, activation=False)``); its scores of each
-            group, divided by ``teacher_temperature``, are the target of a KL term weighted ``distill_weight``.
+            group are the target of the listwise loss's KL term (its ``distill_weight``, ``teacher_temperature``).
     """
 
-    def __init__(self, model: Any, loss: nn.Module | str, data: Any, *, teacher: Any = None,
-                 distill_weight: float = 1.0, teacher_temperature: float = 1.0, **kwargs: Any) -> None:
+    takes_teacher = True
+
+    def __init__(self, model: Any, loss: nn.Module | str, data: Any, **kwargs: Any) -> None:
         super().__init__(model, loss, data, **kwargs)
         from embedstack.training.ce_losses import ListwiseSoftmaxLoss
 
-        if teacher is not None and not (isinstance(self.loss, ListwiseSoftmaxLoss) and self.n_negatives):
-            raise ConfigError("distillation from a teacher trains the listwise loss on (anchor, positive, "
-                              "negative_1..k) groups: use loss='listwise' with hard_negatives='bm25'.",
-                              param=("teacher", "teacher"))
-        if not (distill_weight >= 0 and teacher_temperature > 0):
-            raise ConfigError(f"distill_weight must be >= 0 and teacher_temperature > 0; got {distill_weight!r}, "
-                              f"{teacher_temperature!r}.")
-        self.teacher, self.distill_weight, self.teacher_temperature = teacher, float(distill_weight), float(teacher_temperature)
-        self._teacher_scores: Tensor | None = None
+        if self.teacher is not None and not isinstance(self.loss, ListwiseSoftmaxLoss):
+            raise ConfigError(f"distillation from a teacher trains the listwise loss on (anchor, positive, "
+                              f"negative_1..k) groups; this run's loss is {type(self.loss).__name__}: use "
+                              "loss='listwise'.", param=("loss", "loss"))
 
     def _check_model(self, model: Any) -> None:
         from embedstack.neural.cross_encoder import CrossEncoder
@@ -131,10 +127,6 @@ class CrossEncoderTrainer(SentenceTrainer):
         if self.label_column is not None:
             values = np.asarray(self.data.column(self.label_column))
             self._labels = torch.from_numpy(values.astype(np.float32))
-        if self.teacher is not None and self._teacher_scores is None:
-            from embedstack.training.ranking import teacher_scores
-
-            self._teacher_scores = teacher_scores(self.teacher, self.data, candidates)
 
     def _is_head(self, name: str) -> bool:
         """The classifier and BERT's pooler are the new head (``TrainingArgs.head_lr_scale``)."""
@@ -156,12 +148,7 @@ class CrossEncoderTrainer(SentenceTrainer):
             logits = self.model.forward_pairs(ids, types, model=self._work, min_rows=self.args.min_piece_rows)
         z = logits[:, 0].float().reshape(len(rows), len(self._candidates))  # (B, 1 + k)
         if isinstance(self.loss, ListwiseSoftmaxLoss):
-            if self._teacher_scores is None:
-                return self.loss(z)
-            from embedstack.training.ranking import distill_kl
-
-            target = self._teacher_scores[torch.from_numpy(np.asarray(rows))]
-            return self.loss(z) + self.distill_weight * distill_kl(z, target, self.teacher_temperature)
+            return self.loss(z, self._teacher_for(rows))
         if self.label_column is None:
             raise ConfigError(f"{type(self.loss).__name__} reads a label or score column; the data has none.")
         return self.loss(z[:, 0], self._labels[torch.from_numpy(np.asarray(rows))])

@@ -26,7 +26,8 @@ torch = require("torch", "torch", "ranking model training")
 
 from torch import Tensor, nn  # noqa: E402
 
-from embedstack.errors import ConfigError  # noqa: E402
+from embedstack.errors import ConfigError, ScoreError  # noqa: E402
+from embedstack.evaluation.runners import l2_normalize  # noqa: E402
 from embedstack.training.trainer import SentenceTrainer  # noqa: E402
 
 __all__ = ["BiEncoderTeacher", "RankingTrainer", "distill_kl", "teacher_scores"]
@@ -57,13 +58,15 @@ class BiEncoderTeacher:
     def __init__(self, encoder: Any, scale: float = 20.0) -> None:
         if not callable(getattr(encoder, "encode", None)):
             raise ConfigError(f"a bi-encoder teacher encodes texts; got a {type(encoder).__name__}.")
+        if not (isinstance(scale, int | float) and 0 < scale < float("inf")):
+            raise ConfigError(f"scale must be a finite number > 0 (20: MNRL's); got {scale!r}.")
         self.encoder, self.scale = encoder, float(scale)
         self.name = f"{getattr(encoder, 'name', type(encoder).__name__)} (bi-encoder, scale {self.scale:g})"
 
     def predict(self, pairs: Any, *, activation: bool = False, **_: Any) -> np.ndarray:
         queries = list(dict.fromkeys(q for q, _ in pairs))
         docs = list(dict.fromkeys(d for _, d in pairs))
-        qv, dv = (_unit(np.asarray(self.encoder.encode(texts, role=role), dtype=np.float32))
+        qv, dv = (l2_normalize(np.asarray(self.encoder.encode(texts, role=role), dtype=np.float32))
                   for texts, role in ((queries, "query"), (docs, "document")))
         qi = {t: i for i, t in enumerate(queries)}
         di = {t: i for i, t in enumerate(docs)}
@@ -72,18 +75,16 @@ class BiEncoderTeacher:
         return self.scale * np.einsum("ij,ij->i", qv[rows], dv[cols])
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (zero rows stay zero)."""
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
-
-
 def teacher_scores(teacher: Any, data: Any, doc_columns: list[str]) -> Tensor:
     """A reranker's raw scores (``predict(pairs, activation=False)``) of each row's candidates: ``(rows, len(doc_columns))``."""
     anchors = data.column("anchor")
     columns = [data.column(c) for c in doc_columns]
     pairs = [(a, col[r]) for r, a in enumerate(anchors) for col in columns]
     scores = np.asarray(teacher.predict(pairs, activation=False), dtype=np.float32)
+    if not np.isfinite(scores).all():
+        raise ScoreError(f"the teacher {getattr(teacher, 'name', type(teacher).__name__)} gave a non-finite score for "
+                         f"{int((~np.isfinite(scores)).sum())} of {len(scores)} pair(s): its weights are broken or its "
+                         "precision overflowed (load it with precision=fp32).")
     return torch.from_numpy(scores.reshape(len(anchors), len(doc_columns)))
 
 
@@ -94,13 +95,7 @@ class RankingTrainer(SentenceTrainer):
     Subclasses give :meth:`_tokenize_texts` (``(ids, masks)`` of texts of one role) and the forward.
     """
 
-    def __init__(self, model: Any, loss: nn.Module | str, data: Any, *, teacher: Any = None, **kwargs: Any) -> None:
-        super().__init__(model, loss, data, **kwargs)
-        if teacher is not None and not self.n_negatives:
-            raise ConfigError("distillation from a teacher needs (anchor, positive, negative_1..k) rows: mine hard "
-                              "negatives first (hard_negatives='bm25').")
-        self.teacher = teacher
-        self._teacher_scores: Tensor | None = None
+    takes_teacher = True
 
     def _tokenize_texts(self, enc: Any, texts: list[str], role: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
         raise NotImplementedError
@@ -124,8 +119,6 @@ class RankingTrainer(SentenceTrainer):
         self._lengths = np.zeros(len(self.data), dtype=np.int64)
         for ids in self._ids.values():
             self._lengths += np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        if self.teacher is not None and self._teacher_scores is None:
-            self._teacher_scores = teacher_scores(self.teacher, self.data, self._doc_columns)
 
     def _batch_texts(self, rows: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray],
                                                       list[np.ndarray]]:
@@ -142,5 +135,3 @@ class RankingTrainer(SentenceTrainer):
         """``(b, 1 + k)``: the document columns of each row's positive and its ``k`` negatives."""
         return torch.cat([torch.arange(b)[:, None], b + torch.arange(b)[:, None] * k + torch.arange(k)[None, :]], dim=1)
 
-    def _teacher_for(self, rows: np.ndarray) -> Tensor | None:
-        return None if self._teacher_scores is None else self._teacher_scores[torch.from_numpy(np.asarray(rows))]

@@ -344,6 +344,9 @@ def train_cross_encoder(
 
     say = stage or (lambda _line: None)
     args = args or TrainingArgs()
+    if teacher is not None and loss != "listwise":  # before loading (or building) anything
+        raise ConfigError(f"distillation from a teacher trains the listwise loss on (anchor, positive, negative_1..k) "
+                          f"groups; got loss={loss!r}: use loss='listwise'.", param=("loss", "--loss"))
     say(f"loading {model if isinstance(model, str) else type(model).__name__}")
     ce = load_cross_encoder_start(model, pooler=pooler, seed=args.seed)
     if out is not None:
@@ -359,8 +362,6 @@ def train_cross_encoder(
         loss_module = BinaryCrossEntropyLoss(pos_weight=float(k))
     evaluator = evaluator_from_spec(eval) if isinstance(eval, str) else eval
     teacher_model = _load_teacher(teacher, say)
-    if teacher_model is not None:
-        say(f"scoring {len(rows):,} rows with the teacher")
     trainer = CrossEncoderTrainer(ce, loss_module, rows, args=args, evaluator=evaluator, progress=progress,
                                   teacher=teacher_model)
     trainer.notes = {"model_in": getattr(ce, "source", None), "evaluation": getattr(evaluator, "name", None),

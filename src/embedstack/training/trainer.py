@@ -304,9 +304,12 @@ class SentenceTrainer:
         progress: Called after every optimizer step with a dict (step, total, loss, lr, eta_s, epoch).
     """
 
+    #: whether this trainer's loss reads a teacher's scores (cross-encoder, ColBERT and SPLADE training)
+    takes_teacher = False
+
     def __init__(self, model: Any, loss: nn.Module | str, data: Any, *, args: TrainingArgs | None = None,
                  evaluator: Callable[[Any], Mapping[str, float]] | None = None,
-                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 progress: Callable[[dict[str, Any]], None] | None = None, teacher: Any = None) -> None:
         self._check_model(model)
         if model.backend != "torch":
             raise ConfigError(f"training needs the torch backend; this model runs on {model.backend!r}.")
@@ -322,6 +325,15 @@ class SentenceTrainer:
         if len(data) == 0:
             raise InputError(f"the training data ({getattr(data, 'source', 'records')}) has no rows.")
         self.text_columns, self.label_column, self.n_negatives = self._resolve_columns()
+        if teacher is not None:
+            if not self.takes_teacher:
+                raise ConfigError(f"{type(self).__name__} has no distillation: a teacher is for cross-encoder, "
+                                  "ColBERT and SPLADE training.", param=("teacher", "teacher"))
+            if not self.n_negatives:
+                raise ConfigError("distillation from a teacher needs (anchor, positive, negative_1..k) rows: mine hard "
+                                  "negatives first (hard_negatives='bm25').", param=("hard_negatives", "hard_negatives"))
+        self.teacher = teacher
+        self._teacher_scores: Tensor | None = None  # (rows, 1 + k), scored once by _tokenize
         precision = self.args.precision
         if precision == "auto":
             from embedstack.neural.sentence import cpu_has_bf16
@@ -398,6 +410,15 @@ class SentenceTrainer:
             self._tokenize_columns(enc)
         finally:
             enc.max_seq_length = saved_length
+        if self.teacher is not None and self._teacher_scores is None:
+            from embedstack.training.ranking import teacher_scores
+
+            self._teacher_scores = teacher_scores(self.teacher, self.data, ["positive", *[
+                f"negative_{i + 1}" for i in range(self.n_negatives)]])
+
+    def _teacher_for(self, rows: np.ndarray) -> Tensor | None:
+        """The teacher's scores of these rows' candidates (positive first, then negative_1..k), or None."""
+        return None if self._teacher_scores is None else self._teacher_scores[torch.from_numpy(np.asarray(rows))]
 
     def _tokenize_columns(self, enc: Any) -> None:
         self._ids: dict[str, list[np.ndarray]] = {}
@@ -440,7 +461,7 @@ class SentenceTrainer:
         if self.label_column is not None:
             h.update(self._labels.numpy().tobytes())
         a = self.args
-        return {
+        out: dict[str, Any] = {
             "model": f"{self.model.name} ({hashlib.sha256(cfg.encode()).hexdigest()[:12]})",
             "loss": type(_base_loss(self.loss)).__name__ + ("+matryoshka" if _base_loss(self.loss) is not self.loss else ""),
             "data": f"{len(self.data)} rows {h.hexdigest()[:12]}",
@@ -452,6 +473,10 @@ class SentenceTrainer:
                          "max_seq_length": a.max_seq_length, "weight_decay": a.weight_decay,
                          "group_by_length": a.group_by_length, "head_lr_scale": a.head_lr_scale},
         }
+        if self._teacher_scores is not None:  # rounded: a bf16 teacher may differ in the last bits between machines
+            out["teacher"] = (f"{getattr(self.teacher, 'name', type(self.teacher).__name__)} "
+                              f"{hashlib.sha256(self._teacher_scores.numpy().round(2).tobytes()).hexdigest()[:12]}")
+        return out
 
     def _encoder_weights(self) -> dict[str, Tensor]:
         return {k: p for k, p in self._named_weights().items() if not k.startswith("loss.")}
