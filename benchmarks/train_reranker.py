@@ -409,6 +409,11 @@ def markdown(arms: dict[str, Any]) -> str:
             lines += ["", f"Twice the learning rate did not help: {DEV_CONFIGS['dev-ict-128-lr1e-4']['label']} scored "
                       f"{g['ndcg@10']:.2f} alone and at best {max(g['fused'].values()):.2f} fused. Its during-training "
                       "check (BM25's top 20, documents at the training length of 128 tokens) is below."]
+        if {"dev-ict-128", "dev-ict-128-distill"} <= set(got):
+            g, b = got["dev-ict-128-distill"], got["dev-ict-128"]
+            lines += ["", f"Distillation from a bi-encoder: {DEV_CONFIGS['dev-ict-128-distill']['label']} scored "
+                      f"{g['ndcg@10']:.2f} alone and at best {max(g['fused'].values()):.2f} fused, against "
+                      f"{b['ndcg@10']:.2f} and {max(b['fused'].values()):.2f} without the teacher."]
         during = [(n, a["during"]) for n, a in dev if a.get("during")]
         for n, d in during:
             lines += ["", f"{DEV_CONFIGS[n]['label']}: nDCG@10 on tune-dev (BM25 top 20 reranked) during training: "
