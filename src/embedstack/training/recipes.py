@@ -115,6 +115,29 @@ _STS_ARGS = {"epochs": 2, "batch_size": 16, "lr": 2e-5, "warmup_ratio": 0.1, "ma
 _SCIFACT_ARGS = {"epochs": 1, "batch_size": 32, "lr": 2e-5, "warmup_ratio": 0.1, "max_seq_length": 128,
                  "precision": "bf16", "seed": 0}
 
+_SCIFACT_BI = Recipe("minilm-scifact", "all-MiniLM-L6-v2 + MNRL on SciFact (tune-half query→abstract pairs and 1,500 "
+    "title→abstract pseudo-pairs) with one BM25 hard negative per row mined from the whole corpus, lr 1e-4, "
+    "documents cut at 256 tokens in training (chosen on tune-dev among 7 trained configurations)", "sentence",
+    "all-MiniLM-L6-v2", ("scifact/train#tune", "scifact-titles:1500"), "mnrl",
+    {**_SCIFACT_ARGS, "lr": 1e-4, "max_seq_length": 256},
+    report="retrieval:scifact/train#report", expected=("nDCG@10 SciFact report half (x100)", 70.36),
+    minutes=17.0, options={"hard_negatives": "bm25",
+             "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50, "corpus": "scifact"}})
+
+_SCIFACT_CE = Recipe("minilm-scifact-ce", "a reranker on all-MiniLM-L6-v2's weights: the tune-train queries' (query, abstract) "
+    "pairs x3, all 5,182 inverse-cloze pseudo-pairs and 1,500 title pairs of the corpus, each against 4 BM25 "
+    "negatives (ranks 0-50 of the whole corpus, seeded), listwise softmax, documents cut at 128 tokens in "
+    "training (256 at inference); tune-dev was held out to choose it (benchmarks/train_reranker.py)", "cross",
+    "all-MiniLM-L6-v2@max_seq_length=256", ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182",
+                                                                            "scifact-titles:1500"),
+    "listwise", {"epochs": 1, "batch_size": 16, "lr": 5e-5, "head_lr_scale": 10.0, "warmup_ratio": 0.1,
+                 "max_seq_length": 128, "precision": "bf16", "seed": 0},
+    report="rerank:scifact/train#report@50",
+    expected=("nDCG@10 SciFact report half, BM25 top 50 reranked, bf16 (x100)", 60.42), minutes=28.0,
+    options={"hard_negatives": "bm25", "pooler": "identity",
+             "mining": {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random",
+                        "corpus": "scifact"}})
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("minilm-stsb-cosent", "all-MiniLM-L6-v2 fine-tuned on STS-B train with CoSENT (model selection on STS-B dev)",
            "sentence", "all-MiniLM-L6-v2", ("stsb/train",), "cosent", dict(_STS_ARGS), eval="sts:stsb/dev",
@@ -122,51 +145,26 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("minilm-stsb-cosine", "all-MiniLM-L6-v2 fine-tuned on STS-B train with cosine-similarity regression",
            "sentence", "all-MiniLM-L6-v2", ("stsb/train",), "cosine", dict(_STS_ARGS), eval="sts:stsb/dev",
            report="sts:stsb/test", expected=("STS-B test Spearman", 85.42), minutes=11.0),
-    Recipe("minilm-scifact", "all-MiniLM-L6-v2 + MNRL on SciFact (tune-half query→abstract pairs and 1,500 "
-           "title→abstract pseudo-pairs) with one BM25 hard negative per row mined from the whole corpus, lr 1e-4, "
-           "documents cut at 256 tokens in training (chosen on tune-dev among 7 trained configurations)", "sentence",
-           "all-MiniLM-L6-v2", ("scifact/train#tune", "scifact-titles:1500"), "mnrl",
-           {**_SCIFACT_ARGS, "lr": 1e-4, "max_seq_length": 256},
-           report="retrieval:scifact/train#report", expected=("nDCG@10 SciFact report half (x100)", 70.36),
-           minutes=17.0, options={"hard_negatives": "bm25",
-                    "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50, "corpus": "scifact"}}),
-    Recipe("minilm-scifact-tune-train", "minilm-scifact's settings on the tune-train queries only (70% of the tune "
-           "half; tune-dev held out): the teacher of the distilled reranker, so that tune-dev stays unseen when "
-           "choosing it", "sentence", "all-MiniLM-L6-v2", ("scifact/train#tune-train", "scifact-titles:1500"), "mnrl",
-           {**_SCIFACT_ARGS, "lr": 1e-4, "max_seq_length": 256}, report="retrieval:scifact/train#report",
-           minutes=8.0, options={"hard_negatives": "bm25",
-                                  "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50, "corpus": "scifact"}}),
+    _SCIFACT_BI,
+    dataclasses.replace(
+        _SCIFACT_BI, name="minilm-scifact-tune-train",
+        summary="minilm-scifact's settings on the tune-train queries only (70% of the tune half; tune-dev held out): "
+                "the teacher of the distilled reranker, so that tune-dev stays unseen when choosing it",
+        data=("scifact/train#tune-train", "scifact-titles:1500"), expected=None, minutes=8.0),
     Recipe("minilm-stsb-ce", "a cross-encoder on all-MiniLM-L6-v2's weights trained on STS-B train by regression of "
            "sigmoid(logit) on score / 5 (model selection on STS-B dev): the cross-encoder side of the seed's "
            "bi- vs cross-encoder accuracy claim", "cross", "all-MiniLM-L6-v2", ("stsb/train",), "regression",
            {**_STS_ARGS, "head_lr_scale": 10.0}, eval="sts:stsb/dev", report="sts:stsb/test",
            expected=("STS-B test Spearman", 80.21), minutes=5.0),
-    Recipe("minilm-scifact-ce", "a reranker on all-MiniLM-L6-v2's weights: the tune-train queries' (query, abstract) "
-           "pairs x3, all 5,182 inverse-cloze pseudo-pairs and 1,500 title pairs of the corpus, each against 4 BM25 "
-           "negatives (ranks 0-50 of the whole corpus, seeded), listwise softmax, documents cut at 128 tokens in "
-           "training (256 at inference); tune-dev was held out to choose it (benchmarks/train_reranker.py)", "cross",
-           "all-MiniLM-L6-v2@max_seq_length=256", ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182",
-                                                                                   "scifact-titles:1500"),
-           "listwise", {"epochs": 1, "batch_size": 16, "lr": 5e-5, "head_lr_scale": 10.0, "warmup_ratio": 0.1,
-                        "max_seq_length": 128, "precision": "bf16", "seed": 0},
-           report="rerank:scifact/train#report@50",
-           expected=("nDCG@10 SciFact report half, BM25 top 50 reranked, bf16 (x100)", 60.42), minutes=28.0,
-           options={"hard_negatives": "bm25", "pooler": "identity",
-                    "mining": {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random",
-                               "corpus": "scifact"}}),
-    Recipe("minilm-scifact-ce-distill", "minilm-scifact-ce plus distillation: KL to a bi-encoder teacher's 20 · cosine "
-           "over each (query, positive, 4 BM25 negatives) group (recipe minilm-scifact-tune-train, trained on the same "
-           "tune-train queries, scoring in bf16); tune-dev held out (benchmarks/train_reranker.py: its arm "
-           "dev-ict-128-distill is this model)", "cross",
-           "all-MiniLM-L6-v2@max_seq_length=256", ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182",
-                                                                                   "scifact-titles:1500"),
-           "listwise", {"epochs": 1, "batch_size": 16, "lr": 5e-5, "head_lr_scale": 10.0, "warmup_ratio": 0.1,
-                        "max_seq_length": 128, "precision": "bf16", "seed": 0},
-           report="rerank:scifact/train#report@50", minutes=13.0,
-           expected=("nDCG@10 SciFact report half, BM25 top 50 reranked, bf16 (x100)", 61.72),
-           options={"hard_negatives": "bm25", "pooler": "identity", "teacher": "recipe:minilm-scifact-tune-train@precision=bf16",
-                    "mining": {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random",
-                               "corpus": "scifact"}}),
+    _SCIFACT_CE,
+    dataclasses.replace(
+        _SCIFACT_CE, name="minilm-scifact-ce-distill",
+        summary="minilm-scifact-ce plus distillation: KL to a bi-encoder teacher's 20 · cosine over each (query, "
+                "positive, 4 BM25 negatives) group (recipe minilm-scifact-tune-train, trained on the same tune-train "
+                "queries, scoring in bf16); tune-dev held out (benchmarks/train_reranker.py: its arm "
+                "dev-ict-128-distill is this model)",
+        options={**_SCIFACT_CE.options, "teacher": "recipe:minilm-scifact-tune-train@precision=bf16"},
+        expected=("nDCG@10 SciFact report half, BM25 top 50 reranked, bf16 (x100)", 61.72), minutes=13.0),
     Recipe("minilm-scifact-colbert", "ColBERT on all-MiniLM-L6-v2's weights (fresh 128-d projection, queries "
            "[MASK]-padded to 32 tokens, documents cut at 256): SciFact tune-train query→abstract pairs and 1,500 "
            "title→abstract pseudo-pairs, one BM25 negative each (ranks 10-50 of the whole corpus), in-batch + "
