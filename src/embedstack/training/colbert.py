@@ -8,7 +8,7 @@ document of the batch by MaxSim (:func:`~embedstack.neural.colbert.maxsim_scores
 
 * **contrastive** (in-batch + hard negatives): softmax cross-entropy of each query over all documents
   of the batch, its own positive the target; mined negatives (``negative_1..k``) join the pool;
-* **distillation**: with a teacher (a cross-encoder), its scores of each row's positive and negatives
+* **distillation**: with a teacher (a cross-encoder, or a bi-encoder), its scores of each row's positive and negatives
   are computed once before training and the loss adds ``KL(softmax(teacher / T_t) ‖ softmax(student))``
   over the row's own candidates (ColBERTv2's recipe; PyLate's ``Distillation`` loss).
 

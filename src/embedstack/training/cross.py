@@ -84,8 +84,8 @@ class CrossEncoderTrainer(SentenceTrainer):
 
         if self.teacher is not None and not isinstance(self.loss, ListwiseSoftmaxLoss):
             raise ConfigError(f"distillation from a teacher trains the listwise loss on (anchor, positive, "
-                              f"negative_1..k) groups; this run's loss is {type(self.loss).__name__}: use "
-                              "loss='listwise'.", param=("loss", "loss"))
+                              f"negative_1..k) groups; this run's loss is {type(self.loss).__name__}.",
+                              fix={"loss": "listwise"})
 
     def _check_model(self, model: Any) -> None:
         from embedstack.neural.cross_encoder import CrossEncoder

@@ -6,8 +6,8 @@ whole batch, and distillation from a teacher's scores of each row's own candidat
 * tokenization per role (queries and documents tokenized the way the model reads them, each text once);
 * the batch's documents laid out as every row's positive first (column ``i`` is row ``i``'s), then each row's
   negatives together, with :meth:`RankingTrainer._own` giving each row's candidate columns;
-* an optional teacher (a reranker: ``predict(pairs, activation=False)``) scored once before training
-  (:func:`teacher_scores`), followed by :func:`distill_kl`.
+* the loss's KL term (:func:`distill_kl`) to an optional teacher's scores, which the base trainer computes once
+  before training (:func:`teacher_scores`; a cross-encoder, or a bi-encoder through :class:`BiEncoderTeacher`).
 
 Example:
     >>> RankingTrainer._own(2, 1).tolist()  # row 0: its positive (col 0) and negative (col 2); row 1: cols 1, 3
@@ -76,7 +76,8 @@ class BiEncoderTeacher:
 
 
 def teacher_scores(teacher: Any, data: Any, doc_columns: list[str]) -> Tensor:
-    """A reranker's raw scores (``predict(pairs, activation=False)``) of each row's candidates: ``(rows, len(doc_columns))``."""
+    """A teacher's raw scores (``predict(pairs, activation=False)``: a cross-encoder, or a :class:`BiEncoderTeacher`)
+    of each row's candidates: ``(rows, len(doc_columns))``."""
     anchors = data.column("anchor")
     columns = [data.column(c) for c in doc_columns]
     pairs = [(a, col[r]) for r, a in enumerate(anchors) for col in columns]

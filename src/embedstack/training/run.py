@@ -346,7 +346,7 @@ def train_cross_encoder(
     args = args or TrainingArgs()
     if teacher is not None and loss != "listwise":  # before loading (or building) anything
         raise ConfigError(f"distillation from a teacher trains the listwise loss on (anchor, positive, negative_1..k) "
-                          f"groups; got loss={loss!r}: use loss='listwise'.", param=("loss", "--loss"))
+                          f"groups; got loss {loss!r}.", fix={"loss": "listwise"})
     say(f"loading {model if isinstance(model, str) else type(model).__name__}")
     ce = load_cross_encoder_start(model, pooler=pooler, seed=args.seed)
     if out is not None:
@@ -474,7 +474,7 @@ def train_colbert(
         loss: ``contrastive`` (in-batch + hard negatives) or ``distillation`` (KL to ``teacher`` only).
         hard_negatives, mining: As :func:`train_sentence`.
         eval: An evaluation spec (``retrieval:scifact/train#tune-dev``) or an evaluator.
-        teacher: A cross-encoder SPEC/folder (or model) whose scores the KL term follows; with the
+        teacher: A cross-encoder or bi-encoder SPEC/folder (or model) whose scores the KL term follows; with the
             ``contrastive`` loss both terms are summed.
         dim: Width of a new projection.
         model_options: ``query_length``, ``document_length`` ... of the ColBERT.
@@ -557,7 +557,8 @@ def train_splade(
         data: ``(anchor, positive)`` rows (a file, a named set or a TrainingData); ``hard_negatives`` mines more.
         loss_options: :class:`~embedstack.training.splade.SpladeLoss` options (``lambda_query``,
             ``lambda_document``, ``lambda_warmup_steps``, ``distill_weight``).
-        teacher: A cross-encoder SPEC/folder (or model): its scores of each row's candidates add a KL term.
+        teacher: A cross-encoder or bi-encoder SPEC/folder (or model): its scores of each row's candidates add a KL
+            term.
         model_options: ``max_seq_length``, ``doc_top_k`` ... of the encoder.
         Others: as :func:`train_colbert`.
     """

@@ -9,7 +9,7 @@ scored by dot product, and :class:`SpladeLoss` adds
 * FLOPS regularisation (Paria et al. 2020; SPLADE): ``λ · Σ_j (mean_i w_ij)²`` over the batch's queries
   and, separately, its documents, with ``λ`` raised quadratically from 0 over ``lambda_warmup_steps``
   (SPLADE's schedule), so the vectors get sparse without collapsing early;
-* with a teacher (a cross-encoder), ``KL(softmax(teacher) ‖ softmax(student))`` over each row's candidates.
+* with a teacher (a cross-encoder, or a bi-encoder), ``KL(softmax(teacher) ‖ softmax(student))`` over each row's candidates.
 
 Everything else is shared: AdamW with warmup and decay, bf16, length pieces, evaluation
 (``retrieval:...`` specs score through the sparse path) and best-checkpoint selection, atomic resumable

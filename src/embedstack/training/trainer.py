@@ -302,6 +302,9 @@ class SentenceTrainer:
         evaluator: Called every ``args.eval_steps`` and at the end; its ``primary`` metric (higher is
             better) selects the best checkpoint, which becomes the result.
         progress: Called after every optimizer step with a dict (step, total, loss, lr, eta_s, epoch).
+        teacher: For the trainers that distil (``takes_teacher``: cross-encoder, ColBERT, SPLADE): a scorer of pairs
+            (``predict(pairs, activation=False)``); its scores of each row's candidates (positive, then
+            negative_1..k) are computed once, before the first step, for the loss's KL term (:meth:`_teacher_for`).
     """
 
     #: whether this trainer's loss reads a teacher's scores (cross-encoder, ColBERT and SPLADE training)
@@ -331,7 +334,7 @@ class SentenceTrainer:
                                   "ColBERT and SPLADE training.", param=("teacher", "teacher"))
             if not self.n_negatives:
                 raise ConfigError("distillation from a teacher needs (anchor, positive, negative_1..k) rows: mine hard "
-                                  "negatives first (hard_negatives='bm25').", param=("hard_negatives", "hard_negatives"))
+                                  "negatives first.", fix={"hard_negatives": "bm25"})
         self.teacher = teacher
         self._teacher_scores: Tensor | None = None  # (rows, 1 + k), scored once by _tokenize
         precision = self.args.precision
@@ -473,9 +476,8 @@ class SentenceTrainer:
                          "max_seq_length": a.max_seq_length, "weight_decay": a.weight_decay,
                          "group_by_length": a.group_by_length, "head_lr_scale": a.head_lr_scale},
         }
-        if self._teacher_scores is not None:  # rounded: a bf16 teacher may differ in the last bits between machines
-            out["teacher"] = (f"{getattr(self.teacher, 'name', type(self.teacher).__name__)} "
-                              f"{hashlib.sha256(self._teacher_scores.numpy().round(2).tobytes()).hexdigest()[:12]}")
+        if self.teacher is not None:  # by name, not by its scores: a resume scores again, and bf16 may round otherwise
+            out["teacher"] = str(getattr(self.teacher, "name", type(self.teacher).__name__))
         return out
 
     def _encoder_weights(self) -> dict[str, Tensor]:
