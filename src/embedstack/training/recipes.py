@@ -90,6 +90,8 @@ class Recipe:
             extra.append(f"{self.options['hard_negatives']} negatives")
         if self.options.get("matryoshka_dims"):
             extra.append("matryoshka")
+        if self.options.get("teacher"):
+            extra.append(f"teacher {self.options['teacher'].partition('@')[0]}")
         epochs = self.args.get("epochs", 1)
         return f"{self.loss}, {epochs} ep" + (f" ({', '.join(extra)})" if extra else "")
 
