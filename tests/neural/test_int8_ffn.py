@@ -129,9 +129,12 @@ def test_a_non_finite_row_stays_non_finite():
     y[0, 1000] = float("nan")
     q2, s2 = _attention.ffn_mid(y, torch.ones(3), None, None)
     assert torch.isnan(s2[0]) and torch.isfinite(s2[1:]).all()
-    tiny = torch.full((1, 384), 1e-30).to(torch.bfloat16)  # 127 / max must stay finite: no -128 from an inf scale
+    tiny = torch.full((1, 384), 1e-30).to(torch.bfloat16)
     q3, s3 = _attention.quant_rows(tiny, None)
     assert torch.isfinite(s3).all() and q3.abs().max() <= 1
+    tinier = torch.full((1, 384), 2e-38).to(torch.bfloat16)  # 127 / 2e-38 overflows float32: the 1e-12 floor holds
+    q4, s4 = _attention.quant_rows(tinier, None)
+    assert torch.isfinite(s4).all() and q4.abs().max() <= 1 and not q4.eq(-128).any()
 
 
 def _ffn_runs(encoder) -> bool:
@@ -160,8 +163,15 @@ def test_bf16_int8_ffn_encodes_close_to_fp32(tiny_encoder):
     np.testing.assert_allclose(one, out, atol=2e-2)
     many = [f"{t} {u}" for t in TEXTS for u in TEXTS] * 3  # 108 texts of about 12-20 tokens: > _SPLIT_TOKENS padded
     w2 = tiny_encoder.with_options(precision="bf16-int8-ffn", workers=2, num_threads=2)
+    w2.split_tokens = 1  # every batch of several texts runs as slices on the two workers
     np.testing.assert_allclose(w2.encode(many, batch_size=128), enc.encode(many, batch_size=128), atol=2e-2)
     assert enc.encode([]).shape == (0, out.shape[1])
+    # the int8 modules themselves on no rows (an encoder never calls them so)
+    empty = torch.empty(0, 384, dtype=torch.bfloat16)
+    mid = Int8FeedForwardIn(torch.nn.Linear(384, 1536), torch.ones(384), torch.ones(1536))(empty)
+    assert tuple(mid.q.shape) == (0, 1536) and mid.q.dtype == torch.int8
+    down = Int8FeedForwardOut(torch.nn.Linear(1536, 384), torch.ones(1536))
+    assert tuple(down.add(mid, empty).shape) == (0, 384) and tuple(down(mid).shape) == (0, 384)
 
 
 def test_bf16_int8_ffn_matches_a_torch_reference_of_the_same_arithmetic(tiny_encoder):

@@ -248,6 +248,8 @@ def gelu_table() -> Any:
     """Φ (the standard normal CDF) as a cubic on each of 32 segments of [-5.5, 5.5]: (4 × 32,) float32, c0 .. c3
     of every segment in its own coordinate u in [0, 1), fitted by least squares at 64 Chebyshev points (largest
     error of x Φ(x) against the exact GELU 2.5e-6 for |x| <= 20)."""
+    if _gelu_table:  # built: no lock on the hot path (every feed-forward of every forward pass)
+        return _gelu_table[0]
     with _lock:
         if not _gelu_table:
             import math
