@@ -15,20 +15,26 @@ Parts (``--parts``; each kept in results/train_splade_arms.json):
   encoding throughput (abstracts/s, queries/s) ours vs ``SparseEncoder.encode``, each in fp32 and bf16, on the same
   weights (the recipe folder is a SparseEncoder folder); search queries/s of the report-half queries one at a time:
   ours (``SparseIndex``) vs ``SparseEncoder.similarity`` (sparse COO tensors) + ``torch.topk``, as its users search.
+* ``dev-*`` (``DEV_CONFIGS``): a variant of the recipe trained on tune-train only (its data, settings and seed
+  otherwise), scored on ``tune-dev`` (30% of the tune half's queries, never trained on): nDCG@10 over the whole
+  corpus, bf16. This is where SPLADE's settings are chosen; the report half is scored only by ``report``.
 * ``train-peers``: training rows/s alone, at this CPU's precision (ours ``auto``; the peer in fp32, and in bf16 where
   the CPU multiplies bf16 natively), ``--rounds`` interleaved runs per side; ``--start calibrated`` starts both
   from all-MiniLM-L6-v2 with a new, calibrated MLM head instead of the ``minilm-mlm-head`` recipe.
 
 Usage:
     EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_splade.py [--parts mlm-head,report,peers]
+    EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_splade.py --parts dev-recipe,dev-distill
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +54,21 @@ DOC_LENGTH = 256
 SEARCH_DOCS = 2000  # peers: the search comparison's corpus (the first abstracts of SciFact)
 EXPLAIN = "ML deployment"  # the seed's example, then a SciFact claim
 EXPLAIN_CLAIM = "0-dimensional biomaterials show inductive properties."
+TEACHER = "recipe:minilm-scifact-tune-train@precision=bf16"  # minilm-scifact's settings on tune-train only
+# variants of the recipe, fixed before the first run: what each changes ("data" replaces the recipe's data,
+# "args" and "options" update its own)
+DEV_CONFIGS: dict[str, dict[str, Any]] = {
+    "dev-recipe": {"label": "the recipe as it is: tune-train + 1,500 title pairs, 1 BM25 negative, lr 5e-5, 1 epoch"},
+    "dev-distill": {"options": {"teacher": TEACHER},
+                    "label": "as the recipe, plus KL to a bi-encoder teacher's 20 · cosine over each row's candidates "
+                             "(recipe minilm-scifact-tune-train: minilm-scifact trained on tune-train only)"},
+    "dev-ict": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:1500", "scifact-titles:1500"),
+                "label": "as the recipe, tune-train pairs x3 + 1,500 inverse-cloze pseudo-pairs (more steps, more data)"},
+    "dev-ict-distill": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:1500", "scifact-titles:1500"),
+                        "options": {"teacher": TEACHER}, "label": "dev-ict and dev-distill together"},
+    "dev-3epochs": {"args": {"epochs": 3}, "label": "as the recipe, 3 epochs"},
+}
+DEV_MODELS = Path(tempfile.gettempdir()) / "embedstack-train-splade"  # the dev arms' trained models
 
 
 def _recipe(name: str) -> Path:
@@ -86,6 +107,41 @@ def run_mlm_head() -> dict[str, Any]:
     return {"steps": info["steps"], "seconds": info["seconds"], "frozen_steps": info["frozen_steps"],
             "loss_first": info["losses"][0][1], "loss_last": info["losses"][-1][1], "losses": info["losses"],
             "zero_shot": _scores(zero_shot)}
+
+
+def dev_recipe(name: str) -> Any:
+    """The recipe with a dev arm's changes, trained on tune-train (the recipe's own split already)."""
+    from embedstack.training.recipes import get_recipe
+
+    base, cfg = get_recipe(RECIPE), DEV_CONFIGS[name]
+    return dataclasses.replace(base, name=f"{RECIPE}-{name}", data=cfg.get("data", base.data),
+                               args={**base.args, **cfg.get("args", {})},
+                               options={**base.options, **cfg.get("options", {})}, report=None, expected=None)
+
+
+def run_dev(name: str) -> dict[str, Any]:
+    """Train a dev arm (as ``embedstack recipe`` builds the recipe) and score it on tune-dev."""
+    from embedstack.data import load_beir
+    from embedstack.evaluation.runners import evaluate_retrieval
+    from embedstack.neural.splade import SpladeEncoder
+    from embedstack.training.evaluators import query_half
+    from embedstack.training.recipes import build_recipe
+
+    recipe = dev_recipe(name)
+    if any("#tune-dev" in d or d.endswith("#tune") for d in recipe.data):
+        raise SystemExit(f"{name}: its data would include tune-dev")
+    t0 = time.perf_counter()
+    summary, folder = build_recipe(recipe, out=DEV_MODELS / name, force=True, score=False, stage=log,
+                             progress=lambda i: log(f"  step {i['step']}/{i['total']} loss {i['loss']:.3f}")
+                             if i["step"] % 25 == 0 else None)
+    train_s = time.perf_counter() - t0
+    model = SpladeEncoder.from_folder(folder, precision="bf16")
+    scores = evaluate_retrieval(model, query_half(load_beir("scifact", split="train"), "tune-dev"), latency_queries=0)
+    log(f"{name}: tune-dev nDCG@10 {100 * scores['ndcg@10']:.2f}")
+    return {**_scores(scores), "n_queries": scores["n_queries"], "scored_on": "tune-dev", "label": DEV_CONFIGS[name]["label"],
+            "data": list(recipe.data), "args": recipe.args, "teacher": recipe.options.get("teacher"),
+            **summary["train"], "train_seconds": train_s,
+            "seconds": time.perf_counter() - t0, "folder": str(folder)}
 
 
 def _run(q: Any, docs: Any, qids: list[str], doc_ids: list[str], k: int = 100) -> dict[str, dict[str, float]]:
@@ -518,8 +574,12 @@ def main() -> None:
     done = _load_arms("train_splade")
     for part in filter(None, opts.parts.split(",")):
         log(f"part {part}")
-        result = {"mlm-head": run_mlm_head, "report": run_report, "peers": lambda: run_peers(opts.rounds, not opts.no_train),
-                  "train-peers": lambda: run_train_peers(opts.rounds, opts.start)}[part]()
+        if part.startswith("dev-"):
+            result = run_dev(part)
+        else:
+            result = {"mlm-head": run_mlm_head, "report": run_report,
+                      "peers": lambda: run_peers(opts.rounds, not opts.no_train),
+                      "train-peers": lambda: run_train_peers(opts.rounds, opts.start)}[part]()
         _save_arm("train_splade", part, result)
         done[part] = result
     write_results("train_splade", {"parts": done}, markdown(done))

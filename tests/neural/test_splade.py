@@ -275,3 +275,75 @@ def test_calibration_shifts_the_bias_without_changing_predictions(tiny_splade) -
     assert torch.equal(logits.argmax(dim=1), before)  # the same masked-LM predictions
     assert 1 <= float((logits > 0).sum(dim=1).float().median()) <= 5
     assert (np.diff(tiny_splade.encode_sparse(texts).indptr) < dense).all()
+
+
+def _amx_kernel() -> bool:
+    from embedstack.neural import _attention
+
+    return _attention.splade_supported(32)
+
+
+@pytest.mark.skipif(not _amx_kernel(), reason="the SPLADE tile kernel needs a CPU with AMX (and the kernel built)")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tile_kernel_max_equals_the_bf16_products_summed_in_float32(threads) -> None:
+    """Texts of every length around the 32-row edge, a text with holes in its mask, one with no token at all,
+    terms not a multiple of 32 (the padded last block), groups of texts past the fourth."""
+    from embedstack.neural import _attention
+
+    torch.manual_seed(threads)
+    B, T, C, V = 6, 45, 64, 1000
+    x = torch.randn(B, T, C).to(torch.bfloat16)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[1, 31:] = False
+    mask[2] = False
+    mask[3, ::3] = False
+    mask[4, 33:] = False
+    weight, bias = torch.randn(V, C) * 0.1, torch.randn(V)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = _attention.splade_max(x, mask, _attention.pack_decoder(weight), bias)
+    finally:
+        torch.set_num_threads(old)
+    ref = (x.double() @ weight.to(torch.bfloat16).double().T).masked_fill(~mask[:, :, None], -np.inf).amax(1)
+    ref = ref + bias.double()
+    assert got.shape == (B, V) and got.dtype == torch.float32
+    assert torch.isneginf(got[2]).all()
+    keep = [0, 1, 3, 4, 5]
+    torch.testing.assert_close(got[keep].double(), ref[keep], rtol=0, atol=1e-4)
+
+
+@pytest.mark.skipif(not _amx_kernel(), reason="the SPLADE tile kernel needs a CPU with AMX (and the kernel built)")
+def test_bf16_encoding_takes_the_tile_kernel_and_stays_close_to_fp32(sp_tokenizer) -> None:
+    from embedstack.neural.config import BertConfig
+    from embedstack.neural.splade import SpladeEncoder
+    from embedstack.neural.transformer import BertModel
+
+    cfg = BertConfig(vocab_size=sp_tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    fp32 = SpladeEncoder(BertModel(cfg).init_weights(seed=0), sp_tokenizer, max_seq_length=48)
+    texts = ["the cat sat on the mat", "a dog ran over the big red house " * 4, "fox", ""]
+    ref = fp32.encode_sparse(texts).toarray()
+    for precision in ("bf16", "bf16-pure"):
+        enc = fp32.with_options(precision=precision)
+        assert enc._tiles()
+        got = enc.encode_sparse(texts).toarray()
+        assert enc._packed_decoder is not None
+        cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+        assert cos.min() > 0.99, (precision, cos)
+        enc.reset_runner()
+        assert enc._packed_decoder is None
+    assert not fp32._tiles() and not fp32.with_options(precision="int8-token")._tiles()
+
+
+def test_without_the_tile_kernel_bf16_takes_torch(tiny_splade, monkeypatch: pytest.MonkeyPatch) -> None:
+    from embedstack.neural import _attention
+
+    monkeypatch.setattr(_attention, "splade_supported", lambda width: False)
+    enc = tiny_splade.with_options(precision="bf16")
+    assert not enc._tiles()
+    got = enc.encode_sparse(["the cat sat on the mat", "a dog"]).toarray()
+    ref = tiny_splade.encode_sparse(["the cat sat on the mat", "a dog"]).toarray()
+    assert enc._packed_decoder is None and got.shape == ref.shape
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.95, cos

@@ -22,6 +22,7 @@
  * side checks the CPU first and falls back to torch's kernel where this cannot run.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -585,6 +586,156 @@ int embedstack_attention_amx(const void *q, const void *k, const void *v, void *
     job_t J = {q, k, v, out, mask, q_off, q_len, k_off, k_len, ld_q, ld_k, ld_v, ld_o,
                n_texts, max_keys, heads, dim, 1, scale, 0};
     return run_parallel(&J, amx_worker, threads);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * SPLADE's pooling on the tile unit (inference): out[b][v] = bias[v] + max over text b's valid tokens t of
+ * x[b][t] · W[v], the (texts x tokens x |V|) logits never written to memory.
+ *
+ * Why: the MLM decoder (384 x 30,522 products per token) is most of a SPLADE model's work. As a torch product it
+ * writes every logit (31 MB a 256-token text in float32) and reads them back twice to mask and take the max; here
+ * each 16 x 16 tile of logits is reduced into a running max while it is still in L1. The products are bf16 with
+ * float32 sums (tdpbf16ps), the max and the bias in float32: bf16 autocast's product without its rounding of the
+ * logits to bf16.
+ *
+ * x: bfloat16 (B, T, C) contiguous, T and C multiples of 32; mask: (B, T) bytes, 0 for a token to leave out;
+ * wp: the decoder packed by term blocks of 16, [Vp/16][C/2][16][2] (block n, row e holds (W[16n+j][2e],
+ * W[16n+j][2e+1]) for its 16 terms j), Vp = V rounded up to 32 (padding terms zero); bias: float32 (V); out:
+ * float32 (B, V), -inf for a text with no valid token. Work items are (a group of 4 texts, 256 terms): the
+ * group's states (4 x 256 x 384 bf16: 0.8 MB) stay in L2 while the decoder streams by, each pair of term blocks
+ * (24 KB) stays in L1 while the group's tokens pass, 2 x 2 tiles of logits at a time.
+ */
+#define SPLADE_GROUP 4  /* texts per work item */
+#define SPLADE_CHUNK 16 /* term blocks (of 16) per work item */
+typedef struct {
+    const uint16_t *x, *wp;
+    const uint8_t *mask;
+    const float *bias;
+    float *out;
+    int64_t B, T, C, V, nchunks, next;
+    const int64_t *rows; /* per text: valid rows rounded up to 32 (blocks past them are skipped) */
+} splade_t;
+
+/* the running max of 32 terms over one 16-row tile pair (c0: terms 0-15, c1: 16-31) of stored logits */
+static inline void max_rows(const float *c0, const float *c1, const uint8_t *m, __m512 *lo, __m512 *hi) {
+    int full = 1;
+    for (int r = 0; r < 16; r++) full &= m[r] != 0;
+    if (full) {
+        for (int r = 0; r < 16; r++) {
+            *lo = _mm512_max_ps(*lo, _mm512_load_ps(c0 + 16 * r));
+            *hi = _mm512_max_ps(*hi, _mm512_load_ps(c1 + 16 * r));
+        }
+        return;
+    }
+    for (int r = 0; r < 16; r++)
+        if (m[r]) {
+            *lo = _mm512_max_ps(*lo, _mm512_load_ps(c0 + 16 * r));
+            *hi = _mm512_max_ps(*hi, _mm512_load_ps(c1 + 16 * r));
+        }
+}
+
+static void splade_item(const splade_t *J, int64_t item, float *cb) {
+    const int64_t g = item / J->nchunks, chunk = item % J->nchunks, C = J->C, steps = C / 32;
+    const int64_t blocks = (J->V + 31) / 32 * 2; /* term blocks of 16 in wp */
+    const int64_t n0 = chunk * SPLADE_CHUNK, n1 = n0 + SPLADE_CHUNK < blocks ? n0 + SPLADE_CHUNK : blocks;
+    const int64_t b1 = (g + 1) * SPLADE_GROUP < J->B ? (g + 1) * SPLADE_GROUP : J->B;
+    for (int64_t n = n0; n < n1; n += 2) {
+        const uint16_t *w0 = J->wp + n * (C / 2) * 32, *w1 = w0 + (C / 2) * 32;
+        for (int64_t b = g * SPLADE_GROUP; b < b1; b++) {
+            __m512 lo = _mm512_set1_ps(-INFINITY), hi = lo;
+            const uint16_t *xb = J->x + b * J->T * C;
+            const uint8_t *mb = J->mask + b * J->T;
+            for (int64_t t = 0; t < J->rows[b]; t += 32) {
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                for (int64_t s = 0; s < steps; s++) {
+                    _tile_loadd(4, xb + t * C + 32 * s, C * 2);
+                    _tile_loadd(5, xb + (t + 16) * C + 32 * s, C * 2);
+                    _tile_loadd(6, w0 + s * 16 * 32, 64);
+                    _tile_loadd(7, w1 + s * 16 * 32, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                _tile_stored(0, cb, 64);
+                _tile_stored(1, cb + 256, 64);
+                _tile_stored(2, cb + 512, 64);
+                _tile_stored(3, cb + 768, 64);
+                max_rows(cb, cb + 256, mb + t, &lo, &hi);
+                max_rows(cb + 512, cb + 768, mb + t + 16, &lo, &hi);
+            }
+            const int64_t v0 = n * 16;
+            float *o = J->out + b * J->V;
+            for (int h = 0; h < 2; h++) {
+                const int64_t v = v0 + 16 * h;
+                if (v >= J->V) break;
+                const __mmask16 k = J->V - v >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (J->V - v)) - 1);
+                const __m512 bias = _mm512_maskz_loadu_ps(k, J->bias + v);
+                _mm512_mask_storeu_ps(o + v, k, _mm512_add_ps(h ? hi : lo, bias));
+            }
+        }
+    }
+}
+
+static void *splade_worker(void *arg) {
+    splade_t *J = (splade_t *)arg;
+    float *cb = (float *)aligned_alloc(64, 4 * 256 * sizeof(float));
+    if (!cb) return NULL;
+    tilecfg_t before, cfg;
+    memset(&cfg, 0, sizeof cfg);
+    _tile_storeconfig(&before);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    const int64_t items = (J->B + SPLADE_GROUP - 1) / SPLADE_GROUP * J->nchunks;
+    for (;;) {
+        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= items) break;
+        splade_item(J, item, cb);
+    }
+    if (before.palette) _tile_loadconfig(&before);
+    else _tile_release();
+    free(cb);
+    return NULL;
+}
+
+/* 0; 1 when T or C is not a multiple of 32 (or C > 1024); 2 when memory could not be had. */
+int embedstack_splade_max(const uint16_t *x, const uint8_t *mask, int64_t B, int64_t T, int64_t C,
+                          const uint16_t *wp, int64_t V, const float *bias, float *out, int threads) {
+    if (T % 32 || C % 32 || C > 1024 || B < 1 || V < 1) return 1;
+    int64_t *rows = (int64_t *)malloc((size_t)B * sizeof(int64_t));
+    if (!rows) return 2;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t n = T;
+        while (n > 0 && !mask[b * T + n - 1]) n--;
+        rows[b] = (n + 31) / 32 * 32;
+    }
+    const int64_t blocks = (V + 31) / 32 * 2;
+    splade_t J = {x, wp, mask, bias, out, B, T, C, V, (blocks + SPLADE_CHUNK - 1) / SPLADE_CHUNK, 0, rows};
+    const int64_t items = (B + SPLADE_GROUP - 1) / SPLADE_GROUP * J.nchunks;
+    if (threads > items) threads = (int)items;
+    if (threads < 1) threads = 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    splade_worker(&J);
+#else
+    pthread_t tid[64];
+    int started = 0;
+    for (int t = 1; t < threads && t < 64; t++) {
+        if (pthread_create(&tid[started], NULL, splade_worker, &J) != 0) break;
+        started++;
+    }
+    splade_worker(&J);
+    for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+#endif
+    free(rows);
+    return J.next < items ? 2 : 0;
 }
 #endif
 

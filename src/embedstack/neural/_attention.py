@@ -123,10 +123,12 @@ def _open() -> tuple[Any, str | None]:
     common = [ctypes.c_void_p] * 5 + [i64p] * 4 + [ctypes.c_int64, ctypes.c_int, ctypes.c_int] + [ctypes.c_int64] * 4
     lib.embedstack_attention.restype = ctypes.c_int
     lib.embedstack_attention.argtypes = [*common, ctypes.c_int, ctypes.c_float, ctypes.c_int]
+    p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     if hasattr(lib, "embedstack_attention_amx"):
         lib.embedstack_attention_amx.restype = ctypes.c_int
         lib.embedstack_attention_amx.argtypes = [*common, ctypes.c_float, ctypes.c_int]
-    p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        lib.embedstack_splade_max.restype = ctypes.c_int
+        lib.embedstack_splade_max.argtypes = [p, p, i64, i64, i64, p, i64, p, p, i]
     for name, args in (("embedstack_quant_rows", [p, i64, i64, i64, p, p, p, i]),
                        ("embedstack_ffn_mid", [p, i64, i64, p, p, p, p, p, p, i]),
                        ("embedstack_rows_out", [p, i64, i64, p, p, p, i64, p, p, ctypes.c_float, p, i]),
@@ -358,6 +360,41 @@ def layer_norm_rows(x: Any, weight: Any, bias: Any | None, eps: float) -> Any:
                                               weight.data_ptr(), _ptr(bias), float(eps), out.data_ptr(),
                                               torch.get_num_threads()), "layer_norm_rows")
     return out.view(x.shape)
+
+
+def splade_supported(width: int) -> bool:
+    """Whether :func:`splade_max` runs here (the AMX build) for token states of ``width`` channels."""
+    lib = _load()
+    return lib is not None and _amx(lib) and width % 32 == 0 and width <= 1024
+
+
+def pack_decoder(weight: Any) -> Any:
+    """A decoder ``weight`` (V, C) as :func:`splade_max` reads it: bfloat16 term blocks of 16, each (C/2, 16, 2),
+    V padded with zero rows to a multiple of 32."""
+    vocab, width = weight.shape
+    padded = (vocab + 31) // 32 * 32
+    w = torch.zeros((padded, width), dtype=torch.bfloat16)
+    w[:vocab] = weight.detach()
+    return w.view(padded // 16, 16, width // 2, 2).permute(0, 2, 1, 3).contiguous()
+
+
+def splade_max(x: Any, mask: Any, packed: Any, bias: Any) -> Any:
+    """``max_t (x[b, t] · W[v]) + bias[v]`` over each text's tokens where ``mask`` is true, without making the
+    logits: bfloat16 ``x`` (B, T, C), bool ``mask`` (B, T), ``packed`` from :func:`pack_decoder`, float32 ``bias``
+    (V,). Returns float32 (B, V); ``-inf`` for a text with no token. Products in bf16, sums in float32."""
+    b, t, c = x.shape
+    vocab = int(bias.shape[0])
+    _need("bias", bias, torch.float32, (vocab,))
+    _need("packed", packed, torch.bfloat16, ((vocab + 31) // 32 * 2, c // 2, 16, 2))
+    tp = (t + 31) // 32 * 32
+    xs = torch.zeros((b, tp, c), dtype=torch.bfloat16)
+    xs[:, :t] = x
+    ms = torch.zeros((b, tp), dtype=torch.uint8)
+    ms[:, :t] = mask
+    out = torch.empty((b, vocab), dtype=torch.float32)
+    _check(_load().embedstack_splade_max(xs.data_ptr(), ms.data_ptr(), b, tp, c, packed.data_ptr(), vocab,
+                                         bias.data_ptr(), out.data_ptr(), torch.get_num_threads()), "splade_max")
+    return out
 
 
 def _require() -> None:

@@ -235,6 +235,7 @@ class SpladeEncoder(TransformerRuntime):
         self.folder: Path | None = None
         self._vocab_words: list[str] | None = None
         self._int8_decoder: tuple[Tensor, Tensor] | None = None
+        self._packed_decoder: Tensor | None = None  # the decoder as the tile kernel reads it (bf16, AMX)
         self._int8_lock = threading.Lock()
 
     @property
@@ -281,6 +282,8 @@ class SpladeEncoder(TransformerRuntime):
             states = run(x, m)
             if self.precision == "int8-token":
                 pooled = self._pool_int8(states, torch.from_numpy(m)).numpy()
+            elif self._tiles():
+                pooled = self._pool_tiles(states, torch.from_numpy(m)).numpy()
             else:
                 with self._autocast():
                     pooled = splade_pool(self.head, states, torch.from_numpy(m)).float().numpy()
@@ -409,9 +412,34 @@ class SpladeEncoder(TransformerRuntime):
             x = self.head.transform(states.float())
             return torch.log1p(torch.relu(_max_logits_int8(x, mask.bool(), qweight, wscale, self.head.bias)))
 
+    def _tiles(self) -> bool:
+        """Whether the decoder runs as :func:`~embedstack.neural._attention.splade_max` (bf16 precisions, on a CPU
+        with AMX, where the kernel is built; ``EMBEDSTACK_ATTENTION=torch`` turns it off with the other kernels)."""
+        if self.precision not in ("bf16", "bf16-pure"):
+            return False
+        from embedstack.neural import _attention
+
+        return _attention.splade_supported(int(self.model.config.hidden_size))
+
+    def _pool_tiles(self, states: Tensor, mask: Tensor) -> Tensor:
+        """:func:`splade_pool` for inference with the decoder's products and the max over tokens fused on the tile
+        unit: bf16 products summed in float32, the logits never written out (bf16 autocast rounds each to bf16,
+        then masks and reads them all again)."""
+        from embedstack.neural import _attention
+
+        with self._int8_lock:
+            if self._packed_decoder is None:  # packed once per runner (reset_runner drops it)
+                self._packed_decoder = _attention.pack_decoder(self.head.decoder.weight)
+        with self._autocast():
+            x = self.head.transform(states)
+        top = _attention.splade_max(x.to(torch.bfloat16), mask.bool(), self._packed_decoder,
+                                    self.head.bias.detach().float())
+        return torch.log1p(torch.relu(top))
+
     def reset_runner(self) -> None:
         super().reset_runner()
         self._int8_decoder = None
+        self._packed_decoder = None
 
     def _head_modules(self) -> list[Any]:
         return [self.head]  # its decoder is the word-embedding matrix: parameters() lists it once
