@@ -55,7 +55,7 @@ SEARCH_DOCS = 2000  # peers: the search comparison's corpus (the first abstracts
 EXPLAIN = "ML deployment"  # the seed's example, then a SciFact claim
 EXPLAIN_CLAIM = "0-dimensional biomaterials show inductive properties."
 TEACHER = "recipe:minilm-scifact-tune-train@precision=bf16"  # minilm-scifact's settings on tune-train only
-# variants of the recipe, fixed before the first run: what each changes ("data" replaces the recipe's data,
+# variants of the recipe, fixed before the first run: what each changes ("model" and "data" replace the recipe's,
 # "args" and "options" update its own)
 DEV_CONFIGS: dict[str, dict[str, Any]] = {
     "dev-recipe": {"label": "the recipe as it is: tune-train + 1,500 title pairs, 1 BM25 negative, lr 5e-5, 1 epoch"},
@@ -67,7 +67,10 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
     "dev-ict-distill": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:1500", "scifact-titles:1500"),
                         "options": {"teacher": TEACHER}, "label": "dev-ict and dev-distill together"},
     "dev-3epochs": {"args": {"epochs": 3}, "label": "as the recipe, 3 epochs"},
+    "dev-head-long": {"model": "recipe:minilm-mlm-head-long",
+                      "label": "as the recipe, from an MLM head trained four times as long (recipe minilm-mlm-head-long)"},
 }
+FLOAT_ARMS = ("ours fp32", "ours bf16", "ours bf16-pure")  # bf16 products, float sums: compared as float modes
 DEV_MODELS = Path(tempfile.gettempdir()) / "embedstack-train-splade"  # the dev arms' trained models
 
 
@@ -114,7 +117,8 @@ def dev_recipe(name: str) -> Any:
     from embedstack.training.recipes import get_recipe
 
     base, cfg = get_recipe(RECIPE), DEV_CONFIGS[name]
-    return dataclasses.replace(base, name=f"{RECIPE}-{name}", data=cfg.get("data", base.data),
+    return dataclasses.replace(base, name=f"{RECIPE}-{name}", model=cfg.get("model", base.model),
+                               data=cfg.get("data", base.data),
                                args={**base.args, **cfg.get("args", {})},
                                options={**base.options, **cfg.get("options", {})}, report=None, expected=None)
 
@@ -142,6 +146,13 @@ def run_dev(name: str) -> dict[str, Any]:
             "data": list(recipe.data), "args": recipe.args, "teacher": recipe.options.get("teacher"),
             **summary["train"], "train_seconds": train_s,
             "seconds": time.perf_counter() - t0, "folder": str(folder)}
+
+
+def _decoder(model: Any) -> str:
+    """How a SpladeEncoder runs its MLM decoder: the fused kernel (its kind) or torch's product."""
+    from embedstack.neural import _attention
+
+    return f"fused ({_attention.splade_kind()})" if model._fused() else "torch"
 
 
 def _run(q: Any, docs: Any, qids: list[str], doc_ids: list[str], k: int = 100) -> dict[str, dict[str, float]]:
@@ -204,12 +215,14 @@ def run_report() -> dict[str, Any]:
         pruned = _topk_rows(docs.toarray(), k)
         out["cells"][f"splade, documents pruned to {k} terms"] = cell(
             _run(queries["full"], pruned, qids, doc_ids), bytes_per_doc=float(8 * np.diff(pruned.indptr).mean()))
-    # the int8 mode's quality, from its own encoding of the corpus and the queries
-    model8 = SpladeEncoder.from_folder(folder, precision="int8-token")
-    log("encoding the corpus (int8-token)")
-    docs8 = model8.encode_sparse(beir.doc_texts(), batch_size=32)
-    out["cells"]["splade, int8-token"] = cell(_run(model8.encode_sparse(qtexts, role="query"), docs8, qids, doc_ids),
-                                              bytes_per_doc=float(8 * np.diff(docs8.indptr).mean()))
+    # the other modes' quality, each from its own encoding of the corpus and the queries
+    for precision in ("bf16-pure", "int8-token"):
+        other = SpladeEncoder.from_folder(folder, precision=precision)
+        log(f"encoding the corpus ({precision})")
+        docs_p = other.encode_sparse(beir.doc_texts(), batch_size=32)
+        out["cells"][f"splade, {precision}"] = cell(_run(other.encode_sparse(qtexts, role="query"), docs_p, qids, doc_ids),
+                                                    bytes_per_doc=float(8 * np.diff(docs_p.indptr).mean()))
+    out["decoder"] = _decoder(model)
     for label, spec in (("BM25", "bm25"), ("dense MiniLM", "all-MiniLM-L6-v2")):
         from embedstack.models import resolve
 
@@ -375,7 +388,7 @@ def run_peers(rounds: int, train: bool = True) -> dict[str, Any]:
     report = _report_half()
     queries = list(report.query_texts())
     ours = {p: SpladeEncoder.from_folder(folder, precision=p, max_seq_length=DOC_LENGTH)
-            for p in ("fp32", "bf16", "int8-token")}
+            for p in ("fp32", "bf16", "bf16-pure", "int8-token")}
     # compiled (inductor fuses each quantization with the LayerNorm / GELU / rescaling before it), 2 workers
     ours["int8-token-compiled-w2"] = SpladeEncoder.from_folder(folder, precision="int8-token", compile=True, workers=2,
                                                                max_seq_length=DOC_LENGTH)
@@ -385,6 +398,8 @@ def run_peers(rounds: int, train: bool = True) -> dict[str, Any]:
         m.max_seq_length = DOC_LENGTH
     enc = {"ours fp32": lambda t, q: ours["fp32"].encode_sparse(t, role="query" if q else "document", batch_size=32),
            "ours bf16": lambda t, q: ours["bf16"].encode_sparse(t, role="query" if q else "document", batch_size=32),
+           "ours bf16-pure": lambda t, q: ours["bf16-pure"].encode_sparse(t, role="query" if q else "document",
+                                                                          batch_size=32),
            "ours int8-token": lambda t, q: ours["int8-token"].encode_sparse(t, role="query" if q else "document",
                                                                             batch_size=32),
            "ours int8-token-compiled-w2": lambda t, q: ours["int8-token-compiled-w2"].encode_sparse(
@@ -412,8 +427,7 @@ def run_peers(rounds: int, train: bool = True) -> dict[str, Any]:
                      for name, v in rates.items()}
     for what in ("docs", "queries"):  # the float modes against the peer's best; int8 apart (its quality differs)
         best_st = max(v[what]["median"] for k, v in out["encode"].items() if k.startswith("ST"))
-        out[f"encode_ratio_{what}"] = ratio(max(out["encode"][k][what]["median"] for k in ("ours fp32", "ours bf16")),
-                                            best_st)
+        out[f"encode_ratio_{what}"] = ratio(max(out["encode"][k][what]["median"] for k in FLOAT_ARMS), best_st)
         out[f"encode_ratio_int8_{what}"] = ratio(max(v[what]["median"] for k, v in out["encode"].items()
                                                      if k.startswith("ours int8")), best_st)
     # the compiled int8 arm's own quality (the report part scores eager int8-token): corpus and report queries
@@ -459,6 +473,7 @@ def run_peers(rounds: int, train: bool = True) -> dict[str, Any]:
     out["search_ratio"] = ratio(out["search"]["ours SparseIndex"]["median"], out["search"]["ST similarity+topk"]["median"])
     out["terms_per_doc"] = float(np.mean(np.diff(mat.indptr)))
     out["search_docs"] = len(doc_ids)
+    out["decoder"] = {k: _decoder(m) for k, m in ours.items()}
     return out
 
 
@@ -514,7 +529,7 @@ def markdown(arms: dict[str, Any]) -> str:
         p = arms["peers"]
         lines += [f"Against sentence-transformers' SparseEncoder ({p['rounds']} interleaved rounds, median (min-max)):", "",
                   "| system | train rows/s | abstracts/s | queries/s |", "|---|---:|---:|---:|"]
-        for name in [n for n in ("ours fp32", "ours bf16", "ours int8-token", "ours int8-token-compiled-w2", "ST fp32",
+        for name in [n for n in ("ours fp32", "ours bf16", "ours bf16-pure", "ours int8-token", "ours int8-token-compiled-w2", "ST fp32",
                                  "ST bf16") if n in p["encode"]]:
             t = p["train"].get(name)
             e = p["encode"][name]
@@ -532,7 +547,7 @@ def markdown(arms: dict[str, Any]) -> str:
                        + f" against bf16's {full['ndcg@10']:.2f} (report half)" if q8 and full else "")
             int8 = (f" Best int8-token arm / best ST: abstracts **{p['encode_ratio_int8_docs']:.2f}x**, queries "
                     f"**{p['encode_ratio_int8_queries']:.2f}x**{quality}.")
-        lines += ["", f"Ours (fp32 or bf16) / best ST: {trained}abstracts **{p['encode_ratio_docs']:.2f}x**, "
+        lines += ["", f"Ours (fp32, bf16 or bf16-pure) / best ST: {trained}abstracts **{p['encode_ratio_docs']:.2f}x**, "
                   f"queries **{p['encode_ratio_queries']:.2f}x**." + int8 + (
                       f" Search (report-half queries one at a time over the first {p.get('search_docs', 5183):,} "
                       f"abstracts, {p['terms_per_doc']:.0f} terms per document): ours "

@@ -194,3 +194,27 @@ def test_encode_sdpa_modes_run_torchs_attention_on_their_own_copy(monkeypatch, t
     assert abs(a - b).max() < 1e-5
     with pytest.raises(SystemExit, match="unknown mode"):
         encode_bench.make_encoder(tiny_encoder, "torch-fp64-sdpa")
+
+
+def test_a_cpu_with_avx512_bf16_and_no_amx_gets_the_register_splade_kernel(monkeypatch, tmp_path):
+    """The build tiers: AMX where the CPU has it; AVX-512 BF16 alone (Zen 4) builds SPLADE's fused pooling in
+    registers, not the tile kernels; plain AVX-512 builds neither."""
+    from embedstack._threads import cpu_features
+    from embedstack.neural import _attention as A
+
+    real = cpu_features()
+    if not real >= A._BF16_NEEDS | A._NEEDS:
+        pytest.skip("this CPU has no AVX-512 BF16")
+    avx512 = frozenset(A._NEEDS)
+    for features, kind in ((avx512 | A._BF16_NEEDS, "avx512-bf16"), (avx512, None)):
+        with monkeypatch.context() as m:
+            m.setattr(A, "_state", {"lib": None, "why": None, "checked": False})
+            m.setattr("embedstack._threads.cpu_features", lambda f=features: f)
+            assert A.available() and "amx" not in A.status()
+            assert A.splade_kind() == kind and A.splade_supported(64) is (kind is not None)
+            if kind:
+                x, mask = torch.randn(2, 40, 64).to(torch.bfloat16), torch.ones(2, 40, dtype=torch.bool)
+                weight, bias = torch.randn(50, 64), torch.randn(50)
+                ref = (x.double() @ weight.to(torch.bfloat16).double().T).amax(1) + bias.double()
+                got = A.splade_max(x, mask, A.pack_decoder(weight), bias)
+                torch.testing.assert_close(got.double(), ref, rtol=0, atol=1e-4)

@@ -277,19 +277,23 @@ def test_calibration_shifts_the_bias_without_changing_predictions(tiny_splade) -
     assert (np.diff(tiny_splade.encode_sparse(texts).indptr) < dense).all()
 
 
-def _amx_kernel() -> bool:
+def _fused_kernel() -> bool:
     from embedstack.neural import _attention
 
     return _attention.splade_supported(32)
 
 
-@pytest.mark.skipif(not _amx_kernel(), reason="the SPLADE tile kernel needs a CPU with AMX (and the kernel built)")
+@pytest.mark.skipif(not _fused_kernel(), reason="the SPLADE kernel needs a CPU with AMX or AVX-512 BF16 (and the kernel built)")
 @pytest.mark.parametrize("threads", [1, 2])
-def test_tile_kernel_max_equals_the_bf16_products_summed_in_float32(threads) -> None:
+@pytest.mark.parametrize("tiles", [True, False])
+def test_fused_kernel_max_equals_the_bf16_products_summed_in_float32(threads, tiles) -> None:
     """Texts of every length around the 32-row edge, a text with holes in its mask, one with no token at all,
-    terms not a multiple of 32 (the padded last block), groups of texts past the fourth."""
+    terms not a multiple of 32 (the padded last block), groups of texts past the fourth; on the AMX tiles and in
+    AVX-512 BF16 registers."""
     from embedstack.neural import _attention
 
+    if tiles and _attention.splade_kind() != "amx":
+        pytest.skip("no AMX here")
     torch.manual_seed(threads)
     B, T, C, V = 6, 45, 64, 1000
     x = torch.randn(B, T, C).to(torch.bfloat16)
@@ -302,7 +306,7 @@ def test_tile_kernel_max_equals_the_bf16_products_summed_in_float32(threads) -> 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        got = _attention.splade_max(x, mask, _attention.pack_decoder(weight), bias)
+        got = _attention.splade_max(x, mask, _attention.pack_decoder(weight), bias, tiles=tiles)
     finally:
         torch.set_num_threads(old)
     ref = (x.double() @ weight.to(torch.bfloat16).double().T).masked_fill(~mask[:, :, None], -np.inf).amax(1)
@@ -313,8 +317,8 @@ def test_tile_kernel_max_equals_the_bf16_products_summed_in_float32(threads) -> 
     torch.testing.assert_close(got[keep].double(), ref[keep], rtol=0, atol=1e-4)
 
 
-@pytest.mark.skipif(not _amx_kernel(), reason="the SPLADE tile kernel needs a CPU with AMX (and the kernel built)")
-def test_bf16_encoding_takes_the_tile_kernel_and_stays_close_to_fp32(sp_tokenizer) -> None:
+@pytest.mark.skipif(not _fused_kernel(), reason="the SPLADE kernel needs a CPU with AMX or AVX-512 BF16 (and the kernel built)")
+def test_bf16_encoding_takes_the_fused_kernel_and_stays_close_to_fp32(sp_tokenizer) -> None:
     from embedstack.neural.config import BertConfig
     from embedstack.neural.splade import SpladeEncoder
     from embedstack.neural.transformer import BertModel
@@ -326,22 +330,22 @@ def test_bf16_encoding_takes_the_tile_kernel_and_stays_close_to_fp32(sp_tokenize
     ref = fp32.encode_sparse(texts).toarray()
     for precision in ("bf16", "bf16-pure"):
         enc = fp32.with_options(precision=precision)
-        assert enc._tiles()
+        assert enc._fused()
         got = enc.encode_sparse(texts).toarray()
         assert enc._packed_decoder is not None
         cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
         assert cos.min() > 0.99, (precision, cos)
         enc.reset_runner()
         assert enc._packed_decoder is None
-    assert not fp32._tiles() and not fp32.with_options(precision="int8-token")._tiles()
+    assert not fp32._fused() and not fp32.with_options(precision="int8-token")._fused()
 
 
-def test_without_the_tile_kernel_bf16_takes_torch(tiny_splade, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_fused_kernel_bf16_takes_torch(tiny_splade, monkeypatch: pytest.MonkeyPatch) -> None:
     from embedstack.neural import _attention
 
     monkeypatch.setattr(_attention, "splade_supported", lambda width: False)
     enc = tiny_splade.with_options(precision="bf16")
-    assert not enc._tiles()
+    assert not enc._fused()
     got = enc.encode_sparse(["the cat sat on the mat", "a dog"]).toarray()
     ref = tiny_splade.encode_sparse(["the cat sat on the mat", "a dog"]).toarray()
     assert enc._packed_decoder is None and got.shape == ref.shape

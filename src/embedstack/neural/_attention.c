@@ -588,22 +588,30 @@ int embedstack_attention_amx(const void *q, const void *k, const void *v, void *
     return run_parallel(&J, amx_worker, threads);
 }
 
+#endif
+
+#ifdef EMBEDSTACK_BF16
 /* ---------------------------------------------------------------------------------------------------------------
- * SPLADE's pooling on the tile unit (inference): out[b][v] = bias[v] + max over text b's valid tokens t of
- * x[b][t] · W[v], the (texts x tokens x |V|) logits never written to memory.
+ * SPLADE's pooling (inference): out[b][v] = bias[v] + max over text b's valid tokens t of x[b][t] · W[v], the
+ * (texts x tokens x |V|) logits never written to memory.
  *
  * Why: the MLM decoder (384 x 30,522 products per token) is most of a SPLADE model's work. As a torch product it
  * writes every logit (31 MB a 256-token text in float32) and reads them back twice to mask and take the max; here
- * each 16 x 16 tile of logits is reduced into a running max while it is still in L1. The products are bf16 with
- * float32 sums (tdpbf16ps), the max and the bias in float32: bf16 autocast's product without its rounding of the
- * logits to bf16.
+ * each block of logits is reduced into a running max while it is still in registers or L1. The products are bf16
+ * with float32 sums, the max and the bias in float32: bf16 autocast's product without its rounding of the logits
+ * to bf16. Two ways to make a block, the same layout and work split:
+ *
+ *   AMX (Sapphire Rapids and later): 2 x 2 tiles of 16 tokens x 16 terms (tdpbf16ps over 32 channels a step),
+ *        stored to a 4 KB buffer and reduced row by row;
+ *   AVX-512 BF16 (Zen 4, Cooper Lake): 8 tokens x 32 terms in 16 registers; per pair of channels, two loads of the
+ *        packed decoder and 8 broadcasts of a token's pair feed 16 vdpbf16ps; reduced in registers.
  *
  * x: bfloat16 (B, T, C) contiguous, T and C multiples of 32; mask: (B, T) bytes, 0 for a token to leave out;
  * wp: the decoder packed by term blocks of 16, [Vp/16][C/2][16][2] (block n, row e holds (W[16n+j][2e],
  * W[16n+j][2e+1]) for its 16 terms j), Vp = V rounded up to 32 (padding terms zero); bias: float32 (V); out:
  * float32 (B, V), -inf for a text with no valid token. Work items are (a group of 4 texts, 256 terms): the
- * group's states (4 x 256 x 384 bf16: 0.8 MB) stay in L2 while the decoder streams by, each pair of term blocks
- * (24 KB) stays in L1 while the group's tokens pass, 2 x 2 tiles of logits at a time.
+ * group's states (4 x 256 x 384 bf16: 0.8 MB) stay in L2 while the decoder streams by, and each pair of term
+ * blocks (24 KB) stays in L1 while the group's tokens pass.
  */
 #define SPLADE_GROUP 4  /* texts per work item */
 #define SPLADE_CHUNK 16 /* term blocks (of 16) per work item */
@@ -614,8 +622,66 @@ typedef struct {
     float *out;
     int64_t B, T, C, V, nchunks, next;
     const int64_t *rows; /* per text: valid rows rounded up to 32 (blocks past them are skipped) */
+    int amx;
 } splade_t;
 
+/* out[b][v0 .. v0 + 32) = (lo, hi) + bias, the terms past V left out */
+static inline void splade_store(const splade_t *J, int64_t b, int64_t v0, __m512 lo, __m512 hi) {
+    float *o = J->out + b * J->V;
+    for (int h = 0; h < 2; h++) {
+        const int64_t v = v0 + 16 * h;
+        if (v >= J->V) break;
+        const __mmask16 k = J->V - v >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (J->V - v)) - 1);
+        _mm512_mask_storeu_ps(o + v, k, _mm512_add_ps(h ? hi : lo, _mm512_maskz_loadu_ps(k, J->bias + v)));
+    }
+}
+
+/* the AVX-512 BF16 block: 8 token rows x 32 terms, running max of the valid rows into lo / hi */
+static inline void splade_rows8(const uint16_t *xr, int64_t C, const uint16_t *w0, const uint16_t *w1,
+                                const uint8_t *m, __m512 *lo, __m512 *hi) {
+    __m512 a0[8], a1[8];
+    for (int r = 0; r < 8; r++) a0[r] = a1[r] = _mm512_setzero_ps();
+    for (int64_t e = 0; e < C / 2; e++) {
+        const __m512bh v0 = (__m512bh)_mm512_loadu_si512(w0 + e * 32);
+        const __m512bh v1 = (__m512bh)_mm512_loadu_si512(w1 + e * 32);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            int32_t pair;
+            memcpy(&pair, xr + r * C + 2 * e, 4);
+            const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+            a0[r] = _mm512_dpbf16_ps(a0[r], xv, v0);
+            a1[r] = _mm512_dpbf16_ps(a1[r], xv, v1);
+        }
+    }
+    for (int r = 0; r < 8; r++)
+        if (m[r]) {
+            *lo = _mm512_max_ps(*lo, a0[r]);
+            *hi = _mm512_max_ps(*hi, a1[r]);
+        }
+}
+
+static void splade_item_avx(const splade_t *J, int64_t item) {
+    const int64_t g = item / J->nchunks, chunk = item % J->nchunks, C = J->C;
+    const int64_t blocks = (J->V + 31) / 32 * 2;
+    const int64_t n0 = chunk * SPLADE_CHUNK, n1 = n0 + SPLADE_CHUNK < blocks ? n0 + SPLADE_CHUNK : blocks;
+    const int64_t b1 = (g + 1) * SPLADE_GROUP < J->B ? (g + 1) * SPLADE_GROUP : J->B;
+    for (int64_t n = n0; n < n1; n += 2) {
+        const uint16_t *w0 = J->wp + n * (C / 2) * 32, *w1 = w0 + (C / 2) * 32;
+        for (int64_t b = g * SPLADE_GROUP; b < b1; b++) {
+            __m512 lo = _mm512_set1_ps(-INFINITY), hi = lo;
+            const uint16_t *xb = J->x + b * J->T * C;
+            const uint8_t *mb = J->mask + b * J->T;
+            for (int64_t t = 0; t < J->rows[b]; t += 8) {
+                int any = 0;
+                for (int r = 0; r < 8; r++) any |= mb[t + r];
+                if (any) splade_rows8(xb + t * C, C, w0, w1, mb + t, &lo, &hi);
+            }
+            splade_store(J, b, n * 16, lo, hi);
+        }
+    }
+}
+
+#ifdef EMBEDSTACK_AMX
 /* the running max of 32 terms over one 16-row tile pair (c0: terms 0-15, c1: 16-31) of stored logits */
 static inline void max_rows(const float *c0, const float *c1, const uint8_t *m, __m512 *lo, __m512 *hi) {
     int full = 1;
@@ -634,7 +700,7 @@ static inline void max_rows(const float *c0, const float *c1, const uint8_t *m, 
         }
 }
 
-static void splade_item(const splade_t *J, int64_t item, float *cb) {
+static void splade_item_amx(const splade_t *J, int64_t item, float *cb) {
     const int64_t g = item / J->nchunks, chunk = item % J->nchunks, C = J->C, steps = C / 32;
     const int64_t blocks = (J->V + 31) / 32 * 2; /* term blocks of 16 in wp */
     const int64_t n0 = chunk * SPLADE_CHUNK, n1 = n0 + SPLADE_CHUNK < blocks ? n0 + SPLADE_CHUNK : blocks;
@@ -667,48 +733,55 @@ static void splade_item(const splade_t *J, int64_t item, float *cb) {
                 max_rows(cb, cb + 256, mb + t, &lo, &hi);
                 max_rows(cb + 512, cb + 768, mb + t + 16, &lo, &hi);
             }
-            const int64_t v0 = n * 16;
-            float *o = J->out + b * J->V;
-            for (int h = 0; h < 2; h++) {
-                const int64_t v = v0 + 16 * h;
-                if (v >= J->V) break;
-                const __mmask16 k = J->V - v >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (J->V - v)) - 1);
-                const __m512 bias = _mm512_maskz_loadu_ps(k, J->bias + v);
-                _mm512_mask_storeu_ps(o + v, k, _mm512_add_ps(h ? hi : lo, bias));
-            }
+            splade_store(J, b, n * 16, lo, hi);
         }
     }
 }
+#endif
 
 static void *splade_worker(void *arg) {
     splade_t *J = (splade_t *)arg;
-    float *cb = (float *)aligned_alloc(64, 4 * 256 * sizeof(float));
-    if (!cb) return NULL;
-    tilecfg_t before, cfg;
-    memset(&cfg, 0, sizeof cfg);
-    _tile_storeconfig(&before);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
     const int64_t items = (J->B + SPLADE_GROUP - 1) / SPLADE_GROUP * J->nchunks;
+#ifdef EMBEDSTACK_AMX
+    if (J->amx) {
+        float *cb = (float *)aligned_alloc(64, 4 * 256 * sizeof(float));
+        if (!cb) return NULL;
+        tilecfg_t before, cfg;
+        memset(&cfg, 0, sizeof cfg);
+        _tile_storeconfig(&before);
+        cfg.palette = 1;
+        for (int t = 0; t < 8; t++) {
+            cfg.rows[t] = 16;
+            cfg.colsb[t] = 64;
+        }
+        _tile_loadconfig(&cfg);
+        for (;;) {
+            int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+            if (item >= items) break;
+            splade_item_amx(J, item, cb);
+        }
+        if (before.palette) _tile_loadconfig(&before);
+        else _tile_release();
+        free(cb);
+        return NULL;
+    }
+#endif
     for (;;) {
         int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= items) break;
-        splade_item(J, item, cb);
+        splade_item_avx(J, item);
     }
-    if (before.palette) _tile_loadconfig(&before);
-    else _tile_release();
-    free(cb);
     return NULL;
 }
 
-/* 0; 1 when T or C is not a multiple of 32 (or C > 1024); 2 when memory could not be had. */
+/* amx: 1 for the tile unit (an AMX build only), 0 for AVX-512 BF16. Returns 0; 1 when T or C is not a multiple
+ * of 32 (or C > 1024), or AMX is asked of a build without it; 2 when memory could not be had. */
 int embedstack_splade_max(const uint16_t *x, const uint8_t *mask, int64_t B, int64_t T, int64_t C,
-                          const uint16_t *wp, int64_t V, const float *bias, float *out, int threads) {
+                          const uint16_t *wp, int64_t V, const float *bias, float *out, int amx, int threads) {
     if (T % 32 || C % 32 || C > 1024 || B < 1 || V < 1) return 1;
+#ifndef EMBEDSTACK_AMX
+    if (amx) return 1;
+#endif
     int64_t *rows = (int64_t *)malloc((size_t)B * sizeof(int64_t));
     if (!rows) return 2;
     for (int64_t b = 0; b < B; b++) {
@@ -717,7 +790,7 @@ int embedstack_splade_max(const uint16_t *x, const uint8_t *mask, int64_t B, int
         rows[b] = (n + 31) / 32 * 32;
     }
     const int64_t blocks = (V + 31) / 32 * 2;
-    splade_t J = {x, wp, mask, bias, out, B, T, C, V, (blocks + SPLADE_CHUNK - 1) / SPLADE_CHUNK, 0, rows};
+    splade_t J = {x, wp, mask, bias, out, B, T, C, V, (blocks + SPLADE_CHUNK - 1) / SPLADE_CHUNK, 0, rows, amx};
     const int64_t items = (B + SPLADE_GROUP - 1) / SPLADE_GROUP * J.nchunks;
     if (threads > items) threads = (int)items;
     if (threads < 1) threads = 1;

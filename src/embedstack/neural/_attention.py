@@ -40,8 +40,11 @@ _FLAGS = ("-O3", "-shared", "-fPIC", "-pthread", "-mavx512f", "-mavx512bw", "-ma
 _OPENMP = ("-fopenmp",)
 _NEEDS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"})
 # bfloat16 states on the tile unit (AMX): built in where the CPU has it and the compiler knows it (gcc >= 11)
-_AMX_FLAGS = ("-mamx-tile", "-mamx-bf16", "-mavx512bf16", "-DEMBEDSTACK_AMX")
+_AMX_FLAGS = ("-mamx-tile", "-mamx-bf16", "-mavx512bf16", "-DEMBEDSTACK_AMX", "-DEMBEDSTACK_BF16")
 _AMX_NEEDS = frozenset({"amx_bf16", "avx512_bf16"})
+# bfloat16 dot products in AVX-512 registers (Zen 4, Cooper Lake): SPLADE's pooling kernel where there is no AMX
+_BF16_FLAGS = ("-mavx512bf16", "-DEMBEDSTACK_BF16")
+_BF16_NEEDS = frozenset({"avx512_bf16"})
 _MAX_DIM = 128
 _lock = threading.Lock()
 _state: dict[str, Any] = {"lib": None, "why": None, "checked": False}
@@ -100,10 +103,10 @@ def _open() -> tuple[Any, str | None]:
     if missing:
         return None, f"this CPU lacks {', '.join(sorted(missing))}"
     lib, why = None, None
-    amx = cpu_features() >= _AMX_NEEDS
-    # the richest build first: AMX where the CPU has it, OpenMP where torch runs on it (an older compiler or no
-    # libgomp: the next one down)
-    for flags in [f for f in ((_FLAGS + _AMX_FLAGS + _OPENMP) if amx else None, (_FLAGS + _AMX_FLAGS) if amx else None,
+    extra = _AMX_FLAGS if cpu_features() >= _AMX_NEEDS else _BF16_FLAGS if cpu_features() >= _BF16_NEEDS else ()
+    # the richest build first: AMX (or AVX-512 BF16) where the CPU has it, OpenMP where torch runs on it (an older
+    # compiler or no libgomp: the next one down)
+    for flags in [f for f in ((_FLAGS + extra + _OPENMP) if extra else None, (_FLAGS + extra) if extra else None,
                               _FLAGS + _OPENMP, _FLAGS) if f is not None]:
         if "-fopenmp" in flags and "OpenMP" not in torch.__config__.parallel_info():
             continue
@@ -127,8 +130,9 @@ def _open() -> tuple[Any, str | None]:
     if hasattr(lib, "embedstack_attention_amx"):
         lib.embedstack_attention_amx.restype = ctypes.c_int
         lib.embedstack_attention_amx.argtypes = [*common, ctypes.c_float, ctypes.c_int]
+    if hasattr(lib, "embedstack_splade_max"):
         lib.embedstack_splade_max.restype = ctypes.c_int
-        lib.embedstack_splade_max.argtypes = [p, p, i64, i64, i64, p, i64, p, p, i]
+        lib.embedstack_splade_max.argtypes = [p, p, i64, i64, i64, p, i64, p, p, i, i]
     for name, args in (("embedstack_quant_rows", [p, i64, i64, i64, p, p, p, i]),
                        ("embedstack_ffn_mid", [p, i64, i64, p, p, p, p, p, p, i]),
                        ("embedstack_rows_out", [p, i64, i64, p, p, p, i64, p, p, ctypes.c_float, p, i]),
@@ -363,9 +367,18 @@ def layer_norm_rows(x: Any, weight: Any, bias: Any | None, eps: float) -> Any:
 
 
 def splade_supported(width: int) -> bool:
-    """Whether :func:`splade_max` runs here (the AMX build) for token states of ``width`` channels."""
+    """Whether :func:`splade_max` runs here (a build with AMX or AVX-512 BF16) for token states of ``width``
+    channels."""
     lib = _load()
-    return lib is not None and _amx(lib) and width % 32 == 0 and width <= 1024
+    return lib is not None and hasattr(lib, "embedstack_splade_max") and width % 32 == 0 and width <= 1024
+
+
+def splade_kind() -> str | None:
+    """Which way :func:`splade_max` makes its products here: ``"amx"``, ``"avx512-bf16"`` or None (not built)."""
+    lib = _load()
+    if lib is None or not hasattr(lib, "embedstack_splade_max"):
+        return None
+    return "amx" if _amx(lib) else "avx512-bf16"
 
 
 def pack_decoder(weight: Any) -> Any:
@@ -378,10 +391,11 @@ def pack_decoder(weight: Any) -> Any:
     return w.view(padded // 16, 16, width // 2, 2).permute(0, 2, 1, 3).contiguous()
 
 
-def splade_max(x: Any, mask: Any, packed: Any, bias: Any) -> Any:
+def splade_max(x: Any, mask: Any, packed: Any, bias: Any, *, tiles: bool | None = None) -> Any:
     """``max_t (x[b, t] · W[v]) + bias[v]`` over each text's tokens where ``mask`` is true, without making the
     logits: bfloat16 ``x`` (B, T, C), bool ``mask`` (B, T), ``packed`` from :func:`pack_decoder`, float32 ``bias``
-    (V,). Returns float32 (B, V); ``-inf`` for a text with no token. Products in bf16, sums in float32."""
+    (V,). Returns float32 (B, V); ``-inf`` for a text with no token. Products in bf16, sums in float32: on the AMX
+    tiles where the build has them (``tiles=None``), else (or with ``tiles=False``) in AVX-512 BF16 registers."""
     b, t, c = x.shape
     vocab = int(bias.shape[0])
     _need("bias", bias, torch.float32, (vocab,))
@@ -392,8 +406,10 @@ def splade_max(x: Any, mask: Any, packed: Any, bias: Any) -> Any:
     ms = torch.zeros((b, tp), dtype=torch.uint8)
     ms[:, :t] = mask
     out = torch.empty((b, vocab), dtype=torch.float32)
-    _check(_load().embedstack_splade_max(xs.data_ptr(), ms.data_ptr(), b, tp, c, packed.data_ptr(), vocab,
-                                         bias.data_ptr(), out.data_ptr(), torch.get_num_threads()), "splade_max")
+    lib = _load()
+    amx = _amx(lib) if tiles is None else bool(tiles)
+    _check(lib.embedstack_splade_max(xs.data_ptr(), ms.data_ptr(), b, tp, c, packed.data_ptr(), vocab,
+                                     bias.data_ptr(), out.data_ptr(), int(amx), torch.get_num_threads()), "splade_max")
     return out
 
 

@@ -14,6 +14,9 @@ text's non-zero terms, the words in it and the *expansion* terms the model adds,
   against about 21 MFLOP for MiniLM's six blocks), as int8 products too: a text's transformed token states
   quantized with one scale per text (so the max over tokens runs on the integer sums), each term's decoder
   row with its own (:func:`_max_logits_int8`).
+* **bf16** (``bf16``, ``bf16-pure``): where the CPU has AMX or AVX-512 BF16, the decoder's products and the
+  max over tokens are one kernel (:func:`embedstack.neural._attention.splade_max`): no logit is written to
+  memory, and the sums stay float32.
 * **Pruning.** ``doc_top_k`` / ``query_top_k`` keep a text's largest weights (the index stays small).
 * **Inference-free queries** (``query_mode="idf"``): no transformer at query time; a query is its own
   WordPiece tokens, each weighted by its idf in the indexed corpus (:meth:`fit_idf`). Documents are
@@ -282,8 +285,8 @@ class SpladeEncoder(TransformerRuntime):
             states = run(x, m)
             if self.precision == "int8-token":
                 pooled = self._pool_int8(states, torch.from_numpy(m)).numpy()
-            elif self._tiles():
-                pooled = self._pool_tiles(states, torch.from_numpy(m)).numpy()
+            elif self._fused():
+                pooled = self._pool_fused(states, torch.from_numpy(m)).numpy()
             else:
                 with self._autocast():
                     pooled = splade_pool(self.head, states, torch.from_numpy(m)).float().numpy()
@@ -412,19 +415,20 @@ class SpladeEncoder(TransformerRuntime):
             x = self.head.transform(states.float())
             return torch.log1p(torch.relu(_max_logits_int8(x, mask.bool(), qweight, wscale, self.head.bias)))
 
-    def _tiles(self) -> bool:
+    def _fused(self) -> bool:
         """Whether the decoder runs as :func:`~embedstack.neural._attention.splade_max` (bf16 precisions, on a CPU
-        with AMX, where the kernel is built; ``EMBEDSTACK_ATTENTION=torch`` turns it off with the other kernels)."""
+        with AMX or AVX-512 BF16, where the kernel is built; ``EMBEDSTACK_ATTENTION=torch`` turns it off with the
+        other kernels)."""
         if self.precision not in ("bf16", "bf16-pure"):
             return False
         from embedstack.neural import _attention
 
         return _attention.splade_supported(int(self.model.config.hidden_size))
 
-    def _pool_tiles(self, states: Tensor, mask: Tensor) -> Tensor:
-        """:func:`splade_pool` for inference with the decoder's products and the max over tokens fused on the tile
-        unit: bf16 products summed in float32, the logits never written out (bf16 autocast rounds each to bf16,
-        then masks and reads them all again)."""
+    def _pool_fused(self, states: Tensor, mask: Tensor) -> Tensor:
+        """:func:`splade_pool` for inference with the decoder's products and the max over tokens fused (AMX tiles, or
+        AVX-512 BF16 registers): bf16 products summed in float32, the logits never written out (bf16 autocast
+        rounds each to bf16, then masks and reads them all again)."""
         from embedstack.neural import _attention
 
         with self._int8_lock:
