@@ -5,11 +5,12 @@ Parts (``--parts``; each kept in results/train_splade_arms.json):
 
 * ``mlm-head``: the MLM head recipe (``minilm-mlm-head``: all-MiniLM-L6-v2 + a head trained on enwiki, encoder
   frozen then unfrozen): MLM loss before/after, and the zero-shot SPLADE it gives on the report half.
-* ``report``: the recipe ``minilm-scifact-splade`` (trained on tune-train + 1,500 title pairs; nothing was tuned)
-  on the report half, from one encoding of the corpus: full queries vs inference-free (idf-weighted tokens, no
+* ``report``: the recipe ``minilm-scifact-splade`` (trained on tune-train only: its data chosen on tune-dev by the
+  ``dev-*`` arms, the dev arm ``dev-ict-all`` is this recipe) on the report half, from one encoding of the corpus: full queries vs inference-free (idf-weighted tokens, no
   transformer at query time) with their latency (encode + score + top 10, one query at a time), documents pruned
   to 64 / 128 terms / all, and RRF (k=60) hybrids of the runs with BM25's and dense all-MiniLM-L6-v2's (the
-  standard runner's runs), beside BM25 and dense.
+  standard runner's runs), beside BM25 and dense; and the ``bf16-pure`` and ``int8-token`` modes' quality, each from
+  its own encoding.
 * ``peers``: training rows/s (batch 16, 1 BM25 negative, documents at 256 tokens; median step time after 2
   warm-up steps) ours vs ``SparseEncoderTrainer`` + ``SpladeLoss(SparseMultipleNegativesRankingLoss)``, and
   encoding throughput (abstracts/s, queries/s) ours vs ``SparseEncoder.encode``, each in fp32 and bf16, on the same
@@ -58,17 +59,25 @@ TEACHER = "recipe:minilm-scifact-tune-train@precision=bf16"  # minilm-scifact's 
 # variants of the recipe, fixed before the first run: what each changes ("model" and "data" replace the recipe's,
 # "args" and "options" update its own)
 DEV_CONFIGS: dict[str, dict[str, Any]] = {
-    "dev-recipe": {"label": "the recipe as it is: tune-train + 1,500 title pairs, 1 BM25 negative, lr 5e-5, 1 epoch"},
-    "dev-distill": {"options": {"teacher": TEACHER},
-                    "label": "as the recipe, plus KL to a bi-encoder teacher's 20 · cosine over each row's candidates "
+    "dev-recipe": {"data": ("scifact/train#tune-train", "scifact-titles:1500"),
+                   "label": "the recipe before this comparison: tune-train + 1,500 title pairs, 1 BM25 negative, lr 5e-5, "
+                            "1 epoch"},
+    "dev-distill": {"data": ("scifact/train#tune-train", "scifact-titles:1500"), "options": {"teacher": TEACHER},
+                    "label": "as dev-recipe, plus KL to a bi-encoder teacher's 20 · cosine over each row's candidates "
                              "(recipe minilm-scifact-tune-train: minilm-scifact trained on tune-train only)"},
     "dev-ict": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:1500", "scifact-titles:1500"),
-                "label": "as the recipe, tune-train pairs x3 + 1,500 inverse-cloze pseudo-pairs (more steps, more data)"},
+                "label": "as dev-recipe, tune-train pairs x3 + 1,500 inverse-cloze pseudo-pairs (more steps, more data)"},
     "dev-ict-distill": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:1500", "scifact-titles:1500"),
                         "options": {"teacher": TEACHER}, "label": "dev-ict and dev-distill together"},
-    "dev-3epochs": {"args": {"epochs": 3}, "label": "as the recipe, 3 epochs"},
-    "dev-head-long": {"model": "recipe:minilm-mlm-head-long",
-                      "label": "as the recipe, from an MLM head trained four times as long (recipe minilm-mlm-head-long)"},
+    "dev-3epochs": {"data": ("scifact/train#tune-train", "scifact-titles:1500"), "args": {"epochs": 3},
+                    "label": "as dev-recipe, 3 epochs"},
+    # after dev-ict (+8.1 over dev-recipe): all of the corpus's inverse-cloze pairs, as the reranker's dev-ict-128
+    "dev-ict-all": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182", "scifact-titles:1500"),
+                    "label": "as dev-ict, an inverse-cloze pseudo-pair from every abstract (5,182)"},
+    "dev-ict-all-2ep": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182", "scifact-titles:1500"),
+                        "args": {"epochs": 2}, "label": "as dev-ict-all, 2 epochs"},
+    "dev-head-long": {"model": "recipe:minilm-mlm-head-long", "data": ("scifact/train#tune-train", "scifact-titles:1500"),
+                      "label": "as dev-recipe, from an MLM head trained four times as long (recipe minilm-mlm-head-long)"},
 }
 FLOAT_ARMS = ("ours fp32", "ours bf16", "ours bf16-pure")  # bf16 products, float sums: compared as float modes
 DEV_MODELS = Path(tempfile.gettempdir()) / "embedstack-train-splade"  # the dev arms' trained models
@@ -477,6 +486,12 @@ def run_peers(rounds: int, train: bool = True) -> dict[str, Any]:
     return out
 
 
+def _where(part: dict[str, Any]) -> str:
+    """The CPU and date a part was measured on (parts are re-run on their own, maybe on another machine)."""
+    m = part.get("measured") or {}
+    return f"{m.get('cpu', 'unknown CPU').split(' (')[0]}, {m.get('date', 'date unknown')}"
+
+
 def markdown(arms: dict[str, Any]) -> str:
     lines: list[str] = ["`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_splade.py` — SPLADE trained here: "
                         "an MLM head for all-MiniLM-L6-v2 (recipe `minilm-mlm-head`), then SPLADE on SciFact (recipe "
@@ -494,9 +509,21 @@ def markdown(arms: dict[str, Any]) -> str:
                   f"{m['loss_first']:.2f} → {m['loss_last']:.2f}; output bias then shifted by {m['bias_shift']:.2f} "
                   "(`SpladeEncoder.calibrate`: about 32 positive logits per token; before it, a text's vector kept "
                   "25,000-30,000 of the 30,522 terms).", ""]
+    dev = {k: v for k, v in arms.items() if k.startswith("dev-")}
+    if dev:
+        first = next(iter(dev.values()))
+        lines += [f"Variants of the recipe trained on tune-train and scored on tune-dev ({first['n_queries']} queries, never "
+                  f"trained on; the report half is not used to choose), `--parts dev-...` ({_where(first)}):", "",
+                  "| arm | what changes | steps | rows/s | train s | tune-dev nDCG@10 | Recall@100 |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for name, d in dev.items():
+            lines.append(f"| {name} | {DEV_CONFIGS.get(name, d)['label']} | {d['steps']} | {d['rows_per_second']:.1f} | "
+                         f"{d['train_seconds']:.0f} | {d['ndcg@10']:.2f} | {d['recall@100']:.2f} |")
+        lines.append("")
     if "report" in arms:
         r = arms["report"]
-        lines += [f"`minilm-scifact-splade` on the report half ({r['n_queries']} queries never tuned on; bf16):", "",
+        lines += [f"`minilm-scifact-splade` on the report half ({r['n_queries']} queries never tuned on; bf16, decoder "
+                  f"{r.get('decoder', 'torch')}; {_where(r)}):", "",
                   "| system | nDCG@10 | Recall@100 | ms/query alone | bytes/doc |", "|---|---:|---:|---:|---:|"]
         for name, c in r["cells"].items():
             ms = f"{c['single_query_ms']:.1f}" if c.get("single_query_ms") is not None else "—"
@@ -527,7 +554,8 @@ def markdown(arms: dict[str, Any]) -> str:
         lines.append("")
     if "peers" in arms:
         p = arms["peers"]
-        lines += [f"Against sentence-transformers' SparseEncoder ({p['rounds']} interleaved rounds, median (min-max)):", "",
+        lines += [f"Against sentence-transformers' SparseEncoder ({p['rounds']} interleaved rounds, median (min-max); "
+                  f"{_where(p)}):", "",
                   "| system | train rows/s | abstracts/s | queries/s |", "|---|---:|---:|---:|"]
         for name in [n for n in ("ours fp32", "ours bf16", "ours bf16-pure", "ours int8-token", "ours int8-token-compiled-w2", "ST fp32",
                                  "ST bf16") if n in p["encode"]]:
@@ -536,6 +564,8 @@ def markdown(arms: dict[str, Any]) -> str:
             tr = f"{t['rows_per_second']:.2f} ({t['min']:.2f}-{t['max']:.2f})" if t else "—"
             lines.append(f"| {name} | {tr} | {e['docs']['median']:.1f} ({e['docs']['min']:.1f}-{e['docs']['max']:.1f}) | "
                          f"{e['queries']['median']:.0f} ({e['queries']['min']:.0f}-{e['queries']['max']:.0f}) |")
+        if p.get("decoder"):
+            lines += ["", "MLM decoder: " + ", ".join(f"{k} {v}" for k, v in p["decoder"].items()) + "."]
         s = p.get("search")
         trained = f"training **{p['train_ratio']:.2f}x**, " if p.get("train_ratio") else "training not measured, "
         int8 = ""
@@ -560,10 +590,10 @@ def markdown(arms: dict[str, Any]) -> str:
                  "all-MiniLM-L6-v2 with a new MLM head, bias calibrated as the `minilm-mlm-head` recipe does (`--start "
                  "calibrated`: the recipe's 40 minutes of head training skipped; what the head learned matters to speed "
                  "only through how many terms come out positive, counted here)")
-        lines += [f"Training throughput on this CPU (`--parts train-peers --rounds {p['rounds']}`; CPU bf16: "
+        lines += [f"Training throughput (`--parts train-peers --rounds {p['rounds']}`; CPU bf16: "
                   f"{'yes' if p['cpu_bf16'] else 'no'}): batch {TRAIN_BATCH}, 1 BM25 negative, documents at {DOC_LENGTH} "
                   f"tokens, SpladeLoss (MNRL + FLOPS) on both sides, median step time of steps 3-{TRAIN_STEPS} per run, "
-                  f"{p['rounds']} interleaved runs per side in rotating order; start: {start}; "
+                  f"{p['rounds']} interleaved runs per side in rotating order ({_where(p)}); start: {start}; "
                   f"{p['terms_per_doc_at_start']:.0f} positive terms per document at the start. Load average "
                   f"{p['loadavg'][0]:.2f} at the end.", "", "| trainer | rows/s (median) | min-max |", "|---|---:|---:|"]
         for name, t in p["train"].items():
@@ -596,7 +626,7 @@ def main() -> None:
                       "peers": lambda: run_peers(opts.rounds, not opts.no_train),
                       "train-peers": lambda: run_train_peers(opts.rounds, opts.start)}[part]()
         _save_arm("train_splade", part, result)
-        done[part] = result
+        done[part] = _load_arms("train_splade")[part]  # with the machine and date it was measured on
     write_results("train_splade", {"parts": done}, markdown(done))
     print(markdown(done))
 
