@@ -187,11 +187,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            options={"hard_negatives": "bm25", "model_options": {"query_length": 32, "document_length": 256},
                     "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50, "corpus": "scifact"}}),
     _MLM_HEAD,
-    dataclasses.replace(
-        _MLM_HEAD, name="minilm-mlm-head-long",
-        summary="minilm-mlm-head trained four times as long (1,000 steps with the encoder frozen, then 1,000 unfrozen): "
-                "does a better masked-LM head make a better SPLADE? (benchmarks/train_splade.py, arm dev-head-long)",
-        options={**_MLM_HEAD.options, "frozen_steps": 1000, "unfrozen_steps": 1000}, expected=None, minutes=30.0),
     Recipe("minilm-scifact-splade", "SPLADE on recipe:minilm-mlm-head: SciFact tune-train query→abstract pairs (x3), "
            "an inverse-cloze pseudo-pair from every abstract (5,182) and 1,500 title→abstract pseudo-pairs, one BM25 "
            "negative each (ranks 10-50), in-batch + hard-negative softmax over dot products, FLOPS λ_q 5e-4 / λ_d 1e-4 "
