@@ -87,7 +87,13 @@ def test_int8_token_encodes_close_to_fp32(tiny_splade) -> None:
     cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.95, cos
     assert q8._int8_decoder is not None
-    q8.reset_runner()  # new weights: the quantized decoder is made again
+    key, (qweight, wscale) = q8._int8_decoder
+    with torch.no_grad():  # new weights (in place): the quantized decoder is made again
+        q8.head.decoder.weight.mul_(2.0)
+    q8.encode_sparse(texts)
+    assert q8._int8_decoder[0] != key
+    torch.testing.assert_close(q8._int8_decoder[1][1], 2 * wscale)
+    q8.reset_runner()
     assert q8._int8_decoder is None
 
 
@@ -295,7 +301,7 @@ def test_fused_kernel_max_equals_the_bf16_products_summed_in_float32(threads, ti
     if tiles and _attention.splade_kind() != "amx":
         pytest.skip("no AMX here")
     torch.manual_seed(threads)
-    B, T, C, V = 6, 45, 64, 1000
+    B, T, C, V = 6, 45, 96, 1110  # 70 term blocks: a last work item of 6 blocks, the last 32 terms half padding
     x = torch.randn(B, T, C).to(torch.bfloat16)
     mask = torch.ones(B, T, dtype=torch.bool)
     mask[1, 31:] = False
@@ -335,6 +341,30 @@ def test_bf16_encoding_takes_the_fused_kernel_and_stays_close_to_fp32(sp_tokeniz
         assert enc._packed_decoder is not None
         cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
         assert cos.min() > 0.99, (precision, cos)
+        # the same states through the fused kernel and through torch's products in float32 on bf16 inputs
+        from embedstack.neural.tokenizer import pad_batch
+
+        ids, _ = sp_tokenizer.encode_batch(texts[:3], max_length=48)
+        x, m = pad_batch(ids, sp_tokenizer.pad_id)
+        with torch.inference_mode():
+            states = enc._get_runner()(x, m)
+            mask = torch.from_numpy(m).bool()
+            fused = enc._pool_fused(states, mask)
+            with enc._autocast():
+                h = enc.head.transform(states)
+            logits = h.to(torch.bfloat16).double() @ enc.head.decoder.weight.to(torch.bfloat16).double().T
+            top = logits.masked_fill(~mask[:, :, None], -np.inf).amax(1) + enc.head.bias.double()
+        torch.testing.assert_close(fused.double(), torch.log1p(torch.relu(top)), rtol=0, atol=1e-4)
+        # two workers share the packed copy; a weight change (an optimiser step, calibrate) makes it again
+        two = enc.with_options(workers=2).encode_sparse(texts * 4).toarray()
+        np.testing.assert_allclose(two[:4], got, atol=1e-4)
+        first = enc._packed_decoder[1]
+        with torch.no_grad():
+            enc.head.decoder.weight.mul_(-1.0)
+        flipped = enc.encode_sparse(texts).toarray()
+        assert enc._packed_decoder[1] is not first and not np.allclose(flipped, got)
+        with torch.no_grad():
+            enc.head.decoder.weight.mul_(-1.0)
         enc.reset_runner()
         assert enc._packed_decoder is None
     assert not fp32._fused() and not fp32.with_options(precision="int8-token")._fused()

@@ -103,11 +103,10 @@ def _open() -> tuple[Any, str | None]:
     if missing:
         return None, f"this CPU lacks {', '.join(sorted(missing))}"
     lib, why = None, None
-    extra = _AMX_FLAGS if cpu_features() >= _AMX_NEEDS else _BF16_FLAGS if cpu_features() >= _BF16_NEEDS else ()
-    # the richest build first: AMX (or AVX-512 BF16) where the CPU has it, OpenMP where torch runs on it (an older
-    # compiler or no libgomp: the next one down)
-    for flags in [f for f in ((_FLAGS + extra + _OPENMP) if extra else None, (_FLAGS + extra) if extra else None,
-                              _FLAGS + _OPENMP, _FLAGS) if f is not None]:
+    tiers = [t for t, needs in ((_AMX_FLAGS, _AMX_NEEDS), (_BF16_FLAGS, _BF16_NEEDS)) if cpu_features() >= needs]
+    # the richest build first: AMX, then AVX-512 BF16 (where the CPU has them; AMX refused by the kernel: the next
+    # one), OpenMP where torch runs on it (an older compiler or no libgomp: the next one down)
+    for flags in [_FLAGS + extra + omp for extra in (*tiers, ()) for omp in (_OPENMP, ())]:
         if "-fopenmp" in flags and "OpenMP" not in torch.__config__.parallel_info():
             continue
         try:
@@ -396,8 +395,20 @@ def splade_max(x: Any, mask: Any, packed: Any, bias: Any, *, tiles: bool | None 
     logits: bfloat16 ``x`` (B, T, C), bool ``mask`` (B, T), ``packed`` from :func:`pack_decoder`, float32 ``bias``
     (V,). Returns float32 (B, V); ``-inf`` for a text with no token. Products in bf16, sums in float32: on the AMX
     tiles where the build has them (``tiles=None``), else (or with ``tiles=False``) in AVX-512 BF16 registers."""
+    lib = _load()
+    if lib is None or not hasattr(lib, "embedstack_splade_max"):
+        raise ValueError(f"embedstack's SPLADE kernel does not run here ({splade_kind() or _state['why'] or 'no AVX-512 BF16'})")
+    amx = _amx(lib) if tiles is None else bool(tiles)
+    if amx and not _amx(lib):
+        raise ValueError("embedstack's SPLADE kernel: tiles=True needs the AMX build (this CPU or build has no AMX)")
     b, t, c = x.shape
     vocab = int(bias.shape[0])
+    if c % 32 or c > 1024 or b < 1 or vocab < 1:
+        raise ValueError(f"embedstack's SPLADE kernel takes 32 to 1,024 channels in steps of 32 and at least one text "
+                         f"and term; got {b} texts x {c} channels, {vocab} terms")
+    for name, tensor in (("bias", bias), ("packed", packed)):
+        if tensor is None:
+            raise ValueError(f"embedstack's SPLADE kernel: {name} is required")
     _need("bias", bias, torch.float32, (vocab,))
     _need("packed", packed, torch.bfloat16, ((vocab + 31) // 32 * 2, c // 2, 16, 2))
     tp = (t + 31) // 32 * 32
@@ -406,10 +417,11 @@ def splade_max(x: Any, mask: Any, packed: Any, bias: Any, *, tiles: bool | None 
     ms = torch.zeros((b, tp), dtype=torch.uint8)
     ms[:, :t] = mask
     out = torch.empty((b, vocab), dtype=torch.float32)
-    lib = _load()
-    amx = _amx(lib) if tiles is None else bool(tiles)
-    _check(lib.embedstack_splade_max(xs.data_ptr(), ms.data_ptr(), b, tp, c, packed.data_ptr(), vocab,
-                                     bias.data_ptr(), out.data_ptr(), int(amx), torch.get_num_threads()), "splade_max")
+    rc = lib.embedstack_splade_max(xs.data_ptr(), ms.data_ptr(), b, tp, c, packed.data_ptr(), vocab, bias.data_ptr(),
+                                   out.data_ptr(), int(amx), torch.get_num_threads())
+    if rc != 0:
+        raise MemoryError("embedstack's SPLADE kernel: out of memory") if rc == 2 else ValueError(
+            f"embedstack's SPLADE kernel refused its inputs (code {rc})")
     return out
 
 

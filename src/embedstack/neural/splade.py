@@ -237,8 +237,9 @@ class SpladeEncoder(TransformerRuntime):
         self.source = source
         self.folder: Path | None = None
         self._vocab_words: list[str] | None = None
-        self._int8_decoder: tuple[Tensor, Tensor] | None = None
-        self._packed_decoder: Tensor | None = None  # the decoder as the tile kernel reads it (bf16, AMX)
+        # the decoder as the int8 / fused kernels read it: (the weight's version and address when made, the copy)
+        self._int8_decoder: tuple[tuple[int, int], Any] | None = None
+        self._packed_decoder: tuple[tuple[int, int], Any] | None = None
         self._int8_lock = threading.Lock()
 
     @property
@@ -403,14 +404,24 @@ class SpladeEncoder(TransformerRuntime):
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         return self._pieced(lengths, min_rows, run)
 
+    def _decoder_copy(self, slot: str, make: Callable[[Tensor], Any]) -> Any:
+        """``make(decoder weight)``, made once and kept in ``slot`` while the weight stays the same tensor at the same
+        version: an optimiser step or ``calibrate`` on any encoder sharing the weights makes it again (``reset_runner``
+        drops it too). Under a lock: workers share it."""
+        w = self.head.decoder.weight
+        key = (int(w._version), int(w.data_ptr()))
+        with self._int8_lock:
+            kept = getattr(self, slot)
+            if kept is None or kept[0] != key:
+                kept = (key, make(w.detach()))
+                setattr(self, slot, kept)
+            return kept[1]
+
     def _pool_int8(self, states: Tensor, mask: Tensor) -> Tensor:
         """:func:`splade_pool` with the decoder as int8 products (``precision="int8-token"``, inference)."""
-        with self._int8_lock:
-            if self._int8_decoder is None:  # quantized once per runner (reset_runner drops it)
-                from embedstack.neural.quantize import quantize_weight
+        from embedstack.neural.quantize import quantize_weight
 
-                self._int8_decoder = quantize_weight(self.head.decoder.weight)
-        qweight, wscale = self._int8_decoder
+        qweight, wscale = self._decoder_copy("_int8_decoder", quantize_weight)
         with torch.inference_mode():
             x = self.head.transform(states.float())
             return torch.log1p(torch.relu(_max_logits_int8(x, mask.bool(), qweight, wscale, self.head.bias)))
@@ -431,13 +442,10 @@ class SpladeEncoder(TransformerRuntime):
         rounds each to bf16, then masks and reads them all again)."""
         from embedstack.neural import _attention
 
-        with self._int8_lock:
-            if self._packed_decoder is None:  # packed once per runner (reset_runner drops it)
-                self._packed_decoder = _attention.pack_decoder(self.head.decoder.weight)
+        packed = self._decoder_copy("_packed_decoder", _attention.pack_decoder)
         with self._autocast():
             x = self.head.transform(states)
-        top = _attention.splade_max(x.to(torch.bfloat16), mask.bool(), self._packed_decoder,
-                                    self.head.bias.detach().float())
+        top = _attention.splade_max(x.to(torch.bfloat16), mask.bool(), packed, self.head.bias.detach().float())
         return torch.log1p(torch.relu(top))
 
     def reset_runner(self) -> None:
