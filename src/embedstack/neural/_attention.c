@@ -318,6 +318,25 @@ typedef struct __attribute__((packed)) {
 /* Linux gives a process the AMX tile state only once asked (ARCH_REQ_XCOMP_PERM for XTILEDATA). 0: granted. */
 int embedstack_amx_init(void) { return (int)syscall(SYS_arch_prctl, 0x1023, 18); }
 
+/* This thread's tile configuration saved into `before`, then `n` tiles of 16 rows x 64 bytes; tiles_off puts the
+ * saved one back (or releases the tiles), so oneDNN's own tile kernels on the same threads are left as they were. */
+static void tiles_on(tilecfg_t *before, int n) {
+    tilecfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    _tile_storeconfig(before);
+    cfg.palette = 1;
+    for (int t = 0; t < n; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+static void tiles_off(const tilecfg_t *before) {
+    if (before->palette) _tile_loadconfig(before);
+    else _tile_release();
+}
+
 /* 2^x for x <= 0 to 7.5e-5 relative: 2^x = 2^floor(x) 2^r with r = x - floor(x) in [0, 1] (vreduceps; 1 only by
  * rounding, where the cubic is continuous with r = 0 of the next 2^floor(x)), 2^r by a cubic fitted for the least
  * largest relative error on [0, 1], times 2^floor(x) by vscalefps (which floors its
@@ -554,23 +573,15 @@ static void *amx_worker(void *arg) {
     uint16_t *p = (uint16_t *)(s + 16 * kp + 16);
     uint16_t *qb = p + 16 * kp + 32;
     float *ob = (float *)(qb + 16 * D + 32);
-    tilecfg_t before, cfg;
-    memset(&cfg, 0, sizeof cfg);
-    _tile_storeconfig(&before);
-    cfg.palette = 1;
-    for (int t = 0; t < 6; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    tilecfg_t before;
+    tiles_on(&before, 6);
     const int64_t items = J->n_texts * J->heads;
     for (;;) {
         int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= items) break;
         amx_item(J, item, kb, vb, s, p, qb, ob);
     }
-    if (before.palette) _tile_loadconfig(&before);
-    else _tile_release();
+    tiles_off(&before);
     free(buf);
     return NULL;
 }
@@ -660,24 +671,13 @@ static inline void splade_rows8(const uint16_t *xr, int64_t C, const uint16_t *w
         }
 }
 
-static void splade_item_avx(const splade_t *J, int64_t item) {
-    const int64_t g = item / J->nchunks, chunk = item % J->nchunks, C = J->C;
-    const int64_t blocks = (J->V + 31) / 32 * 2;
-    const int64_t n0 = chunk * SPLADE_CHUNK, n1 = n0 + SPLADE_CHUNK < blocks ? n0 + SPLADE_CHUNK : blocks;
-    const int64_t b1 = (g + 1) * SPLADE_GROUP < J->B ? (g + 1) * SPLADE_GROUP : J->B;
-    for (int64_t n = n0; n < n1; n += 2) {
-        const uint16_t *w0 = J->wp + n * (C / 2) * 32, *w1 = w0 + (C / 2) * 32;
-        for (int64_t b = g * SPLADE_GROUP; b < b1; b++) {
-            __m512 lo = _mm512_set1_ps(-INFINITY), hi = lo;
-            const uint16_t *xb = J->x + b * J->T * C;
-            const uint8_t *mb = J->mask + b * J->T;
-            for (int64_t t = 0; t < J->rows[b]; t += 8) {
-                int any = 0;
-                for (int r = 0; r < 8; r++) any |= mb[t + r];
-                if (any) splade_rows8(xb + t * C, C, w0, w1, mb + t, &lo, &hi);
-            }
-            splade_store(J, b, n * 16, lo, hi);
-        }
+/* the AVX-512 BF16 way through one text's valid rows (blocks of 8 with no valid token skipped) */
+static inline void splade_text_avx(const uint16_t *xb, const uint8_t *mb, int64_t rows, int64_t C, const uint16_t *w0,
+                                   const uint16_t *w1, __m512 *lo, __m512 *hi) {
+    for (int64_t t = 0; t < rows; t += 8) {
+        int any = 0;
+        for (int r = 0; r < 8; r++) any |= mb[t + r];
+        if (any) splade_rows8(xb + t * C, C, w0, w1, mb + t, lo, hi);
     }
 }
 
@@ -686,91 +686,87 @@ static void splade_item_avx(const splade_t *J, int64_t item) {
 static inline void max_rows(const float *c0, const float *c1, const uint8_t *m, __m512 *lo, __m512 *hi) {
     int full = 1;
     for (int r = 0; r < 16; r++) full &= m[r] != 0;
-    if (full) {
-        for (int r = 0; r < 16; r++) {
-            *lo = _mm512_max_ps(*lo, _mm512_load_ps(c0 + 16 * r));
-            *hi = _mm512_max_ps(*hi, _mm512_load_ps(c1 + 16 * r));
-        }
-        return;
-    }
     for (int r = 0; r < 16; r++)
-        if (m[r]) {
+        if (full || m[r]) {
             *lo = _mm512_max_ps(*lo, _mm512_load_ps(c0 + 16 * r));
             *hi = _mm512_max_ps(*hi, _mm512_load_ps(c1 + 16 * r));
         }
 }
 
-static void splade_item_amx(const splade_t *J, int64_t item, float *cb) {
-    const int64_t g = item / J->nchunks, chunk = item % J->nchunks, C = J->C, steps = C / 32;
+/* the AMX way: 2 x 2 tiles (32 rows x 32 terms) a step, stored to cb (4 KB) and reduced */
+static inline void splade_text_amx(const uint16_t *xb, const uint8_t *mb, int64_t rows, int64_t C, const uint16_t *w0,
+                                   const uint16_t *w1, float *cb, __m512 *lo, __m512 *hi) {
+    for (int64_t t = 0; t < rows; t += 32) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t s = 0; s < C / 32; s++) {
+            _tile_loadd(4, xb + t * C + 32 * s, C * 2);
+            _tile_loadd(5, xb + (t + 16) * C + 32 * s, C * 2);
+            _tile_loadd(6, w0 + s * 16 * 32, 64);
+            _tile_loadd(7, w1 + s * 16 * 32, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, cb, 64);
+        _tile_stored(1, cb + 256, 64);
+        _tile_stored(2, cb + 512, 64);
+        _tile_stored(3, cb + 768, 64);
+        max_rows(cb, cb + 256, mb + t, lo, hi);
+        max_rows(cb + 512, cb + 768, mb + t + 16, lo, hi);
+    }
+}
+#endif
+
+/* one work item: a group of texts x a chunk of term blocks, a pair of blocks (32 terms) at a time */
+static void splade_item(const splade_t *J, int64_t item, float *cb) {
+    const int64_t g = item / J->nchunks, chunk = item % J->nchunks, C = J->C;
     const int64_t blocks = (J->V + 31) / 32 * 2; /* term blocks of 16 in wp */
     const int64_t n0 = chunk * SPLADE_CHUNK, n1 = n0 + SPLADE_CHUNK < blocks ? n0 + SPLADE_CHUNK : blocks;
     const int64_t b1 = (g + 1) * SPLADE_GROUP < J->B ? (g + 1) * SPLADE_GROUP : J->B;
+    (void)cb;
     for (int64_t n = n0; n < n1; n += 2) {
         const uint16_t *w0 = J->wp + n * (C / 2) * 32, *w1 = w0 + (C / 2) * 32;
         for (int64_t b = g * SPLADE_GROUP; b < b1; b++) {
             __m512 lo = _mm512_set1_ps(-INFINITY), hi = lo;
             const uint16_t *xb = J->x + b * J->T * C;
             const uint8_t *mb = J->mask + b * J->T;
-            for (int64_t t = 0; t < J->rows[b]; t += 32) {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-                for (int64_t s = 0; s < steps; s++) {
-                    _tile_loadd(4, xb + t * C + 32 * s, C * 2);
-                    _tile_loadd(5, xb + (t + 16) * C + 32 * s, C * 2);
-                    _tile_loadd(6, w0 + s * 16 * 32, 64);
-                    _tile_loadd(7, w1 + s * 16 * 32, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
-                }
-                _tile_stored(0, cb, 64);
-                _tile_stored(1, cb + 256, 64);
-                _tile_stored(2, cb + 512, 64);
-                _tile_stored(3, cb + 768, 64);
-                max_rows(cb, cb + 256, mb + t, &lo, &hi);
-                max_rows(cb + 512, cb + 768, mb + t + 16, &lo, &hi);
-            }
+#ifdef EMBEDSTACK_AMX
+            if (J->amx) splade_text_amx(xb, mb, J->rows[b], C, w0, w1, cb, &lo, &hi);
+            else
+#endif
+                splade_text_avx(xb, mb, J->rows[b], C, w0, w1, &lo, &hi);
             splade_store(J, b, n * 16, lo, hi);
         }
     }
 }
-#endif
 
 static void *splade_worker(void *arg) {
     splade_t *J = (splade_t *)arg;
     const int64_t items = (J->B + SPLADE_GROUP - 1) / SPLADE_GROUP * J->nchunks;
+    float *cb = NULL;
 #ifdef EMBEDSTACK_AMX
-    if (J->amx) {
-        float *cb = (float *)aligned_alloc(64, 4 * 256 * sizeof(float));
+    tilecfg_t before;
+    if (J->amx) { /* a buffer for 4 tiles of logits, and the tile configuration (the caller's restored at the end) */
+        cb = (float *)aligned_alloc(64, 4 * 256 * sizeof(float));
         if (!cb) return NULL;
-        tilecfg_t before, cfg;
-        memset(&cfg, 0, sizeof cfg);
-        _tile_storeconfig(&before);
-        cfg.palette = 1;
-        for (int t = 0; t < 8; t++) {
-            cfg.rows[t] = 16;
-            cfg.colsb[t] = 64;
-        }
-        _tile_loadconfig(&cfg);
-        for (;;) {
-            int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-            if (item >= items) break;
-            splade_item_amx(J, item, cb);
-        }
-        if (before.palette) _tile_loadconfig(&before);
-        else _tile_release();
-        free(cb);
-        return NULL;
+        tiles_on(&before, 8);
     }
 #endif
     for (;;) {
         int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
         if (item >= items) break;
-        splade_item_avx(J, item);
+        splade_item(J, item, cb);
     }
+#ifdef EMBEDSTACK_AMX
+    if (J->amx) {
+        tiles_off(&before);
+        free(cb);
+    }
+#endif
     return NULL;
 }
 
