@@ -117,13 +117,6 @@ _STS_ARGS = {"epochs": 2, "batch_size": 16, "lr": 2e-5, "warmup_ratio": 0.1, "ma
 _SCIFACT_ARGS = {"epochs": 1, "batch_size": 32, "lr": 2e-5, "warmup_ratio": 0.1, "max_seq_length": 128,
                  "precision": "bf16", "seed": 0}
 
-_MLM_HEAD = Recipe("minilm-mlm-head", "all-MiniLM-L6-v2 + a masked-LM head trained on the enwiki extract (encoder "
-                   "frozen, then unfrozen at 1/20 of the head's learning rate): the starting point of SPLADE (saved as a "
-                   "SPLADE folder)", "mlm-head", "all-MiniLM-L6-v2", ("enwiki",), args={"seed": 0}, minutes=10.6,
-                   expected=("masked-LM loss, last 10 steps", 5.82),
-                   options={"frozen_steps": 300, "unfrozen_steps": 200, "batch_size": 32, "max_len": 128, "lr": 1e-3,
-                            "encoder_lr_scale": 0.05, "precision": "bf16"})
-
 _SCIFACT_BI = Recipe("minilm-scifact", "all-MiniLM-L6-v2 + MNRL on SciFact (tune-half query→abstract pairs and 1,500 "
     "title→abstract pseudo-pairs) with one BM25 hard negative per row mined from the whole corpus, lr 1e-4, "
     "documents cut at 256 tokens in training (chosen on tune-dev among 7 trained configurations)", "sentence",
@@ -186,7 +179,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                                                                68.28), minutes=15.8,
            options={"hard_negatives": "bm25", "model_options": {"query_length": 32, "document_length": 256},
                     "mining": {"num_negatives": 1, "range_min": 10, "range_max": 50, "corpus": "scifact"}}),
-    _MLM_HEAD,
+    Recipe("minilm-mlm-head", "all-MiniLM-L6-v2 + a masked-LM head trained on the enwiki extract (encoder frozen, "
+           "then unfrozen at 1/20 of the head's learning rate): the starting point of SPLADE (saved as a SPLADE "
+           "folder)", "mlm-head", "all-MiniLM-L6-v2", ("enwiki",), args={"seed": 0}, minutes=10.6,
+           expected=("masked-LM loss, last 10 steps", 5.82),
+           options={"frozen_steps": 300, "unfrozen_steps": 200, "batch_size": 32, "max_len": 128, "lr": 1e-3,
+                    "encoder_lr_scale": 0.05, "precision": "bf16"}),
     Recipe("minilm-scifact-splade", "SPLADE on recipe:minilm-mlm-head: SciFact tune-train query→abstract pairs (x3), "
            "an inverse-cloze pseudo-pair from every abstract (5,182) and 1,500 title→abstract pseudo-pairs, one BM25 "
            "negative each (ranks 10-50), in-batch + hard-negative softmax over dot products, FLOPS λ_q 5e-4 / λ_d 1e-4 "
