@@ -72,7 +72,7 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
     # after dev-ict (+8.1 over dev-recipe): all of the corpus's inverse-cloze pairs, as the reranker's dev-ict-128
     "dev-ict-all": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182", "scifact-titles:1500"),
                     "label": "as dev-ict, an inverse-cloze pseudo-pair from every abstract (5,182)"},
-    # defined, not run in the session that ran the four above (dev-ict's gain made more data the thing to try first)
+    # defined, not run (dev-ict's gain made more data the thing to try first; dev-ict-all-2ep, below, was run)
     "dev-ict-distill": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:1500", "scifact-titles:1500"),
                         "options": {"teacher": TEACHER}, "label": "dev-ict and dev-distill together"},
     "dev-3epochs": {"data": ("scifact/train#tune-train", "scifact-titles:1500"), "args": {"epochs": 3},
