@@ -46,19 +46,19 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
     "dev-distill": {"teacher": "recipe:minilm-scifact-ce",
                     "label": "lr 1e-4, in-batch softmax + KL to the cross-encoder minilm-scifact-ce's scores"},
     # after SPLADE's dev-ict-all (+9.0 on tune-dev over its recipe): the same data
-    "dev-ict-all": {"copies": 3, "ict": 5182,
+    "dev-ict-all": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182", "scifact-titles:1500"),
                     "label": "lr 1e-4, tune-train pairs x3 + an inverse-cloze pseudo-pair from every abstract (5,182)"},
 }
 MODELS = Path(tempfile.gettempdir()) / "embedstack-train-colbert"  # the dev arms' trained models
+DATA = ("scifact/train#tune-train", "scifact-titles:1500")  # the recipe's (named sets, as recipes name them)
 
 
-def train_data(corpus: list[str], half: str, copies: int = 1, ict: int = 0) -> Any:
+def train_data(corpus: list[str], names: tuple[str, ...] = DATA) -> Any:
     from embedstack.training.mining import mine_hard_negatives
     from embedstack.training.recipes import _concat
     from embedstack.training.run import training_data
 
-    parts = [training_data(f"scifact/train#{half}")] * copies + ([training_data(f"scifact-ict:{ict}")] if ict else [])
-    data = _concat([*parts, training_data("scifact-titles:1500")])
+    data = _concat([training_data(name) for name in names])
     res = mine_hard_negatives((data.column("anchor"), data.column("positive")), corpus, method="bm25", **MINING)
     log(f"mined bm25: {res.stats['rows_out']}/{res.stats['rows_in']} rows, {res.stats['seconds']:.0f}s")
     return res.data
@@ -74,7 +74,7 @@ def run_dev(name: str, corpus: list[str]) -> dict[str, Any]:
 
     cfg = DEV_CONFIGS[name]
     dev = query_half(load_beir("scifact", split="train"), "tune-dev")
-    data = train_data(corpus, "tune-train", cfg.get("copies", 1), cfg.get("ict", 0))
+    data = train_data(corpus, cfg.get("data", DATA))
     args = TrainingArgs(**{**SETTINGS, **cfg.get("args", {})})
     teacher = None
     if cfg.get("teacher"):

@@ -412,8 +412,11 @@ def splade_max(x: Any, mask: Any, packed: Any, bias: Any, *, tiles: bool | None 
     _need("bias", bias, torch.float32, (vocab,))
     _need("packed", packed, torch.bfloat16, ((vocab + 31) // 32 * 2, c // 2, 16, 2))
     tp = (t + 31) // 32 * 32
-    xs = torch.zeros((b, tp, c), dtype=torch.bfloat16)
-    xs[:, :t] = x
+    if tp == t and x.dtype == torch.bfloat16 and x.is_contiguous():
+        xs = x  # no padding rows to add: read in place
+    else:
+        xs = torch.zeros((b, tp, c), dtype=torch.bfloat16)
+        xs[:, :t] = x
     ms = torch.zeros((b, tp), dtype=torch.uint8)
     ms[:, :t] = mask
     out = torch.empty((b, vocab), dtype=torch.float32)

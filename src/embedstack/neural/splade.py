@@ -240,7 +240,7 @@ class SpladeEncoder(TransformerRuntime):
         # the decoder as the int8 / fused kernels read it: (the weight's version and address when made, the copy)
         self._int8_decoder: tuple[tuple[int, int], Any] | None = None
         self._packed_decoder: tuple[tuple[int, int], Any] | None = None
-        self._int8_lock = threading.Lock()
+        self._decoder_lock = threading.Lock()
 
     @property
     def vocab_size(self) -> int:
@@ -410,7 +410,7 @@ class SpladeEncoder(TransformerRuntime):
         drops it too). Under a lock: workers share it."""
         w = self.head.decoder.weight
         key = (int(w._version), int(w.data_ptr()))
-        with self._int8_lock:
+        with self._decoder_lock:
             kept = getattr(self, slot)
             if kept is None or kept[0] != key:
                 kept = (key, make(w.detach()))
