@@ -90,6 +90,35 @@ def test_bfloat16_kernel_is_as_close_to_the_formula_as_torchs(dim):
     assert ours_err <= 1.5 * torch_err + 1e-3, (ours_err, torch_err)
 
 
+
+@needs_kernel
+@pytest.mark.parametrize("dim", [32, 64])
+def test_bfloat16_kernel_with_holes_in_the_mask_and_a_text_with_no_keys(dim):
+    """Keys masked in the middle (the masked softmax loops), lengths across several blocks of 32 keys and none at
+    all: the tile kernel's weights come from its exponent table and its sums from the tile unit, so check them
+    against the float64 formula, on average and at worst, beside torch's bf16 kernel on the same inputs."""
+    torch.manual_seed(2)
+    heads, B, T = 2, 4, 77
+    q, k, v = ((torch.randn(B, T, heads * dim) * 2).bfloat16() for _ in range(3))
+    mask = torch.rand(B, T) > 0.3
+    mask[1] = False  # nothing to attend to: zeros
+    mask[2, 40:] = False
+    ref = _reference(q, k, v, mask, heads)
+    got = _attention.attention(q, k, v, mask, heads)
+    assert torch.isfinite(got).all() and got[1].abs().max() == 0
+
+    def split(t):
+        return t.view(len(t), T, heads, dim).transpose(1, 2)
+
+    keep = torch.tensor([0, 2, 3])
+    torch_bf16 = F.scaled_dot_product_attention(split(q[keep]), split(k[keep]), split(v[keep]),
+                                                attn_mask=mask[keep][:, None, None, :])
+    torch_bf16 = torch_bf16.transpose(1, 2).reshape(len(keep), T, heads * dim).double()
+    ours = (got[keep].double() - ref[keep]).abs()
+    theirs = (torch_bf16 - ref[keep]).abs()
+    assert ours.max().item() <= 1.5 * theirs.max().item() + 1e-3
+    assert ours.mean().item() <= 1.5 * theirs.mean().item()
+
 @needs_kernel
 def test_packed_rows_attend_to_their_own_keys():
     """attention_rows: texts of different lengths packed one after another, and the [CLS]-only form (one query

@@ -40,8 +40,8 @@ _FLAGS = ("-O3", "-shared", "-fPIC", "-pthread", "-mavx512f", "-mavx512bw", "-ma
 _OPENMP = ("-fopenmp",)
 _NEEDS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"})
 # bfloat16 states on the tile unit (AMX): built in where the CPU has it and the compiler knows it (gcc >= 11)
-_AMX_FLAGS = ("-mamx-tile", "-mamx-bf16", "-mavx512bf16", "-DEMBEDSTACK_AMX", "-DEMBEDSTACK_BF16")
-_AMX_NEEDS = frozenset({"amx_bf16", "avx512_bf16"})
+_AMX_FLAGS = ("-mamx-tile", "-mamx-bf16", "-mavx512bf16", "-mavx512vbmi", "-DEMBEDSTACK_AMX", "-DEMBEDSTACK_BF16")
+_AMX_NEEDS = frozenset({"amx_bf16", "avx512_bf16", "avx512vbmi"})  # vbmi: the softmax's byte table (vpermi2b)
 # bfloat16 dot products in AVX-512 registers (Zen 4, Cooper Lake): SPLADE's pooling kernel where there is no AMX
 _BF16_FLAGS = ("-mavx512bf16", "-DEMBEDSTACK_BF16")
 _BF16_NEEDS = frozenset({"avx512_bf16"})
