@@ -119,6 +119,25 @@ def test_bfloat16_kernel_with_holes_in_the_mask_and_a_text_with_no_keys(dim):
     assert ours.max().item() <= 1.5 * theirs.max().item() + 1e-3
     assert ours.mean().item() <= 1.5 * theirs.mean().item()
 
+
+def _raw_cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            return next((set(line.split(":", 1)[1].split()) for line in fh if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+@needs_kernel
+@pytest.mark.skipif(not {"amx_bf16", "avx512_bf16", "avx512vbmi"} <= _raw_cpu_flags(), reason="this CPU has no AMX")
+def test_a_cpu_with_amx_loads_the_tile_kernel():
+    """Every flag the AMX build needs is one that cpu_features reads: where /proc/cpuinfo lists them all, the AMX
+    build is the one that loads (a flag missing from cpu_features once dropped it to the AVX-512 build silently)."""
+    from embedstack._threads import cpu_features
+
+    assert _attention._AMX_NEEDS <= cpu_features()
+    assert "amx" in _attention.status(), _attention.status()
+
 @needs_kernel
 def test_packed_rows_attend_to_their_own_keys():
     """attention_rows: texts of different lengths packed one after another, and the [CLS]-only form (one query
