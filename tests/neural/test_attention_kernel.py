@@ -90,7 +90,6 @@ def test_bfloat16_kernel_is_as_close_to_the_formula_as_torchs(dim):
     assert ours_err <= 1.5 * torch_err + 1e-3, (ours_err, torch_err)
 
 
-
 @needs_kernel
 @pytest.mark.parametrize("dim", [32, 64])
 def test_bfloat16_kernel_with_holes_in_the_mask_and_a_text_with_no_keys(dim):
@@ -136,7 +135,28 @@ def test_a_cpu_with_amx_loads_the_tile_kernel():
     from embedstack._threads import cpu_features
 
     assert cpu_features() >= _attention._AMX_NEEDS
-    assert "amx" in _attention.status(), _attention.status()
+    if "amx" not in _attention.status():  # the flags are read: only the build or the kernel may refuse (old gcc)
+        try:
+            _attention._build(_attention._FLAGS + _attention._AMX_FLAGS)
+        except Exception as exc:  # noqa: BLE001 - whatever the compiler says is the reason to skip
+            pytest.skip(f"this compiler cannot build the AMX kernel: {exc}")
+        assert "amx" in _attention.status(), _attention.status()
+
+
+@needs_kernel
+@pytest.mark.parametrize("dim", [32, 64])
+def test_bfloat16_kernel_gives_nan_where_a_score_is_not_finite(dim):
+    """A NaN in one text's keys: that text's outputs are NaN, as the float formula's are (the tile kernel's integer
+    weights would otherwise turn a NaN score into weight 0); the other text is untouched."""
+    torch.manual_seed(3)
+    heads, T = 2, 40
+    q, k, v = ((torch.randn(2, T, heads * dim)).bfloat16() for _ in range(3))
+    k[0, 7, :] = float("nan")
+    got = _attention.attention(q, k, v, None, heads)
+    assert torch.isnan(got[0]).all()
+    ref = _reference(q[1:], k[1:], v[1:], None, heads)
+    assert torch.isfinite(got[1]).all() and (got[1].double() - ref[0]).abs().max() < 0.05
+
 
 @needs_kernel
 def test_packed_rows_attend_to_their_own_keys():

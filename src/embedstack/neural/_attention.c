@@ -352,8 +352,10 @@ static inline __attribute__((always_inline)) void transpose16(const __m512i *r, 
         u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
     }
     for (int m = 0; m < 4; m++) {
-        const __m512i v0 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44), v1 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xEE);
-        const __m512i v2 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44), v3 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xEE);
+        const __m512i v0 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44);
+        const __m512i v1 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xEE);
+        const __m512i v2 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44);
+        const __m512i v3 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xEE);
         _mm512_storeu_si512(out + (0 + m) * ld, _mm512_shuffle_i32x4(v0, v2, 0x88));
         _mm512_storeu_si512(out + (4 + m) * ld, _mm512_shuffle_i32x4(v0, v2, 0xDD));
         _mm512_storeu_si512(out + (8 + m) * ld, _mm512_shuffle_i32x4(v1, v3, 0x88));
@@ -363,24 +365,35 @@ static inline __attribute__((always_inline)) void transpose16(const __m512i *r, 
 
 /* P (bf16 bits, padded to kp with zeros) = 2^x, x = scale log2(e) (s - max) over the first nk scores of a row (keys
  * with m[j] == 0 weighted 0), without a float exp: n = round(128 x) + 127 * 128 as int32, saturated to [0, 65535]
- * two vectors at a time (vpackusdw: below 2^-127 is 0), is the bf16's biased exponent (n >> 7) above a 7-bit
- * fraction index (n & 127) whose mantissa comes from a 128-entry byte table (vpermi2b): bits = (n & ~127) | T[n & 127].
- * x is rounded to 1/128 (2^x within 0.27%) and the mantissa to 7 bits (bf16's own rounding, 0.39%). vpackusdw
- * interleaves the two vectors by 4 keys within each 128-bit lane: the 32 keys of a block are stored in the order
- * KEY_ORDER, and V is packed in the same order. The row's sum is not taken here: P V's tile product takes it. */
+ * two vectors at a time (vpackusdw: weights below 2^-127 become 0, those below 2^-126 subnormals, which the tile
+ * unit reads as 0), is the bf16's biased exponent (n >> 7) above a 7-bit fraction index (n & 127) whose mantissa
+ * comes from a 128-entry byte table (vpermi2b): bits = (n & ~127) | T[n & 127]. x is rounded to 1/128 (2^x within
+ * 0.27%) and the mantissa to 7 bits (bf16's own rounding, 0.39%). vpackusdw interleaves the two vectors by 4 keys
+ * within each 128-bit lane: the 32 keys of a block are stored in the order KEY_ORDER, and V is packed in the same
+ * order. The row's sum is not taken here: P V's tile product takes it. A row with a NaN or an infinite score gets
+ * NaN weights, so that its output is NaN, as the float formula's is. */
 static inline void softmax_row_tab(const float *s, int64_t nk, int64_t kp, const uint8_t *m, float scale,
                                    __m512i tlo, __m512i thi, uint16_t *p) {
     __m512 m0 = _mm512_set1_ps(-__builtin_inff()), m1 = m0;
+    __mmask16 bad = 0; /* a NaN or an infinite score (0x99: either NaN, +inf, -inf): the integer path would hide it */
     int64_t j = 0;
     if (!m)
         for (; j + 32 <= nk; j += 32) {
-            m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + j));
-            m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + j + 16));
+            const __m512 a = _mm512_loadu_ps(s + j), b = _mm512_loadu_ps(s + j + 16);
+            bad |= _mm512_fpclass_ps_mask(a, 0x99) | _mm512_fpclass_ps_mask(b, 0x99);
+            m0 = _mm512_max_ps(m0, a);
+            m1 = _mm512_max_ps(m1, b);
         }
     for (; j < nk; j += 16) {
         __mmask16 valid = nk - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nk - j)) - 1);
         if (m) valid &= _mm_cmpneq_epi8_mask(_mm_maskz_loadu_epi8(valid, m + j), _mm_setzero_si128());
-        m0 = _mm512_mask_max_ps(m0, valid, m0, _mm512_maskz_loadu_ps(valid, s + j));
+        const __m512 a = _mm512_maskz_loadu_ps(valid, s + j);
+        bad |= _mm512_mask_fpclass_ps_mask(valid, a, 0x99);
+        m0 = _mm512_mask_max_ps(m0, valid, m0, a);
+    }
+    if (bad) { /* as the float formula: the row's output is NaN (NaN weights times V; its sum NaN, so 1 / sum is 0) */
+        for (j = 0; j < kp; j += 32) _mm512_storeu_si512(p + j, _mm512_set1_epi16(0x7FC0));
+        return;
     }
     const float mx = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
     if (mx == -__builtin_inff()) {
@@ -388,7 +401,8 @@ static inline void softmax_row_tab(const float *s, int64_t nk, int64_t kp, const
         return;
     }
     const float c = scale * 1.44269504088896341f * 128.0f;
-    const __m512 vs = _mm512_set1_ps(c), vm = _mm512_set1_ps(mx * c - 16256.0f), ninf = _mm512_set1_ps(-__builtin_inff());
+    const __m512 vs = _mm512_set1_ps(c), vm = _mm512_set1_ps(mx * c - 16256.0f);
+    const __m512 ninf = _mm512_set1_ps(-__builtin_inff());
     const __m512i hi = _mm512_set1_epi16((short)0xFF80);
     j = 0;
     if (!m)
@@ -413,7 +427,7 @@ static inline void softmax_row_tab(const float *s, int64_t nk, int64_t kp, const
     }
 }
 
-/* the key stored at position i of a block of 32 in P (softmax_row_tab's vpackusdw order), for i even */
+/* the key stored at position i of a block of 32 in P (softmax_row_tab's vpackusdw order) */
 static const int8_t KEY_ORDER[32] = {0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23,
                                      8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
 
@@ -438,8 +452,14 @@ static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *v
     const int64_t kp = (nk + KEYS - 1) / KEYS * KEYS;
     const uint16_t *K = (const uint16_t *)J->k, *V = (const uint16_t *)J->v, *Q = (const uint16_t *)J->q;
     /* mantissas of 2^(i / 128), i < 128, rounded to 7 bits (softmax_row_tab) */
-    const __m512i tlo = _mm512_set_epi8(52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 43, 42, 41, 40, 39, 38, 37, 36, 35, 34, 34, 33, 32, 31, 30, 29, 28, 28, 27, 26, 25, 24, 23, 23, 22, 21, 20, 19, 19, 18, 17, 16, 15, 15, 14, 13, 12, 12, 11, 10, 9, 9, 8, 7, 6, 6, 5, 4, 4, 3, 2, 1, 1, 0);
-    const __m512i thi = _mm512_set_epi8(127, 125, 124, 123, 121, 120, 118, 117, 116, 115, 113, 112, 111, 109, 108, 107, 105, 104, 103, 102, 100, 99, 98, 97, 96, 94, 93, 92, 91, 90, 88, 87, 86, 85, 84, 83, 82, 80, 79, 78, 77, 76, 75, 74, 73, 72, 70, 69, 68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53);
+    const __m512i tlo = _mm512_set_epi8(52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 43, 42, 41, 40, 39, 38,
+                                       37, 36, 35, 34, 34, 33, 32, 31, 30, 29, 28, 28, 27, 26, 25, 24,
+                                       23, 23, 22, 21, 20, 19, 19, 18, 17, 16, 15, 15, 14, 13, 12, 12,
+                                       11, 10, 9, 9, 8, 7, 6, 6, 5, 4, 4, 3, 2, 1, 1, 0);
+    const __m512i thi = _mm512_set_epi8(127, 125, 124, 123, 121, 120, 118, 117, 116, 115, 113, 112, 111, 109, 108, 107,
+                                       105, 104, 103, 102, 100, 99, 98, 97, 96, 94, 93, 92, 91, 90, 88, 87,
+                                       86, 85, 84, 83, 82, 80, 79, 78, 77, 76, 75, 74, 73, 72, 70, 69,
+                                       68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53);
     static const uint16_t ones[16 * 32] __attribute__((aligned(64))) = {[0 ... 16 * 32 - 1] = 0x3F80}; /* bf16 1.0 */
     float sums[16 * 16] __attribute__((aligned(64)));
     _tile_loadd(6, ones, 64);
@@ -514,7 +534,8 @@ static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *v
             else memset(p + r * kp, 0, (size_t)kp * 2);
         }
         /* outputs: 16 rows x 16 head dims a tile; for D = 32 two chains (even and odd steps of 32 keys, tmm0-1 and
-         * tmm2-3) so that consecutive products do not wait on each other, summed at the end */
+         * tmm2-3) so that consecutive products do not wait on each other, summed at the end; the row sums (tmm7, P
+         * times the ones in tmm6) are one chain beside them */
         if (NC == 2) {
             _tile_zero(0);
             _tile_zero(1);
