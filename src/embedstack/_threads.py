@@ -170,8 +170,7 @@ def on_wide_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def cpu_features() -> frozenset[str]:
     """The CPU's instruction-set flags that matter to the kernels (Linux ``/proc/cpuinfo``; empty elsewhere)."""
     wanted = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx_vnni", "avx512_bf16",
-              "amx_bf16", "amx_int8", "avx512_vpopcntdq", "avx512_fp16",
-              "avx512vbmi"}
+              "amx_bf16", "amx_int8", "avx512_vpopcntdq", "avx512_fp16", "avx512vbmi"}
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:

@@ -731,10 +731,8 @@ static inline void splade_text_avx(const uint16_t *xb, const uint8_t *mb, int64_
 #ifdef EMBEDSTACK_AMX
 /* the running max of 32 terms over one 16-row tile pair (c0: terms 0-15, c1: 16-31) of stored logits */
 static inline void max_rows(const float *c0, const float *c1, const uint8_t *m, __m512 *lo, __m512 *hi) {
-    int full = 1;
-    for (int r = 0; r < 16; r++) full &= m[r] != 0;
     for (int r = 0; r < 16; r++)
-        if (full || m[r]) {
+        if (m[r]) {
             *lo = _mm512_max_ps(*lo, _mm512_load_ps(c0 + 16 * r));
             *hi = _mm512_max_ps(*hi, _mm512_load_ps(c1 + 16 * r));
         }

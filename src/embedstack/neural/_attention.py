@@ -401,14 +401,14 @@ def splade_max(x: Any, mask: Any, packed: Any, bias: Any, *, tiles: bool | None 
     amx = _amx(lib) if tiles is None else bool(tiles)
     if amx and not _amx(lib):
         raise ValueError("embedstack's SPLADE kernel: tiles=True needs the AMX build (this CPU or build has no AMX)")
+    for name, tensor in (("bias", bias), ("packed", packed)):
+        if tensor is None:
+            raise ValueError(f"embedstack's SPLADE kernel: {name} is required")
     b, t, c = x.shape
     vocab = int(bias.shape[0])
     if c % 32 or c > 1024 or b < 1 or vocab < 1:
         raise ValueError(f"embedstack's SPLADE kernel takes 32 to 1,024 channels in steps of 32 and at least one text "
                          f"and term; got {b} texts x {c} channels, {vocab} terms")
-    for name, tensor in (("bias", bias), ("packed", packed)):
-        if tensor is None:
-            raise ValueError(f"embedstack's SPLADE kernel: {name} is required")
     _need("bias", bias, torch.float32, (vocab,))
     _need("packed", packed, torch.bfloat16, ((vocab + 31) // 32 * 2, c // 2, 16, 2))
     tp = (t + 31) // 32 * 32
