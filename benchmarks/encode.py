@@ -64,6 +64,9 @@ MODES = {
     # bf16-pure with the feed-forward products in int8 on oneDNN (AMX int8 tiles), one scale per token
     "torch-bf16-int8-ffn": {"backend": "torch", "precision": "bf16-int8-ffn"},
     "torch-bf16-int8-ffn-w2": {"backend": "torch", "precision": "bf16-int8-ffn", "workers": 2},
+    # float32 throughout, each Linear's product as three bf16 products on the AMX tiles (float32 accuracy)
+    "torch-fp32-bf16x3": {"backend": "torch", "precision": "fp32-bf16x3"},
+    "torch-fp32-bf16x3-w2": {"backend": "torch", "precision": "fp32-bf16x3", "workers": 2},
     "onnx-fp32": {"backend": "onnx", "precision": "fp32"},
     "onnx-int8": {"backend": "onnx", "precision": "int8"},
     "onnx-int8-fast": {"backend": "onnx", "precision": "int8-fast"},
@@ -524,7 +527,8 @@ def vectors_note(kind: str) -> str:
 
 DEFAULT_MODES = ("torch-fp32,torch-fp32-compiled,torch-fp32-w2,torch-bf16,torch-bf16-compiled,torch-bf16-w2,"
                  "onnx-fp32,onnx-int8,onnx-int8-fast,onnx-int8-dynamic")
-EXACT = ("torch-fp32", "torch-fp32-compiled", "torch-fp32-w2", "onnx-fp32")
+EXACT = ("torch-fp32", "torch-fp32-compiled", "torch-fp32-w2", "onnx-fp32", "torch-fp32-bf16x3",
+         "torch-fp32-bf16x3-w2")
 
 
 def targets(res: dict[str, Any]) -> list[str]:

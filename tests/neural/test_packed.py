@@ -256,3 +256,100 @@ def test_row_buckets_give_the_same_states_and_few_product_shapes(monkeypatch, dt
                     cos = F.cosine_similarity(got[real].float(), want[real].float(), dim=-1)
                     assert cos.min() > 0.999, cos.min()
                 assert got[~real].eq(0).all() if not first else True
+
+
+needs_x3 = pytest.mark.skipif(not __import__("embedstack.neural._attention", fromlist=["x"]).x3_supported(32, 32),
+                              reason="no AMX build of embedstack's kernels here (the x3 product needs the tile unit)")
+
+
+@needs_x3
+@pytest.mark.parametrize("rows", [1, 13, 32, 77, 300])
+@pytest.mark.parametrize("shape", [(64, 96), (384, 1152), (1536, 384)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_x3_product_keeps_16_bits_against_float64(rows, shape, bias):
+    """Three bf16 products keep about 16 of float32's 24 bits: the error against the float64 product is under
+    2^-16 of the output's scale (float32's own: 2^-24 to 2^-21) and under a fiftieth of one bf16 product's; every row
+    is written, odd counts included."""
+    from embedstack.neural import _attention
+
+    k, n = shape
+    torch.manual_seed(rows + k)
+    x = torch.randn(rows, k) * torch.rand(rows, 1) * 4  # rows of different scales
+    lin = torch.nn.Linear(k, n, bias=bias)
+    want = x.double() @ lin.weight.double().T + (lin.bias.double() if bias else 0)
+    got = _attention.linear_x3(x, _attention.pack_x3(lin.weight), lin.bias.detach() if bias else None)
+    scale = want.abs().max()
+    bf16 = (F.linear(x.bfloat16(), lin.weight.bfloat16()).double() - want).abs().max() / scale
+    err = (got.double() - want).abs().max() / scale
+    assert got.shape == (rows, n) and got.dtype == torch.float32
+    assert err < 2**-16, err
+    assert err < bf16 / 50, (err, bf16)
+    # strided rows (a slice of a wider tensor) read through their row stride
+    wide = torch.randn(rows, k + 32)
+    np.testing.assert_allclose(_attention.linear_x3(wide[:, :k], _attention.pack_x3(lin.weight), None).numpy(),
+                               _attention.linear_x3(wide[:, :k].contiguous(), _attention.pack_x3(lin.weight),
+                                                    None).numpy())
+
+
+@needs_x3
+def test_the_x3_product_refuses_shapes_it_cannot_run():
+    from embedstack.neural import _attention
+
+    assert not _attention.x3_supported(48, 64) and not _attention.x3_supported(64, 40)
+    packed_w = _attention.pack_x3(torch.randn(32, 64))
+    with pytest.raises(ValueError, match="must be a contiguous"):
+        _attention.linear_x3(torch.randn(3, 64, dtype=torch.float64), packed_w, None)
+    assert _attention.linear_x3(torch.randn(0, 64), packed_w, None).shape == (0, 32)
+
+
+@needs_x3
+@pytest.mark.parametrize("act", ["gelu", "gelu_new", "relu"])
+@pytest.mark.parametrize("T", [9, 300])
+def test_an_x3_model_gives_float32_states_on_every_path(act, T):
+    """pack_linears(x3=True): every block's products on the tiles, the activation after them; padded, packed and
+    [CLS]-only paths within 1e-4 of the float32 model (its states are of order 1)."""
+    torch.manual_seed(3)
+    model = _model(act)
+    fast = pack_linears(copy.deepcopy(model), x3=True)
+    layer = fast.encoder.layer[0]
+    assert isinstance(layer.attention.self.qkv, packed.X3Linear)
+    assert isinstance(layer.intermediate.dense, packed.X3Linear) and layer.intermediate.dense.activation
+    assert isinstance(layer.output.dense, packed.X3Linear)
+    ids = torch.randint(5, 60, (4, T))
+    lengths = torch.tensor([T, 2, T // 2, T - 1])
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
+    with torch.inference_mode():
+        for pack in (True, False):
+            for first in (False, True):
+                got = fast(ids, mask, pack=pack, first_only=first)
+                want = model(ids, mask, pack=pack, first_only=first)
+                real = mask.bool()[:, :1] if first else mask.bool()
+                torch.testing.assert_close(got[real], want[real], atol=1e-4, rtol=1e-4)
+
+
+def test_x3_leaves_a_model_it_cannot_run_alone(monkeypatch):
+    """A bf16 model, or a CPU / build without the tiles: pack_linears(x3=True) changes nothing."""
+    from embedstack.neural import _attention
+
+    model = _model().to(torch.bfloat16)
+    assert pack_linears(model, x3=True).encoder.layer[0].intermediate.dense.__class__ is torch.nn.Linear
+    monkeypatch.setattr(_attention, "x3_supported", lambda k, n: False)
+    model = _model()
+    assert pack_linears(model, x3=True).encoder.layer[0].intermediate.dense.__class__ is torch.nn.Linear
+
+
+def test_the_fp32_bf16x3_runner_matches_fp32_and_refuses_compile(tiny_encoder):
+    """precision='fp32-bf16x3' gives the fp32 vectors (to 1e-5) on its own copy of the weights, with the tiles where
+    the CPU has them and plain fp32 where not; compile=True is refused with the fix named."""
+    from embedstack.errors import ConfigError
+    from embedstack.neural import _attention
+
+    texts = ["a b c", "d e", "f g h i j k"]
+    enc = tiny_encoder.with_options(precision="fp32-bf16x3")
+    np.testing.assert_allclose(enc.encode(texts), tiny_encoder.with_options(precision="fp32").encode(texts),
+                               atol=1e-5)
+    assert all(type(m) is not packed.X3Linear for m in enc.model.modules())
+    tiles = _attention.x3_supported(16, 32) and packed.x3_available(tiny_encoder.model)
+    assert any(type(m) is packed.X3Linear for m in _runner_modules(enc)) == tiles
+    with pytest.raises(ConfigError, match="drop compile"):
+        tiny_encoder.with_options(precision="fp32-bf16x3", compile=True)

@@ -132,6 +132,9 @@ def _open() -> tuple[Any, str | None]:
     if hasattr(lib, "embedstack_splade_max"):
         lib.embedstack_splade_max.restype = ctypes.c_int
         lib.embedstack_splade_max.argtypes = [p, p, i64, i64, i64, p, i64, p, p, i, i]
+    if hasattr(lib, "embedstack_linear_x3"):
+        lib.embedstack_linear_x3.restype = ctypes.c_int
+        lib.embedstack_linear_x3.argtypes = [p, i64, i64, i64, p, p, i64, p, p, i64, i]
     for name, args in (("embedstack_quant_rows", [p, i64, i64, i64, p, p, p, i]),
                        ("embedstack_ffn_mid", [p, i64, i64, p, p, p, p, p, p, i]),
                        ("embedstack_rows_out", [p, i64, i64, p, p, p, i64, p, p, ctypes.c_float, p, i]),
@@ -426,6 +429,48 @@ def splade_max(x: Any, mask: Any, packed: Any, bias: Any, *, tiles: bool | None 
         raise MemoryError("embedstack's SPLADE kernel: out of memory") if rc == 2 else ValueError(
             f"embedstack's SPLADE kernel refused its inputs (code {rc})")
     return out
+
+
+def x3_supported(in_features: int, out_features: int) -> bool:
+    """Whether :func:`linear_x3` runs here (the AMX build) for a linear layer of this shape (both sides multiples
+    of 32, at most 8,192 inputs)."""
+    lib = _load()
+    return (lib is not None and hasattr(lib, "embedstack_linear_x3") and in_features % 32 == 0
+            and out_features % 32 == 0 and 32 <= in_features <= 8192 and out_features >= 32)
+
+
+def pack_x3(weight: Any) -> tuple[Any, Any]:
+    """A float32 ``weight`` (N, K) as :func:`linear_x3` reads it: its bfloat16 rounding and the bfloat16 rounding
+    of what that leaves out, each packed as :func:`pack_decoder` packs (N a multiple of 32)."""
+    w = weight.detach().float()
+    high = w.to(torch.bfloat16)
+    return pack_decoder(high), pack_decoder(w - high.float())
+
+
+def linear_x3(x: Any, packed: tuple[Any, Any], bias: Any | None) -> Any:
+    """``x Wᵀ + bias`` for float32 ``x`` (..., K) to float32 accuracy on the AMX tiles, as three bf16 products
+    (``x_h W_hᵀ + x_h W_lᵀ + x_l W_hᵀ``; see ``embedstack_linear_x3`` in _attention.c). ``packed`` from
+    :func:`pack_x3`; ``bias`` float32 (N,) or None. Returns float32 (..., N)."""
+    high, low = packed
+    n, k = high.shape[0] * 16, high.shape[1] * 2
+    lead = x.shape[:-1]
+    rows = _rows_of(x)
+    m = rows.shape[0]
+    if not x3_supported(k, n):
+        raise ValueError(f"embedstack's x3 linear does not run here for {k} -> {n} (AMX build: "
+                         f"{_amx(_load()) if _load() is not None else False})")
+    _need("x", rows, torch.float32, (m, k), rows_of=True)
+    for name, t in (("packed high", high), ("packed low", low)):
+        _need(name, t, torch.bfloat16, (n // 16, k // 2, 16, 2))
+    _need("bias", bias, torch.float32, (n,))
+    out = torch.empty((m, n), dtype=torch.float32)
+    if m:
+        rc = _load().embedstack_linear_x3(rows.data_ptr(), m, k, rows.stride(0), high.data_ptr(), low.data_ptr(), n,
+                                          _ptr(bias), out.data_ptr(), n, torch.get_num_threads())
+        if rc != 0:
+            raise MemoryError("embedstack's x3 linear: out of memory") if rc == 2 else ValueError(
+                f"embedstack's x3 linear refused its inputs (code {rc})")
+    return out.view(*lead, n)
 
 
 def _require() -> None:

@@ -1,7 +1,7 @@
 """The one CPU fast path of every transformer model here: bi-encoders, cross-encoders and what builds on them.
 
 :class:`TransformerRuntime` owns how a BERT runs on a CPU: the backend (torch or onnxruntime), the
-precision (fp32, bf16 autocast, a bf16-pure copy, int8), ``torch.compile``, intra-op threads, worker
+precision (fp32, fp32 products on the AMX tiles, bf16 autocast, a bf16-pure copy, int8), ``torch.compile``, intra-op threads, worker
 threads over batches, length-sorted batches padded only to their own longest row, feed-forward slices
 that stay under an activation budget, and the one-warning truncation notice. A model class
 (:class:`~embedstack.neural.sentence.SentenceEncoder`,
@@ -42,7 +42,7 @@ __all__ = ["TransformerRuntime", "BACKENDS", "PRECISIONS", "cpu_has_bf16"]
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
-PRECISIONS = {"torch": ("fp32", "bf16", "bf16-pure", "bf16-int8-ffn", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
+PRECISIONS = {"torch": ("fp32", "fp32-bf16x3", "bf16", "bf16-pure", "bf16-int8-ffn", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 # The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
 # serves large blocks with fresh mmap'd pages, so a 32 x 256-token batch of MiniLM page-faulted 0.4-1.3M
 # times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
@@ -123,7 +123,13 @@ class TransformerRuntime:
             raise ConfigError(f"Backend {backend!r} supports precision {list(PRECISIONS[backend])}; got {precision!r}.")
         num_threads = check_int(self, "num_threads", num_threads, low=1, allow_none=True)
         workers = check_int(self, "workers", workers, low=1)
-        if "bf16" in precision and not cpu_has_bf16():
+        if precision == "fp32-bf16x3":
+            from embedstack.neural import _attention
+
+            if not _attention.x3_supported(32, 32):
+                log.warning("precision='fp32-bf16x3' puts float32 products on the AMX tiles, which this CPU or build "
+                            f"lacks ({_attention.status()}): it runs as fp32.")
+        elif "bf16" in precision and not cpu_has_bf16():
             slower = "int8-smooth" if precision.startswith("int8") else "fp32"
             log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but slower than {slower}.")
         if precision in ("int8-token", "bf16-int8-ffn"):
@@ -147,6 +153,9 @@ class TransformerRuntime:
         self.compile = bool(compile)
         if workers > 1 and backend != "torch":
             raise ConfigError("workers > 1 applies to backend='torch' (onnxruntime threads itself).")
+        if compile and precision == "fp32-bf16x3":
+            raise ConfigError("compile=True does not apply to precision='fp32-bf16x3' (its products run in "
+                              "embedstack's AMX kernel, eagerly); drop compile.")
         if compile and precision == "bf16-int8-ffn":
             raise ConfigError("compile=True does not apply to precision='bf16-int8-ffn' (its int8 feed-forward runs "
                               "oneDNN products and embedstack's row kernels eagerly); drop compile.")
@@ -255,7 +264,9 @@ class TransformerRuntime:
             model = quantize_torch_dynamic(model, recipe=self.precision, calibration=calibration)
         elif self.precision in ("bf16-pure", "bf16-int8-ffn"):  # a copy: models made by with_options share self.model
             model = copy.deepcopy(model).to(torch.bfloat16)
-        if not self.compile and self.precision in packed.precisions() and packed.available():
+        if self.precision == "fp32-bf16x3":  # float32 products on the AMX tiles (plain fp32 where there are none)
+            model = packed.pack_linears(copy.deepcopy(model), x3=True)
+        elif not self.compile and self.precision in packed.precisions() and packed.available():
             # eager: oneDNN products with packed weights, bias, GELU and residual add fused (the compiled graph
             # fuses them itself); a copy of the weights when the model is still self.model
             model = packed.pack_linears(model if model is not self.model else copy.deepcopy(model))
