@@ -58,6 +58,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODES: dict[str, dict[str, Any]] = {
     "torch-fp32": {"precision": "fp32"},
     "torch-fp32-w2": {"precision": "fp32", "workers": 2},
+    # float32 values, each product as three bf16 ones on the AMX tiles (plain fp32 where there are none)
+    "torch-fp32-bf16x3": {"precision": "fp32-bf16x3"},
+    "torch-fp32-bf16x3-w2": {"precision": "fp32-bf16x3", "workers": 2},
     "torch-bf16": {"precision": "bf16"},
     "torch-bf16-pure": {"precision": "bf16-pure"},
     "torch-bf16-pure-w2": {"precision": "bf16-pure", "workers": 2},

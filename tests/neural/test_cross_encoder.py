@@ -270,6 +270,12 @@ def test_exact_top_gives_fp32_order_at_low_precision(tiny_ce, tiny_tokenizer) ->
     # fp32 itself has nothing to re-score
     same = spread.with_options(exact_top=5)
     np.testing.assert_allclose(same.predict(pairs, activation=False), exact, atol=1e-6)
+    # nor fp32-bf16x3 (float32 values, products to 2^-16; plain fp32 where the tiles cannot run this model)
+    from embedstack.neural.cross_encoder import exact_margin
+
+    assert exact_margin("fp32-bf16x3") == 0.0
+    x3 = spread.with_options(precision="fp32-bf16x3", exact_top=5)
+    np.testing.assert_allclose(x3.predict(pairs, activation=False), exact, atol=1e-4)
 
 
 def test_exact_top_options_are_checked(tiny_ce, tiny_encoder, tiny_tokenizer, tiny_config, tmp_path: Path) -> None:
