@@ -63,6 +63,13 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
                             "titles": 1500, "copies": 3, "teacher": "recipe:minilm-scifact-tune-train@precision=bf16",
                             "label": "as dev-ict-128, plus KL to a bi-encoder teacher's 20 · cosine over each group "
                                      "(recipe minilm-scifact-tune-train: minilm-scifact trained on tune-train only)"},
+    "dev-ict-128-graded": {"loss": "listwise", "args": {"epochs": 1, "lr": 5e-5, "max_seq_length": 128}, "ict": 5182,
+                           "titles": 1500, "copies": 3,
+                           "graded": (("beir-subsets-agentset/msmarco", 2), ("beir-subsets-agentset/dbpedia", 1)),
+                           "label": "as dev-ict-128, plus the judged pairs of two other domains: MS MARCO passages "
+                                    "(TREC DL 2019, grade >= 2: 2,501 pairs of 43 queries) and DBPedia entities "
+                                    "(grade >= 1: 880 pairs of 40 queries), each with 4 BM25 negatives from its own "
+                                    "5,000-document corpus (never a judged-relevant one)"},
     "dev-bce": {"loss": "bce", "args": {"epochs": 3},
                 "label": "as dev-listwise, binary cross-entropy (positive weighted 4)"},
     "dev-listwise-keep-pooler": {"loss": "listwise", "args": {"epochs": 3}, "pooler": "keep",
@@ -96,7 +103,32 @@ def train_data(cfg: dict[str, Any], corpus: list[str], half: str) -> Any:
         parts.append(training_data(f"{cfg.get('ict_set', 'scifact-ict')}:{cfg['ict']}"))
     if cfg.get("titles"):
         parts.append(training_data(f"scifact-titles:{cfg['titles']}"))
-    return mined(_concat(parts), corpus, cfg.get("mining"))
+    groups = [mined(_concat(parts), corpus, cfg.get("mining"))]
+    groups += [graded_groups(source, grade, cfg.get("mining")) for source, grade in cfg.get("graded", ())]
+    return _concat(groups)
+
+
+def graded_groups(source: str, min_grade: int, mining: dict[str, Any] | None = None) -> Any:
+    """(query, document) pairs judged ``min_grade`` or better in the BEIR folder ``source`` (under the data
+    directory; its qrels/test.tsv), each with BM25 negatives from that folder's own corpus: every document judged
+    relevant (grade >= 1) to the query is excluded from its negatives, the pairs below ``min_grade`` then dropped."""
+    from embedstack.data import load_beir
+    from embedstack.data._registry import data_dir
+    from embedstack.training.data import TrainingData
+
+    ds = load_beir(data_dir() / source, split=next((s for s in ("test", "train", "dev")
+                                                     if (data_dir() / source / "qrels" / f"{s}.tsv").is_file()), "test"))
+    text = dict(zip(ds.doc_ids(), ds.doc_texts(), strict=True))
+    query = dict(zip(ds.query_ids(), ds.query_texts(), strict=True))
+    judged = [(query[q], text[d], g) for q, docs in ds.qrels.items() for d, g in docs.items() if g >= 1 and d in text]
+    data = TrainingData.from_columns({"anchor": [a for a, _, _ in judged], "positive": [p for _, p, _ in judged]},
+                                     source=f"{source} (judged >= 1)")
+    groups = mined(data, list(text.values()), mining)
+    keep = {(a, p) for a, p, g in judged if g >= min_grade}
+    rows = [i for i, (a, p) in enumerate(zip(groups.column("anchor"), groups.column("positive"), strict=True))
+            if (a, p) in keep]
+    log(f"{source}: {len(rows)} pairs of grade >= {min_grade} ({len(judged)} judged >= 1)")
+    return groups.select(rows)
 
 
 def train(cfg: dict[str, Any], data: Any, evaluator: Any = None) -> tuple[Any, Any]:
@@ -227,9 +259,12 @@ def run_dev(name: str, corpus: list[str]) -> dict[str, Any]:
 
 BLEND_ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7)
 # the recipes scored by the blend study on tune-dev, and on the report half (with the blend arm that chooses for it)
-BLEND_ARMS = {"dev-blend": "minilm-scifact-ce", "dev-blend-distill": "minilm-scifact-ce-distill"}
+# "dev:NAME": the cross-encoder dev arm NAME trained on tune-train and saved (MODELS / NAME), scored as a recipe is
+BLEND_ARMS = {"dev-blend": "minilm-scifact-ce", "dev-blend-distill": "minilm-scifact-ce-distill",
+              "dev-blend-graded": "dev:dev-ict-128-graded"}
 REPORT_ARMS = {"report": ("minilm-scifact-ce", "dev-blend"), "report-distill": ("minilm-scifact-ce-distill",
-                                                                               "dev-blend-distill")}
+                                                                               "dev-blend-distill"),
+               "report-graded": ("dev:dev-ict-128-graded", "dev-blend-graded")}
 
 
 def chosen_blend(blend: dict[str, Any]) -> tuple[float, int]:
@@ -277,9 +312,10 @@ def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
     from embedstack.training.evaluators import query_half
     from embedstack.training.recipes import recipe_dir
 
-    folder = recipe_dir(recipe)
+    folder = MODELS / recipe[4:] if recipe.startswith("dev:") else recipe_dir(recipe)
     if not (folder / "embedstack.json").is_file():
-        raise SystemExit(f"build the recipe first: embedstack recipe {recipe}")
+        raise SystemExit(f"run the dev arm first: --arms {recipe[4:]}" if recipe.startswith("dev:")
+                         else f"build the recipe first: embedstack recipe {recipe}")
     bench = Bench(query_half(load_beir("scifact", split="train"), "tune-dev"), ("bm25", "hybrid"))
     cached = CachedReranker(CrossEncoder.from_folder(folder, precision="bf16", max_seq_length=EVAL_MAX_LEN))
     seconds = cached.fill(bench.pairs(100))
@@ -343,8 +379,10 @@ def run_report(recipe: str = "minilm-scifact-ce", alpha: float | None = None) ->
     from embedstack.training.evaluators import query_half
     from embedstack.training.recipes import build_recipe, get_recipe, recipe_dir
 
-    folder = recipe_dir(recipe)
+    folder = MODELS / recipe[4:] if recipe.startswith("dev:") else recipe_dir(recipe)
     built: dict[str, Any] = {}
+    if recipe.startswith("dev:") and not (folder / "embedstack.json").is_file():
+        raise SystemExit(f"run the dev arm first: --arms {recipe[4:]}")
     if not (folder / "embedstack.json").is_file():
         built, folder = build_recipe(get_recipe(recipe), score=False, stage=log,
                                      progress=lambda i: log(f"  step {i['step']}/{i['total']} loss {i['loss']:.3f}")

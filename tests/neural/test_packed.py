@@ -284,6 +284,9 @@ def test_the_x3_product_keeps_16_bits_against_float64(rows, shape, bias):
     assert got.shape == (rows, n) and got.dtype == torch.float32
     assert err < 2**-16, err
     assert err < bf16 / 50, (err, bf16)
+    # GELU in the kernel: within the cubic's 2.5e-6 (plus the product's error) of torch's exact GELU
+    gelu = _attention.linear_x3(x, _attention.pack_x3(lin.weight), lin.bias.detach() if bias else None, gelu=True)
+    assert (gelu.double() - F.gelu(want)).abs().max() <= 3e-6 + 2**-16 * scale
     # strided rows (a slice of a wider tensor) read through their row stride
     wide = torch.randn(rows, k + 32)
     np.testing.assert_allclose(_attention.linear_x3(wide[:, :k], _attention.pack_x3(lin.weight), None).numpy(),

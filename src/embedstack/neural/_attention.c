@@ -843,151 +843,6 @@ int embedstack_splade_max(const uint16_t *x, const uint8_t *mask, int64_t B, int
 }
 #endif
 
-#ifdef EMBEDSTACK_AMX
-/* ---------------------------------------------------------------------------------------------------------------
- * float32 linear layers on the bf16 tile unit, to float32 accuracy: y = x Wᵀ + b as three bf16 products.
- *
- * Each float32 value splits into two bfloat16s, a = a_h + a_l (a_h: a rounded to bf16; a_l: the rest, rounded),
- * which keeps 16 of float32's 24 mantissa bits. Then x Wᵀ ≈ x_h W_hᵀ + x_h W_lᵀ + x_l W_hᵀ, accumulated in
- * float32 by tdpbf16ps; the term left out (x_l W_lᵀ) and the split's rounding are about 2^-16 of each product,
- * against 2^-24 for float32 itself (XLA calls this "bf16_3x"). On a Xeon with AMX the tile unit multiplies bf16 about
- * ten times as fast as AVX-512 multiplies float32, so three products still take well under half the time.
- *
- * x: float32 rows (M x K, row stride ldx); wh, wl: W's two halves packed by column blocks of 16, [N/16][K/2][16][2]
- * (as pack_decoder above); bias: float32 (N) or NULL; out: float32 (M x N, row stride ldo). K and N multiples of
- * 32. Work items are (a block of `mb` rows, a group of columns): the block is split once into x_h and x_l
- * (bf16, in L2), then 2 x 2 tiles (32 rows x 32 columns) at a time run over K: 8 tile loads feed 12 products.
- */
-typedef struct {
-    const float *x, *bias;
-    const uint16_t *wh, *wl;
-    float *out;
-    int64_t M, K, N, ldx, ldo, mb, col_groups, next;
-} x3_t;
-
-/* rows [r0, r0 + n) of x split into h and l (mb x K bf16 each; rows past n zero) */
-static void x3_split(const x3_t *J, int64_t r0, int64_t n, uint16_t *h, uint16_t *l) {
-    const int64_t K = J->K;
-    for (int64_t r = 0; r < J->mb; r++) {
-        uint16_t *hr = h + r * K, *lr = l + r * K;
-        if (r >= n) {
-            memset(hr, 0, (size_t)K * 2);
-            memset(lr, 0, (size_t)K * 2);
-            continue;
-        }
-        const float *xr = J->x + (r0 + r) * J->ldx;
-        for (int64_t k = 0; k < K; k += 16) {
-            const __m512 v = _mm512_loadu_ps(xr + k);
-            const __m256bh vh = _mm512_cvtneps_pbh(v);
-            const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)vh), 16));
-            _mm256_storeu_si256((__m256i *)(hr + k), (__m256i)vh);
-            _mm256_storeu_si256((__m256i *)(lr + k), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, back)));
-        }
-    }
-}
-
-static void x3_item(const x3_t *J, int64_t item, uint16_t *h, uint16_t *l, float *cb) {
-    const int64_t K = J->K, N = J->N, blocks = N / 32;
-    const int64_t rb = item / J->col_groups, g = item % J->col_groups;
-    const int64_t r0 = rb * J->mb, n = J->M - r0 < J->mb ? J->M - r0 : J->mb;
-    const int64_t p0 = blocks * g / J->col_groups, p1 = blocks * (g + 1) / J->col_groups; /* 32-column pairs */
-    x3_split(J, r0, n, h, l);
-    const int64_t wstride = (K / 2) * 32; /* one column block of 16 in the packed weights */
-    for (int64_t p = p0; p < p1; p++) {
-        const uint16_t *wh0 = J->wh + 2 * p * wstride, *wh1 = wh0 + wstride;
-        const uint16_t *wl0 = J->wl + 2 * p * wstride, *wl1 = wl0 + wstride;
-        const int64_t c0 = 32 * p;
-        /* the accumulators start from the bias: a 16 x 32 tile of it, each row the same */
-        const __m512 b0 = J->bias ? _mm512_loadu_ps(J->bias + c0) : _mm512_setzero_ps();
-        const __m512 b1 = J->bias ? _mm512_loadu_ps(J->bias + c0 + 16) : _mm512_setzero_ps();
-        float *bt = cb + 1024;
-        for (int r = 0; r < 16; r++) {
-            _mm512_store_ps(bt + 32 * r, b0);
-            _mm512_store_ps(bt + 32 * r + 16, b1);
-        }
-        for (int64_t t = 0; t < n; t += 32) {
-            const uint16_t *h0 = h + t * K, *l0 = l + t * K;
-            _tile_loadd(0, bt, 128);
-            _tile_loadd(1, bt + 16, 128);
-            _tile_loadd(2, bt, 128);
-            _tile_loadd(3, bt + 16, 128);
-            for (int64_t s = 0; s < K / 32; s++) {
-                _tile_loadd(4, h0 + 32 * s, K * 2);
-                _tile_loadd(5, h0 + 16 * K + 32 * s, K * 2);
-                _tile_loadd(6, wl0 + s * 512, 64);
-                _tile_loadd(7, wl1 + s * 512, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-                _tile_loadd(6, wh0 + s * 512, 64);
-                _tile_loadd(7, wh1 + s * 512, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-                _tile_loadd(4, l0 + 32 * s, K * 2);
-                _tile_loadd(5, l0 + 16 * K + 32 * s, K * 2);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            const int64_t rows = n - t < 32 ? n - t : 32;
-            float *o = J->out + (r0 + t) * J->ldo + c0;
-            if (rows == 32) { /* straight to the output */
-                _tile_stored(0, o, J->ldo * 4);
-                _tile_stored(1, o + 16, J->ldo * 4);
-                _tile_stored(2, o + 16 * J->ldo, J->ldo * 4);
-                _tile_stored(3, o + 16 * J->ldo + 16, J->ldo * 4);
-                continue;
-            }
-            _tile_stored(0, cb, 128);
-            _tile_stored(1, cb + 16, 128);
-            _tile_stored(2, cb + 512, 128);
-            _tile_stored(3, cb + 528, 128);
-            for (int64_t r = 0; r < rows; r++) memcpy(o + r * J->ldo, cb + 32 * r, 32 * sizeof(float));
-        }
-    }
-}
-
-static void *x3_worker(void *arg) {
-    x3_t *J = (x3_t *)arg;
-    const int64_t items = (J->M + J->mb - 1) / J->mb * J->col_groups;
-    const size_t half = (size_t)(J->mb * J->K) * 2;
-    char *buf = (char *)aligned_alloc(64, 2 * half + 2 * 32 * 32 * sizeof(float)); /* + output and bias tiles */
-    if (!buf) return NULL;
-    tilecfg_t before;
-    tiles_on(&before, 8);
-    for (;;) {
-        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (item >= items) break;
-        x3_item(J, item, (uint16_t *)buf, (uint16_t *)(buf + half), (float *)(buf + 2 * half));
-    }
-    tiles_off(&before);
-    free(buf);
-    return NULL;
-}
-
-/* Returns 0; 1 when K or N is not a multiple of 32 (or K > 8192); 2 when memory could not be had. */
-int embedstack_linear_x3(const float *x, int64_t M, int64_t K, int64_t ldx, const uint16_t *wh, const uint16_t *wl,
-                         int64_t N, const float *bias, float *out, int64_t ldo, int threads) {
-    if (K % 32 || N % 32 || K < 32 || K > 8192 || N < 32 || M < 1) return 1;
-    if (threads < 1) threads = 1;
-    /* rows per block: up to 128 (the weights stream past each block once), fewer where that leaves a thread idle */
-    const int64_t b32 = (M + 31) / 32;
-    int64_t per = (b32 + 2 * threads - 1) / (2 * threads);
-    per = per < 1 ? 1 : per > 4 ? 4 : per;
-    const int64_t mb = 32 * per, row_blocks = (M + mb - 1) / mb;
-    int64_t groups = row_blocks >= 2 * threads ? 1 : (2 * threads + row_blocks - 1) / row_blocks;
-    if (groups > N / 32) groups = N / 32;
-    x3_t J = {x, bias, wh, wl, out, M, K, N, ldx, ldo, mb, groups, 0};
-    const int64_t items = row_blocks * groups;
-    run_threads(&J, x3_worker, threads > items ? (int)items : threads);
-    return J.next < items ? 2 : 0;
-}
-#endif
-
 /* ---------------------------------------------------------------------------------------------------------------
  * Row kernels of the int8 feed-forward (precision bf16-int8-ffn, quantize.Int8FeedForwardIn / Out) and of the
  * bf16 LayerNorm (packed.RowLayerNorm).
@@ -1191,3 +1046,158 @@ int embedstack_rows_out(const float *y, int64_t rows, int64_t cols, const float 
                       .ld_res = ld_res, .gamma = gamma, .beta = beta, .eps = eps, .out = out};
     return for_rows(rows, cols, threads, rows_out_row, &A);
 }
+
+#ifdef EMBEDSTACK_AMX
+/* ---------------------------------------------------------------------------------------------------------------
+ * float32 linear layers on the bf16 tile unit, to float32 accuracy: y = x Wᵀ + b as three bf16 products.
+ *
+ * Each float32 value splits into two bfloat16s, a = a_h + a_l (a_h: a rounded to bf16; a_l: the rest, rounded),
+ * which keeps 16 of float32's 24 mantissa bits. Then x Wᵀ ≈ x_h W_hᵀ + x_h W_lᵀ + x_l W_hᵀ, accumulated in
+ * float32 by tdpbf16ps; the term left out (x_l W_lᵀ) and the split's rounding are about 2^-16 of each product,
+ * against 2^-24 for float32 itself (XLA calls this "bf16_3x"). On a Xeon with AMX the tile unit multiplies bf16 about
+ * ten times as fast as AVX-512 multiplies float32, so three products still take well under half the time.
+ *
+ * x: float32 rows (M x K, row stride ldx); wh, wl: W's two halves packed by column blocks of 16, [N/16][K/2][16][2]
+ * (as pack_decoder above); bias: float32 (N) or NULL; coef: GELU's table (gelu16, the row kernels') to apply GELU
+ * to the output, or NULL; out: float32 (M x N, row stride ldo). K and N multiples of
+ * 32. Work items are (a block of `mb` rows, a group of columns): the block is split once into x_h and x_l
+ * (bf16, in L2), then 2 x 2 tiles (32 rows x 32 columns) at a time run over K: 8 tile loads feed 12 products.
+ */
+typedef struct {
+    const float *x, *bias;
+    const uint16_t *wh, *wl;
+    float *out;
+    const float *coef; /* GELU's cubic segments (gelu16) when the output goes through GELU, else NULL */
+    int64_t M, K, N, ldx, ldo, mb, col_groups, next;
+} x3_t;
+
+/* rows [r0, r0 + n) of x split into h and l (mb x K bf16 each; rows past n zero) */
+static void x3_split(const x3_t *J, int64_t r0, int64_t n, uint16_t *h, uint16_t *l) {
+    const int64_t K = J->K;
+    for (int64_t r = 0; r < J->mb; r++) {
+        uint16_t *hr = h + r * K, *lr = l + r * K;
+        if (r >= n) {
+            memset(hr, 0, (size_t)K * 2);
+            memset(lr, 0, (size_t)K * 2);
+            continue;
+        }
+        const float *xr = J->x + (r0 + r) * J->ldx;
+        for (int64_t k = 0; k < K; k += 16) {
+            const __m512 v = _mm512_loadu_ps(xr + k);
+            const __m256bh vh = _mm512_cvtneps_pbh(v);
+            const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)vh), 16));
+            _mm256_storeu_si256((__m256i *)(hr + k), (__m256i)vh);
+            _mm256_storeu_si256((__m256i *)(lr + k), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, back)));
+        }
+    }
+}
+
+static void x3_item(const x3_t *J, int64_t item, uint16_t *h, uint16_t *l, float *cb) {
+    const int64_t K = J->K, N = J->N, blocks = N / 32;
+    const int64_t rb = item / J->col_groups, g = item % J->col_groups;
+    const int64_t r0 = rb * J->mb, n = J->M - r0 < J->mb ? J->M - r0 : J->mb;
+    const int64_t p0 = blocks * g / J->col_groups, p1 = blocks * (g + 1) / J->col_groups; /* 32-column pairs */
+    __m512 gc[8];
+    if (J->coef)
+        for (int k = 0; k < 8; k++) gc[k] = _mm512_loadu_ps(J->coef + 16 * k);
+    x3_split(J, r0, n, h, l);
+    const int64_t wstride = (K / 2) * 32; /* one column block of 16 in the packed weights */
+    for (int64_t p = p0; p < p1; p++) {
+        const uint16_t *wh0 = J->wh + 2 * p * wstride, *wh1 = wh0 + wstride;
+        const uint16_t *wl0 = J->wl + 2 * p * wstride, *wl1 = wl0 + wstride;
+        const int64_t c0 = 32 * p;
+        /* the accumulators start from the bias: a 16 x 32 tile of it, each row the same */
+        const __m512 b0 = J->bias ? _mm512_loadu_ps(J->bias + c0) : _mm512_setzero_ps();
+        const __m512 b1 = J->bias ? _mm512_loadu_ps(J->bias + c0 + 16) : _mm512_setzero_ps();
+        float *bt = cb + 1024;
+        for (int r = 0; r < 16; r++) {
+            _mm512_store_ps(bt + 32 * r, b0);
+            _mm512_store_ps(bt + 32 * r + 16, b1);
+        }
+        for (int64_t t = 0; t < n; t += 32) {
+            const uint16_t *h0 = h + t * K, *l0 = l + t * K;
+            _tile_loadd(0, bt, 128);
+            _tile_loadd(1, bt + 16, 128);
+            _tile_loadd(2, bt, 128);
+            _tile_loadd(3, bt + 16, 128);
+            for (int64_t s = 0; s < K / 32; s++) {
+                _tile_loadd(4, h0 + 32 * s, K * 2);
+                _tile_loadd(5, h0 + 16 * K + 32 * s, K * 2);
+                _tile_loadd(6, wl0 + s * 512, 64);
+                _tile_loadd(7, wl1 + s * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+                _tile_loadd(6, wh0 + s * 512, 64);
+                _tile_loadd(7, wh1 + s * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+                _tile_loadd(4, l0 + 32 * s, K * 2);
+                _tile_loadd(5, l0 + 16 * K + 32 * s, K * 2);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            const int64_t rows = n - t < 32 ? n - t : 32;
+            float *o = J->out + (r0 + t) * J->ldo + c0;
+            if (rows == 32) { /* straight to the output */
+                _tile_stored(0, o, J->ldo * 4);
+                _tile_stored(1, o + 16, J->ldo * 4);
+                _tile_stored(2, o + 16 * J->ldo, J->ldo * 4);
+                _tile_stored(3, o + 16 * J->ldo + 16, J->ldo * 4);
+            } else {
+                _tile_stored(0, cb, 128);
+                _tile_stored(1, cb + 16, 128);
+                _tile_stored(2, cb + 512, 128);
+                _tile_stored(3, cb + 528, 128);
+                for (int64_t r = 0; r < rows; r++) memcpy(o + r * J->ldo, cb + 32 * r, 32 * sizeof(float));
+            }
+            if (J->coef) /* GELU on the block just written (in L1) */
+                for (int64_t r = 0; r < rows; r++) {
+                    _mm512_storeu_ps(o + r * J->ldo, gelu16(_mm512_loadu_ps(o + r * J->ldo), gc));
+                    _mm512_storeu_ps(o + r * J->ldo + 16, gelu16(_mm512_loadu_ps(o + r * J->ldo + 16), gc));
+                }
+        }
+    }
+}
+
+static void *x3_worker(void *arg) {
+    x3_t *J = (x3_t *)arg;
+    const int64_t items = (J->M + J->mb - 1) / J->mb * J->col_groups;
+    const size_t half = (size_t)(J->mb * J->K) * 2;
+    char *buf = (char *)aligned_alloc(64, 2 * half + 2 * 32 * 32 * sizeof(float)); /* + output and bias tiles */
+    if (!buf) return NULL;
+    tilecfg_t before;
+    tiles_on(&before, 8);
+    for (;;) {
+        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= items) break;
+        x3_item(J, item, (uint16_t *)buf, (uint16_t *)(buf + half), (float *)(buf + 2 * half));
+    }
+    tiles_off(&before);
+    free(buf);
+    return NULL;
+}
+
+/* Returns 0; 1 when K or N is not a multiple of 32 (or K > 8192); 2 when memory could not be had. */
+int embedstack_linear_x3(const float *x, int64_t M, int64_t K, int64_t ldx, const uint16_t *wh, const uint16_t *wl,
+                         int64_t N, const float *bias, const float *coef, float *out, int64_t ldo, int threads) {
+    if (K % 32 || N % 32 || K < 32 || K > 8192 || N < 32 || M < 1) return 1;
+    if (threads < 1) threads = 1;
+    /* rows per block: up to 128 (the weights stream past each block once), fewer where that leaves a thread idle */
+    const int64_t b32 = (M + 31) / 32;
+    int64_t per = (b32 + 2 * threads - 1) / (2 * threads);
+    per = per < 1 ? 1 : per > 4 ? 4 : per;
+    const int64_t mb = 32 * per, row_blocks = (M + mb - 1) / mb;
+    int64_t groups = row_blocks >= 2 * threads ? 1 : (2 * threads + row_blocks - 1) / row_blocks;
+    if (groups > N / 32) groups = N / 32;
+    x3_t J = {x, bias, wh, wl, out, coef, M, K, N, ldx, ldo, mb, groups, 0};
+    const int64_t items = row_blocks * groups;
+    run_threads(&J, x3_worker, threads > items ? (int)items : threads);
+    return J.next < items ? 2 : 0;
+}
+#endif

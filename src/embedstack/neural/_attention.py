@@ -134,7 +134,7 @@ def _open() -> tuple[Any, str | None]:
         lib.embedstack_splade_max.argtypes = [p, p, i64, i64, i64, p, i64, p, p, i, i]
     if hasattr(lib, "embedstack_linear_x3"):
         lib.embedstack_linear_x3.restype = ctypes.c_int
-        lib.embedstack_linear_x3.argtypes = [p, i64, i64, i64, p, p, i64, p, p, i64, i]
+        lib.embedstack_linear_x3.argtypes = [p, i64, i64, i64, p, p, i64, p, p, p, i64, i]
     for name, args in (("embedstack_quant_rows", [p, i64, i64, i64, p, p, p, i]),
                        ("embedstack_ffn_mid", [p, i64, i64, p, p, p, p, p, p, i]),
                        ("embedstack_rows_out", [p, i64, i64, p, p, p, i64, p, p, ctypes.c_float, p, i]),
@@ -447,10 +447,11 @@ def pack_x3(weight: Any) -> tuple[Any, Any]:
     return pack_decoder(high), pack_decoder(w - high.float())
 
 
-def linear_x3(x: Any, packed: tuple[Any, Any], bias: Any | None) -> Any:
+def linear_x3(x: Any, packed: tuple[Any, Any], bias: Any | None, *, gelu: bool = False) -> Any:
     """``x Wᵀ + bias`` for float32 ``x`` (..., K) to float32 accuracy on the AMX tiles, as three bf16 products
     (``x_h W_hᵀ + x_h W_lᵀ + x_l W_hᵀ``; see ``embedstack_linear_x3`` in _attention.c). ``packed`` from
-    :func:`pack_x3`; ``bias`` float32 (N,) or None. Returns float32 (..., N)."""
+    :func:`pack_x3`; ``bias`` float32 (N,) or None; ``gelu``: GELU (erf form) applied in the kernel, by the row
+    kernels' cubic segments (2.5e-6 of the exact GELU at most). Returns float32 (..., N)."""
     high, low = packed
     n, k = high.shape[0] * 16, high.shape[1] * 2
     lead = x.shape[:-1]
@@ -466,7 +467,8 @@ def linear_x3(x: Any, packed: tuple[Any, Any], bias: Any | None) -> Any:
     out = torch.empty((m, n), dtype=torch.float32)
     if m:
         rc = _load().embedstack_linear_x3(rows.data_ptr(), m, k, rows.stride(0), high.data_ptr(), low.data_ptr(), n,
-                                          _ptr(bias), out.data_ptr(), n, torch.get_num_threads())
+                                          _ptr(bias), gelu_table().data_ptr() if gelu else None, out.data_ptr(),
+                                          n, torch.get_num_threads())
         if rc != 0:
             raise MemoryError("embedstack's x3 linear: out of memory") if rc == 2 else ValueError(
                 f"embedstack's x3 linear refused its inputs (code {rc})")

@@ -131,7 +131,8 @@ class X3Linear(nn.Module):
     """``y = act(x Wᵀ + b)`` for float32 ``x`` on the AMX tiles, to float32 accuracy: the product as three bf16
     products (``_attention.linear_x3``: about 4e-6 of the output's scale against 5e-7 for float32's own product),
     2.4-2.6x the rate of torch's float32 product on a Xeon with AMX (2 threads, 2,048 rows of MiniLM's shapes). The
-    bias is added in the kernel; the activation and residual add run after it in float32. Inference only; built by
+    bias, and GELU (erf form, by the row kernels' cubic segments: within 2.5e-6 of the exact GELU), are applied in the
+    kernel; ReLU, the tanh GELU and the residual add run after it in float32. Inference only; built by
     :func:`pack_linears` with ``x3=True`` (precision ``fp32-bf16x3``)."""
 
     fuses_residual = True  # dense_add calls add()
@@ -157,11 +158,11 @@ class X3Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         from embedstack.neural import _attention
 
-        y = _attention.linear_x3(x.float(), (self.high, self.low), self.bias)
+        y = _attention.linear_x3(x.float(), (self.high, self.low), self.bias, gelu=self.activation == "gelu")
         if self.activation == "relu":
             return torch.relu_(y)
-        if self.activation is not None:
-            return torch.nn.functional.gelu(y, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+        if self.activation == "gelu_tanh":  # (the erf form runs in the kernel)
+            return torch.nn.functional.gelu(y, approximate="tanh")
         return y
 
     def add(self, x: Tensor, residual: Tensor) -> Tensor:
