@@ -3,6 +3,7 @@ and torch's kernel wherever it cannot run (no AVX-512, no compiler, switched off
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -286,3 +287,57 @@ def test_a_cpu_with_avx512_bf16_and_no_amx_gets_the_register_splade_kernel(monke
                 ref = (x.double() @ weight.to(torch.bfloat16).double().T).amax(1) + bias.double()
                 got = A.splade_max(x, mask, A.pack_decoder(weight), bias)
                 torch.testing.assert_close(got.double(), ref, rtol=0, atol=1e-4)
+
+
+needs_x3 = pytest.mark.skipif(not (_attention.available() and hasattr(_attention._load(), "embedstack_attention_x3")),
+                              reason="no AMX build of the attention kernel here (x3 needs the tile unit)")
+
+
+@needs_x3
+@pytest.mark.parametrize("dim", [32, 64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_x3_kernel_is_float32_accurate_to_a_few_bits(dim, threads):
+    """x3=True: both products as three bf16 ones on the tiles, the softmax in float32. Against the float64 formula
+    its error is a few 2^-16 of the output's scale (scores of several units amplify it through exp), fifty times
+    below bf16's; shapes around the tile edges, masks with padding, holes and a text with no key at all."""
+    torch.manual_seed(dim + threads)
+    heads, B = 3, 5
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for T in (1, 13, 16, 31, 33, 70):
+            q, k, v = (torch.randn(B, T, heads * dim) * 2 for _ in range(3))
+            lengths = torch.tensor([T, 1, max(1, T // 2), T, 0])
+            mask = torch.arange(T)[None, :] < lengths[:, None]
+            mask[3, 1::3] = False
+            want = _reference(q, k, v, mask, heads)
+            got = _attention.attention(q, k, v, mask, heads, x3=True)
+            assert got.dtype == torch.float32 and got.shape == q.shape
+            assert got[4].abs().max() == 0  # nothing to attend to: zeros, as the float32 kernel
+            err = (got.double() - want).abs().max()
+            bf16 = (_attention.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, heads).double()
+                    - want).abs().max()
+            assert err < 2**-12 * want.abs().max(), err
+            assert err < bf16 / 20, (err, bf16)
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_x3
+def test_x3_models_attend_on_the_tiles_and_give_float32_states():
+    """pack_linears(x3=True) also sets the attention modules to "x3"; a model on them matches float32's states."""
+    from embedstack.neural import packed
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=60, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                     max_position_embeddings=320)
+    model = BertModel(cfg).init_weights(seed=1).eval()
+    fast = packed.pack_linears(copy.deepcopy(model), x3=True)
+    assert {m.implementation for m in fast.attention_modules()} == {"x3"}
+    ids = torch.randint(5, 60, (3, 90))
+    mask = (torch.arange(90)[None, :] < torch.tensor([90, 40, 7])[:, None]).long()
+    with torch.inference_mode():
+        for pack in (True, False):
+            got, want = fast(ids, mask, pack=pack), model(ids, mask, pack=pack)
+            real = mask.bool()
+            torch.testing.assert_close(got[real], want[real], atol=2e-4, rtol=1e-4)

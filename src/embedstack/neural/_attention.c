@@ -649,6 +649,204 @@ int embedstack_attention_amx(const void *q, const void *k, const void *v, void *
     return run_parallel(&J, amx_worker, threads);
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * float32 states to float32 accuracy on the tiles (precision fp32-bf16x3): both products of attention as three
+ * bf16 products each, as embedstack_linear_x3 makes a linear layer's (a = a_h + a_l; a·b ≈ a_h b_h + a_h b_l + a_l b_h,
+ * summed in float32: about 2^-16 of each product). The softmax runs in float32 (softmax_row, as the float32
+ * kernel's), and its weights are split the same way for P V; rows are divided by the float32 sum of the weights.
+ */
+
+/* 32 floats split: h = their bf16 roundings, l = the bf16 roundings of what those leave out (32 bf16 each) */
+static inline void split32(const float *src, __m512i *h, __m512i *l) {
+    const __m512 a = _mm512_loadu_ps(src), b = _mm512_loadu_ps(src + 16);
+    const __m512i hi = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* words 0-15: a, 16-31: b */
+    const __m512 ah = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
+    const __m512 bh = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
+    *h = hi;
+    *l = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(b, bh), _mm512_sub_ps(a, ah));
+}
+
+typedef struct {
+    uint16_t *kh, *kl, *vh, *vl, *ph, *pl, *qh, *ql;
+    float *s, *ob;
+} x3_scratch_t;
+
+static void x3_attn_item(const job_t *J, int64_t item, const x3_scratch_t *w) {
+    const int64_t b = item / J->heads;
+    const int h = (int)(item % J->heads), D = J->dim, NC = D / 16;
+    const int64_t q0 = J->q_off[b], nq = J->q_len[b], k0 = J->k_off[b];
+    int64_t nk = J->k_len[b];
+    const uint8_t *m = J->mask ? J->mask + k0 : NULL;
+    if (m) {
+        while (nk > 0 && !m[nk - 1]) nk--;
+        int64_t holes = 0;
+        for (int64_t j = 0; j < nk; j++) holes += !m[j];
+        if (!holes) m = NULL;
+    }
+    if (nk == 0) {
+        for (int64_t i = 0; i < nq; i++)
+            for (int c = 0; c < NC; c++) store16(J->out, (q0 + i) * J->ld_o + h * D + c * 16, _mm512_setzero_ps(), 0);
+        return;
+    }
+    const int64_t kp = (nk + KEYS - 1) / KEYS * KEYS;
+    const float *K = (const float *)J->k, *V = (const float *)J->v, *Q = (const float *)J->q;
+    /* K's two halves as [D/2][kp][2] (pairs of head dims by key), as amx_item packs K */
+    for (int64_t j = 0; j < kp; j += 16) {
+        const int64_t n = nk - j >= 16 ? 16 : nk > j ? nk - j : 0;
+        for (int half = 0; half < D / 32; half++) {
+            __m512i rh[16], rl[16];
+            for (int i = 0; i < 16; i++) {
+                if (i < n) split32(K + (k0 + j + i) * J->ld_k + h * D + 32 * half, &rh[i], &rl[i]);
+                else rh[i] = rl[i] = _mm512_setzero_si512();
+            }
+            transpose16(rh, (uint32_t *)w->kh + (int64_t)half * 16 * kp + j, kp);
+            transpose16(rl, (uint32_t *)w->kl + (int64_t)half * 16 * kp + j, kp);
+        }
+    }
+    /* V's two halves as [kp/2][D][2] (pairs of keys, in key order, by head dim) */
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    for (int64_t t = 0; t < kp / 2; t++) {
+        const int64_t j = 2 * t;
+        for (int c = 0; c < D; c += 32) {
+            __m512i ah = _mm512_setzero_si512(), al = ah, dh = ah, dl = ah;
+            if (j < nk) split32(V + (k0 + j) * J->ld_v + h * D + c, &ah, &al);
+            if (j + 1 < nk) split32(V + (k0 + j + 1) * J->ld_v + h * D + c, &dh, &dl);
+            const int64_t o = t * D * 2 + 2 * c;
+            _mm512_storeu_si512(w->vh + o, _mm512_permutex2var_epi16(ah, lo, dh));
+            _mm512_storeu_si512(w->vh + o + 32, _mm512_permutex2var_epi16(ah, hi, dh));
+            _mm512_storeu_si512(w->vl + o, _mm512_permutex2var_epi16(al, lo, dl));
+            _mm512_storeu_si512(w->vl + o + 32, _mm512_permutex2var_epi16(al, hi, dl));
+        }
+    }
+    for (int64_t i0 = 0; i0 < nq; i0 += 16) {
+        const int R = nq - i0 < 16 ? (int)(nq - i0) : 16;
+        for (int r = 0; r < 16; r++)
+            for (int c = 0; c < D; c += 32) {
+                __m512i qh = _mm512_setzero_si512(), ql = qh;
+                if (r < R) split32(Q + (q0 + i0 + r) * J->ld_q + h * D + c, &qh, &ql);
+                _mm512_storeu_si512(w->qh + r * D + c, qh);
+                _mm512_storeu_si512(w->ql + r * D + c, ql);
+            }
+        /* scores, 16 rows x 16 keys a tile: q_h k_h + q_h k_l + q_l k_h over D / 32 steps of 32 head dims */
+        for (int64_t j0 = 0; j0 < kp; j0 += 16) {
+            _tile_zero(0);
+            for (int st = 0; st < D / 32; st++) {
+                const int64_t ko = (int64_t)st * 16 * kp * 2 + j0 * 2;
+                _tile_loadd(1, w->qh + st * 32, D * 2);
+                _tile_loadd(2, w->kh + ko, kp * 4);
+                _tile_dpbf16ps(0, 1, 2);
+                _tile_loadd(3, w->kl + ko, kp * 4);
+                _tile_dpbf16ps(0, 1, 3);
+                _tile_loadd(1, w->ql + st * 32, D * 2);
+                _tile_dpbf16ps(0, 1, 2);
+            }
+            _tile_stored(0, w->s + j0, kp * 4);
+        }
+        float inv[16];
+        for (int r = 0; r < 16; r++) {
+            float *sr = w->s + r * kp;
+            if (r < R) {
+                inv[r] = softmax_row(sr, nk, m, J->scale);
+                memset(sr + nk, 0, (size_t)(kp - nk) * sizeof(float)); /* padding keys weigh nothing */
+            } else {
+                memset(sr, 0, (size_t)kp * sizeof(float));
+            }
+            for (int64_t j = 0; j < kp; j += 32) {
+                __m512i ph, pl;
+                split32(sr + j, &ph, &pl);
+                _mm512_storeu_si512(w->ph + r * kp + j, ph);
+                _mm512_storeu_si512(w->pl + r * kp + j, pl);
+            }
+        }
+        /* outputs, 16 rows x 16 head dims a tile (tmm0 .. tmm NC-1): p_h v_h + p_l v_h + p_h v_l, 32 keys a step */
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+#define X3_PV(c)                                   \
+    do {                                           \
+        _tile_loadd(5, vh + 32 * (c), D * 4);      \
+        _tile_dpbf16ps(c, 4, 5);                   \
+        _tile_dpbf16ps(c, 6, 5);                   \
+        _tile_loadd(7, vl + 32 * (c), D * 4);      \
+        _tile_dpbf16ps(c, 4, 7);                   \
+    } while (0)
+        for (int64_t t0 = 0; t0 < kp; t0 += 32) {
+            const uint16_t *vh = w->vh + (t0 / 2) * D * 2, *vl = w->vl + (t0 / 2) * D * 2;
+            _tile_loadd(4, w->ph + t0, kp * 2);
+            _tile_loadd(6, w->pl + t0, kp * 2);
+            X3_PV(0);
+            X3_PV(1);
+            if (NC == 4) {
+                X3_PV(2);
+                X3_PV(3);
+            }
+        }
+#undef X3_PV
+        _tile_stored(0, w->ob, D * 4);
+        _tile_stored(1, w->ob + 16, D * 4);
+        if (NC == 4) {
+            _tile_stored(2, w->ob + 32, D * 4);
+            _tile_stored(3, w->ob + 48, D * 4);
+        }
+        for (int r = 0; r < R; r++) {
+            const __m512 sc = _mm512_set1_ps(inv[r]);
+            for (int c = 0; c < NC; c++)
+                store16(J->out, (q0 + i0 + r) * J->ld_o + h * D + c * 16,
+                        _mm512_mul_ps(_mm512_loadu_ps(w->ob + r * D + c * 16), sc), 0);
+        }
+    }
+}
+
+static void *x3_attn_worker(void *arg) {
+    job_t *J = (job_t *)arg;
+    const int64_t kp = (J->max_keys + KEYS - 1) / KEYS * KEYS;
+    const int64_t D = J->dim;
+    /* bf16: K, V (two halves each, D x kp), P (two halves, 16 x kp), Q (two halves, 16 x D); f32: scores, outputs */
+    const size_t halves = (size_t)(4 * D * kp + 2 * 16 * kp + 2 * 16 * D) * 2, floats = (size_t)(16 * kp + 16 * D) * 4;
+    char *buf = (char *)aligned_alloc(64, (halves + floats + 64 * 12 + 63) / 64 * 64);
+    if (!buf) return NULL;
+    uint16_t *u = (uint16_t *)buf;
+    x3_scratch_t w;
+    w.kh = u;
+    w.kl = w.kh + D * kp + 32;
+    w.vh = w.kl + D * kp + 32;
+    w.vl = w.vh + D * kp + 32;
+    w.ph = w.vl + D * kp + 32;
+    w.pl = w.ph + 16 * kp + 32;
+    w.qh = w.pl + 16 * kp + 32;
+    w.ql = w.qh + 16 * D + 32;
+    w.s = (float *)(w.ql + 16 * D + 32);
+    w.ob = w.s + 16 * kp + 16;
+    tilecfg_t before;
+    tiles_on(&before, 8);
+    const int64_t items = J->n_texts * J->heads;
+    for (;;) {
+        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= items) break;
+        x3_attn_item(J, item, &w);
+    }
+    tiles_off(&before);
+    free(buf);
+    return NULL;
+}
+
+/* As embedstack_attention, float32 states only, head dim 32 or 64, products as three bf16 ones on the tiles;
+ * 1: unsupported dim, 2: no memory. */
+int embedstack_attention_x3(const void *q, const void *k, const void *v, void *out, const uint8_t *mask,
+                            const int64_t *q_off, const int64_t *q_len, const int64_t *k_off, const int64_t *k_len,
+                            int64_t n_texts, int heads, int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v,
+                            int64_t ld_o, float scale, int threads) {
+    if (dim != 32 && dim != 64) return 1;
+    int64_t max_keys = 1;
+    for (int64_t b = 0; b < n_texts; b++) max_keys = k_len[b] > max_keys ? k_len[b] : max_keys;
+    job_t J = {q, k, v, out, mask, q_off, q_len, k_off, k_len, ld_q, ld_k, ld_v, ld_o,
+               n_texts, max_keys, heads, dim, 0, scale, 0};
+    return run_parallel(&J, x3_attn_worker, threads);
+}
+
 #endif
 
 #ifdef EMBEDSTACK_BF16

@@ -126,9 +126,10 @@ def _open() -> tuple[Any, str | None]:
     lib.embedstack_attention.restype = ctypes.c_int
     lib.embedstack_attention.argtypes = [*common, ctypes.c_int, ctypes.c_float, ctypes.c_int]
     p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    if hasattr(lib, "embedstack_attention_amx"):
-        lib.embedstack_attention_amx.restype = ctypes.c_int
-        lib.embedstack_attention_amx.argtypes = [*common, ctypes.c_float, ctypes.c_int]
+    for name in ("embedstack_attention_amx", "embedstack_attention_x3"):
+        if hasattr(lib, name):
+            getattr(lib, name).restype = ctypes.c_int
+            getattr(lib, name).argtypes = [*common, ctypes.c_float, ctypes.c_int]
     if hasattr(lib, "embedstack_splade_max"):
         lib.embedstack_splade_max.restype = ctypes.c_int
         lib.embedstack_splade_max.argtypes = [p, p, i64, i64, i64, p, i64, p, p, i, i]
@@ -184,7 +185,7 @@ def _cpu_features() -> frozenset[str]:
 
 
 def _run(q: Any, k: Any, v: Any, out: Any, mask: Any, q_off: Any, q_len: Any, k_off: Any, k_len: Any,
-         heads: int) -> None:
+         heads: int, x3: bool = False) -> None:
     lib = _load()
     i64p = ctypes.POINTER(ctypes.c_int64)
 
@@ -198,6 +199,8 @@ def _run(q: Any, k: Any, v: Any, out: Any, mask: Any, q_off: Any, q_len: Any, k_
     bf16 = q.dtype == torch.bfloat16
     if bf16 and _amx(lib) and dim in (32, 64):
         rc = lib.embedstack_attention_amx(*args, dim ** -0.5, torch.get_num_threads())
+    elif x3 and not bf16 and hasattr(lib, "embedstack_attention_x3") and dim in (32, 64):
+        rc = lib.embedstack_attention_x3(*args, dim ** -0.5, torch.get_num_threads())
     else:
         rc = lib.embedstack_attention(*args, int(bf16), dim ** -0.5, torch.get_num_threads())
     if rc != 0:
@@ -214,35 +217,36 @@ def _register() -> None:
     """Register the two operators (once per process, when the library loads)."""
     # schemas spelled out: this module's annotations are strings (``from __future__ import annotations``)
     @torch.library.custom_op("embedstack::attention", mutates_args=(),
-                             schema="(Tensor q, Tensor k, Tensor v, Tensor? mask, int heads) -> Tensor")
+                             schema="(Tensor q, Tensor k, Tensor v, Tensor? mask, int heads, bool x3=False) -> Tensor")
     def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                   heads: int) -> torch.Tensor:
+                   heads: int, x3: bool = False) -> torch.Tensor:
         B, Tq, C = q.shape
         Tk = k.shape[1]
         out = torch.empty((B, Tq, C), dtype=q.dtype)
         ar = torch.arange(B, dtype=torch.int64)
         m = None if mask is None else mask.reshape(B * Tk).to(torch.uint8).contiguous()
         _run(_rows(q), _rows(k), _rows(v), out.view(B * Tq, C), m, ar * Tq, torch.full((B,), Tq), ar * Tk,
-             torch.full((B,), Tk), heads)
+             torch.full((B,), Tk), heads, x3)
         return out
 
     @_attention.register_fake
-    def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
+    def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, heads: int,
+          x3: bool = False) -> torch.Tensor:
         return q.new_empty(q.shape)
 
     @torch.library.custom_op("embedstack::attention_rows", mutates_args=(),
                              schema="(Tensor q, Tensor k, Tensor v, Tensor q_off, Tensor q_len, Tensor k_off, "
-                                    "Tensor k_len, int heads) -> Tensor")
+                                    "Tensor k_len, int heads, bool x3=False) -> Tensor")
     def _attention_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_off: torch.Tensor, q_len: torch.Tensor,
-                        k_off: torch.Tensor, k_len: torch.Tensor, heads: int) -> torch.Tensor:
+                        k_off: torch.Tensor, k_len: torch.Tensor, heads: int, x3: bool = False) -> torch.Tensor:
         out = torch.empty(q.shape, dtype=q.dtype)
         i64 = [t.to(torch.int64).contiguous() for t in (q_off, q_len, k_off, k_len)]
-        _run(_rows(q), _rows(k), _rows(v), out, None, i64[0], i64[1], i64[2], i64[3], heads)
+        _run(_rows(q), _rows(k), _rows(v), out, None, i64[0], i64[1], i64[2], i64[3], heads, x3)
         return out
 
     @_attention_rows.register_fake
     def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_off: torch.Tensor, q_len: torch.Tensor,
-          k_off: torch.Tensor, k_len: torch.Tensor, heads: int) -> torch.Tensor:
+          k_off: torch.Tensor, k_len: torch.Tensor, heads: int, x3: bool = False) -> torch.Tensor:
         return q.new_empty(q.shape)
 
 
@@ -483,18 +487,22 @@ def _require() -> None:
                           "(BertModel.set_attention('sdpa')).")
 
 
-def attention(q: Any, k: Any, v: Any, mask: Any, heads: int) -> Any:
+def attention(q: Any, k: Any, v: Any, mask: Any, heads: int, x3: bool = False) -> Any:
     """Self-attention of a padded batch: ``q`` (B, Tq, C), ``k`` and ``v`` (B, Tk, C), heads side by side in C;
-    ``mask`` (B, Tk) bool, True where a key may be attended to, or None. Returns (B, Tq, C) in q's dtype."""
+    ``mask`` (B, Tk) bool, True where a key may be attended to, or None. Returns (B, Tq, C) in q's dtype.
+    ``x3``: float32 states' two products as three bf16 products each on the AMX tiles (precision fp32-bf16x3;
+    float32's kernel where the build has no tiles or the head dimension is not 32 or 64)."""
     _require()
-    return torch.ops.embedstack.attention(q, k, v, mask, heads)
+    return torch.ops.embedstack.attention(q, k, v, mask, heads, x3)
 
 
-def attention_rows(q: Any, k: Any, v: Any, q_off: Any, q_len: Any, k_off: Any, k_len: Any, heads: int) -> Any:
+def attention_rows(q: Any, k: Any, v: Any, q_off: Any, q_len: Any, k_off: Any, k_len: Any, heads: int,
+                   x3: bool = False) -> Any:
     """Attention of packed texts: text b's queries are rows ``q_off[b] : q_off[b] + q_len[b]`` of ``q`` (N, C),
-    its keys and values rows ``k_off[b] : k_off[b] + k_len[b]`` of ``k`` and ``v``; int64 offsets. Returns (N, C)."""
+    its keys and values rows ``k_off[b] : k_off[b] + k_len[b]`` of ``k`` and ``v``; int64 offsets. Returns (N, C).
+    ``x3`` as for :func:`attention`."""
     _require()
-    return torch.ops.embedstack.attention_rows(q, k, v, q_off, q_len, k_off, k_len, heads)
+    return torch.ops.embedstack.attention_rows(q, k, v, q_off, q_len, k_off, k_len, heads, x3)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m embedstack.neural._attention`: build and report

@@ -237,6 +237,8 @@ def pack_linears(model: Any, *, x3: bool = False) -> Any:
     if model.training or not (x3_available(model) if x3 else available()):
         return model
     product = X3Linear if x3 else PackedLinear
+    if x3 and all(m.implementation == "auto" for m in model.attention_modules()):
+        model.set_attention("x3")  # attention's products on the tiles too
     with torch.no_grad():
         for block in model.modules():
             if not isinstance(block, BertLayer):

@@ -58,7 +58,8 @@ __all__ = [
 
 #: "auto": embedstack's kernel in inference where it runs (float32 / bfloat16 states, head dim a multiple of 16),
 #: else torch's; "sdpa": always torch's scaled_dot_product_attention; "eager": the explicit formula
-ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+#: "x3": as "auto", with float32 states' products as three bf16 products each on the AMX tiles (fp32-bf16x3 runners)
+ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "x3")
 
 
 def _own_kernel(q: Tensor, mask: Tensor | None, head_dim: int) -> bool:
@@ -264,8 +265,9 @@ class BertSelfAttention(nn.Module):
         xq = x if queries is None else queries
         p = self.dropout_p if self.training else 0.0
         q, k, v = self.projections(x, queries)  # (B, T, C)
-        if self.implementation == "auto" and p == 0.0 and _own_kernel(q, mask, self.head_dim):
-            return _attention.attention(q, k, v, None if mask is None else mask.reshape(B, -1), self.num_heads)
+        if self.implementation in ("auto", "x3") and p == 0.0 and _own_kernel(q, mask, self.head_dim):
+            return _attention.attention(q, k, v, None if mask is None else mask.reshape(B, -1), self.num_heads,
+                                        self.implementation == "x3")
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
         if self.implementation != "eager" and p == 0.0:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Tq, D)
@@ -377,8 +379,8 @@ class BertLayer(nn.Module):
         C = h.shape[-1]
         hq = h if first is None else h.index_select(0, first)
         qh, kh, vh = att.projections(h, None if first is None else hq)  # qh (N, C), or (B, C) with first
-        if offsets is not None and att.implementation == "auto" and _own_kernel(qh, None, att.head_dim):
-            y = _attention.attention_rows(qh, kh, vh, *offsets, att.num_heads)
+        if offsets is not None and att.implementation in ("auto", "x3") and _own_kernel(qh, None, att.head_dim):
+            y = _attention.attention_rows(qh, kh, vh, *offsets, att.num_heads, att.implementation == "x3")
             a = self.attention.output(y, hq)
             return self.output(self.intermediate(a), a)
         if spans is not None:
@@ -471,9 +473,11 @@ class BertModel(nn.Module):
 
     def set_attention(self, implementation: str) -> BertModel:
         """Choose ``"auto"`` (embedstack's kernel in inference where it runs, else torch's), ``"sdpa"`` (torch's
-        fused kernel) or ``"eager"`` (the explicit reference formula)."""
+        fused kernel), ``"eager"`` (the explicit reference formula) or ``"x3"`` (as auto, float32 states' products
+        as three bf16 products on the AMX tiles: what fp32-bf16x3 runners set)."""
         if implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise ConfigError(f"Unknown attention implementation {implementation!r}; use 'auto', 'sdpa' or 'eager'.")
+            raise ConfigError(f"Unknown attention implementation {implementation!r}; use 'auto', 'sdpa', 'eager' or "
+                              "'x3'.")
         for module in self.attention_modules():
             module.implementation = implementation
         return self
@@ -543,7 +547,7 @@ class BertModel(nn.Module):
         if not self.row_buckets:
             return False
         heads = [cast(BertLayer, block).attention.self for block in self.encoder.layer]
-        return all(a.implementation == "auto" for a in heads) and _own_kernel(x, None, heads[0].head_dim)
+        return all(a.implementation in ("auto", "x3") for a in heads) and _own_kernel(x, None, heads[0].head_dim)
 
     def _forward_packed(self, x: Tensor, attention_mask: Tensor, mask: Tensor, first_only: bool = False,
                         bucketed: bool = False) -> Tensor:
