@@ -729,7 +729,29 @@ static void x3_attn_item(const job_t *J, int64_t item, const x3_scratch_t *w) {
                 _mm512_storeu_si512(w->qh + r * D + c, qh);
                 _mm512_storeu_si512(w->ql + r * D + c, ql);
             }
-        /* scores, 16 rows x 16 keys a tile: q_h k_h + q_h k_l + q_l k_h over D / 32 steps of 32 head dims */
+        /* scores, 16 rows x 16 keys a tile: q_h k_h + q_h k_l + q_l k_h over D / 32 steps of 32 head dims; at D = 32
+         * the two Q tiles stay loaded and two key tiles alternate (tmm0, tmm7), so that products do not wait on
+         * each other */
+        if (D == 32) {
+            _tile_loadd(1, w->qh, D * 2);
+            _tile_loadd(4, w->ql, D * 2);
+            for (int64_t j0 = 0; j0 < kp; j0 += 32) {
+                _tile_zero(0);
+                _tile_zero(7);
+                _tile_loadd(2, w->kh + j0 * 2, kp * 4);
+                _tile_loadd(5, w->kh + (j0 + 16) * 2, kp * 4);
+                _tile_dpbf16ps(0, 1, 2);
+                _tile_dpbf16ps(7, 1, 5);
+                _tile_dpbf16ps(0, 4, 2);
+                _tile_dpbf16ps(7, 4, 5);
+                _tile_loadd(3, w->kl + j0 * 2, kp * 4);
+                _tile_loadd(6, w->kl + (j0 + 16) * 2, kp * 4);
+                _tile_dpbf16ps(0, 1, 3);
+                _tile_dpbf16ps(7, 1, 6);
+                _tile_stored(0, w->s + j0, kp * 4);
+                _tile_stored(7, w->s + j0 + 16, kp * 4);
+            }
+        } else
         for (int64_t j0 = 0; j0 < kp; j0 += 16) {
             _tile_zero(0);
             for (int st = 0; st < D / 32; st++) {
@@ -777,12 +799,23 @@ static void x3_attn_item(const job_t *J, int64_t item, const x3_scratch_t *w) {
             const uint16_t *vh = w->vh + (t0 / 2) * D * 2, *vl = w->vl + (t0 / 2) * D * 2;
             _tile_loadd(4, w->ph + t0, kp * 2);
             _tile_loadd(6, w->pl + t0, kp * 2);
+            if (NC == 2) { /* both output tiles' products alternate (V's four tiles in tmm2, 3, 5, 7) */
+                _tile_loadd(5, vh, D * 4);
+                _tile_loadd(2, vh + 32, D * 4);
+                _tile_dpbf16ps(0, 4, 5);
+                _tile_dpbf16ps(1, 4, 2);
+                _tile_dpbf16ps(0, 6, 5);
+                _tile_dpbf16ps(1, 6, 2);
+                _tile_loadd(7, vl, D * 4);
+                _tile_loadd(3, vl + 32, D * 4);
+                _tile_dpbf16ps(0, 4, 7);
+                _tile_dpbf16ps(1, 4, 3);
+                continue;
+            }
             X3_PV(0);
             X3_PV(1);
-            if (NC == 4) {
-                X3_PV(2);
-                X3_PV(3);
-            }
+            X3_PV(2);
+            X3_PV(3);
         }
 #undef X3_PV
         _tile_stored(0, w->ob, D * 4);
