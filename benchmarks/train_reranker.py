@@ -67,7 +67,7 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
                            "titles": 1500, "copies": 3,
                            "graded": (("beir-subsets-agentset/msmarco", 2), ("beir-subsets-agentset/dbpedia", 1)),
                            "label": "as dev-ict-128, plus the judged pairs of two other domains: MS MARCO passages "
-                                    "(TREC DL 2019, grade >= 2: 2,501 pairs of 43 queries) and DBPedia entities "
+                                    "(TREC DL 2019, grade >= 2: 2,497 pairs of 43 queries) and DBPedia entities "
                                     "(grade >= 1: 880 pairs of 40 queries), each with 4 BM25 negatives from its own "
                                     "5,000-document corpus (never a judged-relevant one)"},
     "dev-bce": {"loss": "bce", "args": {"epochs": 3},

@@ -80,9 +80,9 @@ class SentenceEncoder(TransformerRuntime):
         default_prompt_name: Prompt used when the role has none.
         truncate_dim: Keep only the first dimensions (Matryoshka), before normalising.
         backend: ``torch`` or ``onnx`` (onnxruntime with graph optimisations).
-        precision: ``fp32``; ``fp32-bf16x3`` (torch, CPUs with AMX: float32 throughout, each linear layer's
-            product as three bf16 products on the tile unit, to about 4e-6 of the output's scale, 2.4-2.6× the
-            rate of the float32 product; plain fp32 elsewhere); ``bf16`` (torch: matmuls in bfloat16 under :func:`torch.autocast`, LayerNorm,
+        precision: ``fp32``; ``fp32-bf16x3`` (torch, CPUs with AMX: float32 values throughout, every product
+            (linear layers and attention) as three bf16 products on the tile unit, to about 4e-6 of a linear
+            layer's output scale; vectors at cosine 0.9999999 to fp32; plain fp32 elsewhere); ``bf16`` (torch: matmuls in bfloat16 under :func:`torch.autocast`, LayerNorm,
             softmax and pooling in fp32; several times faster on CPUs with AMX / AVX-512 BF16, cosine to
             fp32 ≥ 0.9999 on STS-B and SciFact); ``bf16-pure`` (torch: a bfloat16 copy of the whole
             transformer, activations and residual stream included, pooling in fp32: half the memory
