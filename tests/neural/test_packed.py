@@ -341,6 +341,24 @@ def test_x3_leaves_a_model_it_cannot_run_alone(monkeypatch):
     assert pack_linears(model, x3=True).encoder.layer[0].intermediate.dense.__class__ is torch.nn.Linear
 
 
+@needs_x3
+def test_an_x3_runner_puts_a_32_wide_model_on_the_tiles(tiny_tokenizer, tiny_config):
+    """A model whose widths are multiples of 32: the fp32-bf16x3 runner's copy has X3Linear products and "x3"
+    attention, its vectors within 1e-5 of fp32's; the encoder's own model stays plain."""
+    import dataclasses
+
+    from embedstack.neural.sentence import SentenceEncoder
+
+    cfg = dataclasses.replace(tiny_config, hidden_size=64, num_attention_heads=2, intermediate_size=128)
+    enc = SentenceEncoder(BertModel(cfg).init_weights(seed=0), tiny_tokenizer, max_seq_length=32)
+    texts = ["a b c", "d e", "f g h i j k"] * 3
+    x3 = enc.with_options(precision="fp32-bf16x3", workers=2)
+    np.testing.assert_allclose(x3.encode(texts), enc.encode(texts), atol=1e-5)
+    assert any(type(m) is packed.X3Linear for m in _runner_modules(x3))
+    assert {m.implementation for m in x3._torch_model.attention_modules()} == {"x3"}
+    assert {m.implementation for m in enc.model.attention_modules()} == {"auto"}
+
+
 def test_the_fp32_bf16x3_runner_matches_fp32_and_refuses_compile(tiny_encoder):
     """precision='fp32-bf16x3' gives the fp32 vectors (to 1e-5) on its own copy of the weights, with the tiles where
     the CPU has them and plain fp32 where not; compile=True is refused with the fix named."""

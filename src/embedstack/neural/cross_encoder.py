@@ -23,7 +23,9 @@ worst-case bounds: most moves are far smaller than the largest (SciFact reranker
 percentile 0.057, largest 0.078 logits), and a margin of 0.1, which covers the largest, re-scored 46% of all pairs
 there. bf16-pure's default, 0.03, kept the first 10 of all 20 tuning queries in fp32's order while re-scoring 24% of
 the pairs (benchmarks/exact_margin.py); pass a larger ``exact_margin`` for a bound. fp32 is the reference on any backend:
-it re-scores nothing. A query's candidates are the pairs of one
+it re-scores nothing, nor does fp32-bf16x3. On a CPU with AMX the settling passes run as fp32-bf16x3 (float32 values,
+products as three bf16 ones on the tiles: logits within about 2e-5 of fp32's, twice as fast), so two pairs closer
+than that could still come out in either order. A query's candidates are the pairs of one
 call with the same query text (a server that merges two requests with the same query orders them as one list).
 
 Truncation: a pair longer than ``max_seq_length`` keeps the query whole and cuts the document; only a
