@@ -249,10 +249,14 @@ def main() -> None:
     ours = [r for r in rows if not r["system"].startswith("st-")]
     exact = [r for r in ours if r["spearman_vs_st_fp32"] >= 0.9999]
     fast = [r for r in ours if r["top10_identical"] >= 0.95]
+    from embedstack.neural.packed import x3_available
+
     res = {"pairs": len(pairs), "queries": len(bounds) - 1, "depth": opts.depth, "threads": opts.threads,
            "rounds": opts.rounds, "model": str(opts.model or "all-MiniLM-L6-v2 + seeded classifier"), "rows": rows,
            "bf16": bf16, "cpu_has_bf16": cpu_has_bf16(), "mean_tokens": float(lengths.mean()),
            "gflop_per_pair": flop_per_pair / 1e9,
+           # what exact_top's settling passes run as (CrossEncoder._score_fp32): fp32-bf16x3 where the tiles run
+           "rescore_precision": "fp32-bf16x3" if x3_available(ours_base.model) else "fp32",
            "weight_mb": sum(p.numel() * 4 for p in ours_base.model.parameters()) / 1e6,
            "roofline": hw, "load_before": load_before, "load_after": load_after, "logit_moves": moves,
            "logit_moves_pairs": len(other),
@@ -312,7 +316,7 @@ def markdown(res: dict[str, Any], section: str = "rerank_speed") -> str:
         if "rescored_pairs" in r:
             lines += ["", f"{r['system']}: {r['rescored_pairs']} of {res['pairs']} pairs "
                       f"({r['rescored_pairs'] / res['pairs']:.1%}) were near-ties in their query's first 10 and were "
-                      "scored again in fp32 (last round; the time includes it)."]
+                      f"scored again in {res.get('rescore_precision', 'fp32')} (last round; the time includes it)."]
     lines += ["", f"Roofline (measured in the same run): {gpp:.2f} GFLOP per pair (linear layers and attention "
               f"matmuls over the real tokens; the GFLOP/s column counts this full work for every system, though our torch "
               f"modes skip about a sixth of it: the last block computes [CLS] alone). fp32 GEMM at the model's layer shapes {hw['fp32_layer_gflops']:.0f} "

@@ -1285,7 +1285,8 @@ int embedstack_rows_out(const float *y, int64_t rows, int64_t cols, const float 
  * Each float32 value splits into two bfloat16s, a = a_h + a_l (a_h: a rounded to bf16; a_l: the rest, rounded),
  * which keeps 16 of float32's 24 mantissa bits. Then x Wᵀ ≈ x_h W_hᵀ + x_h W_lᵀ + x_l W_hᵀ, accumulated in
  * float32 by tdpbf16ps; the term left out (x_l W_lᵀ) and the split's rounding are about 2^-16 of each product,
- * against 2^-24 for float32 itself (XLA calls this "bf16_3x"). On a Xeon with AMX the tile unit multiplies bf16 about
+ * against 2^-24 for float32 itself (XLA calls this "bf16_3x"). With GELU (coef), outputs below -5.5 come out as
+ * x Φ(-5.5) (2e-8 x, where the exact GELU is nearer 0): 2e-6 at x = -100. On a Xeon with AMX the tile unit multiplies bf16 about
  * ten times as fast as AVX-512 multiplies float32, so three products still take well under half the time.
  *
  * x: float32 rows (M x K, row stride ldx); wh, wl: W's two halves packed by column blocks of 16, [N/16][K/2][16][2]

@@ -446,6 +446,8 @@ def x3_supported(in_features: int, out_features: int) -> bool:
 def pack_x3(weight: Any) -> tuple[Any, Any]:
     """A float32 ``weight`` (N, K) as :func:`linear_x3` reads it: its bfloat16 rounding and the bfloat16 rounding
     of what that leaves out, each packed as :func:`pack_decoder` packs (N a multiple of 32)."""
+    if weight.shape[0] % 32 or weight.shape[1] % 32:
+        raise ValueError(f"embedstack's x3 linear takes widths in multiples of 32; got {tuple(weight.shape)}")
     w = weight.detach().float()
     high = w.to(torch.bfloat16)
     return pack_decoder(high), pack_decoder(w - high.float())
@@ -458,6 +460,8 @@ def linear_x3(x: Any, packed: tuple[Any, Any], bias: Any | None, *, gelu: bool =
     kernels' cubic segments (2.5e-6 of the exact GELU at most). Returns float32 (..., N)."""
     high, low = packed
     n, k = high.shape[0] * 16, high.shape[1] * 2
+    if x.device.type != "cpu":
+        raise ValueError(f"embedstack's x3 linear runs on CPU tensors; got one on {x.device}")
     lead = x.shape[:-1]
     rows = _rows_of(x)
     m = rows.shape[0]

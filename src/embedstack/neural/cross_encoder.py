@@ -375,9 +375,9 @@ class CrossEncoder(TransformerRuntime):
         if not rows:
             return
         if self._fp32 is None:
-            from embedstack.neural import _attention
+            from embedstack.neural import packed
 
-            exact = "fp32-bf16x3" if _attention.x3_supported(32, 32) else "fp32"
+            exact = "fp32-bf16x3" if packed.x3_available(self.model) else "fp32"  # fp32: shares self.model
             self._fp32 = self.with_options(precision=exact, backend="torch", compile=False, small_backend=None,
                                            exact_top=0)
         logits[rows, 0] = self._fp32.predict([items[i] for i in rows], batch_size=batch_size, activation=False)

@@ -265,7 +265,8 @@ class TransformerRuntime:
         elif self.precision in ("bf16-pure", "bf16-int8-ffn"):  # a copy: models made by with_options share self.model
             model = copy.deepcopy(model).to(torch.bfloat16)
         if self.precision == "fp32-bf16x3":  # float32 products on the AMX tiles (plain fp32 where there are none)
-            model = packed.pack_linears(copy.deepcopy(model), x3=True)
+            if packed.x3_available(model):  # a copy only where the tiles run: elsewhere the fp32 model itself
+                model = packed.pack_linears(copy.deepcopy(model), x3=True)
         elif not self.compile and self.precision in packed.precisions() and packed.available():
             # eager: oneDNN products with packed weights, bias, GELU and residual add fused (the compiled graph
             # fuses them itself); a copy of the weights when the model is still self.model
