@@ -278,6 +278,29 @@ def test_exact_top_gives_fp32_order_at_low_precision(tiny_ce, tiny_tokenizer) ->
     np.testing.assert_allclose(x3.predict(pairs, activation=False), exact, atol=1e-4)
 
 
+def test_exact_top_settles_on_the_tiles_where_they_run(tiny_tokenizer, tiny_config) -> None:
+    """A reranker whose widths are multiples of 32: exact_top's settling passes run as fp32-bf16x3 where the AMX
+    build runs (plain fp32, sharing the model, elsewhere); the re-scored logits are fp32's to 1e-4 (weights at BERT's
+    initial scale: far larger ones blow the states up until 2^-16 of an attention score moves a softmax weight)."""
+    import dataclasses
+
+    import torch
+
+    from embedstack.neural import packed
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.transformer import BertModel
+
+    cfg = dataclasses.replace(tiny_config, hidden_size=64, num_attention_heads=2, intermediate_size=128)
+    ce = CrossEncoder(BertModel(cfg, add_pooler=True).init_weights(seed=0), tiny_tokenizer, max_seq_length=32)
+    with torch.no_grad():
+        ce.classifier.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    pairs = [(q, d) for q in ("the cat", "a dog ran") for _, d in PAIRS]
+    exact = ce.predict(pairs, activation=False)
+    wide = ce.with_options(precision="bf16-pure", exact_top=3, exact_margin=100.0)  # every candidate re-scored
+    np.testing.assert_allclose(wide.predict(pairs, activation=False), exact, atol=1e-4)
+    assert wide._fp32.precision == ("fp32-bf16x3" if packed.x3_available(ce.model) else "fp32")
+
+
 def test_exact_top_options_are_checked(tiny_ce, tiny_encoder, tiny_tokenizer, tiny_config, tmp_path: Path) -> None:
     from embedstack.neural.cross_encoder import CrossEncoder
     from embedstack.neural.specs import load, parse_options
