@@ -434,24 +434,34 @@ static inline void softmax_row_tab(const float *s, int64_t nk, int64_t kp, const
 static const int8_t KEY_ORDER[32] = {0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23,
                                      8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
 
-static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *vp_buf, float *s, uint16_t *p,
-                     uint16_t *qb, float *ob) {
-    const int64_t b = item / J->heads;
-    const int h = (int)(item % J->heads), D = J->dim, NC = D / 16;
-    const int64_t q0 = J->q_off[b], nq = J->q_len[b], k0 = J->k_off[b];
+/* Text b's keys for the tile kernels: how many count (those after the last attended one cost nothing) and its mask
+ * in *mask (NULL when no hole comes before that). With none, head h's outputs of the text are written as zeros. */
+static int64_t item_keys(const job_t *J, int64_t b, int h, const uint8_t **mask) {
+    const int D = J->dim;
     int64_t nk = J->k_len[b];
-    const uint8_t *m = J->mask ? J->mask + k0 : NULL;
-    if (m) { /* keys after the last attended one cost nothing; no hole before it: no mask at all */
+    const uint8_t *m = J->mask ? J->mask + J->k_off[b] : NULL;
+    if (m) {
         while (nk > 0 && !m[nk - 1]) nk--;
         int64_t holes = 0;
         for (int64_t j = 0; j < nk; j++) holes += !m[j];
         if (!holes) m = NULL;
     }
-    if (nk == 0) {
-        for (int64_t i = 0; i < nq; i++)
-            for (int c = 0; c < NC; c++) store16(J->out, (q0 + i) * J->ld_o + h * D + c * 16, _mm512_setzero_ps(), 1);
-        return;
-    }
+    if (nk == 0)
+        for (int64_t i = 0; i < J->q_len[b]; i++)
+            for (int c = 0; c < D / 16; c++)
+                store16(J->out, (J->q_off[b] + i) * J->ld_o + h * D + c * 16, _mm512_setzero_ps(), J->bf16);
+    *mask = m;
+    return nk;
+}
+
+static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *vp_buf, float *s, uint16_t *p,
+                     uint16_t *qb, float *ob) {
+    const int64_t b = item / J->heads;
+    const int h = (int)(item % J->heads), D = J->dim, NC = D / 16;
+    const int64_t q0 = J->q_off[b], nq = J->q_len[b], k0 = J->k_off[b];
+    const uint8_t *m;
+    const int64_t nk = item_keys(J, b, h, &m);
+    if (nk == 0) return;
     const int64_t kp = (nk + KEYS - 1) / KEYS * KEYS;
     const uint16_t *K = (const uint16_t *)J->k, *V = (const uint16_t *)J->v, *Q = (const uint16_t *)J->q;
     /* mantissas of 2^(i / 128), i < 128, rounded to 7 bits (softmax_row_tab) */
@@ -636,17 +646,27 @@ static void *amx_worker(void *arg) {
     return NULL;
 }
 
+/* The tile kernels' entry: `worker` over every (text, head) of the job; head dim 32 or 64 (1 otherwise), 2: no
+ * memory. bf16: the states' type (1: bfloat16, 0: float32). */
+static int tile_job(const void *q, const void *k, const void *v, void *out, const uint8_t *mask, const int64_t *q_off,
+                    const int64_t *q_len, const int64_t *k_off, const int64_t *k_len, int64_t n_texts, int heads,
+                    int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v, int64_t ld_o, int bf16, float scale,
+                    int threads, void *(*worker)(void *)) {
+    if (dim != 32 && dim != 64) return 1;
+    int64_t max_keys = 1;
+    for (int64_t b = 0; b < n_texts; b++) max_keys = k_len[b] > max_keys ? k_len[b] : max_keys;
+    job_t J = {q, k, v, out, mask, q_off, q_len, k_off, k_len, ld_q, ld_k, ld_v, ld_o,
+               n_texts, max_keys, heads, dim, bf16, scale, 0};
+    return run_parallel(&J, worker, threads);
+}
+
 /* As embedstack_attention, bfloat16 states only, head dim 32 or 64; 1: unsupported dim, 2: no memory. */
 int embedstack_attention_amx(const void *q, const void *k, const void *v, void *out, const uint8_t *mask,
                              const int64_t *q_off, const int64_t *q_len, const int64_t *k_off, const int64_t *k_len,
                              int64_t n_texts, int heads, int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v,
                              int64_t ld_o, float scale, int threads) {
-    if (dim != 32 && dim != 64) return 1;
-    int64_t max_keys = 1;
-    for (int64_t b = 0; b < n_texts; b++) max_keys = k_len[b] > max_keys ? k_len[b] : max_keys;
-    job_t J = {q, k, v, out, mask, q_off, q_len, k_off, k_len, ld_q, ld_k, ld_v, ld_o,
-               n_texts, max_keys, heads, dim, 1, scale, 0};
-    return run_parallel(&J, amx_worker, threads);
+    return tile_job(q, k, v, out, mask, q_off, q_len, k_off, k_len, n_texts, heads, dim, ld_q, ld_k, ld_v, ld_o, 1,
+                    scale, threads, amx_worker);
 }
 
 /* ---------------------------------------------------------------------------------------------------------------
@@ -675,19 +695,9 @@ static void x3_attn_item(const job_t *J, int64_t item, const x3_scratch_t *w) {
     const int64_t b = item / J->heads;
     const int h = (int)(item % J->heads), D = J->dim, NC = D / 16;
     const int64_t q0 = J->q_off[b], nq = J->q_len[b], k0 = J->k_off[b];
-    int64_t nk = J->k_len[b];
-    const uint8_t *m = J->mask ? J->mask + k0 : NULL;
-    if (m) {
-        while (nk > 0 && !m[nk - 1]) nk--;
-        int64_t holes = 0;
-        for (int64_t j = 0; j < nk; j++) holes += !m[j];
-        if (!holes) m = NULL;
-    }
-    if (nk == 0) {
-        for (int64_t i = 0; i < nq; i++)
-            for (int c = 0; c < NC; c++) store16(J->out, (q0 + i) * J->ld_o + h * D + c * 16, _mm512_setzero_ps(), 0);
-        return;
-    }
+    const uint8_t *m;
+    const int64_t nk = item_keys(J, b, h, &m);
+    if (nk == 0) return;
     const int64_t kp = (nk + KEYS - 1) / KEYS * KEYS;
     const float *K = (const float *)J->k, *V = (const float *)J->v, *Q = (const float *)J->q;
     /* K's two halves as [D/2][kp][2] (pairs of head dims by key), as amx_item packs K */
@@ -872,12 +882,8 @@ int embedstack_attention_x3(const void *q, const void *k, const void *v, void *o
                             const int64_t *q_off, const int64_t *q_len, const int64_t *k_off, const int64_t *k_len,
                             int64_t n_texts, int heads, int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v,
                             int64_t ld_o, float scale, int threads) {
-    if (dim != 32 && dim != 64) return 1;
-    int64_t max_keys = 1;
-    for (int64_t b = 0; b < n_texts; b++) max_keys = k_len[b] > max_keys ? k_len[b] : max_keys;
-    job_t J = {q, k, v, out, mask, q_off, q_len, k_off, k_len, ld_q, ld_k, ld_v, ld_o,
-               n_texts, max_keys, heads, dim, 0, scale, 0};
-    return run_parallel(&J, x3_attn_worker, threads);
+    return tile_job(q, k, v, out, mask, q_off, q_len, k_off, k_len, n_texts, heads, dim, ld_q, ld_k, ld_v, ld_o, 0,
+                    scale, threads, x3_attn_worker);
 }
 
 #endif
