@@ -233,6 +233,11 @@ OURS_OPTIONS = {"fp32": "@small_backend=onnx", "bf16": "@precision=bf16-pure,wor
 PEER_OPTIONS = {"fp32": [], "bf16": ["--dtype", "bfloat16"], "int8": ["--dtype", "int8"], "fp32-bf16x3": []}
 
 
+def roofline_precision(precision: str) -> str:
+    """The GEMM rate a run's ceiling is priced at: the peer's (fp32 for an fp32-bf16x3 run)."""
+    return "fp32" if precision == "fp32-bf16x3" else precision
+
+
 def ours_server(folder: Path, port: int, data_dir: Path | None = None, options: str = "") -> Server:
     exe = OURS_BIN / "embedstack"
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "embedstack.cli"]
@@ -506,8 +511,8 @@ def part_load(opts: argparse.Namespace, workloads: dict[str, list[str]], folder:
                            "texts": {k: len(v) for k, v in workloads.items()}, "loadavg_start": os.getloadavg(),
                            "servers": {}, "cpu": cpu_line()}
     if not opts.quick:
-        res["roofline"] = roofline(folder, workloads, threads=os.cpu_count() or 1,  # the peer's fp32 products
-                                   precision="fp32" if opts.precision == "fp32-bf16x3" else opts.precision)
+        res["roofline"] = roofline(folder, workloads, threads=os.cpu_count() or 1,
+                                   precision=roofline_precision(opts.precision))
         log(q, f"roofline: {res['roofline']}")
     try:
         for s in (ours, peer):  # one at a time: startup is timed alone
@@ -1016,7 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                  f"this is {cpu_line()!r}; a ceiling is only comparable on the same CPU.")
             superseded = last["machine"]["date"]
             last["roofline"] = roofline(model_folder(), load_workloads(), threads=os.cpu_count() or 1,
-                                        precision="fp32" if opts.precision == "fp32-bf16x3" else opts.precision)
+                                        precision=roofline_precision(opts.precision))
             last["roofline"]["rate_measured_after"] = machine()["date"]
             last["supersedes"] = f"the {superseded} record's ceiling (priced at another rate); same load runs"
             # appended as a new record that keeps the load runs' machine line (their date)

@@ -116,8 +116,9 @@ def graded_groups(source: str, min_grade: int, mining: dict[str, Any] | None = N
     from embedstack.data._registry import data_dir
     from embedstack.training.data import TrainingData
 
-    ds = load_beir(data_dir() / source, split=next((s for s in ("test", "train", "dev")
-                                                     if (data_dir() / source / "qrels" / f"{s}.tsv").is_file()), "test"))
+    if data_dir() is None:
+        raise SystemExit(f"{source} is read from the data directory: set EMBEDSTACK_DATA_DIR (e.g. ../shared/data)")
+    ds = load_beir(data_dir() / source, split=None)  # its one qrels split
     text = dict(zip(ds.doc_ids(), ds.doc_texts(), strict=True))
     query = dict(zip(ds.query_ids(), ds.query_texts(), strict=True))
     judged = [(query[q], text[d], g) for q, docs in ds.qrels.items() for d, g in docs.items() if g >= 1 and d in text]
@@ -259,12 +260,9 @@ def run_dev(name: str, corpus: list[str]) -> dict[str, Any]:
 
 BLEND_ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7)
 # the recipes scored by the blend study on tune-dev, and on the report half (with the blend arm that chooses for it)
-# "dev:NAME": the cross-encoder dev arm NAME trained on tune-train and saved (MODELS / NAME), scored as a recipe is
-BLEND_ARMS = {"dev-blend": "minilm-scifact-ce", "dev-blend-distill": "minilm-scifact-ce-distill",
-              "dev-blend-graded": "dev:dev-ict-128-graded"}
+BLEND_ARMS = {"dev-blend": "minilm-scifact-ce", "dev-blend-distill": "minilm-scifact-ce-distill"}
 REPORT_ARMS = {"report": ("minilm-scifact-ce", "dev-blend"), "report-distill": ("minilm-scifact-ce-distill",
-                                                                               "dev-blend-distill"),
-               "report-graded": ("dev:dev-ict-128-graded", "dev-blend-graded")}
+                                                                               "dev-blend-distill")}
 
 
 def chosen_blend(blend: dict[str, Any]) -> tuple[float, int]:
@@ -312,10 +310,9 @@ def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
     from embedstack.training.evaluators import query_half
     from embedstack.training.recipes import recipe_dir
 
-    folder = MODELS / recipe[4:] if recipe.startswith("dev:") else recipe_dir(recipe)
+    folder = recipe_dir(recipe)
     if not (folder / "embedstack.json").is_file():
-        raise SystemExit(f"run the dev arm first: --arms {recipe[4:]}" if recipe.startswith("dev:")
-                         else f"build the recipe first: embedstack recipe {recipe}")
+        raise SystemExit(f"build the recipe first: embedstack recipe {recipe}")
     bench = Bench(query_half(load_beir("scifact", split="train"), "tune-dev"), ("bm25", "hybrid"))
     cached = CachedReranker(CrossEncoder.from_folder(folder, precision="bf16", max_seq_length=EVAL_MAX_LEN))
     seconds = cached.fill(bench.pairs(100))
@@ -379,10 +376,8 @@ def run_report(recipe: str = "minilm-scifact-ce", alpha: float | None = None) ->
     from embedstack.training.evaluators import query_half
     from embedstack.training.recipes import build_recipe, get_recipe, recipe_dir
 
-    folder = MODELS / recipe[4:] if recipe.startswith("dev:") else recipe_dir(recipe)
+    folder = recipe_dir(recipe)
     built: dict[str, Any] = {}
-    if recipe.startswith("dev:") and not (folder / "embedstack.json").is_file():
-        raise SystemExit(f"run the dev arm first: --arms {recipe[4:]}")
     if not (folder / "embedstack.json").is_file():
         built, folder = build_recipe(get_recipe(recipe), score=False, stage=log,
                                      progress=lambda i: log(f"  step {i['step']}/{i['total']} loss {i['loss']:.3f}")

@@ -434,6 +434,14 @@ static inline void softmax_row_tab(const float *s, int64_t nk, int64_t kp, const
 static const int8_t KEY_ORDER[32] = {0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23,
                                      8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
 
+/* Two key rows a and d (32 bf16 each) stored as 32 pairs (a[i], d[i]) at dst (64 bf16): the rows of a packed V */
+static inline void store_key_pairs(__m512i a, __m512i d, uint16_t *dst) {
+    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
+                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(a, lo, d));
+    _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(a, _mm512_add_epi16(lo, _mm512_set1_epi16(16)), d));
+}
+
 /* Text b's keys for the tile kernels: how many count (those after the last attended one cost nothing) and its mask
  * in *mask (NULL when no hole comes before that). With none, head h's outputs of the text are written as zeros. */
 static int64_t item_keys(const job_t *J, int64_t b, int h, const uint8_t **mask) {
@@ -491,17 +499,13 @@ static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *v
     /* V as [kp/2][D][2]: row t (a pair of keys) holds (V[j][d], V[j+1][d]) for every head dim d, j = 2t in the
      * order in which softmax_row_tab stores P's keys (KEY_ORDER within each block of 32) */
     {
-        const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                            39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-        const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
         for (int64_t t = 0; t < kp / 2; t++) {
             const int64_t j = (2 * t) / 32 * 32 + KEY_ORDER[(2 * t) % 32];
             for (int c = 0; c < D; c += 32) {
                 __m512i a = j < nk ? _mm512_loadu_si512(V + (k0 + j) * J->ld_v + h * D + c) : _mm512_setzero_si512();
                 __m512i d = j + 1 < nk ? _mm512_loadu_si512(V + (k0 + j + 1) * J->ld_v + h * D + c)
                                        : _mm512_setzero_si512();
-                _mm512_storeu_si512(vp_buf + t * D * 2 + 2 * c, _mm512_permutex2var_epi16(a, lo, d));
-                _mm512_storeu_si512(vp_buf + t * D * 2 + 2 * c + 32, _mm512_permutex2var_epi16(a, hi, d));
+                store_key_pairs(a, d, vp_buf + t * D * 2 + 2 * c);
             }
         }
     }
@@ -714,9 +718,6 @@ static void x3_attn_item(const job_t *J, int64_t item, const x3_scratch_t *w) {
         }
     }
     /* V's two halves as [kp/2][D][2] (pairs of keys, in key order, by head dim) */
-    const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
-                                        39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-    const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
     for (int64_t t = 0; t < kp / 2; t++) {
         const int64_t j = 2 * t;
         for (int c = 0; c < D; c += 32) {
@@ -724,10 +725,8 @@ static void x3_attn_item(const job_t *J, int64_t item, const x3_scratch_t *w) {
             if (j < nk) split32(V + (k0 + j) * J->ld_v + h * D + c, &ah, &al);
             if (j + 1 < nk) split32(V + (k0 + j + 1) * J->ld_v + h * D + c, &dh, &dl);
             const int64_t o = t * D * 2 + 2 * c;
-            _mm512_storeu_si512(w->vh + o, _mm512_permutex2var_epi16(ah, lo, dh));
-            _mm512_storeu_si512(w->vh + o + 32, _mm512_permutex2var_epi16(ah, hi, dh));
-            _mm512_storeu_si512(w->vl + o, _mm512_permutex2var_epi16(al, lo, dl));
-            _mm512_storeu_si512(w->vl + o + 32, _mm512_permutex2var_epi16(al, hi, dl));
+            store_key_pairs(ah, dh, w->vh + o);
+            store_key_pairs(al, dl, w->vl + o);
         }
     }
     for (int64_t i0 = 0; i0 < nq; i0 += 16) {
