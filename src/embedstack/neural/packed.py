@@ -130,7 +130,8 @@ class PackedLinear(nn.Module):
 class X3Linear(nn.Module):
     """``y = act(x Wᵀ + b)`` for float32 ``x`` on the AMX tiles, to float32 accuracy: the product as three bf16
     products (``_attention.linear_x3``: about 4e-6 of the output's scale against 5e-7 for float32's own product),
-    2.4-2.6x the rate of torch's float32 product on a Xeon with AMX (2 threads, 2,048 rows of MiniLM's shapes). The
+    2.2-2.3x the rate of torch's float32 product on a Xeon with AMX (2 threads, 2,048 rows of MiniLM's shapes;
+    benchmarks/x3_kernels.py). The
     bias, and GELU (erf form, by the row kernels' cubic segments: within 2.5e-6 of the exact GELU), are applied in the
     kernel; ReLU, the tanh GELU and the residual add run after it in float32. Inference only; built by
     :func:`pack_linears` with ``x3=True`` (precision ``fp32-bf16x3``)."""
