@@ -260,9 +260,32 @@ def run_dev(name: str, corpus: list[str]) -> dict[str, Any]:
 
 BLEND_ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7)
 # the recipes scored by the blend study on tune-dev, and on the report half (with the blend arm that chooses for it)
-BLEND_ARMS = {"dev-blend": "minilm-scifact-ce", "dev-blend-distill": "minilm-scifact-ce-distill"}
+# inference options of a blend / report arm's reranker (beyond bf16 at EVAL_MAX_LEN tokens): doc_stride reads a long
+# abstract as overlapping windows, a pair's score its best window's (BERT-MaxP), instead of cutting it
+WINDOWS_128 = {"max_seq_length": 128, "doc_stride": 32}  # windows at the recipe's training length (pairs of 128 tokens)
+WINDOWS_256 = {"max_seq_length": 256, "doc_stride": 64}
+CUT_128 = {"max_seq_length": 128}  # the control: the training length, documents cut (their first window alone)
+BLEND_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dev-blend": ("minilm-scifact-ce", {}), "dev-blend-distill": ("minilm-scifact-ce-distill", {}),
+    "dev-blend-cut-128": ("minilm-scifact-ce", CUT_128),
+    "dev-blend-windows-128": ("minilm-scifact-ce", WINDOWS_128),
+    "dev-blend-windows-256": ("minilm-scifact-ce", WINDOWS_256)}
 REPORT_ARMS = {"report": ("minilm-scifact-ce", "dev-blend"), "report-distill": ("minilm-scifact-ce-distill",
-                                                                               "dev-blend-distill")}
+                                                                               "dev-blend-distill"),
+               "report-windows-128": ("minilm-scifact-ce", "dev-blend-windows-128"),
+               "report-windows-256": ("minilm-scifact-ce", "dev-blend-windows-256")}
+
+
+def reranker_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The CrossEncoder options every scoring arm uses, overridden by an arm's own (``BLEND_ARMS``)."""
+    return {"precision": "bf16", "max_seq_length": EVAL_MAX_LEN, **options}
+
+
+def describe_options(options: dict[str, Any]) -> str:
+    if options.get("doc_stride") is None:
+        return f"documents cut at {options.get('max_seq_length', EVAL_MAX_LEN)} tokens"
+    return (f"each abstract read as windows of {options.get('max_seq_length', EVAL_MAX_LEN)} tokens (query "
+            f"included) sharing {options['doc_stride']}, a pair scored by its best window (`doc_stride`)")
 
 
 def chosen_blend(blend: dict[str, Any]) -> tuple[float, int]:
@@ -300,7 +323,7 @@ def _blend(hits: Any, lists: dict[str, Any], weights: dict[str, float]) -> list[
     return order + sorted(set(range(len(hits))) - set(order))
 
 
-def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
+def run_blend(recipe: str = "minilm-scifact-ce", options: dict[str, Any] | None = None) -> dict[str, Any]:
     """How to blend the recipe (trained on tune-train) with a hybrid first stage, chosen on tune-dev: the
     reranker against the first stage's fused (RRF) score (``--rerank-fusion convex-z:α``), against each
     retriever's own z-scored score, and -- the control -- BM25 and dense z-scored against each other with no
@@ -314,7 +337,7 @@ def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
     if not (folder / "embedstack.json").is_file():
         raise SystemExit(f"build the recipe first: embedstack recipe {recipe}")
     bench = Bench(query_half(load_beir("scifact", split="train"), "tune-dev"), ("bm25", "hybrid"))
-    cached = CachedReranker(CrossEncoder.from_folder(folder, precision="bf16", max_seq_length=EVAL_MAX_LEN))
+    cached = CachedReranker(CrossEncoder.from_folder(folder, **reranker_options(options or {})))
     seconds = cached.fill(bench.pairs(100))
     # the dev arms' own cell (BM25's top 50, alone and fused), for the recipe as built on this machine
     on_bm25 = {**bench.metrics("bm25", cached, 50),
@@ -338,7 +361,8 @@ def run_blend(recipe: str = "minilm-scifact-ce") -> dict[str, Any]:
                 h, {n: n for n in names}, {names[0]: a, names[1]: 1 - a})
         for key, fn in variants.items():
             cells[f"{key}@{depth}"] = _ndcg_of_orders(bench, res, with_ce(fn), depth)
-    return {"recipe": recipe, "scored_on": "tune-dev", "n_queries": len(bench.queries), "cells": cells,
+    return {"recipe": recipe, "options": options or {}, "scored_on": "tune-dev", "n_queries": len(bench.queries),
+            "cells": cells,
             "bm25_top50": on_bm25,
             "pairs_scored": len(cached.cache), "score_seconds": seconds, "ndcg@10": cells["hybrid"]}
 
@@ -366,7 +390,8 @@ def run_hybrid_fusion() -> dict[str, Any]:
     return {"tune_dev": dev, "chosen": chosen, "report": rep, "ndcg@10": rep[chosen]}
 
 
-def run_report(recipe: str = "minilm-scifact-ce", alpha: float | None = None) -> dict[str, Any]:
+def run_report(recipe: str = "minilm-scifact-ce", alpha: float | None = None,
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The recipe (built into the recipe cache if needed) reranking every first stage at every depth on the
     report half, alone and fused with the first stage at ``alpha`` (chosen on tune-dev); one scoring pass over
     the union of all candidate pairs, then the real Pipeline for each cell."""
@@ -382,13 +407,13 @@ def run_report(recipe: str = "minilm-scifact-ce", alpha: float | None = None) ->
         built, folder = build_recipe(get_recipe(recipe), score=False, stage=log,
                                      progress=lambda i: log(f"  step {i['step']}/{i['total']} loss {i['loss']:.3f}")
                                      if i["step"] % 50 == 0 else None)
-    ce = CrossEncoder.from_folder(folder, precision="bf16", max_seq_length=EVAL_MAX_LEN)
+    ce = CrossEncoder.from_folder(folder, **reranker_options(options or {}))
     report = query_half(load_beir("scifact", split="train"), "report")
     bench = Bench(report)
     cached = CachedReranker(ce)
     pairs = bench.pairs(100)
     log(f"scoring {len(set(pairs)):,} distinct (query, abstract) pairs of {len(pairs):,}")
-    out: dict[str, Any] = {"recipe": recipe, "train": built.get("train"), "n_queries": len(bench.queries),
+    out: dict[str, Any] = {"recipe": recipe, "options": options or {}, "train": built.get("train"), "n_queries": len(bench.queries),
                            "alpha": alpha, "cells": {}, "score_seconds": cached.fill(pairs)}
     out["pairs_scored"] = len(cached.cache)
     for stage in FIRST_STAGES:
@@ -454,7 +479,8 @@ def markdown(arms: dict[str, Any]) -> str:
     for blend in (arms[n] for n in BLEND_ARMS if n in arms):
         c = blend["cells"]
         lines += ["", f"Blending the reranker with a hybrid first stage, chosen on tune-dev ({blend['n_queries']} "
-                  f"queries; the recipe `{blend['recipe']}` is trained on tune-train only; hybrid = RRF of BM25 and "
+                  f"queries; the recipe `{blend['recipe']}` is trained on tune-train only; "
+                  f"{describe_options(blend.get('options') or {})}; hybrid = RRF of BM25 and "
                   f"all-MiniLM-L6-v2, 100 candidates, alone {c['hybrid']:.2f}). *first α*: α · z(CE) + (1 − α) · z(RRF "
                   "score), what `--rerank-fusion convex-z:α` does; *retrievers α*: α · z(CE) + (1 − α)/2 · (z(BM25) + "
                   "z(dense)), each retriever's own score; *no CE*: the control, z(BM25) and z(dense) blended with no "
@@ -490,7 +516,8 @@ def markdown(arms: dict[str, Any]) -> str:
         c = rep["cells"]
         alpha = rep.get("alpha")
         lines += ["", f"Report half ({rep['n_queries']} queries never tuned on, full 5,183-abstract corpus), recipe "
-                  f"`{rep['recipe']}` (`embedstack recipe {rep['recipe']}`); first stages retrieve 100 candidates "
+                  f"`{rep['recipe']}` (`embedstack recipe {rep['recipe']}`; {describe_options(rep.get('options') or {})}); "
+                  "first stages retrieve 100 candidates "
                   "(hybrid: RRF k=60 of BM25 and all-MiniLM-L6-v2); nDCG@10 x100"
                   + (f"; fused: α = {alpha:g}, chosen on tune-dev" if alpha is not None else "") + ":", "",
                   "| first stage | alone | " + " | ".join(f"→ CE @{d}" for d in DEPTHS)
@@ -556,10 +583,10 @@ def main(argv: list[str] | None = None) -> None:
             elif alpha is None:
                 log(f"{name}: no --alpha and no kept {blend} arm to choose one: the reranker alone, not fused "
                     f"(run {blend} first)")
-            result = run_report(recipe, alpha=alpha)
+            result = run_report(recipe, alpha=alpha, options=BLEND_ARMS[blend][1])
             result["ndcg@10"] = result["cells"]["hybrid+ce@100"]["ndcg@10"]
         elif name in BLEND_ARMS:
-            result = run_blend(BLEND_ARMS[name])
+            result = run_blend(*BLEND_ARMS[name])
         elif name == "hybrid-fusion":
             result = run_hybrid_fusion()
         else:

@@ -84,6 +84,64 @@ def test_truncation_keeps_the_query_and_warns_once(tiny_tokenizer, tiny_config) 
     assert len(record) == 1
 
 
+def test_pair_windows_cover_the_document_with_the_query_whole(tiny_tokenizer) -> None:
+    query = "the big red"
+    doc = " ".join(["a", "cat", "sat", "on", "the", "mat", "tree", "house", "dog", "man"] * 4)  # 40 tokens
+    q_ids, d_ids = (x[1:-1].tolist() for x in tiny_tokenizer.encode_batch([query, doc], max_length=1000)[0])
+    ids, types, owner, cut = tiny_tokenizer.encode_pair_windows([(query, doc), ("man", "tree")], max_length=16, stride=3)
+    assert cut == 0 and owner.tolist() == [0] * (len(ids) - 1) + [1]
+    room = 16 - 3 - len(q_ids)
+    parts = []
+    for w, t in zip(ids[:-1], types[:-1], strict=True):
+        assert len(w) <= 16 and w[0] == tiny_tokenizer.cls_id and w[-1] == tiny_tokenizer.sep_id
+        assert w[1:1 + len(q_ids)].tolist() == q_ids and w[1 + len(q_ids)] == tiny_tokenizer.sep_id  # the query whole
+        assert t.tolist() == [0] * (len(q_ids) + 2) + [1] * (len(w) - len(q_ids) - 2)
+        parts.append(w[2 + len(q_ids):-1].tolist())
+    assert all(len(p) == room for p in parts[:-1])
+    for a, b in zip(parts, parts[1:], strict=False):
+        assert a[-3:] == b[:3]  # consecutive windows share `stride` tokens
+    assert parts[0] == d_ids[:room] and parts[-1] == d_ids[-len(parts[-1]):]  # every token, first to last
+    assert len(ids[-1]) == 5  # a document that fits: one window, as encode_pairs gives
+    assert ids[-1].tolist() == tiny_tokenizer.encode_pairs([("man", "tree")], max_length=16)[0][0].tolist()
+    # a query that leaves less than 2 * stride + 1 tokens per window is cut to leave that many
+    ids, _, _, cut = tiny_tokenizer.encode_pair_windows([("the " * 20, doc)], max_length=16, stride=3)
+    assert cut == 1 and all(len(w) <= 16 for w in ids) and len(ids) > 1
+    with pytest.raises(InputError, match="stride"):
+        tiny_tokenizer.encode_pair_windows([(query, doc)], max_length=16, stride=7)
+
+
+def test_doc_stride_scores_a_pair_by_its_best_window(tiny_ce, tiny_tokenizer) -> None:
+    from embedstack.neural.specs import parse_options
+
+    doc = " ".join(["a", "cat", "sat", "on", "the", "mat", "tree", "house", "dog", "man"] * 6)
+    pairs = [("the big red", doc), *PAIRS]
+    maxp = tiny_ce.with_options(doc_stride=6)
+    assert maxp.doc_stride == 6 and maxp.with_options(precision="bf16").doc_stride == 6
+    got = maxp.predict(pairs, activation=False, batch_size=2)
+    ids, types, owner = maxp._tokenize_pairs(pairs)
+    assert (owner == 0).sum() > 1  # the long document is several windows
+    each = []
+    for w, t in zip(ids, types, strict=True):  # each window scored alone, as a pair of its own
+        a = tiny_tokenizer.tokenizer.decode(w[1:int((t == 0).sum()) - 1].tolist())
+        b = tiny_tokenizer.tokenizer.decode(w[int((t == 0).sum()):-1].tolist())
+        each.append(tiny_ce.predict((a, b), activation=False))
+    want = [max(s for s, o in zip(each, owner, strict=True) if o == i) for i in range(len(pairs))]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(got[1:], tiny_ce.predict(PAIRS, activation=False), atol=1e-5)  # short pairs: as before
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is cut, so nothing is said
+        maxp.predict(pairs)
+    assert parse_options("m@doc_stride=32")[1] == {"doc_stride": 32}
+    for bad in (-1, 15, 2.5, True):
+        with pytest.raises(ConfigError, match="doc_stride"):
+            tiny_ce.with_options(doc_stride=bad)
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.transformer import BertModel
+
+    with pytest.raises(ConfigError, match="3 labels"):
+        CrossEncoder(BertModel(tiny_ce.model.config).init_weights(seed=0), tiny_tokenizer, num_labels=3, doc_stride=4)
+
+
 def test_fast_paths_give_the_same_scores(tiny_ce) -> None:
     ref = tiny_ce.predict(PAIRS, activation=False)
     np.testing.assert_allclose(tiny_ce.with_options(workers=2, num_threads=2).predict(PAIRS, activation=False, batch_size=2),
@@ -107,7 +165,7 @@ def test_onnx_backend_reads_token_types(tiny_ce, tmp_path: Path, monkeypatch: py
 
 
 def test_forward_pairs_matches_predict_and_has_gradients(tiny_ce) -> None:
-    ids, types = tiny_ce._tokenize_pairs(PAIRS)
+    ids, types, _ = tiny_ce._tokenize_pairs(PAIRS)
     tiny_ce.eval()
     logits = tiny_ce.forward_pairs(ids, types, min_rows=2)
     np.testing.assert_allclose(logits.detach().numpy()[:, 0], tiny_ce.predict(PAIRS, activation=False), atol=1e-5)

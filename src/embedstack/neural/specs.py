@@ -47,6 +47,7 @@ OPTIONS: dict[str, tuple[str, type]] = {
     "small_backend": ("small_backend", str),
     "exact_top": ("exact_top", int),  # cross-encoders: each query's first k in fp32's order (near-ties re-scored)
     "exact_margin": ("exact_margin", float),
+    "doc_stride": ("doc_stride", int),  # cross-encoders: long documents scored as windows sharing this many tokens
 }
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -115,7 +116,7 @@ def load(name_or_path: str, **options: Any) -> Any:
     folder, how = resolve_model(name_or_path)
     log.info("model %s resolved via %s", name_or_path, how)
     options.setdefault("name", _display_name(name_or_path))
-    ce_only = sorted(set(options) & {"exact_top", "exact_margin"})
+    ce_only = sorted(set(options) & {"exact_top", "exact_margin", "doc_stride"})
     if ce_only and not is_cross_encoder(folder):
         raise ConfigError(f"{name_or_path} is not a cross-encoder: the option(s) {ce_only} order a reranker's "
                           "scores and apply to cross-encoders only.")

@@ -170,13 +170,7 @@ class WordPiece:
         a first text that leaves no room for the second is cut too (longest first). Returns
         ``(ids, token_types, pairs_cut, first_texts_cut)``.
         """
-        if max_length < 4:
-            raise InputError(f"max_length must be at least 4 for a pair ([CLS] a [SEP] b [SEP]). Got {max_length}.")
-        items: list[tuple[str, str]] = []
-        for p in pairs:
-            if not isinstance(p, tuple | list) or len(p) != 2 or not all(isinstance(t, str) for t in p):
-                raise InputError(f"Pairs must be (str, str) tuples; got {p!r:.60}.")
-            items.append((p[0], p[1]))
+        items = _pair_items(pairs, max_length)
         self._truncate(max_length, "only_second")
         try:
             encodings = (self.tokenizer.encode_batch(items, add_special_tokens=True) if len(items) != 1
@@ -195,6 +189,45 @@ class WordPiece:
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         types = [np.asarray(e.type_ids, dtype=np.int64) for e in encodings]
         return ids, types, sum(1 for e in encodings if e.overflowing), long_first
+
+    def encode_pair_windows(self, pairs: Sequence[tuple[str, str]], *, max_length: int, stride: int
+                            ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, int]:
+        """``[CLS] a [SEP] b [SEP]`` windows of each pair: the first text (the query) whole in every window, the
+        second (the document) in overlapping windows that together hold all of it (BERT-MaxP's passages).
+
+        Each window is at most ``max_length`` tokens; consecutive windows of a document share ``stride`` tokens
+        (a document that fits is one window). A query that would leave the document fewer than ``2 * stride + 1``
+        tokens per window is cut to leave it that many. Returns ``(ids, token_types, owner, first_texts_cut)``:
+        ``owner[i]`` is the pair window ``i`` belongs to, windows in pair order.
+        """
+        items = _pair_items(pairs, max_length)
+        if isinstance(stride, bool) or not isinstance(stride, int | np.integer) or not 0 <= stride <= (max_length - 4) // 2:
+            raise InputError(f"stride must be an int in [0, {(max_length - 4) // 2}] (tokens two windows share; at most "
+                             f"(max_length - 4) / 2 for max_length={max_length}). Got {stride!r}.")
+        queries = list(dict.fromkeys(a for a, _ in items))
+        docs = list(dict.fromkeys(b for _, b in items))
+        q_ids = dict(zip(queries, self.encode_batch(queries, max_length=1 << 30)[0], strict=True))  # [CLS] a [SEP]
+        d_ids = dict(zip(docs, self.encode_batch(docs, max_length=1 << 30)[0], strict=True))  # [CLS] b [SEP]
+        sep = d_ids[docs[0]][-1:] if docs else None
+        ids: list[np.ndarray] = []
+        types: list[np.ndarray] = []
+        owner: list[int] = []
+        cut = 0
+        for i, (a, b) in enumerate(items):
+            q, d = q_ids[a], d_ids[b][1:-1]
+            if max_length - 1 - len(q) < 2 * stride + 1:  # the query leaves too little room: cut it (keep its [SEP])
+                keep = max_length - 1 - (2 * stride + 1)
+                q = np.concatenate([q[:keep - 1], q[-1:]])
+                cut += 1
+            room = max_length - 1 - len(q)
+            for s in range(0, max(len(d), 1), room - stride):
+                w = d[s:s + room]
+                ids.append(np.concatenate([q, w, sep]))
+                types.append(np.concatenate([np.zeros(len(q), np.int64), np.ones(len(w) + 1, np.int64)]))
+                owner.append(i)
+                if s + room >= len(d):
+                    break
+        return ids, types, np.asarray(owner, dtype=np.int64), cut
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece strings of one text (without special tokens)."""
@@ -218,6 +251,17 @@ class WordPiece:
                   "strip_accents": None, "tokenizer_class": "BertTokenizer", "model_max_length": model_max_length}
         atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2))
         atomic_write_text(folder / "special_tokens_map.json", json.dumps(specials, indent=2))
+
+
+def _pair_items(pairs: Sequence[tuple[str, str]], max_length: int) -> list[tuple[str, str]]:
+    if max_length < 4:
+        raise InputError(f"max_length must be at least 4 for a pair ([CLS] a [SEP] b [SEP]). Got {max_length}.")
+    items: list[tuple[str, str]] = []
+    for p in pairs:
+        if not isinstance(p, tuple | list) or len(p) != 2 or not all(isinstance(t, str) for t in p):
+            raise InputError(f"Pairs must be (str, str) tuples; got {p!r:.60}.")
+        items.append((p[0], p[1]))
+    return items
 
 
 def _lower_case(folder: Path) -> bool:

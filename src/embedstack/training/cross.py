@@ -116,7 +116,7 @@ class CrossEncoderTrainer(SentenceTrainer):
             types: list[np.ndarray] = []
             values = self.data.column(col)
             for i in range(0, len(values), 8192):
-                a, t = enc._tokenize_pairs(list(zip(anchors[i:i + 8192], values[i:i + 8192], strict=True)))
+                a, t, _ = enc._tokenize_pairs(list(zip(anchors[i:i + 8192], values[i:i + 8192], strict=True)), windows=False)
                 ids += a
                 types += t
             self._ids[col], self._types[col] = ids, types
