@@ -190,6 +190,11 @@ def test_save_load_round_trip_and_dispatch(tiny_ce, tmp_path: Path) -> None:
         embedstack.load(f"{folder}@pooling=cls")
     with pytest.raises(FormatError, match="cross-encoder"):
         SentenceEncoder.from_folder(folder)
+    assert back.doc_stride is None
+    windows = CrossEncoder.from_folder(tiny_ce.with_options(doc_stride=8).save(tmp_path / "ce-windows"))
+    assert windows.doc_stride == 8  # how the model reads long documents is saved with it
+    assert CrossEncoder.from_folder(tmp_path / "ce-windows", doc_stride=None).doc_stride is None  # options win
+    assert embedstack.load(f"{tmp_path / 'ce-windows'}@doc_stride=4").doc_stride == 4
 
 
 def test_a_bi_encoder_folder_is_not_a_cross_encoder(tiny_encoder, tmp_path: Path) -> None:
@@ -381,3 +386,26 @@ def test_exact_top_options_are_checked(tiny_ce, tiny_encoder, tiny_tokenizer, ti
         load(str(tmp_path / "bi"), exact_top=10)
     tiny_ce.save(tmp_path / "ce")
     assert load(str(tmp_path / "ce"), exact_top=10, precision="bf16-pure").exact_top == 10
+
+
+def test_a_recipe_spec_applies_the_recipe_inference_options_first(tiny_tokenizer, tiny_config, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import embedstack
+    from embedstack.neural.cross_encoder import CrossEncoder
+    from embedstack.neural.transformer import BertModel
+    from embedstack.training import recipes
+
+    monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    assert recipes.get_recipe("minilm-scifact-ce").inference == "max_seq_length=128,doc_stride=32"
+    CrossEncoder(BertModel(tiny_config, add_pooler=True).init_weights(seed=0), tiny_tokenizer,
+                 max_seq_length=32).save(recipes.recipe_dir("minilm-scifact-ce"))
+    monkeypatch.setitem(recipes.RECIPES, "minilm-scifact-ce", dataclasses.replace(
+        recipes.RECIPES["minilm-scifact-ce"], inference="max_seq_length=24,doc_stride=6"))
+    ce = embedstack.load("recipe:minilm-scifact-ce")
+    assert (ce.max_seq_length, ce.doc_stride) == (24, 6)
+    ce = embedstack.load("recipe:minilm-scifact-ce@doc_stride=4")  # the SPEC's own options win
+    assert (ce.max_seq_length, ce.doc_stride) == (24, 4)
+    ce = CrossEncoder.from_folder(recipes.recipe_dir("minilm-scifact-ce"))  # the folder itself is as it was saved
+    assert (ce.max_seq_length, ce.doc_stride) == (32, None)

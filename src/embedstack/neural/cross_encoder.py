@@ -578,6 +578,9 @@ class CrossEncoder(TransformerRuntime):
                                   "labels": labels, "max_seq_length": min(max_len, config.max_position_embeddings),
                                   "name": ours.get("name") if isinstance(ours.get("name"), str) else root.name,
                                   "source": str(root)}
+        stride = ours.get("doc_stride")  # how the model reads long documents, saved with it (our folders only)
+        if isinstance(stride, int) and not isinstance(stride, bool):
+            kwargs["doc_stride"] = stride
         kwargs.update(options)
         ce = cls(model, WordPiece.from_file(folder), **kwargs)
         ce.folder = root
@@ -614,6 +617,7 @@ class CrossEncoder(TransformerRuntime):
             if extra is not None:
                 extra(tmp)
             ours = {"name": self.name, "kind": "cross-encoder", "max_seq_length": self.max_seq_length,
+                    **({} if self.doc_stride is None else {"doc_stride": self.doc_stride}),
                     "format_version": 1, "files": file_checksums(tmp, exclude=("embedstack.json",))}
             (tmp / "embedstack.json").write_text(json.dumps(ours, indent=2), encoding="utf-8")
         self.folder = Path(path)

@@ -51,6 +51,8 @@ class Recipe:
         options: Extra options (``matryoshka_dims``, ``hard_negatives``, ``mining``, ``loss_options``,
             ``pooler`` of a new cross-encoder, ``model_options`` of a ColBERT, ``teacher`` of a cross-encoder,
             ColBERT or SPLADE, ``mlm`` settings).
+        inference: Model options a ``recipe:NAME`` SPEC applies before its own (``max_seq_length=128,doc_stride=32``:
+            how the built model reads its inputs best; the build and its ``report`` read the saved folder as it is).
     """
 
     name: str
@@ -65,6 +67,7 @@ class Recipe:
     expected: tuple[str, float] | None = None
     minutes: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    inference: str = ""
 
     @property
     def data_label(self) -> str:
@@ -129,7 +132,9 @@ _SCIFACT_BI = Recipe("minilm-scifact", "all-MiniLM-L6-v2 + MNRL on SciFact (tune
 _SCIFACT_CE = Recipe("minilm-scifact-ce", "a reranker on all-MiniLM-L6-v2's weights: the tune-train queries' (query, abstract) "
     "pairs x3, all 5,182 inverse-cloze pseudo-pairs and 1,500 title pairs of the corpus, each against 4 BM25 "
     "negatives (ranks 0-50 of the whole corpus, seeded), listwise softmax, documents cut at 128 tokens in "
-    "training (256 at inference); tune-dev was held out to choose it (benchmarks/train_reranker.py)", "cross",
+    "training; `recipe:minilm-scifact-ce` reads a long abstract as windows of 128 tokens sharing 32, a pair scored by "
+    "its best window (its report figure: cut at 256); tune-dev was held out to choose both "
+    "(benchmarks/train_reranker.py)", "cross",
     "all-MiniLM-L6-v2@max_seq_length=256", ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182",
                                                                             "scifact-titles:1500"),
     "listwise", {"epochs": 1, "batch_size": 16, "lr": 5e-5, "head_lr_scale": 10.0, "warmup_ratio": 0.1,
@@ -138,7 +143,8 @@ _SCIFACT_CE = Recipe("minilm-scifact-ce", "a reranker on all-MiniLM-L6-v2's weig
     expected=("nDCG@10 SciFact report half, BM25 top 50 reranked, bf16 (x100)", 60.42), minutes=28.0,
     options={"hard_negatives": "bm25", "pooler": "identity",
              "mining": {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random",
-                        "corpus": "scifact"}})
+                        "corpus": "scifact"}},
+    inference="max_seq_length=128,doc_stride=32")  # chosen on tune-dev: benchmarks/train_reranker.py dev-blend-*
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("minilm-stsb-cosent", "all-MiniLM-L6-v2 fine-tuned on STS-B train with CoSENT (model selection on STS-B dev)",
@@ -165,7 +171,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                 "positive, 4 BM25 negatives) group (recipe minilm-scifact-tune-train, trained on the same tune-train "
                 "queries, scoring in bf16); tune-dev held out (benchmarks/train_reranker.py: its arm "
                 "dev-ict-128-distill is this model)",
-        options={**_SCIFACT_CE.options, "teacher": "recipe:minilm-scifact-tune-train@precision=bf16"},
+        options={**_SCIFACT_CE.options, "teacher": "recipe:minilm-scifact-tune-train@precision=bf16"}, inference="",
         expected=("nDCG@10 SciFact report half, BM25 top 50 reranked, bf16 (x100)", 61.72), minutes=13.0),
     Recipe("minilm-scifact-colbert", "ColBERT on all-MiniLM-L6-v2's weights (fresh 128-d projection, queries "
            "[MASK]-padded to 32 tokens, documents cut at 256): SciFact tune-train query→abstract pairs and 1,500 "
@@ -276,6 +282,7 @@ def load_recipe_model(arg: str | None) -> Any:
                                  f"`embedstack recipe {name}` (it writes {folder}).")
     from embedstack.neural.specs import load
 
+    options = ",".join(filter(None, (recipe.inference, options)))  # the SPEC's own options win (parsed last)
     return load(str(folder) + (f"@{options}" if options else ""))
 
 
