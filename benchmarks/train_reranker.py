@@ -272,6 +272,7 @@ BLEND_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "dev-blend-windows-256": ("minilm-scifact-ce", WINDOWS_256)}
 REPORT_ARMS = {"report": ("minilm-scifact-ce", "dev-blend"), "report-distill": ("minilm-scifact-ce-distill",
                                                                                "dev-blend-distill"),
+               "report-cut-128": ("minilm-scifact-ce", "dev-blend-cut-128"),
                "report-windows-128": ("minilm-scifact-ce", "dev-blend-windows-128"),
                "report-windows-256": ("minilm-scifact-ce", "dev-blend-windows-256")}
 
@@ -500,6 +501,21 @@ def markdown(arms: dict[str, Any]) -> str:
         if b:
             lines += ["", f"The same model on the dev arms' own cell (BM25's top 50 on tune-dev): alone {b['ndcg@10']:.2f}, "
                       "fused " + ", ".join(f"α={a} {v:.2f}" for a, v in b["fused"].items()) + "."]
+    reading = [(n, arms[n]) for n in BLEND_ARMS if n in arms and BLEND_ARMS[n][0] == "minilm-scifact-ce"]
+    if len(reading) > 1:
+        lines += ["", "How the reranker reads an abstract, on tune-dev (`minilm-scifact-ce`, trained on pairs of 128 tokens; "
+                  "the same model in every row). *Best blend*: the best `--rerank-fusion convex-z:α` cell over α and "
+                  "depth, the rule that picks the report half's setting (the row with the best such cell is carried "
+                  "to the report half). nDCG@10 x100:", "",
+                  "| reading | hybrid → CE alone @10 | @50 | @100 | best blend (α, depth) | BM25 top 50 → CE alone "
+                  "| BM25 top 50, best fused |", "|---|---:|---:|---:|---|---:|---:|"]
+        for _, b in reading:
+            c, key = b["cells"], max((k for k in b["cells"] if k.startswith("ce+first")), key=b["cells"].get)
+            a_, d_ = key.removeprefix("ce+first").split("@")
+            lines.append(f"| {describe_options(b.get('options') or {})} | {c['ce@10']:.2f} | {c['ce@50']:.2f} | "
+                         f"{c['ce@100']:.2f} | {c[key]:.2f} ({a_}, {d_}) | {b['bm25_top50']['ndcg@10']:.2f} | "
+                         f"{max(b['bm25_top50']['fused'].values()):.2f} |")
+        lines += ["", f"The hybrid alone scores {reading[0][1]['cells']['hybrid']:.2f} on these queries."]
     hf = arms.get("hybrid-fusion")
     if hf:
         ch = hf["chosen"]
