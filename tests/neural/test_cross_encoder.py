@@ -131,6 +131,12 @@ def test_doc_stride_scores_a_pair_by_its_best_window(tiny_ce, tiny_tokenizer) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing is cut, so nothing is said
         maxp.predict(pairs)
+    # exact_top re-scores near-ties in windows too (a margin this wide re-scores every pair of the query)
+    one_query = [("the big red", doc), ("the big red", "a big red house"), ("the big red", "tree")]
+    settled = maxp.with_options(precision="bf16", exact_top=3, exact_margin=100.0)
+    np.testing.assert_allclose(settled.predict(one_query, activation=False), maxp.predict(one_query, activation=False),
+                               atol=1e-5)
+    assert settled.last_rescored == 3
     assert parse_options("m@doc_stride=32")[1] == {"doc_stride": 32}
     for bad in (-1, 15, 2.5, True):
         with pytest.raises(ConfigError, match="doc_stride"):
