@@ -103,9 +103,21 @@ def test_pair_windows_cover_the_document_with_the_query_whole(tiny_tokenizer) ->
     assert parts[0] == d_ids[:room] and parts[-1] == d_ids[-len(parts[-1]):]  # every token, first to last
     assert len(ids[-1]) == 5  # a document that fits: one window, as encode_pairs gives
     assert ids[-1].tolist() == tiny_tokenizer.encode_pairs([("man", "tree")], max_length=16)[0][0].tolist()
-    # a query that leaves less than 2 * stride + 1 tokens per window is cut to leave that many
+    # a pair that fits is one window whatever the query's length: nothing cut, as encode_pairs gives it
+    long_q = "the big red cat sat on"  # 6 tokens: [CLS] q [SEP] leaves 16 - 1 - 8 = 7 of room
+    ids, _, owner, cut = tiny_tokenizer.encode_pair_windows([(long_q, "tree")], max_length=16, stride=6)
+    assert cut == 0 and len(ids) == 1
+    assert ids[0].tolist() == tiny_tokenizer.encode_pairs([(long_q, "tree")], max_length=16)[0][0].tolist()
+    # a query that leaves less than 2 * stride + 1 of room is kept whole; its windows share half the room
+    ids, types, _, cut = tiny_tokenizer.encode_pair_windows([(long_q, doc)], max_length=16, stride=6)
+    parts = [w[8:-1].tolist() for w in ids]
+    assert cut == 0 and all(len(w) <= 16 and w[1:7].tolist() == ids[0][1:7].tolist() for w in ids)
+    assert all(a[-3:] == b[:3] for a, b in zip(parts, parts[1:], strict=False))  # (7 - 1) // 2 = 3 shared
+    assert parts[0] + [t for p in parts[1:] for t in p[3:]] == d_ids  # every token once, in order
+    # only a query leaving less than a quarter of max_length is cut, to leave that
     ids, _, _, cut = tiny_tokenizer.encode_pair_windows([("the " * 20, doc)], max_length=16, stride=3)
-    assert cut == 1 and all(len(w) <= 16 for w in ids) and len(ids) > 1
+    assert cut == 1 and len(ids) > 1 and all(len(w) == 16 for w in ids[:-1])
+    assert ids[0][10] == tiny_tokenizer.sep_id and all(w[:11].tolist() == ids[0][:11].tolist() for w in ids)  # 4 left
     with pytest.raises(InputError, match="stride"):
         tiny_tokenizer.encode_pair_windows([(query, doc)], max_length=16, stride=7)
 
@@ -131,6 +143,12 @@ def test_doc_stride_scores_a_pair_by_its_best_window(tiny_ce, tiny_tokenizer) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing is cut, so nothing is said
         maxp.predict(pairs)
+    from embedstack.serve.models import _Counter
+
+    # a server's token budget counts the windows the model will run
+    counted = _Counter(maxp).count_pairs("the big red", [doc, "tree", ""])
+    ids, _, owner = maxp._tokenize_pairs([("the big red", d) for d in (doc, "tree", "")])
+    assert counted == [sum(len(w) for w, o in zip(ids, owner, strict=True) if o == i) for i in range(3)]
     # exact_top re-scores near-ties in windows too (a margin this wide re-scores every pair of the query)
     one_query = [("the big red", doc), ("the big red", "a big red house"), ("the big red", "tree")]
     settled = maxp.with_options(precision="bf16", exact_top=3, exact_margin=100.0)
@@ -138,6 +156,7 @@ def test_doc_stride_scores_a_pair_by_its_best_window(tiny_ce, tiny_tokenizer) ->
                                atol=1e-5)
     assert settled.last_rescored == 3
     assert parse_options("m@doc_stride=32")[1] == {"doc_stride": 32}
+    assert parse_options("m@max_seq_length=256,doc_stride=none")[1] == {"max_seq_length": 256, "doc_stride": None}
     for bad in (-1, 15, 2.5, True):
         with pytest.raises(ConfigError, match="doc_stride"):
             tiny_ce.with_options(doc_stride=bad)
@@ -413,5 +432,9 @@ def test_a_recipe_spec_applies_the_recipe_inference_options_first(tiny_tokenizer
     assert (ce.max_seq_length, ce.doc_stride) == (24, 6)
     ce = embedstack.load("recipe:minilm-scifact-ce@doc_stride=4")  # the SPEC's own options win
     assert (ce.max_seq_length, ce.doc_stride) == (24, 4)
+    ce = embedstack.load("recipe:minilm-scifact-ce@max_seq_length=32,doc_stride=off")  # long documents cut again
+    assert (ce.max_seq_length, ce.doc_stride) == (32, None)
+    with pytest.raises(ConfigError, match="doc_stride=none"):  # the recipe's stride does not fit: the fix is named
+        embedstack.load("recipe:minilm-scifact-ce@max_seq_length=12")
     ce = CrossEncoder.from_folder(recipes.recipe_dir("minilm-scifact-ce"))  # the folder itself is as it was saved
     assert (ce.max_seq_length, ce.doc_stride) == (32, None)

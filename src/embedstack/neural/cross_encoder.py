@@ -35,8 +35,10 @@ Long documents (``doc_stride=s``): instead of cutting it, a document too long fo
 windows, each ``[CLS] query [SEP] window [SEP]`` of at most ``max_seq_length`` tokens, consecutive windows sharing
 ``s`` tokens, and the pair's logit is its best window's (BERT-MaxP, Dai & Callan 2019). A reranker trained on
 short pairs then sees every part of an abstract at the length it was trained on: on SciFact's tune-dev queries,
-``minilm-scifact-ce`` (trained on pairs of 128 tokens) reranking the hybrid's top 100 alone went from 61.7 (cut at 256
-tokens) to 70.6 nDCG@10 (benchmarks/train_reranker.py, arm ``dev-windows``). It costs one pass per window.
+``minilm-scifact-ce`` (trained on pairs of 128 tokens) reranking the hybrid's top 100 alone went from 61.75 (cut at 256
+tokens) to 76.36 nDCG@10 with windows of 128 sharing 32 (benchmarks/train_reranker.py, arm ``dev-blend-windows-128``).
+It costs one pass per window. A pair that fits is one window, as without ``doc_stride``; a query is cut only when it
+would leave a window less than a quarter of ``max_seq_length``.
 
 Example:
     >>> ce = CrossEncoder.from_folder("models/my-reranker")  # doctest: +SKIP
@@ -264,7 +266,9 @@ class CrossEncoder(TransformerRuntime):
             if isinstance(doc_stride, bool) or not isinstance(doc_stride, int | np.integer) or not 0 <= doc_stride <= limit:
                 raise ConfigError(f"doc_stride must be an int in [0, {limit}] (tokens two windows of a document share; "
                                   f"at most (max_seq_length - 4) / 2 for max_seq_length={self.max_seq_length}), or None "
-                                  f"to cut long documents. Got {doc_stride!r}.")
+                                  f"to cut long documents. Got {doc_stride!r}. A recipe or a saved folder may set it: "
+                                  "give your own with max_seq_length (MODEL@max_seq_length=64,doc_stride=16, or "
+                                  "doc_stride=none).")
             if self.num_labels != 1:
                 raise ConfigError(f"doc_stride scores a document by its best window, a relevance score; this model "
                                   f"has {self.num_labels} labels.")

@@ -69,6 +69,9 @@ def parse_options(spec: str) -> tuple[str, dict[str, Any]]:
             if key not in OPTIONS:
                 raise ConfigError(f"Unknown option {key!r} in spec {spec!r}; known: {sorted(OPTIONS)}.")
             target, kind = OPTIONS[key]
+            if target == "doc_stride" and value.strip().lower() in ("none", "off"):  # cut long documents instead
+                options[target] = None
+                continue
             options[target] = _convert(value.strip(), kind, key)
     return name, options
 

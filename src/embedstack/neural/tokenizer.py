@@ -195,10 +195,12 @@ class WordPiece:
         """``[CLS] a [SEP] b [SEP]`` windows of each pair: the first text (the query) whole in every window, the
         second (the document) in overlapping windows that together hold all of it (BERT-MaxP's passages).
 
-        Each window is at most ``max_length`` tokens; consecutive windows of a document share ``stride`` tokens
-        (a document that fits is one window). A query that would leave the document fewer than ``2 * stride + 1``
-        tokens per window is cut to leave it that many. Returns ``(ids, token_types, owner, first_texts_cut)``:
-        ``owner[i]`` is the pair window ``i`` belongs to, windows in pair order.
+        A pair that fits in ``max_length`` tokens is one window, as :meth:`encode_pairs` gives it. Otherwise each
+        window is ``max_length`` tokens (the last may be shorter) and consecutive windows of a document share
+        ``stride`` tokens, or fewer where a long query leaves less than ``2 * stride + 1`` tokens of room: then
+        they share half the room. Only a query that would leave less than a quarter of ``max_length`` is cut, to
+        leave that. Returns ``(ids, token_types, owner, first_texts_cut)``: ``owner[i]`` is the pair window ``i``
+        belongs to, windows in pair order.
         """
         items = _pair_items(pairs, max_length)
         if isinstance(stride, bool) or not isinstance(stride, int | np.integer) or not 0 <= stride <= (max_length - 4) // 2:
@@ -215,18 +217,15 @@ class WordPiece:
         cut = 0
         for i, (a, b) in enumerate(items):
             q, d = q_ids[a], d_ids[b][1:-1]
-            if max_length - 1 - len(q) < 2 * stride + 1:  # the query leaves too little room: cut it (keep its [SEP])
-                keep = max_length - 1 - (2 * stride + 1)
+            keep, room, step, n = window_plan(len(q), len(d), max_length, stride)
+            if keep < len(q):  # the query leaves too little room: cut it (keep its [SEP])
                 q = np.concatenate([q[:keep - 1], q[-1:]])
                 cut += 1
-            room = max_length - 1 - len(q)
-            for s in range(0, max(len(d), 1), room - stride):
+            for s in range(0, n * step, step):
                 w = d[s:s + room]
                 ids.append(np.concatenate([q, w, sep]))
                 types.append(np.concatenate([np.zeros(len(q), np.int64), np.ones(len(w) + 1, np.int64)]))
                 owner.append(i)
-                if s + room >= len(d):
-                    break
         return ids, types, np.asarray(owner, dtype=np.int64), cut
 
     def tokenize(self, text: str) -> list[str]:
@@ -251,6 +250,19 @@ class WordPiece:
                   "strip_accents": None, "tokenizer_class": "BertTokenizer", "model_max_length": model_max_length}
         atomic_write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2))
         atomic_write_text(folder / "special_tokens_map.json", json.dumps(specials, indent=2))
+
+
+def window_plan(query_len: int, doc_len: int, max_length: int, stride: int) -> tuple[int, int, int, int]:
+    """How :meth:`WordPiece.encode_pair_windows` reads one pair: ``(query tokens kept, document tokens per window,
+    step between window starts, number of windows)``, from the query's length with ``[CLS]`` and ``[SEP]`` and the
+    document's without special tokens (a serving token budget counts windows with it)."""
+    room = max_length - 1 - query_len  # document tokens per window: [CLS] a [SEP] is the query's, one [SEP] after
+    min_room = max(1, max_length // 4)  # a query that leaves less (and does not fit whole with the document) is cut
+    if doc_len > room and room < min_room:
+        query_len, room = max_length - 1 - min_room, min_room
+    step = room - min(stride, (room - 1) // 2)  # >= 1: windows share `stride` tokens, or half the room
+    n = 1 if doc_len <= room else 1 + -(-(doc_len - room) // step)
+    return query_len, room, step, n
 
 
 def _pair_items(pairs: Sequence[tuple[str, str]], max_length: int) -> list[tuple[str, str]]:

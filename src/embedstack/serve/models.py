@@ -55,6 +55,8 @@ class _Counter:
             self._tok = Tokenizer.from_str(inner.to_str())
             self._tok.no_truncation()
             self._tok.no_padding()
+        stride = getattr(obj, "doc_stride", None)  # a cross-encoder reading long documents as windows
+        self._windows = (int(obj.max_seq_length), int(stride)) if isinstance(stride, int) and self._tok else None
 
     def count(self, texts: Sequence[str]) -> list[int]:
         if self._tok is None:
@@ -65,6 +67,15 @@ class _Counter:
 
     def count_pairs(self, query: str, docs: Sequence[str]) -> list[int]:
         q = self.count([query])[0]
+        if self._windows is not None:  # every window repeats the query: the tokens the model will run
+            from embedstack.neural.tokenizer import window_plan
+
+            length, stride = self._windows
+            out = []
+            for d in self.count(docs):  # d counts [CLS] and [SEP]
+                keep, room, step, n = window_plan(q, d - 2, length, stride)
+                out.append(n * (keep + 1) + (n - 1) * (room - step) + d - 2)  # n windows, overlaps counted twice
+            return out
         return [q + d - 1 for d in self.count(docs)] if self._tok is not None else [q + d for d in self.count(docs)]
 
     def cut(self, text: str, limit: int) -> str:
