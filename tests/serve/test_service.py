@@ -247,6 +247,21 @@ def test_rerank_cohere_shape(minilm: Any, tiny_ce: Any) -> None:
         assert r.status_code == 400 and "reranker" in _err(r)["message"]
 
 
+def test_rerank_reads_long_documents_in_windows(minilm: Any, tiny_ce: Any) -> None:
+    windows = tiny_ce.with_options(max_seq_length=32, doc_stride=8)
+    docs = [" ".join(DOCS.values()), "cats"]  # the first is several windows of 32 tokens
+    want = windows.score([("cats", d) for d in docs])
+    with TestClient(_app(minilm, ce=windows)) as c:
+        r = c.post("/v1/rerank", json={"query": "cats", "documents": docs})
+        assert r.status_code == 200, r.text
+        got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+        np.testing.assert_allclose([got[0], got[1]], want, atol=1e-5)
+        ids, _, _ = windows._tokenize_pairs([("cats", d) for d in docs])
+        assert r.json()["usage"]["total_tokens"] == sum(len(w) for w in ids) > 32  # every window's tokens
+        info = {d["id"]: d for d in c.get("/v1/models").json()["data"]}["ce"]
+        assert info["doc_stride"] == 8 and info["max_tokens"] == 32
+
+
 def test_search_single_hybrid_reranked_with_timings(minilm: Any, folders: dict[str, Path], tiny_ce: Any) -> None:
     with TestClient(_app(minilm, folders, ce=tiny_ce)) as c:
         r = c.post("/v1/search", json={"index": "dense", "query": "a kitten playing", "k": 3})

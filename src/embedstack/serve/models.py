@@ -279,6 +279,8 @@ def load_model(name: str, spec: str | Any, *, spec_name: str | None = None, rera
                             observe=(lambda *a: observe(name, *a)) if observe is not None else None)
     if kind == "dense" or kind == "words":
         model.info["matryoshka"] = True
+    if isinstance(getattr(obj, "doc_stride", None), int):  # max_tokens is then a window's length, nothing is cut
+        model.info["doc_stride"] = int(obj.doc_stride)
     warm_up = getattr(obj, "warm_up", None)
     if callable(warm_up):  # compiled transformers: their graphs now, before /ready, not on the first requests
         warm_up(thread_counts=(threads,))
