@@ -12,7 +12,8 @@ x_max 100, alpha 0.75, 25 iterations, W + W~), all on 2 threads. Quality as stat
 the 30k most frequent words, WS-353 Spearman (pairs with both words in the vocabulary).
 
 Usage:
-    python benchmarks/glove_scale.py [--sizes 4000000,8000000,16000000,0]   # 0: the whole extract
+    EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/glove_scale.py [--sizes 4000000,8000000,16000000,0]
+    (--sizes 0: the whole extract)
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ def one_size(source: Path, max_words: int | None, analogies: Any, wordsim: Any) 
 def markdown(res: dict[str, Any]) -> str:
     g = next(iter(res["sizes"].values()))["glove_settings"]
     lines = ["## GloVe against skip-gram as the corpus grows (`benchmarks/glove_scale.py`)", "",
-             "Reproduce: `python benchmarks/glove_scale.py` — the first N words of the enwiki extract; our skip-gram "
+             "Reproduce: `EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/glove_scale.py` — the first N words of the enwiki extract; our skip-gram "
              "(dim 100, window 5, negative 5, sample 1e-3) at 1 and 5 epochs and our GloVe at the reference's defaults "
              f"(window {g['window']}, x_max {g['x_max']:g}, alpha {g['alpha']}, {g['epochs']} iterations, W + W~), "
-             "2 threads each; analogies: 3CosAdd over the 30k most frequent words; WS-353: Spearman.", "",
+             "2 threads each; analogies: 3CosAdd over the 30k most frequent words; WS-353: Spearman over the pairs in the "
+             "vocabulary (a smaller corpus has a smaller vocabulary, so the rows are scored on slightly different "
+             "question sets).", "",
              "| tokens | vocabulary | analogy SG 1 ep | SG 5 ep | GloVe | WS-353 SG 1 ep | SG 5 ep | GloVe "
              "| GloVe − SG 1 ep (WS-353, points) | GloVe − SG 5 ep |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

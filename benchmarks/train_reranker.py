@@ -14,10 +14,13 @@ BERT pooler started as the identity, a fresh one-logit classifier). Negatives ar
 the whole 5,183-abstract corpus (the query's judged positives are never negatives).
 
 Arms (``--arms``; each result is kept in results/train_reranker_arms.json and reused unless ``--fresh``):
-``dev-*`` (DEV_CONFIGS), ``dev-blend`` (how to blend the recipe with a hybrid first stage, on tune-dev; opt-in),
+``dev-*`` (DEV_CONFIGS), ``dev-blend`` (how to blend the recipe with a hybrid first stage, on tune-dev; opt-in;
+``dev-blend-cut-128`` / ``dev-blend-windows-128`` / ``dev-blend-windows-256`` the same with the reranker reading
+abstracts cut at 128 tokens or as windows, ``doc_stride``: BLEND_ARMS),
 ``hybrid-fusion`` (RRF against z-score blends of BM25 and dense with no reranker: chosen on tune-dev, scored on
 the report half; opt-in),
-``report`` (the recipe on the report half, every pipeline and depth).
+``report`` (the recipe on the report half, every pipeline and depth; ``report-windows-128`` etc. with the reading
+of its blend arm: REPORT_ARMS).
 
 Usage:
     EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/train_reranker.py [--arms dev-listwise] [--fresh]

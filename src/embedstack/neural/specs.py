@@ -121,8 +121,8 @@ def load(name_or_path: str, **options: Any) -> Any:
     options.setdefault("name", _display_name(name_or_path))
     ce_only = sorted(set(options) & {"exact_top", "exact_margin", "doc_stride"})
     if ce_only and not is_cross_encoder(folder):
-        raise ConfigError(f"{name_or_path} is not a cross-encoder: the option(s) {ce_only} order a reranker's "
-                          "scores and apply to cross-encoders only.")
+        raise ConfigError(f"{name_or_path} is not a cross-encoder: the option(s) {ce_only} set how a reranker "
+                          "scores pairs and apply to cross-encoders only.")
     if is_cross_encoder(folder):
         from embedstack.neural.cross_encoder import CrossEncoder
 

@@ -210,7 +210,7 @@ class WordPiece:
         docs = list(dict.fromkeys(b for _, b in items))
         q_ids = dict(zip(queries, self.encode_batch(queries, max_length=1 << 30)[0], strict=True))  # [CLS] a [SEP]
         d_ids = dict(zip(docs, self.encode_batch(docs, max_length=1 << 30)[0], strict=True))  # [CLS] b [SEP]
-        sep = d_ids[docs[0]][-1:] if docs else None
+        sep = np.array([self.sep_id], dtype=np.int64)
         ids: list[np.ndarray] = []
         types: list[np.ndarray] = []
         owner: list[int] = []

@@ -55,6 +55,9 @@ class Limits:
             thread each.
         body_timeout_s: the whole request body must arrive within this many seconds (408 otherwise), so a
             client that trickles bytes cannot hold a connection open.
+        max_windows: windows of one document a reranker that reads long documents in windows (``doc_stride``)
+            may run; a longer document is refused (split it into passages), so one request cannot buy unbounded
+            work.
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -68,6 +71,7 @@ class Limits:
     cache_ttl_s: float = 3600.0
     body_timeout_s: float = 30.0
     model_threads: int | None = None
+    max_windows: int = 64
 
     def threads(self) -> int:
         """``model_threads`` or the cores this process may run on."""
@@ -76,7 +80,7 @@ class Limits:
         return available_cores()
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_inputs", "max_batch_tokens", "max_queue"):
+        for name in ("max_body_bytes", "max_inputs", "max_batch_tokens", "max_queue", "max_windows"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"limits.{name} must be >= 1; got {getattr(self, name)}.")
         if self.max_tokens is not None and int(self.max_tokens) < 2:

@@ -56,7 +56,7 @@ class _Counter:
             self._tok.no_truncation()
             self._tok.no_padding()
         stride = getattr(obj, "doc_stride", None)  # a cross-encoder reading long documents as windows
-        self._windows = (int(obj.max_seq_length), int(stride)) if isinstance(stride, int) and self._tok else None
+        self._windows = (int(obj.max_seq_length), int(stride)) if isinstance(stride, int) and self._tok is not None else None
 
     def count(self, texts: Sequence[str]) -> list[int]:
         if self._tok is None:

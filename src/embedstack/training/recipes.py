@@ -132,15 +132,17 @@ _SCIFACT_BI = Recipe("minilm-scifact", "all-MiniLM-L6-v2 + MNRL on SciFact (tune
 _SCIFACT_CE = Recipe("minilm-scifact-ce", "a reranker on all-MiniLM-L6-v2's weights: the tune-train queries' (query, abstract) "
     "pairs x3, all 5,182 inverse-cloze pseudo-pairs and 1,500 title pairs of the corpus, each against 4 BM25 "
     "negatives (ranks 0-50 of the whole corpus, seeded), listwise softmax, documents cut at 128 tokens in "
-    "training; `recipe:minilm-scifact-ce` reads a long abstract as windows of 128 tokens sharing 32, a pair scored by "
-    "its best window (its report figure: cut at 256); tune-dev was held out to choose both "
+    "training; as a model SPEC, `recipe:minilm-scifact-ce` reads a long abstract as windows of 128 tokens sharing 32, a "
+    "pair scored by its best window (its report figure, and its use as a training start: documents cut at 256; "
+    "`@doc_stride=none,max_seq_length=256` reads it that way); tune-dev was held out to choose both "
     "(benchmarks/train_reranker.py)", "cross",
     "all-MiniLM-L6-v2@max_seq_length=256", ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182",
                                                                             "scifact-titles:1500"),
     "listwise", {"epochs": 1, "batch_size": 16, "lr": 5e-5, "head_lr_scale": 10.0, "warmup_ratio": 0.1,
                  "max_seq_length": 128, "precision": "bf16", "seed": 0},
     report="rerank:scifact/train#report@50",
-    expected=("nDCG@10 SciFact report half, BM25 top 50 reranked, bf16 (x100)", 60.42), minutes=28.0,
+    expected=("nDCG@10 SciFact report half, BM25 top 50 reranked, bf16, documents cut at 256 (x100)", 60.42),
+    minutes=28.0,
     options={"hard_negatives": "bm25", "pooler": "identity",
              "mining": {"num_negatives": 4, "range_min": 0, "range_max": 50, "sampling": "random",
                         "corpus": "scifact"}},
