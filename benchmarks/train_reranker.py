@@ -251,7 +251,7 @@ def run_dev(name: str, corpus: list[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     ce, res = train(cfg, data, during)
     ce.save(MODELS / name, force=True)  # kept, so other fusion weights or depths can be scored later
-    cached = CachedReranker(ce.with_options(precision="bf16", max_seq_length=EVAL_MAX_LEN))
+    cached = CachedReranker(ce.with_options(**reranker_options({})))
     cached.fill(bench.pairs(50))
     scores = bench.metrics("bm25", cached, 50)
     fused = {f"{a:g}": bench.metrics("bm25", cached, 50, a)["ndcg@10"] for a in ALPHAS}
