@@ -151,6 +151,20 @@ def test_alias_table_is_exact_and_draws_follow_it(p):
     assert draws.max() < len(p) and (p[np.unique(draws)] > 0).all()
 
 
+def test_fasttext_packs_the_buckets_it_trains():
+    from embedstack.static.fasttext import _pack_buckets
+
+    rng = np.random.default_rng(0)
+    sub_idx = rng.integers(0, 50_000, size=3_000).astype(np.int32)
+    used, packed = _pack_buckets(sub_idx)
+    np.testing.assert_array_equal(used[packed], sub_idx)  # the packed table's row k is bucket used[k]
+    assert len(np.unique(used)) == len(used) == len(np.unique(sub_idx))
+    first = [int(np.flatnonzero(sub_idx == b)[0]) for b in used]
+    assert first == sorted(first)  # rows in the order the (frequency-sorted) vocabulary first reaches them
+    used0, packed0 = _pack_buckets(np.zeros(0, np.int32))
+    assert used0.shape == packed0.shape == (0,)
+
+
 def test_fasttext_oov_and_persistence(tmp_path):
     from embedstack.static import load_vectors
     from embedstack.text.ngrams import ngram_buckets
@@ -161,7 +175,8 @@ def test_fasttext_oov_and_persistence(tmp_path):
     oov = kv.get_vector("hammers")
     used = set(kv.ngram_ids.tolist())  # buckets some vocabulary word trains; others stay out
     b = [x for x in ngram_buckets("hammers", 3, 6, 5000) if x in used]
-    rows = ft.vectors_ngrams_[b]
+    assert ft.vectors_ngrams_.shape == (len(kv.ngram_ids), 8) and len(kv.ngram_ids) < 5000
+    rows = ft.vectors_ngrams_[np.searchsorted(kv.ngram_ids, b)]
     np.testing.assert_allclose(oov, rows.mean(axis=0), rtol=1e-5)
     assert kv.most_similar("hammers", topn=1)
     assert kv.similarity("hammers", "hammer") > kv.similarity("hammers", "goat")
