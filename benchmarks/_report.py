@@ -64,7 +64,7 @@ def last_results(name: str) -> dict[str, Any]:
 def write_section(name: str, markdown: str, measured: dict[str, Any]) -> None:
     """Replace the NAME section of BENCHMARKS.md (``measured``: the record's ``machine``: date, cpus)."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    section = f"{start}\n{markdown.strip()}\n\n_Measured {measured['date']}, {measured['cpus']} CPUs._\n{end}"
+    section = f"{start}\n{markdown.strip()}\n\n{measured_line(measured)}\n{end}"
     text = BENCHMARKS_MD.read_text(encoding="utf-8") if BENCHMARKS_MD.exists() else "# Benchmarks\n"
     if start in text and end in text:
         before, rest = text.split(start, 1)
@@ -75,6 +75,12 @@ def write_section(name: str, markdown: str, measured: dict[str, Any]) -> None:
     tmp = BENCHMARKS_MD.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, BENCHMARKS_MD)
+
+
+def measured_line(measured: dict[str, Any]) -> str:
+    """A section's last line: when, on which CPU model (where the record names it) and how many cores."""
+    cpu = str(measured.get("cpu", "")).split(" (")[0]
+    return f"_Measured {measured['date']}{f' on {cpu}' if cpu else ''}, {measured['cpus']} CPUs._"
 
 
 def ratio(ours: float, theirs: float) -> float:

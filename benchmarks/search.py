@@ -557,19 +557,14 @@ def render_last() -> None:
     """Rewrite this benchmark's BENCHMARKS.md section from its last JSON record (no measurement)."""
     import json
 
-    from _report import BENCHMARKS_MD
+    from _report import write_section
 
     rec = json.loads((RESULTS / "search.jsonl").read_text(encoding="utf-8").strip().splitlines()[-1])
     cmd = "python benchmarks/search.py" + (" --quick" if rec.get("quick") else "")
     if "partial" in rec:
         cmd += " --only " + ",".join(rec["partial"]["only"])
         cmd += " --hnsw-1m" if rec["partial"].get("hnsw_1m") else ""
-    start, end = "<!-- bench:search -->", "<!-- /bench:search -->"
-    section = (f"{start}\n{markdown(rec, cmd).strip()}\n\n_Measured {rec['machine']['date']}, "
-               f"{rec['machine']['cpus']} CPUs._\n{end}")
-    text = BENCHMARKS_MD.read_text(encoding="utf-8")
-    before, rest = text.split(start, 1)
-    BENCHMARKS_MD.write_text(before + section + rest.split(end, 1)[1], encoding="utf-8")
+    write_section("search", markdown(rec, cmd), rec["machine"])
 
 
 def main() -> None:
