@@ -39,6 +39,16 @@ def cpu_name() -> str:
         return "unknown CPU"
 
 
+def l3_bytes() -> int | None:
+    """This CPU's last-level (L3) cache size in bytes, from sysfs; None where it cannot be read."""
+    try:
+        text = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1]] if text and text[-1] in units else int(text) if text.isdigit() else None
+
+
 def cpu_line() -> str:
     """The CPU's model name and the SIMD features our kernels use, e.g. ``AMD EPYC 9R14 (avx512_bf16, ...)``."""
     from embedstack._threads import cpu_features

@@ -510,6 +510,8 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
     q = args.quiet
     keep = args.keep
     runs: list[dict[str, Any]] = []
+    work = work_per_pair(task, max_len)  # before the timed runs (the ce task mines its negatives here too)
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
         base = keep if keep is not None else Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
@@ -535,6 +537,10 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
                                  "pairs_per_s": pps, "peak_rss_mib": peak, "folder": str(out), **r})
                     log(q, f"[{task}] {side} seed {seed}: {r['steps']} steps, {r['wall_s']:.1f} s, "
                            f"{pps:.1f} pairs/s, peak RSS {peak:.0f} MiB")
+        load_after = [round(x, 2) for x in os.getloadavg()]
+        from exact_search import roofline as machine_peaks
+
+        peaks = machine_peaks(3)  # after the timed runs: its threads cannot disturb them
         quality: dict[str, Any] = {}
         if not args.no_eval:
             folders = {"base": str(folder)}
@@ -567,6 +573,8 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
         "quick": args.quick, "sides": per_side, "command": command(task),
         "base_metric": quality.get("base", {}).get("metric"),
         "runs": [{k: v for k, v in r.items() if k != "folder"} for r in runs], "quality": quality,
+        "load_before": load_before, "load_after": load_after, "peaks": peaks, "work": work,
+        "roofline": {side: roofline_share(per_side[side], work, peaks) for side in per_side},
     }
     if "ours" in per_side and "st" in per_side:
         res["speedup"] = ratio(per_side["ours"]["pairs_per_s"]["median"], per_side["st"]["pairs_per_s"]["median"])
@@ -576,6 +584,40 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
         res["memory_ratio"] = ratio(per_side["ours"]["peak_rss_mib"]["median"], per_side["st"]["peak_rss_mib"]["median"])
         res["targets"] = targets(per_side, res["speedup"])
     return res
+
+
+def work_per_pair(task: str, max_len: int) -> dict[str, float]:
+    """Useful work of one training pair: its real tokens (cut at ``max_len``, no padding) and the flops of a
+    training step on them, forward + backward = 3 x the forward's 2 x (weights per token) + attention scores."""
+    import numpy as np
+
+    from embedstack.neural.tokenizer import WordPiece
+
+    folder = model_folder()
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    layers, d, ff = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["intermediate_size"]
+    tok = WordPiece.from_file(folder)
+    cols = train_columns(task)
+    if task == "ce":  # one sequence per pair: [CLS] query [SEP] document [SEP]
+        ids = tok.encode_pairs(list(zip(cols["anchor"], cols["positive"], strict=True)), max_length=max_len)[0]
+        seqs = [[len(x) for x in ids]]
+    else:  # a bi-encoder reads each text of the pair on its own
+        seqs = [[len(x) for x in tok.encode_batch(cols[c], max_length=max_len)[0]] for c in ("anchor", "positive")]
+    weights = layers * (4 * d * d + 2 * d * ff)  # per token: Q, K, V, output projections and the feed-forward
+    fwd = 0.0
+    for lengths in seqs:
+        t = np.asarray(lengths, dtype=np.float64)
+        fwd += float(np.mean(2 * weights * t + layers * 4 * d * t * t))  # + QK^T and attention x V
+    tokens = float(sum(np.mean(x) for x in seqs))
+    return {"tokens_per_pair": tokens, "train_gflop_per_pair": 3 * fwd / 1e9, "params_per_token": weights}
+
+
+def roofline_share(side: dict[str, Any], work: dict[str, float], peaks: dict[str, float]) -> dict[str, Any]:
+    """A side's training rate in GFLOP/s against the GEMM peak of the precision it ran in."""
+    gflops = side["pairs_per_s"]["median"] * work["train_gflop_per_pair"]
+    bf16 = "bf16" in str(side["precision"]) or "bf16" in str((side.get("config") or {}).get("mixed_precision", ""))
+    peak = peaks["bf16_gflops"] if bf16 else peaks["fp32_gflops_peak"]
+    return {"gflops": gflops, "peak_gflops": peak, "peak_kind": "bf16" if bf16 else "fp32", "share": gflops / peak}
 
 
 def command(task: str) -> str:
@@ -669,6 +711,18 @@ def markdown(res: dict[str, Any]) -> str:
                 if "seeds_compared" in tg:  # the rule above is coarse: say which way every seed went
                     lines[-1] += f"; ours lower on {tg['seeds_ours_lower']} of {tg['seeds_compared']} seeds"
                 lines[-1] += "."
+        if "roofline" in r:
+            w, pk = r["work"], r["peaks"]
+            shares = "; ".join(f"{r['sides'][k]['label']} {v['gflops']:.0f} GFLOP/s, {100 * v['share']:.0f}% of the "
+                               f"{v['peak_kind']} GEMM peak" for k, v in r["roofline"].items())
+            lines += ["", f"Roofline: a pair is {w['tokens_per_pair']:.1f} real tokens on average (training set, cut at "
+                          f"{r['max_len']}; no padding counted), {w['train_gflop_per_pair']:.2f} GFLOP per training step "
+                          "(forward + backward = 3 × the forward's 2 × weights × tokens, plus attention scores). "
+                          f"{shares}. Peaks measured in the same run ({r['threads']} threads): fp32 GEMM "
+                          f"{pk['fp32_gflops_peak']:.0f} GFLOP/s, bf16 GEMM {pk['bf16_gflops']:.0f} GFLOP/s, memory read "
+                          f"{pk['read_gbs']:.1f} GB/s. Load average (1, 5, 15 min) {r['load_before']} before, "
+                          f"{r['load_after']} after. What the rest of the time goes to: padding, the optimizer, "
+                          "layer norms, softmax and GELU, none counted as work here."]
     return "\n".join(lines)
 
 
