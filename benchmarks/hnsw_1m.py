@@ -35,7 +35,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import log, ratio, write_results  # noqa: E402
+from _report import l3_bytes, log, ratio, write_results  # noqa: E402
 from search import random_unit, recall_at  # noqa: E402
 
 PEERS = ("faiss", "faiss-sq-f16", "faiss-sq-bf16")
@@ -53,9 +53,10 @@ def main() -> None:
                          "peers: faiss (IndexHNSWFlat), faiss-sq-f16 / faiss-sq-bf16 (IndexHNSWSQ)")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--render-last", action="store_true", help="re-render the section from the last record")
+    ap.add_argument("--name", default="hnsw_1m", help="BENCHMARKS.md section / results file name")
     args = ap.parse_args()
     if args.render_last:
-        render_last()
+        render_last(args.name)
         return
 
     import faiss
@@ -132,16 +133,21 @@ def main() -> None:
             fn()
             times[arm].append(len(q) / (time.perf_counter() - t0))
         log(f"run {r + 1}: " + ", ".join(f"{a} {times[a][-1]:.0f}" for a in names))
+    load_after = [round(v, 2) for v in os.getloadavg()]
+    work = {arm: distances_per_query(arm, built[arm], q, chosen[arm], faiss) for arm in names}
+    from exact_search import roofline
+
+    res.update({"peaks": roofline(3), "work": work, "l3_bytes": l3_bytes()})  # after the timed runs
     res.update({"build_s": build_s, "sweep": sweep, "ef": chosen,
                 "qps": {a: {"median": statistics.median(v), "min": min(v), "max": max(v)} for a, v in times.items()},
                 "runs": times,
                 "recall": {a: next(s["recall@10"] for s in sweep[a] if s["ef"] == chosen[a]) for a in chosen},
                 "bytes": {a: (built[a].memory_bytes() if a not in PEERS else None) for a in arms},
-                "load_after": [round(v, 2) for v in os.getloadavg()]})
+                "load_after": load_after})
     md = markdown(res)
     print(md)
     if not args.no_report:
-        write_results("hnsw_1m", res, md)
+        write_results(args.name, res, md)
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -173,6 +179,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines += ["", "ef sweep (one run each): " + "; ".join(
         f"{label.get(a, a).split(' (')[0]}: " + ", ".join(f"ef {s['ef']} → {s['recall@10']:.3f}" for s in sw)
         for a, sw in res["sweep"].items())]
+    lines += _roofline(res, label)
     ours = [a for a in ("faiss-f16", "faiss-bf16", "i8+float", "bf16") if a in res["ef"]]
     if "faiss" in res["ef"] and ours:
         fq, fb = res["qps"]["faiss"]["median"], res["build_s"]["faiss"]
@@ -204,11 +211,64 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_last() -> None:
+def _roofline(res: dict[str, Any], label: dict[str, str]) -> list[str]:
+    """Work per query (distance computations at the chosen ef) and the bytes of vectors it reads per second."""
+    if "peaks" not in res or not res.get("work"):
+        return []
+    pk, n, d = res["peaks"], res["n"], res["dim"]
+    parts = []
+    for arm, ndis in res["work"].items():
+        if ndis is None:
+            parts.append(f"{label.get(arm, arm).split(' (')[0]}: not counted")
+            continue
+        qps = res["qps"][arm]["median"]
+        gbs = qps * ndis * d * CODE_BYTES.get(arm, 4) / 1e9
+        parts.append(f"{label.get(arm, arm).split(' (')[0]}: {ndis:,.0f} distances per query "
+                     f"({ndis * d * 2 / 1e6:.1f} MFLOP), {gbs:.1f} GB/s of vectors "
+                     f"({100 * gbs / pk['read_gbs']:.0f}% of the read bandwidth)")
+    l3 = res.get("l3_bytes")
+    fits = (f" The float32 rows alone ({4 * n * d / 2**30:.1f} GiB) are {4 * n * d / l3:.1f}× this CPU's "
+            f"{l3 / 2**20:.0f} MiB L3 cache." if l3 else "")
+    return ["", f"Roofline (peaks measured in the same run, 2 threads: fp32 GEMM {pk['fp32_gflops_peak']:.0f} GFLOP/s, "
+                f"memory read {pk['read_gbs']:.1f} GB/s): " + "; ".join(parts) + "." + fits
+            + " A graph walk reads one random node's links and vector per step and waits for it, so it is bound by "
+            "memory latency: far from both the GEMM peak and the streaming bandwidth, and fewer bytes per vector "
+            "(f16, i8) are the lever, not arithmetic."]
+
+
+def render_last(name: str) -> None:
     from _report import last_results, write_section
 
-    res = last_results("hnsw_1m")
-    write_section("hnsw_1m", markdown(res), res["machine"])
+    res = last_results(name)
+    write_section(name, markdown(res), res["machine"])
+
+
+# bytes of one stored vector each arm's graph walk reads (the codes it scores; links come on top)
+CODE_BYTES = {"faiss": 4, "faiss-sq-f16": 2, "faiss-sq-bf16": 2, "faiss-f16": 2, "faiss-bf16": 2, "i8+float": 1,
+              "bf16": 2}
+
+
+def distances_per_query(arm: str, idx: Any, q: np.ndarray, ef: int, faiss: Any) -> float | None:
+    """Distance computations per query at ``ef``: faiss counts them (``hnsw_stats.ndis``) for its own indexes and
+    for our faiss backend; usearch reports ``computed_distances``. None where neither is at hand."""
+    try:
+        if arm in PEERS or arm.startswith("faiss-"):
+            faiss.cvar.hnsw_stats.reset()
+            if arm in PEERS:
+                idx.hnsw.efSearch = ef
+                idx.search(q, 10)
+            else:
+                idx.set_ef(ef)
+                idx.search_ids(q, 10)
+            return float(faiss.cvar.hnsw_stats.ndis) / len(q)
+        graph = getattr(idx, "_index", None)
+        if graph is None or not hasattr(graph, "search"):
+            return None
+        idx.set_ef(ef)
+        found = graph.search(q, 10 * 4)  # the int8 graph's candidates (oversample 4), as a search walks it
+        return float(np.sum(found.computed_distances)) / len(q)
+    except Exception:  # a counter this faiss/usearch build lacks: the roofline says n/a
+        return None
 
 
 if __name__ == "__main__":
