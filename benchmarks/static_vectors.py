@@ -79,8 +79,9 @@ def run_ours(kind: str, corpus, opts: dict[str, Any]) -> tuple[dict[str, Any], l
     model.fit(corpus)
     cpu = time.process_time() - cpu
     st = model.stats_
+    extra = {"ngram_rows": int(model.vectors_ngrams_.shape[0])} if kind == "fasttext" else {}
     return ({"seconds": st.seconds, "cpu_seconds": cpu, "loss": st.epoch_loss[-1],
-             "effective_words": st.effective_words}, list(model.wv_.index_to_key),
+             "effective_words": st.effective_words, **extra}, list(model.wv_.index_to_key),
             np.array(model.wv_.vectors))
 
 
@@ -157,7 +158,7 @@ def main() -> None:
         if sentences is None:
             sentences = list(corpus.sentences())
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "gensim": []}
-        for rep in range(args.repeats):  # interleaved, order rotated
+        for rep in range(max(5, args.repeats) if not args.quick else args.repeats):  # interleaved, order rotated
             for side in (("ours", "gensim") if rep % 2 == 0 else ("gensim", "ours")):
                 log(q, f"[{kind}] run {rep + 1}/{args.repeats}: {side} ...")
                 one, keys, vecs = (run_ours(kind, corpus, opts) if side == "ours"
@@ -168,6 +169,8 @@ def main() -> None:
                 log(q, f"[{kind}] {side}: {one['seconds']:.1f}s, analogy {one['analogy']:.3f}")
                 runs[side].append(one)
         ours, theirs = _summary(runs["ours"]), _summary(runs["gensim"])
+        if kind == "fasttext":
+            ours["ngram_rows"] = runs["ours"][-1].get("ngram_rows")
         total_words = raw * args.epochs
         ours["words_per_second"] = total_words / ours["seconds"]
         theirs["words_per_second"] = total_words / theirs["seconds"]
@@ -296,7 +299,7 @@ def _runs_text(res: dict[str, Any]) -> str:
     if reps == {1}:
         return "one run per side, back to back."
     return (f"medians of {'/'.join(str(x) for x in sorted(reps))} runs per side, interleaved with the order rotated "
-            "(min-max in brackets); quality is the mean over the runs.")
+            "(min-max in brackets); quality is the mean over the runs (the queen rank: the first run's).")
 
 
 def _secs(side: dict[str, Any]) -> str:
@@ -357,9 +360,12 @@ def markdown(res: dict[str, Any], args: argparse.Namespace, rows) -> str:
                       f"read bandwidth {pk['read_gbs']:.1f} GB/s (2 threads, measured in the same run). Work counted as "
                       "6·dim flops per (input row, output row) update — a dot product and two row updates — over the "
                       "effective (subsampled) words, as in the `word2vec_cli` section; both sides do the same updates, "
-                      "so the GFLOP/s column compares rates on one scale. Both are far below the GEMM peak: each "
-                      "update is a 100-float dot product on rows picked at random from 42 MB matrices, bound by "
-                      "cache misses, not by arithmetic or streaming bandwidth."]
+                      "so the GFLOP/s column compares rates on one scale. FastText's figure leaves out its n-gram "
+                      "work (summing and updating each centre word's n-gram rows), so it is a lower bound and not "
+                      "comparable with the skip-gram row. All are far below the GEMM peak: each update is a "
+                      f"{res['options']['dim']}-float dot product on rows picked at random from matrices of "
+                      f"{res['corpus']['vocab'] * res['options']['dim'] * 4 / 1e6:.0f} MB (FastText's n-gram rows "
+                      "on top), bound by cache misses, not by arithmetic or streaming bandwidth."]
     if "glove" in res:
         g = res["glove"]
         when = f" (run of {g['from_run']})" if "from_run" in g else ""

@@ -510,8 +510,8 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
     q = args.quiet
     keep = args.keep
     runs: list[dict[str, Any]] = []
-    work = work_per_pair(task, max_len)  # before the timed runs (the ce task mines its negatives here too)
     load_before = [round(x, 2) for x in os.getloadavg()]
+    work = work_per_pair(task, max_len)  # before the timed runs (the ce task mines its negatives here too)
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
         base = keep if keep is not None else Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
@@ -718,7 +718,7 @@ def markdown(res: dict[str, Any]) -> str:
             lines += ["", f"Roofline: a pair is {w['tokens_per_pair']:.1f} real tokens on average (training set, cut at "
                           f"{r['max_len']}; no padding counted), {w['train_gflop_per_pair']:.2f} GFLOP per training step "
                           "(forward + backward = 3 × the forward's 2 × weights × tokens, plus attention scores). "
-                          f"{shares}. Peaks measured in the same run ({r['threads']} threads): fp32 GEMM "
+                          f"{shares}. Peaks measured in the same run (2 threads): fp32 GEMM "
                           f"{pk['fp32_gflops_peak']:.0f} GFLOP/s, bf16 GEMM {pk['bf16_gflops']:.0f} GFLOP/s, memory read "
                           f"{pk['read_gbs']:.1f} GB/s. Load average (1, 5, 15 min) {r['load_before']} before, "
                           f"{r['load_after']} after. What the rest of the time goes to: padding, the optimizer, "

@@ -318,12 +318,12 @@ def main() -> None:
                                  args.timing_repeats)))
         return
     if args.render_last:
-        from _report import cpu_line, last_results, write_section
+        from _report import last_results, write_section
 
         rec = last_results(args.name)
-        rec.setdefault("l3_bytes", l3_bytes() if rec["machine"].get("cpu") == cpu_line() else None)  # same CPU only
-        sizes = " ".join(str(d["n"]) for d in rec["datasets"] if d["name"].startswith("random-"))
-        cmd = rec.get("command", f"python benchmarks/vector_db.py --n {sizes} --repeats {rec['repeats']}")
+        if "command" not in rec:  # older records: their flags cannot be rebuilt faithfully
+            raise SystemExit(f"the last {args.name} record has no command; re-run the benchmark instead")
+        cmd = rec["command"]
         write_section(args.name, markdown(rec, cmd), rec["machine"])
         return
     args.systems = [s for s in str(args.systems).split(",") if s]

@@ -176,6 +176,13 @@ def test_fasttext_oov_and_persistence(tmp_path):
     used = set(kv.ngram_ids.tolist())  # buckets some vocabulary word trains; others stay out
     b = [x for x in ngram_buckets("hammers", 3, 6, 5000) if x in used]
     assert ft.vectors_ngrams_.shape == (len(kv.ngram_ids), 8) and len(kv.ngram_ids) < 5000
+    ptr, buckets = ft.subwords_
+    assert np.array_equal(kv.ngram_ids, np.unique(buckets))  # every bucket a word uses has its row, and only those
+    for w in ("hammer", "goat", kv.index_to_key[0]):  # a word's vector: the mean of its own row and its n-grams' rows
+        i = ft.vocabulary_.index_[w]
+        rows = np.searchsorted(kv.ngram_ids, buckets[ptr[i]:ptr[i + 1]])
+        expect = (ft.vectors_vocab_[i] + ft.vectors_ngrams_[rows].sum(axis=0)) / (1 + len(rows))
+        np.testing.assert_allclose(kv.get_vector(w), expect, rtol=1e-5, atol=1e-7)
     rows = ft.vectors_ngrams_[np.searchsorted(kv.ngram_ids, b)]
     np.testing.assert_allclose(oov, rows.mean(axis=0), rtol=1e-5)
     assert kv.most_similar("hammers", topn=1)

@@ -33,7 +33,8 @@ class FastText(_StaticTrainer):
 
     Args:
         minn / maxn: n-gram lengths in characters (``maxn=0`` disables n-grams: plain word2vec).
-        bucket: number of hashed n-gram rows.
+        bucket: size of the hashed n-gram space (fastText's ``-bucket``); only the buckets some
+            vocabulary word hashes to get a row.
         shared_negatives: skip-gram draws one set of negatives per two context words and scores them
             once against the centre's subword mean, each weighted by the pairs it stands for (fewer
             dot products and row updates per centre word). Faster, but it cost analogy accuracy on
@@ -44,8 +45,12 @@ class FastText(_StaticTrainer):
     Attributes:
         wv_: a :class:`FastTextKeyedVectors` (composed word vectors + the trained n-gram rows).
         vectors_ngrams_: the n-gram rows, one per bucket in ``wv_.ngram_ids`` (the buckets some
-            vocabulary word hashes to, ascending). Only those rows are allocated and trained: on the
-            enwiki extract 429,091 of the 2M buckets, 172 MB instead of 800 MB.
+            vocabulary word hashes to, ascending); the same array as ``wv_.ngram_vectors``. Only
+            those rows are allocated and trained: on the enwiki extract (105,343 words, min_count 5,
+            n-grams 3-6) 429,091 of the 2M buckets, 172 MB instead of 800 MB.
+        vectors_vocab_: the word rows (before composition with their n-grams).
+        subwords_: ``(ptr, bucket_ids)``: word ``i``'s n-gram buckets are ``bucket_ids[ptr[i]:ptr[i + 1]]``
+            (bucket numbers; ``np.searchsorted(wv_.ngram_ids, ...)`` gives their rows).
 
     Example:
         >>> ft = FastText(dim=8, min_count=1, epochs=1, workers=1, bucket=100).fit(["a b c"] * 10)
