@@ -144,6 +144,7 @@ def main() -> None:
                 "recall": {a: next(s["recall@10"] for s in sweep[a] if s["ef"] == chosen[a]) for a in chosen},
                 "bytes": {a: (built[a].memory_bytes() if a not in PEERS else None) for a in arms},
                 "load_after": load_after})
+    res["name"] = args.name
     md = markdown(res)
     print(md)
     if not args.no_report:
@@ -153,7 +154,8 @@ def main() -> None:
 def markdown(res: dict[str, Any]) -> str:
     n = res["n"]
     lines = [f"## HNSW at {n:,} vectors: HNSWIndex (usearch and faiss backends) vs faiss IndexHNSWFlat (`benchmarks/hnsw_1m.py`)", "",
-             "Reproduce: `python benchmarks/hnsw_1m.py" + ("" if n == 1_000_000 else f" --n {n}") + "` — "
+             "Reproduce: `python benchmarks/hnsw_1m.py" + ("" if n == 1_000_000 else f" --n {n}")
+             + ("" if res.get("name", "hnsw_1m") == "hnsw_1m" else f" --name {res['name']}") + "` — "
              f"{n:,} × {res['dim']} random unit vectors (power-law spectrum), {res['queries']:,} queries, M=16, "
              f"ef_construction=128, 2 threads both sides (faiss {res['faiss']} at its defaults, usearch {res['usearch']}); "
              f"smallest ef reaching recall@10 ≥ {res['target']}; queries/s median of {res['repeats']} interleaved "
@@ -240,6 +242,7 @@ def render_last(name: str) -> None:
     from _report import last_results, write_section
 
     res = last_results(name)
+    res.setdefault("name", name)
     write_section(name, markdown(res), res["machine"])
 
 
