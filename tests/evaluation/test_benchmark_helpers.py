@@ -89,7 +89,7 @@ def test_serving_render_last_keeps_the_runs_date_and_needs_no_servers(tmp_path, 
     monkeypatch.setattr(serve_bench, "model_folder", lambda: pytest.fail("render-last started from the model"))
     serve_bench.main(["--render-last"])
     text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
-    assert "<!-- bench:serve_load -->" in text and "_Measured 2026-12-01 10:00 UTC, 2 CPUs._" in text
+    assert "<!-- bench:serve_load -->" in text and "_Measured 2026-12-01 10:00 UTC on AMD EPYC, 2 CPUs._" in text
     assert f"{record['machine']['cpus']} cores shared by all three" in text
     assert "| short | 128 |" in text  # rows rendered from the stored runs
     with pytest.raises(SystemExit, match="goes with --render-last"):
@@ -170,3 +170,30 @@ def test_encode_targets_price_each_int8_mode_at_its_own_ceiling(encode_bench):
     assert "torch-int8-token-w2 | 1.80× | ST bf16 | no | 4.00× |" in line, line
     assert "torch-fp32 | 1.30× | no | 2.00× |" in line, line
 
+
+
+def test_measured_line_names_the_cpu_only_where_the_record_holds_it(monkeypatch):
+    report = next(_script(monkeypatch, "_report"))
+    with_cpu = {"date": "2026-12-06 04:10 UTC", "cpus": 2, "cpu": "AMD EPYC 9R14 (avx512_bf16, avx512_vnni)"}
+    assert report.measured_line(with_cpu) == "_Measured 2026-12-06 04:10 UTC on AMD EPYC 9R14, 2 CPUs._"
+    assert report.measured_line({"date": "2026-12-03 09:24 UTC", "cpus": 2}) == "_Measured 2026-12-03 09:24 UTC, 2 CPUs._"
+
+
+def test_l3_bytes_reads_sysfs_sizes(monkeypatch, tmp_path):
+    report = next(_script(monkeypatch, "_report"))
+    size = tmp_path / "size"
+    monkeypatch.setattr(report, "Path", lambda _p: size)
+    for text, expect in (("307200K", 300 << 20), ("32M", 32 << 20), ("4096", 4096), ("garbage", None)):
+        size.write_text(text + "\n", encoding="ascii")
+        assert report.l3_bytes() == expect
+    size.unlink()
+    assert report.l3_bytes() is None
+
+
+def test_evaluation_timing_warms_up_then_interleaves_with_the_order_rotated(monkeypatch):
+    evaluation = next(_script(monkeypatch, "evaluation"))
+    calls = []
+    out = evaluation.interleaved(lambda: calls.append("ours") or 1, lambda: calls.append("theirs") or 2, 3)
+    assert calls == ["ours", "theirs", "ours", "theirs", "theirs", "ours", "ours", "theirs"]  # warm-up, then rotated
+    assert len(out["runs"]["ours"]) == len(out["runs"]["theirs"]) == 3
+    assert (out["out_ours"], out["out_theirs"]) == (1, 2)
