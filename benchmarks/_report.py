@@ -40,13 +40,21 @@ def cpu_name() -> str:
 
 
 def l3_bytes() -> int | None:
-    """This CPU's last-level (L3) cache size in bytes, from sysfs; None where it cannot be read."""
-    try:
-        text = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text(encoding="ascii").strip()
-    except OSError:
-        return None
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    return int(text[:-1]) * units[text[-1]] if text and text[-1] in units else int(text) if text.isdigit() else None
+    """This CPU's level-3 cache size in bytes, from sysfs (inside a VM: the host socket's shared L3); None where it
+    cannot be read or parsed."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text(encoding="ascii").strip() != "3":
+                continue
+            text = (index / "size").read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        try:
+            return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+        except ValueError:
+            return None
+    return None
 
 
 def cpu_line() -> str:

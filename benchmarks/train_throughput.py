@@ -716,7 +716,7 @@ def markdown(res: dict[str, Any]) -> str:
             shares = "; ".join(f"{r['sides'][k]['label']} {v['gflops']:.0f} GFLOP/s, {100 * v['share']:.0f}% of the "
                                f"{v['peak_kind']} GEMM peak" for k, v in r["roofline"].items())
             lines += ["", f"Roofline: a pair is {w['tokens_per_pair']:.1f} real tokens on average (training set, cut at "
-                          f"{r['max_len']}; no padding counted), {w['train_gflop_per_pair']:.2f} GFLOP per training step "
+                          f"{r['max_len']}; no padding counted), {w['train_gflop_per_pair']:.2f} GFLOP of training work per pair "
                           "(forward + backward = 3 × the forward's 2 × weights × tokens, plus attention scores). "
                           f"{shares}. Peaks measured in the same run (2 threads): fp32 GEMM "
                           f"{pk['fp32_gflops_peak']:.0f} GFLOP/s, bf16 GEMM {pk['bf16_gflops']:.0f} GFLOP/s, memory read "

@@ -172,28 +172,49 @@ def test_encode_targets_price_each_int8_mode_at_its_own_ceiling(encode_bench):
 
 
 
-def test_measured_line_names_the_cpu_only_where_the_record_holds_it(monkeypatch):
-    report = next(_script(monkeypatch, "_report"))
+@pytest.fixture()
+def report_bench(monkeypatch):
+    yield from _script(monkeypatch, "_report")
+
+
+@pytest.fixture()
+def evaluation_bench(monkeypatch):
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                            "NUMBA_NUM_THREADS")}
+    yield from _script(monkeypatch, "evaluation")
+    for k, v in saved.items():  # the script sets thread counts on import: leave the process as it was
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def test_measured_line_names_the_cpu_only_where_the_record_holds_it(report_bench):
     with_cpu = {"date": "2026-12-06 04:10 UTC", "cpus": 2, "cpu": "AMD EPYC 9R14 (avx512_bf16, avx512_vnni)"}
-    assert report.measured_line(with_cpu) == "_Measured 2026-12-06 04:10 UTC on AMD EPYC 9R14, 2 CPUs._"
-    assert report.measured_line({"date": "2026-12-03 09:24 UTC", "cpus": 2}) == "_Measured 2026-12-03 09:24 UTC, 2 CPUs._"
+    assert report_bench.measured_line(with_cpu) == "_Measured 2026-12-06 04:10 UTC on AMD EPYC 9R14, 2 CPUs._"
+    assert report_bench.measured_line({"date": "2026-12-03 09:24 UTC", "cpus": 2}) == "_Measured 2026-12-03 09:24 UTC, 2 CPUs._"
 
 
-def test_l3_bytes_reads_sysfs_sizes(monkeypatch, tmp_path):
-    report = next(_script(monkeypatch, "_report"))
-    size = tmp_path / "size"
-    monkeypatch.setattr(report, "Path", lambda _p: size)
-    for text, expect in (("307200K", 300 << 20), ("32M", 32 << 20), ("4096", 4096), ("garbage", None)):
-        size.write_text(text + "\n", encoding="ascii")
-        assert report.l3_bytes() == expect
-    size.unlink()
-    assert report.l3_bytes() is None
+def test_l3_bytes_reads_the_level_3_cache_from_sysfs(report_bench, monkeypatch, tmp_path):
+    (tmp_path / "index2").mkdir()
+    (tmp_path / "index2" / "level").write_text("2\n")
+    (tmp_path / "index2" / "size").write_text("2048K\n")
+    (tmp_path / "index3").mkdir()
+    (tmp_path / "index3" / "level").write_text("3\n")
+    monkeypatch.setattr(report_bench, "Path", lambda _p: tmp_path)
+    for text, expect in (("307200K", 300 << 20), ("32M", 32 << 20), ("1.5M", 3 << 19), ("4096", 4096),
+                         ("garbage", None)):
+        (tmp_path / "index3" / "size").write_text(text + "\n")
+        assert report_bench.l3_bytes() == expect
+    (tmp_path / "index3" / "size").unlink()
+    assert report_bench.l3_bytes() is None  # the level-2 size is never taken for L3
 
 
-def test_evaluation_timing_warms_up_then_interleaves_with_the_order_rotated(monkeypatch):
-    evaluation = next(_script(monkeypatch, "evaluation"))
+def test_evaluation_timing_warms_up_then_interleaves_with_the_order_rotated(evaluation_bench):
     calls = []
-    out = evaluation.interleaved(lambda: calls.append("ours") or 1, lambda: calls.append("theirs") or 2, 3)
+    out = evaluation_bench.interleaved(lambda: calls.append("ours") or 1, lambda: calls.append("theirs") or 2, 3)
     assert calls == ["ours", "theirs", "ours", "theirs", "theirs", "ours", "ours", "theirs"]  # warm-up, then rotated
     assert len(out["runs"]["ours"]) == len(out["runs"]["theirs"]) == 3
     assert (out["out_ours"], out["out_theirs"]) == (1, 2)
