@@ -280,8 +280,8 @@ def _roofline(ds: dict[str, Any], peaks: dict[str, float] | None, l3: int | None
     cached = ""
     if l3 and rows_bytes < l3:
         cached = (f" The {rows_bytes / 2**20:.0f} MiB of float32 rows fit in this CPU's {l3 / 2**20:.0f} MiB L3 cache, so "
-                  "a query after the first reads them from cache: the read bandwidth (measured on 2 GiB, from memory) "
-                  "is not their ceiling, and shares above 100% say so.")
+                  "a query after the first can read them from cache (a share above 100% says it does): the read "
+                  "bandwidth (measured on 2 GiB, from memory) is not their ceiling.")
     return [f"Roofline ({ds['name']}; peaks measured in the same run, 2 threads: fp32 GEMM "
             f"{peaks['fp32_gflops_peak']:.0f} GFLOP/s, memory read {peaks['read_gbs']:.1f} GB/s): " + "; ".join(parts)
             + "." + cached + " The HNSW rows walk a graph: each step waits on a random node's links and vector, so they are bound "
