@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,34 @@ def measured_line(measured: dict[str, Any]) -> str:
     """A section's last line: when, on which CPU model (where the record names it) and how many cores."""
     cpu = str(measured.get("cpu", "")).split(" (")[0]
     return f"_Measured {measured['date']}{f' on {cpu}' if cpu else ''}, {measured['cpus']} CPUs._"
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages, rounded (every comparison records them before and after)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def interleaved(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> dict[str, Any]:
+    """Time both sides ``repeats`` times (after one untimed run each), interleaved with the order rotated.
+
+    Returns the medians (``ours``, ``theirs``), every run's seconds (``runs``) and each side's last output
+    (``out_ours``, ``out_theirs``).
+    """
+    times: dict[str, list[float]] = {"ours": [], "theirs": []}
+    outs: dict[str, Any] = {"ours": ours(), "theirs": theirs()}  # untimed warm-up: caches, norms, imports
+    for r in range(repeats):
+        for side in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+            fn = ours if side == "ours" else theirs
+            t = time.perf_counter()
+            outs[side] = fn()
+            times[side].append(time.perf_counter() - t)
+    return {"ours": statistics.median(times["ours"]), "theirs": statistics.median(times["theirs"]),
+            "runs": times, "out_ours": outs["ours"], "out_theirs": outs["theirs"]}
+
+
+def spread(xs: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
+    """``min–max`` of ``xs`` (times ``scale``), for a table cell beside a median."""
+    return f"{min(xs) * scale:{fmt}}–{max(xs) * scale:{fmt}}"
 
 
 def ratio(ours: float, theirs: float) -> float:

@@ -29,12 +29,10 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, write_results  # noqa: E402
+from _report import cpu_line, interleaved, load_average, spread, write_results  # noqa: E402
 from embedstack.data import iter_texts, load_analogies, load_beir, load_word_similarity, resolve_dataset  # noqa: E402
 from embedstack.evaluation.metrics import evaluate_run  # noqa: E402
 from embedstack.evaluation.words import evaluate_analogies, evaluate_word_similarity  # noqa: E402
@@ -44,24 +42,6 @@ from embedstack.models import resolve  # noqa: E402
 def log(msg: str, quiet: bool) -> None:
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
-
-
-def interleaved(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> dict[str, Any]:
-    """Time both sides ``repeats`` times (after one untimed run each), interleaved with the order rotated."""
-    times: dict[str, list[float]] = {"ours": [], "theirs": []}
-    outs: dict[str, Any] = {"ours": ours(), "theirs": theirs()}  # untimed warm-up: caches, norms, imports
-    for r in range(repeats):
-        for side in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
-            fn = ours if side == "ours" else theirs
-            t = time.perf_counter()
-            outs[side] = fn()
-            times[side].append(time.perf_counter() - t)
-    return {"ours": statistics.median(times["ours"]), "theirs": statistics.median(times["theirs"]),
-            "runs": times, "out_ours": outs["ours"], "out_theirs": outs["theirs"]}
-
-
-def spread(xs: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
-    return f"{min(xs) * scale:{fmt}}–{max(xs) * scale:{fmt}}"
 
 
 def bm25_run(quiet: bool) -> tuple[dict, dict]:
@@ -209,10 +189,10 @@ def main() -> None:
     args = ap.parse_args()
     repeats = 1 if args.quick else max(5, args.repeats or 5)  # issue 16: at least 5 runs per side
     n_articles = args.articles or (500 if args.quick else 2000)
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     m_res, m_md = metrics_section(repeats, args.quiet)
     w_res, w_md = words_section(n_articles, repeats, args.quiet)
-    load_after = [round(x, 2) for x in os.getloadavg()]
+    load_after = load_average()
     from exact_search import roofline  # after the timed runs: its threads cannot disturb them
 
     peaks = roofline(3)

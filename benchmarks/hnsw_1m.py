@@ -35,7 +35,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import l3_bytes, log, ratio, write_results  # noqa: E402
+from _report import l3_bytes, load_average, log, ratio, write_results  # noqa: E402
 from search import random_unit, recall_at  # noqa: E402
 
 PEERS = ("faiss", "faiss-sq-f16", "faiss-sq-bf16")
@@ -68,7 +68,7 @@ def main() -> None:
     d, n = 384, args.n
     res: dict[str, Any] = {"n": n, "dim": d, "queries": args.queries, "repeats": args.repeats, "target": args.target,
                            "faiss": faiss.__version__, "usearch": usearch.__version__,
-                           "load_before": [round(v, 2) for v in os.getloadavg()]}
+                           "load_before": load_average()}
     log(f"generating {n:,} vectors")
     x = random_unit(n, d, seed=1)
     q = random_unit(args.queries, d, seed=2)
@@ -133,7 +133,7 @@ def main() -> None:
             fn()
             times[arm].append(len(q) / (time.perf_counter() - t0))
         log(f"run {r + 1}: " + ", ".join(f"{a} {times[a][-1]:.0f}" for a in names))
-    load_after = [round(v, 2) for v in os.getloadavg()]
+    load_after = load_average()
     work = {arm: distances_per_query(arm, built[arm], q, chosen[arm], faiss) for arm in names}
     from exact_search import roofline
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, ratio, write_results  # noqa: E402
+from _report import RESULTS, load_average, ratio, write_results  # noqa: E402
 
 
 def log(quiet: bool, *msg: Any) -> None:
@@ -139,7 +139,7 @@ def main() -> None:
     models = args.models.split(",")
 
     log(q, f"reading {source} (max words: {max_words or 'all'}) ...")
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     t0 = time.perf_counter()
     corpus = IdCorpus.build(limited_texts(source, max_words), min_count=5)
     corpus_s = time.perf_counter() - t0
@@ -177,8 +177,6 @@ def main() -> None:
         ours["with_corpus_seconds"] = ours["seconds"] + corpus_s
         theirs["with_corpus_seconds"] = theirs["seconds"] + theirs["vocab_seconds"]
         r = ratio(ours["words_per_second"], theirs["words_per_second"])
-        from word2vec_cli import roofline_rates
-
         cell = {"model": kind, "runs": {"ours": [{"effective_words": x["effective_words"], "train_s": x["seconds"]}
                                                  for x in runs["ours"]],
                                         "gensim": [{"train_s": x["seconds"]} for x in runs["gensim"]]}}
@@ -240,7 +238,7 @@ def main() -> None:
             fig.savefig(RESULTS / "static_vectors_nplm.png", dpi=120)
         except ImportError as exc:
             results["nplm"] = {"skipped": str(exc)}
-    results["load"] = {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]}
+    results["load"] = {"before": load_before, "after": load_average()}
     if rows:
         from exact_search import roofline  # after the timed runs: its threads cannot disturb them
         from word2vec_cli import roofline_rates

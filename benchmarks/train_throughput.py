@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, ratio, write_results  # noqa: E402
+from _report import ROOT, load_average, ratio, write_results  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if not os.environ.get("EMBEDSTACK_DATA_DIR") and (ROOT.parent / "shared" / "data").is_dir():
@@ -510,7 +510,7 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
     q = args.quiet
     keep = args.keep
     runs: list[dict[str, Any]] = []
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     work = work_per_pair(task, max_len)  # before the timed runs (the ce task mines its negatives here too)
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
         base = keep if keep is not None else Path(tmp)
@@ -537,7 +537,7 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
                                  "pairs_per_s": pps, "peak_rss_mib": peak, "folder": str(out), **r})
                     log(q, f"[{task}] {side} seed {seed}: {r['steps']} steps, {r['wall_s']:.1f} s, "
                            f"{pps:.1f} pairs/s, peak RSS {peak:.0f} MiB")
-        load_after = [round(x, 2) for x in os.getloadavg()]
+        load_after = load_average()
         from exact_search import roofline as machine_peaks
 
         peaks = machine_peaks(3)  # after the timed runs: its threads cannot disturb them

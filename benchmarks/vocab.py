@@ -19,9 +19,7 @@ import argparse
 import gzip
 import os
 import re
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _report import cpu_line, ratio, write_results  # noqa: E402
+from _report import cpu_line, interleaved, load_average, ratio, spread, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +50,7 @@ def main() -> None:
     n_docs = args.docs or (300 if args.quick else 2000)
 
     reps = max(5, args.repeats)
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
 
     def stream_ours() -> tuple[int, int]:
         chars = n_read = 0
@@ -74,18 +72,9 @@ def main() -> None:
 
     # Streaming (one full pass over the first gzip file unless --quick): runs interleaved, order rotated.
     limit = n_docs if args.quick else None
-    stream_t: dict[str, list[float]] = {"ours": [], "bare": []}
-    chars, n_read = stream_ours()  # untimed warm-up of both sides: the file in the page cache, imports done
-    stream_bare()
-    for r in range(reps):
-        for side in (("ours", "bare") if r % 2 == 0 else ("bare", "ours")):
-            t = time.perf_counter()
-            if side == "ours":
-                chars, n_read = stream_ours()
-            else:
-                stream_bare()
-            stream_t[side].append(time.perf_counter() - t)
-    t_ours, t_raw = statistics.median(stream_t["ours"]), statistics.median(stream_t["bare"])
+    st = interleaved(stream_ours, stream_bare, reps)
+    stream_t = {"ours": st["runs"]["ours"], "bare": st["runs"]["theirs"]}
+    (chars, n_read), t_ours, t_raw = st["out_ours"], st["ours"], st["theirs"]
     say(f"iter_texts: {n_read} docs, {chars / 1e6:.1f} M chars in {t_ours:.2f}s (median); "
         f"bare gzip line loop {t_raw:.2f}s")
 
@@ -104,21 +93,11 @@ def main() -> None:
         m.build_vocab(sents)
         return m
 
-    ours_t: list[float] = []
-    theirs_t: list[float] = []
-    build_ours()  # untimed warm-up of both sides (first-call costs: imports, allocator growth)
-    build_gensim()
-    for r in range(reps):  # interleaved, order rotated
-        for side in (("ours", "gensim") if r % 2 == 0 else ("gensim", "ours")):
-            t = time.perf_counter()
-            if side == "ours":
-                v, keep, noise = build_ours()
-                ours_t.append(time.perf_counter() - t)
-            else:
-                m = build_gensim()
-                theirs_t.append(time.perf_counter() - t)
-    t_o, t_g = statistics.median(ours_t), statistics.median(theirs_t)
-    load_after = [round(x, 2) for x in os.getloadavg()]
+    bt = interleaved(build_ours, build_gensim, reps)
+    ours_t, theirs_t = bt["runs"]["ours"], bt["runs"]["theirs"]
+    (v, keep, noise), m = bt["out_ours"], bt["out_theirs"]
+    t_o, t_g = bt["ours"], bt["theirs"]
+    load_after = load_average()
     from exact_search import roofline  # after the timed runs: its threads cannot disturb them
 
     peaks = roofline(3)
@@ -146,9 +125,6 @@ def main() -> None:
         "stream_overhead": ratio(t_ours, t_raw), "quick": args.quick,
     }
     say(res)
-    def spread(xs: list[float]) -> str:
-        return f"{min(xs):.3f}–{max(xs):.3f}"
-
     gbs_o, gbs_g = token_bytes / t_o / 1e9, token_bytes / t_g / 1e9
     so, sb = stream_t["ours"], stream_t["bare"]
     md = f"""## Vocabulary and corpus streaming (`benchmarks/vocab.py`)
@@ -159,7 +135,7 @@ rotated) after one untimed run of each, spread min–max; load average (1, 5, 15
 
 | | embedstack `Vocabulary` | gensim `build_vocab` | ratio (gensim / ours time) |
 |---|---|---|---|
-| build vocab + sampling tables, median | {t_o:.3f} s ({spread(ours_t)}) | {t_g:.3f} s ({spread(theirs_t)}) | **{ratio(t_g, t_o):.2f}x** |
+| build vocab + sampling tables, median | {t_o:.3f} s ({spread(ours_t, fmt='.3f')}) | {t_g:.3f} s ({spread(theirs_t, fmt='.3f')}) | **{ratio(t_g, t_o):.2f}x** |
 | tokens/s | {n_tokens / t_o / 1e6:.1f} M | {n_tokens / t_g / 1e6:.1f} M | |
 
 Roofline: a vocabulary build is one hash-table lookup per token ({token_bytes / n_tokens:.1f} bytes of token
@@ -176,8 +152,8 @@ Order: both frequency-descending; ties are broken by word in embedstack (determi
 occurrence in gensim.
 
 Streaming: `iter_texts` read {n_read:,} WikiExtractor documents ({chars / 1e6:.1f} M chars) from gzip in
-{t_ours:.2f} s (median, {spread(so)}); a bare `gzip.open` line loop over the same bytes takes {t_raw:.2f} s
-({spread(sb)}): overhead {ratio(t_ours, t_raw):.2f}x for per-line UTF-8 checks with file:line:byte errors and
+{t_ours:.2f} s (median, {spread(so, fmt='.3f')}); a bare `gzip.open` line loop over the same bytes takes {t_raw:.2f} s
+({spread(sb, fmt='.3f')}): overhead {ratio(t_ours, t_raw):.2f}x for per-line UTF-8 checks with file:line:byte errors and
 `<doc>` parsing.
 
 Reproduce: `EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/vocab.py{' --quick' if args.quick else ''}`

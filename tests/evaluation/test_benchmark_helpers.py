@@ -177,20 +177,6 @@ def report_bench(monkeypatch):
     yield from _script(monkeypatch, "_report")
 
 
-@pytest.fixture()
-def evaluation_bench(monkeypatch):
-    import os
-
-    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                            "NUMBA_NUM_THREADS")}
-    yield from _script(monkeypatch, "evaluation")
-    for k, v in saved.items():  # the script sets thread counts on import: leave the process as it was
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 def test_measured_line_names_the_cpu_only_where_the_record_holds_it(report_bench):
     with_cpu = {"date": "2026-12-06 04:10 UTC", "cpus": 2, "cpu": "AMD EPYC 9R14 (avx512_bf16, avx512_vnni)"}
     assert report_bench.measured_line(with_cpu) == "_Measured 2026-12-06 04:10 UTC on AMD EPYC 9R14, 2 CPUs._"
@@ -212,9 +198,10 @@ def test_l3_bytes_reads_the_level_3_cache_from_sysfs(report_bench, monkeypatch, 
     assert report_bench.l3_bytes() is None  # the level-2 size is never taken for L3
 
 
-def test_evaluation_timing_warms_up_then_interleaves_with_the_order_rotated(evaluation_bench):
+def test_interleaved_timing_warms_up_then_rotates_the_order(report_bench):
     calls = []
-    out = evaluation_bench.interleaved(lambda: calls.append("ours") or 1, lambda: calls.append("theirs") or 2, 3)
+    out = report_bench.interleaved(lambda: calls.append("ours") or 1, lambda: calls.append("theirs") or 2, 3)
     assert calls == ["ours", "theirs", "ours", "theirs", "theirs", "ours", "ours", "theirs"]  # warm-up, then rotated
     assert len(out["runs"]["ours"]) == len(out["runs"]["theirs"]) == 3
     assert (out["out_ours"], out["out_theirs"]) == (1, 2)
+    assert report_bench.spread([0.5, 0.25, 1.0], 1e3, ".0f") == "250–1000"
