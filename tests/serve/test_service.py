@@ -260,9 +260,15 @@ def test_rerank_reads_long_documents_in_windows(minilm: Any, tiny_ce: Any) -> No
         assert r.json()["usage"]["total_tokens"] == sum(len(w) for w in ids) > 32  # every window's tokens
         info = {d["id"]: d for d in c.get("/v1/models").json()["data"]}["ce"]
         assert info["doc_stride"] == 8 and info["max_tokens"] == 32
-    with TestClient(_app(minilm, ce=windows, limits=Limits(max_windows=2))) as c:  # a bound on one document's work
+    _, _, owner = windows._tokenize_pairs([("cats", docs[0])])
+    n = len(owner)  # the windows the long document takes
+    assert n > 2
+    with TestClient(_app(minilm, ce=windows, limits=Limits(max_windows=n))) as c:  # exactly enough: served
+        assert c.post("/v1/rerank", json={"query": "cats", "documents": docs}).status_code == 200
+    with TestClient(_app(minilm, ce=windows, limits=Limits(max_windows=n - 1))) as c:  # a bound on one document's work
         r = c.post("/v1/rerank", json={"query": "cats", "documents": docs})
         assert r.status_code == 400 and "max_windows" in _err(r)["message"] and "documents[0]" in _err(r)["message"]
+        assert f"{n:,} windows" in _err(r)["message"]
 
 
 def test_search_single_hybrid_reranked_with_timings(minilm: Any, folders: dict[str, Path], tiny_ce: Any) -> None:

@@ -596,15 +596,13 @@ def create_app(config: ServeConfig, *, preloaded: dict[str, Any] | None = None, 
             raise InputError(f"documents has {len(docs):,} items, more than the limit of {server.limits.max_inputs:,}.")
         if not docs:
             return {"model": model.name, "results": [], "usage": {"total_tokens": 0}}
-        tokens = model.counter.count_pairs(req.query, docs)
-        if "doc_stride" in model.info and model.max_tokens:  # windows: each document's work grows with its length
-            cap = server.limits.max_windows * model.max_tokens
-            over = [i for i, t in enumerate(tokens) if t > cap]
-            if over:
-                raise InputError(f"documents[{over[0]}] would take {tokens[over[0]]:,} tokens in windows of "
-                                 f"{model.max_tokens} for model {model.name!r}, more than limits.max_windows = "
-                                 f"{server.limits.max_windows} windows ({len(over)} document(s) too long); split it "
-                                 "into passages and send those.")
+        tokens, windows = model.counter.count_pair_windows(req.query, docs)
+        over = [i for i, n in enumerate(windows) if n > server.limits.max_windows]  # windows: work grows with length
+        if over:
+            raise InputError(f"documents[{over[0]}] would take {windows[over[0]]:,} windows of {model.max_tokens} "
+                             f"tokens for model {model.name!r}, more than limits.max_windows = "
+                             f"{server.limits.max_windows} ({len(over)} document(s) too long); split it into passages "
+                             "and send those.")
         scores = np.asarray(await model.batcher.submit([(req.query, d) for d in docs], tokens=sum(tokens)))
         order = np.argsort(-scores, kind="stable")[: req.top_n or len(docs)]
         results = [{"index": int(i), "relevance_score": float(scores[i]),

@@ -66,17 +66,24 @@ class _Counter:
         return [len(e.ids) for e in self._tok.encode_batch(list(texts))]
 
     def count_pairs(self, query: str, docs: Sequence[str]) -> list[int]:
+        return self.count_pair_windows(query, docs)[0]
+
+    def count_pair_windows(self, query: str, docs: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Tokens the model will run for each (query, document) pair, and the windows each takes (1 without
+        ``doc_stride``)."""
         q = self.count([query])[0]
         if self._windows is not None:  # every window repeats the query: the tokens the model will run
             from embedstack.neural.tokenizer import window_plan
 
             length, stride = self._windows
-            out = []
+            tokens, windows = [], []
             for d in self.count(docs):  # d counts [CLS] and [SEP]
                 keep, room, step, n = window_plan(q, d - 2, length, stride)
-                out.append(n * (keep + 1) + (n - 1) * (room - step) + d - 2)  # n windows, overlaps counted twice
-            return out
-        return [q + d - 1 for d in self.count(docs)] if self._tok is not None else [q + d for d in self.count(docs)]
+                tokens.append(n * (keep + 1) + (n - 1) * (room - step) + d - 2)  # n windows, overlaps counted twice
+                windows.append(n)
+            return tokens, windows
+        counts = self.count(docs)
+        return ([q + d - 1 for d in counts] if self._tok is not None else [q + d for d in counts]), [1] * len(counts)
 
     def cut(self, text: str, limit: int) -> str:
         """``text`` cut to its first ``limit`` tokens (special tokens included)."""
