@@ -231,7 +231,8 @@ def test_torch_kernel_where_ours_cannot_run(monkeypatch, tmp_path):
         (lambda m: m.setenv("EMBEDSTACK_ATTENTION", "torch"), "EMBEDSTACK_ATTENTION=torch"),
         (lambda m: m.setattr("embedstack._threads.cpu_features", lambda: frozenset({"avx2", "fma"})),
          "lacks avx512"),
-        (lambda m: m.setattr(A, "_compiler", lambda: None), "no C compiler"),
+        (lambda m: (m.setattr("embedstack._threads.cpu_features", lambda: A._NEEDS | {"avx2", "fma"}),
+                    m.setattr(A, "_compiler", lambda: None)), "no C compiler"),  # on any CPU, AVX-512 or not
     ]:
         with monkeypatch.context() as m:
             m.setattr(A, "_state", {"lib": None, "why": None, "checked": False})

@@ -346,11 +346,13 @@ def test_exact_top_gives_fp32_order_at_low_precision(tiny_ce, tiny_tokenizer) ->
     assert 0 < ce.last_rescored < len(pairs)  # some pairs, not all
     again = got != low  # the re-scored pairs carry fp32's logits, the others keep bf16's
     assert again.sum() <= ce.last_rescored
-    np.testing.assert_allclose(got[again], exact[again], atol=1e-6)
+    # fp32's logits to float32 rounding: the re-scored pairs run in other batches (other padding), where MKL's
+    # AVX2 kernels (an EPYC without AVX-512) sum in another order: 1.7e-6 on a logit of -2.24 was seen
+    np.testing.assert_allclose(got[again], exact[again], atol=1e-5)
     np.testing.assert_array_equal(got[~again], low[~again])
     # a huge margin re-scores every candidate that can reach the first k: they all carry fp32's scores
     wide = spread.with_options(precision="bf16-pure", exact_top=3, exact_margin=100.0)
-    np.testing.assert_allclose(wide.predict(pairs, activation=False), exact, atol=1e-6)
+    np.testing.assert_allclose(wide.predict(pairs, activation=False), exact, atol=1e-5)
     assert wide.last_rescored == len(pairs)
     assert wide.with_options(workers=2).exact_top == 3  # copies keep it
     ranked = ce.rank("the cat", docs, top_k=5)  # rank() goes through the same path

@@ -16,6 +16,9 @@ from embedstack.neural.packed import PackedLinear, pack_linears
 from embedstack.neural.transformer import BertModel
 
 needs_onednn = pytest.mark.skipif(not packed.available(), reason="this torch has no oneDNN fused linear")
+needs_bf16 = pytest.mark.skipif(not packed.available(torch.bfloat16),
+                                reason="oneDNN's bfloat16 product does not run on this CPU (it needs AVX-512)")
+BF16 = pytest.param(torch.bfloat16, marks=needs_bf16)
 
 
 def _linear(k: int, n: int, dtype: torch.dtype, seed: int = 0) -> torch.nn.Linear:
@@ -24,7 +27,7 @@ def _linear(k: int, n: int, dtype: torch.dtype, seed: int = 0) -> torch.nn.Linea
 
 
 @needs_onednn
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
 @pytest.mark.parametrize("rows", [1, 13, 300])
 def test_a_packed_linear_equals_the_plain_one(dtype, rows):
     lin = _linear(48, 80, dtype)
@@ -101,7 +104,7 @@ def test_a_packed_model_gives_the_same_states_on_every_path(act, T, attention):
                     torch.testing.assert_close(got[real], want[real], atol=2e-5, rtol=1e-5)
 
 
-@needs_onednn
+@needs_bf16
 def test_a_bf16_packed_model_stays_within_bf16_rounding():
     model = _model().to(torch.bfloat16)
     fast = pack_linears(copy.deepcopy(model))
@@ -130,7 +133,28 @@ def test_switched_off_or_missing_leaves_the_model_alone(monkeypatch):
     assert not packed.available()
 
 
-@needs_onednn
+def test_a_dtype_onednn_refuses_here_is_left_plain(tiny_encoder, monkeypatch):
+    """Where oneDNN's product does not run in a dtype (bfloat16 on a CPU without AVX-512: "could not create a
+    primitive descriptor"), the probe says so, pack_linears leaves such blocks alone and bf16-pure runs plain."""
+    def refuse(self, x):
+        raise RuntimeError("could not create a primitive descriptor for the inner product forward propagation")
+
+    with monkeypatch.context() as m:
+        m.setattr(PackedLinear, "forward", refuse)
+        assert packed._probe(torch.bfloat16) is False
+    monkeypatch.setitem(packed._RUNS, torch.bfloat16, False)
+    assert not packed.available(torch.bfloat16)
+    model = _model().to(torch.bfloat16)
+    pack_linears(model)
+    assert all(type(m) is not PackedLinear for m in model.modules())
+    enc = tiny_encoder.with_options(precision="bf16-pure")
+    vecs = enc.encode(["a b c", "d e"])
+    assert not any(type(m) is PackedLinear for m in _runner_modules(enc))
+    want = tiny_encoder.with_options(precision="fp32").encode(["a b c", "d e"])
+    np.testing.assert_allclose(vecs, want, atol=2e-2)
+
+
+@needs_bf16
 def test_the_runner_packs_a_copy_and_keeps_the_encoder_weights_plain(tiny_encoder, monkeypatch):
     """bf16-pure runners (fp32 too with EMBEDSTACK_PACKED=all) pack their own copy; the encoder's model (trained,
     exported, saved) stays plain; vectors agree with the plain runner's; fp32 by default, int8 and compiled runners
@@ -162,7 +186,7 @@ def _runner_modules(enc):
     return list(enc._torch_model.modules())
 
 
-@needs_onednn
+@needs_bf16
 def test_the_encode_benchmark_variants_combine_in_any_order(tiny_encoder, monkeypatch):
     """benchmarks/encode.py: -unpacked builds a plain runner, -whole never splits a batch; both, in either order."""
     import importlib
@@ -182,7 +206,7 @@ def test_the_encode_benchmark_variants_combine_in_any_order(tiny_encoder, monkey
         bench.make_encoder(tiny_encoder, "torch-bf16-pure-w2-whole-whole")
 
 
-@needs_onednn
+@needs_bf16
 @pytest.mark.skipif(not packed._row_norms(torch.nn.LayerNorm(64).to(torch.bfloat16)),
                     reason="embedstack's row kernels do not run here")
 def test_bf16_layer_norms_run_on_the_row_kernel_with_torchs_values():
@@ -215,7 +239,7 @@ def test_bucket_rows_pads_at_most_a_sixteenth():
 
 
 @needs_onednn
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
 def test_row_buckets_give_the_same_states_and_few_product_shapes(monkeypatch, dtype):
     """Packed rows padded to bucket_rows (zero rows, attending among themselves) change no real token's states."""
     from embedstack.neural import _attention

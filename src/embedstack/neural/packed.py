@@ -50,13 +50,36 @@ def precisions() -> tuple[str, ...]:
     return ("fp32", "bf16-pure", "bf16-int8-ffn") if mode == "all" else ("bf16-pure", "bf16-int8-ffn")
 
 
-def available() -> bool:
-    """Whether this torch has oneDNN's fused linear (``torch.ops.mkldnn._linear_pointwise``) and it is not turned
-    off (``EMBEDSTACK_PACKED=0``: plain ``nn.Linear``, for an A/B or a suspected fault)."""
+def available(dtype: Any = None) -> bool:
+    """Whether this torch has oneDNN's fused linear (``torch.ops.mkldnn._linear_pointwise``), it runs for ``dtype``
+    (default float32) on this CPU, and it is not turned off (``EMBEDSTACK_PACKED=0``: plain ``nn.Linear``, for an
+    A/B or a suspected fault).
+
+    The operator is tried once per dtype on a tiny product rather than guessed from the CPU's flags: oneDNN's
+    bfloat16 inner product needs AVX-512 (an AMD EPYC with AVX2 only refuses to build it, "could not create a
+    primitive descriptor"), while torch's plain bfloat16 ``F.linear`` still runs there."""
     if os.environ.get("EMBEDSTACK_PACKED", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     try:
-        return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+            return False
+    except (AttributeError, RuntimeError):
+        return False
+    dtype = torch.float32 if dtype is None else dtype
+    if dtype not in _RUNS:
+        _RUNS[dtype] = _probe(dtype)
+    return _RUNS[dtype]
+
+
+_RUNS: dict[Any, bool] = {}
+
+
+def _probe(dtype: Any) -> bool:
+    """Whether a tiny packed product with GELU runs in ``dtype`` here and gives GELU(x Wᵀ)."""
+    try:
+        weight, x = torch.ones(16, 16, dtype=dtype), torch.ones(2, 16, dtype=dtype)
+        y = PackedLinear(weight, torch.zeros(16, dtype=dtype), "gelu").forward(x)
+        return bool(torch.allclose(y.float(), torch.nn.functional.gelu(x.float() @ weight.float().T), rtol=1e-2))
     except (AttributeError, RuntimeError):
         return False
 
@@ -231,7 +254,8 @@ def pack_linears(model: Any, *, x3: bool = False) -> Any:
     with every block's linears replaced by :class:`PackedLinear`, **in place** (pass a copy): Q, K and V also
     as one product (``attention.self.qkv``), GELU fused into the feed-forward input, the residual add into both
     output projections. Linears that are not plain ``nn.Linear`` (int8 modules) and blocks whose weights are in
-    another dtype are left alone; without oneDNN's operator nothing changes. ``x3=True``: :class:`X3Linear`
+    another dtype, or in a dtype oneDNN's product does not run in on this CPU (:func:`available`), are left alone;
+    without oneDNN's operator nothing changes. ``x3=True``: :class:`X3Linear`
     instead (float32 weights, products on the AMX tiles; only where :func:`x3_available`)."""
     from embedstack.neural.transformer import BertLayer
 
@@ -251,6 +275,8 @@ def pack_linears(model: Any, *, x3: bool = False) -> Any:
                 continue
             if len({m.weight.dtype for m in linears}) != 1 or linears[0].weight.dtype not in (torch.float32,
                                                                                               torch.bfloat16):
+                continue
+            if not x3 and not available(linears[0].weight.dtype):
                 continue
             act = _activation_name(inter.act)
             att.qkv = product.of(att.query, att.key, att.value)

@@ -267,7 +267,8 @@ class TransformerRuntime:
         if self.precision == "fp32-bf16x3":  # float32 products on the AMX tiles (plain fp32 where there are none)
             if packed.x3_available(model):  # a copy only where the tiles run: elsewhere the fp32 model itself
                 model = packed.pack_linears(copy.deepcopy(model), x3=True)
-        elif not self.compile and self.precision in packed.precisions() and packed.available():
+        elif (not self.compile and self.precision in packed.precisions()
+              and packed.available(torch.float32 if self.precision == "fp32" else torch.bfloat16)):
             # eager: oneDNN products with packed weights, bias, GELU and residual add fused (the compiled graph
             # fuses them itself); a copy of the weights when the model is still self.model
             model = packed.pack_linears(model if model is not self.model else copy.deepcopy(model))
