@@ -98,8 +98,15 @@ def write_section(name: str, markdown: str, measured: dict[str, Any]) -> None:
 
 
 def measured_line(measured: dict[str, Any]) -> str:
-    """A section's last line: when, on which CPU model (where the record names it) and how many cores."""
-    cpu = str(measured.get("cpu", "")).split(" (")[0]
+    """A section's last line: when, on which CPU model (where the record names it) with its widest vector units
+    (two CPUs share the name "AMD EPYC": one with AVX-512, one with AVX2 only), and how many cores."""
+    line = str(measured.get("cpu", ""))
+    cpu = line.split(" (")[0]
+    if " (" in line:
+        flags = set(line.split(" (", 1)[1].rstrip(")").split(", "))
+        cpu += " with " + ("AMX" if any(f.startswith("amx") for f in flags) else
+                           "AVX-512" if any(f.startswith("avx512") for f in flags) else
+                           "AVX2 (no AVX-512)" if "avx2" in flags else "neither AVX2 nor AVX-512")
     return f"_Measured {measured['date']}{f' on {cpu}' if cpu else ''}, {measured['cpus']} CPUs._"
 
 

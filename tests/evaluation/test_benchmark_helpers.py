@@ -89,7 +89,7 @@ def test_serving_render_last_keeps_the_runs_date_and_needs_no_servers(tmp_path, 
     monkeypatch.setattr(serve_bench, "model_folder", lambda: pytest.fail("render-last started from the model"))
     serve_bench.main(["--render-last"])
     text = (tmp_path / "BENCHMARKS.md").read_text(encoding="utf-8")
-    assert "<!-- bench:serve_load -->" in text and "_Measured 2026-12-01 10:00 UTC on AMD EPYC, 2 CPUs._" in text
+    assert "<!-- bench:serve_load -->" in text and "_Measured 2026-12-01 10:00 UTC on AMD EPYC with AVX-512, 2 CPUs._" in text
     assert f"{record['machine']['cpus']} cores shared by all three" in text
     assert "| short | 128 |" in text  # rows rendered from the stored runs
     with pytest.raises(SystemExit, match="goes with --render-last"):
@@ -179,7 +179,12 @@ def report_bench(monkeypatch):
 
 def test_measured_line_names_the_cpu_only_where_the_record_holds_it(report_bench):
     with_cpu = {"date": "2026-12-06 04:10 UTC", "cpus": 2, "cpu": "AMD EPYC 9R14 (avx512_bf16, avx512_vnni)"}
-    assert report_bench.measured_line(with_cpu) == "_Measured 2026-12-06 04:10 UTC on AMD EPYC 9R14, 2 CPUs._"
+    assert report_bench.measured_line(with_cpu) == "_Measured 2026-12-06 04:10 UTC on AMD EPYC 9R14 with AVX-512, 2 CPUs._"
+    avx2 = {"date": "2026-12-06 06:40 UTC", "cpus": 2, "cpu": "AMD EPYC (avx2, fma)"}  # the same name, AVX2 only
+    assert report_bench.measured_line(avx2) == "_Measured 2026-12-06 06:40 UTC on AMD EPYC with AVX2 (no AVX-512), 2 CPUs._"
+    amx = {"date": "2026-12-06 04:10 UTC", "cpus": 2, "cpu": "Intel(R) Xeon(R) Processor (amx_bf16, avx2, avx512f)"}
+    assert report_bench.measured_line(amx).endswith("Processor with AMX, 2 CPUs._")
+    assert report_bench.measured_line({**avx2, "cpu": "AMD EPYC"}) == "_Measured 2026-12-06 06:40 UTC on AMD EPYC, 2 CPUs._"
     assert report_bench.measured_line({"date": "2026-12-03 09:24 UTC", "cpus": 2}) == "_Measured 2026-12-03 09:24 UTC, 2 CPUs._"
 
 

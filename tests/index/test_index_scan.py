@@ -139,10 +139,20 @@ def test_flat_threads_do_not_change_results(quant: str, monkeypatch: pytest.Monk
     assert "7" not in set(res[0][1].ravel())
 
 
-def test_int8_integer_gemm_is_exact() -> None:
+@pytest.fixture
+def forced_int_gemm(monkeypatch: pytest.MonkeyPatch):
+    """torch's integer GEMM on any CPU (``EMBEDSTACK_INT8_GEMM=torch``; without VNNI / AMX a slow scalar loop, but
+    exact): both first stages are tested everywhere."""
+    pytest.importorskip("torch")
+    monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", "torch")
+    _scan._torch_int_mm.cache_clear()
+    yield
+    _scan._torch_int_mm.cache_clear()
+
+
+def test_int8_integer_gemm_is_exact(forced_int_gemm) -> None:
     mm = _scan._torch_int_mm()
-    if mm is None:
-        pytest.skip("torch is not installed: the int8 first stage uses the float path (tested below)")
+    assert mm is not None
     import torch
 
     rng = np.random.default_rng(1)
@@ -153,7 +163,7 @@ def test_int8_integer_gemm_is_exact() -> None:
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-def test_int8_paths_agree(metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_int8_paths_agree(metric: str, monkeypatch: pytest.MonkeyPatch, forced_int_gemm) -> None:
     """Integer-GEMM first stage + rescoring ranks as the float path over int8 codes does, and
     ``rescore="float"`` gives the float32 answer."""
     rng = np.random.default_rng(2)
@@ -167,8 +177,11 @@ def test_int8_paths_agree(metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
         idx = FlatIndex(48, metric=metric, quantization="int8", rescore=rescore)
         idx.add(x, ids)
         out = idx.search_ids(q, 10)
-        monkeypatch.undo()
+        monkeypatch.setattr(_scan, "_torch_int_mm", real)
         return out
+
+    real = _scan._torch_int_mm
+    assert real() is not None  # forced: the integer GEMM runs on this CPU, units or not
 
     s_gemm, i_gemm = run(None, True)
     s_float, i_float = run(None, False)
@@ -203,6 +216,24 @@ def test_bad_settings_are_config_errors() -> None:
         FlatIndex(8, quantization="int8", rescore="int8")
     with pytest.raises(ConfigError, match="applies to"):
         FlatIndex(8, rescore="float")
+
+
+def test_integer_gemm_only_where_the_cpu_has_int8_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without AVX-512 VNNI / AMX, torch's _int_mm is a scalar loop (about 100x slower than float32 products on an
+    AMD EPYC with AVX2): int8 codes are then scored as float32; EMBEDSTACK_INT8_GEMM overrides either way."""
+    pytest.importorskip("torch")
+    cases = [({"avx2", "fma"}, "", "float"), ({"avx2", "avx_vnni"}, "", "float"),
+             ({"avx512f", "avx512_vnni"}, "", "vnni"), ({"avx512_vnni", "amx_int8"}, "", "amx"),
+             ({"avx512_vnni"}, "off", "float"), ({"avx2", "fma"}, "torch", "int-gemm"), (set(), "", "float")]
+    try:
+        for flags, env, want in cases:
+            monkeypatch.setattr(_scan, "cpu_features", lambda f=frozenset(flags): f)
+            monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", env)
+            _scan._torch_int_mm.cache_clear()
+            assert _scan.int8_backend() == want, (flags, env)
+            assert (_scan._torch_int_mm() is None) == (want == "float")
+    finally:
+        _scan._torch_int_mm.cache_clear()
 
 
 def test_backend_is_reported() -> None:

@@ -145,8 +145,13 @@ def test_bf16_counts_only_where_the_cpu_multiplies_it_natively(monkeypatch):
     assert runtime.cpu_has_bf16() is True
     monkeypatch.setattr(_threads, "cpu_features", lambda: avx512 | {"amx_bf16"})
     assert runtime.cpu_has_bf16() is True
-    monkeypatch.setattr(_threads, "cpu_features", lambda: frozenset())  # flags unreadable: oneDNN decides
-    assert runtime.cpu_has_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    # flags unreadable (not Linux): torch's CPUID probes decide, not oneDNN's "supported" (yes on any AVX-512 CPU)
+    monkeypatch.setattr(_threads, "cpu_features", lambda: frozenset())
+    for bf16, tiles in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda b=bf16: b)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda t=tiles: t)
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+        assert runtime.cpu_has_bf16() is (bf16 or tiles)
 
 
 def test_torch_bf16_agrees_with_fp32(tiny_encoder):
@@ -643,9 +648,12 @@ def test_bf16_precisions_warn_on_a_cpu_without_bf16(tiny_encoder, monkeypatch, c
 @pytest.mark.parametrize("precision", ["int8-token", "bf16-int8-ffn"])
 def test_int8_precisions_warn_on_a_cpu_without_int8_units(tiny_encoder, monkeypatch, caplog, precision):
     from embedstack.index import _scan
+    from embedstack.neural import quantize
 
-    for backend, warned in (("int-gemm", True), ("float", True), ("vnni", False), ("amx", False)):
-        monkeypatch.setattr(_scan, "int8_backend", lambda b=backend: b)
+    # bf16-int8-ffn is refused where the row kernels do not run (no AVX-512): the warning is about CPUs where it runs
+    monkeypatch.setattr(quantize, "ffn_onednn_available", lambda model: None)
+    for units, warned in ((False, True), (True, False)):
+        monkeypatch.setattr(_scan, "int_gemm_units", lambda u=units: u)
         caplog.clear()
         with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
             enc = tiny_encoder.with_options(precision=precision)

@@ -63,7 +63,10 @@ def _torch_int_mm() -> Any:
     unless it is installed)."""
     import importlib.util
 
-    if os.environ.get("EMBEDSTACK_INT8_GEMM", "").lower() in ("0", "numpy", "off"):
+    mode = os.environ.get("EMBEDSTACK_INT8_GEMM", "").lower()
+    if mode in ("0", "numpy", "off"):
+        return None
+    if mode not in ("1", "torch", "on") and not int_gemm_units():
         return None
     if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
         return None
@@ -78,17 +81,24 @@ def _torch_int_mm() -> Any:
         return None
 
 
+def int_gemm_units() -> bool:
+    """Whether torch's integer GEMM (``torch._int_mm``) runs on integer dot-product units here: oneDNN serves it
+    on CPUs with AVX-512 VNNI or AMX; elsewhere torch runs a scalar loop, far slower than a float32 product
+    (an AMD EPYC with AVX2 only: 1.8 GOP/s against 187 GFLOP/s, 2,048-wide products on 2 threads; 256-bit
+    ``avx_vnni`` alone does not count, torch does not use it). Where the flags cannot be read: no."""
+    return bool(cpu_features() & {"avx512_vnni", "amx_int8"})
+
+
 def int8_backend() -> str:
-    """How int8 codes are scored here: ``"vnni"`` / ``"amx"`` (integer GEMM on those units),
-    ``"int-gemm"`` (integer GEMM on a CPU without them) or ``"float"`` (codes widened to float32)."""
+    """How int8 codes are scored here: ``"vnni"`` / ``"amx"`` (integer GEMM on those units) or ``"float"`` (codes
+    widened to float32: where there are no such units, see :func:`int_gemm_units`, or no ``torch``;
+    ``EMBEDSTACK_INT8_GEMM=torch`` forces the integer GEMM, ``=off`` the float path)."""
     if _torch_int_mm() is None:
         return "float"
     feats = cpu_features()
     if "amx_int8" in feats:
         return "amx"
-    if feats & {"avx512_vnni", "avx_vnni"}:
-        return "vnni"
-    return "int-gemm"
+    return "vnni" if "avx512_vnni" in feats else "int-gemm"  # int-gemm: forced by EMBEDSTACK_INT8_GEMM=torch
 
 
 def _get_pool(size: int) -> ThreadPoolExecutor:

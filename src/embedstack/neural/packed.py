@@ -75,11 +75,16 @@ _RUNS: dict[Any, bool] = {}
 
 
 def _probe(dtype: Any) -> bool:
-    """Whether a tiny packed product with GELU runs in ``dtype`` here and gives GELU(x Wᵀ)."""
+    """Whether small packed products run in ``dtype`` here and give the plain results: with GELU fused on 2 rows,
+    and with the residual add fused on :data:`ROWS_HINT` rows (the two operators :class:`PackedLinear` calls)."""
     try:
-        weight, x = torch.ones(16, 16, dtype=dtype), torch.ones(2, 16, dtype=dtype)
-        y = PackedLinear(weight, torch.zeros(16, dtype=dtype), "gelu").forward(x)
-        return bool(torch.allclose(y.float(), torch.nn.functional.gelu(x.float() @ weight.float().T), rtol=1e-2))
+        weight, bias = torch.full((16, 16), 0.25, dtype=dtype), torch.zeros(16, dtype=dtype)
+        x = torch.ones(ROWS_HINT, 16, dtype=dtype)
+        want = x.float() @ weight.float().T
+        y = PackedLinear(weight, bias, "gelu").forward(x[:2])
+        z = PackedLinear(weight, bias).add(x, x)
+        return bool(torch.allclose(y.float(), torch.nn.functional.gelu(want[:2]), rtol=1e-2)
+                    and torch.allclose(z.float(), want + 1.0, rtol=1e-2))
     except (AttributeError, RuntimeError):
         return False
 

@@ -123,6 +123,12 @@ class TransformerRuntime:
             raise ConfigError(f"Backend {backend!r} supports precision {list(PRECISIONS[backend])}; got {precision!r}.")
         num_threads = check_int(self, "num_threads", num_threads, low=1, allow_none=True)
         workers = check_int(self, "workers", workers, low=1)
+        if precision == "bf16-int8-ffn" and backend == "torch":  # refused now, not at the first encode or request
+            from embedstack.neural.quantize import ffn_onednn_available
+
+            why = ffn_onednn_available(model)
+            if why is not None:
+                raise ConfigError(f"precision='bf16-int8-ffn' does not run here: {why}; use precision='bf16-pure'.")
         if precision == "fp32-bf16x3":
             from embedstack.neural import _attention
 
@@ -130,15 +136,20 @@ class TransformerRuntime:
                 log.warning("precision='fp32-bf16x3' puts float32 products on the AMX tiles, which this CPU or build "
                             f"lacks ({_attention.status()}): it runs as fp32.")
         elif "bf16" in precision and not cpu_has_bf16():
+            # bf16 products are emulated there (MiniLM, 256 STS-B sentences, 2 threads, an AMD EPYC with AVX2 only:
+            # bf16 0.15x and bf16-pure 0.21x fp32's texts/s; int8-smooth 1.6x)
             slower = "int8-smooth" if precision.startswith("int8") else "fp32"
-            log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but slower than {slower}.")
+            log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but its bf16 products "
+                        f"are emulated, several times slower than {slower} (bf16-pure ran at 0.2x fp32's speed on an "
+                        f"AVX2 CPU); use {slower}.")
         if precision in ("int8-token", "bf16-int8-ffn"):
-            from embedstack.index._scan import int8_backend
+            from embedstack.index._scan import int_gemm_units
 
-            if int8_backend() not in ("vnni", "amx"):
+            if not int_gemm_units():  # torch's _int_mm is a scalar loop there: int8-token 0.05x fp32 (same run)
                 slower = "int8-smooth" if precision == "int8-token" else "bf16-pure"
-                log.warning(f"precision={precision!r} on a CPU without VNNI / AMX int8 units: it works, but slower "
-                            f"than {slower}.")
+                log.warning(f"precision={precision!r} on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
+                            f"torch's integer products run as a scalar loop there, about 20x slower than fp32 on an "
+                            f"AVX2 CPU; use {slower}.")
         self.backend = backend
         if backend == "torch":
             from embedstack.neural import _attention
@@ -553,16 +564,16 @@ def cpu_has_bf16() -> bool:
     oneDNN alone is not the test: it reports bf16 "supported" on any AVX-512 CPU and then emulates it
     there, at about a fifth of the fp32 rate (measured on an AVX-512 Xeon without BF16: 61 against 306
     GFLOP/s), so ``precision="auto"`` would pick the slow path. Where the CPU flags cannot be read (not
-    Linux), oneDNN's answer is used.
+    Linux), torch's own CPUID probes for AVX-512 BF16 and AMX tiles answer instead.
     """
     from embedstack._threads import cpu_features
 
     flags = cpu_features()
     if flags:
         return bool(flags & {"avx512_bf16", "amx_bf16"})
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # private helper; absent in some builds
+    try:  # private helpers (torch.cpu), read from CPUID on any OS; absent in some builds
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
         return False
 
 
