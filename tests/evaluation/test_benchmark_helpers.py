@@ -210,3 +210,30 @@ def test_interleaved_timing_warms_up_then_rotates_the_order(report_bench):
     assert len(out["runs"]["ours"]) == len(out["runs"]["theirs"]) == 3
     assert (out["out_ours"], out["out_theirs"]) == (1, 2)
     assert report_bench.spread([0.5, 0.25, 1.0], 1e3, ".0f") == "250–1000"
+
+
+@pytest.fixture()
+def exact_bench(monkeypatch):
+    yield from _script(monkeypatch, "exact_search")
+
+
+def test_exact_search_ratios_are_paired_per_run_and_the_peak_covers_every_run(exact_bench):
+    """On a machine whose rates move between runs, the ratio is the median of each run's own ratio (not the ratio of
+    the medians, which can pair a fast run of one side with a slow run of the other), and a share of the fp32 peak
+    never exceeds 100% because a scan outran the microbenchmark."""
+    size = {"n": 1000, "dim": 100, "batch": {
+        "faiss IndexFlatIP": {"qps": {"median": 100.0, "max": 200.0}, "runs": [200.0, 100.0, 90.0]},
+        "embedstack float32": {"qps": {"median": 150.0, "max": 220.0}, "runs": [220.0, 110.0, 150.0]}}}
+    ratio, spread = exact_bench.paired(size, "embedstack float32", "faiss IndexFlatIP")
+    assert ratio == pytest.approx(1.1) and spread == "(1.10–1.67)"  # runs 1.1, 1.1, 1.67; medians alone: 1.5
+    old = {"faiss IndexFlatIP": {"qps": {"median": 100.0}}, "embedstack float32": {"qps": {"median": 150.0}}}
+    assert exact_bench.paired({"batch": old}, "embedstack float32", "faiss IndexFlatIP") == (1.5, "(ratio of medians)")
+    res = {"roofline": {"fp32_gflops": 0.03, "fp32_gflops_peak": 0.04}, "sizes": [size]}
+    assert exact_bench.fp32_peak(res) == pytest.approx(220.0 * 2 * 1000 * 100 / 1e9)  # the fastest run: 0.044 GFLOP/s
+    res["roofline"]["fp32_gflops_peak"] = 100.0
+    assert exact_bench.fp32_peak(res) == 100.0
+    size["latency_ms"] = {"faiss IndexFlatIP": {"min": 4.0}, "embedstack int8": {"min": 1.0}}  # 0.1 / 0.1 GB/s
+    res["roofline"]["read_gbs"] = 0.05
+    assert exact_bench.read_peak(res) == pytest.approx(1000 * 100 * 4 / 4e-3 / 1e9)
+    res["roofline"]["read_gbs"] = 30.0
+    assert exact_bench.read_peak(res) == 30.0
