@@ -197,7 +197,7 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
     with torch.inference_mode():
         layer()
         best = min(timed(layer)[0] for _ in range(repeats))
-        if dtype != torch.int8 and packed.available():
+        if dtype != torch.int8 and packed.available(dtype):
             ws = [packed.PackedLinear(w, None) for w in (w_cc, w_ic, w_ci)]
             layer(lambda a, m: m(a), *ws)
             best = min(best, *(timed(lambda: layer(lambda a, m: m(a), *ws))[0] for _ in range(repeats)))

@@ -73,18 +73,18 @@ def roofline(repeats: int) -> dict[str, float]:
         fn()
         return min(_timeit(fn) for _ in range(repeats))
 
-    from embedstack._threads import cpu_features
+    from embedstack.index._scan import int_gemm_units
+    from embedstack.neural.runtime import cpu_has_bf16
 
     n = 2048
     a = torch.randn(n, n)
     out["fp32_gflops"] = 2 * n**3 / best(lambda: torch.mm(a, a)) / 1e9
     # without bf16 / int8 dot-product units torch runs these products as scalar loops (an AMD EPYC with AVX2 only:
     # 0.3 GFLOP/s and 1.8 GOP/s against 187 GFLOP/s for float32): a 512-wide product measures that in seconds
-    flags = cpu_features()
-    nb = n if flags & {"avx512_bf16", "amx_bf16"} else 512
+    nb = n if cpu_has_bf16() else 512
     ab = torch.randn(nb, nb).bfloat16()
     out["bf16_gflops"] = 2 * nb**3 / best(lambda: torch.mm(ab, ab)) / 1e9
-    ni = n if flags & {"avx512_vnni", "amx_int8"} else 512
+    ni = n if int_gemm_units() else 512
     ai = torch.randint(-127, 128, (ni, ni), dtype=torch.int8)
     out["int8_gops"] = 2 * ni**3 / best(lambda: torch._int_mm(ai, ai)) / 1e9
     na = np.ones((n, n), dtype=np.float32)
@@ -267,7 +267,8 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "Roofline measured in the same run (2 threads): "
         f"fp32 GEMM {roof['fp32_gflops']:.0f} GFLOP/s (torch; numpy/OpenBLAS {roof['fp32_gflops_numpy']:.0f}), "
-        f"int8 GEMM {roof['int8_gops']:.0f} GOP/s (torch `_int_mm`), bf16 GEMM {roof['bf16_gflops']:.0f} GFLOP/s, "
+        f"int8 GEMM {roof['int8_gops']:.{0 if roof['int8_gops'] >= 10 else 1}f} GOP/s (torch `_int_mm`), "
+        f"bf16 GEMM {roof['bf16_gflops']:.{0 if roof['bf16_gflops'] >= 10 else 1}f} GFLOP/s, "
         f"memory read {roof['read_gbs']:.1f} GB/s ({roof['read_gbs_1thread']:.1f} on one thread)."
         + (f" Shares below are of {fp32_peak(res):.0f} GFLOP/s, the best rate a float32 scan (ours or faiss's) "
            "reached in one of the runs, which is above the microbenchmark's: this machine's rates moved between runs (spreads below)."

@@ -52,7 +52,7 @@ def child(scenario: str, precision: str, n_texts: int) -> dict[str, Any]:
     texts = load_beir("scifact", split="train").doc_texts()[: n_texts + 10]
     enc = SentenceEncoder.from_folder(resolve_model("all-MiniLM-L6-v2")[0], precision=precision, max_seq_length=256)
     dtype = torch.bfloat16 if precision == "bf16-pure" else torch.float32
-    lin = packed.PackedLinear.of(torch.nn.Linear(384, 1536).to(dtype)) if packed.available() else \
+    lin = packed.PackedLinear.of(torch.nn.Linear(384, 1536).to(dtype)) if packed.available(dtype) else \
         torch.nn.Linear(384, 1536).to(dtype)
     x = torch.randn(240, 384).to(dtype)
     threads = 1 if scenario == "1 thread" else 2

@@ -1,8 +1,8 @@
 """The blocked exact scan (index/_scan.py) and its top-k kernel: same answers on every path.
 
 Paths: threads 1..3 (work split into units across threads, or all on the calling thread), float32
-and int32 score blocks, the int8 integer-GEMM first stage (torch ``_int_mm``, VNNI where the CPU has
-it) against the float fallback a machine without torch gets.
+and int32 score blocks, the int8 integer-GEMM first stage (torch ``_int_mm``, AVX-512 VNNI where the CPU has
+it) against the float fallback a machine without torch, or without those units, gets.
 """
 
 from __future__ import annotations
@@ -221,13 +221,17 @@ def test_bad_settings_are_config_errors() -> None:
 def test_integer_gemm_only_where_the_cpu_has_int8_units(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without AVX-512 VNNI / AMX, torch's _int_mm is a scalar loop (about 100x slower than float32 products on an
     AMD EPYC with AVX2): int8 codes are then scored as float32; EMBEDSTACK_INT8_GEMM overrides either way."""
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     cases = [({"avx2", "fma"}, "", "float"), ({"avx2", "avx_vnni"}, "", "float"),
              ({"avx512f", "avx512_vnni"}, "", "vnni"), ({"avx512_vnni", "amx_int8"}, "", "amx"),
-             ({"avx512_vnni"}, "off", "float"), ({"avx2", "fma"}, "torch", "int-gemm"), (set(), "", "float")]
+             ({"avx512_vnni"}, "off", "float"), ({"avx2", "fma"}, "torch", "int-gemm"),
+             (set(), "", "float"), ({"torch says vnni"}, "", "vnni")]  # flags unreadable: torch's CPUID probe decides
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     try:
         for flags, env, want in cases:
-            monkeypatch.setattr(_scan, "cpu_features", lambda f=frozenset(flags): f)
+            probe = "torch says vnni" in flags
+            monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda p=probe: p)
+            monkeypatch.setattr(_scan, "cpu_features", lambda f=frozenset(flags - {"torch says vnni"}): f)
             monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", env)
             _scan._torch_int_mm.cache_clear()
             assert _scan.int8_backend() == want, (flags, env)

@@ -147,11 +147,16 @@ def test_bf16_counts_only_where_the_cpu_multiplies_it_natively(monkeypatch):
     assert runtime.cpu_has_bf16() is True
     # flags unreadable (not Linux): torch's CPUID probes decide, not oneDNN's "supported" (yes on any AVX-512 CPU)
     monkeypatch.setattr(_threads, "cpu_features", lambda: frozenset())
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     for bf16, tiles in ((False, False), (True, False), (False, True)):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda b=bf16: b)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda t=tiles: t)
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
         assert runtime.cpu_has_bf16() is (bf16 or tiles)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")  # ARM Linux has no "flags" line: oneDNN answers
+    assert runtime.cpu_has_bf16() is True
 
 
 def test_torch_bf16_agrees_with_fp32(tiny_encoder):

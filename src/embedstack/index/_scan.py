@@ -19,8 +19,9 @@ Every stage releases the GIL (BLAS, numba ``nogil`` kernels, torch), so plain Py
 the cores busy. BLAS (and torch, for int8 products) run one thread per caller for the duration of a
 scan; like :func:`embedstack._threads.serial`, that setting is process-wide while a scan runs.
 
-The int8 path scores with integer matrix products (``torch._int_mm``: VNNI ``vpdpbusd`` where the
-CPU has it, AMX where it has that); :func:`int8_backend` says which path a machine gets.
+The int8 path scores with integer matrix products (``torch._int_mm``: AVX-512 VNNI ``vpdpbusd`` where the
+CPU has it, AMX where it has that) and widens the codes to float32 elsewhere (:func:`int_gemm_units`);
+:func:`int8_backend` says which path a machine gets.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ ScoreFn = Callable[[int, int, int, int], np.ndarray]
 
 @lru_cache(maxsize=1)
 def _torch_int_mm() -> Any:
-    """``torch._int_mm`` if torch is installed and it runs on this CPU, else None (never imports torch
-    unless it is installed)."""
+    """``torch._int_mm`` if torch is installed and it runs on integer units here (:func:`int_gemm_units`, or forced
+    by ``EMBEDSTACK_INT8_GEMM=torch``), else None (never imports torch unless it is installed)."""
     import importlib.util
 
     mode = os.environ.get("EMBEDSTACK_INT8_GEMM", "").lower()
@@ -85,8 +86,16 @@ def int_gemm_units() -> bool:
     """Whether torch's integer GEMM (``torch._int_mm``) runs on integer dot-product units here: oneDNN serves it
     on CPUs with AVX-512 VNNI or AMX; elsewhere torch runs a scalar loop, far slower than a float32 product
     (an AMD EPYC with AVX2 only: 1.8 GOP/s against 187 GFLOP/s, 2,048-wide products on 2 threads; 256-bit
-    ``avx_vnni`` alone does not count, torch does not use it). Where the flags cannot be read: no."""
-    return bool(cpu_features() & {"avx512_vnni", "amx_int8"})
+    ``avx_vnni`` alone does not count, torch does not use it). Where the flags cannot be read (not Linux), torch's
+    own CPUID probes answer when torch is already imported; otherwise no."""
+    feats = cpu_features()
+    if feats:
+        return bool(feats & {"avx512_vnni", "amx_int8"})
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and (torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def int8_backend() -> str:
@@ -98,7 +107,9 @@ def int8_backend() -> str:
     feats = cpu_features()
     if "amx_int8" in feats:
         return "amx"
-    return "vnni" if "avx512_vnni" in feats else "int-gemm"  # int-gemm: forced by EMBEDSTACK_INT8_GEMM=torch
+    if "avx512_vnni" in feats or (not feats and int_gemm_units()):  # no flags: torch's probe found the units
+        return "vnni"
+    return "int-gemm"  # forced by EMBEDSTACK_INT8_GEMM=torch
 
 
 def _get_pool(size: int) -> ThreadPoolExecutor:

@@ -487,6 +487,13 @@ def ffn_onednn_available(model: Any) -> str | None:
     return None
 
 
+def check_ffn_onednn(model: Any) -> None:
+    """Raise ``ConfigError`` (naming ``bf16-pure``) where :func:`quantize_ffn_onednn` cannot run on ``model`` here."""
+    why = ffn_onednn_available(model)
+    if why is not None:
+        raise ConfigError(f"precision='bf16-int8-ffn' does not run here: {why}; use precision='bf16-pure'.")
+
+
 def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alpha: float | None = None) -> Any:
     """``model`` (a bf16-pure copy of ``reference``, packed or not) with every block's feed-forward products as
     :class:`Int8FeedForwardIn` / :class:`Int8FeedForwardOut`, **in place**; weights, biases and calibration
@@ -495,9 +502,7 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
     cannot run (:func:`ffn_onednn_available`)."""
     from embedstack.neural.transformer import BertLayer
 
-    why = ffn_onednn_available(reference)
-    if why is not None:
-        raise ConfigError(f"precision='bf16-int8-ffn' does not run here: {why}; use precision='bf16-pure'.")
+    check_ffn_onednn(reference)
     alpha = TOKEN_ALPHA if alpha is None else float(alpha)
     ffn = ("intermediate.dense", "output.dense")
     peak = _input_peaks(reference, calibration,

@@ -124,11 +124,9 @@ class TransformerRuntime:
         num_threads = check_int(self, "num_threads", num_threads, low=1, allow_none=True)
         workers = check_int(self, "workers", workers, low=1)
         if precision == "bf16-int8-ffn" and backend == "torch":  # refused now, not at the first encode or request
-            from embedstack.neural.quantize import ffn_onednn_available
+            from embedstack.neural.quantize import check_ffn_onednn
 
-            why = ffn_onednn_available(model)
-            if why is not None:
-                raise ConfigError(f"precision='bf16-int8-ffn' does not run here: {why}; use precision='bf16-pure'.")
+            check_ffn_onednn(model)
         if precision == "fp32-bf16x3":
             from embedstack.neural import _attention
 
@@ -145,11 +143,13 @@ class TransformerRuntime:
         if precision in ("int8-token", "bf16-int8-ffn"):
             from embedstack.index._scan import int_gemm_units
 
-            if not int_gemm_units():  # torch's _int_mm is a scalar loop there: int8-token 0.05x fp32 (same run)
-                slower = "int8-smooth" if precision == "int8-token" else "bf16-pure"
-                log.warning(f"precision={precision!r} on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
-                            f"torch's integer products run as a scalar loop there, about 20x slower than fp32 on an "
-                            f"AVX2 CPU; use {slower}.")
+            if not int_gemm_units() and precision == "int8-token":  # torch's _int_mm is a scalar loop there
+                log.warning("precision='int8-token' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
+                            "torch's integer products run as a scalar loop there, about 20x slower than fp32 on an "
+                            "AVX2 CPU; use int8-smooth.")
+            elif not int_gemm_units():  # oneDNN's own int8 kernels, without the dot-product units
+                log.warning("precision='bf16-int8-ffn' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
+                            "slower than bf16-pure; use bf16-pure.")
         self.backend = backend
         if backend == "torch":
             from embedstack.neural import _attention
@@ -563,17 +563,21 @@ def cpu_has_bf16() -> bool:
 
     oneDNN alone is not the test: it reports bf16 "supported" on any AVX-512 CPU and then emulates it
     there, at about a fifth of the fp32 rate (measured on an AVX-512 Xeon without BF16: 61 against 306
-    GFLOP/s), so ``precision="auto"`` would pick the slow path. Where the CPU flags cannot be read (not
-    Linux), torch's own CPUID probes for AVX-512 BF16 and AMX tiles answer instead.
+    GFLOP/s), so ``precision="auto"`` would pick the slow path. Where the CPU flags cannot be read, torch's own
+    CPUID probes for AVX-512 BF16 and AMX tiles answer on x86 (not Linux), and oneDNN on ARM.
     """
     from embedstack._threads import cpu_features
 
     flags = cpu_features()
     if flags:
         return bool(flags & {"avx512_bf16", "amx_bf16"})
-    try:  # private helpers (torch.cpu), read from CPUID on any OS; absent in some builds
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
+    import platform
+
+    try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):  # torch.cpu's CPUID probes (x86 only)
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # ARM (Linux too: no "flags" line): oneDNN knows
+    except (AttributeError, RuntimeError):  # private helpers; absent in some builds
         return False
 
 
