@@ -134,18 +134,18 @@ class TransformerRuntime:
                 log.warning("precision='fp32-bf16x3' puts float32 products on the AMX tiles, which this CPU or build "
                             f"lacks ({_attention.status()}): it runs as fp32.")
         elif "bf16" in precision and not cpu_has_bf16():
-            # bf16 products are emulated there (MiniLM, 256 STS-B sentences, 2 threads, an AMD EPYC with AVX2 only:
-            # bf16 0.15x and bf16-pure 0.21x fp32's texts/s; int8-smooth 1.6x)
+            # bf16 products are emulated there (benchmarks/precision_speed.py on an AMD EPYC with AVX2 only: bf16 0.16x
+            # and bf16-pure 0.15x fp32's texts/s; int8-smooth 1.2x, int8-token 0.04x)
             slower = "int8-smooth" if precision.startswith("int8") else "fp32"
             log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but its bf16 products "
-                        f"are emulated, several times slower than {slower} (bf16-pure ran at 0.2x fp32's speed on an "
+                        f"are emulated, several times slower than {slower} (bf16-pure ran at 0.15x fp32's speed on an "
                         f"AVX2 CPU); use {slower}.")
         if precision in ("int8-token", "bf16-int8-ffn"):
             from embedstack.index._scan import int_gemm_units
 
             if not int_gemm_units() and precision == "int8-token":  # torch's _int_mm is a scalar loop there
                 log.warning("precision='int8-token' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
-                            "torch's integer products run as a scalar loop there, about 20x slower than fp32 on an "
+                            "torch's integer products run as a scalar loop there, about 25x slower than fp32 on an "
                             "AVX2 CPU; use int8-smooth.")
             elif not int_gemm_units():  # oneDNN's own int8 kernels, without the dot-product units
                 log.warning("precision='bf16-int8-ffn' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
