@@ -67,13 +67,13 @@ def _torch_int_mm() -> Any:
     mode = os.environ.get("EMBEDSTACK_INT8_GEMM", "").lower()
     if mode in ("0", "numpy", "off"):
         return None
-    if mode not in ("1", "torch", "on") and not int_gemm_units():
-        return None
     if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
         return None
     try:
         import torch
 
+        if mode not in ("1", "torch", "on") and not int_gemm_units():  # after the import: its probe may answer
+            return None
         a = torch.ones((_INT_MM_MIN_ROWS, 64), dtype=torch.int8)
         if int(torch._int_mm(a, a.T)[0, 0]) != 64:  # pragma: no cover - a broken build
             return None
