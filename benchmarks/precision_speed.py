@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 import warnings
 from typing import Any
 
 import numpy as np
 
-from _report import load_average, write_results
+from _report import interleaved, load_average, write_results
 
 
 def main() -> None:
@@ -49,20 +48,12 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         enc = base.with_options(precision=mode)
-        sides = {"fp32": fp32, mode: enc}
-        secs: dict[str, list[float]] = {"fp32": [], mode: []}
-        vecs = enc.encode(texts)  # untimed: builds the runner (quantization, calibration)
-        fp32.encode(texts)
-        for r in range(args.repeats):
-            for name in (("fp32", mode) if r % 2 == 0 else (mode, "fp32")):
-                t = time.perf_counter()
-                sides[name].encode(texts)
-                secs[name].append(time.perf_counter() - t)
-        ratios = [a / b for a, b in zip(secs["fp32"], secs[mode], strict=True)]
-        rows.append({"mode": mode, "texts_per_s": len(texts) / float(np.median(secs[mode])),
-                     "fp32_texts_per_s": len(texts) / float(np.median(secs["fp32"])),
+        # the shared timer: one untimed run each (builds the runner: quantization, calibration), then rotated runs
+        t = interleaved(lambda e=enc: e.encode(texts), lambda: fp32.encode(texts), args.repeats)
+        ratios = [b / a for a, b in zip(t["runs"]["ours"], t["runs"]["theirs"], strict=True)]
+        rows.append({"mode": mode, "texts_per_s": len(texts) / t["ours"], "fp32_texts_per_s": len(texts) / t["theirs"],
                      "ratio": float(np.median(ratios)), "ratio_min": min(ratios), "ratio_max": max(ratios),
-                     "cos_mean": float(np.mean(np.sum(vecs * ref, axis=1)))})
+                     "cos_mean": float(np.mean(np.sum(t["out_ours"] * ref, axis=1)))})
         print(f"{mode}: {rows[-1]['ratio']:.2f}x fp32 ({min(ratios):.2f}-{max(ratios):.2f}), "
               f"cos {rows[-1]['cos_mean']:.4f}", flush=True)
     res = {"command": "python benchmarks/precision_speed.py", "texts": len(texts), "repeats": args.repeats,

@@ -134,8 +134,8 @@ class TransformerRuntime:
                 log.warning("precision='fp32-bf16x3' puts float32 products on the AMX tiles, which this CPU or build "
                             f"lacks ({_attention.status()}): it runs as fp32.")
         elif "bf16" in precision and not cpu_has_bf16():
-            # bf16 products are emulated there (benchmarks/precision_speed.py on an AMD EPYC with AVX2 only: bf16 0.16x
-            # and bf16-pure 0.15x fp32's texts/s; int8-smooth 1.2x, int8-token 0.04x)
+            # bf16 products are emulated there (benchmarks/precision_speed.py on an AMD EPYC with AVX2 only: bf16 0.14x
+            # and bf16-pure 0.15x fp32's texts/s; int8-smooth 1.2x, int8-token 0.05x)
             slower = "int8-smooth" if precision.startswith("int8") else "fp32"
             log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but its bf16 products "
                         f"are emulated, several times slower than {slower} (bf16-pure ran at 0.15x fp32's speed on an "
@@ -143,11 +143,12 @@ class TransformerRuntime:
         if precision in ("int8-token", "bf16-int8-ffn"):
             from embedstack.index._scan import int_gemm_units
 
-            if not int_gemm_units() and precision == "int8-token":  # torch's _int_mm is a scalar loop there
+            units = int_gemm_units()
+            if not units and precision == "int8-token":  # torch's _int_mm is a scalar loop there
                 log.warning("precision='int8-token' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
-                            "torch's integer products run as a scalar loop there, about 25x slower than fp32 on an "
+                            "torch's integer products run as a scalar loop there, about 20x slower than fp32 on an "
                             "AVX2 CPU; use int8-smooth.")
-            elif not int_gemm_units():  # oneDNN's own int8 kernels, without the dot-product units
+            elif not units:  # bf16-int8-ffn: oneDNN's own int8 kernels, without the dot-product units
                 log.warning("precision='bf16-int8-ffn' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
                             "slower than bf16-pure; use bf16-pure.")
         self.backend = backend
