@@ -75,7 +75,7 @@ def main() -> None:
 
     import embedstack
     from embedstack.data import load_sts
-    from embedstack.index._scan import cpu_features
+    from embedstack.index._scan import cpu_features, int_gemm_units
     from embedstack.neural import quantize as Q
     from embedstack.neural.runtime import cpu_has_bf16
 
@@ -131,7 +131,11 @@ def main() -> None:
             encoders[f"int8: {name}"] = enc.encode
     finally:
         Q.quantize_torch_dynamic = original
-    for precision in ("int8", "int8-fast", "int8-smooth", "int8-token") if args.texts == "scifact" else ("int8-smooth", "int8-token"):
+    shipped = ("int8", "int8-fast", "int8-smooth", "int8-token") if args.texts == "scifact" else ("int8-smooth", "int8-token")
+    # int8-token multiplies with torch._int_mm, a scalar loop without VNNI / AMX (0.05x fp32 on an AVX2-only
+    # EPYC, benchmarks/precision_speed.py): there it would take most of the run and prove nothing new
+    skipped = [] if int_gemm_units() else [p for p in shipped if p == "int8-token"]
+    for precision in (p for p in shipped if p not in skipped):
         enc = ours.with_options(backend="torch", precision=precision, workers=2)
         enc.encode(texts[:64], batch_size=32)
         encoders[f"ours `{precision}` (workers=2)"] = enc.encode
@@ -168,10 +172,12 @@ def main() -> None:
         log(f"round {r + 1}: " + ", ".join(f"{n.split(':')[-1].strip()} {times[n][-1]:.0f}" for n in names))
     speed = {n: statistics.median(v) for n, v in times.items()}
     load_after = [round(x, 2) for x in os.getloadavg()]
+    roof = roofline(ours, texts)  # after the timed rounds: its products cannot disturb them
     res = {"texts": len(texts), "set": args.texts, "repeats": args.repeats, "cpu_flags": sorted(cpu_features()),
            "speed": speed, "spread": {n: [min(v), max(v)] for n, v in times.items()}, "quality": quality,
            "sts_spearman": spearman, "load_before": load_before, "load_after": load_after,
-           "smooth_alpha": Q.SMOOTH_ALPHA, "names": names, "section": section}
+           "smooth_alpha": Q.SMOOTH_ALPHA, "names": names, "section": section, "roofline": roof,
+           "skipped": skipped}
     md = markdown(res)
     print(md)
     if not args.no_report:
@@ -209,6 +215,57 @@ def int8_in_bf16(ours: Any, Q: Any) -> Any:
     return enc
 
 
+def roofline(ours: Any, texts: list[str]) -> dict[str, float]:
+    """The FLOPs of one text and the rates this CPU reaches on the model's own linear layers (8,192 tokens):
+    float32 (the better of ``F.linear`` and oneDNN's packed product, ``encode.gemm_rate``) and torch's dynamic
+    int8 ``Linear`` (what every recipe here runs: fbgemm, activations quantized per batch, VNNI where the CPU
+    has it, AVX2 ``vpmaddubsw`` otherwise). Ceilings: every FLOP at the float32 rate; the linear layers at
+    the dynamic-int8 rate and the attention matmuls at the float32 rate."""
+    import torch
+
+    from encode import gemm_rate, model_flops
+
+    config = ours.model.config
+    lens = np.array([len(x) for x in ours._tokenize(texts, "")])
+    flops = model_flops(lens, config)
+    C, F4, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    linear = L * 2 * lens.astype(np.float64) * (4 * C * C + 2 * C * F4)
+    fp32 = max(gemm_rate(config, torch.float32) for _ in range(2))
+    int8 = max(dynamic_int8_rate(config) for _ in range(2))
+    return {"mean_tokens": float(lens.mean()), "gflop_per_text": float(flops.mean()) / 1e9,
+            "fp32_gflops": fp32 / 1e9, "int8_dynamic_gflops": int8 / 1e9,
+            "fp32_ceiling_texts_per_s": 1.0 / float((flops / fp32).mean()),
+            "int8_ceiling_texts_per_s": 1.0 / float((linear / int8 + (flops - linear) / fp32).mean())}
+
+
+def dynamic_int8_rate(config: Any, tokens: int = 8192, repeats: int = 10) -> float:
+    """Best FLOP/s of one layer's linear layers (query, key, value, attention output, feed-forward in and out)
+    as torch's dynamic int8 ``Linear`` modules (per-tensor weights), on ``tokens`` rows of float32 input."""
+    import torch
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    from encode import timed
+
+    C, F4 = config.hidden_size, config.intermediate_size
+    torch.manual_seed(0)
+    shapes = [(C, C)] * 4 + [(C, F4), (F4, C)]
+    layers = torch.nn.ModuleList(torch.nn.Linear(i, o) for i, o in shapes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = quantize_dynamic(layers, {torch.nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
+    x, h = torch.randn(tokens, C), torch.randn(tokens, F4)
+    inputs = [x] * 5 + [h]
+
+    def layer() -> None:
+        for m, a in zip(q, inputs, strict=True):
+            m(a)
+
+    with torch.inference_mode():
+        layer()
+        best = min(timed(layer)[0] for _ in range(repeats))
+    return 2 * tokens * (4 * C * C + 2 * C * F4) / best
+
+
 def section_of(texts: str) -> str:
     return "int8_torch_recipes" if texts == "sts" else "int8_torch_recipes_scifact"
 
@@ -241,6 +298,24 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{speed[n] / st_speed:.2f}× | " + (f"{speed[n] / st_bf16:.2f}× | " if st_bf16 else "")
                      + f"{q['cos_min']:.4f} | {q['cos_mean']:.5f} | {q['nn10']:.3f} | {sp} | "
                      f"{'yes' if ok else 'no'} |")
+    if res.get("skipped"):
+        lines += ["", f"Not run: {', '.join(f'`{p}`' for p in res['skipped'])}. It multiplies with `torch._int_mm`, "
+                  "which without AVX-512 VNNI or AMX is a scalar loop (0.05× fp32 on the AVX2-only EPYC, "
+                  "`benchmarks/precision_speed.py`); the encoder warns when it is chosen on such a CPU."]
+    roof = res.get("roofline")
+    if roof:
+        fp32_ceil, int8_ceil = roof["fp32_ceiling_texts_per_s"], roof["int8_ceiling_texts_per_s"]
+        best = max((speed[n] for n in names if n.startswith(("int8", "ours `int8"))), default=0.0)
+        lines += ["", "Roofline (measured after the timed rounds, same process, 2 threads): "
+                  f"{roof['mean_tokens']:.1f} tokens and {roof['gflop_per_text']:.2f} GFLOP per text (linear layers "
+                  "and attention matmuls, real tokens). The model's own linear layers on 8,192 tokens run at "
+                  f"{roof['fp32_gflops']:.0f} GFLOP/s in float32 and {roof['int8_dynamic_gflops']:.0f} GFLOP/s as "
+                  "torch's dynamic int8 `Linear` (fbgemm, activations quantized per batch, as every recipe here). "
+                  f"Ceilings: float32 {fp32_ceil:,.0f} texts/s (sentence-transformers fp32 at "
+                  f"{st_speed / fp32_ceil:.0%} of it, {st_speed * roof['gflop_per_text']:.0f} GFLOP/s); every linear "
+                  f"layer in dynamic int8 {int8_ceil:,.0f} texts/s, {int8_ceil / st_speed:.2f}× sentence-transformers "
+                  f"fp32 at most; the fastest int8 system here reaches {best / int8_ceil:.0%} of that ceiling "
+                  f"({best * roof['gflop_per_text']:.0f} GFLOP/s)."]
     lines += ["", "Dynamic int8 quantizes each batch's activations with one scale per tensor; the feed-forward "
               "layers' inputs carry outlier channels that this rounds away. `int8-smooth` divides each input "
               f"channel by s = max|x|^{res['smooth_alpha']} / max|W|^{1 - res['smooth_alpha']:.1f} and multiplies "
