@@ -38,6 +38,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,10 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
     no quantization of the activations counted. The dynamic int8 layers run fbgemm's or oneDNN's u8 x s8
     kernels, not this one: a reference rate, not a proven bound).
 
+    ``"int8-dynamic"``: torch's dynamic int8 ``Linear`` modules (per-tensor weights, each batch's activations
+    quantized on the fly: fbgemm, VNNI where the CPU has it, AVX2 ``vpmaddubsw`` otherwise), the kernels the
+    ``int8*`` precisions other than ``int8-token`` run; the quantization of the activations is counted.
+
     Float dtypes: the better of torch's ``F.linear`` and oneDNN's product on packed weights (what embedstack's
     eager runners call, ``neural/packed.py``), each measured here.
 
@@ -182,6 +187,17 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
         x, h = (torch.randint(-127, 128, (tokens, k), generator=g, dtype=torch.int8) for k in (C, F4))
         w_cc, w_ic, w_ci = (torch.randint(-127, 128, s, generator=g, dtype=torch.int8).t() for s in ((C, C), (F4, C), (C, F4)))
         linear = torch._int_mm
+    elif dtype == "int8-dynamic":
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+        x, h = torch.randn(tokens, C, generator=g), torch.randn(tokens, F4, generator=g)
+        shapes = {"cc": (C, C), "ic": (C, F4), "ci": (F4, C)}  # (in, out)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notice
+            q = quantize_dynamic(torch.nn.ModuleDict({k: torch.nn.Linear(*io) for k, io in shapes.items()}),
+                                 {torch.nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
+        w_cc, w_ic, w_ci = q["cc"], q["ic"], q["ci"]
+        linear = lambda a, m: m(a)  # noqa: E731
     else:
         x, h = torch.randn(tokens, C, generator=g).to(dtype), torch.randn(tokens, F4, generator=g).to(dtype)
         w_cc, w_ic, w_ci = (torch.randn(*s, generator=g).to(dtype) * 0.05 for s in ((C, C), (F4, C), (C, F4)))
@@ -197,7 +213,7 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
     with torch.inference_mode():
         layer()
         best = min(timed(layer)[0] for _ in range(repeats))
-        if dtype != torch.int8 and packed.available(dtype):
+        if dtype not in (torch.int8, "int8-dynamic") and packed.available(dtype):
             ws = [packed.PackedLinear(w, None) for w in (w_cc, w_ic, w_ci)]
             layer(lambda a, m: m(a), *ws)
             best = min(best, *(timed(lambda: layer(lambda a, m: m(a), *ws))[0] for _ in range(repeats)))

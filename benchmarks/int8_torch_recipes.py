@@ -231,39 +231,11 @@ def roofline(ours: Any, texts: list[str]) -> dict[str, float]:
     C, F4, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     linear = L * 2 * lens.astype(np.float64) * (4 * C * C + 2 * C * F4)
     fp32 = max(gemm_rate(config, torch.float32) for _ in range(2))
-    int8 = max(dynamic_int8_rate(config) for _ in range(2))
+    int8 = max(gemm_rate(config, "int8-dynamic") for _ in range(2))
     return {"mean_tokens": float(lens.mean()), "gflop_per_text": float(flops.mean()) / 1e9,
             "fp32_gflops": fp32 / 1e9, "int8_dynamic_gflops": int8 / 1e9,
             "fp32_ceiling_texts_per_s": 1.0 / float((flops / fp32).mean()),
             "int8_ceiling_texts_per_s": 1.0 / float((linear / int8 + (flops - linear) / fp32).mean())}
-
-
-def dynamic_int8_rate(config: Any, tokens: int = 8192, repeats: int = 10) -> float:
-    """Best FLOP/s of one layer's linear layers (query, key, value, attention output, feed-forward in and out)
-    as torch's dynamic int8 ``Linear`` modules (per-tensor weights), on ``tokens`` rows of float32 input."""
-    import torch
-    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
-
-    from encode import timed
-
-    C, F4 = config.hidden_size, config.intermediate_size
-    torch.manual_seed(0)
-    shapes = [(C, C)] * 4 + [(C, F4), (F4, C)]
-    layers = torch.nn.ModuleList(torch.nn.Linear(i, o) for i, o in shapes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        q = quantize_dynamic(layers, {torch.nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
-    x, h = torch.randn(tokens, C), torch.randn(tokens, F4)
-    inputs = [x] * 5 + [h]
-
-    def layer() -> None:
-        for m, a in zip(q, inputs, strict=True):
-            m(a)
-
-    with torch.inference_mode():
-        layer()
-        best = min(timed(layer)[0] for _ in range(repeats))
-    return 2 * tokens * (4 * C * C + 2 * C * F4) / best
 
 
 def section_of(texts: str) -> str:
