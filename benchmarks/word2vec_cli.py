@@ -291,7 +291,8 @@ def markdown(res: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        # the peak is the faster BLAS (MKL through torch, OpenBLAS through numpy); records before that key: torch's
+        # the peak is the faster BLAS (MKL through torch, OpenBLAS through numpy); sections rendered before
+        # 2026-12-06 09:00 UTC quote torch's rate, and their records' cells hold it as fp32_peak_gflops
         f"Roofline: this machine's fp32 GEMM peak is {peaks.get('fp32_gflops_peak', peaks.get('fp32_gflops', float('nan'))):.0f} GFLOP/s and its memory "
         f"read bandwidth {peaks.get('read_gbs', float('nan')):.1f} GB/s (2 threads, measured in the same run). "
         "Work counted as 6·dim flops per (input row, output row) update — a dot product and two row updates — "

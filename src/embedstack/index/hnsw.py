@@ -8,13 +8,13 @@ Two backends, one API (user string ids, tombstones, atomic checksummed folders, 
   ``dtype="i8", rescore="float"`` walks an int8 graph (a quarter of the bytes per distance) for
   ``k × oversample`` candidates and rescores them with the float32 rows, which stay on disk
   (memory-mapped on load; only candidate rows are read).
-* ``backend="faiss"``: faiss ``IndexHNSWFlat`` (f32) or ``IndexHNSWSQ`` (f16 / bf16 codes). At a
-  million vectors the walk is bound by memory latency, and there faiss's walk over float16 codes is the
-  fastest we measured: on a 2-core AMD EPYC, 1M × 384 power-law vectors, M=16, ef 768,
-  ``dtype="f16"`` answered 656 queries/s at recall@10 0.951 against faiss ``IndexHNSWFlat``'s 490 at
-  0.953 (1.34×; 0.79× its build time), where usearch's int8 graph + rescoring gave 0.77–1.01× across
-  runs (``benchmarks/hnsw_1m.py``, BENCHMARKS.md). The gain is the halved storage, not a faster kernel:
-  faiss's own ``IndexHNSWSQ(QT_fp16)`` is as fast. What it costs against usearch: faiss cannot unlink
+* ``backend="faiss"``: faiss ``IndexHNSWFlat`` (f32) or ``IndexHNSWSQ`` (f16 / bf16 codes). Which graph
+  is fastest at a million vectors depends on the CPU (``benchmarks/hnsw_1m.py``, BENCHMARKS.md; 2 cores,
+  1M × 384 power-law vectors, M=16, ef 768, recall@10 ≥ 0.95, against faiss ``IndexHNSWFlat``): on both
+  AMD EPYCs measured (with and without AVX-512) ``dtype="f16"`` answered 1.34–1.35× its queries/s and
+  built in 0.66–0.79× its time, where usearch's int8 graph + rescoring gave 0.77–1.01×; on an Intel Xeon
+  with AMX the int8 graph gave 1.26× and ``dtype="f16"`` 0.99×. The f16 gain is the halved storage, not
+  a faster kernel: faiss's own ``IndexHNSWSQ(QT_fp16)`` is as fast. What it costs against usearch: faiss cannot unlink
   a node, so removed documents stay in the graph as tombstones every search skips (a bitmap selector
   on the walk) until :meth:`~HNSWIndex.compact` rebuilds it; a loaded index memory-maps the stored
   vectors and the links (``IO_FLAG_MMAP_IFC``) but reads each node's offsets and level into
