@@ -255,6 +255,7 @@ def read_peak(res: dict[str, Any]) -> float:
 def markdown(res: dict[str, Any]) -> str:
     roof = res["roofline"]
     float_int8 = res.get("int8_backend") == "float"
+    peak32, peak_read = fp32_peak(res), read_peak(res)  # once: each scans every run of every arm
     lines = [
         "## Exact search at the CPU's limit: FlatIndex vs faiss (`benchmarks/exact_search.py`)"
         + ("" if res.get("name", "exact_search") == "exact_search" else f", part run `{res['name']}`"),
@@ -270,13 +271,13 @@ def markdown(res: dict[str, Any]) -> str:
         f"int8 GEMM {roof['int8_gops']:.{0 if roof['int8_gops'] >= 10 else 1}f} GOP/s (torch `_int_mm`), "
         f"bf16 GEMM {roof['bf16_gflops']:.{0 if roof['bf16_gflops'] >= 10 else 1}f} GFLOP/s, "
         f"memory read {roof['read_gbs']:.1f} GB/s ({roof['read_gbs_1thread']:.1f} on one thread)."
-        + (f" Shares below are of {fp32_peak(res):.0f} GFLOP/s, the best rate a float32 scan (ours or faiss's) "
+        + (f" Shares below are of {peak32:.0f} GFLOP/s, the best rate a float32 scan (ours or faiss's) "
            "reached in one of the runs, which is above the microbenchmark's: this machine's rates moved between runs (spreads below)."
-           if fp32_peak(res) > roof.get("fp32_gflops_peak", roof["fp32_gflops"]) + 1e-9 else "")
+           if peak32 > roof.get("fp32_gflops_peak", roof["fp32_gflops"]) + 1e-9 else "")
         + (" int8 codes are scored widened to float32 here (no AVX-512 VNNI / AMX: torch's integer GEMM is the "
            "scalar loop measured above), so the int8 rows' shares are of the fp32 peak." if float_int8 else "")
-        + (f" Shares of read bandwidth are of {read_peak(res):.1f} GB/s, the best rate a one-query scan streamed in "
-           "one of the runs, above the microbenchmark's." if read_peak(res) > roof["read_gbs"] + 1e-9 else "")
+        + (f" Shares of read bandwidth are of {peak_read:.1f} GB/s, the best rate a one-query scan streamed in "
+           "one of the runs, above the microbenchmark's." if peak_read > roof["read_gbs"] + 1e-9 else "")
         + " × faiss: the median of the per-run ratios (each run times every arm back to back), with their range.",
         "",
     ]
@@ -291,12 +292,12 @@ def markdown(res: dict[str, Any]) -> str:
             rec = "–" if v["recall@10"] is None else f"{v['recall@10']:.4f}"
             if "int8" in name:
                 ach = work * qps["median"] / 1e9
-                peak, unit = (fp32_peak(res), "GFLOP/s") if float_int8 else (roof["int8_gops"], "GOP/s")
+                peak, unit = (peak32, "GFLOP/s") if float_int8 else (roof["int8_gops"], "GOP/s")
             elif "Binary" in name or "binary" in name:
                 ach, peak, unit = None, None, ""
             else:
                 ach = work * qps["median"] / 1e9
-                peak, unit = fp32_peak(res), "GFLOP/s"
+                peak, unit = peak32, "GFLOP/s"
             achs = "–" if ach is None else f"{ach:.0f} {unit}"
             share = "–" if ach is None else f"{100 * ach / peak:.0f}%"
             wq = "popcount" if ach is None else f"{work / 1e6:.0f} M ops"
@@ -318,7 +319,7 @@ def markdown(res: dict[str, Any]) -> str:
             nbytes = n * d * (1 if "int8" in name else 4)
             gbs = nbytes / (v["median"] / 1e3) / 1e9
             lines.append(f"| {name} | {v['median']:.2f} | {v['min']:.2f}–{v['max']:.2f} | {v['median'] / fl:.2f} | "
-                         f"{gbs:.1f} | {100 * gbs / read_peak(res):.0f}% |")
+                         f"{gbs:.1f} | {100 * gbs / peak_read:.0f}% |")
         lines.append("")
     lines += targets(res)
     sf = res.get("scifact")
