@@ -13,13 +13,14 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+T = TypeVar("T")
 
 
 def machine() -> dict[str, Any]:
@@ -115,6 +116,12 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def rotated(names: Sequence[T], r: int) -> list[T]:
+    """Round ``r``'s order: ``names`` rotated by ``r``, so each goes first in turn (and two alternate)."""
+    k = r % len(names)
+    return [*names[k:], *names[:k]]
+
+
 def interleaved(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> dict[str, Any]:
     """Time both sides ``repeats`` times (after one untimed run each), interleaved with the order rotated.
 
@@ -124,7 +131,7 @@ def interleaved(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int
     times: dict[str, list[float]] = {"ours": [], "theirs": []}
     outs: dict[str, Any] = {"ours": ours(), "theirs": theirs()}  # untimed warm-up: caches, norms, imports
     for r in range(repeats):
-        for side in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+        for side in rotated(("ours", "theirs"), r):
             fn = ours if side == "ours" else theirs
             t = time.perf_counter()
             outs[side] = fn()

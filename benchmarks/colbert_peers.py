@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_name, log, ratio, write_results  # noqa: E402
+from _report import cpu_name, log, ratio, rotated, write_results  # noqa: E402
 from _report import load_arms as _load_arms  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
@@ -137,7 +137,7 @@ def run_train(rounds: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {k: [] for k in systems}
     names = list(systems)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in rotated(names, r):
             steps = systems[name]()
             times[name].append(float(np.median(steps)))
             log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
@@ -196,7 +196,7 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
     first: dict[str, list[np.ndarray]] = {}  # each system's document token vectors of round 0 (agreement below)
     names = list(systems)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in rotated(names, r):
             t = time.perf_counter()
             got = systems[name](docs, False)
             rates[name]["docs"].append(len(docs) / (time.perf_counter() - t))
@@ -363,7 +363,7 @@ def run_search(rounds: int) -> dict[str, Any]:
     runs: dict[str, dict[str, dict[str, float]]] = {k: {} for k in searchers}
     names = list(searchers)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in rotated(names, r):
             t = time.perf_counter()
             for i, q in enumerate(qids):
                 runs[name][q] = {d: float(s) for d, s in searchers[name](i)}

@@ -46,7 +46,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_name, log, ratio, write_results  # noqa: E402
+from _report import cpu_name, log, ratio, rotated, write_results  # noqa: E402
 from search import random_unit, recall_at  # noqa: E402
 
 K = 10
@@ -163,7 +163,7 @@ def bench_size(n: int, nq: int, repeats: int, single: int) -> dict[str, Any]:
     names = list(arms)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = rotated(names, r)
         for name in order:
             times[name].append(_timeit(arms[name]))
         log(f"[{n:,}] run {r + 1}/{repeats}: " + ", ".join(f"{nm} {nq / times[nm][-1]:.0f}" for nm in names))
@@ -177,7 +177,7 @@ def bench_size(n: int, nq: int, repeats: int, single: int) -> dict[str, Any]:
     lat: dict[str, list[float]] = {name: [] for name in lat_arms}
     lnames = list(lat_arms)
     for r in range(repeats):
-        order = lnames[r % len(lnames):] + lnames[: r % len(lnames)]
+        order = rotated(lnames, r)
         for name in order:
             fn = lat_arms[name]
             t0 = time.perf_counter()

@@ -35,7 +35,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import l3_bytes, load_average, log, ratio, write_results  # noqa: E402
+from _report import l3_bytes, load_average, log, ratio, rotated, write_results  # noqa: E402
 from search import random_unit, recall_at  # noqa: E402
 
 PEERS = ("faiss", "faiss-sq-f16", "faiss-sq-bf16")
@@ -127,7 +127,7 @@ def main() -> None:
     times: dict[str, list[float]] = {arm: [] for arm in chosen}
     names = list(chosen)
     for r in range(args.repeats):
-        for arm in names[r % len(names):] + names[: r % len(names)]:
+        for arm in rotated(names, r):
             fn = searcher(arm, chosen[arm])
             t0 = time.perf_counter()
             fn()

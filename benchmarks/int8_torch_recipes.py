@@ -51,7 +51,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import log, write_results  # noqa: E402
+from _report import log, rotated, write_results  # noqa: E402
 from encode import knn, overlap, row_cosines, spearman_from  # noqa: E402
 
 
@@ -170,7 +170,7 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in rotated(names, r):
             t0 = time.perf_counter()
             systems[name]()
             times[name].append(len(texts) / (time.perf_counter() - t0))

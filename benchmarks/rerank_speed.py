@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, last_results, ratio, write_results, write_section  # noqa: E402
+from _report import cpu_line, last_results, ratio, rotated, write_results, write_section  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -215,8 +215,7 @@ def main() -> None:
     scores = {name: np.zeros(len(pairs), dtype=np.float64) for name in systems}
     names = list(systems)
     for r in range(opts.rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in rotated(names, r):
             if name in rescored:
                 rescored[name].clear()
             t0 = time.perf_counter()

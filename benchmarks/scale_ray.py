@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import log, write_results  # noqa: E402
+from _report import log, rotated, write_results  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -158,7 +158,7 @@ def main() -> None:
     stats: dict[str, Any] = {}
     ref: np.ndarray | None = None
     for r in range(args.repeats):
-        order = arms[r % len(arms):] + arms[: r % len(arms)]
+        order = rotated(arms, r)
         for arm in order:
             if arm == "single":
                 sec, vecs = _single(texts)

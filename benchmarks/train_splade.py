@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import last_results, log, ratio, rrf_runs, write_results, write_section  # noqa: E402
+from _report import last_results, log, ratio, rotated, rrf_runs, write_results, write_section  # noqa: E402
 from _report import load_arms as _load_arms  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
@@ -320,7 +320,7 @@ def _time_trainers(trainers: dict[str, Any], rounds: int) -> dict[str, dict[str,
     times: dict[str, list[float]] = {k: [] for k in trainers}
     names = list(trainers)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in rotated(names, r):
             times[name].append(float(np.median(trainers[name]())))
             log(f"train round {r}: {name} {TRAIN_BATCH / times[name][-1]:.2f} rows/s")
     return {name: {"rows_per_second": statistics.median([TRAIN_BATCH / t for t in ts]),
@@ -426,7 +426,7 @@ def run_peers(rounds: int, train: bool = True) -> dict[str, Any]:
     rates: dict[str, dict[str, list[float]]] = {k: {"docs": [], "queries": []} for k in enc}
     names = list(enc)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in rotated(names, r):
             t = time.perf_counter()
             enc[name](docs, False)
             rates[name]["docs"].append(len(docs) / (time.perf_counter() - t))

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, write_results  # noqa: E402
+from _report import cpu_line, rotated, write_results  # noqa: E402
 
 SCENARIOS = ("main", "one thread", "two threads", "wide", "1 thread")
 
@@ -102,8 +102,7 @@ def main() -> None:
     runs: dict[str, dict[str, list[dict[str, float]]]] = {p: {s: [] for s in SCENARIOS} for p in ("bf16-pure", "fp32")}
     for r in range(args.reps):
         for precision in runs:
-            order = SCENARIOS[r % len(SCENARIOS):] + SCENARIOS[: r % len(SCENARIOS)]  # rotated each round
-            for s in order:
+            for s in rotated(SCENARIOS, r):
                 out = subprocess.run([sys.executable, __file__, "--child", s, precision, "--texts", str(args.texts)],
                                      capture_output=True, text=True, check=True)
                 res = json.loads(out.stdout.strip().splitlines()[-1])

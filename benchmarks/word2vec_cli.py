@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import log, save_arm, write_results  # noqa: E402
+from _report import log, rotated, save_arm, write_results  # noqa: E402
 
 WORKERS = 2
 OPTS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3, "alpha": 0.025}
@@ -154,11 +154,8 @@ def run_cell(kind: str, path: Path, epochs: int, repeats: int, work: Path, analo
     systems = ["ours", "gensim", *(["ours_matched"] if matched else [])]
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     load_before = os.getloadavg()
-    for r in range(repeats):  # noqa: B007 - r rotates the order
-        order = systems[r % len(systems):] + systems[: r % len(systems)]
-        if (r + epochs) % 2:
-            order.reverse()
-        for system in order:
+    for r in range(repeats):
+        for system in rotated(systems, r):
             out = work / f"{system}-{kind}-{epochs}"
             out.mkdir(parents=True, exist_ok=True)
             if system.startswith("ours"):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, write_results  # noqa: E402
+from _report import cpu_line, rotated, write_results  # noqa: E402
 from attention import reference  # noqa: E402
 
 LINEARS = [  # (rows, in, out): Q/K/V side by side, the attention output, the feed-forward in and out
@@ -39,7 +39,7 @@ def timed(systems: dict[str, Any], reps: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {s: [] for s in systems}
     names = list(systems)
     for r in range(reps):
-        for s in names[r % len(names):] + names[: r % len(names)]:
+        for s in rotated(names, r):
             t0 = time.perf_counter()
             systems[s]()
             times[s].append(time.perf_counter() - t0)

@@ -212,6 +212,15 @@ def test_interleaved_timing_warms_up_then_rotates_the_order(report_bench):
     assert report_bench.spread([0.5, 0.25, 1.0], 1e3, ".0f") == "250–1000"
 
 
+
+def test_rotated_order_puts_each_system_first_in_turn(report_bench):
+    """Two systems alternate which runs first (word2vec_cli once reversed every other rotation, which left a
+    two-system cell with the same side first in every run); three take turns."""
+    assert [report_bench.rotated(["ours", "gensim"], r) for r in range(4)] == [
+        ["ours", "gensim"], ["gensim", "ours"], ["ours", "gensim"], ["gensim", "ours"]]
+    orders = [report_bench.rotated(("a", "b", "c"), r) for r in range(3)]
+    assert [o[0] for o in orders] == ["a", "b", "c"] and all(sorted(o) == ["a", "b", "c"] for o in orders)
+
 @pytest.fixture()
 def exact_bench(monkeypatch):
     yield from _script(monkeypatch, "exact_search")
