@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -114,6 +115,11 @@ def measured_line(measured: dict[str, Any]) -> str:
 def load_average() -> list[float]:
     """The 1-, 5- and 15-minute load averages, rounded (every comparison records them before and after)."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def command_line(script: str) -> str:
+    """The command that reproduces this run, quoted for a shell (an empty argument stays ``''``)."""
+    return shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]])
 
 
 def rotated(names: Sequence[T], r: int) -> list[T]:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, log, write_results  # noqa: E402
+from _report import RESULTS, command_line, log, write_results  # noqa: E402
 from word2vec_cli import CACHE, corpus_file, timed  # noqa: E402
 
 SETTINGS = {
@@ -220,7 +220,7 @@ def main() -> None:
         cells.append(cell)
         log(f"glove {name}: ours {cell['ours']['wall_median']:.1f} s, reference {cell['reference']['wall_median']:.1f} s "
             f"-> {cell['speedup']:.2f}x; WS-353 {cell['ours']['wordsim353']:.3f} vs {cell['reference']['wordsim353']:.3f}")
-    res = {"name": "glove_reference", "command": "python benchmarks/glove_reference.py " + " ".join(sys.argv[1:]),
+    res = {"name": "glove_reference", "command": command_line("glove_reference.py"),
            "reference_commit": commit, "file_mb": path.stat().st_size / 1e6, "workers": args.workers,
            "memory": args.memory, "repeats": args.repeats, "options": COMMON, "cells": cells,
            "skipgram": skipgram_rows(), "load_before": load_before,

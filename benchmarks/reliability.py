@@ -57,7 +57,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, machine  # noqa: E402
+from _report import RESULTS, command_line, machine  # noqa: E402
 
 WORDS = ["the", "cat", "dog", "sat", "on", "mat", "a", "big", "small", "red", "house", "tree", "ran", "over",
          "quick", "brown", "fox", "jumps", "lazy", "man", "guitar", "playing", "is", "."]
@@ -483,7 +483,7 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="embedstack-reliability-", dir=args.workdir))
-    cmd = "python benchmarks/reliability.py " + " ".join(sys.argv[1:])
+    cmd = command_line("reliability.py")
     try:
         crash = run_crash(args, work) if args.only in (None, "crash") else None
         cost = run_checksum(args, work) if args.only in (None, "checksum") else None

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import RESULTS, machine  # noqa: E402
+from _report import RESULTS, command_line, machine  # noqa: E402
 
 SETUPS = {"minilm-flat": ("all-MiniLM-L6-v2", "flat"), "bm25": ("bm25", "flat")}
 
@@ -157,7 +157,7 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         record = {"benchmark": "single_query", "machine": machine(), "loadavg_1min_at_end": os.getloadavg()[0],
                   "dataset": label, "threads": threads,
-                  "results": rows, "command": "python benchmarks/single_query.py " + " ".join(sys.argv[1:])}
+                  "results": rows, "command": command_line("single_query.py")}
         with open(RESULTS / "single_query.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         print(f"appended to {RESULTS / 'single_query.jsonl'}", file=sys.stderr)

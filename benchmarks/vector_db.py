@@ -48,7 +48,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, l3_bytes, log, write_results  # noqa: E402
+from _report import ROOT, command_line, l3_bytes, log, write_results  # noqa: E402
 
 SYSTEMS = ("flat", "hnsw", "qdrant-hnsw", "qdrant-exact")
 EFS = (16, 32, 64, 128, 256, 512)
@@ -352,7 +352,7 @@ def main() -> None:
 
     res["peaks"] = roofline(3)
     res["l3_bytes"] = l3_bytes()
-    cmd = "python benchmarks/vector_db.py " + " ".join(sys.argv[1:])
+    cmd = command_line("vector_db.py")
     res["command"] = cmd.strip()
     md = markdown(res, cmd.strip())
     if args.no_write or args.repeats * args.timing_repeats < 3:  # a smoke run must not replace the measured section

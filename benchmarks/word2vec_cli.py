@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import log, rotated, save_arm, write_results  # noqa: E402
+from _report import command_line, last_results, log, rotated, save_arm, write_results, write_section  # noqa: E402
 
 WORKERS = 2
 OPTS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3, "alpha": 0.025}
@@ -304,8 +304,11 @@ def markdown(res: dict[str, Any]) -> str:
         "gensim's `corpus_file` mode has its own learning-rate schedule: each of the 2 workers reads half the "
         "file but measures progress against the whole corpus (`word2vec_corpusfile.pyx`), so an epoch ends at "
         "about half the initial rate instead of `min_alpha`, which after one epoch is worth several analogy "
-        "points. The rows 'ours at gensim's schedule' run our CLI with `--min-alpha` set to the rate a gensim worker ends "
-        "at, which compares the trainers at the same schedule; the plain rows compare the defaults.",
+        "points."
+        + (" The rows 'ours at gensim's schedule' run our CLI with `--min-alpha` set to the rate a gensim worker "
+           "ends at, which compares the trainers at the same schedule; the plain rows compare the defaults."
+           if any("ours_matched" in c for c in res["cells"]) else
+           " No row here runs ours at gensim's schedule (`--matched-epochs`); the rows compare the defaults."),
         "",
         "Skip-gram draws its negatives once per centre word and shares them across that word's context "
         "words, scoring the block as one small matrix product (`Word2Vec(shared_negatives=True)`, the "
@@ -328,8 +331,14 @@ def main() -> None:
                     help="results file and BENCHMARKS.md section (another name keeps a partial run apart)")
     ap.add_argument("--from-log", type=Path, default=None,
                     help="rebuild the section from a run's log instead of measuring (see cells_from_log)")
+    ap.add_argument("--render-last", action="store_true",
+                    help="re-render the NAME section from results/NAME.jsonl's last record (no measuring)")
     ap.add_argument("--no-report", action="store_true")
     args = ap.parse_args()
+    if args.render_last:
+        res = last_results(args.name)
+        write_section(args.name, markdown(res), res["machine"])
+        return
 
     from embedstack.data import load_analogies, load_word_similarity
 
@@ -370,7 +379,7 @@ def main() -> None:
 
 def write_report(args: argparse.Namespace, path: Path, raw_words: int, peaks: dict[str, Any],
                  cells: list[dict[str, Any]]) -> None:
-    res = {"name": args.name, "command": " ".join(["python benchmarks/word2vec_cli.py", *sys.argv[1:]]),
+    res = {"name": args.name, "command": command_line("word2vec_cli.py"),
            "corpus": f"enwiki extract, {raw_words:,} tokens in {path.stat().st_size / 1e6:.0f} MB, one document per line",
            "workers": WORKERS, "options": OPTS, "peaks": peaks, "cells": cells}
     md = markdown(res)

@@ -221,6 +221,12 @@ def test_rotated_order_puts_each_system_first_in_turn(report_bench):
     orders = [report_bench.rotated(("a", "b", "c"), r) for r in range(3)]
     assert [o[0] for o in orders] == ["a", "b", "c"] and all(sorted(o) == ["a", "b", "c"] for o in orders)
 
+
+def test_command_line_keeps_an_empty_argument_reproducible(report_bench, monkeypatch):
+    monkeypatch.setattr(report_bench.sys, "argv", ["word2vec_cli.py", "--matched-epochs", "", "--name", "a b"])
+    assert report_bench.command_line("word2vec_cli.py") == (
+        "python benchmarks/word2vec_cli.py --matched-epochs '' --name 'a b'")
+
 @pytest.fixture()
 def exact_bench(monkeypatch):
     yield from _script(monkeypatch, "exact_search")
