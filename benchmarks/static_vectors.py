@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, load_average, ratio, write_results  # noqa: E402
+from _report import RESULTS, load_average, ratio, rotated, write_results  # noqa: E402
 
 
 def log(quiet: bool, *msg: Any) -> None:
@@ -159,7 +159,7 @@ def main() -> None:
             sentences = list(corpus.sentences())
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "gensim": []}
         for rep in range(max(5, args.repeats) if not args.quick else args.repeats):  # interleaved, order rotated
-            for side in (("ours", "gensim") if rep % 2 == 0 else ("gensim", "ours")):
+            for side in rotated(("ours", "gensim"), rep):
                 log(q, f"[{kind}] run {rep + 1}/{args.repeats}: {side} ...")
                 one, keys, vecs = (run_ours(kind, corpus, opts) if side == "ours"
                                    else run_gensim(kind, sentences, opts))

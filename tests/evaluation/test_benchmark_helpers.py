@@ -212,7 +212,6 @@ def test_interleaved_timing_warms_up_then_rotates_the_order(report_bench):
     assert report_bench.spread([0.5, 0.25, 1.0], 1e3, ".0f") == "250–1000"
 
 
-
 def test_rotated_order_puts_each_system_first_in_turn(report_bench):
     """Two systems alternate which runs first (word2vec_cli once reversed every other rotation, which left a
     two-system cell with the same side first in every run); three take turns."""
@@ -226,6 +225,7 @@ def test_command_line_keeps_an_empty_argument_reproducible(report_bench, monkeyp
     monkeypatch.setattr(report_bench.sys, "argv", ["word2vec_cli.py", "--matched-epochs", "", "--name", "a b"])
     assert report_bench.command_line("word2vec_cli.py") == (
         "python benchmarks/word2vec_cli.py --matched-epochs '' --name 'a b'")
+
 
 @pytest.fixture()
 def exact_bench(monkeypatch):
