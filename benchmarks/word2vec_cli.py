@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import command_line, last_results, log, rotated, save_arm, write_results, write_section  # noqa: E402
 
 WORKERS = 2
-ORDER_FIXED = "2026-12-06 15:20 UTC"  # records measured before: rotated() was undone by a reverse()
 OPTS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3, "alpha": 0.025}
 CACHE = Path(tempfile.gettempdir()) / "embedstack_w2v_bench"
 
@@ -281,7 +280,7 @@ def markdown(res: dict[str, Any]) -> str:
         "training, atomic save), gensim 4.4 is `Word2Vec/FastText(corpus_file=FILE, workers=2)` then "
         "`wv.save` (its fastest mode). Same options: dim 100, window 5, negative 5, min_count 5, sample 1e-3, "
         "alpha 0.025 (FastText: skip-gram, n-grams 3-6, 2M buckets). Runs interleaved, "
-        + ("order rotated" if res.get("machine", {}).get("date", "") >= ORDER_FIXED else
+        + ("order rotated" if res.get("order") == "rotated" else  # records from before 2026-12-06 15:20 UTC
            "in the order the script used until 2026-12-06 (gensim ran before ours in every run, except in 2 of "
            "the 5 runs of a 5-run cell with the matched arm)")
         + "; medians with min-max. Quality (not timed) through the same evaluation code: Google analogies "
@@ -358,7 +357,7 @@ def main() -> None:
         cells = cells_from_log(args.from_log)
         for cell in cells:
             cell["roofline"] = {}
-        write_report(args, path, raw_words, peaks, cells)
+        write_report(args, path, raw_words, peaks, cells, None)  # a log does not say in which order its runs went
         return
     analogies, wordsim = load_analogies(), load_word_similarity()
     from exact_search import roofline
@@ -378,14 +377,15 @@ def main() -> None:
                 log(f"{kind} x{epochs}: ours {cell['ours']['wall_median']:.1f} s, gensim "
                     f"{cell['gensim']['wall_median']:.1f} s -> {cell['speedup']:.2f}x; analogy gap "
                     f"{cell['analogy_gap']:+.2f}")
-    write_report(args, path, raw_words, peaks, cells)
+    write_report(args, path, raw_words, peaks, cells, "rotated")
 
 
 def write_report(args: argparse.Namespace, path: Path, raw_words: int, peaks: dict[str, Any],
-                 cells: list[dict[str, Any]]) -> None:
+                 cells: list[dict[str, Any]], order: str | None) -> None:
     res = {"name": args.name, "command": command_line("word2vec_cli.py"),
            "corpus": f"enwiki extract, {raw_words:,} tokens in {path.stat().st_size / 1e6:.0f} MB, one document per line",
-           "workers": WORKERS, "options": OPTS, "peaks": peaks, "cells": cells}
+           "workers": WORKERS, "options": OPTS, "peaks": peaks, "cells": cells,
+           **({"order": order} if order else {})}
     md = markdown(res)
     print(md)
     if not args.no_report:

@@ -227,6 +227,20 @@ def test_command_line_keeps_an_empty_argument_reproducible(report_bench, monkeyp
         "python benchmarks/word2vec_cli.py --matched-epochs '' --name 'a b'")
 
 
+
+@pytest.fixture()
+def w2v_bench(monkeypatch):
+    yield from _script(monkeypatch, "word2vec_cli")
+
+
+def test_word2vec_section_says_in_which_order_its_runs_went(w2v_bench):
+    """Records measured before the rotation was fixed say so; a record of the fixed script says "order rotated"."""
+    record = json.loads((BENCH / "results" / "word2vec_cli_zen3_ft5x5.jsonl").read_text().splitlines()[-1])
+    old = w2v_bench.markdown(record)
+    assert "in the order the script used until 2026-12-06" in old and "order rotated" not in old
+    assert "No row here runs ours at gensim's schedule" in old  # no matched arm in this record
+    assert "Runs interleaved, order rotated;" in w2v_bench.markdown({**record, "order": "rotated"})
+
 @pytest.fixture()
 def exact_bench(monkeypatch):
     yield from _script(monkeypatch, "exact_search")
