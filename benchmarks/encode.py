@@ -171,8 +171,10 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
     quantized on the fly: fbgemm, VNNI where the CPU has it, AVX2 ``vpmaddubsw`` otherwise), the kernels the
     ``int8*`` precisions other than ``int8-token`` run; the quantization of the activations is counted.
 
-    Float dtypes: the better of torch's ``F.linear`` and oneDNN's product on packed weights (what embedstack's
-    eager runners call, ``neural/packed.py``), each measured here.
+    Float dtypes: the best of torch's ``F.linear`` and oneDNN's product on packed weights (what embedstack's
+    eager runners call, ``neural/packed.py``), each measured here; for float32 also numpy's ``matmul``
+    (OpenBLAS), which on some CPUs beats torch's BLAS at these shapes, so the ceiling is the hardware's and not
+    one library's.
 
     A ceiling for the whole forward pass: attention, GELU, LayerNorm and the rest only add time.
     """
@@ -217,6 +219,19 @@ def gemm_rate(config: Any, dtype: Any, tokens: int = 8192, repeats: int = 10) ->
             ws = [packed.PackedLinear(w, None) for w in (w_cc, w_ic, w_ci)]
             layer(lambda a, m: m(a), *ws)
             best = min(best, *(timed(lambda: layer(lambda a, m: m(a), *ws))[0] for _ in range(repeats)))
+    if dtype == torch.float32:
+        import numpy as np
+
+        xn, hn = x.numpy(), h.numpy()
+
+        def layer_np() -> None:
+            for _ in range(4):
+                np.matmul(xn, w_cc.numpy().T)
+            np.matmul(xn, w_ic.numpy().T)
+            np.matmul(hn, w_ci.numpy().T)
+
+        layer_np()
+        best = min(best, *(timed(layer_np)[0] for _ in range(repeats)))
     return flops / best
 
 
