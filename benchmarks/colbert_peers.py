@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_name, log, ratio, rotated, write_results  # noqa: E402
+from _report import command_line, cpu_name, log, ratio, rotated, write_results, write_section  # noqa: E402
 from _report import load_arms as _load_arms  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
@@ -125,6 +125,41 @@ def _pylate_train(rows: Any, bf16: bool) -> list[float]:
     return list(np.diff(stamps[1:]))
 
 
+def _forward_gflop(texts: list[str], length: int, query: bool) -> np.ndarray:
+    """Forward GFLOP of each text through the encoder (``encode.model_flops``: real tokens only, no padding; the
+    128-wide projection is 0.1% of it and left out). A query is always ``length`` tokens (ColBERT's query
+    augmentation pads it with [MASK], and those tokens are attended to); a document is its own tokens plus the
+    [D] marker, cut at ``length``."""
+    import json
+    from types import SimpleNamespace
+
+    from embedstack.neural.hub import resolve_model
+    from embedstack.neural.tokenizer import WordPiece
+    from encode import model_flops
+
+    folder = resolve_model("all-MiniLM-L6-v2")[0]
+    config = SimpleNamespace(**json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")))
+    if query:
+        lengths = np.full(len(texts), length)
+    else:
+        ids = WordPiece.from_file(folder).encode_batch(texts, max_length=length)[0]
+        lengths = np.minimum(np.array([len(x) for x in ids]) + 1, length)
+    return model_flops(lengths, config) / 1e9
+
+
+def _peaks() -> dict[str, float]:
+    """The CPU's GEMM peaks (``exact_search.roofline``: 2 threads, the faster of MKL and OpenBLAS for float32), measured
+    after the timed rounds so that its threads cannot disturb them."""
+    from exact_search import roofline
+
+    return roofline(3)
+
+
+def _share(gflops: float, bf16: bool, peaks: dict[str, float]) -> dict[str, Any]:
+    peak = peaks["bf16_gflops"] if bf16 else peaks["fp32_gflops_peak"]
+    return {"gflops": gflops, "peak_gflops": peak, "peak_kind": "bf16" if bf16 else "fp32", "share": gflops / peak}
+
+
 def run_train(rounds: int) -> dict[str, Any]:
     from embedstack.neural.runtime import cpu_has_bf16
 
@@ -148,6 +183,13 @@ def run_train(rounds: int) -> dict[str, Any]:
         out["systems"][name] = {"rows_per_second": statistics.median(rates), "min": min(rates), "max": max(rates)}
     best_peer = max(v["rows_per_second"] for k, v in out["systems"].items() if k.startswith("PyLate"))
     out["ratio"] = ratio(out["systems"][ours]["rows_per_second"], best_peer)
+    # roofline: a row is a query and two documents, each forward once and backward (twice the forward's products)
+    fwd = (_forward_gflop(rows.column("anchor"), 32, True) + _forward_gflop(rows.column("positive"), DOC_LENGTH, False)
+           + _forward_gflop(rows.column("negative_1"), DOC_LENGTH, False))
+    out["train_gflop_per_row"] = 3 * float(fwd.mean())
+    out["peaks"] = peaks = _peaks()
+    out["roofline"] = {name: _share(v["rows_per_second"] * out["train_gflop_per_row"], "bf16" in name, peaks)
+                       for name, v in out["systems"].items()}
     return out
 
 
@@ -220,6 +262,13 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
         int8 = [v[what]["median"] for k, v in out["systems"].items() if k.startswith("ours int8")]
         if int8:
             out[f"ratio_int8_{what}"] = ratio(max(int8), best)
+    # roofline: forward GFLOP per abstract and per query; the ceiling is the float GEMM peak over it
+    out["gflop_per_doc"] = float(_forward_gflop(docs, DOC_LENGTH, False).mean())
+    out["gflop_per_query"] = float(_forward_gflop(queries, 32, True).mean())
+    out["peaks"] = peaks = _peaks()
+    out["roofline"] = {name: {what: _share(v[what]["median"] * out[f"gflop_per_{unit}"], "bf16" in name, peaks)
+                              for what, unit in (("docs", "doc"), ("queries", "query"))}
+                       for name, v in out["systems"].items() if "int8" not in name}
     if any("int8" in v for v in variants):
         out["quality"] = _int8_quality(folder, "bf16" if cpu_has_bf16() else "fp32")
     return out
@@ -436,7 +485,10 @@ def claims(search: dict[str, Any]) -> list[str]:
 
 # -------------------------------------------------------------------------------------------- markdown
 def markdown(arms: dict[str, Any]) -> str:
-    lines = ["`EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/python benchmarks/colbert_peers.py` (`make peers` "
+    # the command of the parts' latest run (records before it was kept: the default one)
+    command = max(((v["measured"]["date"], v["command"]) for v in arms.values() if "command" in v),
+                  default=("", "python benchmarks/colbert_peers.py"))[1]
+    lines = [f"`EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/{command}` (`make peers` "
              "builds .venv-pylate) — our ColBERT against PyLate 1.6 and Stanford's PLAID (vendored in PyLate) in one "
              "process, on the same model folder (recipe `minilm-scifact-colbert`).", ""]
     if "train" in arms:
@@ -445,11 +497,15 @@ def markdown(arms: dict[str, Any]) -> str:
                   f"tokens; median of the step times after 2 warm-up steps, {t['rounds']} interleaved rounds, min-max; "
                   f"both start from all-MiniLM-L6-v2 with a new projection; CPU bf16: "
                   f"{'yes' if t.get('cpu_bf16', True) else 'no, so both train in fp32'}"
-                  + (f"; {t['cpu']}" if "cpu" in t else "") + "):",
+                  + (f"; {t['cpu']}" if "cpu" in t else "")
+                  + (f"; load average at the end {t['loadavg'][0]:.2f}" if "loadavg" in t else "") + "):",
                   "", "| system | rows/s | spread |", "|---|---:|---|"]
         for name, v in t["systems"].items():
             lines.append(f"| {name} | {v['rows_per_second']:.2f} | {v['min']:.2f}-{v['max']:.2f} |")
         lines += ["", f"Ours / best PyLate: **{t['ratio']:.2f}x**.", ""]
+        if "roofline" in t:
+            lines += [_roofline_line(t["roofline"], t["peaks"], f"a row, a query of 32 tokens and two documents, is "
+                                     f"{t['train_gflop_per_row']:.2f} GFLOP of training work, 3x the forward"), ""]
     if "encode" in arms:
         e = arms["encode"]
         lines += [f"Encoding throughput ({e['n_docs']} SciFact abstracts at {DOC_LENGTH} tokens, {e['n_queries']} "
@@ -477,6 +533,11 @@ def markdown(arms: dict[str, Any]) -> str:
                           f"**{e['ratio_int8_queries']:.2f}x**" + (
                               f", at exact-MaxSim nDCG@10 {qual['int8-token']:.2f}{compiled} against {qual[base]:.2f} "
                               f"in {base} (report half, corpus and queries encoded by each)" if base else "") + ".")
+        if "roofline" in e:
+            lines += ["", _roofline_line({k: v["docs"] for k, v in e["roofline"].items()}, e["peaks"],
+                                         f"an abstract is {e['gflop_per_doc']:.2f} GFLOP forward"),
+                      "", _roofline_line({k: v["queries"] for k, v in e["roofline"].items()}, e["peaks"],
+                                         f"a query {e['gflop_per_query']:.3f} GFLOP")]
         lines.append("")
     if "search" in arms:
         s = arms["search"]
@@ -510,19 +571,46 @@ def markdown(arms: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _roofline_line(shares: dict[str, dict[str, Any]], peaks: dict[str, float], work: str) -> str:
+    """One sentence: the work per unit, each system's GFLOP/s and its share of the GEMM peak of its precision."""
+    each = "; ".join(f"{name} {v['gflops']:.0f} GFLOP/s, {100 * v['share']:.0f}% of the {v['peak_kind']} peak"
+                     for name, v in shares.items())
+    bf16 = (f", bf16 {peaks['bf16_gflops']:.0f}" if any(v["peak_kind"] == "bf16" for v in shares.values()) else "")
+    return (f"Roofline ({work}; real tokens only, no padding counted; peaks measured in the same run, 2 threads: "
+            f"fp32 GEMM {peaks['fp32_gflops_peak']:.0f} GFLOP/s{bf16}): {each}.")
+
+
+def section(name: str, arms: dict[str, Any]) -> str:
+    """The section's text: another CPU's run (``--name``) gets its own heading, the default section has its own
+    above its markers."""
+    title = ("" if name == "colbert_peers" else
+             f"## ColBERT against PyLate (`benchmarks/colbert_peers.py`), part run `{name}`\n\n")
+    return title + markdown(arms)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default="train,encode,search")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--name", default="colbert_peers",
+                    help="results file and BENCHMARKS.md section (another CPU's run keeps its own, e.g. colbert_peers_zen3)")
+    ap.add_argument("--render-last", action="store_true", help="re-render the section from the kept parts; measure nothing")
     opts = ap.parse_args()
-    done = _load_arms("colbert_peers")
+    done = _load_arms(opts.name)
+    if opts.render_last:
+        if not done:
+            raise SystemExit(f"--render-last: no parts kept in benchmarks/results/{opts.name}_arms.json")
+        write_section(opts.name, section(opts.name, done), max((v["measured"] for v in done.values()), key=lambda m: m["date"]))
+        return
     for part in filter(None, opts.parts.split(",")):
         log(f"part {part}")
         result = {"train": run_train, "encode": run_encode, "search": run_search}[part](opts.rounds)
-        _save_arm("colbert_peers", part, result)
-        done[part] = result
-    write_results("colbert_peers", {"parts": done}, markdown(done))
-    print(markdown(done))
+        result["command"] = command_line("colbert_peers.py")
+        _save_arm(opts.name, part, result)
+    done = _load_arms(opts.name)  # as kept: each part with the machine and date it was measured on
+    text = section(opts.name, done)
+    write_results(opts.name, {"parts": done}, text)
+    print(text)
 
 
 if __name__ == "__main__":
