@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, write_results  # noqa: E402
+from _report import command_line, cpu_line, write_results  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -260,6 +260,87 @@ def timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
+# torch operators grouped by what they do in a BERT forward pass (self CPU time, so nested calls count once)
+OP_GROUPS = (("linear products", ("aten::addmm", "aten::mm", "aten::linear", "mkldnn::_linear_pointwise",
+                                  "quantized::linear_dynamic", "aten::_int_mm", "onednn::qlinear_pointwise")),
+             ("attention", ("aten::_scaled_dot_product", "aten::bmm", "aten::softmax", "aten::_softmax",
+                            "embedstack")),
+             ("GELU", ("aten::gelu",)),
+             ("LayerNorm", ("aten::native_layer_norm", "aten::layer_norm")),
+             ("copies", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::index_copy_",
+                         "aten::index_select")),
+             ("residual adds", ("aten::add",)))
+
+
+def profile_ops(args: argparse.Namespace) -> None:
+    """Where our encoder's time goes, per text set: torch's profiler around one encode of each set (after a
+    warm-up), self CPU time grouped by operator kind, and the rate the linear products ran at (the model's linear
+    FLOPs on real tokens over their time: padding makes the true rate higher). Written as its own section."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import embedstack
+    from embedstack.data import load_beir, load_sts
+
+    torch.set_num_threads(args.threads)
+    sts = load_sts("stsb", "test")
+    sets = {"STS-B sentences": list(dict.fromkeys(sts.s1 + sts.s2))[: args.sts_n],
+            "SciFact abstracts": load_beir("scifact", split="train").doc_texts()[: args.scifact_n]}
+    ours = embedstack.load("all-MiniLM-L6-v2", num_threads=args.threads)
+    enc = make_encoder(ours, args.profile)
+    cfg = ours.model.config
+    rows = []
+    for name, texts in sets.items():
+        enc.encode(texts[:96], batch_size=args.batch_size)
+        wall, _ = timed(lambda texts=texts: enc.encode(texts, batch_size=args.batch_size))
+        # every thread: with workers the products run on the runner's worker threads, not this one
+        with profile(activities=[ProfilerActivity.CPU],
+                     experimental_config=torch.profiler._ExperimentalConfig(profile_all_threads=True)) as prof:
+            enc.encode(texts, batch_size=args.batch_size)
+        groups = dict.fromkeys([g for g, _ in OP_GROUPS] + ["other"], 0.0)
+        for ev in prof.key_averages():
+            group = next((g for g, prefixes in OP_GROUPS if ev.key.startswith(prefixes)), "other")
+            groups[group] += ev.self_cpu_time_total / 1e6
+        total = sum(groups.values())
+        if total <= 0:
+            raise SystemExit(f"--profile: the profiler recorded no operators of {args.profile} (a backend other than "
+                             "torch, or threads it cannot see)")
+        lens = np.array([len(x) for x in ours._tokenize(texts, "")], dtype=np.float64)
+        lin = model_flops(lens, cfg) - 4 * cfg.num_hidden_layers * lens**2 * cfg.hidden_size  # less the attention
+        rows.append({"set": name, "texts": len(texts), "texts_per_s": len(texts) / wall, "cpu_s": total,
+                     "shares": {g: v / total for g, v in groups.items()},
+                     "linear_gflops": float(lin.sum()) / groups["linear products"] / 1e9})
+        log(args.quiet, f"{name}: {len(texts) / wall:.1f} texts/s; " + ", ".join(
+            f"{g} {100 * v / total:.1f}%" for g, v in groups.items()) + f"; linear {rows[-1]['linear_gflops']:.0f} GFLOP/s")
+    # the float32 GEMM rate per thread at the model's layer shapes (after profiling): the better of all the threads'
+    # rate shared out and one thread's own (a worker of a -w2 mode runs its products on one thread)
+    from threadpoolctl import threadpool_limits
+
+    shared = gemm_rate(cfg, torch.float32) / 1e9 / args.threads
+    torch.set_num_threads(1)
+    with threadpool_limits(1, user_api="blas"):  # gemm_rate's numpy arm too (OpenBLAS keeps its own threads)
+        per_thread = max(shared, gemm_rate(cfg, torch.float32) / 1e9)
+    torch.set_num_threads(args.threads)
+    res = {"mode": args.profile, "threads": args.threads, "batch_size": args.batch_size, "rows": rows,
+           "gemm_gflops_per_thread": per_thread, "cpu": cpu_line(), "command": command_line("encode.py")}
+    names = [g for g, _ in OP_GROUPS] + ["other"]
+    lines = [f"## Where the encoder's time goes: `{args.profile}`, {args.threads} thread(s) (`benchmarks/encode.py --profile`)",
+             "", f"Reproduce: `{res['command']}` — torch's profiler around one encode of each set after a warm-up "
+             f"(batch {args.batch_size}); self CPU time by operator kind, summed over threads; linear GFLOP/s per thread = "
+             "the model's linear-layer FLOPs on real tokens over the summed time of the linear products (padding is "
+             "not counted, so the true rate is higher), against the float32 GEMM rate per thread at the model's layer "
+             f"shapes measured after it ({per_thread:.0f} GFLOP/s: the better of one thread alone and {args.threads} "
+             f"threads' rate shared out; `gemm_rate`). CPU: {res['cpu']}.", "",
+             "| texts | texts/s (unprofiled) | " + " | ".join(names) + " | linear GFLOP/s per thread | of the GEMM rate |",
+             "|---|---:|" + "---:|" * len(names) + "---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['set']} ({r['texts']:,}) | {r['texts_per_s']:.1f} | "
+                     + " | ".join(f"{100 * r['shares'][g]:.1f}%" for g in names)
+                     + f" | {r['linear_gflops']:.0f} | {100 * r['linear_gflops'] / per_thread:.0f}% |")
+    write_results(args.section, res, "\n".join(lines))
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="300 STS sentences, 100 abstracts, 1 round")
@@ -285,9 +366,16 @@ def main() -> None:
     ap.add_argument("--section", default="encode",
                     help="BENCHMARKS.md section / results file name (e.g. encode_vnni for a machine of another kind, "
                          "so that each CPU's figures stay side by side)")
+    ap.add_argument("--profile", metavar="MODE",
+                    help="instead of timing against the peer: where MODE's time goes, by operator kind (torch's "
+                         "profiler), written to the --section given (e.g. encode_profile_avx2)")
     args = ap.parse_args()
     if args.pooling_only:
         return pooling_only(args.threads, args.quiet)
+    if args.profile:
+        if args.section == "encode":
+            raise SystemExit("--profile writes its own section: name it with --section (e.g. encode_profile_avx2)")
+        return profile_ops(args)
     if args.quick:
         args.sts_n, args.scifact_n, args.rounds, args.scifact_rounds = 300, 64, 1, 1
     import torch
