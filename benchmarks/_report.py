@@ -159,6 +159,13 @@ def ratio(ours: float, theirs: float) -> float:
 # Long experiments (training runs) keep each arm's result in results/NAME_arms.json as it finishes, so a
 # script can be stopped and re-run (arms already there are kept unless the script is told otherwise).
 
+def roofline_share(gflops: float, bf16: bool, peaks: dict[str, float]) -> dict[str, Any]:
+    """A rate in GFLOP/s against the GEMM peak of the precision it ran in (``peaks`` from ``exact_search.roofline``:
+    ``fp32_gflops_peak``, ``bf16_gflops``)."""
+    peak = peaks["bf16_gflops"] if bf16 else peaks["fp32_gflops_peak"]
+    return {"gflops": gflops, "peak_gflops": peak, "peak_kind": "bf16" if bf16 else "fp32", "share": gflops / peak}
+
+
 def log(msg: str) -> None:
     """A timestamped progress line on stderr."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

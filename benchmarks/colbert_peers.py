@@ -28,7 +28,9 @@ vectors agree to 1e-6, tests/neural/test_colbert.py), so:
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -40,7 +42,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import command_line, cpu_name, log, ratio, rotated, write_results, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    command_line,
+    cpu_name,
+    log,
+    ratio,
+    roofline_share,
+    rotated,
+    write_results,
+    write_section,
+)
 from _report import load_arms as _load_arms  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
@@ -125,20 +136,20 @@ def _pylate_train(rows: Any, bf16: bool) -> list[float]:
     return list(np.diff(stamps[1:]))
 
 
-def _forward_gflop(texts: list[str], length: int, query: bool) -> np.ndarray:
-    """Forward GFLOP of each text through the encoder (``encode.model_flops``: real tokens only, no padding; the
-    128-wide projection is 0.1% of it and left out). A query is always ``length`` tokens (ColBERT's query
-    augmentation pads it with [MASK], and those tokens are attended to); a document is its own tokens plus the
-    [D] marker, cut at ``length``."""
-    import json
+def _forward_gflop(texts: list[str], length: int, query: bool, folder: Path | None = None) -> np.ndarray:
+    """Forward GFLOP of each text through the encoder of ``folder`` (default all-MiniLM-L6-v2, where training
+    starts; ``encode.model_flops``: real tokens only, no padding; the 128-wide projection, 0.5% of it, is left
+    out). A query is always ``length`` tokens: ColBERT's query augmentation pads it with [MASK] tokens, which
+    pass through every layer (as queries and, masked or not, as keys). A document is its own tokens plus the [D]
+    marker, cut at ``length``, as ``ColBERT.tokenize`` makes it."""
     from types import SimpleNamespace
 
     from embedstack.neural.hub import resolve_model
     from embedstack.neural.tokenizer import WordPiece
     from encode import model_flops
 
-    folder = resolve_model("all-MiniLM-L6-v2")[0]
-    config = SimpleNamespace(**json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")))
+    folder = Path(folder if folder is not None else resolve_model("all-MiniLM-L6-v2")[0])
+    config = SimpleNamespace(**json.loads((folder / "config.json").read_text(encoding="utf-8")))
     if query:
         lengths = np.full(len(texts), length)
     else:
@@ -148,16 +159,12 @@ def _forward_gflop(texts: list[str], length: int, query: bool) -> np.ndarray:
 
 
 def _peaks() -> dict[str, float]:
-    """The CPU's GEMM peaks (``exact_search.roofline``: 2 threads, the faster of MKL and OpenBLAS for float32), measured
-    after the timed rounds so that its threads cannot disturb them."""
+    """The CPU's GEMM peaks as the other training benchmarks take them (``exact_search.roofline``: square products
+    on 2 threads, float32 the faster of MKL and OpenBLAS), measured after the timed rounds so that its threads
+    cannot disturb them."""
     from exact_search import roofline
 
     return roofline(3)
-
-
-def _share(gflops: float, bf16: bool, peaks: dict[str, float]) -> dict[str, Any]:
-    peak = peaks["bf16_gflops"] if bf16 else peaks["fp32_gflops_peak"]
-    return {"gflops": gflops, "peak_gflops": peak, "peak_kind": "bf16" if bf16 else "fp32", "share": gflops / peak}
 
 
 def run_train(rounds: int) -> dict[str, Any]:
@@ -188,7 +195,7 @@ def run_train(rounds: int) -> dict[str, Any]:
            + _forward_gflop(rows.column("negative_1"), DOC_LENGTH, False))
     out["train_gflop_per_row"] = 3 * float(fwd.mean())
     out["peaks"] = peaks = _peaks()
-    out["roofline"] = {name: _share(v["rows_per_second"] * out["train_gflop_per_row"], "bf16" in name, peaks)
+    out["roofline"] = {name: roofline_share(v["rows_per_second"] * out["train_gflop_per_row"], "bf16" in name, peaks)
                        for name, v in out["systems"].items()}
     return out
 
@@ -263,10 +270,10 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
         if int8:
             out[f"ratio_int8_{what}"] = ratio(max(int8), best)
     # roofline: forward GFLOP per abstract and per query; the ceiling is the float GEMM peak over it
-    out["gflop_per_doc"] = float(_forward_gflop(docs, DOC_LENGTH, False).mean())
-    out["gflop_per_query"] = float(_forward_gflop(queries, 32, True).mean())
+    out["gflop_per_doc"] = float(_forward_gflop(docs, DOC_LENGTH, False, folder).mean())
+    out["gflop_per_query"] = float(_forward_gflop(queries, 32, True, folder).mean())
     out["peaks"] = peaks = _peaks()
-    out["roofline"] = {name: {what: _share(v[what]["median"] * out[f"gflop_per_{unit}"], "bf16" in name, peaks)
+    out["roofline"] = {name: {what: roofline_share(v[what]["median"] * out[f"gflop_per_{unit}"], "bf16" in name, peaks)
                               for what, unit in (("docs", "doc"), ("queries", "query"))}
                        for name, v in out["systems"].items() if "int8" not in name}
     if any("int8" in v for v in variants):
@@ -485,10 +492,7 @@ def claims(search: dict[str, Any]) -> list[str]:
 
 # -------------------------------------------------------------------------------------------- markdown
 def markdown(arms: dict[str, Any]) -> str:
-    # the command of the parts' latest run (records before it was kept: the default one)
-    command = max(((v["measured"]["date"], v["command"]) for v in arms.values() if "command" in v),
-                  default=("", "python benchmarks/colbert_peers.py"))[1]
-    lines = [f"`EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/{command}` (`make peers` "
+    lines = ["`EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/python benchmarks/colbert_peers.py` (`make peers` "
              "builds .venv-pylate) — our ColBERT against PyLate 1.6 and Stanford's PLAID (vendored in PyLate) in one "
              "process, on the same model folder (recipe `minilm-scifact-colbert`).", ""]
     if "train" in arms:
@@ -498,8 +502,8 @@ def markdown(arms: dict[str, Any]) -> str:
                   f"both start from all-MiniLM-L6-v2 with a new projection; CPU bf16: "
                   f"{'yes' if t.get('cpu_bf16', True) else 'no, so both train in fp32'}"
                   + (f"; {t['cpu']}" if "cpu" in t else "")
-                  + (f"; load average at the end {t['loadavg'][0]:.2f}" if "loadavg" in t else "") + "):",
-                  "", "| system | rows/s | spread |", "|---|---:|---|"]
+                  + (f"; load average at the end {t['loadavg'][0]:.2f}" if "loadavg" in t else "") + "):"
+                  + _reproduce(t), "", "| system | rows/s | spread |", "|---|---:|---|"]
         for name, v in t["systems"].items():
             lines.append(f"| {name} | {v['rows_per_second']:.2f} | {v['min']:.2f}-{v['max']:.2f} |")
         lines += ["", f"Ours / best PyLate: **{t['ratio']:.2f}x**.", ""]
@@ -515,7 +519,7 @@ def markdown(arms: dict[str, Any]) -> str:
                   + (f"; {e['cpu']}" if "cpu" in e else "")
                   + (f"; load average at the end {e['loadavg'][0]:.2f}" if "loadavg" in e else "") + "; `w2` = 2 "
                   "workers of one thread each; agreement = cosine of each document token vector to ours fp32, "
-                  "mean / min):", "",
+                  "mean / min):" + _reproduce(e), "",
                   "| system | abstracts/s | queries/s | agreement |", "|---|---:|---:|---:|"]
         for name, v in e["systems"].items():
             d, q = v["docs"], v["queries"]
@@ -545,7 +549,8 @@ def markdown(arms: dict[str, Any]) -> str:
                   f"{s.get('precision', 'bf16')}); {s['n_queries']} report-half queries one at a time, k = 10; the same "
                   "token vectors in every engine, each at its defaults; every engine answers all queries once per "
                   "round, rounds interleaved with the order rotated, median queries/s (min-max)"
-                  + (f"; {s['cpu']}, load average at the end {s['loadavg'][0]:.2f}" if "cpu" in s else "") + "):", "",
+                  + (f"; {s['cpu']}, load average at the end {s['loadavg'][0]:.2f}" if "cpu" in s else "") + "):"
+                  + _reproduce(s), "",
                   "| engine | build s | bytes/doc on disk | queries/s (min-max) | nDCG@10 | top 10 shared with exact |",
                   "|---|---:|---:|---:|---:|---:|"]
         for name, v in s["systems"].items():
@@ -571,6 +576,12 @@ def markdown(arms: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _reproduce(part: dict[str, Any]) -> str:
+    """A sentence with the command a part ran with, where it kept it (parts run apart, maybe on other CPUs)."""
+    return (f" Reproduce: `EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/{part['command']}`."
+            if "command" in part else "")
+
+
 def _roofline_line(shares: dict[str, dict[str, Any]], peaks: dict[str, float], work: str) -> str:
     """One sentence: the work per unit, each system's GFLOP/s and its share of the GEMM peak of its precision."""
     each = "; ".join(f"{name} {v['gflops']:.0f} GFLOP/s, {100 * v['share']:.0f}% of the {v['peak_kind']} peak"
@@ -581,8 +592,8 @@ def _roofline_line(shares: dict[str, dict[str, Any]], peaks: dict[str, float], w
 
 
 def section(name: str, arms: dict[str, Any]) -> str:
-    """The section's text: another CPU's run (``--name``) gets its own heading, the default section has its own
-    above its markers."""
+    """The section's text: another CPU's run (``--name``) gets a heading of its own; the default section keeps the
+    one it has always had (none)."""
     title = ("" if name == "colbert_peers" else
              f"## ColBERT against PyLate (`benchmarks/colbert_peers.py`), part run `{name}`\n\n")
     return title + markdown(arms)
@@ -594,8 +605,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--name", default="colbert_peers",
                     help="results file and BENCHMARKS.md section (another CPU's run keeps its own, e.g. colbert_peers_zen3)")
-    ap.add_argument("--render-last", action="store_true", help="re-render the section from the kept parts; measure nothing")
+    ap.add_argument("--render-last", action="store_true",
+                    help="re-render the section from every part kept under --name; measure nothing (--parts is ignored)")
     opts = ap.parse_args()
+    if not re.fullmatch(r"[a-z0-9_]+", opts.name):
+        raise SystemExit(f"--name {opts.name!r}: use lower-case letters, digits and '_' (it names a results file)")
     done = _load_arms(opts.name)
     if opts.render_last:
         if not done:

@@ -588,10 +588,14 @@ def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: d
 
 def work_per_pair(task: str, max_len: int) -> dict[str, float]:
     """Useful work of one training pair: its real tokens (cut at ``max_len``, no padding) and the flops of a
-    training step on them, forward + backward = 3 x the forward's 2 x (weights per token) + attention scores."""
+    training step on them, forward + backward = 3 x the forward (``encode.model_flops``: 2 x the weights per token
+    + the attention products)."""
+    from types import SimpleNamespace
+
     import numpy as np
 
     from embedstack.neural.tokenizer import WordPiece
+    from encode import model_flops
 
     folder = model_folder()
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -604,20 +608,21 @@ def work_per_pair(task: str, max_len: int) -> dict[str, float]:
     else:  # a bi-encoder reads each text of the pair on its own
         seqs = [[len(x) for x in tok.encode_batch(cols[c], max_length=max_len)[0]] for c in ("anchor", "positive")]
     weights = layers * (4 * d * d + 2 * d * ff)  # per token: Q, K, V, output projections and the feed-forward
+    config = SimpleNamespace(hidden_size=d, intermediate_size=ff, num_hidden_layers=layers)
     fwd = 0.0
     for lengths in seqs:
         t = np.asarray(lengths, dtype=np.float64)
-        fwd += float(np.mean(2 * weights * t + layers * 4 * d * t * t))  # + QK^T and attention x V
+        fwd += float(np.mean(model_flops(t, config)))  # linear layers, QK^T and attention x V
     tokens = float(sum(np.mean(x) for x in seqs))
     return {"tokens_per_pair": tokens, "train_gflop_per_pair": 3 * fwd / 1e9, "params_per_token": weights}
 
 
 def roofline_share(side: dict[str, Any], work: dict[str, float], peaks: dict[str, float]) -> dict[str, Any]:
     """A side's training rate in GFLOP/s against the GEMM peak of the precision it ran in."""
-    gflops = side["pairs_per_s"]["median"] * work["train_gflop_per_pair"]
+    from _report import roofline_share as share
+
     bf16 = "bf16" in str(side["precision"]) or "bf16" in str((side.get("config") or {}).get("mixed_precision", ""))
-    peak = peaks["bf16_gflops"] if bf16 else peaks["fp32_gflops_peak"]
-    return {"gflops": gflops, "peak_gflops": peak, "peak_kind": "bf16" if bf16 else "fp32", "share": gflops / peak}
+    return share(side["pairs_per_s"]["median"] * work["train_gflop_per_pair"], bf16, peaks)
 
 
 def command(task: str) -> str:
