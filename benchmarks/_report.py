@@ -159,6 +159,16 @@ def ratio(ours: float, theirs: float) -> float:
 # Long experiments (training runs) keep each arm's result in results/NAME_arms.json as it finishes, so a
 # script can be stopped and re-run (arms already there are kept unless the script is told otherwise).
 
+def result_name(value: str) -> str:
+    """An argparse type for ``--name``: it names a results file and a BENCHMARKS.md section."""
+    import argparse
+    import re
+
+    if not re.fullmatch(r"[a-z0-9_]+", value):
+        raise argparse.ArgumentTypeError(f"{value!r}: use lower-case letters, digits and '_' (it names a results file)")
+    return value
+
+
 def roofline_share(gflops: float, bf16: bool, peaks: dict[str, float]) -> dict[str, Any]:
     """A rate in GFLOP/s against the GEMM peak of the precision it ran in (``peaks`` from ``exact_search.roofline``:
     ``fp32_gflops_peak``, ``bf16_gflops``)."""

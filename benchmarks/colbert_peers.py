@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -47,6 +46,7 @@ from _report import (  # noqa: E402
     cpu_name,
     log,
     ratio,
+    result_name,
     roofline_share,
     rotated,
     write_results,
@@ -603,13 +603,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default="train,encode,search")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--name", default="colbert_peers",
+    ap.add_argument("--name", default="colbert_peers", type=result_name,
                     help="results file and BENCHMARKS.md section (another CPU's run keeps its own, e.g. colbert_peers_zen3)")
     ap.add_argument("--render-last", action="store_true",
                     help="re-render the section from every part kept under --name; measure nothing (--parts is ignored)")
     opts = ap.parse_args()
-    if not re.fullmatch(r"[a-z0-9_]+", opts.name):
-        raise SystemExit(f"--name {opts.name!r}: use lower-case letters, digits and '_' (it names a results file)")
     done = _load_arms(opts.name)
     if opts.render_last:
         if not done:

@@ -45,7 +45,18 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import last_results, log, ratio, rotated, rrf_runs, write_results, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    command_line,
+    last_results,
+    log,
+    ratio,
+    result_name,
+    roofline_share,
+    rotated,
+    rrf_runs,
+    write_results,
+    write_section,
+)
 from _report import load_arms as _load_arms  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
@@ -352,6 +363,23 @@ def _calibrated_start() -> Path:
     return folder
 
 
+def _train_gflop_per_row(rows: Any, enc: Any) -> float:
+    """Training work of one row (a query and two documents, each cut at the model's length): 3 x the forward, which
+    is the encoder (``encode.model_flops``, real tokens only) plus the MLM head on every token (its C x C transform
+    and the C x vocabulary decoder). Counted dense: our backward pass skips the decoder's zero terms, so this
+    overstates the work ours does there."""
+    from encode import model_flops
+
+    cfg = enc.model.config
+    head = 2 * cfg.hidden_size * (cfg.hidden_size + cfg.vocab_size)  # per token
+    fwd = 0.0
+    for column in ("anchor", "positive", "negative_1"):
+        ids = enc.tokenizer.encode_batch(list(rows.column(column)), max_length=enc.max_seq_length)[0]
+        lengths = np.array([len(x) for x in ids], dtype=np.float64)
+        fwd += float(np.mean(model_flops(lengths, cfg) + head * lengths))
+    return 3 * fwd / 1e9
+
+
 def run_train_peers(rounds: int, start_kind: str) -> dict[str, Any]:
     """Training rows/s only, at this CPU's precision: ours at ``precision="auto"`` (bf16 where the CPU multiplies
     it natively, fp32 otherwise) against SparseEncoderTrainer in fp32, and in bf16 where the CPU has it."""
@@ -373,6 +401,12 @@ def run_train_peers(rounds: int, start_kind: str) -> dict[str, Any]:
            "loadavg": os.getloadavg(), "train": timed}
     out["train_ratio"] = ratio(out["train"][ours_name]["rows_per_second"],
                                max(v["rows_per_second"] for k, v in out["train"].items() if k.startswith("ST")))
+    from exact_search import roofline  # after the timed runs: its threads cannot disturb them
+
+    out["train_gflop_per_row"] = _train_gflop_per_row(rows, enc)
+    out["peaks"] = peaks = roofline(3)
+    out["roofline"] = {name: roofline_share(t["rows_per_second"] * out["train_gflop_per_row"], "bf16" in name, peaks)
+                       for name, t in out["train"].items()}
     return out
 
 
@@ -601,6 +635,14 @@ def markdown(arms: dict[str, Any]) -> str:
         for name, t in p["train"].items():
             lines.append(f"| {name} | {t['rows_per_second']:.2f} | {t['min']:.2f}-{t['max']:.2f} |")
         lines += ["", f"Ours / best ST: training **{p['train_ratio']:.2f}x**.", ""]
+        if "roofline" in p:
+            each = "; ".join(f"{k} {v['gflops']:.0f} GFLOP/s, {100 * v['share']:.0f}% of the {v['peak_kind']} peak"
+                             for k, v in p["roofline"].items())
+            lines += [f"Roofline: a row (a query and two documents) is {p['train_gflop_per_row']:.1f} GFLOP of training "
+                      "work, 3x the forward (encoder on real tokens, no padding; the MLM head on every token, counted "
+                      "dense, although our backward pass skips the decoder's zero terms); peaks measured in the same "
+                      f"run, 2 threads: fp32 GEMM {p['peaks']['fp32_gflops_peak']:.0f} GFLOP/s"
+                      + (f", bf16 {p['peaks']['bf16_gflops']:.0f}" if p["cpu_bf16"] else "") + f": {each}.", ""]
     return "\n".join(lines)
 
 
@@ -613,12 +655,15 @@ def main() -> None:
                     help="train-peers: start from the minilm-mlm-head recipe, or from a calibrated new head")
     ap.add_argument("--render-last", action="store_true",
                     help="re-render the section from the latest results record (no measuring)")
+    ap.add_argument("--name", default="train_splade", type=result_name,
+                    help="results file and BENCHMARKS.md section (another CPU's run keeps its own, e.g. "
+                         "train_splade_zen3)")
     opts = ap.parse_args()
     if opts.render_last:
-        record = last_results("train_splade")
-        write_section("train_splade", markdown(record["parts"]), record["machine"])
+        record = last_results(opts.name)
+        write_section(opts.name, section(opts.name, record["parts"]), record["machine"])
         return
-    done = _load_arms("train_splade")
+    done = _load_arms(opts.name)
     for part in filter(None, opts.parts.split(",")):
         log(f"part {part}")
         if part.startswith("dev-"):
@@ -627,10 +672,22 @@ def main() -> None:
             result = {"mlm-head": run_mlm_head, "report": run_report,
                       "peers": lambda: run_peers(opts.rounds, not opts.no_train),
                       "train-peers": lambda: run_train_peers(opts.rounds, opts.start)}[part]()
-        _save_arm("train_splade", part, result)
-        done[part] = _load_arms("train_splade")[part]  # with the machine and date it was measured on
-    write_results("train_splade", {"parts": done}, markdown(done))
-    print(markdown(done))
+        result["command"] = command_line("train_splade.py")
+        _save_arm(opts.name, part, result)
+        done[part] = _load_arms(opts.name)[part]  # with the machine and date it was measured on
+    write_results(opts.name, {"parts": done}, section(opts.name, done))
+    print(section(opts.name, done))
+
+
+def section(name: str, arms: dict[str, Any]) -> str:
+    """The section's text: another CPU's run (``--name``) gets a heading and its parts' commands; the default section
+    keeps the form it has always had."""
+    if name == "train_splade":
+        return markdown(arms)
+    commands = "".join(f" `{part}`: `EMBEDSTACK_DATA_DIR=../shared/data {v['command']}`." for part, v in arms.items()
+                       if "command" in v)
+    return (f"## SPLADE against sentence-transformers (`benchmarks/train_splade.py`), part run `{name}`\n\n"
+            + (f"Reproduce:{commands}\n\n" if commands else "") + markdown(arms))
 
 
 if __name__ == "__main__":
