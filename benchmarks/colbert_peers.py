@@ -497,13 +497,13 @@ def markdown(arms: dict[str, Any]) -> str:
              "process, on the same model folder (recipe `minilm-scifact-colbert`).", ""]
     if "train" in arms:
         t = arms["train"]
+        lines += _reproduce(t)
         lines += [f"Training throughput (rows/s; batch {t['batch_size']}, 1 BM25 negative, documents at {DOC_LENGTH} "
                   f"tokens; median of the step times after 2 warm-up steps, {t['rounds']} interleaved rounds, min-max; "
                   f"both start from all-MiniLM-L6-v2 with a new projection; CPU bf16: "
                   f"{'yes' if t.get('cpu_bf16', True) else 'no, so both train in fp32'}"
                   + (f"; {t['cpu']}" if "cpu" in t else "")
-                  + (f"; load average at the end {t['loadavg'][0]:.2f}" if "loadavg" in t else "") + "):"
-                  + _reproduce(t), "", "| system | rows/s | spread |", "|---|---:|---|"]
+                  + (f"; load average at the end {t['loadavg'][0]:.2f}" if "loadavg" in t else "") + "):", "", "| system | rows/s | spread |", "|---|---:|---|"]
         for name, v in t["systems"].items():
             lines.append(f"| {name} | {v['rows_per_second']:.2f} | {v['min']:.2f}-{v['max']:.2f} |")
         lines += ["", f"Ours / best PyLate: **{t['ratio']:.2f}x**.", ""]
@@ -512,6 +512,7 @@ def markdown(arms: dict[str, Any]) -> str:
                                      f"{t['train_gflop_per_row']:.2f} GFLOP of training work, 3x the forward"), ""]
     if "encode" in arms:
         e = arms["encode"]
+        lines += _reproduce(e)
         lines += [f"Encoding throughput ({e['n_docs']} SciFact abstracts at {DOC_LENGTH} tokens, {e['n_queries']} "
                   f"queries; batch 32; {e['rounds']} interleaved rounds, median (min-max)"
                   + ("" if e.get("cpu_bf16", True) else "; CPU bf16: no, so both encode in fp32 (emulated bf16 is "
@@ -519,7 +520,7 @@ def markdown(arms: dict[str, Any]) -> str:
                   + (f"; {e['cpu']}" if "cpu" in e else "")
                   + (f"; load average at the end {e['loadavg'][0]:.2f}" if "loadavg" in e else "") + "; `w2` = 2 "
                   "workers of one thread each; agreement = cosine of each document token vector to ours fp32, "
-                  "mean / min):" + _reproduce(e), "",
+                  "mean / min):", "",
                   "| system | abstracts/s | queries/s | agreement |", "|---|---:|---:|---:|"]
         for name, v in e["systems"].items():
             d, q = v["docs"], v["queries"]
@@ -545,12 +546,12 @@ def markdown(arms: dict[str, Any]) -> str:
         lines.append("")
     if "search" in arms:
         s = arms["search"]
+        lines += _reproduce(s)
         lines += [f"Search ({s['n_docs']} abstracts, {s['n_tokens']:,} token vectors (ours, "
                   f"{s.get('precision', 'bf16')}); {s['n_queries']} report-half queries one at a time, k = 10; the same "
                   "token vectors in every engine, each at its defaults; every engine answers all queries once per "
                   "round, rounds interleaved with the order rotated, median queries/s (min-max)"
-                  + (f"; {s['cpu']}, load average at the end {s['loadavg'][0]:.2f}" if "cpu" in s else "") + "):"
-                  + _reproduce(s), "",
+                  + (f"; {s['cpu']}, load average at the end {s['loadavg'][0]:.2f}" if "cpu" in s else "") + "):", "",
                   "| engine | build s | bytes/doc on disk | queries/s (min-max) | nDCG@10 | top 10 shared with exact |",
                   "|---|---:|---:|---:|---:|---:|"]
         for name, v in s["systems"].items():
@@ -576,10 +577,10 @@ def markdown(arms: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _reproduce(part: dict[str, Any]) -> str:
-    """A sentence with the command a part ran with, where it kept it (parts run apart, maybe on other CPUs)."""
-    return (f" Reproduce: `EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/{part['command']}`."
-            if "command" in part else "")
+def _reproduce(part: dict[str, Any]) -> list[str]:
+    """A paragraph with the command a part ran with, where it kept it (parts run apart, maybe on other CPUs)."""
+    return ([f"Reproduce this part: `EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/{part['command']}`", ""]
+            if "command" in part else [])
 
 
 def _roofline_line(shares: dict[str, dict[str, Any]], peaks: dict[str, float], work: str) -> str:

@@ -303,8 +303,8 @@ def test_colbert_section_gives_each_part_its_command_and_roofline(colbert_bench)
                        roofline={"ours fp32": colbert_bench.roofline_share(108.0, False, peaks)})
     text = colbert_bench.section("colbert_peers_zen3", {"train": part})
     assert text.startswith("## ColBERT against PyLate")
-    assert "Reproduce: `EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/python benchmarks/colbert_peers.py " \
-           "--parts train --name colbert_peers_zen3`." in text
+    assert "Reproduce this part: `EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/python benchmarks/colbert_peers.py " \
+           "--parts train --name colbert_peers_zen3`" in text
     assert "ours fp32 108 GFLOP/s, 60% of the fp32 peak" in text and "fp32 GEMM 180 GFLOP/s):" in text
     assert "bf16 1" not in text  # no bf16 peak where nothing ran in bf16
     # a record from before the roofline renders as it did: no roofline, no command, no heading
