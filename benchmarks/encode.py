@@ -294,7 +294,8 @@ def profile_ops(args: argparse.Namespace) -> None:
     ours = embedstack.load("all-MiniLM-L6-v2", num_threads=args.threads)
     enc = make_encoder(ours, args.profile)
     cfg = ours.model.config
-    callers = max(1, min(int(getattr(enc, "workers", 1)), args.threads))  # threads calling operators
+    # threads calling operators: the runner's workers (it uses them whenever a set has several batches, as these do)
+    callers = max(1, min(int(getattr(enc, "workers", 1)), args.threads))
     per_call = max(1, args.threads // callers)  # intra-op threads inside each call
     rows = []
     for name, texts in sets.items():
@@ -327,11 +328,13 @@ def profile_ops(args: argparse.Namespace) -> None:
     shared = gemm_rate(cfg, torch.float32) / 1e9 / args.threads
     torch.set_num_threads(1)
     with threadpool_limits(1, user_api="blas"):  # gemm_rate's numpy arm too (OpenBLAS keeps its own threads)
-        per_thread = max(shared, gemm_rate(cfg, torch.float32) / 1e9)
+        alone = gemm_rate(cfg, torch.float32) / 1e9
     torch.set_num_threads(args.threads)
+    per_thread = max(shared, alone)
     res = {"mode": args.profile, "threads": args.threads, "batch_size": args.batch_size, "rows": rows,
            "callers": callers, "threads_per_call": per_call,
-           "gemm_gflops_per_thread": per_thread, "cpu": cpu_line(), "command": command_line("encode.py")}
+           "gemm_gflops_per_thread": per_thread, "gemm_gflops_one_thread": alone, "gemm_gflops_shared": shared,
+           "cpu": cpu_line(), "command": command_line("encode.py")}
     names = [g for g, _ in OP_GROUPS] + ["other"]
     lines = [f"## Where the encoder's time goes: `{args.profile}`, {args.threads} thread(s) (`benchmarks/encode.py --profile`)",
              "", f"Reproduce: `{res['command']}` — torch's profiler around one encode of each set after a warm-up "

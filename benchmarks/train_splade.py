@@ -410,7 +410,7 @@ def run_train_peers(rounds: int, start_kind: str) -> dict[str, Any]:
     return out
 
 
-def run_peers(rounds: int, train: bool = True, name: str = "train_splade") -> dict[str, Any]:
+def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade") -> dict[str, Any]:
     import torch
     from sentence_transformers.sparse_encoder import SparseEncoder
 
@@ -485,7 +485,7 @@ def run_peers(rounds: int, train: bool = True, name: str = "train_splade") -> di
     m = evaluate_run(_run(compiled.encode_sparse(queries, role="query"), cdocs, qids, [str(d) for d in beir.doc_ids()]),
                      {q: report.qrels[q] for q in qids}, ["ndcg@10", "recall@100"])
     out["int8_compiled_quality"] = {"ndcg@10": 100 * m["ndcg@10"], "recall@100": 100 * m["recall@100"]}
-    _save_arm(name, "peers", out)  # kept even if the search part below fails
+    _save_arm(results_name, "peers", out)  # kept even if the search part below fails
     # search: the same corpus vectors in both engines, queries one at a time (encode excluded)
     all_docs = beir.doc_texts()[:SEARCH_DOCS]  # encoding all 5,183 abstracts takes 7 minutes here
     doc_ids = [str(d) for d in beir.doc_ids()][:SEARCH_DOCS]
