@@ -78,8 +78,13 @@ def write_results(name: str, results: dict[str, Any], markdown: str) -> None:
 
 
 def last_results(name: str) -> dict[str, Any]:
-    """The latest record of results/NAME.jsonl (to re-render a section without measuring again)."""
-    lines = (RESULTS / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+    """The latest record of results/NAME.jsonl (to re-render a section without measuring again); a name with no
+    record ends the script with a message naming the file, not a traceback."""
+    path = RESULTS / f"{name}.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    if not lines:
+        raise SystemExit(f"no {name} record in benchmarks/results/{name}.jsonl (missing or empty): run the benchmark "
+                         "first, or check the name (--name / --section)")
     return json.loads(lines[-1])
 
 
@@ -174,6 +179,14 @@ def roofline_share(gflops: float, bf16: bool, peaks: dict[str, float]) -> dict[s
     ``fp32_gflops_peak``, ``bf16_gflops``)."""
     peak = peaks["bf16_gflops"] if bf16 else peaks["fp32_gflops_peak"]
     return {"gflops": gflops, "peak_gflops": peak, "peak_kind": "bf16" if bf16 else "fp32", "share": gflops / peak}
+
+
+def shares_text(shares: dict[str, dict[str, Any]], labels: dict[str, str] | None = None) -> str:
+    """``roofline_share`` results as one clause: "NAME 106 GFLOP/s, 57% of the fp32 GEMM peak; ..." (``labels``
+    renames the keys)."""
+    labels = labels or {}
+    return "; ".join(f"{labels.get(k, k)} {v['gflops']:.0f} GFLOP/s, {100 * v['share']:.0f}% of the {v['peak_kind']} "
+                     "GEMM peak" for k, v in shares.items())
 
 
 def log(msg: str) -> None:

@@ -49,6 +49,7 @@ from _report import (  # noqa: E402
     result_name,
     roofline_share,
     rotated,
+    shares_text,
     write_results,
     write_section,
 )
@@ -158,15 +159,6 @@ def _forward_gflop(texts: list[str], length: int, query: bool, folder: Path | No
     return model_flops(lengths, config) / 1e9
 
 
-def _peaks() -> dict[str, float]:
-    """The CPU's GEMM peaks as the other training benchmarks take them (``exact_search.roofline``: square products
-    on 2 threads, float32 the faster of MKL and OpenBLAS), measured after the timed rounds so that its threads
-    cannot disturb them."""
-    from exact_search import roofline
-
-    return roofline(3)
-
-
 def run_train(rounds: int) -> dict[str, Any]:
     from embedstack.neural.runtime import cpu_has_bf16
 
@@ -194,7 +186,11 @@ def run_train(rounds: int) -> dict[str, Any]:
     fwd = (_forward_gflop(rows.column("anchor"), 32, True) + _forward_gflop(rows.column("positive"), DOC_LENGTH, False)
            + _forward_gflop(rows.column("negative_1"), DOC_LENGTH, False))
     out["train_gflop_per_row"] = 3 * float(fwd.mean())
-    out["peaks"] = peaks = _peaks()
+    from exact_search import (
+        roofline,  # the peaks as the other training benchmarks take them, after the timed rounds
+    )
+
+    out["peaks"] = peaks = roofline(3)
     out["roofline"] = {name: roofline_share(v["rows_per_second"] * out["train_gflop_per_row"], "bf16" in name, peaks)
                        for name, v in out["systems"].items()}
     return out
@@ -272,7 +268,9 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
     # roofline: forward GFLOP per abstract and per query; the ceiling is the float GEMM peak over it
     out["gflop_per_doc"] = float(_forward_gflop(docs, DOC_LENGTH, False, folder).mean())
     out["gflop_per_query"] = float(_forward_gflop(queries, 32, True, folder).mean())
-    out["peaks"] = peaks = _peaks()
+    from exact_search import roofline  # after the timed rounds: its threads cannot disturb them
+
+    out["peaks"] = peaks = roofline(3)
     out["roofline"] = {name: {what: roofline_share(v[what]["median"] * out[f"gflop_per_{unit}"], "bf16" in name, peaks)
                               for what, unit in (("docs", "doc"), ("queries", "query"))}
                        for name, v in out["systems"].items() if "int8" not in name}
@@ -585,11 +583,9 @@ def _reproduce(part: dict[str, Any]) -> list[str]:
 
 def _roofline_line(shares: dict[str, dict[str, Any]], peaks: dict[str, float], work: str) -> str:
     """One sentence: the work per unit, each system's GFLOP/s and its share of the GEMM peak of its precision."""
-    each = "; ".join(f"{name} {v['gflops']:.0f} GFLOP/s, {100 * v['share']:.0f}% of the {v['peak_kind']} peak"
-                     for name, v in shares.items())
     bf16 = (f", bf16 {peaks['bf16_gflops']:.0f}" if any(v["peak_kind"] == "bf16" for v in shares.values()) else "")
     return (f"Roofline ({work}; real tokens only, no padding counted; peaks measured in the same run, 2 threads: "
-            f"fp32 GEMM {peaks['fp32_gflops_peak']:.0f} GFLOP/s{bf16}): {each}.")
+            f"fp32 GEMM {peaks['fp32_gflops_peak']:.0f} GFLOP/s{bf16}): {shares_text(shares)}.")
 
 
 def section(name: str, arms: dict[str, Any]) -> str:

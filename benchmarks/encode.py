@@ -260,15 +260,30 @@ def timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
-# torch operators grouped by what they do in a BERT forward pass (self CPU time, so nested calls count once)
+# torch operators grouped by what they do in a BERT forward pass (self CPU time, so nested calls count once); names
+# match exactly ("aten::add" is not "aten::addcmul"), a trailing "*" matches a prefix
 OP_GROUPS = (("linear products", ("aten::addmm", "aten::mm", "aten::linear", "mkldnn::_linear_pointwise",
                                   "quantized::linear_dynamic", "aten::_int_mm", "onednn::qlinear_pointwise")),
-             ("attention", ("aten::_scaled_dot_product", "aten::bmm", "aten::softmax", "aten::_softmax")),
+             ("attention", ("aten::_scaled_dot_product*", "aten::bmm", "aten::softmax", "aten::_softmax")),
              ("GELU", ("aten::gelu",)),
              ("LayerNorm", ("aten::native_layer_norm", "aten::layer_norm")),
              ("copies", ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::index_copy_",
                          "aten::index_select")),
-             ("residual adds", ("aten::add",)))
+             ("residual adds", ("aten::add", "aten::add_")))
+
+
+def _op_matches(key: str, names: tuple[str, ...]) -> bool:
+    return any(key.startswith(n[:-1]) if n.endswith("*") else key == n for n in names)
+
+
+def op_seconds(events: Any) -> dict[str, float]:
+    """Self seconds of profiler ``events`` (``key_averages()``: ``.key``, ``.self_cpu_time_total`` in µs) per
+    group of :data:`OP_GROUPS`, the rest under "other"."""
+    groups = dict.fromkeys([g for g, _ in OP_GROUPS] + ["other"], 0.0)
+    for ev in events:
+        group = next((g for g, names in OP_GROUPS if _op_matches(ev.key, names)), "other")
+        groups[group] += ev.self_cpu_time_total / 1e6
+    return groups
 
 
 def profile_ops(args: argparse.Namespace) -> None:
@@ -305,10 +320,7 @@ def profile_ops(args: argparse.Namespace) -> None:
         with profile(activities=[ProfilerActivity.CPU],
                      experimental_config=torch.profiler._ExperimentalConfig(profile_all_threads=True)) as prof:
             profiled, _ = timed(lambda texts=texts: enc.encode(texts, batch_size=args.batch_size))
-        groups = dict.fromkeys([g for g, _ in OP_GROUPS] + ["other"], 0.0)
-        for ev in prof.key_averages():
-            group = next((g for g, prefixes in OP_GROUPS if ev.key.startswith(prefixes)), "other")
-            groups[group] += ev.self_cpu_time_total / 1e6
+        groups = op_seconds(prof.key_averages())
         total = sum(groups.values())
         if total <= 0:
             raise SystemExit(f"--profile: the profiler recorded no operators of {args.profile} (a backend other than "

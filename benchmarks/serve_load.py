@@ -1009,11 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     name = "serve_load" if opts.precision == "fp32" else f"serve_load_{opts.precision.replace('-', '_')}"  # results
     name += opts.section_suffix
     if opts.render_last:  # re-render the section of --precision from its last record (no servers started)
-        try:
-            last = last_results(name)
-        except (FileNotFoundError, IndexError):
-            raise SystemExit(f"--render-last: no {name} record in benchmarks/results/{name}.jsonl yet; run the "
-                             f"benchmark first (without --render-last).") from None
+        last = last_results(name)  # a clear exit where nothing was measured yet
         last["counts"] = {wl: {int(c): n for c, n in v.items()} for wl, v in last["counts"].items()}  # JSON keys
         if opts.remeasure_roofline:  # a record whose ceiling was priced at another precision's rate
             if last.get("cpu") != cpu_line():

@@ -54,6 +54,7 @@ from _report import (  # noqa: E402
     roofline_share,
     rotated,
     rrf_runs,
+    shares_text,
     write_results,
     write_section,
 )
@@ -366,8 +367,8 @@ def _calibrated_start() -> Path:
 def _train_gflop_per_row(rows: Any, enc: Any) -> float:
     """Training work of one row (a query and two documents, each cut at the model's length): 3 x the forward, which
     is the encoder (``encode.model_flops``, real tokens only) plus the MLM head on every token (its C x C transform
-    and the C x vocabulary decoder). Counted dense: our backward pass skips the decoder's zero terms, so this
-    overstates the work ours does there."""
+    and the C x vocabulary decoder). Counted dense: our backward pass skips the decoder's dense products (it follows
+    the positive terms only), so this overstates the work ours does there."""
     from encode import model_flops
 
     cfg = enc.model.config
@@ -636,13 +637,13 @@ def markdown(arms: dict[str, Any]) -> str:
             lines.append(f"| {name} | {t['rows_per_second']:.2f} | {t['min']:.2f}-{t['max']:.2f} |")
         lines += ["", f"Ours / best ST: training **{p['train_ratio']:.2f}x**.", ""]
         if "roofline" in p:
-            each = "; ".join(f"{k} {v['gflops']:.0f} GFLOP/s, {100 * v['share']:.0f}% of the {v['peak_kind']} peak"
-                             for k, v in p["roofline"].items())
             lines += [f"Roofline: a row (a query and two documents) is {p['train_gflop_per_row']:.1f} GFLOP of training "
                       "work, 3x the forward (encoder on real tokens, no padding; the MLM head on every token, counted "
-                      "dense, although our backward pass skips the decoder's zero terms); peaks measured in the same "
-                      f"run, 2 threads: fp32 GEMM {p['peaks']['fp32_gflops_peak']:.0f} GFLOP/s"
-                      + (f", bf16 {p['peaks']['bf16_gflops']:.0f}" if p["cpu_bf16"] else "") + f": {each}.", ""]
+                      "dense, although our backward pass skips the decoder's dense products and follows the positive "
+                      "terms only); peaks measured in the same run, 2 threads: fp32 GEMM "
+                      f"{p['peaks']['fp32_gflops_peak']:.0f} GFLOP/s"
+                      + (f", bf16 {p['peaks']['bf16_gflops']:.0f}" if p["cpu_bf16"] else "")
+                      + f": {shares_text(p['roofline'])}.", ""]
     return "\n".join(lines)
 
 

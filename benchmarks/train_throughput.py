@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, load_average, ratio, write_results  # noqa: E402
+from _report import ROOT, load_average, ratio, shares_text, write_results  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if not os.environ.get("EMBEDSTACK_DATA_DIR") and (ROOT.parent / "shared" / "data").is_dir():
@@ -718,8 +718,7 @@ def markdown(res: dict[str, Any]) -> str:
                 lines[-1] += "."
         if "roofline" in r:
             w, pk = r["work"], r["peaks"]
-            shares = "; ".join(f"{r['sides'][k]['label']} {v['gflops']:.0f} GFLOP/s, {100 * v['share']:.0f}% of the "
-                               f"{v['peak_kind']} GEMM peak" for k, v in r["roofline"].items())
+            shares = shares_text(r["roofline"], {k: side["label"] for k, side in r["sides"].items()})
             lines += ["", f"Roofline: a pair is {w['tokens_per_pair']:.1f} real tokens on average (training set, cut at "
                           f"{r['max_len']}; no padding counted), {w['train_gflop_per_pair']:.2f} GFLOP of training work per pair "
                           "(forward + backward = 3 × the forward's 2 × weights × tokens, plus attention scores). "

@@ -305,7 +305,7 @@ def test_colbert_section_gives_each_part_its_command_and_roofline(colbert_bench)
     assert text.startswith("## ColBERT against PyLate")
     assert "Reproduce this part: `EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/python benchmarks/colbert_peers.py " \
            "--parts train --name colbert_peers_zen3`" in text
-    assert "ours fp32 108 GFLOP/s, 60% of the fp32 peak" in text and "fp32 GEMM 180 GFLOP/s):" in text
+    assert "ours fp32 108 GFLOP/s, 60% of the fp32 GEMM peak" in text and "fp32 GEMM 180 GFLOP/s):" in text
     assert "bf16 1" not in text  # no bf16 peak where nothing ran in bf16
     # a part recorded before the roofline: no roofline, no reproduce line, no heading
     old = colbert_bench.section("colbert_peers", {"train": _train_part()})
@@ -340,3 +340,34 @@ def test_splade_training_work_adds_the_mlm_head_on_every_token(monkeypatch):
     # rows' means: anchor (n = 3, and 5 after the cut) 4064, positive (2, 2) 1888, negative (1, 3) 1920
     assert splade._train_gflop_per_row(rows, enc) == pytest.approx(3 * (4064 + 1888 + 1920) / 1e9)
     next(gen, None)
+
+
+def test_shares_text_names_each_system_and_its_precisions_peak(report_bench):
+    peaks = {"fp32_gflops_peak": 200.0, "bf16_gflops": 800.0}
+    shares = {"ours": report_bench.roofline_share(400.0, True, peaks), "st": report_bench.roofline_share(50.0, False, peaks)}
+    assert report_bench.shares_text(shares, {"st": "sentence-transformers"}) == (
+        "ours 400 GFLOP/s, 50% of the bf16 GEMM peak; sentence-transformers 50 GFLOP/s, 25% of the fp32 GEMM peak")
+
+
+def test_last_results_of_an_unknown_name_says_so_instead_of_a_traceback(report_bench, monkeypatch, tmp_path):
+    monkeypatch.setattr(report_bench, "RESULTS", tmp_path)
+    with pytest.raises(SystemExit, match="no nope record in benchmarks/results/nope.jsonl"):
+        report_bench.last_results("nope")
+    (tmp_path / "nope.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(SystemExit, match="missing or empty"):
+        report_bench.last_results("nope")
+    (tmp_path / "nope.jsonl").write_text('{"a": 1}\n{"a": 2}\n', encoding="utf-8")
+    assert report_bench.last_results("nope") == {"a": 2}
+
+
+def test_profile_groups_operators_by_kind(encode_bench):
+    from types import SimpleNamespace
+
+    events = [SimpleNamespace(key=k, self_cpu_time_total=us) for k, us in (
+        ("aten::addmm", 3_000_000), ("mkldnn::_linear_pointwise", 1_000_000),
+        ("aten::_scaled_dot_product_flash_attention_for_cpu", 500_000), ("aten::gelu", 250_000),
+        ("aten::add", 100_000), ("aten::addcmul", 50_000), ("aten::view", 25_000))]
+    got = encode_bench.op_seconds(events)
+    assert got["linear products"] == pytest.approx(4.0) and got["attention"] == pytest.approx(0.5)
+    assert got["GELU"] == pytest.approx(0.25) and got["residual adds"] == pytest.approx(0.1)
+    assert got["other"] == pytest.approx(0.075)  # aten::addcmul is not a residual add, nor aten::view anything
