@@ -189,6 +189,14 @@ def shares_text(shares: dict[str, dict[str, Any]], labels: dict[str, str] | None
                      "GEMM peak" for k, v in shares.items())
 
 
+def roofline_line(shares: dict[str, dict[str, Any]], peaks: dict[str, float], work: str) -> str:
+    """One sentence: the work per unit, each system's GFLOP/s and its share of the GEMM peak of its precision (the
+    bf16 peak named only where a system ran in bf16)."""
+    bf16 = (f", bf16 {peaks['bf16_gflops']:.0f}" if any(v["peak_kind"] == "bf16" for v in shares.values()) else "")
+    return (f"Roofline ({work}; real tokens only, no padding counted; peaks measured in the same run, 2 threads: "
+            f"fp32 GEMM {peaks['fp32_gflops_peak']:.0f} GFLOP/s{bf16}): {shares_text(shares)}.")
+
+
 def log(msg: str) -> None:
     """A timestamped progress line on stderr."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -47,9 +47,9 @@ from _report import (  # noqa: E402
     log,
     ratio,
     result_name,
+    roofline_line,
     roofline_share,
     rotated,
-    shares_text,
     write_results,
     write_section,
 )
@@ -506,7 +506,7 @@ def markdown(arms: dict[str, Any]) -> str:
             lines.append(f"| {name} | {v['rows_per_second']:.2f} | {v['min']:.2f}-{v['max']:.2f} |")
         lines += ["", f"Ours / best PyLate: **{t['ratio']:.2f}x**.", ""]
         if "roofline" in t:
-            lines += [_roofline_line(t["roofline"], t["peaks"], f"a row, a query of 32 tokens and two documents, is "
+            lines += [roofline_line(t["roofline"], t["peaks"], f"a row, a query of 32 tokens and two documents, is "
                                      f"{t['train_gflop_per_row']:.2f} GFLOP of training work, 3x the forward"), ""]
     if "encode" in arms:
         e = arms["encode"]
@@ -537,9 +537,9 @@ def markdown(arms: dict[str, Any]) -> str:
                               f", at exact-MaxSim nDCG@10 {qual['int8-token']:.2f}{compiled} against {qual[base]:.2f} "
                               f"in {base} (report half, corpus and queries encoded by each)" if base else "") + ".")
         if "roofline" in e:
-            lines += ["", _roofline_line({k: v["docs"] for k, v in e["roofline"].items()}, e["peaks"],
+            lines += ["", roofline_line({k: v["docs"] for k, v in e["roofline"].items()}, e["peaks"],
                                          f"an abstract is {e['gflop_per_doc']:.2f} GFLOP forward"),
-                      "", _roofline_line({k: v["queries"] for k, v in e["roofline"].items()}, e["peaks"],
+                      "", roofline_line({k: v["queries"] for k, v in e["roofline"].items()}, e["peaks"],
                                          f"a query {e['gflop_per_query']:.3f} GFLOP")]
         lines.append("")
     if "search" in arms:
@@ -579,13 +579,6 @@ def _reproduce(part: dict[str, Any]) -> list[str]:
     """A paragraph with the command a part ran with, where it kept it (parts run apart, maybe on other CPUs)."""
     return ([f"Reproduce this part: `EMBEDSTACK_DATA_DIR=../shared/data .venv-pylate/bin/{part['command']}`", ""]
             if "command" in part else [])
-
-
-def _roofline_line(shares: dict[str, dict[str, Any]], peaks: dict[str, float], work: str) -> str:
-    """One sentence: the work per unit, each system's GFLOP/s and its share of the GEMM peak of its precision."""
-    bf16 = (f", bf16 {peaks['bf16_gflops']:.0f}" if any(v["peak_kind"] == "bf16" for v in shares.values()) else "")
-    return (f"Roofline ({work}; real tokens only, no padding counted; peaks measured in the same run, 2 threads: "
-            f"fp32 GEMM {peaks['fp32_gflops_peak']:.0f} GFLOP/s{bf16}): {shares_text(shares)}.")
 
 
 def section(name: str, arms: dict[str, Any]) -> str:

@@ -15,9 +15,12 @@ Parts (``--parts``; each kept in results/train_splade_arms.json):
   its own encoding.
 * ``peers``: training rows/s (batch 16, 1 BM25 negative, documents at 256 tokens; median step time after 2
   warm-up steps) ours vs ``SparseEncoderTrainer`` + ``SpladeLoss(SparseMultipleNegativesRankingLoss)``, and
-  encoding throughput (abstracts/s, queries/s) ours vs ``SparseEncoder.encode``, each in fp32 and bf16, on the same
-  weights (the recipe folder is a SparseEncoder folder); search queries/s of the report-half queries one at a time:
-  ours (``SparseIndex``) vs ``SparseEncoder.similarity`` (sparse COO tensors) + ``torch.topk``, as its users search.
+  encoding throughput (abstracts/s, queries/s) ours vs ``SparseEncoder.encode`` on the same weights (the recipe folder
+  is a SparseEncoder folder): both in fp32, ours also with 2 workers, and bf16 arms only where the CPU multiplies
+  bf16 natively (int8-token arms where it has int8 dot-product units), with a roofline (forward GFLOP per abstract
+  and per query against the GEMM peak measured after the timed rounds); search queries/s of the report-half queries
+  one at a time: ours (``SparseIndex``) vs ``SparseEncoder.similarity`` (sparse COO tensors) + ``torch.topk``, as
+  its users search.
 * ``dev-*`` (``DEV_CONFIGS``): a variant of the recipe trained on tune-train only (its data, settings and seed
   otherwise), scored on ``tune-dev`` (30% of the tune half's queries, never trained on): nDCG@10 over the whole
   corpus, bf16. This is where SPLADE's settings are chosen; the report half is scored only by ``report``.
@@ -51,6 +54,7 @@ from _report import (  # noqa: E402
     log,
     ratio,
     result_name,
+    roofline_line,
     roofline_share,
     rotated,
     rrf_runs,
@@ -92,7 +96,6 @@ DEV_CONFIGS: dict[str, dict[str, Any]] = {
     "dev-ict-all-2ep": {"data": ("scifact/train#tune-train",) * 3 + ("scifact-ict:5182", "scifact-titles:1500"),
                         "args": {"epochs": 2}, "label": "as dev-ict-all, 2 epochs"},
 }
-FLOAT_ARMS = ("ours fp32", "ours bf16", "ours bf16-pure")  # bf16 products, float sums: compared as float modes
 DEV_MODELS = Path(tempfile.gettempdir()) / "embedstack-train-splade"  # the dev arms' trained models
 
 
@@ -364,21 +367,38 @@ def _calibrated_start() -> Path:
     return folder
 
 
-def _train_gflop_per_row(rows: Any, enc: Any) -> float:
-    """Training work of one row (a query and two documents, each cut at the model's length): 3 x the forward, which
-    is the encoder (``encode.model_flops``, real tokens only) plus the MLM head on every token (its C x C transform
-    and the C x vocabulary decoder). Counted dense: our backward pass skips the decoder's dense products (it follows
-    the positive terms only), so this overstates the work ours does there."""
+def _forward_gflop(texts: list[str], enc: Any) -> np.ndarray:
+    """Forward GFLOP of each text through a SPLADE model: the encoder (``encode.model_flops``, real tokens only, cut at
+    the model's length) plus the MLM head on every token (its C x C transform and the C x vocabulary decoder, whose
+    log-saturated outputs are max-pooled over the tokens), counted dense."""
     from encode import model_flops
 
     cfg = enc.model.config
     head = 2 * cfg.hidden_size * (cfg.hidden_size + cfg.vocab_size)  # per token
-    fwd = 0.0
-    for column in ("anchor", "positive", "negative_1"):
-        ids = enc.tokenizer.encode_batch(list(rows.column(column)), max_length=enc.max_seq_length)[0]
-        lengths = np.array([len(x) for x in ids], dtype=np.float64)
-        fwd += float(np.mean(model_flops(lengths, cfg) + head * lengths))
-    return 3 * fwd / 1e9
+    ids = enc.tokenizer.encode_batch(list(texts), max_length=enc.max_seq_length)[0]
+    lengths = np.array([len(x) for x in ids], dtype=np.float64)
+    return (model_flops(lengths, cfg) + head * lengths) / 1e9
+
+
+def _train_gflop_per_row(rows: Any, enc: Any) -> float:
+    """Training work of one row (a query and two documents, each cut at the model's length): 3 x the forward
+    (``_forward_gflop``). Counted dense: our backward pass skips the decoder's dense products (it follows the
+    positive terms only), so this overstates the work ours does there."""
+    return 3 * sum(float(np.mean(_forward_gflop(rows.column(c), enc))) for c in ("anchor", "positive", "negative_1"))
+
+
+def _trainers(rows: Any, start: Path) -> tuple[str, dict[str, Any]]:
+    """The training arms at this CPU's precision: ours at ``precision="auto"`` (bf16 where the CPU multiplies it
+    natively, fp32 otherwise), SparseEncoderTrainer in fp32, and in bf16 where the CPU has it (emulated, bf16 is
+    several times slower than fp32). Returns our arm's name and the arms."""
+    from embedstack.neural.runtime import cpu_has_bf16
+
+    bf16 = cpu_has_bf16()
+    ours_name = f"ours {'bf16' if bf16 else 'fp32'}"
+    trainers = {ours_name: lambda: _ours_train(rows, start, "auto"), "ST fp32": lambda: _st_train(rows, start, False)}
+    if bf16:
+        trainers["ST bf16"] = lambda: _st_train(rows, start, True)
+    return ours_name, trainers
 
 
 def run_train_peers(rounds: int, start_kind: str) -> dict[str, Any]:
@@ -390,10 +410,7 @@ def run_train_peers(rounds: int, start_kind: str) -> dict[str, Any]:
     start = _recipe("minilm-mlm-head") if start_kind == "recipe" else _calibrated_start()
     rows = _train_rows()
     bf16 = cpu_has_bf16()
-    ours_name = f"ours {'bf16' if bf16 else 'fp32'}"
-    trainers = {ours_name: lambda: _ours_train(rows, start, "auto"), "ST fp32": lambda: _st_train(rows, start, False)}
-    if bf16:
-        trainers["ST bf16"] = lambda: _st_train(rows, start, True)
+    ours_name, trainers = _trainers(rows, start)
     timed = _time_trainers(trainers, rounds)
     enc = SpladeEncoder.from_folder(start, max_seq_length=DOC_LENGTH)
     docs = rows.column("positive")[:64]
@@ -417,43 +434,45 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
 
     from embedstack.data import load_beir
     from embedstack.index import SparseIndex
+    from embedstack.index._scan import int8_backend
+    from embedstack.neural.runtime import cpu_has_bf16
     from embedstack.neural.splade import SpladeEncoder
 
     start = _recipe("minilm-mlm-head")
     folder = _recipe(RECIPE)
-    out: dict[str, Any] = {"rounds": rounds, "train": {}, "train_ratio": None}
+    bf16 = cpu_has_bf16()
+    out: dict[str, Any] = {"rounds": rounds, "train": {}, "train_ratio": None, "cpu_bf16": bf16}
     if train:
-        rows = _train_rows()
-        trainers = {"ours bf16": lambda: _ours_train(rows, start), "ST fp32": lambda: _st_train(rows, start, False),
-                    "ST bf16": lambda: _st_train(rows, start, True)}
+        ours_name, trainers = _trainers(_train_rows(), start)
         out["train"] = _time_trainers(trainers, rounds)
-        out["train_ratio"] = ratio(out["train"]["ours bf16"]["rows_per_second"],
+        out["train_ratio"] = ratio(out["train"][ours_name]["rows_per_second"],
                                    max(v["rows_per_second"] for k, v in out["train"].items() if k.startswith("ST")))
     beir = load_beir("scifact", split="train")
     docs = beir.doc_texts()[:300]
     report = _report_half()
     queries = list(report.query_texts())
-    ours = {p: SpladeEncoder.from_folder(folder, precision=p, max_seq_length=DOC_LENGTH)
-            for p in ("fp32", "bf16", "bf16-pure", "int8-token")}
-    # compiled (inductor fuses each quantization with the LayerNorm / GELU / rescaling before it), 2 workers
-    ours["int8-token-compiled-w2"] = SpladeEncoder.from_folder(folder, precision="int8-token", compile=True, workers=2,
-                                                               max_seq_length=DOC_LENGTH)
-    st32 = SparseEncoder(str(folder), device="cpu")
-    st16 = SparseEncoder(str(folder), device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
-    for m in (st32, st16):
+    # bf16 arms only where the CPU multiplies bf16 natively (emulated, it is several times slower than fp32 on both
+    # sides), int8 arms only where it has int8 dot-product units; 2 workers as a user passes MODEL@workers=2
+    variants: dict[str, dict[str, Any]] = {"fp32": {"precision": "fp32"},
+                                           "fp32-w2": {"precision": "fp32", "workers": 2}}
+    if bf16:
+        variants |= {"bf16": {"precision": "bf16"}, "bf16-pure": {"precision": "bf16-pure"}}
+    if int8_backend() in ("vnni", "amx"):
+        # compiled: inductor fuses each quantization with the LayerNorm / GELU / rescaling before it
+        variants |= {"int8-token": {"precision": "int8-token"},
+                     "int8-token-compiled-w2": {"precision": "int8-token", "compile": True, "workers": 2}}
+    ours = {v: SpladeEncoder.from_folder(folder, max_seq_length=DOC_LENGTH, **o) for v, o in variants.items()}
+    st = {p: SparseEncoder(str(folder), device="cpu",
+                           model_kwargs={"torch_dtype": torch.bfloat16} if p == "bf16" else None)
+          for p in (("fp32", "bf16") if bf16 else ("fp32",))}
+    for m in st.values():
         m.max_seq_length = DOC_LENGTH
-    enc = {"ours fp32": lambda t, q: ours["fp32"].encode_sparse(t, role="query" if q else "document", batch_size=32),
-           "ours bf16": lambda t, q: ours["bf16"].encode_sparse(t, role="query" if q else "document", batch_size=32),
-           "ours bf16-pure": lambda t, q: ours["bf16-pure"].encode_sparse(t, role="query" if q else "document",
-                                                                          batch_size=32),
-           "ours int8-token": lambda t, q: ours["int8-token"].encode_sparse(t, role="query" if q else "document",
-                                                                            batch_size=32),
-           "ours int8-token-compiled-w2": lambda t, q: ours["int8-token-compiled-w2"].encode_sparse(
-               t, role="query" if q else "document", batch_size=32),
-           "ST fp32": lambda t, q: (st32.encode_query if q else st32.encode_document)(t, batch_size=32,
-                                                                                     convert_to_tensor=True),
-           "ST bf16": lambda t, q: (st16.encode_query if q else st16.encode_document)(t, batch_size=32,
-                                                                                     convert_to_tensor=True)}
+    enc: dict[str, Any] = {}
+    for v, model in ours.items():
+        enc[f"ours {v}"] = lambda t, q, m=model: m.encode_sparse(t, role="query" if q else "document", batch_size=32)
+    for p, model in st.items():
+        enc[f"ST {p}"] = lambda t, q, m=model: (m.encode_query if q else m.encode_document)(
+            t, batch_size=32, convert_to_tensor=True)
     for fn in enc.values():  # warm-up: one batch and several (workers), documents and queries (compiled graphs)
         fn(docs[:32], False)
         fn(docs[:96], False)
@@ -469,29 +488,45 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
             enc[name](queries, True)
             rates[name]["queries"].append(len(queries) / (time.perf_counter() - t))
             log(f"encode round {r}: {name} {rates[name]['docs'][-1]:.1f} docs/s {rates[name]['queries'][-1]:.0f} q/s")
+    out["loadavg"] = os.getloadavg()
     out["encode"] = {name: {k: {"median": statistics.median(x), "min": min(x), "max": max(x)} for k, x in v.items()}
                      for name, v in rates.items()}
     for what in ("docs", "queries"):  # the float modes against the peer's best; int8 apart (its quality differs)
         best_st = max(v[what]["median"] for k, v in out["encode"].items() if k.startswith("ST"))
-        out[f"encode_ratio_{what}"] = ratio(max(out["encode"][k][what]["median"] for k in FLOAT_ARMS), best_st)
-        out[f"encode_ratio_int8_{what}"] = ratio(max(v[what]["median"] for k, v in out["encode"].items()
-                                                     if k.startswith("ours int8")), best_st)
+        out[f"encode_ratio_{what}"] = ratio(max(v[what]["median"] for k, v in out["encode"].items()
+                                                if k.startswith("ours") and "int8" not in k), best_st)
+        int8 = [v[what]["median"] for k, v in out["encode"].items() if k.startswith("ours int8")]
+        if int8:
+            out[f"encode_ratio_int8_{what}"] = ratio(max(int8), best_st)
+    # roofline: forward GFLOP per abstract and per query (the encoder and the MLM head on every token, counted dense)
+    out["gflop_per_doc"] = float(_forward_gflop(docs, ours["fp32"]).mean())
+    out["gflop_per_query"] = float(_forward_gflop(queries, ours["fp32"]).mean())
+    from exact_search import roofline  # after the timed rounds: its threads cannot disturb them
+
+    out["peaks"] = peaks = roofline(3)
+    out["roofline"] = {name: {what: roofline_share(v[what]["median"] * out[f"gflop_per_{unit}"],
+                                                   "bf16" in name, peaks)
+                              for what, unit in (("docs", "doc"), ("queries", "query"))}
+                       for name, v in out["encode"].items() if "int8" not in name}
     # the compiled int8 arm's own quality (the report part scores eager int8-token): corpus and report queries
     from embedstack.evaluation.metrics import evaluate_run
 
-    compiled = ours["int8-token-compiled-w2"]
-    log("encoding the corpus (int8-token, compiled)")
-    cdocs = compiled.encode_sparse(beir.doc_texts(), batch_size=32)
-    qids = [str(q) for q in report.query_ids()]
-    m = evaluate_run(_run(compiled.encode_sparse(queries, role="query"), cdocs, qids, [str(d) for d in beir.doc_ids()]),
-                     {q: report.qrels[q] for q in qids}, ["ndcg@10", "recall@100"])
-    out["int8_compiled_quality"] = {"ndcg@10": 100 * m["ndcg@10"], "recall@100": 100 * m["recall@100"]}
+    if "int8-token-compiled-w2" in ours:
+        compiled = ours["int8-token-compiled-w2"]
+        log("encoding the corpus (int8-token, compiled)")
+        cdocs = compiled.encode_sparse(beir.doc_texts(), batch_size=32)
+        qids = [str(q) for q in report.query_ids()]
+        m = evaluate_run(_run(compiled.encode_sparse(queries, role="query"), cdocs, qids,
+                              [str(d) for d in beir.doc_ids()]), {q: report.qrels[q] for q in qids},
+                         ["ndcg@10", "recall@100"])
+        out["int8_compiled_quality"] = {"ndcg@10": 100 * m["ndcg@10"], "recall@100": 100 * m["recall@100"]}
     _save_arm(results_name, "peers", out)  # kept even if the search part below fails
     # search: the same corpus vectors in both engines, queries one at a time (encode excluded)
     all_docs = beir.doc_texts()[:SEARCH_DOCS]  # encoding all 5,183 abstracts takes 7 minutes here
     doc_ids = [str(d) for d in beir.doc_ids()][:SEARCH_DOCS]
-    mat = ours["bf16"].encode_sparse(all_docs, batch_size=32)
-    qmat = ours["bf16"].encode_sparse(queries, role="query")
+    fast = ours["bf16" if bf16 else "fp32-w2"]  # the corpus vectors come from the fastest float mode
+    mat = fast.encode_sparse(all_docs, batch_size=32)
+    qmat = fast.encode_sparse(queries, role="query")
     index = SparseIndex(mat.shape[1])
     index.add(mat, doc_ids)
     def coo(x: Any) -> Any:  # what SparseEncoder.encode(convert_to_sparse_tensor=True) gives
@@ -504,7 +539,7 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
     q_t = [coo(r) for r in q_rows]
 
     def st_search(i: int) -> Any:  # as SparseEncoder users search: model.similarity, then top-k
-        return torch.topk(st32.similarity(q_t[i], corpus_t).to_dense(), k=10)
+        return torch.topk(st["fp32"].similarity(q_t[i], corpus_t).to_dense(), k=10)
 
     search = {"ours SparseIndex": lambda i: index.search(q_rows[i], k=10), "ST similarity+topk": st_search}
     qps: dict[str, list[float]] = {k: [] for k in search}
@@ -594,8 +629,7 @@ def markdown(arms: dict[str, Any]) -> str:
         lines += [f"Against sentence-transformers' SparseEncoder ({p['rounds']} interleaved rounds, median (min-max); "
                   f"{_where(p)}):", "",
                   "| system | train rows/s | abstracts/s | queries/s |", "|---|---:|---:|---:|"]
-        for name in [n for n in ("ours fp32", "ours bf16", "ours bf16-pure", "ours int8-token", "ours int8-token-compiled-w2", "ST fp32",
-                                 "ST bf16") if n in p["encode"]]:
+        for name in p["encode"]:
             t = p["train"].get(name)
             e = p["encode"][name]
             tr = f"{t['rows_per_second']:.2f} ({t['min']:.2f}-{t['max']:.2f})" if t else "—"
@@ -614,13 +648,20 @@ def markdown(arms: dict[str, Any]) -> str:
                        + f" against bf16's {full['ndcg@10']:.2f} (report half)" if q8 and full else "")
             int8 = (f" Best int8-token arm / best ST: abstracts **{p['encode_ratio_int8_docs']:.2f}x**, queries "
                     f"**{p['encode_ratio_int8_queries']:.2f}x**{quality}.")
-        lines += ["", f"Ours (fp32, bf16 or bf16-pure) / best ST: {trained}abstracts **{p['encode_ratio_docs']:.2f}x**, "
+        floats = ", ".join(k.removeprefix("ours ") for k in p["encode"] if k.startswith("ours") and "int8" not in k)
+        lines += ["", f"Ours (best of {floats}) / best ST: {trained}abstracts **{p['encode_ratio_docs']:.2f}x**, "
                   f"queries **{p['encode_ratio_queries']:.2f}x**." + int8 + (
                       f" Search (report-half queries one at a time over the first {p.get('search_docs', 5183):,} "
                       f"abstracts, {p['terms_per_doc']:.0f} terms per document): ours "
                       f"{s['ours SparseIndex']['median']:.0f} q/s vs ST similarity+topk "
                       f"{s['ST similarity+topk']['median']:.0f} q/s (**{p['search_ratio']:.2f}x**)." if s else
                       " Search not measured."), ""]
+        if "roofline" in p:
+            lines += [roofline_line({k: v["docs"] for k, v in p["roofline"].items()}, p["peaks"],
+                                    f"an abstract is {p['gflop_per_doc']:.2f} GFLOP forward, the encoder and the MLM "
+                                    "head on every token, counted dense"), "",
+                      roofline_line({k: v["queries"] for k, v in p["roofline"].items()}, p["peaks"],
+                                    f"a query {p['gflop_per_query']:.3f} GFLOP"), ""]
     if "train-peers" in arms:
         p = arms["train-peers"]
         start = ("the `minilm-mlm-head` recipe" if p["start"] == "recipe" else

@@ -342,6 +342,49 @@ def test_splade_training_work_adds_the_mlm_head_on_every_token(monkeypatch):
     next(gen, None)
 
 
+def test_splade_peers_section_on_a_cpu_without_bf16_names_its_float_arms_and_roofline(monkeypatch):
+    gen = _script(monkeypatch, "train_splade")
+    splade = next(gen)
+    peaks = {"fp32_gflops_peak": 190.0, "bf16_gflops": 1.0}
+
+    def cell(med):
+        return {"median": med, "min": med - 1, "max": med + 1}
+
+    encode = {"ours fp32": {"docs": cell(20.0), "queries": cell(200.0)},
+              "ours fp32-w2": {"docs": cell(24.0), "queries": cell(260.0)},
+              "ST fp32": {"docs": cell(16.0), "queries": cell(130.0)}}
+    part = {"rounds": 5, "train": {}, "train_ratio": None, "cpu_bf16": False, "encode": encode,
+            "encode_ratio_docs": 1.5, "encode_ratio_queries": 2.0, "gflop_per_doc": 5.0, "gflop_per_query": 0.5,
+            "peaks": peaks, "search": None,
+            "roofline": {k: {w: splade.roofline_share(v[w]["median"] * g, False, peaks)
+                             for w, g in (("docs", 5.0), ("queries", 0.5))} for k, v in encode.items()},
+            "command": "python benchmarks/train_splade.py --parts peers --no-train --name train_splade_zen3"}
+    text = splade.section("train_splade_zen3", {"peers": part})
+    assert text.startswith("## SPLADE against sentence-transformers")
+    assert "| ours fp32-w2 | — | 24.0 (23.0-25.0) | 260 (259-261) |" in text and "ST bf16" not in text
+    assert "Ours (best of fp32, fp32-w2) / best ST: training not measured, abstracts **1.50x**, queries **2.00x**." in text
+    assert "an abstract is 5.00 GFLOP forward" in text and "a query 0.500 GFLOP" in text
+    # 24 abstracts/s x 5 GFLOP = 120 GFLOP/s, 63% of 190; 130 queries/s x 0.5 = 65 GFLOP/s, 34%
+    assert "ours fp32-w2 120 GFLOP/s, 63% of the fp32 GEMM peak" in text
+    assert "ST fp32 65 GFLOP/s, 34% of the fp32 GEMM peak" in text
+    assert "bf16 1" not in text  # no bf16 peak where nothing ran in bf16
+    next(gen, None)
+
+
+def test_splade_forward_work_is_the_encoder_plus_the_head_on_every_token(monkeypatch):
+    from types import SimpleNamespace
+
+    gen = _script(monkeypatch, "train_splade")
+    splade = next(gen)
+    cfg = SimpleNamespace(hidden_size=4, intermediate_size=16, num_hidden_layers=2, vocab_size=10)
+    tokenizer = SimpleNamespace(encode_batch=lambda texts, max_length: ([[0] * min(len(t), max_length) for t in texts], 0))
+    enc = SimpleNamespace(model=SimpleNamespace(config=cfg), tokenizer=tokenizer, max_seq_length=5)
+    # n tokens: 768n + 32n^2 (encoder) + 112n (head); "abcdefgh" is cut at 5 tokens
+    got = splade._forward_gflop(["ab", "abcdefgh"], enc)
+    assert list(got) == pytest.approx([(880 * 2 + 32 * 4) / 1e9, (880 * 5 + 32 * 25) / 1e9])
+    next(gen, None)
+
+
 def test_shares_text_names_each_system_and_its_precisions_peak(report_bench):
     peaks = {"fp32_gflops_peak": 200.0, "bf16_gflops": 800.0}
     shares = {"ours": report_bench.roofline_share(400.0, True, peaks), "st": report_bench.roofline_share(50.0, False, peaks)}
