@@ -17,8 +17,8 @@ Parts (``--parts``; each kept in results/train_splade_arms.json):
   warm-up steps) ours vs ``SparseEncoderTrainer`` + ``SpladeLoss(SparseMultipleNegativesRankingLoss)``, and
   encoding throughput (abstracts/s, queries/s) ours vs ``SparseEncoder.encode`` on the same weights (the recipe folder
   is a SparseEncoder folder): both in fp32, ours also with 2 workers, and bf16 arms only where the CPU multiplies
-  bf16 natively (int8-token arms where it has int8 dot-product units), with a roofline (forward GFLOP per abstract
-  and per query against the GEMM peak measured after the timed rounds); search queries/s of the report-half queries
+  bf16 natively (int8-token arms where it has int8 dot-product units), with a roofline for the float arms (forward
+  GFLOP per abstract and per query against the GEMM peak measured at the end of the part); search queries/s of the report-half queries
   one at a time: ours (``SparseIndex``) vs ``SparseEncoder.similarity`` (sparse COO tensors) + ``torch.topk``, as
   its users search.
 * ``dev-*`` (``DEV_CONFIGS``): a variant of the recipe trained on tune-train only (its data, settings and seed
@@ -498,16 +498,6 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
         int8 = [v[what]["median"] for k, v in out["encode"].items() if k.startswith("ours int8")]
         if int8:
             out[f"encode_ratio_int8_{what}"] = ratio(max(int8), best_st)
-    # roofline: forward GFLOP per abstract and per query (the encoder and the MLM head on every token, counted dense)
-    out["gflop_per_doc"] = float(_forward_gflop(docs, ours["fp32"]).mean())
-    out["gflop_per_query"] = float(_forward_gflop(queries, ours["fp32"]).mean())
-    from exact_search import roofline  # after the timed rounds: its threads cannot disturb them
-
-    out["peaks"] = peaks = roofline(3)
-    out["roofline"] = {name: {what: roofline_share(v[what]["median"] * out[f"gflop_per_{unit}"],
-                                                   "bf16" in name, peaks)
-                              for what, unit in (("docs", "doc"), ("queries", "query"))}
-                       for name, v in out["encode"].items() if "int8" not in name}
     # the compiled int8 arm's own quality (the report part scores eager int8-token): corpus and report queries
     from embedstack.evaluation.metrics import evaluate_run
 
@@ -524,7 +514,8 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
     # search: the same corpus vectors in both engines, queries one at a time (encode excluded)
     all_docs = beir.doc_texts()[:SEARCH_DOCS]  # encoding all 5,183 abstracts takes 7 minutes here
     doc_ids = [str(d) for d in beir.doc_ids()][:SEARCH_DOCS]
-    fast = ours["bf16" if bf16 else "fp32-w2"]  # the corpus vectors come from the fastest float mode
+    out["search_vectors"] = "bf16" if bf16 else "fp32"  # bf16 as the report part encodes; fp32 where bf16 is emulated
+    fast = ours[out["search_vectors"]]
     mat = fast.encode_sparse(all_docs, batch_size=32)
     qmat = fast.encode_sparse(queries, role="query")
     index = SparseIndex(mat.shape[1])
@@ -555,6 +546,16 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
     out["terms_per_doc"] = float(np.mean(np.diff(mat.indptr)))
     out["search_docs"] = len(doc_ids)
     out["decoder"] = {k: _decoder(m) for k, m in ours.items()}
+    # roofline: forward GFLOP per abstract and per query (the encoder and the MLM head on every token, counted dense)
+    out["gflop_per_doc"] = float(_forward_gflop(docs, ours["fp32"]).mean())
+    out["gflop_per_query"] = float(_forward_gflop(queries, ours["fp32"]).mean())
+    from exact_search import roofline  # last: it sets the thread counts (2) the peaks are measured at
+
+    out["peaks"] = peaks = roofline(3)
+    out["roofline"] = {name: {what: roofline_share(v[what]["median"] * out[f"gflop_per_{unit}"],
+                                                   "bf16" in name, peaks)
+                              for what, unit in (("docs", "doc"), ("queries", "query"))}
+                       for name, v in out["encode"].items() if "int8" not in name}
     return out
 
 
@@ -626,8 +627,10 @@ def markdown(arms: dict[str, Any]) -> str:
         lines.append("")
     if "peers" in arms:
         p = arms["peers"]
+        cpu_bf16 = "" if "cpu_bf16" not in p else f"CPU bf16: {'yes' if p['cpu_bf16'] else 'no (no bf16 arms)'}; "
+        load = f"; load average {p['loadavg'][0]:.2f} after the rounds" if "loadavg" in p else ""
         lines += [f"Against sentence-transformers' SparseEncoder ({p['rounds']} interleaved rounds, median (min-max); "
-                  f"{_where(p)}):", "",
+                  f"{cpu_bf16}{_where(p)}{load}):", "",
                   "| system | train rows/s | abstracts/s | queries/s |", "|---|---:|---:|---:|"]
         for name in p["encode"]:
             t = p["train"].get(name)
@@ -652,14 +655,16 @@ def markdown(arms: dict[str, Any]) -> str:
         lines += ["", f"Ours (best of {floats}) / best ST: {trained}abstracts **{p['encode_ratio_docs']:.2f}x**, "
                   f"queries **{p['encode_ratio_queries']:.2f}x**." + int8 + (
                       f" Search (report-half queries one at a time over the first {p.get('search_docs', 5183):,} "
-                      f"abstracts, {p['terms_per_doc']:.0f} terms per document): ours "
+                      f"abstracts, {p['terms_per_doc']:.0f} terms per document"
+                      + (f", vectors from ours {p['search_vectors']}" if "search_vectors" in p else "") + "): ours "
                       f"{s['ours SparseIndex']['median']:.0f} q/s vs ST similarity+topk "
                       f"{s['ST similarity+topk']['median']:.0f} q/s (**{p['search_ratio']:.2f}x**)." if s else
                       " Search not measured."), ""]
         if "roofline" in p:
             lines += [roofline_line({k: v["docs"] for k, v in p["roofline"].items()}, p["peaks"],
                                     f"an abstract is {p['gflop_per_doc']:.2f} GFLOP forward, the encoder and the MLM "
-                                    "head on every token, counted dense"), "",
+                                    "head on every token, counted dense; float arms only, int8 is not held to a "
+                                    "float peak"), "",
                       roofline_line({k: v["queries"] for k, v in p["roofline"].items()}, p["peaks"],
                                     f"a query {p['gflop_per_query']:.3f} GFLOP"), ""]
     if "train-peers" in arms:
