@@ -79,6 +79,45 @@ def test_int8_max_logits_take_the_max_on_integer_sums_with_one_scale_per_text() 
         torch.testing.assert_close(got[b], sums.max(0).values * s * wscale + bias, rtol=1e-5, atol=1e-4)
 
 
+def test_float_max_logits_in_blocks_of_texts_and_vocabulary_equal_the_dense_max(monkeypatch) -> None:
+    """Blocks that cut the texts and the vocabulary unevenly (the last of each shorter) give the dense result:
+    the max over attended tokens, its position, and, without positions, the same values."""
+    from embedstack.neural import splade
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 7, 16)
+    mask = torch.ones(5, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[4, 1:] = False
+    x[1, 4:] = 1e4  # padding with huge values must not win the max
+    weight, bias = torch.randn(1000, 16), torch.randn(1000)
+    logits = (x @ weight.T).masked_fill(~mask[:, :, None], float("-inf"))
+    ref = logits.max(dim=1)
+    monkeypatch.setattr(splade, "_DECODER_TOKENS", 14)  # 2 texts per product: 3 products, the last of 1 text
+    monkeypatch.setattr(splade, "_DECODER_BLOCK_BYTES", 14 * 4 * 300)  # 256 vocabulary rows: 4 blocks, the last 232
+    assert splade._decoder_blocks(7) == (2, 256)
+    values, where = splade._max_logits(x, mask, weight, bias)
+    torch.testing.assert_close(values, ref.values + bias)
+    assert torch.equal(where, ref.indices)
+    alone, none = splade._max_logits(x, mask, weight, bias, where=False)
+    assert none is None and torch.equal(alone, values)
+
+
+def test_inference_pooling_equals_the_training_path(tiny_splade, sp_tokenizer) -> None:
+    from embedstack.neural.splade import splade_pool
+    from embedstack.neural.tokenizer import pad_batch
+
+    ids, _ = sp_tokenizer.encode_batch(["the cat sat on the mat", "a dog"], max_length=32)
+    x, m = pad_batch(ids, sp_tokenizer.pad_id)
+    mask = torch.from_numpy(m)
+    states = tiny_splade.model(torch.from_numpy(x), mask).detach()
+    trained = splade_pool(tiny_splade.head, states.clone().requires_grad_(), mask)
+    assert trained.requires_grad
+    with torch.no_grad():
+        inferred = splade_pool(tiny_splade.head, states, mask)
+    torch.testing.assert_close(inferred, trained.detach())
+
+
 def test_int8_token_encodes_close_to_fp32(tiny_splade) -> None:
     texts = ["the cat sat on the mat", "a dog ran over the big red house", "fox"]
     ref = tiny_splade.encode_sparse(texts).toarray()

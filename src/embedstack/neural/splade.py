@@ -68,7 +68,12 @@ __all__ = ["SpladeEncoder", "is_splade", "splade_pool", "QUERY_MODES"]
 QUERY_MODES = ("full", "idf")
 _MLM = "sentence_transformers.sparse_encoder.modules.MLMTransformer"
 _POOL = "sentence_transformers.sparse_encoder.modules.SpladePooling"
-_LOGIT_BYTES = 64 * 2**20  # vocabulary logits computed per slice of tokens (B x T x |V| would be GBs)
+_LOGIT_BYTES = 64 * 2**20  # int8 decoder: vocabulary logits computed per slice of tokens (B x T x |V| would be GBs)
+# float decoder: each product covers about this many tokens (whole texts), enough rows for the GEMM's full rate, and
+# a block of the vocabulary whose logits (at most this many bytes) stay in cache for the mask and the max over tokens.
+# On the AVX2 EPYC (2 threads), the whole vocabulary per product ran at 80 GFLOP/s and these blocks at 150.
+_DECODER_TOKENS = 2048
+_DECODER_BLOCK_BYTES = 2 * 2**20
 
 
 def is_splade(folder: Any) -> bool:
@@ -82,29 +87,50 @@ def splade_pool(head: BertLMPredictionHead, states: Tensor, mask: Tensor) -> Ten
     """``max_i log(1 + ReLU(head(states)_i))`` over the attended tokens, computed as ``log(1 + ReLU(max_i ·))``
     (the function is monotonic, so the max can come first): ``(B, |V|)``, float32.
 
-    The vocabulary logits are made a few rows at a time (at most :data:`_LOGIT_BYTES` each), so a batch of
-    256-token texts never holds ``B x T x |V|`` floats, and only their max over tokens and its position are
-    kept. With autograd, the backward pass follows only the terms whose weight is positive (see
+    The vocabulary logits are made a few texts and a block of the vocabulary at a time (:func:`_max_logits`), so a
+    batch of 256-token texts never holds ``B x T x |V|`` floats, and only their max over tokens (and, with autograd,
+    its position) is kept. With autograd, the backward pass follows only the terms whose weight is positive (see
     :class:`_MaxLogits`).
     """
     x = head.transform(states)  # (B, T, C)
-    return torch.log1p(torch.relu(_MaxLogits.apply(x, mask.bool(), head.decoder.weight, head.bias)))
+    weight, bias = head.decoder.weight, head.bias
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        top = _MaxLogits.apply(x, mask.bool(), weight, bias)
+    else:  # inference: no positions to keep for a backward pass
+        top = _max_logits(x, mask.bool(), weight, bias, where=False)[0]
+    return torch.log1p(torch.relu(top))
 
 
-def _max_logits(x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-    """``max_t (x_t · W_v + b_v)`` over each row's unmasked tokens, and the token it comes from: two ``(B, |V|)``."""
+def _decoder_blocks(t: int) -> tuple[int, int]:
+    """Texts and vocabulary rows per decoder product for texts of ``t`` tokens (:data:`_DECODER_TOKENS`,
+    :data:`_DECODER_BLOCK_BYTES`)."""
+    rows = max(1, -(-_DECODER_TOKENS // max(1, t)))
+    cols = max(256, _DECODER_BLOCK_BYTES // (rows * max(1, t) * 4) // 64 * 64)
+    return rows, cols
+
+
+def _max_logits(x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor,
+                where: bool = True) -> tuple[Tensor, Tensor | None]:
+    """``max_t (x_t · W_v + b_v)`` over each row's unmasked tokens, and (``where``) the token it comes from: two
+    ``(B, |V|)``. The logits are made a few texts and a block of the vocabulary at a time (:func:`_decoder_blocks`):
+    a block is masked and reduced while it is in cache, and ``B x T x |V|`` floats never exist."""
     b, t, _ = x.shape
     vocab = int(weight.shape[0])
-    rows = max(1, _LOGIT_BYTES // max(1, t * vocab * 4))
+    rows, cols = _decoder_blocks(t)
     values = torch.empty(b, vocab, dtype=torch.float32)
-    where = torch.empty(b, vocab, dtype=torch.int64)
+    tokens = torch.empty(b, vocab, dtype=torch.int64) if where else None
     for s in range(0, b, rows):
-        logits = torch.nn.functional.linear(x[s:s + rows], weight)  # (r, T, V)
-        logits.masked_fill_(~mask[s:s + rows, :, None], float("-inf"))
-        top = logits.max(dim=1)
-        values[s:s + rows] = top.values
-        where[s:s + rows] = top.indices
-    return values.add_(bias.float()), where
+        xs, pad = x[s:s + rows], ~mask[s:s + rows, :, None]
+        for v in range(0, vocab, cols):
+            logits = torch.nn.functional.linear(xs, weight[v:v + cols])  # (r, T, cols)
+            logits.masked_fill_(pad, float("-inf"))
+            if tokens is None:
+                values[s:s + rows, v:v + cols] = logits.amax(dim=1)
+            else:
+                top = logits.max(dim=1)
+                values[s:s + rows, v:v + cols] = top.values
+                tokens[s:s + rows, v:v + cols] = top.indices
+    return values.add_(bias.float()), tokens
 
 
 def _max_logits_int8(x: Tensor, mask: Tensor, qweight: Tensor, wscale: Tensor, bias: Tensor) -> Tensor:
@@ -146,6 +172,7 @@ class _MaxLogits(Function):
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx: Any, x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         values, where = _max_logits(x, mask, weight, bias)
+        assert where is not None
         ctx.save_for_backward(x, weight, where)
         ctx.bias_dtype = bias.dtype
         return values
