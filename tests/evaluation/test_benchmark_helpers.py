@@ -326,7 +326,7 @@ def test_colbert_forward_work_counts_the_marker_and_a_full_length_query(colbert_
     assert queries[0] == queries[1] == pytest.approx(encode.model_flops(__import__("numpy").array([32]), config)[0] / 1e9)
 
 
-def test_splade_training_work_adds_the_mlm_head_on_every_token(monkeypatch):
+def test_splade_forward_and_training_work_add_the_mlm_head_on_every_token(monkeypatch):
     from types import SimpleNamespace
 
     gen = _script(monkeypatch, "train_splade")
@@ -339,6 +339,9 @@ def test_splade_training_work_adds_the_mlm_head_on_every_token(monkeypatch):
     # per text of n tokens: encoder 2 layers x (2n(4*16 + 2*4*16) + 4n^2*4) = 768n + 32n^2, head 2*4*(4+10) = 112n;
     # rows' means: anchor (n = 3, and 5 after the cut) 4064, positive (2, 2) 1888, negative (1, 3) 1920
     assert splade._train_gflop_per_row(rows, enc) == pytest.approx(3 * (4064 + 1888 + 1920) / 1e9)
+    # one text's forward, as the encoding roofline counts it: 880n + 32n^2; "abcdefgh" is cut at 5 tokens
+    got = splade._forward_gflop(["ab", "abcdefgh"], enc)
+    assert list(got) == pytest.approx([(880 * 2 + 32 * 4) / 1e9, (880 * 5 + 32 * 25) / 1e9])
     next(gen, None)
 
 
@@ -368,20 +371,6 @@ def test_splade_peers_section_on_a_cpu_without_bf16_names_its_float_arms_and_roo
     assert "ours fp32-w2 120 GFLOP/s, 63% of the fp32 GEMM peak" in text
     assert "ST fp32 65 GFLOP/s, 34% of the fp32 GEMM peak" in text
     assert "bf16 1" not in text  # no bf16 peak where nothing ran in bf16
-    next(gen, None)
-
-
-def test_splade_forward_work_is_the_encoder_plus_the_head_on_every_token(monkeypatch):
-    from types import SimpleNamespace
-
-    gen = _script(monkeypatch, "train_splade")
-    splade = next(gen)
-    cfg = SimpleNamespace(hidden_size=4, intermediate_size=16, num_hidden_layers=2, vocab_size=10)
-    tokenizer = SimpleNamespace(encode_batch=lambda texts, max_length: ([[0] * min(len(t), max_length) for t in texts], 0))
-    enc = SimpleNamespace(model=SimpleNamespace(config=cfg), tokenizer=tokenizer, max_seq_length=5)
-    # n tokens: 768n + 32n^2 (encoder) + 112n (head); "abcdefgh" is cut at 5 tokens
-    got = splade._forward_gflop(["ab", "abcdefgh"], enc)
-    assert list(got) == pytest.approx([(880 * 2 + 32 * 4) / 1e9, (880 * 5 + 32 * 25) / 1e9])
     next(gen, None)
 
 
