@@ -94,7 +94,7 @@ def test_float_max_logits_in_blocks_of_texts_and_vocabulary_equal_the_dense_max(
     logits = (x @ weight.T).masked_fill(~mask[:, :, None], float("-inf"))
     ref = logits.max(dim=1)
     monkeypatch.setattr(splade, "_DECODER_TOKENS", 14)  # 2 texts per product: 3 products, the last of 1 text
-    monkeypatch.setattr(splade, "_DECODER_BLOCK_BYTES", 14 * 4 * 300)  # 256 vocabulary rows: 4 blocks, the last 232
+    monkeypatch.setattr(splade, "_DECODER_VOCAB_BLOCK", 256)  # 4 blocks of the vocabulary, the last 232 rows
     assert splade._decoder_blocks(7) == (2, 256)
     values, where = splade._max_logits(x, mask, weight, bias)
     torch.testing.assert_close(values, ref.values + bias)

@@ -19,7 +19,7 @@ text's non-zero terms, the words in it and the *expansion* terms the model adds,
   memory, and the sums stay float32.
 * **fp32** (and bf16 where no kernel above applies): the decoder's products run a few texts and a block of the
   vocabulary at a time (:func:`_max_logits`), each block masked and max-reduced while its logits are in cache;
-  on the AVX2 EPYC this took the decoder from 80 to 150 GFLOP/s against one product over the whole vocabulary.
+  on the AVX2 EPYC this took the decoder step from 80 to 150 GFLOP/s against one product over the whole vocabulary.
 * **Pruning.** ``doc_top_k`` / ``query_top_k`` keep a text's largest weights (the index stays small).
 * **Inference-free queries** (``query_mode="idf"``): no transformer at query time; a query is its own
   WordPiece tokens, each weighted by its idf in the indexed corpus (:meth:`fit_idf`). Documents are
@@ -72,11 +72,12 @@ QUERY_MODES = ("full", "idf")
 _MLM = "sentence_transformers.sparse_encoder.modules.MLMTransformer"
 _POOL = "sentence_transformers.sparse_encoder.modules.SpladePooling"
 _LOGIT_BYTES = 64 * 2**20  # int8 decoder: vocabulary logits computed per slice of tokens (B x T x |V| would be GBs)
-# float decoder: each product covers about this many tokens (whole texts), enough rows for the GEMM's full rate, and
-# a block of the vocabulary whose logits (at most this many bytes) stay in cache for the mask and the max over tokens.
-# On the AVX2 EPYC (2 threads), the whole vocabulary per product ran at 80 GFLOP/s and these blocks at 150.
+# float decoder: each product covers about this many tokens (whole texts, so at least this many), enough rows for
+# the GEMM's full rate, and this many vocabulary rows, so that a block's logits (about 2 MiB) stay in cache for the
+# mask and the max over tokens. On the AVX2 EPYC (2 threads) the decoder step (products, mask, max) ran at 80 GFLOP/s
+# with one product over the whole vocabulary per two texts, and at 150 in these blocks.
 _DECODER_TOKENS = 2048
-_DECODER_BLOCK_BYTES = 2 * 2**20
+_DECODER_VOCAB_BLOCK = 256
 
 
 def is_splade(folder: Any) -> bool:
@@ -106,10 +107,8 @@ def splade_pool(head: BertLMPredictionHead, states: Tensor, mask: Tensor) -> Ten
 
 def _decoder_blocks(t: int) -> tuple[int, int]:
     """Texts and vocabulary rows per decoder product for texts of ``t`` tokens (:data:`_DECODER_TOKENS`,
-    :data:`_DECODER_BLOCK_BYTES`)."""
-    rows = max(1, -(-_DECODER_TOKENS // max(1, t)))
-    cols = max(256, _DECODER_BLOCK_BYTES // (rows * max(1, t) * 4) // 64 * 64)
-    return rows, cols
+    :data:`_DECODER_VOCAB_BLOCK`)."""
+    return max(1, -(-_DECODER_TOKENS // max(1, t))), _DECODER_VOCAB_BLOCK
 
 
 def _max_logits(x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor,
@@ -120,6 +119,8 @@ def _max_logits(x: Tensor, mask: Tensor, weight: Tensor, bias: Tensor,
     b, t, _ = x.shape
     vocab = int(weight.shape[0])
     rows, cols = _decoder_blocks(t)
+    if torch.is_autocast_enabled("cpu"):  # cast once: autocast keeps no cast copy of a slice of the weight
+        weight = weight.to(torch.get_autocast_dtype("cpu"))
     values = torch.empty(b, vocab, dtype=torch.float32)
     tokens = torch.empty(b, vocab, dtype=torch.int64) if where else None
     for s in range(0, b, rows):
