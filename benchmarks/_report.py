@@ -197,6 +197,25 @@ def roofline_line(shares: dict[str, dict[str, Any]], peaks: dict[str, float], wo
             f"fp32 GEMM {peaks['fp32_gflops_peak']:.0f} GFLOP/s{bf16}): {shares_text(shares)}.")
 
 
+def encode_rooflines(systems: dict[str, dict[str, Any]], gflop_per_doc: float, gflop_per_query: float,
+                     peaks: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Each float system's ``roofline_share`` for documents and for queries, from its median texts/s (``systems``:
+    ``{name: {"docs": {"median": ...}, "queries": {...}}}``; names with "bf16" against the bf16 peak; int8 systems
+    left out: an int8 product is not held to a float peak)."""
+    return {name: {what: roofline_share(v[what]["median"] * gflop, "bf16" in name, peaks)
+                   for what, gflop in (("docs", gflop_per_doc), ("queries", gflop_per_query))}
+            for name, v in systems.items() if "int8" not in name}
+
+
+def encode_roofline_lines(part: dict[str, Any], doc_work: str) -> list[str]:
+    """The two roofline sentences of an encoding part (``roofline``, ``peaks``, ``gflop_per_doc`` / ``_query``):
+    documents (``doc_work`` added to the work's description), then queries, each followed by a blank line."""
+    docs = {k: v["docs"] for k, v in part["roofline"].items()}
+    queries = {k: v["queries"] for k, v in part["roofline"].items()}
+    return [roofline_line(docs, part["peaks"], f"an abstract is {part['gflop_per_doc']:.2f} GFLOP forward{doc_work}"),
+            "", roofline_line(queries, part["peaks"], f"a query {part['gflop_per_query']:.3f} GFLOP"), ""]
+
+
 def log(msg: str) -> None:
     """A timestamped progress line on stderr."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import (  # noqa: E402
     command_line,
     cpu_name,
+    encode_roofline_lines,
+    encode_rooflines,
     log,
     ratio,
     result_name,
@@ -271,9 +273,7 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
     from exact_search import roofline  # after the timed rounds: its threads cannot disturb them
 
     out["peaks"] = peaks = roofline(3)
-    out["roofline"] = {name: {what: roofline_share(v[what]["median"] * out[f"gflop_per_{unit}"], "bf16" in name, peaks)
-                              for what, unit in (("docs", "doc"), ("queries", "query"))}
-                       for name, v in out["systems"].items() if "int8" not in name}
+    out["roofline"] = encode_rooflines(out["systems"], out["gflop_per_doc"], out["gflop_per_query"], peaks)
     if any("int8" in v for v in variants):
         out["quality"] = _int8_quality(folder, "bf16" if cpu_has_bf16() else "fp32")
     return out
@@ -537,10 +537,7 @@ def markdown(arms: dict[str, Any]) -> str:
                               f", at exact-MaxSim nDCG@10 {qual['int8-token']:.2f}{compiled} against {qual[base]:.2f} "
                               f"in {base} (report half, corpus and queries encoded by each)" if base else "") + ".")
         if "roofline" in e:
-            lines += ["", roofline_line({k: v["docs"] for k, v in e["roofline"].items()}, e["peaks"],
-                                         f"an abstract is {e['gflop_per_doc']:.2f} GFLOP forward"),
-                      "", roofline_line({k: v["queries"] for k, v in e["roofline"].items()}, e["peaks"],
-                                         f"a query {e['gflop_per_query']:.3f} GFLOP")]
+            lines += ["", *encode_roofline_lines(e, "")[:-1]]
         lines.append("")
     if "search" in arms:
         s = arms["search"]

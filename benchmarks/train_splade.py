@@ -50,11 +50,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import (  # noqa: E402
     command_line,
+    encode_roofline_lines,
+    encode_rooflines,
     last_results,
     log,
     ratio,
     result_name,
-    roofline_line,
     roofline_share,
     rotated,
     rrf_runs,
@@ -552,10 +553,7 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
     from exact_search import roofline  # last: it sets the thread counts (2) the peaks are measured at
 
     out["peaks"] = peaks = roofline(3)
-    out["roofline"] = {name: {what: roofline_share(v[what]["median"] * out[f"gflop_per_{unit}"],
-                                                   "bf16" in name, peaks)
-                              for what, unit in (("docs", "doc"), ("queries", "query"))}
-                       for name, v in out["encode"].items() if "int8" not in name}
+    out["roofline"] = encode_rooflines(out["encode"], out["gflop_per_doc"], out["gflop_per_query"], peaks)
     return out
 
 
@@ -661,12 +659,8 @@ def markdown(arms: dict[str, Any]) -> str:
                       f"{s['ST similarity+topk']['median']:.0f} q/s (**{p['search_ratio']:.2f}x**)." if s else
                       " Search not measured."), ""]
         if "roofline" in p:
-            lines += [roofline_line({k: v["docs"] for k, v in p["roofline"].items()}, p["peaks"],
-                                    f"an abstract is {p['gflop_per_doc']:.2f} GFLOP forward, the encoder and the MLM "
-                                    "head on every token, counted dense; float arms only, int8 is not held to a "
-                                    "float peak"), "",
-                      roofline_line({k: v["queries"] for k, v in p["roofline"].items()}, p["peaks"],
-                                    f"a query {p['gflop_per_query']:.3f} GFLOP"), ""]
+            lines += encode_roofline_lines(p, ", the encoder and the MLM head on every token, counted dense; float "
+                                              "arms only, int8 is not held to a float peak")
     if "train-peers" in arms:
         p = arms["train-peers"]
         start = ("the `minilm-mlm-head` recipe" if p["start"] == "recipe" else

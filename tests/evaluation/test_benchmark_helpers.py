@@ -381,6 +381,22 @@ def test_shares_text_names_each_system_and_its_precisions_peak(report_bench):
         "ours 400 GFLOP/s, 50% of the bf16 GEMM peak; sentence-transformers 50 GFLOP/s, 25% of the fp32 GEMM peak")
 
 
+def test_encode_rooflines_hold_float_arms_to_their_precisions_peak_and_leave_int8_out(report_bench):
+    peaks = {"fp32_gflops_peak": 200.0, "bf16_gflops": 800.0}
+    systems = {"ours bf16": {"docs": {"median": 40.0}, "queries": {"median": 400.0}},
+               "ST fp32": {"docs": {"median": 10.0}, "queries": {"median": 100.0}},
+               "ours int8-token": {"docs": {"median": 60.0}, "queries": {"median": 600.0}}}
+    got = report_bench.encode_rooflines(systems, 5.0, 0.5, peaks)
+    assert set(got) == {"ours bf16", "ST fp32"}
+    assert got["ours bf16"]["docs"]["gflops"] == 200.0 and got["ours bf16"]["docs"]["share"] == 0.25
+    assert got["ST fp32"]["queries"]["gflops"] == 50.0 and got["ST fp32"]["queries"]["share"] == 0.25
+    lines = report_bench.encode_roofline_lines({"roofline": got, "peaks": peaks, "gflop_per_doc": 5.0,
+                                                "gflop_per_query": 0.5}, ", counted dense")
+    assert lines[0].startswith("Roofline (an abstract is 5.00 GFLOP forward, counted dense; ")
+    assert "fp32 GEMM 200 GFLOP/s, bf16 800)" in lines[0] and lines[1] == lines[3] == ""
+    assert lines[2].startswith("Roofline (a query 0.500 GFLOP; ") and "ST fp32 50 GFLOP/s, 25% of the fp32" in lines[2]
+
+
 def test_last_results_of_an_unknown_name_says_so_instead_of_a_traceback(report_bench, monkeypatch, tmp_path):
     monkeypatch.setattr(report_bench, "RESULTS", tmp_path)
     with pytest.raises(SystemExit, match="no nope record in benchmarks/results/nope.jsonl"):
