@@ -12,8 +12,9 @@ SciFact abstracts instead (section ``int8_torch_recipes_scifact``). STS-B test S
 system's vectors beside (the bar: within 0.5 point of fp32).
 
 After the timed rounds a roofline: the model's linear layers measured as float32 and as torch's dynamic int8
-``Linear`` (``encode.gemm_rate``), and the texts/s ceilings they allow. ``int8-token`` (``torch._int_mm``) is
-skipped where the CPU has no int8 dot-product units (AVX-512 VNNI / AMX): there it is a scalar loop. ``--section``
+``Linear`` (``encode.gemm_rate``), and the texts/s ceilings they allow. ``int8-token`` multiplies with
+``torch._int_mm`` where the CPU has int8 dot-product units (AVX-512 VNNI / AMX) and on fbgemm elsewhere (where
+``_int_mm`` is a scalar loop); it is skipped only where ``EMBEDSTACK_INT8_PRODUCT=int_mm`` forces the loop. ``--section``
 keeps another CPU's run in its own section.
 
 Where the CPU multiplies bf16 natively (AVX-512 BF16 / AMX), four more systems run in the same rounds:
@@ -139,7 +140,8 @@ def main() -> None:
     shipped = ("int8", "int8-fast", "int8-smooth", "int8-token") if args.texts == "scifact" else ("int8-smooth", "int8-token")
     # int8-token multiplies with torch._int_mm, a scalar loop without VNNI / AMX (0.05x fp32 on an AVX2-only
     # EPYC, benchmarks/precision_speed.py): there it would take most of the run and prove nothing new
-    skipped = [] if int_gemm_units() else [p for p in shipped if p == "int8-token"]
+    # (without the units int8-token multiplies on fbgemm instead, unless EMBEDSTACK_INT8_PRODUCT=int_mm forces it)
+    skipped = [] if int_gemm_units() or Q.int8_product() == "fbgemm" else [p for p in shipped if p == "int8-token"]
     for precision in (p for p in shipped if p not in skipped):
         enc = ours.with_options(backend="torch", precision=precision, workers=2)
         enc.encode(texts[:64], batch_size=32)
@@ -182,7 +184,7 @@ def main() -> None:
            "speed": speed, "spread": {n: [min(v), max(v)] for n, v in times.items()}, "quality": quality,
            "sts_spearman": spearman, "load_before": load_before, "load_after": load_after,
            "smooth_alpha": Q.SMOOTH_ALPHA, "names": names, "section": section, "roofline": roof,
-           "skipped": skipped}
+           "skipped": skipped, "int8_product": Q.int8_product()}
     md = markdown(res)
     print(md)
     if not args.no_report:
@@ -289,6 +291,7 @@ def markdown(res: dict[str, Any]) -> str:
         fbgemm = [n for n in names if n.startswith("int8:") or n in shipped]  # the systems that run fbgemm alone
         best = max((speed[n] for n in fbgemm), default=0.0)
         smooth = speed.get("ours `int8-smooth` (workers=2)")
+        token = speed.get("ours `int8-token` (workers=2)") if res.get("int8_product") == "fbgemm" else None
         smooth_ceil = roof.get("int8_smooth_ceiling_texts_per_s")
         lines += ["", "Roofline (measured after the timed rounds, same process, 2 threads): "
                   f"{roof['mean_tokens']:.1f} tokens and {roof['gflop_per_text']:.2f} GFLOP per text (linear layers "
@@ -304,6 +307,8 @@ def markdown(res: dict[str, Any]) -> str:
                   + f". The fastest fbgemm-only int8 system here reaches {best / int8_ceil:.0%} of the all-int8 ceiling "
                   f"({best * roof['gflop_per_text']:.0f} GFLOP/s)"
                   + (f", `int8-smooth` {smooth / smooth_ceil:.0%} of its own" if smooth and smooth_ceil else "")
+                  + (f", `int8-token` (on fbgemm here: 63 levels a side per token, the feed-forward output's outlier "
+                     f"channels in float32) {token / int8_ceil:.0%} of the all-int8 one" if token else "")
                   + ". These are rates of one 2-thread call on 8,192 rows, not proven bounds: the encoders run "
                   "`workers=2` on batches of 32."]
     lines += ["", "Dynamic int8 quantizes each batch's activations with one scale per tensor; the feed-forward "

@@ -170,6 +170,15 @@ def test_encode_targets_price_each_int8_mode_at_its_own_ceiling(encode_bench):
     assert "torch-int8-token-w2 | 1.80× | ST bf16 | no | 4.00× |" in line, line
     assert "torch-fp32 | 1.30× | no | 2.00× |" in line, line
 
+    # without bf16 (int8-token on fbgemm): the peer is ST fp32, and the ceiling needs no bf16 rate
+    no_bf16 = encode_bench.int8_bf16_seconds(lens, Config, {"fp32": 180e9, "int8": 240e9}, ffn_out_int8=True)
+    linear = 6 * 2 * lens * (4 * 384 * 384 + 2 * 384 * 1536)
+    np.testing.assert_allclose(no_bf16, linear / 240e9 + (encode_bench.model_flops(lens, Config) - linear) / 180e9)
+    res = {**res, "cpu_bf16": False, "peer_bf16": [],
+           "roofline": [{"set": "S", "fp32_ceiling_texts_per_s": 200.0, "int8_token_ceiling_texts_per_s": 250.0}]}
+    line = next(x for x in encode_bench.targets(res) if x.startswith("| S |"))
+    assert "torch-int8-token-w2 | 2.90× | ST fp32 | yes | 2.50× |" in line, line
+
 
 
 @pytest.fixture()

@@ -513,25 +513,28 @@ def test_int8_bf16_is_int8_smooth_with_its_float_layers_in_bf16(tiny_encoder):
     torch.testing.assert_close(y, lin(x), rtol=2e-2, atol=2e-2)  # bf16 rounding of inputs and weights
 
 
-def test_row_int8_linear_quantizes_each_row_with_its_own_scale():
+@pytest.mark.parametrize("product", ["int_mm", "fbgemm"])
+def test_row_int8_linear_quantizes_each_row_with_its_own_scale(product):
     import torch
 
-    from embedstack.neural.quantize import RowInt8Linear, _RowQuantizer
+    from embedstack.neural.quantize import FBGEMM_LEVELS, RowInt8Linear, _RowQuantizer
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 24)
     x = torch.randn(6, 64)
     x[0] *= 1000.0  # one row of huge activations: a scale per batch would leave the others a level or two
     smooth = torch.rand(64) * 4 + 0.25
-    layer = RowInt8Linear(lin, _RowQuantizer(1.0 / smooth), smooth)
+    layer = RowInt8Linear(lin, _RowQuantizer(1.0 / smooth, product=product), smooth)
     assert layer.qweight.dtype == torch.int8 and layer.qweight.abs().max() == 127
+    assert (layer.packed is not None) == (product == "fbgemm")
+    levels = 127 if product == "int_mm" else FBGEMM_LEVELS  # fbgemm: 7-bit activations (no 16-bit saturation)
     with torch.no_grad():
         y, ref = layer(x), lin(x)
     assert y.dtype == torch.float32 and y.shape == (6, 24)
     # every row, the small ones included, within a few % of its own size; one scale for the batch would
     # round the small rows to next to nothing
     err = (y - ref).norm(dim=1) / ref.norm(dim=1)
-    assert float(err.max()) < 0.08, err
+    assert float(err.max()) < (0.08 if levels == 127 else 0.15), err
     s_batch = (x / smooth).abs().max() / 127
     w = lin.weight.detach() * smooth
     ws = w.abs().amax(1) / 127
@@ -539,8 +542,10 @@ def test_row_int8_linear_quantizes_each_row_with_its_own_scale():
     assert float(((per_batch - ref).norm(dim=1) / ref.norm(dim=1))[1:].min()) > 0.5
     # the same by hand: per-row scales of the smoothed input, per-channel weight scales, int32 sums
     xs = x / smooth
-    s = xs.abs().amax(1, keepdim=True) / 127
-    by_hand = ((xs / s).round() @ (w / ws[:, None]).round().T) * s * ws + lin.bias.detach()
+    s = xs.abs().amax(1, keepdim=True) / levels
+    q = (xs / s).round()
+    assert q.abs().max() == levels
+    by_hand = (q @ (w / ws[:, None]).round().T) * s * ws + lin.bias.detach()
     torch.testing.assert_close(y, by_hand, rtol=1e-5, atol=1e-4)
     with torch.no_grad():
         y3 = layer(x.view(2, 3, 64))  # any leading shape
@@ -554,13 +559,64 @@ def test_row_int8_linear_quantizes_each_row_with_its_own_scale():
     torch.testing.assert_close(q.float() * s, x, rtol=0, atol=float(s.max()) / 2 + 1e-6)
 
 
-def test_query_key_value_share_one_quantization_per_input(tiny_encoder):
+def test_fbgemm_outlier_channels_stay_float_and_set_no_scale():
+    import copy
+
+    import torch
+
+    from embedstack.neural.quantize import RowInt8Linear, _RowQuantizer, scale_rows
+
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(48, 16)
+    x = torch.randn(5, 48)
+    out = torch.tensor([3, 40])
+    x[:, out] *= 200.0  # two channels far above the rest, as GELU's outliers are
+    plain = RowInt8Linear(lin, _RowQuantizer(None, product="fbgemm"))
+    split = RowInt8Linear(lin, _RowQuantizer(None, product="fbgemm", outliers=out))
+    assert split.wout.shape == (2, 16) and torch.equal(split.qweight[:, out], torch.zeros(16, 2, dtype=torch.int8))
+    with torch.no_grad():
+        ref, y_plain, y_split = lin(x), plain(x), split(x)
+    err = lambda y: float(((y - ref).norm(dim=1) / ref.norm(dim=1)).max())  # noqa: E731
+    assert err(y_split) < err(y_plain) / 5, (err(y_split), err(y_plain))
+    rows, scale, kept = scale_rows(x, None, 63, out)
+    torch.testing.assert_close(kept, x[:, out])
+    assert torch.all(rows[:, out] == 0) and rows.abs().amax(1).allclose(torch.full((5,), 63.0))
+    torch.testing.assert_close(scale[:, 0], x[:, [i for i in range(48) if i not in (3, 40)]].abs().amax(1) / 63)
+    twin = copy.deepcopy(split)  # the runtime copies models: packed weights shared, buffers and quantizer copied
+    assert twin.packed is split.packed and twin.quantizer is not split.quantizer
+    assert torch.equal(twin.quantizer.outliers, out) and torch.equal(twin(x), y_split)
+
+
+def test_int8_product_follows_the_cpu_unless_forced(monkeypatch):
+    from embedstack.index import _scan
+    from embedstack.neural import quantize
+
+    monkeypatch.delenv("EMBEDSTACK_INT8_PRODUCT", raising=False)
+    for units, product in ((True, "int_mm"), (False, "fbgemm")):
+        monkeypatch.setattr(_scan, "int_gemm_units", lambda u=units: u)
+        assert quantize.int8_product() == product
+    monkeypatch.setenv("EMBEDSTACK_INT8_PRODUCT", "int_mm")
+    assert quantize.int8_product() == "int_mm"
+    monkeypatch.setenv("EMBEDSTACK_INT8_PRODUCT", "vnni")
+    with pytest.raises(ConfigError, match="EMBEDSTACK_INT8_PRODUCT"):
+        quantize.int8_product()
+
+
+@pytest.mark.parametrize("product", ["int_mm", "fbgemm"])
+def test_query_key_value_share_one_quantization_per_input(tiny_encoder, monkeypatch, product):
     import copy
     import threading
 
     import torch
 
-    from embedstack.neural.quantize import RowInt8Linear, calibration_batches, quantize_torch_dynamic
+    from embedstack.neural.quantize import (
+        RowInt8Linear,
+        _RowQuantizer,
+        calibration_batches,
+        quantize_torch_dynamic,
+    )
+
+    monkeypatch.setenv("EMBEDSTACK_INT8_PRODUCT", product)
 
     cal = calibration_batches(tiny_encoder.tokenizer, max_length=tiny_encoder.model.config.max_position_embeddings)
     model = quantize_torch_dynamic(tiny_encoder.model, "int8-token", calibration=cal)
@@ -569,16 +625,19 @@ def test_query_key_value_share_one_quantization_per_input(tiny_encoder):
     assert set(rows) == linear - {"pooler.dense"}  # every Linear the forward pass reaches, the FFN output included
     att = model.encoder.layer[0].attention.self
     assert att.query.quantizer is att.key.quantizer is att.value.quantizer
+    assert att.query.quantizer.product == product and (att.query.packed is not None) == (product == "fbgemm")
+    ffn_out = model.encoder.layer[0].output.dense.quantizer.outliers  # fbgemm: the feed-forward output's outliers
+    assert (ffn_out is None) == (product == "int_mm") and att.query.quantizer.outliers is None
     assert model.encoder.layer[0].output.dense.quantizer is not att.query.quantizer
     assert isinstance(tiny_encoder.model.encoder.layer[0].attention.self.query, torch.nn.Linear)  # not modified
 
     calls = []
-    real = torch.Tensor.abs
+    real = _RowQuantizer._quantize
     x = torch.randn(5, tiny_encoder.model.config.hidden_size)
     with torch.inference_mode():
         x_inf = x.clone()
     try:
-        torch.Tensor.abs = lambda self: calls.append(1) or real(self)
+        _RowQuantizer._quantize = lambda self, x: calls.append(1) or real(self, x)
         for inp in (x, x_inf):
             calls.clear()
             outs = [att.query(inp), att.key(inp), att.value(inp)]
@@ -598,7 +657,7 @@ def test_query_key_value_share_one_quantization_per_input(tiny_encoder):
         layer(torch.randn(3, layer.in_features))
         assert len(calls) == 2 and getattr(layer.quantizer._last, "item", None) is None
     finally:
-        torch.Tensor.abs = real
+        _RowQuantizer._quantize = real
 
     # two threads on one model (workers=2) keep their own last input
     out = {}
@@ -627,12 +686,12 @@ def test_query_key_value_share_one_quantization_per_input(tiny_encoder):
     assert att.query.quantizer.readers == 3  # the model it was copied from keeps its shared cache
     calls.clear()
     try:
-        torch.Tensor.abs = lambda self: calls.append(1) or real(self)
+        _RowQuantizer._quantize = lambda self, x: calls.append(1) or real(self, x)
         torch.testing.assert_close(catt.value(x), y)  # same values, no cache
         catt.value(x)
         assert len(calls) == 2 and getattr(catt.value.quantizer._last, "item", None) is None
     finally:
-        torch.Tensor.abs = real
+        _RowQuantizer._quantize = real
 
 
 def test_bf16_precisions_warn_on_a_cpu_without_bf16(tiny_encoder, monkeypatch, caplog):
@@ -657,8 +716,12 @@ def test_int8_precisions_warn_on_a_cpu_without_int8_units(tiny_encoder, monkeypa
 
     # bf16-int8-ffn is refused where the row kernels do not run (no AVX-512): the warning is about CPUs where it runs
     monkeypatch.setattr(quantize, "ffn_onednn_available", lambda model: None)
-    for units, warned in ((False, True), (True, False)):
+    # int8-token without the units multiplies on fbgemm (no warning) unless EMBEDSTACK_INT8_PRODUCT forces _int_mm
+    cases = (((False, "", False), (False, "int_mm", True), (True, "", False)) if precision == "int8-token" else
+             ((False, "", True), (True, "", False)))
+    for units, forced, warned in cases:
         monkeypatch.setattr(_scan, "int_gemm_units", lambda u=units: u)
+        monkeypatch.setenv("EMBEDSTACK_INT8_PRODUCT", forced)
         caplog.clear()
         with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
             enc = tiny_encoder.with_options(precision=precision)
@@ -675,7 +738,12 @@ def test_int8_smooth_keeps_minilm_closer_to_fp32_than_int8_fast(minilm):
            for r in ("int8-fast", "int8-smooth", "int8-bf16", "int8-token")}
     assert cos["int8-smooth"] > cos["int8-fast"] and cos["int8-smooth"] > 0.995, cos
     assert cos["int8-bf16"] > 0.995, cos  # the feed-forward output in bf16 costs next to nothing
-    assert cos["int8-token"] > cos["int8-smooth"], cos  # a scale per token, every Linear in int8
+    from embedstack.neural.quantize import int8_product
+
+    if int8_product() == "int_mm":  # a scale per token, every Linear in int8
+        assert cos["int8-token"] > cos["int8-smooth"], cos
+    else:  # fbgemm: 63 levels a side per token, the feed-forward output's outlier channels in float32
+        assert cos["int8-token"] > 0.995, cos
 
 
 def test_streaming_pulls_one_chunk_at_a_time(tmp_path, tiny_encoder):

@@ -74,8 +74,8 @@ from torch import nn  # noqa: E402
 from embedstack.errors import ConfigError  # noqa: E402
 from embedstack.io import AtomicFile  # noqa: E402
 
-__all__ = ["ONNX_RECIPES", "TORCH_RECIPES", "SMOOTH_ALPHA", "TOKEN_ALPHA", "Bf16Linear", "RowInt8Linear",
-           "calibration_batches", "quantize_onnx", "quantize_rows", "quantize_torch_dynamic", "quantize_torch_rows",
+__all__ = ["ONNX_RECIPES", "TORCH_RECIPES", "SMOOTH_ALPHA", "TOKEN_ALPHA", "FBGEMM_LEVELS", "OUTLIER_CHANNELS", "Bf16Linear", "RowInt8Linear",
+           "calibration_batches", "int8_product", "quantize_onnx", "quantize_rows", "scale_rows", "quantize_torch_dynamic", "quantize_torch_rows",
            "quantize_weight", "smooth_linears", "quantize_ffn_onednn", "Int8FeedForwardIn", "Int8FeedForwardOut"]
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,12 @@ SMOOTH_ALPHA = 0.7
 # The same for int8-token, chosen the same way (--choose-alpha 0,0.3,...,0.8 --recipe int8-token; 10-NN on
 # 1,500 STS-B train sentences: 0.942 without smoothing, 0.970 at 0.5, 0.972 at 0.6, 0.966 at 0.7).
 TOKEN_ALPHA = 0.6
+# int8-token on fbgemm (CPUs without int8 dot-product units): activations get 63 levels a side per token, as
+# VPMADDUBSW's 16-bit pair sums saturate with 8-bit ones (10-NN 0.922 at 127 levels, 0.946 at 63, on the 1,500
+# STS-B train sentences of --choose-alpha, every Linear int8); the feed-forward output keeps its
+# OUTLIER_CHANNELS largest smoothed input channels (on the calibration batches) in float32 (0.955 at 8).
+FBGEMM_LEVELS = 63
+OUTLIER_CHANNELS = 8
 
 
 class SmoothedLinear(nn.Module):
@@ -212,34 +218,64 @@ def quantize_weight(w: Any) -> tuple[Any, Any]:
     return (w / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8), scale
 
 
-class _RowQuantizer:
-    """Quantizes a layer input to int8 with one scale per row (token), after multiplying its channels by
-    ``inv_smooth``. ``readers`` layers that read the same tensor (query, key and value: 3) share one
-    quantizer: it keeps its last input per thread, quantizes it once, and lets go of it once every reader
-    has had it (nothing stays cached between forward passes)."""
+def scale_rows(x: Any, inv_smooth: Any | None = None, levels: int = 63,
+               outliers: Any | None = None) -> tuple[Any, Any, Any | None]:
+    """``x`` (M, K) -> (float32 rows of integer range (M, K), scales (M, 1), outlier columns (M, k) or None): the
+    input of fbgemm's u8 x s8 product, one symmetric scale per row with ``levels`` a side. The columns
+    ``outliers`` (int64 indices), when given, are taken out first (returned in float32, zero in the rows) so that
+    they do not set the rows' scales. ``x`` itself is not modified."""
+    x = x * inv_smooth if inv_smooth is not None else x.to(torch.float32, copy=True)
+    kept = None
+    if outliers is not None:
+        kept = x.index_select(1, outliers)
+        x.index_fill_(1, outliers, 0.0)
+    # two reductions, no |x| copy (aminmax along a dim measured 7x slower than both)
+    scale = torch.maximum(x.amax(1, keepdim=True), x.amin(1, keepdim=True).neg_()).clamp_(min=1e-12).div_(float(levels))
+    return x.div_(scale), scale, kept
 
-    def __init__(self, inv_smooth: Any | None, readers: int = 1) -> None:
+
+class _RowQuantizer:
+    """Quantizes a layer input with one scale per row (token), after multiplying its channels by ``inv_smooth``:
+    to int8 for ``torch._int_mm`` (``product="int_mm"``), or to float rows of 7-bit range for fbgemm
+    (``"fbgemm"``, :func:`scale_rows`; ``outliers``: input channels kept in float32). ``readers`` layers that
+    read the same tensor (query, key and value: 3) share one quantizer: it keeps its last input per thread,
+    quantizes it once, and lets go of it once every reader has had it (nothing stays cached between forward
+    passes). A call returns (rows, scales (M, 1), outlier columns or None)."""
+
+    def __init__(self, inv_smooth: Any | None, readers: int = 1, product: str = "int_mm",
+                 outliers: Any | None = None) -> None:
         self.inv_smooth = inv_smooth  # float32 (K,) or None
         self.readers = int(readers)
+        self.product = product
+        self.outliers = outliers  # int64 (k,) or None (fbgemm only)
         self._last = threading.local()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _RowQuantizer:
-        return _RowQuantizer(None if self.inv_smooth is None else self.inv_smooth.clone(), self.readers)
+        return _RowQuantizer(None if self.inv_smooth is None else self.inv_smooth.clone(), self.readers,
+                             self.product, None if self.outliers is None else self.outliers.clone())
 
-    def __call__(self, x: Any) -> tuple[Any, Any]:
-        """``x`` (..., K) -> (int8 (M, K), float32 scales (M, 1)) with M the rows of ``x``."""
+    def _quantize(self, x: Any) -> tuple[Any, Any, Any | None]:
+        x = x.reshape(-1, x.shape[-1])
+        if self.product == "fbgemm":
+            return scale_rows(x, self.inv_smooth, FBGEMM_LEVELS, self.outliers)
+        q, scale = quantize_rows(x, self.inv_smooth)
+        return q, scale, None
+
+    def __call__(self, x: Any) -> tuple[Any, Any, Any | None]:
+        """``x`` (..., K) -> (rows (M, K), float32 scales (M, 1), float32 outlier columns (M, k) or None) with M
+        the rows of ``x``."""
         if self.readers == 1:
-            return quantize_rows(x.reshape(-1, x.shape[-1]), self.inv_smooth)
+            return self._quantize(x)
         last = getattr(self._last, "item", None)
         version = None if x.is_inference() else x._version  # inference tensors cannot change in place
         if last is not None and last[0] is x and last[1] == version:
-            last[4] -= 1
-            if last[4] == 0:
+            last[3] -= 1
+            if last[3] == 0:
                 self._last.item = None
-            return last[2], last[3]
-        q, scale = quantize_rows(x.reshape(-1, x.shape[-1]), self.inv_smooth)
-        self._last.item = [x, version, q, scale, self.readers - 1]  # uses left
-        return q, scale
+            return last[2]
+        out = self._quantize(x)
+        self._last.item = [x, version, out, self.readers - 1]  # uses left
+        return out
 
 
 def share_quantization_in_graph(model: Any) -> Any:
@@ -255,7 +291,13 @@ def share_quantization_in_graph(model: Any) -> Any:
 
 class RowInt8Linear(nn.Module):
     """``linear`` as int8 products: weights quantized per output channel (symmetric, 127 levels a side),
-    inputs per row by ``quantizer``, ``torch._int_mm`` (int32 sums) then one float rescaling. Inference only.
+    inputs per row by ``quantizer``, int32 sums, then one float rescaling. Inference only.
+
+    The product is ``quantizer.product``: ``torch._int_mm`` (``"int_mm"``: VNNI / AMX int8 units), or fbgemm's
+    u8 x s8 kernel (``"fbgemm"``: ``VPMADDUBSW`` on AVX2 CPUs, where ``_int_mm`` is a scalar loop), whose 16-bit
+    pair sums saturate with 8-bit activations: there each token gets 63 levels a side (:data:`FBGEMM_LEVELS`).
+    The quantizer's ``outliers`` (fbgemm only) are input channels kept out of the int8 product: their weight
+    columns are zero in it and multiply in float32 (``wout``), so they set no token's scale.
 
     The weight columns are multiplied by the smoothing scales the quantizer divides the input by, so
     without rounding the function is ``linear``'s.
@@ -265,18 +307,77 @@ class RowInt8Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach().float()
-        qweight, wscale = quantize_weight(w * smooth[None, :] if smooth is not None else w)
+        w = w * smooth[None, :] if smooth is not None else w.clone()
+        outliers = quantizer.outliers
+        self.register_buffer("wout", None if outliers is None else w[:, outliers].T.contiguous())
+        if outliers is not None:
+            w[:, outliers] = 0.0
+        qweight, wscale = quantize_weight(w)
         # (out, in) row-major, read as its transpose: measured faster than a (in, out) copy for _int_mm
         self.register_buffer("qweight", qweight)
         self.register_buffer("wscale", wscale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
         self.quantizer = quantizer
+        self.packed = None
+        if quantizer.product == "fbgemm":  # weights reordered once into fbgemm's layout
+            with warnings.catch_warnings(), _engine("fbgemm"):
+                warnings.simplefilter("ignore")  # quantized tensors are deprecated; fbgemm's packing still takes one
+                qw = torch._make_per_channel_quantized_tensor(qweight, wscale.double(),
+                                                              torch.zeros(self.out_features, dtype=torch.int64), 0)
+                self.packed = torch.ops.quantized.linear_prepack(qw, None)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RowInt8Linear:  # packed weights are not plain tensors
+        out = copy.copy(self)
+        out.__dict__ = {k: v for k, v in self.__dict__.items()}
+        for name in ("_parameters", "_buffers", "_modules"):
+            setattr(out, name, copy.deepcopy(getattr(self, name), memo))
+        out.quantizer = copy.deepcopy(self.quantizer, memo)
+        return out
 
     def forward(self, x: Any) -> Any:
-        q, scale = self.quantizer(x)
-        y = torch._int_mm(q, self.qweight.T).float().mul_(scale)
-        y = torch.addcmul(self.bias, y, self.wscale, out=y) if self.bias is not None else y.mul_(self.wscale)
+        q, scale, kept = self.quantizer(x)
+        if self.packed is not None:
+            # input quantized with scale 1 and zero point 64: the rows already hold integers in [-63, 63]
+            y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(q, 1.0, FBGEMM_LEVELS + 1, self.packed)
+            if self.bias is not None:
+                y = torch.addcmul(self.bias, y, scale, out=y)
+            else:
+                y.mul_(scale)
+            if kept is not None:
+                y.addmm_(kept, self.wout)
+        else:
+            y = torch._int_mm(q, self.qweight.T).float().mul_(scale)
+            y = torch.addcmul(self.bias, y, self.wscale, out=y) if self.bias is not None else y.mul_(self.wscale)
         return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+
+@contextlib.contextmanager
+def _engine(name: str) -> Iterator[None]:
+    """torch's quantized engine set to ``name`` (process-wide, restored after; a no-op when already set). For packing
+    at build time only: the packed weights carry their kernel, so the engine at call time does not matter."""
+    before = torch.backends.quantized.engine
+    if before == name:
+        yield
+        return
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
+
+
+def int8_product() -> str:
+    """How ``int8-token`` multiplies here: ``"int_mm"`` (``torch._int_mm`` on AVX-512 VNNI / AMX int8 units) or
+    ``"fbgemm"`` (fbgemm's u8 x s8 kernel: where ``_int_mm`` has no units it is a scalar loop, about 20x slower than
+    float32 on an AVX2 CPU; ``EMBEDSTACK_INT8_PRODUCT`` forces either)."""
+    forced = os.environ.get("EMBEDSTACK_INT8_PRODUCT", "").strip().lower()
+    if forced in ("int_mm", "fbgemm"):
+        return forced
+    if forced:
+        raise ConfigError(f"EMBEDSTACK_INT8_PRODUCT={forced!r}: use 'int_mm' or 'fbgemm', or unset it.")
+    from embedstack.index._scan import int_gemm_units
+
+    return "int_mm" if int_gemm_units() or "fbgemm" not in torch.backends.quantized.supported_engines else "fbgemm"
 
 
 def calibration_batches(tokenizer: Any, *, rows: int = 16, lengths: tuple[int, ...] = (8, 16, 32, 64, 128),
@@ -352,13 +453,17 @@ def _input_peaks(model: Any, batches: list[Any], select: Any) -> dict[str, Any]:
     return peak
 
 
-def quantize_torch_rows(model: Any, calibration: list[Any], alpha: float | None = None) -> Any:
+def quantize_torch_rows(model: Any, calibration: list[Any], alpha: float | None = None,
+                        product: str | None = None) -> Any:
     """A copy of ``model`` with every ``nn.Linear`` the forward pass reaches as a :class:`RowInt8Linear`
     (precision ``int8-token``; see the module docstring), inputs smoothed with strength ``alpha`` (default
     :data:`TOKEN_ALPHA`, read at call time) from their peaks over ``calibration`` (token-id batches,
     :func:`calibration_batches`). Sibling ``query``/``key``/``value`` layers share one quantizer and one
-    smoothing (their weights' largest column entries taken together)."""
+    smoothing (their weights' largest column entries taken together). ``product``: ``"int_mm"`` or ``"fbgemm"``
+    (default: :func:`int8_product`, by what the CPU has); with fbgemm the feed-forward outputs keep their
+    :data:`OUTLIER_CHANNELS` largest smoothed input channels in float32."""
     alpha = TOKEN_ALPHA if alpha is None else float(alpha)
+    product = int8_product() if product is None else product
     peak = _input_peaks(model, calibration, lambda name: True)
     out = copy.deepcopy(model)
     for parent_name, parent in list(out.named_modules()):
@@ -370,7 +475,10 @@ def quantize_torch_rows(model: Any, calibration: list[Any], alpha: float | None 
         for group in groups:
             full = f"{parent_name}.{group[0]}" if parent_name else group[0]
             s = _smoothing(peak[full], [children[n].weight for n in group], alpha)
-            quantizer = _RowQuantizer((1.0 / s).float(), readers=len(group))
+            outliers = None
+            if product == "fbgemm" and _is_ffn_out(full) and OUTLIER_CHANNELS:
+                outliers = (peak[full].float() / s).topk(min(OUTLIER_CHANNELS, len(s))).indices.sort().values
+            quantizer = _RowQuantizer((1.0 / s).float(), readers=len(group), product=product, outliers=outliers)
             for n in group:
                 setattr(parent, n, RowInt8Linear(children[n], quantizer, s))
     return out

@@ -135,7 +135,7 @@ class TransformerRuntime:
                             f"lacks ({_attention.status()}): it runs as fp32.")
         elif "bf16" in precision and not cpu_has_bf16():
             # bf16 products are emulated there (benchmarks/precision_speed.py on an AMD EPYC with AVX2 only: bf16 0.14x
-            # and bf16-pure 0.15x fp32's texts/s; int8-smooth 1.2x, int8-token 0.05x)
+            # and bf16-pure 0.15x fp32's texts/s; int8-smooth 1.2x, int8-token 0.05x on torch._int_mm)
             slower = "int8-smooth" if precision.startswith("int8") else "fp32"
             log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but its bf16 products "
                         f"are emulated, several times slower than {slower} (bf16-pure ran at 0.15x fp32's speed on an "
@@ -144,10 +144,14 @@ class TransformerRuntime:
             from embedstack.index._scan import int_gemm_units
 
             units = int_gemm_units()
-            if not units and precision == "int8-token":  # torch's _int_mm is a scalar loop there
-                log.warning("precision='int8-token' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
-                            "torch's integer products run as a scalar loop there, about 20x slower than fp32 on an "
-                            "AVX2 CPU; use int8-smooth.")
+            if precision == "int8-token":
+                from embedstack.neural.quantize import int8_product
+
+                # without the units int8-token multiplies on fbgemm, unless EMBEDSTACK_INT8_PRODUCT forces _int_mm
+                if not units and int8_product() == "int_mm":  # torch's _int_mm is a scalar loop there
+                    log.warning("precision='int8-token' with torch._int_mm on a CPU without AVX-512 VNNI / AMX int8 "
+                                "units: it works, but torch's integer products run as a scalar loop there, about 20x "
+                                "slower than fp32 on an AVX2 CPU; unset EMBEDSTACK_INT8_PRODUCT (fbgemm's kernel).")
             elif not units:  # bf16-int8-ffn: oneDNN's own int8 kernels, without the dot-product units
                 log.warning("precision='bf16-int8-ffn' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
                             "slower than bf16-pure; use bf16-pure.")
