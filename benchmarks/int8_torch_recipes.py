@@ -307,8 +307,8 @@ def markdown(res: dict[str, Any]) -> str:
                   + f". The fastest fbgemm-only int8 system here reaches {best / int8_ceil:.0%} of the all-int8 ceiling "
                   f"({best * roof['gflop_per_text']:.0f} GFLOP/s)"
                   + (f", `int8-smooth` {smooth / smooth_ceil:.0%} of its own" if smooth and smooth_ceil else "")
-                  + (f", `int8-token` (on fbgemm here: 63 levels a side per token, the feed-forward output's outlier "
-                     f"channels in float32) {token / int8_ceil:.0%} of the all-int8 one" if token else "")
+                  + (f", `int8-token` (on fbgemm here: a scale per token, 63 levels a side for the weights, the feed-forward "
+                     f"output's outlier channels in float32) {token / int8_ceil:.0%} of the all-int8 one" if token else "")
                   + ". These are rates of one 2-thread call on 8,192 rows, not proven bounds: the encoders run "
                   "`workers=2` on batches of 32."]
     lines += ["", "Dynamic int8 quantizes each batch's activations with one scale per tensor; the feed-forward "

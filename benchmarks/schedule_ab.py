@@ -59,7 +59,7 @@ def collect(out: Path, pairs: int) -> dict[str, Any]:
             cli = json.loads(Path(f"{stem}.json").read_text())
             runs[arm].append({"wall_s": wall, "user_s": user, "sys_s": sys_s, "train_s": float(cli["seconds"]),
                               "first": order(pair)[0] == arm})
-    ratios = {k: [m[k] / d[k] for d, m in zip(runs["default"], runs["matched"])] for k in ("wall_s", "user_s", "train_s")}
+    ratios = {k: [m[k] / d[k] for d, m in zip(runs["default"], runs["matched"], strict=True)] for k in ("wall_s", "user_s", "train_s")}
     return {"pairs": pairs, "runs": runs, "matched_over_default": ratios,
             "median_ratio": {k: statistics.median(v) for k, v in ratios.items()}}
 

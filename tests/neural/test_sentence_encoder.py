@@ -517,7 +517,7 @@ def test_int8_bf16_is_int8_smooth_with_its_float_layers_in_bf16(tiny_encoder):
 def test_row_int8_linear_quantizes_each_row_with_its_own_scale(product):
     import torch
 
-    from embedstack.neural.quantize import FBGEMM_LEVELS, RowInt8Linear, _RowQuantizer
+    from embedstack.neural.quantize import FBGEMM_LEVELS, FBGEMM_WEIGHT_LEVELS, RowInt8Linear, _RowQuantizer
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 24)
@@ -525,19 +525,24 @@ def test_row_int8_linear_quantizes_each_row_with_its_own_scale(product):
     x[0] *= 1000.0  # one row of huge activations: a scale per batch would leave the others a level or two
     smooth = torch.rand(64) * 4 + 0.25
     layer = RowInt8Linear(lin, _RowQuantizer(1.0 / smooth, product=product), smooth)
-    assert layer.qweight.dtype == torch.int8 and layer.qweight.abs().max() == 127
+    assert layer.qweight.dtype == torch.int8
     assert (layer.packed is not None) == (product == "fbgemm")
-    levels = 127 if product == "int_mm" else FBGEMM_LEVELS  # fbgemm: 7-bit activations (no 16-bit saturation)
+    # fbgemm: 7-bit weights, so that AVX2's 16-bit pair sums of u8 x s8 products cannot saturate
+    w_levels = 127 if product == "int_mm" else FBGEMM_WEIGHT_LEVELS
+    levels = 127 if product == "int_mm" else FBGEMM_LEVELS
+    assert layer.qweight.abs().max() == w_levels
+    if product == "fbgemm":  # u8 activations 0..255 (zero point 128), pairs of products summed in 16 bits
+        assert 2 * (2 * levels + 1) * w_levels <= 32767
     with torch.no_grad():
         y, ref = layer(x), lin(x)
     assert y.dtype == torch.float32 and y.shape == (6, 24)
     # every row, the small ones included, within a few % of its own size; one scale for the batch would
     # round the small rows to next to nothing
     err = (y - ref).norm(dim=1) / ref.norm(dim=1)
-    assert float(err.max()) < (0.08 if levels == 127 else 0.15), err
+    assert float(err.max()) < (0.08 if product == "int_mm" else 0.12), err
     s_batch = (x / smooth).abs().max() / 127
     w = lin.weight.detach() * smooth
-    ws = w.abs().amax(1) / 127
+    ws = w.abs().amax(1) / w_levels
     per_batch = ((x / smooth / s_batch).round() @ (w / ws[:, None]).round().T) * s_batch * ws + lin.bias.detach()
     assert float(((per_batch - ref).norm(dim=1) / ref.norm(dim=1))[1:].min()) > 0.5
     # the same by hand: per-row scales of the smoothed input, per-channel weight scales, int32 sums
@@ -585,6 +590,24 @@ def test_fbgemm_outlier_channels_stay_float_and_set_no_scale():
     twin = copy.deepcopy(split)  # the runtime copies models: packed weights shared, buffers and quantizer copied
     assert twin.packed is split.packed and twin.quantizer is not split.quantizer
     assert torch.equal(twin.quantizer.outliers, out) and torch.equal(twin(x), y_split)
+
+
+def test_fbgemm_product_does_not_saturate_at_the_largest_codes():
+    import torch
+
+    from embedstack.neural.quantize import RowInt8Linear, _RowQuantizer
+
+    # every activation and weight at its largest code, same sign: AVX2's u8 x s8 pairs would reach 2 x 255 x 127 =
+    # 64,770 with 8-bit weights and clip at 32,767 in 16 bits; with 63 weight levels they reach 32,130
+    lin = torch.nn.Linear(256, 4, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(0.5)
+        lin.weight[1].fill_(-0.5)
+    x = torch.full((3, 256), 2.0)
+    x[1] = -2.0
+    layer = RowInt8Linear(lin, _RowQuantizer(None, product="fbgemm"))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), lin(x), rtol=1e-5, atol=1e-3)
 
 
 def test_int8_product_follows_the_cpu_unless_forced(monkeypatch):
@@ -742,7 +765,7 @@ def test_int8_smooth_keeps_minilm_closer_to_fp32_than_int8_fast(minilm):
 
     if int8_product() == "int_mm":  # a scale per token, every Linear in int8
         assert cos["int8-token"] > cos["int8-smooth"], cos
-    else:  # fbgemm: 63 levels a side per token, the feed-forward output's outlier channels in float32
+    else:  # fbgemm: 7-bit weights, the feed-forward output's outlier channels in float32
         assert cos["int8-token"] > 0.995, cos
 
 

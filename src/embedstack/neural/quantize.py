@@ -20,7 +20,9 @@ Recipes are named so the choice is visible and measured (``benchmarks/encode.py`
   / 632 GFLOP/s). The int8 layers are unchanged, so the quality is ``int8-smooth``'s (on the EPYC: 10-NN
   0.956 either way on 500 STS-B sentences, 0.939 on 2,000; STS-B 81.96 / 81.94) at 1.3x its speed.
 * ``int8-token`` (torch) — every Linear, the feed-forward output included, as int8 x int8 -> int32 products
-  (``torch._int_mm``: VNNI ``vpdpbusd`` where the CPU has it) with **one scale per token** for the
+  (``torch._int_mm``: VNNI ``vpdpbusd`` where the CPU has it; on CPUs without int8 dot-product units fbgemm's
+  u8 x s8 kernel, 63 levels a side for the weights and the feed-forward output's largest input channels in
+  float32, :class:`RowInt8Linear`) with **one scale per token** for the
   activations and one per output channel for the weights (:class:`RowInt8Linear`), inputs smoothed as in
   ``int8-smooth`` (strength :data:`TOKEN_ALPHA`). The recipes above use torch's dynamic int8 kernels, which
   quantize a whole batch with one scale: the few tokens with large activations ([CLS], [SEP], punctuation)
@@ -74,7 +76,7 @@ from torch import nn  # noqa: E402
 from embedstack.errors import ConfigError  # noqa: E402
 from embedstack.io import AtomicFile  # noqa: E402
 
-__all__ = ["ONNX_RECIPES", "TORCH_RECIPES", "SMOOTH_ALPHA", "TOKEN_ALPHA", "FBGEMM_LEVELS", "OUTLIER_CHANNELS", "Bf16Linear", "RowInt8Linear",
+__all__ = ["ONNX_RECIPES", "TORCH_RECIPES", "SMOOTH_ALPHA", "TOKEN_ALPHA", "FBGEMM_LEVELS", "FBGEMM_WEIGHT_LEVELS", "OUTLIER_CHANNELS", "Bf16Linear", "RowInt8Linear",
            "calibration_batches", "int8_product", "quantize_onnx", "quantize_rows", "scale_rows", "quantize_torch_dynamic", "quantize_torch_rows",
            "quantize_weight", "smooth_linears", "quantize_ffn_onednn", "Int8FeedForwardIn", "Int8FeedForwardOut"]
 
@@ -159,11 +161,15 @@ SMOOTH_ALPHA = 0.7
 # The same for int8-token, chosen the same way (--choose-alpha 0,0.3,...,0.8 --recipe int8-token; 10-NN on
 # 1,500 STS-B train sentences: 0.942 without smoothing, 0.970 at 0.5, 0.972 at 0.6, 0.966 at 0.7).
 TOKEN_ALPHA = 0.6
-# int8-token on fbgemm (CPUs without int8 dot-product units): activations get 63 levels a side per token, as
-# VPMADDUBSW's 16-bit pair sums saturate with 8-bit ones (10-NN 0.922 at 127 levels, 0.946 at 63, on the 1,500
-# STS-B train sentences of --choose-alpha, every Linear int8); the feed-forward output keeps its
-# OUTLIER_CHANNELS largest smoothed input channels (on the calibration batches) in float32 (0.955 at 8).
-FBGEMM_LEVELS = 63
+# int8-token on fbgemm (CPUs without int8 dot-product units): AVX2's VPMADDUBSW adds pairs of u8 x s8 products in 16
+# bits, which saturate unless 2 x (activation range) x (weight range) <= 32,767. Activations keep 8 bits (127 levels
+# a side per token, zero point 128: 0..255) and weights get 63 levels a side per channel (2 x 255 x 63 = 32,130).
+# Chosen on 2,000 STS-B *train* sentences (10-NN over the set against fp32; int8-smooth 0.948): activations /
+# weights at 63 / 127 levels 0.946, 90 / 90 0.955, 127 / 63 0.961; the feed-forward output keeps its
+# OUTLIER_CHANNELS largest smoothed input channels (on the calibration batches) in float32 (0: 0.956, 8: 0.961,
+# 16: 0.961); TOKEN_ALPHA still the best strength (0.5: 0.960, 0.7: 0.954, 0.8: 0.951).
+FBGEMM_LEVELS = 127
+FBGEMM_WEIGHT_LEVELS = 63
 OUTLIER_CHANNELS = 8
 
 
@@ -211,14 +217,15 @@ def quantize_rows(x: Any, inv_smooth: Any | None = None) -> tuple[Any, Any]:
     return x.div_(scale).round_().to(torch.int8), scale
 
 
-def quantize_weight(w: Any) -> tuple[Any, Any]:
-    """A weight ``w`` (N, K) -> (int8 (N, K), float32 scales (N,)): one symmetric scale per output row."""
+def quantize_weight(w: Any, levels: int = 127) -> tuple[Any, Any]:
+    """A weight ``w`` (N, K) -> (int8 (N, K), float32 scales (N,)): one symmetric scale per output row, ``levels``
+    a side."""
     w = w.detach().float()
-    scale = w.abs().amax(1).clamp(min=1e-12) / 127.0
-    return (w / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8), scale
+    scale = w.abs().amax(1).clamp(min=1e-12) / float(levels)
+    return (w / scale[:, None]).round_().clamp_(-levels, levels).to(torch.int8), scale
 
 
-def scale_rows(x: Any, inv_smooth: Any | None = None, levels: int = 63,
+def scale_rows(x: Any, inv_smooth: Any | None = None, levels: int = 127,
                outliers: Any | None = None) -> tuple[Any, Any, Any | None]:
     """``x`` (M, K) -> (float32 rows of integer range (M, K), scales (M, 1), outlier columns (M, k) or None): the
     input of fbgemm's u8 x s8 product, one symmetric scale per row with ``levels`` a side. The columns
@@ -236,7 +243,7 @@ def scale_rows(x: Any, inv_smooth: Any | None = None, levels: int = 63,
 
 class _RowQuantizer:
     """Quantizes a layer input with one scale per row (token), after multiplying its channels by ``inv_smooth``:
-    to int8 for ``torch._int_mm`` (``product="int_mm"``), or to float rows of 7-bit range for fbgemm
+    to int8 for ``torch._int_mm`` (``product="int_mm"``), or to float rows of integers for fbgemm
     (``"fbgemm"``, :func:`scale_rows`; ``outliers``: input channels kept in float32). ``readers`` layers that
     read the same tensor (query, key and value: 3) share one quantizer: it keeps its last input per thread,
     quantizes it once, and lets go of it once every reader has had it (nothing stays cached between forward
@@ -295,7 +302,8 @@ class RowInt8Linear(nn.Module):
 
     The product is ``quantizer.product``: ``torch._int_mm`` (``"int_mm"``: VNNI / AMX int8 units), or fbgemm's
     u8 x s8 kernel (``"fbgemm"``: ``VPMADDUBSW`` on AVX2 CPUs, where ``_int_mm`` is a scalar loop), whose 16-bit
-    pair sums saturate with 8-bit activations: there each token gets 63 levels a side (:data:`FBGEMM_LEVELS`).
+    pair sums saturate with 8-bit activations and 8-bit weights: there the weights get 63 levels a side
+    (:data:`FBGEMM_WEIGHT_LEVELS`), the activations keep 127.
     The quantizer's ``outliers`` (fbgemm only) are input channels kept out of the int8 product: their weight
     columns are zero in it and multiply in float32 (``wout``), so they set no token's scale.
 
@@ -312,7 +320,7 @@ class RowInt8Linear(nn.Module):
         self.register_buffer("wout", None if outliers is None else w[:, outliers].T.contiguous())
         if outliers is not None:
             w[:, outliers] = 0.0
-        qweight, wscale = quantize_weight(w)
+        qweight, wscale = quantize_weight(w, FBGEMM_WEIGHT_LEVELS if quantizer.product == "fbgemm" else 127)
         # (out, in) row-major, read as its transpose: measured faster than a (in, out) copy for _int_mm
         self.register_buffer("qweight", qweight)
         self.register_buffer("wscale", wscale)
@@ -337,7 +345,7 @@ class RowInt8Linear(nn.Module):
     def forward(self, x: Any) -> Any:
         q, scale, kept = self.quantizer(x)
         if self.packed is not None:
-            # input quantized with scale 1 and zero point 64: the rows already hold integers in [-63, 63]
+            # input quantized with scale 1 and zero point 128: the rows already hold integers in [-127, 127]
             y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(q, 1.0, FBGEMM_LEVELS + 1, self.packed)
             if self.bias is not None:
                 y = torch.addcmul(self.bias, y, scale, out=y)
