@@ -751,6 +751,12 @@ def test_int8_precisions_warn_on_a_cpu_without_int8_units(tiny_encoder, monkeypa
         assert any(precision in r.getMessage() and "VNNI" in r.getMessage() for r in caplog.records) == warned
     if precision == "int8-token":  # bf16-int8-ffn's runs are in test_int8_ffn.py (they need the row kernels)
         assert enc.encode(TEXTS).shape[0] == len(TEXTS)
+        for units, warned in ((False, True), (True, False)):  # compiled on fbgemm measured slower than eager
+            monkeypatch.setattr(_scan, "int_gemm_units", lambda u=units: u)
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
+                tiny_encoder.with_options(precision=precision, compile=True)
+            assert any("drop compile" in r.getMessage() for r in caplog.records) == warned, caplog.text
 
 
 def test_int8_smooth_keeps_minilm_closer_to_fp32_than_int8_fast(minilm):

@@ -118,6 +118,17 @@ def test_inference_pooling_equals_the_training_path(tiny_splade, sp_tokenizer) -
     torch.testing.assert_close(inferred, trained.detach())
 
 
+def test_int8_token_warns_where_the_decoder_has_no_int8_units(tiny_splade, monkeypatch, caplog) -> None:
+    from embedstack.index import _scan
+
+    for units in (False, True):
+        monkeypatch.setattr(_scan, "int_gemm_units", lambda u=units: u)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="embedstack.neural.splade"):
+            tiny_splade.with_options(precision="int8-token")
+        assert any("decoder" in r.getMessage() and "fp32" in r.getMessage() for r in caplog.records) == (not units)
+
+
 def test_int8_token_encodes_close_to_fp32(tiny_splade) -> None:
     texts = ["the cat sat on the mat", "a dog ran over the big red house", "fox"]
     ref = tiny_splade.encode_sparse(texts).toarray()

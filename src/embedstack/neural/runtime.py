@@ -152,6 +152,10 @@ class TransformerRuntime:
                     log.warning("precision='int8-token' with torch._int_mm on a CPU without AVX-512 VNNI / AMX int8 "
                                 "units: it works, but torch's integer products run as a scalar loop there, about 20x "
                                 "slower than fp32 on an AVX2 CPU; unset EMBEDSTACK_INT8_PRODUCT (fbgemm's kernel).")
+                elif compile and int8_product() == "fbgemm":  # encode_avx2_token's first record: 436 against 572 /s
+                    log.warning("precision='int8-token' with compile=True where it multiplies on fbgemm (no AVX-512 "
+                                "VNNI / AMX int8 units): it works, but compiled ran slower than eager on an AVX2 CPU "
+                                "(0.76x on sentences, 0.79x on abstracts); drop compile.")
             elif not units:  # bf16-int8-ffn: oneDNN's own int8 kernels, without the dot-product units
                 log.warning("precision='bf16-int8-ffn' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
                             "slower than bf16-pure; use bf16-pure.")

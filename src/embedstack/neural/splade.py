@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -65,6 +66,8 @@ from embedstack.neural.mlm import BertLMPredictionHead  # noqa: E402
 from embedstack.neural.runtime import TransformerRuntime  # noqa: E402
 from embedstack.neural.tokenizer import WordPiece  # noqa: E402
 from embedstack.neural.transformer import BertModel, load_encoder  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SpladeEncoder", "is_splade", "splade_pool", "QUERY_MODES"]
 
@@ -250,6 +253,14 @@ class SpladeEncoder(TransformerRuntime):
         self._init_runtime(model, tokenizer, max_seq_length=min(int(max_seq_length), model.config.max_position_embeddings),
                            backend=backend, precision=precision, num_threads=num_threads, compile=compile,
                            workers=workers, small_backend=small_backend)
+        if precision == "int8-token":
+            from embedstack.index._scan import int_gemm_units
+
+            if not int_gemm_units():  # the transformer multiplies on fbgemm there; the decoder has no such path
+                log.warning(
+                    "SpladeEncoder precision='int8-token' on a CPU without AVX-512 VNNI / AMX int8 units: it works, "
+                    "but its MLM decoder's int8 products (torch._int_mm) run as a scalar loop there; use "
+                    "precision='fp32'.")
         if head is None:
             head = BertLMPredictionHead(model.config, model.embeddings.word_embeddings)
         self.head = head.eval()
