@@ -1,7 +1,8 @@
 """What each torch precision costs or gains against fp32 on this CPU: our encoder on itself, no peer.
 
-On a CPU without bf16 or int8 dot-product units (an AMD EPYC with AVX2 only) the bf16 modes run emulated products and
-``int8-token`` runs torch's integer GEMM as a scalar loop; the runtime's warnings quote these figures. Model:
+On a CPU without bf16 or int8 dot-product units (an AMD EPYC with AVX2 only) the bf16 modes run emulated products
+(the runtime's warnings quote these figures) and ``int8-token`` multiplies on fbgemm (before stop 57 on torch's integer
+GEMM, a scalar loop there: 0.05×; ``EMBEDSTACK_INT8_PRODUCT=int_mm`` still forces it). Model:
 all-MiniLM-L6-v2; texts: the first 256 unique first sentences of STS-B test; 2 threads, batch 32. Each mode and fp32
 run back to back ``--repeats`` times (after one untimed run each), order rotated; the ratio is the median of the
 per-run ratios (fp32's seconds over the mode's), with their range; the quality column is the mean cosine to fp32's

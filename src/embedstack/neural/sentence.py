@@ -90,7 +90,8 @@ class SentenceEncoder(TransformerRuntime):
             min 0.99988 on STS-B); or ``int8`` / ``int8-fast`` / ``int8-dynamic`` / ``int8-smooth`` (torch:
             int8-fast on SmoothQuant-smoothed inputs) / ``int8-bf16`` (torch: int8-smooth with its fp32 layer in
             bf16, for CPUs with native bf16) / ``int8-token`` (torch: every Linear in int8 with a scale per
-            token, for CPUs with VNNI) (see :mod:`embedstack.neural.quantize` for what each
+            token; ``torch._int_mm`` on CPUs with VNNI / AMX, fbgemm on AVX2-only ones, where it is the fastest
+            mode too) (see :mod:`embedstack.neural.quantize` for what each
             means per backend).
         num_threads: Intra-op threads while encoding (default: leave the process setting).
         compile: torch backend: run the transformer through ``torch.compile`` (inductor, dynamic shapes,
@@ -100,7 +101,8 @@ class SentenceEncoder(TransformerRuntime):
             so padding does not trigger a recompilation mid-run; :meth:`warm_up` compiles them up front, as
             ``embedstack serve`` does before it reports ready); afterwards up to 1.1-1.3× faster in fp32 (same vectors to
             1e-5) and in bf16. With ``int8-token`` the compiler fuses each quantization with the LayerNorm,
-            GELU or rescaling before it: 1.07-1.14× faster than eager int8-token on 2 cores. Other int8
+            GELU or rescaling before it: 1.07-1.14× faster than eager int8-token on 2 cores with VNNI (on fbgemm,
+            without int8 units, slower than eager: a warning says so). Other int8
             precisions do not compile (ConfigError). Each intra-op thread count compiles its own graphs; calls
             that may compile run one at a time. If compilation fails the encoder warns once and runs eagerly.
         workers: Batches encoded at the same time (torch backend), each with ``num_threads // workers``
