@@ -287,7 +287,8 @@ def markdown(res: dict[str, Any]) -> str:
     roof = res.get("roofline")
     if roof:
         fp32_ceil, int8_ceil = roof["fp32_ceiling_texts_per_s"], roof["int8_ceiling_texts_per_s"]
-        shipped = {f"ours `{p}` (workers=2)" for p in ("int8", "int8-fast", "int8-smooth")}
+        on_fbgemm = ("int8", "int8-fast", "int8-smooth") + (("int8-token",) if res.get("int8_product") == "fbgemm" else ())
+        shipped = {f"ours `{p}` (workers=2)" for p in on_fbgemm}
         fbgemm = [n for n in names if n.startswith("int8:") or n in shipped]  # the systems that run fbgemm alone
         best = max((speed[n] for n in fbgemm), default=0.0)
         smooth = speed.get("ours `int8-smooth` (workers=2)")

@@ -134,7 +134,7 @@ class TransformerRuntime:
                 log.warning("precision='fp32-bf16x3' puts float32 products on the AMX tiles, which this CPU or build "
                             f"lacks ({_attention.status()}): it runs as fp32.")
         elif "bf16" in precision and not cpu_has_bf16():
-            # bf16 products are emulated there (benchmarks/precision_speed.py on an AMD EPYC with AVX2 only: bf16 0.14x
+            # bf16 products are emulated there (benchmarks/precision_speed.py on an AMD EPYC with AVX2 only: bf16 0.14-0.15x
             # and bf16-pure 0.15x fp32's texts/s; int8-smooth 1.2x, int8-token 0.05x on torch._int_mm, 1.35x on fbgemm)
             slower = "int8-smooth" if precision.startswith("int8") else "fp32"
             log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but its bf16 products "
