@@ -87,6 +87,17 @@ def test_hits_misses_and_keys(tmp_path):
         np.testing.assert_allclose(out, changed.encode(TEXTS), atol=1e-6)
     assert encoder_settings(base.enc) == encoder_settings(_encoder())
     assert encoder_settings(object()) is None
+    assert "int8_product" not in encoder_settings(base.enc)  # other precisions keep their keys
+
+
+def test_int8_token_vectors_are_keyed_by_their_product(monkeypatch):
+    keys = {}
+    for product in ("int_mm", "fbgemm"):  # the same model and precision, multiplied two ways (by CPU, or forced)
+        monkeypatch.setenv("EMBEDSTACK_INT8_PRODUCT", product)
+        settings = encoder_settings(_encoder(precision="int8-token"))
+        assert settings["int8_product"] == product
+        keys[product] = settings
+    assert keys["int_mm"] != keys["fbgemm"]
 
 
 def test_disk_persistence_and_damaged_file_is_rebuilt(tmp_path):

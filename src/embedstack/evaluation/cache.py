@@ -111,6 +111,8 @@ def encoder_settings(encoder: Any, *, role: str = "document", pooling: str | Non
         "truncate_dim": getattr(encoder, "truncate_dim", None),
         "dense_sha256": dense_hash,
         "prompt": encoder.prompt_for(role),
+        # int8-token's vectors depend on its product (by CPU); absent for other precisions (their keys unchanged)
+        **({"int8_product": p} if (p := getattr(encoder, "int8_product", None)) else {}),
     }
 
 

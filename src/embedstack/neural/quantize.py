@@ -163,7 +163,7 @@ SMOOTH_ALPHA = 0.7
 TOKEN_ALPHA = 0.6
 # int8-token on fbgemm (CPUs without int8 dot-product units): AVX2's VPMADDUBSW adds pairs of u8 x s8 products in 16
 # bits, which saturate unless 2 x (activation range) x (weight range) <= 32,767. Activations keep 8 bits (127 levels
-# a side per token, zero point 128: 0..255) and weights get 63 levels a side per channel (2 x 255 x 63 = 32,130).
+# a side per token, zero point 128: 1..255) and weights get 63 levels a side per channel (2 x 255 x 63 = 32,130).
 # Chosen on 2,000 STS-B *train* sentences (10-NN over the set against fp32; int8-smooth 0.948): activations /
 # weights at 63 / 127 levels 0.946, 90 / 90 0.955, 127 / 63 0.961; the feed-forward output keeps its
 # OUTLIER_CHANNELS largest smoothed input channels (on the calibration batches) in float32 (0: 0.956, 8: 0.961,
@@ -308,7 +308,8 @@ class RowInt8Linear(nn.Module):
     columns are zero in it and multiply in float32 (``wout``), so they set no token's scale.
 
     The weight columns are multiplied by the smoothing scales the quantizer divides the input by, so
-    without rounding the function is ``linear``'s.
+    without rounding the function is ``linear``'s. Inference only: the packed weights are not in ``state_dict`` and
+    follow neither ``load_state_dict`` nor ``.to()`` (build a new layer instead).
     """
 
     def __init__(self, linear: Any, quantizer: _RowQuantizer, smooth: Any | None = None) -> None:
@@ -317,6 +318,8 @@ class RowInt8Linear(nn.Module):
         w = linear.weight.detach().float()
         w = w * smooth[None, :] if smooth is not None else w.clone()
         outliers = quantizer.outliers
+        if outliers is not None and quantizer.product != "fbgemm":
+            raise ConfigError("outlier channels are kept in float32 only on the fbgemm product.")
         self.register_buffer("wout", None if outliers is None else w[:, outliers].T.contiguous())
         if outliers is not None:
             w[:, outliers] = 0.0
@@ -334,18 +337,19 @@ class RowInt8Linear(nn.Module):
                                                               torch.zeros(self.out_features, dtype=torch.int64), 0)
                 self.packed = torch.ops.quantized.linear_prepack(qw, None)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> RowInt8Linear:  # packed weights are not plain tensors
-        out = copy.copy(self)
-        out.__dict__ = {k: v for k, v in self.__dict__.items()}
-        for name in ("_parameters", "_buffers", "_modules"):
-            setattr(out, name, copy.deepcopy(getattr(self, name), memo))
-        out.quantizer = copy.deepcopy(self.quantizer, memo)
+    def __deepcopy__(self, memo: dict[int, Any]) -> RowInt8Linear:
+        """A deep copy that shares the packed weights (read-only, and not a plain tensor)."""
+        out = type(self).__new__(type(self))
+        memo[id(self)] = out
+        if self.packed is not None:
+            memo[id(self.packed)] = self.packed
+        out.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return out
 
     def forward(self, x: Any) -> Any:
         q, scale, kept = self.quantizer(x)
         if self.packed is not None:
-            # input quantized with scale 1 and zero point 128: the rows already hold integers in [-127, 127]
+            # input quantized with scale 1 and zero point 128: the rows hold values in [-127, 127], rounded by the op
             y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(q, 1.0, FBGEMM_LEVELS + 1, self.packed)
             if self.bias is not None:
                 y = torch.addcmul(self.bias, y, scale, out=y)
@@ -359,19 +363,23 @@ class RowInt8Linear(nn.Module):
         return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _engine(name: str) -> Iterator[None]:
     """torch's quantized engine set to ``name`` (process-wide, restored after; a no-op when already set). For packing
     at build time only: the packed weights carry their kernel, so the engine at call time does not matter."""
-    before = torch.backends.quantized.engine
-    if before == name:
-        yield
-        return
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = before
+    with _ENGINE_LOCK:  # two encoders built at once must not restore the engine under each other
+        before = torch.backends.quantized.engine
+        if before == name:
+            yield
+            return
+        torch.backends.quantized.engine = name
+        try:
+            yield
+        finally:
+            torch.backends.quantized.engine = before
 
 
 def int8_product() -> str:
@@ -379,6 +387,8 @@ def int8_product() -> str:
     ``"fbgemm"`` (fbgemm's u8 x s8 kernel: where ``_int_mm`` has no units it is a scalar loop, about 20x slower than
     float32 on an AVX2 CPU; ``EMBEDSTACK_INT8_PRODUCT`` forces either)."""
     forced = os.environ.get("EMBEDSTACK_INT8_PRODUCT", "").strip().lower()
+    if forced == "fbgemm" and "fbgemm" not in torch.backends.quantized.supported_engines:
+        raise ConfigError("EMBEDSTACK_INT8_PRODUCT=fbgemm: this torch build has no fbgemm engine; unset it.")
     if forced in ("int_mm", "fbgemm"):
         return forced
     if forced:
@@ -641,7 +651,8 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
     return model
 
 
-def quantize_torch_dynamic(model: Any, recipe: str = "int8", calibration: list[Any] | None = None) -> Any:
+def quantize_torch_dynamic(model: Any, recipe: str = "int8", calibration: list[Any] | None = None,
+                           product: str | None = None) -> Any:
     """A copy of ``model`` whose chosen ``nn.Linear`` layers run as dynamic int8 (torch's fbgemm
     kernels: VNNI ``vpdpbusd`` where the CPU has it; activations quantized per batch).
 
@@ -655,14 +666,15 @@ def quantize_torch_dynamic(model: Any, recipe: str = "int8", calibration: list[A
     * ``int8-smooth`` — ``int8-fast`` on smoothed inputs (see the module docstring); ``calibration``:
       token-id batches (:func:`calibration_batches`);
     * ``int8-bf16`` — ``int8-smooth`` with the remaining float Linear layers in bfloat16 (:class:`Bf16Linear`);
-    * ``int8-token`` — every Linear with a scale per token (:func:`quantize_torch_rows`).
+    * ``int8-token`` — every Linear with a scale per token (:func:`quantize_torch_rows`; ``product``: its
+      product, default :func:`int8_product`).
     """
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
     if recipe == "int8-token":
         if not calibration:
             raise ConfigError(f"precision {recipe!r} needs calibration batches (calibration_batches(tokenizer)).")
-        return quantize_torch_rows(model, calibration)
+        return quantize_torch_rows(model, calibration, product=product)
     if recipe not in TORCH_RECIPES:
         raise ConfigError(f"Unknown torch int8 recipe {recipe!r}; choose one of {sorted([*TORCH_RECIPES, 'int8-token'])}.")
     select, per_channel = TORCH_RECIPES[recipe]

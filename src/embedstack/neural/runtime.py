@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -140,22 +141,27 @@ class TransformerRuntime:
             log.warning(f"precision={precision!r} on a CPU without AVX-512 BF16 / AMX: it works, but its bf16 products "
                         f"are emulated, several times slower than {slower} (bf16-pure ran at 0.15x fp32's speed on an "
                         f"AVX2 CPU); use {slower}.")
+        product = None
         if precision in ("int8-token", "bf16-int8-ffn"):
             from embedstack.index._scan import int_gemm_units
 
             units = int_gemm_units()
-            if precision == "int8-token":
+            if precision == "int8-token" and backend == "torch":
                 from embedstack.neural.quantize import int8_product
 
-                # without the units int8-token multiplies on fbgemm, unless EMBEDSTACK_INT8_PRODUCT forces _int_mm
-                if not units and int8_product() == "int_mm":  # torch's _int_mm is a scalar loop there
-                    log.warning("precision='int8-token' with torch._int_mm on a CPU without AVX-512 VNNI / AMX int8 "
-                                "units: it works, but torch's integer products run as a scalar loop there, about 20x "
-                                "slower than fp32 on an AVX2 CPU; unset EMBEDSTACK_INT8_PRODUCT (fbgemm's kernel).")
-                elif compile and int8_product() == "fbgemm":  # encode_avx2_token's first record: 436 against 572 /s
-                    log.warning("precision='int8-token' with compile=True where it multiplies on fbgemm (no AVX-512 "
-                                "VNNI / AMX int8 units): it works, but compiled ran slower than eager on an AVX2 CPU "
-                                "(0.76x on sentences, 0.79x on abstracts); drop compile.")
+                # decided once, here: a bad EMBEDSTACK_INT8_PRODUCT is refused now, not at the first encode
+                product = int8_product()
+                forced = bool(os.environ.get("EMBEDSTACK_INT8_PRODUCT", "").strip())
+                if not units and product == "int_mm":  # torch's _int_mm is a scalar loop there
+                    log.warning("precision='int8-token' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
+                                "torch's integer products run as a scalar loop there, about 20x slower than fp32 on an "
+                                "AVX2 CPU; " + ("unset EMBEDSTACK_INT8_PRODUCT (fbgemm's kernel)." if forced else
+                                                "use int8-smooth."))
+                elif compile and product == "fbgemm":  # encode_avx2_token's first record: 436 against 572 /s
+                    log.warning("precision='int8-token' with compile=True where it multiplies on fbgemm (CPUs without "
+                                "AVX-512 VNNI / AMX int8 units, or EMBEDSTACK_INT8_PRODUCT=fbgemm): it works, but "
+                                "compiled ran slower than eager on an AVX2 CPU (0.76x on sentences, 0.79x on "
+                                "abstracts); drop compile.")
             elif not units:  # bf16-int8-ffn: oneDNN's own int8 kernels, without the dot-product units
                 log.warning("precision='bf16-int8-ffn' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
                             "slower than bf16-pure; use bf16-pure.")
@@ -167,6 +173,7 @@ class TransformerRuntime:
             # the first load (dynamo failed on it and fell back to eager)
             _attention.available()
         self.precision = precision
+        self.int8_product = product  # int8-token's product ("int_mm" / "fbgemm"), else None
         self.num_threads = num_threads
         if compile and backend != "torch":
             raise ConfigError("compile=True applies to backend='torch' (onnxruntime optimises its own graph).")
@@ -281,7 +288,8 @@ class TransformerRuntime:
 
             calibration = (calibration_batches(self.tokenizer, max_length=model.config.max_position_embeddings)
                            if self.precision in SMOOTHED else None)
-            model = quantize_torch_dynamic(model, recipe=self.precision, calibration=calibration)
+            model = quantize_torch_dynamic(model, recipe=self.precision, calibration=calibration,
+                                           product=self.int8_product)
         elif self.precision in ("bf16-pure", "bf16-int8-ffn"):  # a copy: models made by with_options share self.model
             model = copy.deepcopy(model).to(torch.bfloat16)
         if self.precision == "fp32-bf16x3":  # float32 products on the AMX tiles (plain fp32 where there are none)
