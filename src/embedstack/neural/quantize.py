@@ -22,7 +22,7 @@ Recipes are named so the choice is visible and measured (``benchmarks/encode.py`
 * ``int8-token`` (torch) — every Linear, the feed-forward output included, as int8 x int8 -> int32 products
   (``torch._int_mm``: VNNI ``vpdpbusd`` where the CPU has it; on CPUs without int8 dot-product units fbgemm's
   u8 x s8 kernel, 63 levels a side for the weights and the feed-forward output's largest input channels in
-  float32, :class:`RowInt8Linear`) with **one scale per token** for the
+  float32) with **one scale per token** for the
   activations and one per output channel for the weights (:class:`RowInt8Linear`), inputs smoothed as in
   ``int8-smooth`` (strength :data:`TOKEN_ALPHA`). The recipes above use torch's dynamic int8 kernels, which
   quantize a whole batch with one scale: the few tokens with large activations ([CLS], [SEP], punctuation)
@@ -76,9 +76,9 @@ from torch import nn  # noqa: E402
 from embedstack.errors import ConfigError  # noqa: E402
 from embedstack.io import AtomicFile  # noqa: E402
 
-__all__ = ["ONNX_RECIPES", "TORCH_RECIPES", "SMOOTH_ALPHA", "TOKEN_ALPHA", "FBGEMM_LEVELS", "FBGEMM_WEIGHT_LEVELS", "OUTLIER_CHANNELS", "Bf16Linear", "RowInt8Linear",
-           "calibration_batches", "int8_product", "quantize_onnx", "quantize_rows", "scale_rows", "quantize_torch_dynamic", "quantize_torch_rows",
-           "quantize_weight", "smooth_linears", "quantize_ffn_onednn", "Int8FeedForwardIn", "Int8FeedForwardOut"]
+__all__ = ["ONNX_RECIPES", "TORCH_RECIPES", "SMOOTH_ALPHA", "TOKEN_ALPHA", "FBGEMM_LEVELS", "FBGEMM_WEIGHT_LEVELS",
+           "OUTLIER_CHANNELS", "Bf16Linear", "RowInt8Linear", "calibration_batches", "int8_product", "quantize_onnx",
+           "quantize_rows", "scale_rows", "quantize_torch_dynamic", "quantize_torch_rows", "quantize_weight", "smooth_linears", "quantize_ffn_onednn", "Int8FeedForwardIn", "Int8FeedForwardOut"]
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,8 @@ def scale_rows(x: Any, inv_smooth: Any | None = None, levels: int = 127,
         kept = x.index_select(1, outliers)
         x.index_fill_(1, outliers, 0.0)
     # two reductions, no |x| copy (aminmax along a dim measured 7x slower than both)
-    scale = torch.maximum(x.amax(1, keepdim=True), x.amin(1, keepdim=True).neg_()).clamp_(min=1e-12).div_(float(levels))
+    scale = torch.maximum(x.amax(1, keepdim=True), x.amin(1, keepdim=True).neg_())
+    scale.clamp_(min=1e-12).div_(float(levels))
     return x.div_(scale), scale, kept
 
 
@@ -297,8 +298,8 @@ def share_quantization_in_graph(model: Any) -> Any:
 
 
 class RowInt8Linear(nn.Module):
-    """``linear`` as int8 products: weights quantized per output channel (symmetric, 127 levels a side),
-    inputs per row by ``quantizer``, int32 sums, then one float rescaling. Inference only.
+    """``linear`` as int8 products: weights quantized per output channel (symmetric, 127 levels a side; 63 on
+    fbgemm), inputs per row by ``quantizer``, int32 sums, then one float rescaling.
 
     The product is ``quantizer.product``: ``torch._int_mm`` (``"int_mm"``: VNNI / AMX int8 units), or fbgemm's
     u8 x s8 kernel (``"fbgemm"``: ``VPMADDUBSW`` on AVX2 CPUs, where ``_int_mm`` is a scalar loop), whose 16-bit
