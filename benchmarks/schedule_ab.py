@@ -67,10 +67,13 @@ def collect(out: Path, pairs: int) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     lines = ["## Our FastText at gensim's schedule against our default one (`benchmarks/schedule_ab.py`)", "",
              f"Reproduce: `python benchmarks/schedule_ab.py --corpus enwiki_tokens.txt --pairs {res['pairs']}` — "
-             f"`embedstack train {res['model']}`, 1 epoch, 2 workers, dim 100, on the `word2vec_cli` token file; "
+             f"`embedstack train {res['model']}`, 1 epoch, 2 workers, dim 100, on the token file `word2vec_cli.py` "
+             "writes (/tmp/embedstack_w2v_bench/enwiki_tokens.txt); "
              f"`default` ends at min_alpha 1e-4, `matched` at {GENSIM_MIN_ALPHA} (gensim `corpus_file`'s); fresh "
              "processes, no gensim run between them, the order alternating per pair. Load average "
-             f"{res['load_before']} before, {res['load_after']} after.", "",
+             f"{res['load_before']} before, {res['load_after']} after."
+             + (" Recorded with `--record` from runs made by a shell loop of the same commands." if res.get("recorded")
+                else ""), "",
              "| pair | first | default wall s | matched wall s | matched / default wall | CPU (user) | training |",
              "|---:|---|---:|---:|---:|---:|---:|"]
     r = res["runs"]
@@ -90,7 +93,8 @@ def main() -> None:
     ap.add_argument("--corpus", help="token file (one document per line), as word2vec_cli.py writes it")
     ap.add_argument("--model", default="fasttext", choices=("fasttext", "word2vec"))
     ap.add_argument("--pairs", type=int, default=4)
-    ap.add_argument("--out", default="/tmp", help="where the runs' files go")
+    ap.add_argument("--out", default="/tmp/embedstack_schedule_ab",
+                    help="a folder of this script's own for the runs' files and models (created; its ab_alpha_* are replaced)")
     ap.add_argument("--record", metavar="DIR", help="record runs already made in DIR (no training)")
     ap.add_argument("--load-before", default=None, help="with --record: the load average before the runs (JSON list)")
     ap.add_argument("--load-after", default=None, help="with --record: the load average after them (JSON list)")
@@ -101,10 +105,12 @@ def main() -> None:
     if not args.record:
         if not args.corpus:
             raise SystemExit("--corpus is required unless --record is given")
+        out.mkdir(parents=True, exist_ok=True)
         for pair in range(1, args.pairs + 1):
             run_pair(pair, args.corpus, args.model, out)
     after = json.loads(args.load_after) if args.load_after else load_average()
-    res = {**collect(out, args.pairs), "model": args.model, "load_before": before, "load_after": after}
+    res = {**collect(out, args.pairs), "model": args.model, "load_before": before, "load_after": after,
+           "recorded": bool(args.record)}
     md = markdown(res)
     print(md)
     write_results(args.section, res, md)

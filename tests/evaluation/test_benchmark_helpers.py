@@ -428,3 +428,25 @@ def test_profile_groups_operators_by_kind(encode_bench):
     assert got["linear products"] == pytest.approx(4.0) and got["attention"] == pytest.approx(0.5)
     assert got["GELU"] == pytest.approx(0.25) and got["residual adds"] == pytest.approx(0.1)
     assert got["other"] == pytest.approx(0.075)  # aten::addcmul is not a residual add, nor aten::view anything
+
+
+@pytest.fixture()
+def schedule_bench(monkeypatch):
+    yield from _script(monkeypatch, "schedule_ab")
+
+
+def test_schedule_ab_pairs_alternate_and_ratios_are_paired(schedule_bench, tmp_path):
+    import json
+
+    assert schedule_bench.order(1) == ("default", "matched") and schedule_bench.order(2) == ("matched", "default")
+    walls = {("default", 1): 60.0, ("matched", 1): 66.0, ("default", 2): 100.0, ("matched", 2): 80.0}
+    for (arm, pair), wall in walls.items():
+        (tmp_path / f"ab_alpha_{arm}.{pair}.time").write_text(f"Command exited\n{wall} {wall * 1.8} 2.0\n")
+        (tmp_path / f"ab_alpha_{arm}.{pair}.json").write_text(json.dumps({"seconds": wall - 10}))
+    res = schedule_bench.collect(tmp_path, 2)
+    assert res["matched_over_default"]["wall_s"] == pytest.approx([1.1, 0.8])  # per pair, not of medians
+    assert res["median_ratio"]["wall_s"] == pytest.approx(0.95)
+    assert res["runs"]["matched"][1]["first"] and not res["runs"]["matched"][0]["first"]
+    md = schedule_bench.markdown({**res, "model": "fasttext", "load_before": [0.1], "load_after": [0.2],
+                                  "recorded": True})
+    assert "| 2 | matched | 100.0 | 80.0 | 0.800 |" in md and "--record" in md
