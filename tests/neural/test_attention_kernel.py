@@ -1,5 +1,6 @@
 """embedstack's own attention kernel (``neural/_attention.c``): the same values as torch's, every path that uses it,
-and torch's kernel wherever it cannot run (no AVX-512, no compiler, switched off)."""
+the AVX2 build where there is no AVX-512, and torch's kernel wherever it cannot run (neither, no compiler, switched
+off)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from embedstack._threads import cpu_features
 from embedstack.neural import _attention
 from embedstack.neural.config import BertConfig
 from embedstack.neural.transformer import BertModel
 
 needs_kernel = pytest.mark.skipif(not _attention.available(),
                                   reason=f"the attention kernel does not run here: {_attention.status()}")
+needs_bf16_kernel = pytest.mark.skipif(
+    not _attention.supports(torch.zeros(1, dtype=torch.bfloat16), 32),
+    reason=f"the attention kernel takes no bfloat16 states here: {_attention.status()}")
 
 
 def _reference(q, k, v, mask, heads):
@@ -37,13 +42,14 @@ def _reference(q, k, v, mask, heads):
 @pytest.mark.parametrize("dim", [16, 32, 48, 64, 128])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_float32_kernel_equals_the_formula(dim, threads):
-    """Shapes around every tile edge (12 query rows, 32 keys), masks with right padding and with holes."""
+    """Shapes around every tile edge (AVX-512: 12 query rows, 32 keys; AVX2: 6 and 16), masks with right padding and
+    with holes."""
     torch.manual_seed(dim)
     heads, B = 3, 5
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for T in (1, 7, 12, 13, 31, 33, 70):
+        for T in (1, 5, 6, 7, 12, 13, 16, 17, 31, 33, 70):
             q, k, v = (torch.randn(B, T, heads * dim) * 2 for _ in range(3))
             lengths = torch.tensor([T, 1, max(1, T // 2), T, max(1, T - 1)])
             prefix = torch.arange(T)[None, :] < lengths[:, None]
@@ -67,7 +73,7 @@ def test_a_row_with_nothing_to_attend_to_gets_zeros():
     torch.testing.assert_close(got[0].double(), _reference(q, k, v, mask, 2)[0], atol=2e-5, rtol=1e-5)
 
 
-@needs_kernel
+@needs_bf16_kernel
 @pytest.mark.parametrize("dim", [32, 64])
 def test_bfloat16_kernel_is_as_close_to_the_formula_as_torchs(dim):
     """bf16 states (the tile unit where the CPU has AMX): error against the float64 formula on the same bf16
@@ -91,7 +97,7 @@ def test_bfloat16_kernel_is_as_close_to_the_formula_as_torchs(dim):
     assert ours_err <= 1.5 * torch_err + 1e-3, (ours_err, torch_err)
 
 
-@needs_kernel
+@needs_bf16_kernel
 @pytest.mark.parametrize("dim", [32, 64])
 def test_bfloat16_kernel_with_holes_in_the_mask_and_a_text_with_no_keys(dim):
     """Keys masked in the middle (the masked softmax loops), lengths across several blocks of 32 keys and none at
@@ -144,7 +150,7 @@ def test_a_cpu_with_amx_loads_the_tile_kernel():
         assert "amx" in _attention.status(), _attention.status()
 
 
-@needs_kernel
+@needs_bf16_kernel
 @pytest.mark.parametrize("dim", [32, 64])
 def test_bfloat16_kernel_gives_nan_where_a_score_is_not_finite(dim):
     """A NaN in one text's keys: that text's outputs are NaN, as the float formula's are (the tile kernel's integer
@@ -218,7 +224,7 @@ def test_training_and_export_never_take_the_kernel(monkeypatch):
 
 
 def test_torch_kernel_where_ours_cannot_run(monkeypatch, tmp_path):
-    """No AVX-512, no compiler, or EMBEDSTACK_ATTENTION=torch: available() is False with the reason, the model runs
+    """Neither AVX-512 nor AVX2, no compiler, or EMBEDSTACK_ATTENTION=torch: available() is False with the reason, the model runs
     torch's kernel, and the values are the same."""
     from embedstack.neural import _attention as A
 
@@ -229,8 +235,8 @@ def test_torch_kernel_where_ours_cannot_run(monkeypatch, tmp_path):
         expected = model.set_attention("sdpa")(ids, mask)
     for setup, reason in [
         (lambda m: m.setenv("EMBEDSTACK_ATTENTION", "torch"), "EMBEDSTACK_ATTENTION=torch"),
-        (lambda m: m.setattr("embedstack._threads.cpu_features", lambda: frozenset({"avx2", "fma"})),
-         "lacks avx512"),
+        (lambda m: m.setattr("embedstack._threads.cpu_features", lambda: frozenset({"sse4_2", "avx"})),
+         "lacks avx2, avx512bw"),
         (lambda m: (m.setattr("embedstack._threads.cpu_features", lambda: A._NEEDS | {"avx2", "fma"}),
                     m.setattr(A, "_compiler", lambda: None)), "no C compiler"),  # on any CPU, AVX-512 or not
     ]:
@@ -243,6 +249,35 @@ def test_torch_kernel_where_ours_cannot_run(monkeypatch, tmp_path):
             with torch.inference_mode():
                 got = model.set_attention("auto")(ids, mask)
         torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not cpu_features() >= _attention._AVX2_NEEDS, reason="this CPU has no AVX2 and FMA")
+def test_a_cpu_with_avx2_and_no_avx512_gets_the_avx2_attention_kernel(monkeypatch, tmp_path):
+    """An AVX2-only CPU (Zen 3, Haswell to Comet Lake) builds the attention kernel in 8-float registers: float32
+    states only (bf16 goes to torch's kernel), none of the AVX-512 build's row, SPLADE or tile kernels, and the same
+    values as the formula, in a model too."""
+    from embedstack.neural import _attention as A
+
+    model = _model()
+    ids = torch.randint(5, 60, (3, 40))
+    mask = (torch.arange(40)[None, :] < torch.tensor([40, 3, 29])[:, None]).long()
+    with torch.inference_mode():
+        expected = model.set_attention("sdpa")(ids, mask)
+    with monkeypatch.context() as m:
+        m.setattr(A, "_state", {"lib": None, "why": None, "checked": False})
+        m.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path))
+        m.setattr("embedstack._threads.cpu_features", lambda: frozenset({"avx", "avx2", "fma"}))
+        assert A.available() and A.status() == "embedstack (avx2)"
+        q = torch.randn(2, 9, 64)
+        assert A.supports(q, 32) and not A.supports(q.bfloat16(), 32)
+        assert not A.rows_supported(64) and A.splade_kind() is None and not A.x3_supported(64, 64)
+        with pytest.raises(ValueError, match="bfloat16"):
+            A.attention(q.bfloat16(), q.bfloat16(), q.bfloat16(), None, 2)
+        torch.testing.assert_close(A.attention(q, q, q, None, 2).double(), _reference(q, q, q, None, 2),
+                                   atol=2e-5, rtol=1e-5)
+        with torch.inference_mode():
+            got = model.set_attention("auto")(ids, mask)
+    torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=1e-5)
 
 
 def test_encode_sdpa_modes_run_torchs_attention_on_their_own_copy(monkeypatch, tiny_encoder):

@@ -7,7 +7,8 @@ its header); the results equal torch's up to float32 summation order.
 
 It is built once per machine with the system C compiler into ``<embedstack cache>/kernels`` (atomically, named
 by a hash of the source, flags and compiler) and loaded with ctypes, which releases the GIL while it runs.
-It runs where the CPU has AVX-512 (F, BW, VL, DQ) and a C compiler is found; elsewhere, or with
+It runs where the CPU has AVX-512 (F, BW, VL, DQ), or AVX2 and FMA (the same tiles in 8-float registers, float32
+states only, and none of the file's other kernels), and a C compiler is found; elsewhere, or with
 ``EMBEDSTACK_ATTENTION=torch``, :func:`available` is False and callers use torch's kernel.
 
 Two torch operators wrap it, so compiled graphs (``torch.compile``) call it like any other operator:
@@ -39,6 +40,9 @@ _FLAGS = ("-O3", "-shared", "-fPIC", "-pthread", "-mavx512f", "-mavx512bw", "-ma
 # OpenMP threads (torch's own runtime once torch is loaded: see run_parallel in the source); pthreads without it
 _OPENMP = ("-fopenmp",)
 _NEEDS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"})
+# CPUs without AVX-512: the attention kernel alone, in AVX2 registers (the source's #else branch)
+_AVX2_FLAGS = ("-O3", "-shared", "-fPIC", "-pthread", "-mavx2", "-mfma")
+_AVX2_NEEDS = frozenset({"avx2", "fma"})
 # bfloat16 states on the tile unit (AMX): built in where the CPU has it and the compiler knows it (gcc >= 11)
 _AMX_FLAGS = ("-mamx-tile", "-mamx-bf16", "-mavx512bf16", "-mavx512vbmi", "-DEMBEDSTACK_AMX", "-DEMBEDSTACK_BF16")
 _AMX_NEEDS = frozenset({"amx_bf16", "avx512_bf16", "avx512vbmi"})  # vbmi: the softmax's byte table (vpermi2b)
@@ -100,13 +104,14 @@ def _open() -> tuple[Any, str | None]:
     if os.environ.get("EMBEDSTACK_ATTENTION", "").lower() in ("torch", "sdpa", "0", "off"):
         return None, "EMBEDSTACK_ATTENTION=torch"
     missing = _NEEDS - cpu_features()
-    if missing:
-        return None, f"this CPU lacks {', '.join(sorted(missing))}"
+    if missing and not cpu_features() >= _AVX2_NEEDS:
+        return None, f"this CPU lacks {', '.join(sorted(missing | (_AVX2_NEEDS - cpu_features())))}"
     lib, why = None, None
     tiers = [t for t, needs in ((_AMX_FLAGS, _AMX_NEEDS), (_BF16_FLAGS, _BF16_NEEDS)) if cpu_features() >= needs]
     # the richest build first: AMX, then AVX-512 BF16 (where the CPU has them; AMX refused by the kernel: the next
-    # one), OpenMP where torch runs on it (an older compiler or no libgomp: the next one down)
-    for flags in [_FLAGS + extra + omp for extra in (*tiers, ()) for omp in (_OPENMP, ())]:
+    # one), OpenMP where torch runs on it (an older compiler or no libgomp: the next one down); AVX2 without AVX-512
+    bases = [_AVX2_FLAGS] if missing else [_FLAGS + extra for extra in (*tiers, ())]
+    for flags in [base + omp for base in bases for omp in (_OPENMP, ())]:
         if "-fopenmp" in flags and "OpenMP" not in torch.__config__.parallel_info():
             continue
         try:
@@ -140,6 +145,8 @@ def _open() -> tuple[Any, str | None]:
                        ("embedstack_ffn_mid", [p, i64, i64, p, p, p, p, p, p, i]),
                        ("embedstack_rows_out", [p, i64, i64, p, p, p, i64, p, p, ctypes.c_float, p, i]),
                        ("embedstack_layer_norm_rows", [p, i64, i64, i64, p, p, ctypes.c_float, p, i])):
+        if not hasattr(lib, name):  # the AVX2 build has the attention kernel alone
+            continue
         getattr(lib, name).restype = ctypes.c_int
         getattr(lib, name).argtypes = args
     return lib, None
@@ -150,15 +157,23 @@ def _amx(lib: Any) -> bool:
     return hasattr(lib, "embedstack_attention_amx")
 
 
+def _avx2(lib: Any) -> bool:
+    """Whether ``lib`` is the AVX2 build (float32 attention only)."""
+    return int(lib.embedstack_kernel_width()) == 256
+
+
 def available() -> bool:
     """True when the kernel runs here (built and loaded on the first call)."""
     return _load() is not None
 
 
 def status() -> str:
-    """``"embedstack (avx512)"``, ``"embedstack (avx512, amx)"`` or why torch's kernel is used instead."""
+    """``"embedstack (avx512)"``, ``"embedstack (avx512, amx)"``, ``"embedstack (avx2)"`` or why torch's kernel is
+    used instead."""
     if not available():
         return f"torch ({_state['why']})"
+    if _avx2(_state["lib"]):
+        return "embedstack (avx2)"
     return "embedstack (avx512, amx)" if _amx(_state["lib"]) else "embedstack (avx512)"
 
 
@@ -169,11 +184,14 @@ def supports(q: Any, head_dim: int) -> bool:
     abstracts x 240 tokens x 12 heads, 2 threads: 13.7 against 18.7 ms). Without AMX, bfloat16 states take the
     AVX-512 kernel, widened to float32: it costs what float32 costs (38.6 against 38.0 ms, one thread, same
     shape), and torch's bf16 kernel was no faster than its float32 one on such a CPU (Zen 4: 50.3 against 46.9 ms),
-    which ours beats. That last step is inferred, not measured on a CPU without AMX."""
+    which ours beats. That last step is inferred, not measured on a CPU without AMX. The AVX2 build takes float32
+    states only."""
     if not (head_dim % 16 == 0 and head_dim <= _MAX_DIM and q.device.type == "cpu" and available()):
         return False
     if q.dtype == torch.float32:
         return True
+    if _avx2(_state["lib"]):
+        return False
     return q.dtype == torch.bfloat16 and (head_dim in (32, 64) if _amx(_state["lib"]) else
                                           "amx_bf16" not in _cpu_features())
 
@@ -203,6 +221,9 @@ def _run(q: Any, k: Any, v: Any, out: Any, mask: Any, q_off: Any, q_len: Any, k_
         rc = lib.embedstack_attention_x3(*args, dim ** -0.5, torch.get_num_threads())
     else:
         rc = lib.embedstack_attention(*args, int(bf16), dim ** -0.5, torch.get_num_threads())
+    if rc == 1:  # a caller's bug: supports() says what the build takes
+        raise ValueError(f"embedstack attention kernel ({status()}): it takes no {q.dtype} states of head dimension "
+                         f"{dim}")
     if rc != 0:
         raise MemoryError("embedstack attention kernel: out of memory")
 
