@@ -17,7 +17,8 @@ Parts (``--parts``; each kept in results/train_splade_arms.json):
   warm-up steps) ours vs ``SparseEncoderTrainer`` + ``SpladeLoss(SparseMultipleNegativesRankingLoss)``, and
   encoding throughput (abstracts/s, queries/s) ours vs ``SparseEncoder.encode`` on the same weights (the recipe folder
   is a SparseEncoder folder): both in fp32, ours also with 2 workers, and bf16 arms only where the CPU multiplies
-  bf16 natively (int8-token arms where it has int8 dot-product units), with a roofline for the float arms (forward
+  bf16 natively (int8-token arms where it has int8 dot-product units, compiled too; eager ones on fbgemm's kernel
+  elsewhere, with their own quality on the report half), with a roofline for the float arms (forward
   GFLOP per abstract and per query against the GEMM peak measured at the end of the part); search queries/s of the report-half queries
   one at a time: ours (``SparseIndex``) vs ``SparseEncoder.similarity`` (sparse COO tensors) + ``torch.topk``, as
   its users search.
@@ -176,9 +177,12 @@ def run_dev(name: str) -> dict[str, Any]:
 
 
 def _decoder(model: Any) -> str:
-    """How a SpladeEncoder runs its MLM decoder: the fused kernel (its kind) or torch's product."""
+    """How a SpladeEncoder runs its MLM decoder: the fused kernel (its kind), int8 (its product) or torch's float
+    product."""
     from embedstack.neural import _attention
 
+    if model.precision == "int8-token":
+        return f"int8 ({model.int8_product})"
     return f"fused ({_attention.splade_kind()})" if model._fused() else "torch"
 
 
@@ -436,6 +440,7 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
     from embedstack.data import load_beir
     from embedstack.index import SparseIndex
     from embedstack.index._scan import int8_backend
+    from embedstack.neural.quantize import int8_product
     from embedstack.neural.runtime import cpu_has_bf16
     from embedstack.neural.splade import SpladeEncoder
 
@@ -462,6 +467,10 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
         # compiled: inductor fuses each quantization with the LayerNorm / GELU / rescaling before it
         variants |= {"int8-token": {"precision": "int8-token"},
                      "int8-token-compiled-w2": {"precision": "int8-token", "compile": True, "workers": 2}}
+    elif int8_product() == "fbgemm":  # no int8 units: transformer and decoder on fbgemm's kernel, eager (compiled
+        # ran slower than eager there: encode_avx2_token)
+        variants |= {"int8-token": {"precision": "int8-token"},
+                     "int8-token-w2": {"precision": "int8-token", "workers": 2}}
     ours = {v: SpladeEncoder.from_folder(folder, max_seq_length=DOC_LENGTH, **o) for v, o in variants.items()}
     st = {p: SparseEncoder(str(folder), device="cpu",
                            model_kwargs={"torch_dtype": torch.bfloat16} if p == "bf16" else None)
@@ -499,18 +508,23 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
         int8 = [v[what]["median"] for k, v in out["encode"].items() if k.startswith("ours int8")]
         if int8:
             out[f"encode_ratio_int8_{what}"] = ratio(max(int8), best_st)
-    # the compiled int8 arm's own quality (the report part scores eager int8-token): corpus and report queries
+    # an int8 arm's own quality where the report part's int8-token cell does not stand for it: the compiled arm, and
+    # the eager arm on fbgemm (the report part's cell comes from a CPU with int8 units); corpus and report queries
     from embedstack.evaluation.metrics import evaluate_run
 
-    if "int8-token-compiled-w2" in ours:
-        compiled = ours["int8-token-compiled-w2"]
-        log("encoding the corpus (int8-token, compiled)")
-        cdocs = compiled.encode_sparse(beir.doc_texts(), batch_size=32)
+    def quality(model: Any, label: str) -> dict[str, float]:
+        log(f"encoding the corpus ({label})")
+        cdocs = model.encode_sparse(beir.doc_texts(), batch_size=32)
         qids = [str(q) for q in report.query_ids()]
-        m = evaluate_run(_run(compiled.encode_sparse(queries, role="query"), cdocs, qids,
+        m = evaluate_run(_run(model.encode_sparse(queries, role="query"), cdocs, qids,
                               [str(d) for d in beir.doc_ids()]), {q: report.qrels[q] for q in qids},
                          ["ndcg@10", "recall@100"])
-        out["int8_compiled_quality"] = {"ndcg@10": 100 * m["ndcg@10"], "recall@100": 100 * m["recall@100"]}
+        return {"ndcg@10": 100 * m["ndcg@10"], "recall@100": 100 * m["recall@100"]}
+
+    if "int8-token-compiled-w2" in ours:
+        out["int8_compiled_quality"] = quality(ours["int8-token-compiled-w2"], "int8-token, compiled")
+    if "int8-token" in ours and ours["int8-token"].int8_product == "fbgemm":
+        out["int8_fbgemm_quality"] = quality(ours["int8-token"], "int8-token on fbgemm")
     _save_arm(results_name, "peers", out)  # kept even if the search part below fails
     # search: the same corpus vectors in both engines, queries one at a time (encode excluded)
     all_docs = beir.doc_texts()[:SEARCH_DOCS]  # encoding all 5,183 abstracts takes 7 minutes here
@@ -644,9 +658,12 @@ def markdown(arms: dict[str, Any]) -> str:
         if "encode_ratio_int8_docs" in p:
             q8 = arms.get("report", {}).get("cells", {}).get("splade, int8-token")
             full = arms.get("report", {}).get("cells", {}).get("splade")
-            qc = p.get("int8_compiled_quality")
+            qc, fb = p.get("int8_compiled_quality"), p.get("int8_fbgemm_quality")
             quality = (f" at nDCG@10 {q8['ndcg@10']:.2f}" + (f" (compiled: {qc['ndcg@10']:.2f})" if qc else "")
-                       + f" against bf16's {full['ndcg@10']:.2f} (report half)" if q8 and full else "")
+                       + f" against bf16's {full['ndcg@10']:.2f} (report half)" if q8 and full and not fb else "")
+            if fb:  # this CPU's own: int8 on fbgemm
+                quality = (f" at nDCG@10 {fb['ndcg@10']:.2f} (Recall@100 {fb['recall@100']:.2f}; report half, from "
+                           "its own encoding of the corpus, transformer and decoder on fbgemm's u8 x s8 product)")
             int8 = (f" Best int8-token arm / best ST: abstracts **{p['encode_ratio_int8_docs']:.2f}x**, queries "
                     f"**{p['encode_ratio_int8_queries']:.2f}x**{quality}.")
         floats = ", ".join(k.removeprefix("ours ") for k in p["encode"] if k.startswith("ours") and "int8" not in k)

@@ -118,33 +118,62 @@ def test_inference_pooling_equals_the_training_path(tiny_splade, sp_tokenizer) -
     torch.testing.assert_close(inferred, trained.detach())
 
 
-def test_int8_token_warns_where_the_decoder_has_no_int8_units(tiny_splade, monkeypatch, caplog) -> None:
-    from embedstack.index import _scan
-
-    for units in (False, True):
-        monkeypatch.setattr(_scan, "int_gemm_units", lambda u=units: u)
-        caplog.clear()
-        with caplog.at_level("WARNING", logger="embedstack.neural.splade"):
-            tiny_splade.with_options(precision="int8-token")
-        assert any("decoder" in r.getMessage() and "fp32" in r.getMessage() for r in caplog.records) == (not units)
+_PRODUCTS = ["int_mm", pytest.param("fbgemm", marks=pytest.mark.skipif(
+    "fbgemm" not in torch.backends.quantized.supported_engines, reason="this torch build has no fbgemm engine"))]
 
 
-def test_int8_token_encodes_close_to_fp32(tiny_splade) -> None:
+@pytest.mark.parametrize("product", _PRODUCTS)
+def test_int8_token_encodes_close_to_fp32_on_either_product(tiny_splade, monkeypatch, caplog, product) -> None:
+    """The decoder's int8 products follow the transformer's (``int8_product``): torch._int_mm where the CPU has int8
+    units, fbgemm elsewhere (forced here either way), without a warning; the decoder copy is made again when the
+    weights change."""
+    monkeypatch.setenv("EMBEDSTACK_INT8_PRODUCT", product)
     texts = ["the cat sat on the mat", "a dog ran over the big red house", "fox"]
     ref = tiny_splade.encode_sparse(texts).toarray()
-    q8 = tiny_splade.with_options(precision="int8-token")
-    got = q8.encode_sparse(texts).toarray()
+    with caplog.at_level("WARNING"):
+        q8 = tiny_splade.with_options(precision="int8-token")
+        got = q8.encode_sparse(texts).toarray()
+    assert q8.int8_product == product
+    assert not [r for r in caplog.records if "decoder" in r.getMessage()]
     cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.95, cos
     assert q8._int8_decoder is not None
-    key, (qweight, wscale) = q8._int8_decoder
+    key, made = q8._int8_decoder
+    if product == "int_mm":
+        assert isinstance(made, tuple) and made[0].dtype == torch.int8
+    else:  # blocks of terms, every term once
+        assert [(v, n) for v, n, _ in made] == [(0, q8.head.bias.shape[0])]
     with torch.no_grad():  # new weights (in place): the quantized decoder is made again
         q8.head.decoder.weight.mul_(2.0)
-    q8.encode_sparse(texts)
+    again = q8.encode_sparse(texts).toarray()
     assert q8._int8_decoder[0] != key
-    torch.testing.assert_close(q8._int8_decoder[1][1], 2 * wscale)
+    if product == "int_mm":
+        torch.testing.assert_close(q8._int8_decoder[1][1], 2 * made[1])
+    assert np.abs(again - got).max() > 0  # the doubled weights are in use
     q8.reset_runner()
     assert q8._int8_decoder is None
+
+
+@pytest.mark.skipif("fbgemm" not in torch.backends.quantized.supported_engines, reason="no fbgemm engine")
+def test_fbgemm_decoder_max_logits_are_the_float_ones_within_int8_rounding(monkeypatch) -> None:
+    """_max_logits_fbgemm against the float _max_logits: blocks of terms (the last one short), texts of different
+    lengths, a mask with a hole, a text with no token at all (-inf, as the float path gives)."""
+    from embedstack.neural import splade
+
+    monkeypatch.setattr(splade, "_FBGEMM_VOCAB_BLOCK", 64)
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(4, 9, 32), torch.randn(150, 32), torch.randn(150)
+    mask = torch.ones(4, 9, dtype=torch.bool)
+    mask[1, 5:] = False
+    mask[2, 3] = False
+    mask[3] = False
+    blocks = splade._fbgemm_decoder(weight)
+    assert [(v, n) for v, n, _ in blocks] == [(0, 64), (64, 64), (128, 22)]
+    got = splade._max_logits_fbgemm(x, mask, blocks, bias)
+    ref = splade._max_logits(x, mask, weight, bias, where=False)[0]
+    assert torch.isinf(got[3]).all() and torch.isinf(ref[3]).all()
+    span = (ref[:3].amax(1) - ref[:3].amin(1)).min()
+    assert (got[:3] - ref[:3]).abs().max() < 0.03 * span, ((got[:3] - ref[:3]).abs().max(), span)
 
 
 def test_sparse_backward_equals_autograd_through_the_dense_logits(tiny_splade, sp_tokenizer) -> None:

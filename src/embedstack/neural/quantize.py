@@ -78,7 +78,8 @@ from embedstack.io import AtomicFile  # noqa: E402
 
 __all__ = ["ONNX_RECIPES", "TORCH_RECIPES", "SMOOTH_ALPHA", "TOKEN_ALPHA", "FBGEMM_LEVELS", "FBGEMM_WEIGHT_LEVELS",
            "OUTLIER_CHANNELS", "Bf16Linear", "RowInt8Linear", "calibration_batches", "int8_product", "quantize_onnx",
-           "quantize_rows", "scale_rows", "quantize_torch_dynamic", "quantize_torch_rows", "quantize_weight", "smooth_linears", "quantize_ffn_onednn", "Int8FeedForwardIn", "Int8FeedForwardOut"]
+           "quantize_rows", "scale_rows", "fbgemm_pack", "quantize_torch_dynamic", "quantize_torch_rows",
+           "quantize_weight", "smooth_linears", "quantize_ffn_onednn", "Int8FeedForwardIn", "Int8FeedForwardOut"]
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,18 @@ def quantize_weight(w: Any, levels: int = 127) -> tuple[Any, Any]:
     return (w / scale[:, None]).round_().clamp_(-levels, levels).to(torch.int8), scale
 
 
+def fbgemm_pack(qweight: Any, wscale: Any) -> Any:
+    """An int8 weight (N, K) with one scale per output row (:func:`quantize_weight`, at most
+    :data:`FBGEMM_WEIGHT_LEVELS` a side) packed once for fbgemm's u8 x s8 product
+    (``torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32``, whose float output is the int32 sums times
+    the input's scale and each row's ``wscale``)."""
+    with warnings.catch_warnings(), _engine("fbgemm"):
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated; fbgemm's packing still takes one
+        qw = torch._make_per_channel_quantized_tensor(qweight, wscale.double(),
+                                                      torch.zeros(qweight.shape[0], dtype=torch.int64), 0)
+        return torch.ops.quantized.linear_prepack(qw, None)
+
+
 def scale_rows(x: Any, inv_smooth: Any | None = None, levels: int = 127,
                outliers: Any | None = None) -> tuple[Any, Any, Any | None]:
     """``x`` (M, K) -> (float32 rows of integer range (M, K), scales (M, 1), outlier columns (M, k) or None): the
@@ -330,13 +343,8 @@ class RowInt8Linear(nn.Module):
         self.register_buffer("wscale", wscale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
         self.quantizer = quantizer
-        self.packed = None
-        if quantizer.product == "fbgemm":  # weights reordered once into fbgemm's layout
-            with warnings.catch_warnings(), _engine("fbgemm"):
-                warnings.simplefilter("ignore")  # quantized tensors are deprecated; fbgemm's packing still takes one
-                qw = torch._make_per_channel_quantized_tensor(qweight, wscale.double(),
-                                                              torch.zeros(self.out_features, dtype=torch.int64), 0)
-                self.packed = torch.ops.quantized.linear_prepack(qw, None)
+        # weights reordered once into fbgemm's layout
+        self.packed = fbgemm_pack(qweight, wscale) if quantizer.product == "fbgemm" else None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> RowInt8Linear:
         """A deep copy that shares the packed weights (read-only, and not a plain tensor)."""

@@ -12,8 +12,11 @@ text's non-zero terms, the words in it and the *expansion* terms the model adds,
 * **int8** (``precision="int8-token"``): the transformer as in
   :mod:`embedstack.neural.quantize`, and the decoder, half of the work (384 x 30,522 products per token
   against about 21 MFLOP for MiniLM's six blocks), as int8 products too: a text's transformed token states
-  quantized with one scale per text (so the max over tokens runs on the integer sums), each term's decoder
-  row with its own (:func:`_max_logits_int8`).
+  quantized with one scale per text (so the max over tokens needs no scale), each term's decoder
+  row with its own: on ``torch._int_mm`` where the CPU has int8 dot-product units (:func:`_max_logits_int8`),
+  on fbgemm's u8 x s8 kernel elsewhere, one text's real tokens and a block of terms at a time
+  (:func:`_max_logits_fbgemm`; the product :func:`embedstack.neural.quantize.int8_product` picks for the
+  transformer).
 * **bf16** (``bf16``, ``bf16-pure``): where the CPU has AMX or AVX-512 BF16, the decoder's products and the
   max over tokens are one kernel (:func:`embedstack.neural._attention.splade_max`): no logit is written to
   memory, and the sums stay float32.
@@ -42,7 +45,6 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -66,8 +68,6 @@ from embedstack.neural.mlm import BertLMPredictionHead  # noqa: E402
 from embedstack.neural.runtime import TransformerRuntime  # noqa: E402
 from embedstack.neural.tokenizer import WordPiece  # noqa: E402
 from embedstack.neural.transformer import BertModel, load_encoder  # noqa: E402
-
-log = logging.getLogger(__name__)
 
 __all__ = ["SpladeEncoder", "is_splade", "splade_pool", "QUERY_MODES"]
 
@@ -164,6 +164,51 @@ def _max_logits_int8(x: Tensor, mask: Tensor, qweight: Tensor, wscale: Tensor, b
     return top.float().mul_(scale).mul_(wscale).add_(bias.float())
 
 
+#: terms per fbgemm decoder product (:func:`_max_logits_fbgemm`): a block's packed weight (1.5 MB for MiniLM) and
+#: one abstract's logits of it (4 MB) stay in the caches between the product and the max over tokens
+_FBGEMM_VOCAB_BLOCK = 4096
+
+
+def _fbgemm_decoder(weight: Tensor) -> list[tuple[int, int, Any]]:
+    """The decoder ``weight`` (|V|, C) for :func:`_max_logits_fbgemm`: (first term, terms, fbgemm-packed int8 weight
+    with one scale per term at :data:`~embedstack.neural.quantize.FBGEMM_WEIGHT_LEVELS` levels) per block of
+    :data:`_FBGEMM_VOCAB_BLOCK` terms."""
+    from embedstack.neural.quantize import FBGEMM_WEIGHT_LEVELS, fbgemm_pack, quantize_weight
+
+    qweight, wscale = quantize_weight(weight, FBGEMM_WEIGHT_LEVELS)
+    vocab = int(weight.shape[0])
+    return [(v, min(_FBGEMM_VOCAB_BLOCK, vocab - v),
+             fbgemm_pack(qweight[v:v + _FBGEMM_VOCAB_BLOCK].contiguous(), wscale[v:v + _FBGEMM_VOCAB_BLOCK].contiguous()))
+            for v in range(0, vocab, _FBGEMM_VOCAB_BLOCK)]
+
+
+def _max_logits_fbgemm(x: Tensor, mask: Tensor, blocks: list[tuple[int, int, Any]], bias: Tensor) -> Tensor:
+    """:func:`_max_logits_int8` on fbgemm's u8 x s8 product (CPUs without int8 dot-product units, where
+    ``torch._int_mm`` is a scalar loop): ``blocks`` from :func:`_fbgemm_decoder`. A text's attended tokens are
+    quantized with one scale (:func:`~embedstack.neural.quantize.scale_rows`, 127 levels), and only they are
+    multiplied, one block of terms at a time: no padding row, no mask to apply; the product's float output is
+    already each term's sums times its scale, so the max over tokens is taken on it and the text's scale and the
+    bias applied once after. ``(B, |V|)`` float32; ``-inf`` plus the bias for a text with no token."""
+    from embedstack.neural.quantize import FBGEMM_LEVELS, scale_rows
+
+    b, _, c = x.shape
+    vocab = sum(n for _, n, _ in blocks)
+    top = torch.full((b, vocab), float("-inf"), dtype=torch.float32)
+    scales = torch.ones(b, 1, dtype=torch.float32)
+    texts = []
+    for i in range(b):
+        tokens = x[i][mask[i]].float()  # (n, C): the attended tokens only
+        if tokens.shape[0]:
+            rows, scale, _ = scale_rows(tokens.reshape(1, -1), None, FBGEMM_LEVELS)
+            texts.append((i, rows.view(tokens.shape)))
+            scales[i] = scale[0]
+    product = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+    for v, n, packed in blocks:  # a block's weight stays in cache over the texts
+        for i, rows in texts:
+            top[i, v:v + n] = product(rows, 1.0, FBGEMM_LEVELS + 1, packed).amax(0)
+    return top.mul_(scales).add_(bias.float())
+
+
 class _MaxLogits(Function):
     """:func:`_max_logits` with a sparse backward pass.
 
@@ -253,14 +298,6 @@ class SpladeEncoder(TransformerRuntime):
         self._init_runtime(model, tokenizer, max_seq_length=min(int(max_seq_length), model.config.max_position_embeddings),
                            backend=backend, precision=precision, num_threads=num_threads, compile=compile,
                            workers=workers, small_backend=small_backend)
-        if precision == "int8-token":
-            from embedstack.index._scan import int_gemm_units
-
-            if not int_gemm_units():  # the transformer multiplies on fbgemm there; the decoder has no such path
-                log.warning(
-                    "SpladeEncoder precision='int8-token' on a CPU without AVX-512 VNNI / AMX int8 units: it works, "
-                    "but its MLM decoder's int8 products (torch._int_mm) run as a scalar loop there; use "
-                    "precision='fp32'.")
         if head is None:
             head = BertLMPredictionHead(model.config, model.embeddings.word_embeddings)
         self.head = head.eval()
@@ -460,9 +497,15 @@ class SpladeEncoder(TransformerRuntime):
             return kept[1]
 
     def _pool_int8(self, states: Tensor, mask: Tensor) -> Tensor:
-        """:func:`splade_pool` with the decoder as int8 products (``precision="int8-token"``, inference)."""
+        """:func:`splade_pool` with the decoder as int8 products (``precision="int8-token"``, inference), on the
+        transformer's product (``int8_product``): ``torch._int_mm`` or fbgemm."""
         from embedstack.neural.quantize import quantize_weight
 
+        if self.int8_product == "fbgemm":
+            blocks = self._decoder_copy("_int8_decoder", _fbgemm_decoder)
+            with torch.inference_mode():
+                x = self.head.transform(states.float())
+                return torch.log1p(torch.relu(_max_logits_fbgemm(x, mask.bool(), blocks, self.head.bias)))
         qweight, wscale = self._decoder_copy("_int8_decoder", quantize_weight)
         with torch.inference_mode():
             x = self.head.transform(states.float())
