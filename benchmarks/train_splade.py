@@ -458,7 +458,8 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
     report = _report_half()
     queries = list(report.query_texts())
     # bf16 arms only where the CPU multiplies bf16 natively (emulated, it is several times slower than fp32 on both
-    # sides), int8 arms only where it has int8 dot-product units; 2 workers as a user passes MODEL@workers=2
+    # sides), int8 arms on _int_mm where it has int8 dot-product units, on fbgemm elsewhere; 2 workers as a user
+    # passes MODEL@workers=2
     variants: dict[str, dict[str, Any]] = {"fp32": {"precision": "fp32"},
                                            "fp32-w2": {"precision": "fp32", "workers": 2}}
     if bf16:
@@ -508,8 +509,9 @@ def run_peers(rounds: int, train: bool = True, results_name: str = "train_splade
         int8 = [v[what]["median"] for k, v in out["encode"].items() if k.startswith("ours int8")]
         if int8:
             out[f"encode_ratio_int8_{what}"] = ratio(max(int8), best_st)
-    # an int8 arm's own quality where the report part's int8-token cell does not stand for it: the compiled arm, and
-    # the eager arm on fbgemm (the report part's cell comes from a CPU with int8 units); corpus and report queries
+    # an int8 arm's own quality where the report part's int8-token cell may not stand for it: the compiled arm, and
+    # the eager arm on fbgemm (the report part's recorded cell came from a CPU with int8 units, _int_mm and 127-level
+    # weights; a report part run on this CPU scores fbgemm too); corpus and report queries
     from embedstack.evaluation.metrics import evaluate_run
 
     def quality(model: Any, label: str) -> dict[str, float]:

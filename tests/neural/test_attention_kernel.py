@@ -23,6 +23,22 @@ needs_bf16_kernel = pytest.mark.skipif(
     reason=f"the attention kernel takes no bfloat16 states here: {_attention.status()}")
 
 
+@pytest.fixture(params=["native", "avx2"])
+def build(request, monkeypatch, tmp_path_factory):
+    """The kernel this CPU builds, and (where that is the AVX-512 one) the AVX2 build too, forced: an AVX-512 CPU
+    runs AVX2 code, so both builds' tiles are checked wherever the richer one is."""
+    if request.param == "avx2":
+        if _attention.status() == "embedstack (avx2)":
+            pytest.skip("the native build is the AVX2 one")
+        if not (cpu_features() >= _attention._AVX2_NEEDS and _attention._compiler()):
+            pytest.skip("no AVX2 and FMA, or no C compiler")
+        monkeypatch.setattr(_attention, "_state", {"lib": None, "why": None, "checked": False})
+        monkeypatch.setattr("embedstack._threads.cpu_features", lambda: frozenset({"avx", "avx2", "fma"}))
+        monkeypatch.setenv("EMBEDSTACK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "avx2-build"))
+        assert _attention.status() == "embedstack (avx2)", _attention.status()
+    return request.param
+
+
 def _reference(q, k, v, mask, heads):
     """softmax(Q Kᵀ / sqrt(D)) V in float64, (B, T, C) layout; rows with no key to attend to are zeros."""
     B, Tq, C = q.shape
@@ -41,7 +57,7 @@ def _reference(q, k, v, mask, heads):
 @needs_kernel
 @pytest.mark.parametrize("dim", [16, 32, 48, 64, 128])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_float32_kernel_equals_the_formula(dim, threads):
+def test_float32_kernel_equals_the_formula(dim, threads, build):
     """Shapes around every tile edge (AVX-512: 12 query rows, 32 keys; AVX2: 6 and 16), masks with right padding and
     with holes."""
     torch.manual_seed(dim)
@@ -64,7 +80,7 @@ def test_float32_kernel_equals_the_formula(dim, threads):
 
 
 @needs_kernel
-def test_a_row_with_nothing_to_attend_to_gets_zeros():
+def test_a_row_with_nothing_to_attend_to_gets_zeros(build):
     q, k, v = (torch.randn(2, 5, 64) for _ in range(3))
     mask = torch.tensor([[True] * 5, [False] * 5])
     got = _attention.attention(q, k, v, mask, 2)
@@ -166,7 +182,21 @@ def test_bfloat16_kernel_gives_nan_where_a_score_is_not_finite(dim):
 
 
 @needs_kernel
-def test_packed_rows_attend_to_their_own_keys():
+@pytest.mark.parametrize("dim", [16, 32, 64])
+def test_float32_kernel_gives_nan_where_a_score_is_not_finite(dim, build):
+    """A NaN in one text's keys: that text's outputs are NaN, as torch's are (the exp's clamp must not turn a NaN score
+    into a weight of ~0); the other text keeps the formula's values."""
+    torch.manual_seed(4)
+    heads, T = 2, 40
+    q, k, v = (torch.randn(2, T, heads * dim) for _ in range(3))
+    k[0, 7, :] = float("nan")
+    got = _attention.attention(q, k, v, None, heads)
+    assert torch.isnan(got[0]).all()
+    torch.testing.assert_close(got[1:].double(), _reference(q[1:], k[1:], v[1:], None, heads), atol=2e-5, rtol=1e-5)
+
+
+@needs_kernel
+def test_packed_rows_attend_to_their_own_keys(build):
     """attention_rows: texts of different lengths packed one after another, and the [CLS]-only form (one query
     row per text), equal to attending each text alone."""
     torch.manual_seed(2)
@@ -251,7 +281,8 @@ def test_torch_kernel_where_ours_cannot_run(monkeypatch, tmp_path):
         torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.skipif(not cpu_features() >= _attention._AVX2_NEEDS, reason="this CPU has no AVX2 and FMA")
+@pytest.mark.skipif(not (cpu_features() >= _attention._AVX2_NEEDS and _attention._compiler()),
+                    reason="this CPU has no AVX2 and FMA, or there is no C compiler")
 def test_a_cpu_with_avx2_and_no_avx512_gets_the_avx2_attention_kernel(monkeypatch, tmp_path):
     """An AVX2-only CPU (Zen 3, Haswell to Comet Lake) builds the attention kernel in 8-float registers: float32
     states only (bf16 goes to torch's kernel), none of the AVX-512 build's row, SPLADE or tile kernels, and the same

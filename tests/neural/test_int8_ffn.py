@@ -246,12 +246,13 @@ def test_bf16_int8_ffn_refuses_compile(tiny_encoder):
 def test_bf16_int8_ffn_says_why_it_cannot_run(tiny_encoder, monkeypatch):
     from embedstack.neural import quantize
 
-    monkeypatch.setattr(_attention, "available", lambda: True)  # the row kernels' own check, on any CPU
+    monkeypatch.setattr(_attention, "row_kernels", lambda: True)  # the row kernels' own check, on any CPU
     monkeypatch.setattr(_attention, "rows_supported", lambda width: False)
     assert "row widths" in quantize.ffn_onednn_available(tiny_encoder.model)
     with pytest.raises(ConfigError, match="bf16-pure"):  # when the encoder is made, not at its first encode
         tiny_encoder.with_options(precision="bf16-int8-ffn")
-    monkeypatch.setattr(_attention, "available", lambda: False)  # a CPU without AVX-512 (an AMD EPYC with AVX2)
+    # a CPU without AVX-512 (an AMD EPYC with AVX2: the AVX2 build, attention alone), or no build at all
+    monkeypatch.setattr(_attention, "row_kernels", lambda: False)
     with pytest.raises(ConfigError, match="row kernels do not run here"):
         tiny_encoder.with_options(precision="bf16-int8-ffn")
 

@@ -1,4 +1,5 @@
-/* embedstack's attention kernel for inference on AVX-512 CPUs: softmax(Q Kᵀ · scale) V, one (text, head) at a time.
+/* embedstack's attention kernel for inference on AVX-512 CPUs (and AVX2 ones: see below): softmax(Q Kᵀ · scale) V,
+ * one (text, head) at a time.
  *
  * Why: at head dimension 32 (MiniLM), torch's scaled_dot_product_attention runs its two products as GEMMs whose
  * inner dimension is 32 (Q Kᵀ) or whose output is 32 wide (P V): too thin for the GEMM kernels, which reach about
@@ -18,7 +19,7 @@
  * not be attended to. A query row with no key to attend to gets zeros. Work items (text, head) are shared
  * by `threads` threads (the caller plus threads - 1 pthreads) through an atomic counter.
  *
- * Built at first use by embedstack.neural._attention with the system C compiler (-mavx512f ...); the Python
+ * Built at first use by embedstack.neural._attention with the system C compiler (-mavx512f ..., or -mavx2); the Python
  * side checks the CPU first and falls back to torch's kernel where this cannot run.
  *
  * On CPUs with AVX2 and FMA but no AVX-512 (Zen 3, Haswell to Comet Lake) the same file builds with -mavx2 -mfma:
@@ -78,7 +79,7 @@ static inline void store16(void *base, int64_t i, __m512 x, int bf16) {
 /* e^x for x <= 0: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial (relative error
  * below 2e-7), times 2^n by vscalefps. Below -87 the result is ~0 (e^-87 ~ 1.6e-38). */
 static inline __m512 exp_neg(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* this order keeps a NaN (max gives its second operand) */
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
@@ -254,7 +255,7 @@ static inline __m256 exp_neg(__m256 x) { /* e^x for x <= 0 (relative error below
      * e^r by a degree-5 polynomial fitted for relative error on that interval (1.8e-7 in float32 arithmetic),
      * 2^n by writing n + 127 into the exponent bits (a normal float: x >= -87 keeps n >= -126) */
     const __m256 magic = _mm256_set1_ps(12582912.0f);
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x); /* this order keeps a NaN, as the AVX-512 one */
     __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
     __m256 n = _mm256_sub_ps(t, magic);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
@@ -334,9 +335,15 @@ static inline __m256 valid8(int64_t j, int64_t nk, const uint8_t *m) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256i ok = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nk - j < 8 ? nk - j : 8)), lane);
     if (m) {
-        uint8_t b[8] = {0};
-        memcpy(b, m + j, (size_t)(nk - j < 8 ? nk - j : 8)); /* never past the row's last key */
-        __m256i mv = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)b));
+        __m128i bytes;
+        if (nk - j >= 8) {
+            bytes = _mm_loadl_epi64((const __m128i *)(m + j));
+        } else { /* never past the row's last key */
+            uint8_t b[8] = {0};
+            memcpy(b, m + j, (size_t)(nk - j));
+            bytes = _mm_loadl_epi64((const __m128i *)b);
+        }
+        __m256i mv = _mm256_cvtepu8_epi32(bytes);
         ok = _mm256_andnot_si256(_mm256_cmpeq_epi32(mv, _mm256_setzero_si256()), ok);
     }
     return _mm256_castsi256_ps(ok);
@@ -522,7 +529,8 @@ static int run_parallel(job_t *J, void *(*fn)(void *), int threads) {
     return J->next < items ? 2 : 0;
 }
 
-/* Returns 0 on success, 1 for an unsupported head dimension, 2 when memory or a thread could not be had. */
+/* Returns 0 on success, 1 for an unsupported head dimension (or bf16 states on the AVX2 build), 2 when memory or a
+ * thread could not be had. */
 int embedstack_attention(const void *q, const void *k, const void *v, void *out, const uint8_t *mask,
                          const int64_t *q_off, const int64_t *q_len, const int64_t *k_off, const int64_t *k_len,
                          int64_t n_texts, int heads, int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v,

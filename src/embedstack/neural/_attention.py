@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["available", "attention", "attention_rows", "status", "supports"]
+__all__ = ["available", "attention", "attention_rows", "row_kernels", "status", "supports"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ _BF16_FLAGS = ("-mavx512bf16", "-DEMBEDSTACK_BF16")
 _BF16_NEEDS = frozenset({"avx512_bf16"})
 _MAX_DIM = 128
 _lock = threading.Lock()
-_state: dict[str, Any] = {"lib": None, "why": None, "checked": False}
+_state: dict[str, Any] = {"lib": None, "why": None, "checked": False, "avx2": False}
 
 
 def _compiler() -> str | None:
@@ -92,6 +92,8 @@ def _load() -> Any:
         if not _state["checked"]:
             _state["lib"], _state["why"] = _open()
             if _state["lib"] is not None:
+                # read once: compiled graphs trace supports(), which must not call into the library
+                _state["avx2"] = int(_state["lib"].embedstack_kernel_width()) == 256
                 _register()
             _state["checked"] = True
         return _state["lib"]
@@ -157,9 +159,16 @@ def _amx(lib: Any) -> bool:
     return hasattr(lib, "embedstack_attention_amx")
 
 
-def _avx2(lib: Any) -> bool:
-    """Whether ``lib`` is the AVX2 build (float32 attention only)."""
-    return int(lib.embedstack_kernel_width()) == 256
+def _avx2() -> bool:
+    """Whether the loaded library is the AVX2 build (float32 attention only; a plain read)."""
+    return bool(_state.get("avx2", False))
+
+
+def row_kernels() -> bool:
+    """Whether the AVX-512 build's row kernels (:func:`quant_rows`, :func:`ffn_mid`, :func:`rows_out`,
+    :func:`layer_norm_rows`) are here: the AVX2 build has the attention kernel alone."""
+    lib = _load()
+    return lib is not None and hasattr(lib, "embedstack_quant_rows")
 
 
 def available() -> bool:
@@ -172,7 +181,7 @@ def status() -> str:
     used instead."""
     if not available():
         return f"torch ({_state['why']})"
-    if _avx2(_state["lib"]):
+    if _avx2():
         return "embedstack (avx2)"
     return "embedstack (avx512, amx)" if _amx(_state["lib"]) else "embedstack (avx512)"
 
@@ -190,7 +199,7 @@ def supports(q: Any, head_dim: int) -> bool:
         return False
     if q.dtype == torch.float32:
         return True
-    if _avx2(_state["lib"]):
+    if _avx2():
         return False
     return q.dtype == torch.bfloat16 and (head_dim in (32, 64) if _amx(_state["lib"]) else
                                           "amx_bf16" not in _cpu_features())
@@ -301,8 +310,7 @@ def gelu_table() -> Any:
 
 def rows_supported(width: int) -> bool:
     """Whether the row kernels run here for rows of ``width`` channels."""
-    lib = _load()
-    return lib is not None and hasattr(lib, "embedstack_quant_rows") and width % 16 == 0 and width <= _ROW_MAX
+    return row_kernels() and width % 16 == 0 and width <= _ROW_MAX
 
 
 def _ptr(t: Any | None) -> int | None:

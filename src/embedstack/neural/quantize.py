@@ -229,6 +229,9 @@ def fbgemm_pack(qweight: Any, wscale: Any) -> Any:
     :data:`FBGEMM_WEIGHT_LEVELS` a side) packed once for fbgemm's u8 x s8 product
     (``torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32``, whose float output is the int32 sums times
     the input's scale and each row's ``wscale``)."""
+    if qweight.numel() and int(qweight.abs().max()) > FBGEMM_WEIGHT_LEVELS:  # AVX2's 16-bit pair sums would saturate
+        raise ValueError(f"fbgemm_pack: int8 weights must lie within +-{FBGEMM_WEIGHT_LEVELS}; quantize them with "
+                         f"quantize_weight(w, {FBGEMM_WEIGHT_LEVELS})")
     with warnings.catch_warnings(), _engine("fbgemm"):
         warnings.simplefilter("ignore")  # quantized tensors are deprecated; fbgemm's packing still takes one
         qw = torch._make_per_channel_quantized_tensor(qweight, wscale.double(),
@@ -612,8 +615,8 @@ def ffn_onednn_available(model: Any) -> str | None:
 
     if not hasattr(torch.ops.onednn, "qlinear_pointwise"):
         return "this torch has no oneDNN int8 linear (torch.ops.onednn.qlinear_pointwise)"
-    if not _attention.available():
-        return f"embedstack's row kernels do not run here ({_attention.status()})"
+    if not _attention.row_kernels():
+        return f"embedstack's row kernels do not run here (they need the AVX-512 build; {_attention.status()})"
     widths = (model.config.hidden_size, model.config.intermediate_size)
     if not all(_attention.rows_supported(w) for w in widths):
         return f"row widths {widths} are not multiples of 16 up to 8,192"
