@@ -219,11 +219,14 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
     if cpu_has_bf16():
         variants["bf16-pure-w2"] = {"precision": "bf16-pure", "workers": 2}
     from embedstack.index._scan import int8_backend
+    from embedstack.neural.quantize import int8_product
 
     if int8_backend() in ("vnni", "amx"):  # int8 products on the CPU's int8 units: timed apart, quality below
         variants |= {"int8-token": {"precision": "int8-token"}, "int8-token-w2": {"precision": "int8-token", "workers": 2},
                      # compiled: inductor fuses each quantization with the LayerNorm / GELU / rescaling before it
                      "int8-token-compiled-w2": {"precision": "int8-token", "compile": True, "workers": 2}}
+    elif int8_product() == "fbgemm":  # no int8 units: fbgemm's u8 x s8 kernel, eager (compiled ran slower there)
+        variants |= {"int8-token": {"precision": "int8-token"}, "int8-token-w2": {"precision": "int8-token", "workers": 2}}
     ours = {v: ColBERT.from_folder(folder, document_length=DOC_LENGTH, **o) for v, o in variants.items()}
     pylate = {p: models.ColBERT(model_name_or_path=str(folder), device="cpu", document_length=DOC_LENGTH,
                                 model_kwargs={"torch_dtype": torch.bfloat16} if p == "bf16" else {})
@@ -275,13 +278,14 @@ def run_encode(rounds: int, n_docs: int = 300) -> dict[str, Any]:
     out["peaks"] = peaks = roofline(3)
     out["roofline"] = encode_rooflines(out["systems"], out["gflop_per_doc"], out["gflop_per_query"], peaks)
     if any("int8" in v for v in variants):
-        out["quality"] = _int8_quality(folder, "bf16" if cpu_has_bf16() else "fp32")
+        out["quality"] = _int8_quality(folder, "bf16" if cpu_has_bf16() else "fp32",
+                                       compiled=any("compiled" in v for v in variants))
     return out
 
 
-def _int8_quality(folder: Path, base: str) -> dict[str, float]:
+def _int8_quality(folder: Path, base: str, compiled: bool = True) -> dict[str, float]:
     """Exact-MaxSim nDCG@10 on the report half, the corpus and the queries encoded by ours in ``base`` precision
-    and in int8-token."""
+    and in int8-token (and compiled int8-token, where it is one of the timed arms)."""
     from embedstack.data import load_beir
     from embedstack.index import MultiVectorIndex
     from embedstack.neural.colbert import ColBERT
@@ -292,8 +296,9 @@ def _int8_quality(folder: Path, base: str) -> dict[str, float]:
     qids = [str(q) for q in report.query_ids()]
     qrels = {q: report.qrels[q] for q in qids}
     out = {}
-    arms = {base: {"precision": base}, "int8-token": {"precision": "int8-token"},
-            "int8-token-compiled": {"precision": "int8-token", "compile": True, "workers": 2}}
+    arms = {base: {"precision": base}, "int8-token": {"precision": "int8-token"}}
+    if compiled:
+        arms["int8-token-compiled"] = {"precision": "int8-token", "compile": True, "workers": 2}
     for precision, options in arms.items():
         model = ColBERT.from_folder(folder, document_length=DOC_LENGTH, **options)
         log(f"quality: encoding the corpus ({precision})")
