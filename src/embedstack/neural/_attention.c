@@ -38,11 +38,24 @@
 #ifdef __AVX512F__
 #define ROWS 12     /* query rows per tile */
 #define KEYS 32     /* keys per Q Kᵀ tile (two vectors) */
+typedef __m512 vec_t; /* one register of floats, and what the tile shared by both builds (qk_tile) does with it */
+#define VEC_ZERO _mm512_setzero_ps
+#define VEC_LOAD _mm512_loadu_ps
+#define VEC_STORE _mm512_storeu_ps
+#define VEC_SET1 _mm512_set1_ps
+#define VEC_FMADD _mm512_fmadd_ps
 #else               /* the AVX2 build: 16 registers of 8 floats */
 #define ROWS 6
 #define KEYS 16
+typedef __m256 vec_t;
+#define VEC_ZERO _mm256_setzero_ps
+#define VEC_LOAD _mm256_loadu_ps
+#define VEC_STORE _mm256_storeu_ps
+#define VEC_SET1 _mm256_set1_ps
+#define VEC_FMADD _mm256_fmadd_ps
 #endif
-#define MAX_DIM 128 /* head dimension: a multiple of 16, at most this */
+#define VEC (KEYS / 2) /* floats per register */
+#define MAX_DIM 128    /* head dimension: a multiple of 16, at most this */
 
 typedef struct {
     const void *q, *k, *v;
@@ -55,6 +68,29 @@ typedef struct {
     float scale;
     int64_t next; /* the next work item, taken with __atomic_fetch_add */
 } job_t;
+
+/* scores s[r][j0 .. j0 + KEYS) = qs[r] · kt[:, j0 .. j0 + KEYS) for r < R (qs pre-scaled, kt packed d-major): per
+ * head dimension d, two loads of the packed Kᵀ row and R broadcasts of Q feed 2R fused multiply-adds (both builds) */
+static inline __attribute__((always_inline)) void qk_tile(const int R, const float *qs, const float *kt,
+                                                          int64_t kp, int dim, int64_t j0, float *s) {
+    vec_t acc[ROWS][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = VEC_ZERO();
+    for (int d = 0; d < dim; d++) {
+        vec_t b0 = VEC_LOAD(kt + d * kp + j0), b1 = VEC_LOAD(kt + d * kp + j0 + VEC);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            vec_t a = VEC_SET1(qs[r * MAX_DIM + d]);
+            acc[r][0] = VEC_FMADD(a, b0, acc[r][0]);
+            acc[r][1] = VEC_FMADD(a, b1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+        VEC_STORE(s + r * kp + j0, acc[r][0]);
+        VEC_STORE(s + r * kp + j0 + VEC, acc[r][1]);
+    }
+}
 
 #ifdef __AVX512F__
 static inline __m512 load16(const void *base, int64_t i, int bf16) {
@@ -92,28 +128,6 @@ static inline __m512 exp_neg(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
-}
-
-/* scores s[r][j0 .. j0 + 32) = qs[r] · kt[:, j0 .. j0 + 32) for r < R (qs pre-scaled, kt packed d-major) */
-static inline __attribute__((always_inline)) void qk_tile(const int R, const float *qs, const float *kt,
-                                                          int64_t kp, int dim, int64_t j0, float *s) {
-    __m512 acc[ROWS][2];
-#pragma GCC unroll 12
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    for (int d = 0; d < dim; d++) {
-        __m512 b0 = _mm512_loadu_ps(kt + d * kp + j0), b1 = _mm512_loadu_ps(kt + d * kp + j0 + 16);
-#pragma GCC unroll 12
-        for (int r = 0; r < R; r++) {
-            __m512 a = _mm512_set1_ps(qs[r * MAX_DIM + d]);
-            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
-        }
-    }
-#pragma GCC unroll 12
-    for (int r = 0; r < R; r++) {
-        _mm512_storeu_ps(s + r * kp + j0, acc[r][0]);
-        _mm512_storeu_ps(s + r * kp + j0 + 16, acc[r][1]);
-    }
 }
 
 /* out rows (R of them) = p[r] · vp (nk keys × NC·16 dims), divided by each row's sum inv[r] */
@@ -281,28 +295,6 @@ static inline float hsum8(__m256 v) {
     m = _mm_add_ps(m, _mm_movehl_ps(m, m));
     m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 1));
     return _mm_cvtss_f32(m);
-}
-
-/* scores s[r][j0 .. j0 + 16) = qs[r] · kt[:, j0 .. j0 + 16) for r < R (qs pre-scaled, kt packed d-major) */
-static inline __attribute__((always_inline)) void qk_tile(const int R, const float *qs, const float *kt,
-                                                          int64_t kp, int dim, int64_t j0, float *s) {
-    __m256 acc[ROWS][2];
-#pragma GCC unroll 6
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    for (int d = 0; d < dim; d++) {
-        __m256 b0 = _mm256_loadu_ps(kt + d * kp + j0), b1 = _mm256_loadu_ps(kt + d * kp + j0 + 8);
-#pragma GCC unroll 6
-        for (int r = 0; r < R; r++) {
-            __m256 a = _mm256_broadcast_ss(qs + r * MAX_DIM + d);
-            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
-        }
-    }
-#pragma GCC unroll 6
-    for (int r = 0; r < R; r++) {
-        _mm256_storeu_ps(s + r * kp + j0, acc[r][0]);
-        _mm256_storeu_ps(s + r * kp + j0 + 8, acc[r][1]);
-    }
 }
 
 /* out rows (R of them) = p[r] · vp (nk keys × NC·8 dims), divided by each row's sum inv[r] */

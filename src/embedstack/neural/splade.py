@@ -501,15 +501,15 @@ class SpladeEncoder(TransformerRuntime):
         transformer's product (``int8_product``): ``torch._int_mm`` or fbgemm."""
         from embedstack.neural.quantize import quantize_weight
 
-        if self.int8_product == "fbgemm":
-            blocks = self._decoder_copy("_int8_decoder", _fbgemm_decoder)
-            with torch.inference_mode():
-                x = self.head.transform(states.float())
-                return torch.log1p(torch.relu(_max_logits_fbgemm(x, mask.bool(), blocks, self.head.bias)))
-        qweight, wscale = self._decoder_copy("_int8_decoder", quantize_weight)
         with torch.inference_mode():
             x = self.head.transform(states.float())
-            return torch.log1p(torch.relu(_max_logits_int8(x, mask.bool(), qweight, wscale, self.head.bias)))
+            if self.int8_product == "fbgemm":
+                blocks = self._decoder_copy("_int8_decoder", _fbgemm_decoder)
+                top = _max_logits_fbgemm(x, mask.bool(), blocks, self.head.bias)
+            else:
+                qweight, wscale = self._decoder_copy("_int8_decoder", quantize_weight)
+                top = _max_logits_int8(x, mask.bool(), qweight, wscale, self.head.bias)
+            return torch.log1p(torch.relu(top))
 
     def _fused(self) -> bool:
         """Whether the decoder runs as :func:`~embedstack.neural._attention.splade_max` (bf16 precisions, on a CPU
