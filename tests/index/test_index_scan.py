@@ -89,6 +89,49 @@ def test_topk_block_skips_minus_inf_and_keeps_ties_by_id() -> None:
     assert i.tolist() == [[103, 120, 133]] and s.tolist() == [[1.0, 1.0, 1.0]]
 
 
+@pytest.mark.parametrize("nq", [1, 15, 16, 17, 40])
+def test_topk_block_t_matches_topk_block(nq: int) -> None:
+    """The documents x queries merge (fbgemm's layout) keeps what the queries x documents one keeps: ties to
+    the lower id, -inf never entering, query counts around the 16-query groups."""
+    rng = np.random.default_rng(nq)
+    k = 6
+    blocks = [np.round(rng.standard_normal((nq, 70)) * 3).astype(np.float32) for _ in range(3)]  # many ties
+    blocks[1][:, ::4] = -np.inf
+    heaps = []
+    for transposed in (False, True):
+        bs = np.full((nq + 3, k), -np.inf, dtype=np.float32)
+        bi = np.full((nq + 3, k), -1, dtype=np.int64)
+        for j, b in enumerate(blocks):
+            if transposed:
+                K.topk_block_t(np.ascontiguousarray(b.T), j * 70, bs, bi, 1)
+            else:
+                K.topk_block(b, j * 70, bs, bi, 1)
+        heaps.append(K.finalize_topk(bs, bi))
+    np.testing.assert_array_equal(heaps[0][0], heaps[1][0])
+    np.testing.assert_array_equal(heaps[0][1], heaps[1][1])
+    assert np.all(heaps[1][1][[0, nq + 1, nq + 2]] == -1)  # rows outside the block untouched
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_scan_topk_transposed_equals_brute_force(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_scan, "_MIN_SPLIT", 0)
+    monkeypatch.setattr(_scan, "_MAX_BLOCK_ROWS", 256)
+    rng = np.random.default_rng(7 + threads)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    x[100] = x[200]
+    q = rng.standard_normal((37, 16)).astype(np.float32)
+    dead = np.array([5, 200, 2999])
+
+    def score_t(qa: int, qe: int, s: int, e: int) -> np.ndarray:
+        return x[s:e] @ q[qa:qe].T  # rows x queries
+
+    s, i = _scan.scan_topk(score_t, len(q), len(x), 10, dim=16, query_block=8, dead=dead, threads=threads,
+                           transposed=True)
+    ws, wi = _brute(q, x, 10, dead.tolist())
+    np.testing.assert_array_equal(i, wi)
+    np.testing.assert_allclose(s, ws, rtol=1e-6)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_scan_topk_equals_brute_force(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_scan, "_MIN_SPLIT", 0)  # split even this small scan into units
@@ -163,41 +206,78 @@ def test_int8_integer_gemm_is_exact(forced_int_gemm) -> None:
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-def test_int8_paths_agree(metric: str, monkeypatch: pytest.MonkeyPatch, forced_int_gemm) -> None:
-    """Integer-GEMM first stage + rescoring ranks as the float path over int8 codes does, and
-    ``rescore="float"`` gives the float32 answer."""
+@pytest.mark.parametrize("first", ["int_mm", "fbgemm"])
+def test_int8_paths_agree(metric: str, first: str, monkeypatch: pytest.MonkeyPatch, forced_int_gemm) -> None:
+    """An integer first stage (``torch._int_mm``, or fbgemm's u8 x s8 product with 63-level queries) + rescoring
+    ranks as the float path over int8 codes does, and ``rescore="float"`` gives the float32 answer."""
+    torch = pytest.importorskip("torch")
+    if first == "fbgemm" and "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch build has no fbgemm engine")
+    real_mm = _scan._torch_int_mm()
+    assert real_mm is not None  # forced: the integer GEMM runs on this CPU, units or not
+    product = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((4000, 48)) * np.linspace(2.0, 0.2, 48)).astype(np.float32)
     q = (rng.standard_normal((64, 48)) * np.linspace(2.0, 0.2, 48)).astype(np.float32)
     ids = [str(j) for j in range(len(x))]
 
-    def run(rescore: str | None, gemm: bool) -> tuple[np.ndarray, np.ndarray]:
-        if not gemm:
-            monkeypatch.setattr(_scan, "_torch_int_mm", lambda: None)
-        idx = FlatIndex(48, metric=metric, quantization="int8", rescore=rescore)
-        idx.add(x, ids)
-        out = idx.search_ids(q, 10)
-        monkeypatch.setattr(_scan, "_torch_int_mm", real)
-        return out
+    def run(rescore: str | None, integer: bool) -> tuple[np.ndarray, np.ndarray]:
+        with monkeypatch.context() as m:
+            m.setattr(_scan, "_torch_int_mm", lambda: real_mm if integer and first == "int_mm" else None)
+            m.setattr(_scan, "fbgemm_product", lambda: product if integer and first == "fbgemm" else None)
+            idx = FlatIndex(48, metric=metric, quantization="int8", rescore=rescore)
+            idx.add(x, ids)
+            return idx.search_ids(q, 10)
 
-    real = _scan._torch_int_mm
-    assert real() is not None  # forced: the integer GEMM runs on this CPU, units or not
-
-    s_gemm, i_gemm = run(None, True)
+    s_int, i_int = run(None, True)
     s_float, i_float = run(None, False)
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i_gemm, i_float, strict=True)])
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i_int, i_float, strict=True)])
     assert overlap >= 0.99
-    np.testing.assert_allclose(s_gemm[:, 0], s_float[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s_int[:, 0], s_float[:, 0], rtol=1e-4, atol=1e-4)
 
     exact = FlatIndex(48, metric=metric)
     exact.add(x, ids)
     s_ref, i_ref = exact.search_ids(q, 10)
-    for gemm in (True, False):
-        s_r, i_r = run("float", gemm)
+    for integer in (True, False):
+        s_r, i_r = run("float", integer)
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i_r, i_ref, strict=True)])
         assert recall >= 0.99
         hit = i_r == i_ref
         np.testing.assert_allclose(s_r[hit], s_ref[hit], rtol=1e-5, atol=1e-5)
+
+
+def test_fbgemm_first_stage_skips_removed_rows_and_matches_the_float_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fbgemm's first stage (documents x queries blocks, :func:`topk_block_t`) over many blocks, with removed
+    rows and a query count that is not a multiple of the query block: the same ids as the float path."""
+    torch = pytest.importorskip("torch")
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch build has no fbgemm engine")
+    monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", "fbgemm")
+    _scan._torch_int_mm.cache_clear()
+    _scan.fbgemm_product.cache_clear()
+    try:
+        assert _scan.int8_backend() == "fbgemm"
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((20000, 64)).astype(np.float32)
+        q = rng.standard_normal((300, 64)).astype(np.float32)
+        ids = [str(j) for j in range(len(x))]
+        idx = FlatIndex(64, quantization="int8", rescore="float", query_block=128, threads=2)
+        idx.add(x, ids)
+        ref = FlatIndex(64, threads=2)
+        ref.add(x, ids)
+        _, top = ref.search_ids(q, 5)
+        gone = sorted(set(top[:40, 0]))
+        idx.remove(gone)
+        ref.remove(gone)
+        s, i = idx.search_ids(q, 5)
+        s_ref, i_ref = ref.search_ids(q, 5)
+        assert not set(gone) & set(i.ravel())
+        recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(i, i_ref, strict=True)])
+        assert recall >= 0.99
+        np.testing.assert_allclose(s[i == i_ref], s_ref[i == i_ref], rtol=1e-5, atol=1e-5)
+    finally:
+        _scan._torch_int_mm.cache_clear()
+        _scan.fbgemm_product.cache_clear()
 
 
 def test_int8_rescore_float_keeps_codes_as_first_stage(tmp_path: object) -> None:
@@ -220,12 +300,15 @@ def test_bad_settings_are_config_errors() -> None:
 
 def test_integer_gemm_only_where_the_cpu_has_int8_units(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without AVX-512 VNNI / AMX, torch's _int_mm is a scalar loop (about 100x slower than float32 products on an
-    AMD EPYC with AVX2): int8 codes are then scored as float32; EMBEDSTACK_INT8_GEMM overrides either way."""
+    AMD EPYC with AVX2): int8 codes are then scored by fbgemm's u8 x s8 product (or as float32 without it);
+    EMBEDSTACK_INT8_GEMM overrides either way."""
     torch = pytest.importorskip("torch")
-    cases = [({"avx2", "fma"}, "", "float"), ({"avx2", "avx_vnni"}, "", "float"),
+    fbgemm = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines else "float"
+    cases = [({"avx2", "fma"}, "", fbgemm), ({"avx2", "avx_vnni"}, "", fbgemm),
              ({"avx512f", "avx512_vnni"}, "", "vnni"), ({"avx512_vnni", "amx_int8"}, "", "amx"),
              ({"avx512_vnni"}, "off", "float"), ({"avx2", "fma"}, "torch", "int-gemm"),
-             (set(), "", "float"), ({"torch says vnni"}, "", "vnni")]  # flags unreadable: torch's CPUID probe decides
+             ({"avx512_vnni"}, "fbgemm", fbgemm), ({"avx2"}, "numpy", "float"),
+             (set(), "", fbgemm), ({"torch says vnni"}, "", "vnni")]  # flags unreadable: torch's CPUID probe decides
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     try:
         for flags, env, want in cases:
@@ -234,14 +317,17 @@ def test_integer_gemm_only_where_the_cpu_has_int8_units(monkeypatch: pytest.Monk
             monkeypatch.setattr(_scan, "cpu_features", lambda f=frozenset(flags - {"torch says vnni"}): f)
             monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", env)
             _scan._torch_int_mm.cache_clear()
+            _scan.fbgemm_product.cache_clear()
             assert _scan.int8_backend() == want, (flags, env)
-            assert (_scan._torch_int_mm() is None) == (want == "float")
+            assert (_scan._torch_int_mm() is None) == (want in ("float", "fbgemm"))
+            assert (_scan.fbgemm_product() is None) == (want != "fbgemm")
     finally:
         _scan._torch_int_mm.cache_clear()
+        _scan.fbgemm_product.cache_clear()
 
 
 def test_backend_is_reported() -> None:
-    assert _scan.int8_backend() in ("vnni", "amx", "int-gemm", "float")
+    assert _scan.int8_backend() in ("vnni", "amx", "int-gemm", "fbgemm", "float")
     assert isinstance(_scan.cpu_features(), frozenset)
     from embedstack._threads import available_cores
 

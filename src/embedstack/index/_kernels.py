@@ -31,6 +31,7 @@ __all__ = [
     "words_to_rows",
     "topk_merge_ref",
     "topk_block",
+    "topk_block_t",
     "hamming_select",
     "hamming_select_ref",
     "int8_dot",
@@ -265,6 +266,49 @@ if HAVE_NUMBA:
                     hs[0] = s
                     hi[0] = offset + t
                     _sift_down(hs, hi, k, 0)
+
+    @njit(cache=True, nogil=True)
+    def _topk_block_t_nb(scores_t: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray,
+                         row0: int) -> None:
+        """:func:`_topk_block_nb` for a block laid out documents × queries (fbgemm's product writes its output
+        that way: the documents are its input rows). Each document's row of scores is compared with every
+        query's heap bound at once (one vector compare and count per row); a row with a hit is looked at 16
+        queries at a time, the same way, and a group with a hit one query at a time (with hundreds of
+        queries per block, a row often holds a hit for one query or another)."""
+        nb, nq = scores_t.shape
+        k = best_s.shape[1]
+        w = np.empty(nq, dtype=np.float32)
+        for r in range(nq):
+            w[r] = best_s[row0 + r, 0]
+        full = nq - nq % 16
+        for j in range(nb):
+            row = scores_t[j]
+            hits = 0
+            for r in range(nq):
+                hits += row[r] > w[r]
+            if hits == 0:
+                continue
+            for a in range(0, nq, 16):
+                hits = 0
+                if a < full:
+                    for t in range(16):  # a constant trip count: vector compares
+                        hits += row[a + t] > w[a + t]
+                    e = a + 16
+                else:
+                    e = nq
+                    for r in range(a, e):
+                        hits += row[r] > w[r]
+                if hits == 0:
+                    continue
+                for r in range(a, e):
+                    s = row[r]
+                    if s > w[r]:
+                        hs = best_s[row0 + r]
+                        hi = best_i[row0 + r]
+                        hs[0] = s
+                        hi[0] = offset + j
+                        _sift_down(hs, hi, k, 0)
+                        w[r] = hs[0]
 
     # Hamming distances of one query to docs a..e, written to buf[: e - a]. The popcount loops read
     # 6, 4, 2 or 1 packed words of each doc from contiguous rows of codes_t and add them up in
@@ -605,6 +649,15 @@ def topk_block(scores: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.n
         bs, bi = best_s[row0 : row0 + r], best_i[row0 : row0 + r]
         topk_merge_ref(scores, offset, bs, bi)
         best_s[row0 : row0 + r], best_i[row0 : row0 + r] = bs, bi
+
+
+def topk_block_t(scores_t: np.ndarray, offset: int, best_s: np.ndarray, best_i: np.ndarray, row0: int = 0) -> None:
+    """:func:`topk_block` for a float32 block laid out documents × queries: ``scores_t (nb, r)``, rows are ids
+    ``offset + j``, columns the heaps ``row0 .. row0 + r``."""
+    if HAVE_NUMBA:
+        _topk_block_t_nb(scores_t, int(offset), best_s, best_i, int(row0))
+    else:  # pragma: no cover
+        topk_block(np.ascontiguousarray(scores_t.T), offset, best_s, best_i, row0)
 
 
 def hamming_select(q_words: np.ndarray, codes_t: np.ndarray, dead: np.ndarray, c: int, *,
