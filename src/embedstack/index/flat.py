@@ -301,7 +301,12 @@ class FlatIndex(BaseIndex):
                 _, cand = scan_topk(score, nq, n, c, dim=self.dim, query_block=self.query_block, dead=dead,
                                     threads=self.threads, uses_torch=True, fill=float(np.iinfo(np.int32).min))
             else:
-                from embedstack.neural.quantize import FBGEMM_LEVELS, FBGEMM_WEIGHT_LEVELS, fbgemm_pack, quantize_weight
+                from embedstack.neural.quantize import (
+                    FBGEMM_LEVELS,
+                    FBGEMM_WEIGHT_LEVELS,
+                    fbgemm_pack,
+                    quantize_weight,
+                )
 
                 qc_t, qscale_t = quantize_weight(torch.from_numpy(qw), FBGEMM_WEIGHT_LEVELS)
                 qb = max(1, min(nq, self.query_block))
