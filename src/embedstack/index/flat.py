@@ -308,6 +308,8 @@ class FlatIndex(BaseIndex):
                     quantize_weight,
                 )
 
+                assert fbgemm is not None
+                product = fbgemm
                 qc_t, qscale_t = quantize_weight(torch.from_numpy(qw), FBGEMM_WEIGHT_LEVELS)
                 qb = max(1, min(nq, self.query_block))
                 packs = [fbgemm_pack(qc_t[a:a + qb].contiguous(), qscale_t[a:a + qb].contiguous())
@@ -320,7 +322,7 @@ class FlatIndex(BaseIndex):
                     rows = buf[: e - s]
                     rows.copy_(ct[s:e])  # the codes as the product's input (zero point 128: 1..255)
                     # (rows, queries) float32: each row's integer sums times the query's scale
-                    return fbgemm(rows, 1.0, FBGEMM_LEVELS + 1, packs[qa // qb]).numpy()
+                    return product(rows, 1.0, FBGEMM_LEVELS + 1, packs[qa // qb]).numpy()
 
                 _, cand = scan_topk(score_fbgemm, nq, n, c, dim=self.dim, query_block=qb, dead=dead,
                                     threads=self.threads, uses_torch=True, transposed=True)
