@@ -102,7 +102,7 @@ def roofline(repeats: int) -> dict[str, float]:
         torch.set_num_threads(1)
         rows = [torch.randint(-127, 128, (2048, 384)).float() for _ in range(THREADS)]
         packed = fbgemm_pack(*quantize_weight(torch.randn(256, 384), FBGEMM_WEIGHT_LEVELS))
-        def eight(r: Any) -> None:  # 8 products a thread: one is ~1.5 ms, near the pool's hand-off cost
+        def eight(r: Any) -> None:  # 8 products a thread: one (2 × 2048 × 256 × 384 ops) takes a few ms
             for _ in range(8):
                 product(r, 1.0, FBGEMM_LEVELS + 1, packed)
 
@@ -421,7 +421,7 @@ def targets(res: dict[str, Any]) -> list[str]:
               "quarter of a single query's bytes, not batch time." if float_int8 else "")
            + (" On this CPU int8 codes are scored by fbgemm's u8 × s8 product (no AVX-512 VNNI / AMX units; torch's "
               f"integer GEMM ran at {roof['int8_gops']:.1f} GOP/s in the roofline, fbgemm at up to "
-              f"{peak8:.0f} GOP/s, {peak8 / peak32:.2f}× the fp32 peak): an int8 scan can be at most "
+              f"{peak8:.0f} GOP/s, {peak8 / peak32:.2f}× the fp32 peak): at that rate an int8 scan would be at most "
               + " / ".join(f"{peak8 / (q(s, 'faiss IndexFlatIP') * 2 * s['n'] * s['dim'] / 1e9):.2f}×" for s in sizes)
               + " faiss's queries/s here (fbgemm's rate over faiss's achieved one), short of 3×." if fbgemm else ""),
            (f"- bf16: this CPU does not expose AVX-512 BF16 or AMX (flags above), so bf16 products are emulated: "

@@ -97,6 +97,7 @@ def test_topk_block_t_matches_topk_block(nq: int) -> None:
     k = 6
     blocks = [np.round(rng.standard_normal((nq, 70)) * 3).astype(np.float32) for _ in range(3)]  # many ties
     blocks[1][:, ::4] = -np.inf
+    blocks[0][:, 3:] = -np.inf  # 3 finite scores before a heap of 6 is full: -inf must not fill it
     heaps = []
     for transposed in (False, True):
         bs = np.full((nq + 3, k), -np.inf, dtype=np.float32)
@@ -110,6 +111,12 @@ def test_topk_block_t_matches_topk_block(nq: int) -> None:
     np.testing.assert_array_equal(heaps[0][0], heaps[1][0])
     np.testing.assert_array_equal(heaps[0][1], heaps[1][1])
     assert np.all(heaps[1][1][[0, nq + 1, nq + 2]] == -1)  # rows outside the block untouched
+    # a heap given only block 0 (3 finite scores) keeps 3 and pads the rest with -inf / -1
+    bs = np.full((nq, k), -np.inf, dtype=np.float32)
+    bi = np.full((nq, k), -1, dtype=np.int64)
+    K.topk_block_t(np.ascontiguousarray(blocks[0].T), 0, bs, bi)
+    s, i = K.finalize_topk(bs, bi)
+    assert np.all(np.isin(i[:, :3], [0, 1, 2])) and np.all(i[:, 3:] == -1) and np.all(s[:, 3:] == -np.inf)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -130,6 +137,13 @@ def test_scan_topk_transposed_equals_brute_force(threads: int, monkeypatch: pyte
     ws, wi = _brute(q, x, 10, dead.tolist())
     np.testing.assert_array_equal(i, wi)
     np.testing.assert_allclose(s, ws, rtol=1e-6)
+    # more results asked than live rows: pads, never a removed row
+    s, i = _scan.scan_topk(lambda qa, qe, a, e: x[a:e][:, :4] @ q[qa:qe, :4].T, len(q), 5, 8, dim=4,
+                           query_block=8, dead=np.array([1, 3]), threads=threads, transposed=True)
+    assert np.all(i[:, 3:] == -1) and np.all(s[:, 3:] == -np.inf)
+    assert set(np.unique(i[:, :3])) == {0, 2, 4}
+    with pytest.raises(ValueError, match="-inf"):
+        _scan.scan_topk(score_t, len(q), len(x), 10, dim=16, query_block=8, transposed=True, fill=0.0)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -189,8 +203,10 @@ def forced_int_gemm(monkeypatch: pytest.MonkeyPatch):
     pytest.importorskip("torch")
     monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", "torch")
     _scan._torch_int_mm.cache_clear()
+    _scan.fbgemm_product.cache_clear()
     yield
     _scan._torch_int_mm.cache_clear()
+    _scan.fbgemm_product.cache_clear()
 
 
 def test_int8_integer_gemm_is_exact(forced_int_gemm) -> None:
@@ -215,7 +231,13 @@ def test_int8_paths_agree(metric: str, first: str, monkeypatch: pytest.MonkeyPat
         pytest.skip("this torch build has no fbgemm engine")
     real_mm = _scan._torch_int_mm()
     assert real_mm is not None  # forced: the integer GEMM runs on this CPU, units or not
-    product = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+    op = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+    calls = []
+
+    def product(*args: object) -> object:
+        calls.append(1)
+        return op(*args)
+
     rng = np.random.default_rng(2)
     x = (rng.standard_normal((4000, 48)) * np.linspace(2.0, 0.2, 48)).astype(np.float32)
     q = (rng.standard_normal((64, 48)) * np.linspace(2.0, 0.2, 48)).astype(np.float32)
@@ -230,6 +252,7 @@ def test_int8_paths_agree(metric: str, first: str, monkeypatch: pytest.MonkeyPat
             return idx.search_ids(q, 10)
 
     s_int, i_int = run(None, True)
+    assert bool(calls) == (first == "fbgemm" and metric != "l2")  # l2 scores the codes in float32 (norms)
     s_float, i_float = run(None, False)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i_int, i_float, strict=True)])
     assert overlap >= 0.99
@@ -280,6 +303,51 @@ def test_fbgemm_first_stage_skips_removed_rows_and_matches_the_float_path(monkey
         _scan.fbgemm_product.cache_clear()
 
 
+def test_fbgemm_product_as_the_scan_calls_it_is_the_integer_sum_times_the_query_scale() -> None:
+    """int8 codes as the op's float input (scale 1, zero point 128: 1..255) against queries quantized to 63 levels:
+    each output is the exact integer sum times the query's scale (no zero-point or saturation error, even at the
+    extreme codes)."""
+    torch = pytest.importorskip("torch")
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch build has no fbgemm engine")
+    from embedstack.neural.quantize import FBGEMM_LEVELS, FBGEMM_WEIGHT_LEVELS, fbgemm_pack, quantize_weight
+
+    rng = np.random.default_rng(11)
+    codes = rng.integers(-127, 128, size=(300, 384)).astype(np.int8)
+    codes[0], codes[1] = 127, -127  # the largest pair sums
+    qw = torch.from_numpy(rng.standard_normal((40, 384)).astype(np.float32))
+    qc, qs = quantize_weight(qw, FBGEMM_WEIGHT_LEVELS)
+    out = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+        torch.from_numpy(codes).float(), 1.0, FBGEMM_LEVELS + 1, fbgemm_pack(qc, qs)).numpy()
+    want = (codes.astype(np.int64) @ qc.numpy().astype(np.int64).T) * qs.numpy().astype(np.float64)[None, :]
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+
+
+def test_fbgemm_first_stage_on_a_memory_mapped_index(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch build has no fbgemm engine")
+    monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", "fbgemm")
+    _scan._torch_int_mm.cache_clear()
+    _scan.fbgemm_product.cache_clear()
+    try:
+        rng = np.random.default_rng(12)
+        x = rng.standard_normal((5000, 32)).astype(np.float32)
+        q = rng.standard_normal((40, 32)).astype(np.float32)
+        idx = FlatIndex(32, quantization="int8", rescore="float")
+        idx.add(x, [str(j) for j in range(len(x))])
+        want = idx.search_ids(q, 10)
+        idx.save(tmp_path / "idx")  # type: ignore[operator]
+        loaded = FlatIndex.load(tmp_path / "idx", mmap=True)  # type: ignore[operator]
+        assert not loaded._codes.flags.owndata  # a view of the file, not a copy
+        got = loaded.search_ids(q, 10)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+    finally:
+        _scan._torch_int_mm.cache_clear()
+        _scan.fbgemm_product.cache_clear()
+
+
 def test_int8_rescore_float_keeps_codes_as_first_stage(tmp_path: object) -> None:
     rng = np.random.default_rng(3)
     x = rng.standard_normal((300, 32)).astype(np.float32)
@@ -307,7 +375,8 @@ def test_integer_gemm_only_where_the_cpu_has_int8_units(monkeypatch: pytest.Monk
     cases = [({"avx2", "fma"}, "", fbgemm), ({"avx2", "avx_vnni"}, "", fbgemm),
              ({"avx512f", "avx512_vnni"}, "", "vnni"), ({"avx512_vnni", "amx_int8"}, "", "amx"),
              ({"avx512_vnni"}, "off", "float"), ({"avx2", "fma"}, "torch", "int-gemm"),
-             ({"avx512_vnni"}, "fbgemm", fbgemm), ({"avx2"}, "numpy", "float"),
+             ({"avx512_vnni"}, "fbgemm", fbgemm), ({"avx2"}, "numpy", "float"), ({"avx2"}, "0", "float"),
+             ({"avx2"}, "1", "int-gemm"), ({"avx2"}, "on", "int-gemm"), ({"avx2"}, " FBGEMM ", fbgemm),
              (set(), "", fbgemm), ({"torch says vnni"}, "", "vnni")]  # flags unreadable: torch's CPUID probe decides
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     try:
@@ -321,6 +390,10 @@ def test_integer_gemm_only_where_the_cpu_has_int8_units(monkeypatch: pytest.Monk
             assert _scan.int8_backend() == want, (flags, env)
             assert (_scan._torch_int_mm() is None) == (want in ("float", "fbgemm"))
             assert (_scan.fbgemm_product() is None) == (want != "fbgemm")
+        monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", "int_mm")  # not a value: a typed error naming the ones that are
+        _scan._torch_int_mm.cache_clear()
+        with pytest.raises(ConfigError, match="EMBEDSTACK_INT8_GEMM='int_mm'.*fbgemm"):
+            _scan.int8_backend()
     finally:
         _scan._torch_int_mm.cache_clear()
         _scan.fbgemm_product.cache_clear()

@@ -20,9 +20,11 @@ the cores busy. BLAS (and torch, for int8 products) run one thread per caller fo
 scan; like :func:`embedstack._threads.serial`, that setting is process-wide while a scan runs.
 
 The int8 path scores with integer matrix products: ``torch._int_mm`` (AVX-512 VNNI ``vpdpbusd`` where the
-CPU has it, AMX where it has that); elsewhere fbgemm's u8 × s8 product (AVX2 ``vpmaddubsw``, about twice a
-float32 product's rate on an AVX2-only EPYC), or, without torch, the codes widened to float32
-(:func:`int_gemm_units`, :func:`fbgemm_product`); :func:`int8_backend` says which path a machine gets.
+CPU has it, AMX where it has that); elsewhere fbgemm's u8 × s8 product (AVX2 ``vpmaddubsw``: 1.3-1.6× a
+float32 product's rate on an AVX2-only EPYC, ``exact_search_fbgemm`` in BENCHMARKS.md). The codes are widened to
+float32 without torch or without its fbgemm engine (aarch64 builds), with ``EMBEDSTACK_INT8_GEMM=off``, for the
+``l2`` metric and below 32 queries (:func:`int_gemm_units`, :func:`fbgemm_product`); :func:`int8_backend` says
+which path a machine gets.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 
 from embedstack import _threads
 from embedstack._threads import cpu_features
+from embedstack.errors import ConfigError
 from embedstack.index import _kernels as K
 
 __all__ = ["scan_topk", "cpu_features", "fbgemm_product", "int8_backend", "merge_topk", "rescore_topk", "run_workers"]
@@ -59,13 +62,26 @@ _pool_lock = threading.Lock()
 ScoreFn = Callable[[int, int, int, int], np.ndarray]
 
 
+_INT8_GEMM_MODES = ("", "0", "numpy", "off", "1", "torch", "on", "fbgemm")
+
+
+def _int8_gemm_mode() -> str:
+    """``EMBEDSTACK_INT8_GEMM``, checked: ``""`` (automatic), ``"off"`` (also ``0`` / ``numpy``), ``"torch"`` (also
+    ``1`` / ``on``) or ``"fbgemm"``."""
+    mode = os.environ.get("EMBEDSTACK_INT8_GEMM", "").strip().lower()
+    if mode not in _INT8_GEMM_MODES:
+        raise ConfigError(f"EMBEDSTACK_INT8_GEMM={mode!r}: use 'torch' (torch._int_mm), 'fbgemm', 'off' (int8 codes "
+                          "widened to float32), or unset it.")
+    return mode
+
+
 @lru_cache(maxsize=1)
 def _torch_int_mm() -> Any:
     """``torch._int_mm`` if torch is installed and it runs on integer units here (:func:`int_gemm_units`, or forced
     by ``EMBEDSTACK_INT8_GEMM=torch``), else None (never imports torch unless it is installed)."""
     import importlib.util
 
-    mode = os.environ.get("EMBEDSTACK_INT8_GEMM", "").lower()
+    mode = _int8_gemm_mode()
     if mode in ("0", "numpy", "off", "fbgemm"):
         return None
     if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
@@ -88,25 +104,30 @@ def fbgemm_product() -> Any:
     """fbgemm's u8 × s8 product (``torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32``) where
     int8 codes are scored with it: torch has the fbgemm engine and ``torch._int_mm`` has no integer units here
     (:func:`_torch_int_mm` is None), or ``EMBEDSTACK_INT8_GEMM=fbgemm``; else None (``=off`` / ``=torch`` turn it
-    off). On an AVX2-only AMD EPYC it ran 1,024 × 384 int8 code blocks against 512 queries at 145 GFLOP/s on
-    one core, against 70-90 for a float32 product."""
+    off; ``=fbgemm`` where torch has no fbgemm engine is a ConfigError). On an AVX2-only AMD EPYC it ran at 199
+    GOP/s on 2 threads at the scan's shapes (2,048 code rows × 256 queries × 384) and up to 248 GOP/s inside
+    the scans, against 158 GFLOP/s for a float32 GEMM (``exact_search_fbgemm`` in BENCHMARKS.md)."""
     import importlib.util
 
-    mode = os.environ.get("EMBEDSTACK_INT8_GEMM", "").lower()
+    mode = _int8_gemm_mode()
     if mode in ("0", "numpy", "off", "1", "torch", "on"):
         return None
     if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
+        if mode == "fbgemm":
+            raise ConfigError("EMBEDSTACK_INT8_GEMM=fbgemm needs torch: pip install 'embedstack[torch]', or unset it.")
         return None
     if mode != "fbgemm" and _torch_int_mm() is not None:
         return None
     try:
         import torch
 
-        if "fbgemm" not in torch.backends.quantized.supported_engines:
-            return None
-        return torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+        engine = "fbgemm" in torch.backends.quantized.supported_engines
+        op = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32 if engine else None
     except Exception:  # noqa: BLE001 - an old torch without the op
-        return None
+        op = None
+    if op is None and mode == "fbgemm":
+        raise ConfigError("EMBEDSTACK_INT8_GEMM=fbgemm: this torch build has no fbgemm engine; unset it.")
+    return op
 
 
 def int_gemm_units() -> bool:
@@ -222,12 +243,15 @@ def scan_topk(score: ScoreFn, nq: int, n: int, k: int, *, dim: int, query_block:
         dead: sorted internal ids never to return (set to ``fill`` in each block).
         threads: worker threads (None: one per available core; fewer for small scans).
         uses_torch: ``score`` calls torch (its intra-op threads are held at 1 during the scan).
-        transposed: ``score`` returns its block laid out rows × queries, ``(e - s, qe - qa)`` float32.
+        transposed: ``score`` returns its block laid out rows × queries, ``(e - s, qe - qa)``, float32 with the
+            ``-inf`` fill (:func:`~embedstack.index._kernels.topk_block_t` has no integer bound).
 
     Returns:
         ``(scores float32 (nq, k), ids int64 (nq, k))`` sorted best first; ``-1`` ids pad rows when
         fewer than ``k`` live rows exist.
     """
+    if transposed and fill != -np.inf:
+        raise ValueError("scan_topk: a transposed (rows x queries) block must be float32 with the -inf fill")
     qb = max(1, min(nq, query_block))
     block_rows = max(256, min(_MAX_BLOCK_ROWS, _BLOCK_SCORES // qb))
     cores = _threads.available_cores() if threads is None else max(1, int(threads))

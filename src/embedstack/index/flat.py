@@ -14,7 +14,7 @@ running top-k (numba heap merge, or ``argpartition`` without numba). Quantised v
   int32 products, ~4× the float32 rate on VNNI) and rescores the ``oversample × k`` best with the
   float ``q∘step`` (or, with ``rescore="float"``, with the float32 vectors). CPUs without those units
   (AVX2) do the same on fbgemm's u8 × s8 product (the codes are its unsigned input, ``q∘step`` its
-  signed weight at 63 levels a side), 1.6-2× the float32 rate there.
+  signed weight at 63 levels a side), 1.3-1.6× the float32 rate there.
 * ``binary``: one sign bit per dimension (32× smaller than float32), Hamming distance by popcount.
   With ``rescore="int8"`` or ``"float"`` the ``oversample × k`` nearest codes are rescored with the
   float query against int8 or float32 document vectors (the rescoring vectors can stay on disk:
@@ -267,9 +267,11 @@ class FlatIndex(BaseIndex):
 
         With an integer product (:func:`~embedstack.index._scan.int8_backend`: ``torch._int_mm`` on VNNI / AMX,
         fbgemm elsewhere), ``q∘step`` is itself rounded to integers (one scale per query; 127 levels a side for
-        ``_int_mm``, 63 for fbgemm, whose 16-bit pair sums would saturate above) and the codes are ranked by
-        exact integer products; the ``k × oversample`` best are then rescored with the float ``q∘step``
-        against their codes (or with the float vectors, ``rescore="float"``). Without one, the float
+        ``_int_mm``; for fbgemm :data:`~embedstack.neural.quantize.FBGEMM_WEIGHT_LEVELS`, 63, as its AVX2 kernel's
+        16-bit pair sums must stay below 32,768) and the codes are ranked by integer products (exact int32 sums;
+        fbgemm returns them as float32 times the query's scale, exact below 2**24); the ``k × oversample`` best
+        are then rescored with the float ``q∘step`` against their codes (or with the float vectors,
+        ``rescore="float"``). Without one, the float
         ``q∘step`` scores the codes directly.
         """
         assert self._codes is not None and self.step_ is not None and self.mid_ is not None
@@ -319,8 +321,11 @@ class FlatIndex(BaseIndex):
                     buf = getattr(local, "rows", None)
                     if buf is None or buf.shape[0] < e - s:
                         buf = local.rows = torch.empty((e - s, self.dim), dtype=torch.float32)
+                        local.span = None
                     rows = buf[: e - s]
-                    rows.copy_(ct[s:e])  # the codes as the product's input (zero point 128: 1..255)
+                    if local.span != (s, e):  # once per block of codes: the query blocks follow each other on it
+                        rows.copy_(ct[s:e])  # the codes as the product's input (zero point 128: 1..255)
+                        local.span = (s, e)
                     # (rows, queries) float32: each row's integer sums times the query's scale
                     return product(rows, 1.0, FBGEMM_LEVELS + 1, packs[qa // qb]).numpy()
 

@@ -381,7 +381,8 @@ _ENGINE_LOCK = threading.Lock()
 @contextlib.contextmanager
 def _engine(name: str) -> Iterator[None]:
     """torch's quantized engine set to ``name`` (process-wide, restored after; a no-op when already set). For packing
-    at build time only: the packed weights carry their kernel, so the engine at call time does not matter."""
+    only (at build time, and once per int8 :class:`~embedstack.index.FlatIndex` search on fbgemm for its queries):
+    the packed weights carry their kernel, so the engine at call time does not matter."""
     with _ENGINE_LOCK:  # two encoders built at once must not restore the engine under each other
         before = torch.backends.quantized.engine
         if before == name:
