@@ -201,7 +201,12 @@ def forced_int_gemm(monkeypatch: pytest.MonkeyPatch):
     """torch's integer GEMM on any CPU (``EMBEDSTACK_INT8_GEMM=torch``; without VNNI / AMX a slow scalar loop, but
     exact): both first stages are tested everywhere."""
     pytest.importorskip("torch")
-    monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", "torch")
+    yield from _forced(monkeypatch, "torch")
+
+
+def _forced(monkeypatch: pytest.MonkeyPatch, mode: str):
+    """``EMBEDSTACK_INT8_GEMM=mode`` with the backend caches cleared before and after."""
+    monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", mode)
     _scan._torch_int_mm.cache_clear()
     _scan.fbgemm_product.cache_clear()
     yield
@@ -269,38 +274,37 @@ def test_int8_paths_agree(metric: str, first: str, monkeypatch: pytest.MonkeyPat
         np.testing.assert_allclose(s_r[hit], s_ref[hit], rtol=1e-5, atol=1e-5)
 
 
-def test_fbgemm_first_stage_skips_removed_rows_and_matches_the_float_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """fbgemm's first stage (documents x queries blocks, :func:`topk_block_t`) over many blocks, with removed
-    rows and a query count that is not a multiple of the query block: the same ids as the float path."""
+@pytest.fixture
+def forced_fbgemm(monkeypatch: pytest.MonkeyPatch):
+    """fbgemm's first stage on any CPU (``EMBEDSTACK_INT8_GEMM=fbgemm``), where torch has the engine."""
     torch = pytest.importorskip("torch")
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         pytest.skip("this torch build has no fbgemm engine")
-    monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", "fbgemm")
-    _scan._torch_int_mm.cache_clear()
-    _scan.fbgemm_product.cache_clear()
-    try:
-        assert _scan.int8_backend() == "fbgemm"
-        rng = np.random.default_rng(5)
-        x = rng.standard_normal((20000, 64)).astype(np.float32)
-        q = rng.standard_normal((300, 64)).astype(np.float32)
-        ids = [str(j) for j in range(len(x))]
-        idx = FlatIndex(64, quantization="int8", rescore="float", query_block=128, threads=2)
-        idx.add(x, ids)
-        ref = FlatIndex(64, threads=2)
-        ref.add(x, ids)
-        _, top = ref.search_ids(q, 5)
-        gone = sorted(set(top[:40, 0]))
-        idx.remove(gone)
-        ref.remove(gone)
-        s, i = idx.search_ids(q, 5)
-        s_ref, i_ref = ref.search_ids(q, 5)
-        assert not set(gone) & set(i.ravel())
-        recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(i, i_ref, strict=True)])
-        assert recall >= 0.99
-        np.testing.assert_allclose(s[i == i_ref], s_ref[i == i_ref], rtol=1e-5, atol=1e-5)
-    finally:
-        _scan._torch_int_mm.cache_clear()
-        _scan.fbgemm_product.cache_clear()
+    yield from _forced(monkeypatch, "fbgemm")
+
+
+def test_fbgemm_first_stage_skips_removed_rows_and_matches_the_float_path(forced_fbgemm) -> None:
+    """fbgemm's first stage (documents x queries blocks, :func:`topk_block_t`) over many blocks, with removed
+    rows and a query count that is not a multiple of the query block: the same ids as the float path."""
+    assert _scan.int8_backend() == "fbgemm"
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((20000, 64)).astype(np.float32)
+    q = rng.standard_normal((300, 64)).astype(np.float32)
+    ids = [str(j) for j in range(len(x))]
+    idx = FlatIndex(64, quantization="int8", rescore="float", query_block=128, threads=2)
+    idx.add(x, ids)
+    ref = FlatIndex(64, threads=2)
+    ref.add(x, ids)
+    _, top = ref.search_ids(q, 5)
+    gone = sorted(set(top[:40, 0]))
+    idx.remove(gone)
+    ref.remove(gone)
+    s, i = idx.search_ids(q, 5)
+    s_ref, i_ref = ref.search_ids(q, 5)
+    assert not set(gone) & set(i.ravel())
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(i, i_ref, strict=True)])
+    assert recall >= 0.99
+    np.testing.assert_allclose(s[i == i_ref], s_ref[i == i_ref], rtol=1e-5, atol=1e-5)
 
 
 def test_fbgemm_product_as_the_scan_calls_it_is_the_integer_sum_times_the_query_scale() -> None:
@@ -323,29 +327,19 @@ def test_fbgemm_product_as_the_scan_calls_it_is_the_integer_sum_times_the_query_
     np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
 
 
-def test_fbgemm_first_stage_on_a_memory_mapped_index(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    torch = pytest.importorskip("torch")
-    if "fbgemm" not in torch.backends.quantized.supported_engines:
-        pytest.skip("this torch build has no fbgemm engine")
-    monkeypatch.setenv("EMBEDSTACK_INT8_GEMM", "fbgemm")
-    _scan._torch_int_mm.cache_clear()
-    _scan.fbgemm_product.cache_clear()
-    try:
-        rng = np.random.default_rng(12)
-        x = rng.standard_normal((5000, 32)).astype(np.float32)
-        q = rng.standard_normal((40, 32)).astype(np.float32)
-        idx = FlatIndex(32, quantization="int8", rescore="float")
-        idx.add(x, [str(j) for j in range(len(x))])
-        want = idx.search_ids(q, 10)
-        idx.save(tmp_path / "idx")  # type: ignore[operator]
-        loaded = FlatIndex.load(tmp_path / "idx", mmap=True)  # type: ignore[operator]
-        assert not loaded._codes.flags.owndata  # a view of the file, not a copy
-        got = loaded.search_ids(q, 10)
-        np.testing.assert_array_equal(got[1], want[1])
-        np.testing.assert_array_equal(got[0], want[0])
-    finally:
-        _scan._torch_int_mm.cache_clear()
-        _scan.fbgemm_product.cache_clear()
+def test_fbgemm_first_stage_on_a_memory_mapped_index(tmp_path: object, forced_fbgemm) -> None:
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((5000, 32)).astype(np.float32)
+    q = rng.standard_normal((40, 32)).astype(np.float32)
+    idx = FlatIndex(32, quantization="int8", rescore="float")
+    idx.add(x, [str(j) for j in range(len(x))])
+    want = idx.search_ids(q, 10)
+    idx.save(tmp_path / "idx")  # type: ignore[operator]
+    loaded = FlatIndex.load(tmp_path / "idx", mmap=True)  # type: ignore[operator]
+    assert not loaded._codes.flags.owndata  # a view of the file, not a copy
+    got = loaded.search_ids(q, 10)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
 
 
 def test_int8_rescore_float_keeps_codes_as_first_stage(tmp_path: object) -> None:
