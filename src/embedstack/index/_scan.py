@@ -104,9 +104,9 @@ def fbgemm_product() -> Any:
     """fbgemm's u8 × s8 product (``torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32``) where
     int8 codes are scored with it: torch has the fbgemm engine and ``torch._int_mm`` has no integer units here
     (:func:`_torch_int_mm` is None), or ``EMBEDSTACK_INT8_GEMM=fbgemm``; else None (``=off`` / ``=torch`` turn it
-    off; ``=fbgemm`` where torch has no fbgemm engine is a ConfigError). On an AVX2-only AMD EPYC it ran at 199
-    GOP/s on 2 threads at the scan's shapes (2,048 code rows × 256 queries × 384) and up to 248 GOP/s inside
-    the scans, against 158 GFLOP/s for a float32 GEMM (``exact_search_fbgemm`` in BENCHMARKS.md)."""
+    off; ``=fbgemm`` where torch has no fbgemm engine is a ConfigError). On an AVX2-only AMD EPYC it ran at 199 and
+    302 GOP/s on 2 threads at the scan's shapes (2,048 code rows × 256 queries × 384) in two runs, against 158 and
+    181 GFLOP/s for a float32 GEMM (``exact_search_fbgemm`` in BENCHMARKS.md)."""
     import importlib.util
 
     mode = _int8_gemm_mode()
