@@ -271,8 +271,7 @@ class FlatIndex(BaseIndex):
         16-bit pair sums must stay below 32,768) and the codes are ranked by integer products (exact int32 sums;
         fbgemm returns them as float32 times the query's scale, exact below 2**24); the ``k × oversample`` best
         are then rescored with the float ``q∘step`` against their codes (or with the float vectors,
-        ``rescore="float"``). Without one, the float
-        ``q∘step`` scores the codes directly.
+        ``rescore="float"``). Without one, the float ``q∘step`` scores the codes directly.
         """
         assert self._codes is not None and self.step_ is not None and self.mid_ is not None
         codes = self._codes
