@@ -41,6 +41,10 @@ def test_build_search_info_delete_compact_swap(tmp_path: Path, corpus: Path) -> 
     r = _run("index", "info", str(tmp_path / "live"), "--json")
     meta = json.loads(r.stdout)
     assert meta["quantization"] == "int8" and meta["dims"] == 2 and meta["encoder"]["name"] == "lsa:2"
+    from embedstack.index._scan import int8_backend
+
+    assert meta["int8_scoring"] == int8_backend()  # how this machine scores the codes (fbgemm on AVX2)
+    assert "int8_scoring" not in json.loads(_run("index", "info", str(tmp_path / "v1"), "--json").stdout)  # BM25
     r = _run("index", "delete", str(tmp_path / "v1"), "2", "--json")
     assert json.loads(r.stdout) == {"path": str(tmp_path / "v1"), "deleted": 1, "count": 5, "tombstones": 1}
     r = _run("search", str(tmp_path / "v1"), "stock market", "--json")

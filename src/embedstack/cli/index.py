@@ -170,7 +170,20 @@ def _info(folder: Path) -> dict[str, Any]:
     return {"path": str(folder), "resolved": str(real), "type": m["type"], "metric": m["metric"],
             "dims": m["dims"], "quantization": m.get("quantization"), "count": m.get("count"),
             "tombstones": m.get("tombstones", 0), "encoder": m.get("encoder"), "config": m.get("config"),
-            "format_version": m["format_version"], "created_at": m.get("created_at"), "bytes_on_disk": size}
+            "format_version": m["format_version"], "created_at": m.get("created_at"), "bytes_on_disk": size,
+            **_int8_scoring(m)}
+
+
+def _int8_scoring(manifest: dict[str, Any]) -> dict[str, str]:
+    """How this machine scores an index's int8 codes (``int8_scoring``: ``vnni`` / ``amx`` integer GEMM,
+    ``fbgemm``'s u8 × s8 product on AVX2, or ``float`` (widened); ``EMBEDSTACK_INT8_GEMM`` overrides), for
+    ``FlatIndex`` int8 codes, as first stage or for rescoring; nothing for other indexes."""
+    config = manifest.get("config") or {}
+    if manifest.get("type") != "FlatIndex" or "int8" not in (config.get("quantization"), config.get("rescore")):
+        return {}
+    from embedstack.index._scan import int8_backend
+
+    return {"int8_scoring": int8_backend()}
 
 
 @index_app.command("info")
@@ -180,8 +193,8 @@ def info_cmd(folder: Path = typer.Argument(..., help="Index folder or alias."), 
     if json_out:
         print_json(info)
         return
-    rows = [[key, str(info[key])] for key in ("resolved", "type", "metric", "dims", "quantization", "count",
-                                              "tombstones", "created_at", "bytes_on_disk")]
+    rows = [[key, str(info[key])] for key in ("resolved", "type", "metric", "dims", "quantization", "int8_scoring",
+                                              "count", "tombstones", "created_at", "bytes_on_disk") if key in info]
     enc = info["encoder"] or {}
     rows.append(["encoder", f"{enc.get('name')} (sha256 {str(enc.get('sha256'))[:12]}, "
                             f"embedstack {enc.get('embedstack_version')})"])
