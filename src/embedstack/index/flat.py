@@ -291,27 +291,26 @@ class FlatIndex(BaseIndex):
                 warnings.simplefilter("ignore", UserWarning)  # a read-only memory map: torch only reads it
                 ct = torch.from_numpy(np.asarray(codes))
             c = min(live, k * self._candidates_per_result)
+            from embedstack.neural.quantize import (
+                FBGEMM_LEVELS,
+                FBGEMM_WEIGHT_LEVELS,
+                fbgemm_pack,
+                quantize_weight,
+            )
+
+            # q∘step to integers, one scale per query: 127 levels for _int_mm, 63 for fbgemm's weights
+            qc_t, qscale_t = quantize_weight(torch.from_numpy(qw), 127 if int_mm is not None else FBGEMM_WEIGHT_LEVELS)
             if int_mm is not None:
-                scale = np.abs(qw).max(axis=1) / 127.0
-                qc = np.clip(np.rint(qw / np.where(scale > 0, scale, 1.0)[:, None]), -127, 127).astype(np.int8)
-                qt = torch.from_numpy(qc)
+                mm = int_mm
 
                 def score(qa: int, qe: int, s: int, e: int) -> np.ndarray:
-                    return int_mm(qt[qa:qe], ct[s:e].T).numpy()
+                    return mm(qc_t[qa:qe], ct[s:e].T).numpy()
 
                 _, cand = scan_topk(score, nq, n, c, dim=self.dim, query_block=self.query_block, dead=dead,
                                     threads=self.threads, uses_torch=True, fill=float(np.iinfo(np.int32).min))
             else:
-                from embedstack.neural.quantize import (
-                    FBGEMM_LEVELS,
-                    FBGEMM_WEIGHT_LEVELS,
-                    fbgemm_pack,
-                    quantize_weight,
-                )
-
                 assert fbgemm is not None
                 product = fbgemm
-                qc_t, qscale_t = quantize_weight(torch.from_numpy(qw), FBGEMM_WEIGHT_LEVELS)
                 qb = max(1, min(nq, self.query_block))
                 packs = [fbgemm_pack(qc_t[a:a + qb].contiguous(), qscale_t[a:a + qb].contiguous())
                          for a in range(0, nq, qb)]
