@@ -166,6 +166,21 @@ def test_a_cpu_with_amx_loads_the_tile_kernel():
         assert "amx" in _attention.status(), _attention.status()
 
 
+@needs_kernel
+def test_supports_reads_only_what_loading_stored(monkeypatch):
+    """Compiled graphs trace supports(): once the library is loaded it must not call cpu_features() (an lru_cache
+    that dynamo warned about tracing, on every bf16 graph of a CPU without AMX) and its answer stays the same."""
+    bf16, fp32 = torch.zeros(1, dtype=torch.bfloat16), torch.zeros(1)
+    before = [_attention.supports(t, d) for t in (bf16, fp32) for d in (32, 64)]
+
+    def untouchable():
+        raise AssertionError("supports() read the CPU's flags again")
+
+    monkeypatch.setattr("embedstack._threads.cpu_features", untouchable)
+    assert [_attention.supports(t, d) for t in (bf16, fp32) for d in (32, 64)] == before
+    assert before[2:] == [True, True]  # float32 states at head dims 32 and 64 always take the kernel
+
+
 @needs_bf16_kernel
 @pytest.mark.parametrize("dim", [32, 64])
 def test_bfloat16_kernel_gives_nan_where_a_score_is_not_finite(dim):

@@ -51,7 +51,7 @@ _BF16_FLAGS = ("-mavx512bf16", "-DEMBEDSTACK_BF16")
 _BF16_NEEDS = frozenset({"avx512_bf16"})
 _MAX_DIM = 128
 _lock = threading.Lock()
-_state: dict[str, Any] = {"lib": None, "why": None, "checked": False, "avx2": False}
+_state: dict[str, Any] = {"lib": None, "why": None, "checked": False, "avx2": False, "cpu_amx": False}
 
 
 def _compiler() -> str | None:
@@ -88,12 +88,15 @@ def _load() -> Any:
     """The loaded library, or None (the reason in ``_state["why"]``); tried once per process."""
     if _state["checked"]:  # a plain read: compiled graphs trace this
         return _state["lib"]
+    from embedstack._threads import cpu_features
+
     with _lock:
         if not _state["checked"]:
             _state["lib"], _state["why"] = _open()
             if _state["lib"] is not None:
                 # read once: compiled graphs trace supports(), which must not call into the library
                 _state["avx2"] = int(_state["lib"].embedstack_kernel_width()) == 256
+                _state["cpu_amx"] = "amx_bf16" in cpu_features()  # the CPU's, whatever the build
                 _register()
             _state["checked"] = True
         return _state["lib"]
@@ -201,14 +204,9 @@ def supports(q: Any, head_dim: int) -> bool:
         return True
     if _avx2():
         return False
+    # plain reads of what _load() stored: dynamo traces this, and warned about tracing the cached cpu_features()
     return q.dtype == torch.bfloat16 and (head_dim in (32, 64) if _amx(_state["lib"]) else
-                                          "amx_bf16" not in _cpu_features())
-
-
-def _cpu_features() -> frozenset[str]:
-    from embedstack._threads import cpu_features
-
-    return cpu_features()
+                                          not _state["cpu_amx"])
 
 
 def _run(q: Any, k: Any, v: Any, out: Any, mask: Any, q_off: Any, q_len: Any, k_off: Any, k_len: Any,
