@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from embedstack._threads import cpu_features
 from embedstack.errors import ConfigError
 from embedstack.neural import _attention
 from embedstack.neural.quantize import ffn_onednn_available, quantize_rows
@@ -265,3 +266,49 @@ def test_bf16_int8_ffn_keeps_minilm_close_to_fp32(minilm):
     ref = minilm.with_options(precision="fp32").encode(texts)
     cos = np.sum(minilm.with_options(precision="bf16-int8-ffn").encode(texts) * ref, axis=1)
     assert cos.mean() > 0.997 and cos.min() > 0.99, cos
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.onednn, "qlinear_pointwise"), reason="this torch has no oneDNN int8 linear")
+@pytest.mark.skipif(not cpu_features() & {"avx512_vnni", "amx_int8"},
+                    reason="no int8 dot-product units: unsigned rows are used only where VNNI sums them in 32 bits")
+def test_unsigned_and_signed_rows_give_the_same_onednn_product(monkeypatch):
+    """Without AMX int8 oneDNN's signed-source product is a reference kernel (seconds a product on a Zen 4 EPYC), so
+    the rows go in as uint8 with zero point 128 there: both sources must give the exact integer product, scaled
+    by the weight's scales, at the extreme codes too."""
+    from embedstack.neural.quantize import Int8FeedForwardOut, onednn_unsigned_source, quantize_weight
+
+    g = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(64, 32)
+    q = torch.randint(-127, 128, (24, 64), dtype=torch.int8, generator=g)
+    q[0], q[1] = 127, -127
+    out = {}
+    for source in ("s8", "u8"):
+        monkeypatch.setenv("EMBEDSTACK_ONEDNN_SOURCE", source)
+        assert onednn_unsigned_source() == (source == "u8")
+        mod = Int8FeedForwardOut(lin, torch.ones(64))
+        assert mod.unsigned == (source == "u8")
+        out[source] = mod._product(q, torch.float32)
+        out[source + "-bf16"] = mod._product(q, torch.bfloat16)  # what Int8FeedForwardIn asks for
+    torch.testing.assert_close(out["u8"], out["s8"], rtol=0, atol=0)
+    assert out["u8-bf16"].dtype == torch.bfloat16
+    torch.testing.assert_close(out["u8-bf16"], out["s8-bf16"], rtol=0, atol=0)
+    qw, scale = quantize_weight(lin.weight.detach().float())  # the reference: exact integer sums, scaled
+    want = (q.long() @ qw.long().t()).double() * scale.double()[None, :]
+    torch.testing.assert_close(out["u8"].double(), want, rtol=1e-6, atol=1e-3)
+
+
+def test_onednn_source_env_values(monkeypatch, tiny_encoder):
+    from embedstack.neural.quantize import onednn_unsigned_source
+
+    monkeypatch.setenv("EMBEDSTACK_ONEDNN_SOURCE", "")
+    feats = cpu_features()
+    assert onednn_unsigned_source() == ("amx_int8" not in feats and "avx512_vnni" in feats)
+    for value, unsigned in (("U8", True), (" s8 ", False)):
+        monkeypatch.setenv("EMBEDSTACK_ONEDNN_SOURCE", value)
+        assert onednn_unsigned_source() is unsigned
+    monkeypatch.setenv("EMBEDSTACK_ONEDNN_SOURCE", "int8")
+    with pytest.raises(ConfigError, match="EMBEDSTACK_ONEDNN_SOURCE='int8'"):
+        onednn_unsigned_source()
+    if ffn_onednn_available(tiny_encoder.model) is None:  # refused when the encoder is made
+        with pytest.raises(ConfigError, match="EMBEDSTACK_ONEDNN_SOURCE"):
+            tiny_encoder.with_options(precision="bf16-int8-ffn")
