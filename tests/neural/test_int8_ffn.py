@@ -252,6 +252,13 @@ def test_bf16_int8_ffn_says_why_it_cannot_run(tiny_encoder, monkeypatch):
     assert "row widths" in quantize.ffn_onednn_available(tiny_encoder.model)
     with pytest.raises(ConfigError, match="bf16-pure"):  # when the encoder is made, not at its first encode
         tiny_encoder.with_options(precision="bf16-int8-ffn")
+    # AVX-512 without VNNI or AMX int8 (a Skylake-SP): oneDNN's int8 linear has no fast kernel for its rows there
+    from embedstack.index import _scan
+
+    monkeypatch.setattr(_attention, "rows_supported", lambda width: True)
+    monkeypatch.setattr(_scan, "int_gemm_units", lambda: False)
+    with pytest.raises(ConfigError, match="no AVX-512 VNNI or AMX int8 units.*bf16-pure"):
+        tiny_encoder.with_options(precision="bf16-int8-ffn")
     # a CPU without AVX-512 (an AMD EPYC with AVX2: the AVX2 build, attention alone), or no build at all
     monkeypatch.setattr(_attention, "row_kernels", lambda: False)
     with pytest.raises(ConfigError, match="row kernels do not run here"):
@@ -287,6 +294,9 @@ def test_unsigned_and_signed_rows_give_the_same_onednn_product(monkeypatch):
         assert onednn_unsigned_source() == (source == "u8")
         mod = Int8FeedForwardOut(lin, torch.ones(64))
         assert mod.unsigned == (source == "u8")
+        rows, zero = mod._source(q)  # what oneDNN is handed: the rows themselves, or q + 128 with zero point 128
+        assert (rows.dtype, zero) == ((torch.uint8, 128) if source == "u8" else (torch.int8, 0))
+        assert torch.equal(rows.long() - zero, q.long())
         out[source] = mod._product(q, torch.float32)
         out[source + "-bf16"] = mod._product(q, torch.bfloat16)  # what Int8FeedForwardIn asks for
     torch.testing.assert_close(out["u8"], out["s8"], rtol=0, atol=0)
@@ -309,6 +319,16 @@ def test_onednn_source_env_values(monkeypatch, tiny_encoder):
     monkeypatch.setenv("EMBEDSTACK_ONEDNN_SOURCE", "int8")
     with pytest.raises(ConfigError, match="EMBEDSTACK_ONEDNN_SOURCE='int8'"):
         onednn_unsigned_source()
-    if ffn_onednn_available(tiny_encoder.model) is None:  # refused when the encoder is made
-        with pytest.raises(ConfigError, match="EMBEDSTACK_ONEDNN_SOURCE"):
+    if ffn_onednn_available(tiny_encoder.model) is None:
+        with pytest.raises(ConfigError, match="EMBEDSTACK_ONEDNN_SOURCE"):  # refused when the encoder is made
             tiny_encoder.with_options(precision="bf16-int8-ffn")
+        # decided when the encoder is made: its modules, built at the first encode, keep that choice
+        from embedstack.neural.quantize import Int8FeedForwardIn
+
+        for made, later in (("s8", "u8"), ("u8", "s8")):
+            monkeypatch.setenv("EMBEDSTACK_ONEDNN_SOURCE", made)
+            enc = tiny_encoder.with_options(precision="bf16-int8-ffn")
+            monkeypatch.setenv("EMBEDSTACK_ONEDNN_SOURCE", later)
+            assert np.isfinite(enc.encode(TEXTS[:2])).all()
+            ffn = [m for m in enc._torch_model.modules() if isinstance(m, Int8FeedForwardIn)]
+            assert ffn and all(m.unsigned == (made == "u8") for m in ffn)

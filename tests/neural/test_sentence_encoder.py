@@ -757,31 +757,26 @@ def test_bf16_precisions_warn_on_a_cpu_without_bf16(tiny_encoder, monkeypatch, c
     assert not caplog.records
 
 
-@pytest.mark.parametrize("precision", ["int8-token", "bf16-int8-ffn"])
-def test_int8_precisions_warn_on_a_cpu_without_int8_units(tiny_encoder, monkeypatch, caplog, precision):
+def test_int8_token_warns_on_a_cpu_without_int8_units(tiny_encoder, monkeypatch, caplog):
     from embedstack.index import _scan
-    from embedstack.neural import quantize
 
-    # bf16-int8-ffn is refused where the row kernels do not run (no AVX-512): the warning is about CPUs where it runs
-    monkeypatch.setattr(quantize, "ffn_onednn_available", lambda model: None)
-    # int8-token without the units multiplies on fbgemm (no warning) unless EMBEDSTACK_INT8_PRODUCT forces _int_mm
-    cases = (((False, "", False), (False, "int_mm", True), (True, "", False)) if precision == "int8-token" else
-             ((False, "", True), (True, "", False)))
-    for units, forced, warned in cases:
+    # without the units int8-token multiplies on fbgemm (no warning) unless EMBEDSTACK_INT8_PRODUCT forces _int_mm;
+    # bf16-int8-ffn is refused there instead (test_int8_ffn.py)
+    precision = "int8-token"
+    for units, forced, warned in ((False, "", False), (False, "int_mm", True), (True, "", False)):
         monkeypatch.setattr(_scan, "int_gemm_units", lambda u=units: u)
         monkeypatch.setenv("EMBEDSTACK_INT8_PRODUCT", forced)
         caplog.clear()
         with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
             enc = tiny_encoder.with_options(precision=precision)
         assert any(precision in r.getMessage() and "VNNI" in r.getMessage() for r in caplog.records) == warned
-    if precision == "int8-token":  # bf16-int8-ffn's runs are in test_int8_ffn.py (they need the row kernels)
-        assert enc.encode(TEXTS).shape[0] == len(TEXTS)
-        for units, warned in ((False, True), (True, False)):  # compiled on fbgemm measured slower than eager
-            monkeypatch.setattr(_scan, "int_gemm_units", lambda u=units: u)
-            caplog.clear()
-            with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
-                tiny_encoder.with_options(precision=precision, compile=True)
-            assert any("drop compile" in r.getMessage() for r in caplog.records) == warned, caplog.text
+    assert enc.encode(TEXTS).shape[0] == len(TEXTS)
+    for units, warned in ((False, True), (True, False)):  # compiled on fbgemm measured slower than eager
+        monkeypatch.setattr(_scan, "int_gemm_units", lambda u=units: u)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="embedstack.neural.runtime"):
+            tiny_encoder.with_options(precision=precision, compile=True)
+        assert any("drop compile" in r.getMessage() for r in caplog.records) == warned, caplog.text
 
 
 def test_int8_smooth_keeps_minilm_closer_to_fp32_than_int8_fast(minilm):

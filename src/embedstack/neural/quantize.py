@@ -31,7 +31,7 @@ Recipes are named so the choice is visible and measured (``benchmarks/encode.py`
   same input and quantize it once (one smoothing for the three).
 * ``bf16-int8-ffn`` (torch) — ``bf16-pure`` (the whole transformer in bfloat16, packed oneDNN products) with the
   feed-forward block's two products in int8 on oneDNN (AMX int8 tiles where the CPU has them, VNNI
-  elsewhere), one scale per token as in ``int8-token`` (:func:`quantize_ffn_onednn`). On AMX the int8
+  elsewhere, with unsigned rows: :func:`onednn_unsigned_source`), one scale per token as in ``int8-token`` (:func:`quantize_ffn_onednn`). On AMX the int8
   product of the feed-forward output runs at about twice the bf16 one, and torch's ``_int_mm`` (what
   ``int8-token`` uses) does not reach the tile unit at all. oneDNN takes one activation scale per tensor, so
   the products run with scale 1 and embedstack's row kernels (``_attention.c``) apply each token's scale, the
@@ -540,14 +540,16 @@ def onednn_unsigned_source() -> bool:
     VNNI (Zen 4, 2 threads) one 256 x 384 x 1,536 product took 2,083 ms with int8 rows and 0.6 ms (538 GOP/s) with the same rows
     as uint8 and zero point 128; 2,048 rows took 14 s against 3.2 ms for ``torch._int_mm``. On the tiles signed
     rows are the measured path (``encode_ffn8_amx``), so they stay. ``EMBEDSTACK_ONEDNN_SOURCE=u8`` / ``s8``
-    forces one (the tests run both)."""
+    forces one (the tests run both). Read once per encoder, when it is made (``runtime``), and handed to
+    :func:`quantize_ffn_onednn`."""
     from embedstack._threads import cpu_features
 
-    forced = os.environ.get("EMBEDSTACK_ONEDNN_SOURCE", "").strip().lower()
+    raw = os.environ.get("EMBEDSTACK_ONEDNN_SOURCE", "")
+    forced = raw.strip().lower()
     if forced in ("u8", "s8"):
         return forced == "u8"
     if forced:
-        raise ConfigError(f"EMBEDSTACK_ONEDNN_SOURCE={forced!r}: use u8, s8, or leave it unset (by the CPU).")
+        raise ConfigError(f"EMBEDSTACK_ONEDNN_SOURCE={raw!r}: use u8, s8, or leave it unset (chosen by the CPU).")
     feats = cpu_features()
     # VNNI sums u8 x s8 products into 32 bits; without it (AVX-512 alone) the 16-bit pair sums could saturate
     return "amx_int8" not in feats and "avx512_vnni" in feats
@@ -557,12 +559,12 @@ class _OneDnnInt8(nn.Module):
     """A linear's weight for oneDNN's int8 product: columns times the smoothing factors ``smooth`` of its input,
     quantized per output channel (:func:`quantize_weight`), then reordered once into oneDNN's layout."""
 
-    def __init__(self, linear: Any, smooth: Any) -> None:
+    def __init__(self, linear: Any, smooth: Any, unsigned: bool | None = None) -> None:
         super().__init__()
         from embedstack.neural.packed import ROWS_HINT
 
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.unsigned = onednn_unsigned_source()
+        self.unsigned = onednn_unsigned_source() if unsigned is None else bool(unsigned)
         qweight, wscale = quantize_weight(linear.weight.detach().float() * smooth[None, :])
         self.register_buffer("qweight", torch.ops.onednn.qlinear_prepack(qweight, [ROWS_HINT, self.in_features]),
                              persistent=False)
@@ -571,14 +573,16 @@ class _OneDnnInt8(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().contiguous(),
                              persistent=False)
 
+    def _source(self, q: Any) -> tuple[Any, int]:
+        """The rows as oneDNN gets them and their zero point: ``q`` itself and 0, or (without AMX int8,
+        :func:`onednn_unsigned_source`) q + 128 as uint8, the sign bit flipped, and 128: the same product."""
+        return (q.view(torch.uint8) ^ 128, 128) if self.unsigned else (q, 0)
+
     def _product(self, q: Any, dtype: Any) -> Any:
-        """int8 rows ``q`` (M, K) times the weight, times the weight scales: (M, N) in ``dtype``. Without AMX int8
-        the rows go in unsigned (:func:`onednn_unsigned_source`, read when the module is made)."""
-        if self.unsigned:  # q + 128 as uint8 (flipping the sign bit), zero point 128: the same product
-            return torch.ops.onednn.qlinear_pointwise(q.view(torch.uint8) ^ 128, 1.0, 128, self.qweight, self.wscale,
-                                                      self.wzero, None, 1.0, 0, dtype, "none", [], "none")
-        return torch.ops.onednn.qlinear_pointwise(q, 1.0, 0, self.qweight, self.wscale, self.wzero, None, 1.0, 0,
-                                                  dtype, "none", [], "none")
+        """int8 rows ``q`` (M, K) times the weight, times the weight scales: (M, N) in ``dtype``."""
+        rows, zero = self._source(q)
+        return torch.ops.onednn.qlinear_pointwise(rows, 1.0, zero, self.qweight, self.wscale, self.wzero, None, 1.0,
+                                                  0, dtype, "none", [], "none")
 
 
 class Int8FeedForwardIn(_OneDnnInt8):
@@ -588,8 +592,8 @@ class Int8FeedForwardIn(_OneDnnInt8):
     product's smoothing factors ``next_smooth``, ready for :class:`Int8FeedForwardOut`. Inference only.
     """
 
-    def __init__(self, linear: Any, smooth: Any, next_smooth: Any) -> None:
-        super().__init__(linear, smooth)
+    def __init__(self, linear: Any, smooth: Any, next_smooth: Any, unsigned: bool | None = None) -> None:
+        super().__init__(linear, smooth, unsigned)
         self.register_buffer("inv_smooth", (1.0 / smooth).float().contiguous(), persistent=False)
         self.register_buffer("inv_next", (1.0 / next_smooth).float().contiguous(), persistent=False)
 
@@ -613,8 +617,9 @@ class Int8FeedForwardOut(_OneDnnInt8):
 
     fuses_residual = True  # transformer.dense_add calls add()
 
-    def __init__(self, linear: Any, smooth: Any, norm: nn.LayerNorm | None = None) -> None:
-        super().__init__(linear, smooth)
+    def __init__(self, linear: Any, smooth: Any, norm: nn.LayerNorm | None = None,
+                 unsigned: bool | None = None) -> None:
+        super().__init__(linear, smooth, unsigned)
         self.eps = 0.0 if norm is None else float(norm.eps)
         for name in ("norm_weight", "norm_bias"):
             p = None if norm is None else getattr(norm, name.removeprefix("norm_"))
@@ -648,27 +653,34 @@ def ffn_onednn_available(model: Any) -> str | None:
         return f"row widths {widths} are not multiples of 16 up to 8,192"
     if model.config.hidden_act != "gelu":
         return f"the feed-forward activation is {model.config.hidden_act!r}; the int8 feed-forward fuses exact GELU only"
+    from embedstack.index._scan import int_gemm_units
+
+    if not int_gemm_units():  # AVX-512 without VNNI (e.g. Skylake-SP): inferred from Zen 4, not measured there
+        return ("this CPU has no AVX-512 VNNI or AMX int8 units, where oneDNN's int8 linear has no fast kernel for "
+                "its rows (on a VNNI CPU without AMX the signed-row kernel ran thousands of times slower)")
     return None
 
 
 def check_ffn_onednn(model: Any) -> None:
     """Raise ``ConfigError`` (naming ``bf16-pure``) where :func:`quantize_ffn_onednn` cannot run on ``model`` here."""
     why = ffn_onednn_available(model)
-    onednn_unsigned_source()  # a bad EMBEDSTACK_ONEDNN_SOURCE is refused when the encoder is made
     if why is not None:
         raise ConfigError(f"precision='bf16-int8-ffn' does not run here: {why}; use precision='bf16-pure'.")
 
 
-def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alpha: float | None = None) -> Any:
+def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alpha: float | None = None,
+                        unsigned: bool | None = None) -> Any:
     """``model`` (a bf16-pure copy of ``reference``, packed or not) with every block's feed-forward products as
     :class:`Int8FeedForwardIn` / :class:`Int8FeedForwardOut`, **in place**; weights, biases and calibration
     from the float32 ``reference``. Inputs are smoothed with strength ``alpha`` (default :data:`TOKEN_ALPHA`) from
-    their channel peaks over ``calibration`` (:func:`calibration_batches`). Raises ``ConfigError`` where it
-    cannot run (:func:`ffn_onednn_available`)."""
+    their channel peaks over ``calibration`` (:func:`calibration_batches`); ``unsigned``: how the rows go to
+    oneDNN (default :func:`onednn_unsigned_source`). Raises ``ConfigError`` where it cannot run
+    (:func:`ffn_onednn_available`)."""
     from embedstack.neural.transformer import BertLayer
 
     check_ffn_onednn(reference)
     alpha = TOKEN_ALPHA if alpha is None else float(alpha)
+    unsigned = onednn_unsigned_source() if unsigned is None else bool(unsigned)
     ffn = ("intermediate.dense", "output.dense")
     peak = _input_peaks(reference, calibration,
                         lambda name: name.endswith(ffn) and "attention" not in name)
@@ -680,11 +692,11 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
             s_up = _smoothing(peak[f"{name}.intermediate.dense"], [up.weight], alpha)
             s_down = _smoothing(peak[f"{name}.output.dense"], [down.weight], alpha)
             target = targets[name]
-            setattr(target.intermediate, "dense", Int8FeedForwardIn(up, s_up, s_down))  # noqa: B010
+            setattr(target.intermediate, "dense", Int8FeedForwardIn(up, s_up, s_down, unsigned))  # noqa: B010
             setattr(target.intermediate, "act", nn.Identity())  # noqa: B010 - GELU runs in the row kernel
             ln = block.output.LayerNorm  # fused when it is a LayerNorm with a weight; else left to the block
             norm = ln if isinstance(ln, nn.LayerNorm) and ln.weight is not None else None
-            setattr(target.output, "dense", Int8FeedForwardOut(down, s_down, norm))  # noqa: B010
+            setattr(target.output, "dense", Int8FeedForwardOut(down, s_down, norm, unsigned))  # noqa: B010
             if norm is not None:  # applied by the product's row kernel (add): the block's own becomes a no-op
                 setattr(target.output, "LayerNorm", nn.Identity())  # noqa: B010
     return model

@@ -124,10 +124,12 @@ class TransformerRuntime:
             raise ConfigError(f"Backend {backend!r} supports precision {list(PRECISIONS[backend])}; got {precision!r}.")
         num_threads = check_int(self, "num_threads", num_threads, low=1, allow_none=True)
         workers = check_int(self, "workers", workers, low=1)
+        self.onednn_unsigned: bool | None = None  # bf16-int8-ffn: how its int8 rows go to oneDNN, decided now
         if precision == "bf16-int8-ffn" and backend == "torch":  # refused now, not at the first encode or request
-            from embedstack.neural.quantize import check_ffn_onednn
+            from embedstack.neural.quantize import check_ffn_onednn, onednn_unsigned_source
 
             check_ffn_onednn(model)
+            self.onednn_unsigned = onednn_unsigned_source()  # a bad EMBEDSTACK_ONEDNN_SOURCE is refused now too
         if precision == "fp32-bf16x3":
             from embedstack.neural import _attention
 
@@ -142,11 +144,11 @@ class TransformerRuntime:
                         f"are emulated, several times slower than {slower} (bf16-pure ran at 0.15x fp32's speed on an "
                         f"AVX2 CPU); use {slower}.")
         product = None
-        if precision in ("int8-token", "bf16-int8-ffn"):
+        if precision == "int8-token":
             from embedstack.index._scan import int_gemm_units
 
             units = int_gemm_units()
-            if precision == "int8-token" and backend == "torch":
+            if backend == "torch":
                 from embedstack.neural.quantize import int8_product
 
                 # decided once, here: a bad EMBEDSTACK_INT8_PRODUCT is refused now, not at the first encode
@@ -162,9 +164,6 @@ class TransformerRuntime:
                                 "AVX-512 VNNI / AMX int8 units, or EMBEDSTACK_INT8_PRODUCT=fbgemm): it works, but "
                                 "compiled ran slower than eager on an AVX2 CPU (0.76x on sentences, 0.79x on "
                                 "abstracts); drop compile.")
-            elif not units:  # bf16-int8-ffn: oneDNN's own int8 kernels, without the dot-product units
-                log.warning("precision='bf16-int8-ffn' on a CPU without AVX-512 VNNI / AMX int8 units: it works, but "
-                            "slower than bf16-pure; use bf16-pure.")
         self.backend = backend
         if backend == "torch":
             from embedstack.neural import _attention
@@ -305,7 +304,7 @@ class TransformerRuntime:
             from embedstack.neural.quantize import calibration_batches, quantize_ffn_onednn
 
             quantize_ffn_onednn(model, self.model, calibration_batches(
-                self.tokenizer, max_length=self.model.config.max_position_embeddings))
+                self.tokenizer, max_length=self.model.config.max_position_embeddings), unsigned=self.onednn_unsigned)
         if self.compile and self.precision == "int8-token":
             from embedstack.neural.quantize import share_quantization_in_graph
 
