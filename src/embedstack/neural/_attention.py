@@ -196,8 +196,9 @@ def supports(q: Any, head_dim: int) -> bool:
     abstracts x 240 tokens x 12 heads, 2 threads: 13.7 against 18.7 ms). Without AMX, bfloat16 states take the
     AVX-512 kernel, widened to float32: it costs what float32 costs (38.6 against 38.0 ms, one thread, same
     shape), and torch's bf16 kernel was no faster than its float32 one on such a CPU (Zen 4: 50.3 against 46.9 ms),
-    which ours beats. That last step is inferred, not measured on a CPU without AMX. The AVX2 build takes float32
-    states only."""
+    which ours beats: measured end to end there, bf16-pure with workers=2 encoded 1,054 against 887 sentences/s and
+    52.7 against 47.5 abstracts/s on torch's kernel (``encode``, stop 60). The AVX2 build takes float32 states
+    only."""
     if not (head_dim % 16 == 0 and head_dim <= _MAX_DIM and q.device.type == "cpu" and available()):
         return False
     if q.dtype == torch.float32:

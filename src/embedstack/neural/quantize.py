@@ -31,7 +31,8 @@ Recipes are named so the choice is visible and measured (``benchmarks/encode.py`
   same input and quantize it once (one smoothing for the three).
 * ``bf16-int8-ffn`` (torch) — ``bf16-pure`` (the whole transformer in bfloat16, packed oneDNN products) with the
   feed-forward block's two products in int8 on oneDNN (AMX int8 tiles where the CPU has them, VNNI
-  elsewhere, with unsigned rows: :func:`onednn_unsigned_source`), one scale per token as in ``int8-token`` (:func:`quantize_ffn_onednn`). On AMX the int8
+  elsewhere, with unsigned rows: :func:`onednn_unsigned_source`), one scale per token as in ``int8-token``
+  (:func:`quantize_ffn_onednn`); refused on CPUs with neither. On AMX the int8
   product of the feed-forward output runs at about twice the bf16 one, and torch's ``_int_mm`` (what
   ``int8-token`` uses) does not reach the tile unit at all. oneDNN takes one activation scale per tensor, so
   the products run with scale 1 and embedstack's row kernels (``_attention.c``) apply each token's scale, the
@@ -537,8 +538,9 @@ def onednn_unsigned_source() -> bool:
     """Whether oneDNN's int8 linear (``torch.ops.onednn.qlinear_pointwise``) must take unsigned rows here: without
     AMX int8 its signed-source product falls to a reference kernel, so where the CPU has AVX-512 VNNI the rows go
     in as uint8 (the sign bit flipped: q + 128) with zero point 128, the same product. On an AMD EPYC with AVX-512
-    VNNI (Zen 4, 2 threads) one 256 x 384 x 1,536 product took 2,083 ms with int8 rows and 0.6 ms (538 GOP/s) with the same rows
-    as uint8 and zero point 128; 2,048 rows took 14 s against 3.2 ms for ``torch._int_mm``. On the tiles signed
+    VNNI (Zen 4, 2 threads) one 256 x 384 x 1,536 product took 2,083 ms with int8 rows and 0.6 ms (538 GOP/s)
+    with the same rows as uint8 and zero point 128; 2,048 rows took 14 s against 3.2 ms for ``torch._int_mm``
+    (one-off probes, not in a results file). On the tiles signed
     rows are the measured path (``encode_ffn8_amx``), so they stay. ``EMBEDSTACK_ONEDNN_SOURCE=u8`` / ``s8``
     forces one (the tests run both). Read once per encoder, when it is made (``runtime``), and handed to
     :func:`quantize_ffn_onednn`."""
