@@ -9,7 +9,9 @@ the work rate (4 · B · H · T² · D FLOPs a call) and each kernel's error aga
 (max |difference| over the real query rows).
 
 Which of our kernels runs: float32 states on the AVX-512 register-tiled kernel; bfloat16 states on the AMX tile kernel
-where the CPU has AMX (else torch's: the AVX-512 kernel widens bf16 to float32 and loses to torch's bf16 on AMX).
+where the CPU has AMX, on the AVX-512 BF16 dot-product kernel where it has AVX-512 BF16 and VBMI but no AMX (Zen 4),
+else on the float32 kernel, widened. Where the dot-product kernel runs, the widened kernel runs beside it on the same
+bf16 cells ("widened" columns: what the dot products are worth).
 
 Usage: python benchmarks/attention.py [--reps 7] [--threads 1,2] [--quick] [--section attention]
 """
@@ -86,8 +88,18 @@ def main() -> None:
                 def ours(q: Any = q, k: Any = k, v: Any = v, mask: Any = mask, H: int = H) -> Any:
                     return _attention.attention(q, k, v, mask, H)
 
+                def widened(q: Any = q, k: Any = k, v: Any = v, mask: Any = mask, H: int = H) -> Any:
+                    _attention._state["bf16_dot"] = False  # the float32 kernel on bf16 states, this call only
+                    try:
+                        return _attention.attention(q, k, v, mask, H)
+                    finally:
+                        _attention._state["bf16_dot"] = True
+
                 own = _attention.supports(q, D)
                 systems = {"torch": theirs, "ours": ours if own else theirs}
+                dot = own and dtype == torch.bfloat16 and _attention._state["bf16_dot"] and D in (32, 64)
+                if dot:
+                    systems["widened"] = widened
                 times: dict[str, list[float]] = {s: [] for s in systems}
                 with torch.inference_mode():
                     outs = {s: f() for s, f in systems.items()}  # warm-up, and the outputs for the error
@@ -109,10 +121,16 @@ def main() -> None:
                        "speedup": med["torch"] / med["ours"], "ours_gflops": flops / med["ours"] / 1e9,
                        "torch_gflops": flops / med["torch"] / 1e9, "torch_max_err": err["torch"],
                        "ours_max_err": err["ours"]}
+                if dot:
+                    row.update(widened_ms=med["widened"] * 1e3, widened_max_err=err["widened"],
+                               widened_spread_ms=[min(times["widened"]) * 1e3, max(times["widened"]) * 1e3],
+                               dot_speedup=med["widened"] / med["ours"])
                 rows.append(row)
                 print(f"{threads} thr  {B:3d} x {T:3d} tok  H{H} D{D}  {row['dtype']:8s}  torch {row['torch_ms']:7.2f} ms"
                       f"  ours ({row['ours_kernel']}) {row['ours_ms']:7.2f} ms  x{row['speedup']:.2f}  "
-                      f"err {err['torch']:.1e} / {err['ours']:.1e}", file=sys.stderr)
+                      f"err {err['torch']:.1e} / {err['ours']:.1e}"
+                      + (f"  widened {row['widened_ms']:7.2f} ms (dot x{row['dot_speedup']:.2f})" if dot else ""),
+                      file=sys.stderr)
     res = {"cpu": cpu_line(), "kernel": _attention.status(), "reps": reps, "rows": rows,
            "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "torch": torch.__version__}
     md = markdown(res, args.section)
@@ -124,9 +142,15 @@ def main() -> None:
 def _kernel(dtype: Any, own: bool) -> str:
     import torch
 
+    from embedstack.neural import _attention
+
     if not own:
         return "torch's (ours does not pay here)"
-    return "AVX-512 fp32" if dtype == torch.float32 else "AMX bf16"
+    if dtype == torch.float32:
+        return "AVX-512 fp32"
+    if _attention._amx(_attention._load()):
+        return "AMX bf16"
+    return "AVX-512 BF16 dot" if _attention._state["bf16_dot"] else "AVX-512 fp32 (widened)"
 
 
 def markdown(res: dict[str, Any], section: str) -> str:
@@ -140,14 +164,20 @@ def markdown(res: dict[str, Any], section: str) -> str:
              f"formula on the same inputs, real query rows. Load average {res['loadavg_before'][0]:.2f} before, "
              f"{res['loadavg_after'][0]:.2f} after. Our kernel here: {res['kernel']}.", "",
              "| threads | texts × tokens | heads × dim | dtype | ours runs | torch ms | ours ms | ours / torch speed "
-             "| ours GFLOP/s | max error torch / ours |",
-             "|---:|---|---|---|---|---:|---:|---:|---:|---|"]
+             "| ours GFLOP/s | max error torch / ours |" + (" widened ms | dot / widened speed | widened max error |"
+                                                           if any("widened_ms" in r for r in res["rows"]) else ""),
+             "|---:|---|---|---|---|---:|---:|---:|---:|---|" + ("---:|---:|---|"
+                                                               if any("widened_ms" in r for r in res["rows"]) else "")]
+    wide = any("widened_ms" in r for r in res["rows"])
     for r in res["rows"]:
         lines.append(
             f"| {r['threads']} | {r['texts']} × {r['tokens']} | {r['heads']} × {r['head_dim']} | {r['dtype']} "
             f"| {r['ours_kernel']} | {r['torch_ms']:.2f} ({r['torch_spread_ms'][0]:.2f}–{r['torch_spread_ms'][1]:.2f}) "
             f"| {r['ours_ms']:.2f} ({r['ours_spread_ms'][0]:.2f}–{r['ours_spread_ms'][1]:.2f}) | {r['speedup']:.2f}× "
-            f"| {r['ours_gflops']:.0f} | {r['torch_max_err']:.1e} / {r['ours_max_err']:.1e} |")
+            f"| {r['ours_gflops']:.0f} | {r['torch_max_err']:.1e} / {r['ours_max_err']:.1e} |"
+            + ((f" {r['widened_ms']:.2f} ({r['widened_spread_ms'][0]:.2f}–{r['widened_spread_ms'][1]:.2f}) "
+                f"| {r['dot_speedup']:.2f}× | {r['widened_max_err']:.1e} |" if "widened_ms" in r else " – | – | – |")
+               if wide else ""))
     return "\n".join(lines)
 
 

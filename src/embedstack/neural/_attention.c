@@ -547,49 +547,11 @@ int embedstack_kernel_width(void) {
 #endif
 }
 
-#ifdef EMBEDSTACK_AMX
+#if defined(EMBEDSTACK_BF16) && defined(__AVX512VBMI__)
 /* ---------------------------------------------------------------------------------------------------------------
- * bfloat16 states on CPUs with AMX (Sapphire Rapids and later): both products on the tile unit, softmax scores in float32.
- *
- * Per text and head, 16 query rows at a time: Q Kᵀ as 16 × 16 score tiles (tdpbf16ps over 32 head dims a step,
- * K packed as pairs of head dims, transposed in registers), stored to a float32 row buffer; softmax on it with
- * AVX-512 writes P's bf16 bits straight from a table, without a float exp (softmax_row_tab); P V as 16 × 16 output
- * tiles (D / 16 of them, V packed as pairs of keys), accumulated over 32 keys a step, and P times a tile of ones
- * beside them: each row's sum of the weights as rounded, by which the row is divided at the end, in float32.
- * Head dimensions 32 and 64. Each thread saves the tile configuration it finds and restores it when done, so
- * oneDNN's own tile kernels on the same threads are left as they were.
+ * What both bfloat16 kernels share (the tile unit's, AMX; the registers', AVX-512 BF16): K packed as pairs of head
+ * dims, V as pairs of keys, P's bf16 weights written from an exponent table, and the (text, head) work items.
  */
-#include <sys/syscall.h>
-#include <unistd.h>
-
-typedef struct __attribute__((packed)) {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tilecfg_t;
-
-/* Linux gives a process the AMX tile state only once asked (ARCH_REQ_XCOMP_PERM for XTILEDATA). 0: granted. */
-int embedstack_amx_init(void) { return (int)syscall(SYS_arch_prctl, 0x1023, 18); }
-
-/* This thread's tile configuration saved into `before`, then `n` tiles of 16 rows x 64 bytes; tiles_off puts the
- * saved one back (or releases the tiles), so oneDNN's own tile kernels on the same threads are left as they were. */
-static void tiles_on(tilecfg_t *before, int n) {
-    tilecfg_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    _tile_storeconfig(before);
-    cfg.palette = 1;
-    for (int t = 0; t < n; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
-}
-
-static void tiles_off(const tilecfg_t *before) {
-    if (before->palette) _tile_loadconfig(before);
-    else _tile_release();
-}
-
 /* r[0..15] (16 rows of 16 dwords) transposed: dword c of every row, in row order, stored at out + c * ld */
 static inline __attribute__((always_inline)) void transpose16(const __m512i *r, uint32_t *out, int64_t ld) {
     __m512i t[16], u[16];
@@ -711,28 +673,27 @@ static int64_t item_keys(const job_t *J, int64_t b, int h, const uint8_t **mask)
     return nk;
 }
 
-static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *vp_buf, float *s, uint16_t *p,
-                     uint16_t *qb, float *ob) {
-    const int64_t b = item / J->heads;
-    const int h = (int)(item % J->heads), D = J->dim, NC = D / 16;
-    const int64_t q0 = J->q_off[b], nq = J->q_len[b], k0 = J->k_off[b];
-    const uint8_t *m;
-    const int64_t nk = item_keys(J, b, h, &m);
-    if (nk == 0) return;
-    const int64_t kp = (nk + KEYS - 1) / KEYS * KEYS;
-    const uint16_t *K = (const uint16_t *)J->k, *V = (const uint16_t *)J->v, *Q = (const uint16_t *)J->q;
-    /* mantissas of 2^(i / 128), i < 128, rounded to 7 bits (softmax_row_tab) */
-    const __m512i tlo = _mm512_set_epi8(52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 43, 42, 41, 40, 39, 38,
+/* mantissas of 2^(i / 128), i < 128, rounded to 7 bits (softmax_row_tab's table: entries 0-63, then 64-127) */
+static inline __m512i exp2_table_lo(void) {
+    return _mm512_set_epi8(52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 43, 42, 41, 40, 39, 38,
                                        37, 36, 35, 34, 34, 33, 32, 31, 30, 29, 28, 28, 27, 26, 25, 24,
                                        23, 23, 22, 21, 20, 19, 19, 18, 17, 16, 15, 15, 14, 13, 12, 12,
                                        11, 10, 9, 9, 8, 7, 6, 6, 5, 4, 4, 3, 2, 1, 1, 0);
-    const __m512i thi = _mm512_set_epi8(127, 125, 124, 123, 121, 120, 118, 117, 116, 115, 113, 112, 111, 109, 108, 107,
+}
+
+static inline __m512i exp2_table_hi(void) {
+    return _mm512_set_epi8(127, 125, 124, 123, 121, 120, 118, 117, 116, 115, 113, 112, 111, 109, 108, 107,
                                        105, 104, 103, 102, 100, 99, 98, 97, 96, 94, 93, 92, 91, 90, 88, 87,
                                        86, 85, 84, 83, 82, 80, 79, 78, 77, 76, 75, 74, 73, 72, 70, 69,
                                        68, 67, 66, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53);
-    static const uint16_t ones[16 * 32] __attribute__((aligned(64))) = {[0 ... 16 * 32 - 1] = 0x3F80}; /* bf16 1.0 */
-    float sums[16 * 16] __attribute__((aligned(64)));
-    _tile_loadd(6, ones, 64);
+}
+
+/* Head h of text b's keys and values (bf16, nk of them, padded with zeros to kp, a multiple of 32) packed for the
+ * bf16 products: kp_buf and vp_buf hold D * kp bf16 each */
+static void pack_kv(const job_t *J, int64_t b, int h, int64_t nk, int64_t kp, uint16_t *kp_buf, uint16_t *vp_buf) {
+    const int D = J->dim;
+    const int64_t k0 = J->k_off[b];
+    const uint16_t *K = (const uint16_t *)J->k, *V = (const uint16_t *)J->v;
     /* K as [D/2][kp][2]: row e (a pair of head dims) holds (K[j][2e], K[j][2e+1]) for every key j, 16 keys at a
      * time (16 row loads and a transpose: 3-4% faster than 16 gathers per 32 head dims); padding keys are zeros */
     for (int64_t j = 0; j < kp; j += 16) {
@@ -758,6 +719,221 @@ static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *v
             }
         }
     }
+}
+
+/* The tile kernels' entry: `worker` over every (text, head) of the job; head dim 32 or 64 (1 otherwise), 2: no
+ * memory. bf16: the states' type (1: bfloat16, 0: float32). */
+static int tile_job(const void *q, const void *k, const void *v, void *out, const uint8_t *mask, const int64_t *q_off,
+                    const int64_t *q_len, const int64_t *k_off, const int64_t *k_len, int64_t n_texts, int heads,
+                    int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v, int64_t ld_o, int bf16, float scale,
+                    int threads, void *(*worker)(void *)) {
+    if (dim != 32 && dim != 64) return 1;
+    int64_t max_keys = 1;
+    for (int64_t b = 0; b < n_texts; b++) max_keys = k_len[b] > max_keys ? k_len[b] : max_keys;
+    job_t J = {q, k, v, out, mask, q_off, q_len, k_off, k_len, ld_q, ld_k, ld_v, ld_o,
+               n_texts, max_keys, heads, dim, bf16, scale, 0};
+    return run_parallel(&J, worker, threads);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * bfloat16 states on CPUs with AVX-512 BF16 and VBMI but no AMX (Zen 4): the tile kernel's algorithm in registers.
+ *
+ * Both products are vdpbf16ps (two bf16 products summed into each float32 lane): twice the float32 kernel's
+ * multiply-adds per instruction, on the states as they are. Per text and head, 12 query rows at a time:
+ *
+ *   Q Kᵀ: 12 rows × 32 keys of float32 scores in 24 accumulators; per pair of head dims, two loads of K packed as
+ *         pairs of head dims (pack_kv) and 12 broadcasts of a query row's pair (unscaled: the scale is applied to the
+ *         float32 scores, as on the tiles);
+ *   softmax: softmax_row_tab writes P's bf16 weights from its exponent table;
+ *   P V:  12 rows × 32 outputs (6 × 64 at head dim 64) in 24 accumulators; per pair of keys, D/16 loads of V packed
+ *         as pairs of keys and a broadcast of each row's pair of weights.
+ *
+ * Each row is divided by the sum of its weights as rounded (a vdpbf16ps against ones), in float32, as on the tiles:
+ * the results are the tile kernel's up to float32 summation order. Head dims 32 and 64.
+ */
+#define BROWS 12 /* query rows per block */
+
+static inline __attribute__((always_inline)) __m512bh as_bh(__m512i x) { return (__m512bh)x; }
+
+/* scores s[r][j0 .. j0 + 32) = qb[r] · K[j0 .. j0 + 32) for the BROWS rows of qb (pairs of bf16, `pairs` a row);
+ * kt: K packed as pairs (uint32), row e at kt + e * kp */
+static inline __attribute__((always_inline)) void qk_tile_bf16(const uint32_t *qb, const uint32_t *kt, int64_t kp,
+                                                               const int pairs, int64_t j0, float *s) {
+    __m512 acc[BROWS][2];
+#pragma GCC unroll 12
+    for (int r = 0; r < BROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int e = 0; e < pairs; e++) {
+        const __m512bh b0 = as_bh(_mm512_loadu_si512(kt + e * kp + j0)), b1 = as_bh(_mm512_loadu_si512(kt + e * kp + j0 + 16));
+#pragma GCC unroll 12
+        for (int r = 0; r < BROWS; r++) {
+            const __m512bh a = as_bh(_mm512_set1_epi32((int)qb[r * pairs + e]));
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < BROWS; r++) {
+        _mm512_storeu_ps(s + r * kp + j0, acc[r][0]);
+        _mm512_storeu_ps(s + r * kp + j0 + 16, acc[r][1]);
+    }
+}
+
+/* out rows o0 .. o0 + n (n <= R) = P's rows (bf16, kp a row, keys in softmax_row_tab's order) times V packed as pairs
+ * of keys (NC·16 dims), times inv[r] */
+static inline __attribute__((always_inline)) void pv_tile_bf16(const int R, const int NC, const uint16_t *p, int64_t kp,
+                                                               const uint16_t *vp, const float *inv, int n,
+                                                               void *out, int64_t o0, int64_t ld_o) {
+    __m512 acc[BROWS][4];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_ps();
+    const uint32_t *pw = (const uint32_t *)p;
+    for (int64_t t = 0; t < kp / 2; t++) {
+        __m512bh v[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; c++) v[c] = as_bh(_mm512_loadu_si512(vp + t * NC * 32 + c * 32));
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            const __m512bh a = as_bh(_mm512_set1_epi32((int)pw[r * (kp / 2) + t]));
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; c++) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], a, v[c]);
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        const __m512 w = _mm512_set1_ps(inv[r]);
+        for (int c = 0; c < NC; c++) store16(out, (o0 + r) * ld_o + c * 16, _mm512_mul_ps(acc[r][c], w), 1);
+    }
+}
+
+static void bf16dp_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *vp_buf, float *s, uint16_t *p,
+                        uint16_t *qb) {
+    const int64_t b = item / J->heads;
+    const int h = (int)(item % J->heads), D = J->dim;
+    const int64_t q0 = J->q_off[b], nq = J->q_len[b];
+    const uint8_t *m;
+    const int64_t nk = item_keys(J, b, h, &m);
+    if (nk == 0) return;
+    const int64_t kp = (nk + KEYS - 1) / KEYS * KEYS;
+    const uint16_t *Q = (const uint16_t *)J->q;
+    const __m512i tlo = exp2_table_lo(), thi = exp2_table_hi();
+    const __m512i ones = _mm512_set1_epi16(0x3F80); /* bf16 1.0 */
+    pack_kv(J, b, h, nk, kp, kp_buf, vp_buf);
+    void *out = (char *)J->out + (size_t)(h * D) * 2;
+    for (int64_t i0 = 0; i0 < nq; i0 += BROWS) {
+        const int R = nq - i0 < BROWS ? (int)(nq - i0) : BROWS;
+        for (int r = 0; r < R; r++) memcpy(qb + r * D, Q + (q0 + i0 + r) * J->ld_q + h * D, (size_t)D * 2);
+        if (R < BROWS) memset(qb + R * D, 0, (size_t)(BROWS - R) * D * 2);
+        for (int64_t j0 = 0; j0 < kp; j0 += 32) qk_tile_bf16((const uint32_t *)qb, (const uint32_t *)kp_buf, kp, D / 2, j0, s);
+        float inv[BROWS];
+        for (int r = 0; r < R; r++) {
+            uint16_t *pr = p + r * kp;
+            softmax_row_tab(s + r * kp, nk, kp, m, J->scale, tlo, thi, pr);
+            __m512 sum = _mm512_setzero_ps();
+            for (int64_t j = 0; j < kp; j += 32) sum = _mm512_dpbf16_ps(sum, as_bh(_mm512_loadu_si512(pr + j)), as_bh(ones));
+            const float total = _mm512_reduce_add_ps(sum);
+            inv[r] = total > 0.0f ? 1.0f / total : 0.0f; /* a NaN row stays NaN: NaN weights times V */
+        }
+        if (D == 32) pv_tile_bf16(BROWS, 2, p, kp, vp_buf, inv, R, out, q0 + i0, J->ld_o);
+        else
+            for (int r0 = 0; r0 < R; r0 += 6)
+                pv_tile_bf16(6, 4, p + r0 * kp, kp, vp_buf, inv + r0, R - r0 < 6 ? R - r0 : 6, out, q0 + i0 + r0, J->ld_o);
+    }
+}
+
+static void *bf16dp_worker(void *arg) {
+    job_t *J = (job_t *)arg;
+    const int64_t kp = (J->max_keys + KEYS - 1) / KEYS * KEYS;
+    const int D = J->dim;
+    /* bytes: K and V packed (bf16), scores (f32), P (bf16), Q rows (bf16) */
+    const size_t bytes = (size_t)(2 * D * kp * 2 + BROWS * kp * 4 + BROWS * kp * 2 + BROWS * D * 2) + 64 * 5;
+    char *buf = (char *)aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!buf) return NULL;
+    memset(buf, 0, bytes); /* P's rows past a last block's R are read (and their outputs dropped): never garbage */
+    uint16_t *kb = (uint16_t *)buf;
+    uint16_t *vb = kb + D * kp + 32;
+    float *s = (float *)(vb + D * kp + 32);
+    uint16_t *p = (uint16_t *)(s + BROWS * kp + 16);
+    uint16_t *qb = p + BROWS * kp + 32;
+    const int64_t items = J->n_texts * J->heads;
+    for (;;) {
+        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        if (item >= items) break;
+        bf16dp_item(J, item, kb, vb, s, p, qb);
+    }
+    free(buf);
+    return NULL;
+}
+
+/* As embedstack_attention, bfloat16 states only, head dim 32 or 64 (AVX-512 BF16 without the tile unit); 1:
+ * unsupported dim, 2: no memory. */
+int embedstack_attention_bf16(const void *q, const void *k, const void *v, void *out, const uint8_t *mask,
+                              const int64_t *q_off, const int64_t *q_len, const int64_t *k_off, const int64_t *k_len,
+                              int64_t n_texts, int heads, int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v,
+                              int64_t ld_o, float scale, int threads) {
+    return tile_job(q, k, v, out, mask, q_off, q_len, k_off, k_len, n_texts, heads, dim, ld_q, ld_k, ld_v, ld_o, 1,
+                    scale, threads, bf16dp_worker);
+}
+#endif
+
+#ifdef EMBEDSTACK_AMX
+/* ---------------------------------------------------------------------------------------------------------------
+ * bfloat16 states on CPUs with AMX (Sapphire Rapids and later): both products on the tile unit, softmax scores in float32.
+ *
+ * Per text and head, 16 query rows at a time: Q Kᵀ as 16 × 16 score tiles (tdpbf16ps over 32 head dims a step,
+ * K packed as pairs of head dims, transposed in registers), stored to a float32 row buffer; softmax on it with
+ * AVX-512 writes P's bf16 bits straight from a table, without a float exp (softmax_row_tab); P V as 16 × 16 output
+ * tiles (D / 16 of them, V packed as pairs of keys), accumulated over 32 keys a step, and P times a tile of ones
+ * beside them: each row's sum of the weights as rounded, by which the row is divided at the end, in float32.
+ * Head dimensions 32 and 64. Each thread saves the tile configuration it finds and restores it when done, so
+ * oneDNN's own tile kernels on the same threads are left as they were.
+ */
+#include <sys/syscall.h>
+#include <unistd.h>
+
+typedef struct __attribute__((packed)) {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tilecfg_t;
+
+/* Linux gives a process the AMX tile state only once asked (ARCH_REQ_XCOMP_PERM for XTILEDATA). 0: granted. */
+int embedstack_amx_init(void) { return (int)syscall(SYS_arch_prctl, 0x1023, 18); }
+
+/* This thread's tile configuration saved into `before`, then `n` tiles of 16 rows x 64 bytes; tiles_off puts the
+ * saved one back (or releases the tiles), so oneDNN's own tile kernels on the same threads are left as they were. */
+static void tiles_on(tilecfg_t *before, int n) {
+    tilecfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    _tile_storeconfig(before);
+    cfg.palette = 1;
+    for (int t = 0; t < n; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+static void tiles_off(const tilecfg_t *before) {
+    if (before->palette) _tile_loadconfig(before);
+    else _tile_release();
+}
+
+static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *vp_buf, float *s, uint16_t *p,
+                     uint16_t *qb, float *ob) {
+    const int64_t b = item / J->heads;
+    const int h = (int)(item % J->heads), D = J->dim, NC = D / 16;
+    const int64_t q0 = J->q_off[b], nq = J->q_len[b];
+    const uint8_t *m;
+    const int64_t nk = item_keys(J, b, h, &m);
+    if (nk == 0) return;
+    const int64_t kp = (nk + KEYS - 1) / KEYS * KEYS;
+    const uint16_t *Q = (const uint16_t *)J->q;
+    const __m512i tlo = exp2_table_lo(), thi = exp2_table_hi();
+    static const uint16_t ones[16 * 32] __attribute__((aligned(64))) = {[0 ... 16 * 32 - 1] = 0x3F80}; /* bf16 1.0 */
+    float sums[16 * 16] __attribute__((aligned(64)));
+    _tile_loadd(6, ones, 64);
+    pack_kv(J, b, h, nk, kp, kp_buf, vp_buf);
     for (int64_t i0 = 0; i0 < nq; i0 += 16) {
         const int R = nq - i0 < 16 ? (int)(nq - i0) : 16;
         /* Q tiles straight from the states (unscaled: the scale is applied to the float32 scores, as rounding
@@ -897,20 +1073,6 @@ static void *amx_worker(void *arg) {
     tiles_off(&before);
     free(buf);
     return NULL;
-}
-
-/* The tile kernels' entry: `worker` over every (text, head) of the job; head dim 32 or 64 (1 otherwise), 2: no
- * memory. bf16: the states' type (1: bfloat16, 0: float32). */
-static int tile_job(const void *q, const void *k, const void *v, void *out, const uint8_t *mask, const int64_t *q_off,
-                    const int64_t *q_len, const int64_t *k_off, const int64_t *k_len, int64_t n_texts, int heads,
-                    int dim, int64_t ld_q, int64_t ld_k, int64_t ld_v, int64_t ld_o, int bf16, float scale,
-                    int threads, void *(*worker)(void *)) {
-    if (dim != 32 && dim != 64) return 1;
-    int64_t max_keys = 1;
-    for (int64_t b = 0; b < n_texts; b++) max_keys = k_len[b] > max_keys ? k_len[b] : max_keys;
-    job_t J = {q, k, v, out, mask, q_off, q_len, k_off, k_len, ld_q, ld_k, ld_v, ld_o,
-               n_texts, max_keys, heads, dim, bf16, scale, 0};
-    return run_parallel(&J, worker, threads);
 }
 
 /* As embedstack_attention, bfloat16 states only, head dim 32 or 64; 1: unsupported dim, 2: no memory. */

@@ -9,7 +9,9 @@ It is built once per machine with the system C compiler into ``<embedstack cache
 by a hash of the source, flags and compiler) and loaded with ctypes, which releases the GIL while it runs.
 It runs where the CPU has AVX-512 (F, BW, VL, DQ), or AVX2 and FMA (the same tiles in 8-float registers, float32
 states only, and none of the file's other kernels), and a C compiler is found; elsewhere, or with
-``EMBEDSTACK_ATTENTION=torch``, :func:`available` is False and callers use torch's kernel.
+``EMBEDSTACK_ATTENTION=torch``, :func:`available` is False and callers use torch's kernel. bfloat16 states take the
+tile unit where the CPU has AMX, vdpbf16ps registers where it has AVX-512 BF16 and VBMI (Zen 4), else the float32
+kernel, widened (``EMBEDSTACK_ATTENTION=f32`` forces that on a Zen 4, to compare).
 
 Two torch operators wrap it, so compiled graphs (``torch.compile``) call it like any other operator:
 ``embedstack::attention`` (a padded batch (B, T, C) with an optional key mask) and ``embedstack::attention_rows``
@@ -46,12 +48,16 @@ _AVX2_NEEDS = frozenset({"avx2", "fma"})
 # bfloat16 states on the tile unit (AMX): built in where the CPU has it and the compiler knows it (gcc >= 11)
 _AMX_FLAGS = ("-mamx-tile", "-mamx-bf16", "-mavx512bf16", "-mavx512vbmi", "-DEMBEDSTACK_AMX", "-DEMBEDSTACK_BF16")
 _AMX_NEEDS = frozenset({"amx_bf16", "avx512_bf16", "avx512vbmi"})  # vbmi: the softmax's byte table (vpermi2b)
-# bfloat16 dot products in AVX-512 registers (Zen 4, Cooper Lake): SPLADE's pooling kernel where there is no AMX
+# bfloat16 dot products in AVX-512 registers (Zen 4, Cooper Lake): SPLADE's pooling kernel where there is no AMX,
+# and with VBMI (Zen 4) the bf16 attention kernel in registers (the tile kernel's algorithm with vdpbf16ps)
 _BF16_FLAGS = ("-mavx512bf16", "-DEMBEDSTACK_BF16")
 _BF16_NEEDS = frozenset({"avx512_bf16"})
+_BF16_VBMI_FLAGS = ("-mavx512bf16", "-mavx512vbmi", "-DEMBEDSTACK_BF16")
+_BF16_VBMI_NEEDS = frozenset({"avx512_bf16", "avx512vbmi"})
 _MAX_DIM = 128
 _lock = threading.Lock()
-_state: dict[str, Any] = {"lib": None, "why": None, "checked": False, "avx2": False, "cpu_amx": False}
+_state: dict[str, Any] = {"lib": None, "why": None, "checked": False, "avx2": False, "cpu_amx": False,
+                          "bf16_dot": False}
 
 
 def _compiler() -> str | None:
@@ -97,6 +103,9 @@ def _load() -> Any:
                 # read once: compiled graphs trace supports(), which must not call into the library
                 _state["avx2"] = int(_state["lib"].embedstack_kernel_width()) == 256
                 _state["cpu_amx"] = "amx_bf16" in cpu_features()  # the CPU's, whatever the build
+                # bf16 states in vdpbf16ps registers (no AMX); EMBEDSTACK_ATTENTION=f32 widens them to float32 instead
+                _state["bf16_dot"] = (hasattr(_state["lib"], "embedstack_attention_bf16") and not _amx(_state["lib"])
+                                      and os.environ.get("EMBEDSTACK_ATTENTION", "").lower() != "f32")
                 _register()
             _state["checked"] = True
         return _state["lib"]
@@ -112,9 +121,11 @@ def _open() -> tuple[Any, str | None]:
     if missing and not cpu_features() >= _AVX2_NEEDS:
         return None, f"this CPU lacks {', '.join(sorted(missing | (_AVX2_NEEDS - cpu_features())))}"
     lib, why = None, None
-    tiers = [t for t, needs in ((_AMX_FLAGS, _AMX_NEEDS), (_BF16_FLAGS, _BF16_NEEDS)) if cpu_features() >= needs]
-    # the richest build first: AMX, then AVX-512 BF16 (where the CPU has them; AMX refused by the kernel: the next
-    # one), OpenMP where torch runs on it (an older compiler or no libgomp: the next one down); AVX2 without AVX-512
+    tiers = [t for t, needs in ((_AMX_FLAGS, _AMX_NEEDS), (_BF16_VBMI_FLAGS, _BF16_VBMI_NEEDS),
+                                (_BF16_FLAGS, _BF16_NEEDS)) if cpu_features() >= needs]
+    # the richest build first: AMX, then AVX-512 BF16 with VBMI, then without (where the CPU has them; AMX refused by
+    # the kernel: the next one), OpenMP where torch runs on it (an older compiler or no libgomp: the next one down);
+    # AVX2 without AVX-512
     bases = [_AVX2_FLAGS] if missing else [_FLAGS + extra for extra in (*tiers, ())]
     for flags in [base + omp for base in bases for omp in (_OPENMP, ())]:
         if "-fopenmp" in flags and "OpenMP" not in torch.__config__.parallel_info():
@@ -136,7 +147,7 @@ def _open() -> tuple[Any, str | None]:
     lib.embedstack_attention.restype = ctypes.c_int
     lib.embedstack_attention.argtypes = [*common, ctypes.c_int, ctypes.c_float, ctypes.c_int]
     p, i64, i = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    for name in ("embedstack_attention_amx", "embedstack_attention_x3"):
+    for name in ("embedstack_attention_amx", "embedstack_attention_x3", "embedstack_attention_bf16"):
         if hasattr(lib, name):
             getattr(lib, name).restype = ctypes.c_int
             getattr(lib, name).argtypes = [*common, ctypes.c_float, ctypes.c_int]
@@ -194,11 +205,11 @@ def supports(q: Any, head_dim: int) -> bool:
     multiple of 16, at most 128), or bfloat16 ones. Where the CPU has AMX, bfloat16 goes to the tile kernel (head
     dim 32 or 64) or to torch's, which runs on AMX too and beats the AVX-512 kernel there (a Xeon with AMX, 32
     abstracts x 240 tokens x 12 heads, 2 threads: 13.7 against 18.7 ms). Without AMX, bfloat16 states take the
-    AVX-512 kernel, widened to float32: it costs what float32 costs (38.6 against 38.0 ms, one thread, same
-    shape), and torch's bf16 kernel was no faster than its float32 one on such a CPU (Zen 4: 50.3 against 46.9 ms),
-    which ours beats: measured end to end there, bf16-pure with workers=2 encoded 1,054 against 887 sentences/s and
-    52.7 against 47.5 abstracts/s on torch's kernel (``encode``, stop 60). The AVX2 build takes float32 states
-    only."""
+    AVX-512 BF16 dot-product kernel where the build has it (AVX-512 BF16 and VBMI: Zen 4; head dim 32 or 64; on
+    Zen 4, one thread, 32 abstracts x 240 tokens x 12 heads of 32: 21.8 ms against 43.0 for the float32 kernel on
+    the same states widened and 56.1 for torch's bf16 kernel; ``attention_zen4`` in BENCHMARKS.md), else the float32
+    kernel, widened (it costs what float32 costs, and torch's bf16 kernel was no faster than its float32 one on
+    Zen 4, which ours beats). The AVX2 build takes float32 states only."""
     if not (head_dim % 16 == 0 and head_dim <= _MAX_DIM and q.device.type == "cpu" and available()):
         return False
     if q.dtype == torch.float32:
@@ -225,6 +236,8 @@ def _run(q: Any, k: Any, v: Any, out: Any, mask: Any, q_off: Any, q_len: Any, k_
     bf16 = q.dtype == torch.bfloat16
     if bf16 and _amx(lib) and dim in (32, 64):
         rc = lib.embedstack_attention_amx(*args, dim ** -0.5, torch.get_num_threads())
+    elif bf16 and _state["bf16_dot"] and dim in (32, 64):
+        rc = lib.embedstack_attention_bf16(*args, dim ** -0.5, torch.get_num_threads())
     elif x3 and not bf16 and hasattr(lib, "embedstack_attention_x3") and dim in (32, 64):
         rc = lib.embedstack_attention_x3(*args, dim ** -0.5, torch.get_num_threads())
     else:
