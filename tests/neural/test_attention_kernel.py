@@ -142,6 +142,43 @@ def test_bfloat16_kernel_with_holes_in_the_mask_and_a_text_with_no_keys(dim):
     assert ours.mean().item() <= 1.5 * theirs.mean().item()
 
 
+needs_bf16_dot = pytest.mark.skipif(not (_attention.available() and _attention._state["bf16_dot"]),
+                                    reason="no AVX-512 BF16 dot-product attention kernel here (it needs AVX-512 BF16 "
+                                           "and VBMI without AMX)")
+
+
+@needs_bf16_dot
+@pytest.mark.parametrize("dim", [32, 64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_dot_kernel_is_as_close_to_the_formula_as_the_widened_one(dim, threads, monkeypatch):
+    """The dot-product kernel (P's weights rounded to bf16, as on the tiles) against the float32 kernel on the same
+    bf16 states, widened: shapes around every block edge (12 query rows, 6 at head dim 64; 32 keys), masks with right
+    padding, with holes and with nothing to attend to; its error from the float64 formula no more than a little above
+    the widened kernel's, at worst and on average."""
+    torch.manual_seed(dim + threads)
+    heads, B = 3, 5
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    for T in (1, 5, 6, 7, 12, 13, 25, 31, 32, 33, 70):
+        q, k, v = ((torch.randn(B, T, heads * dim) * 2).bfloat16() for _ in range(3))
+        lengths = torch.tensor([T, 1, max(1, T // 2), T, max(1, T - 1)])
+        for holes in (False, True):
+            mask = torch.arange(T)[None, :] < lengths[:, None]
+            if holes:
+                mask[3, 1::3] = False
+                mask[1] = False  # a text with nothing to attend to: zeros
+            ref = _reference(q, k, v, mask, heads)
+            dot = _attention.attention(q, k, v, mask, heads)
+            monkeypatch.setitem(_attention._state, "bf16_dot", False)
+            widened = _attention.attention(q, k, v, mask, heads)
+            monkeypatch.setitem(_attention._state, "bf16_dot", True)
+            assert dot.dtype == torch.bfloat16 and torch.isfinite(dot).all()
+            if holes:
+                assert dot[1].abs().max() == 0
+            ours, theirs = (dot.double() - ref).abs(), (widened.double() - ref).abs()
+            assert ours.max().item() <= 1.5 * theirs.max().item() + 2e-3, (T, ours.max(), theirs.max())
+            assert ours.mean().item() <= 1.3 * theirs.mean().item() + 1e-5, (T, ours.mean(), theirs.mean())
+
+
 def _raw_cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
@@ -348,8 +385,9 @@ def test_encode_sdpa_modes_run_torchs_attention_on_their_own_copy(monkeypatch, t
 
 
 def test_a_cpu_with_avx512_bf16_and_no_amx_gets_the_register_splade_kernel(monkeypatch, tmp_path):
-    """The build tiers: AMX where the CPU has it; AVX-512 BF16 alone (Zen 4) builds SPLADE's fused pooling in
-    registers, not the tile kernels; plain AVX-512 builds neither."""
+    """The build tiers: AMX where the CPU has it; AVX-512 BF16 without AMX (Zen 4, Cooper Lake) builds SPLADE's fused
+    pooling in registers, not the tile kernels, and with VBMI too (Zen 4) the bf16 attention kernel in registers
+    (EMBEDSTACK_ATTENTION=f32 turns that one off); plain AVX-512 builds neither."""
     from embedstack._threads import cpu_features
     from embedstack.neural import _attention as A
 
@@ -357,11 +395,19 @@ def test_a_cpu_with_avx512_bf16_and_no_amx_gets_the_register_splade_kernel(monke
     if not real >= A._BF16_NEEDS | A._NEEDS:
         pytest.skip("this CPU has no AVX-512 BF16")
     avx512 = frozenset(A._NEEDS)
-    for features, kind in ((avx512 | A._BF16_NEEDS, "avx512-bf16"), (avx512, None)):
+    tiers = [(avx512 | A._BF16_NEEDS, "avx512-bf16", False, ""), (avx512, None, False, "")]
+    if real >= A._BF16_VBMI_NEEDS:
+        tiers += [(avx512 | A._BF16_VBMI_NEEDS, "avx512-bf16", True, ""),
+                  (avx512 | A._BF16_VBMI_NEEDS, "avx512-bf16", False, "f32")]
+    bf16 = torch.zeros(1, dtype=torch.bfloat16)
+    for features, kind, dot, env in tiers:
         with monkeypatch.context() as m:
             m.setattr(A, "_state", {"lib": None, "why": None, "checked": False})
             m.setattr("embedstack._threads.cpu_features", lambda f=features: f)
+            m.setenv("EMBEDSTACK_ATTENTION", env)
             assert A.available() and "amx" not in A.status()
+            assert A._state["bf16_dot"] is dot and A.supports(bf16, 32)  # widened where there is no dot kernel
+            assert hasattr(A._load(), "embedstack_attention_bf16") is (features >= A._BF16_VBMI_NEEDS)
             assert A.splade_kind() == kind and A.splade_supported(64) is (kind is not None)
             if kind:
                 x, mask = torch.randn(2, 40, 64).to(torch.bfloat16), torch.ones(2, 40, dtype=torch.bool)

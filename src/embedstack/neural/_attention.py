@@ -236,7 +236,7 @@ def _run(q: Any, k: Any, v: Any, out: Any, mask: Any, q_off: Any, q_len: Any, k_
     bf16 = q.dtype == torch.bfloat16
     if bf16 and _amx(lib) and dim in (32, 64):
         rc = lib.embedstack_attention_amx(*args, dim ** -0.5, torch.get_num_threads())
-    elif bf16 and _state["bf16_dot"] and dim in (32, 64):
+    elif bf16 and _state.get("bf16_dot") and dim in (32, 64):
         rc = lib.embedstack_attention_bf16(*args, dim ** -0.5, torch.get_num_threads())
     elif x3 and not bf16 and hasattr(lib, "embedstack_attention_x3") and dim in (32, 64):
         rc = lib.embedstack_attention_x3(*args, dim ** -0.5, torch.get_num_threads())
