@@ -58,6 +58,26 @@ def test_quant_rows_matches_the_torch_reference(threads, threads_restored):
 
 
 @needs_rows
+def test_row_kernels_write_unsigned_codes_in_the_same_pass():
+    """unsigned=True: the same codes as uint8 plus 128 (what oneDNN takes without AMX int8), zero and non-finite rows
+    included, from quant_rows and from ffn_mid; the scales unchanged."""
+    x = _bf16(50, 384, scale=3.0, seed=4)
+    x[3] = 0
+    x[5, 10] = float("nan")
+    y = _bf16(40, 1536, scale=2.0, seed=5)
+    y[2, 7] = float("inf")
+    row_scale, bias, inv = torch.rand(40) + 0.1, torch.randn(1536), 1.0 / (torch.rand(1536) + 0.5)
+    for signed, unsigned in ((_attention.quant_rows(x, None), _attention.quant_rows(x, None, unsigned=True)),
+                             (_attention.ffn_mid(y, row_scale, bias, inv),
+                              _attention.ffn_mid(y, row_scale, bias, inv, unsigned=True))):
+        (q, scale), (u, uscale) = signed, unsigned
+        assert q.dtype == torch.int8 and u.dtype == torch.uint8 and u.shape == q.shape
+        assert torch.equal(u.int(), q.int() + 128)
+        torch.testing.assert_close(uscale, scale, rtol=0, atol=0, equal_nan=True)
+    assert torch.isnan(scale[2]) and u[2].eq(128).all()
+
+
+@needs_rows
 def test_gelu_table_is_exact_gelu_to_a_few_1e_6():
     coef = _attention.gelu_table().view(4, 32).double()
     x = torch.linspace(-20, 20, 40001, dtype=torch.float64)
@@ -169,8 +189,9 @@ def test_bf16_int8_ffn_encodes_close_to_fp32(tiny_encoder):
     assert enc.encode([]).shape == (0, out.shape[1])
     # the int8 modules themselves on no rows (an encoder never calls them so)
     empty = torch.empty(0, 384, dtype=torch.bfloat16)
-    mid = Int8FeedForwardIn(torch.nn.Linear(384, 1536), torch.ones(384), torch.ones(1536))(empty)
-    assert tuple(mid.q.shape) == (0, 1536) and mid.q.dtype == torch.int8
+    up = Int8FeedForwardIn(torch.nn.Linear(384, 1536), torch.ones(384), torch.ones(1536))
+    mid = up(empty)
+    assert tuple(mid.q.shape) == (0, 1536) and mid.q.dtype == (torch.uint8 if up.unsigned else torch.int8)
     down = Int8FeedForwardOut(torch.nn.Linear(1536, 384), torch.ones(1536))
     assert tuple(down.add(mid, empty).shape) == (0, 384) and tuple(down(mid).shape) == (0, 384)
 

@@ -1528,14 +1528,14 @@ static inline __m512 gelu16(__m512 x, const __m512 *c) {
  * (zeros), NaN for a row with a NaN or an infinity in it (bad: its lanes' fpclass mask), so that the product after
  * carries it and the caller's non-finite checks see it, as in float. The largest magnitude is taken as at least
  * 1e-12, as quantize_rows does, so that 127 / max stays finite. */
-static inline float quantize_buf(const float *buf, int64_t cols, __m512 amax, __mmask16 bad, int8_t *q) {
+static inline float quantize_buf(const float *buf, int64_t cols, __m512 amax, __mmask16 bad, int8_t *q, int flip) {
     if (bad) {
-        memset(q, 0, (size_t)cols);
+        memset(q, flip ? 0x80 : 0, (size_t)cols);
         return __builtin_nanf("");
     }
     float mx = _mm512_reduce_max_ps(amax);
     if (mx == 0.0f) {
-        memset(q, 0, (size_t)cols);
+        memset(q, flip ? 0x80 : 0, (size_t)cols);
         return 1.0f;
     }
     mx = mx > 1e-12f ? mx : 1e-12f;
@@ -1543,7 +1543,8 @@ static inline float quantize_buf(const float *buf, int64_t cols, __m512 amax, __
     const __m512 inv = _mm512_set1_ps(127.0f / mx);
     for (int64_t j = 0; j < cols; j += 16) {
         const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(buf + j), inv)); /* nearest even */
-        _mm_storeu_si128((__m128i *)(q + j), _mm512_cvtsepi32_epi8(v));
+        const __m128i b = _mm512_cvtsepi32_epi8(v);
+        _mm_storeu_si128((__m128i *)(q + j), flip ? _mm_xor_si128(b, _mm_set1_epi8((char)0x80)) : b);
     }
     return scale;
 }
@@ -1573,6 +1574,7 @@ typedef struct {
     int64_t ld_res;
     float eps;
     int8_t *q;
+    int flip; /* q as uint8 codes + 128 (the sign bit flipped): oneDNN's fast rows where there is no AMX int8 */
     float *scale;
     uint16_t *out;
 } rows_t;
@@ -1588,14 +1590,14 @@ static void quant_row(const void *ctx, int64_t r, float *buf) {
         amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
         bad |= _mm512_fpclass_ps_mask(v, NONFINITE);
     }
-    A->scale[r] = quantize_buf(buf, A->cols, amax, bad, A->q + r * A->cols);
+    A->scale[r] = quantize_buf(buf, A->cols, amax, bad, A->q + r * A->cols, A->flip);
 }
 
-/* x (rows × cols bfloat16, row stride ld) times inv_smooth (cols, or NULL) -> q (rows × cols int8), scale (rows).
- * cols: a multiple of 16, at most ROW_MAX. Returns 0, or 1 for an unsupported width. */
+/* x (rows × cols bfloat16, row stride ld) times inv_smooth (cols, or NULL) -> q (rows × cols int8; flip: uint8 codes
+ * + 128), scale (rows). cols: a multiple of 16, at most ROW_MAX. Returns 0, or 1 for an unsupported width. */
 int embedstack_quant_rows(const uint16_t *x, int64_t rows, int64_t cols, int64_t ld, const float *inv_smooth,
-                          int8_t *q, float *scale, int threads) {
-    const rows_t A = {.x = x, .cols = cols, .ld = ld, .inv_smooth = inv_smooth, .q = q, .scale = scale};
+                          int8_t *q, float *scale, int flip, int threads) {
+    const rows_t A = {.x = x, .cols = cols, .ld = ld, .inv_smooth = inv_smooth, .q = q, .flip = flip, .scale = scale};
     return for_rows(rows, cols, threads, quant_row, &A);
 }
 
@@ -1615,15 +1617,15 @@ static void ffn_mid_row(const void *ctx, int64_t r, float *buf) {
         _mm512_storeu_ps(buf + j, v);
         amax = _mm512_max_ps(amax, _mm512_abs_ps(v)); /* finite in, finite out: GELU and smoothing keep it so */
     }
-    A->scale[r] = quantize_buf(buf, A->cols, amax, bad, A->q + r * A->cols);
+    A->scale[r] = quantize_buf(buf, A->cols, amax, bad, A->q + r * A->cols, A->flip);
 }
 
 /* The middle of the feed-forward: y (rows × cols bfloat16, the int8 product times the weight scales) ->
- * GELU(y × row_scale[r] + bias) × inv_smooth -> q (int8), scale (rows). */
+ * GELU(y × row_scale[r] + bias) × inv_smooth -> q (int8; flip: uint8 codes + 128), scale (rows). */
 int embedstack_ffn_mid(const uint16_t *y, int64_t rows, int64_t cols, const float *row_scale, const float *bias,
-                       const float *coef, const float *inv_smooth, int8_t *q, float *scale, int threads) {
+                       const float *coef, const float *inv_smooth, int8_t *q, float *scale, int flip, int threads) {
     const rows_t A = {.x = y, .cols = cols, .row_scale = row_scale, .bias = bias, .coef = coef,
-                      .inv_smooth = inv_smooth, .q = q, .scale = scale};
+                      .inv_smooth = inv_smooth, .q = q, .flip = flip, .scale = scale};
     return for_rows(rows, cols, threads, ffn_mid_row, &A);
 }
 

@@ -157,8 +157,8 @@ def _open() -> tuple[Any, str | None]:
     if hasattr(lib, "embedstack_linear_x3"):
         lib.embedstack_linear_x3.restype = ctypes.c_int
         lib.embedstack_linear_x3.argtypes = [p, i64, i64, i64, p, p, i64, p, p, p, i64, i]
-    for name, args in (("embedstack_quant_rows", [p, i64, i64, i64, p, p, p, i]),
-                       ("embedstack_ffn_mid", [p, i64, i64, p, p, p, p, p, p, i]),
+    for name, args in (("embedstack_quant_rows", [p, i64, i64, i64, p, p, p, i, i]),
+                       ("embedstack_ffn_mid", [p, i64, i64, p, p, p, p, p, p, i, i]),
                        ("embedstack_rows_out", [p, i64, i64, p, p, p, i64, p, p, ctypes.c_float, p, i]),
                        ("embedstack_layer_norm_rows", [p, i64, i64, i64, p, p, ctypes.c_float, p, i])):
         if not hasattr(lib, name):  # the AVX2 build has the attention kernel alone
@@ -351,32 +351,35 @@ def _need(what: str, t: Any | None, dtype: Any, shape: tuple[int, ...], rows_of:
                          f"{t.dtype} {tuple(t.shape)}{'' if t.is_contiguous() else ' (strided)'}")
 
 
-def quant_rows(x: Any, inv_smooth: Any | None = None) -> tuple[Any, Any]:
+def quant_rows(x: Any, inv_smooth: Any | None = None, unsigned: bool = False) -> tuple[Any, Any]:
     """bfloat16 ``x`` (..., K) times ``inv_smooth`` (K,) float32 -> (int8 (M, K), float32 scales (M,)): one
-    symmetric scale per row, 127 levels a side (:func:`embedstack.neural.quantize.quantize_rows`, fused)."""
+    symmetric scale per row, 127 levels a side (:func:`embedstack.neural.quantize.quantize_rows`, fused).
+    ``unsigned``: the codes as uint8, plus 128 (the sign bit flipped in the same pass), for a product that takes
+    them with zero point 128 (oneDNN's fast int8 rows on CPUs without AMX int8)."""
     x = _rows_of(x)
     rows, cols = x.shape
     _need("x", x, torch.bfloat16, (rows, cols), rows_of=True)
     _need("inv_smooth", inv_smooth, torch.float32, (cols,))
-    q = torch.empty((rows, cols), dtype=torch.int8)
+    q = torch.empty((rows, cols), dtype=torch.uint8 if unsigned else torch.int8)
     scale = torch.empty(rows, dtype=torch.float32)
     _check(_load().embedstack_quant_rows(x.data_ptr(), rows, cols, x.stride(0), _ptr(inv_smooth), q.data_ptr(),
-                                         scale.data_ptr(), torch.get_num_threads()), "quant_rows")
+                                         scale.data_ptr(), int(unsigned), torch.get_num_threads()), "quant_rows")
     return q, scale
 
 
-def ffn_mid(y: Any, row_scale: Any, bias: Any | None, inv_smooth: Any | None) -> tuple[Any, Any]:
-    """bfloat16 ``y`` (M, N) contiguous -> quant_rows(GELU(y * row_scale[:, None] + bias) * inv_smooth)."""
+def ffn_mid(y: Any, row_scale: Any, bias: Any | None, inv_smooth: Any | None,
+            unsigned: bool = False) -> tuple[Any, Any]:
+    """bfloat16 ``y`` (M, N) contiguous -> quant_rows(GELU(y * row_scale[:, None] + bias) * inv_smooth, unsigned)."""
     rows, cols = y.shape
     _need("y", y, torch.bfloat16, (rows, cols))
     _need("row_scale", row_scale, torch.float32, (rows,))
     for name, t in (("bias", bias), ("inv_smooth", inv_smooth)):
         _need(name, t, torch.float32, (cols,))
-    q = torch.empty((rows, cols), dtype=torch.int8)
+    q = torch.empty((rows, cols), dtype=torch.uint8 if unsigned else torch.int8)
     scale = torch.empty(rows, dtype=torch.float32)
     _check(_load().embedstack_ffn_mid(y.data_ptr(), rows, cols, row_scale.data_ptr(), _ptr(bias),
                                       gelu_table().data_ptr(), _ptr(inv_smooth), q.data_ptr(), scale.data_ptr(),
-                                      torch.get_num_threads()), "ffn_mid")
+                                      int(unsigned), torch.get_num_threads()), "ffn_mid")
     return q, scale
 
 

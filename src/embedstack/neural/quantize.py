@@ -526,7 +526,8 @@ def _smoothing(peak: Any, weights: list[Any], alpha: float) -> Any:
 class QuantizedRows:
     """Token states as int8 rows with one float32 scale each: what :class:`Int8FeedForwardIn` hands to
     :class:`Int8FeedForwardOut` (the GELU activations between the two products never exist in bfloat16; the input
-    product's output before GELU does)."""
+    product's output before GELU does). ``q`` is int8, or uint8 codes + 128 where oneDNN takes unsigned rows
+    (:func:`onednn_unsigned_source`)."""
 
     __slots__ = ("q", "scale", "lead")
 
@@ -576,12 +577,16 @@ class _OneDnnInt8(nn.Module):
                              persistent=False)
 
     def _source(self, q: Any) -> tuple[Any, int]:
-        """The rows as oneDNN gets them and their zero point: ``q`` itself and 0, or (without AMX int8,
-        :func:`onednn_unsigned_source`) q + 128 as uint8, the sign bit flipped, and 128: the same product."""
+        """The rows as oneDNN gets them and their zero point: int8 ``q`` itself and 0, or (without AMX int8,
+        :func:`onednn_unsigned_source`) q + 128 as uint8, the sign bit flipped, and 128: the same product. Rows
+        that are uint8 already (the row kernels flip the sign bit as they quantize) go in as they are."""
+        if q.dtype == torch.uint8:
+            return q, 128
         return (q.view(torch.uint8) ^ 128, 128) if self.unsigned else (q, 0)
 
     def _product(self, q: Any, dtype: Any) -> Any:
-        """int8 rows ``q`` (M, K) times the weight, times the weight scales: (M, N) in ``dtype``."""
+        """int8 rows ``q`` (M, K; or uint8 codes + 128) times the weight, times the weight scales: (M, N) in
+        ``dtype``."""
         rows, zero = self._source(q)
         return torch.ops.onednn.qlinear_pointwise(rows, 1.0, zero, self.qweight, self.wscale, self.wzero, None, 1.0,
                                                   0, dtype, "none", [], "none")
@@ -604,10 +609,11 @@ class Int8FeedForwardIn(_OneDnnInt8):
 
         lead = tuple(x.shape[:-1])
         if x.numel() == 0:
-            return QuantizedRows(torch.empty((0, self.out_features), dtype=torch.int8), torch.empty(0), lead)
-        q, scale = _attention.quant_rows(x, self.inv_smooth)
+            return QuantizedRows(torch.empty((0, self.out_features), dtype=torch.uint8 if self.unsigned else torch.int8),
+                                 torch.empty(0), lead)
+        q, scale = _attention.quant_rows(x, self.inv_smooth, self.unsigned)
         y = self._product(q, torch.bfloat16)
-        q, scale = _attention.ffn_mid(y, scale, self.bias, self.inv_next)
+        q, scale = _attention.ffn_mid(y, scale, self.bias, self.inv_next, self.unsigned)
         return QuantizedRows(q, scale, lead)
 
 
