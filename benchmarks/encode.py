@@ -65,6 +65,8 @@ MODES = {
     # bf16-pure with the feed-forward products in int8 on oneDNN (AMX int8 tiles), one scale per token
     "torch-bf16-int8-ffn": {"backend": "torch", "precision": "bf16-int8-ffn"},
     "torch-bf16-int8-ffn-w2": {"backend": "torch", "precision": "bf16-int8-ffn", "workers": 2},
+    "torch-bf16-int8-all": {"backend": "torch", "precision": "bf16-int8-all"},
+    "torch-bf16-int8-all-w2": {"backend": "torch", "precision": "bf16-int8-all", "workers": 2},
     # float32 throughout, each Linear's product as three bf16 products on the AMX tiles (float32 accuracy)
     "torch-fp32-bf16x3": {"backend": "torch", "precision": "fp32-bf16x3"},
     "torch-fp32-bf16x3-w2": {"backend": "torch", "precision": "fp32-bf16x3", "workers": 2},

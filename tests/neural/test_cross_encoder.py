@@ -177,8 +177,9 @@ def test_fast_paths_give_the_same_scores(tiny_ce) -> None:
     from embedstack.neural.quantize import ffn_onednn_available
 
     if ffn_onednn_available(tiny_ce.model) is None:  # the int8 feed-forward on the [CLS]-only last block too
-        np.testing.assert_allclose(tiny_ce.with_options(precision="bf16-int8-ffn").predict(PAIRS, activation=False),
-                                   ref, atol=0.1)
+        for precision in ("bf16-int8-ffn", "bf16-int8-all"):  # all: bf16 Q, K, V for the [CLS] row
+            np.testing.assert_allclose(tiny_ce.with_options(precision=precision).predict(PAIRS, activation=False),
+                                       ref, atol=0.1)
 
 
 def test_onnx_backend_reads_token_types(tiny_ce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

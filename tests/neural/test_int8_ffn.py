@@ -1,5 +1,6 @@
-"""precision ``bf16-int8-ffn``: the feed-forward block as oneDNN int8 products with one scale per token, and the row
-kernels around them (``_attention.c``: quantize rows, bias + GELU + quantize, scale + bias + residual + LayerNorm)."""
+"""precisions ``bf16-int8-ffn`` and ``bf16-int8-all``: the feed-forward block (all: every product) as oneDNN int8
+products with one scale per token, and the row kernels around them (``_attention.c``: quantize rows, bias + GELU +
+quantize, scale + bias + residual + LayerNorm)."""
 
 from __future__ import annotations
 
@@ -223,8 +224,60 @@ def test_bf16_int8_ffn_matches_a_torch_reference_of_the_same_arithmetic(tiny_enc
     assert (got.reshape(-1, 16).float() - ref).abs().max() < 0.1
 
 
-def test_int8_feed_forward_with_row_buckets_on_the_bf16_attention_kernel():
-    """A model whose heads the bf16 attention kernel takes (head dim 32): packed, bucketed, int8 feed-forward."""
+def test_int8_linear_matches_a_torch_reference_of_the_same_arithmetic(tiny_encoder):
+    """Int8Linear (bf16-int8-all's attention products): each row quantized with its own scale after smoothing, the
+    int product, the scales and bias; add() with the residual and the fused LayerNorm; no rows."""
+    if not _ffn_runs(tiny_encoder):
+        pytest.skip(f"the int8 products do not run here: {ffn_onednn_available(tiny_encoder.model)}")
+    from embedstack.neural.quantize import Int8Linear, quantize_weight
+
+    block = tiny_encoder.model.encoder.layer[0]
+    dense, norm = block.attention.output.dense, block.attention.output.LayerNorm
+    smooth = torch.rand(16) + 0.5
+    x, res = _bf16(3, 5, 16, scale=2.0, seed=6), _bf16(3, 5, 16, seed=7)
+    q, sc = quantize_rows(x.reshape(-1, 16).float(), 1.0 / smooth)
+    qw, ws = quantize_weight(dense.weight.detach() * smooth[None, :])
+    y = (q.float() @ qw.float().T) * ws * sc + dense.bias.detach()
+    for unsigned in (False, True):
+        plain, fused = Int8Linear(dense, smooth, None, unsigned), Int8Linear(dense, smooth, norm, unsigned)
+        got = plain(x)
+        assert got.shape == (3, 5, 16) and got.dtype == torch.bfloat16
+        assert (got.reshape(-1, 16).float() - y).abs().max() < 0.03  # bf16 rounding of the output
+        ref = F.layer_norm(y + res.reshape(-1, 16).float(), (16,), norm.weight.detach(), norm.bias.detach(), norm.eps)
+        assert (fused.add(x, res).reshape(-1, 16).float() - ref).abs().max() < 0.05
+        empty = torch.empty(0, 16, dtype=torch.bfloat16)
+        assert tuple(plain(empty).shape) == (0, 16) and tuple(fused.add(empty, empty).shape) == (0, 16)
+
+
+def test_bf16_int8_all_puts_every_product_on_int8(tiny_encoder):
+    """bf16-int8-all: the Q/K/V product and the attention output too (its LayerNorm fused), weights from the fp32
+    model, vectors close to fp32's; workers sharing a batch give the same vectors."""
+    if not _ffn_runs(tiny_encoder):
+        pytest.skip(f"the int8 products do not run here: {ffn_onednn_available(tiny_encoder.model)}")
+    from embedstack.neural.quantize import Int8FeedForwardIn, Int8FeedForwardOut, Int8Linear
+
+    ref = tiny_encoder.with_options(precision="fp32").encode(TEXTS)
+    enc = tiny_encoder.with_options(precision="bf16-int8-all")
+    out = enc.encode(TEXTS)
+    assert np.sum(out * ref, axis=1).min() > 0.99
+    model = enc._torch_model
+    for block in model.encoder.layer:
+        assert isinstance(block.attention.self.qkv, Int8Linear)
+        assert isinstance(block.attention.output.dense, Int8Linear)
+        assert isinstance(block.attention.output.LayerNorm, torch.nn.Identity)
+        assert isinstance(block.intermediate.dense, Int8FeedForwardIn)
+        assert isinstance(block.output.dense, Int8FeedForwardOut)
+    assert all(p.dtype == torch.float32 for p in tiny_encoder.model.parameters())
+    many = [f"{t} {u}" for t in TEXTS for u in TEXTS] * 3
+    w2 = tiny_encoder.with_options(precision="bf16-int8-all", workers=2, num_threads=2)
+    w2.split_tokens = 1
+    np.testing.assert_allclose(w2.encode(many, batch_size=128), enc.encode(many, batch_size=128), atol=2e-2)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_int8_feed_forward_with_row_buckets_on_the_bf16_attention_kernel(attention):
+    """A model whose heads the bf16 attention kernel takes (head dim 32): packed, bucketed, int8 feed-forward (and
+    with ``attention``, int8 Q/K/V and output projections; the [CLS]-only rows keep bf16 Q, K and V)."""
     from embedstack.neural.config import BertConfig
     from embedstack.neural.packed import pack_linears
     from embedstack.neural.quantize import calibration_batches, quantize_ffn_onednn
@@ -246,7 +299,10 @@ def test_int8_feed_forward_with_row_buckets_on_the_bf16_attention_kernel():
 
     fast = pack_linears(copy.deepcopy(ref).to(torch.bfloat16))
     fast.row_buckets = True
-    quantize_ffn_onednn(fast, ref, calibration_batches(Tok, max_length=64))
+    quantize_ffn_onednn(fast, ref, calibration_batches(Tok, max_length=64), attention=attention)
+    from embedstack.neural.quantize import Int8Linear
+
+    assert any(isinstance(m, Int8Linear) for m in fast.modules()) is attention
     T = 70
     ids = torch.randint(5, 60, (5, T))
     lengths = torch.tensor([T, 3, 40, 69, 12])
@@ -260,9 +316,10 @@ def test_int8_feed_forward_with_row_buckets_on_the_bf16_attention_kernel():
             assert cos.min() > 0.99, cos.min()
 
 
-def test_bf16_int8_ffn_refuses_compile(tiny_encoder):
-    with pytest.raises(ConfigError, match="bf16-int8-ffn"):
-        tiny_encoder.with_options(precision="bf16-int8-ffn", compile=True)
+@pytest.mark.parametrize("precision", ["bf16-int8-ffn", "bf16-int8-all"])
+def test_bf16_int8_ffn_refuses_compile(tiny_encoder, precision):
+    with pytest.raises(ConfigError, match=precision):
+        tiny_encoder.with_options(precision=precision, compile=True)
 
 
 def test_bf16_int8_ffn_says_why_it_cannot_run(tiny_encoder, monkeypatch):
@@ -286,13 +343,14 @@ def test_bf16_int8_ffn_says_why_it_cannot_run(tiny_encoder, monkeypatch):
         tiny_encoder.with_options(precision="bf16-int8-ffn")
 
 
-def test_bf16_int8_ffn_keeps_minilm_close_to_fp32(minilm):
+@pytest.mark.parametrize("precision", ["bf16-int8-ffn", "bf16-int8-all"])
+def test_bf16_int8_ffn_keeps_minilm_close_to_fp32(minilm, precision):
     if not _ffn_runs(minilm):
         pytest.skip(f"the int8 feed-forward does not run here: {ffn_onednn_available(minilm.model)}")
     texts = [f"{a} {b} the {c}" for a in ("A man", "The woman", "Two dogs", "A child") for b in
              ("is playing", "rides", "cooks", "reads") for c in ("guitar", "bicycle", "dinner", "newspaper")]
     ref = minilm.with_options(precision="fp32").encode(texts)
-    cos = np.sum(minilm.with_options(precision="bf16-int8-ffn").encode(texts) * ref, axis=1)
+    cos = np.sum(minilm.with_options(precision=precision).encode(texts) * ref, axis=1)
     assert cos.mean() > 0.997 and cos.min() > 0.99, cos
 
 

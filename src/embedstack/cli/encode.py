@@ -100,7 +100,7 @@ def encode_command(
     model: str = typer.Option(..., "--model", "-m", help="Model SPEC: name, folder, or NAME@option=value,..."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file, one row per line: .npy (float32) for dense models, .npz (scipy.sparse) for bow/tfidf/bm25."),
     backend: str | None = typer.Option(None, "--backend", help="torch or onnx (transformers only)."),
-    precision: str | None = typer.Option(None, "--precision", help="fp32, fp32-bf16x3 (float32 with AMX products), bf16, bf16-pure or bf16-int8-ffn (torch), or an int8 recipe: int8, int8-fast, int8-smooth, int8-bf16, int8-token, int8-dynamic (transformer models only; see the guide)."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32, fp32-bf16x3 (float32 with AMX products), bf16, bf16-pure, bf16-int8-ffn or bf16-int8-all (torch), or an int8 recipe: int8, int8-fast, int8-smooth, int8-bf16, int8-token, int8-dynamic (transformer models only; see the guide)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Texts per forward pass."),
     role: str = typer.Option("document", "--role", help="document or query (selects the model's prompt)."),
     threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: torch's setting)."),

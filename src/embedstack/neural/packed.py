@@ -35,7 +35,8 @@ ROWS_HINT = 256
 
 
 def precisions() -> tuple[str, ...]:
-    """The runner precisions that pack: bf16-pure and bf16-int8-ffn (its attention products); fp32 too with
+    """The runner precisions that pack: bf16-pure, bf16-int8-ffn (its attention products) and bf16-int8-all (before
+    its products become int8); fp32 too with
     ``EMBEDSTACK_PACKED=all``. Packed runners also run their rows in :func:`~embedstack.neural.transformer.bucket_rows`
     sizes, where embedstack's attention kernel runs.
 
@@ -47,7 +48,8 @@ def precisions() -> tuple[str, ...]:
     without packing (plain bf16 ``F.linear`` grew by 646 MB over the same 600 shapes), so bf16-pure packs.
     """
     mode = os.environ.get("EMBEDSTACK_PACKED", "1").strip().lower()
-    return ("fp32", "bf16-pure", "bf16-int8-ffn") if mode == "all" else ("bf16-pure", "bf16-int8-ffn")
+    return ("fp32", "bf16-pure", "bf16-int8-ffn", "bf16-int8-all") if mode == "all" else ("bf16-pure", "bf16-int8-ffn",
+                                                                                         "bf16-int8-all")
 
 
 def available(dtype: Any = None) -> bool:

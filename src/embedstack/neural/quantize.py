@@ -37,6 +37,10 @@ Recipes are named so the choice is visible and measured (``benchmarks/encode.py`
   ``int8-token`` uses) does not reach the tile unit at all. oneDNN takes one activation scale per tensor, so
   the products run with scale 1 and embedstack's row kernels (``_attention.c``) apply each token's scale, the
   bias, GELU and the residual around them (:class:`Int8FeedForwardIn`, :class:`Int8FeedForwardOut`).
+* ``bf16-int8-all`` (torch) — ``bf16-int8-ffn`` with the attention's products int8 too: the Q/K/V product (one
+  smoothing and one scale per token for the three, over their shared input) and the output projection, its
+  residual and LayerNorm fused as the feed-forward output's (:class:`Int8Linear`). Attention itself (Q·Kᵀ, softmax,
+  P·V) stays bf16. Every product of the block is then int8, as in ``int8-token``, but on oneDNN with bf16 states.
 
 Measured on 1,000 STS-B test sentences against fp32 MiniLM (mean cosine / 10-NN overlap):
 plain dynamic 0.962 / 0.83; per-channel 0.992 / 0.91; per-channel + FFN-out fp32 0.996 / 0.93
@@ -648,6 +652,36 @@ class Int8FeedForwardOut(_OneDnnInt8):
         return _attention.rows_out(y, h.scale, self.bias, residual, norm).view(*h.lead, self.out_features)
 
 
+class Int8Linear(Int8FeedForwardOut):
+    """A linear on bfloat16 states, int8 on oneDNN (precision ``bf16-int8-all``: the attention's Q/K/V product and
+    its output projection): ``forward(x)`` quantizes each row of ``x`` (one scale per token, after the smoothing
+    factors ``smooth``) and is ``x Wᵀ + b`` in bfloat16; ``add(x, residual)`` adds the block's residual, and a fused
+    ``norm`` as :class:`Int8FeedForwardOut`'s. Inference only."""
+
+    def __init__(self, linear: Any, smooth: Any, norm: nn.LayerNorm | None = None,
+                 unsigned: bool | None = None) -> None:
+        super().__init__(linear, smooth, norm, unsigned)
+        self.register_buffer("inv_smooth", (1.0 / smooth).float().contiguous(), persistent=False)
+
+    def _quantized(self, x: Any) -> QuantizedRows:
+        from embedstack.neural import _attention
+
+        lead = tuple(x.shape[:-1])
+        if x.numel() == 0:
+            return QuantizedRows(torch.empty((0, self.in_features), dtype=torch.uint8 if self.unsigned else torch.int8),
+                                 torch.empty(0), lead)
+        if x.dtype != torch.bfloat16:
+            x = x.to(torch.bfloat16)
+        q, scale = _attention.quant_rows(x, self.inv_smooth, self.unsigned)
+        return QuantizedRows(q, scale, lead)
+
+    def forward(self, x: Any) -> Any:  # type: ignore[override]
+        return super().add(self._quantized(x), None)
+
+    def add(self, x: Any, residual: Any | None) -> Any:  # type: ignore[override]
+        return super().add(self._quantized(x), residual)
+
+
 def ffn_onednn_available(model: Any) -> str | None:
     """None when :func:`quantize_ffn_onednn` can run on ``model`` here, else why not."""
     from embedstack.neural import _attention
@@ -673,16 +707,19 @@ def check_ffn_onednn(model: Any) -> None:
     """Raise ``ConfigError`` (naming ``bf16-pure``) where :func:`quantize_ffn_onednn` cannot run on ``model`` here."""
     why = ffn_onednn_available(model)
     if why is not None:
-        raise ConfigError(f"precision='bf16-int8-ffn' does not run here: {why}; use precision='bf16-pure'.")
+        raise ConfigError(f"precision='bf16-int8-ffn' (or bf16-int8-all) does not run here: {why}; use "
+                          "precision='bf16-pure'.")
 
 
 def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alpha: float | None = None,
-                        unsigned: bool | None = None) -> Any:
+                        unsigned: bool | None = None, attention: bool = False) -> Any:
     """``model`` (a bf16-pure copy of ``reference``, packed or not) with every block's feed-forward products as
     :class:`Int8FeedForwardIn` / :class:`Int8FeedForwardOut`, **in place**; weights, biases and calibration
     from the float32 ``reference``. Inputs are smoothed with strength ``alpha`` (default :data:`TOKEN_ALPHA`) from
     their channel peaks over ``calibration`` (:func:`calibration_batches`); ``unsigned``: how the rows go to
-    oneDNN (default :func:`onednn_unsigned_source`). Raises ``ConfigError`` where it cannot run
+    oneDNN (default :func:`onednn_unsigned_source`). ``attention=True`` (precision ``bf16-int8-all``): the
+    attention's Q/K/V product (one, over the shared input: ``attention.self.qkv``, which a packed model has) and its
+    output projection as :class:`Int8Linear` too. Raises ``ConfigError`` where it cannot run
     (:func:`ffn_onednn_available`)."""
     from embedstack.neural.transformer import BertLayer
 
@@ -690,8 +727,10 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
     alpha = TOKEN_ALPHA if alpha is None else float(alpha)
     unsigned = onednn_unsigned_source() if unsigned is None else bool(unsigned)
     ffn = ("intermediate.dense", "output.dense")
+    att = ("attention.self.query", "attention.output.dense")
     peak = _input_peaks(reference, calibration,
-                        lambda name: name.endswith(ffn) and "attention" not in name)
+                        lambda name: (name.endswith(ffn) and "attention" not in name)
+                        or (attention and name.endswith(att)))
     blocks = [(n, m) for n, m in reference.named_modules() if isinstance(m, BertLayer)]
     targets = {n: m for n, m in model.named_modules() if isinstance(m, BertLayer)}
     with torch.no_grad():
@@ -707,7 +746,36 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
             setattr(target.output, "dense", Int8FeedForwardOut(down, s_down, norm, unsigned))  # noqa: B010
             if norm is not None:  # applied by the product's row kernel (add): the block's own becomes a no-op
                 setattr(target.output, "LayerNorm", nn.Identity())  # noqa: B010
+            if attention:
+                _int8_attention_linears(name, block, target, peak, alpha, unsigned)
     return model
+
+
+def _int8_attention_linears(name: str, block: Any, target: Any, peak: dict[str, Any], alpha: float,
+                            unsigned: bool) -> None:
+    """Block ``target``'s Q/K/V product and attention output projection as :class:`Int8Linear` (weights from the
+    float32 ``block``); the separate Q, K and V (the [CLS]-only rows of a cross-encoder's last block) stay bf16."""
+    self_att, out = block.attention.self, block.attention.output
+    linears = [self_att.query, self_att.key, self_att.value]
+    if target.attention.self.qkv is None:
+        raise ConfigError("precision='bf16-int8-all' needs the packed model's Q/K/V product (attention.self.qkv); "
+                          "use precision='bf16-int8-ffn'.")
+    from embedstack.neural.packed import _side_by_side
+
+    weight, bias = _side_by_side(tuple(linears))  # one layer whose outputs are Q, K and V side by side
+    qkv = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        qkv.weight.copy_(weight)
+        if bias is not None:
+            qkv.bias.copy_(bias)
+    s_qkv = _smoothing(peak[f"{name}.attention.self.query"], [m.weight for m in linears], alpha)
+    target.attention.self.qkv = Int8Linear(qkv, s_qkv, None, unsigned)
+    s_out = _smoothing(peak[f"{name}.attention.output.dense"], [out.dense.weight], alpha)
+    ln = out.LayerNorm
+    norm = ln if isinstance(ln, nn.LayerNorm) and ln.weight is not None else None
+    setattr(target.attention.output, "dense", Int8Linear(out.dense, s_out, norm, unsigned))  # noqa: B010
+    if norm is not None:
+        setattr(target.attention.output, "LayerNorm", nn.Identity())  # noqa: B010
 
 
 def quantize_torch_dynamic(model: Any, recipe: str = "int8", calibration: list[Any] | None = None,

@@ -43,7 +43,9 @@ __all__ = ["TransformerRuntime", "BACKENDS", "PRECISIONS", "cpu_has_bf16"]
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
-PRECISIONS = {"torch": ("fp32", "fp32-bf16x3", "bf16", "bf16-pure", "bf16-int8-ffn", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
+# bf16-pure with int8 products on oneDNN and embedstack's row kernels: the feed-forward block, or every product
+ONEDNN_INT8 = ("bf16-int8-ffn", "bf16-int8-all")
+PRECISIONS = {"torch": ("fp32", "fp32-bf16x3", "bf16", "bf16-pure", "bf16-int8-ffn", "bf16-int8-all", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 # The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
 # serves large blocks with fresh mmap'd pages, so a 32 x 256-token batch of MiniLM page-faulted 0.4-1.3M
 # times per 256 abstracts (fp32 and bf16, measured); slices under 8 MiB reuse the heap (under 50k faults):
@@ -124,8 +126,8 @@ class TransformerRuntime:
             raise ConfigError(f"Backend {backend!r} supports precision {list(PRECISIONS[backend])}; got {precision!r}.")
         num_threads = check_int(self, "num_threads", num_threads, low=1, allow_none=True)
         workers = check_int(self, "workers", workers, low=1)
-        self.onednn_unsigned: bool | None = None  # bf16-int8-ffn: how its int8 rows go to oneDNN, decided now
-        if precision == "bf16-int8-ffn" and backend == "torch":  # refused now, not at the first encode or request
+        self.onednn_unsigned: bool | None = None  # bf16-int8-*: how their int8 rows go to oneDNN, decided now
+        if precision in ONEDNN_INT8 and backend == "torch":  # refused now, not at the first encode or request
             from embedstack.neural.quantize import check_ffn_onednn, onednn_unsigned_source
 
             check_ffn_onednn(model)
@@ -182,9 +184,9 @@ class TransformerRuntime:
         if compile and precision == "fp32-bf16x3":
             raise ConfigError("compile=True does not apply to precision='fp32-bf16x3' (its products run in "
                               "embedstack's AMX kernel, eagerly); drop compile.")
-        if compile and precision == "bf16-int8-ffn":
-            raise ConfigError("compile=True does not apply to precision='bf16-int8-ffn' (its int8 feed-forward runs "
-                              "oneDNN products and embedstack's row kernels eagerly); drop compile.")
+        if compile and precision in ONEDNN_INT8:
+            raise ConfigError(f"compile=True does not apply to precision={precision!r} (its int8 products run on "
+                              "oneDNN with embedstack's row kernels, eagerly); drop compile.")
         if compile and precision.startswith("int8") and precision != "int8-token":
             raise ConfigError(f"compile=True does not apply to precision={precision!r} (torch's dynamic int8 modules do "
                               f"not compile); use precision='int8-token', or drop compile.")
@@ -289,7 +291,7 @@ class TransformerRuntime:
                            if self.precision in SMOOTHED else None)
             model = quantize_torch_dynamic(model, recipe=self.precision, calibration=calibration,
                                            product=self.int8_product)
-        elif self.precision in ("bf16-pure", "bf16-int8-ffn"):  # a copy: models made by with_options share self.model
+        elif self.precision in ("bf16-pure", *ONEDNN_INT8):  # a copy: models made by with_options share self.model
             model = copy.deepcopy(model).to(torch.bfloat16)
         if self.precision == "fp32-bf16x3":  # float32 products on the AMX tiles (plain fp32 where there are none)
             if packed.x3_available(model):  # a copy only where the tiles run: elsewhere the fp32 model itself
@@ -300,11 +302,12 @@ class TransformerRuntime:
             # fuses them itself); a copy of the weights when the model is still self.model
             model = packed.pack_linears(model if model is not self.model else copy.deepcopy(model))
             model.row_buckets = True  # few product shapes for oneDNN to build (transformer.bucket_rows)
-        if self.precision == "bf16-int8-ffn":  # then the feed-forward products as int8 (weights from fp32)
+        if self.precision in ONEDNN_INT8:  # then the feed-forward products (all: every product) as int8
             from embedstack.neural.quantize import calibration_batches, quantize_ffn_onednn
 
-            quantize_ffn_onednn(model, self.model, calibration_batches(
-                self.tokenizer, max_length=self.model.config.max_position_embeddings), unsigned=self.onednn_unsigned)
+            quantize_ffn_onednn(model, self.model, calibration_batches(  # weights and calibration from fp32
+                self.tokenizer, max_length=self.model.config.max_position_embeddings), unsigned=self.onednn_unsigned,
+                attention=self.precision == "bf16-int8-all")
         if self.compile and self.precision == "int8-token":
             from embedstack.neural.quantize import share_quantization_in_graph
 

@@ -11,7 +11,7 @@ models work everywhere a SPEC does (``embedstack eval``, ``encode``, the ladder)
     all-MiniLM-L6-v2@truncate_dim=128,normalize=true,max_seq_length=128
 
 Options: ``pooling`` (cls|mean|max|mean_sqrt_len), ``backend`` (torch|onnx), ``precision``
-(fp32|bf16|int8|int8-fast|int8-dynamic, torch also bf16-pure, bf16-int8-ffn, int8-smooth, int8-bf16 and int8-token, see :mod:`embedstack.neural.quantize`), ``normalize`` (true|false), ``truncate_dim`` (int),
+(fp32|bf16|int8|int8-fast|int8-dynamic, torch also bf16-pure, bf16-int8-ffn, bf16-int8-all, int8-smooth, int8-bf16 and int8-token, see :mod:`embedstack.neural.quantize`), ``normalize`` (true|false), ``truncate_dim`` (int),
 ``max_seq_length`` (int), ``threads`` (int), ``compile`` (true|false: ``torch.compile`` the transformer),
 ``workers`` (int: batches encoded at once, the threads split between them).
 
