@@ -11,7 +11,8 @@
  *
  * The scores of 12 rows (12 × keys floats) stay in L1/L2 between the two products; softmax runs on them in
  * place with a vector exp. Everything is float32 (bf16 inputs are widened when packed, outputs rounded to
- * nearest even), so results equal the formula's up to summation order.
+ * nearest even), so results equal the formula's up to summation order. bf16 states have kernels of their own where
+ * the CPU has bf16 products: the tile unit's (AMX) and vdpbf16ps registers' (AVX-512 BF16 and VBMI, Zen 4), below.
  *
  * Layout: q, k, v, out are row-major matrices of token states (rows × ld elements); head h of a row is the
  * columns [h·D, h·D + D). Item b (a text) owns query rows [q_off[b], q_off[b] + q_len[b]) and key / value rows

@@ -191,13 +191,15 @@ def available() -> bool:
 
 
 def status() -> str:
-    """``"embedstack (avx512)"``, ``"embedstack (avx512, amx)"``, ``"embedstack (avx2)"`` or why torch's kernel is
-    used instead."""
+    """``"embedstack (avx512)"``, ``"embedstack (avx512, amx)"``, ``"embedstack (avx512, bf16 dot)"`` (bf16 states
+    on AVX-512 BF16 dot products), ``"embedstack (avx2)"`` or why torch's kernel is used instead."""
     if not available():
         return f"torch ({_state['why']})"
     if _avx2():
         return "embedstack (avx2)"
-    return "embedstack (avx512, amx)" if _amx(_state["lib"]) else "embedstack (avx512)"
+    if _amx(_state["lib"]):
+        return "embedstack (avx512, amx)"
+    return "embedstack (avx512, bf16 dot)" if _state.get("bf16_dot") else "embedstack (avx512)"
 
 
 def supports(q: Any, head_dim: int) -> bool:
@@ -206,10 +208,10 @@ def supports(q: Any, head_dim: int) -> bool:
     dim 32 or 64) or to torch's, which runs on AMX too and beats the AVX-512 kernel there (a Xeon with AMX, 32
     abstracts x 240 tokens x 12 heads, 2 threads: 13.7 against 18.7 ms). Without AMX, bfloat16 states take the
     AVX-512 BF16 dot-product kernel where the build has it (AVX-512 BF16 and VBMI: Zen 4; head dim 32 or 64; on
-    Zen 4, one thread, 32 abstracts x 240 tokens x 12 heads of 32: 21.8 ms against 43.0 for the float32 kernel on
-    the same states widened and 56.1 for torch's bf16 kernel; ``attention_zen4`` in BENCHMARKS.md), else the float32
-    kernel, widened (it costs what float32 costs, and torch's bf16 kernel was no faster than its float32 one on
-    Zen 4, which ours beats). The AVX2 build takes float32 states only."""
+    Zen 4, one thread, 32 abstracts x 240 tokens x 12 heads of 32: 23.2 ms against 45.1 for the float32 kernel on
+    the same states widened and 63.1 for torch's bf16 kernel; ``attention_zen4`` in BENCHMARKS.md), else the float32
+    kernel, widened (torch's bf16 kernel was no faster than its float32 one on Zen 4, and ours beats both). The AVX2
+    build takes float32 states only."""
     if not (head_dim % 16 == 0 and head_dim <= _MAX_DIM and q.device.type == "cpu" and available()):
         return False
     if q.dtype == torch.float32:

@@ -40,7 +40,7 @@ Recipes are named so the choice is visible and measured (``benchmarks/encode.py`
 * ``bf16-int8-all`` (torch) — ``bf16-int8-ffn`` with the attention's products int8 too: the Q/K/V product (one
   smoothing and one scale per token for the three, over their shared input) and the output projection, its
   residual and LayerNorm fused as the feed-forward output's (:class:`Int8Linear`). Attention itself (Q·Kᵀ, softmax,
-  P·V) stays bf16. Every product of the block is then int8, as in ``int8-token``, but on oneDNN with bf16 states.
+  P·V) stays bf16. Every linear product of the block is then int8, as in ``int8-token``, but on oneDNN with bf16 states.
 
 Measured on 1,000 STS-B test sentences against fp32 MiniLM (mean cosine / 10-NN overlap):
 plain dynamic 0.962 / 0.83; per-channel 0.992 / 0.91; per-channel + FFN-out fp32 0.996 / 0.93
