@@ -406,7 +406,7 @@ def test_a_cpu_with_avx512_bf16_and_no_amx_gets_the_register_splade_kernel(monke
             m.setattr("embedstack._threads.cpu_features", lambda f=features: f)
             m.setenv("EMBEDSTACK_ATTENTION", env)
             assert A.available() and "amx" not in A.status()
-            assert A._state["bf16_dot"] is dot and A.supports(bf16, 32)  # widened where there is no dot kernel
+            assert A._state["bf16_dot"] is dot and A.supports(bf16, 32)  # bf16 takes the kernel either way
             assert ("bf16 dot" in A.status()) is dot
             assert hasattr(A._load(), "embedstack_attention_bf16") is (features >= A._BF16_VBMI_NEEDS)
             assert A.splade_kind() == kind and A.splade_supported(64) is (kind is not None)

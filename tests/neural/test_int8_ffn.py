@@ -274,6 +274,31 @@ def test_bf16_int8_all_puts_every_product_on_int8(tiny_encoder):
     np.testing.assert_allclose(w2.encode(many, batch_size=128), enc.encode(many, batch_size=128), atol=2e-2)
 
 
+def test_bf16_int8_all_unpacked_and_its_row_widths(tiny_encoder, monkeypatch):
+    """Without packing (EMBEDSTACK_PACKED=0) there is no Q/K/V product: Q, K and V become three Int8Linear sharing
+    the smoothing, with the same vectors up to int8 noise; the Q/K/V output rows (3 x hidden wide) are checked
+    when the encoder is made."""
+    if not _ffn_runs(tiny_encoder):
+        pytest.skip(f"the int8 products do not run here: {ffn_onednn_available(tiny_encoder.model)}")
+    from embedstack.neural import quantize
+    from embedstack.neural.quantize import Int8Linear
+
+    packed = tiny_encoder.with_options(precision="bf16-int8-all").encode(TEXTS)
+    monkeypatch.setenv("EMBEDSTACK_PACKED", "0")
+    enc = tiny_encoder.with_options(precision="bf16-int8-all")
+    np.testing.assert_allclose(enc.encode(TEXTS), packed, atol=2e-2)
+    for block in enc._torch_model.encoder.layer:
+        att = block.attention.self
+        assert att.qkv is None and all(isinstance(m, Int8Linear) for m in (att.query, att.key, att.value))
+        assert torch.equal(att.query.inv_smooth, att.value.inv_smooth)
+    hidden = tiny_encoder.model.config.hidden_size
+    monkeypatch.setattr(_attention, "rows_supported", lambda width: width != 3 * hidden)
+    assert quantize.ffn_onednn_available(tiny_encoder.model) is None
+    assert "row widths" in quantize.ffn_onednn_available(tiny_encoder.model, attention=True)
+    with pytest.raises(ConfigError, match="row widths"):
+        tiny_encoder.with_options(precision="bf16-int8-all")
+
+
 @pytest.mark.parametrize("attention", [False, True])
 def test_int8_feed_forward_with_row_buckets_on_the_bf16_attention_kernel(attention):
     """A model whose heads the bf16 attention kernel takes (head dim 32): packed, bucketed, int8 feed-forward (and
@@ -322,25 +347,26 @@ def test_bf16_int8_ffn_refuses_compile(tiny_encoder, precision):
         tiny_encoder.with_options(precision=precision, compile=True)
 
 
-def test_bf16_int8_ffn_says_why_it_cannot_run(tiny_encoder, monkeypatch):
+@pytest.mark.parametrize("precision", ["bf16-int8-ffn", "bf16-int8-all"])
+def test_bf16_int8_ffn_says_why_it_cannot_run(tiny_encoder, monkeypatch, precision):
     from embedstack.neural import quantize
 
     monkeypatch.setattr(_attention, "row_kernels", lambda: True)  # the row kernels' own check, on any CPU
     monkeypatch.setattr(_attention, "rows_supported", lambda width: False)
     assert "row widths" in quantize.ffn_onednn_available(tiny_encoder.model)
     with pytest.raises(ConfigError, match="bf16-pure"):  # when the encoder is made, not at its first encode
-        tiny_encoder.with_options(precision="bf16-int8-ffn")
+        tiny_encoder.with_options(precision=precision)
     # AVX-512 without VNNI or AMX int8 (a Skylake-SP): oneDNN's int8 linear has no fast kernel for its rows there
     from embedstack.index import _scan
 
     monkeypatch.setattr(_attention, "rows_supported", lambda width: True)
     monkeypatch.setattr(_scan, "int_gemm_units", lambda: False)
     with pytest.raises(ConfigError, match="no AVX-512 VNNI or AMX int8 units.*bf16-pure"):
-        tiny_encoder.with_options(precision="bf16-int8-ffn")
+        tiny_encoder.with_options(precision=precision)
     # a CPU without AVX-512 (an AMD EPYC with AVX2: the AVX2 build, attention alone), or no build at all
     monkeypatch.setattr(_attention, "row_kernels", lambda: False)
     with pytest.raises(ConfigError, match="row kernels do not run here"):
-        tiny_encoder.with_options(precision="bf16-int8-ffn")
+        tiny_encoder.with_options(precision=precision)
 
 
 @pytest.mark.parametrize("precision", ["bf16-int8-ffn", "bf16-int8-all"])

@@ -756,24 +756,24 @@ static int tile_job(const void *q, const void *k, const void *v, void *out, cons
 
 static inline __attribute__((always_inline)) __m512bh as_bh(__m512i x) { return (__m512bh)x; }
 
-/* scores s[r][j0 .. j0 + 32) = qb[r] · K[j0 .. j0 + 32) for the BROWS rows of qb (pairs of bf16, `pairs` a row);
+/* scores s[r][j0 .. j0 + 32) = qb[r] · K[j0 .. j0 + 32) for the first R rows of qb (pairs of bf16, `pairs` a row);
  * kt: K packed as pairs (uint32), row e at kt + e * kp */
-static inline __attribute__((always_inline)) void qk_tile_bf16(const uint32_t *qb, const uint32_t *kt, int64_t kp,
-                                                               const int pairs, int64_t j0, float *s) {
+static inline __attribute__((always_inline)) void qk_tile_bf16(const int R, const uint32_t *qb, const uint32_t *kt,
+                                                               int64_t kp, const int pairs, int64_t j0, float *s) {
     __m512 acc[BROWS][2];
 #pragma GCC unroll 12
-    for (int r = 0; r < BROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     for (int e = 0; e < pairs; e++) {
         const __m512bh b0 = as_bh(_mm512_loadu_si512(kt + e * kp + j0)), b1 = as_bh(_mm512_loadu_si512(kt + e * kp + j0 + 16));
 #pragma GCC unroll 12
-        for (int r = 0; r < BROWS; r++) {
+        for (int r = 0; r < R; r++) {
             const __m512bh a = as_bh(_mm512_set1_epi32((int)qb[r * pairs + e]));
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
         }
     }
 #pragma GCC unroll 12
-    for (int r = 0; r < BROWS; r++) {
+    for (int r = 0; r < R; r++) {
         _mm512_storeu_ps(s + r * kp + j0, acc[r][0]);
         _mm512_storeu_ps(s + r * kp + j0 + 16, acc[r][1]);
     }
@@ -825,7 +825,11 @@ static void bf16dp_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t
         const int R = nq - i0 < BROWS ? (int)(nq - i0) : BROWS;
         for (int r = 0; r < R; r++) memcpy(qb + r * D, Q + (q0 + i0 + r) * J->ld_q + h * D, (size_t)D * 2);
         if (R < BROWS) memset(qb + R * D, 0, (size_t)(BROWS - R) * D * 2);
-        for (int64_t j0 = 0; j0 < kp; j0 += 32) qk_tile_bf16((const uint32_t *)qb, (const uint32_t *)kp_buf, kp, D / 2, j0, s);
+        /* a block of a few rows (the last one; a cross-encoder's [CLS]-only block: one) runs a 4-row tile */
+        for (int64_t j0 = 0; j0 < kp; j0 += 32) {
+            if (R > 4) qk_tile_bf16(BROWS, (const uint32_t *)qb, (const uint32_t *)kp_buf, kp, D / 2, j0, s);
+            else qk_tile_bf16(4, (const uint32_t *)qb, (const uint32_t *)kp_buf, kp, D / 2, j0, s);
+        }
         float inv[BROWS];
         for (int r = 0; r < R; r++) {
             uint16_t *pr = p + r * kp;
@@ -835,10 +839,15 @@ static void bf16dp_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t
             const float total = _mm512_reduce_add_ps(sum);
             inv[r] = total > 0.0f ? 1.0f / total : 0.0f; /* a NaN row stays NaN: NaN weights times V */
         }
-        if (D == 32) pv_tile_bf16(BROWS, 2, p, kp, vp_buf, inv, R, out, q0 + i0, J->ld_o);
-        else
-            for (int r0 = 0; r0 < R; r0 += 6)
-                pv_tile_bf16(6, 4, p + r0 * kp, kp, vp_buf, inv + r0, R - r0 < 6 ? R - r0 : 6, out, q0 + i0 + r0, J->ld_o);
+        if (D == 32) {
+            if (R > 4) pv_tile_bf16(BROWS, 2, p, kp, vp_buf, inv, R, out, q0 + i0, J->ld_o);
+            else pv_tile_bf16(4, 2, p, kp, vp_buf, inv, R, out, q0 + i0, J->ld_o);
+        } else
+            for (int r0 = 0; r0 < R; r0 += 6) {
+                const int n = R - r0 < 6 ? R - r0 : 6;
+                if (n > 2) pv_tile_bf16(6, 4, p + r0 * kp, kp, vp_buf, inv + r0, n, out, q0 + i0 + r0, J->ld_o);
+                else pv_tile_bf16(2, 4, p + r0 * kp, kp, vp_buf, inv + r0, n, out, q0 + i0 + r0, J->ld_o);
+            }
     }
 }
 
@@ -850,7 +859,7 @@ static void *bf16dp_worker(void *arg) {
     const size_t bytes = (size_t)(2 * D * kp * 2 + BROWS * kp * 4 + BROWS * kp * 2 + BROWS * D * 2) + 64 * 5;
     char *buf = (char *)aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!buf) return NULL;
-    memset(buf, 0, bytes); /* P's rows past a last block's R are read (and their outputs dropped): never garbage */
+    memset(buf, 0, bytes); /* P's rows past a block's R are read (stale from an earlier block; their outputs dropped) */
     uint16_t *kb = (uint16_t *)buf;
     uint16_t *vb = kb + D * kp + 32;
     float *s = (float *)(vb + D * kp + 32);
@@ -933,8 +942,8 @@ static void amx_item(const job_t *J, int64_t item, uint16_t *kp_buf, uint16_t *v
     const __m512i tlo = exp2_table_lo(), thi = exp2_table_hi();
     static const uint16_t ones[16 * 32] __attribute__((aligned(64))) = {[0 ... 16 * 32 - 1] = 0x3F80}; /* bf16 1.0 */
     float sums[16 * 16] __attribute__((aligned(64)));
-    _tile_loadd(6, ones, 64);
     pack_kv(J, b, h, nk, kp, kp_buf, vp_buf);
+    _tile_loadd(6, ones, 64); /* after the call: tile registers are not preserved across calls */
     for (int64_t i0 = 0; i0 < nq; i0 += 16) {
         const int R = nq - i0 < 16 ? (int)(nq - i0) : 16;
         /* Q tiles straight from the states (unscaled: the scale is applied to the float32 scores, as rounding
@@ -1493,7 +1502,8 @@ int embedstack_splade_max(const uint16_t *x, const uint8_t *mask, int64_t B, int
 
 #ifdef __AVX512F__
 /* ---------------------------------------------------------------------------------------------------------------
- * Row kernels of the int8 feed-forward (precision bf16-int8-ffn, quantize.Int8FeedForwardIn / Out) and of the
+ * Row kernels of the int8 products (precisions bf16-int8-ffn and bf16-int8-all, quantize.Int8FeedForwardIn / Out,
+ * Int8Linear) and of the
  * bf16 LayerNorm (packed.RowLayerNorm).
  *
  * oneDNN's int8 product takes one activation scale per tensor; one scale per token (row) keeps far more of a

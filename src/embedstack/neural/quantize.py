@@ -40,7 +40,8 @@ Recipes are named so the choice is visible and measured (``benchmarks/encode.py`
 * ``bf16-int8-all`` (torch) — ``bf16-int8-ffn`` with the attention's products int8 too: the Q/K/V product (one
   smoothing and one scale per token for the three, over their shared input) and the output projection, its
   residual and LayerNorm fused as the feed-forward output's (:class:`Int8Linear`). Attention itself (Q·Kᵀ, softmax,
-  P·V) stays bf16. Every linear product of the block is then int8, as in ``int8-token``, but on oneDNN with bf16 states.
+  P·V) stays bf16, and so do a cross-encoder's [CLS]-only Q, K and V in its last block. Every other linear product of
+  the block is then int8, as in ``int8-token``, but on oneDNN with bf16 states.
 
 Measured on 1,000 STS-B test sentences against fp32 MiniLM (mean cosine / 10-NN overlap):
 plain dynamic 0.962 / 0.83; per-channel 0.992 / 0.91; per-channel + FFN-out fp32 0.996 / 0.93
@@ -597,7 +598,7 @@ class _OneDnnInt8(nn.Module):
 
 
 class Int8FeedForwardIn(_OneDnnInt8):
-    """The feed-forward input product and its GELU, int8 on oneDNN (precision ``bf16-int8-ffn``).
+    """The feed-forward input product and its GELU, int8 on oneDNN (precisions ``bf16-int8-ffn``, ``bf16-int8-all``).
 
     ``forward(x)``: bfloat16 states (..., C) -> :class:`QuantizedRows` of ``GELU(x Wᵀ + b)`` divided by the next
     product's smoothing factors ``next_smooth``, ready for :class:`Int8FeedForwardOut`. Inference only.
@@ -682,15 +683,17 @@ class Int8Linear(Int8FeedForwardOut):
         return super().add(self._quantized(x), residual)
 
 
-def ffn_onednn_available(model: Any) -> str | None:
-    """None when :func:`quantize_ffn_onednn` can run on ``model`` here, else why not."""
+def ffn_onednn_available(model: Any, attention: bool = False) -> str | None:
+    """None when :func:`quantize_ffn_onednn` can run on ``model`` here (with ``attention``: bf16-int8-all's
+    products too), else why not."""
     from embedstack.neural import _attention
 
     if not hasattr(torch.ops.onednn, "qlinear_pointwise"):
         return "this torch has no oneDNN int8 linear (torch.ops.onednn.qlinear_pointwise)"
     if not _attention.row_kernels():
         return f"embedstack's row kernels do not run here (they need the AVX-512 build; {_attention.status()})"
-    widths = (model.config.hidden_size, model.config.intermediate_size)
+    widths = (model.config.hidden_size, model.config.intermediate_size) + ((3 * model.config.hidden_size,)
+                                                                           if attention else ())
     if not all(_attention.rows_supported(w) for w in widths):
         return f"row widths {widths} are not multiples of 16 up to 8,192"
     if model.config.hidden_act != "gelu":
@@ -703,9 +706,9 @@ def ffn_onednn_available(model: Any) -> str | None:
     return None
 
 
-def check_ffn_onednn(model: Any) -> None:
+def check_ffn_onednn(model: Any, attention: bool = False) -> None:
     """Raise ``ConfigError`` (naming ``bf16-pure``) where :func:`quantize_ffn_onednn` cannot run on ``model`` here."""
-    why = ffn_onednn_available(model)
+    why = ffn_onednn_available(model, attention)
     if why is not None:
         raise ConfigError(f"precision='bf16-int8-ffn' (or bf16-int8-all) does not run here: {why}; use "
                           "precision='bf16-pure'.")
@@ -719,11 +722,12 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
     their channel peaks over ``calibration`` (:func:`calibration_batches`); ``unsigned``: how the rows go to
     oneDNN (default :func:`onednn_unsigned_source`). ``attention=True`` (precision ``bf16-int8-all``): the
     attention's Q/K/V product (one, over the shared input: ``attention.self.qkv``, which a packed model has) and its
-    output projection as :class:`Int8Linear` too. Raises ``ConfigError`` where it cannot run
+    output projection as :class:`Int8Linear` too (unpacked, ``EMBEDSTACK_PACKED=0``: Q, K and V as three, sharing
+    the smoothing). Raises ``ConfigError`` where it cannot run
     (:func:`ffn_onednn_available`)."""
     from embedstack.neural.transformer import BertLayer
 
-    check_ffn_onednn(reference)
+    check_ffn_onednn(reference, attention)
     alpha = TOKEN_ALPHA if alpha is None else float(alpha)
     unsigned = onednn_unsigned_source() if unsigned is None else bool(unsigned)
     ffn = ("intermediate.dense", "output.dense")
@@ -754,22 +758,25 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
 def _int8_attention_linears(name: str, block: Any, target: Any, peak: dict[str, Any], alpha: float,
                             unsigned: bool) -> None:
     """Block ``target``'s Q/K/V product and attention output projection as :class:`Int8Linear` (weights from the
-    float32 ``block``); the separate Q, K and V (the [CLS]-only rows of a cross-encoder's last block) stay bf16."""
+    float32 ``block``). A packed block's separate Q, K and V (the [CLS]-only rows of a cross-encoder's last block)
+    stay bf16; an unpacked block (no ``qkv``) gets them as three :class:`Int8Linear` sharing the smoothing."""
     self_att, out = block.attention.self, block.attention.output
     linears = [self_att.query, self_att.key, self_att.value]
-    if target.attention.self.qkv is None:
-        raise ConfigError("precision='bf16-int8-all' needs the packed model's Q/K/V product (attention.self.qkv); "
-                          "use precision='bf16-int8-ffn'.")
-    from embedstack.neural.packed import _side_by_side
-
-    weight, bias = _side_by_side(tuple(linears))  # one layer whose outputs are Q, K and V side by side
-    qkv = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        qkv.weight.copy_(weight)
-        if bias is not None:
-            qkv.bias.copy_(bias)
     s_qkv = _smoothing(peak[f"{name}.attention.self.query"], [m.weight for m in linears], alpha)
-    target.attention.self.qkv = Int8Linear(qkv, s_qkv, None, unsigned)
+    if target.attention.self.qkv is None:
+        for attr, linear in zip(("query", "key", "value"), linears, strict=True):
+            setattr(target.attention.self, attr, Int8Linear(linear, s_qkv, None, unsigned))
+    else:
+        from embedstack.neural.packed import _side_by_side
+
+
+        weight, bias = _side_by_side(tuple(linears))  # one layer whose outputs are Q, K and V side by side
+        qkv = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            qkv.weight.copy_(weight)
+            if bias is not None:
+                qkv.bias.copy_(bias)
+        target.attention.self.qkv = Int8Linear(qkv, s_qkv, None, unsigned)
     s_out = _smoothing(peak[f"{name}.attention.output.dense"], [out.dense.weight], alpha)
     ln = out.LayerNorm
     norm = ln if isinstance(ln, nn.LayerNorm) and ln.weight is not None else None

@@ -130,7 +130,7 @@ class TransformerRuntime:
         if precision in ONEDNN_INT8 and backend == "torch":  # refused now, not at the first encode or request
             from embedstack.neural.quantize import check_ffn_onednn, onednn_unsigned_source
 
-            check_ffn_onednn(model)
+            check_ffn_onednn(model, attention=precision == "bf16-int8-all")
             self.onednn_unsigned = onednn_unsigned_source()  # a bad EMBEDSTACK_ONEDNN_SOURCE is refused now too
         if precision == "fp32-bf16x3":
             from embedstack.neural import _attention

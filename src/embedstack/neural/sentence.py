@@ -91,8 +91,9 @@ class SentenceEncoder(TransformerRuntime):
             int8-fast on SmoothQuant-smoothed inputs) / ``int8-bf16`` (torch: int8-smooth with its fp32 layer in
             bf16, for CPUs with native bf16) / ``int8-token`` (torch: every Linear in int8 with a scale per
             token; ``torch._int_mm`` on CPUs with VNNI / AMX, fbgemm on AVX2-only ones, where it is the fastest
-            mode too) (see :mod:`embedstack.neural.quantize` for what each
-            means per backend).
+            mode too) / ``bf16-int8-ffn`` and ``bf16-int8-all`` (torch: bf16-pure with the feed-forward products,
+            or every linear product, as oneDNN int8 with a scale per token; CPUs with VNNI or AMX int8) (see
+            :mod:`embedstack.neural.quantize` for what each means per backend).
         num_threads: Intra-op threads while encoding (default: leave the process setting).
         compile: torch backend: run the transformer through ``torch.compile`` (inductor, dynamic shapes,
             frozen weights: prepacked oneDNN matmuls with fused bias/GELU/residual epilogues). The first

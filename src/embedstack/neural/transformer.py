@@ -466,7 +466,7 @@ class BertModel(nn.Module):
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooler else None
-        # the runtime's packed inference copies (bf16-pure, bf16-int8-ffn; fp32 with EMBEDSTACK_PACKED=all) set
+        # the runtime's packed inference copies (bf16-pure, bf16-int8-ffn/-all; fp32 with EMBEDSTACK_PACKED=all) set
         # this: where embedstack's attention kernel runs (not with EMBEDSTACK_ATTENTION=torch), every batch then runs
         # packed (real tokens only), its rows padded to :func:`bucket_rows`
         self.row_buckets = False
