@@ -469,6 +469,11 @@ static void run_item(const job_t *J, int64_t item, scratch_t *w) {
 
 #endif
 
+/* every work item (text, head) of job J that this thread takes from the shared counter, in turn */
+#define FOR_EACH_ITEM(J, item)                                                                              \
+    for (int64_t item, items_ = (J)->n_texts * (J)->heads;                                                  \
+         (item = __atomic_fetch_add(&(J)->next, 1, __ATOMIC_RELAXED)) < items_;)
+
 static void *worker(void *arg) {
     job_t *J = (job_t *)arg;
     const int64_t kp = (J->max_keys + KEYS - 1) / KEYS * KEYS;
@@ -477,12 +482,7 @@ static void *worker(void *arg) {
     if (!buf) return NULL; /* the other threads take this one's share; none at all: an error (below) */
     memset(buf, 0, floats * sizeof(float)); /* tiles read a few rows past the last query row: zeros */
     scratch_t w = {buf, buf + J->dim * kp, buf + 2 * J->dim * kp, buf + 2 * J->dim * kp + ROWS * kp};
-    const int64_t items = J->n_texts * J->heads;
-    for (;;) {
-        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (item >= items) break;
-        run_item(J, item, &w);
-    }
+    FOR_EACH_ITEM(J, item) run_item(J, item, &w);
     free(buf);
     return NULL;
 }
@@ -865,12 +865,7 @@ static void *bf16dp_worker(void *arg) {
     float *s = (float *)(vb + D * kp + 32);
     uint16_t *p = (uint16_t *)(s + BROWS * kp + 16);
     uint16_t *qb = p + BROWS * kp + 32;
-    const int64_t items = J->n_texts * J->heads;
-    for (;;) {
-        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (item >= items) break;
-        bf16dp_item(J, item, kb, vb, s, p, qb);
-    }
+    FOR_EACH_ITEM(J, item) bf16dp_item(J, item, kb, vb, s, p, qb);
     free(buf);
     return NULL;
 }
@@ -1074,12 +1069,7 @@ static void *amx_worker(void *arg) {
     float *ob = (float *)(qb + 16 * D + 32);
     tilecfg_t before;
     tiles_on(&before, 8);
-    const int64_t items = J->n_texts * J->heads;
-    for (;;) {
-        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (item >= items) break;
-        amx_item(J, item, kb, vb, s, p, qb, ob);
-    }
+    FOR_EACH_ITEM(J, item) amx_item(J, item, kb, vb, s, p, qb, ob);
     tiles_off(&before);
     free(buf);
     return NULL;
@@ -1285,12 +1275,7 @@ static void *x3_attn_worker(void *arg) {
     w.ob = w.s + 16 * kp + 16;
     tilecfg_t before;
     tiles_on(&before, 8);
-    const int64_t items = J->n_texts * J->heads;
-    for (;;) {
-        int64_t item = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (item >= items) break;
-        x3_attn_item(J, item, &w);
-    }
+    FOR_EACH_ITEM(J, item) x3_attn_item(J, item, &w);
     tiles_off(&before);
     free(buf);
     return NULL;

@@ -580,6 +580,25 @@ class _OneDnnInt8(nn.Module):
         self.register_buffer("wzero", torch.zeros(self.out_features, dtype=torch.int64), persistent=False)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().contiguous(),
                              persistent=False)
+        self.register_buffer("inv_smooth", (1.0 / smooth).float().contiguous(), persistent=False)
+
+    def _empty(self, width: int, lead: tuple[int, ...]) -> QuantizedRows:
+        """No rows of ``width`` codes (int8, or uint8 where oneDNN takes unsigned rows)."""
+        return QuantizedRows(torch.empty((0, width), dtype=torch.uint8 if self.unsigned else torch.int8),
+                             torch.empty(0), lead)
+
+    def _quantized(self, x: Any) -> QuantizedRows:
+        """bfloat16 states ``x`` (..., K) divided by the smoothing factors, one int8 scale per row (the row kernels;
+        uint8 codes + 128 where oneDNN takes unsigned rows)."""
+        from embedstack.neural import _attention
+
+        lead = tuple(x.shape[:-1])
+        if x.numel() == 0:
+            return self._empty(self.in_features, lead)
+        if x.dtype != torch.bfloat16:
+            x = x.to(torch.bfloat16)
+        q, scale = _attention.quant_rows(x, self.inv_smooth, self.unsigned)
+        return QuantizedRows(q, scale, lead)
 
     def _source(self, q: Any) -> tuple[Any, int]:
         """The rows as oneDNN gets them and their zero point: int8 ``q`` itself and 0, or (without AMX int8,
@@ -606,20 +625,17 @@ class Int8FeedForwardIn(_OneDnnInt8):
 
     def __init__(self, linear: Any, smooth: Any, next_smooth: Any, unsigned: bool | None = None) -> None:
         super().__init__(linear, smooth, unsigned)
-        self.register_buffer("inv_smooth", (1.0 / smooth).float().contiguous(), persistent=False)
         self.register_buffer("inv_next", (1.0 / next_smooth).float().contiguous(), persistent=False)
 
     def forward(self, x: Any) -> QuantizedRows:
         from embedstack.neural import _attention
 
-        lead = tuple(x.shape[:-1])
-        if x.numel() == 0:
-            return QuantizedRows(torch.empty((0, self.out_features), dtype=torch.uint8 if self.unsigned else torch.int8),
-                                 torch.empty(0), lead)
-        q, scale = _attention.quant_rows(x, self.inv_smooth, self.unsigned)
-        y = self._product(q, torch.bfloat16)
-        q, scale = _attention.ffn_mid(y, scale, self.bias, self.inv_next, self.unsigned)
-        return QuantizedRows(q, scale, lead)
+        h = self._quantized(x)
+        if h.q.shape[0] == 0:
+            return self._empty(self.out_features, h.lead)
+        y = self._product(h.q, torch.bfloat16)
+        q, scale = _attention.ffn_mid(y, h.scale, self.bias, self.inv_next, self.unsigned)
+        return QuantizedRows(q, scale, h.lead)
 
 
 class Int8FeedForwardOut(_OneDnnInt8):
@@ -658,23 +674,6 @@ class Int8Linear(Int8FeedForwardOut):
     its output projection): ``forward(x)`` quantizes each row of ``x`` (one scale per token, after the smoothing
     factors ``smooth``) and is ``x Wᵀ + b`` in bfloat16; ``add(x, residual)`` adds the block's residual, and a fused
     ``norm`` as :class:`Int8FeedForwardOut`'s. Inference only."""
-
-    def __init__(self, linear: Any, smooth: Any, norm: nn.LayerNorm | None = None,
-                 unsigned: bool | None = None) -> None:
-        super().__init__(linear, smooth, norm, unsigned)
-        self.register_buffer("inv_smooth", (1.0 / smooth).float().contiguous(), persistent=False)
-
-    def _quantized(self, x: Any) -> QuantizedRows:
-        from embedstack.neural import _attention
-
-        lead = tuple(x.shape[:-1])
-        if x.numel() == 0:
-            return QuantizedRows(torch.empty((0, self.in_features), dtype=torch.uint8 if self.unsigned else torch.int8),
-                                 torch.empty(0), lead)
-        if x.dtype != torch.bfloat16:
-            x = x.to(torch.bfloat16)
-        q, scale = _attention.quant_rows(x, self.inv_smooth, self.unsigned)
-        return QuantizedRows(q, scale, lead)
 
     def forward(self, x: Any) -> Any:  # type: ignore[override]
         return super().add(self._quantized(x), None)
