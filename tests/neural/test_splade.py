@@ -420,7 +420,10 @@ def test_bf16_encoding_takes_the_fused_kernel_and_stays_close_to_fp32(sp_tokeniz
     fp32 = SpladeEncoder(BertModel(cfg).init_weights(seed=0), sp_tokenizer, max_seq_length=48)
     texts = ["the cat sat on the mat", "a dog ran over the big red house " * 4, "fox", ""]
     ref = fp32.encode_sparse(texts).toarray()
-    for precision in ("bf16", "bf16-pure"):
+    from embedstack.neural.quantize import ffn_onednn_available
+
+    int8 = ("bf16-int8-ffn", "bf16-int8-all") if ffn_onednn_available(fp32.model, attention=True) is None else ()
+    for precision in ("bf16", "bf16-pure", *int8):  # the bf16-int8 ones: bf16 states, their decoder fused too
         enc = fp32.with_options(precision=precision)
         assert enc._fused()
         got = enc.encode_sparse(texts).toarray()

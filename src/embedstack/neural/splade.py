@@ -512,10 +512,13 @@ class SpladeEncoder(TransformerRuntime):
             return torch.log1p(torch.relu(top))
 
     def _fused(self) -> bool:
-        """Whether the decoder runs as :func:`~embedstack.neural._attention.splade_max` (bf16 precisions, on a CPU
-        with AMX or AVX-512 BF16, where the kernel is built; ``EMBEDSTACK_ATTENTION=torch`` turns it off with the
-        other kernels)."""
-        if self.precision not in ("bf16", "bf16-pure"):
+        """Whether the decoder runs as :func:`~embedstack.neural._attention.splade_max` (bf16 precisions, and the
+        bf16-pure ones with int8 products, on a CPU with AMX or AVX-512 BF16, where the kernel is built;
+        ``EMBEDSTACK_ATTENTION=torch`` turns it off with the other kernels). Elsewhere a bf16-int8 precision's decoder
+        would run as float32 products."""
+        from embedstack.neural.runtime import ONEDNN_INT8
+
+        if self.precision not in ("bf16", "bf16-pure", *ONEDNN_INT8):
             return False
         from embedstack.neural import _attention
 
