@@ -48,8 +48,8 @@ def precisions() -> tuple[str, ...]:
     without packing (plain bf16 ``F.linear`` grew by 646 MB over the same 600 shapes), so bf16-pure packs.
     """
     mode = os.environ.get("EMBEDSTACK_PACKED", "1").strip().lower()
-    return ("fp32", "bf16-pure", "bf16-int8-ffn", "bf16-int8-all") if mode == "all" else ("bf16-pure", "bf16-int8-ffn",
-                                                                                         "bf16-int8-all")
+    bf16 = ("bf16-pure", "bf16-int8-ffn", "bf16-int8-all")
+    return ("fp32", *bf16) if mode == "all" else bf16
 
 
 def available(dtype: Any = None) -> bool:

@@ -709,8 +709,8 @@ def check_ffn_onednn(model: Any, attention: bool = False) -> None:
     """Raise ``ConfigError`` (naming ``bf16-pure``) where :func:`quantize_ffn_onednn` cannot run on ``model`` here."""
     why = ffn_onednn_available(model, attention)
     if why is not None:
-        raise ConfigError(f"precision='bf16-int8-ffn' (or bf16-int8-all) does not run here: {why}; use "
-                          "precision='bf16-pure'.")
+        name = "bf16-int8-all" if attention else "bf16-int8-ffn"
+        raise ConfigError(f"precision={name!r} does not run here: {why}; use precision='bf16-pure'.")
 
 
 def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alpha: float | None = None,
@@ -767,7 +767,6 @@ def _int8_attention_linears(name: str, block: Any, target: Any, peak: dict[str, 
             setattr(target.attention.self, attr, Int8Linear(linear, s_qkv, None, unsigned))
     else:
         from embedstack.neural.packed import _side_by_side
-
 
         weight, bias = _side_by_side(tuple(linears))  # one layer whose outputs are Q, K and V side by side
         qkv = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)

@@ -43,7 +43,7 @@ __all__ = ["TransformerRuntime", "BACKENDS", "PRECISIONS", "cpu_has_bf16"]
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
-# bf16-pure with int8 products on oneDNN and embedstack's row kernels: the feed-forward block, or every product
+# bf16-pure with int8 products on oneDNN and embedstack's row kernels: the feed-forward block's, or every linear's
 ONEDNN_INT8 = ("bf16-int8-ffn", "bf16-int8-all")
 PRECISIONS = {"torch": ("fp32", "fp32-bf16x3", "bf16", "bf16-pure", "bf16-int8-ffn", "bf16-int8-all", "int8", "int8-fast", "int8-smooth", "int8-bf16", "int8-token", "int8-dynamic"), "onnx": ("fp32", "int8", "int8-fast", "int8-dynamic")}
 # The largest feed-forward activation (tokens x intermediate_size) one forward call may allocate. glibc
@@ -302,7 +302,7 @@ class TransformerRuntime:
             # fuses them itself); a copy of the weights when the model is still self.model
             model = packed.pack_linears(model if model is not self.model else copy.deepcopy(model))
             model.row_buckets = True  # few product shapes for oneDNN to build (transformer.bucket_rows)
-        if self.precision in ONEDNN_INT8:  # then the feed-forward products (all: every product) as int8
+        if self.precision in ONEDNN_INT8:  # then the feed-forward products (all: every linear product) as int8
             from embedstack.neural.quantize import calibration_batches, quantize_ffn_onednn
 
             quantize_ffn_onednn(model, self.model, calibration_batches(  # weights and calibration from fp32
