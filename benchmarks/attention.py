@@ -156,6 +156,7 @@ def _kernel(dtype: Any, own: bool) -> str:
 def markdown(res: dict[str, Any], section: str) -> str:
     cmd = "python benchmarks/attention.py" + (f" --reps {res['reps']}" if res["reps"] != 7 else "")
     cmd += f" --section {section}" if section != "attention" else ""
+    wide = any("widened_ms" in r for r in res["rows"])  # the dot-product kernel ran: its widened twin beside it
     lines = [f"## Attention kernel: ours vs torch's scaled_dot_product_attention — {res['cpu']}", "",
              f"Reproduce: `{cmd}` — one process, torch {res['torch']}, the same tensors for both: q, k, v as "
              "(texts, tokens, heads × dim) states with 3 padded keys per text, output in the (texts, tokens, C) "
@@ -165,10 +166,8 @@ def markdown(res: dict[str, Any], section: str) -> str:
              f"{res['loadavg_after'][0]:.2f} after. Our kernel here: {res['kernel']}.", "",
              "| threads | texts × tokens | heads × dim | dtype | ours runs | torch ms | ours ms | ours / torch speed "
              "| ours GFLOP/s | max error torch / ours |" + (" widened ms | dot / widened speed | widened max error |"
-                                                           if any("widened_ms" in r for r in res["rows"]) else ""),
-             "|---:|---|---|---|---|---:|---:|---:|---:|---|" + ("---:|---:|---|"
-                                                               if any("widened_ms" in r for r in res["rows"]) else "")]
-    wide = any("widened_ms" in r for r in res["rows"])
+                                                           if wide else ""),
+             "|---:|---|---|---|---|---:|---:|---:|---:|---|" + ("---:|---:|---|" if wide else "")]
     for r in res["rows"]:
         lines.append(
             f"| {r['threads']} | {r['texts']} × {r['tokens']} | {r['heads']} × {r['head_dim']} | {r['dtype']} "
