@@ -450,3 +450,23 @@ def test_schedule_ab_pairs_alternate_and_ratios_are_paired(schedule_bench, tmp_p
     md = schedule_bench.markdown({**res, "model": "fasttext", "load_before": [0.1], "load_after": [0.2],
                                   "recorded": True})
     assert "| 2 | matched | 100.0 | 80.0 | 0.800 |" in md and "--record" in md
+
+
+@pytest.fixture()
+def quality_bench(monkeypatch):
+    yield from _script(monkeypatch, "precision_quality")
+
+
+def test_precision_quality_scores_each_query_and_compares_top_tens(quality_bench):
+    """Per-query nDCG@10 is the metric's own value for that query (score ties ranked by id descending, trec_eval's
+    order); the top 10 ranks as the metric does."""
+    import math
+
+    run = {"q1": {"d1": 0.9, "d2": 0.8}, "q2": {"d3": 0.5, "d4": 0.5}}
+    qrels = {"q1": {"d2": 1}, "q2": {"d4": 1}}
+    per_q = quality_bench.per_query_ndcg(run, qrels)
+    assert per_q["q1"] == pytest.approx(1 / math.log2(3)) and per_q["q2"] == pytest.approx(1.0)
+    many = {"q": {f"d{i:02d}": float(i // 4) for i in range(14)}}  # 12-13 score 3, 8-11 score 2, 4-7 score 1
+    assert quality_bench.top10(many)["q"] == {f"d{i:02d}" for i in range(4, 14)}
+    tied = {"q": {f"d{i:02d}": 1.0 for i in range(12)}}  # all tied: ids descending
+    assert quality_bench.top10(tied)["q"] == {f"d{i:02d}" for i in range(2, 12)}
