@@ -47,8 +47,10 @@ def precisions() -> tuple[str, ...]:
     and fp32 gained only 4-6% from packing (``encode_amx``), so it keeps MKL. bf16 products run on oneDNN with or
     without packing (plain bf16 ``F.linear`` grew by 646 MB over the same 600 shapes), so bf16-pure packs.
     """
+    from embedstack.neural.runtime import ONEDNN_INT8  # (runtime imports this module)
+
     mode = os.environ.get("EMBEDSTACK_PACKED", "1").strip().lower()
-    bf16 = ("bf16-pure", "bf16-int8-ffn", "bf16-int8-all")
+    bf16 = ("bf16-pure", *ONEDNN_INT8)
     return ("fp32", *bf16) if mode == "all" else bf16
 
 
