@@ -32,6 +32,29 @@ def test_sg_ns_step_matches_reference():
     assert not np.allclose(syn0[4], _weights(6, 8)[0][4])  # the input row moved
 
 
+def test_ns_step_scores_every_row_on_entry_and_a_repeated_negative_twice():
+    """All scores from the rows on entry; a negative drawn twice moves its row twice, and its second
+    gradient reads the row as its first draw left it (kernel and twin alike)."""
+    syn0, syn1 = _weights(6, 8, seed=3)
+    x, rows = syn0[4].copy().astype(np.float64), syn1.copy().astype(np.float64)
+    negs = np.array([2, 2, 3], dtype=np.int32)
+    a0, a1 = syn0.copy(), syn1.copy()
+    K.sg_ns_step(syn0, syn1, 4, 1, negs, 0.1, *TABLES, np.zeros(8, np.float32))
+    R.sg_ns_step(a0, a1, 4, 1, negs, 0.1, TABLES)
+    np.testing.assert_allclose(syn0, a0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(syn1, a1, rtol=1e-5, atol=1e-6)
+
+    def g(t: int, label: float) -> float:
+        f = float(x @ rows[t])
+        return (label - float(TABLES[0][int((f + 6) * (1000 / 12))])) * 0.1
+
+    g1, g2, g3 = g(1, 1.0), g(2, 0.0), g(3, 0.0)  # both draws of row 2 score it as it was on entry
+    np.testing.assert_allclose(syn1[2], rows[2] + 2 * g2 * x, rtol=1e-5, atol=1e-6)
+    moved2 = rows[2] + g2 * x
+    expect_in = x + g1 * rows[1] + g2 * rows[2] + g2 * moved2 + g3 * rows[3]
+    np.testing.assert_allclose(syn0[4], expect_in, rtol=1e-5, atol=1e-6)
+
+
 def test_ns_step_hand_computed():
     # one positive, no negatives: g = (1 - sigma(x.y)) * alpha; y += g x ; x += g y_old
     syn0 = np.array([[0.0, 0.0], [0.5, -0.25]], np.float32)

@@ -136,8 +136,15 @@ def _ns_grad(f, positive, a32, exp_table, lsp, lsn):
 
 
 @_jit
-def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp, lsn, work, compute_loss):
-    """Negative-sampling update of the output rows for one (hidden, target) pair; grad into ``work``."""
+def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp, lsn, work, compute_loss, coef):
+    """Negative-sampling update of the output rows for one (hidden, target) pair; grad into ``work``.
+
+    All ``n_neg + 1`` scores come from the rows as they are on entry, so their dot products overlap
+    instead of each waiting for the previous row's update; then each row, in draw order, adds its
+    gradient times its current value to ``work`` and moves, in one pass over it. Only a negative drawn
+    twice in one set sees a row already moved (by its first draw), as in word2vec.c. ``coef`` holds
+    the ``n_neg + 1`` gradient scales.
+    """
     dim = hidden.shape[0]
     loss = 0.0
     a32 = np.float32(alpha)
@@ -147,6 +154,7 @@ def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp,
         else:
             t = negatives[d - 1]
             if t == target:
+                coef[d] = 0.0
                 continue
         f = np.float32(0.0)
         for k in range(dim):
@@ -154,10 +162,15 @@ def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp,
         g, term = _ns_grad(f, d == 0, a32, exp_table, lsp, lsn)
         if compute_loss:
             loss += term
-        for k in range(dim):
-            work[k] += g * syn1neg[t, k]
-        for k in range(dim):
-            syn1neg[t, k] += g * hidden[k]
+        coef[d] = g
+    for d in range(n_neg + 1):
+        g = coef[d]
+        if g != 0.0:
+            t = target if d == 0 else negatives[d - 1]
+            for k in range(dim):
+                row = syn1neg[t, k]
+                work[k] += g * row
+                syn1neg[t, k] = row + g * hidden[k]
     return loss
 
 
@@ -191,7 +204,7 @@ def sg_ns_step(syn0, syn1neg, inp, target, negatives, alpha, exp_table, lsp, lsn
     """One skip-gram negative-sampling step: row ``inp`` of syn0 predicts ``target``."""
     work[:] = 0.0
     loss = _ns_update(syn0[inp], syn1neg, target, negatives, negatives.shape[0], alpha,
-                      exp_table, lsp, lsn, work, 1)
+                      exp_table, lsp, lsn, work, 1, np.empty(negatives.shape[0] + 1, dtype=np.float32))
     row = syn0[inp]
     for k in range(row.shape[0]):
         row[k] += work[k]
@@ -224,7 +237,8 @@ def cbow_step(syn0, syn1neg, context, n_ctx, target, negatives, alpha, cbow_mean
         for k in range(dim):
             neu1[k] *= inv
     work[:] = 0.0
-    loss = _ns_update(neu1, syn1neg, target, negatives, negatives.shape[0], alpha, exp_table, lsp, lsn, work, 1)
+    loss = _ns_update(neu1, syn1neg, target, negatives, negatives.shape[0], alpha, exp_table, lsp, lsn, work, 1,
+                      np.empty(negatives.shape[0] + 1, dtype=np.float32))
     if not cbow_mean and n_ctx > 0:
         inv = 1.0 / n_ctx
         for k in range(dim):
@@ -358,6 +372,7 @@ def w2v_train_job(syn0, syn1, syn1neg, ids, offsets, s_begin, s_end, keep, ns_ta
     n_out = params.negative + 1
     outs = np.empty(n_out, dtype=np.int32)
     coef = np.empty((2 * params.window, n_out), dtype=np.float32)
+    scale = np.empty(n_out, dtype=np.float32)  # _ns_update's gradient scales
     gin = np.empty((2 * params.window if shared else 1, dim), dtype=np.float32)
     gout = np.empty((n_out if shared else 1, dim), dtype=np.float32)
     r = np.uint64(seed)
@@ -414,7 +429,7 @@ def w2v_train_job(syn0, syn1, syn1neg, ids, offsets, s_begin, s_end, keep, ns_ta
                     if params.negative > 0:
                         r = _draw_negatives(negs, params.negative, ns_table, r)
                         loss += _ns_update(hidden, syn1neg, word, negs, params.negative, alpha, exp_table,
-                                           lsp, lsn, work, params.compute_loss)
+                                           lsp, lsn, work, params.compute_loss, scale)
                     terms += 1
                     for k in range(dim):
                         syn0[inp, k] += work[k]
@@ -443,7 +458,7 @@ def w2v_train_job(syn0, syn1, syn1neg, ids, offsets, s_begin, s_end, keep, ns_ta
                     if not ahead:
                         r = _draw_negatives(negs, params.negative, ns_table, r)
                     loss += _ns_update(neu1, syn1neg, word, negs, params.negative, alpha, exp_table,
-                                       lsp, lsn, work, params.compute_loss)
+                                       lsp, lsn, work, params.compute_loss, scale)
                 terms += 1
                 if not params.cbow_mean:
                     inv = np.float32(1.0 / n_ctx)
@@ -625,9 +640,13 @@ def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offset
                                                   alpha, exp_table, lsp, lsn, coef, work, params.compute_loss)
                 else:
                     for p in range(m):
+                        if p + 1 < m:  # the next pair's rows, one pair ahead (its negatives also one word ahead)
+                            _prefetch_row(syn1neg, ctx[p + 1])
+                            for d in range(params.negative):
+                                _prefetch_row(syn1neg, cur[p + 1, d])
                         pair[:] = 0.0
                         loss += _ns_update(hidden, syn1neg, ctx[p], cur[p], params.negative, alpha, exp_table,
-                                           lsp, lsn, pair, params.compute_loss)
+                                           lsp, lsn, pair, params.compute_loss, coef)
                         # every input row moves by `pair`, so their mean moves by `pair`: keeping `hidden`
                         # current makes the deferred row writes below equal to per-pair updates.
                         for k in range(dim):
@@ -653,7 +672,7 @@ def ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, sub_idx, ids, offset
                 work[:] = 0.0
                 r = _draw_negatives(negs, params.negative, ns_table, r)
                 loss += _ns_update(hidden, syn1neg, word, negs, params.negative, alpha, exp_table,
-                                   lsp, lsn, work, params.compute_loss)
+                                   lsp, lsn, work, params.compute_loss, coef)
                 terms += 1
                 for c in range(n_ctx):
                     _ft_apply(ctx[c], syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, work)

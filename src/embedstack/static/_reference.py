@@ -36,15 +36,16 @@ def _idx(f: float) -> int:
 
 
 def _ns(hidden, syn1neg, target, negatives, alpha, tables, work) -> float:
+    """Scores from the rows on entry; then, in draw order, ``work += g * row`` and the row moves."""
     exp_table, lsp, lsn = tables
     loss = 0.0
     h = hidden.astype(np.float64)
+    grads: list[tuple[int, float]] = []
     for d, t in enumerate([target, *list(negatives)]):
         label = 1.0 if d == 0 else 0.0
         if d > 0 and t == target:
             continue
-        row = syn1neg[t]
-        f = float(h @ row.astype(np.float64))
+        f = float(h @ syn1neg[t].astype(np.float64))
         if f >= MAX_EXP:
             g = (label - 1.0) * alpha
             loss += f if label == 0.0 else 0.0
@@ -55,8 +56,11 @@ def _ns(hidden, syn1neg, target, negatives, alpha, tables, work) -> float:
             i = _idx(f)
             g = (label - float(exp_table[i])) * alpha
             loss -= float(lsp[i] if label == 1.0 else lsn[i])
-        work += (g * row.astype(np.float64)).astype(np.float32)
-        syn1neg[t] = (row.astype(np.float64) + g * h).astype(np.float32)
+        grads.append((int(t), g))
+    for t, g in grads:
+        row = syn1neg[t].astype(np.float64)
+        work += (g * row).astype(np.float32)
+        syn1neg[t] = (row + g * h).astype(np.float32)
     return loss
 
 
