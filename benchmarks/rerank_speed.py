@@ -187,14 +187,17 @@ def main() -> None:
         return out
 
     from embedstack.errors import ConfigError
+    from embedstack.neural.runtime import ONEDNN_INT8
 
+    skipped: dict[str, str] = {}
     for name in list(modes):
         try:
             ce = ours_base.with_options(num_threads=opts.threads, **MODES[name])
-        except ConfigError as e:  # e.g. bf16-int8-* without oneDNN's int8 products: skipped unless asked for
-            if opts.modes:
+        except ConfigError as e:  # bf16-int8-* without oneDNN's int8 products: skipped unless asked for
+            if opts.modes or MODES[name].get("precision") not in ONEDNN_INT8:
                 raise
-            log(q, f"{name}: skipped on this CPU ({e})")
+            print(f"{name}: skipped on this CPU ({e})", file=sys.stderr, flush=True)
+            skipped[name] = str(e)
             modes.remove(name)
             continue
         if ce.exact_top:
@@ -270,7 +273,7 @@ def main() -> None:
            "rescore_precision": "fp32-bf16x3" if x3_available(ours_base.model) else "fp32",
            "weight_mb": sum(p.numel() * 4 for p in ours_base.model.parameters()) / 1e6,
            "roofline": hw, "load_before": load_before, "load_after": load_after, "logit_moves": moves,
-           "logit_moves_pairs": len(other),
+           "logit_moves_pairs": len(other), "skipped": skipped,
            "peer_fastest": max((r for r in rows if r["system"].startswith("st-")), key=lambda r: r["pairs_per_s"])["system"],
            "exact_best": max(exact, key=lambda r: r["pairs_per_s"])["system"] if exact else None,
            "fast_best": max(fast, key=lambda r: r["pairs_per_s"])["system"] if fast else None,
@@ -290,7 +293,7 @@ def markdown(res: dict[str, Any], section: str = "rerank_speed") -> str:
     ceil32 = hw["fp32_layer_gflops"] / gpp
     ceil8 = hw["int8_gops"] / gpp
     ours = [r["system"] for r in res["rows"] if not r["system"].startswith("st-")]
-    every = [m for m in MODES if res["bf16"] or m not in BF16]
+    every = [m for m in MODES if (res["bf16"] or m not in BF16) and m not in res.get("skipped", {})]
     args = ((f" --model {res['model'].replace(str(Path.home()), '~')}" if "seeded" not in res["model"] else "")
             + (f" --modes {','.join(ours)}" if ours != every else "")
             + (f" --section {section}" if section != "rerank_speed" else ""))

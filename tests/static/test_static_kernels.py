@@ -55,6 +55,35 @@ def test_ns_step_scores_every_row_on_entry_and_a_repeated_negative_twice():
     np.testing.assert_allclose(syn0[4], expect_in, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("n", [0, 1, 8, 15, 16, 17, 31, 32, 37, 100, 300])
+def test_dot_intrinsic_every_width(n):
+    """The 16-lane dot product: full steps, the overlapped last step, widths under 16, 1-D and 2-D."""
+    import numba
+
+    @numba.njit
+    def rows(a, i, b, j, n):
+        return K._dot(a, i, b, j, n)
+
+    rng = np.random.default_rng(n)
+    a = rng.normal(size=(3, max(n, 1))).astype(np.float32)
+    b = rng.normal(size=(4, max(n, 1))).astype(np.float32)
+    want = float(a[2, :n].astype(np.float64) @ b[1, :n].astype(np.float64))
+    assert rows(a, 2, b, 1, n) == pytest.approx(want, rel=1e-5, abs=1e-5)
+    assert rows(a[2].copy(), 0, b, 1, n) == pytest.approx(want, rel=1e-5, abs=1e-5)  # a 1-D vector, used whole
+
+
+@pytest.mark.parametrize("d", [16, 37, 100])
+def test_sg_ns_step_matches_reference_at_vector_widths(d):
+    syn0, syn1 = _weights(6, d, seed=d)
+    syn0 *= 0.3  # keep the scores inside the sigmoid table
+    negs = np.array([2, 3, 3, 5], dtype=np.int32)
+    a0, a1 = syn0.copy(), syn1.copy()
+    K.sg_ns_step(syn0, syn1, 4, 1, negs, 0.1, *TABLES, np.zeros(d, np.float32))
+    R.sg_ns_step(a0, a1, 4, 1, negs, 0.1, TABLES)
+    np.testing.assert_allclose(syn0, a0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(syn1, a1, rtol=1e-5, atol=1e-6)
+
+
 def test_ns_step_hand_computed():
     # one positive, no negatives: g = (1 - sigma(x.y)) * alpha; y += g x ; x += g y_old
     syn0 = np.array([[0.0, 0.0], [0.5, -0.25]], np.float32)

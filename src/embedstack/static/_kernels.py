@@ -130,54 +130,65 @@ def _row_pointer(context, builder, aty, arr, row):
 @intrinsic
 def _dot(typingctx, a, i, b, j, n):
     """``a[i] @ b[j]`` over the first ``n`` floats (float32; a 1-D ``a`` or ``b`` is used whole, its
-    index ignored), in 16-lane steps with one masked last step.
+    index ignored), in 16-lane steps.
 
     LLVM's own loop runs 64 lanes at a time, then 8, then one: at the usual widths (100, 300) most of
-    a row's dot product went to those narrower tail loops and their horizontal sums. Here every width
-    takes ``ceil(n / 16)`` vector steps and one horizontal sum. The sum's order differs from a
-    sequential one only by rounding.
+    a row's dot product went to those narrower tail loops and their horizontal sums. Here a width of
+    16 or more takes ``ceil(n / 16)`` vector steps and one horizontal sum: the last step reloads the
+    row's last 16 floats and keeps only the lanes the full steps did not cover (plain loads, no
+    masked-load intrinsic, whose form changes between LLVM versions). A width under 16 is summed one
+    float at a time. The sum's order differs from a sequential one only by rounding.
     """
-
-    if any(not isinstance(x, types.Array) or x.dtype != types.float32 or x.layout != "C" or x.ndim > 2
-           for x in (a, b)):
-        return None  # a typing error: strided or other-dtype arrays would need another loop
+    if (any(not isinstance(x, types.Array) or x.dtype != types.float32 or x.layout != "C" or x.ndim not in (1, 2)
+            for x in (a, b)) or not all(isinstance(x, types.Integer) for x in (i, j, n))):
+        return None  # a typing error: strided, other-dtype or other-rank arrays would need another loop
 
     def codegen(context, builder, signature, args):
         pa = _row_pointer(context, builder, signature.args[0], args[0], (args[1], signature.args[1]))
         pb = _row_pointer(context, builder, signature.args[2], args[2], (args[3], signature.args[3]))
         n = context.cast(builder, args[4], signature.args[4], types.intp)
         intp = context.get_value_type(types.intp)
+        f32 = ir.FloatType()
         i32 = ir.IntType(32)
-        v16 = ir.VectorType(ir.FloatType(), 16)
+        v16 = ir.VectorType(f32, 16)
         p16 = v16.as_pointer()
         zero = ir.Constant(v16, None)
         acc = cgutils.alloca_once_value(builder, zero)
-        full = builder.sdiv(n, ir.Constant(intp, 16))
-        with cgutils.for_range(builder, full) as loop:
-            off = builder.mul(loop.index, ir.Constant(intp, 16))
+        fast = ("fast",)
+
+        def step(off, keep=None):
             x = builder.load(builder.bitcast(builder.gep(pa, [off]), p16), align=4)
             y = builder.load(builder.bitcast(builder.gep(pb, [off]), p16), align=4)
-            builder.store(builder.fadd(builder.load(acc), builder.fmul(x, y, flags=("fast",)), flags=("fast",)), acc)
-        done = builder.mul(full, ir.Constant(intp, 16))
-        left = builder.sub(n, done)
-        with builder.if_then(builder.icmp_signed(">", left, ir.Constant(intp, 0))):
-            lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
-            splat = builder.insert_element(ir.Constant(ir.VectorType(intp, 16), None), left, i32(0))
-            splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(i32, 16), [0] * 16))
-            mask = builder.icmp_signed("<", lanes, splat)
-            load = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v16, [p16, i32, ir.VectorType(ir.IntType(1), 16), v16]),
-                "llvm.masked.load.v16f32.p0")
-            x = builder.call(load, [builder.bitcast(builder.gep(pa, [done]), p16), i32(4), mask, zero])
-            y = builder.call(load, [builder.bitcast(builder.gep(pb, [done]), p16), i32(4), mask, zero])
-            builder.store(builder.fadd(builder.load(acc), builder.fmul(x, y, flags=("fast",)), flags=("fast",)), acc)
+            prod = builder.fmul(x, y, flags=fast)
+            if keep is not None:
+                prod = builder.select(keep, prod, zero)
+            builder.store(builder.fadd(builder.load(acc), prod, flags=fast), acc)
+
+        sixteen = ir.Constant(intp, 16)
+        full = builder.sdiv(n, sixteen)
+        with cgutils.for_range(builder, full) as loop:
+            step(builder.mul(loop.index, sixteen))
+        left = builder.sub(n, builder.mul(full, sixteen))
+        tail = cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0))  # in the entry block, set here
+        with (builder.if_then(builder.icmp_signed(">", left, ir.Constant(intp, 0))),
+              builder.if_else(builder.icmp_signed(">", full, ir.Constant(intp, 0))) as (wide, narrow)):
+            with wide:  # lanes 16 - left .. 15 of the last 16 floats
+                lanes = ir.Constant(ir.VectorType(intp, 16), list(range(16)))
+                first = builder.sub(sixteen, left)
+                splat = builder.insert_element(ir.Constant(ir.VectorType(intp, 16), None), first, i32(0))
+                splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(i32, 16), [0] * 16))
+                step(builder.sub(n, sixteen), builder.icmp_signed(">=", lanes, splat))
+            with narrow, cgutils.for_range(builder, n) as loop:  # fewer than 16 floats in all
+                x = builder.load(builder.gep(pa, [loop.index]))
+                y = builder.load(builder.gep(pb, [loop.index]))
+                builder.store(builder.fadd(builder.load(tail), builder.fmul(x, y, flags=fast), flags=fast), tail)
         s = builder.load(acc)
         width = 16
         while width > 1:  # halves added pairwise: 16 -> 8 -> 4 -> 2 -> 1 lanes
             width //= 2
             upper = ir.Constant(ir.VectorType(i32, 16), [k + width if k < width else k for k in range(16)])
-            s = builder.fadd(s, builder.shuffle_vector(s, s, upper), flags=("fast",))
-        return builder.extract_element(s, i32(0))
+            s = builder.fadd(s, builder.shuffle_vector(s, s, upper), flags=fast)
+        return builder.fadd(builder.extract_element(s, i32(0)), builder.load(tail), flags=fast)
 
     return types.float32(a, i, b, j, n), codegen
 
@@ -208,8 +219,9 @@ def _ns_update(hidden, syn1neg, target, negatives, n_neg, alpha, exp_table, lsp,
     All ``n_neg + 1`` scores come from the rows as they are on entry, so their dot products overlap
     instead of each waiting for the previous row's update; then each row, in draw order, adds its
     gradient times its current value to ``work`` and moves, in one pass over it. Only a negative drawn
-    twice in one set sees a row already moved (by its first draw), as in word2vec.c. ``coef`` holds
-    the ``n_neg + 1`` gradient scales.
+    twice in one set is scored twice from the row on entry, while its second gradient term reads the
+    row as its first draw moved it (word2vec.c scores the second draw from the moved row too).
+    ``coef`` holds the ``n_neg + 1`` gradient scales.
     """
     dim = hidden.shape[0]
     loss = 0.0
@@ -557,7 +569,8 @@ def _ft_apply(word, syn0_vocab, syn0_ngrams, sub_ptr, sub_idx, work):
 
 # fastText skip-gram with shared negatives: context words per draw. Measured on the enwiki extract (1
 # epoch): sharing one draw among all of a centre's context words lost 2.9 analogy points against
-# per-pair draws; pairs of context words lost 0.9 at the same speed (2.1x faster training).
+# per-pair draws; pairs of context words lost 0.9 (2.1x faster training than the per-pair path then;
+# the per-pair update has been faster since stop 62, so the gap is smaller now: not re-measured).
 _FT_SHARED_GROUP = 2
 
 

@@ -259,7 +259,8 @@ class Word2Vec(_StaticTrainer):
             word, shared by its context words, and updates the block at once (Ji et al. 2016,
             "Parallelizing word2vec in shared and distributed memory"): the same pair terms, rows read
             once per centre word. On the enwiki extract (1 epoch, 2 threads) it trained about 2x
-            faster than per-pair draws, with analogy accuracy 26.6% against 24.5%. False draws them
+            faster than per-pair draws (measured before the per-pair update itself got faster),
+            with analogy accuracy 26.6% against 24.5%. False draws them
             per (centre, context) pair, as word2vec.c and gensim do. CBOW and hierarchical softmax
             are not affected.
 
