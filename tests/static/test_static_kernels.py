@@ -70,6 +70,7 @@ def test_dot_intrinsic_every_width(n):
     want = float(a[2, :n].astype(np.float64) @ b[1, :n].astype(np.float64))
     assert rows(a, 2, b, 1, n) == pytest.approx(want, rel=1e-5, abs=1e-5)
     assert rows(a[2].copy(), 0, b, 1, n) == pytest.approx(want, rel=1e-5, abs=1e-5)  # a 1-D vector, used whole
+    assert rows(a, 2, b[1].copy(), 7, n) == pytest.approx(want, rel=1e-5, abs=1e-5)  # 1-D second: its index unused
 
 
 @pytest.mark.parametrize("d", [16, 37, 100])
