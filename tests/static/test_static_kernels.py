@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -55,15 +57,22 @@ def test_ns_step_scores_every_row_on_entry_and_a_repeated_negative_twice():
     np.testing.assert_allclose(syn0[4], expect_in, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("n", [0, 1, 8, 15, 16, 17, 31, 32, 37, 100, 300])
-def test_dot_intrinsic_every_width(n):
-    """The 16-lane dot product: full steps, the overlapped last step, widths under 16, 1-D and 2-D."""
+@functools.cache
+def _dot_wrapper():
+    """One jitted caller of the intrinsic for every width (compiled once per argument types)."""
     import numba
 
     @numba.njit
     def rows(a, i, b, j, n):
         return K._dot(a, i, b, j, n)
 
+    return rows
+
+
+@pytest.mark.parametrize("n", [0, 1, 8, 15, 16, 17, 31, 32, 37, 100, 300])
+def test_dot_intrinsic_every_width(n):
+    """The 16-lane dot product: full steps, the overlapped last step, widths under 16, 1-D and 2-D."""
+    rows = _dot_wrapper()
     rng = np.random.default_rng(n)
     a = rng.normal(size=(3, max(n, 1))).astype(np.float32)
     b = rng.normal(size=(4, max(n, 1))).astype(np.float32)

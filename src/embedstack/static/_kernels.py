@@ -873,11 +873,8 @@ def _prefetch_row(typingctx, arr, row):
 
     def codegen(context, builder, signature, args):
         aty = signature.args[0]
-        ary = context.make_array(aty)(context, builder, args[0])
-        r = context.cast(builder, args[1], signature.args[1], types.intp)
-        shape = cgutils.unpack_tuple(builder, ary.shape)
-        ptr = cgutils.get_item_pointer2(context, builder, ary.data, shape, cgutils.unpack_tuple(builder, ary.strides),
-                                        aty.layout, [r, context.get_constant(types.intp, 0)])
+        ptr = _row_pointer(context, builder, aty, args[0], (args[1], signature.args[1]))
+        shape = cgutils.unpack_tuple(builder, context.make_array(aty)(context, builder, args[0]).shape)
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
