@@ -720,9 +720,8 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
     from the float32 ``reference``. Inputs are smoothed with strength ``alpha`` (default :data:`TOKEN_ALPHA`) from
     their channel peaks over ``calibration`` (:func:`calibration_batches`); ``unsigned``: how the rows go to
     oneDNN (default :func:`onednn_unsigned_source`). ``attention=True`` (precision ``bf16-int8-all``): the
-    attention's Q/K/V product (one, over the shared input: ``attention.self.qkv``, which a packed model has) and its
-    output projection as :class:`Int8Linear` too (unpacked, ``EMBEDSTACK_PACKED=0``: Q, K and V as three, sharing
-    the smoothing). Raises ``ConfigError`` where it cannot run
+    attention's Q/K/V product (one, over the shared input: ``attention.self.qkv``, packed model or not) and its
+    output projection as :class:`Int8Linear` too. Raises ``ConfigError`` where it cannot run
     (:func:`ffn_onednn_available`)."""
     from embedstack.neural.transformer import BertLayer
 
@@ -757,24 +756,21 @@ def quantize_ffn_onednn(model: Any, reference: Any, calibration: list[Any], alph
 def _int8_attention_linears(name: str, block: Any, target: Any, peak: dict[str, Any], alpha: float,
                             unsigned: bool) -> None:
     """Block ``target``'s Q/K/V product and attention output projection as :class:`Int8Linear` (weights from the
-    float32 ``block``). A packed block's separate Q, K and V (the [CLS]-only rows of a cross-encoder's last block)
-    stay bf16; an unpacked block (no ``qkv``) gets them as three :class:`Int8Linear` sharing the smoothing."""
-    self_att, out = block.attention.self, block.attention.output
-    linears = [self_att.query, self_att.key, self_att.value]
-    s_qkv = _smoothing(peak[f"{name}.attention.self.query"], [m.weight for m in linears], alpha)
-    if target.attention.self.qkv is None:
-        for attr, linear in zip(("query", "key", "value"), linears, strict=True):
-            setattr(target.attention.self, attr, Int8Linear(linear, s_qkv, None, unsigned))
-    else:
-        from embedstack.neural.packed import _side_by_side
+    float32 ``block``). Q, K and V become one product over their shared input (``attention.self.qkv``, which the
+    attention uses whenever it is set, packed model or not); the separate Q, K and V (the [CLS]-only rows of a
+    cross-encoder's last block) stay as they are."""
+    from embedstack.neural.packed import _side_by_side
 
-        weight, bias = _side_by_side(tuple(linears))  # one layer whose outputs are Q, K and V side by side
-        qkv = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-        with torch.no_grad():
-            qkv.weight.copy_(weight)
-            if bias is not None:
-                qkv.bias.copy_(bias)
-        target.attention.self.qkv = Int8Linear(qkv, s_qkv, None, unsigned)
+    self_att, out = block.attention.self, block.attention.output
+    linears = (self_att.query, self_att.key, self_att.value)
+    s_qkv = _smoothing(peak[f"{name}.attention.self.query"], [m.weight for m in linears], alpha)
+    weight, bias = _side_by_side(linears)  # one layer whose outputs are Q, K and V side by side
+    qkv = torch.nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        qkv.weight.copy_(weight)
+        if bias is not None:
+            qkv.bias.copy_(bias)
+    target.attention.self.qkv = Int8Linear(qkv, s_qkv, None, unsigned)
     s_out = _smoothing(peak[f"{name}.attention.output.dense"], [out.dense.weight], alpha)
     ln = out.LayerNorm
     norm = ln if isinstance(ln, nn.LayerNorm) and ln.weight is not None else None
