@@ -28,13 +28,6 @@ from _report import command_line, cpu_line, load_average, log, write_results  # 
 DEFAULT = "fp32,bf16-pure,bf16-int8-ffn,bf16-int8-all,int8-token"
 
 
-def per_query_ndcg(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    """nDCG@10 of each judged query of ``run`` (the metric's own definition, one query at a time)."""
-    from embedstack.evaluation.metrics import ndcg_at_k
-
-    return {q: ndcg_at_k({q: run.get(q, {})}, {q: rel}, 10) for q, rel in qrels.items()}
-
-
 def top10(run: dict[str, dict[str, float]]) -> dict[str, set[str]]:
     """Each query's first 10 documents, ranked as the metrics rank them (ties by id descending, trec_eval's order)."""
     from embedstack.evaluation.metrics import rank_documents
@@ -53,29 +46,28 @@ def main() -> None:
 
     import embedstack
     from embedstack.data import load_beir
+    from embedstack.evaluation.metrics import per_query
     from embedstack.evaluation.runners import evaluate_retrieval
 
     torch.set_num_threads(args.threads)
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    if precisions[0] != "fp32":
-        precisions = ["fp32", *[p for p in precisions if p != "fp32"]]  # the reference comes first
-    ds = load_beir("scifact", split="train")
+    precisions = ["fp32", *[p for p in (p.strip() for p in args.precisions.split(",")) if p and p != "fp32"]]
     base = embedstack.load("all-MiniLM-L6-v2", num_threads=args.threads)
+    # every precision is built (and a bad or unsupported one refused) before the first corpus is encoded
+    encoders = {p: base.with_options(precision=p, workers=args.workers) for p in precisions}
+    ds = load_beir("scifact", split="train")
     load_before = load_average()
     rows: list[dict[str, Any]] = []
-    ref_run: dict[str, dict[str, float]] = {}
+    ref_top: dict[str, set[str]] = {}
     ref_q: dict[str, float] = {}
-    qrels = {q: rel for q, rel in ds.qrels.items() if any(g >= 1 for g in rel.values())}  # queries with an answer
-    for precision in precisions:
-        enc = base.with_options(precision=precision, workers=args.workers)
+    for precision, enc in encoders.items():
         res = evaluate_retrieval(enc, ds, latency_queries=0, return_run=True)
         run = res.pop("run")
-        per_q = per_query_ndcg(run, qrels)
+        per_q = per_query(run, ds.qrels, "ndcg", 10)  # the judged queries with an answer
+        top = top10(run)
         if precision == "fp32":
-            ref_run, ref_q = run, per_q
-        ref_top, top = top10(ref_run), top10(run)
+            ref_top, ref_q = top, per_q
         overlap = [len(top[q] & ref_top[q]) / 10 for q in ref_top if q in top]
-        delta = np.array([per_q[q] - ref_q[q] for q in qrels])
+        delta = np.array([per_q[q] - ref_q[q] for q in ref_q])
         rows.append({"precision": precision, "ndcg@10": res["ndcg@10"], "recall@100": res["recall@100"],
                      "mrr@10": res["mrr@10"], "top10_overlap": float(np.mean(overlap)),
                      "top10_identical_sets": float(np.mean([o == 1.0 for o in overlap])),

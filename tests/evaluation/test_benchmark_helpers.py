@@ -464,7 +464,9 @@ def test_precision_quality_scores_each_query_and_compares_top_tens(quality_bench
 
     run = {"q1": {"d1": 0.9, "d2": 0.8}, "q2": {"d3": 0.5, "d4": 0.5}}
     qrels = {"q1": {"d2": 1}, "q2": {"d4": 1}}
-    per_q = quality_bench.per_query_ndcg(run, qrels)
+    from embedstack.evaluation.metrics import per_query
+
+    per_q = per_query(run, qrels, "ndcg", 10)  # what the script scores each query with
     assert per_q["q1"] == pytest.approx(1 / math.log2(3)) and per_q["q2"] == pytest.approx(1.0)
     many = {"q": {f"d{i:02d}": float(i // 4) for i in range(14)}}  # 12-13 score 3, 8-11 score 2, 4-7 score 1
     assert quality_bench.top10(many)["q"] == {f"d{i:02d}" for i in range(4, 14)}

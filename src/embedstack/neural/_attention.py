@@ -105,8 +105,7 @@ def _load() -> Any:
                 _state["cpu_amx"] = "amx_bf16" in cpu_features()  # the CPU's, whatever the build
                 # bf16 states in vdpbf16ps registers (no AMX); EMBEDSTACK_ATTENTION=f32 widens them to float32 instead
                 # (not on an AMX CPU whose tile build was refused: bf16 goes to torch's kernel there, see supports)
-                _state["bf16_dot"] = (hasattr(_state["lib"], "embedstack_attention_bf16") and not _amx(_state["lib"])
-                                      and not _state["cpu_amx"]
+                _state["bf16_dot"] = (hasattr(_state["lib"], "embedstack_attention_bf16") and not _state["cpu_amx"]
                                       and os.environ.get("EMBEDSTACK_ATTENTION", "").lower() != "f32")
                 _register()
             _state["checked"] = True
