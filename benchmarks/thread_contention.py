@@ -1,0 +1,234 @@
+"""Where two training threads lose time: the shared model's rows, or the host's placement of the two CPUs.
+
+Our 2-thread word-vector runs vary up to 2.4x in CPU time for the same work (``word2vec_cli_zen4_cbow5``: 65-158 s
+per CBOW run) while gensim's vary 1.2x; our one-thread runs barely move. Two causes would fit:
+
+- *the model's rows*: both threads update the same hot rows (frequent words, and every negative drawn from the
+  unigram^0.75 table) without locks, as word2vec.c and gensim do. Each write to a row the other core holds costs a
+  cache-line transfer, whose price depends on where the host runs the two virtual CPUs (same core, same CCX, ...);
+- *the host*: the two virtual CPUs share a physical core, or other tenants load it, and every thread slows
+  whether or not it shares data.
+
+Each round (scenario order rotated) trains the same model on the first ``--words`` words of the enwiki extract in
+three ways, each a fresh process timing only the training loop (``stats_.seconds``; the corpus pass is done before
+the clock starts, and a tiny fit first loads the kernels):
+
+- ``alone``: one process, ``workers=1``: t1;
+- ``two processes``: two such processes at once, each with its own model (no shared rows, the same placement on the
+  host): tb, the slower of the two;
+- ``two threads``: one process, ``workers=2``, one shared model: t2.
+
+tb / t1 is what the host's placement and neighbours cost two busy CPUs; 2 x t2 / tb is what sharing one model's
+rows adds on top (1.0: nothing); t1 / (2 x t2) is the 2-thread efficiency. Each round also measures the
+round-trip time of one cache line bounced between two threads pinned to CPU 0 and CPU 1 (a C loop built with
+the system compiler), the price every contended row write pays.
+
+Usage: EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/thread_contention.py [--rounds 8] [--words 5000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import cpu_line, load_average, log, rotated, write_results  # noqa: E402
+
+SCENARIOS = ("alone", "two processes", "two threads")
+MODELS = ("cbow", "skipgram")
+
+PINGPONG_C = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <time.h>
+
+static volatile int64_t line[16] __attribute__((aligned(64)));
+static int64_t iters_;
+
+static void pin(int cpu) {
+    cpu_set_t set; CPU_ZERO(&set); CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+static void *responder(void *arg) {
+    pin(*(int *)arg);
+    for (int64_t i = 0; i < iters_; i++) {
+        while (line[0] != 2 * i + 1) { }
+        line[0] = 2 * i + 2;
+    }
+    return 0;
+}
+
+/* nanoseconds per round trip of one cache line between threads on cpu_a and cpu_b */
+double pingpong(int64_t iters, int cpu_a, int cpu_b) {
+    pthread_t t; struct timespec s, e; cpu_set_t before;
+    pthread_getaffinity_np(pthread_self(), sizeof before, &before);
+    iters_ = iters; line[0] = 0;
+    pthread_create(&t, 0, responder, &cpu_b);
+    pin(cpu_a);
+    clock_gettime(CLOCK_MONOTONIC, &s);
+    for (int64_t i = 0; i < iters; i++) {
+        line[0] = 2 * i + 1;
+        while (line[0] != 2 * i + 2) { }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &e);
+    pthread_join(t, 0);
+    pthread_setaffinity_np(pthread_self(), sizeof before, &before); /* children started later must not inherit cpu_a */
+    return ((e.tv_sec - s.tv_sec) * 1e9 + (e.tv_nsec - s.tv_nsec)) / (double)iters;
+}
+"""
+
+
+def build_pingpong(folder: Path) -> Any:
+    src, lib = folder / "pingpong.c", folder / "pingpong.so"
+    src.write_text(PINGPONG_C)
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", str(src), "-o", str(lib)], check=True)
+    fn = ctypes.CDLL(str(lib)).pingpong
+    fn.restype, fn.argtypes = ctypes.c_double, [ctypes.c_int64, ctypes.c_int, ctypes.c_int]
+    return fn
+
+
+def slice_corpus(words: int, out: Path) -> int:
+    """The first lines of word2vec_cli's tokenized enwiki extract holding at least ``words`` words."""
+    from word2vec_cli import corpus_file
+
+    data = Path(os.environ.get("EMBEDSTACK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    n = 0
+    with open(corpus_file(data / "enwiki-extract"), encoding="utf-8") as fh, open(out, "w", encoding="utf-8") as dst:
+        for line in fh:
+            dst.write(line)
+            n += line.count(" ") + 1
+            if n >= words:
+                break
+    return n
+
+
+def child(model: str, corpus: str, workers: int) -> dict[str, float]:
+    from embedstack.static import Word2Vec
+    from embedstack.static._corpus import IdCorpus
+
+    def trainer() -> Word2Vec:
+        return Word2Vec(dim=100, window=5, negative=5, min_count=5, sample=1e-3, epochs=1, sg=model == "skipgram",
+                        workers=workers, seed=1)
+
+    warm = trainer()
+    warm.fit([["a", "b", "c", "d", "e", "f"]] * 50)  # loads the compiled kernels before the clock starts
+    t = trainer()
+    data = IdCorpus.build(corpus, analyzer=t.analyzer, min_count=t.min_count, workers=1)
+    c0 = time.process_time()
+    t.fit(data)
+    return {"train_s": float(t.stats_.seconds), "cpu_s": time.process_time() - c0}
+
+
+def run_children(model: str, corpus: str, workers: int, copies: int) -> list[dict[str, float]]:
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", model, corpus, str(workers)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(copies)]
+    outs = []
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"child failed ({model}, workers={workers})")
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    return outs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--words", type=int, default=5_000_000)
+    ap.add_argument("--section", default="thread_contention")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]))))
+        return
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("needs 2 CPUs")
+    load_before = load_average()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        pingpong = build_pingpong(folder)
+        mask = os.sched_getaffinity(0)
+        corpus = folder / "slice.txt"
+        words = slice_corpus(args.words, corpus)
+        rounds: list[dict[str, Any]] = []
+        for r in range(args.rounds):
+            rnd: dict[str, Any] = {"pingpong_ns": [pingpong(200_000, 0, 1) for _ in range(3)]}
+            for model in rotated(MODELS, r):
+                for s in rotated(SCENARIOS, r):
+                    if s == "alone":
+                        outs = run_children(model, str(corpus), 1, 1)
+                    elif s == "two processes":
+                        outs = run_children(model, str(corpus), 1, 2)
+                    else:
+                        outs = run_children(model, str(corpus), 2, 1)
+                    rnd[f"{model}/{s}"] = outs
+                    log(f"round {r} {model:8s} {s:13s} train " + ", ".join(f"{o['train_s']:.2f}" for o in outs)
+                        + " s, CPU " + ", ".join(f"{o['cpu_s']:.2f}" for o in outs) + " s")
+            rnd["pingpong_ns"] += [pingpong(200_000, 0, 1) for _ in range(3)]
+            if os.sched_getaffinity(0) != mask:
+                raise SystemExit("the ping-pong left this thread pinned")
+            log(f"round {r} ping-pong {statistics.median(rnd['pingpong_ns']):.0f} ns")
+            rounds.append(rnd)
+    res = {"cpu": cpu_line(), "rounds": rounds, "words": words, "load_before": load_before,
+           "load_after": load_average()}
+    md = markdown(res, args.section)
+    print(md)
+    write_results(args.section, res, md)
+
+
+def derived(rnd: dict[str, Any], model: str) -> dict[str, float]:
+    t1 = rnd[f"{model}/alone"][0]["train_s"]
+    tb = max(o["train_s"] for o in rnd[f"{model}/two processes"])
+    t2 = rnd[f"{model}/two threads"][0]["train_s"]
+    return {"t1": t1, "tb": tb, "t2": t2, "host": tb / t1, "rows": 2 * t2 / tb, "eff": t1 / (2 * t2)}
+
+
+def _cell(xs: list[float], fmt: str) -> str:
+    return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}–{max(xs):{fmt}})"
+
+
+def _corr(a: list[float], b: list[float]) -> float:
+    if len(a) < 3 or statistics.pstdev(a) == 0 or statistics.pstdev(b) == 0:
+        return float("nan")
+    return statistics.correlation(a, b)
+
+
+def markdown(res: dict[str, Any], section: str) -> str:
+    rounds = res["rounds"]
+    pp = [statistics.median(r["pingpong_ns"]) for r in rounds]
+    lines = ["## Two training threads: shared rows or the host? (`benchmarks/thread_contention.py`)", "",
+             f"`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/thread_contention.py --rounds {len(rounds)} "
+             f"--words {res['words']}` — {res['cpu']}; the first {res['words']:,} words of the enwiki extract, "
+             "dim 100, window 5, negative 5, sample 1e-3, 1 epoch; each cell a fresh process timing the training "
+             f"loop only; {len(rounds)} rounds, scenario order rotated; medians (min–max). Load average before "
+             f"{res['load_before'][0]:.2f}, after {res['load_after'][0]:.2f}. Cache-line round trip between "
+             f"threads pinned to CPU 0 and 1: {_cell(pp, '.0f')} ns.", "",
+             "| model | alone, 1 thread (t1) s | two processes at once, 1 thread each (tb) s | one model, 2 threads (t2) s "
+             "| host: tb / t1 | shared rows: 2·t2 / tb | 2-thread efficiency t1 / (2·t2) | corr(2·t2/tb, round trip) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model in MODELS:
+        d = [derived(r, model) for r in rounds]
+        col = {k: [x[k] for x in d] for k in d[0]}
+        lines.append(f"| {model} | {_cell(col['t1'], '.2f')} | {_cell(col['tb'], '.2f')} | {_cell(col['t2'], '.2f')} "
+                     f"| {_cell(col['host'], '.2f')} | {_cell(col['rows'], '.2f')} | {_cell(col['eff'], '.2f')} "
+                     f"| {_corr(col['rows'], pp):.2f} |")
+    lines += ["", "Per round (t1 / tb / t2 s, round trip ns): " + "; ".join(
+        f"{i}: " + ", ".join(f"{m} {derived(r, m)['t1']:.2f}/{derived(r, m)['tb']:.2f}/{derived(r, m)['t2']:.2f}"
+                             for m in MODELS) + f", {pp[i]:.0f} ns" for i, r in enumerate(rounds))]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
