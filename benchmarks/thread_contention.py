@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, load_average, log, rotated, write_results  # noqa: E402
+from _report import cpu_line, last_results, load_average, log, rotated, write_results, write_section  # noqa: E402
 
 SCENARIOS = ("alone", "two processes", "two threads")
 MODELS = ("cbow", "skipgram")
@@ -148,8 +148,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--words", type=int, default=5_000_000)
     ap.add_argument("--section", default="thread_contention")
+    ap.add_argument("--render-last", action="store_true",
+                    help="re-render the section from results/SECTION.jsonl's last record (no measuring)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.render_last:
+        res = last_results(args.section)
+        write_section(args.section, markdown(res, args.section), res["machine"])
+        return
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]))))
         return
@@ -199,34 +205,29 @@ def _cell(xs: list[float], fmt: str) -> str:
     return f"{statistics.median(xs):{fmt}} ({min(xs):{fmt}}–{max(xs):{fmt}})"
 
 
-def _corr(a: list[float], b: list[float]) -> float:
-    if len(a) < 3 or statistics.pstdev(a) == 0 or statistics.pstdev(b) == 0:
-        return float("nan")
-    return statistics.correlation(a, b)
-
-
 def markdown(res: dict[str, Any], section: str) -> str:
     rounds = res["rounds"]
-    pp = [statistics.median(r["pingpong_ns"]) for r in rounds]
+    pp = [x for r in rounds for x in r["pingpong_ns"]]
     lines = ["## Two training threads: shared rows or the host? (`benchmarks/thread_contention.py`)", "",
              f"`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/thread_contention.py --rounds {len(rounds)} "
              f"--words {res['words']}` — {res['cpu']}; the first {res['words']:,} words of the enwiki extract, "
              "dim 100, window 5, negative 5, sample 1e-3, 1 epoch; each cell a fresh process timing the training "
              f"loop only; {len(rounds)} rounds, scenario order rotated; medians (min–max). Load average before "
              f"{res['load_before'][0]:.2f}, after {res['load_after'][0]:.2f}. Cache-line round trip between "
-             f"threads pinned to CPU 0 and 1: {_cell(pp, '.0f')} ns.", "",
+             f"threads pinned to CPU 0 and 1, 3 times at the start and 3 at the end of each round: {_cell(pp, '.0f')} ns.", "",
              "| model | alone, 1 thread (t1) s | two processes at once, 1 thread each (tb) s | one model, 2 threads (t2) s "
-             "| host: tb / t1 | shared rows: 2·t2 / tb | 2-thread efficiency t1 / (2·t2) | corr(2·t2/tb, round trip) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| host: tb / t1 | shared rows: 2·t2 / tb | 2-thread efficiency t1 / (2·t2) |",
+             "|---|---|---|---|---|---|---|"]
     for model in MODELS:
         d = [derived(r, model) for r in rounds]
         col = {k: [x[k] for x in d] for k in d[0]}
         lines.append(f"| {model} | {_cell(col['t1'], '.2f')} | {_cell(col['tb'], '.2f')} | {_cell(col['t2'], '.2f')} "
-                     f"| {_cell(col['host'], '.2f')} | {_cell(col['rows'], '.2f')} | {_cell(col['eff'], '.2f')} "
-                     f"| {_corr(col['rows'], pp):.2f} |")
-    lines += ["", "Per round (t1 / tb / t2 s, round trip ns): " + "; ".join(
+                     f"| {_cell(col['host'], '.2f')} | {_cell(col['rows'], '.2f')} | {_cell(col['eff'], '.2f')} |")
+    lines += ["", "Per round (t1 / tb / t2 s; round trip ns, median at the start → at the end): " + "; ".join(
         f"{i}: " + ", ".join(f"{m} {derived(r, m)['t1']:.2f}/{derived(r, m)['tb']:.2f}/{derived(r, m)['t2']:.2f}"
-                             for m in MODELS) + f", {pp[i]:.0f} ns" for i, r in enumerate(rounds))]
+                             for m in MODELS)
+        + f", {statistics.median(r['pingpong_ns'][:3]):.0f} → {statistics.median(r['pingpong_ns'][3:]):.0f} ns"
+        for i, r in enumerate(rounds))]
     return "\n".join(lines) + "\n"
 
 
