@@ -88,6 +88,12 @@ def last_results(name: str) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def render_last(name: str, markdown: Callable[[dict[str, Any]], str]) -> None:
+    """Re-render the NAME section from results/NAME.jsonl's last record with ``markdown`` (no measuring)."""
+    record = last_results(name)
+    write_section(name, markdown(record), record["machine"])
+
+
 def write_section(name: str, markdown: str, measured: dict[str, Any]) -> None:
     """Replace the NAME section of BENCHMARKS.md (``measured``: the record's ``machine``: date, cpus)."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, last_results, ratio, rotated, write_results, write_section  # noqa: E402
+from _report import cpu_line, ratio, render_last, rotated, write_results  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -144,8 +144,7 @@ def main() -> None:
     ap.add_argument("--section", default="rerank_speed", help="BENCHMARKS.md section and results file name")
     opts = ap.parse_args()
     if opts.render_last:
-        last = last_results(opts.section)
-        write_section(opts.section, markdown(last, opts.section), last["machine"])
+        render_last(opts.section, lambda last: markdown(last, opts.section))
         return
     if opts.quick:
         opts.pairs, opts.rounds = 100, 1

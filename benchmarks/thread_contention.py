@@ -23,7 +23,8 @@ rows adds on top (1.0: nothing); t1 / (2 x t2) is the 2-thread efficiency. Each 
 round-trip time of one cache line bounced between two threads pinned to CPU 0 and CPU 1 (a C loop built with
 the system compiler), the price every contended row write pays.
 
-Usage: EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/thread_contention.py [--rounds 8] [--words 5000000]
+Usage: EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/thread_contention.py [--rounds 8] [--words 5000000] [--models cbow,skipgram]
+       [--section thread_contention]
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, last_results, load_average, log, rotated, write_results, write_section  # noqa: E402
+from _report import cpu_line, load_average, log, render_last, rotated, write_results  # noqa: E402
 
 SCENARIOS = ("alone", "two processes", "two threads")
-MODELS = ("cbow", "skipgram")
+MODELS = ("cbow", "skipgram", "fasttext")
 
 PINGPONG_C = r"""
 #define _GNU_SOURCE
@@ -115,12 +116,15 @@ def slice_corpus(words: int, out: Path) -> int:
 
 
 def child(model: str, corpus: str, workers: int) -> dict[str, float]:
-    from embedstack.static import Word2Vec
+    from embedstack.static import FastText, Word2Vec
     from embedstack.static._corpus import IdCorpus
 
     def trainer() -> Word2Vec:
-        return Word2Vec(dim=100, window=5, negative=5, min_count=5, sample=1e-3, epochs=1, sg=model == "skipgram",
-                        workers=workers, seed=1)
+        opts: dict[str, Any] = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3, "epochs": 1,
+                                "workers": workers, "seed": 1}
+        if model == "fasttext":  # skip-gram with n-grams 3-6 in 2M buckets, as word2vec_cli's FastText
+            return FastText(**opts)
+        return Word2Vec(sg=model == "skipgram", **opts)
 
     warm = trainer()
     warm.fit([["a", "b", "c", "d", "e", "f"]] * 50)  # loads the compiled kernels before the clock starts
@@ -147,20 +151,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--words", type=int, default=5_000_000)
+    ap.add_argument("--models", default="cbow,skipgram", help=f"comma-separated, from {', '.join(MODELS)}")
     ap.add_argument("--section", default="thread_contention")
     ap.add_argument("--render-last", action="store_true",
                     help="re-render the section from results/SECTION.jsonl's last record (no measuring)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.render_last:
-        res = last_results(args.section)
-        write_section(args.section, markdown(res, args.section), res["machine"])
+        render_last(args.section, lambda res: markdown(res, args.section))
         return
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]))))
         return
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("needs 2 CPUs")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models or set(models) - set(MODELS):
+        raise SystemExit(f"--models: choose from {', '.join(MODELS)} (got {args.models!r})")
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -171,7 +178,7 @@ def main() -> None:
         rounds: list[dict[str, Any]] = []
         for r in range(args.rounds):
             rnd: dict[str, Any] = {"pingpong_ns": [pingpong(200_000, 0, 1) for _ in range(3)]}
-            for model in rotated(MODELS, r):
+            for model in rotated(models, r):
                 for s in rotated(SCENARIOS, r):
                     if s == "alone":
                         outs = run_children(model, str(corpus), 1, 1)
@@ -187,7 +194,7 @@ def main() -> None:
                 raise SystemExit("the ping-pong left this thread pinned")
             log(f"round {r} ping-pong {statistics.median(rnd['pingpong_ns']):.0f} ns")
             rounds.append(rnd)
-    res = {"cpu": cpu_line(), "rounds": rounds, "words": words, "load_before": load_before,
+    res = {"cpu": cpu_line(), "models": models, "rounds": rounds, "words": words, "load_before": load_before,
            "load_after": load_average()}
     md = markdown(res, args.section)
     print(md)
@@ -207,25 +214,26 @@ def _cell(xs: list[float], fmt: str) -> str:
 
 def markdown(res: dict[str, Any], section: str) -> str:
     rounds = res["rounds"]
+    models = res.get("models", ["cbow", "skipgram"])  # records before --models held these two
     pp = [x for r in rounds for x in r["pingpong_ns"]]
     lines = ["## Two training threads: shared rows or the host? (`benchmarks/thread_contention.py`)", "",
              f"`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/thread_contention.py --rounds {len(rounds)} "
-             f"--words {res['words']}` — {res['cpu']}; the first {res['words']:,} words of the enwiki extract, "
-             "dim 100, window 5, negative 5, sample 1e-3, 1 epoch; each cell a fresh process timing the training "
+             f"--words {res['words']} --models {','.join(models)} --section {section}` — {res['cpu']}; the first {res['words']:,} words of the enwiki extract, "
+             "dim 100, window 5, negative 5, sample 1e-3, 1 epoch (FastText: skip-gram, n-grams 3-6, 2M buckets); each cell a fresh process timing the training "
              f"loop only; {len(rounds)} rounds, scenario order rotated; medians (min–max). Load average before "
              f"{res['load_before'][0]:.2f}, after {res['load_after'][0]:.2f}. Cache-line round trip between "
              f"threads pinned to CPU 0 and 1, 3 times at the start and 3 at the end of each round: {_cell(pp, '.0f')} ns.", "",
              "| model | alone, 1 thread (t1) s | two processes at once, 1 thread each (tb) s | one model, 2 threads (t2) s "
              "| host: tb / t1 | shared rows: 2·t2 / tb | 2-thread efficiency t1 / (2·t2) |",
              "|---|---|---|---|---|---|---|"]
-    for model in MODELS:
+    for model in models:
         d = [derived(r, model) for r in rounds]
         col = {k: [x[k] for x in d] for k in d[0]}
         lines.append(f"| {model} | {_cell(col['t1'], '.2f')} | {_cell(col['tb'], '.2f')} | {_cell(col['t2'], '.2f')} "
                      f"| {_cell(col['host'], '.2f')} | {_cell(col['rows'], '.2f')} | {_cell(col['eff'], '.2f')} |")
     lines += ["", "Per round (t1 / tb / t2 s; round trip ns, median at the start → at the end): " + "; ".join(
         f"{i}: " + ", ".join(f"{m} {derived(r, m)['t1']:.2f}/{derived(r, m)['tb']:.2f}/{derived(r, m)['t2']:.2f}"
-                             for m in MODELS)
+                             for m in models)
         + f", {statistics.median(r['pingpong_ns'][:3]):.0f} → {statistics.median(r['pingpong_ns'][3:]):.0f} ns"
         for i, r in enumerate(rounds))]
     return "\n".join(lines) + "\n"
