@@ -10,7 +10,7 @@ per CBOW run) while gensim's vary 1.2x; our one-thread runs vary far less. Two c
   whether or not it shares data.
 
 Each round (scenario order rotated) trains the same model on the first ``--words`` words of the enwiki extract in
-three ways, each a fresh process timing only the training loop (``stats_.seconds``; the corpus pass is done before
+four ways, each a fresh process timing only the training loop (``stats_.seconds``; the corpus pass is done before
 the clock starts, a tiny fit first loads the kernels, and processes that run at once start training together):
 
 - ``alone``: one process, ``workers=1``: t1;
