@@ -88,6 +88,11 @@ def last_results(name: str) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def data_dir() -> Path:
+    """``$EMBEDSTACK_DATA_DIR``, else the ``shared/data`` folder beside the repository (where the datasets live)."""
+    return Path(os.environ.get("EMBEDSTACK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
 def render_last(name: str, markdown: Callable[[dict[str, Any]], str]) -> None:
     """Re-render the NAME section from results/NAME.jsonl's last record with ``markdown`` (no measuring)."""
     record = last_results(name)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, machine, write_section  # noqa: E402
+from _report import RESULTS, data_dir, machine, write_section  # noqa: E402
 from static_vectors import limited_texts, quality  # noqa: E402
 
 BASE = {"dim": 100, "window": 10, "x_max": 100.0, "alpha": 0.75, "learning_rate": 0.05, "epochs": 25, "seed": 1}
@@ -96,11 +96,11 @@ def main() -> None:
     from embedstack.data import load_analogies, load_word_similarity
     from embedstack.static import GloVe
 
-    data_dir = Path(os.environ.get("EMBEDSTACK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = data_dir()
     analogies, wordsim = load_analogies(), load_word_similarity()
     cache = Path(args.cache)
     t0 = time.perf_counter()
-    corpus, tag = load_corpus(cache, data_dir / "enwiki-extract", args.max_words)
+    corpus, tag = load_corpus(cache, root / "enwiki-extract", args.max_words)
     print(f"corpus: {corpus.raw_words:,} tokens, vocabulary {len(corpus.vocab):,} ({time.perf_counter() - t0:.1f} s)",
           file=sys.stderr, flush=True)
     eval_at = {int(x) for x in args.eval_at.split(",") if x}

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, command_line, log, write_results  # noqa: E402
+from _report import RESULTS, command_line, data_dir, log, write_results  # noqa: E402
 from word2vec_cli import CACHE, corpus_file, timed  # noqa: E402
 
 SETTINGS = {
@@ -180,8 +180,8 @@ def main() -> None:
     for prog in ("vocab_count", "cooccur", "shuffle", "glove"):
         if not (build / prog).is_file():
             raise SystemExit(f"{build / prog} not found: pass the reference's build folder with --reference")
-    data_dir = Path(os.environ.get("EMBEDSTACK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    path = corpus_file(data_dir / "enwiki-extract")
+    root = data_dir()
+    path = corpus_file(root / "enwiki-extract")
     analogies, wordsim = load_analogies(), load_word_similarity()
     commit = args.reference_commit or subprocess.run(["git", "-C", str(build.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "(commit unknown)"

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, load_average, ratio, rotated, write_results  # noqa: E402
+from _report import RESULTS, data_dir, load_average, ratio, rotated, write_results  # noqa: E402
 
 
 def log(quiet: bool, *msg: Any) -> None:
@@ -131,8 +131,8 @@ def main() -> None:
     from embedstack.data import load_analogies, load_word_similarity
     from embedstack.static import IdCorpus
 
-    data_dir = Path(os.environ.get("EMBEDSTACK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    source = data_dir / "enwiki-extract"
+    root = data_dir()
+    source = root / "enwiki-extract"
     max_words = args.max_words or (3_000_000 if args.quick else None)
     analogies = load_analogies()
     wordsim = load_word_similarity()

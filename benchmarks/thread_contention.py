@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, load_average, log, render_last, rotated, write_results  # noqa: E402
+from _report import cpu_line, data_dir, load_average, log, render_last, rotated, write_results  # noqa: E402
 
 SCENARIOS = ("alone", "two processes", "two models", "two threads")
 MODELS = ("cbow", "skipgram", "fasttext")
@@ -110,7 +110,7 @@ def slice_corpus(words: int, out: Path) -> int:
     """The first lines of word2vec_cli's tokenized enwiki extract holding at least ``words`` words."""
     from word2vec_cli import corpus_file
 
-    data = Path(os.environ.get("EMBEDSTACK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = data_dir()
     n = 0
     with open(corpus_file(data / "enwiki-extract"), encoding="utf-8") as fh, open(out, "w", encoding="utf-8") as dst:
         for line in fh:
@@ -159,6 +159,8 @@ def run_children(model: str, corpus: str, spec: str, copies: int) -> list[dict[s
     for p in procs:  # every copy has loaded its kernels and read the corpus ...
         assert p.stdout is not None
         if p.stdout.readline().strip() != "ready":
+            for q in procs:  # the others would wait for "go" until this process ends, then train for nothing
+                q.kill()
             raise SystemExit(f"child failed before training ({model}, {spec})")
     outs = []
     for p in procs:  # ... before any starts training

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import command_line, last_results, log, rotated, save_arm, write_results, write_section  # noqa: E402
+from _report import command_line, data_dir, last_results, log, rotated, save_arm, write_results, write_section  # noqa: E402
 
 WORKERS = 2
 OPTS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3, "alpha": 0.025}
@@ -345,8 +345,8 @@ def main() -> None:
 
     from embedstack.data import load_analogies, load_word_similarity
 
-    data_dir = Path(os.environ.get("EMBEDSTACK_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    path = corpus_file(data_dir / "enwiki-extract")
+    root = data_dir()
+    path = corpus_file(root / "enwiki-extract")
     with open(path, encoding="utf-8") as fh:
         raw_words = sum(line.count(" ") + 1 for line in fh)
     if args.from_log is not None:
