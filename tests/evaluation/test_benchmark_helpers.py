@@ -472,3 +472,31 @@ def test_precision_quality_scores_each_query_and_compares_top_tens(quality_bench
     assert quality_bench.top10(many)["q"] == {f"d{i:02d}" for i in range(4, 14)}
     tied = {"q": {f"d{i:02d}": 1.0 for i in range(12)}}  # all tied: ids descending
     assert quality_bench.top10(tied)["q"] == {f"d{i:02d}" for i in range(2, 12)}
+
+
+@pytest.fixture()
+def contention_bench(monkeypatch):
+    yield from _script(monkeypatch, "thread_contention")
+
+
+def test_thread_contention_ratios_and_both_record_layouts(contention_bench):
+    """tb and tm are the slower copy; 2·t2/tm compares one shared model with two separate ones in one process;
+    records from before the two-models scenario render with a dash, not a KeyError."""
+    def one(t):
+        return [{"train_s": t, "cpu_s": t}]
+
+    rnd = {"pingpong_ns": [90.0, 91, 92, 330, 331, 332], "cbow/alone": one(2.0),
+           "cbow/two processes": [{"train_s": 2.2, "cpu_s": 2.2}, {"train_s": 2.4, "cpu_s": 2.4}],
+           "cbow/two models": one(2.5), "cbow/two threads": one(2.0)}
+    d = contention_bench.derived(rnd, "cbow")
+    assert d["tb"] == 2.4 and d["host"] == pytest.approx(1.2)
+    assert d["rows"] == pytest.approx(2 * 2.0 / 2.5) and d["rows_b"] == pytest.approx(2 * 2.0 / 2.4)
+    assert d["eff"] == pytest.approx(0.5)
+    base = {"cpu": "x", "words": 1000, "load_before": [1.0], "load_after": [1.0]}
+    md = contention_bench.markdown({**base, "models": ["cbow"], "rounds": [rnd]}, "s")
+    assert "| cbow | 2.00 (2.00–2.00) | 2.40 (2.40–2.40) | 2.50 (2.50–2.50) | 2.00 (2.00–2.00) |" in md
+    assert "91 → 331 ns" in md and "--models cbow --section s" in md
+    old = {k: v for k, v in rnd.items() if k != "cbow/two models"}
+    md_old = contention_bench.markdown({**base, "models": ["cbow"], "rounds": [old]}, "s")
+    assert "| cbow | 2.00 (2.00–2.00) | 2.40 (2.40–2.40) | — | 2.00 (2.00–2.00) |" in md_old
+    assert "Per round (t1 / tb / t2 s;" in md_old and "cbow 2.00/2.40/2.00," in md_old
