@@ -500,3 +500,29 @@ def test_thread_contention_ratios_and_both_record_layouts(contention_bench):
     md_old = contention_bench.markdown({**base, "models": ["cbow"], "rounds": [old]}, "s")
     assert "| cbow | 2.00 (2.00–2.00) | 2.40 (2.40–2.40) | — | 2.00 (2.00–2.00) |" in md_old
     assert "Per round (t1 / tb / t2 s;" in md_old and "cbow 2.00/2.40/2.00," in md_old
+
+
+@pytest.fixture()
+def hnsw_bench(monkeypatch):
+    yield from _script(monkeypatch, "hnsw_1m")
+
+
+def test_hnsw_builds_timed_in_rounds_are_paired_per_round_and_judged_like_the_queries(hnsw_bench):
+    """With ``--build-repeats`` the table gives each build's median and min–max, the verdict pairs each round's build
+    with faiss's in the same round, and a median that says "no slower" while most rounds say slower is not met."""
+    res = {"n": 1000, "dim": 4, "queries": 10, "repeats": 3, "target": 0.95, "faiss": "1", "usearch": "2",
+           "load_before": [0.1], "load_after": [2.0], "name": "hnsw_1m_x", "build_repeats": 3,
+           "build_runs": {"faiss-f16": [9.0, 11.0, 10.0], "faiss": [10.0, 12.0, 9.5]},
+           "ef": {"faiss-f16": 64, "faiss": 64}, "recall": {"faiss-f16": 0.96, "faiss": 0.96},
+           "qps": {a: {"median": m, "min": m, "max": m} for a, m in (("faiss-f16", 120.0), ("faiss", 100.0))},
+           "runs": {"faiss-f16": [120.0, 120.0, 120.0], "faiss": [100.0, 100.0, 100.0]},
+           "sweep": {"faiss-f16": [], "faiss": []}, "bytes": {"faiss-f16": 912_000, "faiss": None}}
+    res["build_s"] = {a: sorted(v)[1] for a, v in res["build_runs"].items()}
+    md = hnsw_bench.markdown(res)
+    assert "median of 3 interleaved builds" in md and "| 10 (9–11) | 1.00 |" in md
+    assert "**met** (1.20× the queries/s [paired runs 1.20, 1.20, 1.20], 1.00× the build time [per round 0.90, 0.92, 1.05])" in md
+    res["build_runs"]["faiss"] = [8.5, 10.5, 11.0]  # median 10.5 > 10, and rounds 1 and 2 slower
+    res["build_s"]["faiss"] = 10.5
+    assert "**not met**" in hnsw_bench.markdown(res)
+    old = {k: v for k, v in res.items() if k not in ("build_runs", "build_repeats")}  # a record from before rounds
+    assert "builds timed once each" in hnsw_bench.markdown(old)
