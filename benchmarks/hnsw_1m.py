@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--render-last", action="store_true", help="re-render the section from the last record")
     ap.add_argument("--name", default="hnsw_1m", help="BENCHMARKS.md section / results file name")
     args = ap.parse_args()
+    if args.build_repeats < 1:
+        ap.error("--build-repeats must be at least 1")
     if args.render_last:
         render_last(args.name)
         return
@@ -85,8 +87,6 @@ def main() -> None:
     del flat
 
     arms = args.arms.split(",")
-    if args.build_repeats < 1:
-        ap.error("--build-repeats must be at least 1")
     built: dict[str, Any] = {}
     build_runs: dict[str, list[float]] = {arm: [] for arm in arms}
     for r in range(args.build_repeats):
@@ -109,6 +109,7 @@ def main() -> None:
                 idx.add(x, ids)
             build_runs[arm].append(time.perf_counter() - t0)
             built[arm] = idx
+            del idx  # the dict holds the only reference, so the next round's pop frees this copy
             log(f"  {arm}: {build_runs[arm][-1]:.1f} s")
     build_s = {arm: statistics.median(v) for arm, v in build_runs.items()}
 
@@ -240,7 +241,7 @@ def _builds_text(res: dict[str, Any]) -> str:
     k = res.get("build_repeats", 1)
     if k <= 1:
         return "builds timed once each"
-    return f"build times median of {k} interleaved builds per index (order rotated; min–max in brackets)"
+    return f"build times median of {k} interleaved builds per index (order rotated; min–max in parentheses)"
 
 
 def paired_builds(res: dict[str, Any], arm: str) -> list[float]:

@@ -525,4 +525,8 @@ def test_hnsw_builds_timed_in_rounds_are_paired_per_round_and_judged_like_the_qu
     res["build_s"]["faiss"] = 10.5
     assert "**not met**" in hnsw_bench.markdown(res)
     old = {k: v for k, v in res.items() if k not in ("build_runs", "build_repeats")}  # a record from before rounds
-    assert "builds timed once each" in hnsw_bench.markdown(old)
+    md_old = hnsw_bench.markdown(old)
+    assert "builds timed once each" in md_old and "per round" not in md_old and "| 10 | 0.95 |" in md_old
+    assert "Reproduce: `python benchmarks/hnsw_1m.py --n 1000 --name hnsw_1m_x`" in md_old
+    res["command"] = "python benchmarks/hnsw_1m.py --arms faiss-f16,faiss --build-repeats 3"
+    assert f"Reproduce: `{res['command']}`" in hnsw_bench.markdown(res)
