@@ -14,8 +14,8 @@ Two backends, one API (user string ids, tombstones, atomic checksummed folders, 
   AMD EPYCs measured (with and without AVX-512) ``dtype="f16"`` answered 1.24–1.35× its queries/s
   (1.24× in ``hnsw_1m_zen4``, with every build timed 5 times) and built in 0.66–0.79× its time, where
   usearch's int8 graph + rescoring gave 0.77–1.01×; on an Intel Xeon with AMX the int8 graph gave 1.26×
-  and ``dtype="f16"`` 0.99×. The f16 gain is the halved storage, not a faster kernel: faiss's own ``IndexHNSWSQ(QT_fp16)`` is as fast. What it costs against usearch: faiss
-  cannot unlink a node, so removed documents stay in the graph as tombstones every search skips (a
+  and ``dtype="f16"`` 0.99×. The f16 gain is the halved storage, not a faster kernel: faiss's own
+  ``IndexHNSWSQ(QT_fp16)`` is as fast. What it costs against usearch: faiss cannot unlink a node, so removed documents stay in the graph as tombstones every search skips (a
   bitmap selector on the walk) until :meth:`~HNSWIndex.compact` rebuilds it; a loaded index memory-maps
   the stored vectors and the links (``IO_FLAG_MMAP_IFC``) but reads each node's offsets and level into
   memory (12 bytes per vector); no int8 storage.
