@@ -8,16 +8,18 @@ Two backends, one API (user string ids, tombstones, atomic checksummed folders, 
   ``dtype="i8", rescore="float"`` walks an int8 graph (a quarter of the bytes per distance) for
   ``k × oversample`` candidates and rescores them with the float32 rows, which stay on disk
   (memory-mapped on load; only candidate rows are read).
-* ``backend="faiss"``: faiss ``IndexHNSWFlat`` (f32) or ``IndexHNSWSQ`` (f16 / bf16 codes). Which graph is fastest
-  at a million vectors depends on the CPU (``benchmarks/hnsw_1m.py``, BENCHMARKS.md; 2 cores, 1M × 384 power-law
-  vectors, M=16, ef 768, recall@10 ≥ 0.95, against faiss ``IndexHNSWFlat``): on both AMD EPYCs measured (with and
-  without AVX-512) ``dtype="f16"`` answered 1.24–1.35× its queries/s (1.24× in ``hnsw_1m_zen4``, with every build
-  timed 5 times) and built in 0.66–0.79× its time, where usearch's int8 graph + rescoring gave 0.77–1.01×; on an
-  Intel Xeon with AMX the int8 graph gave 1.26× and ``dtype="f16"`` 0.99×. The f16 gain is the halved storage, not a
-  faster kernel: faiss's own ``IndexHNSWSQ(QT_fp16)`` is as fast. What it costs against usearch: faiss cannot unlink
-  a node, so removed documents stay in the graph as tombstones every search skips (a bitmap selector on the walk)
-  until :meth:`~HNSWIndex.compact` rebuilds it; a loaded index memory-maps the stored vectors and the links
-  (``IO_FLAG_MMAP_IFC``) but reads each node's offsets and level into memory (12 bytes per vector); no int8 storage.
+* ``backend="faiss"``: faiss ``IndexHNSWFlat`` (f32) or ``IndexHNSWSQ`` (f16 / bf16 codes). Which graph is
+  fastest at a million vectors depends on the CPU (``benchmarks/hnsw_1m.py``, BENCHMARKS.md; 2 cores, 1M ×
+  384 power-law vectors, M=16, ef 768, recall@10 ≥ 0.95, against faiss ``IndexHNSWFlat``): on both AMD
+  EPYCs measured (with and without AVX-512) ``dtype="f16"`` answered 1.24–1.35× its queries/s (1.24× in
+  ``hnsw_1m_zen4``, with every build timed 5 times) and built in 0.66–0.79× its time, where usearch's int8
+  graph + rescoring gave 0.77–1.01×; on an Intel Xeon with AMX the int8 graph gave 1.26× and
+  ``dtype="f16"`` 0.99×. The f16 gain is the halved storage, not a faster kernel: faiss's own
+  ``IndexHNSWSQ(QT_fp16)`` is as fast. What it costs against usearch: faiss cannot unlink a node, so
+  removed documents stay in the graph as tombstones every search skips (a bitmap selector on the walk)
+  until :meth:`~HNSWIndex.compact` rebuilds it; a loaded index memory-maps the stored vectors and the
+  links (``IO_FLAG_MMAP_IFC``) but reads each node's offsets and level into memory (12 bytes per vector);
+  no int8 storage.
 
 Parameters map one to one: ``M`` → usearch ``connectivity`` / faiss ``M``, ``ef_construction`` →
 ``expansion_add`` / ``efConstruction``, ``ef`` → ``expansion_search`` / ``efSearch``.
