@@ -90,7 +90,7 @@ def main() -> None:
     built: dict[str, Any] = {}
     build_runs: dict[str, list[float]] = {arm: [] for arm in arms}
     for r in range(args.build_repeats):
-        for arm in rotated(arms, r) if args.build_repeats > 1 else arms:
+        for arm in rotated(arms, r):  # round 0 keeps the order of --arms
             built.pop(arm, None)  # free the last round's copy before building the next
             gc.collect()
             log(f"building {arm}" + (f" (round {r + 1} of {args.build_repeats})" if args.build_repeats > 1 else ""))
@@ -152,7 +152,7 @@ def main() -> None:
     from exact_search import roofline
 
     res.update({"peaks": roofline(3), "work": work, "l3_bytes": l3_bytes()})  # after the timed runs
-    res.update({"build_s": build_s, "build_runs": build_runs, "build_repeats": args.build_repeats, "sweep": sweep, "ef": chosen,
+    res.update({"build_s": build_s, "build_runs": build_runs, "sweep": sweep, "ef": chosen,
                 "qps": {a: {"median": statistics.median(v), "min": min(v), "max": max(v)} for a, v in times.items()},
                 "runs": times,
                 "recall": {a: next(s["recall@10"] for s in sweep[a] if s["ef"] == chosen[a]) for a in chosen},
@@ -237,8 +237,8 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def _builds_text(res: dict[str, Any]) -> str:
-    """How the builds were timed: once each (records before ``--build-repeats``), or medians of interleaved rounds."""
-    k = res.get("build_repeats", 1)
+    """How the builds were timed: once each (and every record before ``--build-repeats``), or medians of rounds."""
+    k = max((len(v) for v in res.get("build_runs", {}).values()), default=1)
     if k <= 1:
         return "builds timed once each"
     return f"build times median of {k} interleaved builds per index (order rotated; min–max in parentheses)"
