@@ -11,8 +11,10 @@ saved vectors (wall clock, interpreter start and imports included):
 * gensim 4.4: ``Word2Vec(corpus_file=FILE, workers=2, ...)`` / ``FastText(corpus_file=...)``
   (``build_vocab`` + training), then ``model.wv.save(DIR/...)``.
 
-Same options on both sides: dim 100, window 5, negative 5, min_count 5, sample 1e-3, alpha 0.025,
-FastText n-grams 3-6 in 2M buckets. Quality of every run's vectors (not timed): Google analogies
+Same options on both sides: dim 100, window 5, negative 5, min_count 5, sample 1e-3, FastText
+n-grams 3-6 in 2M buckets. The initial learning rate is each side's default: gensim's 0.025
+(``--gensim-alpha`` gives gensim another), ours 0.025 for skip-gram and 0.05 for CBOW (word2vec.c's).
+Records from before 2026-12-07 18:30 UTC passed 0.025 to both sides. Quality of every run's vectors (not timed): Google analogies
 (3CosAdd, 30k most frequent words, case-insensitive) and WordSim-353 Spearman, through the same
 evaluation code for both.
 
@@ -47,15 +49,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import command_line, data_dir, last_results, log, rotated, save_arm, write_results, write_section  # noqa: E402
 
 WORKERS = 2
-OPTS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3, "alpha": 0.025}
+OPTS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3}
+GENSIM_ALPHA = 0.025  # gensim's default initial learning rate (Word2Vec and FastText)
 CACHE = Path(tempfile.gettempdir()) / "embedstack_w2v_bench"
 
 GENSIM = """
 import sys, time
 from gensim.models import FastText, Word2Vec
-kind, path, epochs, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+kind, path, epochs, out, alpha = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
 kw = dict(corpus_file=path, vector_size={dim}, window={window}, negative={negative}, min_count={min_count},
-          sample={sample}, alpha={alpha}, workers={workers}, epochs=epochs)
+          sample={sample}, alpha=alpha, workers={workers}, epochs=epochs)
 t = time.perf_counter()
 if kind == "fasttext":
     m = FastText(sg=1, min_n=3, max_n=6, bucket=2_000_000, **kw)
@@ -89,7 +92,7 @@ def corpus_file(source: Path) -> Path:
     return path
 
 
-def gensim_final_alpha(epochs: int) -> float:
+def gensim_final_alpha(epochs: int, alpha: float = GENSIM_ALPHA) -> float:
     """The learning rate a gensim ``corpus_file`` worker ends training at.
 
     In that mode each of the W workers reads 1/W of the file but measures its progress against the
@@ -97,19 +100,22 @@ def gensim_final_alpha(epochs: int) -> float:
     rate decays only 1/W of the way: with 2 workers, one epoch ends at about half the initial rate
     (word2vec.c and gensim's iterable mode end at ``min_alpha``).
     """
-    a, end = OPTS["alpha"], 1e-4
-    return a - (a - end) * (epochs - 1 + 1 / WORKERS) / epochs
+    end = 1e-4
+    return alpha - (alpha - end) * (epochs - 1 + 1 / WORKERS) / epochs
 
 
-def ours_cmd(kind: str, path: Path, epochs: int, out: Path, min_alpha: float | None = None) -> list[str]:
+def ours_cmd(kind: str, path: Path, epochs: int, out: Path, alpha: float | None = None,
+             min_alpha: float | None = None) -> list[str]:
+    """Our CLI; ``alpha=None`` leaves the initial learning rate at our default for the model."""
     exe = str(Path(sys.executable).parent / "embedstack")
     cmd = [exe, "train", "fasttext" if kind == "fasttext" else "word2vec", str(path), "-o", str(out),
            "--epochs", str(epochs), "--workers", str(WORKERS), "--dim", str(OPTS["dim"]),
            "--window", str(OPTS["window"]), "--negative", str(OPTS["negative"]),
-           "--min-count", str(OPTS["min_count"]), "--sample", str(OPTS["sample"]), "--alpha", str(OPTS["alpha"]),
-           "--force", "--quiet", "--json"]
+           "--min-count", str(OPTS["min_count"]), "--sample", str(OPTS["sample"]), "--force", "--quiet", "--json"]
     if kind == "cbow":
         cmd.append("--cbow")
+    if alpha is not None:
+        cmd += ["--alpha", f"{alpha:.6g}"]
     if min_alpha is not None:
         cmd += ["--min-alpha", f"{min_alpha:.6g}"]
     return cmd
@@ -150,7 +156,7 @@ def quality_of(system: str, out: Path, analogies: Any, wordsim: Any) -> dict[str
 
 
 def run_cell(kind: str, path: Path, epochs: int, repeats: int, work: Path, analogies: Any,
-             wordsim: Any, matched: bool) -> dict[str, Any]:
+             wordsim: Any, matched: bool, gensim_alpha: float = GENSIM_ALPHA) -> dict[str, Any]:
     systems = ["ours", "gensim", *(["ours_matched"] if matched else [])]
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     load_before = os.getloadavg()
@@ -159,25 +165,28 @@ def run_cell(kind: str, path: Path, epochs: int, repeats: int, work: Path, analo
             out = work / f"{system}-{kind}-{epochs}"
             out.mkdir(parents=True, exist_ok=True)
             if system.startswith("ours"):
-                ma = gensim_final_alpha(epochs) if system == "ours_matched" else None
-                wall, cpu, stdout = timed(ours_cmd(kind, path, epochs, out, ma))
+                # the matched arm runs at gensim's rate and schedule; the plain arm at our defaults
+                schedule = ((gensim_alpha, gensim_final_alpha(epochs, gensim_alpha)) if system == "ours_matched"
+                            else (None, None))
+                wall, cpu, stdout = timed(ours_cmd(kind, path, epochs, out, *schedule))
                 info = json.loads(stdout)
                 extra = {"train_s": info.get("seconds"), "corpus_s": info.get("corpus_seconds"),
-                         "effective_words": info.get("effective_words")}
+                         "effective_words": info.get("effective_words"), "alpha": info.get("alpha")}
             else:
                 gpath = out / "vectors.kv"
-                wall, cpu, stdout = timed([sys.executable, "-c", GENSIM, kind, str(path), str(epochs), str(gpath)])
-                extra = {"train_s": float(stdout.strip().splitlines()[-1])}
+                wall, cpu, stdout = timed([sys.executable, "-c", GENSIM, kind, str(path), str(epochs), str(gpath),
+                                           repr(gensim_alpha)])
+                extra = {"train_s": float(stdout.strip().splitlines()[-1]), "alpha": gensim_alpha}
             q = quality_of(system, out, analogies, wordsim)
             runs[system].append({"wall_s": wall, "cpu_s": cpu, **extra, **q})
             log(f"{kind} x{epochs} run {r + 1}/{repeats} {system}: {wall:.1f} s wall, {cpu:.1f} s CPU, "
                 f"analogy {q['analogy']:.2f}, WS-353 {q['wordsim353']:.3f}")
     return summarize(kind, epochs, repeats, runs, [round(x, 2) for x in load_before],
-                     [round(x, 2) for x in os.getloadavg()], matched)
+                     [round(x, 2) for x in os.getloadavg()], matched, gensim_alpha)
 
 
 def summarize(kind: str, epochs: int, repeats: int, runs: dict[str, list[dict[str, Any]]], load_before: list[float],
-              load_after: list[float], matched: bool) -> dict[str, Any]:
+              load_after: list[float], matched: bool, gensim_alpha: float = GENSIM_ALPHA) -> dict[str, Any]:
     cell: dict[str, Any] = {"model": kind, "epochs": epochs, "repeats": repeats, "runs": runs,
                             "load_before": load_before, "load_after": load_after}
     for system, rs in runs.items():
@@ -189,7 +198,7 @@ def summarize(kind: str, epochs: int, repeats: int, runs: dict[str, list[dict[st
     cell["speedup"] = cell["gensim"]["wall_median"] / cell["ours"]["wall_median"]
     cell["analogy_gap"] = cell["ours"]["analogy"] - cell["gensim"]["analogy"]
     if matched:
-        cell["matched_min_alpha"] = gensim_final_alpha(epochs)
+        cell["matched_min_alpha"] = gensim_final_alpha(epochs, gensim_alpha)
         cell["speedup_matched"] = cell["gensim"]["wall_median"] / cell["ours_matched"]["wall_median"]
         cell["analogy_gap_matched"] = cell["ours_matched"]["analogy"] - cell["gensim"]["analogy"]
     return cell
@@ -199,7 +208,7 @@ _LOG_RUN = re.compile(r"\[(\d\d:\d\d:\d\d)\] (\w+) x(\d+) run (\d+)/(\d+) (\w+):
                       r"analogy ([\d.naN]+), WS-353 ([\d.naN]+)")
 
 
-def cells_from_log(path: Path) -> list[dict[str, Any]]:
+def cells_from_log(path: Path, gensim_alpha: float = GENSIM_ALPHA) -> list[dict[str, Any]]:
     """Rebuild the cells of a run from its log (stderr), e.g. a run that stopped before writing its results.
 
     Wall and CPU seconds and quality are in the log; training seconds and effective words are not,
@@ -221,7 +230,7 @@ def cells_from_log(path: Path) -> list[dict[str, Any]]:
         if "ours" not in runs or "gensim" not in runs:
             continue
         cell = summarize(kind, epochs, min(len(r) for r in runs.values()), runs, [float("nan")], [float("nan")],
-                         "ours_matched" in runs)
+                         "ours_matched" in runs, gensim_alpha)
         cell["from_log"] = str(path)
         cells.append(cell)
     return cells
@@ -250,7 +259,23 @@ def _load(cell: dict[str, Any]) -> str:
     return "not in the log" if a != a else f"{a:.2f} / {b:.2f}"  # NaN: a cell rebuilt from a log
 
 
+def _rates(res: dict[str, Any]) -> str:
+    """The initial learning rates the runs used (records from before 2026-12-07 18:30 UTC: 0.025 on both sides)."""
+    alphas = res.get("alphas")
+    if not alphas:
+        return "alpha 0.025 (FastText: skip-gram, n-grams 3-6, 2M buckets)"
+    ours: dict[str, Any] = {}
+    for c in res["cells"]:
+        ours.setdefault(c["model"], c["runs"]["ours"][0].get("alpha", "n/a"))  # what our CLI said it used
+    g = alphas["gensim"]
+    return ("FastText: skip-gram, n-grams 3-6, 2M buckets. Initial learning rate: "
+            + ("gensim's default, 0.025" if g == GENSIM_ALPHA else f"gensim {g:g} (`--gensim-alpha`; its default is 0.025)")
+            + "; ours at its default (word2vec.c's: 0.025 for skip-gram, 0.05 for CBOW), here "
+            + ", ".join(f"{m} {a:g}" if isinstance(a, float) else f"{m} {a}" for m, a in ours.items()))
+
+
 def markdown(res: dict[str, Any]) -> str:
+    alphas = res.get("alphas")
     rows = []
     for c in res["cells"]:
         o, g = c["ours"], c["gensim"]
@@ -264,8 +289,11 @@ def markdown(res: dict[str, Any]) -> str:
             f"| {_load(c)} |")
         if "ours_matched" in c:
             m = c["ours_matched"]
+            label = (f"ours at gensim's rate and schedule (`--alpha {alphas['gensim']:.4g} --min-alpha "
+                     f"{c['matched_min_alpha']:.4g}`)" if alphas else
+                     f"ours at gensim's schedule (`--min-alpha {c['matched_min_alpha']:.4g}`)")
             rows.append(
-                f"| {c['model']}, ours at gensim's schedule (`--min-alpha {c['matched_min_alpha']:.4g}`) | {c['epochs']} "
+                f"| {c['model']}, {label} | {c['epochs']} "
                 f"| {c['repeats']} | {m['wall_median']:.1f} ({m['wall_min']:.1f}-{m['wall_max']:.1f}) "
                 f"| {g['wall_median']:.1f} | **{c['speedup_matched']:.2f}x** | {g['cpu_median'] / m['cpu_median']:.2f}x "
                 f"| {m['analogy']:.1f} | {g['analogy']:.1f} | {c['analogy_gap_matched']:+.1f} | {m['wordsim353']:.3f} "
@@ -279,7 +307,7 @@ def markdown(res: dict[str, Any]) -> str:
         "saved vectors: ours is the CLI (`embedstack train word2vec|fasttext FILE --workers 2`: corpus pass, "
         "training, atomic save), gensim 4.4 is `Word2Vec/FastText(corpus_file=FILE, workers=2)` then "
         "`wv.save` (its fastest mode). Same options: dim 100, window 5, negative 5, min_count 5, sample 1e-3, "
-        "alpha 0.025 (FastText: skip-gram, n-grams 3-6, 2M buckets). Runs interleaved, "
+        f"{_rates(res)}. Runs interleaved, "
         + ("order rotated" if res.get("order") == "rotated" else  # records from before 2026-12-06 15:20 UTC
            "in the order the script used until 2026-12-06 (gensim ran before ours in every run, except in 2 of "
            "the 5 runs of a 5-run cell with the matched arm)")
@@ -308,8 +336,11 @@ def markdown(res: dict[str, Any]) -> str:
         "file but measures progress against the whole corpus (`word2vec_corpusfile.pyx`), so an epoch ends at "
         "about half the initial rate instead of `min_alpha`, which after one epoch is worth several analogy "
         "points."
-        + (" The rows 'ours at gensim's schedule' run our CLI with `--min-alpha` set to the rate a gensim worker "
-           "ends at, which compares the trainers at the same schedule; the plain rows compare the defaults."
+        + ((" The rows 'ours at gensim's rate and schedule' run our CLI with gensim's initial rate (`--alpha`) and "
+            "`--min-alpha` set to the rate a gensim worker ends at, which compares the trainers at the same "
+            "schedule; the plain rows compare the defaults." if alphas else
+            " The rows 'ours at gensim's schedule' run our CLI with `--min-alpha` set to the rate a gensim worker "
+            "ends at, which compares the trainers at the same schedule; the plain rows compare the defaults.")
            if any("ours_matched" in c for c in res["cells"]) else
            " No row here runs ours at gensim's schedule (`--matched-epochs`); the rows compare the defaults."),
         "",
@@ -330,6 +361,8 @@ def main() -> None:
     ap.add_argument("--repeats-long", type=int, default=1, help="runs per side for more than 1 epoch")
     ap.add_argument("--matched-epochs", default="1",
                     help="epoch counts that also run ours at gensim corpus_file's learning-rate schedule")
+    ap.add_argument("--gensim-alpha", type=float, default=GENSIM_ALPHA,
+                    help="gensim's initial learning rate (default: its own default), also the matched arm's")
     ap.add_argument("--name", default="word2vec_cli",
                     help="results file and BENCHMARKS.md section (another name keeps a partial run apart)")
     ap.add_argument("--from-log", type=Path, default=None,
@@ -354,7 +387,7 @@ def main() -> None:
 
         text = args.from_log.read_text(encoding="utf-8")
         peaks = ast.literal_eval(text.split("peaks: ", 1)[1].splitlines()[0]) if "peaks: " in text else {}
-        cells = cells_from_log(args.from_log)
+        cells = cells_from_log(args.from_log, args.gensim_alpha)
         for cell in cells:
             cell["roofline"] = {}
         write_report(args, path, raw_words, peaks, cells, None)  # a log does not say in which order its runs went
@@ -370,7 +403,7 @@ def main() -> None:
             for kind in args.models.split(","):
                 reps = args.repeats if epochs == 1 else args.repeats_long
                 matched = str(epochs) in args.matched_epochs.split(",")
-                cell = run_cell(kind, path, epochs, reps, Path(tmp), analogies, wordsim, matched)
+                cell = run_cell(kind, path, epochs, reps, Path(tmp), analogies, wordsim, matched, args.gensim_alpha)
                 cell["roofline"] = roofline_rates(cell, raw_words, peaks)
                 cells.append(cell)
                 save_arm(args.name, f"{kind}-x{epochs}", cell)  # kept if a later cell fails
@@ -384,7 +417,8 @@ def write_report(args: argparse.Namespace, path: Path, raw_words: int, peaks: di
                  cells: list[dict[str, Any]], order: str | None) -> None:
     res = {"name": args.name, "command": command_line("word2vec_cli.py"),
            "corpus": f"enwiki extract, {raw_words:,} tokens in {path.stat().st_size / 1e6:.0f} MB, one document per line",
-           "workers": WORKERS, "options": OPTS, "peaks": peaks, "cells": cells,
+           "workers": WORKERS, "options": OPTS, "alphas": {"gensim": args.gensim_alpha, "ours": "default"},
+           "peaks": peaks, "cells": cells,
            **({"order": order} if order else {})}
     md = markdown(res)
     print(md)

@@ -250,6 +250,27 @@ def test_word2vec_section_says_in_which_order_its_runs_went(w2v_bench):
     assert "No row here runs ours at gensim's schedule" in old  # no matched arm in this record
     assert "Runs interleaved, order rotated;" in w2v_bench.markdown({**record, "order": "rotated"})
 
+def test_word2vec_bench_runs_ours_at_its_default_rate_and_the_matched_arm_at_gensims(w2v_bench, tmp_path):
+    """The plain arm leaves our initial rate to our default (0.05 for CBOW); the matched arm passes gensim's rate and
+    end rate; records from before the change still say both sides ran at 0.025."""
+    cmd = w2v_bench.ours_cmd("cbow", tmp_path / "c.txt", 1, tmp_path / "o")
+    assert "--alpha" not in cmd and "--min-alpha" not in cmd and "--cbow" in cmd
+    end = w2v_bench.gensim_final_alpha(1, 0.05)
+    assert end == pytest.approx(0.05 - (0.05 - 1e-4) / 2)  # 2 workers: one epoch ends halfway down
+    cmd = w2v_bench.ours_cmd("cbow", tmp_path / "c.txt", 1, tmp_path / "o", 0.05, end)
+    assert cmd[cmd.index("--alpha") + 1] == "0.05" and cmd[cmd.index("--min-alpha") + 1] == f"{end:.6g}"
+    old = json.loads((BENCH / "results" / "word2vec_cli_zen4_cbow1.jsonl").read_text().splitlines()[-1])
+    text = w2v_bench.markdown(old)
+    assert "sample 1e-3, alpha 0.025 (FastText" in text and "ours at gensim's schedule (`--min-alpha 0.01255`)" in text
+    cell = json.loads(json.dumps(old["cells"][0]))
+    cell["runs"]["ours"][0]["alpha"] = 0.05
+    new = w2v_bench.markdown({**old, "cells": [cell], "alphas": {"gensim": 0.025, "ours": "default"}})
+    assert "Initial learning rate: gensim's default, 0.025; ours at its default" in new and "here cbow 0.05." in new
+    assert "ours at gensim's rate and schedule (`--alpha 0.025 --min-alpha 0.01255`)" in new
+    other = w2v_bench.markdown({**old, "cells": [cell], "alphas": {"gensim": 0.05, "ours": "default"}})
+    assert "gensim 0.05 (`--gensim-alpha`; its default is 0.025)" in other
+
+
 @pytest.fixture()
 def exact_bench(monkeypatch):
     yield from _script(monkeypatch, "exact_search")

@@ -34,6 +34,7 @@ def test_train_and_query_commands(tmp_path):
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert info["vocab_size"] == 9 and info["raw_words"] == 3000 and info["words_per_second"] > 0
+    assert info["alpha"] == 0.05  # CBOW's default initial rate (word2vec.c's), not skip-gram's 0.025
     assert (out / "vectors.txt").is_file()
     res = runner.invoke(app, ["vectors", "neighbors", str(out), "king", "-k", "3", "--json"])
     assert res.exit_code == 0, res.output

@@ -54,6 +54,22 @@ def test_shared_negatives_option_changes_the_updates_and_is_recorded():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("cls, extra", [(Word2Vec, {}), (FastText, {"bucket": 50})])
+def test_default_learning_rate_is_word2vec_cs_for_the_architecture(cls, extra):
+    texts = _topic_corpus(60)
+    for sg, rate in ((True, 0.025), (False, 0.05)):  # word2vec.c's -alpha defaults for skip-gram and CBOW
+        kw = dict(dim=8, min_count=1, epochs=1, workers=1, seed=3, sg=sg, **extra)
+        default = cls(**kw)
+        assert default.alpha is None and default.start_alpha == rate
+        default.fit(texts)
+        assert default.wv_.meta["options"]["alpha"] == rate  # the rate used is what the saved vectors say
+        explicit = cls(alpha=rate, **kw).fit(texts)
+        np.testing.assert_array_equal(default.wv_.vectors, explicit.wv_.vectors)
+        assert cls(alpha=0.01, **kw).start_alpha == 0.01
+    with pytest.raises(ConfigError, match=r"'min_alpha'.*\[0\.0, 0\.05\]"):  # checked against the rate used
+        cls(sg=False, min_alpha=0.06, **extra)._check()
+
+
 def test_diverged_training_is_refused_not_saved(monkeypatch):
     from embedstack.errors import TrainingDiverged
     from embedstack.static import _kernels as K

@@ -36,6 +36,7 @@ _DIM = typer.Option(100, "--dim", help="Vector size.")
 _MIN = typer.Option(5, "--min-count", help="Ignore words seen fewer times.")
 _MAXV = typer.Option(None, "--max-vocab", help="Keep at most this many words.")
 _EPOCHS_HELP = "Passes over the corpus."
+_ALPHA_HELP = "Initial learning rate [default: 0.025 for skip-gram, 0.05 for CBOW, as word2vec.c]."
 _WORKERS = typer.Option(None, "--workers", help="Training threads, and processes reading a large corpus (default: all CPUs).")
 _SEED = typer.Option(1, "--seed", help="Random seed (runs with --workers 1 are reproducible).")
 _JSON = typer.Option(False, "--json", help="Print one JSON object on stdout (and nothing else there).")
@@ -98,6 +99,8 @@ def _run(kind: str, trainer: Any, corpus: str, out: Path | None, *, json_out: bo
     if kind == "glove":
         result["nonzeros"] = trainer.wv_.meta.get("nonzeros")
         result["count_seconds"] = trainer.wv_.meta.get("count_seconds")
+    else:
+        result["alpha"] = trainer.start_alpha  # the initial learning rate used (its default depends on --sg/--cbow)
     if json_out:
         print_json(result)
     elif not quiet:
@@ -118,7 +121,7 @@ def word2vec_cmd(
     sg: bool = typer.Option(True, "--sg/--cbow", help="Skip-gram or CBOW."),
     hs: bool = typer.Option(False, "--hs", help="Hierarchical softmax."),
     sample: float = typer.Option(1e-3, "--sample", help="Subsampling threshold (0: off)."),
-    alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
+    alpha: float | None = typer.Option(None, "--alpha", help=_ALPHA_HELP),
     min_alpha: float = typer.Option(1e-4, "--min-alpha", help="Final learning rate (linear decay from --alpha)."),
     shared_negatives: bool = typer.Option(
         True, "--shared-negatives/--no-shared-negatives",
@@ -150,7 +153,7 @@ def fasttext_cmd(
     minn: int = typer.Option(3, "--minn", help="Shortest character n-gram."),
     maxn: int = typer.Option(6, "--maxn", help="Longest character n-gram (0: no n-grams)."),
     bucket: int = typer.Option(2_000_000, "--bucket", help="Hashed n-gram rows."),
-    alpha: float = typer.Option(0.025, "--alpha", help="Initial learning rate."),
+    alpha: float | None = typer.Option(None, "--alpha", help=_ALPHA_HELP),
     min_alpha: float = typer.Option(1e-4, "--min-alpha", help="Final learning rate (linear decay from --alpha)."),
     shared_negatives: bool = typer.Option(
         False, "--shared-negatives/--no-shared-negatives",

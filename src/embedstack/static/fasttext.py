@@ -60,7 +60,7 @@ class FastText(_StaticTrainer):
 
     def __init__(self, *, minn: int = 3, maxn: int = 6, bucket: int = 2_000_000, dim: int = 100,
                  window: int = 5, sg: bool = True, negative: int = 5, sample: float = 1e-3,
-                 min_count: int = 5, max_vocab: int | None = None, epochs: int = 5, alpha: float = 0.025,
+                 min_count: int = 5, max_vocab: int | None = None, epochs: int = 5, alpha: float | None = None,
                  min_alpha: float = 1e-4, ns_exponent: float = 0.75, workers: int | None = None,
                  seed: int = 1, max_sentence_length: int = 10_000,
                  analyzer: Analyzer | None = None, compute_loss: bool = True, hs: bool = False,
@@ -117,7 +117,7 @@ class FastText(_StaticTrainer):
         K.ft_train_job(syn0_vocab, syn0_ngrams, syn1neg, sub_ptr, packed_idx, ids, offsets, 0, 0, t["keep"], t["ns"],
                        t["exp"], t["lsp"], t["lsn"], params, 0.0, np.uint64(0), max_len)  # compile before timing
         sizes = offsets[cuts[1:]] - offsets[cuts[:-1]]
-        stats = run_jobs(job, job_sizes=sizes, epochs=int(self.epochs), workers=workers, alpha=float(self.alpha),
+        stats = run_jobs(job, job_sizes=sizes, epochs=int(self.epochs), workers=workers, alpha=self.start_alpha,
                          min_alpha=float(self.min_alpha), seed=int(self.seed),
                          raw_per_kept=data.raw_words / max(data.n_words, 1), progress=progress)
         composed = np.empty((v, d), dtype=np.float32)

@@ -118,6 +118,8 @@ class GloVe(_StaticTrainer):
         4
     """
 
+    alpha: float  # the weighting exponent here, not word2vec's learning rate
+
     def __init__(self, *, dim: int = 100, window: int = 10, min_count: int = 5, max_vocab: int | None = None,
                  x_max: float = 100.0, alpha: float = 0.75, learning_rate: float = 0.05, epochs: int = 25,
                  workers: int | None = None, seed: int = 1, max_sentence_length: int = 10_000,
@@ -125,7 +127,7 @@ class GloVe(_StaticTrainer):
         super().__init__(dim=dim, window=window, min_count=min_count, max_vocab=max_vocab, epochs=epochs,
                          workers=workers, seed=seed, max_sentence_length=max_sentence_length, analyzer=analyzer)
         self.x_max = x_max
-        self.alpha = alpha  # type: ignore[assignment]
+        self.alpha = alpha
         self.learning_rate = learning_rate
         self.table_size = table_size
         self.dense_words = dense_words

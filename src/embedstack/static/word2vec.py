@@ -30,6 +30,8 @@ from embedstack.static._train import ProgressFn, TrainStats, check_workers, run_
 from embedstack.static.keyedvectors import KeyedVectors
 from embedstack.text import Analyzer
 
+SG_ALPHA, CBOW_ALPHA = 0.025, 0.05  # word2vec.c's initial learning rates (``-alpha``) for skip-gram and CBOW
+
 __all__ = ["Word2Vec", "huffman_tree", "alias_table", "keep_thresholds", "init_vectors"]
 
 
@@ -131,7 +133,7 @@ class _StaticTrainer:
 
     def __init__(self, *, dim: int = 100, window: int = 5, sg: bool = True, hs: bool = False,
                  negative: int = 5, cbow_mean: bool = True, sample: float = 1e-3, min_count: int = 5,
-                 max_vocab: int | None = None, epochs: int = 5, alpha: float = 0.025,
+                 max_vocab: int | None = None, epochs: int = 5, alpha: float | None = None,
                  min_alpha: float = 1e-4, ns_exponent: float = 0.75, workers: int | None = None,
                  seed: int = 1, max_sentence_length: int = 10_000,
                  analyzer: Analyzer | None = None, compute_loss: bool = True,
@@ -156,6 +158,14 @@ class _StaticTrainer:
         self.compute_loss = compute_loss
         self.shared_negatives = shared_negatives
 
+    @property
+    def start_alpha(self) -> float:
+        """The initial learning rate used: ``alpha``, or when it is None word2vec.c's default for the
+        architecture, 0.025 for skip-gram and 0.05 for CBOW (gensim uses 0.025 for both)."""
+        if self.alpha is not None:
+            return float(self.alpha)
+        return SG_ALPHA if self.sg else CBOW_ALPHA
+
     def _check(self) -> int:
         check_int(self, "dim", self.dim, low=1)
         check_int(self, "window", self.window, low=1)
@@ -166,8 +176,9 @@ class _StaticTrainer:
         check_int(self, "seed", self.seed, low=0)
         check_int(self, "max_sentence_length", self.max_sentence_length, low=1)
         check_float(self, "sample", self.sample, low=0.0)
-        check_float(self, "alpha", self.alpha, low=0.0, low_open=True)
-        check_float(self, "min_alpha", self.min_alpha, low=0.0, high=float(self.alpha))
+        if self.alpha is not None:
+            check_float(self, "alpha", self.alpha, low=0.0, low_open=True)
+        check_float(self, "min_alpha", self.min_alpha, low=0.0, high=self.start_alpha)
         check_float(self, "ns_exponent", self.ns_exponent)
         if not self.hs and self.negative == 0:
             raise ConfigError(f"{type(self).__name__} needs negative > 0 or hs=True; both are off.")
@@ -218,13 +229,14 @@ class _StaticTrainer:
                 if not np.isfinite(w[a: a + (1 << 16)]).all():
                     raise TrainingDiverged(
                         f"{type(self).__name__} training diverged: the weights hold NaN or inf values (alpha "
-                        f"{self.alpha}, {self.workers or 'all'} worker threads). Train again with a smaller "
-                        "learning rate, on one worker thread.", fix={"alpha": float(self.alpha) / 2, "workers": 1})
+                        f"{self.start_alpha}, {self.workers or 'all'} worker threads). Train again with a smaller "
+                        "learning rate, on one worker thread.", fix={"alpha": self.start_alpha / 2, "workers": 1})
 
     def _meta(self, corpus: IdCorpus, stats: TrainStats, workers: int) -> dict[str, Any]:
         opts = {k: getattr(self, k) for k in ("dim", "window", "sg", "hs", "negative", "cbow_mean", "sample",
-                                              "min_count", "epochs", "alpha", "min_alpha", "seed",
+                                              "min_count", "epochs", "min_alpha", "seed",
                                               "shared_negatives")}
+        opts["alpha"] = self.start_alpha  # the rate used, also when it was left to the default
         return {"trainer": type(self).__name__, "options": opts, "workers": workers,
                 "vocab_size": len(corpus.vocab), "corpus_raw_words": corpus.raw_words,
                 "analyzer": (self.analyzer or Analyzer()).get_config(), **stats.as_dict()}
@@ -252,7 +264,9 @@ class Word2Vec(_StaticTrainer):
         cbow_mean: CBOW averages context vectors (else sums them).
         sample: subsampling threshold for frequent words (0 disables).
         min_count: ignore rarer words.  max_vocab: keep at most this many words.
-        epochs: passes over the corpus.  alpha / min_alpha: linearly decayed learning rate.
+        epochs: passes over the corpus.  alpha / min_alpha: linearly decayed learning rate; ``alpha=None``
+            (the default) starts at word2vec.c's rate for the architecture, 0.025 for skip-gram and 0.05
+            for CBOW (gensim starts both at 0.025; BENCHMARKS.md, ``word2vec_cli``, compares the two).
         workers: threads (default: all CPUs).  seed: seeds init and every job's random draws.
         analyzer: tokenizer for raw texts (default ``Analyzer()``).
         shared_negatives: skip-gram with negative sampling draws one set of negatives per centre
@@ -305,7 +319,7 @@ class Word2Vec(_StaticTrainer):
             syn0, syn1, syn1neg, ids, offsets, 0, 0, t["keep"], t["ns"], codes, points, lengths, t["exp"],
             t["lsp"], t["lsn"], params, 0.0, np.uint64(0), max_len)
         sizes = offsets[cuts[1:]] - offsets[cuts[:-1]]
-        stats = run_jobs(job, job_sizes=sizes, epochs=int(self.epochs), workers=workers, alpha=float(self.alpha),
+        stats = run_jobs(job, job_sizes=sizes, epochs=int(self.epochs), workers=workers, alpha=self.start_alpha,
                          min_alpha=float(self.min_alpha), seed=int(self.seed),
                          raw_per_kept=data.raw_words / max(data.n_words, 1), progress=progress)
         self._check_finite(syn0)
