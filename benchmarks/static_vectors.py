@@ -7,7 +7,9 @@ gensim gets the same tokens and the same sentence boundaries as in-memory token 
 standard iterable mode), so both sides train on identical input.
 
 For each model (skip-gram, CBOW, FastText skip-gram) ours and gensim run back to back with the same
-options (dim 100, window 5, negative 5, min_count 5, sample 1e-3, workers 2, same epochs).
+options (dim 100, window 5, negative 5, min_count 5, sample 1e-3, workers 2, same epochs); the
+initial learning rate is each side's default (gensim 0.025; ours 0.025 for skip-gram and, since
+2026-12-07, 0.05 for CBOW, word2vec.c's; runs before that used 0.025 for CBOW too).
 Speed is words/s on raw corpus tokens (the same numerator for both sides), training time only;
 the corpus/vocabulary pass is timed separately (ours: tokenize + count + id stream; gensim:
 ``build_vocab`` on already tokenized lists) and reported on its own and added to training.

@@ -14,9 +14,9 @@ saved vectors (wall clock, interpreter start and imports included):
 Same options on both sides: dim 100, window 5, negative 5, min_count 5, sample 1e-3, FastText
 n-grams 3-6 in 2M buckets. The initial learning rate is each side's default: gensim's 0.025
 (``--gensim-alpha`` gives gensim another), ours 0.025 for skip-gram and 0.05 for CBOW (word2vec.c's).
-Records from before 2026-12-07 18:30 UTC passed 0.025 to both sides. Quality of every run's vectors (not timed): Google analogies
-(3CosAdd, 30k most frequent words, case-insensitive) and WordSim-353 Spearman, through the same
-evaluation code for both.
+Records without an ``alphas`` key (written before 2026-12-07) passed 0.025 to both sides. Quality of
+every run's vectors (not timed): Google analogies (3CosAdd, 30k most frequent words,
+case-insensitive) and WordSim-353 Spearman, through the same evaluation code for both.
 
 Runs of ours and gensim are interleaved, the order rotated between repeats; each cell reports the
 median wall time, the min-max spread, and the load average before and after. A roofline puts the
@@ -236,6 +236,17 @@ def cells_from_log(path: Path, gensim_alpha: float = GENSIM_ALPHA) -> list[dict[
     return cells
 
 
+def log_header(text: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The peaks and the learning rates a run's log printed before its runs (logs from before 2026-12-07 print no
+    rates: those runs passed 0.025 to both sides)."""
+    import ast
+
+    def value(key: str) -> Any:
+        return ast.literal_eval(text.split(key, 1)[1].splitlines()[0]) if key in text else None
+
+    return value("peaks: ") or {}, value("rates: ")
+
+
 def roofline_rates(cell: dict[str, Any], raw_words: int, peaks: dict[str, float]) -> dict[str, Any]:
     """Training work per second of ours against the machine's peaks (both sides run the same updates)."""
     ours = cell["runs"]["ours"]
@@ -260,22 +271,25 @@ def _load(cell: dict[str, Any]) -> str:
 
 
 def _rates(res: dict[str, Any]) -> str:
-    """The initial learning rates the runs used (records from before 2026-12-07 18:30 UTC: 0.025 on both sides)."""
+    """The initial learning rates the runs used (records without ``alphas``, and rebuilds from logs that do not
+    say, passed 0.025 to both sides)."""
     alphas = res.get("alphas")
     if not alphas:
         return "alpha 0.025 (FastText: skip-gram, n-grams 3-6, 2M buckets)"
     ours: dict[str, Any] = {}
     for c in res["cells"]:
-        ours.setdefault(c["model"], c["runs"]["ours"][0].get("alpha", "n/a"))  # what our CLI said it used
+        ours.setdefault(c["model"], c["runs"]["ours"][0].get("alpha"))  # what our CLI said it used
     g = alphas["gensim"]
+    used = ", ".join(f"{m} {a:g}" for m, a in ours.items() if isinstance(a, float))  # a log rebuild has none
     return ("FastText: skip-gram, n-grams 3-6, 2M buckets. Initial learning rate: "
             + ("gensim's default, 0.025" if g == GENSIM_ALPHA else f"gensim {g:g} (`--gensim-alpha`; its default is 0.025)")
-            + "; ours at its default (word2vec.c's: 0.025 for skip-gram, 0.05 for CBOW), here "
-            + ", ".join(f"{m} {a:g}" if isinstance(a, float) else f"{m} {a}" for m, a in ours.items()))
+            + "; ours at its default (word2vec.c's: 0.025 for skip-gram, 0.05 for CBOW)" + (f", here {used}" if used else ""))
 
 
 def markdown(res: dict[str, Any]) -> str:
     alphas = res.get("alphas")
+    plain = ("the defaults" if not alphas or alphas["gensim"] == GENSIM_ALPHA
+             else "our defaults with gensim at that rate")
     rows = []
     for c in res["cells"]:
         o, g = c["ours"], c["gensim"]
@@ -338,11 +352,11 @@ def markdown(res: dict[str, Any]) -> str:
         "points."
         + ((" The rows 'ours at gensim's rate and schedule' run our CLI with gensim's initial rate (`--alpha`) and "
             "`--min-alpha` set to the rate a gensim worker ends at, which compares the trainers at the same "
-            "schedule; the plain rows compare the defaults." if alphas else
+            f"schedule; the plain rows compare {plain}." if alphas else
             " The rows 'ours at gensim's schedule' run our CLI with `--min-alpha` set to the rate a gensim worker "
             "ends at, which compares the trainers at the same schedule; the plain rows compare the defaults.")
            if any("ours_matched" in c for c in res["cells"]) else
-           " No row here runs ours at gensim's schedule (`--matched-epochs`); the rows compare the defaults."),
+           f" No row here runs ours at gensim's schedule (`--matched-epochs`); the rows compare {plain}."),
         "",
         "Skip-gram draws its negatives once per centre word and shares them across that word's context "
         "words, scoring the block as one small matrix product (`Word2Vec(shared_negatives=True)`, the "
@@ -383,20 +397,20 @@ def main() -> None:
     with open(path, encoding="utf-8") as fh:
         raw_words = sum(line.count(" ") + 1 for line in fh)
     if args.from_log is not None:
-        import ast
-
-        text = args.from_log.read_text(encoding="utf-8")
-        peaks = ast.literal_eval(text.split("peaks: ", 1)[1].splitlines()[0]) if "peaks: " in text else {}
-        cells = cells_from_log(args.from_log, args.gensim_alpha)
+        peaks, alphas = log_header(args.from_log.read_text(encoding="utf-8"))
+        cells = cells_from_log(args.from_log, alphas["gensim"] if alphas else GENSIM_ALPHA)
         for cell in cells:
             cell["roofline"] = {}
-        write_report(args, path, raw_words, peaks, cells, None)  # a log does not say in which order its runs went
+        # a log does not say in which order its runs went; logs without a rates line ran 0.025 on both sides
+        write_report(args, path, raw_words, peaks, cells, None, alphas)
         return
     analogies, wordsim = load_analogies(), load_word_similarity()
     from exact_search import roofline
 
     peaks = roofline(3)
     log(f"peaks: {peaks}")
+    alphas = {"gensim": args.gensim_alpha, "ours": "default"}
+    log(f"rates: {alphas}")  # read back by --from-log
     cells = []
     with tempfile.TemporaryDirectory(prefix="w2v-bench-", dir=CACHE) as tmp:
         for epochs in [int(e) for e in args.epochs.split(",")]:
@@ -410,15 +424,14 @@ def main() -> None:
                 log(f"{kind} x{epochs}: ours {cell['ours']['wall_median']:.1f} s, gensim "
                     f"{cell['gensim']['wall_median']:.1f} s -> {cell['speedup']:.2f}x; analogy gap "
                     f"{cell['analogy_gap']:+.2f}")
-    write_report(args, path, raw_words, peaks, cells, "rotated")
+    write_report(args, path, raw_words, peaks, cells, "rotated", alphas)
 
 
 def write_report(args: argparse.Namespace, path: Path, raw_words: int, peaks: dict[str, Any],
-                 cells: list[dict[str, Any]], order: str | None) -> None:
+                 cells: list[dict[str, Any]], order: str | None, alphas: dict[str, Any] | None) -> None:
     res = {"name": args.name, "command": command_line("word2vec_cli.py"),
            "corpus": f"enwiki extract, {raw_words:,} tokens in {path.stat().st_size / 1e6:.0f} MB, one document per line",
-           "workers": WORKERS, "options": OPTS, "alphas": {"gensim": args.gensim_alpha, "ours": "default"},
-           "peaks": peaks, "cells": cells,
+           "workers": WORKERS, "options": OPTS, **({"alphas": alphas} if alphas else {}), "peaks": peaks, "cells": cells,
            **({"order": order} if order else {})}
     md = markdown(res)
     print(md)

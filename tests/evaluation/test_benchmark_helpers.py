@@ -269,6 +269,20 @@ def test_word2vec_bench_runs_ours_at_its_default_rate_and_the_matched_arm_at_gen
     assert "ours at gensim's rate and schedule (`--alpha 0.025 --min-alpha 0.01255`)" in new
     other = w2v_bench.markdown({**old, "cells": [cell], "alphas": {"gensim": 0.05, "ours": "default"}})
     assert "gensim 0.05 (`--gensim-alpha`; its default is 0.025)" in other
+    assert "the plain rows compare our defaults with gensim at that rate." in other
+    # a run rebuilt from its log: the rates come from the log's own line; an older log has none (0.025 both sides)
+    log = ("[18:00:00] peaks: {'read_gbs': 30.0}\n[18:00:00] rates: {'gensim': 0.05, 'ours': 'default'}\n"
+           "[18:00:20] cbow x1 run 1/1 ours: 10.0 s wall, 15.0 s CPU, analogy 25.00, WS-353 0.560\n"
+           "[18:00:50] cbow x1 run 1/1 gensim: 30.0 s wall, 50.0 s CPU, analogy 27.00, WS-353 0.600\n"
+           "[18:01:00] cbow x1 run 1/1 ours_matched: 12.0 s wall, 16.0 s CPU, analogy 28.00, WS-353 0.590\n")
+    peaks, alphas = w2v_bench.log_header(log)
+    assert peaks == {"read_gbs": 30.0} and alphas == {"gensim": 0.05, "ours": "default"}
+    assert w2v_bench.log_header(log.replace("rates:", "other:"))[1] is None
+    (tmp_path / "run.log").write_text(log)
+    [rebuilt] = w2v_bench.cells_from_log(tmp_path / "run.log", alphas["gensim"])
+    assert rebuilt["matched_min_alpha"] == pytest.approx(end) and rebuilt["speedup"] == pytest.approx(3.0)
+    text = w2v_bench.markdown({**old, "cells": [{**rebuilt, "roofline": {}}], "alphas": alphas})
+    assert "ours at its default (word2vec.c's: 0.025 for skip-gram, 0.05 for CBOW)." in text  # no per-run rate in a log
 
 
 @pytest.fixture()

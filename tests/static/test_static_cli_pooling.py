@@ -35,6 +35,11 @@ def test_train_and_query_commands(tmp_path):
     info = json.loads(res.stdout)
     assert info["vocab_size"] == 9 and info["raw_words"] == 3000 and info["words_per_second"] > 0
     assert info["alpha"] == 0.05  # CBOW's default initial rate (word2vec.c's), not skip-gram's 0.025
+    for flags, rate in ((["--sg"], 0.025), (["--cbow", "--alpha", "0.03"], 0.03)):
+        res = runner.invoke(app, ["train", "word2vec", str(corpus), "--out", str(tmp_path / "w2"), "--dim", "4",
+                                  "--epochs", "1", "--min-count", "1", "--workers", "1", "--json", "--force", *flags])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["alpha"] == rate
     assert (out / "vectors.txt").is_file()
     res = runner.invoke(app, ["vectors", "neighbors", str(out), "king", "-k", "3", "--json"])
     assert res.exit_code == 0, res.output

@@ -68,6 +68,10 @@ def test_default_learning_rate_is_word2vec_cs_for_the_architecture(cls, extra):
         assert cls(alpha=0.01, **kw).start_alpha == 0.01
     with pytest.raises(ConfigError, match=r"'min_alpha'.*\[0\.0, 0\.05\]"):  # checked against the rate used
         cls(sg=False, min_alpha=0.06, **extra)._check()
+    cls(sg=False, min_alpha=0.04, **extra)._check()  # above skip-gram's rate, below CBOW's: accepted
+    with pytest.raises(ConfigError, match=r"'min_alpha'.*\[0\.0, 0\.025\]"):
+        cls(sg=True, min_alpha=0.04, **extra)._check()
+    assert GloVe(learning_rate=0.07).start_alpha == 0.07  # GloVe's alpha is its weighting exponent, not a rate
 
 
 def test_diverged_training_is_refused_not_saved(monkeypatch):

@@ -132,6 +132,11 @@ class GloVe(_StaticTrainer):
         self.table_size = table_size
         self.dense_words = dense_words
 
+    @property
+    def start_alpha(self) -> float:
+        """The initial learning rate used: ``learning_rate`` (``alpha`` is the weighting exponent here)."""
+        return float(self.learning_rate)
+
     def _check(self) -> int:
         check_int(self, "dim", self.dim, low=1)
         check_int(self, "window", self.window, low=1)
