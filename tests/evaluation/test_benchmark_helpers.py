@@ -250,6 +250,7 @@ def test_word2vec_section_says_in_which_order_its_runs_went(w2v_bench):
     assert "No row here runs ours at gensim's schedule" in old  # no matched arm in this record
     assert "Runs interleaved, order rotated;" in w2v_bench.markdown({**record, "order": "rotated"})
 
+
 def test_word2vec_bench_runs_ours_at_its_default_rate_and_the_matched_arm_at_gensims(w2v_bench, tmp_path):
     """The plain arm leaves our initial rate to our default (0.05 for CBOW); the matched arm passes gensim's rate and
     end rate; records from before the change still say both sides ran at 0.025."""
@@ -565,3 +566,23 @@ def test_hnsw_builds_timed_in_rounds_are_paired_per_round_and_judged_like_the_qu
     assert "Reproduce: `python benchmarks/hnsw_1m.py --n 1000 --name hnsw_1m_x`" in md_old
     res["command"] = "python benchmarks/hnsw_1m.py --arms faiss-f16,faiss --build-repeats 3"
     assert f"Reproduce: `{res['command']}`" in hnsw_bench.markdown(res)
+
+
+@pytest.fixture()
+def rate_bench(monkeypatch):
+    yield from _script(monkeypatch, "rate_split")
+
+
+def test_rate_split_chooses_on_odd_sections_reports_on_the_rest_and_asks_the_cli_for_each_rate(rate_bench, tmp_path):
+    sections = [(f"s{i}", [("a", "b", "c", "d")]) for i in range(14)]
+    choose, report = rate_bench.halves(sections)
+    assert [s for s, _ in choose] == [f"s{i}" for i in range(0, 14, 2)] and len(report) == 7
+    assert not {s for s, _ in choose} & {s for s, _ in report}
+    cmd = rate_bench.command("fasttext-cbow", tmp_path / "c.txt", 1, tmp_path / "o", 0.05)
+    assert cmd[2] == "fasttext" and "--cbow" in cmd and cmd[cmd.index("--alpha") + 1] == "0.05"
+    cmd = rate_bench.command("cbow", tmp_path / "c.txt", 5, tmp_path / "o", 0.025)
+    assert cmd[2] == "word2vec" and "--cbow" in cmd and cmd[cmd.index("--alpha") + 1] == "0.025"
+    md = rate_bench.markdown({"command": "python benchmarks/rate_split.py", "corpus": "c", "rows": [
+        {"model": "cbow", "epochs": 1, "alpha": 0.05, "choose": 31.11, "report": 22.17, "wordsim353": 0.5611,
+         "wall_s": 14.2}]})
+    assert "| cbow | 1 | 0.05 | 31.1 | 22.2 | 0.561 | 14 |" in md
