@@ -586,3 +586,57 @@ def test_rate_split_chooses_on_odd_sections_reports_on_the_rest_and_asks_the_cli
         {"model": "cbow", "epochs": 1, "alpha": 0.05, "choose": 31.11, "report": 22.17, "wordsim353": 0.5611,
          "wall_s": 14.2}]})
     assert "| cbow | 1 | 0.05 | 31.1 | 22.2 | 0.561 | 14 |" in md
+
+
+@pytest.fixture()
+def glove_ref_bench(monkeypatch):
+    yield from _script(monkeypatch, "glove_reference")
+
+
+def _glove_run(system, wall, analogy, train):
+    run = {"wall_s": wall, "cpu_s": 2 * wall, "analogy": analogy, "wordsim353": 0.47, "queen_rank": 3, "vocab": 1000}
+    if system == "ours":
+        return {**run, "train_s": train, "count_s": 10.0, "nonzeros": 5_000_000}
+    return {**run, "records": 9_990_000, "steps": {"vocab_count": {"wall_s": 1.0}, "glove": {"wall_s": train}}}
+
+
+def test_glove_reference_pairs_runs_counts_updates_per_side_and_renders_old_records(glove_ref_bench):
+    runs = {"ours": [_glove_run("ours", w, a, t) for w, a, t in ((20.0, 30.0, 5.0), (22.0, 32.0, 6.0))],
+            "reference": [_glove_run("reference", w, a, t) for w, a, t in ((100.0, 31.0, 50.0), (88.0, 33.0, 40.0))]}
+    cell = {"setting": "paper", "window": 10, "x_max": 100.0, "epochs": 5, "runs": runs,
+            "ours": {"wall_median": 21.0, "wall_min": 20.0, "wall_max": 22.0, "analogy": 31.0, "wordsim353": 0.47,
+                     "vocab": 1000, "count_median": 10.0, "train_median": 5.5},
+            "reference": {"wall_median": 94.0, "wall_min": 88.0, "wall_max": 100.0, "analogy": 32.0,
+                          "wordsim353": 0.47, "vocab": 1000, "steps_median": {"vocab_count": 1.0, "glove": 45.0}},
+            "speedup": 94.0 / 21.0, "paired": [5.0, 4.0]}
+    # ours trains each upper-triangle entry both ways: 2 x nonzeros updates; the reference one per record
+    assert glove_ref_bench.updates_per_iteration("ours", runs["ours"][0]) == 10_000_000
+    assert glove_ref_bench.updates_per_iteration("reference", runs["reference"][0]) == 9_990_000
+    rl = glove_ref_bench.roofline_rates(cell, {"fp32_gflops": 200.0, "read_gbs": 30.0})
+    # medians of the per-run rates: ours 10M x 5 iterations in 5 s and 6 s, the reference 9.99M x 5 in 50 s and 40 s
+    assert rl["ours"]["mups"] == pytest.approx((10 + 50 / 6) / 2)
+    assert rl["reference"]["mups"] == pytest.approx((9.99 * 5 / 50 + 9.99 * 5 / 40) / 2)
+    assert rl["ours"]["gbs"] == pytest.approx(rl["ours"]["mups"] * 1e6 * 8 * 100 * 4 / 1e9)
+    assert rl["reference"]["gbs"] == pytest.approx(rl["reference"]["mups"] * 1e6 * 8 * 100 * 8 / 1e9)
+    cell["roofline"] = rl
+    res = {"command": "python benchmarks/glove_reference.py --reference b --iterations 5 --repeats 2",
+           "reference_commit": "52f7dbc", "file_mb": 198.0, "workers": 2, "memory": 4.0, "repeats": 2,
+           "iterations": 5, "peaks": {"fp32_gflops": 200.0}, "cells": [cell], "skipgram": [],
+           "load_before": [1.0], "load_after": [2.0]}
+    md = glove_ref_bench.markdown(res)
+    assert "`python benchmarks/glove_reference.py --reference b --iterations 5 --repeats 2`" in md
+    assert "| paper | 10 | 100 | 5 | ours | 21.0 (20.0–22.0) | **4.48×** | 1,000 | 31.0 (30.0–32.0) |" in md
+    assert "paired per round: 5.00, 4.00 (median 4.50)" in md
+    assert "Ours (median s): counting 10.0, training 5.5. Counting against the reference's first three programs: 0.10×; training against its `glove`: 8.18×" in md
+    assert "Roofline (paper, 5 iterations" in md and "10.0 M updates per iteration" in md
+    # a record from before the roofline (2026-12-03): one run per side, no peaks, no per-run fields
+    old = {**res, "command": "python benchmarks/glove_reference.py --reference /x/build", "repeats": 1}
+    del old["iterations"], old["peaks"]
+    one = {k: v for k, v in cell.items() if k not in ("roofline", "paired")}
+    one["runs"] = {s: [{k: v for k, v in rs[0].items() if k not in ("count_s", "nonzeros", "records")}]
+                   for s, rs in runs.items()}
+    one["ours"] = {k: v for k, v in cell["ours"].items() if k not in ("count_median", "train_median")}
+    old["cells"] = [one]
+    md = glove_ref_bench.markdown(old)
+    assert "`python benchmarks/glove_reference.py --reference GloVe/build`" in md and "Roofline" not in md
+    assert "| 30.0 | 0.470 |" in md and "paired" not in md and "Ours (median s)" not in md
