@@ -259,3 +259,66 @@ def test_cooccurrence_matches_reference_with_flushes():
     for k, x in ref.items():
         assert got[k] == pytest.approx(x * (2 if k[0] == k[1] else 1), rel=1e-5)
     assert np.all(rows <= cols)
+
+
+def test_merge_sum_merges_sorted_runs_and_sums_shared_keys():
+    from embedstack.static import _kernels as K
+
+    k, v = K.merge_sum(np.array([1, 4, 9], np.int64), np.array([1.0, 2.0, 3.0]),
+                       np.array([0, 4, 10, 11], np.int64), np.array([5.0, 0.5, 6.0, 7.0]))
+    assert k.tolist() == [0, 1, 4, 9, 10, 11] and v.tolist() == [5.0, 1.0, 2.5, 3.0, 6.0, 7.0]
+    k, v = K.merge_sum(np.zeros(0, np.int64), np.zeros(0), np.array([3], np.int64), np.array([1.0]))
+    assert k.tolist() == [3] and v.tolist() == [1.0]
+
+
+@pytest.mark.parametrize("slot_bits", [10, 60])  # 60: keys too wide to pack beside the slot: the argsort path
+def test_sorted_run_of_a_flushed_table_on_both_paths(slot_bits):
+    from embedstack.static.glove import _sorted_run
+
+    keys = np.full(1024, -1, np.int64)
+    vals = np.zeros(1024)
+    rng = np.random.default_rng(1)
+    slots = rng.choice(1024, 300, replace=False)
+    keys[slots] = rng.choice(10**9, 300, replace=False)
+    vals[slots] = rng.random(300)
+    k, v = _sorted_run(keys, vals, slot_bits)
+    order = np.argsort(keys[slots])
+    np.testing.assert_array_equal(k, keys[slots][order])
+    np.testing.assert_array_equal(v, vals[slots][order])
+
+
+def test_cooccurrence_counts_the_same_on_several_threads_with_flushes():
+    from embedstack.static._corpus import IdCorpus
+    from embedstack.static.glove import cooccurrence_matrix
+    from embedstack.text import Vocabulary
+
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 60, size=5000).astype(np.int32)
+    offsets = np.concatenate([[0], np.sort(rng.choice(np.arange(1, 5000), 40, replace=False)), [5000]])
+    vocab = Vocabulary(min_count=1).fit([[str(i) for i in range(60)]])
+    corpus = IdCorpus.from_arrays(ids, offsets, vocab)
+    seen: list[int] = []
+    one = cooccurrence_matrix(corpus, window=5, table_size=1024, dense_words=8)
+    for workers in (2, 3):
+        got = cooccurrence_matrix(corpus, window=5, table_size=1024, dense_words=8, workers=workers,
+                                  progress=lambda p: seen.append(p["done"]))
+        np.testing.assert_array_equal(got[0], one[0])
+        np.testing.assert_array_equal(got[1], one[1])
+        np.testing.assert_allclose(got[2], one[2], rtol=1e-6)
+    assert np.all(np.diff(one[0].astype(np.int64) * 60 + one[1]) > 0)  # sorted by (row, col), no repeats
+    assert seen[-1] == 5000 and seen == sorted(seen[: len(seen) // 2]) + sorted(seen[len(seen) // 2:])
+
+
+def test_cooccurrence_table_grows_to_hold_the_longest_sentence():
+    # one 3,000-token sentence adds up to 15,000 new pairs before the table can be flushed: a 1,024-entry
+    # table would fill up mid-sentence and its probing never find a free slot
+    from embedstack.static._corpus import IdCorpus
+    from embedstack.static.glove import cooccurrence_matrix
+    from embedstack.text import Vocabulary
+
+    ids = np.random.default_rng(2).integers(0, 400, size=3000).astype(np.int32)
+    vocab = Vocabulary(min_count=1).fit([[str(i) for i in range(400)]])
+    corpus = IdCorpus.from_arrays(ids, np.array([0, 3000]), vocab)
+    rows, cols, vals = cooccurrence_matrix(corpus, window=5, table_size=1024, dense_words=0)
+    ref = R.cooccur(ids, np.array([0, 3000]), 5)
+    assert len(vals) == len(ref)

@@ -862,6 +862,46 @@ def cooccur_job(ids, offsets, s_begin, s_end, window, n_vocab, dense, n_dense, k
     return s, fill
 
 
+@_jit
+def merge_sum(ka, va, kb, vb):
+    """Merge two runs of ascending unique int64 keys with their float64 values; a key in both gets the sum.
+
+    One linear pass (the counting step's flushed tables are merged this way, instead of sorting all of
+    them again at every flush). Returns the merged keys and values, trimmed to their length.
+    """
+    na, nb = ka.shape[0], kb.shape[0]
+    ko = np.empty(na + nb, np.int64)
+    vo = np.empty(na + nb, np.float64)
+    i = j = n = 0
+    while i < na and j < nb:
+        a, b = ka[i], kb[j]
+        if a < b:
+            ko[n] = a
+            vo[n] = va[i]
+            i += 1
+        elif b < a:
+            ko[n] = b
+            vo[n] = vb[j]
+            j += 1
+        else:
+            ko[n] = a
+            vo[n] = va[i] + vb[j]
+            i += 1
+            j += 1
+        n += 1
+    while i < na:
+        ko[n] = ka[i]
+        vo[n] = va[i]
+        i += 1
+        n += 1
+    while j < nb:
+        ko[n] = kb[j]
+        vo[n] = vb[j]
+        j += 1
+        n += 1
+    return ko[:n].copy(), vo[:n].copy()
+
+
 @intrinsic
 def _prefetch_row(typingctx, arr, row):
     """Hint the CPU to fetch the cache lines of ``arr[row]`` (2-D C-contiguous float32), up to 1 KiB.
