@@ -166,6 +166,8 @@ def roofline_rates(cell: dict[str, Any], peaks: dict[str, float]) -> dict[str, A
     14 x dim floating-point operations (a dot product; per row a gradient, a square root, a division, the sum
     and the step)."""
     d = COMMON["dim"]
+    if not peaks.get("fp32_gflops") or not peaks.get("read_gbs"):
+        return {}  # no peaks measured (torch missing): no roofline
     out: dict[str, Any] = {"fp32_peak_gflops": peaks.get("fp32_gflops_peak", peaks.get("fp32_gflops")),
                            "read_gbs_peak": peaks.get("read_gbs")}
     for system, width in (("ours", 4), ("reference", 8)):
@@ -182,7 +184,7 @@ def roofline_rates(cell: dict[str, Any], peaks: dict[str, float]) -> dict[str, A
     return out
 
 
-def roofline_text(cell: dict[str, Any]) -> str:
+def roofline_text(cell: dict[str, Any], l3: int | None) -> str:
     rl = cell.get("roofline")
     if not rl:
         return ""
@@ -194,10 +196,9 @@ def roofline_text(cell: dict[str, Any]) -> str:
                      f"({r['mups']:.1f} M updates/s: {r['gflops']:.1f} GFLOP/s, {100 * r['gflops'] / fp32:.0f}% of "
                      f"the fp32 GEMM peak; {r['gbs']:.1f} GB/s of rows read and written, {100 * r['gbs'] / read:.0f}% "
                      f"of the read bandwidth; rows and sums {r['state_mb']:,.0f} MB)")
-    l3 = l3_bytes()
     cache = f" against this CPU's {l3 / 2**20:.0f} MiB L3 cache" if l3 else ""
     return (f"Roofline ({cell['setting']}, {cell['epochs']} iterations; training step only: the reference's `glove` "
-            f"program, our `seconds`; peaks measured in the same run, 2 threads: fp32 GEMM {fp32:.0f} GFLOP/s, memory "
+            f"program from start to exit, our training loop; peaks measured in the same run, 2 threads: fp32 GEMM {fp32:.0f} GFLOP/s, memory "
             f"read {read:.1f} GB/s): " + "; ".join(parts) + f". Each update reads and writes four random rows of "
             f"{COMMON['dim']} numbers (float32 ours, float64 the reference's){cache}, so neither peak bounds it: "
             "frequent words' rows stay cached, rare words' rows are a wait on memory. The reference's step also "
@@ -206,13 +207,15 @@ def roofline_text(cell: dict[str, Any]) -> str:
 
 def markdown(res: dict[str, Any]) -> str:
     iters = res.get("iterations")
+    default = ", ".join(f"{c['setting']}'s {SETTINGS[c['setting']]['epochs']}" for c in res["cells"])
+    override = f", {iters} iteration(s) (instead of {default})" if iters else ""
     lines = ["## GloVe: ours against the reference C implementation (`benchmarks/glove_reference.py`)", "",
              f"Reproduce: `{res['command'] if res.get('peaks') else 'python benchmarks/glove_reference.py --reference GloVe/build'}` "
              f"(the reference built from https://github.com/stanfordnlp/GloVe at {res['reference_commit']} with its own "
              f"`make`, `-O3 -march=native -funroll-loops`). Same token file "
              f"as `word2vec_cli` ({res['file_mb']:.0f} MB, one document per line), dim {COMMON['dim']}, min_count "
              f"{COMMON['min_count']}, alpha {COMMON['alpha']}, eta {COMMON['eta']}, W + W~ on both sides, "
-             f"{res['workers']} threads{f', {iters} iteration(s) (the settings give 25 and 15)' if iters else ''}. "
+             f"{res['workers']} threads{override}. "
              f"Wall seconds from start to saved vectors (the reference: its four programs, "
              f"`-memory {res['memory']}`); {res['repeats']} run(s) per side, interleaved (order alternating); "
              f"load average before/after {res['load_before'][0]:.2f} / {res['load_after'][0]:.2f}. Quality: mean of "
@@ -252,14 +255,21 @@ def markdown(res: dict[str, Any]) -> str:
         ours_steps = ""
         if ours.get("count_median") is not None:
             prep = sum(v for k, v in steps.items() if k != "glove")
-            ours_steps = (f" Ours (median s): counting {ours['count_median']:.1f}, training {ours['train_median']:.1f}. "
-                          f"Counting against the reference's first three programs: {prep / ours['count_median']:.2f}×; "
-                          f"training against its `glove`: {steps['glove'] / ours['train_median']:.2f}× (ours/ref "
-                          "speed, from the medians).")
+            if ours.get("corpus_median") is not None:
+                ours_steps = (f" Ours (median s): reading and tokenizing the file {ours['corpus_median']:.1f}, counting "
+                              f"co-occurrences {ours['count_median']:.1f}, training {ours['train_median']:.1f}. Reading "
+                              f"and counting against the reference's first three programs (which also shuffle the records "
+                              f"on disk): {prep / (ours['corpus_median'] + ours['count_median']):.2f}×;")
+            else:
+                ours_steps = (f" Ours (median s): counting co-occurrences {ours['count_median']:.1f} (reading the file "
+                              f"and shuffling not included), training {ours['train_median']:.1f}.")
+            ours_steps += (f" Training: the reference's `glove` program from start to exit (loading, training, writing "
+                           f"its text vectors) against our training loop: {steps['glove'] / ours['train_median']:.2f}× "
+                           "(ours/ref speed, from the medians).")
         lines += ["", "Reference time by program (first setting, median s): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()) + "." + ours_steps]
     for c in res["cells"]:
-        text = roofline_text(c)
+        text = roofline_text(c, res.get("l3_bytes", l3_bytes()))
         if text:
             lines += ["", text]
     return "\n".join(lines)
@@ -303,11 +313,15 @@ def main() -> None:
     commit = args.reference_commit or subprocess.run(["git", "-C", str(build.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "(commit unknown)"
     work = CACHE / "glove_reference"
-    from exact_search import roofline
+    load_before = [round(x, 2) for x in os.getloadavg()]  # before the peaks, which load both cores
+    try:  # the peaks need torch; exact_search also sets OMP/BLAS/numba threads to 2 for the children
+        from exact_search import roofline
 
-    peaks = roofline(3)
+        peaks = roofline(3)
+    except ImportError as e:
+        log(f"no roofline ({e})")
+        peaks = {}
     log(f"peaks: {peaks}")
-    load_before = [round(x, 2) for x in os.getloadavg()]
     cells = []
     for name in args.settings.split(","):
         s = dict(SETTINGS[name])
@@ -322,7 +336,8 @@ def main() -> None:
                     wall, cpu, stdout = timed(ours_cmd(path, s, out, args.workers))
                     info = json.loads(stdout)
                     run = {"wall_s": wall, "cpu_s": cpu, "train_s": info.get("seconds"),
-                           "count_s": info.get("count_seconds"), "nonzeros": info.get("nonzeros")}
+                           "count_s": info.get("count_seconds"), "nonzeros": info.get("nonzeros"),
+                           "corpus_s": info.get("corpus_seconds")}
                 else:
                     run = run_reference(build, path, s, out, args.workers, args.memory)
                 q = quality_of(system, out, analogies, wordsim)
@@ -339,6 +354,8 @@ def main() -> None:
         if all(x.get("count_s") is not None for x in runs["ours"]):
             cell["ours"]["count_median"] = statistics.median(x["count_s"] for x in runs["ours"])
             cell["ours"]["train_median"] = statistics.median(x["train_s"] for x in runs["ours"])
+            if all(x.get("corpus_s") is not None for x in runs["ours"]):
+                cell["ours"]["corpus_median"] = statistics.median(x["corpus_s"] for x in runs["ours"])
         if runs["reference"] and "steps" in runs["reference"][0]:
             cell["reference"]["steps_median"] = {
                 k: statistics.median(x["steps"][k]["wall_s"] for x in runs["reference"])
@@ -350,7 +367,7 @@ def main() -> None:
         log(f"glove {name}: ours {cell['ours']['wall_median']:.1f} s, reference {cell['reference']['wall_median']:.1f} s "
             f"-> {cell['speedup']:.2f}x; WS-353 {cell['ours']['wordsim353']:.3f} vs {cell['reference']['wordsim353']:.3f}")
     res = {"name": args.name, "command": command_line("glove_reference.py"), "iterations": args.iterations,
-           "peaks": peaks,
+           "peaks": peaks, "l3_bytes": l3_bytes(),
            "reference_commit": commit, "file_mb": path.stat().st_size / 1e6, "workers": args.workers,
            "memory": args.memory, "repeats": args.repeats, "options": COMMON, "cells": cells,
            "skipgram": skipgram_rows(), "load_before": load_before,

@@ -605,7 +605,7 @@ def test_glove_reference_pairs_runs_counts_updates_per_side_and_renders_old_reco
             "reference": [_glove_run("reference", w, a, t) for w, a, t in ((100.0, 31.0, 50.0), (88.0, 33.0, 40.0))]}
     cell = {"setting": "paper", "window": 10, "x_max": 100.0, "epochs": 5, "runs": runs,
             "ours": {"wall_median": 21.0, "wall_min": 20.0, "wall_max": 22.0, "analogy": 31.0, "wordsim353": 0.47,
-                     "vocab": 1000, "count_median": 10.0, "train_median": 5.5},
+                     "vocab": 1000, "count_median": 10.0, "train_median": 5.5, "corpus_median": 4.0},
             "reference": {"wall_median": 94.0, "wall_min": 88.0, "wall_max": 100.0, "analogy": 32.0,
                           "wordsim353": 0.47, "vocab": 1000, "steps_median": {"vocab_count": 1.0, "glove": 45.0}},
             "speedup": 94.0 / 21.0, "paired": [5.0, 4.0]}
@@ -627,7 +627,14 @@ def test_glove_reference_pairs_runs_counts_updates_per_side_and_renders_old_reco
     assert "`python benchmarks/glove_reference.py --reference b --iterations 5 --repeats 2`" in md
     assert "| paper | 10 | 100 | 5 | ours | 21.0 (20.0–22.0) | **4.48×** | 1,000 | 31.0 (30.0–32.0) |" in md
     assert "paired per round: 5.00, 4.00 (median 4.50)" in md
-    assert "Ours (median s): counting 10.0, training 5.5. Counting against the reference's first three programs: 0.10×; training against its `glove`: 8.18×" in md
+    assert ("Ours (median s): reading and tokenizing the file 4.0, counting co-occurrences 10.0, training 5.5. "
+            "Reading and counting against the reference's first three programs (which also shuffle the records on "
+            "disk): 0.07×;") in md
+    assert "against our training loop: 8.18×" in md and "2 threads, 5 iteration(s) (instead of paper's 25)" in md
+    assert glove_ref_bench.roofline_rates(cell, {}) == {}  # no peaks (no torch): no roofline, no crash
+    no_corpus = {**res, "cells": [{**cell, "ours": {k: v for k, v in cell["ours"].items() if k != "corpus_median"}}]}
+    assert "counting co-occurrences 10.0 (reading the file and shuffling not included)" in glove_ref_bench.markdown(
+        no_corpus)
     assert "Roofline (paper, 5 iterations" in md and "10.0 M updates per iteration" in md
     # a record from before the roofline (2026-12-03): one run per side, no peaks, no per-run fields
     old = {**res, "command": "python benchmarks/glove_reference.py --reference /x/build", "repeats": 1}
@@ -635,8 +642,8 @@ def test_glove_reference_pairs_runs_counts_updates_per_side_and_renders_old_reco
     one = {k: v for k, v in cell.items() if k not in ("roofline", "paired")}
     one["runs"] = {s: [{k: v for k, v in rs[0].items() if k not in ("count_s", "nonzeros", "records")}]
                    for s, rs in runs.items()}
-    one["ours"] = {k: v for k, v in cell["ours"].items() if k not in ("count_median", "train_median")}
+    one["ours"] = {k: v for k, v in cell["ours"].items() if k not in ("count_median", "train_median", "corpus_median")}
     old["cells"] = [one]
     md = glove_ref_bench.markdown(old)
     assert "`python benchmarks/glove_reference.py --reference GloVe/build`" in md and "Roofline" not in md
-    assert "| 30.0 | 0.470 |" in md and "paired" not in md and "Ours (median s)" not in md
+    assert "| 30.0 | 0.470 |" in md and "paired" not in md and "Ours (median s)" not in md and "instead of" not in md

@@ -287,38 +287,108 @@ def test_sorted_run_of_a_flushed_table_on_both_paths(slot_bits):
     np.testing.assert_array_equal(v, vals[slots][order])
 
 
-def test_cooccurrence_counts_the_same_on_several_threads_with_flushes():
+def _many_short_sentences(n_sentences=2000, length=5, n_vocab=400, seed=5):
     from embedstack.static._corpus import IdCorpus
-    from embedstack.static.glove import cooccurrence_matrix
     from embedstack.text import Vocabulary
 
-    rng = np.random.default_rng(5)
-    ids = rng.integers(0, 60, size=5000).astype(np.int32)
-    offsets = np.concatenate([[0], np.sort(rng.choice(np.arange(1, 5000), 40, replace=False)), [5000]])
-    vocab = Vocabulary(min_count=1).fit([[str(i) for i in range(60)]])
-    corpus = IdCorpus.from_arrays(ids, offsets, vocab)
-    seen: list[int] = []
-    one = cooccurrence_matrix(corpus, window=5, table_size=1024, dense_words=8)
-    for workers in (2, 3):
-        got = cooccurrence_matrix(corpus, window=5, table_size=1024, dense_words=8, workers=workers,
-                                  progress=lambda p: seen.append(p["done"]))
-        np.testing.assert_array_equal(got[0], one[0])
-        np.testing.assert_array_equal(got[1], one[1])
-        np.testing.assert_allclose(got[2], one[2], rtol=1e-6)
-    assert np.all(np.diff(one[0].astype(np.int64) * 60 + one[1]) > 0)  # sorted by (row, col), no repeats
-    assert seen[-1] == 5000 and seen == sorted(seen[: len(seen) // 2]) + sorted(seen[len(seen) // 2:])
+    ids = np.random.default_rng(seed).integers(0, n_vocab, size=n_sentences * length).astype(np.int32)
+    offsets = np.arange(0, n_sentences * length + 1, length)
+    vocab = Vocabulary(min_count=1).fit([[str(i) for i in range(n_vocab)]])
+    return ids, offsets, IdCorpus.from_arrays(ids, offsets, vocab)
 
 
-def test_cooccurrence_table_grows_to_hold_the_longest_sentence():
-    # one 3,000-token sentence adds up to 15,000 new pairs before the table can be flushed: a 1,024-entry
-    # table would fill up mid-sentence and its probing never find a free slot
-    from embedstack.static._corpus import IdCorpus
+def _assert_counts(rows, cols, vals, ref):
+    got = {(int(a), int(b)): float(x) for a, b, x in zip(rows, cols, vals, strict=True)}
+    assert set(got) == set(ref)
+    for k, x in ref.items():
+        assert got[k] == pytest.approx(x * (2 if k[0] == k[1] else 1), rel=1e-5)
+
+
+def test_cooccurrence_flushes_many_runs_and_counts_the_same_on_several_threads():
+    # 2,000 sentences of 5 words over 400 words: ~17,700 distinct sparse pairs through a 1,024-entry table
+    # (flushed at 716), so every thread merges several runs of its own before the parts are merged
+    import threading
+
+    from embedstack.static import glove as G
+
+    ids, offsets, corpus = _many_short_sentences()
+    ref = R.cooccur(ids, offsets, 4)
+    pushed: list[str] = []
+    real_push = G._push_run
+
+    def push(runs, run):
+        pushed.append(threading.current_thread().name)
+        real_push(runs, run)
+
+    G._push_run = push
+    try:
+        one = G.cooccurrence_matrix(corpus, window=4, table_size=1024, dense_words=8)
+        assert len(pushed) > 5  # flushed mid-corpus, not once at the end
+        _assert_counts(*one, ref)
+        seen: list[int] = []
+        for workers in (2, 3, 9):
+            seen.clear()
+            pushed.clear()
+            got = G.cooccurrence_matrix(corpus, window=4, table_size=1024, dense_words=8, workers=workers,
+                                        progress=lambda p: seen.append(p["done"]))
+            np.testing.assert_array_equal(got[0], one[0])
+            np.testing.assert_array_equal(got[1], one[1])
+            np.testing.assert_allclose(got[2], one[2], rtol=1e-6)
+            threads = min(workers, G.COUNT_THREADS_MAX)  # 9 asked, 4 used: each holds its own table and block
+            assert len(set(pushed)) == threads and len(pushed) > 2 * threads
+            assert seen and seen[-1] == len(ids) and seen == sorted(seen)  # from the caller's thread, cumulative
+    finally:
+        G._push_run = real_push
+    assert np.all(np.diff(one[0].astype(np.int64) * 400 + one[1]) > 0)  # sorted by (row, col), no repeats
+
+
+def test_cooccurrence_counting_threads_stop_when_progress_raises(monkeypatch):
+    import threading
+    import time
+
+    from embedstack.static import _kernels as K
     from embedstack.static.glove import cooccurrence_matrix
+
+    _, _, corpus = _many_short_sentences()
+    calls = []
+    real_job = K.cooccur_job
+
+    def slow_job(*args):  # ~14 table fills per thread: 1.4 s of counting, stopped after the first 0.5 s
+        calls.append(1)
+        time.sleep(0.1)
+        return real_job(*args)
+
+    monkeypatch.setattr(K, "cooccur_job", slow_job)
+
+    def boom(p):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cooccurrence_matrix(corpus, window=4, table_size=1024, dense_words=8, workers=2, progress=boom)
+    for t in threading.enumerate():
+        if t.name.startswith("embedstack-count-"):
+            t.join(timeout=5)
+            assert not t.is_alive()
+    assert len(calls) < 20  # a full count takes ~28 table fills on 2 threads
+
+
+def test_cooccurrence_stops_mid_sentence_to_flush_so_the_table_never_grows_with_sentences():
+    # one 3,000-token sentence adds up to 15,000 new pairs: the count flushes a 1,024-entry table after the
+    # token that fills it to 70% and resumes at the next token of the same sentence
+    from embedstack.errors import ConfigError
+    from embedstack.static._corpus import IdCorpus
+    from embedstack.static.glove import _table_for, cooccurrence_matrix
     from embedstack.text import Vocabulary
 
     ids = np.random.default_rng(2).integers(0, 400, size=3000).astype(np.int32)
     vocab = Vocabulary(min_count=1).fit([[str(i) for i in range(400)]])
-    corpus = IdCorpus.from_arrays(ids, np.array([0, 3000]), vocab)
-    rows, cols, vals = cooccurrence_matrix(corpus, window=5, table_size=1024, dense_words=0)
-    ref = R.cooccur(ids, np.array([0, 3000]), 5)
-    assert len(vals) == len(ref)
+    for workers in (1, 2):  # one sentence: one part, whatever the threads
+        corpus = IdCorpus.from_arrays(ids, np.array([0, 3000]), vocab)
+        _assert_counts(*cooccurrence_matrix(corpus, window=5, table_size=1024, dense_words=0, workers=workers),
+                       R.cooccur(ids, np.array([0, 3000]), 5))
+    assert _table_for(1024, 5, 400, 0) == 1024  # a token adds at most 5 pairs: room to spare
+    assert _table_for(1024, 400, 400, 0) == 2048  # a window wider than 30% of the table grows it
+    assert _table_for(1024, 400, 20, 0) == 1024  # 210 distinct pairs: the table never fills
+    assert _table_for(1 << 23, 10, 105_343, 4096) == 1 << 23
+    with pytest.raises(ConfigError, match="power of two"):
+        cooccurrence_matrix(corpus, window=5, table_size=0)

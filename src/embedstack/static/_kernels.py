@@ -814,12 +814,15 @@ def _fnv_byte(h, byte):
 
 
 @_jit
-def cooccur_job(ids, offsets, s_begin, s_end, window, n_vocab, dense, n_dense, keys, vals, max_fill):
-    """Accumulate 1/distance co-occurrence weights of sentences ``s_begin..`` (upper triangle i <= j).
+def cooccur_job(ids, offsets, s_begin, pos, s_end, window, n_vocab, dense, n_dense, keys, vals, max_fill):
+    """Accumulate 1/distance co-occurrence weights (upper triangle i <= j) from token ``pos`` of sentence
+    ``s_begin`` (``offsets[s_begin] <= pos``) up to sentence ``s_end``.
 
+    Each pair is counted at its left token, so the count can stop after any token and resume at the next.
     Pairs of two frequent words (both ids < ``n_dense``) go to the dense block; the others into an
     open-addressing hash table (``keys`` int64, -1 = empty; capacity a power of two). Stops after the
-    sentence that brings the table past ``max_fill`` entries. Returns (next sentence, filled entries).
+    token that brings the table to ``max_fill`` entries (a token adds at most ``window``), so a table of
+    at least ``max_fill + window`` entries never fills. Returns (sentence, next token, filled entries).
     """
     cap = keys.shape[0]
     mask = np.uint64(cap - 1)
@@ -828,10 +831,10 @@ def cooccur_job(ids, offsets, s_begin, s_end, window, n_vocab, dense, n_dense, k
         if keys[p] >= 0:
             fill += 1
     s = s_begin
+    i = pos
     while s < s_end:
-        a = offsets[s]
         b = offsets[s + 1]
-        for i in range(a, b):
+        while i < b:
             wi = ids[i]
             jmax = min(b, i + window + 1)
             for j in range(i + 1, jmax):
@@ -856,10 +859,13 @@ def cooccur_job(ids, offsets, s_begin, s_end, window, n_vocab, dense, n_dense, k
                         fill += 1
                         break
                     slot = (slot + np.uint64(1)) & mask
+            i += 1
+            if fill >= max_fill:
+                if i >= b:
+                    s += 1
+                return s, i, fill
         s += 1
-        if fill >= max_fill:
-            break
-    return s, fill
+    return s, i, fill
 
 
 @_jit

@@ -1,11 +1,11 @@
 """GloVe: co-occurrence counting in bounded memory, then weighted least squares with AdaGrad.
 
-Counting streams the id stream once (``workers`` threads, each on its own part): each pair of words at distance ``d <= window`` adds ``1/d`` to
+Counting streams the id stream once (up to 4 threads, each on its own part): each pair of words at distance ``d <= window`` adds ``1/d`` to
 their (symmetric) count. Pairs of two frequent words go to a small dense block; the rest go to a
 fixed-size open-addressing hash table in a numba kernel. When the table fills, its entries are
 sorted into a run and the table is reused; runs of similar size are merged as they come (summing the
-counts of a pair seen in both, one linear pass each), so memory stays near the table plus the final
-sparse matrix, and no flush sorts what earlier flushes already sorted. Training minimises
+counts of a pair seen in both, one linear pass each), so no flush sorts what earlier flushes already
+sorted, and memory stays near the table plus the final sparse matrix per counting thread. Training minimises
 ``sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2`` with ``f(x) = min(1, (x / x_max)^alpha)``
 by AdaGrad over shuffled entries on several threads (hogwild). The output vectors are ``W + W~``.
 
@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -69,9 +70,14 @@ def _push_run(runs: list[tuple[np.ndarray, np.ndarray]], run: tuple[np.ndarray, 
         runs.append(K.merge_sum(ka, va, kb, vb))
 
 
+COUNT_THREADS_MAX = 4  # each counting thread holds its own table and dense block (256 MiB at the defaults)
+
+
 def _count_part(corpus: IdCorpus, s_begin: int, s_end: int, window: int, table_size: int, n_dense: int,
-                progress: Callable[[int], None] | None) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-    """Count sentences ``s_begin..s_end`` into their own table and dense block: the merged runs and the block."""
+                done: list[int], stop: threading.Event) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Count sentences ``s_begin..s_end`` into their own table and dense block: the merged runs and the block.
+    Adds the tokens counted to ``done[0]`` after each table fill; returns early once ``stop`` is set (its
+    result is then discarded)."""
     from embedstack.static import _kernels as K
 
     v = len(corpus.vocab)
@@ -83,18 +89,28 @@ def _count_part(corpus: IdCorpus, s_begin: int, s_end: int, window: int, table_s
     slot_bits = int(table_size).bit_length() - 1
     runs: list[tuple[np.ndarray, np.ndarray]] = []
     ids, offsets = np.asarray(corpus.ids), corpus.offsets
-    s = s_begin
-    while s < s_end:
-        s0 = s
-        s, fill = K.cooccur_job(ids, offsets, s, s_end, int(window), v, dense, n_dense, keys, vals,
-                                int(table_size * 0.7))
+    s, pos = s_begin, int(offsets[s_begin])
+    while s < s_end and not stop.is_set():
+        pos0 = pos
+        s, pos, fill = K.cooccur_job(ids, offsets, s, pos, s_end, int(window), v, dense, n_dense, keys, vals,
+                                     int(table_size * 0.7))
         if fill >= int(table_size * 0.7) or s >= s_end:
             _push_run(runs, _sorted_run(keys, vals, slot_bits))
             keys.fill(-1)
             vals.fill(0.0)
-        if progress is not None:
-            progress(int(offsets[s] - offsets[s0]))
+        done[0] += int(pos - pos0)  # one writer per counter: no lock needed
     return runs, dense
+
+
+def _table_for(table_size: int, window: int, n_vocab: int, n_dense: int) -> int:
+    """``table_size``, doubled until a table 70% full still has room for the new pairs one token can add
+    (``window``; never more than the distinct pairs the hash table can see): the count stops to flush after
+    the token that fills it to 70%, and a full table would probe forever for a free slot. Only a window
+    wider than 30% of the table grows it."""
+    distinct = n_vocab * (n_vocab + 1) // 2 - n_dense * (n_dense + 1) // 2
+    while table_size - int(table_size * 0.7) < min(int(window), distinct) and table_size <= distinct:
+        table_size *= 2
+    return table_size
 
 
 def cooccurrence_matrix(corpus: IdCorpus, *, window: int = 10, table_size: int = 1 << 23,
@@ -104,56 +120,70 @@ def cooccurrence_matrix(corpus: IdCorpus, *, window: int = 10, table_size: int =
     (row, col).
 
     A word paired with itself counts twice (both directions of the symmetric matrix). Sums are
-    accumulated in float64 and returned as float32. ``workers`` threads count contiguous parts of the
-    corpus, each with its own table and block; the result is the same for any number of workers, up to
-    the order of float64 additions. Memory per worker: a ``dense_words``² float64 block + a hash table of
-    ``table_size`` entries (16 bytes each); then sorted runs of the flushed tables, merged as they come
-    (about the result's size).
+    accumulated in float64 and returned as float32. ``workers`` threads (at most ``COUNT_THREADS_MAX``)
+    count contiguous parts of the corpus, each with its own table and block; the counts are the same for
+    any number of threads, up to the order of float64 additions. Memory per thread: a ``dense_words``²
+    float64 block + a hash table of ``table_size`` entries (16 bytes each; doubled only for a window wider
+    than 30% of it) + its sorted runs (about the result's size), merged at the end. ``progress`` is called
+    from the caller's thread about every 0.5 s and once at the end.
     """
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
     from embedstack.static import _kernels as K
 
-    if table_size & (table_size - 1):
+    if table_size < 1 or table_size & (table_size - 1):
         raise ConfigError(f"table_size must be a power of two; got {table_size}.")
     v = len(corpus.vocab)
     n_dense = min(v, int(dense_words))
     n_s = corpus.n_sentences
     offsets = corpus.offsets
-    # a table is flushed between sentences once 70% full, so the other 30% must hold the most new pairs one
-    # sentence can add (window per token), or its probing would never find a free slot: grow it to fit
-    longest = int(np.diff(offsets).max()) if n_s else 0
-    while table_size - int(table_size * 0.7) < longest * int(window):
-        table_size *= 2
+    table_size = _table_for(int(table_size), int(window), v, n_dense)
+    n_parts = max(1, min(int(workers), COUNT_THREADS_MAX))
     # parts of about equal tokens, cut at sentence ends
-    cuts = np.searchsorted(offsets, np.linspace(0, int(offsets[n_s]), max(1, int(workers)) + 1)).clip(max=n_s)
+    cuts = np.searchsorted(offsets, np.linspace(0, int(offsets[n_s]), n_parts + 1)).clip(max=n_s)
     cuts[0], cuts[-1] = 0, n_s
-    lock, done = threading.Lock(), [0]
-
-    def tick(n: int) -> None:
-        if progress is not None:
-            with lock:
-                done[0] += n
-                progress({"stage": "cooccurrence", "done": done[0], "total": corpus.n_words})
-
     parts = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a] or [(0, 0)]
+    dones = [[0] for _ in parts]
+    results: list[tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray] | None] = [None] * len(parts)
+    errors: list[BaseException] = []
+    stop = threading.Event()
 
-    def count(part: tuple[int, int]) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
-        return _count_part(corpus, part[0], part[1], window, table_size, n_dense, tick)
+    def count(i: int) -> None:
+        try:
+            a, b = parts[i]
+            results[i] = _count_part(corpus, a, b, window, table_size, n_dense, dones[i], stop)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+            stop.set()
 
-    if len(parts) == 1:
-        results = [count(parts[0])]
-    else:
-        with ThreadPoolExecutor(len(parts)) as pool:
-            results = list(pool.map(count, parts))
+    threads = [threading.Thread(target=count, args=(i,), daemon=True, name=f"embedstack-count-{i}")
+               for i in range(len(parts))]
+    try:
+        for t in threads:
+            t.start()
+        while True:
+            alive = [t for t in threads if t.is_alive()]
+            if alive:
+                alive[0].join(timeout=0.5)
+            if progress is not None:  # every 0.5 s or when a thread ends, and once after the last one
+                progress({"stage": "cooccurrence", "done": sum(d[0] for d in dones), "total": corpus.n_words})
+            if not alive:
+                break
+    except BaseException:
+        stop.set()  # Ctrl-C or a progress callback that raised: the threads stop at their next table fill
+        raise
+    if errors:
+        raise errors[0]
     runs: list[tuple[np.ndarray, np.ndarray]] = []
-    dense = results[0][1]
-    for part_runs, block in results:
+    dense = None
+    for res in results:
+        assert res is not None
+        part_runs, block = res
         runs += part_runs
-        if block is not dense:
+        if dense is None:
+            dense = block  # this call's own array: the other blocks are added into it
+        else:
             dense += block
-    del results
+    results.clear()
+    assert dense is not None
     r, c = np.nonzero(np.triu(dense))  # row-major: keys r * v + c come out ascending
     runs.append((r.astype(np.int64) * v + c, dense[r, c]))
     del dense
