@@ -23,7 +23,7 @@ Speed: wall seconds from start to saved vectors, each side a fresh process; ``--
 side, interleaved with the order alternating, and each run paired with the other side's run of the
 same round. ``--iterations`` overrides the settings' iteration counts, so that several full runs fit
 in an hour (the reference at 25 iterations takes 30-40 minutes on 2 threads). A roofline puts the
-training step (the reference's ``glove`` program; our ``seconds``) next to this machine's fp32 GEMM
+training step (the reference's ``glove`` program from start to exit; our training loop, ``seconds``) next to this machine's fp32 GEMM
 and memory-read peaks, measured in the same run: each co-occurrence record is one update of two
 random vector rows and their AdaGrad sums.
 
@@ -210,7 +210,7 @@ def markdown(res: dict[str, Any]) -> str:
     default = ", ".join(f"{c['setting']}'s {SETTINGS[c['setting']]['epochs']}" for c in res["cells"])
     override = f", {iters} iteration(s) (instead of {default})" if iters else ""
     lines = ["## GloVe: ours against the reference C implementation (`benchmarks/glove_reference.py`)", "",
-             f"Reproduce: `{res['command'] if res.get('peaks') else 'python benchmarks/glove_reference.py --reference GloVe/build'}` "
+             f"Reproduce: `{res['command'] if 'iterations' in res else 'python benchmarks/glove_reference.py --reference GloVe/build'}` "
              f"(the reference built from https://github.com/stanfordnlp/GloVe at {res['reference_commit']} with its own "
              f"`make`, `-O3 -march=native -funroll-loops`). Same token file "
              f"as `word2vec_cli` ({res['file_mb']:.0f} MB, one document per line), dim {COMMON['dim']}, min_count "
@@ -259,7 +259,7 @@ def markdown(res: dict[str, Any]) -> str:
                 ours_steps = (f" Ours (median s): reading and tokenizing the file {ours['corpus_median']:.1f}, counting "
                               f"co-occurrences {ours['count_median']:.1f}, training {ours['train_median']:.1f}. Reading "
                               f"and counting against the reference's first three programs (which also shuffle the records "
-                              f"on disk): {prep / (ours['corpus_median'] + ours['count_median']):.2f}×;")
+                              f"on disk): {prep / (ours['corpus_median'] + ours['count_median']):.2f}×.")
             else:
                 ours_steps = (f" Ours (median s): counting co-occurrences {ours['count_median']:.1f} (reading the file "
                               f"and shuffling not included), training {ours['train_median']:.1f}.")

@@ -629,7 +629,7 @@ def test_glove_reference_pairs_runs_counts_updates_per_side_and_renders_old_reco
     assert "paired per round: 5.00, 4.00 (median 4.50)" in md
     assert ("Ours (median s): reading and tokenizing the file 4.0, counting co-occurrences 10.0, training 5.5. "
             "Reading and counting against the reference's first three programs (which also shuffle the records on "
-            "disk): 0.07×;") in md
+            "disk): 0.07×.") in md
     assert "against our training loop: 8.18×" in md and "2 threads, 5 iteration(s) (instead of paper's 25)" in md
     assert glove_ref_bench.roofline_rates(cell, {}) == {}  # no peaks (no torch): no roofline, no crash
     no_corpus = {**res, "cells": [{**cell, "ours": {k: v for k, v in cell["ours"].items() if k != "corpus_median"}}]}

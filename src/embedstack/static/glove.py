@@ -1,11 +1,12 @@
 """GloVe: co-occurrence counting in bounded memory, then weighted least squares with AdaGrad.
 
-Counting streams the id stream once (up to 4 threads, each on its own part): each pair of words at distance ``d <= window`` adds ``1/d`` to
-their (symmetric) count. Pairs of two frequent words go to a small dense block; the rest go to a
-fixed-size open-addressing hash table in a numba kernel. When the table fills, its entries are
-sorted into a run and the table is reused; runs of similar size are merged as they come (summing the
-counts of a pair seen in both, one linear pass each), so no flush sorts what earlier flushes already
-sorted, and memory stays near the table plus the final sparse matrix per counting thread. Training minimises
+Counting streams the id stream once (up to 4 threads, each on its own part): each pair of words at
+distance ``d <= window`` adds ``1/d`` to their (symmetric) count. Pairs of two frequent words go to a
+small dense block; the rest go to a fixed-size open-addressing hash table in a numba kernel. When the
+table fills, its entries are sorted into a run and the table is reused; runs of similar size are merged
+as they come (summing the counts of a pair seen in both, one linear pass each), so no flush sorts what
+earlier flushes already sorted, and memory stays near the table plus the final sparse matrix per
+counting thread. Training minimises
 ``sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2`` with ``f(x) = min(1, (x / x_max)^alpha)``
 by AdaGrad over shuffled entries on several threads (hogwild). The output vectors are ``W + W~``.
 
