@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from _report import (  # noqa: E402
     command_line,
     data_dir,
     l3_bytes,
+    load_average,
     log,
     render_last,
     result_name,
@@ -313,7 +313,7 @@ def main() -> None:
     commit = args.reference_commit or subprocess.run(["git", "-C", str(build.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "(commit unknown)"
     work = CACHE / "glove_reference"
-    load_before = [round(x, 2) for x in os.getloadavg()]  # before the peaks, which load both cores
+    load_before = load_average()  # before the peaks, which load both cores
     try:  # the peaks need torch; exact_search also sets OMP/BLAS/numba threads to 2 for the children
         from exact_search import roofline
 
@@ -371,7 +371,7 @@ def main() -> None:
            "reference_commit": commit, "file_mb": path.stat().st_size / 1e6, "workers": args.workers,
            "memory": args.memory, "repeats": args.repeats, "options": COMMON, "cells": cells,
            "skipgram": skipgram_rows(), "load_before": load_before,
-           "load_after": [round(x, 2) for x in os.getloadavg()]}
+           "load_after": load_average()}
     md = markdown(res)
     print(md)
     if not args.no_report:
