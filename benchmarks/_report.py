@@ -185,6 +185,11 @@ def result_name(value: str) -> str:
     return value
 
 
+def name_flag(name: str, default: str) -> str:
+    """`` --name NAME`` for a section's reproduce line, or nothing where ``name`` is the script's default."""
+    return "" if name == default else f" --name {name}"
+
+
 def roofline_share(gflops: float, bf16: bool, peaks: dict[str, float]) -> dict[str, Any]:
     """A rate in GFLOP/s against the GEMM peak of the precision it ran in (``peaks`` from ``exact_search.roofline``:
     ``fp32_gflops_peak``, ``bf16_gflops``)."""

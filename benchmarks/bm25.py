@@ -33,7 +33,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ratio, write_results  # noqa: E402
+from _report import name_flag, ratio, result_name, write_results  # noqa: E402
 from embedstack.count import BM25, LSA, BagOfWords, TfIdf  # noqa: E402
 from embedstack.count.bm25 import topk_sparse_rows  # noqa: E402
 from embedstack.count.specs import ENGLISH_ANALYZER  # noqa: E402
@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--lsa-dims", type=int, default=256)
     ap.add_argument("--no-write", action="store_true", help="print results, do not touch BENCHMARKS.md")
+    ap.add_argument("--name", type=result_name, default="bm25",
+                    help="results file and BENCHMARKS.md section (default bm25; e.g. bm25_zen4 for another CPU)")
     args = ap.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     lsa_dims = 64 if args.quick else args.lsa_dims
@@ -308,13 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, r_ in others.items():
         lines.append(f"| {name} | {r_['ndcg@10']:.4f} | {r_['fit_s']:.2f} |")
-    cmd = "EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/bm25.py" + (" --quick" if args.quick else "")
+    cmd = "EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/bm25.py" + (" --quick" if args.quick else "") + name_flag(args.name, "bm25")
     lines += ["", f"Reproduce: `{cmd}`"]
     md = "\n".join(lines)
     if not args.quiet or args.no_write:
         print(md)
     if not args.no_write:
-        write_results("bm25", results, md)
+        write_results(args.name, results, md)
     return 0
 
 

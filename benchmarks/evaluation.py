@@ -32,7 +32,7 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_line, interleaved, load_average, spread, write_results  # noqa: E402
+from _report import cpu_line, interleaved, load_average, name_flag, result_name, spread, write_results  # noqa: E402
 from embedstack.data import iter_texts, load_analogies, load_beir, load_word_similarity, resolve_dataset  # noqa: E402
 from embedstack.evaluation.metrics import evaluate_run  # noqa: E402
 from embedstack.evaluation.words import evaluate_analogies, evaluate_word_similarity  # noqa: E402
@@ -186,6 +186,8 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--articles", type=int, default=None, help="enwiki articles for the PPMI vectors")
+    ap.add_argument("--name", type=result_name, default="evaluation",
+                    help="results file and BENCHMARKS.md section (default evaluation; e.g. evaluation_zen4 for another CPU)")
     args = ap.parse_args()
     repeats = 1 if args.quick else max(5, args.repeats or 5)  # issue 16: at least 5 runs per side
     n_articles = args.articles or (500 if args.quick else 2000)
@@ -203,9 +205,9 @@ def main() -> None:
                   f"(analogies: ours at {100 * w_res['analogy_share_of_fp32_peak']['ours']:.1f}%, gensim at "
                   f"{100 * w_res['analogy_share_of_fp32_peak']['gensim']:.2f}%), memory read "
                   f"{peaks['read_gbs']:.1f} GB/s.\n")
-    cmd = "EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/evaluation.py" + (" --quick" if args.quick else "")
+    cmd = "EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/evaluation.py" + (" --quick" if args.quick else "") + name_flag(args.name, "evaluation")
     md = f"## Evaluation code vs pytrec_eval and gensim\n\n`{cmd}`\n\n{machine_md}\n{m_md}\n{w_md}"
-    write_results("evaluation", {"quick": args.quick, "metrics": m_res, "words": w_res, "peaks": peaks,
+    write_results(args.name, {"quick": args.quick, "metrics": m_res, "words": w_res, "peaks": peaks,
                                  "load_before": load_before, "load_after": load_after, "repeats": repeats}, md)
     log(md, args.quiet)
 

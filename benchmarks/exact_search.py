@@ -47,7 +47,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import cpu_name, log, ratio, rotated, write_results  # noqa: E402
+from _report import cpu_name, log, name_flag, ratio, rotated, write_results  # noqa: E402
 from search import random_unit, recall_at  # noqa: E402
 
 K = 10
@@ -483,7 +483,7 @@ def main() -> None:
 
     res: dict[str, Any] = {"command": "python benchmarks/exact_search.py" + (
         "" if args.sizes == "100000,1000000" and args.repeats == 5 else f" --sizes {args.sizes} --repeats {args.repeats}")
-        + ("" if args.name == "exact_search" else f" --name {args.name}"), "name": args.name,
+        + name_flag(args.name, "exact_search"), "name": args.name,
         "repeats": args.repeats, "single": args.single, "faiss": faiss.__version__,
         "int8_backend": _scan.int8_backend(), "cpu_flags": sorted(_scan.cpu_features()),
         "cpu": cpu_name(), "load_before": load()}

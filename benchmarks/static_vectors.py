@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, data_dir, load_average, ratio, rotated, write_results  # noqa: E402
+from _report import RESULTS, data_dir, load_average, name_flag, ratio, result_name, rotated, write_results  # noqa: E402
 
 
 def log(quiet: bool, *msg: Any) -> None:
@@ -126,6 +126,9 @@ def main() -> None:
                     help="runs per side and model, interleaved with the order rotated (issue 16: at least 5)")
     ap.add_argument("--reuse-previous", action="store_true",
                     help="fill models not in --models from the last recorded run (same corpus size), marked as such")
+    ap.add_argument("--name", type=result_name, default="static_vectors",
+                    help="results file, BENCHMARKS.md section and plot name (default static_vectors; e.g. "
+                         "static_vectors_zen4 for another CPU)")
     args = ap.parse_args()
     q = args.quiet
     os.environ.setdefault("OMP_NUM_THREADS", str(args.workers))
@@ -221,7 +224,7 @@ def main() -> None:
                     curve[loss].append(min(step_cost(v, loss=loss, steps=3, seed=r) for r in range(3)))
                 log(q, f"[nplm] V={v}: softmax {curve['softmax'][-1] * 1e6:.1f} us/example, "
                        f"NS {curve['negative'][-1] * 1e6:.1f} us/example")
-            results["nplm"] = curve
+            results["nplm"] = {**curve, "plot": f"benchmarks/results/{args.name}_nplm.png"}
             import matplotlib
 
             matplotlib.use("Agg")
@@ -237,7 +240,7 @@ def main() -> None:
             ax.legend()
             fig.tight_layout()
             RESULTS.mkdir(parents=True, exist_ok=True)
-            fig.savefig(RESULTS / "static_vectors_nplm.png", dpi=120)
+            fig.savefig(RESULTS / f"{args.name}_nplm.png", dpi=120)
         except ImportError as exc:
             results["nplm"] = {"skipped": str(exc)}
     results["load"] = {"before": load_before, "after": load_average()}
@@ -249,16 +252,16 @@ def main() -> None:
         for kind, *_ in rows:
             results[kind]["roofline"] = roofline_rates(results[kind].pop("roofline_cell"), raw, peaks)
     if args.reuse_previous:
-        reuse_previous(results, rows, models)
-    write_results("static_vectors", results, markdown(results, args, rows))
+        reuse_previous(results, rows, models, args.name)
+    write_results(args.name, results, markdown(results, args, rows))
     log(q, "done: BENCHMARKS.md updated")
 
 
-def reuse_previous(results: dict[str, Any], rows: list, models: list[str]) -> None:
+def reuse_previous(results: dict[str, Any], rows: list, models: list[str], name: str) -> None:
     """Copy results of models not run now from the last jsonl record on the same corpus, tagged with its date."""
     import json
 
-    path = RESULTS / "static_vectors.jsonl"
+    path = RESULTS / f"{name}.jsonl"
     if not path.exists():
         return
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -324,6 +327,7 @@ def markdown(res: dict[str, Any], args: argparse.Namespace, rows) -> str:
     cmd = "python benchmarks/static_vectors.py" + (" --quick" if args.quick else "") + f" --epochs {args.epochs}"
     if args.models != "skipgram,cbow,fasttext,glove,nplm":
         cmd += f" --models {args.models}" + (" --reuse-previous" if args.reuse_previous else "")
+    cmd += name_flag(args.name, "static_vectors")
     lines = [
         "## Static word vectors vs gensim 4.4",
         "",
@@ -383,7 +387,7 @@ def markdown(res: dict[str, Any], args: argparse.Namespace, rows) -> str:
         when = f" (run of {n['from_run']})" if "from_run" in n else ""
         lines += ["", f"NPLM per-example cost{when}, full softmax vs negative sampling: {cells} "
                       "(context 4, dim 64, hidden 128, batch 256, Adam with sparse embedding updates, one thread, best of 3; "
-                      "plot: benchmarks/results/static_vectors_nplm.png)."]
+                      f"plot: {n.get('plot', 'benchmarks/results/static_vectors_nplm.png')})."]
     return "\n".join(lines)
 
 

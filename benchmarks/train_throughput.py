@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import ROOT, load_average, ratio, shares_text, write_results  # noqa: E402
+from _report import ROOT, load_average, ratio, result_name, shares_text, write_results  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if not os.environ.get("EMBEDSTACK_DATA_DIR") and (ROOT.parent / "shared" / "data").is_dir():
@@ -472,6 +472,8 @@ def main() -> None:
                          "over ~550 abstracts); prints the JSON, writes no report")
     ap.add_argument("--no-report", action="store_true", help="print the JSON; do not append results or edit BENCHMARKS.md")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--name", type=result_name, default=NAME,
+                    help=f"results file and BENCHMARKS.md section (default {NAME}; e.g. {NAME}_zen4 for another CPU)")
     args = ap.parse_args()
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if not sides or any(s not in SIDES for s in sides):
@@ -498,8 +500,8 @@ def main() -> None:
         if args.no_report:
             print(json.dumps(res, indent=1, default=float))
         else:
-            write_results(NAME, res, markdown(res))
-            log(args.quiet, f"appended to benchmarks/results/{NAME}.jsonl and BENCHMARKS.md")
+            write_results(args.name, res, markdown(res, args.name))
+            log(args.quiet, f"appended to benchmarks/results/{args.name}.jsonl and BENCHMARKS.md")
 
 
 def run_task(task: str, args: argparse.Namespace, sides: list[str], precision: dict[str, str], folder: Path,
@@ -657,10 +659,10 @@ def targets(per_side: dict[str, Any], speedup: float) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- report
-def latest_by_task() -> dict[str, dict[str, Any]]:
+def latest_by_task(name: str = NAME) -> dict[str, dict[str, Any]]:
     from _report import RESULTS
 
-    path = RESULTS / f"{NAME}.jsonl"
+    path = RESULTS / f"{name}.jsonl"
     out: dict[str, dict[str, Any]] = {}
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -671,9 +673,9 @@ def latest_by_task() -> dict[str, dict[str, Any]]:
     return out
 
 
-def markdown(res: dict[str, Any]) -> str:
+def markdown(res: dict[str, Any], name: str = NAME) -> str:
     """The section shows the latest full run of every task (this one included)."""
-    by_task = latest_by_task()
+    by_task = latest_by_task(name)
     by_task[res["task"]] = res
     lines = ["## Training throughput: our trainers vs sentence-transformers' (all-MiniLM-L6-v2)", "",
              "Each run is one child process (one side, one seed): the wall time of `trainer.train()` (model load and "

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _report import cpu_line, interleaved, load_average, ratio, spread, write_results  # noqa: E402
+from _report import cpu_line, interleaved, load_average, name_flag, ratio, result_name, spread, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--docs", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=5, help="interleaved runs per side (at least 5)")
+    ap.add_argument("--name", type=result_name, default="vocab",
+                    help="results file and BENCHMARKS.md section (default vocab; e.g. vocab_zen4 for another CPU)")
     args = ap.parse_args()
     say = (lambda *a: None) if args.quiet else print
 
@@ -156,9 +158,9 @@ Streaming: `iter_texts` read {n_read:,} WikiExtractor documents ({chars / 1e6:.1
 ({spread(sb, fmt='.3f')}): overhead {ratio(t_ours, t_raw):.2f}x for per-line UTF-8 checks with file:line:byte errors and
 `<doc>` parsing.
 
-Reproduce: `EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/vocab.py{' --quick' if args.quick else ''}`
+Reproduce: `EMBEDSTACK_DATA_DIR=../shared/data .venv/bin/python benchmarks/vocab.py{' --quick' if args.quick else ''}{name_flag(args.name, 'vocab')}`
 """
-    write_results("vocab", res, md)
+    write_results(args.name, res, md)
 
 
 if __name__ == "__main__":

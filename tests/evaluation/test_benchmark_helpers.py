@@ -322,6 +322,28 @@ def test_result_name_refuses_what_cannot_name_a_results_file(report_bench):
             report_bench.result_name(bad)
 
 
+def test_name_flag_adds_the_name_to_a_reproduce_line_only_where_it_is_not_the_default(report_bench):
+    assert report_bench.name_flag("vocab", "vocab") == ""
+    assert report_bench.name_flag("vocab_zen4", "vocab") == " --name vocab_zen4"
+
+
+def test_train_throughput_section_reads_the_tasks_of_its_own_name_only(monkeypatch, tmp_path):
+    gen = _script(monkeypatch, "train_throughput")
+    bench = next(gen)
+    import _report
+
+    monkeypatch.setattr(_report, "RESULTS", tmp_path)
+    (tmp_path / "train_throughput.jsonl").write_text(json.dumps({"task": "sts", "cpu": "xeon"}) + "\n",
+                                                     encoding="utf-8")
+    (tmp_path / "train_throughput_zen4.jsonl").write_text(
+        json.dumps({"task": "ce", "cpu": "zen4"}) + "\n" + json.dumps({"task": "sts", "quick": True}) + "\n",
+        encoding="utf-8")
+    assert bench.latest_by_task() == {"sts": {"task": "sts", "cpu": "xeon"}}
+    assert bench.latest_by_task("train_throughput_zen4") == {"ce": {"task": "ce", "cpu": "zen4"}}
+    assert bench.latest_by_task("train_throughput_none") == {}
+    next(gen, None)
+
+
 def test_roofline_share_prices_each_rate_at_its_precisions_peak(report_bench):
     peaks = {"fp32_gflops_peak": 200.0, "bf16_gflops": 800.0}
     assert report_bench.roofline_share(100.0, False, peaks) == {
