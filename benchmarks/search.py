@@ -505,9 +505,11 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
                     last = h[lib]["curve"][-1]
                     lines.append(f"| {_LIBS.get(lib, lib)}{_when(h[lib], 'curve')} | {_build(h[lib])} | "
                                  f">{last['ef']} | {last['qps']:.0f} | {last['recall@10']:.3f} (not reached) |")
-            lines += ["", "`HNSWIndex` wraps usearch although faiss was faster here: usearch deletes vectors from the "
-                      "graph and opens a saved graph as a memory map, which faiss HNSW does not "
-                      "(reasons in `src/embedstack/index/hnsw.py`). The embedstack row is usearch plus "
+            lines += ["", "`HNSWIndex` wraps usearch by default although faiss was faster here: usearch deletes "
+                      "vectors from the graph and opens a saved graph as a memory map, which faiss HNSW does not "
+                      "(reasons in `src/embedstack/index/hnsw.py`). `HNSWIndex(backend=\"faiss\")` wraps faiss "
+                      "instead (timed against faiss itself in the `hnsw_1m*` sections). The embedstack row is "
+                      "usearch plus "
                       "our id mapping, validation and result arrays (string ids converted back to ints for recall); "
                       "the \"usearch, same graph\" row searches the graph inside our index with usearch directly, "
                       "timed in turn with it at each ef, so the difference between the two is the wrapper's overhead "

@@ -177,6 +177,37 @@ def test_correlations_agree_with_scipy(pairs):
     assert pearson(x, y) == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-9)
 
 
+def test_deep_cutoffs_and_the_nan_error_names_the_document():
+    run = {"q": {f"d{i:03d}": 1000.0 - i for i in range(400)}}
+    qrels = {"q": {"d299": 2, "d999": 1}}  # d299 at rank 300; d999 judged but never retrieved
+    # DCG = 2 / log2(301); the ideal ranks grade 2 then grade 1: 2 / log2(2) + 1 / log2(3)
+    assert ndcg_at_k(run, qrels, 500) == pytest.approx((2 / math.log2(301)) / (2 + 1 / math.log2(3)))
+    assert ndcg_at_k(run, qrels, 299) == 0.0
+    assert recall_at_k(run, qrels, 300) == 0.5 and mrr_at_k(run, qrels, 1000) == 1 / 300
+    with pytest.raises(InputError, match="'b'.*NaN"):
+        rank_documents({"a": 1.0, "b": float("nan"), "c": 0.5})
+
+
+def test_ranks_counted_per_hit_match_the_full_ranking_with_ties_and_non_string_ids():
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n = int(rng.integers(1, 60))
+        ids = [int(i) for i in rng.choice(1000, size=n, replace=False)]
+        # few distinct scores: many ties, broken by the id's string in descending order
+        scores = {(i if trial % 2 else str(i)): float(rng.integers(0, 5)) for i in ids}
+        rels = {str(i): int(rng.integers(0, 3)) for i in rng.choice(1000, size=8, replace=False)}
+        rels[str(ids[0])] = 2
+        ranked = rank_documents(scores)
+        ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:10]
+        found = [(r, rels[d]) for r, d in enumerate(ranked) if rels.get(d, 0) > 0]
+        dcg = sum(g / math.log2(r + 2) for r, g in found if r < 10)
+        expected = {"ndcg": dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal)),
+                    "recall": sum(r < 20 for r, _ in found) / sum(g > 0 for g in rels.values()),
+                    "mrr": 1 / (found[0][0] + 1) if found[0][0] < 5 else 0.0}
+        for metric, k in (("ndcg", 10), ("recall", 20), ("mrr", 5)):
+            assert per_query({"q": scores}, {"q": rels}, metric, k)["q"] == pytest.approx(expected[metric]), trial
+
+
 def test_agrees_with_pytrec_eval_including_ties():
     pytrec_eval = pytest.importorskip("pytrec_eval")
     rng = np.random.default_rng(7)

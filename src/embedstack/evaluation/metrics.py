@@ -26,7 +26,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -69,60 +70,95 @@ def rank_documents(scores: Mapping[str, float], k: int | None = None) -> list[st
     Raises:
         InputError: a score is NaN.
     """
-    items = []
-    for doc, s in scores.items():
-        f = float(s)
-        if math.isnan(f):
-            raise InputError(f"run score of document {doc!r} is NaN; the encoder produced invalid vectors.")
-        items.append((f, str(doc)))
-    items.sort(reverse=True)  # score desc, then doc id desc
-    ranked = [d for _, d in items]
-    return ranked if k is None else ranked[:k]
+    items = sorted(zip(_float_scores(scores), map(str, scores), strict=True), reverse=True)  # score, then id desc
+    return [d for _, d in (items if k is None else items[:k])]
 
 
-def _ndcg(ranked: Sequence[str], rels: Mapping[str, int], k: int) -> float:
+def _float_scores(scores: Mapping[str, float]) -> list[float]:
+    """A query's scores as floats, in the mapping's order (``map`` runs in C: no Python loop per document)."""
+    values = list(map(float, scores.values()))
+    if any(map(math.isnan, values)):
+        doc = next(d for d, v in zip(scores, values, strict=True) if math.isnan(v))
+        raise InputError(f"run score of document {doc!r} is NaN; the encoder produced invalid vectors.")
+    return values
+
+
+# A query's ranking reaches the metrics as its hits: (rank, grade) of each relevant document the run retrieved
+# (rank 0 = first), in rank order. A query has a few relevant documents and a run holds tens to thousands per
+# query, so each hit's rank is counted (bisect on the sorted scores) instead of ranking every document.
+_LOG2: list[float] = [math.log2(i + 2) for i in range(128)]  # log2(i + 2): the discount's denominator at rank i + 1
+
+
+def _log2_upto(k: int) -> list[float]:
+    global _LOG2
+    if len(_LOG2) < k:  # a new, longer list (never appended to: another thread may be reading the old one)
+        _LOG2 = [math.log2(i + 2) for i in range(max(k, 2 * len(_LOG2)))]
+    return _LOG2
+
+
+def _hits(scores: Mapping[str, float] | None, rels: Mapping[str, int]) -> list[tuple[int, int]]:
+    """(rank, grade) of each relevant document of ``rels`` found in ``scores``, by rank; ranks as
+    :func:`rank_documents` orders the documents (score descending, ties by id descending)."""
+    if not scores:
+        return []
+    values = _float_scores(scores)
+    by_id = scores if set(map(type, scores)) == {str} else {str(d): s for d, s in scores.items()}
+    ordered = sorted(values)
+    n = len(ordered)
+    hits = []
+    for doc, grade in rels.items():
+        if grade > 0 and doc in by_id:
+            s = float(by_id[doc])
+            above = bisect_right(ordered, s)
+            rank = n - above  # documents scored higher
+            if above - bisect_left(ordered, s) > 1:  # ties: a larger id ranks first (trec_eval)
+                rank += sum(1 for d, v in by_id.items() if float(v) == s and str(d) > doc)
+            hits.append((rank, grade))
+    hits.sort()
+    return hits
+
+
+def _ndcg(hits: list[tuple[int, int]], rels: Mapping[str, int], k: int, n_rel: int) -> float:
+    log2 = _log2_upto(k)
     dcg = 0.0
-    for i, doc in enumerate(ranked[:k]):
-        g = rels.get(doc, 0)
-        if g > 0:
-            dcg += g / math.log2(i + 2)
+    for r, g in hits:
+        if r < k:
+            dcg += g / log2[r]
     ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    idcg = sum(g / log2[i] for i, g in enumerate(ideal))
     return dcg / idcg
 
 
-def _mrr(ranked: Sequence[str], rels: Mapping[str, int], k: int) -> float:
-    for i, doc in enumerate(ranked[:k]):
-        if rels.get(doc, 0) > 0:
-            return 1.0 / (i + 1)
-    return 0.0
+def _mrr(hits: list[tuple[int, int]], rels: Mapping[str, int], k: int, n_rel: int) -> float:
+    return 1.0 / (hits[0][0] + 1) if hits and hits[0][0] < k else 0.0
 
 
 def _n_relevant(rels: Mapping[str, int]) -> int:
     return sum(1 for g in rels.values() if g > 0)
 
 
-def _recall(ranked: Sequence[str], rels: Mapping[str, int], k: int) -> float:
-    hit = sum(1 for doc in ranked[:k] if rels.get(doc, 0) > 0)
-    return hit / _n_relevant(rels)
+def _n_found(hits: list[tuple[int, int]], k: int) -> int:
+    return sum(1 for r, _ in hits if r < k)
 
 
-def _precision(ranked: Sequence[str], rels: Mapping[str, int], k: int) -> float:
-    hit = sum(1 for doc in ranked[:k] if rels.get(doc, 0) > 0)
-    return hit / k
+def _recall(hits: list[tuple[int, int]], rels: Mapping[str, int], k: int, n_rel: int) -> float:
+    return _n_found(hits, k) / n_rel
 
 
-def _average_precision(ranked: Sequence[str], rels: Mapping[str, int], k: int) -> float:
-    hit = 0
+def _precision(hits: list[tuple[int, int]], rels: Mapping[str, int], k: int, n_rel: int) -> float:
+    return _n_found(hits, k) / k
+
+
+def _average_precision(hits: list[tuple[int, int]], rels: Mapping[str, int], k: int, n_rel: int) -> float:
     total = 0.0
-    for i, doc in enumerate(ranked[:k]):
-        if rels.get(doc, 0) > 0:
-            hit += 1
-            total += hit / (i + 1)
-    return total / _n_relevant(rels)
+    for j, (r, _) in enumerate(hits):
+        if r >= k:
+            break
+        total += (j + 1) / (r + 1)
+    return total / n_rel
 
 
-_METRICS: dict[str, Callable[[Sequence[str], Mapping[str, int], int], float]] = {
+_METRICS: dict[str, Callable[[list[tuple[int, int]], Mapping[str, int], int, int], float]] = {
     "ndcg": _ndcg,
     "mrr": _mrr,
     "recall": _recall,
@@ -151,11 +187,10 @@ def per_query(run: Run, qrels: Qrels, metric: str, k: int) -> dict[str, float]:
         raise ConfigError(f"Unknown ranking metric {metric!r}; choose one of {sorted(_METRICS)}.") from None
     out: dict[str, float] = {}
     for qid, rels in qrels.items():
-        if _n_relevant(rels) == 0:
+        n_rel = _n_relevant(rels)
+        if n_rel == 0:
             continue
-        scores = run.get(qid)
-        ranked = rank_documents(scores, k) if scores else []
-        out[str(qid)] = fn(ranked, rels, k)
+        out[str(qid)] = fn(_hits(run.get(qid), rels), rels, k, n_rel)
     return out
 
 
@@ -215,17 +250,17 @@ def evaluate_run(run: Run, qrels: Qrels, metrics: Iterable[str] = ("ndcg@10", "r
         parsed.append((m, name, _check_k(int(kk))))
     if not parsed:
         return {}
-    depth = max(k for _, _, k in parsed)
     sums = dict.fromkeys((m for m, _, _ in parsed), 0.0)
     n = 0
+    fns = [(m, _METRICS[name], k) for m, name, k in parsed]
     for qid, rels in qrels.items():
-        if _n_relevant(rels) == 0:
+        n_rel = _n_relevant(rels)
+        if n_rel == 0:
             continue
         n += 1
-        scores = run.get(qid)
-        ranked = rank_documents(scores, depth) if scores else []
-        for m, name, k in parsed:
-            sums[m] += _METRICS[name](ranked, rels, k)
+        hits = _hits(run.get(qid), rels)
+        for m, fn, k in fns:
+            sums[m] += fn(hits, rels, k, n_rel)
     if n == 0:
         raise InputError(
             "qrels contain no query with a relevant document (grade >= 1); nothing to evaluate. "
