@@ -39,7 +39,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import command_line, l3_bytes, load_average, log, ratio, rotated, write_results  # noqa: E402
+from _report import command_line, l3_bytes, load_average, log, name_flag, ratio, rotated, write_results  # noqa: E402
 from search import random_unit, recall_at  # noqa: E402
 
 PEERS = ("faiss", "faiss-sq-f16", "faiss-sq-bf16")
@@ -170,7 +170,7 @@ def markdown(res: dict[str, Any]) -> str:
     n = res["n"]
     lines = [f"## HNSW at {n:,} vectors: HNSWIndex (usearch and faiss backends) vs faiss IndexHNSWFlat (`benchmarks/hnsw_1m.py`)", "",
              "Reproduce: `" + res.get("command", "python benchmarks/hnsw_1m.py" + ("" if n == 1_000_000 else f" --n {n}")
-                                      + ("" if res.get("name", "hnsw_1m") == "hnsw_1m" else f" --name {res['name']}"))
+                                      + name_flag(res.get("name", "hnsw_1m"), "hnsw_1m"))
              + "` — "
              f"{n:,} × {res['dim']} random unit vectors (power-law spectrum), {res['queries']:,} queries, M=16, "
              f"ef_construction=128, 2 threads both sides (faiss {res['faiss']} at its defaults, usearch {res['usearch']}); "

@@ -328,6 +328,8 @@ def test_name_flag_adds_the_name_to_a_reproduce_line_only_where_it_is_not_the_de
 
 
 def test_train_throughput_section_reads_the_tasks_of_its_own_name_only(monkeypatch, tmp_path):
+    for var in ("EMBEDSTACK_DATA_DIR", "HF_HUB_OFFLINE"):  # the script sets them on import; restored after the test
+        monkeypatch.delenv(var, raising=False)
     gen = _script(monkeypatch, "train_throughput")
     bench = next(gen)
     import _report

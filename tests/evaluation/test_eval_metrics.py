@@ -188,24 +188,60 @@ def test_deep_cutoffs_and_the_nan_error_names_the_document():
         rank_documents({"a": 1.0, "b": float("nan"), "c": 0.5})
 
 
-def test_ranks_counted_per_hit_match_the_full_ranking_with_ties_and_non_string_ids():
+def _full_ranking_metrics(run, qrels, k):
+    """The five metrics from the full ranking of every query (the definitions, computed the slow way)."""
+    sums = dict.fromkeys(("ndcg", "mrr", "recall", "precision", "map"), 0.0)
+    n = 0
+    for qid, rels in qrels.items():
+        n_rel = sum(g > 0 for g in rels.values())
+        if n_rel == 0:
+            continue
+        n += 1
+        gains = [rels.get(d, 0) for d in rank_documents(run[qid])[:k]] if run.get(qid) else []
+        ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
+        dcg = 0.0
+        for i, g in enumerate(gains):
+            if g > 0:
+                dcg += g / math.log2(i + 2)
+        sums["ndcg"] += dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+        first = next((i for i, g in enumerate(gains) if g > 0), None)
+        sums["mrr"] += 0.0 if first is None else 1.0 / (first + 1)
+        found = sum(g > 0 for g in gains)
+        sums["recall"] += found / n_rel
+        sums["precision"] += found / k
+        hit, total = 0, 0.0
+        for i, g in enumerate(gains):
+            if g > 0:
+                hit += 1
+                total += hit / (i + 1)
+        sums["map"] += total / n_rel
+    return {m: s / n for m, s in sums.items()}
+
+
+@pytest.mark.parametrize("ids", ["str", "int", "colliding"])
+def test_ranks_counted_per_hit_equal_the_full_ranking_bit_for_bit(ids):
     rng = np.random.default_rng(3)
-    for trial in range(200):
+    run, qrels = {}, {}
+    for q in range(150):
         n = int(rng.integers(1, 60))
-        ids = [int(i) for i in rng.choice(1000, size=n, replace=False)]
-        # few distinct scores: many ties, broken by the id's string in descending order
-        scores = {(i if trial % 2 else str(i)): float(rng.integers(0, 5)) for i in ids}
+        docs = [int(i) for i in rng.choice(1000, size=n, replace=False)]
+        distinct = q % 3 == 0  # a third of the queries without ties (the bisection path), the rest with many
+        scores = [float(rng.normal()) if distinct else float(rng.integers(0, 5)) for _ in docs]
+        keyed = {d if ids == "int" else str(d): s for d, s in zip(docs, scores, strict=True)}
+        if ids == "colliding":
+            keyed[docs[0]] = 2.5  # int 7 next to "7": both ranked, as the old full ranking did
+        run[f"q{q}"] = keyed
         rels = {str(i): int(rng.integers(0, 3)) for i in rng.choice(1000, size=8, replace=False)}
-        rels[str(ids[0])] = 2
-        ranked = rank_documents(scores)
-        ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:10]
-        found = [(r, rels[d]) for r, d in enumerate(ranked) if rels.get(d, 0) > 0]
-        dcg = sum(g / math.log2(r + 2) for r, g in found if r < 10)
-        expected = {"ndcg": dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal)),
-                    "recall": sum(r < 20 for r, _ in found) / sum(g > 0 for g in rels.values()),
-                    "mrr": 1 / (found[0][0] + 1) if found[0][0] < 5 else 0.0}
-        for metric, k in (("ndcg", 10), ("recall", 20), ("mrr", 5)):
-            assert per_query({"q": scores}, {"q": rels}, metric, k)["q"] == pytest.approx(expected[metric]), trial
+        rels[str(docs[0])] = 2
+        qrels[f"q{q}"] = rels
+    qrels["q-missing"] = {"1": 1}  # judged, nothing retrieved
+    for k in (1, 5, 10, 100):
+        expected = _full_ranking_metrics(run, qrels, k)
+        got = evaluate_run(run, qrels, [f"{m}@{k}" for m in expected])
+        assert got == {f"{m}@{k}": v for m, v in expected.items()}, k  # same sums in the same order: equal floats
+        for metric, value in expected.items():
+            per = per_query(run, qrels, metric, k)
+            assert np.mean(list(per.values())) == pytest.approx(value)
 
 
 def test_agrees_with_pytrec_eval_including_ties():

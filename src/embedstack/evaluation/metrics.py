@@ -86,46 +86,40 @@ def _float_scores(scores: Mapping[str, float]) -> list[float]:
 # A query's ranking reaches the metrics as its hits: (rank, grade) of each relevant document the run retrieved
 # (rank 0 = first), in rank order. A query has a few relevant documents and a run holds tens to thousands per
 # query, so each hit's rank is counted (bisect on the sorted scores) instead of ranking every document.
-_LOG2: list[float] = [math.log2(i + 2) for i in range(128)]  # log2(i + 2): the discount's denominator at rank i + 1
-
-
-def _log2_upto(k: int) -> list[float]:
-    global _LOG2
-    if len(_LOG2) < k:  # a new, longer list (never appended to: another thread may be reading the old one)
-        _LOG2 = [math.log2(i + 2) for i in range(max(k, 2 * len(_LOG2)))]
-    return _LOG2
-
-
 def _hits(scores: Mapping[str, float] | None, rels: Mapping[str, int]) -> list[tuple[int, int]]:
     """(rank, grade) of each relevant document of ``rels`` found in ``scores``, by rank; ranks as
     :func:`rank_documents` orders the documents (score descending, ties by id descending)."""
     if not scores:
         return []
     values = _float_scores(scores)
-    by_id = scores if set(map(type, scores)) == {str} else {str(d): s for d, s in scores.items()}
+    if set(map(type, scores)) != {str}:  # ids compared as strings: rank them all (ids may collide, 1 and "1")
+        return _ranked_hits(scores, rels)
     ordered = sorted(values)
     n = len(ordered)
     hits = []
     for doc, grade in rels.items():
-        if grade > 0 and doc in by_id:
-            s = float(by_id[doc])
+        if grade > 0 and doc in scores:
+            s = float(scores[doc])
             above = bisect_right(ordered, s)
-            rank = n - above  # documents scored higher
-            if above - bisect_left(ordered, s) > 1:  # ties: a larger id ranks first (trec_eval)
-                rank += sum(1 for d, v in by_id.items() if float(v) == s and str(d) > doc)
-            hits.append((rank, grade))
+            if above - bisect_left(ordered, s) > 1:  # a tie: its order depends on the ids, so rank them all
+                return _ranked_hits(scores, rels)
+            hits.append((n - above, grade))  # n - above documents score higher
     hits.sort()
     return hits
 
 
+def _ranked_hits(scores: Mapping[str, float], rels: Mapping[str, int]) -> list[tuple[int, int]]:
+    """:func:`_hits` through the full ranking (ties, ids that are not strings)."""
+    return [(r, g) for r, d in enumerate(rank_documents(scores)) if (g := rels.get(d, 0)) > 0]
+
+
 def _ndcg(hits: list[tuple[int, int]], rels: Mapping[str, int], k: int, n_rel: int) -> float:
-    log2 = _log2_upto(k)
     dcg = 0.0
     for r, g in hits:
         if r < k:
-            dcg += g / log2[r]
+            dcg += g / math.log2(r + 2)
     ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
-    idcg = sum(g / log2[i] for i, g in enumerate(ideal))
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
     return dcg / idcg
 
 
@@ -239,7 +233,7 @@ def evaluate_run(run: Run, qrels: Qrels, metrics: Iterable[str] = ("ndcg@10", "r
                                                                      "map@10")) -> dict[str, float]:
     """Several ``name@k`` metrics at once, e.g. ``evaluate_run(run, qrels, ["ndcg@10", "recall@100"])``.
 
-    The run is ranked once per query and shared by all metrics.
+    Each query's hits (the ranks of its relevant documents) are found once and shared by all metrics.
     """
     _check_inputs(run, qrels)
     parsed: list[tuple[str, str, int]] = []
