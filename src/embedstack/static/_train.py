@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from embedstack._threads import available_cores
 from embedstack._validation import check_int
 from embedstack.errors import ConfigError
 
-__all__ = ["TrainStats", "ProgressFn", "run_jobs", "job_seed", "default_workers", "check_workers"]
+__all__ = ["TrainStats", "ProgressFn", "run_jobs", "run_threads", "job_seed", "default_workers", "check_workers"]
 
 ProgressFn = Callable[[dict[str, Any]], None]
 _MASK64 = (1 << 64) - 1
@@ -64,6 +64,47 @@ class TrainStats:
                 "epoch_loss": [round(x, 6) for x in self.epoch_loss]}
 
 
+def run_threads(targets: Sequence[Callable[[threading.Event], None]], *, poll: Callable[[], None] | None = None,
+                name: str = "embedstack-train", interval: float = 0.5) -> None:
+    """Run each ``target(stop)`` on its own daemon thread (named ``{name}-{i}``) and wait for all of them.
+
+    ``poll`` runs on the calling thread about every ``interval`` seconds and once after the last thread
+    ends (progress reports). The first exception raised in a thread sets ``stop``, which the targets check
+    between units of work to return early, and is re-raised here once every thread has ended. Ctrl-C, or an
+    exception from ``poll``, sets ``stop`` and propagates at once (the threads end at their next check).
+    The static trainers' jobs (:func:`run_jobs`) and GloVe's counting threads run here.
+    """
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def guarded(target: Callable[[threading.Event], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target(stop)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(exc)
+                stop.set()
+        return run
+
+    threads = [threading.Thread(target=guarded(t), daemon=True, name=f"{name}-{i}") for i, t in enumerate(targets)]
+    try:
+        for t in threads:
+            t.start()
+        while True:
+            alive = [t for t in threads if t.is_alive()]
+            if alive:
+                alive[0].join(timeout=interval)
+            if poll is not None:
+                poll()
+            if not alive:
+                break
+    except BaseException:
+        stop.set()
+        raise
+    if errors:
+        raise errors[0]
+
+
 def run_jobs(job: Callable[[int, int, float, np.uint64], tuple[int, float, int]], *, job_sizes: np.ndarray,
              epochs: int, workers: int, alpha: float, min_alpha: float, seed: int, raw_per_kept: float,
              progress: ProgressFn | None = None, decay: bool = True) -> TrainStats:
@@ -83,50 +124,37 @@ def run_jobs(job: Callable[[int, int, float, np.uint64], tuple[int, float, int]]
     total = float(sizes.sum()) * epochs
     state: dict[str, Any] = {"next": 0, "done_kept": 0.0, "effective": 0, "loss": np.zeros(epochs), "terms": np.zeros(epochs)}
     lock = threading.Lock()
-    errors: list[BaseException] = []
 
-    def worker() -> None:
+    def worker(stop: threading.Event) -> None:
         while True:
             with lock:
                 g = state["next"]
-                if g >= n_jobs * epochs or errors:
+                if g >= n_jobs * epochs or stop.is_set():
                     return
                 state["next"] = g + 1
             epoch, j = divmod(g, n_jobs)
             frac = (epoch * sizes.sum() + before[j]) / total if decay else 0.0
             a = max(min_alpha, alpha - (alpha - min_alpha) * frac)
-            try:
-                eff, loss, terms = job(epoch, j, a, job_seed(seed, g))
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                with lock:
-                    errors.append(exc)
-                return
+            eff, loss, terms = job(epoch, j, a, job_seed(seed, g))
             with lock:
                 state["done_kept"] += sizes[j]
                 state["effective"] += int(eff)
                 state["loss"][epoch] += loss
                 state["terms"][epoch] += terms
 
+    def report() -> None:
+        with lock:
+            done = state["done_kept"]
+            ep = min(int(state["next"] // n_jobs), epochs - 1)
+            loss = state["loss"][ep] / max(state["terms"][ep], 1)
+        el = time.perf_counter() - start
+        assert progress is not None
+        progress({"done": done * raw_per_kept, "total": total * raw_per_kept, "epoch": ep + 1,
+                  "words_per_second": done * raw_per_kept / el if el > 0 else 0.0, "loss": float(loss)})
+
     start = time.perf_counter()
-    threads = [threading.Thread(target=worker, daemon=True, name=f"embedstack-train-{i}") for i in range(workers)]
-    for t in threads:
-        t.start()
-    while True:
-        alive = [t for t in threads if t.is_alive()]
-        if not alive:
-            break
-        alive[0].join(timeout=0.5)
-        if progress is not None:
-            with lock:
-                done = state["done_kept"]
-                ep = min(int(state["next"] // n_jobs), epochs - 1)
-                loss = state["loss"][ep] / max(state["terms"][ep], 1)
-            el = time.perf_counter() - start
-            progress({"done": done * raw_per_kept, "total": total * raw_per_kept, "epoch": ep + 1,
-                      "words_per_second": done * raw_per_kept / el if el > 0 else 0.0, "loss": float(loss)})
+    run_threads([worker] * workers, poll=report if progress is not None else None)
     seconds = time.perf_counter() - start
-    if errors:
-        raise errors[0]
     stats = TrainStats(raw_words=int(round(total * raw_per_kept)), effective_words=state["effective"],
                        seconds=seconds,
                        epoch_loss=(state["loss"] / np.maximum(state["terms"], 1)).tolist())

@@ -36,7 +36,7 @@ import numpy as np
 from embedstack._validation import check_float, check_int
 from embedstack.errors import ConfigError, InputError
 from embedstack.static._corpus import CorpusLike, IdCorpus, is_one_shot
-from embedstack.static._train import ProgressFn, TrainStats, check_workers, run_jobs
+from embedstack.static._train import ProgressFn, TrainStats, check_workers, run_jobs, run_threads
 from embedstack.static.keyedvectors import KeyedVectors
 from embedstack.static.word2vec import _StaticTrainer
 from embedstack.text import Analyzer, Vocabulary
@@ -144,35 +144,18 @@ def cooccurrence_matrix(corpus: IdCorpus, *, window: int = 10, table_size: int =
     parts = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a] or [(0, 0)]
     dones = [[0] for _ in parts]
     results: list[tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray] | None] = [None] * len(parts)
-    errors: list[BaseException] = []
-    stop = threading.Event()
 
-    def count(i: int) -> None:
-        try:
-            a, b = parts[i]
-            results[i] = _count_part(corpus, a, b, window, table_size, n_dense, dones[i], stop)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            errors.append(exc)
-            stop.set()
+    def counter(i: int) -> Callable[[threading.Event], None]:
+        def count(stop: threading.Event) -> None:  # stops at its next table fill once stop is set
+            results[i] = _count_part(corpus, *parts[i], window, table_size, n_dense, dones[i], stop)
+        return count
 
-    threads = [threading.Thread(target=count, args=(i,), daemon=True, name=f"embedstack-count-{i}")
-               for i in range(len(parts))]
-    try:
-        for t in threads:
-            t.start()
-        while True:
-            alive = [t for t in threads if t.is_alive()]
-            if alive:
-                alive[0].join(timeout=0.5)
-            if progress is not None:  # every 0.5 s or when a thread ends, and once after the last one
-                progress({"stage": "cooccurrence", "done": sum(d[0] for d in dones), "total": corpus.n_words})
-            if not alive:
-                break
-    except BaseException:
-        stop.set()  # Ctrl-C or a progress callback that raised: the threads stop at their next table fill
-        raise
-    if errors:
-        raise errors[0]
+    def report() -> None:
+        assert progress is not None
+        progress({"stage": "cooccurrence", "done": sum(d[0] for d in dones), "total": corpus.n_words})
+
+    run_threads([counter(i) for i in range(len(parts))], poll=report if progress is not None else None,
+                name="embedstack-count")
     runs: list[tuple[np.ndarray, np.ndarray]] = []
     dense = None
     for res in results:
