@@ -269,7 +269,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["", "Reference time by program (first setting, median s): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()) + "." + ours_steps]
     for c in res["cells"]:
-        text = roofline_text(c, res.get("l3_bytes", l3_bytes()))
+        text = roofline_text(c, res.get("l3_bytes"))  # records before 2026-12-07 hold no L3 size: none is guessed
         if text:
             lines += ["", text]
     return "\n".join(lines)
