@@ -91,10 +91,9 @@ def _hits(scores: Mapping[str, float] | None, rels: Mapping[str, int]) -> list[t
     :func:`rank_documents` orders the documents (score descending, ties by id descending)."""
     if not scores:
         return []
-    values = _float_scores(scores)
     if set(map(type, scores)) != {str}:  # ids compared as strings: rank them all (ids may collide, 1 and "1")
         return _ranked_hits(scores, rels)
-    ordered = sorted(values)
+    ordered = sorted(_float_scores(scores))
     n = len(ordered)
     hits = []
     for doc, grade in rels.items():
