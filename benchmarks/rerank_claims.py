@@ -23,6 +23,7 @@ reused unless ``--fresh``):
 
 Usage:
     EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/rerank_claims.py [--parts sts,allpairs] [--fresh]
+        [--name rerank_claims_zen4]   # another CPU's section and arms file (results/NAME_arms.json)
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import load_arms as _load_arms  # noqa: E402
-from _report import log, write_results  # noqa: E402
+from _report import log, name_flag, result_name, write_results  # noqa: E402
 from _report import save_arm as _save_arm  # noqa: E402
 
 PARTS = ("sts", "scifact", "allpairs", "latency")
 N_SENTENCES = 10_000
 SEED_HOURS, SEED_SECONDS = 65.0, 5.0  # the seed's figures for all pairs of 10,000 sentences
+REPEATS = 5  # interleaved timings of each throughput in ``allpairs`` (records before 2026-12-08: 3)
 
 
 def _recipe_model(name: str) -> Any:
@@ -114,13 +116,15 @@ def part_allpairs() -> dict[str, Any]:
     idx = rng.integers(0, N_SENTENCES, size=(2000, 2))
     pairs = [(sents[a], sents[b]) for a, b in idx]
     folder = recipe_dir("minilm-stsb-ce")
-    ce = CrossEncoder.from_folder(folder, precision="bf16") if (folder / "embedstack.json").is_file() \
+    built = (folder / "embedstack.json").is_file()
+    # an untrained head on all-MiniLM-L6-v2 has the recipe's shape, so its speed where the recipe is not built
+    ce = CrossEncoder.from_folder(folder, precision="bf16") if built \
         else CrossEncoder.from_pretrained_encoder(embedstack.load("all-MiniLM-L6-v2").folder, precision="bf16")
     bi = embedstack.load("all-MiniLM-L6-v2@precision=bf16")
     ce.predict(pairs[:64], batch_size=32)  # warm-up
     bi.encode(sents[:64])
     ce_s, bi_s, mm_s = [], [], []
-    for _ in range(3):  # interleaved repeats
+    for _ in range(REPEATS):  # interleaved repeats
         t0 = time.perf_counter()
         ce.predict(pairs, batch_size=32)
         ce_s.append(time.perf_counter() - t0)
@@ -137,7 +141,8 @@ def part_allpairs() -> dict[str, Any]:
     return {"ce_pairs_per_s": pps, "ce_pairs_per_s_spread": [len(pairs) / max(ce_s), len(pairs) / min(ce_s)],
             "bi_sentences_per_s": sps, "bi_sentences_per_s_spread": [N_SENTENCES / max(bi_s), N_SENTENCES / min(bi_s)],
             "matmul_s": float(np.median(mm_s)), "n_pairs": n_pairs, "ce_hours": n_pairs / pps / 3600,
-            "bi_seconds": N_SENTENCES / sps + float(np.median(mm_s)), "ce_model": str(folder.name),
+            "bi_seconds": N_SENTENCES / sps + float(np.median(mm_s)), "ce_model": folder.name if built else "all-MiniLM-L6-v2 with an untrained head",
+            "repeats": REPEATS,
             "mean_pair_tokens": float(np.mean([len(x) for x in ce._tokenize_pairs(pairs)[0]]))}
 
 
@@ -212,10 +217,16 @@ def verdicts(parts: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markdown(parts: dict[str, Any]) -> str:
+def markdown(parts: dict[str, Any], name: str = "rerank_claims") -> str:
+    only = "" if set(parts) == set(PARTS) else f" --parts {','.join(p for p in PARTS if p in parts)}"
     lines = ["### Bi- vs cross-encoders: the seed's claims measured here", "",
-             "`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/rerank_claims.py`", "",
-             "| claim | measured | verdict |", "|---|---|---|", *verdicts(parts)]
+             f"`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/rerank_claims.py{only}{name_flag(name, 'rerank_claims')}`",
+             ""]
+    if (a := parts.get("allpairs")) and "repeats" in a:
+        lines += [f"Throughputs (all pairs, both in bf16): medians of {a['repeats']} interleaved timings, cross-encoder "
+                  f"({a.get('ce_model', 'minilm-stsb-ce')}) {a['ce_pairs_per_s_spread'][0]:.0f}–{a['ce_pairs_per_s_spread'][1]:.0f} pairs/s, bi-encoder "
+                  f"{a['bi_sentences_per_s_spread'][0]:.0f}–{a['bi_sentences_per_s_spread'][1]:.0f} sentences/s.", ""]
+    lines += ["| claim | measured | verdict |", "|---|---|---|", *verdicts(parts)]
     lat = parts.get("latency")
     if lat:
         lines += ["", f"Latency budget of one query on SciFact ({lat['n_docs']:,} abstracts, 2 cores, one query at a "
@@ -237,10 +248,15 @@ def main() -> None:
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--name", type=result_name, default="rerank_claims",
+                    help="results file, arms file and BENCHMARKS.md section (another CPU's run keeps its own)")
     opts = ap.parse_args()
-    done = _load_arms("rerank_claims")
+    wanted = [p for p in opts.parts.split(",") if p]
+    if bad := sorted(set(wanted) - set(PARTS)):
+        ap.error(f"--parts takes {', '.join(PARTS)}, not {', '.join(bad)}")
+    done = _load_arms(opts.name)
     fns = {"sts": part_sts, "scifact": part_scifact, "allpairs": part_allpairs, "latency": part_latency}
-    for name in filter(None, opts.parts.split(",")):
+    for name in wanted:
         if name in done and not opts.fresh:
             log(f"{name}: kept")
             continue
@@ -248,10 +264,10 @@ def main() -> None:
         done[name] = fns[name]()
         log(json.dumps(done[name], default=float)[:400])
         if not opts.no_save:
-            _save_arm("rerank_claims", name, done[name])
+            _save_arm(opts.name, name, done[name])
     if not opts.no_save:
-        write_results("rerank_claims", {"parts": done}, markdown(done))
-    print(markdown(done))
+        write_results(opts.name, {"parts": done}, markdown(done, opts.name))
+    print(markdown(done, opts.name))
 
 
 if __name__ == "__main__":

@@ -671,3 +671,23 @@ def test_glove_reference_pairs_runs_counts_updates_per_side_and_renders_old_reco
     md = glove_ref_bench.markdown(old)
     assert "`python benchmarks/glove_reference.py --reference GloVe/build`" in md and "Roofline" not in md
     assert "| 30.0 | 0.470 |" in md and "paired" not in md and "Ours (median s)" not in md and "instead of" not in md
+
+
+def test_rerank_claims_section_names_its_parts_and_cpu_run_and_gives_the_spread(monkeypatch):
+    claims = next(_script(monkeypatch, "rerank_claims"))
+    allpairs = {"ce_pairs_per_s": 300.0, "ce_pairs_per_s_spread": [280.0, 310.0], "bi_sentences_per_s": 600.0,
+                "bi_sentences_per_s_spread": [590.0, 640.0], "matmul_s": 1.5, "n_pairs": 49_995_000,
+                "ce_hours": 49_995_000 / 300 / 3600, "bi_seconds": 10_000 / 600 + 1.5, "repeats": 5,
+                "ce_model": "all-MiniLM-L6-v2 with an untrained head"}
+    text = claims.markdown({"allpairs": allpairs}, "rerank_claims_zen4")
+    assert "rerank_claims.py --parts allpairs --name rerank_claims_zen4`" in text
+    assert ("medians of 5 interleaved timings, cross-encoder (all-MiniLM-L6-v2 with an untrained head) 280–310 "
+            "pairs/s, bi-encoder 590–640 sentences/s") in text
+    assert "| cross 46 hours (300 pairs/s); bi 18.2 s" in text
+    # every part, under the default name: the command the older section printed, and no spread for a record
+    # measured before the repeats were kept
+    old = {k: v for k, v in allpairs.items() if k != "repeats"}
+    full = claims.markdown({"sts": {"bi": 85.0, "cross": 80.0}, "scifact": {"bi": 70.0, "cross": {"bm25+ce@50": 69.0,
+                            "fused": 72.0}}, "allpairs": old, "latency": None})
+    assert "`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/rerank_claims.py`" in full
+    assert "interleaved timings" not in full
