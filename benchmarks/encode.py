@@ -573,6 +573,7 @@ def main() -> None:
                "cpu_bf16": cpu_has_bf16(), "section": args.section, "cpu": cpu_line(),
                "load_before": list(load_before), "load_after": list(os.getloadavg()),
                "sts_n": args.sts_n, "scifact_n": args.scifact_n, "fresh": args.fresh,
+               "no_peer_bf16": args.no_peer_bf16,
                "sentence_transformers_version": __import__("sentence_transformers").__version__}
     write_results(args.section, results, markdown(results))
 
@@ -709,10 +710,15 @@ def targets(res: dict[str, Any]) -> list[str]:
         good = [r for r in rows if r["knn10_overlap"] >= 0.95 and abs(sp[r["mode"]] - ref) <= 0.5]
         e = max(exact, key=lambda r: r["speedup"], default=None)
         ecell = (f"{e['mode']} | {e['speedup']:.2f}× | {'yes' if e['speedup'] >= 2.0 else 'no'}" if e else "– | – | no")
+        rf = roof.get(set_name, {})
+        st = rows[0]["st_texts_per_s"]
+        exact_max = f"{rf['fp32_ceiling_texts_per_s'] / st:.2f}×" if "fp32_ceiling_texts_per_s" in rf else "–"
+        if e is not None and "bf16x3" in e["mode"] and "bf16_ceiling_texts_per_s" in rf:  # three bf16 products
+            exact_max = f"{rf['bf16_ceiling_texts_per_s'] / 3 / st:.2f}×"
         pb = peer_bf16.get(set_name) if res.get("cpu_bf16") else None
         if res.get("cpu_bf16") and pb is None:  # the bar is the peer under bf16, which this run did not time
-            out.append(f"| {set_name} | {ecell} | – | peer under bf16 not measured (--no-peer-bf16) | – | ST bf16 "
-                       "| – | – |")
+            out.append(f"| {set_name} | {ecell} | {exact_max} | peer under bf16 not measured (--no-peer-bf16) | – "
+                       "| ST bf16 | – | – |")
             continue
 
         def fast_ratio(r: dict[str, Any], pb: dict[str, Any] | None = pb) -> float:
@@ -723,11 +729,6 @@ def targets(res: dict[str, Any]) -> list[str]:
                                 pb.get(f"{r['mode']}_texts_per_s", 0.0) / pb["st_bf16_texts_per_s"]))
 
         f = max(good, key=fast_ratio, default=None)
-        rf = roof.get(set_name, {})
-        st = rows[0]["st_texts_per_s"]
-        exact_max = f"{rf['fp32_ceiling_texts_per_s'] / st:.2f}×" if "fp32_ceiling_texts_per_s" in rf else "–"
-        if e is not None and "bf16x3" in e["mode"] and "bf16_ceiling_texts_per_s" in rf:  # three bf16 products
-            exact_max = f"{rf['bf16_ceiling_texts_per_s'] / 3 / st:.2f}×"
         kind = next((k for k in ("int8-bf16", "int8-token") if f is not None and k in f["mode"]), None)
         if kind and f"{kind.replace('-', '_')}_ceiling_texts_per_s" in rf:  # the peer: ST bf16, or fp32 without bf16
             peer = pb["st_bf16_texts_per_s"] if pb else st
@@ -749,7 +750,8 @@ def fmt(row: dict[str, Any], key: str, spec: str) -> str:
     return format(row[key], spec) if key in row else "–"
 
 
-def markdown(res: dict[str, Any]) -> str:
+def command(res: dict[str, Any]) -> str:
+    """The command line that reproduces the run ``res`` records (options at their defaults left out)."""
     cmd = "python benchmarks/encode.py" + (" --quick" if res["quick"] else "") + f" --threads {res['threads']}"
     if res["rounds"] != 5:
         cmd += f" --rounds {res['rounds']}"
@@ -764,8 +766,15 @@ def markdown(res: dict[str, Any]) -> str:
         cmd += f" --scifact-n {res['scifact_n']}"
     if res.get("fresh"):
         cmd += " --fresh"
+    if res.get("no_peer_bf16"):
+        cmd += " --no-peer-bf16"
     if res.get("section", "encode") != "encode":
         cmd += f" --section {res['section']}"
+    return cmd
+
+
+def markdown(res: dict[str, Any]) -> str:
+    cmd = command(res)
     sp = res["sts_spearman"]
     lines = [
         "## Transformer encoding on CPU (all-MiniLM-L6-v2): ours vs sentence-transformers"

@@ -99,8 +99,7 @@ OVERSAMPLES = (10, 30, 100)
 
 
 def bench_synthetic(n: int, n_queries: int, dim: int, *, hnsw: bool,
-                    parts: tuple[str, ...] = ALL_PARTS, hnsw_same_graph_only: bool = False,
-                    hnsw_max: int | None = None) -> dict[str, Any]:
+                    parts: tuple[str, ...] = ALL_PARTS, hnsw_max: int | None = None) -> dict[str, Any]:
     import faiss
 
     from embedstack.index import FlatIndex, from_spec
@@ -157,11 +156,10 @@ def bench_synthetic(n: int, n_queries: int, dim: int, *, hnsw: bool,
     if hnsw and "hnsw" in parts:
         m = min(n, hnsw_max or HNSW_MAX)
         sub_truth = truth if m == n else search_ints(_flat_of(x[:m]), q, 10)
-        # 1M: one graph of ours, stored as bf16 (builds ~2x faster than f32 on this CPU, same recall at 12k),
-        # and no second plain-usearch graph (same library): a f32 graph alone takes ~40 min on 2 cores
+        # 1M: one graph of ours, stored as bf16 to keep the build short, and no second plain-usearch graph
+        # (same library; a f32 graph took ~40 min on 2 cores of the 2026-11 CPU)
         big = m > HNSW_MAX
-        res["hnsw"] = bench_hnsw(x[:m], q, sub_truth, ids[:m], same_graph_only=hnsw_same_graph_only,
-                                 raw_usearch=not big, dtype="bf16" if big else "f32")
+        res["hnsw"] = bench_hnsw(x[:m], q, sub_truth, ids[:m], raw_usearch=not big, dtype="bf16" if big else "f32")
     res["load_after"] = os.getloadavg()[0]
     return res
 
@@ -200,7 +198,7 @@ def _flat_of(x: np.ndarray) -> Any:
 
 
 def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], *, M: int = 16,
-               efc: int = 128, same_graph_only: bool = False, raw_usearch: bool = True,
+               efc: int = 128, raw_usearch: bool = True,
                dtype: str = "f32") -> dict[str, Any]:
     """HNSW recall/speed curves over ef for our index, usearch and faiss, built with the same M / ef_construction.
 
@@ -251,28 +249,27 @@ def bench_hnsw(x: np.ndarray, q: np.ndarray, truth: np.ndarray, ids: list[str], 
     out["usearch_same_graph"] = {}
     searches: dict[str, Any] = {"embedstack": ours_search, "usearch_same_graph": same_graph}
     log(f"  hnsw embedstack: built in {out['embedstack']['build_s']:.0f}s")
-    if not same_graph_only:
-        if raw_usearch:
-            raw = Index(ndim=dim, metric="ip", dtype="f32", connectivity=M, expansion_add=efc)
-            _, t = timed(raw.add, np.arange(len(x), dtype=np.uint64), x, threads=THREADS)
-            out["usearch"] = {"build_s": t}
+    if raw_usearch:
+        raw = Index(ndim=dim, metric="ip", dtype="f32", connectivity=M, expansion_add=efc)
+        _, t = timed(raw.add, np.arange(len(x), dtype=np.uint64), x, threads=THREADS)
+        out["usearch"] = {"build_s": t}
 
-            def raw_search(ef: int) -> np.ndarray:
-                raw.expansion_search = ef
-                return np.asarray(raw.search(q, 10, threads=THREADS).keys).astype(np.int64)
+        def raw_search(ef: int) -> np.ndarray:
+            raw.expansion_search = ef
+            return np.asarray(raw.search(q, 10, threads=THREADS).keys).astype(np.int64)
 
-            searches["usearch"] = raw_search
-        fh = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
-        fh.hnsw.efConstruction = efc
-        _, t = timed(fh.add, x)
-        out["faiss"] = {"build_s": t}
-        log(f"  hnsw faiss: built in {t:.0f}s")
+        searches["usearch"] = raw_search
+    fh = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
+    fh.hnsw.efConstruction = efc
+    _, t = timed(fh.add, x)
+    out["faiss"] = {"build_s": t}
+    log(f"  hnsw faiss: built in {t:.0f}s")
 
-        def faiss_search(ef: int) -> np.ndarray:
-            fh.hnsw.efSearch = ef
-            return fh.search(q, 10)[1]
+    def faiss_search(ef: int) -> np.ndarray:
+        fh.hnsw.efSearch = ef
+        return fh.search(q, 10)[1]
 
-        searches["faiss"] = faiss_search
+    searches["faiss"] = faiss_search
     sweep(searches)
     return out
 
@@ -459,7 +456,8 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
              "against faiss with medians of interleaved runs and a roofline is `benchmarks/exact_search.py` "
              "(section below); this section is about what each index kind keeps (recall, bytes, nDCG).", ""]
     if "partial" in res:
-        lines += [f"Partial re-run (`--only {','.join(res['partial']['only'])}`): rows marked \"(run of DATE)\" "
+        lines += [f"Partial re-run (`--only {','.join(res['partial']['only'])}"
+                  f"{' --hnsw-1m' if res['partial'].get('hnsw_1m') else ''}`): rows marked \"(run of DATE)\" "
                   "were measured in that earlier run (the full `python benchmarks/search.py` or a partial "
                   f"re-run), the SciFact section in the full run of {res['partial']['previous_run']}; "
                   "everything else was measured now.", ""]
@@ -470,7 +468,7 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
         lines += [f"### {n:,} × {syn['dim']} random unit vectors (power-law spectrum), {syn['queries']} queries, k=10", "",
                   "| index | queries/s | vs exact | recall@10 | first-stage bytes/vector | all stages |",
                   "|---|---:|---:|---:|---:|---:|",
-                  f"| exact float32 (embedstack) | {ex['ours_qps']:.0f} | 1.0× | 1.000 | {ex['bytes_per_vector']} | {ex['bytes_per_vector']} |",
+                  f"| exact float32 (embedstack){_when(ex, 'ours_qps')} | {ex['ours_qps']:.0f} | 1.0× | 1.000 | {ex['bytes_per_vector']} | {ex['bytes_per_vector']} |",
                   f"| faiss IndexFlatIP{_when(ex, 'faiss_qps')} | {ex['faiss_qps']:.0f} | {1 / ex['ratio']:.2f}× | "
                   f"{ex['agreement_with_faiss']:.3f} | {ex['bytes_per_vector']} | {ex['bytes_per_vector']} |"]
         for spec in ("fp16", "int8", "binary", "binary+rescore"):
@@ -482,7 +480,8 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
                   f"The faiss row is one best-of-2 run (ours / faiss {ex['ratio']:.2f}× here{_when(ex, 'faiss_qps')}); "
                   "the speed comparison with faiss is the `exact_search` section.", ""]
         if "oversample_sweep" in syn:
-            lines += [f"binary+rescore oversampling (candidates = k × oversample rescored; default 10), {n:,} vectors:", "",
+            lines += [f"binary+rescore oversampling (candidates = k × oversample rescored; default 10), {n:,} vectors"
+                      f"{_when(syn, 'oversample_sweep')}:", "",
                       "| rescore against | oversample | queries/s | vs exact | recall@10 |", "|---|---:|---:|---:|---:|"]
             for r in syn["oversample_sweep"]:
                 lines.append(f"| {r['rescore']} | {r['oversample']} | {r['qps']:.0f} | {r['speedup_vs_exact']:.1f}× | "
@@ -505,21 +504,7 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
                     last = h[lib]["curve"][-1]
                     lines.append(f"| {_LIBS.get(lib, lib)}{_when(h[lib], 'curve')} | {_build(h[lib])} | "
                                  f">{last['ef']} | {last['qps']:.0f} | {last['recall@10']:.3f} (not reached) |")
-            lines += ["", "`HNSWIndex` wraps usearch by default although faiss was faster here: usearch deletes "
-                      "vectors from the graph and opens a saved graph as a memory map, which faiss HNSW does not "
-                      "(reasons in `src/embedstack/index/hnsw.py`). `HNSWIndex(backend=\"faiss\")` wraps faiss "
-                      "instead (timed against faiss itself in the `hnsw_1m*` sections). The embedstack row is "
-                      "usearch plus "
-                      "our id mapping, validation and result arrays (string ids converted back to ints for recall); "
-                      "the \"usearch, same graph\" row searches the graph inside our index with usearch directly, "
-                      "timed in turn with it at each ef, so the difference between the two is the wrapper's overhead "
-                      "alone. Separately built graphs (usearch, faiss rows) differ in speed by chance of construction"
-                      + (" and were timed at a different moment of CPU load." if h["n"] <= HNSW_MAX else
-                         "; at this size faiss was built and timed in the same run, in turn with ours at each ef. "
-                         "No library reaches recall 0.95 at ef 512 on these vectors at 1M (all at 0.938), so the "
-                         "sweep goes on to ef 1024 and 2048. A f32 usearch graph would take ~40 min to build on 2 "
-                         "cores, so ours is stored as bf16 here (at 12k the f32 and bf16 graphs reached the same recall, 0.979 and 0.976 at ef 64)."),
-                      ""]
+            lines += ["", hnsw_note(h), ""]
     if "scifact" in res:
         s = res["scifact"]
         q = s["quantization"]
@@ -543,6 +528,33 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
 
 
 _LIBS = {"usearch_same_graph": "usearch, same graph as embedstack"}
+
+
+def hnsw_note(h: dict[str, Any]) -> str:
+    """What the HNSW table shows and why ``HNSWIndex`` wraps usearch; every comparison read from the record ``h``."""
+    ours, peer = (h.get(lib, {}).get("at_0.95") for lib in ("embedstack", "faiss"))
+    faster = bool(ours and peer and peer["qps"] > ours["qps"])
+    dated = {lib: _when(h[lib], "curve") for lib in ("embedstack", "faiss") if lib in h}
+    note = ("`HNSWIndex` wraps usearch by default" + (" although faiss was faster here" if faster else "")
+            + (" (the two rows were timed in different runs)" if faster and len(set(dated.values())) > 1 else "")
+            + ": usearch deletes vectors from the graph and opens a saved graph as a memory map, which faiss HNSW "
+            "does not (reasons in `src/embedstack/index/hnsw.py`). `HNSWIndex(backend=\"faiss\")` wraps faiss "
+            "instead (timed against faiss itself in the `hnsw_1m*` sections). The embedstack row is usearch plus "
+            "our id mapping, validation and result arrays (string ids converted back to ints for recall); the "
+            "\"usearch, same graph\" row searches the graph inside our index with usearch directly, timed in turn "
+            "with it at each ef, so the difference between the two is the wrapper's overhead alone. Separately built "
+            "graphs (usearch, faiss rows) differ in speed by chance of construction")
+    if h["n"] <= HNSW_MAX:
+        return note + "; the libraries were timed in turn at each ef (best of 3), unless a row gives another run."
+    at512 = {lib: c["recall@10"] for lib in ("embedstack", "faiss") if lib in h
+             for c in h[lib]["curve"] if c["ef"] == 512}
+    note += "; at this size faiss was built and timed in the same run, in turn with ours at each ef."
+    if at512 and max(at512.values()) < 0.95:
+        note += (" No library reaches recall 0.95 at ef 512 on these vectors at 1M ("
+                 + ", ".join(f"{lib} {r:.3f}" for lib, r in at512.items()) + "), so the sweep goes on to ef 1024 "
+                 "and 2048.")
+    return note + (f" Ours is stored as {h.get('dtype', 'f32')} at this size, to keep the build short (the `hnsw_1m*` "
+                   "sections compare the storage types).")
 
 
 def _build(entry: dict[str, Any]) -> str:
@@ -607,16 +619,66 @@ def main() -> None:
     log("wrote BENCHMARKS.md section 'search' and benchmarks/results/search.jsonl")
 
 
-def _dated(entry: dict[str, Any], key: str, default: str) -> str:
-    return str(entry.get("measured_in_run_of", {}).get(key, default))
+SPECS = ("fp16", "int8", "binary", "binary+rescore")
+
+
+def carry_dates(entry: dict[str, Any], date: str) -> None:
+    """Date every row of a synthetic ``entry`` that has no date yet with ``date``: the run that measured it.
+
+    A partial re-run calls this on each entry of the record it merges into, before re-measuring anything, so
+    that every row it does not re-measure keeps the date of its own run (rows already dated keep theirs)."""
+    ex = entry["exact"]
+    when = ex.setdefault("measured_in_run_of", {})
+    for key in ("ours_qps", "faiss_qps"):
+        if key in ex:
+            when.setdefault(key, date)
+    for spec in SPECS:
+        if spec in entry:
+            entry[spec].setdefault("measured_in_run_of", {}).setdefault("qps", date)
+    for value in entry.get("hnsw", {}).values():
+        if isinstance(value, dict) and "curve" in value:
+            value.setdefault("measured_in_run_of", {}).setdefault("curve", date)
+    if "oversample_sweep" in entry:
+        entry.setdefault("measured_in_run_of", {}).setdefault("oversample_sweep", date)
+
+
+def merge_partial(entry: dict[str, Any], new: dict[str, Any], todo: tuple[str, ...]) -> dict[str, Any]:
+    """The synthetic ``entry`` of the last record (rows dated by ``carry_dates``) with what a partial run just
+    measured (``new``, parts ``todo``) in place of its rows; the rows not re-measured keep their run's date."""
+    if "faiss" not in todo:
+        if {"binary", "fp16", "int8"} & set(todo):  # exact is re-timed as their back-to-back baseline
+            for key in ("faiss_qps", "ratio", "agreement_with_faiss"):
+                if key in entry["exact"]:
+                    new["exact"][key] = entry["exact"][key]
+            new["exact"]["measured_in_run_of"] = {k: v for k, v in entry["exact"]["measured_in_run_of"].items()
+                                                  if k == "faiss_qps"}
+        else:  # exact search only gave the HNSW ground truth here: keep the measured row as it was
+            new["exact"] = entry["exact"]
+    if "hnsw" in entry:
+        carried = entry["hnsw"] if "hnsw" not in new else {k: v for k, v in entry["hnsw"].items() if k in ("usearch", "faiss")}
+        new.setdefault("hnsw", {})
+        for lib, value in carried.items():
+            new["hnsw"].setdefault(lib, value)
+    for spec in SPECS:
+        if spec not in new and spec in entry:
+            new[spec] = entry[spec]
+    when = {} if "oversample_sweep" in new else {
+        k: v for k, v in entry.get("measured_in_run_of", {}).items() if k == "oversample_sweep"}
+    for key, value in entry.items():
+        if key != "measured_in_run_of":
+            new.setdefault(key, value)
+    if when:
+        new["measured_in_run_of"] = when
+    return new
 
 
 def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) -> None:
     """Re-measure only some parts and merge them into the last full record (other rows keep their run date).
 
     ``binary``: exact float32 (ours) and binary / binary+rescore with the oversampling sweep, at every size;
-    ``hnsw``: embedstack's HNSW against usearch searching the same graph (wrapper overhead), 100k vectors;
-    with ``--hnsw-1m`` instead the full comparison (embedstack f32 and int8 graphs, faiss) at 1M only.
+    ``quant``: fp16 and int8, at every size; ``faiss``: faiss ``IndexFlatIP`` beside exact float32, at every size;
+    ``hnsw``: embedstack's HNSW, usearch searching the same graph (wrapper overhead), a plain usearch graph and
+    faiss, 100k vectors; with ``--hnsw-1m`` instead at 1M only (embedstack's bf16 graph and faiss).
     """
     import json
 
@@ -631,7 +693,8 @@ def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) ->
     last_date = last["machine"]["date"]  # rows not re-measured now were measured then (or carry their own date)
     res = {k: v for k, v in last.items() if k not in ("benchmark", "machine")}
     res["load_before"] = os.getloadavg()[0]
-    for entry in res["synthetic"]:
+    for i, entry in enumerate(res["synthetic"]):
+        carry_dates(entry, last_date)
         n = entry["n"]
         nq = next(q for m, q, _ in sizes if m == n)
         hnsw_here = "hnsw" in parts and ((n > HNSW_MAX) if args.hnsw_1m else (n <= HNSW_MAX))
@@ -639,33 +702,8 @@ def partial_run(args: argparse.Namespace, sizes: list[tuple[int, int, bool]]) ->
                 + (("binary",) if "binary" in parts else ()) + (("hnsw",) if hnsw_here else ()))
         if todo == ("exact",):
             continue
-        new = bench_synthetic(n, nq, 384, hnsw="hnsw" in todo, parts=todo, hnsw_same_graph_only=n <= HNSW_MAX,
-                              hnsw_max=n if args.hnsw_1m else None)
-        if "faiss" in todo:  # measured now, with exact
-            pass
-        elif {"binary", "fp16", "int8"} & set(todo):  # exact is re-timed as their back-to-back baseline; faiss is not re-run
-            for key in ("faiss_qps", "ratio", "agreement_with_faiss"):
-                if key in entry["exact"]:
-                    new["exact"][key] = entry["exact"][key]
-            new["exact"]["measured_in_run_of"] = {"faiss_qps": _dated(entry["exact"], "faiss_qps", last_date)}
-        else:  # exact search only gave the HNSW ground truth here: keep the measured row as it was
-            new["exact"] = {**entry["exact"], "measured_in_run_of": {
-                "ours_qps": _dated(entry["exact"], "ours_qps", last_date),
-                "faiss_qps": _dated(entry["exact"], "faiss_qps", last_date)}}
-        if "hnsw" in entry:
-            carried = entry["hnsw"] if "hnsw" not in new else {k: v for k, v in entry["hnsw"].items() if k in ("usearch", "faiss")}
-            new.setdefault("hnsw", {})
-            for lib, value in carried.items():
-                if isinstance(value, dict) and "curve" in value:
-                    value = {**value, "measured_in_run_of": {"curve": _dated(value, "curve", last_date)}}
-                new["hnsw"].setdefault(lib, value)
-        for spec in ("fp16", "int8", "binary", "binary+rescore"):
-            if spec not in new and spec in entry:
-                new[spec] = {**entry[spec], "measured_in_run_of": {"qps": _dated(entry[spec], "qps", last_date)}}
-        for key, value in entry.items():
-            new.setdefault(key, value)
-        entry.clear()
-        entry.update(new)
+        new = bench_synthetic(n, nq, 384, hnsw="hnsw" in todo, parts=todo, hnsw_max=n if args.hnsw_1m else None)
+        res["synthetic"][i] = merge_partial(entry, new, todo)
     res["load_after"] = os.getloadavg()[0]
     res["partial"] = {"only": list(parts), "previous_run": old_date, "hnsw_1m": bool(args.hnsw_1m)}
     cmd = ("python benchmarks/search.py" + (" --quick" if args.quick else "") + f" --only {','.join(parts)}"

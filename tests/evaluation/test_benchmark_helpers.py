@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,12 +14,18 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _script(monkeypatch, name):
-    """A benchmark script imported as a module (fresh, and dropped again after the test)."""
+    """A benchmark script imported as a module (fresh, and dropped again after the test). The scripts set
+    environment variables on import (thread counts, the data folder, offline hubs): they are undone after it."""
     monkeypatch.syspath_prepend(str(BENCH))
     sys.modules.pop(name, None)
-    module = importlib.import_module(name)
-    yield module
-    sys.modules.pop(name, None)
+    before = dict(os.environ)
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.modules.pop(name, None)
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        os.environ.update(before)
 
 
 @pytest.fixture()
@@ -180,6 +187,19 @@ def test_encode_targets_price_each_int8_mode_at_its_own_ceiling(encode_bench):
     assert "torch-int8-token-w2 | 2.90× | ST fp32 | yes | 2.50× |" in line, line
 
 
+def test_encode_run_without_the_peer_under_bf16_says_so_and_keeps_the_exact_ceiling(encode_bench):
+    rows = [{"set": "S", "mode": m, "speedup": x, "cos_min": c, "knn10_overlap": 1.0, "st_texts_per_s": 100.0}
+            for m, x, c in (("torch-fp32", 1.3, 1.0), ("onnx-int8", 1.5, 0.99))]
+    res = {"sts_spearman": {"sentence-transformers": 82.0, "torch-fp32": 82.0, "onnx-int8": 82.0}, "cpu_bf16": True,
+           "rows": rows, "peer_bf16": [], "roofline": [{"set": "S", "fp32_ceiling_texts_per_s": 190.0}],
+           "quick": False, "threads": 2, "rounds": 5, "scifact_rounds": 5, "sts_n": 512, "no_peer_bf16": True,
+           "section": "encode_onnx_zen4"}
+    line = next(x for x in encode_bench.targets(res) if x.startswith("| S |"))
+    assert line.startswith("| S | torch-fp32 | 1.30× | no | 1.90× | peer under bf16 not measured (--no-peer-bf16)"), line
+    assert encode_bench.command(res) == ("python benchmarks/encode.py --threads 2 --modes torch-fp32,onnx-int8 "
+                                         "--sts-n 512 --no-peer-bf16 --section encode_onnx_zen4")
+
+
 
 @pytest.fixture()
 def report_bench(monkeypatch):
@@ -328,8 +348,6 @@ def test_name_flag_adds_the_name_to_a_reproduce_line_only_where_it_is_not_the_de
 
 
 def test_train_throughput_section_reads_the_tasks_of_its_own_name_only(monkeypatch, tmp_path):
-    for var in ("EMBEDSTACK_DATA_DIR", "HF_HUB_OFFLINE"):  # the script sets them on import; restored after the test
-        monkeypatch.delenv(var, raising=False)
     gen = _script(monkeypatch, "train_throughput")
     bench = next(gen)
     import _report
@@ -691,3 +709,71 @@ def test_rerank_claims_section_names_its_parts_and_cpu_run_and_gives_the_spread(
                             "fused": 72.0}}, "allpairs": old, "latency": None})
     assert "`EMBEDSTACK_DATA_DIR=../shared/data python benchmarks/rerank_claims.py`" in full
     assert "interleaved timings" not in full
+
+
+@pytest.fixture()
+def search_bench(monkeypatch):
+    yield from _script(monkeypatch, "search")
+
+
+def _synthetic(n, hnsw_libs=("embedstack", "faiss")):
+    curve = [{"ef": 512, "qps": 500.0, "recall@10": 0.93}, {"ef": 1024, "qps": 300.0, "recall@10": 0.96}]
+    hnsw = {"n": n, "M": 16, "ef_construction": 128, "dtype": "bf16",
+            **{lib: {"build_s": 10.0, "curve": curve, "at_0.95": curve[1]} for lib in hnsw_libs}}
+    spec = {"qps": 900.0, "speedup_vs_exact": 4.0, "recall@10": 0.98, "bytes_per_vector": 384.0,
+            "all_stages_bytes_per_vector": 384.0}
+    return {"n": n, "dim": 384, "queries": 500, "exact": {"ours_qps": 229.0, "faiss_qps": 176.0, "ratio": 1.3,
+                                                          "agreement_with_faiss": 1.0, "bytes_per_vector": 1536},
+            **{s: dict(spec) for s in ("fp16", "int8", "binary", "binary+rescore")},
+            "oversample_sweep": [{"rescore": "int8", "oversample": 10, "qps": 2700.0, "speedup_vs_exact": 12.0,
+                                  "recall@10": 0.5}], "hnsw": hnsw}
+
+
+def test_search_partial_runs_keep_each_rows_own_run_date_through_runs_that_skip_it(search_bench):
+    """A 1M entry measured in run A, skipped by run B (another size) and merged by run C keeps A's date on every
+    row C does not re-measure, not B's (the date of the record C merges into)."""
+    entry = _synthetic(1_000_000)
+    search_bench.carry_dates(entry, "A")  # run B skips this size: its rows stay A's
+    search_bench.carry_dates(entry, "B")  # run C dates what has no date yet with B's: nothing here
+    assert entry["exact"]["measured_in_run_of"] == {"ours_qps": "A", "faiss_qps": "A"}
+    assert all(entry[s]["measured_in_run_of"] == {"qps": "A"} for s in search_bench.SPECS)
+    assert entry["measured_in_run_of"] == {"oversample_sweep": "A"}
+
+    fresh = _synthetic(1_000_000)  # run C re-measures HNSW only; exact only gave it its ground truth
+    for key in [*search_bench.SPECS, "oversample_sweep"]:
+        del fresh[key]
+    merged = search_bench.merge_partial(entry, fresh, ("exact", "hnsw"))
+    assert merged["exact"]["measured_in_run_of"] == {"ours_qps": "A", "faiss_qps": "A"}
+    assert merged["int8"]["measured_in_run_of"] == {"qps": "A"}
+    assert merged["measured_in_run_of"] == {"oversample_sweep": "A"}
+    assert "measured_in_run_of" not in merged["hnsw"]["faiss"]  # measured now
+    text = search_bench.markdown({"synthetic": [merged], "load_before": 1.0, "load_after": 2.0,
+                                  "partial": {"only": ["hnsw"], "previous_run": "P", "hnsw_1m": True}},
+                                 "python benchmarks/search.py --only hnsw --hnsw-1m")
+    assert "Partial re-run (`--only hnsw --hnsw-1m`)" in text
+    assert "| exact float32 (embedstack) (run of A) | 229 |" in text
+    assert "1,000,000 vectors (run of A):" in text  # the oversampling sweep
+    assert "| faiss | 10.0 | 1024 | 300 | 0.960 |" in text
+
+    # a binary re-run: the sweep and the exact baseline are new, faiss's row keeps its date
+    again = _synthetic(1_000_000)
+    del again["hnsw"]
+    del again["exact"]["faiss_qps"]
+    merged = search_bench.merge_partial(entry, again, ("exact", "binary"))
+    assert merged["exact"]["measured_in_run_of"] == {"faiss_qps": "A"}
+    assert "measured_in_run_of" not in merged and "measured_in_run_of" not in merged["binary"]
+    assert merged["hnsw"]["faiss"]["measured_in_run_of"] == {"curve": "A"}
+
+
+def test_search_hnsw_note_reads_its_comparisons_from_the_record(search_bench):
+    h = _synthetic(1_000_000)["hnsw"]
+    note = search_bench.hnsw_note(h)
+    assert "although faiss was faster" not in note  # the same speed here
+    assert "No library reaches recall 0.95 at ef 512 on these vectors at 1M (embedstack 0.930, faiss 0.930)" in note
+    assert "Ours is stored as bf16 at this size" in note
+    h["faiss"] = {**h["faiss"], "at_0.95": {"ef": 1024, "qps": 400.0, "recall@10": 0.96},
+                  "measured_in_run_of": {"curve": "2026-11-28"}}
+    note = search_bench.hnsw_note(h)
+    assert "although faiss was faster here (the two rows were timed in different runs):" in note
+    small = _synthetic(100_000)["hnsw"]
+    assert "ef 512" not in search_bench.hnsw_note(small)
