@@ -589,7 +589,8 @@ def main() -> None:
     ap.add_argument("--no-scifact", action="store_true")
     ap.add_argument("--hnsw-1m", action="store_true", help="also build HNSW graphs at 1M (tens of minutes)")
     ap.add_argument("--only", metavar="PARTS", default="",
-                    help="re-measure only these parts (binary,hnsw) and merge them into the last record")
+                    help="re-measure only these parts (binary, quant, faiss, hnsw) and merge them into the "
+                         "last record; rows not re-measured keep the date of the run that measured them")
     ap.add_argument("--render-last", action="store_true",
                     help="only re-render the BENCHMARKS.md section from the last record in results/search.jsonl")
     args = ap.parse_args()
