@@ -753,6 +753,7 @@ def test_search_partial_runs_keep_each_rows_own_run_date_through_runs_that_skip_
     assert "Partial re-run (`--only hnsw --hnsw-1m`)" in text
     assert "| exact float32 (embedstack) (run of A) | 229 |" in text
     assert "1,000,000 vectors (run of A):" in text  # the oversampling sweep
+    assert "(4.0× and 12.0× (run of A), timed twice" in text  # the target's figures carry their date too
     assert "| faiss | 10.0 | 1024 | 300 | 0.960 |" in text
 
     # a binary re-run: the sweep and the exact baseline are new, faiss's row keeps its date
