@@ -1,7 +1,7 @@
 """The seed's bi- vs cross-encoder claims, measured on this machine (issue 17).
 
-Parts (``--parts``, default all; each part's result is kept in results/rerank_claims_arms.json and
-reused unless ``--fresh``):
+Parts (``--parts``, default all; each part's result is kept in results/NAME_arms.json, NAME from ``--name``
+(default rerank_claims), and reused unless ``--fresh``):
 
 * ``sts``: accuracy on STS-B test (Spearman x100) of a bi-encoder and a cross-encoder, both started from
   all-MiniLM-L6-v2 and trained on STS-B train with model selection on STS-B dev: the recipes
